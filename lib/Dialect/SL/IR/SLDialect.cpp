@@ -1,0 +1,302 @@
+//===- SLDialect.cpp - the sl dialect, its layout attribute and mesh ------===//
+
+#include "shardline/Dialect/SL/IR/SL.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/DialectImplementation.h"
+#include "llvm/ADT/StringSet.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+using namespace mlir;
+using namespace mlir::sl;
+
+#include "shardline/Dialect/SL/IR/SLDialect.cpp.inc"
+#include "shardline/Dialect/SL/IR/SLEnums.cpp.inc"
+#include "shardline/Dialect/SL/IR/SLInterfaces.cpp.inc"
+
+#define GET_ATTRDEF_CLASSES
+#include "shardline/Dialect/SL/IR/SLAttrs.cpp.inc"
+
+namespace {
+/// Prints layouts as `#layout`, `#layout1`, ... aliases so that types stay short.
+struct SLOpAsmInterface : public OpAsmDialectInterface {
+  using OpAsmDialectInterface::OpAsmDialectInterface;
+  AliasResult getAlias(Attribute attr, raw_ostream &os) const override {
+    if (isa<LayoutAttr>(attr)) {
+      os << "layout";
+      return AliasResult::OverridableAlias;
+    }
+    return AliasResult::NoAlias;
+  }
+};
+} // namespace
+
+void SLDialect::initialize() {
+  addOperations<
+#define GET_OP_LIST
+#include "shardline/Dialect/SL/IR/SLOps.cpp.inc"
+      >();
+  registerAttributes();
+  addInterfaces<SLOpAsmInterface>();
+}
+
+void SLDialect::registerAttributes() {
+  addAttributes<
+#define GET_ATTRDEF_LIST
+#include "shardline/Dialect/SL/IR/SLAttrs.cpp.inc"
+      >();
+}
+
+//===----------------------------------------------------------------------===//
+// LayoutAttr
+//===----------------------------------------------------------------------===//
+
+static ArrayAttr axesAttr(MLIRContext *ctx, ArrayRef<std::string> axes) {
+  SmallVector<Attribute> names;
+  for (const auto &a : axes)
+    names.push_back(StringAttr::get(ctx, a));
+  return ArrayAttr::get(ctx, names);
+}
+
+static std::vector<std::string> axesOf(ArrayAttr attr) {
+  std::vector<std::string> out;
+  for (Attribute a : attr)
+    out.push_back(cast<StringAttr>(a).str());
+  return out;
+}
+
+LayoutAttr LayoutAttr::get(MLIRContext *ctx, FlatSymbolRefAttr mesh,
+                           ArrayRef<SmallVector<std::string>> dims, ArrayRef<std::string> partial,
+                           int64_t orderDim, ChunkOrder order) {
+  SmallVector<Attribute> dimAttrs;
+  for (const auto &d : dims)
+    dimAttrs.push_back(axesAttr(ctx, std::vector<std::string>(d.begin(), d.end())));
+  return LayoutAttr::get(ctx, mesh, ArrayAttr::get(ctx, dimAttrs), axesAttr(ctx, partial),
+                         orderDim, order);
+}
+
+SmallVector<StringRef> LayoutAttr::getDimAxes(unsigned dim) const {
+  SmallVector<StringRef> out;
+  for (Attribute a : cast<ArrayAttr>(getDims()[dim]))
+    out.push_back(cast<StringAttr>(a).getValue());
+  return out;
+}
+
+SmallVector<StringRef> LayoutAttr::getPartialAxes() const {
+  SmallVector<StringRef> out;
+  for (Attribute a : getPartial())
+    out.push_back(cast<StringAttr>(a).getValue());
+  return out;
+}
+
+ChunkOrder LayoutAttr::getDimOrder(unsigned dim) const {
+  return (int64_t)dim == getOrderDim() ? getOrder() : ChunkOrder::contiguous;
+}
+
+bool LayoutAttr::isReplicated() const {
+  if (!getPartial().empty())
+    return false;
+  for (Attribute d : getDims())
+    if (!cast<ArrayAttr>(d).empty())
+      return false;
+  return true;
+}
+
+static ParseResult parseAxisList(AsmParser &p, SmallVectorImpl<Attribute> &axes) {
+  return p.parseCommaSeparatedList(AsmParser::Delimiter::Square, [&]() -> ParseResult {
+    std::string name;
+    if (p.parseKeywordOrString(&name))
+      return failure();
+    axes.push_back(StringAttr::get(p.getContext(), name));
+    return success();
+  });
+}
+
+Attribute LayoutAttr::parse(AsmParser &p, Type) {
+  MLIRContext *ctx = p.getContext();
+  SymbolRefAttr meshRef;
+  SmallVector<Attribute> dims, partial;
+  int64_t orderDim = -1;
+  ChunkOrder order = ChunkOrder::contiguous;
+  if (p.parseLess() || p.parseAttribute(meshRef) || p.parseComma())
+    return {};
+  auto mesh = dyn_cast<FlatSymbolRefAttr>(meshRef);
+  if (!mesh) {
+    p.emitError(p.getCurrentLocation(), "expected a flat mesh symbol such as @mesh");
+    return {};
+  }
+  if (p.parseCommaSeparatedList(AsmParser::Delimiter::Square, [&]() -> ParseResult {
+        SmallVector<Attribute> axes;
+        if (parseAxisList(p, axes))
+          return failure();
+        dims.push_back(ArrayAttr::get(ctx, axes));
+        for (auto [kw, o] : {std::pair{"zigzag", ChunkOrder::zigzag},
+                             std::pair{"contiguous", ChunkOrder::contiguous}}) {
+          if (succeeded(p.parseOptionalKeyword(kw))) {
+            if (orderDim >= 0)
+              return p.emitError(p.getCurrentLocation(),
+                                 "only one dimension may carry a chunk order");
+            orderDim = (int64_t)dims.size() - 1;
+            order = o;
+          }
+        }
+        return success();
+      }))
+    return {};
+  if (succeeded(p.parseOptionalComma())) {
+    if (p.parseKeyword("partial") || p.parseEqual() || parseAxisList(p, partial))
+      return {};
+  }
+  if (p.parseGreater())
+    return {};
+  return p.getChecked<LayoutAttr>(ctx, mesh, ArrayAttr::get(ctx, dims),
+                                  ArrayAttr::get(ctx, partial), orderDim, order);
+}
+
+static void printAxisList(AsmPrinter &p, ArrayAttr axes) {
+  p << '[';
+  llvm::interleaveComma(axes, p, [&](Attribute a) {
+    p.printKeywordOrString(cast<StringAttr>(a).getValue());
+  });
+  p << ']';
+}
+
+void LayoutAttr::print(AsmPrinter &p) const {
+  p << '<' << getMesh() << ", [";
+  for (auto [i, d] : llvm::enumerate(getDims())) {
+    if (i)
+      p << ", ";
+    printAxisList(p, cast<ArrayAttr>(d));
+    if ((int64_t)i == getOrderDim())
+      p << ' ' << stringifyChunkOrder(getOrder());
+  }
+  p << ']';
+  if (!getPartial().empty()) {
+    p << ", partial = ";
+    printAxisList(p, getPartial());
+  }
+  p << '>';
+}
+
+LogicalResult LayoutAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                                 FlatSymbolRefAttr mesh, ArrayAttr dims, ArrayAttr partial,
+                                 int64_t orderDim, ChunkOrder order) {
+  shardline::Layout l;
+  for (Attribute d : dims) {
+    auto list = dyn_cast<ArrayAttr>(d);
+    if (!list || !llvm::all_of(list, [](Attribute a) { return isa<StringAttr>(a); }))
+      return emitError() << "layout dimensions must be lists of axis names";
+    l.dims.push_back(axesOf(list));
+  }
+  if (!llvm::all_of(partial, [](Attribute a) { return isa<StringAttr>(a); }))
+    return emitError() << "partial axes must be axis names";
+  l.partial = axesOf(partial);
+  l.orderDim = orderDim;
+  l.order = order == ChunkOrder::zigzag ? shardline::ChunkOrder::Zigzag
+                                        : shardline::ChunkOrder::Contiguous;
+  std::string err = shardline::verifyLayout(l, nullptr, nullptr);
+  if (!err.empty())
+    return emitError() << "invalid layout: " << err;
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Helpers
+//===----------------------------------------------------------------------===//
+
+LayoutAttr mlir::sl::getLayout(Type type) {
+  if (auto t = dyn_cast<RankedTensorType>(type))
+    return dyn_cast_or_null<LayoutAttr>(t.getEncoding());
+  return {};
+}
+
+MeshOp mlir::sl::lookupMesh(Operation *from, LayoutAttr layout) {
+  return SymbolTable::lookupNearestSymbolFrom<MeshOp>(from, layout.getMesh());
+}
+
+shardline::Layout mlir::sl::toLayout(LayoutAttr attr) {
+  shardline::Layout l;
+  for (Attribute d : attr.getDims())
+    l.dims.push_back(axesOf(cast<ArrayAttr>(d)));
+  l.partial = axesOf(attr.getPartial());
+  l.orderDim = attr.getOrderDim();
+  l.order = attr.getOrder() == ChunkOrder::zigzag ? shardline::ChunkOrder::Zigzag
+                                                  : shardline::ChunkOrder::Contiguous;
+  return l;
+}
+
+LayoutAttr mlir::sl::fromLayout(MLIRContext *ctx, FlatSymbolRefAttr mesh,
+                                const shardline::Layout &l) {
+  SmallVector<SmallVector<std::string>> dims;
+  for (const auto &d : l.dims)
+    dims.emplace_back(d.begin(), d.end());
+  return LayoutAttr::get(ctx, mesh, dims, l.partial, l.orderDim,
+                         l.order == shardline::ChunkOrder::Zigzag ? ChunkOrder::zigzag
+                                                                  : ChunkOrder::contiguous);
+}
+
+shardline::Mesh mlir::sl::toMesh(MeshOp mesh) {
+  shardline::Mesh m;
+  for (auto [name, size] : llvm::zip(mesh.getAxes(), mesh.getSizes()))
+    m.axes.emplace_back(cast<StringAttr>(name).str(), size);
+  return m;
+}
+
+RankedTensorType mlir::sl::withLayout(RankedTensorType type, LayoutAttr layout) {
+  return RankedTensorType::get(type.getShape(), type.getElementType(), layout);
+}
+
+//===----------------------------------------------------------------------===//
+// MeshOp
+//===----------------------------------------------------------------------===//
+
+ParseResult MeshOp::parse(OpAsmParser &p, OperationState &state) {
+  StringAttr name;
+  SmallVector<Attribute> axes;
+  SmallVector<int64_t> sizes;
+  if (p.parseSymbolName(name, getSymNameAttrName(state.name), state.attributes))
+    return failure();
+  if (p.parseCommaSeparatedList(AsmParser::Delimiter::Paren, [&]() -> ParseResult {
+        std::string axis;
+        int64_t size;
+        if (p.parseKeywordOrString(&axis) || p.parseEqual() || p.parseInteger(size))
+          return failure();
+        axes.push_back(p.getBuilder().getStringAttr(axis));
+        sizes.push_back(size);
+        return success();
+      }))
+    return failure();
+  state.addAttribute(getAxesAttrName(state.name), p.getBuilder().getArrayAttr(axes));
+  state.addAttribute(getSizesAttrName(state.name), p.getBuilder().getDenseI64ArrayAttr(sizes));
+  return p.parseOptionalAttrDict(state.attributes);
+}
+
+void MeshOp::print(OpAsmPrinter &p) {
+  p << ' ';
+  p.printSymbolName(getSymName());
+  p << '(';
+  llvm::interleaveComma(llvm::zip(getAxes(), getSizes()), p, [&](auto pair) {
+    p.printKeywordOrString(cast<StringAttr>(std::get<0>(pair)).getValue());
+    p << " = " << std::get<1>(pair);
+  });
+  p << ')';
+  p.printOptionalAttrDict((*this)->getAttrs(),
+                          {getSymNameAttrName(), getAxesAttrName(), getSizesAttrName()});
+}
+
+LogicalResult MeshOp::verify() {
+  if (getAxes().size() != getSizes().size())
+    return emitOpError("has ") << getAxes().size() << " axes but " << getSizes().size()
+                               << " sizes";
+  llvm::StringSet<llvm::MallocAllocator> seen;
+  for (auto [name, size] : llvm::zip(getAxes(), getSizes())) {
+    StringRef axis = cast<StringAttr>(name).getValue();
+    if (axis.empty())
+      return emitOpError("has an axis with an empty name");
+    if (!seen.insert(axis).second)
+      return emitOpError("declares axis '") << axis << "' twice";
+    if (size < 1)
+      return emitOpError("axis '") << axis << "' has size " << size << "; sizes must be >= 1";
+  }
+  return success();
+}
