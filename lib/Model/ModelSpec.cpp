@@ -1,0 +1,357 @@
+//===- ModelSpec.cpp - parsing and validating the model spec --------------===//
+
+#include "shardline/Model/ModelSpec.h"
+
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <set>
+
+using namespace shardline;
+using llvm::json::Object;
+using llvm::json::Value;
+
+namespace {
+
+/// Finds the line and column of a key path ("attention.heads") in the text by
+/// following the keys in order; good enough for messages, never for parsing.
+std::string locate(llvm::StringRef text, llvm::StringRef file, llvm::StringRef path) {
+  size_t pos = 0;
+  llvm::SmallVector<llvm::StringRef> keys;
+  path.split(keys, '.');
+  bool found = true;
+  for (llvm::StringRef key : keys) {
+    size_t at = text.find(("\"" + key + "\"").str(), pos);
+    if (at == llvm::StringRef::npos) {
+      found = false;
+      break;
+    }
+    pos = at;
+  }
+  if (!found || path.empty())
+    return file.str() + ": ";
+  size_t line = 1 + text.take_front(pos).count('\n');
+  size_t lineStart = text.take_front(pos).rfind('\n');
+  size_t col = pos - (lineStart == llvm::StringRef::npos ? 0 : lineStart + 1) + 1;
+  return (file + ":" + llvm::Twine(line) + ":" + llvm::Twine(col) + ": ").str();
+}
+
+std::string describe(const Value &v) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << v;
+  return s;
+}
+
+class Reader {
+public:
+  Reader(const ModelSpec &spec, std::vector<std::string> &errors) : spec(spec), errors(errors) {}
+
+  void error(llvm::StringRef path, const llvm::Twine &msg) {
+    errors.push_back(locate(spec.text, spec.file, path) + path.str() + ": " + msg.str());
+  }
+
+  /// A positive integer under `key`; `required` reports a missing key.
+  int64_t positive(const Object &o, llvm::StringRef prefix, llvm::StringRef key, bool required,
+                   int64_t fallback = 0) {
+    std::string path = join(prefix, key);
+    const Value *v = o.get(key);
+    if (!v) {
+      if (required)
+        error(prefix.empty() ? "" : prefix, "missing required key '" + key + "'");
+      return fallback;
+    }
+    std::optional<int64_t> i = v->getAsInteger();
+    if (!i) {
+      error(path, "expected a positive integer, got " + describe(*v));
+      return fallback;
+    }
+    if (*i <= 0) {
+      error(path, "must be positive, got " + llvm::Twine(*i));
+      return fallback;
+    }
+    return *i;
+  }
+
+  std::string string(const Object &o, llvm::StringRef prefix, llvm::StringRef key, bool required,
+                     std::string fallback = "") {
+    const Value *v = o.get(key);
+    if (!v) {
+      if (required)
+        error(prefix, "missing required key '" + key + "'");
+      return fallback;
+    }
+    if (auto s = v->getAsString())
+      return s->str();
+    error(join(prefix, key), "expected a string, got " + describe(*v));
+    return fallback;
+  }
+
+  double number(const Object &o, llvm::StringRef prefix, llvm::StringRef key, double fallback) {
+    const Value *v = o.get(key);
+    if (!v)
+      return fallback;
+    std::optional<double> d = v->getAsNumber();
+    if (!d || *d <= 0) {
+      error(join(prefix, key), "expected a positive number, got " + describe(*v));
+      return fallback;
+    }
+    return *d;
+  }
+
+  bool boolean(const Object &o, llvm::StringRef prefix, llvm::StringRef key, bool fallback) {
+    const Value *v = o.get(key);
+    if (!v)
+      return fallback;
+    if (auto b = v->getAsBoolean())
+      return *b;
+    error(join(prefix, key), "expected true or false, got " + describe(*v));
+    return fallback;
+  }
+
+  const Object *section(const Object &o, llvm::StringRef key) {
+    const Value *v = o.get(key);
+    if (!v)
+      return nullptr;
+    if (const Object *s = v->getAsObject())
+      return s;
+    error(key, "expected an object, got " + describe(*v));
+    return nullptr;
+  }
+
+  void unknownKeys(const Object &o, llvm::StringRef prefix,
+                   std::initializer_list<llvm::StringRef> known) {
+    for (const auto &kv : o) {
+      llvm::StringRef k = kv.first;
+      if (std::find(known.begin(), known.end(), k) == known.end())
+        error(join(prefix, k), "unknown key (expected one of: " + list(known) + ")");
+    }
+  }
+
+private:
+  static std::string join(llvm::StringRef prefix, llvm::StringRef key) {
+    return prefix.empty() ? key.str() : (prefix + "." + key).str();
+  }
+  static std::string list(std::initializer_list<llvm::StringRef> keys) {
+    std::string s;
+    for (auto k : keys)
+      s += (s.empty() ? "" : ", ") + k.str();
+    return s;
+  }
+  const ModelSpec &spec;
+  std::vector<std::string> &errors;
+};
+
+} // namespace
+
+std::optional<ModelSpec> shardline::parseModelSpec(llvm::StringRef text, llvm::StringRef file,
+                                                   const ParallelOverrides &ov,
+                                                   std::vector<std::string> &errors) {
+  ModelSpec spec;
+  spec.file = file.str();
+  spec.text = text.str();
+  llvm::Expected<Value> parsed = llvm::json::parse(text);
+  if (!parsed) {
+    // The JSON parser reports "[LINE:COL, byte=N]: message".
+    std::string msg = llvm::toString(parsed.takeError());
+    llvm::StringRef rest(msg);
+    std::string where = file.str() + ": ";
+    if (rest.consume_front("[")) {
+      auto [pos, tail] = rest.split("]: ");
+      auto [lc, byte] = pos.split(", ");
+      auto [line, col] = lc.split(':');
+      unsigned c = 0;
+      col.getAsInteger(10, c);
+      where = (file + ":" + line + ":" + llvm::Twine(c + 1) + ": ").str();
+      msg = tail.str();
+    }
+    errors.push_back(where + "malformed JSON: " + msg);
+    return std::nullopt;
+  }
+  const Object *root = parsed->getAsObject();
+  if (!root) {
+    errors.push_back(file.str() + ": the model spec must be a JSON object");
+    return std::nullopt;
+  }
+  size_t before = errors.size();
+  Reader r(spec, errors);
+  r.unknownKeys(*root, "",
+                {"name", "pattern", "vocab", "hidden", "seq", "batch", "dtype", "norm_eps",
+                 "attention", "mamba", "moe", "mlp", "recurrent", "parallel"});
+  spec.name = r.string(*root, "", "name", true, "model");
+  spec.pattern = r.string(*root, "", "pattern", true);
+  spec.vocab = r.positive(*root, "", "vocab", true);
+  spec.hidden = r.positive(*root, "", "hidden", true);
+  spec.seq = r.positive(*root, "", "seq", true);
+  spec.batch = r.positive(*root, "", "batch", true);
+  spec.dtype = r.string(*root, "", "dtype", false, "f32");
+  spec.normEps = r.number(*root, "", "norm_eps", 1e-5);
+
+  if (const Object *a = r.section(*root, "attention")) {
+    r.unknownKeys(*a, "attention", {"heads", "kv_heads", "head_dim", "rope_theta"});
+    AttentionSpec s;
+    s.heads = r.positive(*a, "attention", "heads", true);
+    s.kvHeads = r.positive(*a, "attention", "kv_heads", false, s.heads);
+    s.headDim = r.positive(*a, "attention", "head_dim", true);
+    s.ropeTheta = r.number(*a, "attention", "rope_theta", 10000.0);
+    spec.attention = s;
+  }
+  if (const Object *m = r.section(*root, "mamba")) {
+    r.unknownKeys(*m, "mamba", {"heads", "head_dim", "state", "groups", "conv"});
+    MambaSpec s;
+    s.heads = r.positive(*m, "mamba", "heads", true);
+    s.headDim = r.positive(*m, "mamba", "head_dim", true);
+    s.state = r.positive(*m, "mamba", "state", true);
+    s.groups = r.positive(*m, "mamba", "groups", false, 1);
+    s.conv = r.positive(*m, "mamba", "conv", false, 4);
+    spec.mamba = s;
+  }
+  if (const Object *e = r.section(*root, "moe")) {
+    r.unknownKeys(*e, "moe", {"experts", "top_k", "ffn_hidden"});
+    MoESpec s;
+    s.experts = r.positive(*e, "moe", "experts", true);
+    s.topK = r.positive(*e, "moe", "top_k", true);
+    s.ffnHidden = r.positive(*e, "moe", "ffn_hidden", true);
+    spec.moe = s;
+  }
+  if (const Object *f = r.section(*root, "mlp")) {
+    r.unknownKeys(*f, "mlp", {"ffn_hidden"});
+    spec.mlp = MLPSpec{r.positive(*f, "mlp", "ffn_hidden", true)};
+  }
+  if (const Object *rs = r.section(*root, "recurrent")) {
+    r.unknownKeys(*rs, "recurrent", {"width", "conv"});
+    RecurrentSpec s;
+    s.width = r.positive(*rs, "recurrent", "width", true);
+    s.conv = r.positive(*rs, "recurrent", "conv", false, 4);
+    spec.recurrent = s;
+  }
+  if (const Object *p = r.section(*root, "parallel")) {
+    r.unknownKeys(*p, "parallel", {"dp", "tp", "sp", "cp", "cp_comm", "cp_order", "ep"});
+    ParallelSpec &s = spec.parallel;
+    s.dp = r.positive(*p, "parallel", "dp", false, 1);
+    s.tp = r.positive(*p, "parallel", "tp", false, 1);
+    s.cp = r.positive(*p, "parallel", "cp", false, 1);
+    s.ep = r.positive(*p, "parallel", "ep", false, 1);
+    s.sp = r.boolean(*p, "parallel", "sp", false);
+    s.cpComm = r.string(*p, "parallel", "cp_comm", false, "ring");
+    s.cpOrder = r.string(*p, "parallel", "cp_order", false, "zigzag");
+  }
+  ParallelSpec &p = spec.parallel;
+  if (ov.dp)
+    p.dp = *ov.dp;
+  if (ov.tp)
+    p.tp = *ov.tp;
+  if (ov.cp)
+    p.cp = *ov.cp;
+  if (ov.ep)
+    p.ep = *ov.ep;
+  if (ov.sp)
+    p.sp = *ov.sp;
+  if (ov.cpComm)
+    p.cpComm = *ov.cpComm;
+  if (ov.cpOrder)
+    p.cpOrder = *ov.cpOrder;
+  if (errors.size() != before)
+    return std::nullopt;
+  validateModelSpec(spec, errors);
+  if (errors.size() != before)
+    return std::nullopt;
+  return spec;
+}
+
+void shardline::validateModelSpec(const ModelSpec &spec, std::vector<std::string> &errors) {
+  Reader r(spec, errors);
+  const ParallelSpec &p = spec.parallel;
+  if (spec.pattern.empty())
+    r.error("pattern", "must name at least one block");
+  std::set<char> letters;
+  for (size_t i = 0; i < spec.pattern.size(); ++i) {
+    char c = spec.pattern[i];
+    if (std::string("AMERF").find(c) == std::string::npos) {
+      r.error("pattern", "unknown block letter '" + std::string(1, c) + "' at position " +
+                             llvm::Twine(i) + " (expected A, M, E, R or F)");
+      continue;
+    }
+    letters.insert(c);
+  }
+  if (spec.dtype != "f32" && spec.dtype != "bf16" && spec.dtype != "f16")
+    r.error("dtype", "must be f32, bf16 or f16, got \"" + spec.dtype + "\"");
+  struct Need {
+    char letter;
+    bool present;
+    const char *section;
+  };
+  for (Need n : {Need{'A', (bool)spec.attention, "attention"}, Need{'M', (bool)spec.mamba, "mamba"},
+                 Need{'E', (bool)spec.moe, "moe"}, Need{'F', (bool)spec.mlp, "mlp"},
+                 Need{'R', (bool)spec.recurrent, "recurrent"}})
+    if (letters.count(n.letter) && !n.present)
+      r.error("pattern", "block letter '" + std::string(1, n.letter) + "' needs a \"" +
+                             n.section + "\" section");
+
+  for (auto [name, v] : {std::pair{"dp", p.dp}, std::pair{"tp", p.tp}, std::pair{"cp", p.cp},
+                         std::pair{"ep", p.ep}})
+    if (v < 1)
+      r.error(std::string("parallel.") + name, "must be positive, got " + llvm::Twine(v));
+  if (p.cpComm != "ring" && p.cpComm != "allgather" && p.cpComm != "a2a" && p.cpComm != "auto")
+    r.error("parallel.cp_comm",
+            "must be ring, allgather, a2a or auto, got \"" + p.cpComm + "\"");
+  if (p.cpOrder != "zigzag" && p.cpOrder != "contiguous")
+    r.error("parallel.cp_order", "must be zigzag or contiguous, got \"" + p.cpOrder + "\"");
+  if (p.dp < 1 || p.tp < 1 || p.cp < 1 || p.ep < 1)
+    return;
+
+  auto divisible = [&](llvm::StringRef key, int64_t value, int64_t by, const llvm::Twine &by_what) {
+    if (value % by != 0)
+      r.error(key, llvm::Twine(value) + " is not divisible by " + by_what + " = " +
+                       llvm::Twine(by));
+  };
+  int64_t t = p.tp;
+  if (t > 1)
+    divisible("vocab", spec.vocab, t, "tp (vocab-parallel embedding and LM head)");
+  if (spec.attention && letters.count('A')) {
+    const AttentionSpec &a = *spec.attention;
+    if (a.heads % a.kvHeads != 0)
+      r.error("attention.heads", llvm::Twine(a.heads) + " is not a multiple of kv_heads = " +
+                                     llvm::Twine(a.kvHeads));
+    if (a.headDim % 2 != 0)
+      r.error("attention.head_dim", "must be even for RoPE, got " + llvm::Twine(a.headDim));
+    divisible("attention.heads", a.heads, t, "tp");
+    divisible("attention.kv_heads", a.kvHeads, t, "tp");
+    if (p.cp > 1 && p.cpComm == "a2a")
+      divisible("attention.kv_heads", a.kvHeads, t * p.cp,
+                "tp*cp (all-to-all context parallelism splits heads over cp)");
+  }
+  if (spec.mamba && letters.count('M')) {
+    const MambaSpec &m = *spec.mamba;
+    if (m.heads % m.groups != 0)
+      r.error("mamba.heads",
+              llvm::Twine(m.heads) + " is not a multiple of groups = " + llvm::Twine(m.groups));
+    divisible("mamba.heads", m.heads, t, "tp");
+    divisible("mamba.groups", m.groups, t, "tp");
+  }
+  if (spec.moe && letters.count('E')) {
+    const MoESpec &e = *spec.moe;
+    if (e.topK > e.experts)
+      r.error("moe.top_k", llvm::Twine(e.topK) + " exceeds experts = " + llvm::Twine(e.experts));
+    divisible("moe.experts", e.experts, p.ep, "ep");
+  }
+  if (spec.mlp && letters.count('F'))
+    divisible("mlp.ffn_hidden", spec.mlp->ffnHidden, t, "tp");
+  if (spec.recurrent && letters.count('R'))
+    divisible("recurrent.width", spec.recurrent->width, t, "tp");
+  divisible("batch", spec.batch, p.dp * p.ep, "dp*ep (batch is split over dp and ep)");
+
+  // Sequence: split over cp (2*cp chunks in zigzag order), and again over tp
+  // under sequence parallelism.
+  int64_t seqSplit = p.cp * (p.sp ? t : 1);
+  bool zigzag = p.cp > 1 && p.cpOrder == "zigzag";
+  int64_t need = zigzag ? 2 * seqSplit : seqSplit;
+  if (need > 1 && spec.seq % need != 0) {
+    std::string why = zigzag ? "2*cp" : "cp";
+    if (p.sp && t > 1)
+      why += "*tp";
+    r.error("seq", llvm::Twine(spec.seq) + " is not divisible by " + why + " = " +
+                       llvm::Twine(need) +
+                       (zigzag ? " (zigzag order cuts the sequence into 2*cp chunks)" : ""));
+  }
+}
