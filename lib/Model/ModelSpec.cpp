@@ -48,7 +48,11 @@ public:
   Reader(const ModelSpec &spec, std::vector<std::string> &errors) : spec(spec), errors(errors) {}
 
   void error(llvm::StringRef path, const llvm::Twine &msg) {
-    errors.push_back(locate(spec.text, spec.file, path) + path.str() + ": " + msg.str());
+    std::string where = locate(spec.text, spec.file, path);
+    for (const auto &[key, flag] : spec.fromFlags)
+      if (key == path)
+        where = "command line: --" + flag + ": ";
+    errors.push_back(where + (path.empty() ? "" : path.str() + ": ") + msg.str());
   }
 
   /// A positive integer under `key`; `required` reports a missing key.
@@ -237,20 +241,19 @@ std::optional<ModelSpec> shardline::parseModelSpec(llvm::StringRef text, llvm::S
     s.cpOrder = r.string(*p, "parallel", "cp_order", false, "zigzag");
   }
   ParallelSpec &p = spec.parallel;
-  if (ov.dp)
-    p.dp = *ov.dp;
-  if (ov.tp)
-    p.tp = *ov.tp;
-  if (ov.cp)
-    p.cp = *ov.cp;
-  if (ov.ep)
-    p.ep = *ov.ep;
-  if (ov.sp)
-    p.sp = *ov.sp;
-  if (ov.cpComm)
-    p.cpComm = *ov.cpComm;
-  if (ov.cpOrder)
-    p.cpOrder = *ov.cpOrder;
+  auto apply = [&](auto &field, const auto &value, const char *key, const char *flag) {
+    if (!value)
+      return;
+    field = *value;
+    spec.fromFlags.emplace_back(key, flag);
+  };
+  apply(p.dp, ov.dp, "parallel.dp", "dp");
+  apply(p.tp, ov.tp, "parallel.tp", "tp");
+  apply(p.cp, ov.cp, "parallel.cp", "cp");
+  apply(p.ep, ov.ep, "parallel.ep", "ep");
+  apply(p.sp, ov.sp, "parallel.sp", "sp");
+  apply(p.cpComm, ov.cpComm, "parallel.cp_comm", "cp-comm");
+  apply(p.cpOrder, ov.cpOrder, "parallel.cp_order", "cp-order");
   if (errors.size() != before)
     return std::nullopt;
   validateModelSpec(spec, errors);

@@ -43,19 +43,20 @@ cl::opt<Emit> emit("emit", cl::desc("What to write:"), cl::init(Emit::MLIR),
                    cl::cat(category));
 
 cl::opt<int64_t> tp("tensor-model-parallel-size",
-                    cl::desc("Tensor-parallel size (mesh axis tp)"), cl::cat(parallelCategory));
+                    cl::desc("Tensor-parallel size (mesh axis tp); short form --tp"),
+                    cl::cat(parallelCategory));
 cl::alias tpA("tp", cl::desc("Alias for --tensor-model-parallel-size"), cl::aliasopt(tp));
 cl::opt<bool> sp("sequence-parallel",
                  cl::desc("Keep activations between tensor-parallel regions sequence-sharded "
-                          "over tp (--sp=false turns it off)"),
+                          "over tp (short form --sp; --sp=false turns it off)"),
                  cl::cat(parallelCategory));
 cl::alias spA("sp", cl::desc("Alias for --sequence-parallel"), cl::aliasopt(sp));
-cl::opt<int64_t> cp("context-parallel-size", cl::desc("Context-parallel size (mesh axis cp)"),
+cl::opt<int64_t> cp("context-parallel-size", cl::desc("Context-parallel size (mesh axis cp); short form --cp"),
                     cl::cat(parallelCategory));
 cl::alias cpA("cp", cl::desc("Alias for --context-parallel-size"), cl::aliasopt(cp));
 cl::opt<std::string> cpComm("cp-comm-type",
                             cl::desc("Attention under context parallelism: ring | allgather | "
-                                     "a2a | auto"),
+                                     "a2a | auto; short form --cp-comm"),
                             cl::cat(parallelCategory));
 cl::alias cpCommA("cp-comm", cl::desc("Alias for --cp-comm-type"), cl::aliasopt(cpComm));
 cl::opt<std::string> cpOrder("cp-order",
@@ -63,10 +64,10 @@ cl::opt<std::string> cpOrder("cp-order",
                                       "(default, balances causal attention) | contiguous"),
                              cl::cat(parallelCategory));
 cl::opt<int64_t> ep("expert-model-parallel-size",
-                    cl::desc("Expert-parallel size (mesh axis ep; data-parallel outside MoE)"),
+                    cl::desc("Expert-parallel size (mesh axis ep; data-parallel outside MoE); short form --ep"),
                     cl::cat(parallelCategory));
 cl::alias epA("ep", cl::desc("Alias for --expert-model-parallel-size"), cl::aliasopt(ep));
-cl::opt<int64_t> dp("data-parallel-size", cl::desc("Data-parallel size (mesh axis dp)"),
+cl::opt<int64_t> dp("data-parallel-size", cl::desc("Data-parallel size (mesh axis dp); short form --dp"),
                     cl::cat(parallelCategory));
 cl::alias dpA("dp", cl::desc("Alias for --data-parallel-size"), cl::aliasopt(dp));
 

@@ -67,9 +67,11 @@ struct ModelSpec {
   std::optional<RecurrentSpec> recurrent;
   ParallelSpec parallel;
 
-  /// Where the spec came from (for diagnostics) and its text.
+  /// Where the spec came from (for diagnostics), its text, and the keys that
+  /// command-line flags set (key, flag).
   std::string file;
   std::string text;
+  std::vector<std::pair<std::string, std::string>> fromFlags;
 };
 
 /// Parses and validates a spec. On failure returns nullopt and appends one

@@ -1,0 +1,18 @@
+# Lit configuration for Shardline's IR and tool tests.
+import os
+
+import lit.formats
+from lit.llvm import llvm_config
+
+config.name = "Shardline"
+config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
+config.suffixes = [".mlir", ".test"]
+config.excludes = ["Inputs", "Unit", "CMakeLists.txt", "lit.cfg.py", "lit.site.cfg.py"]
+config.test_source_root = os.path.dirname(__file__)
+config.test_exec_root = os.path.join(config.shardline_obj_root, "test")
+
+llvm_config.use_default_substitutions()
+llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
+llvm_config.with_environment("PATH", config.shardline_tools_dir, append_path=True)
+config.substitutions.append(("%examples", os.path.join(config.shardline_src_root, "examples")))
+config.environment["FILECHECK_OPTS"] = "-enable-var-scope"
