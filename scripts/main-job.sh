@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The main job: set up, build, and compile the example hybrid model nam56r-tiny (pattern
+# AEMEAEMEAEMR) for 8 ranks with tensor parallelism 2 + sequence parallelism, context
+# parallelism 2 and expert parallelism 2, then print the summary of the verified program.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${SHARDLINE_BUILD_DIR:-$root/build}"
+"$root/scripts/setup.sh"
+cmake --build "$build" -j "${SHARDLINE_JOBS:-2}" --target shardline-compile shardline-opt
+set -x
+"$build/bin/shardline-compile" "$root/examples/models/nam56r-tiny.json" \
+  --tp 2 --sp --cp 2 --ep 2 --emit summary
