@@ -1,0 +1,131 @@
+//===- dense.cpp - Embedding, norms, GEMM, elementwise --------------------===//
+
+#include "kernels/cpu/internal.h"
+#include "kernels/cpu/kernels.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cassert>
+#include <climits>
+#include <cmath>
+#include <cstring>
+
+namespace shardline::rt::cpu {
+
+void detail::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                  float alpha, const float *A, int64_t lda, const float *B,
+                  int64_t ldb, float beta, float *C, int64_t ldc) {
+  if (M == 0 || N == 0)
+    return;
+  if (K == 0) {
+    // BLAS would scale C too, but rejects K == 0 leading dimensions.
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j)
+        C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+    return;
+  }
+  auto bi = [](int64_t v) {
+    assert(v >= 0 && v <= INT_MAX && "GEMM dimension exceeds BLAS int");
+    return static_cast<blasint>(v);
+  };
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+              trans_b ? CblasTrans : CblasNoTrans, bi(M), bi(N), bi(K), alpha,
+              A, bi(lda), B, bi(ldb), beta, C, bi(ldc));
+}
+
+void embedding(const int32_t *ids, int64_t T, const float *table, int64_t Vl,
+               int64_t H, int64_t vocab_offset, float *out) {
+  for (int64_t t = 0; t < T; ++t) {
+    int64_t row = static_cast<int64_t>(ids[t]) - vocab_offset;
+    float *dst = out + t * H;
+    if (row >= 0 && row < Vl)
+      std::memcpy(dst, table + row * H, sizeof(float) * H);
+    else
+      std::fill(dst, dst + H, 0.0f);
+  }
+}
+
+bool ids_in_range(const int32_t *ids, int64_t T, int64_t V) {
+  return std::all_of(ids, ids + T,
+                     [V](int32_t id) { return id >= 0 && id < V; });
+}
+
+void rms_norm(const float *x, const float *w, int64_t T, int64_t H, float eps,
+              float *y) {
+  for (int64_t t = 0; t < T; ++t) {
+    const float *row = x + t * H;
+    double ss = 0.0;
+    for (int64_t h = 0; h < H; ++h)
+      ss += static_cast<double>(row[h]) * row[h];
+    double inv = 1.0 / std::sqrt(ss / H + eps);
+    for (int64_t h = 0; h < H; ++h)
+      y[t * H + h] = static_cast<float>(row[h] * inv * w[h]);
+  }
+}
+
+void gated_rms_norm(const float *y, const float *z, const float *w, int64_t T,
+                    int64_t C, int64_t groups, float eps, float *out) {
+  assert(groups > 0 && C % groups == 0);
+  int64_t gs = C / groups;
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t g = 0; g < groups; ++g) {
+      int64_t base = t * C + g * gs;
+      double ss = 0.0;
+      for (int64_t c = 0; c < gs; ++c)
+        ss += static_cast<double>(y[base + c]) * y[base + c];
+      double inv = 1.0 / std::sqrt(ss / gs + eps);
+      for (int64_t c = 0; c < gs; ++c)
+        out[base + c] = static_cast<float>(y[base + c] * inv * w[g * gs + c] *
+                                           detail::silu(z[base + c]));
+    }
+  }
+}
+
+void linear(const float *x, const float *w, int64_t T, int64_t K, int64_t N,
+            float *out, bool accumulate) {
+  detail::gemm(false, false, T, N, K, 1.0f, x, K, w, N,
+               accumulate ? 1.0f : 0.0f, out, N);
+}
+
+namespace {
+template <typename F> void map1(const float *x, int64_t n, float *out, F f) {
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = static_cast<float>(f(static_cast<double>(x[i])));
+}
+} // namespace
+
+void add(const float *a, const float *b, int64_t n, float *out) {
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = a[i] + b[i];
+}
+
+void mul(const float *a, const float *b, int64_t n, float *out) {
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = a[i] * b[i];
+}
+
+void silu(const float *x, int64_t n, float *out) {
+  map1(x, n, out, detail::silu);
+}
+
+void gelu(const float *x, int64_t n, float *out) {
+  constexpr double kInvSqrt2 = 0.70710678118654752440;
+  map1(x, n, out,
+       [](double v) { return 0.5 * v * (1.0 + std::erf(v * kInvSqrt2)); });
+}
+
+void sigmoid(const float *x, int64_t n, float *out) {
+  map1(x, n, out, detail::sigmoid);
+}
+
+void softplus(const float *x, int64_t n, float *out) {
+  map1(x, n, out, detail::softplus);
+}
+
+void swiglu(const float *g, const float *u, int64_t n, float *out) {
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = static_cast<float>(detail::silu(g[i]) * u[i]);
+}
+
+} // namespace shardline::rt::cpu

@@ -1,0 +1,271 @@
+//===- kernels.h - CPU reference kernels ------------------------*- C++ -*-===//
+//
+// The CPU kernels define the numerics of every Shardline op: a partitioned run
+// must reproduce what these functions compute on one device. All tensors are
+// f32 (ids and indices int32, positions int64), row-major and contiguous; a
+// shape written [A,B,C] means element (a,b,c) lives at ((a*B)+b)*C+c.
+//
+// Every kernel works on a shard of a tensor: whatever depends on where the
+// shard sits in the global tensor (token positions, vocabulary offset, the
+// state or halo carried in from preceding tokens) is an explicit argument.
+// Unless stated otherwise, outputs must not alias inputs. GEMMs go through
+// cblas_sgemm (f32); everything else (elementwise math, norms, softmax, scans,
+// weighted sums) is evaluated in double and rounded once to f32.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SHARDLINE_RUNTIME_KERNELS_CPU_KERNELS_H
+#define SHARDLINE_RUNTIME_KERNELS_CPU_KERNELS_H
+
+#include <cstdint>
+
+namespace shardline::rt::cpu {
+
+//===----------------------------------------------------------------------===//
+// Dense ops (dense.cpp)
+//===----------------------------------------------------------------------===//
+
+/// Vocab-parallel embedding lookup; table[Vl,H] holds the rows of vocabulary
+/// entries [vocab_offset, vocab_offset+Vl).
+///   out[t,:] = table[ids[t]-vocab_offset, :]  if 0 <= ids[t]-vocab_offset < Vl
+///            = 0                              otherwise
+/// Summing the outputs of all shards gives the full lookup. Ids are not
+/// validated; see ids_in_range.
+void embedding(const int32_t *ids, int64_t T, const float *table, int64_t Vl,
+               int64_t H, int64_t vocab_offset, float *out);
+
+/// True iff every ids[t] lies in [0, V).
+bool ids_in_range(const int32_t *ids, int64_t T, int64_t V);
+
+/// y[t,h] = x[t,h] / sqrt(mean_h'(x[t,h']^2) + eps) * w[h].  y may be x.
+void rms_norm(const float *x, const float *w, int64_t T, int64_t H, float eps,
+              float *y);
+
+/// Gated RMSNorm normalised within `groups` contiguous channel groups of
+/// size C/groups (C % groups == 0). For channel c in group g:
+///   out[t,c] = y[t,c] / sqrt(mean_{c' in g}(y[t,c']^2) + eps) * w[c]
+///              * silu(z[t,c])
+/// out may be y or z.
+void gated_rms_norm(const float *y, const float *z, const float *w, int64_t T,
+                    int64_t C, int64_t groups, float eps, float *out);
+
+/// out[T,N] = x[T,K] . w[K,N]            (accumulate == false)
+/// out[T,N] = x[T,K] . w[K,N] + out       (accumulate == true)
+void linear(const float *x, const float *w, int64_t T, int64_t K, int64_t N,
+            float *out, bool accumulate = false);
+
+// Elementwise over n values; out may alias any input.
+/// out = a + b
+void add(const float *a, const float *b, int64_t n, float *out);
+/// out = a * b
+void mul(const float *a, const float *b, int64_t n, float *out);
+/// out = x * sigmoid(x)
+void silu(const float *x, int64_t n, float *out);
+/// out = 0.5 * x * (1 + erf(x / sqrt(2)))
+void gelu(const float *x, int64_t n, float *out);
+/// out = 1 / (1 + exp(-x)), without overflow for large |x|.
+void sigmoid(const float *x, int64_t n, float *out);
+/// out = log(1 + exp(x)), without overflow for large x.
+void softplus(const float *x, int64_t n, float *out);
+/// out = silu(g) * u
+void swiglu(const float *g, const float *u, int64_t n, float *out);
+
+//===----------------------------------------------------------------------===//
+// Attention (attention.cpp)
+//===----------------------------------------------------------------------===//
+
+/// Rotary embedding on x[B,S,NH,D] (D even) with the half-split pairing:
+/// for i < D/2, with angle = positions[s] * theta^(-2i/D),
+///   out[..,i]       = x[..,i] cos(angle) - x[..,i+D/2] sin(angle)
+///   out[..,i+D/2]   = x[..,i+D/2] cos(angle) + x[..,i] sin(angle)
+/// positions[S] are the global positions of the local rows. Angles are
+/// evaluated in double. out may be x.
+void rope(const float *x, const int64_t *positions, int64_t B, int64_t S,
+          int64_t NH, int64_t D, float theta, float *out);
+
+struct AttentionDims {
+  int64_t B;   ///< batch
+  int64_t Sq;  ///< local queries
+  int64_t Sk;  ///< local keys/values
+  int64_t HQ;  ///< query heads
+  int64_t HKV; ///< key/value heads; HQ % HKV == 0
+  int64_t D;   ///< head dim
+};
+
+/// Softmax attention of q[B,Sq,HQ,D] over k,v[B,Sk,HKV,D] with grouped
+/// queries: query head h reads kv head h / (HQ/HKV). With
+///   s[i,j] = scale * sum_d q[b,i,h,d] k[b,j,hk,d]
+/// and the visible keys V(i) = all j, or, when causal, {j : k_pos[j] <=
+/// q_pos[i]}:
+///   lse[b,h,i]   = log sum_{j in V(i)} exp(s[i,j])
+///   out[b,i,h,:] = sum_{j in V(i)} exp(s[i,j] - lse[b,h,i]) v[b,j,hk,:]
+/// A query with no visible key gets out = 0 and lse = -inf, so that
+/// attention_merge treats it as an empty partial result. q_pos[Sq] and
+/// k_pos[Sk] are global token positions; they are only read when causal.
+/// lse is [B,HQ,Sq] and may be nullptr.
+void attention(const float *q, const float *k, const float *v,
+               const int64_t *q_pos, const int64_t *k_pos,
+               const AttentionDims &dims, bool causal, float scale, float *out,
+               float *lse);
+
+/// Merges two partial attention results over disjoint key sets (one ring
+/// step), out,out_a,out_b: [B,Sq,HQ,D]; lse,lse_a,lse_b: [B,HQ,Sq]. With
+/// m = max(lse_a, lse_b):
+///   lse = m + log(exp(lse_a - m) + exp(lse_b - m))
+///   out = exp(lse_a - lse) out_a + exp(lse_b - lse) out_b
+/// and out = 0, lse = -inf when both are -inf. out may alias out_a or out_b,
+/// and lse may alias lse_a or lse_b, so a ring accumulates in place.
+void attention_merge(const float *out_a, const float *lse_a, const float *out_b,
+                     const float *lse_b, int64_t B, int64_t Sq, int64_t HQ,
+                     int64_t D, float *out, float *lse);
+
+//===----------------------------------------------------------------------===//
+// Convolution and scans (scan.cpp)
+//===----------------------------------------------------------------------===//
+
+/// Causal depthwise convolution of x[B,S,C] with w[C,W]. Let xx be x with
+/// halo[B,W-1,C] (the W-1 tokens preceding x, oldest first) prepended, so
+/// that xx[b,t'] for t' < 0 is halo[b,W-1+t']:
+///   y[b,t,c] = bias[c] + sum_{j=0}^{W-1} w[c,j] xx[b, t-(W-1)+j, c]
+/// bias == nullptr means 0; halo == nullptr means zeros (sequence start).
+void causal_conv1d(const float *x, const float *w, const float *bias,
+                   const float *halo, int64_t B, int64_t S, int64_t C,
+                   int64_t W, float *y);
+
+/// The halo the next shard needs: halo_out[B,W-1,C] = last W-1 tokens of xx
+/// (x with halo prepended, as above). Correct also when S < W-1.
+void causal_conv1d_halo(const float *x, const float *halo, int64_t B, int64_t S,
+                        int64_t C, int64_t W, float *halo_out);
+
+/// Sequential combination of per-chunk scan summaries, for state passing.
+/// Chunk i (in sequence order) was scanned from a zero state and reported
+/// decay[i, nd] (product of its decays) and final[i, nd*bcast] (its final
+/// state); decay entry e scales the bcast contiguous state entries
+/// [e*bcast, (e+1)*bcast). Computes every chunk's true initial state:
+///   chunk_init[0]   = init (zeros if nullptr)
+///   chunk_init[i+1] = decay[i] * chunk_init[i] + final[i]
+/// and, if total_final != nullptr, the state after the last chunk.
+/// SSD: nd = B*NH, bcast = P*N.  RG-LRU: nd = B*W, bcast = 1.
+void scan_combine_states(const float *decay, const float *final,
+                         const float *init, int64_t chunks, int64_t nd,
+                         int64_t bcast, float *chunk_init, float *total_final);
+
+struct SsdDims {
+  int64_t B;  ///< batch
+  int64_t S;  ///< local sequence length
+  int64_t NH; ///< heads
+  int64_t P;  ///< head dim
+  int64_t G;  ///< B/C groups; NH % G == 0
+  int64_t N;  ///< state size
+};
+
+/// Mamba-2 SSD scan, x[B,S,NH,P], dt[B,S,NH] (already positive), A[NH]
+/// (negative), Bm,Cm[B,S,G,N], D[NH] (nullptr: 0), state_in[B,NH,P,N]
+/// (nullptr: 0). Head h uses group g = h / (NH/G). Per (b,h), with
+/// a_t = exp(dt_t A_h) and s_{-1} = state_in:
+///   s_t[p,n] = a_t s_{t-1}[p,n] + dt_t x_t[p] B_t[g,n]
+///   y_t[p]   = sum_n C_t[g,n] s_t[p,n] + D_h x_t[p]
+/// state_out[B,NH,P,N] = s_{S-1}; decay_out[B,NH] = prod_t a_t; either may be
+/// nullptr. Evaluated in blocks of `chunk` tokens: within a block through the
+/// masked decay matrix L[t,s] = exp(cum_t - cum_s) (s <= t, cum = running sum
+/// of dt A), across blocks through the state.
+void ssd_scan(const float *x, const float *dt, const float *A, const float *Bm,
+              const float *Cm, const float *D, const float *state_in,
+              const SsdDims &dims, float *y, float *state_out, float *decay_out,
+              int64_t chunk = 64);
+
+/// The same recurrence evaluated step by step (state kept in double); the
+/// oracle for ssd_scan.
+void ssd_scan_reference(const float *x, const float *dt, const float *A,
+                        const float *Bm, const float *Cm, const float *D,
+                        const float *state_in, const SsdDims &dims, float *y,
+                        float *state_out, float *decay_out);
+
+/// Adds what a nonzero initial state h0[B,NH,P,N] contributes to the outputs
+/// of an ssd_scan that started from zero (the scan is linear in the state):
+///   y_t[p]    += sum_n C_t[g,n] (prod_{tau<=t} a_tau) h0[p,n]
+///   state_out += (prod_t a_t) h0          (skipped if state_out == nullptr)
+void ssd_state_correct(const float *Cm, const float *dt, const float *A,
+                       const float *h0, const SsdDims &dims, float *y,
+                       float *state_out);
+
+/// Griffin RG-LRU over x[B,S,W] with gate pre-activations gate_a, gate_x
+/// [B,S,W], lambda[W] and state_in[B,W] (nullptr: 0). Per (b,w):
+///   r_t = sigmoid(gate_a_t), i_t = sigmoid(gate_x_t)
+///   log a_t = c r_t log(sigmoid(lambda))   (log-sigmoid computed stably)
+///   h_t = a_t h_{t-1} + sqrt(1 - a_t^2) (i_t x_t),  y_t = h_t
+/// state_out[B,W] = h_{S-1}; decay_out[B,W] = prod_t a_t; either may be
+/// nullptr.
+void rglru_scan(const float *x, const float *gate_a, const float *gate_x,
+                const float *lambda, const float *state_in, int64_t B,
+                int64_t S, int64_t W, float *y, float *state_out,
+                float *decay_out, float c = 8.0f);
+
+/// Adds what a nonzero initial state h0[B,W] contributes to the outputs of an
+/// rglru_scan that started from zero:
+///   y_t += (prod_{tau<=t} a_tau) h0;  state_out += (prod_t a_t) h0
+/// state_out may be nullptr.
+void rglru_state_correct(const float *gate_a, const float *lambda,
+                         const float *h0, int64_t B, int64_t S, int64_t W,
+                         float *y, float *state_out, float c = 8.0f);
+
+//===----------------------------------------------------------------------===//
+// Mixture of experts (moe.cpp)
+//===----------------------------------------------------------------------===//
+
+/// Top-k routing from logits[T,E]: p = softmax(logits[t,:]); idx[t,:] are the
+/// k experts of largest p in descending order (equal p: lower index first);
+///   weights[t,j] = p[idx[t,j]] / sum_{j'} p[idx[t,j']]
+void router_topk(const float *logits, int64_t T, int64_t E, int64_t k,
+                 float *weights, int32_t *idx);
+
+/// Dropless dispatch of x[T,H] by idx[T,k] (values in [0,E)): sorted[T*k,H]
+/// holds one row per (token, slot), grouped by expert in ascending order and,
+/// within an expert, in (token, slot) order. counts[E] are the rows per
+/// expert; perm[r] = t*k + slot of sorted row r.
+void moe_dispatch(const float *x, const int32_t *idx, int64_t T, int64_t H,
+                  int64_t k, int64_t E, float *sorted, int32_t *counts,
+                  int32_t *perm);
+
+/// SwiGLU experts over consecutive row ranges: expert e owns counts[e] rows of
+/// sorted[R,H] (R = sum counts) and computes on them
+///   out = (silu(x . w_gate[e]) * (x . w_up[e])) . w_down[e]
+/// w_gate, w_up: [E,H,F]; w_down: [E,F,H]. E is the number of local experts.
+void moe_experts(const float *sorted, const int32_t *counts, int64_t E,
+                 const float *w_gate, const float *w_up, const float *w_down,
+                 int64_t H, int64_t F, float *out);
+
+/// Weighted combine of expert_out[T*k,H] (rows in the order of moe_dispatch's
+/// perm) back to tokens:  y[t,:] = sum_{slot} weights[t,slot] row(t,slot),
+/// summed in slot order regardless of the row order.
+void moe_combine(const float *expert_out, const int32_t *perm,
+                 const float *weights, int64_t T, int64_t H, int64_t k,
+                 float *y);
+
+//===----------------------------------------------------------------------===//
+// Cross-entropy (loss.cpp)
+//===----------------------------------------------------------------------===//
+
+// Vocab-parallel pieces over a shard logits[T,Vl] of vocabulary entries
+// [vocab_offset, vocab_offset+Vl). Across shards: gmax = max of the maxes,
+// sum = sum of the sumexps (each taken against gmax), target = sum of the
+// targets; then xent_loss(gmax, sum, target).
+
+/// max[t] = max_v logits[t,v]
+void xent_local_max(const float *logits, int64_t T, int64_t Vl, float *max);
+/// sum[t] = sum_v exp(logits[t,v] - gmax[t])
+void xent_local_sumexp(const float *logits, const float *gmax, int64_t T,
+                       int64_t Vl, float *sum);
+/// target[t] = logits[t, labels[t]-vocab_offset] if owned by the shard, else 0
+void xent_local_target(const float *logits, const int32_t *labels, int64_t T,
+                       int64_t Vl, int64_t vocab_offset, float *target);
+/// mean_t(log(sum[t]) + gmax[t] - target[t])
+float xent_loss(const float *gmax, const float *sum, const float *target,
+                int64_t T);
+/// Mean token loss over full logits[T,V]: the pieces above with one shard.
+float cross_entropy(const float *logits, const int32_t *labels, int64_t T,
+                    int64_t V);
+
+} // namespace shardline::rt::cpu
+
+#endif // SHARDLINE_RUNTIME_KERNELS_CPU_KERNELS_H

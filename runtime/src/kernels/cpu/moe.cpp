@@ -1,0 +1,104 @@
+//===- moe.cpp - Routing, dropless dispatch, SwiGLU experts, combine ------===//
+
+#include "kernels/cpu/internal.h"
+#include "kernels/cpu/kernels.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+namespace shardline::rt::cpu {
+
+void router_topk(const float *logits, int64_t T, int64_t E, int64_t k,
+                 float *weights, int32_t *idx) {
+  assert(k >= 1 && k <= E);
+  std::vector<int32_t> order(E);
+  std::vector<double> p(E);
+  for (int64_t t = 0; t < T; ++t) {
+    const float *l = logits + t * E;
+    const float m = *std::max_element(l, l + E);
+    double z = 0.0;
+    for (int64_t e = 0; e < E; ++e) {
+      p[e] = std::exp(static_cast<double>(l[e]) - m);
+      z += p[e];
+    }
+    // Softmax is monotonic, so ranking the logits ranks the probabilities
+    // without rounding turning distinct logits into ties.
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                      [l](int32_t a, int32_t b) {
+                        return l[a] > l[b] || (l[a] == l[b] && a < b);
+                      });
+    double chosen = 0.0;
+    for (int64_t j = 0; j < k; ++j)
+      chosen += p[order[j]] / z;
+    for (int64_t j = 0; j < k; ++j) {
+      idx[t * k + j] = order[j];
+      weights[t * k + j] = static_cast<float>(p[order[j]] / z / chosen);
+    }
+  }
+}
+
+void moe_dispatch(const float *x, const int32_t *idx, int64_t T, int64_t H,
+                  int64_t k, int64_t E, float *sorted, int32_t *counts,
+                  int32_t *perm) {
+  std::fill(counts, counts + E, 0);
+  for (int64_t i = 0; i < T * k; ++i) {
+    assert(idx[i] >= 0 && idx[i] < E);
+    ++counts[idx[i]];
+  }
+  std::vector<int64_t> next(E, 0);
+  for (int64_t e = 1; e < E; ++e)
+    next[e] = next[e - 1] + counts[e - 1];
+  // Visiting (token, slot) in order keeps that order within each expert.
+  for (int64_t i = 0; i < T * k; ++i) {
+    int64_t r = next[idx[i]]++;
+    std::memcpy(sorted + r * H, x + (i / k) * H, sizeof(float) * H);
+    perm[r] = static_cast<int32_t>(i);
+  }
+}
+
+void moe_experts(const float *sorted, const int32_t *counts, int64_t E,
+                 const float *w_gate, const float *w_up, const float *w_down,
+                 int64_t H, int64_t F, float *out) {
+  std::vector<float> gate, up;
+  int64_t row = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t n = counts[e];
+    if (n == 0)
+      continue;
+    gate.resize(n * F);
+    up.resize(n * F);
+    const float *xe = sorted + row * H;
+    linear(xe, w_gate + e * H * F, n, H, F, gate.data());
+    linear(xe, w_up + e * H * F, n, H, F, up.data());
+    swiglu(gate.data(), up.data(), n * F, gate.data());
+    linear(gate.data(), w_down + e * F * H, n, F, H, out + row * H);
+    row += n;
+  }
+}
+
+void moe_combine(const float *expert_out, const int32_t *perm,
+                 const float *weights, int64_t T, int64_t H, int64_t k,
+                 float *y) {
+  std::vector<int64_t> row_of(T * k);
+  for (int64_t r = 0; r < T * k; ++r)
+    row_of[perm[r]] = r;
+  std::vector<double> acc(H);
+  for (int64_t t = 0; t < T; ++t) {
+    std::fill(acc.begin(), acc.end(), 0.0);
+    for (int64_t s = 0; s < k; ++s) {
+      const double w = weights[t * k + s];
+      const float *src = expert_out + row_of[t * k + s] * H;
+      for (int64_t h = 0; h < H; ++h)
+        acc[h] += w * src[h];
+    }
+    for (int64_t h = 0; h < H; ++h)
+      y[t * H + h] = static_cast<float>(acc[h]);
+  }
+}
+
+} // namespace shardline::rt::cpu
