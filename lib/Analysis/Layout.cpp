@@ -119,8 +119,8 @@ std::string verifyLayout(const Layout &layout, const Mesh *mesh,
       int64_t major = *mesh->size(axes[0]);
       if (size % (2 * major) != 0 || (size / major) % (n / major) != 0)
         return "dimension " + std::to_string(d) + " of size " + std::to_string(size) +
-               " cannot be split in zigzag order over " + joinAxes(axes) + " (needs a multiple of " +
-               std::to_string(2 * n) + ")";
+               " cannot be split in zigzag order over " + joinAxes(axes) +
+               " (needs a multiple of " + std::to_string(2 * n) + ")";
     } else if (size % n != 0) {
       return "dimension " + std::to_string(d) + " of size " + std::to_string(size) +
              " is not divisible by " + std::to_string(n) + " (the size of " + joinAxes(axes) + ")";
@@ -138,8 +138,7 @@ std::vector<int64_t> localShape(const Layout &layout, const Mesh &mesh,
 }
 
 std::vector<int64_t> ownedIndices(const Layout &layout, const Mesh &mesh,
-                                  const std::vector<int64_t> &shape, unsigned dim,
-                                  int64_t rank) {
+                                  const std::vector<int64_t> &shape, unsigned dim, int64_t rank) {
   const auto &axes = layout.dims[dim];
   int64_t size = shape[dim];
   std::vector<int64_t> coord = mesh.coords(rank);

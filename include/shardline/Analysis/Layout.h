@@ -39,7 +39,9 @@ struct Layout {
   int64_t orderDim = -1;
   ChunkOrder order = ChunkOrder::Contiguous;
 
-  static Layout replicated(unsigned rank) { return Layout{std::vector<std::vector<std::string>>(rank), {}, -1, ChunkOrder::Contiguous}; }
+  static Layout replicated(unsigned rank) {
+    return Layout{std::vector<std::vector<std::string>>(rank), {}, -1, ChunkOrder::Contiguous};
+  }
   ChunkOrder dimOrder(unsigned dim) const {
     return (int64_t)dim == orderDim ? order : ChunkOrder::Contiguous;
   }
@@ -51,8 +53,7 @@ struct Layout {
 
 /// Checks a layout on its own and against a mesh and a global shape. Returns
 /// an empty string or the reason it is invalid.
-std::string verifyLayout(const Layout &layout, const Mesh *mesh,
-                         const std::vector<int64_t> *shape);
+std::string verifyLayout(const Layout &layout, const Mesh *mesh, const std::vector<int64_t> *shape);
 
 /// The shape one rank holds.
 std::vector<int64_t> localShape(const Layout &layout, const Mesh &mesh,
@@ -60,8 +61,7 @@ std::vector<int64_t> localShape(const Layout &layout, const Mesh &mesh,
 
 /// The global indices along dimension `dim` that `rank` holds, in local order.
 std::vector<int64_t> ownedIndices(const Layout &layout, const Mesh &mesh,
-                                  const std::vector<int64_t> &shape, unsigned dim,
-                                  int64_t rank);
+                                  const std::vector<int64_t> &shape, unsigned dim, int64_t rank);
 
 int64_t numElements(const std::vector<int64_t> &shape);
 

@@ -71,8 +71,8 @@ LayoutAttr LayoutAttr::get(MLIRContext *ctx, FlatSymbolRefAttr mesh,
   SmallVector<Attribute> dimAttrs;
   for (const auto &d : dims)
     dimAttrs.push_back(axesAttr(ctx, std::vector<std::string>(d.begin(), d.end())));
-  return LayoutAttr::get(ctx, mesh, ArrayAttr::get(ctx, dimAttrs), axesAttr(ctx, partial),
-                         orderDim, order);
+  return LayoutAttr::get(ctx, mesh, ArrayAttr::get(ctx, dimAttrs), axesAttr(ctx, partial), orderDim,
+                         order);
 }
 
 SmallVector<StringRef> LayoutAttr::getDimAxes(unsigned dim) const {
@@ -155,9 +155,8 @@ Attribute LayoutAttr::parse(AsmParser &p, Type) {
 
 static void printAxisList(AsmPrinter &p, ArrayAttr axes) {
   p << '[';
-  llvm::interleaveComma(axes, p, [&](Attribute a) {
-    p.printKeywordOrString(cast<StringAttr>(a).getValue());
-  });
+  llvm::interleaveComma(
+      axes, p, [&](Attribute a) { p.printKeywordOrString(cast<StringAttr>(a).getValue()); });
   p << ']';
 }
 
@@ -230,9 +229,11 @@ LayoutAttr mlir::sl::fromLayout(MLIRContext *ctx, FlatSymbolRefAttr mesh,
   SmallVector<SmallVector<std::string>> dims;
   for (const auto &d : l.dims)
     dims.emplace_back(d.begin(), d.end());
-  return LayoutAttr::get(ctx, mesh, dims, l.partial, l.orderDim,
-                         l.order == shardline::ChunkOrder::Zigzag ? ChunkOrder::zigzag
-                                                                  : ChunkOrder::contiguous);
+  // Contiguous is the default order: leave it unstated so equal layouts are
+  // equal attributes.
+  bool zigzag = l.orderDim >= 0 && l.order == shardline::ChunkOrder::Zigzag;
+  return LayoutAttr::get(ctx, mesh, dims, l.partial, zigzag ? l.orderDim : -1,
+                         zigzag ? ChunkOrder::zigzag : ChunkOrder::contiguous);
 }
 
 shardline::Mesh mlir::sl::toMesh(MeshOp mesh) {
@@ -286,8 +287,7 @@ void MeshOp::print(OpAsmPrinter &p) {
 
 LogicalResult MeshOp::verify() {
   if (getAxes().size() != getSizes().size())
-    return emitOpError("has ") << getAxes().size() << " axes but " << getSizes().size()
-                               << " sizes";
+    return emitOpError("has ") << getAxes().size() << " axes but " << getSizes().size() << " sizes";
   llvm::StringSet<llvm::MallocAllocator> seen;
   for (auto [name, size] : llvm::zip(getAxes(), getSizes())) {
     StringRef axis = cast<StringAttr>(name).getValue();

@@ -129,14 +129,19 @@ LogicalResult mlir::sl::verifyShardingRule(Operation *op) {
       allAnnotated = false;
     }
   }
-  for (Value v : op->getResults())
+  for (Value v : op->getResults()) {
     resultShapes.push_back(shapeVec(v));
+    allAnnotated &= (bool)getLayout(v);
+  }
+  // An op with an unannotated value awaits sl-propagate-layouts, which
+  // inserts the relayouts its rule needs; once every value has a layout, the
+  // rule must hold.
+  if (!allAnnotated)
+    return success();
   shardline::Mesh m = toMesh(*mesh);
   shardline::RuleCheck check = shardline::checkRule(rule, m, operandShapes, layouts, resultShapes);
   if (!check.error.empty())
     return op->emitOpError() << check.error;
-  if (!allAnnotated)
-    return success();
   for (auto [i, v] : llvm::enumerate(op->getResults())) {
     LayoutAttr l = getLayout(v);
     if (!l)
@@ -350,15 +355,14 @@ ShardingRule RopeOp::getShardingRule() {
   return r.rule;
 }
 
-template <typename OpTy>
-static LogicalResult verifyAttentionShapes(OpTy op) {
+template <typename OpTy> static LogicalResult verifyAttentionShapes(OpTy op) {
   if (failed(verifyStaticAndElementTypes(op)) || failed(checkRank(op, op.getQ(), "q", 3)) ||
       failed(checkRank(op, op.getK(), "k", 3)) || failed(checkRank(op, op.getV(), "v", 3)))
     return failure();
   int64_t heads = op.getHeads(), kvHeads = op.getKvHeads();
   if (heads <= 0 || kvHeads <= 0 || heads % kvHeads != 0)
-    return op.emitOpError("heads (") << heads << ") must be a positive multiple of kv_heads ("
-                                     << kvHeads << ")";
+    return op.emitOpError("heads (")
+           << heads << ") must be a positive multiple of kv_heads (" << kvHeads << ")";
   auto q = shape(op.getQ()), k = shape(op.getK());
   if (failed(checkDivides(op, q[2], heads, "q channels by heads")))
     return failure();
@@ -517,8 +521,8 @@ LogicalResult SSDScanOp::verify() {
     return emitOpError("dt must be [batch, seq, heads]");
   if (shape(getC()) != shape(getB()) || shape(getB())[0] != x[0] || shape(getB())[1] != x[1])
     return emitOpError("B and C must be [batch, seq, groups * state]");
-  for (auto [v, name] : {std::pair{getALog(), "a_log"}, std::pair{getD(), "d"},
-                         std::pair{getDtBias(), "dt_bias"}})
+  for (auto [v, name] :
+       {std::pair{getALog(), "a_log"}, std::pair{getD(), "d"}, std::pair{getDtBias(), "dt_bias"}})
     if (failed(checkRank(*this, v, name, 1)) || failed(checkDim(*this, v, name, 0, heads, "heads")))
       return failure();
   if (failed(checkChunkAxes(*this, getX(), getChunkAxes())))
@@ -526,7 +530,8 @@ LogicalResult SSDScanOp::verify() {
   int64_t chunks = numChunks(*this, getX(), getChunkAxes());
   if (getY().getType().getShape() != x)
     return emitOpError("y must have x's shape");
-  if (failed(checkSummary(*this, getState(), "state", getChunkAxes(), chunks, {x[0], heads, p, n})) ||
+  if (failed(
+          checkSummary(*this, getState(), "state", getChunkAxes(), chunks, {x[0], heads, p, n})) ||
       failed(checkSummary(*this, getDecay(), "decay", getChunkAxes(), chunks, {x[0], heads})))
     return failure();
   if (Value in = getStateIn())
@@ -603,9 +608,9 @@ LogicalResult RGLRUScanOp::verify() {
   if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getX(), "x", 3)))
     return failure();
   auto x = shape(getX());
-  for (auto [v, name] : {std::pair{getWa(), "wa"}, std::pair{getBa(), "ba"},
-                         std::pair{getWx(), "wx"}, std::pair{getBx(), "bx"},
-                         std::pair{getLambda(), "lambda"}})
+  for (auto [v, name] :
+       {std::pair{getWa(), "wa"}, std::pair{getBa(), "ba"}, std::pair{getWx(), "wx"},
+        std::pair{getBx(), "bx"}, std::pair{getLambda(), "lambda"}})
     if (failed(checkRank(*this, v, name, 1)) || failed(checkDim(*this, v, name, 0, x[2], "width")))
       return failure();
   if (failed(checkChunkAxes(*this, getX(), getChunkAxes())))
@@ -711,8 +716,8 @@ LogicalResult MoEDispatchOp::verify() {
 
 ShardingRule MoEDispatchOp::getShardingRule() {
   RuleBuilder r;
-  int b = r.factor("b"), s = r.seq(), h = r.factor("h"),
-      e = r.factor("experts", FactorKind::Whole), k = r.factor("k", FactorKind::Whole);
+  int b = r.factor("b"), s = r.seq(), h = r.factor("h"), e = r.factor("experts", FactorKind::Whole),
+      k = r.factor("k", FactorKind::Whole);
   r.operand("x", {b, s, h});
   r.operand("indices", {b, s, k});
   r.result("result", {e, b, s, h});
@@ -740,8 +745,8 @@ LogicalResult MoEExpertsOp::verify() {
 
 ShardingRule MoEExpertsOp::getShardingRule() {
   RuleBuilder r;
-  int e = r.factor("experts"), b = r.factor("b"), s = r.seq(),
-      h = r.factor("h", FactorKind::Whole), f = r.factor("f", FactorKind::Contracted);
+  int e = r.factor("experts"), b = r.factor("b"), s = r.seq(), h = r.factor("h", FactorKind::Whole),
+      f = r.factor("f", FactorKind::Contracted);
   r.operand("tokens", {e, b, s, h});
   r.operand("gate", {e, h, f});
   r.operand("up", {e, h, f});
@@ -767,8 +772,8 @@ LogicalResult MoECombineOp::verify() {
 
 ShardingRule MoECombineOp::getShardingRule() {
   RuleBuilder r;
-  int e = r.factor("experts", FactorKind::Whole), b = r.factor("b"), s = r.seq(),
-      h = r.factor("h"), k = r.factor("k", FactorKind::Whole);
+  int e = r.factor("experts", FactorKind::Whole), b = r.factor("b"), s = r.seq(), h = r.factor("h"),
+      k = r.factor("k", FactorKind::Whole);
   r.operand("expert_out", {e, b, s, h});
   r.operand("weights", {b, s, k});
   r.operand("indices", {b, s, k});
@@ -777,8 +782,7 @@ ShardingRule MoECombineOp::getShardingRule() {
   return r.rule;
 }
 
-template <typename OpTy>
-static LogicalResult verifyElementwise(OpTy op) {
+template <typename OpTy> static LogicalResult verifyElementwise(OpTy op) {
   if (failed(verifyStaticAndElementTypes(op)))
     return failure();
   auto s = op.getResult().getType().getShape();
@@ -788,8 +792,7 @@ static LogicalResult verifyElementwise(OpTy op) {
   return success();
 }
 
-template <typename OpTy>
-static ShardingRule elementwiseRule(OpTy op, PartialRule partial) {
+template <typename OpTy> static ShardingRule elementwiseRule(OpTy op, PartialRule partial) {
   RuleBuilder r;
   auto dims = r.tokens(op.getResult().getType().getRank());
   for (unsigned i = 0; i < op->getNumOperands(); ++i)
@@ -800,7 +803,7 @@ static ShardingRule elementwiseRule(OpTy op, PartialRule partial) {
 }
 
 #define SL_ELEMENTWISE(OP, PARTIAL)                                                                \
-  LogicalResult OP::verify() { return verifyElementwise(*this); }                                 \
+  LogicalResult OP::verify() { return verifyElementwise(*this); }                                  \
   ShardingRule OP::getShardingRule() { return elementwiseRule(*this, PARTIAL); }
 SL_ELEMENTWISE(AddOp, PartialRule::Same)
 SL_ELEMENTWISE(MulOp, PartialRule::One)
@@ -826,8 +829,7 @@ LogicalResult LMHeadOp::verify() {
 
 ShardingRule LMHeadOp::getShardingRule() {
   RuleBuilder r;
-  int b = r.factor("b"), s = r.seq(), h = r.factor("h", FactorKind::Contracted),
-      v = r.factor("v");
+  int b = r.factor("b"), s = r.seq(), h = r.factor("h", FactorKind::Contracted), v = r.factor("v");
   r.operand("x", {b, s, h});
   r.operand("weight", {h, v});
   r.result("logits", {b, s, v});
@@ -1046,16 +1048,15 @@ LogicalResult HaloOp::verify() {
   auto x = shape(getX());
   SmallVector<int64_t> want{x[0], chunks * (int64_t)getWidth(), x[2]};
   if (shape(getResult()) != ArrayRef<int64_t>(want))
-    return emitOpError("result must be [batch, ") << chunks << " chunks * " << getWidth()
-                                                  << ", channels]";
+    return emitOpError("result must be [batch, ")
+           << chunks << " chunks * " << getWidth() << ", channels]";
   return expectLayout(*this, out, in);
 }
 
 LogicalResult ScanStateExchangeOp::verify() {
   if (failed(verifyValueLayouts(*this)))
     return failure();
-  LayoutAttr ls = getLayout(getStates()), ld = getLayout(getDecays()),
-             lr = getLayout(getResult());
+  LayoutAttr ls = getLayout(getStates()), ld = getLayout(getDecays()), lr = getLayout(getResult());
   if (!ls || !ld || !lr)
     return emitOpError("states, decays and the result must carry #sl.layout encodings");
   if (getResult().getType() != getStates().getType())
@@ -1067,8 +1068,8 @@ LogicalResult ScanStateExchangeOp::verify() {
   if (axes.empty())
     return emitOpError("needs at least one axis");
   if (toLayout(ls).dims[0] != axes || toLayout(ld).dims[0] != axes)
-    return emitOpError("states and decays must be split over ") << axesText(axes)
-                                                                << " along the chunk dimension";
+    return emitOpError("states and decays must be split over ")
+           << axesText(axes) << " along the chunk dimension";
   if (!ls.getPartial().empty() || !ld.getPartial().empty())
     return emitOpError("summaries cannot be pending sums");
   return success();

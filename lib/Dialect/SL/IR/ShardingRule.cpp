@@ -76,8 +76,8 @@ std::string ShardingRule::describe() const {
   side(operands, operandNames);
   os << " -> ";
   side(results, resultNames);
-  for (FactorKind k : {FactorKind::Free, FactorKind::Contracted, FactorKind::Whole,
-                       FactorKind::SequenceMixing}) {
+  for (FactorKind k :
+       {FactorKind::Free, FactorKind::Contracted, FactorKind::Whole, FactorKind::SequenceMixing}) {
     std::string list;
     for (const auto &f : factors)
       if (f.kind == k)
@@ -196,8 +196,11 @@ RuleCheck checkRule(const ShardingRule &rule, const Mesh &mesh,
   if (rule.partial == PartialRule::Same && partialOperand >= 0) {
     for (size_t i = 0; i < operandLayouts.size(); ++i)
       if (operandLayouts[i] && operandLayouts[i]->partial != out.resultPartial) {
-        out.error = name(i) + " is a pending sum over " + axesStr(operandLayouts[i]->partial) +
-                    " but " + name(partialOperand) + " over " + axesStr(out.resultPartial) +
+        out.error = name(i) +
+                    (operandLayouts[i]->partial.empty()
+                         ? " is not a pending sum"
+                         : " is a pending sum over " + axesStr(operandLayouts[i]->partial)) +
+                    " but " + name(partialOperand) + " is one over " + axesStr(out.resultPartial) +
                     "; a sum needs the same pending sum in every operand";
         return out;
       }
