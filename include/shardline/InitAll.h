@@ -11,6 +11,7 @@
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/Transforms/Passes.h"
 #include "shardline/Dialect/SL/IR/SL.h"
+#include "shardline/Dialect/SL/Transforms/Passes.h"
 
 namespace shardline {
 
@@ -21,7 +22,11 @@ inline void registerAllDialects(mlir::DialectRegistry &registry) {
 }
 
 /// Upstream cleanup passes (canonicalize, cse, ...) and Shardline's own passes.
-inline void registerAllPasses() { mlir::registerTransformsPasses(); }
+inline void registerAllPasses() {
+  mlir::registerTransformsPasses();
+  mlir::sl::registerSLPasses();
+  mlir::sl::registerShardPipeline();
+}
 
 } // namespace shardline
 

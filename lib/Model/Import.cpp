@@ -34,6 +34,9 @@ public:
   OwningOpRef<ModuleOp> run() {
     Location fileLoc = FileLineColLoc::get(&ctx, spec.file.empty() ? "<spec>" : spec.file, 1, 1);
     OwningOpRef<ModuleOp> module = ModuleOp::create(fileLoc);
+    // The strategy choices that are not layouts; sl-propagate-layouts reads them.
+    (*module)->setAttr("sl.sequence_parallel", b.getBoolAttr(spec.parallel.sp));
+    (*module)->setAttr("sl.cp_comm", b.getStringAttr(spec.parallel.cpComm));
     b.setInsertionPointToEnd(module->getBody());
     SmallVector<Attribute> axes;
     SmallVector<int64_t> axisSizes;
@@ -41,8 +44,7 @@ public:
       axes.push_back(b.getStringAttr(name));
       axisSizes.push_back(n);
     }
-    sl::MeshOp::create(b, fileLoc, "mesh", b.getArrayAttr(axes),
-                       b.getDenseI64ArrayAttr(axisSizes));
+    sl::MeshOp::create(b, fileLoc, "mesh", b.getArrayAttr(axes), b.getDenseI64ArrayAttr(axisSizes));
 
     const ParallelSpec &p = spec.parallel;
     std::vector<std::string> batchAxes{"dp", "ep"}, seqAxes{"cp"};
@@ -96,8 +98,8 @@ public:
     Value n = sl::RMSNormOp::create(b, headLoc, act(h), x, fw, b.getF64FloatAttr(spec.normEps));
     Value head = weight("lm_head", {h, v}, {{}, {"tp"}}, "normal", 0.02, 0, headLoc);
     Value logits = sl::LMHeadOp::create(b, headLoc, logitsType, n, head);
-    Value loss = sl::CrossEntropyOp::create(b, headLoc, lossType, logits, labels,
-                                            b.getStrArrayAttr({}));
+    Value loss =
+        sl::CrossEntropyOp::create(b, headLoc, lossType, logits, labels, b.getStrArrayAttr({}));
     func::ReturnOp::create(b, headLoc, ValueRange{logits, loss});
     return module;
   }
@@ -160,9 +162,9 @@ private:
     auto theta = b.getF64FloatAttr(a.ropeTheta);
     q = sl::RopeOp::create(b, loc, act(qw), q, b.getI64IntegerAttr(a.headDim), theta);
     k = sl::RopeOp::create(b, loc, act(kw), k, b.getI64IntegerAttr(a.headDim), theta);
-    Value o = sl::AttentionOp::create(b, loc, act(qw), q, k, v, b.getI64IntegerAttr(a.heads),
-                                      b.getI64IntegerAttr(a.kvHeads), b.getBoolAttr(true),
-                                      FloatAttr());
+    Value o =
+        sl::AttentionOp::create(b, loc, act(qw), q, k, v, b.getI64IntegerAttr(a.heads),
+                                b.getI64IntegerAttr(a.kvHeads), b.getBoolAttr(true), FloatAttr());
     return linear(o, p + ".wo", qw, h, true, loc);
   }
 
@@ -192,9 +194,9 @@ private:
                                       cm, d, dtBias, Value(), b.getI64IntegerAttr(m.heads),
                                       b.getI64IntegerAttr(m.groups), b.getStrArrayAttr({}));
     Value nw = weight(p + ".norm", {inner}, {{"tp"}}, "constant", 0, 1.0, loc);
-    Value y = sl::GatedRMSNormOp::create(b, loc, act(inner), scan.getY(), z, nw,
-                                         b.getI64IntegerAttr(m.groups),
-                                         b.getF64FloatAttr(spec.normEps));
+    Value y =
+        sl::GatedRMSNormOp::create(b, loc, act(inner), scan.getY(), z, nw,
+                                   b.getI64IntegerAttr(m.groups), b.getF64FloatAttr(spec.normEps));
     return linear(y, p + ".w_out", inner, h, true, loc);
   }
 
@@ -204,8 +206,8 @@ private:
     Value wr = weight(p + ".router", {h, e.experts}, {{}, {}}, "normal", 0.02, 0, loc);
     Value logits = sl::LinearOp::create(b, named(p + ".router", loc), act(e.experts), n, wr);
     auto kType = RankedTensorType::get({spec.batch, spec.seq, e.topK}, elt);
-    auto route = sl::RouterTopKOp::create(b, loc, kType, act2(e.topK), logits,
-                                          b.getI64IntegerAttr(e.topK));
+    auto route =
+        sl::RouterTopKOp::create(b, loc, kType, act2(e.topK), logits, b.getI64IntegerAttr(e.topK));
     auto tokType = RankedTensorType::get({e.experts, spec.batch, spec.seq, h}, elt);
     Value tokens = sl::MoEDispatchOp::create(b, loc, tokType, n, route.getIndices(),
                                              b.getI64IntegerAttr(e.experts));
@@ -262,9 +264,9 @@ private:
         col = pos - (ls == std::string::npos ? 0 : ls + 1) + 1;
       }
     }
-    return NameLoc::get(b.getStringAttr(name),
-                        FileLineColLoc::get(&ctx, spec.file.empty() ? "<spec>" : spec.file, line,
-                                            col));
+    return NameLoc::get(
+        b.getStringAttr(name),
+        FileLineColLoc::get(&ctx, spec.file.empty() ? "<spec>" : spec.file, line, col));
   }
 
   const ModelSpec &spec;

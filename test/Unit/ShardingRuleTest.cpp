@@ -5,8 +5,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "shardline/Dialect/SL/IR/SL.h"
 #include "shardline/Dialect/SL/IR/ShardingRule.h"
+#include "shardline/Dialect/SL/IR/SL.h"
 #include "shardline/InitAll.h"
 
 #include "mlir/IR/MLIRContext.h"
@@ -59,8 +59,7 @@ TEST(ShardingRule, RowParallelLeavesAPendingSum) {
 
 TEST(ShardingRule, MismatchedContractionIsAnError) {
   auto c = check(linearRule(), {lay({{}, {}, {"tp"}}), lay({{}, {}})}, {{2, 8, 8}});
-  EXPECT_NE(c.error.find("operand #1 (weight) dimension 0 (k) is split over []"),
-            std::string::npos)
+  EXPECT_NE(c.error.find("operand #1 (weight) dimension 0 (k) is split over []"), std::string::npos)
       << c.error;
 }
 
@@ -165,7 +164,8 @@ struct OpRules : ::testing::Test {
 } // namespace
 
 TEST_F(OpRules, RMSNormNormalisedDimIsWhole) {
-  auto r = ruleOf(R"(func.func @f(%x: tensor<2x8x16xf32>, %w: tensor<16xf32>) -> tensor<2x8x16xf32> {
+  auto r =
+      ruleOf(R"(func.func @f(%x: tensor<2x8x16xf32>, %w: tensor<16xf32>) -> tensor<2x8x16xf32> {
     %y = sl.rms_norm %x, %w : (tensor<2x8x16xf32>, tensor<16xf32>) -> tensor<2x8x16xf32>
     return %y : tensor<2x8x16xf32> })");
   EXPECT_EQ(kindOf(r, "h"), FactorKind::Whole);
@@ -173,7 +173,8 @@ TEST_F(OpRules, RMSNormNormalisedDimIsWhole) {
 }
 
 TEST_F(OpRules, AttentionKeysAreSequenceMixing) {
-  auto r = ruleOf(R"(func.func @f(%q: tensor<2x8x16xf32>, %k: tensor<2x8x8xf32>) -> tensor<2x8x16xf32> {
+  auto r =
+      ruleOf(R"(func.func @f(%q: tensor<2x8x16xf32>, %k: tensor<2x8x8xf32>) -> tensor<2x8x16xf32> {
     %o = sl.attention %q, %k, %k {heads = 4, kv_heads = 2} : (tensor<2x8x16xf32>, tensor<2x8x8xf32>, tensor<2x8x8xf32>) -> tensor<2x8x16xf32>
     return %o : tensor<2x8x16xf32> })");
   EXPECT_EQ(kindOf(r, "t"), FactorKind::SequenceMixing);
@@ -192,7 +193,8 @@ TEST_F(OpRules, ScanSequenceIsStatePassing) {
 }
 
 TEST_F(OpRules, LinearContractsK) {
-  auto r = ruleOf(R"(func.func @f(%x: tensor<2x8x16xf32>, %w: tensor<16x4xf32>) -> tensor<2x8x4xf32> {
+  auto r =
+      ruleOf(R"(func.func @f(%x: tensor<2x8x16xf32>, %w: tensor<16x4xf32>) -> tensor<2x8x4xf32> {
     %y = sl.linear %x, %w : (tensor<2x8x16xf32>, tensor<16x4xf32>) -> tensor<2x8x4xf32>
     return %y : tensor<2x8x4xf32> })");
   EXPECT_EQ(kindOf(r, "k"), FactorKind::Contracted);
@@ -200,7 +202,8 @@ TEST_F(OpRules, LinearContractsK) {
 }
 
 TEST_F(OpRules, MoEExpertsSplitOverExperts) {
-  auto r = ruleOf(R"(func.func @f(%t: tensor<4x1x8x16xf32>, %g: tensor<4x16x32xf32>, %d: tensor<4x32x16xf32>) -> tensor<4x1x8x16xf32> {
+  auto r = ruleOf(
+      R"(func.func @f(%t: tensor<4x1x8x16xf32>, %g: tensor<4x16x32xf32>, %d: tensor<4x32x16xf32>) -> tensor<4x1x8x16xf32> {
     %y = sl.moe_experts %t, %g, %g, %d : (tensor<4x1x8x16xf32>, tensor<4x16x32xf32>, tensor<4x16x32xf32>, tensor<4x32x16xf32>) -> tensor<4x1x8x16xf32>
     return %y : tensor<4x1x8x16xf32> })");
   EXPECT_EQ(kindOf(r, "experts"), FactorKind::Free);

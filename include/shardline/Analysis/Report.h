@@ -1,0 +1,96 @@
+//===- Report.h - collectives, bytes and residency per rank -----*- C++ -*-===//
+//
+// The report of DESIGN §4, computed from a program whose values carry
+// layouts (after sl-propagate-layouts and sl-insert-collectives).
+//
+// Bytes per rank follow the bandwidth-optimal conventions, with B counted on
+// one rank's local shapes and g the product of the op's axis sizes:
+//   all_gather       (g-1)/g * B, B = the gathered result
+//   reduce_scatter   (g-1)/g * B, B = the operand (before scattering)
+//   all_reduce       2(g-1)/g * B, B = the operand
+//   all_to_all       (g-1)/g * B, B = the operand
+//   ring_attention   (g-1) * (local K + local V)
+//   halo             the result (the tokens one rank receives)
+//   scan_state_exchange  (g-1) * (local states + local decays): an all-gather
+//   reorder          the rows whose owner changes, most over all ranks
+//   cross_entropy over vocab_axes: three all_reduce entries (max, sum of
+//                    exponentials, target logit) of one f32 per local token
+// slice moves nothing and is not a collective.
+//
+// Peak activation bytes: the ops of each function in order; a value (a
+// function argument or an op result, weights excluded) is live from its
+// definition to its last use, and at every op its operands and results are
+// live. The peak is the largest sum of local bytes of live values.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SHARDLINE_ANALYSIS_REPORT_H
+#define SHARDLINE_ANALYSIS_REPORT_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace shardline {
+
+struct CollectiveEntry {
+  std::string op;
+  std::vector<std::string> axes;
+  int64_t bytesPerRank = 0;
+  /// Block index in the pattern; -1 for the ends (embedding, LM head).
+  int64_t block = -1;
+  /// Pattern letter of the block, or "embedding" / "lm_head", or "".
+  std::string family;
+  std::string location;
+  std::string why;
+};
+
+struct ElidedEntry {
+  std::string op, location, how;
+};
+
+struct BlockSummary {
+  int64_t block = -1;
+  std::string family;
+  int64_t commBytes = 0;
+  /// Highest live activation bytes while the block's ops run.
+  int64_t peakLiveBytes = 0;
+};
+
+struct Report {
+  std::string model;
+  std::vector<std::pair<std::string, int64_t>> mesh;
+  int64_t ranks = 1;
+  std::vector<CollectiveEntry> collectives;
+  std::vector<ElidedEntry> elided;
+  int64_t commBytesPerRank = 0;
+  std::map<std::string, int64_t> collectiveCounts;
+  int64_t weightBytesPerRank = 0;
+  int64_t peakActivationBytesPerRank = 0;
+  /// In order of first appearance.
+  std::vector<BlockSummary> blocks;
+};
+
+/// Bytes one rank sends for `op`, or -1 if `op` is not a collective.
+int64_t collectiveBytesPerRank(mlir::Operation *op);
+
+/// A location as people read it: "blocks.3.A at model.json:2:27".
+std::string describeLocation(mlir::Location loc);
+
+/// Block index and family from an op's location ("blocks.3.A",
+/// "blocks.3.attn.wq", "embedding", "lm_head").
+std::pair<int64_t, std::string> blockOf(mlir::Location loc);
+
+Report analyze(mlir::ModuleOp module);
+
+std::string toJson(const Report &report);
+void printTable(const Report &report, llvm::raw_ostream &os);
+std::string toHtml(const Report &report);
+
+} // namespace shardline
+
+#endif

@@ -1,0 +1,25 @@
+//===- Passes.h - sl passes ---------------------------------------*- C++ -*-===//
+
+#ifndef SHARDLINE_DIALECT_SL_TRANSFORMS_PASSES_H
+#define SHARDLINE_DIALECT_SL_TRANSFORMS_PASSES_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Pass/Pass.h"
+#include "mlir/Pass/PassManager.h"
+
+namespace mlir::sl {
+
+#define GEN_PASS_DECL
+#include "shardline/Dialect/SL/Transforms/Passes.h.inc"
+
+#define GEN_PASS_REGISTRATION
+#include "shardline/Dialect/SL/Transforms/Passes.h.inc"
+
+/// The pipeline shardline-compile runs: propagate, insert collectives, elide,
+/// canonicalize. Registered as `sl-shard-pipeline`.
+void buildShardPipeline(OpPassManager &pm);
+void registerShardPipeline();
+
+} // namespace mlir::sl
+
+#endif

@@ -1,0 +1,109 @@
+//===- Passes.td - sl passes ------------------------------*- tablegen -*-===//
+//
+// Each pass's description is its documentation (docs/passes.md shows each on
+// an example that is also a lit test).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SHARDLINE_DIALECT_SL_TRANSFORMS_PASSES_TD
+#define SHARDLINE_DIALECT_SL_TRANSFORMS_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def SLPropagateLayouts : Pass<"sl-propagate-layouts", "::mlir::ModuleOp"> {
+  let summary = "Assign a layout to every value from the per-op sharding rules";
+  let description = [{
+    Walks every function in program order and gives each op's operands the
+    layouts its sharding rule accepts, deriving the results' layouts from the
+    rule. It never looks at which block an op belongs to; the choices follow
+    from the rules and the strategy:
+
+    - Weights keep the user's layouts; an activation that splits a factor
+      over an axis a weight already uses for another factor gives that axis
+      up (SP's all-gather before a column-parallel linear).
+    - Among activations, the most-split layout of a factor wins, so data stay
+      distributed (the residual stream stays split over (cp, tp)).
+    - A pending sum meets an op that is not linear in it: with sequence
+      parallelism it is reduce-scattered onto the sequence dimension,
+      otherwise all-reduced.
+    - Sequence-mixing factors get their family's remedy: attention keys by
+      `cp_comm` (ring: `sl.ring_attention`; allgather: K and V gathered;
+      a2a: sequence<->heads all-to-all), causal conv1d a `sl.halo` operand,
+      scans `chunk_axes` with `sl.scan_state_exchange` and a correction,
+      cross-entropy `vocab_axes`.
+    - Function results that are pending sums are all-reduced.
+
+    Every change of layout is an `sl.relayout` op carrying a `reason`; one
+    relayout of a value to a layout is shared by all its consumers. The
+    strategy comes from the module attributes `sl.sequence_parallel` and
+    `sl.cp_comm` (set by the importer), or from the options.
+  }];
+  let options = [
+    Option<"sequenceParallel", "sequence-parallel", "std::string", /*default=*/"\"module\"",
+           "Sequence parallelism: true, false, or module (read sl.sequence_parallel)">,
+    Option<"cpComm", "cp-comm", "std::string", /*default=*/"\"module\"",
+           "Attention under context parallelism: ring, allgather, a2a, or module">,
+  ];
+}
+
+def SLInsertCollectives : Pass<"sl-insert-collectives", "::mlir::ModuleOp"> {
+  let summary = "Materialise every layout transition as explicit collectives";
+  let description = [{
+    Replaces each `sl.relayout` by the sequence of layout-transition ops that
+    realises it: pending sums are reduced first (`sl.reduce_scatter` when the
+    target splits a dimension over the reduced axes, else `sl.all_reduce`),
+    axes that move between dimensions become `sl.all_to_all`, axes that leave
+    a dimension `sl.all_gather`, chunk-order changes `sl.reorder`, and axes
+    that join a dimension `sl.slice`. Each new op keeps the relayout's
+    `reason`.
+  }];
+}
+
+def SLElideGathers : Pass<"sl-elide-gathers", "::mlir::ModuleOp"> {
+  let summary = "Sink, cancel and fuse premature gathers";
+  let description = [{
+    Rewrites that preserve values and reduce communication or the size of
+    live activations:
+    - sink an all-gather past free ops to its first consumer that needs the
+      full dimension, then merge it with a gather that consumer already has;
+    - delete all-gather -> slice pairs over the same axes;
+    - turn all-reduce -> slice into reduce-scatter;
+    - split an all-reduce whose consumers are free ops into reduce-scatter +
+      an all-gather where the full dimension is first needed;
+    - cancel reorder pairs (zigzag <-> contiguous) between blocks that prefer
+      the same order;
+    - fuse adjacent all-to-alls over one group (cancel inverse pairs).
+    Every rewrite is recorded in the module attribute `sl.elided` for the
+    report. The pass is idempotent.
+  }];
+}
+
+def SLExplain : Pass<"sl-explain", "::mlir::ModuleOp"> {
+  let summary = "Explain every collective: who needs it, which rule, bytes per rank";
+  let description = [{
+    Emits one remark per remaining collective: the op that needs it, the rule
+    that forces it, the bytes one rank sends, and the cheaper alternative that
+    was rejected, if any. With `lint`, warns on gathers whose consumers are
+    all free ops (premature gathers).
+  }];
+  let options = [
+    Option<"lint", "lint", "bool", /*default=*/"false",
+           "Warn on gathers that feed only free ops">,
+  ];
+}
+
+def SLAnalyze : Pass<"sl-analyze", "::mlir::ModuleOp"> {
+  let summary = "Report collectives, bytes, weights and peak activations per rank";
+  let description = [{
+    Computes the report of DESIGN §4: every collective with its bytes per
+    rank (bandwidth-optimal conventions), the elided gathers, the weight
+    bytes per rank and the activation high-water mark per rank from
+    liveness. Writes JSON to `report` (if given) and a table to stdout.
+  }];
+  let options = [
+    Option<"reportFile", "report", "std::string", /*default=*/"\"\"",
+           "Write the JSON report to this file">,
+  ];
+}
+
+#endif

@@ -1,0 +1,446 @@
+//===- Report.cpp - collectives, bytes and residency per rank -------------===//
+
+#include "shardline/Analysis/Report.h"
+#include "shardline/Analysis/Layout.h"
+#include "shardline/Dialect/SL/IR/SL.h"
+
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/Support/JSON.h"
+
+#include <algorithm>
+#include <functional>
+
+using namespace mlir;
+using namespace mlir::sl;
+
+namespace shardline {
+
+namespace {
+
+int64_t elementBytes(Type t) {
+  Type e = getElementTypeOrSelf(t);
+  return std::max<int64_t>(1, (e.getIntOrFloatBitWidth() + 7) / 8);
+}
+
+std::vector<int64_t> globalShape(Value v) {
+  auto s = cast<RankedTensorType>(v.getType()).getShape();
+  return {s.begin(), s.end()};
+}
+
+/// Local bytes of a value on one rank (splits are even, so every rank agrees).
+int64_t localBytes(Value v, const Mesh &mesh) {
+  auto type = dyn_cast<RankedTensorType>(v.getType());
+  if (!type)
+    return 0;
+  std::vector<int64_t> shape = globalShape(v);
+  if (LayoutAttr l = getLayout(type))
+    shape = localShape(toLayout(l), mesh, shape);
+  return numElements(shape) * elementBytes(type);
+}
+
+std::vector<std::string> axesOf(ArrayAttr attr) {
+  std::vector<std::string> out;
+  for (Attribute a : attr)
+    out.push_back(cast<StringAttr>(a).str());
+  return out;
+}
+
+Mesh meshFor(Operation *op) {
+  for (Value v : op->getOperands())
+    if (LayoutAttr l = getLayout(v))
+      if (MeshOp m = lookupMesh(op, l))
+        return toMesh(m);
+  return Mesh{};
+}
+
+/// Rows along the ordered dimension that leave `rank` in a reorder, most over
+/// ranks, times the bytes of one row.
+int64_t reorderBytes(ReorderOp op, const Mesh &mesh) {
+  Layout in = toLayout(getLayout(op.getX())), out = toLayout(getLayout(op.getResult()));
+  std::vector<int64_t> shape = globalShape(op.getX());
+  int64_t dim = in.orderDim >= 0 ? in.orderDim : out.orderDim;
+  if (dim < 0)
+    return 0;
+  int64_t rowBytes =
+      localBytes(op.getX(), mesh) / std::max<int64_t>(1, localShape(in, mesh, shape)[dim]);
+  int64_t most = 0;
+  for (int64_t r = 0; r < mesh.numRanks(); ++r) {
+    std::vector<int64_t> mine = ownedIndices(in, mesh, shape, dim, r);
+    std::vector<int64_t> next = ownedIndices(out, mesh, shape, dim, r);
+    std::sort(next.begin(), next.end());
+    int64_t leaving = 0;
+    for (int64_t i : mine)
+      leaving += !std::binary_search(next.begin(), next.end(), i);
+    most = std::max(most, leaving);
+  }
+  return most * rowBytes;
+}
+
+/// Number of tokens (batch x sequence) one rank holds of a [b, s, ...] value.
+int64_t localTokens(Value v, const Mesh &mesh) {
+  std::vector<int64_t> shape = globalShape(v);
+  if (LayoutAttr l = getLayout(v))
+    shape = localShape(toLayout(l), mesh, shape);
+  return shape.size() >= 2 ? shape[0] * shape[1] : 1;
+}
+
+} // namespace
+
+int64_t collectiveBytesPerRank(Operation *op) {
+  Mesh mesh = meshFor(op);
+  auto group = [&](ArrayAttr axes) { return mesh.product(axesOf(axes)); };
+  if (auto g = dyn_cast<AllGatherOp>(op))
+    return allGatherBytes(group(g.getAxes()), localBytes(g.getResult(), mesh));
+  if (auto rs = dyn_cast<ReduceScatterOp>(op))
+    return reduceScatterBytes(group(rs.getAxes()), localBytes(rs.getX(), mesh));
+  if (auto ar = dyn_cast<AllReduceOp>(op))
+    return allReduceBytes(group(ar.getAxes()), localBytes(ar.getX(), mesh));
+  if (auto a2a = dyn_cast<AllToAllOp>(op))
+    return allToAllBytes(group(a2a.getAxes()), localBytes(a2a.getX(), mesh));
+  if (auto ring = dyn_cast<RingAttentionOp>(op))
+    return (group(ring.getAxes()) - 1) *
+           (localBytes(ring.getK(), mesh) + localBytes(ring.getV(), mesh));
+  if (auto halo = dyn_cast<HaloOp>(op))
+    return localBytes(halo.getResult(), mesh);
+  if (auto ex = dyn_cast<ScanStateExchangeOp>(op))
+    return (group(ex.getAxes()) - 1) *
+           (localBytes(ex.getStates(), mesh) + localBytes(ex.getDecays(), mesh));
+  if (auto re = dyn_cast<ReorderOp>(op))
+    return reorderBytes(re, mesh);
+  if (auto ce = dyn_cast<CrossEntropyOp>(op); ce && !ce.getVocabAxes().empty())
+    return 3 * allReduceBytes(group(ce.getVocabAxes()), 4 * localTokens(ce.getLogits(), mesh));
+  return -1;
+}
+
+std::string describeLocation(Location loc) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  std::function<void(Location)> print = [&](Location l) {
+    if (auto n = dyn_cast<NameLoc>(l)) {
+      os << n.getName().getValue();
+      if (!isa<UnknownLoc>(n.getChildLoc())) {
+        os << " at ";
+        print(n.getChildLoc());
+      }
+    } else if (auto f = dyn_cast<FileLineColLoc>(l)) {
+      os << f.getFilename().getValue() << ":" << f.getLine() << ":" << f.getColumn();
+    } else if (auto fused = dyn_cast<FusedLoc>(l); fused && !fused.getLocations().empty()) {
+      print(fused.getLocations().front());
+    } else if (auto c = dyn_cast<CallSiteLoc>(l)) {
+      print(c.getCallee());
+    } else {
+      l.print(os);
+    }
+  };
+  print(loc);
+  return s;
+}
+
+std::pair<int64_t, std::string> blockOf(Location loc) {
+  while (true) {
+    if (auto n = dyn_cast<NameLoc>(loc)) {
+      StringRef name = n.getName().getValue();
+      if (name == "embedding" || name.starts_with("embedding."))
+        return {-1, "embedding"};
+      if (name == "lm_head" || name == "final_norm")
+        return {-1, "lm_head"};
+      if (!name.consume_front("blocks."))
+        return {-1, ""};
+      auto [index, rest] = name.split('.');
+      int64_t block = -1;
+      if (index.getAsInteger(10, block))
+        return {-1, ""};
+      StringRef part = rest.split('.').first;
+      std::string family = llvm::StringSwitch<std::string>(part)
+                               .Case("attn", "A")
+                               .Case("mamba", "M")
+                               .Case("moe", "E")
+                               .Case("rglru", "R")
+                               .Case("mlp", "F")
+                               .Default(part.size() == 1 ? part.str() : "");
+      return {block, family};
+    }
+    if (auto f = dyn_cast<FusedLoc>(loc); f && !f.getLocations().empty()) {
+      loc = f.getLocations().front();
+      continue;
+    }
+    if (auto c = dyn_cast<CallSiteLoc>(loc)) {
+      loc = c.getCallee();
+      continue;
+    }
+    return {-1, ""};
+  }
+}
+
+Report analyze(ModuleOp module) {
+  Report report;
+  Mesh mesh;
+  for (auto m : module.getOps<MeshOp>()) {
+    mesh = toMesh(m);
+    break;
+  }
+  report.mesh = mesh.axes;
+  report.ranks = mesh.numRanks();
+  auto blockIndex = [&](int64_t block, const std::string &family) -> BlockSummary & {
+    for (auto &b : report.blocks)
+      if (b.block == block && b.family == family)
+        return b;
+    report.blocks.push_back(BlockSummary{block, family, 0, 0});
+    return report.blocks.back();
+  };
+
+  for (auto fn : module.getOps<func::FuncOp>()) {
+    if (fn.isExternal())
+      continue;
+    if (report.model.empty())
+      report.model = fn.getSymName().str();
+    Block &body = fn.getBody().front();
+    // Liveness over the op order.
+    llvm::DenseMap<Value, int64_t> lastUse;
+    std::vector<Operation *> ops;
+    for (Operation &op : body) {
+      int64_t index = (int64_t)ops.size();
+      ops.push_back(&op);
+      for (Value v : op.getOperands())
+        lastUse[v] = index;
+    }
+    std::vector<std::vector<Value>> dying(ops.size() + 1);
+    int64_t live = 0;
+    auto track = [&](Value v, int64_t defined) {
+      if (!isa<RankedTensorType>(v.getType()))
+        return;
+      live += localBytes(v, mesh);
+      auto it = lastUse.find(v);
+      dying[it == lastUse.end() ? defined : it->second].push_back(v);
+    };
+    for (BlockArgument arg : body.getArguments())
+      track(arg, 0);
+    for (int64_t i = 0; i < (int64_t)ops.size(); ++i) {
+      Operation *op = ops[i];
+      auto [block, family] = blockOf(op->getLoc());
+      if (auto w = dyn_cast<WeightOp>(op)) {
+        report.weightBytesPerRank += localBytes(w.getResult(), mesh);
+      } else {
+        for (Value r : op->getResults())
+          track(r, i);
+      }
+      report.peakActivationBytesPerRank = std::max(report.peakActivationBytesPerRank, live);
+      if (!isa<WeightOp, func::ReturnOp>(op)) {
+        BlockSummary &summary = blockIndex(block, family);
+        summary.peakLiveBytes = std::max(summary.peakLiveBytes, live);
+      }
+      for (Value v : dying[i])
+        live -= localBytes(v, mesh);
+
+      int64_t bytes = collectiveBytesPerRank(op);
+      if (bytes < 0)
+        continue;
+      std::string why;
+      if (auto reason = op->getAttrOfType<StringAttr>("sl.reason"))
+        why = reason.str();
+      CollectiveEntry entry;
+      entry.block = block;
+      entry.family = family;
+      entry.location = describeLocation(op->getLoc());
+      entry.why = why;
+      if (auto ce = dyn_cast<CrossEntropyOp>(op)) {
+        // Vocab-parallel cross-entropy: three all-reduces.
+        for (const char *what : {"max", "sum of exponentials", "target logit"}) {
+          CollectiveEntry e = entry;
+          e.op = "all_reduce";
+          e.axes = axesOf(ce.getVocabAxes());
+          e.bytesPerRank = bytes / 3;
+          e.why = std::string("vocab-parallel cross-entropy: per-token ") + what;
+          report.collectives.push_back(e);
+        }
+      } else {
+        entry.op = op->getName().stripDialect().str();
+        if (auto axes = op->getAttrOfType<ArrayAttr>("axes"))
+          entry.axes = axesOf(axes);
+        entry.bytesPerRank = bytes;
+        report.collectives.push_back(entry);
+      }
+      blockIndex(block, family).commBytes += bytes;
+    }
+  }
+  for (const auto &c : report.collectives) {
+    report.commBytesPerRank += c.bytesPerRank;
+    ++report.collectiveCounts[c.op];
+  }
+  if (auto elided = module->getAttrOfType<ArrayAttr>("sl.elided"))
+    for (Attribute a : elided)
+      if (auto d = dyn_cast<DictionaryAttr>(a)) {
+        auto get = [&](StringRef key) {
+          auto s = d.getAs<StringAttr>(key);
+          return s ? s.str() : std::string();
+        };
+        report.elided.push_back({get("op"), get("location"), get("how")});
+      }
+  return report;
+}
+
+std::string toJson(const Report &r) {
+  llvm::json::Object mesh;
+  for (const auto &[axis, size] : r.mesh)
+    mesh[axis] = size;
+  llvm::json::Array collectives;
+  for (const auto &c : r.collectives) {
+    llvm::json::Array axes;
+    for (const auto &a : c.axes)
+      axes.push_back(a);
+    collectives.push_back(llvm::json::Object{{"op", c.op},
+                                             {"axes", std::move(axes)},
+                                             {"bytes_per_rank", c.bytesPerRank},
+                                             {"block", c.block},
+                                             {"family", c.family},
+                                             {"location", c.location},
+                                             {"why", c.why}});
+  }
+  llvm::json::Array elided;
+  for (const auto &e : r.elided)
+    elided.push_back(llvm::json::Object{{"op", e.op}, {"location", e.location}, {"how", e.how}});
+  llvm::json::Object counts;
+  for (const auto &[op, n] : r.collectiveCounts)
+    counts[op] = n;
+  llvm::json::Object root{
+      {"model", r.model},
+      {"mesh", std::move(mesh)},
+      {"ranks", r.ranks},
+      {"collectives", std::move(collectives)},
+      {"elided", std::move(elided)},
+      {"totals",
+       llvm::json::Object{{"comm_bytes_per_rank", r.commBytesPerRank},
+                          {"collective_counts", std::move(counts)},
+                          {"weight_bytes_per_rank", r.weightBytesPerRank},
+                          {"peak_activation_bytes_per_rank", r.peakActivationBytesPerRank}}}};
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << llvm::formatv("{0:2}", llvm::json::Value(std::move(root)));
+  return s;
+}
+
+static std::string blockName(int64_t block, const std::string &family) {
+  if (block < 0)
+    return family.empty() ? "-" : family;
+  return std::to_string(block) + (family.empty() ? "" : " " + family);
+}
+
+void printTable(const Report &r, llvm::raw_ostream &os) {
+  os << "model " << r.model << " on " << r.ranks << " ranks (";
+  for (size_t i = 0; i < r.mesh.size(); ++i)
+    os << (i ? " " : "") << r.mesh[i].first << "=" << r.mesh[i].second;
+  os << ")\n";
+  os << llvm::formatv("{0,-10} {1,-20} {2,-12} {3,14}  {4}\n", "block", "collective", "axes",
+                      "bytes/rank", "why");
+  for (const auto &c : r.collectives) {
+    std::string axes = "[";
+    for (size_t i = 0; i < c.axes.size(); ++i)
+      axes += (i ? "," : "") + c.axes[i];
+    axes += "]";
+    os << llvm::formatv("{0,-10} {1,-20} {2,-12} {3,14}  {4}\n", blockName(c.block, c.family), c.op,
+                        axes, c.bytesPerRank, c.why);
+  }
+  for (const auto &e : r.elided)
+    os << "elided     " << e.op << ": " << e.how << " (" << e.location << ")\n";
+  os << "totals: " << r.commBytesPerRank << " bytes sent per rank in " << r.collectives.size()
+     << " collectives (";
+  bool first = true;
+  for (const auto &[op, n] : r.collectiveCounts) {
+    os << (first ? "" : ", ") << op << " " << n;
+    first = false;
+  }
+  os << "); weights " << r.weightBytesPerRank << " bytes per rank; peak activations "
+     << r.peakActivationBytesPerRank << " bytes per rank\n";
+}
+
+static std::string escape(const std::string &s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+    case '<':
+      out += "&lt;";
+      break;
+    case '>':
+      out += "&gt;";
+      break;
+    case '&':
+      out += "&amp;";
+      break;
+    case '"':
+      out += "&quot;";
+      break;
+    default:
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string toHtml(const Report &r) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  int64_t maxComm = 1, maxLive = 1;
+  for (const auto &b : r.blocks) {
+    maxComm = std::max(maxComm, b.commBytes);
+    maxLive = std::max(maxLive, b.peakLiveBytes);
+  }
+  const int barWidth = 22, gap = 6, height = 160, left = 70;
+  int width = left + (int)r.blocks.size() * (barWidth + gap) + 20;
+  os << "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Shardline report: "
+     << escape(r.model) << "</title>\n<style>body{font-family:sans-serif;margin:2em}"
+     << "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;"
+     << "font-size:13px}th{background:#eee}.n{text-align:right}</style></head><body>\n";
+  os << "<h1>" << escape(r.model) << "</h1>\n<p>" << r.ranks << " ranks (";
+  for (size_t i = 0; i < r.mesh.size(); ++i)
+    os << (i ? " " : "") << escape(r.mesh[i].first) << "=" << r.mesh[i].second;
+  os << "). Per rank: " << r.commBytesPerRank << " bytes sent, weights " << r.weightBytesPerRank
+     << " bytes, peak activations " << r.peakActivationBytesPerRank << " bytes.</p>\n";
+  auto chart = [&](const char *title, const char *color, auto value, int64_t maxValue) {
+    os << "<h2>" << title << "</h2>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width
+       << "\" height=\"" << height + 40 << "\">\n";
+    os << "<text x=\"0\" y=\"12\" font-size=\"11\">" << maxValue << " B</text>\n";
+    os << "<line x1=\"" << left - 4 << "\" y1=\"" << height << "\" x2=\"" << width << "\" y2=\""
+       << height << "\" stroke=\"#888\"/>\n";
+    for (size_t i = 0; i < r.blocks.size(); ++i) {
+      const BlockSummary &b = r.blocks[i];
+      int64_t v = value(b);
+      int h = (int)((double)v / (double)maxValue * (height - 20));
+      int x = left + (int)i * (barWidth + gap);
+      os << "<rect x=\"" << x << "\" y=\"" << height - h << "\" width=\"" << barWidth
+         << "\" height=\"" << h << "\" fill=\"" << color << "\"><title>"
+         << escape(blockName(b.block, b.family)) << ": " << v << " bytes</title></rect>\n";
+      os << "<text x=\"" << x + barWidth / 2 << "\" y=\"" << height + 14
+         << "\" font-size=\"10\" text-anchor=\"middle\">" << escape(blockName(b.block, b.family))
+         << "</text>\n";
+    }
+    os << "</svg>\n";
+  };
+  chart(
+      "Bytes sent per rank, by block", "#4a78b5", [](const BlockSummary &b) { return b.commBytes; },
+      maxComm);
+  chart(
+      "Live activation bytes per rank (peak while the block runs)", "#c2703d",
+      [](const BlockSummary &b) { return b.peakLiveBytes; }, maxLive);
+  os << "<h2>Collectives</h2>\n<table><tr><th>block</th><th>op</th><th>axes</th>"
+     << "<th>bytes/rank</th><th>why</th></tr>\n";
+  for (const auto &c : r.collectives) {
+    std::string axes;
+    for (size_t i = 0; i < c.axes.size(); ++i)
+      axes += (i ? "," : "") + c.axes[i];
+    os << "<tr><td>" << escape(blockName(c.block, c.family)) << "</td><td>" << escape(c.op)
+       << "</td><td>" << escape(axes) << "</td><td class=\"n\">" << c.bytesPerRank << "</td><td>"
+       << escape(c.why) << "</td></tr>\n";
+  }
+  os << "</table>\n";
+  if (!r.elided.empty()) {
+    os << "<h2>Elided</h2>\n<ul>\n";
+    for (const auto &e : r.elided)
+      os << "<li>" << escape(e.op) << ": " << escape(e.how) << " (" << escape(e.location)
+         << ")</li>\n";
+    os << "</ul>\n";
+  }
+  os << "</body></html>\n";
+  return s;
+}
+
+} // namespace shardline

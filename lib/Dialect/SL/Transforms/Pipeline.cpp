@@ -1,0 +1,22 @@
+//===- Pipeline.cpp - the sharding pipeline -------------------------------===//
+
+#include "shardline/Dialect/SL/Transforms/Passes.h"
+
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Transforms/Passes.h"
+
+using namespace mlir;
+
+void sl::buildShardPipeline(OpPassManager &pm) {
+  pm.addPass(createSLPropagateLayouts());
+  pm.addPass(createSLInsertCollectives());
+  pm.addPass(createSLElideGathers());
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+}
+
+void sl::registerShardPipeline() {
+  PassPipelineRegistration<>("sl-shard-pipeline",
+                             "Propagate layouts, insert collectives, elide premature gathers",
+                             buildShardPipeline);
+}

@@ -1,0 +1,770 @@
+//===- PropagateLayouts.cpp - layouts for every value from the rules ------===//
+//
+// One forward walk. For each op the sharding rule says which factors may be
+// split and how; the walk picks one split per factor from the operands
+// (weights first, then the most-split activation), applies the factor kinds,
+// resolves pending sums by the strategy, and relayouts the operands that
+// differ. Sequence-mixing factors that stay split get their family's remedy.
+//
+//===----------------------------------------------------------------------===//
+
+#include "shardline/Dialect/SL/IR/SL.h"
+#include "shardline/Dialect/SL/Transforms/Passes.h"
+
+#include "mlir/IR/Builders.h"
+#include "llvm/ADT/DenseMap.h"
+
+#include <set>
+
+namespace mlir::sl {
+#define GEN_PASS_DEF_SLPROPAGATELAYOUTS
+#include "shardline/Dialect/SL/Transforms/Passes.h.inc"
+} // namespace mlir::sl
+
+using namespace mlir;
+using namespace mlir::sl;
+using shardline::FactorKind;
+using shardline::Layout;
+using shardline::PartialRule;
+using shardline::Remedy;
+using shardline::ShardingRule;
+using Axes = std::vector<std::string>;
+
+namespace {
+
+struct Strategy {
+  bool sequenceParallel = false;
+  std::string cpComm = "ring";
+};
+
+std::string axesText(const Axes &axes) {
+  std::string s = "[";
+  for (size_t i = 0; i < axes.size(); ++i)
+    s += (i ? ", " : "") + axes[i];
+  return s + "]";
+}
+
+std::string opLabel(Operation *op) {
+  std::string s = op->getName().getStringRef().str();
+  Location loc = op->getLoc();
+  while (true) {
+    if (auto n = dyn_cast<NameLoc>(loc))
+      return s + " '" + n.getName().str() + "'";
+    if (auto f = dyn_cast<FusedLoc>(loc); f && !f.getLocations().empty()) {
+      loc = f.getLocations().front();
+      continue;
+    }
+    return s;
+  }
+}
+
+/// The choice for one op: a split and an order per factor, the pending sum
+/// each operand keeps, and why axes were taken away (for the relayout reasons).
+struct Choice {
+  std::vector<Axes> split;
+  std::vector<shardline::ChunkOrder> order;
+  std::vector<Axes> keepPartial;
+  std::vector<std::string> why; // per factor
+  /// Set when the user's layouts cannot be reconciled.
+  std::string error;
+};
+
+class Propagator {
+public:
+  Propagator(ModuleOp module, MeshOp mesh, Strategy strategy)
+      : module(module), meshOp(mesh), mesh(toMesh(mesh)), strategy(std::move(strategy)),
+        meshRef(FlatSymbolRefAttr::get(mesh.getSymNameAttr())) {}
+
+  LogicalResult run(func::FuncOp fn) {
+    OpBuilder b(fn.getContext());
+    // Unannotated arguments are replicated.
+    for (BlockArgument arg : fn.getArguments())
+      if (auto t = dyn_cast<RankedTensorType>(arg.getType()); t && !getLayout(t))
+        arg.setType(withLayout(t, attr(Layout::replicated(t.getRank()))));
+    SmallVector<Operation *> ops;
+    for (Operation &op : fn.getBody().front())
+      ops.push_back(&op);
+    for (Operation *op : ops) {
+      if (auto w = dyn_cast<WeightOp>(op)) {
+        auto t = w.getResult().getType();
+        if (!getLayout(t))
+          w.getResult().setType(withLayout(t, attr(Layout::replicated(t.getRank()))));
+        continue;
+      }
+      if (auto ret = dyn_cast<func::ReturnOp>(op)) {
+        if (failed(visitReturn(ret)))
+          return failure();
+        continue;
+      }
+      if (isa<ShardingRuleOpInterface>(op)) {
+        if (failed(visit(op)))
+          return failure();
+        continue;
+      }
+      for (Value r : op->getResults())
+        if (isa<RankedTensorType>(r.getType()) && !getLayout(r))
+          return op->emitOpError("has no layout and no sharding rule to derive one from");
+    }
+    SmallVector<Type> results;
+    for (Value v : fn.getBody().front().getTerminator()->getOperands())
+      results.push_back(v.getType());
+    fn.setType(
+        FunctionType::get(fn.getContext(), fn.getBody().front().getArgumentTypes(), results));
+    return success();
+  }
+
+private:
+  LayoutAttr attr(const Layout &l) { return fromLayout(module.getContext(), meshRef, l); }
+
+  Layout layoutOf(Value v) {
+    if (LayoutAttr l = getLayout(v))
+      return toLayout(l);
+    return Layout::replicated(cast<RankedTensorType>(v.getType()).getRank());
+  }
+
+  std::vector<int64_t> shapeOf(Value v) {
+    auto s = cast<RankedTensorType>(v.getType()).getShape();
+    return {s.begin(), s.end()};
+  }
+
+  bool divides(const Axes &axes, int64_t size, shardline::ChunkOrder order) {
+    Layout l = Layout::replicated(1);
+    l.dims[0] = axes;
+    if (order == shardline::ChunkOrder::Zigzag && !axes.empty()) {
+      l.orderDim = 0;
+      l.order = order;
+    }
+    std::vector<int64_t> shape{size};
+    return shardline::verifyLayout(l, &mesh, &shape).empty();
+  }
+
+  /// The relayout of `v` to `target`, shared by every consumer.
+  Value relayout(Value v, const Layout &target, const std::string &reason) {
+    if (layoutOf(v) == target)
+      return v;
+    LayoutAttr targetAttr = attr(target);
+    auto key = std::make_pair(v, (Attribute)targetAttr);
+    if (auto it = cache.find(key); it != cache.end())
+      return it->second;
+    OpBuilder b(module.getContext());
+    b.setInsertionPointAfterValue(v);
+    auto type = withLayout(cast<RankedTensorType>(v.getType()), targetAttr);
+    Location loc = v.getDefiningOp() ? v.getDefiningOp()->getLoc() : v.getLoc();
+    auto op = RelayoutOp::create(b, loc, type, v);
+    op->setAttr("sl.reason", b.getStringAttr(reason));
+    cache[key] = op.getResult();
+    return op.getResult();
+  }
+
+  /// Picks a split per factor (see the file comment).
+  Choice choose(Operation *op, const ShardingRule &rule, ArrayRef<Value> operands) {
+    size_t nf = rule.factors.size();
+    Choice c;
+    c.split.assign(nf, {});
+    c.order.assign(nf, shardline::ChunkOrder::Contiguous);
+    c.why.assign(nf, "");
+    std::vector<bool> fixed(nf, false);
+    // Two factors may share an axis unless some operand or result holds both
+    // (a contracted factor's axes become the results' pending sum, so they
+    // meet every result factor).
+    std::vector<std::vector<bool>> meet(nf, std::vector<bool>(nf, false));
+    auto together = [&](const std::vector<int> &dims, bool isResult) {
+      for (int f : dims)
+        for (int g : dims)
+          if (f >= 0 && g >= 0)
+            meet[f][g] = true;
+      if (!isResult)
+        return;
+      for (size_t k = 0; k < nf; ++k)
+        if (rule.factors[k].kind == FactorKind::Contracted)
+          for (int f : dims)
+            if (f >= 0)
+              meet[f][k] = meet[k][f] = true;
+    };
+    for (const auto &dims : rule.operands)
+      together(dims, false);
+    for (const auto &dims : rule.results)
+      together(dims, true);
+    // The factor that already holds `a` where it would meet `f`, or -1.
+    auto holder = [&](size_t f, const std::string &a) {
+      for (size_t g = 0; g < nf; ++g)
+        if (g != f && meet[f][g] &&
+            std::find(c.split[g].begin(), c.split[g].end(), a) != c.split[g].end())
+          return (int)g;
+      return -1;
+    };
+    auto isWeight = [&](Value v) { return (bool)v.getDefiningOp<WeightOp>(); };
+
+    // Weights keep their layouts.
+    for (size_t i = 0; i < operands.size(); ++i) {
+      if (!isWeight(operands[i]))
+        continue;
+      Layout l = layoutOf(operands[i]);
+      for (size_t d = 0; d < rule.operands[i].size(); ++d) {
+        int f = rule.operands[i][d];
+        if (f < 0)
+          continue;
+        if (fixed[f]) {
+          if (c.split[f] != l.dims[d] && c.error.empty())
+            c.error = "weights disagree on " + rule.factors[f].name + ": operand #" +
+                      std::to_string(i) + " ('" +
+                      cast<WeightOp>(operands[i].getDefiningOp()).getName().str() +
+                      "') splits it over " + axesText(l.dims[d]) + ", another weight over " +
+                      axesText(c.split[f]);
+          continue;
+        }
+        fixed[f] = true;
+        c.split[f] = l.dims[d];
+        c.order[f] = l.dimOrder(d);
+        if (!l.dims[d].empty())
+          c.why[f] = "weight '" + cast<WeightOp>(operands[i].getDefiningOp()).getName().str() +
+                     "' splits " + rule.factors[f].name + " over " + axesText(l.dims[d]);
+      }
+    }
+    // Activations: the most-split candidate without axes already taken.
+    for (size_t f = 0; f < nf; ++f) {
+      if (fixed[f])
+        continue;
+      const auto &factor = rule.factors[f];
+      Axes best;
+      shardline::ChunkOrder bestOrder = shardline::ChunkOrder::Contiguous;
+      bool found = false;
+      for (size_t i = 0; i < operands.size(); ++i) {
+        if (isWeight(operands[i]))
+          continue;
+        Layout l = layoutOf(operands[i]);
+        for (size_t d = 0; d < rule.operands[i].size(); ++d) {
+          if (rule.operands[i][d] != (int)f)
+            continue;
+          Axes cand;
+          int blocker = -1;
+          for (const auto &a : l.dims[d]) {
+            if ((blocker = holder(f, a)) >= 0)
+              break;
+            cand.push_back(a);
+          }
+          if (blocker >= 0 && c.why[f].empty())
+            c.why[f] = !c.why[blocker].empty()
+                           ? c.why[blocker]
+                           : "factor " + rule.factors[blocker].name + " of " + opLabel(op) +
+                                 " already uses " + l.dims[d][cand.size()];
+          if (!found || cand.size() > best.size()) {
+            best = cand;
+            bestOrder = l.dimOrder(d);
+            found = true;
+          }
+        }
+      }
+      // Kinds.
+      bool mayStaySplit = factor.kind == FactorKind::Free ||
+                          (factor.kind == FactorKind::SequenceMixing && remediable(op, factor));
+      if (factor.kind == FactorKind::SequenceMixing && !factor.remedyAxes.empty()) {
+        Axes kept;
+        for (const auto &a : best) {
+          if (std::find(factor.remedyAxes.begin(), factor.remedyAxes.end(), a) ==
+              factor.remedyAxes.end())
+            break;
+          kept.push_back(a);
+        }
+        best = kept;
+        mayStaySplit = true;
+      }
+      if (!mayStaySplit && !best.empty()) {
+        c.why[f] = opLabel(op) + " needs " + factor.name + " whole (" +
+                   (factor.kind == FactorKind::Contracted ? "its split would leave a pending sum"
+                                                          : "rule: " + kindText(factor)) +
+                   ")";
+        best.clear();
+      }
+      while (factor.granule > 0 && !best.empty() && factor.granule % mesh.product(best) != 0) {
+        best.pop_back();
+        c.why[f] =
+            "a split of " + factor.name + " must divide its " + std::to_string(factor.granule);
+      }
+      c.split[f] = best;
+      c.order[f] = best.empty() ? shardline::ChunkOrder::Contiguous : bestOrder;
+    }
+
+    // Pending sums.
+    c.keepPartial.assign(operands.size(), {});
+    std::vector<Axes> partials(operands.size());
+    for (size_t i = 0; i < operands.size(); ++i)
+      partials[i] = layoutOf(operands[i]).partial;
+    Axes reduced;
+    if (rule.partial == PartialRule::Same) {
+      bool same = true;
+      for (size_t i = 1; i < operands.size(); ++i)
+        same &= partials[i] == partials[0];
+      for (size_t i = 0; i < operands.size(); ++i) {
+        if (same)
+          c.keepPartial[i] = partials[i];
+        else
+          reduced.insert(reduced.end(), partials[i].begin(), partials[i].end());
+      }
+    } else {
+      bool kept = false;
+      for (size_t i = 0; i < operands.size(); ++i) {
+        if (partials[i].empty())
+          continue;
+        if (rule.partial == PartialRule::One && !kept) {
+          c.keepPartial[i] = partials[i];
+          kept = true;
+        } else {
+          reduced.insert(reduced.end(), partials[i].begin(), partials[i].end());
+        }
+      }
+    }
+    // Under sequence parallelism a reduced pending sum is scattered onto the
+    // sequence instead of replicated.
+    if (strategy.sequenceParallel && !reduced.empty() && !rule.reducesToScalar) {
+      int seq = sequenceFactor(rule);
+      if (seq >= 0 && rule.factors[seq].kind == FactorKind::Free) {
+        Axes extended = c.split[seq];
+        for (const auto &a : reduced)
+          if (holder(seq, a) < 0 &&
+              std::find(extended.begin(), extended.end(), a) == extended.end())
+            extended.push_back(a);
+        if (extended != c.split[seq] && fitsEverywhere(rule, operands, seq, extended, c.order[seq]))
+          c.split[seq] = extended;
+      }
+    }
+    // Axes an activation gives up go to its sequence dimension, so data stay
+    // distributed (all-to-all instead of all-gather).
+    int seq = sequenceFactor(rule);
+    if (seq >= 0 && rule.factors[seq].kind == FactorKind::Free) {
+      for (size_t i = 0; i < operands.size(); ++i) {
+        if (isWeight(operands[i]))
+          continue;
+        Layout l = layoutOf(operands[i]);
+        bool hasSeq = false;
+        for (int f : rule.operands[i])
+          hasSeq |= f == seq;
+        if (!hasSeq)
+          continue;
+        for (size_t d = 0; d < l.dims.size(); ++d)
+          for (const auto &a : l.dims[d]) {
+            if (holder(seq, a) >= 0 ||
+                std::find(c.split[seq].begin(), c.split[seq].end(), a) != c.split[seq].end() ||
+                std::find(reduced.begin(), reduced.end(), a) != reduced.end())
+              continue;
+            Axes extended = c.split[seq];
+            extended.push_back(a);
+            shardline::ChunkOrder order = c.split[seq].empty() ? defaultOrder(a) : c.order[seq];
+            if (!fitsEverywhere(rule, operands, seq, extended, order))
+              continue;
+            c.split[seq] = extended;
+            c.order[seq] = order;
+          }
+      }
+    }
+    return c;
+  }
+
+  static std::string kindText(const shardline::Factor &f) {
+    switch (f.kind) {
+    case FactorKind::Whole:
+      return "whole";
+    case FactorKind::SequenceMixing:
+      return "sequence-mixing";
+    case FactorKind::Contracted:
+      return "contracted";
+    case FactorKind::Free:
+      break;
+    }
+    return "free";
+  }
+
+  /// Zigzag is the order the inputs use over cp (attention balance).
+  shardline::ChunkOrder defaultOrder(const std::string &axis) {
+    return axis == inputOrderAxis ? inputOrder : shardline::ChunkOrder::Contiguous;
+  }
+
+  int sequenceFactor(const ShardingRule &rule) {
+    for (size_t f = 0; f < rule.factors.size(); ++f)
+      if (rule.factors[f].isSequence && rule.factors[f].kind == FactorKind::Free &&
+          rule.factors[f].name == "s")
+        return (int)f;
+    for (size_t f = 0; f < rule.factors.size(); ++f)
+      if (rule.factors[f].isSequence)
+        return (int)f;
+    return -1;
+  }
+
+  bool fitsEverywhere(const ShardingRule &rule, ArrayRef<Value> operands, int f, const Axes &axes,
+                      shardline::ChunkOrder order) {
+    for (size_t i = 0; i < operands.size(); ++i)
+      for (size_t d = 0; d < rule.operands[i].size(); ++d)
+        if (rule.operands[i][d] == f && !divides(axes, shapeOf(operands[i])[d], order))
+          return false;
+    return true;
+  }
+
+  /// Whether this op can carry the remedy of a split sequence-mixing factor.
+  bool remediable(Operation *op, const shardline::Factor &f) {
+    switch (f.remedy) {
+    case Remedy::KVExchange:
+      return cpComm == "ring";
+    case Remedy::Halo:
+    case Remedy::StatePassing:
+    case Remedy::VocabParallel:
+      return true;
+    case Remedy::None:
+      break;
+    }
+    return false;
+  }
+
+  Layout targetLayout(const ShardingRule &rule, const Choice &c, size_t i, unsigned rank) {
+    Layout l = Layout::replicated(rank);
+    for (size_t d = 0; d < rule.operands[i].size(); ++d) {
+      int f = rule.operands[i][d];
+      if (f < 0)
+        continue;
+      l.dims[d] = c.split[f];
+      if (!c.split[f].empty() && c.order[f] == shardline::ChunkOrder::Zigzag && l.orderDim < 0) {
+        l.orderDim = d;
+        l.order = c.order[f];
+      }
+    }
+    l.partial = c.keepPartial[i];
+    return l;
+  }
+
+  std::string reasonFor(Operation *op, const ShardingRule &rule, const Choice &c, size_t i,
+                        const Layout &from, const Layout &to) {
+    std::string who = "operand #" + std::to_string(i) +
+                      (i < rule.operandNames.size() ? " (" + rule.operandNames[i] + ")" : "") +
+                      " of " + opLabel(op);
+    if (from.partial != to.partial) {
+      std::string why = rule.partial == PartialRule::None ? "the op is not linear in it"
+                        : rule.partial == PartialRule::Same
+                            ? "the other operands do not carry the same pending sum"
+                            : "only one operand may be a pending sum";
+      bool scattered = false;
+      for (size_t d = 0; d < to.dims.size(); ++d)
+        scattered |= to.dims[d].size() > from.dims[d].size();
+      return who + " is a pending sum over " + axesText(from.partial) + " and " + why +
+             (scattered ? "; sequence parallelism scatters the sum onto the sequence"
+                        : "; it is summed on every rank");
+    }
+    for (size_t d = 0; d < rule.operands[i].size(); ++d) {
+      int f = rule.operands[i][d];
+      if (f < 0 || from.dims[d] == to.dims[d])
+        continue;
+      std::string s = who + ": " + rule.factors[f].name + " " + axesText(from.dims[d]) + " -> " +
+                      axesText(to.dims[d]);
+      if (!c.why[f].empty())
+        s += " because " + c.why[f];
+      return s;
+    }
+    return who + " needs another chunk order";
+  }
+
+  /// Relayouts every operand to the choice.
+  void apply(Operation *op, const ShardingRule &rule, const Choice &c) {
+    for (size_t i = 0; i < op->getNumOperands(); ++i) {
+      Value v = op->getOperand(i);
+      Layout from = layoutOf(v);
+      Layout to = targetLayout(rule, c, i, from.dims.size());
+      if (from != to)
+        op->setOperand(i, relayout(v, to, reasonFor(op, rule, c, i, from, to)));
+    }
+  }
+
+  /// A pending sum that was already reduced for another consumer is used in
+  /// its reduced form: the reduction is paid once.
+  void preferReduced(Operation *op) {
+    for (OpOperand &use : op->getOpOperands()) {
+      Value v = use.get();
+      if (layoutOf(v).partial.empty())
+        continue;
+      for (auto &[key, reduced] : cache)
+        if (key.first == v && layoutOf(reduced).partial.empty()) {
+          use.set(reduced);
+          break;
+        }
+    }
+  }
+
+  LogicalResult deriveResults(Operation *op) {
+    ShardingRule rule = cast<ShardingRuleOpInterface>(op).getShardingRule();
+    std::vector<std::vector<int64_t>> operandShapes, resultShapes;
+    std::vector<std::optional<Layout>> layouts;
+    for (Value v : op->getOperands()) {
+      operandShapes.push_back(shapeOf(v));
+      layouts.push_back(layoutOf(v));
+    }
+    for (Value v : op->getResults())
+      resultShapes.push_back(shapeOf(v));
+    shardline::RuleCheck check =
+        shardline::checkRule(rule, mesh, operandShapes, layouts, resultShapes);
+    if (!check.error.empty())
+      return op->emitOpError("cannot assign layouts: ") << check.error;
+    for (auto [i, r] : llvm::enumerate(op->getResults()))
+      r.setType(withLayout(cast<RankedTensorType>(r.getType()), attr(check.results[i])));
+    return success();
+  }
+
+  LogicalResult visit(Operation *op) {
+    // sl-choose-cp-comm may have picked the exchange per attention layer.
+    cpComm = strategy.cpComm;
+    if (auto chosen = op->getAttrOfType<StringAttr>("sl.cp_comm")) {
+      if (chosen.getValue() != "ring" && chosen.getValue() != "allgather" &&
+          chosen.getValue() != "a2a")
+        return op->emitOpError("sl.cp_comm must be ring, allgather or a2a, got '")
+               << chosen.getValue() << "'";
+      cpComm = chosen.str();
+    }
+    if (auto attn = dyn_cast<AttentionOp>(op); attn && cpComm == "a2a")
+      if (failed(prepareAllToAllAttention(attn)))
+        return failure();
+    preferReduced(op);
+    ShardingRule rule = cast<ShardingRuleOpInterface>(op).getShardingRule();
+    SmallVector<Value> operands(op->getOperands());
+    Choice c = choose(op, rule, operands);
+    if (!c.error.empty())
+      return op->emitOpError("inconsistent user layouts: ") << c.error;
+    apply(op, rule, c);
+    FailureOr<Operation *> final = remedy(op);
+    if (failed(final))
+      return failure();
+    return deriveResults(*final);
+  }
+
+  /// Under a2a context parallelism, q, k and v trade their sequence split for
+  /// a split of the heads before attention.
+  LogicalResult prepareAllToAllAttention(AttentionOp op) {
+    for (unsigned i = 0; i < 3; ++i) {
+      Value v = op->getOperand(i);
+      Layout l = layoutOf(v);
+      if (l.dims[1].empty())
+        continue;
+      Layout to = l;
+      Axes moved = l.dims[1];
+      to.dims[1].clear();
+      if (to.orderDim == 1)
+        to.orderDim = -1;
+      to.dims[2].insert(to.dims[2].end(), moved.begin(), moved.end());
+      if (op.getKvHeads() % mesh.product(to.dims[2]) != 0)
+        return op.emitOpError("a2a context parallelism splits the heads over ")
+               << axesText(to.dims[2]) << " (" << mesh.product(to.dims[2])
+               << " ways), which does not divide kv_heads = " << op.getKvHeads()
+               << "; use cp_comm ring or allgather";
+      op->setOperand(i, relayout(v, to,
+                                 "operand #" + std::to_string(i) + " of " + opLabel(op) +
+                                     ": a2a context parallelism moves the sequence split " +
+                                     axesText(moved) + " to the heads"));
+    }
+    return success();
+  }
+
+  /// Sequence-mixing factors still split get their family's remedy. Returns
+  /// the op that now computes the results.
+  FailureOr<Operation *> remedy(Operation *op) {
+    OpBuilder b(op);
+    if (auto attn = dyn_cast<AttentionOp>(op)) {
+      Layout k = layoutOf(attn.getK());
+      if (k.dims[1].empty())
+        return op;
+      auto ring = RingAttentionOp::create(
+          b, op->getLoc(), attn.getResult().getType(), attn.getQ(), attn.getK(), attn.getV(),
+          attn.getHeadsAttr(), attn.getKvHeadsAttr(), b.getStrArrayAttr(toRefs(k.dims[1])),
+          attn.getCausalAttr(), attn.getScaleAttr());
+      ring->setAttr("sl.reason", b.getStringAttr("keys split over " + axesText(k.dims[1]) +
+                                                 " (context parallelism, cp_comm ring)"));
+      if (auto chosen = op->getAttr("sl.cp_comm"))
+        ring->setAttr("sl.cp_comm", chosen);
+      op->replaceAllUsesWith(ring);
+      op->erase();
+      return ring.getOperation();
+    }
+    if (auto conv = dyn_cast<CausalConv1dOp>(op)) {
+      Layout x = layoutOf(conv.getX());
+      if (x.dims[1].empty() || conv.getHalo())
+        return op;
+      int64_t width = cast<RankedTensorType>(conv.getWeight().getType()).getShape()[1] - 1;
+      if (width == 0)
+        return op;
+      auto xt = cast<RankedTensorType>(conv.getX().getType());
+      int64_t chunks =
+          mesh.product(x.dims[1]) * (x.dimOrder(1) == shardline::ChunkOrder::Zigzag ? 2 : 1);
+      auto haloType = RankedTensorType::get({xt.getShape()[0], chunks * width, xt.getShape()[2]},
+                                            xt.getElementType(), getLayout(xt));
+      auto halo = HaloOp::create(b, op->getLoc(), haloType, conv.getX(),
+                                 b.getStrArrayAttr(toRefs(x.dims[1])), b.getI64IntegerAttr(width));
+      halo->setAttr("sl.reason",
+                    b.getStringAttr(opLabel(op) + " reads the " + std::to_string(width) +
+                                    " tokens before each sequence chunk"));
+      conv.getHaloMutable().assign(halo.getResult());
+      return op;
+    }
+    if (auto scan = dyn_cast<SSDScanOp>(op))
+      return chunkScan(scan);
+    if (auto scan = dyn_cast<RGLRUScanOp>(op))
+      return chunkScan(scan);
+    if (auto ce = dyn_cast<CrossEntropyOp>(op)) {
+      Layout l = layoutOf(ce.getLogits());
+      if (l.dims[2].empty())
+        return op;
+      ce.setVocabAxesAttr(b.getStrArrayAttr(toRefs(l.dims[2])));
+      ce->setAttr("sl.reason", b.getStringAttr("logits split over " + axesText(l.dims[2]) +
+                                               " on the vocabulary (vocab-parallel LM head)"));
+      return op;
+    }
+    return op;
+  }
+
+  static SmallVector<StringRef> toRefs(const Axes &axes) {
+    SmallVector<StringRef> out;
+    for (const auto &a : axes)
+      out.push_back(a);
+    return out;
+  }
+
+  /// Context-parallel scan: scan chunks from zero, exchange the summaries,
+  /// correct the outputs.
+  template <typename ScanOp> FailureOr<Operation *> chunkScan(ScanOp scan) {
+    Layout x = layoutOf(scan.getX());
+    if (x.dims[1].empty() || !scan.getChunkAxes().empty())
+      return scan.getOperation();
+    if (!scan.getState().use_empty() || !scan.getDecay().use_empty()) {
+      scan.emitOpError("the final state of a scan whose sequence is split over ")
+          << axesText(x.dims[1]) << " is not supported yet";
+      return failure();
+    }
+    if (scan.getStateIn()) {
+      scan.emitOpError("an initial state for a scan whose sequence is split is not supported yet");
+      return failure();
+    }
+    OpBuilder b(scan);
+    int64_t chunks =
+        mesh.product(x.dims[1]) * (x.dimOrder(1) == shardline::ChunkOrder::Zigzag ? 2 : 1);
+    auto withChunks = [&](Type t) {
+      auto rt = cast<RankedTensorType>(t);
+      SmallVector<int64_t> shape{chunks};
+      shape.append(rt.getShape().begin(), rt.getShape().end());
+      return RankedTensorType::get(shape, rt.getElementType());
+    };
+    auto axes = b.getStrArrayAttr(toRefs(x.dims[1]));
+    std::string why = "the sequence of " + opLabel(scan) + " is split over " + axesText(x.dims[1]) +
+                      ", so chunks scan from zero and pass states";
+    Operation *chunked = b.clone(*scan.getOperation());
+    chunked->getResult(1).setType(withChunks(scan.getState().getType()));
+    chunked->getResult(2).setType(withChunks(scan.getDecay().getType()));
+    chunked->setAttr("chunk_axes", axes);
+    if (failed(deriveResults(chunked)))
+      return failure();
+    Value y0 = chunked->getResult(0), st = chunked->getResult(1), dec = chunked->getResult(2);
+    auto exchange = ScanStateExchangeOp::create(b, scan->getLoc(), st.getType(), st, dec, axes);
+    exchange->setAttr("sl.reason", b.getStringAttr(why));
+    Value corrected;
+    if constexpr (std::is_same_v<ScanOp, SSDScanOp>) {
+      corrected = SSDCorrectOp::create(b, scan->getLoc(), y0.getType(), y0, exchange, scan.getC(),
+                                       scan.getDt(), scan.getALog(), scan.getDtBias(),
+                                       scan.getHeadsAttr(), scan.getGroupsAttr(), axes);
+    } else {
+      corrected = RGLRUCorrectOp::create(b, scan->getLoc(), y0.getType(), y0, exchange, scan.getX(),
+                                         scan.getWa(), scan.getBa(), scan.getLambda(), axes);
+    }
+    scan.getY().replaceAllUsesWith(corrected);
+    scan->erase();
+    return corrected.getDefiningOp();
+  }
+
+  LogicalResult visitReturn(func::ReturnOp ret) {
+    for (unsigned i = 0; i < ret->getNumOperands(); ++i) {
+      Value v = ret->getOperand(i);
+      Layout l = layoutOf(v);
+      if (l.partial.empty())
+        continue;
+      Layout to = l;
+      to.partial.clear();
+      ret->setOperand(i, relayout(v, to,
+                                  "result #" + std::to_string(i) +
+                                      " of the function is returned whole, not as a pending "
+                                      "sum over " +
+                                      axesText(l.partial)));
+    }
+    return success();
+  }
+
+public:
+  std::string inputOrderAxis;
+  shardline::ChunkOrder inputOrder = shardline::ChunkOrder::Contiguous;
+
+private:
+  ModuleOp module;
+  MeshOp meshOp;
+  shardline::Mesh mesh;
+  Strategy strategy;
+  FlatSymbolRefAttr meshRef;
+  llvm::DenseMap<std::pair<Value, Attribute>, Value> cache;
+  /// The attention exchange for the op being visited.
+  std::string cpComm;
+};
+
+struct SLPropagateLayouts : mlir::sl::impl::SLPropagateLayoutsBase<SLPropagateLayouts> {
+  using SLPropagateLayoutsBase::SLPropagateLayoutsBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    MeshOp mesh;
+    for (auto m : module.getOps<MeshOp>()) {
+      if (mesh) {
+        m.emitOpError("a second mesh; sl-propagate-layouts handles one mesh per module");
+        return signalPassFailure();
+      }
+      mesh = m;
+    }
+    if (!mesh)
+      return; // Nothing is distributed.
+    Strategy strategy;
+    if (failed(readStrategy(module, strategy)))
+      return signalPassFailure();
+    for (auto fn : module.getOps<func::FuncOp>()) {
+      if (fn.isExternal())
+        continue;
+      Propagator p(module, mesh, strategy);
+      // The chunk order the inputs use over an axis is the default for
+      // sequences that become split over it later (a2a back from heads).
+      for (BlockArgument arg : fn.getArguments())
+        if (LayoutAttr l = getLayout(arg.getType()); l && l.getOrderDim() >= 0) {
+          auto axes = l.getDimAxes(l.getOrderDim());
+          if (!axes.empty()) {
+            p.inputOrderAxis = axes.front().str();
+            p.inputOrder = l.getOrder() == ChunkOrder::zigzag ? shardline::ChunkOrder::Zigzag
+                                                              : shardline::ChunkOrder::Contiguous;
+          }
+        }
+      if (failed(p.run(fn)))
+        return signalPassFailure();
+    }
+  }
+
+  LogicalResult readStrategy(ModuleOp module, Strategy &s) {
+    std::string sp = sequenceParallel;
+    if (sp == "module") {
+      auto a = module->getAttrOfType<BoolAttr>("sl.sequence_parallel");
+      s.sequenceParallel = a && a.getValue();
+    } else if (sp == "true" || sp == "false") {
+      s.sequenceParallel = sp == "true";
+    } else {
+      return module.emitError("sl-propagate-layouts: sequence-parallel must be true, false or "
+                              "module, got '")
+             << sp << "'";
+    }
+    std::string comm = cpComm;
+    if (comm == "module") {
+      auto a = module->getAttrOfType<StringAttr>("sl.cp_comm");
+      comm = a ? a.str() : "ring";
+    }
+    if (comm != "ring" && comm != "allgather" && comm != "a2a")
+      return module.emitError("sl-propagate-layouts: cp-comm must be ring, allgather or a2a, got '")
+             << comm << "'"
+             << (comm == "auto" ? " (run sl-choose-cp-comm first to resolve auto)" : "");
+    s.cpComm = comm;
+    return success();
+  }
+};
+
+} // namespace

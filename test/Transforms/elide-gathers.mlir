@@ -1,0 +1,158 @@
+// RUN: shardline-opt %s -split-input-file -sl-elide-gathers | FileCheck %s
+// RUN: shardline-opt %s -split-input-file -sl-elide-gathers | shardline-opt -split-input-file -sl-elide-gathers | FileCheck %s
+// The rewrites are recorded for the report, once: the second run adds none.
+// RUN: shardline-opt %s -split-input-file -sl-elide-gathers | FileCheck %s --check-prefix=REC
+// RUN: shardline-opt %s -split-input-file -sl-elide-gathers | shardline-opt -split-input-file -sl-elide-gathers | FileCheck %s --check-prefix=REC
+
+// A gather right after the embedding, then a norm and a residual add: the
+// gather sinks past both to the column-parallel linear that needs the whole
+// sequence; the residual stream stays split.
+sl.mesh @mesh(tp = 2)
+// CHECK-LABEL: func.func @early_gather
+// CHECK: sl.rms_norm %arg0
+// CHECK: %[[G:.*]] = sl.all_gather %{{.*}} {axes = ["tp"], dim = 1 : i64}
+// CHECK: sl.linear %[[G]]
+// CHECK: %[[R:.*]] = sl.add %arg0, %{{.*}} : (tensor<2x8x16xf32, #[[SEQ:.*]]>, tensor<2x8x16xf32, #[[SEQ]]>) -> tensor<2x8x16xf32, #[[SEQ]]>
+// CHECK: %[[GR:.*]] = sl.all_gather %[[R]]
+// CHECK: return %[[GR]]
+// REC: module attributes {sl.elided = [{how = "sunk past sl.rms_norm", location = {{.*}}, op = "all_gather"}, {how = "sunk past sl.add", location = {{.*}}, op = "all_gather"}]
+func.func @early_gather(%x: tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], []]>>) -> (tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>, tensor<2x8x32xf32, #sl.layout<@mesh, [[], [], [tp]]>>) {
+  %w = sl.weight "norm" : tensor<16xf32, #sl.layout<@mesh, [[]]>>
+  %wc = sl.weight "col" : tensor<16x32xf32, #sl.layout<@mesh, [[], [tp]]>>
+  %g = sl.all_gather %x {axes = ["tp"], dim = 1} : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], []]>> -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>
+  %n = sl.rms_norm %g, %w : (tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>, tensor<16xf32, #sl.layout<@mesh, [[]]>>) -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>
+  %h = sl.linear %n, %wc : (tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>, tensor<16x32xf32, #sl.layout<@mesh, [[], [tp]]>>) -> tensor<2x8x32xf32, #sl.layout<@mesh, [[], [], [tp]]>>
+  %r = sl.add %g, %n : (tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>, tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>) -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>
+  return %r, %h : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>, tensor<2x8x32xf32, #sl.layout<@mesh, [[], [], [tp]]>>
+}
+
+// -----
+
+// all_reduce then slice is a reduce_scatter.
+sl.mesh @mesh(tp = 2)
+// CHECK-LABEL: func.func @all_reduce_slice
+// CHECK: sl.reduce_scatter %arg0 {axes = ["tp"], dim = 1 : i64}
+// CHECK-NOT: = sl.all_reduce
+// CHECK-NOT: = sl.slice
+// REC: module attributes {sl.elided = [{how = "all_reduce+slice -> reduce_scatter"
+func.func @all_reduce_slice(%x: tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []], partial = [tp]>>) -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], []]>> {
+  %r = sl.all_reduce %x {axes = ["tp"]} : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []], partial = [tp]>> -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>
+  %s = sl.slice %r {axes = ["tp"], dim = 1} : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>> -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], []]>>
+  return %s : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], []]>>
+}
+
+// -----
+
+// all_gather -> all_to_all -> slice: the gather moves past the all_to_all and
+// cancels with the slice; only the all_to_all remains.
+sl.mesh @mesh(ep = 2, tp = 2)
+// CHECK-LABEL: func.func @gather_a2a_slice
+// CHECK: %[[A:.*]] = sl.all_to_all %arg0 {axes = ["ep"], concat_dim = 1 : i64, split_dim = 0 : i64}
+// CHECK-NEXT: return %[[A]]
+// REC: module attributes {sl.elided = [{how = "moved past sl.all_to_all", {{.*}}}, {how = "cancelled with sl.slice"
+func.func @gather_a2a_slice(%x: tensor<4x2x8x16xf32, #sl.layout<@mesh, [[], [ep], [tp], []]>>) -> tensor<4x2x8x16xf32, #sl.layout<@mesh, [[ep], [], [tp], []]>> {
+  %g = sl.all_gather %x {axes = ["tp"], dim = 2} : tensor<4x2x8x16xf32, #sl.layout<@mesh, [[], [ep], [tp], []]>> -> tensor<4x2x8x16xf32, #sl.layout<@mesh, [[], [ep], [], []]>>
+  %a = sl.all_to_all %g {axes = ["ep"], split_dim = 0, concat_dim = 1} : tensor<4x2x8x16xf32, #sl.layout<@mesh, [[], [ep], [], []]>> -> tensor<4x2x8x16xf32, #sl.layout<@mesh, [[ep], [], [], []]>>
+  %s = sl.slice %a {axes = ["tp"], dim = 2} : tensor<4x2x8x16xf32, #sl.layout<@mesh, [[ep], [], [], []]>> -> tensor<4x2x8x16xf32, #sl.layout<@mesh, [[ep], [], [tp], []]>>
+  return %s : tensor<4x2x8x16xf32, #sl.layout<@mesh, [[ep], [], [tp], []]>>
+}
+
+// -----
+
+// A reorder to contiguous order before one Mamba-like block and back to
+// zigzag after it: the first reorder sinks past the block's free ops and
+// cancels with the second.
+sl.mesh @mesh(cp = 2)
+// CHECK-LABEL: func.func @reorder_undo_redo
+// CHECK-NOT: = sl.reorder
+// CHECK: return
+// REC: module attributes {sl.elided = [{how = "sunk past sl.rms_norm", {{.*}}op = "reorder"}, {how = "sunk past sl.silu", {{.*}}op = "reorder"}, {how = "sunk past sl.add", {{.*}}op = "reorder"}, {how = "reorder pair cancelled", {{.*}}op = "reorder"}]
+func.func @reorder_undo_redo(%x: tensor<1x8x4xf32, #sl.layout<@mesh, [[], [cp] zigzag, []]>>) -> tensor<1x8x4xf32, #sl.layout<@mesh, [[], [cp] zigzag, []]>> {
+  %w = sl.weight "norm" : tensor<4xf32, #sl.layout<@mesh, [[]]>>
+  %c = sl.reorder %x : tensor<1x8x4xf32, #sl.layout<@mesh, [[], [cp] zigzag, []]>> -> tensor<1x8x4xf32, #sl.layout<@mesh, [[], [cp], []]>>
+  %n = sl.rms_norm %c, %w : (tensor<1x8x4xf32, #sl.layout<@mesh, [[], [cp], []]>>, tensor<4xf32, #sl.layout<@mesh, [[]]>>) -> tensor<1x8x4xf32, #sl.layout<@mesh, [[], [cp], []]>>
+  %s = sl.silu %n : (tensor<1x8x4xf32, #sl.layout<@mesh, [[], [cp], []]>>) -> tensor<1x8x4xf32, #sl.layout<@mesh, [[], [cp], []]>>
+  %r = sl.add %c, %s : (tensor<1x8x4xf32, #sl.layout<@mesh, [[], [cp], []]>>, tensor<1x8x4xf32, #sl.layout<@mesh, [[], [cp], []]>>) -> tensor<1x8x4xf32, #sl.layout<@mesh, [[], [cp], []]>>
+  %z = sl.reorder %r : tensor<1x8x4xf32, #sl.layout<@mesh, [[], [cp], []]>> -> tensor<1x8x4xf32, #sl.layout<@mesh, [[], [cp] zigzag, []]>>
+  return %z : tensor<1x8x4xf32, #sl.layout<@mesh, [[], [cp] zigzag, []]>>
+}
+
+// -----
+
+// An all_to_all undone by the next one cancels.
+sl.mesh @mesh(ep = 2)
+// CHECK-LABEL: func.func @inverse_a2a
+// CHECK-NEXT: return %arg0
+func.func @inverse_a2a(%x: tensor<4x2x8xf32, #sl.layout<@mesh, [[], [ep], []]>>) -> tensor<4x2x8xf32, #sl.layout<@mesh, [[], [ep], []]>> {
+  %a = sl.all_to_all %x {axes = ["ep"], split_dim = 0, concat_dim = 1} : tensor<4x2x8xf32, #sl.layout<@mesh, [[], [ep], []]>> -> tensor<4x2x8xf32, #sl.layout<@mesh, [[ep], [], []]>>
+  %b = sl.all_to_all %a {axes = ["ep"], split_dim = 1, concat_dim = 0} : tensor<4x2x8xf32, #sl.layout<@mesh, [[ep], [], []]>> -> tensor<4x2x8xf32, #sl.layout<@mesh, [[], [ep], []]>>
+  return %b : tensor<4x2x8xf32, #sl.layout<@mesh, [[], [ep], []]>>
+}
+
+// -----
+
+// An all_reduce whose users are free ops: reduce-scatter first, gather only
+// where the column-parallel linear needs the whole sequence.
+sl.mesh @mesh(tp = 2)
+// CHECK-LABEL: func.func @split_all_reduce
+// CHECK: sl.reduce_scatter %arg0 {axes = ["tp"], dim = 1 : i64}
+// CHECK: %[[S:.*]] = sl.silu
+// CHECK: sl.all_gather %[[S]]
+// CHECK: sl.linear
+// CHECK-NOT: = sl.all_reduce
+func.func @split_all_reduce(%x: tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []], partial = [tp]>>) -> tensor<2x8x32xf32, #sl.layout<@mesh, [[], [], [tp]]>> {
+  %wc = sl.weight "col" : tensor<16x32xf32, #sl.layout<@mesh, [[], [tp]]>>
+  %r = sl.all_reduce %x {axes = ["tp"]} : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []], partial = [tp]>> -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>
+  %s = sl.silu %r : (tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>) -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>
+  %h = sl.linear %s, %wc : (tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>, tensor<16x32xf32, #sl.layout<@mesh, [[], [tp]]>>) -> tensor<2x8x32xf32, #sl.layout<@mesh, [[], [], [tp]]>>
+  return %h : tensor<2x8x32xf32, #sl.layout<@mesh, [[], [], [tp]]>>
+}
+
+// -----
+
+// Negative: the gather feeds a norm over the gathered (hidden) dimension, so
+// it is required and stays.
+sl.mesh @mesh(tp = 2)
+// CHECK-LABEL: func.func @needed_for_norm
+// CHECK: sl.all_gather
+// CHECK-NEXT: sl.rms_norm
+// REC: module {
+func.func @needed_for_norm(%x: tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], [tp]]>>) -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>> {
+  %w = sl.weight "norm" : tensor<16xf32, #sl.layout<@mesh, [[]]>>
+  %g = sl.all_gather %x {axes = ["tp"], dim = 2} : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], [tp]]>> -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>
+  %n = sl.rms_norm %g, %w : (tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>, tensor<16xf32, #sl.layout<@mesh, [[]]>>) -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>
+  return %n : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>
+}
+
+// -----
+
+// Negative: gathered keys feed attention (allgather context parallelism);
+// attention needs every key, so the gather stays.
+sl.mesh @mesh(cp = 2)
+// CHECK-LABEL: func.func @needed_for_keys
+// CHECK-COUNT-2: sl.all_gather
+// CHECK: sl.attention
+// REC: module {
+func.func @needed_for_keys(%q: tensor<1x8x16xf32, #sl.layout<@mesh, [[], [cp], []]>>, %k: tensor<1x8x8xf32, #sl.layout<@mesh, [[], [cp], []]>>) -> tensor<1x8x16xf32, #sl.layout<@mesh, [[], [cp], []]>> {
+  %gk = sl.all_gather %k {axes = ["cp"], dim = 1} : tensor<1x8x8xf32, #sl.layout<@mesh, [[], [cp], []]>> -> tensor<1x8x8xf32, #sl.layout<@mesh, [[], [], []]>>
+  %gv = sl.all_gather %k {axes = ["cp"], dim = 1} : tensor<1x8x8xf32, #sl.layout<@mesh, [[], [cp], []]>> -> tensor<1x8x8xf32, #sl.layout<@mesh, [[], [], []]>>
+  %o = sl.attention %q, %gk, %gv {heads = 4, kv_heads = 2} : (tensor<1x8x16xf32, #sl.layout<@mesh, [[], [cp], []]>>, tensor<1x8x8xf32, #sl.layout<@mesh, [[], [], []]>>, tensor<1x8x8xf32, #sl.layout<@mesh, [[], [], []]>>) -> tensor<1x8x16xf32, #sl.layout<@mesh, [[], [cp], []]>>
+  return %o : tensor<1x8x16xf32, #sl.layout<@mesh, [[], [cp], []]>>
+}
+
+// -----
+
+// Negative: an all-reduce feeding a column-parallel linear, which needs the
+// whole sequence: splitting it would only add a gather back.
+sl.mesh @mesh(tp = 2)
+// CHECK-LABEL: func.func @needed_by_linear
+// CHECK: sl.all_reduce
+// CHECK-NEXT: sl.linear
+// CHECK-NOT: = sl.reduce_scatter
+// REC: module {
+func.func @needed_by_linear(%x: tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []], partial = [tp]>>) -> tensor<2x8x32xf32, #sl.layout<@mesh, [[], [], [tp]]>> {
+  %wc = sl.weight "col" : tensor<16x32xf32, #sl.layout<@mesh, [[], [tp]]>>
+  %r = sl.all_reduce %x {axes = ["tp"]} : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []], partial = [tp]>> -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>
+  %h = sl.linear %r, %wc : (tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>, tensor<16x32xf32, #sl.layout<@mesh, [[], [tp]]>>) -> tensor<2x8x32xf32, #sl.layout<@mesh, [[], [], [tp]]>>
+  return %h : tensor<2x8x32xf32, #sl.layout<@mesh, [[], [], [tp]]>>
+}

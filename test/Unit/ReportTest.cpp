@@ -1,0 +1,168 @@
+//===- ReportTest.cpp - bytes, residency and the closed forms of DESIGN §3 ===//
+
+#include "shardline/Analysis/Report.h"
+#include "shardline/Dialect/SL/Transforms/Passes.h"
+#include "shardline/InitAll.h"
+#include "shardline/Model/ModelSpec.h"
+
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassManager.h"
+
+#include <gtest/gtest.h>
+
+using namespace shardline;
+
+namespace {
+struct ReportTest : ::testing::Test {
+  ReportTest() {
+    mlir::DialectRegistry registry;
+    registerAllDialects(registry);
+    ctx.appendDialectRegistry(registry);
+    ctx.loadAllAvailableDialects();
+  }
+
+  Report ofIR(const std::string &ir) {
+    module = mlir::parseSourceString<mlir::ModuleOp>(ir, &ctx);
+    EXPECT_TRUE(module);
+    return analyze(*module);
+  }
+
+  /// Imports a spec with the given overrides and runs sl-shard-pipeline.
+  Report compile(const std::string &spec, ParallelOverrides ov) {
+    std::vector<std::string> errors;
+    auto parsed = parseModelSpec(spec, "spec.json", ov, errors);
+    EXPECT_TRUE(parsed) << (errors.empty() ? "" : errors[0]);
+    module = importModel(*parsed, ctx);
+    mlir::PassManager pm(&ctx);
+    mlir::sl::buildShardPipeline(pm);
+    EXPECT_TRUE(mlir::succeeded(pm.run(*module)));
+    return analyze(*module);
+  }
+
+  /// Local bytes of every residual-stream value (the results of sl.add).
+  std::vector<int64_t> streamBytes() {
+    std::vector<int64_t> out;
+    mlir::sl::MeshOp mesh = *module->getOps<mlir::sl::MeshOp>().begin();
+    Mesh m = mlir::sl::toMesh(mesh);
+    module->walk([&](mlir::sl::AddOp add) {
+      auto t = add.getResult().getType();
+      std::vector<int64_t> shape(t.getShape().begin(), t.getShape().end());
+      out.push_back(numElements(localShape(mlir::sl::toLayout(mlir::sl::getLayout(t)), m, shape)) *
+                    4);
+    });
+    return out;
+  }
+
+  int64_t bytesOver(const Report &r, const std::string &axis) {
+    int64_t total = 0;
+    for (const auto &c : r.collectives)
+      if (std::find(c.axes.begin(), c.axes.end(), axis) != c.axes.end())
+        total += c.bytesPerRank;
+    return total;
+  }
+
+  mlir::MLIRContext ctx;
+  mlir::OwningOpRef<mlir::ModuleOp> module;
+};
+
+const char *kDense = R"({"name": "d", "pattern": "AFAF", "vocab": 64, "hidden": 32, "seq": 32,
+  "batch": 2, "attention": {"heads": 4, "kv_heads": 4, "head_dim": 8}, "mlp": {"ffn_hidden": 64}})";
+
+std::string scanModel(int64_t seq) {
+  return R"({"name": "s", "pattern": "MR", "vocab": 64, "hidden": 32, "seq": )" +
+         std::to_string(seq) + R"(, "batch": 2,
+    "mamba": {"heads": 4, "head_dim": 8, "state": 8, "groups": 2, "conv": 4},
+    "recurrent": {"width": 32, "conv": 4}})";
+}
+} // namespace
+
+TEST_F(ReportTest, BytesFollowTheConventions) {
+  Report r = ofIR(R"(
+    sl.mesh @mesh(cp = 2, tp = 2)
+    func.func @f(%x: tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp, tp], []]>>,
+                 %p: tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp], []], partial = [tp]>>)
+        -> (tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp], []]>>, tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp, tp], []]>>, tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp], []]>>) {
+      %g = sl.all_gather %x {axes = ["tp"], dim = 1} : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp, tp], []]>> -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp], []]>>
+      %s = sl.reduce_scatter %p {axes = ["tp"], dim = 1} : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp], []], partial = [tp]>> -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp, tp], []]>>
+      %a = sl.all_reduce %p {axes = ["tp"]} : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp], []], partial = [tp]>> -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp], []]>>
+      return %g, %s, %a : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp], []]>>, tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp, tp], []]>>, tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp], []]>>
+    })");
+  ASSERT_EQ(r.collectives.size(), 3u);
+  // A rank holds 2x4x16 f32 = 512 bytes of the gathered value; g = 2.
+  EXPECT_EQ(r.collectives[0].bytesPerRank, 256);
+  EXPECT_EQ(r.collectives[1].bytesPerRank, 256);
+  EXPECT_EQ(r.collectives[2].bytesPerRank, 512);
+  // SP's all-gather + reduce-scatter move exactly an all-reduce's bytes.
+  EXPECT_EQ(r.collectives[0].bytesPerRank + r.collectives[1].bytesPerRank,
+            r.collectives[2].bytesPerRank);
+  EXPECT_EQ(r.commBytesPerRank, 1024);
+  // Liveness: %x (256 B) dies after the gather; at the all_reduce %p (512),
+  // %g (512), %s (256) and %a (512) are live.
+  EXPECT_EQ(r.peakActivationBytesPerRank, 512 + 512 + 256 + 512);
+}
+
+TEST_F(ReportTest, ReorderCountsRowsThatMove) {
+  Report r = ofIR(R"(
+    sl.mesh @mesh(cp = 2)
+    func.func @f(%x: tensor<1x8x4xf32, #sl.layout<@mesh, [[], [cp], []]>>) -> tensor<1x8x4xf32, #sl.layout<@mesh, [[], [cp] zigzag, []]>> {
+      %z = sl.reorder %x : tensor<1x8x4xf32, #sl.layout<@mesh, [[], [cp], []]>> -> tensor<1x8x4xf32, #sl.layout<@mesh, [[], [cp] zigzag, []]>>
+      return %z : tensor<1x8x4xf32, #sl.layout<@mesh, [[], [cp] zigzag, []]>>
+    })");
+  // Contiguous rank 0 holds chunks 0,1 of 4, zigzag rank 0 holds 0,3: one
+  // chunk of 2 tokens x 4 f32 leaves.
+  ASSERT_EQ(r.collectives.size(), 1u);
+  EXPECT_EQ(r.collectives[0].bytesPerRank, 2 * 4 * 4);
+}
+
+TEST_F(ReportTest, SequenceParallelMovesTheBytesOfTensorParallel) {
+  ParallelOverrides sp, tp;
+  sp.tp = tp.tp = 2;
+  sp.sp = true;
+  tp.sp = false;
+  Report withSP = compile(kDense, sp);
+  std::vector<int64_t> spStream = streamBytes();
+  Report withoutSP = compile(kDense, tp);
+  std::vector<int64_t> tpStream = streamBytes();
+  EXPECT_EQ(withSP.commBytesPerRank, withoutSP.commBytesPerRank);
+  EXPECT_EQ(withSP.collectiveCounts["all_gather"], withoutSP.collectiveCounts["all_reduce"] - 3);
+  // Between blocks, each rank holds 1/t of the stream.
+  ASSERT_EQ(spStream.size(), tpStream.size());
+  for (size_t i = 0; i < spStream.size(); ++i)
+    EXPECT_EQ(spStream[i] * 2, tpStream[i]);
+  EXPECT_LT(withSP.peakActivationBytesPerRank, withoutSP.peakActivationBytesPerRank);
+}
+
+TEST_F(ReportTest, ScanBytesOverCpDoNotGrowWithTheSequence) {
+  ParallelOverrides cp;
+  cp.cp = 2;
+  Report shortSeq = compile(scanModel(64), cp);
+  Report longSeq = compile(scanModel(128), cp);
+  EXPECT_GT(bytesOver(shortSeq, "cp"), 0);
+  EXPECT_EQ(bytesOver(shortSeq, "cp"), bytesOver(longSeq, "cp"));
+  EXPECT_EQ(shortSeq.collectiveCounts["scan_state_exchange"], 2);
+  EXPECT_EQ(shortSeq.collectiveCounts["halo"], 4);
+}
+
+TEST_F(ReportTest, RingSendsCpMinusOneTimesTheLocalKeysAndValues) {
+  ParallelOverrides cp;
+  cp.cp = 4;
+  Report r = compile(R"({"name": "a", "pattern": "A", "vocab": 64, "hidden": 32, "seq": 64,
+    "batch": 2, "attention": {"heads": 4, "kv_heads": 2, "head_dim": 8}})",
+                     cp);
+  ASSERT_EQ(r.collectiveCounts["ring_attention"], 1);
+  // Local K and V: batch 2 x 16 tokens x (2 kv heads x 8) f32 each.
+  int64_t localKV = 2 * (2 * 16 * 16 * 4);
+  for (const auto &c : r.collectives)
+    if (c.op == "ring_attention")
+      EXPECT_EQ(c.bytesPerRank, 3 * localKV);
+}
+
+TEST_F(ReportTest, LocationsNameBlocks) {
+  EXPECT_EQ(blockOf(mlir::NameLoc::get(mlir::StringAttr::get(&ctx, "blocks.3.attn.wq"))),
+            (std::pair<int64_t, std::string>{3, "A"}));
+  EXPECT_EQ(blockOf(mlir::NameLoc::get(mlir::StringAttr::get(&ctx, "blocks.11.R"))),
+            (std::pair<int64_t, std::string>{11, "R"}));
+  EXPECT_EQ(blockOf(mlir::NameLoc::get(mlir::StringAttr::get(&ctx, "embedding"))),
+            (std::pair<int64_t, std::string>{-1, "embedding"}));
+}
