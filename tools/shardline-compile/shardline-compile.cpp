@@ -5,6 +5,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "shardline/Analysis/Report.h"
+#include "shardline/Dialect/SL/Transforms/Passes.h"
 #include "shardline/InitAll.h"
 #include "shardline/Model/ModelSpec.h"
 
@@ -12,6 +14,7 @@
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
 #include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
@@ -35,12 +38,26 @@ cl::opt<std::string> inputFile(cl::Positional, cl::desc("<MODEL.json | IR.mlir>"
 cl::opt<std::string> outputFile("o", cl::desc("Output file (default: stdout)"),
                                 cl::value_desc("FILE"), cl::init("-"), cl::cat(category));
 
-enum class Emit { MLIR, Summary };
-cl::opt<Emit> emit("emit", cl::desc("What to write:"), cl::init(Emit::MLIR),
-                   cl::values(clEnumValN(Emit::MLIR, "mlir", "the verified sl program (default)"),
-                              clEnumValN(Emit::Summary, "summary",
-                                         "a readable summary: mesh, blocks, ops, parameters")),
-                   cl::cat(category));
+enum class Emit { MLIR, Global, Summary, Report };
+cl::opt<Emit>
+    emit("emit", cl::desc("What to write:"), cl::init(Emit::MLIR),
+         cl::values(clEnumValN(Emit::MLIR, "mlir",
+                               "the sharded program after sl-shard-pipeline (default)"),
+                    clEnumValN(Emit::Global, "global",
+                               "the imported global-view program, before any pass"),
+                    clEnumValN(Emit::Summary, "summary",
+                               "a readable summary: mesh, blocks, ops, parameters, collectives"),
+                    clEnumValN(Emit::Report, "report",
+                               "the report as a table: every collective with its bytes per rank")),
+         cl::cat(category));
+cl::opt<std::string> reportFile("report",
+                                cl::desc("Also write the JSON report (collectives, bytes, weights, "
+                                         "peak activations per rank) to FILE"),
+                                cl::value_desc("FILE.json"), cl::cat(category));
+cl::opt<std::string> reportHtml("report-html",
+                                cl::desc("Also write the report as an HTML page with a chart of "
+                                         "bytes and residency per block"),
+                                cl::value_desc("FILE.html"), cl::cat(category));
 
 cl::opt<int64_t> tp("tensor-model-parallel-size",
                     cl::desc("Tensor-parallel size (mesh axis tp); short form --tp"),
@@ -51,7 +68,8 @@ cl::opt<bool> sp("sequence-parallel",
                           "over tp (short form --sp; --sp=false turns it off)"),
                  cl::cat(parallelCategory));
 cl::alias spA("sp", cl::desc("Alias for --sequence-parallel"), cl::aliasopt(sp));
-cl::opt<int64_t> cp("context-parallel-size", cl::desc("Context-parallel size (mesh axis cp); short form --cp"),
+cl::opt<int64_t> cp("context-parallel-size",
+                    cl::desc("Context-parallel size (mesh axis cp); short form --cp"),
                     cl::cat(parallelCategory));
 cl::alias cpA("cp", cl::desc("Alias for --context-parallel-size"), cl::aliasopt(cp));
 cl::opt<std::string> cpComm("cp-comm-type",
@@ -63,11 +81,13 @@ cl::opt<std::string> cpOrder("cp-order",
                              cl::desc("Sequence chunk order under context parallelism: zigzag "
                                       "(default, balances causal attention) | contiguous"),
                              cl::cat(parallelCategory));
-cl::opt<int64_t> ep("expert-model-parallel-size",
-                    cl::desc("Expert-parallel size (mesh axis ep; data-parallel outside MoE); short form --ep"),
-                    cl::cat(parallelCategory));
+cl::opt<int64_t>
+    ep("expert-model-parallel-size",
+       cl::desc("Expert-parallel size (mesh axis ep; data-parallel outside MoE); short form --ep"),
+       cl::cat(parallelCategory));
 cl::alias epA("ep", cl::desc("Alias for --expert-model-parallel-size"), cl::aliasopt(ep));
-cl::opt<int64_t> dp("data-parallel-size", cl::desc("Data-parallel size (mesh axis dp); short form --dp"),
+cl::opt<int64_t> dp("data-parallel-size",
+                    cl::desc("Data-parallel size (mesh axis dp); short form --dp"),
                     cl::cat(parallelCategory));
 cl::alias dpA("dp", cl::desc("Alias for --data-parallel-size"), cl::aliasopt(dp));
 
@@ -103,13 +123,12 @@ void printSummary(ModuleOp module, const shardline::ModelSpec *spec, llvm::raw_o
       mesh = m;
   });
   if (spec) {
-    os << "model " << spec->name << ": pattern " << spec->pattern << " ("
-       << spec->pattern.size() << " blocks), hidden " << spec->hidden << ", seq " << spec->seq
-       << ", batch " << spec->batch << ", vocab " << spec->vocab << ", " << spec->dtype << "\n";
+    os << "model " << spec->name << ": pattern " << spec->pattern << " (" << spec->pattern.size()
+       << " blocks), hidden " << spec->hidden << ", seq " << spec->seq << ", batch " << spec->batch
+       << ", vocab " << spec->vocab << ", " << spec->dtype << "\n";
     const auto &p = spec->parallel;
-    os << "strategy: dp=" << p.dp << " ep=" << p.ep << " cp=" << p.cp << " tp=" << p.tp
-       << ", sp " << (p.sp ? "on" : "off") << ", cp_comm " << p.cpComm << ", cp_order "
-       << p.cpOrder << "\n";
+    os << "strategy: dp=" << p.dp << " ep=" << p.ep << " cp=" << p.cp << " tp=" << p.tp << ", sp "
+       << (p.sp ? "on" : "off") << ", cp_comm " << p.cpComm << ", cp_order " << p.cpOrder << "\n";
   }
   shardline::Mesh m;
   if (mesh) {
@@ -147,10 +166,16 @@ void printSummary(ModuleOp module, const shardline::ModelSpec *spec, llvm::raw_o
   os << "ops: " << total << " sl ops";
   for (auto &[name, n] : opCounts)
     os << "\n  " << name << " " << n;
-  os << "\nparameters: " << numWeights << " tensors, " << params << " elements; "
-     << paramsPerRank << " elements per rank\n";
-  os << "layouts: " << annotated << " of " << values
-     << " op results carry a layout (run sl-propagate-layouts to assign the rest)\n";
+  os << "\nparameters: " << numWeights << " tensors, " << params << " elements; " << paramsPerRank
+     << " elements per rank\n";
+  os << "layouts: " << annotated << " of " << values << " op results carry a layout\n";
+  shardline::Report report = shardline::analyze(module);
+  os << "collectives: " << report.collectives.size();
+  for (const auto &[op, n] : report.collectiveCounts)
+    os << ", " << op << " " << n;
+  os << "; " << report.commBytesPerRank << " bytes sent per rank\n";
+  os << "memory per rank: weights " << report.weightBytesPerRank << " bytes, peak activations "
+     << report.peakActivationBytesPerRank << " bytes\n";
   os << "verified: ok\n";
 }
 } // namespace
@@ -166,9 +191,13 @@ int main(int argc, char **argv) {
       "training\n\n"
       "The input is a model spec (.json, see docs/model-spec.md) or sl IR (.mlir). A spec is\n"
       "imported into the global-view sl program with the parallel strategy of its \"parallel\"\n"
-      "section, which the flags below override. The result is verified before it is written.\n\n"
+      "section, which the flags below override. The program is verified, then sl-shard-pipeline\n"
+      "propagates layouts, inserts collectives and removes premature gathers (docs/passes.md).\n\n"
       "  shardline-compile examples/models/nam56r-tiny.json --tp 2 --sp --cp 2 --ep 2 --emit "
-      "mlir\n");
+      "summary\n"
+      "  shardline-compile examples/models/gpt-dense.json --tp 2 --sp --report r.json "
+      "--report-html "
+      "r.html\n");
 
   DialectRegistry registry;
   shardline::registerAllDialects(registry);
@@ -213,6 +242,32 @@ int main(int argc, char **argv) {
     llvm::errs() << "shardline-compile: error: the program does not verify\n";
     return 1;
   }
+  if (emit != Emit::Global) {
+    PassManager pm(&ctx);
+    sl::buildShardPipeline(pm);
+    if (failed(pm.run(*module))) {
+      llvm::errs() << "shardline-compile: error: sl-shard-pipeline failed\n";
+      return 1;
+    }
+  }
+  auto writeFile = [&](const std::string &path, const std::string &text) {
+    std::string err;
+    auto file = openOutputFile(path, &err);
+    if (!file) {
+      llvm::errs() << "shardline-compile: error: " << err << "\n";
+      return false;
+    }
+    file->os() << text;
+    file->keep();
+    return true;
+  };
+  if (!reportFile.empty() || !reportHtml.empty()) {
+    shardline::Report report = shardline::analyze(*module);
+    if (!reportFile.empty() && !writeFile(reportFile, shardline::toJson(report) + "\n"))
+      return 1;
+    if (!reportHtml.empty() && !writeFile(reportHtml, shardline::toHtml(report)))
+      return 1;
+  }
 
   auto output = openOutputFile(outputFile, &error);
   if (!output) {
@@ -221,11 +276,15 @@ int main(int argc, char **argv) {
   }
   switch (emit) {
   case Emit::MLIR:
+  case Emit::Global:
     module->print(output->os());
     output->os() << "\n";
     break;
   case Emit::Summary:
     printSummary(*module, spec ? &*spec : nullptr, output->os());
+    break;
+  case Emit::Report:
+    shardline::printTable(shardline::analyze(*module), output->os());
     break;
   }
   output->keep();
