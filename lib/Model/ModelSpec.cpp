@@ -288,16 +288,15 @@ void shardline::validateModelSpec(const ModelSpec &spec, std::vector<std::string
                  Need{'E', (bool)spec.moe, "moe"}, Need{'F', (bool)spec.mlp, "mlp"},
                  Need{'R', (bool)spec.recurrent, "recurrent"}})
     if (letters.count(n.letter) && !n.present)
-      r.error("pattern", "block letter '" + std::string(1, n.letter) + "' needs a \"" +
-                             n.section + "\" section");
+      r.error("pattern", "block letter '" + std::string(1, n.letter) + "' needs a \"" + n.section +
+                             "\" section");
 
-  for (auto [name, v] : {std::pair{"dp", p.dp}, std::pair{"tp", p.tp}, std::pair{"cp", p.cp},
-                         std::pair{"ep", p.ep}})
+  for (auto [name, v] :
+       {std::pair{"dp", p.dp}, std::pair{"tp", p.tp}, std::pair{"cp", p.cp}, std::pair{"ep", p.ep}})
     if (v < 1)
       r.error(std::string("parallel.") + name, "must be positive, got " + llvm::Twine(v));
   if (p.cpComm != "ring" && p.cpComm != "allgather" && p.cpComm != "a2a" && p.cpComm != "auto")
-    r.error("parallel.cp_comm",
-            "must be ring, allgather, a2a or auto, got \"" + p.cpComm + "\"");
+    r.error("parallel.cp_comm", "must be ring, allgather, a2a or auto, got \"" + p.cpComm + "\"");
   if (p.cpOrder != "zigzag" && p.cpOrder != "contiguous")
     r.error("parallel.cp_order", "must be zigzag or contiguous, got \"" + p.cpOrder + "\"");
   if (p.dp < 1 || p.tp < 1 || p.cp < 1 || p.ep < 1)
@@ -305,8 +304,8 @@ void shardline::validateModelSpec(const ModelSpec &spec, std::vector<std::string
 
   auto divisible = [&](llvm::StringRef key, int64_t value, int64_t by, const llvm::Twine &by_what) {
     if (value % by != 0)
-      r.error(key, llvm::Twine(value) + " is not divisible by " + by_what + " = " +
-                       llvm::Twine(by));
+      r.error(key,
+              llvm::Twine(value) + " is not divisible by " + by_what + " = " + llvm::Twine(by));
   };
   int64_t t = p.tp;
   if (t > 1)
@@ -314,8 +313,8 @@ void shardline::validateModelSpec(const ModelSpec &spec, std::vector<std::string
   if (spec.attention && letters.count('A')) {
     const AttentionSpec &a = *spec.attention;
     if (a.heads % a.kvHeads != 0)
-      r.error("attention.heads", llvm::Twine(a.heads) + " is not a multiple of kv_heads = " +
-                                     llvm::Twine(a.kvHeads));
+      r.error("attention.heads",
+              llvm::Twine(a.heads) + " is not a multiple of kv_heads = " + llvm::Twine(a.kvHeads));
     if (a.headDim % 2 != 0)
       r.error("attention.head_dim", "must be even for RoPE, got " + llvm::Twine(a.headDim));
     divisible("attention.heads", a.heads, t, "tp");

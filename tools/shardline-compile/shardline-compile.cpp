@@ -50,6 +50,11 @@ cl::opt<Emit>
                     clEnumValN(Emit::Report, "report",
                                "the report as a table: every collective with its bytes per rank")),
          cl::cat(category));
+cl::opt<std::string> machineFile(
+    "machine",
+    cl::desc("Machine description for --cp-comm auto (examples/machines/8xH100.json, "
+             "8xH200.json; default: 8xH100)"),
+    cl::value_desc("FILE.json"), cl::cat(category));
 cl::opt<std::string> reportFile("report",
                                 cl::desc("Also write the JSON report (collectives, bytes, weights, "
                                          "peak activations per rank) to FILE"),
@@ -243,8 +248,28 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (emit != Emit::Global) {
+    // Remarks (sl-choose-cp-comm's choices) and warnings go to stderr too.
+    ScopedDiagnosticHandler diagnostics(&ctx, [](Diagnostic &diag) {
+      llvm::errs() << shardline::describeLocation(diag.getLocation()) << ": ";
+      switch (diag.getSeverity()) {
+      case DiagnosticSeverity::Error:
+        llvm::errs() << "error: ";
+        break;
+      case DiagnosticSeverity::Warning:
+        llvm::errs() << "warning: ";
+        break;
+      case DiagnosticSeverity::Remark:
+        llvm::errs() << "remark: ";
+        break;
+      case DiagnosticSeverity::Note:
+        llvm::errs() << "note: ";
+        break;
+      }
+      llvm::errs() << diag.str() << "\n";
+      return success();
+    });
     PassManager pm(&ctx);
-    sl::buildShardPipeline(pm);
+    sl::buildShardPipeline(pm, machineFile);
     if (failed(pm.run(*module))) {
       llvm::errs() << "shardline-compile: error: sl-shard-pipeline failed\n";
       return 1;

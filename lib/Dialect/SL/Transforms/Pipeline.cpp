@@ -7,7 +7,10 @@
 
 using namespace mlir;
 
-void sl::buildShardPipeline(OpPassManager &pm) {
+void sl::buildShardPipeline(OpPassManager &pm, const std::string &machineFile) {
+  SLChooseCPCommOptions choose;
+  choose.machineFile = machineFile;
+  pm.addPass(createSLChooseCPComm(choose));
   pm.addPass(createSLPropagateLayouts());
   pm.addPass(createSLInsertCollectives());
   pm.addPass(createSLElideGathers());
@@ -18,5 +21,5 @@ void sl::buildShardPipeline(OpPassManager &pm) {
 void sl::registerShardPipeline() {
   PassPipelineRegistration<>("sl-shard-pipeline",
                              "Propagate layouts, insert collectives, elide premature gathers",
-                             buildShardPipeline);
+                             [](OpPassManager &pm) { buildShardPipeline(pm); });
 }

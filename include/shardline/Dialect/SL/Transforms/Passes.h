@@ -15,9 +15,10 @@ namespace mlir::sl {
 #define GEN_PASS_REGISTRATION
 #include "shardline/Dialect/SL/Transforms/Passes.h.inc"
 
-/// The pipeline shardline-compile runs: propagate, insert collectives, elide,
-/// canonicalize. Registered as `sl-shard-pipeline`.
-void buildShardPipeline(OpPassManager &pm);
+/// The pipeline shardline-compile runs: choose the cp exchange (auto only),
+/// propagate, insert collectives, elide, canonicalize. Registered as
+/// `sl-shard-pipeline`. `machineFile` feeds sl-choose-cp-comm.
+void buildShardPipeline(OpPassManager &pm, const std::string &machineFile = "");
 void registerShardPipeline();
 
 } // namespace mlir::sl

@@ -10,6 +10,29 @@
 
 include "mlir/Pass/PassBase.td"
 
+def SLChooseCPComm : Pass<"sl-choose-cp-comm", "::mlir::ModuleOp"> {
+  let summary = "Choose ring, allgather or a2a context parallelism per attention layer";
+  let description = [{
+    Runs when the module attribute `sl.cp_comm` is `auto` (otherwise it does
+    nothing). For every `sl.attention` it computes the layer's local shapes
+    from the mesh (cp splits the sequence, tp the heads) and the cost of each
+    exchange on the machine (docs/cp-comm.md): ring overlaps the cp-1 K,V
+    passes with the attention compute and keeps two K,V blocks resident;
+    allgather gathers K and V in one collective before computing and keeps all
+    of them resident; a2a moves q, k, v and the output between sequence and
+    heads in four all-to-alls and needs kv_heads divisible by tp*cp. An
+    exchange whose resident K,V exceed 10% of the GPU memory is infeasible.
+    The cheapest feasible one is set as the op's `sl.cp_comm` attribute with a
+    remark giving every option's time, bytes and memory; the module attribute
+    becomes the most common choice. The cp group spans nodes when
+    cp*tp > gpus_per_node (ranks are numbered with tp fastest, then cp).
+  }];
+  let options = [
+    Option<"machineFile", "machine", "std::string", /*default=*/"\"\"",
+           "Machine description (JSON, see examples/machines); default: 8xH100">,
+  ];
+}
+
 def SLPropagateLayouts : Pass<"sl-propagate-layouts", "::mlir::ModuleOp"> {
   let summary = "Assign a layout to every value from the per-op sharding rules";
   let description = [{
