@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: set up, build, and compile the example hybrid model nam56r-tiny (pattern
 # AEMEAEMEAEMR) for 8 ranks with tensor parallelism 2 + sequence parallelism, context
-# parallelism 2 and expert parallelism 2, then print the summary of the verified program.
+# parallelism 2 and expert parallelism 2; print the summary of the sharded program and its report
+# (every collective with its bytes per rank), and write the report as JSON and HTML.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${SHARDLINE_BUILD_DIR:-$root/build}"
@@ -10,3 +11,6 @@ cmake --build "$build" -j "${SHARDLINE_JOBS:-2}" --target shardline-compile shar
 set -x
 "$build/bin/shardline-compile" "$root/examples/models/nam56r-tiny.json" \
   --tp 2 --sp --cp 2 --ep 2 --emit summary
+"$build/bin/shardline-compile" "$root/examples/models/nam56r-tiny.json" \
+  --tp 2 --sp --cp 2 --ep 2 --emit report \
+  --report "$build/nam56r-tiny.report.json" --report-html "$build/nam56r-tiny.report.html"

@@ -114,11 +114,9 @@ CPCommCost costOf(const std::string &kind, const AttentionShape &s, int64_t cp, 
   return c;
 }
 
-std::pair<std::string, std::vector<CPCommCost>> chooseCPComm(const AttentionShape &shape,
-                                                             int64_t cp, int64_t tp,
-                                                             int64_t kvHeadsGlobal,
-                                                             const Machine &machine,
-                                                             bool crossesNodes) {
+std::pair<std::string, std::vector<CPCommCost>>
+chooseCPComm(const AttentionShape &shape, int64_t cp, int64_t tp, int64_t kvHeadsGlobal,
+             const Machine &machine, bool crossesNodes) {
   std::vector<CPCommCost> costs;
   for (const char *kind : {"ring", "allgather", "a2a"})
     costs.push_back(costOf(kind, shape, cp, tp, kvHeadsGlobal, machine, crossesNodes));

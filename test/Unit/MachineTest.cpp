@@ -40,7 +40,8 @@ TEST(Machine, ErrorsNameTheKey) {
   std::vector<std::string> errors;
   EXPECT_FALSE(parseMachine(R"({"gpus_per_node": -1, "intra_node": {"bandwidth_GBps": 1,
     "latency_us": 1}, "inter_node": {"bandwidth_GBps": 1, "latency_us": 1}, "memory_GB": 1,
-    "tflops": 1})", "m.json", errors));
+    "tflops": 1})",
+                            "m.json", errors));
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0], "m.json: gpus_per_node: expected a positive number");
   errors.clear();

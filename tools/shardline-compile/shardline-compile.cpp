@@ -50,11 +50,11 @@ cl::opt<Emit>
                     clEnumValN(Emit::Report, "report",
                                "the report as a table: every collective with its bytes per rank")),
          cl::cat(category));
-cl::opt<std::string> machineFile(
-    "machine",
-    cl::desc("Machine description for --cp-comm auto (examples/machines/8xH100.json, "
-             "8xH200.json; default: 8xH100)"),
-    cl::value_desc("FILE.json"), cl::cat(category));
+cl::opt<std::string>
+    machineFile("machine",
+                cl::desc("Machine description for --cp-comm auto (examples/machines/8xH100.json, "
+                         "8xH200.json; default: 8xH100)"),
+                cl::value_desc("FILE.json"), cl::cat(category));
 cl::opt<std::string> reportFile("report",
                                 cl::desc("Also write the JSON report (collectives, bytes, weights, "
                                          "peak activations per rank) to FILE"),

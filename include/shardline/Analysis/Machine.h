@@ -42,9 +42,9 @@ Machine defaultMachine();
 /// One attention layer as one rank of the cp group sees it.
 struct AttentionShape {
   int64_t batch = 1;
-  int64_t seqLocal = 1;  ///< tokens per rank (sequence / cp)
-  int64_t heads = 1;     ///< query heads per rank (heads / tp)
-  int64_t kvHeads = 1;   ///< kv heads per rank (kv_heads / tp)
+  int64_t seqLocal = 1; ///< tokens per rank (sequence / cp)
+  int64_t heads = 1;    ///< query heads per rank (heads / tp)
+  int64_t kvHeads = 1;  ///< kv heads per rank (kv_heads / tp)
   int64_t headDim = 1;
   int64_t elementBytes = 4;
 };
@@ -69,11 +69,9 @@ CPCommCost costOf(const std::string &kind, const AttentionShape &shape, int64_t 
                   int64_t kvHeadsGlobal, const Machine &machine, bool crossesNodes);
 
 /// The cheapest feasible kind (ties go to ring) and every option's cost.
-std::pair<std::string, std::vector<CPCommCost>> chooseCPComm(const AttentionShape &shape,
-                                                             int64_t cp, int64_t tp,
-                                                             int64_t kvHeadsGlobal,
-                                                             const Machine &machine,
-                                                             bool crossesNodes);
+std::pair<std::string, std::vector<CPCommCost>>
+chooseCPComm(const AttentionShape &shape, int64_t cp, int64_t tp, int64_t kvHeadsGlobal,
+             const Machine &machine, bool crossesNodes);
 
 } // namespace shardline
 

@@ -69,8 +69,8 @@ struct SLChooseCPComm : mlir::sl::impl::SLChooseCPCommBase<SLChooseCPComm> {
       shape.headDim = headDim;
       shape.elementBytes = (q.getElementTypeBitWidth() + 7) / 8;
       bool crossesNodes = cp * tp > machine.gpusPerNode;
-      auto [choice, costs] = shardline::chooseCPComm(shape, cp, tp, op.getKvHeads(), machine,
-                                                     crossesNodes);
+      auto [choice, costs] =
+          shardline::chooseCPComm(shape, cp, tp, op.getKvHeads(), machine, crossesNodes);
       op->setAttr("sl.cp_comm", StringAttr::get(op->getContext(), choice));
       ++votes[choice];
       std::string text = "cp_comm auto on " + machine.name + " (cp " + std::to_string(cp) +
