@@ -83,10 +83,26 @@ func.func @reorder_undo_redo(%x: tensor<1x8x4xf32, #sl.layout<@mesh, [[], [cp] z
 sl.mesh @mesh(ep = 2)
 // CHECK-LABEL: func.func @inverse_a2a
 // CHECK-NEXT: return %arg0
+// REC: module attributes {sl.elided = [{how = "inverse all_to_all pair cancelled"
 func.func @inverse_a2a(%x: tensor<4x2x8xf32, #sl.layout<@mesh, [[], [ep], []]>>) -> tensor<4x2x8xf32, #sl.layout<@mesh, [[], [ep], []]>> {
   %a = sl.all_to_all %x {axes = ["ep"], split_dim = 0, concat_dim = 1} : tensor<4x2x8xf32, #sl.layout<@mesh, [[], [ep], []]>> -> tensor<4x2x8xf32, #sl.layout<@mesh, [[ep], [], []]>>
   %b = sl.all_to_all %a {axes = ["ep"], split_dim = 1, concat_dim = 0} : tensor<4x2x8xf32, #sl.layout<@mesh, [[ep], [], []]>> -> tensor<4x2x8xf32, #sl.layout<@mesh, [[], [ep], []]>>
   return %b : tensor<4x2x8xf32, #sl.layout<@mesh, [[], [ep], []]>>
+}
+
+// -----
+
+// Two all_to_alls over one group in a chain (ep from dim 1 to dim 0, then
+// from dim 0 to dim 2) fuse into one from dim 1 to dim 2.
+sl.mesh @mesh(ep = 2)
+// CHECK-LABEL: func.func @chained_a2a
+// CHECK-NEXT: %[[A:.*]] = sl.all_to_all %arg0 {axes = ["ep"], concat_dim = 1 : i64, split_dim = 2 : i64}
+// CHECK-NEXT: return %[[A]]
+// REC: module attributes {sl.elided = [{how = "all_to_alls fused"
+func.func @chained_a2a(%x: tensor<4x2x8xf32, #sl.layout<@mesh, [[], [ep], []]>>) -> tensor<4x2x8xf32, #sl.layout<@mesh, [[], [], [ep]]>> {
+  %a = sl.all_to_all %x {axes = ["ep"], split_dim = 0, concat_dim = 1} : tensor<4x2x8xf32, #sl.layout<@mesh, [[], [ep], []]>> -> tensor<4x2x8xf32, #sl.layout<@mesh, [[ep], [], []]>>
+  %b = sl.all_to_all %a {axes = ["ep"], split_dim = 2, concat_dim = 0} : tensor<4x2x8xf32, #sl.layout<@mesh, [[ep], [], []]>> -> tensor<4x2x8xf32, #sl.layout<@mesh, [[], [], [ep]]>>
+  return %b : tensor<4x2x8xf32, #sl.layout<@mesh, [[], [], [ep]]>>
 }
 
 // -----

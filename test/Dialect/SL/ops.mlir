@@ -57,6 +57,17 @@ func.func @dense(%ids: tensor<2x8xi32>, %x: tensor<2x8x16xf32>, %t: tensor<32x16
 // -----
 
 sl.mesh @mesh(cp = 2, tp = 2)
+// Vocab-parallel cross-entropy: the loss is a pending sum over the token axes.
+// CHECK-LABEL: func.func @vocab_parallel
+// CHECK: sl.cross_entropy %{{.*}}, %{{.*}} {vocab_axes = ["tp"]} : {{.*}} -> tensor<f32, #[[$PART:.*]]>
+func.func @vocab_parallel(%l: tensor<2x8x32xf32, #sl.layout<@mesh, [[], [cp], [tp]]>>, %y: tensor<2x8xi32, #sl.layout<@mesh, [[], [cp]]>>) {
+  %loss = sl.cross_entropy %l, %y {vocab_axes = ["tp"]} : (tensor<2x8x32xf32, #sl.layout<@mesh, [[], [cp], [tp]]>>, tensor<2x8xi32, #sl.layout<@mesh, [[], [cp]]>>) -> tensor<f32, #sl.layout<@mesh, [], partial = [cp]>>
+  return
+}
+
+// -----
+
+sl.mesh @mesh(cp = 2, tp = 2)
 // CHECK-LABEL: func.func @attention
 func.func @attention(%q: tensor<2x8x32xf32>, %k: tensor<2x8x16xf32>,
     %qs: tensor<2x8x32xf32, #sl.layout<@mesh, [[], [cp] zigzag, [tp]]>>,

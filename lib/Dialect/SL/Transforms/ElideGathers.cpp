@@ -401,7 +401,8 @@ struct CancelReorders : OpRewritePattern<ReorderOp> {
   Records &records;
 };
 
-/// all_to_all that undoes the previous one => its input.
+/// all_to_all that undoes the previous one => its input; two that move the
+/// same axes on in a chain => one.
 struct CancelAllToAlls : OpRewritePattern<AllToAllOp> {
   CancelAllToAlls(MLIRContext *ctx, Records &records) : OpRewritePattern(ctx), records(records) {}
   LogicalResult matchAndRewrite(AllToAllOp op, PatternRewriter &rewriter) const override {
@@ -414,7 +415,20 @@ struct CancelAllToAlls : OpRewritePattern<AllToAllOp> {
       rewriter.replaceOp(op, inner.getX());
       return success();
     }
-    return failure();
+    // Moving the axes from d to e and then from e to f is one move from d to f.
+    if (inner.getSplitDim() != op.getConcatDim() || !inner.getResult().hasOneUse() ||
+        op.getSplitDim() == inner.getConcatDim())
+      return failure();
+    auto fused = AllToAllOp::create(rewriter, op.getLoc(), op.getResult().getType(), inner.getX(),
+                                    op.getAxes(), op.getSplitDimAttr(), inner.getConcatDimAttr());
+    if (failed(mlir::verify(fused))) {
+      rewriter.eraseOp(fused);
+      return failure();
+    }
+    records.push_back({"all_to_all", locText(inner.getLoc()), "all_to_alls fused"});
+    rewriter.replaceOp(op, fused.getResult());
+    rewriter.eraseOp(inner);
+    return success();
   }
   Records &records;
 };
