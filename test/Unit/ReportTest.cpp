@@ -4,6 +4,9 @@
 #include "shardline/Dialect/SL/Transforms/Passes.h"
 #include "shardline/InitAll.h"
 #include "shardline/Model/ModelSpec.h"
+#include "shardline/Plan/EmitPlan.h"
+
+#include "core/plan.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Parser/Parser.h"
@@ -165,4 +168,47 @@ TEST_F(ReportTest, LocationsNameBlocks) {
             (std::pair<int64_t, std::string>{11, "R"}));
   EXPECT_EQ(blockOf(mlir::NameLoc::get(mlir::StringAttr::get(&ctx, "embedding"))),
             (std::pair<int64_t, std::string>{-1, "embedding"}));
+}
+
+// The compiler's plan loads in the runtime, with every weight, input and op.
+TEST_F(ReportTest, PlanRoundTripsIntoTheRuntime) {
+  ParallelOverrides ov;
+  ov.tp = ov.cp = ov.ep = 2;
+  ov.sp = true;
+  std::vector<std::string> errors;
+  auto spec = parseModelSpec(R"({"name": "n", "pattern": "AEMR", "vocab": 64, "hidden": 32,
+    "seq": 32, "batch": 2, "attention": {"heads": 4, "kv_heads": 2, "head_dim": 8},
+    "mamba": {"heads": 4, "head_dim": 8, "state": 8, "groups": 2, "conv": 4},
+    "moe": {"experts": 4, "top_k": 2, "ffn_hidden": 48}, "recurrent": {"width": 32, "conv": 4}})",
+                             "n.json", ov, errors);
+  ASSERT_TRUE(spec);
+  Report r = compile(spec->text, ov);
+  auto bytes = emitPlan(*module);
+  ASSERT_TRUE(mlir::succeeded(bytes));
+  std::string error;
+  auto plan = rt::loadPlan(*bytes, error);
+  ASSERT_TRUE(plan) << error;
+  EXPECT_EQ(plan->ranks(), 8);
+  EXPECT_EQ(plan->root()->model()->str(), "n");
+  EXPECT_EQ(plan->root()->inputs()->size(), 2u);
+  EXPECT_EQ(plan->root()->outputs()->size(), 2u);
+  int weights = 0, ops = 0, collectives = 0;
+  module->walk([&](mlir::Operation *op) {
+    if (mlir::isa<mlir::sl::WeightOp>(op))
+      ++weights;
+    else if (op->getDialect() && op->getDialect()->getNamespace() == "sl" &&
+             !mlir::isa<mlir::sl::MeshOp>(op))
+      ++ops;
+  });
+  int planWeights = 0;
+  for (const auto *t : *plan->root()->tensors())
+    planWeights += t->role() == plan::Role::Weight;
+  EXPECT_EQ(planWeights, weights);
+  EXPECT_EQ((int)plan->root()->ops()->size(), ops);
+  for (const auto *op : *plan->root()->ops())
+    collectives += op->kind()->str() == "all_gather" || op->kind()->str() == "reduce_scatter";
+  EXPECT_EQ(collectives, r.collectiveCounts["all_gather"] + r.collectiveCounts["reduce_scatter"]);
+  // Two compilations of one model give one content hash.
+  auto again = emitPlan(*module);
+  EXPECT_EQ(*again, *bytes);
 }

@@ -9,6 +9,7 @@
 #include "shardline/Dialect/SL/Transforms/Passes.h"
 #include "shardline/InitAll.h"
 #include "shardline/Model/ModelSpec.h"
+#include "shardline/Plan/EmitPlan.h"
 
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/MLIRContext.h"
@@ -38,7 +39,7 @@ cl::opt<std::string> inputFile(cl::Positional, cl::desc("<MODEL.json | IR.mlir>"
 cl::opt<std::string> outputFile("o", cl::desc("Output file (default: stdout)"),
                                 cl::value_desc("FILE"), cl::init("-"), cl::cat(category));
 
-enum class Emit { MLIR, Global, Summary, Report };
+enum class Emit { MLIR, Global, Summary, Report, Plan };
 cl::opt<Emit>
     emit("emit", cl::desc("What to write:"), cl::init(Emit::MLIR),
          cl::values(clEnumValN(Emit::MLIR, "mlir",
@@ -48,7 +49,10 @@ cl::opt<Emit>
                     clEnumValN(Emit::Summary, "summary",
                                "a readable summary: mesh, blocks, ops, parameters, collectives"),
                     clEnumValN(Emit::Report, "report",
-                               "the report as a table: every collective with its bytes per rank")),
+                               "the report as a table: every collective with its bytes per rank"),
+                    clEnumValN(Emit::Plan, "plan",
+                               "the plan for the runtime (binary, runtime/schema/plan.fbs; "
+                               "needs -o)")),
          cl::cat(category));
 cl::opt<std::string>
     machineFile("machine",
@@ -294,6 +298,11 @@ int main(int argc, char **argv) {
       return 1;
   }
 
+  if (emit == Emit::Plan && outputFile == "-") {
+    llvm::errs()
+        << "shardline-compile: error: --emit plan writes a binary file: give -o FILE.slp\n";
+    return 1;
+  }
   auto output = openOutputFile(outputFile, &error);
   if (!output) {
     llvm::errs() << "shardline-compile: error: " << error << "\n";
@@ -311,6 +320,13 @@ int main(int argc, char **argv) {
   case Emit::Report:
     shardline::printTable(shardline::analyze(*module), output->os());
     break;
+  case Emit::Plan: {
+    FailureOr<std::vector<uint8_t>> plan = shardline::emitPlan(*module);
+    if (failed(plan))
+      return 1;
+    output->os().write(reinterpret_cast<const char *>(plan->data()), plan->size());
+    break;
+  }
   }
   output->keep();
   return 0;

@@ -1,0 +1,188 @@
+//===- plan.cpp - the plan container ---------------------------------------===//
+
+#include "core/plan.h"
+
+#include <cstring>
+#include <fstream>
+#include <set>
+
+namespace shardline::rt {
+
+namespace {
+constexpr char kMagic[8] = {'S', 'L', 'P', 'L', 'A', 'N', 0, 1};
+
+uint64_t readU64(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i)
+    v = (v << 8) | p[i];
+  return v;
+}
+uint32_t readU32(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+void writeU64(uint8_t *p, uint64_t v) {
+  for (int i = 0; i < 8; ++i)
+    p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/// The plan's own consistency, after the schema check.
+std::string checkPlan(const plan::Plan &p) {
+  if (!p.mesh() || !p.tensors() || !p.ops())
+    return "the plan has no mesh, tensors or ops";
+  std::set<std::string> axes;
+  for (const auto *axis : *p.mesh()) {
+    if (axis->size() < 1)
+      return "mesh axis '" + axis->name()->str() + "' has size " + std::to_string(axis->size());
+    if (!axes.insert(axis->name()->str()).second)
+      return "mesh axis '" + axis->name()->str() + "' appears twice";
+  }
+  int64_t numTensors = p.tensors()->size();
+  for (int64_t t = 0; t < numTensors; ++t) {
+    const auto *tensor = p.tensors()->Get(t);
+    std::string name = tensor->name() ? tensor->name()->str() : "#" + std::to_string(t);
+    if (!tensor->shape())
+      return "tensor '" + name + "' has no shape";
+    for (int64_t d : *tensor->shape())
+      if (d < 1)
+        return "tensor '" + name + "' has a dimension of size " + std::to_string(d);
+    if (const auto *layout = tensor->layout()) {
+      if (layout->dims() && layout->dims()->size() != tensor->shape()->size())
+        return "tensor '" + name + "' has a rank-" + std::to_string(layout->dims()->size()) +
+               " layout for a rank-" + std::to_string(tensor->shape()->size()) + " shape";
+      if (layout->dims())
+        for (const auto *list : *layout->dims())
+          if (list->axes())
+            for (const auto *a : *list->axes())
+              if (!axes.count(a->str()))
+                return "tensor '" + name + "' is split over unknown mesh axis '" + a->str() + "'";
+    }
+  }
+  auto checkIndices = [&](const flatbuffers::Vector<int32_t> *v, const std::string &where) {
+    if (v)
+      for (int32_t i : *v)
+        if (i < 0 || i >= numTensors)
+          return where + " refers to tensor " + std::to_string(i) + " of " +
+                 std::to_string(numTensors);
+    return std::string();
+  };
+  for (size_t o = 0; o < p.ops()->size(); ++o) {
+    const auto *op = p.ops()->Get(o);
+    std::string where = "op #" + std::to_string(o) + " (" + op->kind()->str() + ")";
+    if (!knownOpKind(op->kind()->str()))
+      return where + " is not an op this runtime knows";
+    for (auto err : {checkIndices(op->operands(), where), checkIndices(op->results(), where)})
+      if (!err.empty())
+        return err;
+  }
+  for (auto err :
+       {checkIndices(p.inputs(), "the inputs"), checkIndices(p.outputs(), "the outputs")})
+    if (!err.empty())
+      return err;
+  return "";
+}
+} // namespace
+
+uint64_t fnv1a64(const void *data, size_t size) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  const auto *p = static_cast<const uint8_t *>(data);
+  for (size_t i = 0; i < size; ++i) {
+    h ^= p[i];
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+std::vector<uint8_t> wrapPlan(const uint8_t *payload, size_t size) {
+  std::vector<uint8_t> out(kPlanHeaderBytes + size, 0);
+  std::memcpy(out.data(), kMagic, 8);
+  out[8] = (uint8_t)kPlanVersion;
+  out[9] = (uint8_t)(kPlanVersion >> 8);
+  out[10] = (uint8_t)(kPlanVersion >> 16);
+  out[11] = (uint8_t)(kPlanVersion >> 24);
+  writeU64(out.data() + 16, size);
+  writeU64(out.data() + 24, fnv1a64(payload, size));
+  std::memcpy(out.data() + kPlanHeaderBytes, payload, size);
+  return out;
+}
+
+int64_t LoadedPlan::ranks() const {
+  int64_t n = 1;
+  for (const auto *axis : *root()->mesh())
+    n *= axis->size();
+  return n;
+}
+
+std::optional<LoadedPlan> loadPlan(std::vector<uint8_t> bytes, std::string &error) {
+  if (bytes.size() < kPlanHeaderBytes) {
+    error = "truncated plan: " + std::to_string(bytes.size()) + " bytes, the header alone has " +
+            std::to_string(kPlanHeaderBytes);
+    return std::nullopt;
+  }
+  if (std::memcmp(bytes.data(), kMagic, 8) != 0) {
+    error = "not a Shardline plan (bad magic bytes)";
+    return std::nullopt;
+  }
+  uint32_t version = readU32(bytes.data() + 8);
+  if (version != kPlanVersion) {
+    error = "plan format version " + std::to_string(version) + "; this runtime reads version " +
+            std::to_string(kPlanVersion) + " (recompile the model with this release)";
+    return std::nullopt;
+  }
+  uint64_t size = readU64(bytes.data() + 16);
+  if (size != bytes.size() - kPlanHeaderBytes) {
+    error = "truncated plan: the header promises " + std::to_string(size) +
+            " payload bytes, the file holds " + std::to_string(bytes.size() - kPlanHeaderBytes);
+    return std::nullopt;
+  }
+  uint64_t hash = fnv1a64(bytes.data() + kPlanHeaderBytes, size);
+  if (hash != readU64(bytes.data() + 24)) {
+    error = "corrupted plan: the content hash does not match the payload";
+    return std::nullopt;
+  }
+  flatbuffers::Verifier verifier(bytes.data() + kPlanHeaderBytes, size);
+  if (!plan::VerifyPlanBuffer(verifier)) {
+    error = "corrupted plan: the payload does not match the plan schema";
+    return std::nullopt;
+  }
+  LoadedPlan loaded;
+  loaded.bytes = std::move(bytes);
+  loaded.hash = hash;
+  std::string err = checkPlan(*loaded.root());
+  if (!err.empty()) {
+    error = "inconsistent plan: " + err;
+    return std::nullopt;
+  }
+  return loaded;
+}
+
+std::optional<LoadedPlan> loadPlanFile(const std::string &path, std::string &error) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    error = "cannot open plan '" + path + "'";
+    return std::nullopt;
+  }
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+  auto plan = loadPlan(std::move(bytes), error);
+  if (!plan)
+    error = path + ": " + error;
+  return plan;
+}
+
+bool knownOpKind(const std::string &kind) {
+  static const std::set<std::string> kinds = {
+      "embedding",      "rms_norm",      "gated_rms_norm",
+      "linear",         "rope",          "attention",
+      "ring_attention", "causal_conv1d", "ssd_scan",
+      "ssd_correct",    "rglru_scan",    "rglru_correct",
+      "router_topk",    "moe_dispatch",  "moe_experts",
+      "moe_combine",    "add",           "mul",
+      "swiglu",         "silu",          "gelu",
+      "sigmoid",        "softplus",      "lm_head",
+      "cross_entropy",  "all_gather",    "reduce_scatter",
+      "all_reduce",     "all_to_all",    "slice",
+      "reorder",        "halo",          "scan_state_exchange"};
+  return kinds.count(kind) > 0;
+}
+
+} // namespace shardline::rt

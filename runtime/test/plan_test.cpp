@@ -1,0 +1,103 @@
+//===- plan_test.cpp - the plan container rejects bad plans clearly ------===//
+
+#include "core/plan.h"
+
+#include <gtest/gtest.h>
+
+using namespace shardline::rt;
+namespace fb = flatbuffers;
+namespace plan = shardline::plan;
+
+namespace {
+/// A small valid plan: mesh tp=2, x -> silu -> y.
+std::vector<uint8_t> smallPlan(const std::string &kind = "silu", int32_t result = 1,
+                               const std::string &axis = "tp") {
+  fb::FlatBufferBuilder b;
+  auto mesh = b.CreateVector({plan::CreateAxis(b, b.CreateString("tp"), 2)});
+  auto layout = plan::CreateLayout(
+      b, b.CreateVector({plan::CreateAxisList(b, b.CreateVectorOfStrings({axis}))}));
+  auto shape = b.CreateVector<int64_t>({8});
+  std::vector<fb::Offset<plan::Tensor>> tensors = {
+      plan::CreateTensor(b, b.CreateString("x"), plan::DType::F32, shape, layout,
+                         plan::Role::Input),
+      plan::CreateTensor(b, b.CreateString("y"), plan::DType::F32, shape, layout,
+                         plan::Role::Activation)};
+  auto op = plan::CreateOp(b, b.CreateString(kind), b.CreateVector<int32_t>({0}),
+                           b.CreateVector<int32_t>({result}));
+  auto root =
+      plan::CreatePlan(b, b.CreateString("m"), mesh, b.CreateVector(tensors), b.CreateVector({op}),
+                       b.CreateVector<int32_t>({0}), b.CreateVector<int32_t>({1}));
+  plan::FinishPlanBuffer(b, root);
+  return wrapPlan(b.GetBufferPointer(), b.GetSize());
+}
+
+std::string errorOf(std::vector<uint8_t> bytes) {
+  std::string error;
+  EXPECT_FALSE(loadPlan(std::move(bytes), error).has_value());
+  return error;
+}
+} // namespace
+
+TEST(Plan, LoadsAValidPlan) {
+  std::string error;
+  auto p = loadPlan(smallPlan(), error);
+  ASSERT_TRUE(p) << error;
+  EXPECT_EQ(p->ranks(), 2);
+  EXPECT_EQ(p->root()->model()->str(), "m");
+  EXPECT_EQ(p->root()->ops()->Get(0)->kind()->str(), "silu");
+  EXPECT_NE(p->hash, 0u);
+}
+
+TEST(Plan, TruncatedHeader) {
+  auto bytes = smallPlan();
+  bytes.resize(10);
+  EXPECT_EQ(errorOf(bytes), "truncated plan: 10 bytes, the header alone has 32");
+}
+
+TEST(Plan, TruncatedPayload) {
+  auto bytes = smallPlan();
+  size_t payload = bytes.size() - kPlanHeaderBytes;
+  bytes.resize(bytes.size() - 5);
+  EXPECT_EQ(errorOf(bytes), "truncated plan: the header promises " + std::to_string(payload) +
+                                " payload bytes, the file holds " + std::to_string(payload - 5));
+}
+
+TEST(Plan, FlippedBytesAnywhereAreCaught) {
+  auto good = smallPlan();
+  for (size_t i = kPlanHeaderBytes; i < good.size(); ++i) {
+    auto bytes = good;
+    bytes[i] ^= 0x40;
+    EXPECT_EQ(errorOf(bytes), "corrupted plan: the content hash does not match the payload")
+        << "byte " << i;
+  }
+}
+
+TEST(Plan, ForeignFileAndOtherVersion) {
+  EXPECT_EQ(errorOf(std::vector<uint8_t>(64, 'x')), "not a Shardline plan (bad magic bytes)");
+  auto bytes = smallPlan();
+  bytes[8] = 7;
+  EXPECT_EQ(errorOf(bytes),
+            "plan format version 7; this runtime reads version 1 (recompile the model with this "
+            "release)");
+}
+
+TEST(Plan, PayloadThatIsNotAPlan) {
+  std::vector<uint8_t> junk(40, 0x11);
+  EXPECT_EQ(errorOf(wrapPlan(junk.data(), junk.size())),
+            "corrupted plan: the payload does not match the plan schema");
+}
+
+TEST(Plan, InconsistentContents) {
+  EXPECT_EQ(errorOf(smallPlan("frobnicate")),
+            "inconsistent plan: op #0 (frobnicate) is not an op this runtime knows");
+  EXPECT_EQ(errorOf(smallPlan("silu", 5)),
+            "inconsistent plan: op #0 (silu) refers to tensor 5 of 2");
+  EXPECT_EQ(errorOf(smallPlan("silu", 1, "cp")),
+            "inconsistent plan: tensor 'x' is split over unknown mesh axis 'cp'");
+}
+
+TEST(Plan, MissingFile) {
+  std::string error;
+  EXPECT_FALSE(loadPlanFile("/nonexistent/x.slp", error));
+  EXPECT_EQ(error, "cannot open plan '/nonexistent/x.slp'");
+}
