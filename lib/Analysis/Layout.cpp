@@ -72,7 +72,7 @@ std::string Layout::str() const {
   return os.str();
 }
 
-static std::string joinAxes(const std::vector<std::string> &axes) {
+std::string formatAxes(const std::vector<std::string> &axes) {
   std::ostringstream os;
   printAxes(os, axes);
   return os.str();
@@ -119,11 +119,12 @@ std::string verifyLayout(const Layout &layout, const Mesh *mesh,
       int64_t major = *mesh->size(axes[0]);
       if (size % (2 * major) != 0 || (size / major) % (n / major) != 0)
         return "dimension " + std::to_string(d) + " of size " + std::to_string(size) +
-               " cannot be split in zigzag order over " + joinAxes(axes) +
+               " cannot be split in zigzag order over " + formatAxes(axes) +
                " (needs a multiple of " + std::to_string(2 * n) + ")";
     } else if (size % n != 0) {
       return "dimension " + std::to_string(d) + " of size " + std::to_string(size) +
-             " is not divisible by " + std::to_string(n) + " (the size of " + joinAxes(axes) + ")";
+             " is not divisible by " + std::to_string(n) + " (the size of " + formatAxes(axes) +
+             ")";
     }
   }
   return "";

@@ -51,6 +51,9 @@ struct Layout {
   std::string str() const;
 };
 
+/// An axis list as the IR prints it: "[cp, tp]".
+std::string formatAxes(const std::vector<std::string> &axes);
+
 /// Checks a layout on its own and against a mesh and a global shape. Returns
 /// an empty string or the reason it is invalid.
 std::string verifyLayout(const Layout &layout, const Mesh *mesh, const std::vector<int64_t> *shape);

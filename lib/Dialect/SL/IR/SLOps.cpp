@@ -108,6 +108,37 @@ static FailureOr<MeshOp> verifyValueLayouts(Operation *op) {
   return mesh;
 }
 
+std::optional<shardline::RuleCheck>
+mlir::sl::checkOpRule(Operation *op, const llvm::DenseMap<Value, shardline::Layout> &overrides) {
+  auto iface = dyn_cast<ShardingRuleOpInterface>(op);
+  if (!iface)
+    return std::nullopt;
+  MeshOp mesh;
+  std::vector<std::vector<int64_t>> operandShapes, resultShapes;
+  std::vector<std::optional<shardline::Layout>> layouts;
+  for (Value v : op->getOperands()) {
+    operandShapes.push_back(shapeVec(v));
+    LayoutAttr l = getLayout(v);
+    if (l && !mesh)
+      mesh = lookupMesh(op, l);
+    if (auto it = overrides.find(v); it != overrides.end())
+      layouts.push_back(it->second);
+    else if (l)
+      layouts.push_back(toLayout(l));
+    else
+      layouts.push_back(std::nullopt);
+  }
+  for (Value v : op->getResults()) {
+    resultShapes.push_back(shapeVec(v));
+    if (LayoutAttr l = getLayout(v); l && !mesh)
+      mesh = lookupMesh(op, l);
+  }
+  if (!mesh)
+    return std::nullopt;
+  return shardline::checkRule(iface.getShardingRule(), toMesh(mesh), operandShapes, layouts,
+                              resultShapes);
+}
+
 LogicalResult mlir::sl::verifyShardingRule(Operation *op) {
   FailureOr<MeshOp> mesh = verifyValueLayouts(op);
   if (failed(mesh))
@@ -117,39 +148,23 @@ LogicalResult mlir::sl::verifyShardingRule(Operation *op) {
   ShardingRule rule = cast<ShardingRuleOpInterface>(op).getShardingRule();
   if (rule.operands.size() != op->getNumOperands() || rule.results.size() != op->getNumResults())
     return op->emitOpError("sharding rule does not cover every operand and result");
-  std::vector<std::vector<int64_t>> operandShapes, resultShapes;
-  std::vector<std::optional<shardline::Layout>> layouts;
-  bool allAnnotated = true;
-  for (Value v : op->getOperands()) {
-    operandShapes.push_back(shapeVec(v));
-    if (LayoutAttr l = getLayout(v))
-      layouts.push_back(toLayout(l));
-    else {
-      layouts.push_back(std::nullopt);
-      allAnnotated = false;
-    }
-  }
-  for (Value v : op->getResults()) {
-    resultShapes.push_back(shapeVec(v));
-    allAnnotated &= (bool)getLayout(v);
-  }
   // An op with an unannotated value awaits sl-propagate-layouts, which
   // inserts the relayouts its rule needs; once every value has a layout, the
   // rule must hold.
-  if (!allAnnotated)
+  for (Value v : llvm::concat<Value>(op->getOperands(), op->getResults()))
+    if (!getLayout(v))
+      return success();
+  std::optional<shardline::RuleCheck> check = checkOpRule(op);
+  if (!check)
     return success();
-  shardline::Mesh m = toMesh(*mesh);
-  shardline::RuleCheck check = shardline::checkRule(rule, m, operandShapes, layouts, resultShapes);
-  if (!check.error.empty())
-    return op->emitOpError() << check.error;
+  if (!check->error.empty())
+    return op->emitOpError() << check->error;
   for (auto [i, v] : llvm::enumerate(op->getResults())) {
-    LayoutAttr l = getLayout(v);
-    if (!l)
-      continue;
-    if (toLayout(l) != check.results[i]) {
+    shardline::Layout have = toLayout(getLayout(v));
+    if (have != check->results[i]) {
       std::string name = i < rule.resultNames.size() ? " (" + rule.resultNames[i] + ")" : "";
-      return op->emitOpError() << "result #" << i << name << " has layout " << toLayout(l).str()
-                               << " but the operands' layouts give " << check.results[i].str();
+      return op->emitOpError() << "result #" << i << name << " has layout " << have.str()
+                               << " but the operands' layouts give " << check->results[i].str();
     }
   }
   return success();
@@ -871,13 +886,6 @@ static std::vector<std::string> strings(ArrayAttr axes) {
   return out;
 }
 
-static std::string axesText(const std::vector<std::string> &axes) {
-  std::string s = "[";
-  for (size_t i = 0; i < axes.size(); ++i)
-    s += (i ? ", " : "") + axes[i];
-  return s + "]";
-}
-
 /// Common prelude: both sides annotated, valid, on one mesh, same element type.
 static FailureOr<std::pair<shardline::Layout, shardline::Layout>>
 verifyTransition(Operation *op, Value in, Value out, bool sameShape) {
@@ -918,8 +926,8 @@ static LogicalResult dropSuffix(Operation *op, shardline::Layout &l, int64_t dim
                                 const std::vector<std::string> &axes) {
   auto &d = l.dims[dim];
   if (d.size() < axes.size() || !std::equal(axes.begin(), axes.end(), d.end() - axes.size()))
-    return op->emitOpError() << "dimension " << dim << " is split over " << axesText(d)
-                             << ", which does not end with " << axesText(axes);
+    return op->emitOpError() << "dimension " << dim << " is split over " << shardline::formatAxes(d)
+                             << ", which does not end with " << shardline::formatAxes(axes);
   d.resize(d.size() - axes.size());
   if (d.empty() && l.orderDim == dim)
     l.orderDim = -1;
@@ -1041,7 +1049,8 @@ LogicalResult HaloOp::verify() {
     return emitOpError("width must be positive");
   const auto &[in, out] = *ls;
   if (in.dims[1] != strings(getAxes()))
-    return emitOpError("axes must be the axes that split x's sequence, ") << axesText(in.dims[1]);
+    return emitOpError("axes must be the axes that split x's sequence, ")
+           << shardline::formatAxes(in.dims[1]);
   if (!in.partial.empty())
     return emitOpError("x cannot be a pending sum");
   int64_t chunks = numChunks(*this, getX(), getAxes());
@@ -1069,7 +1078,7 @@ LogicalResult ScanStateExchangeOp::verify() {
     return emitOpError("needs at least one axis");
   if (toLayout(ls).dims[0] != axes || toLayout(ld).dims[0] != axes)
     return emitOpError("states and decays must be split over ")
-           << axesText(axes) << " along the chunk dimension";
+           << shardline::formatAxes(axes) << " along the chunk dimension";
   if (!ls.getPartial().empty() || !ld.getPartial().empty())
     return emitOpError("summaries cannot be pending sums");
   return success();

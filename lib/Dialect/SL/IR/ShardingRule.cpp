@@ -55,13 +55,6 @@ static const char *remedyHint(Remedy r) {
   return "gather it first";
 }
 
-static std::string axesStr(const std::vector<std::string> &axes) {
-  std::string s = "[";
-  for (size_t i = 0; i < axes.size(); ++i)
-    s += (i ? ", " : "") + axes[i];
-  return s + "]";
-}
-
 std::string ShardingRule::describe() const {
   std::ostringstream os;
   auto side = [&](const std::vector<std::vector<int>> &values,
@@ -117,7 +110,7 @@ RuleCheck checkRule(const ShardingRule &rule, const Mesh &mesh,
       std::string where = name(i) + " dimension " + std::to_string(d);
       if (f < 0) {
         if (!l.dims[d].empty()) {
-          out.error = where + " is split over " + axesStr(l.dims[d]) + " but must not be split";
+          out.error = where + " is split over " + formatAxes(l.dims[d]) + " but must not be split";
           return out;
         }
         continue;
@@ -135,8 +128,8 @@ RuleCheck checkRule(const ShardingRule &rule, const Mesh &mesh,
         continue;
       }
       if (out.factorAxes[f] != l.dims[d]) {
-        out.error = where + " is split over " + axesStr(l.dims[d]) + " but " + source[f] +
-                    " is split over " + axesStr(out.factorAxes[f]);
+        out.error = where + " is split over " + formatAxes(l.dims[d]) + " but " + source[f] +
+                    " is split over " + formatAxes(out.factorAxes[f]);
         return out;
       }
       if (out.factorOrder[f] != l.dimOrder(d)) {
@@ -152,7 +145,7 @@ RuleCheck checkRule(const ShardingRule &rule, const Mesh &mesh,
     if (axes.empty())
       continue;
     if (factor.kind == FactorKind::Whole) {
-      out.error = source[f] + " is split over " + axesStr(axes) +
+      out.error = source[f] + " is split over " + formatAxes(axes) +
                   " but the op needs it whole; gather it first";
       return out;
     }
@@ -160,15 +153,15 @@ RuleCheck checkRule(const ShardingRule &rule, const Mesh &mesh,
       for (const auto &a : axes)
         if (std::find(factor.remedyAxes.begin(), factor.remedyAxes.end(), a) ==
             factor.remedyAxes.end()) {
-          out.error = source[f] + " is sequence-mixing and split over " + axesStr(axes) +
+          out.error = source[f] + " is sequence-mixing and split over " + formatAxes(axes) +
                       " without a remedy for '" + a + "': " + remedyHint(factor.remedy);
           return out;
         }
     }
     if (factor.granule > 0 && factor.granule % mesh.product(axes) != 0) {
       out.error = source[f] + " is split " + std::to_string(mesh.product(axes)) + " ways over " +
-                  axesStr(axes) + ", which does not divide its " + std::to_string(factor.granule) +
-                  " " + factor.name;
+                  formatAxes(axes) + ", which does not divide its " +
+                  std::to_string(factor.granule) + " " + factor.name;
       return out;
     }
   }
@@ -180,7 +173,7 @@ RuleCheck checkRule(const ShardingRule &rule, const Mesh &mesh,
       continue;
     const auto &p = operandLayouts[i]->partial;
     if (rule.partial == PartialRule::None) {
-      out.error = name(i) + " is a pending sum over " + axesStr(p) +
+      out.error = name(i) + " is a pending sum over " + formatAxes(p) +
                   " but the op is not linear in it; all-reduce or reduce-scatter it first";
       return out;
     }
@@ -199,8 +192,9 @@ RuleCheck checkRule(const ShardingRule &rule, const Mesh &mesh,
         out.error = name(i) +
                     (operandLayouts[i]->partial.empty()
                          ? " is not a pending sum"
-                         : " is a pending sum over " + axesStr(operandLayouts[i]->partial)) +
-                    " but " + name(partialOperand) + " is one over " + axesStr(out.resultPartial) +
+                         : " is a pending sum over " + formatAxes(operandLayouts[i]->partial)) +
+                    " but " + name(partialOperand) + " is one over " +
+                    formatAxes(out.resultPartial) +
                     "; a sum needs the same pending sum in every operand";
         return out;
       }

@@ -50,36 +50,13 @@ RankedTensorType retype(Value v, const Layout &l) {
 /// its operands, or nullopt if its rule rejects them.
 std::optional<std::vector<Layout>> derive(Operation *op,
                                           const llvm::DenseMap<Value, Layout> &replace) {
-  auto iface = dyn_cast<ShardingRuleOpInterface>(op);
-  if (!iface)
-    return std::nullopt;
-  MeshOp mesh;
-  std::vector<std::vector<int64_t>> operandShapes, resultShapes;
-  std::vector<std::optional<Layout>> layouts;
-  for (Value v : op->getOperands()) {
-    auto t = cast<RankedTensorType>(v.getType());
-    operandShapes.emplace_back(t.getShape().begin(), t.getShape().end());
-    LayoutAttr l = getLayout(t);
-    if (!l)
+  for (Value v : llvm::concat<Value>(op->getOperands(), op->getResults()))
+    if (!getLayout(v))
       return std::nullopt;
-    if (!mesh)
-      mesh = lookupMesh(op, l);
-    auto it = replace.find(v);
-    layouts.push_back(it != replace.end() ? it->second : toLayout(l));
-  }
-  for (Value r : op->getResults()) {
-    auto t = cast<RankedTensorType>(r.getType());
-    if (!getLayout(t))
-      return std::nullopt;
-    resultShapes.emplace_back(t.getShape().begin(), t.getShape().end());
-  }
-  if (!mesh)
+  std::optional<shardline::RuleCheck> check = checkOpRule(op, replace);
+  if (!check || !check->error.empty())
     return std::nullopt;
-  shardline::RuleCheck check = shardline::checkRule(iface.getShardingRule(), toMesh(mesh),
-                                                    operandShapes, layouts, resultShapes);
-  if (!check.error.empty())
-    return std::nullopt;
-  return check.results;
+  return check->results;
 }
 
 /// How to get from `from` to `to` with one gather: the dimension and axes, or

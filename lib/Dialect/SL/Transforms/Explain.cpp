@@ -27,34 +27,8 @@ std::string label(Operation *op) {
 /// Whether `user` would accept `value` in the layout `before` (the layout the
 /// gather started from) in place of its current one.
 bool accepts(Operation *user, Value value, const shardline::Layout &before) {
-  auto iface = dyn_cast<ShardingRuleOpInterface>(user);
-  if (!iface)
-    return false;
-  MeshOp mesh;
-  std::vector<std::vector<int64_t>> operandShapes, resultShapes;
-  std::vector<std::optional<shardline::Layout>> layouts;
-  for (Value v : user->getOperands()) {
-    auto t = cast<RankedTensorType>(v.getType());
-    operandShapes.emplace_back(t.getShape().begin(), t.getShape().end());
-    LayoutAttr l = getLayout(t);
-    if (l && !mesh)
-      mesh = lookupMesh(user, l);
-    if (v == value)
-      layouts.push_back(before);
-    else if (l)
-      layouts.push_back(toLayout(l));
-    else
-      layouts.push_back(std::nullopt);
-  }
-  for (Value r : user->getResults()) {
-    auto t = cast<RankedTensorType>(r.getType());
-    resultShapes.emplace_back(t.getShape().begin(), t.getShape().end());
-  }
-  if (!mesh)
-    return false;
-  return shardline::checkRule(iface.getShardingRule(), toMesh(mesh), operandShapes, layouts,
-                              resultShapes)
-      .error.empty();
+  std::optional<shardline::RuleCheck> check = checkOpRule(user, {{value, before}});
+  return check && check->error.empty();
 }
 
 /// The first user of a gather's result that needs the gathered layout, or null.

@@ -37,13 +37,6 @@ struct Strategy {
   std::string cpComm = "ring";
 };
 
-std::string axesText(const Axes &axes) {
-  std::string s = "[";
-  for (size_t i = 0; i < axes.size(); ++i)
-    s += (i ? ", " : "") + axes[i];
-  return s + "]";
-}
-
 std::string opLabel(Operation *op) {
   std::string s = op->getName().getStringRef().str();
   Location loc = op->getLoc();
@@ -209,8 +202,8 @@ private:
             c.error = "weights disagree on " + rule.factors[f].name + ": operand #" +
                       std::to_string(i) + " ('" +
                       cast<WeightOp>(operands[i].getDefiningOp()).getName().str() +
-                      "') splits it over " + axesText(l.dims[d]) + ", another weight over " +
-                      axesText(c.split[f]);
+                      "') splits it over " + shardline::formatAxes(l.dims[d]) +
+                      ", another weight over " + shardline::formatAxes(c.split[f]);
           continue;
         }
         fixed[f] = true;
@@ -218,7 +211,8 @@ private:
         c.order[f] = l.dimOrder(d);
         if (!l.dims[d].empty())
           c.why[f] = "weight '" + cast<WeightOp>(operands[i].getDefiningOp()).getName().str() +
-                     "' splits " + rule.factors[f].name + " over " + axesText(l.dims[d]);
+                     "' splits " + rule.factors[f].name + " over " +
+                     shardline::formatAxes(l.dims[d]);
       }
     }
     // Activations: the most-split candidate without axes already taken.
@@ -443,7 +437,7 @@ private:
       bool scattered = false;
       for (size_t d = 0; d < to.dims.size(); ++d)
         scattered |= to.dims[d].size() > from.dims[d].size();
-      return who + " is a pending sum over " + axesText(from.partial) + " and " + why +
+      return who + " is a pending sum over " + shardline::formatAxes(from.partial) + " and " + why +
              (scattered ? "; sequence parallelism scatters the sum onto the sequence"
                         : "; it is summed on every rank");
     }
@@ -451,8 +445,9 @@ private:
       int f = rule.operands[i][d];
       if (f < 0 || from.dims[d] == to.dims[d])
         continue;
-      std::string s = who + ": " + rule.factors[f].name + " " + axesText(from.dims[d]) + " -> " +
-                      axesText(to.dims[d]);
+      std::string s = who + ": " + rule.factors[f].name + " " +
+                      shardline::formatAxes(from.dims[d]) + " -> " +
+                      shardline::formatAxes(to.dims[d]);
       if (!c.why[f].empty())
         s += " because " + c.why[f];
       return s;
@@ -487,21 +482,13 @@ private:
   }
 
   LogicalResult deriveResults(Operation *op) {
-    ShardingRule rule = cast<ShardingRuleOpInterface>(op).getShardingRule();
-    std::vector<std::vector<int64_t>> operandShapes, resultShapes;
-    std::vector<std::optional<Layout>> layouts;
-    for (Value v : op->getOperands()) {
-      operandShapes.push_back(shapeOf(v));
-      layouts.push_back(layoutOf(v));
-    }
-    for (Value v : op->getResults())
-      resultShapes.push_back(shapeOf(v));
-    shardline::RuleCheck check =
-        shardline::checkRule(rule, mesh, operandShapes, layouts, resultShapes);
-    if (!check.error.empty())
-      return op->emitOpError("cannot assign layouts: ") << check.error;
+    std::optional<shardline::RuleCheck> check = checkOpRule(op);
+    if (!check)
+      return op->emitOpError("cannot assign layouts: no sharding rule or mesh");
+    if (!check->error.empty())
+      return op->emitOpError("cannot assign layouts: ") << check->error;
     for (auto [i, r] : llvm::enumerate(op->getResults()))
-      r.setType(withLayout(cast<RankedTensorType>(r.getType()), attr(check.results[i])));
+      r.setType(withLayout(cast<RankedTensorType>(r.getType()), attr(check->results[i])));
     return success();
   }
 
@@ -547,13 +534,13 @@ private:
       to.dims[2].insert(to.dims[2].end(), moved.begin(), moved.end());
       if (op.getKvHeads() % mesh.product(to.dims[2]) != 0)
         return op.emitOpError("a2a context parallelism splits the heads over ")
-               << axesText(to.dims[2]) << " (" << mesh.product(to.dims[2])
+               << shardline::formatAxes(to.dims[2]) << " (" << mesh.product(to.dims[2])
                << " ways), which does not divide kv_heads = " << op.getKvHeads()
                << "; use cp_comm ring or allgather";
       op->setOperand(i, relayout(v, to,
                                  "operand #" + std::to_string(i) + " of " + opLabel(op) +
                                      ": a2a context parallelism moves the sequence split " +
-                                     axesText(moved) + " to the heads"));
+                                     shardline::formatAxes(moved) + " to the heads"));
     }
     return success();
   }
@@ -570,8 +557,9 @@ private:
           b, op->getLoc(), attn.getResult().getType(), attn.getQ(), attn.getK(), attn.getV(),
           attn.getHeadsAttr(), attn.getKvHeadsAttr(), b.getStrArrayAttr(toRefs(k.dims[1])),
           attn.getCausalAttr(), attn.getScaleAttr());
-      ring->setAttr("sl.reason", b.getStringAttr("keys split over " + axesText(k.dims[1]) +
-                                                 " (context parallelism, cp_comm ring)"));
+      ring->setAttr("sl.reason",
+                    b.getStringAttr("keys split over " + shardline::formatAxes(k.dims[1]) +
+                                    " (context parallelism, cp_comm ring)"));
       if (auto chosen = op->getAttr("sl.cp_comm"))
         ring->setAttr("sl.cp_comm", chosen);
       op->replaceAllUsesWith(ring);
@@ -607,8 +595,9 @@ private:
       if (l.dims[2].empty())
         return op;
       ce.setVocabAxesAttr(b.getStrArrayAttr(toRefs(l.dims[2])));
-      ce->setAttr("sl.reason", b.getStringAttr("logits split over " + axesText(l.dims[2]) +
-                                               " on the vocabulary (vocab-parallel LM head)"));
+      ce->setAttr("sl.reason",
+                  b.getStringAttr("logits split over " + shardline::formatAxes(l.dims[2]) +
+                                  " on the vocabulary (vocab-parallel LM head)"));
       return op;
     }
     return op;
@@ -629,7 +618,7 @@ private:
       return scan.getOperation();
     if (!scan.getState().use_empty() || !scan.getDecay().use_empty()) {
       scan.emitOpError("the final state of a scan whose sequence is split over ")
-          << axesText(x.dims[1]) << " is not supported yet";
+          << shardline::formatAxes(x.dims[1]) << " is not supported yet";
       return failure();
     }
     if (scan.getStateIn()) {
@@ -646,7 +635,8 @@ private:
       return RankedTensorType::get(shape, rt.getElementType());
     };
     auto axes = b.getStrArrayAttr(toRefs(x.dims[1]));
-    std::string why = "the sequence of " + opLabel(scan) + " is split over " + axesText(x.dims[1]) +
+    std::string why = "the sequence of " + opLabel(scan) + " is split over " +
+                      shardline::formatAxes(x.dims[1]) +
                       ", so chunks scan from zero and pass states";
     Operation *chunked = b.clone(*scan.getOperation());
     chunked->getResult(1).setType(withChunks(scan.getState().getType()));
@@ -683,7 +673,7 @@ private:
                                   "result #" + std::to_string(i) +
                                       " of the function is returned whole, not as a pending "
                                       "sum over " +
-                                      axesText(l.partial)));
+                                      shardline::formatAxes(l.partial)));
     }
     return success();
   }

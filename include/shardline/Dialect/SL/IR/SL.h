@@ -12,6 +12,7 @@
 #include "mlir/IR/OpImplementation.h"
 #include "mlir/IR/SymbolTable.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
+#include "llvm/ADT/DenseMap.h"
 
 #include "shardline/Analysis/Layout.h"
 #include "shardline/Dialect/SL/IR/ShardingRule.h"
@@ -46,6 +47,14 @@ MeshOp lookupMesh(Operation *from, LayoutAttr layout);
 shardline::Layout toLayout(LayoutAttr attr);
 LayoutAttr fromLayout(MLIRContext *ctx, FlatSymbolRefAttr mesh, const shardline::Layout &layout);
 shardline::Mesh toMesh(MeshOp mesh);
+
+/// Runs `op`'s sharding rule on the layouts of its operands, with `overrides`
+/// standing in for some of them (to ask "would the op accept this?"). Operands
+/// without a layout or override count as unannotated. Returns nullopt when the
+/// op has no rule or none of its values names a mesh.
+std::optional<shardline::RuleCheck>
+checkOpRule(Operation *op, const llvm::DenseMap<Value, shardline::Layout> &overrides =
+                               llvm::DenseMap<Value, shardline::Layout>());
 
 /// `type` with its layout encoding replaced (null: removed).
 RankedTensorType withLayout(RankedTensorType type, LayoutAttr layout);
