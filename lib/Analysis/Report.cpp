@@ -384,7 +384,7 @@ std::string toHtml(const Report &r) {
     maxComm = std::max(maxComm, b.commBytes);
     maxLive = std::max(maxLive, b.peakLiveBytes);
   }
-  const int barWidth = 22, gap = 6, height = 160, left = 70;
+  const int barWidth = 26, gap = 8, height = 160, left = 70, labels = 60;
   int width = left + (int)r.blocks.size() * (barWidth + gap) + 20;
   os << "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Shardline report: "
      << escape(r.model) << "</title>\n<style>body{font-family:sans-serif;margin:2em}"
@@ -397,7 +397,7 @@ std::string toHtml(const Report &r) {
      << " bytes, peak activations " << r.peakActivationBytesPerRank << " bytes.</p>\n";
   auto chart = [&](const char *title, const char *color, auto value, int64_t maxValue) {
     os << "<h2>" << title << "</h2>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width
-       << "\" height=\"" << height + 40 << "\">\n";
+       << "\" height=\"" << height + labels << "\">\n";
     os << "<text x=\"0\" y=\"12\" font-size=\"11\">" << maxValue << " B</text>\n";
     os << "<line x1=\"" << left - 4 << "\" y1=\"" << height << "\" x2=\"" << width << "\" y2=\""
        << height << "\" stroke=\"#888\"/>\n";
@@ -409,9 +409,11 @@ std::string toHtml(const Report &r) {
       os << "<rect x=\"" << x << "\" y=\"" << height - h << "\" width=\"" << barWidth
          << "\" height=\"" << h << "\" fill=\"" << color << "\"><title>"
          << escape(blockName(b.block, b.family)) << ": " << v << " bytes</title></rect>\n";
-      os << "<text x=\"" << x + barWidth / 2 << "\" y=\"" << height + 14
-         << "\" font-size=\"10\" text-anchor=\"middle\">" << escape(blockName(b.block, b.family))
-         << "</text>\n";
+      // Labels slanted so that long ones (embedding, lm_head) do not overlap.
+      int lx = x + barWidth / 2, ly = height + 12;
+      os << "<text x=\"" << lx << "\" y=\"" << ly << "\" font-size=\"10\" text-anchor=\"end\" "
+         << "transform=\"rotate(-40 " << lx << " " << ly << ")\">"
+         << escape(blockName(b.block, b.family)) << "</text>\n";
     }
     os << "</svg>\n";
   };

@@ -13,6 +13,8 @@ using llvm::json::Value;
 
 namespace {
 
+constexpr int64_t kMaxSize = int64_t(1) << 24;
+
 /// Finds the line and column of a key path ("attention.heads") in the text by
 /// following the keys in order; good enough for messages, never for parsing.
 std::string locate(llvm::StringRef text, llvm::StringRef file, llvm::StringRef path) {
@@ -72,6 +74,11 @@ public:
     }
     if (*i <= 0) {
       error(path, "must be positive, got " + llvm::Twine(*i));
+      return fallback;
+    }
+    // Larger sizes would overflow element counts of the tensors built from them.
+    if (*i > kMaxSize) {
+      error(path, "is too large: " + llvm::Twine(*i) + " (at most " + llvm::Twine(kMaxSize) + ")");
       return fallback;
     }
     return *i;
@@ -342,6 +349,16 @@ void shardline::validateModelSpec(const ModelSpec &spec, std::vector<std::string
   if (spec.recurrent && letters.count('R'))
     divisible("recurrent.width", spec.recurrent->width, t, "tp");
   divisible("batch", spec.batch, p.dp * p.ep, "dp*ep (batch is split over dp and ep)");
+
+  // The largest tensors (logits, dispatched MoE tokens) must keep element
+  // counts far from int64 overflow.
+  double tokens = (double)spec.batch * (double)spec.seq;
+  double largest = tokens * (double)std::max(spec.vocab, spec.hidden);
+  if (spec.moe)
+    largest = std::max(largest, tokens * (double)spec.moe->experts * (double)spec.hidden);
+  if (largest > 9.0e15)
+    r.error("", "the model's largest tensor would hold " + llvm::Twine((int64_t)largest) +
+                    " elements; at most 9e15 are supported");
 
   // Sequence: split over cp (2*cp chunks in zigzag order), and again over tp
   // under sequence parallelism.
