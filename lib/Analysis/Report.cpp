@@ -1,7 +1,7 @@
 //===- Report.cpp - collectives, bytes and residency per rank -------------===//
 
 #include "shardline/Analysis/Report.h"
-#include "shardline/Analysis/Layout.h"
+#include "core/layout.h"
 #include "shardline/Dialect/SL/IR/SL.h"
 
 #include "llvm/ADT/DenseMap.h"

@@ -14,7 +14,7 @@
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "llvm/ADT/DenseMap.h"
 
-#include "shardline/Analysis/Layout.h"
+#include "core/layout.h"
 #include "shardline/Dialect/SL/IR/ShardingRule.h"
 
 #include "shardline/Dialect/SL/IR/SLDialect.h.inc"

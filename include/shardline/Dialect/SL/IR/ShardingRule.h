@@ -12,7 +12,7 @@
 #ifndef SHARDLINE_DIALECT_SL_IR_SHARDINGRULE_H
 #define SHARDLINE_DIALECT_SL_IR_SHARDINGRULE_H
 
-#include "shardline/Analysis/Layout.h"
+#include "core/layout.h"
 
 #include <optional>
 #include <string>

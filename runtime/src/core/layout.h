@@ -1,14 +1,14 @@
-//===- Layout.h - layout math on meshes, without MLIR -----------*- C++ -*-===//
+//===- layout.h - layout math on meshes ---------------------------*- C++ -*-===//
 //
 // Pure helpers: meshes, layouts, local shard shapes, which rank holds which
 // tokens (contiguous and zigzag chunk orders), and the byte counts of the
-// collectives (DESIGN §4 conventions). Used by the verifier, the passes, the
-// report, and unit-tested on their own.
+// collectives (DESIGN §4 conventions). The runtime uses it to place shards;
+// the compiler's verifier, passes and report use the same code.
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef SHARDLINE_ANALYSIS_LAYOUT_H
-#define SHARDLINE_ANALYSIS_LAYOUT_H
+#ifndef SHARDLINE_RUNTIME_CORE_LAYOUT_H
+#define SHARDLINE_RUNTIME_CORE_LAYOUT_H
 
 #include <cstdint>
 #include <optional>

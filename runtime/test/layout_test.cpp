@@ -1,6 +1,6 @@
 //===- LayoutTest.cpp - layout math -------------------------------------===//
 
-#include "shardline/Analysis/Layout.h"
+#include "core/layout.h"
 
 #include <gtest/gtest.h>
 

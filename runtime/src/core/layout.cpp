@@ -1,6 +1,6 @@
-//===- Layout.cpp - layout math on meshes ---------------------------------===//
+//===- layout.cpp - layout math on meshes ---------------------------------===//
 
-#include "shardline/Analysis/Layout.h"
+#include "core/layout.h"
 
 #include <algorithm>
 #include <set>
