@@ -1,0 +1,153 @@
+//===- transfer.cpp - move a tensor between layouts on shared memory ------===//
+
+#include "comm/transfer.h"
+
+#include <algorithm>
+#include <map>
+
+namespace shardline::rt {
+
+namespace {
+
+int64_t axisIndex(const Mesh &mesh, const std::string &axis) {
+  for (size_t i = 0; i < mesh.axes.size(); ++i)
+    if (mesh.axes[i].first == axis)
+      return (int64_t)i;
+  return -1;
+}
+
+int64_t rankOf(const Mesh &mesh, const std::vector<int64_t> &coords) {
+  int64_t r = 0;
+  for (size_t i = 0; i < mesh.axes.size(); ++i)
+    r = r * mesh.axes[i].second + coords[i];
+  return r;
+}
+
+/// For one dimension of the source layout: for every global index, the
+/// coordinates of the splitting axes that own it and its local position.
+struct DimOwners {
+  std::vector<int64_t> axes;                // mesh axis indices splitting the dim
+  std::vector<std::vector<int64_t>> coords; // per global index: coords of `axes`
+  std::vector<int64_t> local;               // per global index: local position
+};
+
+DimOwners ownersOf(const Mesh &mesh, const std::vector<int64_t> &shape, const Layout &layout,
+                   unsigned dim, const std::vector<int64_t> &base) {
+  DimOwners o;
+  for (const auto &a : layout.dims[dim])
+    o.axes.push_back(axisIndex(mesh, a));
+  o.coords.assign(shape[dim], {});
+  o.local.assign(shape[dim], -1);
+  std::vector<int64_t> combo(o.axes.size(), 0);
+  while (true) {
+    std::vector<int64_t> c = base;
+    for (size_t i = 0; i < o.axes.size(); ++i)
+      c[o.axes[i]] = combo[i];
+    std::vector<int64_t> owned = ownedIndices(layout, mesh, shape, dim, rankOf(mesh, c));
+    for (size_t i = 0; i < owned.size(); ++i) {
+      o.coords[owned[i]] = combo;
+      o.local[owned[i]] = (int64_t)i;
+    }
+    size_t k = o.axes.size();
+    while (k > 0 && ++combo[k - 1] == mesh.axes[o.axes[k - 1]].second)
+      combo[--k] = 0;
+    if (k == 0)
+      break;
+  }
+  return o;
+}
+
+/// Iterates over the local elements of `layout` on `rank` in row-major order,
+/// giving each one's global index per dimension.
+template <typename Fn>
+void forEachLocal(const Mesh &mesh, const std::vector<int64_t> &shape, const Layout &layout,
+                  int64_t rank, Fn fn) {
+  std::vector<std::vector<int64_t>> owned;
+  for (unsigned d = 0; d < shape.size(); ++d)
+    owned.push_back(ownedIndices(layout, mesh, shape, d, rank));
+  std::vector<size_t> pos(shape.size(), 0);
+  std::vector<int64_t> global(shape.size());
+  int64_t total = 1;
+  for (const auto &o : owned)
+    total *= (int64_t)o.size();
+  for (int64_t i = 0; i < total; ++i) {
+    for (size_t d = 0; d < shape.size(); ++d)
+      global[d] = owned[d][pos[d]];
+    fn(i, global);
+    for (size_t d = shape.size(); d-- > 0;) {
+      if (++pos[d] < owned[d].size())
+        break;
+      pos[d] = 0;
+    }
+  }
+}
+
+} // namespace
+
+TransferResult transfer(const Mesh &mesh, const std::vector<int64_t> &shape, const Layout &from,
+                        const std::vector<const float *> &sources, const Layout &to, int64_t rank,
+                        float *dst) {
+  TransferResult result;
+  for (const auto &a : to.partial)
+    if (std::find(from.partial.begin(), from.partial.end(), a) == from.partial.end()) {
+      result.error = "cannot create a pending sum over '" + a + "'";
+      return result;
+    }
+  if ((int64_t)sources.size() != mesh.numRanks()) {
+    result.error = "expected one source buffer per rank";
+    return result;
+  }
+  std::vector<int64_t> self = mesh.coords(rank);
+  std::vector<DimOwners> owners;
+  for (unsigned d = 0; d < shape.size(); ++d)
+    owners.push_back(ownersOf(mesh, shape, from, d, self));
+  std::vector<int64_t> srcLocal = localShape(from, mesh, shape);
+  // Pending sums the target drops: every combination of those axes' coordinates.
+  std::vector<int64_t> summed;
+  for (const auto &a : from.partial)
+    if (std::find(to.partial.begin(), to.partial.end(), a) == to.partial.end())
+      summed.push_back(axisIndex(mesh, a));
+  int64_t combos = 1;
+  for (int64_t a : summed)
+    combos *= mesh.axes[a].second;
+
+  forEachLocal(mesh, shape, to, rank, [&](int64_t i, const std::vector<int64_t> &g) {
+    std::vector<int64_t> c = self;
+    int64_t offset = 0;
+    for (size_t d = 0; d < shape.size(); ++d) {
+      const DimOwners &o = owners[d];
+      for (size_t k = 0; k < o.axes.size(); ++k)
+        c[o.axes[k]] = o.coords[g[d]][k];
+      offset = offset * srcLocal[d] + o.local[g[d]];
+    }
+    float sum = 0;
+    for (int64_t k = 0; k < combos; ++k) {
+      int64_t rest = k;
+      for (int64_t a : summed) {
+        c[a] = rest % mesh.axes[a].second;
+        rest /= mesh.axes[a].second;
+      }
+      int64_t src = rankOf(mesh, c);
+      sum += sources[src][offset];
+      if (src != rank)
+        result.bytesRead += (int64_t)sizeof(float);
+    }
+    dst[i] = sum;
+  });
+  return result;
+}
+
+std::vector<float> extractLocal(const Mesh &mesh, const std::vector<int64_t> &shape,
+                                const Layout &layout, const std::vector<float> &global,
+                                int64_t rank) {
+  std::vector<float> out(numElements(localShape(layout, mesh, shape)));
+  forEachLocal(mesh, shape, layout, rank, [&](int64_t i, const std::vector<int64_t> &g) {
+    int64_t flat = 0;
+    for (size_t d = 0; d < shape.size(); ++d)
+      flat = flat * shape[d] + g[d];
+    out[i] = global[flat];
+  });
+  return out;
+}
+
+} // namespace shardline::rt
