@@ -2,6 +2,7 @@
 
 #include "shardline/Analysis/Report.h"
 #include "core/layout.h"
+#include "shardline/Analysis/MemoryPlan.h"
 #include "shardline/Dialect/SL/IR/SL.h"
 
 #include "llvm/ADT/DenseMap.h"
@@ -25,17 +26,6 @@ int64_t elementBytes(Type t) {
 std::vector<int64_t> globalShape(Value v) {
   auto s = cast<RankedTensorType>(v.getType()).getShape();
   return {s.begin(), s.end()};
-}
-
-/// Local bytes of a value on one rank (splits are even, so every rank agrees).
-int64_t localBytes(Value v, const Mesh &mesh) {
-  auto type = dyn_cast<RankedTensorType>(v.getType());
-  if (!type)
-    return 0;
-  std::vector<int64_t> shape = globalShape(v);
-  if (LayoutAttr l = getLayout(type))
-    shape = localShape(toLayout(l), mesh, shape);
-  return numElements(shape) * elementBytes(type);
 }
 
 std::vector<std::string> axesOf(ArrayAttr attr) {
@@ -195,7 +185,11 @@ Report analyze(ModuleOp module) {
     if (report.model.empty())
       report.model = fn.getSymName().str();
     Block &body = fn.getBody().front();
-    // Liveness over the op order.
+    ArenaPlan arena = planArena(fn, mesh);
+    report.peakActivationBytesPerRank =
+        std::max(report.peakActivationBytesPerRank, arena.highWater);
+    report.liveBytesLowerBound = std::max(report.liveBytesLowerBound, arena.liveBound);
+    // Liveness over the op order, for the per-block residency.
     llvm::DenseMap<Value, int64_t> lastUse;
     std::vector<Operation *> ops;
     for (Operation &op : body) {
@@ -224,7 +218,6 @@ Report analyze(ModuleOp module) {
         for (Value r : op->getResults())
           track(r, i);
       }
-      report.peakActivationBytesPerRank = std::max(report.peakActivationBytesPerRank, live);
       if (!isa<WeightOp, func::ReturnOp>(op)) {
         BlockSummary &summary = blockIndex(block, family);
         summary.peakLiveBytes = std::max(summary.peakLiveBytes, live);
@@ -350,7 +343,8 @@ void printTable(const Report &r, llvm::raw_ostream &os) {
     first = false;
   }
   os << "); weights " << r.weightBytesPerRank << " bytes per rank; peak activations "
-     << r.peakActivationBytesPerRank << " bytes per rank\n";
+     << r.peakActivationBytesPerRank << " bytes per rank (arena; at least " << r.liveBytesLowerBound
+     << " live)\n";
 }
 
 static std::string escape(const std::string &s) {

@@ -1,6 +1,7 @@
 //===- EmitPlan.cpp - sl program -> plan file ------------------------------===//
 
 #include "shardline/Plan/EmitPlan.h"
+#include "shardline/Analysis/MemoryPlan.h"
 #include "shardline/Analysis/Report.h"
 #include "shardline/Dialect/SL/IR/SL.h"
 
@@ -49,9 +50,13 @@ public:
       return failure();
     }
     std::vector<fb::Offset<plan::Axis>> mesh;
-    for (auto m : module.getOps<MeshOp>())
+    Mesh meshModel;
+    for (auto m : module.getOps<MeshOp>()) {
+      meshModel = toMesh(m);
       for (auto [name, size] : llvm::zip(m.getAxes(), m.getSizes()))
         mesh.push_back(plan::CreateAxis(b, b.CreateString(cast<StringAttr>(name).str()), size));
+    }
+    arena = planArena(fn, meshModel);
 
     Block &body = fn.getBody().front();
     std::vector<int32_t> inputs, outputs;
@@ -102,7 +107,7 @@ public:
     }
     auto root = plan::CreatePlan(b, b.CreateString(fn.getSymName().str()), b.CreateVector(mesh),
                                  b.CreateVector(tensors), b.CreateVector(ops),
-                                 b.CreateVector(inputs), b.CreateVector(outputs));
+                                 b.CreateVector(inputs), b.CreateVector(outputs), arena.highWater);
     plan::FinishPlanBuffer(b, root);
     return rt::wrapPlan(b.GetBufferPointer(), b.GetSize());
   }
@@ -145,8 +150,10 @@ private:
       scale = weight.getScale().convertToDouble();
       offset = weight.getOffset().convertToDouble();
     }
+    auto placed = arena.offsets.find(v);
     tensors.push_back(plan::CreateTensor(b, b.CreateString(name), *dtype, b.CreateVector(shape),
-                                         layout, role, init, scale, offset));
+                                         layout, role, init, scale, offset,
+                                         placed == arena.offsets.end() ? -1 : placed->second));
     int32_t id = (int32_t)tensors.size() - 1;
     index[v] = id;
     return id;
@@ -184,6 +191,7 @@ private:
   }
 
   fb::FlatBufferBuilder b;
+  ArenaPlan arena;
   std::vector<fb::Offset<plan::Tensor>> tensors;
   llvm::DenseMap<Value, int32_t> index;
 };

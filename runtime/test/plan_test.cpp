@@ -11,7 +11,8 @@ namespace plan = shardline::plan;
 namespace {
 /// A small valid plan: mesh tp=2, x -> silu -> y.
 std::vector<uint8_t> smallPlan(const std::string &kind = "silu", int32_t result = 1,
-                               const std::string &axis = "tp") {
+                               const std::string &axis = "tp", int64_t arenaOffset = -1,
+                               int64_t arenaBytes = 0) {
   fb::FlatBufferBuilder b;
   auto mesh = b.CreateVector({plan::CreateAxis(b, b.CreateString("tp"), 2)});
   auto layout = plan::CreateLayout(
@@ -21,12 +22,12 @@ std::vector<uint8_t> smallPlan(const std::string &kind = "silu", int32_t result 
       plan::CreateTensor(b, b.CreateString("x"), plan::DType::F32, shape, layout,
                          plan::Role::Input),
       plan::CreateTensor(b, b.CreateString("y"), plan::DType::F32, shape, layout,
-                         plan::Role::Activation)};
+                         plan::Role::Activation, plan::Init::Normal, 0, 0, arenaOffset)};
   auto op = plan::CreateOp(b, b.CreateString(kind), b.CreateVector<int32_t>({0}),
                            b.CreateVector<int32_t>({result}));
   auto root =
       plan::CreatePlan(b, b.CreateString("m"), mesh, b.CreateVector(tensors), b.CreateVector({op}),
-                       b.CreateVector<int32_t>({0}), b.CreateVector<int32_t>({1}));
+                       b.CreateVector<int32_t>({0}), b.CreateVector<int32_t>({1}), arenaBytes);
   plan::FinishPlanBuffer(b, root);
   return wrapPlan(b.GetBufferPointer(), b.GetSize());
 }
@@ -94,6 +95,15 @@ TEST(Plan, InconsistentContents) {
             "inconsistent plan: op #0 (silu) refers to tensor 5 of 2");
   EXPECT_EQ(errorOf(smallPlan("silu", 1, "cp")),
             "inconsistent plan: tensor 'x' is split over unknown mesh axis 'cp'");
+}
+
+TEST(Plan, TensorsMustFitTheArena) {
+  // y holds 8 f32 split over tp = 2: 16 bytes per rank.
+  std::string error;
+  EXPECT_TRUE(loadPlan(smallPlan("silu", 1, "tp", 48, 64), error)) << error;
+  EXPECT_EQ(errorOf(smallPlan("silu", 1, "tp", 56, 64)),
+            "inconsistent plan: tensor 'y' at arena offset 56 (16 bytes) exceeds the arena of 64 "
+            "bytes");
 }
 
 TEST(Plan, MissingFile) {

@@ -1,6 +1,7 @@
 //===- ReportTest.cpp - bytes, residency and the closed forms of DESIGN §3 ===//
 
 #include "shardline/Analysis/Report.h"
+#include "shardline/Analysis/MemoryPlan.h"
 #include "shardline/Dialect/SL/Transforms/Passes.h"
 #include "shardline/InitAll.h"
 #include "shardline/Model/ModelSpec.h"
@@ -133,7 +134,8 @@ TEST_F(ReportTest, SequenceParallelMovesTheBytesOfTensorParallel) {
   ASSERT_EQ(spStream.size(), tpStream.size());
   for (size_t i = 0; i < spStream.size(); ++i)
     EXPECT_EQ(spStream[i] * 2, tpStream[i]);
-  EXPECT_LT(withSP.peakActivationBytesPerRank, withoutSP.peakActivationBytesPerRank);
+  EXPECT_LT(withSP.liveBytesLowerBound, withoutSP.liveBytesLowerBound);
+  EXPECT_GE(withSP.peakActivationBytesPerRank, withSP.liveBytesLowerBound);
 }
 
 TEST_F(ReportTest, ScanBytesOverCpDoNotGrowWithTheSequence) {
@@ -208,7 +210,61 @@ TEST_F(ReportTest, PlanRoundTripsIntoTheRuntime) {
   for (const auto *op : *plan->root()->ops())
     collectives += op->kind()->str() == "all_gather" || op->kind()->str() == "reduce_scatter";
   EXPECT_EQ(collectives, r.collectiveCounts["all_gather"] + r.collectiveCounts["reduce_scatter"]);
+  // The arena: activations and inputs placed, weights not; its size is the
+  // report's peak.
+  EXPECT_EQ(plan->root()->arena_bytes(), r.peakActivationBytesPerRank);
+  for (const auto *t : *plan->root()->tensors())
+    EXPECT_EQ(t->arena_offset() < 0, t->role() == plan::Role::Weight);
   // Two compilations of one model give one content hash.
   auto again = emitPlan(*module);
   EXPECT_EQ(*again, *bytes);
+}
+
+// The arena never lets two values that are live at one op share bytes.
+TEST_F(ReportTest, ArenaKeepsLiveValuesApart) {
+  ParallelOverrides ov;
+  ov.tp = ov.cp = ov.ep = 2;
+  ov.sp = true;
+  std::string spec = R"({"name": "n", "pattern": "AEMRF", "vocab": 64, "hidden": 32, "seq": 32,
+    "batch": 2, "attention": {"heads": 4, "kv_heads": 2, "head_dim": 8},
+    "mamba": {"heads": 4, "head_dim": 8, "state": 8, "groups": 2, "conv": 4},
+    "moe": {"experts": 4, "top_k": 2, "ffn_hidden": 48}, "recurrent": {"width": 32, "conv": 4},
+    "mlp": {"ffn_hidden": 64}})";
+  Report r = compile(spec, ov);
+  auto fn = *module->getOps<mlir::func::FuncOp>().begin();
+  Mesh mesh = mlir::sl::toMesh(*module->getOps<mlir::sl::MeshOp>().begin());
+  ArenaPlan plan = planArena(fn, mesh);
+  EXPECT_EQ(plan.highWater, r.peakActivationBytesPerRank);
+  EXPECT_GE(plan.highWater, plan.liveBound);
+  // Lifetimes in op order.
+  struct Span {
+    int64_t from, to, offset, bytes;
+  };
+  std::vector<Span> spans;
+  llvm::DenseMap<mlir::Value, int64_t> last;
+  std::vector<mlir::Operation *> ops;
+  for (mlir::Operation &op : fn.getBody().front()) {
+    for (mlir::Value v : op.getOperands())
+      last[v] = (int64_t)ops.size();
+    ops.push_back(&op);
+  }
+  auto add = [&](mlir::Value v, int64_t at) {
+    auto it = plan.offsets.find(v);
+    ASSERT_NE(it, plan.offsets.end());
+    EXPECT_EQ(it->second % kArenaAlignment, 0);
+    spans.push_back({at, last.count(v) ? last[v] : at, it->second, localBytes(v, mesh)});
+  };
+  for (mlir::BlockArgument a : fn.getArguments())
+    add(a, 0);
+  for (int64_t i = 0; i < (int64_t)ops.size(); ++i)
+    if (!mlir::isa<mlir::sl::WeightOp>(ops[i]))
+      for (mlir::Value v : ops[i]->getResults())
+        add(v, i);
+  for (size_t a = 0; a < spans.size(); ++a)
+    for (size_t b = a + 1; b < spans.size(); ++b) {
+      bool together = spans[a].from <= spans[b].to && spans[b].from <= spans[a].to;
+      bool sharing = spans[a].offset < spans[b].offset + spans[b].bytes &&
+                     spans[b].offset < spans[a].offset + spans[a].bytes;
+      EXPECT_FALSE(together && sharing) << "values " << a << " and " << b;
+    }
 }

@@ -17,10 +17,11 @@
 //                    exponentials, target logit) of one f32 per local token
 // slice moves nothing and is not a collective.
 //
-// Peak activation bytes: the ops of each function in order; a value (a
-// function argument or an op result, weights excluded) is live from its
-// definition to its last use, and at every op its operands and results are
-// live. The peak is the largest sum of local bytes of live values.
+// Peak activation bytes: the high-water mark of the activation arena of
+// shardline/Analysis/MemoryPlan.h (what the runtime allocates). Liveness: a
+// value (a function argument or an op result, weights excluded) is live from
+// its definition to its last use, and at every op its operands and results are
+// live; the largest sum of live local bytes is a lower bound of the peak.
 //
 //===----------------------------------------------------------------------===//
 
@@ -71,6 +72,7 @@ struct Report {
   std::map<std::string, int64_t> collectiveCounts;
   int64_t weightBytesPerRank = 0;
   int64_t peakActivationBytesPerRank = 0;
+  int64_t liveBytesLowerBound = 0;
   /// In order of first appearance.
   std::vector<BlockSummary> blocks;
 };

@@ -1,6 +1,7 @@
 //===- plan.cpp - the plan container ---------------------------------------===//
 
 #include "core/plan.h"
+#include "core/layout.h"
 
 #include <cstring>
 #include <fstream>
@@ -23,6 +24,30 @@ uint32_t readU32(const uint8_t *p) {
 void writeU64(uint8_t *p, uint64_t v) {
   for (int i = 0; i < 8; ++i)
     p[i] = (uint8_t)(v >> (8 * i));
+}
+
+int64_t elementBytes(plan::DType t) {
+  return t == plan::DType::BF16 || t == plan::DType::F16 ? 2 : 4;
+}
+
+/// The compiler's layout of a plan tensor.
+Layout layoutOf(const plan::Tensor &t) {
+  Layout l = Layout::replicated(t.shape()->size());
+  if (const auto *layout = t.layout()) {
+    if (layout->dims())
+      for (size_t d = 0; d < layout->dims()->size() && d < l.dims.size(); ++d)
+        if (const auto *axes = layout->dims()->Get(d)->axes())
+          for (const auto *a : *axes)
+            l.dims[d].push_back(a->str());
+    if (layout->partial())
+      for (const auto *a : *layout->partial())
+        l.partial.push_back(a->str());
+    if (layout->order_dim() >= 0) {
+      l.orderDim = layout->order_dim();
+      l.order = ChunkOrder::Zigzag;
+    }
+  }
+  return l;
 }
 
 /// The plan's own consistency, after the schema check.
@@ -56,6 +81,22 @@ std::string checkPlan(const plan::Plan &p) {
               if (!axes.count(a->str()))
                 return "tensor '" + name + "' is split over unknown mesh axis '" + a->str() + "'";
     }
+  }
+  Mesh mesh;
+  for (const auto *axis : *p.mesh())
+    mesh.axes.emplace_back(axis->name()->str(), axis->size());
+  for (int64_t t = 0; t < numTensors; ++t) {
+    const auto *tensor = p.tensors()->Get(t);
+    if (tensor->arena_offset() < 0)
+      continue;
+    int64_t bytes = numElements(localShape(layoutOf(*tensor), mesh,
+                                           {tensor->shape()->begin(), tensor->shape()->end()})) *
+                    elementBytes(tensor->dtype());
+    if (tensor->arena_offset() + bytes > p.arena_bytes())
+      return "tensor '" + (tensor->name() ? tensor->name()->str() : "#" + std::to_string(t)) +
+             "' at arena offset " + std::to_string(tensor->arena_offset()) + " (" +
+             std::to_string(bytes) + " bytes) exceeds the arena of " +
+             std::to_string(p.arena_bytes()) + " bytes";
   }
   auto checkIndices = [&](const flatbuffers::Vector<int32_t> *v, const std::string &where) {
     if (v)
