@@ -221,12 +221,18 @@ LogicalResult sinkPast(Operation *t, Operation *user, PatternRewriter &rewriter,
   return success();
 }
 
+/// A rewrite that records what it elided for the report.
+template <typename OpTy> struct RecordingPattern : OpRewritePattern<OpTy> {
+  RecordingPattern(MLIRContext *ctx, Records &records)
+      : OpRewritePattern<OpTy>(ctx), records(records) {}
+  Records &records;
+};
+
 /// Sinks an all-gather or a reorder when every user accepts the layout before
 /// it (now, or once its own operands have sunk): the transition then happens
 /// later, or not at all, on every path.
-template <typename OpTy> struct SinkTransition : OpRewritePattern<OpTy> {
-  SinkTransition(MLIRContext *ctx, Records &records)
-      : OpRewritePattern<OpTy>(ctx), records(records) {}
+template <typename OpTy> struct SinkTransition : RecordingPattern<OpTy> {
+  using RecordingPattern<OpTy>::RecordingPattern;
   LogicalResult matchAndRewrite(OpTy op, PatternRewriter &rewriter) const override {
     SmallVector<Operation *> users(op.getResult().getUsers());
     if (users.empty())
@@ -235,16 +241,15 @@ template <typename OpTy> struct SinkTransition : OpRewritePattern<OpTy> {
       if (!acceptsSplitLater(op, user))
         return failure();
     for (Operation *user : users)
-      if (succeeded(sinkPast(op, user, rewriter, records)))
+      if (succeeded(sinkPast(op, user, rewriter, this->records)))
         return success();
     return failure();
   }
-  Records &records;
 };
 
 /// all_gather(x) -> all_gather on the same dimension => one all_gather.
-struct MergeGathers : OpRewritePattern<AllGatherOp> {
-  MergeGathers(MLIRContext *ctx, Records &records) : OpRewritePattern(ctx), records(records) {}
+struct MergeGathers : RecordingPattern<AllGatherOp> {
+  using RecordingPattern::RecordingPattern;
   LogicalResult matchAndRewrite(AllGatherOp op, PatternRewriter &rewriter) const override {
     auto inner = op.getX().getDefiningOp<AllGatherOp>();
     if (!inner || inner.getDim() != op.getDim() || !inner.getResult().hasOneUse())
@@ -262,12 +267,11 @@ struct MergeGathers : OpRewritePattern<AllGatherOp> {
     rewriter.eraseOp(inner);
     return success();
   }
-  Records &records;
 };
 
 /// all_gather -> slice of the same axes and dimension => the gathered value.
-struct CancelGatherSlice : OpRewritePattern<SliceOp> {
-  CancelGatherSlice(MLIRContext *ctx, Records &records) : OpRewritePattern(ctx), records(records) {}
+struct CancelGatherSlice : RecordingPattern<SliceOp> {
+  using RecordingPattern::RecordingPattern;
   LogicalResult matchAndRewrite(SliceOp op, PatternRewriter &rewriter) const override {
     auto gather = op.getX().getDefiningOp<AllGatherOp>();
     if (!gather || gather.getX().getType() != op.getResult().getType())
@@ -276,13 +280,12 @@ struct CancelGatherSlice : OpRewritePattern<SliceOp> {
     rewriter.replaceOp(op, gather.getX());
     return success();
   }
-  Records &records;
 };
 
 /// all_reduce over A -> slice over B within A => reduce_scatter over B (+ an
 /// all_reduce over the rest of A).
-struct AllReduceSlice : OpRewritePattern<SliceOp> {
-  AllReduceSlice(MLIRContext *ctx, Records &records) : OpRewritePattern(ctx), records(records) {}
+struct AllReduceSlice : RecordingPattern<SliceOp> {
+  using RecordingPattern::RecordingPattern;
   LogicalResult matchAndRewrite(SliceOp op, PatternRewriter &rewriter) const override {
     auto reduce = op.getX().getDefiningOp<AllReduceOp>();
     if (!reduce)
@@ -323,13 +326,12 @@ struct AllReduceSlice : OpRewritePattern<SliceOp> {
     rewriter.replaceOp(op, v);
     return success();
   }
-  Records &records;
 };
 
 /// An all-reduce whose users all accept its result split on the sequence =>
 /// reduce-scatter + an all-gather that then sinks to where it is needed.
-struct SplitAllReduce : OpRewritePattern<AllReduceOp> {
-  SplitAllReduce(MLIRContext *ctx, Records &records) : OpRewritePattern(ctx), records(records) {}
+struct SplitAllReduce : RecordingPattern<AllReduceOp> {
+  using RecordingPattern::RecordingPattern;
   LogicalResult matchAndRewrite(AllReduceOp op, PatternRewriter &rewriter) const override {
     Layout out = toLayout(getLayout(op.getResult()));
     auto type = op.getResult().getType();
@@ -361,12 +363,11 @@ struct SplitAllReduce : OpRewritePattern<AllReduceOp> {
     rewriter.replaceOp(op, ag.getResult());
     return success();
   }
-  Records &records;
 };
 
 /// reorder(reorder(x)) back to x's layout => x.
-struct CancelReorders : OpRewritePattern<ReorderOp> {
-  CancelReorders(MLIRContext *ctx, Records &records) : OpRewritePattern(ctx), records(records) {}
+struct CancelReorders : RecordingPattern<ReorderOp> {
+  using RecordingPattern::RecordingPattern;
   LogicalResult matchAndRewrite(ReorderOp op, PatternRewriter &rewriter) const override {
     auto inner = op.getX().getDefiningOp<ReorderOp>();
     if (!inner || inner.getX().getType() != op.getResult().getType())
@@ -375,13 +376,12 @@ struct CancelReorders : OpRewritePattern<ReorderOp> {
     rewriter.replaceOp(op, inner.getX());
     return success();
   }
-  Records &records;
 };
 
 /// all_to_all that undoes the previous one => its input; two that move the
 /// same axes on in a chain => one.
-struct CancelAllToAlls : OpRewritePattern<AllToAllOp> {
-  CancelAllToAlls(MLIRContext *ctx, Records &records) : OpRewritePattern(ctx), records(records) {}
+struct CancelAllToAlls : RecordingPattern<AllToAllOp> {
+  using RecordingPattern::RecordingPattern;
   LogicalResult matchAndRewrite(AllToAllOp op, PatternRewriter &rewriter) const override {
     auto inner = op.getX().getDefiningOp<AllToAllOp>();
     if (!inner || inner.getAxes() != op.getAxes())
@@ -407,14 +407,12 @@ struct CancelAllToAlls : OpRewritePattern<AllToAllOp> {
     rewriter.eraseOp(inner);
     return success();
   }
-  Records &records;
 };
 
 /// all_gather on one dimension, then an all_to_all between two others =>
 /// the all_to_all first, so the gather can meet a slice or sink further.
-struct GatherPastAllToAll : OpRewritePattern<AllToAllOp> {
-  GatherPastAllToAll(MLIRContext *ctx, Records &records)
-      : OpRewritePattern(ctx), records(records) {}
+struct GatherPastAllToAll : RecordingPattern<AllToAllOp> {
+  using RecordingPattern::RecordingPattern;
   LogicalResult matchAndRewrite(AllToAllOp op, PatternRewriter &rewriter) const override {
     auto gather = op.getX().getDefiningOp<AllGatherOp>();
     if (!gather || !gather.getResult().hasOneUse() ||
@@ -444,7 +442,6 @@ struct GatherPastAllToAll : OpRewritePattern<AllToAllOp> {
     rewriter.eraseOp(gather);
     return success();
   }
-  Records &records;
 };
 
 struct SLElideGathers : mlir::sl::impl::SLElideGathersBase<SLElideGathers> {
