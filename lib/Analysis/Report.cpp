@@ -83,8 +83,18 @@ int64_t collectiveBytesPerRank(Operation *op) {
     return allGatherBytes(group(g.getAxes()), localBytes(g.getResult(), mesh));
   if (auto rs = dyn_cast<ReduceScatterOp>(op))
     return reduceScatterBytes(group(rs.getAxes()), localBytes(rs.getX(), mesh));
-  if (auto ar = dyn_cast<AllReduceOp>(op))
-    return allReduceBytes(group(ar.getAxes()), localBytes(ar.getX(), mesh));
+  if (auto ar = dyn_cast<AllReduceOp>(op)) {
+    // Reduce-scatter + all-gather needs a dimension the group divides; a
+    // tensor without one (the scalar loss) is exchanged whole.
+    int64_t g = group(ar.getAxes());
+    auto type = ar.getX().getType();
+    std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
+    if (LayoutAttr l = getLayout(type))
+      shape = localShape(toLayout(l), mesh, shape);
+    bool splittable = llvm::any_of(shape, [&](int64_t d) { return d % g == 0; });
+    int64_t bytes = localBytes(ar.getX(), mesh);
+    return splittable ? allReduceBytes(g, bytes) : (g - 1) * bytes;
+  }
   if (auto a2a = dyn_cast<AllToAllOp>(op))
     return allToAllBytes(group(a2a.getAxes()), localBytes(a2a.getX(), mesh));
   if (auto ring = dyn_cast<RingAttentionOp>(op))
@@ -98,7 +108,8 @@ int64_t collectiveBytesPerRank(Operation *op) {
   if (auto re = dyn_cast<ReorderOp>(op))
     return reorderBytes(re, mesh);
   if (auto ce = dyn_cast<CrossEntropyOp>(op); ce && !ce.getVocabAxes().empty())
-    return 3 * allReduceBytes(group(ce.getVocabAxes()), 4 * localTokens(ce.getLogits(), mesh));
+    // Three small per-token vectors, exchanged whole within the group.
+    return 3 * (group(ce.getVocabAxes()) - 1) * 4 * localTokens(ce.getLogits(), mesh);
   return -1;
 }
 

@@ -107,7 +107,8 @@ public:
     }
     auto root = plan::CreatePlan(b, b.CreateString(fn.getSymName().str()), b.CreateVector(mesh),
                                  b.CreateVector(tensors), b.CreateVector(ops),
-                                 b.CreateVector(inputs), b.CreateVector(outputs), arena.highWater);
+                                 b.CreateVector(inputs), b.CreateVector(outputs), arena.highWater,
+                                 analyze(module).commBytesPerRank);
     plan::FinishPlanBuffer(b, root);
     return rt::wrapPlan(b.GetBufferPointer(), b.GetSize());
   }

@@ -7,14 +7,17 @@
 // one rank's local shapes and g the product of the op's axis sizes:
 //   all_gather       (g-1)/g * B, B = the gathered result
 //   reduce_scatter   (g-1)/g * B, B = the operand (before scattering)
-//   all_reduce       2(g-1)/g * B, B = the operand
+//   all_reduce       2(g-1)/g * B, B = the operand (reduce-scatter +
+//                    all-gather); (g-1) * B when no dimension of the local
+//                    operand is divisible by g (the scalar loss)
 //   all_to_all       (g-1)/g * B, B = the operand
 //   ring_attention   (g-1) * (local K + local V)
 //   halo             the result (the tokens one rank receives)
 //   scan_state_exchange  (g-1) * (local states + local decays): an all-gather
 //   reorder          the rows whose owner changes, most over all ranks
 //   cross_entropy over vocab_axes: three all_reduce entries (max, sum of
-//                    exponentials, target logit) of one f32 per local token
+//                    exponentials, target logit), each (g-1) * one f32 per
+//                    local token (small vectors, exchanged whole)
 // slice moves nothing and is not a collective.
 //
 // Peak activation bytes: the high-water mark of the activation arena of
