@@ -66,6 +66,30 @@ int64_t reorderBytes(ReorderOp op, const Mesh &mesh) {
   return most * rowBytes;
 }
 
+/// The tokens before each local chunk that another rank holds, most over
+/// ranks, times the bytes of one token row (batch x channels).
+int64_t haloBytes(HaloOp op, const Mesh &mesh) {
+  Layout in = toLayout(getLayout(op.getX()));
+  std::vector<int64_t> shape = globalShape(op.getX());
+  std::vector<int64_t> local = localShape(in, mesh, shape);
+  int64_t chunks = in.dimOrder(1) == ChunkOrder::Zigzag ? 2 : 1;
+  int64_t rows = local[1] / chunks, width = op.getWidth();
+  int64_t most = 0;
+  for (int64_t r = 0; r < mesh.numRanks(); ++r) {
+    std::vector<int64_t> mine = ownedIndices(in, mesh, shape, 1, r);
+    std::vector<int64_t> sorted = mine;
+    std::sort(sorted.begin(), sorted.end());
+    int64_t remote = 0;
+    for (int64_t c = 0; c < chunks; ++c)
+      for (int64_t j = 1; j <= width; ++j) {
+        int64_t pos = mine[c * rows] - j;
+        remote += pos >= 0 && !std::binary_search(sorted.begin(), sorted.end(), pos);
+      }
+    most = std::max(most, remote);
+  }
+  return most * localBytes(op.getX(), mesh) / local[1];
+}
+
 /// Number of tokens (batch x sequence) one rank holds of a [b, s, ...] value.
 int64_t localTokens(Value v, const Mesh &mesh) {
   std::vector<int64_t> shape = globalShape(v);
@@ -101,7 +125,7 @@ int64_t collectiveBytesPerRank(Operation *op) {
     return (group(ring.getAxes()) - 1) *
            (localBytes(ring.getK(), mesh) + localBytes(ring.getV(), mesh));
   if (auto halo = dyn_cast<HaloOp>(op))
-    return localBytes(halo.getResult(), mesh);
+    return haloBytes(halo, mesh);
   if (auto ex = dyn_cast<ScanStateExchangeOp>(op))
     return (group(ex.getAxes()) - 1) *
            (localBytes(ex.getStates(), mesh) + localBytes(ex.getDecays(), mesh));

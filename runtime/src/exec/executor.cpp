@@ -20,6 +20,15 @@ namespace shardline::rt {
 
 namespace {
 
+/// Integer tensors (token ids, labels, expert indices) are held as floats,
+/// exact below 2^24, so one data path moves every tensor.
+std::vector<int32_t> asInts(const std::vector<float> &v) {
+  std::vector<int32_t> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i)
+    out[i] = (int32_t)v[i];
+  return out;
+}
+
 /// A reusable barrier that every waiting thread leaves when one rank fails.
 class Barrier {
 public:
@@ -61,11 +70,13 @@ struct TensorInfo {
 };
 
 const std::set<std::string> kSupported = {
-    "embedding",     "rms_norm",   "gated_rms_norm", "linear",     "lm_head",
-    "rope",          "attention",  "ring_attention", "add",        "mul",
-    "swiglu",        "silu",       "gelu",           "sigmoid",    "softplus",
-    "cross_entropy", "all_gather", "reduce_scatter", "all_reduce", "all_to_all",
-    "slice",         "reorder",    "relayout"};
+    "embedding",     "rms_norm",     "gated_rms_norm", "linear",        "lm_head",
+    "rope",          "attention",    "ring_attention", "add",           "mul",
+    "swiglu",        "silu",         "gelu",           "sigmoid",       "softplus",
+    "cross_entropy", "all_gather",   "reduce_scatter", "all_reduce",    "all_to_all",
+    "slice",         "reorder",      "relayout",       "causal_conv1d", "halo",
+    "ssd_scan",      "ssd_correct",  "rglru_scan",     "rglru_correct", "scan_state_exchange",
+    "router_topk",   "moe_dispatch", "moe_experts",    "moe_combine"};
 
 Layout layoutOf(const plan::Tensor &t) {
   Layout l = Layout::replicated(t.shape()->size());
@@ -129,7 +140,6 @@ public:
       tensors.push_back(std::move(info));
     }
     data.assign(tensors.size(), std::vector<std::vector<float>>(ranks));
-    ints.assign(tensors.size(), std::vector<std::vector<int32_t>>(ranks));
     bytes.assign(ranks, 0);
     scratch.assign(ranks, {});
     scratchCE.assign(ranks, {});
@@ -219,14 +229,9 @@ private:
       uint64_t stream = tensorStream(tensors[t].name);
       for (size_t k = 0; k < global.size(); ++k)
         global[k] = std::floor(initValue(uniform, options.seed, stream, k));
-      std::vector<float> mine = extractLocal(mesh, tensors[t].shape, tensors[t].layout, global, r);
-      if (tensors[t].isInt) {
-        ints[t][r].resize(mine.size());
-        for (size_t k = 0; k < mine.size(); ++k)
-          ints[t][r][k] = (int32_t)std::min<double>(mine[k], vocab - 1);
-      } else {
-        data[t][r] = mine;
-      }
+      for (auto &x : global)
+        x = std::min<float>(x, (float)(vocab - 1));
+      data[t][r] = extractLocal(mesh, tensors[t].shape, tensors[t].layout, global, r);
     }
   }
 
@@ -298,7 +303,7 @@ private:
       auto &y = alloc(out);
       std::vector<int64_t> table = local(in(1));
       int64_t offset = owned(in(1), 0, r).front();
-      const auto &ids = ints[in(0)][r];
+      std::vector<int32_t> ids = asInts(buf(in(0), r));
       cpu::embedding(ids.data(), (int64_t)ids.size(), buf(in(1), r).data(), table[0], table[1],
                      offset, y.data());
       return "";
@@ -337,6 +342,19 @@ private:
     }
     if (kind == "attention" || kind == "ring_attention")
       return attention(op, r, kind == "ring_attention");
+    if (kind == "causal_conv1d")
+      return conv(op, r);
+    if (kind == "halo")
+      return halo(op, r);
+    if (kind == "ssd_scan" || kind == "ssd_correct")
+      return ssd(op, r, kind == "ssd_correct");
+    if (kind == "rglru_scan" || kind == "rglru_correct")
+      return rglru(op, r, kind == "rglru_correct");
+    if (kind == "scan_state_exchange")
+      return stateExchange(op, r);
+    if (kind == "router_topk" || kind == "moe_dispatch" || kind == "moe_experts" ||
+        kind == "moe_combine")
+      return moe(op, r, kind);
     if (kind == "cross_entropy")
       return crossEntropy(op, r);
     // Layout transitions: every rank has produced the operand first.
@@ -437,6 +455,267 @@ private:
     return "";
   }
 
+  /// The local sequence of a [b, s, ...] value in its chunks: k chunks of
+  /// equal length (two per rank in zigzag order, else one).
+  int64_t chunksOf(int32_t t) const {
+    const Layout &l = tensors[t].layout;
+    return !l.dims[1].empty() && l.dimOrder(1) == ChunkOrder::Zigzag ? 2 : 1;
+  }
+
+  std::string conv(const plan::Op &op, int64_t r) {
+    int32_t x = op.operands()->Get(0), w = op.operands()->Get(1), b = op.operands()->Get(2);
+    bool hasHalo = op.operands()->size() > 3;
+    int32_t out = op.results()->Get(0);
+    std::vector<int64_t> xl = local(x);
+    int64_t W = local(w)[1], k = hasHalo ? chunksOf(x) : 1, S = xl[1] / k, C = xl[2];
+    auto &y = data[out][r];
+    y.assign(numElements(local(out)), 0.0f);
+    const float *hx = hasHalo ? buf(op.operands()->Get(3), r).data() : nullptr;
+    for (int64_t bi = 0; bi < xl[0]; ++bi)
+      for (int64_t c = 0; c < k; ++c) {
+        int64_t rows = bi * xl[1] + c * S;
+        const float *haloRows = hx ? hx + (bi * k + c) * (W - 1) * C : nullptr;
+        cpu::causal_conv1d(buf(x, r).data() + rows * C, buf(w, r).data(), buf(b, r).data(),
+                           haloRows, 1, S, C, W, y.data() + rows * C);
+      }
+    return "";
+  }
+
+  /// The width tokens before each local chunk, read from whoever holds them.
+  std::string halo(const plan::Op &op, int64_t r) {
+    int32_t x = op.operands()->Get(0), out = op.results()->Get(0);
+    if (!sync())
+      return "";
+    int64_t width = intAttr(op, "width", 1);
+    std::vector<int64_t> xl = local(x);
+    int64_t k = chunksOf(x), S = xl[1] / k, C = xl[2];
+    std::vector<int64_t> mine = owned(x, 1, r);
+    std::vector<int64_t> members = group(r, stringsAttr(op, "axes"));
+    auto &y = data[out][r];
+    y.assign(numElements(local(out)), 0.0f);
+    for (int64_t c = 0; c < k; ++c) {
+      int64_t start = mine[c * S];
+      for (int64_t j = 0; j < width; ++j) {
+        int64_t pos = start - width + j;
+        if (pos < 0)
+          continue;
+        for (int64_t m : members) {
+          std::vector<int64_t> theirs = owned(x, 1, m);
+          auto it = std::find(theirs.begin(), theirs.end(), pos);
+          if (it == theirs.end())
+            continue;
+          int64_t row = it - theirs.begin();
+          for (int64_t bi = 0; bi < xl[0]; ++bi)
+            std::copy_n(data[x][m].data() + (bi * xl[1] + row) * C, C,
+                        y.data() + ((bi * k + c) * width + j) * C);
+          if (m != r)
+            bytes[r] += xl[0] * C * (int64_t)sizeof(float);
+          break;
+        }
+      }
+    }
+    return "";
+  }
+
+  /// softplus(dt + dt_bias) and -exp(a_log) for the local heads.
+  void ssdPrelude(int32_t dt, int32_t aLog, int32_t dtBias, int64_t r, std::vector<float> &dtOut,
+                  std::vector<float> &A) {
+    const auto &d = buf(dt, r);
+    const auto &bias = buf(dtBias, r);
+    int64_t nh = (int64_t)bias.size();
+    dtOut.resize(d.size());
+    for (size_t i = 0; i < d.size(); ++i)
+      dtOut[i] = d[i] + bias[i % nh];
+    cpu::softplus(dtOut.data(), (int64_t)dtOut.size(), dtOut.data());
+    A.resize(nh);
+    for (int64_t h = 0; h < nh; ++h)
+      A[h] = -std::exp(buf(aLog, r)[h]);
+  }
+
+  std::string ssd(const plan::Op &op, int64_t r, bool correct) {
+    auto in = [&](int i) { return op.operands()->Get(i); };
+    int64_t heads = intAttr(op, "heads", 1), groups = intAttr(op, "groups", 1);
+    // ssd_scan: x, dt, a_log, B, C, d, dt_bias[, state_in];
+    // ssd_correct: y0, init, C, dt, a_log, dt_bias.
+    int32_t x = in(0), dt = correct ? in(3) : in(1), aLog = correct ? in(4) : in(2),
+            Cm = correct ? in(2) : in(4), dtBias = correct ? in(5) : in(6);
+    std::vector<int64_t> xl = local(x), cl = local(Cm);
+    int64_t nh = local(dt)[2], p = tensors[x].shape[2] / heads;
+    int64_t g = groups * cl[2] / tensors[Cm].shape[2], n = cl[2] / g;
+    bool chunked = !stringsAttr(op, "chunk_axes").empty();
+    int64_t k = chunked ? chunksOf(x) : 1, S = xl[1] / k, B = xl[0];
+    std::vector<float> dtv, A;
+    ssdPrelude(dt, aLog, dtBias, r, dtv, A);
+    cpu::SsdDims dims{1, S, nh, p, g, n};
+    int32_t out = op.results()->Get(0);
+    auto &y = data[out][r];
+    y.assign(numElements(local(out)), 0.0f);
+    if (correct) {
+      y = buf(x, r);
+      std::vector<float> state(nh * p * n);
+      for (int64_t bi = 0; bi < B; ++bi)
+        for (int64_t c = 0; c < k; ++c) {
+          int64_t rows = bi * xl[1] + c * S;
+          cpu::ssd_state_correct(buf(Cm, r).data() + rows * g * n, dtv.data() + rows * nh, A.data(),
+                                 buf(in(1), r).data() + (c * B + bi) * nh * p * n, dims,
+                                 y.data() + rows * nh * p, state.data());
+        }
+      return "";
+    }
+    int32_t stateT = op.results()->Get(1), decayT = op.results()->Get(2);
+    auto &state = data[stateT][r];
+    state.assign(numElements(local(stateT)), 0.0f);
+    auto &decay = data[decayT][r];
+    decay.assign(numElements(local(decayT)), 0.0f);
+    const float *stateIn = op.operands()->size() > 7 ? buf(in(7), r).data() : nullptr;
+    for (int64_t bi = 0; bi < B; ++bi)
+      for (int64_t c = 0; c < k; ++c) {
+        int64_t rows = bi * xl[1] + c * S, slot = c * B + bi;
+        cpu::ssd_scan(buf(x, r).data() + rows * nh * p, dtv.data() + rows * nh, A.data(),
+                      buf(in(3), r).data() + rows * g * n, buf(Cm, r).data() + rows * g * n,
+                      buf(in(5), r).data(), stateIn ? stateIn + slot * nh * p * n : nullptr, dims,
+                      y.data() + rows * nh * p, state.data() + slot * nh * p * n,
+                      decay.data() + slot * nh);
+      }
+    return "";
+  }
+
+  std::string rglru(const plan::Op &op, int64_t r, bool correct) {
+    auto in = [&](int i) { return op.operands()->Get(i); };
+    // rglru_scan: x, wa, ba, wx, bx, lambda[, state_in];
+    // rglru_correct: y0, init, x, wa, ba, lambda.
+    int32_t x = correct ? in(2) : in(0), wa = correct ? in(3) : in(1), ba = correct ? in(4) : in(2),
+            lambda = correct ? in(5) : in(5);
+    std::vector<int64_t> xl = local(x);
+    bool chunked = !stringsAttr(op, "chunk_axes").empty();
+    int64_t k = chunked ? chunksOf(x) : 1, S = xl[1] / k, B = xl[0], W = xl[2];
+    const auto &xv = buf(x, r);
+    std::vector<float> gateA(xv.size()), gateX(xv.size());
+    for (size_t i = 0; i < xv.size(); ++i) {
+      int64_t c = (int64_t)i % W;
+      gateA[i] = buf(wa, r)[c] * xv[i] + buf(ba, r)[c];
+      if (!correct)
+        gateX[i] = buf(in(3), r)[c] * xv[i] + buf(in(4), r)[c];
+    }
+    int32_t out = op.results()->Get(0);
+    auto &y = data[out][r];
+    if (correct) {
+      y = buf(in(0), r);
+      std::vector<float> state(W);
+      for (int64_t bi = 0; bi < B; ++bi)
+        for (int64_t c = 0; c < k; ++c) {
+          int64_t rows = bi * xl[1] + c * S;
+          cpu::rglru_state_correct(gateA.data() + rows * W, buf(lambda, r).data(),
+                                   buf(in(1), r).data() + (c * B + bi) * W, 1, S, W,
+                                   y.data() + rows * W, state.data());
+        }
+      return "";
+    }
+    y.assign(xv.size(), 0.0f);
+    int32_t stateT = op.results()->Get(1), decayT = op.results()->Get(2);
+    auto &state = data[stateT][r];
+    state.assign(numElements(local(stateT)), 0.0f);
+    auto &decay = data[decayT][r];
+    decay.assign(numElements(local(decayT)), 0.0f);
+    const float *stateIn = op.operands()->size() > 6 ? buf(in(6), r).data() : nullptr;
+    for (int64_t bi = 0; bi < B; ++bi)
+      for (int64_t c = 0; c < k; ++c) {
+        int64_t rows = bi * xl[1] + c * S, slot = c * B + bi;
+        cpu::rglru_scan(xv.data() + rows * W, gateA.data() + rows * W, gateX.data() + rows * W,
+                        buf(lambda, r).data(), stateIn ? stateIn + slot * W : nullptr, 1, S, W,
+                        y.data() + rows * W, state.data() + slot * W, decay.data() + slot * W);
+      }
+    return "";
+  }
+
+  /// Every chunk's true initial state from all chunks' (state, decay)
+  /// summaries, in sequence order.
+  std::string stateExchange(const plan::Op &op, int64_t r) {
+    int32_t st = op.operands()->Get(0), dec = op.operands()->Get(1), out = op.results()->Get(0);
+    if (!sync())
+      return "";
+    int64_t chunks = tensors[st].shape[0];
+    std::vector<int64_t> sl = local(st);
+    int64_t stateSize = numElements(sl) / sl[0], decaySize = numElements(local(dec)) / sl[0];
+    std::vector<float> allStates(chunks * stateSize), allDecays(chunks * decaySize);
+    for (int64_t m : group(r, stringsAttr(op, "axes"))) {
+      std::vector<int64_t> theirs = owned(st, 0, m);
+      for (size_t i = 0; i < theirs.size(); ++i) {
+        std::copy_n(data[st][m].data() + i * stateSize, stateSize,
+                    allStates.data() + theirs[i] * stateSize);
+        std::copy_n(data[dec][m].data() + i * decaySize, decaySize,
+                    allDecays.data() + theirs[i] * decaySize);
+      }
+      if (m != r)
+        bytes[r] += (int64_t)(data[st][m].size() + data[dec][m].size()) * (int64_t)sizeof(float);
+    }
+    std::vector<float> init(chunks * stateSize);
+    cpu::scan_combine_states(allDecays.data(), allStates.data(), nullptr, chunks, decaySize,
+                             stateSize / decaySize, init.data(), nullptr);
+    auto &y = data[out][r];
+    y.assign(numElements(local(out)), 0.0f);
+    std::vector<int64_t> mine = owned(out, 0, r);
+    for (size_t i = 0; i < mine.size(); ++i)
+      std::copy_n(init.data() + mine[i] * stateSize, stateSize, y.data() + i * stateSize);
+    return "";
+  }
+
+  std::string moe(const plan::Op &op, int64_t r, const std::string &kind) {
+    auto in = [&](int i) { return op.operands()->Get(i); };
+    int32_t out = op.results()->Get(0);
+    if (kind == "router_topk") {
+      std::vector<int64_t> l = local(in(0));
+      int64_t k = intAttr(op, "k", 1), T = l[0] * l[1];
+      auto &w = data[out][r];
+      w.assign(T * k, 0.0f);
+      std::vector<int32_t> idx(T * k);
+      cpu::router_topk(buf(in(0), r).data(), T, l[2], k, w.data(), idx.data());
+      auto &iv = data[op.results()->Get(1)][r];
+      iv.assign(idx.begin(), idx.end());
+      return "";
+    }
+    if (kind == "moe_dispatch") {
+      std::vector<int64_t> xl = local(in(0)), il = local(in(1));
+      int64_t T = xl[0] * xl[1], H = xl[2], k = il[2];
+      auto &y = data[out][r];
+      y.assign(numElements(local(out)), 0.0f);
+      const auto &x = buf(in(0), r);
+      const auto &idx = buf(in(1), r);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t j = 0; j < k; ++j) {
+          int64_t e = (int64_t)idx[t * k + j];
+          std::copy_n(x.data() + t * H, H, y.data() + (e * T + t) * H);
+        }
+      return "";
+    }
+    if (kind == "moe_experts") {
+      std::vector<int64_t> tl = local(in(0)), gl = local(in(1));
+      int64_t E = tl[0], rows = tl[1] * tl[2];
+      std::vector<int32_t> counts(E, (int32_t)rows);
+      auto &y = data[out][r];
+      y.assign(numElements(local(out)), 0.0f);
+      cpu::moe_experts(buf(in(0), r).data(), counts.data(), E, buf(in(1), r).data(),
+                       buf(in(2), r).data(), buf(in(3), r).data(), gl[1], gl[2], y.data());
+      return "";
+    }
+    // moe_combine: y[t] = sum_j weights[t, j] * expert_out[indices[t, j], t]
+    std::vector<int64_t> el = local(in(0)), wl = local(in(1));
+    int64_t T = el[1] * el[2], H = el[3], k = wl[2];
+    auto &y = data[out][r];
+    y.assign(T * H, 0.0f);
+    const auto &eo = buf(in(0), r);
+    const auto &w = buf(in(1), r);
+    const auto &idx = buf(in(2), r);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t j = 0; j < k; ++j) {
+        int64_t e = (int64_t)idx[t * k + j];
+        float weight = w[t * k + j];
+        for (int64_t h = 0; h < H; ++h)
+          y[t * H + h] += weight * eo[(e * T + t) * H + h];
+      }
+    return "";
+  }
+
   struct AttentionDimsFor {
     int64_t B, Sq, Sk, HQ, HKV, D;
     cpu::AttentionDims cpu() const { return {B, Sq, Sk, HQ, HKV, D}; }
@@ -466,7 +745,8 @@ private:
     if (!sync())
       return "";
     cpu::xent_local_sumexp(x, gmax.data(), T, V, sum);
-    cpu::xent_local_target(x, ints[labels][r].data(), T, V, offset, target);
+    std::vector<int32_t> labelIds = asInts(buf(labels, r));
+    cpu::xent_local_target(x, labelIds.data(), T, V, offset, target);
     if (!sync())
       return "";
     double loss = 0;
@@ -519,7 +799,6 @@ private:
   int64_t ranks = 1;
   std::vector<TensorInfo> tensors;
   std::vector<std::vector<std::vector<float>>> data;
-  std::vector<std::vector<std::vector<int32_t>>> ints;
   std::vector<int64_t> bytes;
   std::vector<std::vector<float>> scratch;
   std::vector<std::vector<float>> scratchCE;
