@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 using namespace shardline::rt;
@@ -14,7 +15,9 @@ using namespace shardline::rt;
 namespace {
 void usage(FILE *out) {
   std::fprintf(out,
-               "usage: shardline-run PLAN.slp [--ranks N] [--seed S] [--verify]\n\n"
+               "usage: shardline-run PLAN.slp [--ranks N] [--seed S] [--verify]\n"
+               "       MODEL [--ranks N] [--seed S] [--verify]   (an executable from\n"
+               "       shardline-compile -o MODEL, which carries its plan)\n\n"
                "Runs a plan from shardline-compile --emit plan on N ranks that are threads of\n"
                "this process (N must be the plan's mesh size; default: that size).\n\n"
                "  --ranks N   number of ranks; must equal the plan's mesh size\n"
@@ -70,12 +73,21 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
-  if (planPath.empty()) {
-    usage(stderr);
-    return 1;
-  }
   std::string error;
-  auto plan = loadPlanFile(planPath, error);
+  std::optional<LoadedPlan> plan;
+  if (planPath.empty()) {
+    // A standalone executable carries its plan.
+    std::vector<uint8_t> embedded = embeddedPlan("/proc/self/exe");
+    if (embedded.empty()) {
+      usage(stderr);
+      return 1;
+    }
+    plan = loadPlan(std::move(embedded), error);
+    if (!plan)
+      error = "the embedded plan: " + error;
+  } else {
+    plan = loadPlanFile(planPath, error);
+  }
   if (!plan) {
     std::fprintf(stderr, "shardline-run: error: %s\n", error.c_str());
     return 1;

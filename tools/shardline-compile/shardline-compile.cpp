@@ -20,10 +20,13 @@
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <cstring>
 #include <map>
 
 using namespace mlir;
@@ -39,7 +42,7 @@ cl::opt<std::string> inputFile(cl::Positional, cl::desc("<MODEL.json | IR.mlir>"
 cl::opt<std::string> outputFile("o", cl::desc("Output file (default: stdout)"),
                                 cl::value_desc("FILE"), cl::init("-"), cl::cat(category));
 
-enum class Emit { MLIR, Global, Summary, Report, Plan };
+enum class Emit { MLIR, Global, Summary, Report, Plan, Executable };
 cl::opt<Emit>
     emit("emit", cl::desc("What to write:"), cl::init(Emit::MLIR),
          cl::values(clEnumValN(Emit::MLIR, "mlir",
@@ -52,7 +55,10 @@ cl::opt<Emit>
                                "the report as a table: every collective with its bytes per rank"),
                     clEnumValN(Emit::Plan, "plan",
                                "the plan for the runtime (binary, runtime/schema/plan.fbs; "
-                               "needs -o)")),
+                               "needs -o)"),
+                    clEnumValN(Emit::Executable, "exe",
+                               "a standalone executable that runs the plan (shardline-run "
+                               "with the plan inside; needs -o)")),
          cl::cat(category));
 cl::opt<std::string>
     machineFile("machine",
@@ -298,9 +304,9 @@ int main(int argc, char **argv) {
       return 1;
   }
 
-  if (emit == Emit::Plan && outputFile == "-") {
-    llvm::errs()
-        << "shardline-compile: error: --emit plan writes a binary file: give -o FILE.slp\n";
+  if ((emit == Emit::Plan || emit == Emit::Executable) && outputFile == "-") {
+    llvm::errs() << "shardline-compile: error: --emit " << (emit == Emit::Plan ? "plan" : "exe")
+                 << " writes a binary file: give -o FILE\n";
     return 1;
   }
   auto output = openOutputFile(outputFile, &error);
@@ -320,10 +326,36 @@ int main(int argc, char **argv) {
   case Emit::Report:
     shardline::printTable(shardline::analyze(*module), output->os());
     break;
-  case Emit::Plan: {
+  case Emit::Plan:
+  case Emit::Executable: {
     FailureOr<std::vector<uint8_t>> plan = shardline::emitPlan(*module);
     if (failed(plan))
       return 1;
+    if (emit == Emit::Executable) {
+      // shardline-run sits beside this tool; the plan rides at its end.
+      std::string self = llvm::sys::fs::getMainExecutable(argv[0], (void *)&printSummary);
+      llvm::SmallString<256> runner(llvm::sys::path::parent_path(self));
+      llvm::sys::path::append(runner, "shardline-run");
+      auto binary = llvm::MemoryBuffer::getFile(runner, /*IsText=*/false);
+      if (!binary) {
+        llvm::errs() << "shardline-compile: error: cannot read " << runner << " ("
+                     << binary.getError().message() << "); it is built with the runtime\n";
+        return 1;
+      }
+      output->os() << (*binary)->getBuffer();
+      output->os().write(reinterpret_cast<const char *>(plan->data()), plan->size());
+      uint64_t size = plan->size();
+      char footer[16];
+      for (int i = 0; i < 8; ++i)
+        footer[i] = (char)(size >> (8 * i));
+      std::memcpy(footer + 8, "SLEXEC01", 8);
+      output->os().write(footer, 16);
+      output->keep();
+      output->os().flush();
+      llvm::sys::fs::setPermissions(outputFile, llvm::sys::fs::all_read | llvm::sys::fs::all_exe |
+                                                    llvm::sys::fs::owner_write);
+      return 0;
+    }
     output->os().write(reinterpret_cast<const char *>(plan->data()), plan->size());
     break;
   }

@@ -210,6 +210,27 @@ std::optional<LoadedPlan> loadPlanFile(const std::string &path, std::string &err
   return plan;
 }
 
+std::vector<uint8_t> embeddedPlan(const std::string &path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in)
+    return {};
+  int64_t size = (int64_t)in.tellg();
+  if (size < 16)
+    return {};
+  uint8_t tail[16];
+  in.seekg(size - 16);
+  in.read(reinterpret_cast<char *>(tail), 16);
+  if (std::memcmp(tail + 8, kExecutableMarker, 8) != 0)
+    return {};
+  uint64_t planSize = readU64(tail);
+  if (planSize == 0 || (int64_t)planSize > size - 16)
+    return {};
+  std::vector<uint8_t> plan(planSize);
+  in.seekg(size - 16 - (int64_t)planSize);
+  in.read(reinterpret_cast<char *>(plan.data()), (std::streamsize)planSize);
+  return in ? plan : std::vector<uint8_t>();
+}
+
 bool knownOpKind(const std::string &kind) {
   static const std::set<std::string> kinds = {
       "embedding",      "rms_norm",      "gated_rms_norm",

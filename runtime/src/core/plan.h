@@ -44,6 +44,14 @@ struct LoadedPlan {
 std::optional<LoadedPlan> loadPlan(std::vector<uint8_t> bytes, std::string &error);
 std::optional<LoadedPlan> loadPlanFile(const std::string &path, std::string &error);
 
+/// A standalone executable is shardline-run with a plan file appended, then
+/// the plan's size (u64) and this 8-byte marker.
+constexpr char kExecutableMarker[9] = "SLEXEC01";
+
+/// The plan appended to the executable at `path`, or an empty vector when it
+/// carries none.
+std::vector<uint8_t> embeddedPlan(const std::string &path);
+
 /// The op kinds this runtime knows (the sl ops a plan may contain).
 bool knownOpKind(const std::string &kind);
 
