@@ -15,13 +15,17 @@ using namespace shardline::rt;
 namespace {
 void usage(FILE *out) {
   std::fprintf(out,
-               "usage: shardline-run PLAN.slp [--ranks N] [--seed S] [--verify]\n"
+               "usage: shardline-run PLAN.slp [--ranks N] [--seed S] [--weights W.safetensors]\n"
+               "                     [--save-weights W.safetensors] [--verify]\n"
                "       MODEL [--ranks N] [--seed S] [--verify]   (an executable from\n"
                "       shardline-compile -o MODEL, which carries its plan)\n\n"
                "Runs a plan from shardline-compile --emit plan on N ranks that are threads of\n"
                "this process (N must be the plan's mesh size; default: that size).\n\n"
                "  --ranks N   number of ranks; must equal the plan's mesh size\n"
                "  --seed S    seed of the weights, tokens and labels (default 1)\n"
+               "  --weights W load the weights from a safetensors file (by name; shapes must\n"
+               "              match) instead of generating them from the seed\n"
+               "  --save-weights W  write the run's weights (whole, f32) to a safetensors file\n"
                "  --verify    also run the single-device program of the same model and seed,\n"
                "              compare the outputs (logits and loss), print the largest absolute\n"
                "              and relative errors and PASS or FAIL, and the bytes sent per rank\n"
@@ -42,6 +46,7 @@ int main(int argc, char **argv) {
   std::string planPath;
   int64_t ranks = -1, seed = 1;
   bool verify = false;
+  std::string weightsFile, saveWeightsFile;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") {
@@ -61,6 +66,12 @@ int main(int argc, char **argv) {
       }
     } else if (a == "--verify") {
       verify = true;
+    } else if (a == "--weights" || a == "--save-weights") {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "shardline-run: error: %s needs a file\n", a.c_str());
+        return 1;
+      }
+      (a == "--weights" ? weightsFile : saveWeightsFile) = argv[++i];
     } else if (!a.empty() && a[0] == '-') {
       std::fprintf(stderr, "shardline-run: error: unknown option '%s'\n", a.c_str());
       usage(stderr);
@@ -99,6 +110,8 @@ int main(int argc, char **argv) {
   }
   RunOptions options;
   options.seed = (uint64_t)seed;
+  options.weightsFile = weightsFile;
+  options.saveWeightsFile = saveWeightsFile;
   RunResult run = runPlan(*plan, options);
   if (!run.error.empty()) {
     std::fprintf(stderr, "shardline-run: error: %s\n", run.error.c_str());
@@ -114,6 +127,7 @@ int main(int argc, char **argv) {
   if (!verify)
     return 0;
   options.singleDevice = true;
+  options.saveWeightsFile.clear();
   RunResult ref = runPlan(*plan, options);
   if (!ref.error.empty()) {
     std::fprintf(stderr, "shardline-run: error: single-device run: %s\n", ref.error.c_str());

@@ -4,6 +4,7 @@
 
 #include "comm/transfer.h"
 #include "core/init.h"
+#include "core/safetensors.h"
 #include "kernels/cpu/kernels.h"
 
 #include <algorithm>
@@ -11,8 +12,10 @@
 #include <cmath>
 #include <condition_variable>
 #include <limits>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -154,6 +157,28 @@ public:
         result.error = "the executor does not run sl." + op->kind()->str() + " yet";
         return result;
       }
+    if (!options.weightsFile.empty()) {
+      std::string err;
+      weights = SafeTensorsFile::open(options.weightsFile, err);
+      if (!weights) {
+        result.error = err;
+        return result;
+      }
+      for (const auto &t : tensors) {
+        if (t.role != plan::Role::Weight)
+          continue;
+        const SafeTensor *found = weights->find(t.name);
+        if (!found) {
+          result.error = "weight '" + t.name + "' is not in " + options.weightsFile;
+          return result;
+        }
+        if (found->shape != t.shape) {
+          result.error = "weight '" + t.name + "' in " + options.weightsFile + " has shape " +
+                         shapeText(found->shape) + ", the model needs " + shapeText(t.shape);
+          return result;
+        }
+      }
+    }
     std::vector<std::thread> threads;
     for (int64_t r = 0; r < ranks; ++r)
       threads.emplace_back([this, r] { rankMain(r); });
@@ -168,6 +193,15 @@ public:
       result.outputs.push_back(assemble(out));
     }
     result.bytesSentPerRank = *std::max_element(bytes.begin(), bytes.end());
+    if (!options.saveWeightsFile.empty()) {
+      std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>> all;
+      for (size_t t = 0; t < tensors.size(); ++t)
+        if (tensors[t].role == plan::Role::Weight)
+          all[tensors[t].name] = {tensors[t].shape, assemble((int32_t)t)};
+      std::string err;
+      if (!writeSafeTensors(options.saveWeightsFile, all, err))
+        result.error = err;
+    }
     return result;
   }
 
@@ -235,11 +269,36 @@ private:
     }
   }
 
+  static std::string shapeText(const std::vector<int64_t> &shape) {
+    std::string s = "[";
+    for (size_t i = 0; i < shape.size(); ++i)
+      s += (i ? ", " : "") + std::to_string(shape[i]);
+    return s + "]";
+  }
+
   void makeWeight(int32_t t, int64_t r) {
     std::vector<std::vector<int64_t>> own;
     for (unsigned d = 0; d < tensors[t].shape.size(); ++d)
       own.push_back(owned(t, d, r));
     data[t][r].resize(numElements(local(t)));
+    if (weights) {
+      // This rank's shard of the file's tensor, by global element index.
+      const SafeTensor &found = *weights->find(tensors[t].name);
+      const auto &shape = tensors[t].shape;
+      std::vector<size_t> pos(shape.size(), 0);
+      for (size_t i = 0; i < data[t][r].size(); ++i) {
+        uint64_t g = 0;
+        for (size_t d = 0; d < shape.size(); ++d)
+          g = g * shape[d] + own[d][pos[d]];
+        data[t][r][i] = weights->at(found, g);
+        for (size_t d = shape.size(); d-- > 0;) {
+          if (++pos[d] < own[d].size())
+            break;
+          pos[d] = 0;
+        }
+      }
+      return;
+    }
     fillShard(tensors[t].init, options.seed, tensors[t].name, tensors[t].shape, own,
               data[t][r].data());
   }
@@ -803,6 +862,7 @@ private:
   std::vector<std::vector<float>> scratch;
   std::vector<std::vector<float>> scratchCE;
   std::unique_ptr<Barrier> barrier;
+  std::optional<SafeTensorsFile> weights;
   std::atomic<bool> failed{false};
   std::mutex errorMutex;
   std::string error;

@@ -26,6 +26,11 @@ struct RunOptions {
   /// Run every rank's part as if the mesh had one rank: the single-device
   /// reference of the same model.
   bool singleDevice = false;
+  /// Load the weights from this safetensors file instead of generating them
+  /// (every weight by name, with the plan's global shape).
+  std::string weightsFile;
+  /// Write the weights of the run (whole, f32) to this safetensors file.
+  std::string saveWeightsFile;
 };
 
 struct RunResult {

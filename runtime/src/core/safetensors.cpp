@@ -1,0 +1,161 @@
+//===- safetensors.cpp - weights from and to safetensors files ------------===//
+
+#include "core/safetensors.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstring>
+#include <fstream>
+
+namespace shardline::rt {
+
+namespace {
+int64_t dtypeBytes(const std::string &dtype) {
+  if (dtype == "F32")
+    return 4;
+  if (dtype == "BF16" || dtype == "F16")
+    return 2;
+  return 0;
+}
+
+float halfToFloat(uint16_t h) {
+  uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+  uint32_t bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {
+      // Subnormal: normalise.
+      exp = 127 - 15 + 1;
+      while (!(mant & 0x400)) {
+        mant <<= 1;
+        --exp;
+      }
+      bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
+    }
+  } else if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp - 15 + 127) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+} // namespace
+
+std::optional<SafeTensorsFile> SafeTensorsFile::open(const std::string &path, std::string &error) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    error = "cannot open weight file '" + path + "'";
+    return std::nullopt;
+  }
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+  auto bad = [&](const std::string &why) {
+    error = path + ": " + why;
+    return std::nullopt;
+  };
+  if (bytes.size() < 8)
+    return bad("not a safetensors file (shorter than its header size)");
+  uint64_t headerSize = 0;
+  for (int i = 7; i >= 0; --i)
+    headerSize = (headerSize << 8) | bytes[i];
+  if (headerSize > bytes.size() - 8)
+    return bad("the header size " + std::to_string(headerSize) + " exceeds the file");
+  nlohmann::json header =
+      nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + (int64_t)headerSize, nullptr,
+                            /*allow_exceptions=*/false);
+  if (!header.is_object())
+    return bad("the header is not a JSON object");
+  SafeTensorsFile file;
+  uint64_t dataSize = bytes.size() - 8 - headerSize;
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    if (it.key() == "__metadata__")
+      continue;
+    const auto &v = it.value();
+    SafeTensor t;
+    if (!v.is_object() || !v.contains("dtype") || !v["dtype"].is_string() || !v.contains("shape") ||
+        !v["shape"].is_array() || !v.contains("data_offsets") || !v["data_offsets"].is_array() ||
+        v["data_offsets"].size() != 2)
+      return bad("tensor '" + it.key() + "' has a malformed entry");
+    t.dtype = v["dtype"].get<std::string>();
+    int64_t elementBytes = dtypeBytes(t.dtype);
+    if (!elementBytes)
+      return bad("tensor '" + it.key() + "' has dtype " + t.dtype + "; F32, BF16 and F16 are read");
+    uint64_t count = 1;
+    for (const auto &d : v["shape"]) {
+      if (!d.is_number_integer() || d.get<int64_t>() < 0)
+        return bad("tensor '" + it.key() + "' has a malformed shape");
+      t.shape.push_back(d.get<int64_t>());
+      count *= (uint64_t)t.shape.back();
+    }
+    t.begin = v["data_offsets"][0].get<uint64_t>();
+    t.end = v["data_offsets"][1].get<uint64_t>();
+    if (t.end < t.begin || t.end > dataSize || t.end - t.begin != count * elementBytes)
+      return bad("tensor '" + it.key() +
+                 "' has data offsets that do not match its shape or "
+                 "lie outside the file");
+    file.tensors[it.key()] = t;
+  }
+  file.data.assign(bytes.begin() + 8 + (int64_t)headerSize, bytes.end());
+  return file;
+}
+
+const SafeTensor *SafeTensorsFile::find(const std::string &name) const {
+  auto it = tensors.find(name);
+  return it == tensors.end() ? nullptr : &it->second;
+}
+
+float SafeTensorsFile::at(const SafeTensor &t, uint64_t index) const {
+  const uint8_t *p = data.data() + t.begin;
+  if (t.dtype == "F32") {
+    float f;
+    std::memcpy(&f, p + 4 * index, 4);
+    return f;
+  }
+  uint16_t h = (uint16_t)(p[2 * index] | p[2 * index + 1] << 8);
+  if (t.dtype == "BF16") {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+  }
+  return halfToFloat(h);
+}
+
+bool writeSafeTensors(
+    const std::string &path,
+    const std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>> &tensors,
+    std::string &error) {
+  nlohmann::json header = nlohmann::json::object();
+  uint64_t offset = 0;
+  for (const auto &[name, t] : tensors) {
+    uint64_t size = t.second.size() * 4;
+    header[name] = {
+        {"dtype", "F32"}, {"shape", t.first}, {"data_offsets", {offset, offset + size}}};
+    offset += size;
+  }
+  std::string text = header.dump();
+  while (text.size() % 8)
+    text += ' ';
+  std::ofstream out(path, std::ios::binary);
+  if (!out) {
+    error = "cannot write '" + path + "'";
+    return false;
+  }
+  uint64_t n = text.size();
+  for (int i = 0; i < 8; ++i)
+    out.put((char)(n >> (8 * i)));
+  out << text;
+  for (const auto &[name, t] : tensors)
+    out.write(reinterpret_cast<const char *>(t.second.data()),
+              (std::streamsize)(t.second.size() * 4));
+  if (!out) {
+    error = "cannot write '" + path + "'";
+    return false;
+  }
+  return true;
+}
+
+} // namespace shardline::rt
