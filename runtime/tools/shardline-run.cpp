@@ -16,7 +16,7 @@ namespace {
 void usage(FILE *out) {
   std::fprintf(out,
                "usage: shardline-run PLAN.slp [--ranks N] [--seed S] [--weights W.safetensors]\n"
-               "                     [--save-weights W.safetensors] [--verify]\n"
+               "                     [--save-weights W.safetensors] [--steps N] [--verify]\n"
                "       MODEL [--ranks N] [--seed S] [--verify]   (an executable from\n"
                "       shardline-compile -o MODEL, which carries its plan)\n\n"
                "Runs a plan from shardline-compile --emit plan on N ranks that are threads of\n"
@@ -26,6 +26,8 @@ void usage(FILE *out) {
                "  --weights W load the weights from a safetensors file (by name; shapes must\n"
                "              match) instead of generating them from the seed\n"
                "  --save-weights W  write the run's weights (whole, f32) to a safetensors file\n"
+               "  --steps N   run N forward passes and print the time per step, tokens/s and\n"
+               "              the time per op (default 1)\n"
                "  --verify    also run the single-device program of the same model and seed,\n"
                "              compare the outputs (logits and loss), print the largest absolute\n"
                "              and relative errors and PASS or FAIL, and the bytes sent per rank\n"
@@ -44,7 +46,7 @@ bool parseInt(const char *text, int64_t &out) {
 
 int main(int argc, char **argv) {
   std::string planPath;
-  int64_t ranks = -1, seed = 1;
+  int64_t ranks = -1, seed = 1, steps = 1;
   bool verify = false;
   std::string weightsFile, saveWeightsFile;
   for (int i = 1; i < argc; ++i) {
@@ -53,12 +55,12 @@ int main(int argc, char **argv) {
       usage(stdout);
       return 0;
     }
-    if (a == "--ranks" || a == "--seed") {
+    if (a == "--ranks" || a == "--seed" || a == "--steps") {
       if (i + 1 >= argc) {
         std::fprintf(stderr, "shardline-run: error: %s needs a value\n", a.c_str());
         return 1;
       }
-      int64_t &target = a == "--ranks" ? ranks : seed;
+      int64_t &target = a == "--ranks" ? ranks : a == "--seed" ? seed : steps;
       if (!parseInt(argv[++i], target)) {
         std::fprintf(stderr, "shardline-run: error: %s needs a non-negative integer, got '%s'\n",
                      a.c_str(), argv[i]);
@@ -111,6 +113,7 @@ int main(int argc, char **argv) {
   RunOptions options;
   options.seed = (uint64_t)seed;
   options.weightsFile = weightsFile;
+  options.steps = std::max<int64_t>(1, steps);
   options.saveWeightsFile = saveWeightsFile;
   RunResult run = runPlan(*plan, options);
   if (!run.error.empty()) {
@@ -122,12 +125,21 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < run.outputs.size(); ++i)
     if (run.outputs[i].size() == 1)
       std::printf("output %zu: %.6f\n", i, run.outputs[i][0]);
+  if (steps > 1) {
+    const auto *tokensTensor = plan->root()->tensors()->Get(plan->root()->inputs()->Get(0));
+    int64_t tokens = tokensTensor->shape()->Get(0) * tokensTensor->shape()->Get(1);
+    double perStep = run.seconds / (double)options.steps;
+    std::printf("%lld steps: %.3f ms per step, %.0f tokens/s, %.2f us per op\n",
+                (long long)options.steps, perStep * 1e3, (double)tokens / perStep,
+                perStep * 1e6 / (double)plan->root()->ops()->size());
+  }
   std::printf("bytes sent per rank: %lld measured, %lld in the report\n",
               (long long)run.bytesSentPerRank, (long long)plan->root()->comm_bytes_per_rank());
   if (!verify)
     return 0;
   options.singleDevice = true;
   options.saveWeightsFile.clear();
+  options.steps = 1;
   RunResult ref = runPlan(*plan, options);
   if (!ref.error.empty()) {
     std::fprintf(stderr, "shardline-run: error: single-device run: %s\n", ref.error.c_str());

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <limits>
@@ -193,6 +194,7 @@ public:
       result.outputs.push_back(assemble(out));
     }
     result.bytesSentPerRank = *std::max_element(bytes.begin(), bytes.end());
+    result.seconds = seconds;
     if (!options.saveWeightsFile.empty()) {
       std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>> all;
       for (size_t t = 0; t < tensors.size(); ++t)
@@ -308,16 +310,27 @@ private:
     for (size_t t = 0; t < tensors.size(); ++t)
       if (tensors[t].role == plan::Role::Weight)
         makeWeight((int32_t)t, r);
-    for (const auto *op : *p.ops()) {
-      if (failed)
-        return;
-      std::string err = runOp(*op, r);
-      if (!err.empty()) {
-        fail("op " + op->kind()->str() + " at " + (op->location() ? op->location()->str() : "?") +
-             ": " + err);
-        return;
+    if (!sync())
+      return;
+    auto start = std::chrono::steady_clock::now();
+    for (int64_t step = 0; step < options.steps; ++step) {
+      if (step > 0)
+        bytes[r] = 0; // the bytes of one step
+      for (const auto *op : *p.ops()) {
+        if (failed)
+          return;
+        std::string err = runOp(*op, r);
+        if (!err.empty()) {
+          fail("op " + op->kind()->str() + " at " + (op->location() ? op->location()->str() : "?") +
+               ": " + err);
+          return;
+        }
       }
     }
+    if (!sync())
+      return;
+    if (r == 0)
+      seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
 
   /// Waits until every rank has produced everything so far.
@@ -863,6 +876,7 @@ private:
   std::vector<std::vector<float>> scratchCE;
   std::unique_ptr<Barrier> barrier;
   std::optional<SafeTensorsFile> weights;
+  double seconds = 0;
   std::atomic<bool> failed{false};
   std::mutex errorMutex;
   std::string error;

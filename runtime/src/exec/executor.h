@@ -31,6 +31,8 @@ struct RunOptions {
   std::string weightsFile;
   /// Write the weights of the run (whole, f32) to this safetensors file.
   std::string saveWeightsFile;
+  /// Forward passes to run (the outputs are the last one's).
+  int64_t steps = 1;
 };
 
 struct RunResult {
@@ -40,8 +42,10 @@ struct RunResult {
   /// The program's outputs assembled as global tensors (row-major).
   std::vector<std::vector<float>> outputs;
   std::vector<std::vector<int64_t>> outputShapes;
-  /// Bytes each rank sent in collectives (largest over ranks).
+  /// Bytes each rank sent in collectives in one step (largest over ranks).
   int64_t bytesSentPerRank = 0;
+  /// Wall time of the steps, after the weights are in place.
+  double seconds = 0;
 };
 
 /// The op kinds the executor runs; a plan with others is refused up front.
