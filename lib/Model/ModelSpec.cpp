@@ -173,7 +173,8 @@ std::optional<ModelSpec> shardline::parseModelSpec(llvm::StringRef text, llvm::S
       auto [line, col] = lc.split(':');
       unsigned c = 0;
       col.getAsInteger(10, c);
-      where = (file + ":" + line + ":" + llvm::Twine(c + 1) + ": ").str();
+      // The parser's column is already 1-based.
+      where = (file + ":" + line + ":" + llvm::Twine(c) + ": ").str();
       msg = tail.str();
     }
     errors.push_back(where + "malformed JSON: " + msg);
