@@ -172,3 +172,49 @@ func.func @needed_by_linear(%x: tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []
   %h = sl.linear %r, %wc : (tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>, tensor<16x32xf32, #sl.layout<@mesh, [[], [tp]]>>) -> tensor<2x8x32xf32, #sl.layout<@mesh, [[], [], [tp]]>>
   return %h : tensor<2x8x32xf32, #sl.layout<@mesh, [[], [], [tp]]>>
 }
+
+// -----
+
+// Negative: the router's expert indices are integers; a gather cannot follow
+// them, so the gather stays in front of the router.
+sl.mesh @mesh(tp = 2)
+// CHECK-LABEL: func.func @before_router
+// CHECK: sl.all_gather
+// CHECK-NEXT: sl.router_topk
+// REC: module {
+func.func @before_router(%l: tensor<2x8x4xf32, #sl.layout<@mesh, [[], [tp], []]>>) -> (tensor<2x8x2xf32, #sl.layout<@mesh, [[], [], []]>>, tensor<2x8x2xi32, #sl.layout<@mesh, [[], [], []]>>) {
+  %g = sl.all_gather %l {axes = ["tp"], dim = 1} : tensor<2x8x4xf32, #sl.layout<@mesh, [[], [tp], []]>> -> tensor<2x8x4xf32, #sl.layout<@mesh, [[], [], []]>>
+  %w, %i = sl.router_topk %g {k = 2} : (tensor<2x8x4xf32, #sl.layout<@mesh, [[], [], []]>>) -> (tensor<2x8x2xf32, #sl.layout<@mesh, [[], [], []]>>, tensor<2x8x2xi32, #sl.layout<@mesh, [[], [], []]>>)
+  return %w, %i : tensor<2x8x2xf32, #sl.layout<@mesh, [[], [], []]>>, tensor<2x8x2xi32, #sl.layout<@mesh, [[], [], []]>>
+}
+
+// -----
+
+// Negative: an all_reduce with a second user stays; turning the slice into a
+// reduce_scatter would run both.
+sl.mesh @mesh(tp = 2)
+// CHECK-LABEL: func.func @reduce_two_users
+// CHECK: sl.all_reduce
+// CHECK: sl.slice
+// CHECK-NOT: = sl.reduce_scatter
+// REC: module {
+func.func @reduce_two_users(%x: tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []], partial = [tp]>>) -> (tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], []]>>, tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>) {
+  %r = sl.all_reduce %x {axes = ["tp"]} : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []], partial = [tp]>> -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>
+  %s = sl.slice %r {axes = ["tp"], dim = 1} : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>> -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], []]>>
+  return %s, %r : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], []]>>, tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>
+}
+
+// -----
+
+// Negative: a reorder does not cross ring attention, whose zigzag order
+// balances the causal work.
+sl.mesh @mesh(cp = 2)
+// CHECK-LABEL: func.func @reorder_before_ring
+// CHECK: sl.reorder
+// CHECK-NEXT: sl.ring_attention
+// REC: module {
+func.func @reorder_before_ring(%q: tensor<1x8x16xf32, #sl.layout<@mesh, [[], [cp], []]>>) -> tensor<1x8x16xf32, #sl.layout<@mesh, [[], [cp] zigzag, []]>> {
+  %z = sl.reorder %q : tensor<1x8x16xf32, #sl.layout<@mesh, [[], [cp], []]>> -> tensor<1x8x16xf32, #sl.layout<@mesh, [[], [cp] zigzag, []]>>
+  %o = sl.ring_attention %z, %z, %z {heads = 4, kv_heads = 4, axes = ["cp"]} : (tensor<1x8x16xf32, #sl.layout<@mesh, [[], [cp] zigzag, []]>>, tensor<1x8x16xf32, #sl.layout<@mesh, [[], [cp] zigzag, []]>>, tensor<1x8x16xf32, #sl.layout<@mesh, [[], [cp] zigzag, []]>>) -> tensor<1x8x16xf32, #sl.layout<@mesh, [[], [cp] zigzag, []]>>
+  return %o : tensor<1x8x16xf32, #sl.layout<@mesh, [[], [cp] zigzag, []]>>
+}

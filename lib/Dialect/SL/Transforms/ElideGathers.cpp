@@ -53,9 +53,33 @@ std::optional<std::vector<Layout>> derive(Operation *op,
   for (Value v : llvm::concat<Value>(op->getOperands(), op->getResults()))
     if (!getLayout(v))
       return std::nullopt;
+  // Only free dimensions may change: a sequence-mixing one that the op splits
+  // with a remedy (ring attention, chunked scans, halos) would compute
+  // something else in another layout.
+  auto iface = dyn_cast<ShardingRuleOpInterface>(op);
+  if (!iface)
+    return std::nullopt;
+  shardline::ShardingRule rule = iface.getShardingRule();
+  for (OpOperand &use : op->getOpOperands()) {
+    auto it = replace.find(use.get());
+    if (it == replace.end())
+      continue;
+    Layout now = toLayout(getLayout(use.get()));
+    const auto &dims = rule.operands[use.getOperandNumber()];
+    for (size_t d = 0; d < dims.size(); ++d)
+      if ((now.dims[d] != it->second.dims[d] || now.dimOrder(d) != it->second.dimOrder(d)) &&
+          (dims[d] < 0 || rule.factors[dims[d]].kind != shardline::FactorKind::Free))
+        return std::nullopt;
+  }
   std::optional<shardline::RuleCheck> check = checkOpRule(op, replace);
   if (!check || !check->error.empty())
     return std::nullopt;
+  // A result whose layout would change needs a transition back, and those
+  // take float tensors only (not the router's expert indices).
+  for (auto [i, r] : llvm::enumerate(op->getResults()))
+    if (check->results[i] != toLayout(getLayout(r)) &&
+        !isa<FloatType>(getElementTypeOrSelf(r.getType())))
+      return std::nullopt;
   return check->results;
 }
 
@@ -287,8 +311,9 @@ struct CancelGatherSlice : RecordingPattern<SliceOp> {
 struct AllReduceSlice : RecordingPattern<SliceOp> {
   using RecordingPattern::RecordingPattern;
   LogicalResult matchAndRewrite(SliceOp op, PatternRewriter &rewriter) const override {
+    // With other users the all-reduce would stay and both would run.
     auto reduce = op.getX().getDefiningOp<AllReduceOp>();
-    if (!reduce)
+    if (!reduce || !reduce.getResult().hasOneUse())
       return failure();
     Axes all = axesOf(reduce.getAxes()), sliced = axesOf(op.getAxes());
     for (const auto &a : sliced)
