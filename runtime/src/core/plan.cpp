@@ -30,26 +30,6 @@ int64_t elementBytes(plan::DType t) {
   return t == plan::DType::BF16 || t == plan::DType::F16 ? 2 : 4;
 }
 
-/// The compiler's layout of a plan tensor.
-Layout layoutOf(const plan::Tensor &t) {
-  Layout l = Layout::replicated(t.shape()->size());
-  if (const auto *layout = t.layout()) {
-    if (layout->dims())
-      for (size_t d = 0; d < layout->dims()->size() && d < l.dims.size(); ++d)
-        if (const auto *axes = layout->dims()->Get(d)->axes())
-          for (const auto *a : *axes)
-            l.dims[d].push_back(a->str());
-    if (layout->partial())
-      for (const auto *a : *layout->partial())
-        l.partial.push_back(a->str());
-    if (layout->order_dim() >= 0) {
-      l.orderDim = layout->order_dim();
-      l.order = ChunkOrder::Zigzag;
-    }
-  }
-  return l;
-}
-
 /// The plan's own consistency, after the schema check.
 std::string checkPlan(const plan::Plan &p) {
   if (!p.mesh() || !p.tensors() || !p.ops())
@@ -229,6 +209,25 @@ std::vector<uint8_t> embeddedPlan(const std::string &path) {
   in.seekg(size - 16 - (int64_t)planSize);
   in.read(reinterpret_cast<char *>(plan.data()), (std::streamsize)planSize);
   return in ? plan : std::vector<uint8_t>();
+}
+
+Layout layoutOf(const plan::Tensor &t) {
+  Layout l = Layout::replicated(t.shape()->size());
+  if (const auto *layout = t.layout()) {
+    if (layout->dims())
+      for (size_t d = 0; d < layout->dims()->size() && d < l.dims.size(); ++d)
+        if (const auto *axes = layout->dims()->Get(d)->axes())
+          for (const auto *a : *axes)
+            l.dims[d].push_back(a->str());
+    if (layout->partial())
+      for (const auto *a : *layout->partial())
+        l.partial.push_back(a->str());
+    if (layout->order_dim() >= 0) {
+      l.orderDim = layout->order_dim();
+      l.order = ChunkOrder::Zigzag;
+    }
+  }
+  return l;
 }
 
 bool knownOpKind(const std::string &kind) {

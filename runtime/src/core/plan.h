@@ -16,6 +16,7 @@
 #ifndef SHARDLINE_RUNTIME_CORE_PLAN_H
 #define SHARDLINE_RUNTIME_CORE_PLAN_H
 
+#include "core/layout.h"
 #include "plan_generated.h"
 
 #include <cstdint>
@@ -51,6 +52,9 @@ constexpr char kExecutableMarker[9] = "SLEXEC01";
 /// The plan appended to the executable at `path`, or an empty vector when it
 /// carries none.
 std::vector<uint8_t> embeddedPlan(const std::string &path);
+
+/// The layout of a plan tensor in the terms of core/layout.h.
+Layout layoutOf(const plan::Tensor &tensor);
 
 /// The op kinds this runtime knows (the sl ops a plan may contain).
 bool knownOpKind(const std::string &kind);

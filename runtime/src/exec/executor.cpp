@@ -82,25 +82,6 @@ const std::set<std::string> kSupported = {
     "ssd_scan",      "ssd_correct",  "rglru_scan",     "rglru_correct", "scan_state_exchange",
     "router_topk",   "moe_dispatch", "moe_experts",    "moe_combine"};
 
-Layout layoutOf(const plan::Tensor &t) {
-  Layout l = Layout::replicated(t.shape()->size());
-  if (const auto *layout = t.layout()) {
-    if (layout->dims())
-      for (size_t d = 0; d < layout->dims()->size() && d < l.dims.size(); ++d)
-        if (const auto *axes = layout->dims()->Get(d)->axes())
-          for (const auto *a : *axes)
-            l.dims[d].push_back(a->str());
-    if (layout->partial())
-      for (const auto *a : *layout->partial())
-        l.partial.push_back(a->str());
-    if (layout->order_dim() >= 0) {
-      l.orderDim = layout->order_dim();
-      l.order = ChunkOrder::Zigzag;
-    }
-  }
-  return l;
-}
-
 const plan::Attr *findAttr(const plan::Op &op, const char *name) {
   if (op.attrs())
     for (const auto *a : *op.attrs())
