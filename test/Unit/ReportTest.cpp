@@ -106,6 +106,64 @@ TEST_F(ReportTest, BytesFollowTheConventions) {
   EXPECT_EQ(r.peakActivationBytesPerRank, 512 + 512 + 256 + 512);
 }
 
+// The collectives that are not gathers or scatters, each on a value whose
+// local shape is easy to count by hand (cp = tp = 2, f32).
+TEST_F(ReportTest, ExchangesFollowTheConventions) {
+  Report r = ofIR(R"(
+    sl.mesh @mesh(cp = 2, tp = 2)
+    func.func @f(%x: tensor<1x8x16xf32, #sl.layout<@mesh, [[], [cp], []]>>,
+                 %s: tensor<2x1x16xf32, #sl.layout<@mesh, [[cp], [], []]>>,
+                 %q: tensor<2x8x32xf32, #sl.layout<@mesh, [[], [cp] zigzag, [tp]]>>,
+                 %k: tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp] zigzag, [tp]]>>,
+                 %l: tensor<2x8x32xf32, #sl.layout<@mesh, [[], [cp], [tp]]>>,
+                 %y: tensor<2x8xi32, #sl.layout<@mesh, [[], [cp]]>>,
+                 %t: tensor<4x2x8x16xf32, #sl.layout<@mesh, [[], [tp], [], []]>>) {
+      %h = sl.halo %x {axes = ["cp"], width = 3} : tensor<1x8x16xf32, #sl.layout<@mesh, [[], [cp], []]>> -> tensor<1x6x16xf32, #sl.layout<@mesh, [[], [cp], []]>>
+      %i = sl.scan_state_exchange %s, %s {axes = ["cp"]} : (tensor<2x1x16xf32, #sl.layout<@mesh, [[cp], [], []]>>, tensor<2x1x16xf32, #sl.layout<@mesh, [[cp], [], []]>>) -> tensor<2x1x16xf32, #sl.layout<@mesh, [[cp], [], []]>>
+      %o = sl.ring_attention %q, %k, %k {heads = 4, kv_heads = 2, axes = ["cp"]} : (tensor<2x8x32xf32, #sl.layout<@mesh, [[], [cp] zigzag, [tp]]>>, tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp] zigzag, [tp]]>>, tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp] zigzag, [tp]]>>) -> tensor<2x8x32xf32, #sl.layout<@mesh, [[], [cp] zigzag, [tp]]>>
+      %e = sl.cross_entropy %l, %y {vocab_axes = ["tp"]} : (tensor<2x8x32xf32, #sl.layout<@mesh, [[], [cp], [tp]]>>, tensor<2x8xi32, #sl.layout<@mesh, [[], [cp]]>>) -> tensor<f32, #sl.layout<@mesh, [], partial = [cp]>>
+      %m = sl.all_reduce %e {axes = ["cp"]} : tensor<f32, #sl.layout<@mesh, [], partial = [cp]>> -> tensor<f32, #sl.layout<@mesh, []>>
+      %a = sl.all_to_all %t {axes = ["tp"], split_dim = 0, concat_dim = 1} : tensor<4x2x8x16xf32, #sl.layout<@mesh, [[], [tp], [], []]>> -> tensor<4x2x8x16xf32, #sl.layout<@mesh, [[tp], [], [], []]>>
+      return
+    })");
+  std::vector<std::pair<std::string, int64_t>> got;
+  for (const auto &c : r.collectives)
+    got.push_back({c.op, c.bytesPerRank});
+  std::vector<std::pair<std::string, int64_t>> want = {
+      // cp rank 1 holds tokens 4..7; tokens 1..3 are rank 0's: 3 rows of 16 f32.
+      {"halo", 3 * 16 * 4},
+      // (g-1) x (local states + local decays), each 1x1x16 f32.
+      {"scan_state_exchange", 1 * (64 + 64)},
+      // (g-1) x (local K + local V), each 2x4x8 f32.
+      {"ring_attention", 1 * (256 + 256)},
+      // Three per-token f32 vectors over 2x4 local tokens, exchanged whole.
+      {"all_reduce", 1 * 8 * 4},
+      {"all_reduce", 1 * 8 * 4},
+      {"all_reduce", 1 * 8 * 4},
+      // A scalar cannot be scattered: (g-1) x 4 bytes.
+      {"all_reduce", 1 * 4},
+      // (g-1)/g x the local operand, 4x1x8x16 f32.
+      {"all_to_all", 2048 / 2},
+  };
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(r.collectiveCounts["all_reduce"], 4);
+  EXPECT_EQ(r.commBytesPerRank, 192 + 128 + 512 + 96 + 4 + 1024);
+  for (const auto &c : r.collectives)
+    if (c.op == "all_reduce" && c.bytesPerRank == 32)
+      EXPECT_EQ(c.axes, std::vector<std::string>{"tp"});
+}
+
+// SP's identity on the byte helpers, for every group size g and full size B
+// that g divides (always the case: a gathered dimension splits evenly).
+TEST_F(ReportTest, GatherPlusScatterIsAnAllReduce) {
+  for (int64_t g : {1, 2, 3, 4, 8})
+    for (int64_t full : {0, 96, 24 * 1024, 3 * 5 * 7 * 64}) {
+      EXPECT_EQ(allGatherBytes(g, full) + reduceScatterBytes(g, full), allReduceBytes(g, full))
+          << "g=" << g << " B=" << full;
+      EXPECT_EQ(allGatherBytes(g, full) * g, (g - 1) * full);
+    }
+}
+
 TEST_F(ReportTest, ReorderCountsRowsThatMove) {
   Report r = ofIR(R"(
     sl.mesh @mesh(cp = 2)

@@ -104,10 +104,19 @@ def SLElideGathers : Pass<"sl-elide-gathers", "::mlir::ModuleOp"> {
 def SLExplain : Pass<"sl-explain", "::mlir::ModuleOp"> {
   let summary = "Explain every collective: who needs it, which rule, bytes per rank";
   let description = [{
-    Emits one remark per remaining collective: the op that needs it, the rule
-    that forces it, the bytes one rank sends, and the cheaper alternative that
-    was rejected, if any. With `lint`, warns on gathers whose consumers are
-    all free ops (premature gathers).
+    Emits one remark per remaining collective (and per op that communicates
+    inside: ring attention, vocab-parallel cross-entropy):
+
+      <op> over [axes]: <bytes> bytes per rank; needed by <first user>;
+      <sl.reason>; cheaper: <...> | rejected: <...>
+
+    `cheaper` names a legal placement that sends less and that the passes
+    missed: sinking an all_gather every user of which accepts the split
+    layout, a reduce_scatter for an all_reduce whose users all accept the
+    result split on one dimension, removing a collective without users.
+    `rejected` names the next placement and why it loses (for an all_reduce:
+    the user that needs the result whole). With `lint`, warns on gathers
+    whose users all accept the split layout (premature gathers).
   }];
   let options = [
     Option<"lint", "lint", "bool", /*default=*/"false",
@@ -120,8 +129,10 @@ def SLAnalyze : Pass<"sl-analyze", "::mlir::ModuleOp"> {
   let description = [{
     Computes the report of DESIGN §4: every collective with its bytes per
     rank (bandwidth-optimal conventions), the elided gathers, the weight
-    bytes per rank and the activation high-water mark per rank from
-    liveness. Writes JSON to `report` (if given) and a table to stdout.
+    bytes per rank and the high-water mark of the activation arena per rank
+    (the table also prints the liveness lower bound). Writes JSON to
+    `report` (if given) and a table to stdout. docs/report.md defines every
+    field.
   }];
   let options = [
     Option<"reportFile", "report", "std::string", /*default=*/"\"\"",
