@@ -130,16 +130,16 @@ Attribute LayoutAttr::parse(AsmParser &p, Type) {
         if (parseAxisList(p, axes))
           return failure();
         dims.push_back(ArrayAttr::get(ctx, axes));
-        for (auto [kw, o] : {std::pair{"zigzag", ChunkOrder::zigzag},
-                             std::pair{"contiguous", ChunkOrder::contiguous}}) {
-          if (succeeded(p.parseOptionalKeyword(kw))) {
-            if (orderDim >= 0)
-              return p.emitError(p.getCurrentLocation(),
-                                 "only one dimension may carry a chunk order");
-            orderDim = (int64_t)dims.size() - 1;
-            order = o;
-          }
-        }
+        StringRef kw;
+        SMLoc loc = p.getCurrentLocation();
+        if (failed(p.parseOptionalKeyword(&kw, {"zigzag", "contiguous"})))
+          return success();
+        if (orderDim >= 0)
+          return p.emitError(loc, "only one dimension may carry a chunk order");
+        orderDim = (int64_t)dims.size() - 1;
+        order = kw == "zigzag" ? ChunkOrder::zigzag : ChunkOrder::contiguous;
+        if (succeeded(p.parseOptionalKeyword(&kw, {"zigzag", "contiguous"})))
+          return p.emitError(loc, "a dimension takes one chunk order");
         return success();
       }))
     return {};

@@ -139,7 +139,23 @@ mlir::sl::checkOpRule(Operation *op, const llvm::DenseMap<Value, shardline::Layo
                               resultShapes);
 }
 
+/// Whether every value of `op` has the rank its rule gives it.
+static bool ranksFitRule(Operation *op, const ShardingRule &rule) {
+  for (auto [v, dims] : llvm::zip(op->getOperands(), rule.operands))
+    if (shape(v).size() != dims.size())
+      return false;
+  for (auto [v, dims] : llvm::zip(op->getResults(), rule.results))
+    if (shape(v).size() != dims.size())
+      return false;
+  return true;
+}
+
 LogicalResult mlir::sl::verifyShardingRule(Operation *op) {
+  // Interface verifiers run before the op's own verifier, which checks
+  // shapes; leave shapes the layout checks cannot use to it.
+  for (Value v : llvm::concat<Value>(op->getOperands(), op->getResults()))
+    if (!cast<RankedTensorType>(v.getType()).hasStaticShape())
+      return success();
   FailureOr<MeshOp> mesh = verifyValueLayouts(op);
   if (failed(mesh))
     return failure();
@@ -148,6 +164,8 @@ LogicalResult mlir::sl::verifyShardingRule(Operation *op) {
   ShardingRule rule = cast<ShardingRuleOpInterface>(op).getShardingRule();
   if (rule.operands.size() != op->getNumOperands() || rule.results.size() != op->getNumResults())
     return op->emitOpError("sharding rule does not cover every operand and result");
+  if (!ranksFitRule(op, rule))
+    return success();
   // An op with an unannotated value awaits sl-propagate-layouts, which
   // inserts the relayouts its rule needs; once every value has a layout, the
   // rule must hold.
@@ -290,7 +308,7 @@ LogicalResult RMSNormOp::verify() {
 
 ShardingRule RMSNormOp::getShardingRule() {
   RuleBuilder r;
-  auto lead = r.tokens(shape(getX()).size() - 1);
+  auto lead = r.tokens(std::max<size_t>(shape(getX()).size(), 1) - 1);
   int h = r.factor("h", FactorKind::Whole);
   r.operand("x", concat(lead, {h}));
   r.operand("weight", {h});
@@ -340,7 +358,7 @@ LogicalResult LinearOp::verify() {
 
 ShardingRule LinearOp::getShardingRule() {
   RuleBuilder r;
-  auto lead = r.tokens(shape(getX()).size() - 1);
+  auto lead = r.tokens(std::max<size_t>(shape(getX()).size(), 1) - 1);
   int k = r.factor("k", FactorKind::Contracted), n = r.factor("n");
   r.operand("x", concat(lead, {k}));
   r.operand("weight", {k, n});
@@ -362,8 +380,9 @@ LogicalResult RopeOp::verify() {
 
 ShardingRule RopeOp::getShardingRule() {
   RuleBuilder r;
-  int b = r.factor("b"), s = r.seq(),
-      c = r.factor("heads", FactorKind::Free, shape(getX())[2] / getHeadDim());
+  auto x = shape(getX());
+  int64_t heads = x.size() == 3 && getHeadDim() > 0 ? x[2] / getHeadDim() : 0;
+  int b = r.factor("b"), s = r.seq(), c = r.factor("heads", FactorKind::Free, heads);
   r.operand("x", {b, s, c});
   r.result("result", {b, s, c});
   r.rule.partial = PartialRule::One;
@@ -415,6 +434,16 @@ LogicalResult RingAttentionOp::verify() {
     return emitOpError("q and k must have the same sequence length");
   if (getAxes().empty())
     return emitOpError("needs at least one ring axis");
+  // Every rank of the ring must hold its own block of keys, or the merge
+  // counts some keys more than once.
+  if (LayoutAttr l = getLayout(getQ())) {
+    SmallVector<StringRef> want;
+    for (Attribute a : getAxes())
+      want.push_back(cast<StringAttr>(a).getValue());
+    if (l.getDimAxes(1) != want)
+      return emitOpError("axes must be the axes that split the sequence of q, ")
+             << shardline::formatAxes(toLayout(l).dims[1]);
+  }
   return success();
 }
 
@@ -427,6 +456,19 @@ ShardingRule RingAttentionOp::getShardingRule() {
   r.operand("v", {b, s, h});
   r.result("result", {b, s, h});
   return r.rule;
+}
+
+/// Number of chunks the sequence (dimension 1) of `v` is cut into: one per
+/// rank of its split, two in zigzag order; -1 when its mesh is unknown.
+static int64_t seqChunks(Operation *op, Value v) {
+  LayoutAttr l = getLayout(v);
+  if (!l || l.getRank() < 2 || l.getDimAxes(1).empty())
+    return 1;
+  MeshOp mesh = lookupMesh(op, l);
+  if (!mesh)
+    return -1;
+  int64_t n = toMesh(mesh).product(toLayout(l).dims[1]);
+  return l.getDimOrder(1) == ChunkOrder::zigzag ? 2 * n : n;
 }
 
 LogicalResult CausalConv1dOp::verify() {
@@ -446,9 +488,12 @@ LogicalResult CausalConv1dOp::verify() {
         failed(checkDim(*this, halo, "halo", 0, x[0], "batch")) ||
         failed(checkDim(*this, halo, "halo", 2, x[2], "channels")))
       return failure();
-    if (width == 0 || shape(halo)[1] % width != 0)
-      return emitOpError("halo holds ") << shape(halo)[1] << " tokens, not a multiple of the "
-                                        << width << " that each chunk needs";
+    if (width == 0)
+      return emitOpError("has a halo but its kernel of width 1 reads no earlier tokens");
+    int64_t chunks = seqChunks(*this, getX());
+    if (chunks > 0 && shape(halo)[1] != chunks * width)
+      return emitOpError("halo holds ") << shape(halo)[1] << " tokens but x's " << chunks
+                                        << " sequence chunks need " << chunks << " * " << width;
     LayoutAttr hl = getLayout(halo), xl = getLayout(getX());
     if (hl && xl &&
         (hl.getDimAxes(1) != xl.getDimAxes(1) || hl.getDimOrder(1) != xl.getDimOrder(1)))
@@ -461,7 +506,7 @@ ShardingRule CausalConv1dOp::getShardingRule() {
   RuleBuilder r;
   int b = r.factor("b"), s = r.seq(), c = r.factor("c"), w = r.factor("width", FactorKind::Whole);
   SmallVector<StringRef> haloAxes;
-  if (LayoutAttr hl = getHalo() ? getLayout(getHalo()) : LayoutAttr())
+  if (LayoutAttr hl = getHalo() ? getLayout(getHalo()) : LayoutAttr(); hl && hl.getRank() > 1)
     haloAxes = hl.getDimAxes(1);
   r.mixing(s, Remedy::Halo, haloAxes);
   r.operand("x", {b, s, c});
@@ -557,7 +602,7 @@ LogicalResult SSDScanOp::verify() {
 
 ShardingRule SSDScanOp::getShardingRule() {
   RuleBuilder r;
-  int b = r.factor("b"), s = r.seq(), h = r.factor("heads", FactorKind::Free, getGroups()),
+  int b = r.factor("b"), s = r.seq(), h = r.factor("groups", FactorKind::Free, getGroups()),
       p = r.factor("p", FactorKind::Whole), n = r.factor("n", FactorKind::Whole);
   r.mixing(s, Remedy::StatePassing, getChunkAxes());
   bool chunked = !getChunkAxes().empty();
@@ -586,19 +631,31 @@ LogicalResult SSDCorrectOp::verify() {
       failed(checkRank(*this, getInit(), "init", 5)))
     return failure();
   auto y = shape(getY0());
-  int64_t heads = getHeads();
-  if (heads <= 0 || getGroups() <= 0 || heads % getGroups() != 0)
-    return emitOpError("heads must be a positive multiple of groups");
+  int64_t heads = getHeads(), groups = getGroups();
+  if (heads <= 0 || groups <= 0 || heads % groups != 0)
+    return emitOpError("heads (") << heads << ") must be a positive multiple of groups (" << groups
+                                  << ")";
+  if (failed(checkDivides(*this, y[2], heads, "y0 channels by heads")))
+    return failure();
   if (shape(getDt()) != ArrayRef<int64_t>{y[0], y[1], heads})
     return emitOpError("dt must be [batch, seq, heads]");
   if (failed(checkRank(*this, getC(), "C", 3)) ||
-      failed(checkDivides(*this, shape(getC())[2], getGroups(), "C channels by groups")))
+      failed(checkDivides(*this, shape(getC())[2], groups, "C channels by groups")))
     return failure();
+  if (shape(getC())[0] != y[0] || shape(getC())[1] != y[1])
+    return emitOpError("C must be [batch, seq, groups * state]");
+  for (auto [v, name] : {std::pair{getALog(), "a_log"}, std::pair{getDtBias(), "dt_bias"}})
+    if (failed(checkRank(*this, v, name, 1)) || failed(checkDim(*this, v, name, 0, heads, "heads")))
+      return failure();
   if (failed(checkChunkAxes(*this, getY0(), getChunkAxes())))
     return failure();
   int64_t chunks = numChunks(*this, getY0(), getChunkAxes());
   if (chunks > 0 && failed(checkDim(*this, getInit(), "init", 0, chunks, "chunks")))
     return failure();
+  int64_t p = y[2] / heads, n = shape(getC())[2] / groups;
+  for (auto [i, d] : llvm::enumerate(ArrayRef<int64_t>{y[0], heads, p, n}))
+    if (failed(checkDim(*this, getInit(), "init", i + 1, d, "scan state")))
+      return failure();
   if (getResult().getType().getShape() != y)
     return emitOpError("result must have y0's shape");
   return success();
@@ -606,7 +663,7 @@ LogicalResult SSDCorrectOp::verify() {
 
 ShardingRule SSDCorrectOp::getShardingRule() {
   RuleBuilder r;
-  int b = r.factor("b"), s = r.seq(), h = r.factor("heads", FactorKind::Free, getGroups()),
+  int b = r.factor("b"), s = r.seq(), h = r.factor("groups", FactorKind::Free, getGroups()),
       p = r.factor("p", FactorKind::Whole), n = r.factor("n", FactorKind::Whole);
   r.mixing(s, Remedy::StatePassing, getChunkAxes());
   r.operand("y0", {b, s, h});
@@ -670,10 +727,20 @@ LogicalResult RGLRUCorrectOp::verify() {
   auto y = shape(getY0());
   if (shape(getX()) != y || getResult().getType().getShape() != y)
     return emitOpError("y0, x and the result must have one shape");
+  for (auto [v, name] :
+       {std::pair{getWa(), "wa"}, std::pair{getBa(), "ba"}, std::pair{getLambda(), "lambda"}})
+    if (failed(checkRank(*this, v, name, 1)) || failed(checkDim(*this, v, name, 0, y[2], "width")))
+      return failure();
   if (failed(checkChunkAxes(*this, getY0(), getChunkAxes())))
     return failure();
+  // Like sl.ssd_correct, init has its chunk dimension even for a single chunk.
   int64_t chunks = numChunks(*this, getY0(), getChunkAxes());
-  return checkSummary(*this, getInit(), "init", getChunkAxes(), chunks, {y[0], y[2]});
+  if (chunks > 0 && failed(checkDim(*this, getInit(), "init", 0, chunks, "chunks")))
+    return failure();
+  if (failed(checkDim(*this, getInit(), "init", 1, y[0], "batch")) ||
+      failed(checkDim(*this, getInit(), "init", 2, y[2], "width")))
+    return failure();
+  return success();
 }
 
 ShardingRule RGLRUCorrectOp::getShardingRule() {
@@ -861,6 +928,17 @@ LogicalResult CrossEntropyOp::verify() {
   auto l = shape(getLogits());
   if (shape(getLabels()) != l.take_front(2))
     return emitOpError("labels must be [batch, seq] of the logits");
+  // The max and sum are all-reduced over vocab_axes: an axis that does not
+  // split the vocabulary would count every logit once per rank.
+  LayoutAttr layout = getLayout(getLogits());
+  if (layout && !getVocabAxes().empty()) {
+    SmallVector<StringRef> want;
+    for (Attribute a : getVocabAxes())
+      want.push_back(cast<StringAttr>(a).getValue());
+    if (layout.getDimAxes(2) != want)
+      return emitOpError("vocab_axes must be the axes that split the logits' vocabulary, ")
+             << shardline::formatAxes(toLayout(layout).dims[2]);
+  }
   return success();
 }
 
@@ -894,6 +972,9 @@ verifyTransition(Operation *op, Value in, Value out, bool sameShape) {
   LayoutAttr li = getLayout(in), lo = getLayout(out);
   if (!li || !lo)
     return op->emitOpError("operand and result must carry #sl.layout encodings");
+  if (!cast<RankedTensorType>(in.getType()).hasStaticShape() ||
+      !cast<RankedTensorType>(out.getType()).hasStaticShape())
+    return op->emitOpError("operand and result must have static shapes");
   if (getElementTypeOrSelf(in.getType()) != getElementTypeOrSelf(out.getType()))
     return op->emitOpError("operand and result element types differ");
   if (sameShape && shape(in) != shape(out))
@@ -1063,7 +1144,7 @@ LogicalResult HaloOp::verify() {
 }
 
 LogicalResult ScanStateExchangeOp::verify() {
-  if (failed(verifyValueLayouts(*this)))
+  if (failed(verifyStaticAndElementTypes(*this)) || failed(verifyValueLayouts(*this)))
     return failure();
   LayoutAttr ls = getLayout(getStates()), ld = getLayout(getDecays()), lr = getLayout(getResult());
   if (!ls || !ld || !lr)
@@ -1076,10 +1157,17 @@ LogicalResult ScanStateExchangeOp::verify() {
   auto axes = strings(getAxes());
   if (axes.empty())
     return emitOpError("needs at least one axis");
-  if (toLayout(ls).dims[0] != axes || toLayout(ld).dims[0] != axes)
+  shardline::Layout states = toLayout(ls), decays = toLayout(ld);
+  if (states.dims[0] != axes || decays.dims[0] != axes)
     return emitOpError("states and decays must be split over ")
            << shardline::formatAxes(axes) << " along the chunk dimension";
-  if (!ls.getPartial().empty() || !ld.getPartial().empty())
+  if (!states.partial.empty() || !decays.partial.empty())
     return emitOpError("summaries cannot be pending sums");
+  // Each rank combines the decay and state of the same chunks and elements.
+  for (size_t i = 0; i < decays.dims.size(); ++i)
+    if (decays.dims[i] != states.dims[i] || decays.dimOrder(i) != states.dimOrder(i))
+      return emitOpError("decays must be split like the states' leading dimensions; dimension ")
+             << i << " of the states is split over " << shardline::formatAxes(states.dims[i])
+             << (states.dimOrder(i) == shardline::ChunkOrder::Zigzag ? " zigzag" : "");
   return success();
 }
