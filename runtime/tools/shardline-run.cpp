@@ -1,5 +1,6 @@
-//===- shardline-run.cpp - run a plan on thread ranks ----------------------===//
+//===- shardline-run.cpp - run a plan on CPU ranks -------------------------===//
 
+#include "comm/mpi.h"
 #include "core/plan.h"
 #include "exec/executor.h"
 
@@ -15,13 +16,18 @@ using namespace shardline::rt;
 namespace {
 void usage(FILE *out) {
   std::fprintf(out,
-               "usage: shardline-run PLAN.slp [--ranks N] [--seed S] [--weights W.safetensors]\n"
-               "                     [--save-weights W.safetensors] [--steps N] [--verify]\n"
-               "       MODEL [--ranks N] [--seed S] [--verify]   (an executable from\n"
-               "       shardline-compile -o MODEL, which carries its plan)\n\n"
-               "Runs a plan from shardline-compile --emit plan on N ranks that are threads of\n"
-               "this process (N must be the plan's mesh size; default: that size).\n\n"
-               "  --ranks N   number of ranks; must equal the plan's mesh size\n"
+               "usage: shardline-run PLAN.slp [--ranks N] [--comm threads|mpi] [--seed S]\n"
+               "                     [--weights W.safetensors] [--save-weights W.safetensors]\n"
+               "                     [--steps N] [--verify]\n"
+               "       MODEL [same options]   (an executable from shardline-compile -o MODEL,\n"
+               "                               which carries its plan)\n\n"
+               "Runs a plan from shardline-compile --emit plan on CPU ranks: threads of this\n"
+               "process, or one MPI process per rank under mpirun.\n\n"
+               "  --ranks N   number of ranks; must equal the plan's mesh size (default: that\n"
+               "              size; under mpirun, the number of processes)\n"
+               "  --comm C    threads (default): every rank a thread of this process;\n"
+               "              mpi: this process is one rank, started by e.g.\n"
+               "              mpirun -np N shardline-run PLAN.slp --comm mpi\n"
                "  --seed S    seed of the weights, tokens and labels (default 1)\n"
                "  --weights W load the weights from a safetensors file (by name; shapes must\n"
                "              match) instead of generating them from the seed\n"
@@ -30,8 +36,9 @@ void usage(FILE *out) {
                "              the time per op (default 1)\n"
                "  --verify    also run the single-device program of the same model and seed,\n"
                "              compare the outputs (logits and loss), print the largest absolute\n"
-               "              and relative errors and PASS or FAIL, and the bytes sent per rank\n"
-               "              beside the report's; exit 0 only on PASS\n");
+               "              and relative errors and PASS or FAIL; PASS needs a relative error\n"
+               "              of at most 1e-4 and the measured bytes per rank and arena peak\n"
+               "              equal to the report's; exit 0 only on PASS\n");
 }
 
 bool parseInt(const char *text, int64_t &out) {
@@ -42,10 +49,16 @@ bool parseInt(const char *text, int64_t &out) {
   out = v;
   return true;
 }
+
+int fail(const std::string &message) {
+  std::fprintf(stderr, "shardline-run: error: %s\n", message.c_str());
+  finalizeMpi();
+  return 1;
+}
 } // namespace
 
 int main(int argc, char **argv) {
-  std::string planPath;
+  std::string planPath, commName = "threads";
   int64_t ranks = -1, seed = 1, steps = 1;
   bool verify = false;
   std::string weightsFile, saveWeightsFile;
@@ -56,23 +69,22 @@ int main(int argc, char **argv) {
       return 0;
     }
     if (a == "--ranks" || a == "--seed" || a == "--steps") {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "shardline-run: error: %s needs a value\n", a.c_str());
-        return 1;
-      }
+      if (i + 1 >= argc)
+        return fail(a + " needs a value");
       int64_t &target = a == "--ranks" ? ranks : a == "--seed" ? seed : steps;
-      if (!parseInt(argv[++i], target)) {
-        std::fprintf(stderr, "shardline-run: error: %s needs a non-negative integer, got '%s'\n",
-                     a.c_str(), argv[i]);
-        return 1;
-      }
+      if (!parseInt(argv[++i], target))
+        return fail(a + " needs a non-negative integer, got '" + argv[i] + "'");
     } else if (a == "--verify") {
       verify = true;
+    } else if (a == "--comm") {
+      if (i + 1 >= argc)
+        return fail("--comm needs threads or mpi");
+      commName = argv[++i];
+      if (commName != "threads" && commName != "mpi")
+        return fail("--comm must be threads or mpi, got '" + commName + "'");
     } else if (a == "--weights" || a == "--save-weights") {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "shardline-run: error: %s needs a file\n", a.c_str());
-        return 1;
-      }
+      if (i + 1 >= argc)
+        return fail(a + " needs a file");
       (a == "--weights" ? weightsFile : saveWeightsFile) = argv[++i];
     } else if (!a.empty() && a[0] == '-') {
       std::fprintf(stderr, "shardline-run: error: unknown option '%s'\n", a.c_str());
@@ -81,9 +93,7 @@ int main(int argc, char **argv) {
     } else if (planPath.empty()) {
       planPath = a;
     } else {
-      std::fprintf(stderr, "shardline-run: error: one plan at a time ('%s' and '%s')\n",
-                   planPath.c_str(), a.c_str());
-      return 1;
+      return fail("one plan at a time ('" + planPath + "' and '" + a + "')");
     }
   }
   std::string error;
@@ -101,50 +111,68 @@ int main(int argc, char **argv) {
   } else {
     plan = loadPlanFile(planPath, error);
   }
-  if (!plan) {
-    std::fprintf(stderr, "shardline-run: error: %s\n", error.c_str());
-    return 1;
+  std::unique_ptr<Comm> mpi;
+  if (commName == "mpi") {
+    mpi = makeMpiComm(&argc, &argv, error);
+    if (!mpi)
+      return fail(error);
   }
-  if (ranks >= 0 && ranks != plan->ranks()) {
-    std::fprintf(stderr, "shardline-run: error: the plan is for %lld ranks, --ranks says %lld\n",
-                 (long long)plan->ranks(), (long long)ranks);
-    return 1;
-  }
+  // Under MPI a failing rank ends the whole job: the others may be waiting
+  // for it in a collective.
+  auto rankError = [&](const std::string &message) {
+    if (mpi)
+      mpi->abort(message);
+    return fail(message);
+  };
+  if (!plan)
+    return rankError(error);
+  if (ranks >= 0 && ranks != plan->ranks())
+    return rankError("the plan is for " + std::to_string(plan->ranks()) + " ranks, --ranks says " +
+                     std::to_string(ranks));
+  if (mpi && mpi->size() != plan->ranks())
+    return rankError("the plan is for " + std::to_string(plan->ranks()) +
+                     " ranks, mpirun started " + std::to_string(mpi->size()) + " processes");
   RunOptions options;
   options.seed = (uint64_t)seed;
   options.weightsFile = weightsFile;
   options.steps = std::max<int64_t>(1, steps);
   options.saveWeightsFile = saveWeightsFile;
-  RunResult run = runPlan(*plan, options);
-  if (!run.error.empty()) {
-    std::fprintf(stderr, "shardline-run: error: %s\n", run.error.c_str());
-    return 1;
+  RunResult run = mpi ? runPlanOnRank(*plan, options, *mpi) : runPlan(*plan, options);
+  if (!run.error.empty())
+    return rankError(run.error);
+  if (mpi && mpi->rank() != 0) {
+    finalizeMpi();
+    return 0;
   }
-  std::printf("model %s on %lld ranks (threads), seed %lld\n", plan->root()->model()->c_str(),
-              (long long)run.ranks, (long long)seed);
+  const shardline::plan::Plan &root = *plan->root();
+  std::printf("model %s on %lld ranks (%s), seed %lld\n", root.model()->c_str(),
+              (long long)run.ranks, commName.c_str(), (long long)seed);
   for (size_t i = 0; i < run.outputs.size(); ++i)
     if (run.outputs[i].size() == 1)
       std::printf("output %zu: %.6f\n", i, run.outputs[i][0]);
   if (steps > 1) {
-    const auto *tokensTensor = plan->root()->tensors()->Get(plan->root()->inputs()->Get(0));
+    const auto *tokensTensor = root.tensors()->Get(root.inputs()->Get(0));
     int64_t tokens = tokensTensor->shape()->Get(0) * tokensTensor->shape()->Get(1);
     double perStep = run.seconds / (double)options.steps;
     std::printf("%lld steps: %.3f ms per step, %.0f tokens/s, %.2f us per op\n",
                 (long long)options.steps, perStep * 1e3, (double)tokens / perStep,
-                perStep * 1e6 / (double)plan->root()->ops()->size());
+                perStep * 1e6 / (double)root.ops()->size());
   }
   std::printf("bytes sent per rank: %lld measured, %lld in the report\n",
-              (long long)run.bytesSentPerRank, (long long)plan->root()->comm_bytes_per_rank());
-  if (!verify)
+              (long long)run.bytesSentPerRank, (long long)root.comm_bytes_per_rank());
+  std::printf("arena peak per rank: %lld measured, %lld in the report (%lld bytes live at most)\n",
+              (long long)run.arenaPeak, (long long)root.arena_bytes(),
+              (long long)run.liveBytesPeak);
+  if (!verify) {
+    finalizeMpi();
     return 0;
+  }
   options.singleDevice = true;
   options.saveWeightsFile.clear();
   options.steps = 1;
   RunResult ref = runPlan(*plan, options);
-  if (!ref.error.empty()) {
-    std::fprintf(stderr, "shardline-run: error: single-device run: %s\n", ref.error.c_str());
-    return 1;
-  }
+  if (!ref.error.empty())
+    return fail("single-device run: " + ref.error);
   // Relative error of an output: its largest absolute error over its largest
   // reference magnitude (elementwise ratios blow up on values near zero).
   double maxAbs = 0, maxRel = 0;
@@ -157,11 +185,14 @@ int main(int argc, char **argv) {
     maxAbs = std::max(maxAbs, abs);
     maxRel = std::max(maxRel, scale > 0 ? abs / scale : abs);
   }
-  bool bytesMatch = run.bytesSentPerRank == plan->root()->comm_bytes_per_rank();
-  bool pass = maxRel <= 1e-4 && bytesMatch;
+  bool bytesMatch = run.bytesSentPerRank == root.comm_bytes_per_rank();
+  bool peakMatch = run.arenaPeak == root.arena_bytes();
+  bool pass = maxRel <= 1e-4 && bytesMatch && peakMatch;
   std::printf("verify against the single-device run: max abs error %.3g, max rel error %.3g; "
-              "bytes %s the report\n",
-              maxAbs, maxRel, bytesMatch ? "match" : "DO NOT match");
+              "bytes %s the report; arena peak %s the report\n",
+              maxAbs, maxRel, bytesMatch ? "match" : "DO NOT match",
+              peakMatch ? "matches" : "DOES NOT match");
   std::printf("%s\n", pass ? "PASS" : "FAIL");
+  finalizeMpi();
   return pass ? 0 : 1;
 }

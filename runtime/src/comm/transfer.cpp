@@ -84,19 +84,22 @@ void forEachLocal(const Mesh &mesh, const std::vector<int64_t> &shape, const Lay
 
 } // namespace
 
-TransferResult transfer(const Mesh &mesh, const std::vector<int64_t> &shape, const Layout &from,
-                        const std::vector<const float *> &sources, const Layout &to, int64_t rank,
-                        float *dst) {
-  TransferResult result;
+int64_t TransferPlan::remoteElements(int64_t rank) const {
+  int64_t n = 0;
+  for (size_t m = 0; m < reads.size(); ++m)
+    if ((int64_t)m != rank)
+      n += (int64_t)reads[m].size();
+  return n;
+}
+
+TransferPlan planTransfer(const Mesh &mesh, const std::vector<int64_t> &shape, const Layout &from,
+                          const Layout &to, int64_t rank) {
+  TransferPlan plan;
   for (const auto &a : to.partial)
     if (std::find(from.partial.begin(), from.partial.end(), a) == from.partial.end()) {
-      result.error = "cannot create a pending sum over '" + a + "'";
-      return result;
+      plan.error = "cannot create a pending sum over '" + a + "'";
+      return plan;
     }
-  if ((int64_t)sources.size() != mesh.numRanks()) {
-    result.error = "expected one source buffer per rank";
-    return result;
-  }
   std::vector<int64_t> self = mesh.coords(rank);
   std::vector<DimOwners> owners;
   for (unsigned d = 0; d < shape.size(); ++d)
@@ -107,11 +110,12 @@ TransferResult transfer(const Mesh &mesh, const std::vector<int64_t> &shape, con
   for (const auto &a : from.partial)
     if (std::find(to.partial.begin(), to.partial.end(), a) == to.partial.end())
       summed.push_back(axisIndex(mesh, a));
-  int64_t combos = 1;
   for (int64_t a : summed)
-    combos *= mesh.axes[a].second;
+    plan.terms *= mesh.axes[a].second;
+  plan.reads.assign(mesh.numRanks(), {});
+  plan.sources.reserve(numElements(localShape(to, mesh, shape)) * plan.terms);
 
-  forEachLocal(mesh, shape, to, rank, [&](int64_t i, const std::vector<int64_t> &g) {
+  forEachLocal(mesh, shape, to, rank, [&](int64_t, const std::vector<int64_t> &g) {
     std::vector<int64_t> c = self;
     int64_t offset = 0;
     for (size_t d = 0; d < shape.size(); ++d) {
@@ -120,20 +124,54 @@ TransferResult transfer(const Mesh &mesh, const std::vector<int64_t> &shape, con
         c[o.axes[k]] = o.coords[g[d]][k];
       offset = offset * srcLocal[d] + o.local[g[d]];
     }
-    float sum = 0;
-    for (int64_t k = 0; k < combos; ++k) {
+    for (int64_t k = 0; k < plan.terms; ++k) {
       int64_t rest = k;
       for (int64_t a : summed) {
         c[a] = rest % mesh.axes[a].second;
         rest /= mesh.axes[a].second;
       }
       int64_t src = rankOf(mesh, c);
-      sum += sources[src][offset];
-      if (src != rank)
-        result.bytesRead += (int64_t)sizeof(float);
+      plan.reads[src].push_back(offset);
+      plan.sources.push_back((int32_t)src);
+    }
+  });
+  return plan;
+}
+
+void applyTransfer(const TransferPlan &plan, int64_t rank, const float *local,
+                   const std::vector<std::vector<float>> &received, float *dst) {
+  std::vector<size_t> next(plan.reads.size(), 0);
+  size_t term = 0;
+  for (size_t i = 0; term < plan.sources.size(); ++i) {
+    float sum = 0;
+    for (int64_t k = 0; k < plan.terms; ++k, ++term) {
+      int32_t src = plan.sources[term];
+      size_t j = next[src]++;
+      sum += src == rank ? local[plan.reads[src][j]] : received[src][j];
     }
     dst[i] = sum;
-  });
+  }
+}
+
+TransferResult transfer(const Mesh &mesh, const std::vector<int64_t> &shape, const Layout &from,
+                        const std::vector<const float *> &sources, const Layout &to, int64_t rank,
+                        float *dst) {
+  TransferResult result;
+  if ((int64_t)sources.size() != mesh.numRanks()) {
+    result.error = "expected one source buffer per rank";
+    return result;
+  }
+  TransferPlan plan = planTransfer(mesh, shape, from, to, rank);
+  if (!plan.error.empty()) {
+    result.error = plan.error;
+    return result;
+  }
+  std::vector<std::vector<float>> received(plan.reads.size());
+  for (size_t m = 0; m < plan.reads.size(); ++m)
+    for (int64_t offset : plan.reads[m])
+      received[m].push_back(sources[m][offset]);
+  applyTransfer(plan, rank, sources[rank], received, dst);
+  result.bytesRead = plan.remoteElements(rank) * (int64_t)sizeof(float);
   return result;
 }
 

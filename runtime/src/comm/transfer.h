@@ -1,11 +1,14 @@
 //===- transfer.h - move a tensor between layouts on shared memory --------===//
 //
 // The data movement behind every layout transition (all-gather,
-// reduce-scatter, all-reduce, all-to-all, slice, reorder), for ranks that can
-// read each other's buffers (threads in one process). Each rank builds its
-// local part of the target layout by reading, for every element, the rank
-// that holds it in the source layout; pending sums the target drops are added
-// up over their axes. Values are f32.
+// reduce-scatter, all-reduce, all-to-all, slice, reorder). Each rank builds its
+// local part of the target layout from, for every element, the rank that holds
+// it in the source layout; pending sums the target drops are added up over
+// their axes. Values are f32.
+//
+// planTransfer() says which elements of which rank's part one rank reads; since
+// every rank can compute every other rank's plan, a sender knows what to send
+// without being asked (comm/comm.h moves exactly those elements).
 //
 //===----------------------------------------------------------------------===//
 
@@ -25,6 +28,29 @@ struct TransferResult {
   /// Bytes this rank read from other ranks' buffers.
   int64_t bytesRead = 0;
 };
+
+/// What rank `rank` reads to build its part of the target layout.
+struct TransferPlan {
+  /// Empty on success.
+  std::string error;
+  /// For every source rank: the offsets in its local part, in the order they
+  /// are consumed (the rank's own offsets included; they are read in place).
+  std::vector<std::vector<int64_t>> reads;
+  /// Terms per target element: one, or every combination of the pending-sum
+  /// axes the target drops.
+  int64_t terms = 1;
+  /// The source rank of every term, target elements in row-major order.
+  std::vector<int32_t> sources;
+  int64_t remoteElements(int64_t rank) const;
+};
+
+TransferPlan planTransfer(const Mesh &mesh, const std::vector<int64_t> &shape, const Layout &from,
+                          const Layout &to, int64_t rank);
+
+/// Builds the target part from the plan: `local` is this rank's source part,
+/// `received[m]` the values of `reads[m]` from every other rank m, in order.
+void applyTransfer(const TransferPlan &plan, int64_t rank, const float *local,
+                   const std::vector<std::vector<float>> &received, float *dst);
 
 /// Fills `dst` (rank `rank`'s local part of the global tensor of `shape` in
 /// layout `to`) from `sources[r]`, every rank's local part in layout `from`.

@@ -9,6 +9,10 @@
 
 namespace shardline::rt {
 
+int64_t elementBytes(plan::DType t) {
+  return t == plan::DType::BF16 || t == plan::DType::F16 ? 2 : 4;
+}
+
 namespace {
 constexpr char kMagic[8] = {'S', 'L', 'P', 'L', 'A', 'N', 0, 1};
 
@@ -24,10 +28,6 @@ uint32_t readU32(const uint8_t *p) {
 void writeU64(uint8_t *p, uint64_t v) {
   for (int i = 0; i < 8; ++i)
     p[i] = (uint8_t)(v >> (8 * i));
-}
-
-int64_t elementBytes(plan::DType t) {
-  return t == plan::DType::BF16 || t == plan::DType::F16 ? 2 : 4;
 }
 
 /// The plan's own consistency, after the schema check.

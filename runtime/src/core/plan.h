@@ -56,6 +56,9 @@ std::vector<uint8_t> embeddedPlan(const std::string &path);
 /// The layout of a plan tensor in the terms of core/layout.h.
 Layout layoutOf(const plan::Tensor &tensor);
 
+/// Bytes of one element of `t` as the plan counts them.
+int64_t elementBytes(plan::DType t);
+
 /// The op kinds this runtime knows (the sl ops a plan may contain).
 bool knownOpKind(const std::string &kind);
 

@@ -1,9 +1,10 @@
-//===- executor.h - run a plan on ranks that are threads -------------------===//
+//===- executor.h - run a plan on ranks -------------------------------------===//
 //
 // Every rank runs the plan's ops in order on its local parts of the tensors
-// (global shapes and layouts from the plan, local parts from the mesh). Ranks
-// share memory: a collective reads the other ranks' parts once all of them
-// have produced the operand (comm/transfer.h). Weights come from the seed by
+// (global shapes and layouts from the plan, local parts from the mesh), each
+// activation at its planned offset in the rank's arena. Collectives are
+// exchanges over a Comm (comm/comm.h): ranks that are threads of one process
+// or MPI processes, the same program either way. Weights come from the seed by
 // global element index, tokens and labels too, so a run on one rank with the
 // mesh collapsed computes the single-device result of the same model.
 //
@@ -12,6 +13,7 @@
 #ifndef SHARDLINE_RUNTIME_EXEC_EXECUTOR_H
 #define SHARDLINE_RUNTIME_EXEC_EXECUTOR_H
 
+#include "comm/comm.h"
 #include "core/layout.h"
 #include "core/plan.h"
 
@@ -24,7 +26,8 @@ namespace shardline::rt {
 struct RunOptions {
   uint64_t seed = 1;
   /// Run every rank's part as if the mesh had one rank: the single-device
-  /// reference of the same model.
+  /// reference of the same model. Its activations get buffers of their own
+  /// (the plan's arena is laid out for the partitioned shapes).
   bool singleDevice = false;
   /// Load the weights from this safetensors file instead of generating them
   /// (every weight by name, with the plan's global shape).
@@ -39,11 +42,21 @@ struct RunResult {
   /// Empty on success.
   std::string error;
   int64_t ranks = 1;
-  /// The program's outputs assembled as global tensors (row-major).
+  /// The program's outputs assembled as global tensors (row-major); on the
+  /// first rank only.
   std::vector<std::vector<float>> outputs;
   std::vector<std::vector<int64_t>> outputShapes;
-  /// Bytes each rank sent in collectives in one step (largest over ranks).
+  /// Bytes each rank received from other ranks in one step (largest over
+  /// ranks): what the report calls bytes sent per rank.
   int64_t bytesSentPerRank = 0;
+  /// The arena's high-water mark: the end of the highest activation placed,
+  /// in the plan's bytes and 64-byte slots (largest over ranks).
+  int64_t arenaPeak = 0;
+  /// The largest sum of the activation bytes live at once (largest over ranks).
+  int64_t liveBytesPeak = 0;
+  /// Whether the activations lived in the plan's arena (not in the
+  /// single-device run, whose shapes the arena was not laid out for).
+  bool usedArena = false;
   /// Wall time of the steps, after the weights are in place.
   double seconds = 0;
 };
@@ -51,7 +64,14 @@ struct RunResult {
 /// The op kinds the executor runs; a plan with others is refused up front.
 bool executorSupports(const std::string &kind);
 
+/// Runs every rank of the plan's mesh as a thread of this process (one rank
+/// when `options.singleDevice`).
 RunResult runPlan(const LoadedPlan &plan, const RunOptions &options);
+
+/// Runs this process's rank of the plan; every rank of `comm` calls it. The
+/// ranks first check that they all run the same plan. Outputs are assembled on
+/// rank 0.
+RunResult runPlanOnRank(const LoadedPlan &plan, const RunOptions &options, Comm &comm);
 
 } // namespace shardline::rt
 

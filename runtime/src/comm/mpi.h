@@ -1,0 +1,26 @@
+//===- mpi.h - ranks that are MPI processes --------------------------------===//
+//
+// One process per rank under mpirun (OpenMPI). Exchanges are MPI_Alltoallv
+// over the world communicator with exactly the values each pair trades; a
+// rank that fails aborts the whole job (MPI_Abort), so no rank waits forever
+// for one that has stopped.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SHARDLINE_RUNTIME_COMM_MPI_H
+#define SHARDLINE_RUNTIME_COMM_MPI_H
+
+#include "comm/comm.h"
+
+namespace shardline::rt {
+
+/// Initializes MPI (once per process) and returns the world communicator's
+/// comm, or null with `error` set.
+std::unique_ptr<Comm> makeMpiComm(int *argc, char ***argv, std::string &error);
+
+/// Finalizes MPI if makeMpiComm initialized it.
+void finalizeMpi();
+
+} // namespace shardline::rt
+
+#endif
