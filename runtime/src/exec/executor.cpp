@@ -401,11 +401,11 @@ private:
     for (int64_t i = 0; i < (int64_t)p.ops()->size(); ++i) {
       const plan::Op &op = *p.ops()->Get(i);
       opIndex = i;
-      for (int32_t t : *op.results())
-        if (tensors[t].role != plan::Role::Weight)
-          place(t);
-      liveBytesPeak = std::max(liveBytesPeak, liveBytes);
       try {
+        for (int32_t t : *op.results())
+          if (tensors[t].role != plan::Role::Weight)
+            place(t);
+        liveBytesPeak = std::max(liveBytesPeak, liveBytes);
         runOp(op);
       } catch (Stop &stop) {
         if (!stop.aborted)
