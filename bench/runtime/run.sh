@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Executor figures on CPU: tokens/s for nam56r-tiny on 1 rank and on 8 thread ranks
-# (tp2·sp·cp2·ep2), and the executor's own overhead per op on a model so small that the
-# kernels cost next to nothing. Usage: bench/runtime/run.sh [BUILD_DIR] [STEPS]
+# Executor figures on CPU: tokens/s for nam56r-tiny on 1 rank, on 8 thread ranks and on 8 MPI
+# processes (tp2·sp·cp2·ep2), and the executor's own overhead per op on a model so small that
+# the kernels cost next to nothing. Usage: bench/runtime/run.sh [BUILD_DIR] [STEPS]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 build="${1:-$root/build}"
@@ -23,4 +23,9 @@ SPEC
 
 echo "nam56r-tiny, 1 rank:";  "$run" "$tmp/n1.slp" --steps "$steps" | grep steps
 echo "nam56r-tiny, 8 thread ranks (tp2 sp cp2 ep2):"; "$run" "$tmp/n8.slp" --steps "$steps" | grep steps
+if command -v mpirun > /dev/null; then
+  echo "nam56r-tiny, 8 MPI processes (tp2 sp cp2 ep2):"
+  OPENBLAS_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe -np 8 \
+    "$run" "$tmp/n8.slp" --comm mpi --steps "$steps" | grep steps
+fi
 echo "overhead (8 MLP blocks of width 8, 1 rank):"; "$run" "$tmp/tiny.slp" --steps "$((steps * 100))" | grep steps
