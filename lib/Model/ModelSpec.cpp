@@ -5,6 +5,7 @@
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <map>
 #include <set>
 
 using namespace shardline;
@@ -36,6 +37,48 @@ std::string locate(llvm::StringRef text, llvm::StringRef file, llvm::StringRef p
   size_t lineStart = text.take_front(pos).rfind('\n');
   size_t col = pos - (lineStart == llvm::StringRef::npos ? 0 : lineStart + 1) + 1;
   return (file + ":" + llvm::Twine(line) + ":" + llvm::Twine(col) + ": ").str();
+}
+
+/// Keys that appear twice in one object, which the JSON parser would
+/// silently resolve to one of them. Runs on text that parsed, so a plain scan
+/// of strings and brackets suffices.
+void findDuplicateKeys(llvm::StringRef text, llvm::StringRef file,
+                       std::vector<std::string> &errors) {
+  auto where = [&](size_t pos) {
+    size_t line = 1 + text.take_front(pos).count('\n');
+    size_t lineStart = text.take_front(pos).rfind('\n');
+    size_t col = pos - (lineStart == llvm::StringRef::npos ? 0 : lineStart + 1) + 1;
+    return std::to_string(line) + ":" + std::to_string(col);
+  };
+  // One frame per open bracket: for objects, the keys seen so far.
+  std::vector<std::pair<bool, std::map<std::string, size_t>>> frames;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (c == '{' || c == '[') {
+      frames.push_back({c == '{', {}});
+    } else if (c == '}' || c == ']') {
+      if (!frames.empty())
+        frames.pop_back();
+    } else if (c == '"') {
+      size_t start = i;
+      std::string value;
+      for (++i; i < text.size() && text[i] != '"'; ++i) {
+        if (text[i] == '\\' && i + 1 < text.size())
+          value += text[i++];
+        value += text[i];
+      }
+      size_t next = text.find_first_not_of(" \t\r\n", i + 1);
+      bool isKey = !frames.empty() && frames.back().first && next != llvm::StringRef::npos &&
+                   text[next] == ':';
+      if (!isKey)
+        continue;
+      auto [it, inserted] = frames.back().second.emplace(value, start);
+      if (!inserted)
+        errors.push_back((file + ":" + where(start) + ": duplicate key \"" + value +
+                          "\" (first at " + where(it->second) + ")")
+                             .str());
+    }
+  }
 }
 
 std::string describe(const Value &v) {
@@ -180,6 +223,10 @@ std::optional<ModelSpec> shardline::parseModelSpec(llvm::StringRef text, llvm::S
     errors.push_back(where + "malformed JSON: " + msg);
     return std::nullopt;
   }
+  size_t parsedErrors = errors.size();
+  findDuplicateKeys(text, file, errors);
+  if (errors.size() != parsedErrors)
+    return std::nullopt;
   const Object *root = parsed->getAsObject();
   if (!root) {
     errors.push_back(file.str() + ": the model spec must be a JSON object");
