@@ -2,6 +2,7 @@
 
 #include "core/layout.h"
 
+#include <numeric>
 #include <algorithm>
 #include <set>
 #include <sstream>
@@ -120,7 +121,7 @@ std::string verifyLayout(const Layout &layout, const Mesh *mesh,
       if (size % (2 * major) != 0 || (size / major) % (n / major) != 0)
         return "dimension " + std::to_string(d) + " of size " + std::to_string(size) +
                " cannot be split in zigzag order over " + formatAxes(axes) +
-               " (needs a multiple of " + std::to_string(2 * n) + ")";
+               " (needs a multiple of " + std::to_string(std::lcm(2 * major, n)) + ")";
     } else if (size % n != 0) {
       return "dimension " + std::to_string(d) + " of size " + std::to_string(size) +
              " is not divisible by " + std::to_string(n) + " (the size of " + formatAxes(axes) +
