@@ -42,13 +42,16 @@ cl::opt<std::string> inputFile(cl::Positional, cl::desc("<MODEL.json | IR.mlir>"
 cl::opt<std::string> outputFile("o", cl::desc("Output file (default: stdout)"),
                                 cl::value_desc("FILE"), cl::init("-"), cl::cat(category));
 
-enum class Emit { MLIR, Global, Summary, Report, Plan, Executable };
+enum class Emit { MLIR, Global, Rank, Summary, Report, Plan, Executable };
 cl::opt<Emit>
     emit("emit", cl::desc("What to write:"), cl::init(Emit::MLIR),
          cl::values(clEnumValN(Emit::MLIR, "mlir",
                                "the sharded program after sl-shard-pipeline (default)"),
                     clEnumValN(Emit::Global, "global",
                                "the imported global-view program, before any pass"),
+                    clEnumValN(Emit::Rank, "rank",
+                               "the program of one rank (--rank) after sl-partition: local "
+                               "shapes, upstream shard collectives, positions resolved"),
                     clEnumValN(Emit::Summary, "summary",
                                "a readable summary: mesh, blocks, ops, parameters, collectives"),
                     clEnumValN(Emit::Report, "report",
@@ -60,6 +63,9 @@ cl::opt<Emit>
                                "a standalone executable that runs the plan (shardline-run "
                                "with the plan inside; needs -o)")),
          cl::cat(category));
+cl::opt<int64_t> rankOption("rank",
+                            cl::desc("The rank whose program --emit rank writes (default 0)"),
+                            cl::value_desc("R"), cl::init(0), cl::cat(category));
 cl::opt<std::string>
     machineFile("machine",
                 cl::desc("Machine description for --cp-comm auto (examples/machines/8xH100.json, "
@@ -285,6 +291,10 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
+  if (rankOption.getNumOccurrences() && emit != Emit::Rank) {
+    llvm::errs() << "shardline-compile: error: --rank goes with --emit rank\n";
+    return 1;
+  }
   auto writeFile = [&](const std::string &path, const std::string &text) {
     std::string err;
     auto file = openOutputFile(path, &err);
@@ -314,9 +324,21 @@ int main(int argc, char **argv) {
     llvm::errs() << "shardline-compile: error: " << error << "\n";
     return 1;
   }
+  if (emit == Emit::Rank) {
+    // After the report (which reads the global view): one rank's program.
+    PassManager pm(&ctx);
+    sl::SLPartitionOptions options;
+    options.rank = rankOption;
+    pm.addPass(sl::createSLPartition(options));
+    if (failed(pm.run(*module))) {
+      llvm::errs() << "shardline-compile: error: sl-partition failed\n";
+      return 1;
+    }
+  }
   switch (emit) {
   case Emit::MLIR:
   case Emit::Global:
+  case Emit::Rank:
     module->print(output->os());
     output->os() << "\n";
     break;

@@ -9,20 +9,6 @@ namespace shardline::rt {
 
 namespace {
 
-int64_t axisIndex(const Mesh &mesh, const std::string &axis) {
-  for (size_t i = 0; i < mesh.axes.size(); ++i)
-    if (mesh.axes[i].first == axis)
-      return (int64_t)i;
-  return -1;
-}
-
-int64_t rankOf(const Mesh &mesh, const std::vector<int64_t> &coords) {
-  int64_t r = 0;
-  for (size_t i = 0; i < mesh.axes.size(); ++i)
-    r = r * mesh.axes[i].second + coords[i];
-  return r;
-}
-
 /// For one dimension of the source layout: for every global index, the
 /// coordinates of the splitting axes that own it and its local position.
 struct DimOwners {
@@ -35,7 +21,7 @@ DimOwners ownersOf(const Mesh &mesh, const std::vector<int64_t> &shape, const La
                    unsigned dim, const std::vector<int64_t> &base) {
   DimOwners o;
   for (const auto &a : layout.dims[dim])
-    o.axes.push_back(axisIndex(mesh, a));
+    o.axes.push_back(mesh.axisIndex(a));
   o.coords.assign(shape[dim], {});
   o.local.assign(shape[dim], -1);
   std::vector<int64_t> combo(o.axes.size(), 0);
@@ -43,7 +29,7 @@ DimOwners ownersOf(const Mesh &mesh, const std::vector<int64_t> &shape, const La
     std::vector<int64_t> c = base;
     for (size_t i = 0; i < o.axes.size(); ++i)
       c[o.axes[i]] = combo[i];
-    std::vector<int64_t> owned = ownedIndices(layout, mesh, shape, dim, rankOf(mesh, c));
+    std::vector<int64_t> owned = ownedIndices(layout, mesh, shape, dim, mesh.rankAt(c));
     for (size_t i = 0; i < owned.size(); ++i) {
       o.coords[owned[i]] = combo;
       o.local[owned[i]] = (int64_t)i;
@@ -109,7 +95,7 @@ TransferPlan planTransfer(const Mesh &mesh, const std::vector<int64_t> &shape, c
   std::vector<int64_t> summed;
   for (const auto &a : from.partial)
     if (std::find(to.partial.begin(), to.partial.end(), a) == to.partial.end())
-      summed.push_back(axisIndex(mesh, a));
+      summed.push_back(mesh.axisIndex(a));
   for (int64_t a : summed)
     plan.terms *= mesh.axes[a].second;
   plan.reads.assign(mesh.numRanks(), {});
@@ -130,7 +116,7 @@ TransferPlan planTransfer(const Mesh &mesh, const std::vector<int64_t> &shape, c
         c[a] = rest % mesh.axes[a].second;
         rest /= mesh.axes[a].second;
       }
-      int64_t src = rankOf(mesh, c);
+      int64_t src = mesh.rankAt(c);
       plan.reads[src].push_back(offset);
       plan.sources.push_back((int32_t)src);
     }

@@ -2,8 +2,8 @@
 
 #include "core/layout.h"
 
-#include <numeric>
 #include <algorithm>
+#include <numeric>
 #include <set>
 #include <sstream>
 
@@ -37,6 +37,20 @@ std::vector<int64_t> Mesh::coords(int64_t rank) const {
     rank /= axes[i].second;
   }
   return c;
+}
+
+int64_t Mesh::rankAt(const std::vector<int64_t> &coords) const {
+  int64_t r = 0;
+  for (size_t i = 0; i < axes.size(); ++i)
+    r = r * axes[i].second + coords[i];
+  return r;
+}
+
+int64_t Mesh::axisIndex(const std::string &axis) const {
+  for (size_t i = 0; i < axes.size(); ++i)
+    if (axes[i].first == axis)
+      return (int64_t)i;
+  return -1;
 }
 
 bool Layout::operator==(const Layout &o) const {

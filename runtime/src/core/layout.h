@@ -30,6 +30,10 @@ struct Mesh {
   int64_t product(const std::vector<std::string> &axes) const;
   /// Coordinates of a linear rank id (the last axis varies fastest).
   std::vector<int64_t> coords(int64_t rank) const;
+  /// The linear rank id of coordinates (inverse of coords).
+  int64_t rankAt(const std::vector<int64_t> &coords) const;
+  /// Position of `axis` in the mesh, or -1.
+  int64_t axisIndex(const std::string &axis) const;
 };
 
 struct Layout {

@@ -150,7 +150,14 @@ static bool ranksFitRule(Operation *op, const ShardingRule &rule) {
   return true;
 }
 
+bool mlir::sl::inPerRankProgram(Operation *op) {
+  auto fn = op->getParentOfType<func::FuncOp>();
+  return fn && fn->hasAttr(kRankAttr);
+}
+
 LogicalResult mlir::sl::verifyShardingRule(Operation *op) {
+  if (inPerRankProgram(op))
+    return success();
   // Interface verifiers run before the op's own verifier, which checks
   // shapes; leave shapes the layout checks cannot use to it.
   for (Value v : llvm::concat<Value>(op->getOperands(), op->getResults()))
@@ -247,6 +254,8 @@ std::vector<int> concat(std::vector<int> a, std::initializer_list<int> b) {
 //===----------------------------------------------------------------------===//
 
 LogicalResult WeightOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   if (getName().empty())
     return emitOpError("needs a non-empty name");
   StringRef init = getInit();
@@ -269,6 +278,8 @@ LogicalResult WeightOp::verify() {
 //===----------------------------------------------------------------------===//
 
 LogicalResult EmbeddingOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getIds(), "ids", 2)) ||
       failed(checkRank(*this, getTable(), "table", 2)) ||
       failed(checkRank(*this, getResult(), "result", 3)))
@@ -291,6 +302,8 @@ ShardingRule EmbeddingOp::getShardingRule() {
 }
 
 LogicalResult RMSNormOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   if (failed(verifyStaticAndElementTypes(*this)) ||
       failed(checkRank(*this, getWeight(), "weight", 1)))
     return failure();
@@ -317,6 +330,8 @@ ShardingRule RMSNormOp::getShardingRule() {
 }
 
 LogicalResult GatedRMSNormOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getY(), "y", 3)) ||
       failed(checkRank(*this, getWeight(), "weight", 1)))
     return failure();
@@ -340,6 +355,8 @@ ShardingRule GatedRMSNormOp::getShardingRule() {
 }
 
 LogicalResult LinearOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   if (failed(verifyStaticAndElementTypes(*this)) ||
       failed(checkRank(*this, getWeight(), "weight", 2)))
     return failure();
@@ -368,6 +385,8 @@ ShardingRule LinearOp::getShardingRule() {
 }
 
 LogicalResult RopeOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getX(), "x", 3)))
     return failure();
   if (getResult().getType().getShape() != shape(getX()))
@@ -413,7 +432,11 @@ template <typename OpTy> static LogicalResult verifyAttentionShapes(OpTy op) {
   return success();
 }
 
-LogicalResult AttentionOp::verify() { return verifyAttentionShapes(*this); }
+LogicalResult AttentionOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  return verifyAttentionShapes(*this);
+}
 
 ShardingRule AttentionOp::getShardingRule() {
   RuleBuilder r;
@@ -428,6 +451,8 @@ ShardingRule AttentionOp::getShardingRule() {
 }
 
 LogicalResult RingAttentionOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   if (failed(verifyAttentionShapes(*this)))
     return failure();
   if (shape(getK())[1] != shape(getQ())[1])
@@ -472,6 +497,8 @@ static int64_t seqChunks(Operation *op, Value v) {
 }
 
 LogicalResult CausalConv1dOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getX(), "x", 3)) ||
       failed(checkRank(*this, getWeight(), "weight", 2)) ||
       failed(checkRank(*this, getBias(), "bias", 1)))
@@ -565,6 +592,8 @@ static LogicalResult checkChunkAxes(Operation *op, Value seqValue, ArrayAttr chu
 }
 
 LogicalResult SSDScanOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getX(), "x", 3)) ||
       failed(checkRank(*this, getDt(), "dt", 3)) || failed(checkRank(*this, getB(), "B", 3)))
     return failure();
@@ -627,6 +656,8 @@ ShardingRule SSDScanOp::getShardingRule() {
 }
 
 LogicalResult SSDCorrectOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getY0(), "y0", 3)) ||
       failed(checkRank(*this, getInit(), "init", 5)))
     return failure();
@@ -677,6 +708,8 @@ ShardingRule SSDCorrectOp::getShardingRule() {
 }
 
 LogicalResult RGLRUScanOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getX(), "x", 3)))
     return failure();
   auto x = shape(getX());
@@ -721,6 +754,8 @@ ShardingRule RGLRUScanOp::getShardingRule() {
 }
 
 LogicalResult RGLRUCorrectOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getY0(), "y0", 3)) ||
       failed(checkRank(*this, getInit(), "init", 3)))
     return failure();
@@ -757,6 +792,8 @@ ShardingRule RGLRUCorrectOp::getShardingRule() {
 }
 
 LogicalResult RouterTopKOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   if (failed(verifyStaticAndElementTypes(*this)) ||
       failed(checkRank(*this, getLogits(), "logits", 3)))
     return failure();
@@ -782,6 +819,8 @@ ShardingRule RouterTopKOp::getShardingRule() {
 }
 
 LogicalResult MoEDispatchOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getX(), "x", 3)) ||
       failed(checkRank(*this, getIndices(), "indices", 3)))
     return failure();
@@ -807,6 +846,8 @@ ShardingRule MoEDispatchOp::getShardingRule() {
 }
 
 LogicalResult MoEExpertsOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   if (failed(verifyStaticAndElementTypes(*this)) ||
       failed(checkRank(*this, getTokens(), "tokens", 4)) ||
       failed(checkRank(*this, getGate(), "gate", 3)))
@@ -838,6 +879,8 @@ ShardingRule MoEExpertsOp::getShardingRule() {
 }
 
 LogicalResult MoECombineOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   if (failed(verifyStaticAndElementTypes(*this)) ||
       failed(checkRank(*this, getExpertOut(), "expert_out", 4)) ||
       failed(checkRank(*this, getWeights(), "weights", 3)))
@@ -885,7 +928,9 @@ template <typename OpTy> static ShardingRule elementwiseRule(OpTy op, PartialRul
 }
 
 #define SL_ELEMENTWISE(OP, PARTIAL)                                                                \
-  LogicalResult OP::verify() { return verifyElementwise(*this); }                                  \
+  LogicalResult OP::verify() {                                                                     \
+    return inPerRankProgram(*this) ? success() : verifyElementwise(*this);                         \
+  }                                                                                                \
   ShardingRule OP::getShardingRule() { return elementwiseRule(*this, PARTIAL); }
 SL_ELEMENTWISE(AddOp, PartialRule::Same)
 SL_ELEMENTWISE(MulOp, PartialRule::One)
@@ -897,6 +942,8 @@ SL_ELEMENTWISE(SoftplusOp, PartialRule::None)
 #undef SL_ELEMENTWISE
 
 LogicalResult LMHeadOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getX(), "x", 3)) ||
       failed(checkRank(*this, getWeight(), "weight", 2)))
     return failure();
@@ -920,6 +967,8 @@ ShardingRule LMHeadOp::getShardingRule() {
 }
 
 LogicalResult CrossEntropyOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   if (failed(verifyStaticAndElementTypes(*this)) ||
       failed(checkRank(*this, getLogits(), "logits", 3)) ||
       failed(checkRank(*this, getLabels(), "labels", 2)) ||
@@ -1016,10 +1065,14 @@ static LogicalResult dropSuffix(Operation *op, shardline::Layout &l, int64_t dim
 }
 
 LogicalResult RelayoutOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   return failure(failed(verifyTransition(*this, getX(), getResult(), true)));
 }
 
 LogicalResult AllGatherOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   auto ls = verifyTransition(*this, getX(), getResult(), true);
   if (failed(ls) || failed(checkAxes(*this, getAxes(), nullptr)) ||
       failed(checkDimIndex(*this, (int64_t)getDim(), shape(getX()).size(), "dim")))
@@ -1042,6 +1095,8 @@ static LogicalResult dropPartial(Operation *op, shardline::Layout &l,
 }
 
 LogicalResult ReduceScatterOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   auto ls = verifyTransition(*this, getX(), getResult(), true);
   if (failed(ls) || failed(checkAxes(*this, getAxes(), nullptr)) ||
       failed(checkDimIndex(*this, (int64_t)getDim(), shape(getX()).size(), "dim")))
@@ -1060,6 +1115,8 @@ LogicalResult ReduceScatterOp::verify() {
 }
 
 LogicalResult AllReduceOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   auto ls = verifyTransition(*this, getX(), getResult(), true);
   if (failed(ls) || failed(checkAxes(*this, getAxes(), nullptr)))
     return failure();
@@ -1070,6 +1127,8 @@ LogicalResult AllReduceOp::verify() {
 }
 
 LogicalResult AllToAllOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   auto ls = verifyTransition(*this, getX(), getResult(), true);
   unsigned rank = shape(getX()).size();
   if (failed(ls) || failed(checkAxes(*this, getAxes(), nullptr)) ||
@@ -1094,6 +1153,8 @@ LogicalResult AllToAllOp::verify() {
 }
 
 LogicalResult SliceOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   auto ls = verifyTransition(*this, getX(), getResult(), true);
   if (failed(ls) || failed(checkAxes(*this, getAxes(), nullptr)) ||
       failed(checkDimIndex(*this, (int64_t)getDim(), shape(getX()).size(), "dim")))
@@ -1111,6 +1172,8 @@ LogicalResult SliceOp::verify() {
 }
 
 LogicalResult ReorderOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   auto ls = verifyTransition(*this, getX(), getResult(), true);
   if (failed(ls))
     return failure();
@@ -1121,6 +1184,8 @@ LogicalResult ReorderOp::verify() {
 }
 
 LogicalResult HaloOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   auto ls = verifyTransition(*this, getX(), getResult(), false);
   if (failed(ls) || failed(checkAxes(*this, getAxes(), nullptr)) ||
       failed(checkRank(*this, getX(), "x", 3)) ||
@@ -1144,6 +1209,8 @@ LogicalResult HaloOp::verify() {
 }
 
 LogicalResult ScanStateExchangeOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
   if (failed(verifyStaticAndElementTypes(*this)) || failed(verifyValueLayouts(*this)))
     return failure();
   LayoutAttr ls = getLayout(getStates()), ld = getLayout(getDecays()), lr = getLayout(getResult());

@@ -27,6 +27,10 @@ namespace mlir::sl {
 class MeshOp;
 /// Checks an op's operand and result layouts against its sharding rule.
 LogicalResult verifyShardingRule(Operation *op);
+/// The function attribute sl-partition sets: the program is one rank's, its
+/// shapes are local parts, and sl ops in it are checked for types only.
+constexpr llvm::StringLiteral kRankAttr = "sl.rank";
+bool inPerRankProgram(Operation *op);
 } // namespace mlir::sl
 
 #include "shardline/Dialect/SL/IR/SLInterfaces.h.inc"

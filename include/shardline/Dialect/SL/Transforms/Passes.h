@@ -3,6 +3,7 @@
 #ifndef SHARDLINE_DIALECT_SL_TRANSFORMS_PASSES_H
 #define SHARDLINE_DIALECT_SL_TRANSFORMS_PASSES_H
 
+#include "mlir/Dialect/Shard/IR/ShardDialect.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/Pass/Pass.h"
 #include "mlir/Pass/PassManager.h"

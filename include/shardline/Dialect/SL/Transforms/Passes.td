@@ -124,6 +124,42 @@ def SLExplain : Pass<"sl-explain", "::mlir::ModuleOp"> {
   ];
 }
 
+def SLPartition : Pass<"sl-partition", "::mlir::ModuleOp"> {
+  let summary = "Rewrite the sharded program into the program of one rank";
+  let description = [{
+    Runs on the output of `sl-shard-pipeline` (every value has a layout) and
+    turns each function into the program rank `rank` runs:
+
+    - Every tensor gets its local shape and loses its layout.
+    - A collective whose data movement is a plain concatenation or split in
+      grid order along one dimension becomes the upstream `shard` collective
+      on a `shard.grid` of the mesh's shape (`@<mesh>_grid`):
+      `sl.all_gather` -> `shard.all_gather`, `sl.reduce_scatter` ->
+      `shard.reduce_scatter`, `sl.all_reduce` -> `shard.all_reduce`,
+      `sl.all_to_all` -> `shard.all_to_all`, `sl.slice` -> `shard.all_slice`
+      (sum reductions). Whether the movement fits is computed from the
+      layouts: a gather over the major axis of a zigzag split, for one, does
+      not (the chunks come back out of order) and stays an sl op.
+    - What depends on the rank is resolved into attributes: `sl.tokens` (the
+      global positions of the local tokens, as [start, length] runs: zigzag
+      chunks, RoPE positions, causal masks) on rope, attention (`sl.tokens`
+      for queries, `sl.key_tokens` for keys), causal_conv1d and chunked scans;
+      `sl.ring` (the members in ring order from this rank) and
+      `sl.key_tokens` per member on ring attention; `sl.vocab_offset` on the
+      embedding and the loss; `sl.group` (the ranks of the group, in order)
+      on every remaining sl op that communicates.
+
+    The function gets `sl.rank` and `sl.ranks`; sl ops in such a function are
+    checked for types only, since their shapes are local parts. The runtime
+    resolves the same facts from the plan when it loads it
+    (docs/runtime.md); this pass shows them as IR.
+  }];
+  let options = [
+    Option<"rank", "rank", "int64_t", /*default=*/"0", "The rank whose program to produce">,
+  ];
+  let dependentDialects = ["::mlir::shard::ShardDialect"];
+}
+
 def SLAnalyze : Pass<"sl-analyze", "::mlir::ModuleOp"> {
   let summary = "Report collectives, bytes, weights and peak activations per rank";
   let description = [{
