@@ -106,6 +106,13 @@ TEST(Plan, TensorsMustFitTheArena) {
             "bytes");
 }
 
+TEST(Plan, ArenaNoLargerThanItsActivations) {
+  // One 16-byte activation takes one 64-byte slot.
+  EXPECT_EQ(errorOf(smallPlan("silu", 1, "tp", 0, 1LL << 50)),
+            "inconsistent plan: the arena of 1125899906842624 bytes is larger than all "
+            "activations side by side (64 bytes)");
+}
+
 TEST(Plan, MissingFile) {
   std::string error;
   EXPECT_FALSE(loadPlanFile("/nonexistent/x.slp", error));

@@ -65,6 +65,9 @@ std::string checkPlan(const plan::Plan &p) {
   Mesh mesh;
   for (const auto *axis : *p.mesh())
     mesh.axes.emplace_back(axis->name()->str(), axis->size());
+  // The arena never needs more than every activation side by side (64-byte
+  // slots); a plan that asks for more is not one the compiler wrote.
+  int64_t allSlots = 0;
   for (int64_t t = 0; t < numTensors; ++t) {
     const auto *tensor = p.tensors()->Get(t);
     if (tensor->arena_offset() < 0)
@@ -72,12 +75,17 @@ std::string checkPlan(const plan::Plan &p) {
     int64_t bytes = numElements(localShape(layoutOf(*tensor), mesh,
                                            {tensor->shape()->begin(), tensor->shape()->end()})) *
                     elementBytes(tensor->dtype());
+    allSlots += (bytes + 63) / 64 * 64;
     if (tensor->arena_offset() + bytes > p.arena_bytes())
       return "tensor '" + (tensor->name() ? tensor->name()->str() : "#" + std::to_string(t)) +
              "' at arena offset " + std::to_string(tensor->arena_offset()) + " (" +
              std::to_string(bytes) + " bytes) exceeds the arena of " +
              std::to_string(p.arena_bytes()) + " bytes";
   }
+  if (p.arena_bytes() < 0 || p.arena_bytes() > allSlots)
+    return "the arena of " + std::to_string(p.arena_bytes()) +
+           " bytes is larger than all activations side by side (" + std::to_string(allSlots) +
+           " bytes)";
   auto checkIndices = [&](const flatbuffers::Vector<int32_t> *v, const std::string &where) {
     if (v)
       for (int32_t i : *v)

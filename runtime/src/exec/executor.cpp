@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <limits>
 #include <map>
+#include <new>
 #include <optional>
 #include <set>
 #include <thread>
@@ -144,8 +145,6 @@ public:
     for (const auto &t : tensors)
       if (t.role != plan::Role::Weight && t.arenaOffset >= 0)
         arenaScale = std::max(arenaScale, 4 / t.elementBytes);
-    if (useArena)
-      arena.assign(p.arena_bytes() * arenaScale / 4 + 1, 0.0f);
   }
 
   RunResult run();
@@ -481,6 +480,8 @@ RunResult RankRun::run() {
       if (!executorSupports(op->kind()->str()))
         fail("the executor does not run sl." + op->kind()->str() + " yet");
     checkSamePlan();
+    if (useArena)
+      arena.assign(p.arena_bytes() * arenaScale / 4 + 1, 0.0f);
     openWeights();
     makeInputs();
     for (size_t t = 0; t < tensors.size(); ++t)
@@ -521,6 +522,13 @@ RunResult RankRun::run() {
     if (!stop.aborted)
       comm.abort(stop.error);
     result.error = stop.aborted ? "aborted: another rank failed" : stop.error;
+  } catch (std::bad_alloc &) {
+    result.error = "rank " + std::to_string(self) + " is out of memory (arena of " +
+                   std::to_string(p.arena_bytes()) + " bytes, weights and activations)";
+    comm.abort(result.error);
+  } catch (std::exception &e) {
+    result.error = "rank " + std::to_string(self) + ": " + e.what();
+    comm.abort(result.error);
   }
   return result;
 }
