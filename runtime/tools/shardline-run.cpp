@@ -131,7 +131,9 @@ int main(int argc, char **argv) {
                      std::to_string(ranks));
   if (mpi && mpi->size() != plan->ranks())
     return rankError("the plan is for " + std::to_string(plan->ranks()) +
-                     " ranks, mpirun started " + std::to_string(mpi->size()) + " processes");
+                     " ranks, mpirun started " + std::to_string(mpi->size()) +
+                     (mpi->size() == 1 ? " process" : " processes") + " (mpirun -np " +
+                     std::to_string(plan->ranks()) + " ... --comm mpi)");
   RunOptions options;
   options.seed = (uint64_t)seed;
   options.weightsFile = weightsFile;
