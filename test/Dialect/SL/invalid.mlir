@@ -238,7 +238,7 @@ func.func @attention_keys_split(%q: tensor<1x8x16xf32, #q>, %k: tensor<1x8x8xf32
 #q = #sl.layout<@mesh, [[], [cp, tp], []]>
 sl.mesh @mesh(cp = 2, tp = 2)
 func.func @ring_attention_axis_missing(%q: tensor<1x8x16xf32, #q>, %k: tensor<1x8x8xf32, #q>) {
-  // expected-error @+1 {{'sl.ring_attention' op operand #0 (q) dimension 1 (s) is sequence-mixing and split over [cp, tp] without a remedy for 'tp': exchange keys and values}}
+  // expected-error @+1 {{'sl.ring_attention' op axes must be the axes that split the sequence of q, [cp, tp]}}
   %o = sl.ring_attention %q, %k, %k {heads = 4, kv_heads = 2, axes = ["cp"]} : (tensor<1x8x16xf32, #q>, tensor<1x8x8xf32, #q>, tensor<1x8x8xf32, #q>) -> tensor<1x8x16xf32, #q>
   return
 }
@@ -960,7 +960,7 @@ func.func @ssd_chunk_axes_without_layout(%x: tensor<1x8x16xf32>, %dt: tensor<1x8
 #dec = #sl.layout<@mesh, [[cp], [], []]>
 sl.mesh @mesh(cp = 2, tp = 2)
 func.func @ssd_chunk_axes_mismatch(%x: tensor<1x8x16xf32, #act>, %dt: tensor<1x8x4xf32, #act>, %a: tensor<4xf32, #h>, %bc: tensor<1x8x8xf32, #act>) {
-  // expected-error @+1 {{'sl.ssd_scan' op operand #0 (x) dimension 1 (s) is sequence-mixing and split over [cp] without a remedy for 'cp'}}
+  // expected-error @+1 {{'sl.ssd_scan' op chunk_axes must be the axes that split the sequence of operand #0}}
   %y, %s, %d = sl.ssd_scan %x, %dt, %a, %bc, %bc, %a, %a {heads = 4, groups = 2, chunk_axes = ["tp"]} : (tensor<1x8x16xf32, #act>, tensor<1x8x4xf32, #act>, tensor<4xf32, #h>, tensor<1x8x8xf32, #act>, tensor<1x8x8xf32, #act>, tensor<4xf32, #h>, tensor<4xf32, #h>) -> (tensor<1x8x16xf32, #act>, tensor<2x1x4x4x4xf32, #st>, tensor<2x1x4xf32, #dec>)
   return
 }
@@ -1134,7 +1134,7 @@ func.func @rglru_correct_init_width(%y: tensor<1x8x16xf32>, %i: tensor<1x1x8xf32
 #init = #sl.layout<@mesh, [[cp], [], []]>
 sl.mesh @mesh(cp = 2, tp = 2)
 func.func @rglru_correct_chunk_axes(%y: tensor<1x8x16xf32, #x>, %i: tensor<2x1x16xf32, #init>, %g: tensor<16xf32, #g>) {
-  // expected-error @+1 {{'sl.rglru_correct' op operand #0 (y0) dimension 1 (s) is sequence-mixing and split over [cp] without a remedy for 'cp'}}
+  // expected-error @+1 {{'sl.rglru_correct' op init dimension 0 must be 1 (chunks), got 2}}
   %r = sl.rglru_correct %y, %i, %y, %g, %g, %g {chunk_axes = []} : (tensor<1x8x16xf32, #x>, tensor<2x1x16xf32, #init>, tensor<1x8x16xf32, #x>, tensor<16xf32, #g>, tensor<16xf32, #g>, tensor<16xf32, #g>) -> tensor<1x8x16xf32, #x>
   return
 }

@@ -158,8 +158,8 @@ bool mlir::sl::inPerRankProgram(Operation *op) {
 LogicalResult mlir::sl::verifyShardingRule(Operation *op) {
   if (inPerRankProgram(op))
     return success();
-  // Interface verifiers run before the op's own verifier, which checks
-  // shapes; leave shapes the layout checks cannot use to it.
+  // The op's own verifier has accepted the shapes (see SLInterfaces.td);
+  // layouts are only checked on static ones.
   for (Value v : llvm::concat<Value>(op->getOperands(), op->getResults()))
     if (!cast<RankedTensorType>(v.getType()).hasStaticShape())
       return success();

@@ -16,7 +16,14 @@ def SL_ShardingRuleOpInterface : OpInterface<"ShardingRuleOpInterface"> {
     InterfaceMethod<"The op's sharding rule.", "::shardline::ShardingRule",
                     "getShardingRule", (ins)>,
   ];
-  let verify = [{ return ::mlir::sl::verifyShardingRule($_op); }];
+  // Interface verifiers run before the op's own verifier. The layouts are
+  // checked against the rule only once the shapes are known to be right, so
+  // the op's own shape check runs first (it runs again afterwards, silently).
+  let verify = [{
+    if (::mlir::failed(::llvm::cast<ConcreteOp>($_op).verify()))
+      return ::mlir::failure();
+    return ::mlir::sl::verifyShardingRule($_op);
+  }];
 }
 
 #endif
