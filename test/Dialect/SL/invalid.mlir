@@ -411,7 +411,7 @@ func.func @rope_split_cuts_heads(%x: tensor<1x8x16xf32, #x>) {
 #x = #sl.layout<@mesh, [[], [], [tp]]>
 sl.mesh @mesh(tp = 4)
 func.func @attention_split_cuts_kv_heads(%q: tensor<1x8x64xf32, #x>, %k: tensor<1x8x16xf32, #x>) {
-  // expected-error @+1 {{'sl.attention' op operand #0 (q) dimension 2 (heads) is split 4 ways over [tp], which does not divide its 2 heads}}
+  // expected-error @+1 {{'sl.attention' op operand #0 (q) dimension 2 (heads) is split 4 ways over [tp], which does not divide its 2 kv heads}}
   %o = sl.attention %q, %k, %k {heads = 8, kv_heads = 2} : (tensor<1x8x64xf32, #x>, tensor<1x8x16xf32, #x>, tensor<1x8x16xf32, #x>) -> tensor<1x8x64xf32, #x>
   return
 }

@@ -442,6 +442,8 @@ ShardingRule AttentionOp::getShardingRule() {
   RuleBuilder r;
   int b = r.factor("b"), s = r.seq(), t = r.seq("t"),
       h = r.factor("heads", FactorKind::Free, getKvHeads());
+  // A split of the heads may not cut a group of query heads sharing a kv head.
+  r.rule.factors[h].granuleName = "kv heads";
   r.mixing(t, Remedy::KVExchange);
   r.operand("q", {b, s, h});
   r.operand("k", {b, t, h});
@@ -475,6 +477,7 @@ LogicalResult RingAttentionOp::verify() {
 ShardingRule RingAttentionOp::getShardingRule() {
   RuleBuilder r;
   int b = r.factor("b"), s = r.seq(), h = r.factor("heads", FactorKind::Free, getKvHeads());
+  r.rule.factors[h].granuleName = "kv heads";
   r.mixing(s, Remedy::KVExchange, getAxes());
   r.operand("q", {b, s, h});
   r.operand("k", {b, s, h});

@@ -161,7 +161,8 @@ RuleCheck checkRule(const ShardingRule &rule, const Mesh &mesh,
     if (factor.granule > 0 && factor.granule % mesh.product(axes) != 0) {
       out.error = source[f] + " is split " + std::to_string(mesh.product(axes)) + " ways over " +
                   formatAxes(axes) + ", which does not divide its " +
-                  std::to_string(factor.granule) + " " + factor.name;
+                  std::to_string(factor.granule) + " " +
+                  (factor.granuleName.empty() ? factor.name : factor.granuleName);
       return out;
     }
   }

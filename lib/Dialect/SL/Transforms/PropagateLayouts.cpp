@@ -273,7 +273,8 @@ private:
       while (factor.granule > 0 && !best.empty() && factor.granule % mesh.product(best) != 0) {
         best.pop_back();
         c.why[f] =
-            "a split of " + factor.name + " must divide its " + std::to_string(factor.granule);
+            "a split of " + factor.name + " must divide its " + std::to_string(factor.granule) +
+            (factor.granuleName.empty() ? "" : " " + factor.granuleName);
       }
       c.split[f] = best;
       c.order[f] = best.empty() ? shardline::ChunkOrder::Contiguous : bestOrder;

@@ -68,6 +68,9 @@ struct Factor {
   /// When non-zero, the product of the split sizes must divide it (heads,
   /// groups: a split may not cut through a head).
   int64_t granule = 0;
+  /// What the granule counts, for messages ("kv heads"); the factor's name
+  /// when empty.
+  std::string granuleName;
   /// The factor is a token position (its dimensions may carry a chunk order).
   bool isSequence = false;
 };
