@@ -427,6 +427,17 @@ private:
     const Layout &l = tensors[t].layout;
     return !l.dims[1].empty() && l.dimOrder(1) == ChunkOrder::Zigzag ? 2 : 1;
   }
+  /// Calls fn(row, b, c) for every sequence chunk c of every batch entry b of
+  /// a local [batch, seq, ...] value: its chunks (two per rank in zigzag
+  /// order when `chunked`, else the whole local sequence) and the first row
+  /// of each. Chunk summaries (states, halos) are indexed by (b, c).
+  template <typename Fn> void forEachChunk(int32_t x, bool chunked, Fn fn) const {
+    std::vector<int64_t> xl = local(x);
+    int64_t k = chunked ? chunksOf(x) : 1, length = xl[1] / k;
+    for (int64_t b = 0; b < xl[0]; ++b)
+      for (int64_t c = 0; c < k; ++c)
+        fn(b * xl[1] + c * length, b, c);
+  }
   void conv(const plan::Op &op);
   void halo(const plan::Op &op);
   void ssdPrelude(int32_t dt, int32_t aLog, int32_t dtBias, std::vector<float> &dtOut,
@@ -719,12 +730,10 @@ void RankRun::conv(const plan::Op &op) {
   std::vector<int64_t> xl = local(x);
   int64_t W = local(w)[1], k = hasHalo ? chunksOf(x) : 1, S = xl[1] / k, C = xl[2];
   const float *hx = hasHalo ? P(op.operands()->Get(3)) : nullptr;
-  for (int64_t bi = 0; bi < xl[0]; ++bi)
-    for (int64_t c = 0; c < k; ++c) {
-      int64_t rows = bi * xl[1] + c * S;
-      const float *haloRows = hx ? hx + (bi * k + c) * (W - 1) * C : nullptr;
-      cpu::causal_conv1d(P(x) + rows * C, P(w), P(b), haloRows, 1, S, C, W, P(out) + rows * C);
-    }
+  forEachChunk(x, hasHalo, [&](int64_t rows, int64_t bi, int64_t c) {
+    const float *haloRows = hx ? hx + (bi * k + c) * (W - 1) * C : nullptr;
+    cpu::causal_conv1d(P(x) + rows * C, P(w), P(b), haloRows, 1, S, C, W, P(out) + rows * C);
+  });
 }
 
 /// The width tokens before each local chunk, from whoever holds them: every
@@ -820,25 +829,21 @@ void RankRun::ssd(const plan::Op &op, bool correct) {
   if (correct) {
     std::copy_n(P(x), N(x), y);
     std::vector<float> state(nh * hp * n);
-    for (int64_t bi = 0; bi < B; ++bi)
-      for (int64_t c = 0; c < k; ++c) {
-        int64_t rows = bi * xl[1] + c * S;
-        cpu::ssd_state_correct(P(Cm) + rows * g * n, dtv.data() + rows * nh, A.data(),
-                               P(in(1)) + (c * B + bi) * nh * hp * n, dims, y + rows * nh * hp,
-                               state.data());
-      }
+    forEachChunk(x, chunked, [&](int64_t rows, int64_t bi, int64_t c) {
+      cpu::ssd_state_correct(P(Cm) + rows * g * n, dtv.data() + rows * nh, A.data(),
+                             P(in(1)) + (c * B + bi) * nh * hp * n, dims, y + rows * nh * hp,
+                             state.data());
+    });
     return;
   }
   float *state = P(op.results()->Get(1)), *decay = P(op.results()->Get(2));
   const float *stateIn = op.operands()->size() > 7 ? P(in(7)) : nullptr;
-  for (int64_t bi = 0; bi < B; ++bi)
-    for (int64_t c = 0; c < k; ++c) {
-      int64_t rows = bi * xl[1] + c * S, slot = c * B + bi;
-      cpu::ssd_scan(P(x) + rows * nh * hp, dtv.data() + rows * nh, A.data(),
-                    P(in(3)) + rows * g * n, P(Cm) + rows * g * n, P(in(5)),
-                    stateIn ? stateIn + slot * nh * hp * n : nullptr, dims, y + rows * nh * hp,
-                    state + slot * nh * hp * n, decay + slot * nh);
-    }
+  forEachChunk(x, chunked, [&](int64_t rows, int64_t bi, int64_t c) {
+    int64_t slot = c * B + bi;
+    cpu::ssd_scan(P(x) + rows * nh * hp, dtv.data() + rows * nh, A.data(), P(in(3)) + rows * g * n,
+                  P(Cm) + rows * g * n, P(in(5)), stateIn ? stateIn + slot * nh * hp * n : nullptr,
+                  dims, y + rows * nh * hp, state + slot * nh * hp * n, decay + slot * nh);
+  });
 }
 
 void RankRun::rglru(const plan::Op &op, bool correct) {
@@ -862,23 +867,20 @@ void RankRun::rglru(const plan::Op &op, bool correct) {
   if (correct) {
     std::copy_n(P(in(0)), N(in(0)), y);
     std::vector<float> state(W);
-    for (int64_t bi = 0; bi < B; ++bi)
-      for (int64_t c = 0; c < k; ++c) {
-        int64_t rows = bi * xl[1] + c * S;
-        cpu::rglru_state_correct(gateA.data() + rows * W, P(lambda), P(in(1)) + (c * B + bi) * W, 1,
-                                 S, W, y + rows * W, state.data());
-      }
+    forEachChunk(x, chunked, [&](int64_t rows, int64_t bi, int64_t c) {
+      cpu::rglru_state_correct(gateA.data() + rows * W, P(lambda), P(in(1)) + (c * B + bi) * W, 1,
+                               S, W, y + rows * W, state.data());
+    });
     return;
   }
   float *state = P(op.results()->Get(1)), *decay = P(op.results()->Get(2));
   const float *stateIn = op.operands()->size() > 6 ? P(in(6)) : nullptr;
-  for (int64_t bi = 0; bi < B; ++bi)
-    for (int64_t c = 0; c < k; ++c) {
-      int64_t rows = bi * xl[1] + c * S, slot = c * B + bi;
-      cpu::rglru_scan(xv + rows * W, gateA.data() + rows * W, gateX.data() + rows * W, P(lambda),
-                      stateIn ? stateIn + slot * W : nullptr, 1, S, W, y + rows * W,
-                      state + slot * W, decay + slot * W);
-    }
+  forEachChunk(x, chunked, [&](int64_t rows, int64_t bi, int64_t c) {
+    int64_t slot = c * B + bi;
+    cpu::rglru_scan(xv + rows * W, gateA.data() + rows * W, gateX.data() + rows * W, P(lambda),
+                    stateIn ? stateIn + slot * W : nullptr, 1, S, W, y + rows * W, state + slot * W,
+                    decay + slot * W);
+  });
 }
 
 /// Every chunk's true initial state from all chunks' (state, decay)
