@@ -177,9 +177,10 @@ private:
     return out;
   }
 
-  /// Sends and receives through the comm; counts what arrives from other
-  /// ranks as this step's traffic, each value at `bytesPerValue` (the size of
-  /// the plan's element type: the f32 reference moves 16-bit values as f32).
+  /// Sends and receives through the comm; counts what this rank sends to
+  /// other ranks as this step's traffic, each value at `bytesPerValue` (the
+  /// size of the plan's element type: the f32 reference moves 16-bit values
+  /// as f32).
   void trade(const std::vector<std::vector<float>> &sendTo,
              std::vector<std::vector<float>> &recvFrom, int64_t bytesPerValue) {
     std::string error;
@@ -190,7 +191,7 @@ private:
     }
     for (int64_t m = 0; m < ranks; ++m)
       if (m != self)
-        stepBytes += (int64_t)recvFrom[m].size() * bytesPerValue;
+        stepBytes += (int64_t)sendTo[m].size() * bytesPerValue;
   }
   std::vector<std::vector<float>> noMail() const { return std::vector<std::vector<float>>(ranks); }
 

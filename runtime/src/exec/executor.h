@@ -46,8 +46,8 @@ struct RunResult {
   /// first rank only.
   std::vector<std::vector<float>> outputs;
   std::vector<std::vector<int64_t>> outputShapes;
-  /// Bytes each rank received from other ranks in one step (largest over
-  /// ranks): what the report calls bytes sent per rank.
+  /// Bytes each rank sent to other ranks in one step (largest over ranks),
+  /// as the report counts them.
   int64_t bytesSentPerRank = 0;
   /// The arena's high-water mark: the end of the highest activation placed,
   /// in the plan's bytes and 64-byte slots (largest over ranks).
