@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -18,7 +19,7 @@ void usage(FILE *out) {
   std::fprintf(out,
                "usage: shardline-run PLAN.slp [--ranks N] [--comm threads|mpi] [--seed S]\n"
                "                     [--weights W.safetensors] [--save-weights W.safetensors]\n"
-               "                     [--steps N] [--verify]\n"
+               "                     [--steps N] [--profile] [--verify]\n"
                "       MODEL [same options]   (an executable from shardline-compile -o MODEL,\n"
                "                               which carries its plan)\n\n"
                "Runs a plan from shardline-compile --emit plan on CPU ranks: threads of this\n"
@@ -32,6 +33,8 @@ void usage(FILE *out) {
                "  --weights W load the weights from a safetensors file (by name; shapes must\n"
                "              match) instead of generating them from the seed\n"
                "  --save-weights W  write the run's weights (whole, f32) to a safetensors file\n"
+               "  --profile   with --steps: also print the time per step of each op kind on\n"
+               "              the first rank (exchanges include waiting for the others)\n"
                "  --steps N   run N forward passes and print the time per step, tokens/s and\n"
                "              the time per op (default 1); with N > 1 one more, untimed step\n"
                "              runs first\n"
@@ -61,7 +64,7 @@ int fail(const std::string &message) {
 int main(int argc, char **argv) {
   std::string planPath, commName = "threads";
   int64_t ranks = -1, seed = 1, steps = 1;
-  bool verify = false;
+  bool verify = false, profile = false;
   std::string weightsFile, saveWeightsFile;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -77,6 +80,8 @@ int main(int argc, char **argv) {
         return fail(a + " needs a non-negative integer, got '" + argv[i] + "'");
     } else if (a == "--verify") {
       verify = true;
+    } else if (a == "--profile") {
+      profile = true;
     } else if (a == "--comm") {
       if (i + 1 >= argc)
         return fail("--comm needs threads or mpi");
@@ -160,6 +165,20 @@ int main(int argc, char **argv) {
     std::printf("%lld steps: %.3f ms per step, %.0f tokens/s, %.2f us per op\n",
                 (long long)options.steps, perStep * 1e3, (double)tokens / perStep,
                 perStep * 1e6 / (double)root.ops()->size());
+    if (profile) {
+      std::map<std::string, int64_t> counts;
+      for (const auto *op : *root.ops())
+        ++counts[op->kind()->str()];
+      auto kinds = run.opSeconds;
+      std::sort(kinds.begin(), kinds.end(),
+                [](const auto &a, const auto &b) { return a.second > b.second; });
+      std::printf("%-22s %6s %12s %7s\n", "op", "count", "ms per step", "share");
+      for (const auto &[kind, secs] : kinds)
+        std::printf("%-22s %6lld %12.3f %6.1f%%\n", kind.c_str(), (long long)counts[kind],
+                    secs * 1e3, 100.0 * secs / perStep);
+    }
+  } else if (profile) {
+    std::fprintf(stderr, "shardline-run: note: --profile needs --steps N with N > 1\n");
   }
   std::printf("bytes sent per rank: %lld measured, %lld in the report\n",
               (long long)run.bytesSentPerRank, (long long)root.comm_bytes_per_rank());

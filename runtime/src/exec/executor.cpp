@@ -406,7 +406,11 @@ private:
           if (tensors[t].role != plan::Role::Weight)
             place(t);
         liveBytesPeak = std::max(liveBytesPeak, liveBytes);
+        auto start = std::chrono::steady_clock::now();
         runOp(op);
+        if (timing)
+          opSeconds[op.kind()->str()] +=
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       } catch (Stop &stop) {
         if (!stop.aborted)
           stop.error = "op " + op.kind()->str() + " at " +
@@ -474,6 +478,10 @@ private:
   std::map<int32_t, std::pair<int64_t, int64_t>> liveRanges;
   int64_t arenaPeak = 0, liveBytes = 0, liveBytesPeak = 0, stepBytes = 0;
   int64_t opIndex = 0;
+  /// Wall time per op kind over the timed steps (this rank's, exchanges
+  /// included).
+  bool timing = false;
+  std::map<std::string, double> opSeconds;
   std::map<int64_t, CachedTransfer> transfers;
   std::optional<SafeTensorsFile> weights;
 };
@@ -506,12 +514,16 @@ RunResult RankRun::run() {
     if (!comm.barrier())
       throw Stop{"", true};
     auto start = std::chrono::steady_clock::now();
+    timing = true;
     for (int64_t step = 0; step < std::max<int64_t>(1, options.steps); ++step)
       runStep();
+    timing = false;
     if (!comm.barrier())
       throw Stop{"", true};
     result.seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    for (const auto &[kind, secs] : opSeconds)
+      result.opSeconds.emplace_back(kind, secs / (double)std::max<int64_t>(1, options.steps));
     result.bytesSentPerRank = maxOverRanks(stepBytes);
     result.arenaPeak = maxOverRanks(arenaPeak);
     result.liveBytesPeak = maxOverRanks(liveBytesPeak);

@@ -59,6 +59,9 @@ struct RunResult {
   bool usedArena = false;
   /// Wall time of the steps, after the weights are in place.
   double seconds = 0;
+  /// The first rank's wall time per op kind in one step (waits for other
+  /// ranks in exchanges included).
+  std::vector<std::pair<std::string, double>> opSeconds;
 };
 
 /// The op kinds the executor runs; a plan with others is refused up front.
