@@ -311,14 +311,22 @@ private:
     }
   }
 
-  void checkSamePlan() {
+  std::vector<uint64_t> gatherWord(uint64_t word) {
     std::vector<uint64_t> all;
     std::string err;
-    if (!comm.allGather(hash, all, err)) {
+    if (!comm.allGather(word, all, err)) {
       if (!err.empty())
         fail(err);
       throw Stop{"", true};
     }
+    return all;
+  }
+
+  /// Every rank must run the same plan with the same options that shape the
+  /// run (ranks that disagree on the steps or on saving the weights would
+  /// wait for each other in different collectives).
+  void checkSamePlan() {
+    std::vector<uint64_t> all = gatherWord(hash);
     for (size_t m = 0; m < all.size(); ++m)
       if (all[m] != hash) {
         char text[160];
@@ -328,6 +336,17 @@ private:
                       m, all[m], (long long)self, hash);
         fail(text);
       }
+    uint64_t fields[4] = {options.seed, (uint64_t)options.steps,
+                          (uint64_t)!options.weightsFile.empty(),
+                          (uint64_t)!options.saveWeightsFile.empty()};
+    uint64_t mine = fnv1a64(fields, sizeof fields);
+    all = gatherWord(mine);
+    for (size_t m = 0; m < all.size(); ++m)
+      if (all[m] != mine)
+        fail("rank " + std::to_string(m) + " runs with other options than rank " +
+             std::to_string(self) +
+             ": --seed, --steps, and whether --weights and --save-weights are given must agree "
+             "on every rank");
   }
 
   /// The largest of a figure over the ranks.
