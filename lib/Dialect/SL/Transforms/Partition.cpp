@@ -85,6 +85,19 @@ public:
     if (rank < 0 || rank >= mesh.numRanks())
       return module.emitError("sl-partition: rank ")
              << rank << " is outside the mesh's " << mesh.numRanks() << " ranks";
+    for (auto fn : module.getOps<func::FuncOp>()) {
+      if (fn->hasAttr(kRankAttr))
+        return fn.emitError("sl-partition: '")
+               << fn.getSymName() << "' is already the program of rank "
+               << fn->getAttrOfType<IntegerAttr>(kRankAttr).getInt();
+      WalkResult unmaterialised = fn.walk([](RelayoutOp op) {
+        op.emitError("sl-partition needs the collectives in place: run sl-shard-pipeline (or "
+                     "sl-insert-collectives) first");
+        return WalkResult::interrupt();
+      });
+      if (unmaterialised.wasInterrupted())
+        return failure();
+    }
     gridName = (meshOp.getSymName() + "_grid").str();
     OpBuilder b(module.getContext());
     b.setInsertionPointAfter(meshOp);
