@@ -25,11 +25,6 @@ void AbortableBarrier::abort() {
   cv.notify_all();
 }
 
-bool AbortableBarrier::aborted() const {
-  std::lock_guard<std::mutex> lock(m);
-  return isAborted;
-}
-
 ThreadHub::ThreadHub(int64_t ranks)
     : n(ranks), barrier(ranks), box(ranks, std::vector<std::vector<float>>(ranks)),
       words(ranks, 0) {}

@@ -26,8 +26,6 @@ public:
   virtual ~Comm() = default;
   virtual int64_t rank() const = 0;
   virtual int64_t size() const = 0;
-  /// The backend's name as the command line spells it ("threads", "mpi").
-  virtual const char *name() const = 0;
   /// Sends `sendTo[m]` to every rank m != rank() (empty: nothing) and fills
   /// `recvFrom[m]`, already sized to what m sends. Every rank calls it at the
   /// same point of the program. Returns false when the run was aborted
@@ -47,10 +45,9 @@ public:
   explicit AbortableBarrier(int64_t n) : n(n) {}
   bool wait();
   void abort();
-  bool aborted() const;
 
 private:
-  mutable std::mutex m;
+  std::mutex m;
   std::condition_variable cv;
   int64_t n, count = 0, generation = 0;
   bool isAborted = false;
@@ -60,7 +57,6 @@ private:
 class ThreadHub {
 public:
   explicit ThreadHub(int64_t ranks);
-  int64_t ranks() const { return n; }
   /// The first error of any rank.
   std::string error() const;
 
@@ -79,7 +75,6 @@ public:
   ThreadComm(ThreadHub &hub, int64_t rank) : hub(hub), self(rank) {}
   int64_t rank() const override { return self; }
   int64_t size() const override { return hub.n; }
-  const char *name() const override { return "threads"; }
   bool exchange(const std::vector<std::vector<float>> &sendTo,
                 std::vector<std::vector<float>> &recvFrom, std::string &error) override;
   bool allGather(uint64_t value, std::vector<uint64_t> &all, std::string &error) override;

@@ -33,7 +33,6 @@ public:
   }
   int64_t rank() const override { return self; }
   int64_t size() const override { return world; }
-  const char *name() const override { return "mpi"; }
 
   bool exchange(const std::vector<std::vector<float>> &sendTo,
                 std::vector<std::vector<float>> &recvFrom, std::string &error) override {
@@ -75,16 +74,11 @@ public:
 
   bool allGather(uint64_t value, std::vector<uint64_t> &all, std::string &error) override {
     all.assign(world, 0);
-    unsigned long long v = value;
-    std::vector<unsigned long long> out(world);
-    int rc = MPI_Allgather(&v, 1, MPI_UNSIGNED_LONG_LONG, out.data(), 1, MPI_UNSIGNED_LONG_LONG,
-                           MPI_COMM_WORLD);
+    int rc = MPI_Allgather(&value, 1, MPI_UINT64_T, all.data(), 1, MPI_UINT64_T, MPI_COMM_WORLD);
     if (rc != MPI_SUCCESS) {
       error = "MPI_Allgather: " + mpiError(rc);
       return false;
     }
-    for (int64_t m = 0; m < world; ++m)
-      all[m] = out[m];
     return true;
   }
 

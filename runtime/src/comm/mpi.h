@@ -1,9 +1,9 @@
 //===- mpi.h - ranks that are MPI processes --------------------------------===//
 //
 // One process per rank under mpirun (OpenMPI). Exchanges are MPI_Alltoallv
-// over the world communicator with exactly the values each pair trades; a
-// rank that fails aborts the whole job (MPI_Abort), so no rank waits forever
-// for one that has stopped.
+// over the world communicator with exactly the values each pair trades. A
+// rank that fails prints its error and exits with status 1, on which mpirun
+// ends the whole job, so no rank waits forever for one that has stopped.
 //
 //===----------------------------------------------------------------------===//
 

@@ -1,4 +1,4 @@
-//===- transfer.cpp - move a tensor between layouts on shared memory ------===//
+//===- transfer.cpp - move a tensor between layouts -----------------------===//
 
 #include "comm/transfer.h"
 

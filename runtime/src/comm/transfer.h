@@ -1,4 +1,4 @@
-//===- transfer.h - move a tensor between layouts on shared memory --------===//
+//===- transfer.h - move a tensor between layouts ---------------*- C++ -*-===//
 //
 // The data movement behind every layout transition (all-gather,
 // reduce-scatter, all-reduce, all-to-all, slice, reorder). Each rank builds its
