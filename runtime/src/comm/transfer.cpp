@@ -161,16 +161,25 @@ TransferResult transfer(const Mesh &mesh, const std::vector<int64_t> &shape, con
   return result;
 }
 
-std::vector<float> extractLocal(const Mesh &mesh, const std::vector<int64_t> &shape,
-                                const Layout &layout, const std::vector<float> &global,
-                                int64_t rank) {
-  std::vector<float> out(numElements(localShape(layout, mesh, shape)));
+std::vector<int64_t> globalOffsets(const Mesh &mesh, const std::vector<int64_t> &shape,
+                                   const Layout &layout, int64_t rank) {
+  std::vector<int64_t> out(numElements(localShape(layout, mesh, shape)));
   forEachLocal(mesh, shape, layout, rank, [&](int64_t i, const std::vector<int64_t> &g) {
     int64_t flat = 0;
     for (size_t d = 0; d < shape.size(); ++d)
       flat = flat * shape[d] + g[d];
-    out[i] = global[flat];
+    out[i] = flat;
   });
+  return out;
+}
+
+std::vector<float> extractLocal(const Mesh &mesh, const std::vector<int64_t> &shape,
+                                const Layout &layout, const std::vector<float> &global,
+                                int64_t rank) {
+  std::vector<int64_t> offsets = globalOffsets(mesh, shape, layout, rank);
+  std::vector<float> out(offsets.size());
+  for (size_t i = 0; i < offsets.size(); ++i)
+    out[i] = global[offsets[i]];
   return out;
 }
 

@@ -59,6 +59,11 @@ TransferResult transfer(const Mesh &mesh, const std::vector<int64_t> &shape, con
                         const std::vector<const float *> &sources, const Layout &to, int64_t rank,
                         float *dst);
 
+/// The row-major global index of every element of rank `rank`'s local part,
+/// in local order.
+std::vector<int64_t> globalOffsets(const Mesh &mesh, const std::vector<int64_t> &shape,
+                                   const Layout &layout, int64_t rank);
+
 /// Rank `rank`'s local part of `global` in `layout` (no pending sums): the
 /// reference the transfers are checked against, and how a single-device tensor
 /// is split for a partitioned run.

@@ -158,6 +158,9 @@ private:
   std::vector<int64_t> owned(int32_t t, unsigned dim, int64_t rank) const {
     return ownedIndices(tensors[t].layout, mesh, tensors[t].shape, dim, rank);
   }
+  std::vector<int64_t> globalOffsets(int32_t t, int64_t rank) const {
+    return rt::globalOffsets(mesh, tensors[t].shape, tensors[t].layout, rank);
+  }
   float *P(int32_t t) { return where[t]; }
   int64_t N(int32_t t) const { return count[t]; }
 
@@ -296,19 +299,9 @@ private:
     }
     // This rank's shard of the file's tensor, by global element index.
     const SafeTensor &found = *weights->find(tensors[t].name);
-    const auto &shape = tensors[t].shape;
-    std::vector<size_t> pos(shape.size(), 0);
-    for (int64_t i = 0; i < count[t]; ++i) {
-      uint64_t g = 0;
-      for (size_t d = 0; d < shape.size(); ++d)
-        g = g * shape[d] + ownIdx[d][pos[d]];
-      own[t][i] = weights->at(found, g);
-      for (size_t d = shape.size(); d-- > 0;) {
-        if (++pos[d] < ownIdx[d].size())
-          break;
-        pos[d] = 0;
-      }
-    }
+    std::vector<int64_t> offsets = globalOffsets(t, self);
+    for (int64_t i = 0; i < count[t]; ++i)
+      own[t][i] = weights->at(found, offsets[i]);
   }
 
   std::vector<uint64_t> gatherWord(uint64_t word) {
@@ -351,21 +344,12 @@ private:
 
   /// The largest of a figure over the ranks.
   int64_t maxOverRanks(int64_t value) {
-    std::vector<uint64_t> all;
-    std::string err;
-    if (!comm.allGather((uint64_t)value, all, err)) {
-      if (!err.empty())
-        fail(err);
-      throw Stop{"", true};
-    }
-    uint64_t m = 0;
-    for (uint64_t v : all)
-      m = std::max(m, v);
-    return (int64_t)m;
+    std::vector<uint64_t> all = gatherWord((uint64_t)value);
+    return (int64_t)*std::max_element(all.begin(), all.end());
   }
 
   /// A global tensor on rank 0 from every rank's part (pending sums are
-  /// already whole); empty on the other ranks.
+  /// already whole); empty on the other ranks. Not counted as traffic.
   std::vector<float> gatherToFirst(int32_t t) {
     std::vector<std::vector<float>> sendTo = noMail(), recvFrom = noMail();
     std::vector<float> mine(P(t), P(t) + N(t));
@@ -374,36 +358,15 @@ private:
     else
       for (int64_t m = 1; m < ranks; ++m)
         recvFrom[m].resize(N(t));
-    std::string error;
-    if (!comm.exchange(sendTo, recvFrom, error)) {
-      if (!error.empty())
-        fail(error);
-      throw Stop{"", true};
-    }
+    trade(sendTo, recvFrom, 0);
     if (self != 0)
       return {};
     recvFrom[0] = std::move(mine);
-    const TensorInfo &info = tensors[t];
-    std::vector<float> global(numElements(info.shape), 0.0f);
-    std::vector<int64_t> strides(info.shape.size(), 1);
-    for (size_t d = info.shape.size(); d-- > 1;)
-      strides[d - 1] = strides[d] * info.shape[d];
+    std::vector<float> global(numElements(tensors[t].shape), 0.0f);
     for (int64_t r = 0; r < ranks; ++r) {
-      std::vector<std::vector<int64_t>> ownIdx;
-      for (unsigned d = 0; d < info.shape.size(); ++d)
-        ownIdx.push_back(owned(t, d, r));
-      std::vector<size_t> pos(info.shape.size(), 0);
-      for (size_t i = 0; i < recvFrom[r].size(); ++i) {
-        int64_t g = 0;
-        for (size_t d = 0; d < pos.size(); ++d)
-          g += ownIdx[d][pos[d]] * strides[d];
-        global[g] = recvFrom[r][i];
-        for (size_t d = pos.size(); d-- > 0;) {
-          if (++pos[d] < ownIdx[d].size())
-            break;
-          pos[d] = 0;
-        }
-      }
+      std::vector<int64_t> offsets = globalOffsets(t, r);
+      for (size_t i = 0; i < offsets.size(); ++i)
+        global[offsets[i]] = recvFrom[r][i];
     }
     return global;
   }
