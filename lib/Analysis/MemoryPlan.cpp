@@ -71,9 +71,6 @@ private:
   int64_t top = 0;
 };
 
-int64_t aligned(int64_t bytes) {
-  return (bytes + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
-}
 } // namespace
 
 ArenaPlan planArena(func::FuncOp fn, const Mesh &mesh) {
@@ -93,7 +90,7 @@ ArenaPlan planArena(func::FuncOp fn, const Mesh &mesh) {
     if (!isa<RankedTensorType>(v.getType()))
       return;
     int64_t bytes = localBytes(v, mesh);
-    plan.offsets[v] = arena.allocate(aligned(bytes));
+    plan.offsets[v] = arena.allocate(arenaSlotBytes(bytes));
     live += bytes;
     auto it = lastUse.find(v);
     dying[it == lastUse.end() ? defined : it->second].push_back(v);
@@ -107,7 +104,7 @@ ArenaPlan planArena(func::FuncOp fn, const Mesh &mesh) {
     plan.liveBound = std::max(plan.liveBound, live);
     for (Value v : dying[i]) {
       int64_t bytes = localBytes(v, mesh);
-      arena.release(plan.offsets[v], aligned(bytes));
+      arena.release(plan.offsets[v], arenaSlotBytes(bytes));
       live -= bytes;
     }
   }

@@ -20,8 +20,6 @@
 
 namespace shardline {
 
-constexpr int64_t kArenaAlignment = 64;
-
 struct ArenaPlan {
   llvm::DenseMap<mlir::Value, int64_t> offsets;
   int64_t highWater = 0;

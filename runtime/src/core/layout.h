@@ -72,6 +72,13 @@ std::vector<int64_t> ownedIndices(const Layout &layout, const Mesh &mesh,
 
 int64_t numElements(const std::vector<int64_t> &shape);
 
+/// Activations sit in one arena per rank, each in whole 64-byte slots: the
+/// compiler plans with this and the runtime measures with it.
+constexpr int64_t kArenaAlignment = 64;
+inline int64_t arenaSlotBytes(int64_t bytes) {
+  return (bytes + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
+}
+
 /// Bytes one rank sends with the bandwidth-optimal algorithm (DESIGN §4) for a
 /// group of `g` ranks and a full (gathered) tensor of `fullBytes` bytes.
 int64_t allGatherBytes(int64_t g, int64_t fullBytes);

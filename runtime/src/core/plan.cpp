@@ -75,7 +75,7 @@ std::string checkPlan(const plan::Plan &p) {
     int64_t bytes = numElements(localShape(layoutOf(*tensor), mesh,
                                            {tensor->shape()->begin(), tensor->shape()->end()})) *
                     elementBytes(tensor->dtype());
-    allSlots += (bytes + 63) / 64 * 64;
+    allSlots += arenaSlotBytes(bytes);
     if (tensor->arena_offset() + bytes > p.arena_bytes())
       return "tensor '" + (tensor->name() ? tensor->name()->str() : "#" + std::to_string(t)) +
              "' at arena offset " + std::to_string(tensor->arena_offset()) + " (" +

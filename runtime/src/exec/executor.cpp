@@ -23,8 +23,6 @@ namespace shardline::rt {
 
 namespace {
 
-constexpr int64_t kArenaAlignment = 64;
-
 /// Integer tensors (token ids, labels, expert indices) are held as floats,
 /// exact below 2^24, so one data path moves every tensor.
 std::vector<int32_t> asInts(const float *v, int64_t n) {
@@ -87,10 +85,6 @@ std::string shapeText(const std::vector<int64_t> &shape) {
   for (size_t i = 0; i < shape.size(); ++i)
     s += (i ? ", " : "") + std::to_string(shape[i]);
   return s + "]";
-}
-
-int64_t aligned(int64_t bytes) {
-  return (bytes + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
 }
 
 /// One rank's run of the plan.
@@ -231,7 +225,7 @@ private:
       liveRanges[t] = {begin, end};
       where[t] = arena.data() + begin * arenaScale / 4;
       std::fill_n(where[t], count[t], 0.0f);
-      arenaPeak = std::max(arenaPeak, begin + aligned(bytes));
+      arenaPeak = std::max(arenaPeak, begin + arenaSlotBytes(bytes));
     } else {
       own[t].assign(count[t], 0.0f);
       where[t] = own[t].data();
