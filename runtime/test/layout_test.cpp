@@ -30,6 +30,17 @@ TEST(Layout, MeshCoordinatesLastAxisFastest) {
   EXPECT_EQ(m.product({"cp", "tp"}), 4);
 }
 
+TEST(Layout, GroupsInGridOrderOfTheListedAxes) {
+  Mesh m = mesh(); // ep=2 cp=2 tp=2: rank = ep*4 + cp*2 + tp
+  EXPECT_EQ(m.rankAt(m.coords(5)), 5);
+  EXPECT_EQ(m.axisIndex("cp"), 2);
+  EXPECT_EQ(m.axisIndex("pp"), -1);
+  EXPECT_EQ(m.group(5, {"cp"}), (std::vector<int64_t>{5, 7}));
+  EXPECT_EQ(m.group(5, {"cp", "tp"}), (std::vector<int64_t>{4, 5, 6, 7}));
+  EXPECT_EQ(m.group(5, {"tp", "cp"}), (std::vector<int64_t>{4, 6, 5, 7}));
+  EXPECT_EQ(m.group(5, {}), (std::vector<int64_t>{5}));
+}
+
 TEST(Layout, LocalShapeDividesSplitDims) {
   Layout l = seqLayout({"cp", "tp"}, ChunkOrder::Contiguous);
   l.dims[0] = {"ep"};

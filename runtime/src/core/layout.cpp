@@ -53,6 +53,25 @@ int64_t Mesh::axisIndex(const std::string &axis) const {
   return -1;
 }
 
+std::vector<int64_t> Mesh::group(int64_t rank, const std::vector<std::string> &groupAxes) const {
+  std::vector<int64_t> base = coords(rank), idx, out;
+  for (const auto &a : groupAxes)
+    idx.push_back(axisIndex(a));
+  std::vector<int64_t> combo(idx.size(), 0);
+  while (true) {
+    std::vector<int64_t> c = base;
+    for (size_t i = 0; i < idx.size(); ++i)
+      c[idx[i]] = combo[i];
+    out.push_back(rankAt(c));
+    size_t k = idx.size();
+    while (k > 0 && ++combo[k - 1] == axes[idx[k - 1]].second)
+      combo[--k] = 0;
+    if (k == 0)
+      break;
+  }
+  return out;
+}
+
 bool Layout::operator==(const Layout &o) const {
   if (dims != o.dims || partial != o.partial)
     return false;

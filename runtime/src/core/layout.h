@@ -34,6 +34,10 @@ struct Mesh {
   int64_t rankAt(const std::vector<int64_t> &coords) const;
   /// Position of `axis` in the mesh, or -1.
   int64_t axisIndex(const std::string &axis) const;
+  /// The ranks that differ from `rank` only in `axes`, `rank` included, in
+  /// grid order over `axes` as listed (the first listed axis major): a
+  /// collective's group, and a ring's order.
+  std::vector<int64_t> group(int64_t rank, const std::vector<std::string> &axes) const;
 };
 
 struct Layout {

@@ -158,22 +158,6 @@ private:
   float *P(int32_t t) { return where[t]; }
   int64_t N(int32_t t) const { return count[t]; }
 
-  /// Ranks that differ from `rank` only in `axes`, in their linear order along
-  /// those axes (the ring).
-  std::vector<int64_t> group(int64_t rank, const std::vector<std::string> &axes) const {
-    std::vector<int64_t> me = mesh.coords(rank), out;
-    for (int64_t r = 0; r < ranks; ++r) {
-      std::vector<int64_t> c = mesh.coords(r);
-      bool same = true;
-      for (size_t i = 0; i < mesh.axes.size(); ++i)
-        if (c[i] != me[i] && std::find(axes.begin(), axes.end(), mesh.axes[i].first) == axes.end())
-          same = false;
-      if (same)
-        out.push_back(r);
-    }
-    return out;
-  }
-
   /// Sends and receives through the comm; counts what this rank sends to
   /// other ranks as this step's traffic, each value at `bytesPerValue` (the
   /// size of the plan's element type: the f32 reference moves 16-bit values
@@ -714,7 +698,7 @@ void RankRun::attention(const plan::Op &op, bool ring) {
   }
   // Ring: every member's keys and values reach every other member once; the
   // partial results are merged by their log-sum-exp, own block first.
-  std::vector<int64_t> members = group(self, stringsAttr(op, "axes"));
+  std::vector<int64_t> members = mesh.group(self, stringsAttr(op, "axes"));
   std::vector<float> kv(P(k), P(k) + N(k));
   kv.insert(kv.end(), P(v), P(v) + N(v));
   std::vector<std::vector<float>> blocks = allGatherIn(members, kv, tensors[k].elementBytes);
@@ -753,7 +737,7 @@ void RankRun::halo(const plan::Op &op) {
   int64_t width = intAttr(op, "width", 1);
   std::vector<int64_t> xl = local(x);
   int64_t k = chunksOf(x), S = xl[1] / k, C = xl[2], B = xl[0];
-  std::vector<int64_t> members = group(self, stringsAttr(op, "axes"));
+  std::vector<int64_t> members = mesh.group(self, stringsAttr(op, "axes"));
   std::map<int64_t, std::vector<int64_t>> positions;
   for (int64_t m : members)
     positions[m] = owned(x, 1, m);
@@ -900,7 +884,7 @@ void RankRun::stateExchange(const plan::Op &op) {
   int64_t chunks = tensors[st].shape[0];
   std::vector<int64_t> sl = local(st);
   int64_t stateSize = N(st) / sl[0], decaySize = N(dec) / sl[0];
-  std::vector<int64_t> members = group(self, stringsAttr(op, "axes"));
+  std::vector<int64_t> members = mesh.group(self, stringsAttr(op, "axes"));
   std::vector<float> mine(P(st), P(st) + N(st));
   mine.insert(mine.end(), P(dec), P(dec) + N(dec));
   std::vector<std::vector<float>> all = allGatherIn(members, mine, 0);
@@ -997,7 +981,7 @@ void RankRun::crossEntropy(const plan::Op &op) {
   int64_t T = l[0] * l[1], V = l[2];
   int64_t tokens = tensors[logits].shape[0] * tensors[logits].shape[1];
   int64_t offset = owned(logits, 2, self).front();
-  std::vector<int64_t> members = group(self, stringsAttr(op, "vocab_axes"));
+  std::vector<int64_t> members = mesh.group(self, stringsAttr(op, "vocab_axes"));
   const float *x = P(logits);
   std::vector<float> mx(T);
   cpu::xent_local_max(x, T, V, mx.data());

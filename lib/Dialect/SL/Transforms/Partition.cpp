@@ -38,27 +38,6 @@ std::vector<std::string> strings(ArrayAttr attr) {
   return out;
 }
 
-/// The ranks that differ from `rank` only in `axes`, in grid order over
-/// `axes` as listed (the first listed axis major).
-std::vector<int64_t> groupOf(const Mesh &mesh, int64_t rank, const std::vector<std::string> &axes) {
-  std::vector<int64_t> base = mesh.coords(rank), idx, out;
-  for (const auto &a : axes)
-    idx.push_back(mesh.axisIndex(a));
-  std::vector<int64_t> combo(idx.size(), 0);
-  while (true) {
-    std::vector<int64_t> c = base;
-    for (size_t i = 0; i < idx.size(); ++i)
-      c[idx[i]] = combo[i];
-    out.push_back(mesh.rankAt(c));
-    size_t k = idx.size();
-    while (k > 0 && ++combo[k - 1] == mesh.axes[idx[k - 1]].second)
-      combo[--k] = 0;
-    if (k == 0)
-      break;
-  }
-  return out;
-}
-
 /// Positions as [start, length] runs.
 SmallVector<int64_t> runs(const std::vector<int64_t> &positions) {
   SmallVector<int64_t> out;
@@ -137,7 +116,7 @@ private:
   bool concatenates(Value from, Value to, unsigned dim, const std::vector<std::string> &axes) {
     for (int64_t r = 0; r < mesh.numRanks(); ++r) {
       std::vector<int64_t> joined;
-      for (int64_t m : groupOf(mesh, r, axes)) {
+      for (int64_t m : mesh.group(r, axes)) {
         std::vector<int64_t> part = owned(from, dim, m);
         joined.insert(joined.end(), part.begin(), part.end());
       }
@@ -150,7 +129,7 @@ private:
   /// |group| equal slices of `from`'s, k the rank's place in its group.
   bool slices(Value from, Value to, unsigned dim, const std::vector<std::string> &axes) {
     for (int64_t r = 0; r < mesh.numRanks(); ++r) {
-      std::vector<int64_t> group = groupOf(mesh, r, axes);
+      std::vector<int64_t> group = mesh.group(r, axes);
       int64_t k = std::find(group.begin(), group.end(), r) - group.begin();
       std::vector<int64_t> whole = owned(from, dim, r);
       int64_t n = (int64_t)whole.size() / (int64_t)group.size();
@@ -243,7 +222,7 @@ private:
       set("sl.vocab_offset",
           IntegerAttr::get(IntegerType::get(ctx, 64), owned(ce.getLogits(), 2, rank).front()));
       if (!ce.getVocabAxes().empty())
-        set("sl.group", ranksAttr(groupOf(mesh, rank, strings(ce.getVocabAxes()))));
+        set("sl.group", ranksAttr(mesh.group(rank, strings(ce.getVocabAxes()))));
     } else if (auto rope = dyn_cast<RopeOp>(op)) {
       set("sl.tokens", runsAttr(rope.getX(), 1, rank));
     } else if (auto att = dyn_cast<AttentionOp>(op)) {
@@ -251,7 +230,7 @@ private:
       set("sl.key_tokens", runsAttr(att.getK(), 1, rank));
     } else if (auto ring = dyn_cast<RingAttentionOp>(op)) {
       set("sl.tokens", runsAttr(ring.getQ(), 1, rank));
-      std::vector<int64_t> members = groupOf(mesh, rank, strings(ring.getAxes()));
+      std::vector<int64_t> members = mesh.group(rank, strings(ring.getAxes()));
       std::rotate(members.begin(), std::find(members.begin(), members.end(), rank), members.end());
       set("sl.ring", ranksAttr(members));
       SmallVector<Attribute> keys;
@@ -262,13 +241,13 @@ private:
       set("sl.tokens", runsAttr(op->getOperand(0), 1, rank));
     } else if (auto halo = dyn_cast<HaloOp>(op)) {
       set("sl.tokens", runsAttr(halo.getX(), 1, rank));
-      set("sl.group", ranksAttr(groupOf(mesh, rank, strings(halo.getAxes()))));
+      set("sl.group", ranksAttr(mesh.group(rank, strings(halo.getAxes()))));
     } else if (auto ex = dyn_cast<ScanStateExchangeOp>(op)) {
       set("sl.chunks", runsAttr(ex.getResult(), 0, rank));
-      set("sl.group", ranksAttr(groupOf(mesh, rank, strings(ex.getAxes()))));
+      set("sl.group", ranksAttr(mesh.group(rank, strings(ex.getAxes()))));
     } else if (auto ax = op->getAttrOfType<ArrayAttr>("axes");
                ax && isa<sl::SLDialect>(op->getDialect())) {
-      set("sl.group", ranksAttr(groupOf(mesh, rank, strings(ax))));
+      set("sl.group", ranksAttr(mesh.group(rank, strings(ax))));
     }
   }
 
