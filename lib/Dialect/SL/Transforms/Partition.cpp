@@ -151,34 +151,46 @@ private:
     return true;
   }
 
+  /// Whether the movement from `x` to `y` along `dim` over `axes` is a
+  /// concatenation (or, with `gathers` false, an equal split) in grid order,
+  /// every other dimension keeping its indices.
+  bool alongOneDim(Value x, Value y, unsigned dim, const std::vector<std::string> &axes,
+                   bool gathers) {
+    return (gathers ? concatenates(x, y, dim, axes) : slices(x, y, dim, axes)) &&
+           othersKept(x, y, {dim});
+  }
+
   /// The upstream collective for an sl one, built before retyping (layouts
   /// are still on the types), or null if the movement does not fit one.
   Operation *toShard(Operation *op, OpBuilder &b) {
     b.setInsertionPoint(op);
     Location loc = op->getLoc();
-    auto local = [&](Value v) { return localType(v); };
     if (auto g = dyn_cast<AllGatherOp>(op)) {
-      unsigned d = g.getDim();
       std::vector<std::string> axes = strings(g.getAxes());
-      if (!concatenates(g.getX(), g.getResult(), d, axes) ||
-          !othersKept(g.getX(), g.getResult(), {d}))
+      if (!alongOneDim(g.getX(), g.getResult(), g.getDim(), axes, /*gathers=*/true))
         return nullptr;
-      return shard::AllGatherOp::create(b, loc, local(g.getResult()), gridName, gridAxes(axes),
-                                        g.getX(), APInt(64, d));
+      return shard::AllGatherOp::create(b, loc, localType(g.getResult()), gridName, gridAxes(axes),
+                                        g.getX(), APInt(64, g.getDim()));
     }
     if (auto rs = dyn_cast<ReduceScatterOp>(op)) {
-      unsigned d = rs.getDim();
       std::vector<std::string> axes = strings(rs.getAxes());
-      if (!slices(rs.getX(), rs.getResult(), d, axes) ||
-          !othersKept(rs.getX(), rs.getResult(), {d}))
+      if (!alongOneDim(rs.getX(), rs.getResult(), rs.getDim(), axes, /*gathers=*/false))
         return nullptr;
-      return shard::ReduceScatterOp::create(b, loc, local(rs.getResult()), gridName, gridAxes(axes),
-                                            rs.getX(), shard::ReductionKind::Sum, APInt(64, d));
+      return shard::ReduceScatterOp::create(b, loc, localType(rs.getResult()), gridName,
+                                            gridAxes(axes), rs.getX(), shard::ReductionKind::Sum,
+                                            APInt(64, rs.getDim()));
+    }
+    if (auto sl = dyn_cast<SliceOp>(op)) {
+      std::vector<std::string> axes = strings(sl.getAxes());
+      if (!alongOneDim(sl.getX(), sl.getResult(), sl.getDim(), axes, /*gathers=*/false))
+        return nullptr;
+      return shard::AllSliceOp::create(b, loc, localType(sl.getResult()), gridName, gridAxes(axes),
+                                       sl.getX(), APInt(64, sl.getDim()));
     }
     if (auto ar = dyn_cast<AllReduceOp>(op)) {
       if (!othersKept(ar.getX(), ar.getResult(), {}))
         return nullptr;
-      return shard::AllReduceOp::create(b, loc, local(ar.getResult()), gridName,
+      return shard::AllReduceOp::create(b, loc, localType(ar.getResult()), gridName,
                                         gridAxes(strings(ar.getAxes())), ar.getX(),
                                         shard::ReductionKind::Sum);
     }
@@ -189,17 +201,8 @@ private:
           !concatenates(a2a.getX(), a2a.getResult(), concat, axes) ||
           !othersKept(a2a.getX(), a2a.getResult(), {split, concat}))
         return nullptr;
-      return shard::AllToAllOp::create(b, loc, local(a2a.getResult()), gridName, gridAxes(axes),
+      return shard::AllToAllOp::create(b, loc, localType(a2a.getResult()), gridName, gridAxes(axes),
                                        a2a.getX(), APInt(64, split), APInt(64, concat));
-    }
-    if (auto sl = dyn_cast<SliceOp>(op)) {
-      unsigned d = sl.getDim();
-      std::vector<std::string> axes = strings(sl.getAxes());
-      if (!slices(sl.getX(), sl.getResult(), d, axes) ||
-          !othersKept(sl.getX(), sl.getResult(), {d}))
-        return nullptr;
-      return shard::AllSliceOp::create(b, loc, local(sl.getResult()), gridName, gridAxes(axes),
-                                       sl.getX(), APInt(64, d));
     }
     return nullptr;
   }
