@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian 12 machine (packages, configure), builds everything and runs the whole
-# test suite: C++ unit tests and the lit suites, all under ctest.
+# test suite under ctest: C++ unit tests, the lit suites, the equivalence matrix and the runtime
+# built on its own.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${SHARDLINE_BUILD_DIR:-$root/build}"
