@@ -16,6 +16,14 @@ namespace {
 
 constexpr int64_t kMaxSize = int64_t(1) << 24;
 
+/// "LINE:COL" (both 1-based) of byte `pos` of the text.
+std::string lineCol(llvm::StringRef text, size_t pos) {
+  size_t line = 1 + text.take_front(pos).count('\n');
+  size_t lineStart = text.take_front(pos).rfind('\n');
+  size_t col = pos - (lineStart == llvm::StringRef::npos ? 0 : lineStart + 1) + 1;
+  return std::to_string(line) + ":" + std::to_string(col);
+}
+
 /// Finds the line and column of a key path ("attention.heads") in the text by
 /// following the keys in order; good enough for messages, never for parsing.
 std::string locate(llvm::StringRef text, llvm::StringRef file, llvm::StringRef path) {
@@ -33,10 +41,7 @@ std::string locate(llvm::StringRef text, llvm::StringRef file, llvm::StringRef p
   }
   if (!found || path.empty())
     return file.str() + ": ";
-  size_t line = 1 + text.take_front(pos).count('\n');
-  size_t lineStart = text.take_front(pos).rfind('\n');
-  size_t col = pos - (lineStart == llvm::StringRef::npos ? 0 : lineStart + 1) + 1;
-  return (file + ":" + llvm::Twine(line) + ":" + llvm::Twine(col) + ": ").str();
+  return (file + ":" + lineCol(text, pos) + ": ").str();
 }
 
 /// Keys that appear twice in one object, which the JSON parser would
@@ -44,12 +49,6 @@ std::string locate(llvm::StringRef text, llvm::StringRef file, llvm::StringRef p
 /// of strings and brackets suffices.
 void findDuplicateKeys(llvm::StringRef text, llvm::StringRef file,
                        std::vector<std::string> &errors) {
-  auto where = [&](size_t pos) {
-    size_t line = 1 + text.take_front(pos).count('\n');
-    size_t lineStart = text.take_front(pos).rfind('\n');
-    size_t col = pos - (lineStart == llvm::StringRef::npos ? 0 : lineStart + 1) + 1;
-    return std::to_string(line) + ":" + std::to_string(col);
-  };
   // One frame per open bracket: for objects, the keys seen so far.
   std::vector<std::pair<bool, std::map<std::string, size_t>>> frames;
   for (size_t i = 0; i < text.size(); ++i) {
@@ -74,8 +73,8 @@ void findDuplicateKeys(llvm::StringRef text, llvm::StringRef file,
         continue;
       auto [it, inserted] = frames.back().second.emplace(value, start);
       if (!inserted)
-        errors.push_back((file + ":" + where(start) + ": duplicate key \"" + value +
-                          "\" (first at " + where(it->second) + ")")
+        errors.push_back((file + ":" + lineCol(text, start) + ": duplicate key \"" + value +
+                          "\" (first at " + lineCol(text, it->second) + ")")
                              .str());
     }
   }
