@@ -38,8 +38,8 @@ public:
   /// Makes the groups of a partition of the world, as MPI_Comm_split: every
   /// rank calls it at the same point of the program, the ranks that pass the
   /// same color (0 <= color <= INT_MAX) form one group, ordered by key (ties
-  /// by world rank). `group` is this rank's, or null for kNoGroup. Groups
-  /// work while the Comm lives.
+  /// by world rank). `group` is this rank's, or null for kNoGroup. A group
+  /// works while its world does (the ThreadHub; MPI until finalizeMpi).
   CommStatus split(int64_t color, int64_t key, std::unique_ptr<Group> &group);
   /// Sends `sendTo[m]` to every rank m != rank() (empty: nothing) and fills
   /// `recvFrom[m]`, already sized to what m sends. Every rank calls it at the

@@ -13,8 +13,8 @@
 // returns a CommStatus: false when the run was aborted (error empty: another
 // rank failed) or when this rank found an error (in `error`); on an error the
 // caller aborts the run (Comm::abort), which releases the members waiting for
-// it. A status also counts the bytes this rank sent, which are the DESIGN §4
-// byte conventions of the bandwidth-optimal algorithms (core/layout.h), so the
+// it. A status also counts the bytes this rank sent; the algorithms are the
+// bandwidth-optimal ones whose bytes DESIGN §4 states (core/layout.h), so the
 // executor can equate what it measures with the report.
 //
 //===----------------------------------------------------------------------===//
@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace shardline::rt {
@@ -77,6 +78,8 @@ void sumTerms(DType dtype, const std::vector<const void *> &terms, int64_t count
 
 class Group {
 public:
+  Group(const Group &) = delete;
+  Group &operator=(const Group &) = delete;
   virtual ~Group() = default;
   /// The members' world ranks in group order.
   const std::vector<int64_t> &members() const { return ranks; }
