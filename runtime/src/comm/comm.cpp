@@ -35,6 +35,18 @@ bool AbortableBarrier::wait() {
   return gen != generation;
 }
 
+void AbortableBarrier::waitThrough() {
+  std::unique_lock<std::mutex> lock(m);
+  int64_t gen = generation;
+  if (++count == n) {
+    count = 0;
+    ++generation;
+    cv.notify_all();
+    return;
+  }
+  cv.wait(lock, [&] { return gen != generation; });
+}
+
 void AbortableBarrier::abort() {
   std::lock_guard<std::mutex> lock(m);
   isAborted = true;
@@ -173,15 +185,17 @@ ThreadGroup::ThreadGroup(ThreadHub &hub, std::shared_ptr<ThreadGroupState> state
     : Group(std::move(members), index), hub(hub), state(std::move(state)) {}
 
 template <typename... Steps> bool ThreadGroup::phases(std::string &error, Steps... steps) {
-  bool released = true;
+  // An abort ends the wait for the members' posts. After it, the steps only
+  // copy and add, so every member reaches every later barrier.
+  if (!state->barrier.wait())
+    return false;
   auto step = [&](auto &run) {
-    released = released && state->barrier.wait();
-    if (released && error.empty())
+    if (error.empty())
       error = run();
+    state->barrier.waitThrough();
   };
   (step(steps), ...);
-  released = released && state->barrier.wait();
-  return released && error.empty();
+  return error.empty();
 }
 
 std::string ThreadGroup::sameSends() const {

@@ -63,6 +63,10 @@ class AbortableBarrier {
 public:
   explicit AbortableBarrier(int64_t n) : n(n) {}
   bool wait();
+  /// Waits for all n even after an abort: for threads that have all passed a
+  /// wait() together and may be reading each other's buffers, so that none
+  /// frees its buffers while another still reads them.
+  void waitThrough();
   void abort();
 
 private:
@@ -145,9 +149,11 @@ protected:
                   std::string &error) override;
 
 private:
-  /// Runs `steps` between barriers of the group; a step reads what the
-  /// members posted and returns an error or "". Every member leaves only
-  /// after every member has finished with its buffers.
+  /// Runs `steps` once every member has posted, each step followed by a
+  /// barrier; a step reads what the members posted and returns an error or
+  /// "". An abort stops a collective before its steps, never in the middle:
+  /// every member leaves only after every member has finished with its
+  /// buffers.
   template <typename... Steps> bool phases(std::string &error, Steps... steps);
   /// "" when every member posted `send` views of the same count and dtype.
   std::string sameSends() const;
