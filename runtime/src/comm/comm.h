@@ -7,11 +7,17 @@
 // every rank (SPMD), so each side knows every count in advance and nothing
 // else crosses the wire.
 //
+// split() makes group communicators (comm/group.h) whose collectives involve
+// only their members.
+//
 //===----------------------------------------------------------------------===//
 
 #ifndef SHARDLINE_RUNTIME_COMM_COMM_H
 #define SHARDLINE_RUNTIME_COMM_COMM_H
 
+#include "comm/group.h"
+
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -23,9 +29,18 @@ namespace shardline::rt {
 
 class Comm {
 public:
+  /// The color of a rank that joins no group.
+  static constexpr int64_t kNoGroup = -1;
+
   virtual ~Comm() = default;
   virtual int64_t rank() const = 0;
   virtual int64_t size() const = 0;
+  /// Makes the groups of a partition of the world, as MPI_Comm_split: every
+  /// rank calls it at the same point of the program, the ranks that pass the
+  /// same color (0 <= color <= INT_MAX) form one group, ordered by key (ties
+  /// by world rank). `group` is this rank's, or null for kNoGroup. A group
+  /// works while its world does (the ThreadHub; MPI until finalizeMpi).
+  CommStatus split(int64_t color, int64_t key, std::unique_ptr<Group> &group);
   /// Sends `sendTo[m]` to every rank m != rank() (empty: nothing) and fills
   /// `recvFrom[m]`, already sized to what m sends. Every rank calls it at the
   /// same point of the program. Returns false when the run was aborted
@@ -37,6 +52,10 @@ public:
   virtual bool barrier() = 0;
   /// Stops the run on every rank: this rank failed with `error`.
   virtual void abort(const std::string &error) = 0;
+
+protected:
+  /// split() with its arguments checked.
+  virtual CommStatus doSplit(int64_t color, int64_t key, std::unique_ptr<Group> &group) = 0;
 };
 
 /// A barrier every waiting thread leaves as soon as one rank aborts.
@@ -44,6 +63,10 @@ class AbortableBarrier {
 public:
   explicit AbortableBarrier(int64_t n) : n(n) {}
   bool wait();
+  /// Waits for all n even after an abort: for threads that have all passed a
+  /// wait() together and may be reading each other's buffers, so that none
+  /// frees its buffers while another still reads them.
+  void waitThrough();
   void abort();
 
 private:
@@ -53,21 +76,42 @@ private:
   bool isAborted = false;
 };
 
-/// What the ranks of one process share: a mailbox per (sender, receiver).
+struct ThreadGroupState;
+
+/// What the ranks of one process share: a mailbox per (sender, receiver), and
+/// the groups.
 class ThreadHub {
 public:
   explicit ThreadHub(int64_t ranks);
+  ~ThreadHub();
   /// The first error of any rank.
   std::string error() const;
+  /// Bytes of data `sender` has sent `receiver` so far, in exchanges and group
+  /// collectives.
+  int64_t bytesCarried(int64_t sender, int64_t receiver) const;
 
 private:
   friend class ThreadComm;
+  friend class ThreadGroup;
+  void carried(int64_t sender, int64_t receiver, int64_t bytes);
+  std::shared_ptr<ThreadGroupState> newGroup(int64_t members);
+  /// Releases every rank waiting, in the world or in any group.
+  void abortAll();
+
   int64_t n;
   AbortableBarrier barrier;
   std::vector<std::vector<std::vector<float>>> box; // [sender][receiver]
   std::vector<uint64_t> words;
+  std::unique_ptr<std::atomic<int64_t>[]> traffic; // [sender * n + receiver]
   mutable std::mutex errorMutex;
   std::string firstError;
+  // split(): every rank's color and key, and each new group's state, posted
+  // by its first member.
+  std::vector<int64_t> splitColor, splitKey;
+  std::vector<std::shared_ptr<ThreadGroupState>> splitState;
+  std::mutex groupsMutex;
+  bool aborted = false;
+  std::vector<std::weak_ptr<ThreadGroupState>> groups;
 };
 
 class ThreadComm : public Comm {
@@ -81,9 +125,43 @@ public:
   bool barrier() override { return hub.barrier.wait(); }
   void abort(const std::string &error) override;
 
+protected:
+  CommStatus doSplit(int64_t color, int64_t key, std::unique_ptr<Group> &group) override;
+
 private:
   ThreadHub &hub;
   int64_t self;
+};
+
+/// A group of thread ranks: its members wait only for each other, and each
+/// reads what it receives straight from the sender's buffer.
+class ThreadGroup : public Group {
+public:
+  ThreadGroup(ThreadHub &hub, std::shared_ptr<ThreadGroupState> state, std::vector<int64_t> members,
+              int64_t index);
+
+protected:
+  bool doAllGather(const BufferView &send, const BufferView &recv, std::string &error) override;
+  bool doReduceScatter(const BufferView &send, const BufferView &recv, std::string &error) override;
+  bool doAllReduce(const BufferView &send, const BufferView &recv, std::string &error) override;
+  bool doAllToAll(const BufferView &send, const BufferView &recv, std::string &error) override;
+  bool doExchange(const std::vector<BufferView> &sendTo, const std::vector<BufferView> &recvFrom,
+                  std::string &error) override;
+
+private:
+  /// Runs `steps` once every member has posted, each step followed by a
+  /// barrier; a step reads what the members posted and returns an error or
+  /// "". An abort stops a collective before its steps, never in the middle:
+  /// every member leaves only after every member has finished with its
+  /// buffers.
+  template <typename... Steps> bool phases(std::string &error, Steps... steps);
+  /// "" when every member posted `send` views of the same count and dtype.
+  std::string sameSends() const;
+  /// Copies `bytes` from member j's `from` to `to`, counted as j's traffic.
+  void receive(int64_t j, const void *from, void *to, int64_t bytes);
+
+  ThreadHub &hub;
+  std::shared_ptr<ThreadGroupState> state;
 };
 
 } // namespace shardline::rt
