@@ -26,10 +26,12 @@ LoadedPlan siluPlan(int64_t xOffset, int64_t yOffset, int64_t arenaBytes) {
       plan::CreateTensor(b, b.CreateString("y"), plan::DType::F32, shape, layout,
                          plan::Role::Activation, plan::Init::Normal, 0, 0, yOffset)};
   auto op = plan::CreateOp(b, b.CreateString("silu"), b.CreateVector<int32_t>({0}),
-                           b.CreateVector<int32_t>({1}));
-  auto root =
-      plan::CreatePlan(b, b.CreateString("m"), mesh, b.CreateVector(tensors), b.CreateVector({op}),
-                       b.CreateVector<int32_t>({0}), b.CreateVector<int32_t>({1}), arenaBytes, 0);
+                           b.CreateVector<int32_t>({1}), b.CreateVectorOfStrings({"x"}),
+                           b.CreateVectorOfStrings({"result"}));
+  auto root = plan::CreatePlan(b, b.CreateString("m"), mesh, b.CreateVector(tensors),
+                               b.CreateVector({op}), b.CreateVector<int32_t>({0}),
+                               b.CreateVector<int32_t>({1}), arenaBytes, 0,
+                               plan::CreateModelFacts(b, 1));
   plan::FinishPlanBuffer(b, root);
   std::string error;
   auto loaded = loadPlan(wrapPlan(b.GetBufferPointer(), b.GetSize()), error);
