@@ -12,9 +12,12 @@ namespace fb = flatbuffers;
 namespace plan = shardline::plan;
 
 namespace {
-/// Mesh tp=2; x (input, split over tp) -> silu -> y, at the given arena
-/// offsets; 8 elements, so 16 bytes per rank each.
-LoadedPlan siluPlan(int64_t xOffset, int64_t yOffset, int64_t arenaBytes) {
+/// Mesh tp=2; x (input, split over tp) -> `kind` -> y, at the given arena
+/// offsets; 8 elements, so 16 bytes per rank each. `operandName` names x,
+/// `attrs` are the op's float attributes.
+LoadedPlan siluPlan(int64_t xOffset, int64_t yOffset, int64_t arenaBytes,
+                    const std::string &kind = "silu", const std::string &operandName = "x",
+                    const std::vector<std::pair<std::string, double>> &attrs = {}) {
   fb::FlatBufferBuilder b;
   auto mesh = b.CreateVector({plan::CreateAxis(b, b.CreateString("tp"), 2)});
   auto layout = plan::CreateLayout(
@@ -25,13 +28,16 @@ LoadedPlan siluPlan(int64_t xOffset, int64_t yOffset, int64_t arenaBytes) {
                          plan::Init::Normal, 0, 0, xOffset),
       plan::CreateTensor(b, b.CreateString("y"), plan::DType::F32, shape, layout,
                          plan::Role::Activation, plan::Init::Normal, 0, 0, yOffset)};
-  auto op = plan::CreateOp(b, b.CreateString("silu"), b.CreateVector<int32_t>({0}),
-                           b.CreateVector<int32_t>({1}), b.CreateVectorOfStrings({"x"}),
-                           b.CreateVectorOfStrings({"result"}));
-  auto root = plan::CreatePlan(b, b.CreateString("m"), mesh, b.CreateVector(tensors),
-                               b.CreateVector({op}), b.CreateVector<int32_t>({0}),
-                               b.CreateVector<int32_t>({1}), arenaBytes, 0,
-                               plan::CreateModelFacts(b, 1));
+  std::vector<fb::Offset<plan::Attr>> attrOffsets;
+  for (const auto &[name, value] : attrs)
+    attrOffsets.push_back(plan::CreateAttr(b, b.CreateString(name), 0, b.CreateVector({value})));
+  auto op = plan::CreateOp(b, b.CreateString(kind), b.CreateVector<int32_t>({0}),
+                           b.CreateVector<int32_t>({1}), b.CreateVectorOfStrings({operandName}),
+                           b.CreateVectorOfStrings({"result"}), b.CreateVector(attrOffsets));
+  auto root =
+      plan::CreatePlan(b, b.CreateString("m"), mesh, b.CreateVector(tensors), b.CreateVector({op}),
+                       b.CreateVector<int32_t>({0}), b.CreateVector<int32_t>({1}), arenaBytes, 0,
+                       plan::CreateModelFacts(b, 1));
   plan::FinishPlanBuffer(b, root);
   std::string error;
   auto loaded = loadPlan(wrapPlan(b.GetBufferPointer(), b.GetSize()), error);
@@ -49,7 +55,7 @@ TEST(Executor, RunsInThePlannedArenaAndMeasuresItsPeak) {
   EXPECT_EQ(r.bytesSentPerRank, 0);
   ASSERT_EQ(r.outputs.size(), 1u);
   ASSERT_EQ(r.outputs[0].size(), 8u);
-  // Tokens without an embedding table are all 0, and silu(0) = 0.
+  // With a vocabulary of one the inputs are all 0, and silu(0) = 0.
   for (float v : r.outputs[0])
     EXPECT_EQ(v, 0.0f);
 }
@@ -68,6 +74,31 @@ TEST(Executor, SingleDeviceRunDoesNotUseTheArena) {
   EXPECT_FALSE(r.usedArena);
   EXPECT_EQ(r.ranks, 1);
   EXPECT_EQ(r.liveBytesPeak, 64);
+}
+
+TEST(Executor, TheKernelTableIsTheListOfOps) {
+  EXPECT_TRUE(executorSupports("silu"));
+  EXPECT_TRUE(executorSupports("ssd_scan"));
+  EXPECT_TRUE(executorSupports("scan_state_exchange"));
+  EXPECT_FALSE(executorSupports("frobnicate"));
+  EXPECT_EQ(checkProgram(siluPlan(0, 64, 128)), "");
+  EXPECT_EQ(checkProgram(siluPlan(0, 64, 128, "frobnicate")),
+            "the executor does not run sl.frobnicate yet");
+  RunResult r = runPlan(siluPlan(0, 64, 128, "frobnicate"), RunOptions{});
+  EXPECT_EQ(r.error, "the executor does not run sl.frobnicate yet");
+}
+
+TEST(Executor, OperandsAndAttributesAreBoundByName) {
+  // silu reads its operand as x; a plan that names it otherwise is refused.
+  EXPECT_EQ(checkProgram(siluPlan(0, 64, 128, "silu", "lhs")),
+            "op #0 (sl.silu) at ? has no operand 'x'");
+  // rms_norm needs eps in the plan (the runtime has no default) and a weight.
+  EXPECT_EQ(checkProgram(siluPlan(0, 64, 128, "rms_norm", "x")),
+            "op #0 (sl.rms_norm) at ? has no operand 'weight'");
+  EXPECT_EQ(checkProgram(siluPlan(0, 64, 128, "rope", "x", {{"theta", 1.0}})),
+            "op #0 (sl.rope) at ? has no attribute 'head_dim'");
+  EXPECT_EQ(checkProgram(siluPlan(0, 64, 128, "rope", "x", {{"head_dim", 2.0}, {"theta", 1.0}})),
+            "op #0 (sl.rope) at ? attribute 'head_dim' is not one integer");
 }
 
 TEST(ThreadComm, ExchangeDeliversEachPairsValues) {
