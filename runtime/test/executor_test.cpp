@@ -1,6 +1,7 @@
 //===- executor_test.cpp - the executor's arena and comms on small plans ---===//
 
 #include "comm/comm.h"
+#include "exec/collectives.h"
 #include "exec/executor.h"
 
 #include <gtest/gtest.h>
@@ -99,6 +100,34 @@ TEST(Executor, OperandsAndAttributesAreBoundByName) {
             "op #0 (sl.rope) at ? has no attribute 'head_dim'");
   EXPECT_EQ(checkProgram(siluPlan(0, 64, 128, "rope", "x", {{"head_dim", 2.0}, {"theta", 1.0}})),
             "op #0 (sl.rope) at ? attribute 'head_dim' is not one integer");
+}
+
+TEST(Collectives, GroupGatherReachesOnlyTheGroupAndCountsWhatEachSends) {
+  // Three ranks on one axis; ranks 0 and 2 gather each other's two values
+  // (at 2 bytes each, as a 16-bit plan counts them), rank 1 sits out.
+  const int64_t n = 3;
+  shardline::Mesh mesh;
+  mesh.axes.emplace_back("cp", n);
+  ThreadHub hub(n);
+  std::vector<std::vector<std::vector<float>>> got(n);
+  std::vector<int64_t> sent(n);
+  std::vector<std::thread> threads;
+  for (int64_t r = 0; r < n; ++r)
+    threads.emplace_back([&, r] {
+      ThreadComm comm(hub, r);
+      Collectives collectives(comm, mesh);
+      std::vector<int64_t> members = r == 1 ? std::vector<int64_t>{1} : std::vector<int64_t>{0, 2};
+      got[r] = collectives.allGather(members, {(float)r, (float)r + 0.5f}, 2);
+      sent[r] = collectives.bytesSent();
+    });
+  for (auto &t : threads)
+    t.join();
+  EXPECT_EQ(got[0][2], (std::vector<float>{2.0f, 2.5f}));
+  EXPECT_EQ(got[0][0], (std::vector<float>{0.0f, 0.5f}));
+  EXPECT_TRUE(got[0][1].empty());
+  EXPECT_EQ(got[2][0], (std::vector<float>{0.0f, 0.5f}));
+  EXPECT_EQ(got[1][1], (std::vector<float>{1.0f, 1.5f}));
+  EXPECT_EQ(sent, (std::vector<int64_t>{4, 0, 4}));
 }
 
 TEST(ThreadComm, ExchangeDeliversEachPairsValues) {

@@ -100,6 +100,11 @@ void Collectives::allReduce(int64_t step, const std::vector<int64_t> &shape, con
   transition(2 * step + 1, shape, mid, to, half.data(), dst, bytesPerValue);
 }
 
+void Collectives::barrier() {
+  if (!comm.barrier())
+    throw Stop{"", true};
+}
+
 std::vector<uint64_t> Collectives::gatherWord(uint64_t word) {
   std::vector<uint64_t> all;
   std::string error;

@@ -56,6 +56,9 @@ public:
   void allReduce(int64_t step, const std::vector<int64_t> &shape, const Layout &from,
                  const float *src, float *dst, int64_t bytesPerValue);
 
+  /// Waits for every rank; throws Stop when another rank aborted.
+  void barrier();
+
   /// Every rank's `word`, in rank order (not counted as traffic).
   std::vector<uint64_t> gatherWord(uint64_t word);
 
