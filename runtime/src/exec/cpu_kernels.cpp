@@ -52,10 +52,9 @@ template <void (*Fn)(const float *, int64_t, float *)> void unary(const Step &s,
   Fn(f.f(s.in[0]), f.n(s.out[0]), f.f(s.out[0]));
 }
 
-void resolveVocabOffset(Step &s, const Frame &f) {
-  // embedding: the table's rows; cross_entropy: the logits' last dimension.
-  bool lookup = s.kind == "embedding";
-  s.facts.vocabOffset = f.owned(s.in[lookup ? 1 : 0], lookup ? 0 : 2, f.self).front();
+/// The first vocabulary entry of this rank's rows of the table.
+void resolveTableOffset(Step &s, const Frame &f) {
+  s.facts.vocabOffset = f.owned(s.in[1], 0, f.self).front();
 }
 
 void embedding(const Step &s, Frame &f) {
@@ -82,10 +81,12 @@ void linear(const Step &s, Frame &f) {
   cpu::linear(f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]) / w[1], w[0], w[1], f.f(s.out[0]));
 }
 
-void resolvePositions(Step &s, const Frame &f) {
-  s.facts.positions = f.owned(s.in[0], 1, f.self);
-  if (s.kind == "attention")
-    s.facts.keyPositions = f.owned(s.in[1], 1, f.self);
+/// The global positions of the tokens of the sequence operand (RoPE's x,
+/// attention's q) and, for attention, of its keys.
+void resolvePositions(Step &s, const Frame &f) { s.facts.positions = f.owned(s.in[0], 1, f.self); }
+void resolveQueryKeyPositions(Step &s, const Frame &f) {
+  resolvePositions(s, f);
+  s.facts.keyPositions = f.owned(s.in[1], 1, f.self);
 }
 
 void rope(const Step &s, Frame &f) {
@@ -104,6 +105,7 @@ cpu::AttentionDims attentionDims(const Step &s, const Frame &f) {
   int64_t d = f.global(s.in[0])[2] / s.attrs[kHeads].i;
   return {ql[0], ql[1], kl[1], ql[2] / d, kl[2] / d, d};
 }
+/// An attention op without a scale means the usual 1/sqrt(head_dim).
 float attentionScale(const Step &s, const cpu::AttentionDims &dims) {
   return s.attrs[kScale].present ? (float)s.attrs[kScale].f
                                  : (float)(1.0 / std::sqrt((double)dims.D));
@@ -372,8 +374,10 @@ void moeCombine(const Step &s, Frame &f) {
 
 // -- loss -------------------------------------------------------------------
 
+/// The first vocabulary entry of this rank's logits and the vocabulary's
+/// group.
 void resolveCrossEntropy(Step &s, const Frame &f) {
-  resolveVocabOffset(s, f);
+  s.facts.vocabOffset = f.owned(s.in[0], 2, f.self).front();
   s.facts.members = group(f, s.attrs[0]);
 }
 
@@ -434,7 +438,7 @@ KernelTable makeTable() {
   t["gelu"] = {x, kResult, {}, unary<cpu::gelu>};
   t["sigmoid"] = {x, kResult, {}, unary<cpu::sigmoid>};
   t["softplus"] = {x, kResult, {}, unary<cpu::softplus>};
-  t["embedding"] = {{"ids", "table"}, kResult, {}, embedding, resolveVocabOffset};
+  t["embedding"] = {{"ids", "table"}, kResult, {}, embedding, resolveTableOffset};
   t["rms_norm"] = {{"x", "weight"}, kResult, {eps}, rmsNorm};
   t["gated_rms_norm"] = {
       {"y", "z", "weight"}, kResult, {{"groups", AttrKind::Int}, eps}, gatedRmsNorm};
@@ -445,7 +449,7 @@ KernelTable makeTable() {
                {{"head_dim", AttrKind::Int}, {"theta", AttrKind::Float}},
                rope,
                resolvePositions};
-  t["attention"] = {{"q", "k", "v"}, kResult, attentionAttrs, attention, resolvePositions};
+  t["attention"] = {{"q", "k", "v"}, kResult, attentionAttrs, attention, resolveQueryKeyPositions};
   t["ring_attention"] = {{"q", "k", "v"}, kResult, ringAttrs, ringAttention, resolveRing};
   t["causal_conv1d"] = {{"x", "weight", "bias", "halo?"}, kResult, {}, conv};
   t["halo"] = {
