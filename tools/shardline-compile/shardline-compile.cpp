@@ -28,7 +28,6 @@
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/raw_ostream.h"
 
-#include <cstring>
 #include <map>
 
 using namespace mlir;
