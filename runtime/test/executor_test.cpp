@@ -3,6 +3,7 @@
 #include "comm/comm.h"
 #include "exec/collectives.h"
 #include "exec/executor.h"
+#include "exec/program.h"
 
 #include <gtest/gtest.h>
 
@@ -45,7 +46,57 @@ LoadedPlan siluPlan(int64_t xOffset, int64_t yOffset, int64_t arenaBytes,
   EXPECT_TRUE(loaded) << error;
   return *loaded;
 }
+/// One op of `kind` whose operands, named `names`, are tensors 1.. and whose
+/// result `result` is tensor 0; every tensor is [8], replicated.
+LoadedPlan oneOpPlan(const std::string &kind, const std::vector<std::string> &names) {
+  fb::FlatBufferBuilder b;
+  auto mesh = b.CreateVector({plan::CreateAxis(b, b.CreateString("tp"), 1)});
+  std::vector<fb::Offset<plan::Tensor>> tensors;
+  std::vector<int32_t> operands;
+  for (size_t t = 0; t <= names.size(); ++t) {
+    tensors.push_back(plan::CreateTensor(b, b.CreateString("t" + std::to_string(t)),
+                                         plan::DType::F32, b.CreateVector<int64_t>({8}), 0,
+                                         plan::Role::Weight));
+    if (t)
+      operands.push_back((int32_t)t);
+  }
+  auto op = plan::CreateOp(b, b.CreateString(kind), b.CreateVector(operands),
+                           b.CreateVector<int32_t>({0}), b.CreateVectorOfStrings(names),
+                           b.CreateVectorOfStrings({"result"}));
+  auto root =
+      plan::CreatePlan(b, b.CreateString("m"), mesh, b.CreateVector(tensors), b.CreateVector({op}),
+                       b.CreateVector<int32_t>({}), b.CreateVector<int32_t>({0}), 0, 0);
+  plan::FinishPlanBuffer(b, root);
+  std::string error;
+  auto loaded = loadPlan(wrapPlan(b.GetBufferPointer(), b.GetSize()), error);
+  EXPECT_TRUE(loaded) << error;
+  return *loaded;
+}
 } // namespace
+
+TEST(Program, BindsByNameInTheKernelsOrder) {
+  // The plan lists bias before x; the kernel reads x, weight, bias, halo.
+  LoadedPlan p = oneOpPlan("causal_conv1d", {"bias", "x", "weight"});
+  std::string error;
+  auto program = decodeProgram(*p.root(), cpuBackend().kernels, error);
+  ASSERT_TRUE(program) << error;
+  ASSERT_EQ(program->size(), 1u);
+  const Step &step = (*program)[0];
+  EXPECT_EQ(step.in, (std::vector<int32_t>{2, 3, 1, -1}));
+  EXPECT_FALSE(step.has(3)); // no halo
+  EXPECT_EQ(step.out, (std::vector<int32_t>{0}));
+  auto withHalo = decodeProgram(*oneOpPlan("causal_conv1d", {"x", "weight", "bias", "halo"}).root(),
+                                cpuBackend().kernels, error);
+  ASSERT_TRUE(withHalo) << error;
+  EXPECT_EQ((*withHalo)[0].in, (std::vector<int32_t>{1, 2, 3, 4}));
+}
+
+TEST(Program, RefusesNamesNoKernelBinds) {
+  EXPECT_EQ(checkProgram(oneOpPlan("causal_conv1d", {"x", "weight", "bias", "carry"})),
+            "op #0 (sl.causal_conv1d) at ? has operand 'carry', which this runtime does not bind");
+  EXPECT_EQ(checkProgram(oneOpPlan("add", {"lhs", "other"})),
+            "op #0 (sl.add) at ? has no operand 'rhs'");
+}
 
 TEST(Executor, RunsInThePlannedArenaAndMeasuresItsPeak) {
   RunResult r = runPlan(siluPlan(0, 64, 128), RunOptions{});

@@ -15,7 +15,8 @@ namespace {
 std::vector<uint8_t> smallPlan(const std::string &kind = "silu", int32_t result = 1,
                                const std::string &axis = "tp", int64_t arenaOffset = -1,
                                int64_t arenaBytes = 0,
-                               std::vector<std::string> operandNames = {"x"}, int64_t vocab = 8) {
+                               std::vector<std::string> operandNames = {"x"}, int64_t vocab = 8,
+                               size_t operandCount = 1) {
   fb::FlatBufferBuilder b;
   auto mesh = b.CreateVector({plan::CreateAxis(b, b.CreateString("tp"), 2)});
   auto layout = plan::CreateLayout(
@@ -26,9 +27,10 @@ std::vector<uint8_t> smallPlan(const std::string &kind = "silu", int32_t result 
                          plan::Role::Input),
       plan::CreateTensor(b, b.CreateString("y"), plan::DType::F32, shape, layout,
                          plan::Role::Activation, plan::Init::Normal, 0, 0, arenaOffset)};
-  auto op = plan::CreateOp(b, b.CreateString(kind), b.CreateVector<int32_t>({0}),
-                           b.CreateVector<int32_t>({result}), b.CreateVectorOfStrings(operandNames),
-                           b.CreateVectorOfStrings({"result"}));
+  auto op =
+      plan::CreateOp(b, b.CreateString(kind), b.CreateVector(std::vector<int32_t>(operandCount, 0)),
+                     b.CreateVector<int32_t>({result}), b.CreateVectorOfStrings(operandNames),
+                     b.CreateVectorOfStrings({"result"}));
   auto root =
       plan::CreatePlan(b, b.CreateString("m"), mesh, b.CreateVector(tensors), b.CreateVector({op}),
                        b.CreateVector<int32_t>({0}), b.CreateVector<int32_t>({1}), arenaBytes, 0,
@@ -107,6 +109,8 @@ TEST(Plan, OpsNameEveryOperandAndResult) {
             "inconsistent plan: op #0 (silu) has 2 operand names for 1 operands");
   EXPECT_EQ(errorOf(smallPlan("silu", 1, "tp", -1, 0, {""})),
             "inconsistent plan: op #0 (silu) has an empty operand name");
+  EXPECT_EQ(errorOf(smallPlan("add", 1, "tp", -1, 0, {"lhs", "lhs"}, 8, 2)),
+            "inconsistent plan: op #0 (add) has two operands named 'lhs'");
 }
 
 TEST(Plan, InputsNeedTheVocabulary) {

@@ -102,9 +102,13 @@ std::string checkPlan(const plan::Plan &p) {
     if (!names || names->size() != count)
       return where + " has " + std::to_string(names ? names->size() : 0) + " " + what +
              " names for " + std::to_string(count) + " " + what + "s";
-    for (const auto *n : *names)
+    std::set<std::string> seen;
+    for (const auto *n : *names) {
       if (n->size() == 0)
         return where + " has an empty " + what + " name";
+      if (!seen.insert(n->str()).second)
+        return where + " has two " + what + "s named '" + n->str() + "'";
+    }
     return std::string();
   };
   for (size_t o = 0; o < p.ops()->size(); ++o) {
