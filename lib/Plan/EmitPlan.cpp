@@ -96,19 +96,27 @@ public:
           return failure();
         results.push_back(*t);
       }
+      if (auto embedding = dyn_cast<EmbeddingOp>(op))
+        vocab = embedding.getTable().getType().getShape()[0];
       std::vector<fb::Offset<plan::Attr>> attrs;
-      for (NamedAttribute a : op.getAttrDictionary())
+      for (NamedAttribute a : withDefaults(op))
         if (auto converted = attr(a))
           attrs.push_back(*converted);
+      auto [operandNames, resultNames] = valueNames(op);
       ops.push_back(plan::CreateOp(b, b.CreateString(op.getName().stripDialect().str()),
                                    b.CreateVector(operands), b.CreateVector(results),
-                                   b.CreateVector(attrs),
+                                   b.CreateVectorOfStrings(operandNames),
+                                   b.CreateVectorOfStrings(resultNames), b.CreateVector(attrs),
                                    b.CreateString(describeLocation(op.getLoc()))));
     }
-    auto root = plan::CreatePlan(b, b.CreateString(fn.getSymName().str()), b.CreateVector(mesh),
-                                 b.CreateVector(tensors), b.CreateVector(ops),
-                                 b.CreateVector(inputs), b.CreateVector(outputs), arena.highWater,
-                                 analyze(module).commBytesPerRank);
+    if (!inputs.empty() && vocab < 1) {
+      fn.emitError("a plan with inputs needs the vocabulary: the function has no sl.embedding");
+      return failure();
+    }
+    auto root = plan::CreatePlan(
+        b, b.CreateString(fn.getSymName().str()), b.CreateVector(mesh), b.CreateVector(tensors),
+        b.CreateVector(ops), b.CreateVector(inputs), b.CreateVector(outputs), arena.highWater,
+        analyze(module).commBytesPerRank, plan::CreateModelFacts(b, vocab));
     plan::FinishPlanBuffer(b, root);
     return rt::wrapPlan(b.GetBufferPointer(), b.GetSize());
   }
@@ -160,6 +168,43 @@ private:
     return id;
   }
 
+  /// The op's attributes with every absent default-valued one at its
+  /// default: a fresh op of the same name has its properties populated with
+  /// the ODS defaults, and the op's own attributes override them.
+  static NamedAttrList withDefaults(Operation &op) {
+    OperationState state(op.getLoc(), op.getName());
+    Operation *fresh = Operation::create(state);
+    NamedAttrList attrs(fresh->getAttrDictionary());
+    fresh->destroy();
+    for (NamedAttribute a : op.getAttrDictionary())
+      attrs.set(a.getName(), a.getValue());
+    return attrs;
+  }
+
+  /// The names of the op's operands and results as its sharding rule states
+  /// them (the dialect's names). Ops without a rule, the layout transitions
+  /// and the state exchange, name their operands x (one) or x0, x1, ... and
+  /// their result `result`.
+  static std::pair<std::vector<std::string>, std::vector<std::string>> valueNames(Operation &op) {
+    std::vector<std::string> operands, results;
+    if (auto ruled = dyn_cast<ShardingRuleOpInterface>(op)) {
+      ShardingRule rule = ruled.getShardingRule();
+      operands = rule.operandNames;
+      results = rule.resultNames;
+    }
+    if (operands.size() != op.getNumOperands()) {
+      operands.clear();
+      for (unsigned i = 0; i < op.getNumOperands(); ++i)
+        operands.push_back(op.getNumOperands() == 1 ? "x" : "x" + std::to_string(i));
+    }
+    if (results.size() != op.getNumResults()) {
+      results.clear();
+      for (unsigned i = 0; i < op.getNumResults(); ++i)
+        results.push_back(op.getNumResults() == 1 ? "result" : "result" + std::to_string(i));
+    }
+    return {operands, results};
+  }
+
   std::optional<fb::Offset<plan::Attr>> attr(NamedAttribute a) {
     std::vector<int64_t> ints;
     std::vector<double> floats;
@@ -193,6 +238,7 @@ private:
 
   fb::FlatBufferBuilder b;
   ArenaPlan arena;
+  int64_t vocab = 0;
   std::vector<fb::Offset<plan::Tensor>> tensors;
   llvm::DenseMap<Value, int32_t> index;
 };

@@ -1,7 +1,9 @@
 //===- executor_test.cpp - the executor's arena and comms on small plans ---===//
 
 #include "comm/comm.h"
+#include "exec/collectives.h"
 #include "exec/executor.h"
+#include "exec/program.h"
 
 #include <gtest/gtest.h>
 
@@ -12,9 +14,12 @@ namespace fb = flatbuffers;
 namespace plan = shardline::plan;
 
 namespace {
-/// Mesh tp=2; x (input, split over tp) -> silu -> y, at the given arena
-/// offsets; 8 elements, so 16 bytes per rank each.
-LoadedPlan siluPlan(int64_t xOffset, int64_t yOffset, int64_t arenaBytes) {
+/// Mesh tp=2; x (input, split over tp) -> `kind` -> y, at the given arena
+/// offsets; 8 elements, so 16 bytes per rank each. `operandName` names x,
+/// `attrs` are the op's float attributes.
+LoadedPlan siluPlan(int64_t xOffset, int64_t yOffset, int64_t arenaBytes,
+                    const std::string &kind = "silu", const std::string &operandName = "x",
+                    const std::vector<std::pair<std::string, double>> &attrs = {}) {
   fb::FlatBufferBuilder b;
   auto mesh = b.CreateVector({plan::CreateAxis(b, b.CreateString("tp"), 2)});
   auto layout = plan::CreateLayout(
@@ -25,11 +30,42 @@ LoadedPlan siluPlan(int64_t xOffset, int64_t yOffset, int64_t arenaBytes) {
                          plan::Init::Normal, 0, 0, xOffset),
       plan::CreateTensor(b, b.CreateString("y"), plan::DType::F32, shape, layout,
                          plan::Role::Activation, plan::Init::Normal, 0, 0, yOffset)};
-  auto op = plan::CreateOp(b, b.CreateString("silu"), b.CreateVector<int32_t>({0}),
-                           b.CreateVector<int32_t>({1}));
+  std::vector<fb::Offset<plan::Attr>> attrOffsets;
+  for (const auto &[name, value] : attrs)
+    attrOffsets.push_back(plan::CreateAttr(b, b.CreateString(name), 0, b.CreateVector({value})));
+  auto op = plan::CreateOp(b, b.CreateString(kind), b.CreateVector<int32_t>({0}),
+                           b.CreateVector<int32_t>({1}), b.CreateVectorOfStrings({operandName}),
+                           b.CreateVectorOfStrings({"result"}), b.CreateVector(attrOffsets));
   auto root =
       plan::CreatePlan(b, b.CreateString("m"), mesh, b.CreateVector(tensors), b.CreateVector({op}),
-                       b.CreateVector<int32_t>({0}), b.CreateVector<int32_t>({1}), arenaBytes, 0);
+                       b.CreateVector<int32_t>({0}), b.CreateVector<int32_t>({1}), arenaBytes, 0,
+                       plan::CreateModelFacts(b, 1));
+  plan::FinishPlanBuffer(b, root);
+  std::string error;
+  auto loaded = loadPlan(wrapPlan(b.GetBufferPointer(), b.GetSize()), error);
+  EXPECT_TRUE(loaded) << error;
+  return *loaded;
+}
+/// One op of `kind` whose operands, named `names`, are tensors 1.. and whose
+/// result `result` is tensor 0; every tensor is [8], replicated.
+LoadedPlan oneOpPlan(const std::string &kind, const std::vector<std::string> &names) {
+  fb::FlatBufferBuilder b;
+  auto mesh = b.CreateVector({plan::CreateAxis(b, b.CreateString("tp"), 1)});
+  std::vector<fb::Offset<plan::Tensor>> tensors;
+  std::vector<int32_t> operands;
+  for (size_t t = 0; t <= names.size(); ++t) {
+    tensors.push_back(plan::CreateTensor(b, b.CreateString("t" + std::to_string(t)),
+                                         plan::DType::F32, b.CreateVector<int64_t>({8}), 0,
+                                         plan::Role::Weight));
+    if (t)
+      operands.push_back((int32_t)t);
+  }
+  auto op = plan::CreateOp(b, b.CreateString(kind), b.CreateVector(operands),
+                           b.CreateVector<int32_t>({0}), b.CreateVectorOfStrings(names),
+                           b.CreateVectorOfStrings({"result"}));
+  auto root =
+      plan::CreatePlan(b, b.CreateString("m"), mesh, b.CreateVector(tensors), b.CreateVector({op}),
+                       b.CreateVector<int32_t>({}), b.CreateVector<int32_t>({0}), 0, 0);
   plan::FinishPlanBuffer(b, root);
   std::string error;
   auto loaded = loadPlan(wrapPlan(b.GetBufferPointer(), b.GetSize()), error);
@@ -37,6 +73,30 @@ LoadedPlan siluPlan(int64_t xOffset, int64_t yOffset, int64_t arenaBytes) {
   return *loaded;
 }
 } // namespace
+
+TEST(Program, BindsByNameInTheKernelsOrder) {
+  // The plan lists bias before x; the kernel reads x, weight, bias, halo.
+  LoadedPlan p = oneOpPlan("causal_conv1d", {"bias", "x", "weight"});
+  std::string error;
+  auto program = decodeProgram(*p.root(), cpuBackend().kernels, error);
+  ASSERT_TRUE(program) << error;
+  ASSERT_EQ(program->size(), 1u);
+  const Step &step = (*program)[0];
+  EXPECT_EQ(step.in, (std::vector<int32_t>{2, 3, 1, -1}));
+  EXPECT_FALSE(step.has(3)); // no halo
+  EXPECT_EQ(step.out, (std::vector<int32_t>{0}));
+  auto withHalo = decodeProgram(*oneOpPlan("causal_conv1d", {"x", "weight", "bias", "halo"}).root(),
+                                cpuBackend().kernels, error);
+  ASSERT_TRUE(withHalo) << error;
+  EXPECT_EQ((*withHalo)[0].in, (std::vector<int32_t>{1, 2, 3, 4}));
+}
+
+TEST(Program, RefusesNamesNoKernelBinds) {
+  EXPECT_EQ(checkProgram(oneOpPlan("causal_conv1d", {"x", "weight", "bias", "carry"})),
+            "op #0 (sl.causal_conv1d) at ? has operand 'carry', which this runtime does not bind");
+  EXPECT_EQ(checkProgram(oneOpPlan("add", {"lhs", "other"})),
+            "op #0 (sl.add) at ? has no operand 'rhs'");
+}
 
 TEST(Executor, RunsInThePlannedArenaAndMeasuresItsPeak) {
   RunResult r = runPlan(siluPlan(0, 64, 128), RunOptions{});
@@ -47,7 +107,7 @@ TEST(Executor, RunsInThePlannedArenaAndMeasuresItsPeak) {
   EXPECT_EQ(r.bytesSentPerRank, 0);
   ASSERT_EQ(r.outputs.size(), 1u);
   ASSERT_EQ(r.outputs[0].size(), 8u);
-  // Tokens without an embedding table are all 0, and silu(0) = 0.
+  // With a vocabulary of one the inputs are all 0, and silu(0) = 0.
   for (float v : r.outputs[0])
     EXPECT_EQ(v, 0.0f);
 }
@@ -66,6 +126,59 @@ TEST(Executor, SingleDeviceRunDoesNotUseTheArena) {
   EXPECT_FALSE(r.usedArena);
   EXPECT_EQ(r.ranks, 1);
   EXPECT_EQ(r.liveBytesPeak, 64);
+}
+
+TEST(Executor, TheKernelTableIsTheListOfOps) {
+  EXPECT_TRUE(executorSupports("silu"));
+  EXPECT_TRUE(executorSupports("ssd_scan"));
+  EXPECT_TRUE(executorSupports("scan_state_exchange"));
+  EXPECT_FALSE(executorSupports("frobnicate"));
+  EXPECT_EQ(checkProgram(siluPlan(0, 64, 128)), "");
+  EXPECT_EQ(checkProgram(siluPlan(0, 64, 128, "frobnicate")),
+            "the executor does not run sl.frobnicate yet");
+  RunResult r = runPlan(siluPlan(0, 64, 128, "frobnicate"), RunOptions{});
+  EXPECT_EQ(r.error, "the executor does not run sl.frobnicate yet");
+}
+
+TEST(Executor, OperandsAndAttributesAreBoundByName) {
+  // silu reads its operand as x; a plan that names it otherwise is refused.
+  EXPECT_EQ(checkProgram(siluPlan(0, 64, 128, "silu", "lhs")),
+            "op #0 (sl.silu) at ? has no operand 'x'");
+  // rms_norm needs eps in the plan (the runtime has no default) and a weight.
+  EXPECT_EQ(checkProgram(siluPlan(0, 64, 128, "rms_norm", "x")),
+            "op #0 (sl.rms_norm) at ? has no operand 'weight'");
+  EXPECT_EQ(checkProgram(siluPlan(0, 64, 128, "rope", "x", {{"theta", 1.0}})),
+            "op #0 (sl.rope) at ? has no attribute 'head_dim'");
+  EXPECT_EQ(checkProgram(siluPlan(0, 64, 128, "rope", "x", {{"head_dim", 2.0}, {"theta", 1.0}})),
+            "op #0 (sl.rope) at ? attribute 'head_dim' is not one integer");
+}
+
+TEST(Collectives, GroupGatherReachesOnlyTheGroupAndCountsWhatEachSends) {
+  // Three ranks on one axis; ranks 0 and 2 gather each other's two values
+  // (at 2 bytes each, as a 16-bit plan counts them), rank 1 sits out.
+  const int64_t n = 3;
+  shardline::Mesh mesh;
+  mesh.axes.emplace_back("cp", n);
+  ThreadHub hub(n);
+  std::vector<std::vector<std::vector<float>>> got(n);
+  std::vector<int64_t> sent(n);
+  std::vector<std::thread> threads;
+  for (int64_t r = 0; r < n; ++r)
+    threads.emplace_back([&, r] {
+      ThreadComm comm(hub, r);
+      Collectives collectives(comm, mesh);
+      std::vector<int64_t> members = r == 1 ? std::vector<int64_t>{1} : std::vector<int64_t>{0, 2};
+      got[r] = collectives.allGather(members, {(float)r, (float)r + 0.5f}, 2);
+      sent[r] = collectives.bytesSent();
+    });
+  for (auto &t : threads)
+    t.join();
+  EXPECT_EQ(got[0][2], (std::vector<float>{2.0f, 2.5f}));
+  EXPECT_EQ(got[0][0], (std::vector<float>{0.0f, 0.5f}));
+  EXPECT_TRUE(got[0][1].empty());
+  EXPECT_EQ(got[2][0], (std::vector<float>{0.0f, 0.5f}));
+  EXPECT_EQ(got[1][1], (std::vector<float>{1.0f, 1.5f}));
+  EXPECT_EQ(sent, (std::vector<int64_t>{4, 0, 4}));
 }
 
 TEST(ThreadComm, ExchangeDeliversEachPairsValues) {

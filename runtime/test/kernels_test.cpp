@@ -698,6 +698,34 @@ TEST(Rglru, StatePassingEqualsFullScan) {
 // Mixture of experts
 //===----------------------------------------------------------------------===//
 
+/// Per token, in double: sum over slots of weight * SwiGLU expert(x[t]).
+std::vector<double> moeReference(const Vec &x, const std::vector<int32_t> &idx,
+                                 const Vec &weights, const Vec &wg,
+                                 const Vec &wu, const Vec &wd, int64_t T,
+                                 int64_t H, int64_t F, int64_t k) {
+  std::vector<double> want(T * H, 0.0);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t s = 0; s < k; ++s) {
+      int64_t e = idx[t * k + s];
+      std::vector<double> act(F);
+      for (int64_t f = 0; f < F; ++f) {
+        double g = 0.0, u = 0.0;
+        for (int64_t h = 0; h < H; ++h) {
+          g += static_cast<double>(x[t * H + h]) * wg[(e * H + h) * F + f];
+          u += static_cast<double>(x[t * H + h]) * wu[(e * H + h) * F + f];
+        }
+        act[f] = siluD(g) * u;
+      }
+      for (int64_t h = 0; h < H; ++h) {
+        double o = 0.0;
+        for (int64_t f = 0; f < F; ++f)
+          o += act[f] * wd[(e * F + f) * H + h];
+        want[t * H + h] += weights[t * k + s] * o;
+      }
+    }
+  return want;
+}
+
 TEST(Moe, RouterTopkMatchesSortedLoop) {
   const int64_t T = 6, E = 8;
   Vec logits = Rng(19).vec(T * E, -3, 3);
@@ -763,27 +791,8 @@ TEST(Moe, DispatchExpertsCombineMatchPerTokenLoop) {
   cpu::moe_combine(expertOut.data(), perm.data(), weights.data(), T, H, k,
                    y.data());
 
-  std::vector<double> want(T * H);
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t s = 0; s < k; ++s) {
-      int64_t e = idx[t * k + s];
-      std::vector<double> act(F);
-      for (int64_t f = 0; f < F; ++f) {
-        double g = 0.0, u = 0.0;
-        for (int64_t h = 0; h < H; ++h) {
-          g += static_cast<double>(x[t * H + h]) * wg[(e * H + h) * F + f];
-          u += static_cast<double>(x[t * H + h]) * wu[(e * H + h) * F + f];
-        }
-        act[f] = siluD(g) * u;
-      }
-      for (int64_t h = 0; h < H; ++h) {
-        double o = 0.0;
-        for (int64_t f = 0; f < F; ++f)
-          o += act[f] * wd[(e * F + f) * H + h];
-        want[t * H + h] += weights[t * k + s] * o;
-      }
-    }
-  expectClose(y, want, 1e-5, 1e-6, "moe");
+  expectClose(y, moeReference(x, idx, weights, wg, wu, wd, T, H, F, k), 1e-5,
+              1e-6, "moe");
 
   // Expert parallel: each rank runs its experts on its contiguous rows.
   Vec epOut(R * H);
@@ -844,6 +853,89 @@ TEST(Xent, VocabShardsCombineToFull) {
     EXPECT_EQ(gtarget[t], logits[t * V + labels[t]]);
   EXPECT_NEAR(cpu::xent_loss(gmax.data(), gsum.data(), gtarget.data(), T), full,
               1e-6 * std::abs(full));
+}
+
+TEST(Xent, CombinedShardPiecesGiveTheFullLoss) {
+  const int64_t T = 4, V = 9, split = 5;
+  Vec logits = Rng(23).vec(T * V, -6, 6);
+  std::vector<int32_t> labels = {8, 0, 4, 5};
+  const double full = cpu::cross_entropy(logits.data(), labels.data(), T, V);
+  Vec shard[2] = {sliceCols(logits, T, V, 0, split),
+                  sliceCols(logits, T, V, split, V - split)};
+  const int64_t offset[2] = {0, split}, width[2] = {split, V - split};
+  Vec max[2] = {Vec(T), Vec(T)}, pieces[2] = {Vec(2 * T), Vec(2 * T)};
+  for (int i = 0; i < 2; ++i)
+    cpu::xent_local_max(shard[i].data(), T, width[i], max[i].data());
+  const float *maxes[2] = {max[0].data(), max[1].data()};
+  Vec gmax(T);
+  cpu::xent_combine_max(maxes, 2, T, gmax.data());
+  for (int64_t t = 0; t < T; ++t)
+    EXPECT_EQ(gmax[t], *std::max_element(logits.begin() + t * V,
+                                         logits.begin() + (t + 1) * V));
+  for (int i = 0; i < 2; ++i) {
+    cpu::xent_local_sumexp(shard[i].data(), gmax.data(), T, width[i],
+                           pieces[i].data());
+    cpu::xent_local_target(shard[i].data(), labels.data(), T, width[i],
+                           offset[i], pieces[i].data() + T);
+  }
+  const float *both[2] = {pieces[0].data(), pieces[1].data()};
+  EXPECT_NEAR(cpu::xent_combine_total(both, 2, gmax.data(), T) / T, full,
+              1e-6 * std::abs(full));
+}
+
+TEST(Moe, SlabsScatterComputeAndGatherMatchPerTokenLoop) {
+  const int64_t T = 5, H = 3, F = 4, E = 3, k = 2;
+  Rng rng(24);
+  Vec x = rng.vec(T * H);
+  Vec wg = rng.vec(E * H * F), wu = rng.vec(E * H * F), wd = rng.vec(E * F * H);
+  // Expert 2 gets no token; token 4 routes to experts 1 and 0.
+  std::vector<int32_t> idx = {0, 1, 1, 0, 0, 1, 1, 0, 1, 0};
+  Vec weights = {0.75f, 0.25f, 0.5f, 0.5f, 0.9f, 0.1f, 0.6f, 0.4f, 0.3f, 0.7f};
+  Vec slabs(E * T * H, 0.0f), out(E * T * H, 0.0f), y(T * H, 5.0f);
+  cpu::moe_scatter_rows(x.data(), idx.data(), T, H, k, slabs.data());
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t t = 0; t < T; ++t) {
+      bool routed = idx[t * k] == e || idx[t * k + 1] == e;
+      for (int64_t h = 0; h < H; ++h)
+        EXPECT_EQ(slabs[(e * T + t) * H + h], routed ? x[t * H + h] : 0.0f)
+            << e << " " << t;
+    }
+  cpu::moe_experts_slabs(slabs.data(), E, T, wg.data(), wu.data(), wd.data(), H,
+                         F, out.data());
+  for (int64_t t = 0; t < T * H; ++t)
+    EXPECT_EQ(out[2 * T * H + t], 0.0f) << "expert 2 computed a row";
+  cpu::moe_gather_rows(out.data(), weights.data(), idx.data(), T, H, k,
+                       y.data());
+  expectClose(y, moeReference(x, idx, weights, wg, wu, wd, T, H, F, k), 1e-5,
+              1e-6, "slabs");
+}
+
+TEST(Ssd, PreludeMatchesFormula) {
+  const int64_t T = 3, NH = 2;
+  Vec dt = {-30.0f, 0.0f, 0.5f, 1.0f, 30.0f, -1.0f}, bias = {0.25f, -0.5f},
+      aLog = {0.0f, std::log(3.0f)};
+  Vec dtOut(T * NH), A(NH);
+  cpu::ssd_prelude(dt.data(), bias.data(), aLog.data(), T, NH, dtOut.data(),
+                   A.data());
+  std::vector<double> want(T * NH);
+  for (int64_t i = 0; i < T * NH; ++i)
+    want[i] = std::log1p(std::exp(static_cast<double>(dt[i]) + bias[i % NH]));
+  expectClose(dtOut, want, 1e-6, 1e-12, "softplus(dt + bias)");
+  expectClose(A, std::vector<double>{-1.0, -3.0}, 1e-6, 0, "-exp(a_log)");
+}
+
+TEST(Rglru, GatesAreChannelwiseAffine) {
+  const int64_t T = 2, W = 3;
+  Vec x = {1, 2, 3, -1, 0, 0.5f};
+  Vec wa = {2, 0, -1}, ba = {0.5f, 1, 0}, wx = {1, 1, 1}, bx = {0, -2, 4};
+  Vec ga(T * W), gx(T * W), onlyA(T * W);
+  cpu::rglru_gates(x.data(), wa.data(), ba.data(), wx.data(), bx.data(), T, W,
+                   ga.data(), gx.data());
+  EXPECT_EQ(ga, (Vec{2.5f, 1, -3, -1.5f, 1, -0.5f}));
+  EXPECT_EQ(gx, (Vec{1, 0, 7, -1, -2, 4.5f}));
+  cpu::rglru_gates(x.data(), wa.data(), ba.data(), nullptr, nullptr, T, W,
+                   onlyA.data(), nullptr);
+  EXPECT_EQ(onlyA, ga);
 }
 
 } // namespace

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 using namespace shardline::rt;
 namespace fb = flatbuffers;
 namespace plan = shardline::plan;
@@ -12,7 +14,9 @@ namespace {
 /// A small valid plan: mesh tp=2, x -> silu -> y.
 std::vector<uint8_t> smallPlan(const std::string &kind = "silu", int32_t result = 1,
                                const std::string &axis = "tp", int64_t arenaOffset = -1,
-                               int64_t arenaBytes = 0) {
+                               int64_t arenaBytes = 0,
+                               std::vector<std::string> operandNames = {"x"}, int64_t vocab = 8,
+                               size_t operandCount = 1) {
   fb::FlatBufferBuilder b;
   auto mesh = b.CreateVector({plan::CreateAxis(b, b.CreateString("tp"), 2)});
   auto layout = plan::CreateLayout(
@@ -23,11 +27,14 @@ std::vector<uint8_t> smallPlan(const std::string &kind = "silu", int32_t result 
                          plan::Role::Input),
       plan::CreateTensor(b, b.CreateString("y"), plan::DType::F32, shape, layout,
                          plan::Role::Activation, plan::Init::Normal, 0, 0, arenaOffset)};
-  auto op = plan::CreateOp(b, b.CreateString(kind), b.CreateVector<int32_t>({0}),
-                           b.CreateVector<int32_t>({result}));
+  auto op =
+      plan::CreateOp(b, b.CreateString(kind), b.CreateVector(std::vector<int32_t>(operandCount, 0)),
+                     b.CreateVector<int32_t>({result}), b.CreateVectorOfStrings(operandNames),
+                     b.CreateVectorOfStrings({"result"}));
   auto root =
       plan::CreatePlan(b, b.CreateString("m"), mesh, b.CreateVector(tensors), b.CreateVector({op}),
-                       b.CreateVector<int32_t>({0}), b.CreateVector<int32_t>({1}), arenaBytes);
+                       b.CreateVector<int32_t>({0}), b.CreateVector<int32_t>({1}), arenaBytes, 0,
+                       vocab ? plan::CreateModelFacts(b, vocab) : fb::Offset<plan::ModelFacts>());
   plan::FinishPlanBuffer(b, root);
   return wrapPlan(b.GetBufferPointer(), b.GetSize());
 }
@@ -78,7 +85,7 @@ TEST(Plan, ForeignFileAndOtherVersion) {
   auto bytes = smallPlan();
   bytes[8] = 7;
   EXPECT_EQ(errorOf(bytes),
-            "plan format version 7; this runtime reads version 1 (recompile the model with this "
+            "plan format version 7; this runtime reads version 2 (recompile the model with this "
             "release)");
 }
 
@@ -89,12 +96,48 @@ TEST(Plan, PayloadThatIsNotAPlan) {
 }
 
 TEST(Plan, InconsistentContents) {
-  EXPECT_EQ(errorOf(smallPlan("frobnicate")),
-            "inconsistent plan: op #0 (frobnicate) is not an op this runtime knows");
   EXPECT_EQ(errorOf(smallPlan("silu", 5)),
             "inconsistent plan: op #0 (silu) refers to tensor 5 of 2");
   EXPECT_EQ(errorOf(smallPlan("silu", 1, "cp")),
             "inconsistent plan: tensor 'x' is split over unknown mesh axis 'cp'");
+}
+
+TEST(Plan, OpsNameEveryOperandAndResult) {
+  EXPECT_EQ(errorOf(smallPlan("silu", 1, "tp", -1, 0, {})),
+            "inconsistent plan: op #0 (silu) has 0 operand names for 1 operands");
+  EXPECT_EQ(errorOf(smallPlan("silu", 1, "tp", -1, 0, {"x", "y"})),
+            "inconsistent plan: op #0 (silu) has 2 operand names for 1 operands");
+  EXPECT_EQ(errorOf(smallPlan("silu", 1, "tp", -1, 0, {""})),
+            "inconsistent plan: op #0 (silu) has an empty operand name");
+  EXPECT_EQ(errorOf(smallPlan("add", 1, "tp", -1, 0, {"lhs", "lhs"}, 8, 2)),
+            "inconsistent plan: op #0 (add) has two operands named 'lhs'");
+}
+
+TEST(Plan, InputsNeedTheVocabulary) {
+  EXPECT_EQ(errorOf(smallPlan("silu", 1, "tp", -1, 0, {"x"}, 0)),
+            "inconsistent plan: the plan does not state the model's vocabulary (facts.vocab), "
+            "which its inputs draw from");
+  std::string error;
+  auto p = loadPlan(smallPlan(), error);
+  ASSERT_TRUE(p) << error;
+  EXPECT_EQ(p->root()->facts()->vocab(), 8);
+}
+
+TEST(Plan, ExecutableTailCarriesThePlan) {
+  std::vector<uint8_t> file = smallPlan();
+  std::string path = ::testing::TempDir() + "/plan_test_exe";
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << "not really an executable";
+    std::vector<uint8_t> tail = executableTail(file);
+    out.write(reinterpret_cast<const char *>(tail.data()), (std::streamsize)tail.size());
+  }
+  EXPECT_EQ(embeddedPlan(path), file);
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << "an executable without a plan at its end";
+  }
+  EXPECT_TRUE(embeddedPlan(path).empty());
 }
 
 TEST(Plan, TensorsMustFitTheArena) {

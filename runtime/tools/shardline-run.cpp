@@ -132,6 +132,8 @@ int main(int argc, char **argv) {
   };
   if (!plan)
     return rankError(error);
+  if (std::string why = checkProgram(*plan); !why.empty())
+    return rankError(why);
   if (ranks >= 0 && ranks != plan->ranks())
     return rankError("the plan is for " + std::to_string(plan->ranks()) + " ranks, --ranks says " +
                      std::to_string(ranks));

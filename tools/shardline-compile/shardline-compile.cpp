@@ -11,6 +11,8 @@
 #include "shardline/Model/ModelSpec.h"
 #include "shardline/Plan/EmitPlan.h"
 
+#include "core/plan.h"
+
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
@@ -26,7 +28,6 @@
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/raw_ostream.h"
 
-#include <cstring>
 #include <map>
 
 using namespace mlir;
@@ -365,13 +366,8 @@ int main(int argc, char **argv) {
         return 1;
       }
       output->os() << (*binary)->getBuffer();
-      output->os().write(reinterpret_cast<const char *>(plan->data()), plan->size());
-      uint64_t size = plan->size();
-      char footer[16];
-      for (int i = 0; i < 8; ++i)
-        footer[i] = (char)(size >> (8 * i));
-      std::memcpy(footer + 8, "SLEXEC01", 8);
-      output->os().write(footer, 16);
+      std::vector<uint8_t> tail = shardline::rt::executableTail(*plan);
+      output->os().write(reinterpret_cast<const char *>(tail.data()), tail.size());
       output->keep();
       output->os().flush();
       llvm::sys::fs::setPermissions(outputFile, llvm::sys::fs::all_read | llvm::sys::fs::all_exe |

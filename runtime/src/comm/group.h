@@ -22,40 +22,14 @@
 #ifndef SHARDLINE_RUNTIME_COMM_GROUP_H
 #define SHARDLINE_RUNTIME_COMM_GROUP_H
 
+#include "core/buffer.h"
+
 #include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace shardline::rt {
-
-/// The element types of the plan.
-enum class DType : uint8_t { F32, BF16, F16, I32 };
-
-int64_t dtypeSize(DType dtype);
-const char *dtypeName(DType dtype);
-
-/// 16-bit floats by bit pattern; rounding is to nearest, ties to even.
-float bf16ToFloat(uint16_t bits);
-uint16_t floatToBf16(float value);
-float f16ToFloat(uint16_t bits);
-uint16_t floatToF16(float value);
-
-/// `count` elements of `dtype` at `data`, which the view does not own. A view
-/// that is sent from is only read.
-struct BufferView {
-  void *data = nullptr;
-  int64_t count = 0;
-  DType dtype = DType::F32;
-
-  BufferView() = default;
-  BufferView(void *data, int64_t count, DType dtype) : data(data), count(count), dtype(dtype) {}
-  BufferView(float *data, int64_t count) : BufferView(data, count, DType::F32) {}
-  BufferView(int32_t *data, int64_t count) : BufferView(data, count, DType::I32) {}
-  int64_t bytes() const { return count * dtypeSize(dtype); }
-  /// Elements [first, first + n) of this view.
-  BufferView slice(int64_t first, int64_t n) const;
-};
 
 /// What a communication call did.
 struct CommStatus {

@@ -9,12 +9,24 @@
 
 namespace shardline::rt {
 
-int64_t elementBytes(plan::DType t) {
-  return t == plan::DType::BF16 || t == plan::DType::F16 ? 2 : 4;
+DType dtypeOf(plan::DType t) {
+  switch (t) {
+  case plan::DType::BF16:
+    return DType::BF16;
+  case plan::DType::F16:
+    return DType::F16;
+  case plan::DType::I32:
+    return DType::I32;
+  default:
+    return DType::F32;
+  }
 }
+
+int64_t elementBytes(plan::DType t) { return dtypeSize(dtypeOf(t)); }
 
 namespace {
 constexpr char kMagic[8] = {'S', 'L', 'P', 'L', 'A', 'N', 0, 1};
+constexpr char kExecutableMarker[8] = {'S', 'L', 'E', 'X', 'E', 'C', '0', '1'};
 
 uint64_t readU64(const uint8_t *p) {
   uint64_t v = 0;
@@ -94,15 +106,38 @@ std::string checkPlan(const plan::Plan &p) {
                  std::to_string(numTensors);
     return std::string();
   };
+  auto checkNames = [&](const flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>> *names,
+                        const flatbuffers::Vector<int32_t> *values, const char *what,
+                        const std::string &where) {
+    size_t count = values ? values->size() : 0;
+    if (!names || names->size() != count)
+      return where + " has " + std::to_string(names ? names->size() : 0) + " " + what +
+             " names for " + std::to_string(count) + " " + what + "s";
+    std::set<std::string> seen;
+    for (const auto *n : *names) {
+      if (n->size() == 0)
+        return where + " has an empty " + what + " name";
+      if (!seen.insert(n->str()).second)
+        return where + " has two " + what + "s named '" + n->str() + "'";
+    }
+    return std::string();
+  };
   for (size_t o = 0; o < p.ops()->size(); ++o) {
     const auto *op = p.ops()->Get(o);
     std::string where = "op #" + std::to_string(o) + " (" + op->kind()->str() + ")";
-    if (!knownOpKind(op->kind()->str()))
-      return where + " is not an op this runtime knows";
-    for (auto err : {checkIndices(op->operands(), where), checkIndices(op->results(), where)})
+    for (auto err : {checkIndices(op->operands(), where), checkIndices(op->results(), where),
+                     checkNames(op->operand_names(), op->operands(), "operand", where),
+                     checkNames(op->result_names(), op->results(), "result", where)})
       if (!err.empty())
         return err;
+    if (op->attrs())
+      for (const auto *a : *op->attrs())
+        if (a->name()->size() == 0)
+          return where + " has an attribute without a name";
   }
+  if (p.inputs() && p.inputs()->size() && (!p.facts() || p.facts()->vocab() < 1))
+    return "the plan does not state the model's vocabulary (facts.vocab), which its inputs "
+           "draw from";
   for (auto err :
        {checkIndices(p.inputs(), "the inputs"), checkIndices(p.outputs(), "the outputs")})
     if (!err.empty())
@@ -198,6 +233,14 @@ std::optional<LoadedPlan> loadPlanFile(const std::string &path, std::string &err
   return plan;
 }
 
+std::vector<uint8_t> executableTail(const std::vector<uint8_t> &planFile) {
+  std::vector<uint8_t> tail(planFile);
+  tail.resize(planFile.size() + 16);
+  writeU64(tail.data() + planFile.size(), planFile.size());
+  std::memcpy(tail.data() + planFile.size() + 8, kExecutableMarker, 8);
+  return tail;
+}
+
 std::vector<uint8_t> embeddedPlan(const std::string &path) {
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in)
@@ -236,22 +279,6 @@ Layout layoutOf(const plan::Tensor &t) {
     }
   }
   return l;
-}
-
-bool knownOpKind(const std::string &kind) {
-  static const std::set<std::string> kinds = {
-      "embedding",      "rms_norm",      "gated_rms_norm",
-      "linear",         "rope",          "attention",
-      "ring_attention", "causal_conv1d", "ssd_scan",
-      "ssd_correct",    "rglru_scan",    "rglru_correct",
-      "router_topk",    "moe_dispatch",  "moe_experts",
-      "moe_combine",    "add",           "mul",
-      "swiglu",         "silu",          "gelu",
-      "sigmoid",        "softplus",      "lm_head",
-      "cross_entropy",  "all_gather",    "reduce_scatter",
-      "all_reduce",     "all_to_all",    "slice",
-      "reorder",        "halo",          "scan_state_exchange"};
-  return kinds.count(kind) > 0;
 }
 
 } // namespace shardline::rt

@@ -9,13 +9,17 @@
 //   bytes 24-31 FNV-1a 64 of the payload: the plan's content hash, which
 //               ranks compare before they run
 // Loading checks each in turn, then the FlatBuffers verifier (bounds,
-// schema), then the plan's own consistency (indices, mesh, layouts, ops).
+// schema), then the plan's own consistency (indices, mesh, layouts, every
+// op's operand and result names, the model facts). Whether the runtime has a
+// kernel for every op, with the names and attributes it binds, is the
+// executor's check (exec/program.h).
 //
 //===----------------------------------------------------------------------===//
 
 #ifndef SHARDLINE_RUNTIME_CORE_PLAN_H
 #define SHARDLINE_RUNTIME_CORE_PLAN_H
 
+#include "core/buffer.h"
 #include "core/layout.h"
 #include "plan_generated.h"
 
@@ -26,7 +30,9 @@
 
 namespace shardline::rt {
 
-constexpr uint32_t kPlanVersion = 1;
+/// 2: ops carry operand and result names and every attribute (defaults
+/// included); the plan states the model's vocabulary.
+constexpr uint32_t kPlanVersion = 2;
 constexpr size_t kPlanHeaderBytes = 32;
 
 uint64_t fnv1a64(const void *data, size_t size);
@@ -45,9 +51,10 @@ struct LoadedPlan {
 std::optional<LoadedPlan> loadPlan(std::vector<uint8_t> bytes, std::string &error);
 std::optional<LoadedPlan> loadPlanFile(const std::string &path, std::string &error);
 
-/// A standalone executable is shardline-run with a plan file appended, then
-/// the plan's size (u64) and this 8-byte marker.
-constexpr char kExecutableMarker[9] = "SLEXEC01";
+/// A standalone executable is shardline-run followed by this tail: the plan
+/// file, its size (u64) and an 8-byte marker. shardline-compile --emit exe
+/// writes it, embeddedPlan reads it back.
+std::vector<uint8_t> executableTail(const std::vector<uint8_t> &planFile);
 
 /// The plan appended to the executable at `path`, or an empty vector when it
 /// carries none.
@@ -59,8 +66,8 @@ Layout layoutOf(const plan::Tensor &tensor);
 /// Bytes of one element of `t` as the plan counts them.
 int64_t elementBytes(plan::DType t);
 
-/// The op kinds this runtime knows (the sl ops a plan may contain).
-bool knownOpKind(const std::string &kind);
+/// The runtime's element type of a plan tensor's.
+DType dtypeOf(plan::DType t);
 
 } // namespace shardline::rt
 

@@ -1,10 +1,13 @@
 //===- executor.h - run a plan on ranks -------------------------------------===//
 //
-// Every rank runs the plan's ops in order on its local parts of the tensors
-// (global shapes and layouts from the plan, local parts from the mesh), each
-// activation at its planned offset in the rank's arena. Collectives are
-// exchanges over a Comm (comm/comm.h): ranks that are threads of one process
-// or MPI processes, the same program either way. Weights come from the seed by
+// Every rank decodes the plan once into a program of steps (exec/program.h:
+// kernels from the backend's table, tensors bound by name, attributes and
+// rank facts resolved) and runs it on its local parts of the tensors (global
+// shapes and layouts from the plan, local parts from the mesh), each
+// activation at its planned offset in the arena on the rank's device
+// (device/device.h). Every exchange goes through the rank's Collectives
+// (exec/collectives.h) over a Comm (comm/comm.h): ranks that are threads of
+// one process or MPI processes, the same program either way. Weights come from the seed by
 // global element index, tokens and labels too, so a run on one rank with the
 // mesh collapsed computes the single-device result of the same model.
 //
@@ -64,8 +67,14 @@ struct RunResult {
   std::vector<std::pair<std::string, double>> opSeconds;
 };
 
-/// The op kinds the executor runs; a plan with others is refused up front.
+/// Whether the CPU backend's kernel table runs this op kind; a plan with
+/// others is refused up front.
 bool executorSupports(const std::string &kind);
+
+/// Why the executor cannot run `plan` (an op kind it has no kernel for, an
+/// operand, result or attribute a kernel binds that the plan lacks), or an
+/// empty string.
+std::string checkProgram(const LoadedPlan &plan);
 
 /// Runs every rank of the plan's mesh as a thread of this process (one rank
 /// when `options.singleDevice`).

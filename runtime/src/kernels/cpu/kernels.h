@@ -209,6 +209,17 @@ void rglru_state_correct(const float *gate_a, const float *lambda,
                          const float *h0, int64_t B, int64_t S, int64_t W,
                          float *y, float *state_out, float c = 8.0f);
 
+/// The SSD scan's inputs from the op's parameters, over T tokens of NH local
+/// heads: dt_out[T,NH] = softplus(dt[t,h] + dt_bias[h]); A[NH] = -exp(a_log[h]).
+void ssd_prelude(const float *dt, const float *dt_bias, const float *a_log, int64_t T,
+                 int64_t NH, float *dt_out, float *A);
+
+/// The RG-LRU gate pre-activations of x[T,W], channel by channel:
+///   gate_a[t,w] = wa[w] x[t,w] + ba[w];  gate_x[t,w] = wx[w] x[t,w] + bx[w]
+/// (in f32). gate_x == nullptr skips the second (wx, bx are then unread).
+void rglru_gates(const float *x, const float *wa, const float *ba, const float *wx,
+                 const float *bx, int64_t T, int64_t W, float *gate_a, float *gate_x);
+
 //===----------------------------------------------------------------------===//
 // Mixture of experts (moe.cpp)
 //===----------------------------------------------------------------------===//
@@ -242,6 +253,27 @@ void moe_combine(const float *expert_out, const int32_t *perm,
                  const float *weights, int64_t T, int64_t H, int64_t k,
                  float *y);
 
+/// Dropless dispatch into dense per-expert slabs: for every token t and slot
+/// j, slabs[idx[t,j], t, :] = x[t,:] (slabs[E,T,H]); the rows no slot routes
+/// are left as they are (the caller zeroes them).
+void moe_scatter_rows(const float *x, const int32_t *idx, int64_t T, int64_t H,
+                      int64_t k, float *slabs);
+
+/// moe_experts over dense slabs[E,R,H]: rows that are all zero map to zero
+/// (an expert has no biases) and are skipped; the others are packed per
+/// expert, computed and put back in place in out[E,R,H]. Skipped rows of out
+/// are left as they are.
+void moe_experts_slabs(const float *slabs, int64_t E, int64_t R,
+                       const float *w_gate, const float *w_up,
+                       const float *w_down, int64_t H, int64_t F, float *out);
+
+/// The weighted return from dense slabs[E,T,H]:
+///   y[t,:] = sum_j weights[t,j] slabs[idx[t,j], t, :]
+/// accumulated in f32 in slot order.
+void moe_gather_rows(const float *slabs, const float *weights,
+                     const int32_t *idx, int64_t T, int64_t H, int64_t k,
+                     float *y);
+
 //===----------------------------------------------------------------------===//
 // Cross-entropy (loss.cpp)
 //===----------------------------------------------------------------------===//
@@ -262,6 +294,15 @@ void xent_local_target(const float *logits, const int32_t *labels, int64_t T,
 /// mean_t(log(sum[t]) + gmax[t] - target[t])
 float xent_loss(const float *gmax, const float *sum, const float *target,
                 int64_t T);
+/// The combination across `shards` vocabulary shards, each shard's pieces
+/// for the same T tokens: gmax[t] = max_m maxes[m][t].
+void xent_combine_max(const float *const *maxes, int64_t shards, int64_t T,
+                      float *gmax);
+/// With pieces[m] = [sum[T], target[T]] of shard m (in shard order):
+///   sum_t log(sum_m sum[m][t]) + gmax[t] - sum_m target[m][t]
+/// in double; the mean divides by the tokens of the whole batch.
+double xent_combine_total(const float *const *pieces, int64_t shards,
+                          const float *gmax, int64_t T);
 /// Mean token loss over full logits[T,V]: the pieces above with one shard.
 float cross_entropy(const float *logits, const int32_t *labels, int64_t T,
                     int64_t V);

@@ -41,6 +41,28 @@ float xent_loss(const float *gmax, const float *sum, const float *target,
   return T ? static_cast<float>(total / T) : 0.0f;
 }
 
+void xent_combine_max(const float *const *maxes, int64_t shards, int64_t T,
+                      float *gmax) {
+  std::fill(gmax, gmax + T, -std::numeric_limits<float>::infinity());
+  for (int64_t m = 0; m < shards; ++m)
+    for (int64_t t = 0; t < T; ++t)
+      gmax[t] = std::max(gmax[t], maxes[m][t]);
+}
+
+double xent_combine_total(const float *const *pieces, int64_t shards,
+                          const float *gmax, int64_t T) {
+  double total = 0.0;
+  for (int64_t t = 0; t < T; ++t) {
+    double s = 0.0, target = 0.0;
+    for (int64_t m = 0; m < shards; ++m) {
+      s += pieces[m][t];
+      target += pieces[m][T + t];
+    }
+    total += std::log(s) + gmax[t] - target;
+  }
+  return total;
+}
+
 float cross_entropy(const float *logits, const int32_t *labels, int64_t T,
                     int64_t V) {
   std::vector<float> max(T), sum(T), target(T);

@@ -101,4 +101,46 @@ void moe_combine(const float *expert_out, const int32_t *perm,
   }
 }
 
+void moe_scatter_rows(const float *x, const int32_t *idx, int64_t T, int64_t H,
+                      int64_t k, float *slabs) {
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = 0; j < k; ++j)
+      std::memcpy(slabs + (idx[t * k + j] * T + t) * H, x + t * H, sizeof(float) * H);
+}
+
+void moe_experts_slabs(const float *slabs, int64_t E, int64_t R,
+                       const float *w_gate, const float *w_up,
+                       const float *w_down, int64_t H, int64_t F, float *out) {
+  std::vector<int32_t> counts(E, 0);
+  std::vector<int64_t> rows;
+  std::vector<float> packed;
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t r = 0; r < R; ++r) {
+      const float *row = slabs + (e * R + r) * H;
+      if (std::all_of(row, row + H, [](float v) { return v == 0.0f; }))
+        continue;
+      ++counts[e];
+      rows.push_back(e * R + r);
+      packed.insert(packed.end(), row, row + H);
+    }
+  std::vector<float> computed(packed.size());
+  moe_experts(packed.data(), counts.data(), E, w_gate, w_up, w_down, H, F,
+              computed.data());
+  for (size_t i = 0; i < rows.size(); ++i)
+    std::memcpy(out + rows[i] * H, computed.data() + i * H, sizeof(float) * H);
+}
+
+void moe_gather_rows(const float *slabs, const float *weights,
+                     const int32_t *idx, int64_t T, int64_t H, int64_t k,
+                     float *y) {
+  std::fill(y, y + T * H, 0.0f);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = 0; j < k; ++j) {
+      const float *row = slabs + (idx[t * k + j] * T + t) * H;
+      float w = weights[t * k + j];
+      for (int64_t h = 0; h < H; ++h)
+        y[t * H + h] += w * row[h];
+    }
+}
+
 } // namespace shardline::rt::cpu

@@ -288,4 +288,23 @@ void rglru_state_correct(const float *gate_a, const float *lambda,
   }
 }
 
+void ssd_prelude(const float *dt, const float *dt_bias, const float *a_log, int64_t T,
+                 int64_t NH, float *dt_out, float *A) {
+  for (int64_t i = 0; i < T * NH; ++i)
+    dt_out[i] = dt[i] + dt_bias[i % NH];
+  softplus(dt_out, T * NH, dt_out);
+  for (int64_t h = 0; h < NH; ++h)
+    A[h] = -std::exp(a_log[h]);
+}
+
+void rglru_gates(const float *x, const float *wa, const float *ba, const float *wx,
+                 const float *bx, int64_t T, int64_t W, float *gate_a, float *gate_x) {
+  for (int64_t i = 0; i < T * W; ++i) {
+    int64_t c = i % W;
+    gate_a[i] = wa[c] * x[i] + ba[c];
+    if (gate_x)
+      gate_x[i] = wx[c] * x[i] + bx[c];
+  }
+}
+
 } // namespace shardline::rt::cpu

@@ -1,0 +1,45 @@
+//===- device.h - where a rank's tensors live -------------------*- C++ -*-===//
+//
+// A device owns the memory of one rank: the activation arena the plan lays
+// out and the buffers of everything outside it (weights, the single-device
+// run's activations). Kernels see tensors as buffer views (where, how many
+// elements, which type), never as raw pointers of one type, so a device whose
+// memory the host cannot touch (CUDA) can stand behind the same interface.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SHARDLINE_RUNTIME_DEVICE_DEVICE_H
+#define SHARDLINE_RUNTIME_DEVICE_DEVICE_H
+
+#include "core/buffer.h"
+
+#include <cstdint>
+
+namespace shardline::rt {
+
+class Device {
+public:
+  virtual ~Device() = default;
+  virtual const char *name() const = 0;
+  /// `bytes` of zeroed memory, to hand back through release().
+  virtual void *allocate(int64_t bytes) = 0;
+  virtual void release(void *memory) = 0;
+  virtual void zero(void *memory, int64_t bytes) = 0;
+  /// The type a tensor of the plan's `dtype` is held in. The CPU device holds
+  /// 16-bit floats as f32 (its kernels compute in f32).
+  virtual DType storageType(DType dtype) const = 0;
+};
+
+/// Host memory.
+class CpuDevice final : public Device {
+public:
+  const char *name() const override { return "cpu"; }
+  void *allocate(int64_t bytes) override;
+  void release(void *memory) override;
+  void zero(void *memory, int64_t bytes) override;
+  DType storageType(DType dtype) const override;
+};
+
+} // namespace shardline::rt
+
+#endif

@@ -1,0 +1,148 @@
+//===- program.h - the plan decoded once into steps -------------*- C++ -*-===//
+//
+// At load the plan becomes a program: one step per op, each with the kernel
+// that runs it (from a backend's kernel table), its tensors bound by the
+// operand and result names the plan gives, its attributes read and
+// type-checked, and the facts of this rank it needs (token positions, the
+// exchange group in ring order, the vocabulary offset) resolved. Running a
+// step is then a call through a function pointer: no names, no lookups, no
+// defaults. The kernel table is the one list of the ops a backend runs.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SHARDLINE_RUNTIME_EXEC_PROGRAM_H
+#define SHARDLINE_RUNTIME_EXEC_PROGRAM_H
+
+#include "core/layout.h"
+#include "core/plan.h"
+#include "device/device.h"
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace shardline::rt {
+
+class Collectives;
+
+/// Ends a rank's run: an error of its own, or the run was aborted by another.
+struct Stop {
+  std::string error;
+  bool aborted = false;
+};
+
+/// A plan tensor with this rank's view of it.
+struct TensorInfo {
+  std::string name;
+  std::vector<int64_t> shape, local;
+  Layout layout;
+  plan::Role role = plan::Role::Activation;
+  DType dtype = DType::F32;
+  int64_t count = 0; ///< elements of the local part
+  int64_t arenaOffset = -1;
+  int64_t elementBytes = 4; ///< as the plan counts them
+};
+
+enum class AttrKind { Int, Float, Strings };
+
+/// An attribute a kernel reads; `optional` only where the op itself has no
+/// value for it (an ODS OptionalAttr, e.g. attention's scale).
+struct AttrSpec {
+  const char *name;
+  AttrKind kind;
+  bool optional = false;
+};
+
+/// What an attribute holds once read.
+struct AttrValue {
+  bool present = false;
+  int64_t i = 0;
+  double f = 0;
+  std::vector<std::string> strings;
+};
+
+/// The facts of this rank a step needs, resolved once at load.
+struct RankFacts {
+  /// Global token positions of the step's sequence operand (queries for
+  /// attention), and of its keys.
+  std::vector<int64_t> positions, keyPositions;
+  /// The exchange group, in ring order from this rank.
+  std::vector<int64_t> members;
+  /// Each member's token positions (or chunks), in `members` order.
+  std::vector<std::vector<int64_t>> memberPositions;
+  /// First vocabulary entry of this rank's shard.
+  int64_t vocabOffset = 0;
+  /// A row of a point-to-point exchange (halo): the other rank (or this one),
+  /// the row in the sender's local part, and the row's slot at the receiver.
+  struct Row {
+    int64_t rank, row, slot;
+  };
+  std::vector<Row> sends, receives;
+};
+
+struct Step;
+struct Frame;
+struct KernelSpec {
+  /// Operand and result names, in the order the kernel reads them; a name
+  /// ending in '?' is an operand the op may omit.
+  std::vector<std::string> operands, results;
+  std::vector<AttrSpec> attrs;
+  void (*run)(const Step &, Frame &);
+  /// Resolves the step's rank facts; nullptr when it needs none.
+  void (*resolve)(Step &, const Frame &) = nullptr;
+};
+
+/// A backend's kernels by op kind.
+using KernelTable = std::map<std::string, KernelSpec>;
+
+/// What runs a program: a kernel table and the device of a rank. The CPU
+/// reference backend is the one there is (exec/cpu_kernels.cpp); a CUDA
+/// backend brings its own table and device.
+struct Backend {
+  const char *name;
+  const KernelTable &kernels;
+  std::unique_ptr<Device> (*makeDevice)();
+};
+const Backend &cpuBackend();
+
+struct Step {
+  const KernelSpec *kernel = nullptr;
+  std::string kind, location;
+  int64_t index = 0;
+  /// Tensor indices in the kernel's operand and result order; -1 for an
+  /// optional operand the op omits.
+  std::vector<int32_t> in, out;
+  std::vector<AttrValue> attrs; ///< in the kernel's attribute order
+  RankFacts facts;
+  bool has(size_t operand) const { return in[operand] >= 0; }
+};
+
+/// Decodes every op of `plan` against `table`; on failure returns nullopt and
+/// says which op and which name, attribute or kind is missing in `error`.
+std::optional<std::vector<Step>> decodeProgram(const plan::Plan &plan, const KernelTable &table,
+                                               std::string &error);
+
+/// What a kernel runs against: this rank's tensors, their buffers and the
+/// collectives.
+struct Frame {
+  const Mesh &mesh;
+  int64_t self;
+  const std::vector<TensorInfo> &tensors;
+  std::vector<BufferView> &views;
+  Collectives *collectives;
+
+  float *f(int32_t t) const { return views[t].f32(); }
+  int32_t *ids(int32_t t) const { return views[t].i32(); }
+  int64_t n(int32_t t) const { return tensors[t].count; }
+  const std::vector<int64_t> &local(int32_t t) const { return tensors[t].local; }
+  const std::vector<int64_t> &global(int32_t t) const { return tensors[t].shape; }
+  std::vector<int64_t> owned(int32_t t, unsigned dim, int64_t rank) const {
+    return ownedIndices(tensors[t].layout, mesh, tensors[t].shape, dim, rank);
+  }
+};
+
+} // namespace shardline::rt
+
+#endif
