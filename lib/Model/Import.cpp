@@ -57,10 +57,42 @@ sl::LayoutAttr userLayout(const ModelSpec &spec, MLIRContext *ctx,
                              orderDim >= 0 ? sl::ChunkOrder::zigzag : sl::ChunkOrder::contiguous);
 }
 
+/// Stamps every op the importer inserts with the part of the model it belongs
+/// to: `sl.block` (block index) and `sl.family` (the family's letter, or
+/// "embedding" / "lm_head"), so later stages read them instead of parsing
+/// location names.
+class PartStamp : public OpBuilder::Listener {
+public:
+  explicit PartStamp(MLIRContext *ctx) : b(ctx) {}
+
+  void block(int64_t index, char letter) {
+    blockAttr = b.getI64IntegerAttr(index);
+    familyAttr = b.getStringAttr(std::string(1, letter));
+  }
+  /// A part of the model outside the blocks ("embedding", "lm_head").
+  void part(StringRef family) {
+    blockAttr = {};
+    familyAttr = b.getStringAttr(family);
+  }
+  void off() { blockAttr = {}, familyAttr = {}; }
+
+  void notifyOperationInserted(Operation *op, OpBuilder::InsertPoint) override {
+    if (blockAttr)
+      op->setAttr("sl.block", blockAttr);
+    if (familyAttr)
+      op->setAttr("sl.family", familyAttr);
+  }
+
+private:
+  Builder b;
+  IntegerAttr blockAttr;
+  StringAttr familyAttr;
+};
+
 class Importer {
 public:
   Importer(const ModelSpec &spec, MLIRContext &ctx)
-      : spec(spec), ctx(ctx), b(&ctx), elt(modelElementType(spec, b)) {}
+      : spec(spec), ctx(ctx), b(&ctx), stamp(&ctx), elt(modelElementType(spec, b)) {}
 
   OwningOpRef<ModuleOp> run() {
     Location fileLoc = FileLineColLoc::get(&ctx, spec.file.empty() ? "<spec>" : spec.file, 1, 1);
@@ -102,9 +134,11 @@ public:
     fn.setArgAttr(1, "sl.name", b.getStringAttr("labels"));
     Block *entry = fn.addEntryBlock();
     b.setInsertionPointToStart(entry);
+    b.setListener(&stamp);
 
     Value ids = entry->getArgument(0), labels = entry->getArgument(1);
     int64_t h = spec.hidden, v = spec.vocab;
+    stamp.part("embedding");
     BlockBuilder emb(spec, b, "", named("embedding", fileLoc));
     Value table = emb.weight("embedding.table", {v, h}, {{"tp"}, {}}, "normal", 0.02, 0);
     Value x = emb.create<sl::EmbeddingOp>(emb.act(h), ids, table);
@@ -113,6 +147,7 @@ public:
       char letter = spec.pattern[i];
       const BlockFamily &family = *lookupBlockFamily(letter);
       std::string prefix = "blocks." + std::to_string(i);
+      stamp.block(i, letter);
       Location loc = patternLoc(i, prefix + "." + std::string(1, letter));
       // Every block is pre-norm residual: x + mixer(rms_norm(x)).
       BlockBuilder block(spec, b, prefix, loc);
@@ -123,13 +158,16 @@ public:
       x = block.create<sl::AddOp>(block.act(h), x, y);
     }
 
+    stamp.part("lm_head");
     BlockBuilder head(spec, b, "", named("lm_head", fileLoc));
     Value fw = head.weight("final_norm", {h}, {{}}, "constant", 0, 1.0);
     Value n = head.create<sl::RMSNormOp>(head.act(h), x, fw, head.f64(spec.normEps));
     Value headW = head.weight("lm_head", {h, v}, {{}, {"tp"}}, "normal", 0.02, 0);
     Value logits = head.create<sl::LMHeadOp>(logitsType, n, headW);
     Value loss = head.create<sl::CrossEntropyOp>(lossType, logits, labels, b.getStrArrayAttr({}));
+    stamp.off();
     func::ReturnOp::create(b, head.loc(), ValueRange{logits, loss});
+    b.setListener(nullptr);
     return module;
   }
 
@@ -159,6 +197,7 @@ private:
   const ModelSpec &spec;
   MLIRContext &ctx;
   OpBuilder b;
+  PartStamp stamp;
   Type elt;
 };
 

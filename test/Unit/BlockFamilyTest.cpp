@@ -105,6 +105,43 @@ TEST_F(ImportTest, FamilyDefaultsReachTheOps) {
   EXPECT_EQ(convs, 4); // conv_x, conv_B, conv_C of M and the conv of R
 }
 
+// Every op of block i says so (sl.block = i, sl.family = its letter); the
+// embedding's and the head's ops name their part and no block.
+TEST_F(ImportTest, EveryOpIsStampedWithItsBlockAndFamily) {
+  auto module = import(kAll);
+  ASSERT_TRUE(module);
+  std::map<std::string, int> perPart;
+  int64_t lastBlock = -1;
+  module->walk([&](mlir::func::FuncOp fn) {
+    for (mlir::Operation &op : fn.getBody().front()) {
+      auto family = op.getAttrOfType<mlir::StringAttr>("sl.family");
+      auto block = op.getAttrOfType<mlir::IntegerAttr>("sl.block");
+      if (mlir::isa<mlir::func::ReturnOp>(op)) {
+        EXPECT_FALSE(family || block);
+        continue;
+      }
+      ASSERT_TRUE(family) << op.getName().getStringRef().str();
+      ++perPart[family.str()];
+      if (family == "embedding" || family == "lm_head") {
+        EXPECT_FALSE(block) << op.getName().getStringRef().str();
+        continue;
+      }
+      ASSERT_TRUE(block) << op.getName().getStringRef().str();
+      // Blocks come in pattern order and each carries its own letter.
+      EXPECT_GE(block.getInt(), lastBlock);
+      lastBlock = block.getInt();
+      EXPECT_EQ(family.str(), std::string(1, "AMERF"[block.getInt()]));
+    }
+  });
+  EXPECT_EQ(lastBlock, 4);
+  // embedding: the table and the lookup; lm_head: final norm weight, norm, head
+  // weight, head, loss.
+  EXPECT_EQ(perPart["embedding"], 2);
+  EXPECT_EQ(perPart["lm_head"], 5);
+  // F: norm weight, norm, 3 x (weight, linear), swiglu, add.
+  EXPECT_EQ(perPart["F"], 10);
+}
+
 // A spec built in code that skipped validation gets an error, not a crash.
 TEST_F(ImportTest, MissingSectionIsAnError) {
   auto module = import(kAll);

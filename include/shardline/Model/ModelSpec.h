@@ -82,9 +82,11 @@ void validateModelSpec(const ModelSpec &spec, std::vector<std::string> &errors);
 
 /// Builds the global-view sl program of the whole model: embedding, one block
 /// per pattern letter, final norm, LM head and loss, with the user layouts on
-/// the inputs and parameters. Returns null after an error at the spec's
-/// location when the spec names a letter with no family or no section
-/// (validateModelSpec reports those first).
+/// the inputs and parameters. Every op of block i carries `sl.block = i` and
+/// `sl.family = "<letter>"`; the embedding's ops `sl.family = "embedding"`,
+/// the final norm's, LM head's and loss's `sl.family = "lm_head"`. Returns null
+/// after an error at the spec's location when the spec names a letter with no
+/// family or no section (validateModelSpec reports those first).
 mlir::OwningOpRef<mlir::ModuleOp> importModel(const ModelSpec &spec, mlir::MLIRContext &ctx);
 
 } // namespace shardline
