@@ -237,7 +237,9 @@ Value BlockBuilder::weight(StringRef name, ArrayRef<int64_t> shape, Dims dims, S
 }
 
 Value BlockBuilder::linear(Value x, StringRef name, int64_t in, int64_t out, Parallel p) {
-  Dims dims = p == Parallel::Row ? Dims{{"tp"}, {}} : Dims{{}, {"tp"}};
+  Dims dims = p == Parallel::Row      ? Dims{{"tp"}, {}}
+              : p == Parallel::Column ? Dims{{}, {"tp"}}
+                                      : Dims{{}, {}};
   Value w = weight(name, {in, out}, dims, "normal", 0.02, 0);
   return sl::LinearOp::create(b, named(name), act(out), x, w);
 }

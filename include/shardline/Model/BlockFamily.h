@@ -98,8 +98,9 @@ public:
                      llvm::StringRef init, double scale, double offset);
 
   /// Megatron's tensor-parallel linears: column-parallel into a block (output
-  /// features over tp), row-parallel out of it (input features over tp).
-  enum class Parallel { Column, Row };
+  /// features over tp), row-parallel out of it (input features over tp); or a
+  /// replicated weight (a router, which every rank applies to its own tokens).
+  enum class Parallel { Column, Row, Replicated };
   /// x [.., in] @ `<scope>.<name>` [in, out], named after the weight.
   mlir::Value linear(mlir::Value x, llvm::StringRef name, int64_t in, int64_t out, Parallel p);
   /// A causal depthwise conv1d of `channels` channels and `width` taps, with

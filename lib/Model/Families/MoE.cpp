@@ -47,9 +47,7 @@ public:
     const auto &e = static_cast<const MoESection &>(section);
     const ModelSpec &spec = b.spec();
     int64_t h = spec.hidden, f = e.ffnHidden;
-    // The router is replicated: every rank routes its own tokens.
-    Value wr = b.weight("router", {h, e.experts}, {{}, {}}, "normal", 0.02, 0);
-    Value logits = sl::LinearOp::create(b.builder(), b.named("router"), b.act(e.experts), n, wr);
+    Value logits = b.linear(n, "router", h, e.experts, BlockBuilder::Parallel::Replicated);
     auto route =
         b.create<sl::RouterTopKOp>(b.tensor({spec.batch, spec.seq, e.topK}),
                                    b.act(e.topK, b.builder().getI32Type()), logits, b.i64(e.topK));
