@@ -47,7 +47,7 @@ public:
                 double fallback);
   bool boolean(const llvm::json::Object &o, llvm::StringRef prefix, llvm::StringRef key,
                bool fallback);
-  /// The object under `key`, or null when it is absent or not an object.
+  /// The object under `key`; null when it is absent, or not an object (reported).
   const llvm::json::Object *section(const llvm::json::Object &o, llvm::StringRef key);
   /// Reports every key of `o` that is not in `known`.
   void unknownKeys(const llvm::json::Object &o, llvm::StringRef prefix,
