@@ -3,11 +3,13 @@
 // Emits the whole model in the global view. Only the inputs and the
 // parameters carry layouts (the user's layouts: batch over dp and ep,
 // sequence over cp, tensor-parallel weights over tp, experts over ep);
-// sl-propagate-layouts derives the rest from the per-op rules.
+// sl-propagate-layouts derives the rest from the per-op rules. The blocks
+// come from their families (BlockFamily.h); this file knows none of them.
 //
 //===----------------------------------------------------------------------===//
 
 #include "shardline/Dialect/SL/IR/SL.h"
+#include "shardline/Model/BlockFamily.h"
 #include "shardline/Model/ModelSpec.h"
 
 #include "mlir/IR/Builders.h"
@@ -17,40 +19,113 @@ using namespace shardline;
 
 namespace {
 
+Type modelElementType(const ModelSpec &spec, Builder &b) {
+  if (spec.dtype == "bf16")
+    return b.getBF16Type();
+  if (spec.dtype == "f16")
+    return b.getF16Type();
+  return b.getF32Type();
+}
+
+/// A layout over the mesh axes of size > 1; one with nothing split when none
+/// is. `orderDim` is the sequence dimension in zigzag order, if any.
+sl::LayoutAttr userLayout(const ModelSpec &spec, MLIRContext *ctx,
+                          const std::vector<std::vector<std::string>> &dims,
+                          int64_t orderDim = -1) {
+  const ParallelSpec &p = spec.parallel;
+  auto size = [&](const std::string &axis) -> int64_t {
+    if (axis == "dp")
+      return p.dp;
+    if (axis == "ep")
+      return p.ep;
+    if (axis == "cp")
+      return p.cp;
+    if (axis == "tp")
+      return p.tp;
+    return 1;
+  };
+  SmallVector<SmallVector<std::string>> kept;
+  for (const auto &d : dims) {
+    kept.emplace_back();
+    for (const auto &a : d)
+      if (size(a) > 1)
+        kept.back().push_back(a);
+  }
+  if (orderDim >= 0 && kept[orderDim].empty())
+    orderDim = -1;
+  return sl::LayoutAttr::get(ctx, FlatSymbolRefAttr::get(ctx, "mesh"), kept, {}, orderDim,
+                             orderDim >= 0 ? sl::ChunkOrder::zigzag : sl::ChunkOrder::contiguous);
+}
+
+/// Stamps every op the importer inserts with the part of the model it belongs
+/// to: `sl.block` (block index) and `sl.family` (the family's letter, or
+/// "embedding" / "lm_head"), so later stages read them instead of parsing
+/// location names.
+class PartStamp : public OpBuilder::Listener {
+public:
+  explicit PartStamp(MLIRContext *ctx) : b(ctx) {}
+
+  void block(int64_t index, char letter) {
+    blockAttr = b.getI64IntegerAttr(index);
+    familyAttr = b.getStringAttr(std::string(1, letter));
+  }
+  /// A part of the model outside the blocks ("embedding", "lm_head").
+  void part(StringRef family) {
+    blockAttr = {};
+    familyAttr = b.getStringAttr(family);
+  }
+  void off() { blockAttr = {}, familyAttr = {}; }
+
+  void notifyOperationInserted(Operation *op, OpBuilder::InsertPoint) override {
+    if (blockAttr)
+      op->setAttr("sl.block", blockAttr);
+    if (familyAttr)
+      op->setAttr("sl.family", familyAttr);
+  }
+
+private:
+  Builder b;
+  IntegerAttr blockAttr;
+  StringAttr familyAttr;
+};
+
 class Importer {
 public:
-  Importer(const ModelSpec &spec, MLIRContext &ctx) : spec(spec), ctx(ctx), b(&ctx) {
-    const ParallelSpec &p = spec.parallel;
-    sizes = {{"dp", p.dp}, {"ep", p.ep}, {"cp", p.cp}, {"tp", p.tp}};
-    if (spec.dtype == "bf16")
-      elt = b.getBF16Type();
-    else if (spec.dtype == "f16")
-      elt = b.getF16Type();
-    else
-      elt = b.getF32Type();
-    meshRef = FlatSymbolRefAttr::get(&ctx, "mesh");
-  }
+  Importer(const ModelSpec &spec, MLIRContext &ctx)
+      : spec(spec), ctx(ctx), b(&ctx), stamp(&ctx), elt(modelElementType(spec, b)) {}
 
   OwningOpRef<ModuleOp> run() {
     Location fileLoc = FileLineColLoc::get(&ctx, spec.file.empty() ? "<spec>" : spec.file, 1, 1);
+    // A spec built in code may skip validateModelSpec; refuse what the
+    // families cannot build rather than dereference a missing section.
+    for (size_t i = 0; i < spec.pattern.size(); ++i) {
+      char letter = spec.pattern[i];
+      const BlockFamily *family = lookupBlockFamily(letter);
+      if (!family) {
+        emitError(patternLoc(i, "pattern"))
+            << "unknown block letter '" << letter << "' (expected " << blockLetterList() << ")";
+        return nullptr;
+      }
+      if (!spec.section(letter)) {
+        emitError(patternLoc(i, "pattern"))
+            << "block letter '" << letter << "' needs a \"" << family->section() << "\" section";
+        return nullptr;
+      }
+    }
+
     OwningOpRef<ModuleOp> module = ModuleOp::create(fileLoc);
     // The strategy choices that are not layouts; sl-propagate-layouts reads them.
     (*module)->setAttr("sl.sequence_parallel", b.getBoolAttr(spec.parallel.sp));
     (*module)->setAttr("sl.cp_comm", b.getStringAttr(spec.parallel.cpComm));
     b.setInsertionPointToEnd(module->getBody());
-    SmallVector<Attribute> axes;
-    SmallVector<int64_t> axisSizes;
-    for (auto &[name, n] : sizes) {
-      axes.push_back(b.getStringAttr(name));
-      axisSizes.push_back(n);
-    }
-    sl::MeshOp::create(b, fileLoc, "mesh", b.getArrayAttr(axes), b.getDenseI64ArrayAttr(axisSizes));
-
     const ParallelSpec &p = spec.parallel;
-    std::vector<std::string> batchAxes{"dp", "ep"}, seqAxes{"cp"};
+    sl::MeshOp::create(b, fileLoc, "mesh", b.getStrArrayAttr({"dp", "ep", "cp", "tp"}),
+                       b.getDenseI64ArrayAttr({p.dp, p.ep, p.cp, p.tp}));
+
     bool zigzag = p.cp > 1 && p.cpOrder == "zigzag";
-    auto tokenType = RankedTensorType::get({spec.batch, spec.seq}, b.getI32Type(),
-                                           layout({batchAxes, seqAxes}, zigzag ? 1 : -1));
+    auto tokenType =
+        RankedTensorType::get({spec.batch, spec.seq}, b.getI32Type(),
+                              userLayout(spec, &ctx, {{"dp", "ep"}, {"cp"}}, zigzag ? 1 : -1));
     auto logitsType = RankedTensorType::get({spec.batch, spec.seq, spec.vocab}, elt);
     auto lossType = RankedTensorType::get({}, elt);
     auto fnType = b.getFunctionType({tokenType, tokenType}, {logitsType, lossType});
@@ -59,205 +134,55 @@ public:
     fn.setArgAttr(1, "sl.name", b.getStringAttr("labels"));
     Block *entry = fn.addEntryBlock();
     b.setInsertionPointToStart(entry);
+    b.setListener(&stamp);
 
     Value ids = entry->getArgument(0), labels = entry->getArgument(1);
     int64_t h = spec.hidden, v = spec.vocab;
-    Location embLoc = named("embedding", fileLoc);
-    Value table = weight("embedding.table", {v, h}, {{"tp"}, {}}, "normal", 0.02, 0, embLoc);
-    Value x = sl::EmbeddingOp::create(b, embLoc, act(h), ids, table);
+    stamp.part("embedding");
+    BlockBuilder emb(spec, b, "", named("embedding", fileLoc));
+    Value table = emb.weight("embedding.table", {v, h}, {{"tp"}, {}}, "normal", 0.02, 0);
+    Value x = emb.create<sl::EmbeddingOp>(emb.act(h), ids, table);
 
     for (size_t i = 0; i < spec.pattern.size(); ++i) {
       char letter = spec.pattern[i];
+      const BlockFamily &family = *lookupBlockFamily(letter);
       std::string prefix = "blocks." + std::to_string(i);
+      stamp.block(i, letter);
       Location loc = patternLoc(i, prefix + "." + std::string(1, letter));
-      Value w = weight(prefix + ".norm", {h}, {{}}, "constant", 0, 1.0, loc);
-      Value n = sl::RMSNormOp::create(b, loc, act(h), x, w, b.getF64FloatAttr(spec.normEps));
-      Value y;
-      switch (letter) {
-      case 'A':
-        y = attention(n, prefix + ".attn", loc);
-        break;
-      case 'M':
-        y = mamba(n, prefix + ".mamba", loc);
-        break;
-      case 'E':
-        y = moe(n, prefix + ".moe", loc);
-        break;
-      case 'R':
-        y = recurrent(n, prefix + ".rglru", loc);
-        break;
-      default:
-        y = mlp(n, prefix + ".mlp", loc);
-        break;
-      }
-      x = sl::AddOp::create(b, loc, act(h), x, y);
+      // Every block is pre-norm residual: x + mixer(rms_norm(x)).
+      BlockBuilder block(spec, b, prefix, loc);
+      Value w = block.weight("norm", {h}, {{}}, "constant", 0, 1.0);
+      Value n = block.create<sl::RMSNormOp>(block.act(h), x, w, block.f64(spec.normEps));
+      BlockBuilder mixer(spec, b, prefix + "." + family.scope().str(), loc);
+      Value y = family.build(mixer, *spec.section(letter), n);
+      x = block.create<sl::AddOp>(block.act(h), x, y);
     }
 
-    Location headLoc = named("lm_head", fileLoc);
-    Value fw = weight("final_norm", {h}, {{}}, "constant", 0, 1.0, headLoc);
-    Value n = sl::RMSNormOp::create(b, headLoc, act(h), x, fw, b.getF64FloatAttr(spec.normEps));
-    Value head = weight("lm_head", {h, v}, {{}, {"tp"}}, "normal", 0.02, 0, headLoc);
-    Value logits = sl::LMHeadOp::create(b, headLoc, logitsType, n, head);
-    Value loss =
-        sl::CrossEntropyOp::create(b, headLoc, lossType, logits, labels, b.getStrArrayAttr({}));
-    func::ReturnOp::create(b, headLoc, ValueRange{logits, loss});
+    stamp.part("lm_head");
+    BlockBuilder head(spec, b, "", named("lm_head", fileLoc));
+    Value fw = head.weight("final_norm", {h}, {{}}, "constant", 0, 1.0);
+    Value n = head.create<sl::RMSNormOp>(head.act(h), x, fw, head.f64(spec.normEps));
+    Value headW = head.weight("lm_head", {h, v}, {{}, {"tp"}}, "normal", 0.02, 0);
+    Value logits = head.create<sl::LMHeadOp>(logitsType, n, headW);
+    Value loss = head.create<sl::CrossEntropyOp>(lossType, logits, labels, b.getStrArrayAttr({}));
+    stamp.off();
+    func::ReturnOp::create(b, head.loc(), ValueRange{logits, loss});
+    b.setListener(nullptr);
     return module;
   }
 
 private:
-  /// A layout over the axes that exist (size > 1); nullptr when nothing is split.
-  sl::LayoutAttr layout(std::vector<std::vector<std::string>> dims, int64_t orderDim = -1) {
-    SmallVector<SmallVector<std::string>> kept;
-    for (const auto &d : dims) {
-      kept.emplace_back();
-      for (const auto &a : d)
-        if (size(a) > 1)
-          kept.back().push_back(a);
-    }
-    if (orderDim >= 0 && kept[orderDim].empty())
-      orderDim = -1;
-    return sl::LayoutAttr::get(&ctx, meshRef, kept, {}, orderDim,
-                               orderDim >= 0 ? sl::ChunkOrder::zigzag : sl::ChunkOrder::contiguous);
-  }
-
-  int64_t size(const std::string &axis) const {
-    for (auto &[name, n] : sizes)
-      if (name == axis)
-        return n;
-    return 1;
-  }
-
-  /// An activation [batch, seq, width] with no layout yet.
-  RankedTensorType act(int64_t width) {
-    return RankedTensorType::get({spec.batch, spec.seq, width}, elt);
-  }
-  RankedTensorType act2(int64_t width) {
-    return RankedTensorType::get({spec.batch, spec.seq, width}, b.getI32Type());
-  }
-
-  Value weight(const std::string &name, ArrayRef<int64_t> shape,
-               std::vector<std::vector<std::string>> dims, StringRef init, double scale,
-               double offset, Location loc) {
-    auto type = RankedTensorType::get(shape, elt, layout(std::move(dims)));
-    return sl::WeightOp::create(b, named(name, loc), type, b.getStringAttr(name),
-                                b.getStringAttr(init), b.getF64FloatAttr(scale),
-                                b.getF64FloatAttr(offset));
-  }
-
-  Value linear(Value x, const std::string &name, int64_t in, int64_t out, bool rowParallel,
-               Location loc) {
-    std::vector<std::vector<std::string>> dims =
-        rowParallel ? std::vector<std::vector<std::string>>{{"tp"}, {}}
-                    : std::vector<std::vector<std::string>>{{}, {"tp"}};
-    Value w = weight(name, {in, out}, dims, "normal", 0.02, 0, loc);
-    return sl::LinearOp::create(b, named(name, loc), act(out), x, w);
-  }
-
-  Value attention(Value n, const std::string &p, Location loc) {
-    const AttentionSpec &a = *spec.attention;
-    int64_t h = spec.hidden, qw = a.heads * a.headDim, kw = a.kvHeads * a.headDim;
-    Value q = linear(n, p + ".wq", h, qw, false, loc);
-    Value k = linear(n, p + ".wk", h, kw, false, loc);
-    Value v = linear(n, p + ".wv", h, kw, false, loc);
-    auto theta = b.getF64FloatAttr(a.ropeTheta);
-    q = sl::RopeOp::create(b, loc, act(qw), q, b.getI64IntegerAttr(a.headDim), theta);
-    k = sl::RopeOp::create(b, loc, act(kw), k, b.getI64IntegerAttr(a.headDim), theta);
-    Value o =
-        sl::AttentionOp::create(b, loc, act(qw), q, k, v, b.getI64IntegerAttr(a.heads),
-                                b.getI64IntegerAttr(a.kvHeads), b.getBoolAttr(true), FloatAttr());
-    return linear(o, p + ".wo", qw, h, true, loc);
-  }
-
-  Value conv(Value x, const std::string &p, int64_t channels, int64_t width, Location loc) {
-    Value w = weight(p + ".weight", {channels, width}, {{"tp"}, {}}, "normal", 0.2, 0, loc);
-    Value bias = weight(p + ".bias", {channels}, {{"tp"}}, "constant", 0, 0, loc);
-    return sl::CausalConv1dOp::create(b, loc, act(channels), x, w, bias, Value());
-  }
-
-  Value mamba(Value n, const std::string &p, Location loc) {
-    const MambaSpec &m = *spec.mamba;
-    int64_t h = spec.hidden, inner = m.heads * m.headDim, bc = m.groups * m.state;
-    Value z = linear(n, p + ".w_z", h, inner, false, loc);
-    Value xs = linear(n, p + ".w_x", h, inner, false, loc);
-    Value bm = linear(n, p + ".w_B", h, bc, false, loc);
-    Value cm = linear(n, p + ".w_C", h, bc, false, loc);
-    Value dt = linear(n, p + ".w_dt", h, m.heads, false, loc);
-    xs = sl::SiLUOp::create(b, loc, act(inner), conv(xs, p + ".conv_x", inner, m.conv, loc));
-    bm = sl::SiLUOp::create(b, loc, act(bc), conv(bm, p + ".conv_B", bc, m.conv, loc));
-    cm = sl::SiLUOp::create(b, loc, act(bc), conv(cm, p + ".conv_C", bc, m.conv, loc));
-    Value aLog = weight(p + ".a_log", {m.heads}, {{"tp"}}, "uniform", 1.0, 0, loc);
-    Value d = weight(p + ".d", {m.heads}, {{"tp"}}, "constant", 0, 1.0, loc);
-    Value dtBias = weight(p + ".dt_bias", {m.heads}, {{"tp"}}, "uniform", 2.0, -4.0, loc);
-    auto stateType = RankedTensorType::get({spec.batch, m.heads, m.headDim, m.state}, elt);
-    auto decayType = RankedTensorType::get({spec.batch, m.heads}, elt);
-    auto scan = sl::SSDScanOp::create(b, loc, act(inner), stateType, decayType, xs, dt, aLog, bm,
-                                      cm, d, dtBias, Value(), b.getI64IntegerAttr(m.heads),
-                                      b.getI64IntegerAttr(m.groups), b.getStrArrayAttr({}));
-    Value nw = weight(p + ".norm", {inner}, {{"tp"}}, "constant", 0, 1.0, loc);
-    Value y =
-        sl::GatedRMSNormOp::create(b, loc, act(inner), scan.getY(), z, nw,
-                                   b.getI64IntegerAttr(m.groups), b.getF64FloatAttr(spec.normEps));
-    return linear(y, p + ".w_out", inner, h, true, loc);
-  }
-
-  Value moe(Value n, const std::string &p, Location loc) {
-    const MoESpec &e = *spec.moe;
-    int64_t h = spec.hidden, f = e.ffnHidden;
-    Value wr = weight(p + ".router", {h, e.experts}, {{}, {}}, "normal", 0.02, 0, loc);
-    Value logits = sl::LinearOp::create(b, named(p + ".router", loc), act(e.experts), n, wr);
-    auto kType = RankedTensorType::get({spec.batch, spec.seq, e.topK}, elt);
-    auto route =
-        sl::RouterTopKOp::create(b, loc, kType, act2(e.topK), logits, b.getI64IntegerAttr(e.topK));
-    auto tokType = RankedTensorType::get({e.experts, spec.batch, spec.seq, h}, elt);
-    Value tokens = sl::MoEDispatchOp::create(b, loc, tokType, n, route.getIndices(),
-                                             b.getI64IntegerAttr(e.experts));
-    Value wg = weight(p + ".w_gate", {e.experts, h, f}, {{"ep"}, {}, {}}, "normal", 0.02, 0, loc);
-    Value wu = weight(p + ".w_up", {e.experts, h, f}, {{"ep"}, {}, {}}, "normal", 0.02, 0, loc);
-    Value wd = weight(p + ".w_down", {e.experts, f, h}, {{"ep"}, {}, {}}, "normal", 0.02, 0, loc);
-    Value out = sl::MoEExpertsOp::create(b, loc, tokType, tokens, wg, wu, wd);
-    return sl::MoECombineOp::create(b, loc, act(h), out, route.getWeights(), route.getIndices());
-  }
-
-  Value recurrent(Value n, const std::string &p, Location loc) {
-    const RecurrentSpec &r = *spec.recurrent;
-    int64_t h = spec.hidden, w = r.width;
-    Value gate = sl::GeLUOp::create(b, loc, act(w), linear(n, p + ".w_gate", h, w, false, loc));
-    Value xr = linear(n, p + ".w_in", h, w, false, loc);
-    xr = conv(xr, p + ".conv", w, r.conv, loc);
-    auto vec = [&](const char *name, StringRef init, double scale, double offset) {
-      return weight(p + "." + name, {w}, {{"tp"}}, init, scale, offset, loc);
-    };
-    Value wa = vec("wa", "normal", 0.1, 0), ba = vec("ba", "constant", 0, 0);
-    Value wx = vec("wx", "normal", 0.1, 0), bx = vec("bx", "constant", 0, 0);
-    Value lambda = vec("lambda", "uniform", 4.7, 2.2);
-    auto stateType = RankedTensorType::get({spec.batch, w}, elt);
-    auto scan = sl::RGLRUScanOp::create(b, loc, act(w), stateType, stateType, xr, wa, ba, wx, bx,
-                                        lambda, Value(), b.getStrArrayAttr({}));
-    Value y = sl::MulOp::create(b, loc, act(w), gate, scan.getY());
-    return linear(y, p + ".w_out", w, h, true, loc);
-  }
-
-  Value mlp(Value n, const std::string &p, Location loc) {
-    int64_t h = spec.hidden, f = spec.mlp->ffnHidden;
-    Value g = linear(n, p + ".w_gate", h, f, false, loc);
-    Value u = linear(n, p + ".w_up", h, f, false, loc);
-    Value a = sl::SwiGLUOp::create(b, loc, act(f), g, u);
-    return linear(a, p + ".w_down", f, h, true, loc);
-  }
-
   Location named(const std::string &name, Location child) {
-    if (auto n = dyn_cast<NameLoc>(child))
-      child = n.getChildLoc();
     return NameLoc::get(b.getStringAttr(name), child);
   }
 
-  /// The location of pattern letter `i` in the spec text, named after the block.
+  /// The location of pattern letter `i` in the spec text, named `name`.
   Location patternLoc(size_t i, const std::string &name) {
     unsigned line = 1, col = 1;
     size_t key = spec.text.find("\"pattern\"");
     if (key != std::string::npos) {
       size_t open = spec.text.find('"', key + 9);
-      if (open != std::string::npos) {
+      if (open != std::string::npos && open + 1 + i <= spec.text.size()) {
         size_t pos = open + 1 + i;
         line = 1 + std::count(spec.text.begin(), spec.text.begin() + pos, '\n');
         size_t ls = spec.text.rfind('\n', pos);
@@ -272,12 +197,58 @@ private:
   const ModelSpec &spec;
   MLIRContext &ctx;
   OpBuilder b;
+  PartStamp stamp;
   Type elt;
-  FlatSymbolRefAttr meshRef;
-  std::vector<std::pair<std::string, int64_t>> sizes;
 };
 
 } // namespace
+
+BlockBuilder::BlockBuilder(const ModelSpec &spec, OpBuilder &builder, StringRef scope, Location loc)
+    : modelSpec(spec), b(builder), scope(scope.str()), blockLoc(loc),
+      elt(modelElementType(spec, builder)) {}
+
+RankedTensorType BlockBuilder::tensor(ArrayRef<int64_t> shape) const {
+  return RankedTensorType::get(shape, elt);
+}
+
+RankedTensorType BlockBuilder::act(int64_t width, Type type) const {
+  return RankedTensorType::get({modelSpec.batch, modelSpec.seq, width}, type ? type : elt);
+}
+
+std::string BlockBuilder::scoped(StringRef name) const {
+  return scope.empty() ? name.str() : scope + "." + name.str();
+}
+
+Location BlockBuilder::named(StringRef name) const {
+  // Named after the parameter, at the block's place in the spec.
+  Location child = blockLoc;
+  if (auto n = dyn_cast<NameLoc>(child))
+    child = n.getChildLoc();
+  return NameLoc::get(StringAttr::get(b.getContext(), scoped(name)), child);
+}
+
+Value BlockBuilder::weight(StringRef name, ArrayRef<int64_t> shape, Dims dims, StringRef init,
+                           double scale, double offset) {
+  auto type =
+      RankedTensorType::get(shape, elt, userLayout(modelSpec, b.getContext(), std::move(dims)));
+  return sl::WeightOp::create(b, named(name), type, b.getStringAttr(scoped(name)),
+                              b.getStringAttr(init), b.getF64FloatAttr(scale),
+                              b.getF64FloatAttr(offset));
+}
+
+Value BlockBuilder::linear(Value x, StringRef name, int64_t in, int64_t out, Parallel p) {
+  Dims dims = p == Parallel::Row      ? Dims{{"tp"}, {}}
+              : p == Parallel::Column ? Dims{{}, {"tp"}}
+                                      : Dims{{}, {}};
+  Value w = weight(name, {in, out}, dims, "normal", 0.02, 0);
+  return sl::LinearOp::create(b, named(name), act(out), x, w);
+}
+
+Value BlockBuilder::conv(Value x, StringRef name, int64_t channels, int64_t width) {
+  Value w = weight((name + ".weight").str(), {channels, width}, {{"tp"}, {}}, "normal", 0.2, 0);
+  Value bias = weight((name + ".bias").str(), {channels}, {{"tp"}}, "constant", 0, 0);
+  return create<sl::CausalConv1dOp>(act(channels), x, w, bias, Value());
+}
 
 OwningOpRef<ModuleOp> shardline::importModel(const ModelSpec &spec, MLIRContext &ctx) {
   ctx.getOrLoadDialect<sl::SLDialect>();

@@ -1,6 +1,7 @@
 //===- ModelSpec.cpp - parsing and validating the model spec --------------===//
 
 #include "shardline/Model/ModelSpec.h"
+#include "shardline/Model/BlockFamily.h"
 
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/raw_ostream.h"
@@ -87,115 +88,115 @@ std::string describe(const Value &v) {
   return s;
 }
 
-class Reader {
-public:
-  Reader(const ModelSpec &spec, std::vector<std::string> &errors) : spec(spec), errors(errors) {}
+std::string join(llvm::StringRef prefix, llvm::StringRef key) {
+  return prefix.empty() ? key.str() : (prefix + "." + key).str();
+}
 
-  void error(llvm::StringRef path, const llvm::Twine &msg) {
-    std::string where = locate(spec.text, spec.file, path);
-    for (const auto &[key, flag] : spec.fromFlags)
-      if (key == path)
-        where = "command line: --" + flag + ": ";
-    errors.push_back(where + (path.empty() ? "" : path.str() + ": ") + msg.str());
-  }
-
-  /// A positive integer under `key`; `required` reports a missing key.
-  int64_t positive(const Object &o, llvm::StringRef prefix, llvm::StringRef key, bool required,
-                   int64_t fallback = 0) {
-    std::string path = join(prefix, key);
-    const Value *v = o.get(key);
-    if (!v) {
-      if (required)
-        error(prefix.empty() ? "" : prefix, "missing required key '" + key + "'");
-      return fallback;
-    }
-    std::optional<int64_t> i = v->getAsInteger();
-    if (!i) {
-      error(path, "expected a positive integer, got " + describe(*v));
-      return fallback;
-    }
-    if (*i <= 0) {
-      error(path, "must be positive, got " + llvm::Twine(*i));
-      return fallback;
-    }
-    // Larger sizes would overflow element counts of the tensors built from them.
-    if (*i > kMaxSize) {
-      error(path, "is too large: " + llvm::Twine(*i) + " (at most " + llvm::Twine(kMaxSize) + ")");
-      return fallback;
-    }
-    return *i;
-  }
-
-  std::string string(const Object &o, llvm::StringRef prefix, llvm::StringRef key, bool required,
-                     std::string fallback = "") {
-    const Value *v = o.get(key);
-    if (!v) {
-      if (required)
-        error(prefix, "missing required key '" + key + "'");
-      return fallback;
-    }
-    if (auto s = v->getAsString())
-      return s->str();
-    error(join(prefix, key), "expected a string, got " + describe(*v));
-    return fallback;
-  }
-
-  double number(const Object &o, llvm::StringRef prefix, llvm::StringRef key, double fallback) {
-    const Value *v = o.get(key);
-    if (!v)
-      return fallback;
-    std::optional<double> d = v->getAsNumber();
-    if (!d || *d <= 0) {
-      error(join(prefix, key), "expected a positive number, got " + describe(*v));
-      return fallback;
-    }
-    return *d;
-  }
-
-  bool boolean(const Object &o, llvm::StringRef prefix, llvm::StringRef key, bool fallback) {
-    const Value *v = o.get(key);
-    if (!v)
-      return fallback;
-    if (auto b = v->getAsBoolean())
-      return *b;
-    error(join(prefix, key), "expected true or false, got " + describe(*v));
-    return fallback;
-  }
-
-  const Object *section(const Object &o, llvm::StringRef key) {
-    const Value *v = o.get(key);
-    if (!v)
-      return nullptr;
-    if (const Object *s = v->getAsObject())
-      return s;
-    error(key, "expected an object, got " + describe(*v));
-    return nullptr;
-  }
-
-  void unknownKeys(const Object &o, llvm::StringRef prefix,
-                   std::initializer_list<llvm::StringRef> known) {
-    for (const auto &kv : o) {
-      llvm::StringRef k = kv.first;
-      if (std::find(known.begin(), known.end(), k) == known.end())
-        error(join(prefix, k), "unknown key (expected one of: " + list(known) + ")");
-    }
-  }
-
-private:
-  static std::string join(llvm::StringRef prefix, llvm::StringRef key) {
-    return prefix.empty() ? key.str() : (prefix + "." + key).str();
-  }
-  static std::string list(std::initializer_list<llvm::StringRef> keys) {
-    std::string s;
-    for (auto k : keys)
-      s += (s.empty() ? "" : ", ") + k.str();
-    return s;
-  }
-  const ModelSpec &spec;
-  std::vector<std::string> &errors;
-};
+std::string list(llvm::ArrayRef<llvm::StringRef> keys) {
+  std::string s;
+  for (auto k : keys)
+    s += (s.empty() ? "" : ", ") + k.str();
+  return s;
+}
 
 } // namespace
+
+void SpecReader::error(llvm::StringRef path, const llvm::Twine &msg) {
+  std::string where = locate(spec.text, spec.file, path);
+  for (const auto &[key, flag] : spec.fromFlags)
+    if (key == path)
+      where = "command line: --" + flag + ": ";
+  errors.push_back(where + (path.empty() ? "" : path.str() + ": ") + msg.str());
+}
+
+int64_t SpecReader::positive(const Object &o, llvm::StringRef prefix, llvm::StringRef key,
+                             bool required, int64_t fallback) {
+  std::string path = join(prefix, key);
+  const Value *v = o.get(key);
+  if (!v) {
+    if (required)
+      error(prefix.empty() ? "" : prefix, "missing required key '" + key + "'");
+    return fallback;
+  }
+  std::optional<int64_t> i = v->getAsInteger();
+  if (!i) {
+    error(path, "expected a positive integer, got " + describe(*v));
+    return fallback;
+  }
+  if (*i <= 0) {
+    error(path, "must be positive, got " + llvm::Twine(*i));
+    return fallback;
+  }
+  // Larger sizes would overflow element counts of the tensors built from them.
+  if (*i > kMaxSize) {
+    error(path, "is too large: " + llvm::Twine(*i) + " (at most " + llvm::Twine(kMaxSize) + ")");
+    return fallback;
+  }
+  return *i;
+}
+
+std::string SpecReader::string(const Object &o, llvm::StringRef prefix, llvm::StringRef key,
+                               bool required, std::string fallback) {
+  const Value *v = o.get(key);
+  if (!v) {
+    if (required)
+      error(prefix, "missing required key '" + key + "'");
+    return fallback;
+  }
+  if (auto s = v->getAsString())
+    return s->str();
+  error(join(prefix, key), "expected a string, got " + describe(*v));
+  return fallback;
+}
+
+double SpecReader::number(const Object &o, llvm::StringRef prefix, llvm::StringRef key,
+                          double fallback) {
+  const Value *v = o.get(key);
+  if (!v)
+    return fallback;
+  std::optional<double> d = v->getAsNumber();
+  if (!d || *d <= 0) {
+    error(join(prefix, key), "expected a positive number, got " + describe(*v));
+    return fallback;
+  }
+  return *d;
+}
+
+bool SpecReader::boolean(const Object &o, llvm::StringRef prefix, llvm::StringRef key,
+                         bool fallback) {
+  const Value *v = o.get(key);
+  if (!v)
+    return fallback;
+  if (auto b = v->getAsBoolean())
+    return *b;
+  error(join(prefix, key), "expected true or false, got " + describe(*v));
+  return fallback;
+}
+
+const Object *SpecReader::section(const Object &o, llvm::StringRef key) {
+  const Value *v = o.get(key);
+  if (!v)
+    return nullptr;
+  if (const Object *s = v->getAsObject())
+    return s;
+  error(key, "expected an object, got " + describe(*v));
+  return nullptr;
+}
+
+void SpecReader::unknownKeys(const Object &o, llvm::StringRef prefix,
+                             llvm::ArrayRef<llvm::StringRef> known) {
+  for (const auto &kv : o) {
+    llvm::StringRef k = kv.first;
+    if (!llvm::is_contained(known, k))
+      error(join(prefix, k), "unknown key (expected one of: " + list(known) + ")");
+  }
+}
+
+void SpecReader::divisible(llvm::StringRef key, int64_t value, int64_t by,
+                           const llvm::Twine &byWhat) {
+  if (value % by != 0)
+    error(key, llvm::Twine(value) + " is not divisible by " + byWhat + " = " + llvm::Twine(by));
+}
 
 std::optional<ModelSpec> shardline::parseModelSpec(llvm::StringRef text, llvm::StringRef file,
                                                    const ParallelOverrides &ov,
@@ -232,10 +233,14 @@ std::optional<ModelSpec> shardline::parseModelSpec(llvm::StringRef text, llvm::S
     return std::nullopt;
   }
   size_t before = errors.size();
-  Reader r(spec, errors);
-  r.unknownKeys(*root, "",
-                {"name", "pattern", "vocab", "hidden", "seq", "batch", "dtype", "norm_eps",
-                 "attention", "mamba", "moe", "mlp", "recurrent", "parallel"});
+  SpecReader r(spec, errors);
+  // The root's keys: the model's own, one section per family, the strategy.
+  llvm::SmallVector<llvm::StringRef> rootKeys{"name", "pattern", "vocab", "hidden",
+                                              "seq",  "batch",   "dtype", "norm_eps"};
+  for (const BlockFamily *f : blockFamilies())
+    rootKeys.push_back(f->section());
+  rootKeys.push_back("parallel");
+  r.unknownKeys(*root, "", rootKeys);
   spec.name = r.string(*root, "", "name", true, "model");
   spec.pattern = r.string(*root, "", "pattern", true);
   spec.vocab = r.positive(*root, "", "vocab", true);
@@ -245,44 +250,9 @@ std::optional<ModelSpec> shardline::parseModelSpec(llvm::StringRef text, llvm::S
   spec.dtype = r.string(*root, "", "dtype", false, "f32");
   spec.normEps = r.number(*root, "", "norm_eps", 1e-5);
 
-  if (const Object *a = r.section(*root, "attention")) {
-    r.unknownKeys(*a, "attention", {"heads", "kv_heads", "head_dim", "rope_theta"});
-    AttentionSpec s;
-    s.heads = r.positive(*a, "attention", "heads", true);
-    s.kvHeads = r.positive(*a, "attention", "kv_heads", false, s.heads);
-    s.headDim = r.positive(*a, "attention", "head_dim", true);
-    s.ropeTheta = r.number(*a, "attention", "rope_theta", 10000.0);
-    spec.attention = s;
-  }
-  if (const Object *m = r.section(*root, "mamba")) {
-    r.unknownKeys(*m, "mamba", {"heads", "head_dim", "state", "groups", "conv"});
-    MambaSpec s;
-    s.heads = r.positive(*m, "mamba", "heads", true);
-    s.headDim = r.positive(*m, "mamba", "head_dim", true);
-    s.state = r.positive(*m, "mamba", "state", true);
-    s.groups = r.positive(*m, "mamba", "groups", false, 1);
-    s.conv = r.positive(*m, "mamba", "conv", false, 4);
-    spec.mamba = s;
-  }
-  if (const Object *e = r.section(*root, "moe")) {
-    r.unknownKeys(*e, "moe", {"experts", "top_k", "ffn_hidden"});
-    MoESpec s;
-    s.experts = r.positive(*e, "moe", "experts", true);
-    s.topK = r.positive(*e, "moe", "top_k", true);
-    s.ffnHidden = r.positive(*e, "moe", "ffn_hidden", true);
-    spec.moe = s;
-  }
-  if (const Object *f = r.section(*root, "mlp")) {
-    r.unknownKeys(*f, "mlp", {"ffn_hidden"});
-    spec.mlp = MLPSpec{r.positive(*f, "mlp", "ffn_hidden", true)};
-  }
-  if (const Object *rs = r.section(*root, "recurrent")) {
-    r.unknownKeys(*rs, "recurrent", {"width", "conv"});
-    RecurrentSpec s;
-    s.width = r.positive(*rs, "recurrent", "width", true);
-    s.conv = r.positive(*rs, "recurrent", "conv", false, 4);
-    spec.recurrent = s;
-  }
+  for (const BlockFamily *f : blockFamilies())
+    if (const Object *o = r.section(*root, f->section()))
+      spec.sections[f->letter()] = f->parse(r, *o);
   if (const Object *p = r.section(*root, "parallel")) {
     r.unknownKeys(*p, "parallel", {"dp", "tp", "sp", "cp", "cp_comm", "cp_order", "ep"});
     ParallelSpec &s = spec.parallel;
@@ -317,33 +287,26 @@ std::optional<ModelSpec> shardline::parseModelSpec(llvm::StringRef text, llvm::S
 }
 
 void shardline::validateModelSpec(const ModelSpec &spec, std::vector<std::string> &errors) {
-  Reader r(spec, errors);
+  SpecReader r(spec, errors);
   const ParallelSpec &p = spec.parallel;
   if (spec.pattern.empty())
     r.error("pattern", "must name at least one block");
   std::set<char> letters;
   for (size_t i = 0; i < spec.pattern.size(); ++i) {
     char c = spec.pattern[i];
-    if (std::string("AMERF").find(c) == std::string::npos) {
+    if (!lookupBlockFamily(c)) {
       r.error("pattern", "unknown block letter '" + std::string(1, c) + "' at position " +
-                             llvm::Twine(i) + " (expected A, M, E, R or F)");
+                             llvm::Twine(i) + " (expected " + blockLetterList() + ")");
       continue;
     }
     letters.insert(c);
   }
   if (spec.dtype != "f32" && spec.dtype != "bf16" && spec.dtype != "f16")
     r.error("dtype", "must be f32, bf16 or f16, got \"" + spec.dtype + "\"");
-  struct Need {
-    char letter;
-    bool present;
-    const char *section;
-  };
-  for (Need n : {Need{'A', (bool)spec.attention, "attention"}, Need{'M', (bool)spec.mamba, "mamba"},
-                 Need{'E', (bool)spec.moe, "moe"}, Need{'F', (bool)spec.mlp, "mlp"},
-                 Need{'R', (bool)spec.recurrent, "recurrent"}})
-    if (letters.count(n.letter) && !n.present)
-      r.error("pattern", "block letter '" + std::string(1, n.letter) + "' needs a \"" + n.section +
-                             "\" section");
+  for (const BlockFamily *f : blockFamilies())
+    if (letters.count(f->letter()) && !spec.section(f->letter()))
+      r.error("pattern", "block letter '" + std::string(1, f->letter()) + "' needs a \"" +
+                             f->section() + "\" section");
 
   for (auto [name, v] :
        {std::pair{"dp", p.dp}, std::pair{"tp", p.tp}, std::pair{"cp", p.cp}, std::pair{"ep", p.ep}})
@@ -356,53 +319,21 @@ void shardline::validateModelSpec(const ModelSpec &spec, std::vector<std::string
   if (p.dp < 1 || p.tp < 1 || p.cp < 1 || p.ep < 1)
     return;
 
-  auto divisible = [&](llvm::StringRef key, int64_t value, int64_t by, const llvm::Twine &by_what) {
-    if (value % by != 0)
-      r.error(key,
-              llvm::Twine(value) + " is not divisible by " + by_what + " = " + llvm::Twine(by));
-  };
   int64_t t = p.tp;
   if (t > 1)
-    divisible("vocab", spec.vocab, t, "tp (vocab-parallel embedding and LM head)");
-  if (spec.attention && letters.count('A')) {
-    const AttentionSpec &a = *spec.attention;
-    if (a.heads % a.kvHeads != 0)
-      r.error("attention.heads",
-              llvm::Twine(a.heads) + " is not a multiple of kv_heads = " + llvm::Twine(a.kvHeads));
-    if (a.headDim % 2 != 0)
-      r.error("attention.head_dim", "must be even for RoPE, got " + llvm::Twine(a.headDim));
-    divisible("attention.heads", a.heads, t, "tp");
-    divisible("attention.kv_heads", a.kvHeads, t, "tp");
-    if (p.cp > 1 && p.cpComm == "a2a")
-      divisible("attention.kv_heads", a.kvHeads, t * p.cp,
-                "tp*cp (all-to-all context parallelism splits heads over cp)");
-  }
-  if (spec.mamba && letters.count('M')) {
-    const MambaSpec &m = *spec.mamba;
-    if (m.heads % m.groups != 0)
-      r.error("mamba.heads",
-              llvm::Twine(m.heads) + " is not a multiple of groups = " + llvm::Twine(m.groups));
-    divisible("mamba.heads", m.heads, t, "tp");
-    divisible("mamba.groups", m.groups, t, "tp");
-  }
-  if (spec.moe && letters.count('E')) {
-    const MoESpec &e = *spec.moe;
-    if (e.topK > e.experts)
-      r.error("moe.top_k", llvm::Twine(e.topK) + " exceeds experts = " + llvm::Twine(e.experts));
-    divisible("moe.experts", e.experts, p.ep, "ep");
-  }
-  if (spec.mlp && letters.count('F'))
-    divisible("mlp.ffn_hidden", spec.mlp->ffnHidden, t, "tp");
-  if (spec.recurrent && letters.count('R'))
-    divisible("recurrent.width", spec.recurrent->width, t, "tp");
-  divisible("batch", spec.batch, p.dp * p.ep, "dp*ep (batch is split over dp and ep)");
+    r.divisible("vocab", spec.vocab, t, "tp (vocab-parallel embedding and LM head)");
+  for (const BlockFamily *f : blockFamilies())
+    if (const FamilySection *s = spec.section(f->letter()); s && letters.count(f->letter()))
+      f->validate(r, *s, spec);
+  r.divisible("batch", spec.batch, p.dp * p.ep, "dp*ep (batch is split over dp and ep)");
 
   // The largest tensors (logits, dispatched MoE tokens) must keep element
   // counts far from int64 overflow.
   double tokens = (double)spec.batch * (double)spec.seq;
   double largest = tokens * (double)std::max(spec.vocab, spec.hidden);
-  if (spec.moe)
-    largest = std::max(largest, tokens * (double)spec.moe->experts * (double)spec.hidden);
+  for (const auto &[letter, section] : spec.sections)
+    if (const BlockFamily *f = lookupBlockFamily(letter); f && section)
+      largest = std::max(largest, f->largestTensor(*section, spec));
   if (largest > 9.0e15)
     r.error("", "the model's largest tensor would hold " + llvm::Twine((int64_t)largest) +
                     " elements; at most 9e15 are supported");

@@ -29,7 +29,6 @@ TEST(ModelSpec, DefaultsWhenParallelIsAbsent) {
   EXPECT_EQ(spec->parallel.cp, 1);
   EXPECT_FALSE(spec->parallel.sp);
   EXPECT_EQ(spec->parallel.cpComm, "ring");
-  EXPECT_EQ(spec->attention->ropeTheta, 10000.0);
 }
 
 TEST(ModelSpec, OverridesReplaceTheSection) {

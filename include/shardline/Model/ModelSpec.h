@@ -1,7 +1,8 @@
 //===- ModelSpec.h - the model spec (JSON) and its import -------*- C++ -*-===//
 //
 // The model spec of DESIGN §2: sizes of the model, the block pattern, one
-// section per block family, and the parallel strategy. `parseModelSpec`
+// section per block family (read by the family, BlockFamily.h), and the
+// parallel strategy. `parseModelSpec`
 // reports every problem with the key, the rule and, where the key is found in
 // the text, its line and column.
 //
@@ -15,27 +16,18 @@
 #include "llvm/ADT/StringRef.h"
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace shardline {
 
-struct AttentionSpec {
-  int64_t heads = 0, kvHeads = 0, headDim = 0;
-  double ropeTheta = 10000.0;
-};
-struct MambaSpec {
-  int64_t heads = 0, headDim = 0, state = 0, groups = 0, conv = 0;
-};
-struct MoESpec {
-  int64_t experts = 0, topK = 0, ffnHidden = 0;
-};
-struct MLPSpec {
-  int64_t ffnHidden = 0;
-};
-struct RecurrentSpec {
-  int64_t width = 0, conv = 0;
+/// A block family's parsed section ("attention", "mamba", ...). Each family
+/// (BlockFamily.h) derives its own with the sizes its block needs.
+struct FamilySection {
+  virtual ~FamilySection() = default;
 };
 
 struct ParallelSpec {
@@ -60,11 +52,9 @@ struct ModelSpec {
   int64_t vocab = 0, hidden = 0, seq = 0, batch = 0;
   std::string dtype = "f32";
   double normEps = 1e-5;
-  std::optional<AttentionSpec> attention;
-  std::optional<MambaSpec> mamba;
-  std::optional<MoESpec> moe;
-  std::optional<MLPSpec> mlp;
-  std::optional<RecurrentSpec> recurrent;
+  /// The family sections the spec gives, by pattern letter. A section may be
+  /// given for a family the pattern does not use.
+  std::map<char, std::shared_ptr<const FamilySection>> sections;
   ParallelSpec parallel;
 
   /// Where the spec came from (for diagnostics), its text, and the keys that
@@ -72,6 +62,12 @@ struct ModelSpec {
   std::string file;
   std::string text;
   std::vector<std::pair<std::string, std::string>> fromFlags;
+
+  /// The section of the family with pattern letter `letter`, or null.
+  const FamilySection *section(char letter) const {
+    auto it = sections.find(letter);
+    return it == sections.end() ? nullptr : it->second.get();
+  }
 };
 
 /// Parses and validates a spec. On failure returns nullopt and appends one
@@ -86,7 +82,11 @@ void validateModelSpec(const ModelSpec &spec, std::vector<std::string> &errors);
 
 /// Builds the global-view sl program of the whole model: embedding, one block
 /// per pattern letter, final norm, LM head and loss, with the user layouts on
-/// the inputs and parameters.
+/// the inputs and parameters. Every op of block i carries `sl.block = i` and
+/// `sl.family = "<letter>"`; the embedding's ops `sl.family = "embedding"`,
+/// the final norm's, LM head's and loss's `sl.family = "lm_head"`. Returns null
+/// after an error at the spec's location when the spec names a letter with no
+/// family or no section (validateModelSpec reports those first).
 mlir::OwningOpRef<mlir::ModuleOp> importModel(const ModelSpec &spec, mlir::MLIRContext &ctx);
 
 } // namespace shardline
