@@ -3,7 +3,8 @@
 // Pure helpers: meshes, layouts, local shard shapes, which rank holds which
 // tokens (contiguous and zigzag chunk orders), and the byte counts of the
 // collectives (DESIGN §4 conventions). The runtime uses it to place shards;
-// the compiler's verifier, passes and report use the same code.
+// the compiler's verifier, passes and report use the same code (the
+// ShardlineLayout library: this file and layout.cpp, nothing else).
 //
 //===----------------------------------------------------------------------===//
 
