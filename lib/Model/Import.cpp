@@ -7,10 +7,13 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "shardline/Analysis/Report.h"
 #include "shardline/Dialect/SL/IR/SL.h"
 #include "shardline/Model/ModelSpec.h"
 
 #include "mlir/IR/Builders.h"
+
+#include <optional>
 
 using namespace mlir;
 using namespace shardline;
@@ -65,6 +68,8 @@ public:
     Location embLoc = named("embedding", fileLoc);
     Value table = weight("embedding.table", {v, h}, {{"tp"}, {}}, "normal", 0.02, 0, embLoc);
     Value x = sl::EmbeddingOp::create(b, embLoc, act(h), ids, table);
+    Operation *stamped = nullptr;
+    stampSince(entry, stamped, std::nullopt, "embedding");
 
     for (size_t i = 0; i < spec.pattern.size(); ++i) {
       char letter = spec.pattern[i];
@@ -91,6 +96,7 @@ public:
         break;
       }
       x = sl::AddOp::create(b, loc, act(h), x, y);
+      stampSince(entry, stamped, (int64_t)i, std::string(1, letter));
     }
 
     Location headLoc = named("lm_head", fileLoc);
@@ -101,6 +107,7 @@ public:
     Value loss =
         sl::CrossEntropyOp::create(b, headLoc, lossType, logits, labels, b.getStrArrayAttr({}));
     func::ReturnOp::create(b, headLoc, ValueRange{logits, loss});
+    stampSince(entry, stamped, std::nullopt, "lm_head");
     return module;
   }
 
@@ -243,6 +250,18 @@ private:
     Value u = linear(n, p + ".w_up", h, f, false, loc);
     Value a = sl::SwiGLUOp::create(b, loc, act(f), g, u);
     return linear(a, p + ".w_down", f, h, true, loc);
+  }
+
+  /// Stamps where in the model each op built after `last` sits (the report's
+  /// kBlockAttr and kFamilyAttr), then moves `last` to the newest op.
+  void stampSince(Block *body, Operation *&last, std::optional<int64_t> block, StringRef family) {
+    auto from = last ? std::next(last->getIterator()) : body->begin();
+    for (Operation &op : llvm::make_range(from, body->end())) {
+      if (block)
+        op.setAttr(shardline::kBlockAttr, b.getI64IntegerAttr(*block));
+      op.setAttr(shardline::kFamilyAttr, b.getStringAttr(family));
+    }
+    last = &body->back();
   }
 
   Location named(const std::string &name, Location child) {
