@@ -294,3 +294,95 @@ TEST(Movement, IdentityAndInvalid) {
   // Changing only the chunk order is a reorder.
   EXPECT_EQ(classify(seq, seqLayout({"cp"}, ChunkOrder::Zigzag)).kind, MovementKind::General);
 }
+
+TEST(TokenRuns, NoneForADimensionTheShapeLacks) {
+  Layout l = seqLayout({"cp"}, ChunkOrder::Zigzag);
+  EXPECT_TRUE(tokenRuns(l, mesh(), {1, 16}, 2, 0).empty());
+  EXPECT_TRUE(tokenRuns(l, mesh(), kTokens, 3, 0).empty());
+}
+
+namespace {
+/// The indices `whole` gives `rank` along `dim`, checked one by one against
+/// the pieces `parts` gives the members of its group over `axes`, in order.
+bool concatenatesByElement(const Layout &parts, const Layout &whole, const Mesh &m,
+                           const std::vector<int64_t> &shape, unsigned dim,
+                           const std::vector<std::string> &axes) {
+  for (int64_t r = 0; r < m.numRanks(); ++r) {
+    std::vector<int64_t> joined;
+    for (int64_t member : m.group(r, axes))
+      for (int64_t i : ownedIndices(parts, m, shape, dim, member))
+        joined.push_back(i);
+    if (joined != ownedIndices(whole, m, shape, dim, r))
+      return false;
+  }
+  return true;
+}
+
+std::vector<Layout> everyLayout() {
+  std::vector<Layout> out;
+  std::vector<std::vector<std::string>> seqAxes{{}, {"cp"}, {"tp"}, {"cp", "tp"}, {"tp", "cp"}};
+  std::vector<std::vector<std::string>> channelAxes{{}, {"tp"}, {"cp"}};
+  std::vector<std::vector<std::string>> partials{{}, {"tp"}};
+  for (const auto &seq : seqAxes)
+    for (ChunkOrder order : {ChunkOrder::Contiguous, ChunkOrder::Zigzag})
+      for (const auto &channels : channelAxes)
+        for (const auto &partial : partials) {
+          Layout l = seqLayout(seq, order);
+          l.dims[2] = channels;
+          l.partial = partial;
+          out.push_back(l);
+        }
+  return out;
+}
+} // namespace
+
+// Every classified move checked element by element, and every plain gather of
+// one dimension found.
+TEST(Movement, AgreesWithAnElementByElementCheck) {
+  Mesh m{{{"cp", 2}, {"tp", 2}}};
+  std::vector<int64_t> shape{2, 16, 8};
+  int checked = 0, gathers = 0;
+  for (const Layout &from : everyLayout())
+    for (const Layout &to : everyLayout()) {
+      if (!verifyLayout(from, &m, &shape).empty() || !verifyLayout(to, &m, &shape).empty())
+        continue;
+      Movement mv = classifyMovement(from, to, m, shape);
+      ++checked;
+      switch (mv.kind) {
+      case MovementKind::AllGather:
+        ++gathers;
+        EXPECT_TRUE(concatenatesByElement(from, to, m, shape, mv.dim, mv.axes))
+            << from.str() << " -> " << to.str();
+        break;
+      case MovementKind::Slice:
+      case MovementKind::ReduceScatter:
+        EXPECT_TRUE(concatenatesByElement(to, from, m, shape, mv.dim, mv.axes))
+            << from.str() << " -> " << to.str();
+        break;
+      case MovementKind::AllToAll:
+        EXPECT_TRUE(concatenatesByElement(from, to, m, shape, mv.dim, mv.axes) &&
+                    concatenatesByElement(to, from, m, shape, mv.splitDim, mv.axes))
+            << from.str() << " -> " << to.str();
+        break;
+      default:
+        break;
+      }
+      // A change of dimension 1 alone that drops axes and passes the check
+      // element by element is an all-gather.
+      Layout rest = from;
+      rest.dims[1] = to.dims[1];
+      rest.orderDim = to.orderDim;
+      rest.order = to.order;
+      std::vector<std::string> dropped;
+      for (const auto &a : from.dims[1])
+        if (std::find(to.dims[1].begin(), to.dims[1].end(), a) == to.dims[1].end())
+          dropped.push_back(a);
+      bool onlyDrops = to.dims[1].size() + dropped.size() == from.dims[1].size();
+      if (rest == to && !dropped.empty() && onlyDrops &&
+          concatenatesByElement(from, to, m, shape, 1, dropped))
+        EXPECT_EQ(mv.kind, MovementKind::AllGather) << from.str() << " -> " << to.str();
+    }
+  // The pairs whose layouts both fit the mesh and shape, and the gathers among them.
+  EXPECT_EQ(checked, 361);
+  EXPECT_EQ(gathers, 18);
+}

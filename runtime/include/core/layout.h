@@ -85,7 +85,7 @@ struct TokenRun {
 /// The global indices along dimension `dim` that `rank` holds, in local order,
 /// as runs: one for an unsplit or contiguous dimension, at most two in zigzag
 /// order (a rank's two chunks, or the part of them its minor axes leave it).
-/// Adjacent runs are merged.
+/// Adjacent runs are merged. None for a dimension the layout or shape lacks.
 std::vector<TokenRun> tokenRuns(const Layout &layout, const Mesh &mesh,
                                 const std::vector<int64_t> &shape, unsigned dim, int64_t rank);
 

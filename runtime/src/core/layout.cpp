@@ -212,9 +212,11 @@ int64_t totalLength(const std::vector<TokenRun> &runs) {
 
 std::vector<TokenRun> tokenRuns(const Layout &layout, const Mesh &mesh,
                                 const std::vector<int64_t> &shape, unsigned dim, int64_t rank) {
+  std::vector<TokenRun> out;
+  if (dim >= layout.dims.size() || dim >= shape.size())
+    return out;
   const auto &axes = layout.dims[dim];
   int64_t size = shape[dim];
-  std::vector<TokenRun> out;
   if (axes.empty()) {
     append(out, 0, size);
     return out;
@@ -269,7 +271,10 @@ std::vector<TokenRun> sequenceChunks(const Layout &layout, const Mesh &mesh,
                                      const std::vector<int64_t> &shape, unsigned dim,
                                      int64_t rank) {
   std::vector<TokenRun> runs = tokenRuns(layout, mesh, shape, dim, rank);
-  int64_t k = !layout.dims[dim].empty() && layout.dimOrder(dim) == ChunkOrder::Zigzag ? 2 : 1;
+  int64_t k = dim < layout.dims.size() && !layout.dims[dim].empty() &&
+                      layout.dimOrder(dim) == ChunkOrder::Zigzag
+                  ? 2
+                  : 1;
   int64_t piece = totalLength(runs) / k;
   std::vector<TokenRun> out;
   for (int64_t c = 0; c < k; ++c) {
