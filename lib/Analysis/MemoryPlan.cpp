@@ -101,6 +101,7 @@ ArenaPlan planArena(func::FuncOp fn, const Mesh &mesh) {
     if (!isa<sl::WeightOp>(ops[i]))
       for (Value r : ops[i]->getResults())
         place(r, i);
+    plan.liveAt.push_back(live);
     plan.liveBound = std::max(plan.liveBound, live);
     for (Value v : dying[i]) {
       int64_t bytes = localBytes(v, mesh);

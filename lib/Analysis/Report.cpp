@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <optional>
 
 using namespace mlir;
 using namespace mlir::sl;
@@ -17,11 +18,6 @@ using namespace mlir::sl;
 namespace shardline {
 
 namespace {
-
-int64_t elementBytes(Type t) {
-  Type e = getElementTypeOrSelf(t);
-  return std::max<int64_t>(1, (e.getIntOrFloatBitWidth() + 7) / 8);
-}
 
 std::vector<int64_t> globalShape(Value v) {
   auto s = cast<RankedTensorType>(v.getType()).getShape();
@@ -51,17 +47,13 @@ int64_t reorderBytes(ReorderOp op, const Mesh &mesh) {
   int64_t dim = in.orderDim >= 0 ? in.orderDim : out.orderDim;
   if (dim < 0)
     return 0;
-  int64_t rowBytes =
-      localBytes(op.getX(), mesh) / std::max<int64_t>(1, localShape(in, mesh, shape)[dim]);
+  int64_t rows = localShape(in, mesh, shape)[dim];
+  int64_t rowBytes = localBytes(op.getX(), mesh) / std::max<int64_t>(1, rows);
   int64_t most = 0;
   for (int64_t r = 0; r < mesh.numRanks(); ++r) {
-    std::vector<int64_t> mine = ownedIndices(in, mesh, shape, dim, r);
-    std::vector<int64_t> next = ownedIndices(out, mesh, shape, dim, r);
-    std::sort(next.begin(), next.end());
-    int64_t leaving = 0;
-    for (int64_t i : mine)
-      leaving += !std::binary_search(next.begin(), next.end(), i);
-    most = std::max(most, leaving);
+    int64_t staying =
+        overlap(tokenRuns(in, mesh, shape, dim, r), tokenRuns(out, mesh, shape, dim, r));
+    most = std::max(most, rows - staying);
   }
   return most * rowBytes;
 }
@@ -72,19 +64,16 @@ int64_t haloBytes(HaloOp op, const Mesh &mesh) {
   Layout in = toLayout(getLayout(op.getX()));
   std::vector<int64_t> shape = globalShape(op.getX());
   std::vector<int64_t> local = localShape(in, mesh, shape);
-  int64_t chunks = in.dimOrder(1) == ChunkOrder::Zigzag ? 2 : 1;
-  int64_t rows = local[1] / chunks, width = op.getWidth();
+  int64_t width = op.getWidth();
   int64_t most = 0;
   for (int64_t r = 0; r < mesh.numRanks(); ++r) {
-    std::vector<int64_t> mine = ownedIndices(in, mesh, shape, 1, r);
-    std::vector<int64_t> sorted = mine;
-    std::sort(sorted.begin(), sorted.end());
+    std::vector<TokenRun> mine = tokenRuns(in, mesh, shape, 1, r);
     int64_t remote = 0;
-    for (int64_t c = 0; c < chunks; ++c)
-      for (int64_t j = 1; j <= width; ++j) {
-        int64_t pos = mine[c * rows] - j;
-        remote += pos >= 0 && !std::binary_search(sorted.begin(), sorted.end(), pos);
-      }
+    for (const TokenRun &chunk : sequenceChunks(in, mesh, shape, 1, r)) {
+      int64_t from = std::max<int64_t>(0, chunk.start - width);
+      TokenRun before{from, chunk.start - from};
+      remote += before.length - overlap({before}, mine);
+    }
     most = std::max(most, remote);
   }
   return most * localBytes(op.getX(), mesh) / local[1];
@@ -161,41 +150,39 @@ std::string describeLocation(Location loc) {
   return s;
 }
 
-std::pair<int64_t, std::string> blockOf(Location loc) {
-  while (true) {
-    if (auto n = dyn_cast<NameLoc>(loc)) {
-      StringRef name = n.getName().getValue();
-      if (name == "embedding" || name.starts_with("embedding."))
-        return {-1, "embedding"};
-      if (name == "lm_head" || name == "final_norm")
-        return {-1, "lm_head"};
-      if (!name.consume_front("blocks."))
-        return {-1, ""};
-      auto [index, rest] = name.split('.');
-      int64_t block = -1;
-      if (index.getAsInteger(10, block))
-        return {-1, ""};
-      StringRef part = rest.split('.').first;
-      std::string family = llvm::StringSwitch<std::string>(part)
-                               .Case("attn", "A")
-                               .Case("mamba", "M")
-                               .Case("moe", "E")
-                               .Case("rglru", "R")
-                               .Case("mlp", "F")
-                               .Default(part.size() == 1 ? part.str() : "");
-      return {block, family};
-    }
-    if (auto f = dyn_cast<FusedLoc>(loc); f && !f.getLocations().empty()) {
-      loc = f.getLocations().front();
-      continue;
-    }
-    if (auto c = dyn_cast<CallSiteLoc>(loc)) {
-      loc = c.getCallee();
-      continue;
-    }
-    return {-1, ""};
+namespace {
+/// Where an op sits in the model: `sl.block` and `sl.family` as the importer
+/// stamps them. The passes build the ops they insert (collectives, ring
+/// attention, halos) at the location of the op they serve, so an op without a
+/// stamp takes the stamp of a stamped op at the same location; an op with
+/// neither (hand-written IR) is in no block.
+class Placement {
+public:
+  explicit Placement(func::FuncOp fn) {
+    for (Operation &op : fn.getBody().front())
+      if (auto stamp = stampOf(&op))
+        byLocation.try_emplace(op.getLoc(), *stamp);
   }
-}
+
+  std::pair<int64_t, std::string> of(Operation *op) const {
+    if (auto stamp = stampOf(op))
+      return *stamp;
+    auto it = byLocation.find(op->getLoc());
+    return it == byLocation.end() ? std::pair<int64_t, std::string>{-1, ""} : it->second;
+  }
+
+private:
+  static std::optional<std::pair<int64_t, std::string>> stampOf(Operation *op) {
+    auto block = op->getAttrOfType<IntegerAttr>(kBlockAttr);
+    auto family = op->getAttrOfType<StringAttr>(kFamilyAttr);
+    if (!block && !family)
+      return std::nullopt;
+    return std::pair<int64_t, std::string>{block ? block.getInt() : -1, family ? family.str() : ""};
+  }
+
+  llvm::DenseMap<Location, std::pair<int64_t, std::string>> byLocation;
+};
+} // namespace
 
 Report analyze(ModuleOp module) {
   Report report;
@@ -206,7 +193,7 @@ Report analyze(ModuleOp module) {
   }
   report.mesh = mesh.axes;
   report.ranks = mesh.numRanks();
-  auto blockIndex = [&](int64_t block, const std::string &family) -> BlockSummary & {
+  auto summaryOf = [&](int64_t block, const std::string &family) -> BlockSummary & {
     for (auto &b : report.blocks)
       if (b.block == block && b.family == family)
         return b;
@@ -219,58 +206,32 @@ Report analyze(ModuleOp module) {
       continue;
     if (report.model.empty())
       report.model = fn.getSymName().str();
-    Block &body = fn.getBody().front();
     ArenaPlan arena = planArena(fn, mesh);
     report.peakActivationBytesPerRank =
         std::max(report.peakActivationBytesPerRank, arena.highWater);
     report.liveBytesLowerBound = std::max(report.liveBytesLowerBound, arena.liveBound);
-    // Liveness over the op order, for the per-block residency.
-    llvm::DenseMap<Value, int64_t> lastUse;
-    std::vector<Operation *> ops;
-    for (Operation &op : body) {
-      int64_t index = (int64_t)ops.size();
-      ops.push_back(&op);
-      for (Value v : op.getOperands())
-        lastUse[v] = index;
-    }
-    std::vector<std::vector<Value>> dying(ops.size() + 1);
-    int64_t live = 0;
-    auto track = [&](Value v, int64_t defined) {
-      if (!isa<RankedTensorType>(v.getType()))
-        return;
-      live += localBytes(v, mesh);
-      auto it = lastUse.find(v);
-      dying[it == lastUse.end() ? defined : it->second].push_back(v);
-    };
-    for (BlockArgument arg : body.getArguments())
-      track(arg, 0);
-    for (int64_t i = 0; i < (int64_t)ops.size(); ++i) {
-      Operation *op = ops[i];
-      auto [block, family] = blockOf(op->getLoc());
-      if (auto w = dyn_cast<WeightOp>(op)) {
+    Placement placement(fn);
+    int64_t index = 0;
+    for (Operation &opRef : fn.getBody().front()) {
+      Operation *op = &opRef;
+      int64_t live = arena.liveAt[index++];
+      auto [block, family] = placement.of(op);
+      if (auto w = dyn_cast<WeightOp>(op))
         report.weightBytesPerRank += localBytes(w.getResult(), mesh);
-      } else {
-        for (Value r : op->getResults())
-          track(r, i);
-      }
       if (!isa<WeightOp, func::ReturnOp>(op)) {
-        BlockSummary &summary = blockIndex(block, family);
+        BlockSummary &summary = summaryOf(block, family);
         summary.peakLiveBytes = std::max(summary.peakLiveBytes, live);
       }
-      for (Value v : dying[i])
-        live -= localBytes(v, mesh);
 
       int64_t bytes = collectiveBytesPerRank(op);
       if (bytes < 0)
         continue;
-      std::string why;
-      if (auto reason = op->getAttrOfType<StringAttr>("sl.reason"))
-        why = reason.str();
       CollectiveEntry entry;
       entry.block = block;
       entry.family = family;
       entry.location = describeLocation(op->getLoc());
-      entry.why = why;
+      if (auto reason = op->getAttrOfType<StringAttr>("sl.reason"))
+        entry.why = reason.str();
       if (auto ce = dyn_cast<CrossEntropyOp>(op)) {
         // Vocab-parallel cross-entropy: three all-reduces.
         for (const char *what : {"max", "sum of exponentials", "target logit"}) {
@@ -288,7 +249,7 @@ Report analyze(ModuleOp module) {
         entry.bytesPerRank = bytes;
         report.collectives.push_back(entry);
       }
-      blockIndex(block, family).commBytes += bytes;
+      summaryOf(block, family).commBytes += bytes;
     }
   }
   for (const auto &c : report.collectives) {

@@ -221,13 +221,82 @@ TEST_F(ReportTest, RingSendsCpMinusOneTimesTheLocalKeysAndValues) {
       EXPECT_EQ(c.bytesPerRank, 3 * localKV);
 }
 
-TEST_F(ReportTest, LocationsNameBlocks) {
-  EXPECT_EQ(blockOf(mlir::NameLoc::get(mlir::StringAttr::get(&ctx, "blocks.3.attn.wq"))),
-            (std::pair<int64_t, std::string>{3, "A"}));
-  EXPECT_EQ(blockOf(mlir::NameLoc::get(mlir::StringAttr::get(&ctx, "blocks.11.R"))),
-            (std::pair<int64_t, std::string>{11, "R"}));
-  EXPECT_EQ(blockOf(mlir::NameLoc::get(mlir::StringAttr::get(&ctx, "embedding"))),
-            (std::pair<int64_t, std::string>{-1, "embedding"}));
+// The halo over zigzag cp with tp inside: each rank's two local chunks, and
+// the tokens before each that another rank holds (cp = tp = 2, 16 tokens in
+// chunks of 4, width 3).
+TEST_F(ReportTest, HaloCountsRemoteTokensBeforeEachLocalChunk) {
+  Report r = ofIR(R"(
+    sl.mesh @mesh(cp = 2, tp = 2)
+    func.func @f(%x: tensor<1x16x4xf32, #sl.layout<@mesh, [[], [cp, tp] zigzag, []]>>) {
+      %h = sl.halo %x {axes = ["cp", "tp"], width = 3} : tensor<1x16x4xf32, #sl.layout<@mesh, [[], [cp, tp] zigzag, []]>> -> tensor<1x24x4xf32, #sl.layout<@mesh, [[], [cp, tp] zigzag, []]>>
+      return
+    })");
+  ASSERT_EQ(r.collectives.size(), 1u);
+  // (cp 0, tp 1) holds 12..15 as chunks 12..13 and 14..15: 9..11 are remote
+  // before the first, 11 before the second; every other rank also needs 4
+  // rows, (cp 0, tp 0) none. 4 rows of 4 f32.
+  EXPECT_EQ(r.collectives[0].bytesPerRank, 4 * 4 * 4);
+}
+
+// Blocks come from the sl.block / sl.family stamps; an op the passes inserted
+// at a stamped op's location belongs to that op's block; an op with neither
+// is in no block.
+TEST_F(ReportTest, StampsPlaceOpsInBlocks) {
+  Report r = ofIR(R"(
+    sl.mesh @mesh(tp = 2)
+    func.func @f(%x: tensor<2x8xf32, #sl.layout<@mesh, [[], [tp]]>>) -> tensor<2x8xf32, #sl.layout<@mesh, [[], []]>> {
+      %a = sl.all_gather %x {axes = ["tp"], dim = 1} : tensor<2x8xf32, #sl.layout<@mesh, [[], [tp]]>> -> tensor<2x8xf32, #sl.layout<@mesh, [[], []]>> loc("blocks.7.A")
+      %b = sl.add %a, %a {sl.block = 7 : i64, sl.family = "A"} : (tensor<2x8xf32, #sl.layout<@mesh, [[], []]>>, tensor<2x8xf32, #sl.layout<@mesh, [[], []]>>) -> tensor<2x8xf32, #sl.layout<@mesh, [[], []]>> loc("blocks.7.A")
+      %c = sl.all_gather %x {axes = ["tp"], dim = 1, sl.family = "lm_head"} : tensor<2x8xf32, #sl.layout<@mesh, [[], [tp]]>> -> tensor<2x8xf32, #sl.layout<@mesh, [[], []]>>
+      %d = sl.all_gather %x {axes = ["tp"], dim = 1} : tensor<2x8xf32, #sl.layout<@mesh, [[], [tp]]>> -> tensor<2x8xf32, #sl.layout<@mesh, [[], []]>> loc("blocks.3.F")
+      return %b : tensor<2x8xf32, #sl.layout<@mesh, [[], []]>>
+    })");
+  ASSERT_EQ(r.collectives.size(), 3u);
+  EXPECT_EQ(r.collectives[0].block, 7);
+  EXPECT_EQ(r.collectives[0].family, "A");
+  EXPECT_EQ(r.collectives[1].block, -1);
+  EXPECT_EQ(r.collectives[1].family, "lm_head");
+  // A name alone places nothing.
+  EXPECT_EQ(r.collectives[2].block, -1);
+  EXPECT_EQ(r.collectives[2].family, "");
+  std::vector<std::pair<int64_t, std::string>> blocks;
+  for (const auto &b : r.blocks)
+    blocks.push_back({b.block, b.family});
+  EXPECT_EQ(blocks,
+            (std::vector<std::pair<int64_t, std::string>>{{7, "A"}, {-1, "lm_head"}, {-1, ""}}));
+  // Half of the 64 gathered bytes.
+  EXPECT_EQ(r.blocks[0].commBytes, 32);
+}
+
+// The importer stamps every op; the report's blocks follow the pattern, and a
+// block's peak is the memory plan's liveness at its ops.
+TEST_F(ReportTest, ImportedOpsCarryTheirBlock) {
+  std::vector<std::string> errors;
+  ParallelOverrides ov;
+  ov.tp = 2;
+  ov.sp = true;
+  auto spec = parseModelSpec(kDense, "spec.json", ov, errors);
+  ASSERT_TRUE(spec);
+  module = importModel(*spec, ctx);
+  int unstamped = 0;
+  module->walk([&](mlir::func::FuncOp fn) {
+    for (mlir::Operation &op : fn.getBody().front())
+      unstamped += !op.hasTrait<mlir::OpTrait::IsTerminator>() && !op.hasAttr(kFamilyAttr);
+  });
+  EXPECT_EQ(unstamped, 0);
+  Report r = compile(kDense, ov);
+  std::vector<std::pair<int64_t, std::string>> blocks;
+  int64_t highest = 0;
+  for (const auto &b : r.blocks) {
+    blocks.push_back({b.block, b.family});
+    highest = std::max(highest, b.peakLiveBytes);
+  }
+  EXPECT_EQ(blocks,
+            (std::vector<std::pair<int64_t, std::string>>{
+                {-1, "embedding"}, {0, "A"}, {1, "F"}, {2, "A"}, {3, "F"}, {-1, "lm_head"}}));
+  EXPECT_EQ(highest, r.liveBytesLowerBound);
+  for (const auto &c : r.collectives)
+    EXPECT_FALSE(c.family.empty()) << c.op << " at " << c.location;
 }
 
 // The compiler's plan loads in the runtime, with every weight, input and op.

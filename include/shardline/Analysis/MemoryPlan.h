@@ -18,12 +18,17 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "llvm/ADT/DenseMap.h"
 
+#include <vector>
+
 namespace shardline {
 
 struct ArenaPlan {
   llvm::DenseMap<mlir::Value, int64_t> offsets;
   int64_t highWater = 0;
-  /// The largest sum of the (unaligned) bytes live at one op.
+  /// The sum of the (unaligned) bytes live while each op of the body runs, in
+  /// body order: its operands, its results and whatever a later op still reads.
+  std::vector<int64_t> liveAt;
+  /// The largest of liveAt.
   int64_t liveBound = 0;
 };
 

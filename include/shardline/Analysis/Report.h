@@ -21,10 +21,16 @@
 // slice moves nothing and is not a collective.
 //
 // Peak activation bytes: the high-water mark of the activation arena of
-// shardline/Analysis/MemoryPlan.h (what the runtime allocates). Liveness: a
-// value (a function argument or an op result, weights excluded) is live from
-// its definition to its last use, and at every op its operands and results are
-// live; the largest sum of live local bytes is a lower bound of the peak.
+// shardline/Analysis/MemoryPlan.h (what the runtime allocates). Liveness, the
+// memory plan's: a value (a function argument or an op result, weights
+// excluded) is live from its definition to its last use, and at every op its
+// operands and results are live; the largest sum of live local bytes is a
+// lower bound of the peak, and the largest while a block's ops run is that
+// block's peakLiveBytes.
+//
+// analyze() computes the report once; toJson, printTable and toHtml only
+// render it. What it costs depends on the program and the mesh, never on the
+// tensors' extents (positions are counted as runs, core/layout.h).
 //
 //===----------------------------------------------------------------------===//
 
@@ -32,6 +38,7 @@
 #define SHARDLINE_ANALYSIS_REPORT_H
 
 #include "mlir/IR/BuiltinOps.h"
+#include "llvm/ADT/StringRef.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <cstdint>
@@ -45,9 +52,10 @@ struct CollectiveEntry {
   std::string op;
   std::vector<std::string> axes;
   int64_t bytesPerRank = 0;
-  /// Block index in the pattern; -1 for the ends (embedding, LM head).
+  /// Block index in the pattern (kBlockAttr); -1 for the ends and for ops in
+  /// no block.
   int64_t block = -1;
-  /// Pattern letter of the block, or "embedding" / "lm_head", or "".
+  /// kFamilyAttr: the pattern letter, "embedding" / "lm_head", or "".
   std::string family;
   std::string location;
   std::string why;
@@ -86,9 +94,12 @@ int64_t collectiveBytesPerRank(mlir::Operation *op);
 /// A location as people read it: "blocks.3.A at model.json:2:27".
 std::string describeLocation(mlir::Location loc);
 
-/// Block index and family from an op's location ("blocks.3.A",
-/// "blocks.3.attn.wq", "embedding", "lm_head").
-std::pair<int64_t, std::string> blockOf(mlir::Location loc);
+/// Where an op sits in the model, as discardable attributes the importer
+/// stamps on every op it builds: the block's index in the pattern (an
+/// IntegerAttr, absent on the two ends) and its family (a StringAttr: the
+/// pattern letter "A", "M", "E", "R", "F", or "embedding" / "lm_head").
+constexpr llvm::StringLiteral kBlockAttr("sl.block");
+constexpr llvm::StringLiteral kFamilyAttr("sl.family");
 
 Report analyze(mlir::ModuleOp module);
 

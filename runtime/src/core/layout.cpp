@@ -172,56 +172,233 @@ std::vector<int64_t> localShape(const Layout &layout, const Mesh &mesh,
   return local;
 }
 
-std::vector<int64_t> ownedIndices(const Layout &layout, const Mesh &mesh,
-                                  const std::vector<int64_t> &shape, unsigned dim, int64_t rank) {
+namespace {
+/// Appends [start, start + length) to `runs`, merged with the last run when
+/// they touch, so that equal index sequences have equal run lists.
+void append(std::vector<TokenRun> &runs, int64_t start, int64_t length) {
+  if (length <= 0)
+    return;
+  if (!runs.empty() && runs.back().end() == start)
+    runs.back().length += length;
+  else
+    runs.push_back({start, length});
+}
+
+/// The `length` indices that follow the first `offset` ones of `runs`.
+std::vector<TokenRun> sliceRuns(const std::vector<TokenRun> &runs, int64_t offset, int64_t length) {
+  std::vector<TokenRun> out;
+  for (const TokenRun &r : runs) {
+    if (length <= 0)
+      break;
+    if (offset >= r.length) {
+      offset -= r.length;
+      continue;
+    }
+    int64_t take = std::min(length, r.length - offset);
+    append(out, r.start + offset, take);
+    offset = 0;
+    length -= take;
+  }
+  return out;
+}
+
+int64_t totalLength(const std::vector<TokenRun> &runs) {
+  int64_t n = 0;
+  for (const TokenRun &r : runs)
+    n += r.length;
+  return n;
+}
+} // namespace
+
+std::vector<TokenRun> tokenRuns(const Layout &layout, const Mesh &mesh,
+                                const std::vector<int64_t> &shape, unsigned dim, int64_t rank) {
+  std::vector<TokenRun> out;
+  if (dim >= layout.dims.size() || dim >= shape.size())
+    return out;
   const auto &axes = layout.dims[dim];
   int64_t size = shape[dim];
+  if (axes.empty()) {
+    append(out, 0, size);
+    return out;
+  }
   std::vector<int64_t> coord = mesh.coords(rank);
   auto coordOf = [&](const std::string &axis) {
-    for (size_t i = 0; i < mesh.axes.size(); ++i)
-      if (mesh.axes[i].first == axis)
-        return coord[i];
-    return int64_t(0);
+    int64_t i = mesh.axisIndex(axis);
+    return i < 0 ? int64_t(0) : coord[i];
   };
-  // Linear position among the minor axes (after the first), major to minor.
+  // Position among axes[from..], major to minor, and how many positions there are.
   auto linear = [&](size_t from, int64_t &count) {
     int64_t idx = 0;
     count = 1;
     for (size_t i = from; i < axes.size(); ++i) {
-      int64_t n = *mesh.size(axes[i]);
+      int64_t n = mesh.size(axes[i]).value_or(1);
       idx = idx * n + coordOf(axes[i]);
       count *= n;
     }
     return idx;
   };
-  std::vector<int64_t> out;
-  if (axes.empty()) {
-    for (int64_t i = 0; i < size; ++i)
-      out.push_back(i);
-    return out;
-  }
   if (layout.dimOrder(dim) == ChunkOrder::Contiguous) {
     int64_t n;
     int64_t r = linear(0, n);
     int64_t block = size / n;
-    for (int64_t i = 0; i < block; ++i)
-      out.push_back(r * block + i);
+    append(out, r * block, block);
     return out;
   }
   // Zigzag over the major axis: its rank c holds chunks c and 2m-1-c; the
   // minor axes split that share contiguously.
-  int64_t m = *mesh.size(axes[0]);
+  int64_t m = mesh.size(axes[0]).value_or(1);
   int64_t c = coordOf(axes[0]);
   int64_t chunk = size / (2 * m);
-  std::vector<int64_t> share;
-  for (int64_t part : {c, 2 * m - 1 - c})
-    for (int64_t i = 0; i < chunk; ++i)
-      share.push_back(part * chunk + i);
+  std::vector<TokenRun> share;
+  append(share, c * chunk, chunk);
+  append(share, (2 * m - 1 - c) * chunk, chunk);
   int64_t n;
   int64_t r = linear(1, n);
-  int64_t block = (int64_t)share.size() / n;
-  out.assign(share.begin() + r * block, share.begin() + (r + 1) * block);
+  int64_t block = 2 * chunk / n;
+  return sliceRuns(share, r * block, block);
+}
+
+std::vector<int64_t> ownedIndices(const Layout &layout, const Mesh &mesh,
+                                  const std::vector<int64_t> &shape, unsigned dim, int64_t rank) {
+  std::vector<int64_t> out;
+  for (const TokenRun &r : tokenRuns(layout, mesh, shape, dim, rank))
+    for (int64_t i = r.start; i < r.end(); ++i)
+      out.push_back(i);
   return out;
+}
+
+std::vector<TokenRun> sequenceChunks(const Layout &layout, const Mesh &mesh,
+                                     const std::vector<int64_t> &shape, unsigned dim,
+                                     int64_t rank) {
+  std::vector<TokenRun> runs = tokenRuns(layout, mesh, shape, dim, rank);
+  int64_t k = dim < layout.dims.size() && !layout.dims[dim].empty() &&
+                      layout.dimOrder(dim) == ChunkOrder::Zigzag
+                  ? 2
+                  : 1;
+  int64_t piece = totalLength(runs) / k;
+  std::vector<TokenRun> out;
+  for (int64_t c = 0; c < k; ++c) {
+    // A piece never straddles the two zigzag chunks when the minor axes divide
+    // a chunk; where they do not, the piece is cut at the chunk's end.
+    std::vector<TokenRun> part = sliceRuns(runs, c * piece, piece);
+    out.push_back(part.empty() ? TokenRun{0, 0} : part.front());
+  }
+  return out;
+}
+
+int64_t overlap(const std::vector<TokenRun> &a, const std::vector<TokenRun> &b) {
+  int64_t n = 0;
+  for (const TokenRun &x : a)
+    for (const TokenRun &y : b)
+      n += std::max<int64_t>(0, std::min(x.end(), y.end()) - std::max(x.start, y.start));
+  return n;
+}
+
+Ring ringOf(const Mesh &mesh, int64_t rank, const std::vector<std::string> &axes) {
+  Ring ring;
+  ring.members = mesh.group(rank, axes);
+  ring.position = std::find(ring.members.begin(), ring.members.end(), rank) - ring.members.begin();
+  return ring;
+}
+
+namespace {
+/// The entries of `a` that `b` lacks, in the order of `a`.
+std::vector<std::string> without(const std::vector<std::string> &a,
+                                 const std::vector<std::string> &b) {
+  std::vector<std::string> out;
+  for (const auto &x : a)
+    if (std::find(b.begin(), b.end(), x) == b.end())
+      out.push_back(x);
+  return out;
+}
+
+bool sameSet(std::vector<std::string> a, std::vector<std::string> b) {
+  std::sort(a.begin(), a.end());
+  std::sort(b.begin(), b.end());
+  return a == b;
+}
+
+/// Whether, on every rank, the piece of `dim` that `whole` gives it is the
+/// concatenation, in group order over `axes`, of the pieces `parts` gives the
+/// group's members.
+bool concatenates(const Layout &parts, const Layout &whole, const Mesh &mesh,
+                  const std::vector<int64_t> &shape, unsigned dim,
+                  const std::vector<std::string> &axes) {
+  for (int64_t r = 0; r < mesh.numRanks(); ++r) {
+    std::vector<TokenRun> joined;
+    for (int64_t member : mesh.group(r, axes))
+      for (const TokenRun &run : tokenRuns(parts, mesh, shape, dim, member))
+        append(joined, run.start, run.length);
+    if (joined != tokenRuns(whole, mesh, shape, dim, r))
+      return false;
+  }
+  return true;
+}
+} // namespace
+
+Movement classifyMovement(const Layout &from, const Layout &to, const Mesh &mesh,
+                          const std::vector<int64_t> &shape) {
+  Movement general;
+  if (!verifyLayout(from, &mesh, &shape).empty() || !verifyLayout(to, &mesh, &shape).empty())
+    return general;
+  std::vector<std::string> summed = without(from.partial, to.partial);
+  if (!without(to.partial, from.partial).empty())
+    return general; // a pending sum cannot appear by moving data
+  std::vector<unsigned> changed;
+  for (unsigned d = 0; d < from.dims.size(); ++d)
+    if (from.dims[d] != to.dims[d] || from.dimOrder(d) != to.dimOrder(d))
+      changed.push_back(d);
+  if (changed.empty())
+    return summed.empty() ? Movement{MovementKind::Identity, -1, -1, {}}
+                          : Movement{MovementKind::AllReduce, -1, -1, summed};
+  if (changed.size() == 1) {
+    unsigned d = changed[0];
+    std::vector<std::string> gathered = without(from.dims[d], to.dims[d]);
+    std::vector<std::string> split = without(to.dims[d], from.dims[d]);
+    if (!gathered.empty() && split.empty() && summed.empty() &&
+        concatenates(from, to, mesh, shape, d, gathered))
+      return {MovementKind::AllGather, d, -1, gathered};
+    if (gathered.empty() && !split.empty() && concatenates(to, from, mesh, shape, d, split)) {
+      if (summed.empty())
+        return {MovementKind::Slice, d, -1, split};
+      if (sameSet(summed, split))
+        return {MovementKind::ReduceScatter, d, -1, split};
+    }
+    return general;
+  }
+  if (changed.size() == 2 && summed.empty()) {
+    for (auto [g, s] : {std::pair{changed[0], changed[1]}, std::pair{changed[1], changed[0]}}) {
+      std::vector<std::string> gathered = without(from.dims[g], to.dims[g]);
+      if (gathered.empty() || !without(to.dims[g], from.dims[g]).empty() ||
+          !without(from.dims[s], to.dims[s]).empty() ||
+          without(to.dims[s], from.dims[s]) != gathered)
+        continue;
+      if (concatenates(from, to, mesh, shape, g, gathered) &&
+          concatenates(to, from, mesh, shape, s, gathered))
+        return {MovementKind::AllToAll, g, s, gathered};
+    }
+  }
+  return general;
+}
+
+const char *movementName(MovementKind kind) {
+  switch (kind) {
+  case MovementKind::Identity:
+    return "identity";
+  case MovementKind::AllGather:
+    return "all_gather";
+  case MovementKind::Slice:
+    return "slice";
+  case MovementKind::ReduceScatter:
+    return "reduce_scatter";
+  case MovementKind::AllReduce:
+    return "all_reduce";
+  case MovementKind::AllToAll:
+    return "all_to_all";
+  case MovementKind::General:
+    return "general";
+  }
+  return "general";
 }
 
 int64_t numElements(const std::vector<int64_t> &shape) {

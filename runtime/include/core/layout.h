@@ -3,7 +3,11 @@
 // Pure helpers: meshes, layouts, local shard shapes, which rank holds which
 // tokens (contiguous and zigzag chunk orders), and the byte counts of the
 // collectives (DESIGN §4 conventions). The runtime uses it to place shards;
-// the compiler's verifier, passes and report use the same code.
+// the compiler's verifier, passes and report use the same code (the
+// ShardlineLayout library: this file and layout.cpp, nothing else).
+//
+// Facts about positions come as runs of consecutive indices, so what they
+// cost depends on the mesh, never on the tensor's extents.
 //
 //===----------------------------------------------------------------------===//
 
@@ -70,9 +74,75 @@ std::string verifyLayout(const Layout &layout, const Mesh *mesh, const std::vect
 std::vector<int64_t> localShape(const Layout &layout, const Mesh &mesh,
                                 const std::vector<int64_t> &shape);
 
-/// The global indices along dimension `dim` that `rank` holds, in local order.
+/// Consecutive global indices [start, start + length).
+struct TokenRun {
+  int64_t start = 0;
+  int64_t length = 0;
+  int64_t end() const { return start + length; }
+  bool operator==(const TokenRun &o) const { return start == o.start && length == o.length; }
+};
+
+/// The global indices along dimension `dim` that `rank` holds, in local order,
+/// as runs: one for an unsplit or contiguous dimension, at most two in zigzag
+/// order (a rank's two chunks, or the part of them its minor axes leave it).
+/// Adjacent runs are merged. None for a dimension the layout or shape lacks.
+std::vector<TokenRun> tokenRuns(const Layout &layout, const Mesh &mesh,
+                                const std::vector<int64_t> &shape, unsigned dim, int64_t rank);
+
+/// The same indices one by one (tokenRuns expanded): for code that moves
+/// elements, never for code whose cost must not depend on extents.
 std::vector<int64_t> ownedIndices(const Layout &layout, const Mesh &mesh,
                                   const std::vector<int64_t> &shape, unsigned dim, int64_t rank);
+
+/// The pieces of `rank`'s local positions along `dim` that the sequence ops
+/// (causal conv and its halo, scan chunk states, ring attention) treat one at a
+/// time, in local order: two equal pieces in zigzag order, else one. Each is a
+/// single run of global positions.
+std::vector<TokenRun> sequenceChunks(const Layout &layout, const Mesh &mesh,
+                                     const std::vector<int64_t> &shape, unsigned dim, int64_t rank);
+
+/// The number of indices two run lists have in common.
+int64_t overlap(const std::vector<TokenRun> &a, const std::vector<TokenRun> &b);
+
+/// A ring over a collective's group: the members in Mesh::group order, where
+/// `rank` stands, and its neighbours (a ring step sends to next, receives from
+/// prev).
+struct Ring {
+  std::vector<int64_t> members;
+  int64_t position = 0;
+  int64_t next() const { return members[(position + 1) % members.size()]; }
+  int64_t prev() const { return members[(position + members.size() - 1) % members.size()]; }
+};
+Ring ringOf(const Mesh &mesh, int64_t rank, const std::vector<std::string> &axes);
+
+/// What moving a tensor from one layout to another takes, when it is one plain
+/// collective over the group of `axes` (in that order, the first major):
+///   AllGather      dimension `dim` of the result is the concatenation, in group
+///                  order, of the members' pieces;
+///   Slice          the reverse: each member keeps its equal piece of `dim`, in
+///                  group order; nothing moves;
+///   ReduceScatter  a Slice that also sums the partial `axes`;
+///   AllReduce      only the partial `axes` are summed;
+///   AllToAll       an AllGather of `dim` and a Slice of `splitDim` at once.
+/// Identity when nothing changes; General for any other exchange (a zigzag
+/// gather over the major axis, a reorder, several moves at once), which needs
+/// an explicit transfer.
+enum class MovementKind { Identity, AllGather, Slice, ReduceScatter, AllReduce, AllToAll, General };
+
+struct Movement {
+  MovementKind kind = MovementKind::General;
+  int64_t dim = -1;
+  /// AllToAll only: the dimension that gets split.
+  int64_t splitDim = -1;
+  std::vector<std::string> axes;
+};
+
+/// Classifies `from` -> `to` for a tensor of `shape`. Layouts that do not fit
+/// the mesh and shape (verifyLayout) are General.
+Movement classifyMovement(const Layout &from, const Layout &to, const Mesh &mesh,
+                          const std::vector<int64_t> &shape);
+
+const char *movementName(MovementKind kind);
 
 int64_t numElements(const std::vector<int64_t> &shape);
 
