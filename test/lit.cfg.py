@@ -22,3 +22,10 @@ config.environment["FILECHECK_OPTS"] = "-enable-var-scope"
 import shutil
 if shutil.which("mpirun"):
     config.available_features.add("mpi")
+
+# flatc (Debian: flatbuffers-compiler) prints a plan's payload as JSON for the
+# plan tests; the schema is the runtime's.
+if shutil.which("flatc"):
+    config.available_features.add("flatc")
+config.substitutions.append(
+    ("%plan_schema", os.path.join(config.shardline_src_root, "runtime", "schema", "plan.fbs")))

@@ -103,11 +103,14 @@ public:
         if (auto converted = attr(a))
           attrs.push_back(*converted);
       auto [operandNames, resultNames] = valueNames(op);
-      ops.push_back(plan::CreateOp(b, b.CreateString(op.getName().stripDialect().str()),
-                                   b.CreateVector(operands), b.CreateVector(results),
-                                   b.CreateVectorOfStrings(operandNames),
-                                   b.CreateVectorOfStrings(resultNames), b.CreateVector(attrs),
-                                   b.CreateString(describeLocation(op.getLoc()))));
+      auto block = op.getAttrOfType<IntegerAttr>(kBlockAttr);
+      auto family = op.getAttrOfType<StringAttr>(kFamilyAttr);
+      ops.push_back(plan::CreateOp(
+          b, b.CreateString(op.getName().stripDialect().str()), b.CreateVector(operands),
+          b.CreateVector(results), b.CreateVectorOfStrings(operandNames),
+          b.CreateVectorOfStrings(resultNames), b.CreateVector(attrs),
+          b.CreateString(describeLocation(op.getLoc())), block ? block.getInt() : -1,
+          family ? b.CreateString(family.getValue().str()) : fb::Offset<fb::String>()));
     }
     if (!inputs.empty() && vocab < 1) {
       fn.emitError("a plan with inputs needs the vocabulary: the function has no sl.embedding");
@@ -168,16 +171,19 @@ private:
     return id;
   }
 
-  /// The op's attributes with every absent default-valued one at its
+  /// The op's own attributes with every absent default-valued one at its
   /// default: a fresh op of the same name has its properties populated with
-  /// the ODS defaults, and the op's own attributes override them.
+  /// the ODS defaults, and the op's own attributes override them. Discardable
+  /// attributes (dialect-prefixed: sl.reason, sl.block, ...) are no part of
+  /// what the op computes and stay out.
   static NamedAttrList withDefaults(Operation &op) {
     OperationState state(op.getLoc(), op.getName());
     Operation *fresh = Operation::create(state);
     NamedAttrList attrs(fresh->getAttrDictionary());
     fresh->destroy();
     for (NamedAttribute a : op.getAttrDictionary())
-      attrs.set(a.getName(), a.getValue());
+      if (!a.getName().getValue().contains('.'))
+        attrs.set(a.getName(), a.getValue());
     return attrs;
   }
 
