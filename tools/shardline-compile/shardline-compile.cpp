@@ -138,7 +138,8 @@ shardline::ParallelOverrides overrides() {
   return o;
 }
 
-void printSummary(ModuleOp module, const shardline::ModelSpec *spec, llvm::raw_ostream &os) {
+void printSummary(ModuleOp module, const shardline::ModelSpec *spec,
+                  const shardline::Report &report, llvm::raw_ostream &os) {
   sl::MeshOp mesh;
   module.walk([&](sl::MeshOp m) {
     if (!mesh)
@@ -191,7 +192,6 @@ void printSummary(ModuleOp module, const shardline::ModelSpec *spec, llvm::raw_o
   os << "\nparameters: " << numWeights << " tensors, " << params << " elements; " << paramsPerRank
      << " elements per rank\n";
   os << "layouts: " << annotated << " of " << values << " op results carry a layout\n";
-  shardline::Report report = shardline::analyze(module);
   os << "collectives: " << report.collectives.size();
   for (const auto &[op, n] : report.collectiveCounts)
     os << ", " << op << " " << n;
@@ -307,13 +307,17 @@ int main(int argc, char **argv) {
     file->keep();
     return true;
   };
-  if (!reportFile.empty() || !reportHtml.empty()) {
-    shardline::Report report = shardline::analyze(*module);
-    if (!reportFile.empty() && !writeFile(reportFile, shardline::toJson(report) + "\n"))
-      return 1;
-    if (!reportHtml.empty() && !writeFile(reportHtml, shardline::toHtml(report)))
-      return 1;
-  }
+  // One analysis of the global view serves the summary, the table and the files.
+  std::optional<shardline::Report> analysis;
+  auto report = [&]() -> const shardline::Report & {
+    if (!analysis)
+      analysis = shardline::analyze(*module);
+    return *analysis;
+  };
+  if (!reportFile.empty() && !writeFile(reportFile, shardline::toJson(report()) + "\n"))
+    return 1;
+  if (!reportHtml.empty() && !writeFile(reportHtml, shardline::toHtml(report())))
+    return 1;
 
   if ((emit == Emit::Plan || emit == Emit::Executable) && outputFile == "-") {
     llvm::errs() << "shardline-compile: error: --emit " << (emit == Emit::Plan ? "plan" : "exe")
@@ -344,10 +348,10 @@ int main(int argc, char **argv) {
     output->os() << "\n";
     break;
   case Emit::Summary:
-    printSummary(*module, spec ? &*spec : nullptr, output->os());
+    printSummary(*module, spec ? &*spec : nullptr, report(), output->os());
     break;
   case Emit::Report:
-    shardline::printTable(shardline::analyze(*module), output->os());
+    shardline::printTable(report(), output->os());
     break;
   case Emit::Plan:
   case Emit::Executable: {
