@@ -36,6 +36,7 @@ ShardingRule linearRule() {
   r.results = {{b, s, n}};
   r.resultNames = {"result"};
   r.partial = PartialRule::One;
+  r.primarySequence = s;
   return r;
 }
 
@@ -134,7 +135,8 @@ TEST(ShardingRule, ZigzagFlowsToResults) {
 
 TEST(ShardingRule, Describe) {
   EXPECT_EQ(linearRule().describe(),
-            "x[b,s,k] weight[k,n] -> result[b,s,n]; free: b,s,n; contracted: k");
+            "x[b,s,k] weight[k,n] -> result[b,s,n]; free: b,s,n; contracted: k; partial: one; "
+            "sequence: s");
 }
 
 // The op rules themselves, read from parsed IR.

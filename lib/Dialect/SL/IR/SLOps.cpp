@@ -207,7 +207,14 @@ struct RuleBuilder {
     int f = rule.findFactor(name);
     return f >= 0 ? f : rule.addFactor(name, kind, granule, isSequence);
   }
-  int seq(const std::string &name = "s") { return factor(name, FactorKind::Free, 0, true); }
+  /// A token-position factor. The first one a rule declares is the op's own
+  /// sequence (attention declares its query positions before its keys).
+  int seq(const std::string &name = "s") {
+    int f = factor(name, FactorKind::Free, 0, true);
+    if (rule.primarySequence < 0)
+      rule.primarySequence = f;
+    return f;
+  }
   /// Factors of the leading (token) dimensions of a rank-`rank` activation.
   std::vector<int> tokens(size_t rank) {
     if (rank == 2)

@@ -312,7 +312,7 @@ private:
     // Under sequence parallelism a reduced pending sum is scattered onto the
     // sequence instead of replicated.
     if (strategy.sequenceParallel && !reduced.empty() && !rule.reducesToScalar) {
-      int seq = sequenceFactor(rule);
+      int seq = rule.primarySequence;
       if (seq >= 0 && rule.factors[seq].kind == FactorKind::Free) {
         Axes extended = c.split[seq];
         for (const auto &a : reduced)
@@ -325,7 +325,7 @@ private:
     }
     // Axes an activation gives up go to its sequence dimension, so data stay
     // distributed (all-to-all instead of all-gather).
-    int seq = sequenceFactor(rule);
+    int seq = rule.primarySequence;
     if (seq >= 0 && rule.factors[seq].kind == FactorKind::Free) {
       for (size_t i = 0; i < operands.size(); ++i) {
         if (isWeight(operands[i]))
@@ -372,17 +372,6 @@ private:
   /// Zigzag is the order the inputs use over cp (attention balance).
   shardline::ChunkOrder defaultOrder(const std::string &axis) {
     return axis == inputOrderAxis ? inputOrder : shardline::ChunkOrder::Contiguous;
-  }
-
-  int sequenceFactor(const ShardingRule &rule) {
-    for (size_t f = 0; f < rule.factors.size(); ++f)
-      if (rule.factors[f].isSequence && rule.factors[f].kind == FactorKind::Free &&
-          rule.factors[f].name == "s")
-        return (int)f;
-    for (size_t f = 0; f < rule.factors.size(); ++f)
-      if (rule.factors[f].isSequence)
-        return (int)f;
-    return -1;
   }
 
   bool fitsEverywhere(const ShardingRule &rule, ArrayRef<Value> operands, int f, const Axes &axes,
