@@ -154,7 +154,7 @@ struct SLExplain : mlir::sl::impl::SLExplainBase<SLExplain> {
                             : nullptr;
       if (user && !isa<CrossEntropyOp, RingAttentionOp>(op))
         text += "; needed by " + label(user);
-      if (auto reason = op->getAttrOfType<StringAttr>("sl.reason"))
+      if (auto reason = op->getAttrOfType<StringAttr>(kReasonAttr))
         text += "; " + reason.str();
       Alternative alt = alternative(op);
       if (!alt.text.empty())

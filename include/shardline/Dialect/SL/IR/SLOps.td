@@ -52,14 +52,17 @@ def SL_WeightOp : SL_Op<"weight", [Pure]> {
 // Compute ops: each states its sharding rule.
 //===----------------------------------------------------------------------===//
 
-class SL_ComputeOp<string mnemonic, list<Trait> traits = []>
+// `spmd` names the SPMDOpInterface methods the op implements itself (its
+// remedy, its per-rank facts); the others keep their defaults.
+class SL_ComputeOp<string mnemonic, list<Trait> traits = [], list<string> spmd = []>
     : SL_Op<mnemonic, traits # [Pure,
-        DeclareOpInterfaceMethods<SL_ShardingRuleOpInterface>]> {
+        DeclareOpInterfaceMethods<SL_ShardingRuleOpInterface>,
+        DeclareOpInterfaceMethods<SL_SPMDOpInterface, spmd>]> {
   let assemblyFormat = "operands attr-dict `:` functional-type(operands, results)";
   let hasVerifier = 1;
 }
 
-def SL_EmbeddingOp : SL_ComputeOp<"embedding"> {
+def SL_EmbeddingOp : SL_ComputeOp<"embedding", [], ["resolveRankFacts"]> {
   let summary = "Token embedding lookup: ids[b,s], table[v,h] -> [b,s,h]";
   let description = [{
     Rule: b, s, h free; v contracted (a vocab-parallel table gives each rank
@@ -99,7 +102,7 @@ def SL_LinearOp : SL_ComputeOp<"linear"> {
   let results = (outs SL_FloatTensor:$result);
 }
 
-def SL_RopeOp : SL_ComputeOp<"rope"> {
+def SL_RopeOp : SL_ComputeOp<"rope", [], ["resolveRankFacts"]> {
   let summary = "Rotary position embedding on [b, s, heads*head_dim]";
   let description = [{
     Rotates the pairs (i, i + head_dim/2) of every head by position *
@@ -112,7 +115,8 @@ def SL_RopeOp : SL_ComputeOp<"rope"> {
   let results = (outs SL_FloatTensor:$result);
 }
 
-def SL_AttentionOp : SL_ComputeOp<"attention"> {
+def SL_AttentionOp : SL_ComputeOp<"attention", [],
+    ["canCarryRemedy", "prepareRemedy", "applyRemedy", "resolveRankFacts"]> {
   let summary = "Causal softmax attention with grouped KV heads";
   let description = [{
     q: [b, s, heads*d]; k, v: [b, t, kv_heads*d] -> [b, s, heads*d]. Query
@@ -128,7 +132,7 @@ def SL_AttentionOp : SL_ComputeOp<"attention"> {
   let results = (outs SL_FloatTensor:$result);
 }
 
-def SL_RingAttentionOp : SL_ComputeOp<"ring_attention"> {
+def SL_RingAttentionOp : SL_ComputeOp<"ring_attention", [], ["resolveRankFacts"]> {
   let summary = "Attention whose K and V circulate around a ring of ranks";
   let description = [{
     Same values as sl.attention. q, k and v are split over `axes` along the
@@ -143,7 +147,8 @@ def SL_RingAttentionOp : SL_ComputeOp<"ring_attention"> {
   let results = (outs SL_FloatTensor:$result);
 }
 
-def SL_CausalConv1dOp : SL_ComputeOp<"causal_conv1d"> {
+def SL_CausalConv1dOp : SL_ComputeOp<"causal_conv1d", [],
+    ["canCarryRemedy", "applyRemedy", "resolveRankFacts"]> {
   let summary = "Depthwise causal convolution along the sequence";
   let description = [{
     x: [b, s, c], weight: [c, width], bias: [c]. y[t] = bias + sum_j
@@ -159,7 +164,8 @@ def SL_CausalConv1dOp : SL_ComputeOp<"causal_conv1d"> {
   }];
 }
 
-def SL_SSDScanOp : SL_ComputeOp<"ssd_scan"> {
+def SL_SSDScanOp : SL_ComputeOp<"ssd_scan", [],
+    ["canCarryRemedy", "applyRemedy", "resolveRankFacts"]> {
   let summary = "Mamba-2 state-space scan (SSD) with scalar decay per head";
   let description = [{
     x: [b, s, heads*p], dt: [b, s, heads], a_log, d, dt_bias: [heads],
@@ -188,7 +194,7 @@ def SL_SSDScanOp : SL_ComputeOp<"ssd_scan"> {
   }];
 }
 
-def SL_SSDCorrectOp : SL_ComputeOp<"ssd_correct"> {
+def SL_SSDCorrectOp : SL_ComputeOp<"ssd_correct", [], ["resolveRankFacts"]> {
   let summary = "Adds the contribution of each chunk's true initial state to an SSD scan";
   let description = [{
     y0 is sl.ssd_scan's output with chunks scanned from zero; init [C, b,
@@ -202,7 +208,8 @@ def SL_SSDCorrectOp : SL_ComputeOp<"ssd_correct"> {
   let results = (outs SL_FloatTensor:$result);
 }
 
-def SL_RGLRUScanOp : SL_ComputeOp<"rglru_scan"> {
+def SL_RGLRUScanOp : SL_ComputeOp<"rglru_scan", [],
+    ["canCarryRemedy", "applyRemedy", "resolveRankFacts"]> {
   let summary = "Griffin RG-LRU: diagonal gated linear recurrence";
   let description = [{
     x: [b, s, w]; gate weights wa, ba, wx, bx and lambda: [w] (per-channel
@@ -223,7 +230,7 @@ def SL_RGLRUScanOp : SL_ComputeOp<"rglru_scan"> {
   }];
 }
 
-def SL_RGLRUCorrectOp : SL_ComputeOp<"rglru_correct"> {
+def SL_RGLRUCorrectOp : SL_ComputeOp<"rglru_correct", [], ["resolveRankFacts"]> {
   let summary = "Adds the contribution of each chunk's true initial state to an RG-LRU scan";
   let description = [{
     y_t = y0_t + (prod_{tau<=t in chunk} a_tau) init, with init [C, b, w].
@@ -304,7 +311,8 @@ def SL_LMHeadOp : SL_ComputeOp<"lm_head"> {
   let results = (outs SL_FloatTensor:$result);
 }
 
-def SL_CrossEntropyOp : SL_ComputeOp<"cross_entropy"> {
+def SL_CrossEntropyOp : SL_ComputeOp<"cross_entropy", [],
+    ["canCarryRemedy", "applyRemedy", "resolveRankFacts"]> {
   let summary = "Mean token cross-entropy of logits against labels";
   let description = [{
     logits [b, s, v], labels [b, s] -> scalar mean loss. With the tokens
@@ -322,8 +330,12 @@ def SL_CrossEntropyOp : SL_ComputeOp<"cross_entropy"> {
 // Layout transitions
 //===----------------------------------------------------------------------===//
 
-class SL_LayoutOp<string mnemonic, list<Trait> traits = []>
-    : SL_Op<mnemonic, traits # [Pure]> {
+// A collective states its per-rank group and the upstream shard op that
+// performs its movement.
+defvar SL_CollectiveMethods = ["resolveRankFacts", "buildShardCollective"];
+
+class SL_LayoutOp<string mnemonic, list<string> spmd = []>
+    : SL_Op<mnemonic, [Pure, DeclareOpInterfaceMethods<SL_SPMDOpInterface, spmd>]> {
   let assemblyFormat = "$x attr-dict `:` type($x) `->` type($result)";
   let hasVerifier = 1;
   let results = (outs SL_FloatTensor:$result);
@@ -339,22 +351,22 @@ def SL_RelayoutOp : SL_LayoutOp<"relayout"> {
   let arguments = (ins SL_FloatTensor:$x);
 }
 
-def SL_AllGatherOp : SL_LayoutOp<"all_gather"> {
+def SL_AllGatherOp : SL_LayoutOp<"all_gather", SL_CollectiveMethods> {
   let summary = "Gathers dimension `dim` over the minor-most `axes` of its split";
   let arguments = (ins SL_FloatTensor:$x, StrArrayAttr:$axes, I64Attr:$dim);
 }
 
-def SL_ReduceScatterOp : SL_LayoutOp<"reduce_scatter"> {
+def SL_ReduceScatterOp : SL_LayoutOp<"reduce_scatter", SL_CollectiveMethods> {
   let summary = "Sums a pending sum over `axes` and splits dimension `dim` over them";
   let arguments = (ins SL_FloatTensor:$x, StrArrayAttr:$axes, I64Attr:$dim);
 }
 
-def SL_AllReduceOp : SL_LayoutOp<"all_reduce"> {
+def SL_AllReduceOp : SL_LayoutOp<"all_reduce", SL_CollectiveMethods> {
   let summary = "Sums a pending sum over `axes`";
   let arguments = (ins SL_FloatTensor:$x, StrArrayAttr:$axes);
 }
 
-def SL_AllToAllOp : SL_LayoutOp<"all_to_all"> {
+def SL_AllToAllOp : SL_LayoutOp<"all_to_all", SL_CollectiveMethods> {
   let summary = "Moves the split over `axes` from `concat_dim` to `split_dim`";
   let description = [{
     Before: `concat_dim`'s split ends with `axes`; after: `axes` are appended
@@ -364,7 +376,7 @@ def SL_AllToAllOp : SL_LayoutOp<"all_to_all"> {
                    I64Attr:$concat_dim);
 }
 
-def SL_SliceOp : SL_LayoutOp<"slice"> {
+def SL_SliceOp : SL_LayoutOp<"slice", SL_CollectiveMethods> {
   let summary = "Keeps this rank's part of dimension `dim` along `axes`; no communication";
   let arguments = (ins SL_FloatTensor:$x, StrArrayAttr:$axes, I64Attr:$dim);
 }
@@ -375,7 +387,7 @@ def SL_ReorderOp : SL_LayoutOp<"reorder"> {
   let arguments = (ins SL_FloatTensor:$x);
 }
 
-def SL_HaloOp : SL_LayoutOp<"halo"> {
+def SL_HaloOp : SL_LayoutOp<"halo", ["resolveRankFacts"]> {
   let summary = "The `width` tokens before each sequence chunk, from the rank that holds them";
   let description = [{
     x [b, s, c] with s split over `axes` into C chunks (C = n, or 2n in zigzag
@@ -385,7 +397,8 @@ def SL_HaloOp : SL_LayoutOp<"halo"> {
   let arguments = (ins SL_FloatTensor:$x, StrArrayAttr:$axes, I64Attr:$width);
 }
 
-def SL_ScanStateExchangeOp : SL_Op<"scan_state_exchange", [Pure]> {
+def SL_ScanStateExchangeOp : SL_Op<"scan_state_exchange",
+    [Pure, DeclareOpInterfaceMethods<SL_SPMDOpInterface, ["resolveRankFacts"]>]> {
   let summary = "Combines per-chunk scan summaries into each chunk's true initial state";
   let description = [{
     states [C, ...] (final states of chunks scanned from zero) and decays

@@ -62,10 +62,28 @@ def SLPropagateLayouts : Pass<"sl-propagate-layouts", "::mlir::ModuleOp"> {
     `sl.cp_comm` (set by the importer), or from the options.
   }];
   let options = [
-    Option<"sequenceParallel", "sequence-parallel", "std::string", /*default=*/"\"module\"",
-           "Sequence parallelism: true, false, or module (read sl.sequence_parallel)">,
-    Option<"cpComm", "cp-comm", "std::string", /*default=*/"\"module\"",
-           "Attention under context parallelism: ring, allgather, a2a, or module">,
+    Option<"sequenceParallel", "sequence-parallel", "::mlir::sl::SequenceParallelOption",
+           /*default=*/"::mlir::sl::SequenceParallelOption::Module",
+           "Sequence parallelism",
+           [{::llvm::cl::values(
+             clEnumValN(::mlir::sl::SequenceParallelOption::Module, "module",
+                        "read the module attribute sl.sequence_parallel"),
+             clEnumValN(::mlir::sl::SequenceParallelOption::On, "true", "on"),
+             clEnumValN(::mlir::sl::SequenceParallelOption::Off, "false", "off"))}]>,
+    Option<"cpComm", "cp-comm", "::mlir::sl::CPCommOption",
+           /*default=*/"::mlir::sl::CPCommOption::Module",
+           "Attention under context parallelism",
+           [{::llvm::cl::values(
+             clEnumValN(::mlir::sl::CPCommOption::Module, "module",
+                        "read the module attribute sl.cp_comm (ring when absent)"),
+             clEnumValN(::mlir::sl::CPCommOption::Ring, "ring",
+                        "K and V circulate around the cp ring (sl.ring_attention)"),
+             clEnumValN(::mlir::sl::CPCommOption::AllGather, "allgather",
+                        "K and V are all-gathered over cp"),
+             clEnumValN(::mlir::sl::CPCommOption::A2A, "a2a",
+                        "q, k and v trade the sequence split for the heads (all-to-all)"),
+             clEnumValN(::mlir::sl::CPCommOption::Auto, "auto",
+                        "refused: sl-choose-cp-comm resolves auto per layer first"))}]>,
   ];
 }
 
