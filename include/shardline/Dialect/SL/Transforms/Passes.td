@@ -194,4 +194,27 @@ def SLAnalyze : Pass<"sl-analyze", "::mlir::ModuleOp"> {
   ];
 }
 
+def SLTestPrintShardingRules
+    : Pass<"sl-test-print-sharding-rules", "::mlir::ModuleOp"> {
+  let summary = "Print every op's sharding rule (for the rule tests)";
+  let description = [{
+    Emits one remark per op that has a sharding rule, with the rule as
+    `ShardingRule::describe()` writes it:
+
+      sl.linear: x[b,s,k] weight[k,n] -> result[b,s,n]; free: b,s,n;
+      contracted: k; partial: one; sequence: s
+
+    Operands and results name the factor of each dimension (`1` for a size-one
+    dimension no factor covers); factors are listed by kind, granules and
+    remedies (with the axes the op already carries them over) beside their
+    factor; `partial` says how pending sums pass through (`same`: in every
+    operand alike; `one`: in at most one operand); `sequence` is the op's own
+    sequence factor, the one sequence parallelism splits. Last, a remark on
+    the module counts the sl ops with a rule that the module instantiates
+    and names those it does not, so that the rule test
+    (test/Dialect/SL/sharding-rules.mlir) fails when an op is added without
+    a line of its own.
+  }];
+}
+
 #endif
