@@ -225,8 +225,6 @@ LogicalResult ScanStateExchangeOp::verify() {
   LayoutAttr ls = getLayout(getStates()), ld = getLayout(getDecays()), lr = getLayout(getResult());
   if (!ls || !ld || !lr)
     return emitOpError("states, decays and the result must carry #sl.layout encodings");
-  if (getResult().getType() != getStates().getType())
-    return emitOpError("result type must equal the states' type");
   auto s = shape(getStates()), d = shape(getDecays());
   if (s.size() < 2 || d.size() < 2 || d.size() > s.size() || s.take_front(d.size()) != d)
     return emitOpError("decays must be [chunks, ...] and a prefix of the states' shape");

@@ -25,8 +25,6 @@ LogicalResult RMSNormOp::verify() {
     return emitOpError("x must have rank >= 1");
   if (failed(checkDim(*this, getWeight(), "weight", 0, x.back(), "normalised dimension of x")))
     return failure();
-  if (getResult().getType().getShape() != x)
-    return emitOpError("result shape must equal x's shape");
   if (getEps().convertToDouble() <= 0)
     return emitOpError("eps must be positive");
   return success();
@@ -72,16 +70,6 @@ ShardingRule LinearOp::getShardingRule() {
   return r.rule;
 }
 
-template <typename OpTy> static LogicalResult verifyElementwise(OpTy op) {
-  if (failed(verifyStaticAndElementTypes(op)))
-    return failure();
-  auto s = op.getResult().getType().getShape();
-  for (auto [i, v] : llvm::enumerate(op->getOperands()))
-    if (shape(v) != s)
-      return op.emitOpError("operand #") << i << " shape differs from the result's";
-  return success();
-}
-
 template <typename OpTy> static ShardingRule elementwiseRule(OpTy op, PartialRule partial) {
   RuleBuilder r;
   auto dims = r.tokens(op.getResult().getType().getRank());
@@ -94,7 +82,7 @@ template <typename OpTy> static ShardingRule elementwiseRule(OpTy op, PartialRul
 
 #define SL_ELEMENTWISE(OP, PARTIAL)                                                                \
   LogicalResult OP::verify() {                                                                     \
-    return inPerRankProgram(*this) ? success() : verifyElementwise(*this);                         \
+    return inPerRankProgram(*this) ? success() : verifyStaticAndElementTypes(*this);               \
   }                                                                                                \
   ShardingRule OP::getShardingRule() { return elementwiseRule(*this, PARTIAL); }
 SL_ELEMENTWISE(AddOp, PartialRule::Same)

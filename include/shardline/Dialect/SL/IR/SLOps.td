@@ -72,7 +72,7 @@ def SL_EmbeddingOp : SL_ComputeOp<"embedding", [], ["resolveRankFacts"]> {
   let results = (outs SL_FloatTensor:$result);
 }
 
-def SL_RMSNormOp : SL_ComputeOp<"rms_norm"> {
+def SL_RMSNormOp : SL_ComputeOp<"rms_norm", [AllShapesMatch<["x", "result"]>]> {
   let summary = "RMSNorm over the last dimension: x / rms(x) * w";
   let description = [{ Rule: leading dims free; the normalised dimension whole; nonlinear. }];
   let arguments = (ins SL_FloatTensor:$x, SL_FloatTensor:$weight,
@@ -80,7 +80,8 @@ def SL_RMSNormOp : SL_ComputeOp<"rms_norm"> {
   let results = (outs SL_FloatTensor:$result);
 }
 
-def SL_GatedRMSNormOp : SL_ComputeOp<"gated_rms_norm"> {
+def SL_GatedRMSNormOp : SL_ComputeOp<"gated_rms_norm",
+    [AllShapesMatch<["y", "z", "result"]>]> {
   let summary = "Mamba-2 gated norm: norm(y) * w * silu(z), normalised within groups";
   let description = [{
     y, z: [b, s, c]; the c channels form `groups` contiguous groups, each
@@ -102,7 +103,7 @@ def SL_LinearOp : SL_ComputeOp<"linear"> {
   let results = (outs SL_FloatTensor:$result);
 }
 
-def SL_RopeOp : SL_ComputeOp<"rope", [], ["resolveRankFacts"]> {
+def SL_RopeOp : SL_ComputeOp<"rope", [AllShapesMatch<["x", "result"]>], ["resolveRankFacts"]> {
   let summary = "Rotary position embedding on [b, s, heads*head_dim]";
   let description = [{
     Rotates the pairs (i, i + head_dim/2) of every head by position *
@@ -115,7 +116,8 @@ def SL_RopeOp : SL_ComputeOp<"rope", [], ["resolveRankFacts"]> {
   let results = (outs SL_FloatTensor:$result);
 }
 
-def SL_AttentionOp : SL_ComputeOp<"attention", [],
+def SL_AttentionOp : SL_ComputeOp<"attention",
+    [AllShapesMatch<["k", "v"]>, AllShapesMatch<["q", "result"]>],
     ["canCarryRemedy", "prepareRemedy", "applyRemedy", "resolveRankFacts"]> {
   let summary = "Causal softmax attention with grouped KV heads";
   let description = [{
@@ -132,7 +134,8 @@ def SL_AttentionOp : SL_ComputeOp<"attention", [],
   let results = (outs SL_FloatTensor:$result);
 }
 
-def SL_RingAttentionOp : SL_ComputeOp<"ring_attention", [], ["resolveRankFacts"]> {
+def SL_RingAttentionOp : SL_ComputeOp<"ring_attention",
+    [AllShapesMatch<["k", "v"]>, AllShapesMatch<["q", "result"]>], ["resolveRankFacts"]> {
   let summary = "Attention whose K and V circulate around a ring of ranks";
   let description = [{
     Same values as sl.attention. q, k and v are split over `axes` along the
@@ -147,7 +150,7 @@ def SL_RingAttentionOp : SL_ComputeOp<"ring_attention", [], ["resolveRankFacts"]
   let results = (outs SL_FloatTensor:$result);
 }
 
-def SL_CausalConv1dOp : SL_ComputeOp<"causal_conv1d", [],
+def SL_CausalConv1dOp : SL_ComputeOp<"causal_conv1d", [AllShapesMatch<["x", "result"]>],
     ["canCarryRemedy", "applyRemedy", "resolveRankFacts"]> {
   let summary = "Depthwise causal convolution along the sequence";
   let description = [{
@@ -164,7 +167,7 @@ def SL_CausalConv1dOp : SL_ComputeOp<"causal_conv1d", [],
   }];
 }
 
-def SL_SSDScanOp : SL_ComputeOp<"ssd_scan", [],
+def SL_SSDScanOp : SL_ComputeOp<"ssd_scan", [AllShapesMatch<["x", "y"]>],
     ["canCarryRemedy", "applyRemedy", "resolveRankFacts"]> {
   let summary = "Mamba-2 state-space scan (SSD) with scalar decay per head";
   let description = [{
@@ -194,7 +197,8 @@ def SL_SSDScanOp : SL_ComputeOp<"ssd_scan", [],
   }];
 }
 
-def SL_SSDCorrectOp : SL_ComputeOp<"ssd_correct", [], ["resolveRankFacts"]> {
+def SL_SSDCorrectOp : SL_ComputeOp<"ssd_correct", [AllShapesMatch<["y0", "result"]>],
+    ["resolveRankFacts"]> {
   let summary = "Adds the contribution of each chunk's true initial state to an SSD scan";
   let description = [{
     y0 is sl.ssd_scan's output with chunks scanned from zero; init [C, b,
@@ -208,7 +212,7 @@ def SL_SSDCorrectOp : SL_ComputeOp<"ssd_correct", [], ["resolveRankFacts"]> {
   let results = (outs SL_FloatTensor:$result);
 }
 
-def SL_RGLRUScanOp : SL_ComputeOp<"rglru_scan", [],
+def SL_RGLRUScanOp : SL_ComputeOp<"rglru_scan", [AllShapesMatch<["x", "y"]>],
     ["canCarryRemedy", "applyRemedy", "resolveRankFacts"]> {
   let summary = "Griffin RG-LRU: diagonal gated linear recurrence";
   let description = [{
@@ -230,7 +234,8 @@ def SL_RGLRUScanOp : SL_ComputeOp<"rglru_scan", [],
   }];
 }
 
-def SL_RGLRUCorrectOp : SL_ComputeOp<"rglru_correct", [], ["resolveRankFacts"]> {
+def SL_RGLRUCorrectOp : SL_ComputeOp<"rglru_correct",
+    [AllShapesMatch<["y0", "x", "result"]>], ["resolveRankFacts"]> {
   let summary = "Adds the contribution of each chunk's true initial state to an RG-LRU scan";
   let description = [{
     y_t = y0_t + (prod_{tau<=t in chunk} a_tau) init, with init [C, b, w].
@@ -264,7 +269,8 @@ def SL_MoEDispatchOp : SL_ComputeOp<"moe_dispatch"> {
   let results = (outs SL_FloatTensor:$result);
 }
 
-def SL_MoEExpertsOp : SL_ComputeOp<"moe_experts"> {
+def SL_MoEExpertsOp : SL_ComputeOp<"moe_experts",
+    [AllShapesMatch<["gate", "up"]>, AllShapesMatch<["tokens", "result"]>]> {
   let summary = "SwiGLU experts: down_e(silu(x gate_e) * (x up_e)) per expert slot";
   let description = [{
     tokens [E, b, s, h], gate, up [E, h, f], down [E, f, h] -> [E, b, s, h].
@@ -288,7 +294,8 @@ def SL_MoECombineOp : SL_ComputeOp<"moe_combine"> {
 }
 
 class SL_ElementwiseOp<string mnemonic, string summ, int numOperands>
-    : SL_ComputeOp<mnemonic> {
+    : SL_ComputeOp<mnemonic, [AllShapesMatch<!if(!eq(numOperands, 1), ["x", "result"],
+                                                 ["lhs", "rhs", "result"])>]> {
   let summary = summ;
   let description = [{ Rule: every dimension free; operands and result share one layout. }];
   let arguments = !if(!eq(numOperands, 1), (ins SL_FloatTensor:$x),
@@ -398,7 +405,8 @@ def SL_HaloOp : SL_LayoutOp<"halo", ["resolveRankFacts"]> {
 }
 
 def SL_ScanStateExchangeOp : SL_Op<"scan_state_exchange",
-    [Pure, DeclareOpInterfaceMethods<SL_SPMDOpInterface, ["resolveRankFacts"]>]> {
+    [Pure, AllTypesMatch<["states", "result"]>,
+     DeclareOpInterfaceMethods<SL_SPMDOpInterface, ["resolveRankFacts"]>]> {
   let summary = "Combines per-chunk scan summaries into each chunk's true initial state";
   let description = [{
     states [C, ...] (final states of chunks scanned from zero) and decays
