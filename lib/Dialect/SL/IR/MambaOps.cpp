@@ -38,17 +38,13 @@ ShardingRule GatedRMSNormOp::getShardingRule() {
   return r.rule;
 }
 
-/// Number of chunks the sequence (dimension 1) of `v` is cut into: one per
-/// rank of its split, two in zigzag order; -1 when its mesh is unknown.
+/// Number of chunks the sequence (dimension 1) of `v` is cut into by its own
+/// split; -1 when its mesh is unknown.
 static int64_t seqChunks(Operation *op, Value v) {
   LayoutAttr l = getLayout(v);
-  if (!l || l.getRank() < 2 || l.getDimAxes(1).empty())
+  if (!l || l.getRank() < 2)
     return 1;
-  MeshOp mesh = lookupMesh(op, l);
-  if (!mesh)
-    return -1;
-  int64_t n = toMesh(mesh).product(toLayout(l).dims[1]);
-  return l.getDimOrder(1) == ChunkOrder::zigzag ? 2 * n : n;
+  return numChunks(op, v, axesAttr(op->getContext(), toLayout(l).dims[1]));
 }
 
 LogicalResult CausalConv1dOp::verify() {
@@ -227,7 +223,7 @@ FailureOr<Operation *> CausalConv1dOp::applyRemedy(RemedyContext &ctx) {
   if (width == 0)
     return getOperation();
   auto xt = getX().getType();
-  int64_t chunks = ctx.chunks(x.dims[1], x.dimOrder(1));
+  int64_t chunks = chunkCount(ctx.getMesh(), x.dims[1], x.dimOrder(1));
   auto haloType = RankedTensorType::get({xt.getShape()[0], chunks * width, xt.getShape()[2]},
                                         xt.getElementType(), xt.getEncoding());
   OpBuilder b(*this);

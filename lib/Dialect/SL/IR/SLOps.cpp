@@ -217,11 +217,7 @@ int64_t numChunks(Operation *op, Value seqValue, ArrayAttr axes) {
   MeshOp mesh = lookupMesh(op, l);
   if (!mesh)
     return -1;
-  shardline::Mesh m = toMesh(mesh);
-  int64_t n = 1;
-  for (Attribute a : axes)
-    n *= m.size(cast<StringAttr>(a).str()).value_or(1);
-  return l.getDimOrder(1) == ChunkOrder::zigzag ? 2 * n : n;
+  return chunkCount(toMesh(mesh), axisNames(axes), toLayout(l).dimOrder(1));
 }
 
 /// Checks a scan summary (state or decay): [C?, b, trailing...].
@@ -271,7 +267,7 @@ chunkScan(Operation *scan, Value stateIn, RemedyContext &ctx,
     return failure();
   }
   OpBuilder b(scan);
-  int64_t chunks = ctx.chunks(x.dims[1], x.dimOrder(1));
+  int64_t chunks = chunkCount(ctx.getMesh(), x.dims[1], x.dimOrder(1));
   auto withChunks = [&](Type t) {
     auto rt = cast<RankedTensorType>(t);
     SmallVector<int64_t> shape{chunks};

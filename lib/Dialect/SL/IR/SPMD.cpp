@@ -19,6 +19,11 @@ ArrayAttr mlir::sl::axesAttr(MLIRContext *ctx, ArrayRef<std::string> axes) {
   return ArrayAttr::get(ctx, names);
 }
 
+int64_t mlir::sl::chunkCount(const shardline::Mesh &mesh, const std::vector<std::string> &axes,
+                             shardline::ChunkOrder order) {
+  return mesh.product(axes) * (order == shardline::ChunkOrder::Zigzag ? 2 : 1);
+}
+
 std::string mlir::sl::opLabel(Operation *op) {
   std::string s = op->getName().getStringRef().str();
   Location loc = op->getLoc();
@@ -38,11 +43,6 @@ std::string mlir::sl::opLabel(Operation *op) {
 //===----------------------------------------------------------------------===//
 
 RemedyContext::~RemedyContext() = default;
-
-int64_t RemedyContext::chunks(const std::vector<std::string> &axes,
-                              shardline::ChunkOrder order) const {
-  return mesh.product(axes) * (order == shardline::ChunkOrder::Zigzag ? 2 : 1);
-}
 
 //===----------------------------------------------------------------------===//
 // RankContext

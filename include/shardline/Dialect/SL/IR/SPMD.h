@@ -43,10 +43,6 @@ public:
   /// Gives `op`'s results the layouts its rule derives from its operands.
   virtual LogicalResult deriveResults(Operation *op) = 0;
 
-  /// The number of chunks a sequence split over `axes` in `order` has: one
-  /// per rank of the split, two in zigzag order.
-  int64_t chunks(const std::vector<std::string> &axes, shardline::ChunkOrder order) const;
-
 private:
   const shardline::Mesh &mesh;
   CPComm cpComm;
@@ -100,6 +96,11 @@ private:
   int64_t rank;
   std::string gridName;
 };
+
+/// The number of chunks a sequence split over `axes` in `order` has: one per
+/// rank of the split, two in zigzag order.
+int64_t chunkCount(const shardline::Mesh &mesh, const std::vector<std::string> &axes,
+                   shardline::ChunkOrder order);
 
 /// The axis names of a string array attribute.
 std::vector<std::string> axisNames(ArrayAttr axes);
