@@ -183,6 +183,23 @@ TEST_F(OpRules, AttentionKeysAreSequenceMixing) {
   EXPECT_EQ(r.factors[r.findFactor("t")].remedy, Remedy::KVExchange);
   EXPECT_EQ(kindOf(r, "s"), FactorKind::Free);
   EXPECT_EQ(r.factors[r.findFactor("heads")].granule, 2);
+  // Both positions are sequence factors; the queries' is the op's own.
+  EXPECT_TRUE(r.factors[r.findFactor("t")].isSequence);
+  EXPECT_EQ(r.primarySequence, r.findFactor("s"));
+}
+
+TEST_F(OpRules, RankOneActivationIsItsOwnSequence) {
+  auto r = ruleOf(R"(func.func @f(%x: tensor<8xf32>) -> tensor<8xf32> {
+    %y = sl.silu %x : (tensor<8xf32>) -> tensor<8xf32>
+    return %y : tensor<8xf32> })");
+  EXPECT_EQ(r.primarySequence, r.findFactor("t"));
+}
+
+TEST_F(OpRules, NormOfOneVectorHasNoSequence) {
+  auto r = ruleOf(R"(func.func @f(%x: tensor<16xf32>, %w: tensor<16xf32>) -> tensor<16xf32> {
+    %y = sl.rms_norm %x, %w : (tensor<16xf32>, tensor<16xf32>) -> tensor<16xf32>
+    return %y : tensor<16xf32> })");
+  EXPECT_EQ(r.primarySequence, -1);
 }
 
 TEST_F(OpRules, ScanSequenceIsStatePassing) {
