@@ -9,10 +9,6 @@
 using namespace mlir;
 using namespace mlir::sl;
 using namespace mlir::sl::detail;
-using shardline::FactorKind;
-using shardline::PartialRule;
-using shardline::Remedy;
-using shardline::ShardingRule;
 
 LogicalResult RMSNormOp::verify() {
   if (inPerRankProgram(*this))

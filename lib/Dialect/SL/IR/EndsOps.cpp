@@ -10,10 +10,6 @@
 using namespace mlir;
 using namespace mlir::sl;
 using namespace mlir::sl::detail;
-using shardline::FactorKind;
-using shardline::PartialRule;
-using shardline::Remedy;
-using shardline::ShardingRule;
 
 LogicalResult EmbeddingOp::verify() {
   if (inPerRankProgram(*this))

@@ -14,6 +14,11 @@
 
 namespace mlir::sl::detail {
 
+using shardline::FactorKind;
+using shardline::PartialRule;
+using shardline::Remedy;
+using shardline::ShardingRule;
+
 ArrayRef<int64_t> shape(Value v);
 std::vector<int64_t> shapeVec(Value v);
 

@@ -10,10 +10,6 @@
 using namespace mlir;
 using namespace mlir::sl;
 using namespace mlir::sl::detail;
-using shardline::FactorKind;
-using shardline::PartialRule;
-using shardline::Remedy;
-using shardline::ShardingRule;
 
 LogicalResult RGLRUScanOp::verify() {
   if (inPerRankProgram(*this))

@@ -13,10 +13,6 @@
 using namespace mlir;
 using namespace mlir::sl;
 using namespace mlir::sl::detail;
-using shardline::FactorKind;
-using shardline::PartialRule;
-using shardline::Remedy;
-using shardline::ShardingRule;
 
 #define GET_OP_CLASSES
 #include "shardline/Dialect/SL/IR/SLOps.cpp.inc"

@@ -4,7 +4,8 @@
 // split and how; the walk picks one split per factor from the operands
 // (weights first, then the most-split activation), applies the factor kinds,
 // resolves pending sums by the strategy, and relayouts the operands that
-// differ. Sequence-mixing factors that stay split get their family's remedy.
+// differ. Sequence-mixing factors that stay split get their remedy from the op
+// itself (SPMDOpInterface): the walk names no op.
 //
 //===----------------------------------------------------------------------===//
 
@@ -26,7 +27,6 @@ using namespace mlir::sl;
 using shardline::FactorKind;
 using shardline::Layout;
 using shardline::PartialRule;
-using shardline::Remedy;
 using shardline::ShardingRule;
 using Axes = std::vector<std::string>;
 
