@@ -1,8 +1,11 @@
 // RUN: not shardline-opt %s -sl-propagate-layouts=sequence-parallel=maybe 2>&1 | FileCheck %s --check-prefix=SP
 // RUN: not shardline-opt %s -sl-propagate-layouts=cp-comm=mesh 2>&1 | FileCheck %s --check-prefix=COMM
+// RUN: not shardline-opt %s -sl-propagate-layouts=cp-comm=auto 2>&1 | FileCheck %s --check-prefix=AUTO
 // RUN: shardline-opt %s -sl-propagate-layouts=sequence-parallel=false | FileCheck %s --check-prefix=NOSP
-// SP: error: sl-propagate-layouts: sequence-parallel must be true, false or module, got 'maybe'
-// COMM: error: sl-propagate-layouts: cp-comm must be ring, allgather or a2a, got 'mesh'
+// The options are typed: the parser names the option and the value it refuses.
+// SP: for the --sequence-parallel option: Cannot find option named 'maybe'!
+// COMM: for the --cp-comm option: Cannot find option named 'mesh'!
+// AUTO: error: sl-propagate-layouts: cp-comm auto is resolved per attention layer by sl-choose-cp-comm; run it first
 
 // RUN: shardline-opt %s -sl-propagate-layouts | FileCheck %s --check-prefix=MOD
 

@@ -36,6 +36,7 @@ ShardingRule linearRule() {
   r.results = {{b, s, n}};
   r.resultNames = {"result"};
   r.partial = PartialRule::One;
+  r.primarySequence = s;
   return r;
 }
 
@@ -134,7 +135,8 @@ TEST(ShardingRule, ZigzagFlowsToResults) {
 
 TEST(ShardingRule, Describe) {
   EXPECT_EQ(linearRule().describe(),
-            "x[b,s,k] weight[k,n] -> result[b,s,n]; free: b,s,n; contracted: k");
+            "x[b,s,k] weight[k,n] -> result[b,s,n]; free: b,s,n; contracted: k; partial: one; "
+            "sequence: s");
 }
 
 // The op rules themselves, read from parsed IR.
@@ -181,6 +183,23 @@ TEST_F(OpRules, AttentionKeysAreSequenceMixing) {
   EXPECT_EQ(r.factors[r.findFactor("t")].remedy, Remedy::KVExchange);
   EXPECT_EQ(kindOf(r, "s"), FactorKind::Free);
   EXPECT_EQ(r.factors[r.findFactor("heads")].granule, 2);
+  // Both positions are sequence factors; the queries' is the op's own.
+  EXPECT_TRUE(r.factors[r.findFactor("t")].isSequence);
+  EXPECT_EQ(r.primarySequence, r.findFactor("s"));
+}
+
+TEST_F(OpRules, RankOneActivationIsItsOwnSequence) {
+  auto r = ruleOf(R"(func.func @f(%x: tensor<8xf32>) -> tensor<8xf32> {
+    %y = sl.silu %x : (tensor<8xf32>) -> tensor<8xf32>
+    return %y : tensor<8xf32> })");
+  EXPECT_EQ(r.primarySequence, r.findFactor("t"));
+}
+
+TEST_F(OpRules, NormOfOneVectorHasNoSequence) {
+  auto r = ruleOf(R"(func.func @f(%x: tensor<16xf32>, %w: tensor<16xf32>) -> tensor<16xf32> {
+    %y = sl.rms_norm %x, %w : (tensor<16xf32>, tensor<16xf32>) -> tensor<16xf32>
+    return %y : tensor<16xf32> })");
+  EXPECT_EQ(r.primarySequence, -1);
 }
 
 TEST_F(OpRules, ScanSequenceIsStatePassing) {

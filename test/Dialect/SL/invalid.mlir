@@ -547,7 +547,7 @@ func.func @dynamic_shape_with_layout(%x: tensor<?xf32, #sl.layout<@mesh, [[tp]]>
 // -----
 
 func.func @elementwise_shapes_differ(%x: tensor<8xf32>, %y: tensor<4xf32>) {
-  // expected-error @+1 {{'sl.mul' op operand #1 shape differs from the result's}}
+  // expected-error @+1 {{'sl.mul' op failed to verify that all of {lhs, rhs, result} have same shape}}
   %z = sl.mul %x, %y : (tensor<8xf32>, tensor<4xf32>) -> tensor<8xf32>
   return
 }
@@ -605,7 +605,7 @@ func.func @rms_norm_weight(%x: tensor<2x8x16xf32>, %w: tensor<8xf32>) {
 // -----
 
 func.func @rms_norm_result(%x: tensor<2x8x16xf32>, %w: tensor<16xf32>) {
-  // expected-error @+1 {{'sl.rms_norm' op result shape must equal x's shape}}
+  // expected-error @+1 {{'sl.rms_norm' op failed to verify that all of {x, result} have same shape}}
   %y = sl.rms_norm %x, %w : (tensor<2x8x16xf32>, tensor<16xf32>) -> tensor<2x16x8xf32>
   return
 }
@@ -621,7 +621,7 @@ func.func @rms_norm_eps(%x: tensor<2x8x16xf32>, %w: tensor<16xf32>) {
 // -----
 
 func.func @gated_norm_shapes(%y: tensor<2x8x16xf32>, %z: tensor<2x8x8xf32>, %w: tensor<16xf32>) {
-  // expected-error @+1 {{'sl.gated_rms_norm' op y, z and the result must have one shape}}
+  // expected-error @+1 {{'sl.gated_rms_norm' op failed to verify that all of {y, z, result} have same shape}}
   %r = sl.gated_rms_norm %y, %z, %w {groups = 2} : (tensor<2x8x16xf32>, tensor<2x8x8xf32>, tensor<16xf32>) -> tensor<2x8x16xf32>
   return
 }
@@ -723,7 +723,7 @@ func.func @rope_channels(%x: tensor<1x8x20xf32>) {
 // -----
 
 func.func @rope_result(%x: tensor<1x8x16xf32>) {
-  // expected-error @+1 {{'sl.rope' op result shape must equal x's shape}}
+  // expected-error @+1 {{'sl.rope' op failed to verify that all of {x, result} have same shape}}
   %y = sl.rope %x {head_dim = 8} : (tensor<1x8x16xf32>) -> tensor<1x16x8xf32>
   return
 }
@@ -755,7 +755,7 @@ func.func @attention_heads_do_not_divide_channels(%q: tensor<1x8x18xf32>, %k: te
 // -----
 
 func.func @attention_k_and_v(%q: tensor<1x8x16xf32>, %k: tensor<1x8x8xf32>, %v: tensor<1x4x8xf32>) {
-  // expected-error @+1 {{'sl.attention' op k and v must have one shape}}
+  // expected-error @+1 {{'sl.attention' op failed to verify that all of {k, v} have same shape}}
   %o = sl.attention %q, %k, %v {heads = 4, kv_heads = 2} : (tensor<1x8x16xf32>, tensor<1x8x8xf32>, tensor<1x4x8xf32>) -> tensor<1x8x16xf32>
   return
 }
@@ -779,7 +779,7 @@ func.func @attention_batch(%q: tensor<1x8x16xf32>, %k: tensor<2x8x8xf32>) {
 // -----
 
 func.func @attention_result(%q: tensor<1x8x16xf32>, %k: tensor<1x8x8xf32>) {
-  // expected-error @+1 {{'sl.attention' op result shape must equal q's shape}}
+  // expected-error @+1 {{'sl.attention' op failed to verify that all of {q, result} have same shape}}
   %o = sl.attention %q, %k, %k {heads = 4, kv_heads = 2} : (tensor<1x8x16xf32>, tensor<1x8x8xf32>, tensor<1x8x8xf32>) -> tensor<1x8x8xf32>
   return
 }
@@ -838,7 +838,7 @@ func.func @conv_bias_rank(%x: tensor<1x8x4xf32>, %w: tensor<4x4xf32>, %b: tensor
 // -----
 
 func.func @conv_result(%x: tensor<1x8x4xf32>, %w: tensor<4x4xf32>, %b: tensor<4xf32>) {
-  // expected-error @+1 {{'sl.causal_conv1d' op result shape must equal x's shape}}
+  // expected-error @+1 {{'sl.causal_conv1d' op failed to verify that all of {x, result} have same shape}}
   %y = sl.causal_conv1d %x, %w, %b : (tensor<1x8x4xf32>, tensor<4x4xf32>, tensor<4xf32>) -> tensor<1x4x4xf32>
   return
 }
@@ -1068,7 +1068,7 @@ func.func @rglru_gate_shape(%x: tensor<1x8x16xf32>, %g: tensor<16xf32>, %g8: ten
 // -----
 
 func.func @rglru_y_shape(%x: tensor<1x8x16xf32>, %g: tensor<16xf32>) {
-  // expected-error @+1 {{'sl.rglru_scan' op y must have x's shape}}
+  // expected-error @+1 {{'sl.rglru_scan' op failed to verify that all of {x, y} have same shape}}
   %y, %s, %d = sl.rglru_scan %x, %g, %g, %g, %g, %g : (tensor<1x8x16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>) -> (tensor<1x4x16xf32>, tensor<1x16xf32>, tensor<1x16xf32>)
   return
 }
@@ -1096,7 +1096,7 @@ func.func @rglru_state_in(%x: tensor<1x8x16xf32>, %g: tensor<16xf32>, %s0: tenso
 // -----
 
 func.func @rglru_correct_shapes(%y: tensor<1x8x16xf32>, %i: tensor<1x1x16xf32>, %x: tensor<1x4x16xf32>, %g: tensor<16xf32>) {
-  // expected-error @+1 {{'sl.rglru_correct' op y0, x and the result must have one shape}}
+  // expected-error @+1 {{'sl.rglru_correct' op failed to verify that all of {y0, x, result} have same shape}}
   %r = sl.rglru_correct %y, %i, %x, %g, %g, %g {chunk_axes = []} : (tensor<1x8x16xf32>, tensor<1x1x16xf32>, tensor<1x4x16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>) -> tensor<1x8x16xf32>
   return
 }
@@ -1198,7 +1198,7 @@ func.func @experts_gate(%t: tensor<4x2x8x16xf32>, %g: tensor<4x8x32xf32>, %d: te
 // -----
 
 func.func @experts_up(%t: tensor<4x2x8x16xf32>, %g: tensor<4x16x32xf32>, %u: tensor<4x16x16xf32>, %d: tensor<4x32x16xf32>) {
-  // expected-error @+1 {{'sl.moe_experts' op up must have gate's shape}}
+  // expected-error @+1 {{'sl.moe_experts' op failed to verify that all of {gate, up} have same shape}}
   %e = sl.moe_experts %t, %g, %u, %d : (tensor<4x2x8x16xf32>, tensor<4x16x32xf32>, tensor<4x16x16xf32>, tensor<4x32x16xf32>) -> tensor<4x2x8x16xf32>
   return
 }
@@ -1214,7 +1214,7 @@ func.func @experts_down(%t: tensor<4x2x8x16xf32>, %g: tensor<4x16x32xf32>, %d: t
 // -----
 
 func.func @experts_result(%t: tensor<4x2x8x16xf32>, %g: tensor<4x16x32xf32>, %d: tensor<4x32x16xf32>) {
-  // expected-error @+1 {{'sl.moe_experts' op result must have the tokens' shape}}
+  // expected-error @+1 {{'sl.moe_experts' op failed to verify that all of {tokens, result} have same shape}}
   %e = sl.moe_experts %t, %g, %g, %d : (tensor<4x2x8x16xf32>, tensor<4x16x32xf32>, tensor<4x16x32xf32>, tensor<4x32x16xf32>) -> tensor<2x8x16xf32>
   return
 }
@@ -1650,7 +1650,7 @@ func.func @scan_state_exchange_without_layouts(%s: tensor<2x1x4xf32>) {
 #r = #sl.layout<@mesh, [[], [], []]>
 sl.mesh @mesh(cp = 2, tp = 2)
 func.func @scan_state_exchange_result(%s: tensor<2x1x4xf32, #s>) {
-  // expected-error @+1 {{'sl.scan_state_exchange' op result type must equal the states' type}}
+  // expected-error @+1 {{'sl.scan_state_exchange' op failed to verify that all of {states, result} have same type}}
   %i = sl.scan_state_exchange %s, %s {axes = ["cp"]} : (tensor<2x1x4xf32, #s>, tensor<2x1x4xf32, #s>) -> tensor<2x1x4xf32, #r>
   return
 }

@@ -51,20 +51,6 @@ void SLDialect::registerAttributes() {
 // LayoutAttr
 //===----------------------------------------------------------------------===//
 
-static ArrayAttr axesAttr(MLIRContext *ctx, ArrayRef<std::string> axes) {
-  SmallVector<Attribute> names;
-  for (const auto &a : axes)
-    names.push_back(StringAttr::get(ctx, a));
-  return ArrayAttr::get(ctx, names);
-}
-
-static std::vector<std::string> axesOf(ArrayAttr attr) {
-  std::vector<std::string> out;
-  for (Attribute a : attr)
-    out.push_back(cast<StringAttr>(a).str());
-  return out;
-}
-
 LayoutAttr LayoutAttr::get(MLIRContext *ctx, FlatSymbolRefAttr mesh,
                            ArrayRef<SmallVector<std::string>> dims, ArrayRef<std::string> partial,
                            int64_t orderDim, ChunkOrder order) {
@@ -185,11 +171,11 @@ LogicalResult LayoutAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     auto list = dyn_cast<ArrayAttr>(d);
     if (!list || !llvm::all_of(list, [](Attribute a) { return isa<StringAttr>(a); }))
       return emitError() << "layout dimensions must be lists of axis names";
-    l.dims.push_back(axesOf(list));
+    l.dims.push_back(axisNames(list));
   }
   if (!llvm::all_of(partial, [](Attribute a) { return isa<StringAttr>(a); }))
     return emitError() << "partial axes must be axis names";
-  l.partial = axesOf(partial);
+  l.partial = axisNames(partial);
   l.orderDim = orderDim;
   l.order = order == ChunkOrder::zigzag ? shardline::ChunkOrder::Zigzag
                                         : shardline::ChunkOrder::Contiguous;
@@ -213,11 +199,27 @@ MeshOp mlir::sl::lookupMesh(Operation *from, LayoutAttr layout) {
   return SymbolTable::lookupNearestSymbolFrom<MeshOp>(from, layout.getMesh());
 }
 
+FailureOr<MeshOp> mlir::sl::getModuleMesh(ModuleOp module, StringRef pass) {
+  MeshOp mesh;
+  for (auto m : module.getOps<MeshOp>()) {
+    if (mesh)
+      return m.emitOpError("a second mesh; ") << pass << " handles one mesh per module";
+    mesh = m;
+  }
+  return mesh;
+}
+
+shardline::Layout mlir::sl::layoutOrReplicated(Value v) {
+  if (LayoutAttr l = getLayout(v))
+    return toLayout(l);
+  return shardline::Layout::replicated(cast<RankedTensorType>(v.getType()).getRank());
+}
+
 shardline::Layout mlir::sl::toLayout(LayoutAttr attr) {
   shardline::Layout l;
   for (Attribute d : attr.getDims())
-    l.dims.push_back(axesOf(cast<ArrayAttr>(d)));
-  l.partial = axesOf(attr.getPartial());
+    l.dims.push_back(axisNames(cast<ArrayAttr>(d)));
+  l.partial = axisNames(attr.getPartial());
   l.orderDim = attr.getOrderDim();
   l.order = attr.getOrder() == ChunkOrder::zigzag ? shardline::ChunkOrder::Zigzag
                                                   : shardline::ChunkOrder::Contiguous;
@@ -298,5 +300,133 @@ LogicalResult MeshOp::verify() {
     if (size < 1)
       return emitOpError("axis '") << axis << "' has size " << size << "; sizes must be >= 1";
   }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Discardable attributes
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// A check of one declared attribute's value; empty when it is fine, else
+/// what the attribute must be.
+using AttrCheck = std::string (*)(Operation *op, Attribute value);
+
+bool isI64(Attribute a) {
+  auto i = dyn_cast<IntegerAttr>(a);
+  return i && i.getType().isInteger(64);
+}
+
+std::string stringCheck(Operation *, Attribute a) { return isa<StringAttr>(a) ? "" : "a string"; }
+
+std::string runsCheck(Operation *, Attribute a) {
+  return isa<DenseI64ArrayAttr>(a) ? "" : "an array<i64>";
+}
+
+std::string i64Check(Operation *, Attribute a) { return isI64(a) ? "" : "an i64 integer"; }
+
+std::string moduleBoolCheck(Operation *op, Attribute a) {
+  if (!isa<ModuleOp>(op))
+    return "set on the module only";
+  return isa<BoolAttr>(a) ? "" : "a bool";
+}
+
+std::string cpCommCheck(Operation *op, Attribute a) {
+  auto s = dyn_cast<StringAttr>(a);
+  std::optional<CPComm> c = s ? symbolizeCPComm(s.getValue()) : std::nullopt;
+  if (isa<ModuleOp>(op))
+    return c ? "" : "one of ring, allgather, a2a or auto";
+  // Auto is the module's request; sl-choose-cp-comm resolves it per op.
+  return c && *c != CPComm::Auto ? "" : "one of ring, allgather or a2a on an op";
+}
+
+std::string elidedCheck(Operation *op, Attribute a) {
+  auto list = dyn_cast<ArrayAttr>(a);
+  if (!isa<ModuleOp>(op) || !list)
+    return "an array of dictionaries on the module";
+  for (Attribute e : list) {
+    auto d = dyn_cast<DictionaryAttr>(e);
+    if (!d || !d.getAs<StringAttr>("op") || !d.getAs<StringAttr>("location") ||
+        !d.getAs<StringAttr>("how"))
+      return "an array of dictionaries with string op, location and how";
+  }
+  return "";
+}
+
+std::string blockCheck(Operation *, Attribute a) {
+  return isI64(a) && cast<IntegerAttr>(a).getInt() >= 0 ? "" : "an i64 block index >= 0";
+}
+
+std::string familyCheck(Operation *, Attribute a) {
+  auto s = dyn_cast<StringAttr>(a);
+  if (s && llvm::is_contained(kFamilies, s.getValue()))
+    return "";
+  std::string all;
+  for (StringRef f : kFamilies)
+    all += (all.empty() ? "\"" : ", \"") + f.str() + "\"";
+  return "one of " + all;
+}
+
+std::string rankCheck(Operation *op, Attribute a) {
+  return isa<func::FuncOp>(op) && isI64(a) ? "" : "an i64 on a function";
+}
+
+std::string keyTokensCheck(Operation *, Attribute a) {
+  if (isa<DenseI64ArrayAttr>(a))
+    return "";
+  auto list = dyn_cast<ArrayAttr>(a);
+  if (list && llvm::all_of(list, [](Attribute e) { return isa<DenseI64ArrayAttr>(e); }))
+    return "";
+  return "an array<i64> or, on ring attention, a list of them";
+}
+
+struct DeclaredAttr {
+  StringRef name;
+  AttrCheck check;
+};
+
+const DeclaredAttr kDeclared[] = {
+    {kReasonAttr, stringCheck},
+    {kCPCommAttr, cpCommCheck},
+    {kSequenceParallelAttr, moduleBoolCheck},
+    {kElidedAttr, elidedCheck},
+    {kBlockAttr, blockCheck},
+    {kFamilyAttr, familyCheck},
+    {kRankAttr, rankCheck},
+    {kRanksAttr, rankCheck},
+    {kFromAttr, stringCheck},
+    {kTokensAttr, runsCheck},
+    {kKeyTokensAttr, keyTokensCheck},
+    {kRingAttr, runsCheck},
+    {kVocabOffsetAttr, i64Check},
+    {kChunksAttr, runsCheck},
+    {kGroupAttr, runsCheck},
+};
+} // namespace
+
+LogicalResult SLDialect::verifyOperationAttribute(Operation *op, NamedAttribute attr) {
+  StringRef name = attr.getName().getValue();
+  for (const DeclaredAttr &d : kDeclared) {
+    if (d.name != name)
+      continue;
+    std::string want = d.check(op, attr.getValue());
+    if (want.empty())
+      return success();
+    return op->emitError() << "'" << name << "' must be " << want << ", got " << attr.getValue();
+  }
+  std::string all;
+  for (const DeclaredAttr &d : kDeclared)
+    all += (all.empty() ? "" : ", ") + d.name.str();
+  return op->emitError() << "unknown sl attribute '" << name << "'; the dialect declares " << all
+                         << " (and " << kNameAttr << " on function arguments)";
+}
+
+LogicalResult SLDialect::verifyRegionArgAttribute(Operation *op, unsigned, unsigned,
+                                                  NamedAttribute attr) {
+  if (attr.getName() != kNameAttr)
+    return op->emitError() << "unknown sl argument attribute '" << attr.getName().getValue()
+                           << "'; the dialect declares " << kNameAttr;
+  if (!isa<StringAttr>(attr.getValue()))
+    return op->emitError() << "'" << kNameAttr << "' must be a string, got " << attr.getValue();
   return success();
 }

@@ -55,6 +55,22 @@ static const char *remedyHint(Remedy r) {
   return "gather it first";
 }
 
+static const char *remedyName(Remedy r) {
+  switch (r) {
+  case Remedy::KVExchange:
+    return "kv exchange";
+  case Remedy::Halo:
+    return "halo";
+  case Remedy::StatePassing:
+    return "state passing";
+  case Remedy::VocabParallel:
+    return "vocab parallel";
+  case Remedy::None:
+    break;
+  }
+  return "no remedy";
+}
+
 std::string ShardingRule::describe() const {
   std::ostringstream os;
   auto side = [&](const std::vector<std::vector<int>> &values,
@@ -72,11 +88,32 @@ std::string ShardingRule::describe() const {
   for (FactorKind k :
        {FactorKind::Free, FactorKind::Contracted, FactorKind::Whole, FactorKind::SequenceMixing}) {
     std::string list;
-    for (const auto &f : factors)
-      if (f.kind == k)
-        list += (list.empty() ? "" : ",") + f.name;
+    for (const auto &f : factors) {
+      if (f.kind != k)
+        continue;
+      list += (list.empty() ? "" : ",") + f.name;
+      if (f.granule > 0)
+        list += " (granule " + std::to_string(f.granule) +
+                (f.granuleName.empty() ? "" : " " + f.granuleName) + ")";
+      if (k == FactorKind::SequenceMixing)
+        list += std::string(" (") + remedyName(f.remedy) +
+                (f.remedyAxes.empty() ? "" : " over " + formatAxes(f.remedyAxes)) + ")";
+    }
     if (!list.empty())
       os << "; " << kindName(k) << ": " << list;
+  }
+  if (partial != PartialRule::None)
+    os << "; partial: " << (partial == PartialRule::Same ? "same" : "one");
+  if (reducesToScalar)
+    os << "; reduces to a scalar";
+  if (primarySequence >= 0) {
+    os << "; sequence: " << factors[primarySequence].name;
+    std::string others;
+    for (size_t f = 0; f < factors.size(); ++f)
+      if (factors[f].isSequence && (int)f != primarySequence)
+        others += (others.empty() ? "" : ",") + factors[f].name;
+    if (!others.empty())
+      os << " (also " << others << ")";
   }
   return os.str();
 }

@@ -30,8 +30,8 @@ struct SLChooseCPComm : mlir::sl::impl::SLChooseCPCommBase<SLChooseCPComm> {
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    auto mode = module->getAttrOfType<StringAttr>("sl.cp_comm");
-    if (!mode || mode.getValue() != "auto")
+    auto mode = module->getAttrOfType<StringAttr>(kCPCommAttr);
+    if (!mode || symbolizeCPComm(mode.getValue()) != CPComm::Auto)
       return;
     shardline::Machine machine = shardline::defaultMachine();
     if (!machineFile.empty()) {
@@ -50,10 +50,10 @@ struct SLChooseCPComm : mlir::sl::impl::SLChooseCPCommBase<SLChooseCPComm> {
       }
       machine = *parsed;
     }
-    MeshOp mesh;
-    for (auto m : module.getOps<MeshOp>())
-      mesh = m;
-    shardline::Mesh m = mesh ? toMesh(mesh) : shardline::Mesh{};
+    FailureOr<MeshOp> mesh = getModuleMesh(module, "sl-choose-cp-comm");
+    if (failed(mesh))
+      return signalPassFailure();
+    shardline::Mesh m = *mesh ? toMesh(*mesh) : shardline::Mesh{};
     int64_t cp = m.size("cp").value_or(1), tp = m.size("tp").value_or(1);
     std::map<std::string, int> votes;
     module.walk([&](AttentionOp op) {
@@ -71,7 +71,7 @@ struct SLChooseCPComm : mlir::sl::impl::SLChooseCPCommBase<SLChooseCPComm> {
       bool crossesNodes = cp * tp > machine.gpusPerNode;
       auto [choice, costs] =
           shardline::chooseCPComm(shape, cp, tp, op.getKvHeads(), machine, crossesNodes);
-      op->setAttr("sl.cp_comm", StringAttr::get(op->getContext(), choice));
+      op->setAttr(kCPCommAttr, StringAttr::get(op->getContext(), choice));
       ++votes[choice];
       std::string text = "cp_comm auto on " + machine.name + " (cp " + std::to_string(cp) +
                          (crossesNodes ? ", across nodes" : ", within a node") + "): ";
@@ -94,7 +94,7 @@ struct SLChooseCPComm : mlir::sl::impl::SLChooseCPCommBase<SLChooseCPComm> {
         most = kind;
         best = n;
       }
-    module->setAttr("sl.cp_comm", StringAttr::get(module.getContext(), most));
+    module->setAttr(kCPCommAttr, StringAttr::get(module.getContext(), most));
   }
 };
 

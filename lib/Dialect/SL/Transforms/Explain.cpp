@@ -15,16 +15,6 @@ using namespace mlir::sl;
 
 namespace {
 
-std::string label(Operation *op) {
-  std::string s = op->getName().getStringRef().str();
-  Location loc = op->getLoc();
-  if (auto f = dyn_cast<FusedLoc>(loc); f && !f.getLocations().empty())
-    loc = f.getLocations().front();
-  if (auto n = dyn_cast<NameLoc>(loc))
-    s += " '" + n.getName().str() + "'";
-  return s;
-}
-
 /// Whether `user` would accept `value` in the layout `before` (the layout the
 /// gather started from) in place of its current one.
 bool accepts(Operation *user, Value value, const shardline::Layout &before) {
@@ -103,7 +93,7 @@ Alternative allReduceAlternative(AllReduceOp ar) {
                 ", since every user accepts the result split there",
             true};
   if (blocker)
-    return {scatter + ", since " + label(blocker) + " needs the result whole"};
+    return {scatter + ", since " + opLabel(blocker) + " needs the result whole"};
   return {};
 }
 
@@ -112,7 +102,7 @@ Alternative alternative(Operation *op) {
     if (g.getResult().use_empty())
       return {"removing it (no user)", true};
     if (!needsWhole(g))
-      return {"sinking it past " + label(*g.getResult().getUsers().begin()) +
+      return {"sinking it past " + opLabel(*g.getResult().getUsers().begin()) +
                   ", which accepts the split layout",
               true};
     return {};
@@ -153,8 +143,8 @@ struct SLExplain : mlir::sl::impl::SLExplainBase<SLExplain> {
                             ? *op->getResult(0).getUsers().begin()
                             : nullptr;
       if (user && !isa<CrossEntropyOp, RingAttentionOp>(op))
-        text += "; needed by " + label(user);
-      if (auto reason = op->getAttrOfType<StringAttr>("sl.reason"))
+        text += "; needed by " + opLabel(user);
+      if (auto reason = op->getAttrOfType<StringAttr>(kReasonAttr))
         text += "; " + reason.str();
       Alternative alt = alternative(op);
       if (!alt.text.empty())

@@ -24,7 +24,7 @@ bool startsWith(const Axes &a, const Axes &prefix) {
 class Lowering {
 public:
   Lowering(RelayoutOp op) : op(op), b(op), mesh(op->getParentOfType<ModuleOp>()) {
-    reason = op->getAttrOfType<StringAttr>("sl.reason");
+    reason = op->getAttrOfType<StringAttr>(kReasonAttr);
     meshRef = getLayout(op.getX()).getMesh();
   }
 
@@ -171,14 +171,14 @@ private:
     auto created = OpTy::create(b, op->getLoc(), typeFor(in, l), in, b.getStrArrayAttr(refs),
                                 b.getI64IntegerAttr(dims)...);
     if (reason)
-      created->setAttr("sl.reason", reason);
+      created->setAttr(kReasonAttr, reason);
     return created.getResult();
   }
 
   Value emitReorder(Value in, const Layout &l) {
     auto created = ReorderOp::create(b, op->getLoc(), typeFor(in, l), in);
     if (reason)
-      created->setAttr("sl.reason", reason);
+      created->setAttr(kReasonAttr, reason);
     return created.getResult();
   }
 

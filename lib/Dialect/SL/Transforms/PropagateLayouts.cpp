@@ -4,7 +4,8 @@
 // split and how; the walk picks one split per factor from the operands
 // (weights first, then the most-split activation), applies the factor kinds,
 // resolves pending sums by the strategy, and relayouts the operands that
-// differ. Sequence-mixing factors that stay split get their family's remedy.
+// differ. Sequence-mixing factors that stay split get their remedy from the op
+// itself (SPMDOpInterface): the walk names no op.
 //
 //===----------------------------------------------------------------------===//
 
@@ -26,7 +27,6 @@ using namespace mlir::sl;
 using shardline::FactorKind;
 using shardline::Layout;
 using shardline::PartialRule;
-using shardline::Remedy;
 using shardline::ShardingRule;
 using Axes = std::vector<std::string>;
 
@@ -34,22 +34,8 @@ namespace {
 
 struct Strategy {
   bool sequenceParallel = false;
-  std::string cpComm = "ring";
+  CPComm cpComm = CPComm::Ring;
 };
-
-std::string opLabel(Operation *op) {
-  std::string s = op->getName().getStringRef().str();
-  Location loc = op->getLoc();
-  while (true) {
-    if (auto n = dyn_cast<NameLoc>(loc))
-      return s + " '" + n.getName().str() + "'";
-    if (auto f = dyn_cast<FusedLoc>(loc); f && !f.getLocations().empty()) {
-      loc = f.getLocations().front();
-      continue;
-    }
-    return s;
-  }
-}
 
 /// The choice for one op: a split and an order per factor, the pending sum
 /// each operand keeps, and why axes were taken away (for the relayout reasons).
@@ -65,7 +51,7 @@ struct Choice {
 class Propagator {
 public:
   Propagator(ModuleOp module, MeshOp mesh, Strategy strategy)
-      : module(module), meshOp(mesh), mesh(toMesh(mesh)), strategy(std::move(strategy)),
+      : module(module), mesh(toMesh(mesh)), strategy(std::move(strategy)),
         meshRef(FlatSymbolRefAttr::get(mesh.getSymNameAttr())) {}
 
   LogicalResult run(func::FuncOp fn) {
@@ -89,8 +75,8 @@ public:
           return failure();
         continue;
       }
-      if (isa<ShardingRuleOpInterface>(op)) {
-        if (failed(visit(op)))
+      if (auto spmd = dyn_cast<SPMDOpInterface>(op); spmd && isa<ShardingRuleOpInterface>(op)) {
+        if (failed(visit(spmd)))
           return failure();
         continue;
       }
@@ -109,11 +95,7 @@ public:
 private:
   LayoutAttr attr(const Layout &l) { return fromLayout(module.getContext(), meshRef, l); }
 
-  Layout layoutOf(Value v) {
-    if (LayoutAttr l = getLayout(v))
-      return toLayout(l);
-    return Layout::replicated(cast<RankedTensorType>(v.getType()).getRank());
-  }
+  Layout layoutOf(Value v) { return layoutOrReplicated(v); }
 
   std::vector<int64_t> shapeOf(Value v) {
     auto s = cast<RankedTensorType>(v.getType()).getShape();
@@ -144,13 +126,14 @@ private:
     auto type = withLayout(cast<RankedTensorType>(v.getType()), targetAttr);
     Location loc = v.getDefiningOp() ? v.getDefiningOp()->getLoc() : v.getLoc();
     auto op = RelayoutOp::create(b, loc, type, v);
-    op->setAttr("sl.reason", b.getStringAttr(reason));
+    op->setAttr(kReasonAttr, b.getStringAttr(reason));
     cache[key] = op.getResult();
     return op.getResult();
   }
 
   /// Picks a split per factor (see the file comment).
-  Choice choose(Operation *op, const ShardingRule &rule, ArrayRef<Value> operands) {
+  Choice choose(SPMDOpInterface op, const ShardingRule &rule, ArrayRef<Value> operands,
+                RemedyContext &ctx) {
     size_t nf = rule.factors.size();
     Choice c;
     c.split.assign(nf, {});
@@ -250,8 +233,9 @@ private:
         }
       }
       // Kinds.
-      bool mayStaySplit = factor.kind == FactorKind::Free ||
-                          (factor.kind == FactorKind::SequenceMixing && remediable(op, factor));
+      bool mayStaySplit =
+          factor.kind == FactorKind::Free ||
+          (factor.kind == FactorKind::SequenceMixing && op.canCarryRemedy(factor, ctx));
       if (factor.kind == FactorKind::SequenceMixing && !factor.remedyAxes.empty()) {
         Axes kept;
         for (const auto &a : best) {
@@ -272,9 +256,9 @@ private:
       }
       while (factor.granule > 0 && !best.empty() && factor.granule % mesh.product(best) != 0) {
         best.pop_back();
-        c.why[f] =
-            "a split of " + factor.name + " must divide its " + std::to_string(factor.granule) +
-            (factor.granuleName.empty() ? "" : " " + factor.granuleName);
+        c.why[f] = "a split of " + factor.name + " must divide its " +
+                   std::to_string(factor.granule) +
+                   (factor.granuleName.empty() ? "" : " " + factor.granuleName);
       }
       c.split[f] = best;
       c.order[f] = best.empty() ? shardline::ChunkOrder::Contiguous : bestOrder;
@@ -312,7 +296,7 @@ private:
     // Under sequence parallelism a reduced pending sum is scattered onto the
     // sequence instead of replicated.
     if (strategy.sequenceParallel && !reduced.empty() && !rule.reducesToScalar) {
-      int seq = sequenceFactor(rule);
+      int seq = rule.primarySequence;
       if (seq >= 0 && rule.factors[seq].kind == FactorKind::Free) {
         Axes extended = c.split[seq];
         for (const auto &a : reduced)
@@ -325,7 +309,7 @@ private:
     }
     // Axes an activation gives up go to its sequence dimension, so data stay
     // distributed (all-to-all instead of all-gather).
-    int seq = sequenceFactor(rule);
+    int seq = rule.primarySequence;
     if (seq >= 0 && rule.factors[seq].kind == FactorKind::Free) {
       for (size_t i = 0; i < operands.size(); ++i) {
         if (isWeight(operands[i]))
@@ -374,17 +358,6 @@ private:
     return axis == inputOrderAxis ? inputOrder : shardline::ChunkOrder::Contiguous;
   }
 
-  int sequenceFactor(const ShardingRule &rule) {
-    for (size_t f = 0; f < rule.factors.size(); ++f)
-      if (rule.factors[f].isSequence && rule.factors[f].kind == FactorKind::Free &&
-          rule.factors[f].name == "s")
-        return (int)f;
-    for (size_t f = 0; f < rule.factors.size(); ++f)
-      if (rule.factors[f].isSequence)
-        return (int)f;
-    return -1;
-  }
-
   bool fitsEverywhere(const ShardingRule &rule, ArrayRef<Value> operands, int f, const Axes &axes,
                       shardline::ChunkOrder order) {
     for (size_t i = 0; i < operands.size(); ++i)
@@ -392,21 +365,6 @@ private:
         if (rule.operands[i][d] == f && !divides(axes, shapeOf(operands[i])[d], order))
           return false;
     return true;
-  }
-
-  /// Whether this op can carry the remedy of a split sequence-mixing factor.
-  bool remediable(Operation *op, const shardline::Factor &f) {
-    switch (f.remedy) {
-    case Remedy::KVExchange:
-      return cpComm == "ring";
-    case Remedy::Halo:
-    case Remedy::StatePassing:
-    case Remedy::VocabParallel:
-      return true;
-    case Remedy::None:
-      break;
-    }
-    return false;
   }
 
   Layout targetLayout(const ShardingRule &rule, const Choice &c, size_t i, unsigned rank) {
@@ -493,174 +451,45 @@ private:
     return success();
   }
 
-  LogicalResult visit(Operation *op) {
-    // sl-choose-cp-comm may have picked the exchange per attention layer.
-    cpComm = strategy.cpComm;
-    if (auto chosen = op->getAttrOfType<StringAttr>("sl.cp_comm")) {
-      if (chosen.getValue() != "ring" && chosen.getValue() != "allgather" &&
-          chosen.getValue() != "a2a")
+  LogicalResult visit(SPMDOpInterface op) {
+    // sl-choose-cp-comm may have picked the exchange per op (verified as
+    // ring, allgather or a2a).
+    CPComm cpComm = strategy.cpComm;
+    if (auto chosen = op->getAttrOfType<StringAttr>(kCPCommAttr)) {
+      std::optional<CPComm> c = symbolizeCPComm(chosen.getValue());
+      if (!c || *c == CPComm::Auto)
         return op->emitOpError("sl.cp_comm must be ring, allgather or a2a, got '")
                << chosen.getValue() << "'";
-      cpComm = chosen.str();
+      cpComm = *c;
     }
-    if (auto attn = dyn_cast<AttentionOp>(op); attn && cpComm == "a2a")
-      if (failed(prepareAllToAllAttention(attn)))
-        return failure();
+    Context ctx(*this, cpComm);
+    if (failed(op.prepareRemedy(ctx)))
+      return failure();
     preferReduced(op);
-    ShardingRule rule = cast<ShardingRuleOpInterface>(op).getShardingRule();
+    ShardingRule rule = cast<ShardingRuleOpInterface>(*op).getShardingRule();
     SmallVector<Value> operands(op->getOperands());
-    Choice c = choose(op, rule, operands);
+    Choice c = choose(op, rule, operands, ctx);
     if (!c.error.empty())
       return op->emitOpError("inconsistent user layouts: ") << c.error;
     apply(op, rule, c);
-    FailureOr<Operation *> final = remedy(op);
+    FailureOr<Operation *> final = op.applyRemedy(ctx);
     if (failed(final))
       return failure();
     return deriveResults(*final);
   }
 
-  /// Under a2a context parallelism, q, k and v trade their sequence split for
-  /// a split of the heads before attention.
-  LogicalResult prepareAllToAllAttention(AttentionOp op) {
-    for (unsigned i = 0; i < 3; ++i) {
-      Value v = op->getOperand(i);
-      Layout l = layoutOf(v);
-      if (l.dims[1].empty())
-        continue;
-      Layout to = l;
-      Axes moved = l.dims[1];
-      to.dims[1].clear();
-      if (to.orderDim == 1)
-        to.orderDim = -1;
-      to.dims[2].insert(to.dims[2].end(), moved.begin(), moved.end());
-      if (op.getKvHeads() % mesh.product(to.dims[2]) != 0)
-        return op.emitOpError("a2a context parallelism splits the heads over ")
-               << shardline::formatAxes(to.dims[2]) << " (" << mesh.product(to.dims[2])
-               << " ways), which does not divide kv_heads = " << op.getKvHeads()
-               << "; use cp_comm ring or allgather";
-      op->setOperand(i, relayout(v, to,
-                                 "operand #" + std::to_string(i) + " of " + opLabel(op) +
-                                     ": a2a context parallelism moves the sequence split " +
-                                     shardline::formatAxes(moved) + " to the heads"));
+  /// What an op's remedy may ask of the walk.
+  class Context : public RemedyContext {
+  public:
+    Context(Propagator &p, CPComm cpComm) : RemedyContext(p.mesh, cpComm), p(p) {}
+    Value relayout(Value v, const Layout &to, const std::string &reason) override {
+      return p.relayout(v, to, reason);
     }
-    return success();
-  }
+    LogicalResult deriveResults(Operation *op) override { return p.deriveResults(op); }
 
-  /// Sequence-mixing factors still split get their family's remedy. Returns
-  /// the op that now computes the results.
-  FailureOr<Operation *> remedy(Operation *op) {
-    OpBuilder b(op);
-    if (auto attn = dyn_cast<AttentionOp>(op)) {
-      Layout k = layoutOf(attn.getK());
-      if (k.dims[1].empty())
-        return op;
-      auto ring = RingAttentionOp::create(
-          b, op->getLoc(), attn.getResult().getType(), attn.getQ(), attn.getK(), attn.getV(),
-          attn.getHeadsAttr(), attn.getKvHeadsAttr(), b.getStrArrayAttr(toRefs(k.dims[1])),
-          attn.getCausalAttr(), attn.getScaleAttr());
-      ring->setAttr("sl.reason",
-                    b.getStringAttr("keys split over " + shardline::formatAxes(k.dims[1]) +
-                                    " (context parallelism, cp_comm ring)"));
-      if (auto chosen = op->getAttr("sl.cp_comm"))
-        ring->setAttr("sl.cp_comm", chosen);
-      op->replaceAllUsesWith(ring);
-      op->erase();
-      return ring.getOperation();
-    }
-    if (auto conv = dyn_cast<CausalConv1dOp>(op)) {
-      Layout x = layoutOf(conv.getX());
-      if (x.dims[1].empty() || conv.getHalo())
-        return op;
-      int64_t width = cast<RankedTensorType>(conv.getWeight().getType()).getShape()[1] - 1;
-      if (width == 0)
-        return op;
-      auto xt = cast<RankedTensorType>(conv.getX().getType());
-      int64_t chunks =
-          mesh.product(x.dims[1]) * (x.dimOrder(1) == shardline::ChunkOrder::Zigzag ? 2 : 1);
-      auto haloType = RankedTensorType::get({xt.getShape()[0], chunks * width, xt.getShape()[2]},
-                                            xt.getElementType(), getLayout(xt));
-      auto halo = HaloOp::create(b, op->getLoc(), haloType, conv.getX(),
-                                 b.getStrArrayAttr(toRefs(x.dims[1])), b.getI64IntegerAttr(width));
-      halo->setAttr("sl.reason",
-                    b.getStringAttr(opLabel(op) + " reads the " + std::to_string(width) +
-                                    " tokens before each sequence chunk"));
-      conv.getHaloMutable().assign(halo.getResult());
-      return op;
-    }
-    if (auto scan = dyn_cast<SSDScanOp>(op))
-      return chunkScan(scan);
-    if (auto scan = dyn_cast<RGLRUScanOp>(op))
-      return chunkScan(scan);
-    if (auto ce = dyn_cast<CrossEntropyOp>(op)) {
-      Layout l = layoutOf(ce.getLogits());
-      if (l.dims[2].empty())
-        return op;
-      ce.setVocabAxesAttr(b.getStrArrayAttr(toRefs(l.dims[2])));
-      ce->setAttr("sl.reason",
-                  b.getStringAttr("logits split over " + shardline::formatAxes(l.dims[2]) +
-                                  " on the vocabulary (vocab-parallel LM head)"));
-      return op;
-    }
-    return op;
-  }
-
-  static SmallVector<StringRef> toRefs(const Axes &axes) {
-    SmallVector<StringRef> out;
-    for (const auto &a : axes)
-      out.push_back(a);
-    return out;
-  }
-
-  /// Context-parallel scan: scan chunks from zero, exchange the summaries,
-  /// correct the outputs.
-  template <typename ScanOp> FailureOr<Operation *> chunkScan(ScanOp scan) {
-    Layout x = layoutOf(scan.getX());
-    if (x.dims[1].empty() || !scan.getChunkAxes().empty())
-      return scan.getOperation();
-    if (!scan.getState().use_empty() || !scan.getDecay().use_empty()) {
-      scan.emitOpError("the final state of a scan whose sequence is split over ")
-          << shardline::formatAxes(x.dims[1]) << " is not supported yet";
-      return failure();
-    }
-    if (scan.getStateIn()) {
-      scan.emitOpError("an initial state for a scan whose sequence is split is not supported yet");
-      return failure();
-    }
-    OpBuilder b(scan);
-    int64_t chunks =
-        mesh.product(x.dims[1]) * (x.dimOrder(1) == shardline::ChunkOrder::Zigzag ? 2 : 1);
-    auto withChunks = [&](Type t) {
-      auto rt = cast<RankedTensorType>(t);
-      SmallVector<int64_t> shape{chunks};
-      shape.append(rt.getShape().begin(), rt.getShape().end());
-      return RankedTensorType::get(shape, rt.getElementType());
-    };
-    auto axes = b.getStrArrayAttr(toRefs(x.dims[1]));
-    std::string why = "the sequence of " + opLabel(scan) + " is split over " +
-                      shardline::formatAxes(x.dims[1]) +
-                      ", so chunks scan from zero and pass states";
-    Operation *chunked = b.clone(*scan.getOperation());
-    chunked->getResult(1).setType(withChunks(scan.getState().getType()));
-    chunked->getResult(2).setType(withChunks(scan.getDecay().getType()));
-    chunked->setAttr("chunk_axes", axes);
-    if (failed(deriveResults(chunked)))
-      return failure();
-    Value y0 = chunked->getResult(0), st = chunked->getResult(1), dec = chunked->getResult(2);
-    auto exchange = ScanStateExchangeOp::create(b, scan->getLoc(), st.getType(), st, dec, axes);
-    exchange->setAttr("sl.reason", b.getStringAttr(why));
-    Value corrected;
-    if constexpr (std::is_same_v<ScanOp, SSDScanOp>) {
-      corrected = SSDCorrectOp::create(b, scan->getLoc(), y0.getType(), y0, exchange, scan.getC(),
-                                       scan.getDt(), scan.getALog(), scan.getDtBias(),
-                                       scan.getHeadsAttr(), scan.getGroupsAttr(), axes);
-    } else {
-      corrected = RGLRUCorrectOp::create(b, scan->getLoc(), y0.getType(), y0, exchange, scan.getX(),
-                                         scan.getWa(), scan.getBa(), scan.getLambda(), axes);
-    }
-    scan.getY().replaceAllUsesWith(corrected);
-    scan->erase();
-    return corrected.getDefiningOp();
-  }
+  private:
+    Propagator &p;
+  };
 
   LogicalResult visitReturn(func::ReturnOp ret) {
     for (unsigned i = 0; i < ret->getNumOperands(); ++i) {
@@ -685,13 +514,10 @@ public:
 
 private:
   ModuleOp module;
-  MeshOp meshOp;
   shardline::Mesh mesh;
   Strategy strategy;
   FlatSymbolRefAttr meshRef;
   llvm::DenseMap<std::pair<Value, Attribute>, Value> cache;
-  /// The attention exchange for the op being visited.
-  std::string cpComm;
 };
 
 struct SLPropagateLayouts : mlir::sl::impl::SLPropagateLayoutsBase<SLPropagateLayouts> {
@@ -699,15 +525,10 @@ struct SLPropagateLayouts : mlir::sl::impl::SLPropagateLayoutsBase<SLPropagateLa
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    MeshOp mesh;
-    for (auto m : module.getOps<MeshOp>()) {
-      if (mesh) {
-        m.emitOpError("a second mesh; sl-propagate-layouts handles one mesh per module");
-        return signalPassFailure();
-      }
-      mesh = m;
-    }
-    if (!mesh)
+    FailureOr<MeshOp> mesh = getModuleMesh(module, "sl-propagate-layouts");
+    if (failed(mesh))
+      return signalPassFailure();
+    if (!*mesh)
       return; // Nothing is distributed.
     Strategy strategy;
     if (failed(readStrategy(module, strategy)))
@@ -715,7 +536,7 @@ struct SLPropagateLayouts : mlir::sl::impl::SLPropagateLayoutsBase<SLPropagateLa
     for (auto fn : module.getOps<func::FuncOp>()) {
       if (fn.isExternal())
         continue;
-      Propagator p(module, mesh, strategy);
+      Propagator p(module, *mesh, strategy);
       // The chunk order the inputs use over an axis is the default for
       // sequences that become split over it later (a2a back from heads).
       for (BlockArgument arg : fn.getArguments())
@@ -733,26 +554,27 @@ struct SLPropagateLayouts : mlir::sl::impl::SLPropagateLayoutsBase<SLPropagateLa
   }
 
   LogicalResult readStrategy(ModuleOp module, Strategy &s) {
-    std::string sp = sequenceParallel;
-    if (sp == "module") {
-      auto a = module->getAttrOfType<BoolAttr>("sl.sequence_parallel");
+    switch (sequenceParallel) {
+    case SequenceParallelOption::Module: {
+      auto a = module->getAttrOfType<BoolAttr>(kSequenceParallelAttr);
       s.sequenceParallel = a && a.getValue();
-    } else if (sp == "true" || sp == "false") {
-      s.sequenceParallel = sp == "true";
+      break;
+    }
+    case SequenceParallelOption::On:
+    case SequenceParallelOption::Off:
+      s.sequenceParallel = sequenceParallel == SequenceParallelOption::On;
+      break;
+    }
+    CPComm comm = CPComm::Ring;
+    if (cpComm == CPCommOption::Module) {
+      if (auto a = module->getAttrOfType<StringAttr>(kCPCommAttr))
+        comm = symbolizeCPComm(a.getValue()).value_or(CPComm::Auto);
     } else {
-      return module.emitError("sl-propagate-layouts: sequence-parallel must be true, false or "
-                              "module, got '")
-             << sp << "'";
+      comm = toCPComm(cpComm);
     }
-    std::string comm = cpComm;
-    if (comm == "module") {
-      auto a = module->getAttrOfType<StringAttr>("sl.cp_comm");
-      comm = a ? a.str() : "ring";
-    }
-    if (comm != "ring" && comm != "allgather" && comm != "a2a")
-      return module.emitError("sl-propagate-layouts: cp-comm must be ring, allgather or a2a, got '")
-             << comm << "'"
-             << (comm == "auto" ? " (run sl-choose-cp-comm first to resolve auto)" : "");
+    if (comm == CPComm::Auto)
+      return module.emitError("sl-propagate-layouts: cp-comm auto is resolved per attention "
+                              "layer by sl-choose-cp-comm; run it first");
     s.cpComm = comm;
     return success();
   }

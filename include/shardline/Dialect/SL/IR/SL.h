@@ -6,6 +6,7 @@
 #include "mlir/Bytecode/BytecodeOpInterface.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/Dialect.h"
 #include "mlir/IR/OpDefinition.h"
@@ -15,6 +16,7 @@
 #include "llvm/ADT/DenseMap.h"
 
 #include "core/layout.h"
+#include "shardline/Dialect/SL/IR/SPMD.h"
 #include "shardline/Dialect/SL/IR/ShardingRule.h"
 
 #include "shardline/Dialect/SL/IR/SLDialect.h.inc"
@@ -27,9 +29,52 @@ namespace mlir::sl {
 class MeshOp;
 /// Checks an op's operand and result layouts against its sharding rule.
 LogicalResult verifyShardingRule(Operation *op);
+
+// The discardable attributes of the dialect. SLDialect::verifyOperationAttribute
+// checks each one's type, values and place (docs/dialect.md lists them).
+
+/// Why a collective or remedy is there (every pass that places one sets it).
+constexpr llvm::StringLiteral kReasonAttr = "sl.reason";
+/// The attention exchange under context parallelism (CPComm): on the module
+/// (ring, allgather, a2a or auto) and, once sl-choose-cp-comm has resolved
+/// auto, on each sl.attention (ring, allgather or a2a).
+constexpr llvm::StringLiteral kCPCommAttr = "sl.cp_comm";
+/// Module: whether sequence parallelism is on (bool).
+constexpr llvm::StringLiteral kSequenceParallelAttr = "sl.sequence_parallel";
+/// Module: the rewrites of sl-elide-gathers, for the report (dictionaries of
+/// op, location, how).
+constexpr llvm::StringLiteral kElidedAttr = "sl.elided";
+/// The model block an op belongs to (i64, >= 0), stamped at import.
+constexpr llvm::StringLiteral kBlockAttr = "sl.block";
+/// The family of that block: A, M, E, R, F, embedding or lm_head.
+constexpr llvm::StringLiteral kFamilyAttr = "sl.family";
+/// Function argument: the model input it is (tokens, labels).
+constexpr llvm::StringLiteral kNameAttr = "sl.name";
 /// The function attribute sl-partition sets: the program is one rank's, its
 /// shapes are local parts, and sl ops in it are checked for types only.
 constexpr llvm::StringLiteral kRankAttr = "sl.rank";
+/// The number of ranks of such a program.
+constexpr llvm::StringLiteral kRanksAttr = "sl.ranks";
+/// On an upstream shard collective: the sl op it replaces.
+constexpr llvm::StringLiteral kFromAttr = "sl.from";
+// Per-rank facts sl-partition resolves (SPMDOpInterface::resolveRankFacts).
+/// Global positions of the local tokens, as [start, length] runs.
+constexpr llvm::StringLiteral kTokensAttr = "sl.tokens";
+/// The keys' positions (runs); on ring attention, one runs array per member.
+constexpr llvm::StringLiteral kKeyTokensAttr = "sl.key_tokens";
+/// Ring attention's members in ring order from this rank.
+constexpr llvm::StringLiteral kRingAttr = "sl.ring";
+/// The first vocabulary row this rank holds.
+constexpr llvm::StringLiteral kVocabOffsetAttr = "sl.vocab_offset";
+/// The chunks (runs) a scan state exchange holds on this rank.
+constexpr llvm::StringLiteral kChunksAttr = "sl.chunks";
+/// The ranks of a communicating op's group, in group order.
+constexpr llvm::StringLiteral kGroupAttr = "sl.group";
+
+/// The families sl.family names.
+inline constexpr llvm::StringLiteral kFamilies[] = {"A", "M",         "E",      "R",
+                                                    "F", "embedding", "lm_head"};
+
 bool inPerRankProgram(Operation *op);
 } // namespace mlir::sl
 
@@ -46,6 +91,13 @@ inline LayoutAttr getLayout(Value v) { return getLayout(v.getType()); }
 
 /// The mesh a layout refers to, looked up from `from`; null if missing.
 MeshOp lookupMesh(Operation *from, LayoutAttr layout);
+
+/// The module's mesh, the one every pass works on: null when the module has
+/// none (nothing is distributed); an error naming `pass` on a second one.
+FailureOr<MeshOp> getModuleMesh(ModuleOp module, StringRef pass);
+
+/// The layout of `v`, or the replicated layout of its rank when it has none.
+shardline::Layout layoutOrReplicated(Value v);
 
 /// Conversions between the attribute and the pure layout model.
 shardline::Layout toLayout(LayoutAttr attr);

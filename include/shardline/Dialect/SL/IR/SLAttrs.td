@@ -11,6 +11,16 @@ def SL_ChunkOrder : I32EnumAttr<"ChunkOrder", "order of sequence chunks across r
   let genSpecializedAttr = 0;
 }
 
+def SL_CPComm : I32EnumAttr<"CPComm",
+    "how attention exchanges keys and values under context parallelism", [
+    I32EnumAttrCase<"Ring", 0, "ring">,
+    I32EnumAttrCase<"AllGather", 1, "allgather">,
+    I32EnumAttrCase<"A2A", 2, "a2a">,
+    I32EnumAttrCase<"Auto", 3, "auto">]> {
+  let cppNamespace = "::mlir::sl";
+  let genSpecializedAttr = 0;
+}
+
 def SL_LayoutAttr : AttrDef<SL_Dialect, "Layout"> {
   let mnemonic = "layout";
   let summary = "How a tensor is distributed over a mesh";

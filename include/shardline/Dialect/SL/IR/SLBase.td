@@ -18,6 +18,10 @@ def SL_Dialect : Dialect {
     a pending sum, and the chunk order of the sequence dimension.
   }];
   let useDefaultAttributePrinterParser = 1;
+  // The discardable attributes (sl.reason, sl.cp_comm, ...; names in SL.h)
+  // are declared: their types and values are checked wherever they appear.
+  let hasOperationAttrVerify = 1;
+  let hasRegionArgAttrVerify = 1;
   let dependentDialects = ["::mlir::func::FuncDialect"];
   let extraClassDeclaration = [{
     void registerAttributes();

@@ -26,4 +26,62 @@ def SL_ShardingRuleOpInterface : OpInterface<"ShardingRuleOpInterface"> {
   }];
 }
 
+def SL_SPMDOpInterface : OpInterface<"SPMDOpInterface"> {
+  let cppNamespace = "::mlir::sl";
+  let description = [{
+    How an op is rewritten for SPMD execution, stated by the op itself so
+    that the passes never name a concrete op (upstream's
+    `ShardingInterface::partition` is the model):
+
+    - sl-propagate-layouts asks it, for a split sequence-mixing factor,
+      whether it can carry the remedy (`canCarryRemedy`), lets it move its
+      operands before the choice (`prepareRemedy`: a2a attention trades the
+      sequence split for the heads) and, once its operands have their
+      layouts, applies the remedy (`applyRemedy`: attention becomes
+      sl.ring_attention, a causal conv gets its sl.halo operand, a scan is
+      chunked with sl.scan_state_exchange and its own correction,
+      cross-entropy takes its vocab axes).
+    - sl-partition asks it for the facts that depend on the rank
+      (`resolveRankFacts`: sl.tokens, sl.key_tokens, sl.ring,
+      sl.vocab_offset, sl.chunks, sl.group) and, for a collective, for the
+      upstream `shard` op that performs the same movement
+      (`buildShardCollective`).
+
+    Every method has a default for ops with nothing to do. The contexts are
+    in `shardline/Dialect/SL/IR/SPMD.h`.
+  }];
+  let methods = [
+    InterfaceMethod<[{
+        Whether the op can carry the remedy of `factor`, a sequence-mixing
+        factor of its rule, split over axes the op does not yet carry it over.
+      }], "bool", "canCarryRemedy",
+      (ins "const ::shardline::Factor &":$factor, "::mlir::sl::RemedyContext &":$ctx), "",
+      [{ return false; }]>,
+    InterfaceMethod<[{
+        Relayouts operands before sl-propagate-layouts chooses the op's
+        splits (through `ctx.relayout`).
+      }], "::mlir::LogicalResult", "prepareRemedy", (ins "::mlir::sl::RemedyContext &":$ctx), "",
+      [{ return ::mlir::success(); }]>,
+    InterfaceMethod<[{
+        Applies the remedy of the sequence-mixing factors that stay split,
+        given the operands' layouts. Returns the op that now computes the
+        results (the op itself, or its replacement: the op is then erased).
+      }], "::mlir::FailureOr<::mlir::Operation *>", "applyRemedy",
+      (ins "::mlir::sl::RemedyContext &":$ctx), "",
+      [{ return $_op.getOperation(); }]>,
+    InterfaceMethod<[{
+        Sets the attributes that depend on the rank (while the types still
+        carry layouts).
+      }], "void", "resolveRankFacts", (ins "const ::mlir::sl::RankContext &":$ctx), "",
+      [{ return; }]>,
+    InterfaceMethod<[{
+        The upstream `shard` collective that performs the op's data movement
+        on this rank's local types, built at `b`'s insertion point, or null
+        when the movement does not fit one (the op then stays).
+      }], "::mlir::Operation *", "buildShardCollective",
+      (ins "::mlir::OpBuilder &":$b, "const ::mlir::sl::RankContext &":$ctx), "",
+      [{ return nullptr; }]>,
+  ];
+}
+
 #endif

@@ -72,6 +72,8 @@ struct Factor {
   /// when empty.
   std::string granuleName;
   /// The factor is a token position (its dimensions may carry a chunk order).
+  /// A rule may have several (attention's query and key positions); the
+  /// rule's `primarySequence` says which one is the op's own sequence.
   bool isSequence = false;
 };
 
@@ -88,11 +90,18 @@ struct ShardingRule {
   /// When set, results take a pending sum over every axis that splits a free
   /// factor instead of splitting their own dimensions.
   bool reducesToScalar = false;
+  /// The factor that is the op's own sequence (a factor with `isSequence`):
+  /// the one sequence parallelism scatters a reduced pending sum onto and
+  /// that axes an activation gives up move to. -1 when the op has none.
+  int primarySequence = -1;
 
   int addFactor(std::string name, FactorKind kind = FactorKind::Free, int64_t granule = 0,
                 bool isSequence = false);
   int findFactor(const std::string &name) const;
-  /// A one-line description of the rule: "x[b,s,k] w[k,n] -> y[b,s,n]; k: contracted".
+  /// A one-line description of the rule:
+  /// "x[b,s,k] weight[k,n] -> result[b,s,n]; free: b,s,n; contracted: k; sequence: s".
+  /// Sequence-mixing factors name their remedy and the axes the op already
+  /// carries it over; granules follow their factor ("heads/4 kv heads").
   std::string describe() const;
 };
 

@@ -3,12 +3,22 @@
 #ifndef SHARDLINE_DIALECT_SL_TRANSFORMS_PASSES_H
 #define SHARDLINE_DIALECT_SL_TRANSFORMS_PASSES_H
 
+#include "shardline/Dialect/SL/IR/SL.h"
+
 #include "mlir/Dialect/Shard/IR/ShardDialect.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/Pass/Pass.h"
 #include "mlir/Pass/PassManager.h"
 
 namespace mlir::sl {
+
+/// The strategy options of sl-propagate-layouts: `module` reads the module's
+/// attribute (sl.sequence_parallel, sl.cp_comm), the others override it.
+enum class SequenceParallelOption { Module, On, Off };
+enum class CPCommOption { Module, Ring, AllGather, A2A, Auto };
+
+/// The exchange an explicit option names (not Module).
+CPComm toCPComm(CPCommOption option);
 
 #define GEN_PASS_DECL
 #include "shardline/Dialect/SL/Transforms/Passes.h.inc"

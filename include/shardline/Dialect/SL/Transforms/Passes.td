@@ -62,10 +62,28 @@ def SLPropagateLayouts : Pass<"sl-propagate-layouts", "::mlir::ModuleOp"> {
     `sl.cp_comm` (set by the importer), or from the options.
   }];
   let options = [
-    Option<"sequenceParallel", "sequence-parallel", "std::string", /*default=*/"\"module\"",
-           "Sequence parallelism: true, false, or module (read sl.sequence_parallel)">,
-    Option<"cpComm", "cp-comm", "std::string", /*default=*/"\"module\"",
-           "Attention under context parallelism: ring, allgather, a2a, or module">,
+    Option<"sequenceParallel", "sequence-parallel", "::mlir::sl::SequenceParallelOption",
+           /*default=*/"::mlir::sl::SequenceParallelOption::Module",
+           "Sequence parallelism",
+           [{::llvm::cl::values(
+             clEnumValN(::mlir::sl::SequenceParallelOption::Module, "module",
+                        "read the module attribute sl.sequence_parallel"),
+             clEnumValN(::mlir::sl::SequenceParallelOption::On, "true", "on"),
+             clEnumValN(::mlir::sl::SequenceParallelOption::Off, "false", "off"))}]>,
+    Option<"cpComm", "cp-comm", "::mlir::sl::CPCommOption",
+           /*default=*/"::mlir::sl::CPCommOption::Module",
+           "Attention under context parallelism",
+           [{::llvm::cl::values(
+             clEnumValN(::mlir::sl::CPCommOption::Module, "module",
+                        "read the module attribute sl.cp_comm (ring when absent)"),
+             clEnumValN(::mlir::sl::CPCommOption::Ring, "ring",
+                        "K and V circulate around the cp ring (sl.ring_attention)"),
+             clEnumValN(::mlir::sl::CPCommOption::AllGather, "allgather",
+                        "K and V are all-gathered over cp"),
+             clEnumValN(::mlir::sl::CPCommOption::A2A, "a2a",
+                        "q, k and v trade the sequence split for the heads (all-to-all)"),
+             clEnumValN(::mlir::sl::CPCommOption::Auto, "auto",
+                        "refused: sl-choose-cp-comm resolves auto per layer first"))}]>,
   ];
 }
 
@@ -174,6 +192,29 @@ def SLAnalyze : Pass<"sl-analyze", "::mlir::ModuleOp"> {
     Option<"reportFile", "report", "std::string", /*default=*/"\"\"",
            "Write the JSON report to this file">,
   ];
+}
+
+def SLTestPrintShardingRules
+    : Pass<"sl-test-print-sharding-rules", "::mlir::ModuleOp"> {
+  let summary = "Print every op's sharding rule (for the rule tests)";
+  let description = [{
+    Emits one remark per op that has a sharding rule, with the rule as
+    `ShardingRule::describe()` writes it:
+
+      sl.linear: x[b,s,k] weight[k,n] -> result[b,s,n]; free: b,s,n;
+      contracted: k; partial: one; sequence: s
+
+    Operands and results name the factor of each dimension (`1` for a size-one
+    dimension no factor covers); factors are listed by kind, granules and
+    remedies (with the axes the op already carries them over) beside their
+    factor; `partial` says how pending sums pass through (`same`: in every
+    operand alike; `one`: in at most one operand); `sequence` is the op's own
+    sequence factor, the one sequence parallelism splits. Last, a remark on
+    the module counts the sl ops with a rule that the module instantiates
+    and names those it does not, so that the rule test
+    (test/Dialect/SL/sharding-rules.mlir) fails when an op is added without
+    a line of its own.
+  }];
 }
 
 #endif

@@ -1,0 +1,85 @@
+//===- CollectiveOps.td - layout transitions ---------------*- tablegen -*-===//
+//
+// Collectives, local slices, reorders and context-parallel exchanges.
+// Included by SLOps.td, which defines the op classes.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SHARDLINE_DIALECT_SL_IR_COLLECTIVEOPS_TD
+#define SHARDLINE_DIALECT_SL_IR_COLLECTIVEOPS_TD
+
+def SL_RelayoutOp : SL_LayoutOp<"relayout"> {
+  let summary = "Any change of layout, to be materialised as collectives";
+  let description = [{
+    Placed by sl-propagate-layouts where a consumer's rule needs another
+    layout than its producer gives; sl-insert-collectives replaces each one by
+    the collectives, slices and reorders that realise it.
+  }];
+  let arguments = (ins SL_FloatTensor:$x);
+}
+
+def SL_AllGatherOp : SL_LayoutOp<"all_gather", SL_CollectiveMethods> {
+  let summary = "Gathers dimension `dim` over the minor-most `axes` of its split";
+  let arguments = (ins SL_FloatTensor:$x, StrArrayAttr:$axes, I64Attr:$dim);
+}
+
+def SL_ReduceScatterOp : SL_LayoutOp<"reduce_scatter", SL_CollectiveMethods> {
+  let summary = "Sums a pending sum over `axes` and splits dimension `dim` over them";
+  let arguments = (ins SL_FloatTensor:$x, StrArrayAttr:$axes, I64Attr:$dim);
+}
+
+def SL_AllReduceOp : SL_LayoutOp<"all_reduce", SL_CollectiveMethods> {
+  let summary = "Sums a pending sum over `axes`";
+  let arguments = (ins SL_FloatTensor:$x, StrArrayAttr:$axes);
+}
+
+def SL_AllToAllOp : SL_LayoutOp<"all_to_all", SL_CollectiveMethods> {
+  let summary = "Moves the split over `axes` from `concat_dim` to `split_dim`";
+  let description = [{
+    Before: `concat_dim`'s split ends with `axes`; after: `axes` are appended
+    to `split_dim`'s split and removed from `concat_dim`'s.
+  }];
+  let arguments = (ins SL_FloatTensor:$x, StrArrayAttr:$axes, I64Attr:$split_dim,
+                   I64Attr:$concat_dim);
+}
+
+def SL_SliceOp : SL_LayoutOp<"slice", SL_CollectiveMethods> {
+  let summary = "Keeps this rank's part of dimension `dim` along `axes`; no communication";
+  let arguments = (ins SL_FloatTensor:$x, StrArrayAttr:$axes, I64Attr:$dim);
+}
+
+def SL_ReorderOp : SL_LayoutOp<"reorder"> {
+  let summary = "Changes the chunk order (contiguous <-> zigzag) of the sequence dimension";
+  let description = [{ A point-to-point permutation of chunks among the ranks that split it. }];
+  let arguments = (ins SL_FloatTensor:$x);
+}
+
+def SL_HaloOp : SL_LayoutOp<"halo", ["resolveRankFacts"]> {
+  let summary = "The `width` tokens before each sequence chunk, from the rank that holds them";
+  let description = [{
+    x [b, s, c] with s split over `axes` into C chunks (C = n, or 2n in zigzag
+    order) -> [b, C * width, c], split like x: entry i holds the width tokens
+    that precede chunk i in sequence order (zeros before the first chunk).
+  }];
+  let arguments = (ins SL_FloatTensor:$x, StrArrayAttr:$axes, I64Attr:$width);
+}
+
+def SL_ScanStateExchangeOp : SL_Op<"scan_state_exchange",
+    [Pure, AllTypesMatch<["states", "result"]>,
+     DeclareOpInterfaceMethods<SL_SPMDOpInterface, ["resolveRankFacts"]>]> {
+  let summary = "Combines per-chunk scan summaries into each chunk's true initial state";
+  let description = [{
+    states [C, ...] (final states of chunks scanned from zero) and decays
+    [C, ...] (total decay per chunk, broadcast over the trailing state dims),
+    chunks in sequence order and split over `axes` along dimension 0 ->
+    initial states [C, ...]: init_0 = 0, init_{i+1} = decay_i * init_i +
+    state_i. An all-gather of the summaries over `axes`; its size does not
+    depend on the sequence length.
+  }];
+  let arguments = (ins SL_FloatTensor:$states, SL_FloatTensor:$decays, StrArrayAttr:$axes);
+  let results = (outs SL_FloatTensor:$result);
+  let assemblyFormat = "$states `,` $decays attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+#endif

@@ -1,0 +1,188 @@
+//===- AttentionOps.cpp - attention (A): rope, attention, ring attention ----===//
+//
+// Attention's key positions are sequence-mixing; the remedy is chosen by
+// cp_comm (ring attention, an all-gather of K and V, or all-to-all
+// sequence<->heads).
+//
+//===----------------------------------------------------------------------===//
+
+#include "OpUtils.h"
+
+using namespace mlir;
+using namespace mlir::sl;
+using namespace mlir::sl::detail;
+
+LogicalResult RopeOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getX(), "x", 3)))
+    return failure();
+  int64_t d = getHeadDim();
+  if (d <= 0 || d % 2 != 0)
+    return emitOpError("head_dim must be positive and even, got ") << d;
+  return checkDivides(*this, shape(getX())[2], d, "channels by head_dim");
+}
+
+ShardingRule RopeOp::getShardingRule() {
+  RuleBuilder r;
+  auto x = shape(getX());
+  int64_t heads = x.size() == 3 && getHeadDim() > 0 ? x[2] / getHeadDim() : 0;
+  int b = r.factor("b"), s = r.seq(), c = r.factor("heads", FactorKind::Free, heads);
+  r.operand("x", {b, s, c});
+  r.result("result", {b, s, c});
+  r.rule.partial = PartialRule::One;
+  return r.rule;
+}
+
+template <typename OpTy> static LogicalResult verifyAttentionShapes(OpTy op) {
+  if (failed(verifyStaticAndElementTypes(op)) || failed(checkRank(op, op.getQ(), "q", 3)) ||
+      failed(checkRank(op, op.getK(), "k", 3)) || failed(checkRank(op, op.getV(), "v", 3)))
+    return failure();
+  int64_t heads = op.getHeads(), kvHeads = op.getKvHeads();
+  if (heads <= 0 || kvHeads <= 0 || heads % kvHeads != 0)
+    return op.emitOpError("heads (")
+           << heads << ") must be a positive multiple of kv_heads (" << kvHeads << ")";
+  auto q = shape(op.getQ()), k = shape(op.getK());
+  if (failed(checkDivides(op, q[2], heads, "q channels by heads")))
+    return failure();
+  int64_t d = q[2] / heads;
+  if (failed(checkDim(op, op.getK(), "k", 0, q[0], "batch")) ||
+      failed(checkDim(op, op.getK(), "k", 2, kvHeads * d, "kv_heads * head_dim")))
+    return failure();
+  if (auto scale = op.getScale(); scale && scale->convertToDouble() <= 0)
+    return op.emitOpError("scale must be positive");
+  return success();
+}
+
+LogicalResult AttentionOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  return verifyAttentionShapes(*this);
+}
+
+ShardingRule AttentionOp::getShardingRule() {
+  RuleBuilder r;
+  int b = r.factor("b"), s = r.seq(), t = r.seq("t"),
+      h = r.factor("heads", FactorKind::Free, getKvHeads());
+  // A split of the heads may not cut a group of query heads sharing a kv head.
+  r.rule.factors[h].granuleName = "kv heads";
+  r.mixing(t, Remedy::KVExchange);
+  r.operand("q", {b, s, h});
+  r.operand("k", {b, t, h});
+  r.operand("v", {b, t, h});
+  r.result("result", {b, s, h});
+  return r.rule;
+}
+
+LogicalResult RingAttentionOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  if (failed(verifyAttentionShapes(*this)))
+    return failure();
+  if (shape(getK())[1] != shape(getQ())[1])
+    return emitOpError("q and k must have the same sequence length");
+  if (getAxes().empty())
+    return emitOpError("needs at least one ring axis");
+  // Every rank of the ring must hold its own block of keys, or the merge
+  // counts some keys more than once.
+  if (LayoutAttr l = getLayout(getQ())) {
+    SmallVector<StringRef> want;
+    for (Attribute a : getAxes())
+      want.push_back(cast<StringAttr>(a).getValue());
+    if (l.getDimAxes(1) != want)
+      return emitOpError("axes must be the axes that split the sequence of q, ")
+             << shardline::formatAxes(toLayout(l).dims[1]);
+  }
+  return success();
+}
+
+ShardingRule RingAttentionOp::getShardingRule() {
+  RuleBuilder r;
+  int b = r.factor("b"), s = r.seq(), h = r.factor("heads", FactorKind::Free, getKvHeads());
+  r.rule.factors[h].granuleName = "kv heads";
+  r.mixing(s, Remedy::KVExchange, getAxes());
+  r.operand("q", {b, s, h});
+  r.operand("k", {b, s, h});
+  r.operand("v", {b, s, h});
+  r.result("result", {b, s, h});
+  return r.rule;
+}
+
+//===----------------------------------------------------------------------===//
+// Remedies and rank facts
+//===----------------------------------------------------------------------===//
+
+void RopeOp::resolveRankFacts(const RankContext &ctx) {
+  (*this)->setAttr(kTokensAttr, ctx.runs(getX(), 1));
+}
+
+bool AttentionOp::canCarryRemedy(const shardline::Factor &factor, RemedyContext &ctx) {
+  // Only the ring keeps the keys split: under allgather they are gathered
+  // (the factor gives up its split), under a2a they are no longer split.
+  return factor.remedy == Remedy::KVExchange && ctx.getCPComm() == CPComm::Ring;
+}
+
+/// Under a2a context parallelism, q, k and v trade their sequence split for a
+/// split of the heads before attention.
+LogicalResult AttentionOp::prepareRemedy(RemedyContext &ctx) {
+  if (ctx.getCPComm() != CPComm::A2A)
+    return success();
+  for (unsigned i = 0; i < 3; ++i) {
+    Value v = (*this)->getOperand(i);
+    shardline::Layout l = layoutOrReplicated(v);
+    if (l.dims[1].empty())
+      continue;
+    shardline::Layout to = l;
+    std::vector<std::string> moved = l.dims[1];
+    to.dims[1].clear();
+    if (to.orderDim == 1)
+      to.orderDim = -1;
+    to.dims[2].insert(to.dims[2].end(), moved.begin(), moved.end());
+    int64_t ways = ctx.getMesh().product(to.dims[2]);
+    if (getKvHeads() % ways != 0)
+      return emitOpError("a2a context parallelism splits the heads over ")
+             << shardline::formatAxes(to.dims[2]) << " (" << ways
+             << " ways), which does not divide kv_heads = " << getKvHeads()
+             << "; use cp_comm ring or allgather";
+    (*this)->setOperand(i, ctx.relayout(v, to,
+                                        "operand #" + std::to_string(i) + " of " + opLabel(*this) +
+                                            ": a2a context parallelism moves the sequence split " +
+                                            shardline::formatAxes(moved) + " to the heads"));
+  }
+  return success();
+}
+
+/// Keys still split over the sequence circulate around a ring.
+FailureOr<Operation *> AttentionOp::applyRemedy(RemedyContext &ctx) {
+  shardline::Layout k = layoutOrReplicated(getK());
+  if (k.dims[1].empty())
+    return getOperation();
+  OpBuilder b(*this);
+  auto ring = RingAttentionOp::create(
+      b, getLoc(), getResult().getType(), getQ(), getK(), getV(), getHeadsAttr(), getKvHeadsAttr(),
+      axesAttr(b.getContext(), k.dims[1]), getCausalAttr(), getScaleAttr());
+  ring->setAttr(kReasonAttr, b.getStringAttr("keys split over " + shardline::formatAxes(k.dims[1]) +
+                                             " (context parallelism, cp_comm ring)"));
+  if (Attribute chosen = (*this)->getAttr(kCPCommAttr))
+    ring->setAttr(kCPCommAttr, chosen);
+  (*this)->replaceAllUsesWith(ring.getOperation());
+  (*this)->erase();
+  return ring.getOperation();
+}
+
+void AttentionOp::resolveRankFacts(const RankContext &ctx) {
+  (*this)->setAttr(kTokensAttr, ctx.runs(getQ(), 1));
+  (*this)->setAttr(kKeyTokensAttr, ctx.runs(getK(), 1));
+}
+
+void RingAttentionOp::resolveRankFacts(const RankContext &ctx) {
+  (*this)->setAttr(kTokensAttr, ctx.runs(getQ(), 1));
+  std::vector<int64_t> members = ctx.group(getAxes());
+  std::rotate(members.begin(), std::find(members.begin(), members.end(), ctx.getRank()),
+              members.end());
+  (*this)->setAttr(kRingAttr, ctx.ranks(members));
+  SmallVector<Attribute> keys;
+  for (int64_t m : members)
+    keys.push_back(ctx.runs(getK(), 1, m));
+  (*this)->setAttr(kKeyTokensAttr, ArrayAttr::get(getContext(), keys));
+}

@@ -1,0 +1,307 @@
+//===- CollectiveOps.cpp - layout transitions and context-parallel exchanges ---===//
+//
+// Each collective checks that its result layout is its operand's after the
+// movement, states its per-rank group and, where the movement fits one, the
+// upstream shard collective that performs it.
+//
+//===----------------------------------------------------------------------===//
+
+#include "OpUtils.h"
+
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
+
+using namespace mlir;
+using namespace mlir::sl;
+using namespace mlir::sl::detail;
+
+//===----------------------------------------------------------------------===//
+// Layout transitions
+//===----------------------------------------------------------------------===//
+
+/// Common prelude: both sides annotated, valid, on one mesh, same element type.
+static FailureOr<std::pair<shardline::Layout, shardline::Layout>>
+verifyTransition(Operation *op, Value in, Value out, bool sameShape) {
+  if (failed(verifyValueLayouts(op)))
+    return failure();
+  LayoutAttr li = getLayout(in), lo = getLayout(out);
+  if (!li || !lo)
+    return op->emitOpError("operand and result must carry #sl.layout encodings");
+  if (!cast<RankedTensorType>(in.getType()).hasStaticShape() ||
+      !cast<RankedTensorType>(out.getType()).hasStaticShape())
+    return op->emitOpError("operand and result must have static shapes");
+  if (getElementTypeOrSelf(in.getType()) != getElementTypeOrSelf(out.getType()))
+    return op->emitOpError("operand and result element types differ");
+  if (sameShape && shape(in) != shape(out))
+    return op->emitOpError("operand and result shapes differ");
+  return std::pair{toLayout(li), toLayout(lo)};
+}
+
+static LogicalResult checkAxes(Operation *op, ArrayAttr axes, const shardline::Mesh *) {
+  if (axes.empty())
+    return op->emitOpError("needs at least one axis");
+  return success();
+}
+
+static LogicalResult checkDimIndex(Operation *op, int64_t dim, unsigned rank, StringRef name) {
+  if (dim < 0 || dim >= (int64_t)rank)
+    return op->emitOpError() << name << " " << dim << " is out of range for rank " << rank;
+  return success();
+}
+
+static LogicalResult expectLayout(Operation *op, const shardline::Layout &got,
+                                  const shardline::Layout &want) {
+  if (got != want)
+    return op->emitOpError() << "result layout " << got.str() << " does not match the expected "
+                             << want.str();
+  return success();
+}
+
+/// Removes `axes` from the end of dimension `dim`'s split, or explains why not.
+static LogicalResult dropSuffix(Operation *op, shardline::Layout &l, int64_t dim,
+                                const std::vector<std::string> &axes) {
+  auto &d = l.dims[dim];
+  if (d.size() < axes.size() || !std::equal(axes.begin(), axes.end(), d.end() - axes.size()))
+    return op->emitOpError() << "dimension " << dim << " is split over " << shardline::formatAxes(d)
+                             << ", which does not end with " << shardline::formatAxes(axes);
+  d.resize(d.size() - axes.size());
+  if (d.empty() && l.orderDim == dim)
+    l.orderDim = -1;
+  return success();
+}
+
+LogicalResult RelayoutOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  return failure(failed(verifyTransition(*this, getX(), getResult(), true)));
+}
+
+LogicalResult AllGatherOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  auto ls = verifyTransition(*this, getX(), getResult(), true);
+  if (failed(ls) || failed(checkAxes(*this, getAxes(), nullptr)) ||
+      failed(checkDimIndex(*this, (int64_t)getDim(), shape(getX()).size(), "dim")))
+    return failure();
+  shardline::Layout want = ls->first;
+  if (failed(dropSuffix(*this, want, (int64_t)getDim(), axisNames(getAxes()))))
+    return failure();
+  return expectLayout(*this, ls->second, want);
+}
+
+static LogicalResult dropPartial(Operation *op, shardline::Layout &l,
+                                 const std::vector<std::string> &axes) {
+  for (const auto &a : axes) {
+    auto it = std::find(l.partial.begin(), l.partial.end(), a);
+    if (it == l.partial.end())
+      return op->emitOpError() << "operand is not a pending sum over '" << a << "'";
+    l.partial.erase(it);
+  }
+  return success();
+}
+
+LogicalResult ReduceScatterOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  auto ls = verifyTransition(*this, getX(), getResult(), true);
+  if (failed(ls) || failed(checkAxes(*this, getAxes(), nullptr)) ||
+      failed(checkDimIndex(*this, (int64_t)getDim(), shape(getX()).size(), "dim")))
+    return failure();
+  shardline::Layout want = ls->first;
+  auto axes = axisNames(getAxes());
+  if (failed(dropPartial(*this, want, axes)))
+    return failure();
+  auto &d = want.dims[(int64_t)getDim()];
+  d.insert(d.end(), axes.begin(), axes.end());
+  if (ls->second.orderDim == (int64_t)getDim() && d.size() == axes.size()) {
+    want.orderDim = (int64_t)getDim();
+    want.order = ls->second.order;
+  }
+  return expectLayout(*this, ls->second, want);
+}
+
+LogicalResult AllReduceOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  auto ls = verifyTransition(*this, getX(), getResult(), true);
+  if (failed(ls) || failed(checkAxes(*this, getAxes(), nullptr)))
+    return failure();
+  shardline::Layout want = ls->first;
+  if (failed(dropPartial(*this, want, axisNames(getAxes()))))
+    return failure();
+  return expectLayout(*this, ls->second, want);
+}
+
+LogicalResult AllToAllOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  auto ls = verifyTransition(*this, getX(), getResult(), true);
+  unsigned rank = shape(getX()).size();
+  if (failed(ls) || failed(checkAxes(*this, getAxes(), nullptr)) ||
+      failed(checkDimIndex(*this, (int64_t)getSplitDim(), rank, "split_dim")) ||
+      failed(checkDimIndex(*this, (int64_t)getConcatDim(), rank, "concat_dim")))
+    return failure();
+  if ((int64_t)getSplitDim() == (int64_t)getConcatDim())
+    return emitOpError("split_dim and concat_dim must differ");
+  shardline::Layout want = ls->first;
+  auto axes = axisNames(getAxes());
+  if (failed(dropSuffix(*this, want, (int64_t)getConcatDim(), axes)))
+    return failure();
+  auto &d = want.dims[(int64_t)getSplitDim()];
+  bool wasWhole = d.empty();
+  d.insert(d.end(), axes.begin(), axes.end());
+  // A dimension that becomes split may take either chunk order.
+  if (wasWhole && ls->second.orderDim == (int64_t)getSplitDim()) {
+    want.orderDim = (int64_t)getSplitDim();
+    want.order = ls->second.order;
+  }
+  return expectLayout(*this, ls->second, want);
+}
+
+LogicalResult SliceOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  auto ls = verifyTransition(*this, getX(), getResult(), true);
+  if (failed(ls) || failed(checkAxes(*this, getAxes(), nullptr)) ||
+      failed(checkDimIndex(*this, (int64_t)getDim(), shape(getX()).size(), "dim")))
+    return failure();
+  shardline::Layout want = ls->first;
+  auto &d = want.dims[(int64_t)getDim()];
+  bool wasWhole = d.empty();
+  auto axes = axisNames(getAxes());
+  d.insert(d.end(), axes.begin(), axes.end());
+  if (wasWhole && ls->second.orderDim == (int64_t)getDim()) {
+    want.orderDim = (int64_t)getDim();
+    want.order = ls->second.order;
+  }
+  return expectLayout(*this, ls->second, want);
+}
+
+LogicalResult ReorderOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  auto ls = verifyTransition(*this, getX(), getResult(), true);
+  if (failed(ls))
+    return failure();
+  const auto &[in, out] = *ls;
+  if (in.dims != out.dims || in.partial != out.partial)
+    return emitOpError("may change only the chunk order; splits and pending sums must stay");
+  return success();
+}
+
+LogicalResult HaloOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  auto ls = verifyTransition(*this, getX(), getResult(), false);
+  if (failed(ls) || failed(checkAxes(*this, getAxes(), nullptr)) ||
+      failed(checkRank(*this, getX(), "x", 3)) ||
+      failed(checkRank(*this, getResult(), "result", 3)))
+    return failure();
+  if (getWidth() < 1)
+    return emitOpError("width must be positive");
+  const auto &[in, out] = *ls;
+  if (in.dims[1] != axisNames(getAxes()))
+    return emitOpError("axes must be the axes that split x's sequence, ")
+           << shardline::formatAxes(in.dims[1]);
+  if (!in.partial.empty())
+    return emitOpError("x cannot be a pending sum");
+  int64_t chunks = numChunks(*this, getX(), getAxes());
+  auto x = shape(getX());
+  SmallVector<int64_t> want{x[0], chunks * (int64_t)getWidth(), x[2]};
+  if (shape(getResult()) != ArrayRef<int64_t>(want))
+    return emitOpError("result must be [batch, ")
+           << chunks << " chunks * " << getWidth() << ", channels]";
+  return expectLayout(*this, out, in);
+}
+
+LogicalResult ScanStateExchangeOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  if (failed(verifyStaticAndElementTypes(*this)) || failed(verifyValueLayouts(*this)))
+    return failure();
+  LayoutAttr ls = getLayout(getStates()), ld = getLayout(getDecays()), lr = getLayout(getResult());
+  if (!ls || !ld || !lr)
+    return emitOpError("states, decays and the result must carry #sl.layout encodings");
+  auto s = shape(getStates()), d = shape(getDecays());
+  if (s.size() < 2 || d.size() < 2 || d.size() > s.size() || s.take_front(d.size()) != d)
+    return emitOpError("decays must be [chunks, ...] and a prefix of the states' shape");
+  auto axes = axisNames(getAxes());
+  if (axes.empty())
+    return emitOpError("needs at least one axis");
+  shardline::Layout states = toLayout(ls), decays = toLayout(ld);
+  if (states.dims[0] != axes || decays.dims[0] != axes)
+    return emitOpError("states and decays must be split over ")
+           << shardline::formatAxes(axes) << " along the chunk dimension";
+  if (!states.partial.empty() || !decays.partial.empty())
+    return emitOpError("summaries cannot be pending sums");
+  // Each rank combines the decay and state of the same chunks and elements.
+  for (size_t i = 0; i < decays.dims.size(); ++i)
+    if (decays.dims[i] != states.dims[i] || decays.dimOrder(i) != states.dimOrder(i))
+      return emitOpError("decays must be split like the states' leading dimensions; dimension ")
+             << i << " of the states is split over " << shardline::formatAxes(states.dims[i])
+             << (states.dimOrder(i) == shardline::ChunkOrder::Zigzag ? " zigzag" : "");
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Rank facts and upstream collectives
+//===----------------------------------------------------------------------===//
+
+// A collective that stays an sl op (its movement fits no shard op) runs on
+// the group of its axes.
+#define SL_COLLECTIVE_GROUP(OP)                                                                    \
+  void OP::resolveRankFacts(const RankContext &ctx) {                                              \
+    (*this)->setAttr(kGroupAttr, ctx.ranks(ctx.group(getAxes())));                                 \
+  }
+SL_COLLECTIVE_GROUP(AllGatherOp)
+SL_COLLECTIVE_GROUP(ReduceScatterOp)
+SL_COLLECTIVE_GROUP(AllReduceOp)
+SL_COLLECTIVE_GROUP(AllToAllOp)
+SL_COLLECTIVE_GROUP(SliceOp)
+#undef SL_COLLECTIVE_GROUP
+
+Operation *AllGatherOp::buildShardCollective(OpBuilder &b, const RankContext &ctx) {
+  if (!ctx.alongOneDim(getX(), getResult(), getDim(), getAxes(), /*gathers=*/true))
+    return nullptr;
+  return shard::AllGatherOp::create(b, getLoc(), ctx.localType(getResult()), ctx.getGridName(),
+                                    ctx.gridAxes(getAxes()), getX(), APInt(64, getDim()));
+}
+
+Operation *ReduceScatterOp::buildShardCollective(OpBuilder &b, const RankContext &ctx) {
+  if (!ctx.alongOneDim(getX(), getResult(), getDim(), getAxes(), /*gathers=*/false))
+    return nullptr;
+  return shard::ReduceScatterOp::create(b, getLoc(), ctx.localType(getResult()), ctx.getGridName(),
+                                        ctx.gridAxes(getAxes()), getX(), shard::ReductionKind::Sum,
+                                        APInt(64, getDim()));
+}
+
+Operation *SliceOp::buildShardCollective(OpBuilder &b, const RankContext &ctx) {
+  if (!ctx.alongOneDim(getX(), getResult(), getDim(), getAxes(), /*gathers=*/false))
+    return nullptr;
+  return shard::AllSliceOp::create(b, getLoc(), ctx.localType(getResult()), ctx.getGridName(),
+                                   ctx.gridAxes(getAxes()), getX(), APInt(64, getDim()));
+}
+
+Operation *AllReduceOp::buildShardCollective(OpBuilder &b, const RankContext &ctx) {
+  if (!ctx.keepsIndices(getX(), getResult()))
+    return nullptr;
+  return shard::AllReduceOp::create(b, getLoc(), ctx.localType(getResult()), ctx.getGridName(),
+                                    ctx.gridAxes(getAxes()), getX(), shard::ReductionKind::Sum);
+}
+
+Operation *AllToAllOp::buildShardCollective(OpBuilder &b, const RankContext &ctx) {
+  if (!ctx.exchanges(getX(), getResult(), getSplitDim(), getConcatDim(), getAxes()))
+    return nullptr;
+  return shard::AllToAllOp::create(b, getLoc(), ctx.localType(getResult()), ctx.getGridName(),
+                                   ctx.gridAxes(getAxes()), getX(), APInt(64, getSplitDim()),
+                                   APInt(64, getConcatDim()));
+}
+
+void HaloOp::resolveRankFacts(const RankContext &ctx) {
+  (*this)->setAttr(kTokensAttr, ctx.runs(getX(), 1));
+  (*this)->setAttr(kGroupAttr, ctx.ranks(ctx.group(getAxes())));
+}
+
+void ScanStateExchangeOp::resolveRankFacts(const RankContext &ctx) {
+  (*this)->setAttr(kChunksAttr, ctx.runs(getResult(), 0));
+  (*this)->setAttr(kGroupAttr, ctx.ranks(ctx.group(getAxes())));
+}

@@ -1,0 +1,91 @@
+//===- DenseOps.cpp - norms, linear layers and elementwise ops --------------===//
+//
+// The dense MLP (F) family and the ops every family shares.
+//
+//===----------------------------------------------------------------------===//
+
+#include "OpUtils.h"
+
+using namespace mlir;
+using namespace mlir::sl;
+using namespace mlir::sl::detail;
+
+LogicalResult RMSNormOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  if (failed(verifyStaticAndElementTypes(*this)) ||
+      failed(checkRank(*this, getWeight(), "weight", 1)))
+    return failure();
+  auto x = shape(getX());
+  if (x.empty())
+    return emitOpError("x must have rank >= 1");
+  if (failed(checkDim(*this, getWeight(), "weight", 0, x.back(), "normalised dimension of x")))
+    return failure();
+  if (getEps().convertToDouble() <= 0)
+    return emitOpError("eps must be positive");
+  return success();
+}
+
+ShardingRule RMSNormOp::getShardingRule() {
+  RuleBuilder r;
+  auto lead = r.tokens(std::max<size_t>(shape(getX()).size(), 1) - 1);
+  int h = r.factor("h", FactorKind::Whole);
+  r.operand("x", concat(lead, {h}));
+  r.operand("weight", {h});
+  r.result("result", concat(lead, {h}));
+  return r.rule;
+}
+
+LogicalResult LinearOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  if (failed(verifyStaticAndElementTypes(*this)) ||
+      failed(checkRank(*this, getWeight(), "weight", 2)))
+    return failure();
+  auto x = shape(getX());
+  auto w = shape(getWeight());
+  auto y = getResult().getType().getShape();
+  if (x.empty() || y.size() != x.size())
+    return emitOpError("x and the result must have the same rank >= 1");
+  if (x.back() != w[0])
+    return emitOpError("contracting dimensions differ: x has ")
+           << x.back() << " features, weight has " << w[0] << " rows";
+  if (y.drop_back() != x.drop_back() || y.back() != w[1])
+    return emitOpError("result shape must be x's leading dims followed by ") << w[1];
+  return success();
+}
+
+ShardingRule LinearOp::getShardingRule() {
+  RuleBuilder r;
+  auto lead = r.tokens(std::max<size_t>(shape(getX()).size(), 1) - 1);
+  int k = r.factor("k", FactorKind::Contracted), n = r.factor("n");
+  r.operand("x", concat(lead, {k}));
+  r.operand("weight", {k, n});
+  r.result("result", concat(lead, {n}));
+  r.rule.partial = PartialRule::One;
+  return r.rule;
+}
+
+template <typename OpTy> static ShardingRule elementwiseRule(OpTy op, PartialRule partial) {
+  RuleBuilder r;
+  auto dims = r.tokens(op.getResult().getType().getRank());
+  for (unsigned i = 0; i < op->getNumOperands(); ++i)
+    r.operand(op->getNumOperands() == 1 ? "x" : (i ? "rhs" : "lhs"), dims);
+  r.result("result", dims);
+  r.rule.partial = partial;
+  return r.rule;
+}
+
+#define SL_ELEMENTWISE(OP, PARTIAL)                                                                \
+  LogicalResult OP::verify() {                                                                     \
+    return inPerRankProgram(*this) ? success() : verifyStaticAndElementTypes(*this);               \
+  }                                                                                                \
+  ShardingRule OP::getShardingRule() { return elementwiseRule(*this, PARTIAL); }
+SL_ELEMENTWISE(AddOp, PartialRule::Same)
+SL_ELEMENTWISE(MulOp, PartialRule::One)
+SL_ELEMENTWISE(SwiGLUOp, PartialRule::None)
+SL_ELEMENTWISE(SiLUOp, PartialRule::None)
+SL_ELEMENTWISE(GeLUOp, PartialRule::None)
+SL_ELEMENTWISE(SigmoidOp, PartialRule::None)
+SL_ELEMENTWISE(SoftplusOp, PartialRule::None)
+#undef SL_ELEMENTWISE

@@ -1,0 +1,110 @@
+//===- OpUtils.h - checks and builders the op families share -----*- C++ -*-===//
+//
+// Internal to the sl IR library: the shape checks, the rule builder and the
+// chunked-scan remedy that several op families use.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SHARDLINE_LIB_DIALECT_SL_IR_OPUTILS_H
+#define SHARDLINE_LIB_DIALECT_SL_IR_OPUTILS_H
+
+#include "shardline/Dialect/SL/IR/SL.h"
+
+#include "mlir/IR/Builders.h"
+
+namespace mlir::sl::detail {
+
+using shardline::FactorKind;
+using shardline::PartialRule;
+using shardline::Remedy;
+using shardline::ShardingRule;
+
+ArrayRef<int64_t> shape(Value v);
+std::vector<int64_t> shapeVec(Value v);
+
+LogicalResult checkRank(Operation *op, Value v, StringRef name, unsigned rank);
+LogicalResult checkDim(Operation *op, Value v, StringRef name, unsigned dim, int64_t expected,
+                       StringRef why);
+LogicalResult checkDivides(Operation *op, int64_t size, int64_t by, StringRef what);
+/// Static shapes, and one floating-point element type among the op's float values.
+LogicalResult verifyStaticAndElementTypes(Operation *op);
+/// Checks every layout among the op's values on its own terms: known mesh,
+/// known axes, splits that divide. Returns the mesh (null when no value has
+/// a layout).
+FailureOr<MeshOp> verifyValueLayouts(Operation *op);
+
+/// Number of chunks a sequence (dimension 1 of `seqValue`) split over `axes`
+/// has (2n in zigzag order); -1 when the layout or mesh is unknown.
+int64_t numChunks(Operation *op, Value seqValue, ArrayAttr axes);
+/// Checks a scan summary (state or decay): [C?, b, trailing...].
+LogicalResult checkSummary(Operation *op, Value v, StringRef name, ArrayAttr chunkAxes,
+                           int64_t chunks, ArrayRef<int64_t> trailing);
+/// chunk_axes must be the axes that split the sequence of `seqValue`.
+LogicalResult checkChunkAxes(Operation *op, Value seqValue, ArrayAttr chunkAxes);
+
+/// The remedy of a scan whose sequence is split: a clone scans every chunk
+/// from zero (`chunk_axes`), sl.scan_state_exchange combines the chunks'
+/// summaries into their true initial states, and `correct` (the scan's own
+/// correction op) adds their contribution to the outputs. The scan's results
+/// are y, state, decay; operand 0 is its x.
+FailureOr<Operation *>
+chunkScan(Operation *scan, Value stateIn, RemedyContext &ctx,
+          function_ref<Value(OpBuilder &b, Value y0, Value init, ArrayAttr axes)> correct);
+
+struct RuleBuilder {
+  shardline::ShardingRule rule;
+  int factor(const std::string &name, shardline::FactorKind kind = shardline::FactorKind::Free,
+             int64_t granule = 0, bool isSequence = false) {
+    int f = rule.findFactor(name);
+    return f >= 0 ? f : rule.addFactor(name, kind, granule, isSequence);
+  }
+  /// A token-position factor. The first one a rule declares is the op's own
+  /// sequence (attention declares its query positions before its keys).
+  int seq(const std::string &name = "s") {
+    int f = factor(name, shardline::FactorKind::Free, 0, true);
+    if (rule.primarySequence < 0)
+      rule.primarySequence = f;
+    return f;
+  }
+  /// Factors of the leading (token) dimensions of a rank-`rank` activation.
+  std::vector<int> tokens(size_t rank) {
+    if (rank == 2)
+      return {factor("b"), seq()};
+    if (rank == 1)
+      return {seq("t")};
+    std::vector<int> out;
+    for (size_t d = 0; d < rank; ++d)
+      out.push_back(d == 1 ? seq() : factor("d" + std::to_string(d)));
+    return out;
+  }
+  void operand(const std::string &name, std::vector<int> dims) {
+    rule.operandNames.push_back(name);
+    rule.operands.push_back(std::move(dims));
+  }
+  void result(const std::string &name, std::vector<int> dims) {
+    rule.resultNames.push_back(name);
+    rule.results.push_back(std::move(dims));
+  }
+  void mixing(int f, shardline::Remedy remedy, ArrayAttr axes) {
+    SmallVector<StringRef> names;
+    for (Attribute a : axes)
+      names.push_back(cast<StringAttr>(a).getValue());
+    mixing(f, remedy, names);
+  }
+  void mixing(int f, shardline::Remedy remedy, ArrayRef<StringRef> axes = {}) {
+    auto &fac = rule.factors[f];
+    fac.kind = shardline::FactorKind::SequenceMixing;
+    fac.remedy = remedy;
+    for (StringRef a : axes)
+      fac.remedyAxes.push_back(a.str());
+  }
+};
+
+inline std::vector<int> concat(std::vector<int> a, std::initializer_list<int> b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+} // namespace mlir::sl::detail
+
+#endif

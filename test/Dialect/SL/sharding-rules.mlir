@@ -1,0 +1,87 @@
+// RUN: shardline-opt %s -sl-test-print-sharding-rules -mlir-print-op-on-diagnostic=false -o /dev/null 2>&1 | FileCheck %s
+
+// The sharding rule of every sl op, as ShardingRule::describe() writes it:
+// the factor of each dimension of each operand and result, the factors by
+// kind (granules and remedies beside their factor), how pending sums pass
+// through, and the op's own sequence factor. The last remark counts the sl
+// ops with a rule this file instantiates: a new op without a line here fails.
+
+sl.mesh @mesh(cp = 2, tp = 2)
+func.func @ends(%ids: tensor<2x16xi32>, %t: tensor<64x32xf32>, %x: tensor<2x16x32xf32>, %w: tensor<32x64xf32>, %labels: tensor<2x16xi32>) -> tensor<f32> {
+  // CHECK: remark: sl.embedding: ids[b,s] table[v,h] -> result[b,s,h]; free: b,s,h; contracted: v; sequence: s{{$}}
+  %e = sl.embedding %ids, %t : (tensor<2x16xi32>, tensor<64x32xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.lm_head: x[b,s,h] weight[h,v] -> logits[b,s,v]; free: b,s,v; contracted: h; partial: one; sequence: s{{$}}
+  %l = sl.lm_head %e, %w : (tensor<2x16x32xf32>, tensor<32x64xf32>) -> tensor<2x16x64xf32>
+  // CHECK: remark: sl.cross_entropy: logits[b,s,v] labels[b,s] -> loss[]; free: b,s; sequence-mixing: v (vocab parallel); reduces to a scalar; sequence: s{{$}}
+  %loss = sl.cross_entropy %l, %labels : (tensor<2x16x64xf32>, tensor<2x16xi32>) -> tensor<f32>
+  return %loss : tensor<f32>
+}
+func.func @dense(%x: tensor<2x16x32xf32>, %w: tensor<32xf32>, %wl: tensor<32x32xf32>, %v: tensor<16xf32>) -> (tensor<2x16x32xf32>, tensor<16xf32>) {
+  // CHECK: remark: sl.rms_norm: x[b,s,h] weight[h] -> result[b,s,h]; free: b,s; whole: h; sequence: s{{$}}
+  %n = sl.rms_norm %x, %w : (tensor<2x16x32xf32>, tensor<32xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.linear: x[b,s,k] weight[k,n] -> result[b,s,n]; free: b,s,n; contracted: k; partial: one; sequence: s{{$}}
+  %y = sl.linear %n, %wl : (tensor<2x16x32xf32>, tensor<32x32xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.add: lhs[d0,s,d2] rhs[d0,s,d2] -> result[d0,s,d2]; free: d0,s,d2; partial: same; sequence: s{{$}}
+  %a = sl.add %x, %y : (tensor<2x16x32xf32>, tensor<2x16x32xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.mul: lhs[d0,s,d2] rhs[d0,s,d2] -> result[d0,s,d2]; free: d0,s,d2; partial: one; sequence: s{{$}}
+  %m = sl.mul %a, %y : (tensor<2x16x32xf32>, tensor<2x16x32xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.swiglu: lhs[d0,s,d2] rhs[d0,s,d2] -> result[d0,s,d2]; free: d0,s,d2; sequence: s{{$}}
+  %g = sl.swiglu %m, %y : (tensor<2x16x32xf32>, tensor<2x16x32xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.silu: x[d0,s,d2] -> result[d0,s,d2]; free: d0,s,d2; sequence: s{{$}}
+  %s = sl.silu %g : (tensor<2x16x32xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.gelu: x[d0,s,d2] -> result[d0,s,d2]; free: d0,s,d2; sequence: s{{$}}
+  %e = sl.gelu %s : (tensor<2x16x32xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.sigmoid: x[d0,s,d2] -> result[d0,s,d2]; free: d0,s,d2; sequence: s{{$}}
+  %i = sl.sigmoid %e : (tensor<2x16x32xf32>) -> tensor<2x16x32xf32>
+  // A rank-1 activation: its one dimension is its sequence.
+  // CHECK: remark: sl.softplus: x[t] -> result[t]; free: t; sequence: t{{$}}
+  %p = sl.softplus %v : (tensor<16xf32>) -> tensor<16xf32>
+  return %i, %p : tensor<2x16x32xf32>, tensor<16xf32>
+}
+func.func @attention(%x: tensor<2x16x32xf32>, %kv: tensor<2x16x16xf32>) -> (tensor<2x16x32xf32>, tensor<2x16x32xf32>) {
+  // CHECK: remark: sl.rope: x[b,s,heads] -> result[b,s,heads]; free: b,s,heads (granule 4); partial: one; sequence: s{{$}}
+  %r = sl.rope %x {head_dim = 8} : (tensor<2x16x32xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.attention: q[b,s,heads] k[b,t,heads] v[b,t,heads] -> result[b,s,heads]; free: b,s,heads (granule 2 kv heads); sequence-mixing: t (kv exchange); sequence: s (also t){{$}}
+  %o = sl.attention %r, %kv, %kv {heads = 4, kv_heads = 2} : (tensor<2x16x32xf32>, tensor<2x16x16xf32>, tensor<2x16x16xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.ring_attention: q[b,s,heads] k[b,s,heads] v[b,s,heads] -> result[b,s,heads]; free: b,heads (granule 2 kv heads); sequence-mixing: s (kv exchange over [cp]); sequence: s{{$}}
+  %ring = sl.ring_attention %r, %kv, %kv {heads = 4, kv_heads = 2, axes = ["cp"]} : (tensor<2x16x32xf32>, tensor<2x16x16xf32>, tensor<2x16x16xf32>) -> tensor<2x16x32xf32>
+  return %o, %ring : tensor<2x16x32xf32>, tensor<2x16x32xf32>
+}
+func.func @mamba(%x: tensor<2x16x32xf32>, %cw: tensor<32x4xf32>, %cb: tensor<32xf32>, %dt: tensor<2x16x4xf32>, %a: tensor<4xf32>, %bc: tensor<2x16x8xf32>) -> (tensor<2x16x32xf32>, tensor<2x16x32xf32>) {
+  // CHECK: remark: sl.causal_conv1d: x[b,s,c] weight[c,width] bias[c] -> result[b,s,c]; free: b,c; whole: width; sequence-mixing: s (halo); sequence: s{{$}}
+  %c = sl.causal_conv1d %x, %cw, %cb : (tensor<2x16x32xf32>, tensor<32x4xf32>, tensor<32xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.ssd_scan: x[b,s,groups] dt[b,s,groups] a_log[groups] B[b,s,groups] C[b,s,groups] d[groups] dt_bias[groups] -> y[b,s,groups] state[b,groups,p,n] decay[b,groups]; free: b,groups (granule 2); whole: p,n; sequence-mixing: s (state passing); sequence: s{{$}}
+  %y, %s, %d = sl.ssd_scan %c, %dt, %a, %bc, %bc, %a, %a {heads = 4, groups = 2} : (tensor<2x16x32xf32>, tensor<2x16x4xf32>, tensor<4xf32>, tensor<2x16x8xf32>, tensor<2x16x8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<2x16x32xf32>, tensor<2x4x8x4xf32>, tensor<2x4xf32>)
+  // CHECK: remark: sl.gated_rms_norm: y[b,s,groups] z[b,s,groups] weight[groups] -> result[b,s,groups]; free: b,s,groups (granule 2); sequence: s{{$}}
+  %n = sl.gated_rms_norm %y, %x, %cb {groups = 2} : (tensor<2x16x32xf32>, tensor<2x16x32xf32>, tensor<32xf32>) -> tensor<2x16x32xf32>
+  return %n, %c : tensor<2x16x32xf32>, tensor<2x16x32xf32>
+}
+func.func @mamba_split(%x: tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>, %cw: tensor<32x4xf32, #sl.layout<@mesh, [[], []]>>, %cb: tensor<32xf32, #sl.layout<@mesh, [[]]>>, %dt: tensor<2x16x4xf32, #sl.layout<@mesh, [[], [cp], []]>>, %a: tensor<4xf32, #sl.layout<@mesh, [[]]>>, %bc: tensor<2x16x8xf32, #sl.layout<@mesh, [[], [cp], []]>>, %init: tensor<2x2x4x8x4xf32, #sl.layout<@mesh, [[cp], [], [], [], []]>>) -> (tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>, tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>) {
+  %h = sl.halo %x {axes = ["cp"], width = 3} : tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>> -> tensor<2x6x32xf32, #sl.layout<@mesh, [[], [cp], []]>>
+  // CHECK: remark: sl.causal_conv1d: x[b,s,c] weight[c,width] bias[c] halo[b,halo,c] -> result[b,s,c]; free: b,c,halo; whole: width; sequence-mixing: s (halo over [cp]); sequence: s (also halo){{$}}
+  %c = sl.causal_conv1d %x, %cw, %cb halo %h : (tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>, tensor<32x4xf32, #sl.layout<@mesh, [[], []]>>, tensor<32xf32, #sl.layout<@mesh, [[]]>>, tensor<2x6x32xf32, #sl.layout<@mesh, [[], [cp], []]>>) -> tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>
+  // CHECK: remark: sl.ssd_correct: y0[b,s,groups] init[s,b,groups,p,n] C[b,s,groups] dt[b,s,groups] a_log[groups] dt_bias[groups] -> result[b,s,groups]; free: b,groups (granule 2); whole: p,n; sequence-mixing: s (state passing over [cp]); sequence: s{{$}}
+  %r = sl.ssd_correct %x, %init, %bc, %dt, %a, %a {heads = 4, groups = 2, chunk_axes = ["cp"]} : (tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>, tensor<2x2x4x8x4xf32, #sl.layout<@mesh, [[cp], [], [], [], []]>>, tensor<2x16x8xf32, #sl.layout<@mesh, [[], [cp], []]>>, tensor<2x16x4xf32, #sl.layout<@mesh, [[], [cp], []]>>, tensor<4xf32, #sl.layout<@mesh, [[]]>>, tensor<4xf32, #sl.layout<@mesh, [[]]>>) -> tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>
+  return %c, %r : tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>, tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>
+}
+func.func @recurrent(%x: tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>, %g: tensor<32xf32, #sl.layout<@mesh, [[]]>>, %init: tensor<2x2x32xf32, #sl.layout<@mesh, [[cp], [], []]>>) -> (tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>, tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>) {
+  // CHECK: remark: sl.rglru_scan: x[b,s,w] wa[w] ba[w] wx[w] bx[w] lambda[w] -> y[b,s,w] state[s,b,w] decay[s,b,w]; free: b,w; sequence-mixing: s (state passing over [cp]); sequence: s{{$}}
+  %y, %s, %d = sl.rglru_scan %x, %g, %g, %g, %g, %g {chunk_axes = ["cp"]} : (tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>, tensor<32xf32, #sl.layout<@mesh, [[]]>>, tensor<32xf32, #sl.layout<@mesh, [[]]>>, tensor<32xf32, #sl.layout<@mesh, [[]]>>, tensor<32xf32, #sl.layout<@mesh, [[]]>>, tensor<32xf32, #sl.layout<@mesh, [[]]>>) -> (tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>, tensor<2x2x32xf32, #sl.layout<@mesh, [[cp], [], []]>>, tensor<2x2x32xf32, #sl.layout<@mesh, [[cp], [], []]>>)
+  // CHECK: remark: sl.rglru_correct: y0[b,s,w] init[s,b,w] x[b,s,w] wa[w] ba[w] lambda[w] -> result[b,s,w]; free: b,w; sequence-mixing: s (state passing over [cp]); sequence: s{{$}}
+  %r = sl.rglru_correct %y, %init, %x, %g, %g, %g {chunk_axes = ["cp"]} : (tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>, tensor<2x2x32xf32, #sl.layout<@mesh, [[cp], [], []]>>, tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>, tensor<32xf32, #sl.layout<@mesh, [[]]>>, tensor<32xf32, #sl.layout<@mesh, [[]]>>, tensor<32xf32, #sl.layout<@mesh, [[]]>>) -> tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>
+  return %y, %r : tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>, tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>
+}
+func.func @moe(%x: tensor<2x16x32xf32>, %logits: tensor<2x16x4xf32>, %up: tensor<4x32x64xf32>, %down: tensor<4x64x32xf32>) -> tensor<2x16x32xf32> {
+  // CHECK: remark: sl.router_topk: logits[b,s,experts] -> weights[b,s,k] indices[b,s,k]; free: b,s; whole: experts,k; sequence: s{{$}}
+  %w, %i = sl.router_topk %logits {k = 2} : (tensor<2x16x4xf32>) -> (tensor<2x16x2xf32>, tensor<2x16x2xi32>)
+  // CHECK: remark: sl.moe_dispatch: x[b,s,h] indices[b,s,k] -> result[experts,b,s,h]; free: b,s,h; whole: experts,k; sequence: s{{$}}
+  %t = sl.moe_dispatch %x, %i {experts = 4} : (tensor<2x16x32xf32>, tensor<2x16x2xi32>) -> tensor<4x2x16x32xf32>
+  // CHECK: remark: sl.moe_experts: tokens[experts,b,s,h] gate[experts,h,f] up[experts,h,f] down[experts,f,h] -> result[experts,b,s,h]; free: experts,b,s; contracted: f; whole: h; sequence: s{{$}}
+  %e = sl.moe_experts %t, %up, %up, %down : (tensor<4x2x16x32xf32>, tensor<4x32x64xf32>, tensor<4x32x64xf32>, tensor<4x64x32xf32>) -> tensor<4x2x16x32xf32>
+  // CHECK: remark: sl.moe_combine: expert_out[experts,b,s,h] weights[b,s,k] indices[b,s,k] -> result[b,s,h]; free: b,s,h; whole: experts,k; partial: one; sequence: s{{$}}
+  %y = sl.moe_combine %e, %w, %i : (tensor<4x2x16x32xf32>, tensor<2x16x2xf32>, tensor<2x16x2xi32>) -> tensor<2x16x32xf32>
+  return %y : tensor<2x16x32xf32>
+}
+
+// CHECK: remark: sharding rules of [[N:[0-9]+]] of [[N]] sl ops with a rule{{$}}
+// CHECK-NOT: remark
