@@ -173,8 +173,8 @@ public:
 
 private:
   static std::optional<std::pair<int64_t, std::string>> stampOf(Operation *op) {
-    auto block = op->getAttrOfType<IntegerAttr>(kBlockAttr);
-    auto family = op->getAttrOfType<StringAttr>(kFamilyAttr);
+    auto block = op->getAttrOfType<IntegerAttr>(mlir::sl::kBlockAttr);
+    auto family = op->getAttrOfType<StringAttr>(mlir::sl::kFamilyAttr);
     if (!block && !family)
       return std::nullopt;
     return std::pair<int64_t, std::string>{block ? block.getInt() : -1, family ? family.str() : ""};
@@ -230,7 +230,7 @@ Report analyze(ModuleOp module) {
       entry.block = block;
       entry.family = family;
       entry.location = describeLocation(op->getLoc());
-      if (auto reason = op->getAttrOfType<StringAttr>("sl.reason"))
+      if (auto reason = op->getAttrOfType<StringAttr>(mlir::sl::kReasonAttr))
         entry.why = reason.str();
       if (auto ce = dyn_cast<CrossEntropyOp>(op)) {
         // Vocab-parallel cross-entropy: three all-reduces.
@@ -256,7 +256,7 @@ Report analyze(ModuleOp module) {
     report.commBytesPerRank += c.bytesPerRank;
     ++report.collectiveCounts[c.op];
   }
-  if (auto elided = module->getAttrOfType<ArrayAttr>("sl.elided"))
+  if (auto elided = module->getAttrOfType<ArrayAttr>(mlir::sl::kElidedAttr))
     for (Attribute a : elided)
       if (auto d = dyn_cast<DictionaryAttr>(a)) {
         auto get = [&](StringRef key) {

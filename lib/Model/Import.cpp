@@ -78,9 +78,9 @@ public:
 
   void notifyOperationInserted(Operation *op, OpBuilder::InsertPoint) override {
     if (blockAttr)
-      op->setAttr("sl.block", blockAttr);
+      op->setAttr(mlir::sl::kBlockAttr, blockAttr);
     if (familyAttr)
-      op->setAttr("sl.family", familyAttr);
+      op->setAttr(mlir::sl::kFamilyAttr, familyAttr);
   }
 
 private:

@@ -103,8 +103,8 @@ public:
         if (auto converted = attr(a))
           attrs.push_back(*converted);
       auto [operandNames, resultNames] = valueNames(op);
-      auto block = op.getAttrOfType<IntegerAttr>(kBlockAttr);
-      auto family = op.getAttrOfType<StringAttr>(kFamilyAttr);
+      auto block = op.getAttrOfType<IntegerAttr>(mlir::sl::kBlockAttr);
+      auto family = op.getAttrOfType<StringAttr>(mlir::sl::kFamilyAttr);
       ops.push_back(plan::CreateOp(
           b, b.CreateString(op.getName().stripDialect().str()), b.CreateVector(operands),
           b.CreateVector(results), b.CreateVectorOfStrings(operandNames),

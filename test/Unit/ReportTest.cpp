@@ -281,7 +281,8 @@ TEST_F(ReportTest, ImportedOpsCarryTheirBlock) {
   int unstamped = 0;
   module->walk([&](mlir::func::FuncOp fn) {
     for (mlir::Operation &op : fn.getBody().front())
-      unstamped += !op.hasTrait<mlir::OpTrait::IsTerminator>() && !op.hasAttr(kFamilyAttr);
+      unstamped +=
+          !op.hasTrait<mlir::OpTrait::IsTerminator>() && !op.hasAttr(mlir::sl::kFamilyAttr);
   });
   EXPECT_EQ(unstamped, 0);
   Report r = compile(kDense, ov);

@@ -52,10 +52,10 @@ struct CollectiveEntry {
   std::string op;
   std::vector<std::string> axes;
   int64_t bytesPerRank = 0;
-  /// Block index in the pattern (kBlockAttr); -1 for the ends and for ops in
+  /// Block index in the pattern (sl.block); -1 for the ends and for ops in
   /// no block.
   int64_t block = -1;
-  /// kFamilyAttr: the pattern letter, "embedding" / "lm_head", or "".
+  /// sl.family: the pattern letter, "embedding" / "lm_head", or "".
   std::string family;
   std::string location;
   std::string why;
@@ -93,13 +93,6 @@ int64_t collectiveBytesPerRank(mlir::Operation *op);
 
 /// A location as people read it: "blocks.3.A at model.json:2:27".
 std::string describeLocation(mlir::Location loc);
-
-/// Where an op sits in the model, as discardable attributes the importer
-/// stamps on every op it builds: the block's index in the pattern (an
-/// IntegerAttr, absent on the two ends) and its family (a StringAttr: the
-/// pattern letter "A", "M", "E", "R", "F", or "embedding" / "lm_head").
-constexpr llvm::StringLiteral kBlockAttr("sl.block");
-constexpr llvm::StringLiteral kFamilyAttr("sl.family");
 
 Report analyze(mlir::ModuleOp module);
 

@@ -236,8 +236,8 @@ LogicalResult sinkPast(Operation *t, Operation *user, PatternRewriter &rewriter,
     } else {
       back = ReorderOp::create(rewriter, t->getLoc(), oldType, r);
     }
-    if (auto reason = t->getAttr("sl.reason"))
-      back->setAttr("sl.reason", reason);
+    if (auto reason = t->getAttr(kReasonAttr))
+      back->setAttr(kReasonAttr, reason);
     replacements.push_back(back->getResult(0));
   }
   records.push_back({opName(t).substr(3), locText(t->getLoc()), "sunk past " + opName(user)});
@@ -284,8 +284,8 @@ struct MergeGathers : RecordingPattern<AllGatherOp> {
     SmallVector<StringRef> refs(axes.begin(), axes.end());
     auto merged = AllGatherOp::create(rewriter, op.getLoc(), op.getResult().getType(), inner.getX(),
                                       rewriter.getStrArrayAttr(refs), op.getDimAttr());
-    if (auto reason = op->getAttr("sl.reason"))
-      merged->setAttr("sl.reason", reason);
+    if (auto reason = op->getAttr(kReasonAttr))
+      merged->setAttr(kReasonAttr, reason);
     records.push_back({"all_gather", locText(inner.getLoc()), "merged with the next all_gather"});
     rewriter.replaceOp(op, merged.getResult());
     rewriter.eraseOp(inner);
@@ -381,8 +381,8 @@ struct SplitAllReduce : RecordingPattern<AllReduceOp> {
     auto ag = AllGatherOp::create(rewriter, op.getLoc(), type, rs.getResult(), op.getAxes(),
                                   rewriter.getI64IntegerAttr(seq));
     for (Operation *created : {rs.getOperation(), ag.getOperation()})
-      if (auto reason = op->getAttr("sl.reason"))
-        created->setAttr("sl.reason", reason);
+      if (auto reason = op->getAttr(kReasonAttr))
+        created->setAttr(kReasonAttr, reason);
     records.push_back(
         {"all_reduce", locText(op.getLoc()), "split into reduce_scatter + all_gather"});
     rewriter.replaceOp(op, ag.getResult());
@@ -483,7 +483,7 @@ struct SLElideGathers : mlir::sl::impl::SLElideGathersBase<SLElideGathers> {
     if (records.empty())
       return;
     SmallVector<Attribute> entries;
-    if (auto old = module->getAttrOfType<ArrayAttr>("sl.elided"))
+    if (auto old = module->getAttrOfType<ArrayAttr>(kElidedAttr))
       entries.append(old.begin(), old.end());
     Builder b(&getContext());
     for (const auto &r : records)
@@ -491,7 +491,7 @@ struct SLElideGathers : mlir::sl::impl::SLElideGathersBase<SLElideGathers> {
           b.getDictionaryAttr({b.getNamedAttr("op", b.getStringAttr(r.op)),
                                b.getNamedAttr("location", b.getStringAttr(r.location)),
                                b.getNamedAttr("how", b.getStringAttr(r.how))}));
-    module->setAttr("sl.elided", b.getArrayAttr(entries));
+    module->setAttr(kElidedAttr, b.getArrayAttr(entries));
   }
 };
 
