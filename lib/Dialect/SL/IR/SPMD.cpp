@@ -55,18 +55,53 @@ static std::vector<int64_t> shapeOf(Value v) {
 
 static shardline::Layout layoutOf(Value v) { return layoutOrReplicated(v); }
 
-std::vector<int64_t> RankContext::owned(Value v, unsigned dim, int64_t r) const {
-  return shardline::ownedIndices(layoutOf(v), mesh, shapeOf(v), dim, r);
+RankContext::Runs RankContext::owned(Value v, unsigned dim, int64_t r) const {
+  return shardline::tokenRuns(layoutOf(v), mesh, shapeOf(v), dim, r);
+}
+
+/// Runs with touching neighbours merged: one index sequence, one form.
+static RankContext::Runs merged(const RankContext::Runs &runs) {
+  RankContext::Runs out;
+  for (const shardline::TokenRun &run : runs) {
+    if (run.length == 0)
+      continue;
+    if (!out.empty() && out.back().end() == run.start)
+      out.back().length += run.length;
+    else
+      out.push_back(run);
+  }
+  return out;
+}
+
+/// Indices [first, first + n) of the sequence `runs` describe.
+static RankContext::Runs piece(const RankContext::Runs &runs, int64_t first, int64_t n) {
+  RankContext::Runs out;
+  for (const shardline::TokenRun &run : runs) {
+    if (n == 0)
+      break;
+    if (first >= run.length) {
+      first -= run.length;
+      continue;
+    }
+    int64_t take = std::min(run.length - first, n);
+    out.push_back({run.start + first, take});
+    n -= take;
+    first = 0;
+  }
+  return merged(out);
+}
+
+static int64_t total(const RankContext::Runs &runs) {
+  int64_t n = 0;
+  for (const shardline::TokenRun &run : runs)
+    n += run.length;
+  return n;
 }
 
 DenseI64ArrayAttr RankContext::runs(Value v, unsigned dim, int64_t r) const {
   SmallVector<int64_t> out;
-  for (int64_t p : owned(v, dim, r)) {
-    if (!out.empty() && out[out.size() - 2] + out.back() == p)
-      ++out.back();
-    else
-      out.append({p, 1});
-  }
+  for (const shardline::TokenRun &run : merged(owned(v, dim, r)))
+    out.append({run.start, run.length});
   return DenseI64ArrayAttr::get(ctx, out);
 }
 
@@ -79,7 +114,7 @@ std::vector<int64_t> RankContext::group(ArrayAttr axes) const {
 }
 
 IntegerAttr RankContext::offset(Value v, unsigned dim) const {
-  return IntegerAttr::get(IntegerType::get(ctx, 64), owned(v, dim, rank).front());
+  return IntegerAttr::get(IntegerType::get(ctx, 64), owned(v, dim, rank).front().start);
 }
 
 SmallVector<int16_t> RankContext::gridAxes(ArrayAttr axes) const {
@@ -102,12 +137,12 @@ RankedTensorType RankContext::localType(Value v) const {
 bool RankContext::concatenates(Value from, Value to, unsigned dim,
                                const std::vector<std::string> &axes) const {
   for (int64_t r = 0; r < mesh.numRanks(); ++r) {
-    std::vector<int64_t> joined;
+    Runs joined;
     for (int64_t m : mesh.group(r, axes)) {
-      std::vector<int64_t> part = owned(from, dim, m);
+      Runs part = owned(from, dim, m);
       joined.insert(joined.end(), part.begin(), part.end());
     }
-    if (joined != owned(to, dim, r))
+    if (merged(joined) != merged(owned(to, dim, r)))
       return false;
   }
   return true;
@@ -120,12 +155,11 @@ bool RankContext::slices(Value from, Value to, unsigned dim,
   for (int64_t r = 0; r < mesh.numRanks(); ++r) {
     std::vector<int64_t> group = mesh.group(r, axes);
     int64_t k = std::find(group.begin(), group.end(), r) - group.begin();
-    std::vector<int64_t> whole = owned(from, dim, r);
-    int64_t n = (int64_t)whole.size() / (int64_t)group.size();
-    if (n * (int64_t)group.size() != (int64_t)whole.size())
+    Runs whole = owned(from, dim, r);
+    int64_t size = total(whole), n = size / (int64_t)group.size();
+    if (n * (int64_t)group.size() != size)
       return false;
-    if (std::vector<int64_t>(whole.begin() + k * n, whole.begin() + (k + 1) * n) !=
-        owned(to, dim, r))
+    if (piece(whole, k * n, n) != merged(owned(to, dim, r)))
       return false;
   }
   return true;
@@ -135,7 +169,7 @@ bool RankContext::othersKept(Value from, Value to, ArrayRef<unsigned> skip) cons
   for (unsigned d = 0; d < shapeOf(from).size(); ++d)
     if (!llvm::is_contained(skip, d))
       for (int64_t r = 0; r < mesh.numRanks(); ++r)
-        if (owned(from, d, r) != owned(to, d, r))
+        if (merged(owned(from, d, r)) != merged(owned(to, d, r)))
           return false;
   return true;
 }

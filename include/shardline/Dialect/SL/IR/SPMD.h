@@ -61,8 +61,11 @@ public:
   /// The `shard.grid` of the mesh's shape.
   StringRef getGridName() const { return gridName; }
 
-  /// The global indices of dimension `dim` of `v` that rank `r` holds.
-  std::vector<int64_t> owned(Value v, unsigned dim, int64_t r) const;
+  using Runs = std::vector<shardline::TokenRun>;
+  /// The global indices of dimension `dim` of `v` that rank `r` holds, as
+  /// runs: what every fact below is computed from, so none costs more with a
+  /// longer sequence.
+  Runs owned(Value v, unsigned dim, int64_t r) const;
   /// The same as [start, length] runs (global token positions, chunks).
   DenseI64ArrayAttr runs(Value v, unsigned dim, int64_t r) const;
   DenseI64ArrayAttr runs(Value v, unsigned dim) const { return runs(v, dim, rank); }
