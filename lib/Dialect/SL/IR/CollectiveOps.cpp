@@ -131,6 +131,20 @@ LogicalResult AllReduceOp::verify() {
   return expectLayout(*this, ls->second, want);
 }
 
+/// `want` with dimension `dim` further split over `axes` (minor to what
+/// splits it already). A dimension that becomes split may take either chunk
+/// order: the result's (`got`) is accepted.
+static void splitFurther(shardline::Layout &want, int64_t dim, const std::vector<std::string> &axes,
+                         const shardline::Layout &got) {
+  auto &d = want.dims[dim];
+  bool wasWhole = d.empty();
+  d.insert(d.end(), axes.begin(), axes.end());
+  if (wasWhole && got.orderDim == dim) {
+    want.orderDim = dim;
+    want.order = got.order;
+  }
+}
+
 LogicalResult AllToAllOp::verify() {
   if (inPerRankProgram(*this))
     return success();
@@ -146,14 +160,7 @@ LogicalResult AllToAllOp::verify() {
   auto axes = axisNames(getAxes());
   if (failed(dropSuffix(*this, want, (int64_t)getConcatDim(), axes)))
     return failure();
-  auto &d = want.dims[(int64_t)getSplitDim()];
-  bool wasWhole = d.empty();
-  d.insert(d.end(), axes.begin(), axes.end());
-  // A dimension that becomes split may take either chunk order.
-  if (wasWhole && ls->second.orderDim == (int64_t)getSplitDim()) {
-    want.orderDim = (int64_t)getSplitDim();
-    want.order = ls->second.order;
-  }
+  splitFurther(want, (int64_t)getSplitDim(), axes, ls->second);
   return expectLayout(*this, ls->second, want);
 }
 
@@ -165,14 +172,7 @@ LogicalResult SliceOp::verify() {
       failed(checkDimIndex(*this, (int64_t)getDim(), shape(getX()).size(), "dim")))
     return failure();
   shardline::Layout want = ls->first;
-  auto &d = want.dims[(int64_t)getDim()];
-  bool wasWhole = d.empty();
-  auto axes = axisNames(getAxes());
-  d.insert(d.end(), axes.begin(), axes.end());
-  if (wasWhole && ls->second.orderDim == (int64_t)getDim()) {
-    want.orderDim = (int64_t)getDim();
-    want.order = ls->second.order;
-  }
+  splitFurther(want, (int64_t)getDim(), axisNames(getAxes()), ls->second);
   return expectLayout(*this, ls->second, want);
 }
 
