@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
 #include <thread>
 
 using namespace shardline::rt;
@@ -14,6 +16,15 @@ namespace fb = flatbuffers;
 namespace plan = shardline::plan;
 
 namespace {
+/// The plan `root` built in `b`, loaded.
+LoadedPlan finishPlan(fb::FlatBufferBuilder &b, fb::Offset<plan::Plan> root) {
+  plan::FinishPlanBuffer(b, root);
+  std::string error;
+  auto loaded = loadPlan(wrapPlan(b.GetBufferPointer(), b.GetSize()), error);
+  EXPECT_TRUE(loaded) << error;
+  return *loaded;
+}
+
 /// Mesh tp=2; x (input, split over tp) -> `kind` -> y, at the given arena
 /// offsets; 8 elements, so 16 bytes per rank each. `operandName` names x,
 /// `attrs` are the op's float attributes.
@@ -40,11 +51,7 @@ LoadedPlan siluPlan(int64_t xOffset, int64_t yOffset, int64_t arenaBytes,
       plan::CreatePlan(b, b.CreateString("m"), mesh, b.CreateVector(tensors), b.CreateVector({op}),
                        b.CreateVector<int32_t>({0}), b.CreateVector<int32_t>({1}), arenaBytes, 0,
                        plan::CreateModelFacts(b, 1));
-  plan::FinishPlanBuffer(b, root);
-  std::string error;
-  auto loaded = loadPlan(wrapPlan(b.GetBufferPointer(), b.GetSize()), error);
-  EXPECT_TRUE(loaded) << error;
-  return *loaded;
+  return finishPlan(b, root);
 }
 /// One op of `kind` whose operands, named `names`, are tensors 1.. and whose
 /// result `result` is tensor 0; every tensor is [8], replicated.
@@ -66,11 +73,7 @@ LoadedPlan oneOpPlan(const std::string &kind, const std::vector<std::string> &na
   auto root =
       plan::CreatePlan(b, b.CreateString("m"), mesh, b.CreateVector(tensors), b.CreateVector({op}),
                        b.CreateVector<int32_t>({}), b.CreateVector<int32_t>({0}), 0, 0);
-  plan::FinishPlanBuffer(b, root);
-  std::string error;
-  auto loaded = loadPlan(wrapPlan(b.GetBufferPointer(), b.GetSize()), error);
-  EXPECT_TRUE(loaded) << error;
-  return *loaded;
+  return finishPlan(b, root);
 }
 } // namespace
 
@@ -154,11 +157,11 @@ TEST(Executor, OperandsAndAttributesAreBoundByName) {
 }
 
 TEST(Collectives, GroupGatherReachesOnlyTheGroupAndCountsWhatEachSends) {
-  // Three ranks on one axis; ranks 0 and 2 gather each other's two values
-  // (at 2 bytes each, as a 16-bit plan counts them), rank 1 sits out.
-  const int64_t n = 3;
+  // Mesh cp2 x tp2; each cp group ({0, 2} and {1, 3}) gathers its members'
+  // two values (at 2 bytes each, as a 16-bit plan counts them).
+  const int64_t n = 4;
   shardline::Mesh mesh;
-  mesh.axes.emplace_back("cp", n);
+  mesh.axes = {{"cp", 2}, {"tp", 2}};
   ThreadHub hub(n);
   std::vector<std::vector<std::vector<float>>> got(n);
   std::vector<int64_t> sent(n);
@@ -167,8 +170,7 @@ TEST(Collectives, GroupGatherReachesOnlyTheGroupAndCountsWhatEachSends) {
     threads.emplace_back([&, r] {
       ThreadComm comm(hub, r);
       Collectives collectives(comm, mesh);
-      std::vector<int64_t> members = r == 1 ? std::vector<int64_t>{1} : std::vector<int64_t>{0, 2};
-      got[r] = collectives.allGather(members, {(float)r, (float)r + 0.5f}, 2);
+      got[r] = collectives.allGather({"cp"}, {(float)r, (float)r + 0.5f}, 2);
       sent[r] = collectives.bytesSent();
     });
   for (auto &t : threads)
@@ -176,9 +178,80 @@ TEST(Collectives, GroupGatherReachesOnlyTheGroupAndCountsWhatEachSends) {
   EXPECT_EQ(got[0][2], (std::vector<float>{2.0f, 2.5f}));
   EXPECT_EQ(got[0][0], (std::vector<float>{0.0f, 0.5f}));
   EXPECT_TRUE(got[0][1].empty());
-  EXPECT_EQ(got[2][0], (std::vector<float>{0.0f, 0.5f}));
-  EXPECT_EQ(got[1][1], (std::vector<float>{1.0f, 1.5f}));
-  EXPECT_EQ(sent, (std::vector<int64_t>{4, 0, 4}));
+  EXPECT_TRUE(got[0][3].empty());
+  EXPECT_EQ(got[3][1], (std::vector<float>{1.0f, 1.5f}));
+  EXPECT_EQ(got[3][3], (std::vector<float>{3.0f, 3.5f}));
+  EXPECT_EQ(sent, (std::vector<int64_t>{4, 4, 4, 4}));
+  // The values travel as f32: two of 4 bytes to the one other member.
+  for (int64_t s = 0; s < n; ++s)
+    for (int64_t r = 0; r < n; ++r)
+      EXPECT_EQ(hub.bytesCarried(s, r), (s ^ r) == 2 ? 8 : 0) << s << " -> " << r;
+}
+
+namespace {
+/// Mesh tp2 x cp2 x ep2; x [2, 8] split over tp on its last dimension, and y,
+/// its all-gather over tp. Both are outputs; x is an input, so its values come
+/// from the seed.
+LoadedPlan tpGatherPlan(plan::DType dtype) {
+  fb::FlatBufferBuilder b;
+  auto mesh = b.CreateVector({plan::CreateAxis(b, b.CreateString("tp"), 2),
+                              plan::CreateAxis(b, b.CreateString("cp"), 2),
+                              plan::CreateAxis(b, b.CreateString("ep"), 2)});
+  auto layout = [&](std::vector<std::string> last) {
+    return plan::CreateLayout(
+        b, b.CreateVector({plan::CreateAxisList(b, b.CreateVectorOfStrings({})),
+                           plan::CreateAxisList(b, b.CreateVectorOfStrings(last))}));
+  };
+  auto shape = b.CreateVector<int64_t>({2, 8});
+  std::vector<fb::Offset<plan::Tensor>> tensors = {
+      plan::CreateTensor(b, b.CreateString("x"), dtype, shape, layout({"tp"}), plan::Role::Input,
+                         plan::Init::Normal, 0, 0, 0),
+      plan::CreateTensor(b, b.CreateString("y"), dtype, shape, layout({}), plan::Role::Activation,
+                         plan::Init::Normal, 0, 0, 64)};
+  auto op = plan::CreateOp(b, b.CreateString("all_gather"), b.CreateVector<int32_t>({0}),
+                           b.CreateVector<int32_t>({1}), b.CreateVectorOfStrings({"x"}),
+                           b.CreateVectorOfStrings({"result"}));
+  auto root =
+      plan::CreatePlan(b, b.CreateString("m"), mesh, b.CreateVector(tensors), b.CreateVector({op}),
+                       b.CreateVector<int32_t>({0}), b.CreateVector<int32_t>({0, 1}), 128, 0,
+                       plan::CreateModelFacts(b, 1000));
+  return finishPlan(b, root);
+}
+} // namespace
+
+TEST(Executor, ATpGatherRunsOnItsGroupAlone) {
+  for (auto [dtype, bytesPerValue] : {std::pair{plan::DType::F32, 4}, {plan::DType::BF16, 2}}) {
+    LoadedPlan p = tpGatherPlan(dtype);
+    const int64_t n = 8;
+    ThreadHub hub(n);
+    std::vector<RunResult> results(n);
+    std::vector<std::thread> threads;
+    for (int64_t r = 0; r < n; ++r)
+      threads.emplace_back([&, r] {
+        ThreadComm comm(hub, r);
+        results[r] = runPlanOnRank(p, RunOptions{}, comm);
+      });
+    for (auto &t : threads)
+      t.join();
+    const RunResult &first = results[0];
+    ASSERT_EQ(first.error, "");
+    ASSERT_EQ(first.outputs.size(), 2u);
+    // The gathered tensor is the input, every element in place.
+    EXPECT_EQ(first.outputs[1], first.outputs[0]);
+    EXPECT_GT(*std::max_element(first.outputs[0].begin(), first.outputs[0].end()), 0.0f);
+    // One collective, on a group of two, sending the partner 2 x 4 values,
+    // counted at the plan's element size.
+    EXPECT_EQ(first.collectivesByGroupSize, (std::map<int64_t, int64_t>{{2, 1}}));
+    EXPECT_EQ(first.bytesSentPerRank, 8 * bytesPerValue);
+    // Ranks r and r + 4 form a tp group (tp is the major axis). Past the
+    // gather, every rank sends rank 0 its parts of x and y (8 + 16 values)
+    // to assemble the outputs.
+    for (int64_t s = 0; s < n; ++s)
+      for (int64_t r = 0; r < n; ++r) {
+        int64_t gather = (s ^ r) == 4 ? 8 * 4 : 0, outputs = r == 0 && s != 0 ? 24 * 4 : 0;
+        EXPECT_EQ(hub.bytesCarried(s, r), gather + outputs) << s << " -> " << r;
+      }
+  }
 }
 
 TEST(ThreadComm, ExchangeDeliversEachPairsValues) {

@@ -178,6 +178,9 @@ int main(int argc, char **argv) {
       for (const auto &[kind, secs] : kinds)
         std::printf("%-22s %6lld %12.3f %6.1f%%\n", kind.c_str(), (long long)counts[kind],
                     secs * 1e3, 100.0 * secs / perStep);
+      for (const auto &[size, calls] : run.collectivesByGroupSize)
+        std::printf("collectives per step on groups of %lld ranks: %lld\n", (long long)size,
+                    (long long)calls);
     }
   } else if (profile) {
     std::fprintf(stderr, "shardline-run: note: --profile needs --steps N with N > 1\n");
