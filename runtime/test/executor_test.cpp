@@ -254,32 +254,6 @@ TEST(Executor, ATpGatherRunsOnItsGroupAlone) {
   }
 }
 
-TEST(ThreadComm, ExchangeDeliversEachPairsValues) {
-  const int64_t n = 3;
-  ThreadHub hub(n);
-  std::vector<std::vector<std::vector<float>>> got(n);
-  std::vector<std::thread> threads;
-  for (int64_t r = 0; r < n; ++r)
-    threads.emplace_back([&, r] {
-      ThreadComm comm(hub, r);
-      // Rank r sends m the values r*10+m, (m+1) of them.
-      std::vector<std::vector<float>> sendTo(n), recvFrom(n);
-      for (int64_t m = 0; m < n; ++m) {
-        sendTo[m].assign(m + 1, (float)(r * 10 + m));
-        recvFrom[m].resize(r + 1);
-      }
-      std::string error;
-      EXPECT_TRUE(comm.exchange(sendTo, recvFrom, error)) << error;
-      got[r] = recvFrom;
-    });
-  for (auto &t : threads)
-    t.join();
-  for (int64_t r = 0; r < n; ++r)
-    for (int64_t m = 0; m < n; ++m)
-      if (m != r)
-        EXPECT_EQ(got[r][m], std::vector<float>(r + 1, (float)(m * 10 + r)));
-}
-
 TEST(ThreadComm, AbortReleasesEveryWaitingRank) {
   ThreadHub hub(3);
   std::vector<int> results(3, -1);
