@@ -11,6 +11,7 @@
 #include <map>
 #include <thread>
 
+using namespace shardline;
 using namespace shardline::rt;
 namespace fb = flatbuffers;
 namespace plan = shardline::plan;
@@ -186,6 +187,91 @@ TEST(Collectives, GroupGatherReachesOnlyTheGroupAndCountsWhatEachSends) {
   for (int64_t s = 0; s < n; ++s)
     for (int64_t r = 0; r < n; ++r)
       EXPECT_EQ(hub.bytesCarried(s, r), (s ^ r) == 2 ? 8 : 0) << s << " -> " << r;
+}
+
+namespace {
+shardline::Layout lay(std::vector<std::vector<std::string>> dims,
+                      std::vector<std::string> partial = {}, int64_t zigzagDim = -1) {
+  shardline::Layout l;
+  l.dims = std::move(dims);
+  l.partial = std::move(partial);
+  if (zigzagDim >= 0) {
+    l.orderDim = zigzagDim;
+    l.order = shardline::ChunkOrder::Zigzag;
+  }
+  return l;
+}
+} // namespace
+
+TEST(Collectives, TransitionsMatchTheTransferOnTheirGroups) {
+  // Mesh tp2 x cp2 (tp major: tp groups {0, 2} and {1, 3}); every rank's
+  // source part holds distinct values, pending sums included.
+  using shardline::MovementKind;
+  const shardline::Mesh mesh{{{"tp", 2}, {"cp", 2}}};
+  const std::vector<int64_t> shape{4, 6, 8};
+  struct Case {
+    shardline::Layout from, to;
+    MovementKind kind;
+    std::map<int64_t, int64_t> groups;
+  };
+  const std::vector<Case> cases = {
+      // Joined inside each row (dimension 1 is not the outermost).
+      {lay({{}, {"tp"}, {}}), lay({{}, {}, {}}), MovementKind::AllGather, {{2, 1}}},
+      {lay({{"cp"}, {}, {}}), lay({{}, {}, {}}), MovementKind::AllGather, {{2, 1}}},
+      {lay({{}, {}, {}}, {"cp"}), lay({{}, {}, {"cp"}}), MovementKind::ReduceScatter, {{2, 1}}},
+      {lay({{}, {}, {}}, {"tp", "cp"}),
+       lay({{"tp", "cp"}, {}, {}}),
+       MovementKind::ReduceScatter,
+       {{4, 1}}},
+      {lay({{}, {}, {}}), lay({{}, {"cp"}, {}}), MovementKind::Slice, {}},
+      {lay({{}, {"tp"}, {}}), lay({{}, {}, {"tp"}}), MovementKind::AllToAll, {{2, 1}}},
+      {lay({{"cp"}, {}, {}}), lay({{}, {}, {"cp"}}), MovementKind::AllToAll, {{2, 1}}},
+      // Zigzag over the major axis and a reorder: the transfer, on the
+      // group of the axes both layouts use.
+      {lay({{}, {"tp", "cp"}, {}}, {}, 1),
+       lay({{}, {"tp"}, {}}, {}, 1),
+       MovementKind::General,
+       {{4, 1}}},
+      {lay({{}, {"cp"}, {}}), lay({{}, {"cp"}, {}}, {}, 1), MovementKind::General, {{2, 1}}},
+  };
+  const int64_t n = mesh.numRanks();
+  for (const Case &c : cases) {
+    SCOPED_TRACE(c.from.str() + " -> " + c.to.str());
+    EXPECT_EQ(classifyMovement(c.from, c.to, mesh, shape).kind, c.kind);
+    int64_t inCount = numElements(localShape(c.from, mesh, shape)),
+            outCount = numElements(localShape(c.to, mesh, shape));
+    std::vector<std::vector<float>> sources(n), got(n, std::vector<float>(outCount)), want = got;
+    std::vector<const float *> pointers;
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t i = 0; i < inCount; ++i)
+        sources[r].push_back((float)(r * 1000 + i));
+      pointers.push_back(sources[r].data());
+    }
+    for (int64_t r = 0; r < n; ++r)
+      ASSERT_EQ(transfer(mesh, shape, c.from, pointers, c.to, r, want[r].data()).error, "");
+    ThreadHub hub(n);
+    std::vector<std::map<int64_t, int64_t>> groups(n);
+    std::vector<std::string> errors(n);
+    std::vector<std::thread> threads;
+    for (int64_t r = 0; r < n; ++r)
+      threads.emplace_back([&, r] {
+        ThreadComm comm(hub, r);
+        Collectives collectives(comm, mesh);
+        try {
+          collectives.transition(0, shape, c.from, c.to, sources[r].data(), got[r].data(), 4);
+        } catch (Stop &stop) {
+          errors[r] = stop.error;
+        }
+        groups[r] = collectives.callsByGroupSize();
+      });
+    for (auto &t : threads)
+      t.join();
+    for (int64_t r = 0; r < n; ++r) {
+      EXPECT_EQ(errors[r], "");
+      EXPECT_EQ(got[r], want[r]) << "rank " << r;
+      EXPECT_EQ(groups[r], c.groups) << "rank " << r;
+    }
+  }
 }
 
 namespace {

@@ -100,6 +100,8 @@ Collectives::Move Collectives::planMove(const std::vector<int64_t> &shape, const
   Movement mv = classifyMovement(from, to, mesh, shape);
   std::vector<int64_t> in = localShape(from, mesh, shape), out = localShape(to, mesh, shape);
   int64_t g = mesh.product(mv.axes), d = mv.dim;
+  m.inCount = numElements(in);
+  m.outCount = numElements(out);
   auto plain = [&](bool fits) {
     if (!fits)
       return false;
@@ -195,8 +197,7 @@ void Collectives::transition(int64_t key, const std::vector<int64_t> &shape, con
   if (it == moves.end())
     it = moves.emplace(key, planMove(shape, from, to)).first;
   const Move &m = it->second;
-  int64_t inCount = numElements(localShape(from, mesh, shape)),
-          outCount = numElements(localShape(to, mesh, shape));
+  int64_t inCount = m.inCount, outCount = m.outCount;
   Group *g = m.group;
   // The source cut into the members' pieces (in place when it already is).
   auto split = [&]() -> const float * {

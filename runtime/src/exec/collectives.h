@@ -99,6 +99,8 @@ private:
   struct Move {
     MovementKind kind = MovementKind::General;
     Group *group = nullptr;
+    /// Elements of this rank's source and target parts.
+    int64_t inCount = 0, outCount = 0;
     /// Plain collectives: the source part cut into `parts` pieces along the
     /// split dimension, each `outer` runs of `splitRun` elements, and the
     /// received pieces joined along the gathered dimension, each `joinOuter`
