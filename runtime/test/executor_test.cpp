@@ -274,6 +274,21 @@ TEST(Collectives, TransitionsMatchTheTransferOnTheirGroups) {
   }
 }
 
+TEST(Collectives, ATransitionOverAnAxisTheMeshLacksIsAnError) {
+  const shardline::Mesh mesh{{{"tp", 1}}};
+  ThreadHub hub(1);
+  ThreadComm comm(hub, 0);
+  Collectives collectives(comm, mesh);
+  std::vector<float> x(4, 1.0f), y(4);
+  std::string error;
+  try {
+    collectives.transition(0, {4}, lay({{}}, {"dp"}), lay({{}}), x.data(), y.data(), 4);
+  } catch (Stop &stop) {
+    error = stop.error;
+  }
+  EXPECT_EQ(error, "layout [[]], partial = [dp] uses 'dp', which is not a mesh axis");
+}
+
 namespace {
 /// Mesh tp2 x cp2 x ep2; x [2, 8] split over tp on its last dimension, and y,
 /// its all-gather over tp. Both are outputs; x is an input, so its values come

@@ -112,9 +112,8 @@ Collectives::Move Collectives::planMove(const std::vector<int64_t> &shape, const
   };
   switch (mv.kind) {
   case MovementKind::Identity:
-    if (plain(true))
-      return m;
-    break;
+    plain(true);
+    return m;
   case MovementKind::Slice:
   case MovementKind::ReduceScatter:
     // Cut the source along d into the members' pieces, in group order.
@@ -162,9 +161,12 @@ Collectives::Move Collectives::planMove(const std::vector<int64_t> &shape, const
     for (const auto &dim : l->dims)
       names.insert(names.end(), dim.begin(), dim.end());
     for (const auto &a : names) {
-      used[mesh.axisIndex(a)] = true;
+      int64_t i = mesh.axisIndex(a);
+      if (i < 0)
+        throw Stop{"layout " + l->str() + " uses '" + a + "', which is not a mesh axis", false};
+      used[i] = true;
       if (l == &from)
-        usedByFrom[mesh.axisIndex(a)] = true;
+        usedByFrom[i] = true;
     }
   }
   Axes axes;
