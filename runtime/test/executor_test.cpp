@@ -7,13 +7,25 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
 #include <thread>
 
+using namespace shardline;
 using namespace shardline::rt;
 namespace fb = flatbuffers;
 namespace plan = shardline::plan;
 
 namespace {
+/// The plan `root` built in `b`, loaded.
+LoadedPlan finishPlan(fb::FlatBufferBuilder &b, fb::Offset<plan::Plan> root) {
+  plan::FinishPlanBuffer(b, root);
+  std::string error;
+  auto loaded = loadPlan(wrapPlan(b.GetBufferPointer(), b.GetSize()), error);
+  EXPECT_TRUE(loaded) << error;
+  return *loaded;
+}
+
 /// Mesh tp=2; x (input, split over tp) -> `kind` -> y, at the given arena
 /// offsets; 8 elements, so 16 bytes per rank each. `operandName` names x,
 /// `attrs` are the op's float attributes.
@@ -40,11 +52,7 @@ LoadedPlan siluPlan(int64_t xOffset, int64_t yOffset, int64_t arenaBytes,
       plan::CreatePlan(b, b.CreateString("m"), mesh, b.CreateVector(tensors), b.CreateVector({op}),
                        b.CreateVector<int32_t>({0}), b.CreateVector<int32_t>({1}), arenaBytes, 0,
                        plan::CreateModelFacts(b, 1));
-  plan::FinishPlanBuffer(b, root);
-  std::string error;
-  auto loaded = loadPlan(wrapPlan(b.GetBufferPointer(), b.GetSize()), error);
-  EXPECT_TRUE(loaded) << error;
-  return *loaded;
+  return finishPlan(b, root);
 }
 /// One op of `kind` whose operands, named `names`, are tensors 1.. and whose
 /// result `result` is tensor 0; every tensor is [8], replicated.
@@ -66,11 +74,7 @@ LoadedPlan oneOpPlan(const std::string &kind, const std::vector<std::string> &na
   auto root =
       plan::CreatePlan(b, b.CreateString("m"), mesh, b.CreateVector(tensors), b.CreateVector({op}),
                        b.CreateVector<int32_t>({}), b.CreateVector<int32_t>({0}), 0, 0);
-  plan::FinishPlanBuffer(b, root);
-  std::string error;
-  auto loaded = loadPlan(wrapPlan(b.GetBufferPointer(), b.GetSize()), error);
-  EXPECT_TRUE(loaded) << error;
-  return *loaded;
+  return finishPlan(b, root);
 }
 } // namespace
 
@@ -154,11 +158,11 @@ TEST(Executor, OperandsAndAttributesAreBoundByName) {
 }
 
 TEST(Collectives, GroupGatherReachesOnlyTheGroupAndCountsWhatEachSends) {
-  // Three ranks on one axis; ranks 0 and 2 gather each other's two values
-  // (at 2 bytes each, as a 16-bit plan counts them), rank 1 sits out.
-  const int64_t n = 3;
+  // Mesh cp2 x tp2; each cp group ({0, 2} and {1, 3}) gathers its members'
+  // two values (at 2 bytes each, as a 16-bit plan counts them).
+  const int64_t n = 4;
   shardline::Mesh mesh;
-  mesh.axes.emplace_back("cp", n);
+  mesh.axes = {{"cp", 2}, {"tp", 2}};
   ThreadHub hub(n);
   std::vector<std::vector<std::vector<float>>> got(n);
   std::vector<int64_t> sent(n);
@@ -167,8 +171,7 @@ TEST(Collectives, GroupGatherReachesOnlyTheGroupAndCountsWhatEachSends) {
     threads.emplace_back([&, r] {
       ThreadComm comm(hub, r);
       Collectives collectives(comm, mesh);
-      std::vector<int64_t> members = r == 1 ? std::vector<int64_t>{1} : std::vector<int64_t>{0, 2};
-      got[r] = collectives.allGather(members, {(float)r, (float)r + 0.5f}, 2);
+      got[r] = collectives.allGather({"cp"}, {(float)r, (float)r + 0.5f}, 2);
       sent[r] = collectives.bytesSent();
     });
   for (auto &t : threads)
@@ -176,35 +179,180 @@ TEST(Collectives, GroupGatherReachesOnlyTheGroupAndCountsWhatEachSends) {
   EXPECT_EQ(got[0][2], (std::vector<float>{2.0f, 2.5f}));
   EXPECT_EQ(got[0][0], (std::vector<float>{0.0f, 0.5f}));
   EXPECT_TRUE(got[0][1].empty());
-  EXPECT_EQ(got[2][0], (std::vector<float>{0.0f, 0.5f}));
-  EXPECT_EQ(got[1][1], (std::vector<float>{1.0f, 1.5f}));
-  EXPECT_EQ(sent, (std::vector<int64_t>{4, 0, 4}));
+  EXPECT_TRUE(got[0][3].empty());
+  EXPECT_EQ(got[3][1], (std::vector<float>{1.0f, 1.5f}));
+  EXPECT_EQ(got[3][3], (std::vector<float>{3.0f, 3.5f}));
+  EXPECT_EQ(sent, (std::vector<int64_t>{4, 4, 4, 4}));
+  // The values travel as f32: two of 4 bytes to the one other member.
+  for (int64_t s = 0; s < n; ++s)
+    for (int64_t r = 0; r < n; ++r)
+      EXPECT_EQ(hub.bytesCarried(s, r), (s ^ r) == 2 ? 8 : 0) << s << " -> " << r;
 }
 
-TEST(ThreadComm, ExchangeDeliversEachPairsValues) {
-  const int64_t n = 3;
-  ThreadHub hub(n);
-  std::vector<std::vector<std::vector<float>>> got(n);
-  std::vector<std::thread> threads;
-  for (int64_t r = 0; r < n; ++r)
-    threads.emplace_back([&, r] {
-      ThreadComm comm(hub, r);
-      // Rank r sends m the values r*10+m, (m+1) of them.
-      std::vector<std::vector<float>> sendTo(n), recvFrom(n);
-      for (int64_t m = 0; m < n; ++m) {
-        sendTo[m].assign(m + 1, (float)(r * 10 + m));
-        recvFrom[m].resize(r + 1);
+namespace {
+shardline::Layout lay(std::vector<std::vector<std::string>> dims,
+                      std::vector<std::string> partial = {}, int64_t zigzagDim = -1) {
+  shardline::Layout l;
+  l.dims = std::move(dims);
+  l.partial = std::move(partial);
+  if (zigzagDim >= 0) {
+    l.orderDim = zigzagDim;
+    l.order = shardline::ChunkOrder::Zigzag;
+  }
+  return l;
+}
+} // namespace
+
+TEST(Collectives, TransitionsMatchTheTransferOnTheirGroups) {
+  // Mesh tp2 x cp2 (tp major: tp groups {0, 2} and {1, 3}); every rank's
+  // source part holds distinct values, pending sums included.
+  using shardline::MovementKind;
+  const shardline::Mesh mesh{{{"tp", 2}, {"cp", 2}}};
+  const std::vector<int64_t> shape{4, 6, 8};
+  struct Case {
+    shardline::Layout from, to;
+    MovementKind kind;
+    std::map<int64_t, int64_t> groups;
+  };
+  const std::vector<Case> cases = {
+      // Joined inside each row (dimension 1 is not the outermost).
+      {lay({{}, {"tp"}, {}}), lay({{}, {}, {}}), MovementKind::AllGather, {{2, 1}}},
+      {lay({{"cp"}, {}, {}}), lay({{}, {}, {}}), MovementKind::AllGather, {{2, 1}}},
+      {lay({{}, {}, {}}, {"cp"}), lay({{}, {}, {"cp"}}), MovementKind::ReduceScatter, {{2, 1}}},
+      {lay({{}, {}, {}}, {"tp", "cp"}),
+       lay({{"tp", "cp"}, {}, {}}),
+       MovementKind::ReduceScatter,
+       {{4, 1}}},
+      {lay({{}, {}, {}}), lay({{}, {"cp"}, {}}), MovementKind::Slice, {}},
+      {lay({{}, {"tp"}, {}}), lay({{}, {}, {"tp"}}), MovementKind::AllToAll, {{2, 1}}},
+      {lay({{"cp"}, {}, {}}), lay({{}, {}, {"cp"}}), MovementKind::AllToAll, {{2, 1}}},
+      // Zigzag over the major axis and a reorder: the transfer, on the
+      // group of the axes both layouts use.
+      {lay({{}, {"tp", "cp"}, {}}, {}, 1),
+       lay({{}, {"tp"}, {}}, {}, 1),
+       MovementKind::General,
+       {{4, 1}}},
+      {lay({{}, {"cp"}, {}}), lay({{}, {"cp"}, {}}, {}, 1), MovementKind::General, {{2, 1}}},
+  };
+  const int64_t n = mesh.numRanks();
+  for (const Case &c : cases) {
+    SCOPED_TRACE(c.from.str() + " -> " + c.to.str());
+    EXPECT_EQ(classifyMovement(c.from, c.to, mesh, shape).kind, c.kind);
+    int64_t inCount = numElements(localShape(c.from, mesh, shape)),
+            outCount = numElements(localShape(c.to, mesh, shape));
+    std::vector<std::vector<float>> sources(n), got(n, std::vector<float>(outCount)), want = got;
+    std::vector<const float *> pointers;
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t i = 0; i < inCount; ++i)
+        sources[r].push_back((float)(r * 1000 + i));
+      pointers.push_back(sources[r].data());
+    }
+    for (int64_t r = 0; r < n; ++r)
+      ASSERT_EQ(transfer(mesh, shape, c.from, pointers, c.to, r, want[r].data()).error, "");
+    ThreadHub hub(n);
+    std::vector<std::map<int64_t, int64_t>> groups(n);
+    std::vector<std::string> errors(n);
+    std::vector<std::thread> threads;
+    for (int64_t r = 0; r < n; ++r)
+      threads.emplace_back([&, r] {
+        ThreadComm comm(hub, r);
+        Collectives collectives(comm, mesh);
+        try {
+          collectives.transition(0, shape, c.from, c.to, sources[r].data(), got[r].data(), 4);
+        } catch (Stop &stop) {
+          errors[r] = stop.error;
+        }
+        groups[r] = collectives.callsByGroupSize();
+      });
+    for (auto &t : threads)
+      t.join();
+    for (int64_t r = 0; r < n; ++r) {
+      EXPECT_EQ(errors[r], "");
+      EXPECT_EQ(got[r], want[r]) << "rank " << r;
+      EXPECT_EQ(groups[r], c.groups) << "rank " << r;
+    }
+  }
+}
+
+TEST(Collectives, ATransitionOverAnAxisTheMeshLacksIsAnError) {
+  const shardline::Mesh mesh{{{"tp", 1}}};
+  ThreadHub hub(1);
+  ThreadComm comm(hub, 0);
+  Collectives collectives(comm, mesh);
+  std::vector<float> x(4, 1.0f), y(4);
+  std::string error;
+  try {
+    collectives.transition(0, {4}, lay({{}}, {"dp"}), lay({{}}), x.data(), y.data(), 4);
+  } catch (Stop &stop) {
+    error = stop.error;
+  }
+  EXPECT_EQ(error, "layout [[]], partial = [dp] uses 'dp', which is not a mesh axis");
+}
+
+namespace {
+/// Mesh tp2 x cp2 x ep2; x [2, 8] split over tp on its last dimension, and y,
+/// its all-gather over tp. Both are outputs; x is an input, so its values come
+/// from the seed.
+LoadedPlan tpGatherPlan(plan::DType dtype) {
+  fb::FlatBufferBuilder b;
+  auto mesh = b.CreateVector({plan::CreateAxis(b, b.CreateString("tp"), 2),
+                              plan::CreateAxis(b, b.CreateString("cp"), 2),
+                              plan::CreateAxis(b, b.CreateString("ep"), 2)});
+  auto layout = [&](std::vector<std::string> last) {
+    return plan::CreateLayout(
+        b, b.CreateVector({plan::CreateAxisList(b, b.CreateVectorOfStrings({})),
+                           plan::CreateAxisList(b, b.CreateVectorOfStrings(last))}));
+  };
+  auto shape = b.CreateVector<int64_t>({2, 8});
+  std::vector<fb::Offset<plan::Tensor>> tensors = {
+      plan::CreateTensor(b, b.CreateString("x"), dtype, shape, layout({"tp"}), plan::Role::Input,
+                         plan::Init::Normal, 0, 0, 0),
+      plan::CreateTensor(b, b.CreateString("y"), dtype, shape, layout({}), plan::Role::Activation,
+                         plan::Init::Normal, 0, 0, 64)};
+  auto op = plan::CreateOp(b, b.CreateString("all_gather"), b.CreateVector<int32_t>({0}),
+                           b.CreateVector<int32_t>({1}), b.CreateVectorOfStrings({"x"}),
+                           b.CreateVectorOfStrings({"result"}));
+  auto root =
+      plan::CreatePlan(b, b.CreateString("m"), mesh, b.CreateVector(tensors), b.CreateVector({op}),
+                       b.CreateVector<int32_t>({0}), b.CreateVector<int32_t>({0, 1}), 128, 0,
+                       plan::CreateModelFacts(b, 1000));
+  return finishPlan(b, root);
+}
+} // namespace
+
+TEST(Executor, ATpGatherRunsOnItsGroupAlone) {
+  for (auto [dtype, bytesPerValue] : {std::pair{plan::DType::F32, 4}, {plan::DType::BF16, 2}}) {
+    LoadedPlan p = tpGatherPlan(dtype);
+    const int64_t n = 8;
+    ThreadHub hub(n);
+    std::vector<RunResult> results(n);
+    std::vector<std::thread> threads;
+    for (int64_t r = 0; r < n; ++r)
+      threads.emplace_back([&, r] {
+        ThreadComm comm(hub, r);
+        results[r] = runPlanOnRank(p, RunOptions{}, comm);
+      });
+    for (auto &t : threads)
+      t.join();
+    const RunResult &first = results[0];
+    ASSERT_EQ(first.error, "");
+    ASSERT_EQ(first.outputs.size(), 2u);
+    // The gathered tensor is the input, every element in place.
+    EXPECT_EQ(first.outputs[1], first.outputs[0]);
+    EXPECT_GT(*std::max_element(first.outputs[0].begin(), first.outputs[0].end()), 0.0f);
+    // One collective, on a group of two, sending the partner 2 x 4 values,
+    // counted at the plan's element size.
+    EXPECT_EQ(first.collectivesByGroupSize, (std::map<int64_t, int64_t>{{2, 1}}));
+    EXPECT_EQ(first.bytesSentPerRank, 8 * bytesPerValue);
+    // Ranks r and r + 4 form a tp group (tp is the major axis). Past the
+    // gather, every rank sends rank 0 its parts of x and y (8 + 16 values)
+    // to assemble the outputs.
+    for (int64_t s = 0; s < n; ++s)
+      for (int64_t r = 0; r < n; ++r) {
+        int64_t gather = (s ^ r) == 4 ? 8 * 4 : 0, outputs = r == 0 && s != 0 ? 24 * 4 : 0;
+        EXPECT_EQ(hub.bytesCarried(s, r), gather + outputs) << s << " -> " << r;
       }
-      std::string error;
-      EXPECT_TRUE(comm.exchange(sendTo, recvFrom, error)) << error;
-      got[r] = recvFrom;
-    });
-  for (auto &t : threads)
-    t.join();
-  for (int64_t r = 0; r < n; ++r)
-    for (int64_t m = 0; m < n; ++m)
-      if (m != r)
-        EXPECT_EQ(got[r][m], std::vector<float>(r + 1, (float)(m * 10 + r)));
+  }
 }
 
 TEST(ThreadComm, AbortReleasesEveryWaitingRank) {

@@ -34,7 +34,8 @@ void usage(FILE *out) {
                "              match) instead of generating them from the seed\n"
                "  --save-weights W  write the run's weights (whole, f32) to a safetensors file\n"
                "  --profile   with --steps: also print the time per step of each op kind on\n"
-               "              the first rank (exchanges include waiting for the others)\n"
+               "              the first rank (exchanges include waiting for the others) and\n"
+               "              how many collectives a step ran on groups of each size\n"
                "  --steps N   run N forward passes and print the time per step, tokens/s and\n"
                "              the time per op (default 1); with N > 1 one more, untimed step\n"
                "              runs first\n"
@@ -178,6 +179,9 @@ int main(int argc, char **argv) {
       for (const auto &[kind, secs] : kinds)
         std::printf("%-22s %6lld %12.3f %6.1f%%\n", kind.c_str(), (long long)counts[kind],
                     secs * 1e3, 100.0 * secs / perStep);
+      for (const auto &[size, calls] : run.collectivesByGroupSize)
+        std::printf("collectives per step on groups of %lld ranks: %lld\n", (long long)size,
+                    (long long)calls);
     }
   } else if (profile) {
     std::fprintf(stderr, "shardline-run: note: --profile needs --steps N with N > 1\n");

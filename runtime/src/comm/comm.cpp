@@ -66,9 +66,8 @@ struct ThreadGroupState {
 };
 
 ThreadHub::ThreadHub(int64_t ranks)
-    : n(ranks), barrier(ranks), box(ranks, std::vector<std::vector<float>>(ranks)), words(ranks, 0),
-      traffic(new std::atomic<int64_t>[ranks * ranks]), splitColor(ranks), splitKey(ranks),
-      splitState(ranks) {
+    : n(ranks), barrier(ranks), words(ranks, 0), traffic(new std::atomic<int64_t>[ranks * ranks]),
+      splitColor(ranks), splitKey(ranks), splitState(ranks) {
   for (int64_t i = 0; i < ranks * ranks; ++i)
     traffic[i] = 0;
 }
@@ -107,29 +106,6 @@ void ThreadHub::abortAll() {
 std::string ThreadHub::error() const {
   std::lock_guard<std::mutex> lock(errorMutex);
   return firstError;
-}
-
-bool ThreadComm::exchange(const std::vector<std::vector<float>> &sendTo,
-                          std::vector<std::vector<float>> &recvFrom, std::string &error) {
-  for (int64_t m = 0; m < hub.n; ++m)
-    if (m != self)
-      hub.box[self][m] = sendTo[m];
-  if (!hub.barrier.wait())
-    return false;
-  for (int64_t m = 0; m < hub.n; ++m) {
-    if (m == self)
-      continue;
-    if (hub.box[m][self].size() != recvFrom[m].size()) {
-      error = "rank " + std::to_string(m) + " sent " + std::to_string(hub.box[m][self].size()) +
-              " values, rank " + std::to_string(self) + " expected " +
-              std::to_string(recvFrom[m].size());
-      return false;
-    }
-    recvFrom[m] = hub.box[m][self];
-    hub.carried(m, self, (int64_t)(recvFrom[m].size() * sizeof(float)));
-  }
-  // The mailboxes are refilled only after every rank has read its own.
-  return hub.barrier.wait();
 }
 
 bool ThreadComm::allGather(uint64_t value, std::vector<uint64_t> &all, std::string &) {

@@ -2,13 +2,11 @@
 //
 // The executor runs one rank's part of the program against a Comm: ranks are
 // threads of one process (ThreadComm, sharing a ThreadHub) or processes under
-// MPI (comm/mpi.h). Every collective is an exchange in which each rank sends
-// every other rank exactly the values it needs; the program is the same on
-// every rank (SPMD), so each side knows every count in advance and nothing
-// else crosses the wire.
-//
-// split() makes group communicators (comm/group.h) whose collectives involve
-// only their members.
+// MPI (comm/mpi.h). The world itself only agrees on words (plan hashes,
+// measured figures) and waits at barriers; data moves on group communicators
+// (comm/group.h) that split() makes, whose collectives involve only their
+// members. The program is the same on every rank (SPMD), so each side knows
+// every count in advance and nothing else crosses the wire.
 //
 //===----------------------------------------------------------------------===//
 
@@ -41,12 +39,6 @@ public:
   /// by world rank). `group` is this rank's, or null for kNoGroup. A group
   /// works while its world does (the ThreadHub; MPI until finalizeMpi).
   CommStatus split(int64_t color, int64_t key, std::unique_ptr<Group> &group);
-  /// Sends `sendTo[m]` to every rank m != rank() (empty: nothing) and fills
-  /// `recvFrom[m]`, already sized to what m sends. Every rank calls it at the
-  /// same point of the program. Returns false when the run was aborted
-  /// (another rank failed); an error of this rank is in `error`.
-  virtual bool exchange(const std::vector<std::vector<float>> &sendTo,
-                        std::vector<std::vector<float>> &recvFrom, std::string &error) = 0;
   /// Every rank's 64-bit value, in rank order (plan hashes, measured figures).
   virtual bool allGather(uint64_t value, std::vector<uint64_t> &all, std::string &error) = 0;
   virtual bool barrier() = 0;
@@ -78,16 +70,15 @@ private:
 
 struct ThreadGroupState;
 
-/// What the ranks of one process share: a mailbox per (sender, receiver), and
-/// the groups.
+/// What the ranks of one process share: the world's barrier and words, the
+/// traffic per (sender, receiver), and the groups.
 class ThreadHub {
 public:
   explicit ThreadHub(int64_t ranks);
   ~ThreadHub();
   /// The first error of any rank.
   std::string error() const;
-  /// Bytes of data `sender` has sent `receiver` so far, in exchanges and group
-  /// collectives.
+  /// Bytes of data `sender` has sent `receiver` so far in group collectives.
   int64_t bytesCarried(int64_t sender, int64_t receiver) const;
 
 private:
@@ -100,7 +91,6 @@ private:
 
   int64_t n;
   AbortableBarrier barrier;
-  std::vector<std::vector<std::vector<float>>> box; // [sender][receiver]
   std::vector<uint64_t> words;
   std::unique_ptr<std::atomic<int64_t>[]> traffic; // [sender * n + receiver]
   mutable std::mutex errorMutex;
@@ -119,8 +109,6 @@ public:
   ThreadComm(ThreadHub &hub, int64_t rank) : hub(hub), self(rank) {}
   int64_t rank() const override { return self; }
   int64_t size() const override { return hub.n; }
-  bool exchange(const std::vector<std::vector<float>> &sendTo,
-                std::vector<std::vector<float>> &recvFrom, std::string &error) override;
   bool allGather(uint64_t value, std::vector<uint64_t> &all, std::string &error) override;
   bool barrier() override { return hub.barrier.wait(); }
   void abort(const std::string &error) override;

@@ -196,44 +196,6 @@ public:
   int64_t rank() const override { return self; }
   int64_t size() const override { return world; }
 
-  bool exchange(const std::vector<std::vector<float>> &sendTo,
-                std::vector<std::vector<float>> &recvFrom, std::string &error) override {
-    std::vector<int> sendCounts(world, 0), sendDispls(world, 0), recvCounts(world, 0),
-        recvDispls(world, 0);
-    size_t sendTotal = 0, recvTotal = 0;
-    for (int64_t m = 0; m < world; ++m) {
-      if (m == self)
-        continue;
-      if (sendTo[m].size() > (size_t)INT_MAX || recvFrom[m].size() > (size_t)INT_MAX ||
-          sendTotal + sendTo[m].size() > (size_t)INT_MAX ||
-          recvTotal + recvFrom[m].size() > (size_t)INT_MAX) {
-        error = "an exchange of more than 2^31 values does not fit one MPI_Alltoallv";
-        return false;
-      }
-      sendDispls[m] = (int)sendTotal;
-      sendCounts[m] = (int)sendTo[m].size();
-      sendTotal += sendTo[m].size();
-      recvDispls[m] = (int)recvTotal;
-      recvCounts[m] = (int)recvFrom[m].size();
-      recvTotal += recvFrom[m].size();
-    }
-    std::vector<float> sendBuf(sendTotal), recvBuf(recvTotal);
-    for (int64_t m = 0; m < world; ++m)
-      if (m != self)
-        std::copy(sendTo[m].begin(), sendTo[m].end(), sendBuf.begin() + sendDispls[m]);
-    int rc = MPI_Alltoallv(sendBuf.data(), sendCounts.data(), sendDispls.data(), MPI_FLOAT,
-                           recvBuf.data(), recvCounts.data(), recvDispls.data(), MPI_FLOAT,
-                           MPI_COMM_WORLD);
-    if (rc != MPI_SUCCESS) {
-      error = "MPI_Alltoallv: " + mpiError(rc);
-      return false;
-    }
-    for (int64_t m = 0; m < world; ++m)
-      if (m != self)
-        std::copy_n(recvBuf.begin() + recvDispls[m], recvCounts[m], recvFrom[m].begin());
-    return true;
-  }
-
   bool allGather(uint64_t value, std::vector<uint64_t> &all, std::string &error) override {
     all.assign(world, 0);
     int rc = MPI_Allgather(&value, 1, MPI_UINT64_T, all.data(), 1, MPI_UINT64_T, MPI_COMM_WORLD);

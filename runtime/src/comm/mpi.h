@@ -1,7 +1,7 @@
 //===- mpi.h - ranks that are MPI processes --------------------------------===//
 //
-// One process per rank under mpirun (OpenMPI). Exchanges are MPI_Alltoallv
-// over the world communicator with exactly the values each pair trades. A
+// One process per rank under mpirun (OpenMPI). Data moves on sub-communicators
+// of MPI_COMM_WORLD (Comm::split), with exactly the values each pair trades. A
 // rank that fails prints its error and exits with status 1, on which mpirun
 // ends the whole job, so no rank waits forever for one that has stopped.
 //

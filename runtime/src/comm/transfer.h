@@ -8,7 +8,8 @@
 //
 // planTransfer() says which elements of which rank's part one rank reads; since
 // every rank can compute every other rank's plan, a sender knows what to send
-// without being asked (comm/comm.h moves exactly those elements).
+// without being asked (exec/collectives.cpp moves exactly those elements on
+// the group the two layouts span).
 //
 //===----------------------------------------------------------------------===//
 

@@ -3,80 +3,257 @@
 #include "exec/collectives.h"
 #include "exec/program.h"
 
+#include <algorithm>
+#include <functional>
+#include <numeric>
+
 namespace shardline::rt {
+
+namespace {
+
+int64_t product(const std::vector<int64_t> &v, size_t begin, size_t end) {
+  return std::accumulate(v.begin() + begin, v.begin() + end, (int64_t)1,
+                         std::multiplies<int64_t>());
+}
+
+/// A whole of `outer` rows, each `parts` runs of `run` elements, cut into its
+/// parts: part j holds run j of every row, rows in order.
+void splitParts(const float *whole, int64_t parts, int64_t outer, int64_t run, float *out) {
+  for (int64_t j = 0; j < parts; ++j)
+    for (int64_t o = 0; o < outer; ++o)
+      std::copy_n(whole + (o * parts + j) * run, run, out + (j * outer + o) * run);
+}
+
+/// The reverse of splitParts.
+void joinParts(const float *in, int64_t parts, int64_t outer, int64_t run, float *whole) {
+  for (int64_t j = 0; j < parts; ++j)
+    for (int64_t o = 0; o < outer; ++o)
+      std::copy_n(in + (j * outer + o) * run, run, whole + (o * parts + j) * run);
+}
+
+BufferView view(const float *data, int64_t count) {
+  return BufferView(const_cast<float *>(data), count);
+}
+
+/// Throws Stop for a failed status: this rank's error, or an abort.
+void check(const CommStatus &status) {
+  if (!status)
+    throw Stop{status.error, status.error.empty()};
+}
+
+} // namespace
 
 Collectives::Collectives(Comm &comm, const Mesh &mesh)
     : comm(comm), mesh(mesh), self(comm.rank()), ranks(mesh.numRanks()) {}
 
-void Collectives::exchange(const Mail &sendTo, Mail &recvFrom, int64_t bytesPerValue) {
-  std::string error;
-  if (!comm.exchange(sendTo, recvFrom, error)) {
-    if (!error.empty())
-      throw Stop{error, false};
-    throw Stop{"", true};
-  }
-  for (int64_t m = 0; m < ranks; ++m)
-    if (m != self)
-      sent += (int64_t)sendTo[m].size() * bytesPerValue;
+Group &Collectives::group(const Axes &axes) {
+  auto it = groups.find(axes);
+  if (it != groups.end())
+    return *it->second;
+  // Color: the group's first member, the same on every member; key: the
+  // place in the group's order.
+  std::vector<int64_t> members = mesh.group(self, axes);
+  int64_t key = std::find(members.begin(), members.end(), self) - members.begin();
+  std::unique_ptr<Group> made;
+  check(comm.split(members.front(), key, made));
+  return *groups.emplace(axes, std::move(made)).first->second;
 }
 
-Mail Collectives::allGather(const std::vector<int64_t> &members, const std::vector<float> &mine,
+void Collectives::settle(const CommStatus &status, const Group &g, int64_t bytesPerValue) {
+  check(status);
+  // Every view is f32; the report counts each value at the plan's size.
+  sent += status.bytesSent / (int64_t)sizeof(float) * bytesPerValue;
+  if (g.size() > 1)
+    ++calls[g.size()];
+}
+
+void Collectives::exchange(const Axes &axes, const Mail &sendTo, Mail &recvFrom,
+                           int64_t bytesPerValue) {
+  Group &g = group(axes);
+  std::vector<BufferView> sends(g.size()), receives(g.size());
+  for (int64_t j = 0; j < g.size(); ++j) {
+    int64_t m = g.members()[j];
+    if (m == self)
+      continue;
+    sends[j] = view(sendTo[m].data(), (int64_t)sendTo[m].size());
+    receives[j] = view(recvFrom[m].data(), (int64_t)recvFrom[m].size());
+  }
+  settle(g.exchange(sends, receives), g, bytesPerValue);
+}
+
+Mail Collectives::allGather(const Axes &axes, const std::vector<float> &mine,
                             int64_t bytesPerValue) {
-  Mail sendTo = noMail(), recvFrom = noMail();
-  for (int64_t m : members)
-    if (m != self) {
-      sendTo[m] = mine;
-      recvFrom[m].resize(mine.size());
+  Group &g = group(axes);
+  int64_t n = (int64_t)mine.size();
+  std::vector<float> all(g.size() * n);
+  settle(g.allGather(view(mine.data(), n), view(all.data(), (int64_t)all.size())), g,
+         bytesPerValue);
+  Mail out = noMail();
+  for (int64_t j = 0; j < g.size(); ++j)
+    out[g.members()[j]].assign(all.begin() + j * n, all.begin() + (j + 1) * n);
+  return out;
+}
+
+Collectives::Move Collectives::planMove(const std::vector<int64_t> &shape, const Layout &from,
+                                        const Layout &to) {
+  Move m;
+  Movement mv = classifyMovement(from, to, mesh, shape);
+  std::vector<int64_t> in = localShape(from, mesh, shape), out = localShape(to, mesh, shape);
+  int64_t g = mesh.product(mv.axes), d = mv.dim;
+  m.inCount = numElements(in);
+  m.outCount = numElements(out);
+  auto plain = [&](bool fits) {
+    if (!fits)
+      return false;
+    m.kind = mv.kind;
+    if (mv.kind != MovementKind::Identity && mv.kind != MovementKind::Slice)
+      m.group = &group(mv.axes);
+    return true;
+  };
+  switch (mv.kind) {
+  case MovementKind::Identity:
+    plain(true);
+    return m;
+  case MovementKind::Slice:
+  case MovementKind::ReduceScatter:
+    // Cut the source along d into the members' pieces, in group order.
+    if (plain(out[d] * g == in[d])) {
+      m.outer = product(in, 0, d);
+      m.splitRun = product(out, d, out.size());
+      std::vector<int64_t> members = mesh.group(self, mv.axes);
+      m.parts = g;
+      m.part = std::find(members.begin(), members.end(), self) - members.begin();
+      return m;
     }
-  exchange(sendTo, recvFrom, bytesPerValue);
-  recvFrom[self] = mine;
-  return recvFrom;
+    break;
+  case MovementKind::AllGather:
+    // Join the members' pieces along d, in group order.
+    if (plain(in[d] * g == out[d])) {
+      m.joinOuter = product(in, 0, d);
+      m.joinRun = product(in, d, in.size());
+      return m;
+    }
+    break;
+  case MovementKind::AllToAll: {
+    // Cut along the split dimension, join what arrives along d.
+    int64_t s = mv.splitDim;
+    std::vector<int64_t> piece = in;
+    piece[s] /= g;
+    if (plain(in[s] % g == 0 && piece[d] * g == out[d])) {
+      m.outer = product(in, 0, s);
+      m.splitRun = product(piece, s, piece.size());
+      m.joinOuter = product(piece, 0, d);
+      m.joinRun = product(piece, d, piece.size());
+      return m;
+    }
+    break;
+  }
+  default:
+    break;
+  }
+  // A general transfer on the group of every axis either layout uses: a
+  // rank reads only from ranks that share its coordinates on every axis the
+  // source layout does not use, so only those can need this rank's values.
+  m.kind = MovementKind::General;
+  std::vector<bool> usedByFrom(mesh.axes.size(), false), used(mesh.axes.size(), false);
+  for (const Layout *l : {&from, &to}) {
+    std::vector<std::string> names = l->partial;
+    for (const auto &dim : l->dims)
+      names.insert(names.end(), dim.begin(), dim.end());
+    for (const auto &a : names) {
+      int64_t i = mesh.axisIndex(a);
+      if (i < 0)
+        throw Stop{"layout " + l->str() + " uses '" + a + "', which is not a mesh axis", false};
+      used[i] = true;
+      if (l == &from)
+        usedByFrom[i] = true;
+    }
+  }
+  Axes axes;
+  for (size_t i = 0; i < used.size(); ++i)
+    if (used[i])
+      axes.push_back(mesh.axes[i].first);
+  m.mine = planTransfer(mesh, shape, from, to, self);
+  if (!m.mine.error.empty())
+    throw Stop{m.mine.error, false};
+  m.group = &group(axes);
+  m.sends.assign(m.group->size(), {});
+  std::vector<int64_t> me = mesh.coords(self);
+  for (int64_t j = 0; j < m.group->size(); ++j) {
+    int64_t r = m.group->members()[j];
+    std::vector<int64_t> theirs = mesh.coords(r);
+    bool reachable = r != self;
+    for (size_t i = 0; i < usedByFrom.size(); ++i)
+      if (!usedByFrom[i] && theirs[i] != me[i])
+        reachable = false;
+    if (reachable)
+      m.sends[j] = planTransfer(mesh, shape, from, to, r).reads[self];
+  }
+  return m;
 }
 
 void Collectives::transition(int64_t key, const std::vector<int64_t> &shape, const Layout &from,
                              const Layout &to, const float *src, float *dst,
                              int64_t bytesPerValue) {
-  auto it = transfers.find(key);
-  if (it == transfers.end()) {
-    CachedTransfer c;
-    c.mine = planTransfer(mesh, shape, from, to, self);
-    if (!c.mine.error.empty())
-      throw Stop{c.mine.error, false};
-    c.sends.assign(ranks, {});
-    // A rank reads only from ranks that share its coordinates on every axis
-    // the source layout does not use; only those can need this rank's values.
-    std::vector<bool> used(mesh.axes.size(), false);
-    for (const auto &dim : from.dims)
-      for (const auto &a : dim)
-        used[mesh.axisIndex(a)] = true;
-    for (const auto &a : from.partial)
-      used[mesh.axisIndex(a)] = true;
-    std::vector<int64_t> me = mesh.coords(self);
-    for (int64_t m = 0; m < ranks; ++m) {
-      if (m == self)
-        continue;
-      std::vector<int64_t> theirs = mesh.coords(m);
-      bool reachable = true;
-      for (size_t i = 0; i < used.size(); ++i)
-        if (!used[i] && theirs[i] != me[i])
-          reachable = false;
-      if (reachable)
-        c.sends[m] = planTransfer(mesh, shape, from, to, m).reads[self];
-    }
-    it = transfers.emplace(key, std::move(c)).first;
+  auto it = moves.find(key);
+  if (it == moves.end())
+    it = moves.emplace(key, planMove(shape, from, to)).first;
+  const Move &m = it->second;
+  int64_t inCount = m.inCount, outCount = m.outCount;
+  Group *g = m.group;
+  // The source cut into the members' pieces (in place when it already is).
+  auto split = [&]() -> const float * {
+    if (m.outer <= 1)
+      return src;
+    packed.resize(inCount);
+    splitParts(src, g->size(), m.outer, m.splitRun, packed.data());
+    return packed.data();
+  };
+  // Where the pieces land, then joined into dst.
+  float *landing = m.joinOuter <= 1 ? dst : (scratch.resize(outCount), scratch.data());
+  auto join = [&]() {
+    if (landing != dst)
+      joinParts(landing, g->size(), m.joinOuter, m.joinRun, dst);
+  };
+  switch (m.kind) {
+  case MovementKind::Identity:
+    if (src != dst)
+      std::copy_n(src, inCount, dst);
+    return;
+  case MovementKind::Slice:
+    for (int64_t o = 0; o < m.outer; ++o)
+      std::copy_n(src + (o * m.parts + m.part) * m.splitRun, m.splitRun, dst + o * m.splitRun);
+    return;
+  case MovementKind::AllGather:
+    settle(g->allGather(view(src, inCount), view(landing, outCount)), *g, bytesPerValue);
+    return join();
+  case MovementKind::ReduceScatter:
+    settle(g->reduceScatter(view(split(), inCount), view(dst, outCount)), *g, bytesPerValue);
+    return;
+  case MovementKind::AllToAll:
+    settle(g->allToAll(view(split(), inCount), view(landing, outCount)), *g, bytesPerValue);
+    return join();
+  default:
+    break;
   }
-  const CachedTransfer &c = it->second;
   Mail sendTo = noMail(), recvFrom = noMail();
-  for (int64_t m = 0; m < ranks; ++m) {
-    if (m == self)
+  for (int64_t j = 0; j < g->size(); ++j) {
+    int64_t r = g->members()[j];
+    if (r == self)
       continue;
-    sendTo[m].reserve(c.sends[m].size());
-    for (int64_t offset : c.sends[m])
-      sendTo[m].push_back(src[offset]);
-    recvFrom[m].resize(c.mine.reads[m].size());
+    sendTo[r].reserve(m.sends[j].size());
+    for (int64_t offset : m.sends[j])
+      sendTo[r].push_back(src[offset]);
+    recvFrom[r].resize(m.mine.reads[r].size());
   }
-  exchange(sendTo, recvFrom, bytesPerValue);
-  applyTransfer(c.mine, self, src, recvFrom, dst);
+  std::vector<BufferView> sends(g->size()), receives(g->size());
+  for (int64_t j = 0; j < g->size(); ++j) {
+    int64_t r = g->members()[j];
+    sends[j] = view(sendTo[r].data(), (int64_t)sendTo[r].size());
+    receives[j] = view(recvFrom[r].data(), (int64_t)recvFrom[r].size());
+  }
+  settle(g->exchange(sends, receives), *g, bytesPerValue);
+  applyTransfer(m.mine, self, src, recvFrom, dst);
 }
 
 void Collectives::allReduce(int64_t step, const std::vector<int64_t> &shape, const Layout &from,
@@ -108,24 +285,25 @@ void Collectives::barrier() {
 std::vector<uint64_t> Collectives::gatherWord(uint64_t word) {
   std::vector<uint64_t> all;
   std::string error;
-  if (!comm.allGather(word, all, error)) {
-    if (!error.empty())
-      throw Stop{error, false};
-    throw Stop{"", true};
-  }
+  if (!comm.allGather(word, all, error))
+    throw Stop{error, error.empty()};
   return all;
 }
 
 std::vector<float> Collectives::gatherToFirst(const std::vector<int64_t> &shape,
                                               const Layout &layout, const float *mine,
                                               int64_t count) {
+  // Every mesh axis in mesh order: the world, in rank order.
+  Axes world;
+  for (const auto &axis : mesh.axes)
+    world.push_back(axis.first);
   Mail sendTo = noMail(), recvFrom = noMail();
   if (self != 0)
     sendTo[0].assign(mine, mine + count);
   else
     for (int64_t m = 1; m < ranks; ++m)
       recvFrom[m].resize(count);
-  exchange(sendTo, recvFrom, 0);
+  exchange(world, sendTo, recvFrom, 0);
   if (self != 0)
     return {};
   recvFrom[0].assign(mine, mine + count);

@@ -3,10 +3,11 @@
 // The one place where a rank talks to others: layout transitions (all-gather,
 // reduce-scatter, all-reduce, all-to-all, slice, reorder), gathers within a
 // group (ring attention's blocks, scan states, cross-entropy pieces) and
-// point-to-point exchanges (halos). Each counts the bytes this rank sends as
-// the report does. Today every call becomes one Comm::exchange among all
-// ranks; group communicators (Comm::split) plug in here without touching the
-// kernels.
+// point-to-point exchanges (halos). Each runs on the group communicator of the
+// mesh axes it spans (comm/group.h), so a tp group's gather involves only its
+// members; a transition that is one plain collective runs as that collective,
+// any other as a transfer among the ranks the layouts tie together. Each call
+// counts the bytes this rank sends as the report does.
 //
 //===----------------------------------------------------------------------===//
 
@@ -19,34 +20,46 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
+#include <string>
 #include <vector>
 
 namespace shardline::rt {
 
+/// Values per world rank.
 using Mail = std::vector<std::vector<float>>;
+using Axes = std::vector<std::string>;
 
 class Collectives {
 public:
   Collectives(Comm &comm, const Mesh &mesh);
 
-  /// Sends `sendTo[m]` to every rank m and receives `recvFrom[m]` (sized by
-  /// the caller); counts what this rank sends, each value at `bytesPerValue`
-  /// (the plan's element size: the f32 reference moves 16-bit values as
-  /// f32). Throws Stop when the comm fails or another rank aborted.
-  void exchange(const Mail &sendTo, Mail &recvFrom, int64_t bytesPerValue);
-  /// One mailbox per rank, all empty.
+  /// The group of the ranks that differ from this one only in `axes`, in
+  /// Mesh::group order (a ring's order). Made by a split of the world the
+  /// first time any rank asks for these axes; every rank asks at the same
+  /// point of the program, so the splits line up.
+  Group &group(const Axes &axes);
+
+  /// Sends `sendTo[m]` to every other member m of the group of `axes` and
+  /// receives `recvFrom[m]` (sized by the caller); both by world rank.
+  /// Counts what this rank sends, each value at `bytesPerValue` (the plan's
+  /// element size: the f32 reference moves 16-bit values as f32). Throws Stop
+  /// when the comm fails or another rank aborted.
+  void exchange(const Axes &axes, const Mail &sendTo, Mail &recvFrom, int64_t bytesPerValue);
+  /// Empty values for every rank.
   Mail noMail() const { return Mail(ranks); }
 
-  /// Every member of `members` sends this rank the same number of values as
-  /// `mine`; the result holds each member's values at its rank (this rank's
-  /// own included).
-  Mail allGather(const std::vector<int64_t> &members, const std::vector<float> &mine,
-                 int64_t bytesPerValue);
+  /// Every member of the group of `axes` sends the others the same number of
+  /// values as `mine`; the result holds each member's values at its world
+  /// rank (this rank's own included).
+  Mail allGather(const Axes &axes, const std::vector<float> &mine, int64_t bytesPerValue);
 
-  /// Moves a tensor of global `shape` from layout `from` to `to`: each rank
+  /// Moves a tensor of global `shape` from layout `from` to `to`. A plain
+  /// all-gather, reduce-scatter or all-to-all runs as that collective on its
+  /// group, a slice locally; anything else is a transfer in which each rank
   /// sends every other rank exactly the elements that rank reads from it.
-  /// The plans of every rank are computed once per `key` and kept for later
-  /// steps. Values travel as 32-bit words, int32 included.
+  /// What a step moves is worked out once per `key` and kept for later steps.
+  /// Values travel as 32-bit words, int32 included.
   void transition(int64_t key, const std::vector<int64_t> &shape, const Layout &from,
                   const Layout &to, const float *src, float *dst, int64_t bytesPerValue);
 
@@ -71,20 +84,47 @@ public:
   /// where the exchange moves it another way).
   void count(int64_t bytes) { sent += bytes; }
   int64_t bytesSent() const { return sent; }
-  void resetCount() { sent = 0; }
+  /// Starts a step's count of bytes and collectives.
+  void resetCount() {
+    sent = 0;
+    calls.clear();
+  }
+
+  /// How many collectives ran on groups of each size since resetCount()
+  /// (groups of one left out): which communicators a step used.
+  const std::map<int64_t, int64_t> &callsByGroupSize() const { return calls; }
 
 private:
-  struct CachedTransfer {
+  /// What one transition step does, worked out at its first run.
+  struct Move {
+    MovementKind kind = MovementKind::General;
+    Group *group = nullptr;
+    /// Elements of this rank's source and target parts.
+    int64_t inCount = 0, outCount = 0;
+    /// Plain collectives: the source part cut into `parts` pieces along the
+    /// split dimension, each `outer` runs of `splitRun` elements, and the
+    /// received pieces joined along the gathered dimension, each `joinOuter`
+    /// runs of `joinRun`. Zero outer counts mean no packing is needed.
+    int64_t outer = 0, splitRun = 0, joinOuter = 0, joinRun = 0;
+    /// Slice: the pieces and the one this rank keeps.
+    int64_t parts = 1, part = 0;
+    /// General: what this rank reads, and what each member reads from it.
     TransferPlan mine;
-    /// What each other rank reads from this one, in its order.
     std::vector<std::vector<int64_t>> sends;
   };
+  Move planMove(const std::vector<int64_t> &shape, const Layout &from, const Layout &to);
+  /// Throws Stop for a failed status, else counts its bytes at
+  /// `bytesPerValue` per 32-bit word.
+  void settle(const CommStatus &status, const Group &g, int64_t bytesPerValue);
 
   Comm &comm;
   const Mesh &mesh;
   int64_t self, ranks;
   int64_t sent = 0;
-  std::map<int64_t, CachedTransfer> transfers;
+  std::map<int64_t, Move> moves;
+  std::map<Axes, std::unique_ptr<Group>> groups;
+  std::map<int64_t, int64_t> calls;
+  std::vector<float> scratch, packed;
 };
 
 } // namespace shardline::rt

@@ -138,7 +138,7 @@ void ringAttention(const Step &s, Frame &f) {
   bool causal = s.attrs[kCausal].i != 0;
   std::vector<float> kv(f.f(k), f.f(k) + f.n(k));
   kv.insert(kv.end(), f.f(v), f.f(v) + f.n(v));
-  Mail blocks = f.collectives->allGather(s.facts.members, kv, f.tensors[k].elementBytes);
+  Mail blocks = f.collectives->allGather(s.attrs[kAxes].strings, kv, f.tensors[k].elementBytes);
   float *y = f.f(out);
   std::vector<float> lse(dims.B * dims.HQ * dims.Sq), part(f.n(out)), partLse(lse.size());
   for (size_t i = 0; i < s.facts.members.size(); ++i) {
@@ -215,7 +215,7 @@ void halo(const Step &s, Frame &f) {
   for (const RankFacts::Row &r : s.facts.receives)
     if (r.rank != f.self)
       recvFrom[r.rank].resize(recvFrom[r.rank].size() + B * C);
-  f.collectives->exchange(sendTo, recvFrom, xt.elementBytes);
+  f.collectives->exchange(s.attrs[kHaloAxes].strings, sendTo, recvFrom, xt.elementBytes);
   std::vector<size_t> next(recvFrom.size(), 0);
   float *y = f.f(s.out[0]);
   for (const RankFacts::Row &r : s.facts.receives)
@@ -322,7 +322,7 @@ void stateExchange(const Step &s, Frame &f) {
   std::vector<float> mine(f.f(st), f.f(st) + f.n(st));
   mine.insert(mine.end(), f.f(dec), f.f(dec) + f.n(dec));
   // The report counts the summaries at their element sizes.
-  Mail all = f.collectives->allGather(s.facts.members, mine, 0);
+  Mail all = f.collectives->allGather(s.attrs[0].strings, mine, 0);
   f.collectives->count(
       ((int64_t)s.facts.members.size() - 1) *
       (f.n(st) * f.tensors[st].elementBytes + f.n(dec) * f.tensors[dec].elementBytes));
@@ -397,12 +397,12 @@ void crossEntropy(const Step &s, Frame &f) {
   };
   std::vector<float> mx(T), gmax(T);
   cpu::xent_local_max(x, T, V, mx.data());
-  Mail maxes = f.collectives->allGather(s.facts.members, mx, 4);
+  Mail maxes = f.collectives->allGather(s.attrs[0].strings, mx, 4);
   cpu::xent_combine_max(pointers(maxes).data(), (int64_t)s.facts.members.size(), T, gmax.data());
   std::vector<float> sumTarget(2 * T);
   cpu::xent_local_sumexp(x, gmax.data(), T, V, sumTarget.data());
   cpu::xent_local_target(x, f.ids(labels), T, V, s.facts.vocabOffset, sumTarget.data() + T);
-  Mail pieces = f.collectives->allGather(s.facts.members, sumTarget, 4);
+  Mail pieces = f.collectives->allGather(s.attrs[0].strings, sumTarget, 4);
   double total = cpu::xent_combine_total(pointers(pieces).data(), (int64_t)s.facts.members.size(),
                                          gmax.data(), T);
   f.f(s.out[0])[0] = (float)(total / (double)(f.global(logits)[0] * f.global(logits)[1]));

@@ -357,6 +357,7 @@ RunResult RankRun::run() {
       perKind[step.kind] += stepSeconds[step.index];
     for (const auto &[kind, secs] : perKind)
       result.opSeconds.emplace_back(kind, secs / (double)std::max<int64_t>(1, options.steps));
+    result.collectivesByGroupSize = collectives.callsByGroupSize();
     result.bytesSentPerRank = maxOverRanks(collectives.bytesSent());
     result.arenaPeak = maxOverRanks(arenaPeak);
     result.liveBytesPeak = maxOverRanks(liveBytesPeak);

@@ -21,6 +21,7 @@
 #include "core/plan.h"
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,9 @@ struct RunResult {
   /// The first rank's wall time per op kind in one step (waits for other
   /// ranks in exchanges included).
   std::vector<std::pair<std::string, double>> opSeconds;
+  /// The first rank's collectives in one step by the size of the group they
+  /// ran on (groups of one left out).
+  std::map<int64_t, int64_t> collectivesByGroupSize;
 };
 
 /// Whether the CPU backend's kernel table runs this op kind; a plan with
