@@ -110,6 +110,13 @@ std::vector<std::string> axisNames(ArrayAttr axes);
 /// A string array attribute of axis names.
 ArrayAttr axesAttr(MLIRContext *ctx, ArrayRef<std::string> axes);
 
+/// One rank's shape of the ranked tensor `v` under its layout (the global
+/// shape when it has none).
+std::vector<int64_t> localShapeOf(Value v, const shardline::Mesh &mesh);
+/// One rank's bytes of `v` under its layout (splits are even, so every rank
+/// agrees); 0 for a value that is not a ranked tensor.
+int64_t localBytes(Value v, const shardline::Mesh &mesh);
+
 /// An op's name and, when its location has one, its model name:
 /// "sl.linear 'blocks.0.attn.wq'".
 std::string opLabel(Operation *op);
