@@ -12,6 +12,10 @@ std::vector<std::string> mlir::sl::axisNames(ArrayAttr axes) {
   return out;
 }
 
+int64_t mlir::sl::groupSize(const shardline::Mesh &mesh, ArrayAttr axes) {
+  return mesh.product(axisNames(axes));
+}
+
 std::vector<int64_t> mlir::sl::localShapeOf(Value v, const shardline::Mesh &mesh) {
   auto type = cast<RankedTensorType>(v.getType());
   std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
