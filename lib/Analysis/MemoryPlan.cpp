@@ -9,17 +9,6 @@ using namespace mlir;
 
 namespace shardline {
 
-int64_t localBytes(Value v, const Mesh &mesh) {
-  auto type = dyn_cast<RankedTensorType>(v.getType());
-  if (!type)
-    return 0;
-  std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
-  if (sl::LayoutAttr l = sl::getLayout(type))
-    shape = localShape(sl::toLayout(l), mesh, shape);
-  int64_t elementBytes = (getElementTypeOrSelf(type).getIntOrFloatBitWidth() + 7) / 8;
-  return numElements(shape) * std::max<int64_t>(1, elementBytes);
-}
-
 namespace {
 /// Free gaps below the top of the arena, by offset; neighbours coalesce.
 class Arena {

@@ -19,18 +19,8 @@ namespace shardline {
 
 namespace {
 
-std::vector<int64_t> globalShape(Value v) {
-  auto s = cast<RankedTensorType>(v.getType()).getShape();
-  return {s.begin(), s.end()};
-}
-
-std::vector<std::string> axesOf(ArrayAttr attr) {
-  std::vector<std::string> out;
-  for (Attribute a : attr)
-    out.push_back(cast<StringAttr>(a).str());
-  return out;
-}
-
+/// The mesh of the op's first operand whose layout names one (an empty mesh
+/// when none does: nothing is distributed).
 Mesh meshFor(Operation *op) {
   for (Value v : op->getOperands())
     if (LayoutAttr l = getLayout(v))
@@ -39,91 +29,11 @@ Mesh meshFor(Operation *op) {
   return Mesh{};
 }
 
-/// Rows along the ordered dimension that leave `rank` in a reorder, most over
-/// ranks, times the bytes of one row.
-int64_t reorderBytes(ReorderOp op, const Mesh &mesh) {
-  Layout in = toLayout(getLayout(op.getX())), out = toLayout(getLayout(op.getResult()));
-  std::vector<int64_t> shape = globalShape(op.getX());
-  int64_t dim = in.orderDim >= 0 ? in.orderDim : out.orderDim;
-  if (dim < 0)
-    return 0;
-  int64_t rows = localShape(in, mesh, shape)[dim];
-  int64_t rowBytes = localBytes(op.getX(), mesh) / std::max<int64_t>(1, rows);
-  int64_t most = 0;
-  for (int64_t r = 0; r < mesh.numRanks(); ++r) {
-    int64_t staying =
-        overlap(tokenRuns(in, mesh, shape, dim, r), tokenRuns(out, mesh, shape, dim, r));
-    most = std::max(most, rows - staying);
-  }
-  return most * rowBytes;
-}
-
-/// The tokens before each local chunk that another rank holds, most over
-/// ranks, times the bytes of one token row (batch x channels).
-int64_t haloBytes(HaloOp op, const Mesh &mesh) {
-  Layout in = toLayout(getLayout(op.getX()));
-  std::vector<int64_t> shape = globalShape(op.getX());
-  std::vector<int64_t> local = localShape(in, mesh, shape);
-  int64_t width = op.getWidth();
-  int64_t most = 0;
-  for (int64_t r = 0; r < mesh.numRanks(); ++r) {
-    std::vector<TokenRun> mine = tokenRuns(in, mesh, shape, 1, r);
-    int64_t remote = 0;
-    for (const TokenRun &chunk : sequenceChunks(in, mesh, shape, 1, r)) {
-      int64_t from = std::max<int64_t>(0, chunk.start - width);
-      TokenRun before{from, chunk.start - from};
-      remote += before.length - overlap({before}, mine);
-    }
-    most = std::max(most, remote);
-  }
-  return most * localBytes(op.getX(), mesh) / local[1];
-}
-
-/// Number of tokens (batch x sequence) one rank holds of a [b, s, ...] value.
-int64_t localTokens(Value v, const Mesh &mesh) {
-  std::vector<int64_t> shape = globalShape(v);
-  if (LayoutAttr l = getLayout(v))
-    shape = localShape(toLayout(l), mesh, shape);
-  return shape.size() >= 2 ? shape[0] * shape[1] : 1;
-}
-
 } // namespace
 
 int64_t collectiveBytesPerRank(Operation *op) {
-  Mesh mesh = meshFor(op);
-  auto group = [&](ArrayAttr axes) { return mesh.product(axesOf(axes)); };
-  if (auto g = dyn_cast<AllGatherOp>(op))
-    return allGatherBytes(group(g.getAxes()), localBytes(g.getResult(), mesh));
-  if (auto rs = dyn_cast<ReduceScatterOp>(op))
-    return reduceScatterBytes(group(rs.getAxes()), localBytes(rs.getX(), mesh));
-  if (auto ar = dyn_cast<AllReduceOp>(op)) {
-    // Reduce-scatter + all-gather needs a dimension the group divides; a
-    // tensor without one (the scalar loss) is exchanged whole.
-    int64_t g = group(ar.getAxes());
-    auto type = ar.getX().getType();
-    std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
-    if (LayoutAttr l = getLayout(type))
-      shape = localShape(toLayout(l), mesh, shape);
-    bool splittable = llvm::any_of(shape, [&](int64_t d) { return d % g == 0; });
-    int64_t bytes = localBytes(ar.getX(), mesh);
-    return splittable ? allReduceBytes(g, bytes) : (g - 1) * bytes;
-  }
-  if (auto a2a = dyn_cast<AllToAllOp>(op))
-    return allToAllBytes(group(a2a.getAxes()), localBytes(a2a.getX(), mesh));
-  if (auto ring = dyn_cast<RingAttentionOp>(op))
-    return (group(ring.getAxes()) - 1) *
-           (localBytes(ring.getK(), mesh) + localBytes(ring.getV(), mesh));
-  if (auto halo = dyn_cast<HaloOp>(op))
-    return haloBytes(halo, mesh);
-  if (auto ex = dyn_cast<ScanStateExchangeOp>(op))
-    return (group(ex.getAxes()) - 1) *
-           (localBytes(ex.getStates(), mesh) + localBytes(ex.getDecays(), mesh));
-  if (auto re = dyn_cast<ReorderOp>(op))
-    return reorderBytes(re, mesh);
-  if (auto ce = dyn_cast<CrossEntropyOp>(op); ce && !ce.getVocabAxes().empty())
-    // Three small per-token vectors, exchanged whole within the group.
-    return 3 * (group(ce.getVocabAxes()) - 1) * 4 * localTokens(ce.getLogits(), mesh);
-  return -1;
+  auto spmd = dyn_cast<SPMDOpInterface>(op);
+  return spmd ? spmd.sentBytesPerRank(meshFor(op)) : -1;
 }
 
 std::string describeLocation(Location loc) {
@@ -237,7 +147,7 @@ Report analyze(ModuleOp module) {
         for (const char *what : {"max", "sum of exponentials", "target logit"}) {
           CollectiveEntry e = entry;
           e.op = "all_reduce";
-          e.axes = axesOf(ce.getVocabAxes());
+          e.axes = axisNames(ce.getVocabAxes());
           e.bytesPerRank = bytes / 3;
           e.why = std::string("vocab-parallel cross-entropy: per-token ") + what;
           report.collectives.push_back(e);
@@ -245,7 +155,7 @@ Report analyze(ModuleOp module) {
       } else {
         entry.op = op->getName().stripDialect().str();
         if (auto axes = op->getAttrOfType<ArrayAttr>("axes"))
-          entry.axes = axesOf(axes);
+          entry.axes = axisNames(axes);
         entry.bytesPerRank = bytes;
         report.collectives.push_back(entry);
       }

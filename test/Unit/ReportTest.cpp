@@ -164,6 +164,34 @@ TEST_F(ReportTest, GatherPlusScatterIsAnAllReduce) {
     }
 }
 
+// Each op states its own bytes (SPMDOpInterface::sentBytesPerRank); the ops
+// that move nothing between ranks (a local slice, a cross-entropy without
+// vocab axes, a compute op) say -1 and are no collectives of the report.
+TEST_F(ReportTest, OnlyOpsThatMoveDataStateBytes) {
+  Report r = ofIR(R"(
+    sl.mesh @mesh(tp = 2)
+    func.func @f(%x: tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>,
+                 %y: tensor<2x8xi32, #sl.layout<@mesh, [[], []]>>) {
+      %s = sl.slice %x {axes = ["tp"], dim = 1} : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>> -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], []]>>
+      %a = sl.add %s, %s : (tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], []]>>, tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], []]>>) -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], []]>>
+      %e = sl.cross_entropy %x, %y : (tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>, tensor<2x8xi32, #sl.layout<@mesh, [[], []]>>) -> tensor<f32, #sl.layout<@mesh, []>>
+      %g = sl.all_gather %a {axes = ["tp"], dim = 1} : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], []]>> -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>
+      return
+    })");
+  ASSERT_EQ(r.collectives.size(), 1u);
+  EXPECT_EQ(r.collectives[0].op, "all_gather");
+  Mesh mesh = mlir::sl::toMesh(*module->getOps<mlir::sl::MeshOp>().begin());
+  int asked = 0;
+  module->walk([&](mlir::sl::SPMDOpInterface op) {
+    // The gathered result is 2x8x16 f32 (1024 bytes); g = 2 sends half.
+    int64_t want = mlir::isa<mlir::sl::AllGatherOp>(op) ? 512 : -1;
+    EXPECT_EQ(op.sentBytesPerRank(mesh), want) << op->getName().getStringRef().str();
+    EXPECT_EQ(collectiveBytesPerRank(op), want) << op->getName().getStringRef().str();
+    ++asked;
+  });
+  EXPECT_EQ(asked, 4);
+}
+
 TEST_F(ReportTest, ReorderCountsRowsThatMove) {
   Report r = ofIR(R"(
     sl.mesh @mesh(cp = 2)

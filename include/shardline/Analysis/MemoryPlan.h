@@ -14,6 +14,7 @@
 #define SHARDLINE_ANALYSIS_MEMORYPLAN_H
 
 #include "core/layout.h"
+#include "shardline/Dialect/SL/IR/SPMD.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "llvm/ADT/DenseMap.h"
@@ -32,8 +33,8 @@ struct ArenaPlan {
   int64_t liveBound = 0;
 };
 
-/// One rank's local bytes of a value (splits are even, so every rank agrees).
-int64_t localBytes(mlir::Value v, const Mesh &mesh);
+/// One rank's local bytes of a value, as the dialect defines it.
+using mlir::sl::localBytes;
 
 ArenaPlan planArena(mlir::func::FuncOp fn, const Mesh &mesh);
 

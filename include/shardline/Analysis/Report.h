@@ -4,7 +4,8 @@
 // layouts (after sl-propagate-layouts and sl-insert-collectives).
 //
 // Bytes per rank follow the bandwidth-optimal conventions, with B counted on
-// one rank's local shapes and g the product of the op's axis sizes:
+// one rank's local shapes and g the product of the op's axis sizes; each op
+// states its own (SPMDOpInterface::sentBytesPerRank, beside its verifier):
 //   all_gather       (g-1)/g * B, B = the gathered result
 //   reduce_scatter   (g-1)/g * B, B = the operand (before scattering)
 //   all_reduce       2(g-1)/g * B, B = the operand (reduce-scatter +
@@ -88,7 +89,9 @@ struct Report {
   std::vector<BlockSummary> blocks;
 };
 
-/// Bytes one rank sends for `op`, or -1 if `op` is not a collective.
+/// Bytes one rank sends for `op` on the mesh of its operands' layouts, or -1
+/// if `op` is not a collective: what the op states through
+/// SPMDOpInterface::sentBytesPerRank.
 int64_t collectiveBytesPerRank(mlir::Operation *op);
 
 /// A location as people read it: "blocks.3.A at model.json:2:27".

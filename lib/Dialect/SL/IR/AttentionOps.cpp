@@ -186,3 +186,8 @@ void RingAttentionOp::resolveRankFacts(const RankContext &ctx) {
     keys.push_back(ctx.runs(getK(), 1, m));
   (*this)->setAttr(kKeyTokensAttr, ArrayAttr::get(getContext(), keys));
 }
+
+/// Every rank passes its K and V blocks on in each of the n-1 steps.
+int64_t RingAttentionOp::sentBytesPerRank(const shardline::Mesh &mesh) {
+  return (groupSize(mesh, getAxes()) - 1) * (localBytes(getK(), mesh) + localBytes(getV(), mesh));
+}

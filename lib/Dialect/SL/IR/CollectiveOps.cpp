@@ -305,3 +305,75 @@ void ScanStateExchangeOp::resolveRankFacts(const RankContext &ctx) {
   (*this)->setAttr(kChunksAttr, ctx.runs(getResult(), 0));
   (*this)->setAttr(kGroupAttr, ctx.ranks(ctx.group(getAxes())));
 }
+
+//===----------------------------------------------------------------------===//
+// Bytes one rank sends (docs/report.md)
+//===----------------------------------------------------------------------===//
+
+int64_t AllGatherOp::sentBytesPerRank(const shardline::Mesh &mesh) {
+  return shardline::allGatherBytes(groupSize(mesh, getAxes()), localBytes(getResult(), mesh));
+}
+
+int64_t ReduceScatterOp::sentBytesPerRank(const shardline::Mesh &mesh) {
+  return shardline::reduceScatterBytes(groupSize(mesh, getAxes()), localBytes(getX(), mesh));
+}
+
+int64_t AllReduceOp::sentBytesPerRank(const shardline::Mesh &mesh) {
+  // Reduce-scatter + all-gather needs a dimension the group divides; a
+  // tensor without one (the scalar loss) is exchanged whole.
+  int64_t g = groupSize(mesh, getAxes());
+  std::vector<int64_t> local = localShapeOf(getX(), mesh);
+  bool splittable = llvm::any_of(local, [&](int64_t d) { return d % g == 0; });
+  int64_t bytes = localBytes(getX(), mesh);
+  return splittable ? shardline::allReduceBytes(g, bytes) : (g - 1) * bytes;
+}
+
+int64_t AllToAllOp::sentBytesPerRank(const shardline::Mesh &mesh) {
+  return shardline::allToAllBytes(groupSize(mesh, getAxes()), localBytes(getX(), mesh));
+}
+
+/// Rows along the ordered dimension that leave a rank, most over ranks, times
+/// the bytes of one row.
+int64_t ReorderOp::sentBytesPerRank(const shardline::Mesh &mesh) {
+  shardline::Layout in = toLayout(getLayout(getX())), out = toLayout(getLayout(getResult()));
+  std::vector<int64_t> global = shapeVec(getX());
+  int64_t dim = in.orderDim >= 0 ? in.orderDim : out.orderDim;
+  if (dim < 0)
+    return 0;
+  int64_t rows = shardline::localShape(in, mesh, global)[dim];
+  int64_t rowBytes = localBytes(getX(), mesh) / std::max<int64_t>(1, rows);
+  int64_t most = 0;
+  for (int64_t r = 0; r < mesh.numRanks(); ++r) {
+    int64_t staying = shardline::overlap(shardline::tokenRuns(in, mesh, global, dim, r),
+                                         shardline::tokenRuns(out, mesh, global, dim, r));
+    most = std::max(most, rows - staying);
+  }
+  return most * rowBytes;
+}
+
+/// The tokens before each local chunk that another rank holds, most over
+/// ranks, times the bytes of one token row (batch x channels).
+int64_t HaloOp::sentBytesPerRank(const shardline::Mesh &mesh) {
+  shardline::Layout in = toLayout(getLayout(getX()));
+  std::vector<int64_t> global = shapeVec(getX());
+  std::vector<int64_t> local = shardline::localShape(in, mesh, global);
+  int64_t width = getWidth();
+  int64_t most = 0;
+  for (int64_t r = 0; r < mesh.numRanks(); ++r) {
+    std::vector<shardline::TokenRun> mine = shardline::tokenRuns(in, mesh, global, 1, r);
+    int64_t remote = 0;
+    for (const shardline::TokenRun &chunk : shardline::sequenceChunks(in, mesh, global, 1, r)) {
+      int64_t from = std::max<int64_t>(0, chunk.start - width);
+      shardline::TokenRun before{from, chunk.start - from};
+      remote += before.length - shardline::overlap({before}, mine);
+    }
+    most = std::max(most, remote);
+  }
+  return most * localBytes(getX(), mesh) / local[1];
+}
+
+/// An all-gather of every chunk's state and decay over the group.
+int64_t ScanStateExchangeOp::sentBytesPerRank(const shardline::Mesh &mesh) {
+  return (groupSize(mesh, getAxes()) - 1) *
+         (localBytes(getStates(), mesh) + localBytes(getDecays(), mesh));
+}

@@ -126,3 +126,13 @@ void CrossEntropyOp::resolveRankFacts(const RankContext &ctx) {
   if (!getVocabAxes().empty())
     (*this)->setAttr(kGroupAttr, ctx.ranks(ctx.group(getVocabAxes())));
 }
+
+/// Vocab-parallel: three small per-token f32 vectors (max, sum of
+/// exponentials, target logit), each all-reduced whole within the group.
+int64_t CrossEntropyOp::sentBytesPerRank(const shardline::Mesh &mesh) {
+  if (getVocabAxes().empty())
+    return -1;
+  std::vector<int64_t> logits = localShapeOf(getLogits(), mesh);
+  int64_t tokens = logits.size() >= 2 ? logits[0] * logits[1] : 1;
+  return 3 * (groupSize(mesh, getVocabAxes()) - 1) * 4 * tokens;
+}

@@ -12,6 +12,25 @@ std::vector<std::string> mlir::sl::axisNames(ArrayAttr axes) {
   return out;
 }
 
+int64_t mlir::sl::groupSize(const shardline::Mesh &mesh, ArrayAttr axes) {
+  return mesh.product(axisNames(axes));
+}
+
+std::vector<int64_t> mlir::sl::localShapeOf(Value v, const shardline::Mesh &mesh) {
+  auto type = cast<RankedTensorType>(v.getType());
+  std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
+  if (LayoutAttr l = getLayout(type))
+    shape = shardline::localShape(toLayout(l), mesh, shape);
+  return shape;
+}
+
+int64_t mlir::sl::localBytes(Value v, const shardline::Mesh &mesh) {
+  if (!isa<RankedTensorType>(v.getType()))
+    return 0;
+  int64_t elementBytes = (getElementTypeOrSelf(v.getType()).getIntOrFloatBitWidth() + 7) / 8;
+  return shardline::numElements(localShapeOf(v, mesh)) * std::max<int64_t>(1, elementBytes);
+}
+
 ArrayAttr mlir::sl::axesAttr(MLIRContext *ctx, ArrayRef<std::string> axes) {
   SmallVector<Attribute> names;
   for (const auto &a : axes)

@@ -40,7 +40,8 @@ def SL_AttentionOp : SL_ComputeOp<"attention",
 }
 
 def SL_RingAttentionOp : SL_ComputeOp<"ring_attention",
-    [AllShapesMatch<["k", "v"]>, AllShapesMatch<["q", "result"]>], ["resolveRankFacts"]> {
+    [AllShapesMatch<["k", "v"]>, AllShapesMatch<["q", "result"]>],
+    ["resolveRankFacts", "sentBytesPerRank"]> {
   let summary = "Attention whose K and V circulate around a ring of ranks";
   let description = [{
     Same values as sl.attention. q, k and v are split over `axes` along the

@@ -18,22 +18,22 @@ def SL_RelayoutOp : SL_LayoutOp<"relayout"> {
   let arguments = (ins SL_FloatTensor:$x);
 }
 
-def SL_AllGatherOp : SL_LayoutOp<"all_gather", SL_CollectiveMethods> {
+def SL_AllGatherOp : SL_LayoutOp<"all_gather", SL_ExchangeMethods> {
   let summary = "Gathers dimension `dim` over the minor-most `axes` of its split";
   let arguments = (ins SL_FloatTensor:$x, StrArrayAttr:$axes, I64Attr:$dim);
 }
 
-def SL_ReduceScatterOp : SL_LayoutOp<"reduce_scatter", SL_CollectiveMethods> {
+def SL_ReduceScatterOp : SL_LayoutOp<"reduce_scatter", SL_ExchangeMethods> {
   let summary = "Sums a pending sum over `axes` and splits dimension `dim` over them";
   let arguments = (ins SL_FloatTensor:$x, StrArrayAttr:$axes, I64Attr:$dim);
 }
 
-def SL_AllReduceOp : SL_LayoutOp<"all_reduce", SL_CollectiveMethods> {
+def SL_AllReduceOp : SL_LayoutOp<"all_reduce", SL_ExchangeMethods> {
   let summary = "Sums a pending sum over `axes`";
   let arguments = (ins SL_FloatTensor:$x, StrArrayAttr:$axes);
 }
 
-def SL_AllToAllOp : SL_LayoutOp<"all_to_all", SL_CollectiveMethods> {
+def SL_AllToAllOp : SL_LayoutOp<"all_to_all", SL_ExchangeMethods> {
   let summary = "Moves the split over `axes` from `concat_dim` to `split_dim`";
   let description = [{
     Before: `concat_dim`'s split ends with `axes`; after: `axes` are appended
@@ -48,13 +48,13 @@ def SL_SliceOp : SL_LayoutOp<"slice", SL_CollectiveMethods> {
   let arguments = (ins SL_FloatTensor:$x, StrArrayAttr:$axes, I64Attr:$dim);
 }
 
-def SL_ReorderOp : SL_LayoutOp<"reorder"> {
+def SL_ReorderOp : SL_LayoutOp<"reorder", ["sentBytesPerRank"]> {
   let summary = "Changes the chunk order (contiguous <-> zigzag) of the sequence dimension";
   let description = [{ A point-to-point permutation of chunks among the ranks that split it. }];
   let arguments = (ins SL_FloatTensor:$x);
 }
 
-def SL_HaloOp : SL_LayoutOp<"halo", ["resolveRankFacts"]> {
+def SL_HaloOp : SL_LayoutOp<"halo", ["resolveRankFacts", "sentBytesPerRank"]> {
   let summary = "The `width` tokens before each sequence chunk, from the rank that holds them";
   let description = [{
     x [b, s, c] with s split over `axes` into C chunks (C = n, or 2n in zigzag
@@ -66,7 +66,7 @@ def SL_HaloOp : SL_LayoutOp<"halo", ["resolveRankFacts"]> {
 
 def SL_ScanStateExchangeOp : SL_Op<"scan_state_exchange",
     [Pure, AllTypesMatch<["states", "result"]>,
-     DeclareOpInterfaceMethods<SL_SPMDOpInterface, ["resolveRankFacts"]>]> {
+     DeclareOpInterfaceMethods<SL_SPMDOpInterface, ["resolveRankFacts", "sentBytesPerRank"]>]> {
   let summary = "Combines per-chunk scan summaries into each chunk's true initial state";
   let description = [{
     states [C, ...] (final states of chunks scanned from zero) and decays

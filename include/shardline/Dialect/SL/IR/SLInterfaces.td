@@ -46,6 +46,9 @@ def SL_SPMDOpInterface : OpInterface<"SPMDOpInterface"> {
       sl.vocab_offset, sl.chunks, sl.group) and, for a collective, for the
       upstream `shard` op that performs the same movement
       (`buildShardCollective`).
+    - The report (sl-analyze, `--emit report`) and sl-explain ask an op that
+      moves data between ranks for the bytes one rank sends
+      (`sentBytesPerRank`).
 
     Every method has a default for ops with nothing to do. The contexts are
     in `shardline/Dialect/SL/IR/SPMD.h`.
@@ -81,6 +84,13 @@ def SL_SPMDOpInterface : OpInterface<"SPMDOpInterface"> {
       }], "::mlir::Operation *", "buildShardCollective",
       (ins "::mlir::OpBuilder &":$b, "const ::mlir::sl::RankContext &":$ctx), "",
       [{ return nullptr; }]>,
+    InterfaceMethod<[{
+        The bytes one rank sends to perform the op's data movement on `mesh`,
+        by the conventions of docs/report.md (bandwidth-optimal algorithms,
+        sizes counted on one rank's local shapes), or -1 when the op moves
+        nothing between ranks.
+      }], "int64_t", "sentBytesPerRank", (ins "const ::shardline::Mesh &":$mesh), "",
+      [{ return -1; }]>,
   ];
 }
 

@@ -79,6 +79,9 @@ class SL_ElementwiseOp<string mnemonic, string summ, int numOperands>
 // A collective states its per-rank group and the upstream shard op that
 // performs its movement.
 defvar SL_CollectiveMethods = ["resolveRankFacts", "buildShardCollective"];
+// One that moves data between ranks also states the bytes one rank sends
+// (sl.slice moves none).
+defvar SL_ExchangeMethods = SL_CollectiveMethods # ["sentBytesPerRank"];
 
 class SL_LayoutOp<string mnemonic, list<string> spmd = []>
     : SL_Op<mnemonic, [Pure, DeclareOpInterfaceMethods<SL_SPMDOpInterface, spmd>]> {

@@ -3,8 +3,9 @@
 // The SPMD op interface (SLInterfaces.td) lets each op state its own
 // rewrite: the remedy of a split sequence-mixing factor during
 // sl-propagate-layouts, and its per-rank facts (and, for a collective, the
-// upstream `shard` op it becomes) during sl-partition. The passes hand the op
-// one of the contexts below and never name a concrete op.
+// upstream `shard` op it becomes) during sl-partition, and the bytes it sends
+// for the report. The passes hand the op one of the contexts below and never
+// name a concrete op.
 //
 //===----------------------------------------------------------------------===//
 
@@ -107,8 +108,17 @@ int64_t chunkCount(const shardline::Mesh &mesh, const std::vector<std::string> &
 
 /// The axis names of a string array attribute.
 std::vector<std::string> axisNames(ArrayAttr axes);
+/// The number of ranks in one group over `axes`.
+int64_t groupSize(const shardline::Mesh &mesh, ArrayAttr axes);
 /// A string array attribute of axis names.
 ArrayAttr axesAttr(MLIRContext *ctx, ArrayRef<std::string> axes);
+
+/// One rank's shape of the ranked tensor `v` under its layout (the global
+/// shape when it has none).
+std::vector<int64_t> localShapeOf(Value v, const shardline::Mesh &mesh);
+/// One rank's bytes of `v` under its layout (splits are even, so every rank
+/// agrees); 0 for a value that is not a ranked tensor.
+int64_t localBytes(Value v, const shardline::Mesh &mesh);
 
 /// An op's name and, when its location has one, its model name:
 /// "sl.linear 'blocks.0.attn.wq'".
