@@ -42,7 +42,7 @@ template <typename OpTy> static LogicalResult verifyAttentionShapes(OpTy op) {
   if (heads <= 0 || kvHeads <= 0 || heads % kvHeads != 0)
     return op.emitOpError("heads (")
            << heads << ") must be a positive multiple of kv_heads (" << kvHeads << ")";
-  auto q = shape(op.getQ()), k = shape(op.getK());
+  auto q = shape(op.getQ());
   if (failed(checkDivides(op, q[2], heads, "q channels by heads")))
     return failure();
   int64_t d = q[2] / heads;
