@@ -69,6 +69,17 @@ static LogicalResult dropSuffix(Operation *op, shardline::Layout &l, int64_t dim
   return success();
 }
 
+/// The checks of a transition along one dimension over `axes` (all_gather,
+/// reduce_scatter, slice): same shapes, known axes, a dimension in range.
+static FailureOr<std::pair<shardline::Layout, shardline::Layout>>
+verifyAlongDim(Operation *op, Value x, Value result, ArrayAttr axes, int64_t dim) {
+  auto ls = verifyTransition(op, x, result, true);
+  if (failed(ls) || failed(checkAxes(op, axes, nullptr)) ||
+      failed(checkDimIndex(op, dim, shape(x).size(), "dim")))
+    return failure();
+  return ls;
+}
+
 LogicalResult RelayoutOp::verify() {
   if (inPerRankProgram(*this))
     return success();
@@ -78,9 +89,8 @@ LogicalResult RelayoutOp::verify() {
 LogicalResult AllGatherOp::verify() {
   if (inPerRankProgram(*this))
     return success();
-  auto ls = verifyTransition(*this, getX(), getResult(), true);
-  if (failed(ls) || failed(checkAxes(*this, getAxes(), nullptr)) ||
-      failed(checkDimIndex(*this, (int64_t)getDim(), shape(getX()).size(), "dim")))
+  auto ls = verifyAlongDim(*this, getX(), getResult(), getAxes(), (int64_t)getDim());
+  if (failed(ls))
     return failure();
   shardline::Layout want = ls->first;
   if (failed(dropSuffix(*this, want, (int64_t)getDim(), axisNames(getAxes()))))
@@ -102,9 +112,8 @@ static LogicalResult dropPartial(Operation *op, shardline::Layout &l,
 LogicalResult ReduceScatterOp::verify() {
   if (inPerRankProgram(*this))
     return success();
-  auto ls = verifyTransition(*this, getX(), getResult(), true);
-  if (failed(ls) || failed(checkAxes(*this, getAxes(), nullptr)) ||
-      failed(checkDimIndex(*this, (int64_t)getDim(), shape(getX()).size(), "dim")))
+  auto ls = verifyAlongDim(*this, getX(), getResult(), getAxes(), (int64_t)getDim());
+  if (failed(ls))
     return failure();
   shardline::Layout want = ls->first;
   auto axes = axisNames(getAxes());
@@ -167,9 +176,8 @@ LogicalResult AllToAllOp::verify() {
 LogicalResult SliceOp::verify() {
   if (inPerRankProgram(*this))
     return success();
-  auto ls = verifyTransition(*this, getX(), getResult(), true);
-  if (failed(ls) || failed(checkAxes(*this, getAxes(), nullptr)) ||
-      failed(checkDimIndex(*this, (int64_t)getDim(), shape(getX()).size(), "dim")))
+  auto ls = verifyAlongDim(*this, getX(), getResult(), getAxes(), (int64_t)getDim());
+  if (failed(ls))
     return failure();
   shardline::Layout want = ls->first;
   splitFurther(want, (int64_t)getDim(), axisNames(getAxes()), ls->second);

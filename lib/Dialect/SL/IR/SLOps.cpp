@@ -50,6 +50,18 @@ LogicalResult checkDivides(Operation *op, int64_t size, int64_t by, StringRef wh
 }
 
 /// Static shapes, and one floating-point element type among the op's float values.
+/// Calls visit(value, "operand" | "result", index) on every operand, then every
+/// result, and stops at the first failure.
+template <typename Visit> static LogicalResult forEachValue(Operation *op, Visit visit) {
+  for (auto [i, v] : llvm::enumerate(op->getOperands()))
+    if (failed(visit(v, "operand", i)))
+      return failure();
+  for (auto [i, v] : llvm::enumerate(op->getResults()))
+    if (failed(visit(v, "result", i)))
+      return failure();
+  return success();
+}
+
 LogicalResult verifyStaticAndElementTypes(Operation *op) {
   Type floatType;
   auto visit = [&](Value v, StringRef kind, unsigned i) -> LogicalResult {
@@ -66,12 +78,8 @@ LogicalResult verifyStaticAndElementTypes(Operation *op) {
                                << floatType << " is used elsewhere in the op";
     return success();
   };
-  for (auto [i, v] : llvm::enumerate(op->getOperands()))
-    if (failed(visit(v, "operand", i)))
-      return failure();
-  for (auto [i, v] : llvm::enumerate(op->getResults()))
-    if (failed(visit(v, "result", i)))
-      return failure();
+  if (failed(forEachValue(op, visit)))
+    return failure();
   return success();
 }
 
@@ -103,12 +111,8 @@ FailureOr<MeshOp> verifyValueLayouts(Operation *op) {
                                << " is an integer tensor and cannot be a pending sum";
     return success();
   };
-  for (auto [i, v] : llvm::enumerate(op->getOperands()))
-    if (failed(visit(v, "operand", i)))
-      return failure();
-  for (auto [i, v] : llvm::enumerate(op->getResults()))
-    if (failed(visit(v, "result", i)))
-      return failure();
+  if (failed(forEachValue(op, visit)))
+    return failure();
   return mesh;
 }
 
