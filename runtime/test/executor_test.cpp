@@ -27,31 +27,35 @@ LoadedPlan finishPlan(fb::FlatBufferBuilder &b, fb::Offset<plan::Plan> root) {
 }
 
 /// Mesh tp=2; x (input, split over tp) -> `kind` -> y, at the given arena
-/// offsets; 8 elements, so 16 bytes per rank each. `operandName` names x,
-/// `attrs` are the op's float attributes.
+/// offsets; 8 elements of `dtype`, so 16 bytes per rank each in f32.
+/// `operandName` names x, `attrs` are the op's float attributes; the inputs
+/// are tokens of a vocabulary of `vocab`, and x is an output too when
+/// `outputX`.
 LoadedPlan siluPlan(int64_t xOffset, int64_t yOffset, int64_t arenaBytes,
                     const std::string &kind = "silu", const std::string &operandName = "x",
-                    const std::vector<std::pair<std::string, double>> &attrs = {}) {
+                    const std::vector<std::pair<std::string, double>> &attrs = {},
+                    plan::DType dtype = plan::DType::F32, int64_t vocab = 1, bool outputX = false) {
   fb::FlatBufferBuilder b;
   auto mesh = b.CreateVector({plan::CreateAxis(b, b.CreateString("tp"), 2)});
   auto layout = plan::CreateLayout(
       b, b.CreateVector({plan::CreateAxisList(b, b.CreateVectorOfStrings({"tp"}))}));
   auto shape = b.CreateVector<int64_t>({8});
   std::vector<fb::Offset<plan::Tensor>> tensors = {
-      plan::CreateTensor(b, b.CreateString("x"), plan::DType::F32, shape, layout, plan::Role::Input,
+      plan::CreateTensor(b, b.CreateString("x"), dtype, shape, layout, plan::Role::Input,
                          plan::Init::Normal, 0, 0, xOffset),
-      plan::CreateTensor(b, b.CreateString("y"), plan::DType::F32, shape, layout,
-                         plan::Role::Activation, plan::Init::Normal, 0, 0, yOffset)};
+      plan::CreateTensor(b, b.CreateString("y"), dtype, shape, layout, plan::Role::Activation,
+                         plan::Init::Normal, 0, 0, yOffset)};
   std::vector<fb::Offset<plan::Attr>> attrOffsets;
   for (const auto &[name, value] : attrs)
     attrOffsets.push_back(plan::CreateAttr(b, b.CreateString(name), 0, b.CreateVector({value})));
   auto op = plan::CreateOp(b, b.CreateString(kind), b.CreateVector<int32_t>({0}),
                            b.CreateVector<int32_t>({1}), b.CreateVectorOfStrings({operandName}),
                            b.CreateVectorOfStrings({"result"}), b.CreateVector(attrOffsets));
-  auto root =
-      plan::CreatePlan(b, b.CreateString("m"), mesh, b.CreateVector(tensors), b.CreateVector({op}),
-                       b.CreateVector<int32_t>({0}), b.CreateVector<int32_t>({1}), arenaBytes, 0,
-                       plan::CreateModelFacts(b, 1));
+  auto root = plan::CreatePlan(
+      b, b.CreateString("m"), mesh, b.CreateVector(tensors), b.CreateVector({op}),
+      b.CreateVector<int32_t>({0}),
+      b.CreateVector<int32_t>(outputX ? std::vector<int32_t>{0, 1} : std::vector<int32_t>{1}),
+      arenaBytes, 0, plan::CreateModelFacts(b, vocab));
   return finishPlan(b, root);
 }
 /// One op of `kind` whose operands, named `names`, are tensors 1.. and whose
@@ -130,6 +134,89 @@ TEST(Executor, SingleDeviceRunDoesNotUseTheArena) {
   EXPECT_FALSE(r.usedArena);
   EXPECT_EQ(r.ranks, 1);
   EXPECT_EQ(r.liveBytesPeak, 64);
+}
+
+TEST(Device, ConvertsBetweenTypesRoundingToNearestEven) {
+  CpuDevice device;
+  EXPECT_EQ(device.storageType(DType::BF16), DType::BF16);
+  EXPECT_EQ(device.storageType(DType::F16), DType::F16);
+  // 1 + 2^-8 is halfway between two bf16 values and goes to the even one (1);
+  // 1 + 3 * 2^-8 goes up to 1 + 2^-6; f16 keeps both exactly.
+  std::vector<float> wide = {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, -2.5f, 300.0f};
+  std::vector<uint16_t> half(wide.size());
+  BufferView bf16(half.data(), (int64_t)half.size(), DType::BF16);
+  device.convert(BufferView(wide.data(), (int64_t)wide.size()), bf16);
+  EXPECT_EQ(bf16.bytes(), 8);
+  std::vector<float> back(wide.size());
+  device.convert(bf16, BufferView(back.data(), (int64_t)back.size()));
+  EXPECT_EQ(back, (std::vector<float>{1.0f, 1.0f + 0x1p-6f, -2.5f, 300.0f}));
+  BufferView f16(half.data(), (int64_t)half.size(), DType::F16);
+  device.convert(BufferView(wide.data(), (int64_t)wide.size()), f16);
+  device.convert(f16, BufferView(back.data(), (int64_t)back.size()));
+  EXPECT_EQ(back, wide);
+  // bf16 -> int32 goes through f32; a count mismatch is refused.
+  std::vector<uint16_t> ids = {floatToBf16(7.0f), floatToBf16(256.0f)};
+  std::vector<int32_t> asInt(2);
+  device.convert(BufferView(ids.data(), 2, DType::BF16), BufferView(asInt.data(), 2));
+  EXPECT_EQ(asInt, (std::vector<int32_t>{7, 256}));
+  EXPECT_THROW(device.convert(BufferView(ids.data(), 2, DType::BF16), BufferView(back.data(), 3)),
+               std::invalid_argument);
+}
+
+TEST(Frame, AKernelReadsOnlyF32AndInt32Views) {
+  shardline::Mesh mesh;
+  std::vector<TensorInfo> tensors(2);
+  tensors[0].name = "h";
+  tensors[1].name = "ids";
+  std::vector<uint16_t> half(4);
+  std::vector<int32_t> ids(4);
+  std::vector<BufferView> views = {BufferView(half.data(), 4, DType::BF16),
+                                   BufferView(ids.data(), 4)};
+  Frame frame{mesh, 0, tensors, views, nullptr};
+  EXPECT_EQ(frame.ids(1), ids.data());
+  try {
+    frame.f(0);
+    ADD_FAILURE() << "a bf16 view read as f32";
+  } catch (Stop &stop) {
+    EXPECT_EQ(stop.error, "tensor 'h' is held as bf16, the kernel reads it as f32");
+  }
+  EXPECT_THROW(frame.f(1), Stop);
+  std::vector<float> wide(4);
+  views[0] = BufferView(wide.data(), 4);
+  EXPECT_EQ(frame.f(0), wide.data());
+}
+
+TEST(Executor, Bf16TensorsLiveIn16BitsAtThePlannedOffsets) {
+  // Each rank holds 4 bf16 values of x at arena bytes [0, 8) and of y right
+  // after, at [8, 16): held as f32 there, y would overwrite half of x.
+  LoadedPlan p = siluPlan(0, 8, 72, "silu", "x", {}, plan::DType::BF16, 8, true);
+  RunResult r = runPlan(p, RunOptions{});
+  ASSERT_EQ(r.error, "");
+  EXPECT_TRUE(r.usedArena);
+  EXPECT_EQ(r.arenaPeak, 72);     // y ends at 8 + one 64-byte slot
+  EXPECT_EQ(r.liveBytesPeak, 16); // x and y, 4 x 2 bytes each, live together
+  EXPECT_EQ(r.outputTypes, (std::vector<DType>{DType::BF16, DType::BF16}));
+  RunOptions single;
+  single.singleDevice = true;
+  RunResult ref = runPlan(p, single);
+  ASSERT_EQ(ref.error, "");
+  ASSERT_EQ(r.outputs.size(), 2u);
+  EXPECT_EQ(r.outputs, ref.outputs);
+  // The kernel computes in f32 on the widened x, and y is that result
+  // rounded to bf16: the f32 plan reads the same tokens (below 8, exact in
+  // bf16), and its silu is not exact in bf16.
+  RunResult f32 =
+      runPlan(siluPlan(0, 64, 128, "silu", "x", {}, plan::DType::F32, 8, true), RunOptions{});
+  ASSERT_EQ(f32.error, "");
+  EXPECT_EQ(r.outputs[0], f32.outputs[0]);
+  const std::vector<float> &x = r.outputs[0], &y = r.outputs[1], &exact = f32.outputs[1];
+  int rounded = 0;
+  for (size_t k = 0; k < x.size(); ++k) {
+    EXPECT_EQ(y[k], bf16ToFloat(floatToBf16(exact[k]))) << k;
+    rounded += y[k] != exact[k];
+  }
+  EXPECT_GT(*std::max_element(x.begin(), x.end()), 1.0f);
+  EXPECT_GT(rounded, 0);
 }
 
 TEST(Executor, TheKernelTableIsTheListOfOps) {

@@ -42,8 +42,9 @@ void usage(FILE *out) {
                "  --verify    also run the single-device program of the same model and seed,\n"
                "              compare the outputs (logits and loss), print the largest absolute\n"
                "              and relative errors and PASS or FAIL; PASS needs a relative error\n"
-               "              of at most 1e-4 and the measured bytes per rank and arena peak\n"
-               "              equal to the report's; exit 0 only on PASS\n");
+               "              of at most 1e-4 (f32 outputs), 0.5 (bf16) or 0.35 (f16: a 16-bit\n"
+               "              router may pick other experts) and the measured bytes per rank\n"
+               "              and arena peak equal to the report's; exit 0 only on PASS\n");
 }
 
 bool parseInt(const char *text, int64_t &out) {
@@ -53,6 +54,27 @@ bool parseInt(const char *text, int64_t &out) {
     return false;
   out = v;
   return true;
+}
+
+/// The largest relative error --verify accepts for an output held in
+/// `dtype` (docs/runtime.md has the measurements). Both runs round every
+/// 16-bit value at op boundaries, but sums formed in another order (partial
+/// sums of a row-parallel GEMM, a ring's online softmax) can land on the other
+/// side of a rounding: a few units in the last place per block, which stay
+/// within 2e-2 over nam56r-tiny's twelve blocks without MoE. A router that
+/// sees such a difference may pick another expert for a token, and that
+/// token's output then differs by what the expert contributes, whatever the
+/// precision: up to 0.32 (bf16) and 0.22 (f16) on nam56r-tiny over twelve
+/// seeds.
+double verifyTolerance(DType dtype) {
+  switch (dtype) {
+  case DType::BF16:
+    return 0.5;
+  case DType::F16:
+    return 0.35;
+  default:
+    return 1e-4;
+  }
 }
 
 int fail(const std::string &message) {
@@ -202,23 +224,37 @@ int main(int argc, char **argv) {
   if (!ref.error.empty())
     return fail("single-device run: " + ref.error);
   // Relative error of an output: its largest absolute error over its largest
-  // reference magnitude (elementwise ratios blow up on values near zero).
+  // reference magnitude (elementwise ratios blow up on values near zero),
+  // within the tolerance of the type the output is held in.
   double maxAbs = 0, maxRel = 0;
+  bool withinTolerance = true;
+  std::map<DType, double> tolerances;
   for (size_t i = 0; i < run.outputs.size(); ++i) {
     double abs = 0, scale = 0;
     for (size_t k = 0; k < run.outputs[i].size(); ++k) {
       abs = std::max(abs, (double)std::fabs(run.outputs[i][k] - ref.outputs[i][k]));
       scale = std::max(scale, (double)std::fabs(ref.outputs[i][k]));
     }
+    double rel = scale > 0 ? abs / scale : abs;
+    double tolerance = verifyTolerance(run.outputTypes[i]);
+    tolerances[run.outputTypes[i]] = tolerance;
+    withinTolerance = withinTolerance && rel <= tolerance;
     maxAbs = std::max(maxAbs, abs);
-    maxRel = std::max(maxRel, scale > 0 ? abs / scale : abs);
+    maxRel = std::max(maxRel, rel);
+  }
+  std::string allowed;
+  for (const auto &[dtype, tolerance] : tolerances) {
+    char text[48];
+    std::snprintf(text, sizeof text, "%s%g for %s", allowed.empty() ? "" : ", ", tolerance,
+                  dtypeName(dtype));
+    allowed += text;
   }
   bool bytesMatch = run.bytesSentPerRank == root.comm_bytes_per_rank();
   bool peakMatch = run.arenaPeak == root.arena_bytes();
-  bool pass = maxRel <= 1e-4 && bytesMatch && peakMatch;
+  bool pass = withinTolerance && bytesMatch && peakMatch;
   std::printf("verify against the single-device run: max abs error %.3g, max rel error %.3g; "
-              "bytes %s the report; arena peak %s the report\n",
-              maxAbs, maxRel, bytesMatch ? "match" : "DO NOT match",
+              "relative error at most %s; bytes %s the report; arena peak %s the report\n",
+              maxAbs, maxRel, allowed.c_str(), bytesMatch ? "match" : "DO NOT match",
               peakMatch ? "matches" : "DOES NOT match");
   std::printf("%s\n", pass ? "PASS" : "FAIL");
   finalizeMpi();

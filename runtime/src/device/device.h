@@ -25,12 +25,18 @@ public:
   virtual void *allocate(int64_t bytes) = 0;
   virtual void release(void *memory) = 0;
   virtual void zero(void *memory, int64_t bytes) = 0;
-  /// The type a tensor of the plan's `dtype` is held in. The CPU device holds
-  /// 16-bit floats as f32 (its kernels compute in f32).
+  /// The type a tensor of the plan's `dtype` is held in. It must take no more
+  /// bytes than the plan's element size, since the plan lays the arena out.
   virtual DType storageType(DType dtype) const = 0;
+  /// Copies `from` into `to`, which has as many elements, converting the
+  /// type: widening to f32 is exact, narrowing to a 16-bit float rounds to
+  /// nearest even, int32 goes through f32 (the tokens of the vocabulary are
+  /// exact there).
+  virtual void convert(const BufferView &from, const BufferView &to) = 0;
 };
 
-/// Host memory.
+/// Host memory. Every tensor is held in its own type (16-bit floats in 16
+/// bits); the CPU kernels compute in f32 on widened copies (exec/executor.cpp).
 class CpuDevice final : public Device {
 public:
   const char *name() const override { return "cpu"; }
@@ -38,6 +44,7 @@ public:
   void release(void *memory) override;
   void zero(void *memory, int64_t bytes) override;
   DType storageType(DType dtype) const override;
+  void convert(const BufferView &from, const BufferView &to) override;
 };
 
 } // namespace shardline::rt

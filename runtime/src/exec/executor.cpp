@@ -76,13 +76,8 @@ public:
     for (size_t t = 0; t < tensors.size(); ++t)
       if (tensors[t].role != plan::Role::Weight && lastUse[t] >= 0)
         dying[lastUse[t]].push_back((int32_t)t);
-    // The plan's arena is laid out for the partitioned shapes. The f32
-    // reference holds 16-bit values at twice their size, so it scales every
-    // offset by the same factor.
+    // The plan's arena is laid out for the partitioned shapes.
     useArena = !options.singleDevice;
-    for (const auto &t : tensors)
-      if (t.role != plan::Role::Weight && t.arenaOffset >= 0)
-        arenaScale = std::max(arenaScale, dtypeSize(device->storageType(t.dtype)) / t.elementBytes);
   }
 
   ~RankRun() {
@@ -112,7 +107,7 @@ private:
   /// A buffer of its own for a value outside the arena, zero-filled.
   void placeOwn(int32_t t) {
     BufferView v = viewAt(t, nullptr);
-    own[t] = device->allocate(v.count * dtypeSize(v.dtype));
+    own[t] = device->allocate(v.bytes());
     v.data = own[t];
     views[t] = v;
   }
@@ -131,8 +126,8 @@ private:
                std::to_string(range.first) + ", " + std::to_string(range.second) +
                "), which is still live");
       liveRanges[t] = {begin, end};
-      views[t] = viewAt(t, static_cast<char *>(arena) + begin * arenaScale);
-      device->zero(views[t].data, info.count * dtypeSize(views[t].dtype));
+      views[t] = viewAt(t, static_cast<char *>(arena) + begin);
+      device->zero(views[t].data, views[t].bytes());
       arenaPeak = std::max(arenaPeak, begin + arenaSlotBytes(bytes));
     } else {
       placeOwn(t);
@@ -186,31 +181,29 @@ private:
     }
   }
   void placeInputs() {
-    for (const auto &[t, values] : inputs) {
+    for (auto &[t, values] : inputs) {
       place(t);
-      if (views[t].dtype == DType::I32)
-        std::transform(values.begin(), values.end(), views[t].i32(),
-                       [](float v) { return (int32_t)v; });
-      else
-        std::copy(values.begin(), values.end(), views[t].f32());
+      device->convert(BufferView(values.data(), (int64_t)values.size()), views[t]);
     }
   }
 
+  /// A weight generated or loaded in f32, rounded to its type.
   void makeWeight(int32_t t) {
     placeOwn(t);
-    float *dst = views[t].f32();
+    std::vector<float> values(tensors[t].count);
     if (!weights) {
       std::vector<std::vector<int64_t>> ownIdx;
       for (unsigned d = 0; d < tensors[t].shape.size(); ++d)
         ownIdx.push_back(frame.owned(t, d, self));
-      fillShard(inits[t], options.seed, tensors[t].name, tensors[t].shape, ownIdx, dst);
-      return;
+      fillShard(inits[t], options.seed, tensors[t].name, tensors[t].shape, ownIdx, values.data());
+    } else {
+      // This rank's shard of the file's tensor, by global element index.
+      const SafeTensor &found = *weights->find(tensors[t].name);
+      std::vector<int64_t> offsets = globalOffsets(mesh, tensors[t].shape, tensors[t].layout, self);
+      for (int64_t i = 0; i < tensors[t].count; ++i)
+        values[i] = weights->at(found, offsets[i]);
     }
-    // This rank's shard of the file's tensor, by global element index.
-    const SafeTensor &found = *weights->find(tensors[t].name);
-    std::vector<int64_t> offsets = globalOffsets(mesh, tensors[t].shape, tensors[t].layout, self);
-    for (int64_t i = 0; i < tensors[t].count; ++i)
-      dst[i] = weights->at(found, offsets[i]);
+    device->convert(BufferView(values.data(), tensors[t].count), views[t]);
   }
 
   /// Every rank must run the same plan with the same options that shape the
@@ -246,9 +239,49 @@ private:
     return (int64_t)*std::max_element(all.begin(), all.end());
   }
 
+  /// The global tensor on the first rank, widened to f32.
   std::vector<float> gatherToFirst(int32_t t) {
-    return collectives.gatherToFirst(tensors[t].shape, tensors[t].layout, views[t].f32(),
+    std::vector<float> mine(tensors[t].count);
+    device->convert(views[t], BufferView(mine.data(), tensors[t].count));
+    return collectives.gatherToFirst(tensors[t].shape, tensors[t].layout, mine.data(),
                                      tensors[t].count);
+  }
+
+  /// Points the step's 16-bit operands and results at f32 copies, the
+  /// operands widened, the results zeroed as placed. Each copy's memory is
+  /// kept for the next step's.
+  void widen(const Step &step) {
+    widened.clear();
+    auto add = [&](int32_t t, bool read) {
+      if (t < 0 || (views[t].dtype != DType::BF16 && views[t].dtype != DType::F16))
+        return;
+      for (const auto &w : widened)
+        if (w.first == t)
+          return;
+      size_t k = widened.size();
+      if (scratch.size() <= k)
+        scratch.emplace_back();
+      scratch[k].assign(views[t].count, 0.0f);
+      BufferView wide(scratch[k].data(), views[t].count);
+      if (read)
+        device->convert(views[t], wide);
+      widened.emplace_back(t, views[t]);
+      views[t] = wide;
+    };
+    for (int32_t t : step.in)
+      add(t, true);
+    for (int32_t t : step.out)
+      add(t, false);
+  }
+  /// Rounds the step's 16-bit results into their storage and points every
+  /// view back at it.
+  void narrow(const Step &step) {
+    for (const auto &[t, stored] : widened) {
+      if (std::find(step.out.begin(), step.out.end(), t) != step.out.end())
+        device->convert(views[t], stored);
+      views[t] = stored;
+    }
+    widened.clear();
   }
 
   void runStep() {
@@ -263,15 +296,15 @@ private:
           if (tensors[t].role != plan::Role::Weight)
             place(t);
         liveBytesPeak = std::max(liveBytesPeak, liveBytes);
-        if (timing) {
-          auto start = std::chrono::steady_clock::now();
-          step.kernel->run(step, frame);
+        auto start = std::chrono::steady_clock::now();
+        widen(step);
+        step.kernel->run(step, frame);
+        narrow(step);
+        if (timing)
           stepSeconds[step.index] +=
               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        } else {
-          step.kernel->run(step, frame);
-        }
       } catch (Stop &stop) {
+        narrow(step);
         if (!stop.aborted)
           stop.error = "op " + step.kind + " at " + step.location + ": " + stop.error;
         throw;
@@ -301,8 +334,11 @@ private:
   std::vector<std::vector<int32_t>> dying;
   std::map<int32_t, std::vector<float>> inputs;
   bool useArena = false;
-  int64_t arenaScale = 1;
   void *arena = nullptr;
+  /// The f32 copies of the running step's 16-bit tensors, and their views
+  /// in storage.
+  std::vector<std::vector<float>> scratch;
+  std::vector<std::pair<int32_t, BufferView>> widened;
   std::map<int32_t, std::pair<int64_t, int64_t>> liveRanges;
   int64_t arenaPeak = 0, liveBytes = 0, liveBytesPeak = 0;
   /// Wall time per step over the timed steps (this rank's, exchanges
@@ -327,13 +363,17 @@ RunResult RankRun::run() {
     if (!decoded)
       fail(error);
     program = std::move(*decoded);
+    for (const TensorInfo &t : tensors)
+      if (dtypeSize(device->storageType(t.dtype)) > t.elementBytes)
+        fail(std::string("the ") + device->name() + " device holds " + dtypeName(t.dtype) +
+             " in more bytes than the plan lays out for '" + t.name + "'");
     for (Step &step : program)
       if (step.kernel->resolve)
         step.kernel->resolve(step, frame);
     stepSeconds.assign(program.size(), 0.0);
     checkSamePlan();
     if (useArena)
-      arena = device->allocate(p.arena_bytes() * arenaScale + 4);
+      arena = device->allocate(p.arena_bytes() + 4);
     openWeights();
     makeInputs();
     for (size_t t = 0; t < tensors.size(); ++t)
@@ -365,6 +405,7 @@ RunResult RankRun::run() {
       std::vector<float> global = gatherToFirst(out);
       if (self == 0) {
         result.outputShapes.push_back(tensors[out].shape);
+        result.outputTypes.push_back(tensors[out].dtype);
         result.outputs.push_back(std::move(global));
       }
     }

@@ -50,6 +50,8 @@ struct RunResult {
   /// first rank only.
   std::vector<std::vector<float>> outputs;
   std::vector<std::vector<int64_t>> outputShapes;
+  /// The type each output is held in (its values above are widened to f32).
+  std::vector<DType> outputTypes;
   /// Bytes each rank sent to other ranks in one step (largest over ranks),
   /// as the report counts them.
   int64_t bytesSentPerRank = 0;

@@ -125,7 +125,10 @@ std::optional<std::vector<Step>> decodeProgram(const plan::Plan &plan, const Ker
                                                std::string &error);
 
 /// What a kernel runs against: this rank's tensors, their buffers and the
-/// collectives.
+/// collectives. Kernels compute in f32: while a step runs, the view of each
+/// of its 16-bit operands and results is an f32 copy (the executor widens the
+/// operands before the kernel and rounds the results into their storage
+/// after it), so f() is the only way a kernel reads a float tensor.
 struct Frame {
   const Mesh &mesh;
   int64_t self;
@@ -133,13 +136,25 @@ struct Frame {
   std::vector<BufferView> &views;
   Collectives *collectives;
 
-  float *f(int32_t t) const { return views[t].f32(); }
-  int32_t *ids(int32_t t) const { return views[t].i32(); }
+  float *f(int32_t t) const { return typed(t, DType::F32).f32(); }
+  int32_t *ids(int32_t t) const { return typed(t, DType::I32).i32(); }
   int64_t n(int32_t t) const { return tensors[t].count; }
   const std::vector<int64_t> &local(int32_t t) const { return tensors[t].local; }
   const std::vector<int64_t> &global(int32_t t) const { return tensors[t].shape; }
   std::vector<int64_t> owned(int32_t t, unsigned dim, int64_t rank) const {
     return ownedIndices(tensors[t].layout, mesh, tensors[t].shape, dim, rank);
+  }
+
+private:
+  /// A kernel that reads a tensor in another type than it is held in would
+  /// read garbage: a step the executor did not widen, or a plan whose dtype
+  /// the op does not take.
+  const BufferView &typed(int32_t t, DType want) const {
+    if (views[t].dtype != want)
+      throw Stop{"tensor '" + tensors[t].name + "' is held as " + dtypeName(views[t].dtype) +
+                     ", the kernel reads it as " + dtypeName(want),
+                 false};
+    return views[t];
   }
 };
 
