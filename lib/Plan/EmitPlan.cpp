@@ -102,7 +102,9 @@ public:
       for (NamedAttribute a : withDefaults(op))
         if (auto converted = attr(a))
           attrs.push_back(*converted);
-      auto [operandNames, resultNames] = valueNames(op);
+      auto spmd = dyn_cast<SPMDOpInterface>(op);
+      auto [operandNames, resultNames] =
+          spmd ? spmd.getValueNames() : mlir::sl::defaultValueNames(&op);
       auto block = op.getAttrOfType<IntegerAttr>(mlir::sl::kBlockAttr);
       auto family = op.getAttrOfType<StringAttr>(mlir::sl::kFamilyAttr);
       ops.push_back(plan::CreateOp(
@@ -185,30 +187,6 @@ private:
       if (!a.getName().getValue().contains('.'))
         attrs.set(a.getName(), a.getValue());
     return attrs;
-  }
-
-  /// The names of the op's operands and results as its sharding rule states
-  /// them (the dialect's names). Ops without a rule, the layout transitions
-  /// and the state exchange, name their operands x (one) or x0, x1, ... and
-  /// their result `result`.
-  static std::pair<std::vector<std::string>, std::vector<std::string>> valueNames(Operation &op) {
-    std::vector<std::string> operands, results;
-    if (auto ruled = dyn_cast<ShardingRuleOpInterface>(op)) {
-      ShardingRule rule = ruled.getShardingRule();
-      operands = rule.operandNames;
-      results = rule.resultNames;
-    }
-    if (operands.size() != op.getNumOperands()) {
-      operands.clear();
-      for (unsigned i = 0; i < op.getNumOperands(); ++i)
-        operands.push_back(op.getNumOperands() == 1 ? "x" : "x" + std::to_string(i));
-    }
-    if (results.size() != op.getNumResults()) {
-      results.clear();
-      for (unsigned i = 0; i < op.getNumResults(); ++i)
-        results.push_back(op.getNumResults() == 1 ? "result" : "result" + std::to_string(i));
-    }
-    return {operands, results};
   }
 
   std::optional<fb::Offset<plan::Attr>> attr(NamedAttribute a) {

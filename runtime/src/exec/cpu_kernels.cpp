@@ -469,8 +469,11 @@ KernelTable makeTable() {
       {"y0", "init", "x", "wa", "ba", "lambda"}, kResult, {chunkAxes}, rglru<true>};
   // The state exchange has no sharding rule to name its operands (states,
   // decays): they come positionally.
-  t["scan_state_exchange"] = {
-      {"x0", "x1"}, kResult, {{"axes", AttrKind::Strings}}, stateExchange, resolveStateExchange};
+  t["scan_state_exchange"] = {{"states", "decays"},
+                              kResult,
+                              {{"axes", AttrKind::Strings}},
+                              stateExchange,
+                              resolveStateExchange};
   t["router_topk"] = {{"logits"}, {"weights", "indices"}, {{"k", AttrKind::Int}}, routerTopk};
   t["moe_dispatch"] = {{"x", "indices"}, kResult, {}, moeDispatch};
   t["moe_experts"] = {{"tokens", "gate", "up", "down"}, kResult, {}, moeExperts};

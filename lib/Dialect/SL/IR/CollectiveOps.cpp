@@ -309,6 +309,8 @@ void HaloOp::resolveRankFacts(const RankContext &ctx) {
   (*this)->setAttr(kGroupAttr, ctx.ranks(ctx.group(getAxes())));
 }
 
+ValueNames ScanStateExchangeOp::getValueNames() { return {{"states", "decays"}, {"result"}}; }
+
 void ScanStateExchangeOp::resolveRankFacts(const RankContext &ctx) {
   (*this)->setAttr(kChunksAttr, ctx.runs(getResult(), 0));
   (*this)->setAttr(kGroupAttr, ctx.ranks(ctx.group(getAxes())));

@@ -207,3 +207,23 @@ bool RankContext::exchanges(Value x, Value y, unsigned split, unsigned concat,
 }
 
 bool RankContext::keepsIndices(Value x, Value y) const { return othersKept(x, y, {}); }
+
+ValueNames mlir::sl::defaultValueNames(Operation *op) {
+  ValueNames names;
+  auto &[operands, results] = names;
+  if (auto ruled = dyn_cast<ShardingRuleOpInterface>(op)) {
+    shardline::ShardingRule rule = ruled.getShardingRule();
+    operands = rule.operandNames;
+    results = rule.resultNames;
+  }
+  auto numbered = [](std::vector<std::string> &out, unsigned n, const std::string &stem) {
+    out.clear();
+    for (unsigned i = 0; i < n; ++i)
+      out.push_back(n == 1 ? stem : stem + std::to_string(i));
+  };
+  if (operands.size() != op->getNumOperands())
+    numbered(operands, op->getNumOperands(), "x");
+  if (results.size() != op->getNumResults())
+    numbered(results, op->getNumResults(), "result");
+  return names;
+}

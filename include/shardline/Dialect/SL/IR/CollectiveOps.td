@@ -66,7 +66,8 @@ def SL_HaloOp : SL_LayoutOp<"halo", ["resolveRankFacts", "sentBytesPerRank"]> {
 
 def SL_ScanStateExchangeOp : SL_Op<"scan_state_exchange",
     [Pure, AllTypesMatch<["states", "result"]>,
-     DeclareOpInterfaceMethods<SL_SPMDOpInterface, ["resolveRankFacts", "sentBytesPerRank"]>]> {
+     DeclareOpInterfaceMethods<SL_SPMDOpInterface,
+                               ["resolveRankFacts", "sentBytesPerRank", "getValueNames"]>]> {
   let summary = "Combines per-chunk scan summaries into each chunk's true initial state";
   let description = [{
     states [C, ...] (final states of chunks scanned from zero) and decays

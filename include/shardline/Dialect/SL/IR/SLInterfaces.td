@@ -49,6 +49,8 @@ def SL_SPMDOpInterface : OpInterface<"SPMDOpInterface"> {
     - The report (sl-analyze, `--emit report`) and sl-explain ask an op that
       moves data between ranks for the bytes one rank sends
       (`sentBytesPerRank`).
+    - The plan emitter asks it for the names of its operands and results
+      (`getValueNames`), which the runtime binds.
 
     Every method has a default for ops with nothing to do. The contexts are
     in `shardline/Dialect/SL/IR/SPMD.h`.
@@ -91,6 +93,12 @@ def SL_SPMDOpInterface : OpInterface<"SPMDOpInterface"> {
         nothing between ranks.
       }], "int64_t", "sentBytesPerRank", (ins "const ::shardline::Mesh &":$mesh), "",
       [{ return -1; }]>,
+    InterfaceMethod<[{
+        The names of the op's operands and results, as the plan states them
+        for the runtime to bind: its sharding rule's names when it has a rule,
+        else `x` (or `x0`, `x1`, ...) and `result`.
+      }], "::mlir::sl::ValueNames", "getValueNames", (ins), "",
+      [{ return ::mlir::sl::defaultValueNames($_op.getOperation()); }]>,
   ];
 }
 

@@ -124,6 +124,13 @@ int64_t localBytes(Value v, const shardline::Mesh &mesh);
 /// "sl.linear 'blocks.0.attn.wq'".
 std::string opLabel(Operation *op);
 
+/// Names of an op's operands and of its results.
+using ValueNames = std::pair<std::vector<std::string>, std::vector<std::string>>;
+/// The names the op's sharding rule gives its operands and results; `x` (one
+/// operand) or `x0`, `x1`, ... and `result` (or `result0`, ...) for an op
+/// without a rule.
+ValueNames defaultValueNames(Operation *op);
+
 } // namespace mlir::sl
 
 #endif
