@@ -412,16 +412,7 @@ TEST(Executor, ATpGatherRunsOnItsGroupAlone) {
     LoadedPlan p = tpGatherPlan(dtype);
     const int64_t n = 8;
     ThreadHub hub(n);
-    std::vector<RunResult> results(n);
-    std::vector<std::thread> threads;
-    for (int64_t r = 0; r < n; ++r)
-      threads.emplace_back([&, r] {
-        ThreadComm comm(hub, r);
-        results[r] = runPlanOnRank(p, RunOptions{}, comm);
-      });
-    for (auto &t : threads)
-      t.join();
-    const RunResult &first = results[0];
+    const RunResult first = runPlan(p, RunOptions{}, hub);
     ASSERT_EQ(first.error, "");
     ASSERT_EQ(first.outputs.size(), 2u);
     // The gathered tensor is the input, every element in place.

@@ -78,6 +78,7 @@ public:
   ~ThreadHub();
   /// The first error of any rank.
   std::string error() const;
+  int64_t size() const { return n; }
   /// Bytes of data `sender` has sent `receiver` so far in group collectives.
   int64_t bytesCarried(int64_t sender, int64_t receiver) const;
 

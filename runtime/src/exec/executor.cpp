@@ -451,8 +451,12 @@ RunResult runPlanOnRank(const LoadedPlan &plan, const RunOptions &options, Comm 
 }
 
 RunResult runPlan(const LoadedPlan &plan, const RunOptions &options) {
-  int64_t ranks = options.singleDevice ? 1 : plan.ranks();
-  ThreadHub hub(ranks);
+  ThreadHub hub(options.singleDevice ? 1 : plan.ranks());
+  return runPlan(plan, options, hub);
+}
+
+RunResult runPlan(const LoadedPlan &plan, const RunOptions &options, ThreadHub &hub) {
+  int64_t ranks = hub.size();
   std::vector<RunResult> results(ranks);
   std::vector<std::thread> threads;
   for (int64_t r = 0; r < ranks; ++r)

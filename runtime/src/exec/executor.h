@@ -85,6 +85,8 @@ std::string checkProgram(const LoadedPlan &plan);
 /// Runs every rank of the plan's mesh as a thread of this process (one rank
 /// when `options.singleDevice`).
 RunResult runPlan(const LoadedPlan &plan, const RunOptions &options);
+/// The same on the ranks of `hub` (which then holds what each pair carried).
+RunResult runPlan(const LoadedPlan &plan, const RunOptions &options, ThreadHub &hub);
 
 /// Runs this process's rank of the plan; every rank of `comm` calls it. The
 /// ranks first check that they all run the same plan. Outputs are assembled on
