@@ -130,13 +130,7 @@ ShardingRule SSDScanOp::getShardingRule() {
   RuleBuilder r;
   int b = r.factor("b"), s = r.seq(), h = r.factor("groups", FactorKind::Free, getGroups()),
       p = r.factor("p", FactorKind::Whole), n = r.factor("n", FactorKind::Whole);
-  r.mixing(s, Remedy::StatePassing, getChunkAxes());
-  bool chunked = !getChunkAxes().empty();
-  auto summary = [&](std::vector<int> dims) {
-    if (chunked)
-      dims.insert(dims.begin(), s);
-    return dims;
-  };
+  r.statePassing(s, getChunkAxes());
   r.operand("x", {b, s, h});
   r.operand("dt", {b, s, h});
   r.operand("a_log", {h});
@@ -145,10 +139,10 @@ ShardingRule SSDScanOp::getShardingRule() {
   r.operand("d", {h});
   r.operand("dt_bias", {h});
   if (getStateIn())
-    r.operand("state_in", summary({b, h, p, n}));
+    r.operand("state_in", r.summary({b, h, p, n}));
   r.result("y", {b, s, h});
-  r.result("state", summary({b, h, p, n}));
-  r.result("decay", summary({b, h}));
+  r.result("state", r.summary({b, h, p, n}));
+  r.result("decay", r.summary({b, h}));
   return r.rule;
 }
 

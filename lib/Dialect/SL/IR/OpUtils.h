@@ -85,6 +85,18 @@ struct RuleBuilder {
     rule.resultNames.push_back(name);
     rule.results.push_back(std::move(dims));
   }
+  /// Sequence `s` of a scan passes its state over `chunkAxes` (empty: not
+  /// split); per-chunk summaries (`summary`) then lead with the chunk.
+  void statePassing(int s, ArrayAttr chunkAxes) {
+    mixing(s, shardline::Remedy::StatePassing, chunkAxes);
+    chunkFactor = chunkAxes.empty() ? -1 : s;
+  }
+  /// The factors of a scan's state or decay: one per chunk once chunked.
+  std::vector<int> summary(std::vector<int> dims) const {
+    if (chunkFactor >= 0)
+      dims.insert(dims.begin(), chunkFactor);
+    return dims;
+  }
   void mixing(int f, shardline::Remedy remedy, ArrayAttr axes) {
     SmallVector<StringRef> names;
     for (Attribute a : axes)
@@ -98,6 +110,9 @@ struct RuleBuilder {
     for (StringRef a : axes)
       fac.remedyAxes.push_back(a.str());
   }
+
+private:
+  int chunkFactor = -1;
 };
 
 inline std::vector<int> concat(std::vector<int> a, std::initializer_list<int> b) {

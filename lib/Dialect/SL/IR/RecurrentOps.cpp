@@ -37,21 +37,15 @@ LogicalResult RGLRUScanOp::verify() {
 ShardingRule RGLRUScanOp::getShardingRule() {
   RuleBuilder r;
   int b = r.factor("b"), s = r.seq(), w = r.factor("w");
-  r.mixing(s, Remedy::StatePassing, getChunkAxes());
-  bool chunked = !getChunkAxes().empty();
-  auto summary = [&](std::vector<int> dims) {
-    if (chunked)
-      dims.insert(dims.begin(), s);
-    return dims;
-  };
+  r.statePassing(s, getChunkAxes());
   r.operand("x", {b, s, w});
   for (const char *name : {"wa", "ba", "wx", "bx", "lambda"})
     r.operand(name, {w});
   if (getStateIn())
-    r.operand("state_in", summary({b, w}));
+    r.operand("state_in", r.summary({b, w}));
   r.result("y", {b, s, w});
-  r.result("state", summary({b, w}));
-  r.result("decay", summary({b, w}));
+  r.result("state", r.summary({b, w}));
+  r.result("decay", r.summary({b, w}));
   return r.rule;
 }
 
