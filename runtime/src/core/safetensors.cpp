@@ -2,6 +2,8 @@
 
 #include "core/safetensors.h"
 
+#include "core/buffer.h"
+
 #include <nlohmann/json.hpp>
 
 #include <cstring>
@@ -18,30 +20,6 @@ int64_t dtypeBytes(const std::string &dtype) {
   return 0;
 }
 
-float halfToFloat(uint16_t h) {
-  uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
-  uint32_t bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {
-      // Subnormal: normalise.
-      exp = 127 - 15 + 1;
-      while (!(mant & 0x400)) {
-        mant <<= 1;
-        --exp;
-      }
-      bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
-    }
-  } else if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);
-  } else {
-    bits = sign | ((exp - 15 + 127) << 23) | (mant << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
 } // namespace
 
 std::optional<SafeTensorsFile> SafeTensorsFile::open(const std::string &path, std::string &error) {
@@ -115,13 +93,7 @@ float SafeTensorsFile::at(const SafeTensor &t, uint64_t index) const {
     return f;
   }
   uint16_t h = (uint16_t)(p[2 * index] | p[2 * index + 1] << 8);
-  if (t.dtype == "BF16") {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    std::memcpy(&f, &bits, 4);
-    return f;
-  }
-  return halfToFloat(h);
+  return t.dtype == "BF16" ? bf16ToFloat(h) : f16ToFloat(h);
 }
 
 bool writeSafeTensors(

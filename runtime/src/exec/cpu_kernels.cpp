@@ -467,8 +467,6 @@ KernelTable makeTable() {
                      rglru<false>};
   t["rglru_correct"] = {
       {"y0", "init", "x", "wa", "ba", "lambda"}, kResult, {chunkAxes}, rglru<true>};
-  // The state exchange has no sharding rule to name its operands (states,
-  // decays): they come positionally.
   t["scan_state_exchange"] = {{"states", "decays"},
                               kResult,
                               {{"axes", AttrKind::Strings}},
