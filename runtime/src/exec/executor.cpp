@@ -438,7 +438,6 @@ RunResult RankRun::run() {
 
 } // namespace
 
-bool executorSupports(const std::string &kind) { return cpuBackend().kernels.count(kind) > 0; }
 
 std::string checkProgram(const LoadedPlan &plan) {
   std::string error;

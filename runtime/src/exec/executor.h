@@ -73,10 +73,6 @@ struct RunResult {
   std::map<int64_t, int64_t> collectivesByGroupSize;
 };
 
-/// Whether the CPU backend's kernel table runs this op kind; a plan with
-/// others is refused up front.
-bool executorSupports(const std::string &kind);
-
 /// Why the executor cannot run `plan` (an op kind it has no kernel for, an
 /// operand, result or attribute a kernel binds that the plan lacks), or an
 /// empty string.
