@@ -104,10 +104,6 @@ void EmbeddingOp::resolveRankFacts(const RankContext &ctx) {
   (*this)->setAttr(kVocabOffsetAttr, ctx.offset(getTable(), 0));
 }
 
-bool CrossEntropyOp::canCarryRemedy(const shardline::Factor &factor, RemedyContext &) {
-  return factor.remedy == Remedy::VocabParallel;
-}
-
 /// Logits split on the vocabulary: vocab-parallel cross-entropy over those axes.
 FailureOr<Operation *> CrossEntropyOp::applyRemedy(RemedyContext &) {
   shardline::Layout l = layoutOrReplicated(getLogits());

@@ -200,10 +200,6 @@ ShardingRule SSDCorrectOp::getShardingRule() {
 // Remedies and rank facts
 //===----------------------------------------------------------------------===//
 
-bool CausalConv1dOp::canCarryRemedy(const shardline::Factor &factor, RemedyContext &) {
-  return factor.remedy == Remedy::Halo;
-}
-
 /// A split sequence reads the width-1 tokens before each chunk from sl.halo.
 FailureOr<Operation *> CausalConv1dOp::applyRemedy(RemedyContext &ctx) {
   shardline::Layout x = layoutOrReplicated(getX());
@@ -228,10 +224,6 @@ FailureOr<Operation *> CausalConv1dOp::applyRemedy(RemedyContext &ctx) {
 
 void CausalConv1dOp::resolveRankFacts(const RankContext &ctx) {
   (*this)->setAttr(kTokensAttr, ctx.runs(getX(), 1));
-}
-
-bool SSDScanOp::canCarryRemedy(const shardline::Factor &factor, RemedyContext &) {
-  return factor.remedy == Remedy::StatePassing;
 }
 
 FailureOr<Operation *> SSDScanOp::applyRemedy(RemedyContext &ctx) {

@@ -89,10 +89,6 @@ ShardingRule RGLRUCorrectOp::getShardingRule() {
 // Remedies and rank facts
 //===----------------------------------------------------------------------===//
 
-bool RGLRUScanOp::canCarryRemedy(const shardline::Factor &factor, RemedyContext &) {
-  return factor.remedy == Remedy::StatePassing;
-}
-
 FailureOr<Operation *> RGLRUScanOp::applyRemedy(RemedyContext &ctx) {
   return chunkScan(*this, getStateIn(), ctx,
                    [&](OpBuilder &b, Value y0, Value init, ArrayAttr axes) -> Value {

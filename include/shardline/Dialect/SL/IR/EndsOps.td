@@ -26,7 +26,7 @@ def SL_LMHeadOp : SL_ComputeOp<"lm_head"> {
 }
 
 def SL_CrossEntropyOp : SL_ComputeOp<"cross_entropy", [],
-    ["canCarryRemedy", "applyRemedy", "resolveRankFacts", "sentBytesPerRank"]> {
+    ["applyRemedy", "resolveRankFacts", "sentBytesPerRank"]> {
   let summary = "Mean token cross-entropy of logits against labels";
   let description = [{
     logits [b, s, v], labels [b, s] -> scalar mean loss. With the tokens

@@ -22,7 +22,7 @@ def SL_GatedRMSNormOp : SL_ComputeOp<"gated_rms_norm",
 }
 
 def SL_CausalConv1dOp : SL_ComputeOp<"causal_conv1d", [AllShapesMatch<["x", "result"]>],
-    ["canCarryRemedy", "applyRemedy", "resolveRankFacts"]> {
+    ["applyRemedy", "resolveRankFacts"]> {
   let summary = "Depthwise causal convolution along the sequence";
   let description = [{
     x: [b, s, c], weight: [c, width], bias: [c]. y[t] = bias + sum_j
@@ -39,7 +39,7 @@ def SL_CausalConv1dOp : SL_ComputeOp<"causal_conv1d", [AllShapesMatch<["x", "res
 }
 
 def SL_SSDScanOp : SL_ComputeOp<"ssd_scan", [AllShapesMatch<["x", "y"]>],
-    ["canCarryRemedy", "applyRemedy", "resolveRankFacts"]> {
+    ["applyRemedy", "resolveRankFacts"]> {
   let summary = "Mamba-2 state-space scan (SSD) with scalar decay per head";
   let description = [{
     x: [b, s, heads*p], dt: [b, s, heads], a_log, d, dt_bias: [heads],

@@ -9,7 +9,7 @@
 #define SHARDLINE_DIALECT_SL_IR_RECURRENTOPS_TD
 
 def SL_RGLRUScanOp : SL_ComputeOp<"rglru_scan", [AllShapesMatch<["x", "y"]>],
-    ["canCarryRemedy", "applyRemedy", "resolveRankFacts"]> {
+    ["applyRemedy", "resolveRankFacts"]> {
   let summary = "Griffin RG-LRU: diagonal gated linear recurrence";
   let description = [{
     x: [b, s, w]; gate weights wa, ba, wx, bx and lambda: [w] (per-channel

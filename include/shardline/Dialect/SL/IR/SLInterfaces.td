@@ -59,9 +59,16 @@ def SL_SPMDOpInterface : OpInterface<"SPMDOpInterface"> {
     InterfaceMethod<[{
         Whether the op can carry the remedy of `factor`, a sequence-mixing
         factor of its rule, split over axes the op does not yet carry it over.
+        A halo, state passing and a vocab-parallel reduction can always be
+        carried; an exchange of keys and values depends on the op (attention:
+        only under the ring).
       }], "bool", "canCarryRemedy",
       (ins "const ::shardline::Factor &":$factor, "::mlir::sl::RemedyContext &":$ctx), "",
-      [{ return false; }]>,
+      [{
+        using ::shardline::Remedy;
+        return factor.remedy == Remedy::Halo || factor.remedy == Remedy::StatePassing ||
+               factor.remedy == Remedy::VocabParallel;
+      }]>,
     InterfaceMethod<[{
         Relayouts operands before sl-propagate-layouts chooses the op's
         splits (through `ctx.relayout`).
