@@ -96,22 +96,14 @@ public:
 
   OwningOpRef<ModuleOp> run() {
     Location fileLoc = FileLineColLoc::get(&ctx, spec.file.empty() ? "<spec>" : spec.file, 1, 1);
-    // A spec built in code may skip validateModelSpec; refuse what the
-    // families cannot build rather than dereference a missing section.
-    for (size_t i = 0; i < spec.pattern.size(); ++i) {
-      char letter = spec.pattern[i];
-      const BlockFamily *family = lookupBlockFamily(letter);
-      if (!family) {
-        emitError(patternLoc(i, "pattern"))
-            << "unknown block letter '" << letter << "' (expected " << blockLetterList() << ")";
-        return nullptr;
-      }
-      if (!spec.section(letter)) {
-        emitError(patternLoc(i, "pattern"))
-            << "block letter '" << letter << "' needs a \"" << family->section() << "\" section";
-        return nullptr;
-      }
-    }
+    // A spec built in code may not have been validated: refuse what the
+    // families cannot build, with the validator's own messages.
+    std::vector<std::string> errors;
+    validateModelSpec(spec, errors);
+    for (const std::string &e : errors)
+      emitError(fileLoc) << e;
+    if (!errors.empty())
+      return nullptr;
 
     OwningOpRef<ModuleOp> module = ModuleOp::create(fileLoc);
     // The strategy choices that are not layouts; sl-propagate-layouts reads them.
