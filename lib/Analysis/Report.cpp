@@ -60,39 +60,26 @@ std::string describeLocation(Location loc) {
   return s;
 }
 
-namespace {
-/// Where an op sits in the model: `sl.block` and `sl.family` as the importer
-/// stamps them. The passes build the ops they insert (collectives, ring
-/// attention, halos) at the location of the op they serve, so an op without a
-/// stamp takes the stamp of a stamped op at the same location; an op with
-/// neither (hand-written IR) is in no block.
-class Placement {
-public:
-  explicit Placement(func::FuncOp fn) {
-    for (Operation &op : fn.getBody().front())
-      if (auto stamp = stampOf(&op))
-        byLocation.try_emplace(op.getLoc(), *stamp);
-  }
+BlockPlacement::BlockPlacement(func::FuncOp fn) {
+  for (Operation &op : fn.getBody().front())
+    if (auto stamp = stampOf(&op))
+      byLocation.try_emplace(op.getLoc(), *stamp);
+}
 
-  std::pair<int64_t, std::string> of(Operation *op) const {
-    if (auto stamp = stampOf(op))
-      return *stamp;
-    auto it = byLocation.find(op->getLoc());
-    return it == byLocation.end() ? std::pair<int64_t, std::string>{-1, ""} : it->second;
-  }
+std::pair<int64_t, std::string> BlockPlacement::of(Operation *op) const {
+  if (auto stamp = stampOf(op))
+    return *stamp;
+  auto it = byLocation.find(op->getLoc());
+  return it == byLocation.end() ? std::pair<int64_t, std::string>{-1, ""} : it->second;
+}
 
-private:
-  static std::optional<std::pair<int64_t, std::string>> stampOf(Operation *op) {
-    auto block = op->getAttrOfType<IntegerAttr>(mlir::sl::kBlockAttr);
-    auto family = op->getAttrOfType<StringAttr>(mlir::sl::kFamilyAttr);
-    if (!block && !family)
-      return std::nullopt;
-    return std::pair<int64_t, std::string>{block ? block.getInt() : -1, family ? family.str() : ""};
-  }
-
-  llvm::DenseMap<Location, std::pair<int64_t, std::string>> byLocation;
-};
-} // namespace
+std::optional<std::pair<int64_t, std::string>> BlockPlacement::stampOf(Operation *op) {
+  auto block = op->getAttrOfType<IntegerAttr>(mlir::sl::kBlockAttr);
+  auto family = op->getAttrOfType<StringAttr>(mlir::sl::kFamilyAttr);
+  if (!block && !family)
+    return std::nullopt;
+  return std::pair<int64_t, std::string>{block ? block.getInt() : -1, family ? family.str() : ""};
+}
 
 Report analyze(ModuleOp module) {
   Report report;
@@ -120,7 +107,7 @@ Report analyze(ModuleOp module) {
     report.peakActivationBytesPerRank =
         std::max(report.peakActivationBytesPerRank, arena.highWater);
     report.liveBytesLowerBound = std::max(report.liveBytesLowerBound, arena.liveBound);
-    Placement placement(fn);
+    BlockPlacement placement(fn);
     int64_t index = 0;
     for (Operation &opRef : fn.getBody().front()) {
       Operation *op = &opRef;

@@ -34,7 +34,7 @@ FailureOr<plan::DType> dtypeOf(Operation *where, Type type) {
 
 class Writer {
 public:
-  FailureOr<std::vector<uint8_t>> run(ModuleOp module) {
+  FailureOr<std::vector<uint8_t>> run(ModuleOp module, const Report &report) {
     func::FuncOp fn;
     for (auto f : module.getOps<func::FuncOp>()) {
       if (f.isExternal())
@@ -70,6 +70,7 @@ public:
       inputs.push_back(*t);
     }
     std::vector<fb::Offset<plan::Op>> ops;
+    BlockPlacement placement(fn);
     for (Operation &op : body) {
       if (auto w = dyn_cast<WeightOp>(op)) {
         if (failed(tensor(w.getResult(), w.getName().str(), plan::Role::Weight, &op, w)))
@@ -105,23 +106,22 @@ public:
       auto spmd = dyn_cast<SPMDOpInterface>(op);
       auto [operandNames, resultNames] =
           spmd ? spmd.getValueNames() : mlir::sl::defaultValueNames(&op);
-      auto block = op.getAttrOfType<IntegerAttr>(mlir::sl::kBlockAttr);
-      auto family = op.getAttrOfType<StringAttr>(mlir::sl::kFamilyAttr);
+      auto [block, family] = placement.of(&op);
       ops.push_back(plan::CreateOp(
           b, b.CreateString(op.getName().stripDialect().str()), b.CreateVector(operands),
           b.CreateVector(results), b.CreateVectorOfStrings(operandNames),
           b.CreateVectorOfStrings(resultNames), b.CreateVector(attrs),
-          b.CreateString(describeLocation(op.getLoc())), block ? block.getInt() : -1,
-          family ? b.CreateString(family.getValue().str()) : fb::Offset<fb::String>()));
+          b.CreateString(describeLocation(op.getLoc())), block,
+          family.empty() ? fb::Offset<fb::String>() : b.CreateString(family)));
     }
     if (!inputs.empty() && vocab < 1) {
       fn.emitError("a plan with inputs needs the vocabulary: the function has no sl.embedding");
       return failure();
     }
-    auto root = plan::CreatePlan(
-        b, b.CreateString(fn.getSymName().str()), b.CreateVector(mesh), b.CreateVector(tensors),
-        b.CreateVector(ops), b.CreateVector(inputs), b.CreateVector(outputs), arena.highWater,
-        analyze(module).commBytesPerRank, plan::CreateModelFacts(b, vocab));
+    auto root = plan::CreatePlan(b, b.CreateString(fn.getSymName().str()), b.CreateVector(mesh),
+                                 b.CreateVector(tensors), b.CreateVector(ops),
+                                 b.CreateVector(inputs), b.CreateVector(outputs), arena.highWater,
+                                 report.commBytesPerRank, plan::CreateModelFacts(b, vocab));
     plan::FinishPlanBuffer(b, root);
     return rt::wrapPlan(b.GetBufferPointer(), b.GetSize());
   }
@@ -176,7 +176,7 @@ private:
   /// The op's own attributes with every absent default-valued one at its
   /// default: a fresh op of the same name has its properties populated with
   /// the ODS defaults, and the op's own attributes override them. Discardable
-  /// attributes (dialect-prefixed: sl.reason, sl.block, ...) are no part of
+  /// attributes (sl.reason, sl.block, ...) are no part of
   /// what the op computes and stay out.
   static NamedAttrList withDefaults(Operation &op) {
     OperationState state(op.getLoc(), op.getName());
@@ -184,7 +184,7 @@ private:
     NamedAttrList attrs(fresh->getAttrDictionary());
     fresh->destroy();
     for (NamedAttribute a : op.getAttrDictionary())
-      if (!a.getName().getValue().contains('.'))
+      if (!op.getDiscardableAttr(a.getName()))
         attrs.set(a.getName(), a.getValue());
     return attrs;
   }
@@ -229,6 +229,12 @@ private:
 
 } // namespace
 
-FailureOr<std::vector<uint8_t>> emitPlan(ModuleOp module) { return Writer().run(module); }
+FailureOr<std::vector<uint8_t>> emitPlan(ModuleOp module, const Report &report) {
+  return Writer().run(module, report);
+}
+
+FailureOr<std::vector<uint8_t>> emitPlan(ModuleOp module) {
+  return emitPlan(module, analyze(module));
+}
 
 } // namespace shardline

@@ -355,7 +355,7 @@ int main(int argc, char **argv) {
     break;
   case Emit::Plan:
   case Emit::Executable: {
-    FailureOr<std::vector<uint8_t>> plan = shardline::emitPlan(*module);
+    FailureOr<std::vector<uint8_t>> plan = shardline::emitPlan(*module, report());
     if (failed(plan))
       return 1;
     if (emit == Emit::Executable) {

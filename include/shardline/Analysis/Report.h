@@ -38,12 +38,14 @@
 #ifndef SHARDLINE_ANALYSIS_REPORT_H
 #define SHARDLINE_ANALYSIS_REPORT_H
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
-#include "llvm/ADT/StringRef.h"
+#include "llvm/ADT/DenseMap.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -96,6 +98,22 @@ int64_t collectiveBytesPerRank(mlir::Operation *op);
 
 /// A location as people read it: "blocks.3.A at model.json:2:27".
 std::string describeLocation(mlir::Location loc);
+
+/// Where an op sits in the model: `sl.block` and `sl.family` as the importer
+/// stamps them. The passes build the ops they insert (collectives, ring
+/// attention, halos) at the location of the op they serve, so an op without a
+/// stamp takes the stamp of a stamped op at the same location; an op with
+/// neither (hand-written IR) is in no block (-1, ""). The report and the plan
+/// both place ops through it.
+class BlockPlacement {
+public:
+  explicit BlockPlacement(mlir::func::FuncOp fn);
+  std::pair<int64_t, std::string> of(mlir::Operation *op) const;
+
+private:
+  static std::optional<std::pair<int64_t, std::string>> stampOf(mlir::Operation *op);
+  llvm::DenseMap<mlir::Location, std::pair<int64_t, std::string>> byLocation;
+};
 
 Report analyze(mlir::ModuleOp module);
 
