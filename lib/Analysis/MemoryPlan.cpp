@@ -78,7 +78,7 @@ ArenaPlan planArena(func::FuncOp fn, const Mesh &mesh) {
   auto place = [&](Value v, int64_t defined) {
     if (!isa<RankedTensorType>(v.getType()))
       return;
-    int64_t bytes = localBytes(v, mesh);
+    int64_t bytes = mlir::sl::localBytes(v, mesh);
     plan.offsets[v] = arena.allocate(arenaSlotBytes(bytes));
     live += bytes;
     auto it = lastUse.find(v);
@@ -91,9 +91,8 @@ ArenaPlan planArena(func::FuncOp fn, const Mesh &mesh) {
       for (Value r : ops[i]->getResults())
         place(r, i);
     plan.liveAt.push_back(live);
-    plan.liveBound = std::max(plan.liveBound, live);
     for (Value v : dying[i]) {
-      int64_t bytes = localBytes(v, mesh);
+      int64_t bytes = mlir::sl::localBytes(v, mesh);
       arena.release(plan.offsets[v], arenaSlotBytes(bytes));
       live -= bytes;
     }

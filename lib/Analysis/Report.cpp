@@ -106,7 +106,7 @@ Report analyze(ModuleOp module) {
     ArenaPlan arena = planArena(fn, mesh);
     report.peakActivationBytesPerRank =
         std::max(report.peakActivationBytesPerRank, arena.highWater);
-    report.liveBytesLowerBound = std::max(report.liveBytesLowerBound, arena.liveBound);
+    report.liveBytesLowerBound = std::max(report.liveBytesLowerBound, arena.liveBound());
     BlockPlacement placement(fn);
     int64_t index = 0;
     for (Operation &opRef : fn.getBody().front()) {

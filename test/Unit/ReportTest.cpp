@@ -391,7 +391,7 @@ TEST_F(ReportTest, ArenaKeepsLiveValuesApart) {
   Mesh mesh = mlir::sl::toMesh(*module->getOps<mlir::sl::MeshOp>().begin());
   ArenaPlan plan = planArena(fn, mesh);
   EXPECT_EQ(plan.highWater, r.peakActivationBytesPerRank);
-  EXPECT_GE(plan.highWater, plan.liveBound);
+  EXPECT_GE(plan.highWater, plan.liveBound());
   // Lifetimes in op order.
   struct Span {
     int64_t from, to, offset, bytes;
@@ -408,7 +408,7 @@ TEST_F(ReportTest, ArenaKeepsLiveValuesApart) {
     auto it = plan.offsets.find(v);
     ASSERT_NE(it, plan.offsets.end());
     EXPECT_EQ(it->second % kArenaAlignment, 0);
-    spans.push_back({at, last.count(v) ? last[v] : at, it->second, localBytes(v, mesh)});
+    spans.push_back({at, last.count(v) ? last[v] : at, it->second, mlir::sl::localBytes(v, mesh)});
   };
   for (mlir::BlockArgument a : fn.getArguments())
     add(a, 0);

@@ -14,11 +14,11 @@
 #define SHARDLINE_ANALYSIS_MEMORYPLAN_H
 
 #include "core/layout.h"
-#include "shardline/Dialect/SL/IR/SPMD.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "llvm/ADT/DenseMap.h"
 
+#include <algorithm>
 #include <vector>
 
 namespace shardline {
@@ -29,12 +29,11 @@ struct ArenaPlan {
   /// The sum of the (unaligned) bytes live while each op of the body runs, in
   /// body order: its operands, its results and whatever a later op still reads.
   std::vector<int64_t> liveAt;
-  /// The largest of liveAt.
-  int64_t liveBound = 0;
+  /// The largest of liveAt: no placement can peak below it.
+  int64_t liveBound() const {
+    return liveAt.empty() ? 0 : *std::max_element(liveAt.begin(), liveAt.end());
+  }
 };
-
-/// One rank's local bytes of a value, as the dialect defines it.
-using mlir::sl::localBytes;
 
 ArenaPlan planArena(mlir::func::FuncOp fn, const Mesh &mesh);
 

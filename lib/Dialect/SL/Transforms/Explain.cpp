@@ -85,8 +85,8 @@ Alternative allReduceAlternative(AllReduceOp ar) {
   Operation *blocker = nullptr;
   int64_t dim = scatterableDim(ar, mesh, axes, blocker);
   std::string scatter = "reduce_scatter over " + shardline::formatAxes(axes) + " (" +
-                        std::to_string(shardline::reduceScatterBytes(
-                            mesh.product(axes), shardline::localBytes(ar.getX(), mesh))) +
+                        std::to_string(shardline::reduceScatterBytes(mesh.product(axes),
+                                                                     localBytes(ar.getX(), mesh))) +
                         " bytes per rank)";
   if (dim >= 0)
     return {scatter + " of dimension " + std::to_string(dim) +
