@@ -101,6 +101,14 @@ std::vector<int64_t> ownedIndices(const Layout &layout, const Mesh &mesh,
 std::vector<TokenRun> sequenceChunks(const Layout &layout, const Mesh &mesh,
                                      const std::vector<int64_t> &shape, unsigned dim, int64_t rank);
 
+/// Appends [start, start + length) to `runs`, merged with the last run when
+/// they touch, so that equal index sequences have equal run lists.
+void appendRun(std::vector<TokenRun> &runs, int64_t start, int64_t length);
+/// The `length` indices that follow the first `offset` ones of `runs`.
+std::vector<TokenRun> sliceRuns(const std::vector<TokenRun> &runs, int64_t offset, int64_t length);
+/// How many indices `runs` holds.
+int64_t totalLength(const std::vector<TokenRun> &runs);
+
 /// The number of indices two run lists have in common.
 int64_t overlap(const std::vector<TokenRun> &a, const std::vector<TokenRun> &b);
 

@@ -172,10 +172,7 @@ std::vector<int64_t> localShape(const Layout &layout, const Mesh &mesh,
   return local;
 }
 
-namespace {
-/// Appends [start, start + length) to `runs`, merged with the last run when
-/// they touch, so that equal index sequences have equal run lists.
-void append(std::vector<TokenRun> &runs, int64_t start, int64_t length) {
+void appendRun(std::vector<TokenRun> &runs, int64_t start, int64_t length) {
   if (length <= 0)
     return;
   if (!runs.empty() && runs.back().end() == start)
@@ -184,7 +181,6 @@ void append(std::vector<TokenRun> &runs, int64_t start, int64_t length) {
     runs.push_back({start, length});
 }
 
-/// The `length` indices that follow the first `offset` ones of `runs`.
 std::vector<TokenRun> sliceRuns(const std::vector<TokenRun> &runs, int64_t offset, int64_t length) {
   std::vector<TokenRun> out;
   for (const TokenRun &r : runs) {
@@ -195,7 +191,7 @@ std::vector<TokenRun> sliceRuns(const std::vector<TokenRun> &runs, int64_t offse
       continue;
     }
     int64_t take = std::min(length, r.length - offset);
-    append(out, r.start + offset, take);
+    appendRun(out, r.start + offset, take);
     offset = 0;
     length -= take;
   }
@@ -208,7 +204,6 @@ int64_t totalLength(const std::vector<TokenRun> &runs) {
     n += r.length;
   return n;
 }
-} // namespace
 
 std::vector<TokenRun> tokenRuns(const Layout &layout, const Mesh &mesh,
                                 const std::vector<int64_t> &shape, unsigned dim, int64_t rank) {
@@ -218,7 +213,7 @@ std::vector<TokenRun> tokenRuns(const Layout &layout, const Mesh &mesh,
   const auto &axes = layout.dims[dim];
   int64_t size = shape[dim];
   if (axes.empty()) {
-    append(out, 0, size);
+    appendRun(out, 0, size);
     return out;
   }
   std::vector<int64_t> coord = mesh.coords(rank);
@@ -241,7 +236,7 @@ std::vector<TokenRun> tokenRuns(const Layout &layout, const Mesh &mesh,
     int64_t n;
     int64_t r = linear(0, n);
     int64_t block = size / n;
-    append(out, r * block, block);
+    appendRun(out, r * block, block);
     return out;
   }
   // Zigzag over the major axis: its rank c holds chunks c and 2m-1-c; the
@@ -250,8 +245,8 @@ std::vector<TokenRun> tokenRuns(const Layout &layout, const Mesh &mesh,
   int64_t c = coordOf(axes[0]);
   int64_t chunk = size / (2 * m);
   std::vector<TokenRun> share;
-  append(share, c * chunk, chunk);
-  append(share, (2 * m - 1 - c) * chunk, chunk);
+  appendRun(share, c * chunk, chunk);
+  appendRun(share, (2 * m - 1 - c) * chunk, chunk);
   int64_t n;
   int64_t r = linear(1, n);
   int64_t block = 2 * chunk / n;
@@ -328,7 +323,7 @@ bool concatenates(const Layout &parts, const Layout &whole, const Mesh &mesh,
     std::vector<TokenRun> joined;
     for (int64_t member : mesh.group(r, axes))
       for (const TokenRun &run : tokenRuns(parts, mesh, shape, dim, member))
-        append(joined, run.start, run.length);
+        appendRun(joined, run.start, run.length);
     if (joined != tokenRuns(whole, mesh, shape, dim, r))
       return false;
   }

@@ -78,48 +78,9 @@ RankContext::Runs RankContext::owned(Value v, unsigned dim, int64_t r) const {
   return shardline::tokenRuns(layoutOf(v), mesh, shapeOf(v), dim, r);
 }
 
-/// Runs with touching neighbours merged: one index sequence, one form.
-static RankContext::Runs merged(const RankContext::Runs &runs) {
-  RankContext::Runs out;
-  for (const shardline::TokenRun &run : runs) {
-    if (run.length == 0)
-      continue;
-    if (!out.empty() && out.back().end() == run.start)
-      out.back().length += run.length;
-    else
-      out.push_back(run);
-  }
-  return out;
-}
-
-/// Indices [first, first + n) of the sequence `runs` describe.
-static RankContext::Runs piece(const RankContext::Runs &runs, int64_t first, int64_t n) {
-  RankContext::Runs out;
-  for (const shardline::TokenRun &run : runs) {
-    if (n == 0)
-      break;
-    if (first >= run.length) {
-      first -= run.length;
-      continue;
-    }
-    int64_t take = std::min(run.length - first, n);
-    out.push_back({run.start + first, take});
-    n -= take;
-    first = 0;
-  }
-  return merged(out);
-}
-
-static int64_t total(const RankContext::Runs &runs) {
-  int64_t n = 0;
-  for (const shardline::TokenRun &run : runs)
-    n += run.length;
-  return n;
-}
-
 DenseI64ArrayAttr RankContext::runs(Value v, unsigned dim, int64_t r) const {
   SmallVector<int64_t> out;
-  for (const shardline::TokenRun &run : merged(owned(v, dim, r)))
+  for (const shardline::TokenRun &run : owned(v, dim, r))
     out.append({run.start, run.length});
   return DenseI64ArrayAttr::get(ctx, out);
 }
@@ -157,11 +118,10 @@ bool RankContext::concatenates(Value from, Value to, unsigned dim,
                                const std::vector<std::string> &axes) const {
   for (int64_t r = 0; r < mesh.numRanks(); ++r) {
     Runs joined;
-    for (int64_t m : mesh.group(r, axes)) {
-      Runs part = owned(from, dim, m);
-      joined.insert(joined.end(), part.begin(), part.end());
-    }
-    if (merged(joined) != merged(owned(to, dim, r)))
+    for (int64_t m : mesh.group(r, axes))
+      for (const shardline::TokenRun &run : owned(from, dim, m))
+        shardline::appendRun(joined, run.start, run.length);
+    if (joined != owned(to, dim, r))
       return false;
   }
   return true;
@@ -175,10 +135,10 @@ bool RankContext::slices(Value from, Value to, unsigned dim,
     std::vector<int64_t> group = mesh.group(r, axes);
     int64_t k = std::find(group.begin(), group.end(), r) - group.begin();
     Runs whole = owned(from, dim, r);
-    int64_t size = total(whole), n = size / (int64_t)group.size();
+    int64_t size = shardline::totalLength(whole), n = size / (int64_t)group.size();
     if (n * (int64_t)group.size() != size)
       return false;
-    if (piece(whole, k * n, n) != merged(owned(to, dim, r)))
+    if (shardline::sliceRuns(whole, k * n, n) != owned(to, dim, r))
       return false;
   }
   return true;
@@ -188,7 +148,7 @@ bool RankContext::othersKept(Value from, Value to, ArrayRef<unsigned> skip) cons
   for (unsigned d = 0; d < shapeOf(from).size(); ++d)
     if (!llvm::is_contained(skip, d))
       for (int64_t r = 0; r < mesh.numRanks(); ++r)
-        if (merged(owned(from, d, r)) != merged(owned(to, d, r)))
+        if (owned(from, d, r) != owned(to, d, r))
           return false;
   return true;
 }
