@@ -94,6 +94,10 @@ std::vector<TokenRun> tokenRuns(const Layout &layout, const Mesh &mesh,
 std::vector<int64_t> ownedIndices(const Layout &layout, const Mesh &mesh,
                                   const std::vector<int64_t> &shape, unsigned dim, int64_t rank);
 
+/// How many pieces each rank's part of `dim` has for the sequence ops: two
+/// when the dimension is split in zigzag order, else one.
+int64_t chunksPerRank(const Layout &layout, unsigned dim);
+
 /// The pieces of `rank`'s local positions along `dim` that the sequence ops
 /// (causal conv and its halo, scan chunk states, ring attention) treat one at a
 /// time, in local order: two equal pieces in zigzag order, else one. Each is a

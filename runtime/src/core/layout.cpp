@@ -262,14 +262,18 @@ std::vector<int64_t> ownedIndices(const Layout &layout, const Mesh &mesh,
   return out;
 }
 
+int64_t chunksPerRank(const Layout &layout, unsigned dim) {
+  return dim < layout.dims.size() && !layout.dims[dim].empty() &&
+                 layout.dimOrder(dim) == ChunkOrder::Zigzag
+             ? 2
+             : 1;
+}
+
 std::vector<TokenRun> sequenceChunks(const Layout &layout, const Mesh &mesh,
                                      const std::vector<int64_t> &shape, unsigned dim,
                                      int64_t rank) {
   std::vector<TokenRun> runs = tokenRuns(layout, mesh, shape, dim, rank);
-  int64_t k = dim < layout.dims.size() && !layout.dims[dim].empty() &&
-                      layout.dimOrder(dim) == ChunkOrder::Zigzag
-                  ? 2
-                  : 1;
+  int64_t k = chunksPerRank(layout, dim);
   int64_t piece = totalLength(runs) / k;
   std::vector<TokenRun> out;
   for (int64_t c = 0; c < k; ++c) {

@@ -52,10 +52,9 @@ Group &Collectives::group(const Axes &axes) {
     return *it->second;
   // Color: the group's first member, the same on every member; key: the
   // place in the group's order.
-  std::vector<int64_t> members = mesh.group(self, axes);
-  int64_t key = std::find(members.begin(), members.end(), self) - members.begin();
+  Ring ring = ringOf(mesh, self, axes);
   std::unique_ptr<Group> made;
-  check(comm.split(members.front(), key, made));
+  check(comm.split(ring.members.front(), ring.position, made));
   return *groups.emplace(axes, std::move(made)).first->second;
 }
 
@@ -120,9 +119,8 @@ Collectives::Move Collectives::planMove(const std::vector<int64_t> &shape, const
     if (plain(out[d] * g == in[d])) {
       m.outer = product(in, 0, d);
       m.splitRun = product(out, d, out.size());
-      std::vector<int64_t> members = mesh.group(self, mv.axes);
       m.parts = g;
-      m.part = std::find(members.begin(), members.end(), self) - members.begin();
+      m.part = ringOf(mesh, self, mv.axes).position;
       return m;
     }
     break;

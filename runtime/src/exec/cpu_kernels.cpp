@@ -22,10 +22,7 @@ const std::vector<std::string> kResult = {"result"};
 
 /// Sequence chunks of a local [batch, seq, ...] value: two per rank in zigzag
 /// order, else one.
-int64_t chunksOf(const TensorInfo &t) {
-  const Layout &l = t.layout;
-  return !l.dims[1].empty() && l.dimOrder(1) == ChunkOrder::Zigzag ? 2 : 1;
-}
+int64_t chunksOf(const TensorInfo &t) { return chunksPerRank(t.layout, 1); }
 
 /// Calls fn(row, b, c) for every sequence chunk c of every batch entry b of
 /// a local [batch, seq, ...] value: its chunks (when `chunked`, else the whole
@@ -122,9 +119,9 @@ void attention(const Step &s, Frame &f) {
 /// holds.
 void resolveRing(Step &s, const Frame &f) {
   resolvePositions(s, f);
-  std::vector<int64_t> members = group(f, s.attrs[kAxes]);
-  std::rotate(members.begin(), std::find(members.begin(), members.end(), f.self), members.end());
-  s.facts.members = members;
+  Ring ring = ringOf(f.mesh, f.self, s.attrs[kAxes].strings);
+  std::vector<int64_t> &members = s.facts.members = ring.members;
+  std::rotate(members.begin(), members.begin() + ring.position, members.end());
   for (int64_t m : members)
     s.facts.memberPositions.push_back(f.owned(s.in[1], 1, m));
 }
