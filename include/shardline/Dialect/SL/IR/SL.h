@@ -37,7 +37,8 @@ LogicalResult verifyShardingRule(Operation *op);
 constexpr llvm::StringLiteral kReasonAttr = "sl.reason";
 /// The attention exchange under context parallelism (CPComm): on the module
 /// (ring, allgather, a2a or auto) and, once sl-choose-cp-comm has resolved
-/// auto, on each sl.attention (ring, allgather or a2a).
+/// auto, on each sl.attention (ring, allgather or a2a) and the
+/// sl.ring_attention it becomes.
 constexpr llvm::StringLiteral kCPCommAttr = "sl.cp_comm";
 /// Module: whether sequence parallelism is on (bool).
 constexpr llvm::StringLiteral kSequenceParallelAttr = "sl.sequence_parallel";
