@@ -107,8 +107,8 @@ public:
 
     OwningOpRef<ModuleOp> module = ModuleOp::create(fileLoc);
     // The strategy choices that are not layouts; sl-propagate-layouts reads them.
-    (*module)->setAttr("sl.sequence_parallel", b.getBoolAttr(spec.parallel.sp));
-    (*module)->setAttr("sl.cp_comm", b.getStringAttr(spec.parallel.cpComm));
+    (*module)->setAttr(mlir::sl::kSequenceParallelAttr, b.getBoolAttr(spec.parallel.sp));
+    (*module)->setAttr(mlir::sl::kCPCommAttr, b.getStringAttr(spec.parallel.cpComm));
     b.setInsertionPointToEnd(module->getBody());
     const ParallelSpec &p = spec.parallel;
     sl::MeshOp::create(b, fileLoc, "mesh", b.getStrArrayAttr({"dp", "ep", "cp", "tp"}),
@@ -122,8 +122,8 @@ public:
     auto lossType = RankedTensorType::get({}, elt);
     auto fnType = b.getFunctionType({tokenType, tokenType}, {logitsType, lossType});
     auto fn = func::FuncOp::create(b, fileLoc, spec.name, fnType);
-    fn.setArgAttr(0, "sl.name", b.getStringAttr("tokens"));
-    fn.setArgAttr(1, "sl.name", b.getStringAttr("labels"));
+    fn.setArgAttr(0, mlir::sl::kNameAttr, b.getStringAttr("tokens"));
+    fn.setArgAttr(1, mlir::sl::kNameAttr, b.getStringAttr("labels"));
     Block *entry = fn.addEntryBlock();
     b.setInsertionPointToStart(entry);
     b.setListener(&stamp);

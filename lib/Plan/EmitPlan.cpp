@@ -61,7 +61,7 @@ public:
     Block &body = fn.getBody().front();
     std::vector<int32_t> inputs, outputs;
     for (BlockArgument arg : body.getArguments()) {
-      auto name = fn.getArgAttrOfType<StringAttr>(arg.getArgNumber(), "sl.name");
+      auto name = fn.getArgAttrOfType<StringAttr>(arg.getArgNumber(), mlir::sl::kNameAttr);
       FailureOr<int32_t> t =
           tensor(arg, name ? name.str() : "arg" + std::to_string(arg.getArgNumber()),
                  plan::Role::Input, fn);

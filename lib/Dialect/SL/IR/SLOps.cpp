@@ -49,7 +49,6 @@ LogicalResult checkDivides(Operation *op, int64_t size, int64_t by, StringRef wh
   return success();
 }
 
-/// Static shapes, and one floating-point element type among the op's float values.
 /// Calls visit(value, "operand" | "result", index) on every operand, then every
 /// result, and stops at the first failure.
 template <typename Visit> static LogicalResult forEachValue(Operation *op, Visit visit) {
@@ -62,6 +61,7 @@ template <typename Visit> static LogicalResult forEachValue(Operation *op, Visit
   return success();
 }
 
+/// Static shapes, and one floating-point element type among the op's float values.
 LogicalResult verifyStaticAndElementTypes(Operation *op) {
   Type floatType;
   auto visit = [&](Value v, StringRef kind, unsigned i) -> LogicalResult {
@@ -78,9 +78,7 @@ LogicalResult verifyStaticAndElementTypes(Operation *op) {
                                << floatType << " is used elsewhere in the op";
     return success();
   };
-  if (failed(forEachValue(op, visit)))
-    return failure();
-  return success();
+  return forEachValue(op, visit);
 }
 
 /// Checks every layout among `values` on its own terms: known mesh, known axes,
