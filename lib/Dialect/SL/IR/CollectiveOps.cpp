@@ -36,7 +36,7 @@ verifyTransition(Operation *op, Value in, Value out, bool sameShape) {
   return std::pair{toLayout(li), toLayout(lo)};
 }
 
-static LogicalResult checkAxes(Operation *op, ArrayAttr axes, const shardline::Mesh *) {
+static LogicalResult checkAxes(Operation *op, ArrayAttr axes) {
   if (axes.empty())
     return op->emitOpError("needs at least one axis");
   return success();
@@ -74,7 +74,7 @@ static LogicalResult dropSuffix(Operation *op, shardline::Layout &l, int64_t dim
 static FailureOr<std::pair<shardline::Layout, shardline::Layout>>
 verifyAlongDim(Operation *op, Value x, Value result, ArrayAttr axes, int64_t dim) {
   auto ls = verifyTransition(op, x, result, true);
-  if (failed(ls) || failed(checkAxes(op, axes, nullptr)) ||
+  if (failed(ls) || failed(checkAxes(op, axes)) ||
       failed(checkDimIndex(op, dim, shape(x).size(), "dim")))
     return failure();
   return ls;
@@ -132,7 +132,7 @@ LogicalResult AllReduceOp::verify() {
   if (inPerRankProgram(*this))
     return success();
   auto ls = verifyTransition(*this, getX(), getResult(), true);
-  if (failed(ls) || failed(checkAxes(*this, getAxes(), nullptr)))
+  if (failed(ls) || failed(checkAxes(*this, getAxes())))
     return failure();
   shardline::Layout want = ls->first;
   if (failed(dropPartial(*this, want, axisNames(getAxes()))))
@@ -159,7 +159,7 @@ LogicalResult AllToAllOp::verify() {
     return success();
   auto ls = verifyTransition(*this, getX(), getResult(), true);
   unsigned rank = shape(getX()).size();
-  if (failed(ls) || failed(checkAxes(*this, getAxes(), nullptr)) ||
+  if (failed(ls) || failed(checkAxes(*this, getAxes())) ||
       failed(checkDimIndex(*this, (int64_t)getSplitDim(), rank, "split_dim")) ||
       failed(checkDimIndex(*this, (int64_t)getConcatDim(), rank, "concat_dim")))
     return failure();
@@ -200,7 +200,7 @@ LogicalResult HaloOp::verify() {
   if (inPerRankProgram(*this))
     return success();
   auto ls = verifyTransition(*this, getX(), getResult(), false);
-  if (failed(ls) || failed(checkAxes(*this, getAxes(), nullptr)) ||
+  if (failed(ls) || failed(checkAxes(*this, getAxes())) ||
       failed(checkRank(*this, getX(), "x", 3)) ||
       failed(checkRank(*this, getResult(), "result", 3)))
     return failure();

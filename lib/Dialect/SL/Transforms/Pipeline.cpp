@@ -23,18 +23,3 @@ void sl::registerShardPipeline() {
                              "Propagate layouts, insert collectives, elide premature gathers",
                              [](OpPassManager &pm) { buildShardPipeline(pm); });
 }
-
-sl::CPComm sl::toCPComm(CPCommOption option) {
-  switch (option) {
-  case CPCommOption::Ring:
-  case CPCommOption::Module:
-    break;
-  case CPCommOption::AllGather:
-    return CPComm::AllGather;
-  case CPCommOption::A2A:
-    return CPComm::A2A;
-  case CPCommOption::Auto:
-    return CPComm::Auto;
-  }
-  return CPComm::Ring;
-}

@@ -520,6 +520,22 @@ private:
   llvm::DenseMap<std::pair<Value, Attribute>, Value> cache;
 };
 
+/// The exchange an explicit option names (Module is read from the module).
+static CPComm toCPComm(CPCommOption option) {
+  switch (option) {
+  case CPCommOption::Ring:
+  case CPCommOption::Module:
+    break;
+  case CPCommOption::AllGather:
+    return CPComm::AllGather;
+  case CPCommOption::A2A:
+    return CPComm::A2A;
+  case CPCommOption::Auto:
+    return CPComm::Auto;
+  }
+  return CPComm::Ring;
+}
+
 struct SLPropagateLayouts : mlir::sl::impl::SLPropagateLayoutsBase<SLPropagateLayouts> {
   using SLPropagateLayoutsBase::SLPropagateLayoutsBase;
 
@@ -568,7 +584,7 @@ struct SLPropagateLayouts : mlir::sl::impl::SLPropagateLayoutsBase<SLPropagateLa
     CPComm comm = CPComm::Ring;
     if (cpComm == CPCommOption::Module) {
       if (auto a = module->getAttrOfType<StringAttr>(kCPCommAttr))
-        comm = symbolizeCPComm(a.getValue()).value_or(CPComm::Auto);
+        comm = *symbolizeCPComm(a.getValue()); // the dialect verified it
     } else {
       comm = toCPComm(cpComm);
     }

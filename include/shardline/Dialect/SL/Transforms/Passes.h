@@ -17,9 +17,6 @@ namespace mlir::sl {
 enum class SequenceParallelOption { Module, On, Off };
 enum class CPCommOption { Module, Ring, AllGather, A2A, Auto };
 
-/// The exchange an explicit option names (not Module).
-CPComm toCPComm(CPCommOption option);
-
 #define GEN_PASS_DECL
 #include "shardline/Dialect/SL/Transforms/Passes.h.inc"
 
