@@ -49,10 +49,9 @@ def entries(has_attention, mixes_only=False):
                 out.append(["--cp", cp, "--cp-order", order, "--cp-comm", comm])
     for ep in ("2", "4"):
         out.append(["--ep", ep])
-    for comm in comms:
-        out.append(["--tp", "2", "--sp", "--cp", "2", "--ep", "2", "--cp-comm", comm])
-    out.append(["--tp", "2", "--sp=false", "--cp", "2", "--cp-order", "contiguous", "--dp", "2"])
-    return out[-len(comms) - 1:] if mixes_only else out
+    mixes = [["--tp", "2", "--sp", "--cp", "2", "--ep", "2", "--cp-comm", comm] for comm in comms]
+    mixes.append(["--tp", "2", "--sp=false", "--cp", "2", "--cp-order", "contiguous", "--dp", "2"])
+    return mixes if mixes_only else out + mixes
 
 
 def full_flags(flags):
