@@ -135,7 +135,7 @@ void ringAttention(const Step &s, Frame &f) {
   bool causal = s.attrs[kCausal].i != 0;
   std::vector<float> kv(f.f(k), f.f(k) + f.n(k));
   kv.insert(kv.end(), f.f(v), f.f(v) + f.n(v));
-  Mail blocks = f.collectives->allGather(s.attrs[kAxes].strings, kv, f.tensors[k].elementBytes);
+  Mail blocks = f.collectives->allGather(s.attrs[kAxes].strings, kv, f.tensors[k].elementBytes());
   float *y = f.f(out);
   std::vector<float> lse(dims.B * dims.HQ * dims.Sq), part(f.n(out)), partLse(lse.size());
   for (size_t i = 0; i < s.facts.members.size(); ++i) {
@@ -212,7 +212,7 @@ void halo(const Step &s, Frame &f) {
   for (const RankFacts::Row &r : s.facts.receives)
     if (r.rank != f.self)
       recvFrom[r.rank].resize(recvFrom[r.rank].size() + B * C);
-  f.collectives->exchange(s.attrs[kHaloAxes].strings, sendTo, recvFrom, xt.elementBytes);
+  f.collectives->exchange(s.attrs[kHaloAxes].strings, sendTo, recvFrom, xt.elementBytes());
   std::vector<size_t> next(recvFrom.size(), 0);
   float *y = f.f(s.out[0]);
   for (const RankFacts::Row &r : s.facts.receives)
@@ -322,7 +322,7 @@ void stateExchange(const Step &s, Frame &f) {
   Mail all = f.collectives->allGather(s.attrs[0].strings, mine, 0);
   f.collectives->count(
       ((int64_t)s.facts.members.size() - 1) *
-      (f.n(st) * f.tensors[st].elementBytes + f.n(dec) * f.tensors[dec].elementBytes));
+      (f.n(st) * f.tensors[st].elementBytes() + f.n(dec) * f.tensors[dec].elementBytes()));
   std::vector<float> allStates(chunks * stateSize), allDecays(chunks * decaySize);
   for (size_t i = 0; i < s.facts.members.size(); ++i) {
     const std::vector<float> &theirs = all[s.facts.members[i]];
@@ -410,14 +410,15 @@ void crossEntropy(const Step &s, Frame &f) {
 void transition(const Step &s, Frame &f) {
   const TensorInfo &x = f.tensors[s.in[0]], &out = f.tensors[s.out[0]];
   f.collectives->transition(2 * s.index, out.shape, x.layout, out.layout, f.f(s.in[0]),
-                            f.f(s.out[0]), x.elementBytes);
+                            f.f(s.out[0]), x.elementBytes());
 }
 
 void allReduce(const Step &s, Frame &f) {
   const TensorInfo &x = f.tensors[s.in[0]];
   if (x.layout.partial.empty())
     return transition(s, f);
-  f.collectives->allReduce(s.index, x.shape, x.layout, f.f(s.in[0]), f.f(s.out[0]), x.elementBytes);
+  f.collectives->allReduce(s.index, x.shape, x.layout, f.f(s.in[0]), f.f(s.out[0]),
+                           x.elementBytes());
 }
 
 KernelTable makeTable() {

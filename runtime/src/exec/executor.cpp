@@ -49,7 +49,6 @@ public:
       info.role = t->role();
       info.dtype = dtypeOf(t->dtype());
       info.arenaOffset = t->arena_offset();
-      info.elementBytes = elementBytes(t->dtype());
       inits.push_back({t->init() == plan::Init::Uniform    ? InitKind::Uniform
                        : t->init() == plan::Init::Constant ? InitKind::Constant
                                                            : InitKind::Normal,
@@ -116,7 +115,7 @@ private:
   /// still live there), or in a buffer of its own. Zero-filled.
   void place(int32_t t) {
     const TensorInfo &info = tensors[t];
-    int64_t bytes = info.count * info.elementBytes;
+    int64_t bytes = info.count * info.elementBytes();
     if (useArena && info.arenaOffset >= 0) {
       int64_t begin = info.arenaOffset, end = begin + bytes;
       for (const auto &[other, range] : liveRanges)
@@ -137,7 +136,7 @@ private:
   void release(int32_t t) {
     if (!views[t].data)
       return;
-    liveBytes -= tensors[t].count * tensors[t].elementBytes;
+    liveBytes -= tensors[t].count * tensors[t].elementBytes();
     liveRanges.erase(t);
     if (own[t])
       device->release(own[t]);
@@ -364,7 +363,7 @@ RunResult RankRun::run() {
       fail(error);
     program = std::move(*decoded);
     for (const TensorInfo &t : tensors)
-      if (dtypeSize(device->storageType(t.dtype)) > t.elementBytes)
+      if (dtypeSize(device->storageType(t.dtype)) > t.elementBytes())
         fail(std::string("the ") + device->name() + " device holds " + dtypeName(t.dtype) +
              " in more bytes than the plan lays out for '" + t.name + "'");
     for (Step &step : program)
@@ -437,7 +436,6 @@ RunResult RankRun::run() {
 }
 
 } // namespace
-
 
 std::string checkProgram(const LoadedPlan &plan) {
   std::string error;

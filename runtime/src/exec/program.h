@@ -42,7 +42,8 @@ struct TensorInfo {
   DType dtype = DType::F32;
   int64_t count = 0; ///< elements of the local part
   int64_t arenaOffset = -1;
-  int64_t elementBytes = 4; ///< as the plan counts them
+  /// Bytes of one element as the plan counts them.
+  int64_t elementBytes() const { return dtypeSize(dtype); }
 };
 
 enum class AttrKind { Int, Float, Strings };
