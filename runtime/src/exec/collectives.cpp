@@ -68,7 +68,10 @@ void Collectives::settle(const CommStatus &status, const Group &g, int64_t bytes
 
 void Collectives::exchange(const Axes &axes, const Mail &sendTo, Mail &recvFrom,
                            int64_t bytesPerValue) {
-  Group &g = group(axes);
+  exchange(group(axes), sendTo, recvFrom, bytesPerValue);
+}
+
+void Collectives::exchange(Group &g, const Mail &sendTo, Mail &recvFrom, int64_t bytesPerValue) {
   std::vector<BufferView> sends(g.size()), receives(g.size());
   for (int64_t j = 0; j < g.size(); ++j) {
     int64_t m = g.members()[j];
@@ -244,13 +247,7 @@ void Collectives::transition(int64_t key, const std::vector<int64_t> &shape, con
       sendTo[r].push_back(src[offset]);
     recvFrom[r].resize(m.mine.reads[r].size());
   }
-  std::vector<BufferView> sends(g->size()), receives(g->size());
-  for (int64_t j = 0; j < g->size(); ++j) {
-    int64_t r = g->members()[j];
-    sends[j] = view(sendTo[r].data(), (int64_t)sendTo[r].size());
-    receives[j] = view(recvFrom[r].data(), (int64_t)recvFrom[r].size());
-  }
-  settle(g->exchange(sends, receives), *g, bytesPerValue);
+  exchange(*g, sendTo, recvFrom, bytesPerValue);
   applyTransfer(m.mine, self, src, recvFrom, dst);
 }
 

@@ -95,6 +95,8 @@ public:
   const std::map<int64_t, int64_t> &callsByGroupSize() const { return calls; }
 
 private:
+  void exchange(Group &g, const Mail &sendTo, Mail &recvFrom, int64_t bytesPerValue);
+
   /// What one transition step does, worked out at its first run.
   struct Move {
     MovementKind kind = MovementKind::General;
