@@ -56,7 +56,6 @@ public:
   RankContext(MLIRContext *ctx, const shardline::Mesh &mesh, int64_t rank, StringRef gridName)
       : ctx(ctx), mesh(mesh), rank(rank), gridName(gridName.str()) {}
 
-  MLIRContext *getContext() const { return ctx; }
   const shardline::Mesh &getMesh() const { return mesh; }
   int64_t getRank() const { return rank; }
   /// The `shard.grid` of the mesh's shape.
