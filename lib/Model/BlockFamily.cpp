@@ -2,13 +2,31 @@
 
 #include "shardline/Model/BlockFamily.h"
 
+#include "llvm/ADT/STLExtras.h"
+
+#include <vector>
+
 using namespace shardline;
 
+namespace shardline {
+#define SHARDLINE_BLOCK_FAMILY(Name) const BlockFamily &get##Name##Family();
+#include "BlockFamilies.inc"
+#undef SHARDLINE_BLOCK_FAMILY
+} // namespace shardline
+
 llvm::ArrayRef<const BlockFamily *> shardline::blockFamilies() {
-  static const BlockFamily *const all[] = {
+  // BlockFamilies.inc lists lib/Model/Families/*.cpp, one line per file.
+  static const std::vector<const BlockFamily *> all = [] {
+    std::vector<const BlockFamily *> families = {
 #define SHARDLINE_BLOCK_FAMILY(Name) &get##Name##Family(),
-#include "shardline/Model/BlockFamilies.def"
-  };
+#include "BlockFamilies.inc"
+#undef SHARDLINE_BLOCK_FAMILY
+    };
+    llvm::sort(families, [](const BlockFamily *a, const BlockFamily *b) {
+      return a->letter() < b->letter();
+    });
+    return families;
+  }();
   return all;
 }
 

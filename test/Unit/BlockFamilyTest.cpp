@@ -16,8 +16,8 @@ TEST(BlockFamily, EveryFamilyHasItsLetterSectionAndScope) {
   std::vector<std::string> got;
   for (const BlockFamily *f : blockFamilies())
     got.push_back(std::string(1, f->letter()) + " " + f->section().str() + " " + f->scope().str());
-  EXPECT_EQ(got, (std::vector<std::string>{"A attention attn", "M mamba mamba", "E moe moe",
-                                           "R recurrent rglru", "F mlp mlp"}));
+  EXPECT_EQ(got, (std::vector<std::string>{"A attention attn", "E moe moe", "F mlp mlp",
+                                           "M mamba mamba", "R recurrent rglru"}));
   for (const BlockFamily *f : blockFamilies())
     EXPECT_EQ(lookupBlockFamily(f->letter()), f);
 }
@@ -25,7 +25,7 @@ TEST(BlockFamily, EveryFamilyHasItsLetterSectionAndScope) {
 TEST(BlockFamily, UnknownLetterHasNoFamily) {
   EXPECT_EQ(lookupBlockFamily('X'), nullptr);
   EXPECT_EQ(lookupBlockFamily('a'), nullptr);
-  EXPECT_EQ(blockLetterList(), "A, M, E, R or F");
+  EXPECT_EQ(blockLetterList(), "A, E, F, M or R");
   std::vector<std::string> errors;
   auto spec = parseModelSpec(R"({"name": "x", "pattern": "AX", "vocab": 8, "hidden": 8,
     "seq": 8, "batch": 1, "attention": {"heads": 2, "head_dim": 4}})",
@@ -33,8 +33,8 @@ TEST(BlockFamily, UnknownLetterHasNoFamily) {
   EXPECT_FALSE(spec);
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0],
-            "x.json:1:15: pattern: unknown block letter 'X' at position 1 (expected A, M, E, R "
-            "or F)");
+            "x.json:1:15: pattern: unknown block letter 'X' at position 1 (expected A, E, F, M "
+            "or R)");
 }
 
 // Each family parses its own section and its key errors name the section.
@@ -160,7 +160,7 @@ TEST_F(ImportTest, MissingSectionIsAnError) {
   EXPECT_FALSE(importModel(*spec, ctx));
   EXPECT_EQ(
       diagnostic,
-      "m.json:1:15: pattern: unknown block letter 'Q' at position 1 (expected A, M, E, R or F)");
+      "m.json:1:15: pattern: unknown block letter 'Q' at position 1 (expected A, E, F, M or R)");
 }
 
 } // namespace

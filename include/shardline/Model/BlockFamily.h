@@ -4,8 +4,8 @@
 // place, its file under lib/Model/Families/: its pattern letter, the name of
 // its model-spec section, how to read that section, the rules it checks
 // against the rest of the spec, and the sl ops of its block. The parser, the
-// validator and the importer walk the registry (BlockFamilies.def) and know
-// no family by name.
+// validator and the importer walk the registry, which the build makes from
+// the files there, and know no family by name.
 //
 //===----------------------------------------------------------------------===//
 
@@ -121,7 +121,8 @@ private:
 };
 
 /// One block family. Implementations live in lib/Model/Families/, one file
-/// each, and are listed in BlockFamilies.def.
+/// each: Families/<Name>.cpp defines `const BlockFamily &get<Name>Family()`,
+/// and the build lists every file there for the registry.
 class BlockFamily {
 public:
   /// `scope` names the block's parameters: blocks.<i>.<scope>.<name>.
@@ -158,15 +159,23 @@ private:
   std::string sectionName, scopeName;
 };
 
-/// Every family, in the order of BlockFamilies.def.
+/// Every family, in the alphabetical order of their letters.
 llvm::ArrayRef<const BlockFamily *> blockFamilies();
 /// The family of a pattern letter, or null.
 const BlockFamily *lookupBlockFamily(char letter);
-/// The known letters for messages: "A, M, E, R or F".
+/// The known letters for messages: "A, E, F, M or R".
 std::string blockLetterList();
 
-#define SHARDLINE_BLOCK_FAMILY(Name) const BlockFamily &get##Name##Family();
-#include "shardline/Model/BlockFamilies.def"
+/// Ends Families/<Name>.cpp, whose family is the class <Name>: defines
+/// get<Name>Family(), through which the registry reaches it (the build lists
+/// the files and the registry calls one function per file).
+#define SHARDLINE_BLOCK_FAMILY_FILE(Name)                                                          \
+  namespace shardline {                                                                            \
+  const BlockFamily &get##Name##Family() {                                                         \
+    static const Name family;                                                                      \
+    return family;                                                                                 \
+  }                                                                                                \
+  }
 
 } // namespace shardline
 

@@ -65,7 +65,4 @@ public:
 
 } // namespace
 
-const BlockFamily &shardline::getAttentionFamily() {
-  static const Attention family;
-  return family;
-}
+SHARDLINE_BLOCK_FAMILY_FILE(Attention)

@@ -45,7 +45,4 @@ public:
 
 } // namespace
 
-const BlockFamily &shardline::getMLPFamily() {
-  static const MLP family;
-  return family;
-}
+SHARDLINE_BLOCK_FAMILY_FILE(MLP)

@@ -71,7 +71,4 @@ public:
 
 } // namespace
 
-const BlockFamily &shardline::getMambaFamily() {
-  static const Mamba family;
-  return family;
-}
+SHARDLINE_BLOCK_FAMILY_FILE(Mamba)

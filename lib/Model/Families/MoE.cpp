@@ -64,7 +64,4 @@ public:
 
 } // namespace
 
-const BlockFamily &shardline::getMoEFamily() {
-  static const MoE family;
-  return family;
-}
+SHARDLINE_BLOCK_FAMILY_FILE(MoE)

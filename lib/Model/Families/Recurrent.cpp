@@ -58,7 +58,4 @@ public:
 
 } // namespace
 
-const BlockFamily &shardline::getRecurrentFamily() {
-  static const Recurrent family;
-  return family;
-}
+SHARDLINE_BLOCK_FAMILY_FILE(Recurrent)

@@ -90,13 +90,8 @@ class SL_LayoutOp<string mnemonic, list<string> spmd = []>
   let results = (outs SL_FloatTensor:$result);
 }
 
-// The ops, one file per family.
-include "shardline/Dialect/SL/IR/EndsOps.td"
-include "shardline/Dialect/SL/IR/DenseOps.td"
-include "shardline/Dialect/SL/IR/AttentionOps.td"
-include "shardline/Dialect/SL/IR/MambaOps.td"
-include "shardline/Dialect/SL/IR/RecurrentOps.td"
-include "shardline/Dialect/SL/IR/MoEOps.td"
-include "shardline/Dialect/SL/IR/CollectiveOps.td"
+// The ops, one file per family: every *Ops.td beside this file, listed by the build
+// (SLFamilyOps.td is generated from that glob).
+include "shardline/Dialect/SL/IR/SLFamilyOps.td"
 
 #endif
