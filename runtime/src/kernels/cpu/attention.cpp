@@ -2,6 +2,7 @@
 
 #include "kernels/cpu/internal.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/table.h"
 
 #include <algorithm>
 #include <cassert>
@@ -11,8 +12,8 @@
 
 namespace shardline::rt::cpu {
 
-void rope(const float *x, const int64_t *positions, int64_t B, int64_t S,
-          int64_t NH, int64_t D, float theta, float *out) {
+void rope(const float *x, const int64_t *positions, int64_t B, int64_t S, int64_t NH, int64_t D,
+          float theta, float *out) {
   assert(D % 2 == 0);
   int64_t half = D / 2;
   // Angles grow with the position, so float would lose the phase of far
@@ -20,8 +21,7 @@ void rope(const float *x, const int64_t *positions, int64_t B, int64_t S,
   std::vector<double> cs(S * half), sn(S * half);
   for (int64_t s = 0; s < S; ++s) {
     for (int64_t i = 0; i < half; ++i) {
-      double freq = std::pow(static_cast<double>(theta),
-                             -2.0 * static_cast<double>(i) / D);
+      double freq = std::pow(static_cast<double>(theta), -2.0 * static_cast<double>(i) / D);
       double angle = static_cast<double>(positions[s]) * freq;
       cs[s * half + i] = std::cos(angle);
       sn[s * half + i] = std::sin(angle);
@@ -42,9 +42,8 @@ void rope(const float *x, const int64_t *positions, int64_t B, int64_t S,
   }
 }
 
-void attention(const float *q, const float *k, const float *v,
-               const int64_t *q_pos, const int64_t *k_pos,
-               const AttentionDims &d, bool causal, float scale, float *out,
+void attention(const float *q, const float *k, const float *v, const int64_t *q_pos,
+               const int64_t *k_pos, const AttentionDims &d, bool causal, float scale, float *out,
                float *lse) {
   assert(d.HKV > 0 && d.HQ % d.HKV == 0);
   const float neg_inf = -std::numeric_limits<float>::infinity();
@@ -58,13 +57,10 @@ void attention(const float *q, const float *k, const float *v,
       const float *kh = k + (b * d.Sk * d.HKV + hk) * d.D;
       const float *vh = v + (b * d.Sk * d.HKV + hk) * d.D;
       float *oh = out + (b * d.Sq * d.HQ + h) * d.D;
-      detail::gemm(false, true, d.Sq, d.Sk, d.D, scale, qh, ldq, kh, ldk, 0.0f,
-                   p.data(), d.Sk);
+      detail::gemm(false, true, d.Sq, d.Sk, d.D, scale, qh, ldq, kh, ldk, 0.0f, p.data(), d.Sk);
       for (int64_t i = 0; i < d.Sq; ++i) {
         float *row = &p[i * d.Sk];
-        auto visible = [&](int64_t j) {
-          return !causal || k_pos[j] <= q_pos[i];
-        };
+        auto visible = [&](int64_t j) { return !causal || k_pos[j] <= q_pos[i]; };
         float m = neg_inf;
         for (int64_t j = 0; j < d.Sk; ++j)
           if (visible(j))
@@ -83,15 +79,13 @@ void attention(const float *q, const float *k, const float *v,
           lse[(b * d.HQ + h) * d.Sq + i] =
               sum > 0.0 ? static_cast<float>(m + std::log(sum)) : neg_inf;
       }
-      detail::gemm(false, false, d.Sq, d.D, d.Sk, 1.0f, p.data(), d.Sk, vh, ldk,
-                   0.0f, oh, ldq);
+      detail::gemm(false, false, d.Sq, d.D, d.Sk, 1.0f, p.data(), d.Sk, vh, ldk, 0.0f, oh, ldq);
     }
   }
 }
 
-void attention_merge(const float *out_a, const float *lse_a, const float *out_b,
-                     const float *lse_b, int64_t B, int64_t Sq, int64_t HQ,
-                     int64_t D, float *out, float *lse) {
+void attention_merge(const float *out_a, const float *lse_a, const float *out_b, const float *lse_b,
+                     int64_t B, int64_t Sq, int64_t HQ, int64_t D, float *out, float *lse) {
   const float neg_inf = -std::numeric_limits<float>::infinity();
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < HQ; ++h) {
@@ -108,8 +102,7 @@ void attention_merge(const float *out_a, const float *lse_a, const float *out_b,
         double l = m + std::log(std::exp(la - m) + std::exp(lb - m));
         double wa = std::exp(la - l), wb = std::exp(lb - l);
         for (int64_t e = 0; e < D; ++e)
-          out[base + e] =
-              static_cast<float>(wa * out_a[base + e] + wb * out_b[base + e]);
+          out[base + e] = static_cast<float>(wa * out_a[base + e] + wb * out_b[base + e]);
         lse[li] = static_cast<float>(l);
       }
     }
@@ -117,3 +110,99 @@ void attention_merge(const float *out_a, const float *lse_a, const float *out_b,
 }
 
 } // namespace shardline::rt::cpu
+
+// -- the kernel table's entries ---------------------------------------------
+
+namespace shardline::rt {
+
+namespace {
+
+/// The global positions of the tokens of the sequence operand (RoPE's x,
+/// attention's q) and, for attention, of its keys.
+void resolvePositions(Step &s, const Frame &f) { s.facts.positions = f.owned(s.in[0], 1, f.self); }
+void resolveQueryKeyPositions(Step &s, const Frame &f) {
+  resolvePositions(s, f);
+  s.facts.keyPositions = f.owned(s.in[1], 1, f.self);
+}
+
+void rope(const Step &s, Frame &f) {
+  const std::vector<int64_t> &x = f.local(s.in[0]);
+  int64_t d = s.attrs[0].i;
+  cpu::rope(f.f(s.in[0]), s.facts.positions.data(), x[0], x[1], x[2] / d, d, (float)s.attrs[1].f,
+            f.f(s.out[0]));
+}
+
+enum { kHeads, kCausal, kScale, kAxes };
+
+cpu::AttentionDims attentionDims(const Step &s, const Frame &f) {
+  const std::vector<int64_t> &ql = f.local(s.in[0]), &kl = f.local(s.in[1]);
+  int64_t d = f.global(s.in[0])[2] / s.attrs[kHeads].i;
+  return {ql[0], ql[1], kl[1], ql[2] / d, kl[2] / d, d};
+}
+/// An attention op without a scale means the usual 1/sqrt(head_dim).
+float attentionScale(const Step &s, const cpu::AttentionDims &dims) {
+  return s.attrs[kScale].present ? (float)s.attrs[kScale].f
+                                 : (float)(1.0 / std::sqrt((double)dims.D));
+}
+
+void attention(const Step &s, Frame &f) {
+  cpu::AttentionDims dims = attentionDims(s, f);
+  cpu::attention(f.f(s.in[0]), f.f(s.in[1]), f.f(s.in[2]), s.facts.positions.data(),
+                 s.facts.keyPositions.data(), dims, s.attrs[kCausal].i != 0,
+                 attentionScale(s, dims), f.f(s.out[0]), nullptr);
+}
+
+/// The ring in order from this rank, with the key positions each member
+/// holds.
+void resolveRing(Step &s, const Frame &f) {
+  resolvePositions(s, f);
+  Ring ring = ringOf(f.mesh, f.self, s.attrs[kAxes].strings);
+  std::vector<int64_t> &members = s.facts.members = ring.members;
+  std::rotate(members.begin(), members.begin() + ring.position, members.end());
+  for (int64_t m : members)
+    s.facts.memberPositions.push_back(f.owned(s.in[1], 1, m));
+}
+
+/// Every member's keys and values reach every other member once; the partial
+/// results are merged by their log-sum-exp, own block first.
+void ringAttention(const Step &s, Frame &f) {
+  int32_t q = s.in[0], k = s.in[1], v = s.in[2], out = s.out[0];
+  cpu::AttentionDims dims = attentionDims(s, f);
+  float scale = attentionScale(s, dims);
+  bool causal = s.attrs[kCausal].i != 0;
+  std::vector<float> kv(f.f(k), f.f(k) + f.n(k));
+  kv.insert(kv.end(), f.f(v), f.f(v) + f.n(v));
+  Mail blocks = f.collectives->allGather(s.attrs[kAxes].strings, kv, f.tensors[k].elementBytes());
+  float *y = f.f(out);
+  std::vector<float> lse(dims.B * dims.HQ * dims.Sq), part(f.n(out)), partLse(lse.size());
+  for (size_t i = 0; i < s.facts.members.size(); ++i) {
+    const float *kb = blocks[s.facts.members[i]].data(), *vb = kb + f.n(k);
+    bool first = i == 0;
+    cpu::attention(f.f(q), kb, vb, s.facts.positions.data(), s.facts.memberPositions[i].data(),
+                   dims, causal, scale, first ? y : part.data(),
+                   first ? lse.data() : partLse.data());
+    if (!first)
+      cpu::attention_merge(y, lse.data(), part.data(), partLse.data(), dims.B, dims.Sq, dims.HQ,
+                           dims.D, y, lse.data());
+  }
+}
+
+} // namespace
+
+SHARDLINE_CPU_KERNELS(attention) {
+  const std::vector<AttrSpec> attentionAttrs = {
+      {"heads", AttrKind::Int}, {"causal", AttrKind::Int}, {"scale", AttrKind::Float, true}};
+  std::vector<AttrSpec> ringAttrs = attentionAttrs;
+  ringAttrs.push_back({"axes", AttrKind::Strings});
+  addKernel(t, "rope",
+            {{"x"},
+             kResult,
+             {{"head_dim", AttrKind::Int}, {"theta", AttrKind::Float}},
+             rope,
+             resolvePositions});
+  addKernel(t, "attention",
+            {{"q", "k", "v"}, kResult, attentionAttrs, attention, resolveQueryKeyPositions});
+  addKernel(t, "ring_attention", {{"q", "k", "v"}, kResult, ringAttrs, ringAttention, resolveRing});
+}
+
+} // namespace shardline::rt

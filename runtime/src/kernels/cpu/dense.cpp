@@ -2,6 +2,7 @@
 
 #include "kernels/cpu/internal.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/table.h"
 
 #include <cblas.h>
 
@@ -13,9 +14,9 @@
 
 namespace shardline::rt::cpu {
 
-void detail::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
-                  float alpha, const float *A, int64_t lda, const float *B,
-                  int64_t ldb, float beta, float *C, int64_t ldc) {
+void detail::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                  int64_t ldc) {
   if (M == 0 || N == 0)
     return;
   if (K == 0) {
@@ -30,12 +31,12 @@ void detail::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
     return static_cast<blasint>(v);
   };
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-              trans_b ? CblasTrans : CblasNoTrans, bi(M), bi(N), bi(K), alpha,
-              A, bi(lda), B, bi(ldb), beta, C, bi(ldc));
+              trans_b ? CblasTrans : CblasNoTrans, bi(M), bi(N), bi(K), alpha, A, bi(lda), B,
+              bi(ldb), beta, C, bi(ldc));
 }
 
-void embedding(const int32_t *ids, int64_t T, const float *table, int64_t Vl,
-               int64_t H, int64_t vocab_offset, float *out) {
+void embedding(const int32_t *ids, int64_t T, const float *table, int64_t Vl, int64_t H,
+               int64_t vocab_offset, float *out) {
   for (int64_t t = 0; t < T; ++t) {
     int64_t row = static_cast<int64_t>(ids[t]) - vocab_offset;
     float *dst = out + t * H;
@@ -47,12 +48,10 @@ void embedding(const int32_t *ids, int64_t T, const float *table, int64_t Vl,
 }
 
 bool ids_in_range(const int32_t *ids, int64_t T, int64_t V) {
-  return std::all_of(ids, ids + T,
-                     [V](int32_t id) { return id >= 0 && id < V; });
+  return std::all_of(ids, ids + T, [V](int32_t id) { return id >= 0 && id < V; });
 }
 
-void rms_norm(const float *x, const float *w, int64_t T, int64_t H, float eps,
-              float *y) {
+void rms_norm(const float *x, const float *w, int64_t T, int64_t H, float eps, float *y) {
   for (int64_t t = 0; t < T; ++t) {
     const float *row = x + t * H;
     double ss = 0.0;
@@ -64,8 +63,8 @@ void rms_norm(const float *x, const float *w, int64_t T, int64_t H, float eps,
   }
 }
 
-void gated_rms_norm(const float *y, const float *z, const float *w, int64_t T,
-                    int64_t C, int64_t groups, float eps, float *out) {
+void gated_rms_norm(const float *y, const float *z, const float *w, int64_t T, int64_t C,
+                    int64_t groups, float eps, float *out) {
   assert(groups > 0 && C % groups == 0);
   int64_t gs = C / groups;
   for (int64_t t = 0; t < T; ++t) {
@@ -76,16 +75,15 @@ void gated_rms_norm(const float *y, const float *z, const float *w, int64_t T,
         ss += static_cast<double>(y[base + c]) * y[base + c];
       double inv = 1.0 / std::sqrt(ss / gs + eps);
       for (int64_t c = 0; c < gs; ++c)
-        out[base + c] = static_cast<float>(y[base + c] * inv * w[g * gs + c] *
-                                           detail::silu(z[base + c]));
+        out[base + c] =
+            static_cast<float>(y[base + c] * inv * w[g * gs + c] * detail::silu(z[base + c]));
     }
   }
 }
 
-void linear(const float *x, const float *w, int64_t T, int64_t K, int64_t N,
-            float *out, bool accumulate) {
-  detail::gemm(false, false, T, N, K, 1.0f, x, K, w, N,
-               accumulate ? 1.0f : 0.0f, out, N);
+void linear(const float *x, const float *w, int64_t T, int64_t K, int64_t N, float *out,
+            bool accumulate) {
+  detail::gemm(false, false, T, N, K, 1.0f, x, K, w, N, accumulate ? 1.0f : 0.0f, out, N);
 }
 
 namespace {
@@ -105,23 +103,16 @@ void mul(const float *a, const float *b, int64_t n, float *out) {
     out[i] = a[i] * b[i];
 }
 
-void silu(const float *x, int64_t n, float *out) {
-  map1(x, n, out, detail::silu);
-}
+void silu(const float *x, int64_t n, float *out) { map1(x, n, out, detail::silu); }
 
 void gelu(const float *x, int64_t n, float *out) {
   constexpr double kInvSqrt2 = 0.70710678118654752440;
-  map1(x, n, out,
-       [](double v) { return 0.5 * v * (1.0 + std::erf(v * kInvSqrt2)); });
+  map1(x, n, out, [](double v) { return 0.5 * v * (1.0 + std::erf(v * kInvSqrt2)); });
 }
 
-void sigmoid(const float *x, int64_t n, float *out) {
-  map1(x, n, out, detail::sigmoid);
-}
+void sigmoid(const float *x, int64_t n, float *out) { map1(x, n, out, detail::sigmoid); }
 
-void softplus(const float *x, int64_t n, float *out) {
-  map1(x, n, out, detail::softplus);
-}
+void softplus(const float *x, int64_t n, float *out) { map1(x, n, out, detail::softplus); }
 
 void swiglu(const float *g, const float *u, int64_t n, float *out) {
   for (int64_t i = 0; i < n; ++i)
@@ -129,3 +120,68 @@ void swiglu(const float *g, const float *u, int64_t n, float *out) {
 }
 
 } // namespace shardline::rt::cpu
+
+// -- the kernel table's entries ---------------------------------------------
+
+namespace shardline::rt {
+
+namespace {
+
+template <void (*Fn)(const float *, const float *, int64_t, float *)>
+void binary(const Step &s, Frame &f) {
+  Fn(f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]), f.f(s.out[0]));
+}
+template <void (*Fn)(const float *, int64_t, float *)> void unary(const Step &s, Frame &f) {
+  Fn(f.f(s.in[0]), f.n(s.out[0]), f.f(s.out[0]));
+}
+
+/// The first vocabulary entry of this rank's rows of the table.
+void resolveTableOffset(Step &s, const Frame &f) {
+  s.facts.vocabOffset = f.owned(s.in[1], 0, f.self).front();
+}
+
+void embedding(const Step &s, Frame &f) {
+  int32_t ids = s.in[0], table = s.in[1];
+  cpu::embedding(f.ids(ids), f.n(ids), f.f(table), f.local(table)[0], f.local(table)[1],
+                 s.facts.vocabOffset, f.f(s.out[0]));
+}
+
+void rmsNorm(const Step &s, Frame &f) {
+  int64_t h = f.local(s.in[0]).back();
+  cpu::rms_norm(f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]) / h, h, (float)s.attrs[0].f,
+                f.f(s.out[0]));
+}
+
+void gatedRmsNorm(const Step &s, Frame &f) {
+  int32_t y = s.in[0];
+  int64_t c = f.local(y).back(), groups = s.attrs[0].i * c / f.global(y).back();
+  cpu::gated_rms_norm(f.f(y), f.f(s.in[1]), f.f(s.in[2]), f.n(s.out[0]) / c, c, groups,
+                      (float)s.attrs[1].f, f.f(s.out[0]));
+}
+
+void linear(const Step &s, Frame &f) {
+  const std::vector<int64_t> &w = f.local(s.in[1]);
+  cpu::linear(f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]) / w[1], w[0], w[1], f.f(s.out[0]));
+}
+
+} // namespace
+
+SHARDLINE_CPU_KERNELS(dense) {
+  const std::vector<std::string> x = {"x"}, pair = {"lhs", "rhs"};
+  const AttrSpec eps{"eps", AttrKind::Float};
+  addKernel(t, "add", {pair, kResult, {}, binary<cpu::add>});
+  addKernel(t, "mul", {pair, kResult, {}, binary<cpu::mul>});
+  addKernel(t, "swiglu", {pair, kResult, {}, binary<cpu::swiglu>});
+  addKernel(t, "silu", {x, kResult, {}, unary<cpu::silu>});
+  addKernel(t, "gelu", {x, kResult, {}, unary<cpu::gelu>});
+  addKernel(t, "sigmoid", {x, kResult, {}, unary<cpu::sigmoid>});
+  addKernel(t, "softplus", {x, kResult, {}, unary<cpu::softplus>});
+  addKernel(t, "embedding", {{"ids", "table"}, kResult, {}, embedding, resolveTableOffset});
+  addKernel(t, "rms_norm", {{"x", "weight"}, kResult, {eps}, rmsNorm});
+  addKernel(t, "gated_rms_norm",
+            {{"y", "z", "weight"}, kResult, {{"groups", AttrKind::Int}, eps}, gatedRmsNorm});
+  addKernel(t, "linear", {{"x", "weight"}, kResult, {}, linear});
+  addKernel(t, "lm_head", {{"x", "weight"}, {"logits"}, {}, linear});
+}
+
+} // namespace shardline::rt

@@ -120,7 +120,8 @@ void attention_merge(const float *out_a, const float *lse_a, const float *out_b,
                      int64_t D, float *out, float *lse);
 
 //===----------------------------------------------------------------------===//
-// Convolution and scans (scan.cpp)
+// Convolution (conv.cpp) and scans: state passing (scan.cpp), the SSD
+// (mamba.cpp), the RG-LRU (recurrent.cpp)
 //===----------------------------------------------------------------------===//
 
 /// Causal depthwise convolution of x[B,S,C] with w[C,W]. Let xx be x with

@@ -1,6 +1,7 @@
 //===- loss.cpp - Vocab-parallel cross-entropy ----------------------------===//
 
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/table.h"
 
 #include <algorithm>
 #include <cmath>
@@ -15,8 +16,7 @@ void xent_local_max(const float *logits, int64_t T, int64_t Vl, float *max) {
                 : -std::numeric_limits<float>::infinity();
 }
 
-void xent_local_sumexp(const float *logits, const float *gmax, int64_t T,
-                       int64_t Vl, float *sum) {
+void xent_local_sumexp(const float *logits, const float *gmax, int64_t T, int64_t Vl, float *sum) {
   for (int64_t t = 0; t < T; ++t) {
     double s = 0.0;
     for (int64_t v = 0; v < Vl; ++v)
@@ -25,32 +25,30 @@ void xent_local_sumexp(const float *logits, const float *gmax, int64_t T,
   }
 }
 
-void xent_local_target(const float *logits, const int32_t *labels, int64_t T,
-                       int64_t Vl, int64_t vocab_offset, float *target) {
+void xent_local_target(const float *logits, const int32_t *labels, int64_t T, int64_t Vl,
+                       int64_t vocab_offset, float *target) {
   for (int64_t t = 0; t < T; ++t) {
     int64_t v = static_cast<int64_t>(labels[t]) - vocab_offset;
     target[t] = v >= 0 && v < Vl ? logits[t * Vl + v] : 0.0f;
   }
 }
 
-float xent_loss(const float *gmax, const float *sum, const float *target,
-                int64_t T) {
+float xent_loss(const float *gmax, const float *sum, const float *target, int64_t T) {
   double total = 0.0;
   for (int64_t t = 0; t < T; ++t)
     total += std::log(static_cast<double>(sum[t])) + gmax[t] - target[t];
   return T ? static_cast<float>(total / T) : 0.0f;
 }
 
-void xent_combine_max(const float *const *maxes, int64_t shards, int64_t T,
-                      float *gmax) {
+void xent_combine_max(const float *const *maxes, int64_t shards, int64_t T, float *gmax) {
   std::fill(gmax, gmax + T, -std::numeric_limits<float>::infinity());
   for (int64_t m = 0; m < shards; ++m)
     for (int64_t t = 0; t < T; ++t)
       gmax[t] = std::max(gmax[t], maxes[m][t]);
 }
 
-double xent_combine_total(const float *const *pieces, int64_t shards,
-                          const float *gmax, int64_t T) {
+double xent_combine_total(const float *const *pieces, int64_t shards, const float *gmax,
+                          int64_t T) {
   double total = 0.0;
   for (int64_t t = 0; t < T; ++t) {
     double s = 0.0, target = 0.0;
@@ -63,8 +61,7 @@ double xent_combine_total(const float *const *pieces, int64_t shards,
   return total;
 }
 
-float cross_entropy(const float *logits, const int32_t *labels, int64_t T,
-                    int64_t V) {
+float cross_entropy(const float *logits, const int32_t *labels, int64_t T, int64_t V) {
   std::vector<float> max(T), sum(T), target(T);
   xent_local_max(logits, T, V, max.data());
   xent_local_sumexp(logits, max.data(), T, V, sum.data());
@@ -73,3 +70,56 @@ float cross_entropy(const float *logits, const int32_t *labels, int64_t T,
 }
 
 } // namespace shardline::rt::cpu
+
+// -- the kernel table's entries ---------------------------------------------
+
+namespace shardline::rt {
+
+namespace {
+
+/// The first vocabulary entry of this rank's logits and the vocabulary's
+/// group.
+void resolveCrossEntropy(Step &s, const Frame &f) {
+  s.facts.vocabOffset = f.owned(s.in[0], 2, f.self).front();
+  s.facts.members = group(f, s.attrs[0]);
+}
+
+/// Vocabulary-parallel cross-entropy: per token, the maximum, then the sum of
+/// exponentials and the target logit, each combined over the vocabulary's
+/// shards. The per-token pieces travel as f32 whatever the logits are.
+void crossEntropy(const Step &s, Frame &f) {
+  int32_t logits = s.in[0], labels = s.in[1];
+  const std::vector<int64_t> &l = f.local(logits);
+  int64_t T = l[0] * l[1], V = l[2];
+  const float *x = f.f(logits);
+  auto pointers = [&](const Mail &mail) {
+    std::vector<const float *> out;
+    for (int64_t m : s.facts.members)
+      out.push_back(mail[m].data());
+    return out;
+  };
+  std::vector<float> mx(T), gmax(T);
+  cpu::xent_local_max(x, T, V, mx.data());
+  Mail maxes = f.collectives->allGather(s.attrs[0].strings, mx, 4);
+  cpu::xent_combine_max(pointers(maxes).data(), (int64_t)s.facts.members.size(), T, gmax.data());
+  std::vector<float> sumTarget(2 * T);
+  cpu::xent_local_sumexp(x, gmax.data(), T, V, sumTarget.data());
+  cpu::xent_local_target(x, f.ids(labels), T, V, s.facts.vocabOffset, sumTarget.data() + T);
+  Mail pieces = f.collectives->allGather(s.attrs[0].strings, sumTarget, 4);
+  double total = cpu::xent_combine_total(pointers(pieces).data(), (int64_t)s.facts.members.size(),
+                                         gmax.data(), T);
+  f.f(s.out[0])[0] = (float)(total / (double)(f.global(logits)[0] * f.global(logits)[1]));
+}
+
+} // namespace
+
+SHARDLINE_CPU_KERNELS(loss) {
+  addKernel(t, "cross_entropy",
+            {{"logits", "labels"},
+             {"loss"},
+             {{"vocab_axes", AttrKind::Strings}},
+             crossEntropy,
+             resolveCrossEntropy});
+}
+
+} // namespace shardline::rt

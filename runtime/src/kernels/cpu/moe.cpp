@@ -2,6 +2,7 @@
 
 #include "kernels/cpu/internal.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/table.h"
 
 #include <algorithm>
 #include <cassert>
@@ -12,8 +13,8 @@
 
 namespace shardline::rt::cpu {
 
-void router_topk(const float *logits, int64_t T, int64_t E, int64_t k,
-                 float *weights, int32_t *idx) {
+void router_topk(const float *logits, int64_t T, int64_t E, int64_t k, float *weights,
+                 int32_t *idx) {
   assert(k >= 1 && k <= E);
   std::vector<int32_t> order(E);
   std::vector<double> p(E);
@@ -29,9 +30,7 @@ void router_topk(const float *logits, int64_t T, int64_t E, int64_t k,
     // without rounding turning distinct logits into ties.
     std::iota(order.begin(), order.end(), 0);
     std::partial_sort(order.begin(), order.begin() + k, order.end(),
-                      [l](int32_t a, int32_t b) {
-                        return l[a] > l[b] || (l[a] == l[b] && a < b);
-                      });
+                      [l](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
     double chosen = 0.0;
     for (int64_t j = 0; j < k; ++j)
       chosen += p[order[j]] / z;
@@ -42,9 +41,8 @@ void router_topk(const float *logits, int64_t T, int64_t E, int64_t k,
   }
 }
 
-void moe_dispatch(const float *x, const int32_t *idx, int64_t T, int64_t H,
-                  int64_t k, int64_t E, float *sorted, int32_t *counts,
-                  int32_t *perm) {
+void moe_dispatch(const float *x, const int32_t *idx, int64_t T, int64_t H, int64_t k, int64_t E,
+                  float *sorted, int32_t *counts, int32_t *perm) {
   std::fill(counts, counts + E, 0);
   for (int64_t i = 0; i < T * k; ++i) {
     assert(idx[i] >= 0 && idx[i] < E);
@@ -61,9 +59,8 @@ void moe_dispatch(const float *x, const int32_t *idx, int64_t T, int64_t H,
   }
 }
 
-void moe_experts(const float *sorted, const int32_t *counts, int64_t E,
-                 const float *w_gate, const float *w_up, const float *w_down,
-                 int64_t H, int64_t F, float *out) {
+void moe_experts(const float *sorted, const int32_t *counts, int64_t E, const float *w_gate,
+                 const float *w_up, const float *w_down, int64_t H, int64_t F, float *out) {
   std::vector<float> gate, up;
   int64_t row = 0;
   for (int64_t e = 0; e < E; ++e) {
@@ -81,9 +78,8 @@ void moe_experts(const float *sorted, const int32_t *counts, int64_t E,
   }
 }
 
-void moe_combine(const float *expert_out, const int32_t *perm,
-                 const float *weights, int64_t T, int64_t H, int64_t k,
-                 float *y) {
+void moe_combine(const float *expert_out, const int32_t *perm, const float *weights, int64_t T,
+                 int64_t H, int64_t k, float *y) {
   std::vector<int64_t> row_of(T * k);
   for (int64_t r = 0; r < T * k; ++r)
     row_of[perm[r]] = r;
@@ -101,16 +97,15 @@ void moe_combine(const float *expert_out, const int32_t *perm,
   }
 }
 
-void moe_scatter_rows(const float *x, const int32_t *idx, int64_t T, int64_t H,
-                      int64_t k, float *slabs) {
+void moe_scatter_rows(const float *x, const int32_t *idx, int64_t T, int64_t H, int64_t k,
+                      float *slabs) {
   for (int64_t t = 0; t < T; ++t)
     for (int64_t j = 0; j < k; ++j)
       std::memcpy(slabs + (idx[t * k + j] * T + t) * H, x + t * H, sizeof(float) * H);
 }
 
-void moe_experts_slabs(const float *slabs, int64_t E, int64_t R,
-                       const float *w_gate, const float *w_up,
-                       const float *w_down, int64_t H, int64_t F, float *out) {
+void moe_experts_slabs(const float *slabs, int64_t E, int64_t R, const float *w_gate,
+                       const float *w_up, const float *w_down, int64_t H, int64_t F, float *out) {
   std::vector<int32_t> counts(E, 0);
   std::vector<int64_t> rows;
   std::vector<float> packed;
@@ -124,15 +119,13 @@ void moe_experts_slabs(const float *slabs, int64_t E, int64_t R,
       packed.insert(packed.end(), row, row + H);
     }
   std::vector<float> computed(packed.size());
-  moe_experts(packed.data(), counts.data(), E, w_gate, w_up, w_down, H, F,
-              computed.data());
+  moe_experts(packed.data(), counts.data(), E, w_gate, w_up, w_down, H, F, computed.data());
   for (size_t i = 0; i < rows.size(); ++i)
     std::memcpy(out + rows[i] * H, computed.data() + i * H, sizeof(float) * H);
 }
 
-void moe_gather_rows(const float *slabs, const float *weights,
-                     const int32_t *idx, int64_t T, int64_t H, int64_t k,
-                     float *y) {
+void moe_gather_rows(const float *slabs, const float *weights, const int32_t *idx, int64_t T,
+                     int64_t H, int64_t k, float *y) {
   std::fill(y, y + T * H, 0.0f);
   for (int64_t t = 0; t < T; ++t)
     for (int64_t j = 0; j < k; ++j) {
@@ -144,3 +137,46 @@ void moe_gather_rows(const float *slabs, const float *weights,
 }
 
 } // namespace shardline::rt::cpu
+
+// -- the kernel table's entries ---------------------------------------------
+
+namespace shardline::rt {
+
+namespace {
+
+void routerTopk(const Step &s, Frame &f) {
+  const std::vector<int64_t> &l = f.local(s.in[0]);
+  cpu::router_topk(f.f(s.in[0]), l[0] * l[1], l[2], s.attrs[0].i, f.f(s.out[0]), f.ids(s.out[1]));
+}
+
+/// The dispatch is dropless and static: each expert's slab holds a row per
+/// token, zero where the router did not choose it.
+void moeDispatch(const Step &s, Frame &f) {
+  const std::vector<int64_t> &xl = f.local(s.in[0]);
+  cpu::moe_scatter_rows(f.f(s.in[0]), f.ids(s.in[1]), xl[0] * xl[1], xl[2], f.local(s.in[1])[2],
+                        f.f(s.out[0]));
+}
+
+void moeExperts(const Step &s, Frame &f) {
+  const std::vector<int64_t> &tl = f.local(s.in[0]), &gl = f.local(s.in[1]);
+  cpu::moe_experts_slabs(f.f(s.in[0]), tl[0], tl[1] * tl[2], f.f(s.in[1]), f.f(s.in[2]),
+                         f.f(s.in[3]), gl[1], gl[2], f.f(s.out[0]));
+}
+
+void moeCombine(const Step &s, Frame &f) {
+  const std::vector<int64_t> &el = f.local(s.in[0]);
+  cpu::moe_gather_rows(f.f(s.in[0]), f.f(s.in[1]), f.ids(s.in[2]), el[1] * el[2], el[3],
+                       f.local(s.in[1])[2], f.f(s.out[0]));
+}
+
+} // namespace
+
+SHARDLINE_CPU_KERNELS(moe) {
+  addKernel(t, "router_topk",
+            {{"logits"}, {"weights", "indices"}, {{"k", AttrKind::Int}}, routerTopk});
+  addKernel(t, "moe_dispatch", {{"x", "indices"}, kResult, {}, moeDispatch});
+  addKernel(t, "moe_experts", {{"tokens", "gate", "up", "down"}, kResult, {}, moeExperts});
+  addKernel(t, "moe_combine", {{"expert_out", "weights", "indices"}, kResult, {}, moeCombine});
+}
+
+} // namespace shardline::rt

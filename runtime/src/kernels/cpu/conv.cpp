@@ -1,0 +1,143 @@
+//===- conv.cpp - Causal depthwise conv1d and its halo --------------------===//
+
+#include "kernels/cpu/internal.h"
+#include "kernels/cpu/kernels.h"
+#include "kernels/cpu/table.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+namespace shardline::rt::cpu {
+
+void causal_conv1d(const float *x, const float *w, const float *bias, const float *halo, int64_t B,
+                   int64_t S, int64_t C, int64_t W, float *y) {
+  assert(W >= 1);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t t = 0; t < S; ++t) {
+      for (int64_t c = 0; c < C; ++c) {
+        double acc = bias ? bias[c] : 0.0;
+        for (int64_t j = 0; j < W; ++j) {
+          int64_t src = t - (W - 1) + j;
+          float val = 0.0f;
+          if (src >= 0)
+            val = x[(b * S + src) * C + c];
+          else if (halo)
+            val = halo[(b * (W - 1) + (W - 1) + src) * C + c];
+          acc += static_cast<double>(w[c * W + j]) * val;
+        }
+        y[(b * S + t) * C + c] = static_cast<float>(acc);
+      }
+    }
+  }
+}
+
+void causal_conv1d_halo(const float *x, const float *halo, int64_t B, int64_t S, int64_t C,
+                        int64_t W, float *halo_out) {
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t i = 0; i < W - 1; ++i) {
+      // Index into xx = [halo; x]; the halo occupies its first W-1 rows.
+      int64_t u = S + i;
+      float *dst = halo_out + (b * (W - 1) + i) * C;
+      if (u >= W - 1)
+        std::memcpy(dst, x + (b * S + u - (W - 1)) * C, sizeof(float) * C);
+      else if (halo)
+        std::memcpy(dst, halo + (b * (W - 1) + u) * C, sizeof(float) * C);
+      else
+        std::fill(dst, dst + C, 0.0f);
+    }
+  }
+}
+
+} // namespace shardline::rt::cpu
+
+// -- the kernel table's entries ---------------------------------------------
+
+namespace shardline::rt {
+
+namespace {
+
+void conv(const Step &s, Frame &f) {
+  int32_t x = s.in[0], out = s.out[0];
+  bool hasHalo = s.has(3);
+  const TensorInfo &xt = f.tensors[x];
+  int64_t W = f.local(s.in[1])[1], k = hasHalo ? chunksOf(xt) : 1, S = xt.local[1] / k,
+          C = xt.local[2];
+  const float *hx = hasHalo ? f.f(s.in[3]) : nullptr;
+  forEachChunk(xt, hasHalo, [&](int64_t rows, int64_t bi, int64_t c) {
+    const float *haloRows = hx ? hx + (bi * k + c) * (W - 1) * C : nullptr;
+    cpu::causal_conv1d(f.f(x) + rows * C, f.f(s.in[1]), f.f(s.in[2]), haloRows, 1, S, C, W,
+                       f.f(out) + rows * C);
+  });
+}
+
+enum { kHaloAxes, kHaloWidth };
+
+/// Which rows this rank sends whom and where each row of its halo comes
+/// from: the width tokens before each of a member's chunks, taken from the
+/// first member of the group that holds them.
+void resolveHalo(Step &s, const Frame &f) {
+  std::vector<int64_t> members = group(f, s.attrs[kHaloAxes]);
+  const TensorInfo &xt = f.tensors[s.in[0]];
+  int64_t width = s.attrs[kHaloWidth].i, k = chunksOf(xt), S = xt.local[1] / k;
+  std::vector<std::vector<int64_t>> positions;
+  for (int64_t m : members)
+    positions.push_back(f.owned(s.in[0], 1, m));
+  for (size_t q = 0; q < members.size(); ++q)
+    for (int64_t c = 0; c < k; ++c)
+      for (int64_t j = 0; j < width; ++j) {
+        int64_t pos = positions[q][c * S] - width + j;
+        if (pos < 0)
+          continue;
+        for (size_t m = 0; m < members.size(); ++m) {
+          auto it = std::find(positions[m].begin(), positions[m].end(), pos);
+          if (it == positions[m].end())
+            continue;
+          int64_t row = it - positions[m].begin();
+          if (members[q] == f.self)
+            s.facts.receives.push_back({members[m], row, c * width + j});
+          else if (members[m] == f.self)
+            s.facts.sends.push_back({members[q], row, 0});
+          break;
+        }
+      }
+}
+
+/// The width tokens before each local chunk, from whoever holds them; rows
+/// travel in the order the receiver lists them, batch entries innermost.
+void halo(const Step &s, Frame &f) {
+  const TensorInfo &xt = f.tensors[s.in[0]];
+  int64_t slots = chunksOf(xt) * s.attrs[kHaloWidth].i, C = xt.local[2], B = xt.local[0];
+  const float *xv = f.f(s.in[0]);
+  auto row = [&](int64_t bi, int64_t r) { return xv + (bi * xt.local[1] + r) * C; };
+  Mail sendTo = f.collectives->noMail(), recvFrom = f.collectives->noMail();
+  for (const RankFacts::Row &r : s.facts.sends)
+    for (int64_t bi = 0; bi < B; ++bi)
+      sendTo[r.rank].insert(sendTo[r.rank].end(), row(bi, r.row), row(bi, r.row) + C);
+  for (const RankFacts::Row &r : s.facts.receives)
+    if (r.rank != f.self)
+      recvFrom[r.rank].resize(recvFrom[r.rank].size() + B * C);
+  f.collectives->exchange(s.attrs[kHaloAxes].strings, sendTo, recvFrom, xt.elementBytes());
+  std::vector<size_t> next(recvFrom.size(), 0);
+  float *y = f.f(s.out[0]);
+  for (const RankFacts::Row &r : s.facts.receives)
+    for (int64_t bi = 0; bi < B; ++bi) {
+      const float *src = r.rank == f.self ? row(bi, r.row) : recvFrom[r.rank].data() + next[r.rank];
+      if (r.rank != f.self)
+        next[r.rank] += C;
+      std::copy_n(src, C, y + (bi * slots + r.slot) * C);
+    }
+}
+
+} // namespace
+
+SHARDLINE_CPU_KERNELS(conv) {
+  addKernel(t, "causal_conv1d", {{"x", "weight", "bias", "halo?"}, kResult, {}, conv});
+  addKernel(
+      t, "halo",
+      {{"x"}, kResult, {{"axes", AttrKind::Strings}, {"width", AttrKind::Int}}, halo, resolveHalo});
+}
+
+} // namespace shardline::rt
