@@ -122,7 +122,7 @@ TEST(Executor, RunsInThePlannedArenaAndMeasuresItsPeak) {
 
 TEST(Executor, RefusesAPlanThatPlacesAValueOverALiveOne) {
   RunResult r = runPlan(siluPlan(0, 0, 64), RunOptions{});
-  EXPECT_EQ(r.error, "op silu at ?: the plan places 'y' at arena bytes [0, 16) over 'x' at "
+  EXPECT_EQ(r.error, "op #0 (sl.silu) at ?: the plan places 'y' at arena bytes [0, 16) over 'x' at "
                      "[0, 16), which is still live");
 }
 
