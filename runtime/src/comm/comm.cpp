@@ -58,8 +58,8 @@ AbortableBarrier::wait(int64_t member, std::chrono::steady_clock::time_point dea
     if (!here[j])
       late.push_back(j);
   timedOut(late);
-  // The others stay asleep until the run is aborted (or their own deadline),
-  // so only this member reports.
+  // No member passes this barrier any more; the others leave through the
+  // abort that follows.
   isAborted = true;
   return Wait::TimedOut;
 }
@@ -140,8 +140,14 @@ void ThreadHub::abortAll() {
 bool ThreadHub::wait(AbortableBarrier &on, int64_t rank, int64_t member,
                      const std::vector<int64_t> &members, double timeout, std::string &error) {
   waiting[rank] = true;
+  bool first = false;
   AbortableBarrier::Wait result =
       on.wait(member, deadlineAfter(timeout), [&](const std::vector<int64_t> &late) {
+        // Only the first rank to give up reports: a later one would see the
+        // first out of its wait and name it too.
+        first = !lost.exchange(true);
+        if (!first)
+          return;
         // The ranks in no wait while every other one waits are the ones that
         // stalled or ended; a late rank that waits elsewhere waits for them.
         std::vector<int64_t> lateRanks, idle;
@@ -161,8 +167,10 @@ bool ThreadHub::wait(AbortableBarrier &on, int64_t rank, int64_t member,
                                     " (stalled, ended, or busy for longer than the timeout)");
       });
   waiting[rank] = false;
-  if (result == AbortableBarrier::Wait::TimedOut)
-    lost = true;
+  // Release the others at once, before their own deadlines pass; the caller
+  // aborts the run with the error as with any other.
+  if (first)
+    abortAll();
   return result == AbortableBarrier::Wait::Passed;
 }
 

@@ -147,9 +147,10 @@ private:
   /// Releases every rank waiting, in the world or in any group.
   void abortAll();
   /// World rank `rank` waits on `barrier` as its member `member` until the
-  /// timeout; "" when it passed or the run was aborted (then false), else the
-  /// error naming the ranks of `members` (world ranks by member) that did not
-  /// arrive and the ranks that wait nowhere.
+  /// timeout: true when it passed; false when the run was aborted, or on a
+  /// timeout, when the first rank to give up gets the error naming the ranks
+  /// of `members` (world ranks by member) that did not arrive and the ranks
+  /// that wait nowhere, and every wait is released.
   bool wait(AbortableBarrier &barrier, int64_t rank, int64_t member,
             const std::vector<int64_t> &members, double timeout, std::string &error);
 

@@ -58,12 +58,14 @@ MPI_Datatype mpiType(DType dtype) {
 
 /// What the communicators of this process share: the way every wait ends.
 /// A wait polls its requests (MPI_Test*) instead of blocking in MPI, so it can
-/// give up. While it polls it answers the other ranks' "are you waiting?"
-/// (a few bytes on a communicator of its own, only ever sent after a
-/// timeout) and, every kCheckEvery, looks whether a rank on this host has
-/// ended: a rank killed outright sends nothing, but its process is gone
-/// before mpirun ends the job about a second later. A wait that completes
-/// within kCheckEvery (every wait of a run that works) costs only the polls.
+/// give up. Every kCheckEvery of a wait it answers the other ranks' "are you
+/// waiting?" (a few bytes on a communicator of its own, only ever sent after
+/// a timeout), leaves quietly when a rank that failed has said it stops the
+/// run (so that it does not take that rank's exit for a death), and looks
+/// whether a rank on this host has ended: a rank killed outright sends
+/// nothing, but its process is gone before mpirun ends the job about a
+/// second later. A wait that completes within kCheckEvery (every wait of a
+/// run that works) costs only the polls.
 class MpiWorld {
 public:
   MpiWorld() {
@@ -82,6 +84,23 @@ public:
   int rank() const { return self; }
   int size() const { return n; }
   bool rankLost() const { return lost; }
+  /// Whether a wait has heard that another rank stops the run.
+  bool stopped() const { return stopNoticed; }
+
+  /// Tells every other rank that this one stops the run (its error is
+  /// printed), waiting a little for the notes to leave.
+  void announceStop() {
+    std::vector<MPI_Request> sent;
+    for (int r = 0; r < n; ++r)
+      if (r != self) {
+        sent.emplace_back();
+        MPI_Isend(&self, 1, MPI_INT, r, kStopTag, asks, &sent.back());
+      }
+    auto until = std::chrono::steady_clock::now() + kAnswerWithin / 10;
+    int done = 0;
+    while (!done && std::chrono::steady_clock::now() < until)
+      MPI_Testall((int)sent.size(), sent.data(), &done, MPI_STATUSES_IGNORE);
+  }
 
   /// Polls `requests` until they complete (true, with MPI's code in `rc`),
   /// or fails (false, `error` set) when the timeout passes or a rank has
@@ -104,6 +123,10 @@ public:
         continue;
       check = now + kCheckEvery;
       answerAsks();
+      if (heardStop()) {
+        error.clear();
+        return false;
+      }
       if (std::string ended = endedRanks(); !ended.empty()) {
         lost = true;
         error =
@@ -122,9 +145,14 @@ public:
           if (!arrived && std::find(late.begin(), late.end(), sources[i]) == late.end())
             late.push_back(sources[i]);
         }
+        std::string idle = whoIsIdle();
+        if (stopNoticed) {
+          error.clear();
+          return false;
+        }
         error = "rank " + std::to_string(self) + " waited " + seconds + " s for " +
                 (late.empty() ? "a call" : rankList(late) + " (the call is") + " on " +
-                rankList(members) + (late.empty() ? "; " : "); ") + whoIsIdle();
+                rankList(members) + (late.empty() ? "; " : "); ") + idle;
         return false;
       }
     }
@@ -153,7 +181,7 @@ public:
 
 private:
   static constexpr auto kCheckEvery = std::chrono::milliseconds(50);
-  static constexpr int kAskTag = 1, kAnswerTag = 2;
+  static constexpr int kAskTag = 1, kAnswerTag = 2, kStopTag = 3;
   /// How long a rank that timed out waits for the others' answers.
   static constexpr auto kAnswerWithin = std::chrono::seconds(1);
 
@@ -175,6 +203,14 @@ private:
       MPI_Isend(&self, 1, MPI_INT, status.MPI_SOURCE, kAnswerTag, asks, &answer);
       MPI_Request_free(&answer);
     }
+  }
+
+  /// Whether another rank has said it stops the run.
+  bool heardStop() {
+    int flag = 0;
+    MPI_Iprobe(MPI_ANY_SOURCE, kStopTag, asks, &flag, MPI_STATUS_IGNORE);
+    stopNoticed = stopNoticed || flag;
+    return stopNoticed;
   }
 
   /// "rank 3 has ended (process 1234 is gone)" for the ranks on this host
@@ -212,7 +248,7 @@ private:
     answered[self] = 1;
     auto until = std::chrono::steady_clock::now() + kAnswerWithin;
     while (std::chrono::steady_clock::now() < until &&
-           std::count(answered.begin(), answered.end(), 1) < n) {
+           std::count(answered.begin(), answered.end(), 1) < n && !heardStop()) {
       answerAsks();
       int flag = 0;
       MPI_Status status;
@@ -239,7 +275,7 @@ private:
   int self = 0, n = 1;
   MPI_Comm asks = MPI_COMM_NULL;
   std::vector<Where> where;
-  bool lost = false;
+  bool lost = false, stopNoticed = false;
 };
 
 /// A group on its own MPI communicator, split from the world's. Every
@@ -409,7 +445,7 @@ public:
                                    MPI_COMM_WORLD, &request),
                     "MPI_Iallgather", error) &&
               world.wait(request, "MPI_Iallgather", everyone, timeoutSeconds, error);
-    if (!ok)
+    if (!ok && !error.empty())
       error = "allGather of words: " + error;
     return ok;
   }
@@ -422,7 +458,7 @@ public:
   }
 
   bool rankLost() const override { return world.rankLost(); }
-  bool aborted() const override { return false; }
+  bool aborted() const override { return world.stopped(); }
   bool ranksAreThreads() const override { return false; }
 
   void abort(const std::string &error) override {
@@ -433,6 +469,7 @@ public:
     std::fprintf(stderr, "shardline-run: error: rank %lld: %s\n", (long long)rank(), error.c_str());
     std::fflush(stdout);
     std::fflush(stderr);
+    world.announceStop();
     std::_Exit(world.rankLost() ? kExitRankLost : 1);
   }
 
@@ -444,7 +481,7 @@ protected:
     // a wait can time out, so that a rank that stalled before the split
     // is named instead of holding the others there.
     if (!barrier(error))
-      return CommStatus::failed("split: " + error);
+      return {false, error.empty() ? "" : "split: " + error, 0};
     if (!mpiOk(MPI_Comm_split(MPI_COMM_WORLD, color == kNoGroup ? MPI_UNDEFINED : (int)color,
                               (int)key, &comm),
                "MPI_Comm_split", error))
