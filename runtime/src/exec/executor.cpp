@@ -405,9 +405,12 @@ RunResult RankRun::run() {
   result.ranks = ranks;
   result.usedArena = useArena;
   try {
-    if (!(options.timeoutSeconds > 0) || !std::isfinite(options.timeoutSeconds))
-      fail("the timeout must be a positive number of seconds, not " +
-           std::to_string(options.timeoutSeconds));
+    if (!(options.timeoutSeconds > 0) || !std::isfinite(options.timeoutSeconds)) {
+      char text[96];
+      std::snprintf(text, sizeof text, "the timeout must be a positive number of seconds, not %g",
+                    options.timeoutSeconds);
+      fail(text);
+    }
     comm.setTimeout(options.timeoutSeconds);
     std::string error;
     std::optional<Fault> injected = faultFromEnvironment(error);
