@@ -79,8 +79,9 @@ public:
   /// Whether the run stopped because a rank did not arrive in time or ended:
   /// the ranks lost one of their own, not an error in the plan.
   virtual bool rankLost() const = 0;
-  /// Whether this rank has been told that the run is over (another rank
-  /// failed). MPI ranks are ended by mpirun instead and never see it.
+  /// Whether this rank has heard that the run is over (another rank failed
+  /// or gave up): thread ranks at once, MPI ranks only from within a wait
+  /// (mpirun ends them anyway).
   virtual bool aborted() const = 0;
   /// Whether the ranks are threads of one process: a rank that dies then
   /// ends only its thread, not the process.
