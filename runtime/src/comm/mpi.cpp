@@ -183,7 +183,7 @@ private:
   static constexpr auto kCheckEvery = std::chrono::milliseconds(50);
   static constexpr int kAskTag = 1, kAnswerTag = 2, kStopTag = 3;
   /// How long a rank that timed out waits for the others' answers.
-  static constexpr auto kAnswerWithin = std::chrono::seconds(1);
+  static constexpr auto kAnswerWithin = std::chrono::seconds(2);
 
   struct Where {
     long long pid;
