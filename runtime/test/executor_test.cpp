@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdlib>
 #include <map>
 #include <thread>
 
@@ -122,7 +124,7 @@ TEST(Executor, RunsInThePlannedArenaAndMeasuresItsPeak) {
 
 TEST(Executor, RefusesAPlanThatPlacesAValueOverALiveOne) {
   RunResult r = runPlan(siluPlan(0, 0, 64), RunOptions{});
-  EXPECT_EQ(r.error, "op silu at ?: the plan places 'y' at arena bytes [0, 16) over 'x' at "
+  EXPECT_EQ(r.error, "op #0 (sl.silu) at ?: the plan places 'y' at arena bytes [0, 16) over 'x' at "
                      "[0, 16), which is still live");
 }
 
@@ -450,4 +452,34 @@ TEST(ThreadComm, AbortReleasesEveryWaitingRank) {
   EXPECT_EQ(results[0], 0);
   EXPECT_EQ(results[2], 0);
   EXPECT_EQ(hub.error(), "rank 1 failed");
+}
+
+TEST(Executor, AStalledRankEndsTheRunWithAnErrorNamingIt) {
+  // Rank 1 of tp=2 stalls before its first forward pass (the test hook);
+  // rank 0 runs its silu and waits for rank 1 at the barrier after the
+  // step. runPlan returns the error within the timeout instead of hanging.
+  ASSERT_EQ(setenv("SHARDLINE_FAULT", "stall:1:0", 1), 0);
+  RunOptions options;
+  options.timeoutSeconds = 0.25;
+  auto start = std::chrono::steady_clock::now();
+  RunResult r = runPlan(siluPlan(0, 64, 128), options);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  unsetenv("SHARDLINE_FAULT");
+  EXPECT_EQ(r.error, "barrier: rank 0 waited 0.25 s for rank 1 (the call is on ranks 0, 1); in no "
+                     "call: rank 1 (stalled, ended, or busy for longer than the timeout)");
+  EXPECT_TRUE(r.rankLost);
+  EXPECT_LT(seconds, 10);
+  // The same plan without the fault runs, and a bad timeout or hook is refused.
+  r = runPlan(siluPlan(0, 64, 128), options);
+  EXPECT_EQ(r.error, "");
+  EXPECT_FALSE(r.rankLost);
+  options.timeoutSeconds = 0;
+  EXPECT_EQ(runPlan(siluPlan(0, 64, 128), options).error,
+            "the timeout must be a positive number of seconds, not 0");
+  ASSERT_EQ(setenv("SHARDLINE_FAULT", "stall:one:0", 1), 0);
+  r = runPlan(siluPlan(0, 64, 128), RunOptions{});
+  unsetenv("SHARDLINE_FAULT");
+  EXPECT_EQ(r.error, "SHARDLINE_FAULT (a test hook) must be kill:RANK:STEP or stall:RANK:STEP, got "
+                     "'stall:one:0'");
+  EXPECT_FALSE(r.rankLost);
 }

@@ -20,6 +20,7 @@ void usage(FILE *out) {
                "usage: shardline-run PLAN.slp [--ranks N] [--comm threads|mpi] [--seed S]\n"
                "                     [--weights W.safetensors] [--save-weights W.safetensors]\n"
                "                     [--steps N] [--profile] [--verify [--rtol X]]\n"
+               "                     [--timeout SECONDS]\n"
                "       MODEL [same options]   (an executable from shardline-compile -o MODEL,\n"
                "                               which carries its plan)\n\n"
                "Runs a plan from shardline-compile --emit plan on CPU ranks: threads of this\n"
@@ -47,13 +48,30 @@ void usage(FILE *out) {
                "              and arena peak equal to the report's; exit 0 only on PASS\n"
                "  --rtol X    with --verify: the largest relative error accepted for every\n"
                "              output instead of its type's (e.g. 0.03 for a 16-bit model\n"
-               "              without routers, whose outputs agree to a few roundings)\n");
+               "              without routers, whose outputs agree to a few roundings)\n"
+               "  --timeout SECONDS  how long a rank waits for the others in any one\n"
+               "              collective (default 60): a rank that has not arrived by then\n"
+               "              stalled, died or runs another program, and the run stops with an\n"
+               "              error naming it. A working run's ranks wait only as long as\n"
+               "              they are out of step, far below the default\n\n"
+               "Exit status: 0 on success (and PASS), 3 when a rank was lost (it stalled past\n"
+               "the timeout or died; under mpirun a rank that dies outright may leave mpirun's\n"
+               "own status), 1 on any other error.\n");
 }
 
 bool parseInt(const char *text, int64_t &out) {
   char *end = nullptr;
   long long v = std::strtoll(text, &end, 10);
   if (!end || *end || v < 0 || end == text)
+    return false;
+  out = v;
+  return true;
+}
+
+bool parsePositive(const char *text, double &out) {
+  char *end = nullptr;
+  double v = std::strtod(text, &end);
+  if (!end || *end || end == text || !(v > 0) || !std::isfinite(v))
     return false;
   out = v;
   return true;
@@ -80,10 +98,10 @@ double verifyTolerance(DType dtype) {
   }
 }
 
-int fail(const std::string &message) {
+int fail(const std::string &message, int status = 1) {
   std::fprintf(stderr, "shardline-run: error: %s\n", message.c_str());
   finalizeMpi();
-  return 1;
+  return status;
 }
 } // namespace
 
@@ -91,7 +109,7 @@ int main(int argc, char **argv) {
   std::string planPath, commName = "threads";
   int64_t ranks = -1, seed = 1, steps = 1;
   bool verify = false, profile = false;
-  double rtol = -1;
+  double rtol = -1, timeout = kDefaultTimeoutSeconds;
   std::string weightsFile, saveWeightsFile;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -107,13 +125,13 @@ int main(int argc, char **argv) {
         return fail(a + " needs a non-negative integer, got '" + argv[i] + "'");
     } else if (a == "--verify") {
       verify = true;
-    } else if (a == "--rtol") {
+    } else if (a == "--rtol" || a == "--timeout") {
       if (i + 1 >= argc)
-        return fail("--rtol needs a value");
-      char *end = nullptr;
-      rtol = std::strtod(argv[++i], &end);
-      if (!end || *end || end == argv[i] || !(rtol > 0) || !std::isfinite(rtol))
-        return fail(std::string("--rtol needs a positive number, got '") + argv[i] + "'");
+        return fail(a + " needs a value");
+      double &target = a == "--rtol" ? rtol : timeout;
+      if (!parsePositive(argv[++i], target))
+        return fail(a + " needs a positive number" + (a == "--timeout" ? " of seconds" : "") +
+                    ", got '" + argv[i] + "'");
     } else if (a == "--profile") {
       profile = true;
     } else if (a == "--comm") {
@@ -183,7 +201,10 @@ int main(int argc, char **argv) {
   options.weightsFile = weightsFile;
   options.steps = std::max<int64_t>(1, steps);
   options.saveWeightsFile = saveWeightsFile;
+  options.timeoutSeconds = timeout;
   RunResult run = mpi ? runPlanOnRank(*plan, options, *mpi) : runPlan(*plan, options);
+  if (!run.error.empty() && !mpi)
+    return fail(run.error, run.rankLost ? kExitRankLost : 1);
   if (!run.error.empty())
     return rankError(run.error);
   if (mpi && mpi->rank() != 0) {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 
 namespace shardline::rt {
@@ -19,20 +20,48 @@ CommStatus Comm::split(int64_t color, int64_t key, std::unique_ptr<Group> &group
   return doSplit(color, key, group);
 }
 
-bool AbortableBarrier::wait() {
+std::chrono::steady_clock::time_point deadlineAfter(double seconds) {
+  // About 30 years: far beyond any run, far within the clock's range.
+  double capped = std::min(std::max(seconds, 0.0), 1e9);
+  return std::chrono::steady_clock::now() +
+         std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+             std::chrono::duration<double>(capped));
+}
+
+std::string rankList(const std::vector<int64_t> &ranks) {
+  std::string text = ranks.size() == 1 ? "rank " : "ranks ";
+  for (size_t i = 0; i < ranks.size(); ++i)
+    text += (i ? ", " : "") + std::to_string(ranks[i]);
+  return text;
+}
+
+AbortableBarrier::Wait
+AbortableBarrier::wait(int64_t member, std::chrono::steady_clock::time_point deadline,
+                       const std::function<void(const std::vector<int64_t> &late)> &timedOut) {
   std::unique_lock<std::mutex> lock(m);
   if (isAborted)
-    return false;
+    return Wait::Aborted;
   int64_t gen = generation;
+  here[member] = 1;
   if (++count == n) {
     count = 0;
     ++generation;
+    std::fill(here.begin(), here.end(), 0);
     cv.notify_all();
-    return true;
+    return Wait::Passed;
   }
-  cv.wait(lock, [&] { return gen != generation || isAborted; });
-  // A rank the barrier released before an abort has passed it.
-  return gen != generation;
+  if (cv.wait_until(lock, deadline, [&] { return gen != generation || isAborted; }))
+    // A rank the barrier released before an abort has passed it.
+    return gen != generation ? Wait::Passed : Wait::Aborted;
+  std::vector<int64_t> late;
+  for (int64_t j = 0; j < n; ++j)
+    if (!here[j])
+      late.push_back(j);
+  timedOut(late);
+  // No member passes this barrier any more; the others leave through the
+  // abort that follows.
+  isAborted = true;
+  return Wait::TimedOut;
 }
 
 void AbortableBarrier::waitThrough() {
@@ -67,9 +96,14 @@ struct ThreadGroupState {
 
 ThreadHub::ThreadHub(int64_t ranks)
     : n(ranks), barrier(ranks), words(ranks, 0), traffic(new std::atomic<int64_t>[ranks * ranks]),
-      splitColor(ranks), splitKey(ranks), splitState(ranks) {
+      splitColor(ranks), splitKey(ranks), splitState(ranks), waiting(new std::atomic<bool>[ranks]),
+      everyone(ranks) {
   for (int64_t i = 0; i < ranks * ranks; ++i)
     traffic[i] = 0;
+  for (int64_t r = 0; r < ranks; ++r) {
+    waiting[r] = false;
+    everyone[r] = r;
+  }
 }
 
 ThreadHub::~ThreadHub() = default;
@@ -85,7 +119,7 @@ void ThreadHub::carried(int64_t sender, int64_t receiver, int64_t bytes) {
 std::shared_ptr<ThreadGroupState> ThreadHub::newGroup(int64_t members) {
   auto state = std::make_shared<ThreadGroupState>(members);
   std::lock_guard<std::mutex> lock(groupsMutex);
-  if (aborted)
+  if (isAborted)
     state->barrier.abort();
   groups.erase(std::remove_if(groups.begin(), groups.end(),
                               [](const std::weak_ptr<ThreadGroupState> &g) { return g.expired(); }),
@@ -96,11 +130,48 @@ std::shared_ptr<ThreadGroupState> ThreadHub::newGroup(int64_t members) {
 
 void ThreadHub::abortAll() {
   std::lock_guard<std::mutex> lock(groupsMutex);
-  aborted = true;
+  isAborted = true;
   barrier.abort();
   for (const auto &weak : groups)
     if (auto group = weak.lock())
       group->barrier.abort();
+}
+
+bool ThreadHub::wait(AbortableBarrier &on, int64_t rank, int64_t member,
+                     const std::vector<int64_t> &members, double timeout, std::string &error) {
+  waiting[rank] = true;
+  bool first = false;
+  AbortableBarrier::Wait result =
+      on.wait(member, deadlineAfter(timeout), [&](const std::vector<int64_t> &late) {
+        // Only the first rank to give up reports: a later one would see the
+        // first out of its wait and name it too.
+        first = !lost.exchange(true);
+        if (!first)
+          return;
+        // The ranks in no wait while every other one waits are the ones that
+        // stalled or ended; a late rank that waits elsewhere waits for them.
+        std::vector<int64_t> lateRanks, idle;
+        for (int64_t j : late)
+          lateRanks.push_back(members[j]);
+        for (int64_t r = 0; r < n; ++r)
+          if (r != rank && !waiting[r])
+            idle.push_back(r);
+        char seconds[32];
+        std::snprintf(seconds, sizeof seconds, "%g", timeout);
+        error = "rank " + std::to_string(rank) + " waited " + seconds + " s for " +
+                rankList(lateRanks) + " (the call is on " + rankList(members) + "); " +
+                (idle.empty() ? std::string("every rank waits in some call, so they wait in "
+                                            "different ones: the ranks do not run the same "
+                                            "program")
+                              : "in no call: " + rankList(idle) +
+                                    " (stalled, ended, or busy for longer than the timeout)");
+      });
+  waiting[rank] = false;
+  // Release the others at once, before their own deadlines pass; the caller
+  // aborts the run with the error as with any other.
+  if (first)
+    abortAll();
+  return result == AbortableBarrier::Wait::Passed;
 }
 
 std::string ThreadHub::error() const {
@@ -108,12 +179,19 @@ std::string ThreadHub::error() const {
   return firstError;
 }
 
-bool ThreadComm::allGather(uint64_t value, std::vector<uint64_t> &all, std::string &) {
+bool ThreadComm::allGather(uint64_t value, std::vector<uint64_t> &all, std::string &error) {
   hub.words[self] = value;
-  if (!hub.barrier.wait())
-    return false;
-  all = hub.words;
-  return hub.barrier.wait();
+  bool ok = barrier(error);
+  if (ok)
+    all = hub.words;
+  ok = ok && barrier(error);
+  if (!error.empty())
+    error = "allGather of words: " + error;
+  return ok;
+}
+
+bool ThreadComm::barrier(std::string &error) {
+  return hub.wait(hub.barrier, self, self, hub.everyone, timeoutSeconds, error);
 }
 
 void ThreadComm::abort(const std::string &error) {
@@ -128,8 +206,10 @@ void ThreadComm::abort(const std::string &error) {
 CommStatus ThreadComm::doSplit(int64_t color, int64_t key, std::unique_ptr<Group> &group) {
   hub.splitColor[self] = color;
   hub.splitKey[self] = key;
-  if (!hub.barrier.wait())
-    return {false, "", 0};
+  std::string error;
+  auto failed = [&] { return CommStatus{false, error.empty() ? "" : "split: " + error, 0}; };
+  if (!barrier(error))
+    return failed();
   std::vector<int64_t> members;
   if (color != kNoGroup)
     for (int64_t r = 0; r < hub.n; ++r)
@@ -141,29 +221,30 @@ CommStatus ThreadComm::doSplit(int64_t color, int64_t key, std::unique_ptr<Group
   int64_t index = std::find(members.begin(), members.end(), self) - members.begin();
   if (!members.empty() && index == 0)
     hub.splitState[self] = hub.newGroup((int64_t)members.size());
-  if (!hub.barrier.wait())
-    return {false, "", 0};
+  if (!barrier(error))
+    return failed();
   std::shared_ptr<ThreadGroupState> state;
   if (!members.empty())
     state = hub.splitState[members[0]];
   // The first member's post is cleared once every member holds the state.
-  if (!hub.barrier.wait())
-    return {false, "", 0};
+  if (!barrier(error))
+    return failed();
   if (!members.empty() && index == 0)
     hub.splitState[self].reset();
   if (state)
-    group = std::make_unique<ThreadGroup>(hub, std::move(state), std::move(members), index);
+    group = std::make_unique<ThreadGroup>(hub, std::move(state), std::move(members), index,
+                                          timeoutSeconds);
   return {};
 }
 
 ThreadGroup::ThreadGroup(ThreadHub &hub, std::shared_ptr<ThreadGroupState> state,
-                         std::vector<int64_t> members, int64_t index)
-    : Group(std::move(members), index), hub(hub), state(std::move(state)) {}
+                         std::vector<int64_t> members, int64_t index, double timeout)
+    : Group(std::move(members), index), hub(hub), state(std::move(state)), timeout(timeout) {}
 
 template <typename... Steps> bool ThreadGroup::phases(std::string &error, Steps... steps) {
-  // An abort ends the wait for the members' posts. After it, the steps only
-  // copy and add, so every member reaches every later barrier.
-  if (!state->barrier.wait())
+  // An abort or a timeout ends the wait for the members' posts. After it,
+  // the steps only copy and add, so every member reaches every later barrier.
+  if (!hub.wait(state->barrier, members()[index()], index(), members(), timeout, error))
     return false;
   auto step = [&](auto &run) {
     if (error.empty())

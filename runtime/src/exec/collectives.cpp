@@ -273,8 +273,9 @@ void Collectives::allReduce(int64_t step, const std::vector<int64_t> &shape, con
 }
 
 void Collectives::barrier() {
-  if (!comm.barrier())
-    throw Stop{"", true};
+  std::string error;
+  if (!comm.barrier(error))
+    throw Stop{error.empty() ? error : "barrier: " + error, error.empty()};
 }
 
 std::vector<uint64_t> Collectives::gatherWord(uint64_t word) {

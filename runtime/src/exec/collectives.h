@@ -69,7 +69,8 @@ public:
   void allReduce(int64_t step, const std::vector<int64_t> &shape, const Layout &from,
                  const float *src, float *dst, int64_t bytesPerValue);
 
-  /// Waits for every rank; throws Stop when another rank aborted.
+  /// Waits for every rank; throws Stop when another rank aborted or the wait
+  /// timed out.
   void barrier();
 
   /// Every rank's `word`, in rank order (not counted as traffic).

@@ -13,7 +13,9 @@
 #include <chrono>
 #include <cinttypes>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <new>
 #include <optional>
@@ -28,6 +30,36 @@ std::string shapeText(const std::vector<int64_t> &shape) {
   for (size_t i = 0; i < shape.size(); ++i)
     s += (i ? ", " : "") + std::to_string(shape[i]);
   return s + "]";
+}
+
+/// A rank that SHARDLINE_FAULT makes die or stall (a test hook).
+struct Fault {
+  enum Kind { None, Kill, Stall } kind = None;
+  int64_t rank = 0, step = 0;
+};
+
+/// SHARDLINE_FAULT as a Fault, or the error.
+std::optional<Fault> faultFromEnvironment(std::string &error) {
+  const char *text = std::getenv("SHARDLINE_FAULT");
+  if (!text || !*text)
+    return Fault{};
+  std::string spec = text;
+  Fault fault;
+  size_t colon = spec.find(':');
+  std::string kind = spec.substr(0, colon);
+  fault.kind = kind == "kill" ? Fault::Kill : kind == "stall" ? Fault::Stall : Fault::None;
+  long long rank = -1, step = -1;
+  int used = 0;
+  if (fault.kind == Fault::None || colon == std::string::npos ||
+      std::sscanf(spec.c_str() + colon + 1, "%lld:%lld%n", &rank, &step, &used) != 2 ||
+      spec[colon + 1 + used] != '\0' || rank < 0 || step < 0) {
+    error = "SHARDLINE_FAULT (a test hook) must be kill:RANK:STEP or stall:RANK:STEP, got '" +
+            spec + "'";
+    return std::nullopt;
+  }
+  fault.rank = rank;
+  fault.step = step;
+  return fault;
 }
 
 /// One rank's run of the plan: the program decoded at load, run step by step
@@ -283,7 +315,24 @@ private:
     widened.clear();
   }
 
+  /// Dies or stalls here when SHARDLINE_FAULT says so.
+  void injectFault() {
+    if (fault.kind == Fault::None || fault.rank != self || fault.step != stepsRun)
+      return;
+    if (fault.kind == Fault::Kill) {
+      if (!comm.ranksAreThreads())
+        std::raise(SIGKILL);
+      // A thread rank ends as if it had died: it tells no one.
+      throw Stop{"", true};
+    }
+    while (!comm.aborted())
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    throw Stop{"", true};
+  }
+
   void runStep() {
+    injectFault();
+    ++stepsRun;
     collectives.resetCount();
     for (size_t t = 0; t < tensors.size(); ++t)
       if (tensors[t].role != plan::Role::Weight)
@@ -305,7 +354,8 @@ private:
       } catch (Stop &stop) {
         narrow(step);
         if (!stop.aborted)
-          stop.error = "op " + step.kind + " at " + step.location + ": " + stop.error;
+          stop.error = "op #" + std::to_string(step.index) + " (sl." + step.kind + ") at " +
+                       step.location + ": " + stop.error;
         throw;
       }
       for (int32_t t : dying[step.index])
@@ -345,6 +395,9 @@ private:
   bool timing = false;
   std::vector<double> stepSeconds;
   std::optional<SafeTensorsFile> weights;
+  Fault fault;
+  /// Forward passes started.
+  int64_t stepsRun = 0;
 };
 
 RunResult RankRun::run() {
@@ -352,12 +405,23 @@ RunResult RankRun::run() {
   result.ranks = ranks;
   result.usedArena = useArena;
   try {
+    if (!(options.timeoutSeconds > 0) || !std::isfinite(options.timeoutSeconds)) {
+      char text[96];
+      std::snprintf(text, sizeof text, "the timeout must be a positive number of seconds, not %g",
+                    options.timeoutSeconds);
+      fail(text);
+    }
+    comm.setTimeout(options.timeoutSeconds);
+    std::string error;
+    std::optional<Fault> injected = faultFromEnvironment(error);
+    if (!injected)
+      fail(error);
+    fault = *injected;
     if (!options.singleDevice && comm.size() != ranks)
       fail("the plan is for " + std::to_string(ranks) + " ranks, the run has " +
            std::to_string(comm.size()));
     if (options.singleDevice && comm.size() != 1)
       fail("the single-device run needs one rank, not " + std::to_string(comm.size()));
-    std::string error;
     std::optional<std::vector<Step>> decoded = decodeProgram(p, backend.kernels, error);
     if (!decoded)
       fail(error);
@@ -432,6 +496,7 @@ RunResult RankRun::run() {
     result.error = "rank " + std::to_string(self) + ": " + e.what();
     comm.abort(result.error);
   }
+  result.rankLost = comm.rankLost();
   return result;
 }
 
@@ -466,6 +531,7 @@ RunResult runPlan(const LoadedPlan &plan, const RunOptions &options, ThreadHub &
   RunResult result = std::move(results[0]);
   if (!hub.error().empty())
     result.error = hub.error();
+  result.rankLost = hub.rankLost();
   return result;
 }
 

@@ -40,11 +40,19 @@ struct RunOptions {
   std::string saveWeightsFile;
   /// Forward passes to run (the outputs are the last one's).
   int64_t steps = 1;
+  /// Seconds a rank waits for the others in any one collective before it
+  /// stops the run with an error naming the ranks that did not arrive
+  /// (RunResult::rankLost). Positive; a wait, not a step: ranks of a working
+  /// run wait for each other only as long as they are out of step.
+  double timeoutSeconds = kDefaultTimeoutSeconds;
 };
 
 struct RunResult {
   /// Empty on success.
   std::string error;
+  /// Whether the run stopped because a rank was lost: it stalled past the
+  /// timeout or ended without a word (the error names it).
+  bool rankLost = false;
   int64_t ranks = 1;
   /// The program's outputs assembled as global tensors (row-major); on the
   /// first rank only.
@@ -87,6 +95,12 @@ RunResult runPlan(const LoadedPlan &plan, const RunOptions &options, ThreadHub &
 /// Runs this process's rank of the plan; every rank of `comm` calls it. The
 /// ranks first check that they all run the same plan. Outputs are assembled on
 /// rank 0.
+///
+/// A test hook: the environment variable SHARDLINE_FAULT=kill:RANK:STEP or
+/// stall:RANK:STEP makes rank RANK die (an MPI process kills itself with
+/// SIGKILL, a thread rank ends without a word) or stall (until the run is
+/// aborted, or for ever) at the start of forward pass STEP (from 0, the
+/// untimed first pass of --steps included).
 RunResult runPlanOnRank(const LoadedPlan &plan, const RunOptions &options, Comm &comm);
 
 } // namespace shardline::rt
