@@ -297,8 +297,8 @@ TEST(Verify, ArenaOffsets) {
                           "exceeds the arena of 1856 bytes");
   p = validPlan();
   p.layOutArena = false;
-  p.tensor("loss").arenaOffset = std::numeric_limits<int64_t>::max();
-  EXPECT_EQ(loadError(p), "inconsistent plan: tensor 'loss' at arena offset 9223372036854775807 (4 "
+  p.tensor("loss").arenaOffset = std::numeric_limits<int64_t>::max() - 3;
+  EXPECT_EQ(loadError(p), "inconsistent plan: tensor 'loss' at arena offset 9223372036854775804 (4 "
                           "bytes) exceeds the arena of 1856 bytes");
   // Two values live at once in the same bytes: the executor refuses to
   // place the second.
@@ -378,4 +378,25 @@ TEST(Verify, TokenIdsAreCheckedWhenTheRunMakesThem) {
   EXPECT_EQ(checkProgram(*loaded), "");
   EXPECT_EQ(runPlan(*loaded, RunOptions{}).error,
             "op embedding at ?: 'ids' holds a value outside [0, 16), the embedding table's rows");
+}
+
+// What the plan fuzzer found, each a crash or a sanitizer report before.
+TEST(Verify, FuzzerFindings) {
+  // A float stored at an odd offset into the arena.
+  PlanSpec p = validPlan();
+  p.layOutArena = false;
+  p.tensor("n").arenaOffset = 321;
+  EXPECT_EQ(loadError(p), "inconsistent plan: tensor 'n' at arena offset 321 is not aligned to "
+                          "its 4-byte elements");
+  // Tokens drawn from a vocabulary past the i32 range.
+  p = validPlan();
+  p.vocab = int64_t(1) << 40;
+  EXPECT_EQ(loadError(p),
+            "inconsistent plan: the vocabulary of 1099511627776 entries does not fit the i32 "
+            "tokens");
+  // An integer weight, generated from a float distribution.
+  p = validPlan();
+  p.tensor("norm_w").dtype = plan::DType::I32;
+  EXPECT_EQ(loadError(p),
+            "inconsistent plan: tensor 'norm_w' is an i32 weight; weights are float tensors");
 }

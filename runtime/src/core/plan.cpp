@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <set>
 
 namespace shardline::rt {
@@ -107,6 +108,10 @@ std::string checkTensor(const plan::Plan &p, int64_t t, const Mesh &mesh) {
     return name + " has unknown role " + std::to_string((int)tensor->role());
   if (tensor->init() < plan::Init::MIN || tensor->init() > plan::Init::MAX)
     return name + " has unknown init " + std::to_string((int)tensor->init());
+  // Weights are generated (or loaded) as floats; only tokens, labels and
+  // indices are integers.
+  if (tensor->role() == plan::Role::Weight && tensor->dtype() == plan::DType::I32)
+    return name + " is an i32 weight; weights are float tensors";
   if (!std::isfinite(tensor->scale()) || !std::isfinite(tensor->offset()))
     return name + " has an init scale or offset that is not finite";
   if (const auto *layout = tensor->layout()) {
@@ -129,7 +134,8 @@ std::string checkTensor(const plan::Plan &p, int64_t t, const Mesh &mesh) {
   return "";
 }
 
-/// Arena offsets and sizes: every activation inside the arena, and the arena
+/// Arena offsets and sizes: every activation inside the arena at an offset
+/// aligned to its elements, and the arena
 /// no larger than every activation side by side. Whether values live at the
 /// same time overlap is the executor's check as it places them.
 std::string checkArena(const plan::Plan &p, const Mesh &mesh) {
@@ -148,6 +154,10 @@ std::string checkArena(const plan::Plan &p, const Mesh &mesh) {
                     elementBytes(tensor->dtype());
     if (allSlots < p.arena_bytes())
       allSlots += arenaSlotBytes(bytes);
+    if (tensor->arena_offset() % elementBytes(tensor->dtype()) != 0)
+      return "tensor " + tensorName(p, t) + " at arena offset " +
+             std::to_string(tensor->arena_offset()) + " is not aligned to its " +
+             std::to_string(elementBytes(tensor->dtype())) + "-byte elements";
     if (tensor->arena_offset() > p.arena_bytes() - bytes)
       return "tensor " + tensorName(p, t) + " at arena offset " +
              std::to_string(tensor->arena_offset()) + " (" + std::to_string(bytes) +
@@ -160,8 +170,31 @@ std::string checkArena(const plan::Plan &p, const Mesh &mesh) {
   return "";
 }
 
+/// The FlatBuffers verifier checks a vector's length field, not that its
+/// 8-byte elements are aligned, which reading them needs.
+template <typename T> bool aligned(const flatbuffers::Vector<T> *v) {
+  return !v || v->size() == 0 || reinterpret_cast<uintptr_t>(v->Data()) % alignof(T) == 0;
+}
+
+std::string checkAlignment(const plan::Plan &p) {
+  if (p.tensors())
+    for (int64_t t = 0; t < (int64_t)p.tensors()->size(); ++t)
+      if (!aligned(p.tensors()->Get(t)->shape()))
+        return "the shape of tensor " + tensorName(p, t) + " is not 8-byte aligned";
+  if (p.ops())
+    for (size_t o = 0; o < p.ops()->size(); ++o)
+      if (const auto *attrs = p.ops()->Get(o)->attrs())
+        for (const auto *a : *attrs)
+          if (!aligned(a->ints()) || !aligned(a->floats()))
+            return "attribute '" + a->name()->str() + "' of op #" + std::to_string(o) +
+                   " is not 8-byte aligned";
+  return "";
+}
+
 /// The plan's own consistency, after the schema check.
 std::string checkPlan(const plan::Plan &p) {
+  if (std::string err = checkAlignment(p); !err.empty())
+    return err;
   if (!p.mesh() || !p.tensors() || !p.ops() || !p.inputs() || !p.outputs())
     return "the plan has no mesh, tensors, ops, inputs or outputs";
   if (!p.model())
@@ -247,6 +280,9 @@ std::string checkPlan(const plan::Plan &p) {
   if (p.inputs()->size() && (!p.facts() || p.facts()->vocab() < 1))
     return "the plan does not state the model's vocabulary (facts.vocab), which its inputs "
            "draw from";
+  if (p.facts() && p.facts()->vocab() > std::numeric_limits<int32_t>::max())
+    return "the vocabulary of " + std::to_string(p.facts()->vocab()) +
+           " entries does not fit the i32 tokens";
   return "";
 }
 } // namespace

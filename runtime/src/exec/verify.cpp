@@ -193,9 +193,13 @@ std::string verifyProgram(const std::vector<Step> &program, const Frame &frame) 
       step.kernel->check(c);
     if (c.ok())
       continue;
+    // The op's own name is its first named result, else its first named
+    // operand (a compiled plan names weights and inputs, not activations).
     std::string name;
-    if (!step.out.empty() && step.out[0] >= 0 && !frame.tensors[step.out[0]].name.empty())
-      name = " '" + frame.tensors[step.out[0]].name + "'";
+    for (const std::vector<int32_t> *values : {&step.out, &step.in})
+      for (int32_t t : *values)
+        if (name.empty() && t >= 0 && !frame.tensors[t].name.empty())
+          name = " '" + frame.tensors[t].name + "'";
     return "op #" + std::to_string(step.index) + " (sl." + step.kind + name + ") at " +
            step.location + ": " + c.why();
   }
