@@ -3,8 +3,10 @@
 #include "core/plan.h"
 #include "core/layout.h"
 
+#include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <set>
 
 namespace shardline::rt {
@@ -42,62 +44,170 @@ void writeU64(uint8_t *p, uint64_t v) {
     p[i] = (uint8_t)(v >> (8 * i));
 }
 
-/// The plan's own consistency, after the schema check.
-std::string checkPlan(const plan::Plan &p) {
-  if (!p.mesh() || !p.tensors() || !p.ops())
-    return "the plan has no mesh, tensors or ops";
+/// The product of `values` (each at least 1), or -1 once it passes `limit`:
+/// sizes from a plan are bounded before anything multiplies them.
+template <typename Range> int64_t boundedProduct(const Range &values, int64_t limit) {
+  int64_t n = 1;
+  for (int64_t v : values)
+    if (v < 1 || __builtin_mul_overflow(n, v, &n) || n > limit)
+      return -1;
+  return n;
+}
+
+std::string meshText(const Mesh &mesh) {
+  std::string s = "[";
+  for (size_t a = 0; a < mesh.axes.size(); ++a)
+    s += (a ? ", " : "") + mesh.axes[a].first + "=" + std::to_string(mesh.axes[a].second);
+  return s + "]";
+}
+
+std::string tensorName(const plan::Plan &p, int64_t t) {
+  const auto *tensor = p.tensors()->Get(t);
+  return tensor->name() && tensor->name()->size() ? "'" + tensor->name()->str() + "'"
+                                                  : "#" + std::to_string(t);
+}
+
+/// The mesh: named, distinct axes of positive sizes, at most kMaxRanks ranks.
+std::string checkMesh(const plan::Plan &p, Mesh &mesh) {
   std::set<std::string> axes;
   for (const auto *axis : *p.mesh()) {
     if (axis->size() < 1)
       return "mesh axis '" + axis->name()->str() + "' has size " + std::to_string(axis->size());
+    if (axis->name()->size() == 0)
+      return "a mesh axis has no name";
     if (!axes.insert(axis->name()->str()).second)
       return "mesh axis '" + axis->name()->str() + "' appears twice";
-  }
-  int64_t numTensors = p.tensors()->size();
-  for (int64_t t = 0; t < numTensors; ++t) {
-    const auto *tensor = p.tensors()->Get(t);
-    std::string name = tensor->name() ? tensor->name()->str() : "#" + std::to_string(t);
-    if (!tensor->shape())
-      return "tensor '" + name + "' has no shape";
-    for (int64_t d : *tensor->shape())
-      if (d < 1)
-        return "tensor '" + name + "' has a dimension of size " + std::to_string(d);
-    if (const auto *layout = tensor->layout()) {
-      if (layout->dims() && layout->dims()->size() != tensor->shape()->size())
-        return "tensor '" + name + "' has a rank-" + std::to_string(layout->dims()->size()) +
-               " layout for a rank-" + std::to_string(tensor->shape()->size()) + " shape";
-      if (layout->dims())
-        for (const auto *list : *layout->dims())
-          if (list->axes())
-            for (const auto *a : *list->axes())
-              if (!axes.count(a->str()))
-                return "tensor '" + name + "' is split over unknown mesh axis '" + a->str() + "'";
-    }
-  }
-  Mesh mesh;
-  for (const auto *axis : *p.mesh())
     mesh.axes.emplace_back(axis->name()->str(), axis->size());
+  }
+  std::vector<int64_t> sizes;
+  for (const auto &axis : mesh.axes)
+    sizes.push_back(axis.second);
+  if (boundedProduct(sizes, kMaxRanks) < 0)
+    return "the mesh " + meshText(mesh) + " has more than " + std::to_string(kMaxRanks) + " ranks";
+  return "";
+}
+
+/// A tensor on its own: a known dtype, role and init, a shape of bounded
+/// size, and a layout that fits the mesh and the shape.
+std::string checkTensor(const plan::Plan &p, int64_t t, const Mesh &mesh) {
+  const auto *tensor = p.tensors()->Get(t);
+  std::string name = "tensor " + tensorName(p, t);
+  if (!tensor->shape())
+    return name + " has no shape";
+  if (tensor->shape()->size() > kMaxTensorRank)
+    return name + " has rank " + std::to_string(tensor->shape()->size()) + ", more than " +
+           std::to_string(kMaxTensorRank);
+  for (int64_t d : *tensor->shape())
+    if (d < 1)
+      return name + " has a dimension of size " + std::to_string(d);
+  if (boundedProduct(*tensor->shape(), kMaxTensorElements) < 0)
+    return name + " has more than " + std::to_string(kMaxTensorElements) + " elements";
+  if (tensor->dtype() < plan::DType::MIN || tensor->dtype() > plan::DType::MAX)
+    return name + " has unknown dtype " + std::to_string((int)tensor->dtype());
+  if (tensor->role() < plan::Role::MIN || tensor->role() > plan::Role::MAX)
+    return name + " has unknown role " + std::to_string((int)tensor->role());
+  if (tensor->init() < plan::Init::MIN || tensor->init() > plan::Init::MAX)
+    return name + " has unknown init " + std::to_string((int)tensor->init());
+  // Weights are generated (or loaded) as floats; only tokens, labels and
+  // indices are integers.
+  if (tensor->role() == plan::Role::Weight && tensor->dtype() == plan::DType::I32)
+    return name + " is an i32 weight; weights are float tensors";
+  if (!std::isfinite(tensor->scale()) || !std::isfinite(tensor->offset()))
+    return name + " has an init scale or offset that is not finite";
+  if (const auto *layout = tensor->layout()) {
+    if (layout->dims() && layout->dims()->size() != tensor->shape()->size())
+      return name + " has a rank-" + std::to_string(layout->dims()->size()) +
+             " layout for a rank-" + std::to_string(tensor->shape()->size()) + " shape";
+    if (layout->order_dim() < -1 || layout->order_dim() >= (int64_t)tensor->shape()->size())
+      return name + " orders dimension " + std::to_string(layout->order_dim()) + " of a rank-" +
+             std::to_string(tensor->shape()->size()) + " shape";
+    if (layout->dims())
+      for (const auto *list : *layout->dims())
+        if (list->axes())
+          for (const auto *a : *list->axes())
+            if (!mesh.size(a->str()))
+              return name + " is split over unknown mesh axis '" + a->str() + "'";
+  }
+  std::vector<int64_t> shape(tensor->shape()->begin(), tensor->shape()->end());
+  if (std::string why = verifyLayout(layoutOf(*tensor), &mesh, &shape); !why.empty())
+    return name + " has an invalid layout: " + why;
+  return "";
+}
+
+/// Arena offsets and sizes: every activation inside the arena at an offset
+/// aligned to its elements, and the arena
+/// no larger than every activation side by side. Whether values live at the
+/// same time overlap is the executor's check as it places them.
+std::string checkArena(const plan::Plan &p, const Mesh &mesh) {
+  if (p.arena_bytes() < 0)
+    return "the arena has " + std::to_string(p.arena_bytes()) + " bytes";
   // The arena never needs more than every activation side by side (64-byte
   // slots); a plan that asks for more is not one the compiler wrote.
   int64_t allSlots = 0;
-  for (int64_t t = 0; t < numTensors; ++t) {
+  for (int64_t t = 0; t < (int64_t)p.tensors()->size(); ++t) {
     const auto *tensor = p.tensors()->Get(t);
     if (tensor->arena_offset() < 0)
       continue;
+    // Bounded by checkTensor: at most kMaxTensorElements of 4 bytes.
     int64_t bytes = numElements(localShape(layoutOf(*tensor), mesh,
                                            {tensor->shape()->begin(), tensor->shape()->end()})) *
                     elementBytes(tensor->dtype());
-    allSlots += arenaSlotBytes(bytes);
-    if (tensor->arena_offset() + bytes > p.arena_bytes())
-      return "tensor '" + (tensor->name() ? tensor->name()->str() : "#" + std::to_string(t)) +
-             "' at arena offset " + std::to_string(tensor->arena_offset()) + " (" +
-             std::to_string(bytes) + " bytes) exceeds the arena of " +
-             std::to_string(p.arena_bytes()) + " bytes";
+    if (allSlots < p.arena_bytes())
+      allSlots += arenaSlotBytes(bytes);
+    if (tensor->arena_offset() % elementBytes(tensor->dtype()) != 0)
+      return "tensor " + tensorName(p, t) + " at arena offset " +
+             std::to_string(tensor->arena_offset()) + " is not aligned to its " +
+             std::to_string(elementBytes(tensor->dtype())) + "-byte elements";
+    if (tensor->arena_offset() > p.arena_bytes() - bytes)
+      return "tensor " + tensorName(p, t) + " at arena offset " +
+             std::to_string(tensor->arena_offset()) + " (" + std::to_string(bytes) +
+             " bytes) exceeds the arena of " + std::to_string(p.arena_bytes()) + " bytes";
   }
-  if (p.arena_bytes() < 0 || p.arena_bytes() > allSlots)
+  if (p.arena_bytes() > allSlots)
     return "the arena of " + std::to_string(p.arena_bytes()) +
            " bytes is larger than all activations side by side (" + std::to_string(allSlots) +
            " bytes)";
+  return "";
+}
+
+/// The FlatBuffers verifier checks a vector's length field, not that its
+/// 8-byte elements are aligned, which reading them needs.
+template <typename T> bool aligned(const flatbuffers::Vector<T> *v) {
+  return !v || v->size() == 0 || reinterpret_cast<uintptr_t>(v->Data()) % alignof(T) == 0;
+}
+
+std::string checkAlignment(const plan::Plan &p) {
+  if (p.tensors())
+    for (int64_t t = 0; t < (int64_t)p.tensors()->size(); ++t)
+      if (!aligned(p.tensors()->Get(t)->shape()))
+        return "the shape of tensor " + tensorName(p, t) + " is not 8-byte aligned";
+  if (p.ops())
+    for (size_t o = 0; o < p.ops()->size(); ++o)
+      if (const auto *attrs = p.ops()->Get(o)->attrs())
+        for (const auto *a : *attrs)
+          if (!aligned(a->ints()) || !aligned(a->floats()))
+            return "attribute '" + a->name()->str() + "' of op #" + std::to_string(o) +
+                   " is not 8-byte aligned";
+  return "";
+}
+
+/// The plan's own consistency, after the schema check.
+std::string checkPlan(const plan::Plan &p) {
+  if (std::string err = checkAlignment(p); !err.empty())
+    return err;
+  if (!p.mesh() || !p.tensors() || !p.ops() || !p.inputs() || !p.outputs())
+    return "the plan has no mesh, tensors, ops, inputs or outputs";
+  if (!p.model())
+    return "the plan does not name its model";
+  Mesh mesh;
+  if (std::string err = checkMesh(p, mesh); !err.empty())
+    return err;
+  int64_t numTensors = p.tensors()->size();
+  for (int64_t t = 0; t < numTensors; ++t)
+    if (std::string err = checkTensor(p, t, mesh); !err.empty())
+      return err;
+  if (std::string err = checkArena(p, mesh); !err.empty())
+    return err;
   auto checkIndices = [&](const flatbuffers::Vector<int32_t> *v, const std::string &where) {
     if (v)
       for (int32_t i : *v)
@@ -122,26 +232,57 @@ std::string checkPlan(const plan::Plan &p) {
     }
     return std::string();
   };
+  for (auto err :
+       {checkIndices(p.inputs(), "the inputs"), checkIndices(p.outputs(), "the outputs")})
+    if (!err.empty())
+      return err;
+  // Every value is defined before it is read: a weight, an input (each
+  // listed once), or the result of an earlier op (each defined once).
+  std::vector<bool> defined(numTensors, false);
+  for (int64_t t = 0; t < numTensors; ++t)
+    defined[t] = p.tensors()->Get(t)->role() == plan::Role::Weight;
+  for (int32_t i : *p.inputs()) {
+    if (defined[i])
+      return "the inputs list " + (p.tensors()->Get(i)->role() == plan::Role::Weight
+                                       ? "weight " + tensorName(p, i)
+                                       : "tensor " + tensorName(p, i) + " twice");
+    defined[i] = true;
+  }
   for (size_t o = 0; o < p.ops()->size(); ++o) {
     const auto *op = p.ops()->Get(o);
     std::string where = "op #" + std::to_string(o) + " (" + op->kind()->str() + ")";
+    if (!op->operands() || !op->results())
+      return where + " has no operand or result list";
     for (auto err : {checkIndices(op->operands(), where), checkIndices(op->results(), where),
                      checkNames(op->operand_names(), op->operands(), "operand", where),
                      checkNames(op->result_names(), op->results(), "result", where)})
       if (!err.empty())
         return err;
+    for (int32_t t : *op->operands())
+      if (!defined[t])
+        return where + " reads tensor " + tensorName(p, t) +
+               ", which no input, weight or earlier op defines";
+    // A weight may be a result (the kernel writes its buffer); any other
+    // value is placed where its one definition is.
+    for (int32_t t : *op->results()) {
+      if (defined[t] && p.tensors()->Get(t)->role() != plan::Role::Weight)
+        return where + " defines tensor " + tensorName(p, t) + ", which is already defined";
+      defined[t] = true;
+    }
     if (op->attrs())
       for (const auto *a : *op->attrs())
         if (a->name()->size() == 0)
           return where + " has an attribute without a name";
   }
-  if (p.inputs() && p.inputs()->size() && (!p.facts() || p.facts()->vocab() < 1))
+  for (int32_t t : *p.outputs())
+    if (!defined[t])
+      return "output tensor " + tensorName(p, t) + " is never defined";
+  if (p.inputs()->size() && (!p.facts() || p.facts()->vocab() < 1))
     return "the plan does not state the model's vocabulary (facts.vocab), which its inputs "
            "draw from";
-  for (auto err :
-       {checkIndices(p.inputs(), "the inputs"), checkIndices(p.outputs(), "the outputs")})
-    if (!err.empty())
-      return err;
+  if (p.facts() && p.facts()->vocab() > std::numeric_limits<int32_t>::max())
+    return "the vocabulary of " + std::to_string(p.facts()->vocab()) +
+           " entries does not fit the i32 tokens";
   return "";
 }
 } // namespace

@@ -9,10 +9,13 @@
 //   bytes 24-31 FNV-1a 64 of the payload: the plan's content hash, which
 //               ranks compare before they run
 // Loading checks each in turn, then the FlatBuffers verifier (bounds,
-// schema), then the plan's own consistency (indices, mesh, layouts, every
-// op's operand and result names, the model facts). Whether the runtime has a
-// kernel for every op, with the names and attributes it binds, is the
-// executor's check (exec/program.h).
+// schema), then the plan's own consistency: the mesh (distinct named axes,
+// at most kMaxRanks ranks), every tensor (dtype, role, a bounded shape, a
+// layout that fits the mesh and the shape, arena offsets inside the arena),
+// every op's operand and result indices and names (each value defined once,
+// before it is read), the model facts. Whether the runtime has a kernel for
+// every op, and whether the op meets that kernel's contract, is the
+// executor's check (exec/verify.h).
 //
 //===----------------------------------------------------------------------===//
 
@@ -34,6 +37,13 @@ namespace shardline::rt {
 /// included); the plan states the model's vocabulary.
 constexpr uint32_t kPlanVersion = 2;
 constexpr size_t kPlanHeaderBytes = 32;
+
+/// Bounds a plan must keep so that no count of ranks, elements or bytes the
+/// runtime forms overflows, and no loop over ranks runs for long: the ranks
+/// of the mesh, the rank of a tensor, and a tensor's elements (4 TiB of f32).
+constexpr int64_t kMaxRanks = 1 << 16;
+constexpr size_t kMaxTensorRank = 8;
+constexpr int64_t kMaxTensorElements = int64_t(1) << 40;
 
 uint64_t fnv1a64(const void *data, size_t size);
 

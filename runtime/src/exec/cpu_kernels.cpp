@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "exec/verify.h"
 #include "kernels/cpu/table.h"
 
 #include <cstdio>
@@ -50,8 +51,8 @@ KernelTable makeTable() {
 #undef SHARDLINE_CPU_KERNEL_FILE
   for (const char *kind :
        {"all_gather", "reduce_scatter", "all_to_all", "slice", "reorder", "relayout"})
-    addKernel(t, kind, {{"x"}, kResult, {}, transition});
-  addKernel(t, "all_reduce", {{"x"}, kResult, {}, allReduce});
+    addKernel(t, kind, {{"x"}, kResult, {}, transition, nullptr, checkTransition});
+  addKernel(t, "all_reduce", {{"x"}, kResult, {}, allReduce, nullptr, checkTransition});
   return t;
 }
 

@@ -8,6 +8,7 @@
 #include "device/device.h"
 #include "exec/collectives.h"
 #include "exec/program.h"
+#include "exec/verify.h"
 
 #include <algorithm>
 #include <chrono>
@@ -68,25 +69,14 @@ class RankRun {
 public:
   RankRun(const LoadedPlan &loaded, const RunOptions &options, Comm &comm)
       : p(*loaded.root()), hash(loaded.hash), options(options), comm(comm), self(comm.rank()),
-        mesh(meshOf(p, options)), collectives(comm, mesh),
-        frame{mesh, self, tensors, views, &collectives} {
+        mesh(meshOf(p, options.singleDevice)), collectives(comm, mesh),
+        tensors(tensorInfos(p, mesh)), frame{mesh, self, tensors, views, &collectives} {
     ranks = mesh.numRanks();
-    for (const auto *t : *p.tensors()) {
-      TensorInfo info;
-      info.name = t->name() ? t->name()->str() : "";
-      info.shape.assign(t->shape()->begin(), t->shape()->end());
-      info.layout = layoutOf(*t);
-      info.local = localShape(info.layout, mesh, info.shape);
-      info.count = numElements(info.local);
-      info.role = t->role();
-      info.dtype = dtypeOf(t->dtype());
-      info.arenaOffset = t->arena_offset();
+    for (const auto *t : *p.tensors())
       inits.push_back({t->init() == plan::Init::Uniform    ? InitKind::Uniform
                        : t->init() == plan::Init::Constant ? InitKind::Constant
                                                            : InitKind::Normal,
                        t->scale(), t->offset()});
-      tensors.push_back(std::move(info));
-    }
     views.assign(tensors.size(), {});
     own.assign(tensors.size(), nullptr);
     // Last use of every value; the outputs stay live to the end of a step.
@@ -122,13 +112,6 @@ public:
   RunResult run();
 
 private:
-  static Mesh meshOf(const plan::Plan &p, const RunOptions &options) {
-    Mesh mesh;
-    for (const auto *axis : *p.mesh())
-      mesh.axes.emplace_back(axis->name()->str(), options.singleDevice ? 1 : axis->size());
-    return mesh;
-  }
-
   [[noreturn]] void fail(const std::string &message) { throw Stop{message, false}; }
 
   BufferView viewAt(int32_t t, void *memory) const {
@@ -426,6 +409,8 @@ RunResult RankRun::run() {
     if (!decoded)
       fail(error);
     program = std::move(*decoded);
+    if (std::string why = verifyProgram(program, frame); !why.empty())
+      fail(why);
     for (const TensorInfo &t : tensors)
       if (dtypeSize(device->storageType(t.dtype)) > t.elementBytes())
         fail(std::string("the ") + device->name() + " device holds " + dtypeName(t.dtype) +
@@ -504,8 +489,14 @@ RunResult RankRun::run() {
 
 std::string checkProgram(const LoadedPlan &plan) {
   std::string error;
-  decodeProgram(*plan.root(), cpuBackend().kernels, error);
-  return error;
+  std::optional<std::vector<Step>> program =
+      decodeProgram(*plan.root(), cpuBackend().kernels, error);
+  if (!program)
+    return error;
+  Mesh mesh = meshOf(*plan.root());
+  std::vector<TensorInfo> tensors = tensorInfos(*plan.root(), mesh);
+  std::vector<BufferView> views(tensors.size());
+  return verifyProgram(*program, Frame{mesh, 0, tensors, views, nullptr});
 }
 
 RunResult runPlanOnRank(const LoadedPlan &plan, const RunOptions &options, Comm &comm) {

@@ -82,8 +82,9 @@ struct RunResult {
 };
 
 /// Why the executor cannot run `plan` (an op kind it has no kernel for, an
-/// operand, result or attribute a kernel binds that the plan lacks), or an
-/// empty string.
+/// operand, result or attribute a kernel binds that the plan lacks, an op
+/// that breaks its kernel's contract: exec/verify.h), or an empty string.
+/// runPlanOnRank checks the same before any step runs.
 std::string checkProgram(const LoadedPlan &plan);
 
 /// Runs every rank of the plan's mesh as a thread of this process (one rank

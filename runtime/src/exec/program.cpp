@@ -64,6 +64,30 @@ std::string readAttr(const plan::Op &op, const AttrSpec &spec, AttrValue &value)
 
 } // namespace
 
+Mesh meshOf(const plan::Plan &plan, bool singleDevice) {
+  Mesh mesh;
+  for (const auto *axis : *plan.mesh())
+    mesh.axes.emplace_back(axis->name()->str(), singleDevice ? 1 : axis->size());
+  return mesh;
+}
+
+std::vector<TensorInfo> tensorInfos(const plan::Plan &plan, const Mesh &mesh) {
+  std::vector<TensorInfo> tensors;
+  for (const auto *t : *plan.tensors()) {
+    TensorInfo info;
+    info.name = t->name() ? t->name()->str() : "";
+    info.shape.assign(t->shape()->begin(), t->shape()->end());
+    info.layout = layoutOf(*t);
+    info.local = localShape(info.layout, mesh, info.shape);
+    info.count = numElements(info.local);
+    info.role = t->role();
+    info.dtype = dtypeOf(t->dtype());
+    info.arenaOffset = t->arena_offset();
+    tensors.push_back(std::move(info));
+  }
+  return tensors;
+}
+
 std::optional<std::vector<Step>> decodeProgram(const plan::Plan &plan, const KernelTable &table,
                                                std::string &error) {
   std::vector<Step> program;

@@ -85,6 +85,7 @@ struct RankFacts {
 
 struct Step;
 struct Frame;
+class Contract;
 struct KernelSpec {
   /// Operand and result names, in the order the kernel reads them; a name
   /// ending in '?' is an operand the op may omit.
@@ -93,6 +94,10 @@ struct KernelSpec {
   void (*run)(const Step &, Frame &);
   /// Resolves the step's rank facts; nullptr when it needs none.
   void (*resolve)(Step &, const Frame &) = nullptr;
+  /// States the shape and attribute relations `run` and `resolve` rely on
+  /// (exec/verify.h), checked at load before anything runs; nullptr when the
+  /// generic checks (dtypes, mesh axes, finite floats) are all it needs.
+  void (*check)(Contract &) = nullptr;
 };
 
 /// A backend's kernels by op kind.
@@ -119,6 +124,14 @@ struct Step {
   RankFacts facts;
   bool has(size_t operand) const { return in[operand] >= 0; }
 };
+
+/// The plan's mesh, or the mesh collapsed to one rank (every axis of size 1)
+/// for the single-device run.
+Mesh meshOf(const plan::Plan &plan, bool singleDevice = false);
+
+/// The plan's tensors as a rank of `mesh` sees them (their local shapes are
+/// the same on every rank). The plan must have loaded (core/plan.h).
+std::vector<TensorInfo> tensorInfos(const plan::Plan &plan, const Mesh &mesh);
 
 /// Decodes every op of `plan` against `table`; on failure returns nullopt and
 /// says which op and which name, attribute or kind is missing in `error`.

@@ -1,5 +1,6 @@
 //===- attention.cpp - RoPE, softmax attention, partial merges ------------===//
 
+#include "exec/verify.h"
 #include "kernels/cpu/internal.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/table.h"
@@ -187,6 +188,45 @@ void ringAttention(const Step &s, Frame &f) {
   }
 }
 
+// -- contracts --------------------------------------------------------------
+
+void checkRope(Contract &c) {
+  Contract::Arg x = operand(0);
+  c.rank(x, 3).sameShape(result(0), x).attrIn(0, 2, c.dim(x, 2));
+  if (!c.ok())
+    return;
+  int64_t d = c.intAttr(0);
+  c.require(d % 2 == 0, "attribute 'head_dim' is odd");
+  c.require(c.dim(x, 2) % d == 0,
+            "attribute 'head_dim' (" + std::to_string(d) + ") does not divide " + c.dimText(x, 2));
+  c.require(c.floatAttr(1) > 0, "attribute 'theta' is not positive");
+}
+
+/// q[B, Sq, HQ*D], k and v [B, Sk, HKV*D]: the heads divide q's width, and
+/// the kv heads (per rank) divide the query heads.
+void checkAttention(Contract &c) {
+  Contract::Arg q = operand(0), k = operand(1), v = operand(2);
+  c.rank(q, 3).rank(k, 3).rank(v, 3).sameShape(v, k).sameDim(k, 0, q, 0);
+  c.sameShape(result(0), q);
+  if (!c.ok())
+    return;
+  int64_t width = c.global(q)[2];
+  c.attrIn(kHeads, 1, width);
+  if (!c.ok())
+    return;
+  int64_t heads = c.intAttr(kHeads), d = width / heads;
+  c.require(width % heads == 0, "attribute 'heads' (" + std::to_string(heads) +
+                                    ") does not divide q's width " + std::to_string(width));
+  c.require(c.dim(q, 2) % d == 0 && c.dim(k, 2) % d == 0,
+            c.dimText(q, 2) + " and " + c.dimText(k, 2) + " are not whole heads of " +
+                std::to_string(d));
+  if (!c.ok())
+    return;
+  c.require((c.dim(q, 2) / d) % (c.dim(k, 2) / d) == 0,
+            "the " + std::to_string(c.dim(k, 2) / d) + " kv heads do not divide the " +
+                std::to_string(c.dim(q, 2) / d) + " query heads");
+}
+
 } // namespace
 
 SHARDLINE_CPU_KERNELS(attention) {
@@ -199,10 +239,17 @@ SHARDLINE_CPU_KERNELS(attention) {
              kResult,
              {{"head_dim", AttrKind::Int}, {"theta", AttrKind::Float}},
              rope,
-             resolvePositions});
+             resolvePositions,
+             checkRope});
   addKernel(t, "attention",
-            {{"q", "k", "v"}, kResult, attentionAttrs, attention, resolveQueryKeyPositions});
-  addKernel(t, "ring_attention", {{"q", "k", "v"}, kResult, ringAttrs, ringAttention, resolveRing});
+            {{"q", "k", "v"},
+             kResult,
+             attentionAttrs,
+             attention,
+             resolveQueryKeyPositions,
+             checkAttention});
+  addKernel(t, "ring_attention",
+            {{"q", "k", "v"}, kResult, ringAttrs, ringAttention, resolveRing, checkAttention});
 }
 
 } // namespace shardline::rt

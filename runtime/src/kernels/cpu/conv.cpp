@@ -1,5 +1,6 @@
 //===- conv.cpp - Causal depthwise conv1d and its halo --------------------===//
 
+#include "exec/verify.h"
 #include "kernels/cpu/internal.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/table.h"
@@ -131,13 +132,45 @@ void halo(const Step &s, Frame &f) {
     }
 }
 
+// -- contracts --------------------------------------------------------------
+
+/// x[B, S, C], weight[C, W], bias[C]; the halo holds W - 1 rows of C before
+/// each sequence chunk of each batch entry, read in that compact order
+/// (the halo op writes it so, whatever the halo's own layout).
+void checkConv(Contract &c) {
+  Contract::Arg x = operand(0), weight = operand(1), bias = operand(2), halo = operand(3);
+  c.rank(x, 3).rank(weight, 2).rank(bias, 1).sameShape(result(0), x);
+  c.sameDim(weight, 0, x, 2).sameDim(bias, 0, x, 2);
+  if (!c.has(halo))
+    return;
+  int64_t k = c.chunks(x);
+  c.require(c.dim(x, 1) % k == 0, c.dimText(x, 1) + ", not " + std::to_string(k) + " equal chunks");
+  c.elementsAtLeast(halo, Contract::product({c.dim(x, 0), k, c.dim(weight, 1) - 1, c.dim(x, 2)}),
+                    "batch x chunks x (kernel width - 1) x channels");
+}
+
+/// The result holds `width` rows of C before each chunk of each batch entry.
+void checkHalo(Contract &c) {
+  Contract::Arg x = operand(0), out = result(0);
+  c.rank(x, 3).attrIn(kHaloWidth, 0, c.global(x).empty() ? 0 : c.global(x)[1]);
+  int64_t k = c.chunks(x);
+  c.require(c.dim(x, 1) % k == 0, c.dimText(x, 1) + ", not " + std::to_string(k) + " equal chunks");
+  c.elementsAtLeast(out, Contract::product({c.dim(x, 0), k, c.intAttr(kHaloWidth), c.dim(x, 2)}),
+                    "batch x chunks x width x channels");
+}
+
 } // namespace
 
 SHARDLINE_CPU_KERNELS(conv) {
-  addKernel(t, "causal_conv1d", {{"x", "weight", "bias", "halo?"}, kResult, {}, conv});
-  addKernel(
-      t, "halo",
-      {{"x"}, kResult, {{"axes", AttrKind::Strings}, {"width", AttrKind::Int}}, halo, resolveHalo});
+  addKernel(t, "causal_conv1d",
+            {{"x", "weight", "bias", "halo?"}, kResult, {}, conv, nullptr, checkConv});
+  addKernel(t, "halo",
+            {{"x"},
+             kResult,
+             {{"axes", AttrKind::Strings}, {"width", AttrKind::Int}},
+             halo,
+             resolveHalo,
+             checkHalo});
 }
 
 } // namespace shardline::rt

@@ -1,5 +1,6 @@
 //===- dense.cpp - Embedding, norms, GEMM, elementwise --------------------===//
 
+#include "exec/verify.h"
 #include "kernels/cpu/internal.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/table.h"
@@ -142,6 +143,7 @@ void resolveTableOffset(Step &s, const Frame &f) {
 
 void embedding(const Step &s, Frame &f) {
   int32_t ids = s.in[0], table = s.in[1];
+  requireIdsInRange(f, ids, f.global(table)[0], "the embedding table's rows");
   cpu::embedding(f.ids(ids), f.n(ids), f.f(table), f.local(table)[0], f.local(table)[1],
                  s.facts.vocabOffset, f.f(s.out[0]));
 }
@@ -164,24 +166,87 @@ void linear(const Step &s, Frame &f) {
   cpu::linear(f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]) / w[1], w[0], w[1], f.f(s.out[0]));
 }
 
+// -- contracts --------------------------------------------------------------
+
+/// Elementwise ops read every operand at the result's element count.
+void checkElementwise(Contract &c) {
+  for (size_t i = 0; i < c.step.in.size(); ++i)
+    c.sameShape(operand(i), result(0));
+}
+
+void checkEmbedding(Contract &c) {
+  Contract::Arg ids = operand(0), table = operand(1), out = result(0);
+  c.rank(ids, 2).rank(table, 2).rank(out, 3);
+  c.sameDim(out, 0, ids, 0).sameDim(out, 1, ids, 1).sameDim(out, 2, table, 1);
+}
+
+void checkEps(Contract &c, size_t attr) {
+  c.require(c.floatAttr(attr) >= 0, "attribute 'eps' is negative");
+}
+
+void checkRmsNorm(Contract &c) {
+  Contract::Arg x = operand(0), weight = operand(1);
+  c.rankAtLeast(x, 1).rank(weight, 1).sameDim(weight, 0, x, -1).sameShape(result(0), x);
+  checkEps(c, 0);
+}
+
+/// The kernel normalises within groups of the local channels: the groups
+/// divide the channels, and a rank's share of them holds whole groups.
+void checkGatedRmsNorm(Contract &c) {
+  Contract::Arg y = operand(0), weight = operand(2);
+  c.rankAtLeast(y, 1).sameShape(operand(1), y).sameShape(result(0), y);
+  c.rank(weight, 1).sameDim(weight, 0, y, -1);
+  if (!c.ok())
+    return;
+  int64_t channels = c.global(y).back(), local = c.dim(y, -1);
+  c.attrIn(0, 1, channels);
+  if (!c.ok())
+    return;
+  int64_t groups = c.intAttr(0), localGroups = Contract::product({groups, local}) / channels;
+  c.require(channels % groups == 0, "attribute 'groups' (" + std::to_string(groups) +
+                                        ") does not divide y's " + std::to_string(channels) +
+                                        " channels");
+  c.require(localGroups >= 1 &&
+                Contract::product({localGroups, channels}) == Contract::product({groups, local}) &&
+                local % localGroups == 0,
+            "y's " + std::to_string(local) + " channels per rank are not whole groups of " +
+                std::to_string(channels / groups));
+  checkEps(c, 1);
+}
+
+/// x[..., K] . weight[K, N] -> result[..., N].
+void checkLinear(Contract &c) {
+  Contract::Arg x = operand(0), weight = operand(1), out = result(0);
+  c.rankAtLeast(x, 1).rank(weight, 2).sameDim(weight, 0, x, -1).rank(out, c.local(x).size());
+  for (int d = 0; d + 1 < (int)c.local(x).size(); ++d)
+    c.sameDim(out, d, x, d);
+  c.sameDim(out, -1, weight, 1);
+}
+
 } // namespace
 
 SHARDLINE_CPU_KERNELS(dense) {
   const std::vector<std::string> x = {"x"}, pair = {"lhs", "rhs"};
   const AttrSpec eps{"eps", AttrKind::Float};
-  addKernel(t, "add", {pair, kResult, {}, binary<cpu::add>});
-  addKernel(t, "mul", {pair, kResult, {}, binary<cpu::mul>});
-  addKernel(t, "swiglu", {pair, kResult, {}, binary<cpu::swiglu>});
-  addKernel(t, "silu", {x, kResult, {}, unary<cpu::silu>});
-  addKernel(t, "gelu", {x, kResult, {}, unary<cpu::gelu>});
-  addKernel(t, "sigmoid", {x, kResult, {}, unary<cpu::sigmoid>});
-  addKernel(t, "softplus", {x, kResult, {}, unary<cpu::softplus>});
-  addKernel(t, "embedding", {{"ids", "table"}, kResult, {}, embedding, resolveTableOffset});
-  addKernel(t, "rms_norm", {{"x", "weight"}, kResult, {eps}, rmsNorm});
+  addKernel(t, "add", {pair, kResult, {}, binary<cpu::add>, nullptr, checkElementwise});
+  addKernel(t, "mul", {pair, kResult, {}, binary<cpu::mul>, nullptr, checkElementwise});
+  addKernel(t, "swiglu", {pair, kResult, {}, binary<cpu::swiglu>, nullptr, checkElementwise});
+  addKernel(t, "silu", {x, kResult, {}, unary<cpu::silu>, nullptr, checkElementwise});
+  addKernel(t, "gelu", {x, kResult, {}, unary<cpu::gelu>, nullptr, checkElementwise});
+  addKernel(t, "sigmoid", {x, kResult, {}, unary<cpu::sigmoid>, nullptr, checkElementwise});
+  addKernel(t, "softplus", {x, kResult, {}, unary<cpu::softplus>, nullptr, checkElementwise});
+  addKernel(t, "embedding",
+            {{"ids", "table"}, kResult, {}, embedding, resolveTableOffset, checkEmbedding});
+  addKernel(t, "rms_norm", {{"x", "weight"}, kResult, {eps}, rmsNorm, nullptr, checkRmsNorm});
   addKernel(t, "gated_rms_norm",
-            {{"y", "z", "weight"}, kResult, {{"groups", AttrKind::Int}, eps}, gatedRmsNorm});
-  addKernel(t, "linear", {{"x", "weight"}, kResult, {}, linear});
-  addKernel(t, "lm_head", {{"x", "weight"}, {"logits"}, {}, linear});
+            {{"y", "z", "weight"},
+             kResult,
+             {{"groups", AttrKind::Int}, eps},
+             gatedRmsNorm,
+             nullptr,
+             checkGatedRmsNorm});
+  addKernel(t, "linear", {{"x", "weight"}, kResult, {}, linear, nullptr, checkLinear});
+  addKernel(t, "lm_head", {{"x", "weight"}, {"logits"}, {}, linear, nullptr, checkLinear});
 }
 
 } // namespace shardline::rt

@@ -1,5 +1,6 @@
 //===- loss.cpp - Vocab-parallel cross-entropy ----------------------------===//
 
+#include "exec/verify.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/table.h"
 
@@ -92,6 +93,7 @@ void crossEntropy(const Step &s, Frame &f) {
   const std::vector<int64_t> &l = f.local(logits);
   int64_t T = l[0] * l[1], V = l[2];
   const float *x = f.f(logits);
+  requireIdsInRange(f, labels, f.global(logits)[2], "the vocabulary");
   auto pointers = [&](const Mail &mail) {
     std::vector<const float *> out;
     for (int64_t m : s.facts.members)
@@ -111,6 +113,14 @@ void crossEntropy(const Step &s, Frame &f) {
   f.f(s.out[0])[0] = (float)(total / (double)(f.global(logits)[0] * f.global(logits)[1]));
 }
 
+// -- contracts --------------------------------------------------------------
+
+/// logits[B, S, V] and labels[B, S].
+void checkCrossEntropy(Contract &c) {
+  Contract::Arg logits = operand(0), labels = operand(1);
+  c.rank(logits, 3).rank(labels, 2).sameDim(labels, 0, logits, 0).sameDim(labels, 1, logits, 1);
+}
+
 } // namespace
 
 SHARDLINE_CPU_KERNELS(loss) {
@@ -119,7 +129,8 @@ SHARDLINE_CPU_KERNELS(loss) {
              {"loss"},
              {{"vocab_axes", AttrKind::Strings}},
              crossEntropy,
-             resolveCrossEntropy});
+             resolveCrossEntropy,
+             checkCrossEntropy});
 }
 
 } // namespace shardline::rt

@@ -1,5 +1,6 @@
 //===- mamba.cpp - The Mamba-2 SSD chunked scan and its correction --------===//
 
+#include "exec/verify.h"
 #include "kernels/cpu/internal.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/table.h"
@@ -209,6 +210,54 @@ template <bool Correct> void ssd(const Step &s, Frame &f) {
   }
 }
 
+// -- contracts --------------------------------------------------------------
+
+/// x (or y0) [B, S, NH*P], dt [B, S, NH], a_log, d, dt_bias [NH], B and C
+/// [B, S, G*N]; the states hold (at least) a [NH, P, N] block per chunk and batch
+/// entry, the decays a [NH] one.
+template <bool Correct> void checkSsd(Contract &c) {
+  enum { X, Dt, ALog, Bm, Cm, D, DtBias, StateIn };
+  enum { Y0, Init, CmC, DtC, ALogC, DtBiasC };
+  Contract::Arg x = operand(Correct ? Y0 : X), dt = operand(Correct ? DtC : Dt),
+                aLog = operand(Correct ? ALogC : ALog), cm = operand(Correct ? CmC : Cm),
+                dtBias = operand(Correct ? DtBiasC : DtBias);
+  c.rank(x, 3).rank(dt, 3).rank(cm, 3).rank(aLog, 1).rank(dtBias, 1);
+  c.sameDim(dt, 0, x, 0).sameDim(dt, 1, x, 1).sameDim(cm, 0, x, 0).sameDim(cm, 1, x, 1);
+  if (!c.ok())
+    return;
+  int64_t width = c.global(x)[2], cWidth = c.global(cm)[2];
+  c.attrIn(kSsdHeads, 1, width).attrIn(kSsdGroups, 1, cWidth);
+  if (!c.ok())
+    return;
+  int64_t heads = c.intAttr(kSsdHeads), groups = c.intAttr(kSsdGroups);
+  c.require(width % heads == 0, "attribute 'heads' (" + std::to_string(heads) +
+                                    ") does not divide x's width " + std::to_string(width));
+  c.require(cWidth % groups == 0, "attribute 'groups' (" + std::to_string(groups) +
+                                      ") does not divide C's width " + std::to_string(cWidth));
+  int64_t nh = c.dim(dt, 2), p = width / heads;
+  int64_t g = Contract::product({groups, c.dim(cm, 2)}) / cWidth;
+  c.dimIs(x, 2, Contract::product({nh, p}), "dt's heads x the head dimension");
+  c.dimIs(aLog, 0, nh, "dt's heads").dimIs(dtBias, 0, nh, "dt's heads");
+  c.require(g >= 1 && c.dim(cm, 2) % g == 0 && nh % g == 0,
+            c.dimText(cm, 2) + ", not whole groups that divide the " + std::to_string(nh) +
+                " heads");
+  if (!c.ok())
+    return;
+  int64_t n = c.dim(cm, 2) / g, b = c.dim(x, 0);
+  int64_t k = c.step.attrs[kSsdChunkAxes].strings.empty() ? 1 : c.chunks(x);
+  c.require(c.dim(x, 1) % k == 0, c.dimText(x, 1) + ", not " + std::to_string(k) + " equal chunks");
+  int64_t states = Contract::product({k, b, nh, p, n});
+  const char *what = "chunks x batch x heads x head dimension x state size";
+  if constexpr (Correct) {
+    c.sameShape(result(0), x).elementsAtLeast(operand(Init), states, what);
+  } else {
+    c.sameShape(operand(Bm), cm).rank(operand(D), 1).dimIs(operand(D), 0, nh, "dt's heads");
+    c.sameShape(result(0), x).elementsAtLeast(result(1), states, what);
+    c.elementsAtLeast(result(2), Contract::product({k, b, nh}), "chunks x batch x heads");
+    c.elementsAtLeast(operand(StateIn), states, what);
+  }
+}
+
 } // namespace
 
 SHARDLINE_CPU_KERNELS(mamba) {
@@ -219,9 +268,16 @@ SHARDLINE_CPU_KERNELS(mamba) {
             {{"x", "dt", "a_log", "B", "C", "d", "dt_bias", "state_in?"},
              {"y", "state", "decay"},
              ssdAttrs,
-             ssd<false>});
+             ssd<false>,
+             nullptr,
+             checkSsd<false>});
   addKernel(t, "ssd_correct",
-            {{"y0", "init", "C", "dt", "a_log", "dt_bias"}, kResult, ssdAttrs, ssd<true>});
+            {{"y0", "init", "C", "dt", "a_log", "dt_bias"},
+             kResult,
+             ssdAttrs,
+             ssd<true>,
+             nullptr,
+             checkSsd<true>});
 }
 
 } // namespace shardline::rt

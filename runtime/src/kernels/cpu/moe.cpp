@@ -1,5 +1,6 @@
 //===- moe.cpp - Routing, dropless dispatch, SwiGLU experts, combine ------===//
 
+#include "exec/verify.h"
 #include "kernels/cpu/internal.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/table.h"
@@ -153,6 +154,7 @@ void routerTopk(const Step &s, Frame &f) {
 /// token, zero where the router did not choose it.
 void moeDispatch(const Step &s, Frame &f) {
   const std::vector<int64_t> &xl = f.local(s.in[0]);
+  requireIdsInRange(f, s.in[1], f.local(s.out[0])[0], "the experts");
   cpu::moe_scatter_rows(f.f(s.in[0]), f.ids(s.in[1]), xl[0] * xl[1], xl[2], f.local(s.in[1])[2],
                         f.f(s.out[0]));
 }
@@ -165,18 +167,66 @@ void moeExperts(const Step &s, Frame &f) {
 
 void moeCombine(const Step &s, Frame &f) {
   const std::vector<int64_t> &el = f.local(s.in[0]);
+  requireIdsInRange(f, s.in[2], el[0], "the experts");
   cpu::moe_gather_rows(f.f(s.in[0]), f.f(s.in[1]), f.ids(s.in[2]), el[1] * el[2], el[3],
                        f.local(s.in[1])[2], f.f(s.out[0]));
+}
+
+// -- contracts --------------------------------------------------------------
+
+/// logits[B, S, E] -> weights, indices [B, S, k], k <= E.
+void checkRouterTopk(Contract &c) {
+  Contract::Arg logits = operand(0);
+  c.rank(logits, 3).attrIn(0, 1, c.dim(logits, 2));
+  for (size_t r : {0, 1})
+    c.rank(result(r), 3)
+        .sameDim(result(r), 0, logits, 0)
+        .sameDim(result(r), 1, logits, 1)
+        .dimIs(result(r), 2, c.intAttr(0), "attribute 'k'");
+}
+
+/// x[B, S, H] and indices[B, S, k] -> slabs[E, B, S, H].
+void checkMoeDispatch(Contract &c) {
+  Contract::Arg x = operand(0), indices = operand(1), out = result(0);
+  c.rank(x, 3).rank(indices, 3).rank(out, 4);
+  c.sameDim(indices, 0, x, 0).sameDim(indices, 1, x, 1);
+  c.sameDim(out, 1, x, 0).sameDim(out, 2, x, 1).sameDim(out, 3, x, 2);
+}
+
+/// tokens[E, B, S, H], gate and up [E, H, F], down [E, F, H].
+void checkMoeExperts(Contract &c) {
+  Contract::Arg tokens = operand(0), gate = operand(1), up = operand(2), down = operand(3);
+  c.rank(tokens, 4).rank(gate, 3).rank(down, 3).sameShape(up, gate);
+  c.sameDim(gate, 0, tokens, 0).sameDim(gate, 1, tokens, 3);
+  c.sameDim(down, 0, gate, 0).sameDim(down, 1, gate, 2).sameDim(down, 2, gate, 1);
+  c.sameShape(result(0), tokens);
+}
+
+/// expert_out[E, B, S, H], weights and indices [B, S, k] -> [B, S, H].
+void checkMoeCombine(Contract &c) {
+  Contract::Arg slabs = operand(0), weights = operand(1), indices = operand(2), out = result(0);
+  c.rank(slabs, 4).rank(weights, 3).sameShape(indices, weights);
+  c.sameDim(weights, 0, slabs, 1).sameDim(weights, 1, slabs, 2);
+  c.rank(out, 3).sameDim(out, 0, slabs, 1).sameDim(out, 1, slabs, 2).sameDim(out, 2, slabs, 3);
 }
 
 } // namespace
 
 SHARDLINE_CPU_KERNELS(moe) {
   addKernel(t, "router_topk",
-            {{"logits"}, {"weights", "indices"}, {{"k", AttrKind::Int}}, routerTopk});
-  addKernel(t, "moe_dispatch", {{"x", "indices"}, kResult, {}, moeDispatch});
-  addKernel(t, "moe_experts", {{"tokens", "gate", "up", "down"}, kResult, {}, moeExperts});
-  addKernel(t, "moe_combine", {{"expert_out", "weights", "indices"}, kResult, {}, moeCombine});
+            {{"logits"},
+             {"weights", "indices"},
+             {{"k", AttrKind::Int}},
+             routerTopk,
+             nullptr,
+             checkRouterTopk});
+  addKernel(t, "moe_dispatch",
+            {{"x", "indices"}, kResult, {}, moeDispatch, nullptr, checkMoeDispatch});
+  addKernel(t, "moe_experts",
+            {{"tokens", "gate", "up", "down"}, kResult, {}, moeExperts, nullptr, checkMoeExperts});
+  addKernel(
+      t, "moe_combine",
+      {{"expert_out", "weights", "indices"}, kResult, {}, moeCombine, nullptr, checkMoeCombine});
 }
 
 } // namespace shardline::rt

@@ -1,5 +1,6 @@
 //===- recurrent.cpp - The RG-LRU gates, scan and correction --------------===//
 
+#include "exec/verify.h"
 #include "kernels/cpu/internal.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/table.h"
@@ -124,6 +125,32 @@ template <bool Correct> void rglru(const Step &s, Frame &f) {
   }
 }
 
+// -- contracts --------------------------------------------------------------
+
+/// x (and y0) [B, S, W], the gate parameters and lambda [W]; the states and
+/// decays hold (at least) W values per chunk and batch entry.
+template <bool Correct> void checkRglru(Contract &c) {
+  enum { X, Wa, Ba, Wx, Bx, Lambda, StateIn };
+  enum { Y0, Init, XC, WaC, BaC, LambdaC };
+  Contract::Arg x = operand(Correct ? XC : X);
+  c.rank(x, 3);
+  std::vector<size_t> params = Correct ? std::vector<size_t>{WaC, BaC, LambdaC}
+                                       : std::vector<size_t>{Wa, Ba, Wx, Bx, Lambda};
+  for (size_t p : params)
+    c.rank(operand(p), 1).sameDim(operand(p), 0, x, 2);
+  int64_t k = c.step.attrs[0].strings.empty() ? 1 : c.chunks(x);
+  c.require(c.dim(x, 1) % k == 0, c.dimText(x, 1) + ", not " + std::to_string(k) + " equal chunks");
+  int64_t states = Contract::product({k, c.dim(x, 0), c.dim(x, 2)});
+  const char *what = "chunks x batch x width";
+  c.sameShape(result(0), x);
+  if constexpr (Correct) {
+    c.sameShape(operand(Y0), x).elementsAtLeast(operand(Init), states, what);
+  } else {
+    c.elementsAtLeast(result(1), states, what).elementsAtLeast(result(2), states, what);
+    c.elementsAtLeast(operand(StateIn), states, what);
+  }
+}
+
 } // namespace
 
 SHARDLINE_CPU_KERNELS(recurrent) {
@@ -132,9 +159,16 @@ SHARDLINE_CPU_KERNELS(recurrent) {
             {{"x", "wa", "ba", "wx", "bx", "lambda", "state_in?"},
              {"y", "state", "decay"},
              {chunkAxes},
-             rglru<false>});
+             rglru<false>,
+             nullptr,
+             checkRglru<false>});
   addKernel(t, "rglru_correct",
-            {{"y0", "init", "x", "wa", "ba", "lambda"}, kResult, {chunkAxes}, rglru<true>});
+            {{"y0", "init", "x", "wa", "ba", "lambda"},
+             kResult,
+             {chunkAxes},
+             rglru<true>,
+             nullptr,
+             checkRglru<true>});
 }
 
 } // namespace shardline::rt

@@ -1,5 +1,6 @@
 //===- scan.cpp - State passing between sequence chunks of a scan ---------===//
 
+#include "exec/verify.h"
 #include "kernels/cpu/internal.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/table.h"
@@ -83,6 +84,26 @@ void stateExchange(const Step &s, Frame &f) {
                 f.f(s.out[0]) + i * stateSize);
 }
 
+// -- contracts --------------------------------------------------------------
+
+/// states[chunks, ...] and decays[chunks, ...] chunk by chunk, a decay entry
+/// scaling a whole block of state entries; the result is states' shape.
+void checkStateExchange(Contract &c) {
+  Contract::Arg states = operand(0), decays = operand(1), out = result(0);
+  c.rankAtLeast(states, 1).rankAtLeast(decays, 1).sameDim(decays, 0, states, 0);
+  c.sameShape(out, states);
+  if (!c.ok())
+    return;
+  c.require(c.global(out)[0] == c.global(states)[0],
+            "the result has " + std::to_string(c.global(out)[0]) + " chunks, states has " +
+                std::to_string(c.global(states)[0]));
+  int64_t chunks = c.dim(states, 0), stateSize = c.count(states) / chunks,
+          decaySize = c.count(decays) / chunks;
+  c.require(stateSize % decaySize == 0, "a chunk's " + std::to_string(decaySize) +
+                                            " decays do not divide its " +
+                                            std::to_string(stateSize) + " state entries");
+}
+
 } // namespace
 
 SHARDLINE_CPU_KERNELS(scan) {
@@ -91,7 +112,8 @@ SHARDLINE_CPU_KERNELS(scan) {
              kResult,
              {{"axes", AttrKind::Strings}},
              stateExchange,
-             resolveStateExchange});
+             resolveStateExchange,
+             checkStateExchange});
 }
 
 } // namespace shardline::rt
