@@ -308,9 +308,10 @@ TEST(Verify, ArenaOffsets) {
   std::string error;
   std::optional<LoadedPlan> loaded = loadPlan(build(p), error);
   ASSERT_TRUE(loaded) << error;
-  EXPECT_EQ(runPlan(*loaded, RunOptions{}).error,
-            "op rms_norm at ?: the plan places 'n' at arena bytes [64, 320) over 'h' at [64, "
-            "320), which is still live");
+  EXPECT_EQ(
+      runPlan(*loaded, RunOptions{}).error,
+      "op #1 (sl.rms_norm) at ?: the plan places 'n' at arena bytes [64, 320) over 'h' at [64, "
+      "320), which is still live");
 }
 
 TEST(Verify, Layouts) {
@@ -376,8 +377,9 @@ TEST(Verify, TokenIdsAreCheckedWhenTheRunMakesThem) {
   std::optional<LoadedPlan> loaded = loadPlan(build(p), error);
   ASSERT_TRUE(loaded) << error;
   EXPECT_EQ(checkProgram(*loaded), "");
-  EXPECT_EQ(runPlan(*loaded, RunOptions{}).error,
-            "op embedding at ?: 'ids' holds a value outside [0, 16), the embedding table's rows");
+  EXPECT_EQ(
+      runPlan(*loaded, RunOptions{}).error,
+      "op #0 (sl.embedding) at ?: 'ids' holds a value outside [0, 16), the embedding table's rows");
 }
 
 // What the plan fuzzer found, each a crash or a sanitizer report before.
