@@ -350,6 +350,57 @@ TEST(Attention, WindowOfOneReadsTheQuerysOwnValue) {
         ASSERT_EQ(out[(i * d.HQ + h) * d.D + e], v[qPos[i] * d.D + e]) << i << " " << h;
 }
 
+TEST(LocalAttention, WholeSequenceMatchesWindowedSoftmax) {
+  Rng rng(12);
+  cpu::AttentionDims d{2, 12, 12, 4, 1, 8};
+  std::vector<int64_t> pos(d.Sq);
+  std::iota(pos.begin(), pos.end(), 0);
+  Vec q = rng.vec(d.B * d.Sq * d.HQ * d.D, -2, 2);
+  Vec k = rng.vec(d.B * d.Sk * d.HKV * d.D, -2, 2);
+  Vec v = rng.vec(d.B * d.Sk * d.HKV * d.D);
+  double scale = 1.0 / std::sqrt(static_cast<double>(d.D));
+  for (int64_t window : {1, 4, 100}) {
+    AttnRef ref = attentionRef(q, k, v, pos, pos, d, true, scale, window);
+    Vec out(ref.out.size());
+    cpu::local_attention(q.data(), k.data(), v.data(), nullptr, nullptr, 0, 0, d, window,
+                         out.data());
+    expectClose(out, ref.out, 1e-5, 1e-6, "local attention");
+  }
+}
+
+// A chunk with the halo of the tokens before it gives the rows of the
+// unsplit run, also where the halo is longer than a chunk and where it
+// reaches before the sequence (those rows are zeros and must not count).
+TEST(LocalAttention, ChunkWithHaloEqualsUnsplit) {
+  Rng rng(13);
+  const int64_t B = 2, S = 16, HQ = 4, HKV = 2, D = 4, L = 4;
+  cpu::AttentionDims full{B, S, S, HQ, HKV, D}, chunk{B, L, L, HQ, HKV, D};
+  int64_t qw = HQ * D, kw = HKV * D;
+  Vec q = rng.vec(B * S * qw, -2, 2), k = rng.vec(B * S * kw, -2, 2), v = rng.vec(B * S * kw);
+  for (int64_t window : {3, 6, 13}) {
+    Vec want(q.size());
+    cpu::local_attention(q.data(), k.data(), v.data(), nullptr, nullptr, 0, 0, full, window,
+                         want.data());
+    int64_t H = std::min(window - 1, S - L);
+    for (int64_t start = 0; start < S; start += L) {
+      Vec haloK(B * H * kw, 0.0f), haloV(B * H * kw, 0.0f);
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = 0; j < H; ++j) {
+          int64_t p = start - H + j;
+          if (p < 0)
+            continue;
+          std::copy_n(k.begin() + (b * S + p) * kw, kw, haloK.begin() + (b * H + j) * kw);
+          std::copy_n(v.begin() + (b * S + p) * kw, kw, haloV.begin() + (b * H + j) * kw);
+        }
+      Vec qc = sliceSeq(q, B, S, qw, start, L), kc = sliceSeq(k, B, S, kw, start, L),
+          vc = sliceSeq(v, B, S, kw, start, L), out(qc.size());
+      cpu::local_attention(qc.data(), kc.data(), vc.data(), haloK.data(), haloV.data(), H, start,
+                           chunk, window, out.data());
+      expectClose(out, sliceSeq(want, B, S, qw, start, L), 1e-5, 1e-6, "chunk with halo");
+    }
+  }
+}
+
 /// Each rank holds the query rows `mine`; K/V travel round the ring in the
 /// pieces `ring`, starting with the piece of the rank itself. Returns whether
 /// some step left a query with no visible key.

@@ -120,6 +120,21 @@ void attention_merge(const float *out_a, const float *lse_a, const float *out_b,
                      int64_t D, float *out, float *lse);
 
 //===----------------------------------------------------------------------===//
+// Local attention (local_attention.cpp)
+//===----------------------------------------------------------------------===//
+
+/// Causal attention over a sliding window of `window` tokens (itself
+/// included) of the queries q[B,S,HQ,D] at global positions [start,
+/// start+S) over the keys and values k,v[B,S,HKV,D] at the same positions,
+/// preceded by halo_k,halo_v[B,H,HKV,D] at [start-H, start) (oldest first;
+/// nullptr when H == 0). Halo rows at negative positions (before the
+/// sequence) are not keys. dims.Sq and dims.Sk are S; scale is 1/sqrt(D).
+/// Equals attention() over the concatenated keys with the window.
+void local_attention(const float *q, const float *k, const float *v, const float *halo_k,
+                     const float *halo_v, int64_t H, int64_t start, const AttentionDims &dims,
+                     int64_t window, float *out);
+
+//===----------------------------------------------------------------------===//
 // Convolution (conv.cpp) and scans: state passing (scan.cpp), the SSD
 // (mamba.cpp), the RG-LRU (recurrent.cpp)
 //===----------------------------------------------------------------------===//
