@@ -260,10 +260,9 @@ struct AttnRef {
 };
 
 /// softmax(scale Q K^T + mask) V one query at a time, in double.
-AttnRef attentionRef(const Vec &q, const Vec &k, const Vec &v,
-                     const std::vector<int64_t> &qPos,
-                     const std::vector<int64_t> &kPos,
-                     const cpu::AttentionDims &d, bool causal, double scale) {
+AttnRef attentionRef(const Vec &q, const Vec &k, const Vec &v, const std::vector<int64_t> &qPos,
+                     const std::vector<int64_t> &kPos, const cpu::AttentionDims &d, bool causal,
+                     double scale, int64_t window = 0) {
   AttnRef r{std::vector<double>(d.B * d.Sq * d.HQ * d.D, 0.0),
             std::vector<double>(d.B * d.HQ * d.Sq,
                                 -std::numeric_limits<double>::infinity())};
@@ -275,6 +274,8 @@ AttnRef attentionRef(const Vec &q, const Vec &k, const Vec &v,
         std::vector<int64_t> keys;
         for (int64_t j = 0; j < d.Sk; ++j) {
           if (causal && kPos[j] > qPos[i])
+            continue;
+          if (causal && window > 0 && kPos[j] <= qPos[i] - window)
             continue;
           double dot = 0.0;
           for (int64_t e = 0; e < d.D; ++e)
@@ -301,7 +302,9 @@ AttnRef attentionRef(const Vec &q, const Vec &k, const Vec &v,
 
 TEST(Attention, MatchesExplicitSoftmaxWithGqa) {
   Rng rng(7);
-  for (bool causal : {true, false}) {
+  // Without a mask, causal, and causal within windows of 1, 3 and all 7 keys.
+  for (auto [causal, window] :
+       {std::pair<bool, int64_t>{false, 0}, {true, 0}, {true, 1}, {true, 3}, {true, 7}}) {
     // Queries are the last 4 of 7 positions, so some see every key.
     cpu::AttentionDims d{2, 4, 7, 4, 2, 8};
     std::vector<int64_t> qPos = {3, 4, 5, 6}, kPos(d.Sk);
@@ -310,10 +313,10 @@ TEST(Attention, MatchesExplicitSoftmaxWithGqa) {
     Vec k = rng.vec(d.B * d.Sk * d.HKV * d.D, -2, 2);
     Vec v = rng.vec(d.B * d.Sk * d.HKV * d.D);
     float scale = 1.0f / std::sqrt(static_cast<float>(d.D));
-    AttnRef ref = attentionRef(q, k, v, qPos, kPos, d, causal, scale);
+    AttnRef ref = attentionRef(q, k, v, qPos, kPos, d, causal, scale, window);
     Vec out(ref.out.size()), lse(ref.lse.size());
-    cpu::attention(q.data(), k.data(), v.data(), qPos.data(), kPos.data(), d,
-                   causal, scale, out.data(), lse.data());
+    cpu::attention(q.data(), k.data(), v.data(), qPos.data(), kPos.data(), d, causal, scale,
+                   out.data(), lse.data(), window);
     expectClose(out, ref.out, 1e-5, 1e-6, "attention out");
     expectClose(lse, ref.lse, 1e-5, 1e-6, "attention lse");
   }
@@ -330,6 +333,72 @@ TEST(Attention, QueryWithoutVisibleKeysIsEmpty) {
                  true, 0.5f, out.data(), lse.data());
   EXPECT_EQ(out, Vec(out.size(), 0.0f));
   EXPECT_EQ(lse, Vec(lse.size(), kNegInf));
+}
+
+// A window of one token: each query reads only its own value.
+TEST(Attention, WindowOfOneReadsTheQuerysOwnValue) {
+  Rng rng(11);
+  cpu::AttentionDims d{1, 3, 5, 2, 1, 4};
+  std::vector<int64_t> qPos = {2, 3, 4}, kPos = {0, 1, 2, 3, 4};
+  Vec q = rng.vec(d.Sq * d.HQ * d.D), k = rng.vec(d.Sk * d.D), v = rng.vec(d.Sk * d.D);
+  Vec out(q.size());
+  cpu::attention(q.data(), k.data(), v.data(), qPos.data(), kPos.data(), d, true, 0.5f, out.data(),
+                 nullptr, 1);
+  for (int64_t i = 0; i < d.Sq; ++i)
+    for (int64_t h = 0; h < d.HQ; ++h)
+      for (int64_t e = 0; e < d.D; ++e)
+        ASSERT_EQ(out[(i * d.HQ + h) * d.D + e], v[qPos[i] * d.D + e]) << i << " " << h;
+}
+
+TEST(LocalAttention, WholeSequenceMatchesWindowedSoftmax) {
+  Rng rng(12);
+  cpu::AttentionDims d{2, 12, 12, 4, 1, 8};
+  std::vector<int64_t> pos(d.Sq);
+  std::iota(pos.begin(), pos.end(), 0);
+  Vec q = rng.vec(d.B * d.Sq * d.HQ * d.D, -2, 2);
+  Vec k = rng.vec(d.B * d.Sk * d.HKV * d.D, -2, 2);
+  Vec v = rng.vec(d.B * d.Sk * d.HKV * d.D);
+  double scale = 1.0 / std::sqrt(static_cast<double>(d.D));
+  for (int64_t window : {1, 4, 100}) {
+    AttnRef ref = attentionRef(q, k, v, pos, pos, d, true, scale, window);
+    Vec out(ref.out.size());
+    cpu::local_attention(q.data(), k.data(), v.data(), nullptr, nullptr, 0, 0, d, window,
+                         out.data());
+    expectClose(out, ref.out, 1e-5, 1e-6, "local attention");
+  }
+}
+
+// A chunk with the halo of the tokens before it gives the rows of the
+// unsplit run, also where the halo is longer than a chunk and where it
+// reaches before the sequence (those rows are zeros and must not count).
+TEST(LocalAttention, ChunkWithHaloEqualsUnsplit) {
+  Rng rng(13);
+  const int64_t B = 2, S = 16, HQ = 4, HKV = 2, D = 4, L = 4;
+  cpu::AttentionDims full{B, S, S, HQ, HKV, D}, chunk{B, L, L, HQ, HKV, D};
+  int64_t qw = HQ * D, kw = HKV * D;
+  Vec q = rng.vec(B * S * qw, -2, 2), k = rng.vec(B * S * kw, -2, 2), v = rng.vec(B * S * kw);
+  for (int64_t window : {3, 6, 13}) {
+    Vec want(q.size());
+    cpu::local_attention(q.data(), k.data(), v.data(), nullptr, nullptr, 0, 0, full, window,
+                         want.data());
+    int64_t H = std::min(window - 1, S - L);
+    for (int64_t start = 0; start < S; start += L) {
+      Vec haloK(B * H * kw, 0.0f), haloV(B * H * kw, 0.0f);
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = 0; j < H; ++j) {
+          int64_t p = start - H + j;
+          if (p < 0)
+            continue;
+          std::copy_n(k.begin() + (b * S + p) * kw, kw, haloK.begin() + (b * H + j) * kw);
+          std::copy_n(v.begin() + (b * S + p) * kw, kw, haloV.begin() + (b * H + j) * kw);
+        }
+      Vec qc = sliceSeq(q, B, S, qw, start, L), kc = sliceSeq(k, B, S, kw, start, L),
+          vc = sliceSeq(v, B, S, kw, start, L), out(qc.size());
+      cpu::local_attention(qc.data(), kc.data(), vc.data(), haloK.data(), haloV.data(), H, start,
+                           chunk, window, out.data());
+      expectClose(out, sliceSeq(want, B, S, qw, start, L), 1e-5, 1e-6, "chunk with halo");
+    }
+  }
 }
 
 /// Each rank holds the query rows `mine`; K/V travel round the ring in the

@@ -34,6 +34,10 @@ FAMILIES = {
                   mamba={"heads": 8, "head_dim": 4, "state": 8, "groups": 4, "conv": 4}),
     "moe": dict(SMALL, pattern="EE", moe={"experts": 4, "top_k": 2, "ffn_hidden": 48}),
     "recurrent": dict(SMALL, pattern="RR", recurrent={"width": 32, "conv": 4}),
+    # Window 6: the 5-token halo lies within the previous chunk at cp 2 (chunks
+    # of 8 or 16 tokens) and reaches across more than one at cp 4 zigzag (4).
+    "local_attention": dict(SMALL, pattern="LL", local_attention={
+        "heads": 8, "kv_heads": 4, "head_dim": 4, "window": 6}),
 }
 
 

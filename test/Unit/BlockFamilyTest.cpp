@@ -17,7 +17,8 @@ TEST(BlockFamily, EveryFamilyHasItsLetterSectionAndScope) {
   for (const BlockFamily *f : blockFamilies())
     got.push_back(std::string(1, f->letter()) + " " + f->section().str() + " " + f->scope().str());
   EXPECT_EQ(got, (std::vector<std::string>{"A attention attn", "E moe moe", "F mlp mlp",
-                                           "M mamba mamba", "R recurrent rglru"}));
+                                           "L local_attention local_attn", "M mamba mamba",
+                                           "R recurrent rglru"}));
   for (const BlockFamily *f : blockFamilies())
     EXPECT_EQ(lookupBlockFamily(f->letter()), f);
 }
@@ -25,7 +26,7 @@ TEST(BlockFamily, EveryFamilyHasItsLetterSectionAndScope) {
 TEST(BlockFamily, UnknownLetterHasNoFamily) {
   EXPECT_EQ(lookupBlockFamily('X'), nullptr);
   EXPECT_EQ(lookupBlockFamily('a'), nullptr);
-  EXPECT_EQ(blockLetterList(), "A, E, F, M or R");
+  EXPECT_EQ(blockLetterList(), "A, E, F, L, M or R");
   std::vector<std::string> errors;
   auto spec = parseModelSpec(R"({"name": "x", "pattern": "AX", "vocab": 8, "hidden": 8,
     "seq": 8, "batch": 1, "attention": {"heads": 2, "head_dim": 4}})",
@@ -33,8 +34,8 @@ TEST(BlockFamily, UnknownLetterHasNoFamily) {
   EXPECT_FALSE(spec);
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0],
-            "x.json:1:15: pattern: unknown block letter 'X' at position 1 (expected A, E, F, M "
-            "or R)");
+            "x.json:1:15: pattern: unknown block letter 'X' at position 1 (expected A, E, F, L, "
+            "M or R)");
 }
 
 // Each family parses its own section and its key errors name the section.
@@ -78,11 +79,11 @@ struct ImportTest : ::testing::Test {
   mlir::MLIRContext ctx;
 };
 
-const char *kAll = R"({"name": "m", "pattern": "AMERF", "vocab": 64, "hidden": 32, "seq": 16,
+const char *kAll = R"({"name": "m", "pattern": "AMERFL", "vocab": 64, "hidden": 32, "seq": 16,
   "batch": 2, "attention": {"heads": 4, "head_dim": 8},
   "mamba": {"heads": 4, "head_dim": 8, "state": 8},
   "moe": {"experts": 4, "top_k": 2, "ffn_hidden": 48}, "mlp": {"ffn_hidden": 64},
-  "recurrent": {"width": 32}})";
+  "recurrent": {"width": 32}, "local_attention": {"heads": 2, "head_dim": 8, "window": 4}})";
 
 // The defaults each family fills in reach the ops it builds.
 TEST_F(ImportTest, FamilyDefaultsReachTheOps) {
@@ -94,6 +95,13 @@ TEST_F(ImportTest, FamilyDefaultsReachTheOps) {
     ++ropes;
   });
   module->walk([&](mlir::sl::AttentionOp op) { EXPECT_EQ(op.getKvHeads(), 4); });
+  int locals = 0;
+  module->walk([&](mlir::sl::LocalAttentionOp op) {
+    EXPECT_EQ(op.getKvHeads(), 2);
+    EXPECT_EQ(op.getWindow(), 4);
+    ++locals;
+  });
+  EXPECT_EQ(locals, 1);
   module->walk([&](mlir::sl::SSDScanOp op) { EXPECT_EQ(op.getGroups(), 1); });
   module->walk([&](mlir::sl::WeightOp op) {
     if (op.getName().ends_with(".weight")) {
@@ -101,7 +109,7 @@ TEST_F(ImportTest, FamilyDefaultsReachTheOps) {
       ++convs;
     }
   });
-  EXPECT_EQ(ropes, 2);
+  EXPECT_EQ(ropes, 4); // q and k of A and of L
   EXPECT_EQ(convs, 4); // conv_x, conv_B, conv_C of M and the conv of R
 }
 
@@ -130,10 +138,10 @@ TEST_F(ImportTest, EveryOpIsStampedWithItsBlockAndFamily) {
       // Blocks come in pattern order and each carries its own letter.
       EXPECT_GE(block.getInt(), lastBlock);
       lastBlock = block.getInt();
-      EXPECT_EQ(family.str(), std::string(1, "AMERF"[block.getInt()]));
+      EXPECT_EQ(family.str(), std::string(1, "AMERFL"[block.getInt()]));
     }
   });
-  EXPECT_EQ(lastBlock, 4);
+  EXPECT_EQ(lastBlock, 5);
   // embedding: the table and the lookup; lm_head: final norm weight, norm, head
   // weight, head, loss.
   EXPECT_EQ(perPart["embedding"], 2);
@@ -160,7 +168,7 @@ TEST_F(ImportTest, MissingSectionIsAnError) {
   EXPECT_FALSE(importModel(*spec, ctx));
   EXPECT_EQ(
       diagnostic,
-      "m.json:1:15: pattern: unknown block letter 'Q' at position 1 (expected A, E, F, M or R)");
+      "m.json:1:15: pattern: unknown block letter 'Q' at position 1 (expected A, E, F, L, M or R)");
 }
 
 } // namespace

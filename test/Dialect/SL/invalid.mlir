@@ -245,6 +245,79 @@ func.func @ring_attention_axis_missing(%q: tensor<1x8x16xf32, #q>, %k: tensor<1x
 
 // -----
 
+#q = #sl.layout<@mesh, [[], [cp], []]>
+sl.mesh @mesh(cp = 2, tp = 2)
+func.func @local_attention_split_without_halo(%q: tensor<1x8x16xf32, #q>, %k: tensor<1x8x8xf32, #q>) {
+  // expected-error @+1 {{'sl.local_attention' op operand #0 (q) dimension 1 (s) is sequence-mixing and split over [cp] without a remedy for 'cp': pass the preceding tokens as a halo operand (sl.halo over these axes)}}
+  %o = sl.local_attention %q, %k, %k {heads = 4, kv_heads = 2, window = 3} : (tensor<1x8x16xf32, #q>, tensor<1x8x8xf32, #q>, tensor<1x8x8xf32, #q>) -> tensor<1x8x16xf32, #q>
+  return
+}
+
+// -----
+
+func.func @local_attention_window(%q: tensor<1x8x16xf32>, %k: tensor<1x8x8xf32>) {
+  // expected-error @+1 {{'sl.local_attention' op window must be positive, got 0}}
+  %o = sl.local_attention %q, %k, %k {heads = 4, kv_heads = 2, window = 0} : (tensor<1x8x16xf32>, tensor<1x8x8xf32>, tensor<1x8x8xf32>) -> tensor<1x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @local_attention_heads(%q: tensor<1x8x16xf32>, %k: tensor<1x8x8xf32>) {
+  // expected-error @+1 {{'sl.local_attention' op heads (4) must be a positive multiple of kv_heads (3)}}
+  %o = sl.local_attention %q, %k, %k {heads = 4, kv_heads = 3, window = 2} : (tensor<1x8x16xf32>, tensor<1x8x8xf32>, tensor<1x8x8xf32>) -> tensor<1x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @local_attention_key_sequence(%q: tensor<1x8x16xf32>, %k: tensor<1x4x8xf32>) {
+  // expected-error @+1 {{'sl.local_attention' op k dimension 1 must be 8 (sequence), got 4}}
+  %o = sl.local_attention %q, %k, %k {heads = 4, kv_heads = 2, window = 2} : (tensor<1x8x16xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @local_attention_halo_unsplit(%q: tensor<1x8x16xf32>, %k: tensor<1x8x8xf32>, %h: tensor<1x2x8xf32>) {
+  // expected-error @+1 {{'sl.local_attention' op has a halo but k's sequence is not split}}
+  %o = sl.local_attention %q, %k, %k halo %h, %h {heads = 4, kv_heads = 2, window = 3} : (tensor<1x8x16xf32>, tensor<1x8x8xf32>, tensor<1x8x8xf32>, tensor<1x2x8xf32>, tensor<1x2x8xf32>) -> tensor<1x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @local_attention_one_halo(%q: tensor<1x8x16xf32>, %k: tensor<1x8x8xf32>, %h: tensor<1x2x8xf32>) {
+  // expected-error @+1 {{'sl.local_attention' op needs both k_halo and v_halo or neither}}
+  %o = "sl.local_attention"(%q, %k, %k, %h) <{heads = 4 : i64, kv_heads = 2 : i64, window = 3 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 1, 0>}> : (tensor<1x8x16xf32>, tensor<1x8x8xf32>, tensor<1x8x8xf32>, tensor<1x2x8xf32>) -> tensor<1x8x16xf32>
+  return
+}
+
+// -----
+
+// Window 3 over 2 chunks of 4: each chunk needs the 2 tokens before it.
+#q = #sl.layout<@mesh, [[], [cp], []]>
+sl.mesh @mesh(cp = 2, tp = 2)
+func.func @local_attention_halo_tokens(%q: tensor<1x8x16xf32, #q>, %k: tensor<1x8x8xf32, #q>, %h: tensor<1x6x8xf32, #q>) {
+  // expected-error @+1 {{'sl.local_attention' op k_halo holds 6 tokens but k's 2 sequence chunks need 2 * 2}}
+  %o = sl.local_attention %q, %k, %k halo %h, %h {heads = 4, kv_heads = 2, window = 3} : (tensor<1x8x16xf32, #q>, tensor<1x8x8xf32, #q>, tensor<1x8x8xf32, #q>, tensor<1x6x8xf32, #q>, tensor<1x6x8xf32, #q>) -> tensor<1x8x16xf32, #q>
+  return
+}
+
+// -----
+
+// Window 5 over 2 chunks: the 4 tokens before each, but split over tp.
+#q = #sl.layout<@mesh, [[], [cp], []]>
+#t = #sl.layout<@mesh, [[], [tp], []]>
+sl.mesh @mesh(cp = 2, tp = 2)
+func.func @local_attention_halo_split(%q: tensor<1x8x16xf32, #q>, %k: tensor<1x8x8xf32, #q>, %h: tensor<1x8x8xf32, #t>) {
+  // expected-error @+1 {{'sl.local_attention' op k_halo must split its sequence like k}}
+  %o = sl.local_attention %q, %k, %k halo %h, %h {heads = 4, kv_heads = 2, window = 5} : (tensor<1x8x16xf32, #q>, tensor<1x8x8xf32, #q>, tensor<1x8x8xf32, #q>, tensor<1x8x8xf32, #t>, tensor<1x8x8xf32, #t>) -> tensor<1x8x16xf32, #q>
+  return
+}
+
+// -----
+
 #x = #sl.layout<@mesh, [[], [cp], []]>
 #w = #sl.layout<@mesh, [[], []]>
 #b = #sl.layout<@mesh, [[]]>

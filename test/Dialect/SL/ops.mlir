@@ -238,6 +238,35 @@ func.func @ring_attention_zigzag(%q: tensor<2x16x32xf32, #q>, %k: tensor<2x16x16
 
 // -----
 
+// Local attention, the sequence whole: no halo.
+#q = #sl.layout<@mesh, [[], [], [tp]]>
+sl.mesh @mesh(cp = 2, tp = 2)
+// CHECK-DAG: #[[$Q:.*]] = #sl.layout<@mesh, {{\[}}[], [], [tp]]>
+// CHECK-LABEL: func.func @local_attention
+// CHECK-SAME: (%[[Q:.*]]: tensor<2x16x32xf32, #[[$Q]]>, %[[K:.*]]: tensor<2x16x16xf32, #[[$Q]]>, %[[V:.*]]: tensor<2x16x16xf32, #[[$Q]]>)
+// CHECK: sl.local_attention %[[Q]], %[[K]], %[[V]] {heads = 4 : i64, kv_heads = 2 : i64, window = 6 : i64} : (tensor<2x16x32xf32, #[[$Q]]>, tensor<2x16x16xf32, #[[$Q]]>, tensor<2x16x16xf32, #[[$Q]]>) -> tensor<2x16x32xf32, #[[$Q]]>
+func.func @local_attention(%q: tensor<2x16x32xf32, #q>, %k: tensor<2x16x16xf32, #q>, %v: tensor<2x16x16xf32, #q>) -> tensor<2x16x32xf32, #q> {
+  %o = sl.local_attention %q, %k, %v {heads = 4, kv_heads = 2, window = 6} : (tensor<2x16x32xf32, #q>, tensor<2x16x16xf32, #q>, tensor<2x16x16xf32, #q>) -> tensor<2x16x32xf32, #q>
+  return %o : tensor<2x16x32xf32, #q>
+}
+
+// -----
+
+// The sequence split over cp in zigzag order: 4 chunks of 4 tokens, each
+// reading the 5 keys and values before it (window 6) from the halos.
+#q = #sl.layout<@mesh, [[], [cp] zigzag, [tp]]>
+sl.mesh @mesh(cp = 2, tp = 2)
+// CHECK-DAG: #[[$Q:.*]] = #sl.layout<@mesh, {{\[}}[], [cp] zigzag, [tp]]>
+// CHECK-LABEL: func.func @local_attention_halo
+// CHECK-SAME: (%[[Q:.*]]: tensor<2x16x32xf32, #[[$Q]]>, %[[K:.*]]: tensor<2x16x16xf32, #[[$Q]]>, %[[V:.*]]: tensor<2x16x16xf32, #[[$Q]]>, %[[KH:.*]]: tensor<2x20x16xf32, #[[$Q]]>, %[[VH:.*]]: tensor<2x20x16xf32, #[[$Q]]>)
+// CHECK: sl.local_attention %[[Q]], %[[K]], %[[V]] halo %[[KH]], %[[VH]] {heads = 4 : i64, kv_heads = 2 : i64, window = 6 : i64} : (tensor<2x16x32xf32, #[[$Q]]>, tensor<2x16x16xf32, #[[$Q]]>, tensor<2x16x16xf32, #[[$Q]]>, tensor<2x20x16xf32, #[[$Q]]>, tensor<2x20x16xf32, #[[$Q]]>) -> tensor<2x16x32xf32, #[[$Q]]>
+func.func @local_attention_halo(%q: tensor<2x16x32xf32, #q>, %k: tensor<2x16x16xf32, #q>, %v: tensor<2x16x16xf32, #q>, %kh: tensor<2x20x16xf32, #q>, %vh: tensor<2x20x16xf32, #q>) -> tensor<2x16x32xf32, #q> {
+  %o = sl.local_attention %q, %k, %v halo %kh, %vh {heads = 4, kv_heads = 2, window = 6} : (tensor<2x16x32xf32, #q>, tensor<2x16x16xf32, #q>, tensor<2x16x16xf32, #q>, tensor<2x20x16xf32, #q>, tensor<2x20x16xf32, #q>) -> tensor<2x16x32xf32, #q>
+  return %o : tensor<2x16x32xf32, #q>
+}
+
+// -----
+
 // Channels split over tp, the sequence whole: no halo needed.
 #x = #sl.layout<@mesh, [[], [], [tp]]>
 #w = #sl.layout<@mesh, [[tp], []]>

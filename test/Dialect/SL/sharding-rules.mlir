@@ -47,6 +47,13 @@ func.func @attention(%x: tensor<2x16x32xf32>, %kv: tensor<2x16x16xf32>) -> (tens
   %ring = sl.ring_attention %r, %kv, %kv {heads = 4, kv_heads = 2, axes = ["cp"]} : (tensor<2x16x32xf32>, tensor<2x16x16xf32>, tensor<2x16x16xf32>) -> tensor<2x16x32xf32>
   return %o, %ring : tensor<2x16x32xf32>, tensor<2x16x32xf32>
 }
+func.func @local_attention(%q: tensor<2x16x32xf32>, %kv: tensor<2x16x16xf32>, %qs: tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>, %kvs: tensor<2x16x16xf32, #sl.layout<@mesh, [[], [cp], []]>>, %h: tensor<2x10x16xf32, #sl.layout<@mesh, [[], [cp], []]>>) -> (tensor<2x16x32xf32>, tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>) {
+  // CHECK: remark: sl.local_attention: q[b,s,heads] k[b,s,heads] v[b,s,heads] -> result[b,s,heads]; free: b,heads (granule 2 kv heads); sequence-mixing: s (halo); sequence: s{{$}}
+  %o = sl.local_attention %q, %kv, %kv {heads = 4, kv_heads = 2, window = 6} : (tensor<2x16x32xf32>, tensor<2x16x16xf32>, tensor<2x16x16xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.local_attention: q[b,s,heads] k[b,s,heads] v[b,s,heads] k_halo[b,halo,heads] v_halo[b,halo,heads] -> result[b,s,heads]; free: b,heads (granule 2 kv heads),halo; sequence-mixing: s (halo over [cp]); sequence: s (also halo){{$}}
+  %s = sl.local_attention %qs, %kvs, %kvs halo %h, %h {heads = 4, kv_heads = 2, window = 6} : (tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>, tensor<2x16x16xf32, #sl.layout<@mesh, [[], [cp], []]>>, tensor<2x16x16xf32, #sl.layout<@mesh, [[], [cp], []]>>, tensor<2x10x16xf32, #sl.layout<@mesh, [[], [cp], []]>>, tensor<2x10x16xf32, #sl.layout<@mesh, [[], [cp], []]>>) -> tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>
+  return %o, %s : tensor<2x16x32xf32>, tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>
+}
 func.func @mamba(%x: tensor<2x16x32xf32>, %cw: tensor<32x4xf32>, %cb: tensor<32xf32>, %dt: tensor<2x16x4xf32>, %a: tensor<4xf32>, %bc: tensor<2x16x8xf32>) -> (tensor<2x16x32xf32>, tensor<2x16x32xf32>) {
   // CHECK: remark: sl.causal_conv1d: x[b,s,c] weight[c,width] bias[c] -> result[b,s,c]; free: b,c; whole: width; sequence-mixing: s (halo); sequence: s{{$}}
   %c = sl.causal_conv1d %x, %cw, %cb : (tensor<2x16x32xf32>, tensor<32x4xf32>, tensor<32xf32>) -> tensor<2x16x32xf32>

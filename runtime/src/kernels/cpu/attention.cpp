@@ -45,7 +45,7 @@ void rope(const float *x, const int64_t *positions, int64_t B, int64_t S, int64_
 
 void attention(const float *q, const float *k, const float *v, const int64_t *q_pos,
                const int64_t *k_pos, const AttentionDims &d, bool causal, float scale, float *out,
-               float *lse) {
+               float *lse, int64_t window) {
   assert(d.HKV > 0 && d.HQ % d.HKV == 0);
   const float neg_inf = -std::numeric_limits<float>::infinity();
   int64_t per_kv = d.HQ / d.HKV;
@@ -61,7 +61,9 @@ void attention(const float *q, const float *k, const float *v, const int64_t *q_
       detail::gemm(false, true, d.Sq, d.Sk, d.D, scale, qh, ldq, kh, ldk, 0.0f, p.data(), d.Sk);
       for (int64_t i = 0; i < d.Sq; ++i) {
         float *row = &p[i * d.Sk];
-        auto visible = [&](int64_t j) { return !causal || k_pos[j] <= q_pos[i]; };
+        auto visible = [&](int64_t j) {
+          return !causal || (k_pos[j] <= q_pos[i] && (window <= 0 || q_pos[i] - k_pos[j] < window));
+        };
         float m = neg_inf;
         for (int64_t j = 0; j < d.Sk; ++j)
           if (visible(j))

@@ -96,17 +96,17 @@ struct AttentionDims {
 /// queries: query head h reads kv head h / (HQ/HKV). With
 ///   s[i,j] = scale * sum_d q[b,i,h,d] k[b,j,hk,d]
 /// and the visible keys V(i) = all j, or, when causal, {j : k_pos[j] <=
-/// q_pos[i]}:
+/// q_pos[i]}, and with a window W > 0 only those with q_pos[i] - k_pos[j] < W
+/// (the W most recent tokens, the query's own included):
 ///   lse[b,h,i]   = log sum_{j in V(i)} exp(s[i,j])
 ///   out[b,i,h,:] = sum_{j in V(i)} exp(s[i,j] - lse[b,h,i]) v[b,j,hk,:]
 /// A query with no visible key gets out = 0 and lse = -inf, so that
 /// attention_merge treats it as an empty partial result. q_pos[Sq] and
 /// k_pos[Sk] are global token positions; they are only read when causal.
 /// lse is [B,HQ,Sq] and may be nullptr.
-void attention(const float *q, const float *k, const float *v,
-               const int64_t *q_pos, const int64_t *k_pos,
-               const AttentionDims &dims, bool causal, float scale, float *out,
-               float *lse);
+void attention(const float *q, const float *k, const float *v, const int64_t *q_pos,
+               const int64_t *k_pos, const AttentionDims &dims, bool causal, float scale,
+               float *out, float *lse, int64_t window = 0);
 
 /// Merges two partial attention results over disjoint key sets (one ring
 /// step), out,out_a,out_b: [B,Sq,HQ,D]; lse,lse_a,lse_b: [B,HQ,Sq]. With
@@ -118,6 +118,21 @@ void attention(const float *q, const float *k, const float *v,
 void attention_merge(const float *out_a, const float *lse_a, const float *out_b,
                      const float *lse_b, int64_t B, int64_t Sq, int64_t HQ,
                      int64_t D, float *out, float *lse);
+
+//===----------------------------------------------------------------------===//
+// Local attention (local_attention.cpp)
+//===----------------------------------------------------------------------===//
+
+/// Causal attention over a sliding window of `window` tokens (itself
+/// included) of the queries q[B,S,HQ,D] at global positions [start,
+/// start+S) over the keys and values k,v[B,S,HKV,D] at the same positions,
+/// preceded by halo_k,halo_v[B,H,HKV,D] at [start-H, start) (oldest first;
+/// nullptr when H == 0). Halo rows at negative positions (before the
+/// sequence) are not keys. dims.Sq and dims.Sk are S; scale is 1/sqrt(D).
+/// Equals attention() over the concatenated keys with the window.
+void local_attention(const float *q, const float *k, const float *v, const float *halo_k,
+                     const float *halo_v, int64_t H, int64_t start, const AttentionDims &dims,
+                     int64_t window, float *out);
 
 //===----------------------------------------------------------------------===//
 // Convolution (conv.cpp) and scans: state passing (scan.cpp), the SSD

@@ -73,8 +73,8 @@ constexpr llvm::StringLiteral kChunksAttr = "sl.chunks";
 constexpr llvm::StringLiteral kGroupAttr = "sl.group";
 
 /// The families sl.family names.
-inline constexpr llvm::StringLiteral kFamilies[] = {"A", "M",         "E",      "R",
-                                                    "F", "embedding", "lm_head"};
+inline constexpr llvm::StringLiteral kFamilies[] = {"A", "M", "E",         "R",
+                                                    "F", "L", "embedding", "lm_head"};
 
 bool inPerRankProgram(Operation *op);
 } // namespace mlir::sl

@@ -1,0 +1,82 @@
+//===- local_attention.cpp - Sliding-window causal attention --------------===//
+
+#include "kernels/cpu/kernels.h"
+#include "kernels/cpu/table.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+namespace shardline::rt::cpu {
+
+void local_attention(const float *q, const float *k, const float *v, const float *halo_k,
+                     const float *halo_v, int64_t H, int64_t start, const AttentionDims &d,
+                     int64_t window, float *out) {
+  // Halo rows before position 0 are zeros, not keys: drop them.
+  int64_t skip = std::max<int64_t>(0, H - start), kept = H - skip, S = d.Sq, ld = d.HKV * d.D;
+  int64_t Sk = kept + S;
+  std::vector<int64_t> qPos(S), kPos(Sk);
+  std::iota(qPos.begin(), qPos.end(), start);
+  std::iota(kPos.begin(), kPos.end(), start - kept);
+  std::vector<float> kk(Sk * ld), vv(Sk * ld);
+  AttentionDims one{1, S, Sk, d.HQ, d.HKV, d.D};
+  float scale = (float)(1.0 / std::sqrt((double)d.D));
+  for (int64_t b = 0; b < d.B; ++b) {
+    for (auto [dst, halo, own] :
+         {std::tuple{kk.data(), halo_k, k}, std::tuple{vv.data(), halo_v, v}}) {
+      if (kept > 0)
+        std::copy_n(halo + (b * H + skip) * ld, kept * ld, dst);
+      std::copy_n(own + b * S * ld, S * ld, dst + kept * ld);
+    }
+    attention(q + b * S * d.HQ * d.D, kk.data(), vv.data(), qPos.data(), kPos.data(), one, true,
+              scale, out + b * S * d.HQ * d.D, nullptr, window);
+  }
+}
+
+} // namespace shardline::rt::cpu
+
+// -- the kernel table's entries ---------------------------------------------
+
+namespace shardline::rt {
+
+namespace {
+
+enum { kHeads, kWindow };
+
+void resolveQueryPositions(Step &s, const Frame &f) {
+  s.facts.positions = f.owned(s.in[0], 1, f.self);
+}
+
+/// Each local sequence chunk (a zigzag rank holds two) attends over its own
+/// keys and, when the sequence is split, the window - 1 keys before it that
+/// sl.halo brought.
+void localAttention(const Step &s, Frame &f) {
+  enum { Q, K, V, KHalo, VHalo };
+  const TensorInfo &qt = f.tensors[s.in[Q]];
+  bool halo = s.has(KHalo);
+  int64_t window = s.attrs[kWindow].i, chunks = chunksOf(qt), S = qt.local[1] / chunks;
+  int64_t D = f.global(s.in[Q])[2] / s.attrs[kHeads].i, qw = qt.local[2], kw = f.local(s.in[K])[2],
+          H = halo ? window - 1 : 0;
+  cpu::AttentionDims dims{1, S, S, qw / D, kw / D, D};
+  forEachChunk(qt, true, [&](int64_t rows, int64_t bi, int64_t c) {
+    int64_t haloRows = (bi * chunks + c) * H * kw;
+    cpu::local_attention(f.f(s.in[Q]) + rows * qw, f.f(s.in[K]) + rows * kw,
+                         f.f(s.in[V]) + rows * kw, halo ? f.f(s.in[KHalo]) + haloRows : nullptr,
+                         halo ? f.f(s.in[VHalo]) + haloRows : nullptr, H, s.facts.positions[c * S],
+                         dims, window, f.f(s.out[0]) + rows * qw);
+  });
+}
+
+} // namespace
+
+SHARDLINE_CPU_KERNELS(local_attention) {
+  addKernel(t, "local_attention",
+            {{"q", "k", "v", "k_halo?", "v_halo?"},
+             kResult,
+             {{"heads", AttrKind::Int}, {"window", AttrKind::Int}},
+             localAttention,
+             resolveQueryPositions});
+}
+
+} // namespace shardline::rt
