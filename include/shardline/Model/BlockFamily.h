@@ -163,7 +163,7 @@ private:
 llvm::ArrayRef<const BlockFamily *> blockFamilies();
 /// The family of a pattern letter, or null.
 const BlockFamily *lookupBlockFamily(char letter);
-/// The known letters for messages: "A, E, F, M or R".
+/// The known letters for messages: "A, E, F, L, M or R".
 std::string blockLetterList();
 
 /// Ends Families/<Name>.cpp, whose family is the class <Name>: defines

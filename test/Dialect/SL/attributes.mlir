@@ -37,7 +37,7 @@ func.func @block_not_i64(%x: tensor<4xf32>) -> tensor<4xf32> {
 // -----
 
 func.func @unknown_family(%x: tensor<4xf32>) -> tensor<4xf32> {
-  // expected-error @+1 {{'sl.family' must be one of "A", "M", "E", "R", "F", "L", "embedding", "lm_head", got "attention"}}
+  // expected-error @+1 {{'sl.family' must be a block family's pattern letter (one capital letter), "embedding" or "lm_head", got "attention"}}
   %y = sl.silu %x {sl.family = "attention"} : (tensor<4xf32>) -> tensor<4xf32>
   return %y : tensor<4xf32>
 }

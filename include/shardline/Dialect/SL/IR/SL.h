@@ -47,7 +47,8 @@ constexpr llvm::StringLiteral kSequenceParallelAttr = "sl.sequence_parallel";
 constexpr llvm::StringLiteral kElidedAttr = "sl.elided";
 /// The model block an op belongs to (i64, >= 0), stamped at import.
 constexpr llvm::StringLiteral kBlockAttr = "sl.block";
-/// The family of that block: A, M, E, R, F, embedding or lm_head.
+/// The family of that block: its pattern letter (A, E, F, L, M, R), embedding or
+/// lm_head.
 constexpr llvm::StringLiteral kFamilyAttr = "sl.family";
 /// Function argument: the model input it is (tokens, labels).
 constexpr llvm::StringLiteral kNameAttr = "sl.name";
@@ -72,9 +73,8 @@ constexpr llvm::StringLiteral kChunksAttr = "sl.chunks";
 /// The ranks of a communicating op's group, in group order.
 constexpr llvm::StringLiteral kGroupAttr = "sl.group";
 
-/// The families sl.family names.
-inline constexpr llvm::StringLiteral kFamilies[] = {"A", "M", "E",         "R",
-                                                    "F", "L", "embedding", "lm_head"};
+/// The ends of the model that sl.family names besides block families.
+inline constexpr llvm::StringLiteral kEndFamilies[] = {"embedding", "lm_head"};
 
 bool inPerRankProgram(Operation *op);
 } // namespace mlir::sl
