@@ -90,28 +90,13 @@ ShardingRule LocalAttentionOp::getShardingRule() {
 /// A split sequence reads the keys and values of the window - 1 tokens before
 /// each chunk from sl.halo.
 FailureOr<Operation *> LocalAttentionOp::applyRemedy(RemedyContext &ctx) {
-  shardline::Layout k = layoutOrReplicated(getK());
-  if (k.dims[1].empty() || getKHalo())
+  if (getKHalo())
     return getOperation();
   int64_t width = getWindow() - 1;
-  if (width == 0)
-    return getOperation();
-  auto kt = getK().getType();
-  int64_t chunks = chunkCount(ctx.getMesh(), k.dims[1], k.dimOrder(1));
-  auto haloType = RankedTensorType::get({kt.getShape()[0], chunks * width, kt.getShape()[2]},
-                                        kt.getElementType(), kt.getEncoding());
-  OpBuilder b(*this);
-  auto halo = [&](Value x, StringRef name) {
-    auto op = HaloOp::create(b, getLoc(), haloType, x, axesAttr(b.getContext(), k.dims[1]),
-                             b.getI64IntegerAttr(width));
-    op->setAttr(kReasonAttr,
-                b.getStringAttr(opLabel(*this) + " reads the " + name + " of the " +
-                                std::to_string(width) + " tokens before each sequence chunk"));
-    return op.getResult();
-  };
-  Value kHalo = halo(getK(), "keys"), vHalo = halo(getV(), "values");
-  getKHaloMutable().assign(kHalo);
-  getVHaloMutable().assign(vHalo);
+  if (Value kHalo = insertHalo(*this, getK(), width, ctx, "the keys")) {
+    getKHaloMutable().assign(kHalo);
+    getVHaloMutable().assign(insertHalo(*this, getV(), width, ctx, "the values"));
+  }
   return getOperation();
 }
 

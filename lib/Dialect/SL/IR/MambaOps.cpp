@@ -202,23 +202,10 @@ ShardingRule SSDCorrectOp::getShardingRule() {
 
 /// A split sequence reads the width-1 tokens before each chunk from sl.halo.
 FailureOr<Operation *> CausalConv1dOp::applyRemedy(RemedyContext &ctx) {
-  shardline::Layout x = layoutOrReplicated(getX());
-  if (x.dims[1].empty() || getHalo())
+  if (getHalo())
     return getOperation();
-  int64_t width = shape(getWeight())[1] - 1;
-  if (width == 0)
-    return getOperation();
-  auto xt = getX().getType();
-  int64_t chunks = chunkCount(ctx.getMesh(), x.dims[1], x.dimOrder(1));
-  auto haloType = RankedTensorType::get({xt.getShape()[0], chunks * width, xt.getShape()[2]},
-                                        xt.getElementType(), xt.getEncoding());
-  OpBuilder b(*this);
-  auto halo = HaloOp::create(b, getLoc(), haloType, getX(), axesAttr(b.getContext(), x.dims[1]),
-                             b.getI64IntegerAttr(width));
-  halo->setAttr(kReasonAttr,
-                b.getStringAttr(opLabel(*this) + " reads the " + std::to_string(width) +
-                                " tokens before each sequence chunk"));
-  getHaloMutable().assign(halo.getResult());
+  if (Value halo = insertHalo(*this, getX(), shape(getWeight())[1] - 1, ctx, ""))
+    getHaloMutable().assign(halo);
   return getOperation();
 }
 

@@ -51,6 +51,13 @@ FailureOr<Operation *>
 chunkScan(Operation *scan, Value stateIn, RemedyContext &ctx,
           function_ref<Value(OpBuilder &b, Value y0, Value init, ArrayAttr axes)> correct);
 
+/// The remedy of an op that reads the `width` tokens before each of its
+/// sequence chunks (a causal conv, windowed attention): an sl.halo of `x`,
+/// [b, chunks * width, c], whose reason names `what` the op reads of them
+/// ("the keys"; empty: the tokens themselves); a null
+/// Value when x's sequence is not split or width is 0.
+Value insertHalo(Operation *op, Value x, int64_t width, RemedyContext &ctx, StringRef what);
+
 struct RuleBuilder {
   shardline::ShardingRule rule;
   int factor(const std::string &name, shardline::FactorKind kind = shardline::FactorKind::Free,

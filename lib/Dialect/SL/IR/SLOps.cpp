@@ -247,6 +247,24 @@ LogicalResult checkChunkAxes(Operation *op, Value seqValue, ArrayAttr chunkAxes)
   return success();
 }
 
+Value insertHalo(Operation *op, Value x, int64_t width, RemedyContext &ctx, StringRef what) {
+  shardline::Layout l = layoutOrReplicated(x);
+  if (l.dims[1].empty() || width == 0)
+    return Value();
+  auto xt = cast<RankedTensorType>(x.getType());
+  int64_t chunks = chunkCount(ctx.getMesh(), l.dims[1], l.dimOrder(1));
+  auto haloType = RankedTensorType::get({xt.getShape()[0], chunks * width, xt.getShape()[2]},
+                                        xt.getElementType(), xt.getEncoding());
+  OpBuilder b(op);
+  auto halo = HaloOp::create(b, op->getLoc(), haloType, x, axesAttr(b.getContext(), l.dims[1]),
+                             b.getI64IntegerAttr(width));
+  std::string read = what.empty() ? "the " : what.str() + " of the ";
+  halo->setAttr(kReasonAttr,
+                b.getStringAttr(opLabel(op) + " reads " + read + std::to_string(width) +
+                                " tokens before each sequence chunk"));
+  return halo.getResult();
+}
+
 FailureOr<Operation *>
 chunkScan(Operation *scan, Value stateIn, RemedyContext &ctx,
           function_ref<Value(OpBuilder &b, Value y0, Value init, ArrayAttr axes)> correct) {
