@@ -26,13 +26,6 @@ namespace shardline::rt {
 
 namespace {
 
-std::string shapeText(const std::vector<int64_t> &shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i)
-    s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 /// A rank that SHARDLINE_FAULT makes die or stall (a test hook).
 struct Fault {
   enum Kind { None, Kill, Stall } kind = None;

@@ -4,6 +4,13 @@
 
 namespace shardline::rt {
 
+std::string shapeText(const std::vector<int64_t> &shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
 namespace {
 
 /// Binds the plan's names to the kernel's order; returns the missing name.

@@ -133,6 +133,9 @@ Mesh meshOf(const plan::Plan &plan, bool singleDevice = false);
 /// the same on every rank). The plan must have loaded (core/plan.h).
 std::vector<TensorInfo> tensorInfos(const plan::Plan &plan, const Mesh &mesh);
 
+/// A shape for messages: "[2, 64, 128]".
+std::string shapeText(const std::vector<int64_t> &shape);
+
 /// Decodes every op of `plan` against `table`; on failure returns nullopt and
 /// says which op and which name, attribute or kind is missing in `error`.
 std::optional<std::vector<Step>> decodeProgram(const plan::Plan &plan, const KernelTable &table,

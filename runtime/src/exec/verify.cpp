@@ -10,13 +10,6 @@ namespace shardline::rt {
 
 namespace {
 
-std::string shapeText(const std::vector<int64_t> &shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i)
-    s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 const std::vector<int64_t> kNoShape;
 
 bool isIndexName(const std::string &name) {
