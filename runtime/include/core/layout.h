@@ -24,6 +24,11 @@ namespace shardline {
 
 enum class ChunkOrder { Contiguous, Zigzag };
 
+/// The most ranks a mesh may have: more than any machine built so far, and
+/// few enough that per-rank work over the mesh (groups, plans, reports) stays
+/// bounded. Every product of axis sizes stays far below int64 overflow.
+constexpr int64_t kMaxMeshRanks = int64_t(1) << 20;
+
 struct Mesh {
   std::vector<std::pair<std::string, int64_t>> axes;
 
@@ -66,8 +71,14 @@ struct Layout {
 /// An axis list as the IR prints it: "[cp, tp]".
 std::string formatAxes(const std::vector<std::string> &axes);
 
+/// Checks that every axis has a positive size and that the mesh has at most
+/// kMaxMeshRanks ranks. Returns an empty string or the reason it is invalid.
+/// The other functions here assume a mesh that passed.
+std::string verifyMesh(const Mesh &mesh);
+
 /// Checks a layout on its own and against a mesh and a global shape. Returns
-/// an empty string or the reason it is invalid.
+/// an empty string or the reason it is invalid. With a mesh, checks the mesh
+/// too (verifyMesh); with a shape, that its extents are non-negative.
 std::string verifyLayout(const Layout &layout, const Mesh *mesh, const std::vector<int64_t> *shape);
 
 /// The shape one rank holds.
@@ -157,6 +168,10 @@ Movement classifyMovement(const Layout &from, const Layout &to, const Mesh &mesh
 const char *movementName(MovementKind kind);
 
 int64_t numElements(const std::vector<int64_t> &shape);
+
+/// The product of `factors`, or nullopt when one is negative or the product
+/// overflows int64.
+std::optional<int64_t> checkedProduct(const std::vector<int64_t> &factors);
 
 /// Activations sit in one arena per rank, each in whole 64-byte slots: the
 /// compiler plans with this and the runtime measures with it.

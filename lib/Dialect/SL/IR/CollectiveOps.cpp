@@ -21,14 +21,15 @@ using namespace mlir::sl::detail;
 /// Common prelude: both sides annotated, valid, on one mesh, same element type.
 static FailureOr<std::pair<shardline::Layout, shardline::Layout>>
 verifyTransition(Operation *op, Value in, Value out, bool sameShape) {
+  // Static shapes first: the layout checks divide the extents.
+  if (!cast<RankedTensorType>(in.getType()).hasStaticShape() ||
+      !cast<RankedTensorType>(out.getType()).hasStaticShape())
+    return op->emitOpError("operand and result must have static shapes");
   if (failed(verifyValueLayouts(op)))
     return failure();
   LayoutAttr li = getLayout(in), lo = getLayout(out);
   if (!li || !lo)
     return op->emitOpError("operand and result must carry #sl.layout encodings");
-  if (!cast<RankedTensorType>(in.getType()).hasStaticShape() ||
-      !cast<RankedTensorType>(out.getType()).hasStaticShape())
-    return op->emitOpError("operand and result must have static shapes");
   if (getElementTypeOrSelf(in.getType()) != getElementTypeOrSelf(out.getType()))
     return op->emitOpError("operand and result element types differ");
   if (sameShape && shape(in) != shape(out))
@@ -214,7 +215,14 @@ LogicalResult HaloOp::verify() {
     return emitOpError("x cannot be a pending sum");
   int64_t chunks = numChunks(*this, getX(), getAxes());
   auto x = shape(getX());
-  SmallVector<int64_t> want{x[0], chunks * (int64_t)getWidth(), x[2]};
+  // A halo is the tokens before each chunk, so it never needs more than the
+  // whole sequence.
+  int64_t haloTokens;
+  if (getWidth() > x[1])
+    return emitOpError("width ") << getWidth() << " exceeds the sequence length " << x[1];
+  if (__builtin_mul_overflow(chunks, (int64_t)getWidth(), &haloTokens))
+    return emitOpError("width ") << getWidth() << " times " << chunks << " chunks overflows int64";
+  SmallVector<int64_t> want{x[0], haloTokens, x[2]};
   if (shape(getResult()) != ArrayRef<int64_t>(want))
     return emitOpError("result must be [batch, ")
            << chunks << " chunks * " << getWidth() << ", channels]";

@@ -61,6 +61,22 @@ template <typename Visit> static LogicalResult forEachValue(Operation *op, Visit
   return success();
 }
 
+/// A static shape's byte count must fit int64: sizes, offsets and the
+/// arena are computed from it in every later stage.
+static LogicalResult checkByteCount(Operation *op, Value v, StringRef kind, unsigned i) {
+  auto t = cast<RankedTensorType>(v.getType());
+  if (!t.hasStaticShape())
+    return success();
+  std::vector<int64_t> factors(t.getShape().begin(), t.getShape().end());
+  Type e = t.getElementType();
+  // Types without a bit width (index, dialect types) are costed as 8 bytes.
+  factors.push_back(e.isIntOrFloat() ? (int64_t)llvm::divideCeil(e.getIntOrFloatBitWidth(), 8) : 8);
+  if (!shardline::checkedProduct(factors))
+    return op->emitOpError() << kind << " #" << i << " " << t
+                             << " holds more bytes than int64 can count";
+  return success();
+}
+
 /// Static shapes, and one floating-point element type among the op's float values.
 LogicalResult verifyStaticAndElementTypes(Operation *op) {
   Type floatType;
@@ -68,6 +84,8 @@ LogicalResult verifyStaticAndElementTypes(Operation *op) {
     auto t = cast<RankedTensorType>(v.getType());
     if (!t.hasStaticShape())
       return op->emitOpError() << kind << " #" << i << " must have a static shape, got " << t;
+    if (failed(checkByteCount(op, v, kind, i)))
+      return failure();
     Type e = t.getElementType();
     if (!isa<FloatType>(e))
       return success();
@@ -87,6 +105,8 @@ FailureOr<MeshOp> verifyValueLayouts(Operation *op) {
   MeshOp mesh;
   FlatSymbolRefAttr meshName;
   auto visit = [&](Value v, StringRef kind, unsigned i) -> LogicalResult {
+    if (failed(checkByteCount(op, v, kind, i)))
+      return failure();
     LayoutAttr l = getLayout(v);
     if (!l)
       return success();
