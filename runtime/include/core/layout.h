@@ -28,6 +28,10 @@ enum class ChunkOrder { Contiguous, Zigzag };
 /// few enough that per-rank work over the mesh (groups, plans, reports) stays
 /// bounded. Every product of axis sizes stays far below int64 overflow.
 constexpr int64_t kMaxMeshRanks = int64_t(1) << 20;
+/// The most bytes one tensor may hold (64 PiB): a model spec's largest
+/// tensor (9e15 elements of 8 bytes) fits, and sums of a hundred such stay
+/// inside int64.
+constexpr int64_t kMaxTensorBytes = int64_t(1) << 56;
 
 struct Mesh {
   std::vector<std::pair<std::string, int64_t>> axes;

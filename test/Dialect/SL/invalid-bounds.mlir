@@ -45,7 +45,7 @@ func.func @layout_on_huge_mesh(%x: tensor<2x8x4xf32, #a>, %y: tensor<2x8x4xf32, 
 
 // 2^62 elements of 4 bytes: the byte count overflows int64.
 func.func @bytes_overflow(%x: tensor<2x4611686018427387904xf32>, %y: tensor<2x4611686018427387904xf32>) {
-  // expected-error @+1 {{'sl.add' op operand #0 'tensor<2x4611686018427387904xf32>' holds more bytes than int64 can count}}
+  // expected-error @+1 {{'sl.add' op operand #0 'tensor<2x4611686018427387904xf32>' holds more than 2^63 bytes; a tensor holds at most 2^56}}
   %r = sl.add %x, %y : (tensor<2x4611686018427387904xf32>, tensor<2x4611686018427387904xf32>) -> tensor<2x4611686018427387904xf32>
   return
 }
@@ -63,9 +63,25 @@ func.func @halo_width_huge(%x: tensor<1x8x4xf32, #a>) {
 // -----
 
 #a = #sl.layout<@mesh, [[], [cp] zigzag, []]>
-sl.mesh @mesh(cp = 2, tp = 2)
-func.func @halo_width_overflow(%x: tensor<1x2305843009213693952x1xf16, #a>) {
-  // expected-error @+1 {{'sl.halo' op width 2305843009213693952 times 4 chunks overflows int64}}
-  %h = sl.halo %x {axes = ["cp"], width = 2305843009213693952} : tensor<1x2305843009213693952x1xf16, #a> -> tensor<1x4x1xf16, #a>
+sl.mesh @mesh(cp = 1048576)
+func.func @halo_width_overflow(%x: tensor<1x36028797018963968x1xf16, #a>) {
+  // expected-error @+1 {{'sl.halo' op width 36028797018963968 times 2097152 chunks overflows int64}}
+  %h = sl.halo %x {axes = ["cp"], width = 36028797018963968} : tensor<1x36028797018963968x1xf16, #a> -> tensor<1x2097152x1xf16, #a>
+  return
+}
+
+// -----
+
+// At the tensor limit: 2^54 elements of 4 bytes.
+func.func @bytes_at_limit(%x: tensor<4x4503599627370496xf32>, %y: tensor<4x4503599627370496xf32>) {
+  %r = sl.add %x, %y : (tensor<4x4503599627370496xf32>, tensor<4x4503599627370496xf32>) -> tensor<4x4503599627370496xf32>
+  return
+}
+
+// -----
+
+func.func @bytes_over_limit(%x: tensor<4x4503599627370497xf32>, %y: tensor<4x4503599627370497xf32>) {
+  // expected-error @+1 {{'sl.add' op operand #0 'tensor<4x4503599627370497xf32>' holds 72057594037927952 bytes; a tensor holds at most 2^56}}
+  %r = sl.add %x, %y : (tensor<4x4503599627370497xf32>, tensor<4x4503599627370497xf32>) -> tensor<4x4503599627370497xf32>
   return
 }

@@ -61,8 +61,8 @@ template <typename Visit> static LogicalResult forEachValue(Operation *op, Visit
   return success();
 }
 
-/// A static shape's byte count must fit int64: sizes, offsets and the
-/// arena are computed from it in every later stage.
+/// A static shape's byte count is bounded (kMaxTensorBytes): sizes, offsets
+/// and the arena are computed from it in every later stage.
 static LogicalResult checkByteCount(Operation *op, Value v, StringRef kind, unsigned i) {
   auto t = cast<RankedTensorType>(v.getType());
   if (!t.hasStaticShape())
@@ -71,9 +71,11 @@ static LogicalResult checkByteCount(Operation *op, Value v, StringRef kind, unsi
   Type e = t.getElementType();
   // Types without a bit width (index, dialect types) are costed as 8 bytes.
   factors.push_back(e.isIntOrFloat() ? (int64_t)llvm::divideCeil(e.getIntOrFloatBitWidth(), 8) : 8);
-  if (!shardline::checkedProduct(factors))
-    return op->emitOpError() << kind << " #" << i << " " << t
-                             << " holds more bytes than int64 can count";
+  std::optional<int64_t> bytes = shardline::checkedProduct(factors);
+  if (!bytes || *bytes > shardline::kMaxTensorBytes)
+    return op->emitOpError() << kind << " #" << i << " " << t << " holds "
+                             << (bytes ? std::to_string(*bytes) : "more than 2^63")
+                             << " bytes; a tensor holds at most 2^56";
   return success();
 }
 
