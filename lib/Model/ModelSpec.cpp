@@ -21,6 +21,7 @@ using shardline::checkedProduct;
 using shardline::kMaxMeshRanks;
 using shardline::spec_limits::kMaxBlocks;
 using shardline::spec_limits::kMaxDepth;
+using shardline::spec_limits::kMaxErrors;
 using shardline::spec_limits::kMaxSize;
 using shardline::spec_limits::kMaxTextBytes;
 
@@ -52,6 +53,19 @@ std::string locate(llvm::StringRef text, llvm::StringRef file, llvm::StringRef p
   return (file + ":" + lineCol(text, pos) + ": ").str();
 }
 
+/// Locating a problem scans the text, so a spec with thousands of them would
+/// take quadratic time: the first kMaxErrors are reported, then one line
+/// saying so. Returns whether another message may be added.
+bool roomForError(llvm::StringRef file, std::vector<std::string> &errors) {
+  if (errors.size() < (size_t)kMaxErrors)
+    return true;
+  if (errors.size() == (size_t)kMaxErrors)
+    errors.push_back(
+        (file + ": more problems; only the first " + llvm::Twine(kMaxErrors) + " are reported")
+            .str());
+  return false;
+}
+
 /// Keys that appear twice in one object, which the JSON parser would
 /// silently resolve to one of them. Runs on text that parsed, so a plain scan
 /// of strings and brackets suffices.
@@ -80,7 +94,7 @@ void findDuplicateKeys(llvm::StringRef text, llvm::StringRef file,
       if (!isKey)
         continue;
       auto [it, inserted] = frames.back().second.emplace(value, start);
-      if (!inserted)
+      if (!inserted && roomForError(file, errors))
         errors.push_back((file + ":" + lineCol(text, start) + ": duplicate key \"" + value +
                           "\" (first at " + lineCol(text, it->second) + ")")
                              .str());
@@ -119,6 +133,9 @@ std::string describe(const Value &v) {
   std::string s;
   llvm::raw_string_ostream os(s);
   os << v;
+  // A message quotes the value, not a megabyte of it.
+  if (s.size() > 80)
+    s = s.substr(0, 77) + "...";
   return s;
 }
 
@@ -136,6 +153,8 @@ std::string list(llvm::ArrayRef<llvm::StringRef> keys) {
 } // namespace
 
 void SpecReader::error(llvm::StringRef path, const llvm::Twine &msg) {
+  if (!roomForError(spec.file, errors))
+    return;
   std::string where = locate(spec.text, spec.file, path);
   for (const auto &[key, flag] : spec.fromFlags)
     if (key == path)

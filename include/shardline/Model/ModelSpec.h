@@ -33,6 +33,8 @@ namespace spec_limits {
 constexpr size_t kMaxTextBytes = size_t(1) << 20;
 /// Nested objects and arrays; a spec needs 3.
 constexpr int64_t kMaxDepth = 64;
+/// Problems reported for one spec; each is located by a scan of the text.
+constexpr int64_t kMaxErrors = 100;
 /// Blocks in the pattern: each is some ten ops of IR and of plan.
 constexpr int64_t kMaxBlocks = 4096;
 /// Any one size (vocab, hidden, heads, ...): products of three stay far
