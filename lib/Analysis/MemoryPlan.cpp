@@ -3,7 +3,6 @@
 #include "shardline/Analysis/MemoryPlan.h"
 #include "shardline/Dialect/SL/IR/SL.h"
 
-#include <limits>
 #include <map>
 
 using namespace mlir;
@@ -11,14 +10,6 @@ using namespace mlir;
 namespace shardline {
 
 namespace {
-/// a + b, held at int64's maximum: each tensor is bounded (kMaxTensorBytes),
-/// a sum of enough of them is not, and an arena that large is refused later
-/// by its size, not wrapped into a small one.
-int64_t addBytes(int64_t a, int64_t b) {
-  int64_t sum;
-  return __builtin_add_overflow(a, b, &sum) ? std::numeric_limits<int64_t>::max() : sum;
-}
-
 /// Free gaps below the top of the arena, by offset; neighbours coalesce.
 class Arena {
 public:
@@ -29,33 +20,33 @@ public:
       int64_t offset = it->first, left = it->second - size;
       free.erase(it);
       if (left > 0)
-        free[addBytes(offset, size)] = left;
+        free[saturatingAdd(offset, size)] = left;
       return offset;
     }
     // Grow, reusing a free gap that ends at the top.
     int64_t offset = top;
     if (!free.empty()) {
       auto last = std::prev(free.end());
-      if (addBytes(last->first, last->second) == top) {
+      if (saturatingAdd(last->first, last->second) == top) {
         offset = last->first;
         free.erase(last);
       }
     }
-    top = addBytes(offset, size);
+    top = saturatingAdd(offset, size);
     highWater = std::max(highWater, top);
     return offset;
   }
 
   void release(int64_t offset, int64_t size) {
     auto next = free.lower_bound(offset);
-    if (next != free.end() && addBytes(offset, size) == next->first) {
-      size = addBytes(size, next->second);
+    if (next != free.end() && saturatingAdd(offset, size) == next->first) {
+      size = saturatingAdd(size, next->second);
       next = free.erase(next);
     }
     if (next != free.begin()) {
       auto prev = std::prev(next);
-      if (addBytes(prev->first, prev->second) == offset) {
-        prev->second = addBytes(prev->second, size);
+      if (saturatingAdd(prev->first, prev->second) == offset) {
+        prev->second = saturatingAdd(prev->second, size);
         return;
       }
     }
@@ -89,7 +80,7 @@ ArenaPlan planArena(func::FuncOp fn, const Mesh &mesh) {
       return;
     int64_t bytes = mlir::sl::localBytes(v, mesh);
     plan.offsets[v] = arena.allocate(arenaSlotBytes(bytes));
-    live = addBytes(live, bytes);
+    live = saturatingAdd(live, bytes);
     auto it = lastUse.find(v);
     dying[it == lastUse.end() ? defined : it->second].push_back(v);
   };

@@ -62,3 +62,25 @@ TEST(LayoutLimits, CheckedProduct) {
   EXPECT_EQ(checkedProduct({kInt64Max, 2}), std::nullopt);
   EXPECT_EQ(checkedProduct({3, -1}), std::nullopt);
 }
+
+TEST(LayoutLimits, CollectiveBytesDoNotOverflowAtTheLimits) {
+  // (g-1) * bytes would be 2^76 for the largest group and tensor.
+  int64_t g = kMaxMeshRanks, bytes = kMaxTensorBytes;
+  EXPECT_EQ(allGatherBytes(g, bytes), bytes - bytes / g);
+  EXPECT_EQ(reduceScatterBytes(g, bytes), bytes - bytes / g);
+  EXPECT_EQ(allToAllBytes(g, bytes), bytes - bytes / g);
+  EXPECT_EQ(allReduceBytes(g, bytes), 2 * bytes - 2 * bytes / g);
+  // The same values as (g-1) * bytes / g where that fits, remainders included.
+  for (int64_t n : {0, 1, 10, 63, 64, 1000})
+    for (int64_t k : {1, 2, 3, 7, 8}) {
+      EXPECT_EQ(allGatherBytes(k, n), (k - 1) * n / k) << k << " " << n;
+      EXPECT_EQ(allReduceBytes(k, n), 2 * (k - 1) * n / k) << k << " " << n;
+    }
+}
+
+TEST(LayoutLimits, SaturatingArithmetic) {
+  EXPECT_EQ(saturatingAdd(kInt64Max, 1), kInt64Max);
+  EXPECT_EQ(saturatingAdd(40, 2), 42);
+  EXPECT_EQ(saturatingMul(int64_t(1) << 40, int64_t(1) << 40), kInt64Max);
+  EXPECT_EQ(saturatingMul(6, 7), 42);
+}

@@ -177,6 +177,18 @@ int64_t numElements(const std::vector<int64_t> &shape);
 /// overflows int64.
 std::optional<int64_t> checkedProduct(const std::vector<int64_t> &factors);
 
+/// Byte counts over many tensors, ranks or steps: each factor is bounded
+/// (kMaxTensorBytes, kMaxMeshRanks), their products and sums are not, so these
+/// hold at int64's maximum instead of wrapping.
+inline int64_t saturatingAdd(int64_t a, int64_t b) {
+  int64_t r;
+  return __builtin_add_overflow(a, b, &r) ? (a < 0 ? INT64_MIN : INT64_MAX) : r;
+}
+inline int64_t saturatingMul(int64_t a, int64_t b) {
+  int64_t r;
+  return __builtin_mul_overflow(a, b, &r) ? ((a < 0) != (b < 0) ? INT64_MIN : INT64_MAX) : r;
+}
+
 /// Activations sit in one arena per rank, each in whole 64-byte slots: the
 /// compiler plans with this and the runtime measures with it.
 constexpr int64_t kArenaAlignment = 64;
@@ -185,7 +197,8 @@ inline int64_t arenaSlotBytes(int64_t bytes) {
 }
 
 /// Bytes one rank sends with the bandwidth-optimal algorithm (DESIGN §4) for a
-/// group of `g` ranks and a full (gathered) tensor of `fullBytes` bytes.
+/// group of `g` >= 1 ranks and a full (gathered) tensor of `fullBytes` >= 0
+/// bytes, computed without the overflow of (g-1) * fullBytes.
 int64_t allGatherBytes(int64_t g, int64_t fullBytes);
 int64_t reduceScatterBytes(int64_t g, int64_t fullBytes);
 int64_t allReduceBytes(int64_t g, int64_t fullBytes);

@@ -435,9 +435,16 @@ int64_t numElements(const std::vector<int64_t> &shape) {
   return n;
 }
 
-int64_t allGatherBytes(int64_t g, int64_t fullBytes) { return (g - 1) * fullBytes / g; }
-int64_t reduceScatterBytes(int64_t g, int64_t fullBytes) { return (g - 1) * fullBytes / g; }
-int64_t allReduceBytes(int64_t g, int64_t fullBytes) { return 2 * (g - 1) * fullBytes / g; }
-int64_t allToAllBytes(int64_t g, int64_t localBytes) { return (g - 1) * localBytes / g; }
+namespace {
+/// floor((g-1) * bytes / g), which is bytes - ceil(bytes / g) for bytes >= 0.
+int64_t allButOneShare(int64_t g, int64_t bytes) { return bytes - (bytes / g + (bytes % g != 0)); }
+} // namespace
+
+int64_t allGatherBytes(int64_t g, int64_t fullBytes) { return allButOneShare(g, fullBytes); }
+int64_t reduceScatterBytes(int64_t g, int64_t fullBytes) { return allButOneShare(g, fullBytes); }
+int64_t allReduceBytes(int64_t g, int64_t fullBytes) {
+  return allButOneShare(g, saturatingMul(2, fullBytes));
+}
+int64_t allToAllBytes(int64_t g, int64_t localBytes) { return allButOneShare(g, localBytes); }
 
 } // namespace shardline

@@ -343,7 +343,7 @@ int64_t AllReduceOp::sentBytesPerRank(const shardline::Mesh &mesh) {
   std::vector<int64_t> local = localShapeOf(getX(), mesh);
   bool splittable = llvm::any_of(local, [&](int64_t d) { return d % g == 0; });
   int64_t bytes = localBytes(getX(), mesh);
-  return splittable ? shardline::allReduceBytes(g, bytes) : (g - 1) * bytes;
+  return splittable ? shardline::allReduceBytes(g, bytes) : shardline::saturatingMul(g - 1, bytes);
 }
 
 int64_t AllToAllOp::sentBytesPerRank(const shardline::Mesh &mesh) {
@@ -366,7 +366,7 @@ int64_t ReorderOp::sentBytesPerRank(const shardline::Mesh &mesh) {
                                          shardline::tokenRuns(out, mesh, global, dim, r));
     most = std::max(most, rows - staying);
   }
-  return most * rowBytes;
+  return shardline::saturatingMul(most, rowBytes);
 }
 
 /// The tokens before each local chunk that another rank holds, most over
@@ -387,11 +387,11 @@ int64_t HaloOp::sentBytesPerRank(const shardline::Mesh &mesh) {
     }
     most = std::max(most, remote);
   }
-  return most * localBytes(getX(), mesh) / local[1];
+  return shardline::saturatingMul(most, localBytes(getX(), mesh) / std::max<int64_t>(1, local[1]));
 }
 
 /// An all-gather of every chunk's state and decay over the group.
 int64_t ScanStateExchangeOp::sentBytesPerRank(const shardline::Mesh &mesh) {
-  return (groupSize(mesh, getAxes()) - 1) *
-         (localBytes(getStates(), mesh) + localBytes(getDecays(), mesh));
+  return shardline::saturatingMul(groupSize(mesh, getAxes()) - 1,
+                                  localBytes(getStates(), mesh) + localBytes(getDecays(), mesh));
 }
