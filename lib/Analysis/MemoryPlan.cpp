@@ -20,33 +20,33 @@ public:
       int64_t offset = it->first, left = it->second - size;
       free.erase(it);
       if (left > 0)
-        free[offset + size] = left;
+        free[saturatingAdd(offset, size)] = left;
       return offset;
     }
     // Grow, reusing a free gap that ends at the top.
     int64_t offset = top;
     if (!free.empty()) {
       auto last = std::prev(free.end());
-      if (last->first + last->second == top) {
+      if (saturatingAdd(last->first, last->second) == top) {
         offset = last->first;
         free.erase(last);
       }
     }
-    top = offset + size;
+    top = saturatingAdd(offset, size);
     highWater = std::max(highWater, top);
     return offset;
   }
 
   void release(int64_t offset, int64_t size) {
     auto next = free.lower_bound(offset);
-    if (next != free.end() && offset + size == next->first) {
-      size += next->second;
+    if (next != free.end() && saturatingAdd(offset, size) == next->first) {
+      size = saturatingAdd(size, next->second);
       next = free.erase(next);
     }
     if (next != free.begin()) {
       auto prev = std::prev(next);
-      if (prev->first + prev->second == offset) {
-        prev->second += size;
+      if (saturatingAdd(prev->first, prev->second) == offset) {
+        prev->second = saturatingAdd(prev->second, size);
         return;
       }
     }
@@ -80,7 +80,7 @@ ArenaPlan planArena(func::FuncOp fn, const Mesh &mesh) {
       return;
     int64_t bytes = mlir::sl::localBytes(v, mesh);
     plan.offsets[v] = arena.allocate(arenaSlotBytes(bytes));
-    live += bytes;
+    live = saturatingAdd(live, bytes);
     auto it = lastUse.find(v);
     dying[it == lastUse.end() ? defined : it->second].push_back(v);
   };

@@ -114,7 +114,8 @@ Report analyze(ModuleOp module) {
       int64_t live = arena.liveAt[index++];
       auto [block, family] = placement.of(op);
       if (auto w = dyn_cast<WeightOp>(op))
-        report.weightBytesPerRank += localBytes(w.getResult(), mesh);
+        report.weightBytesPerRank =
+            saturatingAdd(report.weightBytesPerRank, localBytes(w.getResult(), mesh));
       if (!isa<WeightOp, func::ReturnOp>(op)) {
         BlockSummary &summary = summaryOf(block, family);
         summary.peakLiveBytes = std::max(summary.peakLiveBytes, live);
@@ -146,11 +147,12 @@ Report analyze(ModuleOp module) {
         entry.bytesPerRank = bytes;
         report.collectives.push_back(entry);
       }
-      summaryOf(block, family).commBytes += bytes;
+      int64_t &commBytes = summaryOf(block, family).commBytes;
+      commBytes = saturatingAdd(commBytes, bytes);
     }
   }
   for (const auto &c : report.collectives) {
-    report.commBytesPerRank += c.bytesPerRank;
+    report.commBytesPerRank = saturatingAdd(report.commBytesPerRank, c.bytesPerRank);
     ++report.collectiveCounts[c.op];
   }
   if (auto elided = module->getAttrOfType<ArrayAttr>(mlir::sl::kElidedAttr))

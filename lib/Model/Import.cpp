@@ -14,6 +14,8 @@
 
 #include "mlir/IR/Builders.h"
 
+#include <algorithm>
+
 using namespace mlir;
 using namespace shardline;
 
@@ -160,31 +162,64 @@ public:
     stamp.off();
     func::ReturnOp::create(b, head.loc(), ValueRange{logits, loss});
     b.setListener(nullptr);
+    if (failed(checkTensorSizes(*module)))
+      return nullptr;
     return module;
   }
 
 private:
+  /// The spec bounds each size; products of them are checked here, on the
+  /// tensors the families made, so that no family has to list its own.
+  LogicalResult checkTensorSizes(ModuleOp module) {
+    WalkResult walk = module.walk([&](Operation *op) {
+      for (Type t : op->getResultTypes()) {
+        auto rt = dyn_cast<RankedTensorType>(t);
+        if (!rt || !rt.hasStaticShape())
+          continue;
+        std::optional<int64_t> n = checkedProduct({rt.getShape().begin(), rt.getShape().end()});
+        if (n && *n <= spec_limits::kMaxElements)
+          continue;
+        op->emitError() << op->getName() << " makes " << t << ", "
+                        << (n ? std::to_string(*n) : std::string("more than 2^63"))
+                        << " elements; a tensor holds at most 9e15";
+        return WalkResult::interrupt();
+      }
+      return WalkResult::advance();
+    });
+    return failure(walk.wasInterrupted());
+  }
+
   Location named(const std::string &name, Location child) {
     return NameLoc::get(b.getStringAttr(name), child);
   }
 
   /// The location of pattern letter `i` in the spec text, named `name`.
+  /// The location of pattern letter `i` in the spec text, named `name`. A
+  /// JSON string holds no line breaks, so letter i sits i columns after the
+  /// first: the text is searched once, not once per block.
   Location patternLoc(size_t i, const std::string &name) {
-    unsigned line = 1, col = 1;
-    size_t key = spec.text.find("\"pattern\"");
-    if (key != std::string::npos) {
-      size_t open = spec.text.find('"', key + 9);
-      if (open != std::string::npos && open + 1 + i <= spec.text.size()) {
-        size_t pos = open + 1 + i;
-        line = 1 + std::count(spec.text.begin(), spec.text.begin() + pos, '\n');
+    if (!patternStart) {
+      patternStart = {1, 1};
+      size_t key = spec.text.find("\"pattern\"");
+      size_t open = key == std::string::npos ? key : spec.text.find('"', key + 9);
+      if (open != std::string::npos) {
+        size_t pos = open + 1;
         size_t ls = spec.text.rfind('\n', pos);
-        col = pos - (ls == std::string::npos ? 0 : ls + 1) + 1;
+        patternStart = {1 + (unsigned)std::count(spec.text.begin(), spec.text.begin() + pos, '\n'),
+                        (unsigned)(pos - (ls == std::string::npos ? 0 : ls + 1))};
+        patternFound = true;
       }
     }
-    return NameLoc::get(
-        b.getStringAttr(name),
-        FileLineColLoc::get(&ctx, spec.file.empty() ? "<spec>" : spec.file, line, col));
+    auto [line, col] = *patternStart;
+    return NameLoc::get(b.getStringAttr(name),
+                        FileLineColLoc::get(&ctx, spec.file.empty() ? "<spec>" : spec.file, line,
+                                            patternFound ? col + 1 + (unsigned)i : 1));
   }
+
+  /// Line and 0-based column of the pattern's first letter, when the text
+  /// has one; else every letter is at 1:1.
+  std::optional<std::pair<unsigned, unsigned>> patternStart;
+  bool patternFound = false;
 
   const ModelSpec &spec;
   MLIRContext &ctx;

@@ -3,6 +3,8 @@
 #include "shardline/Model/ModelSpec.h"
 #include "shardline/Model/BlockFamily.h"
 
+#include "core/layout.h"
+
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -15,7 +17,13 @@ using llvm::json::Value;
 
 namespace {
 
-constexpr int64_t kMaxSize = int64_t(1) << 24;
+using shardline::checkedProduct;
+using shardline::kMaxMeshRanks;
+using shardline::spec_limits::kMaxBlocks;
+using shardline::spec_limits::kMaxDepth;
+using shardline::spec_limits::kMaxErrors;
+using shardline::spec_limits::kMaxSize;
+using shardline::spec_limits::kMaxTextBytes;
 
 /// "LINE:COL" (both 1-based) of byte `pos` of the text.
 std::string lineCol(llvm::StringRef text, size_t pos) {
@@ -43,6 +51,19 @@ std::string locate(llvm::StringRef text, llvm::StringRef file, llvm::StringRef p
   if (!found || path.empty())
     return file.str() + ": ";
   return (file + ":" + lineCol(text, pos) + ": ").str();
+}
+
+/// Locating a problem scans the text, so a spec with thousands of them would
+/// take quadratic time: the first kMaxErrors are reported, then one line
+/// saying so. Returns whether another message may be added.
+bool roomForError(llvm::StringRef file, std::vector<std::string> &errors) {
+  if (errors.size() < (size_t)kMaxErrors)
+    return true;
+  if (errors.size() == (size_t)kMaxErrors)
+    errors.push_back(
+        (file + ": more problems; only the first " + llvm::Twine(kMaxErrors) + " are reported")
+            .str());
+  return false;
 }
 
 /// Keys that appear twice in one object, which the JSON parser would
@@ -73,7 +94,7 @@ void findDuplicateKeys(llvm::StringRef text, llvm::StringRef file,
       if (!isKey)
         continue;
       auto [it, inserted] = frames.back().second.emplace(value, start);
-      if (!inserted)
+      if (!inserted && roomForError(file, errors))
         errors.push_back((file + ":" + lineCol(text, start) + ": duplicate key \"" + value +
                           "\" (first at " + lineCol(text, it->second) + ")")
                              .str());
@@ -81,10 +102,40 @@ void findDuplicateKeys(llvm::StringRef text, llvm::StringRef file,
   }
 }
 
+/// The JSON parser recurses once per nested array or object, so deep nesting
+/// overflows the stack before it reports anything. Scans strings and brackets
+/// first (linear, no recursion) and names the first bracket past the limit.
+bool checkNesting(llvm::StringRef text, llvm::StringRef file, std::vector<std::string> &errors) {
+  int64_t depth = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (c == '"') {
+      for (++i; i < text.size() && text[i] != '"'; ++i)
+        if (text[i] == '\\')
+          ++i;
+    } else if (c == '{' || c == '[') {
+      if (++depth > kMaxDepth) {
+        errors.push_back((file + ":" + lineCol(text, i) + ": nesting deeper than " +
+                          llvm::Twine(kMaxDepth) +
+                          " levels (the limit on nested objects and arrays)")
+                             .str());
+        return false;
+      }
+    } else if (c == '}' || c == ']') {
+      // Unbalanced closers are the parser's to report.
+      depth = std::max<int64_t>(0, depth - 1);
+    }
+  }
+  return true;
+}
+
 std::string describe(const Value &v) {
   std::string s;
   llvm::raw_string_ostream os(s);
   os << v;
+  // A message quotes the value, not a megabyte of it.
+  if (s.size() > 80)
+    s = s.substr(0, 77) + "...";
   return s;
 }
 
@@ -102,6 +153,8 @@ std::string list(llvm::ArrayRef<llvm::StringRef> keys) {
 } // namespace
 
 void SpecReader::error(llvm::StringRef path, const llvm::Twine &msg) {
+  if (!roomForError(spec.file, errors))
+    return;
   std::string where = locate(spec.text, spec.file, path);
   for (const auto &[key, flag] : spec.fromFlags)
     if (key == path)
@@ -204,6 +257,14 @@ std::optional<ModelSpec> shardline::parseModelSpec(llvm::StringRef text, llvm::S
   ModelSpec spec;
   spec.file = file.str();
   spec.text = text.str();
+  if (text.size() > kMaxTextBytes) {
+    errors.push_back((file + ": the spec is " + llvm::Twine(text.size()) + " bytes; at most " +
+                      llvm::Twine(kMaxTextBytes) + " are read")
+                         .str());
+    return std::nullopt;
+  }
+  if (!checkNesting(text, file, errors))
+    return std::nullopt;
   llvm::Expected<Value> parsed = llvm::json::parse(text);
   if (!parsed) {
     // The JSON parser reports "[LINE:COL, byte=N]: message".
@@ -291,8 +352,13 @@ void shardline::validateModelSpec(const ModelSpec &spec, std::vector<std::string
   const ParallelSpec &p = spec.parallel;
   if (spec.pattern.empty())
     r.error("pattern", "must name at least one block");
+  // A longer pattern is refused before one message per letter could be.
+  bool tooLong = (int64_t)spec.pattern.size() > kMaxBlocks;
+  if (tooLong)
+    r.error("pattern", "has " + llvm::Twine(spec.pattern.size()) + " blocks; at most " +
+                           llvm::Twine(kMaxBlocks) + " are supported");
   std::set<char> letters;
-  for (size_t i = 0; i < spec.pattern.size(); ++i) {
+  for (size_t i = 0; i < spec.pattern.size() && !tooLong; ++i) {
     char c = spec.pattern[i];
     if (!lookupBlockFamily(c)) {
       r.error("pattern", "unknown block letter '" + std::string(1, c) + "' at position " +
@@ -312,6 +378,14 @@ void shardline::validateModelSpec(const ModelSpec &spec, std::vector<std::string
        {std::pair{"dp", p.dp}, std::pair{"tp", p.tp}, std::pair{"cp", p.cp}, std::pair{"ep", p.ep}})
     if (v < 1)
       r.error(std::string("parallel.") + name, "must be positive, got " + llvm::Twine(v));
+  // The mesh is dp x tp x cp x ep; its rank count is the dialect's limit.
+  if (auto ranks = checkedProduct({p.dp, p.tp, p.cp, p.ep});
+      p.dp >= 1 && p.tp >= 1 && p.cp >= 1 && p.ep >= 1 && (!ranks || *ranks > kMaxMeshRanks)) {
+    std::string count = ranks ? std::to_string(*ranks) : "more than 2^63";
+    r.error("parallel",
+            "dp*tp*cp*ep = " + count + " ranks; a mesh has at most " + llvm::Twine(kMaxMeshRanks));
+    return;
+  }
   if (p.cpComm != "ring" && p.cpComm != "allgather" && p.cpComm != "a2a" && p.cpComm != "auto")
     r.error("parallel.cp_comm", "must be ring, allgather, a2a or auto, got \"" + p.cpComm + "\"");
   if (p.cpOrder != "zigzag" && p.cpOrder != "contiguous")
@@ -334,7 +408,7 @@ void shardline::validateModelSpec(const ModelSpec &spec, std::vector<std::string
   for (const auto &[letter, section] : spec.sections)
     if (const BlockFamily *f = lookupBlockFamily(letter); f && section)
       largest = std::max(largest, f->largestTensor(*section, spec));
-  if (largest > 9.0e15)
+  if (largest > (double)spec_limits::kMaxElements)
     r.error("", "the model's largest tensor would hold " + llvm::Twine((int64_t)largest) +
                     " elements; at most 9e15 are supported");
 

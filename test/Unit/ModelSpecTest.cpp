@@ -77,3 +77,30 @@ TEST(ModelSpec, ReportsEveryProblemAtOnce) {
   EXPECT_EQ(errors.size(), 1u); // type errors stop before validation
   EXPECT_NE(errors[0].find("vocab: must be positive, got -1"), std::string::npos);
 }
+
+TEST(ModelSpec, DeepNestingIsRefusedBeforeParsing) {
+  // The JSON parser recurses per level: 100,000 levels overflowed its stack.
+  std::string text = "{\"batch\": " + std::string(100000, '[') + std::string(100000, ']') + "}";
+  auto errors = errorsOf(text);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0], "m.json:1:74: nesting deeper than 64 levels (the limit on nested objects "
+                       "and arrays)");
+}
+
+TEST(ModelSpec, PatternLongerThanTheLimit) {
+  std::string text = kDense;
+  text.replace(text.find("\"AF\""), 4, "\"" + std::string(400000, 'F') + "\"");
+  auto errors = errorsOf(text);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0], "m.json:2:16: pattern: has 400000 blocks; at most 4096 are supported");
+}
+
+TEST(ModelSpec, RanksOverTheMeshLimitFromTheFlags) {
+  ParallelOverrides ov;
+  ov.dp = int64_t(1) << 40;
+  ov.tp = int64_t(1) << 40;
+  auto errors = errorsOf(kDense, ov);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0],
+            "m.json: parallel: dp*tp*cp*ep = more than 2^63 ranks; a mesh has at most 1048576");
+}

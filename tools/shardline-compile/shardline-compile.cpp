@@ -202,6 +202,27 @@ void printSummary(ModuleOp module, const shardline::ModelSpec *spec,
 }
 } // namespace
 
+/// Diagnostics as "NAME at FILE:LINE:COL: error: message" (describeLocation).
+static LogicalResult printDiagnostic(Diagnostic &diag) {
+  llvm::errs() << shardline::describeLocation(diag.getLocation()) << ": ";
+  switch (diag.getSeverity()) {
+  case DiagnosticSeverity::Error:
+    llvm::errs() << "error: ";
+    break;
+  case DiagnosticSeverity::Warning:
+    llvm::errs() << "warning: ";
+    break;
+  case DiagnosticSeverity::Remark:
+    llvm::errs() << "remark: ";
+    break;
+  case DiagnosticSeverity::Note:
+    llvm::errs() << "note: ";
+    break;
+  }
+  llvm::errs() << diag.str() << "\n";
+  return success();
+}
+
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
   mlir::registerAsmPrinterCLOptions();
@@ -246,7 +267,15 @@ int main(int argc, char **argv) {
                    << " problem" << (errors.size() == 1 ? "" : "s") << ")\n";
       return 1;
     }
-    module = shardline::importModel(*spec, ctx);
+    {
+      // The importer's errors are at the spec's blocks: name them as the pipeline does.
+      ScopedDiagnosticHandler diagnostics(&ctx, printDiagnostic);
+      module = shardline::importModel(*spec, ctx);
+    }
+    if (!module) {
+      llvm::errs() << "shardline-compile: error: the model spec cannot be imported\n";
+      return 1;
+    }
   } else {
     if (anyParallelFlag()) {
       llvm::errs() << "shardline-compile: error: the parallel strategy flags apply to model "
@@ -266,25 +295,7 @@ int main(int argc, char **argv) {
   }
   if (emit != Emit::Global) {
     // Remarks (sl-choose-cp-comm's choices) and warnings go to stderr too.
-    ScopedDiagnosticHandler diagnostics(&ctx, [](Diagnostic &diag) {
-      llvm::errs() << shardline::describeLocation(diag.getLocation()) << ": ";
-      switch (diag.getSeverity()) {
-      case DiagnosticSeverity::Error:
-        llvm::errs() << "error: ";
-        break;
-      case DiagnosticSeverity::Warning:
-        llvm::errs() << "warning: ";
-        break;
-      case DiagnosticSeverity::Remark:
-        llvm::errs() << "remark: ";
-        break;
-      case DiagnosticSeverity::Note:
-        llvm::errs() << "note: ";
-        break;
-      }
-      llvm::errs() << diag.str() << "\n";
-      return success();
-    });
+    ScopedDiagnosticHandler diagnostics(&ctx, printDiagnostic);
     PassManager pm(&ctx);
     sl::buildShardPipeline(pm, machineFile);
     if (failed(pm.run(*module))) {

@@ -24,6 +24,27 @@
 
 namespace shardline {
 
+/// What a spec may ask for (docs/reliability.md): each bound keeps import and
+/// compilation time proportional to the graph and every size product inside
+/// int64.
+namespace spec_limits {
+/// Bytes of spec text; a spec of kMaxBlocks letters and every section fits
+/// in a small fraction of it.
+constexpr size_t kMaxTextBytes = size_t(1) << 20;
+/// Nested objects and arrays; a spec needs 3.
+constexpr int64_t kMaxDepth = 64;
+/// Problems reported for one spec; each is located by a scan of the text.
+constexpr int64_t kMaxErrors = 100;
+/// Blocks in the pattern: each is some ten ops of IR and of plan.
+constexpr int64_t kMaxBlocks = 4096;
+/// Any one size (vocab, hidden, heads, ...): products of three stay far
+/// from int64 overflow.
+constexpr int64_t kMaxSize = int64_t(1) << 24;
+/// Elements of any one tensor the model makes: byte counts (at most 8 bytes
+/// an element) and their sums over a rank's arena stay inside int64.
+constexpr int64_t kMaxElements = 9'000'000'000'000'000;
+} // namespace spec_limits
+
 /// A block family's parsed section ("attention", "mamba", ...). Each family
 /// (BlockFamily.h) derives its own with the sizes its block needs.
 struct FamilySection {

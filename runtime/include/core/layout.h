@@ -24,6 +24,15 @@ namespace shardline {
 
 enum class ChunkOrder { Contiguous, Zigzag };
 
+/// The most ranks a mesh may have: more than any machine built so far, and
+/// few enough that per-rank work over the mesh (groups, plans, reports) stays
+/// bounded. Every product of axis sizes stays far below int64 overflow.
+constexpr int64_t kMaxMeshRanks = int64_t(1) << 20;
+/// The most bytes one tensor may hold (64 PiB): a model spec's largest
+/// tensor (9e15 elements of 8 bytes) fits, and sums of a hundred such stay
+/// inside int64.
+constexpr int64_t kMaxTensorBytes = int64_t(1) << 56;
+
 struct Mesh {
   std::vector<std::pair<std::string, int64_t>> axes;
 
@@ -66,8 +75,14 @@ struct Layout {
 /// An axis list as the IR prints it: "[cp, tp]".
 std::string formatAxes(const std::vector<std::string> &axes);
 
+/// Checks that every axis has a positive size and that the mesh has at most
+/// kMaxMeshRanks ranks. Returns an empty string or the reason it is invalid.
+/// The other functions here assume a mesh that passed.
+std::string verifyMesh(const Mesh &mesh);
+
 /// Checks a layout on its own and against a mesh and a global shape. Returns
-/// an empty string or the reason it is invalid.
+/// an empty string or the reason it is invalid. With a mesh, checks the mesh
+/// too (verifyMesh); with a shape, that its extents are non-negative.
 std::string verifyLayout(const Layout &layout, const Mesh *mesh, const std::vector<int64_t> *shape);
 
 /// The shape one rank holds.
@@ -158,6 +173,22 @@ const char *movementName(MovementKind kind);
 
 int64_t numElements(const std::vector<int64_t> &shape);
 
+/// The product of `factors`, or nullopt when one is negative or the product
+/// overflows int64.
+std::optional<int64_t> checkedProduct(const std::vector<int64_t> &factors);
+
+/// Byte counts over many tensors, ranks or steps: each factor is bounded
+/// (kMaxTensorBytes, kMaxMeshRanks), their products and sums are not, so these
+/// hold at int64's maximum instead of wrapping.
+inline int64_t saturatingAdd(int64_t a, int64_t b) {
+  int64_t r;
+  return __builtin_add_overflow(a, b, &r) ? (a < 0 ? INT64_MIN : INT64_MAX) : r;
+}
+inline int64_t saturatingMul(int64_t a, int64_t b) {
+  int64_t r;
+  return __builtin_mul_overflow(a, b, &r) ? ((a < 0) != (b < 0) ? INT64_MIN : INT64_MAX) : r;
+}
+
 /// Activations sit in one arena per rank, each in whole 64-byte slots: the
 /// compiler plans with this and the runtime measures with it.
 constexpr int64_t kArenaAlignment = 64;
@@ -166,7 +197,8 @@ inline int64_t arenaSlotBytes(int64_t bytes) {
 }
 
 /// Bytes one rank sends with the bandwidth-optimal algorithm (DESIGN §4) for a
-/// group of `g` ranks and a full (gathered) tensor of `fullBytes` bytes.
+/// group of `g` >= 1 ranks and a full (gathered) tensor of `fullBytes` >= 0
+/// bytes, computed without the overflow of (g-1) * fullBytes.
 int64_t allGatherBytes(int64_t g, int64_t fullBytes);
 int64_t reduceScatterBytes(int64_t g, int64_t fullBytes);
 int64_t allReduceBytes(int64_t g, int64_t fullBytes);

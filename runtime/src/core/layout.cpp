@@ -112,8 +112,33 @@ std::string formatAxes(const std::vector<std::string> &axes) {
   return os.str();
 }
 
+std::optional<int64_t> checkedProduct(const std::vector<int64_t> &factors) {
+  int64_t n = 1;
+  for (int64_t f : factors)
+    if (f < 0 || __builtin_mul_overflow(n, f, &n))
+      return std::nullopt;
+  return n;
+}
+
+std::string verifyMesh(const Mesh &mesh) {
+  int64_t ranks = 1;
+  for (const auto &[name, size] : mesh.axes) {
+    if (size < 1)
+      return "axis '" + name + "' has size " + std::to_string(size) + "; sizes must be >= 1";
+    // Sizes are at least 1, so the product only grows: stopping at the limit
+    // keeps it from overflowing.
+    if (size > kMaxMeshRanks || (ranks *= size) > kMaxMeshRanks)
+      return "the mesh has more than " + std::to_string(kMaxMeshRanks) +
+             " ranks (the limit) at axis '" + name + "' of size " + std::to_string(size);
+  }
+  return "";
+}
+
 std::string verifyLayout(const Layout &layout, const Mesh *mesh,
                          const std::vector<int64_t> *shape) {
+  if (mesh)
+    if (std::string err = verifyMesh(*mesh); !err.empty())
+      return "invalid mesh: " + err;
   std::set<std::string> seen;
   auto use = [&](const std::string &axis, const std::string &where) -> std::string {
     if (mesh && !mesh->size(axis))
@@ -141,6 +166,9 @@ std::string verifyLayout(const Layout &layout, const Mesh *mesh,
   if (shape->size() != layout.dims.size())
     return "layout has " + std::to_string(layout.dims.size()) + " dimensions but the tensor has " +
            std::to_string(shape->size());
+  for (size_t d = 0; d < shape->size(); ++d)
+    if ((*shape)[d] < 0)
+      return "dimension " + std::to_string(d) + " has negative size " + std::to_string((*shape)[d]);
   if (!mesh)
     return "";
   for (size_t d = 0; d < layout.dims.size(); ++d) {
@@ -407,9 +435,16 @@ int64_t numElements(const std::vector<int64_t> &shape) {
   return n;
 }
 
-int64_t allGatherBytes(int64_t g, int64_t fullBytes) { return (g - 1) * fullBytes / g; }
-int64_t reduceScatterBytes(int64_t g, int64_t fullBytes) { return (g - 1) * fullBytes / g; }
-int64_t allReduceBytes(int64_t g, int64_t fullBytes) { return 2 * (g - 1) * fullBytes / g; }
-int64_t allToAllBytes(int64_t g, int64_t localBytes) { return (g - 1) * localBytes / g; }
+namespace {
+/// floor((g-1) * bytes / g), which is bytes - ceil(bytes / g) for bytes >= 0.
+int64_t allButOneShare(int64_t g, int64_t bytes) { return bytes - (bytes / g + (bytes % g != 0)); }
+} // namespace
+
+int64_t allGatherBytes(int64_t g, int64_t fullBytes) { return allButOneShare(g, fullBytes); }
+int64_t reduceScatterBytes(int64_t g, int64_t fullBytes) { return allButOneShare(g, fullBytes); }
+int64_t allReduceBytes(int64_t g, int64_t fullBytes) {
+  return allButOneShare(g, saturatingMul(2, fullBytes));
+}
+int64_t allToAllBytes(int64_t g, int64_t localBytes) { return allButOneShare(g, localBytes); }
 
 } // namespace shardline

@@ -189,5 +189,6 @@ void RingAttentionOp::resolveRankFacts(const RankContext &ctx) {
 
 /// Every rank passes its K and V blocks on in each of the n-1 steps.
 int64_t RingAttentionOp::sentBytesPerRank(const shardline::Mesh &mesh) {
-  return (groupSize(mesh, getAxes()) - 1) * (localBytes(getK(), mesh) + localBytes(getV(), mesh));
+  return shardline::saturatingMul(groupSize(mesh, getAxes()) - 1,
+                                  localBytes(getK(), mesh) + localBytes(getV(), mesh));
 }

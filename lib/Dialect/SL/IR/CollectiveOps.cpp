@@ -21,14 +21,15 @@ using namespace mlir::sl::detail;
 /// Common prelude: both sides annotated, valid, on one mesh, same element type.
 static FailureOr<std::pair<shardline::Layout, shardline::Layout>>
 verifyTransition(Operation *op, Value in, Value out, bool sameShape) {
+  // Static shapes first: the layout checks divide the extents.
+  if (!cast<RankedTensorType>(in.getType()).hasStaticShape() ||
+      !cast<RankedTensorType>(out.getType()).hasStaticShape())
+    return op->emitOpError("operand and result must have static shapes");
   if (failed(verifyValueLayouts(op)))
     return failure();
   LayoutAttr li = getLayout(in), lo = getLayout(out);
   if (!li || !lo)
     return op->emitOpError("operand and result must carry #sl.layout encodings");
-  if (!cast<RankedTensorType>(in.getType()).hasStaticShape() ||
-      !cast<RankedTensorType>(out.getType()).hasStaticShape())
-    return op->emitOpError("operand and result must have static shapes");
   if (getElementTypeOrSelf(in.getType()) != getElementTypeOrSelf(out.getType()))
     return op->emitOpError("operand and result element types differ");
   if (sameShape && shape(in) != shape(out))
@@ -214,7 +215,14 @@ LogicalResult HaloOp::verify() {
     return emitOpError("x cannot be a pending sum");
   int64_t chunks = numChunks(*this, getX(), getAxes());
   auto x = shape(getX());
-  SmallVector<int64_t> want{x[0], chunks * (int64_t)getWidth(), x[2]};
+  // A halo is the tokens before each chunk, so it never needs more than the
+  // whole sequence.
+  int64_t haloTokens;
+  if (getWidth() > x[1])
+    return emitOpError("width ") << getWidth() << " exceeds the sequence length " << x[1];
+  if (__builtin_mul_overflow(chunks, (int64_t)getWidth(), &haloTokens))
+    return emitOpError("width ") << getWidth() << " times " << chunks << " chunks overflows int64";
+  SmallVector<int64_t> want{x[0], haloTokens, x[2]};
   if (shape(getResult()) != ArrayRef<int64_t>(want))
     return emitOpError("result must be [batch, ")
            << chunks << " chunks * " << getWidth() << ", channels]";
@@ -335,7 +343,7 @@ int64_t AllReduceOp::sentBytesPerRank(const shardline::Mesh &mesh) {
   std::vector<int64_t> local = localShapeOf(getX(), mesh);
   bool splittable = llvm::any_of(local, [&](int64_t d) { return d % g == 0; });
   int64_t bytes = localBytes(getX(), mesh);
-  return splittable ? shardline::allReduceBytes(g, bytes) : (g - 1) * bytes;
+  return splittable ? shardline::allReduceBytes(g, bytes) : shardline::saturatingMul(g - 1, bytes);
 }
 
 int64_t AllToAllOp::sentBytesPerRank(const shardline::Mesh &mesh) {
@@ -358,7 +366,7 @@ int64_t ReorderOp::sentBytesPerRank(const shardline::Mesh &mesh) {
                                          shardline::tokenRuns(out, mesh, global, dim, r));
     most = std::max(most, rows - staying);
   }
-  return most * rowBytes;
+  return shardline::saturatingMul(most, rowBytes);
 }
 
 /// The tokens before each local chunk that another rank holds, most over
@@ -379,11 +387,11 @@ int64_t HaloOp::sentBytesPerRank(const shardline::Mesh &mesh) {
     }
     most = std::max(most, remote);
   }
-  return most * localBytes(getX(), mesh) / local[1];
+  return shardline::saturatingMul(most, localBytes(getX(), mesh) / std::max<int64_t>(1, local[1]));
 }
 
 /// An all-gather of every chunk's state and decay over the group.
 int64_t ScanStateExchangeOp::sentBytesPerRank(const shardline::Mesh &mesh) {
-  return (groupSize(mesh, getAxes()) - 1) *
-         (localBytes(getStates(), mesh) + localBytes(getDecays(), mesh));
+  return shardline::saturatingMul(groupSize(mesh, getAxes()) - 1,
+                                  localBytes(getStates(), mesh) + localBytes(getDecays(), mesh));
 }

@@ -130,5 +130,5 @@ int64_t CrossEntropyOp::sentBytesPerRank(const shardline::Mesh &mesh) {
     return -1;
   std::vector<int64_t> logits = localShapeOf(getLogits(), mesh);
   int64_t tokens = logits.size() >= 2 ? logits[0] * logits[1] : 1;
-  return 3 * (groupSize(mesh, getVocabAxes()) - 1) * 4 * tokens;
+  return shardline::saturatingMul(12 * (groupSize(mesh, getVocabAxes()) - 1), tokens);
 }

@@ -297,9 +297,10 @@ LogicalResult MeshOp::verify() {
       return emitOpError("has an axis with an empty name");
     if (!seen.insert(axis).second)
       return emitOpError("declares axis '") << axis << "' twice";
-    if (size < 1)
-      return emitOpError("axis '") << axis << "' has size " << size << "; sizes must be >= 1";
   }
+  // Sizes and the rank count, checked before any pass multiplies or divides by them.
+  if (std::string err = shardline::verifyMesh(toMesh(*this)); !err.empty())
+    return emitOpError(err);
   return success();
 }
 

@@ -61,6 +61,24 @@ template <typename Visit> static LogicalResult forEachValue(Operation *op, Visit
   return success();
 }
 
+/// A static shape's byte count is bounded (kMaxTensorBytes): sizes, offsets
+/// and the arena are computed from it in every later stage.
+static LogicalResult checkByteCount(Operation *op, Value v, StringRef kind, unsigned i) {
+  auto t = cast<RankedTensorType>(v.getType());
+  if (!t.hasStaticShape())
+    return success();
+  std::vector<int64_t> factors(t.getShape().begin(), t.getShape().end());
+  Type e = t.getElementType();
+  // Types without a bit width (index, dialect types) are costed as 8 bytes.
+  factors.push_back(e.isIntOrFloat() ? (int64_t)llvm::divideCeil(e.getIntOrFloatBitWidth(), 8) : 8);
+  std::optional<int64_t> bytes = shardline::checkedProduct(factors);
+  if (!bytes || *bytes > shardline::kMaxTensorBytes)
+    return op->emitOpError() << kind << " #" << i << " " << t << " holds "
+                             << (bytes ? std::to_string(*bytes) : "more than 2^63")
+                             << " bytes; a tensor holds at most 2^56";
+  return success();
+}
+
 /// Static shapes, and one floating-point element type among the op's float values.
 LogicalResult verifyStaticAndElementTypes(Operation *op) {
   Type floatType;
@@ -68,6 +86,8 @@ LogicalResult verifyStaticAndElementTypes(Operation *op) {
     auto t = cast<RankedTensorType>(v.getType());
     if (!t.hasStaticShape())
       return op->emitOpError() << kind << " #" << i << " must have a static shape, got " << t;
+    if (failed(checkByteCount(op, v, kind, i)))
+      return failure();
     Type e = t.getElementType();
     if (!isa<FloatType>(e))
       return success();
@@ -87,6 +107,8 @@ FailureOr<MeshOp> verifyValueLayouts(Operation *op) {
   MeshOp mesh;
   FlatSymbolRefAttr meshName;
   auto visit = [&](Value v, StringRef kind, unsigned i) -> LogicalResult {
+    if (failed(checkByteCount(op, v, kind, i)))
+      return failure();
     LayoutAttr l = getLayout(v);
     if (!l)
       return success();
