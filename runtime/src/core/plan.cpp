@@ -148,7 +148,7 @@ std::string checkArena(const plan::Plan &p, const Mesh &mesh) {
     const auto *tensor = p.tensors()->Get(t);
     if (tensor->arena_offset() < 0)
       continue;
-    // Bounded by checkTensor: at most kMaxTensorElements of 4 bytes.
+    // Bounded by checkTensor: at most kMaxTensorBytes.
     int64_t bytes = numElements(localShape(layoutOf(*tensor), mesh,
                                            {tensor->shape()->begin(), tensor->shape()->end()})) *
                     elementBytes(tensor->dtype());

@@ -40,10 +40,12 @@ constexpr size_t kPlanHeaderBytes = 32;
 
 /// Bounds a plan must keep so that no count of ranks, elements or bytes the
 /// runtime forms overflows, and no loop over ranks runs for long: the ranks
-/// of the mesh, the rank of a tensor, and a tensor's elements (4 TiB of f32).
-constexpr int64_t kMaxRanks = 1 << 16;
+/// of the mesh and a tensor's bytes are the compiler's own limits (core/layout.h),
+/// so every plan the compiler writes loads; a tensor's rank is at most 8.
+constexpr int64_t kMaxRanks = kMaxMeshRanks;
 constexpr size_t kMaxTensorRank = 8;
-constexpr int64_t kMaxTensorElements = int64_t(1) << 40;
+/// Elements of 8 bytes (the widest dtype) within kMaxTensorBytes.
+constexpr int64_t kMaxTensorElements = kMaxTensorBytes / 8;
 
 uint64_t fnv1a64(const void *data, size_t size);
 
