@@ -15,8 +15,8 @@ if(SHARDLINE_SANITIZE)
                                -fno-omit-frame-pointer)
   add_compile_options("$<$<COMPILE_LANGUAGE:C,CXX>:${SHARDLINE_SANITIZE_FLAGS}>")
   add_link_options(-fsanitize=address,undefined)
-  # OpenMPI's mpi.h pulls in its C++ bindings unless told not to; instrumented, their inline
-  # classes reference symbols of libmpi_cxx, which the runtime (MPI's C API only) does not link.
+  # OpenMPI's mpi.h pulls in its C++ bindings unless told not to, and the instrumented build does
+  # not build without this; the runtime uses MPI's C API alone and links no libmpi_cxx.
   add_compile_definitions(OMPI_SKIP_MPICXX=1)
   # The CUDA test links a second ASan runtime; the sanitizer build covers the CPU code and leaves
   # CUDA out.
