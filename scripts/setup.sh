@@ -10,8 +10,8 @@ PACKAGES=(
   # runtime dependencies
   openmpi-bin libopenmpi-dev libopenblas-dev libflatbuffers-dev flatbuffers-compiler
   nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev
-  # tests
-  python3
+  # tests; the sanitizer runtimes for scripts/sanitize.sh
+  python3 libclang-rt-22-dev
 )
 
 SUDO=""

@@ -22,6 +22,8 @@ config.environment["FILECHECK_OPTS"] = "-enable-var-scope"
 import shutil
 if shutil.which("mpirun"):
     config.available_features.add("mpi")
+# scripts/sanitize.sh sets what mpirun passes to the ranks it launches.
+llvm_config.with_system_environment(["OMPI_MCA_mca_base_env_list"])
 
 # flatc (Debian: flatbuffers-compiler) prints a plan's payload as JSON for the
 # plan tests; the schema is the runtime's.

@@ -175,7 +175,10 @@ LogicalResult SSDCorrectOp::verify() {
   if (chunks > 0 && failed(checkDim(*this, getInit(), "init", 0, chunks, "chunks")))
     return failure();
   int64_t p = y[2] / heads, n = shape(getC())[2] / groups;
-  for (auto [i, d] : llvm::enumerate(ArrayRef<int64_t>{y[0], heads, p, n}))
+  // A named array: an ArrayRef over a braced list in the range expression would point at an
+  // array that dies before the loop body runs.
+  const int64_t scanState[] = {y[0], heads, p, n};
+  for (auto [i, d] : llvm::enumerate(scanState))
     if (failed(checkDim(*this, getInit(), "init", i + 1, d, "scan state")))
       return failure();
   return success();
