@@ -280,6 +280,21 @@ TEST(Verify, Attributes) {
                             "and k's last dimension is 4 per rank are not whole heads of 8");
 }
 
+// Local attention takes attention's contract and adds its window.
+TEST(Verify, LocalAttention) {
+  PlanSpec p = validPlan();
+  p.ops[4].kind = "local_attention";
+  p.ops[4].attrs = {{"heads", {4}, {}, {}}, {"window", {2}, {}, {}}};
+  EXPECT_EQ(verifyError(p), "");
+  p.attr(4, "window").ints = {0};
+  EXPECT_EQ(verifyError(p),
+            "op #4 (sl.local_attention 'att') at ?: attribute 'window' is 0, not in [1, 4]");
+  p.attr(4, "window").ints = {2};
+  p.attr(4, "heads").ints = {3};
+  EXPECT_EQ(verifyError(p), "op #4 (sl.local_attention 'att') at ?: attribute 'heads' (3) does "
+                            "not divide q's width 8");
+}
+
 TEST(Verify, MeshAxesInAttributes) {
   PlanSpec p = validPlan();
   p.attr(7, "vocab_axes").strings = {"cp"};

@@ -204,6 +204,8 @@ void checkRope(Contract &c) {
   c.require(c.floatAttr(1) > 0, "attribute 'theta' is not positive");
 }
 
+} // namespace
+
 /// q[B, Sq, HQ*D], k and v [B, Sk, HKV*D]: the heads divide q's width, and
 /// the kv heads (per rank) divide the query heads.
 void checkAttention(Contract &c) {
@@ -228,8 +230,6 @@ void checkAttention(Contract &c) {
             "the " + std::to_string(c.dim(k, 2) / d) + " kv heads do not divide the " +
                 std::to_string(c.dim(q, 2) / d) + " query heads");
 }
-
-} // namespace
 
 SHARDLINE_CPU_KERNELS(attention) {
   const std::vector<AttrSpec> attentionAttrs = {

@@ -1,5 +1,6 @@
 //===- local_attention.cpp - Sliding-window causal attention --------------===//
 
+#include "exec/verify.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/table.h"
 
@@ -68,6 +69,25 @@ void localAttention(const Step &s, Frame &f) {
   });
 }
 
+/// Attention's contract, q and k of one sequence length, a window of at
+/// least one token and at most the sequence, and the halos: window - 1 rows
+/// of k's width before each chunk of each batch entry.
+void checkLocalAttention(Contract &c) {
+  Contract::Arg q = operand(0), k = operand(1), kHalo = operand(3), vHalo = operand(4);
+  checkAttention(c);
+  c.sameDim(k, 1, q, 1).attrIn(kWindow, 1, c.global(q).empty() ? 1 : c.global(q)[1]);
+  c.require(c.has(kHalo) == c.has(vHalo), "k_halo and v_halo come together");
+  if (!c.ok() || !c.has(kHalo))
+    return;
+  int64_t chunks = c.chunks(q);
+  c.require(c.dim(q, 1) % chunks == 0,
+            c.dimText(q, 1) + ", not " + std::to_string(chunks) + " equal chunks");
+  c.sameShape(vHalo, kHalo);
+  c.elementsAtLeast(kHalo,
+                    Contract::product({c.dim(q, 0), chunks, c.intAttr(kWindow) - 1, c.dim(k, 2)}),
+                    "batch x chunks x (window - 1) x k's width");
+}
+
 } // namespace
 
 SHARDLINE_CPU_KERNELS(local_attention) {
@@ -76,7 +96,8 @@ SHARDLINE_CPU_KERNELS(local_attention) {
              kResult,
              {{"heads", AttrKind::Int}, {"window", AttrKind::Int}},
              localAttention,
-             resolveQueryPositions});
+             resolveQueryPositions,
+             checkLocalAttention});
 }
 
 } // namespace shardline::rt

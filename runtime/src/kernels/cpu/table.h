@@ -54,6 +54,13 @@ inline std::vector<int64_t> group(const Frame &f, const AttrValue &axes) {
   return f.mesh.group(f.self, axes.strings);
 }
 
+class Contract;
+/// The contract of an attention op (attention.cpp) whose operands start with
+/// q[B, Sq, HQ*D], k and v [B, Sk, HKV*D] and whose attribute 0 is `heads`:
+/// the heads divide q's width, and the kv heads (per rank) divide the query
+/// heads. Windowed attention adds its own checks to it.
+void checkAttention(Contract &c);
+
 } // namespace shardline::rt
 
 #endif
