@@ -1194,7 +1194,7 @@ func.func @rglru_correct_init_rank(%y: tensor<1x8x16xf32>, %i: tensor<1x16xf32>,
 // -----
 
 func.func @rglru_correct_init_width(%y: tensor<1x8x16xf32>, %i: tensor<1x1x8xf32>, %g: tensor<16xf32>) {
-  // expected-error @+1 {{'sl.rglru_correct' op init dimension 2 must be 16 (width), got 8}}
+  // expected-error @+1 {{'sl.rglru_correct' op init dimension 2 must be 16 (scan state), got 8}}
   %r = sl.rglru_correct %y, %i, %y, %g, %g, %g {chunk_axes = []} : (tensor<1x8x16xf32>, tensor<1x1x8xf32>, tensor<1x8x16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>) -> tensor<1x8x16xf32>
   return
 }

@@ -113,17 +113,9 @@ LogicalResult SSDScanOp::verify() {
        {std::pair{getALog(), "a_log"}, std::pair{getD(), "d"}, std::pair{getDtBias(), "dt_bias"}})
     if (failed(checkRank(*this, v, name, 1)) || failed(checkDim(*this, v, name, 0, heads, "heads")))
       return failure();
-  if (failed(checkChunkAxes(*this, getX(), getChunkAxes())))
-    return failure();
-  int64_t chunks = numChunks(*this, getX(), getChunkAxes());
-  if (failed(
-          checkSummary(*this, getState(), "state", getChunkAxes(), chunks, {x[0], heads, p, n})) ||
-      failed(checkSummary(*this, getDecay(), "decay", getChunkAxes(), chunks, {x[0], heads})))
-    return failure();
-  if (Value in = getStateIn())
-    if (failed(checkSummary(*this, in, "state_in", getChunkAxes(), chunks, {x[0], heads, p, n})))
-      return failure();
-  return success();
+  const int64_t stateDims[] = {x[0], heads, p, n}, decayDims[] = {x[0], heads};
+  return checkScanSummaries(*this, getX(), getChunkAxes(), getState(), getDecay(), getStateIn(),
+                            stateDims, decayDims);
 }
 
 ShardingRule SSDScanOp::getShardingRule() {
@@ -138,19 +130,14 @@ ShardingRule SSDScanOp::getShardingRule() {
   r.operand("C", {b, s, h});
   r.operand("d", {h});
   r.operand("dt_bias", {h});
-  if (getStateIn())
-    r.operand("state_in", r.summary({b, h, p, n}));
-  r.result("y", {b, s, h});
-  r.result("state", r.summary({b, h, p, n}));
-  r.result("decay", r.summary({b, h}));
+  r.scanSummaries(bool(getStateIn()), {b, s, h}, {b, h, p, n}, {b, h});
   return r.rule;
 }
 
 LogicalResult SSDCorrectOp::verify() {
   if (inPerRankProgram(*this))
     return success();
-  if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getY0(), "y0", 3)) ||
-      failed(checkRank(*this, getInit(), "init", 5)))
+  if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getY0(), "y0", 3)))
     return failure();
   auto y = shape(getY0());
   int64_t heads = getHeads(), groups = getGroups();
@@ -169,19 +156,9 @@ LogicalResult SSDCorrectOp::verify() {
   for (auto [v, name] : {std::pair{getALog(), "a_log"}, std::pair{getDtBias(), "dt_bias"}})
     if (failed(checkRank(*this, v, name, 1)) || failed(checkDim(*this, v, name, 0, heads, "heads")))
       return failure();
-  if (failed(checkChunkAxes(*this, getY0(), getChunkAxes())))
-    return failure();
-  int64_t chunks = numChunks(*this, getY0(), getChunkAxes());
-  if (chunks > 0 && failed(checkDim(*this, getInit(), "init", 0, chunks, "chunks")))
-    return failure();
   int64_t p = y[2] / heads, n = shape(getC())[2] / groups;
-  // A named array: an ArrayRef over a braced list in the range expression would point at an
-  // array that dies before the loop body runs.
-  const int64_t scanState[] = {y[0], heads, p, n};
-  for (auto [i, d] : llvm::enumerate(scanState))
-    if (failed(checkDim(*this, getInit(), "init", i + 1, d, "scan state")))
-      return failure();
-  return success();
+  const int64_t stateDims[] = {y[0], heads, p, n};
+  return checkCorrectionInit(*this, getY0(), getInit(), getChunkAxes(), stateDims);
 }
 
 ShardingRule SSDCorrectOp::getShardingRule() {

@@ -41,6 +41,16 @@ LogicalResult checkSummary(Operation *op, Value v, StringRef name, ArrayAttr chu
                            int64_t chunks, ArrayRef<int64_t> trailing);
 /// chunk_axes must be the axes that split the sequence of `seqValue`.
 LogicalResult checkChunkAxes(Operation *op, Value seqValue, ArrayAttr chunkAxes);
+/// A scan's chunk_axes and its summaries for the chunks they split `x` into:
+/// state and the optional state_in [C?, stateDims...], decay [C?, decayDims...].
+LogicalResult checkScanSummaries(Operation *op, Value x, ArrayAttr chunkAxes, Value state,
+                                 Value decay, Value stateIn, ArrayRef<int64_t> stateDims,
+                                 ArrayRef<int64_t> decayDims);
+/// A correction's chunk_axes and the initial states it reads: init
+/// [chunks, stateDims...], one per chunk they split y0 into (the chunk
+/// dimension is there even for a single chunk).
+LogicalResult checkCorrectionInit(Operation *op, Value y0, Value init, ArrayAttr chunkAxes,
+                                  ArrayRef<int64_t> stateDims);
 
 /// The remedy of a scan whose sequence is split: a clone scans every chunk
 /// from zero (`chunk_axes`), sl.scan_state_exchange combines the chunks'
@@ -103,6 +113,16 @@ struct RuleBuilder {
     if (chunkFactor >= 0)
       dims.insert(dims.begin(), chunkFactor);
     return dims;
+  }
+  /// A scan's optional state_in (its last operand) and its results y, state
+  /// and decay, the last two per chunk once chunked.
+  void scanSummaries(bool hasStateIn, std::vector<int> y, const std::vector<int> &state,
+                     const std::vector<int> &decay) {
+    if (hasStateIn)
+      operand("state_in", summary(state));
+    result("y", std::move(y));
+    result("state", summary(state));
+    result("decay", summary(decay));
   }
   void mixing(int f, shardline::Remedy remedy, ArrayAttr axes) {
     SmallVector<StringRef> names;

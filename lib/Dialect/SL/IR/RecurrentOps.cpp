@@ -22,16 +22,9 @@ LogicalResult RGLRUScanOp::verify() {
         std::pair{getBx(), "bx"}, std::pair{getLambda(), "lambda"}})
     if (failed(checkRank(*this, v, name, 1)) || failed(checkDim(*this, v, name, 0, x[2], "width")))
       return failure();
-  if (failed(checkChunkAxes(*this, getX(), getChunkAxes())))
-    return failure();
-  int64_t chunks = numChunks(*this, getX(), getChunkAxes());
-  if (failed(checkSummary(*this, getState(), "state", getChunkAxes(), chunks, {x[0], x[2]})) ||
-      failed(checkSummary(*this, getDecay(), "decay", getChunkAxes(), chunks, {x[0], x[2]})))
-    return failure();
-  if (Value in = getStateIn())
-    if (failed(checkSummary(*this, in, "state_in", getChunkAxes(), chunks, {x[0], x[2]})))
-      return failure();
-  return success();
+  const int64_t stateDims[] = {x[0], x[2]};
+  return checkScanSummaries(*this, getX(), getChunkAxes(), getState(), getDecay(), getStateIn(),
+                            stateDims, stateDims);
 }
 
 ShardingRule RGLRUScanOp::getShardingRule() {
@@ -41,35 +34,22 @@ ShardingRule RGLRUScanOp::getShardingRule() {
   r.operand("x", {b, s, w});
   for (const char *name : {"wa", "ba", "wx", "bx", "lambda"})
     r.operand(name, {w});
-  if (getStateIn())
-    r.operand("state_in", r.summary({b, w}));
-  r.result("y", {b, s, w});
-  r.result("state", r.summary({b, w}));
-  r.result("decay", r.summary({b, w}));
+  r.scanSummaries(bool(getStateIn()), {b, s, w}, {b, w}, {b, w});
   return r.rule;
 }
 
 LogicalResult RGLRUCorrectOp::verify() {
   if (inPerRankProgram(*this))
     return success();
-  if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getY0(), "y0", 3)) ||
-      failed(checkRank(*this, getInit(), "init", 3)))
+  if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getY0(), "y0", 3)))
     return failure();
   auto y = shape(getY0());
   for (auto [v, name] :
        {std::pair{getWa(), "wa"}, std::pair{getBa(), "ba"}, std::pair{getLambda(), "lambda"}})
     if (failed(checkRank(*this, v, name, 1)) || failed(checkDim(*this, v, name, 0, y[2], "width")))
       return failure();
-  if (failed(checkChunkAxes(*this, getY0(), getChunkAxes())))
-    return failure();
-  // Like sl.ssd_correct, init has its chunk dimension even for a single chunk.
-  int64_t chunks = numChunks(*this, getY0(), getChunkAxes());
-  if (chunks > 0 && failed(checkDim(*this, getInit(), "init", 0, chunks, "chunks")))
-    return failure();
-  if (failed(checkDim(*this, getInit(), "init", 1, y[0], "batch")) ||
-      failed(checkDim(*this, getInit(), "init", 2, y[2], "width")))
-    return failure();
-  return success();
+  const int64_t stateDims[] = {y[0], y[2]};
+  return checkCorrectionInit(*this, getY0(), getInit(), getChunkAxes(), stateDims);
 }
 
 ShardingRule RGLRUCorrectOp::getShardingRule() {

@@ -269,6 +269,34 @@ LogicalResult checkChunkAxes(Operation *op, Value seqValue, ArrayAttr chunkAxes)
   return success();
 }
 
+LogicalResult checkScanSummaries(Operation *op, Value x, ArrayAttr chunkAxes, Value state,
+                                 Value decay, Value stateIn, ArrayRef<int64_t> stateDims,
+                                 ArrayRef<int64_t> decayDims) {
+  if (failed(checkChunkAxes(op, x, chunkAxes)))
+    return failure();
+  int64_t chunks = numChunks(op, x, chunkAxes);
+  if (failed(checkSummary(op, state, "state", chunkAxes, chunks, stateDims)) ||
+      failed(checkSummary(op, decay, "decay", chunkAxes, chunks, decayDims)))
+    return failure();
+  if (stateIn && failed(checkSummary(op, stateIn, "state_in", chunkAxes, chunks, stateDims)))
+    return failure();
+  return success();
+}
+
+LogicalResult checkCorrectionInit(Operation *op, Value y0, Value init, ArrayAttr chunkAxes,
+                                  ArrayRef<int64_t> stateDims) {
+  if (failed(checkRank(op, init, "init", stateDims.size() + 1)) ||
+      failed(checkChunkAxes(op, y0, chunkAxes)))
+    return failure();
+  int64_t chunks = numChunks(op, y0, chunkAxes);
+  if (chunks > 0 && failed(checkDim(op, init, "init", 0, chunks, "chunks")))
+    return failure();
+  for (auto [i, d] : llvm::enumerate(stateDims))
+    if (failed(checkDim(op, init, "init", i + 1, d, "scan state")))
+      return failure();
+  return success();
+}
+
 Value insertHalo(Operation *op, Value x, int64_t width, RemedyContext &ctx, StringRef what) {
   shardline::Layout l = layoutOrReplicated(x);
   if (l.dims[1].empty() || width == 0)
