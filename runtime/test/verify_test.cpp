@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 using namespace shardline;
@@ -120,7 +121,8 @@ PlanSpec validPlan() {
 
 /// The plan file of `p`: the payload as the compiler writes it, wrapped
 /// with its content hash.
-std::vector<uint8_t> build(PlanSpec p) {
+/// The FlatBuffers payload of `p` (build wraps it in the container).
+std::vector<uint8_t> payload(PlanSpec p) {
   if (p.layOutArena) {
     p.arenaBytes = 0;
     for (TensorSpec &t : p.tensors) {
@@ -172,7 +174,12 @@ std::vector<uint8_t> build(PlanSpec p) {
                        b.CreateVector(ops), b.CreateVector(p.inputs), b.CreateVector(p.outputs),
                        p.arenaBytes, 0, plan::CreateModelFacts(b, p.vocab));
   plan::FinishPlanBuffer(b, root);
-  return wrapPlan(b.GetBufferPointer(), b.GetSize());
+  return {b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize()};
+}
+
+std::vector<uint8_t> build(const PlanSpec &p) {
+  std::vector<uint8_t> bytes = payload(p);
+  return wrapPlan(bytes.data(), bytes.size());
 }
 
 /// Why the loader refuses `p`.
@@ -417,4 +424,20 @@ TEST(Verify, FuzzerFindings) {
   p.tensor("norm_w").dtype = plan::DType::I32;
   EXPECT_EQ(loadError(p),
             "inconsistent plan: tensor 'norm_w' is an i32 weight; weights are float tensors");
+  // An 8-byte vector whose data is not 8-byte aligned: the schema verifier
+  // checks only that its length field is 4-byte aligned and in bounds. The
+  // first tensor's shape offset moved 4 bytes on makes its old first element
+  // (low half: 2) the length field, and its data start 4 bytes off.
+  std::vector<uint8_t> bytes = payload(validPlan());
+  const auto *shapeField =
+      reinterpret_cast<const fb::Table *>(plan::GetPlan(bytes.data())->tensors()->Get(0))
+          ->GetAddressOf(plan::Tensor::VT_SHAPE);
+  ASSERT_NE(shapeField, nullptr);
+  uint32_t offset;
+  std::memcpy(&offset, shapeField, 4);
+  offset += 4;
+  std::memcpy(bytes.data() + (shapeField - bytes.data()), &offset, 4);
+  std::string error;
+  EXPECT_FALSE(loadPlan(wrapPlan(bytes.data(), bytes.size()), error).has_value());
+  EXPECT_EQ(error, "inconsistent plan: the shape of tensor 'ids' is not 8-byte aligned");
 }
