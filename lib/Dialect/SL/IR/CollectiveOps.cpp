@@ -275,26 +275,29 @@ SL_COLLECTIVE_GROUP(AllToAllOp)
 SL_COLLECTIVE_GROUP(SliceOp)
 #undef SL_COLLECTIVE_GROUP
 
-Operation *AllGatherOp::buildShardCollective(OpBuilder &b, const RankContext &ctx) {
-  if (!ctx.alongOneDim(getX(), getResult(), getDim(), getAxes(), /*gathers=*/true))
+/// `op` as upstream's collective `ShardOp` along its dimension (the shard
+/// ops take the grid, its axes, the value, any `extra` operands and the
+/// dimension), or null when the movement is not that on this rank's mesh.
+template <typename ShardOp, typename SlOp, typename... Extra>
+static Operation *alongOneDim(SlOp op, OpBuilder &b, const RankContext &ctx, bool gathers,
+                              Extra... extra) {
+  if (!ctx.alongOneDim(op.getX(), op.getResult(), op.getDim(), op.getAxes(), gathers))
     return nullptr;
-  return shard::AllGatherOp::create(b, getLoc(), ctx.localType(getResult()), ctx.getGridName(),
-                                    ctx.gridAxes(getAxes()), getX(), APInt(64, getDim()));
+  return ShardOp::create(b, op.getLoc(), ctx.localType(op.getResult()), ctx.getGridName(),
+                         ctx.gridAxes(op.getAxes()), op.getX(), extra..., APInt(64, op.getDim()));
+}
+
+Operation *AllGatherOp::buildShardCollective(OpBuilder &b, const RankContext &ctx) {
+  return alongOneDim<shard::AllGatherOp>(*this, b, ctx, /*gathers=*/true);
 }
 
 Operation *ReduceScatterOp::buildShardCollective(OpBuilder &b, const RankContext &ctx) {
-  if (!ctx.alongOneDim(getX(), getResult(), getDim(), getAxes(), /*gathers=*/false))
-    return nullptr;
-  return shard::ReduceScatterOp::create(b, getLoc(), ctx.localType(getResult()), ctx.getGridName(),
-                                        ctx.gridAxes(getAxes()), getX(), shard::ReductionKind::Sum,
-                                        APInt(64, getDim()));
+  return alongOneDim<shard::ReduceScatterOp>(*this, b, ctx, /*gathers=*/false,
+                                             shard::ReductionKind::Sum);
 }
 
 Operation *SliceOp::buildShardCollective(OpBuilder &b, const RankContext &ctx) {
-  if (!ctx.alongOneDim(getX(), getResult(), getDim(), getAxes(), /*gathers=*/false))
-    return nullptr;
-  return shard::AllSliceOp::create(b, getLoc(), ctx.localType(getResult()), ctx.getGridName(),
-                                   ctx.gridAxes(getAxes()), getX(), APInt(64, getDim()));
+  return alongOneDim<shard::AllSliceOp>(*this, b, ctx, /*gathers=*/false);
 }
 
 Operation *AllReduceOp::buildShardCollective(OpBuilder &b, const RankContext &ctx) {
