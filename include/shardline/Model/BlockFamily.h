@@ -77,8 +77,6 @@ public:
     return OpT::create(b, blockLoc, std::forward<Args>(args)...);
   }
 
-  /// The model's element type (spec.dtype).
-  mlir::Type elementType() const { return elt; }
   /// A tensor of the model's element type with no layout.
   mlir::RankedTensorType tensor(llvm::ArrayRef<int64_t> shape) const;
   /// An activation [batch, seq, width] with no layout yet (propagation assigns

@@ -75,7 +75,6 @@ public:
   /// Seconds any one wait of this rank (here and in the groups split() makes
   /// afterwards) lasts at most: then it fails naming the ranks it waited for.
   void setTimeout(double seconds) { timeoutSeconds = seconds; }
-  double timeout() const { return timeoutSeconds; }
   /// Whether the run stopped because a rank did not arrive in time or ended:
   /// the ranks lost one of their own, not an error in the plan.
   virtual bool rankLost() const = 0;

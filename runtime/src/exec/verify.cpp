@@ -81,11 +81,7 @@ int64_t Contract::count(Arg a) const { return has(a) ? tensor(a).count : 0; }
 int64_t Contract::chunks(Arg a) const { return has(a) ? chunksPerRank(tensor(a).layout, 1) : 1; }
 
 int64_t Contract::product(std::initializer_list<int64_t> factors) {
-  int64_t n = 1;
-  for (int64_t f : factors)
-    if (f < 0 || __builtin_mul_overflow(n, f, &n))
-      return -1;
-  return n;
+  return checkedProduct(factors).value_or(-1);
 }
 
 std::string Contract::name(Arg a) const {

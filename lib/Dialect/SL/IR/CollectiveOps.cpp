@@ -240,9 +240,9 @@ LogicalResult ScanStateExchangeOp::verify() {
   auto s = shape(getStates()), d = shape(getDecays());
   if (s.size() < 2 || d.size() < 2 || d.size() > s.size() || s.take_front(d.size()) != d)
     return emitOpError("decays must be [chunks, ...] and a prefix of the states' shape");
+  if (failed(checkAxes(*this, getAxes())))
+    return failure();
   auto axes = axisNames(getAxes());
-  if (axes.empty())
-    return emitOpError("needs at least one axis");
   shardline::Layout states = toLayout(ls), decays = toLayout(ld);
   if (states.dims[0] != axes || decays.dims[0] != axes)
     return emitOpError("states and decays must be split over ")
