@@ -1,9 +1,9 @@
 //===- BlockFamily.h - the block families of the model spec ------*- C++ -*-===//
 //
-// A block family (attention, Mamba-2, MoE, RG-LRU, dense MLP) states in one
-// place, its file under lib/Model/Families/: its pattern letter, the name of
-// its model-spec section, how to read that section, the rules it checks
-// against the rest of the spec, and the sl ops of its block. The parser, the
+// A block family (attention, local attention, Mamba-2, MoE, RG-LRU, dense
+// MLP) states in one place, its file under lib/Model/Families/: its pattern
+// letter, the name of its model-spec section, how to read that section, the
+// rules it checks against the rest of the spec, and the sl ops of its block. The parser, the
 // validator and the importer walk the registry, which the build makes from
 // the files there, and know no family by name.
 //
