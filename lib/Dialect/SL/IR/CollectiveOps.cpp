@@ -8,6 +8,8 @@
 
 #include "OpUtils.h"
 
+#include "shardline/Dialect/SL/IR/Relayout.h"
+
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 
 using namespace mlir;
@@ -331,45 +333,35 @@ void ScanStateExchangeOp::resolveRankFacts(const RankContext &ctx) {
 // Bytes one rank sends (docs/report.md)
 //===----------------------------------------------------------------------===//
 
+/// The step the op performs, priced as planRelayout's steps are.
+template <typename OpTy>
+static int64_t transitionBytes(OpTy op, RelayoutStep::Kind kind, const shardline::Mesh &mesh,
+                               int64_t dim = -1) {
+  RelayoutStep step{
+      kind, toLayout(getLayout(op.getX())), toLayout(getLayout(op.getResult())), {}, dim};
+  if constexpr (!std::is_same_v<OpTy, ReorderOp>)
+    step.axes = axisNames(op.getAxes());
+  return stepBytes(step, shapeVec(op.getX()), elementBytesOf(op.getX().getType()), mesh);
+}
+
 int64_t AllGatherOp::sentBytesPerRank(const shardline::Mesh &mesh) {
-  return shardline::allGatherBytes(groupSize(mesh, getAxes()), localBytes(getResult(), mesh));
+  return transitionBytes(*this, RelayoutStep::Kind::AllGather, mesh, (int64_t)getDim());
 }
 
 int64_t ReduceScatterOp::sentBytesPerRank(const shardline::Mesh &mesh) {
-  return shardline::reduceScatterBytes(groupSize(mesh, getAxes()), localBytes(getX(), mesh));
+  return transitionBytes(*this, RelayoutStep::Kind::ReduceScatter, mesh, (int64_t)getDim());
 }
 
 int64_t AllReduceOp::sentBytesPerRank(const shardline::Mesh &mesh) {
-  // Reduce-scatter + all-gather needs a dimension the group divides; a
-  // tensor without one (the scalar loss) is exchanged whole.
-  int64_t g = groupSize(mesh, getAxes());
-  std::vector<int64_t> local = localShapeOf(getX(), mesh);
-  bool splittable = llvm::any_of(local, [&](int64_t d) { return d % g == 0; });
-  int64_t bytes = localBytes(getX(), mesh);
-  return splittable ? shardline::allReduceBytes(g, bytes) : shardline::saturatingMul(g - 1, bytes);
+  return transitionBytes(*this, RelayoutStep::Kind::AllReduce, mesh);
 }
 
 int64_t AllToAllOp::sentBytesPerRank(const shardline::Mesh &mesh) {
-  return shardline::allToAllBytes(groupSize(mesh, getAxes()), localBytes(getX(), mesh));
+  return transitionBytes(*this, RelayoutStep::Kind::AllToAll, mesh, (int64_t)getSplitDim());
 }
 
-/// Rows along the ordered dimension that leave a rank, most over ranks, times
-/// the bytes of one row.
 int64_t ReorderOp::sentBytesPerRank(const shardline::Mesh &mesh) {
-  shardline::Layout in = toLayout(getLayout(getX())), out = toLayout(getLayout(getResult()));
-  std::vector<int64_t> global = shapeVec(getX());
-  int64_t dim = in.orderDim >= 0 ? in.orderDim : out.orderDim;
-  if (dim < 0)
-    return 0;
-  int64_t rows = shardline::localShape(in, mesh, global)[dim];
-  int64_t rowBytes = localBytes(getX(), mesh) / std::max<int64_t>(1, rows);
-  int64_t most = 0;
-  for (int64_t r = 0; r < mesh.numRanks(); ++r) {
-    int64_t staying = shardline::overlap(shardline::tokenRuns(in, mesh, global, dim, r),
-                                         shardline::tokenRuns(out, mesh, global, dim, r));
-    most = std::max(most, rows - staying);
-  }
-  return shardline::saturatingMul(most, rowBytes);
+  return transitionBytes(*this, RelayoutStep::Kind::Reorder, mesh);
 }
 
 /// The tokens before each local chunk that another rank holds, most over

@@ -1,0 +1,69 @@
+//===- Relayout.h - one layout change as collectives, and its bytes -*- C++ -*-===//
+//
+// How a value gets from one layout to another, and what that costs one rank:
+// the single source of both for the passes and the report. sl-insert-collectives
+// emits the steps planRelayout chooses; sl-elide-gathers and sl-explain price
+// placements with relayoutBytes; each collective op states its bytes through
+// stepBytes (docs/report.md), so a placement's price is the report's.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SHARDLINE_DIALECT_SL_IR_RELAYOUT_H
+#define SHARDLINE_DIALECT_SL_IR_RELAYOUT_H
+
+#include "core/layout.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/Support/LogicalResult.h"
+
+#include <string>
+#include <vector>
+
+namespace mlir::sl {
+
+/// One collective (or local slice) of a layout change.
+struct RelayoutStep {
+  enum class Kind { ReduceScatter, AllReduce, AllToAll, AllGather, Reorder, Slice };
+  Kind kind;
+  shardline::Layout from, to;
+  std::vector<std::string> axes;
+  /// all_gather, reduce_scatter and slice: the dimension; all_to_all: the
+  /// dimension the axes join (split_dim).
+  int64_t dim = -1;
+  /// all_to_all: the dimension the axes leave (concat_dim).
+  int64_t concatDim = -1;
+};
+
+/// The steps that take `from` to `to`, in the order sl-insert-collectives
+/// emits them: reduce pending sums (reduce_scatter onto a dimension the target
+/// splits over the reduced axes, else all_reduce); move axes between
+/// dimensions (all_to_all) or drop them, minor-most first (all_gather);
+/// change chunk orders (reorder); add splits (slice). Empty when the layouts
+/// are equal; on failure `error` says why and the result is empty.
+std::vector<RelayoutStep> planRelayout(const shardline::Layout &from, const shardline::Layout &to,
+                                       std::string &error);
+
+/// Bytes one rank sends for `step` on a tensor of global `shape` whose
+/// elements take `elementBytes` (docs/report.md). A slice sends nothing.
+int64_t stepBytes(const RelayoutStep &step, const std::vector<int64_t> &shape, int64_t elementBytes,
+                  const shardline::Mesh &mesh);
+
+/// Bytes one rank sends to take a value of `type` from `from` to `to` as
+/// planRelayout does; -1 when no lowering exists (a pending sum would be
+/// created).
+int64_t relayoutBytes(const shardline::Layout &from, const shardline::Layout &to,
+                      RankedTensorType type, const shardline::Mesh &mesh);
+
+/// The bytes of one element of `type` (at least 1).
+int64_t elementBytesOf(Type type);
+
+/// Emits the steps that take `in` to `to` at the builder's insertion point,
+/// each with `reason` (when set) as its sl.reason; returns the final value
+/// (`in` itself when the layouts are equal), or failure with `error` set.
+FailureOr<Value> emitRelayout(OpBuilder &b, Location loc, Value in, const shardline::Layout &to,
+                              StringAttr reason, std::string &error);
+
+} // namespace mlir::sl
+
+#endif
