@@ -16,12 +16,12 @@ func.func @needed(%x: tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], []]>>) -> 
 // names the cheaper placement, and lint warns.
 sl.mesh @mesh(tp = 2)
 func.func @premature(%x: tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], []]>>) -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>> {
-  // expected-remark @+1 {{all_gather over [tp]: 512 bytes per rank; needed by sl.silu; cheaper: sinking it past sl.silu, which accepts the split layout}}
+  // expected-remark @+1 {{all_gather over [tp]: 512 bytes per rank; needed by sl.silu; cheaper: sinking it past sl.silu (sl-elide-gathers: the same 512 bytes per rank, activations 1024 -> 512 in this region)}}
   %g = sl.all_gather %x {axes = ["tp"], dim = 1} : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], []]>> -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>
   %s = sl.silu %g : (tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>) -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>
   return %s : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>
 }
-// LINT: explain.mlir:20:8: warning: premature gather: every user of this all_gather accepts the split layout of dimension 1; sink it to the first op that needs it whole
+// LINT: explain.mlir:20:8: warning: premature gather: sinking it past sl.silu (sl-elide-gathers: the same 512 bytes per rank, activations 1024 -> 512 in this region)
 // LINT-NOT: warning:
 
 // -----
@@ -39,7 +39,7 @@ func.func @scatter(%p: tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []], partia
 // reduce_scatter would do, for half the bytes.
 sl.mesh @mesh(tp = 2)
 func.func @scatter_would_do(%p: tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []], partial = [tp]>>) -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>> {
-  // expected-remark @+1 {{all_reduce over [tp]: 1024 bytes per rank; needed by sl.silu; cheaper: reduce_scatter over [tp] (512 bytes per rank) of dimension 1, since every user accepts the result split there}}
+  // expected-remark @+1 {{all_reduce over [tp]: 1024 bytes per rank; needed by sl.silu; cheaper: reduce_scatter over [tp], the sum gathered later past sl.silu (sl-elide-gathers: the same 1024 bytes per rank, activations 1024 -> 512 in this region)}}
   %r = sl.all_reduce %p {axes = ["tp"]} : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []], partial = [tp]>> -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>
   %s = sl.silu %r : (tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>) -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>
   return %s : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>
@@ -50,7 +50,7 @@ func.func @scatter_would_do(%p: tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []
 // The function returns the reduced value whole: the reduce_scatter is rejected.
 sl.mesh @mesh(tp = 2)
 func.func @whole_needed(%p: tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []], partial = [tp]>>) -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>> {
-  // expected-remark @+1 {{all_reduce over [tp]: 1024 bytes per rank; needed by func.return; rejected: reduce_scatter over [tp] (512 bytes per rank), since func.return needs the result whole}}
+  // expected-remark @+1 {{all_reduce over [tp]: 1024 bytes per rank; needed by func.return; rejected: reduce_scatter over [tp] (512 bytes per rank), since no placement of the split sum sends fewer bytes}}
   %r = sl.all_reduce %p {axes = ["tp"]} : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []], partial = [tp]>> -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>
   return %r : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>
 }

@@ -140,19 +140,30 @@ FailureOr<MeshOp> verifyValueLayouts(Operation *op) {
 
 std::optional<shardline::RuleCheck>
 mlir::sl::checkOpRule(Operation *op, const llvm::DenseMap<Value, shardline::Layout> &overrides) {
+  std::vector<std::optional<shardline::Layout>> layouts;
+  for (Value v : op->getOperands())
+    if (auto it = overrides.find(v); it != overrides.end())
+      layouts.push_back(it->second);
+    else
+      layouts.push_back(std::nullopt);
+  return checkOpRuleAt(op, layouts);
+}
+
+std::optional<shardline::RuleCheck>
+mlir::sl::checkOpRuleAt(Operation *op, ArrayRef<std::optional<shardline::Layout>> overrides) {
   auto iface = dyn_cast<ShardingRuleOpInterface>(op);
   if (!iface)
     return std::nullopt;
   MeshOp mesh;
   std::vector<std::vector<int64_t>> operandShapes, resultShapes;
   std::vector<std::optional<shardline::Layout>> layouts;
-  for (Value v : op->getOperands()) {
+  for (auto [i, v] : llvm::enumerate(op->getOperands())) {
     operandShapes.push_back(shapeVec(v));
     LayoutAttr l = getLayout(v);
     if (l && !mesh)
       mesh = lookupMesh(op, l);
-    if (auto it = overrides.find(v); it != overrides.end())
-      layouts.push_back(it->second);
+    if (i < overrides.size() && overrides[i])
+      layouts.push_back(overrides[i]);
     else if (l)
       layouts.push_back(toLayout(l));
     else

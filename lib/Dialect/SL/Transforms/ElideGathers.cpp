@@ -1,10 +1,15 @@
-//===- ElideGathers.cpp - sink, cancel and fuse premature gathers ---------===//
+//===- ElideGathers.cpp - place layout transitions by bytes ---------------===//
 //
-// Every rewrite keeps values: a gather moves past an op only when the op's
-// sharding rule accepts the split layout (checked with the same checker as
-// the verifier), and the op's results are then gathered instead.
+// Moves (Placement.h) re-place every transition of one kind at once by a
+// minimum cut over the region of free ops it reaches; the pass applies the
+// best move while one lowers the bytes per rank (or keeps them and shrinks
+// activations), then the local rewrites below, which never add bytes. Every
+// rewrite keeps values: an op is re-typed only in the free dimensions of its
+// rule, checked with the same checker as the verifier.
 //
 //===----------------------------------------------------------------------===//
+
+#include "Placement.h"
 
 #include "shardline/Analysis/Report.h"
 #include "shardline/Dialect/SL/IR/SL.h"
@@ -23,226 +28,20 @@ using namespace mlir;
 using namespace mlir::sl;
 using shardline::Layout;
 using Axes = std::vector<std::string>;
+using placement::Change;
 
 namespace {
 
-struct Record {
-  std::string op, location, how;
-};
-using Records = std::vector<Record>;
+using Records = std::vector<Change>;
 
 std::string locText(Location loc) { return shardline::describeLocation(loc); }
 
-Axes axesOf(ArrayAttr a) {
-  Axes out;
-  for (Attribute x : a)
-    out.push_back(cast<StringAttr>(x).str());
-  return out;
-}
+Axes axesOf(ArrayAttr a) { return axisNames(a); }
 
 RankedTensorType retype(Value v, const Layout &l) {
   auto t = cast<RankedTensorType>(v.getType());
   LayoutAttr old = getLayout(t);
   return withLayout(t, fromLayout(t.getContext(), old.getMesh(), l));
-}
-
-/// The result layouts `op` would have with `replace` substituted for some of
-/// its operands, or nullopt if its rule rejects them.
-std::optional<std::vector<Layout>> derive(Operation *op,
-                                          const llvm::DenseMap<Value, Layout> &replace) {
-  for (Value v : llvm::concat<Value>(op->getOperands(), op->getResults()))
-    if (!getLayout(v))
-      return std::nullopt;
-  // Only free dimensions may change: a sequence-mixing one that the op splits
-  // with a remedy (ring attention, chunked scans, halos) would compute
-  // something else in another layout.
-  auto iface = dyn_cast<ShardingRuleOpInterface>(op);
-  if (!iface)
-    return std::nullopt;
-  shardline::ShardingRule rule = iface.getShardingRule();
-  for (OpOperand &use : op->getOpOperands()) {
-    auto it = replace.find(use.get());
-    if (it == replace.end())
-      continue;
-    Layout now = toLayout(getLayout(use.get()));
-    const auto &dims = rule.operands[use.getOperandNumber()];
-    for (size_t d = 0; d < dims.size(); ++d)
-      if ((now.dims[d] != it->second.dims[d] || now.dimOrder(d) != it->second.dimOrder(d)) &&
-          (dims[d] < 0 || rule.factors[dims[d]].kind != shardline::FactorKind::Free))
-        return std::nullopt;
-  }
-  std::optional<shardline::RuleCheck> check = checkOpRule(op, replace);
-  if (!check || !check->error.empty())
-    return std::nullopt;
-  // A result whose layout would change needs a transition back, and those
-  // take float tensors only (not the router's expert indices).
-  for (auto [i, r] : llvm::enumerate(op->getResults()))
-    if (check->results[i] != toLayout(getLayout(r)) &&
-        !isa<FloatType>(getElementTypeOrSelf(r.getType())))
-      return std::nullopt;
-  return check->results;
-}
-
-/// How to get from `from` to `to` with one gather: the dimension and axes, or
-/// nullopt when they differ otherwise.
-std::optional<std::pair<int64_t, Axes>> gatherBetween(const Layout &from, const Layout &to) {
-  if (from.partial != to.partial || from.dims.size() != to.dims.size())
-    return std::nullopt;
-  std::optional<std::pair<int64_t, Axes>> found;
-  for (size_t d = 0; d < from.dims.size(); ++d) {
-    if (from.dims[d] == to.dims[d])
-      continue;
-    const Axes &f = from.dims[d], &t = to.dims[d];
-    if (found || f.size() <= t.size() || !std::equal(t.begin(), t.end(), f.begin()))
-      return std::nullopt;
-    found = std::make_pair((int64_t)d, Axes(f.begin() + t.size(), f.end()));
-  }
-  if (!found)
-    return std::nullopt;
-  Layout check = from;
-  check.dims[found->first] = to.dims[found->first];
-  if (check.dims[found->first].empty() && check.orderDim == found->first)
-    check.orderDim = -1;
-  if (check != to)
-    return std::nullopt;
-  return found;
-}
-
-bool onlyOrderDiffers(const Layout &a, const Layout &b) {
-  return a.dims == b.dims && a.partial == b.partial && a != b;
-}
-
-std::string opName(Operation *op) { return op->getName().getStringRef().str(); }
-
-/// Whether the user's rule accepts its operands from transitions like `t`
-/// (same op, same attributes) in their layouts before the transition, and
-/// each result can come back to its layout with one such transition. Fills
-/// the results' split layouts and where each moved operand comes from.
-bool acceptsSplit(Operation *t, Operation *user, std::vector<Layout> &results,
-                  llvm::DenseMap<Value, Value> &source) {
-  if (!isa<ShardingRuleOpInterface>(user))
-    return false;
-  llvm::DenseMap<Value, Layout> replace;
-  for (Value operand : user->getOperands()) {
-    Operation *def = operand.getDefiningOp();
-    if (!def || def->getName() != t->getName() ||
-        def->getAttrDictionary() != t->getAttrDictionary())
-      continue;
-    replace[operand] = toLayout(getLayout(def->getOperand(0)));
-    source[operand] = def->getOperand(0);
-  }
-  if (!replace.count(t->getResult(0)))
-    return false;
-  std::optional<std::vector<Layout>> derived = derive(user, replace);
-  if (!derived)
-    return false;
-  for (auto [i, r] : llvm::enumerate(user->getResults())) {
-    Layout now = toLayout(getLayout(r));
-    const Layout &split = (*derived)[i];
-    if (split == now)
-      continue;
-    if (isa<AllGatherOp>(t) ? !gatherBetween(split, now) : !onlyOrderDiffers(split, now))
-      return false;
-  }
-  results = std::move(*derived);
-  return true;
-}
-
-bool sameKind(Operation *a, Operation *b) {
-  return a && b && a->getName() == b->getName() && a->getAttrDictionary() == b->getAttrDictionary();
-}
-
-/// The layout `v` will have once transitions like `t` have sunk past the ops
-/// that compute it (looking at most `depth` ops back), or nullopt if it keeps
-/// its layout.
-std::optional<Layout> splitLater(Value v, Operation *t, int depth) {
-  Operation *def = v.getDefiningOp();
-  if (!def)
-    return std::nullopt;
-  if (sameKind(def, t))
-    return toLayout(getLayout(def->getOperand(0)));
-  if (depth == 0 || !isa<ShardingRuleOpInterface>(def))
-    return std::nullopt;
-  llvm::DenseMap<Value, Layout> replace;
-  for (Value operand : def->getOperands())
-    if (auto l = splitLater(operand, t, depth - 1))
-      replace[operand] = *l;
-  if (replace.empty())
-    return std::nullopt;
-  auto derived = derive(def, replace);
-  if (!derived)
-    return std::nullopt;
-  const Layout &split = (*derived)[cast<OpResult>(v).getResultNumber()];
-  Layout now = toLayout(getLayout(v));
-  bool back =
-      isa<AllGatherOp>(t) ? gatherBetween(split, now).has_value() : onlyOrderDiffers(split, now);
-  return back ? std::optional<Layout>(split) : std::nullopt;
-}
-
-/// Whether `user` accepts the layouts its operands will have once transitions
-/// like `t` have sunk (sl.add(gather(x), silu(rms_norm(gather(x))))).
-bool acceptsSplitLater(Operation *t, Operation *user) {
-  if (!isa<ShardingRuleOpInterface>(user))
-    return false;
-  llvm::DenseMap<Value, Layout> replace;
-  for (Value operand : user->getOperands())
-    if (auto l = splitLater(operand, t, /*depth=*/8))
-      replace[operand] = *l;
-  if (!replace.count(t->getResult(0)))
-    return false;
-  auto derived = derive(user, replace);
-  if (!derived)
-    return false;
-  for (auto [i, r] : llvm::enumerate(user->getResults())) {
-    Layout now = toLayout(getLayout(r));
-    const Layout &split = (*derived)[i];
-    if (split != now &&
-        (isa<AllGatherOp>(t) ? !gatherBetween(split, now) : !onlyOrderDiffers(split, now)))
-      return false;
-  }
-  return true;
-}
-
-/// Moves a layout transition (all-gather or reorder) `t` past its user `user`
-/// when the user's rule accepts the layout before the transition; the user's
-/// results get the same kind of transition.
-LogicalResult sinkPast(Operation *t, Operation *user, PatternRewriter &rewriter, Records &records) {
-  std::vector<Layout> results;
-  llvm::DenseMap<Value, Value> source;
-  if (!acceptsSplit(t, user, results, source))
-    return failure();
-  rewriter.setInsertionPoint(user);
-  Operation *moved = rewriter.clone(*user);
-  for (OpOperand &use : moved->getOpOperands())
-    if (auto it = source.find(use.get()); it != source.end())
-      use.set(it->second);
-  SmallVector<Value> replacements;
-  rewriter.setInsertionPointAfter(moved);
-  for (auto [i, r] : llvm::enumerate(moved->getResults())) {
-    Type oldType = r.getType();
-    const Layout &split = results[i];
-    r.setType(retype(r, split));
-    Layout now = toLayout(getLayout(oldType));
-    if (split == now) {
-      replacements.push_back(r);
-      continue;
-    }
-    Operation *back;
-    if (isa<AllGatherOp>(t)) {
-      auto [dim, axes] = *gatherBetween(split, now);
-      SmallVector<StringRef> refs(axes.begin(), axes.end());
-      back = AllGatherOp::create(rewriter, t->getLoc(), oldType, r, rewriter.getStrArrayAttr(refs),
-                                 rewriter.getI64IntegerAttr(dim));
-    } else {
-      back = ReorderOp::create(rewriter, t->getLoc(), oldType, r);
-    }
-    if (auto reason = t->getAttr(kReasonAttr))
-      back->setAttr(kReasonAttr, reason);
-    replacements.push_back(back->getResult(0));
-  }
-  records.push_back({opName(t).substr(3), locText(t->getLoc()), "sunk past " + opName(user)});
-  rewriter.replaceOp(user, replacements);
-  return success();
 }
 
 /// A rewrite that records what it elided for the report.
@@ -252,28 +51,10 @@ template <typename OpTy> struct RecordingPattern : OpRewritePattern<OpTy> {
   Records &records;
 };
 
-/// Sinks an all-gather or a reorder when every user accepts the layout before
-/// it (now, or once its own operands have sunk): the transition then happens
-/// later, or not at all, on every path.
-template <typename OpTy> struct SinkTransition : RecordingPattern<OpTy> {
-  using RecordingPattern<OpTy>::RecordingPattern;
-  LogicalResult matchAndRewrite(OpTy op, PatternRewriter &rewriter) const override {
-    SmallVector<Operation *> users(op.getResult().getUsers());
-    if (users.empty())
-      return failure();
-    for (Operation *user : users)
-      if (!acceptsSplitLater(op, user))
-        return failure();
-    for (Operation *user : users)
-      if (succeeded(sinkPast(op, user, rewriter, this->records)))
-        return success();
-    return failure();
-  }
-};
-
-/// all_gather(x) -> all_gather on the same dimension => one all_gather.
-struct MergeGathers : RecordingPattern<AllGatherOp> {
-  using RecordingPattern::RecordingPattern;
+/// all_gather(x) -> all_gather on the same dimension => one all_gather (the
+/// same bytes in one collective; the pass splits them again to move one axis).
+struct MergeGathers : OpRewritePattern<AllGatherOp> {
+  using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(AllGatherOp op, PatternRewriter &rewriter) const override {
     auto inner = op.getX().getDefiningOp<AllGatherOp>();
     if (!inner || inner.getDim() != op.getDim() || !inner.getResult().hasOneUse())
@@ -286,12 +67,42 @@ struct MergeGathers : RecordingPattern<AllGatherOp> {
                                       rewriter.getStrArrayAttr(refs), op.getDimAttr());
     if (auto reason = op->getAttr(kReasonAttr))
       merged->setAttr(kReasonAttr, reason);
-    records.push_back({"all_gather", locText(inner.getLoc()), "merged with the next all_gather"});
     rewriter.replaceOp(op, merged.getResult());
     rewriter.eraseOp(inner);
     return success();
   }
 };
+
+/// An all_gather over several axes => one per axis, minor-most first, so that
+/// a move can re-place one axis and keep the others (the same bytes: a
+/// gather over g = a*b ranks sends (g-1)/g of the result, and gathering b
+/// then a sends (b-1)/b of 1/a of it plus (a-1)/a of it).
+void splitGathers(func::FuncOp fn) {
+  SmallVector<AllGatherOp> gathers;
+  fn.walk([&](AllGatherOp g) {
+    if (g.getAxes().size() > 1)
+      gathers.push_back(g);
+  });
+  for (AllGatherOp g : gathers) {
+    OpBuilder b(g);
+    Value cur = g.getX();
+    Layout l = toLayout(getLayout(cur));
+    Axes axes = axesOf(g.getAxes());
+    for (const std::string &a : llvm::reverse(axes)) {
+      auto &d = l.dims[g.getDim()];
+      d.pop_back();
+      if (d.empty() && l.orderDim == (int64_t)g.getDim())
+        l.orderDim = -1;
+      auto single = AllGatherOp::create(b, g.getLoc(), retype(cur, l), cur, b.getStrArrayAttr({a}),
+                                        g.getDimAttr());
+      if (auto reason = g->getAttr(kReasonAttr))
+        single->setAttr(kReasonAttr, reason);
+      cur = single.getResult();
+    }
+    g.getResult().replaceAllUsesWith(cur);
+    g->erase();
+  }
+}
 
 /// all_gather -> slice of the same axes and dimension => the gathered value.
 struct CancelGatherSlice : RecordingPattern<SliceOp> {
@@ -306,86 +117,16 @@ struct CancelGatherSlice : RecordingPattern<SliceOp> {
   }
 };
 
-/// all_reduce over A -> slice over B within A => reduce_scatter over B (+ an
-/// all_reduce over the rest of A).
-struct AllReduceSlice : RecordingPattern<SliceOp> {
+/// slice -> all_gather of the same axes and dimension => the value sliced.
+struct CancelSliceGather : RecordingPattern<AllGatherOp> {
   using RecordingPattern::RecordingPattern;
-  LogicalResult matchAndRewrite(SliceOp op, PatternRewriter &rewriter) const override {
-    // With other users the all-reduce would stay and both would run.
-    auto reduce = op.getX().getDefiningOp<AllReduceOp>();
-    if (!reduce || !reduce.getResult().hasOneUse())
-      return failure();
-    Axes all = axesOf(reduce.getAxes()), sliced = axesOf(op.getAxes());
-    for (const auto &a : sliced)
-      if (std::find(all.begin(), all.end(), a) == all.end())
-        return failure();
-    Layout in = toLayout(getLayout(reduce.getX()));
-    Layout scattered = in;
-    for (const auto &a : sliced)
-      scattered.partial.erase(std::find(scattered.partial.begin(), scattered.partial.end(), a));
-    auto &d = scattered.dims[op.getDim()];
-    bool wasWhole = d.empty();
-    d.insert(d.end(), sliced.begin(), sliced.end());
-    Layout target = toLayout(getLayout(op.getResult()));
-    if (wasWhole && target.orderDim == (int64_t)op.getDim()) {
-      scattered.orderDim = target.orderDim;
-      scattered.order = target.order;
-    }
-    SmallVector<StringRef> refs(sliced.begin(), sliced.end());
-    Value v =
-        ReduceScatterOp::create(rewriter, reduce.getLoc(), retype(reduce.getX(), scattered),
-                                reduce.getX(), rewriter.getStrArrayAttr(refs), op.getDimAttr());
-    Axes rest;
-    for (const auto &a : all)
-      if (std::find(sliced.begin(), sliced.end(), a) == sliced.end())
-        rest.push_back(a);
-    if (!rest.empty()) {
-      SmallVector<StringRef> restRefs(rest.begin(), rest.end());
-      v = AllReduceOp::create(rewriter, reduce.getLoc(), op.getResult().getType(), v,
-                              rewriter.getStrArrayAttr(restRefs));
-    }
-    if (v.getType() != op.getResult().getType())
+  LogicalResult matchAndRewrite(AllGatherOp op, PatternRewriter &rewriter) const override {
+    auto slice = op.getX().getDefiningOp<SliceOp>();
+    if (!slice || slice.getX().getType() != op.getResult().getType())
       return failure();
     records.push_back(
-        {"all_reduce", locText(reduce.getLoc()), "all_reduce+slice -> reduce_scatter"});
-    rewriter.replaceOp(op, v);
-    return success();
-  }
-};
-
-/// An all-reduce whose users all accept its result split on the sequence =>
-/// reduce-scatter + an all-gather that then sinks to where it is needed.
-struct SplitAllReduce : RecordingPattern<AllReduceOp> {
-  using RecordingPattern::RecordingPattern;
-  LogicalResult matchAndRewrite(AllReduceOp op, PatternRewriter &rewriter) const override {
-    Layout out = toLayout(getLayout(op.getResult()));
-    auto type = op.getResult().getType();
-    if (type.getRank() < 2 || op.getResult().use_empty())
-      return failure();
-    const int64_t seq = 1;
-    Axes axes = axesOf(op.getAxes());
-    Layout split = out;
-    split.dims[seq].insert(split.dims[seq].end(), axes.begin(), axes.end());
-    MeshOp mesh = lookupMesh(op, getLayout(op.getResult()));
-    shardline::Mesh m = toMesh(mesh);
-    std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
-    if (!shardline::verifyLayout(split, &m, &shape).empty())
-      return failure();
-    for (Operation *user : op.getResult().getUsers()) {
-      llvm::DenseMap<Value, Layout> replace{{op.getResult(), split}};
-      if (!derive(user, replace))
-        return failure();
-    }
-    auto rs = ReduceScatterOp::create(rewriter, op.getLoc(), retype(op.getResult(), split),
-                                      op.getX(), op.getAxes(), rewriter.getI64IntegerAttr(seq));
-    auto ag = AllGatherOp::create(rewriter, op.getLoc(), type, rs.getResult(), op.getAxes(),
-                                  rewriter.getI64IntegerAttr(seq));
-    for (Operation *created : {rs.getOperation(), ag.getOperation()})
-      if (auto reason = op->getAttr(kReasonAttr))
-        created->setAttr(kReasonAttr, reason);
-    records.push_back(
-        {"all_reduce", locText(op.getLoc()), "split into reduce_scatter + all_gather"});
-    rewriter.replaceOp(op, ag.getResult());
+        {"all_gather", locText(op.getLoc()), "cancelled with the sl.slice before it"});
+    rewriter.replaceOp(op, slice.getX());
     return success();
   }
 };
@@ -469,17 +210,51 @@ struct GatherPastAllToAll : RecordingPattern<AllToAllOp> {
   }
 };
 
+/// The best move of `fn`, or none when no move improves it.
+std::optional<placement::Move> bestMove(func::FuncOp fn) {
+  std::optional<placement::Move> best;
+  bool ties = placement::activationsBreakTies(fn);
+  for (const placement::Kind &kind : placement::kindsIn(fn)) {
+    placement::Move move(fn, kind, ties);
+    const placement::Outcome &o = move.solve();
+    if (!o.improves())
+      continue;
+    if (best) {
+      const placement::Outcome &b = best->solve();
+      int64_t saved = o.bytesBefore - o.bytesAfter, bestSaved = b.bytesBefore - b.bytesAfter;
+      if (saved < bestSaved || (saved == bestSaved && o.activationBefore - o.activationAfter <=
+                                                          b.activationBefore - b.activationAfter))
+        continue;
+    }
+    best = std::move(move);
+  }
+  return best;
+}
+
 struct SLElideGathers : mlir::sl::impl::SLElideGathersBase<SLElideGathers> {
   using SLElideGathersBase::SLElideGathersBase;
   void runOnOperation() override {
     ModuleOp module = getOperation();
     Records records;
     RewritePatternSet patterns(&getContext());
-    patterns.add<SinkTransition<AllGatherOp>, SinkTransition<ReorderOp>, MergeGathers,
-                 CancelGatherSlice, AllReduceSlice, SplitAllReduce, CancelReorders, CancelAllToAlls,
+    patterns.add<MergeGathers>(&getContext());
+    patterns.add<CancelGatherSlice, CancelSliceGather, CancelReorders, CancelAllToAlls,
                  GatherPastAllToAll>(&getContext(), records);
-    if (failed(applyPatternsGreedily(module, std::move(patterns))))
-      return signalPassFailure();
+    FrozenRewritePatternSet frozen(std::move(patterns));
+    for (func::FuncOp fn : module.getOps<func::FuncOp>()) {
+      // Each applied move lowers (bytes, activations) strictly, so this ends;
+      // the bound only guards against a pricing bug.
+      for (int round = 0; round < 1000; ++round) {
+        splitGathers(fn);
+        std::optional<placement::Move> move = bestMove(fn);
+        if (!move)
+          break;
+        if (failed(move->apply(records)))
+          return signalPassFailure();
+      }
+      if (failed(applyPatternsGreedily(fn, frozen)))
+        return signalPassFailure();
+    }
     if (records.empty())
       return;
     SmallVector<Attribute> entries;

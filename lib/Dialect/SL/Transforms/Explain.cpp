@@ -1,5 +1,7 @@
 //===- Explain.cpp - why each collective is there --------------------------===//
 
+#include "Placement.h"
+
 #include "shardline/Analysis/MemoryPlan.h"
 #include "shardline/Analysis/Report.h"
 #include "shardline/Dialect/SL/IR/SL.h"
@@ -15,60 +17,48 @@ using namespace mlir::sl;
 
 namespace {
 
-/// Whether `user` would accept `value` in the layout `before` (the layout the
-/// gather started from) in place of its current one.
-bool accepts(Operation *user, Value value, const shardline::Layout &before) {
-  std::optional<shardline::RuleCheck> check = checkOpRule(user, {{value, before}});
-  return check && check->error.empty();
-}
-
-/// The first user of a gather's result that needs the gathered layout, or null.
-Operation *needsWhole(AllGatherOp g) {
-  shardline::Layout before = toLayout(getLayout(g.getX()));
-  for (Operation *user : g.getResult().getUsers())
-    if (!accepts(user, g.getResult(), before))
-      return user;
-  return nullptr;
-}
-
 /// A placement the passes did not choose: `cheaper` when it would send less
-/// and is legal (a missed rewrite), otherwise a costlier one that was
-/// rejected.
+/// (or the same with smaller activations) and is legal — a move that
+/// sl-elide-gathers would make — otherwise a costlier one that was rejected.
 struct Alternative {
   std::string text;
   bool cheaper = false;
 };
 
-/// For an all_reduce whose users would all accept its result split along one
-/// dimension over the reduced axes, a reduce_scatter would do: that dimension,
-/// or -1 with `blocker` set to the first user that needs the result whole.
-int64_t scatterableDim(AllReduceOp ar, const shardline::Mesh &mesh,
-                       const std::vector<std::string> &axes, Operation *&blocker) {
-  blocker = nullptr;
-  shardline::Layout whole = toLayout(getLayout(ar.getResult()));
-  auto shape = ar.getResult().getType().getShape();
-  std::vector<int64_t> global(shape.begin(), shape.end());
-  // The sequence (dimension 1) first: sl-elide-gathers splits there.
-  std::vector<int64_t> dims;
-  if (global.size() >= 2)
-    dims.push_back(1);
-  for (int64_t d = 0; d < (int64_t)global.size(); ++d)
-    if (d != 1 || global.size() < 2)
-      dims.push_back(d);
-  for (int64_t d : dims) {
-    shardline::Layout split = whole;
-    split.dims[d].insert(split.dims[d].end(), axes.begin(), axes.end());
-    if (!shardline::verifyLayout(split, &mesh, &global).empty())
+/// The best improving move of sl-elide-gathers that re-places `op`: the same
+/// cost function the pass uses, so the two never disagree.
+std::optional<placement::Move> improvingMove(Operation *op) {
+  auto fn = op->getParentOfType<func::FuncOp>();
+  if (!fn)
+    return std::nullopt;
+  std::optional<placement::Move> best;
+  for (const placement::Kind &kind : placement::kindsOf(op)) {
+    placement::Move move(fn, kind, placement::activationsBreakTies(fn));
+    const placement::Outcome &o = move.solve();
+    if (!o.improves() || !move.moves(op))
       continue;
-    auto users = ar.getResult().getUsers();
-    auto rejecting =
-        llvm::find_if(users, [&](Operation *u) { return !accepts(u, ar.getResult(), split); });
-    if (rejecting == users.end())
-      return d;
-    if (!blocker)
-      blocker = *rejecting;
+    if (best && best->solve().bytesAfter <= o.bytesAfter)
+      continue;
+    best = std::move(move);
   }
-  return -1;
+  return best;
+}
+
+/// "1536 -> 1024 bytes per rank" or, for a move that only shrinks
+/// activations, "the same 512 bytes per rank, activations 3072 -> 2048".
+std::string gain(const placement::Outcome &o) {
+  if (o.bytesAfter < o.bytesBefore)
+    return std::to_string(o.bytesBefore) + " -> " + std::to_string(o.bytesAfter) +
+           " bytes per rank";
+  return "the same " + std::to_string(o.bytesBefore) + " bytes per rank, activations " +
+         std::to_string(o.activationBefore) + " -> " + std::to_string(o.activationAfter);
+}
+
+std::string moveText(placement::Move &move, const std::string &what) {
+  std::string text = what;
+  if (Operation *past = move.firstMovedPast())
+    text += " past " + opLabel(past);
+  return text + " (sl-elide-gathers: " + gain(move.solve()) + " in this region)";
 }
 
 Alternative allReduceAlternative(AllReduceOp ar) {
@@ -79,32 +69,22 @@ Alternative allReduceAlternative(AllReduceOp ar) {
   if (!meshOp || !getLayout(ar.getResult()))
     return {};
   shardline::Mesh mesh = toMesh(meshOp);
-  std::vector<std::string> axes;
-  for (Attribute a : ar.getAxes())
-    axes.push_back(cast<StringAttr>(a).str());
-  Operation *blocker = nullptr;
-  int64_t dim = scatterableDim(ar, mesh, axes, blocker);
-  std::string scatter = "reduce_scatter over " + shardline::formatAxes(axes) + " (" +
-                        std::to_string(shardline::reduceScatterBytes(mesh.product(axes),
-                                                                     localBytes(ar.getX(), mesh))) +
-                        " bytes per rank)";
-  if (dim >= 0)
-    return {scatter + " of dimension " + std::to_string(dim) +
-                ", since every user accepts the result split there",
-            true};
-  if (blocker)
-    return {scatter + ", since " + opLabel(blocker) + " needs the result whole"};
-  return {};
+  std::vector<std::string> axes = axisNames(ar.getAxes());
+  std::string scatter = "reduce_scatter over " + shardline::formatAxes(axes);
+  if (std::optional<placement::Move> move = improvingMove(ar))
+    return {moveText(*move, scatter + ", the sum gathered later"), true};
+  return {scatter + " (" +
+          std::to_string(
+              shardline::reduceScatterBytes(mesh.product(axes), localBytes(ar.getX(), mesh))) +
+          " bytes per rank), since no placement of the split sum sends fewer bytes"};
 }
 
 Alternative alternative(Operation *op) {
   if (auto g = dyn_cast<AllGatherOp>(op)) {
     if (g.getResult().use_empty())
       return {"removing it (no user)", true};
-    if (!needsWhole(g))
-      return {"sinking it past " + opLabel(*g.getResult().getUsers().begin()) +
-                  ", which accepts the split layout",
-              true};
+    if (std::optional<placement::Move> move = improvingMove(g))
+      return {moveText(*move, "sinking it"), true};
     return {};
   }
   if (auto ar = dyn_cast<AllReduceOp>(op))
@@ -150,11 +130,8 @@ struct SLExplain : mlir::sl::impl::SLExplainBase<SLExplain> {
       if (!alt.text.empty())
         text += (alt.cheaper ? "; cheaper: " : "; rejected: ") + alt.text;
       op->emitRemark() << text;
-      if (lint)
-        if (auto g = dyn_cast<AllGatherOp>(op); g && !g.getResult().use_empty() && !needsWhole(g))
-          op->emitWarning() << "premature gather: every user of this all_gather accepts the "
-                               "split layout of dimension "
-                            << g.getDim() << "; sink it to the first op that needs it whole";
+      if (lint && isa<AllGatherOp>(op) && alt.cheaper)
+        op->emitWarning() << "premature gather: " << alt.text;
     });
   }
 };

@@ -112,6 +112,10 @@ shardline::Mesh toMesh(MeshOp mesh);
 std::optional<shardline::RuleCheck>
 checkOpRule(Operation *op, const llvm::DenseMap<Value, shardline::Layout> &overrides =
                                llvm::DenseMap<Value, shardline::Layout>());
+/// checkOpRule with overrides by operand position (an operand used twice can
+/// stand in two layouts); positions past the end or nullopt keep their layout.
+std::optional<shardline::RuleCheck>
+checkOpRuleAt(Operation *op, ArrayRef<std::optional<shardline::Layout>> overrides);
 
 /// `type` with its layout encoding replaced (null: removed).
 RankedTensorType withLayout(RankedTensorType type, LayoutAttr layout);

@@ -1,0 +1,770 @@
+//===- Placement.cpp - where layout transitions go, decided by bytes ------===//
+//
+// The region of a move and its minimum cut. Node x on the source side (in S)
+// means: a transition of the kind is removed (its result is F), an op runs on
+// F, a transition fed by the region reads F. The cut prices exactly the
+// placement it describes:
+//   transition of the kind   in S: relayout(input -> F)   else: its bytes now
+//   op of the region         in S: activations of its F results, else W's
+//   transition fed by it     in S: relayout(F -> its result), else its bytes
+//   value v, producer p      p in S and some user reads W: relayout(F -> W),
+//                            once (one transition back serves all such users);
+//                            p not in S and some user reads F: relayout(W -> F)
+// with the standard gadgets: an auxiliary node per value for "once if any
+// user", infinite edges for "this user reads that version". Every cost is
+// bytes * 2^64 + activation bytes, so bytes decide and activations break ties.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Placement.h"
+
+#include "shardline/Analysis/Report.h"
+#include "shardline/Dialect/SL/IR/Relayout.h"
+
+#include "mlir/IR/Builders.h"
+
+#include <algorithm>
+#include <limits>
+#include <queue>
+#include <tuple>
+
+using namespace mlir;
+using namespace mlir::sl;
+using namespace mlir::sl::placement;
+using shardline::describeLocation;
+using shardline::Layout;
+using Axes = std::vector<std::string>;
+
+bool Kind::operator<(const Kind &o) const {
+  return std::tie(type, dim, concatDim, axes) < std::tie(o.type, o.dim, o.concatDim, o.axes);
+}
+
+std::string Kind::describe() const {
+  switch (type) {
+  case Type::Split:
+    return "all_gather over " + shardline::formatAxes(axes) + " of dimension " +
+           std::to_string(dim);
+  case Type::Slice:
+    return "slice over " + shardline::formatAxes(axes) + " of dimension " + std::to_string(dim);
+  case Type::Reorder:
+    return "reorder of dimension " + std::to_string(dim);
+  case Type::AllToAll:
+    return "all_to_all over " + shardline::formatAxes(axes) + " from dimension " +
+           std::to_string(concatDim) + " to " + std::to_string(dim);
+  }
+  return "";
+}
+
+namespace {
+
+using Cost = __int128;
+constexpr Cost kInfinity = Cost(1) << 120;
+
+Cost price(int64_t bytes, int64_t activation) {
+  // Each term stays far below kInfinity: bytes < 2^56 (kMaxTensorBytes) and
+  // saturated sums of them, activations likewise.
+  return (Cost(std::min<int64_t>(bytes, int64_t(1) << 56)) << 64) +
+         Cost(std::min<int64_t>(activation, int64_t(1) << 56));
+}
+
+Axes axesOf(ArrayAttr a) { return axisNames(a); }
+
+bool isTransition(Operation *op) {
+  return isa<AllGatherOp, AllReduceOp, ReduceScatterOp, AllToAllOp, SliceOp, ReorderOp>(op);
+}
+
+/// Only tensors the layout collectives can move (not the router's integer
+/// indices) change layout.
+bool movable(Value v) { return isa<FloatType>(getElementTypeOrSelf(v.getType())); }
+
+std::string opName(Operation *op) { return op->getName().getStringRef().str(); }
+
+/// Ordered non-empty subsequences of `axes`.
+std::vector<Axes> subsequences(const Axes &axes) {
+  std::vector<Axes> out;
+  size_t n = std::min<size_t>(axes.size(), 8);
+  for (size_t mask = 1; mask < (size_t(1) << n); ++mask) {
+    Axes pick;
+    for (size_t i = 0; i < n; ++i)
+      if (mask & (size_t(1) << i))
+        pick.push_back(axes[i]);
+    out.push_back(std::move(pick));
+  }
+  return out;
+}
+
+/// `l` with `axes` reduced onto dimension `dim` (or appended to its split).
+std::optional<Layout> withSplit(Layout l, int64_t dim, const Axes &axes, RankedTensorType type,
+                                const shardline::Mesh &mesh) {
+  if (dim < 0 || dim >= (int64_t)l.dims.size())
+    return std::nullopt;
+  for (const auto &a : axes) {
+    auto it = std::find(l.partial.begin(), l.partial.end(), a);
+    if (it != l.partial.end())
+      l.partial.erase(it);
+  }
+  auto &d = l.dims[dim];
+  d.insert(d.end(), axes.begin(), axes.end());
+  std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
+  if (!shardline::verifyLayout(l, &mesh, &shape).empty())
+    return std::nullopt;
+  return l;
+}
+
+std::optional<shardline::Mesh> meshOf(Operation *op) {
+  for (Value v : llvm::concat<Value>(op->getOperands(), op->getResults()))
+    if (LayoutAttr l = getLayout(v))
+      if (MeshOp m = lookupMesh(op, l))
+        return toMesh(m);
+  return std::nullopt;
+}
+
+/// Dinic's maximum flow; the minimum cut is what the source still reaches.
+class MinCut {
+public:
+  int addNode() {
+    adjacency.emplace_back();
+    return (int)adjacency.size() - 1;
+  }
+  void addEdge(int from, int to, Cost cap) {
+    if (cap <= 0 || from == to)
+      return;
+    adjacency[from].push_back((int)edges.size());
+    edges.push_back({to, cap});
+    adjacency[to].push_back((int)edges.size());
+    edges.push_back({from, 0});
+  }
+  Cost run(int s, int t) {
+    Cost flow = 0;
+    while (levels(s, t)) {
+      next.assign(adjacency.size(), 0);
+      while (Cost f = push(s, t, kInfinity))
+        flow += f;
+    }
+    return flow;
+  }
+  /// After run(): the nodes on the source side of a minimum cut.
+  std::vector<bool> sourceSide(int s) {
+    std::vector<bool> seen(adjacency.size(), false);
+    std::vector<int> stack{s};
+    seen[s] = true;
+    while (!stack.empty()) {
+      int x = stack.back();
+      stack.pop_back();
+      for (int e : adjacency[x])
+        if (edges[e].cap > 0 && !seen[edges[e].to]) {
+          seen[edges[e].to] = true;
+          stack.push_back(edges[e].to);
+        }
+    }
+    return seen;
+  }
+
+private:
+  struct Edge {
+    int to;
+    Cost cap;
+  };
+  bool levels(int s, int t) {
+    level.assign(adjacency.size(), -1);
+    std::queue<int> q;
+    level[s] = 0;
+    q.push(s);
+    while (!q.empty()) {
+      int x = q.front();
+      q.pop();
+      for (int e : adjacency[x])
+        if (edges[e].cap > 0 && level[edges[e].to] < 0) {
+          level[edges[e].to] = level[x] + 1;
+          q.push(edges[e].to);
+        }
+    }
+    return level[t] >= 0;
+  }
+  // Iterative blocking-flow search: depth-first along the level graph.
+  Cost push(int s, int t, Cost limit) {
+    std::vector<int> path;
+    int x = s;
+    while (true) {
+      if (x == t) {
+        Cost f = limit;
+        for (int e : path)
+          f = std::min(f, edges[e].cap);
+        for (int e : path) {
+          edges[e].cap -= f;
+          edges[e ^ 1].cap += f;
+        }
+        return f;
+      }
+      bool advanced = false;
+      for (; next[x] < adjacency[x].size(); ++next[x]) {
+        int e = adjacency[x][next[x]];
+        if (edges[e].cap > 0 && level[edges[e].to] == level[x] + 1) {
+          path.push_back(e);
+          x = edges[e].to;
+          advanced = true;
+          break;
+        }
+      }
+      if (advanced)
+        continue;
+      if (x == s)
+        return 0;
+      // Dead end: retire it and step back.
+      level[x] = -1;
+      int e = path.back();
+      path.pop_back();
+      x = edges[e ^ 1].to;
+      ++next[x];
+    }
+  }
+  std::vector<Edge> edges;
+  std::vector<std::vector<int>> adjacency;
+  std::vector<int> level;
+  std::vector<size_t> next;
+};
+
+} // namespace
+
+std::vector<Kind> mlir::sl::placement::kindsOf(Operation *op) {
+  std::vector<Kind> kinds;
+  if (auto g = dyn_cast<AllGatherOp>(op)) {
+    Kind k;
+    k.axes = axesOf(g.getAxes());
+    k.dim = (int64_t)g.getDim();
+    kinds.push_back(k);
+  } else if (auto ar = dyn_cast<AllReduceOp>(op)) {
+    auto mesh = meshOf(op);
+    auto type = cast<RankedTensorType>(ar.getResult().getType());
+    if (!mesh || !getLayout(type))
+      return kinds;
+    Layout in = toLayout(getLayout(ar.getX()));
+    for (const Axes &b : subsequences(axesOf(ar.getAxes())))
+      for (int64_t d = 0; d < type.getRank(); ++d)
+        if (withSplit(in, d, b, type, *mesh)) {
+          Kind k;
+          k.axes = b;
+          k.dim = d;
+          kinds.push_back(k);
+        }
+  } else if (auto sl = dyn_cast<SliceOp>(op)) {
+    Kind k;
+    k.type = Kind::Type::Slice;
+    k.axes = axesOf(sl.getAxes());
+    k.dim = (int64_t)sl.getDim();
+    kinds.push_back(k);
+  } else if (auto r = dyn_cast<ReorderOp>(op)) {
+    Layout in = toLayout(getLayout(r.getX())), out = toLayout(getLayout(r.getResult()));
+    Kind k;
+    k.type = Kind::Type::Reorder;
+    k.dim = in.orderDim >= 0 ? in.orderDim : out.orderDim;
+    kinds.push_back(k);
+  } else if (auto a = dyn_cast<AllToAllOp>(op)) {
+    Kind k;
+    k.type = Kind::Type::AllToAll;
+    k.axes = axesOf(a.getAxes());
+    k.dim = (int64_t)a.getSplitDim();
+    k.concatDim = (int64_t)a.getConcatDim();
+    kinds.push_back(k);
+  }
+  return kinds;
+}
+
+std::vector<Kind> mlir::sl::placement::kindsIn(func::FuncOp fn) {
+  std::vector<Kind> kinds;
+  fn.walk([&](Operation *op) {
+    for (Kind &k : kindsOf(op))
+      kinds.push_back(std::move(k));
+  });
+  std::sort(kinds.begin(), kinds.end());
+  kinds.erase(std::unique(kinds.begin(), kinds.end()), kinds.end());
+  // Between moves that save the same, the sequence (dimension 1) goes first:
+  // that is where sequence parallelism keeps activations split.
+  std::stable_partition(kinds.begin(), kinds.end(), [](const Kind &k) { return k.dim == 1; });
+  return kinds;
+}
+
+struct Move::Impl {
+  enum class Role { Source, Op, Terminal };
+  struct Node {
+    Role role;
+    Operation *op;
+    int64_t bytesIn = 0, bytesOut = 0;           // Source/Terminal: in S, not in S
+    int64_t activationIn = 0, activationOut = 0; // Op: F results, W results
+    std::vector<bool> readsSplit;                // Op: per operand, F when in S
+    std::vector<Layout> splitResults;            // Op: F of each result
+    Layout sourceSplit;                          // Source: F of its result
+  };
+  struct Use {
+    OpOperand *operand;
+    int reader; // node, or -1: always reads W
+  };
+  struct Val {
+    Value value;
+    int producer;
+    Layout whole, split;
+    int64_t back = 0, forth = 0;
+    std::vector<Use> uses;
+  };
+
+  func::FuncOp fn;
+  Kind kind;
+  std::optional<shardline::Mesh> mesh;
+  std::vector<Node> nodes;
+  std::vector<Val> vals;
+  llvm::DenseMap<Value, int> valOf;
+  std::vector<bool> inS;
+  Outcome outcome;
+  bool solved = false;
+
+  /// F of `op`'s result when `op` is a transition of the kind.
+  std::optional<Layout> sourceSplit(Operation *op) {
+    if (op->getNumOperands() != 1 || op->getNumResults() != 1 || !movable(op->getResult(0)))
+      return std::nullopt;
+    Value in = op->getOperand(0);
+    auto type = cast<RankedTensorType>(op->getResult(0).getType());
+    if (!getLayout(in) || !getLayout(type))
+      return std::nullopt;
+    Layout inLayout = toLayout(getLayout(in));
+    switch (kind.type) {
+    case Kind::Type::Split:
+      if (auto g = dyn_cast<AllGatherOp>(op))
+        if (axesOf(g.getAxes()) == kind.axes && (int64_t)g.getDim() == kind.dim)
+          return inLayout;
+      if (auto ar = dyn_cast<AllReduceOp>(op)) {
+        Axes all = axesOf(ar.getAxes());
+        for (const auto &a : kind.axes)
+          if (std::find(all.begin(), all.end(), a) == all.end())
+            return std::nullopt;
+        return withSplit(inLayout, kind.dim, kind.axes, type, *mesh);
+      }
+      return std::nullopt;
+    case Kind::Type::Slice:
+      if (isa<SliceOp>(op) && kindsOf(op).front() == kind)
+        return inLayout;
+      return std::nullopt;
+    case Kind::Type::Reorder:
+      if (isa<ReorderOp>(op) && kindsOf(op).front() == kind)
+        return inLayout;
+      return std::nullopt;
+    case Kind::Type::AllToAll:
+      if (isa<AllToAllOp>(op) && kindsOf(op).front() == kind)
+        return inLayout;
+      return std::nullopt;
+    }
+    return std::nullopt;
+  }
+
+  int64_t bytesOf(Operation *op) {
+    return std::max<int64_t>(0, shardline::collectiveBytesPerRank(op));
+  }
+
+  int64_t relayout(const Layout &from, const Layout &to, Value v) {
+    if (from == to)
+      return 0;
+    return relayoutBytes(from, to, cast<RankedTensorType>(v.getType()), *mesh);
+  }
+
+  int64_t activation(Value v, const Layout &l) {
+    auto t = cast<RankedTensorType>(v.getType());
+    std::vector<int64_t> shape(t.getShape().begin(), t.getShape().end());
+    return shardline::saturatingMul(shardline::numElements(shardline::localShape(l, *mesh, shape)),
+                                    elementBytesOf(t));
+  }
+
+  void addVal(Value v, int producer, const Layout &split) {
+    Layout whole = toLayout(getLayout(v));
+    Val val{v, producer, whole, split, relayout(split, whole, v), relayout(whole, split, v), {}};
+    valOf[v] = (int)vals.size();
+    vals.push_back(std::move(val));
+  }
+
+  /// The widest set of operands reading F that `op`'s rule accepts, changing
+  /// only free dimensions, with every result able to go back and forth.
+  bool tryOp(Operation *op, const std::vector<int> &regionOperands) {
+    auto iface = dyn_cast<ShardingRuleOpInterface>(op);
+    if (!iface || op->getNumResults() == 0)
+      return false;
+    for (Value v : llvm::concat<Value>(op->getOperands(), op->getResults()))
+      if (!getLayout(v))
+        return false;
+    shardline::ShardingRule rule = iface.getShardingRule();
+    size_t n = std::min<size_t>(regionOperands.size(), 6);
+    std::vector<size_t> masks;
+    for (size_t mask = 1; mask < (size_t(1) << n); ++mask)
+      masks.push_back(mask);
+    std::sort(masks.begin(), masks.end(), [](size_t a, size_t b) {
+      return std::make_pair(-llvm::popcount(a), a) < std::make_pair(-llvm::popcount(b), b);
+    });
+    for (size_t mask : masks) {
+      std::vector<std::optional<Layout>> overrides(op->getNumOperands());
+      bool freeOnly = true;
+      for (size_t i = 0; i < n && freeOnly; ++i) {
+        if (!(mask & (size_t(1) << i)))
+          continue;
+        int pos = regionOperands[i];
+        const Val &val = vals[valOf.lookup(op->getOperand(pos))];
+        overrides[pos] = val.split;
+        const auto &dims = rule.operands[pos];
+        for (size_t d = 0; d < dims.size() && d < val.split.dims.size(); ++d)
+          if ((val.split.dims[d] != val.whole.dims[d] ||
+               val.split.dimOrder(d) != val.whole.dimOrder(d)) &&
+              (dims[d] < 0 || rule.factors[dims[d]].kind != shardline::FactorKind::Free))
+            freeOnly = false;
+      }
+      if (!freeOnly)
+        continue;
+      std::optional<shardline::RuleCheck> check = checkOpRuleAt(op, overrides);
+      if (!check || !check->error.empty() || check->results.size() != op->getNumResults())
+        continue;
+      bool ok = true;
+      for (auto [i, r] : llvm::enumerate(op->getResults())) {
+        Layout now = toLayout(getLayout(r));
+        if (check->results[i] != now && (!movable(r) || relayout(check->results[i], now, r) < 0 ||
+                                         relayout(now, check->results[i], r) < 0))
+          ok = false;
+      }
+      if (!ok)
+        continue;
+      Node node{Role::Op, op};
+      node.readsSplit.assign(op->getNumOperands(), false);
+      for (size_t i = 0; i < n; ++i)
+        if (mask & (size_t(1) << i))
+          node.readsSplit[regionOperands[i]] = true;
+      node.splitResults = check->results;
+      for (auto [i, r] : llvm::enumerate(op->getResults())) {
+        node.activationIn += activation(r, check->results[i]);
+        node.activationOut += activation(r, toLayout(getLayout(r)));
+      }
+      int id = (int)nodes.size();
+      nodes.push_back(std::move(node));
+      for (auto [i, r] : llvm::enumerate(op->getResults()))
+        addVal(r, id, nodes[id].splitResults[i]);
+      return true;
+    }
+    return false;
+  }
+
+  void build() {
+    if (fn.getBody().empty())
+      return;
+    for (Operation &opRef : fn.getBody().front()) {
+      Operation *op = &opRef;
+      if (!mesh)
+        mesh = meshOf(op);
+      if (!mesh)
+        continue;
+      std::vector<int> regionOperands;
+      for (auto [i, v] : llvm::enumerate(op->getOperands()))
+        if (valOf.count(v))
+          regionOperands.push_back((int)i);
+      int id = -1;
+      if (regionOperands.empty()) {
+        if (std::optional<Layout> split = sourceSplit(op)) {
+          Node node{Role::Source, op};
+          node.sourceSplit = *split;
+          node.bytesOut = bytesOf(op);
+          node.bytesIn = relayout(toLayout(getLayout(op->getOperand(0))), *split, op->getResult(0));
+          if (node.bytesIn < 0)
+            continue;
+          nodes.push_back(std::move(node));
+          addVal(op->getResult(0), (int)nodes.size() - 1, *split);
+        }
+        continue;
+      }
+      if (isTransition(op)) {
+        const Val &in = vals[valOf.lookup(op->getOperand(0))];
+        int64_t fromSplit =
+            relayout(in.split, toLayout(getLayout(op->getResult(0))), op->getResult(0));
+        if (fromSplit >= 0) {
+          Node node{Role::Terminal, op};
+          node.bytesOut = bytesOf(op);
+          node.bytesIn = fromSplit;
+          nodes.push_back(std::move(node));
+          id = (int)nodes.size() - 1;
+        }
+      } else if (tryOp(op, regionOperands)) {
+        id = (int)nodes.size() - 1;
+      }
+      for (int pos : regionOperands) {
+        bool reads = id >= 0 && (nodes[id].role == Role::Terminal || nodes[id].readsSplit[pos]);
+        vals[valOf.lookup(op->getOperand(pos))].uses.push_back(
+            {&op->getOpOperand(pos), reads ? id : -1});
+      }
+    }
+  }
+
+  /// Bytes and activations of the placement `s` (true: in S).
+  std::pair<int64_t, int64_t> priceOf(const std::vector<bool> &s) {
+    int64_t bytes = 0, act = 0;
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      const Node &n = nodes[i];
+      if (n.role == Role::Op)
+        act = shardline::saturatingAdd(act, s[i] ? n.activationIn : n.activationOut);
+      else
+        bytes = shardline::saturatingAdd(bytes, s[i] ? n.bytesIn : n.bytesOut);
+    }
+    for (const Val &v : vals) {
+      bool needW = false, needF = false;
+      for (const Use &u : v.uses)
+        (u.reader >= 0 && s[u.reader] ? needF : needW) = true;
+      if (s[v.producer] && needW)
+        bytes = shardline::saturatingAdd(bytes, v.back);
+      if (!s[v.producer] && needF)
+        bytes = shardline::saturatingAdd(bytes, v.forth);
+    }
+    return {bytes, act};
+  }
+
+  void solve() {
+    solved = true;
+    build();
+    inS.assign(nodes.size(), false);
+    std::tie(outcome.bytesBefore, outcome.activationBefore) = priceOf(inS);
+    outcome.bytesAfter = outcome.bytesBefore;
+    outcome.activationAfter = outcome.activationBefore;
+    bool anyChoice = llvm::any_of(nodes, [](const Node &n) { return n.role != Role::Source; });
+    if (!anyChoice)
+      return;
+    MinCut cut;
+    int s = cut.addNode(), t = cut.addNode();
+    std::vector<int> id(nodes.size());
+    for (size_t i = 0; i < nodes.size(); ++i)
+      id[i] = cut.addNode();
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      const Node &n = nodes[i];
+      if (n.role == Role::Op) {
+        if (!outcome.activationsBreakTies)
+          continue;
+        cut.addEdge(s, id[i], price(0, n.activationOut));
+        cut.addEdge(id[i], t, price(0, n.activationIn));
+      } else {
+        cut.addEdge(s, id[i], price(n.bytesOut, 0));
+        cut.addEdge(id[i], t, price(n.bytesIn, 0));
+      }
+    }
+    for (const Val &v : vals) {
+      int p = id[v.producer];
+      bool pinnedW = false;
+      std::vector<int> readers;
+      for (const Use &u : v.uses) {
+        if (u.reader < 0)
+          pinnedW = true;
+        else
+          readers.push_back(id[u.reader]);
+      }
+      if (pinnedW) {
+        cut.addEdge(p, t, price(v.back, 0));
+      } else if (!readers.empty()) {
+        int y = cut.addNode();
+        cut.addEdge(p, y, price(v.back, 0));
+        for (int r : readers)
+          cut.addEdge(y, r, kInfinity);
+      }
+      if (!readers.empty()) {
+        int z = cut.addNode();
+        cut.addEdge(z, p, price(v.forth, 0));
+        for (int r : readers)
+          cut.addEdge(r, z, kInfinity);
+      }
+    }
+    cut.run(s, t);
+    std::vector<bool> side = cut.sourceSide(s);
+    std::vector<bool> chosen(nodes.size());
+    for (size_t i = 0; i < nodes.size(); ++i)
+      chosen[i] = side[id[i]];
+    auto [bytes, act] = priceOf(chosen);
+    Outcome after = outcome;
+    after.bytesAfter = bytes;
+    after.activationAfter = act;
+    if (after.improves()) {
+      inS = chosen;
+      outcome = after;
+    }
+  }
+
+  StringAttr reason() {
+    for (size_t i = 0; i < nodes.size(); ++i)
+      if (nodes[i].role == Role::Source && inS[i])
+        if (auto r = nodes[i].op->getAttrOfType<StringAttr>(kReasonAttr))
+          return r;
+    return {};
+  }
+
+  LogicalResult apply(std::vector<Change> &changes) {
+    std::string kindName = kind.type == Kind::Type::Split     ? "all_gather"
+                           : kind.type == Kind::Type::Slice   ? "slice"
+                           : kind.type == Kind::Type::Reorder ? "reorder"
+                                                              : "all_to_all";
+    StringAttr why = reason();
+    std::string error;
+    SmallVector<Operation *> erase;
+    auto fail = [&](Operation *at) {
+      return at->emitError("sl-elide-gathers: cannot re-place the ")
+             << kind.describe() << ": " << error;
+    };
+    // Values in program order: each producer's versions exist before any use.
+    size_t next = 0;
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      Node &n = nodes[i];
+      Operation *op = n.op;
+      if (n.role == Role::Terminal) {
+        if (!inS[i])
+          continue;
+        OpBuilder b(op);
+        FailureOr<Value> out =
+            emitRelayout(b, op->getLoc(), op->getOperand(0), toLayout(getLayout(op->getResult(0))),
+                         op->getAttrOfType<StringAttr>(kReasonAttr), error);
+        if (failed(out))
+          return fail(op);
+        std::string became;
+        for (Value v = *out; v != op->getOperand(0); v = v.getDefiningOp()->getOperand(0))
+          became = opName(v.getDefiningOp()) + (became.empty() ? "" : " + ") + became;
+        changes.push_back({kindName, describeLocation(op->getLoc()),
+                           "met " + opName(op) + " and became " +
+                               (became.empty() ? std::string("nothing") : became)});
+        op->getResult(0).replaceAllUsesWith(*out);
+        erase.push_back(op);
+        continue;
+      }
+      // The versions of this node's results.
+      for (; next < vals.size() && vals[next].producer < (int)i; ++next) {
+      }
+      std::vector<std::pair<Value, Value>> versions; // (W, F) per result val
+      OpBuilder b(op->getContext());
+      if (n.role == Role::Source) {
+        Val &v = vals[next];
+        bool needW = false, needF = false;
+        for (const Use &u : v.uses)
+          (u.reader >= 0 && inS[u.reader] ? needF : needW) = true;
+        Value w = v.value, f;
+        if (inS[i]) {
+          b.setInsertionPoint(op);
+          FailureOr<Value> split =
+              emitRelayout(b, op->getLoc(), op->getOperand(0), v.split, why, error);
+          if (failed(split))
+            return fail(op);
+          f = *split;
+          if (isa<AllReduceOp>(op)) {
+            // The reduce-scatter replaces the all-reduce; users of the whole
+            // value read it gathered back.
+            if (needW) {
+              b.setInsertionPointAfterValue(f);
+              FailureOr<Value> back = emitRelayout(b, op->getLoc(), f, v.whole, why, error);
+              if (failed(back))
+                return fail(op);
+              w = *back;
+            }
+            erase.push_back(op);
+          } else if (!needW) {
+            erase.push_back(op);
+          }
+          if (isa<AllReduceOp>(op))
+            changes.push_back(
+                {"all_reduce", describeLocation(op->getLoc()),
+                 "reduce_scatter onto dimension " + std::to_string(kind.dim) +
+                     (needW ? ", then all_gather where the whole value is needed" : "")});
+        } else if (needF) {
+          b.setInsertionPointAfter(op);
+          FailureOr<Value> split = emitRelayout(b, op->getLoc(), w, v.split, why, error);
+          if (failed(split))
+            return fail(op);
+          f = *split;
+        }
+        versions.push_back({w, f});
+      } else {
+        // An op of the region: runs on F when in S.
+        if (inS[i]) {
+          for (auto [k, r] : llvm::enumerate(op->getResults())) {
+            auto t = cast<RankedTensorType>(r.getType());
+            r.setType(withLayout(
+                t, fromLayout(op->getContext(), getLayout(t).getMesh(), n.splitResults[k])));
+          }
+          changes.push_back({kindName, describeLocation(op->getLoc()), "sunk past " + opName(op)});
+        }
+        for (size_t k = 0; k < op->getNumResults(); ++k) {
+          Val &v = vals[next + k];
+          bool needW = false, needF = false;
+          for (const Use &u : v.uses)
+            (u.reader >= 0 && inS[u.reader] ? needF : needW) = true;
+          Value mine = v.value, w, f;
+          b.setInsertionPointAfter(op);
+          if (inS[i]) {
+            f = mine;
+            if (needW) {
+              FailureOr<Value> back = emitRelayout(b, op->getLoc(), f, v.whole, why, error);
+              if (failed(back))
+                return fail(op);
+              w = *back;
+            }
+          } else {
+            w = mine;
+            if (needF) {
+              FailureOr<Value> split = emitRelayout(b, op->getLoc(), w, v.split, why, error);
+              if (failed(split))
+                return fail(op);
+              f = *split;
+            }
+          }
+          versions.push_back({w, f});
+        }
+      }
+      // Every recorded use reads the version its reader chose.
+      for (size_t k = 0; k < versions.size(); ++k) {
+        Val &v = vals[next + k];
+        for (const Use &u : v.uses) {
+          bool split = u.reader >= 0 && inS[u.reader];
+          u.operand->set(split ? versions[k].second : versions[k].first);
+        }
+      }
+      next += versions.size();
+    }
+    for (Operation *op : llvm::reverse(erase))
+      if (op->use_empty())
+        op->erase();
+    return success();
+  }
+};
+
+Move::Move(func::FuncOp fn, const Kind &kind, bool activationsBreakTies)
+    : impl(std::make_unique<Impl>()) {
+  impl->fn = fn;
+  impl->kind = kind;
+  impl->outcome.activationsBreakTies = activationsBreakTies;
+}
+
+bool mlir::sl::placement::activationsBreakTies(func::FuncOp fn) {
+  auto module = fn->getParentOfType<ModuleOp>();
+  auto sp = module ? module->getAttrOfType<BoolAttr>(kSequenceParallelAttr) : BoolAttr();
+  return !sp || sp.getValue();
+}
+Move::~Move() = default;
+Move::Move(Move &&) = default;
+Move &Move::operator=(Move &&) = default;
+
+const Outcome &Move::solve() {
+  if (!impl->solved)
+    impl->solve();
+  return impl->outcome;
+}
+
+bool Move::moves(Operation *op) {
+  solve();
+  for (size_t i = 0; i < impl->nodes.size(); ++i)
+    if (impl->nodes[i].op == op && impl->inS[i])
+      return true;
+  return false;
+}
+
+Operation *Move::firstMovedPast() {
+  solve();
+  for (size_t i = 0; i < impl->nodes.size(); ++i)
+    if (impl->inS[i] && impl->nodes[i].role != Impl::Role::Source)
+      return impl->nodes[i].op;
+  return nullptr;
+}
+
+LogicalResult Move::apply(std::vector<Change> &changes) {
+  solve();
+  return impl->apply(changes);
+}

@@ -1,0 +1,100 @@
+//===- Placement.h - where layout transitions go, decided by bytes -*- C++ -*-===//
+//
+// The cost model shared by sl-elide-gathers and sl-explain (docs/passes.md,
+// "How sl-elide-gathers decides"). A *move* re-places every transition of one
+// kind at once: all-gathers (and all-reduces, as reduce-scatters) that add
+// one split, slices that add one, reorders of one dimension, or all-to-alls
+// between two dimensions. Each value reachable from those transitions through free ops
+// has two versions: W, its layout now, and F, the layout it would have if the
+// transitions came later. The move chooses which ops run on F by a minimum
+// cut over the region's def-use graph, priced with relayoutBytes (the
+// report's bytes), activation bytes of the ops that run as the tie-breaker.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SHARDLINE_DIALECT_SL_TRANSFORMS_PLACEMENT_H
+#define SHARDLINE_DIALECT_SL_TRANSFORMS_PLACEMENT_H
+
+#include "shardline/Dialect/SL/IR/SL.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mlir::sl::placement {
+
+/// Which transitions a move re-places.
+struct Kind {
+  enum class Type { Split, Reorder, AllToAll, Slice };
+  Type type = Type::Split;
+  /// Split: the axes a value gains on `dim` (gathered later, or reduced onto
+  /// `dim` by a reduce-scatter); Slice: the axes a slice adds on `dim` (sliced
+  /// later: ops run on the whole value); AllToAll: the axes moved from
+  /// `concatDim` to `dim`; Reorder: the ordered dimension.
+  std::vector<std::string> axes;
+  int64_t dim = -1, concatDim = -1;
+
+  bool operator<(const Kind &o) const;
+  bool operator==(const Kind &o) const { return !(*this < o) && !(o < *this); }
+  /// "all_gather over [tp] of dimension 1" and the like.
+  std::string describe() const;
+};
+
+/// What a move changes, for the report's list of elided transitions.
+struct Change {
+  std::string op, location, how;
+};
+
+/// The price of a region as it is and after its best move.
+struct Outcome {
+  int64_t bytesBefore = 0, bytesAfter = 0;
+  int64_t activationBefore = 0, activationAfter = 0;
+  /// Whether activations break ties between placements of equal bytes.
+  bool activationsBreakTies = true;
+  /// Fewer bytes, or (when activations break ties) the same bytes with
+  /// smaller activations.
+  bool improves() const {
+    return bytesAfter < bytesBefore || (activationsBreakTies && bytesAfter == bytesBefore &&
+                                        activationAfter < activationBefore);
+  }
+};
+
+/// Whether `fn`'s module lets activations break ties (not when it sets
+/// sl.sequence_parallel = false).
+bool activationsBreakTies(func::FuncOp fn);
+/// The moves `fn` offers: one per kind of transition in it.
+std::vector<Kind> kindsIn(func::FuncOp fn);
+/// The moves that would re-place `op` (a transition).
+std::vector<Kind> kindsOf(Operation *op);
+
+/// The region of one move in one function: built, priced and applied once.
+class Move {
+public:
+  /// `activationsBreakTies` false: only fewer bytes count (a program whose
+  /// module asks for sl.sequence_parallel = false keeps its activations
+  /// replicated over tp where that costs no bytes).
+  Move(func::FuncOp fn, const Kind &kind, bool activationsBreakTies = true);
+  ~Move();
+  Move(Move &&);
+  Move &operator=(Move &&);
+
+  /// Solves the minimum cut (once) and prices the region before and after.
+  const Outcome &solve();
+  /// Whether the best placement re-places (removes or changes) `op`.
+  bool moves(Operation *op);
+  /// The first op the best placement runs on the new layout, or null.
+  Operation *firstMovedPast();
+  /// Rewrites the function into the best placement. Call only when
+  /// solve().improves().
+  LogicalResult apply(std::vector<Change> &changes);
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+};
+
+} // namespace mlir::sl::placement
+
+#endif
