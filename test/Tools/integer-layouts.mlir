@@ -7,12 +7,16 @@
 // RUN: shardline-compile %s --emit plan -o %t.slp
 // RUN: shardline-run %t.slp --ranks 4 --verify | FileCheck %s
 
-// The pipeline keeps every transition of the ids: each output needs it.
+// The pipeline keeps every transition of the ids (each output needs it) and
+// lowers the relayout to zigzag under SP into a local slice and a reorder.
 // KEPT: sl.reorder %{{.*}} : tensor<4x16xi32
 // KEPT: sl.all_to_all %{{.*}} : tensor<4x16xi32
 // KEPT: sl.all_gather %{{.*}} : tensor<4x16xi32
 // KEPT: sl.slice %{{.*}} : tensor<4x16xi32
 // KEPT: sl.all_gather %{{.*}} : tensor<4x16x2xi32
+// KEPT: sl.slice %{{.*}} {axes = ["tp"], dim = 1 : i64} : tensor<4x16xi32
+// KEPT-NEXT: sl.reorder %{{.*}} : tensor<4x16xi32
+// KEPT-NOT: sl.relayout
 
 // Rank 1 (cp 0, tp 1) holds 8 of the 16 zigzag tokens; the all-to-all gives
 // it 2 of the 4 sequences whole.
@@ -31,9 +35,10 @@ sl.mesh @mesh(cp = 2, tp = 2)
 #tp = #sl.layout<@mesh, [[], [tp]]>
 #zigzag3 = #sl.layout<@mesh, [[], [cp] zigzag, []]>
 #rep3 = #sl.layout<@mesh, [[], [], []]>
+#sp = #sl.layout<@mesh, [[], [cp, tp]]>
 func.func @ids(%tokens: tensor<4x16xi32, #zigzag> {sl.name = "tokens"})
     -> (tensor<4x16xi32, #batch>, tensor<4x16xi32, #tp>, tensor<4x16x2xi32, #rep3>,
-        tensor<4x16x2xf32, #zigzag3>) {
+        tensor<4x16x2xf32, #zigzag3>, tensor<4x16xi32, #sp>) {
   // Token ids: zigzag -> contiguous -> split by sequence -> whole -> split over tp.
   %a = sl.reorder %tokens : tensor<4x16xi32, #zigzag> -> tensor<4x16xi32, #cp>
   %b = sl.all_to_all %a {axes = ["cp"], split_dim = 0, concat_dim = 1} : tensor<4x16xi32, #cp> -> tensor<4x16xi32, #batch>
@@ -44,5 +49,7 @@ func.func @ids(%tokens: tensor<4x16xi32, #zigzag> {sl.name = "tokens"})
   %l = sl.embedding %tokens, %t : (tensor<4x16xi32, #zigzag>, tensor<32x4xf32, #rep>) -> tensor<4x16x4xf32, #zigzag3>
   %w, %i = sl.router_topk %l {k = 2} : (tensor<4x16x4xf32, #zigzag3>) -> (tensor<4x16x2xf32, #zigzag3>, tensor<4x16x2xi32, #zigzag3>)
   %g = sl.all_gather %i {axes = ["cp"], dim = 1} : tensor<4x16x2xi32, #zigzag3> -> tensor<4x16x2xi32, #rep3>
-  return %b, %d, %g, %w : tensor<4x16xi32, #batch>, tensor<4x16xi32, #tp>, tensor<4x16x2xi32, #rep3>, tensor<4x16x2xf32, #zigzag3>
+  // Any other change of layout, for sl-insert-collectives to lower.
+  %s = sl.relayout %tokens : tensor<4x16xi32, #zigzag> -> tensor<4x16xi32, #sp>
+  return %b, %d, %g, %w, %s : tensor<4x16xi32, #batch>, tensor<4x16xi32, #tp>, tensor<4x16x2xi32, #rep3>, tensor<4x16x2xf32, #zigzag3>, tensor<4x16xi32, #sp>
 }
