@@ -289,6 +289,48 @@ shardline::Layout lay(std::vector<std::vector<std::string>> dims,
   }
   return l;
 }
+/// One transition run on every thread rank: each rank's target part, the
+/// bytes it counted and the collectives it ran by group size.
+template <typename T> struct Moved {
+  std::vector<std::vector<T>> parts;
+  std::vector<int64_t> sent;
+  std::vector<std::map<int64_t, int64_t>> groups;
+};
+
+/// Moves a tensor of global `shape` from `from` to `to` on every thread rank
+/// of `mesh`, each rank's source part from `sources` (4 bytes per value).
+template <typename T>
+Moved<T> runTransition(const shardline::Mesh &mesh, const std::vector<int64_t> &shape,
+                       const shardline::Layout &from, const shardline::Layout &to,
+                       const std::vector<std::vector<T>> &sources) {
+  const int64_t n = mesh.numRanks();
+  int64_t outCount = numElements(localShape(to, mesh, shape));
+  Moved<T> m{std::vector<std::vector<T>>(n, std::vector<T>(outCount)), std::vector<int64_t>(n, -1),
+             std::vector<std::map<int64_t, int64_t>>(n)};
+  ThreadHub hub(n);
+  std::vector<std::string> errors(n);
+  std::vector<std::thread> threads;
+  for (int64_t r = 0; r < n; ++r)
+    threads.emplace_back([&, r] {
+      ThreadComm comm(hub, r);
+      Collectives collectives(comm, mesh);
+      try {
+        collectives.transition(
+            0, shape, from, to,
+            BufferView(const_cast<T *>(sources[r].data()), (int64_t)sources[r].size()),
+            BufferView(m.parts[r].data(), outCount), 4);
+      } catch (Stop &stop) {
+        errors[r] = stop.error;
+      }
+      m.sent[r] = collectives.bytesSent();
+      m.groups[r] = collectives.callsByGroupSize();
+    });
+  for (auto &t : threads)
+    t.join();
+  for (int64_t r = 0; r < n; ++r)
+    EXPECT_EQ(errors[r], "") << "rank " << r;
+  return m;
+}
 } // namespace
 
 TEST(Collectives, TransitionsMatchTheTransferOnTheirGroups) {
@@ -328,7 +370,7 @@ TEST(Collectives, TransitionsMatchTheTransferOnTheirGroups) {
     EXPECT_EQ(classifyMovement(c.from, c.to, mesh, shape).kind, c.kind);
     int64_t inCount = numElements(localShape(c.from, mesh, shape)),
             outCount = numElements(localShape(c.to, mesh, shape));
-    std::vector<std::vector<float>> sources(n), got(n, std::vector<float>(outCount)), want = got;
+    std::vector<std::vector<float>> sources(n), want(n, std::vector<float>(outCount));
     std::vector<const float *> pointers;
     for (int64_t r = 0; r < n; ++r) {
       for (int64_t i = 0; i < inCount; ++i)
@@ -337,44 +379,96 @@ TEST(Collectives, TransitionsMatchTheTransferOnTheirGroups) {
     }
     for (int64_t r = 0; r < n; ++r)
       ASSERT_EQ(transfer(mesh, shape, c.from, pointers, c.to, r, want[r].data()).error, "");
-    ThreadHub hub(n);
-    std::vector<std::map<int64_t, int64_t>> groups(n);
-    std::vector<std::string> errors(n);
-    std::vector<std::thread> threads;
-    for (int64_t r = 0; r < n; ++r)
-      threads.emplace_back([&, r] {
-        ThreadComm comm(hub, r);
-        Collectives collectives(comm, mesh);
-        try {
-          collectives.transition(0, shape, c.from, c.to, sources[r].data(), got[r].data(), 4);
-        } catch (Stop &stop) {
-          errors[r] = stop.error;
-        }
-        groups[r] = collectives.callsByGroupSize();
-      });
-    for (auto &t : threads)
-      t.join();
+    Moved<float> moved = runTransition(mesh, shape, c.from, c.to, sources);
     for (int64_t r = 0; r < n; ++r) {
-      EXPECT_EQ(errors[r], "");
-      EXPECT_EQ(got[r], want[r]) << "rank " << r;
-      EXPECT_EQ(groups[r], c.groups) << "rank " << r;
+      EXPECT_EQ(moved.parts[r], want[r]) << "rank " << r;
+      EXPECT_EQ(moved.groups[r], c.groups) << "rank " << r;
     }
   }
 }
 
-TEST(Collectives, ATransitionOverAnAxisTheMeshLacksIsAnError) {
+TEST(Collectives, IntegerTransitionsMoveEveryValueExactly) {
+  // Token ids, labels and expert indices change layout like activations. The
+  // global tensor holds bit patterns that a trip through float arithmetic
+  // would change (INT32_MIN is -0.0f, 0x7f800001 a signaling NaN, -1 a NaN,
+  // 1 a denormal), then distinct values.
+  const shardline::Mesh mesh{{{"cp", 2}, {"tp", 2}}};
+  const std::vector<int64_t> shape{2, 8, 4};
+  const int64_t n = mesh.numRanks(), total = numElements(shape);
+  std::vector<int32_t> global = {INT32_MIN, 0x7f800001, -1, 1, INT32_MAX, 0x7fc00000, 0};
+  for (int64_t k = (int64_t)global.size(); k < total; ++k)
+    global.push_back((int32_t)(uint32_t)(k * 2654435761u));
+  auto part = [&](const shardline::Layout &l, int64_t r) {
+    std::vector<int32_t> out;
+    for (int64_t offset : globalOffsets(mesh, shape, l, r))
+      out.push_back(global[offset]);
+    return out;
+  };
+  const std::vector<std::pair<shardline::Layout, shardline::Layout>> cases = {
+      // all_gather: plain (within each row), and of zigzag over the major
+      // axis (a transfer).
+      {lay({{}, {}, {"tp"}}), lay({{}, {}, {}})},
+      {lay({{}, {"cp"}, {}}), lay({{}, {}, {}})},
+      {lay({{}, {"cp", "tp"}, {}}, {}, 1), lay({{}, {"cp"}, {}}, {}, 1)},
+      {lay({{}, {"cp"}, {}}, {}, 1), lay({{}, {}, {}})},
+      // slice
+      {lay({{}, {}, {}}), lay({{}, {"cp"}, {"tp"}})},
+      // all_to_all: sequence to batch, and sequence to the last dimension
+      {lay({{}, {"cp"}, {}}), lay({{"cp"}, {}, {}})},
+      {lay({{}, {"tp"}, {}}), lay({{}, {}, {"tp"}})},
+      // reorder: zigzag <-> contiguous, alone and under sequence parallelism
+      {lay({{}, {"cp"}, {}}, {}, 1), lay({{}, {"cp"}, {}})},
+      {lay({{}, {"cp"}, {}}), lay({{}, {"cp"}, {}}, {}, 1)},
+      {lay({{}, {"cp", "tp"}, {}}, {}, 1), lay({{}, {"cp", "tp"}, {}})},
+  };
+  for (const auto &[from, to] : cases) {
+    SCOPED_TRACE(from.str() + " -> " + to.str());
+    std::vector<std::vector<int32_t>> sources(n);
+    std::vector<std::vector<float>> floats(n);
+    for (int64_t r = 0; r < n; ++r) {
+      sources[r] = part(from, r);
+      for (int32_t v : sources[r])
+        floats[r].push_back((float)v);
+    }
+    Moved<int32_t> moved = runTransition(mesh, shape, from, to, sources);
+    for (int64_t r = 0; r < n; ++r)
+      EXPECT_EQ(moved.parts[r], part(to, r)) << "rank " << r;
+    // The same bytes and collectives as the f32 transition of the layouts.
+    Moved<float> asFloats = runTransition(mesh, shape, from, to, floats);
+    EXPECT_EQ(moved.sent, asFloats.sent);
+    EXPECT_EQ(moved.groups, asFloats.groups);
+  }
+}
+
+namespace {
+/// Why the one rank of mesh tp=1 refuses to move 4 values of type T from
+/// `from` to the whole layout; empty when it moves them.
+template <typename T> std::string refusal(const shardline::Layout &from) {
   const shardline::Mesh mesh{{{"tp", 1}}};
   ThreadHub hub(1);
   ThreadComm comm(hub, 0);
   Collectives collectives(comm, mesh);
-  std::vector<float> x(4, 1.0f), y(4);
-  std::string error;
+  std::vector<T> x(4, 1), y(4);
   try {
-    collectives.transition(0, {4}, lay({{}}, {"dp"}), lay({{}}), x.data(), y.data(), 4);
+    collectives.transition(0, {4}, from, lay({{}}), BufferView(x.data(), 4),
+                           BufferView(y.data(), 4), 4);
   } catch (Stop &stop) {
-    error = stop.error;
+    return stop.error;
   }
-  EXPECT_EQ(error, "layout [[]], partial = [dp] uses 'dp', which is not a mesh axis");
+  return "";
+}
+} // namespace
+
+TEST(Collectives, AnIntegerPendingSumIsRefused) {
+  EXPECT_EQ(refusal<int32_t>(lay({{}}, {"tp"})),
+            "layout [[]], partial = [tp] is a pending sum of an i32 tensor; integers are never "
+            "summed");
+  EXPECT_EQ(refusal<float>(lay({{}}, {"tp"})), "");
+}
+
+TEST(Collectives, ATransitionOverAnAxisTheMeshLacksIsAnError) {
+  EXPECT_EQ(refusal<float>(lay({{}}, {"dp"})),
+            "layout [[]], partial = [dp] uses 'dp', which is not a mesh axis");
 }
 
 namespace {
@@ -409,7 +503,9 @@ LoadedPlan tpGatherPlan(plan::DType dtype) {
 } // namespace
 
 TEST(Executor, ATpGatherRunsOnItsGroupAlone) {
-  for (auto [dtype, bytesPerValue] : {std::pair{plan::DType::F32, 4}, {plan::DType::BF16, 2}}) {
+  // An i32 tensor (token ids) is gathered like a float one.
+  for (auto [dtype, bytesPerValue] :
+       {std::pair{plan::DType::F32, 4}, {plan::DType::BF16, 2}, {plan::DType::I32, 4}}) {
     LoadedPlan p = tpGatherPlan(dtype);
     const int64_t n = 8;
     ThreadHub hub(n);

@@ -31,6 +31,7 @@ struct TensorSpec {
   std::vector<std::vector<std::string>> split; ///< axes per dimension; empty: replicated
   plan::Role role;
   int64_t arenaOffset = -1;
+  std::vector<std::string> partial = {}; ///< pending-sum axes
 };
 
 struct AttrSpecT {
@@ -151,7 +152,7 @@ std::vector<uint8_t> payload(PlanSpec p) {
       std::vector<fb::Offset<plan::AxisList>> dims;
       for (const auto &list : t.split)
         dims.push_back(plan::CreateAxisList(b, b.CreateVectorOfStrings(list)));
-      layout = plan::CreateLayout(b, b.CreateVector(dims));
+      layout = plan::CreateLayout(b, b.CreateVector(dims), b.CreateVectorOfStrings(t.partial));
     }
     tensors.push_back(plan::CreateTensor(b, b.CreateString(t.name), t.dtype,
                                          b.CreateVector(t.shape), layout, t.role,
@@ -202,20 +203,27 @@ std::string verifyError(const PlanSpec &p) {
   return why;
 }
 
+/// The run of `p`, which loads and verifies, with `options`.
+RunResult runValid(const PlanSpec &p, const RunOptions &options = {}) {
+  std::string error;
+  std::optional<LoadedPlan> loaded = loadPlan(build(p), error);
+  EXPECT_TRUE(loaded) << error;
+  if (!loaded)
+    return RunResult{};
+  EXPECT_EQ(checkProgram(*loaded), "");
+  return runPlan(*loaded, options);
+}
+
 } // namespace
 
 TEST(Verify, TheValidPlanRuns) {
-  std::string error;
-  std::optional<LoadedPlan> loaded = loadPlan(build(validPlan()), error);
-  ASSERT_TRUE(loaded) << error;
-  EXPECT_EQ(checkProgram(*loaded), "");
-  RunResult r = runPlan(*loaded, RunOptions{});
+  RunResult r = runValid(validPlan());
   ASSERT_EQ(r.error, "");
   ASSERT_EQ(r.outputs.size(), 1u);
   EXPECT_TRUE(std::isfinite(r.outputs[0][0]));
   RunOptions single;
   single.singleDevice = true;
-  RunResult ref = runPlan(*loaded, single);
+  RunResult ref = runValid(validPlan(), single);
   ASSERT_EQ(ref.error, "");
   EXPECT_NEAR(r.outputs[0][0], ref.outputs[0][0], 1e-5);
 }
@@ -258,6 +266,54 @@ TEST(Verify, Dtypes) {
   p = validPlan();
   p.tensor("n").dtype = (plan::DType)9;
   EXPECT_EQ(loadError(p), "inconsistent plan: tensor 'n' has unknown dtype 9");
+}
+
+namespace {
+/// Token ids split over tp, all-gathered, then looked up: the ids and their
+/// gather are outputs.
+PlanSpec idsGatherPlan() {
+  using R_ = plan::Role;
+  const auto f32 = plan::DType::F32, i32 = plan::DType::I32;
+  PlanSpec p;
+  p.mesh = {{"tp", 2}};
+  p.tensors = {{"ids", i32, {2, 4}, {{}, {"tp"}}, R_::Input, 0},
+               {"g", i32, {2, 4}, {{}, {}}, R_::Activation, 0},
+               {"table", f32, {16, 8}, {}, R_::Weight},
+               {"h", f32, {2, 4, 8}, {{}, {}, {}}, R_::Activation, 0}};
+  p.ops = {{"all_gather", {0}, {"x"}, {1}, {"result"}, {}},
+           {"embedding", {1, 2}, {"ids", "table"}, {3}, {"result"}, {}}};
+  p.inputs = {0};
+  p.outputs = {0, 1, 3};
+  p.vocab = 16;
+  return p;
+}
+} // namespace
+
+TEST(Verify, IntegerTransitions) {
+  // A layout transition moves i32 values: the gathered ids equal the ids.
+  RunResult r = runValid(idsGatherPlan());
+  ASSERT_EQ(r.error, "");
+  ASSERT_EQ(r.outputs.size(), 3u);
+  EXPECT_EQ(r.outputs[1], r.outputs[0]);
+  EXPECT_EQ(r.outputTypes[1], DType::I32);
+  EXPECT_EQ(r.bytesSentPerRank, 4 * 4);
+  // It keeps the element type.
+  PlanSpec p = idsGatherPlan();
+  p.tensor("g").dtype = plan::DType::F32;
+  EXPECT_EQ(verifyError(p), "op #0 (sl.all_gather 'g') at ?: x is i32, the result f32: a layout "
+                            "transition keeps the element type");
+  // Integers are never summed: a sum takes floats, and the loader refuses an
+  // i32 pending sum.
+  p = idsGatherPlan();
+  p.ops[0].kind = "reduce_scatter";
+  EXPECT_EQ(verifyError(p),
+            "op #0 (sl.reduce_scatter 'g') at ?: x is i32, the kernel reads a float type");
+  p = idsGatherPlan();
+  p.ops[0].kind = "all_reduce";
+  p.tensor("ids").split = {{}, {}};
+  p.tensor("ids").partial = {"tp"};
+  EXPECT_EQ(loadError(p), "inconsistent plan: tensor 'ids' is an i32 pending sum; integer "
+                          "tensors carry no pending sums");
 }
 
 TEST(Verify, Attributes) {

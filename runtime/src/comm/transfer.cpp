@@ -124,19 +124,32 @@ TransferPlan planTransfer(const Mesh &mesh, const std::vector<int64_t> &shape, c
   return plan;
 }
 
-void applyTransfer(const TransferPlan &plan, int64_t rank, const float *local,
-                   const std::vector<std::vector<float>> &received, float *dst) {
+template <typename T>
+static void applyTerms(const TransferPlan &plan, int64_t rank, const T *local,
+                       const std::vector<std::vector<T>> &received, T *dst) {
   std::vector<size_t> next(plan.reads.size(), 0);
   size_t term = 0;
+  auto nextTerm = [&]() {
+    int32_t src = plan.sources[term++];
+    size_t j = next[src]++;
+    return src == rank ? local[plan.reads[src][j]] : received[src][j];
+  };
   for (size_t i = 0; term < plan.sources.size(); ++i) {
-    float sum = 0;
-    for (int64_t k = 0; k < plan.terms; ++k, ++term) {
-      int32_t src = plan.sources[term];
-      size_t j = next[src]++;
-      sum += src == rank ? local[plan.reads[src][j]] : received[src][j];
-    }
+    T sum = nextTerm();
+    for (int64_t k = 1; k < plan.terms; ++k)
+      sum += nextTerm();
     dst[i] = sum;
   }
+}
+
+void applyTransfer(const TransferPlan &plan, int64_t rank, const float *local,
+                   const std::vector<std::vector<float>> &received, float *dst) {
+  applyTerms(plan, rank, local, received, dst);
+}
+
+void applyTransfer(const TransferPlan &plan, int64_t rank, const int32_t *local,
+                   const std::vector<std::vector<int32_t>> &received, int32_t *dst) {
+  applyTerms(plan, rank, local, received, dst);
 }
 
 TransferResult transfer(const Mesh &mesh, const std::vector<int64_t> &shape, const Layout &from,

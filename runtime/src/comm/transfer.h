@@ -4,7 +4,7 @@
 // reduce-scatter, all-reduce, all-to-all, slice, reorder). Each rank builds its
 // local part of the target layout from, for every element, the rank that holds
 // it in the source layout; pending sums the target drops are added up over
-// their axes. Values are f32.
+// their axes. Values are f32, or i32 where nothing is summed.
 //
 // planTransfer() says which elements of which rank's part one rank reads; since
 // every rank can compute every other rank's plan, a sender knows what to send
@@ -50,8 +50,14 @@ TransferPlan planTransfer(const Mesh &mesh, const std::vector<int64_t> &shape, c
 
 /// Builds the target part from the plan: `local` is this rank's source part,
 /// `received[m]` the values of `reads[m]` from every other rank m, in order.
+/// An element of one term is copied as it is; the terms of a pending sum are
+/// added in the plan's order.
 void applyTransfer(const TransferPlan &plan, int64_t rank, const float *local,
                    const std::vector<std::vector<float>> &received, float *dst);
+/// The same for i32 values (token ids, labels, expert indices), copied bit for
+/// bit. Integers carry no pending sums: the plan has one term per element.
+void applyTransfer(const TransferPlan &plan, int64_t rank, const int32_t *local,
+                   const std::vector<std::vector<int32_t>> &received, int32_t *dst);
 
 /// Fills `dst` (rank `rank`'s local part of the global tensor of `shape` in
 /// layout `to`) from `sources[r]`, every rank's local part in layout `from`.

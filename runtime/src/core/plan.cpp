@@ -112,6 +112,10 @@ std::string checkTensor(const plan::Plan &p, int64_t t, const Mesh &mesh) {
   // indices are integers.
   if (tensor->role() == plan::Role::Weight && tensor->dtype() == plan::DType::I32)
     return name + " is an i32 weight; weights are float tensors";
+  // Nothing sums integers: a pending sum of one has no collective to resolve it.
+  if (tensor->dtype() == plan::DType::I32 && tensor->layout() && tensor->layout()->partial() &&
+      tensor->layout()->partial()->size() > 0)
+    return name + " is an i32 pending sum; integer tensors carry no pending sums";
   if (!std::isfinite(tensor->scale()) || !std::isfinite(tensor->offset()))
     return name + " has an init scale or offset that is not finite";
   if (const auto *layout = tensor->layout()) {

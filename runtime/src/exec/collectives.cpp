@@ -18,21 +18,30 @@ int64_t product(const std::vector<int64_t> &v, size_t begin, size_t end) {
 
 /// A whole of `outer` rows, each `parts` runs of `run` elements, cut into its
 /// parts: part j holds run j of every row, rows in order.
-void splitParts(const float *whole, int64_t parts, int64_t outer, int64_t run, float *out) {
+template <typename T>
+void splitParts(const T *whole, int64_t parts, int64_t outer, int64_t run, T *out) {
   for (int64_t j = 0; j < parts; ++j)
     for (int64_t o = 0; o < outer; ++o)
       std::copy_n(whole + (o * parts + j) * run, run, out + (j * outer + o) * run);
 }
 
 /// The reverse of splitParts.
-void joinParts(const float *in, int64_t parts, int64_t outer, int64_t run, float *whole) {
+template <typename T>
+void joinParts(const T *in, int64_t parts, int64_t outer, int64_t run, T *whole) {
   for (int64_t j = 0; j < parts; ++j)
     for (int64_t o = 0; o < outer; ++o)
       std::copy_n(in + (j * outer + o) * run, run, whole + (o * parts + j) * run);
 }
 
-BufferView view(const float *data, int64_t count) {
-  return BufferView(const_cast<float *>(data), count);
+template <typename T> BufferView view(const T *data, int64_t count) {
+  return BufferView(const_cast<T *>(data), count);
+}
+
+/// `count` elements of type T in `bytes`, grown as needed (a vector of char
+/// may hold values of any type).
+template <typename T> T *room(std::vector<char> &bytes, int64_t count) {
+  bytes.resize(count * sizeof(T));
+  return reinterpret_cast<T *>(bytes.data());
 }
 
 /// Throws Stop for a failed status: this rank's error, or an abort.
@@ -71,7 +80,9 @@ void Collectives::exchange(const Axes &axes, const Mail &sendTo, Mail &recvFrom,
   exchange(group(axes), sendTo, recvFrom, bytesPerValue);
 }
 
-void Collectives::exchange(Group &g, const Mail &sendTo, Mail &recvFrom, int64_t bytesPerValue) {
+template <typename T>
+void Collectives::exchange(Group &g, const std::vector<std::vector<T>> &sendTo,
+                           std::vector<std::vector<T>> &recvFrom, int64_t bytesPerValue) {
   std::vector<BufferView> sends(g.size()), receives(g.size());
   for (int64_t j = 0; j < g.size(); ++j) {
     int64_t m = g.members()[j];
@@ -194,24 +205,38 @@ Collectives::Move Collectives::planMove(const std::vector<int64_t> &shape, const
 }
 
 void Collectives::transition(int64_t key, const std::vector<int64_t> &shape, const Layout &from,
-                             const Layout &to, const float *src, float *dst,
+                             const Layout &to, const BufferView &src, const BufferView &dst,
                              int64_t bytesPerValue) {
+  if (src.dtype != dst.dtype || (src.dtype != DType::F32 && src.dtype != DType::I32))
+    throw Stop{std::string("a layout transition moves f32 or i32 values, not ") +
+                   dtypeName(src.dtype) + " to " + dtypeName(dst.dtype),
+               false};
+  if (src.dtype == DType::I32 && !from.partial.empty())
+    throw Stop{"layout " + from.str() +
+                   " is a pending sum of an i32 tensor; integers are never summed",
+               false};
   auto it = moves.find(key);
   if (it == moves.end())
     it = moves.emplace(key, planMove(shape, from, to)).first;
-  const Move &m = it->second;
+  if (src.dtype == DType::I32)
+    return run(it->second, src.i32(), dst.i32(), bytesPerValue);
+  run(it->second, src.f32(), dst.f32(), bytesPerValue);
+}
+
+template <typename T>
+void Collectives::run(const Move &m, const T *src, T *dst, int64_t bytesPerValue) {
   int64_t inCount = m.inCount, outCount = m.outCount;
   Group *g = m.group;
   // The source cut into the members' pieces (in place when it already is).
-  auto split = [&]() -> const float * {
+  auto split = [&]() -> const T * {
     if (m.outer <= 1)
       return src;
-    packed.resize(inCount);
-    splitParts(src, g->size(), m.outer, m.splitRun, packed.data());
-    return packed.data();
+    T *pieces = room<T>(packed, inCount);
+    splitParts(src, g->size(), m.outer, m.splitRun, pieces);
+    return pieces;
   };
   // Where the pieces land, then joined into dst.
-  float *landing = m.joinOuter <= 1 ? dst : (scratch.resize(outCount), scratch.data());
+  T *landing = m.joinOuter <= 1 ? dst : room<T>(scratch, outCount);
   auto join = [&]() {
     if (landing != dst)
       joinParts(landing, g->size(), m.joinOuter, m.joinRun, dst);
@@ -237,7 +262,7 @@ void Collectives::transition(int64_t key, const std::vector<int64_t> &shape, con
   default:
     break;
   }
-  Mail sendTo = noMail(), recvFrom = noMail();
+  std::vector<std::vector<T>> sendTo(ranks), recvFrom(ranks);
   for (int64_t j = 0; j < g->size(); ++j) {
     int64_t r = g->members()[j];
     if (r == self)
@@ -262,14 +287,17 @@ void Collectives::allReduce(int64_t step, const std::vector<int64_t> &shape, con
   for (size_t d = 0; d < loc.size(); ++d)
     if (loc[d] % g == 0 && (dim < 0 || loc[d] > loc[dim]))
       dim = (int64_t)d;
+  // A pending sum keeps the shape: source and target parts are alike.
+  BufferView in = view(src, numElements(loc)), out = view(dst, numElements(loc));
   if (dim < 0 || g == 1)
-    return transition(2 * step, shape, from, to, src, dst, bytesPerValue);
+    return transition(2 * step, shape, from, to, in, out, bytesPerValue);
   mid.dims[dim].insert(mid.dims[dim].end(), from.partial.begin(), from.partial.end());
   if (mid.orderDim == dim && mid.dims[dim].size() == from.partial.size())
     mid.orderDim = -1;
   std::vector<float> half(numElements(localShape(mid, mesh, shape)));
-  transition(2 * step, shape, from, mid, src, half.data(), bytesPerValue);
-  transition(2 * step + 1, shape, mid, to, half.data(), dst, bytesPerValue);
+  BufferView halfView(half.data(), (int64_t)half.size());
+  transition(2 * step, shape, from, mid, in, halfView, bytesPerValue);
+  transition(2 * step + 1, shape, mid, to, halfView, out, bytesPerValue);
 }
 
 void Collectives::barrier() {

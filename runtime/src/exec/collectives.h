@@ -59,9 +59,12 @@ public:
   /// group, a slice locally; anything else is a transfer in which each rank
   /// sends every other rank exactly the elements that rank reads from it.
   /// What a step moves is worked out once per `key` and kept for later steps.
-  /// Values travel as 32-bit words, int32 included.
+  /// `src` and `dst` are this rank's parts, both f32 or both i32 (token ids,
+  /// labels, expert indices): an i32 value arrives with its bits unchanged,
+  /// and an i32 tensor cannot carry a pending sum (nothing sums integers).
   void transition(int64_t key, const std::vector<int64_t> &shape, const Layout &from,
-                  const Layout &to, const float *src, float *dst, int64_t bytesPerValue);
+                  const Layout &to, const BufferView &src, const BufferView &dst,
+                  int64_t bytesPerValue);
 
   /// Resolves the pending sums of `from` the bandwidth-optimal way:
   /// reduce-scatter onto the largest local dimension the group divides, then
@@ -96,7 +99,11 @@ public:
   const std::map<int64_t, int64_t> &callsByGroupSize() const { return calls; }
 
 private:
-  void exchange(Group &g, const Mail &sendTo, Mail &recvFrom, int64_t bytesPerValue);
+  /// Values of type T (float or int32_t) to and from every other member,
+  /// by world rank.
+  template <typename T>
+  void exchange(Group &g, const std::vector<std::vector<T>> &sendTo,
+                std::vector<std::vector<T>> &recvFrom, int64_t bytesPerValue);
 
   /// What one transition step does, worked out at its first run.
   struct Move {
@@ -116,6 +123,8 @@ private:
     std::vector<std::vector<int64_t>> sends;
   };
   Move planMove(const std::vector<int64_t> &shape, const Layout &from, const Layout &to);
+  /// Runs a planned move on values of type T (float or int32_t).
+  template <typename T> void run(const Move &m, const T *src, T *dst, int64_t bytesPerValue);
   /// Throws Stop for a failed status, else counts its bytes at
   /// `bytesPerValue` per 32-bit word.
   void settle(const CommStatus &status, const Group &g, int64_t bytesPerValue);
@@ -127,7 +136,8 @@ private:
   std::map<int64_t, Move> moves;
   std::map<Axes, std::unique_ptr<Group>> groups;
   std::map<int64_t, int64_t> calls;
-  std::vector<float> scratch, packed;
+  /// Packed and landing pieces of a plain transition, of either type.
+  std::vector<char> scratch, packed;
 };
 
 } // namespace shardline::rt

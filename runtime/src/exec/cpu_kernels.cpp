@@ -32,8 +32,8 @@ namespace {
 
 void transition(const Step &s, Frame &f) {
   const TensorInfo &x = f.tensors[s.in[0]], &out = f.tensors[s.out[0]];
-  f.collectives->transition(2 * s.index, out.shape, x.layout, out.layout, f.f(s.in[0]),
-                            f.f(s.out[0]), x.elementBytes());
+  f.collectives->transition(2 * s.index, out.shape, x.layout, out.layout, f.moved(s.in[0]),
+                            f.moved(s.out[0]), x.elementBytes());
 }
 
 void allReduce(const Step &s, Frame &f) {
@@ -49,9 +49,11 @@ KernelTable makeTable() {
 #define SHARDLINE_CPU_KERNEL_FILE(file) addCpuKernels_##file(t);
 #include "cpu_kernel_files.inc"
 #undef SHARDLINE_CPU_KERNEL_FILE
-  for (const char *kind :
-       {"all_gather", "reduce_scatter", "all_to_all", "slice", "reorder", "relayout"})
-    addKernel(t, kind, {{"x"}, kResult, {}, transition, nullptr, checkTransition});
+  // The sums (reduce_scatter, all_reduce) take float tensors only: an integer
+  // tensor carries no pending sum.
+  for (const char *kind : {"all_gather", "all_to_all", "slice", "reorder", "relayout"})
+    addKernel(t, kind, {{"x"}, kResult, {}, transition, nullptr, checkTransition, true});
+  addKernel(t, "reduce_scatter", {{"x"}, kResult, {}, transition, nullptr, checkTransition});
   addKernel(t, "all_reduce", {{"x"}, kResult, {}, allReduce, nullptr, checkTransition});
   return t;
 }

@@ -98,6 +98,11 @@ struct KernelSpec {
   /// (exec/verify.h), checked at load before anything runs; nullptr when the
   /// generic checks (dtypes, mesh axes, finite floats) are all it needs.
   void (*check)(Contract &) = nullptr;
+  /// The kernel moves its operand into its result without computing on it (a
+  /// layout transition), so the two may be i32 as well as float, one type for
+  /// both: token ids, labels and expert indices change layout like
+  /// activations.
+  bool movesIntegers = false;
 };
 
 /// A backend's kernels by op kind.
@@ -155,6 +160,11 @@ struct Frame {
 
   float *f(int32_t t) const { return typed(t, DType::F32).f32(); }
   int32_t *ids(int32_t t) const { return typed(t, DType::I32).i32(); }
+  /// A tensor a kernel moves without reading its values: f32 (a 16-bit
+  /// tensor's widened copy) or i32.
+  const BufferView &moved(int32_t t) const {
+    return typed(t, views[t].dtype == DType::I32 ? DType::I32 : DType::F32);
+  }
   int64_t n(int32_t t) const { return tensors[t].count; }
   const std::vector<int64_t> &local(int32_t t) const { return tensors[t].local; }
   const std::vector<int64_t> &global(int32_t t) const { return tensors[t].shape; }

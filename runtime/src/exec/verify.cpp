@@ -25,6 +25,9 @@ void checkGeneric(Contract &c) {
       Contract::Arg a{result, i};
       if (!c.has(a))
         continue;
+      // A transition takes either, one type for x and result (checkTransition).
+      if (kernel.movesIntegers)
+        continue;
       bool wantIndex = isIndexName(c.name(a));
       DType dtype = c.tensor(a).dtype;
       if (wantIndex != (dtype == DType::I32))
@@ -165,6 +168,10 @@ void checkTransition(Contract &c) {
   if (c.ok() && c.global(x) != c.global(out))
     c.require(false, "x has shape " + shapeText(c.global(x)) + ", the result " +
                          shapeText(c.global(out)) + ": a layout transition keeps the shape");
+  if (c.ok() && c.has(x) && c.has(out) && c.tensor(x).dtype != c.tensor(out).dtype)
+    c.require(false, std::string("x is ") + dtypeName(c.tensor(x).dtype) + ", the result " +
+                         dtypeName(c.tensor(out).dtype) +
+                         ": a layout transition keeps the element type");
 }
 
 void requireIdsInRange(const Frame &f, int32_t t, int64_t limit, const char *what) {

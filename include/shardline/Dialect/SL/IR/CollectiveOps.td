@@ -15,22 +15,22 @@ def SL_RelayoutOp : SL_LayoutOp<"relayout"> {
     layout than its producer gives; sl-insert-collectives replaces each one by
     the collectives, slices and reorders that realise it.
   }];
-  let arguments = (ins SL_FloatTensor:$x);
+  let arguments = (ins SL_DataTensor:$x);
 }
 
 def SL_AllGatherOp : SL_LayoutOp<"all_gather", SL_ExchangeMethods> {
   let summary = "Gathers dimension `dim` over the minor-most `axes` of its split";
-  let arguments = (ins SL_FloatTensor:$x, StrArrayAttr:$axes, I64Attr:$dim);
+  let arguments = (ins SL_DataTensor:$x, StrArrayAttr:$axes, I64Attr:$dim);
 }
 
 def SL_ReduceScatterOp : SL_LayoutOp<"reduce_scatter", SL_ExchangeMethods> {
   let summary = "Sums a pending sum over `axes` and splits dimension `dim` over them";
-  let arguments = (ins SL_FloatTensor:$x, StrArrayAttr:$axes, I64Attr:$dim);
+  let arguments = (ins SL_DataTensor:$x, StrArrayAttr:$axes, I64Attr:$dim);
 }
 
 def SL_AllReduceOp : SL_LayoutOp<"all_reduce", SL_ExchangeMethods> {
   let summary = "Sums a pending sum over `axes`";
-  let arguments = (ins SL_FloatTensor:$x, StrArrayAttr:$axes);
+  let arguments = (ins SL_DataTensor:$x, StrArrayAttr:$axes);
 }
 
 def SL_AllToAllOp : SL_LayoutOp<"all_to_all", SL_ExchangeMethods> {
@@ -39,19 +39,19 @@ def SL_AllToAllOp : SL_LayoutOp<"all_to_all", SL_ExchangeMethods> {
     Before: `concat_dim`'s split ends with `axes`; after: `axes` are appended
     to `split_dim`'s split and removed from `concat_dim`'s.
   }];
-  let arguments = (ins SL_FloatTensor:$x, StrArrayAttr:$axes, I64Attr:$split_dim,
+  let arguments = (ins SL_DataTensor:$x, StrArrayAttr:$axes, I64Attr:$split_dim,
                    I64Attr:$concat_dim);
 }
 
 def SL_SliceOp : SL_LayoutOp<"slice", SL_CollectiveMethods> {
   let summary = "Keeps this rank's part of dimension `dim` along `axes`; no communication";
-  let arguments = (ins SL_FloatTensor:$x, StrArrayAttr:$axes, I64Attr:$dim);
+  let arguments = (ins SL_DataTensor:$x, StrArrayAttr:$axes, I64Attr:$dim);
 }
 
 def SL_ReorderOp : SL_LayoutOp<"reorder", ["sentBytesPerRank"]> {
   let summary = "Changes the chunk order (contiguous <-> zigzag) of the sequence dimension";
   let description = [{ A point-to-point permutation of chunks among the ranks that split it. }];
-  let arguments = (ins SL_FloatTensor:$x);
+  let arguments = (ins SL_DataTensor:$x);
 }
 
 def SL_HaloOp : SL_LayoutOp<"halo", ["resolveRankFacts", "sentBytesPerRank"]> {

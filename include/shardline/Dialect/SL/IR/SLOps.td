@@ -9,6 +9,11 @@ include "mlir/Interfaces/SideEffectInterfaces.td"
 
 def SL_FloatTensor : RankedTensorOf<[F32, BF16, F16]>;
 def SL_IndexTensor : RankedTensorOf<[I32]>;
+// What a layout transition moves: activations, and the token ids, labels and
+// expert indices that follow them (the runtime moves i32 values as they are).
+// An integer tensor never carries a pending sum (every op's layout checks
+// refuse one), so a reduce_scatter or all_reduce of one is refused at the op.
+def SL_DataTensor : RankedTensorOf<[F32, BF16, F16, I32]>;
 
 //===----------------------------------------------------------------------===//
 // Mesh and parameters
@@ -87,7 +92,7 @@ class SL_LayoutOp<string mnemonic, list<string> spmd = []>
     : SL_Op<mnemonic, [Pure, DeclareOpInterfaceMethods<SL_SPMDOpInterface, spmd>]> {
   let assemblyFormat = "$x attr-dict `:` type($x) `->` type($result)";
   let hasVerifier = 1;
-  let results = (outs SL_FloatTensor:$result);
+  let results = (outs SL_DataTensor:$result);
 }
 
 // The ops, one file per family: every *Ops.td beside this file, listed by the build
