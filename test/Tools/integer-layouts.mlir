@@ -7,10 +7,12 @@
 // RUN: shardline-compile %s --emit plan -o %t.slp
 // RUN: shardline-run %t.slp --ranks 4 --verify | FileCheck %s
 
-// The pipeline keeps every transition of the ids (each output needs it) and
-// lowers the relayout to zigzag under SP into a local slice and a reorder.
-// KEPT: sl.reorder %{{.*}} : tensor<4x16xi32
-// KEPT: sl.all_to_all %{{.*}} : tensor<4x16xi32
+// The pipeline keeps the transitions of the ids that an output needs: the
+// all-to-all takes the zigzag tokens directly (sl-elide-gathers drops the
+// reorder before it, 64 bytes per rank), and the relayout to zigzag under SP
+// becomes a local slice and a reorder.
+// KEPT: how = "met sl.all_to_all and became sl.all_to_all", {{.*}}op = "reorder"
+// KEPT: sl.all_to_all %arg0 {{.*}} : tensor<4x16xi32
 // KEPT: sl.all_gather %{{.*}} : tensor<4x16xi32
 // KEPT: sl.slice %{{.*}} : tensor<4x16xi32
 // KEPT: sl.all_gather %{{.*}} : tensor<4x16x2xi32
@@ -19,8 +21,9 @@
 // KEPT-NOT: sl.relayout
 
 // Rank 1 (cp 0, tp 1) holds 8 of the 16 zigzag tokens; the all-to-all gives
-// it 2 of the 4 sequences whole.
-// RANK: shard.all_to_all %{{.*}} : tensor<4x8xi32> -> tensor<2x16xi32>
+// it 2 of the 4 sequences whole. It reads zigzag chunks, whose concatenation
+// is out of sequence order, so it stays an sl op with its group.
+// RANK: sl.all_to_all %arg0 {{.*}}sl.group = array<i64: 1, 3>{{.*}} : tensor<4x8xi32> -> tensor<2x16xi32>
 
 // CHECK: model ids on 4 ranks (threads), seed 1
 // CHECK: bytes sent per rank: [[B:[0-9]+]] measured, [[B]] in the report

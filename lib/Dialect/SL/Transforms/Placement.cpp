@@ -73,9 +73,12 @@ bool isTransition(Operation *op) {
   return isa<AllGatherOp, AllReduceOp, ReduceScatterOp, AllToAllOp, SliceOp, ReorderOp>(op);
 }
 
-/// Only tensors the layout collectives can move (not the router's integer
-/// indices) change layout.
-bool movable(Value v) { return isa<FloatType>(getElementTypeOrSelf(v.getType())); }
+/// Only tensors the layout collectives move change layout: floats and i32
+/// (token ids, labels, the router's expert indices; docs/dialect.md).
+bool movable(Value v) {
+  Type e = getElementTypeOrSelf(v.getType());
+  return isa<FloatType>(e) || e.isInteger(32);
+}
 
 std::string opName(Operation *op) { return op->getName().getStringRef().str(); }
 
