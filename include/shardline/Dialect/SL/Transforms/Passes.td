@@ -101,21 +101,20 @@ def SLInsertCollectives : Pass<"sl-insert-collectives", "::mlir::ModuleOp"> {
 }
 
 def SLElideGathers : Pass<"sl-elide-gathers", "::mlir::ModuleOp"> {
-  let summary = "Sink, cancel and fuse premature gathers";
+  let summary = "Re-place layout transitions where they send the fewest bytes";
   let description = [{
-    Rewrites that preserve values and reduce communication or the size of
-    live activations:
-    - sink an all-gather past free ops to its first consumer that needs the
-      full dimension, then merge it with a gather that consumer already has;
-    - delete all-gather -> slice pairs over the same axes;
-    - turn all-reduce -> slice into reduce-scatter;
-    - split an all-reduce whose consumers are free ops into reduce-scatter +
-      an all-gather where the full dimension is first needed;
-    - cancel reorder pairs (zigzag <-> contiguous) between blocks that prefer
-      the same order;
-    - fuse adjacent all-to-alls over one group (cancel inverse pairs).
-    Every rewrite is recorded in the module attribute `sl.elided` for the
-    report. The pass is idempotent.
+    Repeats the best *move* while one lowers the bytes per rank of the
+    function (or keeps them and shrinks activations; only bytes count when
+    the module sets sl.sequence_parallel = false). A move re-places every
+    transition of one kind at once (gathers and scatterable all-reduces that
+    add one split, slices, reorders, all-to-alls): a minimum cut over the
+    free ops they reach chooses which ops run on the new layout, priced with
+    relayoutBytes, the report's bytes (docs/passes.md). Then local rewrites
+    that never add bytes: gather/slice and slice/gather pairs, inverse
+    reorders and all-to-alls cancel, chained all-to-alls fuse, a gather moves
+    past an all-to-all. Values are kept (ops change only free dimensions),
+    no program leaves with more bytes than it came in with, and the pass is
+    idempotent. Changes are recorded in the module attribute `sl.elided`.
   }];
 }
 
@@ -128,17 +127,16 @@ def SLExplain : Pass<"sl-explain", "::mlir::ModuleOp"> {
       <op> over [axes]: <bytes> bytes per rank; needed by <first user>;
       <sl.reason>; cheaper: <...> | rejected: <...>
 
-    `cheaper` names a legal placement that sends less and that the passes
-    missed: sinking an all_gather every user of which accepts the split
-    layout, a reduce_scatter for an all_reduce whose users all accept the
-    result split on one dimension, removing a collective without users.
-    `rejected` names the next placement and why it loses (for an all_reduce:
-    the user that needs the result whole). With `lint`, warns on gathers
-    whose users all accept the split layout (premature gathers).
+    `cheaper` names a move of sl-elide-gathers that would re-place the
+    gather or all-reduce (the pass's own cost function, so the two never
+    disagree), with the region's bytes before and after, or removing a
+    collective without users. `rejected` names the next placement and why
+    it loses. With `lint`, warns on gathers a move would re-place
+    (premature gathers).
   }];
   let options = [
     Option<"lint", "lint", "bool", /*default=*/"false",
-           "Warn on gathers that feed only free ops">,
+           "Warn on gathers that sl-elide-gathers would re-place">,
   ];
 }
 
