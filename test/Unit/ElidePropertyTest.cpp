@@ -280,13 +280,12 @@ std::vector<Layout> enumerateLayouts(const Mesh &mesh, const std::vector<int64_t
 class Universes {
 public:
   Universe &of(const Mesh &mesh, RankedTensorType type) {
-    std::ostringstream key;
+    std::string key;
+    llvm::raw_string_ostream os(key);
     for (const auto &[axis, size] : mesh.axes)
-      key << axis << size << ',';
-    key << ':' << elementBytesOf(type);
-    for (int64_t d : type.getShape())
-      key << 'x' << d;
-    auto [it, inserted] = byKey.try_emplace(key.str());
+      os << axis << '=' << size << ' ';
+    os << withLayout(type, LayoutAttr());
+    auto [it, inserted] = byKey.try_emplace(key);
     Universe &u = it->second;
     if (!inserted)
       return u;
@@ -311,8 +310,7 @@ public:
     return u;
   }
 
-private:
-public:
+  /// By mesh and type without its layout.
   std::map<std::string, Universe> byKey;
 };
 
@@ -1160,9 +1158,9 @@ TEST(ElideProperty, Model) {
       select([](const Outcome &o) { return o.program.find("cp = 2") != std::string::npos; }).size();
   size_t branching =
       select([](const Outcome &o) { return o.steinerBytes < o.optimumBytes; }).size();
-  std::cout << outcomes().size() << " programs (" << dags << " DAGs, " << cp
-            << " on cp x tp): " << checked << " with planRelayout's chains, " << room
-            << " that can send less, " << branching
+  std::cout << outcomes().size() << " programs (" << dags << " DAGs, " << cp << " on cp x tp, "
+            << rejected.size() << " rejected): " << checked << " with planRelayout's chains, "
+            << room << " that can send less, " << branching
             << " where a relayout tree through other layouts is cheaper\n";
   EXPECT_GE(checked * 5, outcomes().size()) << checked << " programs with planRelayout's chains";
   EXPECT_GE(room * 4, outcomes().size()) << room << " programs that can send less";
