@@ -12,6 +12,7 @@
 #include "Placement.h"
 
 #include "shardline/Analysis/Report.h"
+#include "shardline/Dialect/SL/IR/Relayout.h"
 #include "shardline/Dialect/SL/IR/SL.h"
 #include "shardline/Dialect/SL/Transforms/Passes.h"
 
@@ -37,6 +38,8 @@ using Records = std::vector<Change>;
 std::string locText(Location loc) { return shardline::describeLocation(loc); }
 
 Axes axesOf(ArrayAttr a) { return axisNames(a); }
+
+std::string opName(Operation *op) { return op->getName().getStringRef().str().substr(3); }
 
 RankedTensorType retype(Value v, const Layout &l) {
   auto t = cast<RankedTensorType>(v.getType());
@@ -210,6 +213,71 @@ struct GatherPastAllToAll : RecordingPattern<AllToAllOp> {
   }
 };
 
+/// A chain of layout transitions, each feeding only the next, becomes what
+/// planRelayout emits from its start to its end when that sends fewer bytes
+/// (slice then gather is nothing, gather then a slice of another dimension
+/// an all_to_all, a zigzag gather then a contiguous slice a reorder, round
+/// trips through other layouts nothing).
+struct CollapseChain : RewritePattern {
+  CollapseChain(MLIRContext *ctx, Records &records)
+      : RewritePattern(MatchAnyOpTypeTag(), /*benefit=*/1, ctx), records(records) {}
+  Records &records;
+  static bool isTransition(Operation *op) {
+    return isa<AllGatherOp, AllReduceOp, ReduceScatterOp, AllToAllOp, SliceOp, ReorderOp>(op);
+  }
+  LogicalResult matchAndRewrite(Operation *op, PatternRewriter &rewriter) const override {
+    if (!isTransition(op))
+      return failure();
+    // `op` ends the chain: its result does not feed a transition alone.
+    if (op->getResult(0).hasOneUse() && isTransition(*op->getResult(0).getUsers().begin()))
+      return failure();
+    int64_t bytes = 0;
+    Operation *first = op;
+    std::vector<Operation *> chain;
+    for (Operation *t = op; t && isTransition(t);) {
+      if (t != op && !t->getResult(0).hasOneUse())
+        break;
+      chain.push_back(t);
+      bytes = shardline::saturatingAdd(bytes,
+                                       std::max<int64_t>(0, shardline::collectiveBytesPerRank(t)));
+      first = t;
+      t = t->getOperand(0).getDefiningOp();
+    }
+    if (chain.size() < 2)
+      return failure();
+    Value in = first->getOperand(0);
+    Layout to = toLayout(getLayout(op->getResult(0)));
+    MeshOp meshOp = lookupMesh(op, getLayout(in));
+    if (!meshOp)
+      return failure();
+    int64_t direct = relayoutBytes(toLayout(getLayout(in)), to,
+                                   cast<RankedTensorType>(in.getType()), toMesh(meshOp));
+    if (direct < 0 || direct >= bytes)
+      return failure();
+    std::string error;
+    FailureOr<Value> out = emitRelayout(rewriter, op->getLoc(), in, to,
+                                        op->getAttrOfType<StringAttr>(kReasonAttr), error);
+    if (failed(out))
+      return failure();
+    records.push_back({opName(first), locText(first->getLoc()),
+                       "chain of " + std::to_string(chain.size()) + " transitions collapsed (" +
+                           std::to_string(bytes) + " -> " + std::to_string(direct) +
+                           " bytes per rank)"});
+    rewriter.replaceOp(op, *out);
+    return success();
+  }
+};
+
+/// Bytes one rank sends in `fn` (the report's sum).
+int64_t functionBytes(func::FuncOp fn) {
+  int64_t total = 0;
+  fn.walk([&](Operation *op) {
+    total = shardline::saturatingAdd(total,
+                                     std::max<int64_t>(0, shardline::collectiveBytesPerRank(op)));
+  });
+  return total;
+}
+
 /// The best move of `fn`, or none when no move improves it.
 std::optional<placement::Move> bestMove(func::FuncOp fn) {
   std::optional<placement::Move> best;
@@ -240,20 +308,30 @@ struct SLElideGathers : mlir::sl::impl::SLElideGathersBase<SLElideGathers> {
     patterns.add<MergeGathers>(&getContext());
     patterns.add<CancelGatherSlice, CancelSliceGather, CancelReorders, CancelAllToAlls,
                  GatherPastAllToAll>(&getContext(), records);
+    patterns.add<CollapseChain>(&getContext(), records);
     FrozenRewritePatternSet frozen(std::move(patterns));
     for (func::FuncOp fn : module.getOps<func::FuncOp>()) {
-      // Each applied move lowers (bytes, activations) strictly, so this ends;
-      // the bound only guards against a pricing bug.
-      for (int round = 0; round < 1000; ++round) {
-        splitGathers(fn);
-        std::optional<placement::Move> move = bestMove(fn);
-        if (!move)
-          break;
-        if (failed(move->apply(records)))
+      // Moves, then the local rewrites, until neither lowers anything: each
+      // applied move lowers (bytes, activations) strictly and no local
+      // rewrite adds bytes, so this ends; the bounds only guard against a
+      // pricing bug.
+      for (int pass = 0; pass < 100; ++pass) {
+        bool moved = false;
+        for (int round = 0; round < 1000; ++round) {
+          splitGathers(fn);
+          std::optional<placement::Move> move = bestMove(fn);
+          if (!move)
+            break;
+          if (failed(move->apply(records)))
+            return signalPassFailure();
+          moved = true;
+        }
+        int64_t before = functionBytes(fn);
+        if (failed(applyPatternsGreedily(fn, frozen)))
           return signalPassFailure();
+        if (!moved && functionBytes(fn) == before)
+          break;
       }
-      if (failed(applyPatternsGreedily(fn, frozen)))
-        return signalPassFailure();
     }
     if (records.empty())
       return;
