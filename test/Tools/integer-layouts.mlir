@@ -3,27 +3,32 @@
 // ranks with every i32 output equal to the single-device run's (and under
 // mpirun in mpi-integer-layouts.test).
 // RUN: shardline-compile %s --emit mlir | FileCheck %s --check-prefix=KEPT
+// RUN: shardline-compile %s --emit report | FileCheck %s --check-prefix=KEPT-BYTES
 // RUN: shardline-compile %s --emit rank --rank 1 | FileCheck %s --check-prefix=RANK
 // RUN: shardline-compile %s --emit plan -o %t.slp
 // RUN: shardline-run %t.slp --ranks 4 --verify | FileCheck %s
 
-// The pipeline keeps the transitions of the ids that an output needs: the
-// all-to-all takes the zigzag tokens directly (sl-elide-gathers drops the
-// reorder before it, 64 bytes per rank), and the relayout to zigzag under SP
-// becomes a local slice and a reorder.
+// The pipeline re-places the transitions of the ids by bytes: one gather of
+// the zigzag tokens serves both the batch-split and the tp-split output by
+// local slices (448 bytes per rank where the program as written sends 576:
+// reorder, all-to-all and gather), and the relayout to zigzag under SP
+// becomes a local slice and a reorder. (runtime/test/executor_test.cpp moves
+// i32 through every transition, the all-to-all included.)
 // KEPT: how = "met sl.all_to_all and became sl.all_to_all", {{.*}}op = "reorder"
-// KEPT: sl.all_to_all %arg0 {{.*}} : tensor<4x16xi32
-// KEPT: sl.all_gather %{{.*}} : tensor<4x16xi32
-// KEPT: sl.slice %{{.*}} : tensor<4x16xi32
+// KEPT: %[[G:.*]] = sl.all_gather %arg0 {axes = ["cp"], dim = 1 : i64} : tensor<4x16xi32
+// KEPT: sl.slice %[[G]] {axes = ["cp"], dim = 0 : i64} : tensor<4x16xi32
+// KEPT: sl.slice %[[G]] {axes = ["tp"], dim = 1 : i64} : tensor<4x16xi32
 // KEPT: sl.all_gather %{{.*}} : tensor<4x16x2xi32
 // KEPT: sl.slice %{{.*}} {axes = ["tp"], dim = 1 : i64} : tensor<4x16xi32
 // KEPT-NEXT: sl.reorder %{{.*}} : tensor<4x16xi32
 // KEPT-NOT: sl.relayout
+// KEPT-BYTES: totals: 448 bytes sent per rank
 
-// Rank 1 (cp 0, tp 1) holds 8 of the 16 zigzag tokens; the all-to-all gives
-// it 2 of the 4 sequences whole. It reads zigzag chunks, whose concatenation
-// is out of sequence order, so it stays an sl op with its group.
-// RANK: sl.all_to_all %arg0 {{.*}}sl.group = array<i64: 1, 3>{{.*}} : tensor<4x8xi32> -> tensor<2x16xi32>
+// Rank 1 (cp 0, tp 1) holds 8 of the 16 zigzag tokens; the gather reads
+// zigzag chunks, whose concatenation is out of sequence order, so it stays an
+// sl op with its group, and each output is a local slice of its result.
+// RANK: %[[G:.*]] = sl.all_gather %arg0 {axes = ["cp"], dim = 1 : i64, sl.group = array<i64: 1, 3>} : tensor<4x8xi32> -> tensor<4x16xi32>
+// RANK: shard.all_slice %[[G]] {{.*}} slice_axis = 0 {{.*}} : tensor<4x16xi32> -> tensor<2x16xi32>
 
 // CHECK: model ids on 4 ranks (threads), seed 1
 // CHECK: bytes sent per rank: [[B:[0-9]+]] measured, [[B]] in the report

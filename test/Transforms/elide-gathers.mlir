@@ -36,7 +36,7 @@ sl.mesh @mesh(tp = 2)
 // CHECK: sl.reduce_scatter %arg0 {axes = ["tp"], dim = 1 : i64}
 // CHECK-NOT: = sl.all_reduce
 // CHECK-NOT: = sl.slice
-// REC: module attributes {sl.elided = [{how = "reduce_scatter onto dimension 1", {{.*}}op = "all_reduce"}, {how = "met sl.slice and became nothing", {{.*}}op = "all_gather"}]
+// REC: module attributes {sl.elided = [{how = "became sl.reduce_scatter", {{.*}}op = "all_reduce"}, {how = "met sl.slice and became nothing", {{.*}}op = "all_gather"}]
 func.func @all_reduce_slice(%x: tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []], partial = [tp]>>) -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], []]>> {
   %r = sl.all_reduce %x {axes = ["tp"]} : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []], partial = [tp]>> -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>>
   %s = sl.slice %r {axes = ["tp"], dim = 1} : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [], []]>> -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], []]>>

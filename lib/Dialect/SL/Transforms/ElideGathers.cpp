@@ -11,6 +11,7 @@
 
 #include "Placement.h"
 
+#include "shardline/Analysis/MemoryPlan.h"
 #include "shardline/Analysis/Report.h"
 #include "shardline/Dialect/SL/IR/Relayout.h"
 #include "shardline/Dialect/SL/IR/SL.h"
@@ -278,25 +279,49 @@ int64_t functionBytes(func::FuncOp fn) {
   return total;
 }
 
-/// The best move of `fn`, or none when no move improves it.
-std::optional<placement::Move> bestMove(func::FuncOp fn) {
-  std::optional<placement::Move> best;
+/// The moves that improve `fn`, best first: most bytes saved, then most
+/// activation bytes.
+std::vector<placement::Move> improvingMoves(func::FuncOp fn) {
+  std::vector<std::pair<std::pair<int64_t, int64_t>, placement::Move>> found;
   bool ties = placement::activationsBreakTies(fn);
   for (const placement::Kind &kind : placement::kindsIn(fn)) {
     placement::Move move(fn, kind, ties);
     const placement::Outcome &o = move.solve();
-    if (!o.improves())
-      continue;
-    if (best) {
-      const placement::Outcome &b = best->solve();
-      int64_t saved = o.bytesBefore - o.bytesAfter, bestSaved = b.bytesBefore - b.bytesAfter;
-      if (saved < bestSaved || (saved == bestSaved && o.activationBefore - o.activationAfter <=
-                                                          b.activationBefore - b.activationAfter))
-        continue;
-    }
-    best = std::move(move);
+    if (o.improves())
+      found.emplace_back(
+          std::make_pair(o.bytesBefore - o.bytesAfter, o.activationBefore - o.activationAfter),
+          std::move(move));
   }
-  return best;
+  std::stable_sort(found.begin(), found.end(),
+                   [](const auto &a, const auto &b) { return a.first > b.first; });
+  std::vector<placement::Move> moves;
+  for (auto &f : found)
+    moves.push_back(std::move(f.second));
+  return moves;
+}
+
+/// The memory plan's high-water mark of `fn` (the report's peak).
+int64_t peakOf(func::FuncOp fn) {
+  for (Operation &op : fn.getBody().front())
+    for (Value v : op.getResults())
+      if (LayoutAttr l = getLayout(v))
+        if (MeshOp mesh = lookupMesh(&op, l))
+          return shardline::planArena(fn, toMesh(mesh)).highWater;
+  return 0;
+}
+
+/// Whether applying `kind`'s move to `fn` would raise its peak: applied to a
+/// copy, measured, thrown away.
+bool raisesPeak(func::FuncOp fn, const placement::Kind &kind, int64_t peak) {
+  OpBuilder b(fn);
+  b.setInsertionPointAfter(fn);
+  auto copy = cast<func::FuncOp>(b.clone(*fn));
+  copy.setSymName((fn.getSymName() + ".peak-check").str());
+  placement::Move move(copy, kind, placement::activationsBreakTies(fn));
+  Records ignored;
+  bool raises = !move.solve().improves() || failed(move.apply(ignored)) || peakOf(copy) > peak;
+  copy->erase();
+  return raises;
 }
 
 struct SLElideGathers : mlir::sl::impl::SLElideGathersBase<SLElideGathers> {
@@ -319,12 +344,18 @@ struct SLElideGathers : mlir::sl::impl::SLElideGathersBase<SLElideGathers> {
         bool moved = false;
         for (int round = 0; round < 1000; ++round) {
           splitGathers(fn);
-          std::optional<placement::Move> move = bestMove(fn);
-          if (!move)
+          int64_t peak = keepPeak ? peakOf(fn) : 0;
+          bool applied = false;
+          for (placement::Move &move : improvingMoves(fn)) {
+            if (keepPeak && raisesPeak(fn, move.kind(), peak))
+              continue;
+            if (failed(move.apply(records)))
+              return signalPassFailure();
+            applied = moved = true;
             break;
-          if (failed(move->apply(records)))
-            return signalPassFailure();
-          moved = true;
+          }
+          if (!applied)
+            break;
         }
         int64_t before = functionBytes(fn);
         if (failed(applyPatternsGreedily(fn, frozen)))

@@ -25,24 +25,39 @@ struct Alternative {
   bool cheaper = false;
 };
 
-/// The best improving move of sl-elide-gathers that re-places `op`: the same
+/// The moves of sl-elide-gathers, each solved once per function: the same
 /// cost function the pass uses, so the two never disagree.
-std::optional<placement::Move> improvingMove(Operation *op) {
-  auto fn = op->getParentOfType<func::FuncOp>();
-  if (!fn)
-    return std::nullopt;
-  std::optional<placement::Move> best;
-  for (const placement::Kind &kind : placement::kindsOf(op)) {
-    placement::Move move(fn, kind, placement::activationsBreakTies(fn));
-    const placement::Outcome &o = move.solve();
-    if (!o.improves() || !move.moves(op))
-      continue;
-    if (best && best->solve().bytesAfter <= o.bytesAfter)
-      continue;
-    best = std::move(move);
+class Moves {
+public:
+  /// The best improving move that re-places `op`, or null.
+  placement::Move *improving(Operation *op) {
+    auto fn = op->getParentOfType<func::FuncOp>();
+    if (!fn)
+      return nullptr;
+    auto &kinds = kindsByFunction[fn];
+    if (!kinds)
+      kinds = placement::kindsIn(fn);
+    placement::Move *best = nullptr;
+    for (const placement::Kind &kind : *kinds) {
+      if (!placement::isSourceOf(op, kind))
+        continue;
+      auto &move = moves[{fn, kind}];
+      if (!move)
+        move = std::make_unique<placement::Move>(fn, kind, placement::activationsBreakTies(fn));
+      const placement::Outcome &o = move->solve();
+      if (!o.improves() || !move->moves(op))
+        continue;
+      if (best && best->solve().bytesAfter <= o.bytesAfter)
+        continue;
+      best = move.get();
+    }
+    return best;
   }
-  return best;
-}
+
+private:
+  llvm::DenseMap<Operation *, std::optional<std::vector<placement::Kind>>> kindsByFunction;
+  std::map<std::pair<Operation *, placement::Kind>, std::unique_ptr<placement::Move>> moves;
+};
 
 /// "1536 -> 1024 bytes per rank" or, for a move that only shrinks
 /// activations, "the same 512 bytes per rank, activations 3072 -> 2048".
@@ -61,7 +76,7 @@ std::string moveText(placement::Move &move, const std::string &what) {
   return text + " (sl-elide-gathers: " + gain(move.solve()) + " in this region)";
 }
 
-Alternative allReduceAlternative(AllReduceOp ar) {
+Alternative allReduceAlternative(AllReduceOp ar, Moves &moves) {
   if (ar.getResult().use_empty())
     return {"removing it (no user)", true};
   LayoutAttr attr = getLayout(ar.getX());
@@ -71,7 +86,7 @@ Alternative allReduceAlternative(AllReduceOp ar) {
   shardline::Mesh mesh = toMesh(meshOp);
   std::vector<std::string> axes = axisNames(ar.getAxes());
   std::string scatter = "reduce_scatter over " + shardline::formatAxes(axes);
-  if (std::optional<placement::Move> move = improvingMove(ar))
+  if (placement::Move *move = moves.improving(ar))
     return {moveText(*move, scatter + ", the sum gathered later"), true};
   return {scatter + " (" +
           std::to_string(
@@ -79,16 +94,16 @@ Alternative allReduceAlternative(AllReduceOp ar) {
           " bytes per rank), since no placement of the split sum sends fewer bytes"};
 }
 
-Alternative alternative(Operation *op) {
+Alternative alternative(Operation *op, Moves &moves) {
   if (auto g = dyn_cast<AllGatherOp>(op)) {
     if (g.getResult().use_empty())
       return {"removing it (no user)", true};
-    if (std::optional<placement::Move> move = improvingMove(g))
+    if (placement::Move *move = moves.improving(g))
       return {moveText(*move, "sinking it"), true};
     return {};
   }
   if (auto ar = dyn_cast<AllReduceOp>(op))
-    return allReduceAlternative(ar);
+    return allReduceAlternative(ar, moves);
   if (isa<ReduceScatterOp>(op))
     return {"all_reduce (twice the bytes, and the result whole on every rank)"};
   if (isa<AllToAllOp>(op))
@@ -105,6 +120,7 @@ Alternative alternative(Operation *op) {
 struct SLExplain : mlir::sl::impl::SLExplainBase<SLExplain> {
   using SLExplainBase::SLExplainBase;
   void runOnOperation() override {
+    Moves moves;
     getOperation().walk([&](Operation *op) {
       int64_t bytes = shardline::collectiveBytesPerRank(op);
       if (bytes < 0)
@@ -126,7 +142,7 @@ struct SLExplain : mlir::sl::impl::SLExplainBase<SLExplain> {
         text += "; needed by " + opLabel(user);
       if (auto reason = op->getAttrOfType<StringAttr>(kReasonAttr))
         text += "; " + reason.str();
-      Alternative alt = alternative(op);
+      Alternative alt = alternative(op, moves);
       if (!alt.text.empty())
         text += (alt.cheaper ? "; cheaper: " : "; rejected: ") + alt.text;
       op->emitRemark() << text;

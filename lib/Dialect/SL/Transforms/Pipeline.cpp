@@ -13,7 +13,11 @@ void sl::buildShardPipeline(OpPassManager &pm, const std::string &machineFile) {
   pm.addPass(createSLChooseCPComm(choose));
   pm.addPass(createSLPropagateLayouts());
   pm.addPass(createSLInsertCollectives());
-  pm.addPass(createSLElideGathers());
+  // The strategy chose where activations are split; elision may send fewer
+  // bytes but never at the price of a higher activation peak.
+  SLElideGathersOptions elide;
+  elide.keepPeak = true;
+  pm.addPass(createSLElideGathers(elide));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
 }

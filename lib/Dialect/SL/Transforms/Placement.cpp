@@ -44,7 +44,7 @@ std::string Kind::describe() const {
   case Type::Split:
     return "all_gather over " + shardline::formatAxes(axes) + " of dimension " +
            std::to_string(dim);
-  case Type::Slice:
+  case Type::Unsplit:
     return "slice over " + shardline::formatAxes(axes) + " of dimension " + std::to_string(dim);
   case Type::Reorder:
     return "reorder of dimension " + std::to_string(dim);
@@ -81,6 +81,15 @@ bool movable(Value v) {
 }
 
 std::string opName(Operation *op) { return op->getName().getStringRef().str(); }
+
+/// The ops emitted from `from` to `to` ("sl.all_to_all + sl.all_gather"), or
+/// "nothing".
+std::string chainText(Value to, Value from) {
+  std::string text;
+  for (Value v = to; v != from; v = v.getDefiningOp()->getOperand(0))
+    text = opName(v.getDefiningOp()) + (text.empty() ? "" : " + ") + text;
+  return text.empty() ? "nothing" : text;
+}
 
 /// Ordered non-empty subsequences of `axes`.
 std::vector<Axes> subsequences(const Axes &axes) {
@@ -229,61 +238,125 @@ private:
 
 } // namespace
 
-std::vector<Kind> mlir::sl::placement::kindsOf(Operation *op) {
-  std::vector<Kind> kinds;
-  if (auto g = dyn_cast<AllGatherOp>(op)) {
-    Kind k;
-    k.axes = axesOf(g.getAxes());
-    k.dim = (int64_t)g.getDim();
-    kinds.push_back(k);
-  } else if (auto ar = dyn_cast<AllReduceOp>(op)) {
-    auto mesh = meshOf(op);
-    auto type = cast<RankedTensorType>(ar.getResult().getType());
-    if (!mesh || !getLayout(type))
-      return kinds;
-    Layout in = toLayout(getLayout(ar.getX()));
-    for (const Axes &b : subsequences(axesOf(ar.getAxes())))
-      for (int64_t d = 0; d < type.getRank(); ++d)
-        if (withSplit(in, d, b, type, *mesh)) {
-          Kind k;
-          k.axes = b;
-          k.dim = d;
-          kinds.push_back(k);
-        }
-  } else if (auto sl = dyn_cast<SliceOp>(op)) {
-    Kind k;
-    k.type = Kind::Type::Slice;
-    k.axes = axesOf(sl.getAxes());
-    k.dim = (int64_t)sl.getDim();
-    kinds.push_back(k);
-  } else if (auto r = dyn_cast<ReorderOp>(op)) {
+/// The kind of a reorder or an all-to-all as a move of its own transitions.
+static std::optional<Kind> ownKind(Operation *op) {
+  if (auto r = dyn_cast<ReorderOp>(op)) {
     Layout in = toLayout(getLayout(r.getX())), out = toLayout(getLayout(r.getResult()));
     Kind k;
     k.type = Kind::Type::Reorder;
     k.dim = in.orderDim >= 0 ? in.orderDim : out.orderDim;
-    kinds.push_back(k);
-  } else if (auto a = dyn_cast<AllToAllOp>(op)) {
+    return k;
+  }
+  if (auto a = dyn_cast<AllToAllOp>(op)) {
     Kind k;
     k.type = Kind::Type::AllToAll;
     k.axes = axesOf(a.getAxes());
     k.dim = (int64_t)a.getSplitDim();
     k.concatDim = (int64_t)a.getConcatDim();
-    kinds.push_back(k);
+    return k;
   }
-  return kinds;
+  return std::nullopt;
+}
+
+/// F of the result of `op` (a transition) under `kind`, or nullopt when `op`
+/// is not one of the kind's transitions. A transition of a Split kind may
+/// produce its result split over the kind's axes on the kind's dimension
+/// (a gather of them: nothing; an all-reduce: a reduce-scatter; a gather of
+/// another dimension: an all-to-all); one of an Unsplit kind may produce it
+/// without that split (a slice: nothing; a reduce-scatter: an all-reduce).
+/// Reorders and all-to-alls move as themselves.
+static std::optional<Layout> sourceLayout(Operation *op, const Kind &kind,
+                                          const shardline::Mesh &mesh) {
+  if (!isTransition(op) || !movable(op->getResult(0)))
+    return std::nullopt;
+  Value in = op->getOperand(0);
+  auto type = cast<RankedTensorType>(op->getResult(0).getType());
+  if (!getLayout(in) || !getLayout(type))
+    return std::nullopt;
+  Layout inLayout = toLayout(getLayout(in)), out = toLayout(getLayout(type));
+  switch (kind.type) {
+  case Kind::Type::Split: {
+    if (!out.partial.empty())
+      return std::nullopt;
+    std::optional<Layout> f = withSplit(out, kind.dim, kind.axes, type, mesh);
+    if (!f || *f == out)
+      return std::nullopt;
+    return f;
+  }
+  case Kind::Type::Unsplit: {
+    if (kind.dim < 0 || kind.dim >= (int64_t)out.dims.size())
+      return std::nullopt;
+    const auto &d = out.dims[kind.dim];
+    if (d.size() < kind.axes.size() ||
+        !std::equal(kind.axes.begin(), kind.axes.end(), d.end() - kind.axes.size()))
+      return std::nullopt;
+    Layout f = out;
+    f.dims[kind.dim].resize(d.size() - kind.axes.size());
+    if (f.dims[kind.dim].empty() && f.orderDim == kind.dim)
+      f.orderDim = -1;
+    return f;
+  }
+  case Kind::Type::Reorder:
+  case Kind::Type::AllToAll:
+    if (ownKind(op) == kind)
+      return inLayout;
+    return std::nullopt;
+  }
+  return std::nullopt;
 }
 
 std::vector<Kind> mlir::sl::placement::kindsIn(func::FuncOp fn) {
+  // Splits are tried on the dimensions and over the axes that the
+  // function's transitions already use: where a gather, scatter, slice or
+  // all-to-all moves axes, a move may move them instead.
   std::vector<Kind> kinds;
   fn.walk([&](Operation *op) {
-    for (Kind &k : kindsOf(op))
-      kinds.push_back(std::move(k));
+    if (!isTransition(op))
+      return;
+    if (std::optional<Kind> own = ownKind(op))
+      kinds.push_back(*own);
+    auto axes = op->getAttrOfType<ArrayAttr>("axes");
+    if (!axes)
+      return;
+    std::vector<int64_t> dims;
+    for (StringRef name : {"dim", "split_dim", "concat_dim"})
+      if (auto d = op->getAttrOfType<IntegerAttr>(name))
+        dims.push_back(d.getInt());
+    if (isa<AllReduceOp>(op))
+      for (int64_t d = 0; d < cast<RankedTensorType>(op->getResult(0).getType()).getRank(); ++d)
+        dims.push_back(d);
+    for (const Axes &b : subsequences(axesOf(axes)))
+      for (int64_t d : dims)
+        for (Kind::Type t : {Kind::Type::Split, Kind::Type::Unsplit}) {
+          Kind k;
+          k.type = t;
+          k.axes = b;
+          k.dim = d;
+          kinds.push_back(k);
+        }
   });
   std::sort(kinds.begin(), kinds.end());
   kinds.erase(std::unique(kinds.begin(), kinds.end()), kinds.end());
   // Between moves that save the same, the sequence (dimension 1) goes first:
   // that is where sequence parallelism keeps activations split.
   std::stable_partition(kinds.begin(), kinds.end(), [](const Kind &k) { return k.dim == 1; });
+  return kinds;
+}
+
+bool mlir::sl::placement::isSourceOf(Operation *op, const Kind &kind) {
+  std::optional<shardline::Mesh> mesh = meshOf(op);
+  return mesh && sourceLayout(op, kind, *mesh).has_value();
+}
+
+std::vector<Kind> mlir::sl::placement::kindsOf(Operation *op) {
+  std::vector<Kind> kinds;
+  auto fn = op->getParentOfType<func::FuncOp>();
+  std::optional<shardline::Mesh> mesh = meshOf(op);
+  if (!fn || !mesh)
+    return kinds;
+  for (const Kind &k : kindsIn(fn))
+    if (sourceLayout(op, k, *mesh))
+      kinds.push_back(k);
   return kinds;
 }
 
@@ -320,43 +393,7 @@ struct Move::Impl {
   Outcome outcome;
   bool solved = false;
 
-  /// F of `op`'s result when `op` is a transition of the kind.
-  std::optional<Layout> sourceSplit(Operation *op) {
-    if (op->getNumOperands() != 1 || op->getNumResults() != 1 || !movable(op->getResult(0)))
-      return std::nullopt;
-    Value in = op->getOperand(0);
-    auto type = cast<RankedTensorType>(op->getResult(0).getType());
-    if (!getLayout(in) || !getLayout(type))
-      return std::nullopt;
-    Layout inLayout = toLayout(getLayout(in));
-    switch (kind.type) {
-    case Kind::Type::Split:
-      if (auto g = dyn_cast<AllGatherOp>(op))
-        if (axesOf(g.getAxes()) == kind.axes && (int64_t)g.getDim() == kind.dim)
-          return inLayout;
-      if (auto ar = dyn_cast<AllReduceOp>(op)) {
-        Axes all = axesOf(ar.getAxes());
-        for (const auto &a : kind.axes)
-          if (std::find(all.begin(), all.end(), a) == all.end())
-            return std::nullopt;
-        return withSplit(inLayout, kind.dim, kind.axes, type, *mesh);
-      }
-      return std::nullopt;
-    case Kind::Type::Slice:
-      if (isa<SliceOp>(op) && kindsOf(op).front() == kind)
-        return inLayout;
-      return std::nullopt;
-    case Kind::Type::Reorder:
-      if (isa<ReorderOp>(op) && kindsOf(op).front() == kind)
-        return inLayout;
-      return std::nullopt;
-    case Kind::Type::AllToAll:
-      if (isa<AllToAllOp>(op) && kindsOf(op).front() == kind)
-        return inLayout;
-      return std::nullopt;
-    }
-    return std::nullopt;
-  }
+  std::optional<Layout> sourceSplit(Operation *op) { return sourceLayout(op, kind, *mesh); }
 
   int64_t bytesOf(Operation *op) {
     return std::max<int64_t>(0, shardline::collectiveBytesPerRank(op));
@@ -472,6 +509,8 @@ struct Move::Impl {
             continue;
           nodes.push_back(std::move(node));
           addVal(op->getResult(0), (int)nodes.size() - 1, *split);
+          // Users of the whole value may read the transition itself, kept.
+          vals.back().back = std::min(vals.back().back, nodes.back().bytesOut);
         }
         continue;
       }
@@ -596,7 +635,7 @@ struct Move::Impl {
 
   LogicalResult apply(std::vector<Change> &changes) {
     std::string kindName = kind.type == Kind::Type::Split     ? "all_gather"
-                           : kind.type == Kind::Type::Slice   ? "slice"
+                           : kind.type == Kind::Type::Unsplit ? "slice"
                            : kind.type == Kind::Type::Reorder ? "reorder"
                                                               : "all_to_all";
     StringAttr why = reason();
@@ -620,12 +659,9 @@ struct Move::Impl {
                          op->getAttrOfType<StringAttr>(kReasonAttr), error);
         if (failed(out))
           return fail(op);
-        std::string became;
-        for (Value v = *out; v != op->getOperand(0); v = v.getDefiningOp()->getOperand(0))
-          became = opName(v.getDefiningOp()) + (became.empty() ? "" : " + ") + became;
-        changes.push_back({kindName, describeLocation(op->getLoc()),
-                           "met " + opName(op) + " and became " +
-                               (became.empty() ? std::string("nothing") : became)});
+        changes.push_back(
+            {kindName, describeLocation(op->getLoc()),
+             "met " + opName(op) + " and became " + chainText(*out, op->getOperand(0))});
         op->getResult(0).replaceAllUsesWith(*out);
         erase.push_back(op);
         continue;
@@ -648,9 +684,12 @@ struct Move::Impl {
           if (failed(split))
             return fail(op);
           f = *split;
-          if (isa<AllReduceOp>(op)) {
-            // The reduce-scatter replaces the all-reduce; users of the whole
-            // value read it gathered back.
+          // Users of the whole value read the transition kept, or F taken
+          // back where that sends less (as priced: Val::back).
+          int64_t backFromSplit = relayout(v.split, v.whole, v.value);
+          if (needW && (backFromSplit < 0 || n.bytesOut <= backFromSplit)) {
+            w = v.value;
+          } else {
             if (needW) {
               b.setInsertionPointAfterValue(f);
               FailureOr<Value> back = emitRelayout(b, op->getLoc(), f, v.whole, why, error);
@@ -659,14 +698,11 @@ struct Move::Impl {
               w = *back;
             }
             erase.push_back(op);
-          } else if (!needW) {
-            erase.push_back(op);
           }
-          if (isa<AllReduceOp>(op))
-            changes.push_back(
-                {"all_reduce", describeLocation(op->getLoc()),
-                 "reduce_scatter onto dimension " + std::to_string(kind.dim) +
-                     (needW ? ", then all_gather where the whole value is needed" : "")});
+          if (f != op->getOperand(0))
+            changes.push_back({opName(op).substr(3), describeLocation(op->getLoc()),
+                               "became " + chainText(f, op->getOperand(0)) +
+                                   (needW ? ", the whole value taken where needed" : "")});
         } else if (needF) {
           b.setInsertionPointAfter(op);
           FailureOr<Value> split = emitRelayout(b, op->getLoc(), w, v.split, why, error);
@@ -744,6 +780,8 @@ bool mlir::sl::placement::activationsBreakTies(func::FuncOp fn) {
 Move::~Move() = default;
 Move::Move(Move &&) = default;
 Move &Move::operator=(Move &&) = default;
+
+const Kind &Move::kind() const { return impl->kind; }
 
 const Outcome &Move::solve() {
   if (!impl->solved)

@@ -27,12 +27,13 @@ namespace mlir::sl::placement {
 
 /// Which transitions a move re-places.
 struct Kind {
-  enum class Type { Split, Reorder, AllToAll, Slice };
+  enum class Type { Split, Unsplit, Reorder, AllToAll };
   Type type = Type::Split;
-  /// Split: the axes a value gains on `dim` (gathered later, or reduced onto
-  /// `dim` by a reduce-scatter); Slice: the axes a slice adds on `dim` (sliced
-  /// later: ops run on the whole value); AllToAll: the axes moved from
-  /// `concatDim` to `dim`; Reorder: the ordered dimension.
+  /// Split: the axes a value gains on `dim` (gathered later, reduced onto
+  /// `dim` by a reduce-scatter, or moved there by an all-to-all); Unsplit:
+  /// the axes a value loses on `dim` (sliced later: ops run on the larger
+  /// value); AllToAll: the axes moved from `concatDim` to `dim`; Reorder: the
+  /// ordered dimension.
   std::vector<std::string> axes;
   int64_t dim = -1, concatDim = -1;
 
@@ -68,6 +69,8 @@ bool activationsBreakTies(func::FuncOp fn);
 std::vector<Kind> kindsIn(func::FuncOp fn);
 /// The moves that would re-place `op` (a transition).
 std::vector<Kind> kindsOf(Operation *op);
+/// Whether `op` is one of the transitions `kind` re-places.
+bool isSourceOf(Operation *op, const Kind &kind);
 
 /// The region of one move in one function: built, priced and applied once.
 class Move {
@@ -80,6 +83,7 @@ public:
   Move(Move &&);
   Move &operator=(Move &&);
 
+  const Kind &kind() const;
   /// Solves the minimum cut (once) and prices the region before and after.
   const Outcome &solve();
   /// Whether the best placement re-places (removes or changes) `op`.

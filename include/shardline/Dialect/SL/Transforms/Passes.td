@@ -115,7 +115,14 @@ def SLElideGathers : Pass<"sl-elide-gathers", "::mlir::ModuleOp"> {
     past an all-to-all. Values are kept (ops change only free dimensions),
     no program leaves with more bytes than it came in with, and the pass is
     idempotent. Changes are recorded in the module attribute `sl.elided`.
+    With `keep-peak` (what sl-shard-pipeline runs), a move that would raise
+    the function's peak activation bytes (the memory plan's high-water mark)
+    is not applied: bytes are minimised within the peak the program has.
   }];
+  let options = [
+    Option<"keepPeak", "keep-peak", "bool", /*default=*/"false",
+           "Never raise the function's peak activation bytes (sl-shard-pipeline sets it)">,
+  ];
 }
 
 def SLExplain : Pass<"sl-explain", "::mlir::ModuleOp"> {
