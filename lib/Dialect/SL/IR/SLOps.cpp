@@ -150,7 +150,8 @@ mlir::sl::checkOpRule(Operation *op, const llvm::DenseMap<Value, shardline::Layo
 }
 
 std::optional<shardline::RuleCheck>
-mlir::sl::checkOpRuleAt(Operation *op, ArrayRef<std::optional<shardline::Layout>> overrides) {
+mlir::sl::checkOpRuleAt(Operation *op, ArrayRef<std::optional<shardline::Layout>> overrides,
+                        const shardline::Mesh *known) {
   auto iface = dyn_cast<ShardingRuleOpInterface>(op);
   if (!iface)
     return std::nullopt;
@@ -160,7 +161,7 @@ mlir::sl::checkOpRuleAt(Operation *op, ArrayRef<std::optional<shardline::Layout>
   for (auto [i, v] : llvm::enumerate(op->getOperands())) {
     operandShapes.push_back(shapeVec(v));
     LayoutAttr l = getLayout(v);
-    if (l && !mesh)
+    if (l && !mesh && !known)
       mesh = lookupMesh(op, l);
     if (i < overrides.size() && overrides[i])
       layouts.push_back(overrides[i]);
@@ -171,9 +172,12 @@ mlir::sl::checkOpRuleAt(Operation *op, ArrayRef<std::optional<shardline::Layout>
   }
   for (Value v : op->getResults()) {
     resultShapes.push_back(shapeVec(v));
-    if (LayoutAttr l = getLayout(v); l && !mesh)
+    if (LayoutAttr l = getLayout(v); l && !mesh && !known)
       mesh = lookupMesh(op, l);
   }
+  if (known)
+    return shardline::checkRule(iface.getShardingRule(), *known, operandShapes, layouts,
+                                resultShapes);
   if (!mesh)
     return std::nullopt;
   return shardline::checkRule(iface.getShardingRule(), toMesh(mesh), operandShapes, layouts,

@@ -347,7 +347,11 @@ struct SLElideGathers : mlir::sl::impl::SLElideGathersBase<SLElideGathers> {
           int64_t peak = keepPeak ? peakOf(fn) : 0;
           bool applied = false;
           for (placement::Move &move : improvingMoves(fn)) {
-            if (keepPeak && raisesPeak(fn, move.kind(), peak))
+            // A move that grows its region's activations is refused without
+            // measuring; one that does not is measured on a copy.
+            const placement::Outcome &o = move.solve();
+            if (keepPeak && (o.activationAfter > o.activationBefore ||
+                             raisesPeak(fn, move.kind(), peak)))
               continue;
             if (failed(move.apply(records)))
               return signalPassFailure();

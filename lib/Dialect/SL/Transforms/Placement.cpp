@@ -454,7 +454,7 @@ struct Move::Impl {
       }
       if (!freeOnly)
         continue;
-      std::optional<shardline::RuleCheck> check = checkOpRuleAt(op, overrides);
+      std::optional<shardline::RuleCheck> check = checkOpRuleAt(op, overrides, &*mesh);
       if (!check || !check->error.empty() || check->results.size() != op->getNumResults())
         continue;
       bool ok = true;

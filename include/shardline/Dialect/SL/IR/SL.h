@@ -114,8 +114,10 @@ checkOpRule(Operation *op, const llvm::DenseMap<Value, shardline::Layout> &overr
                                llvm::DenseMap<Value, shardline::Layout>());
 /// checkOpRule with overrides by operand position (an operand used twice can
 /// stand in two layouts); positions past the end or nullopt keep their layout.
+/// `mesh`, when given, is the op's mesh (saves looking it up).
 std::optional<shardline::RuleCheck>
-checkOpRuleAt(Operation *op, ArrayRef<std::optional<shardline::Layout>> overrides);
+checkOpRuleAt(Operation *op, ArrayRef<std::optional<shardline::Layout>> overrides,
+              const shardline::Mesh *mesh = nullptr);
 
 /// `type` with its layout encoding replaced (null: removed).
 RankedTensorType withLayout(RankedTensorType type, LayoutAttr layout);
