@@ -2,7 +2,7 @@
 //
 // A property test of sl-elide-gathers on random global-view programs.
 //
-// The programs: `sl.mesh @mesh(tp = 2)` or `(cp = 2, tp = 2)`, activations
+// The rich programs: `sl.mesh @mesh(tp = 2)` or `(cp = 2, tp = 2)`, activations
 // [2, 8, h] with h in 16, 32, 64. They start from an sl.embedding of token
 // ids (replicated, hidden-split or vocab-parallel table: a pending sum) and
 // often an f32 argument (a third of them pending sums), and run up to four
@@ -36,7 +36,7 @@
 // (below Tree where planRelayout's lowering is not the cheapest chain). The
 // optimum is the least total over all modes (exact branch and bound).
 //
-// Tests, each over the same 400 programs:
+// Tests over these 400 programs (seeds 1..400):
 //   Model           programs verify (generator rejects under 2%); where every
 //                   chain is planRelayout's and one per (value, layout), the
 //                   price of the input's own modes with one relayoutBytes per
@@ -49,15 +49,55 @@
 //                   does, the model misses a placement);
 //   Idempotent      a second run prints the same module;
 //   NeverMoreBytes  output bytes (analyze().commBytesPerRank) <= input bytes;
-//   OptimalWithPlanRelayout  output bytes <= the Tree optimum;
-//   Optimal         output bytes == the Steiner optimum;
-//   RelayoutIsCheapestChain  relayoutBytes(a, b) is the cheapest chain of
-//                   relayouts from a to b, for every pair of layouts met.
-// The last four fail on the pass and planRelayout of this commit and are
-// DISABLED_ until the byte-driven placement lands; run them with
-// --gtest_also_run_disabled_tests. Values: test/Transforms/
-// elide-property-verify.test runs programs of this generator through
-// shardline-opt, shardline-compile and shardline-run --verify.
+//   RelayoutIsCheapestChain  (DISABLED_) relayoutBytes(a, b) is the cheapest
+//                   chain of relayouts from a to b, for every pair of layouts.
+// The pass does not claim the optimum over this space (docs/passes.md, "How
+// a move is priced and chosen", says where it cannot reach it), so how far
+// it is from the Tree and Steiner optima is measured, not asserted:
+// ELIDE_PROPERTY_REPORT=1 runs ElideProperty.Report, which prints it
+// (bench/compile/elide_quality.sh; figures in docs/benchmarks.md).
+//
+// The one-kind programs (seeds 1001..1300) test what the pass does claim:
+// the optimum where only one kind of transition can move. Seed % 3 picks
+// the family, (seed / 3) % 2 a chain or a DAG:
+//   SplitSequence (tp = 2): activations whole R, split on the sequence S,
+//     hidden-split H or pending sums P. Free ops consume a whole value
+//     whole, a split one split or (two times in three) whole behind a
+//     premature all_gather, a pending sum split (reduce_scatter) or whole
+//     (all_reduce); column-parallel linears take R and give H, row-parallel
+//     ones take H and give P; H meets only elementwise ops and row-parallel
+//     linears. Slices appear only in front of results (a whole value
+//     returned split): a slice feeding an op could move as a kind of its own.
+//   Reorder (cp = 2): the sequence split contiguous C or zigzag Z; free ops
+//     take their operand's order or (one time in three) the other behind a
+//     sl.reorder; results in either order.
+//   AllToAll (tp = 2): S, H and P; elementwise ops take S split or (two
+//     times in three) H behind a premature sl.all_to_all from the sequence to
+//     the hidden dimension, norms and replicated linears S; row-parallel
+//     linears take H; a hidden-split value may be returned split on the
+//     sequence (the only all-to-all the other way, in front of a result).
+// Chains are planRelayout's, one per (value, layout): a duplicate is a
+// missed CSE, not a premature transition. A pending sum has one reader: read
+// in two layouts, its cheapest tree goes through one to the other (an
+// all-reduce a slice follows), which no move writes.
+// Their brute force is the one above with each op's modes restricted to
+// what moves of the family reach: W, the layout it consumes its activation
+// operands in, and, if the op is in the family's reach, F = later(family,
+// W): W plus tp on the sequence (SplitSequence, when W uses no tp and is no
+// pending sum), the other chunk order (Reorder), or the hidden split moved
+// onto the sequence (AllToAll, from H). An op is in reach when its rule
+// accepts F and every activation operand comes through a transition of the
+// family (all_gather or all_reduce; sl.reorder; sl.all_to_all) or from an op
+// in reach: moves only put transitions later, and an operand from outside
+// the region keeps its layout. Tests over these 300 programs:
+//   OneKindModel    every program verifies, the brute force prices the
+//                   input and its optimum as analyze() does (as Model), and
+//                   each family has chains and DAGs that can send less;
+//   OptimalOneKind  the pass succeeds and output bytes == that optimum;
+//   OneKindNeverMoreBytes, OneKindIdempotent  as above.
+// Values: test/Transforms/elide-property-verify.test runs programs of both
+// generators through shardline-opt, shardline-compile and shardline-run
+// --verify.
 //
 // Reproducing a failure: every failure names its seed.
 //   ELIDE_PROPERTY_SEED=<seed> build/bin/shardline-unit-tests \
@@ -108,6 +148,9 @@ constexpr int64_t kInf = std::numeric_limits<int64_t>::max() / 4;
 /// Seeds 1..kPrograms; enough programs that every transition kind, mesh and
 /// op appears many times, few enough to run in seconds.
 constexpr uint64_t kPrograms = 400;
+/// The one-kind programs: seeds kOneKindFirst..kOneKindFirst +
+/// kOneKindPrograms - 1, a hundred per family.
+constexpr uint64_t kOneKindFirst = 1001, kOneKindPrograms = 300;
 /// Failures printed with their program (all seeds are listed).
 constexpr int kPrintedFailures = 3;
 
@@ -355,80 +398,20 @@ std::string axesAttr(const std::vector<std::string> &axes) {
   return s + "]";
 }
 
-/// Writes one random program. Layouts it needs come from enumerateLayouts on
-/// the same mesh; each layout change is emitted as planRelayout's steps.
-class Generator {
-public:
-  Generator(uint64_t seed) : rng(seed), dag(seed % 2) {
-    cp = rng() % 2;
-    detours = rng() % 3;
-    mesh.axes = cp ? std::vector<std::pair<std::string, int64_t>>{{"cp", 2}, {"tp", 2}}
-                   : std::vector<std::pair<std::string, int64_t>>{{"tp", 2}};
-  }
+/// Whether layout `l` uses `axis` (on a dimension or as a pending sum).
+bool usesAxis(const Layout &l, const std::string &axis) {
+  for (const auto &d : l.dims)
+    if (std::find(d.begin(), d.end(), axis) != d.end())
+      return true;
+  return std::find(l.partial.begin(), l.partial.end(), axis) != l.partial.end();
+}
 
-  std::string generate() {
-    // Sources: an embedding of token ids and, often, an f32 argument (a
-    // pending sum in a third of them).
-    std::vector<int64_t> idShape{2, 8};
-    Layout ids = pick(layoutsOf(idShape), [](const Layout &l) { return l.partial.empty(); });
-    args.push_back("%ids: " + tensorType(idShape, "i32", ids));
-    int64_t h = pickH();
-    std::vector<std::string> unused;
-    for (const auto &[axis, size] : mesh.axes)
-      if (!uses(ids, axis))
-        unused.push_back(axis);
-    Layout table = Layout::replicated(2);
-    if (!unused.empty() && rng() % 3)
-      table.dims[rng() % 2].push_back(unused[rng() % unused.size()]);
-    std::string t = weight({32, h}, table);
-    Layout emb{{ids.dims[0], ids.dims[1], table.dims[1]}, table.dims[0], ids.orderDim, ids.order};
-    std::string e = fresh();
-    body.push_back(e + " = sl.embedding %ids, " + t + " : (" + tensorType(idShape, "i32", ids) +
-                   ", " + tensorType({32, h}, "f32", table) + ") -> " + type(h, emb));
-    vals.push_back({e, h, emb});
-    if (rng() % 4) {
-      int64_t ha = rng() % 2 ? h : pickH();
-      Layout l = pick(layoutsOf(shape(ha)),
-                      [&](const Layout &c) { return c.partial.empty() || rng() % 3 == 0; });
-      std::string name = "%x" + std::to_string(args.size());
-      args.push_back(name + ": " + type(ha, l));
-      vals.push_back({name, ha, l});
-    }
-    int freeOps = 1 + rng() % 4, tpLinears = rng() % 3;
-    while (freeOps + tpLinears > 0) {
-      if (freeOps > 0 && (tpLinears == 0 || rng() % (freeOps + tpLinears) < (uint64_t)freeOps)) {
-        freeOp();
-        --freeOps;
-      } else {
-        tensorParallelLinear();
-        --tpLinears;
-      }
-    }
-    // Results: every unused value, and in DAGs some used ones, each in a
-    // layout of its own half of the time.
-    std::vector<std::string> results, resultTypes;
-    for (size_t i = 0; i < vals.size(); ++i) {
-      if (vals[i].uses && !(dag && rng() % 4 == 0))
-        continue;
-      Layout to = vals[i].layout;
-      if (rng() % 2)
-        to = pick(layoutsOf(shape(vals[i].h)),
-                  [&](const Layout &c) { return reachable(vals[i].layout, c); });
-      results.push_back(relayout(i, to));
-      resultTypes.push_back(type(vals[i].h, to));
-    }
-    std::ostringstream os;
-    os << "sl.mesh @mesh(" << (cp ? "cp = 2, tp = 2" : "tp = 2") << ")\n";
-    os << "func.func @main(" << join(args) << ") -> (" << join(resultTypes) << ") {\n";
-    for (const std::string &line : weights)
-      os << "  " << line << "\n";
-    for (const std::string &line : body)
-      os << "  " << line << "\n";
-    os << "  return " << join(results) << " : " << join(resultTypes) << "\n}\n";
-    return os.str();
-  }
+/// What both generators share: the values written so far, the function's
+/// arguments, weights and body, and the writing of relayout steps.
+class ProgramWriter {
+protected:
+  ProgramWriter(uint64_t seed, bool dag) : rng(seed), dag(dag) {}
 
-private:
   struct Val {
     std::string name;
     int64_t h;
@@ -469,13 +452,6 @@ private:
     return error.empty();
   }
 
-  static bool uses(const Layout &l, const std::string &axis) {
-    for (const auto &d : l.dims)
-      if (std::find(d.begin(), d.end(), axis) != d.end())
-        return true;
-    return std::find(l.partial.begin(), l.partial.end(), axis) != l.partial.end();
-  }
-
   std::string weight(const std::vector<int64_t> &s, const Layout &l) {
     std::string name = "%w" + std::to_string(weights.size());
     weights.push_back(name + " = sl.weight \"w" + std::to_string(weights.size()) +
@@ -483,6 +459,152 @@ private:
     return name;
   }
 
+  /// An sl.embedding of token ids in `ids` from a [32, h] table in `table`.
+  void embedding(const Layout &ids, const Layout &table, int64_t h) {
+    std::vector<int64_t> idShape{2, 8};
+    args.push_back("%ids: " + tensorType(idShape, "i32", ids));
+    std::string t = weight({32, h}, table);
+    Layout emb{{ids.dims[0], ids.dims[1], table.dims[1]}, table.dims[0], ids.orderDim, ids.order};
+    std::string e = fresh();
+    body.push_back(e + " = sl.embedding %ids, " + t + " : (" + tensorType(idShape, "i32", ids) +
+                   ", " + tensorType({32, h}, "f32", table) + ") -> " + type(h, emb));
+    vals.push_back({e, h, emb});
+  }
+
+  /// An f32 argument of width h in `l`.
+  void argument(int64_t h, const Layout &l) {
+    std::string name = "%x" + std::to_string(args.size());
+    args.push_back(name + ": " + type(h, l));
+    vals.push_back({name, h, l});
+  }
+
+  /// Writes `steps` on the value `vals[i]`; the name of the last result.
+  std::string writeSteps(size_t i, const std::vector<RelayoutStep> &steps) {
+    const Val &v = vals[i];
+    std::string cur = v.name;
+    for (const RelayoutStep &s : steps) {
+      using Kind = RelayoutStep::Kind;
+      std::string out = fresh(), attrs;
+      if (s.kind != Kind::Reorder) {
+        attrs = " {axes = " + axesAttr(s.axes);
+        if (s.kind == Kind::AllToAll)
+          attrs += ", split_dim = " + std::to_string(s.dim) +
+                   ", concat_dim = " + std::to_string(s.concatDim);
+        else if (s.kind != Kind::AllReduce)
+          attrs += ", dim = " + std::to_string(s.dim);
+        attrs += "}";
+      }
+      std::string op = stepOpName(s.kind).str();
+      body.push_back(out + " = sl." + op + " " + cur + attrs + " : " + type(v.h, s.from) + " -> " +
+                     type(v.h, s.to));
+      cur = out;
+    }
+    return cur;
+  }
+
+  /// An operand for the next op: in a chain the newest unused value, in a
+  /// DAG any value (the newest more often), among those `ok` accepts.
+  size_t operand(std::function<bool(const Val &)> ok = nullptr) {
+    std::vector<size_t> fit;
+    for (size_t i = 0; i < vals.size(); ++i)
+      if ((!ok || ok(vals[i])) && (dag || vals[i].uses == 0))
+        fit.push_back(i);
+    if (fit.empty())
+      return SIZE_MAX;
+    if (rng() % 2)
+      return fit.back();
+    return fit[rng() % fit.size()];
+  }
+
+  /// `freeOps` calls of freeOp and `linears` of linear in a random order.
+  void interleave(int freeOps, int linears, const std::function<void()> &freeOp,
+                  const std::function<void()> &linear) {
+    while (freeOps + linears > 0) {
+      if (freeOps > 0 && (linears == 0 || rng() % (freeOps + linears) < (uint64_t)freeOps)) {
+        freeOp();
+        --freeOps;
+      } else {
+        linear();
+        --linears;
+      }
+    }
+  }
+
+  /// Whether the function returns `vals[i]`: every unused value, and in
+  /// DAGs some used ones.
+  bool returned(size_t i) { return !vals[i].uses || (dag && rng() % 4 == 0); }
+
+  /// The module: the mesh, then the function returning `results`.
+  std::string module(const std::string &meshAxes, const std::vector<std::string> &results,
+                     const std::vector<std::string> &resultTypes) const {
+    std::ostringstream os;
+    os << "sl.mesh @mesh(" << meshAxes << ")\n";
+    os << "func.func @main(" << join(args) << ") -> (" << join(resultTypes) << ") {\n";
+    for (const std::string &line : weights)
+      os << "  " << line << "\n";
+    for (const std::string &line : body)
+      os << "  " << line << "\n";
+    os << "  return " << join(results) << " : " << join(resultTypes) << "\n}\n";
+    return os.str();
+  }
+
+  std::mt19937_64 rng;
+  bool dag;
+  Mesh mesh;
+  int next = 0;
+  std::vector<Val> vals;
+  std::vector<std::string> args, weights, body;
+  std::map<std::vector<int64_t>, std::vector<Layout>> layoutCache;
+};
+
+/// Writes one random program. Layouts it needs come from enumerateLayouts on
+/// the same mesh; each layout change is emitted as planRelayout's steps.
+class Generator : ProgramWriter {
+public:
+  Generator(uint64_t seed) : ProgramWriter(seed, seed % 2) {
+    cp = rng() % 2;
+    detours = rng() % 3;
+    mesh.axes = cp ? std::vector<std::pair<std::string, int64_t>>{{"cp", 2}, {"tp", 2}}
+                   : std::vector<std::pair<std::string, int64_t>>{{"tp", 2}};
+  }
+
+  std::string generate() {
+    // Sources: an embedding of token ids and, often, an f32 argument (a
+    // pending sum in a third of them).
+    Layout ids = pick(layoutsOf({2, 8}), [](const Layout &l) { return l.partial.empty(); });
+    int64_t h = pickH();
+    std::vector<std::string> unused;
+    for (const auto &[axis, size] : mesh.axes)
+      if (!usesAxis(ids, axis))
+        unused.push_back(axis);
+    Layout table = Layout::replicated(2);
+    if (!unused.empty() && rng() % 3)
+      table.dims[rng() % 2].push_back(unused[rng() % unused.size()]);
+    embedding(ids, table, h);
+    if (rng() % 4) {
+      int64_t ha = rng() % 2 ? h : pickH();
+      argument(ha, pick(layoutsOf(shape(ha)),
+                        [&](const Layout &c) { return c.partial.empty() || rng() % 3 == 0; }));
+    }
+    int freeOps = 1 + rng() % 4;
+    interleave(freeOps, rng() % 3, [&] { freeOp(); }, [&] { tensorParallelLinear(); });
+    // Results: every unused value, and in DAGs some used ones, each in a
+    // layout of its own half of the time.
+    std::vector<std::string> results, resultTypes;
+    for (size_t i = 0; i < vals.size(); ++i) {
+      if (!returned(i))
+        continue;
+      Layout to = vals[i].layout;
+      if (rng() % 2)
+        to = pick(layoutsOf(shape(vals[i].h)),
+                  [&](const Layout &c) { return reachable(vals[i].layout, c); });
+      results.push_back(relayout(i, to));
+      resultTypes.push_back(type(vals[i].h, to));
+    }
+    return module(cp ? "cp = 2, tp = 2" : "tp = 2", results, resultTypes);
+  }
+
+private:
   /// The value `vals[i]` in layout `to`: planRelayout's chain, or a detour
   /// through a random intermediate layout.
   std::string relayout(size_t i, const Layout &to) {
@@ -506,39 +628,7 @@ private:
       steps = planRelayout(v.layout, to, error);
     }
     EXPECT_EQ(error, "");
-    std::string cur = v.name;
-    for (const RelayoutStep &s : steps) {
-      using Kind = RelayoutStep::Kind;
-      std::string out = fresh(), attrs;
-      if (s.kind != Kind::Reorder) {
-        attrs = " {axes = " + axesAttr(s.axes);
-        if (s.kind == Kind::AllToAll)
-          attrs += ", split_dim = " + std::to_string(s.dim) +
-                   ", concat_dim = " + std::to_string(s.concatDim);
-        else if (s.kind != Kind::AllReduce)
-          attrs += ", dim = " + std::to_string(s.dim);
-        attrs += "}";
-      }
-      std::string op = stepOpName(s.kind).str();
-      body.push_back(out + " = sl." + op + " " + cur + attrs + " : " + type(v.h, s.from) + " -> " +
-                     type(v.h, s.to));
-      cur = out;
-    }
-    return shared = cur;
-  }
-
-  /// An operand for the next op: in a chain the newest unused value, in a
-  /// DAG any value (the newest more often).
-  size_t operand(int64_t h = -1) {
-    std::vector<size_t> fit;
-    for (size_t i = 0; i < vals.size(); ++i)
-      if ((h < 0 || vals[i].h == h) && (dag || vals[i].uses == 0))
-        fit.push_back(i);
-    if (fit.empty())
-      return SIZE_MAX;
-    if (rng() % 2)
-      return fit.back();
-    return fit[rng() % fit.size()];
+    return shared = writeSteps(i, steps);
   }
 
   /// The operand's own layout when the op accepts it, else a random one it
@@ -640,16 +730,276 @@ private:
     vals.push_back({result, n, r});
   }
 
-  std::mt19937_64 rng;
-  bool dag, cp = false;
+  bool cp = false;
   /// Out of 3, how often a layout change takes a detour.
   unsigned detours = 0;
   std::map<std::pair<size_t, std::string>, std::string> chains;
-  Mesh mesh;
-  int next = 0;
-  std::vector<Val> vals;
-  std::vector<std::string> args, weights, body;
-  std::map<std::vector<int64_t>, std::vector<Layout>> layoutCache;
+};
+
+/// The kind of transition a one-kind program moves.
+enum class Family {
+  /// On (tp = 2): all_gather of the sequence over tp and all_reduce of a
+  /// pending sum over tp (the move "split tp onto dimension 1").
+  SplitSequence,
+  /// On (cp = 2): sl.reorder of the sequence between zigzag and contiguous.
+  Reorder,
+  /// On (tp = 2): sl.all_to_all over tp from the sequence to the hidden
+  /// dimension.
+  AllToAll,
+};
+
+/// F: the layout an op consuming `w` runs on when the family's transitions
+/// come later; `w` itself where the family's moves do not change it.
+Layout later(Family family, const Layout &w) {
+  Layout f = w;
+  if (w.dims.size() < 3)
+    return f;
+  switch (family) {
+  case Family::SplitSequence:
+    if (w.partial.empty() && !usesAxis(w, "tp"))
+      f.dims[1].push_back("tp");
+    break;
+  case Family::Reorder:
+    if (!w.dims[1].empty()) {
+      bool zigzag = w.dimOrder(1) == shardline::ChunkOrder::Zigzag;
+      f.orderDim = zigzag ? -1 : 1;
+      f.order = zigzag ? shardline::ChunkOrder::Contiguous : shardline::ChunkOrder::Zigzag;
+    }
+    break;
+  case Family::AllToAll:
+    if (w.dims[1].empty() && w.dims[2] == std::vector<std::string>{"tp"}) {
+      f.dims[2].clear();
+      f.dims[1] = {"tp"};
+    }
+    break;
+  }
+  return f;
+}
+
+/// Whether `op` is a transition of the family: in the one-kind programs
+/// every all_gather is of the sequence over tp and every all_to_all from
+/// the sequence to the hidden dimension.
+bool ofFamily(Family family, Operation *op) {
+  switch (family) {
+  case Family::SplitSequence:
+    return isa<AllGatherOp, AllReduceOp>(op);
+  case Family::Reorder:
+    return isa<ReorderOp>(op);
+  case Family::AllToAll:
+    return isa<AllToAllOp>(op);
+  }
+  return false;
+}
+
+/// Writes one random program in which only transitions of one family can
+/// move (the header says how).
+class OneKindGenerator : ProgramWriter {
+public:
+  OneKindGenerator(uint64_t seed, Family family)
+      : ProgramWriter(seed, (seed / 3) % 2), family(family) {
+    axis = family == Family::Reorder ? "cp" : "tp";
+    mesh.axes = {{axis, 2}};
+  }
+
+  std::string generate() {
+    int64_t h = pickH();
+    Layout ids = Layout::replicated(2), table = Layout::replicated(2);
+    unsigned source = rng() % 4;
+    if (family != Family::SplitSequence || source == 0)
+      ids.dims[1] = {axis};
+    if (family == Family::Reorder && rng() % 2) {
+      ids.orderDim = 1;
+      ids.order = shardline::ChunkOrder::Zigzag;
+    }
+    // Under SplitSequence the embedding may also be a pending sum (a
+    // vocab-parallel table) or hidden-split.
+    if (family == Family::SplitSequence && (source == 1 || source == 2))
+      table.dims[source - 1] = {"tp"};
+    embedding(ids, table, h);
+    if (rng() % 4) {
+      int64_t ha = rng() % 2 ? h : pickH();
+      std::vector<Layout> sources{split(),
+                                  family == Family::Reorder ? premature(split()) : pending()};
+      if (family == Family::SplitSequence)
+        sources.push_back(whole());
+      argument(ha, sources[rng() % sources.size()]);
+    }
+    int freeOps = 2 + rng() % 4;
+    interleave(
+        freeOps, family == Family::Reorder ? 0 : rng() % 3, [&] { freeOp(); },
+        [&] { tensorParallelLinear(); });
+    // Results: every unused value, and in DAGs some used ones; under
+    // SplitSequence a whole value may leave split (a slice, the only place
+    // slices appear: one feeding an op could move as a kind of its own) or
+    // a split one whole, under Reorder in the other order, under AllToAll a
+    // hidden-split one split on the sequence (the only all-to-all the other
+    // way, for the same reason).
+    std::vector<std::string> results, resultTypes;
+    for (size_t i = 0; i < vals.size(); ++i) {
+      if (!returned(i))
+        continue;
+      Layout to = vals[i].layout;
+      if (family == Family::Reorder && rng() % 2)
+        to = premature(to);
+      else if (family == Family::SplitSequence && to == whole() && rng() % 2)
+        to = split();
+      else if (family == Family::SplitSequence && to == split() && rng() % 3 == 0)
+        to = whole();
+      else if (family == Family::AllToAll && to == hidden() && rng() % 2)
+        to = split();
+      results.push_back(relayout(i, to));
+      resultTypes.push_back(type(vals[i].h, to));
+    }
+    return module(family == Family::Reorder ? "cp = 2" : "tp = 2", results, resultTypes);
+  }
+
+private:
+  Layout whole() const { return Layout::replicated(3); }
+  /// The sequence split over the mesh's axis.
+  Layout split() const {
+    Layout l = whole();
+    l.dims[1] = {axis};
+    return l;
+  }
+  Layout hidden() const {
+    Layout l = whole();
+    l.dims[2] = {axis};
+    return l;
+  }
+  Layout pending() const {
+    Layout l = whole();
+    l.partial = {axis};
+    return l;
+  }
+  /// The layout a premature transition of the family gives a value of
+  /// layout `m` (later() undone); `m` where there is none.
+  Layout premature(const Layout &m) const {
+    switch (family) {
+    case Family::SplitSequence:
+      return m == split() ? whole() : m;
+    case Family::Reorder:
+      return later(family, m);
+    case Family::AllToAll:
+      return m == split() ? hidden() : m;
+    }
+    return m;
+  }
+  /// The layout an elementwise op consumes a value in without a premature
+  /// transition: a pending sum is reduce-scattered onto the sequence.
+  Layout natural(const Layout &l) const { return l == pending() ? split() : l; }
+
+  /// planRelayout's chain from `vals[i]` to `to`, one per (value, layout):
+  /// a duplicate is not a premature transition but a missed CSE, and no
+  /// move merges two.
+  std::string relayout(size_t i, const Layout &to) {
+    Val &v = vals[i];
+    ++v.uses;
+    std::string &shared = chains[{i, to.str()}];
+    if (!shared.empty())
+      return shared;
+    std::string error;
+    auto steps = planRelayout(v.layout, to, error);
+    EXPECT_EQ(error, "") << v.layout.str() << " -> " << to.str();
+    return shared = writeSteps(i, steps);
+  }
+
+  /// A pending sum has one reader: read in two layouts, its cheapest tree
+  /// goes through one to the other (an all-reduce a slice follows, a
+  /// reduce-scatter an all-to-all follows), which is not a move.
+  bool usable(const Val &v) const { return v.layout != pending() || v.uses == 0; }
+
+  /// Whether an op may consume `a` and `b` (a binary op) in one layout
+  /// without a transition outside the family: hidden-split values only
+  /// meet each other under SplitSequence.
+  bool compatible(const Val &a, const Val &b) const {
+    return family != Family::SplitSequence || (a.layout == hidden()) == (b.layout == hidden());
+  }
+
+  void freeOp() {
+    static const char *unary[] = {"silu", "gelu", "sigmoid", "softplus"};
+    static const char *binary[] = {"add", "mul", "swiglu"};
+    size_t a = operand([&](const Val &v) { return usable(v); });
+    if (a == SIZE_MAX)
+      return;
+    int64_t h = vals[a].h;
+    unsigned kind = rng() % 4;
+    // The norm and the linear with a replicated weight need the hidden
+    // dimension whole.
+    if (kind >= 2 && vals[a].layout == hidden())
+      kind = 0;
+    size_t b = SIZE_MAX;
+    if (kind == 1) {
+      std::vector<size_t> fit;
+      for (size_t i = 0; i < vals.size(); ++i)
+        if (vals[i].h == h && (dag || (i != a && vals[i].uses == 0)) &&
+            compatible(vals[a], vals[i]) && usable(vals[i]) &&
+            (i != a || vals[i].layout != pending()))
+          fit.push_back(i);
+      if (fit.empty())
+        kind = 0;
+      else
+        b = fit[rng() % fit.size()];
+    }
+    Layout m = natural(vals[a].layout);
+    if (b != SIZE_MAX) {
+      Layout n = natural(vals[b].layout);
+      // A value that is whole, or hidden-split, takes the other operand
+      // with it: never a slice in front of an op.
+      if (n == whole() || n == hidden() || (family == Family::Reorder && rng() % 2))
+        m = n;
+    }
+    Layout early = premature(m);
+    bool hiddenWhole = kind < 2 || early.dims[2].empty();
+    if (early != m && hiddenWhole && (family == Family::Reorder ? rng() % 3 == 0 : rng() % 3 != 0))
+      m = early;
+    std::string x = relayout(a, m), result = fresh();
+    if (kind == 0) {
+      body.push_back(result + " = sl." + unary[rng() % 4] + " " + x + " : (" + type(h, m) +
+                     ") -> " + type(h, m));
+    } else if (kind == 1) {
+      std::string y = relayout(b, m);
+      body.push_back(result + " = sl." + binary[rng() % 3] + " " + x + ", " + y + " : (" +
+                     type(h, m) + ", " + type(h, m) + ") -> " + type(h, m));
+    } else if (kind == 2) {
+      std::string w = weight({h}, Layout::replicated(1));
+      body.push_back(result + " = sl.rms_norm " + x + ", " + w + " : (" + type(h, m) + ", " +
+                     tensorType({h}, "f32", Layout::replicated(1)) + ") -> " + type(h, m));
+    } else {
+      int64_t n = pickH();
+      std::string w = weight({h, n}, Layout::replicated(2));
+      body.push_back(result + " = sl.linear " + x + ", " + w + " : (" + type(h, m) + ", " +
+                     tensorType({h, n}, "f32", Layout::replicated(2)) + ") -> " + type(n, m));
+      h = n;
+    }
+    vals.push_back({result, h, m});
+  }
+
+  /// Under SplitSequence a column-parallel linear (x whole) or a
+  /// row-parallel one of a hidden-split value; under AllToAll a row-parallel
+  /// one (an all-to-all in front of it where x is split on the sequence).
+  void tensorParallelLinear() {
+    bool column = family == Family::SplitSequence && rng() % 2;
+    size_t a = column ? operand([&](const Val &v) { return v.layout != hidden() && usable(v); })
+                      : operand([&](const Val &v) {
+                          return v.layout == hidden() ||
+                                 (family == Family::AllToAll && v.layout != pending());
+                        });
+    if (a == SIZE_MAX)
+      return;
+    int64_t h = vals[a].h, n = pickH();
+    Layout w = Layout::replicated(2);
+    w.dims[column ? 1 : 0] = {"tp"};
+    Layout m = column ? whole() : hidden(), r = column ? hidden() : pending();
+    std::string wn = weight({h, n}, w);
+    std::string x = relayout(a, m), result = fresh();
+    body.push_back(result + " = sl.linear " + x + ", " + wn + " : (" + type(h, m) + ", " +
+                   tensorType({h, n}, "f32", w) + ") -> " + type(n, r));
+    vals.push_back({result, n, r});
+  }
+
+  Family family;
+  std::string axis;
+  std::map<std::pair<size_t, std::string>, std::string> chains;
 };
 
 //===----------------------------------------------------------------------===//
@@ -741,6 +1091,43 @@ struct Problem {
           total = addCost(total, r.universe->direct[produced(r, mode)][needed(n, mode)]);
     }
     return total;
+  }
+
+  /// Keeps, of each op's modes, its input's own (W) and, for an op in the
+  /// family's reach, later(family, W). An op is in reach when its rule
+  /// accepts F and every activation operand comes through a transition of
+  /// the family or from an op in reach: an operand from elsewhere keeps its
+  /// layout, which is W's, not F's.
+  void restrict(Family family) {
+    std::vector<std::vector<std::pair<const Root *, const Need *>>> operands(ops.size());
+    for (const Root &r : roots)
+      for (const Need &n : r.needs)
+        if (n.freeOp >= 0)
+          operands[n.freeOp].push_back({&r, &n});
+    std::vector<bool> reach(ops.size(), false);
+    // Ops are in program order: an operand's producer is settled first.
+    for (size_t i = 0; i < ops.size(); ++i) {
+      FreeOp &f = ops[i];
+      bool connected = !operands[i].empty() && llvm::all_of(operands[i], [&](const auto &operand) {
+        auto [root, need] = operand;
+        return llvm::any_of(need->chain, [&](Operation *t) { return ofFamily(family, t); }) ||
+               (root->producer >= 0 && reach[root->producer]);
+      });
+      Layout w = f.in->layouts[f.modes[f.inputMode]];
+      Layout l = connected ? later(family, w) : w;
+      FreeOp kept{f.op, f.in, {}, {}, -1};
+      for (size_t m = 0; m < f.modes.size(); ++m) {
+        const Layout &layout = f.in->layouts[f.modes[m]];
+        if (layout != w && layout != l)
+          continue;
+        if (layout == w)
+          kept.inputMode = kept.modes.size();
+        kept.modes.push_back(f.modes[m]);
+        kept.results.push_back(f.results[m]);
+      }
+      f = kept;
+      reach[i] = f.modes.size() > 1;
+    }
   }
 
   std::vector<int> inputModes() const {
@@ -1002,7 +1389,10 @@ public:
   Outcome run(uint64_t seed) {
     Outcome o;
     o.seed = seed;
-    o.program = Generator(seed).generate();
+    std::optional<Family> family;
+    if (seed >= kOneKindFirst)
+      family = Family(seed % 3);
+    o.program = family ? OneKindGenerator(seed, *family).generate() : Generator(seed).generate();
     std::string diagnostics;
     llvm::raw_string_ostream diagOs(diagnostics);
     ScopedDiagnosticHandler handler(&ctx, [&](Diagnostic &d) {
@@ -1017,6 +1407,8 @@ public:
     o.parsed = true;
     o.inputBytes = shardline::analyze(*module).commBytesPerRank;
     Problem p = buildProblem(*module->getOps<func::FuncOp>().begin(), universes);
+    if (family && p.error.empty())
+      p.restrict(*family);
     if (!p.error.empty()) {
       o.modelOk = false;
       o.error = "model: " + p.error + "\n";
@@ -1036,6 +1428,8 @@ public:
       // The same placement on a second copy of the program, written out.
       OwningOpRef<ModuleOp> copy = parseSourceString<ModuleOp>(o.program, &ctx);
       Problem q = buildProblem(*copy->getOps<func::FuncOp>().begin(), universes);
+      if (family)
+        q.restrict(*family);
       std::string error;
       if (failed(q.realize(modes, error)) || failed(verify(*copy))) {
         o.error += "the optimum cannot be written: " + error + diagnostics + "\n";
@@ -1069,40 +1463,56 @@ private:
 
 namespace {
 
-/// Runs every program once for all the tests below; ELIDE_PROPERTY_SEED
-/// narrows the run to one program and prints it.
+/// One context and one set of universes for every program run.
 Runner &runner() {
   static Runner r;
   return r;
 }
 
+/// Runs the programs of seeds first..first + count - 1 once for all the
+/// tests of one set; ELIDE_PROPERTY_SEED narrows the run to that program (in
+/// whichever set holds it) and prints it.
+std::vector<Outcome> runSeeds(uint64_t first, uint64_t count) {
+  std::vector<Outcome> out;
+  const char *only = std::getenv("ELIDE_PROPERTY_SEED");
+  const char *dir = std::getenv("ELIDE_PROPERTY_WRITE");
+  uint64_t last = first + count - 1;
+  if (only) {
+    uint64_t seed = std::strtoull(only, nullptr, 10);
+    if (seed < first || seed > last)
+      return out;
+    first = last = seed;
+  }
+  for (uint64_t seed = first; seed <= last; ++seed) {
+    out.push_back(runner().run(seed));
+    if (dir) {
+      std::ofstream(std::string(dir) + "/elide-" + std::to_string(seed) + ".mlir")
+          << out.back().program;
+      if (!out.back().realized.empty())
+        std::ofstream(std::string(dir) + "/optimum-" + std::to_string(seed) + ".mlir")
+            << out.back().realized;
+    }
+  }
+  if (only) {
+    const Outcome &o = out.back();
+    std::cout << o.program << "// " << o.inputBytes << " bytes; the optimum " << o.optimumBytes
+              << " (below any relayout tree: " << o.steinerBytes << "), with modes:\n"
+              << o.optimumModes << "// written out (" << o.realizedBytes << " bytes):\n"
+              << o.realized << "// after sl-elide-gathers (" << o.outputBytes << " bytes):\n"
+              << o.output << o.error << "\n";
+  }
+  return out;
+}
+
+/// The rich programs (seeds 1..kPrograms).
 const std::vector<Outcome> &outcomes() {
-  static const std::vector<Outcome> all = [] {
-    std::vector<Outcome> out;
-    const char *only = std::getenv("ELIDE_PROPERTY_SEED");
-    const char *dir = std::getenv("ELIDE_PROPERTY_WRITE");
-    uint64_t first = only ? std::strtoull(only, nullptr, 10) : 1;
-    uint64_t last = only ? first : kPrograms;
-    for (uint64_t seed = first; seed <= last; ++seed) {
-      out.push_back(runner().run(seed));
-      if (dir) {
-        std::ofstream(std::string(dir) + "/elide-" + std::to_string(seed) + ".mlir")
-            << out.back().program;
-        if (!out.back().realized.empty())
-          std::ofstream(std::string(dir) + "/optimum-" + std::to_string(seed) + ".mlir")
-              << out.back().realized;
-      }
-    }
-    if (only) {
-      const Outcome &o = out.back();
-      std::cout << o.program << "// " << o.inputBytes << " bytes; the optimum " << o.optimumBytes
-                << " (below any relayout tree: " << o.steinerBytes << "), with modes:\n"
-                << o.optimumModes << "// written out (" << o.realizedBytes << " bytes):\n"
-                << o.realized << "// after sl-elide-gathers (" << o.outputBytes << " bytes):\n"
-                << o.output << o.error << "\n";
-    }
-    return out;
-  }();
+  static const std::vector<Outcome> all = runSeeds(1, kPrograms);
+  return all;
+}
+
+/// The one-kind programs, their optimum over the restricted modes.
+const std::vector<Outcome> &oneKindOutcomes() {
+  static const std::vector<Outcome> all = runSeeds(kOneKindFirst, kOneKindPrograms);
   return all;
 }
 
@@ -1114,12 +1524,13 @@ std::string summary(const Outcome &o) {
   return os.str();
 }
 
-/// Fails with every failing seed, and the first programs in full.
-void expectNone(const std::vector<const Outcome *> &failures, const std::string &what) {
+/// Fails with every failing seed of `set`, and the first programs in full.
+void expectNone(const std::vector<Outcome> &set, const std::vector<const Outcome *> &failures,
+                const std::string &what) {
   if (failures.empty())
     return;
   std::ostringstream os;
-  os << failures.size() << " of " << outcomes().size() << " programs: " << what
+  os << failures.size() << " of " << set.size() << " programs: " << what
      << " (rerun one with ELIDE_PROPERTY_SEED=<seed>)\n";
   for (size_t i = 0; i < failures.size(); ++i) {
     os << "  " << summary(*failures[i]) << "\n";
@@ -1129,41 +1540,60 @@ void expectNone(const std::vector<const Outcome *> &failures, const std::string 
   ADD_FAILURE() << os.str();
 }
 
-template <typename Pred> std::vector<const Outcome *> select(Pred pred) {
+template <typename Pred>
+std::vector<const Outcome *> select(const std::vector<Outcome> &set, Pred pred) {
   std::vector<const Outcome *> out;
-  for (const Outcome &o : outcomes())
+  for (const Outcome &o : set)
     if (pred(o))
       out.push_back(&o);
   return out;
 }
 
-TEST(ElideProperty, Model) {
-  auto rejected = select([](const Outcome &o) { return !o.parsed; });
-  EXPECT_LE(rejected.size() * 50, outcomes().size()) << "over 2% of the programs are rejected";
-  expectNone(rejected, "the generator wrote a program that does not verify");
-  expectNone(select([](const Outcome &o) { return o.parsed && !o.modelOk; }),
+/// The brute force agrees with analyze(): on the input's own modes where its
+/// chains are planRelayout's, and on its optimum written out. `rejects` is
+/// how many programs of the set may fail to verify.
+void expectModel(const std::vector<Outcome> &set, size_t rejects) {
+  auto rejected = select(set, [](const Outcome &o) { return !o.parsed; });
+  EXPECT_LE(rejected.size(), rejects) << rejected.size() << " programs are rejected";
+  expectNone(set, rejected, "the generator wrote a program that does not verify");
+  expectNone(set, select(set, [](const Outcome &o) { return o.parsed && !o.modelOk; }),
              "the brute force's price of the input's own modes is not its bytes");
-  expectNone(select([](const Outcome &o) {
-               return o.parsed && o.modelOk && o.realizedBytes != o.optimumBytes;
-             }),
+  expectNone(set,
+             select(set,
+                    [](const Outcome &o) {
+                      return o.parsed && o.modelOk && o.realizedBytes != o.optimumBytes;
+                    }),
              "the optimum written as a program does not verify or does not send the optimum");
+}
+
+/// Programs of `set` that can send less than they do.
+size_t withRoom(const std::vector<Outcome> &set) {
+  return select(
+             set,
+             [](const Outcome &o) { return o.optimumBytes >= 0 && o.optimumBytes < o.inputBytes; })
+      .size();
+}
+
+TEST(ElideProperty, Model) {
+  const auto &set = outcomes();
+  expectModel(set, set.size() / 50);
   // The checks mean something only if many programs are checked this way
   // and many have room to improve.
-  size_t checked = select([](const Outcome &o) { return o.modelChecked; }).size();
-  size_t room = select([](const Outcome &o) {
-                  return o.optimumBytes >= 0 && o.optimumBytes < o.inputBytes;
-                }).size();
-  size_t dags = select([](const Outcome &o) { return o.seed % 2; }).size();
-  size_t cp =
-      select([](const Outcome &o) { return o.program.find("cp = 2") != std::string::npos; }).size();
+  size_t rejected = select(set, [](const Outcome &o) { return !o.parsed; }).size();
+  size_t checked = select(set, [](const Outcome &o) { return o.modelChecked; }).size();
+  size_t room = withRoom(set);
+  size_t dags = select(set, [](const Outcome &o) { return o.seed % 2; }).size();
+  size_t cp = select(set, [](const Outcome &o) {
+                return o.program.find("cp = 2") != std::string::npos;
+              }).size();
   size_t branching =
-      select([](const Outcome &o) { return o.steinerBytes < o.optimumBytes; }).size();
-  std::cout << outcomes().size() << " programs (" << dags << " DAGs, " << cp << " on cp x tp, "
-            << rejected.size() << " rejected): " << checked << " with planRelayout's chains, "
-            << room << " that can send less, " << branching
+      select(set, [](const Outcome &o) { return o.steinerBytes < o.optimumBytes; }).size();
+  std::cout << set.size() << " programs (" << dags << " DAGs, " << cp << " on cp x tp, " << rejected
+            << " rejected): " << checked << " with planRelayout's chains, " << room
+            << " that can send less, " << branching
             << " where a relayout tree through other layouts is cheaper\n";
-  EXPECT_GE(checked * 5, outcomes().size()) << checked << " programs with planRelayout's chains";
-  EXPECT_GE(room * 4, outcomes().size()) << room << " programs that can send less";
+  EXPECT_GE(checked * 5, set.size()) << checked << " programs with planRelayout's chains";
+  EXPECT_GE(room * 4, set.size()) << room << " programs that can send less";
 }
 
 // planRelayout's lowering of a layout change is the cheapest chain of
@@ -1194,46 +1624,124 @@ TEST(ElideProperty, DISABLED_RelayoutIsCheapestChain) {
                       << os.str();
 }
 
-TEST(ElideProperty, Verifies) {
-  expectNone(select([](const Outcome &o) { return o.parsed && !o.passOk; }),
+/// The properties every program of both sets has.
+void expectVerifies(const std::vector<Outcome> &set) {
+  expectNone(set, select(set, [](const Outcome &o) { return o.parsed && !o.passOk; }),
              "the pass failed or its output does not verify");
 }
-
-TEST(ElideProperty, DISABLED_NeverMoreBytes) {
-  expectNone(select([](const Outcome &o) { return o.passOk && o.outputBytes > o.inputBytes; }),
+void expectNeverMoreBytes(const std::vector<Outcome> &set) {
+  expectNone(set,
+             select(set, [](const Outcome &o) { return o.passOk && o.outputBytes > o.inputBytes; }),
              "the output sends more than the input");
 }
+void expectIdempotent(const std::vector<Outcome> &set) {
+  expectNone(set, select(set, [](const Outcome &o) { return o.passOk && !o.idempotent; }),
+             "a second run of the pass changes the output");
+}
+
+TEST(ElideProperty, Verifies) { expectVerifies(outcomes()); }
+
+TEST(ElideProperty, NeverMoreBytes) { expectNeverMoreBytes(outcomes()); }
 
 // Nothing sends less than the cheapest relayout trees: below them the
 // model misses a placement the pass found.
 TEST(ElideProperty, NoneBelowTheBound) {
-  expectNone(select([](const Outcome &o) {
-               return o.passOk && o.steinerBytes >= 0 && o.outputBytes < o.steinerBytes;
-             }),
+  const auto &set = outcomes();
+  expectNone(set,
+             select(set,
+                    [](const Outcome &o) {
+                      return o.passOk && o.steinerBytes >= 0 && o.outputBytes < o.steinerBytes;
+                    }),
              "the output sends less than any relayout tree: the model misses a placement");
 }
 
-// At least as good as the best placement whose layout changes are
-// planRelayout's lowerings (what emitRelayout writes).
-TEST(ElideProperty, DISABLED_OptimalWithPlanRelayout) {
-  expectNone(select([](const Outcome &o) {
-               return o.passOk && o.optimumBytes >= 0 && o.outputBytes > o.optimumBytes;
-             }),
-             "the output sends more than the best placement with planRelayout's lowerings");
+TEST(ElideProperty, Idempotent) { expectIdempotent(outcomes()); }
+
+// The one-kind programs: the generator writes only valid programs, the
+// brute force prices them as analyze() does, and enough of them, of every
+// family, chains and DAGs, can send less.
+TEST(ElideProperty, OneKindModel) {
+  const auto &set = oneKindOutcomes();
+  expectModel(set, 0);
+  size_t room = withRoom(set);
+  std::cout << set.size() << " one-kind programs: " << room << " that can send less";
+  for (uint64_t family = 0; family < 3; ++family)
+    for (uint64_t dag = 0; dag < 2; ++dag) {
+      size_t n =
+          select(set, [&](const Outcome &o) {
+            return o.seed % 3 == family && (o.seed / 3) % 2 == dag && o.optimumBytes < o.inputBytes;
+          }).size();
+      std::cout << ", " << n << " of family " << family << (dag ? " (DAGs)" : " (chains)");
+      // Unless one seed was asked for, every family has programs to improve.
+      if (set.size() == kOneKindPrograms)
+        EXPECT_GE(n, 5u) << "family " << family << (dag ? " (DAGs)" : " (chains)");
+    }
+  std::cout << "\n";
+  if (set.size() == kOneKindPrograms)
+    EXPECT_GE(room * 3, set.size()) << room << " programs that can send less";
 }
 
-// The optimum over every chain of relayouts: needs planRelayout's lowering
-// to be the cheapest chain, and trees that branch where no consumer needs.
-TEST(ElideProperty, DISABLED_Optimal) {
-  expectNone(select([](const Outcome &o) {
-               return o.passOk && o.steinerBytes >= 0 && o.outputBytes > o.steinerBytes;
-             }),
-             "the output sends more than the brute-force optimum");
+// The claim of docs/passes.md: where only one kind of transition can move,
+// the minimum cut reaches the optimum.
+TEST(ElideProperty, OptimalOneKind) {
+  const auto &set = oneKindOutcomes();
+  expectVerifies(set);
+  expectNone(set,
+             select(set,
+                    [](const Outcome &o) {
+                      return o.passOk && o.optimumBytes >= 0 && o.outputBytes != o.optimumBytes;
+                    }),
+             "the output does not send the brute-force optimum of its one kind");
 }
 
-TEST(ElideProperty, Idempotent) {
-  expectNone(select([](const Outcome &o) { return o.passOk && !o.idempotent; }),
-             "a second run of the pass changes the output");
+TEST(ElideProperty, OneKindNeverMoreBytes) { expectNeverMoreBytes(oneKindOutcomes()); }
+
+TEST(ElideProperty, OneKindIdempotent) { expectIdempotent(oneKindOutcomes()); }
+
+// A measurement, not a property: how far the pass is from the optimum over
+// every mode (which it does not claim). ELIDE_PROPERTY_REPORT=1 runs it;
+// bench/compile/elide_quality.sh prints it.
+TEST(ElideProperty, Report) {
+  const char *report = std::getenv("ELIDE_PROPERTY_REPORT");
+  if (!report || std::string(report) != "1")
+    GTEST_SKIP() << "set ELIDE_PROPERTY_REPORT=1 to measure";
+  auto print = [](const std::string &name, const std::vector<Outcome> &set) {
+    size_t n = 0, atTree = 0, belowTree = 0, atSteiner = 0, zeroMissed = 0;
+    int64_t input = 0, output = 0, tree = 0, steiner = 0;
+    double worst = 1;
+    uint64_t worstSeed = 0;
+    for (const Outcome &o : set) {
+      if (!o.passOk || o.optimumBytes < 0 || o.steinerBytes < 0)
+        continue;
+      ++n;
+      atTree += o.outputBytes == o.optimumBytes;
+      belowTree += o.outputBytes < o.optimumBytes;
+      atSteiner += o.outputBytes == o.steinerBytes;
+      input += o.inputBytes;
+      output += o.outputBytes;
+      tree += o.optimumBytes;
+      steiner += o.steinerBytes;
+      if (o.steinerBytes == 0) {
+        zeroMissed += o.outputBytes > 0;
+        continue;
+      }
+      double ratio = double(o.outputBytes) / double(o.steinerBytes);
+      if (ratio > worst) {
+        worst = ratio;
+        worstSeed = o.seed;
+      }
+    }
+    std::cout << name << ": " << n << " programs; " << atTree << " at the Tree optimum, "
+              << n - atTree - belowTree << " above it, " << belowTree << " below it; " << atSteiner
+              << " at the Steiner optimum; bytes: input " << input << ", output " << output
+              << ", Tree optimum " << tree << ", Steiner optimum " << steiner
+              << "; output / Tree optimum " << double(output) / double(std::max<int64_t>(tree, 1))
+              << ", output / Steiner " << double(output) / double(std::max<int64_t>(steiner, 1))
+              << "; worst output / Steiner " << worst << " (seed " << worstSeed << "); "
+              << zeroMissed << " send bytes where the optimum sends none\n";
+  };
+  print("rich", outcomes());
+  print("one kind", oneKindOutcomes());
 }
 
 } // namespace

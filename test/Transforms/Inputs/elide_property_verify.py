@@ -1,8 +1,9 @@
 """Values through sl-elide-gathers: random programs, partitioned runs against single-device runs.
 
 Reads the programs that test/Unit/ElidePropertyTest.cpp writes (ELIDE_PROPERTY_WRITE=DIR gives
-DIR/elide-<seed>.mlir for seeds 1, 2, ..., and DIR/optimum-<seed>.mlir, the brute-force optimum
-written out) and takes the first COUNT of them whose arguments hold no pending sum: shardline-run
+DIR/elide-<seed>.mlir for seeds 1, 2, ... and, for the one-kind programs, 1001, 1002, ..., and
+DIR/optimum-<seed>.mlir, the brute-force optimum written out) and takes the first COUNT of them
+from seed FIRST on (1 unless given) whose arguments hold no pending sum: shardline-run
 fills every input from the seed whole on each rank (extractLocal takes no pending sums), so a
 `partial` argument would hold the value once per rank of its axes. For each: runs
 `shardline-opt -sl-elide-gathers`, compiles the output to a plan and runs it with
@@ -10,7 +11,7 @@ fills every input from the seed whole on each rank (extractLocal takes no pendin
 same program and seed and checks the bytes sent against the report; then the same for the
 optimum. Exits non-zero naming the seed and the step that failed.
 
-  elide_property_verify.py DIR COUNT
+  elide_property_verify.py DIR COUNT [FIRST]
 """
 import os
 import re
@@ -43,10 +44,11 @@ def pending_sum_argument(program):
 
 
 def main():
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         sys.exit(__doc__)
     directory, count = sys.argv[1], int(sys.argv[2])
-    checked, seed = 0, 0
+    first = int(sys.argv[3]) if len(sys.argv) == 4 else 1
+    checked, seed = 0, first - 1
     while checked < count:
         seed += 1
         program = os.path.join(directory, f"elide-{seed}.mlir")
