@@ -47,7 +47,9 @@ std::string Kind::describe() const {
   case Type::Unsplit:
     return "slice over " + shardline::formatAxes(axes) + " of dimension " + std::to_string(dim);
   case Type::Reorder:
-    return "reorder of dimension " + std::to_string(dim);
+    return "reorder of dimension " + std::to_string(dim) + " to " +
+           (concatDim == (int64_t)shardline::ChunkOrder::Zigzag ? "zigzag" : "contiguous") +
+           " order";
   case Type::AllToAll:
     return "all_to_all over " + shardline::formatAxes(axes) + " from dimension " +
            std::to_string(concatDim) + " to " + std::to_string(dim);
@@ -245,6 +247,9 @@ static std::optional<Kind> ownKind(Operation *op) {
     Kind k;
     k.type = Kind::Type::Reorder;
     k.dim = in.orderDim >= 0 ? in.orderDim : out.orderDim;
+    // One direction per move: a reorder to zigzag and one back are two
+    // kinds (the one back may then cancel with a later reorder to zigzag).
+    k.concatDim = (int64_t)out.dimOrder(k.dim);
     return k;
   }
   if (auto a = dyn_cast<AllToAllOp>(op)) {

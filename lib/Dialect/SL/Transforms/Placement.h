@@ -33,7 +33,7 @@ struct Kind {
   /// `dim` by a reduce-scatter, or moved there by an all-to-all); Unsplit:
   /// the axes a value loses on `dim` (sliced later: ops run on the larger
   /// value); AllToAll: the axes moved from `concatDim` to `dim`; Reorder: the
-  /// ordered dimension.
+  /// ordered dimension, and in `concatDim` the order it goes to.
   std::vector<std::string> axes;
   int64_t dim = -1, concatDim = -1;
 
