@@ -36,10 +36,16 @@ using shardline::Layout;
 using Axes = std::vector<std::string>;
 
 bool Kind::operator<(const Kind &o) const {
-  return std::tie(type, dim, concatDim, axes) < std::tie(o.type, o.dim, o.concatDim, o.axes);
+  return std::tie(type, earlier, dim, concatDim, axes) <
+         std::tie(o.type, o.earlier, o.dim, o.concatDim, o.axes);
 }
 
 std::string Kind::describe() const {
+  if (earlier) {
+    Kind later = *this;
+    later.earlier = false;
+    return later.describe() + ", earlier";
+  }
   switch (type) {
   case Type::Split:
     return "all_gather over " + shardline::formatAxes(axes) + " of dimension " +
@@ -272,7 +278,7 @@ static std::optional<Kind> ownKind(Operation *op) {
 /// Reorders and all-to-alls move as themselves.
 static std::optional<Layout> sourceLayout(Operation *op, const Kind &kind,
                                           const shardline::Mesh &mesh) {
-  if (!isTransition(op) || !movable(op->getResult(0)))
+  if (kind.earlier || !isTransition(op) || !movable(op->getResult(0)))
     return std::nullopt;
   Value in = op->getOperand(0);
   auto type = cast<RankedTensorType>(op->getResult(0).getType());
@@ -318,8 +324,11 @@ std::vector<Kind> mlir::sl::placement::kindsIn(func::FuncOp fn) {
   fn.walk([&](Operation *op) {
     if (!isTransition(op))
       return;
-    if (std::optional<Kind> own = ownKind(op))
+    if (std::optional<Kind> own = ownKind(op)) {
       kinds.push_back(*own);
+      own->earlier = true;
+      kinds.push_back(*own);
+    }
     auto axes = op->getAttrOfType<ArrayAttr>("axes");
     if (!axes)
       return;
@@ -349,6 +358,11 @@ std::vector<Kind> mlir::sl::placement::kindsIn(func::FuncOp fn) {
 }
 
 bool mlir::sl::placement::isSourceOf(Operation *op, const Kind &kind) {
+  if (kind.earlier) {
+    Kind later = kind;
+    later.earlier = false;
+    return ownKind(op) == later;
+  }
   std::optional<shardline::Mesh> mesh = meshOf(op);
   return mesh && sourceLayout(op, kind, *mesh).has_value();
 }
@@ -366,7 +380,9 @@ std::vector<Kind> mlir::sl::placement::kindsOf(Operation *op) {
 }
 
 struct Move::Impl {
-  enum class Role { Source, Op, Terminal };
+  // Fixed: the producer of a value that a transition of an "earlier" kind
+  // reads; it never moves (never in S), its readers may take F.
+  enum class Role { Source, Op, Terminal, Fixed };
   struct Node {
     Role role;
     Operation *op;
@@ -375,6 +391,7 @@ struct Move::Impl {
     std::vector<bool> readsSplit;                // Op: per operand, F when in S
     std::vector<Layout> splitResults;            // Op: F of each result
     Layout sourceSplit;                          // Source: F of its result
+    std::vector<int> vals;                       // the values it produces
   };
   struct Use {
     OpOperand *operand;
@@ -420,7 +437,19 @@ struct Move::Impl {
   void addVal(Value v, int producer, const Layout &split) {
     Layout whole = toLayout(getLayout(v));
     Val val{v, producer, whole, split, relayout(split, whole, v), relayout(whole, split, v), {}};
+    if (auto it = valOf.find(v); it != valOf.end()) {
+      // A value an earlier move would take to F at its producer, whose
+      // producer turns out to be an op of the region: the op produces it.
+      Val &old = vals[it->second];
+      auto &fixed = nodes[old.producer].vals;
+      fixed.erase(std::find(fixed.begin(), fixed.end(), it->second));
+      val.uses = std::move(old.uses);
+      old = std::move(val);
+      nodes[producer].vals.push_back(it->second);
+      return;
+    }
     valOf[v] = (int)vals.size();
+    nodes[producer].vals.push_back((int)vals.size());
     vals.push_back(std::move(val));
   }
 
@@ -493,6 +522,27 @@ struct Move::Impl {
   void build() {
     if (fn.getBody().empty())
       return;
+    if (kind.earlier) {
+      // The values that transitions of the kind read: each may be taken to
+      // F (the transition's result layout) once, before all its readers.
+      Kind later = kind;
+      later.earlier = false;
+      for (Operation &opRef : fn.getBody().front()) {
+        if (!mesh)
+          mesh = meshOf(&opRef);
+        if (!mesh || !(ownKind(&opRef) == std::optional<Kind>(later)) ||
+            !movable(opRef.getResult(0)))
+          continue;
+        Value in = opRef.getOperand(0);
+        if (valOf.count(in))
+          continue;
+        Layout f = toLayout(getLayout(opRef.getResult(0)));
+        if (relayout(toLayout(getLayout(in)), f, in) < 0)
+          continue;
+        nodes.push_back(Node{Role::Fixed, in.getDefiningOp()});
+        addVal(in, (int)nodes.size() - 1, f);
+      }
+    }
     for (Operation &opRef : fn.getBody().front()) {
       Operation *op = &opRef;
       if (!mesh)
@@ -548,7 +598,7 @@ struct Move::Impl {
       const Node &n = nodes[i];
       if (n.role == Role::Op)
         act = shardline::saturatingAdd(act, s[i] ? n.activationIn : n.activationOut);
-      else
+      else if (n.role != Role::Fixed)
         bytes = shardline::saturatingAdd(bytes, s[i] ? n.bytesIn : n.bytesOut);
     }
     for (const Val &v : vals) {
@@ -570,7 +620,8 @@ struct Move::Impl {
     std::tie(outcome.bytesBefore, outcome.activationBefore) = priceOf(inS);
     outcome.bytesAfter = outcome.bytesBefore;
     outcome.activationAfter = outcome.activationBefore;
-    bool anyChoice = llvm::any_of(nodes, [](const Node &n) { return n.role != Role::Source; });
+    bool anyChoice = llvm::any_of(
+        nodes, [](const Node &n) { return n.role == Role::Op || n.role == Role::Terminal; });
     if (!anyChoice)
       return;
     MinCut cut;
@@ -580,7 +631,9 @@ struct Move::Impl {
       id[i] = cut.addNode();
     for (size_t i = 0; i < nodes.size(); ++i) {
       const Node &n = nodes[i];
-      if (n.role == Role::Op) {
+      if (n.role == Role::Fixed) {
+        cut.addEdge(id[i], t, kInfinity);
+      } else if (n.role == Role::Op) {
         if (!outcome.activationsBreakTies)
           continue;
         cut.addEdge(s, id[i], price(0, n.activationOut));
@@ -650,8 +703,8 @@ struct Move::Impl {
       return at->emitError("sl-elide-gathers: cannot re-place the ")
              << kind.describe() << ": " << error;
     };
-    // Values in program order: each producer's versions exist before any use.
-    size_t next = 0;
+    // Producers in program order (fixed ones first, each before its value's
+    // readers): each value's versions exist before any use.
     for (size_t i = 0; i < nodes.size(); ++i) {
       Node &n = nodes[i];
       Operation *op = n.op;
@@ -672,12 +725,31 @@ struct Move::Impl {
         continue;
       }
       // The versions of this node's results.
-      for (; next < vals.size() && vals[next].producer < (int)i; ++next) {
-      }
       std::vector<std::pair<Value, Value>> versions; // (W, F) per result val
-      OpBuilder b(op->getContext());
-      if (n.role == Role::Source) {
-        Val &v = vals[next];
+      OpBuilder b(fn->getContext());
+      if (n.role == Role::Fixed && n.vals.empty()) {
+        continue;
+      } else if (n.role == Role::Fixed) {
+        Val &v = vals[n.vals.front()];
+        bool needF =
+            llvm::any_of(v.uses, [&](const Use &u) { return u.reader >= 0 && inS[u.reader]; });
+        Value f;
+        if (needF) {
+          b.setInsertionPointAfterValue(v.value);
+          FailureOr<Value> split = emitRelayout(b, v.value.getLoc(), v.value, v.split, why, error);
+          if (failed(split))
+            return fail(v.value.getDefiningOp() ? v.value.getDefiningOp() : fn);
+          f = *split;
+          changes.push_back(
+              {kindName, describeLocation(v.value.getLoc()),
+               "moved earlier: one " + chainText(f, v.value) + " serves " +
+                   std::to_string(llvm::count_if(
+                       v.uses, [&](const Use &u) { return u.reader >= 0 && inS[u.reader]; })) +
+                   " readers"});
+        }
+        versions.push_back({v.value, f});
+      } else if (n.role == Role::Source) {
+        Val &v = vals[n.vals.front()];
         bool needW = false, needF = false;
         for (const Use &u : v.uses)
           (u.reader >= 0 && inS[u.reader] ? needF : needW) = true;
@@ -727,7 +799,7 @@ struct Move::Impl {
           changes.push_back({kindName, describeLocation(op->getLoc()), "sunk past " + opName(op)});
         }
         for (size_t k = 0; k < op->getNumResults(); ++k) {
-          Val &v = vals[next + k];
+          Val &v = vals[n.vals[k]];
           bool needW = false, needF = false;
           for (const Use &u : v.uses)
             (u.reader >= 0 && inS[u.reader] ? needF : needW) = true;
@@ -755,13 +827,12 @@ struct Move::Impl {
       }
       // Every recorded use reads the version its reader chose.
       for (size_t k = 0; k < versions.size(); ++k) {
-        Val &v = vals[next + k];
+        Val &v = vals[n.vals[k]];
         for (const Use &u : v.uses) {
           bool split = u.reader >= 0 && inS[u.reader];
           u.operand->set(split ? versions[k].second : versions[k].first);
         }
       }
-      next += versions.size();
     }
     for (Operation *op : llvm::reverse(erase))
       if (op->use_empty())

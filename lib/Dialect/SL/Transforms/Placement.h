@@ -36,6 +36,11 @@ struct Kind {
   /// ordered dimension, and in `concatDim` the order it goes to.
   std::vector<std::string> axes;
   int64_t dim = -1, concatDim = -1;
+  /// Reorder and AllToAll only: the move puts the transitions earlier
+  /// instead — a value several transitions (or ops that could read the
+  /// transition's result) read is taken to the new layout once, before all
+  /// of them.
+  bool earlier = false;
 
   bool operator<(const Kind &o) const;
   bool operator==(const Kind &o) const { return !(*this < o) && !(o < *this); }
