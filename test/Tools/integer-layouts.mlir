@@ -13,8 +13,8 @@
 // becomes a local slice and a reorder.
 // KEPT: how = "met sl.all_to_all and became sl.all_to_all", {{.*}}op = "reorder"
 // KEPT: sl.all_to_all %arg0 {{.*}} : tensor<4x16xi32
-// KEPT: sl.all_gather %{{.*}} : tensor<4x16xi32
 // KEPT: sl.slice %{{.*}} : tensor<4x16xi32
+// KEPT: sl.all_gather %{{.*}} : tensor<4x16xi32
 // KEPT: sl.all_gather %{{.*}} : tensor<4x16x2xi32
 // KEPT: sl.slice %{{.*}} {axes = ["tp"], dim = 1 : i64} : tensor<4x16xi32
 // KEPT-NEXT: sl.reorder %{{.*}} : tensor<4x16xi32
