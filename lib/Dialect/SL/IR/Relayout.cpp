@@ -232,17 +232,16 @@ bool contains(const Axes &axes, const std::string &a) {
 
 /// The cheapest chain of single collectives from one layout to another:
 /// Dijkstra over the layouts in between, each step priced by stepBytes. The
-/// walk in dimension order misses chains that first park an axis on another
-/// dimension (all_to_all while the tensor is still split, instead of
-/// all_gather first), reduce a pending sum onto a dimension it leaves later,
-/// or reorder where fewer rows move. The graph is that of the two layouts'
-/// axes, not of the extents: only their axes move; the leading axes that a
-/// dimension keeps in both layouts stay (moving them could only add steps);
-/// a dimension holds at most as many axes as the more split of the two
-/// layouts gives it, and at least one, so that every chain is valid on any
-/// shape with room for one axis per dimension and is the same chain on every
-/// such shape (a second parked axis would need extents the layouts do not
-/// promise). Each intermediate layout must also verify on the mesh and shape.
+/// walk in dimension order misses chains that first move an axis out of the
+/// way (all_to_all while the tensor is still split, instead of all_gather
+/// first), scatter a pending sum once its dimension is free, or slice before
+/// they gather. The graph is that of the two layouts' axes, not of the
+/// extents: only their axes move; the leading axes a dimension keeps in both
+/// layouts never move; a dimension holds at most as many axes as the more
+/// split of the two layouts gives it, and at least one. So without a shape
+/// (planRelayout) the chain is the one found on any tensor with room for an
+/// axis in every dimension; on a shape, each intermediate layout must also
+/// divide the tensor.
 class ChainSearch {
 public:
   ChainSearch(const Layout &from, const Layout &to, const shardline::Mesh &mesh,
