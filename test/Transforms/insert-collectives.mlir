@@ -97,3 +97,79 @@ func.func @create_partial(%x: tensor<2x8x4xf32, #sl.layout<@mesh, [[], [cp], []]
   %y = sl.relayout %x : tensor<2x8x4xf32, #sl.layout<@mesh, [[], [cp], []]>> -> tensor<2x8x4xf32, #sl.layout<@mesh, [[], [cp], []], partial = [tp]>>
   return %y : tensor<2x8x4xf32, #sl.layout<@mesh, [[], [cp], []], partial = [tp]>>
 }
+
+// -----
+
+sl.mesh @mesh(cp = 2, tp = 2)
+// An axis that blocks the dimension another joins moves out of the way by
+// all-to-all while the tensor is still split (256 bytes per rank), instead
+// of gathering the other first (512).
+// CHECK-LABEL: func.func @move_before_gather
+// CHECK: sl.all_to_all %{{.*}} {axes = ["cp"], concat_dim = 1 : i64, split_dim = 2 : i64}
+// CHECK-NEXT: sl.all_to_all %{{.*}} {axes = ["tp"], concat_dim = 0 : i64, split_dim = 1 : i64}
+// CHECK-NEXT: return
+func.func @move_before_gather(%x: tensor<2x8x16xf32, #sl.layout<@mesh, [[tp], [cp], []]>>) -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], [cp]]>> {
+  %y = sl.relayout %x : tensor<2x8x16xf32, #sl.layout<@mesh, [[tp], [cp], []]>> -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], [cp]]>>
+  return %y : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], [cp]]>>
+}
+
+// -----
+
+sl.mesh @mesh(cp = 2, tp = 2)
+// Two axes trade dimensions through a third that has room for one of them:
+// three all-to-alls (384 bytes per rank) instead of gather, all-to-all and
+// slice (512).
+// CHECK-LABEL: func.func @swap_through_free_dim
+// CHECK: sl.all_to_all %{{.*}} {axes = ["cp"], concat_dim = 1 : i64, split_dim = 2 : i64}
+// CHECK-NEXT: sl.all_to_all %{{.*}} {axes = ["tp"], concat_dim = 0 : i64, split_dim = 1 : i64}
+// CHECK-NEXT: sl.all_to_all %{{.*}} {axes = ["cp"], concat_dim = 2 : i64, split_dim = 0 : i64}
+// CHECK-NEXT: return
+func.func @swap_through_free_dim(%x: tensor<2x8x16xf32, #sl.layout<@mesh, [[tp], [cp], []]>>) -> tensor<2x8x16xf32, #sl.layout<@mesh, [[cp], [tp], []]>> {
+  %y = sl.relayout %x : tensor<2x8x16xf32, #sl.layout<@mesh, [[tp], [cp], []]>> -> tensor<2x8x16xf32, #sl.layout<@mesh, [[cp], [tp], []]>>
+  return %y : tensor<2x8x16xf32, #sl.layout<@mesh, [[cp], [tp], []]>>
+}
+
+// -----
+
+sl.mesh @mesh(cp = 2, tp = 2)
+// The same change where the third dimension (extent 1) cannot be split:
+// every intermediate layout must divide the tensor, so the gather stays.
+// CHECK-LABEL: func.func @swap_without_room
+// CHECK: sl.all_gather %{{.*}} {axes = ["tp"], dim = 0 : i64}
+// CHECK-NEXT: sl.all_to_all %{{.*}} {axes = ["cp"], concat_dim = 1 : i64, split_dim = 0 : i64}
+// CHECK-NEXT: sl.slice %{{.*}} {axes = ["tp"], dim = 1 : i64}
+// CHECK-NEXT: return
+func.func @swap_without_room(%x: tensor<2x8x1xf32, #sl.layout<@mesh, [[tp], [cp], []]>>) -> tensor<2x8x1xf32, #sl.layout<@mesh, [[cp], [tp], []]>> {
+  %y = sl.relayout %x : tensor<2x8x1xf32, #sl.layout<@mesh, [[tp], [cp], []]>> -> tensor<2x8x1xf32, #sl.layout<@mesh, [[cp], [tp], []]>>
+  return %y : tensor<2x8x1xf32, #sl.layout<@mesh, [[cp], [tp], []]>>
+}
+
+// -----
+
+sl.mesh @mesh(cp = 2, tp = 2)
+// A pending sum whose target dimension is still taken: the axis in the way
+// moves first, then the sum is scattered onto the freed dimension (one
+// all-to-all and one reduce-scatter instead of all-reduce, all-to-all and
+// slice).
+// CHECK-LABEL: func.func @scatter_after_move
+// CHECK: sl.all_to_all %{{.*}} {axes = ["cp"], concat_dim = 1 : i64, split_dim = 2 : i64}
+// CHECK-NEXT: sl.reduce_scatter %{{.*}} {axes = ["tp"], dim = 1 : i64}
+// CHECK-NEXT: return
+func.func @scatter_after_move(%x: tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp], []], partial = [tp]>>) -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], [cp]]>> {
+  %y = sl.relayout %x : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp], []], partial = [tp]>> -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], [cp]]>>
+  return %y : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [tp], [cp]]>>
+}
+
+// -----
+
+sl.mesh @mesh(cp = 2, tp = 2)
+// A new split is a free local slice, so it comes first: the gather after it
+// sends half as much.
+// CHECK-LABEL: func.func @slice_before_gather
+// CHECK: sl.slice %{{.*}} {axes = ["cp"], dim = 1 : i64}
+// CHECK-NEXT: sl.all_gather %{{.*}} {axes = ["tp"], dim = 0 : i64}
+// CHECK-NEXT: return
+func.func @slice_before_gather(%x: tensor<2x8x16xf32, #sl.layout<@mesh, [[tp], [], []]>>) -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp], []]>> {
+  %y = sl.relayout %x : tensor<2x8x16xf32, #sl.layout<@mesh, [[tp], [], []]>> -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp], []]>>
+  return %y : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp], []]>>
+}

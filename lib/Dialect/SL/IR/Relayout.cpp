@@ -3,6 +3,12 @@
 #include "shardline/Dialect/SL/IR/Relayout.h"
 #include "shardline/Dialect/SL/IR/SL.h"
 
+#include <map>
+#include <numeric>
+#include <optional>
+#include <queue>
+#include <tuple>
+
 using namespace mlir;
 using namespace mlir::sl;
 using shardline::Layout;
@@ -36,10 +42,11 @@ void dropSplit(Layout &l, size_t d, size_t n) {
     l.orderDim = -1;
 }
 
-} // namespace
-
-std::vector<RelayoutStep> mlir::sl::planRelayout(const Layout &from, const Layout &to,
-                                                 std::string &error) {
+/// The lowering that walks dimensions in order, one collective per change it
+/// meets. It is kept wherever no chain is cheaper, so a lowering changes only
+/// where it gets cheaper; its bytes bound the search below, and it is the
+/// answer where the search finds nothing (layouts the mesh or shape reject).
+std::vector<RelayoutStep> walkDimensions(const Layout &from, const Layout &to, std::string &error) {
   std::vector<RelayoutStep> steps;
   Layout l = from;
   auto push = [&](Kind kind, const Layout &next, Axes axes, int64_t dim, int64_t concatDim = -1) {
@@ -144,6 +151,8 @@ std::vector<RelayoutStep> mlir::sl::planRelayout(const Layout &from, const Layou
   return steps;
 }
 
+} // namespace
+
 int64_t mlir::sl::elementBytesOf(Type type) {
   return std::max<int64_t>(1, (getElementTypeOrSelf(type).getIntOrFloatBitWidth() + 7) / 8);
 }
@@ -193,13 +202,310 @@ int64_t mlir::sl::stepBytes(const RelayoutStep &step, const std::vector<int64_t>
   return 0;
 }
 
+namespace {
+
+/// Every nonempty ordered selection of `pool`'s axes: the axes a slice or a
+/// reduce-scatter appends, in the order they split.
+std::vector<Axes> selections(const Axes &pool) {
+  std::vector<Axes> out;
+  Axes cur;
+  std::vector<bool> used(pool.size(), false);
+  auto rec = [&](auto &self) -> void {
+    for (size_t i = 0; i < pool.size(); ++i) {
+      if (used[i])
+        continue;
+      used[i] = true;
+      cur.push_back(pool[i]);
+      out.push_back(cur);
+      self(self);
+      cur.pop_back();
+      used[i] = false;
+    }
+  };
+  rec(rec);
+  return out;
+}
+
+bool contains(const Axes &axes, const std::string &a) {
+  return std::find(axes.begin(), axes.end(), a) != axes.end();
+}
+
+/// The cheapest chain of single collectives from one layout to another:
+/// Dijkstra over the layouts in between, each step priced by stepBytes. The
+/// walk in dimension order misses chains that first move an axis out of the
+/// way (all_to_all while the tensor is still split, instead of all_gather
+/// first), scatter a pending sum once its dimension is free, or slice before
+/// they gather. The graph is that of the two layouts' axes, not of the
+/// extents: only their axes move; the leading axes a dimension keeps in both
+/// layouts never move; a dimension holds at most as many axes as the more
+/// split of the two layouts gives it, and at least one. So without a shape
+/// (planRelayout) the chain is the one found on any tensor with room for an
+/// axis in every dimension; on a shape, each intermediate layout must also
+/// divide the tensor.
+class ChainSearch {
+public:
+  ChainSearch(const Layout &from, const Layout &to, const shardline::Mesh &mesh,
+              const std::vector<int64_t> &shape, int64_t elementBytes)
+      : from(from), to(to), mesh(mesh), shape(shape), elementBytes(elementBytes) {
+    for (const Layout *l : {&from, &to}) {
+      for (const Axes &d : l->dims)
+        for (const auto &a : d)
+          if (!contains(axes, a))
+            axes.push_back(a);
+      for (const auto &a : l->partial)
+        if (!contains(axes, a))
+          axes.push_back(a);
+    }
+    for (size_t d = 0; d < from.dims.size(); ++d) {
+      size_t k = 0;
+      while (k < from.dims[d].size() && k < to.dims[d].size() && from.dims[d][k] == to.dims[d][k])
+        ++k;
+      fixed.push_back(k);
+      room.push_back(std::max<size_t>({1, from.dims[d].size(), to.dims[d].size()}));
+    }
+  }
+
+  /// The steps, or nothing when no chain of valid layouts costs at most
+  /// `bound` bytes.
+  std::optional<std::vector<RelayoutStep>> run(int64_t bound) {
+    struct Entry {
+      Cost cost;
+      Layout layout;
+      std::string parent;
+      RelayoutStep step;
+      bool done = false;
+    };
+    std::map<std::string, Entry> seen;
+    using Item = std::pair<Cost, std::string>;
+    std::priority_queue<Item, std::vector<Item>, std::greater<Item>> queue;
+    Layout start = normalized(from);
+    std::string startKey = start.str();
+    seen[startKey] = {Cost{0, 0, ""}, start, "", {}, false};
+    queue.push({Cost{0, 0, ""}, startKey});
+    while (!queue.empty()) {
+      auto [cost, key] = queue.top();
+      queue.pop();
+      Entry &e = seen[key];
+      if (e.done || cost != e.cost)
+        continue;
+      e.done = true;
+      if (e.layout == to) {
+        std::vector<RelayoutStep> steps;
+        for (std::string at = key; at != startKey; at = seen[at].parent)
+          steps.push_back(seen[at].step);
+        std::reverse(steps.begin(), steps.end());
+        steps.front().from = from;
+        steps.back().to = to;
+        for (size_t i = 1; i < steps.size(); ++i)
+          steps[i].from = steps[i - 1].to;
+        return steps;
+      }
+      Layout here = e.layout;
+      for (RelayoutStep &s : successors(here)) {
+        int64_t bytes = stepBytes(s, shape, elementBytes, mesh);
+        Cost next{std::get<0>(cost) + bytes, std::get<1>(cost) + 1, std::get<2>(cost) + tieKey(s)};
+        if (std::get<0>(next) > bound)
+          continue;
+        std::string nextKey = s.to.str();
+        auto [it, fresh] = seen.try_emplace(nextKey);
+        if (!fresh && (it->second.done || it->second.cost <= next))
+          continue;
+        it->second = {next, s.to, key, s, false};
+        queue.push({next, nextKey});
+      }
+    }
+    return std::nullopt;
+  }
+
+private:
+  /// Bytes, then fewer steps, then a fixed order of the steps: the same two
+  /// layouts always get the same chain.
+  using Cost = std::tuple<int64_t, int, std::string>;
+
+  /// Among equal steps, the one that parks axes on the minor-most dimension
+  /// (the hidden dimension of activations, the widest) sorts first.
+  std::string tieKey(const RelayoutStep &s) const {
+    int64_t rank = (int64_t)to.dims.size();
+    std::string k;
+    k += char('0' + (int)s.kind);
+    k += char('a' + (s.dim < 0 ? 0 : rank - s.dim));
+    k += char('a' + (s.concatDim < 0 ? 0 : rank - s.concatDim));
+    for (const auto &a : s.axes)
+      k += a + ",";
+    return k + ";";
+  }
+
+  /// Contiguous order stated on a dimension is the default order: one key
+  /// per layout.
+  static Layout normalized(Layout l) {
+    if (l.order != shardline::ChunkOrder::Zigzag)
+      l.orderDim = -1;
+    return l;
+  }
+
+  /// A dimension may be zigzag on the way only where one of the two layouts
+  /// has it zigzag: elsewhere its extent need not allow it.
+  bool zigzagAllowed(size_t d) const {
+    return from.dimOrder(d) == shardline::ChunkOrder::Zigzag ||
+           to.dimOrder(d) == shardline::ChunkOrder::Zigzag;
+  }
+
+  bool valid(const Layout &l) const {
+    for (size_t d = 0; d < l.dims.size(); ++d)
+      if (l.dims[d].size() > room[d])
+        return false;
+    return shardline::verifyLayout(l, &mesh, &shape).empty();
+  }
+
+  /// `l` with `more` appended to dimension `d`, once per order a dimension
+  /// that was whole may take (the collectives let it take either).
+  void splitInto(const Layout &l, size_t d, const Axes &more, std::vector<Layout> &out) const {
+    Layout next = l;
+    bool wasWhole = next.dims[d].empty();
+    next.dims[d].insert(next.dims[d].end(), more.begin(), more.end());
+    out.push_back(next);
+    if (wasWhole && zigzagAllowed(d) && l.orderDim < 0) {
+      next.orderDim = (int64_t)d;
+      next.order = shardline::ChunkOrder::Zigzag;
+      out.push_back(next);
+    }
+  }
+
+  static void dropSuffix(Layout &l, size_t d, size_t n) {
+    l.dims[d].resize(l.dims[d].size() - n);
+    if (l.dims[d].empty() && l.orderDim == (int64_t)d)
+      l.orderDim = -1;
+  }
+
+  std::vector<RelayoutStep> successors(const Layout &l) const {
+    std::vector<RelayoutStep> out;
+    auto add = [&](Kind kind, const Layout &next, Axes stepAxes, int64_t dim, int64_t concatDim) {
+      if (valid(next))
+        out.push_back({kind, l, next, std::move(stepAxes), dim, concatDim});
+    };
+    size_t rank = l.dims.size();
+    Axes reducible, unused;
+    for (const auto &a : l.partial)
+      if (!contains(to.partial, a))
+        reducible.push_back(a);
+    for (const auto &a : axes) {
+      bool placed = contains(l.partial, a);
+      for (const Axes &d : l.dims)
+        placed = placed || contains(d, a);
+      if (!placed)
+        unused.push_back(a);
+    }
+    auto withoutPartial = [&](const Axes &reduced) {
+      Layout next = l;
+      for (const auto &a : reduced)
+        next.partial.erase(std::find(next.partial.begin(), next.partial.end(), a));
+      return next;
+    };
+    for (const Axes &reduced : selections(reducible)) {
+      for (size_t d = 0; d < rank; ++d) {
+        std::vector<Layout> nexts;
+        splitInto(withoutPartial(reduced), d, reduced, nexts);
+        for (const Layout &next : nexts)
+          add(Kind::ReduceScatter, next, reduced, (int64_t)d, -1);
+      }
+    }
+    // One all-reduce over every axis left to reduce, as the walk emits it.
+    // The report prices an all-reduce of a tensor that no group divides (the
+    // scalar loss) as g - 1 whole copies, so one all-reduce per axis looks
+    // cheaper; but so split, the loss came out wrong on 8 ranks in the
+    // equivalence matrix and sent more than priced. Not split until the
+    // runtime runs it.
+    if (!reducible.empty())
+      add(Kind::AllReduce, withoutPartial(reducible), reducible, -1, -1);
+    for (size_t d = 0; d < rank; ++d) {
+      for (size_t n = 1; n + fixed[d] <= l.dims[d].size(); ++n) {
+        Axes suffix(l.dims[d].end() - n, l.dims[d].end());
+        Layout dropped = l;
+        dropSuffix(dropped, d, n);
+        add(Kind::AllGather, dropped, suffix, (int64_t)d, -1);
+        for (size_t e = 0; e < rank; ++e) {
+          if (e == d)
+            continue;
+          std::vector<Layout> nexts;
+          splitInto(dropped, e, suffix, nexts);
+          for (const Layout &next : nexts)
+            add(Kind::AllToAll, next, suffix, (int64_t)e, (int64_t)d);
+        }
+      }
+      if (!l.dims[d].empty() && zigzagAllowed(d) && (l.orderDim < 0 || l.orderDim == (int64_t)d)) {
+        Layout next = l;
+        bool zigzag = l.dimOrder(d) == shardline::ChunkOrder::Zigzag;
+        next.orderDim = zigzag ? -1 : (int64_t)d;
+        next.order = zigzag ? shardline::ChunkOrder::Contiguous : shardline::ChunkOrder::Zigzag;
+        add(Kind::Reorder, next, {}, (int64_t)d, -1);
+      }
+    }
+    for (const Axes &more : selections(unused))
+      for (size_t d = 0; d < rank; ++d) {
+        std::vector<Layout> nexts;
+        splitInto(l, d, more, nexts);
+        for (const Layout &next : nexts)
+          add(Kind::Slice, next, more, (int64_t)d, -1);
+      }
+    return out;
+  }
+
+  const Layout &from, &to;
+  const shardline::Mesh &mesh;
+  const std::vector<int64_t> &shape;
+  int64_t elementBytes;
+  /// The axes that may move, and per dimension how many leading axes stay.
+  Axes axes;
+  std::vector<size_t> fixed, room;
+};
+
+/// The cheapest chain on `mesh` and `shape`: the dimension walk where no
+/// chain is cheaper, else the search's.
+std::vector<RelayoutStep> planChain(const Layout &from, const Layout &to,
+                                    const shardline::Mesh &mesh, const std::vector<int64_t> &shape,
+                                    int64_t elementBytes, std::string &error) {
+  std::vector<RelayoutStep> walk = walkDimensions(from, to, error);
+  if (!error.empty() || walk.empty())
+    return walk;
+  int64_t walkBytes = 0;
+  bool walkValid = true;
+  for (const RelayoutStep &s : walk) {
+    walkBytes = shardline::saturatingAdd(walkBytes, stepBytes(s, shape, elementBytes, mesh));
+    walkValid = walkValid && shardline::verifyLayout(s.to, &mesh, &shape).empty();
+  }
+  auto best = ChainSearch(from, to, mesh, shape, elementBytes)
+                  .run(walkValid ? walkBytes - 1 : std::numeric_limits<int64_t>::max());
+  return best ? *best : walk;
+}
+
+} // namespace
+
+std::vector<RelayoutStep> mlir::sl::planRelayout(const Layout &from, const Layout &to,
+                                                 std::string &error) {
+  // Without a mesh and a shape: every axis of size 2 and extents that any
+  // split divides. The search's bound on axes per dimension keeps the chain
+  // the one relayoutBytes prices on a mesh of such axes.
+  shardline::Mesh mesh;
+  for (const Layout *l : {&from, &to}) {
+    std::vector<const Axes *> lists{&l->partial};
+    for (const Axes &d : l->dims)
+      lists.push_back(&d);
+    for (const Axes *list : lists)
+      for (const auto &a : *list)
+        if (!mesh.size(a))
+          mesh.axes.push_back({a, 2});
+  }
+  std::vector<int64_t> shape(from.dims.size(), int64_t(2) << mesh.axes.size());
+  return planChain(from, to, mesh, shape, 1, error);
+}
+
 int64_t mlir::sl::relayoutBytes(const Layout &from, const Layout &to, RankedTensorType type,
                                 const shardline::Mesh &mesh) {
   std::string error;
-  std::vector<RelayoutStep> steps = planRelayout(from, to, error);
+  std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
+  std::vector<RelayoutStep> steps = planChain(from, to, mesh, shape, elementBytesOf(type), error);
   if (!error.empty())
     return -1;
-  std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
   int64_t total = 0;
   for (const RelayoutStep &s : steps)
     total = shardline::saturatingAdd(total, stepBytes(s, shape, elementBytesOf(type), mesh));
@@ -214,7 +520,14 @@ FailureOr<Value> mlir::sl::emitRelayout(OpBuilder &b, Location loc, Value in, co
     error = "the value has no layout";
     return failure();
   }
-  std::vector<RelayoutStep> steps = planRelayout(toLayout(attr), to, error);
+  // The chain relayoutBytes prices, on the value's mesh and shape.
+  std::vector<RelayoutStep> steps;
+  if (MeshOp mesh = lookupMesh(b.getInsertionBlock()->getParentOp(), attr)) {
+    std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
+    steps = planChain(toLayout(attr), to, toMesh(mesh), shape, elementBytesOf(type), error);
+  } else {
+    steps = planRelayout(toLayout(attr), to, error);
+  }
   if (!error.empty())
     return failure();
   Value cur = in;

@@ -35,11 +35,15 @@ struct RelayoutStep {
   int64_t concatDim = -1;
 };
 
-/// The steps that take `from` to `to`, in the order sl-insert-collectives
-/// emits them: reduce pending sums (reduce_scatter onto a dimension the target
-/// splits over the reduced axes, else all_reduce); move axes between
-/// dimensions (all_to_all) or drop them, minor-most first (all_gather);
-/// change chunk orders (reorder); add splits (slice). Empty when the layouts
+/// The cheapest chain of single collectives that takes `from` to `to`, on a
+/// mesh whose axes all have size 2 and a tensor long enough in every
+/// dimension: the walk in dimension order (reduce pending sums, move or drop
+/// axes minor-most first, reorder, slice) unless a chain through other
+/// layouts sends fewer bytes (docs/passes.md, sl-insert-collectives). Each
+/// dimension holds at most as many axes on the way as the more split of the
+/// two layouts gives it, and at least one. emitRelayout and relayoutBytes
+/// choose the same way on the value's own mesh and shape, where an
+/// intermediate layout must also divide the tensor. Empty when the layouts
 /// are equal; on failure `error` says why and the result is empty.
 std::vector<RelayoutStep> planRelayout(const shardline::Layout &from, const shardline::Layout &to,
                                        std::string &error);
@@ -49,18 +53,20 @@ std::vector<RelayoutStep> planRelayout(const shardline::Layout &from, const shar
 int64_t stepBytes(const RelayoutStep &step, const std::vector<int64_t> &shape, int64_t elementBytes,
                   const shardline::Mesh &mesh);
 
-/// Bytes one rank sends to take a value of `type` from `from` to `to` as
-/// planRelayout does; -1 when no lowering exists (a pending sum would be
-/// created).
+/// Bytes one rank sends to take a value of `type` from `from` to `to` by the
+/// cheapest chain on `mesh` and the type's shape (what emitRelayout emits);
+/// -1 when no lowering exists (a pending sum would be created).
 int64_t relayoutBytes(const shardline::Layout &from, const shardline::Layout &to,
                       RankedTensorType type, const shardline::Mesh &mesh);
 
 /// The bytes of one element of `type` (at least 1).
 int64_t elementBytesOf(Type type);
 
-/// Emits the steps that take `in` to `to` at the builder's insertion point,
-/// each with `reason` (when set) as its sl.reason; returns the final value
-/// (`in` itself when the layouts are equal), or failure with `error` set.
+/// Emits the steps that take `in` to `to` at the builder's insertion point
+/// (the chain relayoutBytes prices; planRelayout's where the mesh cannot be
+/// found), each with `reason` (when set) as its sl.reason; returns the final
+/// value (`in` itself when the layouts are equal), or failure with `error`
+/// set.
 FailureOr<Value> emitRelayout(OpBuilder &b, Location loc, Value in, const shardline::Layout &to,
                               StringAttr reason, std::string &error);
 
