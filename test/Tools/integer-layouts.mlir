@@ -8,27 +8,25 @@
 // RUN: shardline-compile %s --emit plan -o %t.slp
 // RUN: shardline-run %t.slp --ranks 4 --verify | FileCheck %s
 
-// The pipeline re-places the transitions of the ids by bytes: one gather of
-// the zigzag tokens serves both the batch-split and the tp-split output by
-// local slices (448 bytes per rank where the program as written sends 576:
-// reorder, all-to-all and gather), and the relayout to zigzag under SP
-// becomes a local slice and a reorder. (runtime/test/executor_test.cpp moves
-// i32 through every transition, the all-to-all included.)
+// The pipeline re-places the transitions of the ids by bytes (448 bytes per
+// rank where the program as written sends 576): the all-to-all takes the
+// zigzag tokens directly (the reorder before it goes), the tp-split output is
+// sliced before it is gathered, and the relayout to zigzag under SP becomes a
+// local slice and a reorder.
 // KEPT: how = "met sl.all_to_all and became sl.all_to_all", {{.*}}op = "reorder"
-// KEPT: %[[G:.*]] = sl.all_gather %arg0 {axes = ["cp"], dim = 1 : i64} : tensor<4x16xi32
-// KEPT: sl.slice %[[G]] {axes = ["cp"], dim = 0 : i64} : tensor<4x16xi32
-// KEPT: sl.slice %[[G]] {axes = ["tp"], dim = 1 : i64} : tensor<4x16xi32
+// KEPT: %[[A:.*]] = sl.all_to_all %arg0 {axes = ["cp"], concat_dim = 1 : i64, split_dim = 0 : i64} : tensor<4x16xi32
+// KEPT: %[[S:.*]] = sl.slice %[[A]] {axes = ["tp"], dim = 1 : i64} : tensor<4x16xi32
+// KEPT: sl.all_gather %[[S]] {axes = ["cp"], dim = 0 : i64} : tensor<4x16xi32
 // KEPT: sl.all_gather %{{.*}} : tensor<4x16x2xi32
-// KEPT: sl.slice %{{.*}} {axes = ["tp"], dim = 1 : i64} : tensor<4x16xi32
+// KEPT: sl.slice %arg0 {axes = ["tp"], dim = 1 : i64} : tensor<4x16xi32
 // KEPT-NEXT: sl.reorder %{{.*}} : tensor<4x16xi32
 // KEPT-NOT: sl.relayout
 // KEPT-BYTES: totals: 448 bytes sent per rank
 
-// Rank 1 (cp 0, tp 1) holds 8 of the 16 zigzag tokens; the gather reads
-// zigzag chunks, whose concatenation is out of sequence order, so it stays an
-// sl op with its group, and each output is a local slice of its result.
-// RANK: %[[G:.*]] = sl.all_gather %arg0 {axes = ["cp"], dim = 1 : i64, sl.group = array<i64: 1, 3>} : tensor<4x8xi32> -> tensor<4x16xi32>
-// RANK: shard.all_slice %[[G]] {{.*}} slice_axis = 0 {{.*}} : tensor<4x16xi32> -> tensor<2x16xi32>
+// Rank 1 (cp 0, tp 1) holds 8 of the 16 zigzag tokens; the all-to-all gives
+// it 2 of the 4 sequences whole. It reads zigzag chunks, whose concatenation
+// is out of sequence order, so it stays an sl op with its group.
+// RANK: sl.all_to_all %arg0 {{.*}}sl.group = array<i64: 1, 3>{{.*}} : tensor<4x8xi32> -> tensor<2x16xi32>
 
 // CHECK: model ids on 4 ranks (threads), seed 1
 // CHECK: bytes sent per rank: [[B:[0-9]+]] measured, [[B]] in the report

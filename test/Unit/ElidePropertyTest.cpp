@@ -93,7 +93,13 @@
 //   OneKindModel    every program verifies, the brute force prices the
 //                   input and its optimum as analyze() does (as Model), and
 //                   each family has chains and DAGs that can send less;
-//   OptimalOneKind  the pass succeeds and output bytes == that optimum;
+//   OptimalOneKind  the pass succeeds and output bytes <= that optimum: it
+//                   reaches the best placement one kind of move can reach.
+//                   It may do better (about 3% of these programs): its moves
+//                   also combine the two directions of reorders, take a
+//                   gather of another dimension as an all-to-all and collapse
+//                   chains, which this restricted brute force does not try;
+//                   NoneBelowTheBound's Steiner optimum stays the floor;
 //   OneKindNeverMoreBytes, OneKindIdempotent  as above.
 // Values: test/Transforms/elide-property-verify.test runs programs of both
 // generators through shardline-opt, shardline-compile and shardline-run
@@ -1689,9 +1695,9 @@ TEST(ElideProperty, OptimalOneKind) {
   expectNone(set,
              select(set,
                     [](const Outcome &o) {
-                      return o.passOk && o.optimumBytes >= 0 && o.outputBytes != o.optimumBytes;
+                      return o.passOk && o.optimumBytes >= 0 && o.outputBytes > o.optimumBytes;
                     }),
-             "the output does not send the brute-force optimum of its one kind");
+             "the output sends more than the brute-force optimum of its one kind");
 }
 
 TEST(ElideProperty, OneKindNeverMoreBytes) { expectNeverMoreBytes(oneKindOutcomes()); }

@@ -481,6 +481,13 @@ std::vector<RelayoutStep> planChain(const Layout &from, const Layout &to,
 } // namespace
 
 std::vector<RelayoutStep> mlir::sl::planRelayout(const Layout &from, const Layout &to,
+                                                 const shardline::Mesh &mesh,
+                                                 const std::vector<int64_t> &shape,
+                                                 int64_t elementBytes, std::string &error) {
+  return planChain(from, to, mesh, shape, elementBytes, error);
+}
+
+std::vector<RelayoutStep> mlir::sl::planRelayout(const Layout &from, const Layout &to,
                                                  std::string &error) {
   // Without a mesh and a shape: every axis of size 2 and extents that any
   // split divides. The search's bound on axes per dimension keeps the chain
@@ -530,6 +537,13 @@ FailureOr<Value> mlir::sl::emitRelayout(OpBuilder &b, Location loc, Value in, co
   }
   if (!error.empty())
     return failure();
+  return emitSteps(b, loc, in, steps, reason);
+}
+
+Value mlir::sl::emitSteps(OpBuilder &b, Location loc, Value in, ArrayRef<RelayoutStep> steps,
+                          StringAttr reason) {
+  auto type = cast<RankedTensorType>(in.getType());
+  LayoutAttr attr = getLayout(type);
   Value cur = in;
   for (const RelayoutStep &s : steps) {
     auto next = withLayout(type, fromLayout(b.getContext(), attr.getMesh(), s.to));

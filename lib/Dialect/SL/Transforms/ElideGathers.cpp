@@ -281,11 +281,16 @@ int64_t functionBytes(func::FuncOp fn) {
 
 /// The moves that improve `fn`, best first: most bytes saved, then most
 /// activation bytes.
-std::vector<placement::Move> improvingMoves(func::FuncOp fn) {
+std::vector<placement::Move> improvingMoves(func::FuncOp fn, placement::RelayoutPrices &prices,
+                                            bool keepPeak) {
   std::vector<std::pair<std::pair<int64_t, int64_t>, placement::Move>> found;
   bool ties = placement::activationsBreakTies(fn);
   for (const placement::Kind &kind : placement::kindsIn(fn)) {
-    placement::Move move(fn, kind, ties);
+    // An unsplit move runs ops on larger values: it can only grow the
+    // activations that keep-peak refuses to grow.
+    if (keepPeak && kind.type == placement::Kind::Type::Unsplit)
+      continue;
+    placement::Move move(fn, kind, ties, &prices);
     const placement::Outcome &o = move.solve();
     if (o.improves())
       found.emplace_back(
@@ -310,6 +315,14 @@ int64_t peakOf(func::FuncOp fn) {
   return 0;
 }
 
+/// What the best move after `kind`'s saves in bytes: `kind`'s move applied to
+/// a copy of `fn`, priced, thrown away. Two moves can each be the other's
+/// obstacle (a reorder sunk to cancel one reorder back blocks the cheaper
+/// cancellation of that one with another): one step of lookahead picks the
+/// pair.
+int64_t followUpSaving(func::FuncOp fn, const placement::Kind &kind,
+                       placement::RelayoutPrices &prices, bool keepPeak);
+
 /// Whether applying `kind`'s move to `fn` would raise its peak: applied to a
 /// copy, measured, thrown away.
 bool raisesPeak(func::FuncOp fn, const placement::Kind &kind, int64_t peak) {
@@ -324,6 +337,24 @@ bool raisesPeak(func::FuncOp fn, const placement::Kind &kind, int64_t peak) {
   return raises;
 }
 
+int64_t followUpSaving(func::FuncOp fn, const placement::Kind &kind,
+                       placement::RelayoutPrices &prices, bool keepPeak) {
+  OpBuilder b(fn);
+  b.setInsertionPointAfter(fn);
+  auto copy = cast<func::FuncOp>(b.clone(*fn));
+  copy.setSymName((fn.getSymName() + ".lookahead").str());
+  placement::Move move(copy, kind, placement::activationsBreakTies(fn), &prices);
+  Records ignored;
+  int64_t saving = 0;
+  if (move.solve().improves() && succeeded(move.apply(ignored))) {
+    std::vector<placement::Move> next = improvingMoves(copy, prices, keepPeak);
+    if (!next.empty())
+      saving = next.front().solve().bytesBefore - next.front().solve().bytesAfter;
+  }
+  copy->erase();
+  return saving;
+}
+
 struct SLElideGathers : mlir::sl::impl::SLElideGathersBase<SLElideGathers> {
   using SLElideGathersBase::SLElideGathersBase;
   void runOnOperation() override {
@@ -335,6 +366,7 @@ struct SLElideGathers : mlir::sl::impl::SLElideGathersBase<SLElideGathers> {
                  GatherPastAllToAll>(&getContext(), records);
     patterns.add<CollapseChain>(&getContext(), records);
     FrozenRewritePatternSet frozen(std::move(patterns));
+    placement::RelayoutPrices prices;
     for (func::FuncOp fn : module.getOps<func::FuncOp>()) {
       // Moves, then the local rewrites, until neither lowers anything: each
       // applied move lowers (bytes, activations) strictly and no local
@@ -344,19 +376,42 @@ struct SLElideGathers : mlir::sl::impl::SLElideGathersBase<SLElideGathers> {
         bool moved = false;
         for (int round = 0; round < 1000; ++round) {
           splitGathers(fn);
-          int64_t peak = keepPeak ? peakOf(fn) : 0;
+          std::optional<int64_t> peak;
           bool applied = false;
-          for (placement::Move &move : improvingMoves(fn)) {
+          std::vector<placement::Move> moves = improvingMoves(fn, prices, keepPeak);
+          std::vector<placement::Move *> allowed;
+          for (placement::Move &move : moves) {
             // A move that grows its region's activations is refused without
             // measuring; one that does not is measured on a copy.
             const placement::Outcome &o = move.solve();
-            if (keepPeak && (o.activationAfter > o.activationBefore ||
-                             raisesPeak(fn, move.kind(), peak)))
-              continue;
-            if (failed(move.apply(records)))
+            if (keepPeak) {
+              if (o.activationAfter > o.activationBefore)
+                continue;
+              if (!peak)
+                peak = peakOf(fn);
+              if (raisesPeak(fn, move.kind(), *peak))
+                continue;
+            }
+            allowed.push_back(&move);
+          }
+          // Of the few best, the one whose move and best follow-up save most.
+          placement::Move *chosen = allowed.empty() ? nullptr : allowed.front();
+          if (allowed.size() > 1) {
+            int64_t bestScore = -1;
+            for (placement::Move *move : llvm::ArrayRef(allowed).take_front(4)) {
+              const placement::Outcome &o = move->solve();
+              int64_t score =
+                  o.bytesBefore - o.bytesAfter + followUpSaving(fn, move->kind(), prices, keepPeak);
+              if (score > bestScore) {
+                bestScore = score;
+                chosen = move;
+              }
+            }
+          }
+          if (chosen) {
+            if (failed(chosen->apply(records)))
               return signalPassFailure();
             applied = moved = true;
-            break;
           }
           if (!applied)
             break;

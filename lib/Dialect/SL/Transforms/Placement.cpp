@@ -407,6 +407,8 @@ struct Move::Impl {
 
   func::FuncOp fn;
   Kind kind;
+  RelayoutPrices ownPrices;
+  RelayoutPrices *prices = &ownPrices;
   std::optional<shardline::Mesh> mesh;
   std::vector<Node> nodes;
   std::vector<Val> vals;
@@ -417,6 +419,16 @@ struct Move::Impl {
 
   std::optional<Layout> sourceSplit(Operation *op) { return sourceLayout(op, kind, *mesh); }
 
+  llvm::DenseMap<Attribute, Layout> layouts;
+  /// toLayout of `v`'s layout, converted once per attribute.
+  const Layout &layoutOf(Value v) {
+    LayoutAttr attr = getLayout(v);
+    auto [it, inserted] = layouts.try_emplace(attr);
+    if (inserted)
+      it->second = toLayout(attr);
+    return it->second;
+  }
+
   int64_t bytesOf(Operation *op) {
     return std::max<int64_t>(0, shardline::collectiveBytesPerRank(op));
   }
@@ -424,7 +436,7 @@ struct Move::Impl {
   int64_t relayout(const Layout &from, const Layout &to, Value v) {
     if (from == to)
       return 0;
-    return relayoutBytes(from, to, cast<RankedTensorType>(v.getType()), *mesh);
+    return prices->bytes(from, to, cast<RankedTensorType>(v.getType()), *mesh);
   }
 
   int64_t activation(Value v, const Layout &l) {
@@ -435,7 +447,7 @@ struct Move::Impl {
   }
 
   void addVal(Value v, int producer, const Layout &split) {
-    Layout whole = toLayout(getLayout(v));
+    Layout whole = layoutOf(v);
     Val val{v, producer, whole, split, relayout(split, whole, v), relayout(whole, split, v), {}};
     if (auto it = valOf.find(v); it != valOf.end()) {
       // A value an earlier move would take to F at its producer, whose
@@ -841,9 +853,22 @@ struct Move::Impl {
   }
 };
 
-Move::Move(func::FuncOp fn, const Kind &kind, bool activationsBreakTies)
+int64_t RelayoutPrices::bytes(const Layout &from, const Layout &to, RankedTensorType type,
+                              const shardline::Mesh &mesh) {
+  std::string key = from.str() + "|" + to.str() + "|" + std::to_string(elementBytesOf(type));
+  for (int64_t d : type.getShape())
+    key += "x" + std::to_string(d);
+  auto [it, inserted] = known.try_emplace(key, 0);
+  if (inserted)
+    it->second = relayoutBytes(from, to, type, mesh);
+  return it->second;
+}
+
+Move::Move(func::FuncOp fn, const Kind &kind, bool activationsBreakTies, RelayoutPrices *prices)
     : impl(std::make_unique<Impl>()) {
   impl->fn = fn;
+  if (prices)
+    impl->prices = prices;
   impl->kind = kind;
   impl->outcome.activationsBreakTies = activationsBreakTies;
 }

@@ -19,6 +19,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -67,6 +68,17 @@ struct Outcome {
   }
 };
 
+/// relayoutBytes, remembered: a pass prices the same layout changes of the
+/// same tensor types many times.
+class RelayoutPrices {
+public:
+  int64_t bytes(const shardline::Layout &from, const shardline::Layout &to, RankedTensorType type,
+                const shardline::Mesh &mesh);
+
+private:
+  std::map<std::string, int64_t> known;
+};
+
 /// Whether `fn`'s module lets activations break ties (not when it sets
 /// sl.sequence_parallel = false).
 bool activationsBreakTies(func::FuncOp fn);
@@ -83,7 +95,8 @@ public:
   /// `activationsBreakTies` false: only fewer bytes count (a program whose
   /// module asks for sl.sequence_parallel = false keeps its activations
   /// replicated over tp where that costs no bytes).
-  Move(func::FuncOp fn, const Kind &kind, bool activationsBreakTies = true);
+  Move(func::FuncOp fn, const Kind &kind, bool activationsBreakTies = true,
+       RelayoutPrices *prices = nullptr);
   ~Move();
   Move(Move &&);
   Move &operator=(Move &&);

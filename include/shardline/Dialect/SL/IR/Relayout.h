@@ -47,6 +47,12 @@ struct RelayoutStep {
 /// are equal; on failure `error` says why and the result is empty.
 std::vector<RelayoutStep> planRelayout(const shardline::Layout &from, const shardline::Layout &to,
                                        std::string &error);
+/// The same on `mesh` and a tensor of global `shape` (what emitRelayout and
+/// relayoutBytes use).
+std::vector<RelayoutStep> planRelayout(const shardline::Layout &from, const shardline::Layout &to,
+                                       const shardline::Mesh &mesh,
+                                       const std::vector<int64_t> &shape, int64_t elementBytes,
+                                       std::string &error);
 
 /// Bytes one rank sends for `step` on a tensor of global `shape` whose
 /// elements take `elementBytes` (docs/report.md). A slice sends nothing.
@@ -69,6 +75,9 @@ int64_t elementBytesOf(Type type);
 /// set.
 FailureOr<Value> emitRelayout(OpBuilder &b, Location loc, Value in, const shardline::Layout &to,
                               StringAttr reason, std::string &error);
+/// Emits planned `steps` from `in` (whose layout is the first step's from).
+Value emitSteps(OpBuilder &b, Location loc, Value in, ArrayRef<RelayoutStep> steps,
+                StringAttr reason);
 
 } // namespace mlir::sl
 
