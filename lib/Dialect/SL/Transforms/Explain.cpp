@@ -29,7 +29,8 @@ struct Alternative {
 /// cost function the pass uses, so the two never disagree.
 class Moves {
 public:
-  /// The best improving move that re-places `op`, or null.
+  /// The best improving move that re-places `op` (as one of its transitions,
+  /// or as a transition the move's region feeds), or null.
   placement::Move *improving(Operation *op) {
     auto fn = op->getParentOfType<func::FuncOp>();
     if (!fn)
@@ -39,8 +40,6 @@ public:
       kinds = placement::kindsIn(fn);
     placement::Move *best = nullptr;
     for (const placement::Kind &kind : *kinds) {
-      if (!placement::isSourceOf(op, kind))
-        continue;
       auto &move = moves[{fn, kind}];
       if (!move)
         move = std::make_unique<placement::Move>(fn, kind, placement::activationsBreakTies(fn));
@@ -69,8 +68,12 @@ std::string gain(const placement::Outcome &o) {
          std::to_string(o.activationBefore) + " -> " + std::to_string(o.activationAfter);
 }
 
-std::string moveText(placement::Move &move, const std::string &what) {
-  std::string text = what;
+/// `what` when `op` is one of the move's own transitions, else what the
+/// move does that changes `op` (it feeds the move's region).
+std::string moveText(placement::Move &move, Operation *op, const std::string &what) {
+  std::string text = placement::isSourceOf(op, move.kind())
+                         ? what
+                         : "moving the " + move.kind().describe() + " transitions";
   if (Operation *past = move.firstMovedPast())
     text += " past " + opLabel(past);
   return text + " (sl-elide-gathers: " + gain(move.solve()) + " in this region)";
@@ -87,7 +90,7 @@ Alternative allReduceAlternative(AllReduceOp ar, Moves &moves) {
   std::vector<std::string> axes = axisNames(ar.getAxes());
   std::string scatter = "reduce_scatter over " + shardline::formatAxes(axes);
   if (placement::Move *move = moves.improving(ar))
-    return {moveText(*move, scatter + ", the sum gathered later"), true};
+    return {moveText(*move, ar, scatter + ", the sum gathered later"), true};
   return {scatter + " (" +
           std::to_string(
               shardline::reduceScatterBytes(mesh.product(axes), localBytes(ar.getX(), mesh))) +
@@ -99,7 +102,7 @@ Alternative alternative(Operation *op, Moves &moves) {
     if (g.getResult().use_empty())
       return {"removing it (no user)", true};
     if (placement::Move *move = moves.improving(g))
-      return {moveText(*move, "sinking it"), true};
+      return {moveText(*move, g, "sinking it"), true};
     return {};
   }
   if (auto ar = dyn_cast<AllReduceOp>(op))
