@@ -272,7 +272,7 @@ struct CollapseChain : RewritePattern {
 /// The moves that improve `fn`, best first: most bytes saved, then most
 /// activation bytes.
 std::vector<placement::Move> improvingMoves(func::FuncOp fn, placement::RelayoutPrices &prices,
-                                           bool keepPeak) {
+                                            bool keepPeak) {
   std::vector<std::pair<std::pair<int64_t, int64_t>, placement::Move>> found;
   bool ties = placement::activationsBreakTies(fn);
   for (const placement::Kind &kind : placement::kindsIn(fn)) {
@@ -315,34 +315,39 @@ int64_t followUpSaving(func::FuncOp fn, const placement::Kind &kind,
 
 /// Whether applying `kind`'s move to `fn` would raise its peak: applied to a
 /// copy, measured, thrown away.
-bool raisesPeak(func::FuncOp fn, const placement::Kind &kind, int64_t peak) {
+/// `body` run on a copy of `fn` beside it (the copy is then erased): a move
+/// tried without touching `fn`.
+template <typename Body> auto onCopy(func::FuncOp fn, StringRef suffix, Body body) {
   OpBuilder b(fn);
   b.setInsertionPointAfter(fn);
   auto copy = cast<func::FuncOp>(b.clone(*fn));
-  copy.setSymName((fn.getSymName() + ".peak-check").str());
-  placement::Move move(copy, kind, placement::activationsBreakTies(fn));
-  Records ignored;
-  bool raises = !move.solve().improves() || failed(move.apply(ignored)) || peakOf(copy) > peak;
+  copy.setSymName((fn.getSymName() + suffix).str());
+  auto result = body(copy);
   copy->erase();
-  return raises;
+  return result;
+}
+
+bool raisesPeak(func::FuncOp fn, const placement::Kind &kind, int64_t peak) {
+  return onCopy(fn, ".peak-check", [&](func::FuncOp copy) {
+    placement::Move move(copy, kind, placement::activationsBreakTies(fn));
+    Records ignored;
+    return !move.solve().improves() || failed(move.apply(ignored)) || peakOf(copy) > peak;
+  });
 }
 
 int64_t followUpSaving(func::FuncOp fn, const placement::Kind &kind,
                        placement::RelayoutPrices &prices, bool keepPeak) {
-  OpBuilder b(fn);
-  b.setInsertionPointAfter(fn);
-  auto copy = cast<func::FuncOp>(b.clone(*fn));
-  copy.setSymName((fn.getSymName() + ".lookahead").str());
-  placement::Move move(copy, kind, placement::activationsBreakTies(fn), &prices);
-  Records ignored;
-  int64_t saving = 0;
-  if (move.solve().improves() && succeeded(move.apply(ignored))) {
+  return onCopy(fn, ".lookahead", [&](func::FuncOp copy) -> int64_t {
+    placement::Move move(copy, kind, placement::activationsBreakTies(fn), &prices);
+    Records ignored;
+    if (!move.solve().improves() || failed(move.apply(ignored)))
+      return 0;
     std::vector<placement::Move> next = improvingMoves(copy, prices, keepPeak);
-    if (!next.empty())
-      saving = next.front().solve().bytesBefore - next.front().solve().bytesAfter;
-  }
-  copy->erase();
-  return saving;
+    if (next.empty())
+      return 0;
+    const placement::Outcome &o = next.front().solve();
+    return o.bytesBefore - o.bytesAfter;
+  });
 }
 
 struct SLElideGathers : mlir::sl::impl::SLElideGathersBase<SLElideGathers> {

@@ -614,9 +614,7 @@ struct Move::Impl {
         bytes = shardline::saturatingAdd(bytes, s[i] ? n.bytesIn : n.bytesOut);
     }
     for (const Val &v : vals) {
-      bool needW = false, needF = false;
-      for (const Use &u : v.uses)
-        (u.reader >= 0 && s[u.reader] ? needF : needW) = true;
+      auto [needW, needF] = needs(v, s);
       if (s[v.producer] && needW)
         bytes = shardline::saturatingAdd(bytes, v.back);
       if (!s[v.producer] && needF)
@@ -695,6 +693,14 @@ struct Move::Impl {
     }
   }
 
+  /// Whether some reader of `v` takes W, and whether some takes F.
+  std::pair<bool, bool> needs(const Val &v, const std::vector<bool> &s) const {
+    bool needW = false, needF = false;
+    for (const Use &u : v.uses)
+      (u.reader >= 0 && s[u.reader] ? needF : needW) = true;
+    return {needW, needF};
+  }
+
   StringAttr reason() {
     for (size_t i = 0; i < nodes.size(); ++i)
       if (nodes[i].role == Role::Source && inS[i])
@@ -762,9 +768,7 @@ struct Move::Impl {
         versions.push_back({v.value, f});
       } else if (n.role == Role::Source) {
         Val &v = vals[n.vals.front()];
-        bool needW = false, needF = false;
-        for (const Use &u : v.uses)
-          (u.reader >= 0 && inS[u.reader] ? needF : needW) = true;
+        auto [needW, needF] = needs(v, inS);
         Value w = v.value, f;
         if (inS[i]) {
           b.setInsertionPoint(op);
@@ -812,27 +816,18 @@ struct Move::Impl {
         }
         for (size_t k = 0; k < op->getNumResults(); ++k) {
           Val &v = vals[n.vals[k]];
-          bool needW = false, needF = false;
-          for (const Use &u : v.uses)
-            (u.reader >= 0 && inS[u.reader] ? needF : needW) = true;
+          auto [needW, needF] = needs(v, inS);
           Value mine = v.value, w, f;
+          // The other version, when some reader takes it.
           b.setInsertionPointAfter(op);
-          if (inS[i]) {
-            f = mine;
-            if (needW) {
-              FailureOr<Value> back = emitRelayout(b, op->getLoc(), f, v.whole, why, error);
-              if (failed(back))
-                return fail(op);
-              w = *back;
-            }
-          } else {
-            w = mine;
-            if (needF) {
-              FailureOr<Value> split = emitRelayout(b, op->getLoc(), w, v.split, why, error);
-              if (failed(split))
-                return fail(op);
-              f = *split;
-            }
+          bool onF = inS[i];
+          (onF ? f : w) = mine;
+          if (onF ? needW : needF) {
+            FailureOr<Value> other =
+                emitRelayout(b, op->getLoc(), mine, onF ? v.whole : v.split, why, error);
+            if (failed(other))
+              return fail(op);
+            (onF ? w : f) = *other;
           }
           versions.push_back({w, f});
         }
