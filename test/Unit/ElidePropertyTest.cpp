@@ -1604,6 +1604,12 @@ TEST(ElideProperty, Model) {
 
 // planRelayout's lowering of a layout change is the cheapest chain of
 // relayouts: otherwise no placement priced with relayoutBytes is optimal.
+// Disabled: 264 layout pairs still fail. Each needs two axes parked on one
+// dimension on the way, which only a tensor whose extents divide allows,
+// while this generator plans without shapes (planRelayout(from, to, error)
+// keeps at most as many axes per dimension as the two layouts give it).
+// Planning with the universe's mesh and shape (the overload with both) and
+// no such bound in Relayout.cpp would close it (measured: 0 pairs).
 TEST(ElideProperty, DISABLED_RelayoutIsCheapestChain) {
   outcomes();
   std::ostringstream os;
