@@ -390,8 +390,11 @@ struct Move::Impl {
     int64_t activationIn = 0, activationOut = 0; // Op: F results, W results
     std::vector<bool> readsSplit;                // Op: per operand, F when in S
     std::vector<Layout> splitResults;            // Op: F of each result
-    Layout sourceSplit;                          // Source: F of its result
-    std::vector<int> vals;                       // the values it produces
+    /// Op: operands from outside the region it reads relaid out when in S
+    /// (bytesIn is their price).
+    std::vector<std::pair<int, Layout>> outside;
+    Layout sourceSplit;    // Source: F of its result
+    std::vector<int> vals; // the values it produces
   };
   struct Use {
     OpOperand *operand;
@@ -501,6 +504,26 @@ struct Move::Impl {
       if (!freeOnly)
         continue;
       std::optional<shardline::RuleCheck> check = checkOpRuleAt(op, overrides, &*mesh);
+      // An operand from outside the region with the shape of one on F (the
+      // other side of an elementwise op) may be relaid out to match.
+      std::vector<std::pair<int, Layout>> outside;
+      int64_t outsideBytes = 0;
+      if ((!check || !check->error.empty()) && mask == (size_t(1) << n) - 1) {
+        const Val &first = vals[valOf.lookup(op->getOperand(regionOperands.front()))];
+        for (auto [pos, v] : llvm::enumerate(op->getOperands())) {
+          if (overrides[pos] || valOf.count(v) || v.getType() != first.value.getType() ||
+              !movable(v))
+            continue;
+          int64_t bytes = relayout(layoutOf(v), first.split, v);
+          if (bytes < 0)
+            continue;
+          overrides[pos] = first.split;
+          outside.push_back({(int)pos, first.split});
+          outsideBytes = shardline::saturatingAdd(outsideBytes, bytes);
+        }
+        if (!outside.empty())
+          check = checkOpRuleAt(op, overrides, &*mesh);
+      }
       if (!check || !check->error.empty() || check->results.size() != op->getNumResults())
         continue;
       bool ok = true;
@@ -518,6 +541,8 @@ struct Move::Impl {
         if (mask & (size_t(1) << i))
           node.readsSplit[regionOperands[i]] = true;
       node.splitResults = check->results;
+      node.outside = std::move(outside);
+      node.bytesIn = outsideBytes;
       for (auto [i, r] : llvm::enumerate(op->getResults())) {
         node.activationIn += activation(r, check->results[i]);
         node.activationOut += activation(r, toLayout(getLayout(r)));
@@ -608,9 +633,11 @@ struct Move::Impl {
     int64_t bytes = 0, act = 0;
     for (size_t i = 0; i < nodes.size(); ++i) {
       const Node &n = nodes[i];
-      if (n.role == Role::Op)
+      if (n.role == Role::Op) {
         act = shardline::saturatingAdd(act, s[i] ? n.activationIn : n.activationOut);
-      else if (n.role != Role::Fixed)
+        if (s[i])
+          bytes = shardline::saturatingAdd(bytes, n.bytesIn);
+      } else if (n.role != Role::Fixed)
         bytes = shardline::saturatingAdd(bytes, s[i] ? n.bytesIn : n.bytesOut);
     }
     for (const Val &v : vals) {
@@ -644,10 +671,9 @@ struct Move::Impl {
       if (n.role == Role::Fixed) {
         cut.addEdge(id[i], t, kInfinity);
       } else if (n.role == Role::Op) {
-        if (!outcome.activationsBreakTies)
-          continue;
-        cut.addEdge(s, id[i], price(0, n.activationOut));
-        cut.addEdge(id[i], t, price(0, n.activationIn));
+        bool ties = outcome.activationsBreakTies;
+        cut.addEdge(s, id[i], price(0, ties ? n.activationOut : 0));
+        cut.addEdge(id[i], t, price(n.bytesIn, ties ? n.activationIn : 0));
       } else {
         cut.addEdge(s, id[i], price(n.bytesOut, 0));
         cut.addEdge(id[i], t, price(n.bytesIn, 0));
@@ -807,6 +833,14 @@ struct Move::Impl {
       } else {
         // An op of the region: runs on F when in S.
         if (inS[i]) {
+          b.setInsertionPoint(op);
+          for (auto &[pos, layout] : n.outside) {
+            FailureOr<Value> moved =
+                emitRelayout(b, op->getLoc(), op->getOperand(pos), layout, why, error);
+            if (failed(moved))
+              return fail(op);
+            op->setOperand(pos, *moved);
+          }
           for (auto [k, r] : llvm::enumerate(op->getResults())) {
             auto t = cast<RankedTensorType>(r.getType());
             r.setType(withLayout(
