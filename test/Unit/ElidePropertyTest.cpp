@@ -95,10 +95,11 @@
 //                   each family has chains and DAGs that can send less;
 //   OptimalOneKind  the pass succeeds and output bytes <= that optimum: it
 //                   reaches the best placement one kind of move can reach.
-//                   It may do better (about 3% of these programs): its moves
+//                   It may do better (about 7% of these programs): its moves
 //                   also combine the two directions of reorders, take a
-//                   gather of another dimension as an all-to-all and collapse
-//                   chains, which this restricted brute force does not try;
+//                   gather of another dimension as an all-to-all, collapse
+//                   chains and relay out an outside operand, which this
+//                   restricted brute force does not try;
 //                   NoneBelowTheBound's Steiner optimum stays the floor;
 //   OneKindNeverMoreBytes, OneKindIdempotent  as above.
 // Values: test/Transforms/elide-property-verify.test runs programs of both
