@@ -416,6 +416,8 @@ struct Move::Impl {
   std::vector<Node> nodes;
   std::vector<Val> vals;
   llvm::DenseMap<Value, int> valOf;
+  /// The node of an op found upstream by an earlier move.
+  llvm::DenseMap<Operation *, int> nodeOf;
   std::vector<bool> inS;
   Outcome outcome;
   bool solved = false;
@@ -556,14 +558,89 @@ struct Move::Impl {
     return false;
   }
 
+  /// Lets `p`, the producer of `v`, produce `v` in `f` (an earlier move going
+  /// upstream): a transition re-targeted to `f`, or an op of free dimensions
+  /// whose operands of `v`'s type it reads in `f` (queued in `work`).
+  bool growUpstream(Operation *p, Value v, const Layout &f,
+                    std::vector<std::pair<Value, Layout>> &work) {
+    if (llvm::any_of(p->getResults(), [](Value r) { return !movable(r) || !getLayout(r); }))
+      return false;
+    if (isTransition(p)) {
+      Node node{Role::Source, p};
+      node.sourceSplit = f;
+      node.bytesOut = bytesOf(p);
+      node.bytesIn = relayout(layoutOf(p->getOperand(0)), f, v);
+      if (node.bytesIn < 0)
+        return false;
+      nodeOf[p] = (int)nodes.size();
+      nodes.push_back(std::move(node));
+      addVal(v, (int)nodes.size() - 1, f);
+      vals.back().back = std::min(vals.back().back, nodes.back().bytesOut);
+      return true;
+    }
+    auto iface = dyn_cast<ShardingRuleOpInterface>(p);
+    if (!iface || llvm::any_of(p->getOperands(), [](Value u) { return !getLayout(u); }))
+      return false;
+    shardline::ShardingRule rule = iface.getShardingRule();
+    std::vector<std::optional<Layout>> overrides(p->getNumOperands());
+    bool any = false;
+    for (auto [pos, u] : llvm::enumerate(p->getOperands())) {
+      if (u.getType() != v.getType())
+        continue;
+      const auto &dims = rule.operands[pos];
+      const Layout &now = layoutOf(u);
+      for (size_t d = 0; d < dims.size() && d < f.dims.size(); ++d)
+        if ((f.dims[d] != now.dims[d] || f.dimOrder(d) != now.dimOrder(d)) &&
+            (dims[d] < 0 || rule.factors[dims[d]].kind != shardline::FactorKind::Free))
+          return false;
+      overrides[pos] = f;
+      any = true;
+    }
+    if (!any)
+      return false;
+    std::optional<shardline::RuleCheck> check = checkOpRuleAt(p, overrides, &*mesh);
+    if (!check || !check->error.empty() || check->results.size() != p->getNumResults() ||
+        check->results[cast<OpResult>(v).getResultNumber()] != f)
+      return false;
+    for (auto [i, r] : llvm::enumerate(p->getResults())) {
+      const Layout &now = layoutOf(r);
+      if (check->results[i] != now &&
+          (relayout(check->results[i], now, r) < 0 || relayout(now, check->results[i], r) < 0))
+        return false;
+    }
+    Node node{Role::Op, p};
+    node.readsSplit.assign(p->getNumOperands(), false);
+    for (size_t pos = 0; pos < overrides.size(); ++pos)
+      node.readsSplit[pos] = overrides[pos].has_value();
+    node.splitResults = check->results;
+    for (auto [i, r] : llvm::enumerate(p->getResults())) {
+      node.activationIn += activation(r, check->results[i]);
+      node.activationOut += activation(r, layoutOf(r));
+    }
+    int id = (int)nodes.size();
+    nodeOf[p] = id;
+    nodes.push_back(std::move(node));
+    for (auto [i, r] : llvm::enumerate(p->getResults()))
+      if (!valOf.count(r))
+        addVal(r, id, nodes[id].splitResults[i]);
+    for (size_t pos = 0; pos < overrides.size(); ++pos)
+      if (overrides[pos])
+        work.push_back({p->getOperand(pos), *overrides[pos]});
+    return true;
+  }
+
   void build() {
     if (fn.getBody().empty())
       return;
     if (kind.earlier) {
-      // The values that transitions of the kind read: each may be taken to
-      // F (the transition's result layout) once, before all its readers.
+      // The values that transitions of the kind read may be produced in F
+      // (the transition's result layout) instead: upstream, an op whose rule
+      // lets it runs on F, a transition producing the value is re-targeted
+      // to F, and any other producer's value is taken to F once, before all
+      // its readers.
       Kind later = kind;
       later.earlier = false;
+      std::vector<std::pair<Value, Layout>> work;
       for (Operation &opRef : fn.getBody().front()) {
         if (!mesh)
           mesh = meshOf(&opRef);
@@ -571,13 +648,20 @@ struct Move::Impl {
             !movable(opRef.getResult(0)))
           continue;
         Value in = opRef.getOperand(0);
-        if (valOf.count(in))
+        Layout f = layoutOf(opRef.getResult(0));
+        if (relayout(layoutOf(in), f, in) >= 0)
+          work.push_back({in, f});
+      }
+      while (!work.empty()) {
+        auto [v, f] = work.back();
+        work.pop_back();
+        if (valOf.count(v))
           continue;
-        Layout f = toLayout(getLayout(opRef.getResult(0)));
-        if (relayout(toLayout(getLayout(in)), f, in) < 0)
+        Operation *p = v.getDefiningOp();
+        if (p && !nodeOf.count(p) && growUpstream(p, v, f, work))
           continue;
-        nodes.push_back(Node{Role::Fixed, in.getDefiningOp()});
-        addVal(in, (int)nodes.size() - 1, f);
+        nodes.push_back(Node{Role::Fixed, p});
+        addVal(v, (int)nodes.size() - 1, f);
       }
     }
     for (Operation &opRef : fn.getBody().front()) {
@@ -591,7 +675,10 @@ struct Move::Impl {
         if (valOf.count(v))
           regionOperands.push_back((int)i);
       int id = -1;
-      if (regionOperands.empty()) {
+      if (auto known = nodeOf.find(op); known != nodeOf.end()) {
+        // Found upstream already.
+        id = known->second;
+      } else if (regionOperands.empty()) {
         if (std::optional<Layout> split = sourceSplit(op)) {
           Node node{Role::Source, op};
           node.sourceSplit = *split;
@@ -606,7 +693,7 @@ struct Move::Impl {
         }
         continue;
       }
-      if (isTransition(op)) {
+      else if (isTransition(op)) {
         const Val &in = vals[valOf.lookup(op->getOperand(0))];
         int64_t fromSplit =
             relayout(in.split, toLayout(getLayout(op->getResult(0))), op->getResult(0));
@@ -621,7 +708,8 @@ struct Move::Impl {
         id = (int)nodes.size() - 1;
       }
       for (int pos : regionOperands) {
-        bool reads = id >= 0 && (nodes[id].role == Role::Terminal || nodes[id].readsSplit[pos]);
+        bool reads = id >= 0 && (nodes[id].role == Role::Terminal ||
+                                 (nodes[id].role == Role::Op && nodes[id].readsSplit[pos]));
         vals[valOf.lookup(op->getOperand(pos))].uses.push_back(
             {&op->getOpOperand(pos), reads ? id : -1});
       }
@@ -747,9 +835,19 @@ struct Move::Impl {
       return at->emitError("sl-elide-gathers: cannot re-place the ")
              << kind.describe() << ": " << error;
     };
-    // Producers in program order (fixed ones first, each before its value's
-    // readers): each value's versions exist before any use.
-    for (size_t i = 0; i < nodes.size(); ++i) {
+    // Producers in program order (fixed ones at their value's definition,
+    // before its readers): each value's versions exist before any use.
+    llvm::DenseMap<Operation *, int> position;
+    for (auto [k, op] : llvm::enumerate(fn.getBody().front()))
+      position[&op] = (int)k;
+    std::vector<size_t> order(nodes.size());
+    for (size_t k = 0; k < order.size(); ++k)
+      order[k] = k;
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      auto at = [&](size_t k) { return nodes[k].op ? position.lookup(nodes[k].op) : -1; };
+      return at(a) < at(b);
+    });
+    for (size_t i : order) {
       Node &n = nodes[i];
       Operation *op = n.op;
       if (n.role == Role::Terminal) {
