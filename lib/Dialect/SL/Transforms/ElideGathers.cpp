@@ -276,9 +276,10 @@ std::vector<placement::Move> improvingMoves(func::FuncOp fn, placement::Relayout
   std::vector<std::pair<std::pair<int64_t, int64_t>, placement::Move>> found;
   bool ties = placement::activationsBreakTies(fn);
   for (const placement::Kind &kind : placement::kindsIn(fn)) {
-    // An unsplit move runs ops on larger values: it can only grow the
-    // activations that keep-peak refuses to grow.
-    if (keepPeak && kind.type == placement::Kind::Type::Unsplit)
+    // An unsplit move, or a gather put earlier, runs ops on larger values:
+    // it can only grow the activations that keep-peak refuses to grow.
+    if (keepPeak && ((kind.type == placement::Kind::Type::Unsplit && !kind.earlier) ||
+                     (kind.type == placement::Kind::Type::Split && kind.earlier)))
       continue;
     placement::Move move(fn, kind, ties, &prices);
     const placement::Outcome &o = move.solve();

@@ -269,6 +269,26 @@ static std::optional<Kind> ownKind(Operation *op) {
   return std::nullopt;
 }
 
+/// Whether an earlier move of `later`'s kind hoists `op`: a reorder or an
+/// all-to-all of the kind, a gather of a Split kind's axes and dimension, a
+/// slice of an Unsplit kind's.
+static bool hoistable(Operation *op, const Kind &later) {
+  switch (later.type) {
+  case Kind::Type::Reorder:
+  case Kind::Type::AllToAll:
+    return ownKind(op) == std::optional<Kind>(later);
+  case Kind::Type::Split:
+    if (auto g = dyn_cast<AllGatherOp>(op))
+      return axesOf(g.getAxes()) == later.axes && (int64_t)g.getDim() == later.dim;
+    return false;
+  case Kind::Type::Unsplit:
+    if (auto sl = dyn_cast<SliceOp>(op))
+      return axesOf(sl.getAxes()) == later.axes && (int64_t)sl.getDim() == later.dim;
+    return false;
+  }
+  return false;
+}
+
 /// F of the result of `op` (a transition) under `kind`, or nullopt when `op`
 /// is not one of the kind's transitions. A transition of a Split kind may
 /// produce its result split over the kind's axes on the kind's dimension
@@ -341,13 +361,15 @@ std::vector<Kind> mlir::sl::placement::kindsIn(func::FuncOp fn) {
         dims.push_back(d);
     for (const Axes &b : subsequences(axesOf(axes)))
       for (int64_t d : dims)
-        for (Kind::Type t : {Kind::Type::Split, Kind::Type::Unsplit}) {
-          Kind k;
-          k.type = t;
-          k.axes = b;
-          k.dim = d;
-          kinds.push_back(k);
-        }
+        for (Kind::Type t : {Kind::Type::Split, Kind::Type::Unsplit})
+          for (bool earlier : {false, true}) {
+            Kind k;
+            k.type = t;
+            k.axes = b;
+            k.dim = d;
+            k.earlier = earlier;
+            kinds.push_back(k);
+          }
   });
   std::sort(kinds.begin(), kinds.end());
   kinds.erase(std::unique(kinds.begin(), kinds.end()), kinds.end());
@@ -361,7 +383,7 @@ bool mlir::sl::placement::isSourceOf(Operation *op, const Kind &kind) {
   if (kind.earlier) {
     Kind later = kind;
     later.earlier = false;
-    return ownKind(op) == later;
+    return hoistable(op, later);
   }
   std::optional<shardline::Mesh> mesh = meshOf(op);
   return mesh && sourceLayout(op, kind, *mesh).has_value();
@@ -644,8 +666,7 @@ struct Move::Impl {
       for (Operation &opRef : fn.getBody().front()) {
         if (!mesh)
           mesh = meshOf(&opRef);
-        if (!mesh || !(ownKind(&opRef) == std::optional<Kind>(later)) ||
-            !movable(opRef.getResult(0)))
+        if (!mesh || !hoistable(&opRef, later) || !movable(opRef.getResult(0)))
           continue;
         Value in = opRef.getOperand(0);
         Layout f = layoutOf(opRef.getResult(0));

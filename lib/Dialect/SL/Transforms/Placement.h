@@ -37,10 +37,10 @@ struct Kind {
   /// ordered dimension, and in `concatDim` the order it goes to.
   std::vector<std::string> axes;
   int64_t dim = -1, concatDim = -1;
-  /// Reorder and AllToAll only: the move puts the transitions earlier
-  /// instead — a value several transitions (or ops that could read the
-  /// transition's result) read is taken to the new layout once, before all
-  /// of them.
+  /// The move puts the transitions (reorders, all-to-alls, gathers of a
+  /// Split kind, slices of an Unsplit kind) earlier instead: the value one
+  /// reads is produced in its result layout, upstream as far as the ops
+  /// before it allow, and taken there once for all its readers.
   bool earlier = false;
 
   bool operator<(const Kind &o) const;
