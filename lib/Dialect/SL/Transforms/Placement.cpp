@@ -440,6 +440,8 @@ struct Move::Impl {
   llvm::DenseMap<Value, int> valOf;
   /// The node of an op found upstream by an earlier move.
   llvm::DenseMap<Operation *, int> nodeOf;
+  /// Values queued upstream and the F their reader assumed.
+  llvm::DenseMap<Value, Layout> upstreamF;
   std::vector<bool> inS;
   Outcome outcome;
   bool solved = false;
@@ -582,7 +584,7 @@ struct Move::Impl {
 
   /// Lets `p`, the producer of `v`, produce `v` in `f` (an earlier move going
   /// upstream): a transition re-targeted to `f`, or an op of free dimensions
-  /// whose operands of `v`'s type it reads in `f` (queued in `work`).
+  /// whose operands laid out as `v` it reads in `f` (queued in `work`).
   bool growUpstream(Operation *p, Value v, const Layout &f,
                     std::vector<std::pair<Value, Layout>> &work) {
     if (llvm::any_of(p->getResults(), [](Value r) { return !movable(r) || !getLayout(r); }))
@@ -607,7 +609,11 @@ struct Move::Impl {
     std::vector<std::optional<Layout>> overrides(p->getNumOperands());
     bool any = false;
     for (auto [pos, u] : llvm::enumerate(p->getOperands())) {
-      if (u.getType() != v.getType())
+      // Operands laid out as `v` is (a linear's input, of another width) take
+      // the layout with it.
+      if (getLayout(u) != getLayout(v) || !movable(u) ||
+          cast<RankedTensorType>(u.getType()).getRank() !=
+              cast<RankedTensorType>(v.getType()).getRank())
         continue;
       const auto &dims = rule.operands[pos];
       const Layout &now = layoutOf(u);
@@ -615,6 +621,11 @@ struct Move::Impl {
         if ((f.dims[d] != now.dims[d] || f.dimOrder(d) != now.dimOrder(d)) &&
             (dims[d] < 0 || rule.factors[dims[d]].kind != shardline::FactorKind::Free))
           return false;
+      // One F per value: a reader found earlier may have assumed another.
+      if (auto it = valOf.find(u); it != valOf.end() && vals[it->second].split != f)
+        return false;
+      if (auto it = upstreamF.find(u); it != upstreamF.end() && it->second != f)
+        return false;
       overrides[pos] = f;
       any = true;
     }
@@ -646,8 +657,10 @@ struct Move::Impl {
       if (!valOf.count(r))
         addVal(r, id, nodes[id].splitResults[i]);
     for (size_t pos = 0; pos < overrides.size(); ++pos)
-      if (overrides[pos])
+      if (overrides[pos]) {
+        upstreamF[p->getOperand(pos)] = *overrides[pos];
         work.push_back({p->getOperand(pos), *overrides[pos]});
+      }
     return true;
   }
 
@@ -713,8 +726,7 @@ struct Move::Impl {
           vals.back().back = std::min(vals.back().back, nodes.back().bytesOut);
         }
         continue;
-      }
-      else if (isTransition(op)) {
+      } else if (isTransition(op)) {
         const Val &in = vals[valOf.lookup(op->getOperand(0))];
         int64_t fromSplit =
             relayout(in.split, toLayout(getLayout(op->getResult(0))), op->getResult(0));
