@@ -414,9 +414,10 @@ struct Move::Impl {
     int64_t activationIn = 0, activationOut = 0; // Op: F results, W results
     std::vector<bool> readsSplit;                // Op: per operand, F when in S
     std::vector<Layout> splitResults;            // Op: F of each result
-    /// Op: operands from outside the region it reads relaid out when in S
-    /// (bytesIn is their price).
-    std::vector<std::pair<int, Layout>> outside;
+    /// Op: operands from outside the region it reads relaid out when in S,
+    /// from the start of the chain of transitions that alone feeds them
+    /// (bytesIn is their price in S, bytesOut the chains' when not).
+    std::vector<std::tuple<int, Layout, Value>> outside;
     Layout sourceSplit;    // Source: F of its result
     std::vector<int> vals; // the values it produces
   };
@@ -534,8 +535,8 @@ struct Move::Impl {
       std::optional<shardline::RuleCheck> check = checkOpRuleAt(op, overrides, &*mesh);
       // An operand from outside the region with the shape of one on F (the
       // other side of an elementwise op) may be relaid out to match.
-      std::vector<std::pair<int, Layout>> outside;
-      int64_t outsideBytes = 0;
+      std::vector<std::tuple<int, Layout, Value>> outside;
+      int64_t outsideBytes = 0, chainBytes = 0;
       if ((!check || !check->error.empty()) && mask == (size_t(1) << n) - 1) {
         const Val &first = vals[valOf.lookup(op->getOperand(regionOperands.front()))];
         for (auto [pos, v] : llvm::enumerate(op->getOperands())) {
@@ -545,8 +546,26 @@ struct Move::Impl {
           int64_t bytes = relayout(layoutOf(v), first.split, v);
           if (bytes < 0)
             continue;
+          // A chain of transitions that feeds only this operand can go: the
+          // relayout then starts where the chain does.
+          Value start = v;
+          int64_t chain = 0;
+          for (Operation *t = v.getDefiningOp();
+               t && isTransition(t) && movable(t->getOperand(0)) && getLayout(t->getOperand(0)) &&
+               t->getResult(0).hasOneUse();
+               t = start.getDefiningOp()) {
+            chain = shardline::saturatingAdd(chain, bytesOf(t));
+            start = t->getOperand(0);
+          }
+          int64_t fromStart = start == v ? -1 : relayout(layoutOf(start), first.split, v);
+          if (fromStart >= 0 && fromStart < shardline::saturatingAdd(chain, bytes)) {
+            bytes = fromStart;
+            chainBytes = shardline::saturatingAdd(chainBytes, chain);
+          } else {
+            start = v;
+          }
           overrides[pos] = first.split;
-          outside.push_back({(int)pos, first.split});
+          outside.push_back({(int)pos, first.split, start});
           outsideBytes = shardline::saturatingAdd(outsideBytes, bytes);
         }
         if (!outside.empty())
@@ -571,6 +590,7 @@ struct Move::Impl {
       node.splitResults = check->results;
       node.outside = std::move(outside);
       node.bytesIn = outsideBytes;
+      node.bytesOut = chainBytes;
       for (auto [i, r] : llvm::enumerate(op->getResults())) {
         node.activationIn += activation(r, check->results[i]);
         node.activationOut += activation(r, toLayout(getLayout(r)));
@@ -758,8 +778,7 @@ struct Move::Impl {
       const Node &n = nodes[i];
       if (n.role == Role::Op) {
         act = shardline::saturatingAdd(act, s[i] ? n.activationIn : n.activationOut);
-        if (s[i])
-          bytes = shardline::saturatingAdd(bytes, n.bytesIn);
+        bytes = shardline::saturatingAdd(bytes, s[i] ? n.bytesIn : n.bytesOut);
       } else if (n.role != Role::Fixed)
         bytes = shardline::saturatingAdd(bytes, s[i] ? n.bytesIn : n.bytesOut);
     }
@@ -795,7 +814,7 @@ struct Move::Impl {
         cut.addEdge(id[i], t, kInfinity);
       } else if (n.role == Role::Op) {
         bool ties = outcome.activationsBreakTies;
-        cut.addEdge(s, id[i], price(0, ties ? n.activationOut : 0));
+        cut.addEdge(s, id[i], price(n.bytesOut, ties ? n.activationOut : 0));
         cut.addEdge(id[i], t, price(n.bytesIn, ties ? n.activationIn : 0));
       } else {
         cut.addEdge(s, id[i], price(n.bytesOut, 0));
@@ -967,12 +986,18 @@ struct Move::Impl {
         // An op of the region: runs on F when in S.
         if (inS[i]) {
           b.setInsertionPoint(op);
-          for (auto &[pos, layout] : n.outside) {
-            FailureOr<Value> moved =
-                emitRelayout(b, op->getLoc(), op->getOperand(pos), layout, why, error);
+          for (auto &[pos, layout, start] : n.outside) {
+            FailureOr<Value> moved = emitRelayout(b, op->getLoc(), start, layout, why, error);
             if (failed(moved))
               return fail(op);
+            Value old = op->getOperand(pos);
             op->setOperand(pos, *moved);
+            // The chain that fed only this operand is dead now.
+            for (Operation *t = old.getDefiningOp(); t && old != start && t->use_empty();
+                 t = old.getDefiningOp()) {
+              old = t->getOperand(0);
+              t->erase();
+            }
           }
           for (auto [k, r] : llvm::enumerate(op->getResults())) {
             auto t = cast<RankedTensorType>(r.getType());
