@@ -356,9 +356,8 @@ std::vector<Kind> mlir::sl::placement::kindsIn(func::FuncOp fn) {
     for (StringRef name : {"dim", "split_dim", "concat_dim"})
       if (auto d = op->getAttrOfType<IntegerAttr>(name))
         dims.push_back(d.getInt());
-    // An all-reduce may scatter, and a gather may go as an all-to-all, onto
-    // any dimension.
-    if (isa<AllReduceOp, AllGatherOp>(op))
+    // An all-reduce may scatter onto any dimension.
+    if (isa<AllReduceOp>(op))
       for (int64_t d = 0; d < cast<RankedTensorType>(op->getResult(0).getType()).getRank(); ++d)
         dims.push_back(d);
     for (const Axes &b : subsequences(axesOf(axes)))
