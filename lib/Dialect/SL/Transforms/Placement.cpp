@@ -390,18 +390,6 @@ bool mlir::sl::placement::isSourceOf(Operation *op, const Kind &kind) {
   return mesh && sourceLayout(op, kind, *mesh).has_value();
 }
 
-std::vector<Kind> mlir::sl::placement::kindsOf(Operation *op) {
-  std::vector<Kind> kinds;
-  auto fn = op->getParentOfType<func::FuncOp>();
-  std::optional<shardline::Mesh> mesh = meshOf(op);
-  if (!fn || !mesh)
-    return kinds;
-  for (const Kind &k : kindsIn(fn))
-    if (sourceLayout(op, k, *mesh))
-      kinds.push_back(k);
-  return kinds;
-}
-
 struct Move::Impl {
   // Fixed: the producer of a value that a transition of an "earlier" kind
   // reads; it never moves (never in S), its readers may take F.

@@ -1,14 +1,15 @@
 //===- Placement.h - where layout transitions go, decided by bytes -*- C++ -*-===//
 //
 // The cost model shared by sl-elide-gathers and sl-explain (docs/passes.md,
-// "How sl-elide-gathers decides"). A *move* re-places every transition of one
-// kind at once: all-gathers (and all-reduces, as reduce-scatters) that add
-// one split, slices that add one, reorders of one dimension, or all-to-alls
-// between two dimensions. Each value reachable from those transitions through free ops
-// has two versions: W, its layout now, and F, the layout it would have if the
-// transitions came later. The move chooses which ops run on F by a minimum
-// cut over the region's def-use graph, priced with relayoutBytes (the
-// report's bytes), activation bytes of the ops that run as the tie-breaker.
+// "How a move is priced and chosen"). A *move* re-places every transition of
+// one kind at once: transitions whose result can take one more split (a
+// gather goes, an all-reduce becomes a reduce-scatter), slices, reorders to
+// one order, all-to-alls between two dimensions, or, as "earlier" moves, the
+// same transitions put upstream. Each value in the move's region has two
+// versions: W, its layout now, and F, the layout it has after the move. The
+// move chooses which ops run on F by a minimum cut over the region's def-use
+// graph, priced with relayoutBytes (the report's bytes), the activation bytes
+// of the ops that run as the tie-breaker.
 //
 //===----------------------------------------------------------------------===//
 
@@ -84,8 +85,6 @@ private:
 bool activationsBreakTies(func::FuncOp fn);
 /// The moves `fn` offers: one per kind of transition in it.
 std::vector<Kind> kindsIn(func::FuncOp fn);
-/// The moves that would re-place `op` (a transition).
-std::vector<Kind> kindsOf(Operation *op);
 /// Whether `op` is one of the transitions `kind` re-places.
 bool isSourceOf(Operation *op, const Kind &kind);
 
