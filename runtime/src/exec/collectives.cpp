@@ -277,11 +277,15 @@ void Collectives::run(const Move &m, const T *src, T *dst, int64_t bytesPerValue
 }
 
 void Collectives::allReduce(int64_t step, const std::vector<int64_t> &shape, const Layout &from,
-                            const float *src, float *dst, int64_t bytesPerValue) {
-  Layout mid = from, to = from;
-  to.partial.clear();
-  mid.partial.clear();
-  int64_t g = mesh.product(from.partial);
+                            const Layout &to, const float *src, float *dst, int64_t bytesPerValue) {
+  // Only the axes the op reduces: a pending sum over others stays pending.
+  std::vector<std::string> reduced;
+  for (const auto &a : from.partial)
+    if (std::find(to.partial.begin(), to.partial.end(), a) == to.partial.end())
+      reduced.push_back(a);
+  Layout mid = from;
+  mid.partial = to.partial;
+  int64_t g = mesh.product(reduced);
   std::vector<int64_t> loc = localShape(from, mesh, shape);
   int64_t dim = -1;
   for (size_t d = 0; d < loc.size(); ++d)
@@ -291,8 +295,9 @@ void Collectives::allReduce(int64_t step, const std::vector<int64_t> &shape, con
   BufferView in = view(src, numElements(loc)), out = view(dst, numElements(loc));
   if (dim < 0 || g == 1)
     return transition(2 * step, shape, from, to, in, out, bytesPerValue);
-  mid.dims[dim].insert(mid.dims[dim].end(), from.partial.begin(), from.partial.end());
-  if (mid.orderDim == dim && mid.dims[dim].size() == from.partial.size())
+  bool wasWhole = mid.dims[dim].empty();
+  mid.dims[dim].insert(mid.dims[dim].end(), reduced.begin(), reduced.end());
+  if (wasWhole && mid.orderDim == dim)
     mid.orderDim = -1;
   std::vector<float> half(numElements(localShape(mid, mesh, shape)));
   BufferView halfView(half.data(), (int64_t)half.size());

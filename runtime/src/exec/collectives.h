@@ -66,11 +66,12 @@ public:
                   const Layout &to, const BufferView &src, const BufferView &dst,
                   int64_t bytesPerValue);
 
-  /// Resolves the pending sums of `from` the bandwidth-optimal way:
-  /// reduce-scatter onto the largest local dimension the group divides, then
-  /// all-gather it back (keys 2*step and 2*step+1).
+  /// Resolves the pending sums of `from` that `to` no longer has (the op's
+  /// axes; the others stay pending) the bandwidth-optimal way: reduce-scatter
+  /// onto the largest local dimension the group divides, then all-gather it
+  /// back (keys 2*step and 2*step+1).
   void allReduce(int64_t step, const std::vector<int64_t> &shape, const Layout &from,
-                 const float *src, float *dst, int64_t bytesPerValue);
+                 const Layout &to, const float *src, float *dst, int64_t bytesPerValue);
 
   /// Waits for every rank; throws Stop when another rank aborted or the wait
   /// timed out.

@@ -37,10 +37,10 @@ void transition(const Step &s, Frame &f) {
 }
 
 void allReduce(const Step &s, Frame &f) {
-  const TensorInfo &x = f.tensors[s.in[0]];
+  const TensorInfo &x = f.tensors[s.in[0]], &out = f.tensors[s.out[0]];
   if (x.layout.partial.empty())
     return transition(s, f);
-  f.collectives->allReduce(s.index, x.shape, x.layout, f.f(s.in[0]), f.f(s.out[0]),
+  f.collectives->allReduce(s.index, x.shape, x.layout, out.layout, f.f(s.in[0]), f.f(s.out[0]),
                            x.elementBytes());
 }
 
