@@ -18,7 +18,6 @@
 #include "shardline/Dialect/SL/Transforms/Passes.h"
 
 #include "mlir/IR/PatternMatch.h"
-#include "mlir/IR/Verifier.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 namespace mlir::sl {
@@ -47,13 +46,6 @@ RankedTensorType retype(Value v, const Layout &l) {
   LayoutAttr old = getLayout(t);
   return withLayout(t, fromLayout(t.getContext(), old.getMesh(), l));
 }
-
-/// A rewrite that records what it elided for the report.
-template <typename OpTy> struct RecordingPattern : OpRewritePattern<OpTy> {
-  RecordingPattern(MLIRContext *ctx, Records &records)
-      : OpRewritePattern<OpTy>(ctx), records(records) {}
-  Records &records;
-};
 
 /// all_gather(x) -> all_gather on the same dimension => one all_gather (the
 /// same bytes in one collective; the pass splits them again to move one axis).
@@ -108,162 +100,73 @@ void splitGathers(func::FuncOp fn) {
   }
 }
 
-/// all_gather -> slice of the same axes and dimension => the gathered value.
-struct CancelGatherSlice : RecordingPattern<SliceOp> {
-  using RecordingPattern::RecordingPattern;
-  LogicalResult matchAndRewrite(SliceOp op, PatternRewriter &rewriter) const override {
-    auto gather = op.getX().getDefiningOp<AllGatherOp>();
-    if (!gather || gather.getX().getType() != op.getResult().getType())
-      return failure();
-    records.push_back({"all_gather", locText(gather.getLoc()), "cancelled with sl.slice"});
-    rewriter.replaceOp(op, gather.getX());
-    return success();
-  }
-};
-
-/// slice -> all_gather of the same axes and dimension => the value sliced.
-struct CancelSliceGather : RecordingPattern<AllGatherOp> {
-  using RecordingPattern::RecordingPattern;
-  LogicalResult matchAndRewrite(AllGatherOp op, PatternRewriter &rewriter) const override {
-    auto slice = op.getX().getDefiningOp<SliceOp>();
-    if (!slice || slice.getX().getType() != op.getResult().getType())
-      return failure();
-    records.push_back(
-        {"all_gather", locText(op.getLoc()), "cancelled with the sl.slice before it"});
-    rewriter.replaceOp(op, slice.getX());
-    return success();
-  }
-};
-
-/// reorder(reorder(x)) back to x's layout => x.
-struct CancelReorders : RecordingPattern<ReorderOp> {
-  using RecordingPattern::RecordingPattern;
-  LogicalResult matchAndRewrite(ReorderOp op, PatternRewriter &rewriter) const override {
-    auto inner = op.getX().getDefiningOp<ReorderOp>();
-    if (!inner || inner.getX().getType() != op.getResult().getType())
-      return failure();
-    records.push_back({"reorder", locText(inner.getLoc()), "reorder pair cancelled"});
-    rewriter.replaceOp(op, inner.getX());
-    return success();
-  }
-};
-
-/// all_to_all that undoes the previous one => its input; two that move the
-/// same axes on in a chain => one.
-struct CancelAllToAlls : RecordingPattern<AllToAllOp> {
-  using RecordingPattern::RecordingPattern;
-  LogicalResult matchAndRewrite(AllToAllOp op, PatternRewriter &rewriter) const override {
-    auto inner = op.getX().getDefiningOp<AllToAllOp>();
-    if (!inner || inner.getAxes() != op.getAxes())
-      return failure();
-    if (inner.getX().getType() == op.getResult().getType()) {
-      records.push_back(
-          {"all_to_all", locText(inner.getLoc()), "inverse all_to_all pair cancelled"});
-      rewriter.replaceOp(op, inner.getX());
-      return success();
-    }
-    // Moving the axes from d to e and then from e to f is one move from d to f.
-    if (inner.getSplitDim() != op.getConcatDim() || !inner.getResult().hasOneUse() ||
-        op.getSplitDim() == inner.getConcatDim())
-      return failure();
-    auto fused = AllToAllOp::create(rewriter, op.getLoc(), op.getResult().getType(), inner.getX(),
-                                    op.getAxes(), op.getSplitDimAttr(), inner.getConcatDimAttr());
-    if (failed(mlir::verify(fused))) {
-      rewriter.eraseOp(fused);
-      return failure();
-    }
-    records.push_back({"all_to_all", locText(inner.getLoc()), "all_to_alls fused"});
-    rewriter.replaceOp(op, fused.getResult());
-    rewriter.eraseOp(inner);
-    return success();
-  }
-};
-
-/// all_gather on one dimension, then an all_to_all between two others =>
-/// the all_to_all first, so the gather can meet a slice or sink further.
-struct GatherPastAllToAll : RecordingPattern<AllToAllOp> {
-  using RecordingPattern::RecordingPattern;
-  LogicalResult matchAndRewrite(AllToAllOp op, PatternRewriter &rewriter) const override {
-    auto gather = op.getX().getDefiningOp<AllGatherOp>();
-    if (!gather || !gather.getResult().hasOneUse() ||
-        (int64_t)gather.getDim() == (int64_t)op.getSplitDim() ||
-        (int64_t)gather.getDim() == (int64_t)op.getConcatDim())
-      return failure();
-    Layout before = toLayout(getLayout(gather.getX()));
-    Layout after = toLayout(getLayout(op.getResult()));
-    Layout moved = after;
-    moved.dims[gather.getDim()] = before.dims[gather.getDim()];
-    if (before.orderDim == (int64_t)gather.getDim()) {
-      moved.orderDim = before.orderDim;
-      moved.order = before.order;
-    }
-    auto a2a =
-        AllToAllOp::create(rewriter, op.getLoc(), retype(op.getResult(), moved), gather.getX(),
-                           op.getAxes(), op.getSplitDimAttr(), op.getConcatDimAttr());
-    auto g = AllGatherOp::create(rewriter, gather.getLoc(), op.getResult().getType(),
-                                 a2a.getResult(), gather.getAxes(), gather.getDimAttr());
-    if (failed(mlir::verify(a2a)) || failed(mlir::verify(g))) {
-      rewriter.eraseOp(g);
-      rewriter.eraseOp(a2a);
-      return failure();
-    }
-    records.push_back({"all_gather", locText(gather.getLoc()), "moved past sl.all_to_all"});
-    rewriter.replaceOp(op, g.getResult());
-    rewriter.eraseOp(gather);
-    return success();
-  }
-};
-
-/// A chain of layout transitions, each feeding only the next, becomes what
-/// planRelayout emits from its start to its end when that sends fewer bytes
-/// (slice then gather is nothing, gather then a slice of another dimension
-/// an all_to_all, a zigzag gather then a contiguous slice a reorder, round
-/// trips through other layouts nothing).
+/// A chain of layout transitions ending at `op` becomes what planRelayout
+/// emits from one of its points to its end, where that sends fewer bytes than
+/// the transitions it leaves dead, or the same bytes in fewer ops: a gather
+/// then a slice of the same axes is the gathered value, a slice then a gather
+/// the value sliced, inverse reorders or all-to-alls nothing, two all-to-alls
+/// one, a gather then a slice of another dimension an all_to_all, a zigzag
+/// gather then a contiguous slice a reorder, a gather before an all_to_all
+/// between two other dimensions the all_to_all first.
 struct CollapseChain : RewritePattern {
-  CollapseChain(MLIRContext *ctx, Records &records)
-      : RewritePattern(MatchAnyOpTypeTag(), /*benefit=*/1, ctx), records(records) {}
+  CollapseChain(MLIRContext *ctx, Records &records, placement::RelayoutPrices &prices)
+      : RewritePattern(MatchAnyOpTypeTag(), /*benefit=*/1, ctx), records(records), prices(prices) {}
   Records &records;
+  placement::RelayoutPrices &prices;
   static bool isTransition(Operation *op) {
     return isa<AllGatherOp, AllReduceOp, ReduceScatterOp, AllToAllOp, SliceOp, ReorderOp>(op);
   }
   LogicalResult matchAndRewrite(Operation *op, PatternRewriter &rewriter) const override {
-    if (!isTransition(op))
+    if (!isTransition(op) || !getLayout(op->getOperand(0)))
       return failure();
-    // `op` ends the chain: its result does not feed a transition alone.
-    if (op->getResult(0).hasOneUse() && isTransition(*op->getResult(0).getUsers().begin()))
-      return failure();
-    int64_t bytes = 0;
-    Operation *first = op;
-    std::vector<Operation *> chain;
-    for (Operation *t = op; t && isTransition(t);) {
-      if (t != op && !t->getResult(0).hasOneUse())
-        break;
-      chain.push_back(t);
-      bytes = shardline::saturatingAdd(bytes,
-                                       std::max<int64_t>(0, shardline::collectiveBytesPerRank(t)));
-      first = t;
-      t = t->getOperand(0).getDefiningOp();
-    }
-    if (chain.size() < 2)
-      return failure();
-    Value in = first->getOperand(0);
-    Layout to = toLayout(getLayout(op->getResult(0)));
-    MeshOp meshOp = lookupMesh(op, getLayout(in));
+    MeshOp meshOp = lookupMesh(op, getLayout(op->getOperand(0)));
     if (!meshOp)
       return failure();
-    int64_t direct = relayoutBytes(toLayout(getLayout(in)), to,
-                                   cast<RankedTensorType>(in.getType()), toMesh(meshOp));
-    if (direct < 0 || direct >= bytes)
+    shardline::Mesh mesh = toMesh(meshOp);
+    Layout to = toLayout(getLayout(op->getResult(0)));
+    // Walking back: the bytes and ops that die if the chain restarts at each
+    // point (an op whose result another user reads stays, and so does every
+    // op before it).
+    int64_t deadBytes = 0, deadOps = 0;
+    bool dying = true;
+    struct Best {
+      Value start;
+      int64_t saved = 0, steps = 0, ops = 0;
+    };
+    std::optional<Best> best;
+    int length = 0;
+    for (Operation *t = op; t && isTransition(t) && getLayout(t->getOperand(0));
+         t = t->getOperand(0).getDefiningOp(), ++length) {
+      dying = dying && (t == op || t->getResult(0).hasOneUse());
+      if (dying) {
+        deadBytes = shardline::saturatingAdd(
+            deadBytes, std::max<int64_t>(0, shardline::collectiveBytesPerRank(t)));
+        ++deadOps;
+      }
+      if (t == op)
+        continue;
+      Value start = t->getOperand(0);
+      auto [bytes, steps] = prices.price(toLayout(getLayout(start)), to,
+                                         cast<RankedTensorType>(start.getType()), mesh);
+      if (bytes < 0)
+        continue;
+      int64_t saved = deadBytes - bytes, fewer = deadOps - steps;
+      if ((saved > 0 || (saved == 0 && fewer > 0)) &&
+          (!best || saved > best->saved || (saved == best->saved && fewer > best->ops)))
+        best = Best{start, saved, steps, fewer};
+    }
+    if (!best)
       return failure();
     std::string error;
-    FailureOr<Value> out = emitRelayout(rewriter, op->getLoc(), in, to,
+    FailureOr<Value> out = emitRelayout(rewriter, op->getLoc(), best->start, to,
                                         op->getAttrOfType<StringAttr>(kReasonAttr), error);
     if (failed(out))
       return failure();
-    records.push_back({opName(first), locText(first->getLoc()),
-                       "chain of " + std::to_string(chain.size()) + " transitions collapsed (" +
-                           std::to_string(bytes) + " -> " + std::to_string(direct) +
-                           " bytes per rank)"});
+    records.push_back(
+        {opName(op), locText(op->getLoc()),
+         "chain of transitions became " +
+             (best->steps ? std::to_string(best->steps) + " op(s)" : std::string("nothing")) +
+             ", " + std::to_string(best->saved) + " fewer bytes per rank"});
     rewriter.replaceOp(op, *out);
     return success();
   }
@@ -273,7 +176,8 @@ struct CollapseChain : RewritePattern {
 /// activation bytes.
 std::vector<placement::Move> improvingMoves(func::FuncOp fn, placement::RelayoutPrices &prices,
                                             bool keepPeak) {
-  std::vector<std::pair<std::pair<int64_t, int64_t>, placement::Move>> found;
+  std::vector<placement::Move> moves;
+  std::vector<std::tuple<int64_t, int64_t, size_t>> order; // saved bytes, activations, index
   bool ties = placement::activationsBreakTies(fn);
   for (const placement::Kind &kind : placement::kindsIn(fn)) {
     // An unsplit move, or a gather put earlier, runs ops on larger values:
@@ -283,16 +187,21 @@ std::vector<placement::Move> improvingMoves(func::FuncOp fn, placement::Relayout
       continue;
     placement::Move move(fn, kind, ties, &prices);
     const placement::Outcome &o = move.solve();
-    if (o.improves())
-      found.emplace_back(
-          std::make_pair(o.bytesBefore - o.bytesAfter, o.activationBefore - o.activationAfter),
-          std::move(move));
+    if (!o.improves())
+      continue;
+    order.emplace_back(o.bytesBefore - o.bytesAfter, o.activationBefore - o.activationAfter,
+                       moves.size());
+    moves.push_back(std::move(move));
   }
-  std::stable_sort(found.begin(), found.end(),
-                   [](const auto &a, const auto &b) { return a.first > b.first; });
-  std::vector<placement::Move> moves;
-  for (auto &f : found)
-    moves.push_back(std::move(f.second));
+  // Most bytes saved first, then most activations, then the order of kindsIn.
+  std::sort(order.begin(), order.end(), [](const auto &a, const auto &b) {
+    return std::make_tuple(-std::get<0>(a), -std::get<1>(a), std::get<2>(a)) <
+           std::make_tuple(-std::get<0>(b), -std::get<1>(b), std::get<2>(b));
+  });
+  std::vector<placement::Move> sorted;
+  for (const auto &entry : order)
+    sorted.push_back(std::move(moves[std::get<2>(entry)]));
+  moves = std::move(sorted);
   return moves;
 }
 
@@ -358,11 +267,9 @@ struct SLElideGathers : mlir::sl::impl::SLElideGathersBase<SLElideGathers> {
     Records records;
     RewritePatternSet patterns(&getContext());
     patterns.add<MergeGathers>(&getContext());
-    patterns.add<CancelGatherSlice, CancelSliceGather, CancelReorders, CancelAllToAlls,
-                 GatherPastAllToAll>(&getContext(), records);
-    patterns.add<CollapseChain>(&getContext(), records);
-    FrozenRewritePatternSet frozen(std::move(patterns));
     placement::RelayoutPrices prices;
+    patterns.add<CollapseChain>(&getContext(), records, prices);
+    FrozenRewritePatternSet frozen(std::move(patterns));
     for (func::FuncOp fn : module.getOps<func::FuncOp>()) {
       // Moves, then the local rewrites, until neither lowers anything: each
       // applied move lowers (bytes, activations) strictly and each local

@@ -376,7 +376,9 @@ std::vector<Kind> mlir::sl::placement::kindsIn(func::FuncOp fn) {
   kinds.erase(std::unique(kinds.begin(), kinds.end()), kinds.end());
   // Between moves that save the same, the sequence (dimension 1) goes first:
   // that is where sequence parallelism keeps activations split.
-  std::stable_partition(kinds.begin(), kinds.end(), [](const Kind &k) { return k.dim == 1; });
+  std::sort(kinds.begin(), kinds.end(), [](const Kind &a, const Kind &b) {
+    return std::make_pair(a.dim != 1, a) < std::make_pair(b.dim != 1, b);
+  });
   return kinds;
 }
 
@@ -884,9 +886,9 @@ struct Move::Impl {
     std::vector<size_t> order(nodes.size());
     for (size_t k = 0; k < order.size(); ++k)
       order[k] = k;
-    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-      auto at = [&](size_t k) { return nodes[k].op ? position.lookup(nodes[k].op) : -1; };
-      return at(a) < at(b);
+    auto at = [&](size_t k) { return nodes[k].op ? position.lookup(nodes[k].op) : -1; };
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      return std::make_pair(at(a), a) < std::make_pair(at(b), b);
     });
     for (size_t i : order) {
       Node &n = nodes[i];
@@ -1027,14 +1029,25 @@ struct Move::Impl {
   }
 };
 
-int64_t RelayoutPrices::bytes(const Layout &from, const Layout &to, RankedTensorType type,
-                              const shardline::Mesh &mesh) {
+std::pair<int64_t, int64_t> RelayoutPrices::price(const Layout &from, const Layout &to,
+                                                  RankedTensorType type,
+                                                  const shardline::Mesh &mesh) {
   std::string key = from.str() + "|" + to.str() + "|" + std::to_string(elementBytesOf(type));
   for (int64_t d : type.getShape())
     key += "x" + std::to_string(d);
-  auto [it, inserted] = known.try_emplace(key, 0);
-  if (inserted)
-    it->second = relayoutBytes(from, to, type, mesh);
+  auto [it, inserted] = known.try_emplace(key, std::make_pair(int64_t(-1), int64_t(0)));
+  if (inserted) {
+    std::string error;
+    std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
+    std::vector<RelayoutStep> steps =
+        planRelayout(from, to, mesh, shape, elementBytesOf(type), error);
+    if (error.empty()) {
+      int64_t bytes = 0;
+      for (const RelayoutStep &step : steps)
+        bytes = shardline::saturatingAdd(bytes, stepBytes(step, shape, elementBytesOf(type), mesh));
+      it->second = {bytes, (int64_t)steps.size()};
+    }
+  }
   return it->second;
 }
 

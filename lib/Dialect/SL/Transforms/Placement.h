@@ -74,10 +74,15 @@ struct Outcome {
 class RelayoutPrices {
 public:
   int64_t bytes(const shardline::Layout &from, const shardline::Layout &to, RankedTensorType type,
-                const shardline::Mesh &mesh);
+                const shardline::Mesh &mesh) {
+    return price(from, to, type, mesh).first;
+  }
+  /// Bytes (-1: no lowering) and the number of collectives and slices.
+  std::pair<int64_t, int64_t> price(const shardline::Layout &from, const shardline::Layout &to,
+                                    RankedTensorType type, const shardline::Mesh &mesh);
 
 private:
-  std::map<std::string, int64_t> known;
+  std::map<std::string, std::pair<int64_t, int64_t>> known;
 };
 
 /// Whether `fn`'s module lets activations break ties (not when it sets
