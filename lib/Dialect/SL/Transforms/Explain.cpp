@@ -42,7 +42,8 @@ public:
     for (const placement::Kind &kind : *kinds) {
       auto &move = moves[{fn, kind}];
       if (!move)
-        move = std::make_unique<placement::Move>(fn, kind, placement::activationsBreakTies(fn));
+        move = std::make_unique<placement::Move>(fn, kind, placement::activationsBreakTies(fn),
+                                                 &prices);
       const placement::Outcome &o = move->solve();
       if (!o.improves() || !move->moves(op))
         continue;
@@ -56,6 +57,7 @@ public:
 private:
   llvm::DenseMap<Operation *, std::optional<std::vector<placement::Kind>>> kindsByFunction;
   std::map<std::pair<Operation *, placement::Kind>, std::unique_ptr<placement::Move>> moves;
+  placement::RelayoutPrices prices;
 };
 
 /// "1536 -> 1024 bytes per rank" or, for a move that only shrinks
