@@ -12,6 +12,8 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev
   # tests; the sanitizer runtimes for scripts/sanitize.sh
   python3 libclang-rt-22-dev
+  # the PyTorch oracle of the training tests (test/oracle)
+  python3-torch python3-numpy
 )
 
 SUDO=""
