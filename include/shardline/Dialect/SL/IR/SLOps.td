@@ -67,6 +67,17 @@ class SL_ComputeOp<string mnemonic, list<Trait> traits = [], list<string> spmd =
   let hasVerifier = 1;
 }
 
+// An op that updates its operands' storage in place (an optimizer step): no
+// results, and not Pure, so canonicalization, CSE and DCE keep it where it is.
+// Its operands say which of them it writes (Arg<..., [MemWrite]>).
+class SL_UpdateOp<string mnemonic, list<Trait> traits = [], list<string> spmd = []>
+    : SL_Op<mnemonic, traits # [
+        DeclareOpInterfaceMethods<SL_ShardingRuleOpInterface>,
+        DeclareOpInterfaceMethods<SL_SPMDOpInterface, spmd>]> {
+  let assemblyFormat = "operands attr-dict `:` type(operands)";
+  let hasVerifier = 1;
+}
+
 class SL_ElementwiseOp<string mnemonic, string summ, int numOperands>
     : SL_ComputeOp<mnemonic, [AllShapesMatch<!if(!eq(numOperands, 1), ["x", "result"],
                                                  ["lhs", "rhs", "result"])>]> {
