@@ -152,6 +152,13 @@ std::string shapeText(const std::vector<int64_t> &shape);
 std::optional<std::vector<Step>> decodeProgram(const plan::Plan &plan, const KernelTable &table,
                                                std::string &error);
 
+/// The optimizer's hyperparameters, which come from the run rather than the
+/// plan (sl.adamw reads them; docs/runtime.md).
+struct TrainOptions {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay = 0.01,
+         clipGrad = 1.0; // Megatron's defaults, lr aside
+};
+
 /// What a kernel runs against: this rank's tensors, their buffers and the
 /// collectives. Kernels compute in f32: while a step runs, the view of each
 /// of its 16-bit operands and results is an f32 copy (the executor widens the
@@ -175,6 +182,11 @@ struct Frame {
   const BufferView &moved(int32_t t) const {
     return typed(t, views[t].dtype == DType::I32 ? DType::I32 : DType::F32);
   }
+  /// The run's hyperparameters when it trains, else nullptr (sl.adamw then
+  /// leaves the weights as they are), and the 1-based step being trained.
+  const TrainOptions *train = nullptr;
+  int64_t trainStep = 0;
+
   int64_t n(int32_t t) const { return tensors[t].count; }
   const std::vector<int64_t> &local(int32_t t) const { return tensors[t].local; }
   const std::vector<int64_t> &global(int32_t t) const { return tensors[t].shape; }
