@@ -83,12 +83,6 @@ struct RankFacts {
   std::vector<Row> sends, receives;
 };
 
-/// The optimizer's hyperparameters of a training run (sl.adamw reads them):
-/// Megatron's defaults, the learning rate aside.
-struct TrainOptions {
-  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay = 0.01, clipGrad = 1.0;
-};
-
 struct Step;
 struct Frame;
 class Contract;
@@ -170,10 +164,6 @@ struct Frame {
   const std::vector<TensorInfo> &tensors;
   std::vector<BufferView> &views;
   Collectives *collectives;
-  /// The run's hyperparameters when it trains (sl.adamw updates the weights
-  /// only then), and the training step (1-based).
-  const TrainOptions *train = nullptr;
-  int64_t trainStep = 0;
 
   float *f(int32_t t) const { return typed(t, DType::F32).f32(); }
   int32_t *ids(int32_t t) const { return typed(t, DType::I32).i32(); }
