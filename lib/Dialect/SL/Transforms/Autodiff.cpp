@@ -320,12 +320,17 @@ LogicalResult Differentiator::run() {
   auto ret = cast<func::ReturnOp>(body.getTerminator());
   // The loss: the function result a cross-entropy computes.
   Operation *loss = nullptr;
-  for (Value r : ret.getOperands())
+  for (Value r : ret.getOperands()) {
+    // A loss over split tokens is returned through the all-reduce of its
+    // pending sum.
+    while (r.getDefiningOp() && isTransition(r.getDefiningOp()))
+      r = r.getDefiningOp()->getOperand(0);
     if (auto ce = r.getDefiningOp<CrossEntropyOp>()) {
       if (loss)
         return fn.emitError("sl-autodiff: the function returns two losses");
       loss = ce;
     }
+  }
   if (!loss)
     return fn.emitError("sl-autodiff: the function returns no sl.cross_entropy loss to train on");
 
