@@ -178,3 +178,44 @@ int64_t RingAttentionOp::sentBytesPerRank(const shardline::Mesh &mesh) {
   return shardline::saturatingMul(groupSize(mesh, getAxes()) - 1,
                                   localBytes(getK(), mesh) + localBytes(getV(), mesh));
 }
+
+//===----------------------------------------------------------------------===//
+// Gradients
+//===----------------------------------------------------------------------===//
+
+/// The transpose of the rotation: rotation by the opposite angle.
+LogicalResult RopeOp::buildGradient(GradientBuilder &g) {
+  FailureOr<Value> dy = g.resultGradient(0);
+  if (failed(dy) || !*dy)
+    return failure(failed(dy));
+  return g.give(0, g.buildOne("sl.rope_grad", {*dy}, getX(),
+                              GradientBuilder::attrsOf(*this, {"head_dim", "theta"})));
+}
+
+/// dq from attention_grad; dk and dv from attention_grad_kv, pending sums
+/// over the axes that split the queries (under allgather context
+/// parallelism: the K, V gather's dual is then their reduce-scatter).
+LogicalResult AttentionOp::buildGradient(GradientBuilder &g) {
+  FailureOr<Value> dy = g.resultGradient(0);
+  if (failed(dy) || !*dy)
+    return failure(failed(dy));
+  Value q = getQ(), k = getK(), v = getV();
+  auto attrs = GradientBuilder::attrsOf(*this, {"heads", "kv_heads", "causal", "scale"});
+  if (g.needsGradient(0) &&
+      failed(g.give(0, g.buildOne("sl.attention_grad", {q, k, v, *dy}, q, attrs))))
+    return failure();
+  if (!g.needsGradient(1) && !g.needsGradient(2))
+    return success();
+  FailureOr<Operation *> kv = g.build("sl.attention_grad_kv", {q, k, v, *dy}, {k, v}, attrs);
+  if (failed(kv))
+    return failure();
+  for (unsigned i = 1; i < 3; ++i)
+    if (g.needsGradient(i))
+      g.contribute(i, (*kv)->getResult(i - 1));
+  return success();
+}
+
+LogicalResult RingAttentionOp::buildGradient(GradientBuilder &) {
+  return emitOpError("sl-autodiff: the backward of ring attention is not built yet; train with "
+                     "--cp-comm allgather or a2a");
+}

@@ -158,3 +158,26 @@ int64_t mlir::sl::detail::vocabExchangeBytes(Value logits, ArrayAttr vocabAxes,
 int64_t CrossEntropyOp::sentBytesPerRank(const shardline::Mesh &mesh) {
   return vocabExchangeBytes(getLogits(), getVocabAxes(), mesh, 3);
 }
+
+//===----------------------------------------------------------------------===//
+// Gradients
+//===----------------------------------------------------------------------===//
+
+/// The table's gradient: each rank adds up the token gradients of the rows
+/// it owns (the table operand gives the rows, not its values).
+LogicalResult EmbeddingOp::buildGradient(GradientBuilder &g) {
+  FailureOr<Value> dy = g.resultGradient(0);
+  if (failed(dy) || !*dy)
+    return failure(failed(dy));
+  return g.give(1, g.buildOne("sl.embedding_grad", {getIds(), *dy, getTable()}, getTable()));
+}
+
+/// The loss seeds the backward program: the gradient of the mean loss with
+/// respect to the logits. A cross-entropy that is not the loss sl-autodiff
+/// trains on contributes nothing.
+LogicalResult CrossEntropyOp::buildGradient(GradientBuilder &g) {
+  if (!g.isLoss())
+    return success();
+  return g.give(0, g.buildOne("sl.cross_entropy_grad", {getLogits(), getLabels()}, getLogits(),
+                              GradientBuilder::attrsOf(*this, {"vocab_axes"})));
+}

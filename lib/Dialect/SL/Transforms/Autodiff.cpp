@@ -49,7 +49,7 @@ bool isTransition(Operation *op) {
       op);
 }
 
-class Differentiator {
+class Differentiator : public GradientBuilder {
 public:
   Differentiator(func::FuncOp fn, MeshOp mesh)
       : fn(fn), meshOp(mesh), mesh(toMesh(mesh)), b(fn.getContext()),
@@ -87,23 +87,33 @@ private:
   FailureOr<Value> relayout(Value v, const Layout &to, const std::string &why);
   FailureOr<Value> sum(ArrayRef<Value> values);
   FailureOr<Value> gradientAt(Value v, const Layout &to, const std::string &why);
-  FailureOr<Operation *> build(StringRef name, ValueRange operands, TypeRange resultTypes,
-                               ArrayRef<NamedAttribute> attrs = {});
-  /// The forward op's attributes named `names` (those it has).
-  SmallVector<NamedAttribute> attrsOf(Operation *op, ArrayRef<StringRef> names) {
-    SmallVector<NamedAttribute> out;
-    for (StringRef n : names)
-      if (Attribute a = op->getAttr(n))
-        out.push_back(b.getNamedAttr(n, a));
-    return out;
-  }
-  void contribute(Value v, Value grad) {
+  FailureOr<Operation *> create(StringRef name, ValueRange operands, TypeRange resultTypes,
+                                ArrayRef<NamedAttribute> attrs = {});
+  void add(Value v, Value grad) {
     if (active.contains(v))
       grads[v].push_back(grad);
   }
   LogicalResult backward(Operation *op);
-  LogicalResult seedLoss(Operation *ce);
   Location loc() { return current ? current->getLoc() : fn.getLoc(); }
+  /// The loss op.
+  Operation *loss = nullptr;
+
+  // GradientBuilder, for `current`.
+  FailureOr<Value> resultGradient(unsigned i) override {
+    Value r = current->getResult(i);
+    std::string n = current->getNumResults() > 1 ? " #" + std::to_string(i) : "";
+    return gradientAt(r, without(r), "gradient of the result" + n + " of " + opLabel(current));
+  }
+  bool needsGradient(unsigned i) override { return active.contains(current->getOperand(i)); }
+  FailureOr<Operation *> build(StringRef name, ValueRange operands, ArrayRef<Value> likes,
+                               ArrayRef<NamedAttribute> attrs) override {
+    SmallVector<Type> types;
+    for (Value v : likes)
+      types.push_back(v.getType());
+    return create(name, operands, types, attrs);
+  }
+  void contribute(unsigned i, Value grad) override { add(current->getOperand(i), grad); }
+  bool isLoss() override { return current == loss; }
 };
 
 FailureOr<Value> Differentiator::relayout(Value v, const Layout &to, const std::string &why) {
@@ -122,10 +132,10 @@ FailureOr<Value> Differentiator::relayout(Value v, const Layout &to, const std::
 FailureOr<Value> Differentiator::sum(ArrayRef<Value> values) {
   Value total = values.front();
   for (Value v : values.drop_front()) {
-    FailureOr<Operation *> add = build("sl.add", {total, v}, {total.getType()});
-    if (failed(add))
+    FailureOr<Operation *> sum = create("sl.add", {total, v}, {total.getType()});
+    if (failed(sum))
       return failure();
-    total = (*add)->getResult(0);
+    total = (*sum)->getResult(0);
   }
   return total;
 }
@@ -154,9 +164,9 @@ FailureOr<Value> Differentiator::gradientAt(Value v, const Layout &to, const std
 
 /// Builds op `name` at the end of the function with the layouts its sharding
 /// rule derives from the operands (`resultTypes` give the global shapes).
-FailureOr<Operation *> Differentiator::build(StringRef name, ValueRange operands,
-                                             TypeRange resultTypes,
-                                             ArrayRef<NamedAttribute> attrs) {
+FailureOr<Operation *> Differentiator::create(StringRef name, ValueRange operands,
+                                              TypeRange resultTypes,
+                                              ArrayRef<NamedAttribute> attrs) {
   OperationState st(loc(), name);
   st.addOperands(operands);
   for (Type t : resultTypes)
@@ -180,146 +190,31 @@ FailureOr<Operation *> Differentiator::build(StringRef name, ValueRange operands
   return op;
 }
 
-/// The gradient of the mean loss with respect to the logits starts the
-/// backward program.
-LogicalResult Differentiator::seedLoss(Operation *ce) {
-  current = ce;
-  Value logits = ce->getOperand(0), labels = ce->getOperand(1);
-  FailureOr<Operation *> g = build("sl.cross_entropy_grad", {logits, labels}, {logits.getType()},
-                                   attrsOf(ce, {"vocab_axes"}));
-  if (failed(g))
-    return failure();
-  contribute(logits, (*g)->getResult(0));
-  return success();
-}
-
 /// Appends the backward of `op` given the gradients of its results.
 LogicalResult Differentiator::backward(Operation *op) {
   current = op;
-  auto why = [&](unsigned result) {
-    std::string r = op->getNumResults() > 1 ? " #" + std::to_string(result) : "";
-    return "gradient of the result" + r + " of " + opLabel(op);
-  };
   // A transition is the identity on the global value: its result's
   // contributions are its operand's.
   if (isTransition(op)) {
-    Value x = op->getOperand(0), y = op->getResult(0);
-    if (auto it = grads.find(y); it != grads.end())
+    if (auto it = grads.find(op->getResult(0)); it != grads.end())
       for (Value g : it->second)
-        contribute(x, g);
+        add(op->getOperand(0), g);
     return success();
   }
-  if (isa<WeightOp, CrossEntropyOp>(op))
+  if (isa<WeightOp>(op) || op->getNumResults() == 0)
     return success();
-  // The op's result gradient in the layout of its result (a pending sum's
-  // gradient is the same on every rank of the sum: replicated).
-  SmallVector<Value> dys;
-  bool any = false;
-  for (auto [i, r] : llvm::enumerate(op->getResults())) {
-    FailureOr<Value> dy = gradientAt(r, without(r), why(i));
-    if (failed(dy))
-      return failure();
-    dys.push_back(*dy);
-    any |= bool(*dy);
-  }
-  if (!any)
+  if (op != loss && llvm::none_of(op->getResults(), [&](Value r) { return grads.count(r); }))
     return success();
-  auto needs = [&](unsigned operand) { return active.contains(op->getOperand(operand)); };
-  auto one = [&](StringRef name, ValueRange operands, Value like,
-                 ArrayRef<NamedAttribute> attrs = {}) -> FailureOr<Value> {
-    FailureOr<Operation *> g = build(name, operands, {like.getType()}, attrs);
-    if (failed(g))
-      return failure();
-    return (*g)->getResult(0);
-  };
-  auto give = [&](unsigned operand, FailureOr<Value> g) -> LogicalResult {
-    if (failed(g))
-      return failure();
-    contribute(op->getOperand(operand), *g);
-    return success();
-  };
-  Value dy = dys.front();
-  if (!dy)
-    return success();
-
-  if (isa<AddOp>(op)) {
-    for (unsigned i = 0; i < 2; ++i)
-      contribute(op->getOperand(i), dy);
-    return success();
-  }
-  if (isa<MulOp>(op)) {
-    Value l = op->getOperand(0), r = op->getOperand(1);
-    if (needs(0) && failed(give(0, one("sl.mul", {dy, r}, l))))
-      return failure();
-    if (needs(1) && failed(give(1, one("sl.mul", {dy, l}, r))))
-      return failure();
-    return success();
-  }
-  if (isa<SiLUOp, GeLUOp, SigmoidOp, SoftplusOp>(op)) {
-    std::string name = op->getName().getStringRef().str() + "_grad";
-    return give(0, one(name, {op->getOperand(0), dy}, op->getOperand(0)));
-  }
-  if (isa<SwiGLUOp>(op)) {
-    Value l = op->getOperand(0), r = op->getOperand(1);
-    FailureOr<Operation *> g = build("sl.swiglu_grad", {l, r, dy}, {l.getType(), r.getType()});
-    if (failed(g))
-      return failure();
-    contribute(l, (*g)->getResult(0));
-    contribute(r, (*g)->getResult(1));
-    return success();
-  }
-  if (isa<RMSNormOp>(op)) {
-    Value x = op->getOperand(0), w = op->getOperand(1);
-    auto eps = attrsOf(op, {"eps"});
-    if (needs(0) && failed(give(0, one("sl.rms_norm_grad", {x, w, dy}, x, eps))))
-      return failure();
-    if (needs(1) && failed(give(1, one("sl.rms_norm_grad_weight", {x, dy}, w, eps))))
-      return failure();
-    return success();
-  }
-  if (isa<LinearOp, LMHeadOp>(op)) {
-    Value x = op->getOperand(0), w = op->getOperand(1);
-    if (needs(0) && failed(give(0, one("sl.linear_grad", {dy, w}, x))))
-      return failure();
-    if (needs(1) && failed(give(1, one("sl.linear_grad_weight", {x, dy}, w))))
-      return failure();
-    return success();
-  }
-  if (isa<EmbeddingOp>(op)) {
-    Value ids = op->getOperand(0), table = op->getOperand(1);
-    return give(1, one("sl.embedding_grad", {ids, dy, table}, table));
-  }
-  if (isa<RopeOp>(op))
-    return give(0,
-                one("sl.rope_grad", {dy}, op->getOperand(0), attrsOf(op, {"head_dim", "theta"})));
-  if (isa<AttentionOp>(op)) {
-    Value q = op->getOperand(0), k = op->getOperand(1), v = op->getOperand(2);
-    auto attrs = attrsOf(op, {"heads", "kv_heads", "causal", "scale"});
-    if (needs(0) && failed(give(0, one("sl.attention_grad", {q, k, v, dy}, q, attrs))))
-      return failure();
-    if (needs(1) || needs(2)) {
-      FailureOr<Operation *> g =
-          build("sl.attention_grad_kv", {q, k, v, dy}, {k.getType(), v.getType()}, attrs);
-      if (failed(g))
-        return failure();
-      contribute(k, (*g)->getResult(0));
-      contribute(v, (*g)->getResult(1));
-    }
-    return success();
-  }
-  if (isa<RingAttentionOp>(op))
-    return op->emitOpError("sl-autodiff: the backward of ring attention is not built yet; "
-                           "train with --cp-comm allgather or a2a");
-  return op->emitOpError("sl-autodiff: no gradient for this op yet (training covers the "
-                         "embedding, attention (A) and MLP (F) blocks, the final norm, the LM "
-                         "head and the cross-entropy)");
+  auto grad = dyn_cast<GradientOpInterface>(op);
+  if (!grad)
+    return op->emitOpError("sl-autodiff: the op states no gradient");
+  return grad.buildGradient(*this);
 }
 
 LogicalResult Differentiator::run() {
   Block &body = fn.getBody().front();
   auto ret = cast<func::ReturnOp>(body.getTerminator());
   // The loss: the function result a cross-entropy computes.
-  Operation *loss = nullptr;
   for (Value r : ret.getOperands()) {
     // A loss over split tokens is returned through the all-reduce of its
     // pending sum.
@@ -352,10 +247,8 @@ LogicalResult Differentiator::run() {
     return fn.emitError("sl-autodiff: the function has no parameters (sl.weight) to train");
 
   b.setInsertionPoint(ret);
-  if (failed(seedLoss(loss)))
-    return failure();
   for (Operation *op : llvm::reverse(forward))
-    if (op != loss && failed(backward(op)))
+    if (failed(backward(op)))
       return failure();
 
   // Each parameter's gradient in the parameter's own layout: the pending sums
@@ -380,7 +273,7 @@ LogicalResult Differentiator::run() {
   auto scalar = RankedTensorType::get({}, b.getF32Type());
   llvm::MapVector<Type, SmallVector<Value>> squares;
   for (Value g : paramGrads) {
-    FailureOr<Operation *> s = build("sl.sum_squares", {g}, {scalar});
+    FailureOr<Operation *> s = create("sl.sum_squares", {g}, {scalar});
     if (failed(s))
       return failure();
     Value v = (*s)->getResult(0);
@@ -414,8 +307,8 @@ LogicalResult Differentiator::run() {
     }
     bool decay = w.getResult().getType().getRank() >= 2;
     FailureOr<Operation *> step =
-        build("sl.adamw", {w.getResult(), g, moments[0], moments[1], *sumsq}, {},
-              {b.getNamedAttr("decay", b.getBoolAttr(decay))});
+        create("sl.adamw", {w.getResult(), g, moments[0], moments[1], *sumsq}, {},
+               {b.getNamedAttr("decay", b.getBoolAttr(decay))});
     if (failed(step))
       return failure();
   }
