@@ -219,3 +219,23 @@ func.func @f(%w: tensor<32x64xf32>, %g: tensor<32x64xbf16>, %s: tensor<f32>) {
   sl.adamw %w, %g, %w, %w, %s : tensor<32x64xf32>, tensor<32x64xbf16>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<f32>
   return
 }
+
+// -----
+
+// The update reads a finished gradient: a pending sum must be reduced first.
+sl.mesh @mesh(tp = 2)
+func.func @f(%w: tensor<32x64xf32, #sl.layout<@mesh, [[], []]>>, %g: tensor<32x64xf32, #sl.layout<@mesh, [[], []], partial = [tp]>>, %s: tensor<f32, #sl.layout<@mesh, []>>) {
+  // expected-error @+1 {{'sl.adamw' op operand #1 (grad) is a pending sum over [tp] but the op is not linear in it; all-reduce or reduce-scatter it first}}
+  sl.adamw %w, %g, %w, %w, %s : tensor<32x64xf32, #sl.layout<@mesh, [[], []]>>, tensor<32x64xf32, #sl.layout<@mesh, [[], []], partial = [tp]>>, tensor<32x64xf32, #sl.layout<@mesh, [[], []]>>, tensor<32x64xf32, #sl.layout<@mesh, [[], []]>>, tensor<f32, #sl.layout<@mesh, []>>
+  return
+}
+
+// -----
+
+// The moments are updated element by element with the weight: one layout.
+sl.mesh @mesh(tp = 2)
+func.func @f(%w: tensor<32x64xf32, #sl.layout<@mesh, [[], [tp]]>>, %m: tensor<32x64xf32, #sl.layout<@mesh, [[tp], []]>>, %s: tensor<f32, #sl.layout<@mesh, []>>) {
+  // expected-error @+1 {{'sl.adamw' op operand #2 (m) dimension 0 (d0) is split over [tp] but operand #0 (weight) dimension 0 (d0) is split over []}}
+  sl.adamw %w, %w, %m, %w, %s : tensor<32x64xf32, #sl.layout<@mesh, [[], [tp]]>>, tensor<32x64xf32, #sl.layout<@mesh, [[], [tp]]>>, tensor<32x64xf32, #sl.layout<@mesh, [[tp], []]>>, tensor<32x64xf32, #sl.layout<@mesh, [[], [tp]]>>, tensor<f32, #sl.layout<@mesh, []>>
+  return
+}
