@@ -15,6 +15,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "comm/comm.h"
+#include "exec/collectives.h"
 #include "exec/verify.h"
 #include "kernel_test_util.h"
 #include "kernels/cpu/kernels.h"
@@ -27,6 +29,7 @@
 #include <limits>
 #include <map>
 #include <set>
+#include <thread>
 #include <vector>
 
 namespace cpu = shardline::rt::cpu;
@@ -369,9 +372,6 @@ TEST(LossGrad, VocabShardsCombineToTheFullGradient) {
                 m ? "upper vocabulary shard" : "lower vocabulary shard");
   }
   // Split tokens divide by the whole batch's count, not their own.
-  Vec firstRows(2 * V);
-  cpu::xent_grad(logits.data(), labels.data(), maxes[0].data(), sums[0].data(), 0, V, 0, T,
-                 firstRows.data());
   Vec lm(2), ls(2), rows(2 * V);
   cpu::xent_local_max(logits.data(), 2, V, lm.data());
   cpu::xent_local_sumexp(logits.data(), lm.data(), 2, V, ls.data());
@@ -659,6 +659,98 @@ TEST(GradKernelTable, RankFactsAsTheForwardOps) {
   forward = facts(emb);
   EXPECT_EQ(forward.vocabOffset, 8);
   same(facts(embGrad), forward, "embedding_grad");
+}
+
+// -- the table's entries on ranks ------------------------------------------
+
+/// The entries pass the ranks' facts and the global extents to the kernels:
+/// vocabulary-parallel cross_entropy_grad on two thread ranks gives each its
+/// columns of the unsharded gradient (divided by the whole batch's tokens).
+TEST(GradKernelEntries, CrossEntropyGradOverTwoVocabularyRanks) {
+  Rng rng(41);
+  const int64_t B = 2, S = 3, T = B * S, V = 10, half = V / 2;
+  Vec logits = rng.vec(T * V, -3.0f, 3.0f), full(T * V);
+  std::vector<int32_t> labels = {0, 4, 5, 9, 2, 7};
+  cpu::cross_entropy_grad(logits.data(), labels.data(), T, V, full.data());
+  Mesh mesh{{{"tp", 2}}};
+  Layout vocab{{{}, {}, {"tp"}}, {}, -1, shardline::ChunkOrder::Contiguous};
+  ThreadHub hub(2);
+  std::vector<Vec> got(2);
+  std::vector<std::string> errors(2);
+  std::vector<std::thread> ranks;
+  for (int64_t r = 0; r < 2; ++r)
+    ranks.emplace_back([&, r] {
+      StepRig rig("cross_entropy_grad", {{B, S, V}, {B, S}}, {{B, S, V}}, {axesAttr({"tp"})}, mesh,
+                  {vocab, Layout::replicated(2), vocab});
+      ThreadComm comm(hub, r);
+      Collectives collectives(comm, mesh);
+      Vec mine = sliceCols(logits, T, V, r * half, half), out(T * half);
+      std::vector<int32_t> ownLabels = labels;
+      rig.views = {BufferView(mine.data(), T * half), BufferView(ownLabels.data(), T),
+                   BufferView(out.data(), T * half)};
+      rig.frame.self = r;
+      rig.frame.collectives = &collectives;
+      errors[r] = rig.verify();
+      rig.step.kernel->resolve(rig.step, rig.frame);
+      rig.step.kernel->run(rig.step, rig.frame);
+      got[r] = out;
+    });
+  for (std::thread &t : ranks)
+    t.join();
+  for (int64_t r = 0; r < 2; ++r) {
+    EXPECT_EQ(errors[r], "") << r;
+    expectClose(got[r], sliceCols(full, T, V, r * half, half), 1e-6, 1e-8, "a rank's columns");
+  }
+}
+
+/// embedding_grad on the second of two ranks that split the table's rows:
+/// the rows it owns, from its own offset; an id outside the table stops it.
+TEST(GradKernelEntries, EmbeddingGradOnARankOfASplitTable) {
+  Rng rng(42);
+  const int64_t B = 2, S = 4, T = B * S, V = 16, H = 3;
+  std::vector<int32_t> ids = {1, 9, 9, 15, 8, 3, 12, 9};
+  Vec dy = rng.vec(T * H), out(V / 2 * H), table(V / 2 * H), want(V / 2 * H);
+  Layout rows{{{"tp"}, {}}, {}, -1, shardline::ChunkOrder::Contiguous};
+  StepRig rig("embedding_grad", {{B, S}, {B, S, H}, {V, H}}, {{V, H}}, {}, Mesh{{{"tp", 2}}},
+              {Layout::replicated(2), Layout::replicated(3), rows, rows});
+  rig.views = {BufferView(ids.data(), T), BufferView(dy.data(), T * H),
+               BufferView(table.data(), V / 2 * H), BufferView(out.data(), V / 2 * H)};
+  rig.frame.self = 1;
+  ASSERT_EQ(rig.verify(), "");
+  rig.step.kernel->resolve(rig.step, rig.frame);
+  rig.step.kernel->run(rig.step, rig.frame);
+  cpu::embedding_grad(ids.data(), dy.data(), T, V / 2, H, V / 2, want.data());
+  EXPECT_EQ(out, want);
+  EXPECT_NE(out, Vec(out.size(), 0.0f));
+  ids[3] = 16;
+  try {
+    rig.step.kernel->run(rig.step, rig.frame);
+    ADD_FAILURE() << "an id outside the table accepted";
+  } catch (Stop &stop) {
+    EXPECT_EQ(stop.error, "'ids' holds a value outside [0, 16), the embedding table's rows");
+  }
+}
+
+/// attention_grad_kv reads its dims from the heads and its scale, when the
+/// op has none, as 1/sqrt(head_dim), as the forward entry does.
+TEST(GradKernelEntries, AttentionGradKvWithoutAScale) {
+  Rng rng(43);
+  const int64_t B = 1, S = 4, HQ = 4, HKV = 2, D = 2;
+  std::vector<int64_t> q = {B, S, HQ * D}, kv = {B, S, HKV * D};
+  Vec qv = rng.vec(B * S * HQ * D), k = rng.vec(B * S * HKV * D), v = rng.vec(k.size()),
+      dy = rng.vec(qv.size()), dk(k.size()), dv(k.size()), wantK(k.size()), wantV(k.size());
+  StepRig rig("attention_grad_kv", {q, kv, kv, q}, {kv, kv},
+              {intAttr(HQ), intAttr(1), AttrValue{}, intAttr(HKV)});
+  rig.bind({&qv, &k, &v, &dy, &dk, &dv});
+  ASSERT_EQ(rig.verify(), "");
+  rig.step.kernel->resolve(rig.step, rig.frame);
+  rig.step.kernel->run(rig.step, rig.frame);
+  std::vector<int64_t> pos = {0, 1, 2, 3};
+  cpu::attention_grad_kv(qv.data(), k.data(), v.data(), dy.data(), pos.data(), pos.data(),
+                         {B, S, S, HQ, HKV, D}, true, (float)(1.0 / std::sqrt(2.0)), wantK.data(),
+                         wantV.data());
+  EXPECT_EQ(dk, wantK);
+  EXPECT_EQ(dv, wantV);
 }
 
 // -- contracts --------------------------------------------------------------

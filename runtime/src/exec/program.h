@@ -164,6 +164,10 @@ struct Frame {
   const std::vector<TensorInfo> &tensors;
   std::vector<BufferView> &views;
   Collectives *collectives;
+  /// The run's hyperparameters when it trains, else nullptr (sl.adamw then
+  /// leaves the weights as they are), and the 1-based step being trained.
+  const TrainOptions *train = nullptr;
+  int64_t trainStep = 0;
 
   float *f(int32_t t) const { return typed(t, DType::F32).f32(); }
   int32_t *ids(int32_t t) const { return typed(t, DType::I32).i32(); }
@@ -172,11 +176,6 @@ struct Frame {
   const BufferView &moved(int32_t t) const {
     return typed(t, views[t].dtype == DType::I32 ? DType::I32 : DType::F32);
   }
-  /// The run's hyperparameters when it trains, else nullptr (sl.adamw then
-  /// leaves the weights as they are), and the 1-based step being trained.
-  const TrainOptions *train = nullptr;
-  int64_t trainStep = 0;
-
   int64_t n(int32_t t) const { return tensors[t].count; }
   const std::vector<int64_t> &local(int32_t t) const { return tensors[t].local; }
   const std::vector<int64_t> &global(int32_t t) const { return tensors[t].shape; }
