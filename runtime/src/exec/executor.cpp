@@ -439,7 +439,9 @@ RunResult RankRun::run() {
     collectives.barrier();
     auto start = std::chrono::steady_clock::now();
     timing = true;
-    int32_t loss = lossOutput();
+    // A training run reports every step's loss (a forward run only the last
+    // step's outputs).
+    int32_t loss = options.train ? lossOutput() : -1;
     for (int64_t step = 0; step < std::max<int64_t>(1, options.steps); ++step) {
       runStep();
       if (loss >= 0) {
