@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "kernel_test_util.h"
 #include "kernels/cpu/kernels.h"
 
 #include <gtest/gtest.h>
@@ -23,47 +24,11 @@ namespace cpu = shardline::rt::cpu;
 
 namespace {
 
-using Vec = std::vector<float>;
+using shardline::rt::test::expectClose;
+using shardline::rt::test::Rng;
+using shardline::rt::test::sliceCols;
+using shardline::rt::test::Vec;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-/// splitmix64: tiny, seeded and identical on every platform.
-class Rng {
-public:
-  explicit Rng(uint64_t seed) : state(seed) {}
-  uint64_t next() {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  float uniform(float lo, float hi) {
-    return lo + (hi - lo) * static_cast<float>((next() >> 40) * 0x1p-24);
-  }
-  Vec vec(size_t n, float lo = -1.0f, float hi = 1.0f) {
-    Vec v(n);
-    for (float &x : v)
-      x = uniform(lo, hi);
-    return v;
-  }
-
-private:
-  uint64_t state;
-};
-
-/// |got - want| <= atol + rtol |want| elementwise; -inf must match exactly.
-template <typename W>
-void expectClose(const Vec &got, const std::vector<W> &want, double rtol,
-                 double atol, const char *what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  for (size_t i = 0; i < got.size(); ++i) {
-    double g = got[i], w = static_cast<double>(want[i]);
-    if (std::isinf(w)) {
-      ASSERT_EQ(g, w) << what << " [" << i << "]";
-      continue;
-    }
-    ASSERT_NEAR(g, w, atol + rtol * std::abs(w)) << what << " [" << i << "]";
-  }
-}
 
 /// Rows [start, start+len) of the sequence axis of t[B,S,inner].
 Vec sliceSeq(const Vec &t, int64_t B, int64_t S, int64_t inner, int64_t start,
@@ -86,15 +51,6 @@ Vec gatherSeq(const Vec &t, int64_t B, int64_t S, int64_t inner,
       std::copy(t.begin() + (b * S + rows[i]) * inner,
                 t.begin() + (b * S + rows[i] + 1) * inner,
                 out.begin() + (b * n + i) * inner);
-  return out;
-}
-
-/// Columns [start, start+len) of m[R,C].
-Vec sliceCols(const Vec &m, int64_t R, int64_t C, int64_t start, int64_t len) {
-  Vec out(R * len);
-  for (int64_t r = 0; r < R; ++r)
-    std::copy(m.begin() + r * C + start, m.begin() + r * C + start + len,
-              out.begin() + r * len);
   return out;
 }
 

@@ -21,6 +21,8 @@ void usage(FILE *out) {
                "                     [--weights W.safetensors] [--save-weights W.safetensors]\n"
                "                     [--steps N] [--profile] [--verify [--rtol X]]\n"
                "                     [--timeout SECONDS]\n"
+               "                     [--train [--lr X] [--adam-beta1 X] [--adam-beta2 X]\n"
+               "                      [--adam-eps X] [--weight-decay X] [--clip-grad X]]\n"
                "       MODEL [same options]   (an executable from shardline-compile -o MODEL,\n"
                "                               which carries its plan)\n\n"
                "Runs a plan from shardline-compile --emit plan on CPU ranks: threads of this\n"
@@ -50,6 +52,17 @@ void usage(FILE *out) {
                "  --rtol X    with --verify: the largest relative error accepted for every\n"
                "              float output instead of its type's (e.g. 0.03 for a 16-bit model\n"
                "              without routers, whose outputs agree to a few roundings)\n"
+               "  --train     train: each of the --steps steps runs the forward, the backward\n"
+               "              and the AdamW update of every weight (a plan compiled with\n"
+               "              shardline-compile --train) and prints its loss; with --verify\n"
+               "              the single-device run trains beside it, and PASS also needs\n"
+               "              every step's loss and every final weight within the tolerance.\n"
+               "              Without --train such a plan computes the loss and the gradients\n"
+               "              (outputs grad.<name>) and leaves the weights as they are\n"
+               "  --lr X, --adam-beta1 X, --adam-beta2 X, --adam-eps X, --weight-decay X,\n"
+               "  --clip-grad X  AdamW as Megatron's flags mean them (defaults 1e-3, 0.9,\n"
+               "              0.999, 1e-8, 0.01, 1.0; weight decay skips 1-D weights, clipping\n"
+               "              is by the global gradient norm, 0 turns it off)\n"
                "  --timeout SECONDS  how long a rank waits for the others in any one\n"
                "              collective (default 60): a rank that has not arrived by then\n"
                "              stalled, died or runs another program, and the run stops with an\n"
@@ -115,6 +128,15 @@ int main(int argc, char **argv) {
   bool verify = false, profile = false;
   double rtol = -1, timeout = kDefaultTimeoutSeconds;
   std::string weightsFile, saveWeightsFile;
+  bool train = false;
+  TrainOptions hyper;
+  std::map<std::string, double *> hyperFlags = {{"--lr", &hyper.lr},
+                                                {"--adam-beta1", &hyper.beta1},
+                                                {"--adam-beta2", &hyper.beta2},
+                                                {"--adam-eps", &hyper.eps},
+                                                {"--weight-decay", &hyper.weightDecay},
+                                                {"--clip-grad", &hyper.clipGrad}};
+  bool hyperGiven = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") {
@@ -138,6 +160,23 @@ int main(int argc, char **argv) {
                     ", got '" + argv[i] + "'");
     } else if (a == "--profile") {
       profile = true;
+    } else if (a == "--train") {
+      train = true;
+    } else if (auto h = hyperFlags.find(a); h != hyperFlags.end()) {
+      if (i + 1 >= argc)
+        return fail(a + " needs a value");
+      char *end = nullptr;
+      double v = std::strtod(argv[++i], &end);
+      bool beta = a == "--adam-beta1" || a == "--adam-beta2";
+      if (!end || *end || end == argv[i] || !std::isfinite(v) || v < 0 || (beta && v >= 1) ||
+          ((a == "--lr" || a == "--adam-eps") && v <= 0))
+        return fail(a +
+                    (beta                               ? " needs a number in [0, 1)"
+                     : a == "--lr" || a == "--adam-eps" ? " needs a positive number"
+                                                        : " needs a number >= 0") +
+                    ", got '" + argv[i] + "'");
+      *h->second = v;
+      hyperGiven = true;
     } else if (a == "--comm") {
       if (i + 1 >= argc)
         return fail("--comm needs threads or mpi");
@@ -160,6 +199,8 @@ int main(int argc, char **argv) {
   }
   if (rtol > 0 && !verify)
     return fail("--rtol sets what --verify accepts: give --verify too");
+  if (hyperGiven && !train)
+    return fail("the optimizer flags set how --train updates the weights: give --train too");
   std::string error;
   std::optional<LoadedPlan> plan;
   if (planPath.empty()) {
@@ -192,6 +233,9 @@ int main(int argc, char **argv) {
     return rankError(error);
   if (std::string why = checkProgram(*plan); !why.empty())
     return rankError(why);
+  if (train && !isTrainingPlan(*plan->root()))
+    return rankError("--train needs a plan compiled with shardline-compile --train (this plan "
+                     "has no sl.adamw: it computes the forward only)");
   if (ranks >= 0 && ranks != plan->ranks())
     return rankError("the plan is for " + std::to_string(plan->ranks()) + " ranks, --ranks says " +
                      std::to_string(ranks));
@@ -206,6 +250,9 @@ int main(int argc, char **argv) {
   options.steps = std::max<int64_t>(1, steps);
   options.saveWeightsFile = saveWeightsFile;
   options.timeoutSeconds = timeout;
+  if (train)
+    options.train = hyper;
+  options.returnWeights = train && verify;
   RunResult run = mpi ? runPlanOnRank(*plan, options, *mpi) : runPlan(*plan, options);
   if (!run.error.empty() && !mpi)
     return fail(run.error, run.rankLost ? kExitRankLost : 1);
@@ -218,6 +265,9 @@ int main(int argc, char **argv) {
   const shardline::plan::Plan &root = *plan->root();
   std::printf("model %s on %lld ranks (%s), seed %lld\n", root.model()->c_str(),
               (long long)run.ranks, commName.c_str(), (long long)seed);
+  if (train)
+    for (size_t k = 0; k < run.losses.size(); ++k)
+      std::printf("step %zu: loss %.6f\n", k + 1, run.losses[k]);
   for (size_t i = 0; i < run.outputs.size(); ++i)
     if (run.outputs[i].size() == 1)
       std::printf("output %zu: %.6f\n", i, run.outputs[i][0]);
@@ -257,7 +307,10 @@ int main(int argc, char **argv) {
   }
   options.singleDevice = true;
   options.saveWeightsFile.clear();
-  options.steps = 1;
+  // A training run is compared step by step: the single-device run trains
+  // as long.
+  if (!train)
+    options.steps = 1;
   RunResult ref = runPlan(*plan, options);
   if (!ref.error.empty())
     return fail("single-device run: " + ref.error);
@@ -287,6 +340,35 @@ int main(int argc, char **argv) {
     std::snprintf(text, sizeof text, "%s%g for %s", allowed.empty() ? "" : ", ", tolerance,
                   dtypeName(dtype));
     allowed += text;
+  }
+  if (train) {
+    // Every step's loss, and every weight after the last step (its largest
+    // absolute error over its largest magnitude, as the outputs).
+    double lossRel = 0, weightRel = 0;
+    std::string worstWeight;
+    for (size_t k = 0; k < run.losses.size() && k < ref.losses.size(); ++k)
+      lossRel = std::max(lossRel, std::fabs(run.losses[k] - ref.losses[k]) /
+                                      std::max(std::fabs(ref.losses[k]), 1e-30));
+    for (const auto &[name, mine] : run.weights) {
+      const auto &theirs = ref.weights.at(name).second;
+      double abs = 0, scale = 0;
+      for (size_t k = 0; k < mine.second.size(); ++k) {
+        abs = std::max(abs, (double)std::fabs(mine.second[k] - theirs[k]));
+        scale = std::max(scale, (double)std::fabs(theirs[k]));
+      }
+      double rel = scale > 0 ? abs / scale : abs;
+      if (rel >= weightRel) {
+        weightRel = rel;
+        worstWeight = name;
+      }
+    }
+    double tolerance = rtol > 0 ? rtol : 1e-4;
+    bool trained =
+        run.losses.size() == ref.losses.size() && lossRel <= tolerance && weightRel <= tolerance;
+    std::printf("training against the single-device run: %zu steps, loss max rel error %.3g, "
+                "weights max rel error %.3g (%s); at most %g\n",
+                run.losses.size(), lossRel, weightRel, worstWeight.c_str(), tolerance);
+    withinTolerance = withinTolerance && trained;
   }
   bool bytesMatch = run.bytesSentPerRank == root.comm_bytes_per_rank();
   bool peakMatch = run.arenaPeak == root.arena_bytes();

@@ -14,6 +14,13 @@ the family has attention; a2a only where the heads divide); ep in {2, 4}; and
 mixed 8-rank meshes (tp2 cp2 ep2, tp2 cp2 dp2). nam56r-tiny in bf16 runs the
 8-rank meshes only: its tensors in 16 bits, its arena peak the report's.
 Prints one line per entry and "N passed, N failed".
+
+With --train, the families that train (attention, mlp, and the two together)
+are compiled with --train and run for TRAIN_STEPS AdamW steps
+(shardline-run --train --verify): every step's loss, the last step's
+gradients and the final weights must equal the single-device training run's
+(relative error 1e-4), and the bytes and arena peak the report's. Ring
+attention has no backward yet, so cp entries use allgather and a2a only.
 """
 
 import argparse
@@ -41,12 +48,24 @@ FAMILIES = {
 }
 
 
-def entries(has_attention, mixes_only=False):
+TRAIN_STEPS = 20
+TRAINABLE = {
+    "attention": FAMILIES["attention"],
+    "mlp": FAMILIES["mlp"],
+    "dense": dict(SMALL, pattern="AF", attention={"heads": 8, "kv_heads": 4, "head_dim": 4},
+                  mlp={"ffn_hidden": 64}),
+}
+
+
+def entries(has_attention, mixes_only=False, train=False):
     """(flags, description) of the matrix for one family."""
     out = [["--tp", "1", "--sp=false"]]
     for tp in ("2", "4"):
         out += [["--tp", tp, "--sp=false"], ["--tp", tp, "--sp"]]
-    comms = ("ring", "allgather", "a2a") if has_attention else ("ring",)
+    if train:
+        comms = ("allgather", "a2a") if has_attention else ("allgather",)
+    else:
+        comms = ("ring", "allgather", "a2a") if has_attention else ("ring",)
     for cp in ("2", "4"):
         for order in ("zigzag", "contiguous"):
             for comm in comms:
@@ -54,7 +73,8 @@ def entries(has_attention, mixes_only=False):
     for ep in ("2", "4"):
         out.append(["--ep", ep])
     mixes = [["--tp", "2", "--sp", "--cp", "2", "--ep", "2", "--cp-comm", comm] for comm in comms]
-    mixes.append(["--tp", "2", "--sp=false", "--cp", "2", "--cp-order", "contiguous", "--dp", "2"])
+    mixes.append(["--tp", "2", "--sp=false", "--cp", "2", "--cp-order", "contiguous", "--dp", "2"]
+                 + (["--cp-comm", "allgather"] if train else []))
     return mixes if mixes_only else out + mixes
 
 
@@ -71,10 +91,10 @@ def full_flags(flags):
     return flags + extra
 
 
-def run_entry(bin_dir, family, spec_path, flags, workdir, index):
+def run_entry(bin_dir, family, spec_path, flags, workdir, index, train=False):
     plan = os.path.join(workdir, f"{family}-{index}.slp")
     compile_cmd = [os.path.join(bin_dir, "shardline-compile"), spec_path, *full_flags(flags),
-                   "--emit", "plan", "-o", plan]
+                   "--emit", "plan", "-o", plan] + (["--train"] if train else [])
     c = subprocess.run(compile_cmd, capture_output=True, text=True)
     if c.returncode != 0:
         # a2a needs the heads to divide over the group; that is the only
@@ -82,19 +102,24 @@ def run_entry(bin_dir, family, spec_path, flags, workdir, index):
         if "a2a" in flags and "heads" in c.stderr:
             return ("n/a", c.stderr.strip().splitlines()[0])
         return ("FAIL", "compile: " + c.stderr.strip())
-    r = subprocess.run([os.path.join(bin_dir, "shardline-run"), plan, "--verify"],
-                       capture_output=True, text=True, timeout=600)
+    run_cmd = [os.path.join(bin_dir, "shardline-run"), plan, "--verify"]
+    if train:
+        run_cmd += ["--train", "--steps", str(TRAIN_STEPS)]
+    r = subprocess.run(run_cmd, capture_output=True, text=True, timeout=600)
     out = r.stdout
     ranks = re.search(r"on (\d+) ranks", out)
-    err = re.search(r"max rel error ([^;]+);", out)
+    err = re.search(r"single-device run: max abs error \S+, max rel error ([^;]+);", out)
     bytes_ = re.search(r"bytes sent per rank: (\d+) measured, (\d+) in the report", out)
     peak = re.search(r"arena peak per rank: (\d+) measured, (\d+) in the report", out)
     ok = (r.returncode == 0 and out.rstrip().endswith("PASS") and bytes_ and peak
           and bytes_.group(1) == bytes_.group(2) and peak.group(1) == peak.group(2))
-    if not (ranks and err and bytes_ and peak):
+    trained = re.search(r"loss max rel error (\S+), weights max rel error (\S+)", out)
+    if not (ranks and err and bytes_ and peak and (trained or not train)):
         return ("FAIL", "run: " + (r.stderr.strip() or out.strip()))
     detail = (f"{ranks.group(1)} ranks, rel err {err.group(1)}, bytes {bytes_.group(1)}/"
               f"{bytes_.group(2)}, arena {peak.group(1)}/{peak.group(2)}")
+    if train:
+        detail += f", loss {trained.group(1)}, weights {trained.group(2)}"
     return ("PASS" if ok else "FAIL", detail)
 
 
@@ -104,31 +129,36 @@ def main():
     ap.add_argument("--examples", required=True, help="the examples/ directory")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--only", help="run only families whose name contains this")
+    ap.add_argument("--train", action="store_true",
+                    help=f"train the families that train for {TRAIN_STEPS} steps instead")
     args = ap.parse_args()
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
     with tempfile.TemporaryDirectory() as workdir:
         specs = {}
-        for name, spec in FAMILIES.items():
+        for name, spec in (TRAINABLE if args.train else FAMILIES).items():
             path = os.path.join(workdir, name + ".json")
             with open(path, "w") as f:
                 json.dump(dict(spec, name=name), f)
             specs[name] = (path, "attention" in spec)
-        specs["nam56r-tiny"] = (os.path.join(args.examples, "models", "nam56r-tiny.json"), True)
-        with open(specs["nam56r-tiny"][0]) as f:
-            bf16 = dict(json.load(f), name="nam56r-tiny-bf16", dtype="bf16")
-        specs["nam56r-bf16"] = (os.path.join(workdir, "bf16.json"), True)
-        with open(specs["nam56r-bf16"][0], "w") as f:
-            json.dump(bf16, f)
+        if not args.train:
+            specs["nam56r-tiny"] = (os.path.join(args.examples, "models", "nam56r-tiny.json"),
+                                    True)
+            with open(specs["nam56r-tiny"][0]) as f:
+                bf16 = dict(json.load(f), name="nam56r-tiny-bf16", dtype="bf16")
+            specs["nam56r-bf16"] = (os.path.join(workdir, "bf16.json"), True)
+            with open(specs["nam56r-bf16"][0], "w") as f:
+                json.dump(bf16, f)
         jobs = []
         for name, (path, has_attention) in specs.items():
             if args.only and args.only not in name:
                 continue
-            for i, flags in enumerate(entries(has_attention, mixes_only=name == "nam56r-bf16")):
+            for i, flags in enumerate(entries(has_attention, mixes_only=name == "nam56r-bf16",
+                                              train=args.train)):
                 jobs.append((name, path, flags, i))
         counts = {"PASS": 0, "FAIL": 0, "n/a": 0}
         with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            futures = [pool.submit(run_entry, args.bin, n, p, f, workdir, i)
+            futures = [pool.submit(run_entry, args.bin, n, p, f, workdir, i, args.train)
                        for n, p, f, i in jobs]
             for (name, _, flags, _), fut in zip(jobs, futures):
                 status, detail = fut.result()

@@ -133,6 +133,35 @@ TEST(ShardingRule, ZigzagFlowsToResults) {
   EXPECT_EQ(c.results[0].order, ChunkOrder::Zigzag);
 }
 
+/// The gradient of a weight sums over the tokens, in whatever order they lie.
+TEST(ShardingRule, ZigzagSequenceMayBeContracted) {
+  ShardingRule r;
+  int b = r.addFactor("b", FactorKind::Contracted),
+      s = r.addFactor("s", FactorKind::Contracted, 0, true), k = r.addFactor("k"),
+      n = r.addFactor("n");
+  r.operands = {{b, s, k}, {b, s, n}};
+  r.results = {{k, n}};
+  r.partial = PartialRule::One;
+  Layout x = lay({{}, {"cp"}, {}});
+  x.orderDim = 1;
+  x.order = ChunkOrder::Zigzag;
+  auto c = check(r, {x, x}, {{8, 8}});
+  ASSERT_EQ(c.error, "");
+  EXPECT_EQ(c.resultPartial, std::vector<std::string>{"cp"});
+  ASSERT_EQ(c.results.size(), 1u);
+  EXPECT_EQ(c.results[0].orderDim, -1);
+  EXPECT_EQ(c.results[0].partial, std::vector<std::string>{"cp"});
+  // A contracted dimension that is not a sequence still may not carry an order.
+  Layout y = lay({{"cp"}, {}, {}});
+  y.orderDim = 0;
+  y.order = ChunkOrder::Zigzag;
+  auto bad = check(r, {y, std::nullopt}, {{8, 8}});
+  EXPECT_NE(bad.error.find("operand #0 dimension 0 (b) carries a chunk order but is not a "
+                           "sequence dimension"),
+            std::string::npos)
+      << bad.error;
+}
+
 TEST(ShardingRule, Describe) {
   EXPECT_EQ(linearRule().describe(),
             "x[b,s,k] weight[k,n] -> result[b,s,n]; free: b,s,n; contracted: k; partial: one; "

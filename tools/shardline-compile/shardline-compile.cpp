@@ -81,6 +81,14 @@ cl::opt<std::string> reportHtml("report-html",
                                          "bytes and residency per block"),
                                 cl::value_desc("FILE.html"), cl::cat(category));
 
+cl::opt<bool> train("train",
+                    cl::desc("Compile a training step: after the forward's collectives, "
+                             "sl-autodiff appends the backward program, the global gradient "
+                             "norm and an AdamW update of every parameter; the plan returns "
+                             "the loss and every gradient (grad.<name>). shardline-run "
+                             "--train runs it"),
+                    cl::cat(category));
+
 cl::opt<int64_t> tp("tensor-model-parallel-size",
                     cl::desc("Tensor-parallel size (mesh axis tp); short form --tp"),
                     cl::cat(parallelCategory));
@@ -297,7 +305,7 @@ int main(int argc, char **argv) {
     // Remarks (sl-choose-cp-comm's choices) and warnings go to stderr too.
     ScopedDiagnosticHandler diagnostics(&ctx, printDiagnostic);
     PassManager pm(&ctx);
-    sl::buildShardPipeline(pm, machineFile);
+    sl::buildShardPipeline(pm, machineFile, train);
     if (failed(pm.run(*module))) {
       llvm::errs() << "shardline-compile: error: sl-shard-pipeline failed\n";
       return 1;

@@ -64,6 +64,8 @@ public:
       : p(*loaded.root()), hash(loaded.hash), options(options), comm(comm), self(comm.rank()),
         mesh(meshOf(p, options.singleDevice)), collectives(comm, mesh),
         tensors(tensorInfos(p, mesh)), frame{mesh, self, tensors, views, &collectives} {
+    if (options.train)
+      frame.train = &*options.train;
     ranks = mesh.numRanks();
     for (const auto *t : *p.tensors())
       inits.push_back({t->init() == plan::Init::Uniform    ? InitKind::Uniform
@@ -227,17 +229,17 @@ private:
                       m, all[m], (long long)self, hash);
         fail(text);
       }
-    uint64_t fields[4] = {options.seed, (uint64_t)options.steps,
+    uint64_t fields[5] = {options.seed, (uint64_t)options.steps,
                           (uint64_t)!options.weightsFile.empty(),
-                          (uint64_t)!options.saveWeightsFile.empty()};
+                          (uint64_t)!options.saveWeightsFile.empty(), (uint64_t)!!options.train};
     uint64_t mine = fnv1a64(fields, sizeof fields);
     all = collectives.gatherWord(mine);
     for (size_t m = 0; m < all.size(); ++m)
       if (all[m] != mine)
         fail("rank " + std::to_string(m) + " runs with other options than rank " +
              std::to_string(self) +
-             ": --seed, --steps, and whether --weights and --save-weights are given must agree "
-             "on every rank");
+             ": --seed, --steps, and whether --train, --weights and --save-weights are given "
+             "must agree on every rank");
   }
 
   /// The largest of a figure over the ranks.
@@ -291,6 +293,14 @@ private:
     widened.clear();
   }
 
+  /// The program's loss: its first scalar output (-1: none).
+  int32_t lossOutput() const {
+    for (int32_t out : *p.outputs())
+      if (tensors[out].shape.empty())
+        return out;
+    return -1;
+  }
+
   /// Dies or stalls here when SHARDLINE_FAULT says so.
   void injectFault() {
     if (fault.kind == Fault::None || fault.rank != self || fault.step != stepsRun)
@@ -309,6 +319,7 @@ private:
   void runStep() {
     injectFault();
     ++stepsRun;
+    frame.trainStep = stepsRun;
     collectives.resetCount();
     for (size_t t = 0; t < tensors.size(); ++t)
       if (tensors[t].role != plan::Role::Weight)
@@ -421,14 +432,24 @@ RunResult RankRun::run() {
       if (tensors[t].role == plan::Role::Weight)
         makeWeight((int32_t)t);
     // With more than one step, a first untimed step builds the transfer
-    // plans, so the time per step is the steady state's.
-    if (options.steps > 1)
+    // plans, so the time per step is the steady state's. A training step
+    // changes the weights: every one counts.
+    if (options.steps > 1 && !options.train)
       runStep();
     collectives.barrier();
     auto start = std::chrono::steady_clock::now();
     timing = true;
-    for (int64_t step = 0; step < std::max<int64_t>(1, options.steps); ++step)
+    // A training run reports every step's loss (a forward run only the last
+    // step's outputs).
+    int32_t loss = options.train ? lossOutput() : -1;
+    for (int64_t step = 0; step < std::max<int64_t>(1, options.steps); ++step) {
       runStep();
+      if (loss >= 0) {
+        std::vector<float> value = gatherToFirst(loss);
+        if (self == 0)
+          result.losses.push_back(value[0]);
+      }
+    }
     timing = false;
     collectives.barrier();
     result.seconds =
@@ -450,7 +471,7 @@ RunResult RankRun::run() {
         result.outputs.push_back(std::move(global));
       }
     }
-    if (!options.saveWeightsFile.empty()) {
+    if (!options.saveWeightsFile.empty() || options.returnWeights) {
       std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>> all;
       for (size_t t = 0; t < tensors.size(); ++t)
         if (tensors[t].role == plan::Role::Weight) {
@@ -459,8 +480,11 @@ RunResult RankRun::run() {
             all[tensors[t].name] = {tensors[t].shape, std::move(global)};
         }
       std::string err;
-      if (self == 0 && !writeSafeTensors(options.saveWeightsFile, all, err))
+      if (self == 0 && !options.saveWeightsFile.empty() &&
+          !writeSafeTensors(options.saveWeightsFile, all, err))
         fail(err);
+      if (options.returnWeights)
+        result.weights = std::move(all);
     }
   } catch (Stop &stop) {
     if (!stop.aborted)
@@ -490,6 +514,13 @@ std::string checkProgram(const LoadedPlan &plan) {
   std::vector<TensorInfo> tensors = tensorInfos(*plan.root(), mesh);
   std::vector<BufferView> views(tensors.size());
   return verifyProgram(*program, Frame{mesh, 0, tensors, views, nullptr});
+}
+
+bool isTrainingPlan(const plan::Plan &plan) {
+  for (const auto *op : *plan.ops())
+    if (op->kind()->str() == "adamw")
+      return true;
+  return false;
 }
 
 RunResult runPlanOnRank(const LoadedPlan &plan, const RunOptions &options, Comm &comm) {

@@ -19,9 +19,11 @@
 #include "comm/comm.h"
 #include "core/layout.h"
 #include "core/plan.h"
+#include "exec/program.h"
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,8 +40,15 @@ struct RunOptions {
   std::string weightsFile;
   /// Write the weights of the run (whole, f32) to this safetensors file.
   std::string saveWeightsFile;
-  /// Forward passes to run (the outputs are the last one's).
+  /// Forward passes to run (the outputs are the last one's); training steps
+  /// when `train` is set.
   int64_t steps = 1;
+  /// Train: every step's sl.adamw ops update the weights with these
+  /// hyperparameters (a plan compiled with --train). Unset, a training plan
+  /// computes the loss and gradients and leaves the weights as they are.
+  std::optional<TrainOptions> train;
+  /// Return the weights after the run (whole, f32) in RunResult::weights.
+  bool returnWeights = false;
   /// Seconds a rank waits for the others in any one collective before it
   /// stops the run with an error naming the ranks that did not arrive
   /// (RunResult::rankLost). Positive; a wait, not a step: ranks of a working
@@ -60,6 +69,12 @@ struct RunResult {
   std::vector<std::vector<int64_t>> outputShapes;
   /// The type each output is held in (its values above are widened to f32).
   std::vector<DType> outputTypes;
+  /// The loss of every step (the program's first scalar output), on the
+  /// first rank; empty when the program has no scalar output.
+  std::vector<double> losses;
+  /// With RunOptions::returnWeights: the weights after the run by name, whole
+  /// (global shape, f32), on the first rank.
+  std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>> weights;
   /// Bytes each rank sent to other ranks in one step (largest over ranks),
   /// as the report counts them.
   int64_t bytesSentPerRank = 0;
@@ -86,6 +101,10 @@ struct RunResult {
 /// that breaks its kernel's contract: exec/verify.h), or an empty string.
 /// runPlanOnRank checks the same before any step runs.
 std::string checkProgram(const LoadedPlan &plan);
+
+/// Whether the plan is a training step (shardline-compile --train: it updates
+/// its weights with sl.adamw).
+bool isTrainingPlan(const plan::Plan &plan);
 
 /// Runs every rank of the plan's mesh as a thread of this process (one rank
 /// when `options.singleDevice`).

@@ -146,6 +146,13 @@ std::string shapeText(const std::vector<int64_t> &shape);
 std::optional<std::vector<Step>> decodeProgram(const plan::Plan &plan, const KernelTable &table,
                                                std::string &error);
 
+/// The optimizer's hyperparameters, which come from the run rather than the
+/// plan (sl.adamw reads them; docs/runtime.md).
+struct TrainOptions {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay = 0.01,
+         clipGrad = 1.0; // Megatron's defaults, lr aside
+};
+
 /// What a kernel runs against: this rank's tensors, their buffers and the
 /// collectives. Kernels compute in f32: while a step runs, the view of each
 /// of its 16-bit operands and results is an f32 copy (the executor widens the
@@ -157,6 +164,10 @@ struct Frame {
   const std::vector<TensorInfo> &tensors;
   std::vector<BufferView> &views;
   Collectives *collectives;
+  /// The run's hyperparameters when it trains, else nullptr (sl.adamw then
+  /// leaves the weights as they are), and the 1-based step being trained.
+  const TrainOptions *train = nullptr;
+  int64_t trainStep = 0;
 
   float *f(int32_t t) const { return typed(t, DType::F32).f32(); }
   int32_t *ids(int32_t t) const { return typed(t, DType::I32).i32(); }

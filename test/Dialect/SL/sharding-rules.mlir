@@ -89,6 +89,48 @@ func.func @moe(%x: tensor<2x16x32xf32>, %logits: tensor<2x16x4xf32>, %up: tensor
   %y = sl.moe_combine %e, %w, %i : (tensor<4x2x16x32xf32>, tensor<2x16x2xf32>, tensor<2x16x2xi32>) -> tensor<2x16x32xf32>
   return %y : tensor<2x16x32xf32>
 }
+// The backward and optimizer ops.
+func.func @training(%x: tensor<2x16x32xf32>, %dy: tensor<2x16x32xf32>, %w: tensor<32xf32>,
+                    %wl: tensor<32x64xf32>, %dh: tensor<2x16x64xf32>,
+                    %ids: tensor<2x16xi32>, %table: tensor<128x32xf32>,
+                    %logits: tensor<2x16x128xf32>, %labels: tensor<2x16xi32>,
+                    %q: tensor<2x16x32xf32>, %k: tensor<2x16x16xf32>, %v: tensor<2x16x16xf32>) {
+  // CHECK: remark: sl.rms_norm_grad: x[b,s,h] weight[h] dy[b,s,h] -> dx[b,s,h]; free: b,s; whole: h; sequence: s{{$}}
+  %dx = sl.rms_norm_grad %x, %w, %dy {eps = 1.0e-6 : f64} : (tensor<2x16x32xf32>, tensor<32xf32>, tensor<2x16x32xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.rms_norm_grad_weight: x[b,s,h] dy[b,s,h] -> dweight[h]; contracted: b,s; whole: h; sequence: s{{$}}
+  %dw = sl.rms_norm_grad_weight %x, %dy : (tensor<2x16x32xf32>, tensor<2x16x32xf32>) -> tensor<32xf32>
+  // CHECK: remark: sl.linear_grad: dy[b,s,n] weight[k,n] -> dx[b,s,k]; free: b,s,k; contracted: n; partial: one; sequence: s{{$}}
+  %dxl = sl.linear_grad %dh, %wl : (tensor<2x16x64xf32>, tensor<32x64xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.linear_grad_weight: x[b,s,k] dy[b,s,n] -> dweight[k,n]; free: k,n; contracted: b,s; partial: one; sequence: s{{$}}
+  %dwl = sl.linear_grad_weight %x, %dh : (tensor<2x16x32xf32>, tensor<2x16x64xf32>) -> tensor<32x64xf32>
+  // CHECK: remark: sl.swiglu_grad: lhs[d0,s,d2] rhs[d0,s,d2] dy[d0,s,d2] -> dlhs[d0,s,d2] drhs[d0,s,d2]; free: d0,s,d2; sequence: s{{$}}
+  %dl, %dr = sl.swiglu_grad %x, %dx, %dy : (tensor<2x16x32xf32>, tensor<2x16x32xf32>, tensor<2x16x32xf32>) -> (tensor<2x16x32xf32>, tensor<2x16x32xf32>)
+  // CHECK: remark: sl.silu_grad: x[d0,s,d2] dy[d0,s,d2] -> dx[d0,s,d2]; free: d0,s,d2; sequence: s{{$}}
+  %d1 = sl.silu_grad %x, %dy : (tensor<2x16x32xf32>, tensor<2x16x32xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.gelu_grad: x[d0,s,d2] dy[d0,s,d2] -> dx[d0,s,d2]; free: d0,s,d2; sequence: s{{$}}
+  %d2 = sl.gelu_grad %x, %dy : (tensor<2x16x32xf32>, tensor<2x16x32xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.sigmoid_grad: x[d0,s,d2] dy[d0,s,d2] -> dx[d0,s,d2]; free: d0,s,d2; sequence: s{{$}}
+  %d3 = sl.sigmoid_grad %x, %dy : (tensor<2x16x32xf32>, tensor<2x16x32xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.softplus_grad: x[d0,s,d2] dy[d0,s,d2] -> dx[d0,s,d2]; free: d0,s,d2; sequence: s{{$}}
+  %d4 = sl.softplus_grad %x, %dy : (tensor<2x16x32xf32>, tensor<2x16x32xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.rope_grad: dy[b,s,heads] -> dx[b,s,heads]; free: b,s,heads (granule 4); partial: one; sequence: s{{$}}
+  %dq0 = sl.rope_grad %dy {head_dim = 8} : (tensor<2x16x32xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.attention_grad: q[b,s,heads] k[b,t,heads] v[b,t,heads] dy[b,s,heads] -> dq[b,s,heads]; free: b,s,heads (granule 2 kv heads); sequence-mixing: t (kv exchange); sequence: s (also t){{$}}
+  %dq = sl.attention_grad %q, %k, %v, %dy {heads = 4, kv_heads = 2, scale = 0.25 : f64} : (tensor<2x16x32xf32>, tensor<2x16x16xf32>, tensor<2x16x16xf32>, tensor<2x16x32xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.attention_grad_kv: q[b,s,heads] k[b,t,heads] v[b,t,heads] dy[b,s,heads] -> dk[b,t,heads] dv[b,t,heads]; free: b,heads (granule 2 kv heads); contracted: s; sequence-mixing: t (kv exchange); sequence: s (also t){{$}}
+  %dk, %dv = sl.attention_grad_kv %q, %k, %v, %dy {heads = 4, kv_heads = 2, causal = false} : (tensor<2x16x32xf32>, tensor<2x16x16xf32>, tensor<2x16x16xf32>, tensor<2x16x32xf32>) -> (tensor<2x16x16xf32>, tensor<2x16x16xf32>)
+  // CHECK: remark: sl.embedding_grad: ids[b,s] dy[b,s,h] table[v,h] -> dtable[v,h]; free: v,h; contracted: b,s; partial: one; sequence: s{{$}}
+  %dt = sl.embedding_grad %ids, %dy, %table : (tensor<2x16xi32>, tensor<2x16x32xf32>, tensor<128x32xf32>) -> tensor<128x32xf32>
+  // CHECK: remark: sl.cross_entropy_grad: logits[b,s,v] labels[b,s] -> dlogits[b,s,v]; free: b,s; sequence-mixing: v (vocab parallel); sequence: s{{$}}
+  %dlog = sl.cross_entropy_grad %logits, %labels : (tensor<2x16x128xf32>, tensor<2x16xi32>) -> tensor<2x16x128xf32>
+  // CHECK: remark: sl.sum_squares: x[d0,d1] -> result[]; free: d0,d1; reduces to a scalar{{$}}
+  %ss = sl.sum_squares %dwl : (tensor<32x64xf32>) -> tensor<f32>
+  // CHECK: remark: sl.adamw: weight[d0,d1] grad[d0,d1] m[d0,d1] v[d0,d1] sumsq[] -> ; free: d0,d1{{$}}
+  sl.adamw %wl, %dwl, %wl, %wl, %ss : tensor<32x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<f32>
+  // CHECK: remark: sl.adamw: weight[d0] grad[d0] m[d0] v[d0] sumsq[] -> ; free: d0{{$}}
+  sl.adamw %w, %dw, %w, %w, %ss {decay = false} : tensor<32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<f32>
+  return
+}
 
 // CHECK: remark: sharding rules of [[N:[0-9]+]] of [[N]] sl ops with a rule{{$}}
 // CHECK-NOT: remark

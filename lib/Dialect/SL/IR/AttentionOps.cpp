@@ -34,26 +34,6 @@ ShardingRule RopeOp::getShardingRule() {
   return r.rule;
 }
 
-template <typename OpTy> static LogicalResult verifyAttentionShapes(OpTy op) {
-  if (failed(verifyStaticAndElementTypes(op)) || failed(checkRank(op, op.getQ(), "q", 3)) ||
-      failed(checkRank(op, op.getK(), "k", 3)) || failed(checkRank(op, op.getV(), "v", 3)))
-    return failure();
-  int64_t heads = op.getHeads(), kvHeads = op.getKvHeads();
-  if (heads <= 0 || kvHeads <= 0 || heads % kvHeads != 0)
-    return op.emitOpError("heads (")
-           << heads << ") must be a positive multiple of kv_heads (" << kvHeads << ")";
-  auto q = shape(op.getQ());
-  if (failed(checkDivides(op, q[2], heads, "q channels by heads")))
-    return failure();
-  int64_t d = q[2] / heads;
-  if (failed(checkDim(op, op.getK(), "k", 0, q[0], "batch")) ||
-      failed(checkDim(op, op.getK(), "k", 2, kvHeads * d, "kv_heads * head_dim")))
-    return failure();
-  if (auto scale = op.getScale(); scale && scale->convertToDouble() <= 0)
-    return op.emitOpError("scale must be positive");
-  return success();
-}
-
 LogicalResult AttentionOp::verify() {
   if (inPerRankProgram(*this))
     return success();
@@ -112,9 +92,16 @@ ShardingRule RingAttentionOp::getShardingRule() {
 // Remedies and rank facts
 //===----------------------------------------------------------------------===//
 
-void RopeOp::resolveRankFacts(const RankContext &ctx) {
-  (*this)->setAttr(kTokensAttr, ctx.runs(getX(), 1));
+void mlir::sl::detail::setTokenFacts(Operation *op, const RankContext &ctx, Value x) {
+  op->setAttr(kTokensAttr, ctx.runs(x, 1));
 }
+
+void mlir::sl::detail::setAttentionFacts(Operation *op, const RankContext &ctx, Value q, Value k) {
+  setTokenFacts(op, ctx, q);
+  op->setAttr(kKeyTokensAttr, ctx.runs(k, 1));
+}
+
+void RopeOp::resolveRankFacts(const RankContext &ctx) { setTokenFacts(*this, ctx, getX()); }
 
 bool AttentionOp::canCarryRemedy(const shardline::Factor &factor, RemedyContext &ctx) {
   // Only the ring keeps the keys split: under allgather they are gathered
@@ -171,8 +158,7 @@ FailureOr<Operation *> AttentionOp::applyRemedy(RemedyContext &ctx) {
 }
 
 void AttentionOp::resolveRankFacts(const RankContext &ctx) {
-  (*this)->setAttr(kTokensAttr, ctx.runs(getQ(), 1));
-  (*this)->setAttr(kKeyTokensAttr, ctx.runs(getK(), 1));
+  setAttentionFacts(*this, ctx, getQ(), getK());
 }
 
 void RingAttentionOp::resolveRankFacts(const RankContext &ctx) {
@@ -191,4 +177,45 @@ void RingAttentionOp::resolveRankFacts(const RankContext &ctx) {
 int64_t RingAttentionOp::sentBytesPerRank(const shardline::Mesh &mesh) {
   return shardline::saturatingMul(groupSize(mesh, getAxes()) - 1,
                                   localBytes(getK(), mesh) + localBytes(getV(), mesh));
+}
+
+//===----------------------------------------------------------------------===//
+// Gradients
+//===----------------------------------------------------------------------===//
+
+/// The transpose of the rotation: rotation by the opposite angle.
+LogicalResult RopeOp::buildGradient(GradientBuilder &g) {
+  FailureOr<Value> dy = g.resultGradient(0);
+  if (failed(dy) || !*dy)
+    return failure(failed(dy));
+  return g.give(0, g.buildOne("sl.rope_grad", {*dy}, getX(),
+                              GradientBuilder::attrsOf(*this, {"head_dim", "theta"})));
+}
+
+/// dq from attention_grad; dk and dv from attention_grad_kv, pending sums
+/// over the axes that split the queries (under allgather context
+/// parallelism: the K, V gather's dual is then their reduce-scatter).
+LogicalResult AttentionOp::buildGradient(GradientBuilder &g) {
+  FailureOr<Value> dy = g.resultGradient(0);
+  if (failed(dy) || !*dy)
+    return failure(failed(dy));
+  Value q = getQ(), k = getK(), v = getV();
+  auto attrs = GradientBuilder::attrsOf(*this, {"heads", "kv_heads", "causal", "scale"});
+  if (g.needsGradient(0) &&
+      failed(g.give(0, g.buildOne("sl.attention_grad", {q, k, v, *dy}, q, attrs))))
+    return failure();
+  if (!g.needsGradient(1) && !g.needsGradient(2))
+    return success();
+  FailureOr<Operation *> kv = g.build("sl.attention_grad_kv", {q, k, v, *dy}, {k, v}, attrs);
+  if (failed(kv))
+    return failure();
+  for (unsigned i = 1; i < 3; ++i)
+    if (g.needsGradient(i))
+      g.contribute(i, (*kv)->getResult(i - 1));
+  return success();
+}
+
+LogicalResult RingAttentionOp::buildGradient(GradientBuilder &) {
+  return emitOpError("sl-autodiff: the backward of ring attention is not built yet; train with "
+                     "--cp-comm allgather or a2a");
 }

@@ -89,3 +89,88 @@ SL_ELEMENTWISE(GeLUOp, PartialRule::None)
 SL_ELEMENTWISE(SigmoidOp, PartialRule::None)
 SL_ELEMENTWISE(SoftplusOp, PartialRule::None)
 #undef SL_ELEMENTWISE
+
+//===----------------------------------------------------------------------===//
+// Gradients (docs/dialect.md, "Backward and optimizer ops")
+//===----------------------------------------------------------------------===//
+
+LogicalResult RMSNormOp::buildGradient(GradientBuilder &g) {
+  FailureOr<Value> dy = g.resultGradient(0);
+  if (failed(dy) || !*dy)
+    return failure(failed(dy));
+  auto eps = GradientBuilder::attrsOf(*this, {"eps"});
+  if (g.needsGradient(0) &&
+      failed(g.give(0, g.buildOne("sl.rms_norm_grad", {getX(), getWeight(), *dy}, getX(), eps))))
+    return failure();
+  if (g.needsGradient(1) &&
+      failed(g.give(1, g.buildOne("sl.rms_norm_grad_weight", {getX(), *dy}, getWeight(), eps))))
+    return failure();
+  return success();
+}
+
+/// x·w: dx = dy·wᵀ, dw = Σ_tokens xᵀ·dy (a pending sum over the axes that
+/// split the tokens, which sl-autodiff reduces onto the weight's layout).
+static LogicalResult linearGradient(Operation *op, GradientBuilder &g) {
+  FailureOr<Value> dy = g.resultGradient(0);
+  if (failed(dy) || !*dy)
+    return failure(failed(dy));
+  Value x = op->getOperand(0), w = op->getOperand(1);
+  if (g.needsGradient(0) && failed(g.give(0, g.buildOne("sl.linear_grad", {*dy, w}, x))))
+    return failure();
+  if (g.needsGradient(1) && failed(g.give(1, g.buildOne("sl.linear_grad_weight", {x, *dy}, w))))
+    return failure();
+  return success();
+}
+
+LogicalResult LinearOp::buildGradient(GradientBuilder &g) { return linearGradient(*this, g); }
+LogicalResult LMHeadOp::buildGradient(GradientBuilder &g) { return linearGradient(*this, g); }
+
+LogicalResult AddOp::buildGradient(GradientBuilder &g) {
+  FailureOr<Value> dy = g.resultGradient(0);
+  if (failed(dy) || !*dy)
+    return failure(failed(dy));
+  for (unsigned i = 0; i < 2; ++i)
+    if (g.needsGradient(i))
+      g.contribute(i, *dy);
+  return success();
+}
+
+LogicalResult MulOp::buildGradient(GradientBuilder &g) {
+  FailureOr<Value> dy = g.resultGradient(0);
+  if (failed(dy) || !*dy)
+    return failure(failed(dy));
+  Value l = getLhs(), r = getRhs();
+  if (g.needsGradient(0) && failed(g.give(0, g.buildOne("sl.mul", {*dy, r}, l))))
+    return failure();
+  if (g.needsGradient(1) && failed(g.give(1, g.buildOne("sl.mul", {*dy, l}, r))))
+    return failure();
+  return success();
+}
+
+LogicalResult SwiGLUOp::buildGradient(GradientBuilder &g) {
+  FailureOr<Value> dy = g.resultGradient(0);
+  if (failed(dy) || !*dy)
+    return failure(failed(dy));
+  FailureOr<Operation *> grad =
+      g.build("sl.swiglu_grad", {getLhs(), getRhs(), *dy}, {getLhs(), getRhs()});
+  if (failed(grad))
+    return failure();
+  for (unsigned i = 0; i < 2; ++i)
+    if (g.needsGradient(i))
+      g.contribute(i, (*grad)->getResult(i));
+  return success();
+}
+
+/// f(x): dx = dy·f'(x), by the op's `<name>_grad`.
+static LogicalResult unaryGradient(Operation *op, GradientBuilder &g) {
+  FailureOr<Value> dy = g.resultGradient(0);
+  if (failed(dy) || !*dy)
+    return failure(failed(dy));
+  Value x = op->getOperand(0);
+  return g.give(0, g.buildOne((op->getName().getStringRef() + "_grad").str(), {x, *dy}, x));
+}
+
+LogicalResult SiLUOp::buildGradient(GradientBuilder &g) { return unaryGradient(*this, g); }
+LogicalResult GeLUOp::buildGradient(GradientBuilder &g) { return unaryGradient(*this, g); }
+LogicalResult SigmoidOp::buildGradient(GradientBuilder &g) { return unaryGradient(*this, g); }
+LogicalResult SoftplusOp::buildGradient(GradientBuilder &g) { return unaryGradient(*this, g); }

@@ -60,29 +60,37 @@ ShardingRule LMHeadOp::getShardingRule() {
   return r.rule;
 }
 
+LogicalResult mlir::sl::detail::checkLogitsAndLabels(Operation *op, Value logits, Value labels) {
+  if (failed(checkRank(op, logits, "logits", 3)) || failed(checkRank(op, labels, "labels", 2)))
+    return failure();
+  if (shape(labels) != shape(logits).take_front(2))
+    return op->emitOpError("labels must be [batch, seq] of the logits");
+  return success();
+}
+
+LogicalResult mlir::sl::detail::checkVocabAxes(Operation *op, Value logits, ArrayAttr vocabAxes) {
+  // The max and sum are all-reduced over vocab_axes: an axis that does not
+  // split the vocabulary would count every logit once per rank.
+  LayoutAttr layout = getLayout(logits);
+  if (!layout || vocabAxes.empty())
+    return success();
+  SmallVector<StringRef> want;
+  for (Attribute a : vocabAxes)
+    want.push_back(cast<StringAttr>(a).getValue());
+  if (layout.getDimAxes(2) != want)
+    return op->emitOpError("vocab_axes must be the axes that split the logits' vocabulary, ")
+           << shardline::formatAxes(toLayout(layout).dims[2]);
+  return success();
+}
+
 LogicalResult CrossEntropyOp::verify() {
   if (inPerRankProgram(*this))
     return success();
   if (failed(verifyStaticAndElementTypes(*this)) ||
-      failed(checkRank(*this, getLogits(), "logits", 3)) ||
-      failed(checkRank(*this, getLabels(), "labels", 2)) ||
+      failed(checkLogitsAndLabels(*this, getLogits(), getLabels())) ||
       failed(checkRank(*this, getLoss(), "loss", 0)))
     return failure();
-  auto l = shape(getLogits());
-  if (shape(getLabels()) != l.take_front(2))
-    return emitOpError("labels must be [batch, seq] of the logits");
-  // The max and sum are all-reduced over vocab_axes: an axis that does not
-  // split the vocabulary would count every logit once per rank.
-  LayoutAttr layout = getLayout(getLogits());
-  if (layout && !getVocabAxes().empty()) {
-    SmallVector<StringRef> want;
-    for (Attribute a : getVocabAxes())
-      want.push_back(cast<StringAttr>(a).getValue());
-    if (layout.getDimAxes(2) != want)
-      return emitOpError("vocab_axes must be the axes that split the logits' vocabulary, ")
-             << shardline::formatAxes(toLayout(layout).dims[2]);
-  }
-  return success();
+  return checkVocabAxes(*this, getLogits(), getVocabAxes());
 }
 
 ShardingRule CrossEntropyOp::getShardingRule() {
@@ -100,35 +108,76 @@ ShardingRule CrossEntropyOp::getShardingRule() {
 // Remedies and rank facts
 //===----------------------------------------------------------------------===//
 
+void mlir::sl::detail::setVocabOffsetFact(Operation *op, const RankContext &ctx, Value table) {
+  op->setAttr(kVocabOffsetAttr, ctx.offset(table, 0));
+}
+
 void EmbeddingOp::resolveRankFacts(const RankContext &ctx) {
-  (*this)->setAttr(kVocabOffsetAttr, ctx.offset(getTable(), 0));
+  setVocabOffsetFact(*this, ctx, getTable());
+}
+
+ArrayAttr mlir::sl::detail::vocabParallelAxes(Operation *op, Value logits) {
+  shardline::Layout l = layoutOrReplicated(logits);
+  if (l.dims[2].empty())
+    return {};
+  Builder b(op->getContext());
+  op->setAttr(kReasonAttr, b.getStringAttr("logits split over " + shardline::formatAxes(l.dims[2]) +
+                                           " on the vocabulary (vocab-parallel LM head)"));
+  return axesAttr(b.getContext(), l.dims[2]);
 }
 
 /// Logits split on the vocabulary: vocab-parallel cross-entropy over those axes.
 FailureOr<Operation *> CrossEntropyOp::applyRemedy(RemedyContext &) {
-  shardline::Layout l = layoutOrReplicated(getLogits());
-  if (l.dims[2].empty())
-    return getOperation();
-  Builder b(getContext());
-  setVocabAxesAttr(axesAttr(b.getContext(), l.dims[2]));
-  (*this)->setAttr(kReasonAttr,
-                   b.getStringAttr("logits split over " + shardline::formatAxes(l.dims[2]) +
-                                   " on the vocabulary (vocab-parallel LM head)"));
+  if (ArrayAttr axes = vocabParallelAxes(*this, getLogits()))
+    setVocabAxesAttr(axes);
   return getOperation();
 }
 
+void mlir::sl::detail::setVocabParallelFacts(Operation *op, const RankContext &ctx, Value logits,
+                                             ArrayAttr vocabAxes) {
+  op->setAttr(kVocabOffsetAttr, ctx.offset(logits, 2));
+  if (!vocabAxes.empty())
+    op->setAttr(kGroupAttr, ctx.ranks(ctx.group(vocabAxes)));
+}
+
 void CrossEntropyOp::resolveRankFacts(const RankContext &ctx) {
-  (*this)->setAttr(kVocabOffsetAttr, ctx.offset(getLogits(), 2));
-  if (!getVocabAxes().empty())
-    (*this)->setAttr(kGroupAttr, ctx.ranks(ctx.group(getVocabAxes())));
+  setVocabParallelFacts(*this, ctx, getLogits(), getVocabAxes());
+}
+
+int64_t mlir::sl::detail::vocabExchangeBytes(Value logits, ArrayAttr vocabAxes,
+                                             const shardline::Mesh &mesh, int64_t vectors) {
+  if (vocabAxes.empty())
+    return -1;
+  std::vector<int64_t> l = localShapeOf(logits, mesh);
+  int64_t tokens = l.size() >= 2 ? l[0] * l[1] : 1;
+  return shardline::saturatingMul(4 * vectors * (groupSize(mesh, vocabAxes) - 1), tokens);
 }
 
 /// Vocab-parallel: three small per-token f32 vectors (max, sum of
 /// exponentials, target logit), each all-reduced whole within the group.
 int64_t CrossEntropyOp::sentBytesPerRank(const shardline::Mesh &mesh) {
-  if (getVocabAxes().empty())
-    return -1;
-  std::vector<int64_t> logits = localShapeOf(getLogits(), mesh);
-  int64_t tokens = logits.size() >= 2 ? logits[0] * logits[1] : 1;
-  return shardline::saturatingMul(12 * (groupSize(mesh, getVocabAxes()) - 1), tokens);
+  return vocabExchangeBytes(getLogits(), getVocabAxes(), mesh, 3);
+}
+
+//===----------------------------------------------------------------------===//
+// Gradients
+//===----------------------------------------------------------------------===//
+
+/// The table's gradient: each rank adds up the token gradients of the rows
+/// it owns (the table operand gives the rows, not its values).
+LogicalResult EmbeddingOp::buildGradient(GradientBuilder &g) {
+  FailureOr<Value> dy = g.resultGradient(0);
+  if (failed(dy) || !*dy)
+    return failure(failed(dy));
+  return g.give(1, g.buildOne("sl.embedding_grad", {getIds(), *dy, getTable()}, getTable()));
+}
+
+/// The loss seeds the backward program: the gradient of the mean loss with
+/// respect to the logits. A cross-entropy that is not the loss sl-autodiff
+/// trains on contributes nothing.
+LogicalResult CrossEntropyOp::buildGradient(GradientBuilder &g) {
+  if (!g.isLoss())
+    return success();
+  return g.give(0, g.buildOne("sl.cross_entropy_grad", {getLogits(), getLabels()}, getLogits(),
+                              GradientBuilder::attrsOf(*this, {"vocab_axes"})));
 }

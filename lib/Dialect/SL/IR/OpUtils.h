@@ -68,6 +68,53 @@ chunkScan(Operation *scan, Value stateIn, RemedyContext &ctx,
 /// Value when x's sequence is not split or width is 0.
 Value insertHalo(Operation *op, Value x, int64_t width, RemedyContext &ctx, StringRef what);
 
+/// The per-rank facts and checks a forward op and its gradients share
+/// (AttentionOps.cpp, EndsOps.cpp): the gradients see the tokens, keys and
+/// vocabulary rows of the rank exactly as the forward does.
+/// sl.tokens: the global positions of the sequence (dimension 1) of `x`.
+void setTokenFacts(Operation *op, const RankContext &ctx, Value x);
+/// sl.tokens of the queries and sl.key_tokens of the keys.
+void setAttentionFacts(Operation *op, const RankContext &ctx, Value q, Value k);
+/// sl.vocab_offset: the first vocabulary row of `table` (dimension 0) this rank holds.
+void setVocabOffsetFact(Operation *op, const RankContext &ctx, Value table);
+/// Vocab-parallel cross-entropy: the first vocabulary entry of the logits
+/// (dimension 2) this rank holds, and the group of `vocabAxes`.
+void setVocabParallelFacts(Operation *op, const RankContext &ctx, Value logits,
+                           ArrayAttr vocabAxes);
+/// vocab_axes must be the axes that split the logits' vocabulary.
+LogicalResult checkVocabAxes(Operation *op, Value logits, ArrayAttr vocabAxes);
+/// logits [b, s, v] and labels [b, s].
+LogicalResult checkLogitsAndLabels(Operation *op, Value logits, Value labels);
+/// The vocab axes of logits split on the vocabulary (empty when they are
+/// not), and the reason the op carries them.
+ArrayAttr vocabParallelAxes(Operation *op, Value logits);
+/// Bytes one rank sends to all-reduce `vectors` per-token f32 values over
+/// `vocabAxes` (-1 when there are none).
+int64_t vocabExchangeBytes(Value logits, ArrayAttr vocabAxes, const shardline::Mesh &mesh,
+                           int64_t vectors);
+
+/// q: [b, s, heads*d]; k, v: [b, t, kv_heads*d]; heads a multiple of
+/// kv_heads; a positive scale. Shared by attention and its gradients.
+template <typename OpTy> LogicalResult verifyAttentionShapes(OpTy op) {
+  if (failed(verifyStaticAndElementTypes(op)) || failed(checkRank(op, op.getQ(), "q", 3)) ||
+      failed(checkRank(op, op.getK(), "k", 3)) || failed(checkRank(op, op.getV(), "v", 3)))
+    return failure();
+  int64_t heads = op.getHeads(), kvHeads = op.getKvHeads();
+  if (heads <= 0 || kvHeads <= 0 || heads % kvHeads != 0)
+    return op.emitOpError("heads (")
+           << heads << ") must be a positive multiple of kv_heads (" << kvHeads << ")";
+  auto q = shape(op.getQ());
+  if (failed(checkDivides(op, q[2], heads, "q channels by heads")))
+    return failure();
+  int64_t d = q[2] / heads;
+  if (failed(checkDim(op, op.getK(), "k", 0, q[0], "batch")) ||
+      failed(checkDim(op, op.getK(), "k", 2, kvHeads * d, "kv_heads * head_dim")))
+    return failure();
+  if (auto scale = op.getScale(); scale && scale->convertToDouble() <= 0)
+    return op.emitOpError("scale must be positive");
+  return success();
+}
+
 struct RuleBuilder {
   shardline::ShardingRule rule;
   int factor(const std::string &name, shardline::FactorKind kind = shardline::FactorKind::Free,

@@ -7,12 +7,16 @@
 
 using namespace mlir;
 
-void sl::buildShardPipeline(OpPassManager &pm, const std::string &machineFile) {
+void sl::buildShardPipeline(OpPassManager &pm, const std::string &machineFile, bool train) {
   SLChooseCPCommOptions choose;
   choose.machineFile = machineFile;
   pm.addPass(createSLChooseCPComm(choose));
   pm.addPass(createSLPropagateLayouts());
   pm.addPass(createSLInsertCollectives());
+  // The backward is built on the forward's layouts and collectives, so that
+  // elision places the transitions of both at once.
+  if (train)
+    pm.addPass(createSLAutodiff());
   // The strategy chose where activations are split; elision may send fewer
   // bytes but never at the price of a higher activation peak.
   SLElideGathersOptions elide;
@@ -26,4 +30,8 @@ void sl::registerShardPipeline() {
   PassPipelineRegistration<>("sl-shard-pipeline",
                              "Propagate layouts, insert collectives, elide premature gathers",
                              [](OpPassManager &pm) { buildShardPipeline(pm); });
+  PassPipelineRegistration<>(
+      "sl-train-pipeline",
+      "sl-shard-pipeline with sl-autodiff after the forward's collectives (a training step)",
+      [](OpPassManager &pm) { buildShardPipeline(pm, "", true); });
 }

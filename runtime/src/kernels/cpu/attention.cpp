@@ -43,11 +43,40 @@ void rope(const float *x, const int64_t *positions, int64_t B, int64_t S, int64_
   }
 }
 
+void detail::attention_probs(const float *qh, int64_t ldq, const float *kh, int64_t ldk,
+                             const int64_t *q_pos, const int64_t *k_pos, int64_t Sq, int64_t Sk,
+                             int64_t D, bool causal, float scale, int64_t window, float *p,
+                             float *lse) {
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  gemm(false, true, Sq, Sk, D, scale, qh, ldq, kh, ldk, 0.0f, p, Sk);
+  for (int64_t i = 0; i < Sq; ++i) {
+    float *row = &p[i * Sk];
+    auto visible = [&](int64_t j) {
+      return !causal || (k_pos[j] <= q_pos[i] && (window <= 0 || q_pos[i] - k_pos[j] < window));
+    };
+    float m = neg_inf;
+    for (int64_t j = 0; j < Sk; ++j)
+      if (visible(j))
+        m = std::max(m, row[j]);
+    double sum = 0.0;
+    for (int64_t j = 0; j < Sk; ++j) {
+      // m == -inf means no visible key: the row stays zero.
+      double e = visible(j) && m != neg_inf ? std::exp(row[j] - m) : 0.0;
+      row[j] = static_cast<float>(e);
+      sum += e;
+    }
+    if (sum > 0.0)
+      for (int64_t j = 0; j < Sk; ++j)
+        row[j] = static_cast<float>(row[j] / sum);
+    if (lse)
+      lse[i] = sum > 0.0 ? static_cast<float>(m + std::log(sum)) : neg_inf;
+  }
+}
+
 void attention(const float *q, const float *k, const float *v, const int64_t *q_pos,
                const int64_t *k_pos, const AttentionDims &d, bool causal, float scale, float *out,
                float *lse, int64_t window) {
   assert(d.HKV > 0 && d.HQ % d.HKV == 0);
-  const float neg_inf = -std::numeric_limits<float>::infinity();
   int64_t per_kv = d.HQ / d.HKV;
   int64_t ldq = d.HQ * d.D, ldk = d.HKV * d.D;
   std::vector<float> p(d.Sq * d.Sk);
@@ -58,30 +87,8 @@ void attention(const float *q, const float *k, const float *v, const int64_t *q_
       const float *kh = k + (b * d.Sk * d.HKV + hk) * d.D;
       const float *vh = v + (b * d.Sk * d.HKV + hk) * d.D;
       float *oh = out + (b * d.Sq * d.HQ + h) * d.D;
-      detail::gemm(false, true, d.Sq, d.Sk, d.D, scale, qh, ldq, kh, ldk, 0.0f, p.data(), d.Sk);
-      for (int64_t i = 0; i < d.Sq; ++i) {
-        float *row = &p[i * d.Sk];
-        auto visible = [&](int64_t j) {
-          return !causal || (k_pos[j] <= q_pos[i] && (window <= 0 || q_pos[i] - k_pos[j] < window));
-        };
-        float m = neg_inf;
-        for (int64_t j = 0; j < d.Sk; ++j)
-          if (visible(j))
-            m = std::max(m, row[j]);
-        double sum = 0.0;
-        for (int64_t j = 0; j < d.Sk; ++j) {
-          // m == -inf means no visible key: the row stays zero.
-          double e = visible(j) && m != neg_inf ? std::exp(row[j] - m) : 0.0;
-          row[j] = static_cast<float>(e);
-          sum += e;
-        }
-        if (sum > 0.0)
-          for (int64_t j = 0; j < d.Sk; ++j)
-            row[j] = static_cast<float>(row[j] / sum);
-        if (lse)
-          lse[(b * d.HQ + h) * d.Sq + i] =
-              sum > 0.0 ? static_cast<float>(m + std::log(sum)) : neg_inf;
-      }
+      detail::attention_probs(qh, ldq, kh, ldk, q_pos, k_pos, d.Sq, d.Sk, d.D, causal, scale,
+                              window, p.data(), lse ? lse + (b * d.HQ + h) * d.Sq : nullptr);
       detail::gemm(false, false, d.Sq, d.D, d.Sk, 1.0f, p.data(), d.Sk, vh, ldk, 0.0f, oh, ldq);
     }
   }
@@ -118,34 +125,30 @@ void attention_merge(const float *out_a, const float *lse_a, const float *out_b,
 
 namespace shardline::rt {
 
-namespace {
-
-/// The global positions of the tokens of the sequence operand (RoPE's x,
-/// attention's q) and, for attention, of its keys.
 void resolvePositions(Step &s, const Frame &f) { s.facts.positions = f.owned(s.in[0], 1, f.self); }
 void resolveQueryKeyPositions(Step &s, const Frame &f) {
   resolvePositions(s, f);
   s.facts.keyPositions = f.owned(s.in[1], 1, f.self);
 }
 
-void rope(const Step &s, Frame &f) {
-  const std::vector<int64_t> &x = f.local(s.in[0]);
-  int64_t d = s.attrs[0].i;
-  cpu::rope(f.f(s.in[0]), s.facts.positions.data(), x[0], x[1], x[2] / d, d, (float)s.attrs[1].f,
-            f.f(s.out[0]));
-}
-
-enum { kHeads, kCausal, kScale, kAxes };
-
 cpu::AttentionDims attentionDims(const Step &s, const Frame &f) {
   const std::vector<int64_t> &ql = f.local(s.in[0]), &kl = f.local(s.in[1]);
   int64_t d = f.global(s.in[0])[2] / s.attrs[kHeads].i;
   return {ql[0], ql[1], kl[1], ql[2] / d, kl[2] / d, d};
 }
-/// An attention op without a scale means the usual 1/sqrt(head_dim).
+
 float attentionScale(const Step &s, const cpu::AttentionDims &dims) {
   return s.attrs[kScale].present ? (float)s.attrs[kScale].f
                                  : (float)(1.0 / std::sqrt((double)dims.D));
+}
+
+namespace {
+
+void rope(const Step &s, Frame &f) {
+  const std::vector<int64_t> &x = f.local(s.in[0]);
+  int64_t d = s.attrs[0].i;
+  cpu::rope(f.f(s.in[0]), s.facts.positions.data(), x[0], x[1], x[2] / d, d, (float)s.attrs[1].f,
+            f.f(s.out[0]));
 }
 
 void attention(const Step &s, Frame &f) {
@@ -190,6 +193,8 @@ void ringAttention(const Step &s, Frame &f) {
   }
 }
 
+} // namespace
+
 // -- contracts --------------------------------------------------------------
 
 void checkRope(Contract &c) {
@@ -204,14 +209,11 @@ void checkRope(Contract &c) {
   c.require(c.floatAttr(1) > 0, "attribute 'theta' is not positive");
 }
 
-} // namespace
-
 /// q[B, Sq, HQ*D], k and v [B, Sk, HKV*D]: the heads divide q's width, and
 /// the kv heads (per rank) divide the query heads.
-void checkAttention(Contract &c) {
+void checkAttentionInputs(Contract &c) {
   Contract::Arg q = operand(0), k = operand(1), v = operand(2);
   c.rank(q, 3).rank(k, 3).rank(v, 3).sameShape(v, k).sameDim(k, 0, q, 0);
-  c.sameShape(result(0), q);
   if (!c.ok())
     return;
   int64_t width = c.global(q)[2];
@@ -231,22 +233,19 @@ void checkAttention(Contract &c) {
                 std::to_string(c.dim(q, 2) / d) + " query heads");
 }
 
+void checkAttention(Contract &c) {
+  checkAttentionInputs(c);
+  c.sameShape(result(0), operand(0));
+}
+
 SHARDLINE_CPU_KERNELS(attention) {
-  const std::vector<AttrSpec> attentionAttrs = {
-      {"heads", AttrKind::Int}, {"causal", AttrKind::Int}, {"scale", AttrKind::Float, true}};
-  std::vector<AttrSpec> ringAttrs = attentionAttrs;
+  std::vector<AttrSpec> ringAttrs = attentionAttrs();
   ringAttrs.push_back({"axes", AttrKind::Strings});
-  addKernel(t, "rope",
-            {{"x"},
-             kResult,
-             {{"head_dim", AttrKind::Int}, {"theta", AttrKind::Float}},
-             rope,
-             resolvePositions,
-             checkRope});
+  addKernel(t, "rope", {{"x"}, kResult, ropeAttrs(), rope, resolvePositions, checkRope});
   addKernel(t, "attention",
             {{"q", "k", "v"},
              kResult,
-             attentionAttrs,
+             attentionAttrs(),
              attention,
              resolveQueryKeyPositions,
              checkAttention});

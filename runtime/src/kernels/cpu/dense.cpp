@@ -128,17 +128,8 @@ namespace shardline::rt {
 
 namespace {
 
-template <void (*Fn)(const float *, const float *, int64_t, float *)>
-void binary(const Step &s, Frame &f) {
-  Fn(f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]), f.f(s.out[0]));
-}
 template <void (*Fn)(const float *, int64_t, float *)> void unary(const Step &s, Frame &f) {
   Fn(f.f(s.in[0]), f.n(s.out[0]), f.f(s.out[0]));
-}
-
-/// The first vocabulary entry of this rank's rows of the table.
-void resolveTableOffset(Step &s, const Frame &f) {
-  s.facts.vocabOffset = f.owned(s.in[1], 0, f.self).front();
 }
 
 void embedding(const Step &s, Frame &f) {
@@ -236,7 +227,7 @@ SHARDLINE_CPU_KERNELS(dense) {
   addKernel(t, "sigmoid", {x, kResult, {}, unary<cpu::sigmoid>, nullptr, checkElementwise});
   addKernel(t, "softplus", {x, kResult, {}, unary<cpu::softplus>, nullptr, checkElementwise});
   addKernel(t, "embedding",
-            {{"ids", "table"}, kResult, {}, embedding, resolveTableOffset, checkEmbedding});
+            {{"ids", "table"}, kResult, {}, embedding, resolveTableOffset<1>, checkEmbedding});
   addKernel(t, "rms_norm", {{"x", "weight"}, kResult, {eps}, rmsNorm, nullptr, checkRmsNorm});
   addKernel(t, "gated_rms_norm",
             {{"y", "z", "weight"},

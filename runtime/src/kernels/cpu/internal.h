@@ -15,6 +15,18 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
           float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
           float beta, float *C, int64_t ldc);
 
+/// The attention probabilities of one (batch, query head): with q rows qh
+/// [Sq, D] (row stride ldq) and k rows kh [Sk, D] (row stride ldk),
+/// p[Sq,Sk] = softmax over the visible keys of scale qh kh^T (attention() in
+/// kernels.h says which keys are visible), scores in f32, the softmax in
+/// double; a query with no visible key gets a zero row. lse[Sq] (nullptr:
+/// not wanted) receives each row's log-sum-exp, -inf for an empty row. The
+/// forward and the backward kernels share it so that the backward
+/// differentiates exactly the probabilities the forward used.
+void attention_probs(const float *qh, int64_t ldq, const float *kh, int64_t ldk,
+                     const int64_t *q_pos, const int64_t *k_pos, int64_t Sq, int64_t Sk, int64_t D,
+                     bool causal, float scale, int64_t window, float *p, float *lse);
+
 // The branch keeps exp() from overflowing to inf for large |x|.
 inline double sigmoid(double x) {
   if (x >= 0)

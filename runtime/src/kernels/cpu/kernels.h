@@ -120,6 +120,86 @@ void attention_merge(const float *out_a, const float *lse_a, const float *out_b,
                      int64_t D, float *out, float *lse);
 
 //===----------------------------------------------------------------------===//
+// Backward of the dense ops (dense_grad.cpp)
+//===----------------------------------------------------------------------===//
+//
+// Each backward kernel takes the cotangent dy of its forward op's result and
+// returns the cotangents of the inputs named in its name; the gradient of a
+// forward kernel f at input θ is the vector-Jacobian product dy^T ∂f/∂θ.
+
+/// The input cotangent of rms_norm over T tokens of H channels: with
+/// r[t] = 1/sqrt(mean_c x[t,c]^2 + eps),
+///   dx[t,c] = r w[c] dy[t,c] - x[t,c] r^3 mean_c'(x[t,c'] w[c'] dy[t,c'])
+void rms_norm_grad(const float *x, const float *w, const float *dy, int64_t T, int64_t H, float eps,
+                   float *dx);
+
+/// The weight cotangent of rms_norm over these T tokens (a partial sum when
+/// the tokens are split):  dw[c] = sum_t dy[t,c] x[t,c] r[t]
+void rms_norm_grad_weight(const float *x, const float *dy, int64_t T, int64_t H, float eps,
+                          float *dw);
+
+/// The input cotangent of linear: dx[T,K] = dy[T,N] . w[K,N]^T (a partial
+/// sum when N is split).
+void linear_grad(const float *dy, const float *w, int64_t T, int64_t K, int64_t N, float *dx);
+
+/// The weight cotangent of linear over these T tokens:
+///   dw[K,N] = x[T,K]^T . dy[T,N]
+void linear_grad_weight(const float *x, const float *dy, int64_t T, int64_t K, int64_t N,
+                        float *dw);
+
+// Elementwise over n values, with s = sigmoid(x); dx may alias dy.
+/// dlhs = dy rhs s (1 + lhs (1 - s)), drhs = dy silu(lhs), s = sigmoid(lhs)
+void swiglu_grad(const float *lhs, const float *rhs, const float *dy, int64_t n, float *dlhs,
+                 float *drhs);
+/// dx = dy s (1 + x (1 - s))
+void silu_grad(const float *x, const float *dy, int64_t n, float *dx);
+/// dx = dy (Phi(x) + x phi(x)), Phi and phi the standard normal CDF and
+/// density (the erf GeLU).
+void gelu_grad(const float *x, const float *dy, int64_t n, float *dx);
+/// dx = dy s (1 - s)
+void sigmoid_grad(const float *x, const float *dy, int64_t n, float *dx);
+/// dx = dy s
+void softplus_grad(const float *x, const float *dy, int64_t n, float *dx);
+
+/// sum_i x[i]^2 over n values, in double (a partial sum of the squared
+/// gradient norm when x is split).
+double sum_squares(const float *x, int64_t n);
+
+/// The table cotangent of embedding, restricted to this shard's rows
+/// [vocab_offset, vocab_offset+Vl):
+///   dtable[r,:] = sum_{t : ids[t] = vocab_offset + r} dy[t,:]
+/// accumulated in double in token order; ids outside the shard add nothing.
+void embedding_grad(const int32_t *ids, const float *dy, int64_t T, int64_t Vl, int64_t H,
+                    int64_t vocab_offset, float *dtable);
+
+//===----------------------------------------------------------------------===//
+// Backward of RoPE and attention (attention_grad.cpp)
+//===----------------------------------------------------------------------===//
+
+/// The input cotangent of rope: the rotation's transpose, i.e. rope at the
+/// same positions with the angles negated. dx may be dy.
+void rope_grad(const float *dy, const int64_t *positions, int64_t B, int64_t S, int64_t NH,
+               int64_t D, float theta, float *dx);
+
+/// The query cotangent of attention() (without a window) for the output
+/// cotangent dy[B,Sq,HQ,D]. Per batch and query head, with P[Sq,Sk] the
+/// forward's probabilities (recomputed from q and k as attention() computes
+/// them), dP = dy v^T and dS = P o (dP - rowsum(P o dP)):
+///   dq = scale dS k
+/// A query with no visible key gets dq = 0.
+void attention_grad(const float *q, const float *k, const float *v, const float *dy,
+                    const int64_t *q_pos, const int64_t *k_pos, const AttentionDims &dims,
+                    bool causal, float scale, float *dq);
+
+/// The key and value cotangents dk, dv[B,Sk,HKV,D] of attention() over these
+/// Sq queries (partial sums when the queries are split), each summed over
+/// the query heads that share the kv head, with P and dS as above:
+///   dk = scale dS^T q,   dv = P^T dy
+void attention_grad_kv(const float *q, const float *k, const float *v, const float *dy,
+                       const int64_t *q_pos, const int64_t *k_pos, const AttentionDims &dims,
+                       bool causal, float scale, float *dk, float *dv);
+
+//===----------------------------------------------------------------------===//
 // Local attention (local_attention.cpp)
 //===----------------------------------------------------------------------===//
 
@@ -322,6 +402,53 @@ double xent_combine_total(const float *const *pieces, int64_t shards,
 /// Mean token loss over full logits[T,V]: the pieces above with one shard.
 float cross_entropy(const float *logits, const int32_t *labels, int64_t T,
                     int64_t V);
+
+//===----------------------------------------------------------------------===//
+// Backward of cross-entropy (loss_grad.cpp)
+//===----------------------------------------------------------------------===//
+
+/// The combined sum of exponentials of `shards` vocabulary shards (each
+/// taken against the same gmax, xent_local_sumexp), in shard order:
+///   sum[t] = sum_m sums[m][t]
+void xent_combine_sum(const float *const *sums, int64_t shards, int64_t T, float *sum);
+
+/// The logits cotangent of the mean loss over `count` tokens (the whole
+/// batch's), on a shard logits[T,Vl] of vocabulary entries [vocab_offset,
+/// vocab_offset+Vl), from the combined per-token gmax and sum:
+///   dlogits[t,v] = (exp(logits[t,v] - gmax[t]) / sum[t]
+///                   - [labels[t] = vocab_offset + v]) / count
+void xent_grad(const float *logits, const int32_t *labels, const float *gmax, const float *sum,
+               int64_t T, int64_t Vl, int64_t vocab_offset, int64_t count, float *dlogits);
+
+/// The cotangent of cross_entropy() over full logits[T,V] (count = T): the
+/// pieces above with one shard.
+void cross_entropy_grad(const float *logits, const int32_t *labels, int64_t T, int64_t V,
+                        float *dlogits);
+
+//===----------------------------------------------------------------------===//
+// Optimizer (optimizer.cpp)
+//===----------------------------------------------------------------------===//
+
+/// One AdamW step's scalars: the run's hyperparameters, the 1-based step
+/// (for the bias correction) and the factor the gradients are scaled by.
+struct AdamWStep {
+  double lr, beta1, beta2, eps, weight_decay;
+  int64_t step;
+  double grad_scale;
+};
+
+/// The global-norm clipping factor of gradients whose squares sum to sumsq:
+/// min(1, clip / (sqrt(sumsq) + 1e-6)), or 1 when clip <= 0.
+double clip_scale(double sumsq, double clip);
+
+/// AdamW (decoupled weight decay, as torch.optim.AdamW) on n values, in
+/// place; with g = grad_scale grad and t = step:
+///   m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
+///   w = w - lr (m / (1 - beta1^t) / (sqrt(v / (1 - beta2^t)) + eps)
+///               + weight_decay w)
+/// the decay term on the weight before the step; weight_decay 0 turns it
+/// off. Evaluated in double, each stored value rounded once.
+void adamw(float *w, const float *grad, float *m, float *v, int64_t n, const AdamWStep &p);
 
 } // namespace shardline::rt::cpu
 

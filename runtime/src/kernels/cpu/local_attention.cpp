@@ -45,10 +45,6 @@ namespace {
 
 enum { kHeads, kWindow };
 
-void resolveQueryPositions(Step &s, const Frame &f) {
-  s.facts.positions = f.owned(s.in[0], 1, f.self);
-}
-
 /// Each local sequence chunk (a zigzag rank holds two) attends over its own
 /// keys and, when the sequence is split, the window - 1 keys before it that
 /// sl.halo brought.
@@ -96,7 +92,7 @@ SHARDLINE_CPU_KERNELS(local_attention) {
              kResult,
              {{"heads", AttrKind::Int}, {"window", AttrKind::Int}},
              localAttention,
-             resolveQueryPositions,
+             resolvePositions,
              checkLocalAttention});
 }
 

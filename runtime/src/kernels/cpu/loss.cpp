@@ -76,42 +76,51 @@ float cross_entropy(const float *logits, const int32_t *labels, int64_t T, int64
 
 namespace shardline::rt {
 
-namespace {
-
-/// The first vocabulary entry of this rank's logits and the vocabulary's
-/// group.
 void resolveCrossEntropy(Step &s, const Frame &f) {
   s.facts.vocabOffset = f.owned(s.in[0], 2, f.self).front();
   s.facts.members = group(f, s.attrs[0]);
 }
 
+std::vector<const float *> memberPieces(const Step &s, const Mail &mail) {
+  std::vector<const float *> out;
+  for (int64_t m : s.facts.members)
+    out.push_back(mail[m].data());
+  return out;
+}
+
+XentStart xentStart(const Step &s, Frame &f) {
+  const std::vector<int64_t> &l = f.local(s.in[0]);
+  XentStart x{l[0] * l[1], l[2], f.f(s.in[0]), std::vector<float>(l[0] * l[1])};
+  requireIdsInRange(f, s.in[1], f.global(s.in[0])[2], "the vocabulary");
+  std::vector<float> mx(x.T);
+  cpu::xent_local_max(x.logits, x.T, x.V, mx.data());
+  // The maxima travel as f32 whatever the logits are.
+  Mail maxes = f.collectives->allGather(s.attrs[0].strings, mx, 4);
+  cpu::xent_combine_max(memberPieces(s, maxes).data(), (int64_t)s.facts.members.size(), x.T,
+                        x.gmax.data());
+  return x;
+}
+
+namespace {
+
 /// Vocabulary-parallel cross-entropy: per token, the maximum, then the sum of
 /// exponentials and the target logit, each combined over the vocabulary's
 /// shards. The per-token pieces travel as f32 whatever the logits are.
 void crossEntropy(const Step &s, Frame &f) {
-  int32_t logits = s.in[0], labels = s.in[1];
-  const std::vector<int64_t> &l = f.local(logits);
-  int64_t T = l[0] * l[1], V = l[2];
-  const float *x = f.f(logits);
-  requireIdsInRange(f, labels, f.global(logits)[2], "the vocabulary");
-  auto pointers = [&](const Mail &mail) {
-    std::vector<const float *> out;
-    for (int64_t m : s.facts.members)
-      out.push_back(mail[m].data());
-    return out;
-  };
-  std::vector<float> mx(T), gmax(T);
-  cpu::xent_local_max(x, T, V, mx.data());
-  Mail maxes = f.collectives->allGather(s.attrs[0].strings, mx, 4);
-  cpu::xent_combine_max(pointers(maxes).data(), (int64_t)s.facts.members.size(), T, gmax.data());
+  XentStart x = xentStart(s, f);
+  int64_t T = x.T;
   std::vector<float> sumTarget(2 * T);
-  cpu::xent_local_sumexp(x, gmax.data(), T, V, sumTarget.data());
-  cpu::xent_local_target(x, f.ids(labels), T, V, s.facts.vocabOffset, sumTarget.data() + T);
+  cpu::xent_local_sumexp(x.logits, x.gmax.data(), T, x.V, sumTarget.data());
+  cpu::xent_local_target(x.logits, f.ids(s.in[1]), T, x.V, s.facts.vocabOffset,
+                         sumTarget.data() + T);
   Mail pieces = f.collectives->allGather(s.attrs[0].strings, sumTarget, 4);
-  double total = cpu::xent_combine_total(pointers(pieces).data(), (int64_t)s.facts.members.size(),
-                                         gmax.data(), T);
-  f.f(s.out[0])[0] = (float)(total / (double)(f.global(logits)[0] * f.global(logits)[1]));
+  double total = cpu::xent_combine_total(memberPieces(s, pieces).data(),
+                                         (int64_t)s.facts.members.size(), x.gmax.data(), T);
+  const std::vector<int64_t> &global = f.global(s.in[0]);
+  f.f(s.out[0])[0] = (float)(total / (double)(global[0] * global[1]));
 }
+
+} // namespace
 
 // -- contracts --------------------------------------------------------------
 
@@ -120,8 +129,6 @@ void checkCrossEntropy(Contract &c) {
   Contract::Arg logits = operand(0), labels = operand(1);
   c.rank(logits, 3).rank(labels, 2).sameDim(labels, 0, logits, 0).sameDim(labels, 1, logits, 1);
 }
-
-} // namespace
 
 SHARDLINE_CPU_KERNELS(loss) {
   addKernel(t, "cross_entropy",

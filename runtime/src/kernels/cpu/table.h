@@ -17,6 +17,7 @@
 
 #include "exec/collectives.h"
 #include "exec/program.h"
+#include "kernels/cpu/kernels.h"
 
 #include <string>
 #include <vector>
@@ -49,17 +50,80 @@ template <typename Fn> void forEachChunk(const TensorInfo &x, bool chunked, Fn f
       fn(b * x.local[1] + c * length, b, c);
 }
 
+/// The entry of an elementwise kernel of two operands and one result.
+template <void (*Fn)(const float *, const float *, int64_t, float *)>
+void binary(const Step &s, Frame &f) {
+  Fn(f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]), f.f(s.out[0]));
+}
+
 /// This rank's group over the mesh axes an attribute names.
 inline std::vector<int64_t> group(const Frame &f, const AttrValue &axes) {
   return f.mesh.group(f.self, axes.strings);
 }
 
+// -- what a backward op shares with its forward op -------------------------
+//
+// A backward op reads the same rank facts and attributes as the forward op
+// it differentiates, so the two entries share the resolvers, the attribute
+// lists and the contracts below (defined beside the forward kernels).
+
 class Contract;
-/// The contract of an attention op (attention.cpp) whose operands start with
+
+/// RoPE's attributes and contract: x[B, S, heads*head_dim] (operand 0) and a
+/// result of its shape.
+inline std::vector<AttrSpec> ropeAttrs() {
+  return {{"head_dim", AttrKind::Int}, {"theta", AttrKind::Float}};
+}
+void checkRope(Contract &c);
+
+/// The global positions of the tokens of operand 0 (RoPE's x, attention's
+/// q) and, for attention, of operand 1 (the keys).
+void resolvePositions(Step &s, const Frame &f);
+void resolveQueryKeyPositions(Step &s, const Frame &f);
+
+/// The attribute order of the attention entries; an op with more attributes
+/// lists them after these.
+enum AttentionAttr { kHeads, kCausal, kScale, kAxes };
+inline std::vector<AttrSpec> attentionAttrs() {
+  return {{"heads", AttrKind::Int}, {"causal", AttrKind::Int}, {"scale", AttrKind::Float, true}};
+}
+/// The local dimensions of q (operand 0), k (operand 1) and the heads.
+cpu::AttentionDims attentionDims(const Step &s, const Frame &f);
+/// An attention op without a scale means the usual 1/sqrt(head_dim).
+float attentionScale(const Step &s, const cpu::AttentionDims &dims);
+
+/// The contract of the operands of an attention op that start with
 /// q[B, Sq, HQ*D], k and v [B, Sk, HKV*D] and whose attribute 0 is `heads`:
 /// the heads divide q's width, and the kv heads (per rank) divide the query
-/// heads. Windowed attention adds its own checks to it.
+/// heads. checkAttention adds a result of q's shape; windowed attention adds
+/// its own checks to it.
+void checkAttentionInputs(Contract &c);
 void checkAttention(Contract &c);
+
+/// The first vocabulary entry of this rank's rows of the table (operand
+/// `Table`, vocabulary along dimension 0).
+template <int Table> void resolveTableOffset(Step &s, const Frame &f) {
+  s.facts.vocabOffset = f.owned(s.in[Table], 0, f.self).front();
+}
+
+/// Cross-entropy over logits[B, S, V] (operand 0) whose attribute 0 is
+/// `vocab_axes`: the first vocabulary entry of this rank's logits and the
+/// vocabulary's group.
+void resolveCrossEntropy(Step &s, const Frame &f);
+void checkCrossEntropy(Contract &c);
+/// The pointers to the group members' pieces in `mail`, in the group's
+/// order.
+std::vector<const float *> memberPieces(const Step &s, const Mail &mail);
+/// What both cross-entropy kernels start from, on this rank's logits[T, V]
+/// (operand 0) once the labels (operand 1) are checked to lie in the
+/// vocabulary: gmax[T], the per-token maximum over the whole vocabulary,
+/// combined over the vocabulary's group.
+struct XentStart {
+  int64_t T, V;
+  const float *logits;
+  std::vector<float> gmax;
+};
+XentStart xentStart(const Step &s, Frame &f);
 
 } // namespace shardline::rt
 

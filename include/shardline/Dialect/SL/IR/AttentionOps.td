@@ -8,7 +8,8 @@
 #ifndef SHARDLINE_DIALECT_SL_IR_ATTENTIONOPS_TD
 #define SHARDLINE_DIALECT_SL_IR_ATTENTIONOPS_TD
 
-def SL_RopeOp : SL_ComputeOp<"rope", [AllShapesMatch<["x", "result"]>], ["resolveRankFacts"]> {
+def SL_RopeOp : SL_ComputeOp<"rope", [AllShapesMatch<["x", "result"]>], ["resolveRankFacts"],
+                             SL_Differentiable> {
   let summary = "Rotary position embedding on [b, s, heads*head_dim]";
   let description = [{
     Rotates the pairs (i, i + head_dim/2) of every head by position *
@@ -23,7 +24,8 @@ def SL_RopeOp : SL_ComputeOp<"rope", [AllShapesMatch<["x", "result"]>], ["resolv
 
 def SL_AttentionOp : SL_ComputeOp<"attention",
     [AllShapesMatch<["k", "v"]>, AllShapesMatch<["q", "result"]>],
-    ["canCarryRemedy", "prepareRemedy", "applyRemedy", "resolveRankFacts"]> {
+    ["canCarryRemedy", "prepareRemedy", "applyRemedy", "resolveRankFacts"],
+    SL_Differentiable> {
   let summary = "Causal softmax attention with grouped KV heads";
   let description = [{
     q: [b, s, heads*d]; k, v: [b, t, kv_heads*d] -> [b, s, heads*d]. Query
@@ -41,7 +43,7 @@ def SL_AttentionOp : SL_ComputeOp<"attention",
 
 def SL_RingAttentionOp : SL_ComputeOp<"ring_attention",
     [AllShapesMatch<["k", "v"]>, AllShapesMatch<["q", "result"]>],
-    ["resolveRankFacts", "sentBytesPerRank"]> {
+    ["resolveRankFacts", "sentBytesPerRank"], SL_Differentiable> {
   let summary = "Attention whose K and V circulate around a ring of ranks";
   let description = [{
     Same values as sl.attention. q, k and v are split over `axes` along the

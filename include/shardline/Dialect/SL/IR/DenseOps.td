@@ -8,7 +8,8 @@
 #ifndef SHARDLINE_DIALECT_SL_IR_DENSEOPS_TD
 #define SHARDLINE_DIALECT_SL_IR_DENSEOPS_TD
 
-def SL_RMSNormOp : SL_ComputeOp<"rms_norm", [AllShapesMatch<["x", "result"]>]> {
+def SL_RMSNormOp : SL_ComputeOp<"rms_norm", [AllShapesMatch<["x", "result"]>], [],
+                                 SL_Differentiable> {
   let summary = "RMSNorm over the last dimension: x / rms(x) * w";
   let description = [{ Rule: leading dims free; the normalised dimension whole; nonlinear. }];
   let arguments = (ins SL_FloatTensor:$x, SL_FloatTensor:$weight,
@@ -16,7 +17,7 @@ def SL_RMSNormOp : SL_ComputeOp<"rms_norm", [AllShapesMatch<["x", "result"]>]> {
   let results = (outs SL_FloatTensor:$result);
 }
 
-def SL_LinearOp : SL_ComputeOp<"linear"> {
+def SL_LinearOp : SL_ComputeOp<"linear", [], [], SL_Differentiable> {
   let summary = "Matrix product with a weight: x[..., k] * w[k, n] -> [..., n]";
   let description = [{
     Rule: leading dims free, n free (column-parallel), k contracted

@@ -8,7 +8,7 @@
 #ifndef SHARDLINE_DIALECT_SL_IR_ENDSOPS_TD
 #define SHARDLINE_DIALECT_SL_IR_ENDSOPS_TD
 
-def SL_EmbeddingOp : SL_ComputeOp<"embedding", [], ["resolveRankFacts"]> {
+def SL_EmbeddingOp : SL_ComputeOp<"embedding", [], ["resolveRankFacts"], SL_Differentiable> {
   let summary = "Token embedding lookup: ids[b,s], table[v,h] -> [b,s,h]";
   let description = [{
     Rule: b, s, h free; v contracted (a vocab-parallel table gives each rank
@@ -18,7 +18,7 @@ def SL_EmbeddingOp : SL_ComputeOp<"embedding", [], ["resolveRankFacts"]> {
   let results = (outs SL_FloatTensor:$result);
 }
 
-def SL_LMHeadOp : SL_ComputeOp<"lm_head"> {
+def SL_LMHeadOp : SL_ComputeOp<"lm_head", [], [], SL_Differentiable> {
   let summary = "Output projection to the vocabulary: x[b, s, h] * w[h, v]";
   let description = [{ Rule: b, s free; v free (vocab-parallel); h contracted. }];
   let arguments = (ins SL_FloatTensor:$x, SL_FloatTensor:$weight);
@@ -26,7 +26,7 @@ def SL_LMHeadOp : SL_ComputeOp<"lm_head"> {
 }
 
 def SL_CrossEntropyOp : SL_ComputeOp<"cross_entropy", [],
-    ["applyRemedy", "resolveRankFacts", "sentBytesPerRank"]> {
+    ["applyRemedy", "resolveRankFacts", "sentBytesPerRank"], SL_Differentiable> {
   let summary = "Mean token cross-entropy of logits against labels";
   let description = [{
     logits [b, s, v], labels [b, s] -> scalar mean loss. With the tokens

@@ -16,6 +16,7 @@
 #include "llvm/ADT/DenseMap.h"
 
 #include "core/layout.h"
+#include "shardline/Dialect/SL/IR/Gradient.h"
 #include "shardline/Dialect/SL/IR/SPMD.h"
 #include "shardline/Dialect/SL/IR/ShardingRule.h"
 

@@ -109,4 +109,26 @@ def SL_SPMDOpInterface : OpInterface<"SPMDOpInterface"> {
   ];
 }
 
+def SL_GradientOpInterface : OpInterface<"GradientOpInterface"> {
+  let cppNamespace = "::mlir::sl";
+  let description = [{
+    How an op is differentiated, stated by the op itself so that sl-autodiff
+    never names a concrete op: given the gradients of its results (through
+    the GradientBuilder, `shardline/Dialect/SL/IR/Gradient.h`), it builds its
+    backward ops and contributes each operand's gradient. The default has
+    none: training a model with such an op is refused with the op's name.
+  }];
+  let methods = [
+    InterfaceMethod<[{
+        Builds the op's backward through `g`. Called once per op, in reverse
+        program order, after every op that reads its results.
+      }], "::mlir::LogicalResult", "buildGradient", (ins "::mlir::sl::GradientBuilder &":$g), "",
+      [{
+        return $_op->emitOpError("sl-autodiff: no gradient for this op yet (training covers "
+                                 "the embedding, attention (A) and MLP (F) blocks, the final "
+                                 "norm, the LM head and the cross-entropy)");
+      }]>,
+  ];
+}
+
 #endif

@@ -58,18 +58,35 @@ def SL_WeightOp : SL_Op<"weight", [Pure]> {
 //===----------------------------------------------------------------------===//
 
 // `spmd` names the SPMDOpInterface methods the op implements itself (its
-// remedy, its per-rank facts); the others keep their defaults.
-class SL_ComputeOp<string mnemonic, list<Trait> traits = [], list<string> spmd = []>
+// remedy, its per-rank facts); the others keep their defaults. `grad` is
+// ["buildGradient"] for an op that states its backward (GradientOpInterface).
+class SL_ComputeOp<string mnemonic, list<Trait> traits = [], list<string> spmd = [],
+                   list<string> grad = []>
     : SL_Op<mnemonic, traits # [Pure,
         DeclareOpInterfaceMethods<SL_ShardingRuleOpInterface>,
-        DeclareOpInterfaceMethods<SL_SPMDOpInterface, spmd>]> {
+        DeclareOpInterfaceMethods<SL_SPMDOpInterface, spmd>,
+        DeclareOpInterfaceMethods<SL_GradientOpInterface, grad>]> {
   let assemblyFormat = "operands attr-dict `:` functional-type(operands, results)";
   let hasVerifier = 1;
 }
 
+// An op that updates its operands' storage in place (an optimizer step): no
+// results, and not Pure, so canonicalization, CSE and DCE keep it where it is.
+// Its operands say which of them it writes (Arg<..., [MemWrite]>).
+class SL_UpdateOp<string mnemonic, list<Trait> traits = [], list<string> spmd = []>
+    : SL_Op<mnemonic, traits # [
+        DeclareOpInterfaceMethods<SL_ShardingRuleOpInterface>,
+        DeclareOpInterfaceMethods<SL_SPMDOpInterface, spmd>]> {
+  let assemblyFormat = "operands attr-dict `:` type(operands)";
+  let hasVerifier = 1;
+}
+
+defvar SL_Differentiable = ["buildGradient"];
+
 class SL_ElementwiseOp<string mnemonic, string summ, int numOperands>
     : SL_ComputeOp<mnemonic, [AllShapesMatch<!if(!eq(numOperands, 1), ["x", "result"],
-                                                 ["lhs", "rhs", "result"])>]> {
+                                                 ["lhs", "rhs", "result"])>],
+                   [], SL_Differentiable> {
   let summary = summ;
   let description = [{ Rule: every dimension free; operands and result share one layout. }];
   let arguments = !if(!eq(numOperands, 1), (ins SL_FloatTensor:$x),

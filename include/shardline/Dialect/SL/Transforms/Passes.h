@@ -24,9 +24,11 @@ enum class CPCommOption { Module, Ring, AllGather, A2A, Auto };
 #include "shardline/Dialect/SL/Transforms/Passes.h.inc"
 
 /// The pipeline shardline-compile runs: choose the cp exchange (auto only),
-/// propagate, insert collectives, elide, canonicalize. Registered as
-/// `sl-shard-pipeline`. `machineFile` feeds sl-choose-cp-comm.
-void buildShardPipeline(OpPassManager &pm, const std::string &machineFile = "");
+/// propagate, insert collectives, (with `train`, sl-autodiff), elide,
+/// canonicalize. Registered as `sl-shard-pipeline` (and, with sl-autodiff,
+/// `sl-train-pipeline`). `machineFile` feeds sl-choose-cp-comm.
+void buildShardPipeline(OpPassManager &pm, const std::string &machineFile = "",
+                        bool train = false);
 void registerShardPipeline();
 
 } // namespace mlir::sl

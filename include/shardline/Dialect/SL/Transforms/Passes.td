@@ -100,6 +100,31 @@ def SLInsertCollectives : Pass<"sl-insert-collectives", "::mlir::ModuleOp"> {
   }];
 }
 
+def SLAutodiff : Pass<"sl-autodiff", "::mlir::ModuleOp"> {
+  let summary = "Append the backward program, the gradient norm and AdamW to the function";
+  let description = [{
+    Runs on the global view once every value has its layout and the
+    forward's collectives are in place (after sl-insert-collectives). From
+    the function's cross-entropy loss it appends the gradient of every
+    parameter (the backward ops of docs/dialect.md, "Backward and optimizer
+    ops"), each with the layouts its sharding rule derives; the sum of the
+    squares of all gradients (global-norm clipping); and one `sl.adamw` per
+    parameter, whose moments are new parameters `<name>.adam_m` and
+    `<name>.adam_v`. The gradients become function results named
+    `grad.<name>`.
+
+    A layout transition is the identity on the global value, so its gradient
+    is too: the contributions to a value's gradient are summed in the layouts
+    they were made in and taken, by the cheapest chain of collectives, to the
+    layout the backward op that reads them needs. The duals follow (an
+    all-gather's gradient is reduce-scattered when the ops after it computed
+    different parts on each rank, sliced when they computed the same); and a
+    parameter's gradient, a pending sum over the axes that split the tokens it
+    was applied to, is reduced onto the parameter's own layout: gradient
+    synchronisation comes from the graph, not from flags.
+  }];
+}
+
 def SLElideGathers : Pass<"sl-elide-gathers", "::mlir::ModuleOp"> {
   let summary = "Re-place layout transitions where they send the fewest bytes";
   let description = [{

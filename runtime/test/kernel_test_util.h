@@ -1,0 +1,66 @@
+//===- kernel_test_util.h - Random data and comparisons for kernel tests --===//
+
+#ifndef SHARDLINE_RUNTIME_TEST_KERNEL_TEST_UTIL_H
+#define SHARDLINE_RUNTIME_TEST_KERNEL_TEST_UTIL_H
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace shardline::rt::test {
+
+using Vec = std::vector<float>;
+
+/// splitmix64: tiny, seeded and identical on every platform.
+class Rng {
+public:
+  explicit Rng(uint64_t seed) : state(seed) {}
+  uint64_t next() {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  float uniform(float lo, float hi) {
+    return lo + (hi - lo) * static_cast<float>((next() >> 40) * 0x1p-24);
+  }
+  Vec vec(size_t n, float lo = -1.0f, float hi = 1.0f) {
+    Vec v(n);
+    for (float &x : v)
+      x = uniform(lo, hi);
+    return v;
+  }
+
+private:
+  uint64_t state;
+};
+
+/// Columns [start, start+len) of m[R,C].
+inline Vec sliceCols(const Vec &m, int64_t R, int64_t C, int64_t start, int64_t len) {
+  Vec out(R * len);
+  for (int64_t r = 0; r < R; ++r)
+    std::copy(m.begin() + r * C + start, m.begin() + r * C + start + len, out.begin() + r * len);
+  return out;
+}
+
+/// |got - want| <= atol + rtol |want| elementwise; -inf must match exactly.
+template <typename W>
+void expectClose(const Vec &got, const std::vector<W> &want, double rtol, double atol,
+                 const char *what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i) {
+    double g = got[i], w = static_cast<double>(want[i]);
+    if (std::isinf(w)) {
+      ASSERT_EQ(g, w) << what << " [" << i << "]";
+      continue;
+    }
+    ASSERT_NEAR(g, w, atol + rtol * std::abs(w)) << what << " [" << i << "]";
+  }
+}
+
+} // namespace shardline::rt::test
+
+#endif // SHARDLINE_RUNTIME_TEST_KERNEL_TEST_UTIL_H
