@@ -40,6 +40,19 @@ struct RunOptions {
   std::string saveWeightsFile;
   /// Forward passes to run (the outputs are the last one's).
   int64_t steps = 1;
+  /// Read the tokens and labels from this dataset file instead of making
+  /// them from the seed (exec/data.h: a flat binary of token ids, or a
+  /// safetensors file with `tokens` and `labels`).
+  std::string dataFile;
+  /// The element type of a flat binary dataset: "u16" or "u32".
+  std::string dataDType = "u16";
+  /// The dataset's pass of the first forward pass (the passes after it read
+  /// the next ones): a single-device run that checks the last of several
+  /// passes reads that pass's tokens.
+  int64_t dataFirstPass = 0;
+  /// Write the last pass's outputs (whole, f32, by their plan names) and the
+  /// inputs it ran on (i32) to this safetensors file.
+  std::string saveOutputsFile;
   /// Seconds a rank waits for the others in any one collective before it
   /// stops the run with an error naming the ranks that did not arrive
   /// (RunResult::rankLost). Positive; a wait, not a step: ranks of a working
@@ -58,6 +71,8 @@ struct RunResult {
   /// first rank only.
   std::vector<std::vector<float>> outputs;
   std::vector<std::vector<int64_t>> outputShapes;
+  /// Each output's name in the plan ("output<i>" when it has none).
+  std::vector<std::string> outputNames;
   /// The type each output is held in (its values above are widened to f32).
   std::vector<DType> outputTypes;
   /// Bytes each rank sent to other ranks in one step (largest over ranks),
