@@ -16,6 +16,11 @@ That the check can fail: for every model, the oracle also runs on the
 stressed weight file with one weight of the family changed by about 1%
 (PERTURB) and must report a MISMATCH with exit status 1.
 
+Runs do not write gradients yet (training is being built), so the gradient
+path is checked on the oracle's own: autograd against a central difference of
+the loss, and files of those gradients (f32) that pass, or fail with one
+gradient off by 1% or missing.
+
 Prints one line per run and "N passed, N failed"; exits 77 (ctest's skip)
 with the reason when torch cannot be imported.
 """
@@ -86,6 +91,83 @@ def stressed(name, values):
     return values
 
 
+def write_safetensors(path, tensors):
+    """Writes numpy arrays (int32 as I32, everything else as F32) by name."""
+    import json
+    import struct
+
+    import numpy as np
+
+    header, blobs, offset = {}, [], 0
+    for name, value in tensors.items():
+        integer = value.dtype == np.int32
+        blob = value.astype("<i4" if integer else "<f4").tobytes()
+        header[name] = {"dtype": "I32" if integer else "F32", "shape": list(value.shape),
+                        "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def check_gradients(oracle_cmd, spec, weights, outputs, tmp, target):
+    """The oracle's gradient path, until training runs write gradients: autograd's gradients of
+    the loss agree with a central difference of the loss along a random direction of every
+    weight at once; a file holding them (f32) passes; one with `target`'s gradient off by 1%,
+    or without it, fails naming it. Returns why it failed (None when it did not) and what it
+    measured."""
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, HERE)
+    import oracle
+
+    model = oracle.read_spec(spec)
+    stored = oracle.read_safetensors(weights)
+    saved = oracle.read_safetensors(outputs)
+    tokens = torch.tensor(saved["tokens"].astype(np.int64))
+    labels = torch.tensor(saved["labels"].astype(np.int64))
+    params = {k: torch.tensor(v, dtype=oracle.F, requires_grad=True) for k, v in stored.items()}
+    _, loss = oracle.forward(model, params, tokens, labels)
+    loss.backward()
+    grads = {k: p.grad.numpy() for k, p in params.items()}
+    rng = np.random.default_rng(0)
+    direction = {k: rng.standard_normal(v.shape) for k, v in stored.items()}
+    # Small enough that no top-k choice flips between the two points (a flip is a jump in the
+    # loss: at 1e-6, 7 of stressed nam56r's 4096 routings do), large enough that float64
+    # differences keep 7 digits.
+    eps = 1e-8
+
+    def loss_at(sign):
+        moved = {k: torch.tensor(stored[k] + sign * eps * direction[k], dtype=oracle.F)
+                 for k in stored}
+        return float(oracle.forward(model, moved, tokens, labels)[1])
+
+    numeric = (loss_at(1) - loss_at(-1)) / (2 * eps)
+    analytic = sum(float((grads[k] * direction[k]).sum()) for k in stored)
+    gap = abs(numeric - analytic) / max(1.0, abs(analytic))
+    measured = f"gradients: autograd against the difference quotient {gap:.2g}"
+    if gap > 1e-5:
+        return (f"autograd's directional derivative {analytic:.9g}, the loss's {numeric:.9g}",
+                measured)
+    files = {
+        "exact": ({f"grad.{k}": v for k, v in grads.items()}, 0, None),
+        "off": ({f"grad.{k}": v * (1.01 if k == target else 1) for k, v in grads.items()}, 1,
+                f"grad.{target}: relative error"),
+        "missing": ({f"grad.{k}": v for k, v in grads.items() if k != target}, 1,
+                    "1 weights have no gradient"),
+    }
+    for kind, (extra, status, expect) in files.items():
+        path = os.path.join(tmp, f"grads-{kind}.safetensors")
+        write_safetensors(path, dict(saved, **extra))
+        code, out = run(oracle_cmd + [spec, "--weights", weights, "--outputs", path])
+        if code != status or (expect and expect not in out) or "no gradients" in out:
+            return f"the oracle on {kind} gradients exited {code}:\n{out}", measured
+    return None, measured
+
+
 def run(cmd):
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return p.returncode, p.stdout
@@ -140,6 +222,10 @@ def main():
                     if code != 0 or "oracle: PASS" not in good:
                         why = f"the oracle disagrees (exit {code}):\n{good}"
                 if why is None and kind:
+                    why, measured = check_gradients(oracle, spec, stress, outputs, tmp,
+                                                    PERTURB[name])
+                    good += "\n" + measured
+                if why is None and kind:
                     target = PERTURB[name]
                     rewrite(stress, bad, lambda n, v: v * 1.01 + 1e-3 if n == target else v)
                     code, out = run(oracle + [spec, "--weights", bad, "--outputs", outputs])
@@ -151,7 +237,7 @@ def main():
                 if why is None:
                     passed += 1
                     summary = [line for line in good.splitlines()
-                               if line.startswith(("logits", "loss", "blocks"))]
+                               if line.startswith(("logits", "loss", "blocks", "gradients"))]
                     print(f"PASS {label}: " + "; ".join(summary))
                 else:
                     failed += 1

@@ -89,6 +89,17 @@ def read_spec(path):
             spec = json.load(f)
     except (OSError, ValueError) as e:
         raise Bad(f"cannot read the model spec {path}: {e}")
+    sections = {"A": "attention", "L": "local_attention", "M": "mamba", "E": "moe",
+                "R": "recurrent", "F": "mlp"}
+    for key in ("pattern", "vocab", "hidden", "seq", "batch"):
+        if key not in spec:
+            raise Bad(f"{path}: the spec has no '{key}'")
+    for letter in spec["pattern"]:
+        if letter not in sections:
+            raise Bad(f"{path}: pattern letter '{letter}' is not a block family")
+        if sections[letter] not in spec:
+            raise Bad(f"{path}: the pattern uses {letter} but the spec has no "
+                      f"'{sections[letter]}' section")
     spec.setdefault("norm_eps", 1e-5)
     for section in ("attention", "local_attention"):
         if section in spec:
