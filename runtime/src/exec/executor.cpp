@@ -461,6 +461,8 @@ RunResult RankRun::run() {
     if (options.dataFile.empty()) {
       makeInputs();
     } else {
+      if (p.inputs()->size() == 0)
+        fail("--data gives a plan its tokens and labels, and this plan has no inputs");
       const auto &tokens = tensors[p.inputs()->Get(0)].shape;
       for (int32_t t : *p.inputs())
         if (tensors[t].shape.size() != 2 || tensors[t].shape != tokens)

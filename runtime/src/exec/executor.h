@@ -8,8 +8,8 @@
 // (device/device.h). Every exchange goes through the rank's Collectives
 // (exec/collectives.h) over a Comm (comm/comm.h): ranks that are threads of
 // one process or MPI processes, the same program either way. Weights come from the seed by
-// global element index, tokens and labels too, so a run on one rank with the
-// mesh collapsed computes the single-device result of the same model.
+// global element index, tokens and labels too (or from files: --weights, --data), so a run on
+// one rank with the mesh collapsed computes the single-device result of the same model.
 //
 //===----------------------------------------------------------------------===//
 
