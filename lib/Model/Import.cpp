@@ -126,6 +126,10 @@ public:
     auto fn = func::FuncOp::create(b, fileLoc, spec.name, fnType);
     fn.setArgAttr(0, mlir::sl::kNameAttr, b.getStringAttr("tokens"));
     fn.setArgAttr(1, mlir::sl::kNameAttr, b.getStringAttr("labels"));
+    // The plan and the files a run writes (--save-outputs) call the results
+    // by these names.
+    fn.setResultAttr(0, mlir::sl::kNameAttr, b.getStringAttr("logits"));
+    fn.setResultAttr(1, mlir::sl::kNameAttr, b.getStringAttr("loss"));
     Block *entry = fn.addEntryBlock();
     b.setInsertionPointToStart(entry);
     b.setListener(&stamp);

@@ -69,6 +69,14 @@ public:
         return failure();
       inputs.push_back(*t);
     }
+    // An output is named by its result's sl.name, or "output<i>"; the first
+    // name a value gets wins when it is returned twice.
+    llvm::DenseMap<Value, std::string> outputNames;
+    auto ret = cast<func::ReturnOp>(body.getTerminator());
+    for (auto [i, v] : llvm::enumerate(ret.getOperands())) {
+      auto name = fn.getResultAttrOfType<StringAttr>(i, mlir::sl::kNameAttr);
+      outputNames.try_emplace(v, name ? name.str() : "output" + std::to_string(i));
+    }
     std::vector<fb::Offset<plan::Op>> ops;
     BlockPlacement placement(fn);
     for (Operation &op : body) {
@@ -92,7 +100,9 @@ public:
         operands.push_back(it->second);
       }
       for (Value r : op.getResults()) {
-        FailureOr<int32_t> t = tensor(r, "", plan::Role::Activation, &op);
+        auto named = outputNames.find(r);
+        FailureOr<int32_t> t =
+            tensor(r, named == outputNames.end() ? "" : named->second, plan::Role::Activation, &op);
         if (failed(t))
           return failure();
         results.push_back(*t);

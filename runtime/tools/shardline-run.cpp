@@ -19,6 +19,8 @@ void usage(FILE *out) {
   std::fprintf(out,
                "usage: shardline-run PLAN.slp [--ranks N] [--comm threads|mpi] [--seed S]\n"
                "                     [--weights W.safetensors] [--save-weights W.safetensors]\n"
+               "                     [--data FILE [--data-dtype u16|u32]]\n"
+               "                     [--save-outputs FILE.safetensors]\n"
                "                     [--steps N] [--profile] [--verify [--rtol X]]\n"
                "                     [--timeout SECONDS]\n"
                "                     [--train [--lr X] [--adam-beta1 X] [--adam-beta2 X]\n"
@@ -36,6 +38,15 @@ void usage(FILE *out) {
                "  --weights W load the weights from a safetensors file (by name; shapes must\n"
                "              match) instead of generating them from the seed\n"
                "  --save-weights W  write the run's weights (whole, f32) to a safetensors file\n"
+               "  --data FILE read the tokens and labels from FILE instead of the seed: a flat\n"
+               "              binary of token ids (Megatron's and nanoGPT's .bin; batch row r\n"
+               "              of forward pass k reads the S + 1 ids from (k*B + r)*S on,\n"
+               "              wrapping; labels are the next tokens), or a .safetensors file\n"
+               "              with 'tokens' and 'labels' [N, S] (pass k reads rows k*B on,\n"
+               "              wrapping). Ids outside the vocabulary are refused\n"
+               "  --data-dtype T  u16 (default) or u32: the ids of a flat binary --data file\n"
+               "  --save-outputs F  write the last forward pass's outputs (logits, loss: whole,\n"
+               "              f32) and its inputs (tokens, labels: i32) to a safetensors file\n"
                "  --profile   with --steps: also print the time per step of each op kind on\n"
                "              the first rank (exchanges include waiting for the others) and\n"
                "              how many collectives a step ran on groups of each size\n"
@@ -127,7 +138,7 @@ int main(int argc, char **argv) {
   int64_t ranks = -1, seed = 1, steps = 1;
   bool verify = false, profile = false;
   double rtol = -1, timeout = kDefaultTimeoutSeconds;
-  std::string weightsFile, saveWeightsFile;
+  std::string weightsFile, saveWeightsFile, dataFile, dataDType = "u16", saveOutputsFile;
   bool train = false;
   TrainOptions hyper;
   std::map<std::string, double *> hyperFlags = {{"--lr", &hyper.lr},
@@ -183,10 +194,20 @@ int main(int argc, char **argv) {
       commName = argv[++i];
       if (commName != "threads" && commName != "mpi")
         return fail("--comm must be threads or mpi, got '" + commName + "'");
-    } else if (a == "--weights" || a == "--save-weights") {
+    } else if (a == "--weights" || a == "--save-weights" || a == "--data" ||
+               a == "--save-outputs") {
       if (i + 1 >= argc)
         return fail(a + " needs a file");
-      (a == "--weights" ? weightsFile : saveWeightsFile) = argv[++i];
+      (a == "--weights"        ? weightsFile
+       : a == "--save-weights" ? saveWeightsFile
+       : a == "--data"         ? dataFile
+                               : saveOutputsFile) = argv[++i];
+    } else if (a == "--data-dtype") {
+      if (i + 1 >= argc)
+        return fail("--data-dtype needs u16 or u32");
+      dataDType = argv[++i];
+      if (dataDType != "u16" && dataDType != "u32")
+        return fail("--data-dtype must be u16 or u32, got '" + dataDType + "'");
     } else if (!a.empty() && a[0] == '-') {
       std::fprintf(stderr, "shardline-run: error: unknown option '%s'\n", a.c_str());
       usage(stderr);
@@ -201,6 +222,8 @@ int main(int argc, char **argv) {
     return fail("--rtol sets what --verify accepts: give --verify too");
   if (hyperGiven && !train)
     return fail("the optimizer flags set how --train updates the weights: give --train too");
+  if (dataDType != "u16" && dataFile.empty())
+    return fail("--data-dtype sets how --data is read: give --data too");
   std::string error;
   std::optional<LoadedPlan> plan;
   if (planPath.empty()) {
@@ -249,6 +272,9 @@ int main(int argc, char **argv) {
   options.weightsFile = weightsFile;
   options.steps = std::max<int64_t>(1, steps);
   options.saveWeightsFile = saveWeightsFile;
+  options.dataFile = dataFile;
+  options.dataDType = dataDType;
+  options.saveOutputsFile = saveOutputsFile;
   options.timeoutSeconds = timeout;
   if (train)
     options.train = hyper;
@@ -307,10 +333,16 @@ int main(int argc, char **argv) {
   }
   options.singleDevice = true;
   options.saveWeightsFile.clear();
-  // A training run is compared step by step: the single-device run trains
-  // as long.
-  if (!train)
+  options.saveOutputsFile.clear();
+  if (!train) {
+    // The outputs compared are the last forward pass's: with --steps N > 1
+    // the untimed pass 0 and the timed passes 1 ... N ran, and the
+    // single-device pass reads pass N's data.
+    options.dataFirstPass = options.steps > 1 ? options.steps : 0;
     options.steps = 1;
+  }
+  // A training run is compared step by step: the single-device run trains
+  // as long, on the same data passes.
   RunResult ref = runPlan(*plan, options);
   if (!ref.error.empty())
     return fail("single-device run: " + ref.error);

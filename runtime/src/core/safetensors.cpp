@@ -9,45 +9,75 @@
 #include <cstring>
 #include <fstream>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 namespace shardline::rt {
 
 namespace {
 int64_t dtypeBytes(const std::string &dtype) {
-  if (dtype == "F32")
+  if (dtype == "F32" || dtype == "I32" || dtype == "U32")
     return 4;
-  if (dtype == "BF16" || dtype == "F16")
+  if (dtype == "BF16" || dtype == "F16" || dtype == "U16")
     return 2;
   return 0;
 }
 
 } // namespace
 
+std::optional<MappedFile> MappedFile::open(const std::string &path, std::string &error) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  struct stat info;
+  if (fd < 0 || ::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+    if (fd >= 0)
+      ::close(fd);
+    error = "cannot open '" + path + "'";
+    return std::nullopt;
+  }
+  MappedFile file;
+  file.length = (uint64_t)info.st_size;
+  if (file.length > 0) {
+    void *p = ::mmap(nullptr, file.length, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      ::close(fd);
+      error = "cannot map '" + path + "' into memory";
+      return std::nullopt;
+    }
+    uint64_t length = file.length;
+    file.mapping = std::shared_ptr<void>(p, [length](void *q) { ::munmap(q, length); });
+    file.bytes = static_cast<const uint8_t *>(p);
+  }
+  ::close(fd);
+  return file;
+}
+
 std::optional<SafeTensorsFile> SafeTensorsFile::open(const std::string &path, std::string &error) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  std::optional<MappedFile> mapped = MappedFile::open(path, error);
+  if (!mapped) {
     error = "cannot open weight file '" + path + "'";
     return std::nullopt;
   }
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
-                             std::istreambuf_iterator<char>());
+  const uint8_t *bytes = mapped->data();
+  uint64_t size = mapped->size();
   auto bad = [&](const std::string &why) {
     error = path + ": " + why;
     return std::nullopt;
   };
-  if (bytes.size() < 8)
+  if (size < 8)
     return bad("not a safetensors file (shorter than its header size)");
   uint64_t headerSize = 0;
   for (int i = 7; i >= 0; --i)
     headerSize = (headerSize << 8) | bytes[i];
-  if (headerSize > bytes.size() - 8)
+  if (headerSize > size - 8)
     return bad("the header size " + std::to_string(headerSize) + " exceeds the file");
-  nlohmann::json header =
-      nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + (int64_t)headerSize, nullptr,
-                            /*allow_exceptions=*/false);
+  nlohmann::json header = nlohmann::json::parse(bytes + 8, bytes + 8 + headerSize, nullptr,
+                                                /*allow_exceptions=*/false);
   if (!header.is_object())
     return bad("the header is not a JSON object");
   SafeTensorsFile file;
-  uint64_t dataSize = bytes.size() - 8 - headerSize;
+  uint64_t dataSize = size - 8 - headerSize;
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__")
       continue;
@@ -60,7 +90,8 @@ std::optional<SafeTensorsFile> SafeTensorsFile::open(const std::string &path, st
     t.dtype = v["dtype"].get<std::string>();
     int64_t elementBytes = dtypeBytes(t.dtype);
     if (!elementBytes)
-      return bad("tensor '" + it.key() + "' has dtype " + t.dtype + "; F32, BF16 and F16 are read");
+      return bad("tensor '" + it.key() + "' has dtype " + t.dtype +
+                 "; F32, BF16, F16, I32, U16 and U32 are read");
     uint64_t count = 1;
     for (const auto &d : v["shape"]) {
       if (!d.is_number_integer() || d.get<int64_t>() < 0)
@@ -76,7 +107,8 @@ std::optional<SafeTensorsFile> SafeTensorsFile::open(const std::string &path, st
                  "lie outside the file");
     file.tensors[it.key()] = t;
   }
-  file.data.assign(bytes.begin() + 8 + (int64_t)headerSize, bytes.end());
+  file.file = std::move(*mapped);
+  file.data = bytes + 8 + headerSize;
   return file;
 }
 
@@ -85,8 +117,23 @@ const SafeTensor *SafeTensorsFile::find(const std::string &name) const {
   return it == tensors.end() ? nullptr : &it->second;
 }
 
+bool SafeTensorsFile::isInteger(const SafeTensor &t) {
+  return t.dtype == "I32" || t.dtype == "U16" || t.dtype == "U32";
+}
+
+int64_t SafeTensorsFile::intAt(const SafeTensor &t, uint64_t index) const {
+  const uint8_t *p = data + t.begin;
+  if (t.dtype == "U16")
+    return (uint16_t)(p[2 * index] | p[2 * index + 1] << 8);
+  uint32_t u;
+  std::memcpy(&u, p + 4 * index, 4);
+  return t.dtype == "I32" ? (int64_t)(int32_t)u : (int64_t)u;
+}
+
 float SafeTensorsFile::at(const SafeTensor &t, uint64_t index) const {
-  const uint8_t *p = data.data() + t.begin;
+  if (isInteger(t))
+    return (float)intAt(t, index);
+  const uint8_t *p = data + t.begin;
   if (t.dtype == "F32") {
     float f;
     std::memcpy(&f, p + 4 * index, 4);
@@ -96,16 +143,15 @@ float SafeTensorsFile::at(const SafeTensor &t, uint64_t index) const {
   return t.dtype == "BF16" ? bf16ToFloat(h) : f16ToFloat(h);
 }
 
-bool writeSafeTensors(
-    const std::string &path,
-    const std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>> &tensors,
-    std::string &error) {
+bool writeSafeTensors(const std::string &path, const std::map<std::string, TensorToWrite> &tensors,
+                      std::string &error) {
   nlohmann::json header = nlohmann::json::object();
   uint64_t offset = 0;
   for (const auto &[name, t] : tensors) {
-    uint64_t size = t.second.size() * 4;
-    header[name] = {
-        {"dtype", "F32"}, {"shape", t.first}, {"data_offsets", {offset, offset + size}}};
+    uint64_t size = t.values.size() * 4;
+    header[name] = {{"dtype", t.i32 ? "I32" : "F32"},
+                    {"shape", t.shape},
+                    {"data_offsets", {offset, offset + size}}};
     offset += size;
   }
   std::string text = header.dump();
@@ -120,9 +166,15 @@ bool writeSafeTensors(
   for (int i = 0; i < 8; ++i)
     out.put((char)(n >> (8 * i)));
   out << text;
-  for (const auto &[name, t] : tensors)
-    out.write(reinterpret_cast<const char *>(t.second.data()),
-              (std::streamsize)(t.second.size() * 4));
+  for (const auto &[name, t] : tensors) {
+    if (!t.i32) {
+      out.write(reinterpret_cast<const char *>(t.values.data()),
+                (std::streamsize)(t.values.size() * 4));
+      continue;
+    }
+    std::vector<int32_t> ints(t.values.begin(), t.values.end());
+    out.write(reinterpret_cast<const char *>(ints.data()), (std::streamsize)(ints.size() * 4));
+  }
   if (!out) {
     error = "cannot write '" + path + "'";
     return false;

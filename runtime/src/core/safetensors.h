@@ -3,7 +3,8 @@
 // The format: a little-endian u64 header size, a JSON header mapping each
 // tensor name to {"dtype", "shape", "data_offsets": [begin, end]} (offsets
 // into the data that follows), then the data. F32, BF16 and F16 are read
-// (as f32); files are written in F32.
+// as f32, I32, U16 and U32 (token ids) as integers; files are written in F32
+// and I32.
 //
 //===----------------------------------------------------------------------===//
 
@@ -12,11 +13,28 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace shardline::rt {
+
+/// A whole file mapped read-only: a rank touches only the pages it reads
+/// (its shard of the weights, its tokens of a dataset), however large the
+/// file. Copies share the mapping.
+class MappedFile {
+public:
+  /// The file, or nullopt with the error naming it.
+  static std::optional<MappedFile> open(const std::string &path, std::string &error);
+  const uint8_t *data() const { return bytes; }
+  uint64_t size() const { return length; }
+
+private:
+  std::shared_ptr<void> mapping;
+  const uint8_t *bytes = nullptr;
+  uint64_t length = 0;
+};
 
 struct SafeTensor {
   std::string dtype;
@@ -32,17 +50,28 @@ public:
   const SafeTensor *find(const std::string &name) const;
   /// Element `index` (row-major) of tensor `t`, as f32.
   float at(const SafeTensor &t, uint64_t index) const;
+  /// Element `index` of an integer tensor (I32, U16, U32).
+  int64_t intAt(const SafeTensor &t, uint64_t index) const;
+  static bool isInteger(const SafeTensor &t);
 
 private:
-  std::vector<uint8_t> data;
+  MappedFile file;
+  /// The data section, after the header.
+  const uint8_t *data = nullptr;
   std::map<std::string, SafeTensor> tensors;
 };
 
-/// Writes f32 tensors (name -> shape, values).
-bool writeSafeTensors(
-    const std::string &path,
-    const std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>> &tensors,
-    std::string &error);
+/// A tensor to write: its values are held as f32 either way; an I32 tensor's
+/// are whole numbers (token ids, labels) below 2^24, exact in f32.
+struct TensorToWrite {
+  std::vector<int64_t> shape;
+  std::vector<float> values;
+  bool i32 = false;
+};
+
+/// Writes the tensors by name, in F32 or I32.
+bool writeSafeTensors(const std::string &path, const std::map<std::string, TensorToWrite> &tensors,
+                      std::string &error);
 
 } // namespace shardline::rt
 

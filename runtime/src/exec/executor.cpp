@@ -7,6 +7,7 @@
 #include "core/safetensors.h"
 #include "device/device.h"
 #include "exec/collectives.h"
+#include "exec/data.h"
 #include "exec/program.h"
 #include "exec/verify.h"
 
@@ -175,6 +176,18 @@ private:
     }
   }
 
+  /// The tokens and labels of forward pass `pass` from the dataset, only
+  /// the positions this rank holds.
+  void readInputs(int64_t pass) {
+    for (int32_t t : *p.inputs()) {
+      std::string err;
+      if (!data->read(pass, tensors[t].name == "labels",
+                      globalOffsets(mesh, tensors[t].shape, tensors[t].layout, self), inputs[t],
+                      err))
+        fail(err);
+    }
+  }
+
   /// Tokens and labels: uniform in [0, vocab) from the seed by global index,
   /// held as int32.
   void makeInputs() {
@@ -229,17 +242,21 @@ private:
                       m, all[m], (long long)self, hash);
         fail(text);
       }
-    uint64_t fields[5] = {options.seed, (uint64_t)options.steps,
+    uint64_t fields[7] = {options.seed,
+                          (uint64_t)options.steps,
                           (uint64_t)!options.weightsFile.empty(),
-                          (uint64_t)!options.saveWeightsFile.empty(), (uint64_t)!!options.train};
+                          (uint64_t)!options.saveWeightsFile.empty(),
+                          (uint64_t)!options.dataFile.empty(),
+                          (uint64_t)!options.saveOutputsFile.empty(),
+                          (uint64_t)!!options.train};
     uint64_t mine = fnv1a64(fields, sizeof fields);
     all = collectives.gatherWord(mine);
     for (size_t m = 0; m < all.size(); ++m)
       if (all[m] != mine)
         fail("rank " + std::to_string(m) + " runs with other options than rank " +
              std::to_string(self) +
-             ": --seed, --steps, and whether --train, --weights and --save-weights are given "
-             "must agree on every rank");
+             ": --seed, --steps, and whether --train, --weights, --save-weights, --data and "
+             "--save-outputs are given must agree on every rank");
   }
 
   /// The largest of a figure over the ranks.
@@ -254,6 +271,29 @@ private:
     device->convert(views[t], BufferView(mine.data(), tensors[t].count));
     return collectives.gatherToFirst(tensors[t].shape, tensors[t].layout, mine.data(),
                                      tensors[t].count);
+  }
+
+  /// Writes the tensors on the first rank.
+  void save(const std::string &path, const std::map<std::string, TensorToWrite> &all) {
+    std::string err;
+    if (self == 0 && !writeSafeTensors(path, all, err))
+      fail(err);
+  }
+
+  /// The last pass's outputs and the inputs it ran on, whole, by name.
+  void saveOutputs(const RunResult &result) {
+    std::map<std::string, TensorToWrite> all;
+    for (int32_t t : *p.inputs()) {
+      std::vector<float> &mine = inputs[t];
+      std::vector<float> global = collectives.gatherToFirst(tensors[t].shape, tensors[t].layout,
+                                                            mine.data(), (int64_t)mine.size());
+      if (self == 0)
+        all[tensors[t].name] = {tensors[t].shape, std::move(global), true};
+    }
+    for (size_t i = 0; i < result.outputs.size(); ++i)
+      all[result.outputNames[i]] = {result.outputShapes[i], result.outputs[i],
+                                    result.outputTypes[i] == DType::I32};
+    save(options.saveOutputsFile, all);
   }
 
   /// Points the step's 16-bit operands and results at f32 copies, the
@@ -318,6 +358,8 @@ private:
 
   void runStep() {
     injectFault();
+    if (data)
+      readInputs(options.dataFirstPass + stepsRun);
     ++stepsRun;
     frame.trainStep = stepsRun;
     collectives.resetCount();
@@ -382,6 +424,7 @@ private:
   bool timing = false;
   std::vector<double> stepSeconds;
   std::optional<SafeTensorsFile> weights;
+  std::optional<DataFile> data;
   Fault fault;
   /// Forward passes started.
   int64_t stepsRun = 0;
@@ -427,7 +470,21 @@ RunResult RankRun::run() {
     if (useArena)
       arena = device->allocate(p.arena_bytes() + 4);
     openWeights();
-    makeInputs();
+    if (options.dataFile.empty()) {
+      makeInputs();
+    } else {
+      if (p.inputs()->size() == 0)
+        fail("--data gives a plan its tokens and labels, and this plan has no inputs");
+      const auto &tokens = tensors[p.inputs()->Get(0)].shape;
+      for (int32_t t : *p.inputs())
+        if (tensors[t].shape.size() != 2 || tensors[t].shape != tokens)
+          fail("--data fills inputs of one shape [batch, seq]; input '" + tensors[t].name +
+               "' is " + shapeText(tensors[t].shape));
+      data = DataFile::open(options.dataFile, options.dataDType, tokens[0], tokens[1],
+                            p.facts() ? p.facts()->vocab() : 1, error);
+      if (!data)
+        fail(error);
+    }
     for (size_t t = 0; t < tensors.size(); ++t)
       if (tensors[t].role == plan::Role::Weight)
         makeWeight((int32_t)t);
@@ -468,24 +525,28 @@ RunResult RankRun::run() {
       if (self == 0) {
         result.outputShapes.push_back(tensors[out].shape);
         result.outputTypes.push_back(tensors[out].dtype);
+        result.outputNames.push_back(tensors[out].name.empty()
+                                         ? "output" + std::to_string(result.outputs.size())
+                                         : tensors[out].name);
         result.outputs.push_back(std::move(global));
       }
     }
     if (!options.saveWeightsFile.empty() || options.returnWeights) {
-      std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>> all;
+      std::map<std::string, TensorToWrite> all;
       for (size_t t = 0; t < tensors.size(); ++t)
         if (tensors[t].role == plan::Role::Weight) {
           std::vector<float> global = gatherToFirst((int32_t)t);
           if (self == 0)
             all[tensors[t].name] = {tensors[t].shape, std::move(global)};
         }
-      std::string err;
-      if (self == 0 && !options.saveWeightsFile.empty() &&
-          !writeSafeTensors(options.saveWeightsFile, all, err))
-        fail(err);
-      if (options.returnWeights)
-        result.weights = std::move(all);
+      if (!options.saveWeightsFile.empty())
+        save(options.saveWeightsFile, all);
+      if (options.returnWeights && self == 0)
+        for (auto &[name, t] : all)
+          result.weights[name] = {t.shape, std::move(t.values)};
     }
+    if (!options.saveOutputsFile.empty())
+      saveOutputs(result);
   } catch (Stop &stop) {
     if (!stop.aborted)
       comm.abort(stop.error);

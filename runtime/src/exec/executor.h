@@ -8,8 +8,8 @@
 // (device/device.h). Every exchange goes through the rank's Collectives
 // (exec/collectives.h) over a Comm (comm/comm.h): ranks that are threads of
 // one process or MPI processes, the same program either way. Weights come from the seed by
-// global element index, tokens and labels too, so a run on one rank with the
-// mesh collapsed computes the single-device result of the same model.
+// global element index, tokens and labels too (or from files: --weights, --data), so a run on
+// one rank with the mesh collapsed computes the single-device result of the same model.
 //
 //===----------------------------------------------------------------------===//
 
@@ -49,6 +49,19 @@ struct RunOptions {
   std::optional<TrainOptions> train;
   /// Return the weights after the run (whole, f32) in RunResult::weights.
   bool returnWeights = false;
+  /// Read the tokens and labels from this dataset file instead of making
+  /// them from the seed (exec/data.h: a flat binary of token ids, or a
+  /// safetensors file with `tokens` and `labels`).
+  std::string dataFile;
+  /// The element type of a flat binary dataset: "u16" or "u32".
+  std::string dataDType = "u16";
+  /// The dataset's pass of the first forward pass (the passes after it read
+  /// the next ones): a single-device run that checks the last of several
+  /// passes reads that pass's tokens.
+  int64_t dataFirstPass = 0;
+  /// Write the last pass's outputs (whole, f32, by their plan names) and the
+  /// inputs it ran on (i32) to this safetensors file.
+  std::string saveOutputsFile;
   /// Seconds a rank waits for the others in any one collective before it
   /// stops the run with an error naming the ranks that did not arrive
   /// (RunResult::rankLost). Positive; a wait, not a step: ranks of a working
@@ -67,6 +80,8 @@ struct RunResult {
   /// first rank only.
   std::vector<std::vector<float>> outputs;
   std::vector<std::vector<int64_t>> outputShapes;
+  /// Each output's name in the plan ("output<i>" when it has none).
+  std::vector<std::string> outputNames;
   /// The type each output is held in (its values above are widened to f32).
   std::vector<DType> outputTypes;
   /// The loss of every step (the program's first scalar output), on the
