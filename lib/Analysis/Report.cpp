@@ -94,7 +94,7 @@ Report analyze(ModuleOp module) {
     for (auto &b : report.blocks)
       if (b.block == block && b.family == family)
         return b;
-    report.blocks.push_back(BlockSummary{block, family, 0, 0});
+    report.blocks.push_back(BlockSummary{block, family, 0, 0, 0});
     return report.blocks.back();
   };
 
@@ -108,14 +108,40 @@ Report analyze(ModuleOp module) {
         std::max(report.peakActivationBytesPerRank, arena.highWater);
     report.liveBytesLowerBound = std::max(report.liveBytesLowerBound, arena.liveBound());
     BlockPlacement placement(fn);
+    // A training step's backward starts at its first sl.backward op; forward
+    // results it reads are saved for it.
+    DenseMap<Operation *, int64_t> position;
+    int64_t backwardStart = -1;
+    for (Operation &op : fn.getBody().front()) {
+      position[&op] = (int64_t)position.size();
+      if (backwardStart < 0 && op.hasAttr(mlir::sl::kBackwardAttr))
+        backwardStart = position[&op];
+    }
+    report.training = report.training || backwardStart >= 0;
     int64_t index = 0;
     for (Operation &opRef : fn.getBody().front()) {
       Operation *op = &opRef;
       int64_t live = arena.liveAt[index++];
       auto [block, family] = placement.of(op);
-      if (auto w = dyn_cast<WeightOp>(op))
-        report.weightBytesPerRank =
-            saturatingAdd(report.weightBytesPerRank, localBytes(w.getResult(), mesh));
+      bool backward = backwardStart >= 0 && index - 1 >= backwardStart;
+      if (auto w = dyn_cast<WeightOp>(op)) {
+        int64_t bytes = localBytes(w.getResult(), mesh);
+        report.weightBytesPerRank = saturatingAdd(report.weightBytesPerRank, bytes);
+        if (w->hasAttr(mlir::sl::kBackwardAttr))
+          report.optimizerStateBytesPerRank =
+              saturatingAdd(report.optimizerStateBytesPerRank, bytes);
+      } else if (backwardStart >= 0 && !backward) {
+        for (Value r : op->getResults())
+          if (llvm::any_of(r.getUsers(), [&](Operation *user) {
+                return !isa<func::ReturnOp>(user) && position.lookup(user) >= backwardStart;
+              })) {
+            int64_t bytes = localBytes(r, mesh);
+            report.savedForBackwardBytesPerRank =
+                saturatingAdd(report.savedForBackwardBytesPerRank, bytes);
+            int64_t &saved = summaryOf(block, family).savedForBackwardBytes;
+            saved = saturatingAdd(saved, bytes);
+          }
+      }
       if (!isa<WeightOp, func::ReturnOp>(op)) {
         BlockSummary &summary = summaryOf(block, family);
         summary.peakLiveBytes = std::max(summary.peakLiveBytes, live);
@@ -128,6 +154,11 @@ Report analyze(ModuleOp module) {
       entry.block = block;
       entry.family = family;
       entry.location = describeLocation(op->getLoc());
+      entry.backward = backward;
+      if (backward)
+        report.backwardCommBytesPerRank = saturatingAdd(report.backwardCommBytesPerRank, bytes);
+      if (op->hasAttr(mlir::sl::kRecomputeAttr))
+        report.regatherBytesPerRank = saturatingAdd(report.regatherBytesPerRank, bytes);
       if (auto reason = op->getAttrOfType<StringAttr>(mlir::sl::kReasonAttr))
         entry.why = reason.str();
       if (auto ce = dyn_cast<CrossEntropyOp>(op)) {
@@ -138,6 +169,16 @@ Report analyze(ModuleOp module) {
           e.axes = axisNames(ce.getVocabAxes());
           e.bytesPerRank = bytes / 3;
           e.why = std::string("vocab-parallel cross-entropy: per-token ") + what;
+          report.collectives.push_back(e);
+        }
+      } else if (auto grad = dyn_cast<CrossEntropyGradOp>(op)) {
+        // Its backward: the max and the sum of exponentials again.
+        for (const char *what : {"max", "sum of exponentials"}) {
+          CollectiveEntry e = entry;
+          e.op = "all_reduce";
+          e.axes = axisNames(grad.getVocabAxes());
+          e.bytesPerRank = bytes / 2;
+          e.why = std::string("vocab-parallel cross-entropy backward: per-token ") + what;
           report.collectives.push_back(e);
         }
       } else {
@@ -182,7 +223,8 @@ std::string toJson(const Report &r) {
                                              {"block", c.block},
                                              {"family", c.family},
                                              {"location", c.location},
-                                             {"why", c.why}});
+                                             {"why", c.why},
+                                             {"backward", c.backward}});
   }
   llvm::json::Array elided;
   for (const auto &e : r.elided)
@@ -201,6 +243,20 @@ std::string toJson(const Report &r) {
                           {"collective_counts", std::move(counts)},
                           {"weight_bytes_per_rank", r.weightBytesPerRank},
                           {"peak_activation_bytes_per_rank", r.peakActivationBytesPerRank}}}};
+  if (r.training) {
+    llvm::json::Array saved;
+    for (const auto &b : r.blocks)
+      if (b.savedForBackwardBytes)
+        saved.push_back(llvm::json::Object{
+            {"block", b.block}, {"family", b.family}, {"bytes_per_rank", b.savedForBackwardBytes}});
+    root["training"] = llvm::json::Object{
+        {"backward_comm_bytes_per_rank", r.backwardCommBytesPerRank},
+        {"forward_comm_bytes_per_rank", r.commBytesPerRank - r.backwardCommBytesPerRank},
+        {"regather_bytes_per_rank", r.regatherBytesPerRank},
+        {"saved_for_backward_bytes_per_rank", r.savedForBackwardBytesPerRank},
+        {"saved_for_backward_by_block", std::move(saved)},
+        {"optimizer_state_bytes_per_rank", r.optimizerStateBytesPerRank}};
+  }
   std::string s;
   llvm::raw_string_ostream os(s);
   os << llvm::formatv("{0:2}", llvm::json::Value(std::move(root)));
@@ -225,8 +281,9 @@ void printTable(const Report &r, llvm::raw_ostream &os) {
     for (size_t i = 0; i < c.axes.size(); ++i)
       axes += (i ? "," : "") + c.axes[i];
     axes += "]";
-    os << llvm::formatv("{0,-10} {1,-20} {2,-12} {3,14}  {4}\n", blockName(c.block, c.family), c.op,
-                        axes, c.bytesPerRank, c.why);
+    os << llvm::formatv("{0,-10} {1,-20} {2,-12} {3,14}  {4}\n",
+                        blockName(c.block, c.family) + (c.backward ? " bwd" : ""), c.op, axes,
+                        c.bytesPerRank, c.why);
   }
   for (const auto &e : r.elided)
     os << "elided     " << e.op << ": " << e.how << " (" << e.location << ")\n";
@@ -240,6 +297,12 @@ void printTable(const Report &r, llvm::raw_ostream &os) {
   os << "); weights " << r.weightBytesPerRank << " bytes per rank; peak activations "
      << r.peakActivationBytesPerRank << " bytes per rank (arena; at least " << r.liveBytesLowerBound
      << " live)\n";
+  if (r.training)
+    os << "training step: forward " << r.commBytesPerRank - r.backwardCommBytesPerRank
+       << " bytes, backward " << r.backwardCommBytesPerRank << " bytes per rank (re-gathers of "
+       << "saved shards " << r.regatherBytesPerRank << "); saved for the backward "
+       << r.savedForBackwardBytesPerRank << " bytes per rank; AdamW moments "
+       << r.optimizerStateBytesPerRank << " bytes per rank (in the weights)\n";
 }
 
 static std::string escape(const std::string &s) {

@@ -89,6 +89,13 @@ cl::opt<bool> train("train",
                              "--train runs it"),
                     cl::cat(category));
 
+cl::opt<bool> saveGathered(
+    "save-gathered",
+    cl::desc("With --train: keep the all-gathered inputs of column-parallel layers (and "
+             "gathered K, V) for the backward instead of gathering them again from the saved "
+             "shard, as Megatron does by default: fewer bytes, more activation memory"),
+    cl::cat(category));
+
 cl::opt<int64_t> tp("tensor-model-parallel-size",
                     cl::desc("Tensor-parallel size (mesh axis tp); short form --tp"),
                     cl::cat(parallelCategory));
@@ -243,12 +250,24 @@ int main(int argc, char **argv) {
       "The input is a model spec (.json, see docs/model-spec.md) or sl IR (.mlir). A spec is\n"
       "imported into the global-view sl program with the parallel strategy of its \"parallel\"\n"
       "section, which the flags below override. The program is verified, then sl-shard-pipeline\n"
-      "propagates layouts, inserts collectives and removes premature gathers (docs/passes.md).\n\n"
+      "propagates layouts, inserts collectives and removes premature gathers (docs/passes.md);\n"
+      "with --train, sl-autodiff appends the backward and the AdamW step (docs/training.md).\n\n"
       "  shardline-compile examples/models/nam56r-tiny.json --tp 2 --sp --cp 2 --ep 2 --emit "
       "summary\n"
       "  shardline-compile examples/models/gpt-dense.json --tp 2 --sp --report r.json "
       "--report-html "
       "r.html\n");
+
+  if (saveGathered && !train) {
+    llvm::errs() << "shardline-compile: error: --save-gathered chooses what a training step "
+                    "keeps for its backward: give --train too\n";
+    return 1;
+  }
+  if (train && emit == Emit::Global) {
+    llvm::errs() << "shardline-compile: error: --emit global writes the imported forward "
+                    "program, before any pass: --train builds its backward in the pipeline\n";
+    return 1;
+  }
 
   DialectRegistry registry;
   shardline::registerAllDialects(registry);
@@ -305,7 +324,7 @@ int main(int argc, char **argv) {
     // Remarks (sl-choose-cp-comm's choices) and warnings go to stderr too.
     ScopedDiagnosticHandler diagnostics(&ctx, printDiagnostic);
     PassManager pm(&ctx);
-    sl::buildShardPipeline(pm, machineFile, train);
+    sl::buildShardPipeline(pm, machineFile, train, saveGathered);
     if (failed(pm.run(*module))) {
       llvm::errs() << "shardline-compile: error: sl-shard-pipeline failed\n";
       return 1;

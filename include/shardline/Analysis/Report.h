@@ -18,7 +18,8 @@
 //   reorder          the rows whose owner changes, most over all ranks
 //   cross_entropy over vocab_axes: three all_reduce entries (max, sum of
 //                    exponentials, target logit), each (g-1) * one f32 per
-//                    local token (small vectors, exchanged whole)
+//                    local token (small vectors, exchanged whole);
+//                    cross_entropy_grad two (max, sum of exponentials)
 // slice moves nothing and is not a collective.
 //
 // Peak activation bytes: the high-water mark of the activation arena of
@@ -28,6 +29,13 @@
 // operands and results are live; the largest sum of live local bytes is a
 // lower bound of the peak, and the largest while a block's ops run is that
 // block's peakLiveBytes.
+//
+// A training step (sl-autodiff: ops marked sl.backward) also gets: the bytes
+// of its backward (every collective from the first backward op on), of which
+// the re-gathers of saved shards (sl.recompute); the activations saved for
+// the backward (op results of the forward, weights excluded, that an op of
+// the backward reads), per rank and per block; and the AdamW moments among
+// the weights.
 //
 // analyze() computes the report once; toJson, printTable and toHtml only
 // render it. What it costs depends on the program and the mesh, never on the
@@ -62,6 +70,8 @@ struct CollectiveEntry {
   std::string family;
   std::string location;
   std::string why;
+  /// Part of the backward program (or the optimizer step).
+  bool backward = false;
 };
 
 struct ElidedEntry {
@@ -74,6 +84,8 @@ struct BlockSummary {
   int64_t commBytes = 0;
   /// Highest live activation bytes while the block's ops run.
   int64_t peakLiveBytes = 0;
+  /// Bytes of the block's forward activations the backward reads.
+  int64_t savedForBackwardBytes = 0;
 };
 
 struct Report {
@@ -87,6 +99,14 @@ struct Report {
   int64_t weightBytesPerRank = 0;
   int64_t peakActivationBytesPerRank = 0;
   int64_t liveBytesLowerBound = 0;
+  /// A training step: the figures below are set.
+  bool training = false;
+  int64_t backwardCommBytesPerRank = 0;
+  /// Of those, the re-gathers of saved shards (save-gathered would save them).
+  int64_t regatherBytesPerRank = 0;
+  int64_t savedForBackwardBytesPerRank = 0;
+  /// The AdamW moments among the weights.
+  int64_t optimizerStateBytesPerRank = 0;
   /// In order of first appearance.
   std::vector<BlockSummary> blocks;
 };

@@ -326,6 +326,10 @@ std::string runsCheck(Operation *, Attribute a) {
 
 std::string i64Check(Operation *, Attribute a) { return isI64(a) ? "" : "an i64 integer"; }
 
+std::string unitCheck(Operation *, Attribute a) {
+  return isa<UnitAttr>(a) ? "" : "a unit attribute";
+}
+
 std::string moduleBoolCheck(Operation *op, Attribute a) {
   if (!isa<ModuleOp>(op))
     return "set on the module only";
@@ -403,6 +407,8 @@ const DeclaredAttr kDeclared[] = {
     {kVocabOffsetAttr, i64Check},
     {kChunksAttr, runsCheck},
     {kGroupAttr, runsCheck},
+    {kBackwardAttr, unitCheck},
+    {kRecomputeAttr, unitCheck},
 };
 } // namespace
 

@@ -19,6 +19,12 @@
 // graph (a pending sum over the axes that split the tokens a parameter was
 // applied to is all-reduced onto the parameter's own layout).
 //
+// What the backward reads of the forward is saved, except the results of
+// all-gathers: by default (Megatron's) the backward gathers them again from
+// the shard, which stays saved (sl.recompute); with save-gathered it reads the
+// gathered tensor, which then stays live from the forward to its last
+// backward use. Fewer bytes against more memory: the report shows both.
+//
 //===----------------------------------------------------------------------===//
 
 #include "shardline/Dialect/SL/IR/Relayout.h"
@@ -51,9 +57,9 @@ bool isTransition(Operation *op) {
 
 class Differentiator : public GradientBuilder {
 public:
-  Differentiator(func::FuncOp fn, MeshOp mesh)
+  Differentiator(func::FuncOp fn, MeshOp mesh, bool saveGathered)
       : fn(fn), meshOp(mesh), mesh(toMesh(mesh)), b(fn.getContext()),
-        meshRef(FlatSymbolRefAttr::get(mesh.getSymNameAttr())) {}
+        meshRef(FlatSymbolRefAttr::get(mesh.getSymNameAttr())), saveGathered(saveGathered) {}
 
   LogicalResult run();
 
@@ -63,6 +69,9 @@ private:
   shardline::Mesh mesh;
   OpBuilder b;
   FlatSymbolRefAttr meshRef;
+  bool saveGathered;
+  /// The backward's re-gather of each forward all-gather result it reads.
+  DenseMap<Value, Value> regathered;
   /// Values that depend on a parameter.
   DenseSet<Value> active;
   /// The gradient contributions of each value, in the order they were made.
@@ -83,6 +92,27 @@ private:
     for (StringLiteral a : {kBlockAttr, kFamilyAttr})
       if (Attribute v = current ? current->getAttr(a) : Attribute())
         op->setAttr(a, v);
+    op->setAttr(kBackwardAttr, b.getUnitAttr());
+  }
+  /// What a backward op reads for the forward value `v`: `v` itself, or
+  /// under the default save policy, for an all-gather's result, the same
+  /// gather of its (saved) shard, done again.
+  Value saved(Value v) {
+    auto gather = v.getDefiningOp<AllGatherOp>();
+    if (saveGathered || !gather || gather->hasAttr(kBackwardAttr))
+      return v;
+    auto [it, inserted] = regathered.try_emplace(v);
+    if (inserted) {
+      Operation *again = b.clone(*gather);
+      again->setAttr(kRecomputeAttr, b.getUnitAttr());
+      again->setAttr(kReasonAttr,
+                     b.getStringAttr("the backward of " + opLabel(current) +
+                                     " gathers its input again from the saved shard "
+                                     "(save the gathered tensor instead: --save-gathered)"));
+      stamp(again);
+      it->second = again->getResult(0);
+    }
+    return it->second;
   }
   FailureOr<Value> relayout(Value v, const Layout &to, const std::string &why);
   FailureOr<Value> sum(ArrayRef<Value> values);
@@ -110,7 +140,10 @@ private:
     SmallVector<Type> types;
     for (Value v : likes)
       types.push_back(v.getType());
-    return create(name, operands, types, attrs);
+    SmallVector<Value> reads;
+    for (Value v : operands)
+      reads.push_back(saved(v));
+    return create(name, reads, types, attrs);
   }
   void contribute(unsigned i, Value grad) override { add(current->getOperand(i), grad); }
   bool isLoss() override { return current == loss; }
@@ -341,7 +374,7 @@ struct SLAutodiff : mlir::sl::impl::SLAutodiffBase<SLAutodiff> {
     for (auto fn : module.getOps<func::FuncOp>()) {
       if (fn.isExternal())
         continue;
-      if (failed(Differentiator(fn, *mesh).run()))
+      if (failed(Differentiator(fn, *mesh, saveGathered).run()))
         return signalPassFailure();
     }
   }

@@ -7,7 +7,8 @@
 
 using namespace mlir;
 
-void sl::buildShardPipeline(OpPassManager &pm, const std::string &machineFile, bool train) {
+void sl::buildShardPipeline(OpPassManager &pm, const std::string &machineFile, bool train,
+                            bool saveGathered) {
   SLChooseCPCommOptions choose;
   choose.machineFile = machineFile;
   pm.addPass(createSLChooseCPComm(choose));
@@ -15,8 +16,11 @@ void sl::buildShardPipeline(OpPassManager &pm, const std::string &machineFile, b
   pm.addPass(createSLInsertCollectives());
   // The backward is built on the forward's layouts and collectives, so that
   // elision places the transitions of both at once.
-  if (train)
-    pm.addPass(createSLAutodiff());
+  if (train) {
+    SLAutodiffOptions autodiff;
+    autodiff.saveGathered = saveGathered;
+    pm.addPass(createSLAutodiff(autodiff));
+  }
   // The strategy chose where activations are split; elision may send fewer
   // bytes but never at the price of a higher activation peak.
   SLElideGathersOptions elide;

@@ -74,6 +74,15 @@ constexpr llvm::StringLiteral kChunksAttr = "sl.chunks";
 /// The ranks of a communicating op's group, in group order.
 constexpr llvm::StringLiteral kGroupAttr = "sl.group";
 
+/// An op of the backward program or the optimizer step (unit): what
+/// sl-autodiff appends. The report counts bytes and saved activations from
+/// the first such op on.
+constexpr llvm::StringLiteral kBackwardAttr = "sl.backward";
+/// A backward op that recomputes a forward value instead of reading the saved
+/// one (unit; e.g. the re-gather of a column-parallel linear's input): CSE
+/// must not merge it with the forward op it repeats.
+constexpr llvm::StringLiteral kRecomputeAttr = "sl.recompute";
+
 /// The ends of the model that sl.family names besides block families.
 inline constexpr llvm::StringLiteral kEndFamilies[] = {"embedding", "lm_head"};
 

@@ -122,7 +122,18 @@ def SLAutodiff : Pass<"sl-autodiff", "::mlir::ModuleOp"> {
     parameter's gradient, a pending sum over the axes that split the tokens it
     was applied to, is reduced onto the parameter's own layout: gradient
     synchronisation comes from the graph, not from flags.
+
+    What the backward reads of the forward stays saved, except an
+    all-gather's result: by default (Megatron's) the backward gathers it
+    again from the saved shard (marked `sl.recompute`); with
+    `save-gathered` it keeps the gathered tensor (fewer bytes, more memory).
+    Every op the pass adds carries `sl.backward`.
   }];
+  let options = [
+    Option<"saveGathered", "save-gathered", "bool", /*default=*/"false",
+           "Keep all-gathered forward values for the backward instead of gathering "
+           "them again (Megatron's default re-gathers)">,
+  ];
 }
 
 def SLElideGathers : Pass<"sl-elide-gathers", "::mlir::ModuleOp"> {
