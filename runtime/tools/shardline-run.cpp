@@ -11,6 +11,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 using namespace shardline::rt;
 
@@ -74,6 +75,8 @@ void usage(FILE *out) {
                "  --clip-grad X  AdamW as Megatron's flags mean them (defaults 1e-3, 0.9,\n"
                "              0.999, 1e-8, 0.01, 1.0; weight decay skips 1-D weights, clipping\n"
                "              is by the global gradient norm, 0 turns it off)\n"
+               "  --loss-curve FILE.svg  with --train: draw every step's loss (and, with\n"
+               "              --verify, the single-device run's) as an SVG chart\n"
                "  --timeout SECONDS  how long a rank waits for the others in any one\n"
                "              collective (default 60): a rank that has not arrived by then\n"
                "              stalled, died or runs another program, and the run stops with an\n"
@@ -126,6 +129,65 @@ double verifyTolerance(DType dtype) {
   }
 }
 
+/// An SVG line chart of the loss per step (and of the single-device run's,
+/// dashed, when there is one): the training curve a reader checks at a glance.
+bool writeLossCurve(const std::string &path, const std::string &model,
+                    const std::vector<double> &losses, const std::vector<double> &reference) {
+  if (losses.empty())
+    return true;
+  double lo = losses[0], hi = losses[0];
+  for (const auto *curve : {&losses, &reference})
+    for (double l : *curve) {
+      lo = std::min(lo, l);
+      hi = std::max(hi, l);
+    }
+  lo = std::floor(lo), hi = std::ceil(hi);
+  if (hi <= lo)
+    hi = lo + 1;
+  const double left = 60, top = 30, width = 560, height = 300;
+  auto x = [&](size_t k) {
+    return left + width * (losses.size() > 1 ? (double)k / (double)(losses.size() - 1) : 0.5);
+  };
+  auto y = [&](double l) { return top + height * (hi - l) / (hi - lo); };
+  FILE *f = std::fopen(path.c_str(), "w");
+  if (!f)
+    return false;
+  std::fprintf(f,
+               "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%g\" height=\"%g\" "
+               "font-family=\"sans-serif\" font-size=\"12\">\n",
+               left + width + 20, top + height + 50);
+  std::fprintf(f, "<text x=\"%g\" y=\"18\">%s: training loss per step</text>\n", left,
+               model.c_str());
+  std::fprintf(f,
+               "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"#888\"/>\n"
+               "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"#888\"/>\n",
+               left, top + height, left + width, top + height, left, top, left, top + height);
+  for (int i = 0; i <= 4; ++i) {
+    double l = lo + (hi - lo) * i / 4;
+    std::fprintf(f, "<text x=\"%g\" y=\"%g\" text-anchor=\"end\">%.2f</text>\n", left - 6, y(l) + 4,
+                 l);
+  }
+  std::fprintf(f, "<text x=\"%g\" y=\"%g\">step 1</text>\n", left, top + height + 18);
+  std::fprintf(f, "<text x=\"%g\" y=\"%g\" text-anchor=\"end\">step %zu</text>\n", left + width,
+               top + height + 18, losses.size());
+  auto line = [&](const std::vector<double> &curve, const char *style) {
+    std::fprintf(f, "<polyline fill=\"none\" %s points=\"", style);
+    for (size_t k = 0; k < curve.size(); ++k)
+      std::fprintf(f, "%.1f,%.1f ", x(k), y(curve[k]));
+    std::fprintf(f, "\"/>\n");
+  };
+  line(losses, "stroke=\"#4a78b5\" stroke-width=\"2\"");
+  if (!reference.empty())
+    line(reference, "stroke=\"#c2703d\" stroke-width=\"1.5\" stroke-dasharray=\"5,4\"");
+  std::fprintf(f, "<text x=\"%g\" y=\"%g\" fill=\"#4a78b5\">partitioned run</text>\n", left,
+               top + height + 38);
+  if (!reference.empty())
+    std::fprintf(f, "<text x=\"%g\" y=\"%g\" fill=\"#c2703d\">single-device run (dashed)</text>\n",
+                 left + 160, top + height + 38);
+  std::fprintf(f, "</svg>\n");
+  return std::fclose(f) == 0;
+}
+
 int fail(const std::string &message, int status = 1) {
   std::fprintf(stderr, "shardline-run: error: %s\n", message.c_str());
   finalizeMpi();
@@ -138,7 +200,8 @@ int main(int argc, char **argv) {
   int64_t ranks = -1, seed = 1, steps = 1;
   bool verify = false, profile = false;
   double rtol = -1, timeout = kDefaultTimeoutSeconds;
-  std::string weightsFile, saveWeightsFile, dataFile, dataDType = "u16", saveOutputsFile;
+  std::string weightsFile, saveWeightsFile, dataFile, dataDType = "u16", saveOutputsFile,
+                                                      lossCurveFile;
   bool train = false;
   TrainOptions hyper;
   std::map<std::string, double *> hyperFlags = {{"--lr", &hyper.lr},
@@ -195,12 +258,13 @@ int main(int argc, char **argv) {
       if (commName != "threads" && commName != "mpi")
         return fail("--comm must be threads or mpi, got '" + commName + "'");
     } else if (a == "--weights" || a == "--save-weights" || a == "--data" ||
-               a == "--save-outputs") {
+               a == "--save-outputs" || a == "--loss-curve") {
       if (i + 1 >= argc)
         return fail(a + " needs a file");
       (a == "--weights"        ? weightsFile
        : a == "--save-weights" ? saveWeightsFile
        : a == "--data"         ? dataFile
+       : a == "--loss-curve"   ? lossCurveFile
                                : saveOutputsFile) = argv[++i];
     } else if (a == "--data-dtype") {
       if (i + 1 >= argc)
@@ -222,6 +286,8 @@ int main(int argc, char **argv) {
     return fail("--rtol sets what --verify accepts: give --verify too");
   if (hyperGiven && !train)
     return fail("the optimizer flags set how --train updates the weights: give --train too");
+  if (!lossCurveFile.empty() && !train)
+    return fail("--loss-curve draws the losses of --train: give --train too");
   if (dataDType != "u16" && dataFile.empty())
     return fail("--data-dtype sets how --data is read: give --data too");
   std::string error;
@@ -276,8 +342,14 @@ int main(int argc, char **argv) {
   options.dataDType = dataDType;
   options.saveOutputsFile = saveOutputsFile;
   options.timeoutSeconds = timeout;
-  if (train)
+  if (train) {
     options.train = hyper;
+    // Each step's loss as it ends (rank 0 prints; under MPI the first process).
+    options.onLoss = [](int64_t step, double loss) {
+      std::printf("step %lld: loss %.6f\n", (long long)step, loss);
+      std::fflush(stdout);
+    };
+  }
   options.returnWeights = train && verify;
   RunResult run = mpi ? runPlanOnRank(*plan, options, *mpi) : runPlan(*plan, options);
   if (!run.error.empty() && !mpi)
@@ -291,9 +363,6 @@ int main(int argc, char **argv) {
   const shardline::plan::Plan &root = *plan->root();
   std::printf("model %s on %lld ranks (%s), seed %lld\n", root.model()->c_str(),
               (long long)run.ranks, commName.c_str(), (long long)seed);
-  if (train)
-    for (size_t k = 0; k < run.losses.size(); ++k)
-      std::printf("step %zu: loss %.6f\n", k + 1, run.losses[k]);
   for (size_t i = 0; i < run.outputs.size(); ++i)
     if (run.outputs[i].size() == 1)
       std::printf("output %zu: %.6f\n", i, run.outputs[i][0]);
@@ -328,10 +397,14 @@ int main(int argc, char **argv) {
               (long long)run.arenaPeak, (long long)root.arena_bytes(),
               (long long)run.liveBytesPeak);
   if (!verify) {
+    if (!lossCurveFile.empty() &&
+        !writeLossCurve(lossCurveFile, root.model()->str(), run.losses, {}))
+      return fail("cannot write " + lossCurveFile);
     finalizeMpi();
     return 0;
   }
   options.singleDevice = true;
+  options.onLoss = nullptr;
   options.saveWeightsFile.clear();
   options.saveOutputsFile.clear();
   if (!train) {
@@ -409,6 +482,9 @@ int main(int argc, char **argv) {
               "relative error at most %s; bytes %s the report; arena peak %s the report\n",
               maxAbs, maxRel, allowed.c_str(), bytesMatch ? "match" : "DO NOT match",
               peakMatch ? "matches" : "DOES NOT match");
+  if (!lossCurveFile.empty() &&
+      !writeLossCurve(lossCurveFile, root.model()->str(), run.losses, ref.losses))
+    return fail("cannot write " + lossCurveFile);
   std::printf("%s\n", pass ? "PASS" : "FAIL");
   finalizeMpi();
   return pass ? 0 : 1;

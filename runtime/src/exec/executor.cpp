@@ -503,8 +503,11 @@ RunResult RankRun::run() {
       runStep();
       if (loss >= 0) {
         std::vector<float> value = gatherToFirst(loss);
-        if (self == 0)
+        if (self == 0) {
           result.losses.push_back(value[0]);
+          if (options.onLoss)
+            options.onLoss(step + 1, value[0]);
+        }
       }
     }
     timing = false;

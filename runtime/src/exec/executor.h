@@ -22,6 +22,7 @@
 #include "exec/program.h"
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -49,6 +50,9 @@ struct RunOptions {
   std::optional<TrainOptions> train;
   /// Return the weights after the run (whole, f32) in RunResult::weights.
   bool returnWeights = false;
+  /// Called on the first rank with each training step's number (from 1) and
+  /// loss as soon as the step ends (progress of a long run).
+  std::function<void(int64_t, double)> onLoss;
   /// Read the tokens and labels from this dataset file instead of making
   /// them from the seed (exec/data.h: a flat binary of token ids, or a
   /// safetensors file with `tokens` and `labels`).
