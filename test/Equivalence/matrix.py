@@ -113,13 +113,15 @@ def run_entry(bin_dir, family, spec_path, flags, workdir, index, train=False):
     peak = re.search(r"arena peak per rank: (\d+) measured, (\d+) in the report", out)
     ok = (r.returncode == 0 and out.rstrip().endswith("PASS") and bytes_ and peak
           and bytes_.group(1) == bytes_.group(2) and peak.group(1) == peak.group(2))
-    trained = re.search(r"loss max rel error (\S+), weights max rel error (\S+)", out)
+    trained = re.search(r"loss max rel error (\S+), weights max rel error (\S+) \(\S+; "
+                        r"elementwise (\S+),", out)
     if not (ranks and err and bytes_ and peak and (trained or not train)):
         return ("FAIL", "run: " + (r.stderr.strip() or out.strip()))
     detail = (f"{ranks.group(1)} ranks, rel err {err.group(1)}, bytes {bytes_.group(1)}/"
               f"{bytes_.group(2)}, arena {peak.group(1)}/{peak.group(2)}")
     if train:
-        detail += f", loss {trained.group(1)}, weights {trained.group(2)}"
+        detail += (f", loss {trained.group(1)}, weights {trained.group(2)} "
+                   f"(elementwise {trained.group(3)})")
     return ("PASS" if ok else "FAIL", detail)
 
 
