@@ -79,8 +79,14 @@ std::optional<SafeTensorsFile> SafeTensorsFile::open(const std::string &path, st
   SafeTensorsFile file;
   uint64_t dataSize = size - 8 - headerSize;
   for (auto it = header.begin(); it != header.end(); ++it) {
-    if (it.key() == "__metadata__")
+    if (it.key() == "__metadata__") {
+      if (!it.value().is_object())
+        return bad("__metadata__ is not a JSON object");
+      for (auto m = it.value().begin(); m != it.value().end(); ++m)
+        if (m.value().is_string())
+          file.meta[m.key()] = m.value().get<std::string>();
       continue;
+    }
     const auto &v = it.value();
     SafeTensor t;
     if (!v.is_object() || !v.contains("dtype") || !v["dtype"].is_string() || !v.contains("shape") ||
@@ -144,8 +150,10 @@ float SafeTensorsFile::at(const SafeTensor &t, uint64_t index) const {
 }
 
 bool writeSafeTensors(const std::string &path, const std::map<std::string, TensorToWrite> &tensors,
-                      std::string &error) {
+                      std::string &error, const std::map<std::string, std::string> &metadata) {
   nlohmann::json header = nlohmann::json::object();
+  if (!metadata.empty())
+    header["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const auto &[name, t] : tensors) {
     uint64_t size = t.values.size() * 4;

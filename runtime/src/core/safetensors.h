@@ -48,6 +48,8 @@ public:
   static std::optional<SafeTensorsFile> open(const std::string &path, std::string &error);
 
   const SafeTensor *find(const std::string &name) const;
+  /// The header's `__metadata__` string entries (empty when it has none).
+  const std::map<std::string, std::string> &metadata() const { return meta; }
   /// Element `index` (row-major) of tensor `t`, as f32.
   float at(const SafeTensor &t, uint64_t index) const;
   /// Element `index` of an integer tensor (I32, U16, U32).
@@ -59,6 +61,7 @@ private:
   /// The data section, after the header.
   const uint8_t *data = nullptr;
   std::map<std::string, SafeTensor> tensors;
+  std::map<std::string, std::string> meta;
 };
 
 /// A tensor to write: its values are held as f32 either way; an I32 tensor's
@@ -71,7 +74,7 @@ struct TensorToWrite {
 
 /// Writes the tensors by name, in F32 or I32.
 bool writeSafeTensors(const std::string &path, const std::map<std::string, TensorToWrite> &tensors,
-                      std::string &error);
+                      std::string &error, const std::map<std::string, std::string> &metadata = {});
 
 } // namespace shardline::rt
 

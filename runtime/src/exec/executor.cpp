@@ -174,6 +174,18 @@ private:
         fail("weight '" + t.name + "' in " + options.weightsFile + " has shape " +
              shapeText(found->shape) + ", the model needs " + shapeText(t.shape));
     }
+    // Weights saved by a training run carry its step count: training resumes
+    // at the next step (AdamW's bias correction, the dataset's pass).
+    auto step = weights->metadata().find(kTrainedStepsKey);
+    if (step != weights->metadata().end()) {
+      const std::string &text = step->second;
+      char *end = nullptr;
+      long long n = std::strtoll(text.c_str(), &end, 10);
+      if (text.empty() || *end || n < 0)
+        fail(options.weightsFile + ": " + kTrainedStepsKey + " is '" + text +
+             "', not a number of steps");
+      trainedBefore = n;
+    }
   }
 
   /// The tokens and labels of forward pass `pass` from the dataset, only
@@ -274,9 +286,10 @@ private:
   }
 
   /// Writes the tensors on the first rank.
-  void save(const std::string &path, const std::map<std::string, TensorToWrite> &all) {
+  void save(const std::string &path, const std::map<std::string, TensorToWrite> &all,
+            const std::map<std::string, std::string> &metadata = {}) {
     std::string err;
-    if (self == 0 && !writeSafeTensors(path, all, err))
+    if (self == 0 && !writeSafeTensors(path, all, err, metadata))
       fail(err);
   }
 
@@ -359,9 +372,9 @@ private:
   void runStep() {
     injectFault();
     if (data)
-      readInputs(options.dataFirstPass + stepsRun);
+      readInputs(options.dataFirstPass + (options.train ? trainedBefore : 0) + stepsRun);
     ++stepsRun;
-    frame.trainStep = stepsRun;
+    frame.trainStep = trainedBefore + stepsRun;
     collectives.resetCount();
     for (size_t t = 0; t < tensors.size(); ++t)
       if (tensors[t].role != plan::Role::Weight)
@@ -428,6 +441,8 @@ private:
   Fault fault;
   /// Forward passes started.
   int64_t stepsRun = 0;
+  /// Training steps the loaded weights have had (0: none, or generated).
+  int64_t trainedBefore = 0;
 };
 
 RunResult RankRun::run() {
@@ -506,7 +521,7 @@ RunResult RankRun::run() {
         if (self == 0) {
           result.losses.push_back(value[0]);
           if (options.onLoss)
-            options.onLoss(step + 1, value[0]);
+            options.onLoss(trainedBefore + step + 1, value[0]);
         }
       }
     }
@@ -543,7 +558,8 @@ RunResult RankRun::run() {
             all[tensors[t].name] = {tensors[t].shape, std::move(global)};
         }
       if (!options.saveWeightsFile.empty())
-        save(options.saveWeightsFile, all);
+        save(options.saveWeightsFile, all,
+             {{kTrainedStepsKey, std::to_string(trainedBefore + (options.train ? stepsRun : 0))}});
       if (options.returnWeights && self == 0)
         for (auto &[name, t] : all)
           result.weights[name] = {t.shape, std::move(t.values)};

@@ -30,6 +30,10 @@
 
 namespace shardline::rt {
 
+/// The safetensors metadata key under which --save-weights records the
+/// training steps the weights have had; --weights resumes after them.
+inline constexpr const char *kTrainedStepsKey = "shardline.trained_steps";
+
 struct RunOptions {
   uint64_t seed = 1;
   /// Run every rank's part as if the mesh had one rank: the single-device
