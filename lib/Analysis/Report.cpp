@@ -161,26 +161,24 @@ Report analyze(ModuleOp module) {
         report.regatherBytesPerRank = saturatingAdd(report.regatherBytesPerRank, bytes);
       if (auto reason = op->getAttrOfType<StringAttr>(mlir::sl::kReasonAttr))
         entry.why = reason.str();
+      // Vocab-parallel cross-entropy exchanges small per-token vectors over its
+      // vocab axes: one all-reduce entry per vector.
+      auto perToken = [&](ArrayAttr axes, ArrayRef<const char *> vectors, StringRef what) {
+        for (const char *v : vectors) {
+          CollectiveEntry e = entry;
+          e.op = "all_reduce";
+          e.axes = axisNames(axes);
+          e.bytesPerRank = bytes / (int64_t)vectors.size();
+          e.why = (what + ": per-token " + v).str();
+          report.collectives.push_back(e);
+        }
+      };
       if (auto ce = dyn_cast<CrossEntropyOp>(op)) {
-        // Vocab-parallel cross-entropy: three all-reduces.
-        for (const char *what : {"max", "sum of exponentials", "target logit"}) {
-          CollectiveEntry e = entry;
-          e.op = "all_reduce";
-          e.axes = axisNames(ce.getVocabAxes());
-          e.bytesPerRank = bytes / 3;
-          e.why = std::string("vocab-parallel cross-entropy: per-token ") + what;
-          report.collectives.push_back(e);
-        }
+        perToken(ce.getVocabAxes(), {"max", "sum of exponentials", "target logit"},
+                 "vocab-parallel cross-entropy");
       } else if (auto grad = dyn_cast<CrossEntropyGradOp>(op)) {
-        // Its backward: the max and the sum of exponentials again.
-        for (const char *what : {"max", "sum of exponentials"}) {
-          CollectiveEntry e = entry;
-          e.op = "all_reduce";
-          e.axes = axisNames(grad.getVocabAxes());
-          e.bytesPerRank = bytes / 2;
-          e.why = std::string("vocab-parallel cross-entropy backward: per-token ") + what;
-          report.collectives.push_back(e);
-        }
+        perToken(grad.getVocabAxes(), {"max", "sum of exponentials"},
+                 "vocab-parallel cross-entropy backward");
       } else {
         entry.op = op->getName().stripDialect().str();
         if (auto axes = op->getAttrOfType<ArrayAttr>("axes"))

@@ -51,8 +51,9 @@
 // The loss gradient's vocab-parallel exchange: the per-token max and sum of
 // exponentials, 2 x 4 bytes for each of the 16 local tokens, to the one
 // other rank.
-// REPORT: cross_entropy_grad {{.*}} 128  logits split over [tp] on the vocabulary
-// REPORT: totals: 3396 bytes sent per rank in 9 collectives (all_gather 1, all_reduce 6, cross_entropy_grad 1, reduce_scatter 1)
+// REPORT: all_reduce [tp] 64 vocab-parallel cross-entropy backward: per-token max
+// REPORT-NEXT: all_reduce [tp] 64 vocab-parallel cross-entropy backward: per-token sum of exponentials
+// REPORT: totals: 3396 bytes sent per rank in 10 collectives (all_gather 1, all_reduce 8, reduce_scatter 1)
 
 // PLAN:      cross_entropy_grad ['logits', 'labels'] -> ['dlogits'] [('vocab_axes', ['tp'])]
 // PLAN-NEXT: linear_grad_weight ['x', 'dy'] -> ['dweight'] []

@@ -173,17 +173,24 @@ def run(cmd):
     return p.returncode, p.stdout
 
 
+def torch_missing():
+    """Why the oracle cannot run here (printed with ctest's skip status), or None."""
+    try:
+        import numpy  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as e:
+        return f"skipped: the oracle needs torch and numpy ({e})"
+    return None
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True, help="the build's bin/ (shardline-compile, -run)")
     ap.add_argument("--examples", required=True, help="examples/ (nam56r-tiny.json)")
     ap.add_argument("--data", required=True, help="the byte dataset (build/data/gpl3.bin)")
     args = ap.parse_args()
-    try:
-        import numpy  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError as e:
-        print(f"skipped: the oracle needs torch and numpy ({e})")
+    if (why := torch_missing()):
+        print(why)
         return 77
 
     models = [(name, os.path.join(HERE, "models", name + ".json"), [])

@@ -25,7 +25,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from forward import rewrite, run  # noqa: E402
+from forward import rewrite, run, torch_missing  # noqa: E402
 
 DENSE = {"name": "oracle-dense", "pattern": "AF", "vocab": 256, "hidden": 32, "seq": 32,
          "batch": 4, "attention": {"heads": 4, "kv_heads": 2, "head_dim": 8},
@@ -47,11 +47,8 @@ def main():
     ap.add_argument("--bin", required=True, help="the build's bin/ (shardline-compile, -run)")
     ap.add_argument("--data", required=True, help="the byte dataset (build/data/gpl3.bin)")
     args = ap.parse_args()
-    try:
-        import numpy  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError as e:
-        print(f"skipped: the oracle needs torch and numpy ({e})")
+    if (why := torch_missing()):
+        print(why)
         return 77
     oracle = [sys.executable, os.path.join(HERE, "oracle.py")]
     passed = failed = 0

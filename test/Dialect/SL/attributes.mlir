@@ -109,7 +109,7 @@ func.func @tokens_not_runs(%x: tensor<2x16x32xf32>) -> tensor<2x16x32xf32> {
 
 // -----
 
-// expected-error @+1 {{'sl.name' must be a string, got 1 : i64}}
+// expected-error @+1 {{'sl.name' must be a non-empty string, got 1 : i64}}
 func.func @name_not_string(%ids: tensor<2x16xi32> {sl.name = 1}) -> tensor<2x16xi32> {
   return %ids : tensor<2x16xi32>
 }
@@ -119,4 +119,27 @@ func.func @name_not_string(%ids: tensor<2x16xi32> {sl.name = 1}) -> tensor<2x16x
 // expected-error @+1 {{unknown sl argument attribute 'sl.nam'; the dialect declares sl.name}}
 func.func @unknown_argument_attribute(%ids: tensor<2x16xi32> {sl.nam = "tokens"}) -> tensor<2x16xi32> {
   return %ids : tensor<2x16xi32>
+}
+
+// -----
+
+// Results are named like arguments (the plan's output names).
+// expected-error @+1 {{'sl.name' must be a non-empty string, got ""}}
+func.func @result_name_empty(%ids: tensor<2x16xi32>) -> (tensor<2x16xi32> {sl.name = ""}) {
+  return %ids : tensor<2x16xi32>
+}
+
+// -----
+
+// expected-error @+1 {{unknown sl result attribute 'sl.backward'; the dialect declares sl.name}}
+func.func @unknown_result_attribute(%ids: tensor<2x16xi32>) -> (tensor<2x16xi32> {sl.backward}) {
+  return %ids : tensor<2x16xi32>
+}
+
+// -----
+
+func.func @backward_not_unit(%x: tensor<2x16x32xf32>) -> tensor<2x16x32xf32> {
+  // expected-error @+1 {{'sl.backward' must be a unit attribute, got 1 : i64}}
+  %y = sl.silu %x {sl.backward = 1} : (tensor<2x16x32xf32>) -> tensor<2x16x32xf32>
+  return %y : tensor<2x16x32xf32>
 }

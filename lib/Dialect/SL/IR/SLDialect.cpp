@@ -426,15 +426,27 @@ LogicalResult SLDialect::verifyOperationAttribute(Operation *op, NamedAttribute 
   for (const DeclaredAttr &d : kDeclared)
     all += (all.empty() ? "" : ", ") + d.name.str();
   return op->emitError() << "unknown sl attribute '" << name << "'; the dialect declares " << all
-                         << " (and " << kNameAttr << " on function arguments)";
+                         << " (and " << kNameAttr << " on function arguments and results)";
+}
+
+/// A function argument's or result's name: the model input or output it is.
+static LogicalResult verifyValueName(Operation *op, NamedAttribute attr, StringRef what) {
+  if (attr.getName() != kNameAttr)
+    return op->emitError() << "unknown sl " << what << " attribute '" << attr.getName().getValue()
+                           << "'; the dialect declares " << kNameAttr;
+  auto name = dyn_cast<StringAttr>(attr.getValue());
+  if (!name || name.getValue().empty())
+    return op->emitError() << "'" << kNameAttr << "' must be a non-empty string, got "
+                           << attr.getValue();
+  return success();
 }
 
 LogicalResult SLDialect::verifyRegionArgAttribute(Operation *op, unsigned, unsigned,
                                                   NamedAttribute attr) {
-  if (attr.getName() != kNameAttr)
-    return op->emitError() << "unknown sl argument attribute '" << attr.getName().getValue()
-                           << "'; the dialect declares " << kNameAttr;
-  if (!isa<StringAttr>(attr.getValue()))
-    return op->emitError() << "'" << kNameAttr << "' must be a string, got " << attr.getValue();
-  return success();
+  return verifyValueName(op, attr, "argument");
+}
+
+LogicalResult SLDialect::verifyRegionResultAttribute(Operation *op, unsigned, unsigned,
+                                                     NamedAttribute attr) {
+  return verifyValueName(op, attr, "result");
 }

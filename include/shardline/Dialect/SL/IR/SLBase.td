@@ -22,6 +22,7 @@ def SL_Dialect : Dialect {
   // are declared: their types and values are checked wherever they appear.
   let hasOperationAttrVerify = 1;
   let hasRegionArgAttrVerify = 1;
+  let hasRegionResultAttrVerify = 1;
   let dependentDialects = ["::mlir::func::FuncDialect"];
   let extraClassDeclaration = [{
     void registerAttributes();
