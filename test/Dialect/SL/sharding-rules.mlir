@@ -106,6 +106,14 @@ func.func @moe_training(%x: tensor<2x16x32xf32>, %w: tensor<2x16x2xf32>, %i: ten
   %dx = sl.moe_dispatch_grad %dt, %i : (tensor<4x2x16x32xf32>, tensor<2x16x2xi32>) -> tensor<2x16x32xf32>
   return %dl, %dx, %dw : tensor<2x16x4xf32>, tensor<2x16x32xf32>, tensor<2x16x2xf32>
 }
+// The RG-LRU scan's backward: whole sequences only for now.
+func.func @recurrent_training(%x: tensor<2x16x32xf32>, %g: tensor<32xf32>) -> (tensor<2x16x32xf32>, tensor<32xf32>) {
+  // CHECK: remark: sl.rglru_scan_grad: x[b,s,w] wa[w] ba[w] wx[w] bx[w] lambda[w] dy[b,s,w] -> dx[b,s,w]; free: b,w; sequence-mixing: s (state passing); sequence: s{{$}}
+  %dx = sl.rglru_scan_grad %x, %g, %g, %g, %g, %g, %x : (tensor<2x16x32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<2x16x32xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.rglru_scan_grad_weights: x[b,s,w] wa[w] ba[w] wx[w] bx[w] lambda[w] dy[b,s,w] -> dwa[w] dba[w] dwx[w] dbx[w] dlambda[w]; free: w; contracted: b; sequence-mixing: s (state passing); sequence: s{{$}}
+  %a, %b, %c, %d, %l = sl.rglru_scan_grad_weights %x, %g, %g, %g, %g, %g, %x : (tensor<2x16x32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<2x16x32xf32>) -> (tensor<32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<32xf32>)
+  return %dx, %l : tensor<2x16x32xf32>, tensor<32xf32>
+}
 // The backward and optimizer ops.
 func.func @training(%x: tensor<2x16x32xf32>, %dy: tensor<2x16x32xf32>, %w: tensor<32xf32>,
                     %wl: tensor<32x64xf32>, %dh: tensor<2x16x64xf32>,

@@ -317,6 +317,32 @@ void rglru_gates(const float *x, const float *wa, const float *ba, const float *
                  const float *bx, int64_t T, int64_t W, float *gate_a, float *gate_x);
 
 //===----------------------------------------------------------------------===//
+// Backward of the RG-LRU scan (recurrent_grad.cpp)
+//===----------------------------------------------------------------------===//
+
+/// Where rglru_scan_grad writes the gradients of the gate parameters and
+/// lambda ([W] each); a nullptr skips one.
+struct RglruParamGrads {
+  float *wa = nullptr, *ba = nullptr, *wx = nullptr, *bx = nullptr, *lambda = nullptr;
+};
+
+/// The cotangents of y = rglru_scan(x, rglru_gates(x, wa, ba, wx, bx), lambda)
+/// over whole sequences x[B,S,W] from a zero state, for the cotangent
+/// dy[B,S,W] of y. With g_t the cotangent of h_t (g_t = dy_t + a_{t+1}
+/// g_{t+1}), n_t = sqrt(1 - a_t^2), r, i the gates and base = c log
+/// sigmoid(lambda):
+///   d log a_t = g_t (a_t h_{t-1} - i_t x_t a_t^2 / n_t)
+///   dgate_a = d log a_t base r (1 - r);  dgate_x = g_t n_t x_t i (1 - i)
+///   dx = g_t n_t i + dgate_a wa + dgate_x wx
+///   dwa = sum_t dgate_a x, dba = sum_t dgate_a (wx, bx alike),
+///   dlambda = sum_t d log a_t r c (1 - sigmoid(lambda))
+/// The parameters' gradients sum over these B*S tokens (partial sums when
+/// the batch is split). Evaluated in double.
+void rglru_scan_grad(const float *x, const float *wa, const float *ba, const float *wx,
+                     const float *bx, const float *lambda, const float *dy, int64_t B, int64_t S,
+                     int64_t W, float *dx, const RglruParamGrads &dp, float c = 8.0f);
+
+//===----------------------------------------------------------------------===//
 // Mixture of experts (moe.cpp)
 //===----------------------------------------------------------------------===//
 
