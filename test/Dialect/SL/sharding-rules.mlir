@@ -89,6 +89,31 @@ func.func @moe(%x: tensor<2x16x32xf32>, %logits: tensor<2x16x4xf32>, %up: tensor
   %y = sl.moe_combine %e, %w, %i : (tensor<4x2x16x32xf32>, tensor<2x16x2xf32>, tensor<2x16x2xi32>) -> tensor<2x16x32xf32>
   return %y : tensor<2x16x32xf32>
 }
+// The backward of the mixture of experts: the experts dimension whole or free
+// where the forward has it so.
+func.func @moe_training(%x: tensor<2x16x32xf32>, %w: tensor<2x16x2xf32>, %i: tensor<2x16x2xi32>, %t: tensor<4x2x16x32xf32>, %up: tensor<4x32x64xf32>, %down: tensor<4x64x32xf32>) -> (tensor<2x16x4xf32>, tensor<2x16x32xf32>, tensor<2x16x2xf32>) {
+  // CHECK: remark: sl.router_topk_grad: weights[b,s,k] indices[b,s,k] dweights[b,s,k] -> dlogits[b,s,experts]; free: b,s; whole: experts,k; sequence: s{{$}}
+  %dl = sl.router_topk_grad %w, %i, %w : (tensor<2x16x2xf32>, tensor<2x16x2xi32>, tensor<2x16x2xf32>) -> tensor<2x16x4xf32>
+  // CHECK: remark: sl.moe_combine_grad: weights[b,s,k] indices[b,s,k] dy[b,s,h] -> dexpert_out[experts,b,s,h]; free: b,s,h; whole: experts,k; partial: one; sequence: s{{$}}
+  %de = sl.moe_combine_grad %w, %i, %x : (tensor<2x16x2xf32>, tensor<2x16x2xi32>, tensor<2x16x32xf32>) -> tensor<4x2x16x32xf32>
+  // CHECK: remark: sl.moe_combine_grad_weights: expert_out[experts,b,s,h] indices[b,s,k] dy[b,s,h] -> dweights[b,s,k]; free: b,s; contracted: h; whole: experts,k; partial: one; sequence: s{{$}}
+  %dw = sl.moe_combine_grad_weights %t, %i, %x : (tensor<4x2x16x32xf32>, tensor<2x16x2xi32>, tensor<2x16x32xf32>) -> tensor<2x16x2xf32>
+  // CHECK: remark: sl.moe_experts_grad: tokens[experts,b,s,h] gate[experts,h,f] up[experts,h,f] down[experts,f,h] dy[experts,b,s,h] -> dtokens[experts,b,s,h]; free: experts,b,s; contracted: f; whole: h; sequence: s{{$}}
+  %dt = sl.moe_experts_grad %t, %up, %up, %down, %de : (tensor<4x2x16x32xf32>, tensor<4x32x64xf32>, tensor<4x32x64xf32>, tensor<4x64x32xf32>, tensor<4x2x16x32xf32>) -> tensor<4x2x16x32xf32>
+  // CHECK: remark: sl.moe_experts_grad_weights: tokens[experts,b,s,h] gate[experts,h,f] up[experts,h,f] down[experts,f,h] dy[experts,b,s,h] -> dgate[experts,h,f] dup[experts,h,f] ddown[experts,f,h]; free: experts,f; contracted: b,s; whole: h; sequence: s{{$}}
+  %dg, %du, %dd = sl.moe_experts_grad_weights %t, %up, %up, %down, %de : (tensor<4x2x16x32xf32>, tensor<4x32x64xf32>, tensor<4x32x64xf32>, tensor<4x64x32xf32>, tensor<4x2x16x32xf32>) -> (tensor<4x32x64xf32>, tensor<4x32x64xf32>, tensor<4x64x32xf32>)
+  // CHECK: remark: sl.moe_dispatch_grad: dtokens[experts,b,s,h] indices[b,s,k] -> dx[b,s,h]; free: b,s,h; whole: experts,k; partial: one; sequence: s{{$}}
+  %dx = sl.moe_dispatch_grad %dt, %i : (tensor<4x2x16x32xf32>, tensor<2x16x2xi32>) -> tensor<2x16x32xf32>
+  return %dl, %dx, %dw : tensor<2x16x4xf32>, tensor<2x16x32xf32>, tensor<2x16x2xf32>
+}
+// The RG-LRU scan's backward: whole sequences only for now.
+func.func @recurrent_training(%x: tensor<2x16x32xf32>, %g: tensor<32xf32>) -> (tensor<2x16x32xf32>, tensor<32xf32>) {
+  // CHECK: remark: sl.rglru_scan_grad: x[b,s,w] wa[w] ba[w] wx[w] bx[w] lambda[w] dy[b,s,w] -> dx[b,s,w]; free: b,w; sequence-mixing: s (state passing); sequence: s{{$}}
+  %dx = sl.rglru_scan_grad %x, %g, %g, %g, %g, %g, %x : (tensor<2x16x32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<2x16x32xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.rglru_scan_grad_weights: x[b,s,w] wa[w] ba[w] wx[w] bx[w] lambda[w] dy[b,s,w] -> dwa[w] dba[w] dwx[w] dbx[w] dlambda[w]; free: w; contracted: b; sequence-mixing: s (state passing); sequence: s{{$}}
+  %a, %b, %c, %d, %l = sl.rglru_scan_grad_weights %x, %g, %g, %g, %g, %g, %x : (tensor<2x16x32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<2x16x32xf32>) -> (tensor<32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<32xf32>)
+  return %dx, %l : tensor<2x16x32xf32>, tensor<32xf32>
+}
 // The backward and optimizer ops.
 func.func @training(%x: tensor<2x16x32xf32>, %dy: tensor<2x16x32xf32>, %w: tensor<32xf32>,
                     %wl: tensor<32x64xf32>, %dh: tensor<2x16x64xf32>,

@@ -317,6 +317,32 @@ void rglru_gates(const float *x, const float *wa, const float *ba, const float *
                  const float *bx, int64_t T, int64_t W, float *gate_a, float *gate_x);
 
 //===----------------------------------------------------------------------===//
+// Backward of the RG-LRU scan (recurrent_grad.cpp)
+//===----------------------------------------------------------------------===//
+
+/// Where rglru_scan_grad writes the gradients of the gate parameters and
+/// lambda ([W] each); a nullptr skips one.
+struct RglruParamGrads {
+  float *wa = nullptr, *ba = nullptr, *wx = nullptr, *bx = nullptr, *lambda = nullptr;
+};
+
+/// The cotangents of y = rglru_scan(x, rglru_gates(x, wa, ba, wx, bx), lambda)
+/// over whole sequences x[B,S,W] from a zero state, for the cotangent
+/// dy[B,S,W] of y. With g_t the cotangent of h_t (g_t = dy_t + a_{t+1}
+/// g_{t+1}), n_t = sqrt(1 - a_t^2), r, i the gates and base = c log
+/// sigmoid(lambda):
+///   d log a_t = g_t (a_t h_{t-1} - i_t x_t a_t^2 / n_t)
+///   dgate_a = d log a_t base r (1 - r);  dgate_x = g_t n_t x_t i (1 - i)
+///   dx = g_t n_t i + dgate_a wa + dgate_x wx
+///   dwa = sum_t dgate_a x, dba = sum_t dgate_a (wx, bx alike),
+///   dlambda = sum_t d log a_t r c (1 - sigmoid(lambda))
+/// The parameters' gradients sum over these B*S tokens (partial sums when
+/// the batch is split). Evaluated in double.
+void rglru_scan_grad(const float *x, const float *wa, const float *ba, const float *wx,
+                     const float *bx, const float *lambda, const float *dy, int64_t B, int64_t S,
+                     int64_t W, float *dx, const RglruParamGrads &dp, float c = 8.0f);
+
+//===----------------------------------------------------------------------===//
 // Mixture of experts (moe.cpp)
 //===----------------------------------------------------------------------===//
 
@@ -369,6 +395,50 @@ void moe_experts_slabs(const float *slabs, int64_t E, int64_t R,
 void moe_gather_rows(const float *slabs, const float *weights,
                      const int32_t *idx, int64_t T, int64_t H, int64_t k,
                      float *y);
+
+//===----------------------------------------------------------------------===//
+// Backward of mixture of experts (moe_grad.cpp)
+//===----------------------------------------------------------------------===//
+//
+// The cotangents of router_topk and of the dense-slab forms the plan runs
+// (moe_scatter_rows, moe_experts_slabs, moe_gather_rows); slabs are [E,T,H]
+// with a row per token of every expert.
+
+/// The logits cotangent of router_topk. Its weights are the softmax over the
+/// chosen logits, and the choice is piecewise constant, so with
+/// c[t] = sum_j weights[t,j] dweights[t,j]:
+///   dlogits[t, idx[t,j]] = weights[t,j] (dweights[t,j] - c[t])
+/// and zero for the experts not chosen. dlogits is [T,E].
+void router_topk_grad(const float *weights, const int32_t *idx, const float *dweights, int64_t T,
+                      int64_t k, int64_t E, float *dlogits);
+
+/// The x cotangent of moe_scatter_rows: dx[t,:] = sum_j dslabs[idx[t,j], t, :]
+/// (accumulated in double, in slot order).
+void moe_dispatch_grad(const float *dslabs, const int32_t *idx, int64_t T, int64_t H, int64_t k,
+                       float *dx);
+
+/// The slabs cotangent of moe_gather_rows: dslabs[idx[t,j], t, :] =
+/// weights[t,j] dy[t,:], zero in the rows no slot routes. dslabs is [E,T,H].
+void moe_combine_grad(const float *weights, const int32_t *idx, const float *dy, int64_t T,
+                      int64_t H, int64_t k, int64_t E, float *dslabs);
+
+/// The weights cotangent of moe_gather_rows:
+///   dweights[t,j] = sum_h slabs[idx[t,j], t, h] dy[t,h]   (in double)
+void moe_combine_grad_weights(const float *slabs, const int32_t *idx, const float *dy, int64_t T,
+                              int64_t H, int64_t k, float *dweights);
+
+/// The cotangents of moe_experts_slabs over slabs[E,R,H] with dy[E,R,H]: per
+/// expert e and nonzero row x (zero rows contribute nothing), with
+/// g = x w_gate[e], u = x w_up[e], a = silu(g) u, da = dy w_down[e]^T,
+/// dg = da u silu'(g), du = da silu(g):
+///   dslabs = dg w_gate[e]^T + du w_up[e]^T (zero rows stay zero),
+///   dw_gate[e] = sum x^T dg, dw_up[e] = sum x^T du, dw_down[e] = sum a^T dy
+/// over these R rows (partial sums when the tokens are split). Any output
+/// may be nullptr to skip it.
+void moe_experts_slabs_grad(const float *slabs, int64_t E, int64_t R, const float *w_gate,
+                            const float *w_up, const float *w_down, int64_t H, int64_t F,
+                            const float *dy, float *dslabs, float *dw_gate, float *dw_up,
+                            float *dw_down);
 
 //===----------------------------------------------------------------------===//
 // Cross-entropy (loss.cpp)

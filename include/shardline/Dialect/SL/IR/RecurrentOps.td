@@ -9,7 +9,7 @@
 #define SHARDLINE_DIALECT_SL_IR_RECURRENTOPS_TD
 
 def SL_RGLRUScanOp : SL_ComputeOp<"rglru_scan", [AllShapesMatch<["x", "y"]>],
-    ["applyRemedy", "resolveRankFacts"]> {
+    ["applyRemedy", "resolveRankFacts"], SL_Differentiable> {
   let summary = "Griffin RG-LRU: diagonal gated linear recurrence";
   let description = [{
     x: [b, s, w]; gate weights wa, ba, wx, bx and lambda: [w] (per-channel
@@ -40,6 +40,43 @@ def SL_RGLRUCorrectOp : SL_ComputeOp<"rglru_correct",
                    SL_FloatTensor:$wa, SL_FloatTensor:$ba, SL_FloatTensor:$lambda,
                    StrArrayAttr:$chunk_axes);
   let results = (outs SL_FloatTensor:$result);
+}
+
+//===----------------------------------------------------------------------===//
+// Backward (docs/dialect.md, "Backward and optimizer ops")
+//===----------------------------------------------------------------------===//
+
+class SL_RGLRUScanGradBase<string mnemonic, list<Trait> traits = []>
+    : SL_ComputeOp<mnemonic, traits # [AllShapesMatch<["x", "dy"]>,
+                                       AllShapesMatch<["wa", "ba", "wx", "bx", "lambda"]>]> {
+  let arguments = (ins SL_FloatTensor:$x, SL_FloatTensor:$wa, SL_FloatTensor:$ba,
+                   SL_FloatTensor:$wx, SL_FloatTensor:$bx, SL_FloatTensor:$lambda,
+                   SL_FloatTensor:$dy);
+}
+
+def SL_RGLRUScanGradOp : SL_RGLRUScanGradBase<"rglru_scan_grad", [AllShapesMatch<["x", "dx"]>]> {
+  let summary = "Gradient of sl.rglru_scan (whole sequences, no state in) with respect to x";
+  let description = [{
+    The scan recomputed, then the cotangent g_t of each state carried back
+    through the decays (g_t = dy_t + a_{t+1} g_{t+1}); dx sums what reaches x
+    directly (g_t sqrt(1 - a_t^2) i_t) and through both gates. Rule: b, w
+    free; the sequence s sequence-mixing with no remedy (split tokens are
+    gathered first); nonlinear.
+  }];
+  let results = (outs SL_FloatTensor:$dx);
+}
+
+def SL_RGLRUScanGradWeightsOp : SL_RGLRUScanGradBase<"rglru_scan_grad_weights",
+    [AllShapesMatch<["wa", "dwa", "dba", "dwx", "dbx", "dlambda"]>]> {
+  let summary = "Gradient of sl.rglru_scan with respect to its gate parameters and lambda";
+  let description = [{
+    As sl.rglru_scan_grad, the per-channel gradients summed over the tokens:
+    dwa, dba, dwx, dbx and dlambda [w]. Rule: b contracted (a split batch
+    leaves pending sums), s sequence-mixing with no remedy, w free;
+    nonlinear.
+  }];
+  let results = (outs SL_FloatTensor:$dwa, SL_FloatTensor:$dba, SL_FloatTensor:$dwx,
+                      SL_FloatTensor:$dbx, SL_FloatTensor:$dlambda);
 }
 
 #endif
