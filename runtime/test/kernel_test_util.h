@@ -61,6 +61,39 @@ void expectClose(const Vec &got, const std::vector<W> &want, double rtol, double
   }
 }
 
+/// The finite-difference step and tolerance of the backward kernels' tests
+/// (grad_kernels_test.cpp says why these values).
+constexpr double kStep = 1e-2, kTol = 5e-4;
+
+/// sum_i r[i] y[i] in double: the objective J of a gradient test.
+inline double dot(const Vec &r, const Vec &y) {
+  double s = 0.0;
+  for (size_t i = 0; i < r.size(); ++i)
+    s += static_cast<double>(r[i]) * y[i];
+  return s;
+}
+
+/// `grad` is dJ/dtheta: checked element by element against central
+/// differences of `objective`, which reads `theta` (perturbed in place and
+/// restored). The step is the one f32 actually takes.
+template <typename J>
+inline void expectGradient(Vec &theta, const Vec &grad, J objective, const char *what) {
+  ASSERT_EQ(theta.size(), grad.size()) << what;
+  double largest = 0.0;
+  for (float g : grad)
+    largest = std::max(largest, (double)std::abs(g));
+  for (size_t i = 0; i < theta.size(); ++i) {
+    float saved = theta[i], up = saved + (float)kStep, down = saved - (float)kStep;
+    theta[i] = up;
+    double jUp = objective();
+    theta[i] = down;
+    double jDown = objective();
+    theta[i] = saved;
+    double fd = (jUp - jDown) / ((double)up - (double)down);
+    ASSERT_NEAR(grad[i], fd, kTol * (largest + std::abs(fd)) + 1e-6) << what << " [" << i << "]";
+  }
+}
+
 } // namespace shardline::rt::test
 
 #endif // SHARDLINE_RUNTIME_TEST_KERNEL_TEST_UTIL_H
