@@ -271,7 +271,7 @@ LogicalResult GatedRMSNormOp::buildGradient(GradientBuilder &g) {
 LogicalResult CausalConv1dOp::buildGradient(GradientBuilder &g) {
   if (getHalo())
     return emitOpError("sl-autodiff: the backward of the conv over a split sequence (its halo, "
-                       "context parallelism) is not built yet");
+                       "context parallelism) is not built yet; train without cp");
   FailureOr<Value> dy = g.resultGradient(0);
   if (failed(dy) || !*dy)
     return failure(failed(dy));
@@ -294,8 +294,8 @@ LogicalResult CausalConv1dOp::buildGradient(GradientBuilder &g) {
 /// per-head parameters' (a_log, d, dt_bias) from sl.ssd_scan_grad_params.
 LogicalResult SSDScanOp::buildGradient(GradientBuilder &g) {
   if (!getChunkAxes().empty())
-    return emitOpError("sl-autodiff: the backward of the chunked scan (state passing over ")
-           << getChunkAxes() << ", context parallelism) is not built yet";
+    return emitOpError("sl-autodiff: the backward of the chunked SSD scan (state passing over ")
+           << getChunkAxes() << ", context parallelism) is not built yet; train without cp";
   if (failed(refuseGradient(*this, g, 1, "the scan's final state")) ||
       failed(refuseGradient(*this, g, 2, "the scan's total decay")))
     return failure();
@@ -323,6 +323,14 @@ LogicalResult SSDScanOp::buildGradient(GradientBuilder &g) {
   if (failed(build("sl.ssd_scan_grad", {X, Dt, Bm, Cm})))
     return failure();
   return build("sl.ssd_scan_grad_params", {ALog, D, DtBias});
+}
+
+/// The correction exists only under state passing, whose backward (the
+/// exchange's dual) is not built: refused here, where the backward meets the
+/// chunked scan first.
+LogicalResult SSDCorrectOp::buildGradient(GradientBuilder &) {
+  return emitOpError("sl-autodiff: the backward of the chunked SSD scan (state passing over ")
+         << getChunkAxes() << ", context parallelism) is not built yet; train without cp";
 }
 
 //===----------------------------------------------------------------------===//

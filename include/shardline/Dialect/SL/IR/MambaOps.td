@@ -70,7 +70,7 @@ def SL_SSDScanOp : SL_ComputeOp<"ssd_scan", [AllShapesMatch<["x", "y"]>],
 }
 
 def SL_SSDCorrectOp : SL_ComputeOp<"ssd_correct", [AllShapesMatch<["y0", "result"]>],
-    ["resolveRankFacts"]> {
+    ["resolveRankFacts"], SL_Differentiable> {
   let summary = "Adds the contribution of each chunk's true initial state to an SSD scan";
   let description = [{
     y0 is sl.ssd_scan's output with chunks scanned from zero; init [C, b,
