@@ -11,14 +11,15 @@ using namespace mlir;
 using namespace mlir::sl;
 using namespace mlir::sl::detail;
 
-/// y[b, s, c] in `groups` groups of channels and a weight (or its gradient)
-/// of c.
-static LogicalResult verifyGatedNorm(Operation *op, Value y, Value weight, int64_t groups) {
+/// y[b, s, c] in `groups` groups of channels and a weight (or its gradient,
+/// `name`) of c.
+static LogicalResult verifyGatedNorm(Operation *op, Value y, Value weight, int64_t groups,
+                                     StringRef name = "weight") {
   if (failed(verifyStaticAndElementTypes(op)) || failed(checkRank(op, y, "y", 3)) ||
-      failed(checkRank(op, weight, "weight", 1)))
+      failed(checkRank(op, weight, name, 1)))
     return failure();
   auto c = shape(y)[2];
-  if (failed(checkDim(op, weight, "weight", 0, c, "channels")) ||
+  if (failed(checkDim(op, weight, name, 0, c, "channels")) ||
       failed(checkDivides(op, c, groups, "channels by groups")))
     return failure();
   return success();
@@ -364,7 +365,7 @@ ShardingRule GatedRMSNormGradOp::getShardingRule() {
 LogicalResult GatedRMSNormGradWeightOp::verify() {
   if (inPerRankProgram(*this))
     return success();
-  return verifyGatedNorm(*this, getY(), getDweight(), getGroups());
+  return verifyGatedNorm(*this, getY(), getDweight(), getGroups(), "dweight");
 }
 
 /// The tokens are summed over: b and s contracted (the norm is token-local,
