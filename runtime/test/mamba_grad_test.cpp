@@ -12,6 +12,7 @@
 #include "exec/verify.h"
 #include "kernel_test_util.h"
 #include "kernels/cpu/kernels.h"
+#include "step_rig.h"
 
 #include <gtest/gtest.h>
 
@@ -25,7 +26,9 @@ using namespace shardline::rt;
 using test::dot;
 using test::expectClose;
 using test::expectGradient;
+using test::intAttr;
 using test::Rng;
+using test::StepRig;
 using test::Vec;
 
 namespace {
@@ -278,6 +281,45 @@ TEST(MambaGradKernelTable, EveryBackwardOpWithItsNames) {
     EXPECT_EQ(attrs, entry.attrs) << kind;
     EXPECT_NE(it->second.check, nullptr) << kind;
   }
+}
+
+AttrValue floatAttr(double v) {
+  AttrValue a;
+  a.present = true;
+  a.f = v;
+  return a;
+}
+
+TEST(MambaGradKernelContracts, NameTheMismatch) {
+  std::vector<int64_t> act = {2, 4, 12};
+  StepRig good("gated_rms_norm_grad", {act, act, {12}, act}, {act, act},
+               {intAttr(3), floatAttr(1e-5)});
+  EXPECT_EQ(good.verify(), "");
+  StepRig groups("gated_rms_norm_grad", {act, act, {12}, act}, {act, act},
+                 {intAttr(5), floatAttr(1e-5)});
+  EXPECT_EQ(groups.verify(), "op #0 (sl.gated_rms_norm_grad 'dy') at test.mlir:1:1: y's 12 "
+                             "channels per rank are not whole groups of the 5 groups");
+  StepRig weight("gated_rms_norm_grad_weight", {act, act, act}, {{8}},
+                 {intAttr(3), floatAttr(1e-5)});
+  EXPECT_NE(weight.verify().find("dweight"), std::string::npos) << weight.verify();
+  StepRig bias("causal_conv1d_grad_weight", {act, act}, {{12, 4}, {6}}, {});
+  EXPECT_NE(bias.verify().find("dbias"), std::string::npos) << bias.verify();
+  StepRig conv("causal_conv1d_grad", {{12, 4}, {2, 4, 6}}, {{2, 4, 6}}, {});
+  EXPECT_NE(conv.verify().find("weight"), std::string::npos) << conv.verify();
+  // x [2, 4, 4 heads x 2], dt [2, 4, 4], B and C [2, 4, 2 groups x 3].
+  std::vector<int64_t> x = {2, 4, 8}, dt = {2, 4, 4}, bc = {2, 4, 6}, h = {4};
+  std::vector<AttrValue> ssd = {intAttr(4), intAttr(2)};
+  StepRig scan("ssd_scan_grad", {x, dt, h, bc, bc, h, h, x}, {x, dt, bc, bc}, ssd);
+  EXPECT_EQ(scan.verify(), "");
+  StepRig dy("ssd_scan_grad", {x, dt, h, bc, bc, h, h, {2, 4, 4}}, {x, dt, bc, bc}, ssd);
+  EXPECT_NE(dy.verify().find("dy"), std::string::npos) << dy.verify();
+  StepRig params("ssd_scan_grad_params", {x, dt, h, bc, bc, h, h, x}, {h, {3}, h}, ssd);
+  EXPECT_NE(params.verify().find("dd"), std::string::npos) << params.verify();
+  StepRig heads("ssd_scan_grad", {x, dt, h, bc, bc, h, h, x}, {x, dt, bc, bc},
+                {intAttr(3), intAttr(2)});
+  EXPECT_NE(heads.verify().find("attribute 'heads' (3) does not divide x's width 8"),
+            std::string::npos)
+      << heads.verify();
 }
 
 } // namespace

@@ -326,9 +326,9 @@ void checkGatedNormGrad(Contract &c, Contract::Arg weight) {
   c.attrIn(kNormGroups, 1, channels);
   if (!c.ok())
     return;
-  int64_t groups = c.intAttr(kNormGroups);
-  c.require(channels % groups == 0 && Contract::product({groups, local}) % channels == 0 &&
-                local % (Contract::product({groups, local}) / channels) == 0,
+  int64_t groups = c.intAttr(kNormGroups), perRank = Contract::product({groups, local});
+  c.require(channels % groups == 0 && perRank >= channels && perRank % channels == 0 &&
+                local % (perRank / channels) == 0,
             "y's " + std::to_string(local) + " channels per rank are not whole groups of the " +
                 std::to_string(groups) + " groups");
   c.require(c.floatAttr(kNormEps) >= 0, "attribute 'eps' is negative");
