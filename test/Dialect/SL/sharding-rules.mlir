@@ -63,6 +63,22 @@ func.func @mamba(%x: tensor<2x16x32xf32>, %cw: tensor<32x4xf32>, %cb: tensor<32x
   %n = sl.gated_rms_norm %y, %x, %cb {groups = 2} : (tensor<2x16x32xf32>, tensor<2x16x32xf32>, tensor<32xf32>) -> tensor<2x16x32xf32>
   return %n, %c : tensor<2x16x32xf32>, tensor<2x16x32xf32>
 }
+func.func @mamba_training(%x: tensor<2x16x32xf32>, %cw: tensor<32x4xf32>, %dt: tensor<2x16x4xf32>, %a: tensor<4xf32>, %bc: tensor<2x16x8xf32>, %w: tensor<32xf32>) {
+  // CHECK: remark: sl.gated_rms_norm_grad: y[b,s,groups] z[b,s,groups] weight[groups] dresult[b,s,groups] -> dy[b,s,groups] dz[b,s,groups]; free: b,s,groups (granule 2); sequence: s{{$}}
+  %gy, %gz = sl.gated_rms_norm_grad %x, %x, %w, %x {groups = 2} : (tensor<2x16x32xf32>, tensor<2x16x32xf32>, tensor<32xf32>, tensor<2x16x32xf32>) -> (tensor<2x16x32xf32>, tensor<2x16x32xf32>)
+  // CHECK: remark: sl.gated_rms_norm_grad_weight: y[b,s,groups] z[b,s,groups] dresult[b,s,groups] -> dweight[groups]; free: groups (granule 2); contracted: b,s; sequence: s{{$}}
+  %gw = sl.gated_rms_norm_grad_weight %x, %x, %x {groups = 2} : (tensor<2x16x32xf32>, tensor<2x16x32xf32>, tensor<2x16x32xf32>) -> tensor<32xf32>
+  // CHECK: remark: sl.causal_conv1d_grad: weight[c,width] dy[b,s,c] -> dx[b,s,c]; free: b,c; whole: width; sequence-mixing: s (no remedy); sequence: s{{$}}
+  %cx = sl.causal_conv1d_grad %cw, %x : (tensor<32x4xf32>, tensor<2x16x32xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.causal_conv1d_grad_weight: x[b,s,c] dy[b,s,c] -> dweight[c,width] dbias[c]; free: c; contracted: b; whole: width; sequence-mixing: s (no remedy); sequence: s{{$}}
+  %cwg, %cbg = sl.causal_conv1d_grad_weight %x, %x : (tensor<2x16x32xf32>, tensor<2x16x32xf32>) -> (tensor<32x4xf32>, tensor<32xf32>)
+  // CHECK: remark: sl.ssd_scan_grad: x[b,s,groups] dt[b,s,groups] a_log[groups] B[b,s,groups] C[b,s,groups] d[groups] dt_bias[groups] dy[b,s,groups] -> dx[b,s,groups] ddt[b,s,groups] dB[b,s,groups] dC[b,s,groups]; free: b,groups (granule 2); sequence-mixing: s (no remedy); sequence: s{{$}}
+  %dx, %ddt, %dB, %dC = sl.ssd_scan_grad %x, %dt, %a, %bc, %bc, %a, %a, %x {heads = 4, groups = 2} : (tensor<2x16x32xf32>, tensor<2x16x4xf32>, tensor<4xf32>, tensor<2x16x8xf32>, tensor<2x16x8xf32>, tensor<4xf32>, tensor<4xf32>, tensor<2x16x32xf32>) -> (tensor<2x16x32xf32>, tensor<2x16x4xf32>, tensor<2x16x8xf32>, tensor<2x16x8xf32>)
+  // CHECK: remark: sl.ssd_scan_grad_params: x[b,s,groups] dt[b,s,groups] a_log[groups] B[b,s,groups] C[b,s,groups] d[groups] dt_bias[groups] dy[b,s,groups] -> da_log[groups] dd[groups] ddt_bias[groups]; free: groups (granule 2); contracted: b; sequence-mixing: s (no remedy); sequence: s{{$}}
+  %da, %dd, %db = sl.ssd_scan_grad_params %x, %dt, %a, %bc, %bc, %a, %a, %x {heads = 4, groups = 2} : (tensor<2x16x32xf32>, tensor<2x16x4xf32>, tensor<4xf32>, tensor<2x16x8xf32>, tensor<2x16x8xf32>, tensor<4xf32>, tensor<4xf32>, tensor<2x16x32xf32>) -> (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>)
+  return
+}
+
 func.func @mamba_split(%x: tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>, %cw: tensor<32x4xf32, #sl.layout<@mesh, [[], []]>>, %cb: tensor<32xf32, #sl.layout<@mesh, [[]]>>, %dt: tensor<2x16x4xf32, #sl.layout<@mesh, [[], [cp], []]>>, %a: tensor<4xf32, #sl.layout<@mesh, [[]]>>, %bc: tensor<2x16x8xf32, #sl.layout<@mesh, [[], [cp], []]>>, %init: tensor<2x2x4x8x4xf32, #sl.layout<@mesh, [[cp], [], [], [], []]>>) -> (tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>, tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>) {
   %h = sl.halo %x {axes = ["cp"], width = 3} : tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>> -> tensor<2x6x32xf32, #sl.layout<@mesh, [[], [cp], []]>>
   // CHECK: remark: sl.causal_conv1d: x[b,s,c] weight[c,width] bias[c] halo[b,halo,c] -> result[b,s,c]; free: b,c,halo; whole: width; sequence-mixing: s (halo over [cp]); sequence: s (also halo){{$}}

@@ -11,17 +11,24 @@ using namespace mlir;
 using namespace mlir::sl;
 using namespace mlir::sl::detail;
 
+/// y[b, s, c] in `groups` groups of channels and a weight (or its gradient,
+/// `name`) of c.
+static LogicalResult verifyGatedNorm(Operation *op, Value y, Value weight, int64_t groups,
+                                     StringRef name = "weight") {
+  if (failed(verifyStaticAndElementTypes(op)) || failed(checkRank(op, y, "y", 3)) ||
+      failed(checkRank(op, weight, name, 1)))
+    return failure();
+  auto c = shape(y)[2];
+  if (failed(checkDim(op, weight, name, 0, c, "channels")) ||
+      failed(checkDivides(op, c, groups, "channels by groups")))
+    return failure();
+  return success();
+}
+
 LogicalResult GatedRMSNormOp::verify() {
   if (inPerRankProgram(*this))
     return success();
-  if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getY(), "y", 3)) ||
-      failed(checkRank(*this, getWeight(), "weight", 1)))
-    return failure();
-  auto y = shape(getY());
-  if (failed(checkDim(*this, getWeight(), "weight", 0, y[2], "channels")) ||
-      failed(checkDivides(*this, y[2], getGroups(), "channels by groups")))
-    return failure();
-  return success();
+  return verifyGatedNorm(*this, getY(), getWeight(), getGroups());
 }
 
 ShardingRule GatedRMSNormOp::getShardingRule() {
@@ -90,29 +97,39 @@ ShardingRule CausalConv1dOp::getShardingRule() {
   return r.rule;
 }
 
+/// The operands every SSD scan op shares: x [b, s, heads*p], dt [b, s, heads],
+/// B and C [b, s, groups*n], a_log, d, dt_bias [heads].
+template <typename Op> static LogicalResult verifySsdOperands(Op op) {
+  if (failed(verifyStaticAndElementTypes(op)) || failed(checkRank(op, op.getX(), "x", 3)) ||
+      failed(checkRank(op, op.getDt(), "dt", 3)) || failed(checkRank(op, op.getB(), "B", 3)))
+    return failure();
+  auto x = shape(op.getX());
+  int64_t heads = op.getHeads(), groups = op.getGroups();
+  if (heads <= 0 || groups <= 0 || heads % groups != 0)
+    return op.emitOpError("heads (")
+           << heads << ") must be a positive multiple of groups (" << groups << ")";
+  if (failed(checkDivides(op, x[2], heads, "x channels by heads")) ||
+      failed(checkDivides(op, shape(op.getB())[2], groups, "B channels by groups")))
+    return failure();
+  if (shape(op.getDt()) != ArrayRef<int64_t>{x[0], x[1], heads})
+    return op.emitOpError("dt must be [batch, seq, heads]");
+  if (shape(op.getC()) != shape(op.getB()) || shape(op.getB())[0] != x[0] ||
+      shape(op.getB())[1] != x[1])
+    return op.emitOpError("B and C must be [batch, seq, groups * state]");
+  for (auto [v, name] : {std::pair{op.getALog(), "a_log"}, std::pair{op.getD(), "d"},
+                         std::pair{op.getDtBias(), "dt_bias"}})
+    if (failed(checkRank(op, v, name, 1)) || failed(checkDim(op, v, name, 0, heads, "heads")))
+      return failure();
+  return success();
+}
+
 LogicalResult SSDScanOp::verify() {
   if (inPerRankProgram(*this))
     return success();
-  if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getX(), "x", 3)) ||
-      failed(checkRank(*this, getDt(), "dt", 3)) || failed(checkRank(*this, getB(), "B", 3)))
+  if (failed(verifySsdOperands(*this)))
     return failure();
   auto x = shape(getX());
-  int64_t heads = getHeads(), groups = getGroups();
-  if (heads <= 0 || groups <= 0 || heads % groups != 0)
-    return emitOpError("heads (") << heads << ") must be a positive multiple of groups (" << groups
-                                  << ")";
-  if (failed(checkDivides(*this, x[2], heads, "x channels by heads")) ||
-      failed(checkDivides(*this, shape(getB())[2], groups, "B channels by groups")))
-    return failure();
-  int64_t p = x[2] / heads, n = shape(getB())[2] / groups;
-  if (shape(getDt()) != ArrayRef<int64_t>{x[0], x[1], heads})
-    return emitOpError("dt must be [batch, seq, heads]");
-  if (shape(getC()) != shape(getB()) || shape(getB())[0] != x[0] || shape(getB())[1] != x[1])
-    return emitOpError("B and C must be [batch, seq, groups * state]");
-  for (auto [v, name] :
-       {std::pair{getALog(), "a_log"}, std::pair{getD(), "d"}, std::pair{getDtBias(), "dt_bias"}})
-    if (failed(checkRank(*this, v, name, 1)) || failed(checkDim(*this, v, name, 0, heads, "heads")))
-      return failure();
+  int64_t heads = getHeads(), p = x[2] / heads, n = shape(getB())[2] / getGroups();
   const int64_t stateDims[] = {x[0], heads, p, n}, decayDims[] = {x[0], heads};
   return checkScanSummaries(*this, getX(), getChunkAxes(), getState(), getDecay(), getStateIn(),
                             stateDims, decayDims);
@@ -207,4 +224,259 @@ void SSDScanOp::resolveRankFacts(const RankContext &ctx) {
 
 void SSDCorrectOp::resolveRankFacts(const RankContext &ctx) {
   (*this)->setAttr(kTokensAttr, ctx.runs(getY0(), 1));
+}
+
+//===----------------------------------------------------------------------===//
+// Gradients
+//===----------------------------------------------------------------------===//
+//
+// A backward op keeps its forward's factors; what it sums over the tokens
+// (a per-channel or per-head parameter's gradient) has its batch contracted,
+// so data parallelism leaves a pending sum that sl-autodiff reduces onto the
+// parameter. The scan and the conv mix the sequence, which is whole here: the
+// chunked forms (context parallelism) have no backward yet.
+
+/// Result `i`'s gradient, or the error of an op whose result `i` carries a
+/// gradient that its backward does not take.
+static LogicalResult refuseGradient(Operation *op, GradientBuilder &g, unsigned i, StringRef what) {
+  FailureOr<Value> grad = g.resultGradient(i);
+  if (failed(grad))
+    return failure();
+  if (*grad)
+    return op->emitOpError("sl-autodiff: the loss depends on ")
+           << what << ", whose gradient the backward does not take";
+  return success();
+}
+
+LogicalResult GatedRMSNormOp::buildGradient(GradientBuilder &g) {
+  FailureOr<Value> dy = g.resultGradient(0);
+  if (failed(dy) || !*dy)
+    return failure(failed(dy));
+  auto attrs = GradientBuilder::attrsOf(*this, {"groups", "eps"});
+  if (g.needsGradient(0) || g.needsGradient(1)) {
+    FailureOr<Operation *> grad = g.build(
+        "sl.gated_rms_norm_grad", {getY(), getZ(), getWeight(), *dy}, {getY(), getZ()}, attrs);
+    if (failed(grad))
+      return failure();
+    for (unsigned i = 0; i < 2; ++i)
+      if (g.needsGradient(i))
+        g.contribute(i, (*grad)->getResult(i));
+  }
+  if (g.needsGradient(2) &&
+      failed(g.give(2, g.buildOne("sl.gated_rms_norm_grad_weight", {getY(), getZ(), *dy},
+                                  getWeight(), attrs))))
+    return failure();
+  return success();
+}
+
+LogicalResult CausalConv1dOp::buildGradient(GradientBuilder &g) {
+  if (getHalo())
+    return emitOpError("sl-autodiff: the backward of the conv over a split sequence (its halo, "
+                       "context parallelism) is not built yet; train without cp");
+  FailureOr<Value> dy = g.resultGradient(0);
+  if (failed(dy) || !*dy)
+    return failure(failed(dy));
+  if (g.needsGradient(0) &&
+      failed(g.give(0, g.buildOne("sl.causal_conv1d_grad", {getWeight(), *dy}, getX()))))
+    return failure();
+  if (!g.needsGradient(1) && !g.needsGradient(2))
+    return success();
+  FailureOr<Operation *> grad =
+      g.build("sl.causal_conv1d_grad_weight", {getX(), *dy}, {getWeight(), getBias()});
+  if (failed(grad))
+    return failure();
+  for (unsigned i = 1; i < 3; ++i)
+    if (g.needsGradient(i))
+      g.contribute(i, (*grad)->getResult(i - 1));
+  return success();
+}
+
+/// The token inputs' gradients (x, dt, B, C) from sl.ssd_scan_grad, the
+/// per-head parameters' (a_log, d, dt_bias) from sl.ssd_scan_grad_params.
+LogicalResult SSDScanOp::buildGradient(GradientBuilder &g) {
+  if (!getChunkAxes().empty())
+    return emitOpError("sl-autodiff: the backward of the chunked SSD scan (state passing over ")
+           << getChunkAxes() << ", context parallelism) is not built yet; train without cp";
+  if (failed(refuseGradient(*this, g, 1, "the scan's final state")) ||
+      failed(refuseGradient(*this, g, 2, "the scan's total decay")))
+    return failure();
+  FailureOr<Value> dy = g.resultGradient(0);
+  if (failed(dy) || !*dy)
+    return failure(failed(dy));
+  SmallVector<Value> operands = {getX(), getDt(), getALog(),   getB(),
+                                 getC(), getD(),  getDtBias(), *dy};
+  auto attrs = GradientBuilder::attrsOf(*this, {"heads", "groups"});
+  auto build = [&](StringRef name, ArrayRef<unsigned> inputs) -> LogicalResult {
+    if (llvm::none_of(inputs, [&](unsigned i) { return g.needsGradient(i); }))
+      return success();
+    SmallVector<Value> likes;
+    for (unsigned i : inputs)
+      likes.push_back(getOperand(i));
+    FailureOr<Operation *> grad = g.build(name, operands, likes, attrs);
+    if (failed(grad))
+      return failure();
+    for (auto [j, i] : llvm::enumerate(inputs))
+      if (g.needsGradient(i))
+        g.contribute(i, (*grad)->getResult(j));
+    return success();
+  };
+  enum { X, Dt, ALog, Bm, Cm, D, DtBias };
+  if (failed(build("sl.ssd_scan_grad", {X, Dt, Bm, Cm})))
+    return failure();
+  return build("sl.ssd_scan_grad_params", {ALog, D, DtBias});
+}
+
+/// The correction exists only under state passing, whose backward (the
+/// exchange's dual) is not built: refused here, where the backward meets the
+/// chunked scan first.
+LogicalResult SSDCorrectOp::buildGradient(GradientBuilder &) {
+  return emitOpError("sl-autodiff: the backward of the chunked SSD scan (state passing over ")
+         << getChunkAxes() << ", context parallelism) is not built yet; train without cp";
+}
+
+//===----------------------------------------------------------------------===//
+// Backward ops
+//===----------------------------------------------------------------------===//
+
+/// The batch of a backward op that sums over the tokens: contracted. The
+/// sequence stays as the op declares it (whole, for the mixing ops).
+static void contractBatch(RuleBuilder &r, int b) {
+  r.rule.factors[b].kind = FactorKind::Contracted;
+}
+
+LogicalResult GatedRMSNormGradOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  return verifyGatedNorm(*this, getY(), getWeight(), getGroups());
+}
+
+ShardingRule GatedRMSNormGradOp::getShardingRule() {
+  RuleBuilder r;
+  int b = r.factor("b"), s = r.seq(), c = r.factor("groups", FactorKind::Free, getGroups());
+  for (const char *name : {"y", "z"})
+    r.operand(name, {b, s, c});
+  r.operand("weight", {c});
+  r.operand("dresult", {b, s, c});
+  r.result("dy", {b, s, c});
+  r.result("dz", {b, s, c});
+  return r.rule;
+}
+
+LogicalResult GatedRMSNormGradWeightOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  return verifyGatedNorm(*this, getY(), getDweight(), getGroups(), "dweight");
+}
+
+/// The tokens are summed over: b and s contracted (the norm is token-local,
+/// so a split sequence is a partial sum too).
+ShardingRule GatedRMSNormGradWeightOp::getShardingRule() {
+  RuleBuilder r;
+  int b = r.factor("b"), s = r.seq(), c = r.factor("groups", FactorKind::Free, getGroups());
+  contractBatch(r, b);
+  r.rule.factors[s].kind = FactorKind::Contracted;
+  for (const char *name : {"y", "z", "dresult"})
+    r.operand(name, {b, s, c});
+  r.result("dweight", {c});
+  return r.rule;
+}
+
+LogicalResult CausalConv1dGradOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getDy(), "dy", 3)) ||
+      failed(checkRank(*this, getWeight(), "weight", 2)))
+    return failure();
+  return checkDim(*this, getWeight(), "weight", 0, shape(getDy())[2], "channels");
+}
+
+ShardingRule CausalConv1dGradOp::getShardingRule() {
+  RuleBuilder r;
+  int b = r.factor("b"), s = r.seq(), c = r.factor("c"), w = r.factor("width", FactorKind::Whole);
+  r.mixing(s, Remedy::None);
+  r.operand("weight", {c, w});
+  r.operand("dy", {b, s, c});
+  r.result("dx", {b, s, c});
+  return r.rule;
+}
+
+LogicalResult CausalConv1dGradWeightOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getX(), "x", 3)) ||
+      failed(checkRank(*this, getDweight(), "dweight", 2)) ||
+      failed(checkRank(*this, getDbias(), "dbias", 1)))
+    return failure();
+  int64_t c = shape(getX())[2];
+  if (failed(checkDim(*this, getDweight(), "dweight", 0, c, "channels")) ||
+      failed(checkDim(*this, getDbias(), "dbias", 0, c, "channels")))
+    return failure();
+  if (shape(getDweight())[1] < 1)
+    return emitOpError("dweight must have a kernel width of at least 1");
+  return success();
+}
+
+ShardingRule CausalConv1dGradWeightOp::getShardingRule() {
+  RuleBuilder r;
+  int b = r.factor("b"), s = r.seq(), c = r.factor("c"), w = r.factor("width", FactorKind::Whole);
+  contractBatch(r, b);
+  r.mixing(s, Remedy::None);
+  r.operand("x", {b, s, c});
+  r.operand("dy", {b, s, c});
+  r.result("dweight", {c, w});
+  r.result("dbias", {c});
+  return r.rule;
+}
+
+/// The backward ops' results are shaped like the inputs they differentiate.
+template <typename Op>
+static LogicalResult verifySsdGrad(Op op, ArrayRef<std::pair<Value, Value>> resultsLike) {
+  if (inPerRankProgram(op))
+    return success();
+  if (failed(verifySsdOperands(op)))
+    return failure();
+  for (auto [result, like] : resultsLike)
+    if (shape(result) != shape(like))
+      return op.emitOpError("result #") << cast<OpResult>(result).getResultNumber()
+                                        << " must be shaped like the input it differentiates";
+  return success();
+}
+
+LogicalResult SSDScanGradOp::verify() {
+  return verifySsdGrad(
+      *this, {{getDx(), getX()}, {getDdt(), getDt()}, {getDB(), getB()}, {getDC(), getC()}});
+}
+
+LogicalResult SSDScanGradParamsOp::verify() {
+  return verifySsdGrad(*this,
+                       {{getDaLog(), getALog()}, {getDd(), getD()}, {getDdtBias(), getDtBias()}});
+}
+
+/// sl.ssd_scan's factors with the sequence whole; `tokenResults` (shaped like
+/// x) or the per-head `paramResults` (batch contracted).
+static ShardingRule ssdGradRule(int64_t groups, ArrayRef<const char *> tokenResults,
+                                ArrayRef<const char *> paramResults) {
+  RuleBuilder r;
+  int b = r.factor("b"), s = r.seq(), h = r.factor("groups", FactorKind::Free, groups);
+  r.mixing(s, Remedy::None);
+  if (!paramResults.empty())
+    contractBatch(r, b);
+  for (const char *name : {"x", "dt", "a_log", "B", "C", "d", "dt_bias", "dy"}) {
+    bool perHead =
+        StringRef(name) == "a_log" || StringRef(name) == "d" || StringRef(name) == "dt_bias";
+    r.operand(name, perHead ? std::vector<int>{h} : std::vector<int>{b, s, h});
+  }
+  for (const char *name : tokenResults)
+    r.result(name, {b, s, h});
+  for (const char *name : paramResults)
+    r.result(name, {h});
+  return r.rule;
+}
+
+ShardingRule SSDScanGradOp::getShardingRule() {
+  return ssdGradRule(getGroups(), {"dx", "ddt", "dB", "dC"}, {});
+}
+
+ShardingRule SSDScanGradParamsOp::getShardingRule() {
+  return ssdGradRule(getGroups(), {}, {"da_log", "dd", "ddt_bias"});
 }

@@ -343,6 +343,65 @@ void rglru_scan_grad(const float *x, const float *wa, const float *ba, const flo
                      int64_t W, float *dx, const RglruParamGrads &dp, float c = 8.0f);
 
 //===----------------------------------------------------------------------===//
+// Backward of the Mamba-2 ops: the gated norm, the conv and the SSD scan
+// (mamba_grad.cpp)
+//===----------------------------------------------------------------------===//
+//
+// Per-token cotangents are written; cotangents of per-channel or per-head
+// parameters are *added to* (the caller zeroes them), so that a rank's
+// sequence chunks accumulate into one partial sum.
+
+/// The cotangents of gated_rms_norm with respect to y and z for the output
+/// cotangent dout[T,C]. Per token and group, with r = 1/sqrt(mean y^2 + eps)
+/// and u[c] = dout[c] w[c] silu(z[c]):
+///   dy[c] = r u[c] - y[c] r^3 mean_c'(y[c'] u[c'])
+///   dz[c] = dout[c] y[c] r w[c] silu'(z[c])
+void gated_rms_norm_grad(const float *y, const float *z, const float *w, const float *dout,
+                         int64_t T, int64_t C, int64_t groups, float eps, float *dy, float *dz);
+
+/// The weight cotangent of gated_rms_norm over these T tokens:
+///   dw[c] = sum_t dout[t,c] y[t,c] r[t,g] silu(z[t,c])   (written)
+void gated_rms_norm_grad_weight(const float *y, const float *z, const float *dout, int64_t T,
+                                int64_t C, int64_t groups, float eps, float *dw);
+
+/// The cotangents of causal_conv1d with respect to x[B,S,C] and the halo
+/// [B,W-1,C] for the output cotangent dy[B,S,C]: with xx = [halo; x] as in
+/// causal_conv1d, every xx[b,u,c] gets sum_j w[c,j] dy[b, u+(W-1)-j, c]
+/// over the outputs 0 <= u+(W-1)-j < S that read it. dhalo == nullptr: not
+/// wanted.
+void causal_conv1d_grad(const float *w, const float *dy, int64_t B, int64_t S, int64_t C, int64_t W,
+                        float *dx, float *dhalo);
+
+/// The weight and bias cotangents of causal_conv1d over these tokens, added
+/// to dw[C,W] and dbias[C] (nullptr: not wanted); halo as in causal_conv1d:
+///   dw[c,j] += sum_{b,t} dy[b,t,c] xx[b, t-(W-1)+j, c],  dbias[c] += sum dy
+void causal_conv1d_grad_weight(const float *x, const float *halo, const float *dy, int64_t B,
+                               int64_t S, int64_t C, int64_t W, float *dw, float *dbias);
+
+/// The cotangents of ssd_scan (same inputs, dt already positive, A negative)
+/// for the cotangents dy[B,S,NH,P] of y, dstate[B,NH,P,N] of state_out and
+/// ddecay[B,NH] of decay_out (nullptr: zero). Per (b,h) the state gradient
+/// runs from the end of the sequence to its start; the per-step states are
+/// recomputed from checkpoints every 64 tokens rather than kept. Written:
+/// dx[B,S,NH,P], ddt[B,S,NH] (with respect to the positive dt), dB, dC
+/// [B,S,G,N] (summed over the heads of a group) and dstate_in[B,NH,P,N]
+/// (the cotangent of state_in; nullptr: not wanted). Added to: dA[NH], dD[NH]
+/// (nullptr: not wanted).
+void ssd_scan_grad(const float *x, const float *dt, const float *A, const float *Bm,
+                   const float *Cm, const float *D, const float *state_in, const float *dy,
+                   const float *dstate, const float *ddecay, const SsdDims &dims, float *dx,
+                   float *ddt, float *dA, float *dB, float *dC, float *dD, float *dstate_in);
+
+/// ssd_prelude's backward over T tokens of NH heads, from ddt[T,NH] with
+/// respect to the positive dt' = softplus(dt + dt_bias) and dA[NH] with
+/// respect to A = -exp(a_log). Written: ddt_raw[T,NH] (may be ddt), the
+/// cotangent of the raw dt; ddt_bias[NH] = sum_t ddt_raw; da_log[NH] = dA A.
+/// Either of ddt_bias, da_log may be nullptr.
+void ssd_prelude_grad(const float *dt, const float *dt_bias, const float *a_log, int64_t T,
+                      int64_t NH, const float *ddt, const float *dA, float *ddt_raw,
+                      float *ddt_bias, float *da_log);
+
+//===----------------------------------------------------------------------===//
 // Mixture of experts (moe.cpp)
 //===----------------------------------------------------------------------===//
 

@@ -3,6 +3,7 @@
 #include "exec/verify.h"
 #include "kernels/cpu/internal.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/ssd_contract.h"
 #include "kernels/cpu/table.h"
 
 #include <algorithm>
@@ -166,6 +167,35 @@ void ssd_prelude(const float *dt, const float *dt_bias, const float *a_log, int6
 
 namespace shardline::rt {
 
+/// (ssd_contract.h)
+SsdLocal checkSsdOperands(Contract &c, Contract::Arg x, Contract::Arg dt, Contract::Arg aLog,
+                          Contract::Arg cm, Contract::Arg dtBias) {
+  enum { kSsdHeads, kSsdGroups };
+  c.rank(x, 3).rank(dt, 3).rank(cm, 3).rank(aLog, 1).rank(dtBias, 1);
+  c.sameDim(dt, 0, x, 0).sameDim(dt, 1, x, 1).sameDim(cm, 0, x, 0).sameDim(cm, 1, x, 1);
+  if (!c.ok())
+    return {};
+  int64_t width = c.global(x)[2], cWidth = c.global(cm)[2];
+  c.attrIn(kSsdHeads, 1, width).attrIn(kSsdGroups, 1, cWidth);
+  if (!c.ok())
+    return {};
+  int64_t heads = c.intAttr(kSsdHeads), groups = c.intAttr(kSsdGroups);
+  c.require(width % heads == 0, "attribute 'heads' (" + std::to_string(heads) +
+                                    ") does not divide x's width " + std::to_string(width));
+  c.require(cWidth % groups == 0, "attribute 'groups' (" + std::to_string(groups) +
+                                      ") does not divide C's width " + std::to_string(cWidth));
+  int64_t nh = c.dim(dt, 2), p = width / heads;
+  int64_t g = Contract::product({groups, c.dim(cm, 2)}) / cWidth;
+  c.dimIs(x, 2, Contract::product({nh, p}), "dt's heads x the head dimension");
+  c.dimIs(aLog, 0, nh, "dt's heads").dimIs(dtBias, 0, nh, "dt's heads");
+  c.require(g >= 1 && c.dim(cm, 2) % g == 0 && nh % g == 0,
+            c.dimText(cm, 2) + ", not whole groups that divide the " + std::to_string(nh) +
+                " heads");
+  if (!c.ok())
+    return {};
+  return {nh, p, g, c.dim(cm, 2) / g};
+}
+
 namespace {
 
 enum { kSsdHeads, kSsdGroups, kSsdChunkAxes };
@@ -221,29 +251,10 @@ template <bool Correct> void checkSsd(Contract &c) {
   Contract::Arg x = operand(Correct ? Y0 : X), dt = operand(Correct ? DtC : Dt),
                 aLog = operand(Correct ? ALogC : ALog), cm = operand(Correct ? CmC : Cm),
                 dtBias = operand(Correct ? DtBiasC : DtBias);
-  c.rank(x, 3).rank(dt, 3).rank(cm, 3).rank(aLog, 1).rank(dtBias, 1);
-  c.sameDim(dt, 0, x, 0).sameDim(dt, 1, x, 1).sameDim(cm, 0, x, 0).sameDim(cm, 1, x, 1);
+  SsdLocal l = checkSsdOperands(c, x, dt, aLog, cm, dtBias);
   if (!c.ok())
     return;
-  int64_t width = c.global(x)[2], cWidth = c.global(cm)[2];
-  c.attrIn(kSsdHeads, 1, width).attrIn(kSsdGroups, 1, cWidth);
-  if (!c.ok())
-    return;
-  int64_t heads = c.intAttr(kSsdHeads), groups = c.intAttr(kSsdGroups);
-  c.require(width % heads == 0, "attribute 'heads' (" + std::to_string(heads) +
-                                    ") does not divide x's width " + std::to_string(width));
-  c.require(cWidth % groups == 0, "attribute 'groups' (" + std::to_string(groups) +
-                                      ") does not divide C's width " + std::to_string(cWidth));
-  int64_t nh = c.dim(dt, 2), p = width / heads;
-  int64_t g = Contract::product({groups, c.dim(cm, 2)}) / cWidth;
-  c.dimIs(x, 2, Contract::product({nh, p}), "dt's heads x the head dimension");
-  c.dimIs(aLog, 0, nh, "dt's heads").dimIs(dtBias, 0, nh, "dt's heads");
-  c.require(g >= 1 && c.dim(cm, 2) % g == 0 && nh % g == 0,
-            c.dimText(cm, 2) + ", not whole groups that divide the " + std::to_string(nh) +
-                " heads");
-  if (!c.ok())
-    return;
-  int64_t n = c.dim(cm, 2) / g, b = c.dim(x, 0);
+  int64_t nh = l.heads, p = l.headDim, n = l.state, b = c.dim(x, 0);
   int64_t k = c.step.attrs[kSsdChunkAxes].strings.empty() ? 1 : c.chunks(x);
   c.require(c.dim(x, 1) % k == 0, c.dimText(x, 1) + ", not " + std::to_string(k) + " equal chunks");
   int64_t states = Contract::product({k, b, nh, p, n});

@@ -1,6 +1,7 @@
 //===- MambaOps.td - Mamba-2 (M) ---------------------------*- tablegen -*-===//
 //
-// The gated norm, the causal conv, the SSD scan and its correction.
+// The gated norm, the causal conv, the SSD scan and its correction, and the
+// backward ops of the first three.
 // Included by SLOps.td, which defines the op classes.
 //
 //===----------------------------------------------------------------------===//
@@ -9,7 +10,7 @@
 #define SHARDLINE_DIALECT_SL_IR_MAMBAOPS_TD
 
 def SL_GatedRMSNormOp : SL_ComputeOp<"gated_rms_norm",
-    [AllShapesMatch<["y", "z", "result"]>]> {
+    [AllShapesMatch<["y", "z", "result"]>], [], SL_Differentiable> {
   let summary = "Mamba-2 gated norm: norm(y) * w * silu(z), normalised within groups";
   let description = [{
     y, z: [b, s, c]; the c channels form `groups` contiguous groups, each
@@ -22,7 +23,7 @@ def SL_GatedRMSNormOp : SL_ComputeOp<"gated_rms_norm",
 }
 
 def SL_CausalConv1dOp : SL_ComputeOp<"causal_conv1d", [AllShapesMatch<["x", "result"]>],
-    ["applyRemedy", "resolveRankFacts"]> {
+    ["applyRemedy", "resolveRankFacts"], SL_Differentiable> {
   let summary = "Depthwise causal convolution along the sequence";
   let description = [{
     x: [b, s, c], weight: [c, width], bias: [c]. y[t] = bias + sum_j
@@ -39,7 +40,7 @@ def SL_CausalConv1dOp : SL_ComputeOp<"causal_conv1d", [AllShapesMatch<["x", "res
 }
 
 def SL_SSDScanOp : SL_ComputeOp<"ssd_scan", [AllShapesMatch<["x", "y"]>],
-    ["applyRemedy", "resolveRankFacts"]> {
+    ["applyRemedy", "resolveRankFacts"], SL_Differentiable> {
   let summary = "Mamba-2 state-space scan (SSD) with scalar decay per head";
   let description = [{
     x: [b, s, heads*p], dt: [b, s, heads], a_log, d, dt_bias: [heads],
@@ -69,7 +70,7 @@ def SL_SSDScanOp : SL_ComputeOp<"ssd_scan", [AllShapesMatch<["x", "y"]>],
 }
 
 def SL_SSDCorrectOp : SL_ComputeOp<"ssd_correct", [AllShapesMatch<["y0", "result"]>],
-    ["resolveRankFacts"]> {
+    ["resolveRankFacts"], SL_Differentiable> {
   let summary = "Adds the contribution of each chunk's true initial state to an SSD scan";
   let description = [{
     y0 is sl.ssd_scan's output with chunks scanned from zero; init [C, b,
@@ -82,5 +83,101 @@ def SL_SSDCorrectOp : SL_ComputeOp<"ssd_correct", [AllShapesMatch<["y0", "result
                    I64Attr:$heads, I64Attr:$groups, StrArrayAttr:$chunk_axes);
   let results = (outs SL_FloatTensor:$result);
 }
+
+//===----------------------------------------------------------------------===//
+// Backward
+//===----------------------------------------------------------------------===//
+
+def SL_GatedRMSNormGradOp : SL_ComputeOp<"gated_rms_norm_grad",
+    [AllShapesMatch<["y", "z", "dresult", "dy", "dz"]>]> {
+  let summary = "Gradient of sl.gated_rms_norm with respect to y and z";
+  let description = [{
+    Per token and group, with r = 1/sqrt(mean y^2 + eps) and
+    u = dresult * weight * silu(z): dy = r u - y r^3 mean(y u),
+    dz = dresult * y * r * weight * silu'(z). Rule: as sl.gated_rms_norm
+    (b, s free; c free in whole groups); nonlinear.
+  }];
+  let arguments = (ins SL_FloatTensor:$y, SL_FloatTensor:$z, SL_FloatTensor:$weight,
+                   SL_FloatTensor:$dresult, I64Attr:$groups,
+                   DefaultValuedAttr<F64Attr, "1.0e-5">:$eps);
+  let results = (outs SL_FloatTensor:$dy, SL_FloatTensor:$dz);
+}
+
+def SL_GatedRMSNormGradWeightOp : SL_ComputeOp<"gated_rms_norm_grad_weight",
+    [AllShapesMatch<["y", "z", "dresult"]>]> {
+  let summary = "Gradient of sl.gated_rms_norm with respect to its weight";
+  let description = [{
+    dweight[c] = sum over tokens of dresult * y * r * silu(z), r as in
+    sl.gated_rms_norm_grad. Rule: b, s contracted (split tokens leave a
+    pending sum); c free in whole groups; nonlinear.
+  }];
+  let arguments = (ins SL_FloatTensor:$y, SL_FloatTensor:$z, SL_FloatTensor:$dresult,
+                   I64Attr:$groups, DefaultValuedAttr<F64Attr, "1.0e-5">:$eps);
+  let results = (outs SL_FloatTensor:$dweight);
+}
+
+def SL_CausalConv1dGradOp : SL_ComputeOp<"causal_conv1d_grad",
+    [AllShapesMatch<["dy", "dx"]>]> {
+  let summary = "Gradient of sl.causal_conv1d with respect to x";
+  let description = [{
+    dx[t] = sum_j weight[j] * dy[t + width - 1 - j] over the outputs t + width
+    - 1 - j inside the sequence: the conv's transpose, anti-causal. Rule: b, c
+    free; s sequence-mixing with no remedy (the sequence is whole, as the
+    forward's without a halo); linear in dy.
+  }];
+  let arguments = (ins SL_FloatTensor:$weight, SL_FloatTensor:$dy);
+  let results = (outs SL_FloatTensor:$dx);
+}
+
+def SL_CausalConv1dGradWeightOp : SL_ComputeOp<"causal_conv1d_grad_weight",
+    [AllShapesMatch<["x", "dy"]>]> {
+  let summary = "Gradient of sl.causal_conv1d with respect to its weight and bias";
+  let description = [{
+    dweight[c, j] = sum over b, t of dy[b, t, c] * x[b, t - width + 1 + j, c]
+    (zero before the sequence), dbias[c] = sum over b, t of dy[b, t, c].
+    `width` is dweight's second dimension. Rule: b contracted (a split batch
+    leaves a pending sum); s sequence-mixing with no remedy (whole); c free;
+    width whole.
+  }];
+  let arguments = (ins SL_FloatTensor:$x, SL_FloatTensor:$dy);
+  let results = (outs SL_FloatTensor:$dweight, SL_FloatTensor:$dbias);
+}
+
+class SL_SSDScanGradOp<string mnemonic, string summ, string what, string rule, dag outs>
+    : SL_ComputeOp<mnemonic, [AllShapesMatch<["x", "dy"]>]> {
+  let summary = summ;
+  let description = [{
+    The backward of sl.ssd_scan without chunks, for the cotangent dy of its
+    result y (its final state and decay feed nothing that is trained). The
+    state's gradient runs from the end of the sequence to its start; the
+    kernel recomputes the per-step states from checkpoints rather than
+    reading them from the forward. Operands and attributes as sl.ssd_scan,
+    then dy.
+  }] # what # rule;
+  let arguments = (ins SL_FloatTensor:$x, SL_FloatTensor:$dt, SL_FloatTensor:$a_log,
+                   SL_FloatTensor:$B, SL_FloatTensor:$C, SL_FloatTensor:$d,
+                   SL_FloatTensor:$dt_bias, SL_FloatTensor:$dy, I64Attr:$heads,
+                   I64Attr:$groups);
+  let results = outs;
+}
+
+def SL_SSDScanGradOp : SL_SSDScanGradOp<"ssd_scan_grad",
+    "Gradient of sl.ssd_scan with respect to its token inputs", [{
+    Results: the cotangents of x, dt (the raw dt, before dt_bias and
+    softplus), B and C (each summed over the heads of its group).
+  }], [{
+    Rule: as sl.ssd_scan (b free; heads and groups free in whole groups) with
+    s sequence-mixing and no remedy: the sequence is whole.
+  }], (outs SL_FloatTensor:$dx, SL_FloatTensor:$ddt, SL_FloatTensor:$dB,
+       SL_FloatTensor:$dC)>;
+
+def SL_SSDScanGradParamsOp : SL_SSDScanGradOp<"ssd_scan_grad_params",
+    "Gradient of sl.ssd_scan with respect to its per-head parameters", [{
+    Results [heads]: the cotangents of a_log, d and dt_bias, summed over the
+    tokens.
+  }], [{
+    Rule: as sl.ssd_scan_grad but b contracted (a split batch leaves a
+    pending sum; the sequence is whole); heads free in whole groups.
+  }], (outs SL_FloatTensor:$da_log, SL_FloatTensor:$dd, SL_FloatTensor:$ddt_bias)>;
 
 #endif

@@ -1,0 +1,325 @@
+//===- mamba_grad_test.cpp - The Mamba-2 backward kernels by finite differences ---===//
+//
+// As grad_kernels_test.cpp: each backward kernel against central differences
+// of its forward cpu:: kernel (kernel_test_util.h, kStep and kTol), for a
+// random cotangent of every output. The split forms are checked against the
+// unsplit call: a conv whose halo gradient is added back to the tokens it
+// came from, and a scan whose second chunk's initial-state gradient is the
+// first chunk's final-state cotangent.
+//
+//===----------------------------------------------------------------------===//
+
+#include "exec/verify.h"
+#include "kernel_test_util.h"
+#include "kernels/cpu/kernels.h"
+#include "step_rig.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cpu = shardline::rt::cpu;
+using namespace shardline::rt;
+using test::dot;
+using test::expectClose;
+using test::expectGradient;
+using test::intAttr;
+using test::Rng;
+using test::StepRig;
+using test::Vec;
+
+namespace {
+
+TEST(MambaGrad, GatedRmsNormAllInputs) {
+  Rng rng(11);
+  const int64_t T = 4, C = 12, groups = 3;
+  const float eps = 1e-5f;
+  Vec y = rng.vec(T * C), z = rng.vec(T * C, -2.0f, 2.0f), w = rng.vec(C, 0.5f, 1.5f),
+      r = rng.vec(T * C), dy(T * C), dz(T * C), dw(C);
+  auto J = [&] {
+    Vec out(T * C);
+    cpu::gated_rms_norm(y.data(), z.data(), w.data(), T, C, groups, eps, out.data());
+    return dot(r, out);
+  };
+  cpu::gated_rms_norm_grad(y.data(), z.data(), w.data(), r.data(), T, C, groups, eps, dy.data(),
+                           dz.data());
+  cpu::gated_rms_norm_grad_weight(y.data(), z.data(), r.data(), T, C, groups, eps, dw.data());
+  expectGradient(y, dy, J, "dy");
+  expectGradient(z, dz, J, "dz");
+  expectGradient(w, dw, J, "dweight");
+}
+
+TEST(MambaGrad, GatedRmsNormWeightSumsOverTokenShards) {
+  Rng rng(12);
+  const int64_t T = 6, C = 8, groups = 2;
+  Vec y = rng.vec(T * C), z = rng.vec(T * C), r = rng.vec(T * C), whole(C), a(C), b(C);
+  cpu::gated_rms_norm_grad_weight(y.data(), z.data(), r.data(), T, C, groups, 1e-5f, whole.data());
+  cpu::gated_rms_norm_grad_weight(y.data(), z.data(), r.data(), 2, C, groups, 1e-5f, a.data());
+  cpu::gated_rms_norm_grad_weight(y.data() + 2 * C, z.data() + 2 * C, r.data() + 2 * C, T - 2, C,
+                                  groups, 1e-5f, b.data());
+  for (int64_t c = 0; c < C; ++c)
+    a[c] += b[c];
+  expectClose(a, whole, 1e-5, 1e-6, "dweight of two token shards");
+}
+
+/// The conv with and without a halo: x, the halo, the weight and the bias.
+void checkConv(bool withHalo) {
+  Rng rng(withHalo ? 21 : 22);
+  const int64_t B = 2, S = 5, C = 3, W = 4;
+  Vec x = rng.vec(B * S * C), w = rng.vec(C * W), bias = rng.vec(C),
+      halo = withHalo ? rng.vec(B * (W - 1) * C) : Vec(), r = rng.vec(B * S * C);
+  auto J = [&] {
+    Vec y(B * S * C);
+    cpu::causal_conv1d(x.data(), w.data(), bias.data(), withHalo ? halo.data() : nullptr, B, S, C,
+                       W, y.data());
+    return dot(r, y);
+  };
+  Vec dx(B * S * C), dhalo(withHalo ? B * (W - 1) * C : 0), dw(C * W, 0.0f), db(C, 0.0f);
+  cpu::causal_conv1d_grad(w.data(), r.data(), B, S, C, W, dx.data(),
+                          withHalo ? dhalo.data() : nullptr);
+  cpu::causal_conv1d_grad_weight(x.data(), withHalo ? halo.data() : nullptr, r.data(), B, S, C, W,
+                                 dw.data(), db.data());
+  expectGradient(x, dx, J, "dx");
+  expectGradient(w, dw, J, "dweight");
+  expectGradient(bias, db, J, "dbias");
+  if (withHalo)
+    expectGradient(halo, dhalo, J, "dhalo");
+}
+
+TEST(MambaGrad, CausalConv1dWithoutHalo) { checkConv(false); }
+TEST(MambaGrad, CausalConv1dWithHalo) { checkConv(true); }
+
+/// A sequence cut in two chunks, the second reading its halo from the first:
+/// the second chunk's halo gradient, added to the first chunk's last tokens,
+/// gives the unsplit dx; the weight gradients of the chunks add up.
+TEST(MambaGrad, CausalConv1dHaloGradientReturnsToItsTokens) {
+  Rng rng(23);
+  const int64_t S = 9, S0 = 5, C = 2, W = 4;
+  Vec x = rng.vec(S * C), w = rng.vec(C * W), r = rng.vec(S * C);
+  Vec whole(S * C), wholeW(C * W, 0.0f), wholeB(C, 0.0f);
+  cpu::causal_conv1d_grad(w.data(), r.data(), 1, S, C, W, whole.data(), nullptr);
+  cpu::causal_conv1d_grad_weight(x.data(), nullptr, r.data(), 1, S, C, W, wholeW.data(),
+                                 wholeB.data());
+  Vec halo((W - 1) * C), dx(S * C), dhalo((W - 1) * C), dw(C * W, 0.0f), db(C, 0.0f);
+  cpu::causal_conv1d_halo(x.data(), nullptr, 1, S0, C, W, halo.data());
+  cpu::causal_conv1d_grad(w.data(), r.data(), 1, S0, C, W, dx.data(), nullptr);
+  cpu::causal_conv1d_grad(w.data(), r.data() + S0 * C, 1, S - S0, C, W, dx.data() + S0 * C,
+                          dhalo.data());
+  for (int64_t i = 0; i < (W - 1) * C; ++i)
+    dx[(S0 - (W - 1)) * C + i] += dhalo[i];
+  expectClose(dx, whole, 1e-6, 1e-6, "dx with the halo's gradient returned");
+  cpu::causal_conv1d_grad_weight(x.data(), nullptr, r.data(), 1, S0, C, W, dw.data(), db.data());
+  cpu::causal_conv1d_grad_weight(x.data() + S0 * C, halo.data(), r.data() + S0 * C, 1, S - S0, C, W,
+                                 dw.data(), db.data());
+  expectClose(dw, wholeW, 1e-5, 1e-6, "dweight summed over the chunks");
+  expectClose(db, wholeB, 1e-5, 1e-6, "dbias summed over the chunks");
+}
+
+/// An SSD problem with every input and every output's cotangent random.
+struct Ssd {
+  cpu::SsdDims d;
+  Vec x, dt, A, Bm, Cm, D, stateIn, dy, dstate, ddecay;
+  Ssd(uint64_t seed, cpu::SsdDims dims) : d(dims) {
+    Rng rng(seed);
+    int64_t T = d.B * d.S, states = d.B * d.NH * d.P * d.N;
+    x = rng.vec(T * d.NH * d.P);
+    dt = rng.vec(T * d.NH, 0.05f, 0.6f);
+    A = rng.vec(d.NH, -1.5f, -0.2f);
+    Bm = rng.vec(T * d.G * d.N);
+    Cm = rng.vec(T * d.G * d.N);
+    D = rng.vec(d.NH);
+    stateIn = rng.vec(states);
+    dy = rng.vec(T * d.NH * d.P);
+    dstate = rng.vec(states);
+    ddecay = rng.vec(d.B * d.NH);
+  }
+  /// J = dy.y + dstate.state + ddecay.decay of the forward kernel.
+  double objective() {
+    Vec y(x.size()), state(stateIn.size()), decay(ddecay.size());
+    cpu::ssd_scan(x.data(), dt.data(), A.data(), Bm.data(), Cm.data(), D.data(), stateIn.data(), d,
+                  y.data(), state.data(), decay.data());
+    return dot(dy, y) + dot(dstate, state) + dot(ddecay, decay);
+  }
+  struct Grads {
+    Vec dx, ddt, dA, dB, dC, dD, dstateIn;
+  };
+  Grads backward(const float *dstateOut, const float *ddecayOut) {
+    Grads g{Vec(x.size()),  Vec(dt.size()),      Vec(A.size(), 0.0f), Vec(Bm.size()),
+            Vec(Cm.size()), Vec(D.size(), 0.0f), Vec(stateIn.size())};
+    cpu::ssd_scan_grad(x.data(), dt.data(), A.data(), Bm.data(), Cm.data(), D.data(),
+                       stateIn.data(), dy.data(), dstateOut, ddecayOut, d, g.dx.data(),
+                       g.ddt.data(), g.dA.data(), g.dB.data(), g.dC.data(), g.dD.data(),
+                       g.dstateIn.data());
+    return g;
+  }
+};
+
+/// 70 tokens: the backward recomputes its states in two blocks of 64 and 6.
+TEST(MambaGrad, SsdScanEveryInputAcrossCheckpointBlocks) {
+  Ssd p(31, {2, 70, 4, 2, 2, 3});
+  Ssd::Grads g = p.backward(p.dstate.data(), p.ddecay.data());
+  auto J = [&] { return p.objective(); };
+  expectGradient(p.x, g.dx, J, "dx");
+  expectGradient(p.dt, g.ddt, J, "ddt");
+  expectGradient(p.A, g.dA, J, "dA");
+  expectGradient(p.Bm, g.dB, J, "dB");
+  expectGradient(p.Cm, g.dC, J, "dC");
+  expectGradient(p.D, g.dD, J, "dD");
+  expectGradient(p.stateIn, g.dstateIn, J, "dstate_in");
+}
+
+/// Without the state's and the decay's cotangents (the scan's only use in
+/// a block), from a zero state, one head per group.
+TEST(MambaGrad, SsdScanOutputOnly) {
+  Ssd p(32, {1, 9, 3, 3, 3, 2});
+  std::fill(p.stateIn.begin(), p.stateIn.end(), 0.0f);
+  std::fill(p.dstate.begin(), p.dstate.end(), 0.0f);
+  std::fill(p.ddecay.begin(), p.ddecay.end(), 0.0f);
+  Ssd::Grads g = p.backward(nullptr, nullptr);
+  auto J = [&] { return p.objective(); };
+  expectGradient(p.x, g.dx, J, "dx");
+  expectGradient(p.dt, g.ddt, J, "ddt");
+  expectGradient(p.A, g.dA, J, "dA");
+  expectGradient(p.Bm, g.dB, J, "dB");
+  expectGradient(p.Cm, g.dC, J, "dC");
+}
+
+/// State passing backwards: the sequence scanned as two chunks, the second
+/// from the first's final state. The second chunk's initial-state gradient
+/// is the first chunk's final-state cotangent, and the chunks' gradients
+/// are then the unsplit scan's.
+TEST(MambaGrad, SsdScanChunksPassTheStateGradientBackwards) {
+  const int64_t S = 12, S0 = 5;
+  Ssd whole(33, {1, S, 2, 2, 1, 3});
+  Ssd::Grads want = whole.backward(whole.dstate.data(), nullptr);
+  auto chunk = [&](int64_t t0, int64_t len) {
+    Ssd c = whole;
+    c.d.S = len;
+    const int64_t hp = c.d.NH * c.d.P, gn = c.d.G * c.d.N;
+    c.x.assign(whole.x.begin() + t0 * hp, whole.x.begin() + (t0 + len) * hp);
+    c.dy.assign(whole.dy.begin() + t0 * hp, whole.dy.begin() + (t0 + len) * hp);
+    c.dt.assign(whole.dt.begin() + t0 * c.d.NH, whole.dt.begin() + (t0 + len) * c.d.NH);
+    c.Bm.assign(whole.Bm.begin() + t0 * gn, whole.Bm.begin() + (t0 + len) * gn);
+    c.Cm.assign(whole.Cm.begin() + t0 * gn, whole.Cm.begin() + (t0 + len) * gn);
+    return c;
+  };
+  Ssd first = chunk(0, S0), second = chunk(S0, S - S0);
+  Vec mid(first.stateIn.size());
+  cpu::ssd_scan(first.x.data(), first.dt.data(), first.A.data(), first.Bm.data(), first.Cm.data(),
+                first.D.data(), first.stateIn.data(), first.d, Vec(first.x.size()).data(),
+                mid.data(), nullptr);
+  second.stateIn = mid;
+  Ssd::Grads g2 = second.backward(whole.dstate.data(), nullptr);
+  Ssd::Grads g1 = first.backward(g2.dstateIn.data(), nullptr);
+  Vec dx = g1.dx, dB = g1.dB;
+  dx.insert(dx.end(), g2.dx.begin(), g2.dx.end());
+  dB.insert(dB.end(), g2.dB.begin(), g2.dB.end());
+  expectClose(dx, want.dx, 1e-4, 1e-5, "dx over two chunks");
+  expectClose(dB, want.dB, 1e-4, 1e-5, "dB over two chunks");
+  expectClose(g1.dstateIn, want.dstateIn, 1e-4, 1e-5, "dstate_in through both chunks");
+  Vec dA = g1.dA, dD = g1.dD;
+  for (size_t h = 0; h < dA.size(); ++h)
+    dA[h] += g2.dA[h], dD[h] += g2.dD[h];
+  expectClose(dA, want.dA, 1e-4, 1e-5, "dA summed over the chunks");
+  expectClose(dD, want.dD, 1e-4, 1e-5, "dD summed over the chunks");
+}
+
+/// The prelude's backward composed with the scan's, against differences of
+/// the raw parameters: dt before dt_bias and softplus, a_log before -exp.
+TEST(MambaGrad, SsdPreludeRawParameters) {
+  Rng rng(34);
+  const cpu::SsdDims d{1, 6, 2, 2, 1, 2};
+  const int64_t T = d.S;
+  Vec x = rng.vec(T * d.NH * d.P), dtRaw = rng.vec(T * d.NH), dtBias = rng.vec(d.NH, -2.0f, 0.0f),
+      aLog = rng.vec(d.NH, -1.0f, 1.0f), Bm = rng.vec(T * d.N), Cm = rng.vec(T * d.N),
+      D = rng.vec(d.NH), r = rng.vec(T * d.NH * d.P);
+  auto J = [&] {
+    Vec dtv(dtRaw.size()), A(d.NH), y(x.size());
+    cpu::ssd_prelude(dtRaw.data(), dtBias.data(), aLog.data(), T, d.NH, dtv.data(), A.data());
+    cpu::ssd_scan(x.data(), dtv.data(), A.data(), Bm.data(), Cm.data(), D.data(), nullptr, d,
+                  y.data(), nullptr, nullptr);
+    return dot(r, y);
+  };
+  Vec dtv(dtRaw.size()), A(d.NH), dx(x.size()), ddt(dtRaw.size()), dA(d.NH, 0.0f), dB(Bm.size()),
+      dC(Cm.size()), dD(d.NH, 0.0f), ddtBias(d.NH), daLog(d.NH);
+  cpu::ssd_prelude(dtRaw.data(), dtBias.data(), aLog.data(), T, d.NH, dtv.data(), A.data());
+  cpu::ssd_scan_grad(x.data(), dtv.data(), A.data(), Bm.data(), Cm.data(), D.data(), nullptr,
+                     r.data(), nullptr, nullptr, d, dx.data(), ddt.data(), dA.data(), dB.data(),
+                     dC.data(), dD.data(), nullptr);
+  cpu::ssd_prelude_grad(dtRaw.data(), dtBias.data(), aLog.data(), T, d.NH, ddt.data(), dA.data(),
+                        ddt.data(), ddtBias.data(), daLog.data());
+  expectGradient(dtRaw, ddt, J, "d dt (raw)");
+  expectGradient(dtBias, ddtBias, J, "d dt_bias");
+  expectGradient(aLog, daLog, J, "d a_log");
+}
+
+TEST(MambaGradKernelTable, EveryBackwardOpWithItsNames) {
+  struct Entry {
+    std::vector<std::string> operands, results, attrs;
+  };
+  const std::vector<std::string> ssdIn = {"x", "dt", "a_log", "B", "C", "d", "dt_bias", "dy"};
+  const std::vector<std::pair<std::string, Entry>> want = {
+      {"gated_rms_norm_grad", {{"y", "z", "weight", "dresult"}, {"dy", "dz"}, {"groups", "eps"}}},
+      {"gated_rms_norm_grad_weight", {{"y", "z", "dresult"}, {"dweight"}, {"groups", "eps"}}},
+      {"causal_conv1d_grad", {{"weight", "dy"}, {"dx"}, {}}},
+      {"causal_conv1d_grad_weight", {{"x", "dy"}, {"dweight", "dbias"}, {}}},
+      {"ssd_scan_grad", {ssdIn, {"dx", "ddt", "dB", "dC"}, {"heads", "groups"}}},
+      {"ssd_scan_grad_params", {ssdIn, {"da_log", "dd", "ddt_bias"}, {"heads", "groups"}}},
+  };
+  const KernelTable &table = cpuBackend().kernels;
+  for (const auto &[kind, entry] : want) {
+    auto it = table.find(kind);
+    ASSERT_NE(it, table.end()) << kind;
+    EXPECT_EQ(it->second.operands, entry.operands) << kind;
+    EXPECT_EQ(it->second.results, entry.results) << kind;
+    std::vector<std::string> attrs;
+    for (const AttrSpec &a : it->second.attrs)
+      attrs.push_back(a.name);
+    EXPECT_EQ(attrs, entry.attrs) << kind;
+    EXPECT_NE(it->second.check, nullptr) << kind;
+  }
+}
+
+AttrValue floatAttr(double v) {
+  AttrValue a;
+  a.present = true;
+  a.f = v;
+  return a;
+}
+
+TEST(MambaGradKernelContracts, NameTheMismatch) {
+  std::vector<int64_t> act = {2, 4, 12};
+  StepRig good("gated_rms_norm_grad", {act, act, {12}, act}, {act, act},
+               {intAttr(3), floatAttr(1e-5)});
+  EXPECT_EQ(good.verify(), "");
+  StepRig groups("gated_rms_norm_grad", {act, act, {12}, act}, {act, act},
+                 {intAttr(5), floatAttr(1e-5)});
+  EXPECT_EQ(groups.verify(), "op #0 (sl.gated_rms_norm_grad 'dy') at test.mlir:1:1: y's 12 "
+                             "channels per rank are not whole groups of the 5 groups");
+  StepRig weight("gated_rms_norm_grad_weight", {act, act, act}, {{8}},
+                 {intAttr(3), floatAttr(1e-5)});
+  EXPECT_NE(weight.verify().find("dweight"), std::string::npos) << weight.verify();
+  StepRig bias("causal_conv1d_grad_weight", {act, act}, {{12, 4}, {6}}, {});
+  EXPECT_NE(bias.verify().find("dbias"), std::string::npos) << bias.verify();
+  StepRig conv("causal_conv1d_grad", {{12, 4}, {2, 4, 6}}, {{2, 4, 6}}, {});
+  EXPECT_NE(conv.verify().find("weight"), std::string::npos) << conv.verify();
+  // x [2, 4, 4 heads x 2], dt [2, 4, 4], B and C [2, 4, 2 groups x 3].
+  std::vector<int64_t> x = {2, 4, 8}, dt = {2, 4, 4}, bc = {2, 4, 6}, h = {4};
+  std::vector<AttrValue> ssd = {intAttr(4), intAttr(2)};
+  StepRig scan("ssd_scan_grad", {x, dt, h, bc, bc, h, h, x}, {x, dt, bc, bc}, ssd);
+  EXPECT_EQ(scan.verify(), "");
+  StepRig dy("ssd_scan_grad", {x, dt, h, bc, bc, h, h, {2, 4, 4}}, {x, dt, bc, bc}, ssd);
+  EXPECT_NE(dy.verify().find("dy"), std::string::npos) << dy.verify();
+  StepRig params("ssd_scan_grad_params", {x, dt, h, bc, bc, h, h, x}, {h, {3}, h}, ssd);
+  EXPECT_NE(params.verify().find("dd"), std::string::npos) << params.verify();
+  StepRig heads("ssd_scan_grad", {x, dt, h, bc, bc, h, h, x}, {x, dt, bc, bc},
+                {intAttr(3), intAttr(2)});
+  EXPECT_NE(heads.verify().find("attribute 'heads' (3) does not divide x's width 8"),
+            std::string::npos)
+      << heads.verify();
+}
+
+} // namespace
