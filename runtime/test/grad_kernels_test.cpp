@@ -36,42 +36,17 @@ namespace cpu = shardline::rt::cpu;
 using namespace shardline::rt;
 using shardline::Layout;
 using shardline::Mesh;
+using test::axesAttr;
+using test::dot;
 using test::expectClose;
+using test::expectGradient;
+using test::intAttr;
 using test::Rng;
 using test::sliceCols;
+using test::StepRig;
 using test::Vec;
 
 namespace {
-
-constexpr double kStep = 1e-2, kTol = 5e-4;
-
-double dot(const Vec &r, const Vec &y) {
-  double s = 0.0;
-  for (size_t i = 0; i < r.size(); ++i)
-    s += static_cast<double>(r[i]) * y[i];
-  return s;
-}
-
-/// `grad` is dJ/dtheta: checked element by element against central
-/// differences of `objective`, which reads `theta` (perturbed in place and
-/// restored). The step is the one f32 actually takes.
-template <typename J>
-void expectGradient(Vec &theta, const Vec &grad, J objective, const char *what) {
-  ASSERT_EQ(theta.size(), grad.size()) << what;
-  double largest = 0.0;
-  for (float g : grad)
-    largest = std::max(largest, (double)std::abs(g));
-  for (size_t i = 0; i < theta.size(); ++i) {
-    float saved = theta[i], up = saved + (float)kStep, down = saved - (float)kStep;
-    theta[i] = up;
-    double jUp = objective();
-    theta[i] = down;
-    double jDown = objective();
-    theta[i] = saved;
-    double fd = (jUp - jDown) / ((double)up - (double)down);
-    ASSERT_NEAR(grad[i], fd, kTol * (largest + std::abs(fd)) + 1e-6) << what << " [" << i << "]";
-  }
-}
 
 Vec add(const Vec &a, const Vec &b) {
   Vec out(a.size());
@@ -400,66 +375,6 @@ struct ReferenceAdamW {
     }
   }
 };
-
-/// One step of `kind` from the CPU table over f32 tensors of the given
-/// shapes (replicated on a one-rank mesh unless the layouts say otherwise),
-/// bound in the entry's operand and result order; ids and labels are i32.
-struct StepRig {
-  Mesh mesh;
-  std::vector<TensorInfo> tensors;
-  std::vector<BufferView> views;
-  Step step;
-  Frame frame{mesh, 0, tensors, views, nullptr};
-
-  StepRig(const std::string &kind, const std::vector<std::vector<int64_t>> &in,
-          const std::vector<std::vector<int64_t>> &out, std::vector<AttrValue> attrs,
-          Mesh onMesh = Mesh{}, std::vector<Layout> layouts = {})
-      : mesh(std::move(onMesh)) {
-    step.kernel = &cpuBackend().kernels.at(kind);
-    step.kind = kind;
-    step.location = "test.mlir:1:1";
-    step.attrs = std::move(attrs);
-    std::vector<std::vector<int64_t>> shapes = in;
-    shapes.insert(shapes.end(), out.begin(), out.end());
-    for (size_t i = 0; i < shapes.size(); ++i) {
-      bool isIn = i < in.size();
-      TensorInfo t;
-      t.name = isIn ? step.kernel->operands[i] : step.kernel->results[i - in.size()];
-      t.shape = shapes[i];
-      t.layout = i < layouts.size() ? layouts[i] : Layout::replicated(shapes[i].size());
-      t.local = t.shape;
-      for (size_t d = 0; d < t.local.size() && d < t.layout.dims.size(); ++d)
-        t.local[d] /= mesh.product(t.layout.dims[d]);
-      t.count = 1;
-      for (int64_t e : t.local)
-        t.count *= e;
-      t.dtype = t.name == "ids" || t.name == "labels" ? DType::I32 : DType::F32;
-      tensors.push_back(t);
-      (isIn ? step.in : step.out).push_back((int32_t)i);
-    }
-  }
-  /// Points the tensors, in order, at f32 buffers.
-  void bind(std::initializer_list<Vec *> buffers) {
-    views.clear();
-    for (Vec *b : buffers)
-      views.emplace_back(b->data(), (int64_t)b->size());
-  }
-  std::string verify() { return verifyProgram({step}, frame); }
-};
-
-AttrValue intAttr(int64_t v) {
-  AttrValue a;
-  a.present = true;
-  a.i = v;
-  return a;
-}
-
-AttrValue axesAttr(std::vector<std::string> axes) {
-  AttrValue a;
-  a.present = true;
-  a.strings = std::move(axes);
-  return a;
-}
 
 struct AdamCase {
   TrainOptions options;
