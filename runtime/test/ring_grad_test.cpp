@@ -15,6 +15,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <functional>
 #include <string>
 #include <thread>
@@ -24,6 +25,7 @@ using namespace shardline::rt;
 using shardline::ChunkOrder;
 using shardline::Layout;
 using shardline::Mesh;
+namespace cpu = shardline::rt::cpu;
 using test::axesAttr;
 using test::dot;
 using test::expectClose;
@@ -150,6 +152,145 @@ TEST(HaloAdd, ContractNamesAShortGradient) {
               mesh, {seq, seq, seq});
   EXPECT_NE(add.verify().find("batch x chunks x width x channels"), std::string::npos)
       << add.verify();
+}
+
+// -- ring attention ----------------------------------------------------------
+
+/// The block gradients of keys split into blocks, given the whole softmax's
+/// log-sum-exp and delta, add up to the gradient of attention() over all
+/// keys: dq summed over the blocks, dk and dv each block's rows; all three
+/// checked by finite differences of attention() itself.
+void checkBlockGrads(const cpu::AttentionDims &d, const std::vector<int64_t> &qPos,
+                     const std::vector<int64_t> &kPos,
+                     const std::vector<std::vector<int64_t>> &blocks, bool causal, float scale,
+                     int64_t window, uint64_t seed) {
+  Rng rng(seed);
+  int64_t qw = d.HQ * d.D, kw = d.HKV * d.D;
+  Vec q = rng.vec(d.B * d.Sq * qw), k = rng.vec(d.B * d.Sk * kw), v = rng.vec(k.size()),
+      r = rng.vec(q.size());
+  auto forward = [&](Vec &out, Vec *lse) {
+    cpu::attention(q.data(), k.data(), v.data(), qPos.data(), kPos.data(), d, causal, scale,
+                   out.data(), lse ? lse->data() : nullptr, window);
+  };
+  Vec out(q.size()), lse(d.B * d.HQ * d.Sq), delta(lse.size());
+  forward(out, &lse);
+  cpu::attention_delta(r.data(), out.data(), d.B, d.Sq, d.HQ, d.D, delta.data());
+  Vec dq(q.size(), 0.0f), dk(k.size(), 0.0f), dv(v.size(), 0.0f);
+  for (const std::vector<int64_t> &idx : blocks) {
+    int64_t n = (int64_t)idx.size();
+    std::vector<int64_t> pos;
+    for (int64_t j : idx)
+      pos.push_back(kPos[j]);
+    Vec kb = rowsAt(k, d.B, d.Sk, kw, idx), vb = rowsAt(v, d.B, d.Sk, kw, idx),
+        dkb(kb.size(), 0.0f), dvb(vb.size(), 0.0f);
+    cpu::attention_block_grad(q.data(), kb.data(), vb.data(), r.data(), qPos.data(), pos.data(),
+                              {d.B, d.Sq, n, d.HQ, d.HKV, d.D}, causal, scale, window, lse.data(),
+                              delta.data(), dq.data(), dkb.data(), dvb.data());
+    for (int64_t b = 0; b < d.B; ++b)
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t e = 0; e < kw; ++e) {
+          dk[(b * d.Sk + idx[j]) * kw + e] = dkb[(b * n + j) * kw + e];
+          dv[(b * d.Sk + idx[j]) * kw + e] = dvb[(b * n + j) * kw + e];
+        }
+  }
+  auto J = [&] {
+    Vec y(q.size());
+    forward(y, nullptr);
+    return dot(r, y);
+  };
+  test::expectGradient(q, dq, J, "block dq");
+  test::expectGradient(k, dk, J, "block dk");
+  test::expectGradient(v, dv, J, "block dv");
+}
+
+TEST(AttentionBlockGrad, ZigzagKeyBlocksCausalGroupedQueries) {
+  // A rank's zigzag queries (chunks 0 and 3 of 12) over the four chunks'
+  // key blocks as a ring of two brings them: its own, then the other's.
+  std::vector<int64_t> qPos = {0, 1, 2, 9, 10, 11}, kPos = {0, 1, 2, 9, 10, 11, 3, 4, 5, 6, 7, 8};
+  checkBlockGrads({2, 6, 12, 4, 2, 2}, qPos, kPos, {{0, 1, 2, 3, 4, 5}, {6, 7, 8, 9, 10, 11}}, true,
+                  0.7f, 0, 21);
+}
+
+TEST(AttentionBlockGrad, NotCausalThreeBlocks) {
+  std::vector<int64_t> pos = {0, 1, 2, 3, 4, 5};
+  checkBlockGrads({1, 6, 6, 2, 1, 3}, pos, pos, {{0, 1}, {2, 3}, {4, 5}}, false, 0.5f, 0, 22);
+}
+
+TEST(AttentionBlockGrad, WindowAndABlockNoQuerySees) {
+  // Window 3: the first block is out of reach of the last queries, and the
+  // queries 0-1 see nothing in the later blocks.
+  std::vector<int64_t> pos = {0, 1, 2, 3, 4, 5, 6, 7};
+  checkBlockGrads({1, 8, 8, 2, 2, 2}, pos, pos, {{0, 1}, {2, 3, 4}, {5, 6, 7}}, true, 0.6f, 3, 23);
+}
+
+/// ring_attention_grad on `cp` thread ranks gives every rank its rows of the
+/// unsplit attention_grad and attention_grad_kv (finite-difference checked in
+/// grad_kernels_test.cpp), and sends (3n - 2) local K, V blocks.
+void checkRingGrad(int64_t cp, ChunkOrder order, bool causal) {
+  const int64_t B = 2, S = 16, HQ = 4, HKV = 2, D = 2, qw = HQ * D, kw = HKV * D;
+  Mesh mesh{{{"cp", cp}}};
+  Layout seq = sequenceSplit(order);
+  Rng rng(31 + cp);
+  Vec q = rng.vec(B * S * qw), k = rng.vec(B * S * kw), v = rng.vec(k.size()),
+      dy = rng.vec(q.size()), dq(q.size()), dk(k.size()), dv(v.size());
+  std::vector<int64_t> all(S);
+  for (int64_t i = 0; i < S; ++i)
+    all[i] = i;
+  float scale = (float)(1.0 / std::sqrt((double)D));
+  cpu::AttentionDims whole{B, S, S, HQ, HKV, D};
+  cpu::attention_grad(q.data(), k.data(), v.data(), dy.data(), all.data(), all.data(), whole,
+                      causal, scale, dq.data());
+  cpu::attention_grad_kv(q.data(), k.data(), v.data(), dy.data(), all.data(), all.data(), whole,
+                         causal, scale, dk.data(), dv.data());
+  std::vector<std::vector<Vec>> got(cp);
+  std::vector<int64_t> bytes(cp);
+  std::vector<std::string> errors(cp);
+  onRanks(cp, mesh, [&](int64_t r, Collectives &collectives) {
+    std::vector<int64_t> qs = {B, S, qw}, ks = {B, S, kw};
+    StepRig rig("ring_attention_grad", {qs, ks, ks, qs}, {qs, ks, ks},
+                {intAttr(HQ), intAttr(causal), AttrValue{}, axesAttr({"cp"})}, mesh,
+                std::vector<Layout>(7, seq));
+    std::vector<int64_t> pos = rig.frame.owned(0, 1, r);
+    int64_t L = (int64_t)pos.size();
+    Vec lq = rowsAt(q, B, S, qw, pos), lk = rowsAt(k, B, S, kw, pos), lv = rowsAt(v, B, S, kw, pos),
+        ldy = rowsAt(dy, B, S, qw, pos), oq(B * L * qw), ok(B * L * kw), ov(B * L * kw);
+    rig.bind({&lq, &lk, &lv, &ldy, &oq, &ok, &ov});
+    rig.frame.self = r;
+    rig.frame.collectives = &collectives;
+    errors[r] = rig.verify();
+    rig.step.kernel->resolve(rig.step, rig.frame);
+    collectives.resetCount();
+    rig.step.kernel->run(rig.step, rig.frame);
+    bytes[r] = collectives.bytesSent();
+    got[r] = {oq, ok, ov};
+  });
+  for (int64_t r = 0; r < cp; ++r) {
+    EXPECT_EQ(errors[r], "") << r;
+    std::vector<int64_t> pos = shardline::ownedIndices(seq, mesh, {B, S, qw}, 1, r);
+    int64_t L = (int64_t)pos.size();
+    expectClose(got[r][0], rowsAt(dq, B, S, qw, pos), 1e-4, 1e-6, "a rank's dq");
+    expectClose(got[r][1], rowsAt(dk, B, S, kw, pos), 1e-4, 1e-6, "a rank's dk");
+    expectClose(got[r][2], rowsAt(dv, B, S, kw, pos), 1e-4, 1e-6, "a rank's dv");
+    EXPECT_EQ(bytes[r], (3 * cp - 2) * 2 * B * L * kw * 4) << "rank " << r;
+  }
+}
+
+TEST(RingAttentionGrad, TwoRanksZigzagCausal) { checkRingGrad(2, ChunkOrder::Zigzag, true); }
+
+TEST(RingAttentionGrad, FourRanksContiguousCausal) {
+  checkRingGrad(4, ChunkOrder::Contiguous, true);
+}
+
+TEST(RingAttentionGrad, FourRanksZigzagNotCausal) { checkRingGrad(4, ChunkOrder::Zigzag, false); }
+
+TEST(RingAttentionGrad, ContractNamesTheResultShape) {
+  Mesh mesh{{{"cp", 2}}};
+  Layout seq = sequenceSplit(ChunkOrder::Contiguous);
+  std::vector<int64_t> qs = {1, 8, 8}, ks = {1, 8, 4};
+  StepRig rig("ring_attention_grad", {qs, ks, ks, qs}, {qs, qs, ks},
+              {intAttr(4), intAttr(1), AttrValue{}, axesAttr({"cp"})}, mesh,
+              std::vector<Layout>(7, seq));
+  EXPECT_NE(rig.verify().find("dk"), std::string::npos) << rig.verify();
 }
 
 } // namespace

@@ -1,6 +1,6 @@
-// The duals of the context-parallel exchanges: the valid program is the file
-// up to the first separator; the chunks after it each hold one op with a wrong
-// shape, layout or attribute.
+// The duals of the context-parallel exchanges and ring attention's backward:
+// the valid program is the file up to the first separator; the chunks after it
+// each hold one op with a wrong shape, layout or attribute.
 // RUN: sed -n '1,/^\/\/ -----$/p' %s | shardline-opt | FileCheck %s
 // RUN: sed -n '1,/^\/\/ -----$/p' %s | shardline-opt -mlir-print-op-generic | shardline-opt | FileCheck %s
 // RUN: shardline-opt %s -split-input-file -verify-diagnostics -o /dev/null
@@ -17,6 +17,13 @@ func.func @duals(%x: tensor<2x16x4xf32, #s>, %dh: tensor<2x6x4xf32, #s>,
   // Zigzag: two chunks per rank, so four halos of 3.
   // CHECK: sl.halo_add %{{.*}}, %{{.*}} {axes = ["cp"], width = 3 : i64} : (tensor<2x12x4xf32, #{{.*}}>, tensor<2x16x4xf32, #{{.*}}>) -> tensor<2x16x4xf32, #{{.*}}>
   %b = sl.halo_add %dhz, %xz {axes = ["cp"], width = 3} : (tensor<2x12x4xf32, #z>, tensor<2x16x4xf32, #z>) -> tensor<2x16x4xf32, #z>
+  return
+}
+
+// CHECK-LABEL: func.func @ring
+func.func @ring(%q: tensor<2x16x8xf32, #z>, %k: tensor<2x16x4xf32, #z>, %dy: tensor<2x16x8xf32, #z>) {
+  // CHECK: sl.ring_attention_grad %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} {axes = ["cp"], heads = 4 : i64, kv_heads = 2 : i64} : (tensor<2x16x8xf32, #{{.*}}>, tensor<2x16x4xf32, #{{.*}}>, tensor<2x16x4xf32, #{{.*}}>, tensor<2x16x8xf32, #{{.*}}>) -> (tensor<2x16x8xf32, #{{.*}}>, tensor<2x16x4xf32, #{{.*}}>, tensor<2x16x4xf32, #{{.*}}>)
+  %dq, %dk, %dv = sl.ring_attention_grad %q, %k, %k, %dy {axes = ["cp"], heads = 4, kv_heads = 2} : (tensor<2x16x8xf32, #z>, tensor<2x16x4xf32, #z>, tensor<2x16x4xf32, #z>, tensor<2x16x8xf32, #z>) -> (tensor<2x16x8xf32, #z>, tensor<2x16x4xf32, #z>, tensor<2x16x4xf32, #z>)
   return
 }
 
@@ -58,5 +65,25 @@ sl.mesh @mesh(cp = 2, tp = 2)
 func.func @halo_add_width(%x: tensor<2x16x4xf32, #s>, %dh: tensor<2x0x4xf32, #s>) {
   // expected-error @+1 {{'sl.halo_add' op width must be positive}}
   %a = sl.halo_add %dh, %x {axes = ["cp"], width = 0} : (tensor<2x0x4xf32, #s>, tensor<2x16x4xf32, #s>) -> tensor<2x16x4xf32, #s>
+  return
+}
+
+// -----
+
+#s = #sl.layout<@mesh, [[], [cp], []]>
+sl.mesh @mesh(cp = 2, tp = 2)
+func.func @ring_grad_axes(%q: tensor<2x16x8xf32, #s>, %k: tensor<2x16x4xf32, #s>) {
+  // expected-error @+1 {{'sl.ring_attention_grad' op axes must be the axes that split the sequence of q, [cp]}}
+  %dq, %dk, %dv = sl.ring_attention_grad %q, %k, %k, %q {axes = ["tp"], heads = 4, kv_heads = 2} : (tensor<2x16x8xf32, #s>, tensor<2x16x4xf32, #s>, tensor<2x16x4xf32, #s>, tensor<2x16x8xf32, #s>) -> (tensor<2x16x8xf32, #s>, tensor<2x16x4xf32, #s>, tensor<2x16x4xf32, #s>)
+  return
+}
+
+// -----
+
+#s = #sl.layout<@mesh, [[], [cp], []]>
+sl.mesh @mesh(cp = 2, tp = 2)
+func.func @ring_grad_dy(%q: tensor<2x16x8xf32, #s>, %k: tensor<2x16x4xf32, #s>) {
+  // expected-error @+1 {{'sl.ring_attention_grad' op failed to verify that all of {q, dy, dq} have same shape}}
+  %dq, %dk, %dv = sl.ring_attention_grad %q, %k, %k, %k {axes = ["cp"], heads = 4, kv_heads = 2} : (tensor<2x16x8xf32, #s>, tensor<2x16x4xf32, #s>, tensor<2x16x4xf32, #s>, tensor<2x16x4xf32, #s>) -> (tensor<2x16x8xf32, #s>, tensor<2x16x4xf32, #s>, tensor<2x16x4xf32, #s>)
   return
 }

@@ -45,6 +45,8 @@ func.func @attention(%x: tensor<2x16x32xf32>, %kv: tensor<2x16x16xf32>) -> (tens
   %o = sl.attention %r, %kv, %kv {heads = 4, kv_heads = 2} : (tensor<2x16x32xf32>, tensor<2x16x16xf32>, tensor<2x16x16xf32>) -> tensor<2x16x32xf32>
   // CHECK: remark: sl.ring_attention: q[b,s,heads] k[b,s,heads] v[b,s,heads] -> result[b,s,heads]; free: b,heads (granule 2 kv heads); sequence-mixing: s (kv exchange over [cp]); sequence: s{{$}}
   %ring = sl.ring_attention %r, %kv, %kv {heads = 4, kv_heads = 2, axes = ["cp"]} : (tensor<2x16x32xf32>, tensor<2x16x16xf32>, tensor<2x16x16xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.ring_attention_grad: q[b,s,heads] k[b,s,heads] v[b,s,heads] dy[b,s,heads] -> dq[b,s,heads] dk[b,s,heads] dv[b,s,heads]; free: b,heads (granule 2 kv heads); sequence-mixing: s (kv exchange over [cp]); sequence: s{{$}}
+  %dq, %dk, %dv = sl.ring_attention_grad %r, %kv, %kv, %r {heads = 4, kv_heads = 2, axes = ["cp"]} : (tensor<2x16x32xf32>, tensor<2x16x16xf32>, tensor<2x16x16xf32>, tensor<2x16x32xf32>) -> (tensor<2x16x32xf32>, tensor<2x16x16xf32>, tensor<2x16x16xf32>)
   return %o, %ring : tensor<2x16x32xf32>, tensor<2x16x32xf32>
 }
 func.func @local_attention(%q: tensor<2x16x32xf32>, %kv: tensor<2x16x16xf32>, %qs: tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>, %kvs: tensor<2x16x16xf32, #sl.layout<@mesh, [[], [cp], []]>>, %h: tensor<2x10x16xf32, #sl.layout<@mesh, [[], [cp], []]>>) -> (tensor<2x16x32xf32>, tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp], []]>>) {
