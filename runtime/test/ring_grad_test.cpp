@@ -293,4 +293,95 @@ TEST(RingAttentionGrad, ContractNamesTheResultShape) {
   EXPECT_NE(rig.verify().find("dk"), std::string::npos) << rig.verify();
 }
 
+// -- local attention ---------------------------------------------------------
+
+/// local_attention_grad against finite differences of local_attention() for
+/// every input, the halo rows included (those before position 0 get zero:
+/// they are not keys).
+void checkLocalGrad(int64_t S, int64_t H, int64_t start, int64_t window, uint64_t seed) {
+  const int64_t B = 2, HQ = 4, HKV = 2, D = 2, qw = HQ * D, kw = HKV * D;
+  Rng rng(seed);
+  Vec q = rng.vec(B * S * qw), k = rng.vec(B * S * kw), v = rng.vec(k.size()),
+      hk = rng.vec(B * H * kw), hv = rng.vec(hk.size()), r = rng.vec(q.size());
+  cpu::AttentionDims d{B, S, S, HQ, HKV, D};
+  Vec dq(q.size()), dk(k.size()), dv(v.size()), dhk(hk.size(), 1.0f), dhv(hv.size(), 1.0f);
+  const float *haloK = H ? hk.data() : nullptr, *haloV = H ? hv.data() : nullptr;
+  cpu::local_attention_grad(q.data(), k.data(), v.data(), haloK, haloV, r.data(), H, start, d,
+                            window, dq.data(), dk.data(), dv.data(), H ? dhk.data() : nullptr,
+                            H ? dhv.data() : nullptr);
+  auto J = [&] {
+    Vec y(q.size());
+    cpu::local_attention(q.data(), k.data(), v.data(), haloK, haloV, H, start, d, window, y.data());
+    return dot(r, y);
+  };
+  test::expectGradient(q, dq, J, "local dq");
+  test::expectGradient(k, dk, J, "local dk");
+  test::expectGradient(v, dv, J, "local dv");
+  if (!H)
+    return;
+  test::expectGradient(hk, dhk, J, "local dk_halo");
+  test::expectGradient(hv, dhv, J, "local dv_halo");
+  int64_t skip = std::max<int64_t>(0, H - start);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t e = 0; e < skip * kw; ++e)
+      EXPECT_EQ(dhk[b * H * kw + e], 0.0f) << "a halo row before position 0";
+}
+
+TEST(LocalAttentionGrad, WholeSequence) { checkLocalGrad(8, 0, 0, 3, 51); }
+
+TEST(LocalAttentionGrad, ChunkWithAHalo) { checkLocalGrad(6, 4, 10, 5, 52); }
+
+TEST(LocalAttentionGrad, HaloReachingBeforeTheSequence) { checkLocalGrad(4, 5, 2, 6, 53); }
+
+/// The gradient of a chunked run equals the unsplit one: each chunk's own
+/// rows, plus its halo rows' gradients added onto the tokens they copy (what
+/// halo_add does across ranks).
+TEST(LocalAttentionGrad, ChunksAndHalosSumToTheWholeSequence) {
+  const int64_t B = 1, S = 12, L = 4, HQ = 2, HKV = 1, D = 2, W = 6, H = W - 1, qw = HQ * D,
+                kw = HKV * D;
+  Rng rng(54);
+  Vec q = rng.vec(B * S * qw), k = rng.vec(B * S * kw), v = rng.vec(k.size()),
+      r = rng.vec(q.size());
+  Vec dq(q.size()), dk(k.size()), dv(v.size());
+  cpu::local_attention_grad(q.data(), k.data(), v.data(), nullptr, nullptr, r.data(), 0, 0,
+                            {B, S, S, HQ, HKV, D}, W, dq.data(), dk.data(), dv.data(), nullptr,
+                            nullptr);
+  Vec gq(q.size(), 0.0f), gk(k.size(), 0.0f), gv(v.size(), 0.0f);
+  for (int64_t start = 0; start < S; start += L) {
+    auto rows = [&](const Vec &t, int64_t w, int64_t from, int64_t n) {
+      Vec out(n * w, 0.0f);
+      for (int64_t i = 0; i < n; ++i)
+        if (from + i >= 0)
+          std::copy_n(t.begin() + (from + i) * w, w, out.begin() + i * w);
+      return out;
+    };
+    Vec cq = rows(q, qw, start, L), ck = rows(k, kw, start, L), cv = rows(v, kw, start, L),
+        cr = rows(r, qw, start, L), hk = rows(k, kw, start - H, H), hv = rows(v, kw, start - H, H);
+    Vec oq(cq.size()), ok(ck.size()), ov(cv.size()), ohk(hk.size()), ohv(hv.size());
+    cpu::local_attention_grad(cq.data(), ck.data(), cv.data(), hk.data(), hv.data(), cr.data(), H,
+                              start, {B, L, L, HQ, HKV, D}, W, oq.data(), ok.data(), ov.data(),
+                              ohk.data(), ohv.data());
+    std::copy(oq.begin(), oq.end(), gq.begin() + start * qw);
+    for (int64_t i = 0; i < L * kw; ++i) {
+      gk[start * kw + i] += ok[i];
+      gv[start * kw + i] += ov[i];
+    }
+    for (int64_t i = 0; i < H; ++i)
+      for (int64_t e = 0; e < kw && start - H + i >= 0; ++e) {
+        gk[(start - H + i) * kw + e] += ohk[i * kw + e];
+        gv[(start - H + i) * kw + e] += ohv[i * kw + e];
+      }
+  }
+  expectClose(gq, dq, 1e-5, 1e-6, "dq over chunks");
+  expectClose(gk, dk, 1e-5, 1e-6, "dk over chunks and halos");
+  expectClose(gv, dv, 1e-5, 1e-6, "dv over chunks and halos");
+}
+
+TEST(LocalAttentionGrad, ContractNamesTheHaloGradient) {
+  std::vector<int64_t> qs = {1, 8, 8}, ks = {1, 8, 4}, hs = {1, 2, 4};
+  StepRig rig("local_attention_grad_halo", {qs, ks, ks, hs, hs, qs}, {qs, ks, ks, hs, ks},
+              {intAttr(4), intAttr(3)});
+  EXPECT_NE(rig.verify().find("dv_halo"), std::string::npos) << rig.verify();
+}
+
 } // namespace

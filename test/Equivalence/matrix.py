@@ -15,7 +15,8 @@ mixed 8-rank meshes (tp2 cp2 ep2, tp2 cp2 dp2). nam56r-tiny in bf16 runs the
 8-rank meshes only: its tensors in 16 bits, its arena peak the report's.
 Prints one line per entry and "N passed, N failed".
 
-With --train, the families that train (attention, mlp, and the two together)
+With --train, the families that train (attention, mlp, the two together, and
+local attention)
 are compiled with --train and run for TRAIN_STEPS AdamW steps
 (shardline-run --train --verify): every step's loss, the last step's
 gradients and the final weights must equal the single-device training run's
@@ -54,6 +55,8 @@ TRAINABLE = {
     "mlp": FAMILIES["mlp"],
     "dense": dict(SMALL, pattern="AF", attention={"heads": 8, "kv_heads": 4, "head_dim": 4},
                   mlp={"ffn_hidden": 64}),
+    # The halos' gradients go back through sl.halo_add.
+    "local_attention": FAMILIES["local_attention"],
 }
 
 

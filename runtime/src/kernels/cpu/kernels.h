@@ -240,6 +240,15 @@ void attention_block_grad(const float *q, const float *k, const float *v, const 
                           bool causal, float scale, int64_t window, const float *lse,
                           const float *delta, float *dq, float *dk, float *dv);
 
+/// The cotangents of local_attention() (same arguments) for dy[B,S,HQ,D]:
+/// dq[B,S,HQ,D], dk, dv[B,S,HKV,D] for its own keys and, when H > 0,
+/// dhalo_k, dhalo_v[B,H,HKV,D] for the halo rows (zero for rows before
+/// position 0, which are not keys).
+void local_attention_grad(const float *q, const float *k, const float *v, const float *halo_k,
+                          const float *halo_v, const float *dy, int64_t H, int64_t start,
+                          const AttentionDims &dims, int64_t window, float *dq, float *dk,
+                          float *dv, float *dhalo_k, float *dhalo_v);
+
 //===----------------------------------------------------------------------===//
 // Convolution (conv.cpp) and scans: state passing (scan.cpp), the SSD
 // (mamba.cpp), the RG-LRU (recurrent.cpp)

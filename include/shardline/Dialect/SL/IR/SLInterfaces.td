@@ -125,8 +125,8 @@ def SL_GradientOpInterface : OpInterface<"GradientOpInterface"> {
       }], "::mlir::LogicalResult", "buildGradient", (ins "::mlir::sl::GradientBuilder &":$g), "",
       [{
         return $_op->emitOpError("sl-autodiff: no gradient for this op yet (training covers "
-                                 "the embedding, attention (A) and MLP (F) blocks, the final "
-                                 "norm, the LM head and the cross-entropy)");
+                                 "the embedding, attention (A), local attention (L) and MLP (F) "
+                                 "blocks, the final norm, the LM head and the cross-entropy)");
       }]>,
   ];
 }
