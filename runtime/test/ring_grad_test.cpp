@@ -384,4 +384,49 @@ TEST(LocalAttentionGrad, ContractNamesTheHaloGradient) {
   EXPECT_NE(rig.verify().find("dv_halo"), std::string::npos) << rig.verify();
 }
 
+// -- the kernel table --------------------------------------------------------
+
+/// The entries bind the names the plan writes for these ops.
+TEST(CpGradKernelTable, EntriesWithTheirNames) {
+  struct Entry {
+    std::vector<std::string> operands, results;
+  };
+  const std::vector<std::pair<std::string, Entry>> want = {
+      {"halo_add", {{"grad", "x"}, {"result"}}},
+      {"ring_attention_grad", {{"q", "k", "v", "dy"}, {"dq", "dk", "dv"}}},
+      {"local_attention_grad", {{"q", "k", "v", "dy"}, {"dq", "dk", "dv"}}},
+      {"local_attention_grad_halo",
+       {{"q", "k", "v", "k_halo", "v_halo", "dy"}, {"dq", "dk", "dv", "dk_halo", "dv_halo"}}},
+  };
+  const KernelTable &table = cpuBackend().kernels;
+  for (const auto &[kind, entry] : want) {
+    auto it = table.find(kind);
+    ASSERT_NE(it, table.end()) << kind;
+    EXPECT_EQ(it->second.operands, entry.operands) << kind;
+    EXPECT_EQ(it->second.results, entry.results) << kind;
+    EXPECT_NE(it->second.check, nullptr) << kind;
+  }
+}
+
+/// ring_attention_grad resolves the forward's ring: the same members in
+/// order from this rank, the same query and key positions.
+TEST(CpGradKernelTable, RingFactsAsTheForward) {
+  Mesh mesh{{{"cp", 4}}};
+  Layout seq = sequenceSplit(ChunkOrder::Zigzag);
+  std::vector<int64_t> qs = {1, 16, 8}, ks = {1, 16, 4};
+  AttrValue heads = intAttr(4), causal = intAttr(1), axes = axesAttr({"cp"});
+  StepRig forward("ring_attention", {qs, ks, ks}, {qs}, {heads, causal, AttrValue{}, axes}, mesh,
+                  std::vector<Layout>(4, seq));
+  StepRig backward("ring_attention_grad", {qs, ks, ks, qs}, {qs, ks, ks},
+                   {heads, causal, AttrValue{}, axes}, mesh, std::vector<Layout>(7, seq));
+  for (StepRig *rig : {&forward, &backward}) {
+    rig->frame.self = 2;
+    rig->step.kernel->resolve(rig->step, rig->frame);
+  }
+  EXPECT_EQ(backward.step.facts.members, (std::vector<int64_t>{2, 3, 0, 1}));
+  EXPECT_EQ(backward.step.facts.members, forward.step.facts.members);
+  EXPECT_EQ(backward.step.facts.positions, forward.step.facts.positions);
+  EXPECT_EQ(backward.step.facts.memberPositions, forward.step.facts.memberPositions);
+}
+
 } // namespace
