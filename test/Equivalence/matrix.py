@@ -15,14 +15,15 @@ mixed 8-rank meshes (tp2 cp2 ep2, tp2 cp2 dp2). nam56r-tiny in bf16 runs the
 8-rank meshes only: its tensors in 16 bits, its arena peak the report's.
 Prints one line per entry and "N passed, N failed".
 
-With --train, the families that train (attention, mlp, the two together, moe)
-are compiled with --train and run for TRAIN_STEPS AdamW steps
-(shardline-run --train --verify): every step's loss, the last step's
-gradients and the final weights must equal the single-device training run's
-(relative error 1e-4), and the bytes and arena peak the report's. Ring
-attention has no backward yet, so cp entries use allgather and a2a only. The
-families in TRAIN_WITHOUT_CP (whose halo and state passing have no backward
-yet) train without cp: their mixed entry is tp2 sp ep2 dp2 instead.
+With --train, the families that train (attention, mlp, the two together,
+local attention, moe, mamba) are compiled with --train and run for
+TRAIN_STEPS AdamW steps (shardline-run --train --verify): every step's loss,
+the last step's gradients and the final weights must equal the single-device
+training run's (relative error 1e-4), and the bytes and arena peak the
+report's, with every cp_comm (ring attention's backward circulates K, V and
+their gradients). The families in TRAIN_WITHOUT_CP (whose state passing has
+no backward yet) train without cp: their mixed entry is tp2 sp ep2 dp2
+instead.
 """
 
 import argparse
@@ -58,20 +59,19 @@ TRAINABLE = {
     "dense": dict(SMALL, pattern="AF", attention={"heads": 8, "kv_heads": 4, "head_dim": 4},
                   mlp={"ffn_hidden": 64}),
     "mamba": FAMILIES["mamba"],
+    # The halos' gradients go back through sl.halo_add.
+    "local_attention": FAMILIES["local_attention"],
 }
 TRAIN_WITHOUT_CP = {"mamba"}
 
 
-def entries(has_attention, mixes_only=False, train=False, cp=True):
+def entries(has_attention, mixes_only=False, cp=True):
     """(flags, description) of the matrix for one family; without cp, no
     entry splits the sequence over cp."""
     out = [["--tp", "1", "--sp=false"]]
     for tp in ("2", "4"):
         out += [["--tp", tp, "--sp=false"], ["--tp", tp, "--sp"]]
-    if train:
-        comms = ("allgather", "a2a") if has_attention else ("allgather",)
-    else:
-        comms = ("ring", "allgather", "a2a") if has_attention else ("ring",)
+    comms = ("ring", "allgather", "a2a") if has_attention else ("ring",)
     for size in ("2", "4") if cp else ():
         for order in ("zigzag", "contiguous"):
             for comm in comms:
@@ -82,8 +82,7 @@ def entries(has_attention, mixes_only=False, train=False, cp=True):
         mixes = [["--tp", "2", "--sp", "--ep", "2", "--dp", "2"]]
         return mixes if mixes_only else out + mixes
     mixes = [["--tp", "2", "--sp", "--cp", "2", "--ep", "2", "--cp-comm", comm] for comm in comms]
-    mixes.append(["--tp", "2", "--sp=false", "--cp", "2", "--cp-order", "contiguous", "--dp", "2"]
-                 + (["--cp-comm", "allgather"] if train else []))
+    mixes.append(["--tp", "2", "--sp=false", "--cp", "2", "--cp-order", "contiguous", "--dp", "2"])
     return mixes if mixes_only else out + mixes
 
 
@@ -165,7 +164,6 @@ def main():
             if args.only and args.only not in name:
                 continue
             for i, flags in enumerate(entries(has_attention, mixes_only=name == "nam56r-bf16",
-                                              train=args.train,
                                               cp=not (args.train and name in TRAIN_WITHOUT_CP))):
                 jobs.append((name, path, flags, i))
         counts = {"PASS": 0, "FAIL": 0, "n/a": 0}

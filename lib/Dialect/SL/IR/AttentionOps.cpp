@@ -54,38 +54,63 @@ ShardingRule AttentionOp::getShardingRule() {
   return r.rule;
 }
 
-LogicalResult RingAttentionOp::verify() {
-  if (inPerRankProgram(*this))
-    return success();
-  if (failed(verifyAttentionShapes(*this)))
+/// The checks sl.ring_attention and its backward share.
+template <typename OpTy> static LogicalResult verifyRing(OpTy op) {
+  if (failed(verifyAttentionShapes(op)))
     return failure();
-  if (shape(getK())[1] != shape(getQ())[1])
-    return emitOpError("q and k must have the same sequence length");
-  if (getAxes().empty())
-    return emitOpError("needs at least one ring axis");
+  if (shape(op.getK())[1] != shape(op.getQ())[1])
+    return op.emitOpError("q and k must have the same sequence length");
+  if (op.getAxes().empty())
+    return op.emitOpError("needs at least one ring axis");
   // Every rank of the ring must hold its own block of keys, or the merge
   // counts some keys more than once.
-  if (LayoutAttr l = getLayout(getQ())) {
+  if (LayoutAttr l = getLayout(op.getQ())) {
     SmallVector<StringRef> want;
-    for (Attribute a : getAxes())
+    for (Attribute a : op.getAxes())
       want.push_back(cast<StringAttr>(a).getValue());
     if (l.getDimAxes(1) != want)
-      return emitOpError("axes must be the axes that split the sequence of q, ")
+      return op.emitOpError("axes must be the axes that split the sequence of q, ")
              << shardline::formatAxes(toLayout(l).dims[1]);
   }
   return success();
 }
 
-ShardingRule RingAttentionOp::getShardingRule() {
+LogicalResult RingAttentionOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  return verifyRing(*this);
+}
+
+/// b, heads free (in whole kv heads), the sequence exchanged around the ring
+/// over `axes`; q, k, v and then `extra` operands, and `results`, all
+/// [b, s, heads].
+static ShardingRule ringRule(int64_t kvHeads, ArrayAttr axes, ArrayRef<StringRef> extra,
+                             ArrayRef<StringRef> results) {
   RuleBuilder r;
-  int b = r.factor("b"), s = r.seq(), h = r.factor("heads", FactorKind::Free, getKvHeads());
+  int b = r.factor("b"), s = r.seq(), h = r.factor("heads", FactorKind::Free, kvHeads);
   r.rule.factors[h].granuleName = "kv heads";
-  r.mixing(s, Remedy::KVExchange, getAxes());
-  r.operand("q", {b, s, h});
-  r.operand("k", {b, s, h});
-  r.operand("v", {b, s, h});
-  r.result("result", {b, s, h});
+  r.mixing(s, Remedy::KVExchange, axes);
+  for (StringRef name : {"q", "k", "v"})
+    r.operand(name.str(), {b, s, h});
+  for (StringRef name : extra)
+    r.operand(name.str(), {b, s, h});
+  for (StringRef name : results)
+    r.result(name.str(), {b, s, h});
   return r.rule;
+}
+
+ShardingRule RingAttentionOp::getShardingRule() {
+  return ringRule(getKvHeads(), getAxes(), {}, {"result"});
+}
+
+LogicalResult RingAttentionGradOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  return verifyRing(*this);
+}
+
+ShardingRule RingAttentionGradOp::getShardingRule() {
+  return ringRule(getKvHeads(), getAxes(), {"dy"}, {"dq", "dk", "dv"});
 }
 
 //===----------------------------------------------------------------------===//
@@ -161,21 +186,39 @@ void AttentionOp::resolveRankFacts(const RankContext &ctx) {
   setAttentionFacts(*this, ctx, getQ(), getK());
 }
 
-void RingAttentionOp::resolveRankFacts(const RankContext &ctx) {
-  (*this)->setAttr(kTokensAttr, ctx.runs(getQ(), 1));
-  std::vector<int64_t> members = ctx.group(getAxes());
+/// The query tokens, the ring in order from this rank and each member's key
+/// tokens (the forward and its backward alike).
+static void setRingFacts(Operation *op, const RankContext &ctx, Value q, Value k, ArrayAttr axes) {
+  op->setAttr(kTokensAttr, ctx.runs(q, 1));
+  std::vector<int64_t> members = ctx.group(axes);
   std::rotate(members.begin(), std::find(members.begin(), members.end(), ctx.getRank()),
               members.end());
-  (*this)->setAttr(kRingAttr, ctx.ranks(members));
+  op->setAttr(kRingAttr, ctx.ranks(members));
   SmallVector<Attribute> keys;
   for (int64_t m : members)
-    keys.push_back(ctx.runs(getK(), 1, m));
-  (*this)->setAttr(kKeyTokensAttr, ArrayAttr::get(getContext(), keys));
+    keys.push_back(ctx.runs(k, 1, m));
+  op->setAttr(kKeyTokensAttr, ArrayAttr::get(op->getContext(), keys));
+}
+
+void RingAttentionOp::resolveRankFacts(const RankContext &ctx) {
+  setRingFacts(*this, ctx, getQ(), getK(), getAxes());
+}
+
+void RingAttentionGradOp::resolveRankFacts(const RankContext &ctx) {
+  setRingFacts(*this, ctx, getQ(), getK(), getAxes());
 }
 
 /// Every rank passes its K and V blocks on in each of the n-1 steps.
 int64_t RingAttentionOp::sentBytesPerRank(const shardline::Mesh &mesh) {
   return shardline::saturatingMul(groupSize(mesh, getAxes()) - 1,
+                                  localBytes(getK(), mesh) + localBytes(getV(), mesh));
+}
+
+/// The recomputing pass sends the K, V block n - 1 times; the gradient pass
+/// sends it n - 1 times more with its dK, dV (of the same size), and the
+/// dK, dV once more to bring them home: (3n - 2) blocks of K and V.
+int64_t RingAttentionGradOp::sentBytesPerRank(const shardline::Mesh &mesh) {
+  return shardline::saturatingMul(3 * groupSize(mesh, getAxes()) - 2,
                                   localBytes(getK(), mesh) + localBytes(getV(), mesh));
 }
 
@@ -215,7 +258,24 @@ LogicalResult AttentionOp::buildGradient(GradientBuilder &g) {
   return success();
 }
 
-LogicalResult RingAttentionOp::buildGradient(GradientBuilder &) {
-  return emitOpError("sl-autodiff: the backward of ring attention is not built yet; train with "
-                     "--cp-comm allgather or a2a");
+/// dq, dk and dv from one sl.ring_attention_grad over the same ring: the
+/// key blocks and their gradients circulate, so nothing is left pending.
+LogicalResult RingAttentionOp::buildGradient(GradientBuilder &g) {
+  FailureOr<Value> dy = g.resultGradient(0);
+  if (failed(dy) || !*dy)
+    return failure(failed(dy));
+  Value q = getQ(), k = getK(), v = getV();
+  FailureOr<Operation *> grad =
+      g.build("sl.ring_attention_grad", {q, k, v, *dy}, {q, k, v},
+              GradientBuilder::attrsOf(*this, {"heads", "kv_heads", "axes", "causal", "scale"}));
+  if (failed(grad))
+    return failure();
+  (*grad)->setAttr(kReasonAttr, StringAttr::get(getContext(),
+                                                "gradient of " + opLabel(*this) +
+                                                    ": K, V and their gradients circulate around " +
+                                                    shardline::formatAxes(axisNames(getAxes()))));
+  for (unsigned i = 0; i < 3; ++i)
+    if (g.needsGradient(i))
+      g.contribute(i, (*grad)->getResult(i));
+  return success();
 }

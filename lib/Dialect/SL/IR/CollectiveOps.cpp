@@ -231,6 +231,34 @@ LogicalResult HaloOp::verify() {
   return expectLayout(*this, out, in);
 }
 
+LogicalResult HaloAddOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  auto ls = verifyTransition(*this, getGrad(), getResult(), false);
+  if (failed(ls) || failed(checkAxes(*this, getAxes())) ||
+      failed(checkRank(*this, getX(), "x", 3)) || failed(checkRank(*this, getGrad(), "grad", 3)))
+    return failure();
+  if (getWidth() < 1)
+    return emitOpError("width must be positive");
+  const auto &[in, out] = *ls;
+  if (out.dims[1] != axisNames(getAxes()))
+    return emitOpError("axes must be the axes that split x's sequence, ")
+           << shardline::formatAxes(out.dims[1]);
+  if (!in.partial.empty())
+    return emitOpError("grad cannot be a pending sum");
+  if (in != out)
+    return emitOpError("grad must be laid out like x, not ") << in.str();
+  int64_t chunks = numChunks(*this, getX(), getAxes());
+  auto x = shape(getX());
+  if (getWidth() > x[1])
+    return emitOpError("width ") << getWidth() << " exceeds the sequence length " << x[1];
+  SmallVector<int64_t> want{x[0], chunks * (int64_t)getWidth(), x[2]};
+  if (shape(getGrad()) != ArrayRef<int64_t>(want))
+    return emitOpError("grad must be [batch, ")
+           << chunks << " chunks * " << getWidth() << ", channels], the halo of x";
+  return success();
+}
+
 LogicalResult ScanStateExchangeOp::verify() {
   if (inPerRankProgram(*this))
     return success();
@@ -317,10 +345,22 @@ Operation *AllToAllOp::buildShardCollective(OpBuilder &b, const RankContext &ctx
                                    APInt(64, getConcatDim()));
 }
 
-void HaloOp::resolveRankFacts(const RankContext &ctx) {
-  (*this)->setAttr(kTokensAttr, ctx.runs(getX(), 1));
-  (*this)->setAttr(kGroupAttr, ctx.ranks(ctx.group(getAxes())));
+/// The halo's tokens and group, which its dual shares: the same rows travel
+/// back.
+static void setHaloFacts(Operation *op, const RankContext &ctx, Value x, ArrayAttr axes) {
+  op->setAttr(kTokensAttr, ctx.runs(x, 1));
+  op->setAttr(kGroupAttr, ctx.ranks(ctx.group(axes)));
 }
+
+void HaloOp::resolveRankFacts(const RankContext &ctx) {
+  setHaloFacts(*this, ctx, getX(), getAxes());
+}
+
+void HaloAddOp::resolveRankFacts(const RankContext &ctx) {
+  setHaloFacts(*this, ctx, getX(), getAxes());
+}
+
+ValueNames HaloAddOp::getValueNames() { return {{"grad", "x"}, {"result"}}; }
 
 ValueNames ScanStateExchangeOp::getValueNames() { return {{"states", "decays"}, {"result"}}; }
 
@@ -365,12 +405,12 @@ int64_t ReorderOp::sentBytesPerRank(const shardline::Mesh &mesh) {
 }
 
 /// The tokens before each local chunk that another rank holds, most over
-/// ranks, times the bytes of one token row (batch x channels).
-int64_t HaloOp::sentBytesPerRank(const shardline::Mesh &mesh) {
-  shardline::Layout in = toLayout(getLayout(getX()));
-  std::vector<int64_t> global = shapeVec(getX());
+/// ranks, times the bytes of one token row (batch x channels). sl.halo_add
+/// sends each of those rows back, so the count is its too.
+static int64_t haloBytes(Value x, int64_t width, const shardline::Mesh &mesh) {
+  shardline::Layout in = toLayout(getLayout(x));
+  std::vector<int64_t> global = shapeVec(x);
   std::vector<int64_t> local = shardline::localShape(in, mesh, global);
-  int64_t width = getWidth();
   int64_t most = 0;
   for (int64_t r = 0; r < mesh.numRanks(); ++r) {
     std::vector<shardline::TokenRun> mine = shardline::tokenRuns(in, mesh, global, 1, r);
@@ -382,7 +422,39 @@ int64_t HaloOp::sentBytesPerRank(const shardline::Mesh &mesh) {
     }
     most = std::max(most, remote);
   }
-  return shardline::saturatingMul(most, localBytes(getX(), mesh) / std::max<int64_t>(1, local[1]));
+  return shardline::saturatingMul(most, localBytes(x, mesh) / std::max<int64_t>(1, local[1]));
+}
+
+int64_t HaloOp::sentBytesPerRank(const shardline::Mesh &mesh) {
+  return haloBytes(getX(), getWidth(), mesh);
+}
+
+int64_t HaloAddOp::sentBytesPerRank(const shardline::Mesh &mesh) {
+  return haloBytes(getX(), getWidth(), mesh);
+}
+
+//===----------------------------------------------------------------------===//
+// Gradients
+//===----------------------------------------------------------------------===//
+
+/// Each halo row's gradient goes back to the token it was read from
+/// (sl.halo_add). The dual is a collective with no sharding rule, so it is
+/// built here, where sl-autodiff appends the backward (before the return),
+/// laid out like x.
+LogicalResult HaloOp::buildGradient(GradientBuilder &g) {
+  FailureOr<Value> dy = g.resultGradient(0);
+  if (failed(dy) || !*dy)
+    return failure(failed(dy));
+  OpBuilder b((*this)->getBlock()->getTerminator());
+  auto add =
+      HaloAddOp::create(b, getLoc(), getX().getType(), *dy, getX(), getAxesAttr(), getWidthAttr());
+  for (StringRef a : {kBlockAttr.data(), kFamilyAttr.data()})
+    if (Attribute v = (*this)->getAttr(a))
+      add->setAttr(a, v);
+  add->setAttr(kReasonAttr, b.getStringAttr("gradient of " + opLabel(*this) +
+                                            ": each halo row's gradient back to its token's rank"));
+  g.contribute(0, add.getResult());
+  return success();
 }
 
 /// An all-gather of every chunk's state and decay over the group.

@@ -131,6 +131,17 @@ void resolveQueryKeyPositions(Step &s, const Frame &f) {
   s.facts.keyPositions = f.owned(s.in[1], 1, f.self);
 }
 
+/// The ring in order from this rank, with the key positions each member
+/// holds.
+void resolveRing(Step &s, const Frame &f) {
+  resolvePositions(s, f);
+  Ring ring = ringOf(f.mesh, f.self, s.attrs[kAxes].strings);
+  std::vector<int64_t> &members = s.facts.members = ring.members;
+  std::rotate(members.begin(), members.begin() + ring.position, members.end());
+  for (int64_t m : members)
+    s.facts.memberPositions.push_back(f.owned(s.in[1], 1, m));
+}
+
 cpu::AttentionDims attentionDims(const Step &s, const Frame &f) {
   const std::vector<int64_t> &ql = f.local(s.in[0]), &kl = f.local(s.in[1]);
   int64_t d = f.global(s.in[0])[2] / s.attrs[kHeads].i;
@@ -156,17 +167,6 @@ void attention(const Step &s, Frame &f) {
   cpu::attention(f.f(s.in[0]), f.f(s.in[1]), f.f(s.in[2]), s.facts.positions.data(),
                  s.facts.keyPositions.data(), dims, s.attrs[kCausal].i != 0,
                  attentionScale(s, dims), f.f(s.out[0]), nullptr);
-}
-
-/// The ring in order from this rank, with the key positions each member
-/// holds.
-void resolveRing(Step &s, const Frame &f) {
-  resolvePositions(s, f);
-  Ring ring = ringOf(f.mesh, f.self, s.attrs[kAxes].strings);
-  std::vector<int64_t> &members = s.facts.members = ring.members;
-  std::rotate(members.begin(), members.begin() + ring.position, members.end());
-  for (int64_t m : members)
-    s.facts.memberPositions.push_back(f.owned(s.in[1], 1, m));
 }
 
 /// Every member's keys and values reach every other member once; the partial

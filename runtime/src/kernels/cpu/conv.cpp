@@ -1,4 +1,4 @@
-//===- conv.cpp - Causal depthwise conv1d and its halo --------------------===//
+//===- conv.cpp - Causal depthwise conv1d, its halo and the halo's dual --===//
 
 #include "exec/verify.h"
 #include "kernels/cpu/internal.h"
@@ -78,14 +78,15 @@ enum { kHaloAxes, kHaloWidth };
 
 /// Which rows this rank sends whom and where each row of its halo comes
 /// from: the width tokens before each of a member's chunks, taken from the
-/// first member of the group that holds them.
-void resolveHalo(Step &s, const Frame &f) {
+/// first member of the group that holds them. X is the operand index of x
+/// (sl.halo_add resolves the same rows and moves them the other way).
+template <int X> void resolveHalo(Step &s, const Frame &f) {
   std::vector<int64_t> members = group(f, s.attrs[kHaloAxes]);
-  const TensorInfo &xt = f.tensors[s.in[0]];
+  const TensorInfo &xt = f.tensors[s.in[X]];
   int64_t width = s.attrs[kHaloWidth].i, k = chunksOf(xt), S = xt.local[1] / k;
   std::vector<std::vector<int64_t>> positions;
   for (int64_t m : members)
-    positions.push_back(f.owned(s.in[0], 1, m));
+    positions.push_back(f.owned(s.in[X], 1, m));
   for (size_t q = 0; q < members.size(); ++q)
     for (int64_t c = 0; c < k; ++c)
       for (int64_t j = 0; j < width; ++j) {
@@ -132,6 +133,41 @@ void halo(const Step &s, Frame &f) {
     }
 }
 
+/// The dual of halo(): every halo slot's row goes back to the rank it came
+/// from and is added to the token it was read from; tokens no halo read get
+/// zero. Rows travel in the order the halo's sender lists them, so each
+/// receiver reads them in its `sends` order.
+void haloAdd(const Step &s, Frame &f) {
+  const TensorInfo &xt = f.tensors[s.in[1]];
+  int64_t slots = chunksOf(xt) * s.attrs[kHaloWidth].i, C = xt.local[2], B = xt.local[0];
+  const float *g = f.f(s.in[0]);
+  float *y = f.f(s.out[0]);
+  std::fill(y, y + f.n(s.out[0]), 0.0f);
+  auto row = [&](int64_t bi, int64_t r) { return y + (bi * xt.local[1] + r) * C; };
+  auto slot = [&](int64_t bi, int64_t r) { return g + (bi * slots + r) * C; };
+  auto addRow = [&](float *dst, const float *src) {
+    for (int64_t c = 0; c < C; ++c)
+      dst[c] += src[c];
+  };
+  Mail sendTo = f.collectives->noMail(), recvFrom = f.collectives->noMail();
+  for (const RankFacts::Row &r : s.facts.receives)
+    for (int64_t bi = 0; bi < B; ++bi) {
+      if (r.rank == f.self)
+        addRow(row(bi, r.row), slot(bi, r.slot));
+      else
+        sendTo[r.rank].insert(sendTo[r.rank].end(), slot(bi, r.slot), slot(bi, r.slot) + C);
+    }
+  for (const RankFacts::Row &r : s.facts.sends)
+    recvFrom[r.rank].resize(recvFrom[r.rank].size() + B * C);
+  f.collectives->exchange(s.attrs[kHaloAxes].strings, sendTo, recvFrom, xt.elementBytes());
+  std::vector<size_t> next(recvFrom.size(), 0);
+  for (const RankFacts::Row &r : s.facts.sends)
+    for (int64_t bi = 0; bi < B; ++bi) {
+      addRow(row(bi, r.row), recvFrom[r.rank].data() + next[r.rank]);
+      next[r.rank] += C;
+    }
+}
+
 // -- contracts --------------------------------------------------------------
 
 /// x[B, S, C], weight[C, W], bias[C]; the halo holds W - 1 rows of C before
@@ -159,6 +195,20 @@ void checkHalo(Contract &c) {
                     "batch x chunks x width x channels");
 }
 
+/// grad holds `width` rows of C before each chunk of each batch entry of x;
+/// the result is x's shape.
+void checkHaloAdd(Contract &c) {
+  Contract::Arg grad = operand(0), x = operand(1), out = result(0);
+  c.rank(grad, 3).rank(x, 3).sameShape(out, x);
+  c.attrIn(kHaloWidth, 1, c.global(x).empty() ? 1 : c.global(x)[1]);
+  if (!c.ok())
+    return;
+  int64_t k = c.chunks(x);
+  c.require(c.dim(x, 1) % k == 0, c.dimText(x, 1) + ", not " + std::to_string(k) + " equal chunks");
+  c.elementsAtLeast(grad, Contract::product({c.dim(x, 0), k, c.intAttr(kHaloWidth), c.dim(x, 2)}),
+                    "batch x chunks x width x channels");
+}
+
 } // namespace
 
 SHARDLINE_CPU_KERNELS(conv) {
@@ -169,8 +219,15 @@ SHARDLINE_CPU_KERNELS(conv) {
              kResult,
              {{"axes", AttrKind::Strings}, {"width", AttrKind::Int}},
              halo,
-             resolveHalo,
+             resolveHalo<0>,
              checkHalo});
+  addKernel(t, "halo_add",
+            {{"grad", "x"},
+             kResult,
+             {{"axes", AttrKind::Strings}, {"width", AttrKind::Int}},
+             haloAdd,
+             resolveHalo<1>,
+             checkHaloAdd});
 }
 
 } // namespace shardline::rt

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 namespace shardline::rt::cpu::detail {
 
@@ -26,6 +27,17 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
 void attention_probs(const float *qh, int64_t ldq, const float *kh, int64_t ldk,
                      const int64_t *q_pos, const int64_t *k_pos, int64_t Sq, int64_t Sk, int64_t D,
                      bool causal, float scale, int64_t window, float *p, float *lse);
+
+/// The keys one chunk of local_attention() reads: its halo's H rows at
+/// [start - H, start) less those before position 0 (not keys), then its own
+/// S rows. Gathers them, for batch entry b, from halo[B,H,ld] and own[B,S,ld]
+/// into [Sk, ld] rows; the forward and the backward share it.
+struct LocalWindow {
+  int64_t H, S, skip, kept, Sk;
+  std::vector<int64_t> qPos, kPos;
+  LocalWindow(int64_t H, int64_t start, int64_t S);
+  void gather(const float *halo, const float *own, int64_t b, int64_t ld, float *dst) const;
+};
 
 // The branch keeps exp() from overflowing to inf for large |x|.
 inline double sigmoid(double x) {

@@ -215,6 +215,41 @@ void local_attention(const float *q, const float *k, const float *v, const float
                      int64_t window, float *out);
 
 //===----------------------------------------------------------------------===//
+// Backward of the context-parallel attentions: ring attention (ring_grad.cpp)
+// and local attention (local_attention_grad.cpp)
+//===----------------------------------------------------------------------===//
+
+/// delta[B,HQ,Sq] = sum_d dy[b,i,h,d] out[b,i,h,d]: rowsum(P o dP) of the
+/// whole softmax of attention() (out its output), which each key block's
+/// gradient needs.
+void attention_delta(const float *dy, const float *out, int64_t B, int64_t Sq, int64_t HQ,
+                     int64_t D, float *delta);
+
+/// Adds one key block's share of the gradient of attention() whose softmax
+/// ran over these keys and others: with lse[B,HQ,Sq] the whole softmax's
+/// log-sum-exp (as attention() or attention_merge() give it), delta from
+/// attention_delta(), P = exp(s - lse) on the block's visible keys (as
+/// attention() masks them, window included) and dP = dy v^T:
+///   dS = P o (dP - delta),  dq += scale dS k,  dk += scale dS^T q,
+///   dv += P^T dy
+/// (dk, dv summed over the query heads of each kv head). A query with no
+/// visible key anywhere (lse = -inf) adds nothing. Each of dq, dk, dv may be
+/// nullptr (dk and dv together).
+void attention_block_grad(const float *q, const float *k, const float *v, const float *dy,
+                          const int64_t *q_pos, const int64_t *k_pos, const AttentionDims &dims,
+                          bool causal, float scale, int64_t window, const float *lse,
+                          const float *delta, float *dq, float *dk, float *dv);
+
+/// The cotangents of local_attention() (same arguments) for dy[B,S,HQ,D]:
+/// dq[B,S,HQ,D], dk, dv[B,S,HKV,D] for its own keys and, when H > 0,
+/// dhalo_k, dhalo_v[B,H,HKV,D] for the halo rows (zero for rows before
+/// position 0, which are not keys).
+void local_attention_grad(const float *q, const float *k, const float *v, const float *halo_k,
+                          const float *halo_v, const float *dy, int64_t H, int64_t start,
+                          const AttentionDims &dims, int64_t window, float *dq, float *dk,
+                          float *dv, float *dhalo_k, float *dhalo_v);
+
+//===----------------------------------------------------------------------===//
 // Convolution (conv.cpp) and scans: state passing (scan.cpp), the SSD
 // (mamba.cpp), the RG-LRU (recurrent.cpp)
 //===----------------------------------------------------------------------===//

@@ -1,6 +1,7 @@
 //===- local_attention.cpp - Sliding-window causal attention --------------===//
 
 #include "exec/verify.h"
+#include "kernels/cpu/internal.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/table.h"
 
@@ -11,27 +12,33 @@
 
 namespace shardline::rt::cpu {
 
+detail::LocalWindow::LocalWindow(int64_t H, int64_t start, int64_t S)
+    : H(H), S(S), skip(std::max<int64_t>(0, H - start)), kept(H - skip), Sk(kept + S), qPos(S),
+      kPos(Sk) {
+  std::iota(qPos.begin(), qPos.end(), start);
+  std::iota(kPos.begin(), kPos.end(), start - kept);
+}
+
+void detail::LocalWindow::gather(const float *halo, const float *own, int64_t b, int64_t ld,
+                                 float *dst) const {
+  if (kept > 0)
+    std::copy_n(halo + (b * H + skip) * ld, kept * ld, dst);
+  std::copy_n(own + b * S * ld, S * ld, dst + kept * ld);
+}
+
 void local_attention(const float *q, const float *k, const float *v, const float *halo_k,
                      const float *halo_v, int64_t H, int64_t start, const AttentionDims &d,
                      int64_t window, float *out) {
-  // Halo rows before position 0 are zeros, not keys: drop them.
-  int64_t skip = std::max<int64_t>(0, H - start), kept = H - skip, S = d.Sq, ld = d.HKV * d.D;
-  int64_t Sk = kept + S;
-  std::vector<int64_t> qPos(S), kPos(Sk);
-  std::iota(qPos.begin(), qPos.end(), start);
-  std::iota(kPos.begin(), kPos.end(), start - kept);
-  std::vector<float> kk(Sk * ld), vv(Sk * ld);
-  AttentionDims one{1, S, Sk, d.HQ, d.HKV, d.D};
+  detail::LocalWindow w(H, start, d.Sq);
+  int64_t ld = d.HKV * d.D, qw = d.HQ * d.D;
+  std::vector<float> kk(w.Sk * ld), vv(w.Sk * ld);
+  AttentionDims one{1, w.S, w.Sk, d.HQ, d.HKV, d.D};
   float scale = (float)(1.0 / std::sqrt((double)d.D));
   for (int64_t b = 0; b < d.B; ++b) {
-    for (auto [dst, halo, own] :
-         {std::tuple{kk.data(), halo_k, k}, std::tuple{vv.data(), halo_v, v}}) {
-      if (kept > 0)
-        std::copy_n(halo + (b * H + skip) * ld, kept * ld, dst);
-      std::copy_n(own + b * S * ld, S * ld, dst + kept * ld);
-    }
-    attention(q + b * S * d.HQ * d.D, kk.data(), vv.data(), qPos.data(), kPos.data(), one, true,
-              scale, out + b * S * d.HQ * d.D, nullptr, window);
+    w.gather(halo_k, k, b, ld, kk.data());
+    w.gather(halo_v, v, b, ld, vv.data());
+    attention(q + b * w.S * qw, kk.data(), vv.data(), w.qPos.data(), w.kPos.data(), one, true,
+              scale, out + b * w.S * qw, nullptr, window);
   }
 }
 

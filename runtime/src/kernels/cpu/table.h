@@ -80,6 +80,9 @@ void checkRope(Contract &c);
 /// q) and, for attention, of operand 1 (the keys).
 void resolvePositions(Step &s, const Frame &f);
 void resolveQueryKeyPositions(Step &s, const Frame &f);
+/// Ring attention's: the query positions, the ring (attribute kAxes) in
+/// order from this rank and each member's key positions.
+void resolveRing(Step &s, const Frame &f);
 
 /// The attribute order of the attention entries; an op with more attributes
 /// lists them after these.

@@ -58,4 +58,25 @@ def SL_RingAttentionOp : SL_ComputeOp<"ring_attention",
   let results = (outs SL_FloatTensor:$result);
 }
 
+def SL_RingAttentionGradOp : SL_ComputeOp<"ring_attention_grad",
+    [AllShapesMatch<["k", "v", "dk", "dv"]>, AllShapesMatch<["q", "dy", "dq"]>],
+    ["resolveRankFacts", "sentBytesPerRank"]> {
+  let summary = "The backward of sl.ring_attention: K, V and their gradients circulate";
+  let description = [{
+    q, k, v, dy (laid out like q) -> dq, dk, dv, with the operands split over
+    `axes` along the sequence as sl.ring_attention's. A first pass around the
+    ring recomputes the forward's output and log-sum-exp; in the second, each
+    rank passes the K, V block it holds on together with that block's partial
+    dK, dV, adds its own queries' contribution to both and to its own dq,
+    and after n - 1 steps passes the completed dK, dV once more, so each
+    block's gradient arrives back at its owner. Sends (3n - 2) times the
+    local K and V bytes.
+  }];
+  let arguments = (ins SL_FloatTensor:$q, SL_FloatTensor:$k, SL_FloatTensor:$v,
+                   SL_FloatTensor:$dy, I64Attr:$heads, I64Attr:$kv_heads, StrArrayAttr:$axes,
+                   DefaultValuedAttr<BoolAttr, "true">:$causal,
+                   OptionalAttr<F64Attr>:$scale);
+  let results = (outs SL_FloatTensor:$dq, SL_FloatTensor:$dk, SL_FloatTensor:$dv);
+}
+
 #endif

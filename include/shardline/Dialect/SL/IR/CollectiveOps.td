@@ -54,7 +54,9 @@ def SL_ReorderOp : SL_LayoutOp<"reorder", ["sentBytesPerRank"]> {
   let arguments = (ins SL_DataTensor:$x);
 }
 
-def SL_HaloOp : SL_LayoutOp<"halo", ["resolveRankFacts", "sentBytesPerRank"]> {
+def SL_HaloOp : SL_Op<"halo", [Pure,
+    DeclareOpInterfaceMethods<SL_SPMDOpInterface, ["resolveRankFacts", "sentBytesPerRank"]>,
+    DeclareOpInterfaceMethods<SL_GradientOpInterface, ["buildGradient"]>]> {
   let summary = "The `width` tokens before each sequence chunk, from the rank that holds them";
   let description = [{
     x [b, s, c] with s split over `axes` into C chunks (C = n, or 2n in zigzag
@@ -62,6 +64,28 @@ def SL_HaloOp : SL_LayoutOp<"halo", ["resolveRankFacts", "sentBytesPerRank"]> {
     that precede chunk i in sequence order (zeros before the first chunk).
   }];
   let arguments = (ins SL_FloatTensor:$x, StrArrayAttr:$axes, I64Attr:$width);
+  let results = (outs SL_FloatTensor:$result);
+  let assemblyFormat = "$x attr-dict `:` type($x) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+def SL_HaloAddOp : SL_Op<"halo_add", [Pure, AllTypesMatch<["x", "result"]>,
+    DeclareOpInterfaceMethods<SL_SPMDOpInterface,
+                              ["resolveRankFacts", "sentBytesPerRank", "getValueNames"]>]> {
+  let summary = "The dual of sl.halo: adds each halo row back onto the token it was read from";
+  let description = [{
+    grad [b, C * width, c] (the gradient of an sl.halo of x, laid out like
+    it) and x [b, s, c] (for its shape and layout only; its values are not
+    read) -> [b, s, c] laid out like x: the sum, over every halo slot that
+    read token t, of that slot's row; zero for tokens no halo reads. Each
+    rank sends the rows of its halo slots back to the rank that holds their
+    tokens, so it sends what sl.halo received.
+  }];
+  let arguments = (ins SL_FloatTensor:$grad, SL_FloatTensor:$x, StrArrayAttr:$axes,
+                   I64Attr:$width);
+  let results = (outs SL_FloatTensor:$result);
+  let assemblyFormat = "$grad `,` $x attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
 }
 
 def SL_ScanStateExchangeOp : SL_Op<"scan_state_exchange",

@@ -125,9 +125,10 @@ def SL_GradientOpInterface : OpInterface<"GradientOpInterface"> {
       }], "::mlir::LogicalResult", "buildGradient", (ins "::mlir::sl::GradientBuilder &":$g), "",
       [{
         return $_op->emitOpError("sl-autodiff: no gradient for this op yet (training covers "
-                                 "the embedding, attention (A), MLP (F), mixture-of-experts "
-                                 "(E) and, without context parallelism, Mamba-2 (M) blocks, "
-                                 "the final norm, the LM head and the cross-entropy)");
+                                 "the embedding, attention (A), local attention (L), MLP (F), "
+                                 "mixture-of-experts (E) and, without context parallelism, "
+                                 "Mamba-2 (M) blocks, the final norm, the LM head and the "
+                                 "cross-entropy)");
       }]>,
   ];
 }
