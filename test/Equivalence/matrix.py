@@ -16,7 +16,7 @@ mixed 8-rank meshes (tp2 cp2 ep2, tp2 cp2 dp2). nam56r-tiny in bf16 runs the
 Prints one line per entry and "N passed, N failed".
 
 With --train, the families that train (attention, mlp, the two together,
-local attention, moe, mamba) are compiled with --train and run for
+local attention, moe, mamba, recurrent) are compiled with --train and run for
 TRAIN_STEPS AdamW steps (shardline-run --train --verify): every step's loss,
 the last step's gradients and the final weights must equal the single-device
 training run's (relative error 1e-4), and the bytes and arena peak the
@@ -59,10 +59,11 @@ TRAINABLE = {
     "dense": dict(SMALL, pattern="AF", attention={"heads": 8, "kv_heads": 4, "head_dim": 4},
                   mlp={"ffn_hidden": 64}),
     "mamba": FAMILIES["mamba"],
+    "recurrent": FAMILIES["recurrent"],
     # The halos' gradients go back through sl.halo_add.
     "local_attention": FAMILIES["local_attention"],
 }
-TRAIN_WITHOUT_CP = {"mamba"}
+TRAIN_WITHOUT_CP = {"mamba", "recurrent"}
 
 
 def entries(has_attention, mixes_only=False, cp=True):
