@@ -1,8 +1,10 @@
 #!/usr/bin/python3
 """oracle.gradients: the gradients of a training step against PyTorch's autograd.
 
-Each family that trains (test/oracle/models/attention.json, mlp.json, and a
-dense model of both) is compiled with --train under several strategies, run
+Each block family (test/oracle/models/*.json, and a dense model of attention
+and MLP) is compiled with --train under several strategies (Mamba-2 and
+RG-LRU without context parallelism, which their scans do not train under
+yet), run
 partitioned on thread ranks on the byte dataset without --train (so the step
 computes the loss and every gradient, grad.<name>, and leaves the weights as
 they are) with --save-weights and --save-outputs, and the oracle (oracle.py)
@@ -35,11 +37,16 @@ STRATEGIES = [
     ["--tp", "2", "--sp", "--cp", "1"],
     ["--tp", "2", "--sp", "--cp", "2", "--cp-comm", "allgather", "--cp-order", "zigzag"],
     ["--tp", "1", "--sp=false", "--cp", "2", "--cp-comm", "a2a", "--cp-order", "contiguous"],
+    ["--tp", "2", "--sp", "--cp", "2", "--cp-comm", "ring", "--cp-order", "zigzag"],
     ["--tp", "2", "--sp=false", "--cp", "1", "--dp", "2"],
 ]
 # The weight whose 1% change the gradient check must see.
 PERTURB = {"attention": "blocks.1.attn.wk", "mlp": "blocks.1.mlp.w_up",
-           "dense": "blocks.0.attn.wq"}
+           "dense": "blocks.0.attn.wq", "local_attention": "blocks.1.local_attn.wq",
+           "moe": "blocks.1.moe.w_up", "mamba": "blocks.1.mamba.w_x",
+           "recurrent": "blocks.1.rglru.w_in"}
+# The scans have no backward under context parallelism yet.
+WITHOUT_CP = {"mamba", "recurrent"}
 
 
 def main():
@@ -56,10 +63,13 @@ def main():
         dense = os.path.join(tmp, "dense.json")
         with open(dense, "w") as f:
             json.dump(DENSE, f)
-        models = [("attention", os.path.join(HERE, "models", "attention.json")),
-                  ("mlp", os.path.join(HERE, "models", "mlp.json")), ("dense", dense)]
+        models = [(name, os.path.join(HERE, "models", name + ".json"))
+                  for name in ("attention", "mlp", "local_attention", "moe", "mamba",
+                               "recurrent")] + [("dense", dense)]
         for name, spec in models:
             for i, flags in enumerate(STRATEGIES):
+                if name in WITHOUT_CP and "--cp" in flags and flags[flags.index("--cp") + 1] != "1":
+                    continue
                 label = f"{name} {' '.join(flags)}"
                 plan, weights, outputs, bad = (os.path.join(tmp, f"{name}{i}.{ext}") for ext in (
                     "slp", "w.safetensors", "o.safetensors", "bad.safetensors"))
