@@ -58,14 +58,13 @@ bool isTransition(Operation *op) {
 class Differentiator : public GradientBuilder {
 public:
   Differentiator(func::FuncOp fn, MeshOp mesh, bool saveGathered)
-      : fn(fn), meshOp(mesh), mesh(toMesh(mesh)), b(fn.getContext()),
+      : fn(fn), mesh(toMesh(mesh)), b(fn.getContext()),
         meshRef(FlatSymbolRefAttr::get(mesh.getSymNameAttr())), saveGathered(saveGathered) {}
 
   LogicalResult run();
 
 private:
   func::FuncOp fn;
-  MeshOp meshOp;
   shardline::Mesh mesh;
   OpBuilder b;
   FlatSymbolRefAttr meshRef;
