@@ -20,6 +20,22 @@ void rope_grad(const float *dy, const int64_t *positions, int64_t B, int64_t S, 
   rope(dy, negated.data(), B, S, NH, D, theta, dx);
 }
 
+namespace detail {
+
+void attention_grad_from_scores(const float *ds, const float *p, const float *qh, int64_t ldq,
+                                const float *kh, int64_t ldk, const float *dyh, int64_t Sq,
+                                int64_t Sk, int64_t D, float scale, float *dq, float dqBeta,
+                                float *dk, float *dv) {
+  if (dq)
+    gemm(false, false, Sq, D, Sk, scale, ds, Sk, kh, ldk, dqBeta, dq, ldq);
+  if (dk) {
+    gemm(true, false, Sk, D, Sq, scale, ds, Sk, qh, ldq, 1.0f, dk, ldk);
+    gemm(true, false, Sk, D, Sq, 1.0f, p, Sk, dyh, ldq, 1.0f, dv, ldk);
+  }
+}
+
+} // namespace detail
+
 namespace {
 
 /// The cotangents of attention() that are wanted (nullptr: not wanted): dq,
@@ -52,15 +68,9 @@ void attentionBackward(const float *q, const float *k, const float *v, const flo
         for (int64_t j = 0; j < d.Sk; ++j)
           dr[j] = static_cast<float>(pr[j] * (dr[j] - rowsum));
       }
-      if (dq)
-        detail::gemm(false, false, d.Sq, d.D, d.Sk, scale, ds.data(), d.Sk, kh, ldk, 0.0f,
-                     dq + qOff, ldq);
-      if (dk) {
-        detail::gemm(true, false, d.Sk, d.D, d.Sq, scale, ds.data(), d.Sk, qh, ldq, 1.0f, dk + kOff,
-                     ldk);
-        detail::gemm(true, false, d.Sk, d.D, d.Sq, 1.0f, p.data(), d.Sk, dyh, ldq, 1.0f, dv + kOff,
-                     ldk);
-      }
+      detail::attention_grad_from_scores(ds.data(), p.data(), qh, ldq, kh, ldk, dyh, d.Sq, d.Sk,
+                                         d.D, scale, dq ? dq + qOff : nullptr, 0.0f,
+                                         dk ? dk + kOff : nullptr, dk ? dv + kOff : nullptr);
     }
   }
 }

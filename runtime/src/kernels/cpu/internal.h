@@ -12,9 +12,8 @@ namespace shardline::rt::cpu::detail {
 /// Row-major C[M,N] = alpha op(A)[M,K] op(B)[K,N] + beta C, with leading
 /// dimensions so that a head or an expert can be addressed inside a larger
 /// tensor. Empty products only scale C.
-void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
-          float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
-          float beta, float *C, int64_t ldc);
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+          int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
 /// The attention probabilities of one (batch, query head): with q rows qh
 /// [Sq, D] (row stride ldq) and k rows kh [Sk, D] (row stride ldk),
@@ -27,6 +26,16 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
 void attention_probs(const float *qh, int64_t ldq, const float *kh, int64_t ldk,
                      const int64_t *q_pos, const int64_t *k_pos, int64_t Sq, int64_t Sk, int64_t D,
                      bool causal, float scale, int64_t window, float *p, float *lse);
+
+/// The last step of one head's attention backward over a block of keys,
+/// given its probabilities p[Sq,Sk] and dS = P∘(dP − rowsum)[Sq,Sk]:
+///   dq = scale·dS·k + dqBeta·dq,  dk += scale·dSᵀ·q,  dv += Pᵀ·dy
+/// (rows at the strides of qh/dyh/dq and kh/dk/dv). dq or dk (with dv) may be
+/// nullptr. attention_grad, ring_attention_grad and local attention share it.
+void attention_grad_from_scores(const float *ds, const float *p, const float *qh, int64_t ldq,
+                                const float *kh, int64_t ldk, const float *dyh, int64_t Sq,
+                                int64_t Sk, int64_t D, float scale, float *dq, float dqBeta,
+                                float *dk, float *dv);
 
 /// The keys one chunk of local_attention() reads: its halo's H rows at
 /// [start - H, start) less those before position 0 (not keys), then its own

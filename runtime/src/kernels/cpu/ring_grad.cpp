@@ -60,15 +60,9 @@ void attention_block_grad(const float *q, const float *k, const float *v, const 
       for (int64_t i = 0; i < d.Sq; ++i)
         for (int64_t j = 0; j < d.Sk; ++j)
           ds[i * d.Sk + j] = p[i * d.Sk + j] * (ds[i * d.Sk + j] - dl[i]);
-      if (dq)
-        detail::gemm(false, false, d.Sq, d.D, d.Sk, scale, ds.data(), d.Sk, kh, ldk, 1.0f,
-                     dq + qOff, ldq);
-      if (dk) {
-        detail::gemm(true, false, d.Sk, d.D, d.Sq, scale, ds.data(), d.Sk, qh, ldq, 1.0f, dk + kOff,
-                     ldk);
-        detail::gemm(true, false, d.Sk, d.D, d.Sq, 1.0f, p.data(), d.Sk, dyh, ldq, 1.0f, dv + kOff,
-                     ldk);
-      }
+      detail::attention_grad_from_scores(ds.data(), p.data(), qh, ldq, kh, ldk, dyh, d.Sq, d.Sk,
+                                         d.D, scale, dq ? dq + qOff : nullptr, 1.0f,
+                                         dk ? dk + kOff : nullptr, dk ? dv + kOff : nullptr);
     }
   }
 }
