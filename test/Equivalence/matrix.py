@@ -23,7 +23,8 @@ training run's (relative error 1e-4), and the bytes and arena peak the
 report's, with every cp_comm (ring attention's backward circulates K, V and
 their gradients). The families in TRAIN_WITHOUT_CP (whose state passing has
 no backward yet) train without cp: their mixed entry is tp2 sp ep2 dp2
-instead.
+instead. The whole nam56r-tiny trains for WHOLE_MODEL_STEPS step on 8 ranks
+(tp2 sp ep2 dp2).
 """
 
 import argparse
@@ -64,6 +65,13 @@ TRAINABLE = {
     "local_attention": FAMILIES["local_attention"],
 }
 TRAIN_WITHOUT_CP = {"mamba", "recurrent"}
+# The whole nam56r-tiny trains too, on 8 ranks without cp (its Mamba and RG-LRU blocks), for one
+# step: its gradients agree to 3e-6. Over more AdamW steps its runs drift apart faster than the
+# small families' (measured at 5 steps: gradients 4.8e-4 of their largest element, 8e-5
+# normwise); a model of its attention and Mamba blocks alone drifts as much, one of its attention
+# and MoE blocks stays at 2e-5. docs/training.md lists it as open.
+WHOLE_MODEL_STEPS = 1
+WHOLE_MODEL_TRAINING = [["--tp", "2", "--sp", "--ep", "2", "--dp", "2"]]
 
 
 def entries(has_attention, mixes_only=False, cp=True):
@@ -113,7 +121,8 @@ def run_entry(bin_dir, family, spec_path, flags, workdir, index, train=False):
         return ("FAIL", "compile: " + c.stderr.strip())
     run_cmd = [os.path.join(bin_dir, "shardline-run"), plan, "--verify"]
     if train:
-        run_cmd += ["--train", "--steps", str(TRAIN_STEPS)]
+        steps = WHOLE_MODEL_STEPS if family == "nam56r-tiny" else TRAIN_STEPS
+        run_cmd += ["--train", "--steps", str(steps)]
     r = subprocess.run(run_cmd, capture_output=True, text=True, timeout=600)
     out = r.stdout
     ranks = re.search(r"on (\d+) ranks", out)
@@ -161,6 +170,9 @@ def main():
             with open(specs["nam56r-bf16"][0], "w") as f:
                 json.dump(bf16, f)
         jobs = []
+        if args.train and not (args.only and args.only not in "nam56r-tiny"):
+            whole = os.path.join(args.examples, "models", "nam56r-tiny.json")
+            jobs += [("nam56r-tiny", whole, f, i) for i, f in enumerate(WHOLE_MODEL_TRAINING)]
         for name, (path, has_attention) in specs.items():
             if args.only and args.only not in name:
                 continue
