@@ -227,6 +227,45 @@ TEST(MambaGrad, SsdScanChunksPassTheStateGradientBackwards) {
   expectClose(dD, want.dD, 1e-4, 1e-5, "dD summed over the chunks");
 }
 
+/// The correction's backward against differences of the correction (its y
+/// term: the state term is the exchange's), two heads per group so that dC
+/// sums over heads.
+TEST(MambaGrad, SsdStateCorrectEveryInput) {
+  Ssd p(35, {2, 7, 4, 2, 2, 3});
+  auto J = [&] {
+    Vec y(p.x.size(), 0.0f);
+    cpu::ssd_state_correct(p.Cm.data(), p.dt.data(), p.A.data(), p.stateIn.data(), p.d, y.data(),
+                           nullptr);
+    return dot(p.dy, y);
+  };
+  Vec dh0(p.stateIn.size()), dC(p.Cm.size(), 0.0f), ddt(p.dt.size()), dA(p.A.size(), 0.0f);
+  cpu::ssd_state_correct_grad(p.Cm.data(), p.dt.data(), p.A.data(), p.stateIn.data(), p.dy.data(),
+                              p.d, dh0.data(), dC.data(), ddt.data(), dA.data());
+  expectGradient(p.stateIn, dh0, J, "dinit");
+  expectGradient(p.Cm, dC, J, "dC");
+  expectGradient(p.dt, ddt, J, "ddt");
+  expectGradient(p.A, dA, J, "dA");
+}
+
+/// A chunk's correction plus its zero-state scan is the scan from that
+/// state: their gradients add up to the scan's with state_in.
+TEST(MambaGrad, SsdStateCorrectPlusZeroScanIsTheScanFromTheState) {
+  Ssd p(36, {1, 9, 2, 2, 1, 2});
+  Ssd::Grads want = p.backward(nullptr, nullptr);
+  Vec init = p.stateIn;
+  std::fill(p.stateIn.begin(), p.stateIn.end(), 0.0f);
+  Ssd::Grads zero = p.backward(nullptr, nullptr);
+  Vec dh0(init.size()), dC = zero.dC, ddt(p.dt.size()), dA = zero.dA;
+  cpu::ssd_state_correct_grad(p.Cm.data(), p.dt.data(), p.A.data(), init.data(), p.dy.data(), p.d,
+                              dh0.data(), dC.data(), ddt.data(), dA.data());
+  for (size_t i = 0; i < ddt.size(); ++i)
+    ddt[i] += zero.ddt[i];
+  expectClose(dh0, want.dstateIn, 1e-5, 1e-6, "dinit against dstate_in");
+  expectClose(dC, want.dC, 1e-5, 1e-6, "dC");
+  expectClose(ddt, want.ddt, 1e-5, 1e-6, "ddt");
+  expectClose(dA, want.dA, 1e-5, 1e-6, "dA");
+}
+
 /// The prelude's backward composed with the scan's, against differences of
 /// the raw parameters: dt before dt_bias and softplus, a_log before -exp.
 TEST(MambaGrad, SsdPreludeRawParameters) {

@@ -210,6 +210,56 @@ void ssd_scan_grad(const float *x, const float *dt, const float *A, const float 
     }
 }
 
+void ssd_state_correct_grad(const float *Cm, const float *dt, const float *A, const float *h0,
+                            const float *dy, const SsdDims &d, float *dh0, float *dC, float *ddt,
+                            float *dA) {
+  const int64_t per_group = d.NH / d.G, state = d.P * d.N;
+  std::vector<double> q(d.S), gh(state);
+  for (int64_t b = 0; b < d.B; ++b)
+    for (int64_t h = 0; h < d.NH; ++h) {
+      const int64_t g = h / per_group;
+      const float *hs = h0 + (b * d.NH + h) * state;
+      std::fill(gh.begin(), gh.end(), 0.0);
+      double cum = 0.0;
+      for (int64_t t = 0; t < d.S; ++t) {
+        const int64_t row = b * d.S + t;
+        cum += static_cast<double>(dt[row * d.NH + h]) * A[h];
+        const double f = std::exp(cum);
+        const float *ct = Cm + (row * d.G + g) * d.N, *dyt = dy + (row * d.NH + h) * d.P;
+        float *dct = dC + (row * d.G + g) * d.N;
+        double qt = 0.0;
+        for (int64_t p = 0; p < d.P; ++p) {
+          const double fdy = f * dyt[p];
+          double ch = 0.0;
+          for (int64_t n = 0; n < d.N; ++n) {
+            ch += static_cast<double>(ct[n]) * hs[p * d.N + n];
+            gh[p * d.N + n] += fdy * ct[n];
+          }
+          qt += fdy * ch;
+        }
+        for (int64_t n = 0; n < d.N; ++n) {
+          double acc = 0.0;
+          for (int64_t p = 0; p < d.P; ++p)
+            acc += static_cast<double>(dyt[p]) * hs[p * d.N + n];
+          dct[n] = static_cast<float>(dct[n] + f * acc);
+        }
+        q[t] = qt;
+      }
+      float *dho = dh0 + (b * d.NH + h) * state;
+      for (int64_t i = 0; i < state; ++i)
+        dho[i] = static_cast<float>(gh[i]);
+      double suffix = 0.0, accA = 0.0;
+      for (int64_t t = d.S - 1; t >= 0; --t) {
+        const int64_t row = b * d.S + t;
+        suffix += q[t];
+        ddt[row * d.NH + h] = static_cast<float>(A[h] * suffix);
+        accA += dt[row * d.NH + h] * suffix;
+      }
+      if (dA)
+        dA[h] = static_cast<float>(dA[h] + accA);
+    }
+}
+
 void ssd_prelude_grad(const float *dt, const float *dt_bias, const float *a_log, int64_t T,
                       int64_t NH, const float *ddt, const float *dA, float *ddt_raw,
                       float *ddt_bias, float *da_log) {
