@@ -295,11 +295,48 @@ TEST(MambaGrad, SsdPreludeRawParameters) {
   expectGradient(aLog, daLog, J, "d a_log");
 }
 
+/// The correction's two backward steps from the kernel table against
+/// differences of the ssd_correct step, in the raw parameters (dt before
+/// dt_bias and softplus, a_log), two heads per group.
+TEST(MambaGrad, SsdCorrectStepsEveryRawInput) {
+  Rng rng(37);
+  // y [2, 5, 4 heads x 2], dt [2, 5, 4], C [2, 5, 2 groups x 3], init
+  // [1 chunk, 2, 4, 2, 3].
+  const std::vector<int64_t> y = {2, 5, 8}, dt = {2, 5, 4}, c = {2, 5, 6}, h = {4},
+                             init = {1, 2, 4, 2, 3};
+  const std::vector<AttrValue> attrs = {intAttr(4), intAttr(2), test::axesAttr({})};
+  Vec y0 = rng.vec(2 * 5 * 8), st = rng.vec(2 * 4 * 2 * 3), cm = rng.vec(2 * 5 * 6),
+      dtRaw = rng.vec(2 * 5 * 4), aLog = rng.vec(4, -1.0f, 1.0f), dtBias = rng.vec(4, -2.0f, 0.0f),
+      dy = rng.vec(y0.size());
+  auto J = [&] {
+    Vec out(y0.size());
+    StepRig fwd("ssd_correct", {y, init, c, dt, h, h}, {y}, attrs);
+    fwd.bind({&y0, &st, &cm, &dtRaw, &aLog, &dtBias, &out});
+    fwd.step.kernel->run(fwd.step, fwd.frame);
+    return dot(dy, out);
+  };
+  Vec dinit(st.size()), dC(cm.size()), ddt(dtRaw.size()), daLog(4), ddtBias(4);
+  StepRig grad("ssd_correct_grad", {init, c, dt, h, h, y}, {init, c, dt}, attrs);
+  grad.bind({&st, &cm, &dtRaw, &aLog, &dtBias, &dy, &dinit, &dC, &ddt});
+  ASSERT_EQ(grad.verify(), "");
+  grad.step.kernel->run(grad.step, grad.frame);
+  StepRig params("ssd_correct_grad_params", {init, c, dt, h, h, y}, {h, h}, attrs);
+  params.bind({&st, &cm, &dtRaw, &aLog, &dtBias, &dy, &daLog, &ddtBias});
+  ASSERT_EQ(params.verify(), "");
+  params.step.kernel->run(params.step, params.frame);
+  expectGradient(st, dinit, J, "dinit");
+  expectGradient(cm, dC, J, "dC");
+  expectGradient(dtRaw, ddt, J, "d dt (raw)");
+  expectGradient(aLog, daLog, J, "d a_log");
+  expectGradient(dtBias, ddtBias, J, "d dt_bias");
+}
+
 TEST(MambaGradKernelTable, EveryBackwardOpWithItsNames) {
   struct Entry {
     std::vector<std::string> operands, results, attrs;
   };
   const std::vector<std::string> ssdIn = {"x", "dt", "a_log", "B", "C", "d", "dt_bias", "dy"};
+  const std::vector<std::string> correctIn = {"init", "C", "dt", "a_log", "dt_bias", "dy"};
   const std::vector<std::pair<std::string, Entry>> want = {
       {"gated_rms_norm_grad", {{"y", "z", "weight", "dresult"}, {"dy", "dz"}, {"groups", "eps"}}},
       {"gated_rms_norm_grad_weight", {{"y", "z", "dresult"}, {"dweight"}, {"groups", "eps"}}},
@@ -307,6 +344,9 @@ TEST(MambaGradKernelTable, EveryBackwardOpWithItsNames) {
       {"causal_conv1d_grad_weight", {{"x", "dy"}, {"dweight", "dbias"}, {}}},
       {"ssd_scan_grad", {ssdIn, {"dx", "ddt", "dB", "dC"}, {"heads", "groups"}}},
       {"ssd_scan_grad_params", {ssdIn, {"da_log", "dd", "ddt_bias"}, {"heads", "groups"}}},
+      {"ssd_correct_grad", {correctIn, {"dinit", "dC", "ddt"}, {"heads", "groups", "chunk_axes"}}},
+      {"ssd_correct_grad_params",
+       {correctIn, {"da_log", "ddt_bias"}, {"heads", "groups", "chunk_axes"}}},
   };
   const KernelTable &table = cpuBackend().kernels;
   for (const auto &[kind, entry] : want) {
@@ -354,6 +394,16 @@ TEST(MambaGradKernelContracts, NameTheMismatch) {
   EXPECT_NE(dy.verify().find("dy"), std::string::npos) << dy.verify();
   StepRig params("ssd_scan_grad_params", {x, dt, h, bc, bc, h, h, x}, {h, {3}, h}, ssd);
   EXPECT_NE(params.verify().find("dd"), std::string::npos) << params.verify();
+  std::vector<AttrValue> correct = {intAttr(4), intAttr(2), test::axesAttr({})};
+  std::vector<int64_t> init = {1, 2, 4, 2, 3};
+  StepRig fix("ssd_correct_grad", {init, bc, dt, h, h, x}, {init, bc, dt}, correct);
+  EXPECT_EQ(fix.verify(), "");
+  StepRig small("ssd_correct_grad", {{1, 2, 4, 2, 2}, bc, dt, h, h, x}, {init, bc, dt}, correct);
+  EXPECT_EQ(small.verify(), "op #0 (sl.ssd_correct_grad 'dinit') at test.mlir:1:1: init has 32 "
+                            "elements per rank, chunks x batch x heads x head dimension x state "
+                            "size is 48");
+  StepRig dC("ssd_correct_grad", {init, bc, dt, h, h, x}, {init, x, dt}, correct);
+  EXPECT_NE(dC.verify().find("dC"), std::string::npos) << dC.verify();
   StepRig heads("ssd_scan_grad", {x, dt, h, bc, bc, h, h, x}, {x, dt, bc, bc},
                 {intAttr(3), intAttr(2)});
   EXPECT_NE(heads.verify().find("attribute 'heads' (3) does not divide x's width 8"),

@@ -363,6 +363,45 @@ template <bool Params> void ssdGrad(const Step &s, Frame &f) {
                         ddtRaw, Params ? f.f(s.out[2]) : nullptr, Params ? f.f(s.out[0]) : nullptr);
 }
 
+enum { CInit, CCm, CDt, CALog, CDtBias, CDy };
+enum { kCorrectHeads, kCorrectGroups, kCorrectChunkAxes };
+
+/// ssd_correct_grad (init, C, dt, a_log, dt_bias, dy -> dinit, dC, ddt) and
+/// ssd_correct_grad_params (.. -> da_log, ddt_bias): the correction's
+/// backward chunk by chunk, each chunk from its own initial state, as the
+/// forward applied it.
+template <bool Params> void correctGrad(const Step &s, Frame &f) {
+  const TensorInfo &yt = f.tensors[s.in[CDy]];
+  int32_t dt = s.in[CDt], cm = s.in[CCm];
+  const std::vector<int64_t> &cl = f.local(cm);
+  int64_t nh = f.local(dt)[2], T = f.n(dt) / nh, hp = yt.shape[2] / s.attrs[kCorrectHeads].i;
+  int64_t g = s.attrs[kCorrectGroups].i * cl[2] / f.global(cm)[2], n = cl[2] / g;
+  bool chunked = !s.attrs[kCorrectChunkAxes].strings.empty();
+  int64_t k = chunked ? chunksOf(yt) : 1, B = yt.local[0];
+  cpu::SsdDims dims{1, yt.local[1] / k, nh, hp, g, n};
+  std::vector<float> dtv(f.n(dt)), A(nh), ddt(f.n(dt)), dA(nh, 0.0f), scratch;
+  cpu::ssd_prelude(f.f(dt), f.f(s.in[CDtBias]), f.f(s.in[CALog]), T, nh, dtv.data(), A.data());
+  float *dinit, *dC;
+  if constexpr (Params) {
+    scratch.resize(f.n(s.in[CInit]) + f.n(cm));
+    dinit = scratch.data(), dC = scratch.data() + f.n(s.in[CInit]);
+  } else {
+    dinit = f.f(s.out[0]), dC = f.f(s.out[1]);
+  }
+  std::fill_n(dinit, f.n(s.in[CInit]), 0.0f);
+  std::fill_n(dC, f.n(cm), 0.0f);
+  const float *init = f.f(s.in[CInit]);
+  forEachChunk(yt, chunked, [&](int64_t rows, int64_t bi, int64_t c) {
+    int64_t slot = (c * B + bi) * nh * hp * n;
+    cpu::ssd_state_correct_grad(f.f(cm) + rows * g * n, dtv.data() + rows * nh, A.data(),
+                                init + slot, f.f(s.in[CDy]) + rows * nh * hp, dims, dinit + slot,
+                                dC + rows * g * n, ddt.data() + rows * nh, dA.data());
+  });
+  float *ddtRaw = Params ? ddt.data() : f.f(s.out[2]);
+  cpu::ssd_prelude_grad(f.f(dt), f.f(s.in[CDtBias]), f.f(s.in[CALog]), T, nh, ddt.data(), dA.data(),
+                        ddtRaw, Params ? f.f(s.out[1]) : nullptr, Params ? f.f(s.out[0]) : nullptr);
+}
+
 // -- contracts --------------------------------------------------------------
 
 /// y, z, dresult (and dy, dz) [.., C]; weight (or dweight) [C] in whole
@@ -428,6 +467,28 @@ template <bool Params> void checkSsdGrad(Contract &c) {
   }
 }
 
+/// The correction's operands (dy in y0's place), its results shaped like
+/// the inputs they differentiate.
+template <bool Params> void checkCorrectGrad(Contract &c) {
+  Contract::Arg dy = operand(CDy), init = operand(CInit);
+  SsdLocal l =
+      checkSsdOperands(c, dy, operand(CDt), operand(CALog), operand(CCm), operand(CDtBias));
+  if (!c.ok())
+    return;
+  int64_t k = c.step.attrs[kCorrectChunkAxes].strings.empty() ? 1 : c.chunks(dy);
+  c.require(c.dim(dy, 1) % k == 0,
+            c.dimText(dy, 1) + ", not " + std::to_string(k) + " equal chunks");
+  c.elementsAtLeast(init, Contract::product({k, c.dim(dy, 0), l.heads, l.headDim, l.state}),
+                    "chunks x batch x heads x head dimension x state size");
+  if constexpr (Params) {
+    for (size_t i : {0, 1})
+      c.rank(result(i), 1).dimIs(result(i), 0, l.heads, "dt's heads");
+  } else {
+    c.sameShape(result(0), init).sameShape(result(1), operand(CCm));
+    c.sameShape(result(2), operand(CDt));
+  }
+}
+
 } // namespace
 
 SHARDLINE_CPU_KERNELS(mamba_grad) {
@@ -456,6 +517,23 @@ SHARDLINE_CPU_KERNELS(mamba_grad) {
             {ssdIn, {"dx", "ddt", "dB", "dC"}, ssd, ssdGrad<false>, nullptr, checkSsdGrad<false>});
   addKernel(t, "ssd_scan_grad_params",
             {ssdIn, {"da_log", "dd", "ddt_bias"}, ssd, ssdGrad<true>, nullptr, checkSsdGrad<true>});
+  const std::vector<std::string> correctIn = {"init", "C", "dt", "a_log", "dt_bias", "dy"};
+  const std::vector<AttrSpec> correct = {
+      {"heads", AttrKind::Int}, {"groups", AttrKind::Int}, {"chunk_axes", AttrKind::Strings}};
+  addKernel(t, "ssd_correct_grad",
+            {correctIn,
+             {"dinit", "dC", "ddt"},
+             correct,
+             correctGrad<false>,
+             nullptr,
+             checkCorrectGrad<false>});
+  addKernel(t, "ssd_correct_grad_params",
+            {correctIn,
+             {"da_log", "ddt_bias"},
+             correct,
+             correctGrad<true>,
+             nullptr,
+             checkCorrectGrad<true>});
 }
 
 } // namespace shardline::rt
