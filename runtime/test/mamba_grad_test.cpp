@@ -4,8 +4,9 @@
 // of its forward cpu:: kernel (kernel_test_util.h, kStep and kTol), for a
 // random cotangent of every output. The split forms are checked against the
 // unsplit call: a conv whose halo gradient is added back to the tokens it
-// came from, and a scan whose second chunk's initial-state gradient is the
-// first chunk's final-state cotangent.
+// came from, a scan whose second chunk's initial-state gradient is the
+// first chunk's final-state cotangent, and chunks scanned from zero whose
+// corrections and reverse state exchange give the unsplit scan's gradients.
 //
 //===----------------------------------------------------------------------===//
 
@@ -329,6 +330,84 @@ TEST(MambaGrad, SsdCorrectStepsEveryRawInput) {
   expectGradient(dtRaw, ddt, J, "d dt (raw)");
   expectGradient(aLog, daLog, J, "d a_log");
   expectGradient(dtBias, ddtBias, J, "d dt_bias");
+}
+
+/// The exchange's reverse combination against differences of the forward
+/// combination, with every input and both outputs' cotangents random.
+TEST(ScanExchangeGrad, EveryInputOfTheCombination) {
+  Rng rng(38);
+  const int64_t chunks = 4, nd = 3, bcast = 2, size = nd * bcast;
+  Vec decay = rng.vec(chunks * nd, 0.2f, 0.9f), fin = rng.vec(chunks * size), init = rng.vec(size),
+      r = rng.vec(chunks * size), rt = rng.vec(size);
+  auto combine = [&](Vec &chunkInit, Vec &total) {
+    cpu::scan_combine_states(decay.data(), fin.data(), init.data(), chunks, nd, bcast,
+                             chunkInit.data(), total.data());
+  };
+  auto J = [&] {
+    Vec ci(chunks * size), total(size);
+    combine(ci, total);
+    return dot(r, ci) + dot(rt, total);
+  };
+  Vec ci(chunks * size), total(size), dfin(fin.size()), ddecay(decay.size()), dinit(size);
+  combine(ci, total);
+  cpu::scan_combine_states_grad(decay.data(), ci.data(), r.data(), rt.data(), chunks, nd, bcast,
+                                dfin.data(), ddecay.data(), dinit.data());
+  expectGradient(fin, dfin, J, "dfinal");
+  expectGradient(decay, ddecay, J, "ddecay");
+  expectGradient(init, dinit, J, "dinit");
+}
+
+/// Chunked scans combined by the exchange and corrected, backwards: the
+/// chunks' scan, correction and reverse combination give the unsplit scan's
+/// gradients.
+TEST(ScanExchangeGrad, ChunkedScanBackwardIsTheUnsplitOne) {
+  const int64_t S = 12, K = 3, L = S / K;
+  Ssd whole(39, {1, S, 2, 2, 1, 3});
+  std::fill(whole.stateIn.begin(), whole.stateIn.end(), 0.0f);
+  Ssd::Grads want = whole.backward(nullptr, nullptr);
+  const cpu::SsdDims &d = whole.d;
+  const int64_t hp = d.NH * d.P, gn = d.G * d.N, size = d.NH * d.P * d.N;
+  cpu::SsdDims cd = d;
+  cd.S = L;
+  // Forward: every chunk from zero, its summaries, the exchange.
+  Vec fin(K * size), decay(K * d.NH), ci(K * size), y(whole.x.size());
+  for (int64_t c = 0; c < K; ++c)
+    cpu::ssd_scan(whole.x.data() + c * L * hp, whole.dt.data() + c * L * d.NH, whole.A.data(),
+                  whole.Bm.data() + c * L * gn, whole.Cm.data() + c * L * gn, whole.D.data(),
+                  nullptr, cd, y.data() + c * L * hp, fin.data() + c * size,
+                  decay.data() + c * d.NH);
+  cpu::scan_combine_states(decay.data(), fin.data(), nullptr, K, d.NH, d.P * d.N, ci.data(),
+                           nullptr);
+  // Backward: each chunk's correction, then the reverse exchange, then each
+  // chunk's scan with its final state's and decay's cotangents.
+  Vec dci(K * size), dC(whole.Cm.size(), 0.0f), ddt(whole.dt.size()), dA(d.NH, 0.0f);
+  for (int64_t c = 0; c < K; ++c)
+    cpu::ssd_state_correct_grad(whole.Cm.data() + c * L * gn, whole.dt.data() + c * L * d.NH,
+                                whole.A.data(), ci.data() + c * size, whole.dy.data() + c * L * hp,
+                                cd, dci.data() + c * size, dC.data() + c * L * gn,
+                                ddt.data() + c * L * d.NH, dA.data());
+  Vec dfin(K * size), ddecay(K * d.NH);
+  cpu::scan_combine_states_grad(decay.data(), ci.data(), dci.data(), nullptr, K, d.NH, d.P * d.N,
+                                dfin.data(), ddecay.data(), nullptr);
+  Vec dx(whole.x.size()), dB(whole.Bm.size()), dCs(whole.Cm.size()), ddts(whole.dt.size()),
+      dD(d.NH, 0.0f);
+  for (int64_t c = 0; c < K; ++c)
+    cpu::ssd_scan_grad(whole.x.data() + c * L * hp, whole.dt.data() + c * L * d.NH, whole.A.data(),
+                       whole.Bm.data() + c * L * gn, whole.Cm.data() + c * L * gn, whole.D.data(),
+                       nullptr, whole.dy.data() + c * L * hp, dfin.data() + c * size,
+                       ddecay.data() + c * d.NH, cd, dx.data() + c * L * hp,
+                       ddts.data() + c * L * d.NH, dA.data(), dB.data() + c * L * gn,
+                       dCs.data() + c * L * gn, dD.data(), nullptr);
+  for (size_t i = 0; i < dC.size(); ++i)
+    dC[i] += dCs[i];
+  for (size_t i = 0; i < ddt.size(); ++i)
+    ddt[i] += ddts[i];
+  expectClose(dx, want.dx, 1e-4, 1e-5, "dx");
+  expectClose(dB, want.dB, 1e-4, 1e-5, "dB");
+  expectClose(dC, want.dC, 1e-4, 1e-5, "dC");
+  expectClose(ddt, want.ddt, 1e-4, 1e-5, "ddt");
+  expectClose(dA, want.dA, 1e-4, 1e-5, "dA");
+  expectClose(dD, want.dD, 1e-4, 1e-5, "dD");
 }
 
 TEST(MambaGradKernelTable, EveryBackwardOpWithItsNames) {
