@@ -267,8 +267,10 @@ void SSDCorrectOp::resolveRankFacts(const RankContext &ctx) {
 // A backward op keeps its forward's factors; what it sums over the tokens
 // (a per-channel or per-head parameter's gradient) has its batch contracted,
 // so data parallelism leaves a pending sum that sl-autodiff reduces onto the
-// parameter. The scan and the conv mix the sequence, which is whole here: the
-// chunked forms (context parallelism) have no backward yet.
+// parameter. The scan and the conv mix the sequence, which is whole here.
+// Of the chunked forms (context parallelism) only the scan's correction has
+// its backward: the conv with a halo and the chunked scan refuse, and the
+// state exchange states no gradient yet.
 
 /// Result `i`'s gradient, or the error of an op whose result `i` carries a
 /// gradient that its backward does not take.
