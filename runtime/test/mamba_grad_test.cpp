@@ -4,8 +4,9 @@
 // of its forward cpu:: kernel (kernel_test_util.h, kStep and kTol), for a
 // random cotangent of every output. The split forms are checked against the
 // unsplit call: a conv whose halo gradient is added back to the tokens it
-// came from, and a scan whose second chunk's initial-state gradient is the
-// first chunk's final-state cotangent.
+// came from, a scan whose second chunk's initial-state gradient is the
+// first chunk's final-state cotangent, and chunks scanned from zero whose
+// corrections and reverse state exchange give the unsplit scan's gradients.
 //
 //===----------------------------------------------------------------------===//
 
@@ -227,6 +228,45 @@ TEST(MambaGrad, SsdScanChunksPassTheStateGradientBackwards) {
   expectClose(dD, want.dD, 1e-4, 1e-5, "dD summed over the chunks");
 }
 
+/// The correction's backward against differences of the correction (its y
+/// term: the state term is the exchange's), two heads per group so that dC
+/// sums over heads.
+TEST(MambaGrad, SsdStateCorrectEveryInput) {
+  Ssd p(35, {2, 7, 4, 2, 2, 3});
+  auto J = [&] {
+    Vec y(p.x.size(), 0.0f);
+    cpu::ssd_state_correct(p.Cm.data(), p.dt.data(), p.A.data(), p.stateIn.data(), p.d, y.data(),
+                           nullptr);
+    return dot(p.dy, y);
+  };
+  Vec dh0(p.stateIn.size()), dC(p.Cm.size(), 0.0f), ddt(p.dt.size()), dA(p.A.size(), 0.0f);
+  cpu::ssd_state_correct_grad(p.Cm.data(), p.dt.data(), p.A.data(), p.stateIn.data(), p.dy.data(),
+                              p.d, dh0.data(), dC.data(), ddt.data(), dA.data());
+  expectGradient(p.stateIn, dh0, J, "dinit");
+  expectGradient(p.Cm, dC, J, "dC");
+  expectGradient(p.dt, ddt, J, "ddt");
+  expectGradient(p.A, dA, J, "dA");
+}
+
+/// A chunk's correction plus its zero-state scan is the scan from that
+/// state: their gradients add up to the scan's with state_in.
+TEST(MambaGrad, SsdStateCorrectPlusZeroScanIsTheScanFromTheState) {
+  Ssd p(36, {1, 9, 2, 2, 1, 2});
+  Ssd::Grads want = p.backward(nullptr, nullptr);
+  Vec init = p.stateIn;
+  std::fill(p.stateIn.begin(), p.stateIn.end(), 0.0f);
+  Ssd::Grads zero = p.backward(nullptr, nullptr);
+  Vec dh0(init.size()), dC = zero.dC, ddt(p.dt.size()), dA = zero.dA;
+  cpu::ssd_state_correct_grad(p.Cm.data(), p.dt.data(), p.A.data(), init.data(), p.dy.data(), p.d,
+                              dh0.data(), dC.data(), ddt.data(), dA.data());
+  for (size_t i = 0; i < ddt.size(); ++i)
+    ddt[i] += zero.ddt[i];
+  expectClose(dh0, want.dstateIn, 1e-5, 1e-6, "dinit against dstate_in");
+  expectClose(dC, want.dC, 1e-5, 1e-6, "dC");
+  expectClose(ddt, want.ddt, 1e-5, 1e-6, "ddt");
+  expectClose(dA, want.dA, 1e-5, 1e-6, "dA");
+}
+
 /// The prelude's backward composed with the scan's, against differences of
 /// the raw parameters: dt before dt_bias and softplus, a_log before -exp.
 TEST(MambaGrad, SsdPreludeRawParameters) {
@@ -256,11 +296,126 @@ TEST(MambaGrad, SsdPreludeRawParameters) {
   expectGradient(aLog, daLog, J, "d a_log");
 }
 
+/// The correction's two backward steps from the kernel table against
+/// differences of the ssd_correct step, in the raw parameters (dt before
+/// dt_bias and softplus, a_log), two heads per group.
+TEST(MambaGrad, SsdCorrectStepsEveryRawInput) {
+  Rng rng(37);
+  // y [2, 5, 4 heads x 2], dt [2, 5, 4], C [2, 5, 2 groups x 3], init
+  // [1 chunk, 2, 4, 2, 3].
+  const std::vector<int64_t> y = {2, 5, 8}, dt = {2, 5, 4}, c = {2, 5, 6}, h = {4},
+                             init = {1, 2, 4, 2, 3};
+  const std::vector<AttrValue> attrs = {intAttr(4), intAttr(2), test::axesAttr({})};
+  Vec y0 = rng.vec(2 * 5 * 8), st = rng.vec(2 * 4 * 2 * 3), cm = rng.vec(2 * 5 * 6),
+      dtRaw = rng.vec(2 * 5 * 4), aLog = rng.vec(4, -1.0f, 1.0f), dtBias = rng.vec(4, -2.0f, 0.0f),
+      dy = rng.vec(y0.size());
+  auto J = [&] {
+    Vec out(y0.size());
+    StepRig fwd("ssd_correct", {y, init, c, dt, h, h}, {y}, attrs);
+    fwd.bind({&y0, &st, &cm, &dtRaw, &aLog, &dtBias, &out});
+    fwd.step.kernel->run(fwd.step, fwd.frame);
+    return dot(dy, out);
+  };
+  Vec dinit(st.size()), dC(cm.size()), ddt(dtRaw.size()), daLog(4), ddtBias(4);
+  StepRig grad("ssd_correct_grad", {init, c, dt, h, h, y}, {init, c, dt}, attrs);
+  grad.bind({&st, &cm, &dtRaw, &aLog, &dtBias, &dy, &dinit, &dC, &ddt});
+  ASSERT_EQ(grad.verify(), "");
+  grad.step.kernel->run(grad.step, grad.frame);
+  StepRig params("ssd_correct_grad_params", {init, c, dt, h, h, y}, {h, h}, attrs);
+  params.bind({&st, &cm, &dtRaw, &aLog, &dtBias, &dy, &daLog, &ddtBias});
+  ASSERT_EQ(params.verify(), "");
+  params.step.kernel->run(params.step, params.frame);
+  expectGradient(st, dinit, J, "dinit");
+  expectGradient(cm, dC, J, "dC");
+  expectGradient(dtRaw, ddt, J, "d dt (raw)");
+  expectGradient(aLog, daLog, J, "d a_log");
+  expectGradient(dtBias, ddtBias, J, "d dt_bias");
+}
+
+/// The exchange's reverse combination against differences of the forward
+/// combination, with every input and both outputs' cotangents random.
+TEST(ScanExchangeGrad, EveryInputOfTheCombination) {
+  Rng rng(38);
+  const int64_t chunks = 4, nd = 3, bcast = 2, size = nd * bcast;
+  Vec decay = rng.vec(chunks * nd, 0.2f, 0.9f), fin = rng.vec(chunks * size), init = rng.vec(size),
+      r = rng.vec(chunks * size), rt = rng.vec(size);
+  auto combine = [&](Vec &chunkInit, Vec &total) {
+    cpu::scan_combine_states(decay.data(), fin.data(), init.data(), chunks, nd, bcast,
+                             chunkInit.data(), total.data());
+  };
+  auto J = [&] {
+    Vec ci(chunks * size), total(size);
+    combine(ci, total);
+    return dot(r, ci) + dot(rt, total);
+  };
+  Vec ci(chunks * size), total(size), dfin(fin.size()), ddecay(decay.size()), dinit(size);
+  combine(ci, total);
+  cpu::scan_combine_states_grad(decay.data(), ci.data(), r.data(), rt.data(), chunks, nd, bcast,
+                                dfin.data(), ddecay.data(), dinit.data());
+  expectGradient(fin, dfin, J, "dfinal");
+  expectGradient(decay, ddecay, J, "ddecay");
+  expectGradient(init, dinit, J, "dinit");
+}
+
+/// Chunked scans combined by the exchange and corrected, backwards: the
+/// chunks' scan, correction and reverse combination give the unsplit scan's
+/// gradients.
+TEST(ScanExchangeGrad, ChunkedScanBackwardIsTheUnsplitOne) {
+  const int64_t S = 12, K = 3, L = S / K;
+  Ssd whole(39, {1, S, 2, 2, 1, 3});
+  std::fill(whole.stateIn.begin(), whole.stateIn.end(), 0.0f);
+  Ssd::Grads want = whole.backward(nullptr, nullptr);
+  const cpu::SsdDims &d = whole.d;
+  const int64_t hp = d.NH * d.P, gn = d.G * d.N, size = d.NH * d.P * d.N;
+  cpu::SsdDims cd = d;
+  cd.S = L;
+  // Forward: every chunk from zero, its summaries, the exchange.
+  Vec fin(K * size), decay(K * d.NH), ci(K * size), y(whole.x.size());
+  for (int64_t c = 0; c < K; ++c)
+    cpu::ssd_scan(whole.x.data() + c * L * hp, whole.dt.data() + c * L * d.NH, whole.A.data(),
+                  whole.Bm.data() + c * L * gn, whole.Cm.data() + c * L * gn, whole.D.data(),
+                  nullptr, cd, y.data() + c * L * hp, fin.data() + c * size,
+                  decay.data() + c * d.NH);
+  cpu::scan_combine_states(decay.data(), fin.data(), nullptr, K, d.NH, d.P * d.N, ci.data(),
+                           nullptr);
+  // Backward: each chunk's correction, then the reverse exchange, then each
+  // chunk's scan with its final state's and decay's cotangents.
+  Vec dci(K * size), dC(whole.Cm.size(), 0.0f), ddt(whole.dt.size()), dA(d.NH, 0.0f);
+  for (int64_t c = 0; c < K; ++c)
+    cpu::ssd_state_correct_grad(whole.Cm.data() + c * L * gn, whole.dt.data() + c * L * d.NH,
+                                whole.A.data(), ci.data() + c * size, whole.dy.data() + c * L * hp,
+                                cd, dci.data() + c * size, dC.data() + c * L * gn,
+                                ddt.data() + c * L * d.NH, dA.data());
+  Vec dfin(K * size), ddecay(K * d.NH);
+  cpu::scan_combine_states_grad(decay.data(), ci.data(), dci.data(), nullptr, K, d.NH, d.P * d.N,
+                                dfin.data(), ddecay.data(), nullptr);
+  Vec dx(whole.x.size()), dB(whole.Bm.size()), dCs(whole.Cm.size()), ddts(whole.dt.size()),
+      dD(d.NH, 0.0f);
+  for (int64_t c = 0; c < K; ++c)
+    cpu::ssd_scan_grad(whole.x.data() + c * L * hp, whole.dt.data() + c * L * d.NH, whole.A.data(),
+                       whole.Bm.data() + c * L * gn, whole.Cm.data() + c * L * gn, whole.D.data(),
+                       nullptr, whole.dy.data() + c * L * hp, dfin.data() + c * size,
+                       ddecay.data() + c * d.NH, cd, dx.data() + c * L * hp,
+                       ddts.data() + c * L * d.NH, dA.data(), dB.data() + c * L * gn,
+                       dCs.data() + c * L * gn, dD.data(), nullptr);
+  for (size_t i = 0; i < dC.size(); ++i)
+    dC[i] += dCs[i];
+  for (size_t i = 0; i < ddt.size(); ++i)
+    ddt[i] += ddts[i];
+  expectClose(dx, want.dx, 1e-4, 1e-5, "dx");
+  expectClose(dB, want.dB, 1e-4, 1e-5, "dB");
+  expectClose(dC, want.dC, 1e-4, 1e-5, "dC");
+  expectClose(ddt, want.ddt, 1e-4, 1e-5, "ddt");
+  expectClose(dA, want.dA, 1e-4, 1e-5, "dA");
+  expectClose(dD, want.dD, 1e-4, 1e-5, "dD");
+}
+
 TEST(MambaGradKernelTable, EveryBackwardOpWithItsNames) {
   struct Entry {
     std::vector<std::string> operands, results, attrs;
   };
   const std::vector<std::string> ssdIn = {"x", "dt", "a_log", "B", "C", "d", "dt_bias", "dy"};
+  const std::vector<std::string> correctIn = {"init", "C", "dt", "a_log", "dt_bias", "dy"};
   const std::vector<std::pair<std::string, Entry>> want = {
       {"gated_rms_norm_grad", {{"y", "z", "weight", "dresult"}, {"dy", "dz"}, {"groups", "eps"}}},
       {"gated_rms_norm_grad_weight", {{"y", "z", "dresult"}, {"dweight"}, {"groups", "eps"}}},
@@ -268,6 +423,9 @@ TEST(MambaGradKernelTable, EveryBackwardOpWithItsNames) {
       {"causal_conv1d_grad_weight", {{"x", "dy"}, {"dweight", "dbias"}, {}}},
       {"ssd_scan_grad", {ssdIn, {"dx", "ddt", "dB", "dC"}, {"heads", "groups"}}},
       {"ssd_scan_grad_params", {ssdIn, {"da_log", "dd", "ddt_bias"}, {"heads", "groups"}}},
+      {"ssd_correct_grad", {correctIn, {"dinit", "dC", "ddt"}, {"heads", "groups", "chunk_axes"}}},
+      {"ssd_correct_grad_params",
+       {correctIn, {"da_log", "ddt_bias"}, {"heads", "groups", "chunk_axes"}}},
   };
   const KernelTable &table = cpuBackend().kernels;
   for (const auto &[kind, entry] : want) {
@@ -315,6 +473,16 @@ TEST(MambaGradKernelContracts, NameTheMismatch) {
   EXPECT_NE(dy.verify().find("dy"), std::string::npos) << dy.verify();
   StepRig params("ssd_scan_grad_params", {x, dt, h, bc, bc, h, h, x}, {h, {3}, h}, ssd);
   EXPECT_NE(params.verify().find("dd"), std::string::npos) << params.verify();
+  std::vector<AttrValue> correct = {intAttr(4), intAttr(2), test::axesAttr({})};
+  std::vector<int64_t> init = {1, 2, 4, 2, 3};
+  StepRig fix("ssd_correct_grad", {init, bc, dt, h, h, x}, {init, bc, dt}, correct);
+  EXPECT_EQ(fix.verify(), "");
+  StepRig small("ssd_correct_grad", {{1, 2, 4, 2, 2}, bc, dt, h, h, x}, {init, bc, dt}, correct);
+  EXPECT_EQ(small.verify(), "op #0 (sl.ssd_correct_grad 'dinit') at test.mlir:1:1: init has 32 "
+                            "elements per rank, chunks x batch x heads x head dimension x state "
+                            "size is 48");
+  StepRig dC("ssd_correct_grad", {init, bc, dt, h, h, x}, {init, x, dt}, correct);
+  EXPECT_NE(dC.verify().find("dC"), std::string::npos) << dC.verify();
   StepRig heads("ssd_scan_grad", {x, dt, h, bc, bc, h, h, x}, {x, dt, bc, bc},
                 {intAttr(3), intAttr(2)});
   EXPECT_NE(heads.verify().find("attribute 'heads' (3) does not divide x's width 8"),

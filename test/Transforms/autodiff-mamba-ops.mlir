@@ -63,3 +63,28 @@ func.func @scan_dy(%x: tensor<2x16x32xf32>, %dt: tensor<2x16x4xf32>, %a: tensor<
   %da, %dd, %db = sl.ssd_scan_grad_params %x, %dt, %a, %bc, %bc, %a, %a, %dy {heads = 4, groups = 2} : (tensor<2x16x32xf32>, tensor<2x16x4xf32>, tensor<4xf32>, tensor<2x16x8xf32>, tensor<2x16x8xf32>, tensor<4xf32>, tensor<4xf32>, tensor<2x8x32xf32>) -> (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>)
   return
 }
+
+// -----
+
+// init [1 chunk, batch 2, 4 heads, p 8, n 4], C [2, 16, 1 group x 4].
+func.func @correct_init(%init: tensor<1x2x4x8x4xf32>, %c: tensor<2x16x4xf32>, %dt: tensor<2x16x4xf32>, %a: tensor<4xf32>, %dy: tensor<2x16x32xf32>) {
+  // expected-error @+1 {{'sl.ssd_correct_grad' op result #0 must be shaped like the input it differentiates}}
+  %di, %dc, %ddt = sl.ssd_correct_grad %init, %c, %dt, %a, %a, %dy {heads = 4, groups = 1, chunk_axes = []} : (tensor<1x2x4x8x4xf32>, tensor<2x16x4xf32>, tensor<2x16x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<2x16x32xf32>) -> (tensor<1x2x4x4x8xf32>, tensor<2x16x4xf32>, tensor<2x16x4xf32>)
+  return
+}
+
+// -----
+
+func.func @correct_dy(%init: tensor<1x2x4x8x4xf32>, %c: tensor<2x16x4xf32>, %dt: tensor<2x16x4xf32>, %a: tensor<4xf32>, %dy: tensor<2x8x32xf32>) {
+  // expected-error @+1 {{'sl.ssd_correct_grad_params' op dt must be [batch, seq, heads]}}
+  %da, %db = sl.ssd_correct_grad_params %init, %c, %dt, %a, %a, %dy {heads = 4, groups = 1, chunk_axes = []} : (tensor<1x2x4x8x4xf32>, tensor<2x16x4xf32>, tensor<2x16x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<2x8x32xf32>) -> (tensor<4xf32>, tensor<4xf32>)
+  return
+}
+
+// -----
+
+func.func @correct_params(%init: tensor<1x2x4x8x4xf32>, %c: tensor<2x16x4xf32>, %dt: tensor<2x16x4xf32>, %a: tensor<4xf32>, %dy: tensor<2x16x32xf32>) {
+  // expected-error @+1 {{'sl.ssd_correct_grad_params' op result #1 must be shaped like the input it differentiates}}
+  %da, %db = sl.ssd_correct_grad_params %init, %c, %dt, %a, %a, %dy {heads = 4, groups = 1, chunk_axes = []} : (tensor<1x2x4x8x4xf32>, tensor<2x16x4xf32>, tensor<2x16x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<2x16x32xf32>) -> (tensor<4xf32>, tensor<2xf32>)
+  return
+}

@@ -151,46 +151,80 @@ ShardingRule SSDScanOp::getShardingRule() {
   return r.rule;
 }
 
+/// The operands every correction op shares: `y` (y0, or the backward's dy)
+/// [b, s, heads*p], init [chunks, b, heads, p, n], C [b, s, groups*n], dt
+/// [b, s, heads], a_log and dt_bias [heads].
+template <typename Op>
+static LogicalResult verifyCorrectOperands(Op op, Value yv, StringRef yName) {
+  if (failed(verifyStaticAndElementTypes(op)) || failed(checkRank(op, yv, yName, 3)))
+    return failure();
+  auto y = shape(yv);
+  int64_t heads = op.getHeads(), groups = op.getGroups();
+  if (heads <= 0 || groups <= 0 || heads % groups != 0)
+    return op.emitOpError("heads (")
+           << heads << ") must be a positive multiple of groups (" << groups << ")";
+  if (failed(checkDivides(op, y[2], heads, (yName + " channels by heads").str())))
+    return failure();
+  if (shape(op.getDt()) != ArrayRef<int64_t>{y[0], y[1], heads})
+    return op.emitOpError("dt must be [batch, seq, heads]");
+  if (failed(checkRank(op, op.getC(), "C", 3)) ||
+      failed(checkDivides(op, shape(op.getC())[2], groups, "C channels by groups")))
+    return failure();
+  if (shape(op.getC())[0] != y[0] || shape(op.getC())[1] != y[1])
+    return op.emitOpError("C must be [batch, seq, groups * state]");
+  for (auto [v, name] : {std::pair{op.getALog(), "a_log"}, std::pair{op.getDtBias(), "dt_bias"}})
+    if (failed(checkRank(op, v, name, 1)) || failed(checkDim(op, v, name, 0, heads, "heads")))
+      return failure();
+  int64_t p = y[2] / heads, n = shape(op.getC())[2] / groups;
+  const int64_t stateDims[] = {y[0], heads, p, n};
+  return checkCorrectionInit(op, yv, op.getInit(), op.getChunkAxes(), stateDims);
+}
+
 LogicalResult SSDCorrectOp::verify() {
   if (inPerRankProgram(*this))
     return success();
-  if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getY0(), "y0", 3)))
-    return failure();
-  auto y = shape(getY0());
-  int64_t heads = getHeads(), groups = getGroups();
-  if (heads <= 0 || groups <= 0 || heads % groups != 0)
-    return emitOpError("heads (") << heads << ") must be a positive multiple of groups (" << groups
-                                  << ")";
-  if (failed(checkDivides(*this, y[2], heads, "y0 channels by heads")))
-    return failure();
-  if (shape(getDt()) != ArrayRef<int64_t>{y[0], y[1], heads})
-    return emitOpError("dt must be [batch, seq, heads]");
-  if (failed(checkRank(*this, getC(), "C", 3)) ||
-      failed(checkDivides(*this, shape(getC())[2], groups, "C channels by groups")))
-    return failure();
-  if (shape(getC())[0] != y[0] || shape(getC())[1] != y[1])
-    return emitOpError("C must be [batch, seq, groups * state]");
-  for (auto [v, name] : {std::pair{getALog(), "a_log"}, std::pair{getDtBias(), "dt_bias"}})
-    if (failed(checkRank(*this, v, name, 1)) || failed(checkDim(*this, v, name, 0, heads, "heads")))
-      return failure();
-  int64_t p = y[2] / heads, n = shape(getC())[2] / groups;
-  const int64_t stateDims[] = {y[0], heads, p, n};
-  return checkCorrectionInit(*this, getY0(), getInit(), getChunkAxes(), stateDims);
+  return verifyCorrectOperands(*this, getY0(), "y0");
 }
 
-ShardingRule SSDCorrectOp::getShardingRule() {
+/// sl.ssd_correct's factors, its token operand `y` (y0 or dy) and, for the
+/// backward, `tokenResults` or the per-head `paramResults` (the tokens
+/// contracted).
+static ShardingRule correctRule(int64_t groups, ArrayAttr chunkAxes, const char *y,
+                                ArrayRef<const char *> tokenResults,
+                                ArrayRef<const char *> paramResults) {
   RuleBuilder r;
-  int b = r.factor("b"), s = r.seq(), h = r.factor("groups", FactorKind::Free, getGroups()),
+  int b = r.factor("b"), s = r.seq(), h = r.factor("groups", FactorKind::Free, groups),
       p = r.factor("p", FactorKind::Whole), n = r.factor("n", FactorKind::Whole);
-  r.mixing(s, Remedy::StatePassing, getChunkAxes());
-  r.operand("y0", {b, s, h});
+  if (paramResults.empty()) {
+    r.mixing(s, Remedy::StatePassing, chunkAxes);
+  } else {
+    r.rule.factors[b].kind = FactorKind::Contracted;
+    r.rule.factors[s].kind = FactorKind::Contracted;
+  }
+  bool forward = StringRef(y) == "y0";
+  if (forward)
+    r.operand(y, {b, s, h});
   r.operand("init", {s, b, h, p, n});
   r.operand("C", {b, s, h});
   r.operand("dt", {b, s, h});
   r.operand("a_log", {h});
   r.operand("dt_bias", {h});
-  r.result("result", {b, s, h});
+  if (!forward)
+    r.operand(y, {b, s, h});
+  // The forward's one result is shaped like y0; the backward's like init, C
+  // and dt.
+  std::vector<std::vector<int>> dims = {{s, b, h, p, n}, {b, s, h}, {b, s, h}};
+  if (forward)
+    dims = {{b, s, h}};
+  for (auto [i, name] : llvm::enumerate(tokenResults))
+    r.result(name, dims[i]);
+  for (const char *name : paramResults)
+    r.result(name, {h});
   return r.rule;
+}
+
+ShardingRule SSDCorrectOp::getShardingRule() {
+  return correctRule(getGroups(), getChunkAxes(), "y0", {"result"}, {});
 }
 
 //===----------------------------------------------------------------------===//
@@ -233,8 +267,10 @@ void SSDCorrectOp::resolveRankFacts(const RankContext &ctx) {
 // A backward op keeps its forward's factors; what it sums over the tokens
 // (a per-channel or per-head parameter's gradient) has its batch contracted,
 // so data parallelism leaves a pending sum that sl-autodiff reduces onto the
-// parameter. The scan and the conv mix the sequence, which is whole here: the
-// chunked forms (context parallelism) have no backward yet.
+// parameter. The scan and the conv mix the sequence, which is whole here.
+// Of the chunked forms (context parallelism) only the scan's correction has
+// its backward: the conv with a halo and the chunked scan refuse, and the
+// state exchange states no gradient yet.
 
 /// Result `i`'s gradient, or the error of an op whose result `i` carries a
 /// gradient that its backward does not take.
@@ -291,6 +327,25 @@ LogicalResult CausalConv1dOp::buildGradient(GradientBuilder &g) {
   return success();
 }
 
+/// The backward op `name` whose results are the gradients of `op`'s operands
+/// `inputs`, in order; not built when none of them needs one.
+static LogicalResult buildGradients(Operation *op, GradientBuilder &g, StringRef name,
+                                    ValueRange operands, ArrayRef<unsigned> inputs,
+                                    ArrayRef<NamedAttribute> attrs) {
+  if (llvm::none_of(inputs, [&](unsigned i) { return g.needsGradient(i); }))
+    return success();
+  SmallVector<Value> likes;
+  for (unsigned i : inputs)
+    likes.push_back(op->getOperand(i));
+  FailureOr<Operation *> grad = g.build(name, operands, likes, attrs);
+  if (failed(grad))
+    return failure();
+  for (auto [j, i] : llvm::enumerate(inputs))
+    if (g.needsGradient(i))
+      g.contribute(i, (*grad)->getResult(j));
+  return success();
+}
+
 /// The token inputs' gradients (x, dt, B, C) from sl.ssd_scan_grad, the
 /// per-head parameters' (a_log, d, dt_bias) from sl.ssd_scan_grad_params.
 LogicalResult SSDScanOp::buildGradient(GradientBuilder &g) {
@@ -306,32 +361,28 @@ LogicalResult SSDScanOp::buildGradient(GradientBuilder &g) {
   SmallVector<Value> operands = {getX(), getDt(), getALog(),   getB(),
                                  getC(), getD(),  getDtBias(), *dy};
   auto attrs = GradientBuilder::attrsOf(*this, {"heads", "groups"});
-  auto build = [&](StringRef name, ArrayRef<unsigned> inputs) -> LogicalResult {
-    if (llvm::none_of(inputs, [&](unsigned i) { return g.needsGradient(i); }))
-      return success();
-    SmallVector<Value> likes;
-    for (unsigned i : inputs)
-      likes.push_back(getOperand(i));
-    FailureOr<Operation *> grad = g.build(name, operands, likes, attrs);
-    if (failed(grad))
-      return failure();
-    for (auto [j, i] : llvm::enumerate(inputs))
-      if (g.needsGradient(i))
-        g.contribute(i, (*grad)->getResult(j));
-    return success();
-  };
   enum { X, Dt, ALog, Bm, Cm, D, DtBias };
-  if (failed(build("sl.ssd_scan_grad", {X, Dt, Bm, Cm})))
+  if (failed(buildGradients(*this, g, "sl.ssd_scan_grad", operands, {X, Dt, Bm, Cm}, attrs)))
     return failure();
-  return build("sl.ssd_scan_grad_params", {ALog, D, DtBias});
+  return buildGradients(*this, g, "sl.ssd_scan_grad_params", operands, {ALog, D, DtBias}, attrs);
 }
 
-/// The correction exists only under state passing, whose backward (the
-/// exchange's dual) is not built: refused here, where the backward meets the
-/// chunked scan first.
-LogicalResult SSDCorrectOp::buildGradient(GradientBuilder &) {
-  return emitOpError("sl-autodiff: the backward of the chunked SSD scan (state passing over ")
-         << getChunkAxes() << ", context parallelism) is not built yet; train without cp";
+/// y0's gradient is dy itself; init's, C's and dt's come from
+/// sl.ssd_correct_grad, a_log's and dt_bias's from
+/// sl.ssd_correct_grad_params. init's gradient then meets the exchange's
+/// dual.
+LogicalResult SSDCorrectOp::buildGradient(GradientBuilder &g) {
+  FailureOr<Value> dy = g.resultGradient(0);
+  if (failed(dy) || !*dy)
+    return failure(failed(dy));
+  if (g.needsGradient(0))
+    g.contribute(0, *dy);
+  SmallVector<Value> operands = {getInit(), getC(), getDt(), getALog(), getDtBias(), *dy};
+  auto attrs = GradientBuilder::attrsOf(*this, {"heads", "groups", "chunk_axes"});
+  enum { Init = 1, Cm, Dt, ALog, DtBias };
+  if (failed(buildGradients(*this, g, "sl.ssd_correct_grad", operands, {Init, Cm, Dt}, attrs)))
+    return failure();
+  return buildGradients(*this, g, "sl.ssd_correct_grad_params", operands, {ALog, DtBias}, attrs);
 }
 
 //===----------------------------------------------------------------------===//
@@ -428,18 +479,24 @@ ShardingRule CausalConv1dGradWeightOp::getShardingRule() {
   return r.rule;
 }
 
-/// The backward ops' results are shaped like the inputs they differentiate.
-template <typename Op>
-static LogicalResult verifySsdGrad(Op op, ArrayRef<std::pair<Value, Value>> resultsLike) {
+/// A backward op whose operands pass `operandsOk` and whose results are
+/// shaped like the inputs they differentiate.
+static LogicalResult verifyGradResults(Operation *op, function_ref<LogicalResult()> operandsOk,
+                                       ArrayRef<std::pair<Value, Value>> resultsLike) {
   if (inPerRankProgram(op))
     return success();
-  if (failed(verifySsdOperands(op)))
+  if (failed(operandsOk()))
     return failure();
   for (auto [result, like] : resultsLike)
     if (shape(result) != shape(like))
-      return op.emitOpError("result #") << cast<OpResult>(result).getResultNumber()
-                                        << " must be shaped like the input it differentiates";
+      return op->emitOpError("result #") << cast<OpResult>(result).getResultNumber()
+                                         << " must be shaped like the input it differentiates";
   return success();
+}
+
+template <typename Op>
+static LogicalResult verifySsdGrad(Op op, ArrayRef<std::pair<Value, Value>> resultsLike) {
+  return verifyGradResults(op, [&] { return verifySsdOperands(op); }, resultsLike);
 }
 
 LogicalResult SSDScanGradOp::verify() {
@@ -479,4 +536,29 @@ ShardingRule SSDScanGradOp::getShardingRule() {
 
 ShardingRule SSDScanGradParamsOp::getShardingRule() {
   return ssdGradRule(getGroups(), {}, {"da_log", "dd", "ddt_bias"});
+}
+
+/// The correction's backward: its operands as the forward's, dy in y0's
+/// place.
+template <typename Op>
+static LogicalResult verifyCorrectGrad(Op op, ArrayRef<std::pair<Value, Value>> resultsLike) {
+  return verifyGradResults(
+      op, [&] { return verifyCorrectOperands(op, op.getDy(), "dy"); }, resultsLike);
+}
+
+LogicalResult SSDCorrectGradOp::verify() {
+  return verifyCorrectGrad(*this,
+                           {{getDinit(), getInit()}, {getDC(), getC()}, {getDdt(), getDt()}});
+}
+
+LogicalResult SSDCorrectGradParamsOp::verify() {
+  return verifyCorrectGrad(*this, {{getDaLog(), getALog()}, {getDdtBias(), getDtBias()}});
+}
+
+ShardingRule SSDCorrectGradOp::getShardingRule() {
+  return correctRule(getGroups(), getChunkAxes(), "dy", {"dinit", "dC", "ddt"}, {});
+}
+
+ShardingRule SSDCorrectGradParamsOp::getShardingRule() {
+  return correctRule(getGroups(), getChunkAxes(), "dy", {}, {"da_log", "ddt_bias"});
 }

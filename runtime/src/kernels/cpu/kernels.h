@@ -281,6 +281,17 @@ void scan_combine_states(const float *decay, const float *final,
                          const float *init, int64_t chunks, int64_t nd,
                          int64_t bcast, float *chunk_init, float *total_final);
 
+/// The cotangents of scan_combine_states (mamba_grad.cpp) for dchunk_init
+/// [chunks, nd*bcast] and dtotal_final (nullptr: zero), given the forward's
+/// decay and chunk_init. With g_chunks = dtotal_final, from the last chunk to
+/// the first: dfinal[i] = g_{i+1}, ddecay[i, e] = sum over e's bcast entries
+/// of g_{i+1} chunk_init[i], g_i = dchunk_init[i] + decay[i] g_{i+1}; dinit
+/// (nullptr: not wanted) = g_0.
+void scan_combine_states_grad(const float *decay, const float *chunk_init,
+                              const float *dchunk_init, const float *dtotal_final,
+                              int64_t chunks, int64_t nd, int64_t bcast, float *dfinal,
+                              float *ddecay, float *dinit);
+
 struct SsdDims {
   int64_t B;  ///< batch
   int64_t S;  ///< local sequence length
@@ -426,6 +437,18 @@ void ssd_scan_grad(const float *x, const float *dt, const float *A, const float 
                    const float *Cm, const float *D, const float *state_in, const float *dy,
                    const float *dstate, const float *ddecay, const SsdDims &dims, float *dx,
                    float *ddt, float *dA, float *dB, float *dC, float *dD, float *dstate_in);
+
+/// The cotangents of ssd_state_correct's y term for the cotangent dy[B,S,NH,P]
+/// of y (same inputs, dt already positive, A negative). With f_t =
+/// prod_{tau<=t} a_tau: dh0[B,NH,P,N] (written) = sum_t f_t dy_t C_t^T;
+/// dC[B,S,G,N] (added to, summed over the heads of a group) += f_t dy_t^T h0;
+/// ddt[B,S,NH] (written, with respect to the positive dt) = A R_t and dA[NH]
+/// (added to; nullptr: not wanted) += sum_t dt_t R_t, where R_t sums
+/// f_u dy_u.(h0 C_u) over u >= t (the decay of token t scales every later
+/// output of its chunk).
+void ssd_state_correct_grad(const float *Cm, const float *dt, const float *A, const float *h0,
+                            const float *dy, const SsdDims &dims, float *dh0, float *dC, float *ddt,
+                            float *dA);
 
 /// ssd_prelude's backward over T tokens of NH heads, from ddt[T,NH] with
 /// respect to the positive dt' = softplus(dt + dt_bias) and dA[NH] with

@@ -210,6 +210,86 @@ void ssd_scan_grad(const float *x, const float *dt, const float *A, const float 
     }
 }
 
+void ssd_state_correct_grad(const float *Cm, const float *dt, const float *A, const float *h0,
+                            const float *dy, const SsdDims &d, float *dh0, float *dC, float *ddt,
+                            float *dA) {
+  const int64_t per_group = d.NH / d.G, state = d.P * d.N;
+  std::vector<double> q(d.S), gh(state);
+  for (int64_t b = 0; b < d.B; ++b)
+    for (int64_t h = 0; h < d.NH; ++h) {
+      const int64_t g = h / per_group;
+      const float *hs = h0 + (b * d.NH + h) * state;
+      std::fill(gh.begin(), gh.end(), 0.0);
+      double cum = 0.0;
+      for (int64_t t = 0; t < d.S; ++t) {
+        const int64_t row = b * d.S + t;
+        cum += static_cast<double>(dt[row * d.NH + h]) * A[h];
+        const double f = std::exp(cum);
+        const float *ct = Cm + (row * d.G + g) * d.N, *dyt = dy + (row * d.NH + h) * d.P;
+        float *dct = dC + (row * d.G + g) * d.N;
+        double qt = 0.0;
+        for (int64_t p = 0; p < d.P; ++p) {
+          const double fdy = f * dyt[p];
+          double ch = 0.0;
+          for (int64_t n = 0; n < d.N; ++n) {
+            ch += static_cast<double>(ct[n]) * hs[p * d.N + n];
+            gh[p * d.N + n] += fdy * ct[n];
+          }
+          qt += fdy * ch;
+        }
+        for (int64_t n = 0; n < d.N; ++n) {
+          double acc = 0.0;
+          for (int64_t p = 0; p < d.P; ++p)
+            acc += static_cast<double>(dyt[p]) * hs[p * d.N + n];
+          dct[n] = static_cast<float>(dct[n] + f * acc);
+        }
+        q[t] = qt;
+      }
+      float *dho = dh0 + (b * d.NH + h) * state;
+      for (int64_t i = 0; i < state; ++i)
+        dho[i] = static_cast<float>(gh[i]);
+      double suffix = 0.0, accA = 0.0;
+      for (int64_t t = d.S - 1; t >= 0; --t) {
+        const int64_t row = b * d.S + t;
+        suffix += q[t];
+        ddt[row * d.NH + h] = static_cast<float>(A[h] * suffix);
+        accA += dt[row * d.NH + h] * suffix;
+      }
+      if (dA)
+        dA[h] = static_cast<float>(dA[h] + accA);
+    }
+}
+
+// The dual of scan_combine_states: each chunk's initial-state gradient
+// flows to the summaries of the chunks before it, from the last chunk to the
+// first.
+void scan_combine_states_grad(const float *decay, const float *chunk_init, const float *dchunk_init,
+                              const float *dtotal_final, int64_t chunks, int64_t nd, int64_t bcast,
+                              float *dfinal, float *ddecay, float *dinit) {
+  const int64_t size = nd * bcast;
+  // g: the gradient of the state entering chunk i + 1 (after the last chunk:
+  // the total final state's).
+  std::vector<double> g(size, 0.0);
+  if (dtotal_final)
+    for (int64_t j = 0; j < size; ++j)
+      g[j] = dtotal_final[j];
+  for (int64_t i = chunks - 1; i >= 0; --i) {
+    for (int64_t e = 0; e < nd; ++e) {
+      const double a = decay[i * nd + e];
+      double acc = 0.0;
+      for (int64_t j = e * bcast; j < (e + 1) * bcast; ++j) {
+        dfinal[i * size + j] = static_cast<float>(g[j]);
+        acc += g[j] * chunk_init[i * size + j];
+        g[j] = dchunk_init[i * size + j] + a * g[j];
+      }
+      ddecay[i * nd + e] = static_cast<float>(acc);
+    }
+  }
+  if (dinit)
+    for (int64_t j = 0; j < size; ++j)
+      dinit[j] = static_cast<float>(g[j]);
+}
+
 void ssd_prelude_grad(const float *dt, const float *dt_bias, const float *a_log, int64_t T,
                       int64_t NH, const float *ddt, const float *dA, float *ddt_raw,
                       float *ddt_bias, float *da_log) {
@@ -313,6 +393,45 @@ template <bool Params> void ssdGrad(const Step &s, Frame &f) {
                         ddtRaw, Params ? f.f(s.out[2]) : nullptr, Params ? f.f(s.out[0]) : nullptr);
 }
 
+enum { CInit, CCm, CDt, CALog, CDtBias, CDy };
+enum { kCorrectHeads, kCorrectGroups, kCorrectChunkAxes };
+
+/// ssd_correct_grad (init, C, dt, a_log, dt_bias, dy -> dinit, dC, ddt) and
+/// ssd_correct_grad_params (.. -> da_log, ddt_bias): the correction's
+/// backward chunk by chunk, each chunk from its own initial state, as the
+/// forward applied it.
+template <bool Params> void correctGrad(const Step &s, Frame &f) {
+  const TensorInfo &yt = f.tensors[s.in[CDy]];
+  int32_t dt = s.in[CDt], cm = s.in[CCm];
+  const std::vector<int64_t> &cl = f.local(cm);
+  int64_t nh = f.local(dt)[2], T = f.n(dt) / nh, hp = yt.shape[2] / s.attrs[kCorrectHeads].i;
+  int64_t g = s.attrs[kCorrectGroups].i * cl[2] / f.global(cm)[2], n = cl[2] / g;
+  bool chunked = !s.attrs[kCorrectChunkAxes].strings.empty();
+  int64_t k = chunked ? chunksOf(yt) : 1, B = yt.local[0];
+  cpu::SsdDims dims{1, yt.local[1] / k, nh, hp, g, n};
+  std::vector<float> dtv(f.n(dt)), A(nh), ddt(f.n(dt)), dA(nh, 0.0f), scratch;
+  cpu::ssd_prelude(f.f(dt), f.f(s.in[CDtBias]), f.f(s.in[CALog]), T, nh, dtv.data(), A.data());
+  float *dinit, *dC;
+  if constexpr (Params) {
+    scratch.resize(f.n(s.in[CInit]) + f.n(cm));
+    dinit = scratch.data(), dC = scratch.data() + f.n(s.in[CInit]);
+  } else {
+    dinit = f.f(s.out[0]), dC = f.f(s.out[1]);
+  }
+  std::fill_n(dinit, f.n(s.in[CInit]), 0.0f);
+  std::fill_n(dC, f.n(cm), 0.0f);
+  const float *init = f.f(s.in[CInit]);
+  forEachChunk(yt, chunked, [&](int64_t rows, int64_t bi, int64_t c) {
+    int64_t slot = (c * B + bi) * nh * hp * n;
+    cpu::ssd_state_correct_grad(f.f(cm) + rows * g * n, dtv.data() + rows * nh, A.data(),
+                                init + slot, f.f(s.in[CDy]) + rows * nh * hp, dims, dinit + slot,
+                                dC + rows * g * n, ddt.data() + rows * nh, dA.data());
+  });
+  float *ddtRaw = Params ? ddt.data() : f.f(s.out[2]);
+  cpu::ssd_prelude_grad(f.f(dt), f.f(s.in[CDtBias]), f.f(s.in[CALog]), T, nh, ddt.data(), dA.data(),
+                        ddtRaw, Params ? f.f(s.out[1]) : nullptr, Params ? f.f(s.out[0]) : nullptr);
+}
+
 // -- contracts --------------------------------------------------------------
 
 /// y, z, dresult (and dy, dz) [.., C]; weight (or dweight) [C] in whole
@@ -378,6 +497,28 @@ template <bool Params> void checkSsdGrad(Contract &c) {
   }
 }
 
+/// The correction's operands (dy in y0's place), its results shaped like
+/// the inputs they differentiate.
+template <bool Params> void checkCorrectGrad(Contract &c) {
+  Contract::Arg dy = operand(CDy), init = operand(CInit);
+  SsdLocal l =
+      checkSsdOperands(c, dy, operand(CDt), operand(CALog), operand(CCm), operand(CDtBias));
+  if (!c.ok())
+    return;
+  int64_t k = c.step.attrs[kCorrectChunkAxes].strings.empty() ? 1 : c.chunks(dy);
+  c.require(c.dim(dy, 1) % k == 0,
+            c.dimText(dy, 1) + ", not " + std::to_string(k) + " equal chunks");
+  c.elementsAtLeast(init, Contract::product({k, c.dim(dy, 0), l.heads, l.headDim, l.state}),
+                    "chunks x batch x heads x head dimension x state size");
+  if constexpr (Params) {
+    for (size_t i : {0, 1})
+      c.rank(result(i), 1).dimIs(result(i), 0, l.heads, "dt's heads");
+  } else {
+    c.sameShape(result(0), init).sameShape(result(1), operand(CCm));
+    c.sameShape(result(2), operand(CDt));
+  }
+}
+
 } // namespace
 
 SHARDLINE_CPU_KERNELS(mamba_grad) {
@@ -406,6 +547,23 @@ SHARDLINE_CPU_KERNELS(mamba_grad) {
             {ssdIn, {"dx", "ddt", "dB", "dC"}, ssd, ssdGrad<false>, nullptr, checkSsdGrad<false>});
   addKernel(t, "ssd_scan_grad_params",
             {ssdIn, {"da_log", "dd", "ddt_bias"}, ssd, ssdGrad<true>, nullptr, checkSsdGrad<true>});
+  const std::vector<std::string> correctIn = {"init", "C", "dt", "a_log", "dt_bias", "dy"};
+  const std::vector<AttrSpec> correct = {
+      {"heads", AttrKind::Int}, {"groups", AttrKind::Int}, {"chunk_axes", AttrKind::Strings}};
+  addKernel(t, "ssd_correct_grad",
+            {correctIn,
+             {"dinit", "dC", "ddt"},
+             correct,
+             correctGrad<false>,
+             nullptr,
+             checkCorrectGrad<false>});
+  addKernel(t, "ssd_correct_grad_params",
+            {correctIn,
+             {"da_log", "ddt_bias"},
+             correct,
+             correctGrad<true>,
+             nullptr,
+             checkCorrectGrad<true>});
 }
 
 } // namespace shardline::rt

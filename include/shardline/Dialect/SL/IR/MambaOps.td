@@ -180,4 +180,40 @@ def SL_SSDScanGradParamsOp : SL_SSDScanGradOp<"ssd_scan_grad_params",
     pending sum; the sequence is whole); heads free in whole groups.
   }], (outs SL_FloatTensor:$da_log, SL_FloatTensor:$dd, SL_FloatTensor:$ddt_bias)>;
 
+class SL_SSDCorrectGradOp<string mnemonic, string summ, string what, string rule, dag outs>
+    : SL_ComputeOp<mnemonic> {
+  let summary = summ;
+  let description = [{
+    The backward of sl.ssd_correct for the cotangent dy of its result (y0's
+    cotangent is dy itself). Per chunk, with f_t the running product of the
+    decays a_tau = exp(dt'_tau A) from the chunk's start: dinit = sum_t f_t
+    dy_t C_t^T, dC_t = f_t dy_t^T init (summed over the heads of a group),
+    and the decay of token t scales every later output of its chunk, so
+    d(dt'_t A) = sum_{u>=t} f_u dy_u . (init C_u). Operands and attributes as
+    sl.ssd_correct without y0, then dy.
+  }] # what # rule;
+  let arguments = (ins SL_FloatTensor:$init, SL_FloatTensor:$C, SL_FloatTensor:$dt,
+                   SL_FloatTensor:$a_log, SL_FloatTensor:$dt_bias, SL_FloatTensor:$dy,
+                   I64Attr:$heads, I64Attr:$groups, StrArrayAttr:$chunk_axes);
+  let results = outs;
+}
+
+def SL_SSDCorrectGradOp : SL_SSDCorrectGradOp<"ssd_correct_grad",
+    "Gradient of sl.ssd_correct with respect to init, C and dt", [{
+    Results: the cotangents of init [chunks, b, heads, p, n], C and dt (the
+    raw dt, before dt_bias and softplus).
+  }], [{
+    Rule: as sl.ssd_correct (b free; heads and groups free in whole groups;
+    the sequence split only over chunk_axes, init's chunks with it).
+  }], (outs SL_FloatTensor:$dinit, SL_FloatTensor:$dC, SL_FloatTensor:$ddt)>;
+
+def SL_SSDCorrectGradParamsOp : SL_SSDCorrectGradOp<"ssd_correct_grad_params",
+    "Gradient of sl.ssd_correct with respect to its per-head parameters", [{
+    Results [heads]: the cotangents of a_log and dt_bias, summed over the
+    tokens.
+  }], [{
+    Rule: as sl.ssd_correct_grad but b and s contracted (a split batch or
+    sequence leaves a pending sum); heads free in whole groups.
+  }], (outs SL_FloatTensor:$da_log, SL_FloatTensor:$ddt_bias)>;
+
 #endif
