@@ -11,21 +11,11 @@
 
 namespace shardline::rt::cpu {
 
-namespace {
-/// 1/sqrt(mean_c x[c]^2 + eps) of one token, as rms_norm computes it.
-double inverseRms(const float *x, int64_t H, float eps) {
-  double ss = 0.0;
-  for (int64_t h = 0; h < H; ++h)
-    ss += static_cast<double>(x[h]) * x[h];
-  return 1.0 / std::sqrt(ss / H + eps);
-}
-} // namespace
-
 void rms_norm_grad(const float *x, const float *w, const float *dy, int64_t T, int64_t H, float eps,
                    float *dx) {
   for (int64_t t = 0; t < T; ++t) {
     const float *xr = x + t * H, *dyr = dy + t * H;
-    double r = inverseRms(xr, H, eps), dot = 0.0;
+    double r = detail::inverse_rms(xr, H, eps), dot = 0.0;
     for (int64_t h = 0; h < H; ++h)
       dot += static_cast<double>(xr[h]) * w[h] * dyr[h];
     double coupling = r * r * r * dot / H;
@@ -39,7 +29,7 @@ void rms_norm_grad_weight(const float *x, const float *dy, int64_t T, int64_t H,
   std::vector<double> acc(H, 0.0);
   for (int64_t t = 0; t < T; ++t) {
     const float *xr = x + t * H, *dyr = dy + t * H;
-    double r = inverseRms(xr, H, eps);
+    double r = detail::inverse_rms(xr, H, eps);
     for (int64_t h = 0; h < H; ++h)
       acc[h] += static_cast<double>(dyr[h]) * xr[h] * r;
   }

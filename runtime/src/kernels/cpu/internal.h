@@ -27,6 +27,15 @@ void attention_probs(const float *qh, int64_t ldq, const float *kh, int64_t ldk,
                      const int64_t *q_pos, const int64_t *k_pos, int64_t Sq, int64_t Sk, int64_t D,
                      bool causal, float scale, int64_t window, float *p, float *lse);
 
+/// 1/sqrt(mean(x^2) + eps) over n values, in double: the scale of RMSNorm and
+/// of the gated norm's groups, which their backward kernels recompute.
+inline double inverse_rms(const float *x, int64_t n, float eps) {
+  double ss = 0.0;
+  for (int64_t i = 0; i < n; ++i)
+    ss += static_cast<double>(x[i]) * x[i];
+  return 1.0 / std::sqrt(ss / (double)n + eps);
+}
+
 /// The last step of one head's attention backward over a block of keys,
 /// given its probabilities p[Sq,Sk] and dS = P∘(dP − rowsum)[Sq,Sk]:
 ///   dq = scale·dS·k + dqBeta·dq,  dk += scale·dSᵀ·q,  dv += Pᵀ·dy

@@ -13,18 +13,6 @@
 
 namespace shardline::rt::cpu {
 
-namespace {
-
-/// 1/sqrt(mean_c y[c]^2 + eps) over one group of n channels.
-double groupScale(const float *y, int64_t n, float eps) {
-  double ss = 0.0;
-  for (int64_t c = 0; c < n; ++c)
-    ss += static_cast<double>(y[c]) * y[c];
-  return 1.0 / std::sqrt(ss / n + eps);
-}
-
-} // namespace
-
 void gated_rms_norm_grad(const float *y, const float *z, const float *w, const float *dout,
                          int64_t T, int64_t C, int64_t groups, float eps, float *dy, float *dz) {
   assert(groups > 0 && C % groups == 0);
@@ -33,7 +21,7 @@ void gated_rms_norm_grad(const float *y, const float *z, const float *w, const f
   for (int64_t t = 0; t < T; ++t)
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t base = t * C + g * gs;
-      const double r = groupScale(y + base, gs, eps);
+      const double r = detail::inverse_rms(y + base, gs, eps);
       double yu = 0.0;
       for (int64_t c = 0; c < gs; ++c) {
         const double zc = z[base + c], s = detail::sigmoid(zc);
@@ -56,7 +44,7 @@ void gated_rms_norm_grad_weight(const float *y, const float *z, const float *dou
   for (int64_t t = 0; t < T; ++t)
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t base = t * C + g * gs;
-      const double r = groupScale(y + base, gs, eps);
+      const double r = detail::inverse_rms(y + base, gs, eps);
       for (int64_t c = 0; c < gs; ++c)
         acc[g * gs + c] +=
             static_cast<double>(dout[base + c]) * y[base + c] * r * detail::silu(z[base + c]);
