@@ -1,12 +1,18 @@
-//===- kernels.h - CUDA kernels (f32, checked against the CPU reference) -===//
+//===- kernels.h - CUDA kernels (checked against the CPU reference) -------===//
 //
-// Device pointers in, device pointers out, on `stream`; each returns the CUDA
-// error of its launch. Semantics are those of kernels/cpu/kernels.h.
+// Device pointers in, device pointers out, queued on `stream`; each returns
+// the CUDA error of its launch. Semantics are those of kernels/cpu/kernels.h,
+// the arithmetic that of kernels/cuda/arith.h, the launch shapes those of
+// kernels/cuda/launch.h. Floating-point tensors are f32 here: the executor
+// widens 16-bit storage to f32 around each step (exec/program.h, Frame).
 //
 //===----------------------------------------------------------------------===//
 
 #ifndef SHARDLINE_RUNTIME_KERNELS_CUDA_KERNELS_H
 #define SHARDLINE_RUNTIME_KERNELS_CUDA_KERNELS_H
+
+#include "kernels/cuda/arith.h"
+#include "kernels/cuda/launch.h"
 
 #include <cuda_runtime_api.h>
 
@@ -14,12 +20,47 @@
 
 namespace shardline::rt::cuda {
 
+/// n elements of `from` (of type `fromType`) into `to`, converted as
+/// Device::convert does (device/device.h).
+cudaError_t convert(const void *from, arith::Type fromType, void *to, arith::Type toType, int64_t n,
+                    cudaStream_t stream);
+
 cudaError_t add(const float *a, const float *b, int64_t n, float *out, cudaStream_t stream);
+cudaError_t mul(const float *a, const float *b, int64_t n, float *out, cudaStream_t stream);
 cudaError_t silu(const float *x, int64_t n, float *out, cudaStream_t stream);
 cudaError_t swiglu(const float *g, const float *u, int64_t n, float *out, cudaStream_t stream);
-/// y = x / sqrt(mean_h(x^2) + eps) * w over rows of H; f32 accumulation.
+
+/// y = x / sqrt(mean_h(x^2) + eps) * w over T rows of H; f32 accumulation.
 cudaError_t rms_norm(const float *x, const float *w, int64_t T, int64_t H, float eps, float *y,
                      cudaStream_t stream);
+
+/// out[t] = table[ids[t] - offset] for the rows this shard holds (rows of
+/// the table, H wide), zero for the others; every id outside [0, limit)
+/// adds one to *badIds.
+cudaError_t embedding(const int32_t *ids, int64_t T, const float *table, int64_t rows, int64_t H,
+                      int64_t offset, int64_t limit, float *out, int32_t *badIds,
+                      cudaStream_t stream);
+
+/// Rotary embedding of x[B, S, NH*D] at the global positions[S].
+cudaError_t rope(const float *x, const int64_t *positions, int64_t B, int64_t S, int64_t NH,
+                 int64_t D, float theta, float *out, cudaStream_t stream);
+
+/// Softmax attention of q[B, Sq, HQ*D] over k, v [B, Sk, HKV*D] at the
+/// given query and key positions, cut as `tiling` says (attentionTiling of
+/// B, HQ, Sq, D); lse[B, HQ, Sq] receives each query's log-sum-exp unless it
+/// is nullptr.
+cudaError_t attention(const float *q, const float *k, const float *v, const int64_t *qPositions,
+                      const int64_t *kPositions, int64_t B, int64_t Sq, int64_t Sk, int64_t HQ,
+                      int64_t HKV, int64_t D, bool causal, float scale, int64_t window,
+                      const AttentionTiling &tiling, float *out, float *lse, cudaStream_t stream);
+
+/// Mean cross-entropy of logits[T, V] against labels[T] (a vocabulary of
+/// exactly V: world size 1), the sum divided by `tokens`, into *loss; terms
+/// is scratch of T doubles; every label outside [0, V) adds one to
+/// *badLabels.
+cudaError_t cross_entropy(const float *logits, const int32_t *labels, int64_t T, int64_t V,
+                          double tokens, double *terms, int32_t *badLabels, float *loss,
+                          cudaStream_t stream);
 
 } // namespace shardline::rt::cuda
 

@@ -1,0 +1,199 @@
+//===- backend.cpp - the CUDA backend's kernel table and entry point ------===//
+//
+// libshardline-backend-cuda.so: the runtime loads it when a run asks for
+// --device cuda (backends/registry.h) and calls shardline_backend_cuda, which
+// checks that a CUDA device is there and returns the backend. Each entry of
+// its table is the CPU table's entry of the same op (operand and attribute
+// bindings, contract, rank-fact resolver) with a `run` that launches the CUDA
+// kernels on the rank's CudaDevice; an op without one here is not in the
+// table, and a plan that holds it is refused before it runs.
+//
+//===----------------------------------------------------------------------===//
+
+#include "backends/cuda/cuda_device.h"
+#include "exec/program.h"
+#include "kernels/cuda/kernels.h"
+
+#include <cmath>
+#include <cstdio>
+#include <mutex>
+
+namespace shardline::rt {
+
+namespace {
+
+CudaDevice &deviceOf(Frame &f) { return *static_cast<CudaDevice *>(f.device); }
+
+/// What a kernel's launch returned, as a Stop naming the kernel.
+void launched(cudaError_t status, const char *kernel) { checkCuda(status, kernel); }
+
+/// Stops the run when a kernel counted ids of `t` outside [0, limit), with
+/// the CPU kernels' words (exec/verify.h, requireIdsInRange).
+void requireNoBadIds(Frame &f, int32_t t, int64_t limit, const char *what) {
+  if (deviceOf(f).readCounter() > 0)
+    throw Stop{"'" + f.tensors[t].name + "' holds a value outside [0, " + std::to_string(limit) +
+                   "), " + what,
+               false};
+}
+
+using Binary = cudaError_t (*)(const float *, const float *, int64_t, float *, cudaStream_t);
+template <Binary Fn> void binary(const Step &s, Frame &f) {
+  launched(Fn(f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]), f.f(s.out[0]), deviceOf(f).stream()),
+           "elementwise");
+}
+
+void silu(const Step &s, Frame &f) {
+  launched(cuda::silu(f.f(s.in[0]), f.n(s.out[0]), f.f(s.out[0]), deviceOf(f).stream()), "silu");
+}
+
+void embedding(const Step &s, Frame &f) {
+  int32_t ids = s.in[0], table = s.in[1];
+  CudaDevice &device = deviceOf(f);
+  int64_t limit = f.global(table)[0];
+  launched(cuda::embedding(f.ids(ids), f.n(ids), f.f(table), f.local(table)[0], f.local(table)[1],
+                           s.facts.vocabOffset, limit, f.f(s.out[0]), device.counter(),
+                           device.stream()),
+           "embedding");
+  requireNoBadIds(f, ids, limit, "the embedding table's rows");
+}
+
+void rmsNorm(const Step &s, Frame &f) {
+  int64_t h = f.local(s.in[0]).back();
+  launched(cuda::rms_norm(f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]) / h, h, (float)s.attrs[0].f,
+                          f.f(s.out[0]), deviceOf(f).stream()),
+           "rms_norm");
+}
+
+void linear(const Step &s, Frame &f) {
+  const std::vector<int64_t> &w = f.local(s.in[1]);
+  deviceOf(f).matmul(f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]) / w[1], w[0], w[1], f.f(s.out[0]));
+}
+
+void rope(const Step &s, Frame &f) {
+  const std::vector<int64_t> &x = f.local(s.in[0]);
+  int64_t d = s.attrs[0].i;
+  CudaDevice &device = deviceOf(f);
+  launched(cuda::rope(f.f(s.in[0]), device.positions(s.facts.positions), x[0], x[1], x[2] / d, d,
+                      (float)s.attrs[1].f, f.f(s.out[0]), device.stream()),
+           "rope");
+}
+
+/// Attribute order of the attention entries (kernels/cpu/table.h).
+enum { kHeads, kCausal, kScale };
+
+void attention(const Step &s, Frame &f) {
+  const std::vector<int64_t> &ql = f.local(s.in[0]), &kl = f.local(s.in[1]);
+  int64_t D = f.global(s.in[0])[2] / s.attrs[kHeads].i;
+  int64_t B = ql[0], Sq = ql[1], Sk = kl[1], HQ = ql[2] / D, HKV = kl[2] / D;
+  float scale =
+      s.attrs[kScale].present ? (float)s.attrs[kScale].f : (float)(1.0 / std::sqrt((double)D));
+  cuda::AttentionTiling tiling;
+  std::string error;
+  if (!cuda::attentionTiling(B, HQ, Sq, D, tiling, error))
+    throw Stop{error, false};
+  CudaDevice &device = deviceOf(f);
+  launched(cuda::attention(
+               f.f(s.in[0]), f.f(s.in[1]), f.f(s.in[2]), device.positions(s.facts.positions),
+               device.positions(s.facts.keyPositions), B, Sq, Sk, HQ, HKV, D,
+               s.attrs[kCausal].i != 0, scale, 0, tiling, f.f(s.out[0]), nullptr, device.stream()),
+           "attention");
+}
+
+/// Cross-entropy over the whole vocabulary: at world size 1 a rank holds it
+/// all, and the vocabulary's group has this rank alone.
+void crossEntropy(const Step &s, Frame &f) {
+  const std::vector<int64_t> &l = f.local(s.in[0]), &global = f.global(s.in[0]);
+  if (l[2] != global[2])
+    throw Stop{"the CUDA backend runs cross-entropy over a whole vocabulary (this rank holds " +
+                   std::to_string(l[2]) + " of " + std::to_string(global[2]) + ")",
+               false};
+  CudaDevice &device = deviceOf(f);
+  int64_t T = l[0] * l[1];
+  auto *terms = static_cast<double *>(device.scratch(std::max<int64_t>(1, T) * 8));
+  launched(cuda::cross_entropy(f.f(s.in[0]), f.ids(s.in[1]), T, l[2],
+                               (double)(global[0] * global[1]), terms, device.counter(),
+                               f.f(s.out[0]), device.stream()),
+           "cross_entropy");
+  requireNoBadIds(f, s.in[1], global[2], "the vocabulary");
+}
+
+/// A layout transition at world size 1 moves nothing between ranks: the
+/// result is the operand, copied.
+void transition(const Step &s, Frame &f) {
+  const BufferView &from = f.moved(s.in[0]), &to = f.moved(s.out[0]);
+  if (from.count != to.count)
+    throw Stop{"the CUDA backend moves tensors between ranks only at world size 1 (" +
+                   std::to_string(from.count) + " elements into " + std::to_string(to.count) + ")",
+               false};
+  deviceOf(f).convert(from, to);
+}
+
+/// The ops the CUDA backend runs, by kind.
+const std::map<std::string, void (*)(const Step &, Frame &)> &cudaRuns() {
+  static const std::map<std::string, void (*)(const Step &, Frame &)> runs = {
+      {"add", binary<cuda::add>},
+      {"mul", binary<cuda::mul>},
+      {"swiglu", binary<cuda::swiglu>},
+      {"silu", silu},
+      {"embedding", embedding},
+      {"rms_norm", rmsNorm},
+      {"linear", linear},
+      {"lm_head", linear},
+      {"rope", rope},
+      {"attention", attention},
+      {"cross_entropy", crossEntropy},
+      {"all_gather", transition},
+      {"all_to_all", transition},
+      {"slice", transition},
+      {"reorder", transition},
+      {"relayout", transition},
+      {"reduce_scatter", transition},
+      {"all_reduce", transition},
+  };
+  return runs;
+}
+
+std::unique_ptr<Device> makeDevice() { return std::make_unique<CudaDevice>(); }
+
+} // namespace
+
+} // namespace shardline::rt
+
+using namespace shardline::rt;
+
+/// The backend, or nullptr with the reason: a runtime of another interface
+/// version, or no usable CUDA device on this machine (no driver, no GPU).
+extern "C" __attribute__((visibility("default"))) const Backend *
+shardline_backend_cuda(int abiVersion, const KernelTable *reference, char *error,
+                       size_t errorBytes) {
+  if (abiVersion != kBackendAbiVersion) {
+    std::snprintf(error, errorBytes,
+                  "the CUDA backend library was built for runtime interface %d, this runtime "
+                  "has %d",
+                  kBackendAbiVersion, abiVersion);
+    return nullptr;
+  }
+  int devices = 0;
+  cudaError_t status = cudaGetDeviceCount(&devices);
+  if (status != cudaSuccess || devices == 0) {
+    std::snprintf(error, errorBytes, "no CUDA device (%s)",
+                  status != cudaSuccess ? cudaGetErrorString(status) : "0 devices");
+    return nullptr;
+  }
+  static std::once_flag built;
+  static KernelTable table;
+  std::call_once(built, [&] {
+    for (const auto &[kind, run] : cudaRuns()) {
+      auto found = reference->find(kind);
+      if (found == reference->end())
+        continue;
+      KernelSpec spec = found->second;
+      spec.run = run;
+      table.emplace(kind, spec);
+    }
+  });
+  static const Backend backend{"cuda", table, makeDevice, 1,
+                               "runs between GPUs need NCCL, which the CUDA backend does not "
+                               "have yet"};
+  return &backend;
+}
