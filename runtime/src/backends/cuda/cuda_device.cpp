@@ -18,6 +18,17 @@ constexpr size_t kWorkspaceBytes = 32u << 20;
 
 const char *lastCuda(cudaError_t status) { return cudaGetErrorString(status); }
 
+/// The largest power of two, up to the 256 bytes cuBLASLt assumes unless told
+/// otherwise, that the address is a multiple of: tensors sit at the arena's
+/// 64-byte slots, not at cudaMalloc's 256.
+int64_t alignmentOf(const void *address) {
+  auto bits = reinterpret_cast<uintptr_t>(address);
+  int64_t alignment = 4;
+  while (alignment < 256 && bits % (uintptr_t)(2 * alignment) == 0)
+    alignment *= 2;
+  return alignment;
+}
+
 void checkLt(cublasStatus_t status, const char *what) {
   if (status != CUBLAS_STATUS_SUCCESS)
     throw Stop{std::string("cuBLASLt: ") + what + ": status " + std::to_string((int)status), false};
@@ -73,9 +84,12 @@ CudaDevice::~CudaDevice() {
     cudaStreamDestroy(stream_);
 }
 
+// Stream-ordered: a buffer is allocated and freed in the order of the work
+// queued on the stream, so freeing one that queued kernels still read needs
+// no wait.
 void *CudaDevice::allocate(int64_t bytes) {
   void *memory = nullptr;
-  if (cudaMalloc(&memory, (size_t)(bytes > 0 ? bytes : 1)) != cudaSuccess) {
+  if (cudaMallocAsync(&memory, (size_t)(bytes > 0 ? bytes : 1), stream_) != cudaSuccess) {
     cudaGetLastError(); // an allocation failure is not sticky: clear it
     throw std::bad_alloc();
   }
@@ -83,11 +97,7 @@ void *CudaDevice::allocate(int64_t bytes) {
   return memory;
 }
 
-void CudaDevice::release(void *memory) {
-  // Memory still read by queued kernels must outlive them.
-  cudaStreamSynchronize(stream_);
-  cudaFree(memory);
-}
+void CudaDevice::release(void *memory) { cudaFreeAsync(memory, stream_); }
 
 void CudaDevice::zero(void *memory, int64_t bytes) {
   if (bytes > 0)
@@ -159,7 +169,10 @@ void CudaDevice::matmul(const float *x, const float *w, int64_t T, int64_t K, in
   }
   // Row-major out = x . w is column-major out^T = w^T . x^T: cuBLASLt's
   // A is w as an N x K column-major matrix, B is x as K x T, C is N x T.
-  auto key = std::make_tuple(T, K, N);
+  // The algorithm is chosen for the operands' alignment as well as their
+  // shape: one that needs more alignment than a pointer has would fail.
+  int64_t alignment = std::min({alignmentOf(x), alignmentOf(w), alignmentOf(out)});
+  auto key = std::make_tuple(T, K, N, alignment);
   auto found = gemms_.find(key);
   if (found == gemms_.end()) {
     Gemm gemm;
@@ -174,6 +187,12 @@ void CudaDevice::matmul(const float *x, const float *w, int64_t T, int64_t K, in
     checkLt(cublasLtMatmulPreferenceSetAttribute(
                 preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof workspace),
             "workspace preference");
+    uint32_t bytes = (uint32_t)alignment;
+    for (auto attribute :
+         {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+          CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
+      checkLt(cublasLtMatmulPreferenceSetAttribute(preference, attribute, &bytes, sizeof bytes),
+              "alignment preference");
     cublasLtMatmulHeuristicResult_t result = {};
     int count = 0;
     cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(lt_, gemm.op, gemm.a, gemm.b, gemm.c,

@@ -76,13 +76,14 @@ private:
   void *scratch_ = nullptr;
   int64_t scratchBytes_ = 0;
   std::map<const void *, int64_t *> positions_;
-  /// cuBLASLt's descriptors and chosen algorithm per GEMM shape.
+  /// cuBLASLt's descriptors and chosen algorithm per GEMM shape (T, K, N)
+  /// and operand alignment.
   struct Gemm {
     cublasLtMatmulDesc_t op = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo;
   };
-  std::map<std::tuple<int64_t, int64_t, int64_t>, Gemm> gemms_;
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, Gemm> gemms_;
 };
 
 } // namespace shardline::rt
