@@ -339,6 +339,178 @@ TEST(CudaArith, CrossEntropyTermsMatchTheCpuKernel) {
   EXPECT_NEAR((float)(total / T), want, 1e-6f * std::fabs(want));
 }
 
+// -- GeLU, sigmoid, softplus, the gated norm --------------------------------------------
+
+TEST(CudaArith, GeluSigmoidSoftplusAreTheCpuKernels) {
+  const int64_t n = 2001;
+  std::vector<float> x = randomVector(n, 15, 8.0f);
+  x[0] = -800.0f;
+  x[1] = 800.0f;
+  std::vector<float> got(n), want(n);
+  struct {
+    double (*device)(double);
+    void (*reference)(const float *, int64_t, float *);
+  } ops[] = {
+      {arith::gelu, cpu::gelu}, {arith::sigmoid, cpu::sigmoid}, {arith::softplus, cpu::softplus}};
+  for (const auto &op : ops) {
+    for (int64_t i = 0; i < n; ++i)
+      got[i] = (float)op.device(x[i]);
+    op.reference(x.data(), n, want.data());
+    // The same double arithmetic: equal.
+    EXPECT_EQ(got, want);
+  }
+}
+
+TEST(CudaArith, GatedNormByGroupsMatchesTheCpuKernel) {
+  const int64_t T = 6, C = 96, groups = 3, width = C / groups;
+  std::vector<float> y = randomVector(T * C, 16), z = randomVector(T * C, 17),
+                     w = randomVector(C, 18);
+  std::vector<float> got(T * C), want(T * C);
+  cpu::gated_rms_norm(y.data(), z.data(), w.data(), T, C, groups, 1e-5f, want.data());
+  gpu::LaunchShape shape = gpu::rowShape(T * groups, width);
+  for (int64_t block = 0; block < shape.blocks; ++block) {
+    int64_t base = block * width, g = block % groups;
+    std::vector<float> partial(shape.threads, 0.0f);
+    for (int k = 0; k < shape.threads; ++k)
+      for (int64_t i = k; i < width; i += shape.threads)
+        partial[k] += y[base + i] * y[base + i];
+    float sum = 0.0f;
+    for (float p : partial)
+      sum += p;
+    float inv = arith::inverseRms(sum, width, 1e-5f);
+    for (int64_t i = 0; i < width; ++i)
+      got[base + i] = arith::gatedNorm(y[base + i], inv, w[g * width + i], z[base + i]);
+  }
+  expectClose(got, want, 1e-5f);
+}
+
+// -- sequences: the convolution and the scans -------------------------------------------
+
+TEST(CudaArith, SequencesNumberChunksAsTheCpuKernels) {
+  // Two batch entries of 12 rows in three chunks of four.
+  std::vector<int> rows(24, 0);
+  for (int64_t q = 0; q < 6; ++q) {
+    arith::Sequence at = arith::sequenceAt(q, 2, 12, 3);
+    int64_t b = q / 3, c = q % 3;
+    EXPECT_EQ(at.firstRow, b * 12 + c * 4);
+    EXPECT_EQ(at.length, 4);
+    EXPECT_EQ(at.stateSlot, c * 2 + b); // forEachChunk's slot of the scans
+    EXPECT_EQ(at.haloSlot, b * 3 + c);  // and of the convolution's halo
+    for (int64_t t = 0; t < at.length; ++t)
+      ++rows[at.firstRow + t];
+  }
+  EXPECT_EQ(std::count(rows.begin(), rows.end(), 1), 24);
+}
+
+TEST(CudaArith, CausalConvOfChunksWithHalosIsTheCpuKernel) {
+  const int64_t B = 2, S = 12, chunks = 2, C = 5, W = 4, L = S / chunks;
+  std::vector<float> x = randomVector(B * S * C, 19), w = randomVector(C * W, 20),
+                     bias = randomVector(C, 21), halo = randomVector(B * chunks * (W - 1) * C, 22);
+  std::vector<float> got(B * S * C), want(B * S * C);
+  // The CPU table's walk: chunk by chunk, halo slot b*k + c.
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < chunks; ++c) {
+      int64_t rows = b * S + c * L;
+      cpu::causal_conv1d(x.data() + rows * C, w.data(), bias.data(),
+                         halo.data() + (b * chunks + c) * (W - 1) * C, 1, L, C, W,
+                         want.data() + rows * C);
+    }
+  // The kernel's: one thread per output element.
+  for (int64_t e = 0; e < B * S * C; ++e)
+    got[e] =
+        arith::convElement(x.data(), w.data(), bias.data(), halo.data(), B, S, chunks, C, W, e);
+  EXPECT_EQ(got, want);
+  // Without a halo the window starts at zeros.
+  cpu::causal_conv1d(x.data(), w.data(), nullptr, nullptr, B, S, C, W, want.data());
+  for (int64_t e = 0; e < B * S * C; ++e)
+    got[e] = arith::convElement(x.data(), w.data(), nullptr, nullptr, B, S, 1, C, W, e);
+  EXPECT_EQ(got, want);
+}
+
+// The recurrence in double against the CPU's chunked scan (f32 GEMMs within
+// chunks of 64): 1e-4; against the CPU's own step-by-step reference: 1e-6.
+TEST(CudaArith, SsdScanByLanesMatchesTheCpuScans) {
+  const int64_t B = 2, S = 80, chunks = 2, L = S / chunks, NH = 4, P = 3, G = 2, N = 8;
+  std::vector<float> x = randomVector(B * S * NH * P, 23), dt = randomVector(B * S * NH, 24),
+                     dtBias = randomVector(NH, 25, 0.5f), aLog = randomVector(NH, 26, 0.5f),
+                     Bm = randomVector(B * S * G * N, 27), Cm = randomVector(B * S * G * N, 28),
+                     D = randomVector(NH, 29), stateIn = randomVector(chunks * B * NH * P * N, 30);
+  std::vector<float> y(x.size()), state(stateIn.size()), decay(chunks * B * NH);
+  arith::SsdArgs args{x.data(),
+                      dt.data(),
+                      dtBias.data(),
+                      aLog.data(),
+                      Bm.data(),
+                      Cm.data(),
+                      D.data(),
+                      stateIn.data(),
+                      B,
+                      S,
+                      chunks,
+                      NH,
+                      P,
+                      G,
+                      N,
+                      y.data(),
+                      state.data(),
+                      decay.data()};
+  // The kernel's threads: one lane each.
+  for (int64_t lane = 0; lane < B * chunks * NH * P; ++lane)
+    arith::ssdLane(args, lane);
+  // The CPU table's walk: the prelude, then chunk by chunk from its slot.
+  std::vector<float> step(dt.size()), A(NH);
+  cpu::ssd_prelude(dt.data(), dtBias.data(), aLog.data(), B * S, NH, step.data(), A.data());
+  std::vector<float> wantY(y.size()), wantState(state.size()), wantDecay(decay.size());
+  std::vector<float> refY(y.size()), refState(state.size()), refDecay(decay.size());
+  cpu::SsdDims dims{1, L, NH, P, G, N};
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < chunks; ++c) {
+      int64_t rows = b * S + c * L, slot = c * B + b;
+      cpu::ssd_scan(x.data() + rows * NH * P, step.data() + rows * NH, A.data(),
+                    Bm.data() + rows * G * N, Cm.data() + rows * G * N, D.data(),
+                    stateIn.data() + slot * NH * P * N, dims, wantY.data() + rows * NH * P,
+                    wantState.data() + slot * NH * P * N, wantDecay.data() + slot * NH);
+      cpu::ssd_scan_reference(x.data() + rows * NH * P, step.data() + rows * NH, A.data(),
+                              Bm.data() + rows * G * N, Cm.data() + rows * G * N, D.data(),
+                              stateIn.data() + slot * NH * P * N, dims, refY.data() + rows * NH * P,
+                              refState.data() + slot * NH * P * N, refDecay.data() + slot * NH);
+    }
+  expectClose(y, wantY, 1e-4f);
+  expectClose(state, wantState, 1e-4f);
+  expectClose(decay, wantDecay, 1e-4f);
+  expectClose(y, refY, 1e-6f);
+  expectClose(state, refState, 1e-6f);
+  expectClose(decay, refDecay, 1e-6f);
+}
+
+TEST(CudaArith, RglruScanByLanesIsTheCpuKernel) {
+  const int64_t B = 3, S = 20, chunks = 2, L = S / chunks, W = 7;
+  std::vector<float> x = randomVector(B * S * W, 31), wa = randomVector(W, 32),
+                     ba = randomVector(W, 33), wx = randomVector(W, 34), bx = randomVector(W, 35),
+                     lambda = randomVector(W, 36), stateIn = randomVector(chunks * B * W, 37);
+  std::vector<float> y(x.size()), state(stateIn.size()), decay(stateIn.size());
+  arith::RglruArgs args{x.data(),       wa.data(),   ba.data(), wx.data(), bx.data(), lambda.data(),
+                        stateIn.data(), B,           S,         chunks,    W,         y.data(),
+                        state.data(),   decay.data()};
+  for (int64_t lane = 0; lane < B * chunks * W; ++lane)
+    arith::rglruLane(args, lane);
+  std::vector<float> gateA(x.size()), gateX(x.size());
+  cpu::rglru_gates(x.data(), wa.data(), ba.data(), wx.data(), bx.data(), B * S, W, gateA.data(),
+                   gateX.data());
+  std::vector<float> wantY(y.size()), wantState(state.size()), wantDecay(decay.size());
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < chunks; ++c) {
+      int64_t rows = b * S + c * L, slot = c * B + b;
+      cpu::rglru_scan(x.data() + rows * W, gateA.data() + rows * W, gateX.data() + rows * W,
+                      lambda.data(), stateIn.data() + slot * W, 1, L, W, wantY.data() + rows * W,
+                      wantState.data() + slot * W, wantDecay.data() + slot * W);
+    }
+  // The same double arithmetic in the same order: equal.
+  EXPECT_EQ(y, wantY);
+  EXPECT_EQ(state, wantState);
+  EXPECT_EQ(decay, wantDecay);
+}
+
 // -- launch shapes ----------------------------------------------------------------
 
 TEST(CudaLaunch, ElementwiseShapesCoverEveryElementWithinTheGrid) {

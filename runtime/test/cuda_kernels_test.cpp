@@ -122,6 +122,101 @@ TEST(CudaKernels, ElementwiseMatchTheReference) {
   expectClose(out.read(), want, 1e-5f);
 }
 
+// GeLU, sigmoid and softplus in double on both sides: 1e-6 (the device's
+// erf, exp and log1p).
+TEST(CudaKernels, GeluSigmoidSoftplusMatchTheReference) {
+  const int64_t n = 50001;
+  auto x = randomVector(n, 11, 6.0f);
+  DeviceBuffer<float> dx(x), out((size_t)n);
+  std::vector<float> want(n);
+  ASSERT_EQ(gpu::gelu(dx.ptr, n, out.ptr, nullptr), cudaSuccess);
+  cpu::gelu(x.data(), n, want.data());
+  expectClose(out.read(), want, 1e-6f);
+  ASSERT_EQ(gpu::sigmoid(dx.ptr, n, out.ptr, nullptr), cudaSuccess);
+  cpu::sigmoid(x.data(), n, want.data());
+  expectClose(out.read(), want, 1e-6f);
+  ASSERT_EQ(gpu::softplus(dx.ptr, n, out.ptr, nullptr), cudaSuccess);
+  cpu::softplus(x.data(), n, want.data());
+  expectClose(out.read(), want, 1e-6f);
+}
+
+// The group's sum of squares in f32, silu in f32: 1e-5.
+TEST(CudaKernels, GatedRmsNormMatchesTheReference) {
+  const int64_t T = 33, C = 384, groups = 4;
+  auto y = randomVector(T * C, 12), z = randomVector(T * C, 13), w = randomVector(C, 14);
+  DeviceBuffer<float> dy(y), dz(z), dw(w), out((size_t)(T * C));
+  ASSERT_EQ(gpu::gated_rms_norm(dy.ptr, dz.ptr, dw.ptr, T, C, groups, 1e-5f, out.ptr, nullptr),
+            cudaSuccess);
+  std::vector<float> want(T * C);
+  cpu::gated_rms_norm(y.data(), z.data(), w.data(), T, C, groups, 1e-5f, want.data());
+  expectClose(out.read(), want, 1e-5f);
+}
+
+// Double accumulation on both sides; the device may fuse multiply-adds: 1e-6.
+TEST(CudaKernels, CausalConvWithHalosMatchesTheReference) {
+  const int64_t B = 2, S = 64, chunks = 2, L = S / chunks, C = 48, W = 4;
+  auto x = randomVector(B * S * C, 15), w = randomVector(C * W, 16), bias = randomVector(C, 17),
+       halo = randomVector(B * chunks * (W - 1) * C, 18);
+  DeviceBuffer<float> dx(x), dw(w), dbias(bias), dhalo(halo), out(x.size());
+  ASSERT_EQ(gpu::causal_conv1d(dx.ptr, dw.ptr, dbias.ptr, dhalo.ptr, {B, S, chunks}, C, W, out.ptr,
+                               nullptr),
+            cudaSuccess);
+  std::vector<float> want(x.size());
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < chunks; ++c) {
+      int64_t rows = b * S + c * L;
+      cpu::causal_conv1d(x.data() + rows * C, w.data(), bias.data(),
+                         halo.data() + (b * chunks + c) * (W - 1) * C, 1, L, C, W,
+                         want.data() + rows * C);
+    }
+  expectClose(out.read(), want, 1e-6f);
+}
+
+// The step-by-step recurrence in double against the CPU's chunked scan (f32
+// GEMMs within chunks): 1e-4 on y, the states and the decays.
+TEST(CudaKernels, SsdScanMatchesTheReference) {
+  const int64_t B = 2, S = 96, NH = 8, P = 16, G = 2, N = 32;
+  auto x = randomVector(B * S * NH * P, 19), dt = randomVector(B * S * NH, 20),
+       dtBias = randomVector(NH, 21, 0.5f), aLog = randomVector(NH, 22, 0.5f),
+       Bm = randomVector(B * S * G * N, 23), Cm = randomVector(B * S * G * N, 24),
+       D = randomVector(NH, 25), stateIn = randomVector(B * NH * P * N, 26);
+  DeviceBuffer<float> dx(x), ddt(dt), ddtBias(dtBias), daLog(aLog), dB(Bm), dC(Cm), dD(D),
+      dstate(stateIn), y(x.size()), state(stateIn.size()), decay((size_t)(B * NH));
+  ASSERT_EQ(gpu::ssd_scan(dx.ptr, ddt.ptr, ddtBias.ptr, daLog.ptr, dB.ptr, dC.ptr, dD.ptr,
+                          dstate.ptr, {B, S, 1}, NH, P, G, N, y.ptr, state.ptr, decay.ptr, nullptr),
+            cudaSuccess);
+  std::vector<float> step(dt.size()), A(NH), wantY(x.size()), wantState(stateIn.size()),
+      wantDecay(B * NH);
+  cpu::ssd_prelude(dt.data(), dtBias.data(), aLog.data(), B * S, NH, step.data(), A.data());
+  cpu::ssd_scan(x.data(), step.data(), A.data(), Bm.data(), Cm.data(), D.data(), stateIn.data(),
+                {B, S, NH, P, G, N}, wantY.data(), wantState.data(), wantDecay.data());
+  expectClose(y.read(), wantY, 1e-4f);
+  expectClose(state.read(), wantState, 1e-4f);
+  expectClose(decay.read(), wantDecay, 1e-4f);
+}
+
+// The same double recurrence; the gates in f32, which the device may fuse:
+// 1e-5.
+TEST(CudaKernels, RglruScanMatchesTheReference) {
+  const int64_t B = 2, S = 100, W = 96;
+  auto x = randomVector(B * S * W, 27), wa = randomVector(W, 28), ba = randomVector(W, 29),
+       wx = randomVector(W, 30), bx = randomVector(W, 31), lambda = randomVector(W, 32);
+  DeviceBuffer<float> dx(x), dwa(wa), dba(ba), dwx(wx), dbx(bx), dlambda(lambda), y(x.size()),
+      state((size_t)(B * W)), decay((size_t)(B * W));
+  ASSERT_EQ(gpu::rglru_scan(dx.ptr, dwa.ptr, dba.ptr, dwx.ptr, dbx.ptr, dlambda.ptr, nullptr,
+                            {B, S, 1}, W, y.ptr, state.ptr, decay.ptr, nullptr),
+            cudaSuccess);
+  std::vector<float> gateA(x.size()), gateX(x.size()), wantY(x.size()), wantState(B * W),
+      wantDecay(B * W);
+  cpu::rglru_gates(x.data(), wa.data(), ba.data(), wx.data(), bx.data(), B * S, W, gateA.data(),
+                   gateX.data());
+  cpu::rglru_scan(x.data(), gateA.data(), gateX.data(), lambda.data(), nullptr, B, S, W,
+                  wantY.data(), wantState.data(), wantDecay.data());
+  expectClose(y.read(), wantY, 1e-5f);
+  expectClose(state.read(), wantState, 1e-5f);
+  expectClose(decay.read(), wantDecay, 1e-5f);
+}
+
 // The sum of squares in f32 across the block against the CPU's double: 1e-5.
 TEST(CudaKernels, RmsNormMatchesTheReference) {
   for (int64_t H : {1, 100, 1000, 5000}) {

@@ -42,8 +42,9 @@ template <Binary Fn> void binary(const Step &s, Frame &f) {
            "elementwise");
 }
 
-void silu(const Step &s, Frame &f) {
-  launched(cuda::silu(f.f(s.in[0]), f.n(s.out[0]), f.f(s.out[0]), deviceOf(f).stream()), "silu");
+using Unary = cudaError_t (*)(const float *, int64_t, float *, cudaStream_t);
+template <Unary Fn> void unary(const Step &s, Frame &f) {
+  launched(Fn(f.f(s.in[0]), f.n(s.out[0]), f.f(s.out[0]), deviceOf(f).stream()), "elementwise");
 }
 
 void embedding(const Step &s, Frame &f) {
@@ -62,6 +63,61 @@ void rmsNorm(const Step &s, Frame &f) {
   launched(cuda::rms_norm(f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]) / h, h, (float)s.attrs[0].f,
                           f.f(s.out[0]), deviceOf(f).stream()),
            "rms_norm");
+}
+
+void gatedRmsNorm(const Step &s, Frame &f) {
+  int32_t y = s.in[0];
+  int64_t c = f.local(y).back(), groups = s.attrs[0].i * c / f.global(y).back();
+  launched(cuda::gated_rms_norm(f.f(y), f.f(s.in[1]), f.f(s.in[2]), f.n(s.out[0]) / c, c, groups,
+                                (float)s.attrs[1].f, f.f(s.out[0]), deviceOf(f).stream()),
+           "gated_rms_norm");
+}
+
+/// The sequences of a local [B, S, ...] value: its chunks when the op runs
+/// them one by one (kernels/cpu/table.h, forEachChunk), else one a batch
+/// entry.
+cuda::Sequences sequencesOf(const TensorInfo &x, bool chunked) {
+  return {x.local[0], x.local[1], chunked ? chunksPerRank(x.layout, 1) : 1};
+}
+
+void conv(const Step &s, Frame &f) {
+  const TensorInfo &x = f.tensors[s.in[0]];
+  bool hasHalo = s.has(3);
+  launched(cuda::causal_conv1d(f.f(s.in[0]), f.f(s.in[1]), f.f(s.in[2]),
+                               hasHalo ? f.f(s.in[3]) : nullptr, sequencesOf(x, hasHalo),
+                               x.local[2], f.local(s.in[1])[1], f.f(s.out[0]),
+                               deviceOf(f).stream()),
+           "causal_conv1d");
+}
+
+void ssdScan(const Step &s, Frame &f) {
+  enum { X, Dt, ALog, Bm, Cm, D, DtBias, StateIn };
+  enum { kHeads, kGroups, kChunkAxes };
+  const TensorInfo &x = f.tensors[s.in[X]];
+  const std::vector<int64_t> &cl = f.local(s.in[Cm]);
+  int64_t nh = f.local(s.in[Dt])[2], p = x.shape[2] / s.attrs[kHeads].i;
+  int64_t g = s.attrs[kGroups].i * cl[2] / f.global(s.in[Cm])[2], n = cl[2] / g;
+  if (n > cuda::arith::kMaxSsdState)
+    throw Stop{"the CUDA SSD scan takes state sizes up to " +
+                   std::to_string(cuda::arith::kMaxSsdState) + ", not " + std::to_string(n),
+               false};
+  launched(cuda::ssd_scan(f.f(s.in[X]), f.f(s.in[Dt]), f.f(s.in[DtBias]), f.f(s.in[ALog]),
+                          f.f(s.in[Bm]), f.f(s.in[Cm]), f.f(s.in[D]),
+                          s.has(StateIn) ? f.f(s.in[StateIn]) : nullptr,
+                          sequencesOf(x, !s.attrs[kChunkAxes].strings.empty()), nh, p, g, n,
+                          f.f(s.out[0]), f.f(s.out[1]), f.f(s.out[2]), deviceOf(f).stream()),
+           "ssd_scan");
+}
+
+void rglruScan(const Step &s, Frame &f) {
+  enum { X, Wa, Ba, Wx, Bx, Lambda, StateIn };
+  const TensorInfo &x = f.tensors[s.in[X]];
+  launched(cuda::rglru_scan(f.f(s.in[X]), f.f(s.in[Wa]), f.f(s.in[Ba]), f.f(s.in[Wx]),
+                            f.f(s.in[Bx]), f.f(s.in[Lambda]),
+                            s.has(StateIn) ? f.f(s.in[StateIn]) : nullptr,
+                            sequencesOf(x, !s.attrs[0].strings.empty()), x.local[2], f.f(s.out[0]),
+                            f.f(s.out[1]), f.f(s.out[2]), deviceOf(f).stream()),
+           "rglru_scan");
 }
 
 void linear(const Step &s, Frame &f) {
@@ -134,7 +190,14 @@ const std::map<std::string, void (*)(const Step &, Frame &)> &cudaRuns() {
       {"add", binary<cuda::add>},
       {"mul", binary<cuda::mul>},
       {"swiglu", binary<cuda::swiglu>},
-      {"silu", silu},
+      {"silu", unary<cuda::silu>},
+      {"gelu", unary<cuda::gelu>},
+      {"sigmoid", unary<cuda::sigmoid>},
+      {"softplus", unary<cuda::softplus>},
+      {"gated_rms_norm", gatedRmsNorm},
+      {"causal_conv1d", conv},
+      {"ssd_scan", ssdScan},
+      {"rglru_scan", rglruScan},
       {"embedding", embedding},
       {"rms_norm", rmsNorm},
       {"linear", linear},

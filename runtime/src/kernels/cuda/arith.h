@@ -125,6 +125,18 @@ SL_HD void store(void *data, Type type, int64_t i, float value) {
 SL_HD float silu(float x) { return x / (1.0f + expf(-x)); }
 SL_HD float swiglu(float gate, float up) { return silu(gate) * up; }
 
+// GeLU, sigmoid and softplus in double, as on the CPU; the branches keep
+// exp() from overflowing for large |x|.
+SL_HD double sigmoid(double x) {
+  if (x >= 0)
+    return 1.0 / (1.0 + exp(-x));
+  double e = exp(x);
+  return e / (1.0 + e);
+}
+SL_HD double softplus(double x) { return x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
+SL_HD double logSigmoid(double x) { return -softplus(-x); }
+SL_HD double gelu(double x) { return 0.5 * x * (1.0 + erf(x * 0.70710678118654752440)); }
+
 // -- embedding ------------------------------------------------------------------
 
 /// The row of this rank's shard of the table (rows [offset, offset + rows) of
@@ -144,6 +156,161 @@ SL_HD bool idInRange(int32_t id, int64_t limit) { return id >= 0 && (int64_t)id 
 /// squares (summed in f32 by the kernel's threads, then across them).
 SL_HD float inverseRms(float sumSquares, int64_t width, float eps) {
   return 1.0f / sqrtf(sumSquares / (float)width + eps);
+}
+
+/// One element of the gated norm: y normalised within its group (inv, from
+/// the group's sum of squares), scaled by the weight and gated by silu(z).
+SL_HD float gatedNorm(float y, float inv, float w, float z) { return y * inv * w * silu(z); }
+
+// -- sequences cut into chunks ---------------------------------------------------------
+//
+// A local [B, S, ...] value under context parallelism holds k chunks of S/k
+// tokens per batch entry (kernels/cpu/table.h, forEachChunk); the scans and
+// the convolution run each chunk as a sequence of its own.
+
+/// Sequence q (of B*k) as batch entry b and chunk c: its first row, its
+/// length, and the slot of its state (c*B + b, the scans') and of its halo
+/// (b*k + c, the convolution's).
+struct Sequence {
+  int64_t firstRow, length, stateSlot, haloSlot;
+};
+SL_HD Sequence sequenceAt(int64_t q, int64_t B, int64_t S, int64_t chunks) {
+  int64_t b = q / chunks, c = q % chunks, length = S / chunks;
+  return {b * S + c * length, length, c * B + b, b * chunks + c};
+}
+
+// -- causal depthwise conv1d ----------------------------------------------------------
+
+/// Output channel c at token t of a sequence x[L, C] whose W - 1 tokens
+/// before it are halo[W - 1, C] (nullptr: zeros): bias[c] (nullptr: 0) plus
+/// the kernel w[C, W] over the window ending at t, summed in double.
+SL_HD float convAt(const float *x, const float *w, const float *bias, const float *halo, int64_t C,
+                   int64_t W, int64_t t, int64_t c) {
+  double acc = bias ? bias[c] : 0.0;
+  for (int64_t j = 0; j < W; ++j) {
+    int64_t src = t - (W - 1) + j;
+    float value = 0.0f;
+    if (src >= 0)
+      value = x[src * C + c];
+    else if (halo)
+      value = halo[((W - 1) + src) * C + c];
+    acc += (double)w[c * W + j] * value;
+  }
+  return (float)acc;
+}
+
+/// Output element e (row, channel) of the convolution of x[B, S, C] cut
+/// into sequences, each reading the W - 1 rows before it from its halo slot.
+SL_HD float convElement(const float *x, const float *w, const float *bias, const float *halo,
+                        int64_t B, int64_t S, int64_t chunks, int64_t C, int64_t W, int64_t e) {
+  int64_t row = e / C, c = e % C;
+  int64_t q = (row / S) * chunks + (row % S) / (S / chunks);
+  Sequence at = sequenceAt(q, B, S, chunks);
+  const float *haloRows = halo ? halo + at.haloSlot * (W - 1) * C : nullptr;
+  return convAt(x + at.firstRow * C, w, bias, haloRows, C, W, row - at.firstRow, c);
+}
+
+// -- the Mamba-2 SSD scan ---------------------------------------------------------------
+
+/// The scan's step size of a token and head, softplus(dt + dt_bias), and a
+/// head's decay rate, -exp(a_log): the CPU's prelude (kernels/cpu/kernels.h,
+/// ssd_prelude), rounded to f32 where it rounds.
+SL_HD float ssdStep(float dt, float dtBias) { return (float)softplus((double)(dt + dtBias)); }
+SL_HD float ssdRate(float aLog) { return -expf(aLog); }
+
+/// One token of the recurrence for one head-dim element: with decay
+/// a = exp(dt·A), state[n] = a·state[n] + dt·x·B[n] over the N state
+/// entries (double), y = C·state + D·x. Returns y and multiplies the running
+/// decay by a.
+SL_HD float ssdToken(float dt, float A, float x, const float *B, const float *C, float D,
+                     double *state, int64_t N, double &decay) {
+  double a = exp((double)dt * A), dtx = (double)dt * x, acc = 0.0;
+  decay *= a;
+  for (int64_t n = 0; n < N; ++n) {
+    state[n] = a * state[n] + dtx * B[n];
+    acc += C[n] * state[n];
+  }
+  return (float)(acc + (double)D * x);
+}
+
+/// The largest state size the SSD scan takes: a lane keeps its N state
+/// entries in an array of this length.
+inline constexpr int64_t kMaxSsdState = 256;
+
+/// What the SSD scan reads and writes (kernels.h, ssd_scan).
+struct SsdArgs {
+  const float *x, *dt, *dtBias, *aLog, *Bm, *Cm, *D, *stateIn;
+  int64_t B, S, chunks, NH, P, G, N;
+  float *y, *stateOut, *decayOut;
+};
+
+/// Lane `lane` of the SSD scan (of B*chunks*NH*P): one head-dim element p of
+/// one head h of one sequence, its state carried across the sequence's
+/// tokens; the lane of p = 0 writes the head's decay.
+SL_HD void ssdLane(const SsdArgs &a, int64_t lane) {
+  int64_t p = lane % a.P, h = (lane / a.P) % a.NH, q = lane / (a.P * a.NH);
+  int64_t g = h / (a.NH / a.G);
+  Sequence at = sequenceAt(q, a.B, a.S, a.chunks);
+  double state[kMaxSsdState];
+  int64_t slot = (at.stateSlot * a.NH + h) * a.P * a.N + p * a.N;
+  for (int64_t i = 0; i < a.N; ++i)
+    state[i] = a.stateIn ? a.stateIn[slot + i] : 0.0;
+  float A = ssdRate(a.aLog[h]);
+  double decay = 1.0;
+  for (int64_t t = 0; t < at.length; ++t) {
+    int64_t row = at.firstRow + t;
+    float step = ssdStep(a.dt[row * a.NH + h], a.dtBias[h]);
+    int64_t xi = (row * a.NH + h) * a.P + p, bc = (row * a.G + g) * a.N;
+    a.y[xi] = ssdToken(step, A, a.x[xi], a.Bm + bc, a.Cm + bc, a.D[h], state, a.N, decay);
+  }
+  for (int64_t i = 0; i < a.N; ++i)
+    a.stateOut[slot + i] = (float)state[i];
+  if (p == 0)
+    a.decayOut[at.stateSlot * a.NH + h] = (float)decay;
+}
+
+// -- the RG-LRU scan --------------------------------------------------------------------
+
+/// c·log(sigmoid(lambda)): the log of a channel's decay base (c = 8).
+SL_HD double rglruLogBase(float lambda, float c) { return c * logSigmoid(lambda); }
+
+/// The gate pre-activations of one element: w·x + b (f32, as on the CPU).
+SL_HD float rglruGate(float w, float x, float b) { return w * x + b; }
+
+/// One token of one channel: log a = sigmoid(gate_a)·base,
+/// h = a·h + sqrt(1 - a²)·sigmoid(gate_x)·x (double), the log of the running
+/// decay grows by log a. Returns h.
+SL_HD float rglruToken(float x, float gateA, float gateX, double base, double &h,
+                       double &logDecay) {
+  double la = sigmoid(gateA) * base;
+  // sqrt(1 - a^2) through expm1 keeps its precision when a is close to 1.
+  h = exp(la) * h + sqrt(-expm1(2.0 * la)) * sigmoid(gateX) * x;
+  logDecay += la;
+  return (float)h;
+}
+
+/// What the RG-LRU scan reads and writes (kernels.h, rglru_scan).
+struct RglruArgs {
+  const float *x, *wa, *ba, *wx, *bx, *lambda, *stateIn;
+  int64_t B, S, chunks, W;
+  float *y, *stateOut, *decayOut;
+};
+
+/// Lane `lane` of the RG-LRU scan (of B*chunks*W): one channel of one
+/// sequence, across its tokens.
+SL_HD void rglruLane(const RglruArgs &a, int64_t lane) {
+  int64_t w = lane % a.W;
+  Sequence at = sequenceAt(lane / a.W, a.B, a.S, a.chunks);
+  int64_t slot = at.stateSlot * a.W + w;
+  double h = a.stateIn ? a.stateIn[slot] : 0.0, logDecay = 0.0;
+  double base = rglruLogBase(a.lambda[w], 8.0f);
+  for (int64_t t = 0; t < at.length; ++t) {
+    int64_t i = (at.firstRow + t) * a.W + w;
+    a.y[i] = rglruToken(a.x[i], rglruGate(a.wa[w], a.x[i], a.ba[w]),
+                        rglruGate(a.wx[w], a.x[i], a.bx[w]), base, h, logDecay);
+  }
+  a.stateOut[slot] = (float)h;
+  a.decayOut[slot] = (float)exp(logDecay);
 }
 
 // -- RoPE -----------------------------------------------------------------------

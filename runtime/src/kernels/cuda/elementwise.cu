@@ -36,6 +36,15 @@ struct SwigluOp {
 struct SiluOp {
   __device__ float operator()(float x) const { return arith::silu(x); }
 };
+struct GeluOp {
+  __device__ float operator()(float x) const { return (float)arith::gelu(x); }
+};
+struct SigmoidOp {
+  __device__ float operator()(float x) const { return (float)arith::sigmoid(x); }
+};
+struct SoftplusOp {
+  __device__ float operator()(float x) const { return (float)arith::softplus(x); }
+};
 
 template <typename F>
 cudaError_t launchUnary(const float *x, int64_t n, float *out, F f, cudaStream_t stream) {
@@ -82,6 +91,21 @@ __global__ void rmsNormKernel(const float *x, const float *w, int64_t H, float e
     out[i] = row[i] * inv * w[i];
 }
 
+/// One block per (row, group): the group's sum of squares, then each
+/// element normalised, scaled and gated.
+__global__ void gatedRmsNormKernel(const float *y, const float *z, const float *w, int64_t C,
+                                   int64_t groups, float eps, float *out) {
+  extern __shared__ float partial[];
+  int64_t width = C / groups, g = blockIdx.x % groups;
+  int64_t base = (int64_t)blockIdx.x * width; // rows of C are whole groups
+  float sum = 0.0f;
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x)
+    sum += y[base + i] * y[base + i];
+  float inv = arith::inverseRms(blockReduce<Sum>(sum, partial), width, eps);
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x)
+    out[base + i] = arith::gatedNorm(y[base + i], inv, w[g * width + i], z[base + i]);
+}
+
 } // namespace
 
 cudaError_t convert(const void *from, arith::Type fromType, void *to, arith::Type toType, int64_t n,
@@ -108,6 +132,28 @@ cudaError_t silu(const float *x, int64_t n, float *out, cudaStream_t stream) {
 
 cudaError_t swiglu(const float *g, const float *u, int64_t n, float *out, cudaStream_t stream) {
   return launchBinary(g, u, n, out, SwigluOp{}, stream);
+}
+
+cudaError_t gelu(const float *x, int64_t n, float *out, cudaStream_t stream) {
+  return launchUnary(x, n, out, GeluOp{}, stream);
+}
+
+cudaError_t sigmoid(const float *x, int64_t n, float *out, cudaStream_t stream) {
+  return launchUnary(x, n, out, SigmoidOp{}, stream);
+}
+
+cudaError_t softplus(const float *x, int64_t n, float *out, cudaStream_t stream) {
+  return launchUnary(x, n, out, SoftplusOp{}, stream);
+}
+
+cudaError_t gated_rms_norm(const float *y, const float *z, const float *w, int64_t T, int64_t C,
+                           int64_t groups, float eps, float *out, cudaStream_t stream) {
+  if (T == 0)
+    return cudaSuccess;
+  LaunchShape shape = rowShape(T * groups, C / groups);
+  gatedRmsNormKernel<<<(unsigned)shape.blocks, shape.threads, shape.sharedBytes, stream>>>(
+      y, z, w, C, groups, eps, out);
+  return cudaGetLastError();
 }
 
 cudaError_t embedding(const int32_t *ids, int64_t T, const float *table, int64_t rows, int64_t H,

@@ -29,6 +29,14 @@ cudaError_t add(const float *a, const float *b, int64_t n, float *out, cudaStrea
 cudaError_t mul(const float *a, const float *b, int64_t n, float *out, cudaStream_t stream);
 cudaError_t silu(const float *x, int64_t n, float *out, cudaStream_t stream);
 cudaError_t swiglu(const float *g, const float *u, int64_t n, float *out, cudaStream_t stream);
+cudaError_t gelu(const float *x, int64_t n, float *out, cudaStream_t stream);
+cudaError_t sigmoid(const float *x, int64_t n, float *out, cudaStream_t stream);
+cudaError_t softplus(const float *x, int64_t n, float *out, cudaStream_t stream);
+
+/// Mamba's gated norm over T rows of C channels in `groups` groups:
+/// out = y / sqrt(mean_group(y^2) + eps) * w * silu(z).
+cudaError_t gated_rms_norm(const float *y, const float *z, const float *w, int64_t T, int64_t C,
+                           int64_t groups, float eps, float *out, cudaStream_t stream);
 
 /// y = x / sqrt(mean_h(x^2) + eps) * w over T rows of H; f32 accumulation.
 cudaError_t rms_norm(const float *x, const float *w, int64_t T, int64_t H, float eps, float *y,
@@ -53,6 +61,37 @@ cudaError_t attention(const float *q, const float *k, const float *v, const int6
                       const int64_t *kPositions, int64_t B, int64_t Sq, int64_t Sk, int64_t HQ,
                       int64_t HKV, int64_t D, bool causal, float scale, int64_t window,
                       const AttentionTiling &tiling, float *out, float *lse, cudaStream_t stream);
+
+/// A local [B, S, ...] value cut into `chunks` sequences per batch entry
+/// (arith.h, sequenceAt).
+struct Sequences {
+  int64_t B, S, chunks;
+};
+
+/// Causal depthwise conv1d of x[B, S, C] with w[C, W] and bias[C] (nullptr:
+/// none), each sequence reading the W - 1 rows before it from halo (nullptr:
+/// zeros).
+cudaError_t causal_conv1d(const float *x, const float *w, const float *bias, const float *halo,
+                          const Sequences &seq, int64_t C, int64_t W, float *y,
+                          cudaStream_t stream);
+
+/// The Mamba-2 SSD scan of x[B, S, NH*P] with dt[B, S, NH] (before the
+/// prelude: dt_bias and a_log [NH] are applied here), B and C [B, S, G*N]
+/// and the skip D[NH], each sequence from state_in (nullptr: zero) into
+/// state_out [slots, NH, P, N] and decay_out [slots, NH]. N is at most
+/// arith::kMaxSsdState.
+cudaError_t ssd_scan(const float *x, const float *dt, const float *dtBias, const float *aLog,
+                     const float *Bm, const float *Cm, const float *D, const float *stateIn,
+                     const Sequences &seq, int64_t NH, int64_t P, int64_t G, int64_t N, float *y,
+                     float *stateOut, float *decayOut, cudaStream_t stream);
+
+/// The RG-LRU scan of x[B, S, W] with the gate parameters wa, ba, wx, bx and
+/// lambda [W], each sequence from state_in (nullptr: zero) into state_out
+/// and decay_out [slots, W].
+cudaError_t rglru_scan(const float *x, const float *wa, const float *ba, const float *wx,
+                       const float *bx, const float *lambda, const float *stateIn,
+                       const Sequences &seq, int64_t W, float *y, float *stateOut, float *decayOut,
+                       cudaStream_t stream);
 
 /// Mean cross-entropy of logits[T, V] against labels[T] (a vocabulary of
 /// exactly V: world size 1), the sum divided by `tokens`, into *loss; terms
