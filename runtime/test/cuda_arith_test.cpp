@@ -511,6 +511,76 @@ TEST(CudaArith, RglruScanByLanesIsTheCpuKernel) {
   EXPECT_EQ(decay, wantDecay);
 }
 
+// -- MoE ------------------------------------------------------------------------------
+
+TEST(CudaArith, RoutingIsTheCpuRouters) {
+  const int64_t T = 50, E = 8, k = 3;
+  std::vector<float> logits = randomVector(T * E, 38, 2.0f);
+  // Ties: the lower expert wins, as the CPU's order says.
+  for (int64_t e = 0; e < E; ++e)
+    logits[e] = 1.0f;
+  logits[E + 5] = logits[E + 2] = 9.0f;
+  std::vector<float> weights(T * k), wantWeights(T * k);
+  std::vector<int32_t> idx(T * k), wantIdx(T * k);
+  for (int64_t t = 0; t < T; ++t)
+    arith::routeToken(logits.data() + t * E, E, k, weights.data() + t * k, idx.data() + t * k);
+  cpu::router_topk(logits.data(), T, E, k, wantWeights.data(), wantIdx.data());
+  EXPECT_EQ(idx, wantIdx);
+  EXPECT_EQ(weights, wantWeights);
+}
+
+TEST(CudaArith, DispatchAndCombineAreTheCpuKernels) {
+  const int64_t T = 12, H = 5, k = 2, E = 4;
+  std::vector<float> x = randomVector(T * H, 39), weights = randomVector(T * k, 40);
+  std::vector<int32_t> idx(T * k);
+  for (int64_t t = 0; t < T; ++t) {
+    idx[t * k] = (int32_t)(t % E);
+    idx[t * k + 1] = (int32_t)((t + 1 + t / E) % E);
+  }
+  std::vector<float> slabs(E * T * H, 0.0f), wantSlabs(E * T * H, 0.0f);
+  for (int64_t i = 0; i < T * k * H; ++i) {
+    int64_t to = arith::dispatchTarget(idx.data(), T, H, k, E, i);
+    ASSERT_GE(to, 0);
+    slabs[to] = x[(i / (k * H)) * H + i % H];
+  }
+  cpu::moe_scatter_rows(x.data(), idx.data(), T, H, k, wantSlabs.data());
+  EXPECT_EQ(slabs, wantSlabs);
+  std::vector<float> y(T * H), wantY(T * H);
+  for (int64_t i = 0; i < T * H; ++i)
+    y[i] =
+        arith::combineElement(slabs.data(), weights.data(), idx.data(), T, H, k, E, i / H, i % H);
+  cpu::moe_gather_rows(slabs.data(), weights.data(), idx.data(), T, H, k, wantY.data());
+  EXPECT_EQ(y, wantY);
+  idx[3] = (int32_t)E;
+  EXPECT_EQ(arith::dispatchTarget(idx.data(), T, H, k, E, 3 * H), -1);
+}
+
+// The backend runs each expert over its whole slab: the rows no token chose
+// are zero, and SwiGLU experts map them to zero, so the dense product is the
+// CPU's packed one (which skips them).
+TEST(CudaArith, ExpertsOverWholeSlabsAreTheCpuPackedExperts) {
+  const int64_t E = 3, R = 10, H = 6, F = 8;
+  std::vector<float> slabs = randomVector(E * R * H, 41), wGate = randomVector(E * H * F, 42),
+                     wUp = randomVector(E * H * F, 43), wDown = randomVector(E * F * H, 44);
+  for (int64_t r = 0; r < E * R; r += 3)
+    std::fill(slabs.begin() + r * H, slabs.begin() + (r + 1) * H, 0.0f);
+  std::vector<float> want(E * R * H, 0.0f), got(E * R * H);
+  cpu::moe_experts_slabs(slabs.data(), E, R, wGate.data(), wUp.data(), wDown.data(), H, F,
+                         want.data());
+  std::vector<float> gate(R * F), up(R * F);
+  for (int64_t e = 0; e < E; ++e) {
+    cpu::linear(slabs.data() + e * R * H, wGate.data() + e * H * F, R, H, F, gate.data());
+    cpu::linear(slabs.data() + e * R * H, wUp.data() + e * H * F, R, H, F, up.data());
+    for (int64_t i = 0; i < R * F; ++i)
+      gate[i] = arith::swiglu(gate[i], up[i]);
+    cpu::linear(gate.data(), wDown.data() + e * F * H, R, F, H, got.data() + e * R * H);
+  }
+  expectClose(got, want, 1e-5f);
+  for (int64_t r = 0; r < E * R; r += 3)
+    for (int64_t h = 0; h < H; ++h)
+      EXPECT_EQ(got[r * H + h], 0.0f);
+}
+
 // -- launch shapes ----------------------------------------------------------------
 
 TEST(CudaLaunch, ElementwiseShapesCoverEveryElementWithinTheGrid) {

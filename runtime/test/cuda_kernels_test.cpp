@@ -217,6 +217,35 @@ TEST(CudaKernels, RglruScanMatchesTheReference) {
   expectClose(decay.read(), wantDecay, 1e-5f);
 }
 
+// Routing: the same choices and the same double softmax (the device's exp):
+// 1e-6 on the weights. Dispatch is a copy (exact); the combine sums in f32
+// in the same order, perhaps fused: 1e-6.
+TEST(CudaKernels, MoeRoutingDispatchCombineMatchTheReference) {
+  const int64_t T = 300, E = 8, k = 2, H = 64;
+  auto logits = randomVector(T * E, 33, 2.0f), x = randomVector(T * H, 34);
+  DeviceBuffer<float> dlogits(logits), weights((size_t)(T * k)), dx(x), slabs((size_t)(E * T * H)),
+      y((size_t)(T * H));
+  DeviceBuffer<int32_t> idx((size_t)(T * k)), bad((size_t)1);
+  ASSERT_EQ(gpu::router_topk(dlogits.ptr, T, E, k, weights.ptr, idx.ptr, nullptr), cudaSuccess);
+  std::vector<float> wantWeights(T * k);
+  std::vector<int32_t> wantIdx(T * k);
+  cpu::router_topk(logits.data(), T, E, k, wantWeights.data(), wantIdx.data());
+  ASSERT_EQ(idx.read(), wantIdx);
+  expectClose(weights.read(), wantWeights, 1e-6f);
+  ASSERT_EQ(gpu::moe_dispatch(dx.ptr, idx.ptr, T, H, k, E, slabs.ptr, bad.ptr, nullptr),
+            cudaSuccess);
+  std::vector<float> wantSlabs(E * T * H, 0.0f);
+  cpu::moe_scatter_rows(x.data(), wantIdx.data(), T, H, k, wantSlabs.data());
+  std::vector<float> gotSlabs = slabs.read();
+  expectClose(gotSlabs, wantSlabs, 0.0f);
+  ASSERT_EQ(gpu::moe_combine(slabs.ptr, weights.ptr, idx.ptr, T, H, k, E, y.ptr, bad.ptr, nullptr),
+            cudaSuccess);
+  std::vector<float> wantY(T * H);
+  cpu::moe_gather_rows(wantSlabs.data(), wantWeights.data(), wantIdx.data(), T, H, k, wantY.data());
+  expectClose(y.read(), wantY, 1e-6f);
+  EXPECT_EQ(bad.read()[0], 0);
+}
+
 // The sum of squares in f32 across the block against the CPU's double: 1e-5.
 TEST(CudaKernels, RmsNormMatchesTheReference) {
   for (int64_t H : {1, 100, 1000, 5000}) {
@@ -267,15 +296,17 @@ TEST(CudaKernels, RopeMatchesTheReference) {
 }
 
 // An f32 online softmax against the CPU's double softmax over f32 scores:
-// 1e-4 on the outputs and the log-sum-exp.
+// 1e-4 on the outputs and the log-sum-exp; causal, not, and sliding-window.
 TEST(CudaKernels, CausalGqaAttentionMatchesTheReference) {
   struct Case {
     int64_t B, Sq, Sk, HQ, HKV, D;
     bool causal;
-  } cases[] = {{2, 200, 200, 8, 2, 64, true},
-               {1, 77, 77, 4, 4, 128, true},
-               {1, 40, 130, 2, 1, 256, false},
-               {3, 5, 5, 2, 1, 16, true}};
+    int64_t window;
+  } cases[] = {{2, 200, 200, 8, 2, 64, true, 0},
+               {1, 77, 77, 4, 4, 128, true, 0},
+               {1, 40, 130, 2, 1, 256, false, 0},
+               {3, 5, 5, 2, 1, 16, true, 0},
+               {2, 150, 150, 4, 2, 32, true, 17}};
   for (const Case &c : cases) {
     SCOPED_TRACE(c.D);
     auto q = randomVector(c.B * c.Sq * c.HQ * c.D, 7),
@@ -293,12 +324,13 @@ TEST(CudaKernels, CausalGqaAttentionMatchesTheReference) {
     DeviceBuffer<float> dq(q), dk(k), dv(v), out(q.size()), lse((size_t)(c.B * c.HQ * c.Sq));
     DeviceBuffer<int64_t> dqPos(qPos), dkPos(kPos);
     ASSERT_EQ(gpu::attention(dq.ptr, dk.ptr, dv.ptr, dqPos.ptr, dkPos.ptr, c.B, c.Sq, c.Sk, c.HQ,
-                             c.HKV, c.D, c.causal, scale, 0, tiling, out.ptr, lse.ptr, nullptr),
+                             c.HKV, c.D, c.causal, scale, c.window, tiling, out.ptr, lse.ptr,
+                             nullptr),
               cudaSuccess);
     std::vector<float> want(q.size()), wantLse(c.B * c.HQ * c.Sq);
     cpu::attention(q.data(), k.data(), v.data(), qPos.data(), kPos.data(),
                    {c.B, c.Sq, c.Sk, c.HQ, c.HKV, c.D}, c.causal, scale, want.data(),
-                   wantLse.data());
+                   wantLse.data(), c.window);
     expectClose(out.read(), want, 1e-4f);
     expectClose(lse.read(), wantLse, 1e-4f);
   }

@@ -37,15 +37,22 @@ cat > "$tmp/gqa.json" <<'SPEC'
 SPEC
 "$compile" "$tmp/gqa.json" --emit plan -o "$tmp/gqa.slp"
 "$run" "$tmp/gqa.slp" --device cuda --verify
-# Mamba-2 and RG-LRU with their convolutions, alone: the scans run step by step in double on
-# the GPU against the CPU's chunked scan in f32 GEMMs, 1e-4 apart per scan.
+# Mamba-2 and RG-LRU with their convolutions, and sliding-window attention: the scans run step
+# by step in double on the GPU against the CPU's chunked scan in f32 GEMMs, 1e-4 apart per scan.
 cat > "$tmp/mr.json" <<'SPEC'
-{"name": "mr", "pattern": "MRMR", "vocab": 256, "hidden": 128, "seq": 128, "batch": 2,
+{"name": "mr", "pattern": "MRLMRL", "vocab": 256, "hidden": 128, "seq": 128, "batch": 2,
  "dtype": "f32", "mamba": {"heads": 8, "head_dim": 16, "state": 16, "groups": 2, "conv": 4},
- "recurrent": {"width": 128, "conv": 4}}
+ "recurrent": {"width": 128, "conv": 4},
+ "local_attention": {"heads": 4, "kv_heads": 2, "head_dim": 32, "window": 24}}
 SPEC
 "$compile" "$tmp/mr.json" --emit plan -o "$tmp/mr.slp"
 "$run" "$tmp/mr.slp" --device cuda --verify --rtol 1e-3
+# The whole nam56r-tiny (attention, MoE, Mamba-2, RG-LRU) at world size 1. A router that sees
+# a rounding difference may pick another expert for a token (docs/runtime.md, --verify's
+# tolerances): the f32 run agrees to the scans' 1e-3 unless that happens.
+"$compile" "$examples/models/nam56r-tiny.json" --tp 1 --sp=false --cp 1 --ep 1 --emit plan \
+  -o "$tmp/nam.slp"
+"$run" "$tmp/nam.slp" --device cuda --verify --rtol 1e-3
 # bf16 storage, f32 compute on both devices: each side rounds at the same op boundaries, and
 # a sum that lands on the other side of a rounding moves an output by an ulp of bf16: 0.03
 # relative, as for the CPU's 16-bit runs without routers (docs/runtime.md).

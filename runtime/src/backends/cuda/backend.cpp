@@ -134,25 +134,96 @@ void rope(const Step &s, Frame &f) {
            "rope");
 }
 
+void routerTopk(const Step &s, Frame &f) {
+  const std::vector<int64_t> &l = f.local(s.in[0]);
+  launched(cuda::router_topk(f.f(s.in[0]), l[0] * l[1], l[2], s.attrs[0].i, f.f(s.out[0]),
+                             f.ids(s.out[1]), deviceOf(f).stream()),
+           "router_topk");
+}
+
+/// Each token's row into the slab of each expert it chose: the dispatch is
+/// dropless and static, as on the CPU (kernels/cpu/moe.cpp).
+void moeDispatch(const Step &s, Frame &f) {
+  const std::vector<int64_t> &x = f.local(s.in[0]);
+  int64_t experts = f.local(s.out[0])[0];
+  CudaDevice &device = deviceOf(f);
+  launched(cuda::moe_dispatch(f.f(s.in[0]), f.ids(s.in[1]), x[0] * x[1], x[2], f.local(s.in[1])[2],
+                              experts, f.f(s.out[0]), device.counter(), device.stream()),
+           "moe_dispatch");
+  requireNoBadIds(f, s.in[1], experts, "the experts");
+}
+
+/// SwiGLU experts over their whole slabs, one expert after another on the
+/// stream: the rows no token was routed to are zero and stay zero (SwiGLU of
+/// zero is zero), so computing them gives the CPU's packed result without
+/// the host learning how many rows each expert got.
+void moeExperts(const Step &s, Frame &f) {
+  const std::vector<int64_t> &slabs = f.local(s.in[0]), &gate = f.local(s.in[1]);
+  int64_t E = slabs[0], R = slabs[1] * slabs[2], H = gate[1], F = gate[2];
+  CudaDevice &device = deviceOf(f);
+  auto *hidden = static_cast<float *>(device.scratch(std::max<int64_t>(1, 2 * R * F) * 4));
+  float *up = hidden + R * F;
+  const float *tokens = f.f(s.in[0]), *wGate = f.f(s.in[1]), *wUp = f.f(s.in[2]),
+              *wDown = f.f(s.in[3]);
+  float *out = f.f(s.out[0]);
+  for (int64_t e = 0; e < E; ++e) {
+    device.matmul(tokens + e * R * H, wGate + e * H * F, R, H, F, hidden);
+    device.matmul(tokens + e * R * H, wUp + e * H * F, R, H, F, up);
+    launched(cuda::swiglu(hidden, up, R * F, hidden, device.stream()), "swiglu");
+    device.matmul(hidden, wDown + e * F * H, R, F, H, out + e * R * H);
+  }
+}
+
+void moeCombine(const Step &s, Frame &f) {
+  const std::vector<int64_t> &slabs = f.local(s.in[0]);
+  CudaDevice &device = deviceOf(f);
+  launched(cuda::moe_combine(f.f(s.in[0]), f.f(s.in[1]), f.ids(s.in[2]), slabs[1] * slabs[2],
+                             slabs[3], f.local(s.in[1])[2], slabs[0], f.f(s.out[0]),
+                             device.counter(), device.stream()),
+           "moe_combine");
+  requireNoBadIds(f, s.in[2], slabs[0], "the experts");
+}
+
 /// Attribute order of the attention entries (kernels/cpu/table.h).
 enum { kHeads, kCausal, kScale };
 
-void attention(const Step &s, Frame &f) {
+/// Attention of q over k and v at the given positions: causal or not,
+/// within `window` tokens when it is positive.
+void attend(const Step &s, Frame &f, bool causal, float scale, int64_t window,
+            const std::vector<int64_t> &queryPositions, const std::vector<int64_t> &keyPositions) {
   const std::vector<int64_t> &ql = f.local(s.in[0]), &kl = f.local(s.in[1]);
   int64_t D = f.global(s.in[0])[2] / s.attrs[kHeads].i;
   int64_t B = ql[0], Sq = ql[1], Sk = kl[1], HQ = ql[2] / D, HKV = kl[2] / D;
-  float scale =
-      s.attrs[kScale].present ? (float)s.attrs[kScale].f : (float)(1.0 / std::sqrt((double)D));
   cuda::AttentionTiling tiling;
   std::string error;
   if (!cuda::attentionTiling(B, HQ, Sq, D, tiling, error))
     throw Stop{error, false};
   CudaDevice &device = deviceOf(f);
-  launched(cuda::attention(
-               f.f(s.in[0]), f.f(s.in[1]), f.f(s.in[2]), device.positions(s.facts.positions),
-               device.positions(s.facts.keyPositions), B, Sq, Sk, HQ, HKV, D,
-               s.attrs[kCausal].i != 0, scale, 0, tiling, f.f(s.out[0]), nullptr, device.stream()),
+  launched(cuda::attention(f.f(s.in[0]), f.f(s.in[1]), f.f(s.in[2]),
+                           device.positions(queryPositions), device.positions(keyPositions), B, Sq,
+                           Sk, HQ, HKV, D, causal, scale, window, tiling, f.f(s.out[0]), nullptr,
+                           device.stream()),
            "attention");
+}
+
+float defaultScale(const Step &s, Frame &f) {
+  return (float)(1.0 / std::sqrt((double)(f.global(s.in[0])[2] / s.attrs[kHeads].i)));
+}
+
+void attention(const Step &s, Frame &f) {
+  float scale = s.attrs[kScale].present ? (float)s.attrs[kScale].f : defaultScale(s, f);
+  attend(s, f, s.attrs[kCausal].i != 0, scale, 0, s.facts.positions, s.facts.keyPositions);
+}
+
+/// Sliding-window attention over a sequence a rank holds whole: its own keys
+/// at its own positions. A sequence split over ranks (chunks, halos) needs
+/// the halo's keys, which a run of one rank never has.
+void localAttention(const Step &s, Frame &f) {
+  enum { kWindow = 1 };
+  const TensorInfo &q = f.tensors[s.in[0]];
+  if (s.has(3) || chunksPerRank(q.layout, 1) != 1)
+    throw Stop{"the CUDA backend runs local attention over whole sequences only (no halo)", false};
+  attend(s, f, true, defaultScale(s, f), s.attrs[kWindow].i, s.facts.positions, s.facts.positions);
 }
 
 /// Cross-entropy over the whole vocabulary: at world size 1 a rank holds it
@@ -197,6 +268,10 @@ const std::map<std::string, void (*)(const Step &, Frame &)> &cudaRuns() {
       {"gated_rms_norm", gatedRmsNorm},
       {"causal_conv1d", conv},
       {"ssd_scan", ssdScan},
+      {"router_topk", routerTopk},
+      {"moe_dispatch", moeDispatch},
+      {"moe_experts", moeExperts},
+      {"moe_combine", moeCombine},
       {"rglru_scan", rglruScan},
       {"embedding", embedding},
       {"rms_norm", rmsNorm},
@@ -204,6 +279,7 @@ const std::map<std::string, void (*)(const Step &, Frame &)> &cudaRuns() {
       {"lm_head", linear},
       {"rope", rope},
       {"attention", attention},
+      {"local_attention", localAttention},
       {"cross_entropy", crossEntropy},
       {"all_gather", transition},
       {"all_to_all", transition},

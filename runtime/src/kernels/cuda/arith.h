@@ -416,6 +416,63 @@ SL_HD int64_t kvHead(int64_t head, int64_t heads, int64_t kvHeads) {
   return head / (heads / kvHeads);
 }
 
+// -- MoE ------------------------------------------------------------------------------
+//
+// The dispatch is dropless and static, as on the CPU: each expert's slab
+// holds a row per token, zero where the router did not choose the expert.
+
+/// One token's routing over logits l[E]: the k largest logits (ties to the
+/// lower expert) into idx[k], and their softmax probabilities (in double)
+/// renormalised over the k into weights[k].
+SL_HD void routeToken(const float *l, int64_t E, int64_t k, float *weights, int32_t *idx) {
+  float m = l[0];
+  for (int64_t e = 1; e < E; ++e)
+    m = l[e] > m ? l[e] : m;
+  double z = 0.0;
+  for (int64_t e = 0; e < E; ++e)
+    z += exp((double)l[e] - m);
+  for (int64_t j = 0; j < k; ++j) {
+    int64_t best = -1;
+    for (int64_t e = 0; e < E; ++e) {
+      bool taken = false;
+      for (int64_t i = 0; i < j; ++i)
+        taken = taken || idx[i] == e;
+      if (!taken && (best < 0 || l[e] > l[best]))
+        best = e;
+    }
+    idx[j] = (int32_t)best;
+  }
+  double chosen = 0.0;
+  for (int64_t j = 0; j < k; ++j)
+    chosen += exp((double)l[idx[j]] - m) / z;
+  for (int64_t j = 0; j < k; ++j)
+    weights[j] = (float)(exp((double)l[idx[j]] - m) / z / chosen);
+}
+
+/// Element i of the dispatch (of T*k*H: token t, its j-th expert, channel h):
+/// where in slabs[E, T, H] token t's row goes for that expert, or -1 when
+/// the expert index lies outside [0, E).
+SL_HD int64_t dispatchTarget(const int32_t *idx, int64_t T, int64_t H, int64_t k, int64_t E,
+                             int64_t i) {
+  int64_t t = i / (k * H), j = (i / H) % k, h = i % H;
+  int32_t e = idx[t * k + j];
+  return idInRange(e, E) ? ((int64_t)e * T + t) * H + h : -1;
+}
+
+/// Output (t, h) of the combine: token t's experts' rows of slabs[E, T, H],
+/// weighted and summed in f32 in the order of its k choices. Indices
+/// outside [0, E) contribute nothing (the kernel counts them).
+SL_HD float combineElement(const float *slabs, const float *weights, const int32_t *idx, int64_t T,
+                           int64_t H, int64_t k, int64_t E, int64_t t, int64_t h) {
+  float acc = 0.0f;
+  for (int64_t j = 0; j < k; ++j) {
+    int32_t e = idx[t * k + j];
+    if (idInRange(e, E))
+      acc += weights[t * k + j] * slabs[((int64_t)e * T + t) * H + h];
+  }
+  return acc;
+}
+
 // -- cross-entropy -----------------------------------------------------------------
 
 /// One token's loss from its row's maximum, its sum of exp(logit - max) and

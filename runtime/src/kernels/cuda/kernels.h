@@ -93,6 +93,23 @@ cudaError_t rglru_scan(const float *x, const float *wa, const float *ba, const f
                        const Sequences &seq, int64_t W, float *y, float *stateOut, float *decayOut,
                        cudaStream_t stream);
 
+/// MoE routing of logits[T, E]: each token's top k experts into idx[T, k]
+/// and their renormalised softmax weights into weights[T, k].
+cudaError_t router_topk(const float *logits, int64_t T, int64_t E, int64_t k, float *weights,
+                        int32_t *idx, cudaStream_t stream);
+
+/// Token t's row of x[T, H] into row t of the slab of each expert idx[t, :]
+/// chooses, in slabs[E, T, H] (zeroed beforehand); every index outside
+/// [0, E) adds one to *badIds.
+cudaError_t moe_dispatch(const float *x, const int32_t *idx, int64_t T, int64_t H, int64_t k,
+                         int64_t E, float *slabs, int32_t *badIds, cudaStream_t stream);
+
+/// y[T, H]: each token's experts' rows of slabs[E, T, H], weighted; every
+/// index outside [0, E) adds one to *badIds.
+cudaError_t moe_combine(const float *slabs, const float *weights, const int32_t *idx, int64_t T,
+                        int64_t H, int64_t k, int64_t E, float *y, int32_t *badIds,
+                        cudaStream_t stream);
+
 /// Mean cross-entropy of logits[T, V] against labels[T] (a vocabulary of
 /// exactly V: world size 1), the sum divided by `tokens`, into *loss; terms
 /// is scratch of T doubles; every label outside [0, V) adds one to
