@@ -1,5 +1,6 @@
 //===- shardline-run.cpp - run a plan on CPU ranks -------------------------===//
 
+#include "backends/registry.h"
 #include "comm/mpi.h"
 #include "core/plan.h"
 #include "exec/executor.h"
@@ -19,6 +20,7 @@ namespace {
 void usage(FILE *out) {
   std::fprintf(out,
                "usage: shardline-run PLAN.slp [--ranks N] [--comm threads|mpi] [--seed S]\n"
+               "                     [--device cpu|cuda]\n"
                "                     [--weights W.safetensors] [--save-weights W.safetensors]\n"
                "                     [--data FILE [--data-dtype u16|u32]]\n"
                "                     [--save-outputs FILE.safetensors]\n"
@@ -29,12 +31,17 @@ void usage(FILE *out) {
                "       MODEL [same options]   (an executable from shardline-compile -o MODEL,\n"
                "                               which carries its plan)\n\n"
                "Runs a plan from shardline-compile --emit plan on CPU ranks: threads of this\n"
-               "process, or one MPI process per rank under mpirun.\n\n"
+               "process, or one MPI process per rank under mpirun; or, with --device cuda, on\n"
+               "a GPU.\n\n"
                "  --ranks N   number of ranks; must equal the plan's mesh size (default: that\n"
                "              size; under mpirun, the number of processes)\n"
                "  --comm C    threads (default): every rank a thread of this process;\n"
                "              mpi: this process is one rank, started by e.g.\n"
                "              mpirun -np N shardline-run PLAN.slp --comm mpi\n"
+               "  --device D  cpu (default): the reference kernels on the host; cuda: the\n"
+               "              CUDA backend (libshardline-backend-cuda.so beside this binary, in\n"
+               "              its ../lib, or at $SHARDLINE_CUDA_BACKEND), a plan of one rank\n"
+               "              for now; --verify's single-device run stays on the CPU\n"
                "  --seed S    seed of the weights, tokens and labels (default 1)\n"
                "  --weights W load the weights from a safetensors file (by name; shapes must\n"
                "              match) instead of generating them from the seed\n"
@@ -197,7 +204,7 @@ int fail(const std::string &message, int status = 1) {
 } // namespace
 
 int main(int argc, char **argv) {
-  std::string planPath, commName = "threads";
+  std::string planPath, commName = "threads", deviceName = "cpu";
   int64_t ranks = -1, seed = 1, steps = 1;
   bool verify = false, profile = false;
   double rtol = -1, timeout = kDefaultTimeoutSeconds;
@@ -267,6 +274,10 @@ int main(int argc, char **argv) {
        : a == "--data"         ? dataFile
        : a == "--loss-curve"   ? lossCurveFile
                                : saveOutputsFile) = argv[++i];
+    } else if (a == "--device") {
+      if (i + 1 >= argc)
+        return fail(std::string("--device needs ") + kDeviceNames);
+      deviceName = argv[++i];
     } else if (a == "--data-dtype") {
       if (i + 1 >= argc)
         return fail("--data-dtype needs u16 or u32");
@@ -321,7 +332,10 @@ int main(int argc, char **argv) {
   };
   if (!plan)
     return rankError(error);
-  if (std::string why = checkProgram(*plan); !why.empty())
+  const Backend *backend = findBackend(deviceName, error);
+  if (!backend)
+    return rankError(error);
+  if (std::string why = checkProgram(*plan, *backend); !why.empty())
     return rankError(why);
   if (train && !isTrainingPlan(*plan->root()))
     return rankError("--train needs a plan compiled with shardline-compile --train (this plan "
@@ -336,6 +350,7 @@ int main(int argc, char **argv) {
                      std::to_string(plan->ranks()) + " ... --comm mpi)");
   RunOptions options;
   options.seed = (uint64_t)seed;
+  options.device = deviceName;
   options.weightsFile = weightsFile;
   options.steps = std::max<int64_t>(1, steps);
   options.saveWeightsFile = saveWeightsFile;
@@ -362,8 +377,9 @@ int main(int argc, char **argv) {
     return 0;
   }
   const shardline::plan::Plan &root = *plan->root();
-  std::printf("model %s on %lld ranks (%s), seed %lld\n", root.model()->c_str(),
-              (long long)run.ranks, commName.c_str(), (long long)seed);
+  std::printf("model %s on %lld ranks (%s%s%s), seed %lld\n", root.model()->c_str(),
+              (long long)run.ranks, commName.c_str(), deviceName == "cpu" ? "" : ", ",
+              deviceName == "cpu" ? "" : deviceName.c_str(), (long long)seed);
   for (size_t i = 0; i < run.outputs.size(); ++i)
     if (run.outputs[i].size() == 1)
       std::printf("output %zu: %.6f\n", i, run.outputs[i][0]);
@@ -404,7 +420,9 @@ int main(int argc, char **argv) {
     finalizeMpi();
     return 0;
   }
+  // The reference is the CPU's, whatever device the run was on.
   options.singleDevice = true;
+  options.device = "cpu";
   options.onLoss = nullptr;
   options.saveWeightsFile.clear();
   options.saveOutputsFile.clear();

@@ -4,7 +4,10 @@
 // out and the buffers of everything outside it (weights, the single-device
 // run's activations). Kernels see tensors as buffer views (where, how many
 // elements, which type), never as raw pointers of one type, so a device whose
-// memory the host cannot touch (CUDA) can stand behind the same interface.
+// memory the host cannot touch (CUDA) can stand behind the same interface:
+// the executor reaches a tensor's values only through upload() and
+// download() (weights, tokens, outputs, saved weights, --verify's
+// comparisons), never through its pointer.
 //
 //===----------------------------------------------------------------------===//
 
@@ -33,6 +36,15 @@ public:
   /// nearest even, int32 goes through f32 (the tokens of the vocabulary are
   /// exact there).
   virtual void convert(const BufferView &from, const BufferView &to) = 0;
+  /// Copies `from`, in host memory, into `to`, on this device, converting
+  /// the type as convert() does.
+  virtual void upload(const BufferView &from, const BufferView &to) = 0;
+  /// Copies `from`, on this device, into `to`, in host memory, converting
+  /// the type as convert() does; the values are there when it returns.
+  virtual void download(const BufferView &from, const BufferView &to) = 0;
+  /// Waits for the work queued so far: a device whose kernels run
+  /// asynchronously reports their errors here (as a Stop, exec/program.h).
+  virtual void synchronize() {}
 };
 
 /// Host memory. Every tensor is held in its own type (16-bit floats in 16
@@ -45,6 +57,9 @@ public:
   void zero(void *memory, int64_t bytes) override;
   DType storageType(DType dtype) const override;
   void convert(const BufferView &from, const BufferView &to) override;
+  /// Host memory is the device's: both copies are convert().
+  void upload(const BufferView &from, const BufferView &to) override { convert(from, to); }
+  void download(const BufferView &from, const BufferView &to) override { convert(from, to); }
 };
 
 } // namespace shardline::rt

@@ -2,6 +2,7 @@
 
 #include "exec/executor.h"
 
+#include "backends/registry.h"
 #include "comm/transfer.h"
 #include "core/init.h"
 #include "core/safetensors.h"
@@ -57,6 +58,23 @@ std::optional<Fault> faultFromEnvironment(std::string &error) {
   return fault;
 }
 
+/// The first op of `plan` that `backend`, other than the reference, has no
+/// kernel for, in words; empty when it has them all. (The reference's own
+/// gaps are decodeProgram's to name.)
+std::string missingKernel(const plan::Plan &plan, const Backend &backend) {
+  if (&backend == &cpuBackend())
+    return "";
+  for (size_t i = 0; i < plan.ops()->size(); ++i) {
+    const auto *op = plan.ops()->Get(i);
+    std::string kind = op->kind()->str();
+    if (!backend.kernels.count(kind))
+      return "op #" + std::to_string(i) + " (sl." + kind + ")" +
+             (op->location() ? " at " + op->location()->str() : std::string()) + ": the " +
+             backend.name + " backend has no kernel for sl." + kind + " yet (--device cpu runs it)";
+  }
+  return "";
+}
+
 /// One rank's run of the plan: the program decoded at load, run step by step
 /// over the device's arena.
 class RankRun {
@@ -65,6 +83,19 @@ public:
       : p(*loaded.root()), hash(loaded.hash), options(options), comm(comm), self(comm.rank()),
         mesh(meshOf(p, options.singleDevice)), collectives(comm, mesh),
         tensors(tensorInfos(p, mesh)), frame{mesh, self, tensors, views, &collectives} {
+    backend = findBackend(options.device, backendError);
+    // A device that cannot start stops this rank's run, which run() reports.
+    try {
+      if (backend)
+        device = backend->makeDevice();
+    } catch (Stop &stop) {
+      backendError = "--device " + options.device + ": " + stop.error;
+    } catch (std::exception &e) {
+      backendError = "--device " + options.device + ": " + e.what();
+    }
+    if (!device)
+      backend = nullptr;
+    frame.device = device.get();
     if (options.train)
       frame.train = &*options.train;
     ranks = mesh.numRanks();
@@ -98,6 +129,10 @@ public:
   }
 
   ~RankRun() {
+    if (!device)
+      return;
+    for (const Scratch &wide : scratch)
+      device->release(wide.memory);
     for (void *memory : own)
       if (memory)
         device->release(memory);
@@ -217,7 +252,7 @@ private:
   void placeInputs() {
     for (auto &[t, values] : inputs) {
       place(t);
-      device->convert(BufferView(values.data(), (int64_t)values.size()), views[t]);
+      device->upload(BufferView(values.data(), (int64_t)values.size()), views[t]);
     }
   }
 
@@ -237,7 +272,7 @@ private:
       for (int64_t i = 0; i < tensors[t].count; ++i)
         values[i] = weights->at(found, offsets[i]);
     }
-    device->convert(BufferView(values.data(), tensors[t].count), views[t]);
+    device->upload(BufferView(values.data(), tensors[t].count), views[t]);
   }
 
   /// Every rank must run the same plan with the same options that shape the
@@ -280,7 +315,7 @@ private:
   /// The global tensor on the first rank, widened to f32.
   std::vector<float> gatherToFirst(int32_t t) {
     std::vector<float> mine(tensors[t].count);
-    device->convert(views[t], BufferView(mine.data(), tensors[t].count));
+    device->download(views[t], BufferView(mine.data(), tensors[t].count));
     return collectives.gatherToFirst(tensors[t].shape, tensors[t].layout, mine.data(),
                                      tensors[t].count);
   }
@@ -309,9 +344,9 @@ private:
     save(options.saveOutputsFile, all);
   }
 
-  /// Points the step's 16-bit operands and results at f32 copies, the
-  /// operands widened, the results zeroed as placed. Each copy's memory is
-  /// kept for the next step's.
+  /// Points the step's 16-bit operands and results at f32 copies on the
+  /// device, the operands widened, the results zeroed as placed. Each copy's
+  /// memory is kept for the next step's.
   void widen(const Step &step) {
     widened.clear();
     auto add = [&](int32_t t, bool read) {
@@ -323,10 +358,19 @@ private:
       size_t k = widened.size();
       if (scratch.size() <= k)
         scratch.emplace_back();
-      scratch[k].assign(views[t].count, 0.0f);
-      BufferView wide(scratch[k].data(), views[t].count);
+      int64_t bytes = views[t].count * (int64_t)sizeof(float);
+      if (scratch[k].bytes < bytes) {
+        if (scratch[k].memory)
+          device->release(scratch[k].memory);
+        scratch[k].memory = nullptr;
+        scratch[k].memory = device->allocate(bytes);
+        scratch[k].bytes = bytes;
+      }
+      BufferView wide(static_cast<float *>(scratch[k].memory), views[t].count);
       if (read)
         device->convert(views[t], wide);
+      else
+        device->zero(wide.data, bytes);
       widened.emplace_back(t, views[t]);
       views[t] = wide;
     };
@@ -393,9 +437,12 @@ private:
         step.kernel->run(step, frame);
         narrow(step);
         stepBytes[step.index] = collectives.bytesSent() - sentBefore;
-        if (timing)
+        if (timing) {
+          // An op's time is its kernels' own, not their launch's.
+          device->synchronize();
           stepSeconds[step.index] +=
               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        }
       } catch (Stop &stop) {
         narrow(step);
         if (!stop.aborted)
@@ -414,8 +461,10 @@ private:
   Comm &comm;
   int64_t self;
   Mesh mesh;
-  const Backend &backend = cpuBackend();
-  std::unique_ptr<Device> device = backend.makeDevice();
+  /// The backend of options.device, or nullptr and why not.
+  const Backend *backend = nullptr;
+  std::string backendError;
+  std::unique_ptr<Device> device;
   Collectives collectives;
   int64_t ranks = 1;
   std::vector<TensorInfo> tensors;
@@ -429,9 +478,13 @@ private:
   std::map<int32_t, std::vector<float>> inputs;
   bool useArena = false;
   void *arena = nullptr;
-  /// The f32 copies of the running step's 16-bit tensors, and their views
-  /// in storage.
-  std::vector<std::vector<float>> scratch;
+  /// The device memory of the f32 copies of the running step's 16-bit
+  /// tensors, and their views in storage.
+  struct Scratch {
+    void *memory = nullptr;
+    int64_t bytes = 0;
+  };
+  std::vector<Scratch> scratch;
   std::vector<std::pair<int32_t, BufferView>> widened;
   std::map<int32_t, std::pair<int64_t, int64_t>> liveRanges;
   int64_t arenaPeak = 0, liveBytes = 0, liveBytesPeak = 0;
@@ -462,6 +515,12 @@ RunResult RankRun::run() {
       fail(text);
     }
     comm.setTimeout(options.timeoutSeconds);
+    if (!backend)
+      fail(backendError);
+    if (backend->maxRanks > 0 && comm.size() > backend->maxRanks)
+      fail("--device " + options.device + " runs at most " + std::to_string(backend->maxRanks) +
+           (backend->maxRanks == 1 ? " rank" : " ranks") + ", the run has " +
+           std::to_string(comm.size()) + ": " + backend->whyMaxRanks);
     std::string error;
     std::optional<Fault> injected = faultFromEnvironment(error);
     if (!injected)
@@ -472,7 +531,9 @@ RunResult RankRun::run() {
            std::to_string(comm.size()));
     if (options.singleDevice && comm.size() != 1)
       fail("the single-device run needs one rank, not " + std::to_string(comm.size()));
-    std::optional<std::vector<Step>> decoded = decodeProgram(p, backend.kernels, error);
+    if (std::string why = missingKernel(p, *backend); !why.empty())
+      fail(why);
+    std::optional<std::vector<Step>> decoded = decodeProgram(p, backend->kernels, error);
     if (!decoded)
       fail(error);
     program = std::move(*decoded);
@@ -595,10 +656,11 @@ RunResult RankRun::run() {
 
 } // namespace
 
-std::string checkProgram(const LoadedPlan &plan) {
+std::string checkProgram(const LoadedPlan &plan, const Backend &backend) {
+  if (std::string why = missingKernel(*plan.root(), backend); !why.empty())
+    return why;
   std::string error;
-  std::optional<std::vector<Step>> program =
-      decodeProgram(*plan.root(), cpuBackend().kernels, error);
+  std::optional<std::vector<Step>> program = decodeProgram(*plan.root(), backend.kernels, error);
   if (!program)
     return error;
   Mesh mesh = meshOf(*plan.root());

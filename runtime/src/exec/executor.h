@@ -36,6 +36,9 @@ inline constexpr const char *kTrainedStepsKey = "shardline.trained_steps";
 
 struct RunOptions {
   uint64_t seed = 1;
+  /// The backend the ranks run on, by name (backends/registry.h): "cpu",
+  /// the reference, or "cuda", loaded from its library when asked for.
+  std::string device = "cpu";
   /// Run every rank's part as if the mesh had one rank: the single-device
   /// reference of the same model. Its activations get buffers of their own
   /// (the plan's arena is laid out for the partitioned shapes).
@@ -122,8 +125,9 @@ struct RunResult {
 /// Why the executor cannot run `plan` (an op kind it has no kernel for, an
 /// operand, result or attribute a kernel binds that the plan lacks, an op
 /// that breaks its kernel's contract: exec/verify.h), or an empty string.
-/// runPlanOnRank checks the same before any step runs.
-std::string checkProgram(const LoadedPlan &plan);
+/// runPlanOnRank checks the same before any step runs. `backend` is the one
+/// that will run it (the CPU reference when not given).
+std::string checkProgram(const LoadedPlan &plan, const Backend &backend = cpuBackend());
 
 /// Whether the plan is a training step (shardline-compile --train: it updates
 /// its weights with sl.adamw).

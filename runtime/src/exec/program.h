@@ -109,14 +109,31 @@ struct KernelSpec {
 using KernelTable = std::map<std::string, KernelSpec>;
 
 /// What runs a program: a kernel table and the device of a rank. The CPU
-/// reference backend is the one there is (exec/cpu_kernels.cpp); a CUDA
-/// backend brings its own table and device.
+/// reference backend is built in (exec/cpu_kernels.cpp); the others are
+/// shared libraries loaded when a run asks for them (backends/registry.h).
 struct Backend {
   const char *name;
   const KernelTable &kernels;
   std::unique_ptr<Device> (*makeDevice)();
+  /// The most ranks a run on this backend may have (0: any), and why not
+  /// more, for the error that refuses a larger plan.
+  int64_t maxRanks = 0;
+  const char *whyMaxRanks = "";
 };
 const Backend &cpuBackend();
+
+/// The version of what the runtime and a backend library share (Backend,
+/// KernelSpec, Step, Frame, Device, BufferView, Stop): a library built
+/// against another version is refused at load.
+inline constexpr int kBackendAbiVersion = 1;
+
+/// What a backend library exports with C linkage as
+/// `shardline_backend_<name>`: its backend, whose table entries take their
+/// bindings, contracts and rank-fact resolvers from `reference` (the CPU
+/// table) and bring their own `run`; or nullptr with the reason written to
+/// `error` (`errorBytes` long), e.g. no device on this machine.
+using BackendEntry = const Backend *(*)(int abiVersion, const KernelTable *reference, char *error,
+                                        size_t errorBytes);
 
 struct Step {
   const KernelSpec *kernel = nullptr;
@@ -168,6 +185,9 @@ struct Frame {
   /// leaves the weights as they are), and the 1-based step being trained.
   const TrainOptions *train = nullptr;
   int64_t trainStep = 0;
+  /// The rank's device: a backend's kernels launch on it (its stream, its
+  /// library handles).
+  Device *device = nullptr;
 
   float *f(int32_t t) const { return typed(t, DType::F32).f32(); }
   int32_t *ids(int32_t t) const { return typed(t, DType::I32).i32(); }

@@ -1,12 +1,18 @@
-//===- kernels.h - CUDA kernels (f32, checked against the CPU reference) -===//
+//===- kernels.h - CUDA kernels (checked against the CPU reference) -------===//
 //
-// Device pointers in, device pointers out, on `stream`; each returns the CUDA
-// error of its launch. Semantics are those of kernels/cpu/kernels.h.
+// Device pointers in, device pointers out, queued on `stream`; each returns
+// the CUDA error of its launch. Semantics are those of kernels/cpu/kernels.h,
+// the arithmetic that of kernels/cuda/arith.h, the launch shapes those of
+// kernels/cuda/launch.h. Floating-point tensors are f32 here: the executor
+// widens 16-bit storage to f32 around each step (exec/program.h, Frame).
 //
 //===----------------------------------------------------------------------===//
 
 #ifndef SHARDLINE_RUNTIME_KERNELS_CUDA_KERNELS_H
 #define SHARDLINE_RUNTIME_KERNELS_CUDA_KERNELS_H
+
+#include "kernels/cuda/arith.h"
+#include "kernels/cuda/launch.h"
 
 #include <cuda_runtime_api.h>
 
@@ -14,12 +20,103 @@
 
 namespace shardline::rt::cuda {
 
+/// n elements of `from` (of type `fromType`) into `to`, converted as
+/// Device::convert does (device/device.h).
+cudaError_t convert(const void *from, arith::Type fromType, void *to, arith::Type toType, int64_t n,
+                    cudaStream_t stream);
+
 cudaError_t add(const float *a, const float *b, int64_t n, float *out, cudaStream_t stream);
+cudaError_t mul(const float *a, const float *b, int64_t n, float *out, cudaStream_t stream);
 cudaError_t silu(const float *x, int64_t n, float *out, cudaStream_t stream);
 cudaError_t swiglu(const float *g, const float *u, int64_t n, float *out, cudaStream_t stream);
-/// y = x / sqrt(mean_h(x^2) + eps) * w over rows of H; f32 accumulation.
+cudaError_t gelu(const float *x, int64_t n, float *out, cudaStream_t stream);
+cudaError_t sigmoid(const float *x, int64_t n, float *out, cudaStream_t stream);
+cudaError_t softplus(const float *x, int64_t n, float *out, cudaStream_t stream);
+
+/// Mamba's gated norm over T rows of C channels in `groups` groups:
+/// out = y / sqrt(mean_group(y^2) + eps) * w * silu(z).
+cudaError_t gated_rms_norm(const float *y, const float *z, const float *w, int64_t T, int64_t C,
+                           int64_t groups, float eps, float *out, cudaStream_t stream);
+
+/// y = x / sqrt(mean_h(x^2) + eps) * w over T rows of H; f32 accumulation.
 cudaError_t rms_norm(const float *x, const float *w, int64_t T, int64_t H, float eps, float *y,
                      cudaStream_t stream);
+
+/// out[t] = table[ids[t] - offset] for the rows this shard holds (rows of
+/// the table, H wide), zero for the others; every id outside [0, limit)
+/// adds one to *badIds.
+cudaError_t embedding(const int32_t *ids, int64_t T, const float *table, int64_t rows, int64_t H,
+                      int64_t offset, int64_t limit, float *out, int32_t *badIds,
+                      cudaStream_t stream);
+
+/// Rotary embedding of x[B, S, NH*D] at the global positions[S].
+cudaError_t rope(const float *x, const int64_t *positions, int64_t B, int64_t S, int64_t NH,
+                 int64_t D, float theta, float *out, cudaStream_t stream);
+
+/// Softmax attention of q[B, Sq, HQ*D] over k, v [B, Sk, HKV*D] at the
+/// given query and key positions, cut as `tiling` says (attentionTiling of
+/// B, HQ, Sq, D); lse[B, HQ, Sq] receives each query's log-sum-exp unless it
+/// is nullptr.
+cudaError_t attention(const float *q, const float *k, const float *v, const int64_t *qPositions,
+                      const int64_t *kPositions, int64_t B, int64_t Sq, int64_t Sk, int64_t HQ,
+                      int64_t HKV, int64_t D, bool causal, float scale, int64_t window,
+                      const AttentionTiling &tiling, float *out, float *lse, cudaStream_t stream);
+
+/// A local [B, S, ...] value cut into `chunks` sequences per batch entry
+/// (arith.h, sequenceAt).
+struct Sequences {
+  int64_t B, S, chunks;
+};
+
+/// Causal depthwise conv1d of x[B, S, C] with w[C, W] and bias[C] (nullptr:
+/// none), each sequence reading the W - 1 rows before it from halo (nullptr:
+/// zeros).
+cudaError_t causal_conv1d(const float *x, const float *w, const float *bias, const float *halo,
+                          const Sequences &seq, int64_t C, int64_t W, float *y,
+                          cudaStream_t stream);
+
+/// The Mamba-2 SSD scan of x[B, S, NH*P] with dt[B, S, NH] (before the
+/// prelude: dt_bias and a_log [NH] are applied here), B and C [B, S, G*N]
+/// and the skip D[NH], each sequence from state_in (nullptr: zero) into
+/// state_out [slots, NH, P, N] and decay_out [slots, NH]. N is at most
+/// arith::kMaxSsdState.
+cudaError_t ssd_scan(const float *x, const float *dt, const float *dtBias, const float *aLog,
+                     const float *Bm, const float *Cm, const float *D, const float *stateIn,
+                     const Sequences &seq, int64_t NH, int64_t P, int64_t G, int64_t N, float *y,
+                     float *stateOut, float *decayOut, cudaStream_t stream);
+
+/// The RG-LRU scan of x[B, S, W] with the gate parameters wa, ba, wx, bx and
+/// lambda [W], each sequence from state_in (nullptr: zero) into state_out
+/// and decay_out [slots, W].
+cudaError_t rglru_scan(const float *x, const float *wa, const float *ba, const float *wx,
+                       const float *bx, const float *lambda, const float *stateIn,
+                       const Sequences &seq, int64_t W, float *y, float *stateOut, float *decayOut,
+                       cudaStream_t stream);
+
+/// MoE routing of logits[T, E]: each token's top k experts into idx[T, k]
+/// and their renormalised softmax weights into weights[T, k].
+cudaError_t router_topk(const float *logits, int64_t T, int64_t E, int64_t k, float *weights,
+                        int32_t *idx, cudaStream_t stream);
+
+/// Token t's row of x[T, H] into row t of the slab of each expert idx[t, :]
+/// chooses, in slabs[E, T, H] (zeroed beforehand); every index outside
+/// [0, E) adds one to *badIds.
+cudaError_t moe_dispatch(const float *x, const int32_t *idx, int64_t T, int64_t H, int64_t k,
+                         int64_t E, float *slabs, int32_t *badIds, cudaStream_t stream);
+
+/// y[T, H]: each token's experts' rows of slabs[E, T, H], weighted; every
+/// index outside [0, E) adds one to *badIds.
+cudaError_t moe_combine(const float *slabs, const float *weights, const int32_t *idx, int64_t T,
+                        int64_t H, int64_t k, int64_t E, float *y, int32_t *badIds,
+                        cudaStream_t stream);
+
+/// Mean cross-entropy of logits[T, V] against labels[T] (a vocabulary of
+/// exactly V: world size 1), the sum divided by `tokens`, into *loss; terms
+/// is scratch of T doubles; every label outside [0, V) adds one to
+/// *badLabels.
+cudaError_t cross_entropy(const float *logits, const int32_t *labels, int64_t T, int64_t V,
+                          double tokens, double *terms, int32_t *badLabels, float *loss,
+                          cudaStream_t stream);
 
 } // namespace shardline::rt::cuda
 

@@ -1,0 +1,338 @@
+//===- backend.cpp - the CUDA backend's kernel table and entry point ------===//
+//
+// libshardline-backend-cuda.so: the runtime loads it when a run asks for
+// --device cuda (backends/registry.h) and calls shardline_backend_cuda, which
+// checks that a CUDA device is there and returns the backend. Each entry of
+// its table is the CPU table's entry of the same op (operand and attribute
+// bindings, contract, rank-fact resolver) with a `run` that launches the CUDA
+// kernels on the rank's CudaDevice; an op without one here is not in the
+// table, and a plan that holds it is refused before it runs.
+//
+//===----------------------------------------------------------------------===//
+
+#include "backends/cuda/cuda_device.h"
+#include "exec/program.h"
+#include "kernels/cuda/kernels.h"
+
+#include <cmath>
+#include <cstdio>
+#include <mutex>
+
+namespace shardline::rt {
+
+namespace {
+
+CudaDevice &deviceOf(Frame &f) { return *static_cast<CudaDevice *>(f.device); }
+
+/// What a kernel's launch returned, as a Stop naming the kernel.
+void launched(cudaError_t status, const char *kernel) { checkCuda(status, kernel); }
+
+/// Stops the run when a kernel counted ids of `t` outside [0, limit), with
+/// the CPU kernels' words (exec/verify.h, requireIdsInRange).
+void requireNoBadIds(Frame &f, int32_t t, int64_t limit, const char *what) {
+  if (deviceOf(f).readCounter() > 0)
+    throw Stop{"'" + f.tensors[t].name + "' holds a value outside [0, " + std::to_string(limit) +
+                   "), " + what,
+               false};
+}
+
+using Binary = cudaError_t (*)(const float *, const float *, int64_t, float *, cudaStream_t);
+template <Binary Fn> void binary(const Step &s, Frame &f) {
+  launched(Fn(f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]), f.f(s.out[0]), deviceOf(f).stream()),
+           "elementwise");
+}
+
+using Unary = cudaError_t (*)(const float *, int64_t, float *, cudaStream_t);
+template <Unary Fn> void unary(const Step &s, Frame &f) {
+  launched(Fn(f.f(s.in[0]), f.n(s.out[0]), f.f(s.out[0]), deviceOf(f).stream()), "elementwise");
+}
+
+void embedding(const Step &s, Frame &f) {
+  int32_t ids = s.in[0], table = s.in[1];
+  CudaDevice &device = deviceOf(f);
+  int64_t limit = f.global(table)[0];
+  launched(cuda::embedding(f.ids(ids), f.n(ids), f.f(table), f.local(table)[0], f.local(table)[1],
+                           s.facts.vocabOffset, limit, f.f(s.out[0]), device.counter(),
+                           device.stream()),
+           "embedding");
+  requireNoBadIds(f, ids, limit, "the embedding table's rows");
+}
+
+void rmsNorm(const Step &s, Frame &f) {
+  int64_t h = f.local(s.in[0]).back();
+  launched(cuda::rms_norm(f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]) / h, h, (float)s.attrs[0].f,
+                          f.f(s.out[0]), deviceOf(f).stream()),
+           "rms_norm");
+}
+
+void gatedRmsNorm(const Step &s, Frame &f) {
+  int32_t y = s.in[0];
+  int64_t c = f.local(y).back(), groups = s.attrs[0].i * c / f.global(y).back();
+  launched(cuda::gated_rms_norm(f.f(y), f.f(s.in[1]), f.f(s.in[2]), f.n(s.out[0]) / c, c, groups,
+                                (float)s.attrs[1].f, f.f(s.out[0]), deviceOf(f).stream()),
+           "gated_rms_norm");
+}
+
+/// The sequences of a local [B, S, ...] value: its chunks when the op runs
+/// them one by one (kernels/cpu/table.h, forEachChunk), else one a batch
+/// entry.
+cuda::Sequences sequencesOf(const TensorInfo &x, bool chunked) {
+  return {x.local[0], x.local[1], chunked ? chunksPerRank(x.layout, 1) : 1};
+}
+
+void conv(const Step &s, Frame &f) {
+  const TensorInfo &x = f.tensors[s.in[0]];
+  bool hasHalo = s.has(3);
+  launched(cuda::causal_conv1d(f.f(s.in[0]), f.f(s.in[1]), f.f(s.in[2]),
+                               hasHalo ? f.f(s.in[3]) : nullptr, sequencesOf(x, hasHalo),
+                               x.local[2], f.local(s.in[1])[1], f.f(s.out[0]),
+                               deviceOf(f).stream()),
+           "causal_conv1d");
+}
+
+void ssdScan(const Step &s, Frame &f) {
+  enum { X, Dt, ALog, Bm, Cm, D, DtBias, StateIn };
+  enum { kHeads, kGroups, kChunkAxes };
+  const TensorInfo &x = f.tensors[s.in[X]];
+  const std::vector<int64_t> &cl = f.local(s.in[Cm]);
+  int64_t nh = f.local(s.in[Dt])[2], p = x.shape[2] / s.attrs[kHeads].i;
+  int64_t g = s.attrs[kGroups].i * cl[2] / f.global(s.in[Cm])[2], n = cl[2] / g;
+  if (n > cuda::arith::kMaxSsdState)
+    throw Stop{"the CUDA SSD scan takes state sizes up to " +
+                   std::to_string(cuda::arith::kMaxSsdState) + ", not " + std::to_string(n),
+               false};
+  launched(cuda::ssd_scan(f.f(s.in[X]), f.f(s.in[Dt]), f.f(s.in[DtBias]), f.f(s.in[ALog]),
+                          f.f(s.in[Bm]), f.f(s.in[Cm]), f.f(s.in[D]),
+                          s.has(StateIn) ? f.f(s.in[StateIn]) : nullptr,
+                          sequencesOf(x, !s.attrs[kChunkAxes].strings.empty()), nh, p, g, n,
+                          f.f(s.out[0]), f.f(s.out[1]), f.f(s.out[2]), deviceOf(f).stream()),
+           "ssd_scan");
+}
+
+void rglruScan(const Step &s, Frame &f) {
+  enum { X, Wa, Ba, Wx, Bx, Lambda, StateIn };
+  const TensorInfo &x = f.tensors[s.in[X]];
+  launched(cuda::rglru_scan(f.f(s.in[X]), f.f(s.in[Wa]), f.f(s.in[Ba]), f.f(s.in[Wx]),
+                            f.f(s.in[Bx]), f.f(s.in[Lambda]),
+                            s.has(StateIn) ? f.f(s.in[StateIn]) : nullptr,
+                            sequencesOf(x, !s.attrs[0].strings.empty()), x.local[2], f.f(s.out[0]),
+                            f.f(s.out[1]), f.f(s.out[2]), deviceOf(f).stream()),
+           "rglru_scan");
+}
+
+void linear(const Step &s, Frame &f) {
+  const std::vector<int64_t> &w = f.local(s.in[1]);
+  deviceOf(f).matmul(f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]) / w[1], w[0], w[1], f.f(s.out[0]));
+}
+
+void rope(const Step &s, Frame &f) {
+  const std::vector<int64_t> &x = f.local(s.in[0]);
+  int64_t d = s.attrs[0].i;
+  CudaDevice &device = deviceOf(f);
+  launched(cuda::rope(f.f(s.in[0]), device.positions(s.facts.positions), x[0], x[1], x[2] / d, d,
+                      (float)s.attrs[1].f, f.f(s.out[0]), device.stream()),
+           "rope");
+}
+
+void routerTopk(const Step &s, Frame &f) {
+  const std::vector<int64_t> &l = f.local(s.in[0]);
+  launched(cuda::router_topk(f.f(s.in[0]), l[0] * l[1], l[2], s.attrs[0].i, f.f(s.out[0]),
+                             f.ids(s.out[1]), deviceOf(f).stream()),
+           "router_topk");
+}
+
+/// Each token's row into the slab of each expert it chose: the dispatch is
+/// dropless and static, as on the CPU (kernels/cpu/moe.cpp).
+void moeDispatch(const Step &s, Frame &f) {
+  const std::vector<int64_t> &x = f.local(s.in[0]);
+  int64_t experts = f.local(s.out[0])[0];
+  CudaDevice &device = deviceOf(f);
+  launched(cuda::moe_dispatch(f.f(s.in[0]), f.ids(s.in[1]), x[0] * x[1], x[2], f.local(s.in[1])[2],
+                              experts, f.f(s.out[0]), device.counter(), device.stream()),
+           "moe_dispatch");
+  requireNoBadIds(f, s.in[1], experts, "the experts");
+}
+
+/// SwiGLU experts over their whole slabs, one expert after another on the
+/// stream: the rows no token was routed to are zero and stay zero (SwiGLU of
+/// zero is zero), so computing them gives the CPU's packed result without
+/// the host learning how many rows each expert got.
+void moeExperts(const Step &s, Frame &f) {
+  const std::vector<int64_t> &slabs = f.local(s.in[0]), &gate = f.local(s.in[1]);
+  int64_t E = slabs[0], R = slabs[1] * slabs[2], H = gate[1], F = gate[2];
+  CudaDevice &device = deviceOf(f);
+  auto *hidden = static_cast<float *>(device.scratch(std::max<int64_t>(1, 2 * R * F) * 4));
+  float *up = hidden + R * F;
+  const float *tokens = f.f(s.in[0]), *wGate = f.f(s.in[1]), *wUp = f.f(s.in[2]),
+              *wDown = f.f(s.in[3]);
+  float *out = f.f(s.out[0]);
+  for (int64_t e = 0; e < E; ++e) {
+    device.matmul(tokens + e * R * H, wGate + e * H * F, R, H, F, hidden);
+    device.matmul(tokens + e * R * H, wUp + e * H * F, R, H, F, up);
+    launched(cuda::swiglu(hidden, up, R * F, hidden, device.stream()), "swiglu");
+    device.matmul(hidden, wDown + e * F * H, R, F, H, out + e * R * H);
+  }
+}
+
+void moeCombine(const Step &s, Frame &f) {
+  const std::vector<int64_t> &slabs = f.local(s.in[0]);
+  CudaDevice &device = deviceOf(f);
+  launched(cuda::moe_combine(f.f(s.in[0]), f.f(s.in[1]), f.ids(s.in[2]), slabs[1] * slabs[2],
+                             slabs[3], f.local(s.in[1])[2], slabs[0], f.f(s.out[0]),
+                             device.counter(), device.stream()),
+           "moe_combine");
+  requireNoBadIds(f, s.in[2], slabs[0], "the experts");
+}
+
+/// Attribute order of the attention entries (kernels/cpu/table.h).
+enum { kHeads, kCausal, kScale };
+
+/// Attention of q over k and v at the given positions: causal or not,
+/// within `window` tokens when it is positive.
+void attend(const Step &s, Frame &f, bool causal, float scale, int64_t window,
+            const std::vector<int64_t> &queryPositions, const std::vector<int64_t> &keyPositions) {
+  const std::vector<int64_t> &ql = f.local(s.in[0]), &kl = f.local(s.in[1]);
+  int64_t D = f.global(s.in[0])[2] / s.attrs[kHeads].i;
+  int64_t B = ql[0], Sq = ql[1], Sk = kl[1], HQ = ql[2] / D, HKV = kl[2] / D;
+  cuda::AttentionTiling tiling;
+  std::string error;
+  if (!cuda::attentionTiling(B, HQ, Sq, D, tiling, error))
+    throw Stop{error, false};
+  CudaDevice &device = deviceOf(f);
+  launched(cuda::attention(f.f(s.in[0]), f.f(s.in[1]), f.f(s.in[2]),
+                           device.positions(queryPositions), device.positions(keyPositions), B, Sq,
+                           Sk, HQ, HKV, D, causal, scale, window, tiling, f.f(s.out[0]), nullptr,
+                           device.stream()),
+           "attention");
+}
+
+float defaultScale(const Step &s, Frame &f) {
+  return (float)(1.0 / std::sqrt((double)(f.global(s.in[0])[2] / s.attrs[kHeads].i)));
+}
+
+void attention(const Step &s, Frame &f) {
+  float scale = s.attrs[kScale].present ? (float)s.attrs[kScale].f : defaultScale(s, f);
+  attend(s, f, s.attrs[kCausal].i != 0, scale, 0, s.facts.positions, s.facts.keyPositions);
+}
+
+/// Sliding-window attention over a sequence a rank holds whole: its own keys
+/// at its own positions. A sequence split over ranks (chunks, halos) needs
+/// the halo's keys, which a run of one rank never has.
+void localAttention(const Step &s, Frame &f) {
+  enum { kWindow = 1 };
+  const TensorInfo &q = f.tensors[s.in[0]];
+  if (s.has(3) || chunksPerRank(q.layout, 1) != 1)
+    throw Stop{"the CUDA backend runs local attention over whole sequences only (no halo)", false};
+  attend(s, f, true, defaultScale(s, f), s.attrs[kWindow].i, s.facts.positions, s.facts.positions);
+}
+
+/// Cross-entropy over the whole vocabulary: at world size 1 a rank holds it
+/// all, and the vocabulary's group has this rank alone.
+void crossEntropy(const Step &s, Frame &f) {
+  const std::vector<int64_t> &l = f.local(s.in[0]), &global = f.global(s.in[0]);
+  if (l[2] != global[2])
+    throw Stop{"the CUDA backend runs cross-entropy over a whole vocabulary (this rank holds " +
+                   std::to_string(l[2]) + " of " + std::to_string(global[2]) + ")",
+               false};
+  CudaDevice &device = deviceOf(f);
+  int64_t T = l[0] * l[1];
+  auto *terms = static_cast<double *>(device.scratch(std::max<int64_t>(1, T) * 8));
+  launched(cuda::cross_entropy(f.f(s.in[0]), f.ids(s.in[1]), T, l[2],
+                               (double)(global[0] * global[1]), terms, device.counter(),
+                               f.f(s.out[0]), device.stream()),
+           "cross_entropy");
+  requireNoBadIds(f, s.in[1], global[2], "the vocabulary");
+}
+
+/// A layout transition at world size 1 moves nothing between ranks: the
+/// result is the operand, copied.
+void transition(const Step &s, Frame &f) {
+  const BufferView &from = f.moved(s.in[0]), &to = f.moved(s.out[0]);
+  if (from.count != to.count)
+    throw Stop{"the CUDA backend moves tensors between ranks only at world size 1 (" +
+                   std::to_string(from.count) + " elements into " + std::to_string(to.count) + ")",
+               false};
+  deviceOf(f).convert(from, to);
+}
+
+/// The ops the CUDA backend runs, by kind.
+const std::map<std::string, void (*)(const Step &, Frame &)> &cudaRuns() {
+  static const std::map<std::string, void (*)(const Step &, Frame &)> runs = {
+      {"add", binary<cuda::add>},
+      {"mul", binary<cuda::mul>},
+      {"swiglu", binary<cuda::swiglu>},
+      {"silu", unary<cuda::silu>},
+      {"gelu", unary<cuda::gelu>},
+      {"sigmoid", unary<cuda::sigmoid>},
+      {"softplus", unary<cuda::softplus>},
+      {"gated_rms_norm", gatedRmsNorm},
+      {"causal_conv1d", conv},
+      {"ssd_scan", ssdScan},
+      {"router_topk", routerTopk},
+      {"moe_dispatch", moeDispatch},
+      {"moe_experts", moeExperts},
+      {"moe_combine", moeCombine},
+      {"rglru_scan", rglruScan},
+      {"embedding", embedding},
+      {"rms_norm", rmsNorm},
+      {"linear", linear},
+      {"lm_head", linear},
+      {"rope", rope},
+      {"attention", attention},
+      {"local_attention", localAttention},
+      {"cross_entropy", crossEntropy},
+      {"all_gather", transition},
+      {"all_to_all", transition},
+      {"slice", transition},
+      {"reorder", transition},
+      {"relayout", transition},
+      {"reduce_scatter", transition},
+      {"all_reduce", transition},
+  };
+  return runs;
+}
+
+std::unique_ptr<Device> makeDevice() { return std::make_unique<CudaDevice>(); }
+
+} // namespace
+
+} // namespace shardline::rt
+
+using namespace shardline::rt;
+
+/// The backend, or nullptr with the reason: a runtime of another interface
+/// version, or no usable CUDA device on this machine (no driver, no GPU).
+extern "C" __attribute__((visibility("default"))) const Backend *
+shardline_backend_cuda(int abiVersion, const KernelTable *reference, char *error,
+                       size_t errorBytes) {
+  if (abiVersion != kBackendAbiVersion) {
+    std::snprintf(error, errorBytes,
+                  "the CUDA backend library was built for runtime interface %d, this runtime "
+                  "has %d",
+                  kBackendAbiVersion, abiVersion);
+    return nullptr;
+  }
+  int devices = 0;
+  cudaError_t status = cudaGetDeviceCount(&devices);
+  if (status != cudaSuccess || devices == 0) {
+    std::snprintf(error, errorBytes, "no CUDA device (%s)",
+                  status != cudaSuccess ? cudaGetErrorString(status) : "0 devices");
+    return nullptr;
+  }
+  static std::once_flag built;
+  static KernelTable table;
+  std::call_once(built, [&] {
+    for (const auto &[kind, run] : cudaRuns()) {
+      auto found = reference->find(kind);
+      if (found == reference->end())
+        continue;
+      KernelSpec spec = found->second;
+      spec.run = run;
+      table.emplace(kind, spec);
+    }
+  });
+  static const Backend backend{"cuda", table, makeDevice, 1,
+                               "runs between GPUs need NCCL, which the CUDA backend does not "
+                               "have yet"};
+  return &backend;
+}

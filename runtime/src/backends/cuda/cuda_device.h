@@ -1,0 +1,91 @@
+//===- cuda_device.h - a rank's memory on a CUDA GPU ------------*- C++ -*-===//
+//
+// The device of the CUDA backend: memory from cudaMalloc (the plan's arena,
+// weights, the f32 copies of 16-bit tensors), one stream on which every copy,
+// conversion and kernel of the rank is queued in order, the cuBLASLt handle
+// and workspace of its GEMMs, and the small device buffers kernels need
+// beside their tensors (token positions, a counter of bad ids, scratch).
+// Host memory is reached only through upload() and download(), which wait
+// for the copy; kernels run asynchronously, and their errors surface at the
+// next synchronize() or download() as a Stop.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SHARDLINE_RUNTIME_BACKENDS_CUDA_CUDA_DEVICE_H
+#define SHARDLINE_RUNTIME_BACKENDS_CUDA_CUDA_DEVICE_H
+
+#include "device/device.h"
+
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+
+#include <map>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace shardline::rt {
+
+/// Stops the rank's run when `status` is an error: "CUDA: <what>: <why>".
+void checkCuda(cudaError_t status, const char *what);
+
+class CudaDevice final : public Device {
+public:
+  /// Takes GPU 0 (one rank per process for now), a stream and cuBLASLt.
+  CudaDevice();
+  ~CudaDevice() override;
+
+  const char *name() const override { return "cuda"; }
+  void *allocate(int64_t bytes) override;
+  void release(void *memory) override;
+  void zero(void *memory, int64_t bytes) override;
+  /// Every type in its own bytes, as on the CPU.
+  DType storageType(DType dtype) const override { return dtype; }
+  void convert(const BufferView &from, const BufferView &to) override;
+  void upload(const BufferView &from, const BufferView &to) override;
+  void download(const BufferView &from, const BufferView &to) override;
+  void synchronize() override;
+
+  cudaStream_t stream() const { return stream_; }
+
+  /// Row-major out[T, N] = x[T, K] . w[K, N] in f32 through cuBLASLt (f32
+  /// compute and accumulation).
+  void matmul(const float *x, const float *w, int64_t T, int64_t K, int64_t N, float *out);
+
+  /// A device copy of `positions`, made once per vector (a step's rank
+  /// facts, which live as long as the run).
+  const int64_t *positions(const std::vector<int64_t> &positions);
+
+  /// A device counter set to zero, for a kernel to count bad input in, and
+  /// its count once the kernel is done.
+  int32_t *counter();
+  int32_t readCounter();
+
+  /// Device scratch of at least `bytes`, valid until the next call.
+  void *scratch(int64_t bytes);
+
+private:
+  /// A device buffer holding `view`'s elements converted to `type`.
+  void *staged(const BufferView &from, DType type);
+
+  int device_ = 0;
+  cudaStream_t stream_ = nullptr;
+  cublasLtHandle_t lt_ = nullptr;
+  void *workspace_ = nullptr;
+  int32_t *counter_ = nullptr;
+  void *scratch_ = nullptr;
+  int64_t scratchBytes_ = 0;
+  std::map<const void *, int64_t *> positions_;
+  /// cuBLASLt's descriptors and chosen algorithm per GEMM shape (T, K, N)
+  /// and operand alignment.
+  struct Gemm {
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo;
+  };
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, Gemm> gemms_;
+};
+
+} // namespace shardline::rt
+
+#endif

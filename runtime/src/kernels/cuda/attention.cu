@@ -1,0 +1,105 @@
+//===- attention.cu - RoPE and tiled causal attention ---------------------===//
+
+#include "kernels/cuda/kernels.h"
+#include "kernels/cuda/reduce.cuh"
+
+namespace shardline::rt::cuda {
+
+namespace {
+
+/// One thread per rotated pair (b, s, head, i).
+__global__ void ropeKernel(const float *x, const int64_t *positions, int64_t S, int64_t NH,
+                           int64_t D, float theta, int64_t pairs, float *out) {
+  int64_t half = D / 2;
+  for (int64_t p = firstElement(); p < pairs; p += gridStride()) {
+    arith::RopePair at = arith::ropePair(p, S, NH, D);
+    int64_t first = at.base + at.i, second = first + half;
+    arith::ropeRotate(x[first], x[second], arith::ropeAngle(positions[at.s], at.i, D, theta),
+                      out[first], out[second]);
+  }
+}
+
+/// One query a thread, blockDim.x queries of one (batch, head) a block; the
+/// keys pass through shared memory a tile at a time (launch.h,
+/// AttentionTiling), and each query folds every tile into its running
+/// softmax (arith.h, attendTile). MaxD bounds the head dim.
+template <int MaxD>
+__global__ void attentionKernel(const float *q, const float *k, const float *v,
+                                const int64_t *qPositions, const int64_t *kPositions, int64_t Sq,
+                                int64_t Sk, int64_t HQ, int64_t HKV, int64_t D, bool causal,
+                                float scale, int64_t window, int keysPerTile, int64_t queryBlocks,
+                                float *out, float *lse) {
+  extern __shared__ int64_t tilePositions[];
+  float *kTile = reinterpret_cast<float *>(tilePositions + keysPerTile);
+  float *vTile = kTile + (int64_t)keysPerTile * D;
+  arith::AttentionQuery at =
+      arith::attentionQuery(blockIdx.x, threadIdx.x, queryBlocks, HQ, blockDim.x);
+  int64_t b = at.b, h = at.h, i = at.i, hk = arith::kvHead(h, HQ, HKV);
+  bool active = i < Sq;
+  float query[MaxD], acc[MaxD];
+  int64_t rowBase = ((b * Sq + i) * HQ + h) * D;
+  for (int64_t e = 0; e < D; ++e) {
+    query[e] = active ? q[rowBase + e] : 0.0f;
+    acc[e] = 0.0f;
+  }
+  int64_t queryPosition = active ? qPositions[i] : 0;
+  arith::OnlineSoftmax state;
+  for (int64_t start = 0; start < Sk; start += keysPerTile) {
+    int n = (int)min((int64_t)keysPerTile, Sk - start);
+    __syncthreads(); // the previous tile is no longer read
+    for (int64_t idx = threadIdx.x; idx < (int64_t)n * D; idx += blockDim.x) {
+      int64_t j = idx / D, e = idx % D;
+      int64_t from = ((b * Sk + start + j) * HKV + hk) * D + e;
+      kTile[idx] = k[from];
+      vTile[idx] = v[from];
+    }
+    for (int j = threadIdx.x; j < n; j += blockDim.x)
+      tilePositions[j] = kPositions[start + j];
+    __syncthreads();
+    if (active)
+      arith::attendTile(query, kTile, vTile, tilePositions, n, D, queryPosition, causal, window,
+                        scale, state, acc);
+  }
+  if (!active)
+    return;
+  float inv = state.inverseSum();
+  for (int64_t e = 0; e < D; ++e)
+    out[rowBase + e] = acc[e] * inv;
+  if (lse)
+    lse[(b * HQ + h) * Sq + i] = state.lse();
+}
+
+} // namespace
+
+cudaError_t rope(const float *x, const int64_t *positions, int64_t B, int64_t S, int64_t NH,
+                 int64_t D, float theta, float *out, cudaStream_t stream) {
+  int64_t pairs = B * S * NH * (D / 2);
+  if (pairs == 0)
+    return cudaSuccess;
+  LaunchShape shape = elementwiseShape(pairs);
+  ropeKernel<<<(unsigned)shape.blocks, shape.threads, 0, stream>>>(x, positions, S, NH, D, theta,
+                                                                   pairs, out);
+  return cudaGetLastError();
+}
+
+cudaError_t attention(const float *q, const float *k, const float *v, const int64_t *qPositions,
+                      const int64_t *kPositions, int64_t B, int64_t Sq, int64_t Sk, int64_t HQ,
+                      int64_t HKV, int64_t D, bool causal, float scale, int64_t window,
+                      const AttentionTiling &tiling, float *out, float *lse, cudaStream_t stream) {
+  if (tiling.shape.blocks == 0)
+    return cudaSuccess;
+  auto launch = [&](auto kernel) {
+    kernel<<<(unsigned)tiling.shape.blocks, tiling.shape.threads, tiling.shape.sharedBytes,
+             stream>>>(q, k, v, qPositions, kPositions, Sq, Sk, HQ, HKV, D, causal, scale, window,
+                       tiling.keysPerTile, tiling.queryBlocks, out, lse);
+  };
+  if (tiling.maxHeadDim == 64)
+    launch(attentionKernel<64>);
+  else if (tiling.maxHeadDim == 128)
+    launch(attentionKernel<128>);
+  else
+    launch(attentionKernel<256>);
+  return cudaGetLastError();
+}
+
+} // namespace shardline::rt::cuda

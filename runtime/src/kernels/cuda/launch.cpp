@@ -1,0 +1,60 @@
+//===- launch.cpp - grid, block and shared-memory sizes ---------------------===//
+
+#include "kernels/cuda/launch.h"
+
+#include <algorithm>
+
+namespace shardline::rt::cuda {
+
+namespace {
+constexpr int kElementThreads = 256;
+/// Enough blocks to fill any current GPU several times over; beyond it the
+/// threads stride.
+constexpr int64_t kMaxElementBlocks = 65536;
+} // namespace
+
+LaunchShape elementwiseShape(int64_t n) {
+  LaunchShape shape;
+  shape.threads = kElementThreads;
+  shape.blocks = std::min<int64_t>(kMaxElementBlocks, (n + kElementThreads - 1) / kElementThreads);
+  return shape;
+}
+
+LaunchShape rowShape(int64_t rows, int64_t width, bool wide) {
+  LaunchShape shape;
+  shape.blocks = rows;
+  int threads = kWarp;
+  while (threads < 256 && threads < width)
+    threads *= 2;
+  shape.threads = threads;
+  shape.sharedBytes = (threads / kWarp) * (wide ? 8 : 4);
+  return shape;
+}
+
+bool attentionTiling(int64_t B, int64_t HQ, int64_t Sq, int64_t D, AttentionTiling &tiling,
+                     std::string &error) {
+  if (D <= 0 || D > 256) {
+    error = "the CUDA attention kernel takes head dims of 1 to 256, not " + std::to_string(D);
+    return false;
+  }
+  tiling.maxHeadDim = D <= 64 ? 64 : D <= 128 ? 128 : 256;
+  // Fewer queries a block for short sequences, so that small problems still
+  // spread over many blocks.
+  tiling.queriesPerBlock = Sq > kWarp ? 64 : kWarp;
+  // K and V rows of D floats and an int64 position per key; the tile is as
+  // long as the default shared memory allows, up to 64 keys.
+  int64_t perKey = 2 * D * 4 + 8;
+  tiling.keysPerTile = (int)std::min<int64_t>(64, kDefaultSharedBytes / perKey);
+  tiling.queryBlocks = (Sq + tiling.queriesPerBlock - 1) / tiling.queriesPerBlock;
+  tiling.shape.threads = tiling.queriesPerBlock;
+  tiling.shape.blocks = B * HQ * tiling.queryBlocks;
+  tiling.shape.sharedBytes = tiling.keysPerTile * perKey;
+  if (tiling.shape.blocks > kMaxGridX) {
+    error = "attention over " + std::to_string(B) + " x " + std::to_string(HQ) + " heads of " +
+            std::to_string(Sq) + " queries needs more blocks than a CUDA grid holds";
+    return false;
+  }
+  return true;
+}
+
+} // namespace shardline::rt::cuda

@@ -1,0 +1,59 @@
+//===- launch.h - grid, block and shared-memory sizes of the CUDA kernels -===//
+//
+// How each CUDA kernel is cut into blocks and threads for given shapes, in
+// plain C++ so that a CPU unit test checks it (every element covered once,
+// the hardware's limits kept) on machines without a GPU; the kernels launch
+// exactly what these functions say.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SHARDLINE_RUNTIME_KERNELS_CUDA_LAUNCH_H
+#define SHARDLINE_RUNTIME_KERNELS_CUDA_LAUNCH_H
+
+#include <cstdint>
+#include <string>
+
+namespace shardline::rt::cuda {
+
+/// The limits every launch keeps (those of compute capability 8.0 and up).
+inline constexpr int64_t kMaxGridX = 2147483647;
+inline constexpr int kMaxThreads = 1024;
+/// Shared memory a block may use without opting in to more.
+inline constexpr int64_t kDefaultSharedBytes = 48 * 1024;
+inline constexpr int kWarp = 32;
+
+struct LaunchShape {
+  int64_t blocks = 0;
+  int threads = 0;
+  int64_t sharedBytes = 0;
+};
+
+/// n independent elements: 256 threads a block, each thread striding over
+/// the grid when n needs more blocks than the grid takes.
+LaunchShape elementwiseShape(int64_t n);
+
+/// One block per row of `width` values (norms, softmax rows): a power of two
+/// of threads, at least a warp, at most 256, no more than the row needs; the
+/// shared memory holds one partial sum per warp (f32, or f64 when `wide`).
+LaunchShape rowShape(int64_t rows, int64_t width, bool wide = false);
+
+/// The tiling of causal attention: each block takes `queriesPerBlock`
+/// queries of one (batch, query head), one query a thread; it walks the keys
+/// in tiles of `keysPerTile` rows of K and V (and their positions) staged in
+/// shared memory. `maxHeadDim` is the per-thread accumulator's length the
+/// kernel is instantiated for (64, 128 or 256).
+struct AttentionTiling {
+  int queriesPerBlock = 0, keysPerTile = 0, maxHeadDim = 0;
+  int64_t queryBlocks = 0; ///< blocks along the queries of one head
+  LaunchShape shape;
+};
+
+/// The tiling for batch B, query heads HQ, Sq queries and head dim D; false
+/// with the reason in `error` when the kernel cannot run them (D above 256,
+/// a grid larger than the hardware's).
+bool attentionTiling(int64_t B, int64_t HQ, int64_t Sq, int64_t D, AttentionTiling &tiling,
+                     std::string &error);
+
+} // namespace shardline::rt::cuda
+
+#endif

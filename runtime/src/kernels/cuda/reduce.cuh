@@ -1,0 +1,41 @@
+//===- reduce.cuh - sums and maxima across a block's threads ---*- CUDA -*-===//
+
+#ifndef SHARDLINE_RUNTIME_KERNELS_CUDA_REDUCE_CUH
+#define SHARDLINE_RUNTIME_KERNELS_CUDA_REDUCE_CUH
+
+#include "kernels/cuda/launch.h"
+
+namespace shardline::rt::cuda {
+
+struct Sum {
+  template <typename T> __device__ static T apply(T a, T b) { return a + b; }
+};
+struct Max {
+  template <typename T> __device__ static T apply(T a, T b) { return a > b ? a : b; }
+};
+
+/// Combines every thread's `value` with Op across the block (rowShape's:
+/// a power of two of at least a warp); `shared` holds one value per warp.
+/// Every thread gets the result.
+template <typename Op, typename T> __device__ T blockReduce(T value, T *shared) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2)
+    value = Op::apply(value, __shfl_xor_sync(0xffffffffu, value, offset));
+  int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, warps = blockDim.x / kWarp;
+  __syncthreads(); // a previous reduction may still read `shared`
+  if (lane == 0)
+    shared[warp] = value;
+  __syncthreads();
+  value = shared[0];
+  for (int w = 1; w < warps; ++w)
+    value = Op::apply(value, shared[w]);
+  return value;
+}
+
+/// The first element this thread takes, and the stride, of a grid-stride
+/// loop over elements.
+__device__ inline int64_t firstElement() { return (int64_t)blockIdx.x * blockDim.x + threadIdx.x; }
+__device__ inline int64_t gridStride() { return (int64_t)gridDim.x * blockDim.x; }
+
+} // namespace shardline::rt::cuda
+
+#endif

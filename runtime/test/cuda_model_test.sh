@@ -1,0 +1,61 @@
+#!/bin/sh
+# Dense models on the CUDA backend against the CPU: shardline-run --device cuda --verify runs
+# the plan on the GPU and its single-device reference on the CPU, and passes when the loss and
+# the logits agree within the tolerance below and the bytes sent and the arena peak equal the
+# report's. Exits 77 (skipped) on a machine without a CUDA device.
+# usage: cuda_model_test.sh BIN_DIR EXAMPLES_DIR
+set -eu
+bin=$1
+examples=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+compile="$bin/shardline-compile"
+run="$bin/shardline-run"
+
+"$compile" "$examples/models/gpt-dense.json" --tp 1 --sp=false --emit plan -o "$tmp/f32.slp"
+if ! probe=$("$run" "$tmp/f32.slp" --device cuda 2>&1); then
+  case "$probe" in
+  *"no CUDA device"*)
+    echo "skipped: no CUDA device ${probe#*no CUDA device }"
+    exit 77
+    ;;
+  esac
+  echo "$probe"
+  exit 1
+fi
+
+# f32: cuBLASLt's f32 GEMMs and the kernels' f32 exponentials sum in another order than
+# OpenBLAS and the CPU's double softmax, a few units in the last place per op: 1e-4 relative
+# (shardline-run's default for f32) over the eight blocks.
+"$run" "$tmp/f32.slp" --device cuda --verify --steps 3
+# Grouped-query attention with a head dim of 64 and a sequence that is not a whole number of
+# the kernel's query blocks or key tiles.
+cat > "$tmp/gqa.json" <<'SPEC'
+{"name": "gqa", "pattern": "AFAF", "vocab": 300, "hidden": 256, "seq": 100, "batch": 3,
+ "dtype": "f32", "attention": {"heads": 4, "kv_heads": 2, "head_dim": 64},
+ "mlp": {"ffn_hidden": 384}}
+SPEC
+"$compile" "$tmp/gqa.json" --emit plan -o "$tmp/gqa.slp"
+"$run" "$tmp/gqa.slp" --device cuda --verify
+# Mamba-2 and RG-LRU with their convolutions, and sliding-window attention: the scans run step
+# by step in double on the GPU against the CPU's chunked scan in f32 GEMMs, 1e-4 apart per scan.
+cat > "$tmp/mr.json" <<'SPEC'
+{"name": "mr", "pattern": "MRLMRL", "vocab": 256, "hidden": 128, "seq": 128, "batch": 2,
+ "dtype": "f32", "mamba": {"heads": 8, "head_dim": 16, "state": 16, "groups": 2, "conv": 4},
+ "recurrent": {"width": 128, "conv": 4},
+ "local_attention": {"heads": 4, "kv_heads": 2, "head_dim": 32, "window": 24}}
+SPEC
+"$compile" "$tmp/mr.json" --emit plan -o "$tmp/mr.slp"
+"$run" "$tmp/mr.slp" --device cuda --verify --rtol 1e-3
+# The whole nam56r-tiny (attention, MoE, Mamba-2, RG-LRU) at world size 1. A router that sees
+# a rounding difference may pick another expert for a token (docs/runtime.md, --verify's
+# tolerances): the f32 run agrees to the scans' 1e-3 unless that happens.
+"$compile" "$examples/models/nam56r-tiny.json" --tp 1 --sp=false --cp 1 --ep 1 --emit plan \
+  -o "$tmp/nam.slp"
+"$run" "$tmp/nam.slp" --device cuda --verify --rtol 1e-3
+# bf16 storage, f32 compute on both devices: each side rounds at the same op boundaries, and
+# a sum that lands on the other side of a rounding moves an output by an ulp of bf16: 0.03
+# relative, as for the CPU's 16-bit runs without routers (docs/runtime.md).
+sed 's/"dtype": "f32"/"dtype": "bf16"/' "$examples/models/gpt-dense.json" > "$tmp/bf16.json"
+"$compile" "$tmp/bf16.json" --tp 1 --sp=false --emit plan -o "$tmp/bf16.slp"
+"$run" "$tmp/bf16.slp" --device cuda --verify --rtol 0.03
