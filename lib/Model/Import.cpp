@@ -54,12 +54,16 @@ sl::LayoutAttr userLayout(const StrategyMesh &mesh, MLIRContext *ctx,
                              orderDim >= 0 ? sl::ChunkOrder::zigzag : sl::ChunkOrder::contiguous);
 }
 
-/// The mesh of a validated strategy.
+/// The mesh of the strategy. validateModelSpec refuses an ep that does not
+/// fold before anything is built; should one reach here, the mesh is the
+/// dense one, never undefined.
 StrategyMesh strategyMesh(const ModelSpec &spec) {
   std::string error;
-  std::optional<StrategyMesh> mesh = foldStrategyMesh(spec.parallel, error);
-  assert(mesh && "validateModelSpec refuses a strategy that does not fold");
-  return *mesh;
+  if (std::optional<StrategyMesh> mesh = foldStrategyMesh(spec.parallel, error))
+    return *mesh;
+  ParallelSpec dense = spec.parallel;
+  dense.ep = 1;
+  return foldStrategyMesh(dense, error).value_or(StrategyMesh{});
 }
 
 /// Stamps every op the importer inserts with the part of the model it belongs

@@ -488,9 +488,9 @@ std::optional<StrategyMesh> shardline::foldStrategyMesh(const ParallelSpec &p, s
     }
     error = "ep = " + std::to_string(p.ep) + " does not fold onto the ranks that hold different " +
             "tokens in the MoE layers";
+    // Without sp, tp > 1 was refused above: no axis left means all are 1.
     if (over.empty()) {
-      error += ": there are none (dp = cp = 1" + std::string(p.sp ? "" : ", tp without --sp") +
-               "), so ep must be 1";
+      error += ": there are none (dp = cp = tp = 1), so ep must be 1";
       return std::nullopt;
     }
     std::string list;

@@ -169,7 +169,7 @@ TEST(StrategyMesh, EpThatDoesNotFoldIsRefused) {
             "divisor of the next one, so ep must be 1, 2, 4 or 12");
   EXPECT_EQ(foldOf(strategy(1, 1, 1, false, 2)),
             "error: ep = 2 does not fold onto the ranks that hold different tokens in the MoE "
-            "layers: there are none (dp = cp = 1, tp without --sp), so ep must be 1");
+            "layers: there are none (dp = cp = tp = 1), so ep must be 1");
 }
 
 TEST(ModelSpec, BatchIsSplitOverDpOnly) {
