@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: set up, build, and compile the example hybrid model nam56r-tiny (pattern
 # AEMEAEMEAEMR) for 8 ranks with tensor parallelism 2 + sequence parallelism, context
-# parallelism 2 and expert parallelism 2; print the summary of the sharded program and its report
+# parallelism 2 and data parallelism 2, with expert parallelism 2 folded onto the tp ranks as in
+# Megatron Core; print the summary of the sharded program and its report
 # (every collective with its bytes per rank), and write the report as JSON and HTML. Then run it
 # partitioned on 8 thread ranks and verify it against the single-device run. Last, train the dense
 # example gpt-dense for a few steps on 8 ranks (tp2·sp·cp2·dp2) on the byte dataset, beside
@@ -14,14 +15,14 @@ cmake --build "$build" -j "${SHARDLINE_JOBS:-2}" --target shardline-compile shar
   shardline-byte-dataset
 set -x
 "$build/bin/shardline-compile" "$root/examples/models/nam56r-tiny.json" \
-  --tp 2 --sp --cp 2 --ep 2 --emit summary
+  --tp 2 --sp --cp 2 --dp 2 --ep 2 --emit summary
 "$build/bin/shardline-compile" "$root/examples/models/nam56r-tiny.json" \
-  --tp 2 --sp --cp 2 --ep 2 --emit report \
+  --tp 2 --sp --cp 2 --dp 2 --ep 2 --emit report \
   --report "$build/nam56r-tiny.report.json" --report-html "$build/nam56r-tiny.report.html"
 # Run it: the same model on 8 ranks that are threads, checked against the single-device run of
 # the same model and seed, with the bytes each rank sent beside the report's.
 "$build/bin/shardline-compile" "$root/examples/models/nam56r-tiny.json" \
-  --tp 2 --sp --cp 2 --ep 2 --emit plan -o "$build/nam56r-tiny.slp"
+  --tp 2 --sp --cp 2 --dp 2 --ep 2 --emit plan -o "$build/nam56r-tiny.slp"
 "$build/bin/shardline-run" "$build/nam56r-tiny.slp" --ranks 8 --verify
 # Train: forward, backward and AdamW in one sharded program, on the bytes of a text Debian ships;
 # every step's loss and the final weights checked against single-device training.

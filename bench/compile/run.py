@@ -3,7 +3,7 @@
 
 For each block count it writes a model spec whose pattern repeats a hybrid
 unit (attention, Mamba, MoE, RG-LRU, MLP), runs shardline-compile with the
-tp2·sp·cp2·ep2 strategy, and prints wall time and peak resident memory of the
+tp2·sp·cp2·dp2·ep2 strategy (8 ranks, ep folded onto tp), and prints wall time and peak resident memory of the
 compiler process.
 
 Then it compiles one model (--model, the 48-block large hybrid) at each
@@ -36,7 +36,7 @@ def spec(blocks):
         "moe": {"experts": 8, "top_k": 2, "ffn_hidden": 256},
         "mlp": {"ffn_hidden": 384},
         "recurrent": {"width": 128, "conv": 4},
-        "parallel": {"dp": 1, "tp": 2, "sp": True, "cp": 2, "cp_comm": "ring", "ep": 2},
+        "parallel": {"dp": 2, "tp": 2, "sp": True, "cp": 2, "cp_comm": "ring", "ep": 2},
     }
 
 

@@ -1,10 +1,11 @@
 //===- Import.cpp - model spec -> global-view sl program ------------------===//
 //
 // Emits the whole model in the global view. Only the inputs and the
-// parameters carry layouts (the user's layouts: batch over dp and ep,
-// sequence over cp, tensor-parallel weights over tp, experts over ep);
-// sl-propagate-layouts derives the rest from the per-op rules. The blocks
-// come from their families (BlockFamily.h); this file knows none of them.
+// parameters carry layouts (the user's layouts: batch over dp, sequence over
+// cp, tensor-parallel weights over tp, experts over the expert group that ep
+// folds onto, StrategyMesh in ModelSpec.h); sl-propagate-layouts derives the
+// rest from the per-op rules. The blocks come from their families
+// (BlockFamily.h); this file knows none of them.
 //
 //===----------------------------------------------------------------------===//
 
@@ -30,33 +31,39 @@ Type modelElementType(const ModelSpec &spec, Builder &b) {
 }
 
 /// A layout over the mesh axes of size > 1; one with nothing split when none
-/// is. `orderDim` is the sequence dimension in zigzag order, if any.
-sl::LayoutAttr userLayout(const ModelSpec &spec, MLIRContext *ctx,
+/// is. `dims` names the strategy's axes ("dp", "cp", "tp", and "ep" for the
+/// expert group), each standing for the mesh axes it folds onto, major to
+/// minor. `orderDim` is the sequence dimension in zigzag order, if any.
+sl::LayoutAttr userLayout(const StrategyMesh &mesh, MLIRContext *ctx,
                           const std::vector<std::vector<std::string>> &dims,
                           int64_t orderDim = -1) {
-  const ParallelSpec &p = spec.parallel;
-  auto size = [&](const std::string &axis) -> int64_t {
-    if (axis == "dp")
-      return p.dp;
-    if (axis == "ep")
-      return p.ep;
-    if (axis == "cp")
-      return p.cp;
-    if (axis == "tp")
-      return p.tp;
-    return 1;
-  };
   SmallVector<SmallVector<std::string>> kept;
   for (const auto &d : dims) {
     kept.emplace_back();
-    for (const auto &a : d)
-      if (size(a) > 1)
-        kept.back().push_back(a);
+    for (const auto &a : d) {
+      auto it = mesh.parts.find(a);
+      for (const std::string &axis :
+           it == mesh.parts.end() ? std::vector<std::string>{a} : it->second)
+        if (mesh.size(axis) > 1)
+          kept.back().push_back(axis);
+    }
   }
   if (orderDim >= 0 && kept[orderDim].empty())
     orderDim = -1;
   return sl::LayoutAttr::get(ctx, FlatSymbolRefAttr::get(ctx, "mesh"), kept, {}, orderDim,
                              orderDim >= 0 ? sl::ChunkOrder::zigzag : sl::ChunkOrder::contiguous);
+}
+
+/// The mesh of the strategy. validateModelSpec refuses an ep that does not
+/// fold before anything is built; should one reach here, the mesh is the
+/// dense one, never undefined.
+StrategyMesh strategyMesh(const ModelSpec &spec) {
+  std::string error;
+  if (std::optional<StrategyMesh> mesh = foldStrategyMesh(spec.parallel, error))
+    return *mesh;
+  ParallelSpec dense = spec.parallel;
+  dense.ep = 1;
+  return foldStrategyMesh(dense, error).value_or(StrategyMesh{});
 }
 
 /// Stamps every op the importer inserts with the part of the model it belongs
@@ -113,13 +120,20 @@ public:
     (*module)->setAttr(mlir::sl::kCPCommAttr, b.getStringAttr(spec.parallel.cpComm));
     b.setInsertionPointToEnd(module->getBody());
     const ParallelSpec &p = spec.parallel;
-    sl::MeshOp::create(b, fileLoc, "mesh", b.getStrArrayAttr({"dp", "ep", "cp", "tp"}),
-                       b.getDenseI64ArrayAttr({p.dp, p.ep, p.cp, p.tp}));
+    StrategyMesh mesh = strategyMesh(spec);
+    SmallVector<StringRef> axisNames;
+    SmallVector<int64_t> axisSizes;
+    for (const auto &[name, n] : mesh.axes) {
+      axisNames.push_back(name);
+      axisSizes.push_back(n);
+    }
+    sl::MeshOp::create(b, fileLoc, "mesh", b.getStrArrayAttr(axisNames),
+                       b.getDenseI64ArrayAttr(axisSizes));
 
     bool zigzag = p.cp > 1 && p.cpOrder == "zigzag";
     auto tokenType =
         RankedTensorType::get({spec.batch, spec.seq}, b.getI32Type(),
-                              userLayout(spec, &ctx, {{"dp", "ep"}, {"cp"}}, zigzag ? 1 : -1));
+                              userLayout(mesh, &ctx, {{"dp"}, {"cp"}}, zigzag ? 1 : -1));
     auto logitsType = RankedTensorType::get({spec.batch, spec.seq, spec.vocab}, elt);
     auto lossType = RankedTensorType::get({}, elt);
     auto fnType = b.getFunctionType({tokenType, tokenType}, {logitsType, lossType});
@@ -235,7 +249,7 @@ private:
 } // namespace
 
 BlockBuilder::BlockBuilder(const ModelSpec &spec, OpBuilder &builder, StringRef scope, Location loc)
-    : modelSpec(spec), b(builder), scope(scope.str()), blockLoc(loc),
+    : modelSpec(spec), mesh(strategyMesh(spec)), b(builder), scope(scope.str()), blockLoc(loc),
       elt(modelElementType(spec, builder)) {}
 
 RankedTensorType BlockBuilder::tensor(ArrayRef<int64_t> shape) const {
@@ -260,8 +274,7 @@ Location BlockBuilder::named(StringRef name) const {
 
 Value BlockBuilder::weight(StringRef name, ArrayRef<int64_t> shape, Dims dims, StringRef init,
                            double scale, double offset) {
-  auto type =
-      RankedTensorType::get(shape, elt, userLayout(modelSpec, b.getContext(), std::move(dims)));
+  auto type = RankedTensorType::get(shape, elt, userLayout(mesh, b.getContext(), std::move(dims)));
   return sl::WeightOp::create(b, named(name), type, b.getStringAttr(scoped(name)),
                               b.getStringAttr(init), b.getF64FloatAttr(scale),
                               b.getF64FloatAttr(offset));

@@ -9,6 +9,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <map>
+#include <numeric>
 #include <set>
 
 using namespace shardline;
@@ -378,12 +379,13 @@ void shardline::validateModelSpec(const ModelSpec &spec, std::vector<std::string
        {std::pair{"dp", p.dp}, std::pair{"tp", p.tp}, std::pair{"cp", p.cp}, std::pair{"ep", p.ep}})
     if (v < 1)
       r.error(std::string("parallel.") + name, "must be positive, got " + llvm::Twine(v));
-  // The mesh is dp x tp x cp x ep; its rank count is the dialect's limit.
-  if (auto ranks = checkedProduct({p.dp, p.tp, p.cp, p.ep});
-      p.dp >= 1 && p.tp >= 1 && p.cp >= 1 && p.ep >= 1 && (!ranks || *ranks > kMaxMeshRanks)) {
+  // The mesh is dp x cp x tp (ep folds onto it); its rank count is the
+  // dialect's limit.
+  if (auto ranks = checkedProduct({p.dp, p.tp, p.cp});
+      p.dp >= 1 && p.tp >= 1 && p.cp >= 1 && (!ranks || *ranks > kMaxMeshRanks)) {
     std::string count = ranks ? std::to_string(*ranks) : "more than 2^63";
     r.error("parallel",
-            "dp*tp*cp*ep = " + count + " ranks; a mesh has at most " + llvm::Twine(kMaxMeshRanks));
+            "dp*cp*tp = " + count + " ranks; a mesh has at most " + llvm::Twine(kMaxMeshRanks));
     return;
   }
   if (p.cpComm != "ring" && p.cpComm != "allgather" && p.cpComm != "a2a" && p.cpComm != "auto")
@@ -393,13 +395,17 @@ void shardline::validateModelSpec(const ModelSpec &spec, std::vector<std::string
   if (p.dp < 1 || p.tp < 1 || p.cp < 1 || p.ep < 1)
     return;
 
+  std::string foldError;
+  if (!foldStrategyMesh(p, foldError))
+    r.error("parallel.ep", foldError);
+
   int64_t t = p.tp;
   if (t > 1)
     r.divisible("vocab", spec.vocab, t, "tp (vocab-parallel embedding and LM head)");
   for (const BlockFamily *f : blockFamilies())
     if (const FamilySection *s = spec.section(f->letter()); s && letters.count(f->letter()))
       f->validate(r, *s, spec);
-  r.divisible("batch", spec.batch, p.dp * p.ep, "dp*ep (batch is split over dp and ep)");
+  r.divisible("batch", spec.batch, p.dp, "dp (batch is split over dp)");
 
   // The largest tensors (logits, dispatched MoE tokens) must keep element
   // counts far from int64 overflow.
@@ -425,4 +431,90 @@ void shardline::validateModelSpec(const ModelSpec &spec, std::vector<std::string
                        llvm::Twine(need) +
                        (zigzag ? " (zigzag order cuts the sequence into 2*cp chunks)" : ""));
   }
+}
+
+std::optional<StrategyMesh> shardline::foldStrategyMesh(const ParallelSpec &p, std::string &error) {
+  StrategyMesh mesh;
+  std::map<std::string, int64_t> size{{"dp", p.dp}, {"cp", p.cp}, {"tp", p.tp}};
+  // The axes whose ranks hold different tokens in an MoE layer, innermost
+  // first; without sequence parallelism the tp ranks hold the same tokens.
+  std::vector<std::string> tokenAxes;
+  if (p.sp)
+    tokenAxes.push_back("tp");
+  tokenAxes.insert(tokenAxes.end(), {"cp", "dp"});
+
+  // The part of each axis inside the expert group.
+  std::map<std::string, int64_t> inner;
+  int64_t rest = p.ep;
+  bool folds = p.ep >= 1;
+  for (const std::string &axis : tokenAxes) {
+    if (rest == 1 || size[axis] == 1)
+      continue;
+    int64_t take = std::gcd(rest, size[axis]);
+    // Past a cut axis the group cannot reach further out: its ranks would not
+    // be consecutive.
+    if (take != size[axis] && take != rest) {
+      folds = false;
+      break;
+    }
+    inner[axis] = take;
+    rest /= take;
+  }
+  if (rest != 1)
+    folds = false;
+
+  if (p.ep > 1 && p.tp > 1 && !p.sp) {
+    error = "ep = " + std::to_string(p.ep) + " with tp = " + std::to_string(p.tp) +
+            " needs sequence parallelism (--sp), as in Megatron Core: the expert group takes "
+            "the innermost ranks, the tp ranks first, and only under sequence parallelism do "
+            "they hold different tokens";
+    return std::nullopt;
+  }
+  if (!folds) {
+    // Every ep that folds: the whole innermost axes times a divisor of the
+    // next one. Axis sizes are mesh sizes, so the divisor search is bounded
+    // by the rank limit, never by a tensor.
+    std::vector<int64_t> fits;
+    std::string over;
+    int64_t whole = 1;
+    for (const std::string &axis : tokenAxes) {
+      if (size[axis] == 1)
+        continue;
+      over += (over.empty() ? "" : ", then ") + axis + " (" + std::to_string(size[axis]) + ")";
+      for (int64_t d = 2; d <= size[axis]; ++d)
+        if (size[axis] % d == 0)
+          fits.push_back(whole * d);
+      whole *= size[axis];
+    }
+    error = "ep = " + std::to_string(p.ep) + " does not fold onto the ranks that hold different " +
+            "tokens in the MoE layers";
+    // Without sp, tp > 1 was refused above: no axis left means all are 1.
+    if (over.empty()) {
+      error += ": there are none (dp = cp = tp = 1), so ep must be 1";
+      return std::nullopt;
+    }
+    std::string list;
+    for (size_t i = 0; i < fits.size(); ++i)
+      list += (i == 0 ? "" : i + 1 == fits.size() ? " or " : ", ") + std::to_string(fits[i]);
+    error += ": ep takes them innermost first, " + over +
+             ", whole axes and then a divisor of the next one, so ep must be 1, " + list;
+    return std::nullopt;
+  }
+
+  for (const char *axis : {"dp", "cp", "tp"}) {
+    int64_t in = inner.count(axis) ? inner[axis] : 1;
+    if (in == 1 || in == size[axis]) {
+      mesh.axes.emplace_back(axis, size[axis]);
+      mesh.parts[axis] = {axis};
+      if (in > 1)
+        mesh.parts["ep"].push_back(axis);
+      continue;
+    }
+    std::string outerName = std::string(axis) + "_outer", innerName = std::string(axis) + "_inner";
+    mesh.axes.emplace_back(outerName, size[axis] / in);
+    mesh.axes.emplace_back(innerName, in);
+    mesh.parts[axis] = {outerName, innerName};
+    mesh.parts["ep"].push_back(innerName);
+  }
+  return mesh;
 }

@@ -10,9 +10,13 @@ the runtime, equal the report's.
 
 Per family: tp in {1, 2, 4} with sp off and on; cp in {2, 4} x {zigzag,
 contiguous} x {ring, allgather, a2a} (the attention communication only where
-the family has attention; a2a only where the heads divide); ep in {2, 4}; and
-mixed 8-rank meshes (tp2 cp2 ep2, tp2 cp2 dp2). nam56r-tiny in bf16 runs the
-8-rank meshes only: its tensors in 16 bits, its arena peak the report's.
+the family has attention; a2a only where the heads divide); ep folded onto
+the ranks as in Megatron Core (an entry has dp*cp*tp ranks): over tp under
+sp, over dp, over cp, and cutting tp 4 or cp 4 in two; and mixed 8-rank
+meshes (tp2 sp cp2 dp2 with ep 2 over tp and ep 4 over cp and tp, tp2 sp cp4
+ep4 over tp and half of cp, tp2 cp2 dp2; nam56r-tiny also ep 8 over all
+three). nam56r-tiny in bf16 runs the 8-rank meshes only: its tensors in 16
+bits, its arena peak the report's.
 Prints one line per entry and "N passed, N failed".
 
 With --train, the families that train (attention, mlp, the two together,
@@ -23,8 +27,9 @@ training run's (relative error 1e-4), and the bytes and arena peak the
 report's, with every cp_comm (ring attention's backward circulates K, V and
 their gradients; Mamba-2's state passing through the exchange's dual). The
 families in TRAIN_WITHOUT_CP (whose state passing has no backward yet) train
-without cp: their mixed entry is tp2 sp ep2 dp2 instead. The whole nam56r-tiny trains for WHOLE_MODEL_STEPS step on 8 ranks
-(tp2 sp ep2 dp2).
+without cp: their mixed entries are tp2 sp dp2 ep2 and tp2 sp dp4 ep4
+instead. The whole nam56r-tiny trains for WHOLE_MODEL_STEPS step on 8 ranks
+(tp2 sp dp4 ep4: ep over tp and half of dp).
 """
 
 import argparse
@@ -71,7 +76,14 @@ TRAIN_WITHOUT_CP = {"recurrent"}
 # normwise); a model of its attention and Mamba blocks alone drifts as much, one of its attention
 # and MoE blocks stays at 2e-5. docs/training.md lists it as open.
 WHOLE_MODEL_STEPS = 1
-WHOLE_MODEL_TRAINING = [["--tp", "2", "--sp", "--ep", "2", "--dp", "2"]]
+WHOLE_MODEL_TRAINING = [["--tp", "2", "--sp", "--dp", "4", "--ep", "4"]]
+
+
+# nam56r-tiny's 8 experts let ep take all 8 ranks, over dp, cp and tp: the
+# tokens reach the experts by two all-to-alls, over dp (by batch) and over cp
+# and tp (by sequence).
+NAM56R_EP8 = {name: ["--tp", "2", "--sp", "--cp", "2", "--dp", "2", "--ep", "8"]
+              for name in ("nam56r-tiny", "nam56r-bf16")}
 
 
 def entries(has_attention, mixes_only=False, cp=True):
@@ -85,12 +97,21 @@ def entries(has_attention, mixes_only=False, cp=True):
         for order in ("zigzag", "contiguous"):
             for comm in comms:
                 out.append(["--cp", size, "--cp-order", order, "--cp-comm", comm])
-    for ep in ("2", "4"):
-        out.append(["--ep", ep])
+    # ep folds onto the ranks that hold different tokens (tp under sp, then
+    # cp, then dp): over each alone, and cutting an axis it covers in part.
+    out += [["--tp", "2", "--sp", "--ep", "2"], ["--dp", "2", "--ep", "2"],
+            ["--dp", "4", "--ep", "4"], ["--tp", "4", "--sp", "--ep", "2"]]
+    if cp:
+        out += [["--cp", "2", "--ep", "2"], ["--cp", "4", "--ep", "2"]]
     if not cp:
-        mixes = [["--tp", "2", "--sp", "--ep", "2", "--dp", "2"]]
+        mixes = [["--tp", "2", "--sp", "--dp", "2", "--ep", "2"],
+                 ["--tp", "2", "--sp", "--dp", "4", "--ep", "4"]]
         return mixes if mixes_only else out + mixes
-    mixes = [["--tp", "2", "--sp", "--cp", "2", "--ep", "2", "--cp-comm", comm] for comm in comms]
+    # 8 ranks: ep over tp, over cp and tp, and over tp and half of cp.
+    mixes = [["--tp", "2", "--sp", "--cp", "2", "--dp", "2", "--ep", "2", "--cp-comm", comm]
+             for comm in comms]
+    mixes.append(["--tp", "2", "--sp", "--cp", "2", "--dp", "2", "--ep", "4"])
+    mixes.append(["--tp", "2", "--sp", "--cp", "4", "--ep", "4"])
     mixes.append(["--tp", "2", "--sp=false", "--cp", "2", "--cp-order", "contiguous", "--dp", "2"])
     return mixes if mixes_only else out + mixes
 
@@ -176,8 +197,11 @@ def main():
         for name, (path, has_attention) in specs.items():
             if args.only and args.only not in name:
                 continue
-            for i, flags in enumerate(entries(has_attention, mixes_only=name == "nam56r-bf16",
-                                              cp=not (args.train and name in TRAIN_WITHOUT_CP))):
+            flags_list = entries(has_attention, mixes_only=name == "nam56r-bf16",
+                                 cp=not (args.train and name in TRAIN_WITHOUT_CP))
+            if name in NAM56R_EP8:
+                flags_list.append(NAM56R_EP8[name])
+            for i, flags in enumerate(flags_list):
                 jobs.append((name, path, flags, i))
         counts = {"PASS": 0, "FAIL": 0, "n/a": 0}
         with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:

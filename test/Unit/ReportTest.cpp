@@ -331,7 +331,7 @@ TEST_F(ReportTest, ImportedOpsCarryTheirBlock) {
 // The compiler's plan loads in the runtime, with every weight, input and op.
 TEST_F(ReportTest, PlanRoundTripsIntoTheRuntime) {
   ParallelOverrides ov;
-  ov.tp = ov.cp = ov.ep = 2;
+  ov.tp = ov.cp = ov.dp = ov.ep = 2;
   ov.sp = true;
   std::vector<std::string> errors;
   auto spec = parseModelSpec(R"({"name": "n", "pattern": "AEMR", "vocab": 64, "hidden": 32,

@@ -17,7 +17,7 @@
 using namespace shardline;
 
 namespace {
-Mesh mesh() { return Mesh{{{"ep", 2}, {"cp", 2}, {"tp", 2}}}; }
+Mesh mesh() { return Mesh{{{"dp", 2}, {"cp", 2}, {"tp", 2}}}; }
 
 Layout lay(std::vector<std::vector<std::string>> dims, std::vector<std::string> partial = {}) {
   Layout l;

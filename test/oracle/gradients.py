@@ -38,6 +38,9 @@ STRATEGIES = [
     ["--tp", "1", "--sp=false", "--cp", "2", "--cp-comm", "a2a", "--cp-order", "contiguous"],
     ["--tp", "2", "--sp", "--cp", "2", "--cp-comm", "ring", "--cp-order", "zigzag"],
     ["--tp", "2", "--sp=false", "--cp", "1", "--dp", "2"],
+    # Expert parallelism folded onto tp and dp: the expert weights' gradients
+    # are reduced over no rank, the router's over all four.
+    ["--tp", "2", "--sp", "--cp", "1", "--dp", "2", "--ep", "4"],
 ]
 # The weight whose 1% change the gradient check must see.
 PERTURB = {"attention": "blocks.1.attn.wk", "mlp": "blocks.1.mlp.w_up",
@@ -74,9 +77,9 @@ def main():
                     "slp", "w.safetensors", "o.safetensors", "bad.safetensors"))
                 why = None
                 # Axes the strategy does not name are 1 (the specs set their own).
-                axes = [] if "--dp" in flags else ["--dp", "1"]
+                axes = [a for axis in ("--dp", "--ep") if axis not in flags for a in (axis, "1")]
                 code, out = run([os.path.join(args.bin, "shardline-compile"), spec, *flags, *axes,
-                                 "--ep", "1", "--train", "--emit", "plan", "-o", plan])
+                                 "--train", "--emit", "plan", "-o", plan])
                 if code != 0:
                     why = f"shardline-compile exited {code}:\n{out}"
                 if why is None:

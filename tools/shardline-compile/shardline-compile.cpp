@@ -120,7 +120,9 @@ cl::opt<std::string> cpOrder("cp-order",
                              cl::cat(parallelCategory));
 cl::opt<int64_t>
     ep("expert-model-parallel-size",
-       cl::desc("Expert-parallel size (mesh axis ep; data-parallel outside MoE); short form --ep"),
+       cl::desc("Expert-parallel size, folded onto the dp*cp*tp ranks as in Megatron Core: "
+                "the experts are split over groups of ep consecutive ranks, taken from tp "
+                "(under --sp), then cp, then dp; adds no ranks. Short form --ep"),
        cl::cat(parallelCategory));
 cl::alias epA("ep", cl::desc("Alias for --expert-model-parallel-size"), cl::aliasopt(ep));
 cl::opt<int64_t> dp("data-parallel-size",
@@ -165,8 +167,21 @@ void printSummary(ModuleOp module, const shardline::ModelSpec *spec,
        << " blocks), hidden " << spec->hidden << ", seq " << spec->seq << ", batch " << spec->batch
        << ", vocab " << spec->vocab << ", " << spec->dtype << "\n";
     const auto &p = spec->parallel;
-    os << "strategy: dp=" << p.dp << " ep=" << p.ep << " cp=" << p.cp << " tp=" << p.tp << ", sp "
+    os << "strategy: dp=" << p.dp << " cp=" << p.cp << " tp=" << p.tp << " ep=" << p.ep << ", sp "
        << (p.sp ? "on" : "off") << ", cp_comm " << p.cpComm << ", cp_order " << p.cpOrder << "\n";
+    std::string error;
+    if (auto folded = shardline::foldStrategyMesh(p, error); folded && p.ep > 1) {
+      // The expert-data ranks hold other tokens outside the expert group: the
+      // expert weights' gradients are reduced over them.
+      std::vector<std::string> group = folded->parts["ep"], data;
+      for (const char *axis : {"dp", "cp", "tp"})
+        for (const std::string &part : folded->parts[axis])
+          if ((std::string(axis) != "tp" || p.sp) && folded->size(part) > 1 &&
+              llvm::find(group, part) == group.end())
+            data.push_back(part);
+      os << "experts: ep=" << p.ep << " folded onto " << shardline::formatAxes(group)
+         << ", expert-data ranks " << shardline::formatAxes(data) << "\n";
+    }
   }
   shardline::Mesh m;
   if (mesh) {
@@ -251,9 +266,11 @@ int main(int argc, char **argv) {
       "imported into the global-view sl program with the parallel strategy of its \"parallel\"\n"
       "section, which the flags below override. The program is verified, then sl-shard-pipeline\n"
       "propagates layouts, inserts collectives and removes premature gathers (docs/passes.md);\n"
-      "with --train, sl-autodiff appends the backward and the AdamW step (docs/training.md).\n\n"
-      "  shardline-compile examples/models/nam56r-tiny.json --tp 2 --sp --cp 2 --ep 2 --emit "
-      "summary\n"
+      "with --train, sl-autodiff appends the backward and the AdamW step (docs/training.md).\n"
+      "The ranks are dp*cp*tp; ep adds none: as in Megatron Core, it folds onto them\n"
+      "(docs/model-spec.md).\n\n"
+      "  shardline-compile examples/models/nam56r-tiny.json --tp 2 --sp --cp 2 --dp 2 --ep 2 "
+      "--emit summary\n"
       "  shardline-compile examples/models/gpt-dense.json --tp 2 --sp --report r.json "
       "--report-html "
       "r.html\n");

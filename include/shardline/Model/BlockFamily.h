@@ -86,8 +86,10 @@ public:
   mlir::IntegerAttr i64(int64_t v) { return b.getI64IntegerAttr(v); }
   mlir::FloatAttr f64(double v) { return b.getF64FloatAttr(v); }
 
-  /// Mesh axes splitting each dimension of a parameter; axes of size 1 are
-  /// dropped from the layout.
+  /// Axes splitting each dimension of a parameter, major to minor: "dp",
+  /// "cp", "tp", and "ep" for the expert group, each standing for the mesh
+  /// axes it folds onto (StrategyMesh); axes of size 1 are dropped from the
+  /// layout.
   using Dims = std::vector<std::vector<std::string>>;
 
   /// An sl.weight `<scope>.<name>` with the user layout `dims`, initialised by
@@ -112,6 +114,7 @@ private:
   std::string scoped(llvm::StringRef name) const;
 
   const ModelSpec &modelSpec;
+  StrategyMesh mesh;
   mlir::OpBuilder &b;
   std::string scope;
   mlir::Location blockLoc;

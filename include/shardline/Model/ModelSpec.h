@@ -60,6 +60,35 @@ struct ParallelSpec {
   std::string cpOrder = "zigzag";
 };
 
+/// The mesh a strategy runs on, with expert parallelism folded onto it as in
+/// Megatron Core's MoE parallel folding: the world is dp*cp*tp ranks, and the
+/// expert-parallel group is ep consecutive ranks (rank / ep), the innermost
+/// ranks that hold different tokens for the MoE layers: tp (under sequence
+/// parallelism only), then cp, then dp. An axis the group covers only partly
+/// is cut in two mesh axes, `<axis>_outer` and `<axis>_inner` (the part inside
+/// the group), which together hold the same ranks in the same order.
+struct StrategyMesh {
+  /// The mesh axes with their sizes, major to minor (the last varies fastest).
+  std::vector<std::pair<std::string, int64_t>> axes;
+  /// The mesh axes that make up each of "dp", "cp" and "tp", major to minor,
+  /// and those of the expert group under "ep".
+  std::map<std::string, std::vector<std::string>> parts;
+
+  /// The size of mesh axis `axis` (1 for one the mesh lacks).
+  int64_t size(const std::string &axis) const {
+    for (const auto &[name, n] : axes)
+      if (name == axis)
+        return n;
+    return 1;
+  }
+};
+
+/// Folds `p.ep` onto the dp*cp*tp mesh. Returns nullopt with the reason in
+/// `error` when ep does not fold: ep > 1 with tp > 1 without sequence
+/// parallelism, or an ep that is not a product of the innermost axes times a
+/// divisor of the next one (the message lists the sizes that fold).
+std::optional<StrategyMesh> foldStrategyMesh(const ParallelSpec &p, std::string &error);
+
 /// Command-line values that override the spec's "parallel" section.
 struct ParallelOverrides {
   std::optional<int64_t> dp, tp, cp, ep;

@@ -1,7 +1,7 @@
 //===- MoE.cpp - the mixture-of-experts block family (E) ------------------===//
 //
 // Router (linear, softmax, top-k), dispatch of the routed rows, SwiGLU
-// experts (experts over ep), weighted combine.
+// experts (experts over the expert group ep folds onto), weighted combine.
 //
 //===----------------------------------------------------------------------===//
 

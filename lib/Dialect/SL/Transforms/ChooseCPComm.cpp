@@ -25,6 +25,17 @@ std::string microseconds(double s) {
   return buf;
 }
 
+/// The size of a strategy axis: the mesh axis `name`, or the two parts
+/// `<name>_outer` and `<name>_inner` the importer declares where expert
+/// parallelism cuts it (docs/model-spec.md). The pass runs before layouts
+/// are propagated, so the mesh is all it can read.
+int64_t strategyAxisSize(const shardline::Mesh &m, const std::string &name) {
+  int64_t n = m.size(name).value_or(1);
+  for (const char *part : {"_outer", "_inner"})
+    n *= m.size(name + part).value_or(1);
+  return n;
+}
+
 struct SLChooseCPComm : mlir::sl::impl::SLChooseCPCommBase<SLChooseCPComm> {
   using SLChooseCPCommBase::SLChooseCPCommBase;
 
@@ -54,7 +65,7 @@ struct SLChooseCPComm : mlir::sl::impl::SLChooseCPCommBase<SLChooseCPComm> {
     if (failed(mesh))
       return signalPassFailure();
     shardline::Mesh m = *mesh ? toMesh(*mesh) : shardline::Mesh{};
-    int64_t cp = m.size("cp").value_or(1), tp = m.size("tp").value_or(1);
+    int64_t cp = strategyAxisSize(m, "cp"), tp = strategyAxisSize(m, "tp");
     std::map<std::string, int> votes;
     module.walk([&](AttentionOp op) {
       if (cp < 2)
