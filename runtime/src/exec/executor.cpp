@@ -382,8 +382,9 @@ private:
     placeInputs();
     for (const Step &step : program) {
       try {
+        // An optional result the op omits (-1) has nothing to place.
         for (int32_t t : step.out)
-          if (tensors[t].role != plan::Role::Weight)
+          if (t >= 0 && tensors[t].role != plan::Role::Weight)
             place(t);
         liveBytesPeak = std::max(liveBytesPeak, liveBytes);
         auto start = std::chrono::steady_clock::now();
