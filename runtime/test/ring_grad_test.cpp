@@ -1,11 +1,10 @@
 //===- ring_grad_test.cpp - Backward of the context-parallel exchanges ----===//
 //
-// The duals of the exchanges that context parallelism adds to attention
-// (sl.halo_add, the dual of sl.halo; ring attention's backward) and the
-// backward of windowed attention. Each runs on thread ranks through its
-// kernel-table entry and is checked against the unsplit gradient (itself
-// checked by finite differences of the forward kernel), with the bytes each
-// rank sends.
+// The duals of the exchanges that context parallelism adds (sl.halo_add,
+// the dual of sl.halo; sl.scan_state_exchange_grad, the state exchange's;
+// ring attention's backward) and the backward of windowed attention. Each runs on thread ranks
+// through its kernel-table entry and is checked against the unsplit gradient (itself checked by
+// finite differences of the forward kernel), with the bytes each rank sends.
 //
 //===----------------------------------------------------------------------===//
 
@@ -154,6 +153,123 @@ TEST(HaloAdd, ContractNamesAShortGradient) {
               mesh, {seq, seq, seq});
   EXPECT_NE(add.verify().find("batch x chunks x width x channels"), std::string::npos)
       << add.verify();
+}
+
+// -- sl.scan_state_exchange_grad ---------------------------------------------
+
+/// The state exchange and its dual on `cp` thread ranks, each holding its
+/// chunks of states [chunks, tail...] and decays [chunks, decayTail...]:
+/// the forward's initial states and the dual's cotangents of states and
+/// decays are the unsplit combination's and its reverse's (the reverse
+/// itself checked by differences in mamba_grad_test.cpp) at the rank's
+/// chunks, and each rank sends (cp - 1) x its dinit and decays, the
+/// forward's bytes.
+void checkExchangeGrad(int64_t cp, ChunkOrder order, const std::vector<int64_t> &tail,
+                       const std::vector<int64_t> &decayTail, uint64_t seed) {
+  const int64_t chunks = order == ChunkOrder::Zigzag ? 2 * cp : cp;
+  Mesh mesh{{{"cp", cp}}};
+  std::vector<int64_t> st = {chunks}, dec = {chunks};
+  st.insert(st.end(), tail.begin(), tail.end());
+  dec.insert(dec.end(), decayTail.begin(), decayTail.end());
+  auto split = [&](size_t rank) {
+    Layout l = Layout::replicated(rank);
+    l.dims[0] = {"cp"};
+    l.orderDim = 0;
+    l.order = order;
+    return l;
+  };
+  Layout ls = split(st.size()), ld = split(dec.size());
+  int64_t size = 1, nd = 1;
+  for (int64_t e : tail)
+    size *= e;
+  for (int64_t e : decayTail)
+    nd *= e;
+  Rng rng(seed);
+  Vec states = rng.vec(chunks * size), decays = rng.vec(chunks * nd, 0.2f, 0.9f),
+      dinit = rng.vec(chunks * size);
+  Vec init(chunks * size), dstates(chunks * size), ddecays(chunks * nd);
+  cpu::scan_combine_states(decays.data(), states.data(), nullptr, chunks, nd, size / nd,
+                           init.data(), nullptr);
+  cpu::scan_combine_states_grad(decays.data(), init.data(), dinit.data(), nullptr, chunks, nd,
+                                size / nd, dstates.data(), ddecays.data(), nullptr);
+  // Chunk rows of a [chunks, n] value at `pos`.
+  auto rows = [](const Vec &v, int64_t n, const std::vector<int64_t> &pos) {
+    Vec out;
+    for (int64_t p : pos)
+      out.insert(out.end(), v.begin() + p * n, v.begin() + (p + 1) * n);
+    return out;
+  };
+  std::vector<std::string> errors(cp);
+  std::vector<int64_t> bytes(cp);
+  std::vector<Vec> gotInit(cp), gotStates(cp), gotDecays(cp);
+  std::vector<std::vector<int64_t>> owned(cp);
+  onRanks(cp, mesh, [&](int64_t r, Collectives &collectives) {
+    AttrValue axes = axesAttr({"cp"});
+    StepRig fwd("scan_state_exchange", {st, dec}, {st}, {axes}, mesh, {ls, ld, ls});
+    StepRig dual("scan_state_exchange_grad", {dec, st, st}, {st, dec}, {axes}, mesh,
+                 {ld, ls, ls, ls, ld});
+    owned[r] = fwd.frame.owned(0, 0, r);
+    int64_t mine = (int64_t)owned[r].size();
+    Vec s = rows(states, size, owned[r]), d = rows(decays, nd, owned[r]),
+        g = rows(dinit, size, owned[r]), i(mine * size), ds(mine * size), dd(mine * nd);
+    fwd.bind({&s, &d, &i});
+    dual.bind({&d, &i, &g, &ds, &dd});
+    for (StepRig *rig : {&fwd, &dual}) {
+      rig->frame.self = r;
+      rig->frame.collectives = &collectives;
+      errors[r] += rig->verify();
+      rig->step.kernel->resolve(rig->step, rig->frame);
+    }
+    fwd.step.kernel->run(fwd.step, fwd.frame);
+    collectives.resetCount();
+    dual.step.kernel->run(dual.step, dual.frame);
+    bytes[r] = collectives.bytesSent();
+    gotInit[r] = i, gotStates[r] = ds, gotDecays[r] = dd;
+  });
+  for (int64_t r = 0; r < cp; ++r) {
+    EXPECT_EQ(errors[r], "") << r;
+    EXPECT_EQ(owned[r].size(), (size_t)(chunks / cp)) << r;
+    expectClose(gotInit[r], rows(init, size, owned[r]), 1e-6, 1e-6, "a rank's initial states");
+    expectClose(gotStates[r], rows(dstates, size, owned[r]), 1e-6, 1e-6, "a rank's dstates");
+    expectClose(gotDecays[r], rows(ddecays, nd, owned[r]), 1e-5, 1e-6, "a rank's ddecays");
+    EXPECT_EQ(bytes[r], (cp - 1) * (chunks / cp) * (size + nd) * 4) << "rank " << r;
+  }
+}
+
+/// Mamba-2's summaries: state [chunks, b, heads, p, n], decay [chunks, b,
+/// heads] broadcast over p x n.
+TEST(ScanStateExchangeGrad, SsdSummariesOfTwoRanksZigzag) {
+  checkExchangeGrad(2, ChunkOrder::Zigzag, {2, 3, 2, 4}, {2, 3}, 61);
+}
+
+TEST(ScanStateExchangeGrad, SsdSummariesOfFourRanks) {
+  checkExchangeGrad(4, ChunkOrder::Contiguous, {1, 2, 2, 3}, {1, 2}, 62);
+}
+
+/// RG-LRU's: state and decay [chunks, b, width], one decay per entry.
+TEST(ScanStateExchangeGrad, RglruSummariesOfFourRanksZigzag) {
+  checkExchangeGrad(4, ChunkOrder::Zigzag, {2, 5}, {2, 5}, 63);
+}
+
+/// Two chunks: the last chunk's decay scales nothing that follows, so only
+/// the states' cotangents are nonzero.
+TEST(ScanStateExchangeGrad, RglruSummariesOfTwoRanks) {
+  checkExchangeGrad(2, ChunkOrder::Contiguous, {3, 4}, {3, 4}, 64);
+}
+
+TEST(ScanStateExchangeGrad, ContractNamesTheCotangentShape) {
+  Mesh mesh{{{"cp", 2}}};
+  Layout l = Layout::replicated(3);
+  l.dims[0] = {"cp"};
+  StepRig dual("scan_state_exchange_grad", {{2, 3, 4}, {2, 3, 4}, {2, 3, 5}},
+               {{2, 3, 4}, {2, 3, 4}}, {axesAttr({"cp"})}, mesh, std::vector<Layout>(5, l));
+  EXPECT_NE(dual.verify().find("dinit"), std::string::npos) << dual.verify();
+  StepRig decays("scan_state_exchange_grad", {{2, 3, 4}, {2, 3, 4}, {2, 3, 4}},
+                 {{2, 3, 4}, {2, 3, 2}}, {axesAttr({"cp"})}, mesh, std::vector<Layout>(5, l));
+  EXPECT_NE(decays.verify().find("ddecays"), std::string::npos) << decays.verify();
+  StepRig bcast("scan_state_exchange_grad", {{2, 3}, {2, 3, 4}, {2, 3, 4}}, {{2, 3, 4}, {2, 3}},
+                {axesAttr({"cp"})}, mesh, {l, l, l, l, l});
+  EXPECT_EQ(bcast.verify(), "");
 }
 
 // -- ring attention ----------------------------------------------------------
@@ -395,6 +511,7 @@ TEST(CpGradKernelTable, EntriesWithTheirNames) {
   };
   const std::vector<std::pair<std::string, Entry>> want = {
       {"halo_add", {{"grad", "x"}, {"result"}}},
+      {"scan_state_exchange_grad", {{"decays", "init", "dinit"}, {"dstates", "ddecays"}}},
       {"ring_attention_grad", {{"q", "k", "v", "dy"}, {"dq", "dk", "dv"}}},
       {"local_attention_grad", {{"q", "k", "v", "dy"}, {"dq", "dk", "dv"}}},
       {"local_attention_grad_halo",
@@ -408,6 +525,28 @@ TEST(CpGradKernelTable, EntriesWithTheirNames) {
     EXPECT_EQ(it->second.results, entry.results) << kind;
     EXPECT_NE(it->second.check, nullptr) << kind;
   }
+}
+
+/// scan_state_exchange_grad resolves the forward's group and chunks.
+TEST(CpGradKernelTable, ExchangeFactsAsTheForward) {
+  Mesh mesh{{{"cp", 4}}};
+  Layout l = Layout::replicated(3);
+  l.dims[0] = {"cp"};
+  l.orderDim = 0;
+  l.order = ChunkOrder::Zigzag;
+  std::vector<int64_t> st = {8, 2, 3};
+  AttrValue axes = axesAttr({"cp"});
+  StepRig forward("scan_state_exchange", {st, st}, {st}, {axes}, mesh, {l, l, l});
+  StepRig backward("scan_state_exchange_grad", {st, st, st}, {st, st}, {axes}, mesh,
+                   std::vector<Layout>(5, l));
+  for (StepRig *rig : {&forward, &backward}) {
+    rig->frame.self = 1;
+    rig->step.kernel->resolve(rig->step, rig->frame);
+  }
+  EXPECT_EQ(backward.step.facts.positions, (std::vector<int64_t>{1, 6}));
+  EXPECT_EQ(backward.step.facts.members, forward.step.facts.members);
+  EXPECT_EQ(backward.step.facts.positions, forward.step.facts.positions);
+  EXPECT_EQ(backward.step.facts.memberPositions, forward.step.facts.memberPositions);
 }
 
 /// ring_attention_grad resolves the forward's ring: the same members in

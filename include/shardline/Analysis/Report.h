@@ -15,6 +15,7 @@
 //   ring_attention   (g-1) * (local K + local V)
 //   halo             the result (the tokens one rank receives)
 //   scan_state_exchange  (g-1) * (local states + local decays): an all-gather
+//   scan_state_exchange_grad  (g-1) * (local dinit + local decays): its dual
 //   reorder          the rows whose owner changes, most over all ranks
 //   cross_entropy over vocab_axes: three all_reduce entries (max, sum of
 //                    exponentials, target logit), each (g-1) * one f32 per

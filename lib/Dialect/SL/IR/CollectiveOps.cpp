@@ -259,33 +259,52 @@ LogicalResult HaloAddOp::verify() {
   return success();
 }
 
-LogicalResult ScanStateExchangeOp::verify() {
-  if (inPerRankProgram(*this))
-    return success();
-  if (failed(verifyStaticAndElementTypes(*this)) || failed(verifyValueLayouts(*this)))
+/// The exchange's per-chunk values: `states` [C, ...] and `decays` (a prefix
+/// of its shape), both split over `axes` along the chunk dimension, the
+/// decays like the states' leading dimensions; `what` names the states,
+/// `values` all operands and results.
+static LogicalResult verifySummaries(Operation *op, Value statesV, Value decaysV,
+                                     ArrayAttr axesAttr, StringRef what, StringRef values) {
+  if (failed(verifyStaticAndElementTypes(op)) || failed(verifyValueLayouts(op)))
     return failure();
-  LayoutAttr ls = getLayout(getStates()), ld = getLayout(getDecays()), lr = getLayout(getResult());
-  if (!ls || !ld || !lr)
-    return emitOpError("states, decays and the result must carry #sl.layout encodings");
-  auto s = shape(getStates()), d = shape(getDecays());
+  auto annotated = [](Value v) { return bool(getLayout(v)); };
+  if (!llvm::all_of(op->getOperands(), annotated) || !llvm::all_of(op->getResults(), annotated))
+    return op->emitOpError() << values << " must carry #sl.layout encodings";
+  auto s = shape(statesV), d = shape(decaysV);
   if (s.size() < 2 || d.size() < 2 || d.size() > s.size() || s.take_front(d.size()) != d)
-    return emitOpError("decays must be [chunks, ...] and a prefix of the states' shape");
-  if (failed(checkAxes(*this, getAxes())))
+    return op->emitOpError("decays must be [chunks, ...] and a prefix of the ")
+           << what << "' shape";
+  if (failed(checkAxes(op, axesAttr)))
     return failure();
-  auto axes = axisNames(getAxes());
-  shardline::Layout states = toLayout(ls), decays = toLayout(ld);
+  auto axes = axisNames(axesAttr);
+  shardline::Layout states = toLayout(getLayout(statesV)), decays = toLayout(getLayout(decaysV));
   if (states.dims[0] != axes || decays.dims[0] != axes)
-    return emitOpError("states and decays must be split over ")
-           << shardline::formatAxes(axes) << " along the chunk dimension";
+    return op->emitOpError() << what << " and decays must be split over "
+                             << shardline::formatAxes(axes) << " along the chunk dimension";
   if (!states.partial.empty() || !decays.partial.empty())
-    return emitOpError("summaries cannot be pending sums");
+    return op->emitOpError("summaries cannot be pending sums");
   // Each rank combines the decay and state of the same chunks and elements.
   for (size_t i = 0; i < decays.dims.size(); ++i)
     if (decays.dims[i] != states.dims[i] || decays.dimOrder(i) != states.dimOrder(i))
-      return emitOpError("decays must be split like the states' leading dimensions; dimension ")
-             << i << " of the states is split over " << shardline::formatAxes(states.dims[i])
+      return op->emitOpError("decays must be split like the ")
+             << what << "' leading dimensions; dimension " << i << " of the " << what
+             << " is split over " << shardline::formatAxes(states.dims[i])
              << (states.dimOrder(i) == shardline::ChunkOrder::Zigzag ? " zigzag" : "");
   return success();
+}
+
+LogicalResult ScanStateExchangeOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  return verifySummaries(*this, getStates(), getDecays(), getAxes(), "states",
+                         "states, decays and the result");
+}
+
+LogicalResult ScanStateExchangeGradOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  return verifySummaries(*this, getInit(), getDecays(), getAxes(), "initial states",
+                         "decays, init, dinit and the results");
 }
 
 //===----------------------------------------------------------------------===//
@@ -364,9 +383,23 @@ ValueNames HaloAddOp::getValueNames() { return {{"grad", "x"}, {"result"}}; }
 
 ValueNames ScanStateExchangeOp::getValueNames() { return {{"states", "decays"}, {"result"}}; }
 
+/// The chunks this rank holds and the group; the dual exchanges the same
+/// chunks' values the other way.
+static void setExchangeFacts(Operation *op, const RankContext &ctx, Value chunks, ArrayAttr axes) {
+  op->setAttr(kChunksAttr, ctx.runs(chunks, 0));
+  op->setAttr(kGroupAttr, ctx.ranks(ctx.group(axes)));
+}
+
 void ScanStateExchangeOp::resolveRankFacts(const RankContext &ctx) {
-  (*this)->setAttr(kChunksAttr, ctx.runs(getResult(), 0));
-  (*this)->setAttr(kGroupAttr, ctx.ranks(ctx.group(getAxes())));
+  setExchangeFacts(*this, ctx, getResult(), getAxes());
+}
+
+void ScanStateExchangeGradOp::resolveRankFacts(const RankContext &ctx) {
+  setExchangeFacts(*this, ctx, getDstates(), getAxes());
+}
+
+ValueNames ScanStateExchangeGradOp::getValueNames() {
+  return {{"decays", "init", "dinit"}, {"dstates", "ddecays"}};
 }
 
 //===----------------------------------------------------------------------===//
@@ -437,6 +470,16 @@ int64_t HaloAddOp::sentBytesPerRank(const shardline::Mesh &mesh) {
 // Gradients
 //===----------------------------------------------------------------------===//
 
+/// `dual`, the backward collective of `fwd`, in fwd's block and family with
+/// the reason `why`.
+static void stampDual(Operation *fwd, Operation *dual, StringRef why) {
+  for (StringRef a : {kBlockAttr.data(), kFamilyAttr.data()})
+    if (Attribute v = fwd->getAttr(a))
+      dual->setAttr(a, v);
+  dual->setAttr(kReasonAttr, StringAttr::get(fwd->getContext(),
+                                             "gradient of " + opLabel(fwd) + ": " + why.str()));
+}
+
 /// Each halo row's gradient goes back to the token it was read from
 /// (sl.halo_add). The dual is a collective with no sharding rule, so it is
 /// built here, where sl-autodiff appends the backward (before the return),
@@ -448,12 +491,27 @@ LogicalResult HaloOp::buildGradient(GradientBuilder &g) {
   OpBuilder b((*this)->getBlock()->getTerminator());
   auto add =
       HaloAddOp::create(b, getLoc(), getX().getType(), *dy, getX(), getAxesAttr(), getWidthAttr());
-  for (StringRef a : {kBlockAttr.data(), kFamilyAttr.data()})
-    if (Attribute v = (*this)->getAttr(a))
-      add->setAttr(a, v);
-  add->setAttr(kReasonAttr, b.getStringAttr("gradient of " + opLabel(*this) +
-                                            ": each halo row's gradient back to its token's rank"));
+  stampDual(*this, add, "each halo row's gradient back to its token's rank");
   g.contribute(0, add.getResult());
+  return success();
+}
+
+/// Each chunk's initial-state gradient flows to the summaries of the chunks
+/// before it (sl.scan_state_exchange_grad), built as the halo's dual is.
+LogicalResult ScanStateExchangeOp::buildGradient(GradientBuilder &g) {
+  FailureOr<Value> dinit = g.resultGradient(0);
+  if (failed(dinit) || !*dinit)
+    return failure(failed(dinit));
+  OpBuilder b((*this)->getBlock()->getTerminator());
+  auto dual =
+      ScanStateExchangeGradOp::create(b, getLoc(), getStates().getType(), getDecays().getType(),
+                                      getDecays(), getResult(), *dinit, getAxesAttr());
+  stampDual(*this, dual,
+            "each chunk's initial-state gradient back to the earlier chunks' "
+            "summaries (the reverse scan)");
+  for (unsigned i = 0; i < 2; ++i)
+    if (g.needsGradient(i))
+      g.contribute(i, dual->getResult(i));
   return success();
 }
 
@@ -461,4 +519,11 @@ LogicalResult HaloOp::buildGradient(GradientBuilder &g) {
 int64_t ScanStateExchangeOp::sentBytesPerRank(const shardline::Mesh &mesh) {
   return shardline::saturatingMul(groupSize(mesh, getAxes()) - 1,
                                   localBytes(getStates(), mesh) + localBytes(getDecays(), mesh));
+}
+
+/// An all-gather of every chunk's initial-state gradient and decay: the
+/// forward's bytes.
+int64_t ScanStateExchangeGradOp::sentBytesPerRank(const shardline::Mesh &mesh) {
+  return shardline::saturatingMul(groupSize(mesh, getAxes()) - 1,
+                                  localBytes(getDinit(), mesh) + localBytes(getDecays(), mesh));
 }

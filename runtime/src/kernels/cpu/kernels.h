@@ -281,7 +281,7 @@ void scan_combine_states(const float *decay, const float *final,
                          const float *init, int64_t chunks, int64_t nd,
                          int64_t bcast, float *chunk_init, float *total_final);
 
-/// The cotangents of scan_combine_states (mamba_grad.cpp) for dchunk_init
+/// The cotangents of scan_combine_states for dchunk_init
 /// [chunks, nd*bcast] and dtotal_final (nullptr: zero), given the forward's
 /// decay and chunk_init. With g_chunks = dtotal_final, from the last chunk to
 /// the first: dfinal[i] = g_{i+1}, ddecay[i, e] = sum over e's bcast entries

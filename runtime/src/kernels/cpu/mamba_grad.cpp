@@ -248,36 +248,6 @@ void ssd_state_correct_grad(const float *Cm, const float *dt, const float *A, co
     }
 }
 
-// The dual of scan_combine_states: each chunk's initial-state gradient
-// flows to the summaries of the chunks before it, from the last chunk to the
-// first.
-void scan_combine_states_grad(const float *decay, const float *chunk_init, const float *dchunk_init,
-                              const float *dtotal_final, int64_t chunks, int64_t nd, int64_t bcast,
-                              float *dfinal, float *ddecay, float *dinit) {
-  const int64_t size = nd * bcast;
-  // g: the gradient of the state entering chunk i + 1 (after the last chunk:
-  // the total final state's).
-  std::vector<double> g(size, 0.0);
-  if (dtotal_final)
-    for (int64_t j = 0; j < size; ++j)
-      g[j] = dtotal_final[j];
-  for (int64_t i = chunks - 1; i >= 0; --i) {
-    for (int64_t e = 0; e < nd; ++e) {
-      const double a = decay[i * nd + e];
-      double acc = 0.0;
-      for (int64_t j = e * bcast; j < (e + 1) * bcast; ++j) {
-        dfinal[i * size + j] = static_cast<float>(g[j]);
-        acc += g[j] * chunk_init[i * size + j];
-        g[j] = dchunk_init[i * size + j] + a * g[j];
-      }
-      ddecay[i * nd + e] = static_cast<float>(acc);
-    }
-  }
-  if (dinit)
-    for (int64_t j = 0; j < size; ++j)
-      dinit[j] = static_cast<float>(g[j]);
-}
-
 void ssd_prelude_grad(const float *dt, const float *dt_bias, const float *a_log, int64_t T,
                       int64_t NH, const float *ddt, const float *dA, float *ddt_raw,
                       float *ddt_bias, float *da_log) {

@@ -91,7 +91,8 @@ def SL_HaloAddOp : SL_Op<"halo_add", [Pure, AllTypesMatch<["x", "result"]>,
 def SL_ScanStateExchangeOp : SL_Op<"scan_state_exchange",
     [Pure, AllTypesMatch<["states", "result"]>,
      DeclareOpInterfaceMethods<SL_SPMDOpInterface,
-                               ["resolveRankFacts", "sentBytesPerRank", "getValueNames"]>]> {
+                               ["resolveRankFacts", "sentBytesPerRank", "getValueNames"]>,
+     DeclareOpInterfaceMethods<SL_GradientOpInterface, ["buildGradient"]>]> {
   let summary = "Combines per-chunk scan summaries into each chunk's true initial state";
   let description = [{
     states [C, ...] (final states of chunks scanned from zero) and decays
@@ -104,6 +105,34 @@ def SL_ScanStateExchangeOp : SL_Op<"scan_state_exchange",
   let arguments = (ins SL_FloatTensor:$states, SL_FloatTensor:$decays, StrArrayAttr:$axes);
   let results = (outs SL_FloatTensor:$result);
   let assemblyFormat = "$states `,` $decays attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def SL_ScanStateExchangeGradOp : SL_Op<"scan_state_exchange_grad",
+    [Pure, AllTypesMatch<["init", "dinit", "dstates"]>, AllTypesMatch<["decays", "ddecays"]>,
+     DeclareOpInterfaceMethods<SL_SPMDOpInterface,
+                               ["resolveRankFacts", "sentBytesPerRank", "getValueNames"]>]> {
+  let summary = "The dual of sl.scan_state_exchange: each chunk's initial-state gradient "
+                "flows to the summaries of the chunks before it";
+  let description = [{
+    decays [C, ...] (the forward's operand), init [C, ...] (the forward's
+    result: each chunk's initial state) and dinit (init's cotangent), chunks
+    in sequence order and split over `axes` along dimension 0 as the
+    forward's -> dstates (the cotangent of the forward's states, shaped and
+    laid out like init) and ddecays (like decays). From the last chunk to
+    the first, with g_C = 0: dstates_i = g_{i+1}, ddecays_i = the sum over
+    the state entries a decay scales of g_{i+1} * init_i, and g_i = dinit_i
+    + decays_i * g_{i+1}. An all-gather of every chunk's dinit and decay
+    over `axes` (the forward's bytes: its size does not depend on the
+    sequence length); each rank then runs the reverse recurrence and keeps
+    its own chunks.
+  }];
+  let arguments = (ins SL_FloatTensor:$decays, SL_FloatTensor:$init, SL_FloatTensor:$dinit,
+                   StrArrayAttr:$axes);
+  let results = (outs SL_FloatTensor:$dstates, SL_FloatTensor:$ddecays);
+  let assemblyFormat = [{
+    $decays `,` $init `,` $dinit attr-dict `:` functional-type(operands, results)
+  }];
   let hasVerifier = 1;
 }
 
