@@ -24,6 +24,8 @@
 
 namespace cpu = shardline::rt::cpu;
 using namespace shardline::rt;
+using shardline::Layout;
+using shardline::Mesh;
 using test::dot;
 using test::expectClose;
 using test::expectGradient;
@@ -33,6 +35,12 @@ using test::StepRig;
 using test::Vec;
 
 namespace {
+
+/// Runs the rig's step once its contract holds.
+void runChecked(StepRig &rig) {
+  ASSERT_EQ(rig.verify(), "");
+  rig.step.kernel->run(rig.step, rig.frame);
+}
 
 TEST(MambaGrad, GatedRmsNormAllInputs) {
   Rng rng(11);
@@ -117,6 +125,48 @@ TEST(MambaGrad, CausalConv1dHaloGradientReturnsToItsTokens) {
                                  dw.data(), db.data());
   expectClose(dw, wholeW, 1e-5, 1e-6, "dweight summed over the chunks");
   expectClose(db, wholeB, 1e-5, 1e-6, "dbias summed over the chunks");
+}
+
+/// The conv's backward steps with the forward's halo, from the kernel
+/// table, against differences of the causal_conv1d step on a rank of a
+/// zigzag sequence (two chunks of 4 tokens of 16 over cp = 2, three halo
+/// rows before each): dx, each chunk's halo rows, the weight and the bias.
+TEST(MambaGrad, CausalConv1dStepsWithAHalo) {
+  Rng rng(42);
+  Mesh mesh{{{"cp", 2}}};
+  Layout seq{{{}, {"cp"}, {}}, {}, 1, shardline::ChunkOrder::Zigzag};
+  Layout whole2 = Layout::replicated(2), whole1 = Layout::replicated(1);
+  const std::vector<int64_t> x = {2, 16, 3}, w = {3, 4}, c = {3}, halo = {2, 12, 3};
+  Vec xs = rng.vec(2 * 8 * 3), ws = rng.vec(3 * 4), bias = rng.vec(3), hs = rng.vec(2 * 6 * 3),
+      r = rng.vec(xs.size());
+  auto J = [&] {
+    Vec y(xs.size());
+    StepRig fwd("causal_conv1d", {x, w, c, halo}, {x}, {}, mesh, {seq, whole2, whole1, seq, seq});
+    fwd.bind({&xs, &ws, &bias, &hs, &y});
+    fwd.step.kernel->run(fwd.step, fwd.frame);
+    return dot(r, y);
+  };
+  Vec dx(xs.size()), dhalo(hs.size()), dw(ws.size()), db(bias.size());
+  StepRig grad("causal_conv1d_grad", {w, x, halo}, {x, halo}, {}, mesh,
+               {whole2, seq, seq, seq, seq});
+  grad.bind({&ws, &r, &hs, &dx, &dhalo});
+  runChecked(grad);
+  StepRig weight("causal_conv1d_grad_weight", {x, x, halo}, {w, c}, {}, mesh,
+                 {seq, seq, seq, whole2, whole1});
+  weight.bind({&xs, &r, &hs, &dw, &db});
+  runChecked(weight);
+  expectGradient(xs, dx, J, "dx");
+  expectGradient(hs, dhalo, J, "dhalo");
+  expectGradient(ws, dw, J, "dweight");
+  expectGradient(bias, db, J, "dbias");
+  StepRig noDhalo("causal_conv1d_grad", {w, x, halo}, {x}, {}, mesh, {whole2, seq, seq, seq});
+  EXPECT_NE(noDhalo.verify().find("dhalo is bound exactly when halo is"), std::string::npos)
+      << noDhalo.verify();
+  StepRig shortHalo("causal_conv1d_grad_weight", {x, x, {2, 4, 3}}, {w, c}, {}, mesh,
+                    {seq, seq, seq, whole2, whole1});
+  EXPECT_EQ(shortHalo.verify(), "op #0 (sl.causal_conv1d_grad_weight 'dweight') at test.mlir:1:1: "
+                                "halo has 12 elements per rank, batch x chunks x (kernel width - "
+                                "1) x channels is 36");
 }
 
 /// An SSD problem with every input and every output's cotangent random.
@@ -319,16 +369,71 @@ TEST(MambaGrad, SsdCorrectStepsEveryRawInput) {
   Vec dinit(st.size()), dC(cm.size()), ddt(dtRaw.size()), daLog(4), ddtBias(4);
   StepRig grad("ssd_correct_grad", {init, c, dt, h, h, y}, {init, c, dt}, attrs);
   grad.bind({&st, &cm, &dtRaw, &aLog, &dtBias, &dy, &dinit, &dC, &ddt});
-  ASSERT_EQ(grad.verify(), "");
-  grad.step.kernel->run(grad.step, grad.frame);
+  runChecked(grad);
   StepRig params("ssd_correct_grad_params", {init, c, dt, h, h, y}, {h, h}, attrs);
   params.bind({&st, &cm, &dtRaw, &aLog, &dtBias, &dy, &daLog, &ddtBias});
-  ASSERT_EQ(params.verify(), "");
-  params.step.kernel->run(params.step, params.frame);
+  runChecked(params);
   expectGradient(st, dinit, J, "dinit");
   expectGradient(cm, dC, J, "dC");
   expectGradient(dtRaw, ddt, J, "d dt (raw)");
   expectGradient(aLog, daLog, J, "d a_log");
+  expectGradient(dtBias, ddtBias, J, "d dt_bias");
+}
+
+/// The chunked scan's two backward steps from the kernel table against
+/// differences of the chunked ssd_scan step, on a rank of a zigzag sequence
+/// (two chunks of 4 tokens of 16 over cp = 2), each chunk from its own
+/// state_in entry, with cotangents of y, of every chunk's final state and of
+/// its decay; raw parameters, two heads per group.
+TEST(MambaGrad, SsdScanChunkedStepsEveryInput) {
+  Rng rng(41);
+  Mesh mesh{{{"cp", 2}}};
+  Layout seq{{{}, {"cp"}, {}}, {}, 1, shardline::ChunkOrder::Zigzag};
+  Layout chunks5{{{"cp"}, {}, {}, {}, {}}, {}, 0, shardline::ChunkOrder::Zigzag};
+  Layout chunks3{{{"cp"}, {}, {}}, {}, 0, shardline::ChunkOrder::Zigzag};
+  Layout whole = Layout::replicated(1);
+  // Global x [2, 16, 4 heads x 2], dt [2, 16, 4], B and C [2, 16, 2 groups
+  // x 3], states [4 chunks, 2, 4, 2, 3], decays [4, 2, 4]; a rank holds half.
+  const std::vector<int64_t> x = {2, 16, 8}, dt = {2, 16, 4}, bc = {2, 16, 6}, h = {4},
+                             st = {4, 2, 4, 2, 3}, dec = {4, 2, 4};
+  const std::vector<AttrValue> attrs = {intAttr(4), intAttr(2), test::axesAttr({"cp"})};
+  Vec xs = rng.vec(2 * 8 * 8), dtRaw = rng.vec(2 * 8 * 4), aLog = rng.vec(4, -1.0f, 1.0f),
+      Bm = rng.vec(2 * 8 * 6), Cm = rng.vec(2 * 8 * 6), D = rng.vec(4),
+      dtBias = rng.vec(4, -2.0f, 0.0f), stateIn = rng.vec(2 * 2 * 4 * 2 * 3),
+      dy = rng.vec(xs.size()), dstate = rng.vec(stateIn.size()), ddecay = rng.vec(2 * 2 * 4);
+  auto J = [&] {
+    Vec y(xs.size()), state(stateIn.size()), decay(ddecay.size());
+    StepRig fwd("ssd_scan", {x, dt, h, bc, bc, h, h, st}, {x, st, dec}, attrs, mesh,
+                {seq, seq, whole, seq, seq, whole, whole, chunks5, seq, chunks5, chunks3});
+    fwd.bind({&xs, &dtRaw, &aLog, &Bm, &Cm, &D, &dtBias, &stateIn, &y, &state, &decay});
+    fwd.step.kernel->run(fwd.step, fwd.frame);
+    return dot(dy, y) + dot(dstate, state) + dot(ddecay, decay);
+  };
+  const std::vector<std::vector<int64_t>> in = {x, dt, h, bc, bc, h, h, x, st, st, dec};
+  const std::vector<Layout> inLayouts = {seq,   seq, whole,   seq,     seq,    whole,
+                                         whole, seq, chunks5, chunks5, chunks3};
+  Vec dx(xs.size()), ddt(dtRaw.size()), dB(Bm.size()), dC(Cm.size()), dStateIn(stateIn.size()),
+      daLog(4), dd(4), ddtBias(4);
+  std::vector<Layout> gradLayouts = inLayouts;
+  for (const Layout &l : {seq, seq, seq, seq, chunks5})
+    gradLayouts.push_back(l);
+  StepRig grad("ssd_scan_grad", in, {x, dt, bc, bc, st}, attrs, mesh, gradLayouts);
+  grad.bind({&xs, &dtRaw, &aLog, &Bm, &Cm, &D, &dtBias, &dy, &stateIn, &dstate, &ddecay, &dx, &ddt,
+             &dB, &dC, &dStateIn});
+  runChecked(grad);
+  std::vector<Layout> paramLayouts = inLayouts;
+  paramLayouts.insert(paramLayouts.end(), 3, whole);
+  StepRig params("ssd_scan_grad_params", in, {h, h, h}, attrs, mesh, paramLayouts);
+  params.bind({&xs, &dtRaw, &aLog, &Bm, &Cm, &D, &dtBias, &dy, &stateIn, &dstate, &ddecay, &daLog,
+               &dd, &ddtBias});
+  runChecked(params);
+  expectGradient(xs, dx, J, "dx");
+  expectGradient(dtRaw, ddt, J, "d dt (raw)");
+  expectGradient(Bm, dB, J, "dB");
+  expectGradient(Cm, dC, J, "dC");
+  expectGradient(stateIn, dStateIn, J, "dstate_in");
+  expectGradient(aLog, daLog, J, "d a_log");
+  expectGradient(D, dd, J, "dd");
   expectGradient(dtBias, ddtBias, J, "d dt_bias");
 }
 
@@ -414,15 +519,18 @@ TEST(MambaGradKernelTable, EveryBackwardOpWithItsNames) {
   struct Entry {
     std::vector<std::string> operands, results, attrs;
   };
-  const std::vector<std::string> ssdIn = {"x", "dt", "a_log", "B", "C", "d", "dt_bias", "dy"};
+  const std::vector<std::string> ssdIn = {"x",       "dt", "a_log",     "B",       "C",      "d",
+                                          "dt_bias", "dy", "state_in?", "dstate?", "ddecay?"};
   const std::vector<std::string> correctIn = {"init", "C", "dt", "a_log", "dt_bias", "dy"};
   const std::vector<std::pair<std::string, Entry>> want = {
       {"gated_rms_norm_grad", {{"y", "z", "weight", "dresult"}, {"dy", "dz"}, {"groups", "eps"}}},
       {"gated_rms_norm_grad_weight", {{"y", "z", "dresult"}, {"dweight"}, {"groups", "eps"}}},
-      {"causal_conv1d_grad", {{"weight", "dy"}, {"dx"}, {}}},
-      {"causal_conv1d_grad_weight", {{"x", "dy"}, {"dweight", "dbias"}, {}}},
-      {"ssd_scan_grad", {ssdIn, {"dx", "ddt", "dB", "dC"}, {"heads", "groups"}}},
-      {"ssd_scan_grad_params", {ssdIn, {"da_log", "dd", "ddt_bias"}, {"heads", "groups"}}},
+      {"causal_conv1d_grad", {{"weight", "dy", "halo?"}, {"dx", "dhalo?"}, {}}},
+      {"causal_conv1d_grad_weight", {{"x", "dy", "halo?"}, {"dweight", "dbias"}, {}}},
+      {"ssd_scan_grad",
+       {ssdIn, {"dx", "ddt", "dB", "dC", "dstate_in?"}, {"heads", "groups", "chunk_axes"}}},
+      {"ssd_scan_grad_params",
+       {ssdIn, {"da_log", "dd", "ddt_bias"}, {"heads", "groups", "chunk_axes"}}},
       {"ssd_correct_grad", {correctIn, {"dinit", "dC", "ddt"}, {"heads", "groups", "chunk_axes"}}},
       {"ssd_correct_grad_params",
        {correctIn, {"da_log", "ddt_bias"}, {"heads", "groups", "chunk_axes"}}},
@@ -466,7 +574,7 @@ TEST(MambaGradKernelContracts, NameTheMismatch) {
   EXPECT_NE(conv.verify().find("weight"), std::string::npos) << conv.verify();
   // x [2, 4, 4 heads x 2], dt [2, 4, 4], B and C [2, 4, 2 groups x 3].
   std::vector<int64_t> x = {2, 4, 8}, dt = {2, 4, 4}, bc = {2, 4, 6}, h = {4};
-  std::vector<AttrValue> ssd = {intAttr(4), intAttr(2)};
+  std::vector<AttrValue> ssd = {intAttr(4), intAttr(2), test::axesAttr({})};
   StepRig scan("ssd_scan_grad", {x, dt, h, bc, bc, h, h, x}, {x, dt, bc, bc}, ssd);
   EXPECT_EQ(scan.verify(), "");
   StepRig dy("ssd_scan_grad", {x, dt, h, bc, bc, h, h, {2, 4, 4}}, {x, dt, bc, bc}, ssd);
@@ -484,7 +592,18 @@ TEST(MambaGradKernelContracts, NameTheMismatch) {
   StepRig dC("ssd_correct_grad", {init, bc, dt, h, h, x}, {init, x, dt}, correct);
   EXPECT_NE(dC.verify().find("dC"), std::string::npos) << dC.verify();
   StepRig heads("ssd_scan_grad", {x, dt, h, bc, bc, h, h, x}, {x, dt, bc, bc},
-                {intAttr(3), intAttr(2)});
+                {intAttr(3), intAttr(2), test::axesAttr({})});
+  // A state_in of [2, 4, 2, 3] needs its dstate_in, and a short dstate is named.
+  std::vector<int64_t> st = {2, 4, 2, 3};
+  StepRig noDstateIn("ssd_scan_grad", {x, dt, h, bc, bc, h, h, x, st}, {x, dt, bc, bc}, ssd);
+  EXPECT_NE(noDstateIn.verify().find("dstate_in is bound exactly when state_in is"),
+            std::string::npos)
+      << noDstateIn.verify();
+  StepRig shortState("ssd_scan_grad", {x, dt, h, bc, bc, h, h, x, st, {2, 4, 2, 2}},
+                     {x, dt, bc, bc, st}, ssd);
+  EXPECT_EQ(shortState.verify(), "op #0 (sl.ssd_scan_grad 'dx') at test.mlir:1:1: dstate has 32 "
+                                 "elements per rank, chunks x batch x heads x head dimension x "
+                                 "state size is 48");
   EXPECT_NE(heads.verify().find("attribute 'heads' (3) does not divide x's width 8"),
             std::string::npos)
       << heads.verify();

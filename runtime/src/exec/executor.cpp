@@ -382,7 +382,7 @@ private:
     placeInputs();
     for (const Step &step : program) {
       try {
-        // An optional result the op omits (-1) has nothing to place.
+        // An optional result the plan does not bind is -1.
         for (int32_t t : step.out)
           if (t >= 0 && tensors[t].role != plan::Role::Weight)
             place(t);

@@ -267,22 +267,10 @@ void SSDCorrectOp::resolveRankFacts(const RankContext &ctx) {
 // A backward op keeps its forward's factors; what it sums over the tokens
 // (a per-channel or per-head parameter's gradient) has its batch contracted,
 // so data parallelism leaves a pending sum that sl-autodiff reduces onto the
-// parameter. The scan and the conv mix the sequence, which is whole here.
-// Of the chunked forms (context parallelism) only the scan's correction has
-// its backward: the conv with a halo and the chunked scan refuse, and the
-// state exchange states no gradient yet.
-
-/// Result `i`'s gradient, or the error of an op whose result `i` carries a
-/// gradient that its backward does not take.
-static LogicalResult refuseGradient(Operation *op, GradientBuilder &g, unsigned i, StringRef what) {
-  FailureOr<Value> grad = g.resultGradient(i);
-  if (failed(grad))
-    return failure();
-  if (*grad)
-    return op->emitOpError("sl-autodiff: the loss depends on ")
-           << what << ", whose gradient the backward does not take";
-  return success();
-}
+// parameter. The scan and the conv mix the sequence: whole, or under
+// context parallelism split into chunks that the scan's backward takes
+// one by one from each chunk's final-state and decay gradients (the state
+// exchange's dual, CollectiveOps.cpp) and the conv's from its halo.
 
 LogicalResult GatedRMSNormOp::buildGradient(GradientBuilder &g) {
   FailureOr<Value> dy = g.resultGradient(0);
@@ -305,25 +293,42 @@ LogicalResult GatedRMSNormOp::buildGradient(GradientBuilder &g) {
   return success();
 }
 
+/// x's gradient (and, with a halo, the halo rows') from
+/// sl.causal_conv1d_grad, the weight's and bias's from
+/// sl.causal_conv1d_grad_weight. The halo's gradient goes back to its tokens
+/// through sl.halo's own gradient (sl.halo_add).
 LogicalResult CausalConv1dOp::buildGradient(GradientBuilder &g) {
-  if (getHalo())
-    return emitOpError("sl-autodiff: the backward of the conv over a split sequence (its halo, "
-                       "context parallelism) is not built yet; train without cp");
   FailureOr<Value> dy = g.resultGradient(0);
   if (failed(dy) || !*dy)
     return failure(failed(dy));
-  if (g.needsGradient(0) &&
-      failed(g.give(0, g.buildOne("sl.causal_conv1d_grad", {getWeight(), *dy}, getX()))))
-    return failure();
-  if (!g.needsGradient(1) && !g.needsGradient(2))
+  Value halo = getHalo();
+  enum { X, Weight, Bias, Halo };
+  if (g.needsGradient(X) || (halo && g.needsGradient(Halo))) {
+    SmallVector<Value> operands = {getWeight(), *dy}, likes = {getX()};
+    if (halo) {
+      operands.push_back(halo);
+      likes.push_back(halo);
+    }
+    FailureOr<Operation *> grad = g.build("sl.causal_conv1d_grad", operands, likes);
+    if (failed(grad))
+      return failure();
+    if (g.needsGradient(X))
+      g.contribute(X, (*grad)->getResult(0));
+    if (halo && g.needsGradient(Halo))
+      g.contribute(Halo, (*grad)->getResult(1));
+  }
+  if (!g.needsGradient(Weight) && !g.needsGradient(Bias))
     return success();
+  SmallVector<Value> operands = {getX(), *dy};
+  if (halo)
+    operands.push_back(halo);
   FailureOr<Operation *> grad =
-      g.build("sl.causal_conv1d_grad_weight", {getX(), *dy}, {getWeight(), getBias()});
+      g.build("sl.causal_conv1d_grad_weight", operands, {getWeight(), getBias()});
   if (failed(grad))
     return failure();
-  for (unsigned i = 1; i < 3; ++i)
+  for (unsigned i = Weight; i <= Bias; ++i)
     if (g.needsGradient(i))
-      g.contribute(i, (*grad)->getResult(i - 1));
+      g.contribute(i, (*grad)->getResult(i - Weight));
   return success();
 }
 
@@ -346,23 +351,38 @@ static LogicalResult buildGradients(Operation *op, GradientBuilder &g, StringRef
   return success();
 }
 
-/// The token inputs' gradients (x, dt, B, C) from sl.ssd_scan_grad, the
-/// per-head parameters' (a_log, d, dt_bias) from sl.ssd_scan_grad_params.
+/// The token inputs' gradients (x, dt, B, C and state_in) from
+/// sl.ssd_scan_grad, the per-head parameters' (a_log, d, dt_bias) from
+/// sl.ssd_scan_grad_params, both for the gradients of y and, where the loss
+/// reads them (the chunked scan's summaries, through the state exchange), of
+/// the final state and decay.
 LogicalResult SSDScanOp::buildGradient(GradientBuilder &g) {
-  if (!getChunkAxes().empty())
-    return emitOpError("sl-autodiff: the backward of the chunked SSD scan (state passing over ")
-           << getChunkAxes() << ", context parallelism) is not built yet; train without cp";
-  if (failed(refuseGradient(*this, g, 1, "the scan's final state")) ||
-      failed(refuseGradient(*this, g, 2, "the scan's total decay")))
+  FailureOr<Value> dy = g.resultGradient(0), dstate = g.resultGradient(1),
+                   ddecay = g.resultGradient(2);
+  if (failed(dy) || failed(dstate) || failed(ddecay))
     return failure();
-  FailureOr<Value> dy = g.resultGradient(0);
-  if (failed(dy) || !*dy)
-    return failure(failed(dy));
+  if (!*dy) {
+    if (*dstate || *ddecay)
+      return emitOpError("sl-autodiff: the loss depends on the scan's final state or decay but "
+                         "not on its output y, whose gradient the backward takes");
+    return success();
+  }
   SmallVector<Value> operands = {getX(), getDt(), getALog(),   getB(),
                                  getC(), getD(),  getDtBias(), *dy};
-  auto attrs = GradientBuilder::attrsOf(*this, {"heads", "groups"});
-  enum { X, Dt, ALog, Bm, Cm, D, DtBias };
-  if (failed(buildGradients(*this, g, "sl.ssd_scan_grad", operands, {X, Dt, Bm, Cm}, attrs)))
+  SmallVector<int32_t> segments(8, 1);
+  for (Value v : {Value(getStateIn()), *dstate, *ddecay}) {
+    segments.push_back(v ? 1 : 0);
+    if (v)
+      operands.push_back(v);
+  }
+  auto attrs = GradientBuilder::attrsOf(*this, {"heads", "groups", "chunk_axes"});
+  Builder b(getContext());
+  attrs.push_back(b.getNamedAttr("operandSegmentSizes", b.getDenseI32ArrayAttr(segments)));
+  enum { X, Dt, ALog, Bm, Cm, D, DtBias, StateIn };
+  SmallVector<unsigned> tokens = {X, Dt, Bm, Cm};
+  if (getStateIn())
+    tokens.push_back(StateIn);
+  if (failed(buildGradients(*this, g, "sl.ssd_scan_grad", operands, tokens, attrs)))
     return failure();
   return buildGradients(*this, g, "sl.ssd_scan_grad_params", operands, {ALog, D, DtBias}, attrs);
 }
@@ -432,22 +452,68 @@ ShardingRule GatedRMSNormGradWeightOp::getShardingRule() {
   return r.rule;
 }
 
+/// The halo operand of a conv's backward op: [b, chunks * (width - 1), c]
+/// for x's (or dy's) chunks, its sequence split like x's.
+static LogicalResult verifyConvHalo(Operation *op, Value x, Value halo, int64_t width) {
+  if (!halo)
+    return success();
+  auto xs = shape(x);
+  if (failed(checkRank(op, halo, "halo", 3)) ||
+      failed(checkDim(op, halo, "halo", 0, xs[0], "batch")) ||
+      failed(checkDim(op, halo, "halo", 2, xs[2], "channels")))
+    return failure();
+  if (width < 2)
+    return op->emitOpError("has a halo but its kernel of width ")
+           << width << " reads no earlier tokens";
+  int64_t chunks = seqChunks(op, x);
+  if (chunks > 0 && shape(halo)[1] != chunks * (width - 1))
+    return op->emitOpError("halo holds ")
+           << shape(halo)[1] << " tokens but " << chunks << " sequence chunks need " << chunks
+           << " * " << width - 1;
+  LayoutAttr hl = getLayout(halo), xl = getLayout(x);
+  if (hl && xl && (hl.getDimAxes(1) != xl.getDimAxes(1) || hl.getDimOrder(1) != xl.getDimOrder(1)))
+    return op->emitOpError("halo must split its sequence like the tokens");
+  return success();
+}
+
 LogicalResult CausalConv1dGradOp::verify() {
   if (inPerRankProgram(*this))
     return success();
   if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getDy(), "dy", 3)) ||
-      failed(checkRank(*this, getWeight(), "weight", 2)))
+      failed(checkRank(*this, getWeight(), "weight", 2)) ||
+      failed(checkDim(*this, getWeight(), "weight", 0, shape(getDy())[2], "channels")) ||
+      failed(verifyConvHalo(*this, getDy(), getHalo(), shape(getWeight())[1])))
     return failure();
-  return checkDim(*this, getWeight(), "weight", 0, shape(getDy())[2], "channels");
+  if (bool(getHalo()) != bool(getDhalo()))
+    return emitOpError("has a dhalo result exactly when it has a halo operand");
+  if (getHalo() && shape(getDhalo()) != shape(getHalo()))
+    return emitOpError("dhalo must be shaped like the halo");
+  return success();
+}
+
+/// The conv's sequence factor: split only with the halo remedy over the
+/// halo's axes when there is one, else whole.
+static int convSequence(RuleBuilder &r, Value halo) {
+  int s = r.seq();
+  SmallVector<StringRef> haloAxes;
+  if (LayoutAttr hl = halo ? getLayout(halo) : LayoutAttr(); hl && hl.getRank() > 1)
+    haloAxes = hl.getDimAxes(1);
+  r.mixing(s, halo ? Remedy::Halo : Remedy::None, haloAxes);
+  return s;
 }
 
 ShardingRule CausalConv1dGradOp::getShardingRule() {
   RuleBuilder r;
-  int b = r.factor("b"), s = r.seq(), c = r.factor("c"), w = r.factor("width", FactorKind::Whole);
-  r.mixing(s, Remedy::None);
+  int b = r.factor("b"), s = convSequence(r, getHalo()), c = r.factor("c"),
+      w = r.factor("width", FactorKind::Whole);
   r.operand("weight", {c, w});
   r.operand("dy", {b, s, c});
+  int hs = getHalo() ? r.seq("halo") : -1;
+  if (getHalo())
+    r.operand("halo", {b, hs, c});
   r.result("dx", {b, s, c});
+  if (getHalo())
+    r.result("dhalo", {b, hs, c});
   return r.rule;
 }
 
@@ -464,16 +530,22 @@ LogicalResult CausalConv1dGradWeightOp::verify() {
     return failure();
   if (shape(getDweight())[1] < 1)
     return emitOpError("dweight must have a kernel width of at least 1");
-  return success();
+  return verifyConvHalo(*this, getX(), getHalo(), shape(getDweight())[1]);
 }
 
+/// With a halo the tokens of each chunk are summed where they are: the
+/// sequence is contracted (a pending sum over the halo's axes).
 ShardingRule CausalConv1dGradWeightOp::getShardingRule() {
   RuleBuilder r;
-  int b = r.factor("b"), s = r.seq(), c = r.factor("c"), w = r.factor("width", FactorKind::Whole);
+  int b = r.factor("b"), s = convSequence(r, getHalo()), c = r.factor("c"),
+      w = r.factor("width", FactorKind::Whole);
   contractBatch(r, b);
-  r.mixing(s, Remedy::None);
+  if (getHalo())
+    r.rule.factors[s].kind = FactorKind::Contracted;
   r.operand("x", {b, s, c});
   r.operand("dy", {b, s, c});
+  if (getHalo())
+    r.operand("halo", {b, r.seq("halo"), c});
   r.result("dweight", {c, w});
   r.result("dbias", {c});
   return r.rule;
@@ -494,14 +566,39 @@ static LogicalResult verifyGradResults(Operation *op, function_ref<LogicalResult
   return success();
 }
 
+/// The scan's backward: its operands as the forward's, dy in y's place,
+/// state_in, dstate and ddecay shaped as the forward's summaries.
 template <typename Op>
 static LogicalResult verifySsdGrad(Op op, ArrayRef<std::pair<Value, Value>> resultsLike) {
-  return verifyGradResults(op, [&] { return verifySsdOperands(op); }, resultsLike);
+  return verifyGradResults(
+      op,
+      [&]() -> LogicalResult {
+        if (failed(verifySsdOperands(op)) ||
+            failed(checkChunkAxes(op, op.getX(), op.getChunkAxes())))
+          return failure();
+        auto x = shape(op.getX());
+        int64_t heads = op.getHeads(), p = x[2] / heads, n = shape(op.getB())[2] / op.getGroups();
+        const int64_t stateDims[] = {x[0], heads, p, n}, decayDims[] = {x[0], heads};
+        int64_t chunks = numChunks(op, op.getX(), op.getChunkAxes());
+        for (auto [v, name, dims] :
+             {std::tuple{op.getStateIn(), "state_in", ArrayRef<int64_t>(stateDims)},
+              std::tuple{op.getDstate(), "dstate", ArrayRef<int64_t>(stateDims)},
+              std::tuple{op.getDdecay(), "ddecay", ArrayRef<int64_t>(decayDims)}})
+          if (v && failed(checkSummary(op, v, name, op.getChunkAxes(), chunks, dims)))
+            return failure();
+        return success();
+      },
+      resultsLike);
 }
 
 LogicalResult SSDScanGradOp::verify() {
-  return verifySsdGrad(
-      *this, {{getDx(), getX()}, {getDdt(), getDt()}, {getDB(), getB()}, {getDC(), getC()}});
+  SmallVector<std::pair<Value, Value>> like = {
+      {getDx(), getX()}, {getDdt(), getDt()}, {getDB(), getB()}, {getDC(), getC()}};
+  if (bool(getStateIn()) != bool(getDstateIn()))
+    return emitOpError("has a dstate_in result exactly when it has a state_in operand");
+  if (getStateIn())
+    like.push_back({getDstateIn(), getStateIn()});
+  return verifySsdGrad(*this, like);
 }
 
 LogicalResult SSDScanGradParamsOp::verify() {
@@ -509,33 +606,56 @@ LogicalResult SSDScanGradParamsOp::verify() {
                        {{getDaLog(), getALog()}, {getDd(), getD()}, {getDdtBias(), getDtBias()}});
 }
 
-/// sl.ssd_scan's factors with the sequence whole; `tokenResults` (shaped like
-/// x) or the per-head `paramResults` (batch contracted).
-static ShardingRule ssdGradRule(int64_t groups, ArrayRef<const char *> tokenResults,
+/// sl.ssd_scan's factors, the sequence split only over chunk_axes (else
+/// whole), and its summaries (state_in, dstate, ddecay, dstate_in) per
+/// chunk once chunked; `tokenResults` (shaped like x) or the per-head
+/// `paramResults` (batch contracted, and with chunks the sequence: each rank
+/// sums its own chunks).
+template <typename Op>
+static ShardingRule ssdGradRule(Op op, ArrayRef<const char *> tokenResults,
                                 ArrayRef<const char *> paramResults) {
   RuleBuilder r;
-  int b = r.factor("b"), s = r.seq(), h = r.factor("groups", FactorKind::Free, groups);
-  r.mixing(s, Remedy::None);
-  if (!paramResults.empty())
+  int b = r.factor("b"), s = r.seq(), h = r.factor("groups", FactorKind::Free, op.getGroups());
+  ArrayAttr chunkAxes = op.getChunkAxes();
+  if (chunkAxes.empty())
+    r.mixing(s, Remedy::None);
+  else
+    r.statePassing(s, chunkAxes);
+  if (!paramResults.empty()) {
     contractBatch(r, b);
+    if (!chunkAxes.empty())
+      r.rule.factors[s].kind = FactorKind::Contracted;
+  }
   for (const char *name : {"x", "dt", "a_log", "B", "C", "d", "dt_bias", "dy"}) {
     bool perHead =
         StringRef(name) == "a_log" || StringRef(name) == "d" || StringRef(name) == "dt_bias";
     r.operand(name, perHead ? std::vector<int>{h} : std::vector<int>{b, s, h});
   }
+  // The state's p and n are factors only where a summary carries them.
+  bool summaries = op.getStateIn() || op.getDstate() || op.getDdecay();
+  int p = summaries ? r.factor("p", FactorKind::Whole) : -1,
+      n = summaries ? r.factor("n", FactorKind::Whole) : -1;
+  if (op.getStateIn())
+    r.operand("state_in", r.summary({b, h, p, n}));
+  if (op.getDstate())
+    r.operand("dstate", r.summary({b, h, p, n}));
+  if (op.getDdecay())
+    r.operand("ddecay", r.summary({b, h}));
   for (const char *name : tokenResults)
     r.result(name, {b, s, h});
+  if (!tokenResults.empty() && op.getStateIn())
+    r.result("dstate_in", r.summary({b, h, p, n}));
   for (const char *name : paramResults)
     r.result(name, {h});
   return r.rule;
 }
 
 ShardingRule SSDScanGradOp::getShardingRule() {
-  return ssdGradRule(getGroups(), {"dx", "ddt", "dB", "dC"}, {});
+  return ssdGradRule(*this, {"dx", "ddt", "dB", "dC"}, {});
 }
 
 ShardingRule SSDScanGradParamsOp::getShardingRule() {
-  return ssdGradRule(getGroups(), {}, {"da_log", "dd", "ddt_bias"});
+  return ssdGradRule(*this, {}, {"da_log", "dd", "ddt_bias"});
 }
 
 /// The correction's backward: its operands as the forward's, dy in y0's

@@ -297,42 +297,65 @@ void gatedRmsNormGradWeight(const Step &s, Frame &f) {
                                   localGroups(s, f, y), (float)s.attrs[kNormEps].f, f.f(s.out[0]));
 }
 
-/// causal_conv1d_grad (weight, dy -> dx) over the whole sequence.
+/// causal_conv1d_grad (weight, dy[, halo] -> dx[, dhalo]): over the whole
+/// sequence, or with the forward's halo chunk by chunk as the forward
+/// convolved, each chunk's halo rows getting their gradient (the halo's
+/// values are not read).
 void convGrad(const Step &s, Frame &f) {
-  const std::vector<int64_t> &dy = f.local(s.in[1]);
-  cpu::causal_conv1d_grad(f.f(s.in[0]), f.f(s.in[1]), dy[0], dy[1], dy[2], f.local(s.in[0])[1],
-                          f.f(s.out[0]), nullptr);
+  const TensorInfo &dyt = f.tensors[s.in[1]];
+  bool hasHalo = s.in.size() > 2 && s.has(2);
+  int64_t W = f.local(s.in[0])[1], k = hasHalo ? chunksOf(dyt) : 1, S = dyt.local[1] / k,
+          C = dyt.local[2];
+  float *dhalo = hasHalo ? f.f(s.out[1]) : nullptr;
+  forEachChunk(dyt, hasHalo, [&](int64_t rows, int64_t bi, int64_t c) {
+    cpu::causal_conv1d_grad(f.f(s.in[0]), f.f(s.in[1]) + rows * C, 1, S, C, W,
+                            f.f(s.out[0]) + rows * C,
+                            dhalo ? dhalo + (bi * k + c) * (W - 1) * C : nullptr);
+  });
 }
 
-/// causal_conv1d_grad_weight (x, dy -> dweight, dbias) over the whole
-/// sequence.
+/// causal_conv1d_grad_weight (x, dy[, halo] -> dweight, dbias): summed over
+/// the whole sequence, or over each chunk with its halo rows as the
+/// tokens before it.
 void convGradWeight(const Step &s, Frame &f) {
-  const std::vector<int64_t> &x = f.local(s.in[0]);
+  const TensorInfo &xt = f.tensors[s.in[0]];
+  bool hasHalo = s.in.size() > 2 && s.has(2);
+  int64_t W = f.local(s.out[0])[1], k = hasHalo ? chunksOf(xt) : 1, S = xt.local[1] / k,
+          C = xt.local[2];
   float *dw = f.f(s.out[0]), *db = f.f(s.out[1]);
   std::fill_n(dw, f.n(s.out[0]), 0.0f);
   std::fill_n(db, f.n(s.out[1]), 0.0f);
-  cpu::causal_conv1d_grad_weight(f.f(s.in[0]), nullptr, f.f(s.in[1]), x[0], x[1], x[2],
-                                 f.local(s.out[0])[1], dw, db);
+  const float *halo = hasHalo ? f.f(s.in[2]) : nullptr;
+  forEachChunk(xt, hasHalo, [&](int64_t rows, int64_t bi, int64_t c) {
+    cpu::causal_conv1d_grad_weight(f.f(s.in[0]) + rows * C,
+                                   halo ? halo + (bi * k + c) * (W - 1) * C : nullptr,
+                                   f.f(s.in[1]) + rows * C, 1, S, C, W, dw, db);
+  });
 }
 
-enum { X, Dt, ALog, Bm, Cm, D, DtBias, Dy };
+enum { X, Dt, ALog, Bm, Cm, D, DtBias, Dy, StateIn, DState, DDecay };
+enum { kScanHeads, kScanGroups, kScanChunkAxes };
 
-/// ssd_scan_grad (.. -> dx, ddt, dB, dC) and ssd_scan_grad_params
-/// (.. -> da_log, dd, ddt_bias): one backward scan over the whole sequence,
-/// each keeping what its results need.
+/// ssd_scan_grad (.. -> dx, ddt, dB, dC[, dstate_in]) and
+/// ssd_scan_grad_params (.. -> da_log, dd, ddt_bias): one backward scan per
+/// chunk (the whole local sequence without chunk_axes), each from its own
+/// initial state and final-state and decay cotangents as the forward
+/// scanned it, each op keeping what its results need.
 template <bool Params> void ssdGrad(const Step &s, Frame &f) {
   const TensorInfo &xt = f.tensors[s.in[X]];
   int32_t dt = s.in[Dt], cm = s.in[Cm];
   const std::vector<int64_t> &cl = f.local(cm);
-  int64_t nh = f.local(dt)[2], T = f.n(dt) / nh, hp = xt.shape[2] / s.attrs[0].i;
-  int64_t g = s.attrs[1].i * cl[2] / f.global(cm)[2];
-  cpu::SsdDims dims{xt.local[0], xt.local[1], nh, hp, g, cl[2] / g};
+  int64_t nh = f.local(dt)[2], T = f.n(dt) / nh, hp = xt.shape[2] / s.attrs[kScanHeads].i;
+  int64_t g = s.attrs[kScanGroups].i * cl[2] / f.global(cm)[2], n = cl[2] / g;
+  bool chunked = !s.attrs[kScanChunkAxes].strings.empty();
+  int64_t k = chunked ? chunksOf(xt) : 1, B = xt.local[0];
+  cpu::SsdDims dims{1, xt.local[1] / k, nh, hp, g, n};
   std::vector<float> dtv(f.n(dt)), A(nh), ddt(f.n(dt)), dA(nh, 0.0f);
   cpu::ssd_prelude(f.f(dt), f.f(s.in[DtBias]), f.f(s.in[ALog]), T, nh, dtv.data(), A.data());
   // Whichever op runs, the scan computes both kinds; the other's results
   // go to scratch.
   std::vector<float> dx, dB, dC;
-  float *dxp, *dBp, *dCp, *dD = nullptr;
+  float *dxp, *dBp, *dCp, *dD = nullptr, *dStateIn = nullptr;
   if constexpr (Params) {
     dx.resize(f.n(s.in[X]));
     dB.resize(f.n(s.in[Bm]));
@@ -342,10 +365,22 @@ template <bool Params> void ssdGrad(const Step &s, Frame &f) {
     std::fill_n(dD, nh, 0.0f);
   } else {
     dxp = f.f(s.out[0]), dBp = f.f(s.out[2]), dCp = f.f(s.out[3]);
+    if (s.out.size() > 4 && s.out[4] >= 0)
+      dStateIn = f.f(s.out[4]);
   }
-  cpu::ssd_scan_grad(f.f(s.in[X]), dtv.data(), A.data(), f.f(s.in[Bm]), f.f(cm), f.f(s.in[D]),
-                     nullptr, f.f(s.in[Dy]), nullptr, nullptr, dims, dxp, ddt.data(), dA.data(),
-                     dBp, dCp, dD, nullptr);
+  // A step bound without the optional operands lists fewer of them.
+  auto opt = [&](size_t i) { return i < s.in.size() && s.has(i) ? f.f(s.in[i]) : nullptr; };
+  const float *stateIn = opt(StateIn), *dState = opt(DState), *dDecay = opt(DDecay);
+  const int64_t state = nh * hp * n;
+  forEachChunk(xt, chunked, [&](int64_t rows, int64_t bi, int64_t c) {
+    int64_t slot = c * B + bi;
+    auto at = [&](auto *base, int64_t size) { return base ? base + slot * size : nullptr; };
+    cpu::ssd_scan_grad(f.f(s.in[X]) + rows * nh * hp, dtv.data() + rows * nh, A.data(),
+                       f.f(s.in[Bm]) + rows * g * n, f.f(cm) + rows * g * n, f.f(s.in[D]),
+                       at(stateIn, state), f.f(s.in[Dy]) + rows * nh * hp, at(dState, state),
+                       at(dDecay, nh), dims, dxp + rows * nh * hp, ddt.data() + rows * nh,
+                       dA.data(), dBp + rows * g * n, dCp + rows * g * n, dD, at(dStateIn, state));
+  });
   float *ddtRaw = Params ? ddt.data() : f.f(s.out[1]);
   cpu::ssd_prelude_grad(f.f(dt), f.f(s.in[DtBias]), f.f(s.in[ALog]), T, nh, ddt.data(), dA.data(),
                         ddtRaw, Params ? f.f(s.out[2]) : nullptr, Params ? f.f(s.out[0]) : nullptr);
@@ -422,11 +457,28 @@ void checkGatedRmsNormGradWeight(Contract &c) {
   c.sameShape(operand(2), operand(0));
 }
 
-/// weight [C, W], dy and dx [B, S, C].
+/// The halo of a conv's backward: W - 1 rows of C before each chunk of
+/// each batch entry of `tokens`, in the forward's compact order.
+void checkConvHalo(Contract &c, Contract::Arg tokens, Contract::Arg halo, int64_t W) {
+  if (!c.ok() || !c.has(halo))
+    return;
+  int64_t k = c.chunks(tokens);
+  c.require(c.dim(tokens, 1) % k == 0,
+            c.dimText(tokens, 1) + ", not " + std::to_string(k) + " equal chunks");
+  c.elementsAtLeast(halo, Contract::product({c.dim(tokens, 0), k, W - 1, c.dim(tokens, 2)}),
+                    "batch x chunks x (kernel width - 1) x channels");
+}
+
+/// weight [C, W], dy and dx [B, S, C], dhalo bound exactly with the halo and
+/// shaped like it.
 void checkConvGrad(Contract &c) {
   Contract::Arg weight = operand(0), dy = operand(1);
   c.rank(weight, 2).rank(dy, 3).sameDim(weight, 0, dy, 2).sameShape(result(0), dy);
   c.require(!c.ok() || c.dim(weight, 1) >= 1, "the kernel width is 0");
+  c.require(c.has(operand(2)) == c.has(result(1)), "dhalo is bound exactly when halo is");
+  if (c.has(result(1)))
+    c.sameShape(result(1), operand(2));
+  checkConvHalo(c, dy, operand(2), c.dim(weight, 1));
 }
 
 /// x and dy [B, S, C], dweight [C, W], dbias [C].
@@ -435,10 +487,12 @@ void checkConvGradWeight(Contract &c) {
   c.rank(x, 3).sameShape(operand(1), x).rank(dweight, 2).sameDim(dweight, 0, x, 2);
   c.rank(result(1), 1).sameDim(result(1), 0, x, 2);
   c.require(!c.ok() || c.dim(dweight, 1) >= 1, "the kernel width is 0");
+  checkConvHalo(c, x, operand(2), c.dim(dweight, 1));
 }
 
-/// The forward scan's operands, dy of x's shape, the results shaped like the
-/// inputs they differentiate.
+/// The forward scan's operands, dy of x's shape, the summaries (state_in,
+/// dstate, ddecay and dstate_in) a block per chunk and batch entry as the
+/// forward's, the results shaped like the inputs they differentiate.
 template <bool Params> void checkSsdGrad(Contract &c) {
   SsdLocal l =
       checkSsdOperands(c, operand(X), operand(Dt), operand(ALog), operand(Cm), operand(DtBias));
@@ -446,12 +500,23 @@ template <bool Params> void checkSsdGrad(Contract &c) {
     return;
   c.sameShape(operand(Bm), operand(Cm)).rank(operand(D), 1);
   c.dimIs(operand(D), 0, l.heads, "dt's heads").sameShape(operand(Dy), operand(X));
+  int64_t k = c.step.attrs[kScanChunkAxes].strings.empty() ? 1 : c.chunks(operand(X));
+  c.require(c.dim(operand(X), 1) % k == 0,
+            c.dimText(operand(X), 1) + ", not " + std::to_string(k) + " equal chunks");
+  int64_t b = c.dim(operand(X), 0), states = Contract::product({k, b, l.heads, l.headDim, l.state});
+  const char *what = "chunks x batch x heads x head dimension x state size";
+  c.elementsAtLeast(operand(StateIn), states, what).elementsAtLeast(operand(DState), states, what);
+  c.elementsAtLeast(operand(DDecay), Contract::product({k, b, l.heads}), "chunks x batch x heads");
   if constexpr (Params) {
     for (size_t i : {0, 1, 2})
       c.rank(result(i), 1).dimIs(result(i), 0, l.heads, "dt's heads");
   } else {
     c.sameShape(result(0), operand(X)).sameShape(result(1), operand(Dt));
     c.sameShape(result(2), operand(Bm)).sameShape(result(3), operand(Cm));
+    c.require(c.has(operand(StateIn)) == c.has(result(4)),
+              "dstate_in is bound exactly when state_in is");
+    if (c.has(result(4)))
+      c.sameShape(result(4), operand(StateIn));
   }
 }
 
@@ -496,13 +561,25 @@ SHARDLINE_CPU_KERNELS(mamba_grad) {
              nullptr,
              checkGatedRmsNormGradWeight});
   addKernel(t, "causal_conv1d_grad",
-            {{"weight", "dy"}, {"dx"}, {}, convGrad, nullptr, checkConvGrad});
+            {{"weight", "dy", "halo?"}, {"dx", "dhalo?"}, {}, convGrad, nullptr, checkConvGrad});
   addKernel(t, "causal_conv1d_grad_weight",
-            {{"x", "dy"}, {"dweight", "dbias"}, {}, convGradWeight, nullptr, checkConvGradWeight});
-  const std::vector<std::string> ssdIn = {"x", "dt", "a_log", "B", "C", "d", "dt_bias", "dy"};
-  const std::vector<AttrSpec> ssd = {{"heads", AttrKind::Int}, {"groups", AttrKind::Int}};
+            {{"x", "dy", "halo?"},
+             {"dweight", "dbias"},
+             {},
+             convGradWeight,
+             nullptr,
+             checkConvGradWeight});
+  const std::vector<std::string> ssdIn = {"x",       "dt", "a_log",     "B",       "C",      "d",
+                                          "dt_bias", "dy", "state_in?", "dstate?", "ddecay?"};
+  const std::vector<AttrSpec> ssd = {
+      {"heads", AttrKind::Int}, {"groups", AttrKind::Int}, {"chunk_axes", AttrKind::Strings}};
   addKernel(t, "ssd_scan_grad",
-            {ssdIn, {"dx", "ddt", "dB", "dC"}, ssd, ssdGrad<false>, nullptr, checkSsdGrad<false>});
+            {ssdIn,
+             {"dx", "ddt", "dB", "dC", "dstate_in?"},
+             ssd,
+             ssdGrad<false>,
+             nullptr,
+             checkSsdGrad<false>});
   addKernel(t, "ssd_scan_grad_params",
             {ssdIn, {"da_log", "dd", "ddt_bias"}, ssd, ssdGrad<true>, nullptr, checkSsdGrad<true>});
   const std::vector<std::string> correctIn = {"init", "C", "dt", "a_log", "dt_bias", "dy"};

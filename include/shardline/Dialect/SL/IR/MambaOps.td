@@ -118,15 +118,24 @@ def SL_GatedRMSNormGradWeightOp : SL_ComputeOp<"gated_rms_norm_grad_weight",
 
 def SL_CausalConv1dGradOp : SL_ComputeOp<"causal_conv1d_grad",
     [AllShapesMatch<["dy", "dx"]>]> {
-  let summary = "Gradient of sl.causal_conv1d with respect to x";
+  let summary = "Gradient of sl.causal_conv1d with respect to x and its halo";
   let description = [{
     dx[t] = sum_j weight[j] * dy[t + width - 1 - j] over the outputs t + width
-    - 1 - j inside the sequence: the conv's transpose, anti-causal. Rule: b, c
-    free; s sequence-mixing with no remedy (the sequence is whole, as the
-    forward's without a halo); linear in dy.
+    - 1 - j inside the sequence (or, with a halo, inside the chunk): the
+    conv's transpose, anti-causal. With the forward's `halo` operand (read
+    for its shape and layout only) the sequence is taken chunk by chunk and
+    dhalo, shaped and laid out like the halo, holds the gradient of the
+    width - 1 rows before each chunk, which sl.halo_add takes back to their
+    tokens. Rule: b, c free; s sequence-mixing, split only with the halo
+    remedy over the halo's axes (else whole, as the forward's without a
+    halo); the halo on its own sequence factor; linear in dy.
   }];
-  let arguments = (ins SL_FloatTensor:$weight, SL_FloatTensor:$dy);
-  let results = (outs SL_FloatTensor:$dx);
+  let arguments = (ins SL_FloatTensor:$weight, SL_FloatTensor:$dy,
+                   Optional<SL_FloatTensor>:$halo);
+  let results = (outs SL_FloatTensor:$dx, Optional<SL_FloatTensor>:$dhalo);
+  let assemblyFormat = [{
+    $weight `,` $dy (`halo` $halo^)? attr-dict `:` functional-type(operands, results)
+  }];
 }
 
 def SL_CausalConv1dGradWeightOp : SL_ComputeOp<"causal_conv1d_grad_weight",
@@ -134,42 +143,59 @@ def SL_CausalConv1dGradWeightOp : SL_ComputeOp<"causal_conv1d_grad_weight",
   let summary = "Gradient of sl.causal_conv1d with respect to its weight and bias";
   let description = [{
     dweight[c, j] = sum over b, t of dy[b, t, c] * x[b, t - width + 1 + j, c]
-    (zero before the sequence), dbias[c] = sum over b, t of dy[b, t, c].
-    `width` is dweight's second dimension. Rule: b contracted (a split batch
-    leaves a pending sum); s sequence-mixing with no remedy (whole); c free;
-    width whole.
+    (zero before the sequence; with the forward's `halo`, the halo rows
+    before each chunk), dbias[c] = sum over b, t of dy[b, t, c]. `width` is
+    dweight's second dimension. Rule: b contracted (a split batch leaves a
+    pending sum); s sequence-mixing with no remedy (whole) without a halo,
+    contracted with one (each rank sums over its chunks); c free; width
+    whole.
   }];
-  let arguments = (ins SL_FloatTensor:$x, SL_FloatTensor:$dy);
+  let arguments = (ins SL_FloatTensor:$x, SL_FloatTensor:$dy, Optional<SL_FloatTensor>:$halo);
   let results = (outs SL_FloatTensor:$dweight, SL_FloatTensor:$dbias);
+  let assemblyFormat = [{
+    $x `,` $dy (`halo` $halo^)? attr-dict `:` functional-type(operands, results)
+  }];
 }
 
 class SL_SSDScanGradOp<string mnemonic, string summ, string what, string rule, dag outs>
-    : SL_ComputeOp<mnemonic, [AllShapesMatch<["x", "dy"]>]> {
+    : SL_ComputeOp<mnemonic, [AttrSizedOperandSegments, AllShapesMatch<["x", "dy"]>]> {
   let summary = summ;
   let description = [{
-    The backward of sl.ssd_scan without chunks, for the cotangent dy of its
-    result y (its final state and decay feed nothing that is trained). The
-    state's gradient runs from the end of the sequence to its start; the
-    kernel recomputes the per-step states from checkpoints rather than
-    reading them from the forward. Operands and attributes as sl.ssd_scan,
-    then dy.
+    The backward of sl.ssd_scan for the cotangent dy of its result y and,
+    where the loss reads them, dstate and ddecay of its final state and total
+    decay (absent: zero). The state's gradient runs from the end of each
+    chunk to its start (from dstate, or zero); the kernel recomputes the
+    per-step states from checkpoints rather than reading them from the
+    forward. Operands and attributes as sl.ssd_scan (state_in and chunk_axes
+    included: with chunk_axes each chunk is differentiated from its own
+    initial state, zero or state_in's entry, and dstate and ddecay have a
+    leading chunk dimension as the forward's summaries), then dy.
   }] # what # rule;
   let arguments = (ins SL_FloatTensor:$x, SL_FloatTensor:$dt, SL_FloatTensor:$a_log,
                    SL_FloatTensor:$B, SL_FloatTensor:$C, SL_FloatTensor:$d,
-                   SL_FloatTensor:$dt_bias, SL_FloatTensor:$dy, I64Attr:$heads,
-                   I64Attr:$groups);
+                   SL_FloatTensor:$dt_bias, SL_FloatTensor:$dy,
+                   Optional<SL_FloatTensor>:$state_in, Optional<SL_FloatTensor>:$dstate,
+                   Optional<SL_FloatTensor>:$ddecay, I64Attr:$heads, I64Attr:$groups,
+                   DefaultValuedAttr<StrArrayAttr, "{}">:$chunk_axes);
   let results = outs;
+  let assemblyFormat = [{
+    $x `,` $dt `,` $a_log `,` $B `,` $C `,` $d `,` $dt_bias `,` $dy
+    (`state_in` $state_in^)? (`dstate` $dstate^)? (`ddecay` $ddecay^)?
+    attr-dict `:` functional-type(operands, results)
+  }];
 }
 
 def SL_SSDScanGradOp : SL_SSDScanGradOp<"ssd_scan_grad",
     "Gradient of sl.ssd_scan with respect to its token inputs", [{
     Results: the cotangents of x, dt (the raw dt, before dt_bias and
-    softplus), B and C (each summed over the heads of its group).
+    softplus), B and C (each summed over the heads of its group) and, where
+    state_in is given, of state_in.
   }], [{
-    Rule: as sl.ssd_scan (b free; heads and groups free in whole groups) with
-    s sequence-mixing and no remedy: the sequence is whole.
+    Rule: as sl.ssd_scan (b free; heads and groups free in whole groups; p,
+    n whole) with s sequence-mixing: split only over chunk_axes (state
+    passing; dstate, ddecay and state_in's chunks with it), else whole.
   }], (outs SL_FloatTensor:$dx, SL_FloatTensor:$ddt, SL_FloatTensor:$dB,
-       SL_FloatTensor:$dC)>;
+       SL_FloatTensor:$dC, Optional<SL_FloatTensor>:$dstate_in)>;
 
 def SL_SSDScanGradParamsOp : SL_SSDScanGradOp<"ssd_scan_grad_params",
     "Gradient of sl.ssd_scan with respect to its per-head parameters", [{
@@ -177,7 +203,8 @@ def SL_SSDScanGradParamsOp : SL_SSDScanGradOp<"ssd_scan_grad_params",
     tokens.
   }], [{
     Rule: as sl.ssd_scan_grad but b contracted (a split batch leaves a
-    pending sum; the sequence is whole); heads free in whole groups.
+    pending sum), and with chunk_axes s contracted too (each rank sums over
+    its own chunks); heads free in whole groups.
   }], (outs SL_FloatTensor:$da_log, SL_FloatTensor:$dd, SL_FloatTensor:$ddt_bias)>;
 
 class SL_SSDCorrectGradOp<string mnemonic, string summ, string what, string rule, dag outs>
