@@ -21,9 +21,9 @@ TRAIN_STEPS AdamW steps (shardline-run --train --verify): every step's loss,
 the last step's gradients and the final weights must equal the single-device
 training run's (relative error 1e-4), and the bytes and arena peak the
 report's, with every cp_comm (ring attention's backward circulates K, V and
-their gradients; Mamba-2's state passing through the exchange's dual). The
-families in TRAIN_WITHOUT_CP (whose state passing has no backward yet) train
-without cp: their mixed entry is tp2 sp ep2 dp2 instead. The whole nam56r-tiny trains for WHOLE_MODEL_STEPS step on 8 ranks
+their gradients; the scans' state passing through the exchange's dual). A
+family in TRAIN_WITHOUT_CP (one whose backward does not cover cp; none today)
+trains without cp: its mixed entry is tp2 sp ep2 dp2 instead. The whole nam56r-tiny trains for WHOLE_MODEL_STEPS step on 8 ranks
 (tp2 sp ep2 dp2).
 """
 
@@ -64,8 +64,8 @@ TRAINABLE = {
     # The halos' gradients go back through sl.halo_add.
     "local_attention": FAMILIES["local_attention"],
 }
-TRAIN_WITHOUT_CP = {"recurrent"}
-# The whole nam56r-tiny trains too, on 8 ranks without cp (its RG-LRU block), for one
+TRAIN_WITHOUT_CP = set()
+# The whole nam56r-tiny trains too, on 8 ranks (tp2 sp ep2 dp2), for one
 # step: its gradients agree to 3e-6. Over more AdamW steps its runs drift apart faster than the
 # small families' (measured at 5 steps: gradients 4.8e-4 of their largest element, 8e-5
 # normwise); a model of its attention and Mamba blocks alone drifts as much, one of its attention
