@@ -2,8 +2,7 @@
 """oracle.gradients: the gradients of a training step against PyTorch's autograd.
 
 Each block family (test/oracle/models/*.json, and a dense model of attention
-and MLP) is compiled with --train under several strategies (RG-LRU without
-context parallelism, which its scan does not train under yet), run
+and MLP) is compiled with --train under several strategies, run
 partitioned on thread ranks on the byte dataset without --train (so the step
 computes the loss and every gradient, grad.<name>, and leaves the weights as
 they are) with --save-weights and --save-outputs, and the oracle (oracle.py)
@@ -47,8 +46,8 @@ PERTURB = {"attention": "blocks.1.attn.wk", "mlp": "blocks.1.mlp.w_up",
            "dense": "blocks.0.attn.wq", "local_attention": "blocks.1.local_attn.wq",
            "moe": "blocks.1.moe.w_up", "mamba": "blocks.1.mamba.w_x",
            "recurrent": "blocks.1.rglru.w_in"}
-# The RG-LRU scan has no backward under context parallelism yet.
-WITHOUT_CP = {"recurrent"}
+# Families whose backward does not cover context parallelism (none today).
+WITHOUT_CP = set()
 
 
 def main():

@@ -1214,6 +1214,53 @@ func.func @rglru_correct_chunk_axes(%y: tensor<1x8x16xf32, #x>, %i: tensor<2x1x1
 
 // -----
 
+// The gradient of state_in comes with state_in.
+func.func @rglru_scan_grad_state_in(%x: tensor<1x8x16xf32>, %g: tensor<16xf32>, %s0: tensor<1x16xf32>) {
+  // expected-error @+1 {{'sl.rglru_scan_grad' op has a dstate_in result exactly when it has a state_in operand}}
+  %dx = sl.rglru_scan_grad %x, %g, %g, %g, %g, %g state_in %s0, %x : (tensor<1x8x16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<1x16xf32>, tensor<1x8x16xf32>) -> tensor<1x8x16xf32>
+  return
+}
+
+// -----
+
+// The final state's cotangent is shaped like the scan's state [b, w].
+func.func @rglru_scan_grad_dstate(%x: tensor<1x8x16xf32>, %g: tensor<16xf32>, %ds: tensor<1x8xf32>) {
+  // expected-error @+1 {{'sl.rglru_scan_grad_weights' op dstate dimension 1 must be 16 (scan state), got 8}}
+  %a, %b, %c, %d, %l = sl.rglru_scan_grad_weights %x, %g, %g, %g, %g, %g, %x dstate %ds : (tensor<1x8x16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<1x8x16xf32>, tensor<1x8xf32>) -> (tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>)
+  return
+}
+
+// -----
+
+// A chunked scan's summaries lead with one entry per chunk.
+#x = #sl.layout<@mesh, [[], [cp], []]>
+#g = #sl.layout<@mesh, [[]]>
+#st = #sl.layout<@mesh, [[cp], [], []]>
+sl.mesh @mesh(cp = 2, tp = 2)
+func.func @rglru_scan_grad_chunks(%x: tensor<1x8x16xf32, #x>, %g: tensor<16xf32, #g>, %dd: tensor<4x1x16xf32, #st>) {
+  // expected-error @+1 {{'sl.rglru_scan_grad' op ddecay dimension 0 must be 2 (chunks along the sequence), got 4}}
+  %dx = sl.rglru_scan_grad %x, %g, %g, %g, %g, %g, %x ddecay %dd {chunk_axes = ["cp"]} : (tensor<1x8x16xf32, #x>, tensor<16xf32, #g>, tensor<16xf32, #g>, tensor<16xf32, #g>, tensor<16xf32, #g>, tensor<16xf32, #g>, tensor<1x8x16xf32, #x>, tensor<4x1x16xf32, #st>) -> tensor<1x8x16xf32, #x>
+  return
+}
+
+// -----
+
+func.func @rglru_correct_grad_dinit(%i: tensor<1x1x16xf32>, %x: tensor<1x8x16xf32>, %g: tensor<16xf32>) {
+  // expected-error @+1 {{'sl.rglru_correct_grad' op result #0 must be shaped like the input it differentiates}}
+  %di, %dx = sl.rglru_correct_grad %i, %x, %g, %g, %g, %x {chunk_axes = []} : (tensor<1x1x16xf32>, tensor<1x8x16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<1x8x16xf32>) -> (tensor<1x16xf32>, tensor<1x8x16xf32>)
+  return
+}
+
+// -----
+
+func.func @rglru_correct_grad_width(%i: tensor<1x1x16xf32>, %x: tensor<1x8x16xf32>, %g8: tensor<8xf32>) {
+  // expected-error @+1 {{'sl.rglru_correct_grad_params' op wa dimension 0 must be 16 (width of dy), got 8}}
+  %a, %b, %l = sl.rglru_correct_grad_params %i, %x, %g8, %g8, %g8, %x {chunk_axes = []} : (tensor<1x1x16xf32>, tensor<1x8x16xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<1x8x16xf32>) -> (tensor<8xf32>, tensor<8xf32>, tensor<8xf32>)
+  return
+}
+
+// -----
+
 func.func @router_k(%l: tensor<2x8x4xf32>) {
   // expected-error @+1 {{'sl.router_topk' op k must be in [1, 4], got 5}}
   %w, %i = sl.router_topk %l {k = 5} : (tensor<2x8x4xf32>) -> (tensor<2x8x5xf32>, tensor<2x8x5xi32>)

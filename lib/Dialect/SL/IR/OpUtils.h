@@ -61,6 +61,13 @@ FailureOr<Operation *>
 chunkScan(Operation *scan, Value stateIn, RemedyContext &ctx,
           function_ref<Value(OpBuilder &b, Value y0, Value init, ArrayAttr axes)> correct);
 
+/// In an op's buildGradient: the backward op `name` on `operands`, whose
+/// results are the gradients of the operands `inputs` of the op being
+/// differentiated, in order; not built when none of them needs one.
+LogicalResult buildOperandGradients(Operation *op, GradientBuilder &g, StringRef name,
+                                    ValueRange operands, ArrayRef<unsigned> inputs,
+                                    ArrayRef<NamedAttribute> attrs);
+
 /// The remedy of an op that reads the `width` tokens before each of its
 /// sequence chunks (a causal conv, windowed attention): an sl.halo of `x`,
 /// [b, chunks * width, c], whose reason names `what` the op reads of them

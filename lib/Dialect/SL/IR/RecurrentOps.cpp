@@ -88,77 +88,214 @@ void RGLRUCorrectOp::resolveRankFacts(const RankContext &ctx) {
 //===----------------------------------------------------------------------===//
 // Gradients (docs/dialect.md, "Backward and optimizer ops")
 //===----------------------------------------------------------------------===//
+//
+// Under context parallelism the scan runs chunked: the chunks' (state, decay)
+// summaries meet in sl.scan_state_exchange and sl.rglru_correct adds each
+// chunk's true initial state. Backwards, the correction gives the initial
+// states' cotangents, the exchange's dual turns them into the summaries'
+// cotangents, and the chunked scan's backward takes those: no token is
+// gathered.
 
-/// A whole-sequence scan from a zero state: the chunked form (context
-/// parallelism) and its final state and decay have no backward yet.
+/// x's and state_in's gradients from sl.rglru_scan_grad, the gate
+/// parameters' and lambda's from sl.rglru_scan_grad_weights; the final
+/// state's and the decay's gradients (from the exchange's dual, once
+/// chunked) are their optional operands.
 LogicalResult RGLRUScanOp::buildGradient(GradientBuilder &g) {
-  if (!getChunkAxes().empty() || getStateIn())
-    return emitOpError("sl-autodiff: no gradient yet for a scan split over ")
-           << getChunkAxes() << " (context parallelism) or started from a state";
-  for (unsigned i : {1u, 2u}) {
-    FailureOr<Value> unused = g.resultGradient(i);
-    if (failed(unused))
-      return failure();
-    if (*unused)
-      return emitOpError("sl-autodiff: no gradient yet through the scan's ")
-             << (i == 1 ? "final state" : "total decay");
-  }
+  FailureOr<Value> dy = g.resultGradient(0), dstate = g.resultGradient(1),
+                   ddecay = g.resultGradient(2);
+  if (failed(dy) || failed(dstate) || failed(ddecay))
+    return failure();
+  if (!*dy && !*dstate && !*ddecay)
+    return success();
+  if (!*dy)
+    return emitOpError("sl-autodiff: the loss depends on the scan's final state or decay but not "
+                       "on its outputs, which its backward takes");
+  Value stateIn = getStateIn();
+  SmallVector<Value> operands{getX(), getWa(), getBa(), getWx(), getBx(), getLambda()};
+  if (stateIn)
+    operands.push_back(stateIn);
+  operands.push_back(*dy);
+  for (Value v : {*dstate, *ddecay})
+    if (v)
+      operands.push_back(v);
+  Builder b(getContext());
+  SmallVector<NamedAttribute> attrs = GradientBuilder::attrsOf(*this, {"chunk_axes"});
+  attrs.push_back(b.getNamedAttr("operandSegmentSizes",
+                                 b.getDenseI32ArrayAttr({1, 1, 1, 1, 1, 1, stateIn ? 1 : 0, 1,
+                                                         *dstate ? 1 : 0, *ddecay ? 1 : 0})));
+  enum { X, Wa, Ba, Wx, Bx, Lambda, StateIn };
+  SmallVector<unsigned> tokens{X};
+  if (stateIn)
+    tokens.push_back(StateIn);
+  if (failed(buildOperandGradients(*this, g, "sl.rglru_scan_grad", operands, tokens, attrs)))
+    return failure();
+  return buildOperandGradients(*this, g, "sl.rglru_scan_grad_weights", operands,
+                               {Wa, Ba, Wx, Bx, Lambda}, attrs);
+}
+
+/// y0's gradient is dy itself; init's and x's come from
+/// sl.rglru_correct_grad, wa's, ba's and lambda's from
+/// sl.rglru_correct_grad_params. init's gradient then meets the exchange's
+/// dual.
+LogicalResult RGLRUCorrectOp::buildGradient(GradientBuilder &g) {
   FailureOr<Value> dy = g.resultGradient(0);
   if (failed(dy) || !*dy)
     return failure(failed(dy));
-  SmallVector<Value> operands{getX(), getWa(), getBa(), getWx(), getBx(), getLambda(), *dy};
-  if (g.needsGradient(0) && failed(g.give(0, g.buildOne("sl.rglru_scan_grad", operands, getX()))))
+  if (g.needsGradient(0))
+    g.contribute(0, *dy);
+  SmallVector<Value> operands{getInit(), getX(), getWa(), getBa(), getLambda(), *dy};
+  auto attrs = GradientBuilder::attrsOf(*this, {"chunk_axes"});
+  enum { Init = 1, X, Wa, Ba, Lambda };
+  if (failed(buildOperandGradients(*this, g, "sl.rglru_correct_grad", operands, {Init, X}, attrs)))
     return failure();
-  if (llvm::none_of(llvm::seq(1u, 6u), [&](unsigned i) { return g.needsGradient(i); }))
-    return success();
-  FailureOr<Operation *> dp = g.build("sl.rglru_scan_grad_weights", operands,
-                                      {getWa(), getBa(), getWx(), getBx(), getLambda()});
-  if (failed(dp))
+  return buildOperandGradients(*this, g, "sl.rglru_correct_grad_params", operands, {Wa, Ba, Lambda},
+                               attrs);
+}
+
+//===----------------------------------------------------------------------===//
+// Backward ops
+//===----------------------------------------------------------------------===//
+
+/// The per-channel operands `params` of an RG-LRU op: [w], w the width of
+/// its token value `tokens` [b, s, w].
+static LogicalResult verifyChannels(Operation *op, Value tokens, StringRef name,
+                                    ArrayRef<std::pair<Value, StringRef>> params) {
+  if (failed(verifyStaticAndElementTypes(op)) || failed(checkRank(op, tokens, name, 3)))
     return failure();
-  for (unsigned i = 1; i < 6; ++i)
-    if (g.needsGradient(i))
-      g.contribute(i, (*dp)->getResult(i - 1));
+  for (auto [v, pname] : params)
+    if (failed(checkRank(op, v, pname, 1)) ||
+        failed(checkDim(op, v, pname, 0, shape(tokens)[2], "width of " + name.str())))
+      return failure();
   return success();
 }
 
-/// The scan's operands; x and dy [b, s, w], the others [w].
-static LogicalResult verifyScanGrad(Operation *op, Value x) {
-  if (failed(verifyStaticAndElementTypes(op)) || failed(checkRank(op, x, "x", 3)))
+/// The scan's operands, dy like x, and the summaries (state_in, dstate,
+/// ddecay) shaped like the forward scan's state: [chunks?, b, w].
+template <typename Op> static LogicalResult verifyScanGrad(Op op) {
+  if (failed(verifyChannels(op, op.getX(), "x", {{op.getWa(), "wa"}})))
     return failure();
-  Value wa = op->getOperand(1);
-  if (failed(checkRank(op, wa, "wa", 1)) ||
-      failed(checkDim(op, wa, "wa", 0, shape(x)[2], "width of x")))
+  auto x = shape(op.getX());
+  const int64_t stateDims[] = {x[0], x[2]};
+  if (failed(checkChunkAxes(op, op.getX(), op.getChunkAxes())))
     return failure();
+  int64_t chunks = numChunks(op, op.getX(), op.getChunkAxes());
+  for (auto [v, name] : {std::pair{op.getStateIn(), "state_in"},
+                         std::pair{op.getDstate(), "dstate"}, std::pair{op.getDdecay(), "ddecay"}})
+    if (v && failed(checkSummary(op, v, name, op.getChunkAxes(), chunks, stateDims)))
+      return failure();
   return success();
 }
 
-/// b, w free (b contracted for the parameters' gradients); the sequence may
-/// not be split: the backward scan has no state exchange yet.
-static ShardingRule scanGradRule(bool weights) {
+/// b, w free (b contracted for the parameters' gradients); the sequence
+/// passes states over chunk_axes, whole when there are none; the
+/// parameters' gradients of a chunked scan are partial sums over the chunks.
+template <typename Op> static ShardingRule scanGradRule(Op op, bool weights) {
   RuleBuilder r;
   int b = r.factor("b", weights ? FactorKind::Contracted : FactorKind::Free), s = r.seq(),
       w = r.factor("w");
-  r.mixing(s, Remedy::StatePassing);
+  r.statePassing(s, op.getChunkAxes());
+  if (weights && !op.getChunkAxes().empty())
+    r.rule.factors[s].kind = FactorKind::Contracted;
   r.operand("x", {b, s, w});
   for (const char *name : {"wa", "ba", "wx", "bx", "lambda"})
     r.operand(name, {w});
+  if (op.getStateIn())
+    r.operand("state_in", r.summary({b, w}));
   r.operand("dy", {b, s, w});
-  if (!weights)
+  if (op.getDstate())
+    r.operand("dstate", r.summary({b, w}));
+  if (op.getDdecay())
+    r.operand("ddecay", r.summary({b, w}));
+  if (!weights) {
     r.result("dx", {b, s, w});
-  else
+    if (op.getStateIn())
+      r.result("dstate_in", r.summary({b, w}));
+  } else {
     for (const char *name : {"dwa", "dba", "dwx", "dbx", "dlambda"})
       r.result(name, {w});
+  }
   return r.rule;
 }
 
 LogicalResult RGLRUScanGradOp::verify() {
-  return inPerRankProgram(*this) ? success() : verifyScanGrad(*this, getX());
+  if (inPerRankProgram(*this))
+    return success();
+  if (failed(verifyScanGrad(*this)))
+    return failure();
+  if (bool(getStateIn()) != bool(getDstateIn()))
+    return emitOpError("has a dstate_in result exactly when it has a state_in operand");
+  if (getStateIn() && shape(getStateIn()) != shape(getDstateIn()))
+    return emitOpError("dstate_in must be shaped like state_in");
+  return success();
 }
 
-ShardingRule RGLRUScanGradOp::getShardingRule() { return scanGradRule(false); }
+ShardingRule RGLRUScanGradOp::getShardingRule() { return scanGradRule(*this, false); }
 
 LogicalResult RGLRUScanGradWeightsOp::verify() {
-  return inPerRankProgram(*this) ? success() : verifyScanGrad(*this, getX());
+  return inPerRankProgram(*this) ? success() : verifyScanGrad(*this);
 }
 
-ShardingRule RGLRUScanGradWeightsOp::getShardingRule() { return scanGradRule(true); }
+ShardingRule RGLRUScanGradWeightsOp::getShardingRule() { return scanGradRule(*this, true); }
+
+/// The correction's operands with dy in y0's place, and the results shaped
+/// like the inputs they differentiate.
+template <typename Op>
+static LogicalResult verifyCorrectGrad(Op op, ArrayRef<std::pair<Value, Value>> resultsLike) {
+  if (inPerRankProgram(op))
+    return success();
+  if (failed(verifyChannels(op, op.getDy(), "dy",
+                            {{op.getWa(), "wa"}, {op.getBa(), "ba"}, {op.getLambda(), "lambda"}})))
+    return failure();
+  auto y = shape(op.getDy());
+  const int64_t stateDims[] = {y[0], y[2]};
+  if (failed(checkCorrectionInit(op, op.getDy(), op.getInit(), op.getChunkAxes(), stateDims)))
+    return failure();
+  for (auto [result, like] : resultsLike)
+    if (shape(result) != shape(like))
+      return op->emitOpError("result #") << cast<OpResult>(result).getResultNumber()
+                                         << " must be shaped like the input it differentiates";
+  return success();
+}
+
+/// sl.rglru_correct's factors with dy in y0's place; `tokenResults` (dinit,
+/// dx) or the per-channel `paramResults`, whose tokens are contracted.
+static ShardingRule correctGradRule(ArrayAttr chunkAxes, ArrayRef<const char *> tokenResults,
+                                    ArrayRef<const char *> paramResults) {
+  RuleBuilder r;
+  int b = r.factor("b"), s = r.seq(), w = r.factor("w");
+  if (paramResults.empty()) {
+    r.mixing(s, Remedy::StatePassing, chunkAxes);
+  } else {
+    r.rule.factors[b].kind = FactorKind::Contracted;
+    r.rule.factors[s].kind = FactorKind::Contracted;
+  }
+  r.operand("init", {s, b, w});
+  r.operand("x", {b, s, w});
+  for (const char *name : {"wa", "ba", "lambda"})
+    r.operand(name, {w});
+  r.operand("dy", {b, s, w});
+  if (!tokenResults.empty()) {
+    r.result(tokenResults[0], {s, b, w});
+    r.result(tokenResults[1], {b, s, w});
+  }
+  for (const char *name : paramResults)
+    r.result(name, {w});
+  return r.rule;
+}
+
+LogicalResult RGLRUCorrectGradOp::verify() {
+  return verifyCorrectGrad(*this, {{getDinit(), getInit()}, {getDx(), getX()}});
+}
+
+ShardingRule RGLRUCorrectGradOp::getShardingRule() {
+  return correctGradRule(getChunkAxes(), {"dinit", "dx"}, {});
+}
+
+LogicalResult RGLRUCorrectGradParamsOp::verify() {
+  return verifyCorrectGrad(*this,
+                           {{getDwa(), getWa()}, {getDba(), getBa()}, {getDlambda(), getLambda()}});
+}
+
+ShardingRule RGLRUCorrectGradParamsOp::getShardingRule() {
+  return correctGradRule(getChunkAxes(), {}, {"dwa", "dba", "dlambda"});
+}

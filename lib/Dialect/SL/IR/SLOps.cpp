@@ -330,6 +330,23 @@ Value insertHalo(Operation *op, Value x, int64_t width, RemedyContext &ctx, Stri
   return halo.getResult();
 }
 
+LogicalResult buildOperandGradients(Operation *op, GradientBuilder &g, StringRef name,
+                                    ValueRange operands, ArrayRef<unsigned> inputs,
+                                    ArrayRef<NamedAttribute> attrs) {
+  if (llvm::none_of(inputs, [&](unsigned i) { return g.needsGradient(i); }))
+    return success();
+  SmallVector<Value> likes;
+  for (unsigned i : inputs)
+    likes.push_back(op->getOperand(i));
+  FailureOr<Operation *> grad = g.build(name, operands, likes, attrs);
+  if (failed(grad))
+    return failure();
+  for (auto [j, i] : llvm::enumerate(inputs))
+    if (g.needsGradient(i))
+      g.contribute(i, (*grad)->getResult(j));
+  return success();
+}
+
 FailureOr<Operation *>
 chunkScan(Operation *scan, Value stateIn, RemedyContext &ctx,
           function_ref<Value(OpBuilder &b, Value y0, Value init, ArrayAttr axes)> correct) {

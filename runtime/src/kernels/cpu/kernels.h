@@ -362,31 +362,54 @@ void ssd_prelude(const float *dt, const float *dt_bias, const float *a_log, int6
 void rglru_gates(const float *x, const float *wa, const float *ba, const float *wx,
                  const float *bx, int64_t T, int64_t W, float *gate_a, float *gate_x);
 
-//===----------------------------------------------------------------------===//
-// Backward of the RG-LRU scan (recurrent_grad.cpp)
-//===----------------------------------------------------------------------===//
+/// base[W] = c log(sigmoid(lambda)), computed stably in double: the log of the
+/// decay a channel takes when its gate is fully open (log a_t = r_t base).
+void rglru_log_decay_base(const float *lambda, int64_t W, float c, double *base);
 
-/// Where rglru_scan_grad writes the gradients of the gate parameters and
-/// lambda ([W] each); a nullptr skips one.
+//===----------------------------------------------------------------------===//
+// Backward of the RG-LRU scan and its correction (recurrent_grad.cpp)
+//===----------------------------------------------------------------------===//
+//
+// Per-token cotangents and those of states are written; cotangents of the
+// per-channel parameters are *added to* (the caller zeroes them), so that a
+// rank's sequence chunks accumulate into one partial sum.
+
+/// Where the RG-LRU backward kernels add the gradients of the gate
+/// parameters and lambda ([W] each); a nullptr skips one.
 struct RglruParamGrads {
   float *wa = nullptr, *ba = nullptr, *wx = nullptr, *bx = nullptr, *lambda = nullptr;
 };
 
-/// The cotangents of y = rglru_scan(x, rglru_gates(x, wa, ba, wx, bx), lambda)
-/// over whole sequences x[B,S,W] from a zero state, for the cotangent
-/// dy[B,S,W] of y. With g_t the cotangent of h_t (g_t = dy_t + a_{t+1}
-/// g_{t+1}), n_t = sqrt(1 - a_t^2), r, i the gates and base = c log
-/// sigmoid(lambda):
-///   d log a_t = g_t (a_t h_{t-1} - i_t x_t a_t^2 / n_t)
+/// The cotangents of (y, state_out, decay_out) = rglru_scan(x,
+/// rglru_gates(x, wa, ba, wx, bx), lambda, state_in) over x[B,S,W], for the
+/// cotangents dy[B,S,W] of y and dstate, ddecay[B,W] of the final state and
+/// the total decay (nullptr: zero; state_in nullptr: a zero state). With g_t
+/// the cotangent of h_t (g_{S-1} = dy_{S-1} + dstate, g_t = dy_t + a_{t+1}
+/// g_{t+1}), n_t = sqrt(1 - a_t^2), r, i the gates, base = c log
+/// sigmoid(lambda) and D = prod_t a_t:
+///   d log a_t = g_t (a_t h_{t-1} - i_t x_t a_t^2 / n_t) + ddecay D
 ///   dgate_a = d log a_t base r (1 - r);  dgate_x = g_t n_t x_t i (1 - i)
 ///   dx = g_t n_t i + dgate_a wa + dgate_x wx
-///   dwa = sum_t dgate_a x, dba = sum_t dgate_a (wx, bx alike),
-///   dlambda = sum_t d log a_t r c (1 - sigmoid(lambda))
-/// The parameters' gradients sum over these B*S tokens (partial sums when
-/// the batch is split). Evaluated in double.
+///   dstate_in[B,W] = a_0 g_0     (nullptr: not wanted)
+///   dwa += sum_t dgate_a x, dba += sum_t dgate_a (wx, bx alike),
+///   dlambda += sum_t d log a_t r c (1 - sigmoid(lambda))
+/// Evaluated in double.
 void rglru_scan_grad(const float *x, const float *wa, const float *ba, const float *wx,
-                     const float *bx, const float *lambda, const float *dy, int64_t B, int64_t S,
-                     int64_t W, float *dx, const RglruParamGrads &dp, float c = 8.0f);
+                     const float *bx, const float *lambda, const float *state_in, const float *dy,
+                     const float *dstate, const float *ddecay, int64_t B, int64_t S, int64_t W,
+                     float *dx, float *dstate_in, const RglruParamGrads &dp, float c = 8.0f);
+
+/// The cotangents of y = y0 + rglru_state_correct's contribution of h0[B,W]
+/// (the gates from rglru_gates(x, wa, ba)) over x[B,S,W], for the cotangent
+/// dy[B,S,W] of y (y0's is dy itself). With F_t = prod_{tau<=t} a_tau:
+///   dh0 = sum_t F_t dy_t
+///   d log a_t = sum_{u>=t} F_u h0 dy_u   (a decay scales every later output)
+///   dx = d log a_t base r (1 - r) wa
+///   dwa, dba, dlambda added as in rglru_scan_grad (dp.wx, dp.bx unused).
+/// Evaluated in double.
+void rglru_state_correct_grad(const float *x, const float *wa, const float *ba, const float *lambda,
+                              const float *h0, const float *dy, int64_t B, int64_t S, int64_t W,
+                              float *dh0, float *dx, const RglruParamGrads &dp, float c = 8.0f);
 
 //===----------------------------------------------------------------------===//
 // Backward of the Mamba-2 ops: the gated norm, the conv and the SSD scan

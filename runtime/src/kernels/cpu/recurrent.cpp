@@ -13,20 +13,16 @@
 
 namespace shardline::rt::cpu {
 
-namespace {
-// log a_t = c * sigmoid(gate_a) * log(sigmoid(lambda)).
-std::vector<double> rglru_log_base(const float *lambda, int64_t W, float c) {
-  std::vector<double> base(W);
+void rglru_log_decay_base(const float *lambda, int64_t W, float c, double *base) {
   for (int64_t w = 0; w < W; ++w)
     base[w] = c * detail::log_sigmoid(lambda[w]);
-  return base;
 }
-} // namespace
 
 void rglru_scan(const float *x, const float *gate_a, const float *gate_x, const float *lambda,
                 const float *state_in, int64_t B, int64_t S, int64_t W, float *y, float *state_out,
                 float *decay_out, float c) {
-  const std::vector<double> base = rglru_log_base(lambda, W, c);
+  std::vector<double> base(W);
+  rglru_log_decay_base(lambda, W, c, base.data());
   std::vector<double> h(W), logsum(W);
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t w = 0; w < W; ++w)
@@ -54,7 +50,8 @@ void rglru_scan(const float *x, const float *gate_a, const float *gate_x, const 
 
 void rglru_state_correct(const float *gate_a, const float *lambda, const float *h0, int64_t B,
                          int64_t S, int64_t W, float *y, float *state_out, float c) {
-  const std::vector<double> base = rglru_log_base(lambda, W, c);
+  std::vector<double> base(W);
+  rglru_log_decay_base(lambda, W, c, base.data());
   std::vector<double> cum(W);
   for (int64_t b = 0; b < B; ++b) {
     std::fill(cum.begin(), cum.end(), 0.0);

@@ -126,9 +126,8 @@ def SL_GradientOpInterface : OpInterface<"GradientOpInterface"> {
       [{
         return $_op->emitOpError("sl-autodiff: no gradient for this op yet (training covers "
                                  "the embedding, attention (A), local attention (L), MLP (F), "
-                                 "mixture-of-experts (E) and, without context parallelism, "
-                                 "Mamba-2 (M) and RG-LRU (R) blocks, the final norm, the LM "
-                                 "head and the cross-entropy)");
+                                 "mixture-of-experts (E), Mamba-2 (M) and RG-LRU (R) blocks, the "
+                                 "final norm, the LM head and the cross-entropy)");
       }]>,
   ];
 }
