@@ -428,6 +428,35 @@ TEST(AdamW, MatchesTheReferenceOverThreeSteps) {
   checkAdamW({noClip, false, 1.0f, 50.0}, 35);
 }
 
+// Megatron's OptimizerParamScheduler.get_lr, worked by hand: warmup 10
+// steps from 1e-4 to 1e-3, then a decay to 1e-5 by step 100.
+TEST(AdamW, LearningRateScheduleIsMegatrons) {
+  TrainOptions o;
+  o.lr = 1e-3;
+  o.minLr = 1e-5;
+  o.warmupInit = 1e-4;
+  o.warmupSteps = 10;
+  o.decaySteps = 100;
+  EXPECT_DOUBLE_EQ(o.lrAt(0), 1e-4); // the first step runs at the warmup's start
+  EXPECT_DOUBLE_EQ(o.lrAt(5), 5.5e-4);
+  EXPECT_DOUBLE_EQ(o.lrAt(10), 1e-3);
+  o.decay = TrainOptions::Decay::Linear;
+  EXPECT_DOUBLE_EQ(o.lrAt(55), 1e-5 + 0.5 * (1e-3 - 1e-5));
+  EXPECT_DOUBLE_EQ(o.lrAt(91), 1e-5 + 0.1 * (1e-3 - 1e-5));
+  EXPECT_DOUBLE_EQ(o.lrAt(100), 1e-5);
+  EXPECT_DOUBLE_EQ(o.lrAt(250), 1e-5);
+  o.decay = TrainOptions::Decay::Cosine;
+  EXPECT_DOUBLE_EQ(o.lrAt(55), 1e-5 + 0.5 * (1e-3 - 1e-5));
+  EXPECT_NEAR(o.lrAt(25), 1e-5 + 0.5 * (std::cos(M_PI / 6) + 1) * (1e-3 - 1e-5), 1e-15);
+  EXPECT_NEAR(o.lrAt(100), 1e-5, 1e-15);
+  o.decay = TrainOptions::Decay::Constant;
+  EXPECT_DOUBLE_EQ(o.lrAt(55), 1e-3);
+  EXPECT_DOUBLE_EQ(o.lrAt(250), 1e-3);
+  // A length the executor has not resolved decays nothing.
+  TrainOptions unresolved;
+  EXPECT_DOUBLE_EQ(unresolved.lrAt(3), unresolved.lr);
+}
+
 TEST(AdamW, ClipScale) {
   EXPECT_EQ(cpu::clip_scale(0.25, 1.0), 1.0);
   EXPECT_DOUBLE_EQ(cpu::clip_scale(16.0, 1.0), 1.0 / (4.0 + 1e-6));

@@ -27,7 +27,9 @@ void usage(FILE *out) {
                "                     [--steps N] [--profile] [--verify [--rtol X]]\n"
                "                     [--timeout SECONDS]\n"
                "                     [--train [--lr X] [--adam-beta1 X] [--adam-beta2 X]\n"
-               "                      [--adam-eps X] [--weight-decay X] [--clip-grad X]]\n"
+               "                      [--adam-eps X] [--weight-decay X] [--clip-grad X]\n"
+               "                      [--lr-warmup-iters N] [--lr-warmup-init X]\n"
+               "                      [--lr-decay-style S] [--lr-decay-iters N] [--min-lr X]]\n"
                "       MODEL [same options]   (an executable from shardline-compile -o MODEL,\n"
                "                               which carries its plan)\n\n"
                "Runs a plan from shardline-compile --emit plan on CPU ranks: threads of this\n"
@@ -83,6 +85,13 @@ void usage(FILE *out) {
                "  --clip-grad X  AdamW as Megatron's flags mean them (defaults 1e-3, 0.9,\n"
                "              0.999, 1e-8, 0.01, 1.0; weight decay skips 1-D weights, clipping\n"
                "              is by the global gradient norm, 0 turns it off)\n"
+               "  --lr-warmup-iters N, --lr-warmup-init X, --lr-decay-style S,\n"
+               "  --lr-decay-iters N, --min-lr X  the learning-rate schedule as Megatron's\n"
+               "              flags mean it: a linear warmup over N steps from X (default 0\n"
+               "              steps, from 0) to --lr, then a decay (constant, linear or cosine;\n"
+               "              default linear, as Megatron's) to --min-lr (default 0) over the\n"
+               "              steps up to --lr-decay-iters (default: the last step of this run,\n"
+               "              as Megatron's --train-iters; give it when a run resumes)\n"
                "  --loss-curve FILE.svg  with --train: draw every step's loss (and, with\n"
                "              --verify, the single-device run's) as an SVG chart\n"
                "  --timeout SECONDS  how long a rank waits for the others in any one\n"
@@ -217,7 +226,9 @@ int main(int argc, char **argv) {
                                                 {"--adam-beta2", &hyper.beta2},
                                                 {"--adam-eps", &hyper.eps},
                                                 {"--weight-decay", &hyper.weightDecay},
-                                                {"--clip-grad", &hyper.clipGrad}};
+                                                {"--clip-grad", &hyper.clipGrad},
+                                                {"--min-lr", &hyper.minLr},
+                                                {"--lr-warmup-init", &hyper.warmupInit}};
   bool hyperGiven = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -259,6 +270,27 @@ int main(int argc, char **argv) {
                     ", got '" + argv[i] + "'");
       *h->second = v;
       hyperGiven = true;
+    } else if (a == "--lr-warmup-iters" || a == "--lr-decay-iters") {
+      if (i + 1 >= argc)
+        return fail(a + " needs a number of steps");
+      int64_t &target = a == "--lr-warmup-iters" ? hyper.warmupSteps : hyper.decaySteps;
+      if (!parseInt(argv[++i], target) || (a == "--lr-decay-iters" && target == 0))
+        return fail(a + " needs a " + (a == "--lr-decay-iters" ? "positive" : "non-negative") +
+                    " integer, got '" + argv[i] + "'");
+      hyperGiven = true;
+    } else if (a == "--lr-decay-style") {
+      if (i + 1 >= argc)
+        return fail("--lr-decay-style needs constant, linear or cosine");
+      std::string style = argv[++i];
+      if (style == "constant")
+        hyper.decay = TrainOptions::Decay::Constant;
+      else if (style == "linear")
+        hyper.decay = TrainOptions::Decay::Linear;
+      else if (style == "cosine")
+        hyper.decay = TrainOptions::Decay::Cosine;
+      else
+        return fail("--lr-decay-style must be constant, linear or cosine, got '" + style + "'");
+      hyperGiven = true;
     } else if (a == "--comm") {
       if (i + 1 >= argc)
         return fail("--comm needs threads or mpi");
@@ -298,6 +330,9 @@ int main(int argc, char **argv) {
     return fail("--rtol sets what --verify accepts: give --verify too");
   if (hyperGiven && !train)
     return fail("the optimizer flags set how --train updates the weights: give --train too");
+  if (hyper.minLr > hyper.lr)
+    return fail("--min-lr (" + std::to_string(hyper.minLr) + ") exceeds --lr (" +
+                std::to_string(hyper.lr) + "): the schedule decays from --lr to --min-lr");
   if (!lossCurveFile.empty() && !train)
     return fail("--loss-curve draws the losses of --train: give --train too");
   if (dataDType != "u16" && dataFile.empty())

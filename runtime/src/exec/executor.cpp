@@ -96,8 +96,10 @@ public:
     if (!device)
       backend = nullptr;
     frame.device = device.get();
-    if (options.train)
-      frame.train = &*options.train;
+    if (options.train) {
+      train = *options.train;
+      frame.train = &train;
+    }
     ranks = mesh.numRanks();
     for (const auto *t : *p.tensors())
       inits.push_back({t->init() == plan::Init::Uniform    ? InitKind::Uniform
@@ -501,6 +503,8 @@ private:
   int64_t stepsRun = 0;
   /// Training steps the loaded weights have had (0: none, or generated).
   int64_t trainedBefore = 0;
+  /// The run's hyperparameters with the schedule's length resolved.
+  TrainOptions train;
 };
 
 RunResult RankRun::run() {
@@ -552,6 +556,15 @@ RunResult RankRun::run() {
     if (useArena)
       arena = device->allocate(p.arena_bytes() + 4);
     openWeights();
+    // The schedule decays over the steps up to the last of this run unless
+    // told otherwise, as Megatron's over --train-iters.
+    if (options.train && train.decaySteps == 0)
+      train.decaySteps = trainedBefore + options.steps;
+    if (options.train && train.decay != TrainOptions::Decay::Constant &&
+        train.decaySteps <= train.warmupSteps)
+      fail("the learning rate decays over steps " + std::to_string(train.warmupSteps) + " to " +
+           std::to_string(train.decaySteps) +
+           ": --lr-decay-iters must exceed --lr-warmup-iters (or use --lr-decay-style constant)");
     if (options.dataFile.empty()) {
       makeInputs();
     } else {

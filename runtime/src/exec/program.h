@@ -168,6 +168,17 @@ std::optional<std::vector<Step>> decodeProgram(const plan::Plan &plan, const Ker
 struct TrainOptions {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay = 0.01,
          clipGrad = 1.0; // Megatron's defaults, lr aside
+  /// The learning-rate schedule, as Megatron's OptimizerParamScheduler runs
+  /// it (--lr-warmup-iters, --lr-warmup-init, --lr-decay-style,
+  /// --lr-decay-iters, --min-lr): a linear warmup from `warmupInit` to `lr`,
+  /// then a decay to `minLr` over the steps up to `decaySteps`.
+  enum class Decay { Constant, Linear, Cosine };
+  Decay decay = Decay::Linear;
+  int64_t warmupSteps = 0, decaySteps = 0; ///< decaySteps 0: the run's last step
+  double warmupInit = 0, minLr = 0;
+  /// The learning rate of the step after `done` steps (Megatron's get_lr of
+  /// num_steps = done), with decaySteps resolved.
+  double lrAt(int64_t done) const;
 };
 
 /// What a kernel runs against: this rank's tensors, their buffers and the

@@ -55,7 +55,7 @@ void adamW(const Step &s, Frame &f) {
                    std::to_string(sumsq) + " at training step " + std::to_string(f.trainStep) +
                    ": no update",
                false};
-  cpu::AdamWStep p{o.lr,
+  cpu::AdamWStep p{o.lrAt(f.trainStep - 1),
                    o.beta1,
                    o.beta2,
                    o.eps,
