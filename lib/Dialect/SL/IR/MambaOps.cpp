@@ -332,25 +332,6 @@ LogicalResult CausalConv1dOp::buildGradient(GradientBuilder &g) {
   return success();
 }
 
-/// The backward op `name` whose results are the gradients of `op`'s operands
-/// `inputs`, in order; not built when none of them needs one.
-static LogicalResult buildGradients(Operation *op, GradientBuilder &g, StringRef name,
-                                    ValueRange operands, ArrayRef<unsigned> inputs,
-                                    ArrayRef<NamedAttribute> attrs) {
-  if (llvm::none_of(inputs, [&](unsigned i) { return g.needsGradient(i); }))
-    return success();
-  SmallVector<Value> likes;
-  for (unsigned i : inputs)
-    likes.push_back(op->getOperand(i));
-  FailureOr<Operation *> grad = g.build(name, operands, likes, attrs);
-  if (failed(grad))
-    return failure();
-  for (auto [j, i] : llvm::enumerate(inputs))
-    if (g.needsGradient(i))
-      g.contribute(i, (*grad)->getResult(j));
-  return success();
-}
-
 /// The token inputs' gradients (x, dt, B, C and state_in) from
 /// sl.ssd_scan_grad, the per-head parameters' (a_log, d, dt_bias) from
 /// sl.ssd_scan_grad_params, both for the gradients of y and, where the loss
@@ -382,9 +363,10 @@ LogicalResult SSDScanOp::buildGradient(GradientBuilder &g) {
   SmallVector<unsigned> tokens = {X, Dt, Bm, Cm};
   if (getStateIn())
     tokens.push_back(StateIn);
-  if (failed(buildGradients(*this, g, "sl.ssd_scan_grad", operands, tokens, attrs)))
+  if (failed(buildOperandGradients(*this, g, "sl.ssd_scan_grad", operands, tokens, attrs)))
     return failure();
-  return buildGradients(*this, g, "sl.ssd_scan_grad_params", operands, {ALog, D, DtBias}, attrs);
+  return buildOperandGradients(*this, g, "sl.ssd_scan_grad_params", operands, {ALog, D, DtBias},
+                               attrs);
 }
 
 /// y0's gradient is dy itself; init's, C's and dt's come from
@@ -400,9 +382,11 @@ LogicalResult SSDCorrectOp::buildGradient(GradientBuilder &g) {
   SmallVector<Value> operands = {getInit(), getC(), getDt(), getALog(), getDtBias(), *dy};
   auto attrs = GradientBuilder::attrsOf(*this, {"heads", "groups", "chunk_axes"});
   enum { Init = 1, Cm, Dt, ALog, DtBias };
-  if (failed(buildGradients(*this, g, "sl.ssd_correct_grad", operands, {Init, Cm, Dt}, attrs)))
+  if (failed(
+          buildOperandGradients(*this, g, "sl.ssd_correct_grad", operands, {Init, Cm, Dt}, attrs)))
     return failure();
-  return buildGradients(*this, g, "sl.ssd_correct_grad_params", operands, {ALog, DtBias}, attrs);
+  return buildOperandGradients(*this, g, "sl.ssd_correct_grad_params", operands, {ALog, DtBias},
+                               attrs);
 }
 
 //===----------------------------------------------------------------------===//

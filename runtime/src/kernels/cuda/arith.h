@@ -17,74 +17,21 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__CUDACC__)
-#define SL_HD __host__ __device__ __forceinline__
-#else
-#define SL_HD inline
-#endif
+#include "core/float16.h"
 
 namespace shardline::rt::cuda::arith {
 
 // -- element types ------------------------------------------------------------
 //
-// The same roundings as core/buffer.cpp: a device that rounds otherwise would
-// hold other 16-bit weights than the CPU run of the same seed.
-
-SL_HD float fromBits(uint32_t bits) {
-  float value;
-  memcpy(&value, &bits, sizeof value);
-  return value;
-}
-SL_HD uint32_t toBits(float value) {
-  uint32_t bits;
-  memcpy(&bits, &value, sizeof bits);
-  return bits;
-}
-
-SL_HD float bf16ToFloat(uint16_t bits) { return fromBits((uint32_t)bits << 16); }
-
-/// Round to nearest even; a NaN stays a quiet NaN.
-SL_HD uint16_t floatToBf16(float value) {
-  uint32_t bits = toBits(value);
-  if ((bits & 0x7fffffffu) > 0x7f800000u)
-    return (uint16_t)((bits >> 16) | 0x40);
-  return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1)) >> 16);
-}
-
-SL_HD float f16ToFloat(uint16_t bits) {
-  int exponent = (bits >> 10) & 0x1f, mantissa = bits & 0x3ff;
-  float magnitude;
-  if (exponent == 0)
-    magnitude = ldexpf((float)mantissa, -24);
-  else if (exponent == 0x1f)
-    magnitude = mantissa ? fromBits(0x7fc00000u) : fromBits(0x7f800000u);
-  else
-    magnitude = ldexpf((float)(mantissa | 0x400), exponent - 25);
-  return (bits & 0x8000) ? -magnitude : magnitude;
-}
-
-/// Round to nearest even, overflow to infinity, subnormals kept.
-SL_HD uint16_t floatToF16(float value) {
-  uint32_t bits = toBits(value);
-  uint16_t sign = (uint16_t)((bits >> 16) & 0x8000);
-  uint32_t magnitude = bits & 0x7fffffffu;
-  if (magnitude > 0x7f800000u)
-    return sign | 0x7e00;
-  if (magnitude >= 0x477ff000u) // halfway between 65504 and 2^16 and above
-    return sign | 0x7c00;
-  int exponent = (int)(magnitude >> 23) - 127;
-  uint32_t significand = (magnitude & 0x7fffffu) | 0x800000u;
-  int shift = exponent >= -14 ? 13 : -exponent - 1;
-  if (shift > 24)
-    return sign;
-  uint32_t kept = significand >> shift;
-  uint32_t rest = significand & ((1u << shift) - 1), halfway = 1u << (shift - 1);
-  if (exponent >= -14)
-    kept = ((uint32_t)(exponent + 15) << 10) + (kept & 0x3ff);
-  if (rest > halfway || (rest == halfway && (kept & 1)))
-    ++kept;
-  return sign | (uint16_t)kept;
-}
+// The roundings of core/float16.h, the ones the CPU device uses: a device that
+// rounds otherwise would hold other 16-bit weights than the CPU run of the
+// same seed.
+using bits::bf16ToFloat;
+using bits::f16ToFloat;
+using bits::floatToBf16;
+using bits::floatToF16;
+using bits::fromBits;
+using bits::toBits;
 
 /// The element types a device buffer holds, as core/buffer.h numbers them.
 enum class Type : int { F32 = 0, BF16 = 1, F16 = 2, I32 = 3 };
