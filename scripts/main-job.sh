@@ -4,9 +4,10 @@
 # parallelism 2 and data parallelism 2, with expert parallelism 2 folded onto the tp ranks as in
 # Megatron Core; print the summary of the sharded program and its report
 # (every collective with its bytes per rank), and write the report as JSON and HTML. Then run it
-# partitioned on 8 thread ranks and verify it against the single-device run. Last, train the dense
-# example gpt-dense for a few steps on 8 ranks (tp2·sp·cp2·dp2) on the byte dataset, beside
-# single-device training, with its training report and loss curve.
+# partitioned on 8 thread ranks and verify it against the single-device run. Last, train it for
+# 20 steps on the same 8 ranks on the byte dataset, beside single-device training, with its
+# training report and loss curve (scripts/train-example.sh; SHARDLINE_TRAIN_STEPS=200 for the
+# README's longer run).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${SHARDLINE_BUILD_DIR:-$root/build}"
@@ -26,10 +27,5 @@ set -x
 "$build/bin/shardline-run" "$build/nam56r-tiny.slp" --ranks 8 --verify
 # Train: forward, backward and AdamW in one sharded program, on the bytes of a text Debian ships;
 # every step's loss and the final weights checked against single-device training.
-"$build/bin/shardline-compile" "$root/examples/models/gpt-dense.json" \
-  --tp 2 --sp --cp 2 --cp-comm allgather --dp 2 --train --emit report \
-  --report "$build/gpt-dense.train.report.json" | tail -n 2
-"$build/bin/shardline-compile" "$root/examples/models/gpt-dense.json" \
-  --tp 2 --sp --cp 2 --cp-comm allgather --dp 2 --train --emit plan -o "$build/gpt-dense.train.slp"
-"$build/bin/shardline-run" "$build/gpt-dense.train.slp" --train --steps "${SHARDLINE_TRAIN_STEPS:-20}" \
-  --lr 1e-3 --data "$build/data/gpl3.bin" --verify --loss-curve "$build/gpt-dense.loss.svg"
+set +x
+"$root/scripts/train-example.sh" "${SHARDLINE_TRAIN_STEPS:-20}"

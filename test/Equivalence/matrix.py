@@ -71,10 +71,8 @@ TRAINABLE = {
 }
 TRAIN_WITHOUT_CP = set()
 # The whole nam56r-tiny trains too, on 8 ranks (tp2 sp cp2 dp2 ep2, the README's strategy, and
-# tp2 sp dp4 ep4), for one step: its gradients agree to 3e-6. Over more AdamW steps its runs drift apart faster than the
-# small families' (measured at 5 steps: gradients 4.8e-4 of their largest element, 8e-5
-# normwise); a model of its attention and Mamba blocks alone drifts as much, one of its attention
-# and MoE blocks stays at 2e-5. docs/training.md lists it as open.
+# tp2 sp dp4 ep4), for one step: its gradients agree to 3e-6. Over many steps its MoE routing turns
+# rounding differences into other expert choices and the runs part (docs/training.md, "Long runs").
 WHOLE_MODEL_STEPS = 1
 WHOLE_MODEL_TRAINING = [["--tp", "2", "--sp", "--cp", "2", "--dp", "2", "--ep", "2"],
                         ["--tp", "2", "--sp", "--dp", "4", "--ep", "4"]]

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Trains the example hybrid model nam56r-tiny (pattern AEMEAEMEAEMR: attention, MoE, Mamba-2 and
+# RG-LRU blocks) on 8 thread ranks, tp2·sp·cp2·dp2 with expert parallelism 2 folded onto the tp
+# ranks, on the byte dataset build/data/gpl3.bin, beside single-device training (--verify: every
+# step's loss and the final weights), with Megatron's warmup + cosine learning-rate schedule.
+# Writes the training report (build/nam56r-tiny.train.report.json) and the loss curve
+# (build/nam56r-tiny.loss.svg) beside the forward report.
+#
+# Usage: scripts/train-example.sh [STEPS]   (default 20; the README's run is 200)
+# Needs a build (scripts/main-job.sh makes one); SHARDLINE_BUILD_DIR picks another build dir.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${SHARDLINE_BUILD_DIR:-$root/build}"
+steps="${1:-20}"
+if ! [[ "$steps" =~ ^[1-9][0-9]*$ ]]; then
+  echo "train-example.sh: STEPS must be a positive integer, got '$steps'" >&2
+  exit 2
+fi
+for tool in shardline-compile shardline-run; do
+  if [ ! -x "$build/bin/$tool" ]; then
+    echo "train-example.sh: $build/bin/$tool is missing: run scripts/main-job.sh (or build) first" >&2
+    exit 2
+  fi
+done
+if [ ! -f "$build/data/gpl3.bin" ]; then
+  echo "train-example.sh: $build/data/gpl3.bin is missing: cmake --build $build --target shardline-byte-dataset" >&2
+  exit 2
+fi
+strategy=(--tp 2 --sp --cp 2 --dp 2 --ep 2)
+set -x
+"$build/bin/shardline-compile" "$root/examples/models/nam56r-tiny.json" "${strategy[@]}" --train \
+  --emit report --report "$build/nam56r-tiny.train.report.json" | tail -n 2
+"$build/bin/shardline-compile" "$root/examples/models/nam56r-tiny.json" "${strategy[@]}" --train \
+  --emit plan -o "$build/nam56r-tiny.train.slp"
+"$build/bin/shardline-run" "$build/nam56r-tiny.train.slp" --train --steps "$steps" \
+  --lr 1e-3 --lr-warmup-iters $((steps / 10)) --lr-decay-style cosine --min-lr 1e-4 \
+  --data "$build/data/gpl3.bin" --verify --loss-curve "$build/nam56r-tiny.loss.svg"
