@@ -272,16 +272,21 @@ void printTable(const Report &r, llvm::raw_ostream &os) {
   for (size_t i = 0; i < r.mesh.size(); ++i)
     os << (i ? " " : "") << r.mesh[i].first << "=" << r.mesh[i].second;
   os << ")\n";
-  os << llvm::formatv("{0,-10} {1,-20} {2,-12} {3,14}  {4}\n", "block", "collective", "axes",
-                      "bytes/rank", "why");
+  // The collective column is as wide as its longest name (the backward's
+  // duals are longer than the forward's), at least 20.
+  unsigned width = 20;
+  for (const auto &c : r.collectives)
+    width = std::max<unsigned>(width, c.op.size());
+  os << llvm::formatv("{0,-10} {1} {2,-12} {3,14}  {4}\n", "block",
+                      llvm::left_justify("collective", width), "axes", "bytes/rank", "why");
   for (const auto &c : r.collectives) {
     std::string axes = "[";
     for (size_t i = 0; i < c.axes.size(); ++i)
       axes += (i ? "," : "") + c.axes[i];
     axes += "]";
-    os << llvm::formatv("{0,-10} {1,-20} {2,-12} {3,14}  {4}\n",
-                        blockName(c.block, c.family) + (c.backward ? " bwd" : ""), c.op, axes,
-                        c.bytesPerRank, c.why);
+    os << llvm::formatv("{0,-10} {1} {2,-12} {3,14}  {4}\n",
+                        blockName(c.block, c.family) + (c.backward ? " bwd" : ""),
+                        llvm::left_justify(c.op, width), axes, c.bytesPerRank, c.why);
   }
   for (const auto &e : r.elided)
     os << "elided     " << e.op << ": " << e.how << " (" << e.location << ")\n";
