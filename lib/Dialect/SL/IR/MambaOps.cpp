@@ -87,7 +87,9 @@ ShardingRule CausalConv1dOp::getShardingRule() {
   SmallVector<StringRef> haloAxes;
   if (LayoutAttr hl = getHalo() ? getLayout(getHalo()) : LayoutAttr(); hl && hl.getRank() > 1)
     haloAxes = hl.getDimAxes(1);
-  r.mixing(s, Remedy::Halo, haloAxes);
+  // A kernel of width 1 reads no earlier token: the sequence splits freely.
+  if (shape(getWeight())[1] > 1)
+    r.mixing(s, Remedy::Halo, haloAxes);
   r.operand("x", {b, s, c});
   r.operand("weight", {c, w});
   r.operand("bias", {c});
@@ -476,9 +478,12 @@ LogicalResult CausalConv1dGradOp::verify() {
 }
 
 /// The conv's sequence factor: split only with the halo remedy over the
-/// halo's axes when there is one, else whole.
-static int convSequence(RuleBuilder &r, Value halo) {
+/// halo's axes when there is one, else whole; free for a kernel of width 1,
+/// which reads no earlier token.
+static int convSequence(RuleBuilder &r, Value halo, Value weight) {
   int s = r.seq();
+  if (shape(weight)[1] == 1)
+    return s;
   SmallVector<StringRef> haloAxes;
   if (LayoutAttr hl = halo ? getLayout(halo) : LayoutAttr(); hl && hl.getRank() > 1)
     haloAxes = hl.getDimAxes(1);
@@ -488,7 +493,7 @@ static int convSequence(RuleBuilder &r, Value halo) {
 
 ShardingRule CausalConv1dGradOp::getShardingRule() {
   RuleBuilder r;
-  int b = r.factor("b"), s = convSequence(r, getHalo()), c = r.factor("c"),
+  int b = r.factor("b"), s = convSequence(r, getHalo(), getWeight()), c = r.factor("c"),
       w = r.factor("width", FactorKind::Whole);
   r.operand("weight", {c, w});
   r.operand("dy", {b, s, c});
@@ -521,10 +526,12 @@ LogicalResult CausalConv1dGradWeightOp::verify() {
 /// sequence is contracted (a pending sum over the halo's axes).
 ShardingRule CausalConv1dGradWeightOp::getShardingRule() {
   RuleBuilder r;
-  int b = r.factor("b"), s = convSequence(r, getHalo()), c = r.factor("c"),
+  int b = r.factor("b"), s = convSequence(r, getHalo(), getDweight()), c = r.factor("c"),
       w = r.factor("width", FactorKind::Whole);
   contractBatch(r, b);
-  if (getHalo())
+  // A split sequence (with its halo, or freely at width 1) leaves a pending
+  // sum of the tokens' contributions.
+  if (getHalo() || shape(getDweight())[1] == 1)
     r.rule.factors[s].kind = FactorKind::Contracted;
   r.operand("x", {b, s, c});
   r.operand("dy", {b, s, c});

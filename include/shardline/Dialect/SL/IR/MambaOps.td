@@ -29,7 +29,8 @@ def SL_CausalConv1dOp : SL_ComputeOp<"causal_conv1d", [AllShapesMatch<["x", "res
     x: [b, s, c], weight: [c, width], bias: [c]. y[t] = bias + sum_j
     weight[j] * x[t - width + 1 + j]. Rule: b, c free; s sequence-mixing
     (remedy: the optional `halo` operand from sl.halo supplies the width-1
-    tokens that precede each chunk).
+    tokens that precede each chunk); free when width is 1 (no earlier token
+    is read, so no halo).
   }];
   let arguments = (ins SL_FloatTensor:$x, SL_FloatTensor:$weight, SL_FloatTensor:$bias,
                    Optional<SL_FloatTensor>:$halo);
@@ -128,7 +129,8 @@ def SL_CausalConv1dGradOp : SL_ComputeOp<"causal_conv1d_grad",
     width - 1 rows before each chunk, which sl.halo_add takes back to their
     tokens. Rule: b, c free; s sequence-mixing, split only with the halo
     remedy over the halo's axes (else whole, as the forward's without a
-    halo); the halo on its own sequence factor; linear in dy.
+    halo; free at width 1); the halo on its own sequence factor; linear in
+    dy.
   }];
   let arguments = (ins SL_FloatTensor:$weight, SL_FloatTensor:$dy,
                    Optional<SL_FloatTensor>:$halo);
@@ -147,8 +149,8 @@ def SL_CausalConv1dGradWeightOp : SL_ComputeOp<"causal_conv1d_grad_weight",
     before each chunk), dbias[c] = sum over b, t of dy[b, t, c]. `width` is
     dweight's second dimension. Rule: b contracted (a split batch leaves a
     pending sum); s sequence-mixing with no remedy (whole) without a halo,
-    contracted with one (each rank sums over its chunks); c free; width
-    whole.
+    contracted with one or at width 1 (each rank sums over its chunks); c
+    free; width whole.
   }];
   let arguments = (ins SL_FloatTensor:$x, SL_FloatTensor:$dy, Optional<SL_FloatTensor>:$halo);
   let results = (outs SL_FloatTensor:$dweight, SL_FloatTensor:$dbias);
