@@ -333,6 +333,32 @@ void convGradWeight(const Step &s, Frame &f) {
   });
 }
 
+/// What an SSD backward step reads off its tensors: the heads of dt's local
+/// part, the tokens, the head dim, the groups and state size of C's local
+/// part, the chunks (`chunk_axes` given) and the per-chunk scan dimensions;
+/// `seq` is a [b, s, heads*p] tensor of the step, the attributes are the
+/// op's heads, groups and chunk_axes in that order from `attr`.
+struct SsdStepDims {
+  int64_t nh, T, hp, g, n, k, B;
+  bool chunked;
+  cpu::SsdDims dims;
+};
+static SsdStepDims ssdStepDims(const Step &s, const Frame &f, const TensorInfo &seq, int32_t dt,
+                               int32_t cm, size_t attr) {
+  const std::vector<int64_t> &cl = f.local(cm);
+  SsdStepDims d;
+  d.nh = f.local(dt)[2];
+  d.T = f.n(dt) / d.nh;
+  d.hp = seq.shape[2] / s.attrs[attr].i;
+  d.g = s.attrs[attr + 1].i * cl[2] / f.global(cm)[2];
+  d.n = cl[2] / d.g;
+  d.chunked = !s.attrs[attr + 2].strings.empty();
+  d.k = d.chunked ? chunksOf(seq) : 1;
+  d.B = seq.local[0];
+  d.dims = cpu::SsdDims{1, seq.local[1] / d.k, d.nh, d.hp, d.g, d.n};
+  return d;
+}
+
 enum { X, Dt, ALog, Bm, Cm, D, DtBias, Dy, StateIn, DState, DDecay };
 enum { kScanHeads, kScanGroups, kScanChunkAxes };
 
@@ -344,12 +370,10 @@ enum { kScanHeads, kScanGroups, kScanChunkAxes };
 template <bool Params> void ssdGrad(const Step &s, Frame &f) {
   const TensorInfo &xt = f.tensors[s.in[X]];
   int32_t dt = s.in[Dt], cm = s.in[Cm];
-  const std::vector<int64_t> &cl = f.local(cm);
-  int64_t nh = f.local(dt)[2], T = f.n(dt) / nh, hp = xt.shape[2] / s.attrs[kScanHeads].i;
-  int64_t g = s.attrs[kScanGroups].i * cl[2] / f.global(cm)[2], n = cl[2] / g;
-  bool chunked = !s.attrs[kScanChunkAxes].strings.empty();
-  int64_t k = chunked ? chunksOf(xt) : 1, B = xt.local[0];
-  cpu::SsdDims dims{1, xt.local[1] / k, nh, hp, g, n};
+  const SsdStepDims d = ssdStepDims(s, f, xt, dt, cm, kScanHeads);
+  const int64_t nh = d.nh, T = d.T, hp = d.hp, g = d.g, n = d.n, B = d.B;
+  const bool chunked = d.chunked;
+  const cpu::SsdDims dims = d.dims;
   std::vector<float> dtv(f.n(dt)), A(nh), ddt(f.n(dt)), dA(nh, 0.0f);
   cpu::ssd_prelude(f.f(dt), f.f(s.in[DtBias]), f.f(s.in[ALog]), T, nh, dtv.data(), A.data());
   // Whichever op runs, the scan computes both kinds; the other's results
@@ -396,12 +420,10 @@ enum { kCorrectHeads, kCorrectGroups, kCorrectChunkAxes };
 template <bool Params> void correctGrad(const Step &s, Frame &f) {
   const TensorInfo &yt = f.tensors[s.in[CDy]];
   int32_t dt = s.in[CDt], cm = s.in[CCm];
-  const std::vector<int64_t> &cl = f.local(cm);
-  int64_t nh = f.local(dt)[2], T = f.n(dt) / nh, hp = yt.shape[2] / s.attrs[kCorrectHeads].i;
-  int64_t g = s.attrs[kCorrectGroups].i * cl[2] / f.global(cm)[2], n = cl[2] / g;
-  bool chunked = !s.attrs[kCorrectChunkAxes].strings.empty();
-  int64_t k = chunked ? chunksOf(yt) : 1, B = yt.local[0];
-  cpu::SsdDims dims{1, yt.local[1] / k, nh, hp, g, n};
+  const SsdStepDims d = ssdStepDims(s, f, yt, dt, cm, kCorrectHeads);
+  const int64_t nh = d.nh, T = d.T, hp = d.hp, g = d.g, n = d.n, B = d.B;
+  const bool chunked = d.chunked;
+  const cpu::SsdDims dims = d.dims;
   std::vector<float> dtv(f.n(dt)), A(nh), ddt(f.n(dt)), dA(nh, 0.0f), scratch;
   cpu::ssd_prelude(f.f(dt), f.f(s.in[CDtBias]), f.f(s.in[CALog]), T, nh, dtv.data(), A.data());
   float *dinit, *dC;
