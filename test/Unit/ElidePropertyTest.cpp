@@ -51,9 +51,12 @@
 //   NeverMoreBytes  output bytes (analyze().commBytesPerRank) <= input bytes;
 //   RelayoutIsCheapestChain  relayoutBytes(a, b) is the cheapest
 //                   chain of relayouts from a to b, for every pair of layouts.
+//   RichWithinBound  at most 125 programs above the Tree optimum and at most
+//                   848,128 bytes sent by all outputs (what the pass reaches
+//                   today), so that a regression fails.
 // The pass does not claim the optimum over this space (docs/passes.md, "How
 // a move is priced and chosen", says where it cannot reach it), so how far
-// it is from the Tree and Steiner optima is measured, not asserted:
+// it is from the Tree and Steiner optima is bounded as above and measured:
 // ELIDE_PROPERTY_REPORT=1 runs ElideProperty.Report, which prints it
 // (bench/compile/elide_quality.sh; figures in docs/benchmarks.md).
 //
@@ -1675,6 +1678,34 @@ TEST(ElideProperty, NoneBelowTheBound) {
 }
 
 TEST(ElideProperty, Idempotent) { expectIdempotent(outcomes()); }
+
+// How close the pass comes to the optimum on the rich programs, where it
+// does not claim it (docs/passes.md, "Where it cannot reach the optimum"):
+// at most kRichAboveOptimum programs above the Tree optimum and at most
+// kRichOutputBytes sent by all outputs together (the figures the pass
+// reaches today, docs/benchmarks.md), so that any regression fails. Only
+// over the whole set: one seed alone has no bound.
+constexpr size_t kRichAboveOptimum = 125;
+constexpr int64_t kRichOutputBytes = 848128;
+
+TEST(ElideProperty, RichWithinBound) {
+  const auto &set = outcomes();
+  if (set.size() != kPrograms)
+    GTEST_SKIP() << "the bound is over all " << kPrograms << " programs";
+  auto above = select(set, [](const Outcome &o) {
+    return o.passOk && o.optimumBytes >= 0 && o.outputBytes > o.optimumBytes;
+  });
+  int64_t output = 0, optimum = 0;
+  for (const Outcome &o : set)
+    if (o.passOk && o.optimumBytes >= 0) {
+      output += o.outputBytes;
+      optimum += o.optimumBytes;
+    }
+  std::cout << above.size() << " of " << set.size() << " rich programs above the optimum; "
+            << output << " bytes sent against the optimum's " << optimum << "\n";
+  EXPECT_LE(above.size(), kRichAboveOptimum);
+  EXPECT_LE(output, kRichOutputBytes);
+}
 
 // The one-kind programs: the generator writes only valid programs, the
 // brute force prices them as analyze() does, and enough of them, of every
