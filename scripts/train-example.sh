@@ -2,7 +2,8 @@
 # Trains the example hybrid model nam56r-tiny (pattern AEMEAEMEAEMR: attention, MoE, Mamba-2 and
 # RG-LRU blocks) on 8 thread ranks, tp2·sp·cp2·dp2 with expert parallelism 2 folded onto the tp
 # ranks, on the byte dataset build/data/gpl3.bin, beside single-device training (--verify: every
-# step's loss and the final weights), with Megatron's warmup + cosine learning-rate schedule.
+# step's loss and the final weights, the single-device run routing tokens to the experts the
+# partitioned run chose), with Megatron's warmup + cosine learning-rate schedule.
 # Writes the training report (build/nam56r-tiny.train.report.json) and the loss curve
 # (build/nam56r-tiny.loss.svg) beside the forward report.
 #
@@ -27,6 +28,14 @@ if [ ! -f "$build/data/gpl3.bin" ]; then
   exit 2
 fi
 strategy=(--tp 2 --sp --cp 2 --dp 2 --ep 2)
+# The two runs sum in different orders and AdamW carries each step's rounding into the next: up to
+# 20 steps (the training matrix's length) everything agrees to --verify's 1e-4; a longer run is
+# held to 1e-3, within which 200 steps keep the loss (6e-6), the weights (4e-5, normwise), the
+# AdamW moments and the last logits (5e-4) (docs/training.md, "Long runs").
+tolerance=()
+if [ "$steps" -gt 20 ]; then
+  tolerance=(--rtol 1e-3)
+fi
 set -x
 "$build/bin/shardline-compile" "$root/examples/models/nam56r-tiny.json" "${strategy[@]}" --train \
   --emit report --report "$build/nam56r-tiny.train.report.json" | tail -n 2
@@ -34,4 +43,4 @@ set -x
   --emit plan -o "$build/nam56r-tiny.train.slp"
 "$build/bin/shardline-run" "$build/nam56r-tiny.train.slp" --train --steps "$steps" \
   --lr 1e-3 --lr-warmup-iters $((steps / 10)) --lr-decay-style cosine --min-lr 1e-4 \
-  --data "$build/data/gpl3.bin" --verify --loss-curve "$build/nam56r-tiny.loss.svg"
+  --data "$build/data/gpl3.bin" --verify "${tolerance[@]}" --loss-curve "$build/nam56r-tiny.loss.svg"
