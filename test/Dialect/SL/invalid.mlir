@@ -1341,9 +1341,9 @@ func.func @experts_result(%t: tensor<4x2x8x16xf32>, %g: tensor<4x16x32xf32>, %d:
 
 // -----
 
-func.func @experts_tokens_rank(%t: tensor<2x8x16xf32>, %g: tensor<4x16x32xf32>, %d: tensor<4x32x16xf32>) {
-  // expected-error @+1 {{'sl.moe_experts' op tokens must have rank 4, got 'tensor<2x8x16xf32>'}}
-  %e = sl.moe_experts %t, %g, %g, %d : (tensor<2x8x16xf32>, tensor<4x16x32xf32>, tensor<4x16x32xf32>, tensor<4x32x16xf32>) -> tensor<2x8x16xf32>
+func.func @experts_tokens_rank(%t: tensor<4x16xf32>, %g: tensor<4x16x32xf32>, %d: tensor<4x32x16xf32>) {
+  // expected-error @+1 {{'sl.moe_experts' op tokens must be [experts, rows..., hidden] with at least one row dimension, got 'tensor<4x16xf32>'}}
+  %e = sl.moe_experts %t, %g, %g, %d : (tensor<4x16xf32>, tensor<4x16x32xf32>, tensor<4x16x32xf32>, tensor<4x32x16xf32>) -> tensor<4x16xf32>
   return
 }
 

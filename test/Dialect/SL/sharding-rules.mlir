@@ -153,6 +153,31 @@ func.func @moe_training(%x: tensor<2x16x32xf32>, %w: tensor<2x16x2xf32>, %i: ten
   %dx = sl.moe_dispatch_grad %dt, %i : (tensor<4x2x16x32xf32>, tensor<2x16x2xi32>) -> tensor<2x16x32xf32>
   return %dl, %dx, %dw : tensor<2x16x4xf32>, tensor<2x16x32xf32>, tensor<2x16x2xf32>
 }
+// Capacity mode: batch and sequence keep their groups whole (granules: the
+// number of groups along each); the buffers [experts, Gb, Gs, C, h] share b
+// and s with the tokens, and the experts take rank-5 tokens with the capacity
+// rows free.
+func.func @moe_capacity(%x: tensor<2x16x32xf32>, %w: tensor<2x16x2xf32>, %i: tensor<2x16x2xi32>, %up: tensor<4x32x64xf32>, %down: tensor<4x64x32xf32>) -> (tensor<2x16x32xf32>, tensor<2x16x32xf32>, tensor<2x16x2xf32>) {
+  // CHECK: remark: sl.moe_capacity_slots: weights[b,s,k] indices[b,s,k] -> slots[b,s,k]; free: b (granule 2 batch groups),s (granule 4 sequence groups); whole: k; sequence: s{{$}}
+  %sl = sl.moe_capacity_slots %w, %i {experts = 4, capacity = 3, group = array<i64: 1, 4>, drop_policy = "probs"} : (tensor<2x16x2xf32>, tensor<2x16x2xi32>) -> tensor<2x16x2xi32>
+  // CHECK: remark: sl.moe_dispatch_capacity: x[b,s,h] indices[b,s,k] slots[b,s,k] -> result[experts,b,s,capacity,h]; free: b (granule 2 batch groups),s (granule 4 sequence groups),h; whole: experts,capacity,k; sequence: s{{$}}
+  %t = sl.moe_dispatch_capacity %x, %i, %sl {experts = 4, capacity = 3, group = array<i64: 1, 4>} : (tensor<2x16x32xf32>, tensor<2x16x2xi32>, tensor<2x16x2xi32>) -> tensor<4x2x4x3x32xf32>
+  // CHECK: remark: sl.moe_experts: tokens[experts,b,s,r3,h] gate[experts,h,f] up[experts,h,f] down[experts,f,h] -> result[experts,b,s,r3,h]; free: experts,b,s,r3; contracted: f; whole: h; sequence: s{{$}}
+  %e = sl.moe_experts %t, %up, %up, %down : (tensor<4x2x4x3x32xf32>, tensor<4x32x64xf32>, tensor<4x32x64xf32>, tensor<4x64x32xf32>) -> tensor<4x2x4x3x32xf32>
+  // CHECK: remark: sl.moe_combine_capacity: expert_out[experts,b,s,capacity,h] weights[b,s,k] indices[b,s,k] slots[b,s,k] -> result[b,s,h]; free: b (granule 2 batch groups),s (granule 4 sequence groups),h; whole: experts,capacity,k; partial: one; sequence: s{{$}}
+  %y = sl.moe_combine_capacity %e, %w, %i, %sl {group = array<i64: 1, 4>} : (tensor<4x2x4x3x32xf32>, tensor<2x16x2xf32>, tensor<2x16x2xi32>, tensor<2x16x2xi32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.moe_combine_capacity_grad: weights[b,s,k] indices[b,s,k] slots[b,s,k] dy[b,s,h] -> dexpert_out[experts,b,s,capacity,h]; free: b (granule 2 batch groups),s (granule 4 sequence groups),h; whole: experts,capacity,k; partial: one; sequence: s{{$}}
+  %de = sl.moe_combine_capacity_grad %w, %i, %sl, %x {experts = 4, capacity = 3, group = array<i64: 1, 4>} : (tensor<2x16x2xf32>, tensor<2x16x2xi32>, tensor<2x16x2xi32>, tensor<2x16x32xf32>) -> tensor<4x2x4x3x32xf32>
+  // CHECK: remark: sl.moe_combine_capacity_grad_weights: expert_out[experts,b,s,capacity,h] indices[b,s,k] slots[b,s,k] dy[b,s,h] -> dweights[b,s,k]; free: b (granule 2 batch groups),s (granule 4 sequence groups); contracted: h; whole: experts,capacity,k; partial: one; sequence: s{{$}}
+  %dw = sl.moe_combine_capacity_grad_weights %e, %i, %sl, %x {group = array<i64: 1, 4>} : (tensor<4x2x4x3x32xf32>, tensor<2x16x2xi32>, tensor<2x16x2xi32>, tensor<2x16x32xf32>) -> tensor<2x16x2xf32>
+  // CHECK: remark: sl.moe_experts_grad: tokens[experts,b,s,r3,h] gate[experts,h,f] up[experts,h,f] down[experts,f,h] dy[experts,b,s,r3,h] -> dtokens[experts,b,s,r3,h]; free: experts,b,s,r3; contracted: f; whole: h; sequence: s{{$}}
+  %dt = sl.moe_experts_grad %t, %up, %up, %down, %de : (tensor<4x2x4x3x32xf32>, tensor<4x32x64xf32>, tensor<4x32x64xf32>, tensor<4x64x32xf32>, tensor<4x2x4x3x32xf32>) -> tensor<4x2x4x3x32xf32>
+  // CHECK: remark: sl.moe_experts_grad_weights: tokens[experts,b,s,r3,h] gate[experts,h,f] up[experts,h,f] down[experts,f,h] dy[experts,b,s,r3,h] -> dgate[experts,h,f] dup[experts,h,f] ddown[experts,f,h]; free: experts,f; contracted: b,s,r3; whole: h; sequence: s{{$}}
+  %dg, %du, %dd = sl.moe_experts_grad_weights %t, %up, %up, %down, %de : (tensor<4x2x4x3x32xf32>, tensor<4x32x64xf32>, tensor<4x32x64xf32>, tensor<4x64x32xf32>, tensor<4x2x4x3x32xf32>) -> (tensor<4x32x64xf32>, tensor<4x32x64xf32>, tensor<4x64x32xf32>)
+  // CHECK: remark: sl.moe_dispatch_capacity_grad: dtokens[experts,b,s,capacity,h] indices[b,s,k] slots[b,s,k] -> dx[b,s,h]; free: b (granule 2 batch groups),s (granule 4 sequence groups),h; whole: experts,capacity,k; partial: one; sequence: s{{$}}
+  %dx = sl.moe_dispatch_capacity_grad %dt, %i, %sl {group = array<i64: 1, 4>} : (tensor<4x2x4x3x32xf32>, tensor<2x16x2xi32>, tensor<2x16x2xi32>) -> tensor<2x16x32xf32>
+  return %y, %dx, %dw : tensor<2x16x32xf32>, tensor<2x16x32xf32>, tensor<2x16x2xf32>
+}
 // The RG-LRU scan's backward over whole sequences, and from a state.
 func.func @recurrent_training(%x: tensor<2x16x32xf32>, %g: tensor<32xf32>, %s0: tensor<2x32xf32>) -> (tensor<2x16x32xf32>, tensor<32xf32>) {
   // CHECK: remark: sl.rglru_scan_grad: x[b,s,w] wa[w] ba[w] wx[w] bx[w] lambda[w] dy[b,s,w] -> dx[b,s,w]; free: b,w; sequence-mixing: s (state passing); sequence: s{{$}}

@@ -11,6 +11,64 @@ using namespace mlir;
 using namespace mlir::sl;
 using namespace mlir::sl::detail;
 
+/// The experts' weights: gate and up [experts, hidden, ffn], down [experts,
+/// ffn, hidden], for tokens [experts, rows..., hidden] (one row dimension or
+/// more).
+static LogicalResult checkExpertWeights(Operation *op, Value tokens, Value gate, Value down) {
+  if (shape(tokens).size() < 3)
+    return op->emitOpError("tokens must be [experts, rows..., hidden] with at least one row "
+                           "dimension, got ")
+           << tokens.getType();
+  if (failed(checkRank(op, gate, "gate", 3)) || failed(checkRank(op, down, "down", 3)))
+    return failure();
+  auto t = shape(tokens), g = shape(gate);
+  if (g[0] != t[0] || g[1] != t.back())
+    return op->emitOpError("gate must be [experts, hidden, ffn] = [")
+           << t[0] << ", " << t.back() << ", ffn], got [" << g[0] << ", " << g[1] << ", " << g[2]
+           << "]";
+  SmallVector<int64_t> want{g[0], g[2], g[1]};
+  if (shape(down) != ArrayRef<int64_t>(want))
+    return op->emitOpError("down must be [experts, ffn, hidden] = [")
+           << want[0] << ", " << want[1] << ", " << want[2] << "]";
+  return success();
+}
+
+/// The factors of sl.moe_experts on tokens of rank `rank` ([experts, rows...,
+/// hidden]); with `grad` 1 those of its tokens' gradient (dy added), with 2
+/// those of its weights' gradients: the rows contracted (split tokens leave
+/// pending sums) and the ffn dimension free. The first row dimension is b and
+/// the second the sequence, as in the dropless path's [experts, b, s, h] and
+/// capacity mode's [experts, Gb, Gs, C, h].
+static ShardingRule expertsRule(size_t rank, int grad) {
+  RuleBuilder r;
+  bool weights = grad == 2;
+  FactorKind rowKind = weights ? FactorKind::Contracted : FactorKind::Free;
+  int e = r.factor("experts");
+  std::vector<int> tokens{e};
+  for (size_t d = 1; d + 1 < rank; ++d) {
+    int f = d == 1 ? r.factor("b") : d == 2 ? r.seq() : r.factor("r" + std::to_string(d));
+    r.rule.factors[f].kind = rowKind;
+    tokens.push_back(f);
+  }
+  int h = r.factor("h", FactorKind::Whole),
+      f = r.factor("f", weights ? FactorKind::Free : FactorKind::Contracted);
+  tokens.push_back(h);
+  r.operand("tokens", tokens);
+  r.operand("gate", {e, h, f});
+  r.operand("up", {e, h, f});
+  r.operand("down", {e, f, h});
+  if (grad)
+    r.operand("dy", tokens);
+  if (weights) {
+    r.result("dgate", {e, h, f});
+    r.result("dup", {e, h, f});
+    r.result("ddown", {e, f, h});
+  } else {
+    r.result(grad ? "dtokens" : "result", tokens);
+  }
+  return r.rule;
+}
+
 LogicalResult RouterTopKOp::verify() {
   if (inPerRankProgram(*this))
     return success();
@@ -68,31 +126,12 @@ ShardingRule MoEDispatchOp::getShardingRule() {
 LogicalResult MoEExpertsOp::verify() {
   if (inPerRankProgram(*this))
     return success();
-  if (failed(verifyStaticAndElementTypes(*this)) ||
-      failed(checkRank(*this, getTokens(), "tokens", 4)) ||
-      failed(checkRank(*this, getGate(), "gate", 3)))
+  if (failed(verifyStaticAndElementTypes(*this)))
     return failure();
-  auto t = shape(getTokens());
-  auto g = shape(getGate());
-  if (g[0] != t[0] || g[1] != t[3])
-    return emitOpError("gate must be [experts, hidden, ffn]");
-  SmallVector<int64_t> down{g[0], g[2], g[1]};
-  if (shape(getDown()) != ArrayRef<int64_t>(down))
-    return emitOpError("down must be [experts, ffn, hidden]");
-  return success();
+  return checkExpertWeights(*this, getTokens(), getGate(), getDown());
 }
 
-ShardingRule MoEExpertsOp::getShardingRule() {
-  RuleBuilder r;
-  int e = r.factor("experts"), b = r.factor("b"), s = r.seq(), h = r.factor("h", FactorKind::Whole),
-      f = r.factor("f", FactorKind::Contracted);
-  r.operand("tokens", {e, b, s, h});
-  r.operand("gate", {e, h, f});
-  r.operand("up", {e, h, f});
-  r.operand("down", {e, f, h});
-  r.result("result", {e, b, s, h});
-  return r.rule;
-}
+ShardingRule MoEExpertsOp::getShardingRule() { return expertsRule(shape(getTokens()).size(), 0); }
 
 LogicalResult MoECombineOp::verify() {
   if (inPerRankProgram(*this))
@@ -119,6 +158,174 @@ ShardingRule MoECombineOp::getShardingRule() {
   r.operand("weights", {b, s, k});
   r.operand("indices", {b, s, k});
   r.result("result", {b, s, h});
+  r.rule.partial = PartialRule::One;
+  return r.rule;
+}
+
+//===----------------------------------------------------------------------===//
+// Capacity mode (docs/dialect.md, "Capacity groups")
+//===----------------------------------------------------------------------===//
+//
+// The per-token values [b, s, k] or [b, s, h] and the buffers [E, Gb, Gs, C, h]
+// share the factors b and s although their extents differ: a factor carries
+// no size, and its granule (the number of groups along it) keeps every rank's
+// groups whole, so a rank's tokens and its buffer rows describe the same
+// groups.
+
+/// Checks `group` = [rows, positions] against the tokens [b, s, ...] of
+/// `tokens` (named `tokensName`); returns the number of groups along each,
+/// {Gb, Gs}.
+static FailureOr<std::pair<int64_t, int64_t>> checkGroups(Operation *op, ArrayRef<int64_t> group,
+                                                          Value tokens, StringRef tokensName) {
+  if (group.size() != 2)
+    return op->emitOpError("group must be [rows, positions], got ") << group.size() << " values";
+  if (shape(tokens).size() < 2)
+    return op->emitOpError() << tokensName << " must be [batch, seq, ...], got "
+                             << tokens.getType();
+  auto t = shape(tokens);
+  static const char *const what[] = {"rows", "positions"};
+  static const char *const of[] = {"batch", "seq"};
+  for (unsigned d = 0; d < 2; ++d)
+    if (group[d] < 1 || t[d] % group[d] != 0)
+      return op->emitOpError("group ")
+             << what[d] << " (" << group[d] << ") must be positive and divide the " << of[d]
+             << " of " << tokensName << " (" << t[d] << ")";
+  return std::pair{t[0] / group[0], t[1] / group[1]};
+}
+
+/// `buffer` is [experts, Gb, Gs, capacity, hidden] for the groups `groups`
+/// and the tokens `tokens` [b, s, hidden]; experts and capacity are checked
+/// when given (> 0) and must be positive.
+static LogicalResult checkBuffer(Operation *op, Value buffer, StringRef name,
+                                 std::pair<int64_t, int64_t> groups, Value tokens,
+                                 StringRef tokensName, int64_t experts, int64_t capacity) {
+  if (failed(checkRank(op, buffer, name, 5)) || failed(checkRank(op, tokens, tokensName, 3)))
+    return failure();
+  std::string hidden = "hidden of " + tokensName.str();
+  if ((experts > 0 && failed(checkDim(op, buffer, name, 0, experts, "experts"))) ||
+      failed(checkDim(op, buffer, name, 1, groups.first, "batch groups")) ||
+      failed(checkDim(op, buffer, name, 2, groups.second, "sequence groups")) ||
+      (capacity > 0 && failed(checkDim(op, buffer, name, 3, capacity, "capacity"))) ||
+      failed(checkDim(op, buffer, name, 4, shape(tokens)[2], hidden)))
+    return failure();
+  if (shape(buffer)[0] < 1 || shape(buffer)[3] < 1)
+    return op->emitOpError() << name << " must have at least one expert and one row of capacity";
+  return success();
+}
+
+/// The routing values [b, s, k] (weights, indices, slots share one shape by
+/// the ops' traits) for the tokens `tokens`, checked like the dense path's.
+static LogicalResult checkRouting(Operation *op, Value routing, StringRef name, Value tokens,
+                                  StringRef tokensName, unsigned batchDim);
+
+/// The factors of capacity mode: b (granule Gb) and the sequence s (granule
+/// Gs) on the tokens and on the buffers' group dimensions, k whole and, with
+/// `buffers`, h (of `hKind`) and experts and capacity whole (-1 without).
+struct CapacityFactors {
+  int b, s, h = -1, e = -1, c = -1, k;
+};
+static CapacityFactors capacityFactors(RuleBuilder &r, ArrayRef<int64_t> group, Value tokens,
+                                       FactorKind hKind = FactorKind::Free, bool buffers = true) {
+  auto t = shape(tokens);
+  auto groups = [&](unsigned d) -> int64_t {
+    return group.size() == 2 && t.size() > d && group[d] > 0 ? t[d] / group[d] : 0;
+  };
+  CapacityFactors f;
+  f.b = r.factor("b", FactorKind::Free, groups(0));
+  r.rule.factors[f.b].granuleName = "batch groups";
+  f.s = r.seq();
+  r.rule.factors[f.s].granule = groups(1);
+  r.rule.factors[f.s].granuleName = "sequence groups";
+  if (buffers) {
+    f.h = r.factor("h", hKind);
+    f.e = r.factor("experts", FactorKind::Whole);
+    f.c = r.factor("capacity", FactorKind::Whole);
+  }
+  f.k = r.factor("k", FactorKind::Whole);
+  return f;
+}
+
+LogicalResult MoECapacitySlotsOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  if (failed(verifyStaticAndElementTypes(*this)) ||
+      failed(checkRank(*this, getWeights(), "weights", 3)) ||
+      failed(checkGroups(*this, getGroup(), getWeights(), "weights")))
+    return failure();
+  if (getExperts() < shape(getWeights())[2])
+    return emitOpError("experts (")
+           << getExperts() << ") must be at least k (" << shape(getWeights())[2] << ")";
+  if (getCapacity() < 1)
+    return emitOpError("capacity must be at least 1, got ") << getCapacity();
+  if (getDropPolicy() != "probs" && getDropPolicy() != "position")
+    return emitOpError("drop_policy must be \"probs\" or \"position\", got \"")
+           << getDropPolicy() << "\"";
+  return success();
+}
+
+ShardingRule MoECapacitySlotsOp::getShardingRule() {
+  RuleBuilder r;
+  CapacityFactors f = capacityFactors(r, getGroup(), getWeights(), FactorKind::Free, false);
+  r.operand("weights", {f.b, f.s, f.k});
+  r.operand("indices", {f.b, f.s, f.k});
+  r.result("slots", {f.b, f.s, f.k});
+  return r.rule;
+}
+
+LogicalResult MoEDispatchCapacityOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getX(), "x", 3)) ||
+      failed(checkRouting(*this, getIndices(), "indices", getX(), "x", 0)))
+    return failure();
+  if (getExperts() < shape(getIndices())[2])
+    return emitOpError("experts (")
+           << getExperts() << ") must be at least k (" << shape(getIndices())[2] << ")";
+  if (getCapacity() < 1)
+    return emitOpError("capacity must be at least 1, got ") << getCapacity();
+  FailureOr<std::pair<int64_t, int64_t>> groups = checkGroups(*this, getGroup(), getX(), "x");
+  if (failed(groups))
+    return failure();
+  return checkBuffer(*this, getResult(), "result", *groups, getX(), "x", getExperts(),
+                     getCapacity());
+}
+
+ShardingRule MoEDispatchCapacityOp::getShardingRule() {
+  RuleBuilder r;
+  CapacityFactors f = capacityFactors(r, getGroup(), getX());
+  r.operand("x", {f.b, f.s, f.h});
+  r.operand("indices", {f.b, f.s, f.k});
+  r.operand("slots", {f.b, f.s, f.k});
+  r.result("result", {f.e, f.b, f.s, f.c, f.h});
+  return r.rule;
+}
+
+LogicalResult MoECombineCapacityOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  if (failed(verifyStaticAndElementTypes(*this)) ||
+      failed(checkRank(*this, getResult(), "result", 3)) ||
+      failed(checkRouting(*this, getWeights(), "weights", getResult(), "result", 0)))
+    return failure();
+  FailureOr<std::pair<int64_t, int64_t>> groups =
+      checkGroups(*this, getGroup(), getResult(), "result");
+  if (failed(groups) || failed(checkBuffer(*this, getExpertOut(), "expert_out", *groups,
+                                           getResult(), "result", 0, 0)))
+    return failure();
+  if (shape(getExpertOut())[0] < shape(getWeights())[2])
+    return emitOpError("expert_out has ")
+           << shape(getExpertOut())[0] << " experts, fewer than k = " << shape(getWeights())[2];
+  return success();
+}
+
+ShardingRule MoECombineCapacityOp::getShardingRule() {
+  RuleBuilder r;
+  CapacityFactors f = capacityFactors(r, getGroup(), getResult());
+  r.operand("expert_out", {f.e, f.b, f.s, f.c, f.h});
+  r.operand("weights", {f.b, f.s, f.k});
+  r.operand("indices", {f.b, f.s, f.k});
+  r.operand("slots", {f.b, f.s, f.k});
+  r.result("result", {f.b, f.s, f.h});
   r.rule.partial = PartialRule::One;
   return r.rule;
 }
@@ -183,6 +390,40 @@ LogicalResult MoECombineOp::buildGradient(GradientBuilder &g) {
   return success();
 }
 
+// Capacity mode: the slots are integers computed from the weights only to
+// pick the kept rows, so no gradient passes through them; dispatch and combine
+// are each other's transposes as on the dropless path.
+
+LogicalResult MoEDispatchCapacityOp::buildGradient(GradientBuilder &g) {
+  FailureOr<Value> dtokens = g.resultGradient(0);
+  if (failed(dtokens) || !*dtokens)
+    return failure(failed(dtokens));
+  return g.give(0, g.buildOne("sl.moe_dispatch_capacity_grad", {*dtokens, getIndices(), getSlots()},
+                              getX(), g.attrsOf(*this, {"group"})));
+}
+
+LogicalResult MoECombineCapacityOp::buildGradient(GradientBuilder &g) {
+  FailureOr<Value> dy = g.resultGradient(0);
+  if (failed(dy) || !*dy)
+    return failure(failed(dy));
+  auto buffer = shape(getExpertOut());
+  Builder b(getContext());
+  SmallVector<NamedAttribute> attrs{b.getNamedAttr("experts", b.getI64IntegerAttr(buffer[0])),
+                                    b.getNamedAttr("capacity", b.getI64IntegerAttr(buffer[3])),
+                                    b.getNamedAttr("group", getGroupAttr())};
+  if (g.needsGradient(0) &&
+      failed(g.give(0, g.buildOne("sl.moe_combine_capacity_grad",
+                                  {getWeights(), getIndices(), getSlots(), *dy}, getExpertOut(),
+                                  attrs))))
+    return failure();
+  if (g.needsGradient(1) &&
+      failed(g.give(1, g.buildOne("sl.moe_combine_capacity_grad_weights",
+                                  {getExpertOut(), getIndices(), getSlots(), *dy}, getWeights(),
+                                  g.attrsOf(*this, {"group"})))))
+    return failure();
+  return success();
+}
+
 //===----------------------------------------------------------------------===//
 // Backward ops
 //===----------------------------------------------------------------------===//
@@ -209,23 +450,6 @@ static LogicalResult checkSlabs(Operation *op, Value slabs, StringRef name, Valu
   for (unsigned i = 0; i < 3; ++i)
     if (failed(checkDim(op, slabs, name, i + 1, shape(tokens)[i], what[i] + tokensName.str())))
       return failure();
-  return success();
-}
-
-/// The experts' weights: gate and up [experts, hidden, ffn], down [experts,
-/// ffn, hidden], for tokens [experts, b, s, hidden].
-static LogicalResult checkExpertWeights(Operation *op, Value tokens, Value gate, Value down) {
-  if (failed(checkRank(op, tokens, "tokens", 4)) || failed(checkRank(op, gate, "gate", 3)))
-    return failure();
-  auto t = shape(tokens), g = shape(gate);
-  if (g[0] != t[0] || g[1] != t[3])
-    return op->emitOpError("gate must be [experts, hidden, ffn] = [")
-           << t[0] << ", " << t[3] << ", ffn], got [" << g[0] << ", " << g[1] << ", " << g[2]
-           << "]";
-  SmallVector<int64_t> want{g[0], g[2], g[1]};
-  if (shape(down) != ArrayRef<int64_t>(want))
-    return op->emitOpError("down must be [experts, ffn, hidden] = [")
-           << want[0] << ", " << want[1] << ", " << want[2] << "]";
   return success();
 }
 
@@ -281,31 +505,9 @@ LogicalResult MoEExpertsGradOp::verify() {
   return checkExpertWeights(*this, getTokens(), getGate(), getDown());
 }
 
-/// sl.moe_experts' factors; with `weights`, the gradients of the weights: the
-/// tokens contracted and the ffn dimension free.
-static ShardingRule expertsGradRule(bool weights) {
-  RuleBuilder r;
-  int e = r.factor("experts"), b = r.factor("b"), s = r.seq(), h = r.factor("h", FactorKind::Whole),
-      f = r.factor("f", weights ? FactorKind::Free : FactorKind::Contracted);
-  if (weights)
-    for (int token : {b, s})
-      r.rule.factors[token].kind = FactorKind::Contracted;
-  r.operand("tokens", {e, b, s, h});
-  r.operand("gate", {e, h, f});
-  r.operand("up", {e, h, f});
-  r.operand("down", {e, f, h});
-  r.operand("dy", {e, b, s, h});
-  if (weights) {
-    r.result("dgate", {e, h, f});
-    r.result("dup", {e, h, f});
-    r.result("ddown", {e, f, h});
-  } else {
-    r.result("dtokens", {e, b, s, h});
-  }
-  return r.rule;
+ShardingRule MoEExpertsGradOp::getShardingRule() {
+  return expertsRule(shape(getTokens()).size(), 1);
 }
-
-ShardingRule MoEExpertsGradOp::getShardingRule() { return expertsGradRule(false); }
 
 LogicalResult MoEExpertsGradWeightsOp::verify() {
   if (inPerRankProgram(*this))
@@ -315,7 +517,9 @@ LogicalResult MoEExpertsGradWeightsOp::verify() {
   return checkExpertWeights(*this, getTokens(), getGate(), getDown());
 }
 
-ShardingRule MoEExpertsGradWeightsOp::getShardingRule() { return expertsGradRule(true); }
+ShardingRule MoEExpertsGradWeightsOp::getShardingRule() {
+  return expertsRule(shape(getTokens()).size(), 2);
+}
 
 LogicalResult MoECombineGradOp::verify() {
   if (inPerRankProgram(*this))
@@ -359,6 +563,80 @@ ShardingRule MoECombineGradWeightsOp::getShardingRule() {
   r.operand("indices", {b, s, k});
   r.operand("dy", {b, s, h});
   r.result("dweights", {b, s, k});
+  r.rule.partial = PartialRule::One;
+  return r.rule;
+}
+
+LogicalResult MoEDispatchCapacityGradOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getDx(), "dx", 3)) ||
+      failed(checkRouting(*this, getIndices(), "indices", getDx(), "dx", 0)))
+    return failure();
+  FailureOr<std::pair<int64_t, int64_t>> groups = checkGroups(*this, getGroup(), getDx(), "dx");
+  return failure(failed(groups) ||
+                 failed(checkBuffer(*this, getDtokens(), "dtokens", *groups, getDx(), "dx", 0, 0)));
+}
+
+ShardingRule MoEDispatchCapacityGradOp::getShardingRule() {
+  RuleBuilder r;
+  CapacityFactors f = capacityFactors(r, getGroup(), getDx());
+  r.operand("dtokens", {f.e, f.b, f.s, f.c, f.h});
+  r.operand("indices", {f.b, f.s, f.k});
+  r.operand("slots", {f.b, f.s, f.k});
+  r.result("dx", {f.b, f.s, f.h});
+  r.rule.partial = PartialRule::One;
+  return r.rule;
+}
+
+LogicalResult MoECombineCapacityGradOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getDy(), "dy", 3)) ||
+      failed(checkRouting(*this, getWeights(), "weights", getDy(), "dy", 0)))
+    return failure();
+  if (getExperts() < shape(getWeights())[2])
+    return emitOpError("experts (")
+           << getExperts() << ") must be at least k (" << shape(getWeights())[2] << ")";
+  if (getCapacity() < 1)
+    return emitOpError("capacity must be at least 1, got ") << getCapacity();
+  FailureOr<std::pair<int64_t, int64_t>> groups = checkGroups(*this, getGroup(), getDy(), "dy");
+  return failure(failed(groups) ||
+                 failed(checkBuffer(*this, getDexpertOut(), "dexpert_out", *groups, getDy(), "dy",
+                                    getExperts(), getCapacity())));
+}
+
+ShardingRule MoECombineCapacityGradOp::getShardingRule() {
+  RuleBuilder r;
+  CapacityFactors f = capacityFactors(r, getGroup(), getDy());
+  r.operand("weights", {f.b, f.s, f.k});
+  r.operand("indices", {f.b, f.s, f.k});
+  r.operand("slots", {f.b, f.s, f.k});
+  r.operand("dy", {f.b, f.s, f.h});
+  r.result("dexpert_out", {f.e, f.b, f.s, f.c, f.h});
+  r.rule.partial = PartialRule::One;
+  return r.rule;
+}
+
+LogicalResult MoECombineCapacityGradWeightsOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getDy(), "dy", 3)) ||
+      failed(checkRouting(*this, getIndices(), "indices", getDy(), "dy", 0)))
+    return failure();
+  FailureOr<std::pair<int64_t, int64_t>> groups = checkGroups(*this, getGroup(), getDy(), "dy");
+  return failure(failed(groups) || failed(checkBuffer(*this, getExpertOut(), "expert_out", *groups,
+                                                      getDy(), "dy", 0, 0)));
+}
+
+ShardingRule MoECombineCapacityGradWeightsOp::getShardingRule() {
+  RuleBuilder r;
+  CapacityFactors f = capacityFactors(r, getGroup(), getDy(), FactorKind::Contracted);
+  r.operand("expert_out", {f.e, f.b, f.s, f.c, f.h});
+  r.operand("indices", {f.b, f.s, f.k});
+  r.operand("slots", {f.b, f.s, f.k});
+  r.operand("dy", {f.b, f.s, f.h});
+  r.result("dweights", {f.b, f.s, f.k});
   r.rule.partial = PartialRule::One;
   return r.rule;
 }

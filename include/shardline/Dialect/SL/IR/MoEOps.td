@@ -34,10 +34,13 @@ def SL_MoEDispatchOp : SL_ComputeOp<"moe_dispatch", [], [], SL_Differentiable> {
 def SL_MoEExpertsOp : SL_ComputeOp<"moe_experts",
     [AllShapesMatch<["gate", "up"]>, AllShapesMatch<["tokens", "result"]>], [],
     SL_Differentiable> {
-  let summary = "SwiGLU experts: down_e(silu(x gate_e) * (x up_e)) per expert slot";
+  let summary = "SwiGLU experts: down_e(silu(x gate_e) * (x up_e)) per expert row";
   let description = [{
-    tokens [E, b, s, h], gate, up [E, h, f], down [E, f, h] -> [E, b, s, h].
-    Rule: E free (expert parallel), b, s free, f contracted, h whole.
+    tokens [E, r1, ..., rn, h] (n >= 1 row dimensions: [E, b, s, h] on the
+    dropless path, [E, Gb, Gs, C, h] in capacity mode), gate, up [E, h, f],
+    down [E, f, h] -> the tokens' shape. Every row of expert e is one token.
+    Rule: E free (expert parallel), every row dimension free (the first is
+    b, the second the sequence), f contracted, h whole.
   }];
   let arguments = (ins SL_FloatTensor:$tokens, SL_FloatTensor:$gate, SL_FloatTensor:$up,
                    SL_FloatTensor:$down);
@@ -53,6 +56,70 @@ def SL_MoECombineOp : SL_ComputeOp<"moe_combine", [], [], SL_Differentiable> {
   }];
   let arguments = (ins SL_FloatTensor:$expert_out, SL_FloatTensor:$weights,
                    SL_IndexTensor:$indices);
+  let results = (outs SL_FloatTensor:$result);
+}
+
+//===----------------------------------------------------------------------===//
+// Capacity mode (docs/dialect.md, "Capacity groups"). The tokens are cut into
+// groups of `group` = [rows, positions] consecutive batch rows x sequence
+// positions of the global token grid; each group sends at most `capacity` (C)
+// rows to each expert, so the buffers are [E, Gb, Gs, C, h] with
+// Gb = b / rows and Gs = s / positions, whatever the routing. A split of b or s
+// keeps groups whole (the factors' granules are Gb and Gs).
+//===----------------------------------------------------------------------===//
+
+def SL_MoECapacitySlotsOp : SL_ComputeOp<"moe_capacity_slots",
+    [AllShapesMatch<["weights", "indices", "slots"]>]> {
+  let summary = "Capacity mode: the buffer row of each routed choice, or -1 when dropped";
+  let description = [{
+    weights [b, s, k] (the router's renormalised top-k weights), indices
+    [b, s, k] -> slots [b, s, k] (i32). slots[b, s, j] is the row that choice
+    j of token (b, s) takes in expert indices[b, s, j]'s buffer of its group,
+    in [0, capacity), or -1 when the choice is dropped. Within a group, an
+    expert's candidates are the (token, j) that chose it, ordered by position
+    (tokens row-major over the group, then j). `drop_policy` "position" keeps
+    the first `capacity` candidates; "probs" keeps the `capacity` with the
+    largest weight (ties: the earlier position). Either way the kept rows
+    take slots 0, 1, ... in position order. Not differentiable: the weights
+    only pick which rows are kept. Rule: b free (granule Gb), s the
+    sequence (granule Gs), k whole; nonlinear.
+  }];
+  let arguments = (ins SL_FloatTensor:$weights, SL_IndexTensor:$indices, I64Attr:$experts,
+                   I64Attr:$capacity, DenseI64ArrayAttr:$group, StrAttr:$drop_policy);
+  let results = (outs SL_IndexTensor:$slots);
+}
+
+def SL_MoEDispatchCapacityOp : SL_ComputeOp<"moe_dispatch_capacity",
+    [AllShapesMatch<["indices", "slots"]>], [], SL_Differentiable> {
+  let summary = "Capacity mode: dispatch of the kept rows into per-group expert buffers";
+  let description = [{
+    x [b, s, h], indices, slots [b, s, k] -> [experts, Gb, Gs, capacity, h]:
+    result[e, gb, gs, c] = x[token] for the kept choice (token, j) of group
+    (gb, gs) with indices = e and slots = c, zeros in the rows no choice took.
+    Rule: b (granule Gb) on dimension 0 of x, indices, slots and dimension 1
+    of the result; s, the sequence (granule Gs), on their dimension 1 and
+    the result's dimension 2; h free; experts and capacity whole here (an
+    all-to-all over the expert group then splits the experts); k whole.
+  }];
+  let arguments = (ins SL_FloatTensor:$x, SL_IndexTensor:$indices, SL_IndexTensor:$slots,
+                   I64Attr:$experts, I64Attr:$capacity, DenseI64ArrayAttr:$group);
+  let results = (outs SL_FloatTensor:$result);
+}
+
+def SL_MoECombineCapacityOp : SL_ComputeOp<"moe_combine_capacity",
+    [AllShapesMatch<["weights", "indices", "slots"]>], [], SL_Differentiable> {
+  let summary = "Capacity mode: weighted sum of each token's kept expert rows";
+  let description = [{
+    expert_out [E, Gb, Gs, C, h], weights, indices, slots [b, s, k] ->
+    [b, s, h]: y[token] = sum over j with slots != -1 of weights[token, j] *
+    expert_out[indices[token, j], gb, gs, slots[token, j]], (gb, gs) the
+    token's group. A dropped choice adds nothing (the residual carries the
+    token). Rule: the mirror of sl.moe_dispatch_capacity (b granule Gb, s
+    the sequence with granule Gs, h free, E and C whole, k whole); linear in
+    each of expert_out and weights.
+  }];
+  let arguments = (ins SL_FloatTensor:$expert_out, SL_FloatTensor:$weights,
+                   SL_IndexTensor:$indices, SL_IndexTensor:$slots, DenseI64ArrayAttr:$group);
   let results = (outs SL_FloatTensor:$result);
 }
 
@@ -97,8 +164,9 @@ def SL_MoEExpertsGradOp : SL_ComputeOp<"moe_experts_grad",
     Per expert e and row x, with g = x gate_e, u = x up_e, a = silu(g) * u
     and da = dy down_e^T (the forward recomputed):
     dtokens = (da * u * silu'(g)) gate_e^T + (da * silu(g)) up_e^T.
-    Rule: as sl.moe_experts (experts free, b, s free, h whole, f
-    contracted); nonlinear.
+    tokens and dy have sl.moe_experts' shapes (n >= 1 row dimensions).
+    Rule: as sl.moe_experts (experts free, every row dimension free, h
+    whole, f contracted); nonlinear.
   }];
   let arguments = (ins SL_FloatTensor:$tokens, SL_FloatTensor:$gate, SL_FloatTensor:$up,
                    SL_FloatTensor:$down, SL_FloatTensor:$dy);
@@ -112,7 +180,8 @@ def SL_MoEExpertsGradWeightsOp : SL_ComputeOp<"moe_experts_grad_weights",
   let description = [{
     With g, u, a and da as in sl.moe_experts_grad, summed over the rows
     (tokens) of each expert: ddown_e = a^T dy, dgate_e = x^T (da * u *
-    silu'(g)), dup_e = x^T (da * silu(g)). Rule: experts free, b, s
+    silu'(g)), dup_e = x^T (da * silu(g)). tokens and dy have
+    sl.moe_experts' shapes. Rule: experts free, every row dimension
     contracted (split tokens leave pending sums), h whole, f free;
     nonlinear.
   }];
@@ -146,6 +215,53 @@ def SL_MoECombineGradWeightsOp : SL_ComputeOp<"moe_combine_grad_weights",
     operand.
   }];
   let arguments = (ins SL_FloatTensor:$expert_out, SL_IndexTensor:$indices, SL_FloatTensor:$dy);
+  let results = (outs SL_FloatTensor:$dweights);
+}
+
+def SL_MoEDispatchCapacityGradOp : SL_ComputeOp<"moe_dispatch_capacity_grad",
+    [AllShapesMatch<["indices", "slots"]>]> {
+  let summary = "Gradient of sl.moe_dispatch_capacity: each token's kept rows summed back";
+  let description = [{
+    dtokens [E, Gb, Gs, C, h], indices, slots [b, s, k] -> dx [b, s, h]:
+    dx[token] = sum over kept j of dtokens[indices[j], gb, gs, slots[j]].
+    Rule: as sl.moe_dispatch_capacity (b granule Gb, s sequence granule Gs,
+    h free, E and C whole, so split experts come back by the reverse
+    all-to-all); linear in dtokens.
+  }];
+  let arguments = (ins SL_FloatTensor:$dtokens, SL_IndexTensor:$indices, SL_IndexTensor:$slots,
+                   DenseI64ArrayAttr:$group);
+  let results = (outs SL_FloatTensor:$dx);
+}
+
+def SL_MoECombineCapacityGradOp : SL_ComputeOp<"moe_combine_capacity_grad",
+    [AllShapesMatch<["weights", "indices", "slots"]>]> {
+  let summary = "Gradient of sl.moe_combine_capacity with respect to the expert outputs";
+  let description = [{
+    weights, indices, slots [b, s, k], dy [b, s, h] -> dexpert_out
+    [experts, Gb, Gs, capacity, h]: weights[j] * dy[token] at (indices[j],
+    gb, gs, slots[j]) for each kept j, zeros elsewhere. Rule: as
+    sl.moe_combine_capacity (E and C whole, so the reverse all-to-all splits
+    the experts); linear in dy.
+  }];
+  let arguments = (ins SL_FloatTensor:$weights, SL_IndexTensor:$indices, SL_IndexTensor:$slots,
+                   SL_FloatTensor:$dy, I64Attr:$experts, I64Attr:$capacity,
+                   DenseI64ArrayAttr:$group);
+  let results = (outs SL_FloatTensor:$dexpert_out);
+}
+
+def SL_MoECombineCapacityGradWeightsOp : SL_ComputeOp<"moe_combine_capacity_grad_weights",
+    [AllShapesMatch<["indices", "slots", "dweights"]>]> {
+  let summary = "Gradient of sl.moe_combine_capacity with respect to the routing weights";
+  let description = [{
+    expert_out [E, Gb, Gs, C, h], indices, slots [b, s, k], dy [b, s, h] ->
+    dweights [b, s, k]: the dot product over h of expert_out[indices[j], gb,
+    gs, slots[j]] and dy[token] for each kept j, 0 for a dropped one.
+    Rule: b granule Gb, s sequence granule Gs, E, C and k whole, h
+    contracted (split channels leave a pending sum); linear in each of
+    expert_out and dy.
+  }];
+  let arguments = (ins SL_FloatTensor:$expert_out, SL_IndexTensor:$indices,
+                   SL_IndexTensor:$slots, SL_FloatTensor:$dy, DenseI64ArrayAttr:$group);
   let results = (outs SL_FloatTensor:$dweights);
 }
 
