@@ -289,13 +289,30 @@ std::optional<ModelSpec> shardline::parseModelSpec(llvm::StringRef text, llvm::S
   findDuplicateKeys(text, file, errors);
   if (errors.size() != parsedErrors)
     return std::nullopt;
-  const Object *root = parsed->getAsObject();
+  Object *root = parsed->getAsObject();
   if (!root) {
     errors.push_back(file.str() + ": the model spec must be a JSON object");
     return std::nullopt;
   }
   size_t before = errors.size();
   SpecReader r(spec, errors);
+  // Flags that set keys of a family's section write them into the section
+  // before the family reads it, so the family checks them like the spec's own
+  // keys and its messages name the flag.
+  auto setKey = [&](llvm::StringRef section, llvm::StringRef key, auto value, const char *flag) {
+    if (!value)
+      return;
+    std::string path = (section + "." + key).str();
+    spec.fromFlags.emplace_back(path, flag);
+    Object *o = root->getObject(section);
+    if (!o) {
+      r.error(path, "the spec has no \"" + section + "\" section for --" + flag + " to set");
+      return;
+    }
+    (*o)[key] = *value;
+  };
+  setKey("moe", "capacity_factor", ov.moeCapacityFactor, "moe-expert-capacity-factor");
+  setKey("moe", "token_drop_policy", ov.moeTokenDropPolicy, "moe-token-drop-policy");
   // The root's keys: the model's own, one section per family, the strategy.
   llvm::SmallVector<llvm::StringRef> rootKeys{"name", "pattern", "vocab", "hidden",
                                               "seq",  "batch",   "dtype", "norm_eps"};

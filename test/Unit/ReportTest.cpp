@@ -424,3 +424,103 @@ TEST_F(ReportTest, ArenaKeepsLiveValuesApart) {
       EXPECT_FALSE(together && sharing) << "values " << a << " and " << b;
     }
 }
+
+namespace {
+/// One MoE block of `experts` experts, top-2, hidden 32, on [4, 64] tokens;
+/// `factor` 0 is the dropless path.
+std::string moeModel(int64_t experts, double factor) {
+  std::string capacity = factor > 0 ? R"(, "capacity_factor": )" + std::to_string(factor) : "";
+  return R"({"name": "e", "pattern": "E", "vocab": 64, "hidden": 32, "seq": 64, "batch": 4,
+    "moe": {"experts": )" +
+         std::to_string(experts) + R"(, "top_k": 2, "ffn_hidden": 64)" + capacity + "}}";
+}
+
+int64_t moeAllToAllBytes(const Report &r) {
+  int64_t total = 0;
+  for (const auto &c : r.collectives)
+    if (c.op == "all_to_all" && c.family == "E" && !c.backward)
+      total += c.bytesPerRank;
+  return total;
+}
+
+int64_t blockPeak(const Report &r, const std::string &family) {
+  for (const auto &b : r.blocks)
+    if (b.family == family)
+      return b.peakLiveBytes;
+  return -1;
+}
+} // namespace
+
+// Capacity mode: the dispatch and the return each send (ep-1)/ep of the
+// rank's buffers, experts * C rows per local group, which is F * top_k times
+// its tokens when the capacity divides exactly: 4 x 64 tokens, hidden 32,
+// f32, 8 experts, top-2, F = 1.25, every group 32 tokens, C = 10. Where the
+// expert group takes axes from two buffer dimensions (dp from the batch
+// groups, cp from the sequence groups) an all-to-all joins one dimension at a
+// time, so the exchange takes one hop per dimension, each sending (n-1)/n.
+TEST_F(ReportTest, CapacityAllToAllBytesAreExact) {
+  struct Case {
+    const char *what;
+    ParallelOverrides ov;
+    /// The group size of each all-to-all hop one way.
+    std::vector<int64_t> hops;
+    int64_t localTokens, localGroups;
+  };
+  auto strategy = [](int64_t dp, int64_t cp, int64_t tp, int64_t ep) {
+    ParallelOverrides ov;
+    ov.dp = dp;
+    ov.cp = cp;
+    ov.tp = tp;
+    ov.sp = tp > 1;
+    ov.ep = ep;
+    return ov;
+  };
+  std::vector<Case> cases = {
+      // cp 4 in zigzag order: two runs of 8 positions per rank.
+      {"ep over cp", strategy(1, 4, 1, 4), {4}, 64, 2},
+      {"ep over cp*tp under sp", strategy(1, 2, 2, 4), {4}, 64, 2},
+      // ep 2 cuts cp 4 into cp_outer x cp_inner.
+      {"ep cutting cp", strategy(1, 4, 1, 2), {2}, 64, 2},
+      {"ep over dp*cp", strategy(2, 2, 1, 4), {2, 2}, 64, 2},
+  };
+  const int64_t experts = 8, capacity = 10, h = 32, bytes = 4;
+  for (const Case &c : cases) {
+    SCOPED_TRACE(c.what);
+    Report r = compile(moeModel(experts, 1.25), c.ov);
+    int64_t sent = moeAllToAllBytes(r);
+    int64_t buffer = experts * capacity * c.localGroups * h * bytes;
+    // F * top_k * local tokens * h * bytes, F = 5/4: the buffers are exactly
+    // F * top_k rows per token.
+    EXPECT_EQ(buffer * 4, 5 * 2 * c.localTokens * h * bytes);
+    int64_t expected = 0;
+    for (int64_t n : c.hops)
+      expected += 2 * (n - 1) * buffer / n;
+    EXPECT_EQ(sent, expected);
+    if (c.hops.size() == 1) {
+      int64_t ep = c.hops[0];
+      EXPECT_EQ(sent * ep * 4, 2 * (ep - 1) * 5 * 2 * c.localTokens * h * bytes);
+    }
+  }
+}
+
+// The dispatched buffers hold F * top_k rows per token whatever the number of
+// experts, so the E block's peak grows only by the router's logits, [b, s,
+// experts] per rank; the dropless slabs grow with experts x tokens.
+TEST_F(ReportTest, CapacityPeakDoesNotGrowWithExperts) {
+  ParallelOverrides ov;
+  ov.cp = 2;
+  ov.ep = 2;
+  // 32 local tokens per group, top-2, F = 2: C = 16 for 8 experts, 4 for 32.
+  int64_t capacity8 = blockPeak(compile(moeModel(8, 2), ov), "E");
+  int64_t capacity32 = blockPeak(compile(moeModel(32, 2), ov), "E");
+  int64_t dense8 = blockPeak(compile(moeModel(8, 0), ov), "E");
+  int64_t dense32 = blockPeak(compile(moeModel(32, 0), ov), "E");
+  ASSERT_GT(capacity8, 0);
+  // The logits of 128 local tokens, 24 more experts, f32, and the softmax
+  // beside them at most.
+  const int64_t logitsGrowth = 2 * 128 * 24 * 4;
+  EXPECT_LE(capacity32, capacity8 + logitsGrowth)
+      << "capacity 8: " << capacity8 << ", 32: " << capacity32;
+  EXPECT_GT(dense32, 3 * dense8) << "dense 8: " << dense8 << ", 32: " << dense32;
+  EXPECT_LT(capacity32, dense32);
+}

@@ -8,6 +8,7 @@
 #include "shardline/Analysis/Report.h"
 #include "shardline/Dialect/SL/Transforms/Passes.h"
 #include "shardline/InitAll.h"
+#include "shardline/Model/BlockFamily.h"
 #include "shardline/Model/ModelSpec.h"
 #include "shardline/Plan/EmitPlan.h"
 
@@ -130,10 +131,26 @@ cl::opt<int64_t> dp("data-parallel-size",
                     cl::cat(parallelCategory));
 cl::alias dpA("dp", cl::desc("Alias for --data-parallel-size"), cl::aliasopt(dp));
 
+cl::opt<double> moeCapacityFactor(
+    "moe-expert-capacity-factor",
+    cl::desc("Capacity mode of the MoE dispatch (sets moe.capacity_factor), as Megatron runs it "
+             "with --moe-pad-expert-input-to-capacity: each group of tokens a rank holds sends "
+             "at most ceil(F * top_k * tokens / experts) rows to each expert, in buffers "
+             "always padded to that; the rest are dropped (the residual carries them). "
+             "Without it the dispatch is dropless"),
+    cl::value_desc("F"), cl::cat(parallelCategory));
+cl::opt<std::string>
+    moeTokenDropPolicy("moe-token-drop-policy",
+                       cl::desc("Which rows capacity mode keeps (sets moe.token_drop_policy): "
+                                "probs (default; the largest routing weights) | position (the "
+                                "first tokens of the group)"),
+                       cl::cat(parallelCategory));
+
 bool anyParallelFlag() {
   return tp.getNumOccurrences() || sp.getNumOccurrences() || cp.getNumOccurrences() ||
          cpComm.getNumOccurrences() || cpOrder.getNumOccurrences() || ep.getNumOccurrences() ||
-         dp.getNumOccurrences();
+         dp.getNumOccurrences() || moeCapacityFactor.getNumOccurrences() ||
+         moeTokenDropPolicy.getNumOccurrences();
 }
 
 shardline::ParallelOverrides overrides() {
@@ -152,6 +169,10 @@ shardline::ParallelOverrides overrides() {
     o.ep = ep;
   if (dp.getNumOccurrences())
     o.dp = dp;
+  if (moeCapacityFactor.getNumOccurrences())
+    o.moeCapacityFactor = moeCapacityFactor;
+  if (moeTokenDropPolicy.getNumOccurrences())
+    o.moeTokenDropPolicy = moeTokenDropPolicy;
   return o;
 }
 
@@ -182,6 +203,11 @@ void printSummary(ModuleOp module, const shardline::ModelSpec *spec,
       os << "experts: ep=" << p.ep << " folded onto " << shardline::formatAxes(group)
          << ", expert-data ranks " << shardline::formatAxes(data) << "\n";
     }
+    for (const shardline::BlockFamily *f : shardline::blockFamilies())
+      if (const shardline::FamilySection *s = spec->section(f->letter());
+          s && spec->pattern.find(f->letter()) != std::string::npos)
+        if (std::string line = f->summary(*s, *spec); !line.empty())
+          os << line << "\n";
   }
   shardline::Mesh m;
   if (mesh) {

@@ -151,6 +151,12 @@ public:
   virtual double largestTensor(const FamilySection &section, const ModelSpec &spec) const {
     return 0;
   }
+  /// A line for `shardline-compile --emit summary` on how the block runs
+  /// under the spec's strategy ("experts: capacity factor 1.25, ..."); empty
+  /// when the sizes say all there is.
+  virtual std::string summary(const FamilySection &section, const ModelSpec &spec) const {
+    return "";
+  }
   /// Builds the block's mixer from the normalised stream `x` ([batch, seq,
   /// hidden]) to its output of the same shape; the importer adds the residual.
   virtual mlir::Value build(BlockBuilder &b, const FamilySection &section, mlir::Value x) const = 0;

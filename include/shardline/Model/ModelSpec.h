@@ -89,11 +89,16 @@ struct StrategyMesh {
 /// divisor of the next one (the message lists the sizes that fold).
 std::optional<StrategyMesh> foldStrategyMesh(const ParallelSpec &p, std::string &error);
 
-/// Command-line values that override the spec's "parallel" section.
+/// Command-line values that override the spec's "parallel" section, and
+/// Megatron's MoE dispatch flags, which override keys of its "moe" section:
+/// --moe-expert-capacity-factor sets moe.capacity_factor and
+/// --moe-token-drop-policy moe.token_drop_policy.
 struct ParallelOverrides {
   std::optional<int64_t> dp, tp, cp, ep;
   std::optional<bool> sp;
   std::optional<std::string> cpComm, cpOrder;
+  std::optional<double> moeCapacityFactor;
+  std::optional<std::string> moeTokenDropPolicy;
 };
 
 struct ModelSpec {

@@ -2,11 +2,19 @@
 //
 // Router (linear, softmax, top-k), dispatch of the routed rows, SwiGLU
 // experts (experts over the expert group ep folds onto), weighted combine.
+// Dropless by default: every token reaches every expert it chose, through the
+// dense [experts, b, s, h] slabs. With a capacity factor (Megatron's
+// --moe-expert-capacity-factor with padded buffers) each group of tokens a
+// rank holds sends at most C rows to each expert, in [experts, Gb, Gs, C, h]
+// buffers whose size no longer grows with experts x tokens.
 //
 //===----------------------------------------------------------------------===//
 
 #include "shardline/Dialect/SL/IR/SL.h"
 #include "shardline/Model/BlockFamily.h"
+
+#include <cmath>
+#include <sstream>
 
 using namespace mlir;
 using namespace shardline;
@@ -15,18 +23,54 @@ namespace {
 
 struct MoESection : FamilySection {
   int64_t experts = 0, topK = 0, ffnHidden = 0;
+  /// 0: dropless (the dense dispatch).
+  double capacityFactor = 0;
+  /// "probs" or "position"; empty when the spec names none.
+  std::string dropPolicy;
 };
+
+/// Capacity mode's token groups (docs/dialect.md, "Capacity groups"): one
+/// group per contiguous run of tokens a rank holds in the MoE layer, so that
+/// the capacity is Megatron's over a rank's local tokens and yet a property
+/// of the program, the same in the single-device run.
+struct CapacityPlan {
+  int64_t rows = 0, positions = 0, capacity = 0;
+};
+
+CapacityPlan capacityPlan(const MoESection &e, const ModelSpec &spec) {
+  const ParallelSpec &p = spec.parallel;
+  // The sequence is split over cp, and over tp too under sequence
+  // parallelism; in zigzag order a rank holds two runs that are not adjacent.
+  int64_t pieces = p.cp * (p.sp ? p.tp : 1) * (p.cp > 1 && p.cpOrder == "zigzag" ? 2 : 1);
+  CapacityPlan plan;
+  plan.rows = spec.batch / p.dp;
+  plan.positions = spec.seq / pieces;
+  // Megatron's get_capacity on a group's tokens: ceil(tokens * top_k /
+  // experts * factor), at least 1.
+  double perExpert = (double)(plan.rows * plan.positions * e.topK) / (double)e.experts;
+  plan.capacity = std::max<int64_t>(1, (int64_t)std::ceil(perExpert * e.capacityFactor));
+  return plan;
+}
 
 class MoE final : public BlockFamily {
 public:
   MoE() : BlockFamily('E', "moe", "moe") {}
 
   std::unique_ptr<FamilySection> parse(SpecReader &r, const llvm::json::Object &o) const override {
-    r.unknownKeys(o, section(), {"experts", "top_k", "ffn_hidden"});
+    r.unknownKeys(o, section(),
+                  {"experts", "top_k", "ffn_hidden", "capacity_factor", "token_drop_policy"});
     auto s = std::make_unique<MoESection>();
     s->experts = r.positive(o, section(), "experts", true);
     s->topK = r.positive(o, section(), "top_k", true);
     s->ffnHidden = r.positive(o, section(), "ffn_hidden", true);
+    s->capacityFactor = r.number(o, section(), "capacity_factor", 0);
+    s->dropPolicy = r.string(o, section(), "token_drop_policy", false);
+    if (!s->dropPolicy.empty() && s->dropPolicy != "probs" && s->dropPolicy != "position")
+      r.error("moe.token_drop_policy", "must be probs or position, got \"" + s->dropPolicy + "\"");
+    else if (!s->dropPolicy.empty() && !o.get("capacity_factor"))
+      r.error("moe.token_drop_policy",
+              "a drop policy needs a capacity factor (moe.capacity_factor, "
+              "--moe-expert-capacity-factor): without one the dispatch is dropless");
     return s;
   }
 
@@ -37,10 +81,31 @@ public:
     r.divisible("moe.experts", e.experts, spec.parallel.ep, "ep");
   }
 
-  /// The dispatched tokens: [experts, batch, seq, hidden].
+  /// The dispatched tokens: [experts, batch, seq, hidden] dropless,
+  /// [experts, Gb, Gs, C, hidden] in capacity mode.
   double largestTensor(const FamilySection &section, const ModelSpec &spec) const override {
     const auto &e = static_cast<const MoESection &>(section);
-    return (double)spec.batch * (double)spec.seq * (double)e.experts * (double)spec.hidden;
+    double h = (double)spec.hidden;
+    if (e.capacityFactor <= 0 || spec.parallel.dp < 1 || spec.parallel.cp < 1 ||
+        spec.parallel.tp < 1)
+      return (double)spec.batch * (double)spec.seq * (double)e.experts * h;
+    CapacityPlan c = capacityPlan(e, spec);
+    if (c.rows < 1 || c.positions < 1)
+      return 0;
+    return (double)e.experts * (double)(spec.batch / c.rows) * (double)(spec.seq / c.positions) *
+           (double)c.capacity * h;
+  }
+
+  std::string summary(const FamilySection &section, const ModelSpec &spec) const override {
+    const auto &e = static_cast<const MoESection &>(section);
+    if (e.capacityFactor <= 0)
+      return "experts: dropless (dense dispatch)";
+    CapacityPlan c = capacityPlan(e, spec);
+    std::ostringstream os;
+    os << "experts: capacity factor " << e.capacityFactor << ", " << c.capacity
+       << " rows per expert per group of " << c.rows << "x" << c.positions
+       << " tokens, drop policy " << policy(e);
+    return os.str();
   }
 
   Value build(BlockBuilder &b, const FamilySection &section, Value n) const override {
@@ -51,14 +116,38 @@ public:
     auto route =
         b.create<sl::RouterTopKOp>(b.tensor({spec.batch, spec.seq, e.topK}),
                                    b.act(e.topK, b.builder().getI32Type()), logits, b.i64(e.topK));
-    auto tokType = b.tensor({e.experts, spec.batch, spec.seq, h});
-    Value tokens = b.create<sl::MoEDispatchOp>(tokType, n, route.getIndices(), b.i64(e.experts));
-    BlockBuilder::Dims overEp{{"ep"}, {}, {}};
-    Value wg = b.weight("w_gate", {e.experts, h, f}, overEp, "normal", 0.02, 0);
-    Value wu = b.weight("w_up", {e.experts, h, f}, overEp, "normal", 0.02, 0);
-    Value wd = b.weight("w_down", {e.experts, f, h}, overEp, "normal", 0.02, 0);
-    Value out = b.create<sl::MoEExpertsOp>(tokType, tokens, wg, wu, wd);
-    return b.create<sl::MoECombineOp>(b.act(h), out, route.getWeights(), route.getIndices());
+    // The experts' weights, made after the dispatch as the dropless path
+    // always has (the parameters' order is the plan's).
+    auto experts = [&](Value tokens) -> Value {
+      BlockBuilder::Dims overEp{{"ep"}, {}, {}};
+      Value wg = b.weight("w_gate", {e.experts, h, f}, overEp, "normal", 0.02, 0);
+      Value wu = b.weight("w_up", {e.experts, h, f}, overEp, "normal", 0.02, 0);
+      Value wd = b.weight("w_down", {e.experts, f, h}, overEp, "normal", 0.02, 0);
+      return b.create<sl::MoEExpertsOp>(tokens.getType(), tokens, wg, wu, wd);
+    };
+    if (e.capacityFactor <= 0) {
+      auto tokType = b.tensor({e.experts, spec.batch, spec.seq, h});
+      Value tokens = b.create<sl::MoEDispatchOp>(tokType, n, route.getIndices(), b.i64(e.experts));
+      return b.create<sl::MoECombineOp>(b.act(h), experts(tokens), route.getWeights(),
+                                        route.getIndices());
+    }
+    CapacityPlan c = capacityPlan(e, spec);
+    auto group = b.builder().getDenseI64ArrayAttr({c.rows, c.positions});
+    Value slots = b.create<sl::MoECapacitySlotsOp>(
+        b.act(e.topK, b.builder().getI32Type()), route.getWeights(), route.getIndices(),
+        b.i64(e.experts), b.i64(c.capacity), group, b.builder().getStringAttr(policy(e)));
+    auto bufType =
+        b.tensor({e.experts, spec.batch / c.rows, spec.seq / c.positions, c.capacity, h});
+    Value tokens = b.create<sl::MoEDispatchCapacityOp>(bufType, n, route.getIndices(), slots,
+                                                       b.i64(e.experts), b.i64(c.capacity), group);
+    return b.create<sl::MoECombineCapacityOp>(b.act(h), experts(tokens), route.getWeights(),
+                                              route.getIndices(), slots, group);
+  }
+
+private:
+  /// Megatron's default policy is probs.
+  static std::string policy(const MoESection &e) {
+    return e.dropPolicy.empty() ? "probs" : e.dropPolicy;
   }
 };
 
