@@ -29,8 +29,8 @@ struct MoESection : FamilySection {
   std::string dropPolicy;
 };
 
-/// Capacity mode's token groups (docs/dialect.md, "Capacity groups"): one
-/// group per contiguous run of tokens a rank holds in the MoE layer, so that
+/// Capacity mode's token groups (docs/dialect.md, "Capacity groups"): a
+/// rank's tokens in the MoE layer, halved in zigzag order, so that
 /// the capacity is Megatron's over a rank's local tokens and yet a property
 /// of the program, the same in the single-device run.
 struct CapacityPlan {
