@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <string>
@@ -24,7 +25,8 @@ void usage(FILE *out) {
                "                     [--weights W.safetensors] [--save-weights W.safetensors]\n"
                "                     [--data FILE [--data-dtype u16|u32]]\n"
                "                     [--save-outputs FILE.safetensors]\n"
-               "                     [--steps N] [--profile] [--verify [--rtol X]]\n"
+               "                     [--steps N] [--profile]\n"
+               "                     [--verify [--rtol X] [--verify-routing replay|own]]\n"
                "                     [--timeout SECONDS]\n"
                "                     [--train [--lr X] [--adam-beta1 X] [--adam-beta2 X]\n"
                "                      [--adam-eps X] [--weight-decay X] [--clip-grad X]\n"
@@ -73,6 +75,13 @@ void usage(FILE *out) {
                "              measured bytes per rank and arena peak equal to the report's,\n"
                "              and as many routed rows dropped (capacity-mode MoE) as the\n"
                "              single-device run; exit 0 only on PASS\n"
+               "  --verify-routing replay|own  with --train --verify: how the single-device\n"
+               "              run routes tokens to experts. replay (default): with the\n"
+               "              partitioned run's choices, its weights from its own logits, and\n"
+               "              it prints for how many tokens its own choices would differ: top-k\n"
+               "              is discontinuous, so the rounding of another summation order\n"
+               "              flips near-ties, and from the first flip the two runs train on\n"
+               "              different tokens per expert. own: it chooses for itself\n"
                "  --rtol X    with --verify: the largest relative error accepted for every\n"
                "              float output instead of its type's (e.g. 0.03 for a 16-bit model\n"
                "              without routers, whose outputs agree to a few roundings)\n"
@@ -123,6 +132,15 @@ bool parsePositive(const char *text, double &out) {
     return false;
   out = v;
   return true;
+}
+
+/// Whether a weight of a training plan is an AdamW moment of another.
+bool isMoment(const std::string &name) {
+  auto endsWith = [&](const char *suffix) {
+    size_t n = std::strlen(suffix);
+    return name.size() > n && name.compare(name.size() - n, n, suffix) == 0;
+  };
+  return endsWith(".adam_m") || endsWith(".adam_v");
 }
 
 /// The largest relative error --verify accepts for an output held in
@@ -215,7 +233,7 @@ std::string layerName(const LayerLoad &layer, size_t i) {
 
 /// The routed choices of the run's MoE layers summed over the ranks: in all
 /// and, in capacity mode, the dropped ones per layer.
-void printRouting(const std::vector<LayerLoad> &layers, const std::string &span) {
+void printRoutedRows(const std::vector<LayerLoad> &layers, const std::string &span) {
   if (layers.empty())
     return;
   int64_t routed = 0, dropped = 0;
@@ -291,7 +309,7 @@ int fail(const std::string &message, int status = 1) {
 int main(int argc, char **argv) {
   std::string planPath, commName = "threads", deviceName = "cpu";
   int64_t ranks = -1, seed = 1, steps = 1;
-  bool verify = false, profile = false;
+  bool verify = false, profile = false, replayRouting = true, routingGiven = false;
   double rtol = -1, timeout = kDefaultTimeoutSeconds;
   std::string weightsFile, saveWeightsFile, dataFile, dataDType = "u16", saveOutputsFile,
                                                       lossCurveFile;
@@ -320,6 +338,14 @@ int main(int argc, char **argv) {
         return fail(a + " needs a non-negative integer, got '" + argv[i] + "'");
     } else if (a == "--verify") {
       verify = true;
+    } else if (a == "--verify-routing") {
+      if (i + 1 >= argc)
+        return fail(a + " needs a value");
+      std::string v = argv[++i];
+      if (v != "replay" && v != "own")
+        return fail("--verify-routing is replay or own, got '" + v + "'");
+      replayRouting = v == "replay";
+      routingGiven = true;
     } else if (a == "--rtol" || a == "--timeout") {
       if (i + 1 >= argc)
         return fail(a + " needs a value");
@@ -404,6 +430,9 @@ int main(int argc, char **argv) {
   }
   if (rtol > 0 && !verify)
     return fail("--rtol sets what --verify accepts: give --verify too");
+  if (routingGiven && !(verify && train))
+    return fail("--verify-routing says how --verify's single-device run routes a training run: "
+                "give --train and --verify too");
   if (hyperGiven && !train)
     return fail("the optimizer flags set how --train updates the weights: give --train too");
   if (hyper.minLr > hyper.lr)
@@ -478,6 +507,11 @@ int main(int argc, char **argv) {
     };
   }
   options.returnWeights = train && verify;
+  Routing routing;
+  if (train && verify && replayRouting) {
+    options.routing = &routing;
+    options.routingUse = RoutingUse::Record;
+  }
   RunResult run = mpi ? runPlanOnRank(*plan, options, *mpi) : runPlan(*plan, options);
   if (!run.error.empty() && !mpi)
     return fail(run.error, run.rankLost ? kExitRankLost : 1);
@@ -521,7 +555,7 @@ int main(int argc, char **argv) {
   }
   const std::string span =
       train ? "over " + std::to_string(options.steps) + " training steps" : "last forward pass";
-  printRouting(run.expertLoad, span);
+  printRoutedRows(run.expertLoad, span);
   if (profile)
     for (size_t i = 0; i < run.expertLoad.size(); ++i)
       printLoadTable(run.expertLoad[i], i, span);
@@ -543,6 +577,8 @@ int main(int argc, char **argv) {
   options.onLoss = nullptr;
   options.saveWeightsFile.clear();
   options.saveOutputsFile.clear();
+  if (options.routing)
+    options.routingUse = RoutingUse::Replay;
   if (!train) {
     // The outputs compared are the last forward pass's: with --steps N > 1
     // the untimed pass 0 and the timed passes 1 ... N ran, and the
@@ -589,8 +625,8 @@ int main(int argc, char **argv) {
     // that a few tokens update (the embedding row of a rare token) follows
     // the rounding of those few sums; its elementwise error (largest
     // absolute error over largest magnitude) is printed beside it.
-    double lossRel = 0, weightRel = 0, elementRel = 0;
-    std::string worstWeight, worstElement;
+    double lossRel = 0, weightRel = 0, elementRel = 0, momentRel = 0;
+    std::string worstWeight, worstElement, worstMoment;
     for (size_t k = 0; k < run.losses.size() && k < ref.losses.size(); ++k)
       lossRel = std::max(lossRel, std::fabs(run.losses[k] - ref.losses[k]) /
                                       std::max(std::fabs(ref.losses[k]), 1e-30));
@@ -606,6 +642,15 @@ int main(int argc, char **argv) {
       }
       double rel = norm2 > 0 ? std::sqrt(err2 / norm2) : std::sqrt(err2);
       double element = scale > 0 ? abs / scale : abs;
+      // AdamW's moments (sl-autodiff names them <weight>.adam_m, .adam_v)
+      // are printed apart from the weights they update.
+      if (isMoment(name)) {
+        if (rel >= momentRel) {
+          momentRel = rel;
+          worstMoment = name;
+        }
+        continue;
+      }
       if (rel >= weightRel) {
         weightRel = rel;
         worstWeight = name;
@@ -616,13 +661,20 @@ int main(int argc, char **argv) {
       }
     }
     double tolerance = rtol > 0 ? rtol : 1e-4;
-    bool trained =
-        run.losses.size() == ref.losses.size() && lossRel <= tolerance && weightRel <= tolerance;
+    bool trained = run.losses.size() == ref.losses.size() && lossRel <= tolerance &&
+                   weightRel <= tolerance && momentRel <= tolerance;
     std::printf("training against the single-device run: %zu steps, loss max rel error %.3g, "
-                "weights max rel error %.3g (%s; elementwise %.3g, %s); at most %g\n",
+                "weights max rel error %.3g (%s; elementwise %.3g, %s), AdamW moments %.3g "
+                "(%s); at most %g\n",
                 run.losses.size(), lossRel, weightRel, worstWeight.c_str(), elementRel,
-                worstElement.c_str(), tolerance);
+                worstElement.c_str(), momentRel, worstMoment.empty() ? "none" : worstMoment.c_str(),
+                tolerance);
     withinTolerance = withinTolerance && trained;
+    if (routing.tokens > 0)
+      std::printf("routing: the single-device run took the partitioned run's expert choices; on "
+                  "its own it would have chosen differently for %lld of %lld tokens over all "
+                  "routers and steps (--verify-routing own: let it choose)\n",
+                  (long long)routing.differing, (long long)routing.tokens);
   }
   bool bytesMatch = run.bytesSentPerRank == root.comm_bytes_per_rank();
   bool peakMatch = run.arenaPeak == root.arena_bytes();
