@@ -22,6 +22,7 @@ with the reason when torch cannot be imported.
 """
 
 import argparse
+import concurrent.futures
 import json
 import os
 import sys
@@ -101,10 +102,15 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True, help="the build's bin/ (shardline-compile, -run)")
     ap.add_argument("--data", required=True, help="the byte dataset (build/data/gpl3.bin)")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2,
+                    help="cases run at once (default: the cores)")
     args = ap.parse_args()
     if (why := torch_missing()):
         print(why)
         return 77
+    # Small shapes: BLAS threads would only contend with the other cases.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     oracle = [sys.executable, os.path.join(HERE, "oracle.py")]
     passed = failed = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,10 +137,15 @@ def main():
             with open(spec, "w") as f:
                 json.dump(moe, f)
             cases.append((f"capacity-{policy}", "moe", spec, [], 5, (factor, policy)))
-        for tag, name, spec, flags, seed, capacity in cases:
+        # The cases are independent: run as many at once as there are cores
+        # (each is mostly one busy process), and print them in order.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            results = [pool.submit(check, args, oracle, tmp, tag, name, spec, flags, seed)
+                       for tag, name, spec, flags, seed, _ in cases]
+        for (tag, name, spec, flags, seed, capacity), result in zip(cases, results):
             label = (f"{name} {' '.join(flags)}" if capacity is None else
                      f"moe capacity factor {capacity[0]} {capacity[1]} under its spec's strategy")
-            why, details, ran = check(args, oracle, tmp, tag, name, spec, flags, seed)
+            why, details, ran = result.result()
             if why is None and capacity is not None:
                 drops = dropped(ran)
                 if drops is None or (capacity[0] == 1.0 and drops == 0):
