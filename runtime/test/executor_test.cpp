@@ -582,6 +582,45 @@ TEST(Executor, AStalledRankEndsTheRunWithAnErrorNamingIt) {
 }
 
 namespace {
+/// Mesh cp=2 x tp=2; inputs weights (f32) and indices (i32) [1, 8, 2], the
+/// sequence split over cp and copied over tp, whose values the seed draws
+/// from [0, 4): four experts, and weights with many ties. One
+/// moe_capacity_slots op (groups of 1 x 4 positions, one per rank, two rows
+/// per expert) -> slots; indices and slots are the outputs.
+LoadedPlan capacitySlotsPlan(const std::string &policy) {
+  fb::FlatBufferBuilder b;
+  auto mesh = b.CreateVector(
+      {plan::CreateAxis(b, b.CreateString("cp"), 2), plan::CreateAxis(b, b.CreateString("tp"), 2)});
+  auto layout = [&] {
+    return plan::CreateLayout(
+        b, b.CreateVector({plan::CreateAxisList(b, b.CreateVectorOfStrings({})),
+                           plan::CreateAxisList(b, b.CreateVectorOfStrings({"cp"})),
+                           plan::CreateAxisList(b, b.CreateVectorOfStrings({}))}));
+  };
+  auto tensor = [&](const char *name, plan::DType dtype, plan::Role role, int64_t offset) {
+    return plan::CreateTensor(b, b.CreateString(name), dtype, b.CreateVector<int64_t>({1, 8, 2}),
+                              layout(), role, plan::Init::Normal, 0, 0, offset);
+  };
+  std::vector<fb::Offset<plan::Tensor>> tensors = {
+      tensor("weights", plan::DType::F32, plan::Role::Input, 0),
+      tensor("indices", plan::DType::I32, plan::Role::Input, 64),
+      tensor("slots", plan::DType::I32, plan::Role::Activation, 128)};
+  std::vector<fb::Offset<plan::Attr>> attrs = {
+      plan::CreateAttr(b, b.CreateString("experts"), b.CreateVector<int64_t>({4})),
+      plan::CreateAttr(b, b.CreateString("capacity"), b.CreateVector<int64_t>({2})),
+      plan::CreateAttr(b, b.CreateString("group"), b.CreateVector<int64_t>({1, 4})),
+      plan::CreateAttr(b, b.CreateString("drop_policy"), 0, 0, b.CreateVectorOfStrings({policy}))};
+  auto op =
+      plan::CreateOp(b, b.CreateString("moe_capacity_slots"), b.CreateVector<int32_t>({0, 1}),
+                     b.CreateVector<int32_t>({2}), b.CreateVectorOfStrings({"weights", "indices"}),
+                     b.CreateVectorOfStrings({"slots"}), b.CreateVector(attrs));
+  auto root =
+      plan::CreatePlan(b, b.CreateString("m"), mesh, b.CreateVector(tensors), b.CreateVector({op}),
+                       b.CreateVector<int32_t>({0, 1}), b.CreateVector<int32_t>({1, 2}), 192, 0,
+                       plan::CreateModelFacts(b, 4));
+  return finishPlan(b, root);
+}
+
 /// Mesh tp=2; logits [2, 4, 4] (input, sequence split over tp) ->
 /// router_topk k=2 -> weights, indices [2, 4, 2]; all three are outputs.
 LoadedPlan routerPlan() {
@@ -610,6 +649,46 @@ LoadedPlan routerPlan() {
   return finishPlan(b, root);
 }
 } // namespace
+
+/// The expert load a run returns: each expert's kept and dropped choices
+/// per rank, counted once over the tp copies, equal in sum to what the
+/// output slots say and to the single-device run's.
+TEST(Executor, ReturnsTheExpertLoadOfEveryRank) {
+  for (const char *policy : {"probs", "position"}) {
+    LoadedPlan p = capacitySlotsPlan(policy);
+    RunOptions options;
+    options.seed = 9;
+    const RunResult run = runPlan(p, options);
+    ASSERT_EQ(run.error, "") << policy;
+    options.singleDevice = true;
+    const RunResult single = runPlan(p, options);
+    ASSERT_EQ(single.error, "") << policy;
+    EXPECT_EQ(run.outputs, single.outputs) << policy;
+    ASSERT_EQ(run.expertLoad.size(), 1u);
+    ASSERT_EQ(single.expertLoad.size(), 1u);
+    const LayerLoad &load = run.expertLoad[0], &whole = single.expertLoad[0];
+    EXPECT_TRUE(load.capacity);
+    EXPECT_EQ(load.block, -1);
+    ASSERT_EQ(load.kept.size(), 4u);
+    ASSERT_EQ(whole.kept.size(), 4u);
+    std::vector<int64_t> kept(4, 0), dropped(4, 0);
+    const std::vector<float> &idx = run.outputs[0], &slots = run.outputs[1];
+    for (size_t i = 0; i < idx.size(); ++i)
+      ++(slots[i] >= 0 ? kept : dropped)[(size_t)idx[i]];
+    for (size_t e = 0; e < 4; ++e) {
+      ASSERT_EQ(load.kept[e].size(), 4u);
+      // Ranks 1 and 3 (tp coordinate 1) hold copies of ranks 0's and 2's
+      // tokens and count nothing.
+      EXPECT_EQ(load.kept[e][1] + load.dropped[e][1] + load.kept[e][3] + load.dropped[e][3], 0);
+      EXPECT_EQ(load.kept[e][0] + load.kept[e][2], kept[e]) << policy << " expert " << e;
+      EXPECT_EQ(load.dropped[e][0] + load.dropped[e][2], dropped[e]) << policy << " expert " << e;
+      EXPECT_EQ(whole.kept[e], std::vector<int64_t>{kept[e]});
+      EXPECT_EQ(whole.dropped[e], std::vector<int64_t>{dropped[e]});
+    }
+    EXPECT_EQ(load.total(load.kept) + load.total(load.dropped), 16);
+    EXPECT_GT(load.total(load.dropped), 0) << "the seed must make drops";
+  }
+}
 
 TEST(Executor, RoutingIsRecordedWholeAndReplayedOnOneDevice) {
   LoadedPlan plan = routerPlan();

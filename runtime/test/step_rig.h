@@ -50,8 +50,9 @@ struct StepRig {
       t.count = 1;
       for (int64_t e : t.local)
         t.count *= e;
-      t.dtype =
-          t.name == "ids" || t.name == "labels" || t.name == "indices" ? DType::I32 : DType::F32;
+      t.dtype = t.name == "ids" || t.name == "labels" || t.name == "indices" || t.name == "slots"
+                    ? DType::I32
+                    : DType::F32;
       tensors.push_back(t);
       (isIn ? step.in : step.out).push_back((int32_t)i);
     }

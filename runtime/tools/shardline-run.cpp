@@ -61,7 +61,9 @@ void usage(FILE *out) {
                "              f32) and its inputs (tokens, labels: i32) to a safetensors file\n"
                "  --profile   with --steps: also print the time per step of each op kind on\n"
                "              the first rank (exchanges include waiting for the others) and\n"
-               "              how many collectives a step ran on groups of each size\n"
+               "              how many collectives a step ran on groups of each size; and\n"
+               "              each MoE layer's expert load: per expert and rank, the routed\n"
+               "              rows received (kept) and, in capacity mode, dropped\n"
                "  --steps N   run N forward passes and print the time per step, tokens/s and\n"
                "              the time per op (default 1); with N > 1 one more, untimed step\n"
                "              runs first\n"
@@ -69,9 +71,10 @@ void usage(FILE *out) {
                "              compare the outputs (logits and loss), print the largest absolute\n"
                "              and relative errors and PASS or FAIL; PASS needs a relative error\n"
                "              of at most 1e-4 (f32 outputs), 0.5 (bf16) or 0.35 (f16: a 16-bit\n"
-               "              router may pick other experts), i32 outputs equal, and the\n"
-               "              measured bytes per rank and arena peak equal to the report's;\n"
-               "              exit 0 only on PASS\n"
+               "              router may pick other experts), i32 outputs equal, the\n"
+               "              measured bytes per rank and arena peak equal to the report's,\n"
+               "              and as many routed rows dropped (capacity-mode MoE) as the\n"
+               "              single-device run; exit 0 only on PASS\n"
                "  --verify-routing replay|own  with --train --verify: how the single-device\n"
                "              run routes tokens to experts. replay (default): with the\n"
                "              partitioned run's choices, its weights from its own logits, and\n"
@@ -221,6 +224,79 @@ bool writeLossCurve(const std::string &path, const std::string &model,
                  left + 160, top + height + 38);
   std::fprintf(f, "</svg>\n");
   return std::fclose(f) == 0;
+}
+
+/// "block 3" or, for a layer outside the pattern, "layer 2".
+std::string layerName(const LayerLoad &layer, size_t i) {
+  return layer.block >= 0 ? "block " + std::to_string(layer.block) : "layer " + std::to_string(i);
+}
+
+/// The routed choices of the run's MoE layers summed over the ranks: in all
+/// and, in capacity mode, the dropped ones per layer.
+void printRoutedRows(const std::vector<LayerLoad> &layers, const std::string &span) {
+  if (layers.empty())
+    return;
+  int64_t routed = 0, dropped = 0;
+  std::string perLayer;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    int64_t d = layers[i].total(layers[i].dropped), r = layers[i].total(layers[i].kept) + d;
+    routed += r, dropped += d;
+    perLayer += (i ? ", " : "") + layerName(layers[i], i) + ": " + std::to_string(d) + " of " +
+                std::to_string(r);
+  }
+  bool capacity =
+      std::any_of(layers.begin(), layers.end(), [](const LayerLoad &l) { return l.capacity; });
+  std::printf("moe routed rows (%s, all ranks): %lld, dropped %lld%s%s%s\n", span.c_str(),
+              (long long)routed, (long long)dropped, capacity ? " (" : " (dropless)",
+              capacity ? perLayer.c_str() : "", capacity ? ")" : "");
+}
+
+/// The load-imbalance readout of one layer: per expert the rows it received
+/// from each rank (kept, and dropped in capacity mode), the experts as rows;
+/// of many experts the most loaded and the least.
+void printLoadTable(const LayerLoad &layer, size_t i, const std::string &span) {
+  const size_t experts = layer.kept.size(), ranks = experts ? layer.kept[0].size() : 0;
+  std::vector<int64_t> total(experts, 0);
+  for (size_t e = 0; e < experts; ++e)
+    for (int64_t n : layer.kept[e])
+      total[e] += n;
+  std::vector<size_t> order(experts);
+  for (size_t e = 0; e < experts; ++e)
+    order[e] = e;
+  const size_t kShown = 16;
+  if (experts > kShown)
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return total[a] > total[b]; });
+  int64_t sum = 0, most = 0;
+  for (int64_t n : total)
+    sum += n, most = std::max(most, n);
+  double mean = experts ? (double)sum / (double)experts : 0;
+  std::printf("expert load, %s (%s): rows received per rank%s; most loaded %.2fx the mean\n",
+              layerName(layer, i).c_str(), span.c_str(), layer.capacity ? ", kept/dropped" : "",
+              mean > 0 ? (double)most / mean : 0.0);
+  std::printf("%7s %11s", "expert", "total");
+  for (size_t r = 0; r < ranks; ++r)
+    std::printf(" %9s", ("rank " + std::to_string(r)).c_str());
+  std::printf("\n");
+  auto cell = [&](int64_t kept, int64_t dropped) {
+    return layer.capacity ? std::to_string(kept) + "/" + std::to_string(dropped)
+                          : std::to_string(kept);
+  };
+  auto row = [&](size_t e) {
+    int64_t dropped = 0;
+    for (int64_t n : layer.dropped[e])
+      dropped += n;
+    std::printf("%7zu %11s", e, cell(total[e], dropped).c_str());
+    for (size_t r = 0; r < ranks; ++r)
+      std::printf(" %9s", cell(layer.kept[e][r], layer.dropped[e][r]).c_str());
+    std::printf("\n");
+  };
+  for (size_t n = 0; n < std::min(experts, kShown); ++n)
+    row(order[n]);
+  if (experts > kShown) {
+    std::printf("%7s (%zu more experts; the least loaded:)\n", "...", experts - kShown - 1);
+    row(order.back());
+  }
 }
 
 int fail(const std::string &message, int status = 1) {
@@ -477,6 +553,12 @@ int main(int argc, char **argv) {
   } else if (profile) {
     std::fprintf(stderr, "shardline-run: note: --profile needs --steps N with N > 1\n");
   }
+  const std::string span =
+      train ? "over " + std::to_string(options.steps) + " training steps" : "last forward pass";
+  printRoutedRows(run.expertLoad, span);
+  if (profile)
+    for (size_t i = 0; i < run.expertLoad.size(); ++i)
+      printLoadTable(run.expertLoad[i], i, span);
   std::printf("bytes sent per rank: %lld measured, %lld in the report\n",
               (long long)run.bytesSentPerRank, (long long)root.comm_bytes_per_rank());
   std::printf("arena peak per rank: %lld measured, %lld in the report (%lld bytes live at most)\n",
@@ -596,7 +678,29 @@ int main(int argc, char **argv) {
   }
   bool bytesMatch = run.bytesSentPerRank == root.comm_bytes_per_rank();
   bool peakMatch = run.arenaPeak == root.arena_bytes();
-  bool pass = withinTolerance && bytesMatch && peakMatch;
+  // Groups are a property of the program, so both runs drop the same
+  // choices of every layer.
+  bool dropsMatch = run.expertLoad.size() == ref.expertLoad.size();
+  for (size_t i = 0; dropsMatch && i < run.expertLoad.size(); ++i)
+    dropsMatch = run.expertLoad[i].total(run.expertLoad[i].dropped) ==
+                 ref.expertLoad[i].total(ref.expertLoad[i].dropped);
+  if (std::any_of(run.expertLoad.begin(), run.expertLoad.end(),
+                  [](const LayerLoad &l) { return l.capacity; })) {
+    std::string perLayer;
+    int64_t mine = 0, theirs = 0;
+    for (size_t i = 0; i < run.expertLoad.size() && i < ref.expertLoad.size(); ++i) {
+      int64_t a = run.expertLoad[i].total(run.expertLoad[i].dropped),
+              b = ref.expertLoad[i].total(ref.expertLoad[i].dropped);
+      mine += a, theirs += b;
+      if (a != b)
+        perLayer += "; " + layerName(run.expertLoad[i], i) + ": " + std::to_string(a) + " and " +
+                    std::to_string(b);
+    }
+    std::printf("dropped routed rows: %lld partitioned, %lld single-device: %s%s\n",
+                (long long)mine, (long long)theirs, dropsMatch ? "match" : "DO NOT match",
+                perLayer.c_str());
+  }
+  bool pass = withinTolerance && bytesMatch && peakMatch && dropsMatch;
   std::printf("verify against the single-device run: max abs error %.3g, max rel error %.3g; "
               "relative error at most %s; bytes %s the report; arena peak %s the report\n",
               maxAbs, maxRel, allowed.c_str(), bytesMatch ? "match" : "DO NOT match",

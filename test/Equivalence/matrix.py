@@ -16,7 +16,9 @@ sp, over dp, over cp, and cutting tp 4 or cp 4 in two; and mixed 8-rank
 meshes (tp2 sp cp2 dp2 with ep 2 over tp and ep 4 over cp and tp, tp2 sp cp4
 ep4 over tp and half of cp, tp2 cp2 dp2; nam56r-tiny also ep 8 over all
 three). nam56r-tiny in bf16 runs the 8-rank meshes only: its tensors in 16
-bits, its arena peak the report's.
+bits, its arena peak the report's. The moe family also runs in capacity mode
+(CAPACITY_MESHES x CAPACITY_MODES with 8 experts, and one entry under mpirun): the dropped
+routed rows equal the single-device run's, and some are dropped at F 1.0.
 Prints one line per entry and "N passed, N failed".
 
 With --train, the families that train (attention, mlp, the two together,
@@ -37,6 +39,7 @@ import concurrent.futures
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -85,6 +88,25 @@ NAM56R_EP8 = {name: ["--tp", "2", "--sp", "--cp", "2", "--dp", "2", "--ep", "8"]
               for name in ("nam56r-tiny", "nam56r-bf16")}
 
 
+# Capacity-mode MoE (--moe-expert-capacity-factor): the moe family with 8 experts (so that ep
+# may take all 8 ranks) with ep folded over cp, over dp and cp, over cp and tp under sp, and
+# cutting cp 4 in two, each at F 1.0 dropping by "probs" (the small spec drops choices there: the
+# entry requires it) and at F 1.25 by "position"; the dropped counts must equal the single-device
+# run's. One entry runs under mpirun.
+CAPACITY_SPEC = dict(FAMILIES["moe"], moe=dict(FAMILIES["moe"]["moe"], experts=8))
+CAPACITY_MESHES = [["--dp", "2", "--cp", "4", "--ep", "4"],
+                   ["--dp", "2", "--cp", "4", "--ep", "8"],
+                   ["--tp", "2", "--sp", "--cp", "4", "--ep", "8"],
+                   ["--dp", "2", "--cp", "4", "--ep", "2"]]
+CAPACITY_MODES = [["--moe-expert-capacity-factor", "1.0", "--moe-token-drop-policy", "probs"],
+                  ["--moe-expert-capacity-factor", "1.25", "--moe-token-drop-policy", "position"]]
+CAPACITY_MPI = CAPACITY_MESHES[2] + CAPACITY_MODES[0] + ["--mpi"]
+
+
+def capacity_entries():
+    return [mesh + mode for mesh in CAPACITY_MESHES for mode in CAPACITY_MODES] + [CAPACITY_MPI]
+
+
 def entries(has_attention, mixes_only=False, cp=True):
     """(flags, description) of the matrix for one family; without cp, no
     entry splits the sequence over cp."""
@@ -130,8 +152,11 @@ def full_flags(flags):
 
 def run_entry(bin_dir, family, spec_path, flags, workdir, index, train=False):
     plan = os.path.join(workdir, f"{family}-{index}.slp")
-    compile_cmd = [os.path.join(bin_dir, "shardline-compile"), spec_path, *full_flags(flags),
-                   "--emit", "plan", "-o", plan] + (["--train"] if train else [])
+    mpi = "--mpi" in flags
+    compile_flags = [f for f in flags if f != "--mpi"]
+    compile_cmd = [os.path.join(bin_dir, "shardline-compile"), spec_path,
+                   *full_flags(compile_flags), "--emit", "plan", "-o", plan] + (
+                       ["--train"] if train else [])
     c = subprocess.run(compile_cmd, capture_output=True, text=True)
     if c.returncode != 0:
         # a2a needs the heads to divide over the group; that is the only
@@ -140,6 +165,16 @@ def run_entry(bin_dir, family, spec_path, flags, workdir, index, train=False):
             return ("n/a", c.stderr.strip().splitlines()[0])
         return ("FAIL", "compile: " + c.stderr.strip())
     run_cmd = [os.path.join(bin_dir, "shardline-run"), plan, "--verify"]
+    if mpi:
+        # One process per rank: the plan's mesh size, which the report names.
+        if not shutil.which("mpirun"):
+            return ("n/a", "mpirun is not installed")
+        ranks = 1
+        for axis in ("--tp", "--cp", "--dp"):
+            if axis in compile_flags:
+                ranks *= int(compile_flags[compile_flags.index(axis) + 1])
+        run_cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", str(ranks),
+                   *run_cmd, "--comm", "mpi"]
     if train:
         steps = WHOLE_MODEL_STEPS if family == "nam56r-tiny" else TRAIN_STEPS
         run_cmd += ["--train", "--steps", str(steps)]
@@ -160,6 +195,16 @@ def run_entry(bin_dir, family, spec_path, flags, workdir, index, train=False):
     if train:
         detail += (f", loss {trained.group(1)}, weights {trained.group(2)} "
                    f"(elementwise {trained.group(3)})")
+    if "--moe-expert-capacity-factor" in flags:
+        # Both runs drop the same choices (--verify's PASS needs it); at F 1.0
+        # the entry must drop some, or it would not test the drops.
+        drops = re.search(r"dropped routed rows: (\d+) partitioned, (\d+) single-device", out)
+        if not drops:
+            return ("FAIL", "run: no dropped-rows line: " + out.strip())
+        detail += f", dropped {drops.group(1)}/{drops.group(2)}"
+        factor = flags[flags.index("--moe-expert-capacity-factor") + 1]
+        if factor == "1.0" and drops.group(1) == "0":
+            ok, detail = False, detail + " (F 1.0 must drop)"
     return ("PASS" if ok else "FAIL", detail)
 
 
@@ -202,6 +247,11 @@ def main():
                 flags_list.append(NAM56R_EP8[name])
             for i, flags in enumerate(flags_list):
                 jobs.append((name, path, flags, i))
+        if not (args.only and args.only not in "moe-capacity"):
+            path = os.path.join(workdir, "moe-capacity.json")
+            with open(path, "w") as f:
+                json.dump(dict(CAPACITY_SPEC, name="moe-capacity"), f)
+            jobs += [("moe-capacity", path, f, i) for i, f in enumerate(capacity_entries())]
         counts = {"PASS": 0, "FAIL": 0, "n/a": 0}
         with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
             futures = [pool.submit(run_entry, args.bin, n, p, f, workdir, i, args.train)
@@ -209,7 +259,7 @@ def main():
             for (name, _, flags, _), fut in zip(jobs, futures):
                 status, detail = fut.result()
                 counts[status] += 1
-                print(f"{status:4}  {name:11} {' '.join(flags):58} {detail}", flush=True)
+                print(f"{status:4}  {name:12} {' '.join(flags):58} {detail}", flush=True)
     print(f"{counts['PASS']} passed, {counts['FAIL']} failed"
           + (f" ({counts['n/a']} not applicable)" if counts["n/a"] else ""))
     return 1 if counts["FAIL"] else 0

@@ -9,6 +9,10 @@ they are) with --save-weights and --save-outputs, and the oracle (oracle.py)
 recomputes logits, loss and the gradient of every weight by autograd in
 float64: all within a relative error of 1e-4.
 
+Capacity-mode MoE runs the MoE spec with a capacity factor under both drop
+policies, under the spec's own strategy (the oracle's token groups follow
+its `parallel` section); at F 1.0 the run must have dropped routed rows.
+
 That the check can fail: the oracle also runs on the same outputs with one
 weight changed by about 1% and must report a MISMATCH (the gradients it
 computes no longer match the run's).
@@ -18,6 +22,7 @@ with the reason when torch cannot be imported.
 """
 
 import argparse
+import concurrent.futures
 import json
 import os
 import sys
@@ -50,14 +55,62 @@ PERTURB = {"attention": "blocks.1.attn.wk", "mlp": "blocks.1.mlp.w_up",
 WITHOUT_CP = set()
 
 
+# Capacity mode (moe.capacity_factor): the MoE spec under its own strategy
+# (the oracle groups the tokens as the spec's `parallel` says), with F 1.0
+# under the "probs" policy, which drops choices at this seed, and F 1.25
+# under "position".
+CAPACITY_PARALLEL = {"dp": 2, "tp": 2, "sp": True, "cp": 2, "cp_order": "zigzag", "ep": 2}
+CAPACITY = [(1.0, "probs"), (1.25, "position")]
+
+
+def check(args, oracle, tmp, tag, name, spec, flags, seed):
+    """Compiles spec with flags, runs one training step's gradients, and
+    checks them against the oracle and the oracle's refusal of a perturbed
+    weight; returns (None, the PASS details, the run's output) or (why, ...)."""
+    plan, weights, outputs, bad = (os.path.join(tmp, f"{tag}.{ext}") for ext in (
+        "slp", "w.safetensors", "o.safetensors", "bad.safetensors"))
+    code, out = run([os.path.join(args.bin, "shardline-compile"), spec, *flags, "--train",
+                     "--emit", "plan", "-o", plan])
+    if code != 0:
+        return f"shardline-compile exited {code}:\n{out}", None, None
+    code, ran = run([os.path.join(args.bin, "shardline-run"), plan, "--data", args.data, "--seed",
+                     str(seed), "--save-weights", weights, "--save-outputs", outputs])
+    if code != 0:
+        return f"shardline-run exited {code}:\n{ran}", None, None
+    code, good = run(oracle + [spec, "--weights", weights, "--outputs", outputs])
+    if code != 0 or "oracle: PASS" not in good or "grad." not in good:
+        return f"the oracle disagrees (exit {code}):\n{good}", None, None
+    target = PERTURB[name]
+    rewrite(weights, bad, lambda n, v: v * 1.01 + 1e-3 if n == target else v)
+    code, out = run(oracle + [spec, "--weights", bad, "--outputs", outputs])
+    if code != 1 or "MISMATCH" not in out:
+        return f"the oracle accepts {target} changed by 1% (exit {code}):\n{out}", None, None
+    grads = [ln.split(": relative error ") for ln in good.splitlines() if ln.startswith("grad.")]
+    worst = max(grads, key=lambda g: float(g[1]))
+    return None, f"{len(grads)} gradients, largest relative error {worst[1]} ({worst[0]})", ran
+
+
+def dropped(ran):
+    """The dropped routed rows shardline-run printed, or None."""
+    for line in ran.splitlines():
+        if line.startswith("moe routed rows"):
+            return int(line.split("dropped ")[1].split()[0])
+    return None
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True, help="the build's bin/ (shardline-compile, -run)")
     ap.add_argument("--data", required=True, help="the byte dataset (build/data/gpl3.bin)")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2,
+                    help="cases run at once (default: the cores)")
     args = ap.parse_args()
     if (why := torch_missing()):
         print(why)
         return 77
+    # Small shapes: BLAS threads would only contend with the other cases.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     oracle = [sys.executable, os.path.join(HERE, "oracle.py")]
     passed = failed = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,46 +120,43 @@ def main():
         models = [(name, os.path.join(HERE, "models", name + ".json"))
                   for name in ("attention", "mlp", "local_attention", "moe", "mamba",
                                "recurrent")] + [("dense", dense)]
+        cases = []
         for name, spec in models:
             for i, flags in enumerate(STRATEGIES):
                 if name in WITHOUT_CP and "--cp" in flags and flags[flags.index("--cp") + 1] != "1":
                     continue
-                label = f"{name} {' '.join(flags)}"
-                plan, weights, outputs, bad = (os.path.join(tmp, f"{name}{i}.{ext}") for ext in (
-                    "slp", "w.safetensors", "o.safetensors", "bad.safetensors"))
-                why = None
                 # Axes the strategy does not name are 1 (the specs set their own).
                 axes = [a for axis in ("--dp", "--ep") if axis not in flags for a in (axis, "1")]
-                code, out = run([os.path.join(args.bin, "shardline-compile"), spec, *flags, *axes,
-                                 "--train", "--emit", "plan", "-o", plan])
-                if code != 0:
-                    why = f"shardline-compile exited {code}:\n{out}"
-                if why is None:
-                    code, out = run([os.path.join(args.bin, "shardline-run"), plan, "--data",
-                                     args.data, "--seed", str(3 + i), "--save-weights", weights,
-                                     "--save-outputs", outputs])
-                    if code != 0:
-                        why = f"shardline-run exited {code}:\n{out}"
-                if why is None:
-                    code, good = run(oracle + [spec, "--weights", weights, "--outputs", outputs])
-                    if code != 0 or "oracle: PASS" not in good or "grad." not in good:
-                        why = f"the oracle disagrees (exit {code}):\n{good}"
-                if why is None:
-                    target = PERTURB[name]
-                    rewrite(weights, bad, lambda n, v: v * 1.01 + 1e-3 if n == target else v)
-                    code, out = run(oracle + [spec, "--weights", bad, "--outputs", outputs])
-                    if code != 1 or "MISMATCH" not in out:
-                        why = f"the oracle accepts {target} changed by 1% (exit {code}):\n{out}"
-                if why is None:
-                    passed += 1
-                    grads = [ln.split(": relative error ") for ln in good.splitlines()
-                             if ln.startswith("grad.")]
-                    worst = max(grads, key=lambda g: float(g[1]))
-                    print(f"PASS {label}: {len(grads)} gradients, largest relative error "
-                          f"{worst[1]} ({worst[0]})")
-                else:
-                    failed += 1
-                    print(f"FAIL {label}: {why}")
+                cases.append((f"{name}{i}", name, spec, flags + axes, 3 + i, None))
+        with open(os.path.join(HERE, "models", "moe.json")) as f:
+            moe = json.load(f)
+        for factor, policy in CAPACITY:
+            spec = os.path.join(tmp, f"moe-capacity-{policy}.json")
+            moe["moe"].update(capacity_factor=factor, token_drop_policy=policy)
+            moe["parallel"] = CAPACITY_PARALLEL
+            with open(spec, "w") as f:
+                json.dump(moe, f)
+            cases.append((f"capacity-{policy}", "moe", spec, [], 5, (factor, policy)))
+        # The cases are independent: run as many at once as there are cores
+        # (each is mostly one busy process), and print them in order.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            results = [pool.submit(check, args, oracle, tmp, tag, name, spec, flags, seed)
+                       for tag, name, spec, flags, seed, _ in cases]
+        for (tag, name, spec, flags, seed, capacity), result in zip(cases, results):
+            label = (f"{name} {' '.join(flags)}" if capacity is None else
+                     f"moe capacity factor {capacity[0]} {capacity[1]} under its spec's strategy")
+            why, details, ran = result.result()
+            if why is None and capacity is not None:
+                drops = dropped(ran)
+                if drops is None or (capacity[0] == 1.0 and drops == 0):
+                    why = f"the run printed {drops} dropped rows, the case must drop some:\n{ran}"
+                details += f", {drops} routed rows dropped"
+            if why is None:
+                passed += 1
+                print(f"PASS {label}: {details}")
+            else:
+                failed += 1
+                print(f"FAIL {label}: {why}")
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 

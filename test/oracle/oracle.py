@@ -110,7 +110,26 @@ def read_spec(path):
         spec["mamba"].setdefault("conv", 4)
     if "recurrent" in spec:
         spec["recurrent"].setdefault("conv", 4)
+    if "moe" in spec and "capacity_factor" in spec["moe"]:
+        spec["moe"].setdefault("token_drop_policy", "probs")
+        spec["moe"]["group"] = capacity_group(spec)
     return spec
+
+
+def capacity_group(spec):
+    """Capacity mode's token group: the [rows, positions] one rank holds for
+    the MoE layer under the spec's own strategy (`parallel`): rows = batch /
+    dp; positions = seq over the contiguous runs of the sequence, cp of them
+    (twice as many in zigzag order) times tp under sequence parallelism."""
+    par = spec.get("parallel", {})
+    pieces = par.get("cp", 1) * (par.get("tp", 1) if par.get("sp", False) else 1)
+    if par.get("cp", 1) > 1 and par.get("cp_order", "zigzag") == "zigzag":
+        pieces *= 2
+    rows, positions = spec["batch"] // par.get("dp", 1), spec["seq"] // pieces
+    if rows * par.get("dp", 1) != spec["batch"] or positions * pieces != spec["seq"]:
+        raise Bad(f"the strategy {par} does not cut batch {spec['batch']} and seq {spec['seq']} "
+                  "into whole groups")
+    return rows, positions
 
 
 # -- the blocks ----------------------------------------------------------------
@@ -198,10 +217,38 @@ def mamba(n, w, p, m, eps):
     return y @ w[p + "w_out"]
 
 
+def capacity_kept(chosen, weights, b, s, e):
+    """Which (token, choice) pairs capacity mode keeps, [b*s, k]. Tokens are
+    cut into groups of rows x positions of the [b, s] grid; in a group, an
+    expert's candidates are the pairs that chose it, tokens in row-major
+    order and then the choice; it keeps C = ceil(F * k * rows * positions /
+    experts) (at least 1) of them: the first C ("position"), or the C of
+    largest weight, the earlier candidate on a tie ("probs")."""
+    k, experts = chosen.shape[1], e["experts"]
+    rows, positions = e["group"]
+    capacity = max(1, math.ceil(e["capacity_factor"] * k * rows * positions / experts))
+    ids = chosen.reshape(b, s, k)
+    w = weights.detach().reshape(b, s, k)
+    kept = torch.zeros(b, s, k, dtype=torch.bool)
+    for r0 in range(0, b, rows):
+        for s0 in range(0, s, positions):
+            group = [(r, q, j) for r in range(r0, r0 + rows) for q in range(s0, s0 + positions)
+                     for j in range(k)]
+            for expert in range(experts):
+                cand = [(i, t) for i, t in enumerate(group) if int(ids[t]) == expert]
+                if e["token_drop_policy"] == "probs":
+                    cand.sort(key=lambda c: (-float(w[c[1]]), c[0]))
+                for _, t in cand[:capacity]:
+                    kept[t] = True
+    return kept.reshape(b * s, k)
+
+
 def moe(n, w, p, e):
     """Top-k MoE: the router's softmax over every expert, the k largest
     logits chosen, their probabilities renormalised to sum to one; each
-    expert a SwiGLU MLP."""
+    expert a SwiGLU MLP. In capacity mode (`capacity_factor`) only the
+    choices capacity_kept keeps reach their expert; a token's dropped
+    choices add nothing (the residual carries it)."""
     b, s, h = n.shape
     x = n.reshape(b * s, h)
     logits = x @ w[p + "router"]
@@ -209,9 +256,12 @@ def moe(n, w, p, e):
     chosen = torch.topk(logits, e["top_k"], dim=-1).indices
     weights = probs.gather(1, chosen)
     weights = weights / weights.sum(-1, keepdim=True)
+    routed = chosen
+    if "capacity_factor" in e:
+        routed = torch.where(capacity_kept(chosen, weights, b, s, e), chosen, -1)
     out = torch.zeros_like(x)
     for expert in range(e["experts"]):
-        rows, slot = torch.nonzero(chosen == expert, as_tuple=True)
+        rows, slot = torch.nonzero(routed == expert, as_tuple=True)
         if rows.numel() == 0:
             continue
         xe = x[rows]

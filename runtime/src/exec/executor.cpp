@@ -97,6 +97,7 @@ public:
     if (!device)
       backend = nullptr;
     frame.device = device.get();
+    frame.expertLoad = &expertLoad;
     if (options.train) {
       train = *options.train;
       frame.train = &train;
@@ -463,6 +464,13 @@ private:
       readInputs(options.dataFirstPass + (options.train ? trainedBefore : 0) + stepsRun);
     ++stepsRun;
     frame.trainStep = trainedBefore + stepsRun;
+    // A forward run reports the routing of its last pass, as its outputs; a
+    // training run that of every step, as its losses.
+    if (!options.train)
+      for (auto &[index, load] : expertLoad) {
+        std::fill(load.kept.begin(), load.kept.end(), 0);
+        std::fill(load.dropped.begin(), load.dropped.end(), 0);
+      }
     collectives.resetCount();
     size_t router = 0;
     for (size_t t = 0; t < tensors.size(); ++t)
@@ -546,6 +554,8 @@ private:
   Fault fault;
   /// Forward passes started.
   int64_t stepsRun = 0;
+  /// What each MoE layer's routing kernel counted on this rank, by step.
+  std::map<int64_t, ExpertLoad> expertLoad;
   /// Training steps the loaded weights have had (0: none, or generated).
   int64_t trainedBefore = 0;
   /// The run's hyperparameters with the schedule's length resolved.
@@ -668,6 +678,21 @@ RunResult RankRun::run() {
       result.bytesSentPerRank += maxOverRanks(sent);
     result.arenaPeak = maxOverRanks(arenaPeak);
     result.liveBytesPeak = maxOverRanks(liveBytesPeak);
+    // Every rank ran every step, so all hold the same entries.
+    for (const auto &[index, load] : expertLoad) {
+      LayerLoad layer;
+      const auto *op = p.ops()->Get(index);
+      layer.block = op->block();
+      layer.capacity = op->kind()->str() == "moe_capacity_slots";
+      for (size_t e = 0; e < load.kept.size(); ++e) {
+        std::vector<uint64_t> kept = collectives.gatherWord((uint64_t)load.kept[e]);
+        std::vector<uint64_t> dropped = collectives.gatherWord((uint64_t)load.dropped[e]);
+        layer.kept.emplace_back(kept.begin(), kept.end());
+        layer.dropped.emplace_back(dropped.begin(), dropped.end());
+      }
+      if (self == 0)
+        result.expertLoad.push_back(std::move(layer));
+    }
     for (int32_t out : *p.outputs()) {
       std::vector<float> global = gatherToFirst(out);
       if (self == 0) {

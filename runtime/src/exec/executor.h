@@ -111,6 +111,23 @@ struct RunOptions {
   Routing *routing = nullptr;
 };
 
+/// What one MoE layer routed in a run: per expert and rank, the choices the
+/// rank's tokens sent to the expert (kept) and the ones capacity mode dropped,
+/// over the last forward pass of a forward run or every step of a training
+/// run. A rank that holds a copy of tokens another rank holds counts nothing.
+struct LayerLoad {
+  int64_t block = -1;    ///< the model block of the layer, or -1
+  bool capacity = false; ///< capacity mode (else dropless: nothing dropped)
+  std::vector<std::vector<int64_t>> kept, dropped; ///< [expert][rank]
+  int64_t total(const std::vector<std::vector<int64_t>> &counts) const {
+    int64_t sum = 0;
+    for (const auto &perRank : counts)
+      for (int64_t n : perRank)
+        sum += n;
+    return sum;
+  }
+};
+
 struct RunResult {
   /// Empty on success.
   std::string error;
@@ -140,6 +157,8 @@ struct RunResult {
   int64_t arenaPeak = 0;
   /// The largest sum of the activation bytes live at once (largest over ranks).
   int64_t liveBytesPeak = 0;
+  /// Each MoE layer's routing, in program order, on the first rank.
+  std::vector<LayerLoad> expertLoad;
   /// Whether the activations lived in the plan's arena (not in the
   /// single-device run, whose shapes the arena was not laid out for).
   bool usedArena = false;

@@ -74,11 +74,20 @@ std::string readAttr(const plan::Op &op, const AttrSpec &spec, AttrValue &value)
     value.f = found->floats()->Get(0);
     break;
   case AttrKind::Strings:
+  case AttrKind::Name:
     if (size(found->ints()) || size(found->floats()))
       return std::string("attribute '") + spec.name + "' is not a list of names";
+    if (spec.kind == AttrKind::Name && size(found->strings()) != 1)
+      return std::string("attribute '") + spec.name + "' is not one name";
     if (found->strings())
       for (const auto *s : *found->strings())
         value.strings.push_back(s->str());
+    break;
+  case AttrKind::Ints:
+    if (size(found->floats()) || size(found->strings()))
+      return std::string("attribute '") + spec.name + "' is not a list of integers";
+    if (found->ints())
+      value.ints.assign(found->ints()->begin(), found->ints()->end());
     break;
   }
   value.present = true;

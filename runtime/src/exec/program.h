@@ -46,7 +46,10 @@ struct TensorInfo {
   int64_t elementBytes() const { return dtypeSize(dtype); }
 };
 
-enum class AttrKind { Int, Float, Strings };
+/// Strings: mesh axis names (checked against the mesh); Ints: a list of
+/// integers (an array attribute); Name: one string that is not an axis (a
+/// choice such as a policy's name).
+enum class AttrKind { Int, Float, Strings, Ints, Name };
 
 /// An attribute a kernel reads; `optional` only where the op itself has no
 /// value for it (an ODS OptionalAttr, e.g. attention's scale).
@@ -61,7 +64,8 @@ struct AttrValue {
   bool present = false;
   int64_t i = 0;
   double f = 0;
-  std::vector<std::string> strings;
+  std::vector<std::string> strings; ///< Strings; Name holds its one string here
+  std::vector<int64_t> ints;        ///< Ints
 };
 
 /// The facts of this rank a step needs, resolved once at load.
@@ -125,7 +129,7 @@ const Backend &cpuBackend();
 /// The version of what the runtime and a backend library share (Backend,
 /// KernelSpec, Step, Frame, Device, BufferView, Stop): a library built
 /// against another version is refused at load.
-inline constexpr int kBackendAbiVersion = 1;
+inline constexpr int kBackendAbiVersion = 2;
 
 /// What a backend library exports with C linkage as
 /// `shardline_backend_<name>`: its backend, whose table entries take their
@@ -181,6 +185,12 @@ struct TrainOptions {
   double lrAt(int64_t done) const;
 };
 
+/// What one MoE layer routed from this rank's tokens: per expert, the choices
+/// it kept (the rows the expert receives) and the ones capacity mode dropped.
+struct ExpertLoad {
+  std::vector<int64_t> kept, dropped;
+};
+
 /// What a kernel runs against: this rank's tensors, their buffers and the
 /// collectives. Kernels compute in f32: while a step runs, the view of each
 /// of its 16-bit operands and results is an f32 copy (the executor widens the
@@ -199,6 +209,10 @@ struct Frame {
   /// The rank's device: a backend's kernels launch on it (its stream, its
   /// library handles).
   Device *device = nullptr;
+  /// Where the routing kernels (the dropless dispatch, capacity mode's
+  /// slots) add the rows each expert kept and dropped, by step index; nullptr
+  /// when nobody reads them (the verifier's frame, the tests').
+  std::map<int64_t, ExpertLoad> *expertLoad = nullptr;
 
   float *f(int32_t t) const { return typed(t, DType::F32).f32(); }
   int32_t *ids(int32_t t) const { return typed(t, DType::I32).i32(); }

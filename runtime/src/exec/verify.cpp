@@ -13,7 +13,7 @@ namespace {
 const std::vector<int64_t> kNoShape;
 
 bool isIndexName(const std::string &name) {
-  return name == "ids" || name == "labels" || name == "indices";
+  return name == "ids" || name == "labels" || name == "indices" || name == "slots";
 }
 
 /// The checks every op gets, whatever its kernel.
@@ -179,6 +179,15 @@ void requireIdsInRange(const Frame &f, int32_t t, int64_t limit, const char *wha
     throw Stop{"'" + f.tensors[t].name + "' holds a value outside [0, " + std::to_string(limit) +
                    "), " + what,
                false};
+}
+
+void requireSlotsInRange(const Frame &f, int32_t t, int64_t capacity) {
+  const int32_t *slots = f.ids(t);
+  for (int64_t i = 0; i < f.n(t); ++i)
+    if (slots[i] < -1 || slots[i] >= capacity)
+      throw Stop{"'" + f.tensors[t].name + "' holds " + std::to_string(slots[i]) +
+                     ", outside [-1, " + std::to_string(capacity) + "), the capacity's slots",
+                 false};
 }
 
 std::string verifyProgram(const std::vector<Step> &program, const Frame &frame) {

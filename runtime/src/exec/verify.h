@@ -105,6 +105,10 @@ void checkTransition(Contract &c);
 /// the tensor) unless every value of `t` on this rank lies in [0, limit).
 void requireIdsInRange(const Frame &f, int32_t t, int64_t limit, const char *what);
 
+/// The same for capacity mode's slots: every value in [-1, capacity) (-1: a
+/// dropped choice).
+void requireSlotsInRange(const Frame &f, int32_t t, int64_t capacity);
+
 /// Checks every step of `program` (decoded from the plan `frame` runs) on
 /// the mesh and tensors of `frame`; returns the first violation, naming the
 /// op (index, kind, result, location) and the field, or an empty string.

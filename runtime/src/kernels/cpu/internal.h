@@ -3,6 +3,8 @@
 #ifndef SHARDLINE_RUNTIME_KERNELS_CPU_INTERNAL_H
 #define SHARDLINE_RUNTIME_KERNELS_CPU_INTERNAL_H
 
+#include "kernels/cpu/kernels.h"
+
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -56,6 +58,20 @@ struct LocalWindow {
   LocalWindow(int64_t H, int64_t start, int64_t S);
   void gather(const float *halo, const float *own, int64_t b, int64_t ld, float *dst) const;
 };
+
+/// Calls fn(t, j, row) for every kept choice j of every local token t (the
+/// flat b*S + s) in token then j order, with the buffer row it takes: the
+/// one walk that capacity-mode dispatch, combine and their gradients share.
+template <typename Fn>
+void for_each_kept(const int32_t *idx, const int32_t *slots, const CapacityDims &d, Fn fn) {
+  for (int64_t b = 0; b < d.B; ++b)
+    for (int64_t s = 0; s < d.S; ++s) {
+      const int64_t t = b * d.S + s;
+      for (int64_t j = 0; j < d.k; ++j)
+        if (slots[t * d.k + j] >= 0)
+          fn(t, j, d.row(idx[t * d.k + j], b, s, slots[t * d.k + j]));
+    }
+}
 
 // The branch keeps exp() from overflowing to inf for large |x|.
 inline double sigmoid(double x) {

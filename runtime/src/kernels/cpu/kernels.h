@@ -525,6 +525,53 @@ void moe_experts_slabs(const float *slabs, int64_t E, int64_t R, const float *w_
 void moe_gather_rows(const float *slabs, const float *weights, const int32_t *idx, int64_t T,
                      int64_t H, int64_t k, float *y);
 
+// -- capacity mode ----------------------------------------------------------
+//
+// Tokens are cut into groups of `rows` batch rows x `positions` sequence
+// positions, and each group sends at most C rows to each expert (GShard's and
+// Switch's static buffers, Megatron's --moe-expert-capacity-factor). The
+// kernels see a rank's local [B, S] tokens, which groups tile whole; a buffer
+// is [E, Gb, Gs, C, H] with Gb = B / rows and Gs = S / positions, and a
+// choice's row in it is (its expert, its token's group, its slot).
+
+/// The local token grid and the buffers of capacity-mode MoE.
+struct CapacityDims {
+  int64_t B = 0, S = 0, k = 0; ///< local tokens [B, S], k choices each
+  int64_t E = 0, C = 0;        ///< experts, rows per expert per group
+  int64_t rows = 1, positions = 1;
+  int64_t groupsB() const { return B / rows; }
+  int64_t groupsS() const { return S / positions; }
+  /// The row of [E, Gb, Gs, C] that slot c of expert e holds for token (b, s).
+  int64_t row(int64_t e, int64_t b, int64_t s, int64_t c) const {
+    return ((e * groupsB() + b / rows) * groupsS() + s / positions) * C + c;
+  }
+};
+
+/// Which choices an expert keeps when more than C of a group choose it.
+enum class DropPolicy {
+  Probs,   ///< the C of largest weight (equal weights: the earlier position)
+  Position ///< the first C
+};
+
+/// The slot of every choice: within a group, the candidates of expert e are
+/// the (token, j) with idx = e in position order (tokens row-major over the
+/// group, then j); the policy keeps at most C of them, and the kept ones take
+/// slots 0, 1, ... in position order. slots[B,S,k] is the slot, or -1 for a
+/// dropped choice. idx values must lie in [0, E). When given, kept[E] and
+/// dropped[E] are added the choices each expert kept and dropped.
+void moe_capacity_slots(const float *weights, const int32_t *idx, const CapacityDims &d,
+                        DropPolicy policy, int32_t *slots, int64_t *kept, int64_t *dropped);
+
+/// buffers[E,Gb,Gs,C,H]: the row of every kept choice holds its token's
+/// x[B,S,H], every other row zero.
+void moe_dispatch_capacity(const float *x, const int32_t *idx, const int32_t *slots,
+                           const CapacityDims &d, int64_t H, float *buffers);
+
+/// y[b,s,:] = sum over the kept j of weights[b,s,j] buffers[row of (b,s,j)]
+/// (in double, in j order); a token all of whose choices were dropped gets 0.
+void moe_combine_capacity(const float *buffers, const float *weights, const int32_t *idx,
+                          const int32_t *slots, const CapacityDims &d, int64_t H, float *y);
+
 //===----------------------------------------------------------------------===//
 // Backward of mixture of experts (moe_grad.cpp)
 //===----------------------------------------------------------------------===//
@@ -568,6 +615,24 @@ void moe_experts_slabs_grad(const float *slabs, int64_t E, int64_t R, const floa
                             const float *w_up, const float *w_down, int64_t H, int64_t F,
                             const float *dy, float *dslabs, float *dw_gate, float *dw_up,
                             float *dw_down);
+
+/// The x cotangent of moe_dispatch_capacity: dx[b,s,:] = sum over the kept j
+/// of dbuffers[row of (b,s,j)] (in double, in j order).
+void moe_dispatch_capacity_grad(const float *dbuffers, const int32_t *idx, const int32_t *slots,
+                                const CapacityDims &d, int64_t H, float *dx);
+
+/// The buffers cotangent of moe_combine_capacity: weights[b,s,j] dy[b,s,:] in
+/// the row of every kept choice, zero in every other row of
+/// dbuffers[E,Gb,Gs,C,H].
+void moe_combine_capacity_grad(const float *weights, const int32_t *idx, const int32_t *slots,
+                               const float *dy, const CapacityDims &d, int64_t H, float *dbuffers);
+
+/// The weights cotangent of moe_combine_capacity: dweights[b,s,j] =
+/// sum_h buffers[row of (b,s,j), h] dy[b,s,h] (in double) for a kept choice,
+/// 0 for a dropped one.
+void moe_combine_capacity_grad_weights(const float *buffers, const int32_t *idx,
+                                       const int32_t *slots, const float *dy, const CapacityDims &d,
+                                       int64_t H, float *dweights);
 
 //===----------------------------------------------------------------------===//
 // Cross-entropy (loss.cpp)

@@ -144,11 +144,155 @@ void moe_gather_rows(const float *slabs, const float *weights, const int32_t *id
     }
 }
 
+void moe_capacity_slots(const float *weights, const int32_t *idx, const CapacityDims &d,
+                        DropPolicy policy, int32_t *slots, int64_t *kept, int64_t *dropped) {
+  // Each expert's candidates of one group, as flat (token, j) indices in
+  // position order; reused from group to group.
+  std::vector<std::vector<int64_t>> candidates(d.E);
+  std::vector<int64_t> ranked;
+  std::vector<char> keep;
+  for (int64_t gb = 0; gb < d.groupsB(); ++gb)
+    for (int64_t gs = 0; gs < d.groupsS(); ++gs) {
+      for (auto &c : candidates)
+        c.clear();
+      for (int64_t b = gb * d.rows; b < (gb + 1) * d.rows; ++b)
+        for (int64_t s = gs * d.positions; s < (gs + 1) * d.positions; ++s)
+          for (int64_t j = 0; j < d.k; ++j) {
+            const int64_t i = (b * d.S + s) * d.k + j;
+            assert(idx[i] >= 0 && idx[i] < d.E);
+            candidates[idx[i]].push_back(i);
+          }
+      for (int64_t e = 0; e < d.E; ++e) {
+        const std::vector<int64_t> &c = candidates[e];
+        const int64_t n = static_cast<int64_t>(c.size());
+        keep.assign(n, 0);
+        if (n <= d.C || policy == DropPolicy::Position) {
+          std::fill(keep.begin(), keep.begin() + std::min(n, d.C), 1);
+        } else {
+          // The C largest weights; of equal weights the earlier position.
+          ranked.resize(n);
+          std::iota(ranked.begin(), ranked.end(), 0);
+          std::partial_sort(ranked.begin(), ranked.begin() + d.C, ranked.end(),
+                            [&](int64_t a, int64_t b) {
+                              float wa = weights[c[a]], wb = weights[c[b]];
+                              return wa > wb || (wa == wb && a < b);
+                            });
+          for (int64_t r = 0; r < d.C; ++r)
+            keep[ranked[r]] = 1;
+        }
+        int32_t next = 0;
+        for (int64_t r = 0; r < n; ++r)
+          slots[c[r]] = keep[r] ? next++ : -1;
+        if (kept)
+          kept[e] += next;
+        if (dropped)
+          dropped[e] += n - next;
+      }
+    }
+}
+
+void moe_dispatch_capacity(const float *x, const int32_t *idx, const int32_t *slots,
+                           const CapacityDims &d, int64_t H, float *buffers) {
+  std::fill(buffers, buffers + d.E * d.groupsB() * d.groupsS() * d.C * H, 0.0f);
+  detail::for_each_kept(idx, slots, d, [&](int64_t t, int64_t, int64_t row) {
+    std::memcpy(buffers + row * H, x + t * H, sizeof(float) * H);
+  });
+}
+
+void moe_combine_capacity(const float *buffers, const float *weights, const int32_t *idx,
+                          const int32_t *slots, const CapacityDims &d, int64_t H, float *y) {
+  std::vector<double> acc(d.B * d.S * H, 0.0);
+  detail::for_each_kept(idx, slots, d, [&](int64_t t, int64_t j, int64_t row) {
+    const double w = weights[t * d.k + j];
+    for (int64_t h = 0; h < H; ++h)
+      acc[t * H + h] += w * buffers[row * H + h];
+  });
+  for (size_t i = 0; i < acc.size(); ++i)
+    y[i] = static_cast<float>(acc[i]);
+}
+
 } // namespace shardline::rt::cpu
 
 // -- the kernel table's entries ---------------------------------------------
 
 namespace shardline::rt {
+
+std::vector<AttrSpec> capacityAttrs(bool withExperts) {
+  std::vector<AttrSpec> attrs = {{"group", AttrKind::Ints}};
+  if (withExperts)
+    attrs.insert(attrs.begin(), {{"experts", AttrKind::Int}, {"capacity", AttrKind::Int}});
+  return attrs;
+}
+
+cpu::CapacityDims capacityDims(const Step &s, const Frame &f, int32_t routing, int32_t buffers) {
+  const std::vector<int64_t> &r = f.local(routing);
+  const std::vector<int64_t> &group = s.attrs[s.attrs.size() > 1 ? kGroup : 0].ints;
+  cpu::CapacityDims d;
+  d.B = r[0], d.S = r[1], d.k = r[2];
+  d.rows = group[0], d.positions = group[1];
+  if (buffers >= 0) {
+    d.E = f.local(buffers)[0], d.C = f.local(buffers)[3];
+  } else {
+    d.E = s.attrs[kExperts].i, d.C = s.attrs[kCapacity].i;
+  }
+  return d;
+}
+
+void checkCapacity(Contract &c, std::initializer_list<Contract::Arg> routing, Contract::Arg tokens,
+                   Contract::Arg buffers) {
+  const bool attrsEC = c.step.attrs.size() > 1;
+  const std::vector<int64_t> &group = c.step.attrs[attrsEC ? kGroup : 0].ints;
+  c.require(group.size() == 2, "attribute 'group' holds " + std::to_string(group.size()) +
+                                   " integers, not 2 (rows, positions)");
+  if (!c.ok())
+    return;
+  c.require(group[0] >= 1 && group[1] >= 1, "attribute 'group' is [" + std::to_string(group[0]) +
+                                                ", " + std::to_string(group[1]) +
+                                                "]: a group has at least one row and one position");
+  if (!c.ok())
+    return; // the checks below divide by the group
+  if (attrsEC) {
+    c.require(c.intAttr(kExperts) >= 1,
+              "attribute 'experts' is " + std::to_string(c.intAttr(kExperts)) + ", not positive");
+    c.require(c.intAttr(kCapacity) >= 1,
+              "attribute 'capacity' is " + std::to_string(c.intAttr(kCapacity)) + ", not positive");
+  }
+  Contract::Arg first = *routing.begin();
+  for (Contract::Arg r : routing)
+    c.rank(r, 3).sameShape(r, first);
+  c.rank(tokens, 3).sameDim(tokens, 0, first, 0).sameDim(tokens, 1, first, 1);
+  for (int d : {0, 1})
+    c.require(c.dim(first, d) % group[d] == 0,
+              c.dimText(first, d) + ", which groups of " + std::to_string(group[d]) +
+                  (d == 0 ? " rows" : " positions") + " do not tile");
+  c.rank(buffers, 5);
+  if (!c.ok())
+    return;
+  c.dimIs(buffers, 1, c.dim(first, 0) / group[0], "the groups along the batch per rank")
+      .dimIs(buffers, 2, c.dim(first, 1) / group[1], "the groups along the sequence per rank")
+      .sameDim(buffers, 4, tokens, 2);
+  if (attrsEC)
+    c.dimIs(buffers, 0, c.intAttr(kExperts), "attribute 'experts'")
+        .dimIs(buffers, 3, c.intAttr(kCapacity), "attribute 'capacity'");
+}
+
+ExpertLoad *expertLoad(const Step &s, Frame &f, int32_t t, int64_t experts) {
+  if (!f.expertLoad)
+    return nullptr;
+  ExpertLoad &load = (*f.expertLoad)[s.index];
+  load.kept.resize(experts, 0);
+  load.dropped.resize(experts, 0);
+  const TensorInfo &routing = f.tensors[t];
+  std::vector<int64_t> coords = f.mesh.coords(f.self);
+  for (size_t a = 0; a < f.mesh.axes.size(); ++a) {
+    bool splits = false;
+    for (const std::vector<std::string> &dim : routing.layout.dims)
+      splits = splits || std::count(dim.begin(), dim.end(), f.mesh.axes[a].first) > 0;
+    if (!splits && coords[a] != 0)
+      return nullptr;
+  }
+  return &load;
+}
 
 namespace {
 
@@ -164,12 +308,45 @@ void moeDispatch(const Step &s, Frame &f) {
   requireIdsInRange(f, s.in[1], f.local(s.out[0])[0], "the experts");
   cpu::moe_scatter_rows(f.f(s.in[0]), f.ids(s.in[1]), xl[0] * xl[1], xl[2], f.local(s.in[1])[2],
                         f.f(s.out[0]));
+  if (ExpertLoad *load = expertLoad(s, f, s.in[1], f.local(s.out[0])[0])) {
+    const int32_t *idx = f.ids(s.in[1]);
+    for (int64_t i = 0; i < f.n(s.in[1]); ++i)
+      ++load->kept[idx[i]];
+  }
 }
 
 void moeExperts(const Step &s, Frame &f) {
   const std::vector<int64_t> &tl = f.local(s.in[0]), &gl = f.local(s.in[1]);
-  cpu::moe_experts_slabs(f.f(s.in[0]), tl[0], tl[1] * tl[2], f.f(s.in[1]), f.f(s.in[2]),
+  cpu::moe_experts_slabs(f.f(s.in[0]), tl[0], expertRows(tl), f.f(s.in[1]), f.f(s.in[2]),
                          f.f(s.in[3]), gl[1], gl[2], f.f(s.out[0]));
+}
+
+// -- capacity mode ----------------------------------------------------------
+
+void moeCapacitySlots(const Step &s, Frame &f) {
+  cpu::CapacityDims d = capacityDims(s, f, s.in[1], -1);
+  requireIdsInRange(f, s.in[1], d.E, "the experts");
+  ExpertLoad *load = expertLoad(s, f, s.in[1], d.E);
+  cpu::moe_capacity_slots(
+      f.f(s.in[0]), f.ids(s.in[1]), d,
+      s.attrs[kPolicy].strings[0] == "probs" ? cpu::DropPolicy::Probs : cpu::DropPolicy::Position,
+      f.ids(s.out[0]), load ? load->kept.data() : nullptr, load ? load->dropped.data() : nullptr);
+}
+
+void moeDispatchCapacity(const Step &s, Frame &f) {
+  cpu::CapacityDims d = capacityDims(s, f, s.in[1], s.out[0]);
+  requireIdsInRange(f, s.in[1], d.E, "the experts");
+  requireSlotsInRange(f, s.in[2], d.C);
+  cpu::moe_dispatch_capacity(f.f(s.in[0]), f.ids(s.in[1]), f.ids(s.in[2]), d, f.local(s.in[0])[2],
+                             f.f(s.out[0]));
+}
+
+void moeCombineCapacity(const Step &s, Frame &f) {
+  cpu::CapacityDims d = capacityDims(s, f, s.in[2], s.in[0]);
+  requireIdsInRange(f, s.in[2], d.E, "the experts");
+  requireSlotsInRange(f, s.in[3], d.C);
+  cpu::moe_combine_capacity(f.f(s.in[0]), f.f(s.in[1]), f.ids(s.in[2]), f.ids(s.in[3]), d,
+                            f.local(s.in[0])[4], f.f(s.out[0]));
 }
 
 void moeCombine(const Step &s, Frame &f) {
@@ -200,11 +377,11 @@ void checkMoeDispatch(Contract &c) {
   c.sameDim(out, 1, x, 0).sameDim(out, 2, x, 1).sameDim(out, 3, x, 2);
 }
 
-/// tokens[E, B, S, H], gate and up [E, H, F], down [E, F, H].
+/// tokens[E, r1, ..., rn, H] (n >= 1), gate and up [E, H, F], down [E, F, H].
 void checkMoeExperts(Contract &c) {
   Contract::Arg tokens = operand(0), gate = operand(1), up = operand(2), down = operand(3);
-  c.rank(tokens, 4).rank(gate, 3).rank(down, 3).sameShape(up, gate);
-  c.sameDim(gate, 0, tokens, 0).sameDim(gate, 1, tokens, 3);
+  c.rankAtLeast(tokens, 3).rank(gate, 3).rank(down, 3).sameShape(up, gate);
+  c.sameDim(gate, 0, tokens, 0).sameDim(gate, 1, tokens, -1);
   c.sameDim(down, 0, gate, 0).sameDim(down, 1, gate, 2).sameDim(down, 2, gate, 1);
   c.sameShape(result(0), tokens);
 }
@@ -215,6 +392,26 @@ void checkMoeCombine(Contract &c) {
   c.rank(slabs, 4).rank(weights, 3).sameShape(indices, weights);
   c.sameDim(weights, 0, slabs, 1).sameDim(weights, 1, slabs, 2);
   c.rank(out, 3).sameDim(out, 0, slabs, 1).sameDim(out, 1, slabs, 2).sameDim(out, 2, slabs, 3);
+}
+
+/// weights, indices [B, S, k] -> slots [B, S, k]; groups tile [B, S]; a
+/// known drop policy.
+void checkMoeCapacitySlots(Contract &c) {
+  c.rank(operand(0), 3).sameShape(operand(1), operand(0)).sameShape(result(0), operand(0));
+  const std::vector<std::string> &policy = c.step.attrs[kPolicy].strings;
+  c.require(policy[0] == "probs" || policy[0] == "position",
+            "attribute 'drop_policy' is '" + policy[0] + "', not 'probs' or 'position'");
+  checkCapacity(c, {operand(0), operand(1), result(0)}, kNoArg, kNoArg);
+}
+
+/// x[B, S, H], indices and slots [B, S, k] -> [E, Gb, Gs, C, H].
+void checkMoeDispatchCapacity(Contract &c) {
+  checkCapacity(c, {operand(1), operand(2)}, operand(0), result(0));
+}
+
+/// expert_out[E, Gb, Gs, C, H], weights, indices, slots [B, S, k] -> [B, S, H].
+void checkMoeCombineCapacity(Contract &c) {
+  checkCapacity(c, {operand(1), operand(2), operand(3)}, result(0), operand(0));
 }
 
 } // namespace
@@ -231,6 +428,29 @@ SHARDLINE_CPU_KERNELS(moe) {
             {{"x", "indices"}, kResult, {}, moeDispatch, nullptr, checkMoeDispatch});
   addKernel(t, "moe_experts",
             {{"tokens", "gate", "up", "down"}, kResult, {}, moeExperts, nullptr, checkMoeExperts});
+  std::vector<AttrSpec> slotsAttrs = capacityAttrs(true);
+  slotsAttrs.push_back({"drop_policy", AttrKind::Name});
+  addKernel(t, "moe_capacity_slots",
+            {{"weights", "indices"},
+             {"slots"},
+             slotsAttrs,
+             moeCapacitySlots,
+             nullptr,
+             checkMoeCapacitySlots});
+  addKernel(t, "moe_dispatch_capacity",
+            {{"x", "indices", "slots"},
+             kResult,
+             capacityAttrs(true),
+             moeDispatchCapacity,
+             nullptr,
+             checkMoeDispatchCapacity});
+  addKernel(t, "moe_combine_capacity",
+            {{"expert_out", "weights", "indices", "slots"},
+             kResult,
+             capacityAttrs(false),
+             moeCombineCapacity,
+             nullptr,
+             checkMoeCombineCapacity});
   addKernel(
       t, "moe_combine",
       {{"expert_out", "weights", "indices"}, kResult, {}, moeCombine, nullptr, checkMoeCombine});

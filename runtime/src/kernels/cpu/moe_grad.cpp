@@ -132,6 +132,39 @@ void moe_experts_slabs_grad(const float *slabs, int64_t E, int64_t R, const floa
   }
 }
 
+void moe_dispatch_capacity_grad(const float *dbuffers, const int32_t *idx, const int32_t *slots,
+                                const CapacityDims &d, int64_t H, float *dx) {
+  std::vector<double> acc(d.B * d.S * H, 0.0);
+  detail::for_each_kept(idx, slots, d, [&](int64_t t, int64_t, int64_t row) {
+    for (int64_t h = 0; h < H; ++h)
+      acc[t * H + h] += dbuffers[row * H + h];
+  });
+  for (size_t i = 0; i < acc.size(); ++i)
+    dx[i] = static_cast<float>(acc[i]);
+}
+
+void moe_combine_capacity_grad(const float *weights, const int32_t *idx, const int32_t *slots,
+                               const float *dy, const CapacityDims &d, int64_t H, float *dbuffers) {
+  std::fill(dbuffers, dbuffers + d.E * d.groupsB() * d.groupsS() * d.C * H, 0.0f);
+  detail::for_each_kept(idx, slots, d, [&](int64_t t, int64_t j, int64_t row) {
+    const float w = weights[t * d.k + j];
+    for (int64_t h = 0; h < H; ++h)
+      dbuffers[row * H + h] = w * dy[t * H + h];
+  });
+}
+
+void moe_combine_capacity_grad_weights(const float *buffers, const int32_t *idx,
+                                       const int32_t *slots, const float *dy, const CapacityDims &d,
+                                       int64_t H, float *dweights) {
+  std::fill(dweights, dweights + d.B * d.S * d.k, 0.0f);
+  detail::for_each_kept(idx, slots, d, [&](int64_t t, int64_t j, int64_t row) {
+    double acc = 0.0;
+    for (int64_t h = 0; h < H; ++h)
+      acc += static_cast<double>(buffers[row * H + h]) * dy[t * H + h];
+    dweights[t * d.k + j] = static_cast<float>(acc);
+  });
+}
+
 } // namespace shardline::rt::cpu
 
 // -- the kernel table's entries ---------------------------------------------
@@ -158,7 +191,7 @@ void moeDispatchGrad(const Step &s, Frame &f) {
 /// gradients, whichever the entry computes.
 void moeExpertsGrad(const Step &s, Frame &f, bool weights) {
   const std::vector<int64_t> &tl = f.local(s.in[0]), &gl = f.local(s.in[1]);
-  cpu::moe_experts_slabs_grad(f.f(s.in[0]), tl[0], tl[1] * tl[2], f.f(s.in[1]), f.f(s.in[2]),
+  cpu::moe_experts_slabs_grad(f.f(s.in[0]), tl[0], expertRows(tl), f.f(s.in[1]), f.f(s.in[2]),
                               f.f(s.in[3]), gl[1], gl[2], f.f(s.in[4]),
                               weights ? nullptr : f.f(s.out[0]), weights ? f.f(s.out[0]) : nullptr,
                               weights ? f.f(s.out[1]) : nullptr, weights ? f.f(s.out[2]) : nullptr);
@@ -176,6 +209,30 @@ void moeCombineGradWeights(const Step &s, Frame &f) {
   requireIdsInRange(f, s.in[1], el[0], "the experts");
   cpu::moe_combine_grad_weights(f.f(s.in[0]), f.ids(s.in[1]), f.f(s.in[2]), el[1] * el[2], el[3],
                                 f.local(s.in[1])[2], f.f(s.out[0]));
+}
+
+void moeDispatchCapacityGrad(const Step &s, Frame &f) {
+  cpu::CapacityDims d = capacityDims(s, f, s.in[1], s.in[0]);
+  requireIdsInRange(f, s.in[1], d.E, "the experts");
+  requireSlotsInRange(f, s.in[2], d.C);
+  cpu::moe_dispatch_capacity_grad(f.f(s.in[0]), f.ids(s.in[1]), f.ids(s.in[2]), d,
+                                  f.local(s.in[0])[4], f.f(s.out[0]));
+}
+
+void moeCombineCapacityGrad(const Step &s, Frame &f) {
+  cpu::CapacityDims d = capacityDims(s, f, s.in[1], s.out[0]);
+  requireIdsInRange(f, s.in[1], d.E, "the experts");
+  requireSlotsInRange(f, s.in[2], d.C);
+  cpu::moe_combine_capacity_grad(f.f(s.in[0]), f.ids(s.in[1]), f.ids(s.in[2]), f.f(s.in[3]), d,
+                                 f.local(s.in[3])[2], f.f(s.out[0]));
+}
+
+void moeCombineCapacityGradWeights(const Step &s, Frame &f) {
+  cpu::CapacityDims d = capacityDims(s, f, s.in[1], s.in[0]);
+  requireIdsInRange(f, s.in[1], d.E, "the experts");
+  requireSlotsInRange(f, s.in[2], d.C);
+  cpu::moe_combine_capacity_grad_weights(f.f(s.in[0]), f.ids(s.in[1]), f.ids(s.in[2]), f.f(s.in[3]),
+                                         d, f.local(s.in[0])[4], f.f(s.out[0]));
 }
 
 // -- contracts --------------------------------------------------------------
@@ -206,12 +263,14 @@ void checkMoeDispatchGrad(Contract &c) {
   checkRouting(c, operand(1), dx, 0);
 }
 
-/// tokens[E, B, S, H], gate and up [E, H, F], down [E, F, H], dy of tokens'
-/// shape; dtokens of tokens' shape, or dgate, dup, ddown of the weights'.
+/// tokens[E, r1, ..., rn, H] (n >= 1), gate and up [E, H, F], down [E, F, H],
+/// dy of tokens' shape; dtokens of tokens' shape, or dgate, dup, ddown of the
+/// weights'.
 void checkMoeExpertsGrad(Contract &c) {
   Contract::Arg tokens = operand(0), gate = operand(1), up = operand(2), down = operand(3);
-  c.rank(tokens, 4).rank(gate, 3).rank(down, 3).sameShape(up, gate).sameShape(operand(4), tokens);
-  c.sameDim(gate, 0, tokens, 0).sameDim(gate, 1, tokens, 3);
+  c.rankAtLeast(tokens, 3).rank(gate, 3).rank(down, 3).sameShape(up, gate);
+  c.sameShape(operand(4), tokens);
+  c.sameDim(gate, 0, tokens, 0).sameDim(gate, 1, tokens, -1);
   c.sameDim(down, 0, gate, 0).sameDim(down, 1, gate, 2).sameDim(down, 2, gate, 1);
   if (c.step.out.size() == 1) {
     c.sameShape(result(0), tokens);
@@ -238,6 +297,22 @@ void checkMoeCombineGradWeights(Contract &c) {
     c.sameDim(dy, d, slabs, d + 1);
   checkRouting(c, indices, dy, 0);
   c.sameShape(result(0), indices);
+}
+
+/// dtokens[E, Gb, Gs, C, H], indices and slots [B, S, k] -> dx[B, S, H].
+void checkMoeDispatchCapacityGrad(Contract &c) {
+  checkCapacity(c, {operand(1), operand(2)}, result(0), operand(0));
+}
+
+/// weights, indices, slots [B, S, k], dy[B, S, H] -> dexpert_out[E, Gb, Gs, C, H].
+void checkMoeCombineCapacityGrad(Contract &c) {
+  checkCapacity(c, {operand(0), operand(1), operand(2)}, operand(3), result(0));
+}
+
+/// expert_out[E, Gb, Gs, C, H], indices, slots [B, S, k], dy[B, S, H] ->
+/// dweights[B, S, k].
+void checkMoeCombineCapacityGradWeights(Contract &c) {
+  checkCapacity(c, {operand(1), operand(2), result(0)}, operand(3), operand(0));
 }
 
 } // namespace
@@ -274,6 +349,27 @@ SHARDLINE_CPU_KERNELS(moe_grad) {
              moeCombineGrad,
              nullptr,
              checkMoeCombineGrad});
+  addKernel(t, "moe_dispatch_capacity_grad",
+            {{"dtokens", "indices", "slots"},
+             {"dx"},
+             capacityAttrs(false),
+             moeDispatchCapacityGrad,
+             nullptr,
+             checkMoeDispatchCapacityGrad});
+  addKernel(t, "moe_combine_capacity_grad",
+            {{"weights", "indices", "slots", "dy"},
+             {"dexpert_out"},
+             capacityAttrs(true),
+             moeCombineCapacityGrad,
+             nullptr,
+             checkMoeCombineCapacityGrad});
+  addKernel(t, "moe_combine_capacity_grad_weights",
+            {{"expert_out", "indices", "slots", "dy"},
+             {"dweights"},
+             capacityAttrs(false),
+             moeCombineCapacityGradWeights,
+             nullptr,
+             checkMoeCombineCapacityGradWeights});
   addKernel(t, "moe_combine_grad_weights",
             {{"expert_out", "indices", "dy"},
              {"dweights"},

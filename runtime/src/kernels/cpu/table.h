@@ -17,8 +17,10 @@
 
 #include "exec/collectives.h"
 #include "exec/program.h"
+#include "exec/verify.h"
 #include "kernels/cpu/kernels.h"
 
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -61,13 +63,53 @@ inline std::vector<int64_t> group(const Frame &f, const AttrValue &axes) {
   return f.mesh.group(f.self, axes.strings);
 }
 
+/// The rows of tokens[E, r1, ..., rn, H] per expert: the product of the
+/// dimensions between the experts and the hidden one (the dropless slabs'
+/// [B, S], capacity mode's [Gb, Gs, C]).
+inline int64_t expertRows(const std::vector<int64_t> &tokens) {
+  int64_t rows = 1;
+  for (size_t d = 1; d + 1 < tokens.size(); ++d)
+    rows *= tokens[d];
+  return rows;
+}
+
+/// An argument no step has: the checks on it do nothing.
+inline constexpr Contract::Arg kNoArg{true, ~size_t(0)};
+
+// -- capacity-mode MoE (moe.cpp; the backward in moe_grad.cpp) ---------------
+
+/// The attributes of the capacity ops in their entries' order: experts,
+/// capacity, group (and the slots' drop_policy), or group alone.
+enum CapacityAttr { kExperts, kCapacity, kGroup, kPolicy };
+std::vector<AttrSpec> capacityAttrs(bool withExperts);
+
+/// The local dims of a capacity step: [B, S, k] from `routing`, the group
+/// from its attribute, E and C from `buffers` [E, Gb, Gs, C, H] (or, when
+/// buffers is -1, from the attributes).
+cpu::CapacityDims capacityDims(const Step &s, const Frame &f, int32_t routing, int32_t buffers);
+
+/// The contract the capacity ops share: the group attribute is [rows,
+/// positions], both positive, tiling the local [B, S] of the `routing`
+/// operands (one shape [B, S, k]); experts and capacity positive where the op
+/// has them; `tokens` [B, S, H]; `buffers` [E, B/rows, S/positions, C, H],
+/// with E and C the attributes' where the op has them. tokens and buffers may
+/// be kNoArg.
+void checkCapacity(Contract &c, std::initializer_list<Contract::Arg> routing, Contract::Arg tokens,
+                   Contract::Arg buffers);
+
+/// The step's entry in the rank's expert load, sized to `experts` (made on
+/// every rank, so that all hold the same entries), or nullptr when nobody
+/// reads it or this rank's tokens are counted elsewhere: of the ranks that
+/// hold the same part of the routing tensor `t`, only the first (coordinate
+/// 0 on every mesh axis t is not split over) counts, so the counts sum over
+/// the ranks to the layer's routed choices.
+ExpertLoad *expertLoad(const Step &s, Frame &f, int32_t t, int64_t experts);
+
 // -- what a backward op shares with its forward op -------------------------
 //
 // A backward op reads the same rank facts and attributes as the forward op
 // it differentiates, so the two entries share the resolvers, the attribute
 // lists and the contracts below (defined beside the forward kernels).
-
-class Contract;
 
 /// RoPE's attributes and contract: x[B, S, heads*head_dim] (operand 0) and a
 /// result of its shape.
