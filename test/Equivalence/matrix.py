@@ -177,7 +177,9 @@ def run_entry(bin_dir, family, spec_path, flags, workdir, index, train=False):
                    *run_cmd, "--comm", "mpi"]
     if train:
         steps = WHOLE_MODEL_STEPS if family == "nam56r-tiny" else TRAIN_STEPS
-        run_cmd += ["--train", "--steps", str(steps)]
+        # Every router chooses for itself: over the matrix's 20 steps no near-tie may flip,
+        # the stricter check (--verify replays the expert choices by default).
+        run_cmd += ["--train", "--steps", str(steps), "--verify-routing", "own"]
     r = subprocess.run(run_cmd, capture_output=True, text=True, timeout=600)
     out = r.stdout
     ranks = re.search(r"on (\d+) ranks", out)
