@@ -4,17 +4,10 @@
 #include "exec/program.h"
 
 #include <algorithm>
-#include <functional>
-#include <numeric>
 
 namespace shardline::rt {
 
 namespace {
-
-int64_t product(const std::vector<int64_t> &v, size_t begin, size_t end) {
-  return std::accumulate(v.begin() + begin, v.begin() + end, (int64_t)1,
-                         std::multiplies<int64_t>());
-}
 
 /// A whole of `outer` rows, each `parts` runs of `run` elements, cut into its
 /// parts: part j holds run j of every row, rows in order.
@@ -110,95 +103,30 @@ Mail Collectives::allGather(const Axes &axes, const std::vector<float> &mine,
 Collectives::Move Collectives::planMove(const std::vector<int64_t> &shape, const Layout &from,
                                         const Layout &to) {
   Move m;
-  Movement mv = classifyMovement(from, to, mesh, shape);
-  std::vector<int64_t> in = localShape(from, mesh, shape), out = localShape(to, mesh, shape);
-  int64_t g = mesh.product(mv.axes), d = mv.dim;
-  m.inCount = numElements(in);
-  m.outCount = numElements(out);
-  auto plain = [&](bool fits) {
-    if (!fits)
-      return false;
-    m.kind = mv.kind;
-    if (mv.kind != MovementKind::Identity && mv.kind != MovementKind::Slice)
-      m.group = &group(mv.axes);
-    return true;
-  };
-  switch (mv.kind) {
+  MoveShape &shaped = m;
+  shaped = planMoveShape(mesh, shape, from, to);
+  if (!m.error.empty())
+    throw Stop{m.error, false};
+  switch (m.kind) {
   case MovementKind::Identity:
-    plain(true);
     return m;
   case MovementKind::Slice:
-  case MovementKind::ReduceScatter:
-    // Cut the source along d into the members' pieces, in group order.
-    if (plain(out[d] * g == in[d])) {
-      m.outer = product(in, 0, d);
-      m.splitRun = product(out, d, out.size());
-      m.parts = g;
-      m.part = ringOf(mesh, self, mv.axes).position;
-      return m;
-    }
+    m.part = ringOf(mesh, self, m.axes).position;
+    return m;
+  case MovementKind::General:
     break;
-  case MovementKind::AllGather:
-    // Join the members' pieces along d, in group order.
-    if (plain(in[d] * g == out[d])) {
-      m.joinOuter = product(in, 0, d);
-      m.joinRun = product(in, d, in.size());
-      return m;
-    }
-    break;
-  case MovementKind::AllToAll: {
-    // Cut along the split dimension, join what arrives along d.
-    int64_t s = mv.splitDim;
-    std::vector<int64_t> piece = in;
-    piece[s] /= g;
-    if (plain(in[s] % g == 0 && piece[d] * g == out[d])) {
-      m.outer = product(in, 0, s);
-      m.splitRun = product(piece, s, piece.size());
-      m.joinOuter = product(piece, 0, d);
-      m.joinRun = product(piece, d, piece.size());
-      return m;
-    }
-    break;
-  }
   default:
-    break;
+    m.group = &group(m.axes);
+    return m;
   }
-  // A general transfer on the group of every axis either layout uses: a
-  // rank reads only from ranks that share its coordinates on every axis the
-  // source layout does not use, so only those can need this rank's values.
-  m.kind = MovementKind::General;
-  std::vector<bool> usedByFrom(mesh.axes.size(), false), used(mesh.axes.size(), false);
-  for (const Layout *l : {&from, &to}) {
-    std::vector<std::string> names = l->partial;
-    for (const auto &dim : l->dims)
-      names.insert(names.end(), dim.begin(), dim.end());
-    for (const auto &a : names) {
-      int64_t i = mesh.axisIndex(a);
-      if (i < 0)
-        throw Stop{"layout " + l->str() + " uses '" + a + "', which is not a mesh axis", false};
-      used[i] = true;
-      if (l == &from)
-        usedByFrom[i] = true;
-    }
-  }
-  Axes axes;
-  for (size_t i = 0; i < used.size(); ++i)
-    if (used[i])
-      axes.push_back(mesh.axes[i].first);
   m.mine = planTransfer(mesh, shape, from, to, self);
   if (!m.mine.error.empty())
     throw Stop{m.mine.error, false};
-  m.group = &group(axes);
+  m.group = &group(m.axes);
   m.sends.assign(m.group->size(), {});
-  std::vector<int64_t> me = mesh.coords(self);
   for (int64_t j = 0; j < m.group->size(); ++j) {
     int64_t r = m.group->members()[j];
-    std::vector<int64_t> theirs = mesh.coords(r);
-    bool reachable = r != self;
-    for (size_t i = 0; i < usedByFrom.size(); ++i)
-      if (!usedByFrom[i] && theirs[i] != me[i])
-        reachable = false;
-    if (reachable)
+    if (mayRead(mesh, m, r, self))
       m.sends[j] = planTransfer(mesh, shape, from, to, r).reads[self];
   }
   return m;
@@ -278,27 +206,12 @@ void Collectives::run(const Move &m, const T *src, T *dst, int64_t bytesPerValue
 
 void Collectives::allReduce(int64_t step, const std::vector<int64_t> &shape, const Layout &from,
                             const Layout &to, const float *src, float *dst, int64_t bytesPerValue) {
-  // Only the axes the op reduces: a pending sum over others stays pending.
-  std::vector<std::string> reduced;
-  for (const auto &a : from.partial)
-    if (std::find(to.partial.begin(), to.partial.end(), a) == to.partial.end())
-      reduced.push_back(a);
-  Layout mid = from;
-  mid.partial = to.partial;
-  int64_t g = mesh.product(reduced);
-  std::vector<int64_t> loc = localShape(from, mesh, shape);
-  int64_t dim = -1;
-  for (size_t d = 0; d < loc.size(); ++d)
-    if (loc[d] % g == 0 && (dim < 0 || loc[d] > loc[dim]))
-      dim = (int64_t)d;
   // A pending sum keeps the shape: source and target parts are alike.
+  std::vector<int64_t> loc = localShape(from, mesh, shape);
   BufferView in = view(src, numElements(loc)), out = view(dst, numElements(loc));
-  if (dim < 0 || g == 1)
+  Layout mid;
+  if (!splitAllReduce(mesh, shape, from, to, mid))
     return transition(2 * step, shape, from, to, in, out, bytesPerValue);
-  bool wasWhole = mid.dims[dim].empty();
-  mid.dims[dim].insert(mid.dims[dim].end(), reduced.begin(), reduced.end());
-  if (wasWhole && mid.orderDim == dim)
-    mid.orderDim = -1;
   std::vector<float> half(numElements(localShape(mid, mesh, shape)));
   BufferView halfView(half.data(), (int64_t)half.size());
   transition(2 * step, shape, from, mid, in, halfView, bytesPerValue);

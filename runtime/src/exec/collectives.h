@@ -15,6 +15,7 @@
 #define SHARDLINE_RUNTIME_EXEC_COLLECTIVES_H
 
 #include "comm/comm.h"
+#include "comm/movement.h"
 #include "comm/transfer.h"
 #include "core/layout.h"
 
@@ -106,19 +107,12 @@ private:
   void exchange(Group &g, const std::vector<std::vector<T>> &sendTo,
                 std::vector<std::vector<T>> &recvFrom, int64_t bytesPerValue);
 
-  /// What one transition step does, worked out at its first run.
-  struct Move {
-    MovementKind kind = MovementKind::General;
+  /// What one transition step does, worked out at its first run: its shape
+  /// (comm/movement.h) and this rank's part in it.
+  struct Move : MoveShape {
     Group *group = nullptr;
-    /// Elements of this rank's source and target parts.
-    int64_t inCount = 0, outCount = 0;
-    /// Plain collectives: the source part cut into `parts` pieces along the
-    /// split dimension, each `outer` runs of `splitRun` elements, and the
-    /// received pieces joined along the gathered dimension, each `joinOuter`
-    /// runs of `joinRun`. Zero outer counts mean no packing is needed.
-    int64_t outer = 0, splitRun = 0, joinOuter = 0, joinRun = 0;
-    /// Slice: the pieces and the one this rank keeps.
-    int64_t parts = 1, part = 0;
+    /// Slice: the piece this rank keeps.
+    int64_t part = 0;
     /// General: what this rank reads, and what each member reads from it.
     TransferPlan mine;
     std::vector<std::vector<int64_t>> sends;
