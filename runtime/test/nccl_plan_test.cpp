@@ -286,3 +286,51 @@ INSTANTIATE_TEST_SUITE_P(Plans, NcclPlanTest, ::testing::Bool(),
                          [](const auto &info) { return info.param ? "Training" : "Forward"; });
 
 } // namespace
+
+namespace {
+
+/// The CUDA backend runs the transitions over NCCL; a step that exchanges
+/// values inside its kernel is named, with its call and group, before
+/// anything runs; a split no step uses has no communicator.
+TEST(NcclPlan, NamesTheFirstStepOutsideTheKindsADeviceRuns) {
+  if (compilerPath().empty())
+    GTEST_SKIP() << "SHARDLINE_COMPILE is not set";
+  const std::vector<std::string> transitions = {
+      "all_gather", "all_to_all", "slice", "reorder", "relayout", "reduce_scatter", "all_reduce"};
+  for (const Lowered &l : lowered(false)) {
+    SCOPED_TRACE(l.entry->name);
+    std::string why = firstStepOutside(l.ranks[0], transitions);
+    if (l.entry->name == "dense dp2" || l.entry->name == "moe dp2 ep2" ||
+        l.entry->name == "attention cp4 allgather contiguous" ||
+        l.entry->name == "attention cp2 a2a") {
+      // dp splits no vocabulary and no sequence, and attention over
+      // all-gathered or all-to-all'd K, V computes on whole blocks: every
+      // exchange is a transition.
+      EXPECT_EQ(why, "");
+      continue;
+    }
+    if (l.entry->name == "mlp tp2 sp")
+      EXPECT_TRUE(why.find("(sl.cross_entropy) exchanges values (ncclAllGather over [tp]) inside "
+                           "its kernel, which does not run over NCCL yet") != std::string::npos)
+          << why;
+    else
+      EXPECT_NE(why, "");
+  }
+  const NcclLowering &tp = lowered(false)[0].ranks[0];
+  EXPECT_EQ(findCommunicator(tp, meshOf(*lowered(false)[0].plan.root()), {"tp"}), 0);
+  EXPECT_EQ(findCommunicator(tp, meshOf(*lowered(false)[0].plan.root()), {"dp"}), -1);
+}
+
+/// A run that asks for device collectives on a device without them is
+/// refused before any step runs, naming both.
+TEST(NcclPlan, RefusesDeviceCollectivesOnTheCpu) {
+  if (compilerPath().empty())
+    GTEST_SKIP() << "SHARDLINE_COMPILE is not set";
+  RunOptions options;
+  options.deviceComm = "nccl";
+  RunResult run = runPlan(lowered(false)[0].plan, options);
+  EXPECT_EQ(run.error, "--comm nccl moves values between the devices' own memories: the cpu device "
+                       "has none, its ranks exchange through the host (--comm threads or mpi)");
+}
+
+} // namespace

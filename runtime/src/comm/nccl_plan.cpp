@@ -10,10 +10,10 @@
 
 #include "comm/nccl_plan.h"
 
-#include "comm/comm.h"
 #include "comm/movement.h"
 #include "comm/transfer.h"
 
+#include <algorithm>
 #include <map>
 #include <sstream>
 
@@ -36,6 +36,47 @@ const char *ncclOpName(NcclOp op) {
 namespace {
 
 using Axes = std::vector<std::string>;
+
+/// The split of the world into the groups of `axes` as Collectives::group
+/// makes it: color the group's first member, key the place in its order.
+NcclCommunicator splitOf(const Mesh &mesh, const Axes &axes, int64_t self) {
+  int64_t ranks = mesh.numRanks();
+  NcclCommunicator c;
+  c.axes = axes;
+  c.color.resize(ranks);
+  c.key.resize(ranks);
+  for (int64_t r = 0; r < ranks; ++r) {
+    Ring ring = ringOf(mesh, r, axes);
+    c.color[r] = ring.members.front();
+    c.key[r] = ring.position;
+  }
+  c.members = ringOf(mesh, self, axes).members;
+  return c;
+}
+
+} // namespace
+
+int64_t findCommunicator(const NcclLowering &lowering, const Mesh &mesh, const Axes &axes) {
+  NcclCommunicator c = splitOf(mesh, axes, 0);
+  for (size_t i = 0; i < lowering.communicators.size(); ++i)
+    if (lowering.communicators[i].color == c.color && lowering.communicators[i].key == c.key)
+      return (int64_t)i;
+  return -1;
+}
+
+std::string firstStepOutside(const NcclLowering &lowering, const std::vector<std::string> &kinds) {
+  for (const NcclStep &st : lowering.steps) {
+    if (std::find(kinds.begin(), kinds.end(), st.kind) != kinds.end())
+      continue;
+    const NcclCall &c = st.calls.front();
+    return "op #" + std::to_string(st.step) + " (sl." + st.kind + ") exchanges values (" +
+           ncclOpName(c.op) + " over " + formatAxes(lowering.communicators[c.communicator].axes) +
+           ") inside its kernel, which does not run over NCCL yet";
+  }
+  return "";
+}
+
+namespace {
 
 /// Lowers the steps of one rank, adding communicators as they are first used.
 class Lowerer {
@@ -98,24 +139,10 @@ private:
     auto known = byAxes.find(axes);
     if (known != byAxes.end())
       return known->second;
-    int64_t ranks = mesh.numRanks();
-    NcclCommunicator c;
-    c.axes = axes;
-    c.color.resize(ranks);
-    c.key.resize(ranks);
-    // As Collectives::group splits the world: color the group's first
-    // member, key the place in its order.
-    for (int64_t r = 0; r < ranks; ++r) {
-      Ring ring = ringOf(mesh, r, axes);
-      c.color[r] = ring.members.front();
-      c.key[r] = ring.position;
-    }
-    c.members = ringOf(mesh, self, axes).members;
+    NcclCommunicator c = splitOf(mesh, axes, self);
     int64_t index = -1;
     if (c.members.size() > 1) {
-      for (size_t i = 0; i < out.communicators.size() && index < 0; ++i)
-        if (out.communicators[i].color == c.color && out.communicators[i].key == c.key)
-          index = (int64_t)i;
+      index = findCommunicator(out, mesh, axes);
       if (index < 0) {
         index = (int64_t)out.communicators.size();
         out.communicators.push_back(std::move(c));
@@ -338,8 +365,10 @@ std::string describe(const NcclLowering &lowering) {
   std::ostringstream os;
   for (size_t i = 0; i < lowering.communicators.size(); ++i) {
     const NcclCommunicator &c = lowering.communicators[i];
-    os << "communicator " << i << ": " << formatAxes(c.axes) << ", this rank's group "
-       << rankList(c.members) << "\n";
+    os << "communicator " << i << ": " << formatAxes(c.axes) << ", this rank's group";
+    for (size_t m = 0; m < c.members.size(); ++m)
+      os << (m ? ", " : " ") << c.members[m];
+    os << "\n";
   }
   for (const NcclStep &st : lowering.steps)
     for (const NcclCall &c : st.calls) {

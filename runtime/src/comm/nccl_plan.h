@@ -96,6 +96,16 @@ struct NcclLowering {
 NcclLowering lowerToNccl(const std::vector<Step> &program, const Mesh &mesh,
                          const std::vector<TensorInfo> &tensors, int64_t rank);
 
+/// The index of the communicator that splits the world into the groups of
+/// `axes`, or -1 when the lowering has none (groups of one rank).
+int64_t findCommunicator(const NcclLowering &lowering, const Mesh &mesh,
+                         const std::vector<std::string> &axes);
+
+/// The first lowered step whose kind is not among `kinds` (the steps a
+/// device runs over NCCL), in words naming the op, its call and its group;
+/// or "" when there is none.
+std::string firstStepOutside(const NcclLowering &lowering, const std::vector<std::string> &kinds);
+
 /// One line per call ("op #12 (sl.all_gather): ncclAllGather on [tp] ..."),
 /// for --profile and for failing tests.
 std::string describe(const NcclLowering &lowering);

@@ -224,14 +224,6 @@ void Collectives::barrier() {
     throw Stop{error.empty() ? error : "barrier: " + error, error.empty()};
 }
 
-std::vector<uint64_t> Collectives::gatherWord(uint64_t word) {
-  std::vector<uint64_t> all;
-  std::string error;
-  if (!comm.allGather(word, all, error))
-    throw Stop{error, error.empty()};
-  return all;
-}
-
 std::vector<float> Collectives::gatherToFirst(const std::vector<int64_t> &shape,
                                               const Layout &layout, const float *mine,
                                               int64_t count) {

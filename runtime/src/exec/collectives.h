@@ -18,6 +18,7 @@
 #include "comm/movement.h"
 #include "comm/transfer.h"
 #include "core/layout.h"
+#include "exec/program.h"
 
 #include <cstdint>
 #include <map>
@@ -78,13 +79,25 @@ public:
   /// timed out.
   void barrier();
 
-  /// Every rank's `word`, in rank order (not counted as traffic).
-  std::vector<uint64_t> gatherWord(uint64_t word);
+  /// Every rank's `word`, in rank order (not counted as traffic). Inline,
+  /// as a backend library calls it (the CUDA backend shares NCCL's id).
+  std::vector<uint64_t> gatherWord(uint64_t word) {
+    std::vector<uint64_t> all;
+    std::string error;
+    if (!comm.allGather(word, all, error))
+      throw Stop{error, error.empty()};
+    return all;
+  }
 
   /// The global tensor on rank 0 from every rank's part (pending sums already
   /// whole); empty on the other ranks. Not counted as traffic.
   std::vector<float> gatherToFirst(const std::vector<int64_t> &shape, const Layout &layout,
                                    const float *mine, int64_t count);
+
+  /// Whether the run was aborted by another rank (device collectives poll
+  /// it while they wait), and whether the ranks are threads of one process.
+  bool aborted() const { return comm.aborted(); }
+  bool ranksAreThreads() const { return comm.ranksAreThreads(); }
 
   /// Bytes counted outside an exchange (what the report says a step sends
   /// where the exchange moves it another way).
