@@ -9,6 +9,7 @@
 #include <dlfcn.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -35,6 +36,13 @@ std::chrono::steady_clock::time_point deadlineIn(double seconds) {
   return std::chrono::steady_clock::now() +
          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
              std::chrono::duration<double>(capped));
+}
+
+/// "5 s", "0.5 s".
+std::string secondsText(double seconds) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g s", seconds);
+  return text;
 }
 
 ncclDataType_t typeOf(DType dtype) { return dtype == DType::I32 ? ncclInt32 : ncclFloat32; }
@@ -82,7 +90,7 @@ std::string ready(const NcclApi &api, ncclComm_t comm, const Frame &frame,
     if (frame.collectives->aborted())
       return "another rank failed";
     if (std::chrono::steady_clock::now() > deadline)
-      return "not every rank joined within " + std::to_string(timeoutSeconds) + " s";
+      return "not every rank joined within " + secondsText(timeoutSeconds);
     std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
 }
@@ -256,8 +264,8 @@ void NcclWorld::wait(Frame &f, const char *call, int64_t communicator) {
     }
     if (std::chrono::steady_clock::now() > deadline)
       fail(call, communicator,
-           "did not finish within " + std::to_string(timeoutSeconds) +
-               " s: a rank of the group stalled, died or runs another program");
+           "did not finish within " + secondsText(timeoutSeconds) +
+               ": a rank of the group stalled, died or runs another program");
     std::this_thread::sleep_for(std::chrono::microseconds(20));
   }
 }
