@@ -6,12 +6,14 @@
 // sends exactly the bytes the CPU collectives measure and the report states;
 // every communicator's split gives each rank the members, in order, that
 // the host collectives' group of the same axes has; and each entry lowers
-// to the NCCL calls its strategy implies.
+// to the NCCL calls its strategy implies. Also the strided copies that pack
+// and unpack a plain collective's pieces, on the host and on a GPU alike.
 //
 //===----------------------------------------------------------------------===//
 
 #include "comm/nccl_plan.h"
 
+#include "comm/movement.h"
 #include "exec/collectives.h"
 #include "exec/executor.h"
 
@@ -331,6 +333,45 @@ TEST(NcclPlan, RefusesDeviceCollectivesOnTheCpu) {
   RunResult run = runPlan(lowered(false)[0].plan, options);
   EXPECT_EQ(run.error, "--comm nccl moves values between the devices' own memories: the cpu device "
                        "has none, its ranks exchange through the host (--comm threads or mpi)");
+}
+
+} // namespace
+
+namespace {
+
+/// The strided copies both the host collectives and the CUDA backend run
+/// (cudaMemcpy2DAsync): a split puts run j of every row into part j, rows
+/// in order, a join undoes it, a slice keeps one part; every pitch is at
+/// least its width, as cudaMemcpy2D requires.
+TEST(StridedCopies, SplitJoinAndSliceAsTheirDefinitions) {
+  const int64_t parts = 3, outer = 2, run = 4;
+  std::vector<float> whole(parts * outer * run);
+  for (size_t i = 0; i < whole.size(); ++i)
+    whole[i] = (float)i;
+  std::vector<float> split(whole.size(), -1.0f), joined(whole.size(), -1.0f);
+  std::vector<StridedCopy> copies = splitCopies(parts, outer, run);
+  ASSERT_EQ(copies.size(), (size_t)parts);
+  for (const StridedCopy &c : copies) {
+    EXPECT_GE(c.srcPitch, c.width);
+    EXPECT_GE(c.dstPitch, c.width);
+  }
+  applyCopies(copies, whole.data(), split.data());
+  for (int64_t j = 0; j < parts; ++j)
+    for (int64_t o = 0; o < outer; ++o)
+      for (int64_t k = 0; k < run; ++k)
+        EXPECT_EQ(split[(j * outer + o) * run + k], whole[(o * parts + j) * run + k])
+            << "part " << j << " row " << o << " element " << k;
+  applyCopies(joinCopies(parts, outer, run), split.data(), joined.data());
+  EXPECT_EQ(joined, whole);
+
+  MoveShape slice;
+  slice.kind = MovementKind::Slice;
+  slice.outer = outer;
+  slice.splitRun = run;
+  slice.parts = parts;
+  std::vector<float> kept(outer * run, -1.0f);
+  applyCopies({sliceCopy(slice, 1)}, whole.data(), kept.data());
+  EXPECT_EQ(kept, (std::vector<float>{4, 5, 6, 7, 16, 17, 18, 19}));
 }
 
 } // namespace

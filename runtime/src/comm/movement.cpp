@@ -97,6 +97,26 @@ MoveShape planMoveShape(const Mesh &mesh, const std::vector<int64_t> &shape, con
   return m;
 }
 
+std::vector<StridedCopy> splitCopies(int64_t parts, int64_t outer, int64_t run) {
+  std::vector<StridedCopy> copies;
+  for (int64_t j = 0; j < parts; ++j)
+    copies.push_back({j * run, parts * run, j * outer * run, run, run, outer});
+  return copies;
+}
+
+std::vector<StridedCopy> joinCopies(int64_t parts, int64_t outer, int64_t run) {
+  std::vector<StridedCopy> copies = splitCopies(parts, outer, run);
+  for (StridedCopy &c : copies) {
+    std::swap(c.srcOffset, c.dstOffset);
+    std::swap(c.srcPitch, c.dstPitch);
+  }
+  return copies;
+}
+
+StridedCopy sliceCopy(const MoveShape &m, int64_t part) {
+  return {part * m.splitRun, m.parts * m.splitRun, 0, m.splitRun, m.splitRun, m.outer};
+}
+
 bool splitAllReduce(const Mesh &mesh, const std::vector<int64_t> &shape, const Layout &from,
                     const Layout &to, Layout &mid) {
   std::vector<std::string> reduced;

@@ -15,6 +15,7 @@
 
 #include "core/layout.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -45,6 +46,33 @@ struct MoveShape {
   /// Set when a layout names an axis the mesh lacks.
   std::string error;
 };
+
+/// One strided copy, cudaMemcpy2D's shape in elements: `height` rows of
+/// `width` elements, read every `srcPitch` from `srcOffset` and written every
+/// `dstPitch` from `dstOffset`. The host collectives run these copies with
+/// loops and the CUDA backend with cudaMemcpy2DAsync, so the CPU tests check
+/// the very copies a GPU makes.
+struct StridedCopy {
+  int64_t srcOffset = 0, srcPitch = 0, dstOffset = 0, dstPitch = 0, width = 0, height = 0;
+};
+
+/// Cuts a whole of `outer` rows, each `parts` runs of `run` elements, into
+/// its parts: part j holds run j of every row, rows in order. One copy a
+/// part.
+std::vector<StridedCopy> splitCopies(int64_t parts, int64_t outer, int64_t run);
+/// The reverse: the parts joined back into the whole.
+std::vector<StridedCopy> joinCopies(int64_t parts, int64_t outer, int64_t run);
+/// A Slice: the piece of place `part` of every row of the source.
+StridedCopy sliceCopy(const MoveShape &move, int64_t part);
+
+/// Runs `copies` on the host.
+template <typename T>
+void applyCopies(const std::vector<StridedCopy> &copies, const T *src, T *dst) {
+  for (const StridedCopy &c : copies)
+    for (int64_t row = 0; row < c.height; ++row)
+      std::copy_n(src + c.srcOffset + row * c.srcPitch, c.width,
+                  dst + c.dstOffset + row * c.dstPitch);
+}
 
 /// How `from` -> `to` of a tensor of global `shape` runs on `mesh`.
 MoveShape planMoveShape(const Mesh &mesh, const std::vector<int64_t> &shape, const Layout &from,

@@ -9,23 +9,6 @@ namespace shardline::rt {
 
 namespace {
 
-/// A whole of `outer` rows, each `parts` runs of `run` elements, cut into its
-/// parts: part j holds run j of every row, rows in order.
-template <typename T>
-void splitParts(const T *whole, int64_t parts, int64_t outer, int64_t run, T *out) {
-  for (int64_t j = 0; j < parts; ++j)
-    for (int64_t o = 0; o < outer; ++o)
-      std::copy_n(whole + (o * parts + j) * run, run, out + (j * outer + o) * run);
-}
-
-/// The reverse of splitParts.
-template <typename T>
-void joinParts(const T *in, int64_t parts, int64_t outer, int64_t run, T *whole) {
-  for (int64_t j = 0; j < parts; ++j)
-    for (int64_t o = 0; o < outer; ++o)
-      std::copy_n(in + (j * outer + o) * run, run, whole + (o * parts + j) * run);
-}
-
 template <typename T> BufferView view(const T *data, int64_t count) {
   return BufferView(const_cast<T *>(data), count);
 }
@@ -160,14 +143,14 @@ void Collectives::run(const Move &m, const T *src, T *dst, int64_t bytesPerValue
     if (m.outer <= 1)
       return src;
     T *pieces = room<T>(packed, inCount);
-    splitParts(src, g->size(), m.outer, m.splitRun, pieces);
+    applyCopies(splitCopies(g->size(), m.outer, m.splitRun), src, pieces);
     return pieces;
   };
   // Where the pieces land, then joined into dst.
   T *landing = m.joinOuter <= 1 ? dst : room<T>(scratch, outCount);
   auto join = [&]() {
     if (landing != dst)
-      joinParts(landing, g->size(), m.joinOuter, m.joinRun, dst);
+      applyCopies(joinCopies(g->size(), m.joinOuter, m.joinRun), landing, dst);
   };
   switch (m.kind) {
   case MovementKind::Identity:
@@ -175,8 +158,7 @@ void Collectives::run(const Move &m, const T *src, T *dst, int64_t bytesPerValue
       std::copy_n(src, inCount, dst);
     return;
   case MovementKind::Slice:
-    for (int64_t o = 0; o < m.outer; ++o)
-      std::copy_n(src + (o * m.parts + m.part) * m.splitRun, m.splitRun, dst + o * m.splitRun);
+    applyCopies({sliceCopy(m, m.part)}, src, dst);
     return;
   case MovementKind::AllGather:
     settle(g->allGather(view(src, inCount), view(landing, outCount)), *g, bytesPerValue);

@@ -47,31 +47,15 @@ std::string secondsText(double seconds) {
 
 ncclDataType_t typeOf(DType dtype) { return dtype == DType::I32 ? ncclInt32 : ncclFloat32; }
 
-char *bytesAt(const BufferView &v, int64_t elements) {
-  return static_cast<char *>(v.data) + elements * (int64_t)sizeof(float);
-}
-
-/// Cuts a whole of `outer` rows of `parts` runs into its parts (part j holds
-/// run j of every row) on the stream: one strided copy a part.
-void splitParts(const BufferView &whole, int64_t parts, int64_t outer, int64_t run, void *out,
-                cudaStream_t stream) {
-  size_t rowBytes = (size_t)(run * 4);
-  for (int64_t j = 0; j < parts; ++j)
-    checkCuda(cudaMemcpy2DAsync(static_cast<char *>(out) + j * outer * run * 4, rowBytes,
-                                bytesAt(whole, j * run), parts * rowBytes, rowBytes, (size_t)outer,
-                                cudaMemcpyDeviceToDevice, stream),
-              "cudaMemcpy2DAsync of a part");
-}
-
-/// The reverse of splitParts.
-void joinParts(const void *in, int64_t parts, int64_t outer, int64_t run, const BufferView &whole,
-               cudaStream_t stream) {
-  size_t rowBytes = (size_t)(run * 4);
-  for (int64_t j = 0; j < parts; ++j)
-    checkCuda(cudaMemcpy2DAsync(bytesAt(whole, j * run), parts * rowBytes,
-                                static_cast<const char *>(in) + j * outer * run * 4, rowBytes,
-                                rowBytes, (size_t)outer, cudaMemcpyDeviceToDevice, stream),
-              "cudaMemcpy2DAsync of a part");
+/// Runs `copies` (comm/movement.h) on the stream, 32-bit elements.
+void copyOnDevice(const std::vector<StridedCopy> &copies, const void *src, void *dst,
+                  cudaStream_t stream) {
+  for (const StridedCopy &c : copies)
+    checkCuda(cudaMemcpy2DAsync(
+                  static_cast<char *>(dst) + c.dstOffset * 4, (size_t)(c.dstPitch * 4),
+                  static_cast<const char *>(src) + c.srcOffset * 4, (size_t)(c.srcPitch * 4),
+                  (size_t)(c.width * 4), (size_t)c.height, cudaMemcpyDeviceToDevice, stream),
+              "cudaMemcpy2DAsync");
 }
 
 /// Waits for a communicator made without blocking (ncclCommInitRankConfig,
@@ -321,11 +305,7 @@ void NcclWorld::move(const Step &s, Frame &f, int half, const std::vector<int64_
     return;
   }
   if (m.kind == MovementKind::Slice) {
-    int64_t part = ringOf(mesh, self, m.axes).position;
-    checkCuda(cudaMemcpy2DAsync(dst.data, (size_t)(m.splitRun * 4), bytesAt(src, part * m.splitRun),
-                                (size_t)(m.parts * m.splitRun * 4), (size_t)(m.splitRun * 4),
-                                (size_t)m.outer, cudaMemcpyDeviceToDevice, stream),
-              "cudaMemcpy2DAsync of a slice");
+    copyOnDevice({sliceCopy(m, ringOf(mesh, self, m.axes).position)}, src.data, dst.data, stream);
     return;
   }
   int64_t c = communicatorOf(m.axes);
@@ -349,7 +329,7 @@ void NcclWorld::move(const Step &s, Frame &f, int half, const std::vector<int64_
   void *packed = src.data, *landing = dst.data;
   if (packs) {
     packed = room;
-    splitParts(src, g, m.outer, m.splitRun, packed, stream);
+    copyOnDevice(splitCopies(g, m.outer, m.splitRun), src.data, packed, stream);
   }
   if (joins)
     landing = room + (packs ? m.inCount * 4 : 0);
@@ -392,7 +372,7 @@ void NcclWorld::move(const Step &s, Frame &f, int half, const std::vector<int64_
   }
   wait(f, call, c);
   if (joins)
-    joinParts(landing, g, m.joinOuter, m.joinRun, dst, stream);
+    copyOnDevice(joinCopies(g, m.joinOuter, m.joinRun), landing, dst.data, stream);
 }
 
 template <typename T>
