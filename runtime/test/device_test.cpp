@@ -24,7 +24,7 @@ TEST(Backends, TheCpuBackendIsBuiltIn) {
   ASSERT_EQ(cpu, &rt::cpuBackend());
   EXPECT_STREQ(cpu->name, "cpu");
   EXPECT_EQ(cpu->maxRanks, 0);
-  EXPECT_STREQ(cpu->makeDevice()->name(), "cpu");
+  EXPECT_STREQ(cpu->makeDevice(0)->name(), "cpu");
   EXPECT_EQ(error, "");
 }
 

@@ -1,8 +1,8 @@
 #!/bin/sh
 # The runtime's tools start on machines without CUDA: none of BINARY... may need a CUDA
 # library (the CUDA backend is loaded at run time, backends/registry.h). The backend library
-# itself (--backend LIB) may need cuBLASLt but never the driver (libcuda) nor the CUDA
-# runtime (libcudart, linked into it statically).
+# itself (--backend LIB) may need cuBLASLt but never the driver (libcuda), the CUDA
+# runtime (libcudart, linked into it statically) nor NCCL (opened when a run asks for it).
 # usage: no_cuda_link.sh [--backend LIB] BINARY...
 set -u
 status=0
@@ -16,6 +16,10 @@ if [ "${1:-}" = "--backend" ]; then
   fi
   if needed "$lib" | grep -E '^lib(cuda|cudart)\.so'; then
     echo "FAIL: $lib needs the CUDA driver or a shared CUDA runtime"
+    status=1
+  fi
+  if needed "$lib" | grep -E '^libnccl\.so'; then
+    echo "FAIL: $lib links NCCL; it opens it at run time, when a run asks for --comm nccl"
     status=1
   fi
   if ! needed "$lib" | grep -q '^libcublasLt\.so'; then

@@ -20,7 +20,8 @@ using namespace shardline::rt;
 namespace {
 void usage(FILE *out) {
   std::fprintf(out,
-               "usage: shardline-run PLAN.slp [--ranks N] [--comm threads|mpi] [--seed S]\n"
+               "usage: shardline-run PLAN.slp [--ranks N] [--comm threads|mpi|nccl|mpi+nccl]\n"
+               "                     [--seed S]\n"
                "                     [--device cpu|cuda]\n"
                "                     [--weights W.safetensors] [--save-weights W.safetensors]\n"
                "                     [--data FILE [--data-dtype u16|u32]]\n"
@@ -42,10 +43,16 @@ void usage(FILE *out) {
                "  --comm C    threads (default): every rank a thread of this process;\n"
                "              mpi: this process is one rank, started by e.g.\n"
                "              mpirun -np N shardline-run PLAN.slp --comm mpi\n"
+               "              nccl (with --device cuda): the ranks are threads of this\n"
+               "              process, one GPU each (rank r on GPU r mod the GPU count), and\n"
+               "              values cross between GPUs over NCCL; mpi+nccl: one MPI process\n"
+               "              per rank, one GPU each, values over NCCL (mpirun -np N\n"
+               "              shardline-run PLAN.slp --device cuda --comm mpi+nccl)\n"
                "  --device D  cpu (default): the reference kernels on the host; cuda: the\n"
                "              CUDA backend (libshardline-backend-cuda.so beside this binary, in\n"
-               "              its ../lib, or at $SHARDLINE_CUDA_BACKEND), a plan of one rank\n"
-               "              for now; --verify's single-device run stays on the CPU\n"
+               "              its ../lib, or at $SHARDLINE_CUDA_BACKEND); a plan of several\n"
+               "              ranks needs --comm nccl or mpi+nccl; --verify's single-device\n"
+               "              run stays on the CPU\n"
                "  --seed S    seed of the weights, tokens and labels (default 1)\n"
                "  --weights W load the weights from a safetensors file (by name; shapes must\n"
                "              match) instead of generating them from the seed\n"
@@ -395,10 +402,11 @@ int main(int argc, char **argv) {
       hyperGiven = true;
     } else if (a == "--comm") {
       if (i + 1 >= argc)
-        return fail("--comm needs threads or mpi");
+        return fail("--comm needs threads, mpi, nccl or mpi+nccl");
       commName = argv[++i];
-      if (commName != "threads" && commName != "mpi")
-        return fail("--comm must be threads or mpi, got '" + commName + "'");
+      if (commName != "threads" && commName != "mpi" && commName != "nccl" &&
+          commName != "mpi+nccl")
+        return fail("--comm must be threads, mpi, nccl or mpi+nccl, got '" + commName + "'");
     } else if (a == "--weights" || a == "--save-weights" || a == "--data" ||
                a == "--save-outputs" || a == "--loss-curve") {
       if (i + 1 >= argc)
@@ -428,6 +436,12 @@ int main(int argc, char **argv) {
       return fail("one plan at a time ('" + planPath + "' and '" + a + "')");
     }
   }
+  // NCCL moves values between GPUs; the host comm (threads or MPI) starts
+  // the ranks and shares NCCL's id.
+  bool nccl = commName == "nccl" || commName == "mpi+nccl";
+  if (nccl && deviceName != "cuda")
+    return fail("--comm " + commName + " moves values between GPUs: give --device cuda too (the " +
+                deviceName + " device's ranks exchange through --comm threads or mpi)");
   if (rtol > 0 && !verify)
     return fail("--rtol sets what --verify accepts: give --verify too");
   if (routingGiven && !(verify && train))
@@ -458,7 +472,7 @@ int main(int argc, char **argv) {
     plan = loadPlanFile(planPath, error);
   }
   std::unique_ptr<Comm> mpi;
-  if (commName == "mpi") {
+  if (commName == "mpi" || commName == "mpi+nccl") {
     mpi = makeMpiComm(&argc, &argv, error);
     if (!mpi)
       return fail(error);
@@ -487,10 +501,12 @@ int main(int argc, char **argv) {
     return rankError("the plan is for " + std::to_string(plan->ranks()) +
                      " ranks, mpirun started " + std::to_string(mpi->size()) +
                      (mpi->size() == 1 ? " process" : " processes") + " (mpirun -np " +
-                     std::to_string(plan->ranks()) + " ... --comm mpi)");
+                     std::to_string(plan->ranks()) + " ... --comm " + commName + ")");
   RunOptions options;
   options.seed = (uint64_t)seed;
   options.device = deviceName;
+  if (nccl)
+    options.deviceComm = "nccl";
   options.weightsFile = weightsFile;
   options.steps = std::max<int64_t>(1, steps);
   options.saveWeightsFile = saveWeightsFile;
@@ -574,6 +590,7 @@ int main(int argc, char **argv) {
   // The reference is the CPU's, whatever device the run was on.
   options.singleDevice = true;
   options.device = "cpu";
+  options.deviceComm.clear();
   options.onLoss = nullptr;
   options.saveWeightsFile.clear();
   options.saveOutputsFile.clear();

@@ -4,34 +4,10 @@
 #include "exec/program.h"
 
 #include <algorithm>
-#include <functional>
-#include <numeric>
 
 namespace shardline::rt {
 
 namespace {
-
-int64_t product(const std::vector<int64_t> &v, size_t begin, size_t end) {
-  return std::accumulate(v.begin() + begin, v.begin() + end, (int64_t)1,
-                         std::multiplies<int64_t>());
-}
-
-/// A whole of `outer` rows, each `parts` runs of `run` elements, cut into its
-/// parts: part j holds run j of every row, rows in order.
-template <typename T>
-void splitParts(const T *whole, int64_t parts, int64_t outer, int64_t run, T *out) {
-  for (int64_t j = 0; j < parts; ++j)
-    for (int64_t o = 0; o < outer; ++o)
-      std::copy_n(whole + (o * parts + j) * run, run, out + (j * outer + o) * run);
-}
-
-/// The reverse of splitParts.
-template <typename T>
-void joinParts(const T *in, int64_t parts, int64_t outer, int64_t run, T *whole) {
-  for (int64_t j = 0; j < parts; ++j)
-    for (int64_t o = 0; o < outer; ++o)
-      std::copy_n(in + (j * outer + o) * run, run, whole + (o * parts + j) * run);
-}
 
 template <typename T> BufferView view(const T *data, int64_t count) {
   return BufferView(const_cast<T *>(data), count);
@@ -110,95 +86,30 @@ Mail Collectives::allGather(const Axes &axes, const std::vector<float> &mine,
 Collectives::Move Collectives::planMove(const std::vector<int64_t> &shape, const Layout &from,
                                         const Layout &to) {
   Move m;
-  Movement mv = classifyMovement(from, to, mesh, shape);
-  std::vector<int64_t> in = localShape(from, mesh, shape), out = localShape(to, mesh, shape);
-  int64_t g = mesh.product(mv.axes), d = mv.dim;
-  m.inCount = numElements(in);
-  m.outCount = numElements(out);
-  auto plain = [&](bool fits) {
-    if (!fits)
-      return false;
-    m.kind = mv.kind;
-    if (mv.kind != MovementKind::Identity && mv.kind != MovementKind::Slice)
-      m.group = &group(mv.axes);
-    return true;
-  };
-  switch (mv.kind) {
+  MoveShape &shaped = m;
+  shaped = planMoveShape(mesh, shape, from, to);
+  if (!m.error.empty())
+    throw Stop{m.error, false};
+  switch (m.kind) {
   case MovementKind::Identity:
-    plain(true);
     return m;
   case MovementKind::Slice:
-  case MovementKind::ReduceScatter:
-    // Cut the source along d into the members' pieces, in group order.
-    if (plain(out[d] * g == in[d])) {
-      m.outer = product(in, 0, d);
-      m.splitRun = product(out, d, out.size());
-      m.parts = g;
-      m.part = ringOf(mesh, self, mv.axes).position;
-      return m;
-    }
+    m.part = ringOf(mesh, self, m.axes).position;
+    return m;
+  case MovementKind::General:
     break;
-  case MovementKind::AllGather:
-    // Join the members' pieces along d, in group order.
-    if (plain(in[d] * g == out[d])) {
-      m.joinOuter = product(in, 0, d);
-      m.joinRun = product(in, d, in.size());
-      return m;
-    }
-    break;
-  case MovementKind::AllToAll: {
-    // Cut along the split dimension, join what arrives along d.
-    int64_t s = mv.splitDim;
-    std::vector<int64_t> piece = in;
-    piece[s] /= g;
-    if (plain(in[s] % g == 0 && piece[d] * g == out[d])) {
-      m.outer = product(in, 0, s);
-      m.splitRun = product(piece, s, piece.size());
-      m.joinOuter = product(piece, 0, d);
-      m.joinRun = product(piece, d, piece.size());
-      return m;
-    }
-    break;
-  }
   default:
-    break;
+    m.group = &group(m.axes);
+    return m;
   }
-  // A general transfer on the group of every axis either layout uses: a
-  // rank reads only from ranks that share its coordinates on every axis the
-  // source layout does not use, so only those can need this rank's values.
-  m.kind = MovementKind::General;
-  std::vector<bool> usedByFrom(mesh.axes.size(), false), used(mesh.axes.size(), false);
-  for (const Layout *l : {&from, &to}) {
-    std::vector<std::string> names = l->partial;
-    for (const auto &dim : l->dims)
-      names.insert(names.end(), dim.begin(), dim.end());
-    for (const auto &a : names) {
-      int64_t i = mesh.axisIndex(a);
-      if (i < 0)
-        throw Stop{"layout " + l->str() + " uses '" + a + "', which is not a mesh axis", false};
-      used[i] = true;
-      if (l == &from)
-        usedByFrom[i] = true;
-    }
-  }
-  Axes axes;
-  for (size_t i = 0; i < used.size(); ++i)
-    if (used[i])
-      axes.push_back(mesh.axes[i].first);
   m.mine = planTransfer(mesh, shape, from, to, self);
   if (!m.mine.error.empty())
     throw Stop{m.mine.error, false};
-  m.group = &group(axes);
+  m.group = &group(m.axes);
   m.sends.assign(m.group->size(), {});
-  std::vector<int64_t> me = mesh.coords(self);
   for (int64_t j = 0; j < m.group->size(); ++j) {
     int64_t r = m.group->members()[j];
-    std::vector<int64_t> theirs = mesh.coords(r);
-    bool reachable = r != self;
-    for (size_t i = 0; i < usedByFrom.size(); ++i)
-      if (!usedByFrom[i] && theirs[i] != me[i])
-        reachable = false;
-    if (reachable)
+    if (mayRead(mesh, m, r, self))
       m.sends[j] = planTransfer(mesh, shape, from, to, r).reads[self];
   }
   return m;
@@ -232,14 +143,14 @@ void Collectives::run(const Move &m, const T *src, T *dst, int64_t bytesPerValue
     if (m.outer <= 1)
       return src;
     T *pieces = room<T>(packed, inCount);
-    splitParts(src, g->size(), m.outer, m.splitRun, pieces);
+    applyCopies(splitCopies(g->size(), m.outer, m.splitRun), src, pieces);
     return pieces;
   };
   // Where the pieces land, then joined into dst.
   T *landing = m.joinOuter <= 1 ? dst : room<T>(scratch, outCount);
   auto join = [&]() {
     if (landing != dst)
-      joinParts(landing, g->size(), m.joinOuter, m.joinRun, dst);
+      applyCopies(joinCopies(g->size(), m.joinOuter, m.joinRun), landing, dst);
   };
   switch (m.kind) {
   case MovementKind::Identity:
@@ -247,8 +158,7 @@ void Collectives::run(const Move &m, const T *src, T *dst, int64_t bytesPerValue
       std::copy_n(src, inCount, dst);
     return;
   case MovementKind::Slice:
-    for (int64_t o = 0; o < m.outer; ++o)
-      std::copy_n(src + (o * m.parts + m.part) * m.splitRun, m.splitRun, dst + o * m.splitRun);
+    applyCopies({sliceCopy(m, m.part)}, src, dst);
     return;
   case MovementKind::AllGather:
     settle(g->allGather(view(src, inCount), view(landing, outCount)), *g, bytesPerValue);
@@ -278,27 +188,12 @@ void Collectives::run(const Move &m, const T *src, T *dst, int64_t bytesPerValue
 
 void Collectives::allReduce(int64_t step, const std::vector<int64_t> &shape, const Layout &from,
                             const Layout &to, const float *src, float *dst, int64_t bytesPerValue) {
-  // Only the axes the op reduces: a pending sum over others stays pending.
-  std::vector<std::string> reduced;
-  for (const auto &a : from.partial)
-    if (std::find(to.partial.begin(), to.partial.end(), a) == to.partial.end())
-      reduced.push_back(a);
-  Layout mid = from;
-  mid.partial = to.partial;
-  int64_t g = mesh.product(reduced);
-  std::vector<int64_t> loc = localShape(from, mesh, shape);
-  int64_t dim = -1;
-  for (size_t d = 0; d < loc.size(); ++d)
-    if (loc[d] % g == 0 && (dim < 0 || loc[d] > loc[dim]))
-      dim = (int64_t)d;
   // A pending sum keeps the shape: source and target parts are alike.
+  std::vector<int64_t> loc = localShape(from, mesh, shape);
   BufferView in = view(src, numElements(loc)), out = view(dst, numElements(loc));
-  if (dim < 0 || g == 1)
+  Layout mid;
+  if (!splitAllReduce(mesh, shape, from, to, mid))
     return transition(2 * step, shape, from, to, in, out, bytesPerValue);
-  bool wasWhole = mid.dims[dim].empty();
-  mid.dims[dim].insert(mid.dims[dim].end(), reduced.begin(), reduced.end());
-  if (wasWhole && mid.orderDim == dim)
-    mid.orderDim = -1;
   std::vector<float> half(numElements(localShape(mid, mesh, shape)));
   BufferView halfView(half.data(), (int64_t)half.size());
   transition(2 * step, shape, from, mid, in, halfView, bytesPerValue);
@@ -309,14 +204,6 @@ void Collectives::barrier() {
   std::string error;
   if (!comm.barrier(error))
     throw Stop{error.empty() ? error : "barrier: " + error, error.empty()};
-}
-
-std::vector<uint64_t> Collectives::gatherWord(uint64_t word) {
-  std::vector<uint64_t> all;
-  std::string error;
-  if (!comm.allGather(word, all, error))
-    throw Stop{error, error.empty()};
-  return all;
 }
 
 std::vector<float> Collectives::gatherToFirst(const std::vector<int64_t> &shape,

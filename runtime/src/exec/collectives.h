@@ -15,8 +15,10 @@
 #define SHARDLINE_RUNTIME_EXEC_COLLECTIVES_H
 
 #include "comm/comm.h"
+#include "comm/movement.h"
 #include "comm/transfer.h"
 #include "core/layout.h"
+#include "exec/program.h"
 
 #include <cstdint>
 #include <map>
@@ -77,13 +79,25 @@ public:
   /// timed out.
   void barrier();
 
-  /// Every rank's `word`, in rank order (not counted as traffic).
-  std::vector<uint64_t> gatherWord(uint64_t word);
+  /// Every rank's `word`, in rank order (not counted as traffic). Inline,
+  /// as a backend library calls it (the CUDA backend shares NCCL's id).
+  std::vector<uint64_t> gatherWord(uint64_t word) {
+    std::vector<uint64_t> all;
+    std::string error;
+    if (!comm.allGather(word, all, error))
+      throw Stop{error, error.empty()};
+    return all;
+  }
 
   /// The global tensor on rank 0 from every rank's part (pending sums already
   /// whole); empty on the other ranks. Not counted as traffic.
   std::vector<float> gatherToFirst(const std::vector<int64_t> &shape, const Layout &layout,
                                    const float *mine, int64_t count);
+
+  /// Whether the run was aborted by another rank (device collectives poll
+  /// it while they wait), and whether the ranks are threads of one process.
+  bool aborted() const { return comm.aborted(); }
+  bool ranksAreThreads() const { return comm.ranksAreThreads(); }
 
   /// Bytes counted outside an exchange (what the report says a step sends
   /// where the exchange moves it another way).
@@ -106,19 +120,12 @@ private:
   void exchange(Group &g, const std::vector<std::vector<T>> &sendTo,
                 std::vector<std::vector<T>> &recvFrom, int64_t bytesPerValue);
 
-  /// What one transition step does, worked out at its first run.
-  struct Move {
-    MovementKind kind = MovementKind::General;
+  /// What one transition step does, worked out at its first run: its shape
+  /// (comm/movement.h) and this rank's part in it.
+  struct Move : MoveShape {
     Group *group = nullptr;
-    /// Elements of this rank's source and target parts.
-    int64_t inCount = 0, outCount = 0;
-    /// Plain collectives: the source part cut into `parts` pieces along the
-    /// split dimension, each `outer` runs of `splitRun` elements, and the
-    /// received pieces joined along the gathered dimension, each `joinOuter`
-    /// runs of `joinRun`. Zero outer counts mean no packing is needed.
-    int64_t outer = 0, splitRun = 0, joinOuter = 0, joinRun = 0;
-    /// Slice: the pieces and the one this rank keeps.
-    int64_t parts = 1, part = 0;
+    /// Slice: the piece this rank keeps.
+    int64_t part = 0;
     /// General: what this rank reads, and what each member reads from it.
     TransferPlan mine;
     std::vector<std::vector<int64_t>> sends;

@@ -62,8 +62,9 @@ KernelTable makeTable() {
 
 const Backend &cpuBackend() {
   static const KernelTable table = makeTable();
-  static const Backend backend{
-      "cpu", table, []() -> std::unique_ptr<Device> { return std::make_unique<CpuDevice>(); }};
+  static const Backend backend{"cpu", table, [](int64_t) -> std::unique_ptr<Device> {
+                                 return std::make_unique<CpuDevice>();
+                               }};
   return backend;
 }
 

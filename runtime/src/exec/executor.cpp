@@ -3,6 +3,7 @@
 #include "exec/executor.h"
 
 #include "backends/registry.h"
+#include "comm/nccl_plan.h"
 #include "comm/transfer.h"
 #include "core/init.h"
 #include "core/safetensors.h"
@@ -88,7 +89,7 @@ public:
     // A device that cannot start stops this rank's run, which run() reports.
     try {
       if (backend)
-        device = backend->makeDevice();
+        device = backend->makeDevice(self);
     } catch (Stop &stop) {
       backendError = "--device " + options.device + ": " + stop.error;
     } catch (std::exception &e) {
@@ -576,7 +577,16 @@ RunResult RankRun::run() {
     comm.setTimeout(options.timeoutSeconds);
     if (!backend)
       fail(backendError);
-    if (backend->maxRanks > 0 && comm.size() > backend->maxRanks)
+    bool deviceComm = !options.deviceComm.empty();
+    if (deviceComm && !(backend->deviceComm && options.deviceComm == backend->deviceComm))
+      fail("--comm " + options.deviceComm +
+           " moves values between the devices' own memories: "
+           "the " +
+           backend->name + " device has " +
+           (backend->deviceComm ? backend->deviceComm
+                                : std::string("none, its ranks exchange through the host "
+                                              "(--comm threads or mpi)")));
+    if (!deviceComm && backend->maxRanks > 0 && comm.size() > backend->maxRanks)
       fail("--device " + options.device + " runs at most " + std::to_string(backend->maxRanks) +
            (backend->maxRanks == 1 ? " rank" : " ranks") + ", the run has " +
            std::to_string(comm.size()) + ": " + backend->whyMaxRanks);
@@ -608,6 +618,14 @@ RunResult RankRun::run() {
     stepSeconds.assign(program.size(), 0.0);
     stepBytes.assign(program.size(), 0);
     checkSamePlan();
+    // Every rank runs this plan: their lowerings split the world alike.
+    if (deviceComm) {
+      NcclLowering lowering = lowerToNccl(program, mesh, tensors, self);
+      if (!lowering.error.empty())
+        fail(lowering.error);
+      if (std::string why = backend->connect(frame, lowering, options.timeoutSeconds); !why.empty())
+        fail("--comm " + options.deviceComm + ": " + why);
+    }
     if (useArena)
       arena = device->allocate(p.arena_bytes() + 4);
     openWeights();

@@ -65,6 +65,10 @@ struct RunOptions {
   /// The backend the ranks run on, by name (backends/registry.h): "cpu",
   /// the reference, or "cuda", loaded from its library when asked for.
   std::string device = "cpu";
+  /// The device collectives values cross between ranks by ("nccl": the
+  /// backend's own, Backend::deviceComm), or empty for the host's (the
+  /// threads or MPI processes of the Comm).
+  std::string deviceComm;
   /// Run every rank's part as if the mesh had one rank: the single-device
   /// reference of the same model. Its activations get buffers of their own
   /// (the plan's arena is laid out for the partitioned shapes).

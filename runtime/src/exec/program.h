@@ -112,17 +112,34 @@ struct KernelSpec {
 /// A backend's kernels by op kind.
 using KernelTable = std::map<std::string, KernelSpec>;
 
+struct NcclLowering;
+
 /// What runs a program: a kernel table and the device of a rank. The CPU
 /// reference backend is built in (exec/cpu_kernels.cpp); the others are
 /// shared libraries loaded when a run asks for them (backends/registry.h).
 struct Backend {
   const char *name;
   const KernelTable &kernels;
-  std::unique_ptr<Device> (*makeDevice)();
-  /// The most ranks a run on this backend may have (0: any), and why not
-  /// more, for the error that refuses a larger plan.
+  /// The device of world rank `rank` (a backend with several devices a
+  /// machine picks one by the rank).
+  std::unique_ptr<Device> (*makeDevice)(int64_t rank);
+  /// The most ranks a run on this backend may have when its values cross
+  /// through the host collectives (0: any), and why not more, for the error
+  /// that refuses a larger plan.
   int64_t maxRanks = 0;
   const char *whyMaxRanks = "";
+  /// The device's own collectives, by the name a run asks for them with
+  /// (RunOptions::deviceComm: "nccl"), or nullptr when it has none; with
+  /// them a run has any number of ranks.
+  const char *deviceComm = nullptr;
+  /// Makes this rank's communicators for the program lowered to `lowering`
+  /// (comm/nccl_plan.h), sharing what the ranks must agree on through
+  /// `frame`'s host collectives, each wait at most `timeoutSeconds`; every
+  /// rank calls it after its program's rank facts are resolved. Returns an
+  /// error (a step whose exchange the device cannot run, a missing library,
+  /// too few devices) or "".
+  std::string (*connect)(Frame &frame, const NcclLowering &lowering,
+                         double timeoutSeconds) = nullptr;
 };
 const Backend &cpuBackend();
 

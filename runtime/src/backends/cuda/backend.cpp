@@ -11,6 +11,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "backends/cuda/cuda_device.h"
+#include "backends/cuda/nccl.h"
 #include "exec/program.h"
 #include "kernels/cuda/kernels.h"
 
@@ -244,9 +245,11 @@ void crossEntropy(const Step &s, Frame &f) {
   requireNoBadIds(f, s.in[1], global[2], "the vocabulary");
 }
 
-/// A layout transition at world size 1 moves nothing between ranks: the
-/// result is the operand, copied.
+/// A layout transition: over NCCL when the run has several ranks, else (at
+/// world size 1 nothing moves between ranks) the operand, copied.
 void transition(const Step &s, Frame &f) {
+  if (NcclWorld *nccl = deviceOf(f).nccl())
+    return nccl->transition(s, f);
   const BufferView &from = f.moved(s.in[0]), &to = f.moved(s.out[0]);
   if (from.count != to.count)
     throw Stop{"the CUDA backend moves tensors between ranks only at world size 1 (" +
@@ -292,7 +295,30 @@ const std::map<std::string, void (*)(const Step &, Frame &)> &cudaRuns() {
   return runs;
 }
 
-std::unique_ptr<Device> makeDevice() { return std::make_unique<CudaDevice>(); }
+std::unique_ptr<Device> makeDevice(int64_t rank) { return std::make_unique<CudaDevice>(rank); }
+
+/// The steps whose exchanges run over NCCL: the layout transitions. The
+/// kernels that exchange values inside (ring attention, halos, the scans'
+/// state exchange, cross-entropy over a vocabulary split) do so through the
+/// host collectives only.
+const std::vector<std::string> &ncclSteps() {
+  static const std::vector<std::string> kinds = {
+      "all_gather", "all_to_all", "slice", "reorder", "relayout", "reduce_scatter", "all_reduce"};
+  return kinds;
+}
+
+std::string connect(Frame &frame, const NcclLowering &lowering, double timeoutSeconds) {
+  if (std::string why = firstStepOutside(lowering, ncclSteps()); !why.empty())
+    return why;
+  std::string error;
+  CudaDevice &device = deviceOf(frame);
+  std::unique_ptr<NcclWorld> world =
+      NcclWorld::connect(frame, device, lowering, timeoutSeconds, error);
+  if (!world)
+    return error;
+  device.setNccl(std::move(world));
+  return "";
+}
 
 } // namespace
 
@@ -331,8 +357,13 @@ shardline_backend_cuda(int abiVersion, const KernelTable *reference, char *error
       table.emplace(kind, spec);
     }
   });
-  static const Backend backend{"cuda", table, makeDevice, 1,
-                               "runs between GPUs need NCCL, which the CUDA backend does not "
-                               "have yet"};
+  static const Backend backend{"cuda",
+                               table,
+                               makeDevice,
+                               1,
+                               "values cross between GPUs over NCCL: --comm nccl (thread ranks, "
+                               "one GPU each) or --comm mpi+nccl (under mpirun)",
+                               "nccl",
+                               connect};
   return &backend;
 }

@@ -2,6 +2,8 @@
 
 #include "backends/cuda/cuda_device.h"
 
+#include "backends/cuda/nccl.h"
+
 #include "exec/program.h"
 #include "kernels/cuda/kernels.h"
 
@@ -54,7 +56,10 @@ void checkCuda(cudaError_t status, const char *what) {
     throw Stop{std::string("CUDA: ") + what + ": " + lastCuda(status), false};
 }
 
-CudaDevice::CudaDevice() {
+CudaDevice::CudaDevice(int64_t rank) {
+  int devices = 0;
+  checkCuda(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
+  device_ = devices > 0 ? (int)(rank % devices) : 0;
   checkCuda(cudaSetDevice(device_), "cudaSetDevice");
   checkCuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   checkLt(cublasLtCreate(&lt_), "cublasLtCreate");
@@ -65,6 +70,9 @@ CudaDevice::CudaDevice() {
 CudaDevice::~CudaDevice() {
   // Errors are ignored here: the run has ended, and its error, if any, is
   // already the one reported.
+  // The communicators go first: a failed run's are aborted, which ends the
+  // NCCL work still queued on the stream.
+  nccl_.reset();
   if (stream_)
     cudaStreamSynchronize(stream_);
   for (auto &[shape, gemm] : gemms_) {
@@ -156,6 +164,8 @@ void CudaDevice::download(const BufferView &from, const BufferView &to) {
             "cudaMemcpyAsync to the host");
   synchronize();
 }
+
+void CudaDevice::setNccl(std::unique_ptr<NcclWorld> world) { nccl_ = std::move(world); }
 
 void CudaDevice::synchronize() { checkCuda(cudaStreamSynchronize(stream_), "a kernel failed"); }
 

@@ -20,19 +20,24 @@
 #include <cuda_runtime_api.h>
 
 #include <map>
+#include <memory>
 #include <string>
 #include <tuple>
 #include <vector>
 
 namespace shardline::rt {
 
+class NcclWorld;
+
 /// Stops the rank's run when `status` is an error: "CUDA: <what>: <why>".
 void checkCuda(cudaError_t status, const char *what);
 
 class CudaDevice final : public Device {
 public:
-  /// Takes GPU 0 (one rank per process for now), a stream and cuBLASLt.
-  CudaDevice();
+  /// Takes GPU `rank` mod the number of GPUs (so the thread ranks of one
+  /// process, or the MPI processes of one machine, each take their own), a
+  /// stream and cuBLASLt.
+  explicit CudaDevice(int64_t rank);
   ~CudaDevice() override;
 
   const char *name() const override { return "cuda"; }
@@ -47,6 +52,11 @@ public:
   void synchronize() override;
 
   cudaStream_t stream() const { return stream_; }
+
+  /// The rank's NCCL communicators, once the run asked for them
+  /// (--comm nccl), else nullptr.
+  NcclWorld *nccl() const { return nccl_.get(); }
+  void setNccl(std::unique_ptr<NcclWorld> world);
 
   /// Row-major out[T, N] = x[T, K] . w[K, N] in f32 through cuBLASLt (f32
   /// compute and accumulation).
@@ -84,6 +94,7 @@ private:
     cublasLtMatmulAlgo_t algo;
   };
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, Gemm> gemms_;
+  std::unique_ptr<NcclWorld> nccl_;
 };
 
 } // namespace shardline::rt

@@ -1,0 +1,448 @@
+//===- nccl.cpp - a rank's NCCL communicators on its GPU --------------------===//
+
+#include "backends/cuda/nccl.h"
+
+#include "backends/cuda/cuda_device.h"
+#include "comm/movement.h"
+#include "exec/collectives.h"
+
+#include <dlfcn.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+namespace shardline::rt {
+
+namespace {
+
+/// ncclCommSplit came with NCCL 2.18.
+constexpr int kOldestNccl = 21800;
+
+/// "[tp] (ranks 0, 1)": a communicator in messages.
+std::string groupText(const NcclCommunicator &c) {
+  std::string ranks;
+  for (int64_t r : c.members)
+    ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+  return formatAxes(c.axes) + " (ranks " + ranks + ")";
+}
+
+/// When a wait that starts now gives up: `seconds` from now, capped so
+/// that any positive timeout is a time point.
+std::chrono::steady_clock::time_point deadlineIn(double seconds) {
+  double capped = std::min(seconds, 1e9);
+  return std::chrono::steady_clock::now() +
+         std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+             std::chrono::duration<double>(capped));
+}
+
+/// "5 s", "0.5 s".
+std::string secondsText(double seconds) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g s", seconds);
+  return text;
+}
+
+ncclDataType_t typeOf(DType dtype) { return dtype == DType::I32 ? ncclInt32 : ncclFloat32; }
+
+/// Runs `copies` (comm/movement.h) on the stream, 32-bit elements.
+void copyOnDevice(const std::vector<StridedCopy> &copies, const void *src, void *dst,
+                  cudaStream_t stream) {
+  for (const StridedCopy &c : copies)
+    checkCuda(cudaMemcpy2DAsync(
+                  static_cast<char *>(dst) + c.dstOffset * 4, (size_t)(c.dstPitch * 4),
+                  static_cast<const char *>(src) + c.srcOffset * 4, (size_t)(c.srcPitch * 4),
+                  (size_t)(c.width * 4), (size_t)c.height, cudaMemcpyDeviceToDevice, stream),
+              "cudaMemcpy2DAsync");
+}
+
+/// Waits for a communicator made without blocking (ncclCommInitRankConfig,
+/// ncclCommSplit) to be ready: "" or why not.
+std::string ready(const NcclApi &api, ncclComm_t comm, const Frame &frame,
+                  std::chrono::steady_clock::time_point deadline, double timeoutSeconds) {
+  for (;;) {
+    ncclResult_t state = ncclInProgress;
+    ncclResult_t result = api.ncclCommGetAsyncError(comm, &state);
+    if (result != ncclSuccess)
+      state = result;
+    if (state == ncclSuccess)
+      return "";
+    if (state != ncclInProgress)
+      return api.ncclGetErrorString(state);
+    if (frame.collectives->aborted())
+      return "another rank failed";
+    if (std::chrono::steady_clock::now() > deadline)
+      return "not every rank joined within " + secondsText(timeoutSeconds);
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+}
+
+} // namespace
+
+const NcclApi *loadNccl(std::string &error) {
+  static std::mutex mutex;
+  static NcclApi api;
+  static bool loaded = false;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (loaded)
+    return &api;
+  void *library = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+  if (!library) {
+    error = std::string("NCCL is not available (") + dlerror() + ")";
+    return nullptr;
+  }
+  NcclApi found;
+  std::string missing;
+#define SHARDLINE_NCCL_LOAD(name, args)                                                            \
+  found.name = reinterpret_cast<decltype(found.name)>(dlsym(library, #name));                      \
+  if (!found.name)                                                                                 \
+    missing += std::string(missing.empty() ? "" : ", ") + #name;
+  SHARDLINE_NCCL_FUNCTIONS(SHARDLINE_NCCL_LOAD)
+  SHARDLINE_NCCL_LOAD(ncclGetErrorString, ())
+#undef SHARDLINE_NCCL_LOAD
+  int version = 0;
+  if (missing.empty() && found.ncclGetVersion(&version) != ncclSuccess)
+    version = 0;
+  if (!missing.empty() || version < kOldestNccl) {
+    error = missing.empty() ? "NCCL " + std::to_string(version) + " is older than " +
+                                  std::to_string(kOldestNccl) + ", the first with ncclCommSplit"
+                            : "libnccl.so.2 lacks " + missing;
+    dlclose(library);
+    return nullptr;
+  }
+  api = found;
+  loaded = true;
+  return &api;
+}
+
+NcclWorld::NcclWorld(const NcclApi &api, CudaDevice &device, const NcclLowering &lowering,
+                     const Mesh &mesh, int64_t self, double timeoutSeconds)
+    : api(api), device(device), lowering(lowering), mesh(mesh), self(self),
+      timeoutSeconds(timeoutSeconds) {
+  for (const NcclStep &st : this->lowering.steps)
+    byStep[st.step] = &st;
+}
+
+std::unique_ptr<NcclWorld> NcclWorld::connect(Frame &frame, CudaDevice &device,
+                                              const NcclLowering &lowering, double timeoutSeconds,
+                                              std::string &error) {
+  const NcclApi *api = loadNccl(error);
+  if (!api)
+    return nullptr;
+  int64_t ranks = frame.mesh.numRanks();
+  int devices = 0;
+  checkCuda(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
+  // NCCL refuses two ranks of one communicator on one GPU.
+  if (frame.collectives->ranksAreThreads() && ranks > devices) {
+    error = "NCCL runs one rank per GPU: " + std::to_string(ranks) + " ranks need " +
+            std::to_string(ranks) + " GPUs, this machine has " + std::to_string(devices);
+    return nullptr;
+  }
+  // Rank 0's id reaches every rank through the host comm, eight bytes at a
+  // time.
+  ncclUniqueId id;
+  std::memset(&id, 0, sizeof id);
+  ncclResult_t result = frame.self == 0 ? api->ncclGetUniqueId(&id) : ncclSuccess;
+  uint64_t failedHere = result == ncclSuccess ? 0 : 1;
+  for (uint64_t word : frame.collectives->gatherWord(failedHere))
+    if (word) {
+      error = "rank 0 could not make NCCL's unique id";
+      return nullptr;
+    }
+  static_assert(sizeof(ncclUniqueId) % 8 == 0, "the id travels in 64-bit words");
+  for (size_t offset = 0; offset < sizeof id; offset += 8) {
+    uint64_t word = 0;
+    std::memcpy(&word, reinterpret_cast<const char *>(&id) + offset, 8);
+    word = frame.collectives->gatherWord(word)[0];
+    std::memcpy(reinterpret_cast<char *>(&id) + offset, &word, 8);
+  }
+  std::unique_ptr<NcclWorld> world(
+      new NcclWorld(*api, device, lowering, frame.mesh, frame.self, timeoutSeconds));
+  // Non-blocking communicators, so that every wait, the joins included, can
+  // give up at the deadline.
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  auto deadline = deadlineIn(timeoutSeconds);
+  result = api->ncclCommInitRankConfig(&world->world, (int)ranks, id, (int)frame.self, &config);
+  std::string why = result != ncclSuccess && result != ncclInProgress
+                        ? api->ncclGetErrorString(result)
+                        : ready(*api, world->world, frame, deadline, timeoutSeconds);
+  if (!why.empty()) {
+    world->failed = true;
+    error = "ncclCommInitRankConfig of the world of " + std::to_string(ranks) + " ranks: " + why;
+    return nullptr;
+  }
+  for (const NcclCommunicator &c : lowering.communicators) {
+    ncclComm_t comm = nullptr;
+    result = api->ncclCommSplit(world->world, (int)c.color[frame.self], (int)c.key[frame.self],
+                                &comm, &config);
+    why = result != ncclSuccess && result != ncclInProgress
+              ? api->ncclGetErrorString(result)
+              : ready(*api, comm, frame, deadline, timeoutSeconds);
+    if (comm)
+      world->comms.push_back(comm);
+    if (!why.empty()) {
+      world->failed = true;
+      error = "ncclCommSplit of the group " + groupText(c) + ": " + why;
+      return nullptr;
+    }
+  }
+  return world;
+}
+
+NcclWorld::~NcclWorld() {
+  for (ncclComm_t comm : comms)
+    failed ? api.ncclCommAbort(comm) : api.ncclCommDestroy(comm);
+  if (world)
+    failed ? api.ncclCommAbort(world) : api.ncclCommDestroy(world);
+}
+
+void NcclWorld::abortAll() {
+  if (failed)
+    return;
+  failed = true;
+  for (ncclComm_t comm : comms)
+    api.ncclCommAbort(comm);
+  if (world)
+    api.ncclCommAbort(world);
+  comms.clear();
+  world = nullptr;
+}
+
+void NcclWorld::fail(const char *call, int64_t communicator, const std::string &why) {
+  std::string group = groupText(lowering.communicators[communicator]);
+  abortAll();
+  throw Stop{std::string("NCCL: ") + call + " on the group " + group + ": " + why +
+                 " (every communicator of this rank aborted)",
+             false};
+}
+
+void NcclWorld::check(ncclResult_t result, const char *call, int64_t communicator) {
+  if (result != ncclSuccess && result != ncclInProgress)
+    fail(call, communicator, api.ncclGetErrorString(result));
+}
+
+void NcclWorld::wait(Frame &f, const char *call, int64_t communicator) {
+  if (failed)
+    throw Stop{"", true};
+  auto deadline = deadlineIn(timeoutSeconds);
+  ncclComm_t comm = comms[communicator];
+  for (;;) {
+    ncclResult_t state = ncclSuccess;
+    ncclResult_t result = api.ncclCommGetAsyncError(comm, &state);
+    if (result != ncclSuccess)
+      state = result;
+    if (state != ncclSuccess && state != ncclInProgress)
+      fail(call, communicator, api.ncclGetErrorString(state));
+    cudaError_t done = cudaStreamQuery(device.stream());
+    if (done == cudaSuccess && state == ncclSuccess)
+      return;
+    if (done != cudaSuccess && done != cudaErrorNotReady)
+      fail(call, communicator, std::string("CUDA: ") + cudaGetErrorString(done));
+    if (f.collectives->aborted()) {
+      // Another rank's error is the run's; this rank only stops.
+      abortAll();
+      throw Stop{"", true};
+    }
+    if (std::chrono::steady_clock::now() > deadline)
+      fail(call, communicator,
+           "did not finish within " + secondsText(timeoutSeconds) +
+               ": a rank of the group stalled, died or runs another program");
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+}
+
+int64_t NcclWorld::communicatorOf(const std::vector<std::string> &axes) {
+  auto it = byAxes.find(axes);
+  if (it == byAxes.end())
+    it = byAxes.emplace(axes, findCommunicator(lowering, mesh, axes)).first;
+  return it->second;
+}
+
+void NcclWorld::transition(const Step &s, Frame &f) {
+  const TensorInfo &x = f.tensors[s.in[0]], &y = f.tensors[s.out[0]];
+  const BufferView &src = f.moved(s.in[0]), &dst = f.moved(s.out[0]);
+  auto lowered = byStep.find(s.index);
+  const NcclStep *st = lowered == byStep.end() ? nullptr : lowered->second;
+  Layout mid;
+  if (st && st->calls.size() == 1 && st->calls[0].op == NcclOp::AllReduce) {
+    // Both halves of the all-reduce at once (comm/nccl_plan.h).
+    int64_t c = st->calls[0].communicator;
+    check(api.ncclAllReduce(src.data, dst.data, (size_t)src.count, ncclFloat32, ncclSum, comms[c],
+                            device.stream()),
+          "ncclAllReduce", c);
+    wait(f, "ncclAllReduce", c);
+  } else if (s.kind == "all_reduce" && !x.layout.partial.empty() &&
+             splitAllReduce(mesh, x.shape, x.layout, y.layout, mid)) {
+    int64_t count = numElements(localShape(mid, mesh, x.shape));
+    BufferView half(device.allocate(count * 4), count, DType::F32);
+    try {
+      move(s, f, 0, x.shape, x.layout, mid, src, half);
+      move(s, f, 1, x.shape, mid, y.layout, half, dst);
+    } catch (...) {
+      device.release(half.data);
+      throw;
+    }
+    device.release(half.data);
+  } else {
+    move(s, f, 0, y.shape, x.layout, y.layout, src, dst);
+  }
+  if (st)
+    f.collectives->count(st->bytesSent);
+}
+
+void NcclWorld::move(const Step &s, Frame &f, int half, const std::vector<int64_t> &shape,
+                     const Layout &from, const Layout &to, const BufferView &src,
+                     const BufferView &dst) {
+  MoveShape m = planMoveShape(mesh, shape, from, to);
+  if (!m.error.empty())
+    throw Stop{m.error, false};
+  cudaStream_t stream = device.stream();
+  if (m.kind == MovementKind::Identity) {
+    device.convert(src, dst);
+    return;
+  }
+  if (m.kind == MovementKind::Slice) {
+    copyOnDevice({sliceCopy(m, ringOf(mesh, self, m.axes).position)}, src.data, dst.data, stream);
+    return;
+  }
+  int64_t c = communicatorOf(m.axes);
+  if (m.kind == MovementKind::General) {
+    if (src.dtype == DType::I32)
+      return transfer<int32_t>(s, f, half, c, shape, from, to, src, dst);
+    return transfer<float>(s, f, half, c, shape, from, to, src, dst);
+  }
+  if (c < 0) {
+    // A collective of one member keeps what it has.
+    device.convert(src, dst);
+    return;
+  }
+  int64_t g = (int64_t)lowering.communicators[c].members.size();
+  ncclDataType_t type = typeOf(src.dtype);
+  // The source cut into the members' pieces and the landing of what
+  // arrives, in scratch when they are not in order already.
+  bool packs = m.outer > 1, joins = m.joinOuter > 1;
+  char *room = static_cast<char *>(device.scratch(
+      std::max<int64_t>(1, ((packs ? m.inCount : 0) + (joins ? m.outCount : 0)) * 4)));
+  void *packed = src.data, *landing = dst.data;
+  if (packs) {
+    packed = room;
+    copyOnDevice(splitCopies(g, m.outer, m.splitRun), src.data, packed, stream);
+  }
+  if (joins)
+    landing = room + (packs ? m.inCount * 4 : 0);
+  const char *call = "";
+  switch (m.kind) {
+  case MovementKind::AllGather:
+    call = "ncclAllGather";
+    check(api.ncclAllGather(src.data, landing, (size_t)m.inCount, type, comms[c], stream), call, c);
+    break;
+  case MovementKind::ReduceScatter:
+    call = "ncclReduceScatter";
+    check(api.ncclReduceScatter(packed, dst.data, (size_t)m.outCount, ncclFloat32, ncclSum,
+                                comms[c], stream),
+          call, c);
+    break;
+  case MovementKind::AllToAll: {
+    call = "ncclSend/ncclRecv";
+    int64_t part = m.inCount / g;
+    int64_t me = ringOf(mesh, self, m.axes).position;
+    checkCuda(cudaMemcpyAsync(static_cast<char *>(landing) + me * part * 4,
+                              static_cast<const char *>(packed) + me * part * 4, (size_t)(part * 4),
+                              cudaMemcpyDeviceToDevice, stream),
+              "cudaMemcpyAsync of this rank's piece");
+    check(api.ncclGroupStart(), "ncclGroupStart", c);
+    for (int64_t j = 0; j < g; ++j) {
+      if (j == me)
+        continue;
+      check(api.ncclSend(static_cast<const char *>(packed) + j * part * 4, (size_t)part, type,
+                         (int)j, comms[c], stream),
+            "ncclSend", c);
+      check(api.ncclRecv(static_cast<char *>(landing) + j * part * 4, (size_t)part, type, (int)j,
+                         comms[c], stream),
+            "ncclRecv", c);
+    }
+    check(api.ncclGroupEnd(), "ncclGroupEnd", c);
+    break;
+  }
+  default:
+    throw Stop{std::string("no NCCL call moves a ") + movementName(m.kind), false};
+  }
+  wait(f, call, c);
+  if (joins)
+    copyOnDevice(joinCopies(g, m.joinOuter, m.joinRun), landing, dst.data, stream);
+}
+
+template <typename T>
+void NcclWorld::transfer(const Step &s, Frame &f, int half, int64_t c,
+                         const std::vector<int64_t> &shape, const Layout &from, const Layout &to,
+                         const BufferView &src, const BufferView &dst) {
+  // A group of one (no communicator) only rearranges this rank's values.
+  const std::vector<int64_t> one = {self},
+                             &members = c < 0 ? one : lowering.communicators[c].members;
+  int64_t g = (int64_t)members.size();
+  auto key = std::make_pair(s.index, half);
+  auto found = transfers.find(key);
+  if (found == transfers.end()) {
+    Transfer t;
+    t.mine = planTransfer(mesh, shape, from, to, self);
+    if (!t.mine.error.empty())
+      throw Stop{t.mine.error, false};
+    MoveShape m = planMoveShape(mesh, shape, from, to);
+    t.sends.resize(g);
+    for (int64_t j = 0; j < g; ++j)
+      if (mayRead(mesh, m, members[j], self))
+        t.sends[j] = planTransfer(mesh, shape, from, to, members[j]).reads[self];
+    found = transfers.emplace(key, std::move(t)).first;
+  }
+  const Transfer &t = found->second;
+  // The values each member reads, packed on the host, then one upload.
+  std::vector<T> local(src.count);
+  device.download(src, BufferView(local.data(), src.count));
+  std::vector<T> out;
+  std::vector<int64_t> sendAt(g + 1, 0), recvAt(g + 1, 0);
+  for (int64_t j = 0; j < g; ++j) {
+    for (int64_t offset : t.sends[j])
+      out.push_back(local[offset]);
+    sendAt[j + 1] = (int64_t)out.size();
+    int64_t reads = members[j] == self ? 0 : (int64_t)t.mine.reads[members[j]].size();
+    recvAt[j + 1] = recvAt[j] + reads;
+  }
+  int64_t sendCount = sendAt[g], recvCount = recvAt[g];
+  char *stage = static_cast<char *>(
+      device.scratch(std::max<int64_t>(1, (sendCount + recvCount) * (int64_t)sizeof(T))));
+  device.upload(BufferView(out.data(), sendCount),
+                BufferView(reinterpret_cast<T *>(stage), sendCount));
+  T *received = reinterpret_cast<T *>(stage) + sendCount;
+  ncclDataType_t type = typeOf(src.dtype);
+  if (c >= 0) {
+    check(api.ncclGroupStart(), "ncclGroupStart", c);
+    for (int64_t j = 0; j < g; ++j) {
+      if (members[j] == self)
+        continue;
+      if (sendAt[j + 1] > sendAt[j])
+        check(api.ncclSend(reinterpret_cast<T *>(stage) + sendAt[j],
+                           (size_t)(sendAt[j + 1] - sendAt[j]), type, (int)j, comms[c],
+                           device.stream()),
+              "ncclSend", c);
+      if (recvAt[j + 1] > recvAt[j])
+        check(api.ncclRecv(received + recvAt[j], (size_t)(recvAt[j + 1] - recvAt[j]), type, (int)j,
+                           comms[c], device.stream()),
+              "ncclRecv", c);
+    }
+    check(api.ncclGroupEnd(), "ncclGroupEnd", c);
+    wait(f, "ncclSend/ncclRecv", c);
+  }
+  std::vector<T> arrived(recvCount);
+  device.download(BufferView(received, recvCount), BufferView(arrived.data(), recvCount));
+  std::vector<std::vector<T>> recvFrom(mesh.numRanks());
+  for (int64_t j = 0; j < g; ++j)
+    recvFrom[members[j]].assign(arrived.begin() + recvAt[j], arrived.begin() + recvAt[j + 1]);
+  std::vector<T> result(dst.count);
+  applyTransfer(t.mine, self, local.data(), recvFrom, result.data());
+  device.upload(BufferView(result.data(), dst.count), dst);
+}
+
+} // namespace shardline::rt

@@ -1,0 +1,138 @@
+//===- nccl.h - a rank's NCCL communicators on its GPU ----------*- C++ -*-===//
+//
+// The CUDA backend's collectives between GPUs. NCCL is opened by this
+// library alone, at run time (dlopen of libnccl.so.2, its functions through
+// one X-macro table, as IREE's CUDA driver loads its symbols), so nothing
+// links it and a machine without it still runs plans of one rank.
+//
+// A rank joins the world communicator from an ncclUniqueId that rank 0 makes
+// and the host comm shares (threads of one process, or MPI), then splits it
+// once per communicator of the program's lowering (comm/nccl_plan.h). The
+// layout transition steps run that lowering on the rank's stream; each call
+// is waited for while polling ncclCommGetAsyncError, the host comm's abort
+// and the run's --timeout: on an error or at the deadline every communicator
+// of the rank is aborted (ncclCommAbort) and the step stops with an error
+// naming the call, its group and the step, so a dead rank never hangs the
+// others.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SHARDLINE_RUNTIME_BACKENDS_CUDA_NCCL_H
+#define SHARDLINE_RUNTIME_BACKENDS_CUDA_NCCL_H
+
+#include "comm/nccl_plan.h"
+#include "comm/transfer.h"
+#include "exec/program.h"
+
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace shardline::rt {
+
+class CudaDevice;
+
+#define SHARDLINE_NCCL_FUNCTIONS(X)                                                                \
+  X(ncclGetVersion, (int *))                                                                       \
+  X(ncclGetUniqueId, (ncclUniqueId *))                                                             \
+  X(ncclCommInitRankConfig, (ncclComm_t *, int, ncclUniqueId, int, ncclConfig_t *))                \
+  X(ncclCommSplit, (ncclComm_t, int, int, ncclComm_t *, ncclConfig_t *))                           \
+  X(ncclCommGetAsyncError, (ncclComm_t, ncclResult_t *))                                           \
+  X(ncclCommAbort, (ncclComm_t))                                                                   \
+  X(ncclCommDestroy, (ncclComm_t))                                                                 \
+  X(ncclAllGather, (const void *, void *, size_t, ncclDataType_t, ncclComm_t, cudaStream_t))       \
+  X(ncclReduceScatter,                                                                             \
+    (const void *, void *, size_t, ncclDataType_t, ncclRedOp_t, ncclComm_t, cudaStream_t))         \
+  X(ncclAllReduce,                                                                                 \
+    (const void *, void *, size_t, ncclDataType_t, ncclRedOp_t, ncclComm_t, cudaStream_t))         \
+  X(ncclSend, (const void *, size_t, ncclDataType_t, int, ncclComm_t, cudaStream_t))               \
+  X(ncclRecv, (void *, size_t, ncclDataType_t, int, ncclComm_t, cudaStream_t))                     \
+  X(ncclGroupStart, ())                                                                            \
+  X(ncclGroupEnd, ())
+
+/// NCCL's functions, loaded once per process.
+struct NcclApi {
+#define SHARDLINE_NCCL_POINTER(name, args) ncclResult_t(*name) args = nullptr;
+  SHARDLINE_NCCL_FUNCTIONS(SHARDLINE_NCCL_POINTER)
+#undef SHARDLINE_NCCL_POINTER
+  const char *(*ncclGetErrorString)(ncclResult_t) = nullptr;
+};
+
+/// The loaded library, or nullptr with the reason (not found, a symbol
+/// missing, a version without ncclCommSplit).
+const NcclApi *loadNccl(std::string &error);
+
+/// One rank's communicators and the program's lowering they run.
+class NcclWorld {
+public:
+  /// Joins the world and makes the communicators of `lowering`; every rank
+  /// calls it at the same point. nullptr with the reason on failure.
+  static std::unique_ptr<NcclWorld> connect(Frame &frame, CudaDevice &device,
+                                            const NcclLowering &lowering, double timeoutSeconds,
+                                            std::string &error);
+  NcclWorld(const NcclWorld &) = delete;
+  NcclWorld &operator=(const NcclWorld &) = delete;
+  /// Destroys the communicators, or aborts them once a call has failed.
+  ~NcclWorld();
+
+  /// Runs a layout transition step (all_gather, reduce_scatter, all_reduce,
+  /// all_to_all, slice, reorder, relayout) between the ranks' GPUs and
+  /// counts the bytes its lowering sends.
+  void transition(const Step &s, Frame &f);
+
+private:
+  NcclWorld(const NcclApi &api, CudaDevice &device, const NcclLowering &lowering, const Mesh &mesh,
+            int64_t self, double timeoutSeconds);
+
+  /// Moves this rank's part `src` of a tensor of global `shape` in layout
+  /// `from` to its part `dst` in `to`, as the host collectives would;
+  /// `half` tells an all-reduce's two moves apart.
+  void move(const Step &s, Frame &f, int half, const std::vector<int64_t> &shape,
+            const Layout &from, const Layout &to, const BufferView &src, const BufferView &dst);
+  /// A general transfer: the values each member reads from this rank
+  /// gathered on the host, sent and received over NCCL (communicator
+  /// `communicator`; none for a group of one), and placed (and summed) on
+  /// the host.
+  template <typename T>
+  void transfer(const Step &s, Frame &f, int half, int64_t communicator,
+                const std::vector<int64_t> &shape, const Layout &from, const Layout &to,
+                const BufferView &src, const BufferView &dst);
+  /// The communicator of `axes`' groups, or -1 for groups of one rank.
+  int64_t communicatorOf(const std::vector<std::string> &axes);
+  /// Stops the step when an NCCL call failed to start.
+  void check(ncclResult_t result, const char *call, int64_t communicator);
+  /// Waits for the stream (the step's NCCL calls) to finish, polling the
+  /// communicator's asynchronous error, the host's abort and the deadline.
+  void wait(Frame &f, const char *call, int64_t communicator);
+  /// Aborts every communicator of this rank (once).
+  void abortAll();
+  /// Aborts every communicator and stops the step with `why`.
+  [[noreturn]] void fail(const char *call, int64_t communicator, const std::string &why);
+
+  const NcclApi &api;
+  CudaDevice &device;
+  NcclLowering lowering;
+  Mesh mesh;
+  int64_t self;
+  double timeoutSeconds;
+  ncclComm_t world = nullptr;
+  std::vector<ncclComm_t> comms;
+  bool failed = false;
+  std::map<int64_t, const NcclStep *> byStep;
+  std::map<std::vector<std::string>, int64_t> byAxes;
+  /// General transfers: what this rank reads and what each member reads
+  /// from it, by (step, half), worked out at the first run.
+  struct Transfer {
+    TransferPlan mine;
+    std::vector<std::vector<int64_t>> sends;
+  };
+  std::map<std::pair<int64_t, int>, Transfer> transfers;
+};
+
+} // namespace shardline::rt
+
+#endif

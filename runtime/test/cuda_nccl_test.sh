@@ -1,0 +1,121 @@
+#!/bin/sh
+# Plans of several ranks on several GPUs over NCCL (docs/runtime.md, NCCL): equivalence-matrix
+# entries whose exchanges are all layout transitions run with --device cuda --comm nccl --verify
+# (one process driving one GPU per rank) and pass when the outputs agree with the CPU's
+# single-device run and the bytes and arena peak equal the report's; under mpirun the same with
+# --comm mpi+nccl; and a rank that stalls or dies ends the job with an error naming the NCCL call
+# and its group within the timeout, never a hang. Exits 77 (skipped) without a CUDA device or
+# with fewer than two GPUs.
+# usage: cuda_nccl_test.sh BIN_DIR
+set -eu
+bin=$1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+compile="$bin/shardline-compile"
+run="$bin/shardline-run"
+
+small='"vocab": 64, "hidden": 32, "seq": 32, "batch": 4, "dtype": "f32"'
+attention='"attention": {"heads": 8, "kv_heads": 4, "head_dim": 4}'
+model() { # NAME PATTERN SECTIONS
+  printf '{"name": "%s", "pattern": "%s", %s, %s}\n' "$1" "$2" "$small" "$3" > "$tmp/$1.json"
+}
+model mlp FF '"mlp": {"ffn_hidden": 64}'
+model attention AA "$attention"
+model dense AF "$attention, \"mlp\": {\"ffn_hidden\": 64}"
+model moe EE '"moe": {"experts": 4, "top_k": 2, "ffn_hidden": 48}'
+model mamba MM '"mamba": {"heads": 8, "head_dim": 4, "state": 8, "groups": 4, "conv": 4}'
+model recurrent RR '"recurrent": {"width": 32, "conv": 4}'
+model local LL '"local_attention": {"heads": 8, "kv_heads": 4, "head_dim": 4, "window": 6}'
+
+"$compile" "$tmp/dense.json" --dp 2 --emit plan -o "$tmp/probe.slp"
+if ! probe=$("$run" "$tmp/probe.slp" --device cuda --comm nccl 2>&1); then
+  case "$probe" in
+  *"no CUDA device"* | *"GPUs, this machine has"*)
+    echo "skipped: ${probe#*error: }"
+    exit 77
+    ;;
+  esac
+  echo "$probe"
+  exit 1
+fi
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+[ "$gpus" -ge 2 ] 2>/dev/null || gpus=2
+echo "$gpus GPUs"
+
+failures=0
+entry() { # NAME RANKS FLAGS...
+  name=$1
+  ranks=$2
+  shift 2
+  if [ "$ranks" -gt "$gpus" ]; then
+    echo "SKIP $name $* (needs $ranks GPUs)"
+    return
+  fi
+  plan="$tmp/$name-$ranks.slp"
+  "$compile" "$tmp/$name.json" "$@" --emit plan -o "$plan"
+  if out=$("$run" "$plan" --device cuda --comm nccl --verify --rtol 1e-3 2>&1); then
+    echo "PASS $name $*"
+  else
+    echo "FAIL $name $*"
+    echo "$out"
+    failures=$((failures + 1))
+  fi
+}
+
+# Every family over dp (the loss and, for MoE, the expert exchange over ep).
+for family in mlp attention dense moe mamba recurrent local; do
+  case $family in
+  moe) entry $family 2 --dp 2 --ep 2 ;;
+  *) entry $family 2 --dp 2 ;;
+  esac
+done
+# Context parallelism where attention computes on whole K, V blocks: all-gathered (zigzag and
+# contiguous) or all-to-all'd.
+entry attention 2 --cp 2 --cp-comm allgather --cp-order zigzag
+entry attention 2 --cp 2 --cp-comm allgather --cp-order contiguous
+entry attention 2 --cp 2 --cp-comm a2a
+entry attention 4 --cp 4 --cp-comm allgather
+entry dense 4 --dp 2 --cp 2 --cp-comm allgather
+entry moe 4 --dp 4 --ep 4
+entry moe 8 --dp 8 --ep 8
+
+# One MPI process per GPU.
+if command -v mpirun >/dev/null 2>&1; then
+  if out=$(mpirun --allow-run-as-root --oversubscribe -np 2 "$run" "$tmp/probe.slp" \
+    --device cuda --comm mpi+nccl --verify --rtol 1e-3 2>&1); then
+    echo "PASS dense --dp 2 under mpirun"
+  else
+    echo "FAIL dense --dp 2 under mpirun"
+    echo "$out"
+    failures=$((failures + 1))
+  fi
+fi
+
+# A rank that stalls or dies: the others' NCCL wait gives up at --timeout, aborts its
+# communicators and names the call and its group; the job ends well within the guard.
+for fault in stall:1:0 kill:1:0; do
+  status=0
+  out=$(SHARDLINE_FAULT=$fault timeout 120 "$run" "$tmp/probe.slp" --device cuda --comm nccl \
+    --timeout 5 2>&1) || status=$?
+  case "$status:$out" in
+  124:*)
+    echo "FAIL $fault: the job hung"
+    failures=$((failures + 1))
+    ;;
+  0:*)
+    echo "FAIL $fault: the run succeeded"
+    failures=$((failures + 1))
+    ;;
+  *"NCCL: nccl"*"on the group [dp] (ranks 0, 1)"*"did not finish within"*)
+    echo "PASS $fault: $(echo "$out" | grep -m1 NCCL)"
+    ;;
+  *)
+    echo "FAIL $fault: exit $status"
+    echo "$out"
+    failures=$((failures + 1))
+    ;;
+  esac
+done
+
+echo "$failures failed"
+[ "$failures" -eq 0 ]

@@ -1,0 +1,377 @@
+//===- nccl_plan_test.cpp - the NCCL lowering against the CPU collectives --===//
+//
+// Plans of equivalence-matrix entries, compiled by shardline-compile
+// ($SHARDLINE_COMPILE) forward and for training, lowered to NCCL calls for
+// every rank (comm/nccl_plan.h) and run on CPU thread ranks: the lowering
+// sends exactly the bytes the CPU collectives measure and the report states;
+// every communicator's split gives each rank the members, in order, that
+// the host collectives' group of the same axes has; and each entry lowers
+// to the NCCL calls its strategy implies. Also the strided copies that pack
+// and unpack a plain collective's pieces, on the host and on a GPU alike.
+//
+//===----------------------------------------------------------------------===//
+
+#include "comm/nccl_plan.h"
+
+#include "comm/movement.h"
+#include "exec/collectives.h"
+#include "exec/executor.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <thread>
+#include <unistd.h>
+
+using namespace shardline;
+using namespace shardline::rt;
+
+namespace {
+
+const char *kSmall = R"("vocab": 64, "hidden": 32, "seq": 32, "batch": 4, "dtype": "f32")";
+const char *kAttention = R"("attention": {"heads": 8, "kv_heads": 4, "head_dim": 4})";
+
+std::string spec(const std::string &pattern, const std::string &sections) {
+  return "{\"name\": \"t\", \"pattern\": \"" + pattern + "\", " + kSmall + ", " + sections + "}";
+}
+
+struct Entry {
+  std::string name, spec;
+  std::vector<std::string> flags;
+  /// The NCCL calls the strategy needs on some rank, at least one each.
+  std::vector<NcclOp> expected;
+};
+
+std::vector<Entry> entries() {
+  std::string mlp = spec("FF", R"("mlp": {"ffn_hidden": 64})");
+  std::string attention = spec("AA", kAttention);
+  std::string dense = spec("AF", std::string(kAttention) + R"(, "mlp": {"ffn_hidden": 64})");
+  std::string moe = spec("EE", R"("moe": {"experts": 4, "top_k": 2, "ffn_hidden": 48})");
+  std::string mamba =
+      spec("MM", R"("mamba": {"heads": 8, "head_dim": 4, "state": 8, "groups": 4, "conv": 4})");
+  std::string recurrent = spec("RR", R"("recurrent": {"width": 32, "conv": 4})");
+  std::string local =
+      spec("LL", R"("local_attention": {"heads": 8, "kv_heads": 4, "head_dim": 4, "window": 6})");
+  using O = NcclOp;
+  return {
+      {"mlp tp2 sp", mlp, {"--tp", "2", "--sp"}, {O::AllGather, O::ReduceScatter}},
+      {"mlp tp4", mlp, {"--tp", "4", "--sp=false"}, {O::AllReduce, O::AllGather}},
+      {"attention cp2 ring zigzag",
+       attention,
+       {"--cp", "2", "--cp-comm", "ring", "--cp-order", "zigzag"},
+       {O::AllGather, O::SendRecv}},
+      {"attention cp4 allgather contiguous",
+       attention,
+       {"--cp", "4", "--cp-comm", "allgather", "--cp-order", "contiguous"},
+       {O::AllGather}},
+      {"attention cp2 a2a", attention, {"--cp", "2", "--cp-comm", "a2a"}, {O::SendRecv}},
+      {"dense dp2", dense, {"--dp", "2"}, {}},
+      {"dense tp2 sp cp2 dp2",
+       dense,
+       {"--tp", "2", "--sp", "--cp", "2", "--dp", "2"},
+       {O::AllGather, O::ReduceScatter, O::SendRecv}},
+      {"moe dp2 ep2", moe, {"--dp", "2", "--ep", "2"}, {O::SendRecv}},
+      {"moe tp2 sp ep2", moe, {"--tp", "2", "--sp", "--ep", "2"}, {O::SendRecv}},
+      {"mamba cp2", mamba, {"--cp", "2"}, {O::AllGather, O::SendRecv}},
+      {"mamba tp2 sp cp2", mamba, {"--tp", "2", "--sp", "--cp", "2"}, {O::AllGather}},
+      {"recurrent cp4 contiguous",
+       recurrent,
+       {"--cp", "4", "--cp-order", "contiguous"},
+       {O::AllGather, O::SendRecv}},
+      {"local attention cp2", local, {"--cp", "2"}, {O::SendRecv}},
+  };
+}
+
+std::string compilerPath() {
+  const char *path = std::getenv("SHARDLINE_COMPILE");
+  return path ? path : "";
+}
+
+/// The entry's plan, compiled into a temporary file and loaded; or nullopt
+/// with the failure recorded.
+std::optional<LoadedPlan> compile(const Entry &e, bool train) {
+  char dir[] = "/tmp/nccl-plan-XXXXXX";
+  if (!mkdtemp(dir)) {
+    ADD_FAILURE() << "mkdtemp failed";
+    return std::nullopt;
+  }
+  std::string base = dir, specFile = base + "/model.json", planFile = base + "/plan.slp";
+  std::ofstream(specFile) << e.spec;
+  std::string command = "'" + compilerPath() + "' " + specFile;
+  for (const std::string &f : e.flags)
+    command += " " + f;
+  command += " --emit plan -o " + planFile + (train ? " --train" : "") + " 2>&1";
+  int status = std::system(command.c_str());
+  std::string error;
+  std::optional<LoadedPlan> plan;
+  if (status != 0)
+    ADD_FAILURE() << e.name << ": " << command << " exited with " << status;
+  else if (!(plan = loadPlanFile(planFile, error)))
+    ADD_FAILURE() << e.name << ": " << error;
+  std::remove(specFile.c_str());
+  std::remove(planFile.c_str());
+  rmdir(dir);
+  return plan;
+}
+
+/// The plan's program resolved for every rank and lowered.
+std::vector<NcclLowering> lowerEveryRank(const LoadedPlan &plan) {
+  std::string error;
+  std::optional<std::vector<Step>> program =
+      decodeProgram(*plan.root(), cpuBackend().kernels, error);
+  EXPECT_TRUE(program) << error;
+  if (!program)
+    return {};
+  Mesh mesh = meshOf(*plan.root());
+  std::vector<TensorInfo> tensors = tensorInfos(*plan.root(), mesh);
+  std::vector<NcclLowering> out;
+  for (int64_t r = 0; r < mesh.numRanks(); ++r) {
+    std::vector<Step> steps = *program;
+    std::vector<BufferView> views(tensors.size());
+    Frame frame{mesh, r, tensors, views, nullptr};
+    for (Step &s : steps)
+      if (s.kernel->resolve)
+        s.kernel->resolve(s, frame);
+    out.push_back(lowerToNccl(steps, mesh, tensors, r));
+    EXPECT_EQ(out.back().error, "");
+  }
+  return out;
+}
+
+/// What the CPU executor counts: each step at its busiest rank.
+int64_t busiestSum(const std::vector<NcclLowering> &ranks) {
+  std::map<int64_t, int64_t> byStep;
+  for (const NcclLowering &l : ranks)
+    for (const NcclStep &s : l.steps)
+      byStep[s.step] = std::max(byStep[s.step], s.bytesSent);
+  int64_t total = 0;
+  for (const auto &[step, bytes] : byStep)
+    total += bytes;
+  return total;
+}
+
+/// An entry's plan and its lowering on every rank.
+struct Lowered {
+  const Entry *entry;
+  LoadedPlan plan;
+  std::vector<NcclLowering> ranks;
+};
+
+/// Every entry compiled and lowered once per test suite run, forward or for
+/// training (an entry that fails to compile has failed the test already).
+const std::vector<Lowered> &lowered(bool train) {
+  static std::map<bool, std::vector<Lowered>> cache;
+  auto it = cache.find(train);
+  if (it != cache.end())
+    return it->second;
+  static const std::vector<Entry> all = entries();
+  std::vector<Lowered> out;
+  for (const Entry &e : all)
+    if (std::optional<LoadedPlan> plan = compile(e, train))
+      out.push_back({&e, *plan, lowerEveryRank(*plan)});
+  return cache[train] = std::move(out);
+}
+
+class NcclPlanTest : public ::testing::TestWithParam<bool> {
+protected:
+  void SetUp() override {
+    if (compilerPath().empty())
+      GTEST_SKIP() << "SHARDLINE_COMPILE is not set";
+  }
+  std::string trace(const Lowered &l) const {
+    return l.entry->name + (GetParam() ? " (training)" : " (forward)");
+  }
+};
+
+/// The bytes of the lowering, the CPU run's measure and the report agree.
+TEST_P(NcclPlanTest, SendsWhatTheCpuCollectivesMeasure) {
+  for (const Lowered &l : lowered(GetParam())) {
+    SCOPED_TRACE(trace(l));
+    const LoadedPlan *plan = &l.plan;
+    const std::vector<NcclLowering> &ranks = l.ranks;
+    RunResult run = runPlan(*plan, RunOptions{});
+    ASSERT_EQ(run.error, "");
+    int64_t sent = busiestSum(ranks);
+    EXPECT_EQ(sent, run.bytesSentPerRank) << describe(ranks[0]);
+    EXPECT_EQ(sent, plan->root()->comm_bytes_per_rank());
+    // The strategy's own collectives are there.
+    std::map<NcclOp, int64_t> calls;
+    for (const NcclLowering &r : ranks)
+      for (const NcclStep &s : r.steps)
+        for (const NcclCall &c : s.calls)
+          ++calls[c.op];
+    for (NcclOp op : l.entry->expected)
+      EXPECT_GT(calls[op], 0) << ncclOpName(op) << " missing\n" << describe(ranks[0]);
+    // Training over dp sums every gradient over the replicas.
+    if (GetParam() && l.entry->name == "dense dp2")
+      EXPECT_GT(calls[NcclOp::AllReduce], 0) << describe(ranks[0]);
+    // Every rank lowers the same steps onto the same splits (SPMD).
+    for (const NcclLowering &r : ranks) {
+      ASSERT_EQ(r.communicators.size(), ranks[0].communicators.size());
+      for (size_t c = 0; c < r.communicators.size(); ++c) {
+        EXPECT_EQ(r.communicators[c].color, ranks[0].communicators[c].color);
+        EXPECT_EQ(r.communicators[c].key, ranks[0].communicators[c].key);
+      }
+    }
+  }
+}
+
+/// Each communicator, split on thread ranks with its color and key, gives
+/// every rank the group the host collectives use for the same axes, and the
+/// lowering's members; a send/receive peer is always in that group.
+TEST_P(NcclPlanTest, SplitsAsTheHostCollectivesDo) {
+  for (const Lowered &l : lowered(GetParam())) {
+    SCOPED_TRACE(trace(l));
+    const LoadedPlan *plan = &l.plan;
+    const std::vector<NcclLowering> &ranks = l.ranks;
+    int64_t n = (int64_t)ranks.size();
+    ASSERT_GT(n, 1);
+    Mesh mesh = meshOf(*plan->root());
+    ThreadHub hub(n);
+    // Results by rank, checked on this thread once all have run.
+    std::vector<std::vector<std::vector<int64_t>>> split(n), host(n);
+    std::vector<std::thread> threads;
+    for (int64_t r = 0; r < n; ++r)
+      threads.emplace_back([&, r] {
+        ThreadComm comm(hub, r);
+        Collectives collectives(comm, mesh);
+        for (const NcclCommunicator &c : ranks[r].communicators) {
+          std::unique_ptr<Group> group;
+          if (!comm.split(c.color[r], c.key[r], group) || !group)
+            return;
+          split[r].push_back(group->members());
+          host[r].push_back(collectives.group(c.axes).members());
+        }
+      });
+    for (auto &t : threads)
+      t.join();
+    ASSERT_EQ(hub.error(), "");
+    for (int64_t r = 0; r < n; ++r) {
+      const std::vector<NcclCommunicator> &comms = ranks[r].communicators;
+      ASSERT_EQ(split[r].size(), comms.size());
+      for (size_t c = 0; c < comms.size(); ++c) {
+        EXPECT_EQ(split[r][c], comms[c].members) << "rank " << r << ", communicator " << c;
+        EXPECT_EQ(host[r][c], comms[c].members) << "rank " << r << ", communicator " << c;
+      }
+      for (const NcclStep &s : ranks[r].steps)
+        for (const NcclCall &c : s.calls)
+          for (const NcclPeer &p : c.peers) {
+            const std::vector<int64_t> &members = comms[c.communicator].members;
+            EXPECT_NE(std::find(members.begin(), members.end(), p.rank), members.end())
+                << "op #" << s.step << ": peer " << p.rank << " outside its communicator";
+            EXPECT_NE(p.rank, r);
+          }
+    }
+    // What one rank sends a peer, the peer receives from it, call by call.
+    for (int64_t r = 0; r < n; ++r)
+      for (size_t i = 0; i < ranks[r].steps.size(); ++i)
+        for (size_t k = 0; k < ranks[r].steps[i].calls.size(); ++k)
+          for (const NcclPeer &p : ranks[r].steps[i].calls[k].peers) {
+            const NcclLowering &other = ranks[p.rank];
+            int64_t step = ranks[r].steps[i].step, received = 0;
+            for (const NcclStep &s : other.steps)
+              if (s.step == step && k < s.calls.size())
+                for (const NcclPeer &q : s.calls[k].peers)
+                  if (q.rank == r)
+                    received = q.recvCount;
+            EXPECT_EQ(p.sendCount, received)
+                << "op #" << step << " call " << k << ": rank " << r << " to " << p.rank;
+          }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Plans, NcclPlanTest, ::testing::Bool(),
+                         [](const auto &info) { return info.param ? "Training" : "Forward"; });
+
+} // namespace
+
+namespace {
+
+/// The CUDA backend runs the transitions over NCCL; a step that exchanges
+/// values inside its kernel is named, with its call and group, before
+/// anything runs; a split no step uses has no communicator.
+TEST(NcclPlan, NamesTheFirstStepOutsideTheKindsADeviceRuns) {
+  if (compilerPath().empty())
+    GTEST_SKIP() << "SHARDLINE_COMPILE is not set";
+  const std::vector<std::string> transitions = {
+      "all_gather", "all_to_all", "slice", "reorder", "relayout", "reduce_scatter", "all_reduce"};
+  for (const Lowered &l : lowered(false)) {
+    SCOPED_TRACE(l.entry->name);
+    std::string why = firstStepOutside(l.ranks[0], transitions);
+    if (l.entry->name == "dense dp2" || l.entry->name == "moe dp2 ep2" ||
+        l.entry->name == "attention cp4 allgather contiguous" ||
+        l.entry->name == "attention cp2 a2a") {
+      // dp splits no vocabulary and no sequence, and attention over
+      // all-gathered or all-to-all'd K, V computes on whole blocks: every
+      // exchange is a transition.
+      EXPECT_EQ(why, "");
+      continue;
+    }
+    if (l.entry->name == "mlp tp2 sp")
+      EXPECT_TRUE(why.find("(sl.cross_entropy) exchanges values (ncclAllGather over [tp]) inside "
+                           "its kernel, which does not run over NCCL yet") != std::string::npos)
+          << why;
+    else
+      EXPECT_NE(why, "");
+  }
+  const NcclLowering &tp = lowered(false)[0].ranks[0];
+  EXPECT_EQ(findCommunicator(tp, meshOf(*lowered(false)[0].plan.root()), {"tp"}), 0);
+  EXPECT_EQ(findCommunicator(tp, meshOf(*lowered(false)[0].plan.root()), {"dp"}), -1);
+}
+
+/// A run that asks for device collectives on a device without them is
+/// refused before any step runs, naming both.
+TEST(NcclPlan, RefusesDeviceCollectivesOnTheCpu) {
+  if (compilerPath().empty())
+    GTEST_SKIP() << "SHARDLINE_COMPILE is not set";
+  RunOptions options;
+  options.deviceComm = "nccl";
+  RunResult run = runPlan(lowered(false)[0].plan, options);
+  EXPECT_EQ(run.error, "--comm nccl moves values between the devices' own memories: the cpu device "
+                       "has none, its ranks exchange through the host (--comm threads or mpi)");
+}
+
+} // namespace
+
+namespace {
+
+/// The strided copies both the host collectives and the CUDA backend run
+/// (cudaMemcpy2DAsync): a split puts run j of every row into part j, rows
+/// in order, a join undoes it, a slice keeps one part; every pitch is at
+/// least its width, as cudaMemcpy2D requires.
+TEST(StridedCopies, SplitJoinAndSliceAsTheirDefinitions) {
+  const int64_t parts = 3, outer = 2, run = 4;
+  std::vector<float> whole(parts * outer * run);
+  for (size_t i = 0; i < whole.size(); ++i)
+    whole[i] = (float)i;
+  std::vector<float> split(whole.size(), -1.0f), joined(whole.size(), -1.0f);
+  std::vector<StridedCopy> copies = splitCopies(parts, outer, run);
+  ASSERT_EQ(copies.size(), (size_t)parts);
+  for (const StridedCopy &c : copies) {
+    EXPECT_GE(c.srcPitch, c.width);
+    EXPECT_GE(c.dstPitch, c.width);
+  }
+  applyCopies(copies, whole.data(), split.data());
+  for (int64_t j = 0; j < parts; ++j)
+    for (int64_t o = 0; o < outer; ++o)
+      for (int64_t k = 0; k < run; ++k)
+        EXPECT_EQ(split[(j * outer + o) * run + k], whole[(o * parts + j) * run + k])
+            << "part " << j << " row " << o << " element " << k;
+  applyCopies(joinCopies(parts, outer, run), split.data(), joined.data());
+  EXPECT_EQ(joined, whole);
+
+  MoveShape slice;
+  slice.kind = MovementKind::Slice;
+  slice.outer = outer;
+  slice.splitRun = run;
+  slice.parts = parts;
+  std::vector<float> kept(outer * run, -1.0f);
+  applyCopies({sliceCopy(slice, 1)}, whole.data(), kept.data());
+  EXPECT_EQ(kept, (std::vector<float>{4, 5, 6, 7, 16, 17, 18, 19}));
+}
+
+} // namespace
