@@ -10,6 +10,7 @@
 
 #include "core/buffer.h"
 #include "device/device.h"
+#include "kernel_test_util.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cuda/arith.h"
 #include "kernels/cuda/launch.h"
@@ -20,24 +21,15 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <random>
 #include <vector>
 
 namespace rt = shardline::rt;
 namespace cpu = shardline::rt::cpu;
 namespace gpu = shardline::rt::cuda;
+namespace test = shardline::rt::test;
 namespace arith = shardline::rt::cuda::arith;
 
 namespace {
-
-std::vector<float> randomVector(size_t n, unsigned seed, float sigma = 1.5f) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> dist(0.0f, sigma);
-  std::vector<float> v(n);
-  for (auto &x : v)
-    x = dist(gen);
-  return v;
-}
 
 /// |got - want| <= tol * (1 + |want|) everywhere, naming the first element
 /// that is not.
@@ -99,7 +91,7 @@ TEST(CudaArith, SixteenBitRoundingIsTheCpuDevices) {
 }
 
 TEST(CudaArith, LoadAndStoreConvertAsTheCpuDevice) {
-  std::vector<float> values = randomVector(257, 1, 300.0f);
+  std::vector<float> values = test::normalVector(257, 1, 300.0f);
   for (float &v : values)
     v = std::round(v); // int32 goes through f32: whole numbers stay exact
   for (rt::DType type : {rt::DType::F32, rt::DType::BF16, rt::DType::F16, rt::DType::I32}) {
@@ -125,7 +117,7 @@ TEST(CudaArith, LoadAndStoreConvertAsTheCpuDevice) {
 
 TEST(CudaArith, SiluAndSwigluMatchTheCpuKernels) {
   const int64_t n = 4099;
-  std::vector<float> g = randomVector(n, 2, 6.0f), u = randomVector(n, 3);
+  std::vector<float> g = test::normalVector(n, 2, 6.0f), u = test::normalVector(n, 3);
   g[0] = -100.0f; // exp(-x) overflows: silu is 0
   g[1] = 100.0f;
   std::vector<float> got(n), want(n);
@@ -141,7 +133,7 @@ TEST(CudaArith, SiluAndSwigluMatchTheCpuKernels) {
 
 TEST(CudaArith, EmbeddingReadsTheShardsRowsOnly) {
   const int64_t T = 40, rows = 16, H = 5, offset = 16, vocab = 48;
-  std::vector<float> table = randomVector(rows * H, 4);
+  std::vector<float> table = test::normalVector(rows * H, 4);
   std::vector<int32_t> ids(T);
   for (int64_t t = 0; t < T; ++t)
     ids[t] = (int32_t)((t * 7) % vocab);
@@ -162,7 +154,7 @@ TEST(CudaArith, RmsNormOfStridedPartialSumsMatchesTheCpuKernel) {
   for (int64_t H : {1, 7, 128, 1000, 4096}) {
     SCOPED_TRACE(H);
     const int64_t T = 5;
-    std::vector<float> x = randomVector(T * H, 5), w = randomVector(H, 6);
+    std::vector<float> x = test::normalVector(T * H, 5), w = test::normalVector(H, 6);
     std::vector<float> got(T * H), want(T * H);
     cpu::rms_norm(x.data(), w.data(), T, H, 1e-5f, want.data());
     gpu::LaunchShape shape = gpu::rowShape(T, H);
@@ -189,7 +181,7 @@ TEST(CudaArith, RmsNormOfStridedPartialSumsMatchesTheCpuKernel) {
 
 TEST(CudaArith, RopePairsCoverTheTensorAndRotateAsTheCpuKernel) {
   const int64_t B = 2, S = 6, NH = 3, D = 8;
-  std::vector<float> x = randomVector(B * S * NH * D, 7);
+  std::vector<float> x = test::normalVector(B * S * NH * D, 7);
   std::vector<int64_t> positions = {0, 5, 1000, 123457, 7, 3};
   std::vector<float> got(x.size(), std::nanf("")), want(x.size());
   cpu::rope(x.data(), positions.data(), B, S, NH, D, 10000.0f, want.data());
@@ -263,9 +255,9 @@ void attentionAsTheKernel(const AttentionCase &c, const std::vector<float> &q,
 }
 
 void checkAttention(const AttentionCase &c) {
-  std::vector<float> q = randomVector(c.B * c.Sq * c.HQ * c.D, 11),
-                     k = randomVector(c.B * c.Sk * c.HKV * c.D, 12),
-                     v = randomVector(c.B * c.Sk * c.HKV * c.D, 13);
+  std::vector<float> q = test::normalVector(c.B * c.Sq * c.HQ * c.D, 11),
+                     k = test::normalVector(c.B * c.Sk * c.HKV * c.D, 12),
+                     v = test::normalVector(c.B * c.Sk * c.HKV * c.D, 13);
   float scale = 1.0f / std::sqrt((float)c.D);
   std::vector<float> out(q.size(), std::nanf("")), lse(c.B * c.HQ * c.Sq, std::nanf(""));
   std::vector<float> wantOut(q.size()), wantLse(lse.size());
@@ -322,7 +314,7 @@ TEST(CudaArith, NonCausalAndWindowedAttention) {
 
 TEST(CudaArith, CrossEntropyTermsMatchTheCpuKernel) {
   const int64_t T = 37, V = 501;
-  std::vector<float> logits = randomVector(T * V, 14, 4.0f);
+  std::vector<float> logits = test::normalVector(T * V, 14, 4.0f);
   std::vector<int32_t> labels(T);
   for (int64_t t = 0; t < T; ++t)
     labels[t] = (int32_t)((t * 131) % V);
@@ -343,7 +335,7 @@ TEST(CudaArith, CrossEntropyTermsMatchTheCpuKernel) {
 
 TEST(CudaArith, GeluSigmoidSoftplusAreTheCpuKernels) {
   const int64_t n = 2001;
-  std::vector<float> x = randomVector(n, 15, 8.0f);
+  std::vector<float> x = test::normalVector(n, 15, 8.0f);
   x[0] = -800.0f;
   x[1] = 800.0f;
   std::vector<float> got(n), want(n);
@@ -363,8 +355,8 @@ TEST(CudaArith, GeluSigmoidSoftplusAreTheCpuKernels) {
 
 TEST(CudaArith, GatedNormByGroupsMatchesTheCpuKernel) {
   const int64_t T = 6, C = 96, groups = 3, width = C / groups;
-  std::vector<float> y = randomVector(T * C, 16), z = randomVector(T * C, 17),
-                     w = randomVector(C, 18);
+  std::vector<float> y = test::normalVector(T * C, 16), z = test::normalVector(T * C, 17),
+                     w = test::normalVector(C, 18);
   std::vector<float> got(T * C), want(T * C);
   cpu::gated_rms_norm(y.data(), z.data(), w.data(), T, C, groups, 1e-5f, want.data());
   gpu::LaunchShape shape = gpu::rowShape(T * groups, width);
@@ -404,8 +396,9 @@ TEST(CudaArith, SequencesNumberChunksAsTheCpuKernels) {
 
 TEST(CudaArith, CausalConvOfChunksWithHalosIsTheCpuKernel) {
   const int64_t B = 2, S = 12, chunks = 2, C = 5, W = 4, L = S / chunks;
-  std::vector<float> x = randomVector(B * S * C, 19), w = randomVector(C * W, 20),
-                     bias = randomVector(C, 21), halo = randomVector(B * chunks * (W - 1) * C, 22);
+  std::vector<float> x = test::normalVector(B * S * C, 19), w = test::normalVector(C * W, 20),
+                     bias = test::normalVector(C, 21),
+                     halo = test::normalVector(B * chunks * (W - 1) * C, 22);
   std::vector<float> got(B * S * C), want(B * S * C);
   // The CPU table's walk: chunk by chunk, halo slot b*k + c.
   for (int64_t b = 0; b < B; ++b)
@@ -431,10 +424,13 @@ TEST(CudaArith, CausalConvOfChunksWithHalosIsTheCpuKernel) {
 // chunks of 64): 1e-4; against the CPU's own step-by-step reference: 1e-6.
 TEST(CudaArith, SsdScanByLanesMatchesTheCpuScans) {
   const int64_t B = 2, S = 80, chunks = 2, L = S / chunks, NH = 4, P = 3, G = 2, N = 8;
-  std::vector<float> x = randomVector(B * S * NH * P, 23), dt = randomVector(B * S * NH, 24),
-                     dtBias = randomVector(NH, 25, 0.5f), aLog = randomVector(NH, 26, 0.5f),
-                     Bm = randomVector(B * S * G * N, 27), Cm = randomVector(B * S * G * N, 28),
-                     D = randomVector(NH, 29), stateIn = randomVector(chunks * B * NH * P * N, 30);
+  std::vector<float> x = test::normalVector(B * S * NH * P, 23),
+                     dt = test::normalVector(B * S * NH, 24),
+                     dtBias = test::normalVector(NH, 25, 0.5f),
+                     aLog = test::normalVector(NH, 26, 0.5f),
+                     Bm = test::normalVector(B * S * G * N, 27),
+                     Cm = test::normalVector(B * S * G * N, 28), D = test::normalVector(NH, 29),
+                     stateIn = test::normalVector(chunks * B * NH * P * N, 30);
   std::vector<float> y(x.size()), state(stateIn.size()), decay(chunks * B * NH);
   arith::SsdArgs args{x.data(),
                       dt.data(),
@@ -485,9 +481,10 @@ TEST(CudaArith, SsdScanByLanesMatchesTheCpuScans) {
 
 TEST(CudaArith, RglruScanByLanesIsTheCpuKernel) {
   const int64_t B = 3, S = 20, chunks = 2, L = S / chunks, W = 7;
-  std::vector<float> x = randomVector(B * S * W, 31), wa = randomVector(W, 32),
-                     ba = randomVector(W, 33), wx = randomVector(W, 34), bx = randomVector(W, 35),
-                     lambda = randomVector(W, 36), stateIn = randomVector(chunks * B * W, 37);
+  std::vector<float> x = test::normalVector(B * S * W, 31), wa = test::normalVector(W, 32),
+                     ba = test::normalVector(W, 33), wx = test::normalVector(W, 34),
+                     bx = test::normalVector(W, 35), lambda = test::normalVector(W, 36),
+                     stateIn = test::normalVector(chunks * B * W, 37);
   std::vector<float> y(x.size()), state(stateIn.size()), decay(stateIn.size());
   arith::RglruArgs args{x.data(),       wa.data(),   ba.data(), wx.data(), bx.data(), lambda.data(),
                         stateIn.data(), B,           S,         chunks,    W,         y.data(),
@@ -515,7 +512,7 @@ TEST(CudaArith, RglruScanByLanesIsTheCpuKernel) {
 
 TEST(CudaArith, RoutingIsTheCpuRouters) {
   const int64_t T = 50, E = 8, k = 3;
-  std::vector<float> logits = randomVector(T * E, 38, 2.0f);
+  std::vector<float> logits = test::normalVector(T * E, 38, 2.0f);
   // Ties: the lower expert wins, as the CPU's order says.
   for (int64_t e = 0; e < E; ++e)
     logits[e] = 1.0f;
@@ -531,7 +528,7 @@ TEST(CudaArith, RoutingIsTheCpuRouters) {
 
 TEST(CudaArith, DispatchAndCombineAreTheCpuKernels) {
   const int64_t T = 12, H = 5, k = 2, E = 4;
-  std::vector<float> x = randomVector(T * H, 39), weights = randomVector(T * k, 40);
+  std::vector<float> x = test::normalVector(T * H, 39), weights = test::normalVector(T * k, 40);
   std::vector<int32_t> idx(T * k);
   for (int64_t t = 0; t < T; ++t) {
     idx[t * k] = (int32_t)(t % E);
@@ -560,8 +557,10 @@ TEST(CudaArith, DispatchAndCombineAreTheCpuKernels) {
 // CPU's packed one (which skips them).
 TEST(CudaArith, ExpertsOverWholeSlabsAreTheCpuPackedExperts) {
   const int64_t E = 3, R = 10, H = 6, F = 8;
-  std::vector<float> slabs = randomVector(E * R * H, 41), wGate = randomVector(E * H * F, 42),
-                     wUp = randomVector(E * H * F, 43), wDown = randomVector(E * F * H, 44);
+  std::vector<float> slabs = test::normalVector(E * R * H, 41),
+                     wGate = test::normalVector(E * H * F, 42),
+                     wUp = test::normalVector(E * H * F, 43),
+                     wDown = test::normalVector(E * F * H, 44);
   for (int64_t r = 0; r < E * R; r += 3)
     std::fill(slabs.begin() + r * H, slabs.begin() + (r + 1) * H, 0.0f);
   std::vector<float> want(E * R * H, 0.0f), got(E * R * H);

@@ -12,6 +12,7 @@
 
 #include "core/buffer.h"
 #include "device/device.h"
+#include "kernel_test_util.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cuda/kernels.h"
 
@@ -21,23 +22,14 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <random>
 #include <vector>
 
 namespace rt = shardline::rt;
 namespace cpu = shardline::rt::cpu;
 namespace gpu = shardline::rt::cuda;
+namespace test = shardline::rt::test;
 
 namespace {
-
-std::vector<float> randomVector(size_t n, unsigned seed, float sigma = 1.5f) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> dist(0.0f, sigma);
-  std::vector<float> v(n);
-  for (auto &x : v)
-    x = dist(gen);
-  return v;
-}
 
 /// Device memory holding a host vector's elements.
 template <typename T> struct DeviceBuffer {
@@ -73,7 +65,7 @@ void expectClose(const std::vector<float> &got, const std::vector<float> &want, 
 // bit, for every type pair.
 TEST(CudaKernels, ConversionsRoundAsTheCpuDevice) {
   const int64_t n = 70001;
-  std::vector<float> values = randomVector(n, 1, 1000.0f);
+  std::vector<float> values = test::normalVector(n, 1, 1000.0f);
   for (int64_t i = 0; i < n; i += 3)
     values[i] = std::round(values[i]);
   rt::CpuDevice host;
@@ -105,7 +97,7 @@ TEST(CudaKernels, ConversionsRoundAsTheCpuDevice) {
 // add and mul are exact; silu and swiglu use the device's expf: 1e-5.
 TEST(CudaKernels, ElementwiseMatchTheReference) {
   const int64_t n = 100003;
-  auto a = randomVector(n, 1, 4.0f), b = randomVector(n, 2);
+  auto a = test::normalVector(n, 1, 4.0f), b = test::normalVector(n, 2);
   DeviceBuffer<float> da(a), db(b), out((size_t)n);
   std::vector<float> want(n);
   ASSERT_EQ(gpu::add(da.ptr, db.ptr, n, out.ptr, nullptr), cudaSuccess);
@@ -126,7 +118,7 @@ TEST(CudaKernels, ElementwiseMatchTheReference) {
 // erf, exp and log1p).
 TEST(CudaKernels, GeluSigmoidSoftplusMatchTheReference) {
   const int64_t n = 50001;
-  auto x = randomVector(n, 11, 6.0f);
+  auto x = test::normalVector(n, 11, 6.0f);
   DeviceBuffer<float> dx(x), out((size_t)n);
   std::vector<float> want(n);
   ASSERT_EQ(gpu::gelu(dx.ptr, n, out.ptr, nullptr), cudaSuccess);
@@ -143,7 +135,8 @@ TEST(CudaKernels, GeluSigmoidSoftplusMatchTheReference) {
 // The group's sum of squares in f32, silu in f32: 1e-5.
 TEST(CudaKernels, GatedRmsNormMatchesTheReference) {
   const int64_t T = 33, C = 384, groups = 4;
-  auto y = randomVector(T * C, 12), z = randomVector(T * C, 13), w = randomVector(C, 14);
+  auto y = test::normalVector(T * C, 12), z = test::normalVector(T * C, 13),
+       w = test::normalVector(C, 14);
   DeviceBuffer<float> dy(y), dz(z), dw(w), out((size_t)(T * C));
   ASSERT_EQ(gpu::gated_rms_norm(dy.ptr, dz.ptr, dw.ptr, T, C, groups, 1e-5f, out.ptr, nullptr),
             cudaSuccess);
@@ -155,8 +148,8 @@ TEST(CudaKernels, GatedRmsNormMatchesTheReference) {
 // Double accumulation on both sides; the device may fuse multiply-adds: 1e-6.
 TEST(CudaKernels, CausalConvWithHalosMatchesTheReference) {
   const int64_t B = 2, S = 64, chunks = 2, L = S / chunks, C = 48, W = 4;
-  auto x = randomVector(B * S * C, 15), w = randomVector(C * W, 16), bias = randomVector(C, 17),
-       halo = randomVector(B * chunks * (W - 1) * C, 18);
+  auto x = test::normalVector(B * S * C, 15), w = test::normalVector(C * W, 16),
+       bias = test::normalVector(C, 17), halo = test::normalVector(B * chunks * (W - 1) * C, 18);
   DeviceBuffer<float> dx(x), dw(w), dbias(bias), dhalo(halo), out(x.size());
   ASSERT_EQ(gpu::causal_conv1d(dx.ptr, dw.ptr, dbias.ptr, dhalo.ptr, {B, S, chunks}, C, W, out.ptr,
                                nullptr),
@@ -176,10 +169,10 @@ TEST(CudaKernels, CausalConvWithHalosMatchesTheReference) {
 // GEMMs within chunks): 1e-4 on y, the states and the decays.
 TEST(CudaKernels, SsdScanMatchesTheReference) {
   const int64_t B = 2, S = 96, NH = 8, P = 16, G = 2, N = 32;
-  auto x = randomVector(B * S * NH * P, 19), dt = randomVector(B * S * NH, 20),
-       dtBias = randomVector(NH, 21, 0.5f), aLog = randomVector(NH, 22, 0.5f),
-       Bm = randomVector(B * S * G * N, 23), Cm = randomVector(B * S * G * N, 24),
-       D = randomVector(NH, 25), stateIn = randomVector(B * NH * P * N, 26);
+  auto x = test::normalVector(B * S * NH * P, 19), dt = test::normalVector(B * S * NH, 20),
+       dtBias = test::normalVector(NH, 21, 0.5f), aLog = test::normalVector(NH, 22, 0.5f),
+       Bm = test::normalVector(B * S * G * N, 23), Cm = test::normalVector(B * S * G * N, 24),
+       D = test::normalVector(NH, 25), stateIn = test::normalVector(B * NH * P * N, 26);
   DeviceBuffer<float> dx(x), ddt(dt), ddtBias(dtBias), daLog(aLog), dB(Bm), dC(Cm), dD(D),
       dstate(stateIn), y(x.size()), state(stateIn.size()), decay((size_t)(B * NH));
   ASSERT_EQ(gpu::ssd_scan(dx.ptr, ddt.ptr, ddtBias.ptr, daLog.ptr, dB.ptr, dC.ptr, dD.ptr,
@@ -199,8 +192,9 @@ TEST(CudaKernels, SsdScanMatchesTheReference) {
 // 1e-5.
 TEST(CudaKernels, RglruScanMatchesTheReference) {
   const int64_t B = 2, S = 100, W = 96;
-  auto x = randomVector(B * S * W, 27), wa = randomVector(W, 28), ba = randomVector(W, 29),
-       wx = randomVector(W, 30), bx = randomVector(W, 31), lambda = randomVector(W, 32);
+  auto x = test::normalVector(B * S * W, 27), wa = test::normalVector(W, 28),
+       ba = test::normalVector(W, 29), wx = test::normalVector(W, 30),
+       bx = test::normalVector(W, 31), lambda = test::normalVector(W, 32);
   DeviceBuffer<float> dx(x), dwa(wa), dba(ba), dwx(wx), dbx(bx), dlambda(lambda), y(x.size()),
       state((size_t)(B * W)), decay((size_t)(B * W));
   ASSERT_EQ(gpu::rglru_scan(dx.ptr, dwa.ptr, dba.ptr, dwx.ptr, dbx.ptr, dlambda.ptr, nullptr,
@@ -222,7 +216,7 @@ TEST(CudaKernels, RglruScanMatchesTheReference) {
 // in the same order, perhaps fused: 1e-6.
 TEST(CudaKernels, MoeRoutingDispatchCombineMatchTheReference) {
   const int64_t T = 300, E = 8, k = 2, H = 64;
-  auto logits = randomVector(T * E, 33, 2.0f), x = randomVector(T * H, 34);
+  auto logits = test::normalVector(T * E, 33, 2.0f), x = test::normalVector(T * H, 34);
   DeviceBuffer<float> dlogits(logits), weights((size_t)(T * k)), dx(x), slabs((size_t)(E * T * H)),
       y((size_t)(T * H));
   DeviceBuffer<int32_t> idx((size_t)(T * k)), bad((size_t)1);
@@ -251,7 +245,7 @@ TEST(CudaKernels, RmsNormMatchesTheReference) {
   for (int64_t H : {1, 100, 1000, 5000}) {
     SCOPED_TRACE(H);
     const int64_t T = 37;
-    auto x = randomVector(T * H, 3), w = randomVector(H, 4);
+    auto x = test::normalVector(T * H, 3), w = test::normalVector(H, 4);
     DeviceBuffer<float> dx(x), dw(w), dy((size_t)(T * H));
     ASSERT_EQ(gpu::rms_norm(dx.ptr, dw.ptr, T, H, 1e-5f, dy.ptr, nullptr), cudaSuccess);
     std::vector<float> want(T * H);
@@ -263,7 +257,7 @@ TEST(CudaKernels, RmsNormMatchesTheReference) {
 // A copy: exact, and every id outside the vocabulary counted.
 TEST(CudaKernels, EmbeddingMatchesTheReferenceAndCountsBadIds) {
   const int64_t T = 300, rows = 64, H = 48, offset = 64, vocab = 128;
-  auto table = randomVector(rows * H, 5);
+  auto table = test::normalVector(rows * H, 5);
   std::vector<int32_t> ids(T);
   for (int64_t t = 0; t < T; ++t)
     ids[t] = (int32_t)((t * 37) % vocab);
@@ -283,7 +277,7 @@ TEST(CudaKernels, EmbeddingMatchesTheReferenceAndCountsBadIds) {
 // The device's double pow, sin and cos: 1e-6 at positions up to 10^6.
 TEST(CudaKernels, RopeMatchesTheReference) {
   const int64_t B = 2, S = 50, NH = 4, D = 32;
-  auto x = randomVector(B * S * NH * D, 6);
+  auto x = test::normalVector(B * S * NH * D, 6);
   std::vector<int64_t> positions(S);
   for (int64_t s = 0; s < S; ++s)
     positions[s] = s * 20011;
@@ -309,9 +303,9 @@ TEST(CudaKernels, CausalGqaAttentionMatchesTheReference) {
                {2, 150, 150, 4, 2, 32, true, 17}};
   for (const Case &c : cases) {
     SCOPED_TRACE(c.D);
-    auto q = randomVector(c.B * c.Sq * c.HQ * c.D, 7),
-         k = randomVector(c.B * c.Sk * c.HKV * c.D, 8),
-         v = randomVector(c.B * c.Sk * c.HKV * c.D, 9);
+    auto q = test::normalVector(c.B * c.Sq * c.HQ * c.D, 7),
+         k = test::normalVector(c.B * c.Sk * c.HKV * c.D, 8),
+         v = test::normalVector(c.B * c.Sk * c.HKV * c.D, 9);
     std::vector<int64_t> qPos(c.Sq), kPos(c.Sk);
     for (int64_t i = 0; i < c.Sq; ++i)
       qPos[i] = c.Sk - c.Sq + i;
@@ -340,7 +334,7 @@ TEST(CudaKernels, CausalGqaAttentionMatchesTheReference) {
 // labels outside the vocabulary counted.
 TEST(CudaKernels, CrossEntropyMatchesTheReference) {
   const int64_t T = 513, V = 1000;
-  auto logits = randomVector(T * V, 10, 3.0f);
+  auto logits = test::normalVector(T * V, 10, 3.0f);
   std::vector<int32_t> labels(T);
   for (int64_t t = 0; t < T; ++t)
     labels[t] = (int32_t)((t * 7919) % V);

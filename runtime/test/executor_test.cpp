@@ -4,6 +4,7 @@
 #include "exec/collectives.h"
 #include "exec/executor.h"
 #include "exec/program.h"
+#include "kernels/cpu/kernels.h"
 
 #include <gtest/gtest.h>
 
@@ -659,4 +660,81 @@ TEST(Executor, ReturnsTheExpertLoadOfEveryRank) {
     EXPECT_EQ(load.total(load.kept) + load.total(load.dropped), 16);
     EXPECT_GT(load.total(load.dropped), 0) << "the seed must make drops";
   }
+}
+
+namespace {
+/// Mesh tp=2; logits [2, 4, 4] (input, sequence split over tp) ->
+/// router_topk k=2 -> weights, indices [2, 4, 2]; all three are outputs.
+LoadedPlan routerPlan() {
+  fb::FlatBufferBuilder b;
+  auto mesh = b.CreateVector({plan::CreateAxis(b, b.CreateString("tp"), 2)});
+  auto none = [&] { return plan::CreateAxisList(b, b.CreateVectorOfStrings({})); };
+  auto tp = [&] { return plan::CreateAxisList(b, b.CreateVectorOfStrings({"tp"})); };
+  auto layout = [&] { return plan::CreateLayout(b, b.CreateVector({none(), tp(), none()})); };
+  auto tensor = [&](const char *name, plan::DType dtype, std::vector<int64_t> shape,
+                    plan::Role role, int64_t offset) {
+    return plan::CreateTensor(b, b.CreateString(name), dtype, b.CreateVector(shape), layout(), role,
+                              plan::Init::Normal, 0, 0, offset);
+  };
+  std::vector<fb::Offset<plan::Tensor>> tensors = {
+      tensor("logits", plan::DType::F32, {2, 4, 4}, plan::Role::Input, 0),
+      tensor("weights", plan::DType::F32, {2, 4, 2}, plan::Role::Activation, 64),
+      tensor("indices", plan::DType::I32, {2, 4, 2}, plan::Role::Activation, 128)};
+  auto k = plan::CreateAttr(b, b.CreateString("k"), b.CreateVector<int64_t>({2}));
+  auto op = plan::CreateOp(b, b.CreateString("router_topk"), b.CreateVector<int32_t>({0}),
+                           b.CreateVector<int32_t>({1, 2}), b.CreateVectorOfStrings({"logits"}),
+                           b.CreateVectorOfStrings({"weights", "indices"}), b.CreateVector({k}));
+  auto root =
+      plan::CreatePlan(b, b.CreateString("m"), mesh, b.CreateVector(tensors), b.CreateVector({op}),
+                       b.CreateVector<int32_t>({0}), b.CreateVector<int32_t>({0, 1, 2}), 192, 0,
+                       plan::CreateModelFacts(b, 97));
+  return finishPlan(b, root);
+}
+} // namespace
+
+TEST(Executor, RoutingIsRecordedWholeAndReplayedOnOneDevice) {
+  LoadedPlan plan = routerPlan();
+  Routing routing;
+  RunOptions options;
+  options.routing = &routing;
+  options.routingUse = RoutingUse::Record;
+  RunResult run = runPlan(plan, options);
+  ASSERT_EQ(run.error, "");
+  ASSERT_EQ(run.ranks, 2);
+  ASSERT_EQ(routing.choices.size(), 1u);
+  ASSERT_EQ(routing.choices[0].size(), 1u);
+  const std::vector<int32_t> recorded = routing.choices[0][0];
+  ASSERT_EQ(recorded.size(), 16u);
+  for (size_t i = 0; i < recorded.size(); ++i)
+    EXPECT_EQ(recorded[i], (int32_t)run.outputs[2][i]) << i;
+
+  // Tokens 0 and 5 get another pair of experts (one of them may stay: the
+  // set still differs); token 3 its own two in the other order, which is no
+  // different choice.
+  std::vector<int32_t> altered = recorded;
+  for (int t : {0, 5}) {
+    bool hasLow = altered[2 * t] < 2 || altered[2 * t + 1] < 2;
+    altered[2 * t] = hasLow ? 3 : 0;
+    altered[2 * t + 1] = hasLow ? 2 : 1;
+  }
+  std::swap(altered[6], altered[7]);
+  routing.choices[0][0] = altered;
+  options.singleDevice = true;
+  options.routingUse = RoutingUse::Replay;
+  RunResult ref = runPlan(plan, options);
+  ASSERT_EQ(ref.error, "");
+  for (size_t i = 0; i < altered.size(); ++i)
+    EXPECT_EQ((int32_t)ref.outputs[2][i], altered[i]) << i;
+  std::vector<float> weights(16);
+  cpu::router_weights(ref.outputs[0].data(), 8, 4, 2, altered.data(), weights.data());
+  for (size_t i = 0; i < weights.size(); ++i)
+    EXPECT_EQ(ref.outputs[1][i], weights[i]) << i;
+  EXPECT_EQ(routing.tokens, 8);
+  EXPECT_EQ(routing.differing, 2);
+
+  // A replay without a record for the step is an error, not the own choice.
+  routing.choices.clear();
+  RunResult missing = runPlan(plan, options);
+  EXPECT_NE(missing.error.find("no recorded choices for router 0 at step 1"), std::string::npos)
+      << missing.error;
 }

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <random>
 #include <vector>
 
 namespace shardline::rt::test {
@@ -92,6 +93,17 @@ void expectGradient(Vec &theta, const Vec &grad, J objective, const char *what) 
     double fd = (jUp - jDown) / ((double)up - (double)down);
     ASSERT_NEAR(grad[i], fd, kTol * (largest + std::abs(fd)) + 1e-6) << what << " [" << i << "]";
   }
+}
+
+/// n normal values of mean 0 and deviation `sigma`, the same for a seed on
+/// every platform's std::mt19937 (the CUDA tests compare kernels on them).
+inline std::vector<float> normalVector(size_t n, unsigned seed, float sigma = 1.5f) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> dist(0.0f, sigma);
+  std::vector<float> v(n);
+  for (auto &x : v)
+    x = dist(gen);
+  return v;
 }
 
 } // namespace shardline::rt::test

@@ -24,7 +24,8 @@ void usage(FILE *out) {
                "                     [--weights W.safetensors] [--save-weights W.safetensors]\n"
                "                     [--data FILE [--data-dtype u16|u32]]\n"
                "                     [--save-outputs FILE.safetensors]\n"
-               "                     [--steps N] [--profile] [--verify [--rtol X]]\n"
+               "                     [--steps N] [--profile]\n"
+               "                     [--verify [--rtol X] [--verify-routing replay|own]]\n"
                "                     [--timeout SECONDS]\n"
                "                     [--train [--lr X] [--adam-beta1 X] [--adam-beta2 X]\n"
                "                      [--adam-eps X] [--weight-decay X] [--clip-grad X]\n"
@@ -73,6 +74,13 @@ void usage(FILE *out) {
                "              measured bytes per rank and arena peak equal to the report's,\n"
                "              and as many routed rows dropped (capacity-mode MoE) as the\n"
                "              single-device run; exit 0 only on PASS\n"
+               "  --verify-routing replay|own  with --train --verify: how the single-device\n"
+               "              run routes tokens to experts. replay (default): with the\n"
+               "              partitioned run's choices, its weights from its own logits, and\n"
+               "              it prints for how many tokens its own choices would differ: top-k\n"
+               "              is discontinuous, so the rounding of another summation order\n"
+               "              flips near-ties, and from the first flip the two runs train on\n"
+               "              different tokens per expert. own: it chooses for itself\n"
                "  --rtol X    with --verify: the largest relative error accepted for every\n"
                "              float output instead of its type's (e.g. 0.03 for a 16-bit model\n"
                "              without routers, whose outputs agree to a few roundings)\n"
@@ -291,7 +299,7 @@ int fail(const std::string &message, int status = 1) {
 int main(int argc, char **argv) {
   std::string planPath, commName = "threads", deviceName = "cpu";
   int64_t ranks = -1, seed = 1, steps = 1;
-  bool verify = false, profile = false;
+  bool verify = false, profile = false, replayRouting = true, routingGiven = false;
   double rtol = -1, timeout = kDefaultTimeoutSeconds;
   std::string weightsFile, saveWeightsFile, dataFile, dataDType = "u16", saveOutputsFile,
                                                       lossCurveFile;
@@ -320,6 +328,14 @@ int main(int argc, char **argv) {
         return fail(a + " needs a non-negative integer, got '" + argv[i] + "'");
     } else if (a == "--verify") {
       verify = true;
+    } else if (a == "--verify-routing") {
+      if (i + 1 >= argc)
+        return fail(a + " needs a value");
+      std::string v = argv[++i];
+      if (v != "replay" && v != "own")
+        return fail("--verify-routing is replay or own, got '" + v + "'");
+      replayRouting = v == "replay";
+      routingGiven = true;
     } else if (a == "--rtol" || a == "--timeout") {
       if (i + 1 >= argc)
         return fail(a + " needs a value");
@@ -404,6 +420,9 @@ int main(int argc, char **argv) {
   }
   if (rtol > 0 && !verify)
     return fail("--rtol sets what --verify accepts: give --verify too");
+  if (routingGiven && !(verify && train))
+    return fail("--verify-routing says how --verify's single-device run routes a training run: "
+                "give --train and --verify too");
   if (hyperGiven && !train)
     return fail("the optimizer flags set how --train updates the weights: give --train too");
   if (hyper.minLr > hyper.lr)
@@ -478,6 +497,11 @@ int main(int argc, char **argv) {
     };
   }
   options.returnWeights = train && verify;
+  Routing routing;
+  if (train && verify && replayRouting) {
+    options.routing = &routing;
+    options.routingUse = RoutingUse::Record;
+  }
   RunResult run = mpi ? runPlanOnRank(*plan, options, *mpi) : runPlan(*plan, options);
   if (!run.error.empty() && !mpi)
     return fail(run.error, run.rankLost ? kExitRankLost : 1);
@@ -543,6 +567,8 @@ int main(int argc, char **argv) {
   options.onLoss = nullptr;
   options.saveWeightsFile.clear();
   options.saveOutputsFile.clear();
+  if (options.routing)
+    options.routingUse = RoutingUse::Replay;
   if (!train) {
     // The outputs compared are the last forward pass's: with --steps N > 1
     // the untimed pass 0 and the timed passes 1 ... N ran, and the
@@ -623,6 +649,11 @@ int main(int argc, char **argv) {
                 run.losses.size(), lossRel, weightRel, worstWeight.c_str(), elementRel,
                 worstElement.c_str(), tolerance);
     withinTolerance = withinTolerance && trained;
+    if (routing.tokens > 0)
+      std::printf("routing: the single-device run took the partitioned run's expert choices; on "
+                  "its own it would have chosen differently for %lld of %lld tokens over all "
+                  "routers and steps (--verify-routing own: let it choose)\n",
+                  (long long)routing.differing, (long long)routing.tokens);
   }
   bool bytesMatch = run.bytesSentPerRank == root.comm_bytes_per_rank();
   bool peakMatch = run.arenaPeak == root.arena_bytes();

@@ -11,6 +11,7 @@
 #include "exec/data.h"
 #include "exec/program.h"
 #include "exec/verify.h"
+#include "kernels/cpu/kernels.h"
 
 #include <algorithm>
 #include <chrono>
@@ -416,6 +417,47 @@ private:
     throw Stop{"", true};
   }
 
+  /// Records the choices of the step's router (its `router`-th in program
+  /// order), or replays the recorded ones into it (RoutingUse).
+  void route(const Step &step, size_t router) {
+    int32_t weights = step.out[0], indices = step.out[1], logits = step.in[0];
+    Routing &routing = *options.routing;
+    if (options.routingUse == RoutingUse::Record) {
+      std::vector<float> all = gatherToFirst(indices);
+      if (self == 0) {
+        routing.choices.resize(stepsRun);
+        routing.choices[stepsRun - 1].emplace_back(all.begin(), all.end());
+      }
+      return;
+    }
+    if (options.routingUse != RoutingUse::Replay)
+      return;
+    if (!options.singleDevice)
+      fail("routing replay runs on a single device only");
+    int64_t n = tensors[indices].count, k = tensors[indices].shape.back();
+    int64_t experts = tensors[logits].shape.back(), tokens = n / k;
+    if ((size_t)stepsRun > routing.choices.size() ||
+        router >= routing.choices[stepsRun - 1].size() ||
+        (int64_t)routing.choices[stepsRun - 1][router].size() != n)
+      fail("no recorded choices for router " + std::to_string(router) + " at step " +
+           std::to_string(stepsRun) + " (the recorded run routed differently)");
+    std::vector<int32_t> want = routing.choices[stepsRun - 1][router];
+    std::vector<int32_t> own(n);
+    device->download(views[indices], BufferView(own.data(), n));
+    for (int64_t t = 0; t < tokens; ++t) {
+      std::sort(own.begin() + t * k, own.begin() + (t + 1) * k);
+      std::vector<int32_t> theirs(want.begin() + t * k, want.begin() + (t + 1) * k);
+      std::sort(theirs.begin(), theirs.end());
+      routing.differing += !std::equal(theirs.begin(), theirs.end(), own.begin() + t * k);
+    }
+    routing.tokens += tokens;
+    std::vector<float> l(tokens * experts), w(n);
+    device->download(views[logits], BufferView(l.data(), (int64_t)l.size()));
+    cpu::router_weights(l.data(), tokens, experts, k, want.data(), w.data());
+    device->upload(BufferView(want.data(), n), views[indices]);
+    device->upload(BufferView(w.data(), n), views[weights]);
+  }
+
   void runStep() {
     injectFault();
     if (data)
@@ -430,6 +472,7 @@ private:
         std::fill(load.dropped.begin(), load.dropped.end(), 0);
       }
     collectives.resetCount();
+    size_t router = 0;
     for (size_t t = 0; t < tensors.size(); ++t)
       if (tensors[t].role != plan::Role::Weight)
         release((int32_t)t);
@@ -453,6 +496,8 @@ private:
           stepSeconds[step.index] +=
               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         }
+        if (options.routing && step.kind == "router_topk")
+          route(step, router++);
       } catch (Stop &stop) {
         narrow(step);
         if (!stop.aborted)

@@ -34,6 +34,32 @@ namespace shardline::rt {
 /// training steps the weights have had; --weights resumes after them.
 inline constexpr const char *kTrainedStepsKey = "shardline.trained_steps";
 
+/// The expert choices of a training run's routers (sl.router_topk), whole,
+/// step by step, so that --verify's single-device run can route as the
+/// partitioned run did: top-k is discontinuous, and the rounding of a
+/// different summation order flips near-ties, after which the two runs train
+/// on different tokens per expert.
+struct Routing {
+  /// choices[step][router]: the router's indices [b, s, k], row-major, the
+  /// routers in program order.
+  std::vector<std::vector<std::vector<int32_t>>> choices;
+  /// When replaying: tokens (per router and step) whose own k choices, as a
+  /// set, differ from the replayed ones, and tokens routed.
+  int64_t differing = 0, tokens = 0;
+};
+
+/// What a training run does with RunOptions::routing.
+enum class RoutingUse {
+  /// Routers choose on their own (every run that is not --verify's).
+  Own,
+  /// The first rank records every router's choices.
+  Record,
+  /// A single-device run: each router still chooses, counts where it
+  /// differs, then continues with the recorded choices, its weights
+  /// recomputed from its own logits.
+  Replay,
+};
+
 struct RunOptions {
   uint64_t seed = 1;
   /// The backend the ranks run on, by name (backends/registry.h): "cpu",
@@ -78,6 +104,11 @@ struct RunOptions {
   /// (RunResult::rankLost). Positive; a wait, not a step: ranks of a working
   /// run wait for each other only as long as they are out of step.
   double timeoutSeconds = kDefaultTimeoutSeconds;
+  /// Record the routers' choices into `routing` or replay them from it
+  /// (RoutingUse), step by step: meant for training runs, whose two runs
+  /// step alike (a forward run with --steps N runs one more, untimed step).
+  RoutingUse routingUse = RoutingUse::Own;
+  Routing *routing = nullptr;
 };
 
 /// What one MoE layer routed in a run: per expert and rank, the choices the

@@ -470,11 +470,7 @@ LogicalResult CausalConv1dGradOp::verify() {
       failed(checkDim(*this, getWeight(), "weight", 0, shape(getDy())[2], "channels")) ||
       failed(verifyConvHalo(*this, getDy(), getHalo(), shape(getWeight())[1])))
     return failure();
-  if (bool(getHalo()) != bool(getDhalo()))
-    return emitOpError("has a dhalo result exactly when it has a halo operand");
-  if (getHalo() && shape(getDhalo()) != shape(getHalo()))
-    return emitOpError("dhalo must be shaped like the halo");
-  return success();
+  return checkOptionalGradient(*this, getHalo(), getDhalo(), "halo", "dhalo");
 }
 
 /// The conv's sequence factor: split only with the halo remedy over the
@@ -585,8 +581,8 @@ static LogicalResult verifySsdGrad(Op op, ArrayRef<std::pair<Value, Value>> resu
 LogicalResult SSDScanGradOp::verify() {
   SmallVector<std::pair<Value, Value>> like = {
       {getDx(), getX()}, {getDdt(), getDt()}, {getDB(), getB()}, {getDC(), getC()}};
-  if (bool(getStateIn()) != bool(getDstateIn()))
-    return emitOpError("has a dstate_in result exactly when it has a state_in operand");
+  if (failed(checkOptionalGradient(*this, getStateIn(), getDstateIn(), "state_in", "dstate_in")))
+    return failure();
   if (getStateIn())
     like.push_back({getDstateIn(), getStateIn()});
   return verifySsdGrad(*this, like);

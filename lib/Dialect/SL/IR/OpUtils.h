@@ -26,6 +26,10 @@ LogicalResult checkRank(Operation *op, Value v, StringRef name, unsigned rank);
 LogicalResult checkDim(Operation *op, Value v, StringRef name, unsigned dim, int64_t expected,
                        StringRef why);
 LogicalResult checkDivides(Operation *op, int64_t size, int64_t by, StringRef what);
+/// A backward op's gradient of an optional operand: a result present exactly
+/// when the operand is, and shaped like it.
+LogicalResult checkOptionalGradient(Operation *op, Value operand, Value gradient,
+                                    StringRef operandName, StringRef gradientName);
 /// Static shapes, and one floating-point element type among the op's float values.
 LogicalResult verifyStaticAndElementTypes(Operation *op);
 /// Checks every layout among the op's values on its own terms: known mesh,

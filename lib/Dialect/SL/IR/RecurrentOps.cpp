@@ -222,11 +222,7 @@ LogicalResult RGLRUScanGradOp::verify() {
     return success();
   if (failed(verifyScanGrad(*this)))
     return failure();
-  if (bool(getStateIn()) != bool(getDstateIn()))
-    return emitOpError("has a dstate_in result exactly when it has a state_in operand");
-  if (getStateIn() && shape(getStateIn()) != shape(getDstateIn()))
-    return emitOpError("dstate_in must be shaped like state_in");
-  return success();
+  return checkOptionalGradient(*this, getStateIn(), getDstateIn(), "state_in", "dstate_in");
 }
 
 ShardingRule RGLRUScanGradOp::getShardingRule() { return scanGradRule(*this, false); }

@@ -49,6 +49,16 @@ LogicalResult checkDivides(Operation *op, int64_t size, int64_t by, StringRef wh
   return success();
 }
 
+LogicalResult checkOptionalGradient(Operation *op, Value operand, Value gradient,
+                                    StringRef operandName, StringRef gradientName) {
+  if (bool(operand) != bool(gradient))
+    return op->emitOpError() << "has a " << gradientName << " result exactly when it has a "
+                             << operandName << " operand";
+  if (operand && shape(operand) != shape(gradient))
+    return op->emitOpError() << gradientName << " must be shaped like the " << operandName;
+  return success();
+}
+
 /// Calls visit(value, "operand" | "result", index) on every operand, then every
 /// result, and stops at the first failure.
 template <typename Visit> static LogicalResult forEachValue(Operation *op, Visit visit) {

@@ -31,28 +31,27 @@ namespace shardline::rt::cpu {
 ///            = 0                              otherwise
 /// Summing the outputs of all shards gives the full lookup. Ids are not
 /// validated; see ids_in_range.
-void embedding(const int32_t *ids, int64_t T, const float *table, int64_t Vl,
-               int64_t H, int64_t vocab_offset, float *out);
+void embedding(const int32_t *ids, int64_t T, const float *table, int64_t Vl, int64_t H,
+               int64_t vocab_offset, float *out);
 
 /// True iff every ids[t] lies in [0, V).
 bool ids_in_range(const int32_t *ids, int64_t T, int64_t V);
 
 /// y[t,h] = x[t,h] / sqrt(mean_h'(x[t,h']^2) + eps) * w[h].  y may be x.
-void rms_norm(const float *x, const float *w, int64_t T, int64_t H, float eps,
-              float *y);
+void rms_norm(const float *x, const float *w, int64_t T, int64_t H, float eps, float *y);
 
 /// Gated RMSNorm normalised within `groups` contiguous channel groups of
 /// size C/groups (C % groups == 0). For channel c in group g:
 ///   out[t,c] = y[t,c] / sqrt(mean_{c' in g}(y[t,c']^2) + eps) * w[c]
 ///              * silu(z[t,c])
 /// out may be y or z.
-void gated_rms_norm(const float *y, const float *z, const float *w, int64_t T,
-                    int64_t C, int64_t groups, float eps, float *out);
+void gated_rms_norm(const float *y, const float *z, const float *w, int64_t T, int64_t C,
+                    int64_t groups, float eps, float *out);
 
 /// out[T,N] = x[T,K] . w[K,N]            (accumulate == false)
 /// out[T,N] = x[T,K] . w[K,N] + out       (accumulate == true)
-void linear(const float *x, const float *w, int64_t T, int64_t K, int64_t N,
-            float *out, bool accumulate = false);
+void linear(const float *x, const float *w, int64_t T, int64_t K, int64_t N, float *out,
+            bool accumulate = false);
 
 // Elementwise over n values; out may alias any input.
 /// out = a + b
@@ -80,8 +79,8 @@ void swiglu(const float *g, const float *u, int64_t n, float *out);
 ///   out[..,i+D/2]   = x[..,i+D/2] cos(angle) + x[..,i] sin(angle)
 /// positions[S] are the global positions of the local rows. Angles are
 /// evaluated in double. out may be x.
-void rope(const float *x, const int64_t *positions, int64_t B, int64_t S,
-          int64_t NH, int64_t D, float theta, float *out);
+void rope(const float *x, const int64_t *positions, int64_t B, int64_t S, int64_t NH, int64_t D,
+          float theta, float *out);
 
 struct AttentionDims {
   int64_t B;   ///< batch
@@ -115,9 +114,8 @@ void attention(const float *q, const float *k, const float *v, const int64_t *q_
 ///   out = exp(lse_a - lse) out_a + exp(lse_b - lse) out_b
 /// and out = 0, lse = -inf when both are -inf. out may alias out_a or out_b,
 /// and lse may alias lse_a or lse_b, so a ring accumulates in place.
-void attention_merge(const float *out_a, const float *lse_a, const float *out_b,
-                     const float *lse_b, int64_t B, int64_t Sq, int64_t HQ,
-                     int64_t D, float *out, float *lse);
+void attention_merge(const float *out_a, const float *lse_a, const float *out_b, const float *lse_b,
+                     int64_t B, int64_t Sq, int64_t HQ, int64_t D, float *out, float *lse);
 
 //===----------------------------------------------------------------------===//
 // Backward of the dense ops (dense_grad.cpp)
@@ -259,14 +257,13 @@ void local_attention_grad(const float *q, const float *k, const float *v, const 
 /// that xx[b,t'] for t' < 0 is halo[b,W-1+t']:
 ///   y[b,t,c] = bias[c] + sum_{j=0}^{W-1} w[c,j] xx[b, t-(W-1)+j, c]
 /// bias == nullptr means 0; halo == nullptr means zeros (sequence start).
-void causal_conv1d(const float *x, const float *w, const float *bias,
-                   const float *halo, int64_t B, int64_t S, int64_t C,
-                   int64_t W, float *y);
+void causal_conv1d(const float *x, const float *w, const float *bias, const float *halo, int64_t B,
+                   int64_t S, int64_t C, int64_t W, float *y);
 
 /// The halo the next shard needs: halo_out[B,W-1,C] = last W-1 tokens of xx
 /// (x with halo prepended, as above). Correct also when S < W-1.
-void causal_conv1d_halo(const float *x, const float *halo, int64_t B, int64_t S,
-                        int64_t C, int64_t W, float *halo_out);
+void causal_conv1d_halo(const float *x, const float *halo, int64_t B, int64_t S, int64_t C,
+                        int64_t W, float *halo_out);
 
 /// Sequential combination of per-chunk scan summaries, for state passing.
 /// Chunk i (in sequence order) was scanned from a zero state and reported
@@ -277,9 +274,8 @@ void causal_conv1d_halo(const float *x, const float *halo, int64_t B, int64_t S,
 ///   chunk_init[i+1] = decay[i] * chunk_init[i] + final[i]
 /// and, if total_final != nullptr, the state after the last chunk.
 /// SSD: nd = B*NH, bcast = P*N.  RG-LRU: nd = B*W, bcast = 1.
-void scan_combine_states(const float *decay, const float *final,
-                         const float *init, int64_t chunks, int64_t nd,
-                         int64_t bcast, float *chunk_init, float *total_final);
+void scan_combine_states(const float *decay, const float *final, const float *init, int64_t chunks,
+                         int64_t nd, int64_t bcast, float *chunk_init, float *total_final);
 
 /// The cotangents of scan_combine_states for dchunk_init
 /// [chunks, nd*bcast] and dtotal_final (nullptr: zero), given the forward's
@@ -287,10 +283,9 @@ void scan_combine_states(const float *decay, const float *final,
 /// the first: dfinal[i] = g_{i+1}, ddecay[i, e] = sum over e's bcast entries
 /// of g_{i+1} chunk_init[i], g_i = dchunk_init[i] + decay[i] g_{i+1}; dinit
 /// (nullptr: not wanted) = g_0.
-void scan_combine_states_grad(const float *decay, const float *chunk_init,
-                              const float *dchunk_init, const float *dtotal_final,
-                              int64_t chunks, int64_t nd, int64_t bcast, float *dfinal,
-                              float *ddecay, float *dinit);
+void scan_combine_states_grad(const float *decay, const float *chunk_init, const float *dchunk_init,
+                              const float *dtotal_final, int64_t chunks, int64_t nd, int64_t bcast,
+                              float *dfinal, float *ddecay, float *dinit);
 
 struct SsdDims {
   int64_t B;  ///< batch
@@ -311,25 +306,22 @@ struct SsdDims {
 /// nullptr. Evaluated in blocks of `chunk` tokens: within a block through the
 /// masked decay matrix L[t,s] = exp(cum_t - cum_s) (s <= t, cum = running sum
 /// of dt A), across blocks through the state.
-void ssd_scan(const float *x, const float *dt, const float *A, const float *Bm,
-              const float *Cm, const float *D, const float *state_in,
-              const SsdDims &dims, float *y, float *state_out, float *decay_out,
-              int64_t chunk = 64);
+void ssd_scan(const float *x, const float *dt, const float *A, const float *Bm, const float *Cm,
+              const float *D, const float *state_in, const SsdDims &dims, float *y,
+              float *state_out, float *decay_out, int64_t chunk = 64);
 
 /// The same recurrence evaluated step by step (state kept in double); the
 /// oracle for ssd_scan.
-void ssd_scan_reference(const float *x, const float *dt, const float *A,
-                        const float *Bm, const float *Cm, const float *D,
-                        const float *state_in, const SsdDims &dims, float *y,
-                        float *state_out, float *decay_out);
+void ssd_scan_reference(const float *x, const float *dt, const float *A, const float *Bm,
+                        const float *Cm, const float *D, const float *state_in, const SsdDims &dims,
+                        float *y, float *state_out, float *decay_out);
 
 /// Adds what a nonzero initial state h0[B,NH,P,N] contributes to the outputs
 /// of an ssd_scan that started from zero (the scan is linear in the state):
 ///   y_t[p]    += sum_n C_t[g,n] (prod_{tau<=t} a_tau) h0[p,n]
 ///   state_out += (prod_t a_t) h0          (skipped if state_out == nullptr)
-void ssd_state_correct(const float *Cm, const float *dt, const float *A,
-                       const float *h0, const SsdDims &dims, float *y,
-                       float *state_out);
+void ssd_state_correct(const float *Cm, const float *dt, const float *A, const float *h0,
+                       const SsdDims &dims, float *y, float *state_out);
 
 /// Griffin RG-LRU over x[B,S,W] with gate pre-activations gate_a, gate_x
 /// [B,S,W], lambda[W] and state_in[B,W] (nullptr: 0). Per (b,w):
@@ -338,29 +330,27 @@ void ssd_state_correct(const float *Cm, const float *dt, const float *A,
 ///   h_t = a_t h_{t-1} + sqrt(1 - a_t^2) (i_t x_t),  y_t = h_t
 /// state_out[B,W] = h_{S-1}; decay_out[B,W] = prod_t a_t; either may be
 /// nullptr.
-void rglru_scan(const float *x, const float *gate_a, const float *gate_x,
-                const float *lambda, const float *state_in, int64_t B,
-                int64_t S, int64_t W, float *y, float *state_out,
+void rglru_scan(const float *x, const float *gate_a, const float *gate_x, const float *lambda,
+                const float *state_in, int64_t B, int64_t S, int64_t W, float *y, float *state_out,
                 float *decay_out, float c = 8.0f);
 
 /// Adds what a nonzero initial state h0[B,W] contributes to the outputs of an
 /// rglru_scan that started from zero:
 ///   y_t += (prod_{tau<=t} a_tau) h0;  state_out += (prod_t a_t) h0
 /// state_out may be nullptr.
-void rglru_state_correct(const float *gate_a, const float *lambda,
-                         const float *h0, int64_t B, int64_t S, int64_t W,
-                         float *y, float *state_out, float c = 8.0f);
+void rglru_state_correct(const float *gate_a, const float *lambda, const float *h0, int64_t B,
+                         int64_t S, int64_t W, float *y, float *state_out, float c = 8.0f);
 
 /// The SSD scan's inputs from the op's parameters, over T tokens of NH local
 /// heads: dt_out[T,NH] = softplus(dt[t,h] + dt_bias[h]); A[NH] = -exp(a_log[h]).
-void ssd_prelude(const float *dt, const float *dt_bias, const float *a_log, int64_t T,
-                 int64_t NH, float *dt_out, float *A);
+void ssd_prelude(const float *dt, const float *dt_bias, const float *a_log, int64_t T, int64_t NH,
+                 float *dt_out, float *A);
 
 /// The RG-LRU gate pre-activations of x[T,W], channel by channel:
 ///   gate_a[t,w] = wa[w] x[t,w] + ba[w];  gate_x[t,w] = wx[w] x[t,w] + bx[w]
 /// (in f32). gate_x == nullptr skips the second (wx, bx are then unread).
-void rglru_gates(const float *x, const float *wa, const float *ba, const float *wx,
-                 const float *bx, int64_t T, int64_t W, float *gate_a, float *gate_x);
+void rglru_gates(const float *x, const float *wa, const float *ba, const float *wx, const float *bx,
+                 int64_t T, int64_t W, float *gate_a, float *gate_x);
 
 /// base[W] = c log(sigmoid(lambda)), computed stably in double: the log of the
 /// decay a channel takes when its gate is fully open (log a_t = r_t base).
@@ -489,52 +479,51 @@ void ssd_prelude_grad(const float *dt, const float *dt_bias, const float *a_log,
 /// Top-k routing from logits[T,E]: p = softmax(logits[t,:]); idx[t,:] are the
 /// k experts of largest p in descending order (equal p: lower index first);
 ///   weights[t,j] = p[idx[t,j]] / sum_{j'} p[idx[t,j']]
-void router_topk(const float *logits, int64_t T, int64_t E, int64_t k,
-                 float *weights, int32_t *idx);
+void router_topk(const float *logits, int64_t T, int64_t E, int64_t k, float *weights,
+                 int32_t *idx);
+/// router_topk's weights for given choices idx[T,k] (each in [0,E)):
+/// --verify's single-device run routes with the partitioned run's choices.
+void router_weights(const float *logits, int64_t T, int64_t E, int64_t k, const int32_t *idx,
+                    float *weights);
 
 /// Dropless dispatch of x[T,H] by idx[T,k] (values in [0,E)): sorted[T*k,H]
 /// holds one row per (token, slot), grouped by expert in ascending order and,
 /// within an expert, in (token, slot) order. counts[E] are the rows per
 /// expert; perm[r] = t*k + slot of sorted row r.
-void moe_dispatch(const float *x, const int32_t *idx, int64_t T, int64_t H,
-                  int64_t k, int64_t E, float *sorted, int32_t *counts,
-                  int32_t *perm);
+void moe_dispatch(const float *x, const int32_t *idx, int64_t T, int64_t H, int64_t k, int64_t E,
+                  float *sorted, int32_t *counts, int32_t *perm);
 
 /// SwiGLU experts over consecutive row ranges: expert e owns counts[e] rows of
 /// sorted[R,H] (R = sum counts) and computes on them
 ///   out = (silu(x . w_gate[e]) * (x . w_up[e])) . w_down[e]
 /// w_gate, w_up: [E,H,F]; w_down: [E,F,H]. E is the number of local experts.
-void moe_experts(const float *sorted, const int32_t *counts, int64_t E,
-                 const float *w_gate, const float *w_up, const float *w_down,
-                 int64_t H, int64_t F, float *out);
+void moe_experts(const float *sorted, const int32_t *counts, int64_t E, const float *w_gate,
+                 const float *w_up, const float *w_down, int64_t H, int64_t F, float *out);
 
 /// Weighted combine of expert_out[T*k,H] (rows in the order of moe_dispatch's
 /// perm) back to tokens:  y[t,:] = sum_{slot} weights[t,slot] row(t,slot),
 /// summed in slot order regardless of the row order.
-void moe_combine(const float *expert_out, const int32_t *perm,
-                 const float *weights, int64_t T, int64_t H, int64_t k,
-                 float *y);
+void moe_combine(const float *expert_out, const int32_t *perm, const float *weights, int64_t T,
+                 int64_t H, int64_t k, float *y);
 
 /// Dropless dispatch into dense per-expert slabs: for every token t and slot
 /// j, slabs[idx[t,j], t, :] = x[t,:] (slabs[E,T,H]); the rows no slot routes
 /// are left as they are (the caller zeroes them).
-void moe_scatter_rows(const float *x, const int32_t *idx, int64_t T, int64_t H,
-                      int64_t k, float *slabs);
+void moe_scatter_rows(const float *x, const int32_t *idx, int64_t T, int64_t H, int64_t k,
+                      float *slabs);
 
 /// moe_experts over dense slabs[E,R,H]: rows that are all zero map to zero
 /// (an expert has no biases) and are skipped; the others are packed per
 /// expert, computed and put back in place in out[E,R,H]. Skipped rows of out
 /// are left as they are.
-void moe_experts_slabs(const float *slabs, int64_t E, int64_t R,
-                       const float *w_gate, const float *w_up,
-                       const float *w_down, int64_t H, int64_t F, float *out);
+void moe_experts_slabs(const float *slabs, int64_t E, int64_t R, const float *w_gate,
+                       const float *w_up, const float *w_down, int64_t H, int64_t F, float *out);
 
 /// The weighted return from dense slabs[E,T,H]:
 ///   y[t,:] = sum_j weights[t,j] slabs[idx[t,j], t, :]
 /// accumulated in f32 in slot order.
-void moe_gather_rows(const float *slabs, const float *weights,
-                     const int32_t *idx, int64_t T, int64_t H, int64_t k,
-                     float *y);
+void moe_gather_rows(const float *slabs, const float *weights, const int32_t *idx, int64_t T,
+                     int64_t H, int64_t k, float *y);
 
 // -- capacity mode ----------------------------------------------------------
 //
@@ -657,26 +646,21 @@ void moe_combine_capacity_grad_weights(const float *buffers, const int32_t *idx,
 /// max[t] = max_v logits[t,v]
 void xent_local_max(const float *logits, int64_t T, int64_t Vl, float *max);
 /// sum[t] = sum_v exp(logits[t,v] - gmax[t])
-void xent_local_sumexp(const float *logits, const float *gmax, int64_t T,
-                       int64_t Vl, float *sum);
+void xent_local_sumexp(const float *logits, const float *gmax, int64_t T, int64_t Vl, float *sum);
 /// target[t] = logits[t, labels[t]-vocab_offset] if owned by the shard, else 0
-void xent_local_target(const float *logits, const int32_t *labels, int64_t T,
-                       int64_t Vl, int64_t vocab_offset, float *target);
+void xent_local_target(const float *logits, const int32_t *labels, int64_t T, int64_t Vl,
+                       int64_t vocab_offset, float *target);
 /// mean_t(log(sum[t]) + gmax[t] - target[t])
-float xent_loss(const float *gmax, const float *sum, const float *target,
-                int64_t T);
+float xent_loss(const float *gmax, const float *sum, const float *target, int64_t T);
 /// The combination across `shards` vocabulary shards, each shard's pieces
 /// for the same T tokens: gmax[t] = max_m maxes[m][t].
-void xent_combine_max(const float *const *maxes, int64_t shards, int64_t T,
-                      float *gmax);
+void xent_combine_max(const float *const *maxes, int64_t shards, int64_t T, float *gmax);
 /// With pieces[m] = [sum[T], target[T]] of shard m (in shard order):
 ///   sum_t log(sum_m sum[m][t]) + gmax[t] - sum_m target[m][t]
 /// in double; the mean divides by the tokens of the whole batch.
-double xent_combine_total(const float *const *pieces, int64_t shards,
-                          const float *gmax, int64_t T);
+double xent_combine_total(const float *const *pieces, int64_t shards, const float *gmax, int64_t T);
 /// Mean token loss over full logits[T,V]: the pieces above with one shard.
-float cross_entropy(const float *logits, const int32_t *labels, int64_t T,
-                    int64_t V);
+float cross_entropy(const float *logits, const int32_t *labels, int64_t T, int64_t V);
 
 //===----------------------------------------------------------------------===//
 // Backward of cross-entropy (loss_grad.cpp)

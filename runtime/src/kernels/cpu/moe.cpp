@@ -18,6 +18,20 @@ void router_topk(const float *logits, int64_t T, int64_t E, int64_t k, float *we
                  int32_t *idx) {
   assert(k >= 1 && k <= E);
   std::vector<int32_t> order(E);
+  for (int64_t t = 0; t < T; ++t) {
+    const float *l = logits + t * E;
+    // Softmax is monotonic, so ranking the logits ranks the probabilities
+    // without rounding turning distinct logits into ties.
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                      [l](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
+    std::copy(order.begin(), order.begin() + k, idx + t * k);
+  }
+  router_weights(logits, T, E, k, idx, weights);
+}
+
+void router_weights(const float *logits, int64_t T, int64_t E, int64_t k, const int32_t *idx,
+                    float *weights) {
   std::vector<double> p(E);
   for (int64_t t = 0; t < T; ++t) {
     const float *l = logits + t * E;
@@ -27,18 +41,11 @@ void router_topk(const float *logits, int64_t T, int64_t E, int64_t k, float *we
       p[e] = std::exp(static_cast<double>(l[e]) - m);
       z += p[e];
     }
-    // Softmax is monotonic, so ranking the logits ranks the probabilities
-    // without rounding turning distinct logits into ties.
-    std::iota(order.begin(), order.end(), 0);
-    std::partial_sort(order.begin(), order.begin() + k, order.end(),
-                      [l](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
     double chosen = 0.0;
     for (int64_t j = 0; j < k; ++j)
-      chosen += p[order[j]] / z;
-    for (int64_t j = 0; j < k; ++j) {
-      idx[t * k + j] = order[j];
-      weights[t * k + j] = static_cast<float>(p[order[j]] / z / chosen);
-    }
+      chosen += p[idx[t * k + j]] / z;
+    for (int64_t j = 0; j < k; ++j)
+      weights[t * k + j] = static_cast<float>(p[idx[t * k + j]] / z / chosen);
   }
 }
 
