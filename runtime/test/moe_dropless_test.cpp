@@ -226,6 +226,7 @@ void checkRanks(int64_t n, int64_t E) {
   std::vector<Grads> gs(n);
   std::vector<int64_t> bytes(n), gradBytes(n);
   std::vector<VariableBytes> recorded(n), gradRecorded(n);
+  std::vector<std::vector<int64_t>> loads(n);
   std::vector<std::string> errors(n);
   onRanks(n, mesh, [&](int64_t r, Collectives &collectives) {
     Vec x = seqRows(l.x, l.B, l.S, l.H, r * L, L), w = seqRows(l.w, l.B, l.S, l.k, r * L, L),
@@ -235,6 +236,7 @@ void checkRanks(int64_t n, int64_t E) {
         up = expertRows(l.up, l.H * l.F, r * El, El),
         down = expertRows(l.down, l.F * l.H, r * El, El);
     std::map<int64_t, VariableBytes> variable;
+    std::map<int64_t, ExpertLoad> load;
     std::vector<BufferView> in = {
         BufferView(x.data(), (int64_t)x.size()),     BufferView(w.data(), (int64_t)w.size()),
         BufferView(idx.data(), (int64_t)idx.size()), BufferView(gate.data(), (int64_t)gate.size()),
@@ -250,6 +252,7 @@ void checkRanks(int64_t n, int64_t E) {
     for (Vec *v : {&ldy, &g.dx, &g.dw, &g.dgate, &g.dup, &g.ddown})
       bwd.views.emplace_back(v->data(), (int64_t)v->size());
     bwd.step.index = 1;
+    fwd.frame.expertLoad = &load;
     for (StepRig *rig : {&fwd, &bwd}) {
       rig->frame.self = r;
       rig->frame.collectives = &collectives;
@@ -264,6 +267,7 @@ void checkRanks(int64_t n, int64_t E) {
     gradBytes[r] = collectives.bytesSent();
     recorded[r] = variable[0];
     gradRecorded[r] = variable[1];
+    loads[r] = load[0].kept;
   });
   int64_t counts = (n - 1) * El * 4, H = l.H;
   bool unbalanced = false;
@@ -278,6 +282,11 @@ void checkRanks(int64_t n, int64_t E) {
     expectClose(gs[r].dgate, expertRows(want.dgate, H * l.F, r * El, El), 1e-4, 1e-6, "dgate");
     expectClose(gs[r].dup, expertRows(want.dup, H * l.F, r * El, El), 1e-4, 1e-6, "dup");
     expectClose(gs[r].ddown, expertRows(want.ddown, l.F * H, r * El, El), 1e-4, 1e-6, "ddown");
+    // The load readout counts the rows this rank's tokens send each expert.
+    std::vector<int64_t> kept(E, 0);
+    for (int32_t e : seqRows(l.idx, l.B, l.S, l.k, r * L, L))
+      ++kept[e];
+    EXPECT_EQ(loads[r], kept) << "rank " << r;
     auto [out, in] = rowsCrossing(l, n, r);
     unbalanced = unbalanced || out != in;
     EXPECT_EQ(bytes[r], counts + (out + in) * H * 4) << "rank " << r;
