@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <string>
@@ -133,6 +134,15 @@ bool parsePositive(const char *text, double &out) {
     return false;
   out = v;
   return true;
+}
+
+/// Whether a weight of a training plan is an AdamW moment of another.
+bool isMoment(const std::string &name) {
+  auto endsWith = [&](const char *suffix) {
+    size_t n = std::strlen(suffix);
+    return name.size() > n && name.compare(name.size() - n, n, suffix) == 0;
+  };
+  return endsWith(".adam_m") || endsWith(".adam_v");
 }
 
 /// The largest relative error --verify accepts for an output held in
@@ -625,8 +635,8 @@ int main(int argc, char **argv) {
     // that a few tokens update (the embedding row of a rare token) follows
     // the rounding of those few sums; its elementwise error (largest
     // absolute error over largest magnitude) is printed beside it.
-    double lossRel = 0, weightRel = 0, elementRel = 0;
-    std::string worstWeight, worstElement;
+    double lossRel = 0, weightRel = 0, elementRel = 0, momentRel = 0;
+    std::string worstWeight, worstElement, worstMoment;
     for (size_t k = 0; k < run.losses.size() && k < ref.losses.size(); ++k)
       lossRel = std::max(lossRel, std::fabs(run.losses[k] - ref.losses[k]) /
                                       std::max(std::fabs(ref.losses[k]), 1e-30));
@@ -642,6 +652,15 @@ int main(int argc, char **argv) {
       }
       double rel = norm2 > 0 ? std::sqrt(err2 / norm2) : std::sqrt(err2);
       double element = scale > 0 ? abs / scale : abs;
+      // AdamW's moments (sl-autodiff names them <weight>.adam_m, .adam_v)
+      // are printed apart from the weights they update.
+      if (isMoment(name)) {
+        if (rel >= momentRel) {
+          momentRel = rel;
+          worstMoment = name;
+        }
+        continue;
+      }
       if (rel >= weightRel) {
         weightRel = rel;
         worstWeight = name;
@@ -652,12 +671,14 @@ int main(int argc, char **argv) {
       }
     }
     double tolerance = rtol > 0 ? rtol : 1e-4;
-    bool trained =
-        run.losses.size() == ref.losses.size() && lossRel <= tolerance && weightRel <= tolerance;
+    bool trained = run.losses.size() == ref.losses.size() && lossRel <= tolerance &&
+                   weightRel <= tolerance && momentRel <= tolerance;
     std::printf("training against the single-device run: %zu steps, loss max rel error %.3g, "
-                "weights max rel error %.3g (%s; elementwise %.3g, %s); at most %g\n",
+                "weights max rel error %.3g (%s; elementwise %.3g, %s), AdamW moments %.3g "
+                "(%s); at most %g\n",
                 run.losses.size(), lossRel, weightRel, worstWeight.c_str(), elementRel,
-                worstElement.c_str(), tolerance);
+                worstElement.c_str(), momentRel, worstMoment.empty() ? "none" : worstMoment.c_str(),
+                tolerance);
     withinTolerance = withinTolerance && trained;
     if (routing.tokens > 0)
       std::printf("routing: the single-device run took the partitioned run's expert choices; on "
