@@ -8,20 +8,22 @@
 // RUN: shardline-compile %s --emit plan -o %t.slp
 // RUN: shardline-run %t.slp --ranks 4 --verify | FileCheck %s
 
-// The pipeline re-places the transitions of the ids by bytes (448 bytes per
+// The pipeline re-places the transitions of the ids by bytes (432 bytes per
 // rank where the program as written sends 576): the all-to-all takes the
 // zigzag tokens directly (the reorder before it goes), the tp-split output is
-// sliced before it is gathered, and the relayout to zigzag under SP becomes a
-// local slice and a reorder.
+// sliced before it is gathered, and the relayout of the zigzag tokens to the
+// contiguous sequence split over (cp, tp) starts from the batch-split ids the
+// all-to-all made: a local slice over tp and one all-to-all of both axes back
+// onto the sequence (the zigzag order is undone by the first all-to-all).
 // KEPT: how = "met sl.all_to_all and became sl.all_to_all", {{.*}}op = "reorder"
 // KEPT: %[[A:.*]] = sl.all_to_all %arg0 {axes = ["cp"], concat_dim = 1 : i64, split_dim = 0 : i64} : tensor<4x16xi32
 // KEPT: %[[S:.*]] = sl.slice %[[A]] {axes = ["tp"], dim = 1 : i64} : tensor<4x16xi32
 // KEPT: sl.all_gather %[[S]] {axes = ["cp"], dim = 0 : i64} : tensor<4x16xi32
 // KEPT: sl.all_gather %{{.*}} : tensor<4x16x2xi32
-// KEPT: sl.slice %arg0 {axes = ["tp"], dim = 1 : i64} : tensor<4x16xi32
-// KEPT-NEXT: sl.reorder %{{.*}} : tensor<4x16xi32
+// KEPT: %[[B:.*]] = sl.slice %[[A]] {axes = ["tp"], dim = 0 : i64} : tensor<4x16xi32
+// KEPT-NEXT: sl.all_to_all %[[B]] {axes = ["cp", "tp"], concat_dim = 0 : i64, split_dim = 1 : i64} : tensor<4x16xi32
 // KEPT-NOT: sl.relayout
-// KEPT-BYTES: totals: 448 bytes sent per rank
+// KEPT-BYTES: totals: 432 bytes sent per rank
 
 // Rank 1 (cp 0, tp 1) holds 8 of the 16 zigzag tokens; the all-to-all gives
 // it 2 of the 4 sequences whole. It reads zigzag chunks, whose concatenation

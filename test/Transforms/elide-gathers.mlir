@@ -51,7 +51,7 @@ sl.mesh @mesh(ep = 2, tp = 2)
 // CHECK-LABEL: func.func @gather_a2a_slice
 // CHECK: %[[A:.*]] = sl.all_to_all %arg0 {axes = ["ep"], concat_dim = 1 : i64, split_dim = 0 : i64}
 // CHECK-NEXT: return %[[A]]
-// REC: module attributes {sl.elided = [{how = "met sl.all_to_all and became sl.all_to_all + sl.all_gather", {{.*}}}, {how = "met sl.slice and became nothing"
+// REC: module attributes {sl.elided = [{how = "met sl.all_to_all + sl.slice and became sl.all_to_all", {{.*}}op = "all_gather"}]
 func.func @gather_a2a_slice(%x: tensor<4x2x8x16xf32, #sl.layout<@mesh, [[], [ep], [tp], []]>>) -> tensor<4x2x8x16xf32, #sl.layout<@mesh, [[ep], [], [tp], []]>> {
   %g = sl.all_gather %x {axes = ["tp"], dim = 2} : tensor<4x2x8x16xf32, #sl.layout<@mesh, [[], [ep], [tp], []]>> -> tensor<4x2x8x16xf32, #sl.layout<@mesh, [[], [ep], [], []]>>
   %a = sl.all_to_all %g {axes = ["ep"], split_dim = 0, concat_dim = 1} : tensor<4x2x8x16xf32, #sl.layout<@mesh, [[], [ep], [], []]>> -> tensor<4x2x8x16xf32, #sl.layout<@mesh, [[ep], [], [], []]>>

@@ -49,11 +49,14 @@
 //                   does, the model misses a placement);
 //   Idempotent      a second run prints the same module;
 //   NeverMoreBytes  output bytes (analyze().commBytesPerRank) <= input bytes;
-//   RelayoutIsCheapestChain  (DISABLED_) relayoutBytes(a, b) is the cheapest
+//   RelayoutIsCheapestChain  relayoutBytes(a, b) is the cheapest
 //                   chain of relayouts from a to b, for every pair of layouts.
+//   RichWithinBound  at most 90 programs above the Tree optimum and at most
+//                   802,880 bytes sent by all outputs (what the pass reaches
+//                   today), so that a regression fails.
 // The pass does not claim the optimum over this space (docs/passes.md, "How
 // a move is priced and chosen", says where it cannot reach it), so how far
-// it is from the Tree and Steiner optima is measured, not asserted:
+// it is from the Tree and Steiner optima is bounded as above and measured:
 // ELIDE_PROPERTY_REPORT=1 runs ElideProperty.Report, which prints it
 // (bench/compile/elide_quality.sh; figures in docs/benchmarks.md).
 //
@@ -453,6 +456,14 @@ protected:
     return fit.empty() ? from.front() : *fit[rng() % fit.size()];
   }
 
+  /// planRelayout's chain on the program's mesh and an activation [2, 8, h]
+  /// (of 4-byte elements): the chain emitRelayout writes and relayoutBytes
+  /// prices.
+  std::vector<RelayoutStep> plan(const Layout &from, const Layout &to, int64_t h,
+                                 std::string &error) const {
+    return planRelayout(from, to, mesh, shape(h), 4, error);
+  }
+
   static bool reachable(const Layout &from, const Layout &to) {
     std::string error;
     planRelayout(from, to, error);
@@ -628,11 +639,11 @@ private:
       Layout mid = pick(layoutsOf(shape(v.h)), [&](const Layout &m) {
         return reachable(v.layout, m) && reachable(m, to);
       });
-      steps = planRelayout(v.layout, mid, error);
-      auto rest = planRelayout(mid, to, error);
+      steps = plan(v.layout, mid, v.h, error);
+      auto rest = plan(mid, to, v.h, error);
       steps.insert(steps.end(), rest.begin(), rest.end());
     } else {
-      steps = planRelayout(v.layout, to, error);
+      steps = plan(v.layout, to, v.h, error);
     }
     EXPECT_EQ(error, "");
     return shared = writeSteps(i, steps);
@@ -905,7 +916,7 @@ private:
     if (!shared.empty())
       return shared;
     std::string error;
-    auto steps = planRelayout(v.layout, to, error);
+    auto steps = plan(v.layout, to, v.h, error);
     EXPECT_EQ(error, "") << v.layout.str() << " -> " << to.str();
     return shared = writeSteps(i, steps);
   }
@@ -1159,7 +1170,8 @@ struct Problem {
         if (!fresh && it->second != n.chain)
           return false;
         std::string error;
-        auto steps = planRelayout(from, r.universe->layouts[to], error);
+        auto steps = planRelayout(from, r.universe->layouts[to], r.universe->mesh,
+                                  r.universe->shape, elementBytesOf(r.value.getType()), error);
         if (steps.size() != n.chain.size())
           return false;
         for (size_t i = 0; i < steps.size(); ++i) {
@@ -1605,13 +1617,10 @@ TEST(ElideProperty, Model) {
 
 // planRelayout's lowering of a layout change is the cheapest chain of
 // relayouts: otherwise no placement priced with relayoutBytes is optimal.
-// Disabled: 264 layout pairs still fail. Each needs two axes parked on one
-// dimension on the way, which only a tensor whose extents divide allows,
-// while this generator plans without shapes (planRelayout(from, to, error)
-// keeps at most as many axes per dimension as the two layouts give it).
-// Planning with the universe's mesh and shape (the overload with both) and
-// no such bound in Relayout.cpp would close it (measured: 0 pairs).
-TEST(ElideProperty, DISABLED_RelayoutIsCheapestChain) {
+// The pairs that once failed (264) each needed two axes parked on one
+// dimension on the way (a [2, 8, h] tensor on (cp = 2, tp = 2) has room for
+// both on the sequence); the search allows that wherever the shape does.
+TEST(ElideProperty, RelayoutIsCheapestChain) {
   outcomes();
   std::ostringstream os;
   int found = 0;
@@ -1669,6 +1678,34 @@ TEST(ElideProperty, NoneBelowTheBound) {
 }
 
 TEST(ElideProperty, Idempotent) { expectIdempotent(outcomes()); }
+
+// How close the pass comes to the optimum on the rich programs, where it
+// does not claim it (docs/passes.md, "Where it cannot reach the optimum"):
+// at most kRichAboveOptimum programs above the Tree optimum and at most
+// kRichOutputBytes sent by all outputs together (the figures the pass
+// reaches today, docs/benchmarks.md), so that any regression fails. Only
+// over the whole set: one seed alone has no bound.
+constexpr size_t kRichAboveOptimum = 90;
+constexpr int64_t kRichOutputBytes = 802880;
+
+TEST(ElideProperty, RichWithinBound) {
+  const auto &set = outcomes();
+  if (set.size() != kPrograms)
+    GTEST_SKIP() << "the bound is over all " << kPrograms << " programs";
+  auto above = select(set, [](const Outcome &o) {
+    return o.passOk && o.optimumBytes >= 0 && o.outputBytes > o.optimumBytes;
+  });
+  int64_t output = 0, optimum = 0;
+  for (const Outcome &o : set)
+    if (o.passOk && o.optimumBytes >= 0) {
+      output += o.outputBytes;
+      optimum += o.optimumBytes;
+    }
+  std::cout << above.size() << " of " << set.size() << " rich programs above the optimum; "
+            << output << " bytes sent against the optimum's " << optimum << "\n";
+  EXPECT_LE(above.size(), kRichAboveOptimum);
+  EXPECT_LE(output, kRichOutputBytes);
+}
 
 // The one-kind programs: the generator writes only valid programs, the
 // brute force prices them as analyze() does, and enough of them, of every

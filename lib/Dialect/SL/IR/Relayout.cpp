@@ -235,13 +235,13 @@ bool contains(const Axes &axes, const std::string &a) {
 /// walk in dimension order misses chains that first move an axis out of the
 /// way (all_to_all while the tensor is still split, instead of all_gather
 /// first), scatter a pending sum once its dimension is free, or slice before
-/// they gather. The graph is that of the two layouts' axes, not of the
-/// extents: only their axes move; the leading axes a dimension keeps in both
-/// layouts never move; a dimension holds at most as many axes as the more
-/// split of the two layouts gives it, and at least one. So without a shape
-/// (planRelayout) the chain is the one found on any tensor with room for an
-/// axis in every dimension; on a shape, each intermediate layout must also
-/// divide the tensor.
+/// they gather, or park two axes on a dimension neither layout splits twice
+/// while a third passes. The graph is that of the two layouts' axes, not of
+/// the extents: only their axes move and the leading axes a dimension keeps
+/// in both layouts never move, so its size depends on the number of axes and
+/// the rank. The extents decide only which layouts are valid on the way:
+/// each must divide the tensor. Without a shape (planRelayout) the tensor has
+/// room for every axis in every dimension.
 class ChainSearch {
 public:
   ChainSearch(const Layout &from, const Layout &to, const shardline::Mesh &mesh,
@@ -261,7 +261,6 @@ public:
       while (k < from.dims[d].size() && k < to.dims[d].size() && from.dims[d][k] == to.dims[d][k])
         ++k;
       fixed.push_back(k);
-      room.push_back(std::max<size_t>({1, from.dims[d].size(), to.dims[d].size()}));
     }
   }
 
@@ -350,12 +349,7 @@ private:
            to.dimOrder(d) == shardline::ChunkOrder::Zigzag;
   }
 
-  bool valid(const Layout &l) const {
-    for (size_t d = 0; d < l.dims.size(); ++d)
-      if (l.dims[d].size() > room[d])
-        return false;
-    return shardline::verifyLayout(l, &mesh, &shape).empty();
-  }
+  bool valid(const Layout &l) const { return shardline::verifyLayout(l, &mesh, &shape).empty(); }
 
   /// `l` with `more` appended to dimension `d`, once per order a dimension
   /// that was whole may take (the collectives let it take either).
@@ -456,7 +450,7 @@ private:
   int64_t elementBytes;
   /// The axes that may move, and per dimension how many leading axes stay.
   Axes axes;
-  std::vector<size_t> fixed, room;
+  std::vector<size_t> fixed;
 };
 
 /// The cheapest chain on `mesh` and `shape`: the dimension walk where no
@@ -489,9 +483,9 @@ std::vector<RelayoutStep> mlir::sl::planRelayout(const Layout &from, const Layou
 
 std::vector<RelayoutStep> mlir::sl::planRelayout(const Layout &from, const Layout &to,
                                                  std::string &error) {
-  // Without a mesh and a shape: every axis of size 2 and extents that any
-  // split divides. The search's bound on axes per dimension keeps the chain
-  // the one relayoutBytes prices on a mesh of such axes.
+  // Without a mesh and a shape: every axis of size 2 and extents that every
+  // split of every dimension divides, zigzag included, so no chain is ruled
+  // out by a short dimension.
   shardline::Mesh mesh;
   for (const Layout *l : {&from, &to}) {
     std::vector<const Axes *> lists{&l->partial};

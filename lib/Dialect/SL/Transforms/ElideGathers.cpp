@@ -3,7 +3,9 @@
 // Moves (Placement.h) re-place every transition of one kind at once by a
 // minimum cut over the region of free ops it reaches; the pass applies the
 // best move while one lowers the bytes per rank (or keeps them and shrinks
-// activations), then the local rewrites below, which never add bytes. Every
+// activations), then the local rewrites below, which never add bytes, and
+// serves the readers of a value in several layouts through one another by
+// the cheapest tree of relayouts over those layouts. Every
 // rewrite keeps values: an op is re-typed only in the free dimensions of its
 // rule, checked with the same checker as the verifier.
 //
@@ -172,6 +174,235 @@ struct CollapseChain : RewritePattern {
   }
 };
 
+bool isTransition(Operation *op) { return CollapseChain::isTransition(op); }
+
+/// Readers of one value in more layouts than one: the cheapest way to serve
+/// them is a tree of relayouts over the layouts they need, rooted at the
+/// value's own, where a reader may be served from another reader's layout (a
+/// pending sum reduce-scattered for one reader, gathered for a second and
+/// sliced again for a third). The moves never write such a tree: each of
+/// their readers takes its layout from one of the two versions of the value.
+/// Trees are enumerated (every parent for every needed layout), so a value
+/// read in more than kMaxTreeLayouts layouts other than its own keeps its
+/// chains.
+constexpr size_t kMaxTreeLayouts = 5;
+
+struct ReaderTree {
+  /// The transitions fed by the root through transitions only, each after
+  /// the one it reads.
+  std::vector<Operation *> transitions;
+  /// needed[0] is the root's layout; the others are the layouts that ops
+  /// other than transitions read (or the function returns). readers[i]: the
+  /// operands that read needed[i] through a transition.
+  std::vector<Layout> needed;
+  std::vector<std::vector<OpOperand *>> readers;
+  int64_t bytes = 0;
+};
+
+/// The transitions under `root` and the layouts its other readers need;
+/// nullopt when a reader is not an op of `block` itself, or when a
+/// transition is the backward's gather done again from the saved shard
+/// (sl.recompute: the save policy asked for it, trading bytes for memory).
+std::optional<ReaderTree> readerTree(Value root, Block &block) {
+  ReaderTree tree;
+  tree.needed.push_back(toLayout(getLayout(root)));
+  tree.readers.emplace_back();
+  std::vector<Value> work{root};
+  for (size_t i = 0; i < work.size(); ++i) {
+    Value v = work[i];
+    for (OpOperand &use : v.getUses()) {
+      Operation *user = use.getOwner();
+      if (user->getBlock() != &block)
+        return std::nullopt;
+      if (user->hasAttr(kRecomputeAttr))
+        return std::nullopt;
+      if (isTransition(user) && getLayout(user->getResult(0))) {
+        tree.transitions.push_back(user);
+        tree.bytes = shardline::saturatingAdd(
+            tree.bytes, std::max<int64_t>(0, shardline::collectiveBytesPerRank(user)));
+        work.push_back(user->getResult(0));
+        continue;
+      }
+      if (v == root)
+        continue;
+      Layout l = toLayout(getLayout(v));
+      size_t k = std::find(tree.needed.begin(), tree.needed.end(), l) - tree.needed.begin();
+      if (k == tree.needed.size()) {
+        tree.needed.push_back(l);
+        tree.readers.emplace_back();
+      }
+      tree.readers[k].push_back(&use);
+    }
+  }
+  return tree;
+}
+
+/// The cheapest tree over `tree.needed` rooted at needed[0], each edge one
+/// relayout as relayoutBytes prices it: the parent of each needed layout
+/// (parent[0] = -1) and the total, or nullopt when none costs less than
+/// `bound`.
+std::optional<std::pair<std::vector<int>, int64_t>>
+cheapestTree(const ReaderTree &tree, RankedTensorType type, const shardline::Mesh &mesh,
+             placement::RelayoutPrices &prices, int64_t bound) {
+  size_t n = tree.needed.size();
+  std::vector<std::vector<int64_t>> edge(n, std::vector<int64_t>(n, -1));
+  for (size_t a = 0; a < n; ++a)
+    for (size_t b = 1; b < n; ++b)
+      if (a != b)
+        edge[a][b] = prices.bytes(tree.needed[a], tree.needed[b], type, mesh);
+  std::vector<int> parent(n, -1), best;
+  int64_t bestBytes = bound;
+  // Whether every needed layout reaches the root through its parents.
+  auto rooted = [&] {
+    for (size_t i = 1; i < n; ++i) {
+      size_t at = i, steps = 0;
+      while (at != 0 && steps++ < n)
+        at = (size_t)parent[at];
+      if (at != 0)
+        return false;
+    }
+    return true;
+  };
+  auto rec = [&](auto &self, size_t i, int64_t sum) -> void {
+    if (sum >= bestBytes)
+      return;
+    if (i == n) {
+      if (rooted()) {
+        bestBytes = sum;
+        best = parent;
+      }
+      return;
+    }
+    for (size_t p = 0; p < n; ++p) {
+      if (p == i || edge[p][i] < 0)
+        continue;
+      parent[i] = (int)p;
+      self(self, i + 1, shardline::saturatingAdd(sum, edge[p][i]));
+    }
+  };
+  rec(rec, 1, 0);
+  if (best.empty())
+    return std::nullopt;
+  return std::make_pair(best, bestBytes);
+}
+
+/// Serves the readers of each value in several layouts by the cheapest tree
+/// of relayouts (ReaderTree) where it sends fewer bytes than the transitions
+/// there now. Each relayout goes right before the first op that needs its
+/// result, so no value is taken earlier than a reader needs it. Returns
+/// whether anything changed (with `apply` false: whether anything would,
+/// leaving `fn` as it is).
+bool serveReadersByTrees(func::FuncOp fn, placement::RelayoutPrices &prices, Records &records,
+                         bool apply = true) {
+  if (fn.getBody().empty())
+    return false;
+  Block &block = fn.getBody().front();
+  std::optional<shardline::Mesh> mesh;
+  std::vector<Value> roots;
+  for (BlockArgument a : block.getArguments())
+    roots.push_back(a);
+  for (Operation &op : block) {
+    if (!mesh)
+      for (Value v : llvm::concat<Value>(op.getOperands(), op.getResults()))
+        if (LayoutAttr l = getLayout(v))
+          if (MeshOp m = lookupMesh(&op, l)) {
+            mesh = toMesh(m);
+            break;
+          }
+    // A transition's result is served by the tree of the value it reads.
+    if (!isTransition(&op))
+      for (Value r : op.getResults())
+        roots.push_back(r);
+  }
+  if (!mesh)
+    return false;
+  bool changed = false;
+  for (Value root : roots) {
+    auto type = dyn_cast<RankedTensorType>(root.getType());
+    if (!type || !getLayout(type) ||
+        !(isa<FloatType>(type.getElementType()) || type.getElementType().isInteger(32)))
+      continue;
+    std::optional<ReaderTree> tree = readerTree(root, block);
+    if (!tree || tree->transitions.empty() || tree->needed.size() > kMaxTreeLayouts + 1)
+      continue;
+    auto found = cheapestTree(*tree, type, *mesh, prices, tree->bytes);
+    if (!found)
+      continue;
+    if (!apply)
+      return true;
+    auto [parent, bytes] = *found;
+    // Where each layout is first needed: before its first reader and before
+    // every layout served from it.
+    llvm::DenseMap<Operation *, int> position;
+    for (auto [k, op] : llvm::enumerate(block))
+      position[&op] = (int)k;
+    size_t n = tree->needed.size();
+    std::vector<Operation *> first(n, nullptr);
+    auto earlier = [&](Operation *a, Operation *b) {
+      return !b || (a && position.lookup(a) < position.lookup(b));
+    };
+    for (size_t i = 1; i < n; ++i)
+      for (OpOperand *use : tree->readers[i])
+        if (earlier(use->getOwner(), first[i]))
+          first[i] = use->getOwner();
+    // A child's first reader comes before its parent's only through the
+    // child; children sort after parents below, so n passes settle it.
+    for (size_t pass = 0; pass < n; ++pass)
+      for (size_t i = 1; i < n; ++i)
+        if (parent[i] > 0 && earlier(first[i], first[parent[i]]))
+          first[parent[i]] = first[i];
+    // Parents before children.
+    std::vector<size_t> order;
+    std::vector<bool> placed(n, false);
+    placed[0] = true;
+    while (order.size() + 1 < n)
+      for (size_t i = 1; i < n; ++i)
+        if (!placed[i] && placed[parent[i]]) {
+          placed[i] = true;
+          order.push_back(i);
+        }
+    auto reason = tree->transitions.front()->getAttrOfType<StringAttr>(kReasonAttr);
+    std::vector<Value> value(n);
+    value[0] = root;
+    bool ok = true;
+    for (size_t i : order) {
+      OpBuilder b(first[i]);
+      std::string error;
+      FailureOr<Value> out =
+          emitRelayout(b, first[i]->getLoc(), value[parent[i]], tree->needed[i], reason, error);
+      if (failed(out)) {
+        ok = false;
+        break;
+      }
+      value[i] = *out;
+    }
+    if (!ok) {
+      // Only where the mesh cannot be found, which the prices above rule
+      // out; the program stays as it was.
+      for (size_t i : llvm::reverse(order))
+        for (Value v = value[i]; v && v != value[parent[i]];) {
+          Operation *t = v.getDefiningOp();
+          v = t->getOperand(0);
+          t->erase();
+        }
+      continue;
+    }
+    for (size_t i = 0; i < n; ++i)
+      for (OpOperand *use : tree->readers[i])
+        use->set(value[i]);
+    for (Operation *t : llvm::reverse(tree->transitions))
+      if (t->use_empty())
+        t->erase();
+    std::string how =
+        n == 2 ? "readers in one layout served by one relayout"
+               : "readers in " + std::to_string(n - 1) + " layouts served through one another";
+    records.push_back({"relayout", locText(root.getLoc()),
+                       how + ", " + std::to_string(tree->bytes - bytes) + " fewer bytes per rank"});
+    changed = true;
+  }
+  return changed;
+}
+
 /// The moves that improve `fn`, best first: most bytes saved, then most
 /// activation bytes.
 std::vector<placement::Move> improvingMoves(func::FuncOp fn, placement::RelayoutPrices &prices,
@@ -324,6 +555,14 @@ struct SLElideGathers : mlir::sl::impl::SLElideGathersBase<SLElideGathers> {
         size_t recorded = records.size();
         if (failed(applyPatternsGreedily(fn, frozen)))
           return signalPassFailure();
+        // Then readers served through one another's layouts; with keep-peak,
+        // only where that does not raise the peak (tried on a copy).
+        Records ignored;
+        if (serveReadersByTrees(fn, prices, ignored, /*apply=*/false) &&
+            (!keepPeak || onCopy(fn, ".trees", [&](func::FuncOp copy) {
+              return serveReadersByTrees(copy, prices, ignored) && peakOf(copy) <= peakOf(fn);
+            })))
+          serveReadersByTrees(fn, prices, records);
         if (records.size() == recorded)
           break;
       }

@@ -7,6 +7,8 @@
 //   transition of the kind   in S: relayout(input -> F)   else: its bytes now
 //   op of the region         in S: activations of its F results, else W's
 //   transition fed by it     in S: relayout(F -> its result), else its bytes
+//   (with the transitions that only carry its result on: in S one relayout
+//   to the last one's layout replaces them all, else their bytes too)
 //   value v, producer p      p in S and some user reads W: relayout(F -> W),
 //                            once (one transition back serves all such users);
 //                            p not in S and some user reads F: relayout(W -> F)
@@ -409,6 +411,10 @@ struct Move::Impl {
     std::vector<std::tuple<int, Layout, Value>> outside;
     Layout sourceSplit;    // Source: F of its result
     std::vector<int> vals; // the values it produces
+    /// Terminal: the transitions after `op` that only carry its result on
+    /// (each the one reader of the one before); reading F, the node
+    /// replaces them all by one relayout to the last one's layout.
+    std::vector<Operation *> carried;
   };
   struct Use {
     OpOperand *operand;
@@ -434,6 +440,8 @@ struct Move::Impl {
   llvm::DenseMap<Operation *, int> nodeOf;
   /// Values queued upstream and the F their reader assumed.
   llvm::DenseMap<Value, Layout> upstreamF;
+  /// Transitions a terminal node carries (Node::carried).
+  llvm::DenseSet<Operation *> absorbed;
   std::vector<bool> inS;
   Outcome outcome;
   bool solved = false;
@@ -737,14 +745,42 @@ struct Move::Impl {
           vals.back().back = std::min(vals.back().back, nodes.back().bytesOut);
         }
         continue;
+      } else if (absorbed.count(op)) {
+        // Carried by the terminal before it.
+        continue;
       } else if (isTransition(op)) {
         const Val &in = vals[valOf.lookup(op->getOperand(0))];
-        int64_t fromSplit =
-            relayout(in.split, toLayout(getLayout(op->getResult(0))), op->getResult(0));
+        // Reading F, the chain of transitions that only carries this one's
+        // result on goes at once: a slice then an all-to-all back is one
+        // slice from F, which pricing the first transition alone misses.
+        std::vector<Operation *> carried;
+        int64_t carriedBytes = 0;
+        for (Operation *t = op; t->getResult(0).hasOneUse();) {
+          Operation *next = *t->getResult(0).getUsers().begin();
+          // Only transitions the move does not place otherwise: no node of
+          // their own, no value of the region, not of the move's kind.
+          if (!isTransition(next) || next->getBlock() != op->getBlock() ||
+              !movable(next->getResult(0)) || !getLayout(next->getResult(0)) ||
+              nodeOf.count(next) || valOf.count(next->getResult(0)) || absorbed.count(next) ||
+              sourceSplit(next) || (kind.earlier && isSourceOf(next, kind)))
+            break;
+          carried.push_back(next);
+          carriedBytes = shardline::saturatingAdd(carriedBytes, bytesOf(next));
+          t = next;
+        }
+        Value end = carried.empty() ? op->getResult(0) : carried.back()->getResult(0);
+        int64_t fromSplit = relayout(in.split, toLayout(getLayout(end)), end);
+        if (fromSplit < 0 && !carried.empty()) {
+          carried.clear();
+          carriedBytes = 0;
+          fromSplit = relayout(in.split, toLayout(getLayout(op->getResult(0))), op->getResult(0));
+        }
         if (fromSplit >= 0) {
           Node node{Role::Terminal, op};
-          node.bytesOut = bytesOf(op);
+          node.bytesOut = shardline::saturatingAdd(bytesOf(op), carriedBytes);
           node.bytesIn = fromSplit;
+          absorbed.insert(carried.begin(), carried.end());
+          node.carried = std::move(carried);
           nodes.push_back(std::move(node));
           id = (int)nodes.size() - 1;
         }
@@ -896,17 +932,21 @@ struct Move::Impl {
       if (n.role == Role::Terminal) {
         if (!inS[i])
           continue;
-        OpBuilder b(op);
-        FailureOr<Value> out =
-            emitRelayout(b, op->getLoc(), op->getOperand(0), toLayout(getLayout(op->getResult(0))),
-                         op->getAttrOfType<StringAttr>(kReasonAttr), error);
+        Operation *last = n.carried.empty() ? op : n.carried.back();
+        OpBuilder b(last);
+        FailureOr<Value> out = emitRelayout(b, op->getLoc(), op->getOperand(0),
+                                            toLayout(getLayout(last->getResult(0))),
+                                            op->getAttrOfType<StringAttr>(kReasonAttr), error);
         if (failed(out))
           return fail(op);
-        changes.push_back(
-            {kindName, describeLocation(op->getLoc()),
-             "met " + opName(op) + " and became " + chainText(*out, op->getOperand(0))});
-        op->getResult(0).replaceAllUsesWith(*out);
+        std::string met = opName(op);
+        for (Operation *t : n.carried)
+          met += " + " + opName(t);
+        changes.push_back({kindName, describeLocation(op->getLoc()),
+                           "met " + met + " and became " + chainText(*out, op->getOperand(0))});
+        last->getResult(0).replaceAllUsesWith(*out);
         erase.push_back(op);
+        erase.append(n.carried.begin(), n.carried.end());
         continue;
       }
       // The versions of this node's results.

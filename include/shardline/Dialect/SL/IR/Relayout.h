@@ -39,12 +39,13 @@ struct RelayoutStep {
 /// mesh whose axes all have size 2 and a tensor long enough in every
 /// dimension: the walk in dimension order (reduce pending sums, move or drop
 /// axes minor-most first, reorder, slice) unless a chain through other
-/// layouts sends fewer bytes (docs/passes.md, sl-insert-collectives). Each
-/// dimension holds at most as many axes on the way as the more split of the
-/// two layouts gives it, and at least one. emitRelayout and relayoutBytes
-/// choose the same way on the value's own mesh and shape, where an
-/// intermediate layout must also divide the tensor. Empty when the layouts
-/// are equal; on failure `error` says why and the result is empty.
+/// layouts sends fewer bytes (docs/passes.md, sl-insert-collectives).
+/// emitRelayout and relayoutBytes choose the same way on the value's own mesh
+/// and shape, where every intermediate layout must also divide the tensor, so
+/// a chain that parks two axes on one dimension on the way is found only where
+/// that dimension is long enough: a caller that knows the mesh and shape uses
+/// the overload below. Empty when the layouts are equal; on failure `error`
+/// says why and the result is empty.
 std::vector<RelayoutStep> planRelayout(const shardline::Layout &from, const shardline::Layout &to,
                                        std::string &error);
 /// The same on `mesh` and a tensor of global `shape` (what emitRelayout and
