@@ -4,10 +4,11 @@
 Writes the 48-block AEMEAEMEAEMR model of issue 9 (hidden 4096, seq 131072, batch 1,
 64 experts, top-2, bf16), compiles it with Megatron's flags (default
 `--tp 2 --sp --cp 4 --cp-comm ring --ep 4`: 8 ranks, ep folded onto tp and half of cp)
-once per MoE dispatch mode (dropless, i.e. the dense dispatch, and capacity mode at
-each --capacity-factors value), and prints per block family the forward bytes one rank
-sends, read from the report, beside Megatron Core's hand placement computed from its
-documented algorithms (bytes by docs/report.md's conventions; e = bytes per element):
+once per MoE dispatch mode (dropless: the routed rows by count, whose report entries are
+at balanced routing as Megatron's figure is; and capacity mode at each --capacity-factors
+value), and prints per block family the forward bytes one rank sends, read from the report,
+beside Megatron Core's hand placement computed from its documented algorithms (bytes by
+docs/report.md's conventions; e = bytes per element):
 
   A, M, R, F blocks   TP+SP: all-gather and reduce-scatter of the [s/cp, b, h] input/output,
                       each (tp-1)/tp of it

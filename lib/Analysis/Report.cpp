@@ -179,6 +179,20 @@ Report analyze(ModuleOp module) {
       } else if (auto grad = dyn_cast<CrossEntropyGradOp>(op)) {
         perToken(grad.getVocabAxes(), {"max", "sum of exponentials"},
                  "vocab-parallel cross-entropy backward");
+      } else if (isa<MoEDroplessOp, MoEDroplessGradOp>(op)) {
+        // How many rows cross depends on the routing: the entry states the
+        // balanced figure and the rows a rank must be able to receive.
+        entry.op = op->getName().stripDialect().str();
+        entry.axes = axisNames(op->getAttrOfType<ArrayAttr>("expert_axes"));
+        entry.bytesPerRank = bytes;
+        entry.balancedRouting = true;
+        std::vector<int64_t> routing = localShapeOf(op->getOperand(2), mesh);
+        int64_t bound = (int64_t)mesh.product(entry.axes) * routing[0] * routing[1] * routing[2];
+        entry.why += (entry.why.empty() ? "" : "; ") +
+                     std::string("bytes at balanced routing (a run measures its own); receive "
+                                 "bound ") +
+                     std::to_string(bound) + " rows (every routed row of the group)";
+        report.collectives.push_back(entry);
       } else {
         entry.op = op->getName().stripDialect().str();
         if (auto axes = op->getAttrOfType<ArrayAttr>("axes"))
@@ -222,7 +236,8 @@ std::string toJson(const Report &r) {
                                              {"family", c.family},
                                              {"location", c.location},
                                              {"why", c.why},
-                                             {"backward", c.backward}});
+                                             {"backward", c.backward},
+                                             {"balanced_routing", c.balancedRouting}});
   }
   llvm::json::Array elided;
   for (const auto &e : r.elided)

@@ -79,7 +79,9 @@ void usage(FILE *out) {
                "              and relative errors and PASS or FAIL; PASS needs a relative error\n"
                "              of at most 1e-4 (f32 outputs), 0.5 (bf16) or 0.35 (f16: a 16-bit\n"
                "              router may pick other experts), i32 outputs equal, the\n"
-               "              measured bytes per rank and arena peak equal to the report's,\n"
+               "              measured bytes per rank and arena peak equal to the report's\n"
+               "              (dropless MoE's exchanges: exactly the bytes their counts imply,\n"
+               "              the rest of the report exact),\n"
                "              and as many routed rows dropped (capacity-mode MoE) as the\n"
                "              single-device run; exit 0 only on PASS\n"
                "  --verify-routing replay|own  with --train --verify: how the single-device\n"
@@ -577,6 +579,14 @@ int main(int argc, char **argv) {
       printLoadTable(run.expertLoad[i], i, span);
   std::printf("bytes sent per rank: %lld measured, %lld in the report\n",
               (long long)run.bytesSentPerRank, (long long)root.comm_bytes_per_rank());
+  // Dropless MoE sends what its routing sends; the report states it at
+  // balanced routing.
+  if (run.variableBytesBalanced > 0 || run.variableBytesMeasured > 0)
+    std::printf("MoE rows: %lld bytes per rank measured, %lld at balanced routing; every rank "
+                "sent %s its counts imply%s%s\n",
+                (long long)run.variableBytesMeasured, (long long)run.variableBytesBalanced,
+                run.variableBytesExact ? "exactly what" : "NOT what",
+                run.variableBytesMismatch.empty() ? "" : ": ", run.variableBytesMismatch.c_str());
   std::printf("arena peak per rank: %lld measured, %lld in the report (%lld bytes live at most)\n",
               (long long)run.arenaPeak, (long long)root.arena_bytes(),
               (long long)run.liveBytesPeak);
@@ -693,7 +703,10 @@ int main(int argc, char **argv) {
                   "routers and steps (--verify-routing own: let it choose)\n",
                   (long long)routing.differing, (long long)routing.tokens);
   }
-  bool bytesMatch = run.bytesSentPerRank == root.comm_bytes_per_rank();
+  // Every other op sends exactly what the report says.
+  bool bytesMatch =
+      run.variableBytesExact && run.bytesSentPerRank - run.variableBytesMeasured ==
+                                    root.comm_bytes_per_rank() - run.variableBytesBalanced;
   bool peakMatch = run.arenaPeak == root.arena_bytes();
   // Groups are a property of the program, so both runs drop the same
   // choices of every layer.

@@ -19,6 +19,10 @@ three). nam56r-tiny in bf16 runs the 8-rank meshes only: its tensors in 16
 bits, its arena peak the report's. The moe family also runs in capacity mode
 (CAPACITY_MESHES x CAPACITY_MODES with 8 experts, and one entry under mpirun): the dropped
 routed rows equal the single-device run's, and some are dropped at F 1.0.
+Dropless MoE (the default; every moe entry runs it) also runs with 8 experts
+on CAPACITY_MESHES, forward and training, one entry under mpirun: its
+exchanges send exactly the bytes their counts imply, the report states them at
+balanced routing, and every other op's bytes equal the report's.
 Prints one line per entry and "N passed, N failed".
 
 With --train, the families that train (attention, mlp, the two together,
@@ -101,10 +105,18 @@ CAPACITY_MESHES = [["--dp", "2", "--cp", "4", "--ep", "4"],
 CAPACITY_MODES = [["--moe-expert-capacity-factor", "1.0", "--moe-token-drop-policy", "probs"],
                   ["--moe-expert-capacity-factor", "1.25", "--moe-token-drop-policy", "position"]]
 CAPACITY_MPI = CAPACITY_MESHES[2] + CAPACITY_MODES[0] + ["--mpi"]
+# Dropless MoE (the default) on the same meshes, forward and training: the routed rows travel by
+# count, so the bytes of its exchanges are checked against the counts, and the rest against the
+# report. One entry runs under mpirun.
+DROPLESS_MPI = CAPACITY_MESHES[2] + ["--mpi"]
 
 
 def capacity_entries():
     return [mesh + mode for mesh in CAPACITY_MESHES for mode in CAPACITY_MODES] + [CAPACITY_MPI]
+
+
+def dropless_entries():
+    return CAPACITY_MESHES + [DROPLESS_MPI]
 
 
 def entries(has_attention, mixes_only=False, cp=True):
@@ -186,8 +198,14 @@ def run_entry(bin_dir, family, spec_path, flags, workdir, index, train=False):
     err = re.search(r"single-device run: max abs error \S+, max rel error ([^;]+);", out)
     bytes_ = re.search(r"bytes sent per rank: (\d+) measured, (\d+) in the report", out)
     peak = re.search(r"arena peak per rank: (\d+) measured, (\d+) in the report", out)
+    # Dropless MoE's exchanges send what the routing sends: the report states them at balanced
+    # routing, and --verify checks them against their counts.
+    moe = re.search(r"MoE rows: (\d+) bytes per rank measured, (\d+) at balanced routing; every "
+                    r"rank sent exactly what its counts imply", out)
+    moe_measured, moe_balanced = (int(moe.group(1)), int(moe.group(2))) if moe else (0, 0)
     ok = (r.returncode == 0 and out.rstrip().endswith("PASS") and bytes_ and peak
-          and bytes_.group(1) == bytes_.group(2) and peak.group(1) == peak.group(2))
+          and int(bytes_.group(1)) - moe_measured == int(bytes_.group(2)) - moe_balanced
+          and peak.group(1) == peak.group(2))
     trained = re.search(r"loss max rel error (\S+), weights max rel error (\S+) \(\S+; "
                         r"elementwise (\S+),", out)
     if not (ranks and err and bytes_ and peak and (trained or not train)):
@@ -197,6 +215,10 @@ def run_entry(bin_dir, family, spec_path, flags, workdir, index, train=False):
     if train:
         detail += (f", loss {trained.group(1)}, weights {trained.group(2)} "
                    f"(elementwise {trained.group(3)})")
+    if moe:
+        detail += f", MoE rows {moe_measured} (balanced {moe_balanced})"
+    elif family.startswith("moe-dropless"):
+        return ("FAIL", "run: no MoE rows line: " + out.strip())
     if "--moe-expert-capacity-factor" in flags:
         # Both runs drop the same choices (--verify's PASS needs it); at F 1.0
         # the entry must drop some, or it would not test the drops.
@@ -249,6 +271,11 @@ def main():
                 flags_list.append(NAM56R_EP8[name])
             for i, flags in enumerate(flags_list):
                 jobs.append((name, path, flags, i))
+        if not (args.only and args.only not in "moe-dropless"):
+            path = os.path.join(workdir, "moe-dropless.json")
+            with open(path, "w") as f:
+                json.dump(dict(CAPACITY_SPEC, name="moe-dropless"), f)
+            jobs += [("moe-dropless", path, f, i) for i, f in enumerate(dropless_entries())]
         if not (args.only and args.only not in "moe-capacity"):
             path = os.path.join(workdir, "moe-capacity.json")
             with open(path, "w") as f:

@@ -32,14 +32,15 @@ struct ReportTest : ::testing::Test {
     return analyze(*module);
   }
 
-  /// Imports a spec with the given overrides and runs sl-shard-pipeline.
-  Report compile(const std::string &spec, ParallelOverrides ov) {
+  /// Imports a spec with the given overrides and runs sl-shard-pipeline
+  /// (with the backward and the optimizer when `train`).
+  Report compile(const std::string &spec, ParallelOverrides ov, bool train = false) {
     std::vector<std::string> errors;
     auto parsed = parseModelSpec(spec, "spec.json", ov, errors);
     EXPECT_TRUE(parsed) << (errors.empty() ? "" : errors[0]);
     module = importModel(*parsed, ctx);
     mlir::PassManager pm(&ctx);
-    mlir::sl::buildShardPipeline(pm);
+    mlir::sl::buildShardPipeline(pm, "", train);
     EXPECT_TRUE(mlir::succeeded(pm.run(*module)));
     return analyze(*module);
   }
@@ -503,24 +504,68 @@ TEST_F(ReportTest, CapacityAllToAllBytesAreExact) {
   }
 }
 
+// Dropless mode: sl.moe_dropless's entry states its bytes at balanced routing,
+// each rank's top_k x local-token rows spread evenly over the experts:
+// 2 (ep-1)/ep top_k T_local h bytes for the rows out and back, plus (ep-1)
+// E/ep i32 counts; its gradient (ep-1)/ep (3 top_k T_local h + 2 top_k
+// T_local) bytes (x, dy and the weight of each row out, dx and dweight back)
+// plus the counts. 4 x 64 tokens, hidden 32, f32, 8 experts, top-2; no
+// all-to-all carries the experts.
+TEST_F(ReportTest, DroplessBytesAtBalancedRouting) {
+  struct Case {
+    const char *what;
+    int64_t dp, cp, tp, ep;
+  };
+  const int64_t experts = 8, k = 2, h = 32, bytes = 4, tokens = 4 * 64;
+  for (const Case &c : std::vector<Case>{{"ep over cp", 1, 4, 1, 4},
+                                         {"ep over cp*tp under sp", 1, 2, 2, 4},
+                                         {"ep cutting cp", 1, 4, 1, 2},
+                                         {"ep over dp*cp", 2, 2, 1, 4}}) {
+    SCOPED_TRACE(c.what);
+    ParallelOverrides ov;
+    ov.dp = c.dp;
+    ov.cp = c.cp;
+    ov.tp = c.tp;
+    ov.sp = c.tp > 1;
+    ov.ep = c.ep;
+    Report r = compile(moeModel(experts, 0), ov, true);
+    int64_t local = tokens / (c.dp * c.cp * c.tp), counts = (c.ep - 1) * (experts / c.ep) * 4;
+    int64_t forward = -1, backward = -1;
+    for (const auto &e : r.collectives) {
+      EXPECT_FALSE(e.op == "all_to_all" && e.family == "E") << e.why;
+      if (e.op == "moe_dropless" || e.op == "moe_dropless_grad") {
+        EXPECT_TRUE(e.balancedRouting);
+        EXPECT_NE(e.why.find("bytes at balanced routing"), std::string::npos) << e.why;
+        EXPECT_NE(e.why.find("receive bound " + std::to_string(c.ep * k * local) + " rows"),
+                  std::string::npos)
+            << e.why;
+        (e.op == "moe_dropless" ? forward : backward) = e.bytesPerRank;
+      }
+    }
+    EXPECT_EQ(forward, 2 * (c.ep - 1) * k * local * h * bytes / c.ep + counts);
+    EXPECT_EQ(backward, (c.ep - 1) * (3 * k * local * h + 2 * k * local) * bytes / c.ep + counts);
+  }
+}
+
 // The dispatched buffers hold F * top_k rows per token whatever the number of
-// experts, so the E block's peak grows only by the router's logits, [b, s,
-// experts] per rank; the dropless slabs grow with experts x tokens.
-TEST_F(ReportTest, CapacityPeakDoesNotGrowWithExperts) {
+// experts, and the dropless routed rows top_k per token, so the E block's
+// peak grows only by the router's logits, [b, s, experts] per rank.
+TEST_F(ReportTest, MoEPeakDoesNotGrowWithExperts) {
   ParallelOverrides ov;
   ov.cp = 2;
   ov.ep = 2;
   // 32 local tokens per group, top-2, F = 2: C = 16 for 8 experts, 4 for 32.
   int64_t capacity8 = blockPeak(compile(moeModel(8, 2), ov), "E");
   int64_t capacity32 = blockPeak(compile(moeModel(32, 2), ov), "E");
-  int64_t dense8 = blockPeak(compile(moeModel(8, 0), ov), "E");
-  int64_t dense32 = blockPeak(compile(moeModel(32, 0), ov), "E");
+  int64_t dropless8 = blockPeak(compile(moeModel(8, 0), ov), "E");
+  int64_t dropless32 = blockPeak(compile(moeModel(32, 0), ov), "E");
   ASSERT_GT(capacity8, 0);
+  ASSERT_GT(dropless8, 0);
   // The logits of 128 local tokens, 24 more experts, f32, and the softmax
   // beside them at most.
   const int64_t logitsGrowth = 2 * 128 * 24 * 4;
   EXPECT_LE(capacity32, capacity8 + logitsGrowth)
       << "capacity 8: " << capacity8 << ", 32: " << capacity32;
-  EXPECT_GT(dense32, 3 * dense8) << "dense 8: " << dense8 << ", 32: " << dense32;
-  EXPECT_LT(capacity32, dense32);
+  EXPECT_LE(dropless32, dropless8 + logitsGrowth)
+      << "dropless 8: " << dropless8 << ", 32: " << dropless32;
 }

@@ -91,6 +91,32 @@ TEST(ShardingRule, SequenceMixingNeedsItsRemedyAxes) {
   EXPECT_EQ(check(r, {lay({{"cp"}})}, {{8}}).error, "");
 }
 
+/// x[b,s] gate[e] -> dx[b,s] dgate[e], the experts exchanged by count over
+/// cp: they may be split over cp although cp splits the tokens, over nothing
+/// else; dgate alone sums the tokens, less the exchange's axes.
+TEST(ShardingRule, ExpertExchangeSplitsTheExpertsAndSumsOverTheRest) {
+  ShardingRule r;
+  int b = r.addFactor("b"), s = r.addFactor("s", FactorKind::Free, 0, true),
+      e = r.addFactor("experts", FactorKind::SequenceMixing);
+  r.factors[e].remedy = Remedy::ExpertExchange;
+  r.factors[e].remedyAxes = {"cp"};
+  r.operands = {{b, s}, {e}};
+  r.operandNames = {"x", "gate"};
+  r.results = {{b, s}, {e}};
+  r.resultNames = {"dx", "dgate"};
+  r.resultSums = {{}, {b, s}};
+  RuleCheck ok = check(r, {lay({{"dp"}, {"cp"}}), lay({{"cp"}})}, {{8, 8}, {4}});
+  ASSERT_EQ(ok.error, "");
+  EXPECT_EQ(ok.results[0].partial, std::vector<std::string>{});
+  EXPECT_EQ(ok.results[1].partial, std::vector<std::string>{"dp"});
+  EXPECT_EQ(ok.results[1].dims[0], std::vector<std::string>{"cp"});
+  RuleCheck bad = check(r, {lay({{"dp"}, {"cp"}}), lay({{"tp"}})}, {{8, 8}, {4}});
+  EXPECT_EQ(bad.error, "operand #1 (gate) dimension 0 (experts) is exchanged by count and split "
+                       "over [tp] without a remedy for 'tp': name them in expert_axes "
+                       "(sl.moe_dropless exchanges rows with the experts' owners over these "
+                       "axes), or gather the experts first");
+}
+
 TEST(ShardingRule, GranuleKeepsHeadsWhole) {
   ShardingRule r;
   int h = r.addFactor("heads", FactorKind::Free, /*granule=*/1);

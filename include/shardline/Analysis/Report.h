@@ -13,6 +13,9 @@
 //                    operand is divisible by g (the scalar loss)
 //   all_to_all       (g-1)/g * B, B = the operand
 //   ring_attention   (g-1) * (local K + local V)
+//   moe_dropless     at balanced routing: 2(g-1)/g * k * (local x) plus
+//                    (g-1) * E/g i32 counts; moe_dropless_grad (g-1)/g *
+//                    (3k * local x + 2 * local weights) plus the counts
 //   halo             the result (the tokens one rank receives)
 //   scan_state_exchange  (g-1) * (local states + local decays): an all-gather
 //   scan_state_exchange_grad  (g-1) * (local dinit + local decays): its dual
@@ -73,6 +76,9 @@ struct CollectiveEntry {
   std::string why;
   /// Part of the backward program (or the optimizer step).
   bool backward = false;
+  /// The bytes are those at balanced routing (dropless MoE): what a run
+  /// sends depends on its routing.
+  bool balancedRouting = false;
 };
 
 struct ElidedEntry {

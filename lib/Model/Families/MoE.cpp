@@ -2,8 +2,9 @@
 //
 // Router (linear, softmax, top-k), dispatch of the routed rows, SwiGLU
 // experts (experts over the expert group ep folds onto), weighted combine.
-// Dropless by default: every token reaches every expert it chose, through the
-// dense [experts, b, s, h] slabs. With a capacity factor (Megatron's
+// Dropless by default, as in Megatron: sl.moe_dropless sends every routed row
+// to its expert's owner by count (no buffer sized experts x tokens) and
+// brings the outputs back. With a capacity factor (Megatron's
 // --moe-expert-capacity-factor with padded buffers) each group of tokens a
 // rank holds sends at most C rows to each expert, in [experts, Gb, Gs, C, h]
 // buffers whose size no longer grows with experts x tokens.
@@ -13,6 +14,7 @@
 #include "shardline/Dialect/SL/IR/SL.h"
 #include "shardline/Model/BlockFamily.h"
 
+#include <array>
 #include <cmath>
 #include <sstream>
 
@@ -23,7 +25,7 @@ namespace {
 
 struct MoESection : FamilySection {
   int64_t experts = 0, topK = 0, ffnHidden = 0;
-  /// 0: dropless (the dense dispatch).
+  /// 0: dropless (rows by count).
   double capacityFactor = 0;
   /// "probs" or "position"; empty when the spec names none.
   std::string dropPolicy;
@@ -81,14 +83,14 @@ public:
     r.divisible("moe.experts", e.experts, spec.parallel.ep, "ep");
   }
 
-  /// The dispatched tokens: [experts, batch, seq, hidden] dropless,
-  /// [experts, Gb, Gs, C, hidden] in capacity mode.
+  /// The dispatched tokens: the routed rows, top_k x tokens x hidden,
+  /// dropless; [experts, Gb, Gs, C, hidden] in capacity mode.
   double largestTensor(const FamilySection &section, const ModelSpec &spec) const override {
     const auto &e = static_cast<const MoESection &>(section);
     double h = (double)spec.hidden;
     if (e.capacityFactor <= 0 || spec.parallel.dp < 1 || spec.parallel.cp < 1 ||
         spec.parallel.tp < 1)
-      return (double)spec.batch * (double)spec.seq * (double)e.experts * h;
+      return (double)e.topK * (double)spec.batch * (double)spec.seq * h;
     CapacityPlan c = capacityPlan(e, spec);
     if (c.rows < 1 || c.positions < 1)
       return 0;
@@ -99,7 +101,7 @@ public:
   std::string summary(const FamilySection &section, const ModelSpec &spec) const override {
     const auto &e = static_cast<const MoESection &>(section);
     if (e.capacityFactor <= 0)
-      return "experts: dropless (dense dispatch)";
+      return "experts: dropless (rows by count)";
     CapacityPlan c = capacityPlan(e, spec);
     std::ostringstream os;
     os << "experts: capacity factor " << e.capacityFactor << ", " << c.capacity
@@ -116,20 +118,32 @@ public:
     auto route =
         b.create<sl::RouterTopKOp>(b.tensor({spec.batch, spec.seq, e.topK}),
                                    b.act(e.topK, b.builder().getI32Type()), logits, b.i64(e.topK));
-    // The experts' weights, made after the dispatch as the dropless path
-    // always has (the parameters' order is the plan's).
-    auto experts = [&](Value tokens) -> Value {
+    // The experts' weights, split over the expert group ep folds onto.
+    auto weights = [&]() -> std::array<Value, 3> {
       BlockBuilder::Dims overEp{{"ep"}, {}, {}};
-      Value wg = b.weight("w_gate", {e.experts, h, f}, overEp, "normal", 0.02, 0);
-      Value wu = b.weight("w_up", {e.experts, h, f}, overEp, "normal", 0.02, 0);
-      Value wd = b.weight("w_down", {e.experts, f, h}, overEp, "normal", 0.02, 0);
-      return b.create<sl::MoEExpertsOp>(tokens.getType(), tokens, wg, wu, wd);
+      return {b.weight("w_gate", {e.experts, h, f}, overEp, "normal", 0.02, 0),
+              b.weight("w_up", {e.experts, h, f}, overEp, "normal", 0.02, 0),
+              b.weight("w_down", {e.experts, f, h}, overEp, "normal", 0.02, 0)};
     };
     if (e.capacityFactor <= 0) {
-      auto tokType = b.tensor({e.experts, spec.batch, spec.seq, h});
-      Value tokens = b.create<sl::MoEDispatchOp>(tokType, n, route.getIndices(), b.i64(e.experts));
-      return b.create<sl::MoECombineOp>(b.act(h), experts(tokens), route.getWeights(),
-                                        route.getIndices());
+      auto [wg, wu, wd] = weights();
+      // The axes the gate's layout splits the experts over are the group
+      // the rows travel in.
+      SmallVector<Attribute> axes;
+      std::vector<std::string> names;
+      if (auto l = sl::getLayout(wg))
+        for (StringRef a : l.getDimAxes(0)) {
+          axes.push_back(b.builder().getStringAttr(a));
+          names.push_back(a.str());
+        }
+      auto moe = b.create<sl::MoEDroplessOp>(b.act(h), n, route.getWeights(), route.getIndices(),
+                                             wg, wu, wd, b.builder().getArrayAttr(axes));
+      if (!axes.empty())
+        moe->setAttr(sl::kReasonAttr,
+                     b.builder().getStringAttr("routed rows exchanged by count with their "
+                                               "experts' owners over the expert group " +
+                                               formatAxes(names) + " (ep)"));
+      return moe;
     }
     CapacityPlan c = capacityPlan(e, spec);
     auto group = b.builder().getDenseI64ArrayAttr({c.rows, c.positions});
@@ -140,8 +154,12 @@ public:
         b.tensor({e.experts, spec.batch / c.rows, spec.seq / c.positions, c.capacity, h});
     Value tokens = b.create<sl::MoEDispatchCapacityOp>(bufType, n, route.getIndices(), slots,
                                                        b.i64(e.experts), b.i64(c.capacity), group);
-    return b.create<sl::MoECombineCapacityOp>(b.act(h), experts(tokens), route.getWeights(),
-                                              route.getIndices(), slots, group);
+    // Made after the dispatch, as they always were (the parameters' order is
+    // the plan's).
+    auto [wg, wu, wd] = weights();
+    Value out = b.create<sl::MoEExpertsOp>(tokens.getType(), tokens, wg, wu, wd);
+    return b.create<sl::MoECombineCapacityOp>(b.act(h), out, route.getWeights(), route.getIndices(),
+                                              slots, group);
   }
 
 private:

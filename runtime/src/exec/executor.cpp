@@ -99,6 +99,7 @@ public:
       backend = nullptr;
     frame.device = device.get();
     frame.expertLoad = &expertLoad;
+    frame.variableBytes = &variableBytes;
     if (options.train) {
       train = *options.train;
       frame.train = &train;
@@ -491,6 +492,14 @@ private:
         step.kernel->run(step, frame);
         narrow(step);
         stepBytes[step.index] = collectives.bytesSent() - sentBefore;
+        // A step whose bytes depend on the data sends exactly what its
+        // counts imply.
+        if (auto v = variableBytes.find(step.index); v != variableBytes.end() &&
+                                                     v->second.implied != stepBytes[step.index] &&
+                                                     variableMismatch.empty())
+          variableMismatch = "op #" + std::to_string(step.index) + " (sl." + step.kind + ") at " +
+                             step.location + " sent " + std::to_string(stepBytes[step.index]) +
+                             " bytes, its counts imply " + std::to_string(v->second.implied);
         if (timing) {
           // An op's time is its kernels' own, not their launch's.
           device->synchronize();
@@ -557,6 +566,10 @@ private:
   int64_t stepsRun = 0;
   /// What each MoE layer's routing kernel counted on this rank, by step.
   std::map<int64_t, ExpertLoad> expertLoad;
+  /// What the steps whose bytes depend on the data sent, by step index, and
+  /// the first step that sent other than its counts imply.
+  std::map<int64_t, VariableBytes> variableBytes;
+  std::string variableMismatch;
   /// Training steps the loaded weights have had (0: none, or generated).
   int64_t trainedBefore = 0;
   /// The run's hyperparameters with the schedule's length resolved.
@@ -694,6 +707,13 @@ RunResult RankRun::run() {
     result.bytesSentPerRank = 0;
     for (int64_t sent : stepBytes)
       result.bytesSentPerRank += maxOverRanks(sent);
+    for (const auto &[index, bytes] : variableBytes) {
+      result.variableBytesMeasured += maxOverRanks(stepBytes[index]);
+      result.variableBytesBalanced += maxOverRanks(bytes.balanced);
+    }
+    result.variableBytesExact = maxOverRanks(variableMismatch.empty() ? 0 : 1) == 0;
+    if (!variableMismatch.empty())
+      result.variableBytesMismatch = variableMismatch;
     result.arenaPeak = maxOverRanks(arenaPeak);
     result.liveBytesPeak = maxOverRanks(liveBytesPeak);
     // Every rank ran every step, so all hold the same entries.

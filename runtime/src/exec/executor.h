@@ -156,6 +156,13 @@ struct RunResult {
   /// Bytes each rank sent to other ranks in one step (largest over ranks),
   /// as the report counts them.
   int64_t bytesSentPerRank = 0;
+  /// Of bytesSentPerRank, what the steps whose exchange depends on the data
+  /// (dropless MoE) sent, and what the report states for them (at balanced
+  /// routing); whether every rank sent exactly what its counts implied in
+  /// every such step, and if not, the first step that did not (this rank's).
+  int64_t variableBytesMeasured = 0, variableBytesBalanced = 0;
+  bool variableBytesExact = true;
+  std::string variableBytesMismatch;
   /// The arena's high-water mark: the end of the highest activation placed,
   /// in the plan's bytes and 64-byte slots (largest over ranks).
   int64_t arenaPeak = 0;

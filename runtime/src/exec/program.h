@@ -146,7 +146,7 @@ const Backend &cpuBackend();
 /// The version of what the runtime and a backend library share (Backend,
 /// KernelSpec, Step, Frame, Device, BufferView, Stop): a library built
 /// against another version is refused at load.
-inline constexpr int kBackendAbiVersion = 2;
+inline constexpr int kBackendAbiVersion = 3;
 
 /// What a backend library exports with C linkage as
 /// `shardline_backend_<name>`: its backend, whose table entries take their
@@ -208,6 +208,13 @@ struct ExpertLoad {
   std::vector<int64_t> kept, dropped;
 };
 
+/// What one step whose exchange depends on the data (dropless MoE) sent from
+/// this rank: the bytes its counts imply, which the bytes measured must
+/// equal, and the bytes at balanced routing, which the report states.
+struct VariableBytes {
+  int64_t implied = 0, balanced = 0;
+};
+
 /// What a kernel runs against: this rank's tensors, their buffers and the
 /// collectives. Kernels compute in f32: while a step runs, the view of each
 /// of its 16-bit operands and results is an f32 copy (the executor widens the
@@ -230,6 +237,9 @@ struct Frame {
   /// slots) add the rows each expert kept and dropped, by step index; nullptr
   /// when nobody reads them (the verifier's frame, the tests').
   std::map<int64_t, ExpertLoad> *expertLoad = nullptr;
+  /// Where the steps whose bytes depend on the data record them, by step
+  /// index; nullptr when nobody checks them.
+  std::map<int64_t, VariableBytes> *variableBytes = nullptr;
 
   float *f(int32_t t) const { return typed(t, DType::F32).f32(); }
   int32_t *ids(int32_t t) const { return typed(t, DType::I32).i32(); }

@@ -136,6 +136,16 @@ func.func @moe(%x: tensor<2x16x32xf32>, %logits: tensor<2x16x4xf32>, %up: tensor
   %y = sl.moe_combine %e, %w, %i : (tensor<4x2x16x32xf32>, tensor<2x16x2xf32>, tensor<2x16x2xi32>) -> tensor<2x16x32xf32>
   return %y : tensor<2x16x32xf32>
 }
+// Dropless MoE carries its exchange: the experts may be split over
+// expert_axes, and its gradient's weight gradients sum over the tokens less
+// those axes.
+func.func @moe_dropless(%x: tensor<2x16x32xf32>, %w: tensor<2x16x2xf32>, %i: tensor<2x16x2xi32>, %up: tensor<4x32x64xf32>, %down: tensor<4x64x32xf32>) -> tensor<2x16x32xf32> {
+  // CHECK: remark: sl.moe_dropless: x[b,s,h] weights[b,s,k] indices[b,s,k] gate[experts,h,f] up[experts,h,f] down[experts,f,h] -> result[b,s,h]; free: b,s; whole: h,k,f; sequence-mixing: experts (expert exchange over [cp]); sequence: s{{$}}
+  %y = sl.moe_dropless %x, %w, %i, %up, %up, %down {expert_axes = ["cp"]} : (tensor<2x16x32xf32>, tensor<2x16x2xf32>, tensor<2x16x2xi32>, tensor<4x32x64xf32>, tensor<4x32x64xf32>, tensor<4x64x32xf32>) -> tensor<2x16x32xf32>
+  // CHECK: remark: sl.moe_dropless_grad: x[b,s,h] weights[b,s,k] indices[b,s,k] gate[experts,h,f] up[experts,h,f] down[experts,f,h] dy[b,s,h] -> dx[b,s,h] dweights[b,s,k] dgate[experts,h,f] dup[experts,h,f] ddown[experts,f,h]; free: b,s; whole: h,k,f; sequence-mixing: experts (expert exchange over [cp]); dgate sums b,s (not over the axes of an expert exchange); dup sums b,s (not over the axes of an expert exchange); ddown sums b,s (not over the axes of an expert exchange); sequence: s{{$}}
+  %dx, %dw, %dg, %du, %dd = sl.moe_dropless_grad %x, %w, %i, %up, %up, %down, %y {expert_axes = ["cp"]} : (tensor<2x16x32xf32>, tensor<2x16x2xf32>, tensor<2x16x2xi32>, tensor<4x32x64xf32>, tensor<4x32x64xf32>, tensor<4x64x32xf32>, tensor<2x16x32xf32>) -> (tensor<2x16x32xf32>, tensor<2x16x2xf32>, tensor<4x32x64xf32>, tensor<4x32x64xf32>, tensor<4x64x32xf32>)
+  return %y : tensor<2x16x32xf32>
+}
 // The backward of the mixture of experts: the experts dimension whole or free
 // where the forward has it so.
 func.func @moe_training(%x: tensor<2x16x32xf32>, %w: tensor<2x16x2xf32>, %i: tensor<2x16x2xi32>, %t: tensor<4x2x16x32xf32>, %up: tensor<4x32x64xf32>, %down: tensor<4x64x32xf32>) -> (tensor<2x16x4xf32>, tensor<2x16x32xf32>, tensor<2x16x2xf32>) {

@@ -163,6 +163,124 @@ ShardingRule MoECombineOp::getShardingRule() {
 }
 
 //===----------------------------------------------------------------------===//
+// Dropless mode (docs/dialect.md, "Dropless mode")
+//===----------------------------------------------------------------------===//
+//
+// How many rows reach a rank depends on the routing, so no layout of a global
+// value describes the exchange: sl.moe_dropless carries it, as
+// sl.ring_attention carries its K, V exchange, and its experts factor may be
+// split over `expert_axes` although those axes also split the tokens.
+
+static LogicalResult checkRouting(Operation *op, Value routing, StringRef name, Value tokens,
+                                  StringRef tokensName, unsigned batchDim);
+
+/// The checks sl.moe_dropless and its gradient share.
+template <typename OpTy> static LogicalResult verifyDropless(OpTy op) {
+  if (failed(verifyStaticAndElementTypes(op)) || failed(checkRank(op, op.getX(), "x", 3)) ||
+      failed(checkRouting(op, op.getWeights(), "weights", op.getX(), "x", 0)) ||
+      failed(checkRank(op, op.getGate(), "gate", 3)) ||
+      failed(checkRank(op, op.getDown(), "down", 3)))
+    return failure();
+  auto x = shape(op.getX()), g = shape(op.getGate());
+  if (g[1] != x[2])
+    return op.emitOpError("gate must be [experts, hidden, ffn] with hidden = ")
+           << x[2] << " (x's), got [" << g[0] << ", " << g[1] << ", " << g[2] << "]";
+  SmallVector<int64_t> want{g[0], g[2], g[1]};
+  if (shape(op.getDown()) != ArrayRef<int64_t>(want))
+    return op.emitOpError("down must be [experts, ffn, hidden] = [")
+           << want[0] << ", " << want[1] << ", " << want[2] << "]";
+  int64_t k = shape(op.getWeights())[2];
+  if (k > g[0])
+    return op.emitOpError("k (") << k << ") exceeds the " << g[0] << " experts";
+  // The owner of expert e is member e / (E / ep) of the group of
+  // expert_axes: the experts must be split over exactly those axes.
+  if (LayoutAttr l = getLayout(op.getGate())) {
+    SmallVector<StringRef> want;
+    for (Attribute a : op.getExpertAxes())
+      want.push_back(cast<StringAttr>(a).getValue());
+    if (l.getDimAxes(0) != want)
+      return op.emitOpError("expert_axes ") << shardline::formatAxes(axisNames(op.getExpertAxes()))
+                                            << " must be the axes that split the experts of gate, "
+                                            << shardline::formatAxes(toLayout(l).dims[0]);
+  }
+  return success();
+}
+
+/// b, s free (tokens); h, f and k whole; the experts exchanged by count over
+/// `expertAxes`. With `grad`, dy joins the operands and the weights'
+/// gradients sum over the tokens, except over the exchanged axes.
+static ShardingRule droplessRule(ArrayAttr expertAxes, bool grad) {
+  RuleBuilder r;
+  int b = r.factor("b"), s = r.seq(), h = r.factor("h", FactorKind::Whole),
+      k = r.factor("k", FactorKind::Whole), e = r.factor("experts"),
+      f = r.factor("f", FactorKind::Whole);
+  r.mixing(e, Remedy::ExpertExchange, expertAxes);
+  r.operand("x", {b, s, h});
+  r.operand("weights", {b, s, k});
+  r.operand("indices", {b, s, k});
+  r.operand("gate", {e, h, f});
+  r.operand("up", {e, h, f});
+  r.operand("down", {e, f, h});
+  if (!grad) {
+    r.result("result", {b, s, h});
+    return r.rule;
+  }
+  r.operand("dy", {b, s, h});
+  r.result("dx", {b, s, h});
+  r.result("dweights", {b, s, k});
+  r.result("dgate", {e, h, f});
+  r.result("dup", {e, h, f});
+  r.result("ddown", {e, f, h});
+  r.rule.resultSums = {{}, {}, {b, s}, {b, s}, {b, s}};
+  return r.rule;
+}
+
+/// What one rank sends at balanced routing, each rank's k x local-token rows
+/// spread evenly over the experts: (ep - 1) / ep of `rowBytes` (the bytes of
+/// all its routed rows' exchanged values), and E / ep i32 counts to each
+/// other member. -1 (no exchange) when the group is one rank.
+static int64_t balancedBytes(const shardline::Mesh &mesh, ArrayAttr expertAxes, Value gate,
+                             int64_t rowBytes) {
+  int64_t ep = groupSize(mesh, expertAxes);
+  if (ep <= 1)
+    return -1;
+  int64_t counts = (ep - 1) * (shape(gate)[0] / ep) * 4;
+  return shardline::saturatingAdd(shardline::saturatingMul(rowBytes, ep - 1) / ep, counts);
+}
+
+LogicalResult MoEDroplessOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  return verifyDropless(*this);
+}
+
+ShardingRule MoEDroplessOp::getShardingRule() { return droplessRule(getExpertAxes(), false); }
+
+/// The rows out (x) and their outputs back.
+int64_t MoEDroplessOp::sentBytesPerRank(const shardline::Mesh &mesh) {
+  int64_t k = shape(getIndices())[2];
+  return balancedBytes(mesh, getExpertAxes(), getGate(),
+                       shardline::saturatingMul(2 * k, localBytes(getX(), mesh)));
+}
+
+LogicalResult MoEDroplessGradOp::verify() {
+  if (inPerRankProgram(*this))
+    return success();
+  return verifyDropless(*this);
+}
+
+ShardingRule MoEDroplessGradOp::getShardingRule() { return droplessRule(getExpertAxes(), true); }
+
+/// The rows' x and dy and their weights out; their dx and dweights back.
+int64_t MoEDroplessGradOp::sentBytesPerRank(const shardline::Mesh &mesh) {
+  int64_t k = shape(getIndices())[2];
+  int64_t rows = shardline::saturatingMul(3 * k, localBytes(getX(), mesh));
+  return balancedBytes(
+      mesh, getExpertAxes(), getGate(),
+      shardline::saturatingAdd(rows, shardline::saturatingMul(2, localBytes(getWeights(), mesh))));
+}
+
+//===----------------------------------------------------------------------===//
 // Capacity mode (docs/dialect.md, "Capacity groups")
 //===----------------------------------------------------------------------===//
 //
@@ -387,6 +505,35 @@ LogicalResult MoECombineOp::buildGradient(GradientBuilder &g) {
       failed(g.give(1, g.buildOne("sl.moe_combine_grad_weights",
                                   {getExpertOut(), getIndices(), *dy}, getWeights()))))
     return failure();
+  return success();
+}
+
+/// One sl.moe_dropless_grad by the forward's exchanges gives every gradient;
+/// the indices get none.
+LogicalResult MoEDroplessOp::buildGradient(GradientBuilder &g) {
+  FailureOr<Value> dy = g.resultGradient(0);
+  if (failed(dy) || !*dy)
+    return failure(failed(dy));
+  static const unsigned operandOf[] = {0, 1, 3, 4, 5};
+  if (llvm::none_of(operandOf, [&](unsigned i) { return g.needsGradient(i); }))
+    return success();
+  FailureOr<Operation *> grad =
+      g.build("sl.moe_dropless_grad",
+              {getX(), getWeights(), getIndices(), getGate(), getUp(), getDown(), *dy},
+              {getX(), getWeights(), getGate(), getUp(), getDown()},
+              GradientBuilder::attrsOf(*this, {"expert_axes"}));
+  if (failed(grad))
+    return failure();
+  if (!getExpertAxes().empty())
+    (*grad)->setAttr(
+        kReasonAttr,
+        StringAttr::get(getContext(), "gradient of " + opLabel(*this) +
+                                          ": routed rows, their gradients and weights exchanged "
+                                          "by count over " +
+                                          shardline::formatAxes(axisNames(getExpertAxes()))));
+  for (unsigned r = 0; r < 5; ++r)
+    if (g.needsGradient(operandOf[r]))
+      g.contribute(operandOf[r], (*grad)->getResult(r));
   return success();
 }
 

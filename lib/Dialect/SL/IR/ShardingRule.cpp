@@ -49,6 +49,9 @@ static const char *remedyHint(Remedy r) {
     return "scan chunks from zero with chunk_axes and pass states (sl.scan_state_exchange)";
   case Remedy::VocabParallel:
     return "name the axes in vocab_axes (vocab-parallel cross-entropy)";
+  case Remedy::ExpertExchange:
+    return "name them in expert_axes (sl.moe_dropless exchanges rows with the experts' owners "
+           "over these axes), or gather the experts first";
   case Remedy::None:
     break;
   }
@@ -65,6 +68,8 @@ static const char *remedyName(Remedy r) {
     return "state passing";
   case Remedy::VocabParallel:
     return "vocab parallel";
+  case Remedy::ExpertExchange:
+    return "expert exchange";
   case Remedy::None:
     break;
   }
@@ -101,6 +106,14 @@ std::string ShardingRule::describe() const {
     }
     if (!list.empty())
       os << "; " << kindName(k) << ": " << list;
+  }
+  for (size_t r = 0; r < resultSums.size(); ++r) {
+    if (resultSums[r].empty())
+      continue;
+    os << "; " << (r < resultNames.size() ? resultNames[r] : "v" + std::to_string(r)) << " sums ";
+    for (size_t i = 0; i < resultSums[r].size(); ++i)
+      os << (i ? "," : "") << factors[resultSums[r][i]].name;
+    os << " (not over the axes of an expert exchange)";
   }
   if (partial != PartialRule::None)
     os << "; partial: " << (partial == PartialRule::Same ? "same" : "one");
@@ -190,8 +203,11 @@ RuleCheck checkRule(const ShardingRule &rule, const Mesh &mesh,
       for (const auto &a : axes)
         if (std::find(factor.remedyAxes.begin(), factor.remedyAxes.end(), a) ==
             factor.remedyAxes.end()) {
-          out.error = source[f] + " is sequence-mixing and split over " + formatAxes(axes) +
-                      " without a remedy for '" + a + "': " + remedyHint(factor.remedy);
+          out.error = source[f] +
+                      (factor.remedy == Remedy::ExpertExchange ? " is exchanged by count"
+                                                               : " is sequence-mixing") +
+                      " and split over " + formatAxes(axes) + " without a remedy for '" + a +
+                      "': " + remedyHint(factor.remedy);
           return out;
         }
     }
@@ -264,6 +280,17 @@ RuleCheck checkRule(const ShardingRule &rule, const Mesh &mesh,
       }
     }
     l.partial = out.resultPartial;
+    if (r < rule.resultSums.size()) {
+      std::vector<std::string> exchanged;
+      for (size_t g = 0; g < nf; ++g)
+        if (rule.factors[g].remedy == Remedy::ExpertExchange)
+          exchanged.insert(exchanged.end(), out.factorAxes[g].begin(), out.factorAxes[g].end());
+      for (int g : rule.resultSums[r])
+        for (const auto &a : out.factorAxes[g])
+          if (std::find(exchanged.begin(), exchanged.end(), a) == exchanged.end() &&
+              std::find(l.partial.begin(), l.partial.end(), a) == l.partial.end())
+            l.partial.push_back(a);
+    }
     std::string err = verifyLayout(l, &mesh, r < resultShapes.size() ? &resultShapes[r] : nullptr);
     if (!err.empty()) {
       out.error = "the layout derived for result #" + std::to_string(r) + " is invalid: " + err;

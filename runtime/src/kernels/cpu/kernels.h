@@ -616,6 +616,18 @@ void moe_experts_slabs_grad(const float *slabs, int64_t E, int64_t R, const floa
                             const float *dy, float *dslabs, float *dw_gate, float *dw_up,
                             float *dw_down);
 
+/// The cotangents of moe_experts over consecutive row ranges (expert e owns
+/// counts[e] rows of sorted[R,H]) with dout[R,H]: per expert e and row x,
+/// with g = x w_gate[e], u = x w_up[e], a = silu(g) u, da = dout w_down[e]^T,
+/// dg = da u silu'(g), du = da silu(g):
+///   dsorted = dg w_gate[e]^T + du w_up[e]^T,
+///   dw_gate[e] = sum x^T dg, dw_up[e] = sum x^T du, dw_down[e] = sum a^T dout
+/// over the expert's rows (zero for an expert without rows). Any output may
+/// be nullptr to skip it.
+void moe_experts_grad(const float *sorted, const float *dout, const int32_t *counts, int64_t E,
+                      const float *w_gate, const float *w_up, const float *w_down, int64_t H,
+                      int64_t F, float *dsorted, float *dw_gate, float *dw_up, float *dw_down);
+
 /// The x cotangent of moe_dispatch_capacity: dx[b,s,:] = sum over the kept j
 /// of dbuffers[row of (b,s,j)] (in double, in j order).
 void moe_dispatch_capacity_grad(const float *dbuffers, const int32_t *idx, const int32_t *slots,

@@ -70,29 +70,13 @@ void moe_combine_grad_weights(const float *slabs, const int32_t *idx, const floa
     }
 }
 
-void moe_experts_slabs_grad(const float *slabs, int64_t E, int64_t R, const float *w_gate,
-                            const float *w_up, const float *w_down, int64_t H, int64_t F,
-                            const float *dy, float *dslabs, float *dw_gate, float *dw_up,
-                            float *dw_down) {
-  if (dslabs)
-    std::fill(dslabs, dslabs + E * R * H, 0.0f);
-  std::vector<int64_t> rows;
-  std::vector<float> x, d, gate, up, act, dact, dgate, dup, dx, part;
+void moe_experts_grad(const float *sorted, const float *dout, const int32_t *counts, int64_t E,
+                      const float *w_gate, const float *w_up, const float *w_down, int64_t H,
+                      int64_t F, float *dsorted, float *dw_gate, float *dw_up, float *dw_down) {
+  std::vector<float> gate, up, act, dact, dgate, dup, part;
+  int64_t row = 0;
   for (int64_t e = 0; e < E; ++e) {
-    // The rows the forward computed: all-zero rows map to zero and, with no
-    // biases, contribute nothing to any gradient.
-    rows.clear();
-    x.clear();
-    d.clear();
-    for (int64_t r = 0; r < R; ++r) {
-      const float *row = slabs + (e * R + r) * H;
-      if (std::all_of(row, row + H, [](float v) { return v == 0.0f; }))
-        continue;
-      rows.push_back(r);
-      x.insert(x.end(), row, row + H);
-      d.insert(d.end(), dy + (e * R + r) * H, dy + (e * R + r + 1) * H);
-    }
-    const int64_t n = static_cast<int64_t>(rows.size());
+    const int64_t n = counts[e];
     const float *wg = w_gate + e * H * F, *wu = w_up + e * H * F, *wd = w_down + e * F * H;
     if (n == 0) {
       for (float *w : {dw_gate, dw_up})
@@ -102,34 +86,63 @@ void moe_experts_slabs_grad(const float *slabs, int64_t E, int64_t R, const floa
         std::fill(dw_down + e * F * H, dw_down + (e + 1) * F * H, 0.0f);
       continue;
     }
+    const float *x = sorted + row * H, *d = dout + row * H;
     gate.resize(n * F);
     up.resize(n * F);
     act.resize(n * F);
     dact.resize(n * F);
     dgate.resize(n * F);
     dup.resize(n * F);
-    linear(x.data(), wg, n, H, F, gate.data());
-    linear(x.data(), wu, n, H, F, up.data());
-    linear_grad(d.data(), wd, n, F, H, dact.data());
+    linear(x, wg, n, H, F, gate.data());
+    linear(x, wu, n, H, F, up.data());
+    linear_grad(d, wd, n, F, H, dact.data());
     swiglu_grad(gate.data(), up.data(), dact.data(), n * F, dgate.data(), dup.data());
     if (dw_down) {
       swiglu(gate.data(), up.data(), n * F, act.data());
-      linear_grad_weight(act.data(), d.data(), n, F, H, dw_down + e * F * H);
+      linear_grad_weight(act.data(), d, n, F, H, dw_down + e * F * H);
     }
     if (dw_gate)
-      linear_grad_weight(x.data(), dgate.data(), n, H, F, dw_gate + e * H * F);
+      linear_grad_weight(x, dgate.data(), n, H, F, dw_gate + e * H * F);
     if (dw_up)
-      linear_grad_weight(x.data(), dup.data(), n, H, F, dw_up + e * H * F);
-    if (dslabs) {
-      dx.resize(n * H);
+      linear_grad_weight(x, dup.data(), n, H, F, dw_up + e * H * F);
+    if (dsorted) {
       part.resize(n * H);
-      linear_grad(dgate.data(), wg, n, H, F, dx.data());
+      linear_grad(dgate.data(), wg, n, H, F, dsorted + row * H);
       linear_grad(dup.data(), wu, n, H, F, part.data());
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t h = 0; h < H; ++h)
-          dslabs[(e * R + rows[i]) * H + h] = dx[i * H + h] + part[i * H + h];
+      for (int64_t i = 0; i < n * H; ++i)
+        dsorted[row * H + i] += part[i];
     }
+    row += n;
   }
+}
+
+void moe_experts_slabs_grad(const float *slabs, int64_t E, int64_t R, const float *w_gate,
+                            const float *w_up, const float *w_down, int64_t H, int64_t F,
+                            const float *dy, float *dslabs, float *dw_gate, float *dw_up,
+                            float *dw_down) {
+  if (dslabs)
+    std::fill(dslabs, dslabs + E * R * H, 0.0f);
+  // The rows the forward computed: all-zero rows map to zero and, with no
+  // biases, contribute nothing to any gradient.
+  std::vector<int32_t> counts(E, 0);
+  std::vector<int64_t> rows;
+  std::vector<float> x, d;
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t r = 0; r < R; ++r) {
+      const float *row = slabs + (e * R + r) * H;
+      if (std::all_of(row, row + H, [](float v) { return v == 0.0f; }))
+        continue;
+      ++counts[e];
+      rows.push_back(e * R + r);
+      x.insert(x.end(), row, row + H);
+      d.insert(d.end(), dy + (e * R + r) * H, dy + (e * R + r + 1) * H);
+    }
+  std::vector<float> dx(dslabs ? x.size() : 0);
+  moe_experts_grad(x.data(), d.data(), counts.data(), E, w_gate, w_up, w_down, H, F,
+                   dslabs ? dx.data() : nullptr, dw_gate, dw_up, dw_down);
+  if (dslabs)
+    for (size_t i = 0; i < rows.size(); ++i)
+      std::copy(dx.begin() + i * H, dx.begin() + (i + 1) * H, dslabs + rows[i] * H);
 }
 
 void moe_dispatch_capacity_grad(const float *dbuffers, const int32_t *idx, const int32_t *slots,

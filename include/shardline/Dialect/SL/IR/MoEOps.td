@@ -59,6 +59,34 @@ def SL_MoECombineOp : SL_ComputeOp<"moe_combine", [], [], SL_Differentiable> {
   let results = (outs SL_FloatTensor:$result);
 }
 
+def SL_MoEDroplessOp : SL_ComputeOp<"moe_dropless",
+    [AllShapesMatch<["x", "result"]>, AllShapesMatch<["weights", "indices"]>,
+     AllShapesMatch<["gate", "up"]>], ["sentBytesPerRank"], SL_Differentiable> {
+  let summary = "Dropless MoE: every routed row to its expert's owner by count, and back";
+  let description = [{
+    x [b, s, h], weights [b, s, k] (the router's renormalised top-k weights),
+    indices [b, s, k] (i32), gate, up [E, h, f], down [E, f, h] -> [b, s, h]:
+    y[t] = sum_j weights[t, j] * down_e(silu(x[t] gate_e) * (x[t] up_e)),
+    e = indices[t, j]. No row is dropped and nothing is sized experts x
+    tokens. `expert_axes` are the axes of the expert group, which the
+    experts' weights split E over (empty when they are whole): per rank,
+    the routed rows are counted per owner (expert e lives on member
+    e / (E / ep) of the group in its order), the counts exchanged, then
+    exactly those rows sent, each local expert run on its received rows as
+    one GEMM, and the outputs sent back and combined with the weights.
+    Rule: b, s free (tokens), h and f whole; E exchanged by count over
+    `expert_axes` (its remedy: the experts may be split over axes that
+    also split the tokens), refused over any other axis. Sends, at balanced
+    routing (each rank's k x local-token rows spread evenly over the
+    experts), 2 (ep - 1) / ep rows of h values and (ep - 1) x E / ep i32
+    counts; what a run sends depends on its routing.
+  }];
+  let arguments = (ins SL_FloatTensor:$x, SL_FloatTensor:$weights, SL_IndexTensor:$indices,
+                   SL_FloatTensor:$gate, SL_FloatTensor:$up, SL_FloatTensor:$down,
+                   StrArrayAttr:$expert_axes);
+  let results = (outs SL_FloatTensor:$result);
+}
+
 //===----------------------------------------------------------------------===//
 // Capacity mode (docs/dialect.md, "Capacity groups"). The tokens are cut into
 // groups of `group` = [rows, positions] consecutive batch rows x sequence
@@ -216,6 +244,30 @@ def SL_MoECombineGradWeightsOp : SL_ComputeOp<"moe_combine_grad_weights",
   }];
   let arguments = (ins SL_FloatTensor:$expert_out, SL_IndexTensor:$indices, SL_FloatTensor:$dy);
   let results = (outs SL_FloatTensor:$dweights);
+}
+
+def SL_MoEDroplessGradOp : SL_ComputeOp<"moe_dropless_grad",
+    [AllShapesMatch<["x", "dy", "dx"]>, AllShapesMatch<["weights", "indices", "dweights"]>,
+     AllShapesMatch<["gate", "up", "dgate", "dup"]>, AllShapesMatch<["down", "ddown"]>],
+    ["sentBytesPerRank"]> {
+  let summary = "Gradient of sl.moe_dropless, by the same exchanges";
+  let description = [{
+    sl.moe_dropless's operands and dy [b, s, h] -> dx [b, s, h], dweights
+    [b, s, k], dgate, dup [E, h, f], ddown [E, f, h]. Each routed row's x,
+    dy and weight travel to its expert's owner (counts first), which
+    recomputes the expert, returns the row's dx (weighted) and its dweight
+    (the expert output dotted with dy) and sums the weight gradients over
+    the rows it received. Rule: as sl.moe_dropless; the weight gradients
+    are pending sums over the axes that split the tokens but not the
+    experts (the expert-data axes): over `expert_axes` every row already
+    reached its owner. Sends, at balanced routing, (ep - 1) / ep rows of
+    3h + 2 values and the counts.
+  }];
+  let arguments = (ins SL_FloatTensor:$x, SL_FloatTensor:$weights, SL_IndexTensor:$indices,
+                   SL_FloatTensor:$gate, SL_FloatTensor:$up, SL_FloatTensor:$down,
+                   SL_FloatTensor:$dy, StrArrayAttr:$expert_axes);
+  let results = (outs SL_FloatTensor:$dx, SL_FloatTensor:$dweights, SL_FloatTensor:$dgate,
+                      SL_FloatTensor:$dup, SL_FloatTensor:$ddown);
 }
 
 def SL_MoEDispatchCapacityGradOp : SL_ComputeOp<"moe_dispatch_capacity_grad",

@@ -44,6 +44,10 @@ enum class Remedy {
   StatePassing,
   /// Cross-entropy over a split vocabulary: all-reduce of max and sum.
   VocabParallel,
+  /// Dropless MoE's experts: each rank sends its routed rows to the owners of
+  /// their experts by count and gets the outputs back (sl.moe_dropless), so
+  /// the experts may be split over the axes that also split the tokens.
+  ExpertExchange,
 };
 
 /// How pending sums in operands pass through the op.
@@ -94,6 +98,12 @@ struct ShardingRule {
   /// the one sequence parallelism scatters a reduced pending sum onto and
   /// that axes an activation gives up move to. -1 when the op has none.
   int primarySequence = -1;
+  /// Empty, or one entry per result: the factors that result sums over
+  /// although the others keep them split (an op whose results include both
+  /// tokens and weight gradients). The result takes a pending sum over their
+  /// axes, less the axes an ExpertExchange factor is split over: the rows of
+  /// the whole expert group reach their owner, which sums them itself.
+  std::vector<std::vector<int>> resultSums;
 
   int addFactor(std::string name, FactorKind kind = FactorKind::Free, int64_t granule = 0,
                 bool isSequence = false);

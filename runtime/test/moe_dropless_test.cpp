@@ -1,0 +1,339 @@
+//===- moe_dropless_test.cpp - Dropless MoE by count ----------------------===//
+//
+// sl.moe_dropless and its gradient through their kernel-table entries: on
+// one rank against a per-token loop and finite differences, and on 2 and 4
+// thread ranks (tokens and experts split over one axis, routing unbalanced on
+// purpose) against the single-rank run, with the bytes each rank sends equal
+// to what its counts imply.
+//
+//===----------------------------------------------------------------------===//
+
+#include "comm/comm.h"
+#include "exec/collectives.h"
+#include "kernel_test_util.h"
+#include "kernels/cpu/kernels.h"
+#include "step_rig.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace cpu = shardline::rt::cpu;
+using namespace shardline::rt;
+using shardline::Layout;
+using shardline::Mesh;
+using test::axesAttr;
+using test::dot;
+using test::expectClose;
+using test::expectGradient;
+using test::Rng;
+using test::StepRig;
+using test::Vec;
+
+namespace {
+
+using Ids = std::vector<int32_t>;
+
+/// A dropless layer: tokens [B, S, H], top-k of E experts of width F.
+struct Layer {
+  int64_t B, S, H, F, E, k;
+  Vec x, w, gate, up, down;
+  Ids idx;
+  /// Every token's first choice is expert 0, so the rank that owns it
+  /// receives far more rows than the others; the rest are random.
+  Layer(int64_t B, int64_t S, int64_t H, int64_t F, int64_t E, int64_t k, uint64_t seed)
+      : B(B), S(S), H(H), F(F), E(E), k(k) {
+    Rng rng(seed);
+    x = rng.vec(B * S * H);
+    gate = rng.vec(E * H * F, -0.5f, 0.5f);
+    up = rng.vec(gate.size(), -0.5f, 0.5f);
+    down = rng.vec(E * F * H, -0.5f, 0.5f);
+    for (int64_t t = 0; t < B * S; ++t) {
+      float first = rng.uniform(0.5f, 0.9f);
+      for (int64_t j = 0; j < k; ++j) {
+        int32_t e = j == 0 ? 0 : 1 + (int32_t)(rng.next() % (uint64_t)(E - 1));
+        for (int64_t i = 1; i < j; ++i)
+          if (idx[t * k + i] == e)
+            e = 1 + e % (int32_t)(E - 1);
+        idx.push_back(e);
+        w.push_back(j == 0 ? first : (1.0f - first) / (float)(k - 1));
+      }
+    }
+  }
+  std::vector<std::vector<int64_t>> shapes(bool grad) const {
+    std::vector<std::vector<int64_t>> s = {{B, S, H}, {B, S, k}, {B, S, k},
+                                           {E, H, F}, {E, H, F}, {E, F, H}};
+    if (grad)
+      s.push_back({B, S, H});
+    return s;
+  }
+};
+
+/// The rig of moe_dropless (or its gradient) over `mesh`, tokens split along
+/// the sequence and experts over `axes` (none: one rank).
+StepRig rigOf(const Layer &l, bool grad, const Mesh &mesh, const std::vector<std::string> &axes) {
+  Layout tokens{{{}, axes, {}}, {}, -1}, experts{{axes, {}, {}}, {}, -1};
+  std::vector<Layout> layouts = {tokens, tokens, tokens, experts, experts, experts};
+  std::vector<std::vector<int64_t>> out = {{l.B, l.S, l.H}};
+  if (grad) {
+    layouts.push_back(tokens);
+    out = {{l.B, l.S, l.H}, {l.B, l.S, l.k}, {l.E, l.H, l.F}, {l.E, l.H, l.F}, {l.E, l.F, l.H}};
+    layouts.insert(layouts.end(), {tokens, tokens, experts, experts, experts});
+  } else {
+    layouts.push_back(tokens);
+  }
+  return StepRig(grad ? "moe_dropless_grad" : "moe_dropless", l.shapes(grad), out, {axesAttr(axes)},
+                 mesh, layouts);
+}
+
+/// The rows of t[B, S, C] at sequence positions [from, from + n).
+template <typename T>
+std::vector<T> seqRows(const std::vector<T> &t, int64_t B, int64_t S, int64_t C, int64_t from,
+                       int64_t n) {
+  std::vector<T> out;
+  for (int64_t b = 0; b < B; ++b)
+    out.insert(out.end(), t.begin() + (b * S + from) * C, t.begin() + (b * S + from + n) * C);
+  return out;
+}
+
+/// The experts [from, from + n) of w[E, ...] with `per` values each.
+Vec expertRows(const Vec &w, int64_t per, int64_t from, int64_t n) {
+  return Vec(w.begin() + from * per, w.begin() + (from + n) * per);
+}
+
+/// y of every token by a per-token loop over its choices.
+Vec perTokenLoop(const Layer &l) {
+  Vec y(l.B * l.S * l.H, 0.0f), g(l.F), u(l.F), a(l.F), o(l.H);
+  for (int64_t t = 0; t < l.B * l.S; ++t)
+    for (int64_t j = 0; j < l.k; ++j) {
+      int64_t e = l.idx[t * l.k + j];
+      cpu::linear(l.x.data() + t * l.H, l.gate.data() + e * l.H * l.F, 1, l.H, l.F, g.data());
+      cpu::linear(l.x.data() + t * l.H, l.up.data() + e * l.H * l.F, 1, l.H, l.F, u.data());
+      cpu::swiglu(g.data(), u.data(), l.F, a.data());
+      cpu::linear(a.data(), l.down.data() + e * l.F * l.H, 1, l.F, l.H, o.data());
+      for (int64_t h = 0; h < l.H; ++h)
+        y[t * l.H + h] += l.w[t * l.k + j] * o[h];
+    }
+  return y;
+}
+
+/// Runs the rig on one rank over the given buffers.
+void runOne(StepRig &rig, std::vector<BufferView> views) {
+  rig.views = std::move(views);
+  ASSERT_EQ(rig.verify(), "");
+  rig.step.kernel->run(rig.step, rig.frame);
+}
+
+Vec forwardOne(Layer &l) {
+  StepRig rig = rigOf(l, false, Mesh{}, {});
+  Vec y(l.B * l.S * l.H);
+  runOne(rig,
+         {BufferView(l.x.data(), (int64_t)l.x.size()), BufferView(l.w.data(), (int64_t)l.w.size()),
+          BufferView(l.idx.data(), (int64_t)l.idx.size()),
+          BufferView(l.gate.data(), (int64_t)l.gate.size()),
+          BufferView(l.up.data(), (int64_t)l.up.size()),
+          BufferView(l.down.data(), (int64_t)l.down.size()),
+          BufferView(y.data(), (int64_t)y.size())});
+  return y;
+}
+
+struct Grads {
+  Vec dx, dw, dgate, dup, ddown;
+};
+
+Grads backwardOne(Layer &l, Vec &dy) {
+  StepRig rig = rigOf(l, true, Mesh{}, {});
+  Grads g{Vec(l.x.size()), Vec(l.w.size()), Vec(l.gate.size()), Vec(l.up.size()),
+          Vec(l.down.size())};
+  runOne(rig,
+         {BufferView(l.x.data(), (int64_t)l.x.size()), BufferView(l.w.data(), (int64_t)l.w.size()),
+          BufferView(l.idx.data(), (int64_t)l.idx.size()),
+          BufferView(l.gate.data(), (int64_t)l.gate.size()),
+          BufferView(l.up.data(), (int64_t)l.up.size()),
+          BufferView(l.down.data(), (int64_t)l.down.size()),
+          BufferView(dy.data(), (int64_t)dy.size()), BufferView(g.dx.data(), (int64_t)g.dx.size()),
+          BufferView(g.dw.data(), (int64_t)g.dw.size()),
+          BufferView(g.dgate.data(), (int64_t)g.dgate.size()),
+          BufferView(g.dup.data(), (int64_t)g.dup.size()),
+          BufferView(g.ddown.data(), (int64_t)g.ddown.size())});
+  return g;
+}
+
+TEST(MoEDropless, OneRankIsThePerTokenLoop) {
+  Layer l(2, 5, 6, 4, 4, 2, 3);
+  expectClose(forwardOne(l), perTokenLoop(l), 1e-5, 1e-6, "y");
+}
+
+TEST(MoEDropless, GradientMatchesFiniteDifferences) {
+  Layer l(1, 4, 3, 4, 3, 2, 5);
+  Rng rng(9);
+  Vec r = rng.vec(l.x.size()), dy = r;
+  Grads g = backwardOne(l, dy);
+  auto J = [&] { return dot(r, forwardOne(l)); };
+  expectGradient(l.x, g.dx, J, "dx");
+  expectGradient(l.w, g.dw, J, "dweights");
+  expectGradient(l.gate, g.dgate, J, "dgate");
+  expectGradient(l.up, g.dup, J, "dup");
+  expectGradient(l.down, g.ddown, J, "ddown");
+}
+
+/// Runs fn(rank, collectives) on `n` thread ranks of one hub.
+void onRanks(int64_t n, const Mesh &mesh, const std::function<void(int64_t, Collectives &)> &fn) {
+  ThreadHub hub(n);
+  std::vector<std::thread> ranks;
+  for (int64_t r = 0; r < n; ++r)
+    ranks.emplace_back([&, r] {
+      ThreadComm comm(hub, r);
+      Collectives collectives(comm, mesh);
+      fn(r, collectives);
+    });
+  for (std::thread &t : ranks)
+    t.join();
+}
+
+/// The rows rank r of `n` sends to other ranks and receives from them, by
+/// the owner of each choice (expert e on rank e / (E / n)).
+std::pair<int64_t, int64_t> rowsCrossing(const Layer &l, int64_t n, int64_t r) {
+  int64_t L = l.S / n, El = l.E / n, out = 0, in = 0;
+  for (int64_t b = 0; b < l.B; ++b)
+    for (int64_t s = 0; s < l.S; ++s)
+      for (int64_t j = 0; j < l.k; ++j) {
+        int64_t from = s / L, to = l.idx[(b * l.S + s) * l.k + j] / El;
+        out += from == r && to != r;
+        in += to == r && from != r;
+      }
+  return {out, in};
+}
+
+/// moe_dropless and its gradient on `n` ranks (tokens along the sequence and
+/// experts both split over "ep") give every rank the single-rank run's rows
+/// and experts, and each sends exactly the counts, the rows and the returned
+/// rows its routing implies; the balanced figure is the report's formula.
+void checkRanks(int64_t n, int64_t E) {
+  Layer l(2, 8, 4, 3, E, 2, 11 + n);
+  Rng rng(13);
+  Vec dy = rng.vec(l.x.size());
+  Vec y = forwardOne(l);
+  Grads want = backwardOne(l, dy);
+  Mesh mesh{{{"ep", n}}};
+  const int64_t L = l.S / n, El = E / n, R = l.B * L * l.k;
+  std::vector<Vec> ys(n);
+  std::vector<Grads> gs(n);
+  std::vector<int64_t> bytes(n), gradBytes(n);
+  std::vector<VariableBytes> recorded(n), gradRecorded(n);
+  std::vector<std::vector<int64_t>> loads(n);
+  std::vector<std::string> errors(n);
+  onRanks(n, mesh, [&](int64_t r, Collectives &collectives) {
+    Vec x = seqRows(l.x, l.B, l.S, l.H, r * L, L), w = seqRows(l.w, l.B, l.S, l.k, r * L, L),
+        ldy = seqRows(dy, l.B, l.S, l.H, r * L, L);
+    Ids idx = seqRows(l.idx, l.B, l.S, l.k, r * L, L);
+    Vec gate = expertRows(l.gate, l.H * l.F, r * El, El),
+        up = expertRows(l.up, l.H * l.F, r * El, El),
+        down = expertRows(l.down, l.F * l.H, r * El, El);
+    std::map<int64_t, VariableBytes> variable;
+    std::map<int64_t, ExpertLoad> load;
+    std::vector<BufferView> in = {
+        BufferView(x.data(), (int64_t)x.size()),     BufferView(w.data(), (int64_t)w.size()),
+        BufferView(idx.data(), (int64_t)idx.size()), BufferView(gate.data(), (int64_t)gate.size()),
+        BufferView(up.data(), (int64_t)up.size()),   BufferView(down.data(), (int64_t)down.size())};
+    StepRig fwd = rigOf(l, false, mesh, {"ep"});
+    ys[r].resize(x.size());
+    fwd.views = in;
+    fwd.views.emplace_back(ys[r].data(), (int64_t)ys[r].size());
+    StepRig bwd = rigOf(l, true, mesh, {"ep"});
+    Grads &g = gs[r];
+    g = {Vec(x.size()), Vec(w.size()), Vec(gate.size()), Vec(up.size()), Vec(down.size())};
+    bwd.views = in;
+    for (Vec *v : {&ldy, &g.dx, &g.dw, &g.dgate, &g.dup, &g.ddown})
+      bwd.views.emplace_back(v->data(), (int64_t)v->size());
+    bwd.step.index = 1;
+    fwd.frame.expertLoad = &load;
+    for (StepRig *rig : {&fwd, &bwd}) {
+      rig->frame.self = r;
+      rig->frame.collectives = &collectives;
+      rig->frame.variableBytes = &variable;
+      errors[r] += rig->verify();
+    }
+    collectives.resetCount();
+    fwd.step.kernel->run(fwd.step, fwd.frame);
+    bytes[r] = collectives.bytesSent();
+    collectives.resetCount();
+    bwd.step.kernel->run(bwd.step, bwd.frame);
+    gradBytes[r] = collectives.bytesSent();
+    recorded[r] = variable[0];
+    gradRecorded[r] = variable[1];
+    loads[r] = load[0].kept;
+  });
+  int64_t counts = (n - 1) * El * 4, H = l.H;
+  bool unbalanced = false;
+  for (int64_t r = 0; r < n; ++r) {
+    EXPECT_EQ(errors[r], "") << r;
+    expectClose(ys[r], seqRows(y, l.B, l.S, l.H, r * L, L), 1e-5, 1e-6, "a rank's y");
+    expectClose(gs[r].dx, seqRows(want.dx, l.B, l.S, l.H, r * L, L), 1e-4, 1e-6, "a rank's dx");
+    expectClose(gs[r].dw, seqRows(want.dw, l.B, l.S, l.k, r * L, L), 1e-4, 1e-6,
+                "a rank's dweights");
+    // Every row of the group reached its owner: the weight gradients of a
+    // rank's experts are whole.
+    expectClose(gs[r].dgate, expertRows(want.dgate, H * l.F, r * El, El), 1e-4, 1e-6, "dgate");
+    expectClose(gs[r].dup, expertRows(want.dup, H * l.F, r * El, El), 1e-4, 1e-6, "dup");
+    expectClose(gs[r].ddown, expertRows(want.ddown, l.F * H, r * El, El), 1e-4, 1e-6, "ddown");
+    // The load readout counts the rows this rank's tokens send each expert.
+    std::vector<int64_t> kept(E, 0);
+    for (int32_t e : seqRows(l.idx, l.B, l.S, l.k, r * L, L))
+      ++kept[e];
+    EXPECT_EQ(loads[r], kept) << "rank " << r;
+    auto [out, in] = rowsCrossing(l, n, r);
+    unbalanced = unbalanced || out != in;
+    EXPECT_EQ(bytes[r], counts + (out + in) * H * 4) << "rank " << r;
+    EXPECT_EQ(gradBytes[r], counts + out * (2 * H * 4 + 4) + in * (H * 4 + 4)) << "rank " << r;
+    EXPECT_EQ(recorded[r].implied, bytes[r]) << "rank " << r;
+    EXPECT_EQ(gradRecorded[r].implied, gradBytes[r]) << "rank " << r;
+    EXPECT_EQ(recorded[r].balanced, counts + (n - 1) * 2 * R * H * 4 / n) << "rank " << r;
+    EXPECT_EQ(gradRecorded[r].balanced, counts + (n - 1) * R * (3 * H * 4 + 2 * 4) / n)
+        << "rank " << r;
+  }
+  EXPECT_TRUE(unbalanced) << "the routing must send some rank more than it receives";
+}
+
+TEST(MoEDroplessRanks, TwoRanksFourExpertsEach) { checkRanks(2, 8); }
+
+TEST(MoEDroplessRanks, FourRanksOneExpertEach) { checkRanks(4, 4); }
+
+TEST(MoEDroplessRanks, FourRanksTwoExpertsEach) { checkRanks(4, 8); }
+
+/// The contract refuses experts split over other axes than expert_axes and
+/// an expert index the layer does not have.
+TEST(MoEDroplessKernelEntries, RefuseWhatTheKernelCannotRoute) {
+  Layer l(1, 4, 2, 2, 4, 2, 1);
+  Mesh mesh{{{"ep", 2}}};
+  StepRig rig = rigOf(l, false, mesh, {"ep"});
+  rig.step.attrs = {axesAttr({})};
+  std::string why = rig.verify();
+  EXPECT_NE(why.find("gate's experts are split over [ep], not over attribute 'expert_axes' []"),
+            std::string::npos)
+      << why;
+  l.idx[3] = 4;
+  StepRig one = rigOf(l, false, Mesh{}, {});
+  Vec y(l.x.size());
+  one.views = {BufferView(l.x.data(), (int64_t)l.x.size()),
+               BufferView(l.w.data(), (int64_t)l.w.size()),
+               BufferView(l.idx.data(), (int64_t)l.idx.size()),
+               BufferView(l.gate.data(), (int64_t)l.gate.size()),
+               BufferView(l.up.data(), (int64_t)l.up.size()),
+               BufferView(l.down.data(), (int64_t)l.down.size()),
+               BufferView(y.data(), (int64_t)y.size())};
+  ASSERT_EQ(one.verify(), "");
+  try {
+    one.step.kernel->run(one.step, one.frame);
+    ADD_FAILURE() << "an index outside the experts ran";
+  } catch (Stop &stop) {
+    EXPECT_NE(stop.error.find("outside [0, 4), the experts"), std::string::npos) << stop.error;
+  }
+}
+
+} // namespace
