@@ -74,8 +74,16 @@ std::vector<Entry> entries() {
        dense,
        {"--tp", "2", "--sp", "--cp", "2", "--dp", "2"},
        {O::AllGather, O::ReduceScatter, O::SendRecv}},
-      {"moe dp2 ep2", moe, {"--dp", "2", "--ep", "2"}, {O::SendRecv}},
-      {"moe tp2 sp ep2", moe, {"--tp", "2", "--sp", "--ep", "2"}, {O::SendRecv}},
+      // Capacity mode: its all-to-alls are layout transitions (dropless MoE
+      // exchanges rows by count inside its kernel, which NCCL does not run).
+      {"moe dp2 ep2",
+       moe,
+       {"--dp", "2", "--ep", "2", "--moe-expert-capacity-factor", "1.0"},
+       {O::SendRecv}},
+      {"moe tp2 sp ep2",
+       moe,
+       {"--tp", "2", "--sp", "--ep", "2", "--moe-expert-capacity-factor", "1.0"},
+       {O::SendRecv}},
       {"mamba cp2", mamba, {"--cp", "2"}, {O::AllGather, O::SendRecv}},
       {"mamba tp2 sp cp2", mamba, {"--tp", "2", "--sp", "--cp", "2"}, {O::AllGather}},
       {"recurrent cp4 contiguous",
