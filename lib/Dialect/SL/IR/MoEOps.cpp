@@ -293,6 +293,17 @@ int64_t MoEDroplessGradOp::sentBytesPerRank(const shardline::Mesh &mesh) {
 /// Checks `group` = [rows, positions] against the tokens [b, s, ...] of
 /// `tokens` (named `tokensName`); returns the number of groups along each,
 /// {Gb, Gs}.
+/// A capacity op's experts (at least the k each token chooses) and capacity
+/// (at least one row per expert per group).
+static LogicalResult checkExpertsAndCapacity(Operation *op, int64_t experts, int64_t capacity,
+                                             int64_t k) {
+  if (experts < k)
+    return op->emitOpError("experts (") << experts << ") must be at least k (" << k << ")";
+  if (capacity < 1)
+    return op->emitOpError("capacity must be at least 1, got ") << capacity;
+  return success();
+}
+
 static FailureOr<std::pair<int64_t, int64_t>> checkGroups(Operation *op, ArrayRef<int64_t> group,
                                                           Value tokens, StringRef tokensName) {
   if (group.size() != 2)
@@ -370,11 +381,8 @@ LogicalResult MoECapacitySlotsOp::verify() {
       failed(checkRank(*this, getWeights(), "weights", 3)) ||
       failed(checkGroups(*this, getGroup(), getWeights(), "weights")))
     return failure();
-  if (getExperts() < shape(getWeights())[2])
-    return emitOpError("experts (")
-           << getExperts() << ") must be at least k (" << shape(getWeights())[2] << ")";
-  if (getCapacity() < 1)
-    return emitOpError("capacity must be at least 1, got ") << getCapacity();
+  if (failed(checkExpertsAndCapacity(*this, getExperts(), getCapacity(), shape(getWeights())[2])))
+    return failure();
   if (getDropPolicy() != "probs" && getDropPolicy() != "position")
     return emitOpError("drop_policy must be \"probs\" or \"position\", got \"")
            << getDropPolicy() << "\"";
@@ -396,11 +404,8 @@ LogicalResult MoEDispatchCapacityOp::verify() {
   if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getX(), "x", 3)) ||
       failed(checkRouting(*this, getIndices(), "indices", getX(), "x", 0)))
     return failure();
-  if (getExperts() < shape(getIndices())[2])
-    return emitOpError("experts (")
-           << getExperts() << ") must be at least k (" << shape(getIndices())[2] << ")";
-  if (getCapacity() < 1)
-    return emitOpError("capacity must be at least 1, got ") << getCapacity();
+  if (failed(checkExpertsAndCapacity(*this, getExperts(), getCapacity(), shape(getIndices())[2])))
+    return failure();
   FailureOr<std::pair<int64_t, int64_t>> groups = checkGroups(*this, getGroup(), getX(), "x");
   if (failed(groups))
     return failure();
@@ -742,11 +747,8 @@ LogicalResult MoECombineCapacityGradOp::verify() {
   if (failed(verifyStaticAndElementTypes(*this)) || failed(checkRank(*this, getDy(), "dy", 3)) ||
       failed(checkRouting(*this, getWeights(), "weights", getDy(), "dy", 0)))
     return failure();
-  if (getExperts() < shape(getWeights())[2])
-    return emitOpError("experts (")
-           << getExperts() << ") must be at least k (" << shape(getWeights())[2] << ")";
-  if (getCapacity() < 1)
-    return emitOpError("capacity must be at least 1, got ") << getCapacity();
+  if (failed(checkExpertsAndCapacity(*this, getExperts(), getCapacity(), shape(getWeights())[2])))
+    return failure();
   FailureOr<std::pair<int64_t, int64_t>> groups = checkGroups(*this, getGroup(), getDy(), "dy");
   return failure(failed(groups) ||
                  failed(checkBuffer(*this, getDexpertOut(), "dexpert_out", *groups, getDy(), "dy",
