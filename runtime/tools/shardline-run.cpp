@@ -274,8 +274,9 @@ void printLoadTable(const LayerLoad &layer, size_t i, const std::string &span) {
     order[e] = e;
   const size_t kShown = 16;
   if (experts > kShown)
-    std::stable_sort(order.begin(), order.end(),
-                     [&](size_t a, size_t b) { return total[a] > total[b]; });
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      return total[a] > total[b] || (total[a] == total[b] && a < b);
+    });
   int64_t sum = 0, most = 0;
   for (int64_t n : total)
     sum += n, most = std::max(most, n);
