@@ -261,8 +261,9 @@ void printRoutedRows(const std::vector<LayerLoad> &layers, const std::string &sp
 }
 
 /// The load-imbalance readout of one layer: per expert the rows it received
-/// from each rank (kept, and dropped in capacity mode), the experts as rows;
-/// of many experts the most loaded and the least.
+/// from each rank's tokens (kept, and dropped in capacity mode), the experts
+/// as rows, of many experts the most loaded and the least; then per rank the
+/// rows its tokens sent and the rows its experts received.
 void printLoadTable(const LayerLoad &layer, size_t i, const std::string &span) {
   const size_t experts = layer.kept.size(), ranks = experts ? layer.kept[0].size() : 0;
   std::vector<int64_t> total(experts, 0);
@@ -281,10 +282,11 @@ void printLoadTable(const LayerLoad &layer, size_t i, const std::string &span) {
   for (int64_t n : total)
     sum += n, most = std::max(most, n);
   double mean = experts ? (double)sum / (double)experts : 0;
-  std::printf("expert load, %s (%s): rows received per rank%s; most loaded %.2fx the mean\n",
+  std::printf("expert load, %s (%s): rows each expert received from each rank's tokens%s; most "
+              "loaded %.2fx the mean\n",
               layerName(layer, i).c_str(), span.c_str(), layer.capacity ? ", kept/dropped" : "",
               mean > 0 ? (double)most / mean : 0.0);
-  std::printf("%7s %11s", "expert", "total");
+  std::printf("%8s %11s", "expert", "total");
   for (size_t r = 0; r < ranks; ++r)
     std::printf(" %9s", ("rank " + std::to_string(r)).c_str());
   std::printf("\n");
@@ -296,7 +298,7 @@ void printLoadTable(const LayerLoad &layer, size_t i, const std::string &span) {
     int64_t dropped = 0;
     for (int64_t n : layer.dropped[e])
       dropped += n;
-    std::printf("%7zu %11s", e, cell(total[e], dropped).c_str());
+    std::printf("%8zu %11s", e, cell(total[e], dropped).c_str());
     for (size_t r = 0; r < ranks; ++r)
       std::printf(" %9s", cell(layer.kept[e][r], layer.dropped[e][r]).c_str());
     std::printf("\n");
@@ -304,9 +306,24 @@ void printLoadTable(const LayerLoad &layer, size_t i, const std::string &span) {
   for (size_t n = 0; n < std::min(experts, kShown); ++n)
     row(order[n]);
   if (experts > kShown) {
-    std::printf("%7s (%zu more experts; the least loaded:)\n", "...", experts - kShown - 1);
+    std::printf("%8s (%zu more experts; the least loaded:)\n", "...", experts - kShown - 1);
     row(order.back());
   }
+  // Per rank: what its tokens sent (kept/dropped in capacity mode), and what
+  // the experts it holds received from the ranks of its expert group.
+  std::vector<int64_t> sent = layer.sentByRank(), received = layer.receivedByRank();
+  std::vector<int64_t> droppedBy(ranks, 0);
+  for (size_t e = 0; e < experts; ++e)
+    for (size_t r = 0; r < ranks; ++r)
+      droppedBy[r] += layer.dropped[e][r];
+  int64_t allDropped = layer.total(layer.dropped);
+  std::printf("%8s %11s", "sent", cell(sum, allDropped).c_str());
+  for (size_t r = 0; r < ranks; ++r)
+    std::printf(" %9s", cell(sent[r], droppedBy[r]).c_str());
+  std::printf("\n%8s %11lld", "received", (long long)sum);
+  for (size_t r = 0; r < ranks; ++r)
+    std::printf(" %9lld", (long long)received[r]);
+  std::printf("\n");
 }
 
 int fail(const std::string &message, int status = 1) {
