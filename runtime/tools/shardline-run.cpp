@@ -18,6 +18,9 @@
 #include <string>
 #include <vector>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 using namespace shardline::rt;
 
 namespace {
@@ -344,33 +347,34 @@ using Json = nlohmann::ordered_json;
 /// reading fields (docs/report.md, "The report of a run").
 constexpr const char *kRunReportSchema = "shardline-run-report/1";
 
-/// The file of --report: opened (created or emptied) before the run, so that
-/// a path that cannot be written fails before any step runs, and written at
-/// the end. A run that stops before the end removes it.
+/// The file of --report. Before the run, a check that it can be written:
+/// an existing file is opened for writing (and left as it is), a new one
+/// created and removed again, so that a path that cannot be written fails
+/// before any step runs and a run that stops writes nothing. The document is
+/// written once the run ends.
 class ReportFile {
 public:
-  ReportFile() = default;
-  ReportFile(const ReportFile &) = delete;
-  ReportFile &operator=(const ReportFile &) = delete;
-  ~ReportFile() {
-    if (file) {
-      std::fclose(file);
-      std::remove(path.c_str());
-    }
-  }
-  bool open(const std::string &name, std::string &error) {
+  bool check(const std::string &name, std::string &error) {
     path = name;
-    file = std::fopen(name.c_str(), "w");
-    if (!file)
+    int fd = ::open(name.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0666);
+    if (fd >= 0) {
+      ::close(fd);
+      ::unlink(name.c_str());
+    } else if (errno == EEXIST && (fd = ::open(name.c_str(), O_WRONLY)) >= 0) {
+      ::close(fd);
+    } else {
       error = "cannot write the report of the run to '" + name + "': " + std::strerror(errno);
-    return file != nullptr;
+      return false;
+    }
+    checked = true;
+    return true;
   }
-  bool isOpen() const { return file != nullptr; }
+  bool isChecked() const { return checked; }
   bool write(const Json &doc, std::string &error) {
     std::string text = doc.dump(1) + "\n";
-    bool ok = std::fwrite(text.data(), 1, text.size(), file) == text.size();
-    ok = std::fclose(file) == 0 && ok;
-    file = nullptr;
+    FILE *file = std::fopen(path.c_str(), "w");
+    bool ok = file && std::fwrite(text.data(), 1, text.size(), file) == text.size();
+    ok = file && std::fclose(file) == 0 && ok;
     if (!ok)
       error = "cannot write the report of the run to '" + path + "'";
     return ok;
@@ -378,7 +382,7 @@ public:
 
 private:
   std::string path;
-  FILE *file = nullptr;
+  bool checked = false;
 };
 
 /// The MoE load of a run for its report: per layer, per expert the rows
@@ -620,7 +624,7 @@ int main(int argc, char **argv) {
   // The first rank writes the report of the run; a path it cannot write
   // stops every rank before the run starts.
   ReportFile reportOut;
-  if (!reportFile.empty() && (!mpi || mpi->rank() == 0) && !reportOut.open(reportFile, error))
+  if (!reportFile.empty() && (!mpi || mpi->rank() == 0) && !reportOut.check(reportFile, error))
     return rankError(error);
   const Backend *backend = findBackend(deviceName, error);
   if (!backend)
@@ -681,7 +685,7 @@ int main(int argc, char **argv) {
   // The report of the run: what ran and on what, then the figures as they
   // are printed.
   Json report;
-  if (reportOut.isOpen()) {
+  if (reportOut.isChecked()) {
     Json mesh = Json::object();
     for (const auto *axis : *root.mesh())
       mesh[axis->name()->str()] = axis->size();
@@ -768,7 +772,7 @@ int main(int argc, char **argv) {
       for (const auto &[size, calls] : run.collectivesByGroupSize)
         std::printf("collectives per step on groups of %lld ranks: %lld\n", (long long)size,
                     (long long)calls);
-      if (reportOut.isOpen()) {
+      if (reportOut.isChecked()) {
         Json ops = Json::array(), groups = Json::array();
         for (const auto &[kind, secs] : kinds)
           ops.push_back({{"op", kind},
@@ -800,7 +804,7 @@ int main(int argc, char **argv) {
               !variable   ? ""
               : restEqual ? " (MoE rows at balanced routing; the rest equal)"
                           : " (MoE rows at balanced routing; the rest DIFFER)");
-  if (reportOut.isOpen()) {
+  if (reportOut.isChecked()) {
     Json bytes = {{"measured", run.bytesSentPerRank},
                   {"report", root.comm_bytes_per_rank()},
                   {"measured_by_rank", run.bytesSentByRank}};
@@ -832,7 +836,7 @@ int main(int argc, char **argv) {
     if (!lossCurveFile.empty() &&
         !writeLossCurve(lossCurveFile, root.model()->str(), run.losses, {}))
       return fail("cannot write " + lossCurveFile);
-    if (reportOut.isOpen() && !reportOut.write(report, error))
+    if (reportOut.isChecked() && !reportOut.write(report, error))
       return fail(error);
     finalizeMpi();
     return 0;
@@ -1001,7 +1005,7 @@ int main(int argc, char **argv) {
   if (!lossCurveFile.empty() &&
       !writeLossCurve(lossCurveFile, root.model()->str(), run.losses, ref.losses))
     return fail("cannot write " + lossCurveFile);
-  if (reportOut.isOpen()) {
+  if (reportOut.isChecked()) {
     Json tolerance = Json::object();
     for (const auto &[dtype, t] : tolerances)
       tolerance[dtypeName(dtype)] = t;
