@@ -6,7 +6,7 @@
 # (every collective with its bytes per rank), and write the report as JSON and HTML. Then run it
 # partitioned on 8 thread ranks and verify it against the single-device run. Last, train it for
 # 20 steps on the same 8 ranks on the byte dataset, beside single-device training, with its
-# training report and loss curve (scripts/train-example.sh; SHARDLINE_TRAIN_STEPS=200 for the
+# training report, the report of the run and the loss curve (scripts/train-example.sh; SHARDLINE_TRAIN_STEPS=200 for the
 # README's longer run).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -4,8 +4,10 @@
 # ranks, on the byte dataset build/data/gpl3.bin, beside single-device training (--verify: every
 # step's loss and the final weights, the single-device run routing tokens to the experts the
 # partitioned run chose), with Megatron's warmup + cosine learning-rate schedule.
-# Writes the training report (build/nam56r-tiny.train.report.json) and the loss curve
-# (build/nam56r-tiny.loss.svg) beside the forward report.
+# Writes the training report (build/nam56r-tiny.train.report.json), the report of the run
+# (build/nam56r-tiny.train.run.json: each step's loss and time, bytes, the MoE load per expert and
+# rank, --verify's figures; docs/report.md) and the loss curve (build/nam56r-tiny.loss.svg) beside
+# the forward report.
 #
 # Usage: scripts/train-example.sh [STEPS]   (default 20; the README's run is 200)
 # Needs a build (scripts/main-job.sh makes one); SHARDLINE_BUILD_DIR picks another build dir.
@@ -43,4 +45,5 @@ set -x
   --emit plan -o "$build/nam56r-tiny.train.slp"
 "$build/bin/shardline-run" "$build/nam56r-tiny.train.slp" --train --steps "$steps" \
   --lr 1e-3 --lr-warmup-iters $((steps / 10)) --lr-decay-style cosine --min-lr 1e-4 \
-  --data "$build/data/gpl3.bin" --verify "${tolerance[@]}" --loss-curve "$build/nam56r-tiny.loss.svg"
+  --data "$build/data/gpl3.bin" --verify "${tolerance[@]}" --loss-curve "$build/nam56r-tiny.loss.svg" \
+  --report "$build/nam56r-tiny.train.run.json"

@@ -5,7 +5,10 @@
 #include "core/plan.h"
 #include "exec/executor.h"
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -14,6 +17,9 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 using namespace shardline::rt;
 
@@ -26,7 +32,7 @@ void usage(FILE *out) {
                "                     [--weights W.safetensors] [--save-weights W.safetensors]\n"
                "                     [--data FILE [--data-dtype u16|u32]]\n"
                "                     [--save-outputs FILE.safetensors]\n"
-               "                     [--steps N] [--profile]\n"
+               "                     [--steps N] [--profile] [--report FILE.json]\n"
                "                     [--verify [--rtol X] [--verify-routing replay|own]]\n"
                "                     [--timeout SECONDS]\n"
                "                     [--train [--lr X] [--adam-beta1 X] [--adam-beta2 X]\n"
@@ -70,7 +76,16 @@ void usage(FILE *out) {
                "              the first rank (exchanges include waiting for the others) and\n"
                "              how many collectives a step ran on groups of each size; and\n"
                "              each MoE layer's expert load: per expert and rank, the routed\n"
-               "              rows received (kept) and, in capacity mode, dropped\n"
+               "              rows the expert received from the rank's tokens (kept) and, in\n"
+               "              capacity mode, dropped; per rank, the rows its tokens sent and\n"
+               "              the rows the experts it holds received\n"
+               "  --report FILE.json  write the report of the run: one JSON document with\n"
+               "              the plan, mesh, device and options, each step's time (and loss),\n"
+               "              the bytes sent and arena peak measured beside the plan's, each MoE\n"
+               "              layer's load per expert and rank, --profile's table and --verify's\n"
+               "              figures (docs/report.md). The first rank writes it, every rank's\n"
+               "              figures gathered; a path that cannot be written fails before the\n"
+               "              run starts\n"
                "  --steps N   run N forward passes and print the time per step, tokens/s and\n"
                "              the time per op (default 1); with N > 1 one more, untimed step\n"
                "              runs first\n"
@@ -261,8 +276,9 @@ void printRoutedRows(const std::vector<LayerLoad> &layers, const std::string &sp
 }
 
 /// The load-imbalance readout of one layer: per expert the rows it received
-/// from each rank (kept, and dropped in capacity mode), the experts as rows;
-/// of many experts the most loaded and the least.
+/// from each rank's tokens (kept, and dropped in capacity mode), the experts
+/// as rows, of many experts the most loaded and the least; then per rank the
+/// rows its tokens sent and the rows its experts received.
 void printLoadTable(const LayerLoad &layer, size_t i, const std::string &span) {
   const size_t experts = layer.kept.size(), ranks = experts ? layer.kept[0].size() : 0;
   std::vector<int64_t> total(experts, 0);
@@ -281,10 +297,11 @@ void printLoadTable(const LayerLoad &layer, size_t i, const std::string &span) {
   for (int64_t n : total)
     sum += n, most = std::max(most, n);
   double mean = experts ? (double)sum / (double)experts : 0;
-  std::printf("expert load, %s (%s): rows received per rank%s; most loaded %.2fx the mean\n",
+  std::printf("expert load, %s (%s): rows each expert received from each rank's tokens%s; most "
+              "loaded %.2fx the mean\n",
               layerName(layer, i).c_str(), span.c_str(), layer.capacity ? ", kept/dropped" : "",
               mean > 0 ? (double)most / mean : 0.0);
-  std::printf("%7s %11s", "expert", "total");
+  std::printf("%8s %11s", "expert", "total");
   for (size_t r = 0; r < ranks; ++r)
     std::printf(" %9s", ("rank " + std::to_string(r)).c_str());
   std::printf("\n");
@@ -296,7 +313,7 @@ void printLoadTable(const LayerLoad &layer, size_t i, const std::string &span) {
     int64_t dropped = 0;
     for (int64_t n : layer.dropped[e])
       dropped += n;
-    std::printf("%7zu %11s", e, cell(total[e], dropped).c_str());
+    std::printf("%8zu %11s", e, cell(total[e], dropped).c_str());
     for (size_t r = 0; r < ranks; ++r)
       std::printf(" %9s", cell(layer.kept[e][r], layer.dropped[e][r]).c_str());
     std::printf("\n");
@@ -304,9 +321,123 @@ void printLoadTable(const LayerLoad &layer, size_t i, const std::string &span) {
   for (size_t n = 0; n < std::min(experts, kShown); ++n)
     row(order[n]);
   if (experts > kShown) {
-    std::printf("%7s (%zu more experts; the least loaded:)\n", "...", experts - kShown - 1);
+    std::printf("%8s (%zu more experts; the least loaded:)\n", "...", experts - kShown - 1);
     row(order.back());
   }
+  // Per rank: what its tokens sent (kept/dropped in capacity mode), and what
+  // the experts it holds received from the ranks of its expert group.
+  std::vector<int64_t> sent = layer.sentByRank(), received = layer.receivedByRank();
+  std::vector<int64_t> droppedBy(ranks, 0);
+  for (size_t e = 0; e < experts; ++e)
+    for (size_t r = 0; r < ranks; ++r)
+      droppedBy[r] += layer.dropped[e][r];
+  int64_t allDropped = layer.total(layer.dropped);
+  std::printf("%8s %11s", "sent", cell(sum, allDropped).c_str());
+  for (size_t r = 0; r < ranks; ++r)
+    std::printf(" %9s", cell(sent[r], droppedBy[r]).c_str());
+  std::printf("\n%8s %11lld", "received", (long long)sum);
+  for (size_t r = 0; r < ranks; ++r)
+    std::printf(" %9lld", (long long)received[r]);
+  std::printf("\n");
+}
+
+using Json = nlohmann::ordered_json;
+
+/// The version of the report of a run's document: a reader checks it before
+/// reading fields (docs/report.md, "The report of a run").
+constexpr const char *kRunReportSchema = "shardline-run-report/1";
+
+/// The file of --report. Before the run, a check that it can be written:
+/// an existing file is opened for writing (and left as it is), a new one
+/// created and removed again, so that a path that cannot be written fails
+/// before any step runs and a run that stops writes nothing. The document is
+/// written once the run ends.
+class ReportFile {
+public:
+  bool check(const std::string &name, std::string &error) {
+    path = name;
+    int fd = ::open(name.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0666);
+    if (fd >= 0) {
+      ::close(fd);
+      ::unlink(name.c_str());
+    } else if (errno == EEXIST && (fd = ::open(name.c_str(), O_WRONLY)) >= 0) {
+      ::close(fd);
+    } else {
+      error = "cannot write the report of the run to '" + name + "': " + std::strerror(errno);
+      return false;
+    }
+    checked = true;
+    return true;
+  }
+  bool isChecked() const { return checked; }
+  bool write(const Json &doc, std::string &error) {
+    std::string text = doc.dump(1) + "\n";
+    FILE *file = std::fopen(path.c_str(), "w");
+    bool ok = file && std::fwrite(text.data(), 1, text.size(), file) == text.size();
+    ok = file && std::fclose(file) == 0 && ok;
+    if (!ok)
+      error = "cannot write the report of the run to '" + path + "'";
+    return ok;
+  }
+
+private:
+  std::string path;
+  bool checked = false;
+};
+
+/// The MoE load of a run for its report: per layer, per expert the rows
+/// received from each rank's tokens (kept) and dropped, per rank the rows its
+/// tokens sent and its experts received.
+Json loadJson(const std::vector<LayerLoad> &layers, const std::string &span) {
+  Json layersJson = Json::array();
+  int64_t routed = 0, dropped = 0;
+  for (const LayerLoad &layer : layers) {
+    const size_t experts = layer.kept.size(), ranks = experts ? layer.kept[0].size() : 0;
+    int64_t kept = layer.total(layer.kept), lost = layer.total(layer.dropped), most = 0;
+    Json expertsJson = Json::array();
+    for (size_t e = 0; e < experts; ++e) {
+      int64_t received = 0, droppedHere = 0;
+      for (size_t r = 0; r < ranks; ++r)
+        received += layer.kept[e][r], droppedHere += layer.dropped[e][r];
+      most = std::max(most, received);
+      Json entry = {{"expert", e}, {"received", received}};
+      if (layer.capacity)
+        entry["dropped"] = droppedHere;
+      entry["received_from_rank"] = layer.kept[e];
+      if (layer.capacity)
+        entry["dropped_from_rank"] = layer.dropped[e];
+      expertsJson.push_back(std::move(entry));
+    }
+    std::vector<int64_t> sent = layer.sentByRank(), sentOff = layer.sentByRank(true),
+                         received = layer.receivedByRank(),
+                         receivedOff = layer.receivedByRank(true);
+    Json ranksJson = Json::array();
+    for (size_t r = 0; r < ranks; ++r) {
+      Json entry = {{"rank", r}, {"sent", sent[r]}, {"sent_to_other_ranks", sentOff[r]}};
+      if (layer.capacity) {
+        int64_t d = 0;
+        for (size_t e = 0; e < experts; ++e)
+          d += layer.dropped[e][r];
+        entry["dropped"] = d;
+      }
+      entry["received"] = received[r];
+      entry["received_from_other_ranks"] = receivedOff[r];
+      ranksJson.push_back(std::move(entry));
+    }
+    double mean = experts ? (double)kept / (double)experts : 0;
+    Json layerJson = {{"block", layer.block},
+                      {"mode", layer.capacity ? "capacity" : "dropless"},
+                      {"routed", kept + lost},
+                      {"dropped", lost},
+                      {"experts", experts},
+                      {"most_loaded_over_mean", mean > 0 ? most / mean : 0},
+                      {"per_expert", std::move(expertsJson)},
+                      {"per_rank", std::move(ranksJson)}};
+    layersJson.push_back(std::move(layerJson));
+    routed += kept + lost, dropped += lost;
+  }
+  return {
+      {"span", span}, {"routed", routed}, {"dropped", dropped}, {"layers", std::move(layersJson)}};
 }
 
 int fail(const std::string &message, int status = 1) {
@@ -322,7 +453,7 @@ int main(int argc, char **argv) {
   bool verify = false, profile = false, replayRouting = true, routingGiven = false;
   double rtol = -1, timeout = kDefaultTimeoutSeconds;
   std::string weightsFile, saveWeightsFile, dataFile, dataDType = "u16", saveOutputsFile,
-                                                      lossCurveFile;
+                                                      lossCurveFile, reportFile;
   bool train = false;
   TrainOptions hyper;
   std::map<std::string, double *> hyperFlags = {{"--lr", &hyper.lr},
@@ -411,13 +542,14 @@ int main(int argc, char **argv) {
           commName != "mpi+nccl")
         return fail("--comm must be threads, mpi, nccl or mpi+nccl, got '" + commName + "'");
     } else if (a == "--weights" || a == "--save-weights" || a == "--data" ||
-               a == "--save-outputs" || a == "--loss-curve") {
+               a == "--save-outputs" || a == "--loss-curve" || a == "--report") {
       if (i + 1 >= argc)
         return fail(a + " needs a file");
       (a == "--weights"        ? weightsFile
        : a == "--save-weights" ? saveWeightsFile
        : a == "--data"         ? dataFile
        : a == "--loss-curve"   ? lossCurveFile
+       : a == "--report"       ? reportFile
                                : saveOutputsFile) = argv[++i];
     } else if (a == "--device") {
       if (i + 1 >= argc)
@@ -489,6 +621,11 @@ int main(int argc, char **argv) {
   };
   if (!plan)
     return rankError(error);
+  // The first rank writes the report of the run; a path it cannot write
+  // stops every rank before the run starts.
+  ReportFile reportOut;
+  if (!reportFile.empty() && (!mpi || mpi->rank() == 0) && !reportOut.check(reportFile, error))
+    return rankError(error);
   const Backend *backend = findBackend(deviceName, error);
   if (!backend)
     return rankError(error);
@@ -517,10 +654,14 @@ int main(int argc, char **argv) {
   options.dataDType = dataDType;
   options.saveOutputsFile = saveOutputsFile;
   options.timeoutSeconds = timeout;
+  // The number of each step the run trained (from 1, or on from the steps
+  // the loaded weights had).
+  std::vector<int64_t> stepNumbers;
   if (train) {
     options.train = hyper;
     // Each step's loss as it ends (rank 0 prints; under MPI the first process).
-    options.onLoss = [](int64_t step, double loss) {
+    options.onLoss = [&stepNumbers](int64_t step, double loss) {
+      stepNumbers.push_back(step);
       std::printf("step %lld: loss %.6f\n", (long long)step, loss);
       std::fflush(stdout);
     };
@@ -541,6 +682,69 @@ int main(int argc, char **argv) {
     return 0;
   }
   const shardline::plan::Plan &root = *plan->root();
+  // The report of the run: what ran and on what, then the figures as they
+  // are printed.
+  Json report;
+  if (reportOut.isChecked()) {
+    Json mesh = Json::object();
+    for (const auto *axis : *root.mesh())
+      mesh[axis->name()->str()] = axis->size();
+    Json opts = {{"seed", seed},
+                 {"steps", options.steps},
+                 {"train", train},
+                 {"data", dataFile.empty() ? Json() : Json(dataFile)},
+                 {"data_dtype", dataFile.empty() ? Json() : Json(dataDType)},
+                 {"weights", weightsFile.empty() ? Json() : Json(weightsFile)},
+                 {"profile", profile},
+                 {"verify", verify},
+                 {"timeout_seconds", timeout}};
+    if (train) {
+      const char *decay = hyper.decay == TrainOptions::Decay::Constant ? "constant"
+                          : hyper.decay == TrainOptions::Decay::Linear ? "linear"
+                                                                       : "cosine";
+      opts["optimizer"] = {
+          {"lr", hyper.lr},
+          {"adam_beta1", hyper.beta1},
+          {"adam_beta2", hyper.beta2},
+          {"adam_eps", hyper.eps},
+          {"weight_decay", hyper.weightDecay},
+          {"clip_grad", hyper.clipGrad},
+          {"lr_warmup_iters", hyper.warmupSteps},
+          {"lr_warmup_init", hyper.warmupInit},
+          {"lr_decay_style", decay},
+          {"lr_decay_iters", hyper.decaySteps > 0 ? Json(hyper.decaySteps) : Json()},
+          {"min_lr", hyper.minLr}};
+    }
+    report = {{"schema", kRunReportSchema},
+              {"plan", planPath.empty() ? Json(argv[0]) : Json(planPath)},
+              {"plan_embedded", planPath.empty()},
+              {"model", root.model()->str()},
+              {"ranks", run.ranks},
+              {"mesh", std::move(mesh)},
+              {"device", deviceName},
+              {"comm", commName},
+              {"options", std::move(opts)}};
+    Json stepsJson = Json::array();
+    for (size_t k = 0; k < run.stepTimes.size(); ++k) {
+      Json step = {{"step", k < stepNumbers.size() ? stepNumbers[k] : (int64_t)k + 1},
+                   {"seconds", run.stepTimes[k]}};
+      if (k < run.losses.size())
+        step["loss"] = run.losses[k];
+      stepsJson.push_back(std::move(step));
+    }
+    report["seconds"] = run.seconds;
+    report["steps"] = std::move(stepsJson);
+    Json outputs = Json::array();
+    for (size_t i = 0; i < run.outputs.size(); ++i) {
+      Json output = {{"name", run.outputNames[i]},
+                     {"dtype", dtypeName(run.outputTypes[i])},
+                     {"shape", run.outputShapes[i]}};
+      if (run.outputs[i].size() == 1)
+        output["value"] = run.outputs[i][0];
+      outputs.push_back(std::move(output));
+    }
+    report["outputs"] = std::move(outputs);
+  }
   std::printf("model %s on %lld ranks (%s%s%s), seed %lld\n", root.model()->c_str(),
               (long long)run.ranks, commName.c_str(), deviceName == "cpu" ? "" : ", ",
               deviceName == "cpu" ? "" : deviceName.c_str(), (long long)seed);
@@ -568,6 +772,18 @@ int main(int argc, char **argv) {
       for (const auto &[size, calls] : run.collectivesByGroupSize)
         std::printf("collectives per step on groups of %lld ranks: %lld\n", (long long)size,
                     (long long)calls);
+      if (reportOut.isChecked()) {
+        Json ops = Json::array(), groups = Json::array();
+        for (const auto &[kind, secs] : kinds)
+          ops.push_back({{"op", kind},
+                         {"count", counts[kind]},
+                         {"seconds_per_step", secs},
+                         {"share", secs / perStep}});
+        for (const auto &[size, calls] : run.collectivesByGroupSize)
+          groups.push_back({{"ranks", size}, {"calls_per_step", calls}});
+        report["profile"] = {
+            {"rank", 0}, {"ops", std::move(ops)}, {"collectives_by_group_size", std::move(groups)}};
+      }
     }
   } else if (profile) {
     std::fprintf(stderr, "shardline-run: note: --profile needs --steps N with N > 1\n");
@@ -578,11 +794,36 @@ int main(int argc, char **argv) {
   if (profile)
     for (size_t i = 0; i < run.expertLoad.size(); ++i)
       printLoadTable(run.expertLoad[i], i, span);
-  std::printf("bytes sent per rank: %lld measured, %lld in the report\n",
-              (long long)run.bytesSentPerRank, (long long)root.comm_bytes_per_rank());
   // Dropless MoE sends what its routing sends; the report states it at
-  // balanced routing.
-  if (run.variableBytesBalanced > 0 || run.variableBytesMeasured > 0)
+  // balanced routing, and the rest of the report is exact.
+  bool variable = run.variableBytesBalanced > 0 || run.variableBytesMeasured > 0;
+  bool restEqual = run.bytesSentPerRank - run.variableBytesMeasured ==
+                   root.comm_bytes_per_rank() - run.variableBytesBalanced;
+  std::printf("bytes sent per rank: %lld measured, %lld in the report%s\n",
+              (long long)run.bytesSentPerRank, (long long)root.comm_bytes_per_rank(),
+              !variable   ? ""
+              : restEqual ? " (MoE rows at balanced routing; the rest equal)"
+                          : " (MoE rows at balanced routing; the rest DIFFER)");
+  if (reportOut.isChecked()) {
+    Json bytes = {{"measured", run.bytesSentPerRank},
+                  {"report", root.comm_bytes_per_rank()},
+                  {"measured_by_rank", run.bytesSentByRank}};
+    if (variable)
+      bytes["moe_rows"] = {{"measured", run.variableBytesMeasured},
+                           {"balanced_routing", run.variableBytesBalanced},
+                           {"exact", run.variableBytesExact},
+                           {"mismatch", run.variableBytesMismatch.empty()
+                                            ? Json()
+                                            : Json(run.variableBytesMismatch)},
+                           {"rest_equal", restEqual}};
+    report["bytes_sent_per_rank"] = std::move(bytes);
+    report["arena_bytes_per_rank"] = {{"measured_peak", run.arenaPeak},
+                                      {"planned", root.arena_bytes()},
+                                      {"live_peak", run.liveBytesPeak}};
+    if (!run.expertLoad.empty())
+      report["moe"] = loadJson(run.expertLoad, span);
+  }
+  if (variable)
     std::printf("MoE rows: %lld bytes per rank measured, %lld at balanced routing; every rank "
                 "sent %s its counts imply%s%s\n",
                 (long long)run.variableBytesMeasured, (long long)run.variableBytesBalanced,
@@ -595,6 +836,8 @@ int main(int argc, char **argv) {
     if (!lossCurveFile.empty() &&
         !writeLossCurve(lossCurveFile, root.model()->str(), run.losses, {}))
       return fail("cannot write " + lossCurveFile);
+    if (reportOut.isChecked() && !reportOut.write(report, error))
+      return fail(error);
     finalizeMpi();
     return 0;
   }
@@ -619,6 +862,7 @@ int main(int argc, char **argv) {
   RunResult ref = runPlan(*plan, options);
   if (!ref.error.empty())
     return fail("single-device run: " + ref.error);
+  Json verified = Json::object();
   // Relative error of an output: its largest absolute error over its largest
   // reference magnitude (elementwise ratios blow up on values near zero),
   // within the tolerance of the type the output is held in.
@@ -698,6 +942,21 @@ int main(int argc, char **argv) {
                 worstElement.c_str(), momentRel, worstMoment.empty() ? "none" : worstMoment.c_str(),
                 tolerance);
     withinTolerance = withinTolerance && trained;
+    verified["training"] = {{"steps", run.losses.size()},
+                            {"loss_max_rel_error", lossRel},
+                            {"weights_max_rel_error", weightRel},
+                            {"worst_weight", worstWeight},
+                            {"weights_elementwise_max_rel_error", elementRel},
+                            {"worst_element", worstElement},
+                            {"moments_max_rel_error", momentRel},
+                            {"worst_moment", worstMoment.empty() ? Json() : Json(worstMoment)},
+                            {"tolerance", tolerance},
+                            {"single_device_losses", ref.losses}};
+    verified["routing"] = {{"mode", replayRouting ? "replay" : "own"}};
+    if (routing.tokens > 0) {
+      verified["routing"]["differing"] = routing.differing;
+      verified["routing"]["tokens"] = routing.tokens;
+    }
     if (routing.tokens > 0)
       std::printf("routing: the single-device run took the partitioned run's expert choices; on "
                   "its own it would have chosen differently for %lld of %lld tokens over all "
@@ -705,9 +964,7 @@ int main(int argc, char **argv) {
                   (long long)routing.differing, (long long)routing.tokens);
   }
   // Every other op sends exactly what the report says.
-  bool bytesMatch =
-      run.variableBytesExact && run.bytesSentPerRank - run.variableBytesMeasured ==
-                                    root.comm_bytes_per_rank() - run.variableBytesBalanced;
+  bool bytesMatch = run.variableBytesExact && restEqual;
   bool peakMatch = run.arenaPeak == root.arena_bytes();
   // Groups are a property of the program, so both runs drop the same
   // choices of every layer.
@@ -730,6 +987,15 @@ int main(int argc, char **argv) {
     std::printf("dropped routed rows: %lld partitioned, %lld single-device: %s%s\n",
                 (long long)mine, (long long)theirs, dropsMatch ? "match" : "DO NOT match",
                 perLayer.c_str());
+    Json layers = Json::array();
+    for (size_t i = 0; i < run.expertLoad.size() && i < ref.expertLoad.size(); ++i)
+      layers.push_back({{"block", run.expertLoad[i].block},
+                        {"partitioned", run.expertLoad[i].total(run.expertLoad[i].dropped)},
+                        {"single_device", ref.expertLoad[i].total(ref.expertLoad[i].dropped)}});
+    verified["dropped"] = {{"partitioned", mine},
+                           {"single_device", theirs},
+                           {"match", dropsMatch},
+                           {"layers", std::move(layers)}};
   }
   bool pass = withinTolerance && bytesMatch && peakMatch && dropsMatch;
   std::printf("verify against the single-device run: max abs error %.3g, max rel error %.3g; "
@@ -739,6 +1005,19 @@ int main(int argc, char **argv) {
   if (!lossCurveFile.empty() &&
       !writeLossCurve(lossCurveFile, root.model()->str(), run.losses, ref.losses))
     return fail("cannot write " + lossCurveFile);
+  if (reportOut.isChecked()) {
+    Json tolerance = Json::object();
+    for (const auto &[dtype, t] : tolerances)
+      tolerance[dtypeName(dtype)] = t;
+    Json head = {{"max_abs_error", maxAbs},           {"max_rel_error", maxRel},
+                 {"tolerance", std::move(tolerance)}, {"within_tolerance", withinTolerance},
+                 {"bytes_match", bytesMatch},         {"arena_peak_matches", peakMatch}};
+    head.update(verified);
+    head["result"] = pass ? "PASS" : "FAIL";
+    report["verify"] = std::move(head);
+    if (!reportOut.write(report, error))
+      return fail(error);
+  }
   std::printf("%s\n", pass ? "PASS" : "FAIL");
   finalizeMpi();
   return pass ? 0 : 1;

@@ -312,6 +312,45 @@ private:
              "--save-outputs are given must agree on every rank");
   }
 
+  /// For the MoE layer whose routing op is `index`, owner[e][r]: the rank
+  /// whose experts receive the rows rank r's tokens route to expert e. The
+  /// experts' weights (operand 'gate' of the layer's sl.moe_dropless, or of
+  /// the first sl.moe_experts after the routing op) split their first
+  /// dimension over the expert group's axes: the rows go to the member of
+  /// r's group that holds e. Costs experts x ranks, never tensor extents.
+  std::vector<std::vector<int64_t>> expertOwners(int64_t index, int64_t experts) const {
+    std::vector<std::vector<int64_t>> owner(experts, std::vector<int64_t>(ranks));
+    for (int64_t e = 0; e < experts; ++e)
+      for (int64_t r = 0; r < ranks; ++r)
+        owner[e][r] = r;
+    int32_t gate = -1;
+    for (int64_t i = index; gate < 0 && i < (int64_t)p.ops()->size(); ++i) {
+      const auto *op = p.ops()->Get((flatbuffers::uoffset_t)i);
+      std::string kind = op->kind()->str();
+      if (kind != "moe_dropless" && kind != "moe_experts")
+        continue;
+      for (flatbuffers::uoffset_t o = 0;
+           op->operand_names() && o < op->operand_names()->size() && o < op->operands()->size();
+           ++o)
+        if (op->operand_names()->Get(o)->str() == "gate")
+          gate = op->operands()->Get(o);
+      if (gate < 0)
+        break;
+    }
+    if (gate < 0 || tensors[gate].shape.empty() || tensors[gate].shape[0] != experts)
+      return owner;
+    const TensorInfo &weights = tensors[gate];
+    const std::vector<std::string> &axes = weights.layout.dims[0];
+    if (axes.empty())
+      return owner;
+    for (int64_t r = 0; r < ranks; ++r)
+      for (int64_t member : mesh.group(r, axes))
+        for (const TokenRun &run : tokenRuns(weights.layout, mesh, weights.shape, 0, member))
+          for (int64_t e = run.start; e < run.end(); ++e)
+            owner[e][r] = member;
+    return owner;
+  }
+
   /// The largest of a figure over the ranks.
   int64_t maxOverRanks(int64_t value) {
     std::vector<uint64_t> all = collectives.gatherWord((uint64_t)value);
@@ -681,9 +720,15 @@ RunResult RankRun::run() {
     // step's outputs).
     int32_t loss = options.train ? lossOutput() : -1;
     for (int64_t step = 0; step < std::max<int64_t>(1, options.steps); ++step) {
+      auto stepStart = std::chrono::steady_clock::now();
       runStep();
+      std::vector<float> value;
+      if (loss >= 0)
+        value = gatherToFirst(loss);
+      if (self == 0)
+        result.stepTimes.push_back(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - stepStart).count());
       if (loss >= 0) {
-        std::vector<float> value = gatherToFirst(loss);
         if (self == 0) {
           result.losses.push_back(value[0]);
           if (options.onLoss)
@@ -705,8 +750,13 @@ RunResult RankRun::run() {
     // send from different ranks), so the measure is the sum of each op's
     // largest count over the ranks.
     result.bytesSentPerRank = 0;
-    for (int64_t sent : stepBytes)
+    int64_t sentByThisRank = 0;
+    for (int64_t sent : stepBytes) {
       result.bytesSentPerRank += maxOverRanks(sent);
+      sentByThisRank += sent;
+    }
+    for (uint64_t sent : collectives.gatherWord((uint64_t)sentByThisRank))
+      result.bytesSentByRank.push_back((int64_t)sent);
     for (const auto &[index, bytes] : variableBytes) {
       result.variableBytesMeasured += maxOverRanks(stepBytes[index]);
       result.variableBytesBalanced += maxOverRanks(bytes.balanced);
@@ -722,6 +772,7 @@ RunResult RankRun::run() {
       const auto *op = p.ops()->Get(index);
       layer.block = op->block();
       layer.capacity = op->kind()->str() == "moe_capacity_slots";
+      layer.owner = expertOwners(index, (int64_t)load.kept.size());
       for (size_t e = 0; e < load.kept.size(); ++e) {
         std::vector<uint64_t> kept = collectives.gatherWord((uint64_t)load.kept[e]);
         std::vector<uint64_t> dropped = collectives.gatherWord((uint64_t)load.dropped[e]);
@@ -776,6 +827,26 @@ RunResult RankRun::run() {
 }
 
 } // namespace
+
+std::vector<int64_t> LayerLoad::sentByRank(bool offRank) const {
+  std::vector<int64_t> sent(kept.empty() ? 0 : kept[0].size(), 0);
+  for (size_t e = 0; e < kept.size(); ++e)
+    for (size_t r = 0; r < kept[e].size(); ++r)
+      if (!offRank || (e < owner.size() && owner[e][r] != (int64_t)r))
+        sent[r] += kept[e][r];
+  return sent;
+}
+
+std::vector<int64_t> LayerLoad::receivedByRank(bool offRank) const {
+  std::vector<int64_t> received(kept.empty() ? 0 : kept[0].size(), 0);
+  for (size_t e = 0; e < kept.size(); ++e)
+    for (size_t r = 0; r < kept[e].size(); ++r) {
+      int64_t to = e < owner.size() ? owner[e][r] : (int64_t)r;
+      if (!offRank || to != (int64_t)r)
+        received[to] += kept[e][r];
+    }
+  return received;
+}
 
 std::string checkProgram(const LoadedPlan &plan, const Backend &backend) {
   if (std::string why = missingKernel(*plan.root(), backend); !why.empty())

@@ -123,6 +123,11 @@ struct LayerLoad {
   int64_t block = -1;    ///< the model block of the layer, or -1
   bool capacity = false; ///< capacity mode (else dropless: nothing dropped)
   std::vector<std::vector<int64_t>> kept, dropped; ///< [expert][rank]
+  /// owner[expert][rank]: the rank that holds the expert for the rows of
+  /// that rank's tokens (the member of its expert group whose part of the
+  /// expert weights' first dimension holds the expert), where its kept rows
+  /// go; the rank itself when the experts are not split.
+  std::vector<std::vector<int64_t>> owner;
   int64_t total(const std::vector<std::vector<int64_t>> &counts) const {
     int64_t sum = 0;
     for (const auto &perRank : counts)
@@ -130,6 +135,11 @@ struct LayerLoad {
         sum += n;
     return sum;
   }
+  /// Per rank, the kept rows its tokens sent to experts (`offRank`: only to
+  /// experts other ranks hold) or its experts received (`offRank`: only from
+  /// other ranks' tokens).
+  std::vector<int64_t> sentByRank(bool offRank = false) const;
+  std::vector<int64_t> receivedByRank(bool offRank = false) const;
 };
 
 struct RunResult {
@@ -156,6 +166,9 @@ struct RunResult {
   /// Bytes each rank sent to other ranks in one step (largest over ranks),
   /// as the report counts them.
   int64_t bytesSentPerRank = 0;
+  /// What each rank sent in one step (the last), by rank: bytesSentPerRank
+  /// is the sum of each op's largest count, at least the largest of these.
+  std::vector<int64_t> bytesSentByRank;
   /// Of bytesSentPerRank, what the steps whose exchange depends on the data
   /// (dropless MoE) sent, and what the report states for them (at balanced
   /// routing); whether every rank sent exactly what its counts implied in
@@ -175,6 +188,9 @@ struct RunResult {
   bool usedArena = false;
   /// Wall time of the steps, after the weights are in place.
   double seconds = 0;
+  /// The first rank's wall time of each timed step (a training step's loss
+  /// gathered included), in order.
+  std::vector<double> stepTimes;
   /// The first rank's wall time per op kind in one step (waits for other
   /// ranks in exchanges included).
   std::vector<std::pair<std::string, double>> opSeconds;
