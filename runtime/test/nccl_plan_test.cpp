@@ -14,6 +14,7 @@
 #include "comm/nccl_plan.h"
 
 #include "comm/movement.h"
+#include "comm/nccl_kernels.h"
 #include "exec/collectives.h"
 #include "exec/executor.h"
 
@@ -63,13 +64,28 @@ std::vector<Entry> entries() {
       {"attention cp2 ring zigzag",
        attention,
        {"--cp", "2", "--cp-comm", "ring", "--cp-order", "zigzag"},
-       {O::AllGather, O::SendRecv}},
+       {O::SendRecv}},
+      {"attention cp4 ring zigzag",
+       attention,
+       {"--cp", "4", "--cp-comm", "ring", "--cp-order", "zigzag"},
+       {O::SendRecv}},
+      {"attention cp2 ring contiguous",
+       attention,
+       {"--cp", "2", "--cp-comm", "ring", "--cp-order", "contiguous"},
+       {O::SendRecv}},
+      {"attention cp4 ring contiguous",
+       attention,
+       {"--cp", "4", "--cp-comm", "ring", "--cp-order", "contiguous"},
+       {O::SendRecv}},
       {"attention cp4 allgather contiguous",
        attention,
        {"--cp", "4", "--cp-comm", "allgather", "--cp-order", "contiguous"},
        {O::AllGather}},
       {"attention cp2 a2a", attention, {"--cp", "2", "--cp-comm", "a2a"}, {O::SendRecv}},
       {"dense dp2", dense, {"--dp", "2"}, {}},
+      // The vocabulary-parallel loss: its maxima, then its sums and target
+      // logits, gathered over tp.
+      {"dense tp2", dense, {"--tp", "2", "--sp=false"}, {O::AllGather, O::AllReduce}},
       {"dense tp2 sp cp2 dp2",
        dense,
        {"--tp", "2", "--sp", "--cp", "2", "--dp", "2"},
@@ -90,7 +106,12 @@ std::vector<Entry> entries() {
        recurrent,
        {"--cp", "4", "--cp-order", "contiguous"},
        {O::AllGather, O::SendRecv}},
+      {"recurrent cp2", recurrent, {"--cp", "2"}, {O::AllGather, O::SendRecv}},
       {"local attention cp2", local, {"--cp", "2"}, {O::SendRecv}},
+      {"local attention cp4 contiguous",
+       local,
+       {"--cp", "4", "--cp-order", "contiguous"},
+       {O::SendRecv}},
   };
 }
 
@@ -126,8 +147,10 @@ std::optional<LoadedPlan> compile(const Entry &e, bool train) {
   return plan;
 }
 
-/// The plan's program resolved for every rank and lowered.
-std::vector<NcclLowering> lowerEveryRank(const LoadedPlan &plan) {
+/// The plan's program resolved for every rank and lowered; `resolved`
+/// receives each rank's steps with their rank facts.
+std::vector<NcclLowering> lowerEveryRank(const LoadedPlan &plan,
+                                         std::vector<std::vector<Step>> &resolved) {
   std::string error;
   std::optional<std::vector<Step>> program =
       decodeProgram(*plan.root(), cpuBackend().kernels, error);
@@ -146,6 +169,7 @@ std::vector<NcclLowering> lowerEveryRank(const LoadedPlan &plan) {
         s.kernel->resolve(s, frame);
     out.push_back(lowerToNccl(steps, mesh, tensors, r));
     EXPECT_EQ(out.back().error, "");
+    resolved.push_back(std::move(steps));
   }
   return out;
 }
@@ -167,6 +191,8 @@ struct Lowered {
   const Entry *entry;
   LoadedPlan plan;
   std::vector<NcclLowering> ranks;
+  /// Each rank's steps, rank facts resolved.
+  std::vector<std::vector<Step>> programs;
 };
 
 /// Every entry compiled and lowered once per test suite run, forward or for
@@ -179,8 +205,11 @@ const std::vector<Lowered> &lowered(bool train) {
   static const std::vector<Entry> all = entries();
   std::vector<Lowered> out;
   for (const Entry &e : all)
-    if (std::optional<LoadedPlan> plan = compile(e, train))
-      out.push_back({&e, *plan, lowerEveryRank(*plan)});
+    if (std::optional<LoadedPlan> plan = compile(e, train)) {
+      std::vector<std::vector<Step>> programs;
+      std::vector<NcclLowering> ranks = lowerEveryRank(*plan, programs);
+      out.push_back({&e, *plan, std::move(ranks), std::move(programs)});
+    }
   return cache[train] = std::move(out);
 }
 
@@ -290,6 +319,165 @@ TEST_P(NcclPlanTest, SplitsAsTheHostCollectivesDo) {
                 << "op #" << step << " call " << k << ": rank " << r << " to " << p.rank;
           }
   }
+}
+
+/// The steps of `kind` in an entry's program, by rank (every rank has the
+/// same steps).
+std::vector<std::vector<const Step *>> stepsOf(const Lowered &l, const std::string &kind) {
+  std::vector<std::vector<const Step *>> out(l.programs.size());
+  for (size_t r = 0; r < l.programs.size(); ++r)
+    for (const Step &s : l.programs[r])
+      if (s.kind == kind)
+        out[r].push_back(&s);
+  return out;
+}
+
+/// Ring attention's K, V ring, run on the host from every rank's routes:
+/// each step's send meets its peer's receive, and step i brings each rank
+/// the block of its i-th member, the order the CPU kernel merges in; every
+/// rank ends having seen every member's block once.
+TEST_P(NcclPlanTest, RingStepsBringEveryBlockInMergeOrder) {
+  int64_t rings = 0;
+  for (const Lowered &l : lowered(GetParam())) {
+    SCOPED_TRACE(trace(l));
+    std::vector<std::vector<const Step *>> steps = stepsOf(l, "ring_attention");
+    int64_t n = (int64_t)steps.size();
+    for (size_t k = 0; k < steps[0].size(); ++k) {
+      ++rings;
+      std::vector<std::vector<RingStep>> routes(n);
+      for (int64_t r = 0; r < n; ++r)
+        routes[r] = ringSteps(steps[r][k]->facts);
+      std::vector<int64_t> held(n);
+      for (int64_t r = 0; r < n; ++r)
+        held[r] = r;
+      for (size_t i = 0; i < routes[0].size(); ++i) {
+        std::vector<int64_t> next(n);
+        for (int64_t r = 0; r < n; ++r) {
+          ASSERT_EQ(routes[r].size(), routes[0].size());
+          const RingStep &mine = routes[r][i];
+          EXPECT_EQ(routes[mine.recvFrom][i].sendTo, r) << "step " << i << ", rank " << r;
+          next[r] = held[mine.recvFrom];
+          EXPECT_EQ(next[r], steps[r][k]->facts.members[mine.block]);
+          EXPECT_EQ(mine.block, (int64_t)i + 1);
+        }
+        held = next;
+      }
+      EXPECT_EQ(routes[0].size() + 1, steps[0][k]->facts.members.size());
+    }
+  }
+  if (!GetParam())
+    EXPECT_GT(rings, 0);
+}
+
+/// Every halo run on the host from every rank's routes, x's values coding
+/// (batch entry, global position, channel): each send meets its peer's
+/// receive row for row, and each slot of each chunk's halo ends holding the
+/// token `width - j` before the chunk, the slots before position 0 nothing.
+TEST_P(NcclPlanTest, HaloRoutesFillEverySlotWithTheTokenBeforeItsChunk) {
+  int64_t halos = 0;
+  for (const Lowered &l : lowered(GetParam())) {
+    SCOPED_TRACE(trace(l));
+    std::vector<std::vector<const Step *>> steps = stepsOf(l, "halo");
+    int64_t n = (int64_t)steps.size();
+    Mesh mesh = meshOf(*l.plan.root());
+    std::vector<TensorInfo> tensors = tensorInfos(*l.plan.root(), mesh);
+    for (size_t k = 0; k < steps[0].size(); ++k) {
+      ++halos;
+      const Step &s0 = *steps[0][k];
+      const TensorInfo &x = tensors[s0.in[0]];
+      int64_t width = s0.attrs[1].i, B = x.local[0], rows = x.local[1];
+      int64_t chunks = chunksPerRank(x.layout, 1), S = rows / chunks, slots = chunks * width;
+      std::vector<std::vector<int64_t>> owned(n);
+      std::vector<HaloRoutes> routes(n);
+      for (int64_t r = 0; r < n; ++r) {
+        owned[r] = ownedIndices(x.layout, mesh, x.shape, 1, r);
+        routes[r] = haloRoutes(steps[r][k]->facts, r, B, rows, slots, false);
+      }
+      auto code = [&](int64_t bi, int64_t pos) { return (double)(bi * 100000 + pos * 100); };
+      for (int64_t q = 0; q < n; ++q) {
+        std::vector<double> halo(B * slots, -1.0);
+        for (size_t i = 0; i < routes[q].selfFrom.size(); ++i) {
+          int64_t row = routes[q].selfFrom[i];
+          halo[routes[q].selfTo[i]] = code(row / rows, owned[q][row % rows]);
+        }
+        for (const HaloPeer &p : routes[q].peers) {
+          const HaloPeer *back = nullptr;
+          for (const HaloPeer &o : routes[p.rank].peers)
+            if (o.rank == q)
+              back = &o;
+          ASSERT_NE(back, nullptr) << "rank " << p.rank << " has no route to " << q;
+          ASSERT_EQ(back->sendRows.size(), p.recvRows.size());
+          for (size_t i = 0; i < p.recvRows.size(); ++i) {
+            int64_t row = back->sendRows[i];
+            halo[p.recvRows[i]] = code(row / rows, owned[p.rank][row % rows]);
+          }
+        }
+        for (int64_t bi = 0; bi < B; ++bi)
+          for (int64_t c = 0; c < chunks; ++c)
+            for (int64_t j = 0; j < width; ++j) {
+              int64_t pos = owned[q][c * S] - width + j;
+              EXPECT_EQ(halo[bi * slots + c * width + j], pos < 0 ? -1.0 : code(bi, pos))
+                  << "rank " << q << ", batch " << bi << ", chunk " << c << ", slot " << j;
+            }
+      }
+      // halo_add's routes are the same rows the other way.
+      for (int64_t r = 0; r < n; ++r) {
+        HaloRoutes back = haloRoutes(steps[r][k]->facts, r, B, rows, slots, true);
+        ASSERT_EQ(back.peers.size(), routes[r].peers.size());
+        for (size_t i = 0; i < back.peers.size(); ++i) {
+          EXPECT_EQ(back.peers[i].sendRows, routes[r].peers[i].recvRows);
+          EXPECT_EQ(back.peers[i].recvRows, routes[r].peers[i].sendRows);
+        }
+        EXPECT_EQ(back.selfFrom, routes[r].selfTo);
+      }
+    }
+  }
+  if (!GetParam())
+    EXPECT_GT(halos, 0);
+}
+
+/// The state exchange's all-gather, run on the host from every rank's
+/// summaries (values coding chunk and entry), puts every chunk's states
+/// and decays where gatheredChunks says, members in the order of the
+/// exchange's communicator.
+TEST_P(NcclPlanTest, GatheredChunksLocateEveryChunksSummaries) {
+  int64_t exchanges = 0;
+  for (const Lowered &l : lowered(GetParam())) {
+    SCOPED_TRACE(trace(l));
+    std::vector<std::vector<const Step *>> steps = stepsOf(l, "scan_state_exchange");
+    int64_t n = (int64_t)steps.size();
+    Mesh mesh = meshOf(*l.plan.root());
+    std::vector<TensorInfo> tensors = tensorInfos(*l.plan.root(), mesh);
+    for (size_t k = 0; k < steps[0].size(); ++k) {
+      ++exchanges;
+      const Step &s0 = *steps[0][k];
+      const TensorInfo &states = tensors[s0.in[0]], &decays = tensors[s0.in[1]];
+      int64_t chunks = states.shape[0], local = states.local[0];
+      int64_t stateSize = states.count / local, decaySize = decays.count / local;
+      for (int64_t r = 0; r < n; ++r) {
+        std::vector<int64_t> comm = ringOf(mesh, r, s0.attrs[0].strings).members;
+        std::vector<double> gathered;
+        for (int64_t m : comm) {
+          std::vector<int64_t> mine = ownedIndices(states.layout, mesh, states.shape, 0, m);
+          for (int64_t c : mine)
+            for (int64_t e = 0; e < stateSize; ++e)
+              gathered.push_back((double)(c * 10000 + e));
+          for (int64_t c : mine)
+            for (int64_t e = 0; e < decaySize; ++e)
+              gathered.push_back((double)(c * 10000 + 5000 + e));
+        }
+        GatheredChunks at =
+            gatheredChunks(steps[r][k]->facts, comm, chunks, local, stateSize, decaySize);
+        ASSERT_EQ(at.error, "") << "rank " << r;
+        for (int64_t c = 0; c < chunks; ++c) {
+          EXPECT_EQ(gathered[at.stateAt[c] + stateSize - 1], (double)(c * 10000 + stateSize - 1));
+          EXPECT_EQ(gathered[at.decayAt[c]], (double)(c * 10000 + 5000));
+        }
+      }
+    }
+  }
+  if (!GetParam())
+    EXPECT_GT(exchanges, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Plans, NcclPlanTest, ::testing::Bool(),
