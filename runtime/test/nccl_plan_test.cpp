@@ -519,6 +519,35 @@ TEST(NcclPlan, NamesTheFirstStepOutsideTheKindsADeviceRuns) {
   EXPECT_EQ(findCommunicator(tp, meshOf(*lowered(false)[0].plan.root()), {"dp"}), -1);
 }
 
+/// With the kernels' own exchanges (comm/nccl_kernels.h) a device runs every
+/// forward entry over NCCL; training is refused at the first backward dual
+/// of a kernel exchange (ring_attention_grad, halo_add,
+/// scan_state_exchange_grad, cross_entropy_grad), by name.
+TEST(NcclPlan, KernelExchangesCoverEveryForwardEntry) {
+  if (compilerPath().empty())
+    GTEST_SKIP() << "SHARDLINE_COMPILE is not set";
+  std::vector<std::string> kinds = {"all_gather", "all_to_all",     "slice",     "reorder",
+                                    "relayout",   "reduce_scatter", "all_reduce"};
+  kinds.insert(kinds.end(), kernelExchangeKinds().begin(), kernelExchangeKinds().end());
+  for (const Lowered &l : lowered(false)) {
+    SCOPED_TRACE(l.entry->name);
+    for (const NcclLowering &r : l.ranks)
+      EXPECT_EQ(firstStepOutside(r, kinds), "");
+  }
+  int64_t refused = 0;
+  for (const Lowered &l : lowered(true)) {
+    SCOPED_TRACE(l.entry->name + " (training)");
+    std::string why = firstStepOutside(l.ranks[0], kinds);
+    if (why.empty())
+      continue;
+    ++refused;
+    EXPECT_TRUE(why.find("_grad) exchanges values (") != std::string::npos ||
+                why.find("(sl.halo_add) exchanges values (") != std::string::npos)
+        << why;
+  }
+  EXPECT_GT(refused, 0);
+}
+
 /// A run that asks for device collectives on a device without them is
 /// refused before any step runs, naming both.
 TEST(NcclPlan, RefusesDeviceCollectivesOnTheCpu) {

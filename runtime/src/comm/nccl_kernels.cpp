@@ -93,4 +93,10 @@ GatheredChunks gatheredChunks(const RankFacts &facts, const std::vector<int64_t>
   return out;
 }
 
+const std::vector<std::string> &kernelExchangeKinds() {
+  static const std::vector<std::string> kinds = {"ring_attention", "halo", "scan_state_exchange",
+                                                 "cross_entropy"};
+  return kinds;
+}
+
 } // namespace shardline::rt

@@ -17,6 +17,7 @@
 #include "exec/program.h"
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace shardline::rt {
@@ -76,6 +77,11 @@ struct GatheredChunks {
 GatheredChunks gatheredChunks(const RankFacts &facts, const std::vector<int64_t> &commMembers,
                               int64_t chunks, int64_t localChunks, int64_t stateSize,
                               int64_t decaySize);
+
+/// The lowered kinds (comm/nccl_plan.h) whose exchanges these routes give a
+/// device: ring_attention, halo, scan_state_exchange and cross_entropy. Their
+/// backward duals are not among them yet.
+const std::vector<std::string> &kernelExchangeKinds();
 
 } // namespace shardline::rt
 

@@ -84,6 +84,31 @@ public:
   /// counts the bytes its lowering sends.
   void transition(const Step &s, Frame &f);
 
+  // -- the kernels' own exchanges (backends/cuda/exchange.cpp) ---------------
+
+  /// What this rank sends to and receives from one peer (a world rank) in a
+  /// grouped send/receive: 32-bit values of `type`, on the device.
+  struct PeerTransfer {
+    int64_t peer = 0;
+    const void *send = nullptr;
+    int64_t sendCount = 0;
+    void *recv = nullptr;
+    int64_t recvCount = 0;
+  };
+  /// One grouped ncclSend/ncclRecv over the communicator of `axes`' groups,
+  /// on the rank's stream, waited for; nothing for a group of one.
+  void sendRecv(Frame &f, const std::vector<std::string> &axes,
+                const std::vector<PeerTransfer> &transfers, DType type = DType::F32);
+  /// ncclAllGather of `count` f32 values of every member into `recv`, in
+  /// communicator order, waited for; a group of one copies `send`.
+  void allGather(Frame &f, const std::vector<std::string> &axes, const void *send, void *recv,
+                 int64_t count);
+  /// The world ranks of this rank's group over `axes`, in the order of its
+  /// communicator (this rank alone for a group of one).
+  std::vector<int64_t> members(const std::vector<std::string> &axes);
+  /// Counts the bytes step `s`'s lowering sends (the report's).
+  void countSent(const Step &s, Frame &f) const;
+
 private:
   NcclWorld(const NcclApi &api, CudaDevice &device, const NcclLowering &lowering, const Mesh &mesh,
             int64_t self, double timeoutSeconds);
