@@ -321,15 +321,34 @@ TEST_P(NcclPlanTest, SplitsAsTheHostCollectivesDo) {
   }
 }
 
-/// The steps of `kind` in an entry's program, by rank (every rank has the
-/// same steps).
-std::vector<std::vector<const Step *>> stepsOf(const Lowered &l, const std::string &kind) {
-  std::vector<std::vector<const Step *>> out(l.programs.size());
-  for (size_t r = 0; r < l.programs.size(); ++r)
-    for (const Step &s : l.programs[r])
-      if (s.kind == kind)
-        out[r].push_back(&s);
-  return out;
+/// One step of an entry's program on every rank (the ranks have the same
+/// steps, each with its own rank facts), with the entry's mesh and tensors.
+struct StepOnRanks {
+  const Mesh &mesh;
+  const std::vector<TensorInfo> &tensors;
+  std::vector<const Step *> byRank;
+};
+
+/// Calls `check` for every step of `kind` of every entry, forward or for
+/// training; returns how many there were.
+int64_t forEachStep(bool train, const std::string &kind,
+                    const std::function<void(const StepOnRanks &)> &check) {
+  int64_t count = 0;
+  for (const Lowered &l : lowered(train)) {
+    SCOPED_TRACE(l.entry->name + (train ? " (training)" : " (forward)"));
+    Mesh mesh = meshOf(*l.plan.root());
+    std::vector<TensorInfo> tensors = tensorInfos(*l.plan.root(), mesh);
+    for (size_t i = 0; i < l.programs[0].size(); ++i) {
+      if (l.programs[0][i].kind != kind)
+        continue;
+      std::vector<const Step *> byRank;
+      for (const std::vector<Step> &program : l.programs)
+        byRank.push_back(&program[i]);
+      ++count;
+      check({mesh, tensors, byRank});
+    }
+  }
+  return count;
 }
 
 /// Ring attention's K, V ring, run on the host from every rank's routes:
@@ -337,101 +356,87 @@ std::vector<std::vector<const Step *>> stepsOf(const Lowered &l, const std::stri
 /// the block of its i-th member, the order the CPU kernel merges in; every
 /// rank ends having seen every member's block once.
 TEST_P(NcclPlanTest, RingStepsBringEveryBlockInMergeOrder) {
-  int64_t rings = 0;
-  for (const Lowered &l : lowered(GetParam())) {
-    SCOPED_TRACE(trace(l));
-    std::vector<std::vector<const Step *>> steps = stepsOf(l, "ring_attention");
-    int64_t n = (int64_t)steps.size();
-    for (size_t k = 0; k < steps[0].size(); ++k) {
-      ++rings;
-      std::vector<std::vector<RingStep>> routes(n);
-      for (int64_t r = 0; r < n; ++r)
-        routes[r] = ringSteps(steps[r][k]->facts);
-      std::vector<int64_t> held(n);
-      for (int64_t r = 0; r < n; ++r)
-        held[r] = r;
-      for (size_t i = 0; i < routes[0].size(); ++i) {
-        std::vector<int64_t> next(n);
-        for (int64_t r = 0; r < n; ++r) {
-          ASSERT_EQ(routes[r].size(), routes[0].size());
-          const RingStep &mine = routes[r][i];
-          EXPECT_EQ(routes[mine.recvFrom][i].sendTo, r) << "step " << i << ", rank " << r;
-          next[r] = held[mine.recvFrom];
-          EXPECT_EQ(next[r], steps[r][k]->facts.members[mine.block]);
-          EXPECT_EQ(mine.block, (int64_t)i + 1);
-        }
-        held = next;
+  int64_t rings = forEachStep(GetParam(), "ring_attention", [](const StepOnRanks &st) {
+    int64_t n = (int64_t)st.byRank.size();
+    std::vector<std::vector<RingStep>> routes(n);
+    for (int64_t r = 0; r < n; ++r)
+      routes[r] = ringSteps(st.byRank[r]->facts);
+    std::vector<int64_t> held(n);
+    for (int64_t r = 0; r < n; ++r)
+      held[r] = r;
+    for (size_t i = 0; i < routes[0].size(); ++i) {
+      std::vector<int64_t> next(n);
+      for (int64_t r = 0; r < n; ++r) {
+        ASSERT_EQ(routes[r].size(), routes[0].size());
+        const RingStep &mine = routes[r][i];
+        EXPECT_EQ(routes[mine.recvFrom][i].sendTo, r) << "step " << i << ", rank " << r;
+        next[r] = held[mine.recvFrom];
+        EXPECT_EQ(next[r], st.byRank[r]->facts.members[mine.block]);
+        EXPECT_EQ(mine.block, (int64_t)i + 1);
       }
-      EXPECT_EQ(routes[0].size() + 1, steps[0][k]->facts.members.size());
+      held = next;
     }
-  }
+    EXPECT_EQ(routes[0].size() + 1, st.byRank[0]->facts.members.size());
+  });
   if (!GetParam())
     EXPECT_GT(rings, 0);
 }
 
 /// Every halo run on the host from every rank's routes, x's values coding
-/// (batch entry, global position, channel): each send meets its peer's
-/// receive row for row, and each slot of each chunk's halo ends holding the
-/// token `width - j` before the chunk, the slots before position 0 nothing.
+/// (batch entry, global position): each send meets its peer's receive row
+/// for row, and each slot of each chunk's halo ends holding the token
+/// `width - j` before the chunk, the slots before position 0 nothing; the
+/// routes of halo_add are the same rows the other way.
 TEST_P(NcclPlanTest, HaloRoutesFillEverySlotWithTheTokenBeforeItsChunk) {
-  int64_t halos = 0;
-  for (const Lowered &l : lowered(GetParam())) {
-    SCOPED_TRACE(trace(l));
-    std::vector<std::vector<const Step *>> steps = stepsOf(l, "halo");
-    int64_t n = (int64_t)steps.size();
-    Mesh mesh = meshOf(*l.plan.root());
-    std::vector<TensorInfo> tensors = tensorInfos(*l.plan.root(), mesh);
-    for (size_t k = 0; k < steps[0].size(); ++k) {
-      ++halos;
-      const Step &s0 = *steps[0][k];
-      const TensorInfo &x = tensors[s0.in[0]];
-      int64_t width = s0.attrs[1].i, B = x.local[0], rows = x.local[1];
-      int64_t chunks = chunksPerRank(x.layout, 1), S = rows / chunks, slots = chunks * width;
-      std::vector<std::vector<int64_t>> owned(n);
-      std::vector<HaloRoutes> routes(n);
-      for (int64_t r = 0; r < n; ++r) {
-        owned[r] = ownedIndices(x.layout, mesh, x.shape, 1, r);
-        routes[r] = haloRoutes(steps[r][k]->facts, r, B, rows, slots, false);
-      }
-      auto code = [&](int64_t bi, int64_t pos) { return (double)(bi * 100000 + pos * 100); };
-      for (int64_t q = 0; q < n; ++q) {
-        std::vector<double> halo(B * slots, -1.0);
-        for (size_t i = 0; i < routes[q].selfFrom.size(); ++i) {
-          int64_t row = routes[q].selfFrom[i];
-          halo[routes[q].selfTo[i]] = code(row / rows, owned[q][row % rows]);
-        }
-        for (const HaloPeer &p : routes[q].peers) {
-          const HaloPeer *back = nullptr;
-          for (const HaloPeer &o : routes[p.rank].peers)
-            if (o.rank == q)
-              back = &o;
-          ASSERT_NE(back, nullptr) << "rank " << p.rank << " has no route to " << q;
-          ASSERT_EQ(back->sendRows.size(), p.recvRows.size());
-          for (size_t i = 0; i < p.recvRows.size(); ++i) {
-            int64_t row = back->sendRows[i];
-            halo[p.recvRows[i]] = code(row / rows, owned[p.rank][row % rows]);
-          }
-        }
-        for (int64_t bi = 0; bi < B; ++bi)
-          for (int64_t c = 0; c < chunks; ++c)
-            for (int64_t j = 0; j < width; ++j) {
-              int64_t pos = owned[q][c * S] - width + j;
-              EXPECT_EQ(halo[bi * slots + c * width + j], pos < 0 ? -1.0 : code(bi, pos))
-                  << "rank " << q << ", batch " << bi << ", chunk " << c << ", slot " << j;
-            }
-      }
-      // halo_add's routes are the same rows the other way.
-      for (int64_t r = 0; r < n; ++r) {
-        HaloRoutes back = haloRoutes(steps[r][k]->facts, r, B, rows, slots, true);
-        ASSERT_EQ(back.peers.size(), routes[r].peers.size());
-        for (size_t i = 0; i < back.peers.size(); ++i) {
-          EXPECT_EQ(back.peers[i].sendRows, routes[r].peers[i].recvRows);
-          EXPECT_EQ(back.peers[i].recvRows, routes[r].peers[i].sendRows);
-        }
-        EXPECT_EQ(back.selfFrom, routes[r].selfTo);
-      }
+  int64_t halos = forEachStep(GetParam(), "halo", [](const StepOnRanks &st) {
+    int64_t n = (int64_t)st.byRank.size();
+    const Step &s0 = *st.byRank[0];
+    const TensorInfo &x = st.tensors[s0.in[0]];
+    int64_t width = s0.attrs[1].i, B = x.local[0], rows = x.local[1];
+    int64_t chunks = chunksPerRank(x.layout, 1), S = rows / chunks, slots = chunks * width;
+    std::vector<std::vector<int64_t>> owned(n);
+    std::vector<HaloRoutes> routes(n);
+    for (int64_t r = 0; r < n; ++r) {
+      owned[r] = ownedIndices(x.layout, st.mesh, x.shape, 1, r);
+      routes[r] = haloRoutes(st.byRank[r]->facts, r, B, rows, slots, false);
     }
-  }
+    auto code = [&](int64_t bi, int64_t pos) { return (double)(bi * 100000 + pos * 100); };
+    for (int64_t q = 0; q < n; ++q) {
+      std::vector<double> halo(B * slots, -1.0);
+      for (size_t i = 0; i < routes[q].selfFrom.size(); ++i) {
+        int64_t row = routes[q].selfFrom[i];
+        halo[routes[q].selfTo[i]] = code(row / rows, owned[q][row % rows]);
+      }
+      for (const HaloPeer &p : routes[q].peers) {
+        const HaloPeer *back = nullptr;
+        for (const HaloPeer &o : routes[p.rank].peers)
+          if (o.rank == q)
+            back = &o;
+        ASSERT_NE(back, nullptr) << "rank " << p.rank << " has no route to " << q;
+        ASSERT_EQ(back->sendRows.size(), p.recvRows.size());
+        for (size_t i = 0; i < p.recvRows.size(); ++i) {
+          int64_t row = back->sendRows[i];
+          halo[p.recvRows[i]] = code(row / rows, owned[p.rank][row % rows]);
+        }
+      }
+      for (int64_t bi = 0; bi < B; ++bi)
+        for (int64_t c = 0; c < chunks; ++c)
+          for (int64_t j = 0; j < width; ++j) {
+            int64_t pos = owned[q][c * S] - width + j;
+            EXPECT_EQ(halo[bi * slots + c * width + j], pos < 0 ? -1.0 : code(bi, pos))
+                << "rank " << q << ", batch " << bi << ", chunk " << c << ", slot " << j;
+          }
+    }
+    for (int64_t r = 0; r < n; ++r) {
+      HaloRoutes back = haloRoutes(st.byRank[r]->facts, r, B, rows, slots, true);
+      ASSERT_EQ(back.peers.size(), routes[r].peers.size());
+      for (size_t i = 0; i < back.peers.size(); ++i) {
+        EXPECT_EQ(back.peers[i].sendRows, routes[r].peers[i].recvRows);
+        EXPECT_EQ(back.peers[i].recvRows, routes[r].peers[i].sendRows);
+      }
+      EXPECT_EQ(back.selfFrom, routes[r].selfTo);
+    }
+  });
   if (!GetParam())
     EXPECT_GT(halos, 0);
 }
@@ -441,41 +446,32 @@ TEST_P(NcclPlanTest, HaloRoutesFillEverySlotWithTheTokenBeforeItsChunk) {
 /// and decays where gatheredChunks says, members in the order of the
 /// exchange's communicator.
 TEST_P(NcclPlanTest, GatheredChunksLocateEveryChunksSummaries) {
-  int64_t exchanges = 0;
-  for (const Lowered &l : lowered(GetParam())) {
-    SCOPED_TRACE(trace(l));
-    std::vector<std::vector<const Step *>> steps = stepsOf(l, "scan_state_exchange");
-    int64_t n = (int64_t)steps.size();
-    Mesh mesh = meshOf(*l.plan.root());
-    std::vector<TensorInfo> tensors = tensorInfos(*l.plan.root(), mesh);
-    for (size_t k = 0; k < steps[0].size(); ++k) {
-      ++exchanges;
-      const Step &s0 = *steps[0][k];
-      const TensorInfo &states = tensors[s0.in[0]], &decays = tensors[s0.in[1]];
-      int64_t chunks = states.shape[0], local = states.local[0];
-      int64_t stateSize = states.count / local, decaySize = decays.count / local;
-      for (int64_t r = 0; r < n; ++r) {
-        std::vector<int64_t> comm = ringOf(mesh, r, s0.attrs[0].strings).members;
-        std::vector<double> gathered;
-        for (int64_t m : comm) {
-          std::vector<int64_t> mine = ownedIndices(states.layout, mesh, states.shape, 0, m);
-          for (int64_t c : mine)
-            for (int64_t e = 0; e < stateSize; ++e)
-              gathered.push_back((double)(c * 10000 + e));
-          for (int64_t c : mine)
-            for (int64_t e = 0; e < decaySize; ++e)
-              gathered.push_back((double)(c * 10000 + 5000 + e));
-        }
-        GatheredChunks at =
-            gatheredChunks(steps[r][k]->facts, comm, chunks, local, stateSize, decaySize);
-        ASSERT_EQ(at.error, "") << "rank " << r;
-        for (int64_t c = 0; c < chunks; ++c) {
-          EXPECT_EQ(gathered[at.stateAt[c] + stateSize - 1], (double)(c * 10000 + stateSize - 1));
-          EXPECT_EQ(gathered[at.decayAt[c]], (double)(c * 10000 + 5000));
-        }
+  int64_t exchanges = forEachStep(GetParam(), "scan_state_exchange", [](const StepOnRanks &st) {
+    const Step &s0 = *st.byRank[0];
+    const TensorInfo &states = st.tensors[s0.in[0]], &decays = st.tensors[s0.in[1]];
+    int64_t chunks = states.shape[0], local = states.local[0];
+    int64_t stateSize = states.count / local, decaySize = decays.count / local;
+    for (int64_t r = 0; r < (int64_t)st.byRank.size(); ++r) {
+      std::vector<int64_t> comm = ringOf(st.mesh, r, s0.attrs[0].strings).members;
+      std::vector<double> gathered;
+      for (int64_t m : comm) {
+        std::vector<int64_t> mine = ownedIndices(states.layout, st.mesh, states.shape, 0, m);
+        for (int64_t c : mine)
+          for (int64_t e = 0; e < stateSize; ++e)
+            gathered.push_back((double)(c * 10000 + e));
+        for (int64_t c : mine)
+          for (int64_t e = 0; e < decaySize; ++e)
+            gathered.push_back((double)(c * 10000 + 5000 + e));
+      }
+      GatheredChunks at =
+          gatheredChunks(st.byRank[r]->facts, comm, chunks, local, stateSize, decaySize);
+      ASSERT_EQ(at.error, "") << "rank " << r;
+      for (int64_t c = 0; c < chunks; ++c) {
+        EXPECT_EQ(gathered[at.stateAt[c] + stateSize - 1], (double)(c * 10000 + stateSize - 1));
+        EXPECT_EQ(gathered[at.decayAt[c]], (double)(c * 10000 + 5000));
       }
     }
-  }
+  });
   if (!GetParam())
     EXPECT_GT(exchanges, 0);
 }
