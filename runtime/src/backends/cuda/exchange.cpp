@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <mutex>
 
 namespace shardline::rt {
@@ -86,11 +87,47 @@ void copyDevice(void *dst, const void *src, int64_t bytes, CudaDevice &device) {
 
 enum { kHeads, kCausal, kScale, kRingAxes };
 
-/// Causal attention of q over this rank's K, V block, then over each other
-/// member's as the ring brings it (comm/nccl_kernels.h, ringSteps: member i's
-/// block at step i), each step's partial output merged into the result by
-/// the log-sum-exps, own block first, as the CPU kernel merges the blocks it
-/// all-gathers.
+/// A second stream of the rank's GPU, for an exchange beside the compute on
+/// the rank's stream, and the event that orders the two; it finishes its
+/// work and is destroyed when the step ends or stops.
+class SideStream {
+public:
+  SideStream() {
+    checkCuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
+              "cudaStreamCreateWithFlags");
+    cudaError_t status = cudaEventCreateWithFlags(&ready, cudaEventDisableTiming);
+    if (status != cudaSuccess) {
+      cudaStreamDestroy(stream);
+      checkCuda(status, "cudaEventCreateWithFlags");
+    }
+  }
+  SideStream(const SideStream &) = delete;
+  SideStream &operator=(const SideStream &) = delete;
+  ~SideStream() {
+    cudaStreamSynchronize(stream);
+    cudaStreamDestroy(stream);
+    cudaEventDestroy(ready);
+  }
+  /// What this stream queues from now on waits for everything queued on
+  /// `main` so far.
+  void follow(cudaStream_t main) {
+    checkCuda(cudaEventRecord(ready, main), "cudaEventRecord");
+    checkCuda(cudaStreamWaitEvent(stream, ready, 0), "cudaStreamWaitEvent");
+  }
+  cudaStream_t stream = nullptr;
+
+private:
+  cudaEvent_t ready = nullptr;
+};
+
+/// Causal attention of q over each member's K, V blocks as the ring brings
+/// them (comm/nccl_kernels.h, ringSteps: member i's blocks at step i), each
+/// block's partial output merged into the result by the log-sum-exps, own
+/// block first, as the CPU kernel merges the blocks it all-gathers. The K, V
+/// exchange of step i runs on a second stream while the rank's stream
+/// computes on the blocks of step i - 1: both only read the blocks held, and
+/// the buffer the exchange receives into is the one whose attention was
+/// queued before the exchange was (the event orders them).
 void ringAttention(const Step &s, Frame &f) {
   int32_t q = s.in[0], k = s.in[1], v = s.in[2], out = s.out[0];
   const std::vector<int64_t> &ql = f.local(q), &kl = f.local(k);
@@ -113,14 +150,25 @@ void ringAttention(const Step &s, Frame &f) {
   copyDevice(held, f.f(k), nk * 4, device);
   copyDevice(held + nk, f.f(v), f.n(v) * 4, device);
   const int64_t *queryPositions = device.positions(s.facts.positions);
-  auto attend = [&](const float *block, int64_t member, float *o, float *l) {
+  // Member `member`'s blocks into the result: the first directly, the
+  // others through the merge.
+  auto attend = [&](const float *block, int64_t member) {
+    bool first = member == 0;
     launched(cuda::attention(f.f(q), block, block + nk, queryPositions,
                              device.positions(s.facts.memberPositions[member]), B, Sq, Sk, HQ, HKV,
-                             D, causal, scale, 0, tiling, o, l, device.stream()),
+                             D, causal, scale, 0, tiling, first ? f.f(out) : part,
+                             first ? lse : partLse, device.stream()),
              "attention");
+    if (!first)
+      launched(cuda::attention_merge(f.f(out), lse, part, partLse, B, Sq, HQ, D, f.f(out), lse,
+                                     device.stream()),
+               "attention_merge");
   };
-  attend(held, 0, f.f(out), lse);
+  std::unique_ptr<SideStream> side = steps.empty() ? nullptr : std::make_unique<SideStream>();
+  int64_t member = 0;
   for (const RingStep &r : steps) {
+    side->follow(device.stream());
+    attend(held, member);
     std::vector<NcclWorld::PeerTransfer> transfers;
     if (r.sendTo == r.recvFrom) {
       transfers.push_back({r.sendTo, held, kv, next, kv});
@@ -128,13 +176,11 @@ void ringAttention(const Step &s, Frame &f) {
       transfers.push_back({r.sendTo, held, kv, nullptr, 0});
       transfers.push_back({r.recvFrom, nullptr, 0, next, kv});
     }
-    world->sendRecv(f, axesAttr(s, kRingAxes), transfers);
+    world->sendRecv(f, axesAttr(s, kRingAxes), transfers, side->stream);
     std::swap(held, next);
-    attend(held, r.block, part, partLse);
-    launched(cuda::attention_merge(f.f(out), lse, part, partLse, B, Sq, HQ, D, f.f(out), lse,
-                                   device.stream()),
-             "attention_merge");
+    member = r.block;
   }
+  attend(held, member);
   if (world)
     world->countSent(s, f);
 }
@@ -318,13 +364,14 @@ std::map<std::string, CudaRun> &baseRuns() {
   return runs;
 }
 
-/// Per token the maximum of this shard, all-gathered over the vocabulary's
-/// group; then each shard's sum of exp(logit - max) and target logit,
+/// Over a vocabulary group of several ranks (of one, the backend's own run
+/// over the whole vocabulary): per token the maximum of this shard,
+/// all-gathered over the group; then each shard's sum of exp(logit - max) and target logit,
 /// all-gathered; the loss from every shard's pieces (kernels/cpu/loss.cpp),
 /// all in f32 on the wire.
 void crossEntropy(const Step &s, Frame &f) {
   const std::vector<int64_t> &l = f.local(s.in[0]), &global = f.global(s.in[0]);
-  if (l[2] == global[2])
+  if (s.facts.members.size() <= 1)
     return baseRuns().at("cross_entropy")(s, f);
   int64_t T = l[0] * l[1], V = l[2];
   NcclWorld *world = worldFor(f, s.facts.members.size());

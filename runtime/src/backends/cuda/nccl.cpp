@@ -225,7 +225,7 @@ void NcclWorld::check(ncclResult_t result, const char *call, int64_t communicato
     fail(call, communicator, api.ncclGetErrorString(result));
 }
 
-void NcclWorld::wait(Frame &f, const char *call, int64_t communicator) {
+void NcclWorld::wait(Frame &f, const char *call, int64_t communicator, cudaStream_t stream) {
   if (failed)
     throw Stop{"", true};
   auto deadline = deadlineIn(timeoutSeconds);
@@ -237,7 +237,7 @@ void NcclWorld::wait(Frame &f, const char *call, int64_t communicator) {
       state = result;
     if (state != ncclSuccess && state != ncclInProgress)
       fail(call, communicator, api.ncclGetErrorString(state));
-    cudaError_t done = cudaStreamQuery(device.stream());
+    cudaError_t done = cudaStreamQuery(stream ? stream : device.stream());
     if (done == cudaSuccess && state == ncclSuccess)
       return;
     if (done != cudaSuccess && done != cudaErrorNotReady)
@@ -454,10 +454,13 @@ std::vector<int64_t> NcclWorld::members(const std::vector<std::string> &axes) {
 }
 
 void NcclWorld::sendRecv(Frame &f, const std::vector<std::string> &axes,
-                         const std::vector<PeerTransfer> &transfers, DType type) {
+                         const std::vector<PeerTransfer> &transfers, cudaStream_t stream,
+                         DType type) {
   int64_t c = communicatorOf(axes);
   if (c < 0)
     return;
+  if (!stream)
+    stream = device.stream();
   const std::vector<int64_t> &group = lowering.communicators[c].members;
   auto place = [&](int64_t peer) {
     auto at = std::find(group.begin(), group.end(), peer);
@@ -472,14 +475,12 @@ void NcclWorld::sendRecv(Frame &f, const std::vector<std::string> &axes,
   for (const PeerTransfer &t : transfers) {
     int peer = place(t.peer);
     if (t.sendCount > 0)
-      check(api.ncclSend(t.send, (size_t)t.sendCount, nccl, peer, comms[c], device.stream()),
-            "ncclSend", c);
+      check(api.ncclSend(t.send, (size_t)t.sendCount, nccl, peer, comms[c], stream), "ncclSend", c);
     if (t.recvCount > 0)
-      check(api.ncclRecv(t.recv, (size_t)t.recvCount, nccl, peer, comms[c], device.stream()),
-            "ncclRecv", c);
+      check(api.ncclRecv(t.recv, (size_t)t.recvCount, nccl, peer, comms[c], stream), "ncclRecv", c);
   }
   check(api.ncclGroupEnd(), "ncclGroupEnd", c);
-  wait(f, "ncclSend/ncclRecv", c);
+  wait(f, "ncclSend/ncclRecv", c, stream);
 }
 
 void NcclWorld::allGather(Frame &f, const std::vector<std::string> &axes, const void *send,

@@ -96,9 +96,12 @@ public:
     int64_t recvCount = 0;
   };
   /// One grouped ncclSend/ncclRecv over the communicator of `axes`' groups,
-  /// on the rank's stream, waited for; nothing for a group of one.
+  /// on `stream` (nullptr: the rank's stream), waited for; nothing for a
+  /// group of one. Work queued on another stream before the call runs on
+  /// while the host waits.
   void sendRecv(Frame &f, const std::vector<std::string> &axes,
-                const std::vector<PeerTransfer> &transfers, DType type = DType::F32);
+                const std::vector<PeerTransfer> &transfers, cudaStream_t stream = nullptr,
+                DType type = DType::F32);
   /// ncclAllGather of `count` f32 values of every member into `recv`, in
   /// communicator order, waited for; a group of one copies `send`.
   void allGather(Frame &f, const std::vector<std::string> &axes, const void *send, void *recv,
@@ -130,9 +133,10 @@ private:
   int64_t communicatorOf(const std::vector<std::string> &axes);
   /// Stops the step when an NCCL call failed to start.
   void check(ncclResult_t result, const char *call, int64_t communicator);
-  /// Waits for the stream (the step's NCCL calls) to finish, polling the
-  /// communicator's asynchronous error, the host's abort and the deadline.
-  void wait(Frame &f, const char *call, int64_t communicator);
+  /// Waits for `stream` (nullptr: the rank's stream; the step's NCCL calls)
+  /// to finish, polling the communicator's asynchronous error, the host's
+  /// abort and the deadline.
+  void wait(Frame &f, const char *call, int64_t communicator, cudaStream_t stream = nullptr);
   /// Aborts every communicator of this rank (once).
   void abortAll();
   /// Aborts every communicator and stops the step with `why`.
