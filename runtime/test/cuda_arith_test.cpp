@@ -11,6 +11,7 @@
 #include "core/buffer.h"
 #include "device/device.h"
 #include "kernel_test_util.h"
+#include "kernels/cpu/internal.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cuda/arith.h"
 #include "kernels/cuda/exchange_arith.h"
@@ -671,6 +672,20 @@ TEST(CudaExchangeArith, LseMergeByRowsIsTheCpuMerge) {
   EXPECT_EQ(got, want);
   EXPECT_EQ(gotLse, wantLse);
   EXPECT_EQ(gotLse[2], -inf);
+}
+
+// The halo rows a chunk of local attention keeps, against the CPU's window:
+// chunks at the sequence's start (all or some halo rows before position 0)
+// and further on (all kept), with a halo of none.
+TEST(CudaExchangeArith, HaloWindowIsTheCpusLocalWindow) {
+  for (int64_t H : {0, 1, 5})
+    for (int64_t start : {0, 1, 3, 5, 8, 32}) {
+      cpu::detail::LocalWindow want(H, start, 4);
+      arith::HaloWindow got = arith::haloWindow(H, start);
+      EXPECT_EQ(got.skip, want.skip) << "H " << H << ", start " << start;
+      EXPECT_EQ(got.kept, want.kept) << "H " << H << ", start " << start;
+      EXPECT_EQ(start - got.kept, want.kPos.front()) << "H " << H << ", start " << start;
+    }
 }
 
 // The state exchange's combination, one (chunk, entry) a thread, from

@@ -256,7 +256,8 @@ void localAttentionOverHalo(const Step &s, Frame &f) {
   for (int64_t bi = 0; bi < B; ++bi)
     for (int64_t c = 0; c < chunks; ++c) {
       int64_t rows = (bi * chunks + c) * S, start = s.facts.positions[c * S];
-      int64_t skip = std::max<int64_t>(0, H - start), kept = H - skip;
+      cuda::arith::HaloWindow w = cuda::arith::haloWindow(H, start);
+      int64_t skip = w.skip, kept = w.kept;
       int64_t haloRows = ((bi * chunks + c) * H + skip) * kw;
       if (kept > 0) {
         copyDevice(kk, f.f(s.in[KHalo]) + haloRows, kept * kw * 4, device);

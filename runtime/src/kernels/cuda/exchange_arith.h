@@ -41,6 +41,21 @@ SL_HD void mergeRow(const float *outA, const float *lseA, const float *outB, con
   lse[li] = (float)l;
 }
 
+// -- local attention over a halo ---------------------------------------------------
+
+/// The keys of a chunk of local attention that starts at global position
+/// `start` with H halo rows before it: the first `skip` halo rows lie before
+/// position 0 and are left out, the `kept` others come before the chunk's
+/// own keys, the first of them at position start - kept (kernels/cpu,
+/// detail::LocalWindow).
+struct HaloWindow {
+  int64_t skip, kept;
+};
+SL_HD HaloWindow haloWindow(int64_t H, int64_t start) {
+  int64_t skip = H - start > 0 ? H - start : 0;
+  return {skip, H - skip};
+}
+
 // -- the scans' state exchange ------------------------------------------------------
 
 /// Entry j (of stateSize) of the initial state of global chunk `chunk`: the
