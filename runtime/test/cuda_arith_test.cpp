@@ -11,8 +11,10 @@
 #include "core/buffer.h"
 #include "device/device.h"
 #include "kernel_test_util.h"
+#include "kernels/cpu/internal.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cuda/arith.h"
+#include "kernels/cuda/exchange_arith.h"
 #include "kernels/cuda/launch.h"
 
 #include <gtest/gtest.h>
@@ -642,3 +644,190 @@ TEST(CudaLaunch, AttentionRefusesWhatTheKernelCannotRun) {
   EXPECT_EQ(error, "attention over 1048576 x 1024 heads of 1048576 queries needs more blocks "
                    "than a CUDA grid holds");
 }
+
+// -- around the kernels' own exchanges (kernels/cuda/exchange_arith.h) -----------------
+
+namespace {
+
+// Ring attention's merge, one query row a thread, against the CPU's merge of
+// two partial attentions, rows that saw no key in one or both included: the
+// same double arithmetic, equal.
+TEST(CudaExchangeArith, LseMergeByRowsIsTheCpuMerge) {
+  const int64_t B = 2, Sq = 5, HQ = 3, D = 4, rows = B * Sq * HQ;
+  std::vector<float> outA = test::normalVector(rows * D, 41),
+                     outB = test::normalVector(rows * D, 42), lseA = test::normalVector(rows, 43),
+                     lseB = test::normalVector(rows, 44);
+  const float inf = std::numeric_limits<float>::infinity();
+  lseA[0] = -inf;
+  lseB[1] = -inf;
+  lseA[2] = lseB[2] = -inf;
+  std::vector<float> want(outA.size()), wantLse(rows);
+  cpu::attention_merge(outA.data(), lseA.data(), outB.data(), lseB.data(), B, Sq, HQ, D,
+                       want.data(), wantLse.data());
+  // In place into A, as the ring merges each step into the result.
+  std::vector<float> got = outA, gotLse = lseA;
+  for (int64_t r = 0; r < rows; ++r)
+    arith::mergeRow(got.data(), gotLse.data(), outB.data(), lseB.data(), Sq, HQ, D, r, got.data(),
+                    gotLse.data());
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(gotLse, wantLse);
+  EXPECT_EQ(gotLse[2], -inf);
+}
+
+// The halo rows a chunk of local attention keeps, against the CPU's window:
+// chunks at the sequence's start (all or some halo rows before position 0)
+// and further on (all kept), with a halo of none.
+TEST(CudaExchangeArith, HaloWindowIsTheCpusLocalWindow) {
+  for (int64_t H : {0, 1, 5})
+    for (int64_t start : {0, 1, 3, 5, 8, 32}) {
+      cpu::detail::LocalWindow want(H, start, 4);
+      arith::HaloWindow got = arith::haloWindow(H, start);
+      EXPECT_EQ(got.skip, want.skip) << "H " << H << ", start " << start;
+      EXPECT_EQ(got.kept, want.kept) << "H " << H << ", start " << start;
+      EXPECT_EQ(start - got.kept, want.kPos.front()) << "H " << H << ", start " << start;
+    }
+}
+
+// The state exchange's combination, one (chunk, entry) a thread, from
+// summaries gathered in another order than the sequence's (as zigzag ranks
+// hold them), against the CPU's fold over the chunks in sequence order.
+TEST(CudaExchangeArith, ChunkInitialStatesAreTheCpuCombination) {
+  const int64_t chunks = 4, nd = 3, bcast = 5, size = nd * bcast;
+  std::vector<float> finals = test::normalVector(chunks * size, 45),
+                     decays = test::normalVector(chunks * nd, 46, 0.5f);
+  std::vector<float> want(chunks * size);
+  cpu::scan_combine_states(decays.data(), finals.data(), nullptr, chunks, nd, bcast, want.data(),
+                           nullptr);
+  // Two members holding chunks {0, 3} and {1, 2}: states, then decays.
+  const std::vector<std::vector<int64_t>> held = {{0, 3}, {1, 2}};
+  std::vector<float> gathered;
+  std::vector<int64_t> stateAt(chunks), decayAt(chunks);
+  for (const std::vector<int64_t> &mine : held) {
+    int64_t base = (int64_t)gathered.size();
+    for (size_t j = 0; j < mine.size(); ++j) {
+      stateAt[mine[j]] = base + (int64_t)j * size;
+      gathered.insert(gathered.end(), finals.begin() + mine[j] * size,
+                      finals.begin() + (mine[j] + 1) * size);
+    }
+    for (size_t j = 0; j < mine.size(); ++j) {
+      decayAt[mine[j]] = (int64_t)gathered.size();
+      gathered.insert(gathered.end(), decays.begin() + mine[j] * nd,
+                      decays.begin() + (mine[j] + 1) * nd);
+    }
+  }
+  std::vector<float> got(chunks * size);
+  for (int64_t e = 0; e < chunks * size; ++e)
+    got[e] = arith::chunkInitialState(gathered.data(), stateAt.data(), decayAt.data(), e / size,
+                                      bcast, e % size);
+  EXPECT_EQ(got, want);
+  for (int64_t j = 0; j < size; ++j)
+    EXPECT_EQ(got[j], 0.0f) << "the first chunk starts from zero";
+}
+
+// The SSD correction, one lane a thread, against the CPU table's walk (the
+// prelude, then chunk by chunk with its slot's initial state).
+TEST(CudaExchangeArith, SsdCorrectionByLanesIsTheCpuKernel) {
+  const int64_t B = 2, S = 12, chunks = 2, L = S / chunks, NH = 4, P = 3, G = 2, N = 5;
+  std::vector<float> y0 = test::normalVector(B * S * NH * P, 47),
+                     dt = test::normalVector(B * S * NH, 48),
+                     dtBias = test::normalVector(NH, 49, 0.5f),
+                     aLog = test::normalVector(NH, 50, 0.5f),
+                     Cm = test::normalVector(B * S * G * N, 51),
+                     init = test::normalVector(chunks * B * NH * P * N, 52);
+  std::vector<float> got(y0.size());
+  arith::SsdCorrectArgs args{
+      y0.data(), init.data(), Cm.data(), dt.data(), aLog.data(), dtBias.data(), B, S,
+      chunks,    NH,          P,         G,         N,           got.data()};
+  for (int64_t lane = 0; lane < B * chunks * NH * P; ++lane)
+    arith::ssdCorrectLane(args, lane);
+  std::vector<float> step(dt.size()), A(NH), want = y0;
+  cpu::ssd_prelude(dt.data(), dtBias.data(), aLog.data(), B * S, NH, step.data(), A.data());
+  cpu::SsdDims dims{1, L, NH, P, G, N};
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < chunks; ++c) {
+      int64_t rows = b * S + c * L, slot = c * B + b;
+      cpu::ssd_state_correct(Cm.data() + rows * G * N, step.data() + rows * NH, A.data(),
+                             init.data() + slot * NH * P * N, dims, want.data() + rows * NH * P,
+                             nullptr);
+    }
+  EXPECT_EQ(got, want);
+  EXPECT_NE(got, y0);
+}
+
+TEST(CudaExchangeArith, RglruCorrectionByLanesIsTheCpuKernel) {
+  const int64_t B = 3, S = 10, chunks = 2, L = S / chunks, W = 6;
+  std::vector<float> y0 = test::normalVector(B * S * W, 53), x = test::normalVector(B * S * W, 54),
+                     wa = test::normalVector(W, 55), ba = test::normalVector(W, 56),
+                     lambda = test::normalVector(W, 57),
+                     init = test::normalVector(chunks * B * W, 58);
+  std::vector<float> got(y0.size());
+  arith::RglruCorrectArgs args{y0.data(),     init.data(), x.data(), wa.data(), ba.data(),
+                               lambda.data(), B,           S,        chunks,    W,
+                               got.data()};
+  for (int64_t lane = 0; lane < B * chunks * W; ++lane)
+    arith::rglruCorrectLane(args, lane);
+  std::vector<float> gateA(x.size()), want = y0;
+  cpu::rglru_gates(x.data(), wa.data(), ba.data(), nullptr, nullptr, B * S, W, gateA.data(),
+                   nullptr);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < chunks; ++c) {
+      int64_t rows = b * S + c * L, slot = c * B + b;
+      cpu::rglru_state_correct(gateA.data() + rows * W, lambda.data(), init.data() + slot * W, 1, L,
+                               W, want.data() + rows * W, nullptr);
+    }
+  EXPECT_EQ(got, want);
+  EXPECT_NE(got, y0);
+}
+
+// The vocabulary-parallel loss over three shards of a vocabulary, as the
+// CUDA kernels compute it (each shard's maximum, its pieces from the
+// combined maximum, each token's term from every shard's pieces), against
+// the CPU's pieces and combination and against the loss over the whole
+// vocabulary.
+TEST(CudaExchangeArith, ShardedCrossEntropyIsTheCpuVocabularyParallelLoss) {
+  const int64_t T = 6, V = 12, shards = 3, Vl = V / shards;
+  std::vector<float> logits = test::normalVector(T * V, 59, 3.0f);
+  std::vector<int32_t> labels = {0, 3, 4, 7, 8, 11};
+  // Each shard's columns.
+  std::vector<std::vector<float>> shard(shards, std::vector<float>(T * Vl));
+  for (int64_t m = 0; m < shards; ++m)
+    for (int64_t t = 0; t < T; ++t)
+      std::copy_n(logits.begin() + t * V + m * Vl, Vl, shard[m].begin() + t * Vl);
+  // The gathered maxima and the combined maximum, as the kernels take them.
+  std::vector<float> maxes(shards * T), gmax(T, -std::numeric_limits<float>::infinity());
+  for (int64_t m = 0; m < shards; ++m)
+    cpu::xent_local_max(shard[m].data(), T, Vl, maxes.data() + m * T);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t m = 0; m < shards; ++m)
+      gmax[t] = std::max(gmax[t], maxes[m * T + t]);
+  std::vector<float> wantMax(T);
+  std::vector<const float *> maxPointers;
+  for (int64_t m = 0; m < shards; ++m)
+    maxPointers.push_back(maxes.data() + m * T);
+  cpu::xent_combine_max(maxPointers.data(), shards, T, wantMax.data());
+  EXPECT_EQ(gmax, wantMax);
+  // Each shard's pieces: sums (from the CPU's function, which the kernel's
+  // double sum in another order matches to a rounding) and target logits.
+  std::vector<float> pieces(shards * 2 * T);
+  std::vector<const float *> piecePointers;
+  for (int64_t m = 0; m < shards; ++m) {
+    float *mine = pieces.data() + m * 2 * T;
+    cpu::xent_local_sumexp(shard[m].data(), gmax.data(), T, Vl, mine);
+    std::vector<float> want(T);
+    cpu::xent_local_target(shard[m].data(), labels.data(), T, Vl, m * Vl, want.data());
+    for (int64_t t = 0; t < T; ++t) {
+      mine[T + t] = arith::localTarget(shard[m].data() + t * Vl, labels[t], Vl, m * Vl);
+      EXPECT_EQ(mine[T + t], want[t]) << "shard " << m << ", token " << t;
+    }
+    piecePointers.push_back(mine);
+  }
+  double total = 0.0;
+  for (int64_t t = 0; t < T; ++t)
+    total += arith::shardedTerm(pieces.data(), shards, T, gmax[t], t);
+  double want = cpu::xent_combine_total(piecePointers.data(), shards, gmax.data(), T);
+  EXPECT_DOUBLE_EQ(total, want);
+  float whole = cpu::cross_entropy(logits.data(), labels.data(), T, V);
+  EXPECT_NEAR((float)(total / T), whole, 1e-5f * std::fabs(whole));
+}
+
+} // namespace

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Plans of several ranks on several GPUs over NCCL (docs/runtime.md, NCCL): equivalence-matrix
-# entries whose exchanges are all layout transitions run with --device cuda --comm nccl --verify
+# entries, their layout transitions and the kernels' own exchanges (ring attention, halos, the
+# scans' state exchange, the vocabulary-parallel loss), run with --device cuda --comm nccl --verify
 # (one process driving one GPU per rank) and pass when the outputs agree with the CPU's
 # single-device run and the bytes and arena peak equal the report's; under mpirun the same with
 # --comm mpi+nccl; and a rank that stalls or dies ends the job with an error naming the NCCL call
@@ -77,6 +78,18 @@ entry attention 4 --cp 4 --cp-comm allgather
 entry dense 4 --dp 2 --cp 2 --cp-comm allgather
 entry dense 4 --dp 4
 entry dense 8 --dp 8
+# The kernels' own exchanges: ring attention's K, V ring and the log-sum-exp merge of its steps
+# (zigzag and contiguous), the halos of the convolutions and of local attention, the scans'
+# state exchange and corrections, under cp 2 for every family but MoE; the vocabulary-parallel
+# loss under tp 2 (with and without sequence parallelism); the ring of 4 where there are GPUs.
+for family in mlp attention dense mamba recurrent local; do
+  entry $family 2 --cp 2 --cp-comm ring --cp-order zigzag
+  entry $family 2 --cp 2 --cp-comm ring --cp-order contiguous
+done
+entry dense 2 --tp 2 --sp=false
+entry dense 2 --tp 2 --sp
+entry attention 4 --cp 4 --cp-comm ring --cp-order zigzag
+entry dense 4 --tp 2 --sp --cp 2 --cp-comm ring
 
 # One MPI process per GPU.
 if command -v mpirun >/dev/null 2>&1; then

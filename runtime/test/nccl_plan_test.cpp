@@ -14,6 +14,7 @@
 #include "comm/nccl_plan.h"
 
 #include "comm/movement.h"
+#include "comm/nccl_kernels.h"
 #include "exec/collectives.h"
 #include "exec/executor.h"
 
@@ -63,13 +64,28 @@ std::vector<Entry> entries() {
       {"attention cp2 ring zigzag",
        attention,
        {"--cp", "2", "--cp-comm", "ring", "--cp-order", "zigzag"},
-       {O::AllGather, O::SendRecv}},
+       {O::SendRecv}},
+      {"attention cp4 ring zigzag",
+       attention,
+       {"--cp", "4", "--cp-comm", "ring", "--cp-order", "zigzag"},
+       {O::SendRecv}},
+      {"attention cp2 ring contiguous",
+       attention,
+       {"--cp", "2", "--cp-comm", "ring", "--cp-order", "contiguous"},
+       {O::SendRecv}},
+      {"attention cp4 ring contiguous",
+       attention,
+       {"--cp", "4", "--cp-comm", "ring", "--cp-order", "contiguous"},
+       {O::SendRecv}},
       {"attention cp4 allgather contiguous",
        attention,
        {"--cp", "4", "--cp-comm", "allgather", "--cp-order", "contiguous"},
        {O::AllGather}},
       {"attention cp2 a2a", attention, {"--cp", "2", "--cp-comm", "a2a"}, {O::SendRecv}},
       {"dense dp2", dense, {"--dp", "2"}, {}},
+      // The vocabulary-parallel loss: its maxima, then its sums and target
+      // logits, gathered over tp.
+      {"dense tp2", dense, {"--tp", "2", "--sp=false"}, {O::AllGather, O::AllReduce}},
       {"dense tp2 sp cp2 dp2",
        dense,
        {"--tp", "2", "--sp", "--cp", "2", "--dp", "2"},
@@ -90,7 +106,12 @@ std::vector<Entry> entries() {
        recurrent,
        {"--cp", "4", "--cp-order", "contiguous"},
        {O::AllGather, O::SendRecv}},
+      {"recurrent cp2", recurrent, {"--cp", "2"}, {O::AllGather, O::SendRecv}},
       {"local attention cp2", local, {"--cp", "2"}, {O::SendRecv}},
+      {"local attention cp4 contiguous",
+       local,
+       {"--cp", "4", "--cp-order", "contiguous"},
+       {O::SendRecv}},
   };
 }
 
@@ -126,8 +147,10 @@ std::optional<LoadedPlan> compile(const Entry &e, bool train) {
   return plan;
 }
 
-/// The plan's program resolved for every rank and lowered.
-std::vector<NcclLowering> lowerEveryRank(const LoadedPlan &plan) {
+/// The plan's program resolved for every rank and lowered; `resolved`
+/// receives each rank's steps with their rank facts.
+std::vector<NcclLowering> lowerEveryRank(const LoadedPlan &plan,
+                                         std::vector<std::vector<Step>> &resolved) {
   std::string error;
   std::optional<std::vector<Step>> program =
       decodeProgram(*plan.root(), cpuBackend().kernels, error);
@@ -146,6 +169,7 @@ std::vector<NcclLowering> lowerEveryRank(const LoadedPlan &plan) {
         s.kernel->resolve(s, frame);
     out.push_back(lowerToNccl(steps, mesh, tensors, r));
     EXPECT_EQ(out.back().error, "");
+    resolved.push_back(std::move(steps));
   }
   return out;
 }
@@ -167,6 +191,8 @@ struct Lowered {
   const Entry *entry;
   LoadedPlan plan;
   std::vector<NcclLowering> ranks;
+  /// Each rank's steps, rank facts resolved.
+  std::vector<std::vector<Step>> programs;
 };
 
 /// Every entry compiled and lowered once per test suite run, forward or for
@@ -179,8 +205,11 @@ const std::vector<Lowered> &lowered(bool train) {
   static const std::vector<Entry> all = entries();
   std::vector<Lowered> out;
   for (const Entry &e : all)
-    if (std::optional<LoadedPlan> plan = compile(e, train))
-      out.push_back({&e, *plan, lowerEveryRank(*plan)});
+    if (std::optional<LoadedPlan> plan = compile(e, train)) {
+      std::vector<std::vector<Step>> programs;
+      std::vector<NcclLowering> ranks = lowerEveryRank(*plan, programs);
+      out.push_back({&e, *plan, std::move(ranks), std::move(programs)});
+    }
   return cache[train] = std::move(out);
 }
 
@@ -292,6 +321,161 @@ TEST_P(NcclPlanTest, SplitsAsTheHostCollectivesDo) {
   }
 }
 
+/// One step of an entry's program on every rank (the ranks have the same
+/// steps, each with its own rank facts), with the entry's mesh and tensors.
+struct StepOnRanks {
+  const Mesh &mesh;
+  const std::vector<TensorInfo> &tensors;
+  std::vector<const Step *> byRank;
+};
+
+/// Calls `check` for every step of `kind` of every entry, forward or for
+/// training; returns how many there were.
+int64_t forEachStep(bool train, const std::string &kind,
+                    const std::function<void(const StepOnRanks &)> &check) {
+  int64_t count = 0;
+  for (const Lowered &l : lowered(train)) {
+    SCOPED_TRACE(l.entry->name + (train ? " (training)" : " (forward)"));
+    Mesh mesh = meshOf(*l.plan.root());
+    std::vector<TensorInfo> tensors = tensorInfos(*l.plan.root(), mesh);
+    for (size_t i = 0; i < l.programs[0].size(); ++i) {
+      if (l.programs[0][i].kind != kind)
+        continue;
+      std::vector<const Step *> byRank;
+      for (const std::vector<Step> &program : l.programs)
+        byRank.push_back(&program[i]);
+      ++count;
+      check({mesh, tensors, byRank});
+    }
+  }
+  return count;
+}
+
+/// Ring attention's K, V ring, run on the host from every rank's routes:
+/// each step's send meets its peer's receive, and step i brings each rank
+/// the block of its i-th member, the order the CPU kernel merges in; every
+/// rank ends having seen every member's block once.
+TEST_P(NcclPlanTest, RingStepsBringEveryBlockInMergeOrder) {
+  int64_t rings = forEachStep(GetParam(), "ring_attention", [](const StepOnRanks &st) {
+    int64_t n = (int64_t)st.byRank.size();
+    std::vector<std::vector<RingStep>> routes(n);
+    for (int64_t r = 0; r < n; ++r)
+      routes[r] = ringSteps(st.byRank[r]->facts);
+    std::vector<int64_t> held(n);
+    for (int64_t r = 0; r < n; ++r)
+      held[r] = r;
+    for (size_t i = 0; i < routes[0].size(); ++i) {
+      std::vector<int64_t> next(n);
+      for (int64_t r = 0; r < n; ++r) {
+        ASSERT_EQ(routes[r].size(), routes[0].size());
+        const RingStep &mine = routes[r][i];
+        EXPECT_EQ(routes[mine.recvFrom][i].sendTo, r) << "step " << i << ", rank " << r;
+        next[r] = held[mine.recvFrom];
+        EXPECT_EQ(next[r], st.byRank[r]->facts.members[mine.block]);
+        EXPECT_EQ(mine.block, (int64_t)i + 1);
+      }
+      held = next;
+    }
+    EXPECT_EQ(routes[0].size() + 1, st.byRank[0]->facts.members.size());
+  });
+  if (!GetParam())
+    EXPECT_GT(rings, 0);
+}
+
+/// Every halo run on the host from every rank's routes, x's values coding
+/// (batch entry, global position): each send meets its peer's receive row
+/// for row, and each slot of each chunk's halo ends holding the token
+/// `width - j` before the chunk, the slots before position 0 nothing; the
+/// routes of halo_add are the same rows the other way.
+TEST_P(NcclPlanTest, HaloRoutesFillEverySlotWithTheTokenBeforeItsChunk) {
+  int64_t halos = forEachStep(GetParam(), "halo", [](const StepOnRanks &st) {
+    int64_t n = (int64_t)st.byRank.size();
+    const Step &s0 = *st.byRank[0];
+    const TensorInfo &x = st.tensors[s0.in[0]];
+    int64_t width = s0.attrs[1].i, B = x.local[0], rows = x.local[1];
+    int64_t chunks = chunksPerRank(x.layout, 1), S = rows / chunks, slots = chunks * width;
+    std::vector<std::vector<int64_t>> owned(n);
+    std::vector<HaloRoutes> routes(n);
+    for (int64_t r = 0; r < n; ++r) {
+      owned[r] = ownedIndices(x.layout, st.mesh, x.shape, 1, r);
+      routes[r] = haloRoutes(st.byRank[r]->facts, r, B, rows, slots, false);
+    }
+    auto code = [&](int64_t bi, int64_t pos) { return (double)(bi * 100000 + pos * 100); };
+    for (int64_t q = 0; q < n; ++q) {
+      std::vector<double> halo(B * slots, -1.0);
+      for (size_t i = 0; i < routes[q].selfFrom.size(); ++i) {
+        int64_t row = routes[q].selfFrom[i];
+        halo[routes[q].selfTo[i]] = code(row / rows, owned[q][row % rows]);
+      }
+      for (const HaloPeer &p : routes[q].peers) {
+        const HaloPeer *back = nullptr;
+        for (const HaloPeer &o : routes[p.rank].peers)
+          if (o.rank == q)
+            back = &o;
+        ASSERT_NE(back, nullptr) << "rank " << p.rank << " has no route to " << q;
+        ASSERT_EQ(back->sendRows.size(), p.recvRows.size());
+        for (size_t i = 0; i < p.recvRows.size(); ++i) {
+          int64_t row = back->sendRows[i];
+          halo[p.recvRows[i]] = code(row / rows, owned[p.rank][row % rows]);
+        }
+      }
+      for (int64_t bi = 0; bi < B; ++bi)
+        for (int64_t c = 0; c < chunks; ++c)
+          for (int64_t j = 0; j < width; ++j) {
+            int64_t pos = owned[q][c * S] - width + j;
+            EXPECT_EQ(halo[bi * slots + c * width + j], pos < 0 ? -1.0 : code(bi, pos))
+                << "rank " << q << ", batch " << bi << ", chunk " << c << ", slot " << j;
+          }
+    }
+    for (int64_t r = 0; r < n; ++r) {
+      HaloRoutes back = haloRoutes(st.byRank[r]->facts, r, B, rows, slots, true);
+      ASSERT_EQ(back.peers.size(), routes[r].peers.size());
+      for (size_t i = 0; i < back.peers.size(); ++i) {
+        EXPECT_EQ(back.peers[i].sendRows, routes[r].peers[i].recvRows);
+        EXPECT_EQ(back.peers[i].recvRows, routes[r].peers[i].sendRows);
+      }
+      EXPECT_EQ(back.selfFrom, routes[r].selfTo);
+    }
+  });
+  if (!GetParam())
+    EXPECT_GT(halos, 0);
+}
+
+/// The state exchange's all-gather, run on the host from every rank's
+/// summaries (values coding chunk and entry), puts every chunk's states
+/// and decays where gatheredChunks says, members in the order of the
+/// exchange's communicator.
+TEST_P(NcclPlanTest, GatheredChunksLocateEveryChunksSummaries) {
+  int64_t exchanges = forEachStep(GetParam(), "scan_state_exchange", [](const StepOnRanks &st) {
+    const Step &s0 = *st.byRank[0];
+    const TensorInfo &states = st.tensors[s0.in[0]], &decays = st.tensors[s0.in[1]];
+    int64_t chunks = states.shape[0], local = states.local[0];
+    int64_t stateSize = states.count / local, decaySize = decays.count / local;
+    for (int64_t r = 0; r < (int64_t)st.byRank.size(); ++r) {
+      std::vector<int64_t> comm = ringOf(st.mesh, r, s0.attrs[0].strings).members;
+      std::vector<double> gathered;
+      for (int64_t m : comm) {
+        std::vector<int64_t> mine = ownedIndices(states.layout, st.mesh, states.shape, 0, m);
+        for (int64_t c : mine)
+          for (int64_t e = 0; e < stateSize; ++e)
+            gathered.push_back((double)(c * 10000 + e));
+        for (int64_t c : mine)
+          for (int64_t e = 0; e < decaySize; ++e)
+            gathered.push_back((double)(c * 10000 + 5000 + e));
+      }
+      GatheredChunks at =
+          gatheredChunks(st.byRank[r]->facts, comm, chunks, local, stateSize, decaySize);
+      ASSERT_EQ(at.error, "") << "rank " << r;
+      for (int64_t c = 0; c < chunks; ++c) {
+        EXPECT_EQ(gathered[at.stateAt[c] + stateSize - 1], (double)(c * 10000 + stateSize - 1));
+        EXPECT_EQ(gathered[at.decayAt[c]], (double)(c * 10000 + 5000));
+      }
+    }
+  });
+  if (!GetParam())
+    EXPECT_GT(exchanges, 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Plans, NcclPlanTest, ::testing::Bool(),
                          [](const auto &info) { return info.param ? "Training" : "Forward"; });
 
@@ -329,6 +513,35 @@ TEST(NcclPlan, NamesTheFirstStepOutsideTheKindsADeviceRuns) {
   const NcclLowering &tp = lowered(false)[0].ranks[0];
   EXPECT_EQ(findCommunicator(tp, meshOf(*lowered(false)[0].plan.root()), {"tp"}), 0);
   EXPECT_EQ(findCommunicator(tp, meshOf(*lowered(false)[0].plan.root()), {"dp"}), -1);
+}
+
+/// With the kernels' own exchanges (comm/nccl_kernels.h) a device runs every
+/// forward entry over NCCL; training is refused at the first backward dual
+/// of a kernel exchange (ring_attention_grad, halo_add,
+/// scan_state_exchange_grad, cross_entropy_grad), by name.
+TEST(NcclPlan, KernelExchangesCoverEveryForwardEntry) {
+  if (compilerPath().empty())
+    GTEST_SKIP() << "SHARDLINE_COMPILE is not set";
+  std::vector<std::string> kinds = {"all_gather", "all_to_all",     "slice",     "reorder",
+                                    "relayout",   "reduce_scatter", "all_reduce"};
+  kinds.insert(kinds.end(), kernelExchangeKinds().begin(), kernelExchangeKinds().end());
+  for (const Lowered &l : lowered(false)) {
+    SCOPED_TRACE(l.entry->name);
+    for (const NcclLowering &r : l.ranks)
+      EXPECT_EQ(firstStepOutside(r, kinds), "");
+  }
+  int64_t refused = 0;
+  for (const Lowered &l : lowered(true)) {
+    SCOPED_TRACE(l.entry->name + " (training)");
+    std::string why = firstStepOutside(l.ranks[0], kinds);
+    if (why.empty())
+      continue;
+    ++refused;
+    EXPECT_TRUE(why.find("_grad) exchanges values (") != std::string::npos ||
+                why.find("(sl.halo_add) exchanges values (") != std::string::npos)
+        << why;
+  }
+  EXPECT_GT(refused, 0);
 }
 
 /// A run that asks for device collectives on a device without them is

@@ -11,6 +11,7 @@
 #include "comm/nccl_plan.h"
 
 #include "comm/movement.h"
+#include "comm/nccl_kernels.h"
 #include "comm/transfer.h"
 
 #include <algorithm>
@@ -271,10 +272,20 @@ private:
     transition(st, x.shape, mid, y.layout, eb);
   }
 
-  /// Every member's K and V blocks to every other member.
+  /// The K, V ring (comm/nccl_kernels.h, ringSteps): n - 1 grouped
+  /// send/receives, each this rank's current K and V blocks to the previous
+  /// member and the next member's from it; the CPU kernel all-gathers the
+  /// same blocks, the same bytes.
   void ringAttention(const Step &s, NcclStep &st) {
     const TensorInfo &k = tensor(s.in[1]), &v = tensor(s.in[2]);
-    allGather(st, axesOf(s), k.count + v.count, (k.count + v.count) * k.elementBytes());
+    int64_t c = communicator(axesOf(s));
+    int64_t kv = k.count + v.count;
+    for (const RingStep &r : ringSteps(s.facts)) {
+      std::map<int64_t, NcclPeer> peers;
+      add(peers, r.sendTo, kv, 0);
+      add(peers, r.recvFrom, 0, kv);
+      sendRecv(st, c, peers, k.elementBytes());
+    }
   }
 
   /// Two passes around the ring and a last step home (ring_grad.cpp): the
@@ -321,17 +332,16 @@ private:
   }
 
   /// The rows before each chunk from whoever holds them (halo), or back to
-  /// them (halo_add); a row is the batch's entries of one token.
+  /// them (halo_add), as comm/nccl_kernels.h routes them; a row is one
+  /// token's channels of one batch entry.
   void halo(const Step &s, NcclStep &st) {
     bool back = s.kind == "halo_add";
     const TensorInfo &x = tensor(s.in[back ? 1 : 0]);
-    int64_t row = x.local[0] * x.local[2];
+    int64_t C = x.local[2];
+    HaloRoutes routes = haloRoutes(s.facts, self, x.local[0], x.local[1], 0, back);
     std::map<int64_t, NcclPeer> peers;
-    for (const RankFacts::Row &r : s.facts.sends)
-      add(peers, r.rank, back ? 0 : row, back ? row : 0);
-    for (const RankFacts::Row &r : s.facts.receives)
-      if (r.rank != self)
-        add(peers, r.rank, back ? row : 0, back ? 0 : row);
+    for (const HaloPeer &p : routes.peers)
+      add(peers, p.rank, (int64_t)p.sendRows.size() * C, (int64_t)p.recvRows.size() * C);
     sendRecv(st, communicator(axesOf(s)), peers, x.elementBytes());
   }
 

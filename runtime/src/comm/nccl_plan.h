@@ -15,11 +15,12 @@
 // Calls, per step: a layout transition that concatenates, or cuts into equal
 // pieces, in group order runs as ncclAllGather or ncclReduceScatter; an
 // all-reduce whose two halves are those (comm/movement.h, splitAllReduce) as
-// one ncclAllReduce; the gathers inside ring attention, the scans' state
-// exchange and vocabulary-parallel cross-entropy, which gather equal parts
-// in group order, as ncclAllGather. Everything else (all-to-alls, zigzag and
-// other general transfers, halos, ring steps) is a grouped list of
-// ncclSend/ncclRecv by peer. Each call states the bytes this rank sends as
+// one ncclAllReduce; the gathers inside the scans' state exchange and
+// vocabulary-parallel cross-entropy, which gather equal parts in group
+// order, as ncclAllGather. Everything else (all-to-alls, zigzag and other
+// general transfers, halos, ring attention's steps) is a grouped list of
+// ncclSend/ncclRecv by peer; the kernels' own routes are those of
+// comm/nccl_kernels.h. Each call states the bytes this rank sends as
 // the report counts them (DESIGN §4, at the plan's element sizes), which the
 // host collectives measure too.
 //

@@ -11,7 +11,9 @@
 //===----------------------------------------------------------------------===//
 
 #include "backends/cuda/cuda_device.h"
+#include "backends/cuda/exchange.h"
 #include "backends/cuda/nccl.h"
+#include "comm/nccl_kernels.h"
 #include "exec/program.h"
 #include "kernels/cuda/kernels.h"
 
@@ -332,13 +334,18 @@ const std::map<std::string, void (*)(const Step &, Frame &)> &cudaRuns() {
 
 std::unique_ptr<Device> makeDevice(int64_t rank) { return std::make_unique<CudaDevice>(rank); }
 
-/// The steps whose exchanges run over NCCL: the layout transitions. The
+/// The steps whose exchanges run over NCCL: the layout transitions, and the
 /// kernels that exchange values inside (ring attention, halos, the scans'
-/// state exchange, cross-entropy over a vocabulary split) do so through the
-/// host collectives only.
+/// state exchange, cross-entropy over a vocabulary split). Their backward
+/// duals do so through the host collectives only.
 const std::vector<std::string> &ncclSteps() {
-  static const std::vector<std::string> kinds = {
-      "all_gather", "all_to_all", "slice", "reorder", "relayout", "reduce_scatter", "all_reduce"};
+  static const std::vector<std::string> kinds = [] {
+    std::vector<std::string> all = {"all_gather", "all_to_all",     "slice",     "reorder",
+                                    "relayout",   "reduce_scatter", "all_reduce"};
+    // The kernels' own exchanges (backends/cuda/exchange.h).
+    all.insert(all.end(), kernelExchangeKinds().begin(), kernelExchangeKinds().end());
+    return all;
+  }();
   return kinds;
 }
 
@@ -390,6 +397,16 @@ shardline_backend_cuda(int abiVersion, const KernelTable *reference, char *error
       KernelSpec spec = found->second;
       spec.run = run;
       table.emplace(kind, spec);
+    }
+    // The steps whose kernels exchange values themselves over NCCL, and
+    // those that compute on what the exchanges bring (backends/cuda/exchange.h).
+    for (const auto &[kind, run] : exchangeRuns(cudaRuns())) {
+      auto found = reference->find(kind);
+      if (found == reference->end())
+        continue;
+      KernelSpec spec = found->second;
+      spec.run = run;
+      table.insert_or_assign(kind, spec);
     }
   });
   static const Backend backend{"cuda",

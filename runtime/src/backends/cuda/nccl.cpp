@@ -8,6 +8,7 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -224,7 +225,7 @@ void NcclWorld::check(ncclResult_t result, const char *call, int64_t communicato
     fail(call, communicator, api.ncclGetErrorString(result));
 }
 
-void NcclWorld::wait(Frame &f, const char *call, int64_t communicator) {
+void NcclWorld::wait(Frame &f, const char *call, int64_t communicator, cudaStream_t stream) {
   if (failed)
     throw Stop{"", true};
   auto deadline = deadlineIn(timeoutSeconds);
@@ -236,7 +237,7 @@ void NcclWorld::wait(Frame &f, const char *call, int64_t communicator) {
       state = result;
     if (state != ncclSuccess && state != ncclInProgress)
       fail(call, communicator, api.ncclGetErrorString(state));
-    cudaError_t done = cudaStreamQuery(device.stream());
+    cudaError_t done = cudaStreamQuery(stream ? stream : device.stream());
     if (done == cudaSuccess && state == ncclSuccess)
       return;
     if (done != cudaSuccess && done != cudaErrorNotReady)
@@ -443,6 +444,63 @@ void NcclWorld::transfer(const Step &s, Frame &f, int half, int64_t c,
   std::vector<T> result(dst.count);
   applyTransfer(t.mine, self, local.data(), recvFrom, result.data());
   device.upload(BufferView(result.data(), dst.count), dst);
+}
+
+// -- the kernels' own exchanges ----------------------------------------------
+
+std::vector<int64_t> NcclWorld::members(const std::vector<std::string> &axes) {
+  int64_t c = communicatorOf(axes);
+  return c < 0 ? std::vector<int64_t>{self} : lowering.communicators[c].members;
+}
+
+void NcclWorld::sendRecv(Frame &f, const std::vector<std::string> &axes,
+                         const std::vector<PeerTransfer> &transfers, cudaStream_t stream,
+                         DType type) {
+  int64_t c = communicatorOf(axes);
+  if (c < 0)
+    return;
+  if (!stream)
+    stream = device.stream();
+  const std::vector<int64_t> &group = lowering.communicators[c].members;
+  auto place = [&](int64_t peer) {
+    auto at = std::find(group.begin(), group.end(), peer);
+    if (at == group.end() || peer == self)
+      throw Stop{"rank " + std::to_string(peer) + " is no peer of rank " + std::to_string(self) +
+                     " in the group " + groupText(lowering.communicators[c]),
+                 false};
+    return (int)(at - group.begin());
+  };
+  ncclDataType_t nccl = typeOf(type);
+  check(api.ncclGroupStart(), "ncclGroupStart", c);
+  for (const PeerTransfer &t : transfers) {
+    int peer = place(t.peer);
+    if (t.sendCount > 0)
+      check(api.ncclSend(t.send, (size_t)t.sendCount, nccl, peer, comms[c], stream), "ncclSend", c);
+    if (t.recvCount > 0)
+      check(api.ncclRecv(t.recv, (size_t)t.recvCount, nccl, peer, comms[c], stream), "ncclRecv", c);
+  }
+  check(api.ncclGroupEnd(), "ncclGroupEnd", c);
+  wait(f, "ncclSend/ncclRecv", c, stream);
+}
+
+void NcclWorld::allGather(Frame &f, const std::vector<std::string> &axes, const void *send,
+                          void *recv, int64_t count) {
+  int64_t c = communicatorOf(axes);
+  if (c < 0) {
+    checkCuda(
+        cudaMemcpyAsync(recv, send, (size_t)(count * 4), cudaMemcpyDeviceToDevice, device.stream()),
+        "cudaMemcpyAsync");
+    return;
+  }
+  check(api.ncclAllGather(send, recv, (size_t)count, ncclFloat32, comms[c], device.stream()),
+        "ncclAllGather", c);
+  wait(f, "ncclAllGather", c);
+}
+
+void NcclWorld::countSent(const Step &s, Frame &f) const {
+  auto lowered = byStep.find(s.index);
+  if (lowered != byStep.end())
+    f.collectives->count(lowered->second->bytesSent);
 }
 
 } // namespace shardline::rt

@@ -84,6 +84,34 @@ public:
   /// counts the bytes its lowering sends.
   void transition(const Step &s, Frame &f);
 
+  // -- the kernels' own exchanges (backends/cuda/exchange.cpp) ---------------
+
+  /// What this rank sends to and receives from one peer (a world rank) in a
+  /// grouped send/receive: 32-bit values of `type`, on the device.
+  struct PeerTransfer {
+    int64_t peer = 0;
+    const void *send = nullptr;
+    int64_t sendCount = 0;
+    void *recv = nullptr;
+    int64_t recvCount = 0;
+  };
+  /// One grouped ncclSend/ncclRecv over the communicator of `axes`' groups,
+  /// on `stream` (nullptr: the rank's stream), waited for; nothing for a
+  /// group of one. Work queued on another stream before the call runs on
+  /// while the host waits.
+  void sendRecv(Frame &f, const std::vector<std::string> &axes,
+                const std::vector<PeerTransfer> &transfers, cudaStream_t stream = nullptr,
+                DType type = DType::F32);
+  /// ncclAllGather of `count` f32 values of every member into `recv`, in
+  /// communicator order, waited for; a group of one copies `send`.
+  void allGather(Frame &f, const std::vector<std::string> &axes, const void *send, void *recv,
+                 int64_t count);
+  /// The world ranks of this rank's group over `axes`, in the order of its
+  /// communicator (this rank alone for a group of one).
+  std::vector<int64_t> members(const std::vector<std::string> &axes);
+  /// Counts the bytes step `s`'s lowering sends (the report's).
+  void countSent(const Step &s, Frame &f) const;
+
 private:
   NcclWorld(const NcclApi &api, CudaDevice &device, const NcclLowering &lowering, const Mesh &mesh,
             int64_t self, double timeoutSeconds);
@@ -105,9 +133,10 @@ private:
   int64_t communicatorOf(const std::vector<std::string> &axes);
   /// Stops the step when an NCCL call failed to start.
   void check(ncclResult_t result, const char *call, int64_t communicator);
-  /// Waits for the stream (the step's NCCL calls) to finish, polling the
-  /// communicator's asynchronous error, the host's abort and the deadline.
-  void wait(Frame &f, const char *call, int64_t communicator);
+  /// Waits for `stream` (nullptr: the rank's stream; the step's NCCL calls)
+  /// to finish, polling the communicator's asynchronous error, the host's
+  /// abort and the deadline.
+  void wait(Frame &f, const char *call, int64_t communicator, cudaStream_t stream = nullptr);
   /// Aborts every communicator of this rank (once).
   void abortAll();
   /// Aborts every communicator and stops the step with `why`.

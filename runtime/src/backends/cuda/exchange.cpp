@@ -1,0 +1,435 @@
+//===- exchange.cpp - CUDA steps that exchange values over NCCL ------------===//
+//
+// Each run follows its CPU kernel (kernels/cpu/attention.cpp, conv.cpp,
+// local_attention.cpp, scan.cpp, mamba.cpp, recurrent.cpp, loss.cpp): the
+// same values cross the same groups, each on the rank's stream, and the
+// step counts the bytes its NCCL lowering states, the report's.
+//
+//===----------------------------------------------------------------------===//
+
+#include "backends/cuda/exchange.h"
+
+#include "backends/cuda/cuda_device.h"
+#include "backends/cuda/nccl.h"
+#include "comm/nccl_kernels.h"
+#include "kernels/cuda/exchange.h"
+#include "kernels/cuda/kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <mutex>
+
+namespace shardline::rt {
+
+namespace {
+
+CudaDevice &deviceOf(Frame &f) { return *static_cast<CudaDevice *>(f.device); }
+
+void launched(cudaError_t status, const char *kernel) { checkCuda(status, kernel); }
+
+/// Device memory for one step, released (after the stream's work) when the
+/// step ends or stops.
+class StepMemory {
+public:
+  explicit StepMemory(CudaDevice &device) : device(device) {}
+  StepMemory(const StepMemory &) = delete;
+  StepMemory &operator=(const StepMemory &) = delete;
+  ~StepMemory() {
+    if (held.empty())
+      return;
+    cudaStreamSynchronize(device.stream());
+    for (void *p : held)
+      device.release(p);
+  }
+  float *floats(int64_t count) { return static_cast<float *>(bytes(count * 4)); }
+  double *doubles(int64_t count) { return static_cast<double *>(bytes(count * 8)); }
+  /// A device copy of `values`.
+  int64_t *indices(const std::vector<int64_t> &values) {
+    auto *out = static_cast<int64_t *>(bytes((int64_t)values.size() * 8));
+    if (!values.empty())
+      checkCuda(cudaMemcpyAsync(out, values.data(), values.size() * 8, cudaMemcpyHostToDevice,
+                                device.stream()),
+                "cudaMemcpyAsync of indices");
+    return out;
+  }
+
+private:
+  void *bytes(int64_t n) {
+    held.push_back(device.allocate(std::max<int64_t>(n, 8)));
+    return held.back();
+  }
+  CudaDevice &device;
+  std::vector<void *> held;
+};
+
+/// The rank's NCCL world; nullptr is only right for an exchange within a
+/// group of one.
+NcclWorld *worldFor(Frame &f, size_t groupSize) {
+  NcclWorld *world = deviceOf(f).nccl();
+  if (!world && groupSize > 1)
+    throw Stop{"the CUDA backend exchanges values between ranks over NCCL only (--comm nccl)",
+               false};
+  return world;
+}
+
+const std::vector<std::string> &axesAttr(const Step &s, size_t index) {
+  return s.attrs[index].strings;
+}
+
+void copyDevice(void *dst, const void *src, int64_t bytes, CudaDevice &device) {
+  if (bytes > 0)
+    checkCuda(cudaMemcpyAsync(dst, src, (size_t)bytes, cudaMemcpyDeviceToDevice, device.stream()),
+              "cudaMemcpyAsync");
+}
+
+// -- ring attention -----------------------------------------------------------
+
+enum { kHeads, kCausal, kScale, kRingAxes };
+
+/// A second stream of the rank's GPU, for an exchange beside the compute on
+/// the rank's stream, and the event that orders the two; it finishes its
+/// work and is destroyed when the step ends or stops.
+class SideStream {
+public:
+  SideStream() {
+    checkCuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
+              "cudaStreamCreateWithFlags");
+    cudaError_t status = cudaEventCreateWithFlags(&ready, cudaEventDisableTiming);
+    if (status != cudaSuccess) {
+      cudaStreamDestroy(stream);
+      checkCuda(status, "cudaEventCreateWithFlags");
+    }
+  }
+  SideStream(const SideStream &) = delete;
+  SideStream &operator=(const SideStream &) = delete;
+  ~SideStream() {
+    cudaStreamSynchronize(stream);
+    cudaStreamDestroy(stream);
+    cudaEventDestroy(ready);
+  }
+  /// What this stream queues from now on waits for everything queued on
+  /// `main` so far.
+  void follow(cudaStream_t main) {
+    checkCuda(cudaEventRecord(ready, main), "cudaEventRecord");
+    checkCuda(cudaStreamWaitEvent(stream, ready, 0), "cudaStreamWaitEvent");
+  }
+  cudaStream_t stream = nullptr;
+
+private:
+  cudaEvent_t ready = nullptr;
+};
+
+/// Causal attention of q over each member's K, V blocks as the ring brings
+/// them (comm/nccl_kernels.h, ringSteps: member i's blocks at step i), each
+/// block's partial output merged into the result by the log-sum-exps, own
+/// block first, as the CPU kernel merges the blocks it all-gathers. The K, V
+/// exchange of step i runs on a second stream while the rank's stream
+/// computes on the blocks of step i - 1: both only read the blocks held, and
+/// the buffer the exchange receives into is the one whose attention was
+/// queued before the exchange was (the event orders them).
+void ringAttention(const Step &s, Frame &f) {
+  int32_t q = s.in[0], k = s.in[1], v = s.in[2], out = s.out[0];
+  const std::vector<int64_t> &ql = f.local(q), &kl = f.local(k);
+  int64_t D = f.global(q)[2] / s.attrs[kHeads].i;
+  int64_t B = ql[0], Sq = ql[1], Sk = kl[1], HQ = ql[2] / D, HKV = kl[2] / D;
+  float scale =
+      s.attrs[kScale].present ? (float)s.attrs[kScale].f : (float)(1.0 / std::sqrt((double)D));
+  bool causal = s.attrs[kCausal].i != 0;
+  cuda::AttentionTiling tiling;
+  std::string error;
+  if (!cuda::attentionTiling(B, HQ, Sq, D, tiling, error))
+    throw Stop{error, false};
+  std::vector<RingStep> steps = ringSteps(s.facts);
+  NcclWorld *world = worldFor(f, s.facts.members.size());
+  CudaDevice &device = deviceOf(f);
+  StepMemory memory(device);
+  int64_t nk = f.n(k), kv = nk + f.n(v), rows = B * HQ * Sq;
+  float *held = memory.floats(kv), *next = memory.floats(kv), *part = memory.floats(f.n(out));
+  float *lse = memory.floats(rows), *partLse = memory.floats(rows);
+  copyDevice(held, f.f(k), nk * 4, device);
+  copyDevice(held + nk, f.f(v), f.n(v) * 4, device);
+  const int64_t *queryPositions = device.positions(s.facts.positions);
+  // Member `member`'s blocks into the result: the first directly, the
+  // others through the merge.
+  auto attend = [&](const float *block, int64_t member) {
+    bool first = member == 0;
+    launched(cuda::attention(f.f(q), block, block + nk, queryPositions,
+                             device.positions(s.facts.memberPositions[member]), B, Sq, Sk, HQ, HKV,
+                             D, causal, scale, 0, tiling, first ? f.f(out) : part,
+                             first ? lse : partLse, device.stream()),
+             "attention");
+    if (!first)
+      launched(cuda::attention_merge(f.f(out), lse, part, partLse, B, Sq, HQ, D, f.f(out), lse,
+                                     device.stream()),
+               "attention_merge");
+  };
+  std::unique_ptr<SideStream> side = steps.empty() ? nullptr : std::make_unique<SideStream>();
+  int64_t member = 0;
+  for (const RingStep &r : steps) {
+    side->follow(device.stream());
+    attend(held, member);
+    std::vector<NcclWorld::PeerTransfer> transfers;
+    if (r.sendTo == r.recvFrom) {
+      transfers.push_back({r.sendTo, held, kv, next, kv});
+    } else {
+      transfers.push_back({r.sendTo, held, kv, nullptr, 0});
+      transfers.push_back({r.recvFrom, nullptr, 0, next, kv});
+    }
+    world->sendRecv(f, axesAttr(s, kRingAxes), transfers, side->stream);
+    std::swap(held, next);
+    member = r.block;
+  }
+  attend(held, member);
+  if (world)
+    world->countSent(s, f);
+}
+
+// -- halos ---------------------------------------------------------------------
+
+enum { kHaloAxes, kHaloWidth };
+
+/// The width rows before each local chunk, from whoever holds them
+/// (comm/nccl_kernels.h, haloRoutes): this rank's own rows copied, the
+/// others' packed by peer, sent and received in one grouped call, and
+/// placed; the slots before position 0 are zero.
+void halo(const Step &s, Frame &f) {
+  const TensorInfo &x = f.tensors[s.in[0]];
+  int64_t B = x.local[0], rows = x.local[1], C = x.local[2];
+  int64_t slots = chunksPerRank(x.layout, 1) * s.attrs[kHaloWidth].i;
+  HaloRoutes routes = haloRoutes(s.facts, f.self, B, rows, slots, false);
+  NcclWorld *world = worldFor(f, routes.peers.size() + 1);
+  CudaDevice &device = deviceOf(f);
+  StepMemory memory(device);
+  const float *src = f.f(s.in[0]);
+  float *y = f.f(s.out[0]);
+  checkCuda(cudaMemsetAsync(y, 0, (size_t)f.n(s.out[0]) * 4, device.stream()), "cudaMemsetAsync");
+  int64_t own = (int64_t)routes.selfFrom.size();
+  launched(cuda::copy_rows(src, memory.indices(routes.selfFrom), memory.indices(routes.selfTo), own,
+                           C, false, y, device.stream()),
+           "copy_rows");
+  std::vector<NcclWorld::PeerTransfer> transfers;
+  std::vector<std::pair<float *, const HaloPeer *>> arrivals;
+  for (const HaloPeer &p : routes.peers) {
+    int64_t sent = (int64_t)p.sendRows.size(), received = (int64_t)p.recvRows.size();
+    float *packed = memory.floats(sent * C), *landing = memory.floats(received * C);
+    launched(cuda::copy_rows(src, memory.indices(p.sendRows), nullptr, sent, C, false, packed,
+                             device.stream()),
+             "copy_rows");
+    transfers.push_back({p.rank, packed, sent * C, landing, received * C});
+    arrivals.push_back({landing, &p});
+  }
+  if (!transfers.empty())
+    world->sendRecv(f, axesAttr(s, kHaloAxes), transfers);
+  for (const auto &[landing, p] : arrivals)
+    launched(cuda::copy_rows(landing, nullptr, memory.indices(p->recvRows),
+                             (int64_t)p->recvRows.size(), C, false, y, device.stream()),
+             "copy_rows");
+  if (world)
+    world->countSent(s, f);
+}
+
+// -- local attention over a halo ---------------------------------------------------
+
+/// Each local chunk of each batch entry attends over its window - 1 halo
+/// keys (those at positions >= 0) and its own (kernels/cpu,
+/// local_attention): the keys and values gathered on the device, the
+/// chunk's query and key positions uploaded, one attention launch per chunk.
+void localAttentionOverHalo(const Step &s, Frame &f) {
+  enum { Q, K, V, KHalo, VHalo };
+  enum { kLocalHeads, kWindow };
+  const TensorInfo &qt = f.tensors[s.in[Q]];
+  bool hasHalo = s.has(KHalo);
+  int64_t window = s.attrs[kWindow].i, chunks = chunksPerRank(qt.layout, 1);
+  int64_t S = qt.local[1] / chunks, B = qt.local[0];
+  int64_t D = f.global(s.in[Q])[2] / s.attrs[kLocalHeads].i, qw = qt.local[2],
+          kw = f.local(s.in[K])[2], H = hasHalo ? window - 1 : 0;
+  int64_t HQ = qw / D, HKV = kw / D;
+  cuda::AttentionTiling tiling;
+  std::string error;
+  if (!cuda::attentionTiling(1, HQ, S, D, tiling, error))
+    throw Stop{error, false};
+  CudaDevice &device = deviceOf(f);
+  StepMemory memory(device);
+  float scale = (float)(1.0 / std::sqrt((double)D));
+  float *kk = memory.floats((H + S) * kw), *vv = memory.floats((H + S) * kw);
+  for (int64_t bi = 0; bi < B; ++bi)
+    for (int64_t c = 0; c < chunks; ++c) {
+      int64_t rows = (bi * chunks + c) * S, start = s.facts.positions[c * S];
+      cuda::arith::HaloWindow w = cuda::arith::haloWindow(H, start);
+      int64_t skip = w.skip, kept = w.kept;
+      int64_t haloRows = ((bi * chunks + c) * H + skip) * kw;
+      if (kept > 0) {
+        copyDevice(kk, f.f(s.in[KHalo]) + haloRows, kept * kw * 4, device);
+        copyDevice(vv, f.f(s.in[VHalo]) + haloRows, kept * kw * 4, device);
+      }
+      copyDevice(kk + kept * kw, f.f(s.in[K]) + rows * kw, S * kw * 4, device);
+      copyDevice(vv + kept * kw, f.f(s.in[V]) + rows * kw, S * kw * 4, device);
+      std::vector<int64_t> queryPositions(S), keyPositions(kept + S);
+      for (int64_t i = 0; i < S; ++i)
+        queryPositions[i] = start + i;
+      for (int64_t i = 0; i < kept + S; ++i)
+        keyPositions[i] = start - kept + i;
+      launched(cuda::attention(f.f(s.in[Q]) + rows * qw, kk, vv, memory.indices(queryPositions),
+                               memory.indices(keyPositions), 1, S, kept + S, HQ, HKV, D, true,
+                               scale, window, tiling, f.f(s.out[0]) + rows * qw, nullptr,
+                               device.stream()),
+               "attention");
+      // The next chunk reuses kk and vv: this one's attention reads them first.
+      checkCuda(cudaStreamSynchronize(device.stream()), "cudaStreamSynchronize");
+    }
+}
+
+// -- the scans' state exchange and corrections ---------------------------------
+
+/// Every member's chunk summaries (states then decays) all-gathered over the
+/// group, each of this rank's chunks' initial state folded from the chunks
+/// before it (comm/nccl_kernels.h, gatheredChunks; kernels/cpu,
+/// scan_combine_states).
+void stateExchange(const Step &s, Frame &f) {
+  int32_t states = s.in[0], decays = s.in[1];
+  int64_t local = f.local(states)[0], chunks = f.global(states)[0];
+  if (local == 0)
+    return;
+  int64_t stateSize = f.n(states) / local, decaySize = f.n(decays) / local;
+  NcclWorld *world = worldFor(f, s.facts.members.size());
+  std::vector<int64_t> members = world ? world->members(axesAttr(s, 0)) : s.facts.members;
+  GatheredChunks at = gatheredChunks(s.facts, members, chunks, local, stateSize, decaySize);
+  if (!at.error.empty())
+    throw Stop{"the state exchange's chunks: " + at.error, false};
+  CudaDevice &device = deviceOf(f);
+  StepMemory memory(device);
+  int64_t part = f.n(states) + f.n(decays);
+  float *mine = memory.floats(part), *gathered = memory.floats(part * (int64_t)members.size());
+  copyDevice(mine, f.f(states), f.n(states) * 4, device);
+  copyDevice(mine + f.n(states), f.f(decays), f.n(decays) * 4, device);
+  if (world)
+    world->allGather(f, axesAttr(s, 0), mine, gathered, part);
+  else
+    copyDevice(gathered, mine, part * 4, device);
+  launched(cuda::chunk_initial_states(gathered, memory.indices(at.stateAt),
+                                      memory.indices(at.decayAt), memory.indices(s.facts.positions),
+                                      local, stateSize, stateSize / decaySize, f.f(s.out[0]),
+                                      device.stream()),
+           "chunk_initial_states");
+  if (world)
+    world->countSent(s, f);
+}
+
+cuda::Sequences sequencesOf(const TensorInfo &x, bool chunked) {
+  return {x.local[0], x.local[1], chunked ? chunksPerRank(x.layout, 1) : 1};
+}
+
+/// ssd_correct (y0, init, C, dt, a_log, dt_bias -> y).
+void ssdCorrect(const Step &s, Frame &f) {
+  enum { Y0, Init, Cm, Dt, ALog, DtBias };
+  enum { kSsdHeads, kSsdGroups, kSsdChunkAxes };
+  const TensorInfo &y0 = f.tensors[s.in[Y0]];
+  const std::vector<int64_t> &cl = f.local(s.in[Cm]);
+  int64_t nh = f.local(s.in[Dt])[2], p = y0.shape[2] / s.attrs[kSsdHeads].i;
+  int64_t g = s.attrs[kSsdGroups].i * cl[2] / f.global(s.in[Cm])[2], n = cl[2] / g;
+  cuda::Sequences seq = sequencesOf(y0, !s.attrs[kSsdChunkAxes].strings.empty());
+  cuda::arith::SsdCorrectArgs args{f.f(s.in[Y0]),
+                                   f.f(s.in[Init]),
+                                   f.f(s.in[Cm]),
+                                   f.f(s.in[Dt]),
+                                   f.f(s.in[ALog]),
+                                   f.f(s.in[DtBias]),
+                                   seq.B,
+                                   seq.S,
+                                   seq.chunks,
+                                   nh,
+                                   p,
+                                   g,
+                                   n,
+                                   f.f(s.out[0])};
+  launched(cuda::ssd_correct(args, deviceOf(f).stream()), "ssd_correct");
+}
+
+/// rglru_correct (y0, init, x, wa, ba, lambda -> y).
+void rglruCorrect(const Step &s, Frame &f) {
+  enum { Y0, Init, X, Wa, Ba, Lambda };
+  const TensorInfo &x = f.tensors[s.in[X]];
+  cuda::Sequences seq = sequencesOf(x, !s.attrs[0].strings.empty());
+  cuda::arith::RglruCorrectArgs args{f.f(s.in[Y0]), f.f(s.in[Init]),   f.f(s.in[X]), f.f(s.in[Wa]),
+                                     f.f(s.in[Ba]), f.f(s.in[Lambda]), seq.B,        seq.S,
+                                     seq.chunks,    x.local[2],        f.f(s.out[0])};
+  launched(cuda::rglru_correct(args, deviceOf(f).stream()), "rglru_correct");
+}
+
+// -- vocabulary-parallel cross-entropy -------------------------------------------
+
+/// The runs of the backend's own table that the split runs fall back on.
+std::map<std::string, CudaRun> &baseRuns() {
+  static std::map<std::string, CudaRun> runs;
+  return runs;
+}
+
+/// Over a vocabulary group of several ranks (of one, the backend's own run
+/// over the whole vocabulary): per token the maximum of this shard,
+/// all-gathered over the group; then each shard's sum of exp(logit - max) and target logit,
+/// all-gathered; the loss from every shard's pieces (kernels/cpu/loss.cpp),
+/// all in f32 on the wire.
+void crossEntropy(const Step &s, Frame &f) {
+  const std::vector<int64_t> &l = f.local(s.in[0]), &global = f.global(s.in[0]);
+  if (s.facts.members.size() <= 1)
+    return baseRuns().at("cross_entropy")(s, f);
+  int64_t T = l[0] * l[1], V = l[2];
+  NcclWorld *world = worldFor(f, s.facts.members.size());
+  const std::vector<std::string> &axes = axesAttr(s, 0);
+  int64_t shards = world ? (int64_t)world->members(axes).size() : 1;
+  CudaDevice &device = deviceOf(f);
+  StepMemory memory(device);
+  float *max = memory.floats(T), *maxes = memory.floats(shards * T), *gmax = memory.floats(T);
+  float *pieces = memory.floats(2 * T), *allPieces = memory.floats(shards * 2 * T);
+  double *terms = memory.doubles(T);
+  const float *logits = f.f(s.in[0]);
+  launched(cuda::xent_local_max(logits, T, V, max, device.stream()), "xent_local_max");
+  if (world)
+    world->allGather(f, axes, max, maxes, T);
+  else
+    copyDevice(maxes, max, T * 4, device);
+  int32_t *bad = device.counter();
+  launched(cuda::xent_local_pieces(logits, f.ids(s.in[1]), maxes, shards, T, V, s.facts.vocabOffset,
+                                   global[2], gmax, pieces, bad, device.stream()),
+           "xent_local_pieces");
+  if (device.readCounter() > 0)
+    throw Stop{"'" + f.tensors[s.in[1]].name + "' holds a value outside [0, " +
+                   std::to_string(global[2]) + "), the vocabulary",
+               false};
+  if (world)
+    world->allGather(f, axes, pieces, allPieces, 2 * T);
+  else
+    copyDevice(allPieces, pieces, 2 * T * 4, device);
+  launched(cuda::xent_sharded_loss(allPieces, gmax, shards, T, (double)(global[0] * global[1]),
+                                   terms, f.f(s.out[0]), device.stream()),
+           "xent_sharded_loss");
+  if (world)
+    world->countSent(s, f);
+}
+
+/// Local attention over a halo or sequence chunks here, whole sequences by
+/// the backend's own run.
+void localAttention(const Step &s, Frame &f) {
+  if (!s.has(3) && chunksPerRank(f.tensors[s.in[0]].layout, 1) == 1)
+    return baseRuns().at("local_attention")(s, f);
+  localAttentionOverHalo(s, f);
+}
+
+} // namespace
+
+std::map<std::string, CudaRun> exchangeRuns(const std::map<std::string, CudaRun> &base) {
+  static std::once_flag kept;
+  std::call_once(kept, [&] {
+    for (const char *kind : {"cross_entropy", "local_attention"})
+      baseRuns()[kind] = base.at(kind);
+  });
+  return {
+      {"ring_attention", ringAttention},   {"halo", halo},
+      {"local_attention", localAttention}, {"scan_state_exchange", stateExchange},
+      {"ssd_correct", ssdCorrect},         {"rglru_correct", rglruCorrect},
+      {"cross_entropy", crossEntropy},
+  };
+}
+
+} // namespace shardline::rt

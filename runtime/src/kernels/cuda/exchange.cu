@@ -1,0 +1,175 @@
+//===- exchange.cu - CUDA kernels around the kernels' exchanges ------------===//
+
+#include "kernels/cuda/exchange.h"
+#include "kernels/cuda/reduce.cuh"
+
+namespace shardline::rt::cuda {
+
+namespace {
+
+/// One thread per element of the rows moved.
+__global__ void copyRowsKernel(const float *src, const int64_t *from, const int64_t *to, int64_t n,
+                               int64_t C, bool add, float *dst) {
+  for (int64_t e = firstElement(); e < n * C; e += gridStride()) {
+    int64_t i = e / C, c = e % C;
+    float v = src[(from ? from[i] : i) * C + c];
+    float &out = dst[(to ? to[i] : i) * C + c];
+    out = add ? out + v : v;
+  }
+}
+
+/// One thread per query row.
+__global__ void mergeKernel(const float *outA, const float *lseA, const float *outB,
+                            const float *lseB, int64_t rows, int64_t Sq, int64_t HQ, int64_t D,
+                            float *out, float *lse) {
+  for (int64_t r = firstElement(); r < rows; r += gridStride())
+    arith::mergeRow(outA, lseA, outB, lseB, Sq, HQ, D, r, out, lse);
+}
+
+/// One thread per (local chunk, state entry).
+__global__ void chunkInitKernel(const float *gathered, const int64_t *stateAt,
+                                const int64_t *decayAt, const int64_t *chunks, int64_t n,
+                                int64_t stateSize, int64_t bcast, float *out) {
+  for (int64_t e = firstElement(); e < n; e += gridStride())
+    out[e] = arith::chunkInitialState(gathered, stateAt, decayAt, chunks[e / stateSize], bcast,
+                                      e % stateSize);
+}
+
+__global__ void ssdCorrectKernel(arith::SsdCorrectArgs args) {
+  int64_t lanes = args.B * args.chunks * args.NH * args.P;
+  for (int64_t lane = firstElement(); lane < lanes; lane += gridStride())
+    arith::ssdCorrectLane(args, lane);
+}
+
+__global__ void rglruCorrectKernel(arith::RglruCorrectArgs args) {
+  int64_t lanes = args.B * args.chunks * args.W;
+  for (int64_t lane = firstElement(); lane < lanes; lane += gridStride())
+    arith::rglruCorrectLane(args, lane);
+}
+
+/// One block per token.
+__global__ void localMaxKernel(const float *logits, int64_t V, float *max) {
+  extern __shared__ float partialMax[];
+  const float *row = logits + (int64_t)blockIdx.x * V;
+  float m = -INFINITY;
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
+    m = fmaxf(m, row[j]);
+  m = blockReduce<Max>(m, partialMax);
+  if (threadIdx.x == 0)
+    max[blockIdx.x] = m;
+}
+
+/// One block per token: the maxima combined, then this shard's sum of
+/// exponentials (double) and its target logit.
+__global__ void localPiecesKernel(const float *logits, const int32_t *labels, const float *maxes,
+                                  int64_t shards, int64_t T, int64_t V, int64_t offset,
+                                  int64_t vocab, float *gmax, float *pieces, int32_t *badLabels) {
+  extern __shared__ double partialSum[];
+  int64_t t = blockIdx.x;
+  float m = -INFINITY;
+  for (int64_t s = 0; s < shards; ++s)
+    m = fmaxf(m, maxes[s * T + t]);
+  const float *row = logits + t * V;
+  double sum = 0.0;
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
+    sum += exp((double)row[j] - (double)m);
+  sum = blockReduce<Sum>(sum, partialSum);
+  if (threadIdx.x != 0)
+    return;
+  gmax[t] = m;
+  pieces[t] = (float)sum;
+  int32_t label = labels[t];
+  if (!arith::idInRange(label, vocab))
+    atomicAdd(badLabels, 1);
+  pieces[T + t] = arith::localTarget(row, label, V, offset);
+}
+
+__global__ void shardedTermKernel(const float *pieces, const float *gmax, int64_t shards, int64_t T,
+                                  double *terms) {
+  for (int64_t t = firstElement(); t < T; t += gridStride())
+    terms[t] = arith::shardedTerm(pieces, shards, T, gmax[t], t);
+}
+
+/// One block: the terms' sum over `tokens`.
+__global__ void shardedMeanKernel(const double *terms, int64_t T, double tokens, float *loss) {
+  extern __shared__ double partialTerms[];
+  double sum = 0.0;
+  for (int64_t t = threadIdx.x; t < T; t += blockDim.x)
+    sum += terms[t];
+  sum = blockReduce<Sum>(sum, partialTerms);
+  if (threadIdx.x == 0)
+    *loss = tokens > 0 ? (float)(sum / tokens) : 0.0f;
+}
+
+template <typename Kernel, typename... Args>
+cudaError_t elementwise(int64_t n, cudaStream_t stream, Kernel kernel, Args... args) {
+  if (n == 0)
+    return cudaSuccess;
+  LaunchShape shape = elementwiseShape(n);
+  kernel<<<(unsigned)shape.blocks, shape.threads, 0, stream>>>(args...);
+  return cudaGetLastError();
+}
+
+} // namespace
+
+cudaError_t copy_rows(const float *src, const int64_t *from, const int64_t *to, int64_t n,
+                      int64_t C, bool add, float *dst, cudaStream_t stream) {
+  return elementwise(n * C, stream, copyRowsKernel, src, from, to, n, C, add, dst);
+}
+
+cudaError_t attention_merge(const float *outA, const float *lseA, const float *outB,
+                            const float *lseB, int64_t B, int64_t Sq, int64_t HQ, int64_t D,
+                            float *out, float *lse, cudaStream_t stream) {
+  int64_t rows = B * Sq * HQ;
+  return elementwise(rows, stream, mergeKernel, outA, lseA, outB, lseB, rows, Sq, HQ, D, out, lse);
+}
+
+cudaError_t chunk_initial_states(const float *gathered, const int64_t *stateAt,
+                                 const int64_t *decayAt, const int64_t *chunks, int64_t localChunks,
+                                 int64_t stateSize, int64_t bcast, float *out,
+                                 cudaStream_t stream) {
+  int64_t n = localChunks * stateSize;
+  return elementwise(n, stream, chunkInitKernel, gathered, stateAt, decayAt, chunks, n, stateSize,
+                     bcast, out);
+}
+
+cudaError_t ssd_correct(const arith::SsdCorrectArgs &args, cudaStream_t stream) {
+  return elementwise(args.B * args.chunks * args.NH * args.P, stream, ssdCorrectKernel, args);
+}
+
+cudaError_t rglru_correct(const arith::RglruCorrectArgs &args, cudaStream_t stream) {
+  return elementwise(args.B * args.chunks * args.W, stream, rglruCorrectKernel, args);
+}
+
+cudaError_t xent_local_max(const float *logits, int64_t T, int64_t V, float *max,
+                           cudaStream_t stream) {
+  if (T == 0)
+    return cudaSuccess;
+  LaunchShape rows = rowShape(T, V);
+  localMaxKernel<<<(unsigned)rows.blocks, rows.threads, rows.sharedBytes, stream>>>(logits, V, max);
+  return cudaGetLastError();
+}
+
+cudaError_t xent_local_pieces(const float *logits, const int32_t *labels, const float *maxes,
+                              int64_t shards, int64_t T, int64_t V, int64_t offset, int64_t vocab,
+                              float *gmax, float *pieces, int32_t *badLabels, cudaStream_t stream) {
+  if (T == 0)
+    return cudaSuccess;
+  LaunchShape rows = rowShape(T, V, true);
+  localPiecesKernel<<<(unsigned)rows.blocks, rows.threads, rows.sharedBytes, stream>>>(
+      logits, labels, maxes, shards, T, V, offset, vocab, gmax, pieces, badLabels);
+  return cudaGetLastError();
+}
+
+cudaError_t xent_sharded_loss(const float *pieces, const float *gmax, int64_t shards, int64_t T,
+                              double tokens, double *terms, float *loss, cudaStream_t stream) {
+  if (cudaError_t status =
+          elementwise(T, stream, shardedTermKernel, pieces, gmax, shards, T, terms);
+      status != cudaSuccess)
+    return status;
+  LaunchShape one = rowShape(1, T, true);
+  shardedMeanKernel<<<1, one.threads, one.sharedBytes, stream>>>(terms, T, tokens, loss);
+  return cudaGetLastError();
+}
+
+} // namespace shardline::rt::cuda

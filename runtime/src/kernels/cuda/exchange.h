@@ -1,0 +1,65 @@
+//===- exchange.h - CUDA kernels around the kernels' exchanges --*- C++ -*-===//
+//
+// The device work around the exchanges that kernels make themselves over
+// NCCL (backends/cuda/exchange.cpp): moving halo rows, ring attention's
+// log-sum-exp merge, the state exchange's combination and the scans'
+// corrections, the vocabulary-parallel cross-entropy's pieces. Device
+// pointers in and out, queued on `stream`, each returning its launch's
+// error, as kernels.h; the arithmetic is exchange_arith.h's.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SHARDLINE_RUNTIME_KERNELS_CUDA_EXCHANGE_H
+#define SHARDLINE_RUNTIME_KERNELS_CUDA_EXCHANGE_H
+
+#include "kernels/cuda/exchange_arith.h"
+#include "kernels/cuda/launch.h"
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace shardline::rt::cuda {
+
+/// n rows of C values: row from[i] of src (i when from is nullptr) into row
+/// to[i] of dst (i when to is nullptr), added onto it when `add`.
+cudaError_t copy_rows(const float *src, const int64_t *from, const int64_t *to, int64_t n,
+                      int64_t C, bool add, float *dst, cudaStream_t stream);
+
+/// The log-sum-exp merge of two partial attentions out [B, Sq, HQ*D] with
+/// lse [B, HQ, Sq] (arith::mergeRow); out and lse may be outA and lseA.
+cudaError_t attention_merge(const float *outA, const float *lseA, const float *outB,
+                            const float *lseB, int64_t B, int64_t Sq, int64_t HQ, int64_t D,
+                            float *out, float *lse, cudaStream_t stream);
+
+/// The initial states of this rank's `localChunks` chunks (global indices
+/// chunks[i]) from every chunk's gathered summaries
+/// (arith::chunkInitialState), into out [localChunks, stateSize].
+cudaError_t chunk_initial_states(const float *gathered, const int64_t *stateAt,
+                                 const int64_t *decayAt, const int64_t *chunks, int64_t localChunks,
+                                 int64_t stateSize, int64_t bcast, float *out, cudaStream_t stream);
+
+/// The scans' corrections by each sequence's true initial state.
+cudaError_t ssd_correct(const arith::SsdCorrectArgs &args, cudaStream_t stream);
+cudaError_t rglru_correct(const arith::RglruCorrectArgs &args, cudaStream_t stream);
+
+/// Each token's largest logit of this shard, logits [T, V] -> max [T].
+cudaError_t xent_local_max(const float *logits, int64_t T, int64_t V, float *max,
+                           cudaStream_t stream);
+
+/// From the shards' gathered maxima [shards, T]: each token's maximum into
+/// gmax [T], and this shard's pieces [sums T, targets T]: Σ exp(logit -
+/// gmax) (double, stored f32) and the label's logit (0 where another shard
+/// holds it); every label outside [0, vocab) adds one to *badLabels.
+cudaError_t xent_local_pieces(const float *logits, const int32_t *labels, const float *maxes,
+                              int64_t shards, int64_t T, int64_t V, int64_t offset, int64_t vocab,
+                              float *gmax, float *pieces, int32_t *badLabels, cudaStream_t stream);
+
+/// The mean loss over `tokens` from every shard's gathered pieces
+/// [shards, 2T] and the maxima; terms is scratch of T doubles.
+cudaError_t xent_sharded_loss(const float *pieces, const float *gmax, int64_t shards, int64_t T,
+                              double tokens, double *terms, float *loss, cudaStream_t stream);
+
+} // namespace shardline::rt::cuda
+
+#endif
