@@ -15,6 +15,8 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+
 using namespace shardline;
 
 namespace {
@@ -501,6 +503,59 @@ TEST_F(ReportTest, CapacityAllToAllBytesAreExact) {
       int64_t ep = c.hops[0];
       EXPECT_EQ(sent * ep * 4, 2 * (ep - 1) * 5 * 2 * c.localTokens * h * bytes);
     }
+  }
+}
+
+// Capacity mode with expert tensor parallelism: the experts split over ep, their
+// ffn over etp. The buffers' sequence groups are split over the token axes,
+// etp's innermost, so the all-to-all that splits the experts runs over the
+// ep*etp ranks and leaves the groups split over etp: it sends (n-1)/n of the
+// rank's buffers B (n = ep*etp), then an all-gather over etp sends (etp-1) B
+// (every etp rank gets the rows its experts' ffn shard works on), and on the
+// way back a reduce-scatter over etp sends (etp-1) B of the pending sum and
+// the all-to-all (n-1)/n B. B = F * top_k * local tokens * h * bytes. The
+// expert weights' gradients are reduced over the expert-data ranks only.
+TEST_F(ReportTest, CapacityExpertTensorParallelBytes) {
+  struct Case {
+    const char *what;
+    int64_t dp, cp, tp, ep, etp;
+    std::vector<std::string> expertData;
+  };
+  const int64_t experts = 8, h = 32, bytes = 4, tokens = 4 * 64;
+  for (const Case &c : std::vector<Case>{{"etp over tp, ep over cp", 1, 4, 2, 4, 2, {}},
+                                         {"etp over tp, ep over cp, dp", 2, 2, 2, 2, 2, {"dp"}}}) {
+    SCOPED_TRACE(c.what);
+    ParallelOverrides ov;
+    ov.dp = c.dp;
+    ov.cp = c.cp;
+    ov.tp = c.tp;
+    ov.sp = true;
+    ov.ep = c.ep;
+    ov.etp = c.etp;
+    Report r = compile(moeModel(experts, 1.25), ov, true);
+    int64_t local = tokens / (c.dp * c.cp * c.tp), n = c.ep * c.etp;
+    // F = 5/4, top-2: the capacity divides exactly (C = 5 rows per expert per
+    // group of 16 tokens at dp 1, C = 10 per group of 32 at dp 2).
+    int64_t buffer = 5 * 2 * local * h * bytes / 4;
+    std::map<std::string, int64_t> sent;
+    for (const auto &e : r.collectives) {
+      if (e.family != "E")
+        continue;
+      if (!e.backward) {
+        sent[e.op] += e.bytesPerRank;
+        if (e.op == "all_gather" || e.op == "reduce_scatter")
+          EXPECT_EQ(e.axes, std::vector<std::string>{"tp"}) << e.why;
+        continue;
+      }
+      if (e.why.find("gradient of parameter 'blocks.0.moe.w_") != std::string::npos)
+        EXPECT_EQ(e.axes, c.expertData) << e.why;
+    }
+    EXPECT_EQ(sent["all_to_all"], 2 * (n - 1) * buffer / n);
+    EXPECT_EQ(sent["all_gather"], (c.etp - 1) * buffer);
+    EXPECT_EQ(sent["reduce_scatter"], (c.etp - 1) * buffer);
+    if (c.expertData.empty())
+      for (const auto &e : r.collectives)
+        EXPECT_EQ(e.why.find("gradient of parameter 'blocks.0.moe.w_"), std::string::npos) << e.why;
   }
 }
 
