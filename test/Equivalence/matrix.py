@@ -21,7 +21,8 @@ bits, its arena peak the report's. The moe family also runs in capacity mode
 expert tensor parallelism, CAPACITY_ETP: etp 2 over tp, one entry under mpirun): the dropped
 routed rows equal the single-device run's, and some are dropped at F 1.0.
 Dropless MoE (the default; every moe entry runs it) also runs with 8 experts
-on CAPACITY_MESHES, forward and training, one entry under mpirun: its
+on CAPACITY_MESHES, forward and training, one entry under mpirun, and with
+etp 2 on DROPLESS_ETP (one entry under mpirun): its
 exchanges send exactly the bytes their counts imply, the report states them at
 balanced routing, and every other op's bytes equal the report's.
 Prints one line per entry and "N passed, N failed".
@@ -116,6 +117,10 @@ CAPACITY_ETP = [["--tp", "2", "--sp", "--cp", "4", "--ep", "4", "--etp", "2"] + 
 # count, so the bytes of its exchanges are checked against the counts, and the rest against the
 # report. One entry runs under mpirun.
 DROPLESS_MPI = CAPACITY_MESHES[2] + ["--mpi"]
+# And with expert tensor parallelism, the meshes of CAPACITY_ETP: the received rows gathered over
+# etp (tp) and the partial outputs reduce-scattered back inside sl.moe_dropless.
+DROPLESS_ETP = [["--tp", "2", "--sp", "--cp", "4", "--ep", "4", "--etp", "2"],
+                ["--tp", "2", "--sp", "--cp", "2", "--dp", "2", "--ep", "2", "--etp", "2", "--mpi"]]
 
 
 def capacity_entries():
@@ -124,7 +129,7 @@ def capacity_entries():
 
 
 def dropless_entries():
-    return CAPACITY_MESHES + [DROPLESS_MPI]
+    return CAPACITY_MESHES + [DROPLESS_MPI] + DROPLESS_ETP
 
 
 def entries(has_attention, mixes_only=False, cp=True):

@@ -438,6 +438,18 @@ std::string moeModel(int64_t experts, double factor) {
          std::to_string(experts) + R"(, "top_k": 2, "ffn_hidden": 64)" + capacity + "}}";
 }
 
+/// The strategy dp x cp x tp (sp on) with ep and etp folded onto it.
+ParallelOverrides expertStrategy(int64_t dp, int64_t cp, int64_t tp, int64_t ep, int64_t etp) {
+  ParallelOverrides ov;
+  ov.dp = dp;
+  ov.cp = cp;
+  ov.tp = tp;
+  ov.sp = true;
+  ov.ep = ep;
+  ov.etp = etp;
+  return ov;
+}
+
 int64_t moeAllToAllBytes(const Report &r) {
   int64_t total = 0;
   for (const auto &c : r.collectives)
@@ -525,14 +537,8 @@ TEST_F(ReportTest, CapacityExpertTensorParallelBytes) {
   for (const Case &c : std::vector<Case>{{"etp over tp, ep over cp", 1, 4, 2, 4, 2, {}},
                                          {"etp over tp, ep over cp, dp", 2, 2, 2, 2, 2, {"dp"}}}) {
     SCOPED_TRACE(c.what);
-    ParallelOverrides ov;
-    ov.dp = c.dp;
-    ov.cp = c.cp;
-    ov.tp = c.tp;
-    ov.sp = true;
-    ov.ep = c.ep;
-    ov.etp = c.etp;
-    Report r = compile(moeModel(experts, 1.25), ov, true);
+    Report r =
+        compile(moeModel(experts, 1.25), expertStrategy(c.dp, c.cp, c.tp, c.ep, c.etp), true);
     int64_t local = tokens / (c.dp * c.cp * c.tp), n = c.ep * c.etp;
     // F = 5/4, top-2: the capacity divides exactly (C = 5 rows per expert per
     // group of 16 tokens at dp 1, C = 10 per group of 32 at dp 2).
@@ -599,6 +605,49 @@ TEST_F(ReportTest, DroplessBytesAtBalancedRouting) {
     }
     EXPECT_EQ(forward, 2 * (c.ep - 1) * k * local * h * bytes / c.ep + counts);
     EXPECT_EQ(backward, (c.ep - 1) * (3 * k * local * h + 2 * k * local) * bytes / c.ep + counts);
+  }
+}
+
+// Dropless mode with expert tensor parallelism: sl.moe_dropless names the etp
+// axes in tensor_axes and its entry adds the gather of the received rows and
+// the reduce-scatter of their partial outputs over etp at balanced routing,
+// (etp-1) (2 top_k T_local h bytes + E/ep i32 counts); the gradient's (etp-1)
+// (top_k T_local (3h + 2) bytes + the counts). The expert weights' gradients
+// are reduced over the expert-data ranks only.
+TEST_F(ReportTest, DroplessExpertTensorParallelBytes) {
+  struct Case {
+    const char *what;
+    int64_t dp, cp, tp, ep, etp;
+    std::vector<std::string> group, expertData;
+  };
+  const int64_t experts = 8, k = 2, h = 32, bytes = 4, tokens = 4 * 64;
+  for (const Case &c : std::vector<Case>{
+           {"etp over tp, ep over cp", 1, 2, 2, 2, 2, {"cp", "tp"}, {}},
+           {"etp over tp, ep over cp, dp", 2, 2, 2, 2, 2, {"cp", "tp"}, {"dp"}},
+           {"etp over tp, ep over cp and dp", 2, 2, 2, 4, 2, {"dp", "cp", "tp"}, {}}}) {
+    SCOPED_TRACE(c.what);
+    Report r = compile(moeModel(experts, 0), expertStrategy(c.dp, c.cp, c.tp, c.ep, c.etp), true);
+    int64_t local = tokens / (c.dp * c.cp * c.tp), El = experts / c.ep;
+    int64_t counts = (c.ep - 1 + c.etp - 1) * El * 4;
+    int64_t forward = -1, backward = -1;
+    for (const auto &e : r.collectives) {
+      EXPECT_FALSE(e.family == "E" &&
+                   (e.op == "all_to_all" || e.op == "all_gather" || e.op == "reduce_scatter"))
+          << e.why;
+      if (e.op == "moe_dropless" || e.op == "moe_dropless_grad") {
+        EXPECT_EQ(e.axes, c.group) << e.why;
+        EXPECT_NE(e.why.find("receive bound " + std::to_string(c.ep * c.etp * k * local) + " rows"),
+                  std::string::npos)
+            << e.why;
+        (e.op == "moe_dropless" ? forward : backward) = e.bytesPerRank;
+      }
+      if (e.why.find("gradient of parameter 'blocks.0.moe.w_") != std::string::npos)
+        EXPECT_EQ(e.axes, c.expertData) << e.why;
+    }
+    EXPECT_EQ(forward, 2 * (c.ep - 1) * k * local * h * bytes / c.ep +
+                           (c.etp - 1) * 2 * k * local * h * bytes + counts);
+    EXPECT_EQ(backward, (c.ep - 1) * (3 * k * local * h + 2 * k * local) * bytes / c.ep +
+                            (c.etp - 1) * (3 * k * local * h + 2 * k * local) * bytes + counts);
   }
 }
 

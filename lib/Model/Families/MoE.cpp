@@ -83,12 +83,6 @@ public:
       r.error("moe.top_k", llvm::Twine(e.topK) + " exceeds experts = " + llvm::Twine(e.experts));
     r.divisible("moe.experts", e.experts, spec.parallel.ep, "ep");
     r.divisible("moe.ffn_hidden", e.ffnHidden, spec.parallel.etp, "etp");
-    if (spec.parallel.etp > 1 && e.capacityFactor <= 0)
-      r.error("parallel.etp",
-              "etp = " + llvm::Twine(spec.parallel.etp) +
-                  " needs capacity mode (moe.capacity_factor, --moe-expert-capacity-factor): "
-                  "the dropless dispatch (sl.moe_dropless) does not gather its rows over an "
-                  "expert-tensor group yet");
   }
 
   /// The dispatched tokens: the routed rows, top_k x tokens x hidden,
@@ -138,21 +132,34 @@ public:
     if (e.capacityFactor <= 0) {
       auto [wg, wu, wd] = weights();
       // The axes the gate's layout splits the experts over are the group
-      // the rows travel in.
-      SmallVector<Attribute> axes;
-      std::vector<std::string> names;
-      if (auto l = sl::getLayout(wg))
+      // the rows travel in; those it splits ffn over, the group that gathers
+      // them.
+      SmallVector<Attribute> axes, tensorAxes;
+      std::vector<std::string> names, tensorNames;
+      if (auto l = sl::getLayout(wg)) {
         for (StringRef a : l.getDimAxes(0)) {
           axes.push_back(b.builder().getStringAttr(a));
           names.push_back(a.str());
         }
+        for (StringRef a : l.getDimAxes(2)) {
+          tensorAxes.push_back(b.builder().getStringAttr(a));
+          tensorNames.push_back(a.str());
+        }
+      }
       auto moe = b.create<sl::MoEDroplessOp>(b.act(h), n, route.getWeights(), route.getIndices(),
-                                             wg, wu, wd, b.builder().getArrayAttr(axes));
+                                             wg, wu, wd, b.builder().getArrayAttr(axes),
+                                             b.builder().getArrayAttr(tensorAxes));
+      std::string why;
       if (!axes.empty())
-        moe->setAttr(sl::kReasonAttr,
-                     b.builder().getStringAttr("routed rows exchanged by count with their "
-                                               "experts' owners over the expert group " +
-                                               formatAxes(names) + " (ep)"));
+        why = "routed rows exchanged by count with their experts' owners over the expert group " +
+              formatAxes(names) + " (ep)";
+      if (!tensorAxes.empty())
+        why += (why.empty() ? "" : "; ") +
+               std::string("received rows gathered over the expert-tensor group ") +
+               formatAxes(tensorNames) +
+               " (etp), each rank's experts run on its ffn shard, outputs reduce-scattered back";
+      if (!why.empty())
+        moe->setAttr(sl::kReasonAttr, b.builder().getStringAttr(why));
       return moe;
     }
     CapacityPlan c = capacityPlan(e, spec);
