@@ -184,6 +184,11 @@ Report analyze(ModuleOp module) {
         // balanced figure and the rows a rank must be able to receive.
         entry.op = op->getName().stripDialect().str();
         entry.axes = axisNames(op->getAttrOfType<ArrayAttr>("expert_axes"));
+        // With expert tensor parallelism the op also gathers over the
+        // expert-tensor group: its axes follow the expert group's.
+        if (auto tensor = op->getAttrOfType<ArrayAttr>("tensor_axes"))
+          for (const std::string &a : axisNames(tensor))
+            entry.axes.push_back(a);
         entry.bytesPerRank = bytes;
         entry.balancedRouting = true;
         std::vector<int64_t> routing = localShapeOf(op->getOperand(2), mesh);

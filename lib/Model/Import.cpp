@@ -63,6 +63,7 @@ StrategyMesh strategyMesh(const ModelSpec &spec) {
     return *mesh;
   ParallelSpec dense = spec.parallel;
   dense.ep = 1;
+  dense.etp = 1;
   return foldStrategyMesh(dense, error).value_or(StrategyMesh{});
 }
 

@@ -333,12 +333,13 @@ std::optional<ModelSpec> shardline::parseModelSpec(llvm::StringRef text, llvm::S
     if (const Object *o = r.section(*root, f->section()))
       spec.sections[f->letter()] = f->parse(r, *o);
   if (const Object *p = r.section(*root, "parallel")) {
-    r.unknownKeys(*p, "parallel", {"dp", "tp", "sp", "cp", "cp_comm", "cp_order", "ep"});
+    r.unknownKeys(*p, "parallel", {"dp", "tp", "sp", "cp", "cp_comm", "cp_order", "ep", "etp"});
     ParallelSpec &s = spec.parallel;
     s.dp = r.positive(*p, "parallel", "dp", false, 1);
     s.tp = r.positive(*p, "parallel", "tp", false, 1);
     s.cp = r.positive(*p, "parallel", "cp", false, 1);
     s.ep = r.positive(*p, "parallel", "ep", false, 1);
+    s.etp = r.positive(*p, "parallel", "etp", false, 1);
     s.sp = r.boolean(*p, "parallel", "sp", false);
     s.cpComm = r.string(*p, "parallel", "cp_comm", false, "ring");
     s.cpOrder = r.string(*p, "parallel", "cp_order", false, "zigzag");
@@ -354,6 +355,7 @@ std::optional<ModelSpec> shardline::parseModelSpec(llvm::StringRef text, llvm::S
   apply(p.tp, ov.tp, "parallel.tp", "tp");
   apply(p.cp, ov.cp, "parallel.cp", "cp");
   apply(p.ep, ov.ep, "parallel.ep", "ep");
+  apply(p.etp, ov.etp, "parallel.etp", "etp");
   apply(p.sp, ov.sp, "parallel.sp", "sp");
   apply(p.cpComm, ov.cpComm, "parallel.cp_comm", "cp-comm");
   apply(p.cpOrder, ov.cpOrder, "parallel.cp_order", "cp-order");
@@ -392,8 +394,8 @@ void shardline::validateModelSpec(const ModelSpec &spec, std::vector<std::string
       r.error("pattern", "block letter '" + std::string(1, f->letter()) + "' needs a \"" +
                              f->section() + "\" section");
 
-  for (auto [name, v] :
-       {std::pair{"dp", p.dp}, std::pair{"tp", p.tp}, std::pair{"cp", p.cp}, std::pair{"ep", p.ep}})
+  for (auto [name, v] : {std::pair{"dp", p.dp}, std::pair{"tp", p.tp}, std::pair{"cp", p.cp},
+                         std::pair{"ep", p.ep}, std::pair{"etp", p.etp}})
     if (v < 1)
       r.error(std::string("parallel.") + name, "must be positive, got " + llvm::Twine(v));
   // The mesh is dp x cp x tp (ep folds onto it); its rank count is the
@@ -409,12 +411,12 @@ void shardline::validateModelSpec(const ModelSpec &spec, std::vector<std::string
     r.error("parallel.cp_comm", "must be ring, allgather, a2a or auto, got \"" + p.cpComm + "\"");
   if (p.cpOrder != "zigzag" && p.cpOrder != "contiguous")
     r.error("parallel.cp_order", "must be zigzag or contiguous, got \"" + p.cpOrder + "\"");
-  if (p.dp < 1 || p.tp < 1 || p.cp < 1 || p.ep < 1)
+  if (p.dp < 1 || p.tp < 1 || p.cp < 1 || p.ep < 1 || p.etp < 1)
     return;
 
   std::string foldError;
   if (!foldStrategyMesh(p, foldError))
-    r.error("parallel.ep", foldError);
+    r.error(p.etp > 1 ? "parallel.etp" : "parallel.ep", foldError);
 
   int64_t t = p.tp;
   if (t > 1)
@@ -450,6 +452,56 @@ void shardline::validateModelSpec(const ModelSpec &spec, std::vector<std::string
   }
 }
 
+namespace {
+/// How much of each token axis a group of `n` consecutive ranks takes,
+/// innermost first, starting `skip[axis]` ranks into each axis (the part an
+/// inner group took). Returns false when the group would reach past an axis
+/// it cuts.
+bool foldGroup(int64_t n, const std::vector<std::string> &tokenAxes,
+               const std::map<std::string, int64_t> &size, std::map<std::string, int64_t> &skip,
+               std::map<std::string, int64_t> &take) {
+  int64_t rest = n;
+  for (const std::string &axis : tokenAxes) {
+    int64_t left = size.at(axis) / skip[axis];
+    if (rest == 1 || left == 1)
+      continue;
+    int64_t t = std::gcd(rest, left);
+    // Past a cut axis the group cannot reach further out: its ranks would not
+    // be consecutive.
+    if (t != left && t != rest)
+      return false;
+    take[axis] = t;
+    skip[axis] *= t;
+    rest /= t;
+  }
+  return rest == 1;
+}
+
+/// The sizes a group of consecutive ranks folds for, innermost first: the
+/// whole innermost axes times a divisor of the next one, and the axes it
+/// takes them from ("tp (2), then cp (4)"). Axis sizes are mesh sizes, so the
+/// divisor search is bounded by the rank limit, never by a tensor.
+std::string foldingSizes(const std::vector<std::string> &tokenAxes,
+                         const std::map<std::string, int64_t> &size, std::string &over) {
+  std::vector<int64_t> fits;
+  int64_t whole = 1;
+  for (const std::string &axis : tokenAxes) {
+    int64_t n = size.at(axis);
+    if (n == 1)
+      continue;
+    over += (over.empty() ? "" : ", then ") + axis + " (" + std::to_string(n) + ")";
+    for (int64_t d = 2; d <= n; ++d)
+      if (n % d == 0)
+        fits.push_back(whole * d);
+    whole *= n;
+  }
+  std::string list;
+  for (size_t i = 0; i < fits.size(); ++i)
+    list += (i == 0 ? "" : i + 1 == fits.size() ? " or " : ", ") + std::to_string(fits[i]);
+  return list;
+}
+} // namespace
+
 std::optional<StrategyMesh> shardline::foldStrategyMesh(const ParallelSpec &p, std::string &error) {
   StrategyMesh mesh;
   std::map<std::string, int64_t> size{{"dp", p.dp}, {"cp", p.cp}, {"tp", p.tp}};
@@ -460,78 +512,67 @@ std::optional<StrategyMesh> shardline::foldStrategyMesh(const ParallelSpec &p, s
     tokenAxes.push_back("tp");
   tokenAxes.insert(tokenAxes.end(), {"cp", "dp"});
 
-  // The part of each axis inside the expert group.
-  std::map<std::string, int64_t> inner;
-  int64_t rest = p.ep;
-  bool folds = p.ep >= 1;
-  for (const std::string &axis : tokenAxes) {
-    if (rest == 1 || size[axis] == 1)
-      continue;
-    int64_t take = std::gcd(rest, size[axis]);
-    // Past a cut axis the group cannot reach further out: its ranks would not
-    // be consecutive.
-    if (take != size[axis] && take != rest) {
-      folds = false;
-      break;
-    }
-    inner[axis] = take;
-    rest /= take;
-  }
-  if (rest != 1)
-    folds = false;
-
-  if (p.ep > 1 && p.tp > 1 && !p.sp) {
-    error = "ep = " + std::to_string(p.ep) + " with tp = " + std::to_string(p.tp) +
-            " needs sequence parallelism (--sp), as in Megatron Core: the expert group takes "
-            "the innermost ranks, the tp ranks first, and only under sequence parallelism do "
-            "they hold different tokens";
+  if ((p.ep > 1 || p.etp > 1) && p.tp > 1 && !p.sp) {
+    bool ep = p.ep > 1;
+    error = (ep ? "ep = " + std::to_string(p.ep) : "etp = " + std::to_string(p.etp)) +
+            " with tp = " + std::to_string(p.tp) +
+            " needs sequence parallelism (--sp), as in Megatron Core: the expert" +
+            (ep ? "" : "-tensor") +
+            " group takes the innermost ranks, the tp ranks first, and only under sequence "
+            "parallelism do they hold different tokens";
     return std::nullopt;
   }
+  // The expert-tensor group is the innermost etp ranks, the expert group the
+  // ep ranks outside it: etp folds first, ep continues where it stopped,
+  // which is the same as folding etp*ep as one group with etp folding too.
+  std::map<std::string, int64_t> skip{{"dp", 1}, {"cp", 1}, {"tp", 1}}, etpTake, epTake;
+  bool etpFolds = p.etp >= 1 && foldGroup(p.etp, tokenAxes, size, skip, etpTake);
+  bool folds = etpFolds && p.ep >= 1 && foldGroup(p.ep, tokenAxes, size, skip, epTake);
   if (!folds) {
-    // Every ep that folds: the whole innermost axes times a divisor of the
-    // next one. Axis sizes are mesh sizes, so the divisor search is bounded
-    // by the rank limit, never by a tensor.
-    std::vector<int64_t> fits;
-    std::string over;
-    int64_t whole = 1;
-    for (const std::string &axis : tokenAxes) {
-      if (size[axis] == 1)
-        continue;
-      over += (over.empty() ? "" : ", then ") + axis + " (" + std::to_string(size[axis]) + ")";
-      for (int64_t d = 2; d <= size[axis]; ++d)
-        if (size[axis] % d == 0)
-          fits.push_back(whole * d);
-      whole *= size[axis];
-    }
-    error = "ep = " + std::to_string(p.ep) + " does not fold onto the ranks that hold different " +
-            "tokens in the MoE layers";
+    std::string over, list = foldingSizes(tokenAxes, size, over);
+    std::string what = !etpFolds ? "etp = " + std::to_string(p.etp)
+                       : p.etp > 1
+                           ? "etp*ep = " + std::to_string(p.etp) + "*" + std::to_string(p.ep)
+                           : "ep = " + std::to_string(p.ep);
+    std::string name = !etpFolds ? "etp" : p.etp > 1 ? "etp*ep" : "ep";
+    error = what + " does not fold onto the ranks that hold different tokens in the MoE layers";
     // Without sp, tp > 1 was refused above: no axis left means all are 1.
     if (over.empty()) {
-      error += ": there are none (dp = cp = tp = 1), so ep must be 1";
+      error += ": there are none (dp = cp = tp = 1), so " + name + " must be 1";
       return std::nullopt;
     }
-    std::string list;
-    for (size_t i = 0; i < fits.size(); ++i)
-      list += (i == 0 ? "" : i + 1 == fits.size() ? " or " : ", ") + std::to_string(fits[i]);
-    error += ": ep takes them innermost first, " + over +
-             ", whole axes and then a divisor of the next one, so ep must be 1, " + list;
+    error += ": " + name + " takes them innermost first, " + over +
+             ", whole axes and then a divisor of the next one, so " + name + " must be 1, " + list;
     return std::nullopt;
   }
 
+  // Each axis, major to minor: the part outside both groups, the part in the
+  // expert group, the part in the expert-tensor group. A cut axis becomes
+  // one mesh axis per part, which together hold the same ranks in the same
+  // order.
   for (const char *axis : {"dp", "cp", "tp"}) {
-    int64_t in = inner.count(axis) ? inner[axis] : 1;
-    if (in == 1 || in == size[axis]) {
+    int64_t e = epTake.count(axis) ? epTake[axis] : 1, t = etpTake.count(axis) ? etpTake[axis] : 1;
+    int64_t outer = size[axis] / (e * t);
+    std::vector<std::pair<int64_t, std::string>> cut;
+    for (auto [n, group] : {std::pair{outer, ""}, std::pair{e, "ep"}, std::pair{t, "etp"}})
+      if (n > 1)
+        cut.emplace_back(n, group);
+    if (cut.size() <= 1) {
       mesh.axes.emplace_back(axis, size[axis]);
       mesh.parts[axis] = {axis};
-      if (in > 1)
-        mesh.parts["ep"].push_back(axis);
+      if (!cut.empty() && !cut[0].second.empty())
+        mesh.parts[cut[0].second].push_back(axis);
       continue;
     }
-    std::string outerName = std::string(axis) + "_outer", innerName = std::string(axis) + "_inner";
-    mesh.axes.emplace_back(outerName, size[axis] / in);
-    mesh.axes.emplace_back(innerName, in);
-    mesh.parts[axis] = {outerName, innerName};
-    mesh.parts["ep"].push_back(innerName);
+    static const char *const two[] = {"_outer", "_inner"}, *const three[] = {"_outer", "_mid",
+                                                                             "_inner"};
+    for (size_t i = 0; i < cut.size(); ++i) {
+      std::string name = std::string(axis) + (cut.size() == 2 ? two[i] : three[i]);
+      mesh.axes.emplace_back(name, cut[i].first);
+      mesh.parts[axis].push_back(name);
+      if (!cut[i].second.empty())
+        mesh.parts[cut[i].second].push_back(name);
+    }
   }
   return mesh;
 }

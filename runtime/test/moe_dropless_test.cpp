@@ -4,7 +4,8 @@
 // one rank against a per-token loop and finite differences, and on 2 and 4
 // thread ranks (tokens and experts split over one axis, routing unbalanced on
 // purpose) against the single-rank run, with the bytes each rank sends equal
-// to what its counts imply.
+// to what its counts imply; and on 4 ranks with expert tensor parallelism
+// (experts over "ep", their ffn over "etp"), the same.
 //
 //===----------------------------------------------------------------------===//
 
@@ -87,8 +88,9 @@ StepRig rigOf(const Layer &l, bool grad, const Mesh &mesh, const std::vector<std
   } else {
     layouts.push_back(tokens);
   }
-  return StepRig(grad ? "moe_dropless_grad" : "moe_dropless", l.shapes(grad), out, {axesAttr(axes)},
-                 mesh, layouts);
+  // No tensor_axes: etp = 1.
+  return StepRig(grad ? "moe_dropless_grad" : "moe_dropless", l.shapes(grad), out,
+                 {axesAttr(axes), AttrValue{}}, mesh, layouts);
 }
 
 /// The rows of t[B, S, C] at sequence positions [from, from + n).
@@ -210,6 +212,36 @@ std::pair<int64_t, int64_t> rowsCrossing(const Layer &l, int64_t n, int64_t r) {
   return {out, in};
 }
 
+/// What the forward and gradient steps of one rank sent, measured and as
+/// recorded, and what their contracts found.
+struct RankRun {
+  int64_t bytes = 0, gradBytes = 0;
+  VariableBytes recorded, gradRecorded;
+  std::string errors;
+};
+
+/// Runs `fwd` and then `bwd` (step index 1) on rank r.
+RankRun runPair(StepRig &fwd, StepRig &bwd, int64_t r, Collectives &collectives) {
+  RankRun run;
+  std::map<int64_t, VariableBytes> variable;
+  bwd.step.index = 1;
+  for (StepRig *rig : {&fwd, &bwd}) {
+    rig->frame.self = r;
+    rig->frame.collectives = &collectives;
+    rig->frame.variableBytes = &variable;
+    run.errors += rig->verify();
+  }
+  collectives.resetCount();
+  fwd.step.kernel->run(fwd.step, fwd.frame);
+  run.bytes = collectives.bytesSent();
+  collectives.resetCount();
+  bwd.step.kernel->run(bwd.step, bwd.frame);
+  run.gradBytes = collectives.bytesSent();
+  run.recorded = variable[0];
+  run.gradRecorded = variable[1];
+  return run;
+}
+
 /// moe_dropless and its gradient on `n` ranks (tokens along the sequence and
 /// experts both split over "ep") give every rank the single-rank run's rows
 /// and experts, and each sends exactly the counts, the rows and the returned
@@ -235,7 +267,6 @@ void checkRanks(int64_t n, int64_t E) {
     Vec gate = expertRows(l.gate, l.H * l.F, r * El, El),
         up = expertRows(l.up, l.H * l.F, r * El, El),
         down = expertRows(l.down, l.F * l.H, r * El, El);
-    std::map<int64_t, VariableBytes> variable;
     std::map<int64_t, ExpertLoad> load;
     std::vector<BufferView> in = {
         BufferView(x.data(), (int64_t)x.size()),     BufferView(w.data(), (int64_t)w.size()),
@@ -251,22 +282,13 @@ void checkRanks(int64_t n, int64_t E) {
     bwd.views = in;
     for (Vec *v : {&ldy, &g.dx, &g.dw, &g.dgate, &g.dup, &g.ddown})
       bwd.views.emplace_back(v->data(), (int64_t)v->size());
-    bwd.step.index = 1;
     fwd.frame.expertLoad = &load;
-    for (StepRig *rig : {&fwd, &bwd}) {
-      rig->frame.self = r;
-      rig->frame.collectives = &collectives;
-      rig->frame.variableBytes = &variable;
-      errors[r] += rig->verify();
-    }
-    collectives.resetCount();
-    fwd.step.kernel->run(fwd.step, fwd.frame);
-    bytes[r] = collectives.bytesSent();
-    collectives.resetCount();
-    bwd.step.kernel->run(bwd.step, bwd.frame);
-    gradBytes[r] = collectives.bytesSent();
-    recorded[r] = variable[0];
-    gradRecorded[r] = variable[1];
+    RankRun run = runPair(fwd, bwd, r, collectives);
+    bytes[r] = run.bytes;
+    gradBytes[r] = run.gradBytes;
+    recorded[r] = run.recorded;
+    gradRecorded[r] = run.gradRecorded;
+    errors[r] = run.errors;
     loads[r] = load[0].kept;
   });
   int64_t counts = (n - 1) * El * 4, H = l.H;
@@ -306,13 +328,139 @@ TEST(MoEDroplessRanks, FourRanksOneExpertEach) { checkRanks(4, 4); }
 
 TEST(MoEDroplessRanks, FourRanksTwoExpertsEach) { checkRanks(4, 8); }
 
+/// The columns [from, from + n) of each of the `rows` rows of w [rows, cols].
+Vec columns(const Vec &w, int64_t rows, int64_t cols, int64_t from, int64_t n) {
+  Vec out;
+  for (int64_t r = 0; r < rows; ++r)
+    out.insert(out.end(), w.begin() + r * cols + from, w.begin() + r * cols + from + n);
+  return out;
+}
+
+/// moe_dropless and its gradient with expert tensor parallelism on 4 ranks,
+/// mesh ep x etp = 2 x 2 (rank = 2 ep + etp): the tokens split along the
+/// sequence over [ep, etp], the experts over ep, their ffn over etp (gate
+/// and up on the last dimension, down on the middle one). Every rank gets
+/// the single-rank run's rows and its ffn shard's weight gradients, and
+/// sends the counts and rows over ep, then the received rows' counts and
+/// rows over etp and the partner's partial outputs back, exactly as its
+/// routing implies.
+TEST(MoEDroplessRanks, ExpertTensorParallel) {
+  const int64_t n = 4, ep = 2, etp = 2, E = 4;
+  Layer l(2, 8, 4, 6, E, 2, 21);
+  Rng rng(17);
+  Vec dy = rng.vec(l.x.size());
+  Vec y = forwardOne(l);
+  Grads want = backwardOne(l, dy);
+  Mesh mesh{{{"ep", ep}, {"etp", etp}}};
+  const int64_t L = l.S / n, El = E / ep, Fl = l.F / etp, H = l.H, R = l.B * L * l.k;
+  Layout tokens{{{}, {"ep", "etp"}, {}}, {}, -1}, column{{{"ep"}, {}, {"etp"}}, {}, -1},
+      row{{{"ep"}, {"etp"}, {}}, {}, -1};
+  auto rig = [&](bool grad) {
+    std::vector<Layout> layouts = {tokens, tokens, tokens, column, column, row, tokens};
+    std::vector<std::vector<int64_t>> out = {{l.B, l.S, l.H}};
+    if (grad) {
+      out = {{l.B, l.S, l.H}, {l.B, l.S, l.k}, {l.E, l.H, l.F}, {l.E, l.H, l.F}, {l.E, l.F, l.H}};
+      layouts.insert(layouts.end(), {tokens, tokens, column, column, row});
+    }
+    return StepRig(grad ? "moe_dropless_grad" : "moe_dropless", l.shapes(grad), out,
+                   {axesAttr({"ep"}), axesAttr({"etp"})}, mesh, layouts);
+  };
+  std::vector<Vec> ys(n);
+  std::vector<Grads> gs(n);
+  std::vector<RankRun> runs(n);
+  onRanks(n, mesh, [&](int64_t r, Collectives &collectives) {
+    int64_t e = r / etp, t = r % etp;
+    Vec x = seqRows(l.x, l.B, l.S, H, r * L, L), w = seqRows(l.w, l.B, l.S, l.k, r * L, L),
+        ldy = seqRows(dy, l.B, l.S, H, r * L, L);
+    Ids idx = seqRows(l.idx, l.B, l.S, l.k, r * L, L);
+    Vec gate = columns(expertRows(l.gate, H * l.F, e * El, El), El * H, l.F, t * Fl, Fl),
+        up = columns(expertRows(l.up, H * l.F, e * El, El), El * H, l.F, t * Fl, Fl),
+        down = expertRows(l.down, l.F * H, e * El, El);
+    // down [El, F, H]: rows [t Fl, (t + 1) Fl) of each expert.
+    Vec downShard;
+    for (int64_t x0 = 0; x0 < El; ++x0)
+      downShard.insert(downShard.end(), down.begin() + (x0 * l.F + t * Fl) * H,
+                       down.begin() + (x0 * l.F + (t + 1) * Fl) * H);
+    std::vector<BufferView> in = {BufferView(x.data(), (int64_t)x.size()),
+                                  BufferView(w.data(), (int64_t)w.size()),
+                                  BufferView(idx.data(), (int64_t)idx.size()),
+                                  BufferView(gate.data(), (int64_t)gate.size()),
+                                  BufferView(up.data(), (int64_t)up.size()),
+                                  BufferView(downShard.data(), (int64_t)downShard.size())};
+    StepRig fwd = rig(false), bwd = rig(true);
+    ys[r].resize(x.size());
+    fwd.views = in;
+    fwd.views.emplace_back(ys[r].data(), (int64_t)ys[r].size());
+    Grads &g = gs[r];
+    g = {Vec(x.size()), Vec(w.size()), Vec(gate.size()), Vec(up.size()), Vec(downShard.size())};
+    bwd.views = in;
+    for (Vec *v : {&ldy, &g.dx, &g.dw, &g.dgate, &g.dup, &g.ddown})
+      bwd.views.emplace_back(v->data(), (int64_t)v->size());
+    runs[r] = runPair(fwd, bwd, r, collectives);
+  });
+  // The rows of chunk c whose expert member e of the expert group owns.
+  auto rowsTo = [&](int64_t c, int64_t e) {
+    int64_t rows = 0;
+    for (int64_t b = 0; b < l.B; ++b)
+      for (int64_t s = c * L; s < (c + 1) * L; ++s)
+        for (int64_t j = 0; j < l.k; ++j)
+          rows += l.idx[(b * l.S + s) * l.k + j] / El == e;
+    return rows;
+  };
+  // Rank r = 2 e + t exchanges with rank 2 (1 - e) + t over ep; what it
+  // then computes for its experts it gathers with rank 2 e + (1 - t).
+  auto received = [&](int64_t r) {
+    int64_t e = r / etp, t = r % etp;
+    return rowsTo(r, e) + rowsTo((1 - e) * etp + t, e);
+  };
+  int64_t counts = (ep - 1 + etp - 1) * El * 4;
+  bool unbalanced = false;
+  for (int64_t r = 0; r < n; ++r) {
+    int64_t e = r / etp, t = r % etp, other = (1 - e) * etp + t, partner = e * etp + (1 - t);
+    EXPECT_EQ(runs[r].errors, "") << r;
+    expectClose(ys[r], seqRows(y, l.B, l.S, H, r * L, L), 1e-5, 1e-6, "a rank's y");
+    expectClose(gs[r].dx, seqRows(want.dx, l.B, l.S, H, r * L, L), 1e-4, 1e-6, "a rank's dx");
+    expectClose(gs[r].dw, seqRows(want.dw, l.B, l.S, l.k, r * L, L), 1e-4, 1e-6,
+                "a rank's dweights");
+    // Every row of the two groups reached its expert's ffn shards: the
+    // weight gradients of a rank's shard are whole.
+    expectClose(gs[r].dgate,
+                columns(expertRows(want.dgate, H * l.F, e * El, El), El * H, l.F, t * Fl, Fl), 1e-4,
+                1e-6, "dgate");
+    expectClose(gs[r].dup,
+                columns(expertRows(want.dup, H * l.F, e * El, El), El * H, l.F, t * Fl, Fl), 1e-4,
+                1e-6, "dup");
+    Vec ddown = expertRows(want.ddown, l.F * H, e * El, El), ddownShard;
+    for (int64_t x0 = 0; x0 < El; ++x0)
+      ddownShard.insert(ddownShard.end(), ddown.begin() + (x0 * l.F + t * Fl) * H,
+                        ddown.begin() + (x0 * l.F + (t + 1) * Fl) * H);
+    expectClose(gs[r].ddown, ddownShard, 1e-4, 1e-6, "ddown");
+    int64_t out = rowsTo(r, 1 - e), in = rowsTo(other, e), mine = received(r),
+            theirs = received(partner);
+    unbalanced = unbalanced || mine != theirs;
+    EXPECT_EQ(runs[r].bytes, counts + (out + in + mine + theirs) * H * 4) << "rank " << r;
+    EXPECT_EQ(runs[r].gradBytes,
+              counts + (out + mine) * (2 * H * 4 + 4) + (in + theirs) * (H * 4 + 4))
+        << "rank " << r;
+    EXPECT_EQ(runs[r].recorded.implied, runs[r].bytes) << "rank " << r;
+    EXPECT_EQ(runs[r].gradRecorded.implied, runs[r].gradBytes) << "rank " << r;
+    EXPECT_EQ(runs[r].recorded.balanced,
+              counts + (ep - 1) * 2 * R * H * 4 / ep + (etp - 1) * 2 * R * H * 4)
+        << "rank " << r;
+    EXPECT_EQ(runs[r].gradRecorded.balanced, counts + (ep - 1) * R * (3 * H * 4 + 2 * 4) / ep +
+                                                 (etp - 1) * R * (3 * H * 4 + 2 * 4))
+        << "rank " << r;
+  }
+  EXPECT_TRUE(unbalanced) << "the routing must give the members of a pair different rows";
+}
+
 /// The contract refuses experts split over other axes than expert_axes and
 /// an expert index the layer does not have.
 TEST(MoEDroplessKernelEntries, RefuseWhatTheKernelCannotRoute) {
   Layer l(1, 4, 2, 2, 4, 2, 1);
   Mesh mesh{{{"ep", 2}}};
   StepRig rig = rigOf(l, false, mesh, {"ep"});
-  rig.step.attrs = {axesAttr({})};
+  rig.step.attrs = {axesAttr({}), AttrValue{}};
   std::string why = rig.verify();
   EXPECT_NE(why.find("gate's experts are split over [ep], not over attribute 'expert_axes' []"),
             std::string::npos)

@@ -17,10 +17,12 @@ meshes (tp2 sp cp2 dp2 with ep 2 over tp and ep 4 over cp and tp, tp2 sp cp4
 ep4 over tp and half of cp, tp2 cp2 dp2; nam56r-tiny also ep 8 over all
 three). nam56r-tiny in bf16 runs the 8-rank meshes only: its tensors in 16
 bits, its arena peak the report's. The moe family also runs in capacity mode
-(CAPACITY_MESHES x CAPACITY_MODES with 8 experts, and one entry under mpirun): the dropped
+(CAPACITY_MESHES x CAPACITY_MODES with 8 experts, and one entry under mpirun; and with
+expert tensor parallelism, CAPACITY_ETP: etp 2 over tp, one entry under mpirun): the dropped
 routed rows equal the single-device run's, and some are dropped at F 1.0.
 Dropless MoE (the default; every moe entry runs it) also runs with 8 experts
-on CAPACITY_MESHES, forward and training, one entry under mpirun: its
+on CAPACITY_MESHES, forward and training, one entry under mpirun, and with
+etp 2 on DROPLESS_ETP (one entry under mpirun): its
 exchanges send exactly the bytes their counts imply, the report states them at
 balanced routing, and every other op's bytes equal the report's.
 Prints one line per entry and "N passed, N failed".
@@ -105,18 +107,29 @@ CAPACITY_MESHES = [["--dp", "2", "--cp", "4", "--ep", "4"],
 CAPACITY_MODES = [["--moe-expert-capacity-factor", "1.0", "--moe-token-drop-policy", "probs"],
                   ["--moe-expert-capacity-factor", "1.25", "--moe-token-drop-policy", "position"]]
 CAPACITY_MPI = CAPACITY_MESHES[2] + CAPACITY_MODES[0] + ["--mpi"]
+# Expert tensor parallelism (etp 2): the expert weights split on ffn over tp, the experts over cp,
+# the buffers gathered over tp after the all-to-all and reduce-scattered back; one entry on
+# threads, one over dp too under mpirun, each at F 1.0 by "probs".
+CAPACITY_ETP = [["--tp", "2", "--sp", "--cp", "4", "--ep", "4", "--etp", "2"] + CAPACITY_MODES[0],
+                ["--tp", "2", "--sp", "--cp", "2", "--dp", "2", "--ep", "2", "--etp", "2"]
+                + CAPACITY_MODES[0] + ["--mpi"]]
 # Dropless MoE (the default) on the same meshes, forward and training: the routed rows travel by
 # count, so the bytes of its exchanges are checked against the counts, and the rest against the
 # report. One entry runs under mpirun.
 DROPLESS_MPI = CAPACITY_MESHES[2] + ["--mpi"]
+# And with expert tensor parallelism, the meshes of CAPACITY_ETP: the received rows gathered over
+# etp (tp) and the partial outputs reduce-scattered back inside sl.moe_dropless.
+DROPLESS_ETP = [["--tp", "2", "--sp", "--cp", "4", "--ep", "4", "--etp", "2"],
+                ["--tp", "2", "--sp", "--cp", "2", "--dp", "2", "--ep", "2", "--etp", "2", "--mpi"]]
 
 
 def capacity_entries():
-    return [mesh + mode for mesh in CAPACITY_MESHES for mode in CAPACITY_MODES] + [CAPACITY_MPI]
+    return ([mesh + mode for mesh in CAPACITY_MESHES for mode in CAPACITY_MODES] + [CAPACITY_MPI]
+            + CAPACITY_ETP)
 
 
 def dropless_entries():
-    return CAPACITY_MESHES + [DROPLESS_MPI]
+    return CAPACITY_MESHES + [DROPLESS_MPI] + DROPLESS_ETP
 
 
 def entries(has_attention, mixes_only=False, cp=True):
@@ -151,7 +164,7 @@ def entries(has_attention, mixes_only=False, cp=True):
 
 def full_flags(flags):
     """Every axis the entry does not name is 1 (the example spec sets its own)."""
-    base = {"--tp": "1", "--cp": "1", "--ep": "1", "--dp": "1"}
+    base = {"--tp": "1", "--cp": "1", "--ep": "1", "--etp": "1", "--dp": "1"}
     named = set(f for f in flags if f.startswith("--"))
     extra = []
     for k, v in base.items():

@@ -15,6 +15,8 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+
 using namespace shardline;
 
 namespace {
@@ -436,6 +438,18 @@ std::string moeModel(int64_t experts, double factor) {
          std::to_string(experts) + R"(, "top_k": 2, "ffn_hidden": 64)" + capacity + "}}";
 }
 
+/// The strategy dp x cp x tp (sp on) with ep and etp folded onto it.
+ParallelOverrides expertStrategy(int64_t dp, int64_t cp, int64_t tp, int64_t ep, int64_t etp) {
+  ParallelOverrides ov;
+  ov.dp = dp;
+  ov.cp = cp;
+  ov.tp = tp;
+  ov.sp = true;
+  ov.ep = ep;
+  ov.etp = etp;
+  return ov;
+}
+
 int64_t moeAllToAllBytes(const Report &r) {
   int64_t total = 0;
   for (const auto &c : r.collectives)
@@ -504,6 +518,53 @@ TEST_F(ReportTest, CapacityAllToAllBytesAreExact) {
   }
 }
 
+// Capacity mode with expert tensor parallelism: the experts split over ep, their
+// ffn over etp. The buffers' sequence groups are split over the token axes,
+// etp's innermost, so the all-to-all that splits the experts runs over the
+// ep*etp ranks and leaves the groups split over etp: it sends (n-1)/n of the
+// rank's buffers B (n = ep*etp), then an all-gather over etp sends (etp-1) B
+// (every etp rank gets the rows its experts' ffn shard works on), and on the
+// way back a reduce-scatter over etp sends (etp-1) B of the pending sum and
+// the all-to-all (n-1)/n B. B = F * top_k * local tokens * h * bytes. The
+// expert weights' gradients are reduced over the expert-data ranks only.
+TEST_F(ReportTest, CapacityExpertTensorParallelBytes) {
+  struct Case {
+    const char *what;
+    int64_t dp, cp, tp, ep, etp;
+    std::vector<std::string> expertData;
+  };
+  const int64_t experts = 8, h = 32, bytes = 4, tokens = 4 * 64;
+  for (const Case &c : std::vector<Case>{{"etp over tp, ep over cp", 1, 4, 2, 4, 2, {}},
+                                         {"etp over tp, ep over cp, dp", 2, 2, 2, 2, 2, {"dp"}}}) {
+    SCOPED_TRACE(c.what);
+    Report r =
+        compile(moeModel(experts, 1.25), expertStrategy(c.dp, c.cp, c.tp, c.ep, c.etp), true);
+    int64_t local = tokens / (c.dp * c.cp * c.tp), n = c.ep * c.etp;
+    // F = 5/4, top-2: the capacity divides exactly (C = 5 rows per expert per
+    // group of 16 tokens at dp 1, C = 10 per group of 32 at dp 2).
+    int64_t buffer = 5 * 2 * local * h * bytes / 4;
+    std::map<std::string, int64_t> sent;
+    for (const auto &e : r.collectives) {
+      if (e.family != "E")
+        continue;
+      if (!e.backward) {
+        sent[e.op] += e.bytesPerRank;
+        if (e.op == "all_gather" || e.op == "reduce_scatter")
+          EXPECT_EQ(e.axes, std::vector<std::string>{"tp"}) << e.why;
+        continue;
+      }
+      if (e.why.find("gradient of parameter 'blocks.0.moe.w_") != std::string::npos)
+        EXPECT_EQ(e.axes, c.expertData) << e.why;
+    }
+    EXPECT_EQ(sent["all_to_all"], 2 * (n - 1) * buffer / n);
+    EXPECT_EQ(sent["all_gather"], (c.etp - 1) * buffer);
+    EXPECT_EQ(sent["reduce_scatter"], (c.etp - 1) * buffer);
+    if (c.expertData.empty())
+      for (const auto &e : r.collectives)
+        EXPECT_EQ(e.why.find("gradient of parameter 'blocks.0.moe.w_"), std::string::npos) << e.why;
+  }
+}
+
 // Dropless mode: sl.moe_dropless's entry states its bytes at balanced routing,
 // each rank's top_k x local-token rows spread evenly over the experts:
 // 2 (ep-1)/ep top_k T_local h bytes for the rows out and back, plus (ep-1)
@@ -544,6 +605,49 @@ TEST_F(ReportTest, DroplessBytesAtBalancedRouting) {
     }
     EXPECT_EQ(forward, 2 * (c.ep - 1) * k * local * h * bytes / c.ep + counts);
     EXPECT_EQ(backward, (c.ep - 1) * (3 * k * local * h + 2 * k * local) * bytes / c.ep + counts);
+  }
+}
+
+// Dropless mode with expert tensor parallelism: sl.moe_dropless names the etp
+// axes in tensor_axes and its entry adds the gather of the received rows and
+// the reduce-scatter of their partial outputs over etp at balanced routing,
+// (etp-1) (2 top_k T_local h bytes + E/ep i32 counts); the gradient's (etp-1)
+// (top_k T_local (3h + 2) bytes + the counts). The expert weights' gradients
+// are reduced over the expert-data ranks only.
+TEST_F(ReportTest, DroplessExpertTensorParallelBytes) {
+  struct Case {
+    const char *what;
+    int64_t dp, cp, tp, ep, etp;
+    std::vector<std::string> group, expertData;
+  };
+  const int64_t experts = 8, k = 2, h = 32, bytes = 4, tokens = 4 * 64;
+  for (const Case &c : std::vector<Case>{
+           {"etp over tp, ep over cp", 1, 2, 2, 2, 2, {"cp", "tp"}, {}},
+           {"etp over tp, ep over cp, dp", 2, 2, 2, 2, 2, {"cp", "tp"}, {"dp"}},
+           {"etp over tp, ep over cp and dp", 2, 2, 2, 4, 2, {"dp", "cp", "tp"}, {}}}) {
+    SCOPED_TRACE(c.what);
+    Report r = compile(moeModel(experts, 0), expertStrategy(c.dp, c.cp, c.tp, c.ep, c.etp), true);
+    int64_t local = tokens / (c.dp * c.cp * c.tp), El = experts / c.ep;
+    int64_t counts = (c.ep - 1 + c.etp - 1) * El * 4;
+    int64_t forward = -1, backward = -1;
+    for (const auto &e : r.collectives) {
+      EXPECT_FALSE(e.family == "E" &&
+                   (e.op == "all_to_all" || e.op == "all_gather" || e.op == "reduce_scatter"))
+          << e.why;
+      if (e.op == "moe_dropless" || e.op == "moe_dropless_grad") {
+        EXPECT_EQ(e.axes, c.group) << e.why;
+        EXPECT_NE(e.why.find("receive bound " + std::to_string(c.ep * c.etp * k * local) + " rows"),
+                  std::string::npos)
+            << e.why;
+        (e.op == "moe_dropless" ? forward : backward) = e.bytesPerRank;
+      }
+      if (e.why.find("gradient of parameter 'blocks.0.moe.w_") != std::string::npos)
+        EXPECT_EQ(e.axes, c.expertData) << e.why;
+    }
+    EXPECT_EQ(forward, 2 * (c.ep - 1) * k * local * h * bytes / c.ep +
+                           (c.etp - 1) * 2 * k * local * h * bytes + counts);
+    EXPECT_EQ(backward, (c.ep - 1) * (3 * k * local * h + 2 * k * local) * bytes / c.ep +
+                            (c.etp - 1) * (3 * k * local * h + 2 * k * local) * bytes + counts);
   }
 }
 

@@ -126,6 +126,15 @@ cl::opt<int64_t>
                 "(under --sp), then cp, then dp; adds no ranks. Short form --ep"),
        cl::cat(parallelCategory));
 cl::alias epA("ep", cl::desc("Alias for --expert-model-parallel-size"), cl::aliasopt(ep));
+cl::opt<int64_t>
+    etp("expert-tensor-parallel-size",
+        cl::desc("Expert-tensor-parallel size, as in Megatron Core: the expert layers' own tp, "
+                 "folded onto the innermost ranks that hold different tokens, with the ep group "
+                 "next to it; the expert weights are split over it on ffn (w_gate, w_up "
+                 "column-parallel, w_down row-parallel) and the dispatched rows gathered over it. "
+                 "Default 1. Short form --etp"),
+        cl::cat(parallelCategory));
+cl::alias etpA("etp", cl::desc("Alias for --expert-tensor-parallel-size"), cl::aliasopt(etp));
 cl::opt<int64_t> dp("data-parallel-size",
                     cl::desc("Data-parallel size (mesh axis dp); short form --dp"),
                     cl::cat(parallelCategory));
@@ -149,8 +158,8 @@ cl::opt<std::string>
 bool anyParallelFlag() {
   return tp.getNumOccurrences() || sp.getNumOccurrences() || cp.getNumOccurrences() ||
          cpComm.getNumOccurrences() || cpOrder.getNumOccurrences() || ep.getNumOccurrences() ||
-         dp.getNumOccurrences() || moeCapacityFactor.getNumOccurrences() ||
-         moeTokenDropPolicy.getNumOccurrences();
+         etp.getNumOccurrences() || dp.getNumOccurrences() ||
+         moeCapacityFactor.getNumOccurrences() || moeTokenDropPolicy.getNumOccurrences();
 }
 
 shardline::ParallelOverrides overrides() {
@@ -167,6 +176,8 @@ shardline::ParallelOverrides overrides() {
     o.cpOrder = cpOrder;
   if (ep.getNumOccurrences())
     o.ep = ep;
+  if (etp.getNumOccurrences())
+    o.etp = etp;
   if (dp.getNumOccurrences())
     o.dp = dp;
   if (moeCapacityFactor.getNumOccurrences())
@@ -188,20 +199,31 @@ void printSummary(ModuleOp module, const shardline::ModelSpec *spec,
        << " blocks), hidden " << spec->hidden << ", seq " << spec->seq << ", batch " << spec->batch
        << ", vocab " << spec->vocab << ", " << spec->dtype << "\n";
     const auto &p = spec->parallel;
-    os << "strategy: dp=" << p.dp << " cp=" << p.cp << " tp=" << p.tp << " ep=" << p.ep << ", sp "
-       << (p.sp ? "on" : "off") << ", cp_comm " << p.cpComm << ", cp_order " << p.cpOrder << "\n";
+    os << "strategy: dp=" << p.dp << " cp=" << p.cp << " tp=" << p.tp << " ep=" << p.ep;
+    if (p.etp > 1)
+      os << " etp=" << p.etp;
+    os << ", sp " << (p.sp ? "on" : "off") << ", cp_comm " << p.cpComm << ", cp_order " << p.cpOrder
+       << "\n";
     std::string error;
-    if (auto folded = shardline::foldStrategyMesh(p, error); folded && p.ep > 1) {
-      // The expert-data ranks hold other tokens outside the expert group: the
-      // expert weights' gradients are reduced over them.
-      std::vector<std::string> group = folded->parts["ep"], data;
+    if (auto folded = shardline::foldStrategyMesh(p, error); folded && (p.ep > 1 || p.etp > 1)) {
+      // The expert-data ranks hold other tokens outside the expert and
+      // expert-tensor groups: the expert weights' gradients are reduced over
+      // them.
+      std::vector<std::string> group = folded->parts["ep"], tensor = folded->parts["etp"], data;
       for (const char *axis : {"dp", "cp", "tp"})
         for (const std::string &part : folded->parts[axis])
           if ((std::string(axis) != "tp" || p.sp) && folded->size(part) > 1 &&
-              llvm::find(group, part) == group.end())
+              llvm::find(group, part) == group.end() && llvm::find(tensor, part) == tensor.end())
             data.push_back(part);
-      os << "experts: ep=" << p.ep << " folded onto " << shardline::formatAxes(group)
-         << ", expert-data ranks " << shardline::formatAxes(data) << "\n";
+      os << "experts: ep=" << p.ep;
+      if (p.etp > 1)
+        os << " etp=" << p.etp;
+      os << " folded onto ";
+      if (p.etp > 1)
+        os << "ep " << shardline::formatAxes(group) << " and etp " << shardline::formatAxes(tensor);
+      else
+        os << shardline::formatAxes(group);
+      os << ", expert-data ranks " << shardline::formatAxes(data) << "\n";
     }
     for (const shardline::BlockFamily *f : shardline::blockFamilies())
       if (const shardline::FamilySection *s = spec->section(f->letter());
@@ -293,7 +315,7 @@ int main(int argc, char **argv) {
       "section, which the flags below override. The program is verified, then sl-shard-pipeline\n"
       "propagates layouts, inserts collectives and removes premature gathers (docs/passes.md);\n"
       "with --train, sl-autodiff appends the backward and the AdamW step (docs/training.md).\n"
-      "The ranks are dp*cp*tp; ep adds none: as in Megatron Core, it folds onto them\n"
+      "The ranks are dp*cp*tp; ep and etp add none: as in Megatron Core, they fold onto them\n"
       "(docs/model-spec.md).\n\n"
       "  shardline-compile examples/models/nam56r-tiny.json --tp 2 --sp --cp 2 --dp 2 --ep 2 "
       "--emit summary\n"

@@ -53,6 +53,8 @@ struct FamilySection {
 
 struct ParallelSpec {
   int64_t dp = 1, tp = 1, cp = 1, ep = 1;
+  /// Expert tensor parallelism: the expert layers' own tp, innermost.
+  int64_t etp = 1;
   bool sp = false;
   /// ring | allgather | a2a | auto
   std::string cpComm = "ring";
@@ -62,16 +64,20 @@ struct ParallelSpec {
 
 /// The mesh a strategy runs on, with expert parallelism folded onto it as in
 /// Megatron Core's MoE parallel folding: the world is dp*cp*tp ranks, and the
-/// expert-parallel group is ep consecutive ranks (rank / ep), the innermost
-/// ranks that hold different tokens for the MoE layers: tp (under sequence
-/// parallelism only), then cp, then dp. An axis the group covers only partly
-/// is cut in two mesh axes, `<axis>_outer` and `<axis>_inner` (the part inside
-/// the group), which together hold the same ranks in the same order.
+/// expert layers decompose them as etp x ep x edp, etp innermost. The
+/// expert-tensor group is the etp innermost ranks that hold different tokens
+/// for the MoE layers: tp (under sequence parallelism only), then cp, then
+/// dp; the expert-parallel group is the ep ranks next to it (with etp = 1,
+/// ep consecutive ranks, rank / ep). An axis a group covers only partly is
+/// cut in two or three mesh axes, `<axis>_outer`, (`<axis>_mid`,)
+/// `<axis>_inner`, one per part outside and inside the groups, which together
+/// hold the same ranks in the same order.
 struct StrategyMesh {
   /// The mesh axes with their sizes, major to minor (the last varies fastest).
   std::vector<std::pair<std::string, int64_t>> axes;
   /// The mesh axes that make up each of "dp", "cp" and "tp", major to minor,
-  /// and those of the expert group under "ep".
+  /// those of the expert group under "ep" and those of the expert-tensor
+  /// group under "etp" (absent when a group is one rank).
   std::map<std::string, std::vector<std::string>> parts;
 
   /// The size of mesh axis `axis` (1 for one the mesh lacks).
@@ -83,10 +89,11 @@ struct StrategyMesh {
   }
 };
 
-/// Folds `p.ep` onto the dp*cp*tp mesh. Returns nullopt with the reason in
-/// `error` when ep does not fold: ep > 1 with tp > 1 without sequence
-/// parallelism, or an ep that is not a product of the innermost axes times a
-/// divisor of the next one (the message lists the sizes that fold).
+/// Folds `p.etp` and `p.ep` onto the dp*cp*tp mesh. Returns nullopt with the
+/// reason in `error` when they do not fold: ep or etp > 1 with tp > 1 without
+/// sequence parallelism, or an etp, or an etp*ep, that is not a product of
+/// the innermost axes times a divisor of the next one (the message lists the
+/// sizes that fold).
 std::optional<StrategyMesh> foldStrategyMesh(const ParallelSpec &p, std::string &error);
 
 /// Command-line values that override the spec's "parallel" section, and
@@ -94,7 +101,7 @@ std::optional<StrategyMesh> foldStrategyMesh(const ParallelSpec &p, std::string 
 /// --moe-expert-capacity-factor sets moe.capacity_factor and
 /// --moe-token-drop-policy moe.token_drop_policy.
 struct ParallelOverrides {
-  std::optional<int64_t> dp, tp, cp, ep;
+  std::optional<int64_t> dp, tp, cp, ep, etp;
   std::optional<bool> sp;
   std::optional<std::string> cpComm, cpOrder;
   std::optional<double> moeCapacityFactor;

@@ -1,7 +1,8 @@
 //===- MoE.cpp - the mixture-of-experts block family (E) ------------------===//
 //
 // Router (linear, softmax, top-k), dispatch of the routed rows, SwiGLU
-// experts (experts over the expert group ep folds onto), weighted combine.
+// experts (experts over the expert group ep folds onto, ffn over the
+// expert-tensor group etp folds onto), weighted combine.
 // Dropless by default, as in Megatron: sl.moe_dropless sends every routed row
 // to its expert's owner by count (no buffer sized experts x tokens) and
 // brings the outputs back. With a capacity factor (Megatron's
@@ -81,6 +82,7 @@ public:
     if (e.topK > e.experts)
       r.error("moe.top_k", llvm::Twine(e.topK) + " exceeds experts = " + llvm::Twine(e.experts));
     r.divisible("moe.experts", e.experts, spec.parallel.ep, "ep");
+    r.divisible("moe.ffn_hidden", e.ffnHidden, spec.parallel.etp, "etp");
   }
 
   /// The dispatched tokens: the routed rows, top_k x tokens x hidden,
@@ -118,31 +120,46 @@ public:
     auto route =
         b.create<sl::RouterTopKOp>(b.tensor({spec.batch, spec.seq, e.topK}),
                                    b.act(e.topK, b.builder().getI32Type()), logits, b.i64(e.topK));
-    // The experts' weights, split over the expert group ep folds onto.
+    // The experts' weights, split over the expert group ep folds onto and, as
+    // Megatron splits them, on ffn over the expert-tensor group: w_gate and
+    // w_up column-parallel, w_down row-parallel.
     auto weights = [&]() -> std::array<Value, 3> {
-      BlockBuilder::Dims overEp{{"ep"}, {}, {}};
-      return {b.weight("w_gate", {e.experts, h, f}, overEp, "normal", 0.02, 0),
-              b.weight("w_up", {e.experts, h, f}, overEp, "normal", 0.02, 0),
-              b.weight("w_down", {e.experts, f, h}, overEp, "normal", 0.02, 0)};
+      BlockBuilder::Dims column{{"ep"}, {}, {"etp"}}, row{{"ep"}, {"etp"}, {}};
+      return {b.weight("w_gate", {e.experts, h, f}, column, "normal", 0.02, 0),
+              b.weight("w_up", {e.experts, h, f}, column, "normal", 0.02, 0),
+              b.weight("w_down", {e.experts, f, h}, row, "normal", 0.02, 0)};
     };
     if (e.capacityFactor <= 0) {
       auto [wg, wu, wd] = weights();
       // The axes the gate's layout splits the experts over are the group
-      // the rows travel in.
-      SmallVector<Attribute> axes;
-      std::vector<std::string> names;
-      if (auto l = sl::getLayout(wg))
+      // the rows travel in; those it splits ffn over, the group that gathers
+      // them.
+      SmallVector<Attribute> axes, tensorAxes;
+      std::vector<std::string> names, tensorNames;
+      if (auto l = sl::getLayout(wg)) {
         for (StringRef a : l.getDimAxes(0)) {
           axes.push_back(b.builder().getStringAttr(a));
           names.push_back(a.str());
         }
+        for (StringRef a : l.getDimAxes(2)) {
+          tensorAxes.push_back(b.builder().getStringAttr(a));
+          tensorNames.push_back(a.str());
+        }
+      }
       auto moe = b.create<sl::MoEDroplessOp>(b.act(h), n, route.getWeights(), route.getIndices(),
-                                             wg, wu, wd, b.builder().getArrayAttr(axes));
+                                             wg, wu, wd, b.builder().getArrayAttr(axes),
+                                             b.builder().getArrayAttr(tensorAxes));
+      std::string why;
       if (!axes.empty())
-        moe->setAttr(sl::kReasonAttr,
-                     b.builder().getStringAttr("routed rows exchanged by count with their "
-                                               "experts' owners over the expert group " +
-                                               formatAxes(names) + " (ep)"));
+        why = "routed rows exchanged by count with their experts' owners over the expert group " +
+              formatAxes(names) + " (ep)";
+      if (!tensorAxes.empty())
+        why += (why.empty() ? "" : "; ") +
+               std::string("received rows gathered over the expert-tensor group ") +
+               formatAxes(tensorNames) +
+               " (etp), each rank's experts run on its ffn shard, outputs reduce-scattered back";
+      if (!why.empty())
+        moe->setAttr(sl::kReasonAttr, b.builder().getStringAttr(why));
       return moe;
     }
     CapacityPlan c = capacityPlan(e, spec);

@@ -65,3 +65,44 @@ func.func @axes_not_the_experts(%x: tensor<2x16x32xf32, #sl.layout<@mesh, [[dp],
   %y = sl.moe_dropless %x, %w, %i, %g, %g, %d {expert_axes = ["dp"]} : (tensor<2x16x32xf32, #sl.layout<@mesh, [[dp], [cp], []]>>, tensor<2x16x2xf32, #sl.layout<@mesh, [[dp], [cp], []]>>, tensor<2x16x2xi32, #sl.layout<@mesh, [[dp], [cp], []]>>, tensor<4x32x64xf32, #sl.layout<@mesh, [[cp], [], []]>>, tensor<4x32x64xf32, #sl.layout<@mesh, [[cp], [], []]>>, tensor<4x64x32xf32, #sl.layout<@mesh, [[cp], [], []]>>) -> tensor<2x16x32xf32, #sl.layout<@mesh, [[dp], [cp], []]>>
   return
 }
+
+// -----
+
+// Expert tensor parallelism: tensor_axes must be the axes that split the ffn
+// of gate, up and down.
+sl.mesh @mesh(cp = 2, tp = 2)
+func.func @tensor_axes_not_the_ffn(%x: tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp, tp], []]>>,
+                                   %w: tensor<2x16x2xf32, #sl.layout<@mesh, [[], [cp, tp], []]>>,
+                                   %i: tensor<2x16x2xi32, #sl.layout<@mesh, [[], [cp, tp], []]>>,
+                                   %g: tensor<4x32x64xf32, #sl.layout<@mesh, [[cp], [], [tp]]>>,
+                                   %d: tensor<4x64x32xf32, #sl.layout<@mesh, [[cp], [tp], []]>>) {
+  // expected-error @+1 {{tensor_axes [] must be the axes that split the ffn of gate, [tp]}}
+  %y = sl.moe_dropless %x, %w, %i, %g, %g, %d {expert_axes = ["cp"]} : (tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp, tp], []]>>, tensor<2x16x2xf32, #sl.layout<@mesh, [[], [cp, tp], []]>>, tensor<2x16x2xi32, #sl.layout<@mesh, [[], [cp, tp], []]>>, tensor<4x32x64xf32, #sl.layout<@mesh, [[cp], [], [tp]]>>, tensor<4x32x64xf32, #sl.layout<@mesh, [[cp], [], [tp]]>>, tensor<4x64x32xf32, #sl.layout<@mesh, [[cp], [tp], []]>>) -> tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp, tp], []]>>
+  return
+}
+
+// -----
+
+sl.mesh @mesh(cp = 2, tp = 2)
+func.func @down_not_the_ffn(%x: tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp, tp], []]>>,
+                            %w: tensor<2x16x2xf32, #sl.layout<@mesh, [[], [cp, tp], []]>>,
+                            %i: tensor<2x16x2xi32, #sl.layout<@mesh, [[], [cp, tp], []]>>,
+                            %g: tensor<4x32x64xf32, #sl.layout<@mesh, [[cp], [], [tp]]>>,
+                            %d: tensor<4x64x32xf32, #sl.layout<@mesh, [[cp], [], []]>>) {
+  // expected-error @+1 {{tensor_axes [tp] must be the axes that split the ffn of down, []}}
+  %y = sl.moe_dropless %x, %w, %i, %g, %g, %d {expert_axes = ["cp"], tensor_axes = ["tp"]} : (tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp, tp], []]>>, tensor<2x16x2xf32, #sl.layout<@mesh, [[], [cp, tp], []]>>, tensor<2x16x2xi32, #sl.layout<@mesh, [[], [cp, tp], []]>>, tensor<4x32x64xf32, #sl.layout<@mesh, [[cp], [], [tp]]>>, tensor<4x32x64xf32, #sl.layout<@mesh, [[cp], [], [tp]]>>, tensor<4x64x32xf32, #sl.layout<@mesh, [[cp], [], []]>>) -> tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp, tp], []]>>
+  return
+}
+
+// -----
+
+sl.mesh @mesh(cp = 2, tp = 2)
+func.func @tensor_axes_in_the_expert_group(%x: tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp, tp], []]>>,
+                                           %w: tensor<2x16x2xf32, #sl.layout<@mesh, [[], [cp, tp], []]>>,
+                                           %i: tensor<2x16x2xi32, #sl.layout<@mesh, [[], [cp, tp], []]>>,
+                                           %g: tensor<4x32x64xf32, #sl.layout<@mesh, [[cp], [], []]>>,
+                                           %d: tensor<4x64x32xf32, #sl.layout<@mesh, [[cp], [], []]>>) {
+  // expected-error @+1 {{tensor_axes [cp] must be distinct axes, none of expert_axes [cp]}}
+  %y = sl.moe_dropless %x, %w, %i, %g, %g, %d {expert_axes = ["cp"], tensor_axes = ["cp"]} : (tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp, tp], []]>>, tensor<2x16x2xf32, #sl.layout<@mesh, [[], [cp, tp], []]>>, tensor<2x16x2xi32, #sl.layout<@mesh, [[], [cp, tp], []]>>, tensor<4x32x64xf32, #sl.layout<@mesh, [[cp], [], []]>>, tensor<4x32x64xf32, #sl.layout<@mesh, [[cp], [], []]>>, tensor<4x64x32xf32, #sl.layout<@mesh, [[cp], [], []]>>) -> tensor<2x16x32xf32, #sl.layout<@mesh, [[], [cp, tp], []]>>
+  return
+}

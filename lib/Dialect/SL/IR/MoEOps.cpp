@@ -203,18 +203,37 @@ template <typename OpTy> static LogicalResult verifyDropless(OpTy op) {
                                             << " must be the axes that split the experts of gate, "
                                             << shardline::formatAxes(toLayout(l).dims[0]);
   }
+  // The expert-tensor group splits f: gate's and up's last dimension, down's
+  // middle one, over exactly tensor_axes, none of them an expert axis.
+  std::vector<std::string> tensor = axisNames(op.getTensorAxes()),
+                           expert = axisNames(op.getExpertAxes());
+  for (const std::string &a : tensor)
+    if (llvm::count(tensor, a) > 1 || llvm::is_contained(expert, a))
+      return op.emitOpError("tensor_axes ")
+             << shardline::formatAxes(tensor) << " must be distinct axes, none of expert_axes "
+             << shardline::formatAxes(expert);
+  for (auto [v, dim, name] :
+       {std::tuple{op.getGate(), 2u, "gate"}, std::tuple{op.getUp(), 2u, "up"},
+        std::tuple{op.getDown(), 1u, "down"}})
+    if (LayoutAttr l = getLayout(v); l && toLayout(l).dims[dim] != tensor)
+      return op.emitOpError("tensor_axes ")
+             << shardline::formatAxes(tensor) << " must be the axes that split the ffn of " << name
+             << ", " << shardline::formatAxes(toLayout(l).dims[dim]);
   return success();
 }
 
-/// b, s free (tokens); h, f and k whole; the experts exchanged by count over
-/// `expertAxes`. With `grad`, dy joins the operands and the weights'
+/// b, s free (tokens); h and k whole; the experts exchanged by count over
+/// `expertAxes`; f whole, or with `tensorAxes` gathered and reduce-scattered
+/// by the op over them. With `grad`, dy joins the operands and the weights'
 /// gradients sum over the tokens, except over the exchanged axes.
-static ShardingRule droplessRule(ArrayAttr expertAxes, bool grad) {
+static ShardingRule droplessRule(ArrayAttr expertAxes, ArrayAttr tensorAxes, bool grad) {
   RuleBuilder r;
   int b = r.factor("b"), s = r.seq(), h = r.factor("h", FactorKind::Whole),
       k = r.factor("k", FactorKind::Whole), e = r.factor("experts"),
       f = r.factor("f", FactorKind::Whole);
   r.mixing(e, Remedy::ExpertExchange, expertAxes);
+  if (!tensorAxes.empty())
+    r.mixing(f, Remedy::ExpertExchange, tensorAxes);
   r.operand("x", {b, s, h});
   r.operand("weights", {b, s, k});
   r.operand("indices", {b, s, k});
@@ -238,14 +257,21 @@ static ShardingRule droplessRule(ArrayAttr expertAxes, bool grad) {
 /// What one rank sends at balanced routing, each rank's k x local-token rows
 /// spread evenly over the experts: (ep - 1) / ep of `rowBytes` (the bytes of
 /// all its routed rows' exchanged values), and E / ep i32 counts to each
-/// other member. -1 (no exchange) when the group is one rank.
-static int64_t balancedBytes(const shardline::Mesh &mesh, ArrayAttr expertAxes, Value gate,
-                             int64_t rowBytes) {
-  int64_t ep = groupSize(mesh, expertAxes);
-  if (ep <= 1)
+/// other member; with an expert-tensor group of etp > 1, the k x
+/// local-token rows it received, `etpBytes` per row set, to each of the
+/// other etp - 1 members, and the E / ep counts with them. -1 (no exchange)
+/// when both groups are one rank.
+static int64_t balancedBytes(const shardline::Mesh &mesh, ArrayAttr expertAxes,
+                             ArrayAttr tensorAxes, Value gate, int64_t rowBytes, int64_t etpBytes) {
+  int64_t ep = groupSize(mesh, expertAxes), etp = groupSize(mesh, tensorAxes);
+  if (ep <= 1 && etp <= 1)
     return -1;
-  int64_t counts = (ep - 1) * (shape(gate)[0] / ep) * 4;
-  return shardline::saturatingAdd(shardline::saturatingMul(rowBytes, ep - 1) / ep, counts);
+  int64_t local = shape(gate)[0] / std::max<int64_t>(ep, 1);
+  int64_t sent = shardline::saturatingAdd(shardline::saturatingMul(rowBytes, ep - 1) / ep,
+                                          (ep - 1) * local * 4);
+  return shardline::saturatingAdd(
+      sent,
+      shardline::saturatingAdd(shardline::saturatingMul(etpBytes, etp - 1), (etp - 1) * local * 4));
 }
 
 LogicalResult MoEDroplessOp::verify() {
@@ -254,13 +280,16 @@ LogicalResult MoEDroplessOp::verify() {
   return verifyDropless(*this);
 }
 
-ShardingRule MoEDroplessOp::getShardingRule() { return droplessRule(getExpertAxes(), false); }
+ShardingRule MoEDroplessOp::getShardingRule() {
+  return droplessRule(getExpertAxes(), getTensorAxes(), false);
+}
 
-/// The rows out (x) and their outputs back.
+/// The rows out (x) and their outputs back; over etp the received rows
+/// gathered and their partial outputs reduce-scattered.
 int64_t MoEDroplessOp::sentBytesPerRank(const shardline::Mesh &mesh) {
   int64_t k = shape(getIndices())[2];
-  return balancedBytes(mesh, getExpertAxes(), getGate(),
-                       shardline::saturatingMul(2 * k, localBytes(getX(), mesh)));
+  int64_t rows = shardline::saturatingMul(2 * k, localBytes(getX(), mesh));
+  return balancedBytes(mesh, getExpertAxes(), getTensorAxes(), getGate(), rows, rows);
 }
 
 LogicalResult MoEDroplessGradOp::verify() {
@@ -269,15 +298,17 @@ LogicalResult MoEDroplessGradOp::verify() {
   return verifyDropless(*this);
 }
 
-ShardingRule MoEDroplessGradOp::getShardingRule() { return droplessRule(getExpertAxes(), true); }
+ShardingRule MoEDroplessGradOp::getShardingRule() {
+  return droplessRule(getExpertAxes(), getTensorAxes(), true);
+}
 
 /// The rows' x and dy and their weights out; their dx and dweights back.
 int64_t MoEDroplessGradOp::sentBytesPerRank(const shardline::Mesh &mesh) {
   int64_t k = shape(getIndices())[2];
-  int64_t rows = shardline::saturatingMul(3 * k, localBytes(getX(), mesh));
-  return balancedBytes(
-      mesh, getExpertAxes(), getGate(),
-      shardline::saturatingAdd(rows, shardline::saturatingMul(2, localBytes(getWeights(), mesh))));
+  int64_t rows =
+      shardline::saturatingAdd(shardline::saturatingMul(3 * k, localBytes(getX(), mesh)),
+                               shardline::saturatingMul(2, localBytes(getWeights(), mesh)));
+  return balancedBytes(mesh, getExpertAxes(), getTensorAxes(), getGate(), rows, rows);
 }
 
 //===----------------------------------------------------------------------===//
@@ -526,16 +557,20 @@ LogicalResult MoEDroplessOp::buildGradient(GradientBuilder &g) {
       g.build("sl.moe_dropless_grad",
               {getX(), getWeights(), getIndices(), getGate(), getUp(), getDown(), *dy},
               {getX(), getWeights(), getGate(), getUp(), getDown()},
-              GradientBuilder::attrsOf(*this, {"expert_axes"}));
+              GradientBuilder::attrsOf(*this, {"expert_axes", "tensor_axes"}));
   if (failed(grad))
     return failure();
-  if (!getExpertAxes().empty())
+  if (!getExpertAxes().empty() || !getTensorAxes().empty())
     (*grad)->setAttr(
         kReasonAttr,
-        StringAttr::get(getContext(), "gradient of " + opLabel(*this) +
-                                          ": routed rows, their gradients and weights exchanged "
-                                          "by count over " +
-                                          shardline::formatAxes(axisNames(getExpertAxes()))));
+        StringAttr::get(getContext(),
+                        "gradient of " + opLabel(*this) +
+                            ": routed rows, their gradients and weights exchanged by count over " +
+                            shardline::formatAxes(axisNames(getExpertAxes())) +
+                            (getTensorAxes().empty()
+                                 ? std::string()
+                                 : ", gathered over the expert-tensor group " +
+                                       shardline::formatAxes(axisNames(getTensorAxes())))));
   for (unsigned r = 0; r < 5; ++r)
     if (g.needsGradient(operandOf[r]))
       g.contribute(operandOf[r], (*grad)->getResult(r));

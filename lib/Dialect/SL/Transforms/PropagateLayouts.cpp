@@ -281,11 +281,22 @@ private:
           reduced.insert(reduced.end(), partials[i].begin(), partials[i].end());
       }
     } else {
+      // A pending sum over an axis that also splits a result dimension
+      // cannot pass through (expert tensor parallelism: the experts' output
+      // is a pending sum over the axes the combine splits the tokens over).
+      std::set<std::string> splitting;
+      for (const auto &dims : rule.results)
+        for (int f : dims)
+          if (f >= 0)
+            splitting.insert(c.split[f].begin(), c.split[f].end());
+      auto clashes = [&](const Axes &p) {
+        return llvm::any_of(p, [&](const std::string &a) { return splitting.count(a) > 0; });
+      };
       bool kept = false;
       for (size_t i = 0; i < operands.size(); ++i) {
         if (partials[i].empty())
           continue;
-        if (rule.partial == PartialRule::One && !kept) {
+        if (rule.partial == PartialRule::One && !kept && !clashes(partials[i])) {
           c.keepPartial[i] = partials[i];
           kept = true;
         } else {

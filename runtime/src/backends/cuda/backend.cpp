@@ -201,6 +201,12 @@ void moeDropless(const Step &s, Frame &f) {
                    std::to_string(E) + " of " + std::to_string(f.global(s.in[kGate])[0]) +
                    " here): the exchange of rows by count over an expert group runs on the CPU",
                false};
+  if (F != f.global(s.in[kGate])[2])
+    throw Stop{"the CUDA backend runs sl.moe_dropless only where one rank holds every expert's "
+               "whole ffn (" +
+                   std::to_string(F) + " of " + std::to_string(f.global(s.in[kGate])[2]) +
+                   " here): expert tensor parallelism (etp > 1) runs on the CPU",
+               false};
   CudaDevice &device = deviceOf(f);
   int64_t slab = E * T * H;
   auto *tokens = static_cast<float *>(device.scratch((2 * slab + 2 * T * F) * 4 + 4));

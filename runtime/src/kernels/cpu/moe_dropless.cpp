@@ -10,6 +10,15 @@
 // sized experts x tokens; with a group of one (the single-device run) it is
 // the plain computation and exchanges nothing.
 //
+// With expert tensor parallelism (`tensor_axes`, etp > 1), as Megatron's
+// alltoall dispatcher runs it: the members of the expert-tensor group hold
+// the same experts, each an ffn shard; after the exchange over the expert
+// group each member sends the others its received rows' counts and then the
+// rows, every member runs its experts on all of them (grouped by expert, then
+// by member) with its ffn shard, and the partial outputs are reduce-scattered
+// back, each member summing the shards of its own rows in member order,
+// before the outputs travel back over the expert group.
+//
 // The exchange buffers are the kernel's own scratch, outside the arena, as
 // ring attention's blocks are: their size depends on the routing.
 //
@@ -57,8 +66,32 @@ struct Exchange {
   int64_t rowsTo(int64_t m) const { return firstRowOf(m + 1) - firstRowOf(m); }
 };
 
+/// Sends every other member m of `members` (this rank is member `me`) the
+/// `El` counts `countsFor(m)` over `axes`, as exact floats counted at 4
+/// bytes each, and stores what each sent this rank in from[m] (from[me]
+/// untouched).
+template <typename CountsFor>
+void exchangeCounts(Frame &f, const Axes &axes, const std::vector<int64_t> &members, int64_t me,
+                    int64_t El, CountsFor countsFor, std::vector<std::vector<int32_t>> &from) {
+  if (members.size() <= 1)
+    return;
+  Mail out = f.collectives->noMail(), in = f.collectives->noMail();
+  for (int64_t m = 0; m < (int64_t)members.size(); ++m) {
+    if (m == me)
+      continue;
+    const int32_t *first = countsFor(m);
+    out[members[m]].assign(first, first + El);
+    in[members[m]].resize(El);
+  }
+  f.collectives->exchange(axes, out, in, 4);
+  for (int64_t m = 0; m < (int64_t)members.size(); ++m)
+    if (m != me)
+      for (int64_t l = 0; l < El; ++l)
+        from[m][l] = (int32_t)in[members[m]][l];
+}
+
 /// Sorts the rank's rows and exchanges the counts (El i32 values to every
-/// other member, sent as exact floats and counted at 4 bytes each).
+/// other member).
 Exchange plan(const Step &s, Frame &f) {
   Exchange ex;
   const std::vector<int64_t> &xl = f.local(s.in[kX]), &gl = f.local(s.in[kGate]);
@@ -80,20 +113,9 @@ Exchange plan(const Step &s, Frame &f) {
   ex.from.assign(ex.ep(), std::vector<int32_t>(ex.El, 0));
   std::copy(ex.counts.begin() + ex.me * ex.El, ex.counts.begin() + (ex.me + 1) * ex.El,
             ex.from[ex.me].begin());
-  if (ex.ep() > 1) {
-    Mail out = f.collectives->noMail(), in = f.collectives->noMail();
-    for (int64_t m = 0; m < ex.ep(); ++m) {
-      if (m == ex.me)
-        continue;
-      out[ex.members[m]].assign(ex.counts.begin() + m * ex.El, ex.counts.begin() + (m + 1) * ex.El);
-      in[ex.members[m]].resize(ex.El);
-    }
-    f.collectives->exchange(ex.axes, out, in, 4);
-    for (int64_t m = 0; m < ex.ep(); ++m)
-      if (m != ex.me)
-        for (int64_t l = 0; l < ex.El; ++l)
-          ex.from[m][l] = (int32_t)in[ex.members[m]][l];
-  }
+  exchangeCounts(
+      f, ex.axes, ex.members, ex.me, ex.El, [&](int64_t m) { return ex.counts.data() + m * ex.El; },
+      ex.from);
   ex.local.assign(ex.El, 0);
   for (int64_t m = 0; m < ex.ep(); ++m) {
     for (int64_t l = 0; l < ex.El; ++l)
@@ -188,14 +210,140 @@ std::vector<float> returnRows(const Exchange &ex, const float *grouped, int64_t 
   return rows;
 }
 
+/// The expert-tensor group of `tensor_axes`: which rows each member received
+/// over the expert group, per local expert.
+struct TensorGroup {
+  Axes axes;
+  std::vector<int64_t> members;
+  int64_t me = 0;
+  /// rows[t][l]: the rows member t computes for local expert l after the
+  /// expert group's exchange; total[l] their sum over the members.
+  std::vector<std::vector<int32_t>> rows;
+  std::vector<int32_t> total;
+
+  int64_t etp() const { return (int64_t)members.size(); }
+  int64_t rowsOf(int64_t t) const {
+    return std::accumulate(rows[t].begin(), rows[t].end(), int64_t{0});
+  }
+};
+
+/// Exchanges the counts of the rows this rank received (El i32 values to
+/// every other member).
+TensorGroup planTensor(const Step &s, Frame &f, const Exchange &ex) {
+  TensorGroup tg;
+  if (s.attrs.size() > 1 && s.attrs[1].present)
+    tg.axes = s.attrs[1].strings;
+  tg.members = tg.axes.empty() ? std::vector<int64_t>{f.self} : f.mesh.group(f.self, tg.axes);
+  tg.me = std::find(tg.members.begin(), tg.members.end(), f.self) - tg.members.begin();
+  tg.rows.assign(tg.etp(), std::vector<int32_t>(ex.El, 0));
+  tg.rows[tg.me] = ex.local;
+  exchangeCounts(
+      f, tg.axes, tg.members, tg.me, ex.El, [&](int64_t) { return ex.local.data(); }, tg.rows);
+  tg.total.assign(ex.El, 0);
+  for (int64_t t = 0; t < tg.etp(); ++t)
+    for (int64_t l = 0; l < ex.El; ++l)
+      tg.total[l] += tg.rows[t][l];
+  return tg;
+}
+
+/// offsets[t * El + l]: where member t's rows for local expert l lie among
+/// the gathered rows, grouped by local expert and then by member.
+std::vector<int64_t> gatheredOffsets(const TensorGroup &tg, int64_t El) {
+  std::vector<int64_t> offsets(tg.etp() * El);
+  int64_t next = 0;
+  for (int64_t l = 0; l < El; ++l)
+    for (int64_t t = 0; t < tg.etp(); ++t) {
+      offsets[t * El + l] = next;
+      next += tg.rows[t][l];
+    }
+  return offsets;
+}
+
+/// Sends every other member of the expert-tensor group this rank's received
+/// rows (`width` values each, grouped by local expert) and returns all the
+/// members' rows, grouped by local expert and then by member.
+std::vector<float> gatherRows(const TensorGroup &tg, const std::vector<float> &mine, int64_t El,
+                              int64_t width, int64_t bytesPerValue, Frame &f) {
+  std::vector<int64_t> offsets = gatheredOffsets(tg, El);
+  int64_t total = std::accumulate(tg.total.begin(), tg.total.end(), int64_t{0});
+  std::vector<float> gathered(total * width);
+  auto place = [&](int64_t t, const float *src) {
+    for (int64_t l = 0; l < El; ++l) {
+      std::memcpy(gathered.data() + offsets[t * El + l] * width, src,
+                  sizeof(float) * tg.rows[t][l] * width);
+      src += tg.rows[t][l] * width;
+    }
+  };
+  place(tg.me, mine.data());
+  Mail out = f.collectives->noMail(), in = f.collectives->noMail();
+  for (int64_t t = 0; t < tg.etp(); ++t) {
+    if (t == tg.me)
+      continue;
+    out[tg.members[t]] = mine;
+    in[tg.members[t]].resize(tg.rowsOf(t) * width);
+  }
+  f.collectives->exchange(tg.axes, out, in, bytesPerValue);
+  for (int64_t t = 0; t < tg.etp(); ++t)
+    if (t != tg.me)
+      place(t, in[tg.members[t]].data());
+  return gathered;
+}
+
+/// The reverse of gatherRows for partial sums: each member gets back the
+/// partial values of its rows from every other member; returns this rank's
+/// rows (grouped by local expert) summed over the members in member order.
+std::vector<float> reduceScatterRows(const TensorGroup &tg, const std::vector<float> &partial,
+                                     int64_t El, int64_t width, int64_t bytesPerValue, Frame &f) {
+  std::vector<int64_t> offsets = gatheredOffsets(tg, El);
+  auto take = [&](int64_t t, float *dst) {
+    for (int64_t l = 0; l < El; ++l) {
+      std::memcpy(dst, partial.data() + offsets[t * El + l] * width,
+                  sizeof(float) * tg.rows[t][l] * width);
+      dst += tg.rows[t][l] * width;
+    }
+  };
+  int64_t n = tg.rowsOf(tg.me) * width;
+  Mail out = f.collectives->noMail(), in = f.collectives->noMail();
+  for (int64_t t = 0; t < tg.etp(); ++t) {
+    if (t == tg.me)
+      continue;
+    out[tg.members[t]].resize(tg.rowsOf(t) * width);
+    take(t, out[tg.members[t]].data());
+    in[tg.members[t]].resize(n);
+  }
+  f.collectives->exchange(tg.axes, out, in, bytesPerValue);
+  std::vector<float> own(n), sum(n, 0.0f);
+  take(tg.me, own.data());
+  for (int64_t t = 0; t < tg.etp(); ++t) {
+    const float *part = t == tg.me ? own.data() : in[tg.members[t]].data();
+    for (int64_t i = 0; i < n; ++i)
+      sum[i] += part[i];
+  }
+  return sum;
+}
+
+/// The values the gather sent (this rank's rows to each other member) and
+/// the reduce-scatter (each other member's rows back to it), per value of
+/// `width`.
+int64_t tensorRowsSent(const TensorGroup &tg) {
+  int64_t out = (tg.etp() - 1) * tg.rowsOf(tg.me);
+  for (int64_t t = 0; t < tg.etp(); ++t)
+    if (t != tg.me)
+      out += tg.rowsOf(t);
+  return out;
+}
+
 /// Records what the step sent at its counts and at balanced routing (the
 /// report's figure: (ep - 1) / ep of `rowBytes`, all the rank's routed rows'
-/// exchanged values, and the counts).
-void recordBytes(const Step &s, Frame &f, const Exchange &ex, int64_t implied, int64_t rowBytes) {
-  if (!f.variableBytes || ex.ep() <= 1)
+/// exchanged values, and the counts; with etp > 1, etp - 1 times `rowBytes`
+/// for the gather and the reduce-scatter, and their counts).
+void recordBytes(const Step &s, Frame &f, const Exchange &ex, const TensorGroup &tg,
+                 int64_t implied, int64_t rowBytes) {
+  if (!f.variableBytes || (ex.ep() <= 1 && tg.etp() <= 1))
     return;
-  int64_t counts = (ex.ep() - 1) * ex.El * 4;
-  (*f.variableBytes)[s.index] = {counts + implied, counts + rowBytes * (ex.ep() - 1) / ex.ep()};
+  int64_t counts = (ex.ep() - 1 + tg.etp() - 1) * ex.El * 4;
+  (*f.variableBytes)[s.index] = {counts + implied, counts + rowBytes * (ex.ep() - 1) / ex.ep() +
+                                                       rowBytes * (tg.etp() - 1)};
 }
 
 void moeDropless(const Step &s, Frame &f) {
@@ -205,13 +353,19 @@ void moeDropless(const Step &s, Frame &f) {
       load->kept[e] += ex.counts[e];
   int64_t eb = f.tensors[s.in[kX]].elementBytes();
   std::vector<float> grouped = sendRows(ex, ex.sorted.data(), ex.H, eb, f);
+  TensorGroup tg = planTensor(s, f, ex);
+  if (tg.etp() > 1)
+    grouped = gatherRows(tg, grouped, ex.El, ex.H, eb, f);
   std::vector<float> out(grouped.size());
-  cpu::moe_experts(grouped.data(), ex.local.data(), ex.El, f.f(s.in[kGate]), f.f(s.in[kUp]),
+  cpu::moe_experts(grouped.data(), tg.total.data(), ex.El, f.f(s.in[kGate]), f.f(s.in[kUp]),
                    f.f(s.in[kDown]), ex.H, ex.F, out.data());
+  if (tg.etp() > 1)
+    out = reduceScatterRows(tg, out, ex.El, ex.H, eb, f);
   std::vector<float> back = returnRows(ex, out.data(), ex.H, eb, f);
   cpu::moe_combine(back.data(), ex.perm.data(), f.f(s.in[kWeights]), ex.T, ex.H, ex.k,
                    f.f(s.out[0]));
-  recordBytes(s, f, ex, (ex.rowsOut + ex.rowsIn) * ex.H * eb, 2 * ex.T * ex.k * ex.H * eb);
+  recordBytes(s, f, ex, tg, (ex.rowsOut + ex.rowsIn + tensorRowsSent(tg)) * ex.H * eb,
+              2 * ex.T * ex.k * ex.H * eb);
 }
 
 /// Each routed row's x and dy travel to the owner with the row's weight; the
@@ -230,6 +384,11 @@ void moeDroplessGrad(const Step &s, Frame &f) {
   int64_t eb = f.tensors[s.in[kX]].elementBytes(), wb = f.tensors[s.in[kWeights]].elementBytes();
   std::vector<float> got = sendRows(ex, pairs.data(), 2 * H, eb, f);
   std::vector<float> gotW = sendRows(ex, w.data(), 1, wb, f);
+  TensorGroup tg = planTensor(s, f, ex);
+  if (tg.etp() > 1) {
+    got = gatherRows(tg, got, ex.El, 2 * H, eb, f);
+    gotW = gatherRows(tg, gotW, ex.El, 1, wb, f);
+  }
   const int64_t n = (int64_t)gotW.size();
   std::vector<float> x(n * H), dout(n * H), out(n * H), dx(n * H), dw(n);
   for (int64_t i = 0; i < n; ++i) {
@@ -238,15 +397,20 @@ void moeDroplessGrad(const Step &s, Frame &f) {
       dout[i * H + h] = gotW[i] * got[i * 2 * H + H + h];
   }
   const float *wg = f.f(s.in[kGate]), *wu = f.f(s.in[kUp]), *wd = f.f(s.in[kDown]);
-  cpu::moe_experts(x.data(), ex.local.data(), ex.El, wg, wu, wd, H, ex.F, out.data());
+  // With etp > 1, out, and so dw and dx, are this member's ffn shard's part.
+  cpu::moe_experts(x.data(), tg.total.data(), ex.El, wg, wu, wd, H, ex.F, out.data());
   for (int64_t i = 0; i < n; ++i) {
     double acc = 0.0;
     for (int64_t h = 0; h < H; ++h)
       acc += static_cast<double>(out[i * H + h]) * got[i * 2 * H + H + h];
     dw[i] = static_cast<float>(acc);
   }
-  cpu::moe_experts_grad(x.data(), dout.data(), ex.local.data(), ex.El, wg, wu, wd, H, ex.F,
+  cpu::moe_experts_grad(x.data(), dout.data(), tg.total.data(), ex.El, wg, wu, wd, H, ex.F,
                         dx.data(), f.f(s.out[2]), f.f(s.out[3]), f.f(s.out[4]));
+  if (tg.etp() > 1) {
+    dx = reduceScatterRows(tg, dx, ex.El, H, eb, f);
+    dw = reduceScatterRows(tg, dw, ex.El, 1, wb, f);
+  }
   std::vector<float> backX = returnRows(ex, dx.data(), H, eb, f);
   std::vector<float> backW = returnRows(ex, dw.data(), 1, wb, f);
   // dx of a token: its choices' rows summed in choice order.
@@ -266,7 +430,12 @@ void moeDroplessGrad(const Step &s, Frame &f) {
     for (int64_t h = 0; h < H; ++h)
       dxOut[t * H + h] = static_cast<float>(acc[h]);
   }
-  recordBytes(s, f, ex, ex.rowsOut * (2 * H * eb + wb) + ex.rowsIn * (H * eb + wb),
+  // The gather sends x, dy and the weight of each row, the reduce-scatter
+  // dx and dweight: 3H + 2 values per row it moves, as over the expert group.
+  int64_t gathered = (tg.etp() - 1) * tg.rowsOf(tg.me), scattered = tensorRowsSent(tg) - gathered;
+  recordBytes(s, f, ex, tg,
+              ex.rowsOut * (2 * H * eb + wb) + ex.rowsIn * (H * eb + wb) +
+                  gathered * (2 * H * eb + wb) + scattered * (H * eb + wb),
               R * (3 * H * eb + 2 * wb));
 }
 
@@ -297,6 +466,15 @@ void checkMoeDropless(Contract &c) {
             "the " + std::to_string(c.global(gate)[0]) + " experts are not " +
                 std::to_string(c.dim(gate, 0)) + " on each of the " +
                 std::to_string(c.frame.mesh.product(axes)) + " ranks of " + formatAxes(axes));
+  Axes tensor =
+      c.step.attrs.size() > 1 && c.step.attrs[1].present ? c.step.attrs[1].strings : Axes{};
+  c.require(g.layout.dims[2] == tensor, "gate's ffn is split over " + formatAxes(g.layout.dims[2]) +
+                                            ", not over attribute 'tensor_axes' " +
+                                            formatAxes(tensor));
+  c.require(c.dim(gate, 2) * c.frame.mesh.product(tensor) == c.global(gate)[2],
+            "the ffn of " + std::to_string(c.global(gate)[2]) + " is not " +
+                std::to_string(c.dim(gate, 2)) + " on each of the " +
+                std::to_string(c.frame.mesh.product(tensor)) + " ranks of " + formatAxes(tensor));
   c.require(c.dim(weights, 2) <= c.global(gate)[0],
             "k (" + std::to_string(c.dim(weights, 2)) + ") exceeds the " +
                 std::to_string(c.global(gate)[0]) + " experts");
@@ -312,7 +490,8 @@ void checkMoeDropless(Contract &c) {
 
 SHARDLINE_CPU_KERNELS(moe_dropless) {
   std::vector<std::string> operands = {"x", "weights", "indices", "gate", "up", "down"};
-  std::vector<AttrSpec> attrs = {{"expert_axes", AttrKind::Strings}};
+  std::vector<AttrSpec> attrs = {{"expert_axes", AttrKind::Strings},
+                                 {"tensor_axes", AttrKind::Strings, true}};
   addKernel(t, "moe_dropless", {operands, kResult, attrs, moeDropless, nullptr, checkMoeDropless});
   operands.push_back("dy");
   addKernel(t, "moe_dropless_grad",

@@ -74,16 +74,26 @@ def SL_MoEDroplessOp : SL_ComputeOp<"moe_dropless",
     e / (E / ep) of the group in its order), the counts exchanged, then
     exactly those rows sent, each local expert run on its received rows as
     one GEMM, and the outputs sent back and combined with the weights.
-    Rule: b, s free (tokens), h and f whole; E exchanged by count over
+    `tensor_axes` are the axes of the expert-tensor group (etp; empty when
+    etp = 1), which the weights split f over (gate and up on their last
+    dimension, down on its middle one): each member gathers the rows (and
+    counts) the others received, runs its local experts on its f shard, and
+    reduce-scatters the partial outputs back, as Megatron's alltoall
+    dispatcher with expert tensor parallelism.
+    Rule: b, s free (tokens), h whole; E exchanged by count over
     `expert_axes` (its remedy: the experts may be split over axes that
-    also split the tokens), refused over any other axis. Sends, at balanced
+    also split the tokens), refused over any other axis; f whole, or split
+    over exactly `tensor_axes` (the same remedy). Sends, at balanced
     routing (each rank's k x local-token rows spread evenly over the
     experts), 2 (ep - 1) / ep rows of h values and (ep - 1) x E / ep i32
-    counts; what a run sends depends on its routing.
+    counts, and with etp > 1 2 (etp - 1) rows of h values (the gather and
+    the reduce-scatter) and (etp - 1) x E / ep i32 counts; what a run sends
+    depends on its routing.
   }];
   let arguments = (ins SL_FloatTensor:$x, SL_FloatTensor:$weights, SL_IndexTensor:$indices,
                    SL_FloatTensor:$gate, SL_FloatTensor:$up, SL_FloatTensor:$down,
-                   StrArrayAttr:$expert_axes);
+                   StrArrayAttr:$expert_axes,
+                   DefaultValuedAttr<StrArrayAttr, "{}">:$tensor_axes);
   let results = (outs SL_FloatTensor:$result);
 }
 
@@ -260,12 +270,17 @@ def SL_MoEDroplessGradOp : SL_ComputeOp<"moe_dropless_grad",
     the rows it received. Rule: as sl.moe_dropless; the weight gradients
     are pending sums over the axes that split the tokens but not the
     experts (the expert-data axes): over `expert_axes` every row already
-    reached its owner. Sends, at balanced routing, (ep - 1) / ep rows of
-    3h + 2 values and the counts.
+    reached its owner, and over `tensor_axes` each member holds its own f
+    shard. With etp > 1 the rows' x, dy and weights are gathered over the
+    expert-tensor group and their partial dx and dweights reduce-scattered
+    back. Sends, at balanced routing, (ep - 1) / ep rows of 3h + 2 values
+    and the counts, and with etp > 1 (etp - 1) rows of 3h + 2 values and
+    (etp - 1) x E / ep counts.
   }];
   let arguments = (ins SL_FloatTensor:$x, SL_FloatTensor:$weights, SL_IndexTensor:$indices,
                    SL_FloatTensor:$gate, SL_FloatTensor:$up, SL_FloatTensor:$down,
-                   SL_FloatTensor:$dy, StrArrayAttr:$expert_axes);
+                   SL_FloatTensor:$dy, StrArrayAttr:$expert_axes,
+                   DefaultValuedAttr<StrArrayAttr, "{}">:$tensor_axes);
   let results = (outs SL_FloatTensor:$dx, SL_FloatTensor:$dweights, SL_FloatTensor:$dgate,
                       SL_FloatTensor:$dup, SL_FloatTensor:$ddown);
 }
