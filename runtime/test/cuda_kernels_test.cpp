@@ -15,6 +15,7 @@
 #include "kernel_test_util.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cuda/kernels.h"
+#include "kernels/cuda/kernels_grad.h"
 
 #include <gtest/gtest.h>
 
@@ -365,4 +366,248 @@ int main(int argc, char **argv) {
   }
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
+}
+
+// -- backward kernels and AdamW (kernels/cuda/kernels_grad.h) -------------------------------
+//
+// linear's backward GEMMs run through the backend's CudaDevice (cuBLASLt), not
+// a kernel of their own: cuda_model_test.sh's training run checks them, and
+// cuda_arith_test.cpp their layouts.
+
+// The derivatives in double on both sides: 1e-6 (the device's exp and erf).
+TEST(CudaGradKernels, ElementwiseGradientsMatchTheReference) {
+  const int64_t n = 50001;
+  auto x = test::normalVector(n, 51, 4.0f), u = test::normalVector(n, 52),
+       dy = test::normalVector(n, 53);
+  DeviceBuffer<float> dx(x), du(u), ddy(dy), out((size_t)n), out2((size_t)n);
+  std::vector<float> want(n), want2(n);
+  using Gpu = cudaError_t (*)(const float *, const float *, int64_t, float *, cudaStream_t);
+  using Cpu = void (*)(const float *, const float *, int64_t, float *);
+  struct Case {
+    Gpu gpu;
+    Cpu cpu;
+    const char *name;
+  } cases[] = {{gpu::silu_grad, cpu::silu_grad, "silu"},
+               {gpu::gelu_grad, cpu::gelu_grad, "gelu"},
+               {gpu::sigmoid_grad, cpu::sigmoid_grad, "sigmoid"},
+               {gpu::softplus_grad, cpu::softplus_grad, "softplus"}};
+  for (const Case &c : cases) {
+    SCOPED_TRACE(c.name);
+    ASSERT_EQ(c.gpu(dx.ptr, ddy.ptr, n, out.ptr, nullptr), cudaSuccess);
+    c.cpu(x.data(), dy.data(), n, want.data());
+    expectClose(out.read(), want, 1e-6f);
+  }
+  ASSERT_EQ(gpu::swiglu_grad(dx.ptr, du.ptr, ddy.ptr, n, out.ptr, out2.ptr, nullptr), cudaSuccess);
+  cpu::swiglu_grad(x.data(), u.data(), dy.data(), n, want.data(), want2.data());
+  expectClose(out.read(), want, 1e-6f);
+  expectClose(out2.read(), want2, 1e-6f);
+}
+
+// Double sums across a block's threads against the CPU's sequential ones:
+// 1e-5.
+TEST(CudaGradKernels, RmsNormBackwardMatchesTheReference) {
+  const int64_t T = 300, H = 1000;
+  auto x = test::normalVector(T * H, 54), w = test::normalVector(H, 55),
+       dy = test::normalVector(T * H, 56);
+  DeviceBuffer<float> dx(x), dw(w), ddy(dy), out((size_t)(T * H)), dweight((size_t)H);
+  DeviceBuffer<double> inverse((size_t)T);
+  ASSERT_EQ(gpu::rms_norm_grad(dx.ptr, dw.ptr, ddy.ptr, T, H, 1e-5f, out.ptr, nullptr),
+            cudaSuccess);
+  ASSERT_EQ(
+      gpu::rms_norm_grad_weight(dx.ptr, ddy.ptr, T, H, 1e-5f, inverse.ptr, dweight.ptr, nullptr),
+      cudaSuccess);
+  std::vector<float> want(T * H), wantW(H);
+  cpu::rms_norm_grad(x.data(), w.data(), dy.data(), T, H, 1e-5f, want.data());
+  cpu::rms_norm_grad_weight(x.data(), dy.data(), T, H, 1e-5f, wantW.data());
+  expectClose(out.read(), want, 1e-5f);
+  expectClose(dweight.read(), wantW, 1e-5f);
+}
+
+// The same double rotation as the CPU's, the device's sin and cos: 1e-6.
+TEST(CudaGradKernels, RopeBackwardMatchesTheReference) {
+  const int64_t B = 2, S = 33, NH = 4, D = 64;
+  auto dy = test::normalVector(B * S * NH * D, 57);
+  std::vector<int64_t> positions(S);
+  for (int64_t s = 0; s < S; ++s)
+    positions[s] = s * 20011;
+  DeviceBuffer<float> ddy(dy), out(dy.size());
+  DeviceBuffer<int64_t> dpos(positions);
+  ASSERT_EQ(gpu::rope_grad(ddy.ptr, dpos.ptr, B, S, NH, D, 10000.0f, out.ptr, nullptr),
+            cudaSuccess);
+  std::vector<float> want(dy.size());
+  cpu::rope_grad(dy.data(), positions.data(), B, S, NH, D, 10000.0f, want.data());
+  expectClose(out.read(), want, 1e-6f);
+}
+
+// f32 probabilities from the recomputed log-sum-exp against the CPU's double
+// softmax: 1e-4 of the largest gradient, for dq, dk and dv; causal GQA, not
+// causal, and head dims of each accumulator length.
+TEST(CudaGradKernels, AttentionBackwardMatchesTheReference) {
+  struct Case {
+    int64_t B, Sq, Sk, HQ, HKV, D;
+    bool causal;
+  } cases[] = {{2, 200, 200, 8, 2, 64, true},
+               {1, 77, 77, 4, 4, 128, true},
+               {1, 40, 130, 2, 1, 256, false},
+               {3, 5, 5, 2, 1, 16, true}};
+  for (const Case &c : cases) {
+    SCOPED_TRACE(c.D);
+    auto q = test::normalVector(c.B * c.Sq * c.HQ * c.D, 58),
+         k = test::normalVector(c.B * c.Sk * c.HKV * c.D, 59),
+         v = test::normalVector(c.B * c.Sk * c.HKV * c.D, 60),
+         dy = test::normalVector(q.size(), 61);
+    std::vector<int64_t> qPos(c.Sq), kPos(c.Sk);
+    for (int64_t i = 0; i < c.Sq; ++i)
+      qPos[i] = c.Sk - c.Sq + i;
+    for (int64_t j = 0; j < c.Sk; ++j)
+      kPos[j] = j;
+    float scale = 1.0f / std::sqrt((float)c.D);
+    gpu::AttentionTiling tiling;
+    gpu::AttentionGradTiling gradTiling;
+    std::string error;
+    ASSERT_TRUE(gpu::attentionTiling(c.B, c.HQ, c.Sq, c.D, tiling, error)) << error;
+    ASSERT_TRUE(gpu::attentionGradTiling(c.B, c.HKV, c.Sk, c.D, gradTiling, error)) << error;
+    int64_t rows = c.B * c.Sq * c.HQ;
+    DeviceBuffer<float> dq(q), dk(k), dv(v), ddy(dy), scratch((size_t)(rows * (c.D + 2)));
+    DeviceBuffer<float> gq(q.size()), gk(k.size()), gv(v.size());
+    DeviceBuffer<int64_t> dqPos(qPos), dkPos(kPos);
+    gpu::AttentionGradArgs a{dq.ptr,
+                             dk.ptr,
+                             dv.ptr,
+                             ddy.ptr,
+                             dqPos.ptr,
+                             dkPos.ptr,
+                             c.B,
+                             c.Sq,
+                             c.Sk,
+                             c.HQ,
+                             c.HKV,
+                             c.D,
+                             c.causal,
+                             scale,
+                             scratch.ptr,
+                             scratch.ptr + rows * c.D,
+                             scratch.ptr + rows * (c.D + 1)};
+    ASSERT_EQ(gpu::attention_grad(a, tiling, gradTiling, gq.ptr, nullptr, nullptr, nullptr),
+              cudaSuccess);
+    ASSERT_EQ(gpu::attention_grad(a, tiling, gradTiling, nullptr, gk.ptr, gv.ptr, nullptr),
+              cudaSuccess);
+    std::vector<float> wantQ(q.size()), wantK(k.size()), wantV(v.size());
+    rt::cpu::AttentionDims dims{c.B, c.Sq, c.Sk, c.HQ, c.HKV, c.D};
+    cpu::attention_grad(q.data(), k.data(), v.data(), dy.data(), qPos.data(), kPos.data(), dims,
+                        c.causal, scale, wantQ.data());
+    cpu::attention_grad_kv(q.data(), k.data(), v.data(), dy.data(), qPos.data(), kPos.data(), dims,
+                           c.causal, scale, wantK.data(), wantV.data());
+    for (auto [got, want] :
+         {std::pair{gq.read(), wantQ}, std::pair{gk.read(), wantK}, std::pair{gv.read(), wantV}}) {
+      float largest = 0.0f;
+      for (float w : want)
+        largest = std::max(largest, std::fabs(w));
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t i = 0; i < got.size(); ++i)
+        ASSERT_NEAR(got[i], want[i], 1e-4f * (1.0f + largest)) << "at " << i;
+    }
+  }
+}
+
+// Row sums in double as on the CPU: 1e-6; labels outside the vocabulary
+// counted.
+TEST(CudaGradKernels, CrossEntropyBackwardMatchesTheReference) {
+  const int64_t T = 513, V = 1000;
+  auto logits = test::normalVector(T * V, 62, 3.0f);
+  std::vector<int32_t> labels(T);
+  for (int64_t t = 0; t < T; ++t)
+    labels[t] = (int32_t)((t * 7919) % V);
+  DeviceBuffer<float> dlogits(logits), out((size_t)(T * V));
+  DeviceBuffer<int32_t> dlabels(labels), bad((size_t)1);
+  ASSERT_EQ(
+      gpu::cross_entropy_grad(dlogits.ptr, dlabels.ptr, T, V, (double)T, out.ptr, bad.ptr, nullptr),
+      cudaSuccess);
+  std::vector<float> want(T * V);
+  cpu::cross_entropy_grad(logits.data(), labels.data(), T, V, want.data());
+  expectClose(out.read(), want, 1e-6f);
+  EXPECT_EQ(bad.read()[0], 0);
+  labels[3] = -1;
+  DeviceBuffer<int32_t> badLabels(labels);
+  ASSERT_EQ(gpu::cross_entropy_grad(dlogits.ptr, badLabels.ptr, T, V, (double)T, out.ptr, bad.ptr,
+                                    nullptr),
+            cudaSuccess);
+  EXPECT_EQ(bad.read()[0], 1);
+}
+
+// Each column's tokens in order, in double, as the CPU: equal; ids outside
+// the vocabulary counted.
+TEST(CudaGradKernels, EmbeddingBackwardIsTheReference) {
+  const int64_t T = 1000, rows = 40, H = 96, offset = 20, limit = 100;
+  std::vector<int32_t> ids(T);
+  for (int64_t t = 0; t < T; ++t)
+    ids[t] = (int32_t)((t * 37) % limit);
+  auto dy = test::normalVector(T * H, 63);
+  DeviceBuffer<int32_t> dids(ids), bad((size_t)1);
+  DeviceBuffer<float> ddy(dy), out((size_t)(rows * H));
+  DeviceBuffer<double> acc((size_t)(rows * H));
+  ASSERT_EQ(gpu::embedding_grad(dids.ptr, ddy.ptr, T, rows, H, offset, limit, acc.ptr, out.ptr,
+                                bad.ptr, nullptr),
+            cudaSuccess);
+  std::vector<float> want(rows * H);
+  cpu::embedding_grad(ids.data(), dy.data(), T, rows, H, offset, want.data());
+  EXPECT_EQ(out.read(), want);
+  EXPECT_EQ(bad.read()[0], 0);
+  ids[7] = (int32_t)limit;
+  DeviceBuffer<int32_t> badIds(ids);
+  ASSERT_EQ(gpu::embedding_grad(badIds.ptr, ddy.ptr, T, rows, H, offset, limit, acc.ptr, out.ptr,
+                                bad.ptr, nullptr),
+            cudaSuccess);
+  EXPECT_EQ(bad.read()[0], 1);
+}
+
+// Double partials against the CPU's sequential double sum: 1e-7 relative
+// after rounding to f32.
+TEST(CudaGradKernels, SumOfSquaresMatchesTheReference) {
+  for (int64_t n : {1, 1000, 3000001}) {
+    SCOPED_TRACE(n);
+    auto x = test::normalVector(n, 64);
+    DeviceBuffer<float> dx(x), out((size_t)1);
+    DeviceBuffer<double> partials((size_t)gpu::sumShape(n).blocks);
+    ASSERT_EQ(gpu::sum_squares(dx.ptr, n, partials.ptr, out.ptr, nullptr), cudaSuccess);
+    float want = (float)cpu::sum_squares(x.data(), n);
+    EXPECT_NEAR(out.read()[0], want, 1e-7f * want);
+  }
+}
+
+// optimizer.cu compiles without FMA contraction, so each element's double
+// arithmetic is the CPU's: equal over three clipped steps with weight decay.
+// A non-finite sum of squares changes nothing and is counted.
+TEST(CudaGradKernels, AdamWIsTheReference) {
+  const int64_t n = 100003;
+  std::vector<float> w = test::normalVector(n, 65), m(n, 0.0f), v(n, 0.0f);
+  DeviceBuffer<float> dw(w), dm(m), dv(v);
+  DeviceBuffer<int32_t> bad((size_t)1);
+  for (int64_t step = 1; step <= 3; ++step) {
+    auto grad = test::normalVector(n, 66 + (unsigned)step);
+    float sumsq = (float)cpu::sum_squares(grad.data(), n);
+    cpu::AdamWStep p{1e-3, 0.9, 0.999, 1e-8, 0.01, step, cpu::clip_scale(sumsq, 1.0)};
+    cpu::adamw(w.data(), grad.data(), m.data(), v.data(), n, p);
+    gpu::arith::AdamWConstants k{1e-3,
+                                 0.9,
+                                 0.999,
+                                 1e-8,
+                                 0.01,
+                                 1.0 - std::pow(0.9, (double)step),
+                                 1.0 - std::pow(0.999, (double)step),
+                                 1.0};
+    DeviceBuffer<float> dgrad(grad), dsum(std::vector<float>{sumsq});
+    ASSERT_EQ(gpu::adamw(dw.ptr, dgrad.ptr, dm.ptr, dv.ptr, n, k, dsum.ptr, bad.ptr, nullptr),
+              cudaSuccess);
+  }
+  EXPECT_EQ(dw.read(), w);
+  EXPECT_EQ(dm.read(), m);
+  EXPECT_EQ(dv.read(), v);
+  EXPECT_EQ(bad.read()[0], 0);
+  DeviceBuffer<float> grad((size_t)n), nan(std::vector<float>{std::nanf("")});
+  gpu::arith::AdamWConstants k{1e-3, 0.9, 0.999, 1e-8, 0.01, 0.1, 0.001, 1.0};
+  ASSERT_EQ(gpu::adamw(dw.ptr, grad.ptr, dm.ptr, dv.ptr, n, k, nan.ptr, bad.ptr, nullptr),
+            cudaSuccess);
+  EXPECT_EQ(bad.read()[0], 1);
+  EXPECT_EQ(dw.read(), w);
 }

@@ -10,6 +10,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "backends/cuda/backend_grad.h"
 #include "backends/cuda/cuda_device.h"
 #include "backends/cuda/nccl.h"
 #include "exec/program.h"
@@ -383,14 +384,15 @@ shardline_backend_cuda(int abiVersion, const KernelTable *reference, char *error
   static std::once_flag built;
   static KernelTable table;
   std::call_once(built, [&] {
-    for (const auto &[kind, run] : cudaRuns()) {
-      auto found = reference->find(kind);
-      if (found == reference->end())
-        continue;
-      KernelSpec spec = found->second;
-      spec.run = run;
-      table.emplace(kind, spec);
-    }
+    for (const auto *runs : {&cudaRuns(), &cudaGradRuns()})
+      for (const auto &[kind, run] : *runs) {
+        auto found = reference->find(kind);
+        if (found == reference->end())
+          continue;
+        KernelSpec spec = found->second;
+        spec.run = run;
+        table.emplace(kind, spec);
+      }
   });
   static const Backend backend{"cuda",
                                table,

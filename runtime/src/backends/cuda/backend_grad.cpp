@@ -1,0 +1,224 @@
+//===- backend_grad.cpp - the CUDA backend's backward and AdamW runs ------===//
+//
+// Training at world size 1 on the GPU: the backward of the dense ops
+// (norms, linear layers through cuBLASLt, RoPE, causal attention, the
+// elementwise activations, cross-entropy, the embedding), the gradients'
+// sums of squares and AdamW. Each run launches the kernels of
+// kernels/cuda/kernels_grad.h on the rank's CudaDevice.
+//
+//===----------------------------------------------------------------------===//
+
+#include "backends/cuda/backend_grad.h"
+
+#include "backends/cuda/cuda_device.h"
+#include "kernels/cuda/kernels_grad.h"
+
+#include <cmath>
+
+namespace shardline::rt {
+
+namespace {
+
+CudaDevice &device(Frame &f) { return *static_cast<CudaDevice *>(f.device); }
+
+/// Stops the run when the last kernel counted bad values of `t` (ids outside
+/// [0, limit)), with the CPU kernels' words (exec/verify.h,
+/// requireIdsInRange).
+void requireInRange(Frame &f, int32_t t, int64_t limit, const char *what) {
+  if (device(f).readCounter() > 0)
+    throw Stop{"'" + f.tensors[t].name + "' holds a value outside [0, " + std::to_string(limit) +
+                   "), " + what,
+               false};
+}
+
+using MapGrad = cudaError_t (*)(const float *, const float *, int64_t, float *, cudaStream_t);
+template <MapGrad Fn> void mapGrad(const Step &s, Frame &f) {
+  checkCuda(Fn(f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]), f.f(s.out[0]), device(f).stream()),
+            "elementwise gradient");
+}
+
+void swigluGrad(const Step &s, Frame &f) {
+  checkCuda(cuda::swiglu_grad(f.f(s.in[0]), f.f(s.in[1]), f.f(s.in[2]), f.n(s.in[0]), f.f(s.out[0]),
+                              f.f(s.out[1]), device(f).stream()),
+            "swiglu_grad");
+}
+
+void rmsNormGrad(const Step &s, Frame &f) {
+  int64_t h = f.local(s.in[0]).back();
+  checkCuda(cuda::rms_norm_grad(f.f(s.in[0]), f.f(s.in[1]), f.f(s.in[2]), f.n(s.out[0]) / h, h,
+                                (float)s.attrs[0].f, f.f(s.out[0]), device(f).stream()),
+            "rms_norm_grad");
+}
+
+void rmsNormGradWeight(const Step &s, Frame &f) {
+  int64_t h = f.local(s.in[0]).back(), T = f.n(s.in[0]) / h;
+  CudaDevice &d = device(f);
+  auto *inverse = static_cast<double *>(d.scratch(std::max<int64_t>(1, T) * 8));
+  checkCuda(cuda::rms_norm_grad_weight(f.f(s.in[0]), f.f(s.in[1]), T, h, (float)s.attrs[0].f,
+                                       inverse, f.f(s.out[0]), d.stream()),
+            "rms_norm_grad_weight");
+}
+
+/// dx[T, K] = dy[T, N] . w[K, N]^T.
+void linearGrad(const Step &s, Frame &f) {
+  const std::vector<int64_t> &w = f.local(s.in[1]);
+  device(f).gemm(false, true, f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]) / w[0], w[0], w[1],
+                 f.f(s.out[0]));
+}
+
+/// dw[K, N] = x[T, K]^T . dy[T, N].
+void linearGradWeight(const Step &s, Frame &f) {
+  const std::vector<int64_t> &w = f.local(s.out[0]);
+  device(f).gemm(true, false, f.f(s.in[0]), f.f(s.in[1]), w[0], w[1], f.n(s.in[0]) / w[0],
+                 f.f(s.out[0]));
+}
+
+void ropeGrad(const Step &s, Frame &f) {
+  const std::vector<int64_t> &dy = f.local(s.in[0]);
+  int64_t d = s.attrs[0].i;
+  CudaDevice &dev = device(f);
+  checkCuda(cuda::rope_grad(f.f(s.in[0]), dev.positions(s.facts.positions), dy[0], dy[1], dy[2] / d,
+                            d, (float)s.attrs[1].f, f.f(s.out[0]), dev.stream()),
+            "rope_grad");
+}
+
+/// Attribute order of the attention entries (kernels/cpu/table.h).
+enum { kHeads, kCausal, kScale };
+
+/// attention_grad (dq) or attention_grad_kv (dk, dv): the forward's
+/// log-sum-exp and output recomputed into scratch, then the wanted kernel.
+void attentionBackward(const Step &s, Frame &f, bool wantDq) {
+  const std::vector<int64_t> &ql = f.local(s.in[0]), &kl = f.local(s.in[1]);
+  int64_t D = f.global(s.in[0])[2] / s.attrs[kHeads].i;
+  int64_t B = ql[0], Sq = ql[1], Sk = kl[1], HQ = ql[2] / D, HKV = kl[2] / D;
+  cuda::AttentionTiling tiling;
+  cuda::AttentionGradTiling gradTiling;
+  std::string error;
+  if (!cuda::attentionTiling(B, HQ, Sq, D, tiling, error) ||
+      !cuda::attentionGradTiling(B, HKV, Sk, D, gradTiling, error))
+    throw Stop{error, false};
+  CudaDevice &dev = device(f);
+  int64_t rows = B * Sq * HQ;
+  auto *out = static_cast<float *>(dev.scratch(std::max<int64_t>(1, rows * (D + 2)) * 4));
+  float scale =
+      s.attrs[kScale].present ? (float)s.attrs[kScale].f : (float)(1.0 / std::sqrt((double)D));
+  cuda::AttentionGradArgs a{f.f(s.in[0]),
+                            f.f(s.in[1]),
+                            f.f(s.in[2]),
+                            f.f(s.in[3]),
+                            dev.positions(s.facts.positions),
+                            dev.positions(s.facts.keyPositions),
+                            B,
+                            Sq,
+                            Sk,
+                            HQ,
+                            HKV,
+                            D,
+                            s.attrs[kCausal].i != 0,
+                            scale,
+                            out,
+                            out + rows * D,
+                            out + rows * (D + 1)};
+  checkCuda(cuda::attention_grad(a, tiling, gradTiling, wantDq ? f.f(s.out[0]) : nullptr,
+                                 wantDq ? nullptr : f.f(s.out[0]), wantDq ? nullptr : f.f(s.out[1]),
+                                 dev.stream()),
+            wantDq ? "attention_grad" : "attention_grad_kv");
+}
+
+void attentionGrad(const Step &s, Frame &f) { attentionBackward(s, f, true); }
+void attentionGradKv(const Step &s, Frame &f) { attentionBackward(s, f, false); }
+
+/// Cross-entropy's backward over a whole vocabulary: at world size 1 a rank
+/// holds it all.
+void crossEntropyGrad(const Step &s, Frame &f) {
+  const std::vector<int64_t> &l = f.local(s.in[0]), &global = f.global(s.in[0]);
+  if (l[2] != global[2])
+    throw Stop{"the CUDA backend runs cross-entropy's backward over a whole vocabulary (this rank "
+               "holds " +
+                   std::to_string(l[2]) + " of " + std::to_string(global[2]) + ")",
+               false};
+  CudaDevice &dev = device(f);
+  checkCuda(cuda::cross_entropy_grad(f.f(s.in[0]), f.ids(s.in[1]), l[0] * l[1], l[2],
+                                     (double)(global[0] * global[1]), f.f(s.out[0]), dev.counter(),
+                                     dev.stream()),
+            "cross_entropy_grad");
+  requireInRange(f, s.in[1], global[2], "the vocabulary");
+}
+
+void embeddingGrad(const Step &s, Frame &f) {
+  int32_t ids = s.in[0], dy = s.in[1], table = s.in[2];
+  const std::vector<int64_t> &rows = f.local(table);
+  int64_t limit = f.global(table)[0];
+  CudaDevice &dev = device(f);
+  auto *acc = static_cast<double *>(dev.scratch(std::max<int64_t>(1, rows[0] * rows[1]) * 8));
+  checkCuda(cuda::embedding_grad(f.ids(ids), f.f(dy), f.n(ids), rows[0], rows[1],
+                                 s.facts.vocabOffset, limit, acc, f.f(s.out[0]), dev.counter(),
+                                 dev.stream()),
+            "embedding_grad");
+  requireInRange(f, ids, limit, "the embedding table's rows");
+}
+
+void sumSquares(const Step &s, Frame &f) {
+  int64_t n = f.n(s.in[0]);
+  CudaDevice &dev = device(f);
+  auto *partials = static_cast<double *>(dev.scratch(cuda::sumShape(n).blocks * 8));
+  checkCuda(cuda::sum_squares(f.f(s.in[0]), n, partials, f.f(s.out[0]), dev.stream()),
+            "sum_squares");
+}
+
+/// AdamW on the rank's part of a weight, as kernels/cpu/optimizer.cpp: the
+/// hyperparameters and step from the run, nothing when it does not train,
+/// the clipping factor worked out on the device from the sum of squares.
+void adamW(const Step &s, Frame &f) {
+  enum { kWeight, kGrad, kM, kV, kSumsq };
+  if (!f.train)
+    return;
+  const TrainOptions &o = *f.train;
+  if (f.trainStep < 1)
+    throw adamwStepStop(f.trainStep);
+  double t = (double)f.trainStep;
+  cuda::arith::AdamWConstants k{o.lrAt(f.trainStep - 1),
+                                o.beta1,
+                                o.beta2,
+                                o.eps,
+                                s.attrs[0].i ? o.weightDecay : 0.0,
+                                1.0 - std::pow(o.beta1, t),
+                                1.0 - std::pow(o.beta2, t),
+                                o.clipGrad};
+  CudaDevice &dev = device(f);
+  float *sumsq = f.f(s.in[kSumsq]);
+  checkCuda(cuda::adamw(f.f(s.in[kWeight]), f.f(s.in[kGrad]), f.f(s.in[kM]), f.f(s.in[kV]),
+                        f.n(s.in[kWeight]), k, sumsq, dev.counter(), dev.stream()),
+            "adamw");
+  if (dev.readCounter() > 0) {
+    float total = 0.0f;
+    dev.download(BufferView(sumsq, 1), BufferView(&total, 1));
+    throw adamwSumsqStop(f.tensors[s.in[kSumsq]].name, total, f.trainStep);
+  }
+}
+
+} // namespace
+
+const std::map<std::string, void (*)(const Step &, Frame &)> &cudaGradRuns() {
+  static const std::map<std::string, void (*)(const Step &, Frame &)> runs = {
+      {"silu_grad", mapGrad<cuda::silu_grad>},
+      {"gelu_grad", mapGrad<cuda::gelu_grad>},
+      {"sigmoid_grad", mapGrad<cuda::sigmoid_grad>},
+      {"softplus_grad", mapGrad<cuda::softplus_grad>},
+      {"swiglu_grad", swigluGrad},
+      {"rms_norm_grad", rmsNormGrad},
+      {"rms_norm_grad_weight", rmsNormGradWeight},
+      {"linear_grad", linearGrad},
+      {"linear_grad_weight", linearGradWeight},
+      {"rope_grad", ropeGrad},
+      {"attention_grad", attentionGrad},
+      {"attention_grad_kv", attentionGradKv},
+      {"cross_entropy_grad", crossEntropyGrad},
+      {"embedding_grad", embeddingGrad},
+      {"sum_squares", sumSquares},
+      {"adamw", adamW},
+  };
+  return runs;
+}
+
+} // namespace shardline::rt
