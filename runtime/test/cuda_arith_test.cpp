@@ -796,7 +796,7 @@ void attentionGradAsTheKernels(const AttentionCase &c, const std::vector<float> 
         }
         arith::attendGradQueryTile(q.data() + rowBase, dy.data() + rowBase, kTile.data(),
                                    vTile.data(), c.kPos.data() + start, n, c.D, c.qPos[at.i],
-                                   c.causal, scale, lse[stat], delta[stat], acc.data());
+                                   c.causal, c.window, scale, lse[stat], delta[stat], acc.data());
       }
       for (int64_t e = 0; e < c.D; ++e)
         dq[rowBase + e] = scale * acc[e];
@@ -829,8 +829,8 @@ void attentionGradAsTheKernels(const AttentionCase &c, const std::vector<float> 
           }
           arith::attendGradKeyTile(k.data() + rowBase, v.data() + rowBase, qTile.data(),
                                    dyTile.data(), c.qPos.data() + start, lseTile.data(),
-                                   deltaTile.data(), n, c.D, c.kPos[at.i], c.causal, scale,
-                                   dkAcc.data(), dvAcc.data());
+                                   deltaTile.data(), n, c.D, c.kPos[at.i], c.causal, c.window,
+                                   scale, dkAcc.data(), dvAcc.data());
         }
       }
       for (int64_t e = 0; e < c.D; ++e) {
@@ -857,10 +857,18 @@ void checkAttentionGrad(const AttentionCase &c) {
   attentionGradAsTheKernels(c, q, k, v, dy, scale, dq, dk, dv);
   std::vector<float> wantDq(q.size()), wantDk(k.size()), wantDv(v.size());
   cpu::AttentionDims dims{c.B, c.Sq, c.Sk, c.HQ, c.HKV, c.D};
-  cpu::attention_grad(q.data(), k.data(), v.data(), dy.data(), c.qPos.data(), c.kPos.data(), dims,
-                      c.causal, scale, wantDq.data());
-  cpu::attention_grad_kv(q.data(), k.data(), v.data(), dy.data(), c.qPos.data(), c.kPos.data(),
-                         dims, c.causal, scale, wantDk.data(), wantDv.data());
+  if (c.window > 0) {
+    // Sliding-window attention over whole sequences (no halo), from position
+    // qPos[0]: local_attention_grad.
+    cpu::local_attention_grad(q.data(), k.data(), v.data(), nullptr, nullptr, dy.data(), 0,
+                              c.qPos[0], dims, c.window, wantDq.data(), wantDk.data(),
+                              wantDv.data(), nullptr, nullptr);
+  } else {
+    cpu::attention_grad(q.data(), k.data(), v.data(), dy.data(), c.qPos.data(), c.kPos.data(), dims,
+                        c.causal, scale, wantDq.data());
+    cpu::attention_grad_kv(q.data(), k.data(), v.data(), dy.data(), c.qPos.data(), c.kPos.data(),
+                           dims, c.causal, scale, wantDk.data(), wantDv.data());
+  }
   expectCloseToScale(dq, wantDq, 1e-5f);
   expectCloseToScale(dk, wantDk, 1e-5f);
   expectCloseToScale(dv, wantDv, 1e-5f);
@@ -878,6 +886,13 @@ TEST(CudaArithGrad, AttentionBackwardOfEveryHeadDimTheKernelsTake) {
     SCOPED_TRACE(D);
     checkAttentionGrad({1, 33, 70, 2, 1, D, true, 0, iota(33, 37), iota(70)});
   }
+}
+
+TEST(CudaArithGrad, SlidingWindowAttentionBackwardIsLocalAttentions) {
+  // Windows shorter than a tile and longer, GQA, sequences that start at 0
+  // and later.
+  checkAttentionGrad({2, 150, 150, 4, 2, 32, true, 17, iota(150), iota(150)});
+  checkAttentionGrad({1, 90, 90, 2, 1, 16, true, 70, iota(90, 300), iota(90, 300)});
 }
 
 TEST(CudaArithGrad, AttentionBackwardNonCausalAndWithoutVisibleKeys) {

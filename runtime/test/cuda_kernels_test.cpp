@@ -441,15 +441,18 @@ TEST(CudaGradKernels, RopeBackwardMatchesTheReference) {
 
 // f32 probabilities from the recomputed log-sum-exp against the CPU's double
 // softmax: 1e-4 of the largest gradient, for dq, dk and dv; causal GQA, not
-// causal, and head dims of each accumulator length.
+// causal, and head dims of each accumulator length apart (attention_grad and
+// attention_grad_kv), and sliding-window in one call (local_attention_grad).
 TEST(CudaGradKernels, AttentionBackwardMatchesTheReference) {
   struct Case {
     int64_t B, Sq, Sk, HQ, HKV, D;
     bool causal;
-  } cases[] = {{2, 200, 200, 8, 2, 64, true},
-               {1, 77, 77, 4, 4, 128, true},
-               {1, 40, 130, 2, 1, 256, false},
-               {3, 5, 5, 2, 1, 16, true}};
+    int64_t window;
+  } cases[] = {{2, 200, 200, 8, 2, 64, true, 0},
+               {1, 77, 77, 4, 4, 128, true, 0},
+               {1, 40, 130, 2, 1, 256, false, 0},
+               {3, 5, 5, 2, 1, 16, true, 0},
+               {2, 150, 150, 4, 2, 32, true, 17}};
   for (const Case &c : cases) {
     SCOPED_TRACE(c.D);
     auto q = test::normalVector(c.B * c.Sq * c.HQ * c.D, 58),
@@ -485,19 +488,28 @@ TEST(CudaGradKernels, AttentionBackwardMatchesTheReference) {
                              c.D,
                              c.causal,
                              scale,
+                             c.window,
                              scratch.ptr,
                              scratch.ptr + rows * c.D,
                              scratch.ptr + rows * (c.D + 1)};
-    ASSERT_EQ(gpu::attention_grad(a, tiling, gradTiling, gq.ptr, nullptr, nullptr, nullptr),
-              cudaSuccess);
-    ASSERT_EQ(gpu::attention_grad(a, tiling, gradTiling, nullptr, gk.ptr, gv.ptr, nullptr),
-              cudaSuccess);
     std::vector<float> wantQ(q.size()), wantK(k.size()), wantV(v.size());
     rt::cpu::AttentionDims dims{c.B, c.Sq, c.Sk, c.HQ, c.HKV, c.D};
-    cpu::attention_grad(q.data(), k.data(), v.data(), dy.data(), qPos.data(), kPos.data(), dims,
-                        c.causal, scale, wantQ.data());
-    cpu::attention_grad_kv(q.data(), k.data(), v.data(), dy.data(), qPos.data(), kPos.data(), dims,
-                           c.causal, scale, wantK.data(), wantV.data());
+    if (c.window > 0) {
+      ASSERT_EQ(gpu::attention_grad(a, tiling, gradTiling, gq.ptr, gk.ptr, gv.ptr, nullptr),
+                cudaSuccess);
+      cpu::local_attention_grad(q.data(), k.data(), v.data(), nullptr, nullptr, dy.data(), 0, 0,
+                                dims, c.window, wantQ.data(), wantK.data(), wantV.data(), nullptr,
+                                nullptr);
+    } else {
+      ASSERT_EQ(gpu::attention_grad(a, tiling, gradTiling, gq.ptr, nullptr, nullptr, nullptr),
+                cudaSuccess);
+      ASSERT_EQ(gpu::attention_grad(a, tiling, gradTiling, nullptr, gk.ptr, gv.ptr, nullptr),
+                cudaSuccess);
+      cpu::attention_grad(q.data(), k.data(), v.data(), dy.data(), qPos.data(), kPos.data(), dims,
+                          c.causal, scale, wantQ.data());
+      cpu::attention_grad_kv(q.data(), k.data(), v.data(), dy.data(), qPos.data(), kPos.data(),
+                             dims, c.causal, scale, wantK.data(), wantV.data());
+    }
     for (auto [got, want] :
          {std::pair{gq.read(), wantQ}, std::pair{gk.read(), wantK}, std::pair{gv.read(), wantV}}) {
       float largest = 0.0f;

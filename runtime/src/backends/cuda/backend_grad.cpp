@@ -85,9 +85,13 @@ void ropeGrad(const Step &s, Frame &f) {
 /// Attribute order of the attention entries (kernels/cpu/table.h).
 enum { kHeads, kCausal, kScale };
 
-/// attention_grad (dq) or attention_grad_kv (dk, dv): the forward's
-/// log-sum-exp and output recomputed into scratch, then the wanted kernel.
-void attentionBackward(const Step &s, Frame &f, bool wantDq) {
+/// Attention's backward at the given positions (causal or not, within
+/// `window` tokens when it is positive): dq when it is not nullptr, dk and
+/// dv when they are not. The forward's output and log-sum-exp are recomputed
+/// into scratch first.
+void attentionBackward(const Step &s, Frame &f, bool causal, float scale, int64_t window,
+                       const std::vector<int64_t> &queryPositions,
+                       const std::vector<int64_t> &keyPositions, float *dq, float *dk, float *dv) {
   const std::vector<int64_t> &ql = f.local(s.in[0]), &kl = f.local(s.in[1]);
   int64_t D = f.global(s.in[0])[2] / s.attrs[kHeads].i;
   int64_t B = ql[0], Sq = ql[1], Sk = kl[1], HQ = ql[2] / D, HKV = kl[2] / D;
@@ -100,33 +104,57 @@ void attentionBackward(const Step &s, Frame &f, bool wantDq) {
   CudaDevice &dev = device(f);
   int64_t rows = B * Sq * HQ;
   auto *out = static_cast<float *>(dev.scratch(std::max<int64_t>(1, rows * (D + 2)) * 4));
-  float scale =
-      s.attrs[kScale].present ? (float)s.attrs[kScale].f : (float)(1.0 / std::sqrt((double)D));
   cuda::AttentionGradArgs a{f.f(s.in[0]),
                             f.f(s.in[1]),
                             f.f(s.in[2]),
                             f.f(s.in[3]),
-                            dev.positions(s.facts.positions),
-                            dev.positions(s.facts.keyPositions),
+                            dev.positions(queryPositions),
+                            dev.positions(keyPositions),
                             B,
                             Sq,
                             Sk,
                             HQ,
                             HKV,
                             D,
-                            s.attrs[kCausal].i != 0,
+                            causal,
                             scale,
+                            window,
                             out,
                             out + rows * D,
                             out + rows * (D + 1)};
-  checkCuda(cuda::attention_grad(a, tiling, gradTiling, wantDq ? f.f(s.out[0]) : nullptr,
-                                 wantDq ? nullptr : f.f(s.out[0]), wantDq ? nullptr : f.f(s.out[1]),
-                                 dev.stream()),
-            wantDq ? "attention_grad" : "attention_grad_kv");
+  checkCuda(cuda::attention_grad(a, tiling, gradTiling, dq, dk, dv, dev.stream()),
+            "attention's backward");
 }
 
-void attentionGrad(const Step &s, Frame &f) { attentionBackward(s, f, true); }
-void attentionGradKv(const Step &s, Frame &f) { attentionBackward(s, f, false); }
+float attentionScale(const Step &s, Frame &f) {
+  return s.attrs[kScale].present
+             ? (float)s.attrs[kScale].f
+             : (float)(1.0 / std::sqrt((double)(f.global(s.in[0])[2] / s.attrs[kHeads].i)));
+}
+
+void attentionGrad(const Step &s, Frame &f) {
+  attentionBackward(s, f, s.attrs[kCausal].i != 0, attentionScale(s, f), 0, s.facts.positions,
+                    s.facts.keyPositions, f.f(s.out[0]), nullptr, nullptr);
+}
+
+void attentionGradKv(const Step &s, Frame &f) {
+  attentionBackward(s, f, s.attrs[kCausal].i != 0, attentionScale(s, f), 0, s.facts.positions,
+                    s.facts.keyPositions, nullptr, f.f(s.out[0]), f.f(s.out[1]));
+}
+
+/// Sliding-window attention's backward over sequences a rank holds whole
+/// (the forward's condition): dq, dk and dv at once, the keys at the
+/// queries' positions, the default scale.
+void localAttentionGrad(const Step &s, Frame &f) {
+  enum { kWindow = 1 };
+  if (chunksPerRank(f.tensors[s.in[0]].layout, 1) != 1)
+    throw Stop{"the CUDA backend runs local attention's backward over whole sequences only (no "
+               "halo)",
+               false};
+  float scale = (float)(1.0 / std::sqrt((double)(f.global(s.in[0])[2] / s.attrs[kHeads].i)));
+  attentionBackward(s, f, true, scale, s.attrs[kWindow].i, s.facts.positions, s.facts.positions,
+                    f.f(s.out[0]), f.f(s.out[1]), f.f(s.out[2]));
+}
 
 /// Cross-entropy's backward over a whole vocabulary: at world size 1 a rank
 /// holds it all.
@@ -213,6 +241,7 @@ const std::map<std::string, void (*)(const Step &, Frame &)> &cudaGradRuns() {
       {"rope_grad", ropeGrad},
       {"attention_grad", attentionGrad},
       {"attention_grad_kv", attentionGradKv},
+      {"local_attention_grad", localAttentionGrad},
       {"cross_entropy_grad", crossEntropyGrad},
       {"embedding_grad", embeddingGrad},
       {"sum_squares", sumSquares},

@@ -85,14 +85,15 @@ SL_HD float attentionDelta(const float *dy, const float *out, int64_t D) {
 SL_HD float attentionProb(float score, float lse) { return expf(score - lse); }
 
 /// One query's pass over a tile of n keys (rows of D values, kTile and
-/// vTile): every visible key adds dS·k to dq[D] (scaled by `scale` once at
-/// the end, by the caller).
+/// vTile): every visible key (causal, within `window` tokens when it is
+/// positive) adds dS·k to dq[D] (scaled by `scale` once at the end, by the
+/// caller).
 SL_HD void attendGradQueryTile(const float *q, const float *dy, const float *kTile,
                                const float *vTile, const int64_t *keyPositions, int n, int64_t D,
-                               int64_t queryPosition, bool causal, float scale, float lse,
-                               float delta, float *dq) {
+                               int64_t queryPosition, bool causal, int64_t window, float scale,
+                               float lse, float delta, float *dq) {
   for (int j = 0; j < n; ++j) {
-    if (!visible(queryPosition, keyPositions[j], causal, 0))
+    if (!visible(queryPosition, keyPositions[j], causal, window))
       continue;
     const float *k = kTile + (int64_t)j * D, *v = vTile + (int64_t)j * D;
     float score = 0.0f, dp = 0.0f;
@@ -113,9 +114,10 @@ SL_HD void attendGradQueryTile(const float *q, const float *dy, const float *kTi
 SL_HD void attendGradKeyTile(const float *k, const float *v, const float *qTile,
                              const float *dyTile, const int64_t *queryPositions,
                              const float *lseTile, const float *deltaTile, int n, int64_t D,
-                             int64_t keyPosition, bool causal, float scale, float *dk, float *dv) {
+                             int64_t keyPosition, bool causal, int64_t window, float scale,
+                             float *dk, float *dv) {
   for (int i = 0; i < n; ++i) {
-    if (!visible(queryPositions[i], keyPosition, causal, 0) || lseTile[i] == -INFINITY)
+    if (!visible(queryPositions[i], keyPosition, causal, window) || lseTile[i] == -INFINITY)
       continue;
     const float *q = qTile + (int64_t)i * D, *dy = dyTile + (int64_t)i * D;
     float score = 0.0f, dp = 0.0f;

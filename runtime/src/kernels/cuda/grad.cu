@@ -140,7 +140,7 @@ __global__ void attentionGradQueryKernel(AttentionGradArgs a, int keysPerTile, i
     __syncthreads();
     if (active && lse != -INFINITY)
       arith::attendGradQueryTile(query, dyq, kTile, vTile, tilePositions, n, D, queryPosition,
-                                 a.causal, a.scale, lse, delta, acc);
+                                 a.causal, a.window, a.scale, lse, delta, acc);
   }
   if (!active)
     return;
@@ -191,7 +191,7 @@ __global__ void attentionGradKeyKernel(AttentionGradArgs a, int queriesPerTile, 
       __syncthreads();
       if (active)
         arith::attendGradKeyTile(key, value, qTile, dyTile, tilePositions, lseTile, deltaTile, n, D,
-                                 keyPosition, a.causal, a.scale, dkAcc, dvAcc);
+                                 keyPosition, a.causal, a.window, a.scale, dkAcc, dvAcc);
     }
   }
   if (!active)
@@ -335,7 +335,7 @@ cudaError_t attention_grad(const AttentionGradArgs &a, const AttentionTiling &ti
                            cudaStream_t stream) {
   if (cudaError_t status =
           attention(a.q, a.k, a.v, a.qPositions, a.kPositions, a.B, a.Sq, a.Sk, a.HQ, a.HKV, a.D,
-                    a.causal, a.scale, 0, tiling, a.out, a.lse, stream);
+                    a.causal, a.scale, a.window, tiling, a.out, a.lse, stream);
       status != cudaSuccess)
     return status;
   int64_t rows = a.B * a.Sq * a.HQ;

@@ -47,13 +47,15 @@ struct AttentionGradArgs {
   int64_t B, Sq, Sk, HQ, HKV, D;
   bool causal;
   float scale;
+  int64_t window; ///< keys within this many tokens of the query, when positive
   float *out, *lse, *delta;
 };
 
-/// Causal (or not) GQA attention's dq (when dq is not nullptr) or dk and dv
-/// (summed over the query heads of each kv head): the forward again for its
-/// log-sum-exp, each query's delta, then the dq kernel (the forward's
-/// `tiling`) or the dk, dv kernel (`gradTiling`).
+/// Causal (or not, or sliding-window) GQA attention's dq (when dq is not
+/// nullptr) and dk and dv (summed over the query heads of each kv head; when
+/// dk is not nullptr): the forward again for its log-sum-exp, each query's
+/// delta, then the dq kernel (the forward's `tiling`) and the dk, dv kernel
+/// (`gradTiling`).
 cudaError_t attention_grad(const AttentionGradArgs &a, const AttentionTiling &tiling,
                            const AttentionGradTiling &gradTiling, float *dq, float *dk, float *dv,
                            cudaStream_t stream);
