@@ -1066,3 +1066,95 @@ TEST(CudaLaunchGrad, GemmLayoutsAreLinearsOrientation) {
   expectClose(columnMajorGemm(gpu::gemmLayout(true, false, K, N, T), dy.data(), x.data()), wantDw,
               1e-5f);
 }
+
+// -- the conv1d's and the RG-LRU scan's backward ------------------------------------------
+
+// One thread an element of dx, one a weight or bias walking the batch
+// entries as the CPU table's entry does (a call per entry, f32 results
+// added to once per entry): the CPU's sums exactly.
+TEST(CudaArithGrad, CausalConvBackwardIsTheCpuKernels) {
+  const int64_t B = 3, S = 37, C = 5, W = 4;
+  std::vector<float> x = test::normalVector(B * S * C, 71), w = test::normalVector(C * W, 72),
+                     dy = test::normalVector(B * S * C, 73);
+  std::vector<float> wantDx(B * S * C), wantDw(C * W, 0.0f), wantDb(C, 0.0f);
+  cpu::causal_conv1d_grad(w.data(), dy.data(), B, S, C, W, wantDx.data(), nullptr);
+  for (int64_t b = 0; b < B; ++b)
+    cpu::causal_conv1d_grad_weight(x.data() + b * S * C, nullptr, dy.data() + b * S * C, 1, S, C, W,
+                                   wantDw.data(), wantDb.data());
+  std::vector<float> dx(B * S * C), dw(C * W), db(C);
+  for (int64_t e = 0; e < B * S * C; ++e) {
+    int64_t row = e / C, b = row / S;
+    dx[e] = arith::convGradInput(w.data(), dy.data() + b * S * C, S, C, W, row % S, e % C);
+  }
+  for (int64_t e = 0; e < C * (W + 1); ++e) {
+    int64_t c = e / (W + 1), j = e % (W + 1);
+    float total = 0.0f;
+    for (int64_t b = 0; b < B; ++b)
+      total = (float)(total + arith::convGradWeightSum(x.data() + b * S * C, dy.data() + b * S * C,
+                                                       S, C, W, c, j));
+    (j == W ? db[c] : dw[c * W + j]) = total;
+  }
+  EXPECT_EQ(dx, wantDx);
+  EXPECT_EQ(dw, wantDw);
+  EXPECT_EQ(db, wantDb);
+}
+
+// One lane a channel, the batch entries in turn, the states in double: the
+// CPU kernel's arithmetic operation for operation, from zero and from a
+// state with the summaries' cotangents.
+TEST(CudaArithGrad, RglruScanBackwardByLanesIsTheCpuKernel) {
+  const int64_t B = 2, S = 29, W = 6;
+  for (bool fromState : {false, true}) {
+    SCOPED_TRACE(fromState);
+    std::vector<float> x = test::normalVector(B * S * W, 74),
+                       dy = test::normalVector(B * S * W, 75);
+    std::vector<float> wa = test::normalVector(W, 76), ba = test::normalVector(W, 77),
+                       wx = test::normalVector(W, 78), bx = test::normalVector(W, 79),
+                       lambda = test::normalVector(W, 80), stateIn = test::normalVector(B * W, 81),
+                       dstate = test::normalVector(B * W, 82),
+                       ddecay = test::normalVector(B * W, 83);
+    auto opt = [&](std::vector<float> &v) -> float * { return fromState ? v.data() : nullptr; };
+    std::vector<float> wantDx(B * S * W), wantDstate(B * W);
+    std::vector<std::vector<float>> want(5, std::vector<float>(W, 0.0f));
+    cpu::RglruParamGrads dp{want[0].data(), want[1].data(), want[2].data(), want[3].data(),
+                            want[4].data()};
+    for (int64_t b = 0; b < B; ++b) {
+      auto at = [&](float *p, int64_t off) { return p ? p + off : nullptr; };
+      cpu::rglru_scan_grad(x.data() + b * S * W, wa.data(), ba.data(), wx.data(), bx.data(),
+                           lambda.data(), at(opt(stateIn), b * W), dy.data() + b * S * W,
+                           at(opt(dstate), b * W), at(opt(ddecay), b * W), 1, S, W,
+                           wantDx.data() + b * S * W, wantDstate.data() + b * W, dp);
+    }
+    std::vector<float> dx(B * S * W), dstateIn(B * W);
+    std::vector<std::vector<float>> got(5, std::vector<float>(W, std::nanf("")));
+    std::vector<double> h(S * W);
+    arith::RglruGradArgs a{x.data(),
+                           wa.data(),
+                           ba.data(),
+                           wx.data(),
+                           bx.data(),
+                           lambda.data(),
+                           opt(stateIn),
+                           dy.data(),
+                           opt(dstate),
+                           opt(ddecay),
+                           B,
+                           S,
+                           W,
+                           dx.data(),
+                           dstateIn.data(),
+                           got[0].data(),
+                           got[1].data(),
+                           got[2].data(),
+                           got[3].data(),
+                           got[4].data(),
+                           h.data()};
+    for (int64_t w = 0; w < W; ++w)
+      arith::rglruGradLane(a, w);
+    EXPECT_EQ(dx, wantDx);
+    if (fromState)
+      EXPECT_EQ(dstateIn, wantDstate);
+    for (int p = 0; p < 5; ++p)
+      EXPECT_EQ(got[p], want[p]) << "parameter " << p;
+  }
+}

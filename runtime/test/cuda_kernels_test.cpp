@@ -623,3 +623,96 @@ TEST(CudaGradKernels, AdamWIsTheReference) {
   EXPECT_EQ(bad.read()[0], 1);
   EXPECT_EQ(dw.read(), w);
 }
+
+// The conv's sums in double in the CPU's order (the device may fuse a
+// multiply and an add): 1e-6; dweight and dbias a call per batch entry on
+// the CPU, as its table entry makes them.
+TEST(CudaGradKernels, CausalConvBackwardMatchesTheReference) {
+  const int64_t B = 3, S = 300, C = 96, W = 4;
+  auto x = test::normalVector(B * S * C, 84), w = test::normalVector(C * W, 85),
+       dy = test::normalVector(B * S * C, 86);
+  DeviceBuffer<float> dx(x), dw(w), ddy(dy), gx((size_t)(B * S * C)), gw((size_t)(C * W)),
+      gb((size_t)C);
+  ASSERT_EQ(gpu::causal_conv1d_grad(dw.ptr, ddy.ptr, B, S, C, W, gx.ptr, nullptr), cudaSuccess);
+  ASSERT_EQ(gpu::causal_conv1d_grad_weight(dx.ptr, ddy.ptr, B, S, C, W, gw.ptr, gb.ptr, nullptr),
+            cudaSuccess);
+  std::vector<float> wantDx(B * S * C), wantDw(C * W, 0.0f), wantDb(C, 0.0f);
+  cpu::causal_conv1d_grad(w.data(), dy.data(), B, S, C, W, wantDx.data(), nullptr);
+  for (int64_t b = 0; b < B; ++b)
+    cpu::causal_conv1d_grad_weight(x.data() + b * S * C, nullptr, dy.data() + b * S * C, 1, S, C, W,
+                                   wantDw.data(), wantDb.data());
+  expectClose(gx.read(), wantDx, 1e-6f);
+  expectClose(gw.read(), wantDw, 1e-6f);
+  expectClose(gb.read(), wantDb, 1e-6f);
+}
+
+// The RG-LRU scan's backward in double on both sides, the device's exp,
+// expm1 and fused multiply-adds: 1e-5 of the largest gradient, from zero
+// and from a state with the summaries' cotangents.
+TEST(CudaGradKernels, RglruScanBackwardMatchesTheReference) {
+  const int64_t B = 2, S = 200, W = 128;
+  for (bool fromState : {false, true}) {
+    SCOPED_TRACE(fromState);
+    auto x = test::normalVector(B * S * W, 87), dy = test::normalVector(B * S * W, 88);
+    auto wa = test::normalVector(W, 89), ba = test::normalVector(W, 90),
+         wx = test::normalVector(W, 91), bx = test::normalVector(W, 92),
+         lambda = test::normalVector(W, 93), stateIn = test::normalVector(B * W, 94),
+         dstate = test::normalVector(B * W, 95), ddecay = test::normalVector(B * W, 96);
+    std::vector<float> wantDx(B * S * W), wantDstate(B * W);
+    std::vector<std::vector<float>> want(5, std::vector<float>(W, 0.0f));
+    cpu::RglruParamGrads dp{want[0].data(), want[1].data(), want[2].data(), want[3].data(),
+                            want[4].data()};
+    auto opt = [&](std::vector<float> &v, int64_t off) -> float * {
+      return fromState ? v.data() + off : nullptr;
+    };
+    for (int64_t b = 0; b < B; ++b)
+      cpu::rglru_scan_grad(x.data() + b * S * W, wa.data(), ba.data(), wx.data(), bx.data(),
+                           lambda.data(), opt(stateIn, b * W), dy.data() + b * S * W,
+                           opt(dstate, b * W), opt(ddecay, b * W), 1, S, W,
+                           wantDx.data() + b * S * W, wantDstate.data() + b * W, dp);
+    DeviceBuffer<float> dx(x), ddy(dy), dwa(wa), dba(ba), dwx(wx), dbx(bx), dlambda(lambda),
+        dstateIn(stateIn), ddstate(dstate), dddecay(ddecay), gx((size_t)(B * S * W)),
+        gstate((size_t)(B * W));
+    // DeviceBuffer owns its memory and is not copied: five of them, named.
+    DeviceBuffer<float> gwa((size_t)W), gba((size_t)W), gwx((size_t)W), gbx((size_t)W),
+        glambda((size_t)W);
+    DeviceBuffer<float> *params[] = {&gwa, &gba, &gwx, &gbx, &glambda};
+    DeviceBuffer<double> h((size_t)(S * W));
+    gpu::arith::RglruGradArgs a{dx.ptr,
+                                dwa.ptr,
+                                dba.ptr,
+                                dwx.ptr,
+                                dbx.ptr,
+                                dlambda.ptr,
+                                fromState ? dstateIn.ptr : nullptr,
+                                ddy.ptr,
+                                fromState ? ddstate.ptr : nullptr,
+                                fromState ? dddecay.ptr : nullptr,
+                                B,
+                                S,
+                                W,
+                                gx.ptr,
+                                gstate.ptr,
+                                params[0]->ptr,
+                                params[1]->ptr,
+                                params[2]->ptr,
+                                params[3]->ptr,
+                                params[4]->ptr,
+                                h.ptr};
+    ASSERT_EQ(gpu::rglru_scan_grad(a, nullptr), cudaSuccess);
+    auto closeToScale = [](const std::vector<float> &got, const std::vector<float> &want) {
+      float largest = 0.0f;
+      for (float v : want)
+        largest = std::max(largest, std::fabs(v));
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t i = 0; i < got.size(); ++i)
+        ASSERT_NEAR(got[i], want[i], 1e-5f * (1.0f + largest)) << "at " << i;
+    };
+    closeToScale(gx.read(), wantDx);
+    closeToScale(gstate.read(), wantDstate);
+    for (int p = 0; p < 5; ++p) {
+      SCOPED_TRACE(p);
+      closeToScale(params[p]->read(), want[p]);
+    }
+  }
+}

@@ -68,13 +68,14 @@ sed 's/"dtype": "f32"/"dtype": "bf16"/' "$examples/models/gpt-dense.json" > "$tm
 "$compile" "$examples/models/gpt-dense.json" --tp 1 --sp=false --train --emit plan \
   -o "$tmp/train.slp"
 "$run" "$tmp/train.slp" --device cuda --train --steps 3 --verify --rtol 1e-3
-# Sliding-window and grouped-query attention trained the same way (local_attention_grad over
-# whole sequences, attention_grad with two query heads per kv head).
-cat > "$tmp/lf.json" <<'SPEC'
-{"name": "lf", "pattern": "LFAF", "vocab": 256, "hidden": 128, "seq": 128, "batch": 2,
+# RG-LRU, sliding-window and grouped-query attention trained the same way (the conv's and the
+# scan's backward over whole sequences, local_attention_grad, attention_grad with two query
+# heads per kv head).
+cat > "$tmp/rl.json" <<'SPEC'
+{"name": "rl", "pattern": "RFLFAF", "vocab": 256, "hidden": 128, "seq": 128, "batch": 2,
  "dtype": "f32", "attention": {"heads": 4, "kv_heads": 2, "head_dim": 32},
  "local_attention": {"heads": 4, "kv_heads": 2, "head_dim": 32, "window": 24},
- "mlp": {"ffn_hidden": 256}}
+ "recurrent": {"width": 128, "conv": 4}, "mlp": {"ffn_hidden": 256}}
 SPEC
-"$compile" "$tmp/lf.json" --train --emit plan -o "$tmp/lf-train.slp"
-"$run" "$tmp/lf-train.slp" --device cuda --train --steps 3 --verify --rtol 1e-3
+"$compile" "$tmp/rl.json" --train --emit plan -o "$tmp/rl-train.slp"
+"$run" "$tmp/rl-train.slp" --device cuda --train --steps 3 --verify --rtol 1e-3

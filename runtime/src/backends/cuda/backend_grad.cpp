@@ -225,6 +225,74 @@ void adamW(const Step &s, Frame &f) {
   }
 }
 
+/// The conv's backward over whole sequences: a halo (a sequence split over
+/// ranks) is refused, as the CUDA backend runs such sequences' halos
+/// nowhere yet.
+void requireNoHalo(const Step &s, size_t halo, const char *op) {
+  if (s.in.size() > halo && s.has(halo))
+    throw Stop{std::string("the CUDA backend runs ") + op + " over whole sequences only (no halo)",
+               false};
+}
+
+/// causal_conv1d_grad (weight, dy -> dx).
+void convGrad(const Step &s, Frame &f) {
+  requireNoHalo(s, 2, "causal_conv1d_grad");
+  const std::vector<int64_t> &dy = f.local(s.in[1]);
+  checkCuda(cuda::causal_conv1d_grad(f.f(s.in[0]), f.f(s.in[1]), dy[0], dy[1], dy[2],
+                                     f.local(s.in[0])[1], f.f(s.out[0]), device(f).stream()),
+            "causal_conv1d_grad");
+}
+
+/// causal_conv1d_grad_weight (x, dy -> dweight, dbias).
+void convGradWeight(const Step &s, Frame &f) {
+  requireNoHalo(s, 2, "causal_conv1d_grad_weight");
+  const std::vector<int64_t> &x = f.local(s.in[0]);
+  checkCuda(cuda::causal_conv1d_grad_weight(f.f(s.in[0]), f.f(s.in[1]), x[0], x[1], x[2],
+                                            f.local(s.out[0])[1], f.f(s.out[0]), f.f(s.out[1]),
+                                            device(f).stream()),
+            "causal_conv1d_grad_weight");
+}
+
+/// rglru_scan_grad (-> dx, dstate_in?) and rglru_scan_grad_weights (-> dwa,
+/// dba, dwx, dbx, dlambda) over whole sequences: the chunks of a sequence
+/// split over ranks are refused.
+template <bool Weights> void rglruScanGrad(const Step &s, Frame &f) {
+  enum { X, Wa, Ba, Wx, Bx, Lambda, StateIn, Dy, DState, DDecay };
+  if (!s.attrs[0].strings.empty())
+    throw Stop{"the CUDA backend runs the RG-LRU scan's backward over whole sequences only (no "
+               "chunks)",
+               false};
+  const std::vector<int64_t> &x = f.local(s.in[X]);
+  CudaDevice &dev = device(f);
+  auto in = [&](int i) -> const float * { return s.has(i) ? f.f(s.in[i]) : nullptr; };
+  auto out = [&](size_t r) -> float * {
+    return r < s.out.size() && s.out[r] >= 0 ? f.f(s.out[r]) : nullptr;
+  };
+  cuda::arith::RglruGradArgs a{
+      in(X),
+      in(Wa),
+      in(Ba),
+      in(Wx),
+      in(Bx),
+      in(Lambda),
+      in(StateIn),
+      in(Dy),
+      in(DState),
+      in(DDecay),
+      x[0],
+      x[1],
+      x[2],
+      Weights ? nullptr : out(0),
+      Weights ? nullptr : out(1),
+      Weights ? out(0) : nullptr,
+      Weights ? out(1) : nullptr,
+      Weights ? out(2) : nullptr,
+      Weights ? out(3) : nullptr,
+      Weights ? out(4) : nullptr,
+      static_cast<double *>(dev.scratch(std::max<int64_t>(1, x[1] * x[2]) * 8))};
+  checkCuda(cuda::rglru_scan_grad(a, dev.stream()), "rglru_scan_grad");
+}
+
 } // namespace
 
 const std::map<std::string, void (*)(const Step &, Frame &)> &cudaGradRuns() {
@@ -242,6 +310,10 @@ const std::map<std::string, void (*)(const Step &, Frame &)> &cudaGradRuns() {
       {"attention_grad", attentionGrad},
       {"attention_grad_kv", attentionGradKv},
       {"local_attention_grad", localAttentionGrad},
+      {"causal_conv1d_grad", convGrad},
+      {"causal_conv1d_grad_weight", convGradWeight},
+      {"rglru_scan_grad", rglruScanGrad<false>},
+      {"rglru_scan_grad_weights", rglruScanGrad<true>},
       {"cross_entropy_grad", crossEntropyGrad},
       {"embedding_grad", embeddingGrad},
       {"sum_squares", sumSquares},

@@ -184,6 +184,123 @@ SL_HD void adamwElement(float &w, float grad, float &m, float &v, const AdamWCon
   w = (float)(wi - k.lr * (mi / k.c1 / (sqrt(vi / k.c2) + k.eps) + k.weightDecay * wi));
 }
 
+// -- causal depthwise conv1d ---------------------------------------------------------
+//
+// Over whole sequences (no halo), as kernels/cpu/mamba_grad.cpp's
+// causal_conv1d_grad and causal_conv1d_grad_weight compute them for a
+// sequence: sums in double in the CPU's order.
+
+/// dx of token u, channel c of a sequence dy[S, C]: the kernel w[C, W] over
+/// the outputs that read it.
+SL_HD float convGradInput(const float *w, const float *dy, int64_t S, int64_t C, int64_t W,
+                          int64_t u, int64_t c) {
+  double acc = 0.0;
+  for (int64_t j = 0; j < W; ++j) {
+    int64_t t = u + (W - 1) - j;
+    if (t >= 0 && t < S)
+      acc += (double)w[c * W + j] * dy[t * C + c];
+  }
+  return (float)acc;
+}
+
+/// One sequence's share of dweight[c, j] (j < W) or of dbias[c] (j == W):
+/// dy[t, c] times the input tap j reads (zero before the sequence), over the
+/// tokens in order.
+SL_HD double convGradWeightSum(const float *x, const float *dy, int64_t S, int64_t C, int64_t W,
+                               int64_t c, int64_t j) {
+  double acc = 0.0;
+  for (int64_t t = 0; t < S; ++t) {
+    double g = dy[t * C + c];
+    if (j == W) {
+      acc += g;
+      continue;
+    }
+    int64_t src = t - (W - 1) + j;
+    acc += g * (src >= 0 ? (double)x[src * C + c] : 0.0);
+  }
+  return acc;
+}
+
+// -- the RG-LRU scan ---------------------------------------------------------------------
+
+/// What the RG-LRU scan's backward reads and writes over whole sequences
+/// (kernels/cpu/recurrent_grad.cpp, rglru_scan_grad, c = 8): x and dy
+/// [B, S, W], the gate parameters and lambda [W], state_in, dstate, ddecay
+/// [B, W] or nullptr; dx [B, S, W] and dstate_in [B, W] when not nullptr,
+/// the parameters' gradients [W] when dwa is not nullptr; h is scratch of
+/// [S, W] doubles (the states of one batch entry).
+struct RglruGradArgs {
+  const float *x, *wa, *ba, *wx, *bx, *lambda, *stateIn, *dy, *dstate, *ddecay;
+  int64_t B, S, W;
+  float *dx, *dstateIn, *dwa, *dba, *dwx, *dbx, *dlambda;
+  double *h;
+};
+
+/// Channel w of the backward, batch entry after batch entry as the CPU
+/// kernel takes them: the scan again in double (its states into h), then
+/// the state's cotangent carried back through the decays, with the
+/// parameters' sums in double added to their f32 results once per batch
+/// entry. The arithmetic is the CPU's, operation for operation.
+SL_HD void rglruGradLane(const RglruGradArgs &a, int64_t w) {
+  const double c = 8.0f, base = rglruLogBase(a.lambda[w], 8.0f);
+  float pwa = 0.0f, pba = 0.0f, pwx = 0.0f, pbx = 0.0f, plambda = 0.0f;
+  for (int64_t b = 0; b < a.B; ++b) {
+    const int64_t row0 = b * a.S * a.W;
+    const double h0 = a.stateIn ? a.stateIn[b * a.W + w] : 0.0;
+    double logDecay = 0.0;
+    for (int64_t t = 0; t < a.S; ++t) {
+      const int64_t i = row0 + t * a.W + w;
+      float gateA = rglruGate(a.wa[w], a.x[i], a.ba[w]),
+            gateX = rglruGate(a.wx[w], a.x[i], a.bx[w]);
+      const double la = sigmoid(gateA) * base;
+      const double prev = t ? a.h[(t - 1) * a.W + w] : h0;
+      a.h[t * a.W + w] = exp(la) * prev + sqrt(-expm1(2.0 * la)) * sigmoid(gateX) * a.x[i];
+      logDecay += la;
+    }
+    const double dLogDecay = a.ddecay ? a.ddecay[b * a.W + w] * exp(logDecay) : 0.0;
+    double carry = a.dstate ? a.dstate[b * a.W + w] : 0.0;
+    double swa = 0.0, sba = 0.0, swx = 0.0, sbx = 0.0, sbase = 0.0;
+    for (int64_t t = a.S - 1; t >= 0; --t) {
+      const int64_t i = row0 + t * a.W + w;
+      float gateA = rglruGate(a.wa[w], a.x[i], a.ba[w]),
+            gateX = rglruGate(a.wx[w], a.x[i], a.bx[w]);
+      const double r = sigmoid(gateA), in = sigmoid(gateX);
+      const double la = r * base, decay = exp(la), n = sqrt(-expm1(2.0 * la));
+      const double prev = t ? a.h[(t - 1) * a.W + w] : h0;
+      const double g = carry + a.dy[i];
+      const double du = g * n, dn = g * in * a.x[i];
+      // n = sqrt(1 - a^2): dn/dla = -a^2 / n.
+      const double dla = g * prev * decay - dn * decay * decay / n + dLogDecay;
+      const double dgx = du * a.x[i] * in * (1.0 - in);
+      sbase += dla * r;
+      const double dga = dla * base * r * (1.0 - r);
+      swa += dga * a.x[i];
+      sba += dga;
+      if (a.dx)
+        a.dx[i] = (float)(du * in + dga * a.wa[w] + dgx * a.wx[w]);
+      swx += dgx * a.x[i];
+      sbx += dgx;
+      carry = g * decay;
+    }
+    if (a.dstateIn)
+      a.dstateIn[b * a.W + w] = (float)carry;
+    // d log(sigmoid(l)) / dl = 1 - sigmoid(l).
+    const double dl = sbase * c * (1.0 - sigmoid(a.lambda[w]));
+    pwa = (float)(pwa + swa);
+    pba = (float)(pba + sba);
+    pwx = (float)(pwx + swx);
+    pbx = (float)(pbx + sbx);
+    plambda = (float)(plambda + dl);
+  }
+  if (a.dwa) {
+    a.dwa[w] = pwa;
+    a.dba[w] = pba;
+    a.dwx[w] = pwx;
+    a.dbx[w] = pbx;
+    a.dlambda[w] = plambda;
+  }
+}
+
 } // namespace shardline::rt::cuda::arith
 
 #endif

@@ -86,6 +86,18 @@ cudaError_t adamw(float *w, const float *grad, float *m, float *v, int64_t n,
                   const arith::AdamWConstants &constants, const float *sumsq, int32_t *badSumsq,
                   cudaStream_t stream);
 
+/// Causal depthwise conv1d's backward over whole sequences x, dy [B, S, C]
+/// (no halo), the kernel w[C, W]: dx, and dweight [C, W] with dbias [C].
+cudaError_t causal_conv1d_grad(const float *w, const float *dy, int64_t B, int64_t S, int64_t C,
+                               int64_t W, float *dx, cudaStream_t stream);
+cudaError_t causal_conv1d_grad_weight(const float *x, const float *dy, int64_t B, int64_t S,
+                                      int64_t C, int64_t W, float *dweight, float *dbias,
+                                      cudaStream_t stream);
+
+/// The RG-LRU scan's backward over whole sequences (arith_grad.h,
+/// RglruGradArgs), one thread a channel.
+cudaError_t rglru_scan_grad(const arith::RglruGradArgs &args, cudaStream_t stream);
+
 } // namespace shardline::rt::cuda
 
 #endif
