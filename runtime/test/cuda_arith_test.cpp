@@ -1158,3 +1158,150 @@ TEST(CudaArithGrad, RglruScanBackwardByLanesIsTheCpuKernel) {
       EXPECT_EQ(got[p], want[p]) << "parameter " << p;
   }
 }
+
+namespace {
+
+/// The SSD scan's backward as the CPU table's entries run it over whole
+/// sequences: the prelude, a call per batch entry (dA, dD added to once per
+/// entry), the prelude's backward.
+struct SsdGradCase {
+  int64_t B, S, NH, P, G, N;
+  bool fromState;
+};
+
+} // namespace
+
+// Lanes of a group of heads each, the batch entries in turn, the states in
+// double with checkpoints every 64 tokens: the CPU kernels' arithmetic in
+// their order, so every result is equal.
+TEST(CudaArithGrad, SsdScanBackwardByGroupLanesIsTheCpuKernels) {
+  for (SsdGradCase c :
+       {SsdGradCase{2, 150, 4, 3, 2, 5, false}, SsdGradCase{2, 70, 4, 2, 1, 3, true},
+        SsdGradCase{1, 64, 2, 4, 2, 2, true}}) {
+    SCOPED_TRACE(c.S);
+    const int64_t T = c.B * c.S, xw = c.NH * c.P, bw = c.G * c.N, PN = c.P * c.N;
+    std::vector<float> x = test::normalVector(T * xw, 101), dy = test::normalVector(T * xw, 102),
+                       Bm = test::normalVector(T * bw, 103), Cm = test::normalVector(T * bw, 104),
+                       dt = test::normalVector(T * c.NH, 105),
+                       dtBias = test::normalVector(c.NH, 106),
+                       aLog = test::normalVector(c.NH, 107, 0.5f),
+                       D = test::normalVector(c.NH, 108),
+                       stateIn = test::normalVector(c.B * c.NH * PN, 109),
+                       dstate = test::normalVector(c.B * c.NH * PN, 110),
+                       ddecay = test::normalVector(c.B * c.NH, 111);
+    auto opt = [&](std::vector<float> &v, int64_t off) -> float * {
+      return c.fromState ? v.data() + off : nullptr;
+    };
+    // The CPU table's way.
+    std::vector<float> dtv(T * c.NH), A(c.NH), ddt(T * c.NH), dA(c.NH, 0.0f), dD(c.NH, 0.0f);
+    std::vector<float> wantDx(T * xw), wantDB(T * bw), wantDC(T * bw), wantState(c.B * c.NH * PN);
+    std::vector<float> wantDdt(T * c.NH), wantDtBias(c.NH), wantALog(c.NH);
+    cpu::ssd_prelude(dt.data(), dtBias.data(), aLog.data(), T, c.NH, dtv.data(), A.data());
+    cpu::SsdDims one{1, c.S, c.NH, c.P, c.G, c.N};
+    for (int64_t b = 0; b < c.B; ++b)
+      cpu::ssd_scan_grad(
+          x.data() + b * c.S * xw, dtv.data() + b * c.S * c.NH, A.data(), Bm.data() + b * c.S * bw,
+          Cm.data() + b * c.S * bw, D.data(), opt(stateIn, b * c.NH * PN), dy.data() + b * c.S * xw,
+          opt(dstate, b * c.NH * PN), opt(ddecay, b * c.NH), one, wantDx.data() + b * c.S * xw,
+          ddt.data() + b * c.S * c.NH, dA.data(), wantDB.data() + b * c.S * bw,
+          wantDC.data() + b * c.S * bw, dD.data(), wantState.data() + b * c.NH * PN);
+    cpu::ssd_prelude_grad(dt.data(), dtBias.data(), aLog.data(), T, c.NH, ddt.data(), dA.data(),
+                          wantDdt.data(), wantDtBias.data(), wantALog.data());
+    // The CUDA kernels' way, lane by lane.
+    std::vector<float> gotDtv(T * c.NH), gotA(c.NH);
+    for (int64_t i = 0; i < T * c.NH; ++i)
+      gotDtv[i] = arith::ssdStep(dt[i], dtBias[i % c.NH]);
+    for (int64_t h = 0; h < c.NH; ++h)
+      gotA[h] = arith::ssdRate(aLog[h]);
+    std::vector<float> dx(T * xw), gotDdtv(T * c.NH), dB(T * bw), dC(T * bw), gotDA(c.NH),
+        gotDD(c.NH), state(c.B * c.NH * PN), gotDdt(T * c.NH), gotDtBias(c.NH), gotALog(c.NH);
+    // Each lane's scratch as ssdGradLaneDoubles sizes it, and sentinels
+    // after the last lane's, which no lane may write.
+    const int64_t laneDoubles = arith::ssdGradLaneDoubles(c.S, c.P, c.N);
+    std::vector<double> scratch(c.G * laneDoubles + 64, -7.0);
+    arith::SsdGradArgs a{x.data(),
+                         gotDtv.data(),
+                         gotA.data(),
+                         Bm.data(),
+                         Cm.data(),
+                         D.data(),
+                         opt(stateIn, 0),
+                         dy.data(),
+                         opt(dstate, 0),
+                         opt(ddecay, 0),
+                         c.B,
+                         c.S,
+                         c.NH,
+                         c.P,
+                         c.G,
+                         c.N,
+                         dx.data(),
+                         gotDdtv.data(),
+                         dB.data(),
+                         dC.data(),
+                         gotDA.data(),
+                         gotDD.data(),
+                         state.data(),
+                         scratch.data()};
+    for (int64_t grp = 0; grp < c.G; ++grp)
+      arith::ssdGradLane(a, grp);
+    for (int64_t h = 0; h < c.NH; ++h)
+      arith::ssdPreludeGradLane(dt.data(), dtBias.data(), aLog.data(), gotDdtv.data(), gotDA.data(),
+                                T, c.NH, h, gotDdt.data(), gotDtBias.data(), gotALog.data());
+    EXPECT_EQ(gotDtv, dtv);
+    EXPECT_EQ(gotA, A);
+    EXPECT_EQ(dx, wantDx);
+    EXPECT_EQ(gotDdtv, ddt);
+    EXPECT_EQ(dB, wantDB);
+    EXPECT_EQ(dC, wantDC);
+    EXPECT_EQ(gotDA, dA);
+    EXPECT_EQ(gotDD, dD);
+    EXPECT_EQ(state, wantState);
+    EXPECT_EQ(gotDdt, wantDdt);
+    EXPECT_EQ(gotDtBias, wantDtBias);
+    EXPECT_EQ(gotALog, wantALog);
+    EXPECT_EQ(std::count(scratch.end() - 64, scratch.end(), -7.0), 64) << "past the last lane";
+  }
+}
+
+// A block a row's group, double sums across its threads against the CPU's
+// sequential ones: 1e-6; dweight a thread a channel over the rows in order.
+TEST(CudaArithGrad, GatedNormBackwardByGroupsMatchesTheCpuKernels) {
+  const int64_t T = 7, C = 96, groups = 3, width = C / groups;
+  const float eps = 1e-5f;
+  std::vector<float> y = test::normalVector(T * C, 112), z = test::normalVector(T * C, 113),
+                     w = test::normalVector(C, 114), dout = test::normalVector(T * C, 115);
+  std::vector<float> wantDy(T * C), wantDz(T * C), wantDw(C);
+  cpu::gated_rms_norm_grad(y.data(), z.data(), w.data(), dout.data(), T, C, groups, eps,
+                           wantDy.data(), wantDz.data());
+  cpu::gated_rms_norm_grad_weight(y.data(), z.data(), dout.data(), T, C, groups, eps,
+                                  wantDw.data());
+  int threads = gpu::rowShape(T * groups, width, true).threads;
+  std::vector<float> dy(T * C), dz(T * C), dw(C);
+  std::vector<double> inverse(T * groups);
+  for (int64_t rg = 0; rg < T * groups; ++rg) {
+    int64_t base = rg * width, g = rg % groups;
+    double squares =
+        stridedSum(width, threads, [&](int64_t i) { return (double)y[base + i] * y[base + i]; });
+    double yu = stridedSum(width, threads, [&](int64_t i) {
+      return y[base + i] * arith::gatedNormGradU(dout[base + i], w[g * width + i], z[base + i]);
+    });
+    double r = inverse[rg] = arith::inverseRmsGrad(squares, width, eps);
+    for (int64_t i = 0; i < width; ++i) {
+      double u = arith::gatedNormGradU(dout[base + i], w[g * width + i], z[base + i]);
+      dy[base + i] = arith::gatedNormGradDy(y[base + i], u, r, yu, width);
+      dz[base + i] =
+          arith::gatedNormGradDz(dout[base + i], y[base + i], r, w[g * width + i], z[base + i]);
+    }
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    double acc = 0.0;
+    for (int64_t t = 0; t < T; ++t)
+      acc += arith::gatedNormGradWeightTerm(dout[t * C + c], y[t * C + c],
+                                            inverse[t * groups + c / width], z[t * C + c]);
+    dw[c] = (float)acc;
+  }
+  expectClose(dy, wantDy, 1e-6f);
+  expectClose(dz, wantDz, 1e-6f);
+  expectClose(dw, wantDw, 1e-6f);
+}

@@ -716,3 +716,120 @@ TEST(CudaGradKernels, RglruScanBackwardMatchesTheReference) {
     }
   }
 }
+
+namespace {
+
+/// |got - want| <= tol * (1 + max |want|): gradients compared at the scale
+/// of the largest one.
+void expectCloseToScale(const std::vector<float> &got, const std::vector<float> &want, float tol) {
+  float largest = 0.0f;
+  for (float v : want)
+    largest = std::max(largest, std::fabs(v));
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    ASSERT_NEAR(got[i], want[i], tol * (1.0f + largest)) << "at " << i;
+}
+
+} // namespace
+
+// Double sums across the block's threads against the CPU's sequential ones:
+// 1e-5.
+TEST(CudaGradKernels, GatedNormBackwardMatchesTheReference) {
+  const int64_t T = 300, C = 512, groups = 4;
+  auto y = test::normalVector(T * C, 116), z = test::normalVector(T * C, 117),
+       w = test::normalVector(C, 118), dout = test::normalVector(T * C, 119);
+  DeviceBuffer<float> dy(y), dz(z), dw(w), ddout(dout), gy((size_t)(T * C)), gz((size_t)(T * C)),
+      gw((size_t)C);
+  DeviceBuffer<double> inverse((size_t)(T * groups));
+  ASSERT_EQ(gpu::gated_rms_norm_grad(dy.ptr, dz.ptr, dw.ptr, ddout.ptr, T, C, groups, 1e-5f, gy.ptr,
+                                     gz.ptr, nullptr),
+            cudaSuccess);
+  ASSERT_EQ(gpu::gated_rms_norm_grad_weight(dy.ptr, dz.ptr, ddout.ptr, T, C, groups, 1e-5f,
+                                            inverse.ptr, gw.ptr, nullptr),
+            cudaSuccess);
+  std::vector<float> wantDy(T * C), wantDz(T * C), wantDw(C);
+  cpu::gated_rms_norm_grad(y.data(), z.data(), w.data(), dout.data(), T, C, groups, 1e-5f,
+                           wantDy.data(), wantDz.data());
+  cpu::gated_rms_norm_grad_weight(y.data(), z.data(), dout.data(), T, C, groups, 1e-5f,
+                                  wantDw.data());
+  expectClose(gy.read(), wantDy, 1e-5f);
+  expectClose(gz.read(), wantDz, 1e-5f);
+  expectClose(gw.read(), wantDw, 1e-5f);
+}
+
+// The SSD scan's backward in double on both sides, in the same order, with
+// the device's exp and fused multiply-adds: 1e-5 of each result's largest
+// value, from zero and from a state with the summaries' cotangents.
+TEST(CudaGradKernels, SsdScanBackwardMatchesTheReference) {
+  for (bool fromState : {false, true}) {
+    SCOPED_TRACE(fromState);
+    const int64_t B = 2, S = 200, NH = 8, P = 16, G = 2, N = 16, T = B * S, xw = NH * P, bw = G * N,
+                  PN = P * N;
+    auto x = test::normalVector(T * xw, 120), dy = test::normalVector(T * xw, 121),
+         Bm = test::normalVector(T * bw, 122), Cm = test::normalVector(T * bw, 123),
+         dt = test::normalVector(T * NH, 124), dtBias = test::normalVector(NH, 125),
+         aLog = test::normalVector(NH, 126, 0.5f), D = test::normalVector(NH, 127),
+         stateIn = test::normalVector(B * NH * PN, 128),
+         dstate = test::normalVector(B * NH * PN, 129), ddecay = test::normalVector(B * NH, 130);
+    auto opt = [&](std::vector<float> &v, int64_t off) -> float * {
+      return fromState ? v.data() + off : nullptr;
+    };
+    std::vector<float> dtv(T * NH), A(NH), ddt(T * NH), dA(NH, 0.0f), dD(NH, 0.0f);
+    std::vector<float> wantDx(T * xw), wantDB(T * bw), wantDC(T * bw), wantState(B * NH * PN);
+    std::vector<float> wantDdt(T * NH), wantDtBias(NH), wantALog(NH);
+    cpu::ssd_prelude(dt.data(), dtBias.data(), aLog.data(), T, NH, dtv.data(), A.data());
+    cpu::SsdDims one{1, S, NH, P, G, N};
+    for (int64_t b = 0; b < B; ++b)
+      cpu::ssd_scan_grad(
+          x.data() + b * S * xw, dtv.data() + b * S * NH, A.data(), Bm.data() + b * S * bw,
+          Cm.data() + b * S * bw, D.data(), opt(stateIn, b * NH * PN), dy.data() + b * S * xw,
+          opt(dstate, b * NH * PN), opt(ddecay, b * NH), one, wantDx.data() + b * S * xw,
+          ddt.data() + b * S * NH, dA.data(), wantDB.data() + b * S * bw,
+          wantDC.data() + b * S * bw, dD.data(), wantState.data() + b * NH * PN);
+    cpu::ssd_prelude_grad(dt.data(), dtBias.data(), aLog.data(), T, NH, ddt.data(), dA.data(),
+                          wantDdt.data(), wantDtBias.data(), wantALog.data());
+    DeviceBuffer<float> gx(x), gdy(dy), gB(Bm), gC(Cm), gdt(dt), gdtBias(dtBias), gaLog(aLog),
+        gD(D), gstateIn(stateIn), gdstate(dstate), gddecay(ddecay);
+    DeviceBuffer<float> dtPrelude((size_t)(T * NH)), rate((size_t)NH), ddtv((size_t)(T * NH)),
+        gdA((size_t)NH), gdD((size_t)NH), dx((size_t)(T * xw)), dB((size_t)(T * bw)),
+        dC((size_t)(T * bw)), state((size_t)(B * NH * PN)), ddtRaw((size_t)(T * NH)),
+        ddtBias((size_t)NH), daLog((size_t)NH);
+    DeviceBuffer<double> scratch((size_t)(G * gpu::arith::ssdGradLaneDoubles(S, P, N)));
+    gpu::arith::SsdGradArgs a{gx.ptr,
+                              nullptr,
+                              nullptr,
+                              gB.ptr,
+                              gC.ptr,
+                              gD.ptr,
+                              fromState ? gstateIn.ptr : nullptr,
+                              gdy.ptr,
+                              fromState ? gdstate.ptr : nullptr,
+                              fromState ? gddecay.ptr : nullptr,
+                              B,
+                              S,
+                              NH,
+                              P,
+                              G,
+                              N,
+                              dx.ptr,
+                              ddtv.ptr,
+                              dB.ptr,
+                              dC.ptr,
+                              gdA.ptr,
+                              gdD.ptr,
+                              state.ptr,
+                              scratch.ptr};
+    ASSERT_EQ(gpu::ssd_scan_grad(gdt.ptr, gdtBias.ptr, gaLog.ptr, dtPrelude.ptr, rate.ptr, a,
+                                 ddtRaw.ptr, ddtBias.ptr, daLog.ptr, nullptr),
+              cudaSuccess);
+    expectCloseToScale(dx.read(), wantDx, 1e-5f);
+    expectCloseToScale(dB.read(), wantDB, 1e-5f);
+    expectCloseToScale(dC.read(), wantDC, 1e-5f);
+    expectCloseToScale(gdD.read(), dD, 1e-5f);
+    expectCloseToScale(ddtRaw.read(), wantDdt, 1e-5f);
+    expectCloseToScale(ddtBias.read(), wantDtBias, 1e-5f);
+    expectCloseToScale(daLog.read(), wantALog, 1e-5f);
+    if (fromState)
+      expectCloseToScale(state.read(), wantState, 1e-5f);
+  }
+}

@@ -68,14 +68,15 @@ sed 's/"dtype": "f32"/"dtype": "bf16"/' "$examples/models/gpt-dense.json" > "$tm
 "$compile" "$examples/models/gpt-dense.json" --tp 1 --sp=false --train --emit plan \
   -o "$tmp/train.slp"
 "$run" "$tmp/train.slp" --device cuda --train --steps 3 --verify --rtol 1e-3
-# RG-LRU, sliding-window and grouped-query attention trained the same way (the conv's and the
-# scan's backward over whole sequences, local_attention_grad, attention_grad with two query
-# heads per kv head).
-cat > "$tmp/rl.json" <<'SPEC'
-{"name": "rl", "pattern": "RFLFAF", "vocab": 256, "hidden": 128, "seq": 128, "batch": 2,
+# Mamba-2, RG-LRU, sliding-window and grouped-query attention trained the same way (the gated
+# norm's, the conv's and the scans' backward over whole sequences, local_attention_grad,
+# attention_grad with two query heads per kv head).
+cat > "$tmp/hybrid.json" <<'SPEC'
+{"name": "hybrid", "pattern": "MRLFAF", "vocab": 256, "hidden": 128, "seq": 128, "batch": 2,
  "dtype": "f32", "attention": {"heads": 4, "kv_heads": 2, "head_dim": 32},
+ "mamba": {"heads": 8, "head_dim": 16, "state": 16, "groups": 2, "conv": 4},
  "local_attention": {"heads": 4, "kv_heads": 2, "head_dim": 32, "window": 24},
  "recurrent": {"width": 128, "conv": 4}, "mlp": {"ffn_hidden": 256}}
 SPEC
-"$compile" "$tmp/rl.json" --train --emit plan -o "$tmp/rl-train.slp"
-"$run" "$tmp/rl-train.slp" --device cuda --train --steps 3 --verify --rtol 1e-3
+"$compile" "$tmp/hybrid.json" --train --emit plan -o "$tmp/hybrid-train.slp"
+"$run" "$tmp/hybrid-train.slp" --device cuda --train --steps 3 --verify --rtol 1e-3

@@ -59,6 +59,36 @@ void rmsNormGradWeight(const Step &s, Frame &f) {
             "rms_norm_grad_weight");
 }
 
+/// Attribute order of the gated norm's entries: groups, eps.
+enum { kNormGroups, kNormEps };
+
+/// The groups among this rank's channels of y (kernels/cpu/mamba_grad.cpp).
+int64_t localGroups(const Step &s, Frame &f, int32_t y) {
+  return s.attrs[kNormGroups].i * f.local(y).back() / f.global(y).back();
+}
+
+/// gated_rms_norm_grad (y, z, weight, dresult -> dy, dz).
+void gatedRmsNormGrad(const Step &s, Frame &f) {
+  int32_t y = s.in[0];
+  int64_t c = f.local(y).back();
+  checkCuda(cuda::gated_rms_norm_grad(f.f(y), f.f(s.in[1]), f.f(s.in[2]), f.f(s.in[3]), f.n(y) / c,
+                                      c, localGroups(s, f, y), (float)s.attrs[kNormEps].f,
+                                      f.f(s.out[0]), f.f(s.out[1]), device(f).stream()),
+            "gated_rms_norm_grad");
+}
+
+/// gated_rms_norm_grad_weight (y, z, dresult -> dweight).
+void gatedRmsNormGradWeight(const Step &s, Frame &f) {
+  int32_t y = s.in[0];
+  int64_t c = f.local(y).back(), T = f.n(y) / c, groups = localGroups(s, f, y);
+  CudaDevice &dev = device(f);
+  auto *inverse = static_cast<double *>(dev.scratch(std::max<int64_t>(1, T * groups) * 8));
+  checkCuda(cuda::gated_rms_norm_grad_weight(f.f(y), f.f(s.in[1]), f.f(s.in[2]), T, c, groups,
+                                             (float)s.attrs[kNormEps].f, inverse, f.f(s.out[0]),
+                                             dev.stream()),
+            "gated_rms_norm_grad_weight");
+}
+
 /// dx[T, K] = dy[T, N] . w[K, N]^T.
 void linearGrad(const Step &s, Frame &f) {
   const std::vector<int64_t> &w = f.local(s.in[1]);
@@ -293,6 +323,61 @@ template <bool Weights> void rglruScanGrad(const Step &s, Frame &f) {
   checkCuda(cuda::rglru_scan_grad(a, dev.stream()), "rglru_scan_grad");
 }
 
+/// ssd_scan_grad (-> dx, ddt, dB, dC[, dstate_in]) and ssd_scan_grad_params
+/// (-> da_log, dd, ddt_bias) over whole sequences: the scan's backward and
+/// its prelude's computed whole by either op, the other op's results into
+/// scratch, as the CPU's entries do. A sequence cut into chunks is refused.
+template <bool Params> void ssdScanGrad(const Step &s, Frame &f) {
+  enum { X, Dt, ALog, Bm, Cm, D, DtBias, Dy, StateIn, DState, DDecay };
+  enum { kHeads, kGroups, kChunkAxes };
+  if (!s.attrs[kChunkAxes].strings.empty())
+    throw Stop{"the CUDA backend runs the SSD scan's backward over whole sequences only (no "
+               "chunks)",
+               false};
+  const TensorInfo &x = f.tensors[s.in[X]];
+  const std::vector<int64_t> &cl = f.local(s.in[Cm]);
+  int64_t nh = f.local(s.in[Dt])[2], p = x.shape[2] / s.attrs[kHeads].i;
+  int64_t g = s.attrs[kGroups].i * cl[2] / f.global(s.in[Cm])[2], n = cl[2] / g;
+  int64_t B = x.local[0], S = x.local[1], T = B * S;
+  auto opt = [&](size_t i) { return i < s.in.size() && s.has(i) ? f.f(s.in[i]) : nullptr; };
+  // Scratch: the lanes' doubles, then the prelude's dt and A, ddt, dA, and
+  // the results of the other op.
+  int64_t lanes = g * cuda::arith::ssdGradLaneDoubles(S, p, n);
+  int64_t floats = 2 * T * nh + 3 * nh + (Params ? f.n(s.in[X]) + 2 * f.n(s.in[Cm]) : 0);
+  CudaDevice &dev = device(f);
+  auto *scratch = static_cast<double *>(dev.scratch(std::max<int64_t>(1, lanes * 8 + floats * 4)));
+  float *dtPrelude = reinterpret_cast<float *>(scratch + lanes), *A = dtPrelude + T * nh,
+        *ddt = A + nh, *dA = ddt + T * nh, *dD = dA + nh, *rest = dD + nh;
+  cuda::arith::SsdGradArgs a{f.f(s.in[X]),
+                             nullptr,
+                             nullptr,
+                             f.f(s.in[Bm]),
+                             f.f(s.in[Cm]),
+                             f.f(s.in[D]),
+                             opt(StateIn),
+                             f.f(s.in[Dy]),
+                             opt(DState),
+                             opt(DDecay),
+                             B,
+                             S,
+                             nh,
+                             p,
+                             g,
+                             n,
+                             Params ? rest : f.f(s.out[0]),
+                             ddt,
+                             Params ? rest + f.n(s.in[X]) : f.f(s.out[2]),
+                             Params ? rest + f.n(s.in[X]) + f.n(s.in[Cm]) : f.f(s.out[3]),
+                             dA,
+                             Params ? f.f(s.out[1]) : dD,
+                             !Params && s.out.size() > 4 && s.out[4] >= 0 ? f.f(s.out[4]) : nullptr,
+                             scratch};
+  checkCuda(cuda::ssd_scan_grad(f.f(s.in[Dt]), f.f(s.in[DtBias]), f.f(s.in[ALog]), dtPrelude, A, a,
+                                Params ? nullptr : f.f(s.out[1]), Params ? f.f(s.out[2]) : nullptr,
+                                Params ? f.f(s.out[0]) : nullptr, dev.stream()),
+            "ssd_scan_grad");
+}
+
 } // namespace
 
 const std::map<std::string, void (*)(const Step &, Frame &)> &cudaGradRuns() {
@@ -314,6 +399,10 @@ const std::map<std::string, void (*)(const Step &, Frame &)> &cudaGradRuns() {
       {"causal_conv1d_grad_weight", convGradWeight},
       {"rglru_scan_grad", rglruScanGrad<false>},
       {"rglru_scan_grad_weights", rglruScanGrad<true>},
+      {"gated_rms_norm_grad", gatedRmsNormGrad},
+      {"gated_rms_norm_grad_weight", gatedRmsNormGradWeight},
+      {"ssd_scan_grad", ssdScanGrad<false>},
+      {"ssd_scan_grad_params", ssdScanGrad<true>},
       {"cross_entropy_grad", crossEntropyGrad},
       {"embedding_grad", embeddingGrad},
       {"sum_squares", sumSquares},

@@ -56,6 +56,29 @@ SL_HD float rmsNormGradElement(float x, float w, float dy, double r, double dot,
   return (float)(r * w * dy - x * coupling);
 }
 
+// -- Mamba's gated norm ------------------------------------------------------------------
+//
+// kernels/cpu/mamba_grad.cpp's gated_rms_norm_grad per element of a group
+// with inverse rms r: u = dout·w·z·sigmoid(z), dy = r·u - y·r³·sum(y·u)/width,
+// dz = dout·y·r·w·silu'(z); dweight sums dout·y·r·silu(z) over the rows.
+
+SL_HD double gatedNormGradU(float dout, float w, float z) {
+  double zc = z;
+  return (double)dout * w * zc * sigmoid(zc);
+}
+SL_HD float gatedNormGradDz(float dout, float y, double r, float w, float z) {
+  double zc = z, s = sigmoid(zc);
+  return (float)((double)dout * y * r * w * s * (1.0 + zc * (1.0 - s)));
+}
+SL_HD float gatedNormGradDy(float y, double u, double r, double yu, int64_t width) {
+  double k = r * r * r * yu / (double)width;
+  return (float)(r * u - y * k);
+}
+SL_HD double gatedNormGradWeightTerm(float dout, float y, double r, float z) {
+  double zc = z;
+  return (double)dout * y * r * (zc * sigmoid(zc));
+}
+
 // -- RoPE ---------------------------------------------------------------------------
 
 /// A rotation's transpose is the rotation by the opposite angle: RoPE's
@@ -299,6 +322,164 @@ SL_HD void rglruGradLane(const RglruGradArgs &a, int64_t w) {
     a.dbx[w] = pbx;
     a.dlambda[w] = plambda;
   }
+}
+
+// -- the Mamba-2 SSD scan --------------------------------------------------------------
+//
+// The backward of kernels/cpu/mamba_grad.cpp's ssd_scan_grad over whole
+// sequences, token by token in double: the state every kSsdGradBlock tokens
+// kept while scanning forward, the states of one block recomputed at a time
+// while the state's cotangent walks back. One lane takes one group of heads
+// for every batch entry in turn, so that the sums over a group's heads (dB,
+// dC) and over the batch (dA, dD) run in the CPU's order.
+
+inline constexpr int64_t kSsdGradBlock = 64;
+
+/// The doubles one lane keeps: the block checkpoints, a block's states (and
+/// the one before it), the state's cotangent, the running state and two rows
+/// of N sums.
+SL_HD int64_t ssdGradLaneDoubles(int64_t S, int64_t P, int64_t N) {
+  int64_t blocks = (S + kSsdGradBlock - 1) / kSsdGradBlock;
+  return ((blocks > 1 ? blocks : 1) + kSsdGradBlock + 3) * P * N + 2 * N;
+}
+
+/// What the SSD scan's backward reads and writes: x, dy [B, S, NH*P]; dt
+/// [B, S, NH] after the prelude (softplus(dt + dt_bias)) and A [NH]
+/// (-exp(a_log)); B and C [B, S, G*N]; D [NH]; state_in, dstate
+/// [B, NH, P, N] and ddecay [B, NH] or nullptr. It writes dx; ddt, the
+/// cotangent of the prelude's dt; dB, dC; dA and dD [NH] (f32, added to once
+/// per batch entry from zero); dstate_in when not nullptr. `scratch` holds
+/// ssdGradLaneDoubles a lane.
+struct SsdGradArgs {
+  const float *x, *dt, *A, *Bm, *Cm, *D, *stateIn, *dy, *dstate, *ddecay;
+  int64_t B, S, NH, P, G, N;
+  float *dx, *ddt, *dB, *dC, *dA, *dD, *dstateIn;
+  double *scratch;
+};
+
+/// Group `grp`'s lane: every batch entry, every head of the group, as the
+/// CPU kernel walks one head (kernels/cpu/mamba_grad.cpp, ssd_scan_grad).
+SL_HD void ssdGradLane(const SsdGradArgs &a, int64_t grp) {
+  const int64_t P = a.P, N = a.N, PN = P * N, perGroup = a.NH / a.G;
+  const int64_t blocks = (a.S + kSsdGradBlock - 1) / kSsdGradBlock;
+  double *checkpoints = a.scratch + grp * ssdGradLaneDoubles(a.S, P, N);
+  double *states = checkpoints + (blocks > 1 ? blocks : 1) * PN;
+  double *g = states + (kSsdGradBlock + 1) * PN, *cur = g + PN, *accB = cur + PN, *accC = accB + N;
+  for (int64_t h = grp * perGroup; h < (grp + 1) * perGroup; ++h) {
+    a.dA[h] = 0.0f;
+    if (a.dD)
+      a.dD[h] = 0.0f;
+  }
+  for (int64_t b = 0; b < a.B; ++b) {
+    for (int64_t t = 0; t < a.S; ++t)
+      for (int64_t n = 0; n < N; ++n) {
+        int64_t i = ((b * a.S + t) * a.G + grp) * N + n;
+        a.dB[i] = 0.0f;
+        a.dC[i] = 0.0f;
+      }
+    for (int64_t h = grp * perGroup; h < (grp + 1) * perGroup; ++h) {
+      const int64_t sidx = (b * a.NH + h) * PN;
+      const double Ah = a.A[h];
+      auto row = [&](int64_t t) { return b * a.S + t; };
+      auto dtAt = [&](int64_t t) { return (double)a.dt[row(t) * a.NH + h]; };
+      // s_t = a_t s_{t-1} + dt_t x_t B_t^T, from `from` into `to`.
+      auto step = [&](const double *from, double *to, int64_t t) {
+        const double decay = exp(dtAt(t) * Ah), dtv = dtAt(t);
+        const float *xt = a.x + (row(t) * a.NH + h) * P, *bt = a.Bm + (row(t) * a.G + grp) * N;
+        for (int64_t p = 0; p < P; ++p)
+          for (int64_t n = 0; n < N; ++n)
+            to[p * N + n] = decay * from[p * N + n] + dtv * xt[p] * bt[n];
+      };
+      for (int64_t i = 0; i < PN; ++i)
+        cur[i] = a.stateIn ? a.stateIn[sidx + i] : 0.0;
+      double logDecay = 0.0;
+      for (int64_t t = 0; t < a.S; ++t) {
+        if (t % kSsdGradBlock == 0)
+          for (int64_t i = 0; i < PN; ++i)
+            checkpoints[(t / kSsdGradBlock) * PN + i] = cur[i];
+        step(cur, states, t);
+        for (int64_t i = 0; i < PN; ++i)
+          cur[i] = states[i];
+        logDecay += dtAt(t) * Ah;
+      }
+      const double dLogDecay = a.ddecay ? a.ddecay[b * a.NH + h] * exp(logDecay) : 0.0;
+      for (int64_t i = 0; i < PN; ++i)
+        g[i] = a.dstate ? a.dstate[sidx + i] : 0.0;
+      double accA = 0.0, accD = 0.0;
+      for (int64_t blk = blocks - 1; blk >= 0; --blk) {
+        const int64_t t0 = blk * kSsdGradBlock;
+        const int64_t L = a.S - t0 < kSsdGradBlock ? a.S - t0 : kSsdGradBlock;
+        for (int64_t i = 0; i < PN; ++i)
+          states[i] = checkpoints[blk * PN + i];
+        for (int64_t i = 0; i < L; ++i)
+          step(&states[i * PN], &states[(i + 1) * PN], t0 + i);
+        for (int64_t i = L - 1; i >= 0; --i) {
+          const int64_t t = t0 + i;
+          const double *prev = &states[i * PN], *st = &states[(i + 1) * PN];
+          const float *xt = a.x + (row(t) * a.NH + h) * P, *bt = a.Bm + (row(t) * a.G + grp) * N,
+                      *ct = a.Cm + (row(t) * a.G + grp) * N, *dyt = a.dy + (row(t) * a.NH + h) * P;
+          float *dxt = a.dx + (row(t) * a.NH + h) * P;
+          const double decay = exp(dtAt(t) * Ah), dtv = dtAt(t), dh = a.D ? a.D[h] : 0.0;
+          for (int64_t n = 0; n < N; ++n) {
+            accB[n] = 0.0;
+            accC[n] = 0.0;
+          }
+          double dDt = 0.0, dLogA = 0.0;
+          for (int64_t p = 0; p < P; ++p) {
+            const double dyp = dyt[p];
+            accD += dyp * xt[p];
+            double gB = 0.0;
+            for (int64_t n = 0; n < N; ++n) {
+              double &gv = g[p * N + n];
+              accC[n] += dyp * st[p * N + n];
+              gv += dyp * ct[n];
+              gB += gv * bt[n];
+              accB[n] += gv * xt[p];
+              dLogA += gv * prev[p * N + n];
+              gv *= decay;
+            }
+            dxt[p] = (float)(dh * dyp + dtv * gB);
+            dDt += gB * xt[p];
+          }
+          dLogA = dLogA * decay + dLogDecay;
+          dDt += dLogA * Ah;
+          accA += dLogA * dtv;
+          a.ddt[row(t) * a.NH + h] = (float)dDt;
+          float *dbt = a.dB + (row(t) * a.G + grp) * N, *dct = a.dC + (row(t) * a.G + grp) * N;
+          for (int64_t n = 0; n < N; ++n) {
+            dbt[n] = (float)(dbt[n] + dtv * accB[n]);
+            dct[n] = (float)(dct[n] + accC[n]);
+          }
+        }
+      }
+      if (a.dstateIn)
+        for (int64_t i = 0; i < PN; ++i)
+          a.dstateIn[sidx + i] = (float)g[i];
+      a.dA[h] = (float)(a.dA[h] + accA);
+      if (a.dD)
+        a.dD[h] = (float)(a.dD[h] + accD);
+    }
+  }
+}
+
+/// Head h of the prelude's backward (kernels/cpu/mamba_grad.cpp,
+/// ssd_prelude_grad) over T tokens: the raw dt's cotangent (when ddtRaw is
+/// not nullptr), dt_bias's sum in token order and a_log's, from dA.
+SL_HD void ssdPreludeGradLane(const float *dt, const float *dtBias, const float *aLog,
+                              const float *ddt, const float *dA, int64_t T, int64_t NH, int64_t h,
+                              float *ddtRaw, float *ddtBias, float *daLog) {
+  double acc = 0.0;
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t i = t * NH + h;
+    const double v = ddt[i] * sigmoid((double)dt[i] + dtBias[h]);
+    acc += v;
+    if (ddtRaw)
+      ddtRaw[i] = (float)v;
+  }
+  if (ddtBias)
+    ddtBias[h] = (float)acc;
+  if (daLog)
+    daLog[h] = (float)(-exp((double)aLog[h]) * dA[h]);
 }
 
 } // namespace shardline::rt::cuda::arith

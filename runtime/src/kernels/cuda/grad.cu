@@ -83,6 +83,43 @@ __global__ void rmsNormGradWeightKernel(const float *x, const float *dy, const d
   }
 }
 
+/// One block per (row, group): the group's sum of squares and sum(y·u) in
+/// double across the threads, then each element's dy and dz.
+__global__ void gatedRmsNormGradKernel(const float *y, const float *z, const float *w,
+                                       const float *dout, int64_t C, int64_t groups, float eps,
+                                       float *dy, float *dz) {
+  extern __shared__ double partial[];
+  int64_t width = C / groups, g = blockIdx.x % groups, base = (int64_t)blockIdx.x * width;
+  const float *wg = w + g * width;
+  double squares = 0.0, yu = 0.0;
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x) {
+    squares += (double)y[base + i] * y[base + i];
+    yu += y[base + i] * arith::gatedNormGradU(dout[base + i], wg[i], z[base + i]);
+  }
+  double r = arith::inverseRmsGrad(blockReduce<Sum>(squares, partial), width, eps);
+  yu = blockReduce<Sum>(yu, partial);
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x) {
+    double u = arith::gatedNormGradU(dout[base + i], wg[i], z[base + i]);
+    dy[base + i] = arith::gatedNormGradDy(y[base + i], u, r, yu, width);
+    dz[base + i] = arith::gatedNormGradDz(dout[base + i], y[base + i], r, wg[i], z[base + i]);
+  }
+}
+
+/// One thread per channel: dout·y·r·silu(z) summed over the rows in order.
+__global__ void gatedRmsNormGradWeightKernel(const float *y, const float *z, const float *dout,
+                                             const double *inverse, int64_t T, int64_t C,
+                                             int64_t groups, float *dw) {
+  int64_t width = C / groups;
+  for (int64_t c = firstElement(); c < C; c += gridStride()) {
+    double acc = 0.0;
+    for (int64_t t = 0; t < T; ++t) {
+      int64_t i = t * C + c;
+      acc += arith::gatedNormGradWeightTerm(dout[i], y[i], inverse[t * groups + c / width], z[i]);
+    }
+    dw[c] = (float)acc;
+  }
+}
+
 /// One thread per rotated pair, at the negated position.
 __global__ void ropeGradKernel(const float *dy, const int64_t *positions, int64_t S, int64_t NH,
                                int64_t D, float theta, int64_t pairs, float *dx) {
@@ -316,6 +353,35 @@ cudaError_t rms_norm_grad_weight(const float *x, const float *dy, int64_t T, int
   LaunchShape columns = elementwiseShape(H);
   rmsNormGradWeightKernel<<<(unsigned)columns.blocks, columns.threads, 0, stream>>>(x, dy, inverse,
                                                                                     T, H, dw);
+  return cudaGetLastError();
+}
+
+cudaError_t gated_rms_norm_grad(const float *y, const float *z, const float *w, const float *dout,
+                                int64_t T, int64_t C, int64_t groups, float eps, float *dy,
+                                float *dz, cudaStream_t stream) {
+  if (T == 0 || C == 0)
+    return cudaSuccess;
+  LaunchShape shape = rowShape(T * groups, C / groups, true);
+  gatedRmsNormGradKernel<<<(unsigned)shape.blocks, shape.threads, shape.sharedBytes, stream>>>(
+      y, z, w, dout, C, groups, eps, dy, dz);
+  return cudaGetLastError();
+}
+
+cudaError_t gated_rms_norm_grad_weight(const float *y, const float *z, const float *dout, int64_t T,
+                                       int64_t C, int64_t groups, float eps, double *inverse,
+                                       float *dw, cudaStream_t stream) {
+  if (C == 0)
+    return cudaSuccess;
+  if (T > 0) {
+    LaunchShape rows = rowShape(T * groups, C / groups, true);
+    inverseRmsKernel<<<(unsigned)rows.blocks, rows.threads, rows.sharedBytes, stream>>>(
+        y, C / groups, eps, inverse);
+    if (cudaError_t status = cudaGetLastError(); status != cudaSuccess)
+      return status;
+  }
+  LaunchShape columns = elementwiseShape(C);
+  gatedRmsNormGradWeightKernel<<<(unsigned)columns.blocks, columns.threads, 0, stream>>>(
+      y, z, dout, inverse, T, C, groups, dw);
   return cudaGetLastError();
 }
 

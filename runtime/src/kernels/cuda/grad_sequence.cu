@@ -40,7 +40,55 @@ __global__ void rglruGradKernel(arith::RglruGradArgs args) {
     arith::rglruGradLane(args, w);
 }
 
+/// The scan's prelude: softplus(dt + dt_bias) a thread an element, and the
+/// decay rates of the heads.
+__global__ void ssdPreludeKernel(const float *dt, const float *dtBias, const float *aLog, int64_t T,
+                                 int64_t NH, float *dtPrelude, float *A) {
+  int64_t n = T * NH > NH ? T * NH : NH;
+  for (int64_t i = firstElement(); i < n; i += gridStride()) {
+    if (i < T * NH)
+      dtPrelude[i] = arith::ssdStep(dt[i], dtBias[i % NH]);
+    if (i < NH)
+      A[i] = arith::ssdRate(aLog[i]);
+  }
+}
+
+__global__ void ssdGradKernel(arith::SsdGradArgs args) {
+  for (int64_t grp = firstElement(); grp < args.G; grp += gridStride())
+    arith::ssdGradLane(args, grp);
+}
+
+__global__ void ssdPreludeGradKernel(const float *dt, const float *dtBias, const float *aLog,
+                                     const float *ddt, const float *dA, int64_t T, int64_t NH,
+                                     float *ddtRaw, float *ddtBias, float *daLog) {
+  for (int64_t h = firstElement(); h < NH; h += gridStride())
+    arith::ssdPreludeGradLane(dt, dtBias, aLog, ddt, dA, T, NH, h, ddtRaw, ddtBias, daLog);
+}
+
 } // namespace
+
+cudaError_t ssd_scan_grad(const float *dt, const float *dtBias, const float *aLog, float *dtPrelude,
+                          float *A, arith::SsdGradArgs args, float *ddtRaw, float *ddtBias,
+                          float *daLog, cudaStream_t stream) {
+  int64_t T = args.B * args.S;
+  if (args.NH == 0)
+    return cudaSuccess;
+  LaunchShape prelude = elementwiseShape(std::max<int64_t>(T, 1) * args.NH);
+  ssdPreludeKernel<<<(unsigned)prelude.blocks, prelude.threads, 0, stream>>>(dt, dtBias, aLog, T,
+                                                                             args.NH, dtPrelude, A);
+  if (cudaError_t status = cudaGetLastError(); status != cudaSuccess)
+    return status;
+  args.dt = dtPrelude;
+  args.A = A;
+  LaunchShape groups = elementwiseShape(args.G);
+  ssdGradKernel<<<(unsigned)groups.blocks, groups.threads, 0, stream>>>(args);
+  if (cudaError_t status = cudaGetLastError(); status != cudaSuccess)
+    return status;
+  LaunchShape heads = elementwiseShape(args.NH);
+  ssdPreludeGradKernel<<<(unsigned)heads.blocks, heads.threads, 0, stream>>>(
+      dt, dtBias, aLog, args.ddt, args.dA, T, args.NH, ddtRaw, ddtBias, daLog);
+  return cudaGetLastError();
+}
 
 cudaError_t causal_conv1d_grad(const float *w, const float *dy, int64_t B, int64_t S, int64_t C,
                                int64_t W, float *dx, cudaStream_t stream) {

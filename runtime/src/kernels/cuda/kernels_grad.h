@@ -35,6 +35,17 @@ cudaError_t rms_norm_grad(const float *x, const float *w, const float *dy, int64
 cudaError_t rms_norm_grad_weight(const float *x, const float *dy, int64_t T, int64_t H, float eps,
                                  double *inverse, float *dw, cudaStream_t stream);
 
+/// Mamba's gated norm's backward over T rows of C channels in `groups`
+/// groups: dy and dz (one block a row's group, double sums), and dweight[C]
+/// (each row's groups' inverse rms into the scratch inverse[T * groups],
+/// then a thread a channel summing the rows in order in double).
+cudaError_t gated_rms_norm_grad(const float *y, const float *z, const float *w, const float *dout,
+                                int64_t T, int64_t C, int64_t groups, float eps, float *dy,
+                                float *dz, cudaStream_t stream);
+cudaError_t gated_rms_norm_grad_weight(const float *y, const float *z, const float *dout, int64_t T,
+                                       int64_t C, int64_t groups, float eps, double *inverse,
+                                       float *dw, cudaStream_t stream);
+
 /// RoPE's backward: dy[B, S, NH*D] rotated back at the global positions[S].
 cudaError_t rope_grad(const float *dy, const int64_t *positions, int64_t B, int64_t S, int64_t NH,
                       int64_t D, float theta, float *dx, cudaStream_t stream);
@@ -97,6 +108,17 @@ cudaError_t causal_conv1d_grad_weight(const float *x, const float *dy, int64_t B
 /// The RG-LRU scan's backward over whole sequences (arith_grad.h,
 /// RglruGradArgs), one thread a channel.
 cudaError_t rglru_scan_grad(const arith::RglruGradArgs &args, cudaStream_t stream);
+
+/// The Mamba-2 SSD scan's backward over whole sequences, its prelude's
+/// included: dt' = softplus(dt + dt_bias) and A = -exp(a_log) into the
+/// scratch dtPrelude [B*S, NH] and A [NH] (args.dt and args.A are set to
+/// them), the scan's backward one thread a group of heads (arith_grad.h,
+/// SsdGradArgs), then the prelude's, one thread a head: ddtRaw (when not
+/// nullptr) the cotangent of dt, ddtBias and daLog (when not nullptr)
+/// those of dt_bias and a_log.
+cudaError_t ssd_scan_grad(const float *dt, const float *dtBias, const float *aLog, float *dtPrelude,
+                          float *A, arith::SsdGradArgs args, float *ddtRaw, float *ddtBias,
+                          float *daLog, cudaStream_t stream);
 
 } // namespace shardline::rt::cuda
 
