@@ -14,6 +14,7 @@
 #include "kernels/cpu/kernels.h"
 #include "kernels/cuda/arith.h"
 #include "kernels/cuda/arith_grad.h"
+#include "kernels/cuda/experts_grad.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/launch_grad.h"
 
@@ -1304,4 +1305,103 @@ TEST(CudaArithGrad, GatedNormBackwardByGroupsMatchesTheCpuKernels) {
   expectClose(dy, wantDy, 1e-6f);
   expectClose(dz, wantDz, 1e-6f);
   expectClose(dw, wantDw, 1e-6f);
+}
+
+// -- MoE's backward on dense slabs -----------------------------------------------------------
+
+// The router's, the combine's (into slabs, and the weights'), and the
+// dispatch's backward element by element: the CPU's arithmetic, equal.
+TEST(CudaArithGrad, MoeRoutingCombineDispatchBackwardAreTheCpuKernels) {
+  const int64_t T = 11, E = 5, k = 2, H = 7;
+  std::vector<int32_t> idx(T * k);
+  for (int64_t t = 0; t < T; ++t) {
+    idx[t * k] = (int32_t)(t % E);
+    idx[t * k + 1] = (int32_t)((t * 3 + 1) % E == t % E ? (t + 1) % E : (t * 3 + 1) % E);
+  }
+  std::vector<float> w = test::normalVector(T * k, 131), dw = test::normalVector(T * k, 132),
+                     dy = test::normalVector(T * H, 133),
+                     slabs = test::normalVector(E * T * H, 134);
+  std::vector<float> want(T * E), got(T * E);
+  cpu::router_topk_grad(w.data(), idx.data(), dw.data(), T, k, E, want.data());
+  for (int64_t t = 0; t < T; ++t)
+    arith::routerGradToken(w.data() + t * k, idx.data() + t * k, dw.data() + t * k, k, E,
+                           got.data() + t * E);
+  EXPECT_EQ(got, want);
+  std::vector<float> wantSlabs(E * T * H), gotSlabs(E * T * H, 0.0f);
+  cpu::moe_combine_grad(w.data(), idx.data(), dy.data(), T, H, k, E, wantSlabs.data());
+  for (int64_t i = 0; i < T * k * H; ++i)
+    if (int64_t to = arith::dispatchTarget(idx.data(), T, H, k, E, i); to >= 0)
+      gotSlabs[to] = arith::combineGradValue(w.data(), dy.data(), H, k, i);
+  EXPECT_EQ(gotSlabs, wantSlabs);
+  std::vector<float> wantW(T * k), gotW(T * k);
+  cpu::moe_combine_grad_weights(slabs.data(), idx.data(), dy.data(), T, H, k, wantW.data());
+  for (int64_t i = 0; i < T * k; ++i)
+    gotW[i] =
+        arith::combineGradWeight(slabs.data(), idx.data(), dy.data(), T, H, k, E, i / k, i % k);
+  EXPECT_EQ(gotW, wantW);
+  std::vector<float> wantDx(T * H), gotDx(T * H);
+  cpu::moe_dispatch_grad(slabs.data(), idx.data(), T, H, k, wantDx.data());
+  for (int64_t i = 0; i < T * H; ++i)
+    gotDx[i] = arith::dispatchGradElement(slabs.data(), idx.data(), T, H, k, E, i / H, i % H);
+  EXPECT_EQ(gotDx, wantDx);
+}
+
+namespace {
+
+/// expertsGrad's operations on the host: a GEMM of row-major operands in
+/// double, and the CPU's SwiGLU and its gradient.
+struct HostOps {
+  void gemm(bool ta, bool tb, const float *a, const float *b, int64_t M, int64_t N, int64_t K,
+            float *o) {
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        double acc = 0.0;
+        for (int64_t p = 0; p < K; ++p)
+          acc += (double)(ta ? a[p * M + i] : a[i * K + p]) * (tb ? b[j * K + p] : b[p * N + j]);
+        o[i * N + j] = (float)acc;
+      }
+  }
+  void swiglu(const float *g, const float *u, int64_t n, float *o) { cpu::swiglu(g, u, n, o); }
+  void swigluGrad(const float *g, const float *u, const float *d, int64_t n, float *dg, float *du) {
+    cpu::swiglu_grad(g, u, d, n, dg, du);
+  }
+  void add(const float *a, const float *b, int64_t n, float *o) { cpu::add(a, b, n, o); }
+};
+
+} // namespace
+
+// The experts' backward on whole slabs, as the backend queues it (every GEMM's
+// orientation), against the CPU's moe_experts_slabs_grad and moe_experts_slabs,
+// which take only the rows a token chose: 1e-5 (double sums here, OpenBLAS's
+// f32 there). Rows no token chose are zero and contribute nothing.
+TEST(CudaArithGrad, ExpertsBackwardOverWholeSlabsIsTheCpus) {
+  const int64_t E = 3, T = 9, H = 6, F = 10;
+  std::vector<float> tokens = test::normalVector(E * T * H, 135),
+                     dout = test::normalVector(E * T * H, 136);
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t t = 0; t < T; ++t)
+      if ((t + e) % 3 == 0) // a row no token chose
+        for (int64_t h = 0; h < H; ++h)
+          tokens[(e * T + t) * H + h] = dout[(e * T + t) * H + h] = 0.0f;
+  std::vector<float> wg = test::normalVector(E * H * F, 137, 0.3f),
+                     wu = test::normalVector(E * H * F, 138, 0.3f),
+                     wd = test::normalVector(E * F * H, 139, 0.3f);
+  std::vector<float> out(E * T * H), dtokens(E * T * H), dGate(E * H * F), dUp(E * H * F),
+      dDown(E * F * H), scratch(6 * T * F + T * H);
+  HostOps ops;
+  gpu::expertsGrad(ops, {tokens.data(), dout.data(), wg.data(), wu.data(), wd.data(), E, T, H, F,
+                         out.data(), dtokens.data(), dGate.data(), dUp.data(), dDown.data(),
+                         scratch.data()});
+  std::vector<float> wantOut(E * T * H), wantD(E * T * H), wantGate(E * H * F), wantUp(E * H * F),
+      wantDown(E * F * H);
+  cpu::moe_experts_slabs(tokens.data(), E, T, wg.data(), wu.data(), wd.data(), H, F,
+                         wantOut.data());
+  cpu::moe_experts_slabs_grad(tokens.data(), E, T, wg.data(), wu.data(), wd.data(), H, F,
+                              dout.data(), wantD.data(), wantGate.data(), wantUp.data(),
+                              wantDown.data());
+  expectCloseToScale(out, wantOut, 1e-5f);
+  expectCloseToScale(dtokens, wantD, 1e-5f);
+  expectCloseToScale(dGate, wantGate, 1e-5f);
+  expectCloseToScale(dUp, wantUp, 1e-5f);
+  expectCloseToScale(dDown, wantDown, 1e-5f);
 }

@@ -833,3 +833,45 @@ TEST(CudaGradKernels, SsdScanBackwardMatchesTheReference) {
       expectCloseToScale(state.read(), wantState, 1e-5f);
   }
 }
+
+// MoE's backward on dense slabs: the router's, the combine's (into slabs
+// exact; the weights' double dot products 1e-6) and the dispatch's (double
+// sums in choice order, 1e-6); indices outside the experts counted.
+TEST(CudaGradKernels, MoeRoutingCombineDispatchBackwardMatchTheReference) {
+  const int64_t T = 1000, E = 8, k = 2, H = 64;
+  std::vector<int32_t> idx(T * k);
+  for (int64_t t = 0; t < T; ++t) {
+    idx[t * k] = (int32_t)(t % E);
+    idx[t * k + 1] = (int32_t)((t % E + 1 + t % 5) % E);
+  }
+  auto w = test::normalVector(T * k, 140), dw = test::normalVector(T * k, 141),
+       dy = test::normalVector(T * H, 142), slabs = test::normalVector(E * T * H, 143);
+  DeviceBuffer<int32_t> didx(idx), bad((size_t)1);
+  DeviceBuffer<float> dwts(w), ddw(dw), ddy(dy), dslabs(slabs), logits((size_t)(T * E)),
+      gslabs((size_t)(E * T * H)), gw((size_t)(T * k)), gx((size_t)(T * H));
+  ASSERT_EQ(
+      gpu::router_topk_grad(dwts.ptr, didx.ptr, ddw.ptr, T, k, E, logits.ptr, bad.ptr, nullptr),
+      cudaSuccess);
+  ASSERT_EQ(gpu::moe_combine_grad(dwts.ptr, didx.ptr, ddy.ptr, T, H, k, E, gslabs.ptr, nullptr),
+            cudaSuccess);
+  ASSERT_EQ(
+      gpu::moe_combine_grad_weights(dslabs.ptr, didx.ptr, ddy.ptr, T, H, k, E, gw.ptr, nullptr),
+      cudaSuccess);
+  ASSERT_EQ(gpu::moe_dispatch_grad(dslabs.ptr, didx.ptr, T, H, k, E, gx.ptr, nullptr), cudaSuccess);
+  std::vector<float> wantLogits(T * E), wantSlabs(E * T * H), wantW(T * k), wantX(T * H);
+  cpu::router_topk_grad(w.data(), idx.data(), dw.data(), T, k, E, wantLogits.data());
+  cpu::moe_combine_grad(w.data(), idx.data(), dy.data(), T, H, k, E, wantSlabs.data());
+  cpu::moe_combine_grad_weights(slabs.data(), idx.data(), dy.data(), T, H, k, wantW.data());
+  cpu::moe_dispatch_grad(slabs.data(), idx.data(), T, H, k, wantX.data());
+  expectClose(logits.read(), wantLogits, 1e-6f);
+  expectClose(gslabs.read(), wantSlabs, 0.0f);
+  expectClose(gw.read(), wantW, 1e-6f);
+  expectClose(gx.read(), wantX, 1e-6f);
+  EXPECT_EQ(bad.read()[0], 0);
+  idx[5] = (int32_t)E;
+  DeviceBuffer<int32_t> badIdx(idx);
+  ASSERT_EQ(
+      gpu::router_topk_grad(dwts.ptr, badIdx.ptr, ddw.ptr, T, k, E, logits.ptr, bad.ptr, nullptr),
+      cudaSuccess);
+  EXPECT_EQ(bad.read()[0], 1);
+}

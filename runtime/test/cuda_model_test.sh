@@ -80,3 +80,10 @@ cat > "$tmp/hybrid.json" <<'SPEC'
 SPEC
 "$compile" "$tmp/hybrid.json" --train --emit plan -o "$tmp/hybrid-train.slp"
 "$run" "$tmp/hybrid-train.slp" --device cuda --train --steps 3 --verify --rtol 1e-3
+# The whole nam56r-tiny trained (dropless MoE's backward on the dense slabs, every expert's
+# SwiGLU differentiated through cuBLASLt); --verify's single-device run replays the GPU's
+# expert choices (--verify-routing replay, the default), so a near-tie the GPU rounds the
+# other way does not change which tokens each expert trains on.
+"$compile" "$examples/models/nam56r-tiny.json" --tp 1 --sp=false --cp 1 --ep 1 --train \
+  --emit plan -o "$tmp/nam-train.slp"
+"$run" "$tmp/nam-train.slp" --device cuda --train --steps 3 --verify --rtol 1e-3

@@ -166,6 +166,63 @@ SL_HD AttentionQuery attentionKey(int64_t block, int64_t thread, int64_t keyBloc
   return attentionQuery(block, thread, keyBlocks, kvHeads, keysPerBlock);
 }
 
+// -- MoE ------------------------------------------------------------------------------------
+//
+// The backward of the dense slabs the forward runs on (kernels/cpu/moe_grad.cpp):
+// the combine's, the dispatch's and the router's.
+
+/// One token's router backward (router_topk_grad): the logits of its k chosen
+/// experts get w·(dw - sum(w·dw)) (the sum in double), the others zero; the
+/// row dlogits[E] is written whole. Indices outside [0, E) are skipped (the
+/// kernel counts them).
+SL_HD void routerGradToken(const float *w, const int32_t *idx, const float *dw, int64_t k,
+                           int64_t E, float *dlogits) {
+  for (int64_t e = 0; e < E; ++e)
+    dlogits[e] = 0.0f;
+  double c = 0.0;
+  for (int64_t j = 0; j < k; ++j)
+    c += (double)w[j] * dw[j];
+  for (int64_t j = 0; j < k; ++j)
+    if (idInRange(idx[j], E))
+      dlogits[idx[j]] = (float)(w[j] * (dw[j] - c));
+}
+
+/// Token t's row of dy, weighted by its j-th choice, is that expert's slab
+/// row's cotangent (moe_combine_grad); element i of T*k*H as dispatchTarget
+/// numbers them.
+SL_HD float combineGradValue(const float *weights, const float *dy, int64_t H, int64_t k,
+                             int64_t i) {
+  int64_t t = i / (k * H), j = (i / H) % k;
+  return weights[t * k + j] * dy[t * H + i % H];
+}
+
+/// The cotangent of token t's j-th weight: <its expert's slab row, dy[t]>,
+/// in double (moe_combine_grad_weights).
+SL_HD float combineGradWeight(const float *slabs, const int32_t *idx, const float *dy, int64_t T,
+                              int64_t H, int64_t k, int64_t E, int64_t t, int64_t j) {
+  int32_t e = idx[t * k + j];
+  if (!idInRange(e, E))
+    return 0.0f;
+  const float *row = slabs + ((int64_t)e * T + t) * H;
+  double acc = 0.0;
+  for (int64_t h = 0; h < H; ++h)
+    acc += (double)row[h] * dy[t * H + h];
+  return (float)acc;
+}
+
+/// dx[t, h] of the dispatch: token t's chosen slab rows summed in choice
+/// order, in double (moe_dispatch_grad).
+SL_HD float dispatchGradElement(const float *dslabs, const int32_t *idx, int64_t T, int64_t H,
+                                int64_t k, int64_t E, int64_t t, int64_t h) {
+  double acc = 0.0;
+  for (int64_t j = 0; j < k; ++j) {
+    int32_t e = idx[t * k + j];
+    if (idInRange(e, E))
+      acc += dslabs[((int64_t)e * T + t) * H + h];
+  }
+  return (float)acc;
+}
+
 // -- cross-entropy -------------------------------------------------------------------
 
 /// dlogit of one vocabulary column of a token with the row's maximum and its

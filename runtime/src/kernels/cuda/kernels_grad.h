@@ -120,6 +120,23 @@ cudaError_t ssd_scan_grad(const float *dt, const float *dtBias, const float *aLo
                           float *A, arith::SsdGradArgs args, float *ddtRaw, float *ddtBias,
                           float *daLog, cudaStream_t stream);
 
+/// The router's backward: dlogits[T, E] from the weights, indices and
+/// dweights [T, k]; every index outside [0, E) adds one to *badIds.
+cudaError_t router_topk_grad(const float *weights, const int32_t *idx, const float *dweights,
+                             int64_t T, int64_t k, int64_t E, float *dlogits, int32_t *badIds,
+                             cudaStream_t stream);
+/// The combine's backward into slabs: dslabs[E, T, H] zeroed, then each
+/// token's chosen rows weights·dy[t].
+cudaError_t moe_combine_grad(const float *weights, const int32_t *idx, const float *dy, int64_t T,
+                             int64_t H, int64_t k, int64_t E, float *dslabs, cudaStream_t stream);
+/// dweights[T, k]: each choice's <slab row, dy[t]>.
+cudaError_t moe_combine_grad_weights(const float *slabs, const int32_t *idx, const float *dy,
+                                     int64_t T, int64_t H, int64_t k, int64_t E, float *dweights,
+                                     cudaStream_t stream);
+/// The dispatch's backward: dx[T, H], each token's chosen slab rows summed.
+cudaError_t moe_dispatch_grad(const float *dslabs, const int32_t *idx, int64_t T, int64_t H,
+                              int64_t k, int64_t E, float *dx, cudaStream_t stream);
+
 } // namespace shardline::rt::cuda
 
 #endif
