@@ -1,9 +1,10 @@
 //===- backend_grad.cpp - the CUDA backend's backward and AdamW runs ------===//
 //
-// Training at world size 1 on the GPU: the backward of the dense ops
-// (norms, linear layers through cuBLASLt, RoPE, causal attention, the
-// elementwise activations, cross-entropy, the embedding), the gradients'
-// sums of squares and AdamW. Each run launches the kernels of
+// Training at world size 1 on the GPU: the backward of the norms, the linear
+// layers (through cuBLASLt), RoPE, attention and sliding-window attention,
+// the elementwise activations, cross-entropy, the embedding, the conv1d, the
+// RG-LRU and SSD scans and dropless MoE where one rank holds every expert;
+// the gradients' sums of squares and AdamW. Each run launches the kernels of
 // kernels/cuda/kernels_grad.h on the rank's CudaDevice.
 //
 //===----------------------------------------------------------------------===//

@@ -1,4 +1,10 @@
-//===- grad.cu - backward kernels of the dense ops ------------------------===//
+//===- grad.cu - backward kernels of norms, attention, loss, embedding ----===//
+//
+// The backward kernels of the norms (RMSNorm and Mamba's gated norm), RoPE,
+// attention, the elementwise activations, cross-entropy, the embedding and
+// the gradients' sum of squares.
+//
+//===----------------------------------------------------------------------===//
 
 #include "kernels/cuda/kernels_grad.h"
 #include "kernels/cuda/reduce.cuh"
