@@ -15,7 +15,10 @@
 #include "kernels/cpu/kernels.h"
 #include "kernels/cuda/arith.h"
 #include "kernels/cuda/exchange_arith.h"
+#include "kernels/cuda/arith_grad.h"
+#include "kernels/cuda/experts_grad.h"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/launch_grad.h"
 
 #include <gtest/gtest.h>
 
@@ -831,3 +834,763 @@ TEST(CudaExchangeArith, ShardedCrossEntropyIsTheCpuVocabularyParallelLoss) {
 }
 
 } // namespace
+
+// -- backward kernels and AdamW (kernels/cuda/arith_grad.h, launch_grad.h) -------------------
+
+namespace {
+
+/// |got - want| <= tol * (1 + max |want|) everywhere: gradients that cancel
+/// to near zero are compared at the scale of the largest one.
+void expectCloseToScale(const std::vector<float> &got, const std::vector<float> &want, float tol) {
+  ASSERT_EQ(got.size(), want.size());
+  float scale = 0.0f;
+  for (float w : want)
+    scale = std::max(scale, std::fabs(w));
+  for (size_t i = 0; i < got.size(); ++i)
+    ASSERT_NEAR(got[i], want[i], tol * (1.0f + scale)) << "at " << i;
+}
+
+/// A sum of `count` values the way a kernel of `threads` threads takes
+/// them: thread k adds values k, k + threads, ... in double, then the
+/// threads' sums are added.
+template <typename F> double stridedSum(int64_t count, int threads, F value) {
+  std::vector<double> partial(threads, 0.0);
+  for (int k = 0; k < threads; ++k)
+    for (int64_t i = k; i < count; i += threads)
+      partial[k] += value(i);
+  double sum = 0.0;
+  for (double p : partial)
+    sum += p;
+  return sum;
+}
+
+} // namespace
+
+// The derivatives are the CPU's double expressions: equal, not merely close.
+TEST(CudaArithGrad, ElementwiseGradientsAreTheCpuKernels) {
+  const int64_t n = 4001;
+  std::vector<float> x = test::normalVector(n, 21, 4.0f), u = test::normalVector(n, 22),
+                     dy = test::normalVector(n, 23);
+  x[0] = 60.0f;
+  x[1] = -60.0f;
+  std::vector<float> got(n), want(n), got2(n), want2(n);
+  auto check = [&](void (*cpuGrad)(const float *, const float *, int64_t, float *),
+                   double (*derivative)(double), const char *what) {
+    SCOPED_TRACE(what);
+    cpuGrad(x.data(), dy.data(), n, want.data());
+    for (int64_t i = 0; i < n; ++i)
+      got[i] = (float)((double)dy[i] * derivative((double)x[i]));
+    EXPECT_EQ(got, want);
+  };
+  check(cpu::silu_grad, arith::siluDerivative, "silu");
+  check(cpu::gelu_grad, arith::geluDerivative, "gelu");
+  check(cpu::sigmoid_grad, arith::sigmoidDerivative, "sigmoid");
+  check(cpu::softplus_grad, arith::softplusDerivative, "softplus");
+  cpu::swiglu_grad(x.data(), u.data(), dy.data(), n, want.data(), want2.data());
+  for (int64_t i = 0; i < n; ++i)
+    arith::swigluGrad(x[i], u[i], dy[i], got[i], got2[i]);
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(got2, want2);
+}
+
+// The row's sums in double across the block's threads, against the CPU's
+// sequential double sums: 1e-6.
+TEST(CudaArithGrad, RmsNormBackwardByStridedSumsMatchesTheCpuKernels) {
+  for (int64_t H : {1, 7, 128, 1000}) {
+    SCOPED_TRACE(H);
+    const int64_t T = 6;
+    const float eps = 1e-5f;
+    std::vector<float> x = test::normalVector(T * H, 24), w = test::normalVector(H, 25),
+                       dy = test::normalVector(T * H, 26);
+    std::vector<float> dx(T * H), wantDx(T * H), dw(H), wantDw(H);
+    cpu::rms_norm_grad(x.data(), w.data(), dy.data(), T, H, eps, wantDx.data());
+    cpu::rms_norm_grad_weight(x.data(), dy.data(), T, H, eps, wantDw.data());
+    int threads = gpu::rowShape(T, H, true).threads;
+    std::vector<double> inverse(T);
+    for (int64_t t = 0; t < T; ++t) {
+      const float *xr = x.data() + t * H, *dyr = dy.data() + t * H;
+      double squares = stridedSum(H, threads, [&](int64_t i) { return (double)xr[i] * xr[i]; });
+      double dot = stridedSum(H, threads, [&](int64_t i) { return (double)xr[i] * w[i] * dyr[i]; });
+      inverse[t] = arith::inverseRmsGrad(squares, H, eps);
+      for (int64_t i = 0; i < H; ++i)
+        dx[t * H + i] = arith::rmsNormGradElement(xr[i], w[i], dyr[i], inverse[t], dot, H);
+    }
+    // dw: one thread a column, the rows in order.
+    for (int64_t h = 0; h < H; ++h) {
+      double acc = 0.0;
+      for (int64_t t = 0; t < T; ++t)
+        acc += (double)dy[t * H + h] * x[t * H + h] * inverse[t];
+      dw[h] = (float)acc;
+    }
+    expectClose(dx, wantDx, 1e-6f);
+    expectClose(dw, wantDw, 1e-6f);
+  }
+}
+
+TEST(CudaArithGrad, RopeBackwardRotatesBackAsTheCpuKernel) {
+  const int64_t B = 2, S = 5, NH = 3, D = 8;
+  std::vector<float> dy = test::normalVector(B * S * NH * D, 27);
+  std::vector<int64_t> positions = {0, 9, 1000, 123457, 4};
+  std::vector<float> got(dy.size(), std::nanf("")), want(dy.size());
+  cpu::rope_grad(dy.data(), positions.data(), B, S, NH, D, 10000.0f, want.data());
+  for (int64_t p = 0; p < B * S * NH * D / 2; ++p) {
+    arith::RopePair at = arith::ropePair(p, S, NH, D);
+    int64_t first = at.base + at.i, second = first + D / 2;
+    arith::ropeRotate(dy[first], dy[second],
+                      arith::ropeGradAngle(positions[at.s], at.i, D, 10000.0f), got[first],
+                      got[second]);
+  }
+  EXPECT_EQ(got, want);
+}
+
+namespace {
+
+/// Attention's backward as the CUDA kernels run it: the forward by tiles
+/// (attentionAsTheKernel) for out and the log-sum-exp, each query's delta,
+/// then the dq kernel's blocks and key tiles and the dk, dv kernel's blocks
+/// and query tiles (every query head of the key's kv head).
+void attentionGradAsTheKernels(const AttentionCase &c, const std::vector<float> &q,
+                               const std::vector<float> &k, const std::vector<float> &v,
+                               const std::vector<float> &dy, float scale, std::vector<float> &dq,
+                               std::vector<float> &dk, std::vector<float> &dv) {
+  std::vector<float> out(q.size()), lse(c.B * c.HQ * c.Sq), delta(lse.size());
+  attentionAsTheKernel(c, q, k, v, scale, out, lse);
+  for (int64_t r = 0; r < c.B * c.Sq * c.HQ; ++r) {
+    int64_t h = r % c.HQ, i = (r / c.HQ) % c.Sq, b = r / (c.HQ * c.Sq);
+    delta[(b * c.HQ + h) * c.Sq + i] =
+        arith::attentionDelta(dy.data() + r * c.D, out.data() + r * c.D, c.D);
+  }
+  gpu::AttentionTiling tiling;
+  gpu::AttentionGradTiling gradTiling;
+  std::string error;
+  ASSERT_TRUE(gpu::attentionTiling(c.B, c.HQ, c.Sq, c.D, tiling, error)) << error;
+  ASSERT_TRUE(gpu::attentionGradTiling(c.B, c.HKV, c.Sk, c.D, gradTiling, error)) << error;
+  // dq: a query a thread, the keys a tile at a time.
+  for (int64_t block = 0; block < tiling.shape.blocks; ++block) {
+    for (int thread = 0; thread < tiling.shape.threads; ++thread) {
+      arith::AttentionQuery at =
+          arith::attentionQuery(block, thread, tiling.queryBlocks, c.HQ, tiling.queriesPerBlock);
+      if (at.i >= c.Sq)
+        continue;
+      int64_t hk = arith::kvHead(at.h, c.HQ, c.HKV);
+      int64_t rowBase = ((at.b * c.Sq + at.i) * c.HQ + at.h) * c.D;
+      int64_t stat = (at.b * c.HQ + at.h) * c.Sq + at.i;
+      std::vector<float> acc(c.D, 0.0f);
+      for (int64_t start = 0; start < c.Sk && lse[stat] != -INFINITY; start += tiling.keysPerTile) {
+        int n = (int)std::min<int64_t>(tiling.keysPerTile, c.Sk - start);
+        std::vector<float> kTile(n * c.D), vTile(n * c.D);
+        for (int64_t idx = 0; idx < n * c.D; ++idx) {
+          int64_t from = ((at.b * c.Sk + start + idx / c.D) * c.HKV + hk) * c.D + idx % c.D;
+          kTile[idx] = k[from];
+          vTile[idx] = v[from];
+        }
+        arith::attendGradQueryTile(q.data() + rowBase, dy.data() + rowBase, kTile.data(),
+                                   vTile.data(), c.kPos.data() + start, n, c.D, c.qPos[at.i],
+                                   c.causal, c.window, scale, lse[stat], delta[stat], acc.data());
+      }
+      for (int64_t e = 0; e < c.D; ++e)
+        dq[rowBase + e] = scale * acc[e];
+    }
+  }
+  // dk, dv: a key a thread, the queries of each query head a tile at a time.
+  std::vector<int> seen(c.B * c.HKV * c.Sk, 0);
+  int64_t perKv = c.HQ / c.HKV;
+  for (int64_t block = 0; block < gradTiling.shape.blocks; ++block) {
+    for (int thread = 0; thread < gradTiling.shape.threads; ++thread) {
+      arith::AttentionQuery at =
+          arith::attentionKey(block, thread, gradTiling.keyBlocks, c.HKV, gradTiling.keysPerBlock);
+      if (at.i >= c.Sk)
+        continue;
+      ++seen[(at.b * c.HKV + at.h) * c.Sk + at.i];
+      int64_t rowBase = ((at.b * c.Sk + at.i) * c.HKV + at.h) * c.D;
+      std::vector<float> dkAcc(c.D, 0.0f), dvAcc(c.D, 0.0f);
+      for (int64_t h = at.h * perKv; h < (at.h + 1) * perKv; ++h) {
+        for (int64_t start = 0; start < c.Sq; start += gradTiling.queriesPerTile) {
+          int n = (int)std::min<int64_t>(gradTiling.queriesPerTile, c.Sq - start);
+          std::vector<float> qTile(n * c.D), dyTile(n * c.D), lseTile(n), deltaTile(n);
+          for (int64_t idx = 0; idx < n * c.D; ++idx) {
+            int64_t from = ((at.b * c.Sq + start + idx / c.D) * c.HQ + h) * c.D + idx % c.D;
+            qTile[idx] = q[from];
+            dyTile[idx] = dy[from];
+          }
+          for (int i = 0; i < n; ++i) {
+            lseTile[i] = lse[(at.b * c.HQ + h) * c.Sq + start + i];
+            deltaTile[i] = delta[(at.b * c.HQ + h) * c.Sq + start + i];
+          }
+          arith::attendGradKeyTile(k.data() + rowBase, v.data() + rowBase, qTile.data(),
+                                   dyTile.data(), c.qPos.data() + start, lseTile.data(),
+                                   deltaTile.data(), n, c.D, c.kPos[at.i], c.causal, c.window,
+                                   scale, dkAcc.data(), dvAcc.data());
+        }
+      }
+      for (int64_t e = 0; e < c.D; ++e) {
+        dk[rowBase + e] = scale * dkAcc[e];
+        dv[rowBase + e] = dvAcc[e];
+      }
+    }
+  }
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), (long)seen.size())
+      << "every key is taken by exactly one thread";
+}
+
+/// f32 probabilities from the log-sum-exp and an f32 delta = dy·out,
+/// against the CPU's double softmax and rowsum(P∘dP): 1e-5 of the largest
+/// gradient (the worst seen 1.1e-6).
+void checkAttentionGrad(const AttentionCase &c) {
+  std::vector<float> q = test::normalVector(c.B * c.Sq * c.HQ * c.D, 31),
+                     k = test::normalVector(c.B * c.Sk * c.HKV * c.D, 32),
+                     v = test::normalVector(c.B * c.Sk * c.HKV * c.D, 33),
+                     dy = test::normalVector(q.size(), 34);
+  float scale = 1.0f / std::sqrt((float)c.D);
+  std::vector<float> dq(q.size(), std::nanf("")), dk(k.size(), std::nanf("")),
+      dv(v.size(), std::nanf(""));
+  attentionGradAsTheKernels(c, q, k, v, dy, scale, dq, dk, dv);
+  std::vector<float> wantDq(q.size()), wantDk(k.size()), wantDv(v.size());
+  cpu::AttentionDims dims{c.B, c.Sq, c.Sk, c.HQ, c.HKV, c.D};
+  if (c.window > 0) {
+    // Sliding-window attention over whole sequences (no halo), from position
+    // qPos[0]: local_attention_grad.
+    cpu::local_attention_grad(q.data(), k.data(), v.data(), nullptr, nullptr, dy.data(), 0,
+                              c.qPos[0], dims, c.window, wantDq.data(), wantDk.data(),
+                              wantDv.data(), nullptr, nullptr);
+  } else {
+    cpu::attention_grad(q.data(), k.data(), v.data(), dy.data(), c.qPos.data(), c.kPos.data(), dims,
+                        c.causal, scale, wantDq.data());
+    cpu::attention_grad_kv(q.data(), k.data(), v.data(), dy.data(), c.qPos.data(), c.kPos.data(),
+                           dims, c.causal, scale, wantDk.data(), wantDv.data());
+  }
+  expectCloseToScale(dq, wantDq, 1e-5f);
+  expectCloseToScale(dk, wantDk, 1e-5f);
+  expectCloseToScale(dv, wantDv, 1e-5f);
+}
+
+} // namespace
+
+TEST(CudaArithGrad, CausalGqaAttentionBackwardByTilesMatchesTheCpuKernels) {
+  // More keys and queries than one tile or block, two query heads per kv head.
+  checkAttentionGrad({2, 100, 100, 4, 2, 16, true, 0, iota(100), iota(100)});
+}
+
+TEST(CudaArithGrad, AttentionBackwardOfEveryHeadDimTheKernelsTake) {
+  for (int64_t D : {2, 64, 96, 128, 256}) {
+    SCOPED_TRACE(D);
+    checkAttentionGrad({1, 33, 70, 2, 1, D, true, 0, iota(33, 37), iota(70)});
+  }
+}
+
+TEST(CudaArithGrad, SlidingWindowAttentionBackwardIsLocalAttentions) {
+  // Windows shorter than a tile and longer, GQA, sequences that start at 0
+  // and later.
+  checkAttentionGrad({2, 150, 150, 4, 2, 32, true, 17, iota(150), iota(150)});
+  checkAttentionGrad({1, 90, 90, 2, 1, 16, true, 70, iota(90, 300), iota(90, 300)});
+}
+
+TEST(CudaArithGrad, AttentionBackwardNonCausalAndWithoutVisibleKeys) {
+  checkAttentionGrad({1, 40, 90, 3, 1, 8, false, 0, iota(40, 50), iota(90)});
+  // Zigzag chunks: the first queries see no key (zero dq, no share of dk, dv).
+  std::vector<int64_t> qPos = iota(8, 0), tail = iota(8, 56);
+  qPos.insert(qPos.end(), tail.begin(), tail.end());
+  checkAttentionGrad({1, 16, 8, 2, 2, 8, true, 0, qPos, iota(8, 4)});
+}
+
+// The row's maximum exact, its sum of exponentials in double across the
+// threads (then f32, as the CPU's), each column's gradient in double: 1e-6.
+TEST(CudaArithGrad, CrossEntropyBackwardMatchesTheCpuKernel) {
+  const int64_t T = 23, V = 517;
+  std::vector<float> logits = test::normalVector(T * V, 35, 4.0f);
+  std::vector<int32_t> labels(T);
+  for (int64_t t = 0; t < T; ++t)
+    labels[t] = (int32_t)((t * 97) % V);
+  std::vector<float> got(T * V), want(T * V);
+  cpu::cross_entropy_grad(logits.data(), labels.data(), T, V, want.data());
+  int threads = gpu::rowShape(T, V, true).threads;
+  for (int64_t t = 0; t < T; ++t) {
+    const float *row = logits.data() + t * V;
+    float max = *std::max_element(row, row + V);
+    float sum =
+        (float)stridedSum(V, threads, [&](int64_t j) { return std::exp((double)row[j] - max); });
+    for (int64_t j = 0; j < V; ++j)
+      got[t * V + j] = arith::crossEntropyGradElement(row[j], max, sum, j == labels[t], 1.0 / T);
+  }
+  expectClose(got, want, 1e-6f);
+}
+
+// One thread a column, the tokens in order, in double: the CPU's sums
+// exactly, on a shard of the table (ids of other rows skipped).
+TEST(CudaArithGrad, EmbeddingBackwardIsTheCpuKernel) {
+  const int64_t T = 200, rows = 13, H = 9, offset = 13;
+  std::vector<int32_t> ids(T);
+  for (int64_t t = 0; t < T; ++t)
+    ids[t] = (int32_t)((t * 7) % 40);
+  std::vector<float> dy = test::normalVector(T * H, 36);
+  std::vector<float> want(rows * H);
+  cpu::embedding_grad(ids.data(), dy.data(), T, rows, H, offset, want.data());
+  std::vector<double> acc(rows * H, 0.0);
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t t = 0; t < T; ++t)
+      if (int64_t row = arith::embeddingRow(ids[t], offset, rows); row >= 0)
+        acc[row * H + h] += dy[t * H + h];
+  std::vector<float> got(acc.begin(), acc.end());
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(gpu::embeddingGradShape(H).blocks * gpu::embeddingGradShape(H).threads >= H, true);
+}
+
+// Blocks' double partials added in block order, against the CPU's
+// sequential double sum: equal after rounding to f32 here (1e-7 relative
+// allowed).
+TEST(CudaArithGrad, SumOfSquaresByBlocksIsTheCpuKernels) {
+  for (int64_t n : {1, 255, 70001, 300000}) {
+    SCOPED_TRACE(n);
+    std::vector<float> x = test::normalVector(n, 37);
+    gpu::LaunchShape shape = gpu::sumShape(n);
+    int64_t stride = shape.blocks * shape.threads;
+    double total = 0.0;
+    for (int64_t block = 0; block < shape.blocks; ++block) {
+      double part = 0.0;
+      for (int thread = 0; thread < shape.threads; ++thread)
+        for (int64_t i = block * shape.threads + thread; i < n; i += stride)
+          part += (double)x[i] * x[i];
+      total += part;
+    }
+    float want = (float)cpu::sum_squares(x.data(), n);
+    EXPECT_NEAR((float)total, want, 1e-7f * want);
+  }
+}
+
+// The CPU's double arithmetic operation for operation: equal over three
+// steps, clipped and not, with and without weight decay.
+TEST(CudaArithGrad, AdamWIsTheCpuKernel) {
+  const int64_t n = 1001;
+  for (double clip : {0.0, 1.0, 1e-3})
+    for (double decay : {0.0, 0.01}) {
+      SCOPED_TRACE(clip);
+      SCOPED_TRACE(decay);
+      std::vector<float> w = test::normalVector(n, 38), m(n, 0.0f), v(n, 0.0f);
+      std::vector<float> gw = w, gm = m, gv = v;
+      for (int64_t step = 1; step <= 3; ++step) {
+        std::vector<float> grad = test::normalVector(n, 39 + (unsigned)step);
+        // The sum of squares as the plan holds it: an f32 scalar.
+        double sumsq = (float)cpu::sum_squares(grad.data(), n);
+        cpu::AdamWStep p{1e-2, 0.9, 0.999, 1e-8, decay, step, cpu::clip_scale(sumsq, clip)};
+        cpu::adamw(w.data(), grad.data(), m.data(), v.data(), n, p);
+        arith::AdamWConstants k{1e-2,
+                                0.9,
+                                0.999,
+                                1e-8,
+                                decay,
+                                1.0 - std::pow(0.9, (double)step),
+                                1.0 - std::pow(0.999, (double)step),
+                                clip};
+        double scale = arith::clipScale(sumsq, clip);
+        EXPECT_EQ(scale, p.grad_scale);
+        for (int64_t i = 0; i < n; ++i)
+          arith::adamwElement(gw[i], grad[i], gm[i], gv[i], k, scale);
+      }
+      EXPECT_EQ(gw, w);
+      EXPECT_EQ(gm, m);
+      EXPECT_EQ(gv, v);
+    }
+}
+
+TEST(CudaLaunchGrad, AttentionBackwardTilesFitSharedMemory) {
+  for (int64_t D : {1, 16, 64, 65, 128, 129, 256}) {
+    SCOPED_TRACE(D);
+    gpu::AttentionGradTiling tiling;
+    std::string error;
+    ASSERT_TRUE(gpu::attentionGradTiling(2, 4, 1000, D, tiling, error)) << error;
+    EXPECT_GE(tiling.maxHeadDim, D);
+    EXPECT_LE(tiling.shape.sharedBytes, gpu::kDefaultSharedBytes);
+    EXPECT_EQ(tiling.shape.sharedBytes, tiling.queriesPerTile * (2 * D * 4 + 16));
+    EXPECT_GE(tiling.queriesPerTile, 1);
+    EXPECT_EQ(tiling.shape.threads, tiling.keysPerBlock);
+    EXPECT_EQ(tiling.keyBlocks, (1000 + tiling.keysPerBlock - 1) / tiling.keysPerBlock);
+    EXPECT_EQ(tiling.shape.blocks, 2 * 4 * tiling.keyBlocks);
+  }
+  gpu::AttentionGradTiling tiling;
+  std::string error;
+  EXPECT_FALSE(gpu::attentionGradTiling(1, 1, 16, 300, tiling, error));
+  EXPECT_EQ(error, "the CUDA attention backward takes head dims of 1 to 256, not 300");
+  EXPECT_FALSE(gpu::attentionGradTiling(1LL << 20, 1LL << 10, 1LL << 20, 64, tiling, error));
+  EXPECT_EQ(error, "attention's backward over 1048576 x 1024 kv heads of 1048576 keys needs "
+                   "more blocks than a CUDA grid holds");
+}
+
+namespace {
+
+/// cuBLASLt's column-major product as gemmLayout describes it:
+/// out = op(first) . op(second), each matrix read at its stored layout.
+std::vector<float> columnMajorGemm(const gpu::GemmLayout &l, const float *first,
+                                   const float *second) {
+  auto at = [](const gpu::GemmMatrix &m, const float *data, int64_t r, int64_t c) {
+    return m.transposed ? data[r * m.ld + c] : data[c * m.ld + r];
+  };
+  int64_t inner = l.first.transposed ? l.first.rows : l.first.cols;
+  std::vector<float> out(l.out.ld * l.out.cols);
+  for (int64_t i = 0; i < l.out.rows; ++i)
+    for (int64_t j = 0; j < l.out.cols; ++j) {
+      double acc = 0.0;
+      for (int64_t p = 0; p < inner; ++p)
+        acc += (double)at(l.first, first, i, p) * at(l.second, second, p, j);
+      out[j * l.out.ld + i] = (float)acc;
+    }
+  return out;
+}
+
+} // namespace
+
+// linear and its two backward GEMMs laid out for cuBLASLt give the CPU
+// kernels' products (1e-5: double sums here, OpenBLAS's f32 there).
+TEST(CudaLaunchGrad, GemmLayoutsAreLinearsOrientation) {
+  const int64_t T = 7, K = 5, N = 3;
+  std::vector<float> x = test::normalVector(T * K, 40), w = test::normalVector(K * N, 41),
+                     dy = test::normalVector(T * N, 42);
+  std::vector<float> want(T * N), wantDx(T * K), wantDw(K * N);
+  cpu::linear(x.data(), w.data(), T, K, N, want.data());
+  cpu::linear_grad(dy.data(), w.data(), T, K, N, wantDx.data());
+  cpu::linear_grad_weight(x.data(), dy.data(), T, K, N, wantDw.data());
+  expectClose(columnMajorGemm(gpu::gemmLayout(false, false, T, N, K), w.data(), x.data()), want,
+              1e-5f);
+  // dx[T, K] = dy[T, N] . w[K, N]^T; dw[K, N] = x[T, K]^T . dy[T, N].
+  expectClose(columnMajorGemm(gpu::gemmLayout(false, true, T, K, N), w.data(), dy.data()), wantDx,
+              1e-5f);
+  expectClose(columnMajorGemm(gpu::gemmLayout(true, false, K, N, T), dy.data(), x.data()), wantDw,
+              1e-5f);
+}
+
+// -- the conv1d's and the RG-LRU scan's backward ------------------------------------------
+
+// One thread an element of dx, one a weight or bias walking the batch
+// entries as the CPU table's entry does (a call per entry, f32 results
+// added to once per entry): the CPU's sums exactly.
+TEST(CudaArithGrad, CausalConvBackwardIsTheCpuKernels) {
+  const int64_t B = 3, S = 37, C = 5, W = 4;
+  std::vector<float> x = test::normalVector(B * S * C, 71), w = test::normalVector(C * W, 72),
+                     dy = test::normalVector(B * S * C, 73);
+  std::vector<float> wantDx(B * S * C), wantDw(C * W, 0.0f), wantDb(C, 0.0f);
+  cpu::causal_conv1d_grad(w.data(), dy.data(), B, S, C, W, wantDx.data(), nullptr);
+  for (int64_t b = 0; b < B; ++b)
+    cpu::causal_conv1d_grad_weight(x.data() + b * S * C, nullptr, dy.data() + b * S * C, 1, S, C, W,
+                                   wantDw.data(), wantDb.data());
+  std::vector<float> dx(B * S * C), dw(C * W), db(C);
+  for (int64_t e = 0; e < B * S * C; ++e) {
+    int64_t row = e / C, b = row / S;
+    dx[e] = arith::convGradInput(w.data(), dy.data() + b * S * C, S, C, W, row % S, e % C);
+  }
+  for (int64_t e = 0; e < C * (W + 1); ++e) {
+    int64_t c = e / (W + 1), j = e % (W + 1);
+    float total = 0.0f;
+    for (int64_t b = 0; b < B; ++b)
+      total = (float)(total + arith::convGradWeightSum(x.data() + b * S * C, dy.data() + b * S * C,
+                                                       S, C, W, c, j));
+    (j == W ? db[c] : dw[c * W + j]) = total;
+  }
+  EXPECT_EQ(dx, wantDx);
+  EXPECT_EQ(dw, wantDw);
+  EXPECT_EQ(db, wantDb);
+}
+
+// One lane a channel, the batch entries in turn, the states in double: the
+// CPU kernel's arithmetic operation for operation, from zero and from a
+// state with the summaries' cotangents.
+TEST(CudaArithGrad, RglruScanBackwardByLanesIsTheCpuKernel) {
+  const int64_t B = 2, S = 29, W = 6;
+  for (bool fromState : {false, true}) {
+    SCOPED_TRACE(fromState);
+    std::vector<float> x = test::normalVector(B * S * W, 74),
+                       dy = test::normalVector(B * S * W, 75);
+    std::vector<float> wa = test::normalVector(W, 76), ba = test::normalVector(W, 77),
+                       wx = test::normalVector(W, 78), bx = test::normalVector(W, 79),
+                       lambda = test::normalVector(W, 80), stateIn = test::normalVector(B * W, 81),
+                       dstate = test::normalVector(B * W, 82),
+                       ddecay = test::normalVector(B * W, 83);
+    auto opt = [&](std::vector<float> &v) -> float * { return fromState ? v.data() : nullptr; };
+    std::vector<float> wantDx(B * S * W), wantDstate(B * W);
+    std::vector<std::vector<float>> want(5, std::vector<float>(W, 0.0f));
+    cpu::RglruParamGrads dp{want[0].data(), want[1].data(), want[2].data(), want[3].data(),
+                            want[4].data()};
+    for (int64_t b = 0; b < B; ++b) {
+      auto at = [&](float *p, int64_t off) { return p ? p + off : nullptr; };
+      cpu::rglru_scan_grad(x.data() + b * S * W, wa.data(), ba.data(), wx.data(), bx.data(),
+                           lambda.data(), at(opt(stateIn), b * W), dy.data() + b * S * W,
+                           at(opt(dstate), b * W), at(opt(ddecay), b * W), 1, S, W,
+                           wantDx.data() + b * S * W, wantDstate.data() + b * W, dp);
+    }
+    std::vector<float> dx(B * S * W), dstateIn(B * W);
+    std::vector<std::vector<float>> got(5, std::vector<float>(W, std::nanf("")));
+    std::vector<double> h(S * W);
+    arith::RglruGradArgs a{x.data(),
+                           wa.data(),
+                           ba.data(),
+                           wx.data(),
+                           bx.data(),
+                           lambda.data(),
+                           opt(stateIn),
+                           dy.data(),
+                           opt(dstate),
+                           opt(ddecay),
+                           B,
+                           S,
+                           W,
+                           dx.data(),
+                           dstateIn.data(),
+                           got[0].data(),
+                           got[1].data(),
+                           got[2].data(),
+                           got[3].data(),
+                           got[4].data(),
+                           h.data()};
+    for (int64_t w = 0; w < W; ++w)
+      arith::rglruGradLane(a, w);
+    EXPECT_EQ(dx, wantDx);
+    if (fromState)
+      EXPECT_EQ(dstateIn, wantDstate);
+    for (int p = 0; p < 5; ++p)
+      EXPECT_EQ(got[p], want[p]) << "parameter " << p;
+  }
+}
+
+namespace {
+
+/// The SSD scan's backward as the CPU table's entries run it over whole
+/// sequences: the prelude, a call per batch entry (dA, dD added to once per
+/// entry), the prelude's backward.
+struct SsdGradCase {
+  int64_t B, S, NH, P, G, N;
+  bool fromState;
+};
+
+} // namespace
+
+// Lanes of a group of heads each, the batch entries in turn, the states in
+// double with checkpoints every 64 tokens: the CPU kernels' arithmetic in
+// their order, so every result is equal.
+TEST(CudaArithGrad, SsdScanBackwardByGroupLanesIsTheCpuKernels) {
+  for (SsdGradCase c :
+       {SsdGradCase{2, 150, 4, 3, 2, 5, false}, SsdGradCase{2, 70, 4, 2, 1, 3, true},
+        SsdGradCase{1, 64, 2, 4, 2, 2, true}}) {
+    SCOPED_TRACE(c.S);
+    const int64_t T = c.B * c.S, xw = c.NH * c.P, bw = c.G * c.N, PN = c.P * c.N;
+    std::vector<float> x = test::normalVector(T * xw, 101), dy = test::normalVector(T * xw, 102),
+                       Bm = test::normalVector(T * bw, 103), Cm = test::normalVector(T * bw, 104),
+                       dt = test::normalVector(T * c.NH, 105),
+                       dtBias = test::normalVector(c.NH, 106),
+                       aLog = test::normalVector(c.NH, 107, 0.5f),
+                       D = test::normalVector(c.NH, 108),
+                       stateIn = test::normalVector(c.B * c.NH * PN, 109),
+                       dstate = test::normalVector(c.B * c.NH * PN, 110),
+                       ddecay = test::normalVector(c.B * c.NH, 111);
+    auto opt = [&](std::vector<float> &v, int64_t off) -> float * {
+      return c.fromState ? v.data() + off : nullptr;
+    };
+    // The CPU table's way.
+    std::vector<float> dtv(T * c.NH), A(c.NH), ddt(T * c.NH), dA(c.NH, 0.0f), dD(c.NH, 0.0f);
+    std::vector<float> wantDx(T * xw), wantDB(T * bw), wantDC(T * bw), wantState(c.B * c.NH * PN);
+    std::vector<float> wantDdt(T * c.NH), wantDtBias(c.NH), wantALog(c.NH);
+    cpu::ssd_prelude(dt.data(), dtBias.data(), aLog.data(), T, c.NH, dtv.data(), A.data());
+    cpu::SsdDims one{1, c.S, c.NH, c.P, c.G, c.N};
+    for (int64_t b = 0; b < c.B; ++b)
+      cpu::ssd_scan_grad(
+          x.data() + b * c.S * xw, dtv.data() + b * c.S * c.NH, A.data(), Bm.data() + b * c.S * bw,
+          Cm.data() + b * c.S * bw, D.data(), opt(stateIn, b * c.NH * PN), dy.data() + b * c.S * xw,
+          opt(dstate, b * c.NH * PN), opt(ddecay, b * c.NH), one, wantDx.data() + b * c.S * xw,
+          ddt.data() + b * c.S * c.NH, dA.data(), wantDB.data() + b * c.S * bw,
+          wantDC.data() + b * c.S * bw, dD.data(), wantState.data() + b * c.NH * PN);
+    cpu::ssd_prelude_grad(dt.data(), dtBias.data(), aLog.data(), T, c.NH, ddt.data(), dA.data(),
+                          wantDdt.data(), wantDtBias.data(), wantALog.data());
+    // The CUDA kernels' way, lane by lane.
+    std::vector<float> gotDtv(T * c.NH), gotA(c.NH);
+    for (int64_t i = 0; i < T * c.NH; ++i)
+      gotDtv[i] = arith::ssdStep(dt[i], dtBias[i % c.NH]);
+    for (int64_t h = 0; h < c.NH; ++h)
+      gotA[h] = arith::ssdRate(aLog[h]);
+    std::vector<float> dx(T * xw), gotDdtv(T * c.NH), dB(T * bw), dC(T * bw), gotDA(c.NH),
+        gotDD(c.NH), state(c.B * c.NH * PN), gotDdt(T * c.NH), gotDtBias(c.NH), gotALog(c.NH);
+    // Each lane's scratch as ssdGradLaneDoubles sizes it, and sentinels
+    // after the last lane's, which no lane may write.
+    const int64_t laneDoubles = arith::ssdGradLaneDoubles(c.S, c.P, c.N);
+    std::vector<double> scratch(c.G * laneDoubles + 64, -7.0);
+    arith::SsdGradArgs a{x.data(),
+                         gotDtv.data(),
+                         gotA.data(),
+                         Bm.data(),
+                         Cm.data(),
+                         D.data(),
+                         opt(stateIn, 0),
+                         dy.data(),
+                         opt(dstate, 0),
+                         opt(ddecay, 0),
+                         c.B,
+                         c.S,
+                         c.NH,
+                         c.P,
+                         c.G,
+                         c.N,
+                         dx.data(),
+                         gotDdtv.data(),
+                         dB.data(),
+                         dC.data(),
+                         gotDA.data(),
+                         gotDD.data(),
+                         state.data(),
+                         scratch.data()};
+    for (int64_t grp = 0; grp < c.G; ++grp)
+      arith::ssdGradLane(a, grp);
+    for (int64_t h = 0; h < c.NH; ++h)
+      arith::ssdPreludeGradLane(dt.data(), dtBias.data(), aLog.data(), gotDdtv.data(), gotDA.data(),
+                                T, c.NH, h, gotDdt.data(), gotDtBias.data(), gotALog.data());
+    EXPECT_EQ(gotDtv, dtv);
+    EXPECT_EQ(gotA, A);
+    EXPECT_EQ(dx, wantDx);
+    EXPECT_EQ(gotDdtv, ddt);
+    EXPECT_EQ(dB, wantDB);
+    EXPECT_EQ(dC, wantDC);
+    EXPECT_EQ(gotDA, dA);
+    EXPECT_EQ(gotDD, dD);
+    EXPECT_EQ(state, wantState);
+    EXPECT_EQ(gotDdt, wantDdt);
+    EXPECT_EQ(gotDtBias, wantDtBias);
+    EXPECT_EQ(gotALog, wantALog);
+    EXPECT_EQ(std::count(scratch.end() - 64, scratch.end(), -7.0), 64) << "past the last lane";
+  }
+}
+
+// A block a row's group, double sums across its threads against the CPU's
+// sequential ones: 1e-6; dweight a thread a channel over the rows in order.
+TEST(CudaArithGrad, GatedNormBackwardByGroupsMatchesTheCpuKernels) {
+  const int64_t T = 7, C = 96, groups = 3, width = C / groups;
+  const float eps = 1e-5f;
+  std::vector<float> y = test::normalVector(T * C, 112), z = test::normalVector(T * C, 113),
+                     w = test::normalVector(C, 114), dout = test::normalVector(T * C, 115);
+  std::vector<float> wantDy(T * C), wantDz(T * C), wantDw(C);
+  cpu::gated_rms_norm_grad(y.data(), z.data(), w.data(), dout.data(), T, C, groups, eps,
+                           wantDy.data(), wantDz.data());
+  cpu::gated_rms_norm_grad_weight(y.data(), z.data(), dout.data(), T, C, groups, eps,
+                                  wantDw.data());
+  int threads = gpu::rowShape(T * groups, width, true).threads;
+  std::vector<float> dy(T * C), dz(T * C), dw(C);
+  std::vector<double> inverse(T * groups);
+  for (int64_t rg = 0; rg < T * groups; ++rg) {
+    int64_t base = rg * width, g = rg % groups;
+    double squares =
+        stridedSum(width, threads, [&](int64_t i) { return (double)y[base + i] * y[base + i]; });
+    double yu = stridedSum(width, threads, [&](int64_t i) {
+      return y[base + i] * arith::gatedNormGradU(dout[base + i], w[g * width + i], z[base + i]);
+    });
+    double r = inverse[rg] = arith::inverseRmsGrad(squares, width, eps);
+    for (int64_t i = 0; i < width; ++i) {
+      double u = arith::gatedNormGradU(dout[base + i], w[g * width + i], z[base + i]);
+      dy[base + i] = arith::gatedNormGradDy(y[base + i], u, r, yu, width);
+      dz[base + i] =
+          arith::gatedNormGradDz(dout[base + i], y[base + i], r, w[g * width + i], z[base + i]);
+    }
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    double acc = 0.0;
+    for (int64_t t = 0; t < T; ++t)
+      acc += arith::gatedNormGradWeightTerm(dout[t * C + c], y[t * C + c],
+                                            inverse[t * groups + c / width], z[t * C + c]);
+    dw[c] = (float)acc;
+  }
+  expectClose(dy, wantDy, 1e-6f);
+  expectClose(dz, wantDz, 1e-6f);
+  expectClose(dw, wantDw, 1e-6f);
+}
+
+// -- MoE's backward on dense slabs -----------------------------------------------------------
+
+// The router's, the combine's (into slabs, and the weights'), and the
+// dispatch's backward element by element: the CPU's arithmetic, equal.
+TEST(CudaArithGrad, MoeRoutingCombineDispatchBackwardAreTheCpuKernels) {
+  const int64_t T = 11, E = 5, k = 2, H = 7;
+  std::vector<int32_t> idx(T * k);
+  for (int64_t t = 0; t < T; ++t) {
+    idx[t * k] = (int32_t)(t % E);
+    idx[t * k + 1] = (int32_t)((t * 3 + 1) % E == t % E ? (t + 1) % E : (t * 3 + 1) % E);
+  }
+  std::vector<float> w = test::normalVector(T * k, 131), dw = test::normalVector(T * k, 132),
+                     dy = test::normalVector(T * H, 133),
+                     slabs = test::normalVector(E * T * H, 134);
+  std::vector<float> want(T * E), got(T * E);
+  cpu::router_topk_grad(w.data(), idx.data(), dw.data(), T, k, E, want.data());
+  for (int64_t t = 0; t < T; ++t)
+    arith::routerGradToken(w.data() + t * k, idx.data() + t * k, dw.data() + t * k, k, E,
+                           got.data() + t * E);
+  EXPECT_EQ(got, want);
+  std::vector<float> wantSlabs(E * T * H), gotSlabs(E * T * H, 0.0f);
+  cpu::moe_combine_grad(w.data(), idx.data(), dy.data(), T, H, k, E, wantSlabs.data());
+  for (int64_t i = 0; i < T * k * H; ++i)
+    if (int64_t to = arith::dispatchTarget(idx.data(), T, H, k, E, i); to >= 0)
+      gotSlabs[to] = arith::combineGradValue(w.data(), dy.data(), H, k, i);
+  EXPECT_EQ(gotSlabs, wantSlabs);
+  std::vector<float> wantW(T * k), gotW(T * k);
+  cpu::moe_combine_grad_weights(slabs.data(), idx.data(), dy.data(), T, H, k, wantW.data());
+  for (int64_t i = 0; i < T * k; ++i)
+    gotW[i] =
+        arith::combineGradWeight(slabs.data(), idx.data(), dy.data(), T, H, k, E, i / k, i % k);
+  EXPECT_EQ(gotW, wantW);
+  std::vector<float> wantDx(T * H), gotDx(T * H);
+  cpu::moe_dispatch_grad(slabs.data(), idx.data(), T, H, k, wantDx.data());
+  for (int64_t i = 0; i < T * H; ++i)
+    gotDx[i] = arith::dispatchGradElement(slabs.data(), idx.data(), T, H, k, E, i / H, i % H);
+  EXPECT_EQ(gotDx, wantDx);
+}
+
+namespace {
+
+/// expertsGrad's operations on the host: a GEMM of row-major operands in
+/// double, and the CPU's SwiGLU and its gradient.
+struct HostOps {
+  void gemm(bool ta, bool tb, const float *a, const float *b, int64_t M, int64_t N, int64_t K,
+            float *o) {
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        double acc = 0.0;
+        for (int64_t p = 0; p < K; ++p)
+          acc += (double)(ta ? a[p * M + i] : a[i * K + p]) * (tb ? b[j * K + p] : b[p * N + j]);
+        o[i * N + j] = (float)acc;
+      }
+  }
+  void swiglu(const float *g, const float *u, int64_t n, float *o) { cpu::swiglu(g, u, n, o); }
+  void swigluGrad(const float *g, const float *u, const float *d, int64_t n, float *dg, float *du) {
+    cpu::swiglu_grad(g, u, d, n, dg, du);
+  }
+  void add(const float *a, const float *b, int64_t n, float *o) { cpu::add(a, b, n, o); }
+};
+
+} // namespace
+
+// The experts' backward on whole slabs, as the backend queues it (every GEMM's
+// orientation), against the CPU's moe_experts_slabs_grad and moe_experts_slabs,
+// which take only the rows a token chose: 1e-5 (double sums here, OpenBLAS's
+// f32 there). Rows no token chose are zero and contribute nothing.
+TEST(CudaArithGrad, ExpertsBackwardOverWholeSlabsIsTheCpus) {
+  const int64_t E = 3, T = 9, H = 6, F = 10;
+  std::vector<float> tokens = test::normalVector(E * T * H, 135),
+                     dout = test::normalVector(E * T * H, 136);
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t t = 0; t < T; ++t)
+      if ((t + e) % 3 == 0) // a row no token chose
+        for (int64_t h = 0; h < H; ++h)
+          tokens[(e * T + t) * H + h] = dout[(e * T + t) * H + h] = 0.0f;
+  std::vector<float> wg = test::normalVector(E * H * F, 137, 0.3f),
+                     wu = test::normalVector(E * H * F, 138, 0.3f),
+                     wd = test::normalVector(E * F * H, 139, 0.3f);
+  std::vector<float> out(E * T * H), dtokens(E * T * H), dGate(E * H * F), dUp(E * H * F),
+      dDown(E * F * H), scratch(6 * T * F + T * H);
+  HostOps ops;
+  gpu::expertsGrad(ops, {tokens.data(), dout.data(), wg.data(), wu.data(), wd.data(), E, T, H, F,
+                         out.data(), dtokens.data(), dGate.data(), dUp.data(), dDown.data(),
+                         scratch.data()});
+  std::vector<float> wantOut(E * T * H), wantD(E * T * H), wantGate(E * H * F), wantUp(E * H * F),
+      wantDown(E * F * H);
+  cpu::moe_experts_slabs(tokens.data(), E, T, wg.data(), wu.data(), wd.data(), H, F,
+                         wantOut.data());
+  cpu::moe_experts_slabs_grad(tokens.data(), E, T, wg.data(), wu.data(), wd.data(), H, F,
+                              dout.data(), wantD.data(), wantGate.data(), wantUp.data(),
+                              wantDown.data());
+  expectCloseToScale(out, wantOut, 1e-5f);
+  expectCloseToScale(dtokens, wantD, 1e-5f);
+  expectCloseToScale(dGate, wantGate, 1e-5f);
+  expectCloseToScale(dUp, wantUp, 1e-5f);
+  expectCloseToScale(dDown, wantDown, 1e-5f);
+}

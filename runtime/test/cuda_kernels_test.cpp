@@ -15,6 +15,7 @@
 #include "kernel_test_util.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cuda/kernels.h"
+#include "kernels/cuda/kernels_grad.h"
 
 #include <gtest/gtest.h>
 
@@ -365,4 +366,512 @@ int main(int argc, char **argv) {
   }
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
+}
+
+// -- backward kernels and AdamW (kernels/cuda/kernels_grad.h) -------------------------------
+//
+// linear's backward GEMMs run through the backend's CudaDevice (cuBLASLt), not
+// a kernel of their own: cuda_model_test.sh's training run checks them, and
+// cuda_arith_test.cpp their layouts.
+
+// The derivatives in double on both sides: 1e-6 (the device's exp and erf).
+TEST(CudaGradKernels, ElementwiseGradientsMatchTheReference) {
+  const int64_t n = 50001;
+  auto x = test::normalVector(n, 51, 4.0f), u = test::normalVector(n, 52),
+       dy = test::normalVector(n, 53);
+  DeviceBuffer<float> dx(x), du(u), ddy(dy), out((size_t)n), out2((size_t)n);
+  std::vector<float> want(n), want2(n);
+  using Gpu = cudaError_t (*)(const float *, const float *, int64_t, float *, cudaStream_t);
+  using Cpu = void (*)(const float *, const float *, int64_t, float *);
+  struct Case {
+    Gpu gpu;
+    Cpu cpu;
+    const char *name;
+  } cases[] = {{gpu::silu_grad, cpu::silu_grad, "silu"},
+               {gpu::gelu_grad, cpu::gelu_grad, "gelu"},
+               {gpu::sigmoid_grad, cpu::sigmoid_grad, "sigmoid"},
+               {gpu::softplus_grad, cpu::softplus_grad, "softplus"}};
+  for (const Case &c : cases) {
+    SCOPED_TRACE(c.name);
+    ASSERT_EQ(c.gpu(dx.ptr, ddy.ptr, n, out.ptr, nullptr), cudaSuccess);
+    c.cpu(x.data(), dy.data(), n, want.data());
+    expectClose(out.read(), want, 1e-6f);
+  }
+  ASSERT_EQ(gpu::swiglu_grad(dx.ptr, du.ptr, ddy.ptr, n, out.ptr, out2.ptr, nullptr), cudaSuccess);
+  cpu::swiglu_grad(x.data(), u.data(), dy.data(), n, want.data(), want2.data());
+  expectClose(out.read(), want, 1e-6f);
+  expectClose(out2.read(), want2, 1e-6f);
+}
+
+// Double sums across a block's threads against the CPU's sequential ones:
+// 1e-5.
+TEST(CudaGradKernels, RmsNormBackwardMatchesTheReference) {
+  const int64_t T = 300, H = 1000;
+  auto x = test::normalVector(T * H, 54), w = test::normalVector(H, 55),
+       dy = test::normalVector(T * H, 56);
+  DeviceBuffer<float> dx(x), dw(w), ddy(dy), out((size_t)(T * H)), dweight((size_t)H);
+  DeviceBuffer<double> inverse((size_t)T);
+  ASSERT_EQ(gpu::rms_norm_grad(dx.ptr, dw.ptr, ddy.ptr, T, H, 1e-5f, out.ptr, nullptr),
+            cudaSuccess);
+  ASSERT_EQ(
+      gpu::rms_norm_grad_weight(dx.ptr, ddy.ptr, T, H, 1e-5f, inverse.ptr, dweight.ptr, nullptr),
+      cudaSuccess);
+  std::vector<float> want(T * H), wantW(H);
+  cpu::rms_norm_grad(x.data(), w.data(), dy.data(), T, H, 1e-5f, want.data());
+  cpu::rms_norm_grad_weight(x.data(), dy.data(), T, H, 1e-5f, wantW.data());
+  expectClose(out.read(), want, 1e-5f);
+  expectClose(dweight.read(), wantW, 1e-5f);
+}
+
+// The same double rotation as the CPU's, the device's sin and cos: 1e-6.
+TEST(CudaGradKernels, RopeBackwardMatchesTheReference) {
+  const int64_t B = 2, S = 33, NH = 4, D = 64;
+  auto dy = test::normalVector(B * S * NH * D, 57);
+  std::vector<int64_t> positions(S);
+  for (int64_t s = 0; s < S; ++s)
+    positions[s] = s * 20011;
+  DeviceBuffer<float> ddy(dy), out(dy.size());
+  DeviceBuffer<int64_t> dpos(positions);
+  ASSERT_EQ(gpu::rope_grad(ddy.ptr, dpos.ptr, B, S, NH, D, 10000.0f, out.ptr, nullptr),
+            cudaSuccess);
+  std::vector<float> want(dy.size());
+  cpu::rope_grad(dy.data(), positions.data(), B, S, NH, D, 10000.0f, want.data());
+  expectClose(out.read(), want, 1e-6f);
+}
+
+// f32 probabilities from the recomputed log-sum-exp against the CPU's double
+// softmax: 1e-4 of the largest gradient, for dq, dk and dv; causal GQA, not
+// causal, and head dims of each accumulator length apart (attention_grad and
+// attention_grad_kv), and sliding-window in one call (local_attention_grad).
+TEST(CudaGradKernels, AttentionBackwardMatchesTheReference) {
+  struct Case {
+    int64_t B, Sq, Sk, HQ, HKV, D;
+    bool causal;
+    int64_t window;
+  } cases[] = {{2, 200, 200, 8, 2, 64, true, 0},
+               {1, 77, 77, 4, 4, 128, true, 0},
+               {1, 40, 130, 2, 1, 256, false, 0},
+               {3, 5, 5, 2, 1, 16, true, 0},
+               {2, 150, 150, 4, 2, 32, true, 17}};
+  for (const Case &c : cases) {
+    SCOPED_TRACE(c.D);
+    auto q = test::normalVector(c.B * c.Sq * c.HQ * c.D, 58),
+         k = test::normalVector(c.B * c.Sk * c.HKV * c.D, 59),
+         v = test::normalVector(c.B * c.Sk * c.HKV * c.D, 60),
+         dy = test::normalVector(q.size(), 61);
+    std::vector<int64_t> qPos(c.Sq), kPos(c.Sk);
+    for (int64_t i = 0; i < c.Sq; ++i)
+      qPos[i] = c.Sk - c.Sq + i;
+    for (int64_t j = 0; j < c.Sk; ++j)
+      kPos[j] = j;
+    float scale = 1.0f / std::sqrt((float)c.D);
+    gpu::AttentionTiling tiling;
+    gpu::AttentionGradTiling gradTiling;
+    std::string error;
+    ASSERT_TRUE(gpu::attentionTiling(c.B, c.HQ, c.Sq, c.D, tiling, error)) << error;
+    ASSERT_TRUE(gpu::attentionGradTiling(c.B, c.HKV, c.Sk, c.D, gradTiling, error)) << error;
+    int64_t rows = c.B * c.Sq * c.HQ;
+    DeviceBuffer<float> dq(q), dk(k), dv(v), ddy(dy), scratch((size_t)(rows * (c.D + 2)));
+    DeviceBuffer<float> gq(q.size()), gk(k.size()), gv(v.size());
+    DeviceBuffer<int64_t> dqPos(qPos), dkPos(kPos);
+    gpu::AttentionGradArgs a{dq.ptr,
+                             dk.ptr,
+                             dv.ptr,
+                             ddy.ptr,
+                             dqPos.ptr,
+                             dkPos.ptr,
+                             c.B,
+                             c.Sq,
+                             c.Sk,
+                             c.HQ,
+                             c.HKV,
+                             c.D,
+                             c.causal,
+                             scale,
+                             c.window,
+                             scratch.ptr,
+                             scratch.ptr + rows * c.D,
+                             scratch.ptr + rows * (c.D + 1)};
+    std::vector<float> wantQ(q.size()), wantK(k.size()), wantV(v.size());
+    rt::cpu::AttentionDims dims{c.B, c.Sq, c.Sk, c.HQ, c.HKV, c.D};
+    if (c.window > 0) {
+      ASSERT_EQ(gpu::attention_grad(a, tiling, gradTiling, gq.ptr, gk.ptr, gv.ptr, nullptr),
+                cudaSuccess);
+      cpu::local_attention_grad(q.data(), k.data(), v.data(), nullptr, nullptr, dy.data(), 0, 0,
+                                dims, c.window, wantQ.data(), wantK.data(), wantV.data(), nullptr,
+                                nullptr);
+    } else {
+      ASSERT_EQ(gpu::attention_grad(a, tiling, gradTiling, gq.ptr, nullptr, nullptr, nullptr),
+                cudaSuccess);
+      ASSERT_EQ(gpu::attention_grad(a, tiling, gradTiling, nullptr, gk.ptr, gv.ptr, nullptr),
+                cudaSuccess);
+      cpu::attention_grad(q.data(), k.data(), v.data(), dy.data(), qPos.data(), kPos.data(), dims,
+                          c.causal, scale, wantQ.data());
+      cpu::attention_grad_kv(q.data(), k.data(), v.data(), dy.data(), qPos.data(), kPos.data(),
+                             dims, c.causal, scale, wantK.data(), wantV.data());
+    }
+    for (auto [got, want] :
+         {std::pair{gq.read(), wantQ}, std::pair{gk.read(), wantK}, std::pair{gv.read(), wantV}}) {
+      float largest = 0.0f;
+      for (float w : want)
+        largest = std::max(largest, std::fabs(w));
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t i = 0; i < got.size(); ++i)
+        ASSERT_NEAR(got[i], want[i], 1e-4f * (1.0f + largest)) << "at " << i;
+    }
+  }
+}
+
+// Row sums in double as on the CPU: 1e-6; labels outside the vocabulary
+// counted.
+TEST(CudaGradKernels, CrossEntropyBackwardMatchesTheReference) {
+  const int64_t T = 513, V = 1000;
+  auto logits = test::normalVector(T * V, 62, 3.0f);
+  std::vector<int32_t> labels(T);
+  for (int64_t t = 0; t < T; ++t)
+    labels[t] = (int32_t)((t * 7919) % V);
+  DeviceBuffer<float> dlogits(logits), out((size_t)(T * V));
+  DeviceBuffer<int32_t> dlabels(labels), bad((size_t)1);
+  ASSERT_EQ(
+      gpu::cross_entropy_grad(dlogits.ptr, dlabels.ptr, T, V, (double)T, out.ptr, bad.ptr, nullptr),
+      cudaSuccess);
+  std::vector<float> want(T * V);
+  cpu::cross_entropy_grad(logits.data(), labels.data(), T, V, want.data());
+  expectClose(out.read(), want, 1e-6f);
+  EXPECT_EQ(bad.read()[0], 0);
+  labels[3] = -1;
+  DeviceBuffer<int32_t> badLabels(labels);
+  ASSERT_EQ(gpu::cross_entropy_grad(dlogits.ptr, badLabels.ptr, T, V, (double)T, out.ptr, bad.ptr,
+                                    nullptr),
+            cudaSuccess);
+  EXPECT_EQ(bad.read()[0], 1);
+}
+
+// Each column's tokens in order, in double, as the CPU: equal; ids outside
+// the vocabulary counted.
+TEST(CudaGradKernels, EmbeddingBackwardIsTheReference) {
+  const int64_t T = 1000, rows = 40, H = 96, offset = 20, limit = 100;
+  std::vector<int32_t> ids(T);
+  for (int64_t t = 0; t < T; ++t)
+    ids[t] = (int32_t)((t * 37) % limit);
+  auto dy = test::normalVector(T * H, 63);
+  DeviceBuffer<int32_t> dids(ids), bad((size_t)1);
+  DeviceBuffer<float> ddy(dy), out((size_t)(rows * H));
+  DeviceBuffer<double> acc((size_t)(rows * H));
+  ASSERT_EQ(gpu::embedding_grad(dids.ptr, ddy.ptr, T, rows, H, offset, limit, acc.ptr, out.ptr,
+                                bad.ptr, nullptr),
+            cudaSuccess);
+  std::vector<float> want(rows * H);
+  cpu::embedding_grad(ids.data(), dy.data(), T, rows, H, offset, want.data());
+  EXPECT_EQ(out.read(), want);
+  EXPECT_EQ(bad.read()[0], 0);
+  ids[7] = (int32_t)limit;
+  DeviceBuffer<int32_t> badIds(ids);
+  ASSERT_EQ(gpu::embedding_grad(badIds.ptr, ddy.ptr, T, rows, H, offset, limit, acc.ptr, out.ptr,
+                                bad.ptr, nullptr),
+            cudaSuccess);
+  EXPECT_EQ(bad.read()[0], 1);
+}
+
+// Double partials against the CPU's sequential double sum: 1e-7 relative
+// after rounding to f32.
+TEST(CudaGradKernels, SumOfSquaresMatchesTheReference) {
+  for (int64_t n : {1, 1000, 3000001}) {
+    SCOPED_TRACE(n);
+    auto x = test::normalVector(n, 64);
+    DeviceBuffer<float> dx(x), out((size_t)1);
+    DeviceBuffer<double> partials((size_t)gpu::sumShape(n).blocks);
+    ASSERT_EQ(gpu::sum_squares(dx.ptr, n, partials.ptr, out.ptr, nullptr), cudaSuccess);
+    float want = (float)cpu::sum_squares(x.data(), n);
+    EXPECT_NEAR(out.read()[0], want, 1e-7f * want);
+  }
+}
+
+// optimizer.cu compiles without FMA contraction, so each element's double
+// arithmetic is the CPU's: equal over three clipped steps with weight decay.
+// A non-finite sum of squares changes nothing and is counted.
+TEST(CudaGradKernels, AdamWIsTheReference) {
+  const int64_t n = 100003;
+  std::vector<float> w = test::normalVector(n, 65), m(n, 0.0f), v(n, 0.0f);
+  DeviceBuffer<float> dw(w), dm(m), dv(v);
+  DeviceBuffer<int32_t> bad((size_t)1);
+  for (int64_t step = 1; step <= 3; ++step) {
+    auto grad = test::normalVector(n, 66 + (unsigned)step);
+    float sumsq = (float)cpu::sum_squares(grad.data(), n);
+    cpu::AdamWStep p{1e-3, 0.9, 0.999, 1e-8, 0.01, step, cpu::clip_scale(sumsq, 1.0)};
+    cpu::adamw(w.data(), grad.data(), m.data(), v.data(), n, p);
+    gpu::arith::AdamWConstants k{1e-3,
+                                 0.9,
+                                 0.999,
+                                 1e-8,
+                                 0.01,
+                                 1.0 - std::pow(0.9, (double)step),
+                                 1.0 - std::pow(0.999, (double)step),
+                                 1.0};
+    DeviceBuffer<float> dgrad(grad), dsum(std::vector<float>{sumsq});
+    ASSERT_EQ(gpu::adamw(dw.ptr, dgrad.ptr, dm.ptr, dv.ptr, n, k, dsum.ptr, bad.ptr, nullptr),
+              cudaSuccess);
+  }
+  EXPECT_EQ(dw.read(), w);
+  EXPECT_EQ(dm.read(), m);
+  EXPECT_EQ(dv.read(), v);
+  EXPECT_EQ(bad.read()[0], 0);
+  DeviceBuffer<float> grad((size_t)n), nan(std::vector<float>{std::nanf("")});
+  gpu::arith::AdamWConstants k{1e-3, 0.9, 0.999, 1e-8, 0.01, 0.1, 0.001, 1.0};
+  ASSERT_EQ(gpu::adamw(dw.ptr, grad.ptr, dm.ptr, dv.ptr, n, k, nan.ptr, bad.ptr, nullptr),
+            cudaSuccess);
+  EXPECT_EQ(bad.read()[0], 1);
+  EXPECT_EQ(dw.read(), w);
+}
+
+// The conv's sums in double in the CPU's order (the device may fuse a
+// multiply and an add): 1e-6; dweight and dbias a call per batch entry on
+// the CPU, as its table entry makes them.
+TEST(CudaGradKernels, CausalConvBackwardMatchesTheReference) {
+  const int64_t B = 3, S = 300, C = 96, W = 4;
+  auto x = test::normalVector(B * S * C, 84), w = test::normalVector(C * W, 85),
+       dy = test::normalVector(B * S * C, 86);
+  DeviceBuffer<float> dx(x), dw(w), ddy(dy), gx((size_t)(B * S * C)), gw((size_t)(C * W)),
+      gb((size_t)C);
+  ASSERT_EQ(gpu::causal_conv1d_grad(dw.ptr, ddy.ptr, B, S, C, W, gx.ptr, nullptr), cudaSuccess);
+  ASSERT_EQ(gpu::causal_conv1d_grad_weight(dx.ptr, ddy.ptr, B, S, C, W, gw.ptr, gb.ptr, nullptr),
+            cudaSuccess);
+  std::vector<float> wantDx(B * S * C), wantDw(C * W, 0.0f), wantDb(C, 0.0f);
+  cpu::causal_conv1d_grad(w.data(), dy.data(), B, S, C, W, wantDx.data(), nullptr);
+  for (int64_t b = 0; b < B; ++b)
+    cpu::causal_conv1d_grad_weight(x.data() + b * S * C, nullptr, dy.data() + b * S * C, 1, S, C, W,
+                                   wantDw.data(), wantDb.data());
+  expectClose(gx.read(), wantDx, 1e-6f);
+  expectClose(gw.read(), wantDw, 1e-6f);
+  expectClose(gb.read(), wantDb, 1e-6f);
+}
+
+// The RG-LRU scan's backward in double on both sides, the device's exp,
+// expm1 and fused multiply-adds: 1e-5 of the largest gradient, from zero
+// and from a state with the summaries' cotangents.
+TEST(CudaGradKernels, RglruScanBackwardMatchesTheReference) {
+  const int64_t B = 2, S = 200, W = 128;
+  for (bool fromState : {false, true}) {
+    SCOPED_TRACE(fromState);
+    auto x = test::normalVector(B * S * W, 87), dy = test::normalVector(B * S * W, 88);
+    auto wa = test::normalVector(W, 89), ba = test::normalVector(W, 90),
+         wx = test::normalVector(W, 91), bx = test::normalVector(W, 92),
+         lambda = test::normalVector(W, 93), stateIn = test::normalVector(B * W, 94),
+         dstate = test::normalVector(B * W, 95), ddecay = test::normalVector(B * W, 96);
+    std::vector<float> wantDx(B * S * W), wantDstate(B * W);
+    std::vector<std::vector<float>> want(5, std::vector<float>(W, 0.0f));
+    cpu::RglruParamGrads dp{want[0].data(), want[1].data(), want[2].data(), want[3].data(),
+                            want[4].data()};
+    auto opt = [&](std::vector<float> &v, int64_t off) -> float * {
+      return fromState ? v.data() + off : nullptr;
+    };
+    for (int64_t b = 0; b < B; ++b)
+      cpu::rglru_scan_grad(x.data() + b * S * W, wa.data(), ba.data(), wx.data(), bx.data(),
+                           lambda.data(), opt(stateIn, b * W), dy.data() + b * S * W,
+                           opt(dstate, b * W), opt(ddecay, b * W), 1, S, W,
+                           wantDx.data() + b * S * W, wantDstate.data() + b * W, dp);
+    DeviceBuffer<float> dx(x), ddy(dy), dwa(wa), dba(ba), dwx(wx), dbx(bx), dlambda(lambda),
+        dstateIn(stateIn), ddstate(dstate), dddecay(ddecay), gx((size_t)(B * S * W)),
+        gstate((size_t)(B * W));
+    // DeviceBuffer owns its memory and is not copied: five of them, named.
+    DeviceBuffer<float> gwa((size_t)W), gba((size_t)W), gwx((size_t)W), gbx((size_t)W),
+        glambda((size_t)W);
+    DeviceBuffer<float> *params[] = {&gwa, &gba, &gwx, &gbx, &glambda};
+    DeviceBuffer<double> h((size_t)(S * W));
+    gpu::arith::RglruGradArgs a{dx.ptr,
+                                dwa.ptr,
+                                dba.ptr,
+                                dwx.ptr,
+                                dbx.ptr,
+                                dlambda.ptr,
+                                fromState ? dstateIn.ptr : nullptr,
+                                ddy.ptr,
+                                fromState ? ddstate.ptr : nullptr,
+                                fromState ? dddecay.ptr : nullptr,
+                                B,
+                                S,
+                                W,
+                                gx.ptr,
+                                gstate.ptr,
+                                params[0]->ptr,
+                                params[1]->ptr,
+                                params[2]->ptr,
+                                params[3]->ptr,
+                                params[4]->ptr,
+                                h.ptr};
+    ASSERT_EQ(gpu::rglru_scan_grad(a, nullptr), cudaSuccess);
+    auto closeToScale = [](const std::vector<float> &got, const std::vector<float> &want) {
+      float largest = 0.0f;
+      for (float v : want)
+        largest = std::max(largest, std::fabs(v));
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t i = 0; i < got.size(); ++i)
+        ASSERT_NEAR(got[i], want[i], 1e-5f * (1.0f + largest)) << "at " << i;
+    };
+    closeToScale(gx.read(), wantDx);
+    closeToScale(gstate.read(), wantDstate);
+    for (int p = 0; p < 5; ++p) {
+      SCOPED_TRACE(p);
+      closeToScale(params[p]->read(), want[p]);
+    }
+  }
+}
+
+namespace {
+
+/// |got - want| <= tol * (1 + max |want|): gradients compared at the scale
+/// of the largest one.
+void expectCloseToScale(const std::vector<float> &got, const std::vector<float> &want, float tol) {
+  float largest = 0.0f;
+  for (float v : want)
+    largest = std::max(largest, std::fabs(v));
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    ASSERT_NEAR(got[i], want[i], tol * (1.0f + largest)) << "at " << i;
+}
+
+} // namespace
+
+// Double sums across the block's threads against the CPU's sequential ones:
+// 1e-5.
+TEST(CudaGradKernels, GatedNormBackwardMatchesTheReference) {
+  const int64_t T = 300, C = 512, groups = 4;
+  auto y = test::normalVector(T * C, 116), z = test::normalVector(T * C, 117),
+       w = test::normalVector(C, 118), dout = test::normalVector(T * C, 119);
+  DeviceBuffer<float> dy(y), dz(z), dw(w), ddout(dout), gy((size_t)(T * C)), gz((size_t)(T * C)),
+      gw((size_t)C);
+  DeviceBuffer<double> inverse((size_t)(T * groups));
+  ASSERT_EQ(gpu::gated_rms_norm_grad(dy.ptr, dz.ptr, dw.ptr, ddout.ptr, T, C, groups, 1e-5f, gy.ptr,
+                                     gz.ptr, nullptr),
+            cudaSuccess);
+  ASSERT_EQ(gpu::gated_rms_norm_grad_weight(dy.ptr, dz.ptr, ddout.ptr, T, C, groups, 1e-5f,
+                                            inverse.ptr, gw.ptr, nullptr),
+            cudaSuccess);
+  std::vector<float> wantDy(T * C), wantDz(T * C), wantDw(C);
+  cpu::gated_rms_norm_grad(y.data(), z.data(), w.data(), dout.data(), T, C, groups, 1e-5f,
+                           wantDy.data(), wantDz.data());
+  cpu::gated_rms_norm_grad_weight(y.data(), z.data(), dout.data(), T, C, groups, 1e-5f,
+                                  wantDw.data());
+  expectClose(gy.read(), wantDy, 1e-5f);
+  expectClose(gz.read(), wantDz, 1e-5f);
+  expectClose(gw.read(), wantDw, 1e-5f);
+}
+
+// The SSD scan's backward in double on both sides, in the same order, with
+// the device's exp and fused multiply-adds: 1e-5 of each result's largest
+// value, from zero and from a state with the summaries' cotangents.
+TEST(CudaGradKernels, SsdScanBackwardMatchesTheReference) {
+  for (bool fromState : {false, true}) {
+    SCOPED_TRACE(fromState);
+    const int64_t B = 2, S = 200, NH = 8, P = 16, G = 2, N = 16, T = B * S, xw = NH * P, bw = G * N,
+                  PN = P * N;
+    auto x = test::normalVector(T * xw, 120), dy = test::normalVector(T * xw, 121),
+         Bm = test::normalVector(T * bw, 122), Cm = test::normalVector(T * bw, 123),
+         dt = test::normalVector(T * NH, 124), dtBias = test::normalVector(NH, 125),
+         aLog = test::normalVector(NH, 126, 0.5f), D = test::normalVector(NH, 127),
+         stateIn = test::normalVector(B * NH * PN, 128),
+         dstate = test::normalVector(B * NH * PN, 129), ddecay = test::normalVector(B * NH, 130);
+    auto opt = [&](std::vector<float> &v, int64_t off) -> float * {
+      return fromState ? v.data() + off : nullptr;
+    };
+    std::vector<float> dtv(T * NH), A(NH), ddt(T * NH), dA(NH, 0.0f), dD(NH, 0.0f);
+    std::vector<float> wantDx(T * xw), wantDB(T * bw), wantDC(T * bw), wantState(B * NH * PN);
+    std::vector<float> wantDdt(T * NH), wantDtBias(NH), wantALog(NH);
+    cpu::ssd_prelude(dt.data(), dtBias.data(), aLog.data(), T, NH, dtv.data(), A.data());
+    cpu::SsdDims one{1, S, NH, P, G, N};
+    for (int64_t b = 0; b < B; ++b)
+      cpu::ssd_scan_grad(
+          x.data() + b * S * xw, dtv.data() + b * S * NH, A.data(), Bm.data() + b * S * bw,
+          Cm.data() + b * S * bw, D.data(), opt(stateIn, b * NH * PN), dy.data() + b * S * xw,
+          opt(dstate, b * NH * PN), opt(ddecay, b * NH), one, wantDx.data() + b * S * xw,
+          ddt.data() + b * S * NH, dA.data(), wantDB.data() + b * S * bw,
+          wantDC.data() + b * S * bw, dD.data(), wantState.data() + b * NH * PN);
+    cpu::ssd_prelude_grad(dt.data(), dtBias.data(), aLog.data(), T, NH, ddt.data(), dA.data(),
+                          wantDdt.data(), wantDtBias.data(), wantALog.data());
+    DeviceBuffer<float> gx(x), gdy(dy), gB(Bm), gC(Cm), gdt(dt), gdtBias(dtBias), gaLog(aLog),
+        gD(D), gstateIn(stateIn), gdstate(dstate), gddecay(ddecay);
+    DeviceBuffer<float> dtPrelude((size_t)(T * NH)), rate((size_t)NH), ddtv((size_t)(T * NH)),
+        gdA((size_t)NH), gdD((size_t)NH), dx((size_t)(T * xw)), dB((size_t)(T * bw)),
+        dC((size_t)(T * bw)), state((size_t)(B * NH * PN)), ddtRaw((size_t)(T * NH)),
+        ddtBias((size_t)NH), daLog((size_t)NH);
+    DeviceBuffer<double> scratch((size_t)(G * gpu::arith::ssdGradLaneDoubles(S, P, N)));
+    gpu::arith::SsdGradArgs a{gx.ptr,
+                              nullptr,
+                              nullptr,
+                              gB.ptr,
+                              gC.ptr,
+                              gD.ptr,
+                              fromState ? gstateIn.ptr : nullptr,
+                              gdy.ptr,
+                              fromState ? gdstate.ptr : nullptr,
+                              fromState ? gddecay.ptr : nullptr,
+                              B,
+                              S,
+                              NH,
+                              P,
+                              G,
+                              N,
+                              dx.ptr,
+                              ddtv.ptr,
+                              dB.ptr,
+                              dC.ptr,
+                              gdA.ptr,
+                              gdD.ptr,
+                              state.ptr,
+                              scratch.ptr};
+    ASSERT_EQ(gpu::ssd_scan_grad(gdt.ptr, gdtBias.ptr, gaLog.ptr, dtPrelude.ptr, rate.ptr, a,
+                                 ddtRaw.ptr, ddtBias.ptr, daLog.ptr, nullptr),
+              cudaSuccess);
+    expectCloseToScale(dx.read(), wantDx, 1e-5f);
+    expectCloseToScale(dB.read(), wantDB, 1e-5f);
+    expectCloseToScale(dC.read(), wantDC, 1e-5f);
+    expectCloseToScale(gdD.read(), dD, 1e-5f);
+    expectCloseToScale(ddtRaw.read(), wantDdt, 1e-5f);
+    expectCloseToScale(ddtBias.read(), wantDtBias, 1e-5f);
+    expectCloseToScale(daLog.read(), wantALog, 1e-5f);
+    if (fromState)
+      expectCloseToScale(state.read(), wantState, 1e-5f);
+  }
+}
+
+// MoE's backward on dense slabs: the router's, the combine's (into slabs
+// exact; the weights' double dot products 1e-6) and the dispatch's (double
+// sums in choice order, 1e-6); indices outside the experts counted.
+TEST(CudaGradKernels, MoeRoutingCombineDispatchBackwardMatchTheReference) {
+  const int64_t T = 1000, E = 8, k = 2, H = 64;
+  std::vector<int32_t> idx(T * k);
+  for (int64_t t = 0; t < T; ++t) {
+    idx[t * k] = (int32_t)(t % E);
+    idx[t * k + 1] = (int32_t)((t % E + 1 + t % 5) % E);
+  }
+  auto w = test::normalVector(T * k, 140), dw = test::normalVector(T * k, 141),
+       dy = test::normalVector(T * H, 142), slabs = test::normalVector(E * T * H, 143);
+  DeviceBuffer<int32_t> didx(idx), bad((size_t)1);
+  DeviceBuffer<float> dwts(w), ddw(dw), ddy(dy), dslabs(slabs), logits((size_t)(T * E)),
+      gslabs((size_t)(E * T * H)), gw((size_t)(T * k)), gx((size_t)(T * H));
+  ASSERT_EQ(
+      gpu::router_topk_grad(dwts.ptr, didx.ptr, ddw.ptr, T, k, E, logits.ptr, bad.ptr, nullptr),
+      cudaSuccess);
+  ASSERT_EQ(gpu::moe_combine_grad(dwts.ptr, didx.ptr, ddy.ptr, T, H, k, E, gslabs.ptr, nullptr),
+            cudaSuccess);
+  ASSERT_EQ(
+      gpu::moe_combine_grad_weights(dslabs.ptr, didx.ptr, ddy.ptr, T, H, k, E, gw.ptr, nullptr),
+      cudaSuccess);
+  ASSERT_EQ(gpu::moe_dispatch_grad(dslabs.ptr, didx.ptr, T, H, k, E, gx.ptr, nullptr), cudaSuccess);
+  std::vector<float> wantLogits(T * E), wantSlabs(E * T * H), wantW(T * k), wantX(T * H);
+  cpu::router_topk_grad(w.data(), idx.data(), dw.data(), T, k, E, wantLogits.data());
+  cpu::moe_combine_grad(w.data(), idx.data(), dy.data(), T, H, k, E, wantSlabs.data());
+  cpu::moe_combine_grad_weights(slabs.data(), idx.data(), dy.data(), T, H, k, wantW.data());
+  cpu::moe_dispatch_grad(slabs.data(), idx.data(), T, H, k, wantX.data());
+  expectClose(logits.read(), wantLogits, 1e-6f);
+  expectClose(gslabs.read(), wantSlabs, 0.0f);
+  expectClose(gw.read(), wantW, 1e-6f);
+  expectClose(gx.read(), wantX, 1e-6f);
+  EXPECT_EQ(bad.read()[0], 0);
+  idx[5] = (int32_t)E;
+  DeviceBuffer<int32_t> badIdx(idx);
+  ASSERT_EQ(
+      gpu::router_topk_grad(dwts.ptr, badIdx.ptr, ddw.ptr, T, k, E, logits.ptr, bad.ptr, nullptr),
+      cudaSuccess);
+  EXPECT_EQ(bad.read()[0], 1);
 }

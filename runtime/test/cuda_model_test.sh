@@ -59,3 +59,31 @@ SPEC
 sed 's/"dtype": "f32"/"dtype": "bf16"/' "$examples/models/gpt-dense.json" > "$tmp/bf16.json"
 "$compile" "$tmp/bf16.json" --tp 1 --sp=false --emit plan -o "$tmp/bf16.slp"
 "$run" "$tmp/bf16.slp" --device cuda --verify --rtol 0.03
+# Training at world size 1: three steps of forward, backward (the backward kernels, linear's
+# GEMMs through cuBLASLt) and AdamW of gpt-dense on the GPU beside the same steps on the CPU.
+# Each step's loss and every final weight must agree within 1e-3: the backward's f32
+# attention probabilities and cuBLASLt's sums differ from the CPU's by roundings, and AdamW's
+# first steps divide each gradient by its own magnitude, which carries those roundings into
+# the weights of the elements whose gradients are near zero.
+"$compile" "$examples/models/gpt-dense.json" --tp 1 --sp=false --train --emit plan \
+  -o "$tmp/train.slp"
+"$run" "$tmp/train.slp" --device cuda --train --steps 3 --verify --rtol 1e-3
+# Mamba-2, RG-LRU, sliding-window and grouped-query attention trained the same way (the gated
+# norm's, the conv's and the scans' backward over whole sequences, local_attention_grad,
+# attention_grad with two query heads per kv head).
+cat > "$tmp/hybrid.json" <<'SPEC'
+{"name": "hybrid", "pattern": "MRLFAF", "vocab": 256, "hidden": 128, "seq": 128, "batch": 2,
+ "dtype": "f32", "attention": {"heads": 4, "kv_heads": 2, "head_dim": 32},
+ "mamba": {"heads": 8, "head_dim": 16, "state": 16, "groups": 2, "conv": 4},
+ "local_attention": {"heads": 4, "kv_heads": 2, "head_dim": 32, "window": 24},
+ "recurrent": {"width": 128, "conv": 4}, "mlp": {"ffn_hidden": 256}}
+SPEC
+"$compile" "$tmp/hybrid.json" --train --emit plan -o "$tmp/hybrid-train.slp"
+"$run" "$tmp/hybrid-train.slp" --device cuda --train --steps 3 --verify --rtol 1e-3
+# The whole nam56r-tiny trained (dropless MoE's backward on the dense slabs, every expert's
+# SwiGLU differentiated through cuBLASLt); --verify's single-device run replays the GPU's
+# expert choices (--verify-routing replay, the default), so a near-tie the GPU rounds the
+# other way does not change which tokens each expert trains on.
+"$compile" "$examples/models/nam56r-tiny.json" --tp 1 --sp=false --cp 1 --ep 1 --train \
+  --emit plan -o "$tmp/nam-train.slp"
+"$run" "$tmp/nam-train.slp" --device cuda --train --steps 3 --verify --rtol 1e-3

@@ -6,20 +6,6 @@
 
 namespace shardline::rt {
 
-double TrainOptions::lrAt(int64_t done) const {
-  if (warmupSteps > 0 && done <= warmupSteps)
-    return warmupInit + (lr - warmupInit) * (double)done / (double)warmupSteps;
-  // No span to decay over: a schedule built in code whose length the
-  // executor has not resolved (the executor refuses such a run).
-  if (decay == Decay::Constant || decaySteps <= warmupSteps)
-    return lr;
-  if (done > decaySteps)
-    return minLr;
-  double ratio = (double)(done - warmupSteps) / (double)(decaySteps - warmupSteps);
-  double coeff = decay == Decay::Linear ? 1.0 - ratio : 0.5 * (std::cos(M_PI * ratio) + 1.0);
-  return minLr + coeff * (lr - minLr);
-}
-
 std::string shapeText(const std::vector<int64_t> &shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i)

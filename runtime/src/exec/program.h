@@ -17,6 +17,7 @@
 #include "core/plan.h"
 #include "device/device.h"
 
+#include <cmath>
 #include <map>
 #include <memory>
 #include <optional>
@@ -198,9 +199,37 @@ struct TrainOptions {
   int64_t warmupSteps = 0, decaySteps = 0; ///< decaySteps 0: the run's last step
   double warmupInit = 0, minLr = 0;
   /// The learning rate of the step after `done` steps (Megatron's get_lr of
-  /// num_steps = done), with decaySteps resolved.
+  /// num_steps = done), with decaySteps resolved. Inline: the CUDA backend
+  /// library, which links no runtime library, computes it too.
   double lrAt(int64_t done) const;
 };
+
+inline double TrainOptions::lrAt(int64_t done) const {
+  if (warmupSteps > 0 && done <= warmupSteps)
+    return warmupInit + (lr - warmupInit) * (double)done / (double)warmupSteps;
+  // No span to decay over: a schedule built in code whose length the
+  // executor has not resolved (the executor refuses such a run).
+  if (decay == Decay::Constant || decaySteps <= warmupSteps)
+    return lr;
+  if (done > decaySteps)
+    return minLr;
+  double ratio = (double)(done - warmupSteps) / (double)(decaySteps - warmupSteps);
+  double coeff = decay == Decay::Linear ? 1.0 - ratio : 0.5 * (std::cos(M_PI * ratio) + 1.0);
+  return minLr + coeff * (lr - minLr);
+}
+
+/// sl.adamw's refusals, the same on every device: a training step below 1,
+/// and a sum of squares of the gradients (the tensor `name`) that is not
+/// finite, which would turn every weight into NaN for good.
+inline Stop adamwStepStop(int64_t step) {
+  return Stop{"sl.adamw at training step " + std::to_string(step) + ": the steps count from 1",
+              false};
+}
+inline Stop adamwSumsqStop(const std::string &name, double sumsq, int64_t step) {
+  return Stop{"the gradients' sum of squares '" + name + "' is " + std::to_string(sumsq) +
+                  " at training step " + std::to_string(step) + ": no update",
+              false};
+}
 
 /// What one MoE layer routed from this rank's tokens: per expert, the choices
 /// it kept (the rows the expert receives) and the ones capacity mode dropped.

@@ -10,6 +10,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "backends/cuda/backend_grad.h"
 #include "backends/cuda/cuda_device.h"
 #include "backends/cuda/exchange.h"
 #include "backends/cuda/nccl.h"
@@ -396,14 +397,15 @@ shardline_backend_cuda(int abiVersion, const KernelTable *reference, char *error
   static std::once_flag built;
   static KernelTable table;
   std::call_once(built, [&] {
-    for (const auto &[kind, run] : cudaRuns()) {
-      auto found = reference->find(kind);
-      if (found == reference->end())
-        continue;
-      KernelSpec spec = found->second;
-      spec.run = run;
-      table.emplace(kind, spec);
-    }
+    for (const auto *runs : {&cudaRuns(), &cudaGradRuns()})
+      for (const auto &[kind, run] : *runs) {
+        auto found = reference->find(kind);
+        if (found == reference->end())
+          continue;
+        KernelSpec spec = found->second;
+        spec.run = run;
+        table.emplace(kind, spec);
+      }
     // The steps whose kernels exchange values themselves over NCCL, and
     // those that compute on what the exchanges bring (backends/cuda/exchange.h).
     for (const auto &[kind, run] : exchangeRuns(cudaRuns())) {

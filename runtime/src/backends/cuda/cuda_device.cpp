@@ -6,6 +6,7 @@
 
 #include "exec/program.h"
 #include "kernels/cuda/kernels.h"
+#include "kernels/cuda/launch_grad.h"
 
 #include <algorithm>
 #include <new>
@@ -171,26 +172,41 @@ void CudaDevice::synchronize() { checkCuda(cudaStreamSynchronize(stream_), "a ke
 
 void CudaDevice::matmul(const float *x, const float *w, int64_t T, int64_t K, int64_t N,
                         float *out) {
-  if (T == 0 || N == 0)
+  gemm(false, false, x, w, T, N, K, out);
+}
+
+void CudaDevice::gemm(bool transA, bool transB, const float *a, const float *b, int64_t M,
+                      int64_t N, int64_t K, float *out) {
+  if (M == 0 || N == 0)
     return;
   if (K == 0) {
-    zero(out, T * N * (int64_t)sizeof(float));
+    zero(out, M * N * (int64_t)sizeof(float));
     return;
   }
-  // Row-major out = x . w is column-major out^T = w^T . x^T: cuBLASLt's
-  // A is w as an N x K column-major matrix, B is x as K x T, C is N x T.
+  // Row-major out = op(a) . op(b) is column-major out^T = op(b)^T . op(a)^T:
+  // cuBLASLt's A is b, its B is a (cuda::gemmLayout, checked on the CPU).
   // The algorithm is chosen for the operands' alignment as well as their
   // shape: one that needs more alignment than a pointer has would fail.
-  int64_t alignment = std::min({alignmentOf(x), alignmentOf(w), alignmentOf(out)});
-  auto key = std::make_tuple(T, K, N, alignment);
+  int64_t alignment = std::min({alignmentOf(a), alignmentOf(b), alignmentOf(out)});
+  auto key = std::make_tuple(M, K, N, alignment, (int)transA * 2 + (int)transB);
   auto found = gemms_.find(key);
   if (found == gemms_.end()) {
     Gemm gemm;
+    cuda::GemmLayout layout = cuda::gemmLayout(transA, transB, M, N, K);
     checkLt(cublasLtMatmulDescCreate(&gemm.op, CUBLAS_COMPUTE_32F, CUDA_R_32F),
             "cublasLtMatmulDescCreate");
-    checkLt(cublasLtMatrixLayoutCreate(&gemm.a, CUDA_R_32F, N, K, N), "layout of w");
-    checkLt(cublasLtMatrixLayoutCreate(&gemm.b, CUDA_R_32F, K, T, K), "layout of x");
-    checkLt(cublasLtMatrixLayoutCreate(&gemm.c, CUDA_R_32F, N, T, N), "layout of out");
+    cublasOperation_t opA = layout.first.transposed ? CUBLAS_OP_T : CUBLAS_OP_N,
+                      opB = layout.second.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
+    checkLt(cublasLtMatmulDescSetAttribute(gemm.op, CUBLASLT_MATMUL_DESC_TRANSA, &opA, sizeof opA),
+            "transpose of A");
+    checkLt(cublasLtMatmulDescSetAttribute(gemm.op, CUBLASLT_MATMUL_DESC_TRANSB, &opB, sizeof opB),
+            "transpose of B");
+    auto create = [](cublasLtMatrixLayout_t &to, const cuda::GemmMatrix &m, const char *what) {
+      checkLt(cublasLtMatrixLayoutCreate(&to, CUDA_R_32F, m.rows, m.cols, m.ld), what);
+    };
+    create(gemm.a, layout.first, "layout of the second factor");
+    create(gemm.b, layout.second, "layout of the first factor");
+    create(gemm.c, layout.out, "layout of the product");
     cublasLtMatmulPreference_t preference = nullptr;
     checkLt(cublasLtMatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate");
     size_t workspace = kWorkspaceBytes;
@@ -210,16 +226,16 @@ void CudaDevice::matmul(const float *x, const float *w, int64_t T, int64_t K, in
     cublasLtMatmulPreferenceDestroy(preference);
     checkLt(status, "cublasLtMatmulAlgoGetHeuristic");
     if (count == 0)
-      throw Stop{"cuBLASLt has no f32 algorithm for [" + std::to_string(T) + ", " +
-                     std::to_string(K) + "] x [" + std::to_string(K) + ", " + std::to_string(N) +
-                     "]",
+      throw Stop{"cuBLASLt has no f32 algorithm for [" + std::to_string(M) + ", " +
+                     std::to_string(K) + "]" + (transA ? "^T" : "") + " x [" + std::to_string(K) +
+                     ", " + std::to_string(N) + "]" + (transB ? "^T" : ""),
                  false};
     gemm.algo = result.algo;
     found = gemms_.emplace(key, gemm).first;
   }
   const Gemm &gemm = found->second;
   const float alpha = 1.0f, beta = 0.0f;
-  checkLt(cublasLtMatmul(lt_, gemm.op, &alpha, w, gemm.a, x, gemm.b, &beta, out, gemm.c, out,
+  checkLt(cublasLtMatmul(lt_, gemm.op, &alpha, b, gemm.a, a, gemm.b, &beta, out, gemm.c, out,
                          gemm.c, &gemm.algo, workspace_, kWorkspaceBytes, stream_),
           "cublasLtMatmul");
 }

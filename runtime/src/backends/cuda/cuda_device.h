@@ -62,6 +62,12 @@ public:
   /// compute and accumulation).
   void matmul(const float *x, const float *w, int64_t T, int64_t K, int64_t N, float *out);
 
+  /// Row-major out[M, N] = op(a)[M, K] . op(b)[K, N] in f32 through
+  /// cuBLASLt, a stored [K, M] when transA, b stored [N, K] when transB
+  /// (linear's backward: dx = dy . w^T, dw = x^T . dy).
+  void gemm(bool transA, bool transB, const float *a, const float *b, int64_t M, int64_t N,
+            int64_t K, float *out);
+
   /// A device copy of `positions`, made once per vector (a step's rank
   /// facts, which live as long as the run).
   const int64_t *positions(const std::vector<int64_t> &positions);
@@ -86,14 +92,14 @@ private:
   void *scratch_ = nullptr;
   int64_t scratchBytes_ = 0;
   std::map<const void *, int64_t *> positions_;
-  /// cuBLASLt's descriptors and chosen algorithm per GEMM shape (T, K, N)
-  /// and operand alignment.
+  /// cuBLASLt's descriptors and chosen algorithm per GEMM shape (M, K, N),
+  /// operand alignment and transposes.
   struct Gemm {
     cublasLtMatmulDesc_t op = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo;
   };
-  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, Gemm> gemms_;
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int>, Gemm> gemms_;
   std::unique_ptr<NcclWorld> nccl_;
 };
 

@@ -45,16 +45,10 @@ void adamW(const Step &s, Frame &f) {
     return;
   const TrainOptions &o = *f.train;
   if (f.trainStep < 1)
-    throw Stop{"sl.adamw at training step " + std::to_string(f.trainStep) +
-                   ": the steps count from 1",
-               false};
+    throw adamwStepStop(f.trainStep);
   double sumsq = f.f(s.in[kSumsq])[0];
-  // A non-finite norm would turn every weight into NaN for good.
   if (!std::isfinite(sumsq))
-    throw Stop{"the gradients' sum of squares '" + f.tensors[s.in[kSumsq]].name + "' is " +
-                   std::to_string(sumsq) + " at training step " + std::to_string(f.trainStep) +
-                   ": no update",
-               false};
+    throw adamwSumsqStop(f.tensors[s.in[kSumsq]].name, sumsq, f.trainStep);
   cpu::AdamWStep p{o.lrAt(f.trainStep - 1),
                    o.beta1,
                    o.beta2,

@@ -14,14 +14,9 @@ __global__ void crossEntropyRowKernel(const float *logits, const int32_t *labels
   extern __shared__ double partial[];
   int64_t t = blockIdx.x;
   const float *row = logits + t * V;
-  float max = -INFINITY;
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
-    max = fmaxf(max, row[j]);
-  max = blockReduce<Max>(max, reinterpret_cast<float *>(partial));
-  double sum = 0.0;
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
-    sum += exp((double)row[j] - (double)max);
-  sum = blockReduce<Sum>(sum, partial);
+  float max;
+  double sum;
+  rowMaxSumExp(row, V, partial, max, sum);
   if (threadIdx.x != 0)
     return;
   int32_t label = labels[t];

@@ -36,6 +36,21 @@ template <typename Op, typename T> __device__ T blockReduce(T value, T *shared) 
 __device__ inline int64_t firstElement() { return (int64_t)blockIdx.x * blockDim.x + threadIdx.x; }
 __device__ inline int64_t gridStride() { return (int64_t)gridDim.x * blockDim.x; }
 
+/// A row of `width` values' maximum and its sum of exp(value - max) in
+/// double (cross-entropy's, forward and backward), across the block's
+/// threads; `shared` holds a double per warp. Every thread gets both.
+__device__ inline void rowMaxSumExp(const float *row, int64_t width, double *shared, float &max,
+                                    double &sum) {
+  max = -INFINITY;
+  for (int64_t j = threadIdx.x; j < width; j += blockDim.x)
+    max = fmaxf(max, row[j]);
+  max = blockReduce<Max>(max, reinterpret_cast<float *>(shared));
+  sum = 0.0;
+  for (int64_t j = threadIdx.x; j < width; j += blockDim.x)
+    sum += exp((double)row[j] - (double)max);
+  sum = blockReduce<Sum>(sum, shared);
+}
+
 } // namespace shardline::rt::cuda
 
 #endif

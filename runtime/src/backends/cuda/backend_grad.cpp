@@ -1,0 +1,489 @@
+//===- backend_grad.cpp - the CUDA backend's backward and AdamW runs ------===//
+//
+// Training at world size 1 on the GPU: the backward of the norms, the linear
+// layers (through cuBLASLt), RoPE, attention and sliding-window attention,
+// the elementwise activations, cross-entropy, the embedding, the conv1d, the
+// RG-LRU and SSD scans and dropless MoE where one rank holds every expert;
+// the gradients' sums of squares and AdamW. Each run launches the kernels of
+// kernels/cuda/kernels_grad.h on the rank's CudaDevice.
+//
+//===----------------------------------------------------------------------===//
+
+#include "backends/cuda/backend_grad.h"
+
+#include "backends/cuda/cuda_device.h"
+#include "kernels/cuda/experts_grad.h"
+#include "kernels/cuda/kernels_grad.h"
+
+#include <cmath>
+
+namespace shardline::rt {
+
+namespace {
+
+CudaDevice &device(Frame &f) { return *static_cast<CudaDevice *>(f.device); }
+
+/// Stops the run when the last kernel counted bad values of `t` (ids outside
+/// [0, limit)), with the CPU kernels' words (exec/verify.h,
+/// requireIdsInRange).
+void requireInRange(Frame &f, int32_t t, int64_t limit, const char *what) {
+  if (device(f).readCounter() > 0)
+    throw Stop{"'" + f.tensors[t].name + "' holds a value outside [0, " + std::to_string(limit) +
+                   "), " + what,
+               false};
+}
+
+using MapGrad = cudaError_t (*)(const float *, const float *, int64_t, float *, cudaStream_t);
+template <MapGrad Fn> void mapGrad(const Step &s, Frame &f) {
+  checkCuda(Fn(f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]), f.f(s.out[0]), device(f).stream()),
+            "elementwise gradient");
+}
+
+void swigluGrad(const Step &s, Frame &f) {
+  checkCuda(cuda::swiglu_grad(f.f(s.in[0]), f.f(s.in[1]), f.f(s.in[2]), f.n(s.in[0]), f.f(s.out[0]),
+                              f.f(s.out[1]), device(f).stream()),
+            "swiglu_grad");
+}
+
+void rmsNormGrad(const Step &s, Frame &f) {
+  int64_t h = f.local(s.in[0]).back();
+  checkCuda(cuda::rms_norm_grad(f.f(s.in[0]), f.f(s.in[1]), f.f(s.in[2]), f.n(s.out[0]) / h, h,
+                                (float)s.attrs[0].f, f.f(s.out[0]), device(f).stream()),
+            "rms_norm_grad");
+}
+
+void rmsNormGradWeight(const Step &s, Frame &f) {
+  int64_t h = f.local(s.in[0]).back(), T = f.n(s.in[0]) / h;
+  CudaDevice &d = device(f);
+  auto *inverse = static_cast<double *>(d.scratch(std::max<int64_t>(1, T) * 8));
+  checkCuda(cuda::rms_norm_grad_weight(f.f(s.in[0]), f.f(s.in[1]), T, h, (float)s.attrs[0].f,
+                                       inverse, f.f(s.out[0]), d.stream()),
+            "rms_norm_grad_weight");
+}
+
+/// Attribute order of the gated norm's entries: groups, eps.
+enum { kNormGroups, kNormEps };
+
+/// The groups among this rank's channels of y (kernels/cpu/mamba_grad.cpp).
+int64_t localGroups(const Step &s, Frame &f, int32_t y) {
+  return s.attrs[kNormGroups].i * f.local(y).back() / f.global(y).back();
+}
+
+/// gated_rms_norm_grad (y, z, weight, dresult -> dy, dz).
+void gatedRmsNormGrad(const Step &s, Frame &f) {
+  int32_t y = s.in[0];
+  int64_t c = f.local(y).back();
+  checkCuda(cuda::gated_rms_norm_grad(f.f(y), f.f(s.in[1]), f.f(s.in[2]), f.f(s.in[3]), f.n(y) / c,
+                                      c, localGroups(s, f, y), (float)s.attrs[kNormEps].f,
+                                      f.f(s.out[0]), f.f(s.out[1]), device(f).stream()),
+            "gated_rms_norm_grad");
+}
+
+/// gated_rms_norm_grad_weight (y, z, dresult -> dweight).
+void gatedRmsNormGradWeight(const Step &s, Frame &f) {
+  int32_t y = s.in[0];
+  int64_t c = f.local(y).back(), T = f.n(y) / c, groups = localGroups(s, f, y);
+  CudaDevice &dev = device(f);
+  auto *inverse = static_cast<double *>(dev.scratch(std::max<int64_t>(1, T * groups) * 8));
+  checkCuda(cuda::gated_rms_norm_grad_weight(f.f(y), f.f(s.in[1]), f.f(s.in[2]), T, c, groups,
+                                             (float)s.attrs[kNormEps].f, inverse, f.f(s.out[0]),
+                                             dev.stream()),
+            "gated_rms_norm_grad_weight");
+}
+
+/// dx[T, K] = dy[T, N] . w[K, N]^T.
+void linearGrad(const Step &s, Frame &f) {
+  const std::vector<int64_t> &w = f.local(s.in[1]);
+  device(f).gemm(false, true, f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]) / w[0], w[0], w[1],
+                 f.f(s.out[0]));
+}
+
+/// dw[K, N] = x[T, K]^T . dy[T, N].
+void linearGradWeight(const Step &s, Frame &f) {
+  const std::vector<int64_t> &w = f.local(s.out[0]);
+  device(f).gemm(true, false, f.f(s.in[0]), f.f(s.in[1]), w[0], w[1], f.n(s.in[0]) / w[0],
+                 f.f(s.out[0]));
+}
+
+void ropeGrad(const Step &s, Frame &f) {
+  const std::vector<int64_t> &dy = f.local(s.in[0]);
+  int64_t d = s.attrs[0].i;
+  CudaDevice &dev = device(f);
+  checkCuda(cuda::rope_grad(f.f(s.in[0]), dev.positions(s.facts.positions), dy[0], dy[1], dy[2] / d,
+                            d, (float)s.attrs[1].f, f.f(s.out[0]), dev.stream()),
+            "rope_grad");
+}
+
+/// Attribute order of the attention entries (kernels/cpu/table.h).
+enum { kHeads, kCausal, kScale };
+
+/// Attention's backward at the given positions (causal or not, within
+/// `window` tokens when it is positive): dq when it is not nullptr, dk and
+/// dv when they are not. The forward's output and log-sum-exp are recomputed
+/// into scratch first.
+void attentionBackward(const Step &s, Frame &f, bool causal, float scale, int64_t window,
+                       const std::vector<int64_t> &queryPositions,
+                       const std::vector<int64_t> &keyPositions, float *dq, float *dk, float *dv) {
+  const std::vector<int64_t> &ql = f.local(s.in[0]), &kl = f.local(s.in[1]);
+  int64_t D = f.global(s.in[0])[2] / s.attrs[kHeads].i;
+  int64_t B = ql[0], Sq = ql[1], Sk = kl[1], HQ = ql[2] / D, HKV = kl[2] / D;
+  cuda::AttentionTiling tiling;
+  cuda::AttentionGradTiling gradTiling;
+  std::string error;
+  if (!cuda::attentionTiling(B, HQ, Sq, D, tiling, error) ||
+      !cuda::attentionGradTiling(B, HKV, Sk, D, gradTiling, error))
+    throw Stop{error, false};
+  CudaDevice &dev = device(f);
+  int64_t rows = B * Sq * HQ;
+  auto *out = static_cast<float *>(dev.scratch(std::max<int64_t>(1, rows * (D + 2)) * 4));
+  cuda::AttentionGradArgs a{f.f(s.in[0]),
+                            f.f(s.in[1]),
+                            f.f(s.in[2]),
+                            f.f(s.in[3]),
+                            dev.positions(queryPositions),
+                            dev.positions(keyPositions),
+                            B,
+                            Sq,
+                            Sk,
+                            HQ,
+                            HKV,
+                            D,
+                            causal,
+                            scale,
+                            window,
+                            out,
+                            out + rows * D,
+                            out + rows * (D + 1)};
+  checkCuda(cuda::attention_grad(a, tiling, gradTiling, dq, dk, dv, dev.stream()),
+            "attention's backward");
+}
+
+float attentionScale(const Step &s, Frame &f) {
+  return s.attrs[kScale].present
+             ? (float)s.attrs[kScale].f
+             : (float)(1.0 / std::sqrt((double)(f.global(s.in[0])[2] / s.attrs[kHeads].i)));
+}
+
+void attentionGrad(const Step &s, Frame &f) {
+  attentionBackward(s, f, s.attrs[kCausal].i != 0, attentionScale(s, f), 0, s.facts.positions,
+                    s.facts.keyPositions, f.f(s.out[0]), nullptr, nullptr);
+}
+
+void attentionGradKv(const Step &s, Frame &f) {
+  attentionBackward(s, f, s.attrs[kCausal].i != 0, attentionScale(s, f), 0, s.facts.positions,
+                    s.facts.keyPositions, nullptr, f.f(s.out[0]), f.f(s.out[1]));
+}
+
+/// Sliding-window attention's backward over sequences a rank holds whole
+/// (the forward's condition): dq, dk and dv at once, the keys at the
+/// queries' positions, the default scale.
+void localAttentionGrad(const Step &s, Frame &f) {
+  enum { kWindow = 1 };
+  if (chunksPerRank(f.tensors[s.in[0]].layout, 1) != 1)
+    throw Stop{"the CUDA backend runs local attention's backward over whole sequences only (no "
+               "halo)",
+               false};
+  float scale = (float)(1.0 / std::sqrt((double)(f.global(s.in[0])[2] / s.attrs[kHeads].i)));
+  attentionBackward(s, f, true, scale, s.attrs[kWindow].i, s.facts.positions, s.facts.positions,
+                    f.f(s.out[0]), f.f(s.out[1]), f.f(s.out[2]));
+}
+
+/// Cross-entropy's backward over a whole vocabulary: at world size 1 a rank
+/// holds it all.
+void crossEntropyGrad(const Step &s, Frame &f) {
+  const std::vector<int64_t> &l = f.local(s.in[0]), &global = f.global(s.in[0]);
+  if (l[2] != global[2])
+    throw Stop{"the CUDA backend runs cross-entropy's backward over a whole vocabulary (this rank "
+               "holds " +
+                   std::to_string(l[2]) + " of " + std::to_string(global[2]) + ")",
+               false};
+  CudaDevice &dev = device(f);
+  checkCuda(cuda::cross_entropy_grad(f.f(s.in[0]), f.ids(s.in[1]), l[0] * l[1], l[2],
+                                     (double)(global[0] * global[1]), f.f(s.out[0]), dev.counter(),
+                                     dev.stream()),
+            "cross_entropy_grad");
+  requireInRange(f, s.in[1], global[2], "the vocabulary");
+}
+
+void embeddingGrad(const Step &s, Frame &f) {
+  int32_t ids = s.in[0], dy = s.in[1], table = s.in[2];
+  const std::vector<int64_t> &rows = f.local(table);
+  int64_t limit = f.global(table)[0];
+  CudaDevice &dev = device(f);
+  auto *acc = static_cast<double *>(dev.scratch(std::max<int64_t>(1, rows[0] * rows[1]) * 8));
+  checkCuda(cuda::embedding_grad(f.ids(ids), f.f(dy), f.n(ids), rows[0], rows[1],
+                                 s.facts.vocabOffset, limit, acc, f.f(s.out[0]), dev.counter(),
+                                 dev.stream()),
+            "embedding_grad");
+  requireInRange(f, ids, limit, "the embedding table's rows");
+}
+
+void sumSquares(const Step &s, Frame &f) {
+  int64_t n = f.n(s.in[0]);
+  CudaDevice &dev = device(f);
+  auto *partials = static_cast<double *>(dev.scratch(cuda::sumShape(n).blocks * 8));
+  checkCuda(cuda::sum_squares(f.f(s.in[0]), n, partials, f.f(s.out[0]), dev.stream()),
+            "sum_squares");
+}
+
+/// AdamW on the rank's part of a weight, as kernels/cpu/optimizer.cpp: the
+/// hyperparameters and step from the run, nothing when it does not train,
+/// the clipping factor worked out on the device from the sum of squares.
+void adamW(const Step &s, Frame &f) {
+  enum { kWeight, kGrad, kM, kV, kSumsq };
+  if (!f.train)
+    return;
+  const TrainOptions &o = *f.train;
+  if (f.trainStep < 1)
+    throw adamwStepStop(f.trainStep);
+  double t = (double)f.trainStep;
+  cuda::arith::AdamWConstants k{o.lrAt(f.trainStep - 1),
+                                o.beta1,
+                                o.beta2,
+                                o.eps,
+                                s.attrs[0].i ? o.weightDecay : 0.0,
+                                1.0 - std::pow(o.beta1, t),
+                                1.0 - std::pow(o.beta2, t),
+                                o.clipGrad};
+  CudaDevice &dev = device(f);
+  float *sumsq = f.f(s.in[kSumsq]);
+  checkCuda(cuda::adamw(f.f(s.in[kWeight]), f.f(s.in[kGrad]), f.f(s.in[kM]), f.f(s.in[kV]),
+                        f.n(s.in[kWeight]), k, sumsq, dev.counter(), dev.stream()),
+            "adamw");
+  if (dev.readCounter() > 0) {
+    float total = 0.0f;
+    dev.download(BufferView(sumsq, 1), BufferView(&total, 1));
+    throw adamwSumsqStop(f.tensors[s.in[kSumsq]].name, total, f.trainStep);
+  }
+}
+
+/// The conv's backward over whole sequences: a halo (a sequence split over
+/// ranks) is refused, as the CUDA backend runs such sequences' halos
+/// nowhere yet.
+void requireNoHalo(const Step &s, size_t halo, const char *op) {
+  if (s.in.size() > halo && s.has(halo))
+    throw Stop{std::string("the CUDA backend runs ") + op + " over whole sequences only (no halo)",
+               false};
+}
+
+/// causal_conv1d_grad (weight, dy -> dx).
+void convGrad(const Step &s, Frame &f) {
+  requireNoHalo(s, 2, "causal_conv1d_grad");
+  const std::vector<int64_t> &dy = f.local(s.in[1]);
+  checkCuda(cuda::causal_conv1d_grad(f.f(s.in[0]), f.f(s.in[1]), dy[0], dy[1], dy[2],
+                                     f.local(s.in[0])[1], f.f(s.out[0]), device(f).stream()),
+            "causal_conv1d_grad");
+}
+
+/// causal_conv1d_grad_weight (x, dy -> dweight, dbias).
+void convGradWeight(const Step &s, Frame &f) {
+  requireNoHalo(s, 2, "causal_conv1d_grad_weight");
+  const std::vector<int64_t> &x = f.local(s.in[0]);
+  checkCuda(cuda::causal_conv1d_grad_weight(f.f(s.in[0]), f.f(s.in[1]), x[0], x[1], x[2],
+                                            f.local(s.out[0])[1], f.f(s.out[0]), f.f(s.out[1]),
+                                            device(f).stream()),
+            "causal_conv1d_grad_weight");
+}
+
+/// rglru_scan_grad (-> dx, dstate_in?) and rglru_scan_grad_weights (-> dwa,
+/// dba, dwx, dbx, dlambda) over whole sequences: the chunks of a sequence
+/// split over ranks are refused.
+template <bool Weights> void rglruScanGrad(const Step &s, Frame &f) {
+  enum { X, Wa, Ba, Wx, Bx, Lambda, StateIn, Dy, DState, DDecay };
+  if (!s.attrs[0].strings.empty())
+    throw Stop{"the CUDA backend runs the RG-LRU scan's backward over whole sequences only (no "
+               "chunks)",
+               false};
+  const std::vector<int64_t> &x = f.local(s.in[X]);
+  CudaDevice &dev = device(f);
+  auto in = [&](int i) -> const float * { return s.has(i) ? f.f(s.in[i]) : nullptr; };
+  auto out = [&](size_t r) -> float * {
+    return r < s.out.size() && s.out[r] >= 0 ? f.f(s.out[r]) : nullptr;
+  };
+  cuda::arith::RglruGradArgs a{
+      in(X),
+      in(Wa),
+      in(Ba),
+      in(Wx),
+      in(Bx),
+      in(Lambda),
+      in(StateIn),
+      in(Dy),
+      in(DState),
+      in(DDecay),
+      x[0],
+      x[1],
+      x[2],
+      Weights ? nullptr : out(0),
+      Weights ? nullptr : out(1),
+      Weights ? out(0) : nullptr,
+      Weights ? out(1) : nullptr,
+      Weights ? out(2) : nullptr,
+      Weights ? out(3) : nullptr,
+      Weights ? out(4) : nullptr,
+      static_cast<double *>(dev.scratch(std::max<int64_t>(1, x[1] * x[2]) * 8))};
+  checkCuda(cuda::rglru_scan_grad(a, dev.stream()), "rglru_scan_grad");
+}
+
+/// ssd_scan_grad (-> dx, ddt, dB, dC[, dstate_in]) and ssd_scan_grad_params
+/// (-> da_log, dd, ddt_bias) over whole sequences: the scan's backward and
+/// its prelude's computed whole by either op, the other op's results into
+/// scratch, as the CPU's entries do. A sequence cut into chunks is refused.
+template <bool Params> void ssdScanGrad(const Step &s, Frame &f) {
+  enum { X, Dt, ALog, Bm, Cm, D, DtBias, Dy, StateIn, DState, DDecay };
+  enum { kHeads, kGroups, kChunkAxes };
+  if (!s.attrs[kChunkAxes].strings.empty())
+    throw Stop{"the CUDA backend runs the SSD scan's backward over whole sequences only (no "
+               "chunks)",
+               false};
+  const TensorInfo &x = f.tensors[s.in[X]];
+  const std::vector<int64_t> &cl = f.local(s.in[Cm]);
+  int64_t nh = f.local(s.in[Dt])[2], p = x.shape[2] / s.attrs[kHeads].i;
+  int64_t g = s.attrs[kGroups].i * cl[2] / f.global(s.in[Cm])[2], n = cl[2] / g;
+  int64_t B = x.local[0], S = x.local[1], T = B * S;
+  auto opt = [&](size_t i) { return i < s.in.size() && s.has(i) ? f.f(s.in[i]) : nullptr; };
+  // Scratch: the lanes' doubles, then the prelude's dt and A, ddt, dA, and
+  // the results of the other op.
+  int64_t lanes = g * cuda::arith::ssdGradLaneDoubles(S, p, n);
+  int64_t floats = 2 * T * nh + 3 * nh + (Params ? f.n(s.in[X]) + 2 * f.n(s.in[Cm]) : 0);
+  CudaDevice &dev = device(f);
+  auto *scratch = static_cast<double *>(dev.scratch(std::max<int64_t>(1, lanes * 8 + floats * 4)));
+  float *dtPrelude = reinterpret_cast<float *>(scratch + lanes), *A = dtPrelude + T * nh,
+        *ddt = A + nh, *dA = ddt + T * nh, *dD = dA + nh, *rest = dD + nh;
+  cuda::arith::SsdGradArgs a{f.f(s.in[X]),
+                             nullptr,
+                             nullptr,
+                             f.f(s.in[Bm]),
+                             f.f(s.in[Cm]),
+                             f.f(s.in[D]),
+                             opt(StateIn),
+                             f.f(s.in[Dy]),
+                             opt(DState),
+                             opt(DDecay),
+                             B,
+                             S,
+                             nh,
+                             p,
+                             g,
+                             n,
+                             Params ? rest : f.f(s.out[0]),
+                             ddt,
+                             Params ? rest + f.n(s.in[X]) : f.f(s.out[2]),
+                             Params ? rest + f.n(s.in[X]) + f.n(s.in[Cm]) : f.f(s.out[3]),
+                             dA,
+                             Params ? f.f(s.out[1]) : dD,
+                             !Params && s.out.size() > 4 && s.out[4] >= 0 ? f.f(s.out[4]) : nullptr,
+                             scratch};
+  checkCuda(cuda::ssd_scan_grad(f.f(s.in[Dt]), f.f(s.in[DtBias]), f.f(s.in[ALog]), dtPrelude, A, a,
+                                Params ? nullptr : f.f(s.out[1]), Params ? f.f(s.out[2]) : nullptr,
+                                Params ? f.f(s.out[0]) : nullptr, dev.stream()),
+            "ssd_scan_grad");
+}
+
+/// router_topk_grad (weights, indices, dweights -> dlogits).
+void routerTopkGrad(const Step &s, Frame &f) {
+  const std::vector<int64_t> &w = f.local(s.in[0]);
+  int64_t E = f.local(s.out[0])[2];
+  CudaDevice &dev = device(f);
+  checkCuda(cuda::router_topk_grad(f.f(s.in[0]), f.ids(s.in[1]), f.f(s.in[2]), w[0] * w[1], w[2], E,
+                                   f.f(s.out[0]), dev.counter(), dev.stream()),
+            "router_topk_grad");
+  requireInRange(f, s.in[1], E, "the experts");
+}
+
+/// sl.moe_dropless_grad where one rank holds every expert, on the forward's
+/// dense slabs [E, T, H] (a row per token of every expert, zero where the
+/// router did not choose it): the combine's backward into slabs, each
+/// expert's SwiGLU recomputed and differentiated with cuBLASLt GEMMs over its
+/// whole slab (the zero rows contribute nothing), then each choice's weight
+/// gradient and each token's dx from its chosen rows. Spread over an expert
+/// group it exchanges rows by count, which the GPU does not do yet.
+void moeDroplessGrad(const Step &s, Frame &f) {
+  enum { kX, kWeights, kIndices, kGate, kUp, kDown, kDy };
+  enum { kDx, kDweights, kDgate, kDup, kDdown };
+  const std::vector<int64_t> &x = f.local(s.in[kX]), &gate = f.local(s.in[kGate]);
+  int64_t T = x[0] * x[1], H = x[2], k = f.local(s.in[kIndices])[2], E = gate[0], F = gate[2];
+  if (E != f.global(s.in[kGate])[0])
+    throw Stop{
+        "the CUDA backend runs sl.moe_dropless_grad only where one rank holds every expert (" +
+            std::to_string(E) + " of " + std::to_string(f.global(s.in[kGate])[0]) +
+            " here): the exchange of rows by count over an expert group runs on the CPU",
+        false};
+  CudaDevice &dev = device(f);
+  int64_t slab = E * T * H;
+  // Slabs of tokens, dout, the experts' outputs and dtokens, then the
+  // experts' scratch.
+  auto *tokens = static_cast<float *>(dev.scratch((4 * slab + 6 * T * F + T * H) * 4 + 4));
+  float *dout = tokens + slab, *out = dout + slab, *dtokens = out + slab;
+  const int32_t *idx = f.ids(s.in[kIndices]);
+  const float *weights = f.f(s.in[kWeights]), *dy = f.f(s.in[kDy]);
+  cudaStream_t stream = dev.stream();
+  // The slabs' rows no token chose must be zero: the weight gradients sum
+  // over every row.
+  checkCuda(cudaMemsetAsync(tokens, 0, slab * 4, stream), "cudaMemsetAsync of the slabs");
+  checkCuda(cuda::moe_dispatch(f.f(s.in[kX]), idx, T, H, k, E, tokens, dev.counter(), stream),
+            "moe_dispatch");
+  requireInRange(f, s.in[kIndices], E, "the experts");
+  checkCuda(cuda::moe_combine_grad(weights, idx, dy, T, H, k, E, dout, stream), "moe_combine_grad");
+  struct Ops {
+    CudaDevice &dev;
+    void gemm(bool ta, bool tb, const float *a, const float *b, int64_t M, int64_t N, int64_t K,
+              float *o) {
+      dev.gemm(ta, tb, a, b, M, N, K, o);
+    }
+    void swiglu(const float *g, const float *u, int64_t n, float *o) {
+      checkCuda(cuda::swiglu(g, u, n, o, dev.stream()), "swiglu");
+    }
+    void swigluGrad(const float *g, const float *u, const float *d, int64_t n, float *dg,
+                    float *du) {
+      checkCuda(cuda::swiglu_grad(g, u, d, n, dg, du, dev.stream()), "swiglu_grad");
+    }
+    void add(const float *a, const float *b, int64_t n, float *o) {
+      checkCuda(cuda::add(a, b, n, o, dev.stream()), "add");
+    }
+  } ops{dev};
+  cuda::expertsGrad(ops, {tokens, dout, f.f(s.in[kGate]), f.f(s.in[kUp]), f.f(s.in[kDown]), E, T, H,
+                          F, out, dtokens, f.f(s.out[kDgate]), f.f(s.out[kDup]), f.f(s.out[kDdown]),
+                          dtokens + slab});
+  checkCuda(cuda::moe_combine_grad_weights(out, idx, dy, T, H, k, E, f.f(s.out[kDweights]), stream),
+            "moe_combine_grad_weights");
+  checkCuda(cuda::moe_dispatch_grad(dtokens, idx, T, H, k, E, f.f(s.out[kDx]), stream),
+            "moe_dispatch_grad");
+}
+
+} // namespace
+
+const std::map<std::string, void (*)(const Step &, Frame &)> &cudaGradRuns() {
+  static const std::map<std::string, void (*)(const Step &, Frame &)> runs = {
+      {"silu_grad", mapGrad<cuda::silu_grad>},
+      {"gelu_grad", mapGrad<cuda::gelu_grad>},
+      {"sigmoid_grad", mapGrad<cuda::sigmoid_grad>},
+      {"softplus_grad", mapGrad<cuda::softplus_grad>},
+      {"swiglu_grad", swigluGrad},
+      {"rms_norm_grad", rmsNormGrad},
+      {"rms_norm_grad_weight", rmsNormGradWeight},
+      {"linear_grad", linearGrad},
+      {"linear_grad_weight", linearGradWeight},
+      {"rope_grad", ropeGrad},
+      {"attention_grad", attentionGrad},
+      {"attention_grad_kv", attentionGradKv},
+      {"local_attention_grad", localAttentionGrad},
+      {"causal_conv1d_grad", convGrad},
+      {"causal_conv1d_grad_weight", convGradWeight},
+      {"rglru_scan_grad", rglruScanGrad<false>},
+      {"rglru_scan_grad_weights", rglruScanGrad<true>},
+      {"gated_rms_norm_grad", gatedRmsNormGrad},
+      {"gated_rms_norm_grad_weight", gatedRmsNormGradWeight},
+      {"router_topk_grad", routerTopkGrad},
+      {"moe_dropless_grad", moeDroplessGrad},
+      {"ssd_scan_grad", ssdScanGrad<false>},
+      {"ssd_scan_grad_params", ssdScanGrad<true>},
+      {"cross_entropy_grad", crossEntropyGrad},
+      {"embedding_grad", embeddingGrad},
+      {"sum_squares", sumSquares},
+      {"adamw", adamW},
+  };
+  return runs;
+}
+
+} // namespace shardline::rt

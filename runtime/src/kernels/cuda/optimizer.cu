@@ -1,0 +1,41 @@
+//===- optimizer.cu - AdamW with global-norm gradient clipping ------------===//
+//
+// Compiled without FMA contraction (runtime/CMakeLists.txt): each element's
+// double arithmetic is then the CPU kernel's, operation for operation.
+//
+//===----------------------------------------------------------------------===//
+
+#include "kernels/cuda/kernels_grad.h"
+#include "kernels/cuda/reduce.cuh"
+
+namespace shardline::rt::cuda {
+
+namespace {
+
+/// Every thread reads the sum of squares, and a non-finite one stops the
+/// update (counted once) rather than turning the weights into NaN.
+__global__ void adamwKernel(float *w, const float *grad, float *m, float *v, int64_t n,
+                            arith::AdamWConstants k, const float *sumsq, int32_t *badSumsq) {
+  double total = *sumsq;
+  if (!isfinite(total)) {
+    if (firstElement() == 0)
+      atomicAdd(badSumsq, 1);
+    return;
+  }
+  double scale = arith::clipScale(total, k.clip);
+  for (int64_t i = firstElement(); i < n; i += gridStride())
+    arith::adamwElement(w[i], grad[i], m[i], v[i], k, scale);
+}
+
+} // namespace
+
+cudaError_t adamw(float *w, const float *grad, float *m, float *v, int64_t n,
+                  const arith::AdamWConstants &constants, const float *sumsq, int32_t *badSumsq,
+                  cudaStream_t stream) {
+  LaunchShape shape = elementwiseShape(std::max<int64_t>(n, 1));
+  adamwKernel<<<(unsigned)shape.blocks, shape.threads, 0, stream>>>(w, grad, m, v, n, constants,
+                                                                    sumsq, badSumsq);
+  return cudaGetLastError();
+}
+
+} // namespace shardline::rt::cuda
