@@ -93,12 +93,7 @@ __global__ void shardedTermKernel(const float *pieces, const float *gmax, int64_
 /// One block: the terms' sum over `tokens`.
 __global__ void shardedMeanKernel(const double *terms, int64_t T, double tokens, float *loss) {
   extern __shared__ double partialTerms[];
-  double sum = 0.0;
-  for (int64_t t = threadIdx.x; t < T; t += blockDim.x)
-    sum += terms[t];
-  sum = blockReduce<Sum>(sum, partialTerms);
-  if (threadIdx.x == 0)
-    *loss = tokens > 0 ? (float)(sum / tokens) : 0.0f;
+  blockMeanLoss(terms, T, tokens, partialTerms, loss);
 }
 
 template <typename Kernel, typename... Args>

@@ -31,12 +31,7 @@ __global__ void crossEntropyRowKernel(const float *logits, const int32_t *labels
 /// One block: the terms' sum over `tokens`.
 __global__ void meanKernel(const double *terms, int64_t T, double tokens, float *loss) {
   extern __shared__ double partial[];
-  double sum = 0.0;
-  for (int64_t t = threadIdx.x; t < T; t += blockDim.x)
-    sum += terms[t];
-  sum = blockReduce<Sum>(sum, partial);
-  if (threadIdx.x == 0)
-    *loss = tokens > 0 ? (float)(sum / tokens) : 0.0f;
+  blockMeanLoss(terms, T, tokens, partial, loss);
 }
 
 } // namespace

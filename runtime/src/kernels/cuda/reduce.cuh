@@ -51,6 +51,19 @@ __device__ inline void rowMaxSumExp(const float *row, int64_t width, double *sha
   sum = blockReduce<Sum>(sum, shared);
 }
 
+/// The mean of T per-token loss terms over `tokens` (0 without tokens), in
+/// double across one block's threads, written by thread 0; `shared` holds a
+/// double per warp (cross-entropy's, whole or over vocabulary shards).
+__device__ inline void blockMeanLoss(const double *terms, int64_t T, double tokens, double *shared,
+                                     float *loss) {
+  double sum = 0.0;
+  for (int64_t t = threadIdx.x; t < T; t += blockDim.x)
+    sum += terms[t];
+  sum = blockReduce<Sum>(sum, shared);
+  if (threadIdx.x == 0)
+    *loss = tokens > 0 ? (float)(sum / tokens) : 0.0f;
+}
+
 } // namespace shardline::rt::cuda
 
 #endif
