@@ -406,7 +406,7 @@ bool serveReadersByTrees(func::FuncOp fn, placement::RelayoutPrices &prices, Rec
 /// The moves that improve `fn`, best first: most bytes saved, then most
 /// activation bytes.
 std::vector<placement::Move> improvingMoves(func::FuncOp fn, placement::RelayoutPrices &prices,
-                                            bool keepPeak) {
+                                            bool keepPeak, bool chains = true) {
   std::vector<placement::Move> moves;
   std::vector<std::tuple<int64_t, int64_t, size_t>> order; // saved bytes, activations, index
   bool ties = placement::activationsBreakTies(fn);
@@ -419,7 +419,7 @@ std::vector<placement::Move> improvingMoves(func::FuncOp fn, placement::Relayout
   size_t oneKind = kinds.size();
   kinds.insert(kinds.end(), joint.begin(), joint.end());
   for (size_t k = 0; k < kinds.size(); ++k) {
-    if (k == oneKind && !moves.empty())
+    if (k == oneKind && (!chains || !moves.empty()))
       break;
     const placement::Kind &kind = kinds[k];
     // An unsplit move, or a gather put earlier, runs ops on larger values:
@@ -496,7 +496,9 @@ int64_t followUpSaving(func::FuncOp fn, const placement::Kind &kind,
     Records ignored;
     if (!move.solve().improves() || failed(move.apply(ignored)))
       return 0;
-    std::vector<placement::Move> next = improvingMoves(copy, prices, keepPeak);
+    // The follow-up of one kind only: chain moves are priced where no move
+    // of one kind is left, not at every step's lookahead.
+    std::vector<placement::Move> next = improvingMoves(copy, prices, keepPeak, /*chains=*/false);
     if (next.empty())
       return 0;
     const placement::Outcome &o = next.front().solve();
