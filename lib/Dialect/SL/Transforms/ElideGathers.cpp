@@ -406,11 +406,22 @@ bool serveReadersByTrees(func::FuncOp fn, placement::RelayoutPrices &prices, Rec
 /// The moves that improve `fn`, best first: most bytes saved, then most
 /// activation bytes.
 std::vector<placement::Move> improvingMoves(func::FuncOp fn, placement::RelayoutPrices &prices,
-                                            bool keepPeak) {
+                                            bool keepPeak, bool chains = true) {
   std::vector<placement::Move> moves;
   std::vector<std::tuple<int64_t, int64_t, size_t>> order; // saved bytes, activations, index
   bool ties = placement::activationsBreakTies(fn);
-  for (const placement::Kind &kind : placement::kindsIn(fn)) {
+  // Chains re-placed onto another chain's layout (Target) are tried only
+  // where no move of one kind improves the function: taken first, a joint
+  // move can block the sequence of one-kind moves that reaches further.
+  std::vector<placement::Kind> kinds, joint;
+  for (placement::Kind &kind : placement::kindsIn(fn))
+    (kind.type == placement::Kind::Type::Target ? joint : kinds).push_back(std::move(kind));
+  size_t oneKind = kinds.size();
+  kinds.insert(kinds.end(), joint.begin(), joint.end());
+  for (size_t k = 0; k < kinds.size(); ++k) {
+    if (k == oneKind && (!chains || !moves.empty()))
+      break;
+    const placement::Kind &kind = kinds[k];
     // An unsplit move, or a gather put earlier, runs ops on larger values:
     // it can only grow the activations that keep-peak refuses to grow.
     if (keepPeak && ((kind.type == placement::Kind::Type::Unsplit && !kind.earlier) ||
@@ -418,7 +429,9 @@ std::vector<placement::Move> improvingMoves(func::FuncOp fn, placement::Relayout
       continue;
     placement::Move move(fn, kind, ties, &prices);
     const placement::Outcome &o = move.solve();
-    if (!o.improves())
+    // A chain move must send fewer bytes: its region's activations are not
+    // the function's, and two moves trading activations could cycle.
+    if (!o.improves() || (k >= oneKind && o.bytesAfter >= o.bytesBefore))
       continue;
     order.emplace_back(o.bytesBefore - o.bytesAfter, o.activationBefore - o.activationAfter,
                        moves.size());
@@ -483,7 +496,9 @@ int64_t followUpSaving(func::FuncOp fn, const placement::Kind &kind,
     Records ignored;
     if (!move.solve().improves() || failed(move.apply(ignored)))
       return 0;
-    std::vector<placement::Move> next = improvingMoves(copy, prices, keepPeak);
+    // The follow-up of one kind only: chain moves are priced where no move
+    // of one kind is left, not at every step's lookahead.
+    std::vector<placement::Move> next = improvingMoves(copy, prices, keepPeak, /*chains=*/false);
     if (next.empty())
       return 0;
     const placement::Outcome &o = next.front().solve();

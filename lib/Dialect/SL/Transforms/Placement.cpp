@@ -38,6 +38,8 @@ using shardline::Layout;
 using Axes = std::vector<std::string>;
 
 bool Kind::operator<(const Kind &o) const {
+  if (type == Type::Target && o.type == Type::Target)
+    return target.str() < o.target.str();
   return std::tie(type, earlier, dim, concatDim, axes) <
          std::tie(o.type, o.earlier, o.dim, o.concatDim, o.axes);
 }
@@ -61,6 +63,8 @@ std::string Kind::describe() const {
   case Type::AllToAll:
     return "all_to_all over " + shardline::formatAxes(axes) + " from dimension " +
            std::to_string(concatDim) + " to " + std::to_string(dim);
+  case Type::Target:
+    return "chains of transitions to " + target.str();
   }
   return "";
 }
@@ -139,6 +143,29 @@ std::optional<shardline::Mesh> meshOf(Operation *op) {
       if (MeshOp m = lookupMesh(op, l))
         return toMesh(m);
   return std::nullopt;
+}
+
+/// Whether `op`'s result is read by one transition only (so that `op` is not
+/// the end of its chain).
+bool feedsOneTransition(Operation *op) {
+  if (!op->getResult(0).hasOneUse())
+    return false;
+  Operation *user = *op->getResult(0).getUsers().begin();
+  return user->getBlock() == op->getBlock() && isTransition(user);
+}
+
+/// The transitions of the chain that ends at `end`, first to last: going
+/// back while each one's input is the result of a transition that only it
+/// reads.
+std::vector<Operation *> chainTo(Operation *end) {
+  std::vector<Operation *> chain{end};
+  for (Operation *t = end->getOperand(0).getDefiningOp();
+       t && t->getBlock() == end->getBlock() && isTransition(t) && getLayout(t->getOperand(0)) &&
+       movable(t->getOperand(0)) && t->getResult(0).hasOneUse();
+       t = t->getOperand(0).getDefiningOp())
+    chain.push_back(t);
+  std::reverse(chain.begin(), chain.end());
+  return chain;
 }
 
 /// Dinic's maximum flow; the minimum cut is what the source still reaches.
@@ -279,6 +306,8 @@ static bool hoistable(Operation *op, const Kind &later) {
   case Kind::Type::Reorder:
   case Kind::Type::AllToAll:
     return ownKind(op) == std::optional<Kind>(later);
+  case Kind::Type::Target:
+    return false;
   case Kind::Type::Split:
     if (auto g = dyn_cast<AllGatherOp>(op))
       return axesOf(g.getAxes()) == later.axes && (int64_t)g.getDim() == later.dim;
@@ -308,6 +337,19 @@ static std::optional<Layout> sourceLayout(Operation *op, const Kind &kind,
     return std::nullopt;
   Layout inLayout = toLayout(getLayout(in)), out = toLayout(getLayout(type));
   switch (kind.type) {
+  case Kind::Type::Target: {
+    // Only the last transition of a chain; the chain goes with it. A
+    // backward's gather done again from the saved shard (sl.recompute) stays:
+    // the save policy chose it over keeping the gathered value live.
+    if (feedsOneTransition(op) || kind.target.dims.size() != (size_t)type.getRank() ||
+        kind.target == out ||
+        llvm::any_of(chainTo(op), [](Operation *t) { return t->hasAttr(kRecomputeAttr); }))
+      return std::nullopt;
+    std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
+    if (!shardline::verifyLayout(kind.target, &mesh, &shape).empty())
+      return std::nullopt;
+    return kind.target;
+  }
   case Kind::Type::Split: {
     if (!out.partial.empty())
       return std::nullopt;
@@ -346,6 +388,19 @@ std::vector<Kind> mlir::sl::placement::kindsIn(func::FuncOp fn) {
   fn.walk([&](Operation *op) {
     if (!isTransition(op))
       return;
+    // The layouts chains start and end at: a chain may be re-placed onto
+    // another chain's ends (several kinds of transition moving together).
+    if (!feedsOneTransition(op) && movable(op->getResult(0)) && getLayout(op->getResult(0))) {
+      for (Value v : {chainTo(op).front()->getOperand(0), Value(op->getResult(0))}) {
+        Layout l = toLayout(getLayout(v));
+        if (!l.partial.empty())
+          continue;
+        Kind k;
+        k.type = Kind::Type::Target;
+        k.target = l;
+        kinds.push_back(k);
+      }
+    }
     if (std::optional<Kind> own = ownKind(op)) {
       kinds.push_back(*own);
       own->earlier = true;
@@ -409,7 +464,10 @@ struct Move::Impl {
     /// from the start of the chain of transitions that alone feeds them
     /// (bytesIn is their price in S, bytesOut the chains' when not).
     std::vector<std::tuple<int, Layout, Value>> outside;
-    Layout sourceSplit;    // Source: F of its result
+    Layout sourceSplit; // Source: F of its result
+    /// Source of a Target kind: the chain it ends, first to last (F is
+    /// produced from the first one's input; the chain dies with it).
+    std::vector<Operation *> chain;
     std::vector<int> vals; // the values it produces
     /// Terminal: the transitions after `op` that only carry its result on
     /// (each the one reader of the one before); reading F, the node
@@ -732,11 +790,29 @@ struct Move::Impl {
         // Found upstream already.
         id = known->second;
       } else if (regionOperands.empty()) {
-        if (std::optional<Layout> split = sourceSplit(op)) {
+        std::optional<Layout> split =
+            absorbed.count(op) ? std::optional<Layout>() : sourceSplit(op);
+        if (split) {
           Node node{Role::Source, op};
           node.sourceSplit = *split;
           node.bytesOut = bytesOf(op);
-          node.bytesIn = relayout(toLayout(getLayout(op->getOperand(0))), *split, op->getResult(0));
+          Value from = op->getOperand(0);
+          if (kind.type == Kind::Type::Target) {
+            node.chain = chainTo(op);
+            from = node.chain.front()->getOperand(0);
+            if (llvm::any_of(node.chain, [&](Operation *t) { return absorbed.count(t); }) ||
+                valOf.count(from))
+              continue;
+            node.bytesOut = 0;
+            for (Operation *t : node.chain)
+              node.bytesOut = shardline::saturatingAdd(node.bytesOut, bytesOf(t));
+          }
+          node.bytesIn = relayout(layoutOf(from), *split, op->getResult(0));
+          // Readers of the value as it is take it back from F, or F from it.
+          Value r = op->getResult(0);
+          if (kind.type == Kind::Type::Target &&
+              (relayout(*split, layoutOf(r), r) < 0 || relayout(layoutOf(r), *split, r) < 0))
+            continue;
           if (node.bytesIn < 0)
             continue;
           nodes.push_back(std::move(node));
@@ -748,6 +824,10 @@ struct Move::Impl {
       } else if (absorbed.count(op)) {
         // Carried by the terminal before it.
         continue;
+      } else if (isTransition(op) && kind.type == Kind::Type::Target &&
+                 op->hasAttr(kRecomputeAttr)) {
+        // A backward's gather from the saved shard reads the value as it is
+        // (the save policy's choice), never a version a chain move makes.
       } else if (isTransition(op)) {
         const Val &in = vals[valOf.lookup(op->getOperand(0))];
         // Reading F, the chain of transitions that only carries this one's
@@ -762,7 +842,8 @@ struct Move::Impl {
           if (!isTransition(next) || next->getBlock() != op->getBlock() ||
               !movable(next->getResult(0)) || !getLayout(next->getResult(0)) ||
               nodeOf.count(next) || valOf.count(next->getResult(0)) || absorbed.count(next) ||
-              sourceSplit(next) || (kind.earlier && isSourceOf(next, kind)))
+              (kind.type != Kind::Type::Target && sourceSplit(next)) ||
+              (kind.earlier && isSourceOf(next, kind)))
             break;
           carried.push_back(next);
           carriedBytes = shardline::saturatingAdd(carriedBytes, bytesOf(next));
@@ -903,10 +984,11 @@ struct Move::Impl {
   }
 
   LogicalResult apply(std::vector<Change> &changes) {
-    std::string kindName = kind.type == Kind::Type::Split     ? "all_gather"
-                           : kind.type == Kind::Type::Unsplit ? "slice"
-                           : kind.type == Kind::Type::Reorder ? "reorder"
-                                                              : "all_to_all";
+    std::string kindName = kind.type == Kind::Type::Split      ? "all_gather"
+                           : kind.type == Kind::Type::Unsplit  ? "slice"
+                           : kind.type == Kind::Type::Reorder  ? "reorder"
+                           : kind.type == Kind::Type::AllToAll ? "all_to_all"
+                                                               : "chain";
     StringAttr why = reason();
     std::string error;
     SmallVector<Operation *> erase;
@@ -977,10 +1059,10 @@ struct Move::Impl {
         Val &v = vals[n.vals.front()];
         auto [needW, needF] = needs(v, inS);
         Value w = v.value, f;
+        Value from = n.chain.empty() ? op->getOperand(0) : n.chain.front()->getOperand(0);
         if (inS[i]) {
           b.setInsertionPoint(op);
-          FailureOr<Value> split =
-              emitRelayout(b, op->getLoc(), op->getOperand(0), v.split, why, error);
+          FailureOr<Value> split = emitRelayout(b, op->getLoc(), from, v.split, why, error);
           if (failed(split))
             return fail(op);
           f = *split;
@@ -997,11 +1079,15 @@ struct Move::Impl {
                 return fail(op);
               w = *back;
             }
+            // The chain before it, first to last: erased last to first.
+            for (Operation *t : n.chain)
+              if (t != op)
+                erase.push_back(t);
             erase.push_back(op);
           }
-          if (f != op->getOperand(0))
+          if (f != from)
             changes.push_back({opName(op).substr(3), describeLocation(op->getLoc()),
-                               "became " + chainText(f, op->getOperand(0)) +
+                               "became " + chainText(f, from) +
                                    (needW ? ", the whole value taken where needed" : "")});
         } else if (needF) {
           b.setInsertionPointAfter(op);

@@ -29,14 +29,21 @@ namespace mlir::sl::placement {
 
 /// Which transitions a move re-places.
 struct Kind {
-  enum class Type { Split, Unsplit, Reorder, AllToAll };
+  enum class Type { Split, Unsplit, Reorder, AllToAll, Target };
   Type type = Type::Split;
   /// Split: the axes a value gains on `dim` (gathered later, reduced onto
   /// `dim` by a reduce-scatter, or moved there by an all-to-all); Unsplit:
   /// the axes a value loses on `dim` (sliced later: ops run on the larger
   /// value); AllToAll: the axes moved from `concatDim` to `dim`; Reorder: the
-  /// ordered dimension, and in `concatDim` the order it goes to.
+  /// ordered dimension, and in `concatDim` the order it goes to; Target: see
+  /// `target`.
   std::vector<std::string> axes;
+  /// Target: every chain of transitions (each the one reader of the one
+  /// before) that ends in a value of this rank may produce its value in
+  /// `target` instead, relaid out once from where the chain starts: several
+  /// kinds of transition (a reorder, all-to-alls, a gather) re-placed
+  /// together, on a layout that the function's chains start or end at.
+  shardline::Layout target;
   int64_t dim = -1, concatDim = -1;
   /// The move puts the transitions (reorders, all-to-alls, gathers of a
   /// Split kind, slices of an Unsplit kind) earlier instead: the value one
