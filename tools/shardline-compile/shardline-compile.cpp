@@ -223,7 +223,7 @@ void printSummary(ModuleOp module, const shardline::ModelSpec *spec,
         os << "ep " << shardline::formatAxes(group) << " and etp " << shardline::formatAxes(tensor);
       else
         os << shardline::formatAxes(group);
-      os << ", expert-data ranks " << shardline::formatAxes(data) << "\n";
+      os << ", expert-data ranks " << (data.empty() ? "none" : shardline::formatAxes(data)) << "\n";
     }
     for (const shardline::BlockFamily *f : shardline::blockFamilies())
       if (const shardline::FamilySection *s = spec->section(f->letter());

@@ -103,7 +103,10 @@ public:
   std::string summary(const FamilySection &section, const ModelSpec &spec) const override {
     const auto &e = static_cast<const MoESection &>(section);
     if (e.capacityFactor <= 0)
-      return "experts: dropless (rows by count)";
+      return spec.parallel.etp > 1
+                 ? "experts: dropless (rows by count), the received rows gathered "
+                   "over etp and the outputs reduce-scattered back"
+                 : "experts: dropless (rows by count)";
     CapacityPlan c = capacityPlan(e, spec);
     std::ostringstream os;
     os << "experts: capacity factor " << e.capacityFactor << ", " << c.capacity
