@@ -14,6 +14,7 @@
 #include "kernel_test_util.h"
 #include "kernels/cpu/kernels.h"
 #include "step_rig.h"
+#include "thread_ranks.h"
 
 #include <gtest/gtest.h>
 
@@ -32,6 +33,7 @@ using test::axesAttr;
 using test::dot;
 using test::expectClose;
 using test::expectGradient;
+using test::onRanks;
 using test::Rng;
 using test::StepRig;
 using test::Vec;
@@ -182,20 +184,6 @@ TEST(MoEDropless, GradientMatchesFiniteDifferences) {
   expectGradient(l.gate, g.dgate, J, "dgate");
   expectGradient(l.up, g.dup, J, "dup");
   expectGradient(l.down, g.ddown, J, "ddown");
-}
-
-/// Runs fn(rank, collectives) on `n` thread ranks of one hub.
-void onRanks(int64_t n, const Mesh &mesh, const std::function<void(int64_t, Collectives &)> &fn) {
-  ThreadHub hub(n);
-  std::vector<std::thread> ranks;
-  for (int64_t r = 0; r < n; ++r)
-    ranks.emplace_back([&, r] {
-      ThreadComm comm(hub, r);
-      Collectives collectives(comm, mesh);
-      fn(r, collectives);
-    });
-  for (std::thread &t : ranks)
-    t.join();
 }
 
 /// The rows rank r of `n` sends to other ranks and receives from them, by

@@ -13,6 +13,7 @@
 #include "kernel_test_util.h"
 #include "kernels/cpu/kernels.h"
 #include "step_rig.h"
+#include "thread_ranks.h"
 
 #include <gtest/gtest.h>
 
@@ -31,25 +32,12 @@ using test::axesAttr;
 using test::dot;
 using test::expectClose;
 using test::intAttr;
+using test::onRanks;
 using test::Rng;
 using test::StepRig;
 using test::Vec;
 
 namespace {
-
-/// Runs fn(rank, collectives) on `n` thread ranks of one hub.
-void onRanks(int64_t n, const Mesh &mesh, const std::function<void(int64_t, Collectives &)> &fn) {
-  ThreadHub hub(n);
-  std::vector<std::thread> ranks;
-  for (int64_t r = 0; r < n; ++r)
-    ranks.emplace_back([&, r] {
-      ThreadComm comm(hub, r);
-      Collectives collectives(comm, mesh);
-      fn(r, collectives);
-    });
-  for (std::thread &t : ranks)
-    t.join();
-}
 
 /// The rows of x[B, S, C] at the sequence positions `pos`.
 Vec rowsAt(const Vec &x, int64_t B, int64_t S, int64_t C, const std::vector<int64_t> &pos) {
