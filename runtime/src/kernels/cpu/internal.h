@@ -89,6 +89,27 @@ inline double softplus(double x) {
 
 inline double log_sigmoid(double x) { return -softplus(-x); }
 
+/// The rows of slabs [E, R, H] that are not all zero, the rows the experts
+/// compute (an all-zero row maps to zero and, with no biases, adds nothing to
+/// any gradient): their flat row indices e·R + r in expert order, and each
+/// expert's count.
+inline void nonZeroSlabRows(const float *slabs, int64_t E, int64_t R, int64_t H,
+                            std::vector<int32_t> &counts, std::vector<int64_t> &rows) {
+  counts.assign(E, 0);
+  rows.clear();
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t r = 0; r < R; ++r) {
+      const float *row = slabs + (e * R + r) * H;
+      bool zero = true;
+      for (int64_t h = 0; zero && h < H; ++h)
+        zero = row[h] == 0.0f;
+      if (zero)
+        continue;
+      ++counts[e];
+      rows.push_back(e * R + r);
+    }
+}
+
 } // namespace shardline::rt::cpu::detail
 
 #endif // SHARDLINE_RUNTIME_KERNELS_CPU_INTERNAL_H

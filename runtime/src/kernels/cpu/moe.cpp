@@ -114,18 +114,13 @@ void moe_scatter_rows(const float *x, const int32_t *idx, int64_t T, int64_t H, 
 
 void moe_experts_slabs(const float *slabs, int64_t E, int64_t R, const float *w_gate,
                        const float *w_up, const float *w_down, int64_t H, int64_t F, float *out) {
-  std::vector<int32_t> counts(E, 0);
+  std::vector<int32_t> counts;
   std::vector<int64_t> rows;
+  detail::nonZeroSlabRows(slabs, E, R, H, counts, rows);
   std::vector<float> packed;
-  for (int64_t e = 0; e < E; ++e)
-    for (int64_t r = 0; r < R; ++r) {
-      const float *row = slabs + (e * R + r) * H;
-      if (std::all_of(row, row + H, [](float v) { return v == 0.0f; }))
-        continue;
-      ++counts[e];
-      rows.push_back(e * R + r);
-      packed.insert(packed.end(), row, row + H);
-    }
+  packed.reserve(rows.size() * H);
+  for (int64_t row : rows)
+    packed.insert(packed.end(), slabs + row * H, slabs + (row + 1) * H);
   std::vector<float> computed(packed.size());
   moe_experts(packed.data(), counts.data(), E, w_gate, w_up, w_down, H, F, computed.data());
   for (size_t i = 0; i < rows.size(); ++i)

@@ -122,21 +122,15 @@ void moe_experts_slabs_grad(const float *slabs, int64_t E, int64_t R, const floa
                             float *dw_down) {
   if (dslabs)
     std::fill(dslabs, dslabs + E * R * H, 0.0f);
-  // The rows the forward computed: all-zero rows map to zero and, with no
-  // biases, contribute nothing to any gradient.
-  std::vector<int32_t> counts(E, 0);
+  // The rows the forward computed.
+  std::vector<int32_t> counts;
   std::vector<int64_t> rows;
+  detail::nonZeroSlabRows(slabs, E, R, H, counts, rows);
   std::vector<float> x, d;
-  for (int64_t e = 0; e < E; ++e)
-    for (int64_t r = 0; r < R; ++r) {
-      const float *row = slabs + (e * R + r) * H;
-      if (std::all_of(row, row + H, [](float v) { return v == 0.0f; }))
-        continue;
-      ++counts[e];
-      rows.push_back(e * R + r);
-      x.insert(x.end(), row, row + H);
-      d.insert(d.end(), dy + (e * R + r) * H, dy + (e * R + r + 1) * H);
-    }
+  for (int64_t row : rows) {
+    x.insert(x.end(), slabs + row * H, slabs + (row + 1) * H);
+    d.insert(d.end(), dy + row * H, dy + (row + 1) * H);
+  }
   std::vector<float> dx(dslabs ? x.size() : 0);
   moe_experts_grad(x.data(), d.data(), counts.data(), E, w_gate, w_up, w_down, H, F,
                    dslabs ? dx.data() : nullptr, dw_gate, dw_up, dw_down);
