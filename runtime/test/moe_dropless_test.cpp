@@ -126,6 +126,18 @@ Vec perTokenLoop(const Layer &l) {
   return y;
 }
 
+template <typename T> BufferView view(std::vector<T> &v) {
+  return BufferView(v.data(), (int64_t)v.size());
+}
+
+/// The layer's operands (x, weights, indices, gate, up, down), then `rest`.
+std::vector<BufferView> layerViews(Layer &l, std::vector<BufferView> rest) {
+  std::vector<BufferView> views{view(l.x),    view(l.w),  view(l.idx),
+                                view(l.gate), view(l.up), view(l.down)};
+  views.insert(views.end(), rest.begin(), rest.end());
+  return views;
+}
+
 /// Runs the rig on one rank over the given buffers.
 void runOne(StepRig &rig, std::vector<BufferView> views) {
   rig.views = std::move(views);
@@ -136,13 +148,7 @@ void runOne(StepRig &rig, std::vector<BufferView> views) {
 Vec forwardOne(Layer &l) {
   StepRig rig = rigOf(l, false, Mesh{}, {});
   Vec y(l.B * l.S * l.H);
-  runOne(rig,
-         {BufferView(l.x.data(), (int64_t)l.x.size()), BufferView(l.w.data(), (int64_t)l.w.size()),
-          BufferView(l.idx.data(), (int64_t)l.idx.size()),
-          BufferView(l.gate.data(), (int64_t)l.gate.size()),
-          BufferView(l.up.data(), (int64_t)l.up.size()),
-          BufferView(l.down.data(), (int64_t)l.down.size()),
-          BufferView(y.data(), (int64_t)y.size())});
+  runOne(rig, layerViews(l, {view(y)}));
   return y;
 }
 
@@ -154,17 +160,8 @@ Grads backwardOne(Layer &l, Vec &dy) {
   StepRig rig = rigOf(l, true, Mesh{}, {});
   Grads g{Vec(l.x.size()), Vec(l.w.size()), Vec(l.gate.size()), Vec(l.up.size()),
           Vec(l.down.size())};
-  runOne(rig,
-         {BufferView(l.x.data(), (int64_t)l.x.size()), BufferView(l.w.data(), (int64_t)l.w.size()),
-          BufferView(l.idx.data(), (int64_t)l.idx.size()),
-          BufferView(l.gate.data(), (int64_t)l.gate.size()),
-          BufferView(l.up.data(), (int64_t)l.up.size()),
-          BufferView(l.down.data(), (int64_t)l.down.size()),
-          BufferView(dy.data(), (int64_t)dy.size()), BufferView(g.dx.data(), (int64_t)g.dx.size()),
-          BufferView(g.dw.data(), (int64_t)g.dw.size()),
-          BufferView(g.dgate.data(), (int64_t)g.dgate.size()),
-          BufferView(g.dup.data(), (int64_t)g.dup.size()),
-          BufferView(g.ddown.data(), (int64_t)g.ddown.size())});
+  runOne(rig, layerViews(l, {view(dy), view(g.dx), view(g.dw), view(g.dgate), view(g.dup),
+                             view(g.ddown)}));
   return g;
 }
 
@@ -256,10 +253,7 @@ void checkRanks(int64_t n, int64_t E) {
         up = expertRows(l.up, l.H * l.F, r * El, El),
         down = expertRows(l.down, l.F * l.H, r * El, El);
     std::map<int64_t, ExpertLoad> load;
-    std::vector<BufferView> in = {
-        BufferView(x.data(), (int64_t)x.size()),     BufferView(w.data(), (int64_t)w.size()),
-        BufferView(idx.data(), (int64_t)idx.size()), BufferView(gate.data(), (int64_t)gate.size()),
-        BufferView(up.data(), (int64_t)up.size()),   BufferView(down.data(), (int64_t)down.size())};
+    std::vector<BufferView> in = {view(x), view(w), view(idx), view(gate), view(up), view(down)};
     StepRig fwd = rigOf(l, false, mesh, {"ep"});
     ys[r].resize(x.size());
     fwd.views = in;
@@ -369,12 +363,8 @@ TEST(MoEDroplessRanks, ExpertTensorParallel) {
     for (int64_t x0 = 0; x0 < El; ++x0)
       downShard.insert(downShard.end(), down.begin() + (x0 * l.F + t * Fl) * H,
                        down.begin() + (x0 * l.F + (t + 1) * Fl) * H);
-    std::vector<BufferView> in = {BufferView(x.data(), (int64_t)x.size()),
-                                  BufferView(w.data(), (int64_t)w.size()),
-                                  BufferView(idx.data(), (int64_t)idx.size()),
-                                  BufferView(gate.data(), (int64_t)gate.size()),
-                                  BufferView(up.data(), (int64_t)up.size()),
-                                  BufferView(downShard.data(), (int64_t)downShard.size())};
+    std::vector<BufferView> in = {view(x),    view(w),  view(idx),
+                                  view(gate), view(up), view(downShard)};
     StepRig fwd = rig(false), bwd = rig(true);
     ys[r].resize(x.size());
     fwd.views = in;
@@ -456,13 +446,7 @@ TEST(MoEDroplessKernelEntries, RefuseWhatTheKernelCannotRoute) {
   l.idx[3] = 4;
   StepRig one = rigOf(l, false, Mesh{}, {});
   Vec y(l.x.size());
-  one.views = {BufferView(l.x.data(), (int64_t)l.x.size()),
-               BufferView(l.w.data(), (int64_t)l.w.size()),
-               BufferView(l.idx.data(), (int64_t)l.idx.size()),
-               BufferView(l.gate.data(), (int64_t)l.gate.size()),
-               BufferView(l.up.data(), (int64_t)l.up.size()),
-               BufferView(l.down.data(), (int64_t)l.down.size()),
-               BufferView(y.data(), (int64_t)y.size())};
+  one.views = {view(l.x), view(l.w), view(l.idx), view(l.gate), view(l.up), view(l.down), view(y)};
   ASSERT_EQ(one.verify(), "");
   try {
     one.step.kernel->run(one.step, one.frame);
