@@ -290,19 +290,24 @@ TEST(CudaKernels, RopeMatchesTheReference) {
   expectClose(out.read(), want, 1e-6f);
 }
 
+/// The attention shapes both directions are checked on: causal GQA, head dims
+/// of each accumulator length, not causal with more keys than queries, a
+/// sequence shorter than a tile, and sliding-window.
+struct AttentionCase {
+  int64_t B, Sq, Sk, HQ, HKV, D;
+  bool causal;
+  int64_t window;
+};
+const AttentionCase kAttentionCases[] = {{2, 200, 200, 8, 2, 64, true, 0},
+                                         {1, 77, 77, 4, 4, 128, true, 0},
+                                         {1, 40, 130, 2, 1, 256, false, 0},
+                                         {3, 5, 5, 2, 1, 16, true, 0},
+                                         {2, 150, 150, 4, 2, 32, true, 17}};
+
 // An f32 online softmax against the CPU's double softmax over f32 scores:
 // 1e-4 on the outputs and the log-sum-exp; causal, not, and sliding-window.
 TEST(CudaKernels, CausalGqaAttentionMatchesTheReference) {
-  struct Case {
-    int64_t B, Sq, Sk, HQ, HKV, D;
-    bool causal;
-    int64_t window;
-  } cases[] = {{2, 200, 200, 8, 2, 64, true, 0},
-               {1, 77, 77, 4, 4, 128, true, 0},
-               {1, 40, 130, 2, 1, 256, false, 0},
-               {3, 5, 5, 2, 1, 16, true, 0},
-               {2, 150, 150, 4, 2, 32, true, 17}};
-  for (const Case &c : cases) {
+  for (const AttentionCase &c : kAttentionCases) {
     SCOPED_TRACE(c.D);
     auto q = test::normalVector(c.B * c.Sq * c.HQ * c.D, 7),
          k = test::normalVector(c.B * c.Sk * c.HKV * c.D, 8),
@@ -444,16 +449,7 @@ TEST(CudaGradKernels, RopeBackwardMatchesTheReference) {
 // causal, and head dims of each accumulator length apart (attention_grad and
 // attention_grad_kv), and sliding-window in one call (local_attention_grad).
 TEST(CudaGradKernels, AttentionBackwardMatchesTheReference) {
-  struct Case {
-    int64_t B, Sq, Sk, HQ, HKV, D;
-    bool causal;
-    int64_t window;
-  } cases[] = {{2, 200, 200, 8, 2, 64, true, 0},
-               {1, 77, 77, 4, 4, 128, true, 0},
-               {1, 40, 130, 2, 1, 256, false, 0},
-               {3, 5, 5, 2, 1, 16, true, 0},
-               {2, 150, 150, 4, 2, 32, true, 17}};
-  for (const Case &c : cases) {
+  for (const AttentionCase &c : kAttentionCases) {
     SCOPED_TRACE(c.D);
     auto q = test::normalVector(c.B * c.Sq * c.HQ * c.D, 58),
          k = test::normalVector(c.B * c.Sk * c.HKV * c.D, 59),
