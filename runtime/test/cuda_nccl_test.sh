@@ -65,7 +65,7 @@ entry() { # NAME RANKS FLAGS...
 
 # Every family over dp (the loss). MoE over several GPUs is not here: dropless MoE exchanges rows
 # by count inside its kernel, which runs on the CPU's collectives only, and capacity mode has no
-# CUDA kernels yet (docs/runtime.md, "What has not run on a GPU").
+# CUDA kernels yet (docs/runtime.md, "What does not run on CUDA yet").
 for family in mlp attention dense mamba recurrent local; do
   entry $family 2 --dp 2
 done

@@ -489,8 +489,7 @@ namespace {
 TEST(NcclPlan, NamesTheFirstStepOutsideTheKindsADeviceRuns) {
   if (compilerPath().empty())
     GTEST_SKIP() << "SHARDLINE_COMPILE is not set";
-  const std::vector<std::string> transitions = {
-      "all_gather", "all_to_all", "slice", "reorder", "relayout", "reduce_scatter", "all_reduce"};
+  const std::vector<std::string> &transitions = transitionKinds();
   for (const Lowered &l : lowered(false)) {
     SCOPED_TRACE(l.entry->name);
     std::string why = firstStepOutside(l.ranks[0], transitions);
@@ -522,9 +521,7 @@ TEST(NcclPlan, NamesTheFirstStepOutsideTheKindsADeviceRuns) {
 TEST(NcclPlan, KernelExchangesCoverEveryForwardEntry) {
   if (compilerPath().empty())
     GTEST_SKIP() << "SHARDLINE_COMPILE is not set";
-  std::vector<std::string> kinds = {"all_gather", "all_to_all",     "slice",     "reorder",
-                                    "relayout",   "reduce_scatter", "all_reduce"};
-  kinds.insert(kinds.end(), kernelExchangeKinds().begin(), kernelExchangeKinds().end());
+  const std::vector<std::string> &kinds = ncclDeviceKinds();
   for (const Lowered &l : lowered(false)) {
     SCOPED_TRACE(l.entry->name);
     for (const NcclLowering &r : l.ranks)

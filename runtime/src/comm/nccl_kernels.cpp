@@ -99,4 +99,19 @@ const std::vector<std::string> &kernelExchangeKinds() {
   return kinds;
 }
 
+const std::vector<std::string> &transitionKinds() {
+  static const std::vector<std::string> kinds = {
+      "all_gather", "all_to_all", "slice", "reorder", "relayout", "reduce_scatter", "all_reduce"};
+  return kinds;
+}
+
+const std::vector<std::string> &ncclDeviceKinds() {
+  static const std::vector<std::string> kinds = [] {
+    std::vector<std::string> all = transitionKinds();
+    all.insert(all.end(), kernelExchangeKinds().begin(), kernelExchangeKinds().end());
+    return all;
+  }();
+  return kinds;
+}
+
 } // namespace shardline::rt

@@ -83,6 +83,15 @@ GatheredChunks gatheredChunks(const RankFacts &facts, const std::vector<int64_t>
 /// backward duals are not among them yet.
 const std::vector<std::string> &kernelExchangeKinds();
 
+/// The layout transitions, which lower to NCCL's collectives and point-to-point
+/// calls without a kernel of their own (comm/nccl_plan.h).
+const std::vector<std::string> &transitionKinds();
+
+/// Every kind whose exchanges a device runs over NCCL: the transitions and
+/// kernelExchangeKinds. A step of another kind that exchanges values is
+/// refused at load (firstStepOutside), its backward duals among them.
+const std::vector<std::string> &ncclDeviceKinds();
+
 } // namespace shardline::rt
 
 #endif

@@ -341,23 +341,8 @@ const std::map<std::string, void (*)(const Step &, Frame &)> &cudaRuns() {
 
 std::unique_ptr<Device> makeDevice(int64_t rank) { return std::make_unique<CudaDevice>(rank); }
 
-/// The steps whose exchanges run over NCCL: the layout transitions, and the
-/// kernels that exchange values inside (ring attention, halos, the scans'
-/// state exchange, cross-entropy over a vocabulary split). Their backward
-/// duals do so through the host collectives only.
-const std::vector<std::string> &ncclSteps() {
-  static const std::vector<std::string> kinds = [] {
-    std::vector<std::string> all = {"all_gather", "all_to_all",     "slice",     "reorder",
-                                    "relayout",   "reduce_scatter", "all_reduce"};
-    // The kernels' own exchanges (backends/cuda/exchange.h).
-    all.insert(all.end(), kernelExchangeKinds().begin(), kernelExchangeKinds().end());
-    return all;
-  }();
-  return kinds;
-}
-
 std::string connect(Frame &frame, const NcclLowering &lowering, double timeoutSeconds) {
-  if (std::string why = firstStepOutside(lowering, ncclSteps()); !why.empty())
+  if (std::string why = firstStepOutside(lowering, ncclDeviceKinds()); !why.empty())
     return why;
   std::string error;
   CudaDevice &device = deviceOf(frame);
