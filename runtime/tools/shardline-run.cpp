@@ -108,7 +108,8 @@ void usage(FILE *out) {
                "              different tokens per expert. own: it chooses for itself\n"
                "  --rtol X    with --verify: the largest relative error accepted for every\n"
                "              float output instead of its type's (e.g. 0.03 for a 16-bit model\n"
-               "              without routers, whose outputs agree to a few roundings)\n"
+               "              without routers, whose outputs agree to a few roundings); with\n"
+               "              --train also for the losses, weights and AdamW moments\n"
                "  --train     train: each of the --steps steps runs the forward, the backward\n"
                "              and the AdamW update of every weight (a plan compiled with\n"
                "              shardline-compile --train) and prints its loss; with --verify\n"
@@ -786,7 +787,8 @@ int main(int argc, char **argv) {
       }
     }
   } else if (profile) {
-    std::fprintf(stderr, "shardline-run: note: --profile needs --steps N with N > 1\n");
+    std::fprintf(stderr,
+                 "shardline-run: note: --profile times the ops only with --steps N, N > 1\n");
   }
   const std::string span =
       train ? "over " + std::to_string(options.steps) + " training steps" : "last forward pass";

@@ -122,8 +122,9 @@ cl::opt<std::string> cpOrder("cp-order",
 cl::opt<int64_t>
     ep("expert-model-parallel-size",
        cl::desc("Expert-parallel size, folded onto the dp*cp*tp ranks as in Megatron Core: "
-                "the experts are split over groups of ep consecutive ranks, taken from tp "
-                "(under --sp), then cp, then dp; adds no ranks. Short form --ep"),
+                "the experts are split over groups of ep ranks next to the --etp group "
+                "(with etp 1, ep consecutive ranks), taken from tp (under --sp), then cp, "
+                "then dp; adds no ranks. Short form --ep"),
        cl::cat(parallelCategory));
 cl::alias epA("ep", cl::desc("Alias for --expert-model-parallel-size"), cl::aliasopt(ep));
 cl::opt<int64_t>
@@ -219,8 +220,10 @@ void printSummary(ModuleOp module, const shardline::ModelSpec *spec,
       if (p.etp > 1)
         os << " etp=" << p.etp;
       os << " folded onto ";
-      if (p.etp > 1)
+      if (p.etp > 1 && p.ep > 1)
         os << "ep " << shardline::formatAxes(group) << " and etp " << shardline::formatAxes(tensor);
+      else if (p.etp > 1)
+        os << "etp " << shardline::formatAxes(tensor);
       else
         os << shardline::formatAxes(group);
       os << ", expert-data ranks " << (data.empty() ? "none" : shardline::formatAxes(data)) << "\n";

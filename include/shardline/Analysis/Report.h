@@ -13,9 +13,13 @@
 //                    operand is divisible by g (the scalar loss)
 //   all_to_all       (g-1)/g * B, B = the operand
 //   ring_attention   (g-1) * (local K + local V)
-//   moe_dropless     at balanced routing: 2(g-1)/g * k * (local x) plus
-//                    (g-1) * E/g i32 counts; moe_dropless_grad (g-1)/g *
-//                    (3k * local x + 2 * local weights) plus the counts
+//   moe_dropless     at balanced routing, over ep = the expert_axes and etp
+//                    = the tensor_axes: 2(ep-1)/ep * k * (local x) plus
+//                    (ep-1) * E/ep i32 counts, and with etp > 1 (etp-1) *
+//                    2k * (local x) plus (etp-1) * E/ep counts for the rows
+//                    gathered and the outputs reduce-scattered over etp;
+//                    moe_dropless_grad the same with 3k * local x + 2 *
+//                    local weights in place of 2k * local x
 //   halo             the result (the tokens one rank receives)
 //   scan_state_exchange  (g-1) * (local states + local decays): an all-gather
 //   scan_state_exchange_grad  (g-1) * (local dinit + local decays): its dual

@@ -39,7 +39,7 @@ func.func @down_shape(%x: tensor<2x16x32xf32>, %w: tensor<2x16x2xf32>, %i: tenso
 
 func.func @routing_tokens(%x: tensor<2x16x32xf32>, %w: tensor<2x8x2xf32>, %i: tensor<2x8x2xi32>,
                           %g: tensor<4x32x64xf32>, %d: tensor<4x64x32xf32>) {
-  // expected-error @+1 {{x}}
+  // expected-error @+1 {{x dimension 1 must be 8 (seq of weights), got 16}}
   %y = sl.moe_dropless %x, %w, %i, %g, %g, %d {expert_axes = []} : (tensor<2x16x32xf32>, tensor<2x8x2xf32>, tensor<2x8x2xi32>, tensor<4x32x64xf32>, tensor<4x32x64xf32>, tensor<4x64x32xf32>) -> tensor<2x16x32xf32>
   return
 }

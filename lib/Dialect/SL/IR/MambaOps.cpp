@@ -583,8 +583,6 @@ LogicalResult SSDScanGradOp::verify() {
       {getDx(), getX()}, {getDdt(), getDt()}, {getDB(), getB()}, {getDC(), getC()}};
   if (failed(checkOptionalGradient(*this, getStateIn(), getDstateIn(), "state_in", "dstate_in")))
     return failure();
-  if (getStateIn())
-    like.push_back({getDstateIn(), getStateIn()});
   return verifySsdGrad(*this, like);
 }
 

@@ -195,10 +195,10 @@ template <typename OpTy> static LogicalResult verifyDropless(OpTy op) {
   // The owner of expert e is member e / (E / ep) of the group of
   // expert_axes: the experts must be split over exactly those axes.
   if (LayoutAttr l = getLayout(op.getGate())) {
-    SmallVector<StringRef> want;
+    SmallVector<StringRef> expertAxes;
     for (Attribute a : op.getExpertAxes())
-      want.push_back(cast<StringAttr>(a).getValue());
-    if (l.getDimAxes(0) != want)
+      expertAxes.push_back(cast<StringAttr>(a).getValue());
+    if (l.getDimAxes(0) != expertAxes)
       return op.emitOpError("expert_axes ") << shardline::formatAxes(axisNames(op.getExpertAxes()))
                                             << " must be the axes that split the experts of gate, "
                                             << shardline::formatAxes(toLayout(l).dims[0]);
@@ -321,9 +321,6 @@ int64_t MoEDroplessGradOp::sentBytesPerRank(const shardline::Mesh &mesh) {
 // groups whole, so a rank's tokens and its buffer rows describe the same
 // groups.
 
-/// Checks `group` = [rows, positions] against the tokens [b, s, ...] of
-/// `tokens` (named `tokensName`); returns the number of groups along each,
-/// {Gb, Gs}.
 /// A capacity op's experts (at least the k each token chooses) and capacity
 /// (at least one row per expert per group).
 static LogicalResult checkExpertsAndCapacity(Operation *op, int64_t experts, int64_t capacity,
@@ -335,6 +332,9 @@ static LogicalResult checkExpertsAndCapacity(Operation *op, int64_t experts, int
   return success();
 }
 
+/// Checks `group` = [rows, positions] against the tokens [b, s, ...] of
+/// `tokens` (named `tokensName`); returns the number of groups along each,
+/// {Gb, Gs}.
 static FailureOr<std::pair<int64_t, int64_t>> checkGroups(Operation *op, ArrayRef<int64_t> group,
                                                           Value tokens, StringRef tokensName) {
   if (group.size() != 2)
