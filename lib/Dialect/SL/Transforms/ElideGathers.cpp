@@ -115,11 +115,8 @@ struct CollapseChain : RewritePattern {
       : RewritePattern(MatchAnyOpTypeTag(), /*benefit=*/1, ctx), records(records), prices(prices) {}
   Records &records;
   placement::RelayoutPrices &prices;
-  static bool isTransition(Operation *op) {
-    return isa<AllGatherOp, AllReduceOp, ReduceScatterOp, AllToAllOp, SliceOp, ReorderOp>(op);
-  }
   LogicalResult matchAndRewrite(Operation *op, PatternRewriter &rewriter) const override {
-    if (!isTransition(op) || !getLayout(op->getOperand(0)))
+    if (!placement::isTransition(op) || !getLayout(op->getOperand(0)))
       return failure();
     MeshOp meshOp = lookupMesh(op, getLayout(op->getOperand(0)));
     if (!meshOp)
@@ -137,7 +134,7 @@ struct CollapseChain : RewritePattern {
     };
     std::optional<Best> best;
     int length = 0;
-    for (Operation *t = op; t && isTransition(t) && getLayout(t->getOperand(0));
+    for (Operation *t = op; t && placement::isTransition(t) && getLayout(t->getOperand(0));
          t = t->getOperand(0).getDefiningOp(), ++length) {
       dying = dying && (t == op || t->getResult(0).hasOneUse());
       if (dying) {
@@ -173,8 +170,6 @@ struct CollapseChain : RewritePattern {
     return success();
   }
 };
-
-bool isTransition(Operation *op) { return CollapseChain::isTransition(op); }
 
 /// Readers of one value in more layouts than one: the cheapest way to serve
 /// them is a tree of relayouts over the layouts they need, rooted at the
@@ -216,7 +211,7 @@ std::optional<ReaderTree> readerTree(Value root, Block &block) {
         return std::nullopt;
       if (user->hasAttr(kRecomputeAttr))
         return std::nullopt;
-      if (isTransition(user) && getLayout(user->getResult(0))) {
+      if (placement::isTransition(user) && getLayout(user->getResult(0))) {
         tree.transitions.push_back(user);
         tree.bytes = shardline::saturatingAdd(
             tree.bytes, std::max<int64_t>(0, shardline::collectiveBytesPerRank(user)));
@@ -303,14 +298,9 @@ bool serveReadersByTrees(func::FuncOp fn, placement::RelayoutPrices &prices, Rec
     roots.push_back(a);
   for (Operation &op : block) {
     if (!mesh)
-      for (Value v : llvm::concat<Value>(op.getOperands(), op.getResults()))
-        if (LayoutAttr l = getLayout(v))
-          if (MeshOp m = lookupMesh(&op, l)) {
-            mesh = toMesh(m);
-            break;
-          }
+      mesh = placement::meshOf(&op);
     // A transition's result is served by the tree of the value it reads.
-    if (!isTransition(&op))
+    if (!placement::isTransition(&op))
       for (Value r : op.getResults())
         roots.push_back(r);
   }
@@ -319,8 +309,7 @@ bool serveReadersByTrees(func::FuncOp fn, placement::RelayoutPrices &prices, Rec
   bool changed = false;
   for (Value root : roots) {
     auto type = dyn_cast<RankedTensorType>(root.getType());
-    if (!type || !getLayout(type) ||
-        !(isa<FloatType>(type.getElementType()) || type.getElementType().isInteger(32)))
+    if (!type || !getLayout(type) || !placement::movable(root))
       continue;
     std::optional<ReaderTree> tree = readerTree(root, block);
     if (!tree || tree->transitions.empty() || tree->needed.size() > kMaxTreeLayouts + 1)

@@ -69,6 +69,23 @@ std::string Kind::describe() const {
   return "";
 }
 
+bool mlir::sl::placement::isTransition(Operation *op) {
+  return isa<AllGatherOp, AllReduceOp, ReduceScatterOp, AllToAllOp, SliceOp, ReorderOp>(op);
+}
+
+bool mlir::sl::placement::movable(Value v) {
+  Type e = getElementTypeOrSelf(v.getType());
+  return isa<FloatType>(e) || e.isInteger(32);
+}
+
+std::optional<shardline::Mesh> mlir::sl::placement::meshOf(Operation *op) {
+  for (Value v : llvm::concat<Value>(op->getOperands(), op->getResults()))
+    if (LayoutAttr l = getLayout(v))
+      if (MeshOp m = lookupMesh(op, l))
+        return toMesh(m);
+  return std::nullopt;
+}
+
 namespace {
 
 using Cost = __int128;
@@ -82,17 +99,6 @@ Cost price(int64_t bytes, int64_t activation) {
 }
 
 Axes axesOf(ArrayAttr a) { return axisNames(a); }
-
-bool isTransition(Operation *op) {
-  return isa<AllGatherOp, AllReduceOp, ReduceScatterOp, AllToAllOp, SliceOp, ReorderOp>(op);
-}
-
-/// Only tensors the layout collectives move change layout: floats and i32
-/// (token ids, labels, the router's expert indices; docs/dialect.md).
-bool movable(Value v) {
-  Type e = getElementTypeOrSelf(v.getType());
-  return isa<FloatType>(e) || e.isInteger(32);
-}
 
 std::string opName(Operation *op) { return op->getName().getStringRef().str(); }
 
@@ -135,14 +141,6 @@ std::optional<Layout> withSplit(Layout l, int64_t dim, const Axes &axes, RankedT
   if (!shardline::verifyLayout(l, &mesh, &shape).empty())
     return std::nullopt;
   return l;
-}
-
-std::optional<shardline::Mesh> meshOf(Operation *op) {
-  for (Value v : llvm::concat<Value>(op->getOperands(), op->getResults()))
-    if (LayoutAttr l = getLayout(v))
-      if (MeshOp m = lookupMesh(op, l))
-        return toMesh(m);
-  return std::nullopt;
 }
 
 /// Whether `op`'s result is read by one transition only (so that `op` is not

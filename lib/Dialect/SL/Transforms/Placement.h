@@ -92,6 +92,14 @@ private:
   std::map<std::string, std::pair<int64_t, int64_t>> known;
 };
 
+/// Whether `op` is a layout transition (gather, reduce-scatter, all-reduce,
+/// all-to-all, slice, reorder).
+bool isTransition(Operation *op);
+/// Only tensors the layout collectives move change layout: floats and i32
+/// (token ids, labels, the router's expert indices; docs/dialect.md).
+bool movable(Value v);
+/// The mesh of the first operand or result of `op` that has a layout.
+std::optional<shardline::Mesh> meshOf(Operation *op);
 /// Whether `fn`'s module lets activations break ties (not when it sets
 /// sl.sequence_parallel = false).
 bool activationsBreakTies(func::FuncOp fn);
