@@ -12,6 +12,7 @@
 
 #include "backends/cuda/backend_grad.h"
 #include "backends/cuda/cuda_device.h"
+#include "backends/cuda/entry.h"
 #include "backends/cuda/exchange.h"
 #include "backends/cuda/nccl.h"
 #include "comm/nccl_kernels.h"
@@ -25,20 +26,6 @@
 namespace shardline::rt {
 
 namespace {
-
-CudaDevice &deviceOf(Frame &f) { return *static_cast<CudaDevice *>(f.device); }
-
-/// What a kernel's launch returned, as a Stop naming the kernel.
-void launched(cudaError_t status, const char *kernel) { checkCuda(status, kernel); }
-
-/// Stops the run when a kernel counted ids of `t` outside [0, limit), with
-/// the CPU kernels' words (exec/verify.h, requireIdsInRange).
-void requireNoBadIds(Frame &f, int32_t t, int64_t limit, const char *what) {
-  if (deviceOf(f).readCounter() > 0)
-    throw Stop{"'" + f.tensors[t].name + "' holds a value outside [0, " + std::to_string(limit) +
-                   "), " + what,
-               false};
-}
 
 using Binary = cudaError_t (*)(const float *, const float *, int64_t, float *, cudaStream_t);
 template <Binary Fn> void binary(const Step &s, Frame &f) {

@@ -12,6 +12,7 @@
 #include "backends/cuda/backend_grad.h"
 
 #include "backends/cuda/cuda_device.h"
+#include "backends/cuda/entry.h"
 #include "kernels/cuda/experts_grad.h"
 #include "kernels/cuda/kernels_grad.h"
 
@@ -21,40 +22,28 @@ namespace shardline::rt {
 
 namespace {
 
-CudaDevice &device(Frame &f) { return *static_cast<CudaDevice *>(f.device); }
-
-/// Stops the run when the last kernel counted bad values of `t` (ids outside
-/// [0, limit)), with the CPU kernels' words (exec/verify.h,
-/// requireIdsInRange).
-void requireInRange(Frame &f, int32_t t, int64_t limit, const char *what) {
-  if (device(f).readCounter() > 0)
-    throw Stop{"'" + f.tensors[t].name + "' holds a value outside [0, " + std::to_string(limit) +
-                   "), " + what,
-               false};
-}
-
 using MapGrad = cudaError_t (*)(const float *, const float *, int64_t, float *, cudaStream_t);
 template <MapGrad Fn> void mapGrad(const Step &s, Frame &f) {
-  checkCuda(Fn(f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]), f.f(s.out[0]), device(f).stream()),
+  checkCuda(Fn(f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]), f.f(s.out[0]), deviceOf(f).stream()),
             "elementwise gradient");
 }
 
 void swigluGrad(const Step &s, Frame &f) {
   checkCuda(cuda::swiglu_grad(f.f(s.in[0]), f.f(s.in[1]), f.f(s.in[2]), f.n(s.in[0]), f.f(s.out[0]),
-                              f.f(s.out[1]), device(f).stream()),
+                              f.f(s.out[1]), deviceOf(f).stream()),
             "swiglu_grad");
 }
 
 void rmsNormGrad(const Step &s, Frame &f) {
   int64_t h = f.local(s.in[0]).back();
   checkCuda(cuda::rms_norm_grad(f.f(s.in[0]), f.f(s.in[1]), f.f(s.in[2]), f.n(s.out[0]) / h, h,
-                                (float)s.attrs[0].f, f.f(s.out[0]), device(f).stream()),
+                                (float)s.attrs[0].f, f.f(s.out[0]), deviceOf(f).stream()),
             "rms_norm_grad");
 }
 
 void rmsNormGradWeight(const Step &s, Frame &f) {
   int64_t h = f.local(s.in[0]).back(), T = f.n(s.in[0]) / h;
-  CudaDevice &d = device(f);
+  CudaDevice &d = deviceOf(f);
   auto *inverse = static_cast<double *>(d.scratch(std::max<int64_t>(1, T) * 8));
   checkCuda(cuda::rms_norm_grad_weight(f.f(s.in[0]), f.f(s.in[1]), T, h, (float)s.attrs[0].f,
                                        inverse, f.f(s.out[0]), d.stream()),
@@ -75,7 +64,7 @@ void gatedRmsNormGrad(const Step &s, Frame &f) {
   int64_t c = f.local(y).back();
   checkCuda(cuda::gated_rms_norm_grad(f.f(y), f.f(s.in[1]), f.f(s.in[2]), f.f(s.in[3]), f.n(y) / c,
                                       c, localGroups(s, f, y), (float)s.attrs[kNormEps].f,
-                                      f.f(s.out[0]), f.f(s.out[1]), device(f).stream()),
+                                      f.f(s.out[0]), f.f(s.out[1]), deviceOf(f).stream()),
             "gated_rms_norm_grad");
 }
 
@@ -83,7 +72,7 @@ void gatedRmsNormGrad(const Step &s, Frame &f) {
 void gatedRmsNormGradWeight(const Step &s, Frame &f) {
   int32_t y = s.in[0];
   int64_t c = f.local(y).back(), T = f.n(y) / c, groups = localGroups(s, f, y);
-  CudaDevice &dev = device(f);
+  CudaDevice &dev = deviceOf(f);
   auto *inverse = static_cast<double *>(dev.scratch(std::max<int64_t>(1, T * groups) * 8));
   checkCuda(cuda::gated_rms_norm_grad_weight(f.f(y), f.f(s.in[1]), f.f(s.in[2]), T, c, groups,
                                              (float)s.attrs[kNormEps].f, inverse, f.f(s.out[0]),
@@ -94,21 +83,21 @@ void gatedRmsNormGradWeight(const Step &s, Frame &f) {
 /// dx[T, K] = dy[T, N] . w[K, N]^T.
 void linearGrad(const Step &s, Frame &f) {
   const std::vector<int64_t> &w = f.local(s.in[1]);
-  device(f).gemm(false, true, f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]) / w[0], w[0], w[1],
-                 f.f(s.out[0]));
+  deviceOf(f).gemm(false, true, f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]) / w[0], w[0], w[1],
+                   f.f(s.out[0]));
 }
 
 /// dw[K, N] = x[T, K]^T . dy[T, N].
 void linearGradWeight(const Step &s, Frame &f) {
   const std::vector<int64_t> &w = f.local(s.out[0]);
-  device(f).gemm(true, false, f.f(s.in[0]), f.f(s.in[1]), w[0], w[1], f.n(s.in[0]) / w[0],
-                 f.f(s.out[0]));
+  deviceOf(f).gemm(true, false, f.f(s.in[0]), f.f(s.in[1]), w[0], w[1], f.n(s.in[0]) / w[0],
+                   f.f(s.out[0]));
 }
 
 void ropeGrad(const Step &s, Frame &f) {
   const std::vector<int64_t> &dy = f.local(s.in[0]);
   int64_t d = s.attrs[0].i;
-  CudaDevice &dev = device(f);
+  CudaDevice &dev = deviceOf(f);
   checkCuda(cuda::rope_grad(f.f(s.in[0]), dev.positions(s.facts.positions), dy[0], dy[1], dy[2] / d,
                             d, (float)s.attrs[1].f, f.f(s.out[0]), dev.stream()),
             "rope_grad");
@@ -133,7 +122,7 @@ void attentionBackward(const Step &s, Frame &f, bool causal, float scale, int64_
   if (!cuda::attentionTiling(B, HQ, Sq, D, tiling, error) ||
       !cuda::attentionGradTiling(B, HKV, Sk, D, gradTiling, error))
     throw Stop{error, false};
-  CudaDevice &dev = device(f);
+  CudaDevice &dev = deviceOf(f);
   int64_t rows = B * Sq * HQ;
   auto *out = static_cast<float *>(dev.scratch(std::max<int64_t>(1, rows * (D + 2)) * 4));
   cuda::AttentionGradArgs a{f.f(s.in[0]),
@@ -197,30 +186,30 @@ void crossEntropyGrad(const Step &s, Frame &f) {
                "holds " +
                    std::to_string(l[2]) + " of " + std::to_string(global[2]) + ")",
                false};
-  CudaDevice &dev = device(f);
+  CudaDevice &dev = deviceOf(f);
   checkCuda(cuda::cross_entropy_grad(f.f(s.in[0]), f.ids(s.in[1]), l[0] * l[1], l[2],
                                      (double)(global[0] * global[1]), f.f(s.out[0]), dev.counter(),
                                      dev.stream()),
             "cross_entropy_grad");
-  requireInRange(f, s.in[1], global[2], "the vocabulary");
+  requireNoBadIds(f, s.in[1], global[2], "the vocabulary");
 }
 
 void embeddingGrad(const Step &s, Frame &f) {
   int32_t ids = s.in[0], dy = s.in[1], table = s.in[2];
   const std::vector<int64_t> &rows = f.local(table);
   int64_t limit = f.global(table)[0];
-  CudaDevice &dev = device(f);
+  CudaDevice &dev = deviceOf(f);
   auto *acc = static_cast<double *>(dev.scratch(std::max<int64_t>(1, rows[0] * rows[1]) * 8));
   checkCuda(cuda::embedding_grad(f.ids(ids), f.f(dy), f.n(ids), rows[0], rows[1],
                                  s.facts.vocabOffset, limit, acc, f.f(s.out[0]), dev.counter(),
                                  dev.stream()),
             "embedding_grad");
-  requireInRange(f, ids, limit, "the embedding table's rows");
+  requireNoBadIds(f, ids, limit, "the embedding table's rows");
 }
 
 void sumSquares(const Step &s, Frame &f) {
   int64_t n = f.n(s.in[0]);
-  CudaDevice &dev = device(f);
+  CudaDevice &dev = deviceOf(f);
   auto *partials = static_cast<double *>(dev.scratch(cuda::sumShape(n).blocks * 8));
   checkCuda(cuda::sum_squares(f.f(s.in[0]), n, partials, f.f(s.out[0]), dev.stream()),
             "sum_squares");
@@ -245,7 +234,7 @@ void adamW(const Step &s, Frame &f) {
                                 1.0 - std::pow(o.beta1, t),
                                 1.0 - std::pow(o.beta2, t),
                                 o.clipGrad};
-  CudaDevice &dev = device(f);
+  CudaDevice &dev = deviceOf(f);
   float *sumsq = f.f(s.in[kSumsq]);
   checkCuda(cuda::adamw(f.f(s.in[kWeight]), f.f(s.in[kGrad]), f.f(s.in[kM]), f.f(s.in[kV]),
                         f.n(s.in[kWeight]), k, sumsq, dev.counter(), dev.stream()),
@@ -271,7 +260,7 @@ void convGrad(const Step &s, Frame &f) {
   requireNoHalo(s, 2, "causal_conv1d_grad");
   const std::vector<int64_t> &dy = f.local(s.in[1]);
   checkCuda(cuda::causal_conv1d_grad(f.f(s.in[0]), f.f(s.in[1]), dy[0], dy[1], dy[2],
-                                     f.local(s.in[0])[1], f.f(s.out[0]), device(f).stream()),
+                                     f.local(s.in[0])[1], f.f(s.out[0]), deviceOf(f).stream()),
             "causal_conv1d_grad");
 }
 
@@ -281,7 +270,7 @@ void convGradWeight(const Step &s, Frame &f) {
   const std::vector<int64_t> &x = f.local(s.in[0]);
   checkCuda(cuda::causal_conv1d_grad_weight(f.f(s.in[0]), f.f(s.in[1]), x[0], x[1], x[2],
                                             f.local(s.out[0])[1], f.f(s.out[0]), f.f(s.out[1]),
-                                            device(f).stream()),
+                                            deviceOf(f).stream()),
             "causal_conv1d_grad_weight");
 }
 
@@ -295,7 +284,7 @@ template <bool Weights> void rglruScanGrad(const Step &s, Frame &f) {
                "chunks)",
                false};
   const std::vector<int64_t> &x = f.local(s.in[X]);
-  CudaDevice &dev = device(f);
+  CudaDevice &dev = deviceOf(f);
   auto in = [&](int i) -> const float * { return s.has(i) ? f.f(s.in[i]) : nullptr; };
   auto out = [&](size_t r) -> float * {
     return r < s.out.size() && s.out[r] >= 0 ? f.f(s.out[r]) : nullptr;
@@ -346,7 +335,7 @@ template <bool Params> void ssdScanGrad(const Step &s, Frame &f) {
   // the results of the other op.
   int64_t lanes = g * cuda::arith::ssdGradLaneDoubles(S, p, n);
   int64_t floats = 2 * T * nh + 3 * nh + (Params ? f.n(s.in[X]) + 2 * f.n(s.in[Cm]) : 0);
-  CudaDevice &dev = device(f);
+  CudaDevice &dev = deviceOf(f);
   auto *scratch = static_cast<double *>(dev.scratch(std::max<int64_t>(1, lanes * 8 + floats * 4)));
   float *dtPrelude = reinterpret_cast<float *>(scratch + lanes), *A = dtPrelude + T * nh,
         *ddt = A + nh, *dA = ddt + T * nh, *dD = dA + nh, *rest = dD + nh;
@@ -384,11 +373,11 @@ template <bool Params> void ssdScanGrad(const Step &s, Frame &f) {
 void routerTopkGrad(const Step &s, Frame &f) {
   const std::vector<int64_t> &w = f.local(s.in[0]);
   int64_t E = f.local(s.out[0])[2];
-  CudaDevice &dev = device(f);
+  CudaDevice &dev = deviceOf(f);
   checkCuda(cuda::router_topk_grad(f.f(s.in[0]), f.ids(s.in[1]), f.f(s.in[2]), w[0] * w[1], w[2], E,
                                    f.f(s.out[0]), dev.counter(), dev.stream()),
             "router_topk_grad");
-  requireInRange(f, s.in[1], E, "the experts");
+  requireNoBadIds(f, s.in[1], E, "the experts");
 }
 
 /// sl.moe_dropless_grad where one rank holds every expert, on the forward's
@@ -409,7 +398,7 @@ void moeDroplessGrad(const Step &s, Frame &f) {
             std::to_string(E) + " of " + std::to_string(f.global(s.in[kGate])[0]) +
             " here): the exchange of rows by count over an expert group runs on the CPU",
         false};
-  CudaDevice &dev = device(f);
+  CudaDevice &dev = deviceOf(f);
   int64_t slab = E * T * H;
   // Slabs of tokens, dout, the experts' outputs and dtokens, then the
   // experts' scratch.
@@ -423,7 +412,7 @@ void moeDroplessGrad(const Step &s, Frame &f) {
   checkCuda(cudaMemsetAsync(tokens, 0, slab * 4, stream), "cudaMemsetAsync of the slabs");
   checkCuda(cuda::moe_dispatch(f.f(s.in[kX]), idx, T, H, k, E, tokens, dev.counter(), stream),
             "moe_dispatch");
-  requireInRange(f, s.in[kIndices], E, "the experts");
+  requireNoBadIds(f, s.in[kIndices], E, "the experts");
   checkCuda(cuda::moe_combine_grad(weights, idx, dy, T, H, k, E, dout, stream), "moe_combine_grad");
   struct Ops {
     CudaDevice &dev;

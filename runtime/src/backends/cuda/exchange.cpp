@@ -10,6 +10,7 @@
 #include "backends/cuda/exchange.h"
 
 #include "backends/cuda/cuda_device.h"
+#include "backends/cuda/entry.h"
 #include "backends/cuda/nccl.h"
 #include "comm/nccl_kernels.h"
 #include "kernels/cuda/exchange.h"
@@ -23,10 +24,6 @@
 namespace shardline::rt {
 
 namespace {
-
-CudaDevice &deviceOf(Frame &f) { return *static_cast<CudaDevice *>(f.device); }
-
-void launched(cudaError_t status, const char *kernel) { checkCuda(status, kernel); }
 
 /// Device memory for one step, released (after the stream's work) when the
 /// step ends or stops.
@@ -393,10 +390,7 @@ void crossEntropy(const Step &s, Frame &f) {
   launched(cuda::xent_local_pieces(logits, f.ids(s.in[1]), maxes, shards, T, V, s.facts.vocabOffset,
                                    global[2], gmax, pieces, bad, device.stream()),
            "xent_local_pieces");
-  if (device.readCounter() > 0)
-    throw Stop{"'" + f.tensors[s.in[1]].name + "' holds a value outside [0, " +
-                   std::to_string(global[2]) + "), the vocabulary",
-               false};
+  requireNoBadIds(f, s.in[1], global[2], "the vocabulary");
   if (world)
     world->allGather(f, axes, pieces, allPieces, 2 * T);
   else
