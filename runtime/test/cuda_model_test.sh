@@ -53,9 +53,12 @@ SPEC
 "$compile" "$examples/models/nam56r-tiny.json" --tp 1 --sp=false --cp 1 --ep 1 --emit plan \
   -o "$tmp/nam.slp"
 "$run" "$tmp/nam.slp" --device cuda --verify --rtol 1e-3
-# bf16 storage, f32 compute on both devices: each side rounds at the same op boundaries, and
-# a sum that lands on the other side of a rounding moves an output by an ulp of bf16: 0.03
-# relative, as for the CPU's 16-bit runs without routers (docs/runtime.md).
+# bf16 storage: linear's and lm_head's GEMMs take the bf16 tensors to the tensor cores with f32
+# accumulation and write bf16 (the CPU widens them to f32 first: the same products, exact in f32,
+# summed in another order), the other kernels compute in f32 on both devices. Each side rounds
+# at the same op boundaries, and a sum that lands on the other side of a rounding moves an
+# output by an ulp of bf16: 0.03 relative, as for the CPU's 16-bit runs without routers
+# (docs/runtime.md).
 sed 's/"dtype": "f32"/"dtype": "bf16"/' "$examples/models/gpt-dense.json" > "$tmp/bf16.json"
 "$compile" "$tmp/bf16.json" --tp 1 --sp=false --emit plan -o "$tmp/bf16.slp"
 "$run" "$tmp/bf16.slp" --device cuda --verify --rtol 0.03
