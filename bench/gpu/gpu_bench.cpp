@@ -31,6 +31,7 @@
 #include "backends/cuda/lt_gemm.h"
 #include "exec/program.h"
 #include "kernels/cuda/kernels.h"
+#include "kernels/cuda/probe.h"
 
 #include <cuda_runtime_api.h>
 
@@ -491,11 +492,8 @@ int main(int argc, char **argv) {
     } else
       return usage(("shardline-bench-gpu: unknown argument '" + arg + "'").c_str());
   }
-  int devices = 0;
-  cudaError_t status = cudaGetDeviceCount(&devices);
-  if (status != cudaSuccess || devices == 0) {
-    std::printf("skipped: no CUDA device (%s)\n",
-                status != cudaSuccess ? cudaGetErrorString(status) : "0 devices");
+  if (std::string why = gpu::noCudaDevice(); !why.empty()) {
+    std::printf("skipped: %s\n", why.c_str());
     return 77;
   }
   try {

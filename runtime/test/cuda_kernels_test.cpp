@@ -16,6 +16,7 @@
 #include "kernels/cpu/kernels.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/kernels_grad.h"
+#include "kernels/cuda/probe.h"
 
 #include <gtest/gtest.h>
 
@@ -362,11 +363,8 @@ TEST(CudaKernels, CrossEntropyMatchesTheReference) {
 }
 
 int main(int argc, char **argv) {
-  int devices = 0;
-  cudaError_t status = cudaGetDeviceCount(&devices);
-  if (status != cudaSuccess || devices == 0) {
-    std::printf("skipped: no CUDA device (%s)\n",
-                status != cudaSuccess ? cudaGetErrorString(status) : "0 devices");
+  if (std::string why = gpu::noCudaDevice(); !why.empty()) {
+    std::printf("skipped: %s\n", why.c_str());
     return 77;
   }
   ::testing::InitGoogleTest(&argc, argv);
