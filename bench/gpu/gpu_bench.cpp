@@ -122,8 +122,9 @@ Peaks devicePeaks(int device) {
   return p;
 }
 
-/// Device memory of `bytes`, filled with small pseudo-random f32 values (or
-/// bf16 ones) so that no kernel runs on zeros or overflows.
+/// Device memory of `count` elements of `type`, filled with pseudo-random
+/// values in [-scale/2, scale/2) so that no kernel runs on zeros or
+/// overflows, or zeros where `scale` is 0 (results).
 struct Buffer {
   void *ptr = nullptr;
   int64_t bytes = 0;
@@ -131,6 +132,10 @@ struct Buffer {
     int64_t size = type == gpu::arith::Type::F32 || type == gpu::arith::Type::I32 ? 4 : 2;
     bytes = std::max<int64_t>(1, count) * size;
     check(cudaMalloc(&ptr, (size_t)bytes), "cudaMalloc");
+    if (scale == 0.0f) {
+      check(cudaMemset(ptr, 0, (size_t)bytes), "cudaMemset");
+      return;
+    }
     std::vector<float> host((size_t)std::max<int64_t>(1, count));
     uint32_t state = seed * 2654435761u + 1;
     for (float &v : host) {
