@@ -16,11 +16,13 @@ set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bundle="${1:-$root/.gpu}"
 [ $# -gt 0 ] && shift
-if [ ! -x "$bundle/bin/shardline-run" ]; then
+if [ ! -f "$bundle/bin/shardline-run" ]; then
   echo "gpu-check.sh: $bundle holds no bundle: run scripts/gpu-bundle.sh first" >&2
   exit 2
 fi
 bundle="$(cd "$bundle" && pwd)"
+# A copy of the bundle may have lost its modes on the way.
+chmod u+x "$bundle"/bin/* "$bundle"/test/* 2>/dev/null
 parts="${*:-kernels model nccl bench block}"
 for part in $parts; do
   case "$part" in
