@@ -14,7 +14,8 @@ weights and activations) runs twice on the same GPU:
 - through the project: `shardline-run PLAN --device cuda --steps N --report
   R.json` on the same spec compiled beforehand (`shardline-compile
   bench/gpu/block.json --emit plan -o PLAN`), the median of the report's step
-  times (each step ends when its loss has been read back).
+  times (while it times a run, shardline-run waits for the stream after each
+  op to time the op, so a step's time holds one host wait per op).
 
 It prints both times and the ratio PyTorch / shardline (the target is 1.0 or
 more: the project at least as fast), and with --json writes them. Without
