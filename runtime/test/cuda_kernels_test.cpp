@@ -621,25 +621,38 @@ TEST(CudaGradKernels, AdamWIsTheReference) {
 }
 
 // The conv's sums in double in the CPU's order (the device may fuse a
-// multiply and an add): 1e-6; dweight and dbias a call per batch entry on
-// the CPU, as its table entry makes them.
+// multiply and an add): 1e-6; dweight and dbias a call per sequence on the
+// CPU, as its table entry makes them; over whole sequences and over chunks
+// with their halos (dhalo, and the taps before a chunk reading its halo).
 TEST(CudaGradKernels, CausalConvBackwardMatchesTheReference) {
-  const int64_t B = 3, S = 300, C = 96, W = 4;
+  const int64_t B = 3, S = 300, C = 96, W = 4, H = W - 1;
   auto x = test::normalVector(B * S * C, 84), w = test::normalVector(C * W, 85),
-       dy = test::normalVector(B * S * C, 86);
-  DeviceBuffer<float> dx(x), dw(w), ddy(dy), gx((size_t)(B * S * C)), gw((size_t)(C * W)),
-      gb((size_t)C);
-  ASSERT_EQ(gpu::causal_conv1d_grad(dw.ptr, ddy.ptr, B, S, C, W, gx.ptr, nullptr), cudaSuccess);
-  ASSERT_EQ(gpu::causal_conv1d_grad_weight(dx.ptr, ddy.ptr, B, S, C, W, gw.ptr, gb.ptr, nullptr),
-            cudaSuccess);
-  std::vector<float> wantDx(B * S * C), wantDw(C * W, 0.0f), wantDb(C, 0.0f);
-  cpu::causal_conv1d_grad(w.data(), dy.data(), B, S, C, W, wantDx.data(), nullptr);
-  for (int64_t b = 0; b < B; ++b)
-    cpu::causal_conv1d_grad_weight(x.data() + b * S * C, nullptr, dy.data() + b * S * C, 1, S, C, W,
-                                   wantDw.data(), wantDb.data());
-  expectClose(gx.read(), wantDx, 1e-6f);
-  expectClose(gw.read(), wantDw, 1e-6f);
-  expectClose(gb.read(), wantDb, 1e-6f);
+       dy = test::normalVector(B * S * C, 86), halos = test::normalVector(B * H * C, 87);
+  for (bool withHalo : {false, true}) {
+    SCOPED_TRACE(withHalo ? "chunks with halos" : "whole sequences");
+    DeviceBuffer<float> dx(x), dw(w), ddy(dy), dhalos(halos), gx((size_t)(B * S * C)),
+        gh((size_t)(B * H * C)), gw((size_t)(C * W)), gb((size_t)C);
+    ASSERT_EQ(gpu::causal_conv1d_grad(dw.ptr, ddy.ptr, B, S, C, W, gx.ptr,
+                                      withHalo ? gh.ptr : nullptr, nullptr),
+              cudaSuccess);
+    ASSERT_EQ(gpu::causal_conv1d_grad_weight(dx.ptr, withHalo ? dhalos.ptr : nullptr, ddy.ptr, B, S,
+                                             C, W, gw.ptr, gb.ptr, nullptr),
+              cudaSuccess);
+    std::vector<float> wantDx(B * S * C), wantDh(B * H * C), wantDw(C * W, 0.0f), wantDb(C, 0.0f);
+    for (int64_t b = 0; b < B; ++b) {
+      cpu::causal_conv1d_grad(w.data(), dy.data() + b * S * C, 1, S, C, W,
+                              wantDx.data() + b * S * C,
+                              withHalo ? wantDh.data() + b * H * C : nullptr);
+      cpu::causal_conv1d_grad_weight(
+          x.data() + b * S * C, withHalo ? halos.data() + b * H * C : nullptr,
+          dy.data() + b * S * C, 1, S, C, W, wantDw.data(), wantDb.data());
+    }
+    expectClose(gx.read(), wantDx, 1e-6f);
+    if (withHalo)
+      expectClose(gh.read(), wantDh, 1e-6f);
+    expectClose(gw.read(), wantDw, 1e-6f);
+    expectClose(gb.read(), wantDb, 1e-6f);
+  }
 }
 
 // The RG-LRU scan's backward in double on both sides, the device's exp,
