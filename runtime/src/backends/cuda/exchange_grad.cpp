@@ -219,6 +219,9 @@ template <bool Params> void ssdCorrectGrad(const Step &s, Frame &f) {
       memory.doubles(std::max<int64_t>(1, g) *
                      cuda::arith::ssdCorrectGradLaneDoubles(y.local[1], p, n))};
   const float *dt = f.f(s.in[Dt]), *dtBias = f.f(s.in[DtBias]), *aLog = f.f(s.in[ALog]);
+  // The CPU's entry zeroes dinit first: entries past the sequences' slots
+  // stay zero.
+  checkCuda(cudaMemsetAsync(dinit, 0, (size_t)f.n(s.in[Init]) * 4, stream), "cudaMemsetAsync");
   launched(cuda::ssd_prelude(dt, dtBias, aLog, T, nh, dtPrelude, A, stream), "ssd_prelude");
   launched(cuda::ssd_correct_grad(a, stream), "ssd_correct_grad");
   launched(cuda::ssd_prelude_grad(dt, dtBias, aLog, ddt, dA, T, nh, ddt,
