@@ -3,7 +3,8 @@
 # entries, their layout transitions and the kernels' own exchanges (ring attention, halos, the
 # scans' state exchange, the vocabulary-parallel loss), run with --device cuda --comm nccl --verify
 # (one process driving one GPU per rank) and pass when the outputs agree with the CPU's
-# single-device run and the bytes and arena peak equal the report's; under mpirun the same with
+# single-device run and the bytes and arena peak equal the report's; training plans of the same
+# entries (--train --steps 3 --verify), which run the backward of those exchanges; under mpirun the same with
 # --comm mpi+nccl; and a rank that stalls or dies ends the job with an error naming the NCCL call
 # and its group within the timeout, never a hang. Exits 77 (skipped) without a CUDA device or
 # with fewer than two GPUs.
@@ -50,6 +51,21 @@ fi
 echo "$gpus GPUs"
 
 failures=0
+check() { # LABEL PLAN RUN-FLAGS...: the plan on the GPUs against the CPU's single-device run
+  label=$1
+  file=$2
+  shift 2
+  if $saving; then
+    return
+  fi
+  if out=$("$run" "$file" --device cuda --comm nccl "$@" --verify --rtol 1e-3 2>&1); then
+    echo "PASS $label"
+  else
+    echo "FAIL $label"
+    echo "$out"
+    failures=$((failures + 1))
+  fi
+}
 entry() { # NAME RANKS FLAGS...
   name=$1
   ranks=$2
@@ -60,16 +76,7 @@ entry() { # NAME RANKS FLAGS...
   fi
   file="$tmp/$name-$ranks$(printf '%s' "$*" | tr -c 'A-Za-z0-9' '_').slp"
   plan "$tmp/$name.json" "$@" --emit plan -o "$file"
-  if $saving; then
-    return
-  fi
-  if out=$("$run" "$file" --device cuda --comm nccl --verify --rtol 1e-3 2>&1); then
-    echo "PASS $name $*"
-  else
-    echo "FAIL $name $*"
-    echo "$out"
-    failures=$((failures + 1))
-  fi
+  check "$name $*" "$file"
 }
 
 # Every family over dp (the loss). MoE over several GPUs is not here: dropless MoE exchanges rows
@@ -102,6 +109,27 @@ entry dense 2 --tp 2 --sp=false
 entry dense 2 --tp 2 --sp
 entry attention 4 --cp 4 --cp-comm ring --cp-order zigzag
 entry dense 4 --tp 2 --sp --cp 2 --cp-comm ring
+
+# Training (three steps, each step's loss and every final weight against the CPU's
+# single-device run): the backward of the kernels' own exchanges (ring attention's backward
+# ring, halo_add, the state exchange's dual, the vocabulary-parallel loss's backward) and the
+# backward of the conv, local attention and the scans over halos and sequence chunks, under cp 2
+# for every family but MoE; dense under tp 2 with and without sequence parallelism; every family
+# but MoE over dp 2 (the gradients' all-reduce).
+train() { # NAME FLAGS... (two ranks)
+  name=$1
+  shift
+  file="$tmp/$name-train$(printf '%s' "$*" | tr -c 'A-Za-z0-9' '_').slp"
+  plan "$tmp/$name.json" "$@" --train --emit plan -o "$file"
+  check "training $name $*" "$file" --train --steps 3
+}
+for family in mlp attention dense mamba recurrent local; do
+  train $family --cp 2 --cp-comm ring --cp-order zigzag
+  train $family --cp 2 --cp-comm ring --cp-order contiguous
+  train $family --dp 2
+done
+train dense --tp 2 --sp=false
+train dense --tp 2 --sp
 
 if $saving; then
   exit 0
