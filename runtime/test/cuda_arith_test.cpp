@@ -1293,6 +1293,76 @@ TEST(CudaLaunchGrad, GemmLayoutsAreLinearsOrientation) {
               1e-5f);
 }
 
+// The types cuBLASLt runs each GEMM in: two 16-bit factors of one type go
+// in as they are, with the product in f32 or their type; every other mix
+// runs in f32, the tensors not in their run type staged.
+TEST(CudaLaunchGrad, GemmTypesKeepSixteenBitFactors) {
+  using E = gpu::GemmElement;
+  const E all[] = {E::F32, E::BF16, E::F16};
+  for (E a : all)
+    for (E b : all)
+      for (E out : all) {
+        gpu::GemmTypes t = gpu::gemmTypes(a, b, out);
+        bool sixteen = a == b && a != E::F32;
+        EXPECT_EQ(t.factors, sixteen ? a : E::F32);
+        EXPECT_EQ(t.out, sixteen && out == a ? a : E::F32);
+        EXPECT_EQ(t.stageA, a != t.factors);
+        EXPECT_EQ(t.stageB, b != t.factors);
+        EXPECT_EQ(t.stageOut, out != t.out);
+      }
+  // A bf16 plan's linear: nothing staged, bf16 product.
+  gpu::GemmTypes bf16 = gpu::gemmTypes(E::BF16, E::BF16, E::BF16);
+  EXPECT_EQ(bf16.factors, E::BF16);
+  EXPECT_EQ(bf16.out, E::BF16);
+  EXPECT_FALSE(bf16.stageA || bf16.stageB || bf16.stageOut);
+  // bf16 activations into f32 logits: bf16 factors, f32 product.
+  gpu::GemmTypes logits = gpu::gemmTypes(E::BF16, E::BF16, E::F32);
+  EXPECT_EQ(logits.factors, E::BF16);
+  EXPECT_EQ(logits.out, E::F32);
+  EXPECT_FALSE(logits.stageOut);
+  // bf16 by f16: both widened to f32.
+  gpu::GemmTypes mixed = gpu::gemmTypes(E::BF16, E::F16, E::BF16);
+  EXPECT_EQ(mixed.factors, E::F32);
+  EXPECT_TRUE(mixed.stageA && mixed.stageB && mixed.stageOut);
+  EXPECT_EQ(gpu::gemmElementBytes(E::F32), 4);
+  EXPECT_EQ(gpu::gemmElementBytes(E::BF16), 2);
+  EXPECT_EQ(gpu::gemmElementBytes(E::F16), 2);
+}
+
+// bf16 factors with f32 accumulation, as the tensor cores take them, give
+// what the executor computed by widening them: widening bf16 to f32 is
+// exact, and so is the product of two bf16 values in f32, so only the order
+// of the f32 sums differs (1e-5 here: double sums against OpenBLAS's f32),
+// and the product rounded once into bf16 lands within one bf16 unit (2^-7
+// relative) of the CPU's rounded result. This is why bf16 plans keep the
+// CPU comparison's 0.03 tolerance (cuda_model_test.sh).
+TEST(CudaLaunchGrad, Bf16FactorsGiveTheWidenedProduct) {
+  const int64_t T = 9, K = 70, N = 6;
+  std::vector<float> x = test::normalVector(T * K, 43), w = test::normalVector(K * N, 44);
+  std::vector<uint16_t> xs(T * K), ws(K * N);
+  for (int64_t i = 0; i < T * K; ++i) {
+    arith::store(xs.data(), arith::Type::BF16, i, x[i]);
+    x[i] = arith::load(xs.data(), arith::Type::BF16, i);
+  }
+  for (int64_t i = 0; i < K * N; ++i) {
+    arith::store(ws.data(), arith::Type::BF16, i, w[i]);
+    w[i] = arith::load(ws.data(), arith::Type::BF16, i);
+  }
+  std::vector<float> want(T * N);
+  cpu::linear(x.data(), w.data(), T, K, N, want.data());
+  gpu::GemmLayout layout = gpu::gemmLayout(false, false, T, N, K);
+  std::vector<float> got = columnMajorGemm(layout, w.data(), x.data());
+  expectClose(got, want, 1e-5f);
+  std::vector<uint16_t> gotBf16(T * N), wantBf16(T * N);
+  for (int64_t i = 0; i < T * N; ++i) {
+    arith::store(gotBf16.data(), arith::Type::BF16, i, got[i]);
+    arith::store(wantBf16.data(), arith::Type::BF16, i, want[i]);
+    float g = arith::load(gotBf16.data(), arith::Type::BF16, i),
+          v = arith::load(wantBf16.data(), arith::Type::BF16, i);
+    EXPECT_LE(std::fabs(g - v), std::ldexp(std::fabs(v), -7) + 1e-30f) << "at " << i;
+  }
+}
+
 // -- the conv1d's and the RG-LRU scan's backward ------------------------------------------
 
 // One thread an element of dx (and of the halos' gradients), one a weight or

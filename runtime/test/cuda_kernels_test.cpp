@@ -10,6 +10,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "backends/cuda/lt_gemm.h"
 #include "core/buffer.h"
 #include "device/device.h"
 #include "kernel_test_util.h"
@@ -17,6 +18,7 @@
 #include "kernels/cuda/exchange_grad.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/kernels_grad.h"
+#include "kernels/cuda/probe.h"
 
 #include <gtest/gtest.h>
 
@@ -362,12 +364,69 @@ TEST(CudaKernels, CrossEntropyMatchesTheReference) {
   EXPECT_EQ(bad.read()[0], 1);
 }
 
+// linear's GEMM and its two backward ones through the backend's cuBLASLt
+// path (LtGemm), in f32 and with bf16 and f16 factors, each product in f32
+// and in the factors' type, against a double sum of the same (rounded)
+// factors: within 2e-5 of the sum of the terms' magnitudes (f32 sums in
+// another order; n·2^-24 for n = 300 is 1.8e-5), plus, for a 16-bit
+// product, one unit of its type (2^-7 relative for bf16, 2^-10 for f16).
+TEST(CudaKernels, LtGemmMatchesTheReferenceInEveryType) {
+  using E = gpu::GemmElement;
+  const int64_t T = 67, K = 300, N = 45;
+  struct Orientation {
+    bool transA, transB;
+    int64_t M, N, K, aSize, bSize;
+  } orientations[] = {{false, false, T, N, K, T * K, K * N}, // y = x . w
+                      {false, true, T, K, N, T * N, K * N},  // dx = dy . w^T
+                      {true, false, K, N, T, T * K, T * N}}; // dw = x^T . dy
+  shardline::rt::LtGemm lt;
+  for (E type : {E::F32, E::BF16, E::F16})
+    for (E product : {E::F32, type})
+      for (const Orientation &o : orientations) {
+        SCOPED_TRACE(std::to_string((int)type) + " -> " + std::to_string((int)product) + ", " +
+                     std::to_string(o.transA) + std::to_string(o.transB));
+        auto typeOf = [](E e) {
+          return e == E::BF16  ? gpu::arith::Type::BF16
+                 : e == E::F16 ? gpu::arith::Type::F16
+                               : gpu::arith::Type::F32;
+        };
+        // The factors as stored (4 or 2 bytes an element) and their values.
+        auto stored = [&](int64_t n, unsigned seed, std::vector<float> &values) {
+          values = test::normalVector(n, seed);
+          std::vector<uint8_t> bytes(n * (type == E::F32 ? 4 : 2));
+          for (int64_t i = 0; i < n; ++i) {
+            gpu::arith::store(bytes.data(), typeOf(type), i, values[i]);
+            values[i] = gpu::arith::load(bytes.data(), typeOf(type), i);
+          }
+          return DeviceBuffer<uint8_t>(bytes);
+        };
+        std::vector<float> a, b;
+        DeviceBuffer<uint8_t> da = stored(o.aSize, 150, a), db = stored(o.bSize, 151, b);
+        DeviceBuffer<uint8_t> dout((size_t)(o.M * o.N * (product == E::F32 ? 4 : 2)));
+        lt.run(nullptr, o.transA, o.transB, da.ptr, db.ptr, type, o.M, o.N, o.K, dout.ptr, product);
+        std::vector<uint8_t> out = dout.read();
+        int unitBits = product == E::F32 ? 0 : product == E::BF16 ? 7 : 10;
+        for (int64_t i = 0; i < o.M; ++i)
+          for (int64_t j = 0; j < o.N; ++j) {
+            double want = 0.0, magnitude = 0.0;
+            for (int64_t p = 0; p < o.K; ++p) {
+              double term = (double)(o.transA ? a[p * o.M + i] : a[i * o.K + p]) *
+                            (o.transB ? b[j * o.K + p] : b[p * o.N + j]);
+              want += term;
+              magnitude += std::fabs(term);
+            }
+            double got = gpu::arith::load(out.data(), typeOf(product), i * o.N + j);
+            double tol = 2e-5 * magnitude;
+            if (unitBits > 0)
+              tol += std::ldexp(std::fabs(want), -unitBits) + 6e-8;
+            ASSERT_NEAR(got, want, tol) << "at [" << i << ", " << j << "]";
+          }
+      }
+}
+
 int main(int argc, char **argv) {
-  int devices = 0;
-  cudaError_t status = cudaGetDeviceCount(&devices);
-  if (status != cudaSuccess || devices == 0) {
-    std::printf("skipped: no CUDA device (%s)\n",
-                status != cudaSuccess ? cudaGetErrorString(status) : "0 devices");
+  if (std::string why = gpu::noCudaDevice(); !why.empty()) {
+    std::printf("skipped: %s\n", why.c_str());
     return 77;
   }
   ::testing::InitGoogleTest(&argc, argv);
@@ -376,9 +435,10 @@ int main(int argc, char **argv) {
 
 // -- backward kernels and AdamW (kernels/cuda/kernels_grad.h) -------------------------------
 //
-// linear's backward GEMMs run through the backend's CudaDevice (cuBLASLt), not
-// a kernel of their own: cuda_model_test.sh's training run checks them, and
-// cuda_arith_test.cpp their layouts.
+// linear's backward GEMMs run through the backend's cuBLASLt path (LtGemm),
+// not a kernel of their own: LtGemmMatchesTheReferenceInEveryType above
+// checks them, cuda_model_test.sh's training runs check them in place, and
+// cuda_arith_test.cpp their layouts and types.
 
 // The derivatives in double on both sides: 1e-6 (the device's exp and erf).
 TEST(CudaGradKernels, ElementwiseGradientsMatchTheReference) {

@@ -3,6 +3,7 @@
 # the plan on the GPU and its single-device reference on the CPU, and passes when the loss and
 # the logits agree within the tolerance below and the bytes sent and the arena peak equal the
 # report's. Exits 77 (skipped) on a machine without a CUDA device.
+# Plans come from a folder instead of the compiler with SHARDLINE_PLAN_DIR (gpu_plans.sh).
 # usage: cuda_model_test.sh BIN_DIR EXAMPLES_DIR
 set -eu
 bin=$1
@@ -11,9 +12,14 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 compile="$bin/shardline-compile"
 run="$bin/shardline-run"
+. "$(dirname "$0")/gpu_plans.sh"
+# Compiling the plans for another machine (gpu_plans.sh): nothing runs.
+if $saving; then
+  run=true
+fi
 
-"$compile" "$examples/models/gpt-dense.json" --tp 1 --sp=false --emit plan -o "$tmp/f32.slp"
-if ! probe=$("$run" "$tmp/f32.slp" --device cuda 2>&1); then
+plan "$examples/models/gpt-dense.json" --tp 1 --sp=false --emit plan -o "$tmp/f32.slp"
+if ! $saving && ! probe=$("$run" "$tmp/f32.slp" --device cuda 2>&1); then
   case "$probe" in
   *"no CUDA device"*)
     echo "skipped: no CUDA device ${probe#*no CUDA device }"
@@ -35,7 +41,7 @@ cat > "$tmp/gqa.json" <<'SPEC'
  "dtype": "f32", "attention": {"heads": 4, "kv_heads": 2, "head_dim": 64},
  "mlp": {"ffn_hidden": 384}}
 SPEC
-"$compile" "$tmp/gqa.json" --emit plan -o "$tmp/gqa.slp"
+plan "$tmp/gqa.json" --emit plan -o "$tmp/gqa.slp"
 "$run" "$tmp/gqa.slp" --device cuda --verify
 # Mamba-2 and RG-LRU with their convolutions, and sliding-window attention: the scans run step
 # by step in double on the GPU against the CPU's chunked scan in f32 GEMMs, 1e-4 apart per scan.
@@ -45,19 +51,22 @@ cat > "$tmp/mr.json" <<'SPEC'
  "recurrent": {"width": 128, "conv": 4},
  "local_attention": {"heads": 4, "kv_heads": 2, "head_dim": 32, "window": 24}}
 SPEC
-"$compile" "$tmp/mr.json" --emit plan -o "$tmp/mr.slp"
+plan "$tmp/mr.json" --emit plan -o "$tmp/mr.slp"
 "$run" "$tmp/mr.slp" --device cuda --verify --rtol 1e-3
 # The whole nam56r-tiny (attention, MoE, Mamba-2, RG-LRU) at world size 1. A router that sees
 # a rounding difference may pick another expert for a token (docs/runtime.md, --verify's
 # tolerances): the f32 run agrees to the scans' 1e-3 unless that happens.
-"$compile" "$examples/models/nam56r-tiny.json" --tp 1 --sp=false --cp 1 --ep 1 --emit plan \
+plan "$examples/models/nam56r-tiny.json" --tp 1 --sp=false --cp 1 --ep 1 --emit plan \
   -o "$tmp/nam.slp"
 "$run" "$tmp/nam.slp" --device cuda --verify --rtol 1e-3
-# bf16 storage, f32 compute on both devices: each side rounds at the same op boundaries, and
-# a sum that lands on the other side of a rounding moves an output by an ulp of bf16: 0.03
-# relative, as for the CPU's 16-bit runs without routers (docs/runtime.md).
+# bf16 storage: linear's and lm_head's GEMMs take the bf16 tensors to the tensor cores with f32
+# accumulation and write bf16 (the CPU widens them to f32 first: the same products, exact in f32,
+# summed in another order), the other kernels compute in f32 on both devices. Each side rounds
+# at the same op boundaries, and a sum that lands on the other side of a rounding moves an
+# output by an ulp of bf16: 0.03 relative, as for the CPU's 16-bit runs without routers
+# (docs/runtime.md).
 sed 's/"dtype": "f32"/"dtype": "bf16"/' "$examples/models/gpt-dense.json" > "$tmp/bf16.json"
-"$compile" "$tmp/bf16.json" --tp 1 --sp=false --emit plan -o "$tmp/bf16.slp"
+plan "$tmp/bf16.json" --tp 1 --sp=false --emit plan -o "$tmp/bf16.slp"
 "$run" "$tmp/bf16.slp" --device cuda --verify --rtol 0.03
 # Training at world size 1: three steps of forward, backward (the backward kernels, linear's
 # GEMMs through cuBLASLt) and AdamW of gpt-dense on the GPU beside the same steps on the CPU.
@@ -65,7 +74,7 @@ sed 's/"dtype": "f32"/"dtype": "bf16"/' "$examples/models/gpt-dense.json" > "$tm
 # attention probabilities and cuBLASLt's sums differ from the CPU's by roundings, and AdamW's
 # first steps divide each gradient by its own magnitude, which carries those roundings into
 # the weights of the elements whose gradients are near zero.
-"$compile" "$examples/models/gpt-dense.json" --tp 1 --sp=false --train --emit plan \
+plan "$examples/models/gpt-dense.json" --tp 1 --sp=false --train --emit plan \
   -o "$tmp/train.slp"
 "$run" "$tmp/train.slp" --device cuda --train --steps 3 --verify --rtol 1e-3
 # Mamba-2, RG-LRU, sliding-window and grouped-query attention trained the same way (the gated
@@ -78,12 +87,12 @@ cat > "$tmp/hybrid.json" <<'SPEC'
  "local_attention": {"heads": 4, "kv_heads": 2, "head_dim": 32, "window": 24},
  "recurrent": {"width": 128, "conv": 4}, "mlp": {"ffn_hidden": 256}}
 SPEC
-"$compile" "$tmp/hybrid.json" --train --emit plan -o "$tmp/hybrid-train.slp"
+plan "$tmp/hybrid.json" --train --emit plan -o "$tmp/hybrid-train.slp"
 "$run" "$tmp/hybrid-train.slp" --device cuda --train --steps 3 --verify --rtol 1e-3
 # The whole nam56r-tiny trained (dropless MoE's backward on the dense slabs, every expert's
 # SwiGLU differentiated through cuBLASLt); --verify's single-device run replays the GPU's
 # expert choices (--verify-routing replay, the default), so a near-tie the GPU rounds the
 # other way does not change which tokens each expert trains on.
-"$compile" "$examples/models/nam56r-tiny.json" --tp 1 --sp=false --cp 1 --ep 1 --train \
+plan "$examples/models/nam56r-tiny.json" --tp 1 --sp=false --cp 1 --ep 1 --train \
   --emit plan -o "$tmp/nam-train.slp"
 "$run" "$tmp/nam-train.slp" --device cuda --train --steps 3 --verify --rtol 1e-3

@@ -8,6 +8,7 @@
 # --comm mpi+nccl; and a rank that stalls or dies ends the job with an error naming the NCCL call
 # and its group within the timeout, never a hang. Exits 77 (skipped) without a CUDA device or
 # with fewer than two GPUs.
+# Plans come from a folder instead of the compiler with SHARDLINE_PLAN_DIR (gpu_plans.sh).
 # usage: cuda_nccl_test.sh BIN_DIR
 set -eu
 bin=$1
@@ -15,6 +16,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 compile="$bin/shardline-compile"
 run="$bin/shardline-run"
+. "$(dirname "$0")/gpu_plans.sh"
 
 small='"vocab": 64, "hidden": 32, "seq": 32, "batch": 4, "dtype": "f32"'
 attention='"attention": {"heads": 8, "kv_heads": 4, "head_dim": 4}'
@@ -29,8 +31,8 @@ model mamba MM '"mamba": {"heads": 8, "head_dim": 4, "state": 8, "groups": 4, "c
 model recurrent RR '"recurrent": {"width": 32, "conv": 4}'
 model local LL '"local_attention": {"heads": 8, "kv_heads": 4, "head_dim": 4, "window": 6}'
 
-"$compile" "$tmp/dense.json" --dp 2 --emit plan -o "$tmp/probe.slp"
-if ! probe=$("$run" "$tmp/probe.slp" --device cuda --comm nccl 2>&1); then
+plan "$tmp/dense.json" --dp 2 --emit plan -o "$tmp/probe.slp"
+if ! $saving && ! probe=$("$run" "$tmp/probe.slp" --device cuda --comm nccl 2>&1); then
   case "$probe" in
   *"no CUDA device"* | *"GPUs, this machine has"*)
     echo "skipped: ${probe#*error: }"
@@ -42,14 +44,21 @@ if ! probe=$("$run" "$tmp/probe.slp" --device cuda --comm nccl 2>&1); then
 fi
 gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
 [ "$gpus" -ge 2 ] 2>/dev/null || gpus=2
+# Compiling the plans for another machine: every entry's, for up to 8 GPUs.
+if $saving; then
+  gpus=8
+fi
 echo "$gpus GPUs"
 
 failures=0
 check() { # LABEL PLAN RUN-FLAGS...: the plan on the GPUs against the CPU's single-device run
   label=$1
-  plan=$2
+  file=$2
   shift 2
-  if out=$("$run" "$plan" --device cuda --comm nccl "$@" --verify --rtol 1e-3 2>&1); then
+  if $saving; then
+    return
+  fi
+  if out=$("$run" "$file" --device cuda --comm nccl "$@" --verify --rtol 1e-3 2>&1); then
     echo "PASS $label"
   else
     echo "FAIL $label"
@@ -65,9 +74,9 @@ entry() { # NAME RANKS FLAGS...
     echo "SKIP $name $* (needs $ranks GPUs)"
     return
   fi
-  plan="$tmp/$name-$ranks.slp"
-  "$compile" "$tmp/$name.json" "$@" --emit plan -o "$plan"
-  check "$name $*" "$plan"
+  file="$tmp/$name-$ranks$(printf '%s' "$*" | tr -c 'A-Za-z0-9' '_').slp"
+  plan "$tmp/$name.json" "$@" --emit plan -o "$file"
+  check "$name $*" "$file"
 }
 
 # Every family over dp (the loss). MoE over several GPUs is not here: dropless MoE exchanges rows
@@ -84,7 +93,10 @@ entry attention 2 --cp 2 --cp-comm a2a
 entry attention 4 --cp 4 --cp-comm allgather
 entry dense 4 --dp 2 --cp 2 --cp-comm allgather
 entry dense 4 --dp 4
-entry dense 8 --dp 8
+# dp 8 splits a batch of 8.
+sed 's/"batch": 4/"batch": 8/; s/"name": "dense"/"name": "dense8"/' "$tmp/dense.json" \
+  >"$tmp/dense8.json"
+entry dense8 8 --dp 8
 # The kernels' own exchanges: ring attention's K, V ring and the log-sum-exp merge of its steps
 # (zigzag and contiguous), the halos of the convolutions and of local attention, the scans'
 # state exchange and corrections, under cp 2 for every family but MoE; the vocabulary-parallel
@@ -107,9 +119,9 @@ entry dense 4 --tp 2 --sp --cp 2 --cp-comm ring
 train() { # NAME FLAGS... (two ranks)
   name=$1
   shift
-  plan="$tmp/$name-train.slp"
-  "$compile" "$tmp/$name.json" "$@" --train --emit plan -o "$plan"
-  check "training $name $*" "$plan" --train --steps 3
+  file="$tmp/$name-train$(printf '%s' "$*" | tr -c 'A-Za-z0-9' '_').slp"
+  plan "$tmp/$name.json" "$@" --train --emit plan -o "$file"
+  check "training $name $*" "$file" --train --steps 3
 }
 for family in mlp attention dense mamba recurrent local; do
   train $family --cp 2 --cp-comm ring --cp-order zigzag
@@ -118,6 +130,10 @@ for family in mlp attention dense mamba recurrent local; do
 done
 train dense --tp 2 --sp=false
 train dense --tp 2 --sp
+
+if $saving; then
+  exit 0
+fi
 
 # One MPI process per GPU.
 if command -v mpirun >/dev/null 2>&1; then

@@ -390,10 +390,13 @@ private:
   }
 
   /// Points the step's 16-bit operands and results at f32 copies on the
-  /// device, the operands widened, the results zeroed as placed. Each copy's
-  /// memory is kept for the next step's.
+  /// device, the operands widened, the results zeroed as placed (none for a
+  /// kernel that keeps 16-bit tensors as stored). Each copy's memory is kept
+  /// for the next step's.
   void widen(const Step &step) {
     widened.clear();
+    if (step.kernel->keeps16)
+      return;
     auto add = [&](int32_t t, bool read) {
       if (t < 0 || (views[t].dtype != DType::BF16 && views[t].dtype != DType::F16))
         return;

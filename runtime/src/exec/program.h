@@ -108,6 +108,11 @@ struct KernelSpec {
   /// both: token ids, labels and expert indices change layout like
   /// activations.
   bool movesIntegers = false;
+  /// The kernel reads and writes 16-bit float tensors in their storage type
+  /// (Frame::stored), so the executor leaves its operands and results as
+  /// they are instead of widening them to f32: the CUDA backend's GEMMs,
+  /// whose tensor cores take bf16 and f16 factors with f32 accumulation.
+  bool keeps16 = false;
 };
 
 /// A backend's kernels by op kind.
@@ -147,7 +152,7 @@ const Backend &cpuBackend();
 /// The version of what the runtime and a backend library share (Backend,
 /// KernelSpec, Step, Frame, Device, BufferView, Stop): a library built
 /// against another version is refused at load.
-inline constexpr int kBackendAbiVersion = 3;
+inline constexpr int kBackendAbiVersion = 4;
 
 /// What a backend library exports with C linkage as
 /// `shardline_backend_<name>`: its backend, whose table entries take their
@@ -248,7 +253,9 @@ struct VariableBytes {
 /// collectives. Kernels compute in f32: while a step runs, the view of each
 /// of its 16-bit operands and results is an f32 copy (the executor widens the
 /// operands before the kernel and rounds the results into their storage
-/// after it), so f() is the only way a kernel reads a float tensor.
+/// after it), so f() is the only way a kernel reads a float tensor; a kernel
+/// whose entry keeps 16-bit tensors (KernelSpec::keeps16) reads them as
+/// stored through stored().
 struct Frame {
   const Mesh &mesh;
   int64_t self;
@@ -272,6 +279,17 @@ struct Frame {
 
   float *f(int32_t t) const { return typed(t, DType::F32).f32(); }
   int32_t *ids(int32_t t) const { return typed(t, DType::I32).i32(); }
+  /// A float tensor in its storage type (f32, bf16 or f16), for a kernel
+  /// whose entry keeps 16-bit tensors (KernelSpec::keeps16); any other
+  /// kernel sees f32 here, as from f().
+  const BufferView &stored(int32_t t) const {
+    DType type = views[t].dtype;
+    if (type != DType::F32 && type != DType::BF16 && type != DType::F16)
+      throw Stop{"tensor '" + tensors[t].name + "' is held as " + dtypeName(type) +
+                     ", the kernel reads it as a float type",
+                 false};
+    return views[t];
+  }
   /// A tensor a kernel moves without reading its values: f32 (a 16-bit
   /// tensor's widened copy) or i32.
   const BufferView &moved(int32_t t) const {

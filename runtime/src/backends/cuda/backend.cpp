@@ -112,9 +112,21 @@ void rglruScan(const Step &s, Frame &f) {
            "rglru_scan");
 }
 
+/// linear and lm_head: y[T, N] = x[T, K] . w[K, N] on the tensors as stored
+/// (the entries keep 16-bit tensors): bf16 or f16 factors go to the tensor
+/// cores as they are, f32 accumulation, the product written in its own type
+/// (CudaDevice::gemm).
 void linear(const Step &s, Frame &f) {
   const std::vector<int64_t> &w = f.local(s.in[1]);
-  deviceOf(f).matmul(f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]) / w[1], w[0], w[1], f.f(s.out[0]));
+  deviceOf(f).gemm(false, false, f.stored(s.in[0]), f.stored(s.in[1]), f.n(s.out[0]) / w[1], w[1],
+                   w[0], f.stored(s.out[0]));
+}
+
+/// The entries that read 16-bit tensors as stored (KernelSpec::keeps16): the
+/// GEMMs of linear and lm_head and their backward (backend_grad.cpp).
+bool keeps16(const std::string &kind) {
+  return kind == "linear" || kind == "lm_head" || kind == "linear_grad" ||
+         kind == "linear_grad_weight";
 }
 
 void rope(const Step &s, Frame &f) {
@@ -377,6 +389,7 @@ shardline_backend_cuda(int abiVersion, const KernelTable *reference, char *error
           continue;
         KernelSpec spec = found->second;
         spec.run = run;
+        spec.keeps16 = keeps16(kind);
         table.emplace(kind, spec);
       }
     // The steps whose kernels exchange values themselves over NCCL, and

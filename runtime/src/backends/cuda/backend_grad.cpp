@@ -85,18 +85,19 @@ void gatedRmsNormGradWeight(const Step &s, Frame &f) {
             "gated_rms_norm_grad_weight");
 }
 
-/// dx[T, K] = dy[T, N] . w[K, N]^T.
+/// dx[T, K] = dy[T, N] . w[K, N]^T, on the tensors as stored (16-bit
+/// factors to the tensor cores, as linear's forward).
 void linearGrad(const Step &s, Frame &f) {
   const std::vector<int64_t> &w = f.local(s.in[1]);
-  deviceOf(f).gemm(false, true, f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]) / w[0], w[0], w[1],
-                   f.f(s.out[0]));
+  deviceOf(f).gemm(false, true, f.stored(s.in[0]), f.stored(s.in[1]), f.n(s.out[0]) / w[0], w[0],
+                   w[1], f.stored(s.out[0]));
 }
 
-/// dw[K, N] = x[T, K]^T . dy[T, N].
+/// dw[K, N] = x[T, K]^T . dy[T, N], on the tensors as stored.
 void linearGradWeight(const Step &s, Frame &f) {
   const std::vector<int64_t> &w = f.local(s.out[0]);
-  deviceOf(f).gemm(true, false, f.f(s.in[0]), f.f(s.in[1]), w[0], w[1], f.n(s.in[0]) / w[0],
-                   f.f(s.out[0]));
+  deviceOf(f).gemm(true, false, f.stored(s.in[0]), f.stored(s.in[1]), w[0], w[1],
+                   f.n(s.in[0]) / w[0], f.stored(s.out[0]));
 }
 
 void ropeGrad(const Step &s, Frame &f) {

@@ -16,26 +16,7 @@ namespace shardline::rt {
 
 namespace {
 
-/// GEMM workspace: what cuBLASLt's faster algorithms ask for on Hopper.
-constexpr size_t kWorkspaceBytes = 32u << 20;
-
 const char *lastCuda(cudaError_t status) { return cudaGetErrorString(status); }
-
-/// The largest power of two, up to the 256 bytes cuBLASLt assumes unless told
-/// otherwise, that the address is a multiple of: tensors sit at the arena's
-/// 64-byte slots, not at cudaMalloc's 256.
-int64_t alignmentOf(const void *address) {
-  auto bits = reinterpret_cast<uintptr_t>(address);
-  int64_t alignment = 4;
-  while (alignment < 256 && bits % (uintptr_t)(2 * alignment) == 0)
-    alignment *= 2;
-  return alignment;
-}
-
-void checkLt(cublasStatus_t status, const char *what) {
-  if (status != CUBLAS_STATUS_SUCCESS)
-    throw Stop{std::string("cuBLASLt: ") + what + ": status " + std::to_string((int)status), false};
-}
 
 cuda::arith::Type typeOf(DType dtype) {
   switch (dtype) {
@@ -63,8 +44,7 @@ CudaDevice::CudaDevice(int64_t rank) {
   device_ = devices > 0 ? (int)(rank % devices) : 0;
   checkCuda(cudaSetDevice(device_), "cudaSetDevice");
   checkCuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
-  checkLt(cublasLtCreate(&lt_), "cublasLtCreate");
-  checkCuda(cudaMalloc(&workspace_, kWorkspaceBytes), "cudaMalloc of the GEMM workspace");
+  gemm_ = std::make_unique<LtGemm>();
   checkCuda(cudaMalloc(reinterpret_cast<void **>(&counter_), sizeof(int32_t)), "cudaMalloc");
 }
 
@@ -76,19 +56,11 @@ CudaDevice::~CudaDevice() {
   nccl_.reset();
   if (stream_)
     cudaStreamSynchronize(stream_);
-  for (auto &[shape, gemm] : gemms_) {
-    cublasLtMatrixLayoutDestroy(gemm.a);
-    cublasLtMatrixLayoutDestroy(gemm.b);
-    cublasLtMatrixLayoutDestroy(gemm.c);
-    cublasLtMatmulDescDestroy(gemm.op);
-  }
   for (auto &[host, device] : positions_)
     cudaFree(device);
   cudaFree(scratch_);
   cudaFree(counter_);
-  cudaFree(workspace_);
-  if (lt_)
-    cublasLtDestroy(lt_);
+  gemm_.reset();
   if (stream_)
     cudaStreamDestroy(stream_);
 }
@@ -177,67 +149,63 @@ void CudaDevice::matmul(const float *x, const float *w, int64_t T, int64_t K, in
 
 void CudaDevice::gemm(bool transA, bool transB, const float *a, const float *b, int64_t M,
                       int64_t N, int64_t K, float *out) {
-  if (M == 0 || N == 0)
-    return;
-  if (K == 0) {
-    zero(out, M * N * (int64_t)sizeof(float));
-    return;
+  gemm_->run(stream_, transA, transB, a, b, cuda::GemmElement::F32, M, N, K, out,
+             cuda::GemmElement::F32);
+}
+
+namespace {
+
+cuda::GemmElement gemmElementOf(const BufferView &view, const char *what) {
+  switch (view.dtype) {
+  case DType::F32:
+    return cuda::GemmElement::F32;
+  case DType::BF16:
+    return cuda::GemmElement::BF16;
+  case DType::F16:
+    return cuda::GemmElement::F16;
+  default:
+    throw Stop{std::string("a GEMM's ") + what + " is " + dtypeName(view.dtype) +
+                   ", not a float type",
+               false};
   }
-  // Row-major out = op(a) . op(b) is column-major out^T = op(b)^T . op(a)^T:
-  // cuBLASLt's A is b, its B is a (cuda::gemmLayout, checked on the CPU).
-  // The algorithm is chosen for the operands' alignment as well as their
-  // shape: one that needs more alignment than a pointer has would fail.
-  int64_t alignment = std::min({alignmentOf(a), alignmentOf(b), alignmentOf(out)});
-  auto key = std::make_tuple(M, K, N, alignment, (int)transA * 2 + (int)transB);
-  auto found = gemms_.find(key);
-  if (found == gemms_.end()) {
-    Gemm gemm;
-    cuda::GemmLayout layout = cuda::gemmLayout(transA, transB, M, N, K);
-    checkLt(cublasLtMatmulDescCreate(&gemm.op, CUBLAS_COMPUTE_32F, CUDA_R_32F),
-            "cublasLtMatmulDescCreate");
-    cublasOperation_t opA = layout.first.transposed ? CUBLAS_OP_T : CUBLAS_OP_N,
-                      opB = layout.second.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
-    checkLt(cublasLtMatmulDescSetAttribute(gemm.op, CUBLASLT_MATMUL_DESC_TRANSA, &opA, sizeof opA),
-            "transpose of A");
-    checkLt(cublasLtMatmulDescSetAttribute(gemm.op, CUBLASLT_MATMUL_DESC_TRANSB, &opB, sizeof opB),
-            "transpose of B");
-    auto create = [](cublasLtMatrixLayout_t &to, const cuda::GemmMatrix &m, const char *what) {
-      checkLt(cublasLtMatrixLayoutCreate(&to, CUDA_R_32F, m.rows, m.cols, m.ld), what);
-    };
-    create(gemm.a, layout.first, "layout of the second factor");
-    create(gemm.b, layout.second, "layout of the first factor");
-    create(gemm.c, layout.out, "layout of the product");
-    cublasLtMatmulPreference_t preference = nullptr;
-    checkLt(cublasLtMatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate");
-    size_t workspace = kWorkspaceBytes;
-    checkLt(cublasLtMatmulPreferenceSetAttribute(
-                preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof workspace),
-            "workspace preference");
-    uint32_t bytes = (uint32_t)alignment;
-    for (auto attribute :
-         {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-          CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
-      checkLt(cublasLtMatmulPreferenceSetAttribute(preference, attribute, &bytes, sizeof bytes),
-              "alignment preference");
-    cublasLtMatmulHeuristicResult_t result = {};
-    int count = 0;
-    cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(lt_, gemm.op, gemm.a, gemm.b, gemm.c,
-                                                           gemm.c, preference, 1, &result, &count);
-    cublasLtMatmulPreferenceDestroy(preference);
-    checkLt(status, "cublasLtMatmulAlgoGetHeuristic");
-    if (count == 0)
-      throw Stop{"cuBLASLt has no f32 algorithm for [" + std::to_string(M) + ", " +
-                     std::to_string(K) + "]" + (transA ? "^T" : "") + " x [" + std::to_string(K) +
-                     ", " + std::to_string(N) + "]" + (transB ? "^T" : ""),
-                 false};
-    gemm.algo = result.algo;
-    found = gemms_.emplace(key, gemm).first;
+}
+
+DType dtypeOf(cuda::GemmElement type) {
+  return type == cuda::GemmElement::BF16  ? DType::BF16
+         : type == cuda::GemmElement::F16 ? DType::F16
+                                          : DType::F32;
+}
+
+} // namespace
+
+void CudaDevice::gemm(bool transA, bool transB, const BufferView &a, const BufferView &b, int64_t M,
+                      int64_t N, int64_t K, const BufferView &out) {
+  cuda::GemmTypes types =
+      cuda::gemmTypes(gemmElementOf(a, "first factor"), gemmElementOf(b, "second factor"),
+                      gemmElementOf(out, "product"));
+  // The staged tensors share one scratch, each at a 256-byte boundary.
+  auto rounded = [](int64_t bytes) { return (bytes + 255) / 256 * 256; };
+  int64_t aBytes = types.stageA ? rounded(a.count * 4) : 0,
+          bBytes = types.stageB ? rounded(b.count * 4) : 0,
+          outBytes = types.stageOut ? rounded(out.count * 4) : 0;
+  char *staging = nullptr;
+  if (aBytes + bBytes + outBytes > 0)
+    staging = static_cast<char *>(scratch(aBytes + bBytes + outBytes));
+  BufferView runA = a, runB = b, runOut = out;
+  if (types.stageA) {
+    runA = BufferView(staging, a.count, DType::F32);
+    convert(a, runA);
   }
-  const Gemm &gemm = found->second;
-  const float alpha = 1.0f, beta = 0.0f;
-  checkLt(cublasLtMatmul(lt_, gemm.op, &alpha, b, gemm.a, a, gemm.b, &beta, out, gemm.c, out,
-                         gemm.c, &gemm.algo, workspace_, kWorkspaceBytes, stream_),
-          "cublasLtMatmul");
+  if (types.stageB) {
+    runB = BufferView(staging + aBytes, b.count, DType::F32);
+    convert(b, runB);
+  }
+  if (types.stageOut)
+    runOut = BufferView(staging + aBytes + bBytes, out.count, dtypeOf(types.out));
+  gemm_->run(stream_, transA, transB, runA.data, runB.data, types.factors, M, N, K, runOut.data,
+             types.out);
+  if (types.stageOut)
+    convert(runOut, out);
 }
 
 const int64_t *CudaDevice::positions(const std::vector<int64_t> &host) {

@@ -14,15 +14,14 @@
 #ifndef SHARDLINE_RUNTIME_BACKENDS_CUDA_CUDA_DEVICE_H
 #define SHARDLINE_RUNTIME_BACKENDS_CUDA_CUDA_DEVICE_H
 
+#include "backends/cuda/lt_gemm.h"
 #include "device/device.h"
 
-#include <cublasLt.h>
 #include <cuda_runtime_api.h>
 
 #include <map>
 #include <memory>
 #include <string>
-#include <tuple>
 #include <vector>
 
 namespace shardline::rt {
@@ -68,6 +67,14 @@ public:
   void gemm(bool transA, bool transB, const float *a, const float *b, int64_t M, int64_t N,
             int64_t K, float *out);
 
+  /// The same GEMM of tensors in their storage types (f32, bf16 or f16), as
+  /// cuda::gemmTypes says: two 16-bit factors of one type go to the tensor
+  /// cores as they are, the product is written in its own type, f32
+  /// accumulation always; a tensor in another type is staged through f32 in
+  /// the device's scratch (so a caller's scratch does not outlive the call).
+  void gemm(bool transA, bool transB, const BufferView &a, const BufferView &b, int64_t M,
+            int64_t N, int64_t K, const BufferView &out);
+
   /// A device copy of `positions`, made once per vector (a step's rank
   /// facts, which live as long as the run).
   const int64_t *positions(const std::vector<int64_t> &positions);
@@ -86,20 +93,11 @@ private:
 
   int device_ = 0;
   cudaStream_t stream_ = nullptr;
-  cublasLtHandle_t lt_ = nullptr;
-  void *workspace_ = nullptr;
+  std::unique_ptr<LtGemm> gemm_;
   int32_t *counter_ = nullptr;
   void *scratch_ = nullptr;
   int64_t scratchBytes_ = 0;
   std::map<const void *, int64_t *> positions_;
-  /// cuBLASLt's descriptors and chosen algorithm per GEMM shape (M, K, N),
-  /// operand alignment and transposes.
-  struct Gemm {
-    cublasLtMatmulDesc_t op = nullptr;
-    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-    cublasLtMatmulAlgo_t algo;
-  };
-  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int>, Gemm> gemms_;
   std::unique_ptr<NcclWorld> nccl_;
 };
 

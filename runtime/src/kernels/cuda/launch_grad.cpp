@@ -39,6 +39,18 @@ GemmLayout gemmLayout(bool transA, bool transB, int64_t M, int64_t N, int64_t K)
   return layout;
 }
 
+GemmTypes gemmTypes(GemmElement a, GemmElement b, GemmElement out) {
+  GemmTypes types;
+  if (a == b && a != GemmElement::F32) {
+    types.factors = a;
+    types.out = out == a ? a : GemmElement::F32;
+  }
+  types.stageA = a != types.factors;
+  types.stageB = b != types.factors;
+  types.stageOut = out != types.out;
+  return types;
+}
+
 LaunchShape embeddingGradShape(int64_t H) { return elementwiseShape(H); }
 
 LaunchShape sumShape(int64_t n) {

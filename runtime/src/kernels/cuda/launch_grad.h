@@ -48,6 +48,23 @@ struct GemmLayout {
 };
 GemmLayout gemmLayout(bool transA, bool transB, int64_t M, int64_t N, int64_t K);
 
+/// The element types a GEMM's tensors are stored in.
+enum class GemmElement { F32, BF16, F16 };
+
+/// The types cuBLASLt runs a GEMM in, f32 accumulation always
+/// (CUBLAS_COMPUTE_32F): both factors 16-bit of one type go in as they are
+/// (bf16 or f16 tensor cores), with the product written in its own type, f32
+/// or the factors'; anything else runs in f32. A tensor stored in another
+/// type than the one it runs in is staged: converted into f32 before (a
+/// factor) or from f32 after (the product).
+struct GemmTypes {
+  GemmElement factors = GemmElement::F32, out = GemmElement::F32;
+  bool stageA = false, stageB = false, stageOut = false;
+};
+GemmTypes gemmTypes(GemmElement a, GemmElement b, GemmElement out);
+/// The bytes of one element of `type`.
+inline int64_t gemmElementBytes(GemmElement type) { return type == GemmElement::F32 ? 4 : 2; }
+
 /// The embedding's backward: one thread per column of the table's rows,
 /// each walking the tokens in order (the CPU's order of the sums).
 LaunchShape embeddingGradShape(int64_t H);

@@ -1,0 +1,528 @@
+//===- gpu_bench.cpp - the CUDA backend's kernels against the GPU's peak --===//
+//
+// Times each kernel the CUDA backend runs on the shapes of one realistic
+// hybrid layer and prints, per kernel, the median time, the achieved TFLOP/s
+// (GEMMs, attention) or GB/s (everything else) and its share of the device's
+// peak, beside the target of docs/benchmarks.md ("GPU figures"). The GEMMs
+// go through the backend's own cuBLASLt path (backends/cuda/lt_gemm.h), the
+// other kernels are those of kernels/cuda/kernels.h, launched as the backend
+// launches them.
+//
+// Shapes: batch 1, sequence 4096, hidden 4096; attention with 32 query heads,
+// 8 kv heads, head dim 128, causal; SwiGLU MLP of 14336; Mamba-2 with 128
+// heads of 64 (inner width 8192), state 128, 8 groups, conv 4; RG-LRU of
+// width 4096; MoE of 8 experts, top 2; vocabulary 32000.
+//
+// Counting: a GEMM is 2·M·N·K FLOPs; causal attention 4·D·HQ·B·S(S+1)/2
+// (QK^T and PV over the pairs the mask keeps). Bytes are each kernel's
+// compulsory traffic: every input element read once and every output element
+// written once, in the type the kernel stores it (f32 for all but the bf16
+// GEMMs), no re-reads counted. Peaks: bf16 dense tensor FLOPs from the SM
+// count and the SM clock (cudaDeviceGetAttribute) times a table of bf16
+// FLOPs per clock per SM by compute capability; memory bandwidth from the
+// memory clock and bus width (2 transfers a clock). Each time is the median
+// of --reps runs after --warmup runs, between CUDA events on one stream; no
+// cache is flushed between runs (most operands here exceed the L2).
+//
+// Without a CUDA device it prints why and exits 77.
+//
+//===----------------------------------------------------------------------===//
+
+#include "backends/cuda/lt_gemm.h"
+#include "exec/program.h"
+#include "kernels/cuda/kernels.h"
+#include "kernels/cuda/probe.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace rt = shardline::rt;
+namespace gpu = shardline::rt::cuda;
+
+namespace {
+
+void check(cudaError_t status, const char *what) {
+  if (status != cudaSuccess)
+    throw rt::Stop{std::string("CUDA: ") + what + ": " + cudaGetErrorString(status), false};
+}
+
+/// Dense bf16 tensor-core FLOPs per clock per SM with f32 accumulation, by
+/// compute capability (major * 10 + minor); 0 where the table has no entry.
+/// A100 (8.0): 312 TFLOP/s at 108 SMs and 1410 MHz; H100/H200 (9.0): 989
+/// TFLOP/s at 132 SMs and 1830 MHz; B200 (10.0): 2250 TFLOP/s at 148 SMs and
+/// 1860 MHz (the vendors' dense figures).
+double bf16FlopsPerClockPerSm(int capability) {
+  switch (capability) {
+  case 80:
+    return 2048;
+  case 90:
+    return 4096;
+  case 100:
+    return 8192;
+  default:
+    return 0;
+  }
+}
+
+struct Peaks {
+  std::string name;
+  int capability = 0, sms = 0;
+  double smClockKHz = 0, memClockKHz = 0, busBits = 0;
+  double flops = 0, bytesPerSecond = 0;
+  std::string flopsFrom, bytesFrom;
+};
+
+Peaks devicePeaks(int device) {
+  Peaks p;
+  cudaDeviceProp prop;
+  check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+  p.name = prop.name;
+  int major = 0, minor = 0, sms = 0, clock = 0, memClock = 0, bus = 0;
+  check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "attribute");
+  check(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device), "attribute");
+  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "attribute");
+  check(cudaDeviceGetAttribute(&clock, cudaDevAttrClockRate, device), "attribute");
+  check(cudaDeviceGetAttribute(&memClock, cudaDevAttrMemoryClockRate, device), "attribute");
+  check(cudaDeviceGetAttribute(&bus, cudaDevAttrGlobalMemoryBusWidth, device), "attribute");
+  p.capability = major * 10 + minor;
+  p.sms = sms;
+  p.smClockKHz = clock;
+  p.memClockKHz = memClock;
+  p.busBits = bus;
+  double perClock = bf16FlopsPerClockPerSm(p.capability);
+  char line[256];
+  if (perClock > 0) {
+    p.flops = perClock * sms * clock * 1e3;
+    std::snprintf(line, sizeof line,
+                  "%d SMs x %.0f MHz (cudaDevAttrClockRate) x %.0f bf16 FLOPs/clock/SM (table, "
+                  "compute capability %d.%d)",
+                  sms, clock / 1e3, perClock, major, minor);
+  } else {
+    std::snprintf(line, sizeof line,
+                  "no bf16 FLOPs/clock/SM entry for compute capability %d.%d: no %% of peak", major,
+                  minor);
+  }
+  p.flopsFrom = line;
+  p.bytesPerSecond = 2.0 * memClock * 1e3 * bus / 8.0;
+  std::snprintf(line, sizeof line,
+                "2 x %.0f MHz (cudaDevAttrMemoryClockRate) x %d bits "
+                "(cudaDevAttrGlobalMemoryBusWidth) / 8",
+                memClock / 1e3, bus);
+  p.bytesFrom = line;
+  return p;
+}
+
+/// Device memory of `count` elements of `type`, filled with pseudo-random
+/// values in [-scale/2, scale/2) so that no kernel runs on zeros or
+/// overflows, or zeros where `scale` is 0 (results).
+struct Buffer {
+  void *ptr = nullptr;
+  int64_t bytes = 0;
+  Buffer(int64_t count, gpu::arith::Type type, float scale, unsigned seed) {
+    int64_t size = type == gpu::arith::Type::F32 || type == gpu::arith::Type::I32 ? 4 : 2;
+    bytes = std::max<int64_t>(1, count) * size;
+    check(cudaMalloc(&ptr, (size_t)bytes), "cudaMalloc");
+    if (scale == 0.0f) {
+      check(cudaMemset(ptr, 0, (size_t)bytes), "cudaMemset");
+      return;
+    }
+    std::vector<float> host((size_t)std::max<int64_t>(1, count));
+    uint32_t state = seed * 2654435761u + 1;
+    for (float &v : host) {
+      state = state * 1664525u + 1013904223u;
+      v = scale * ((float)(state >> 8) / 16777216.0f - 0.5f);
+    }
+    if (type == gpu::arith::Type::F32) {
+      check(cudaMemcpy(ptr, host.data(), (size_t)bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
+      return;
+    }
+    void *wide = nullptr;
+    check(cudaMalloc(&wide, host.size() * 4), "cudaMalloc");
+    check(cudaMemcpy(wide, host.data(), host.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+    check(gpu::convert(wide, gpu::arith::Type::F32, ptr, type, (int64_t)host.size(), nullptr),
+          "convert");
+    check(cudaDeviceSynchronize(), "convert");
+    cudaFree(wide);
+  }
+  ~Buffer() { cudaFree(ptr); }
+  Buffer(const Buffer &) = delete;
+  Buffer &operator=(const Buffer &) = delete;
+  float *f() const { return static_cast<float *>(ptr); }
+};
+
+struct Figure {
+  std::string kernel, shape, unit; // unit: "TFLOP/s" or "GB/s"
+  double ms = 0, achieved = 0, peakPercent = -1, target = 0;
+};
+
+struct Bench {
+  cudaStream_t stream = nullptr;
+  int warmup = 3, reps = 10;
+  Peaks peaks;
+  std::vector<Figure> figures;
+
+  /// The median milliseconds of `launch` over the reps.
+  double time(const std::function<void()> &launch) {
+    cudaEvent_t start, stop;
+    check(cudaEventCreate(&start), "cudaEventCreate");
+    check(cudaEventCreate(&stop), "cudaEventCreate");
+    for (int i = 0; i < warmup; ++i)
+      launch();
+    check(cudaStreamSynchronize(stream), "warm-up");
+    std::vector<float> ms;
+    for (int i = 0; i < reps; ++i) {
+      check(cudaEventRecord(start, stream), "cudaEventRecord");
+      launch();
+      check(cudaEventRecord(stop, stream), "cudaEventRecord");
+      check(cudaEventSynchronize(stop), "a kernel failed");
+      float t = 0;
+      check(cudaEventElapsedTime(&t, start, stop), "cudaEventElapsedTime");
+      ms.push_back(t);
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    std::sort(ms.begin(), ms.end());
+    return ms.size() % 2 ? ms[ms.size() / 2] : 0.5 * (ms[ms.size() / 2 - 1] + ms[ms.size() / 2]);
+  }
+
+  void flops(const std::string &kernel, const std::string &shape, double count, double target,
+             const std::function<void()> &launch) {
+    Figure f{kernel, shape, "TFLOP/s"};
+    f.ms = time(launch);
+    f.achieved = count / (f.ms * 1e-3) / 1e12;
+    if (peaks.flops > 0)
+      f.peakPercent = 100.0 * count / (f.ms * 1e-3) / peaks.flops;
+    f.target = target;
+    print(f);
+  }
+
+  void bytes(const std::string &kernel, const std::string &shape, double count,
+             const std::function<void()> &launch) {
+    Figure f{kernel, shape, "GB/s"};
+    f.ms = time(launch);
+    f.achieved = count / (f.ms * 1e-3) / 1e9;
+    f.peakPercent = 100.0 * count / (f.ms * 1e-3) / peaks.bytesPerSecond;
+    f.target = 60;
+    print(f);
+  }
+
+  void print(Figure &f) {
+    char percent[64] = "n/a";
+    if (f.peakPercent >= 0)
+      std::snprintf(percent, sizeof percent, "%5.1f%%", f.peakPercent);
+    const char *verdict = f.peakPercent < 0 ? "" : f.peakPercent >= f.target ? "meets" : "below";
+    std::printf("%-24s %-34s %9.3f ms %10.1f %-7s %7s of peak (target %2.0f%%) %s\n",
+                f.kernel.c_str(), f.shape.c_str(), f.ms, f.achieved, f.unit.c_str(), percent,
+                f.target, verdict);
+    std::fflush(stdout);
+    figures.push_back(f);
+  }
+};
+
+void writeJson(const std::string &path, const Bench &b) {
+  FILE *out = std::fopen(path.c_str(), "w");
+  if (!out)
+    throw rt::Stop{"cannot write " + path + ": " + std::strerror(errno), false};
+  char date[32];
+  std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  std::fprintf(out,
+               "{\"date\": \"%s\", \"device\": \"%s\", \"compute_capability\": %d, \"sms\": %d,\n"
+               " \"sm_clock_mhz\": %.0f, \"memory_clock_mhz\": %.0f, \"bus_bits\": %.0f,\n"
+               " \"peak_bf16_tflops\": %.1f, \"peak_bf16_from\": \"%s\",\n"
+               " \"peak_gbps\": %.1f, \"peak_gbps_from\": \"%s\",\n"
+               " \"warmup\": %d, \"reps\": %d, \"kernels\": [\n",
+               date, b.peaks.name.c_str(), b.peaks.capability, b.peaks.sms,
+               b.peaks.smClockKHz / 1e3, b.peaks.memClockKHz / 1e3, b.peaks.busBits,
+               b.peaks.flops / 1e12, b.peaks.flopsFrom.c_str(), b.peaks.bytesPerSecond / 1e9,
+               b.peaks.bytesFrom.c_str(), b.warmup, b.reps);
+  for (size_t i = 0; i < b.figures.size(); ++i) {
+    const Figure &f = b.figures[i];
+    std::fprintf(out,
+                 "  {\"kernel\": \"%s\", \"shape\": \"%s\", \"ms\": %.4f, \"achieved\": %.2f, "
+                 "\"unit\": \"%s\", \"percent_of_peak\": %s, \"target_percent\": %.0f}%s\n",
+                 f.kernel.c_str(), f.shape.c_str(), f.ms, f.achieved, f.unit.c_str(),
+                 f.peakPercent >= 0 ? std::to_string(f.peakPercent).c_str() : "null", f.target,
+                 i + 1 < b.figures.size() ? "," : "");
+  }
+  std::fprintf(out, "]}\n");
+  std::fclose(out);
+}
+
+std::string dims(std::initializer_list<int64_t> d) {
+  std::string s = "[";
+  for (int64_t v : d)
+    s += (s.size() > 1 ? ", " : "") + std::to_string(v);
+  return s + "]";
+}
+
+void run(Bench &b) {
+  using T = gpu::arith::Type;
+  using E = gpu::GemmElement;
+  const int64_t B = 1, S = 4096, Tok = B * S, H = 4096, HQ = 32, HKV = 8, D = 128, F = 14336,
+                V = 32000;
+  cudaStream_t st = b.stream;
+
+  // -- GEMMs (linear and lm_head through cuBLASLt, as the backend runs them)
+  rt::LtGemm lt;
+  struct Shape {
+    const char *name;
+    int64_t M, K, N;
+  };
+  const Shape shapes[] = {{"linear qkv", Tok, H, (HQ + 2 * HKV) * D},
+                          {"linear attn out", Tok, HQ * D, H},
+                          {"linear mlp gate/up", Tok, H, F},
+                          {"linear mlp down", Tok, F, H},
+                          {"linear mamba in", Tok, H, 2 * 8192 + 2 * 8 * 128 + 128},
+                          {"lm_head", Tok, H, V}};
+  for (const Shape &s : shapes) {
+    Buffer x(s.M * s.K, T::BF16, 1.0f, 1), w(s.K * s.N, T::BF16, 0.05f, 2),
+        y(s.M * s.N, T::BF16, 0.0f, 3);
+    b.flops(std::string(s.name) + " bf16", dims({s.M, s.K}) + "x" + dims({s.K, s.N}),
+            2.0 * s.M * s.N * s.K, 70, [&] {
+              lt.run(st, false, false, x.ptr, w.ptr, E::BF16, s.M, s.N, s.K, y.ptr, E::BF16);
+            });
+  }
+  {
+    // linear's backward GEMMs on the MLP's up shape, bf16.
+    const int64_t M = Tok, K = H, N = F;
+    Buffer x(M * K, T::BF16, 1.0f, 4), w(K * N, T::BF16, 0.05f, 5), dy(M * N, T::BF16, 1.0f, 6),
+        dx(M * K, T::BF16, 0.0f, 7), dw(K * N, T::BF16, 0.0f, 8);
+    b.flops("linear_grad bf16", dims({M, N}) + "x" + dims({K, N}) + "^T", 2.0 * M * N * K, 70,
+            [&] { lt.run(st, false, true, dy.ptr, w.ptr, E::BF16, M, K, N, dx.ptr, E::BF16); });
+    b.flops("linear_grad_weight bf16", dims({M, K}) + "^Tx" + dims({M, N}), 2.0 * M * N * K, 70,
+            [&] { lt.run(st, true, false, x.ptr, dy.ptr, E::BF16, K, N, M, dw.ptr, E::BF16); });
+    // The f32 path f32 plans take, for comparison: no bf16 tensor cores.
+    Buffer xf(M * K, T::F32, 1.0f, 9), wf(K * N, T::F32, 0.05f, 10), yf(M * N, T::F32, 0.0f, 11);
+    b.flops("linear mlp gate/up f32", dims({M, K}) + "x" + dims({K, N}), 2.0 * M * N * K, 70,
+            [&] { lt.run(st, false, false, xf.ptr, wf.ptr, E::F32, M, N, K, yf.ptr, E::F32); });
+  }
+
+  // -- attention (f32, one query a thread, keys tiled in shared memory)
+  {
+    Buffer q(Tok * HQ * D, T::F32, 1.0f, 12), k(Tok * HKV * D, T::F32, 1.0f, 13),
+        v(Tok * HKV * D, T::F32, 1.0f, 14), out(Tok * HQ * D, T::F32, 0.0f, 15),
+        lse(B * HQ * S, T::F32, 0.0f, 16);
+    std::vector<int64_t> positions(S);
+    for (int64_t i = 0; i < S; ++i)
+      positions[i] = i;
+    int64_t *pos = nullptr;
+    check(cudaMalloc(reinterpret_cast<void **>(&pos), S * 8), "cudaMalloc");
+    check(cudaMemcpy(pos, positions.data(), S * 8, cudaMemcpyHostToDevice), "cudaMemcpy");
+    gpu::AttentionTiling tiling;
+    std::string error;
+    if (!gpu::attentionTiling(B, HQ, S, D, tiling, error))
+      throw rt::Stop{error, false};
+    double pairs = (double)S * (S + 1) / 2.0;
+    b.flops("attention causal f32",
+            "q" + dims({B, S, HQ * D}) + " kv" + dims({B, S, HKV * D}) + " d128",
+            4.0 * D * HQ * B * pairs, 50, [&] {
+              check(gpu::attention(q.f(), k.f(), v.f(), pos, pos, B, S, S, HQ, HKV, D, true,
+                                   1.0f / std::sqrt((float)D), 0, tiling, out.f(), lse.f(), st),
+                    "attention");
+            });
+    Buffer rq(Tok * HQ * D, T::F32, 1.0f, 17);
+    b.bytes("rope f32", dims({B, S, HQ * D}), 2.0 * Tok * HQ * D * 4 + S * 8,
+            [&] { check(gpu::rope(q.f(), pos, B, S, HQ, D, 10000.0f, rq.f(), st), "rope"); });
+    cudaFree(pos);
+  }
+
+  // -- norms and elementwise (f32)
+  {
+    Buffer x(Tok * H, T::F32, 1.0f, 20), w(H, T::F32, 1.0f, 21), y(Tok * H, T::F32, 0.0f, 22);
+    b.bytes("rms_norm f32", dims({Tok, H}), (2.0 * Tok * H + H) * 4,
+            [&] { check(gpu::rms_norm(x.f(), w.f(), Tok, H, 1e-5f, y.f(), st), "rms_norm"); });
+    b.bytes("add f32", dims({Tok, H}), 3.0 * Tok * H * 4,
+            [&] { check(gpu::add(x.f(), y.f(), Tok * H, y.f(), st), "add"); });
+    Buffer g(Tok * F, T::F32, 1.0f, 23), u(Tok * F, T::F32, 1.0f, 24), o(Tok * F, T::F32, 0.0f, 25);
+    b.bytes("swiglu f32", dims({Tok, F}), 3.0 * Tok * F * 4,
+            [&] { check(gpu::swiglu(g.f(), u.f(), Tok * F, o.f(), st), "swiglu"); });
+    const int64_t C = 8192, groups = 8;
+    Buffer gy(Tok * C, T::F32, 1.0f, 26), gz(Tok * C, T::F32, 1.0f, 27), gw(C, T::F32, 1.0f, 28),
+        go(Tok * C, T::F32, 0.0f, 29);
+    b.bytes("gated_rms_norm f32", dims({Tok, C}) + " 8 groups", (3.0 * Tok * C + C) * 4, [&] {
+      check(gpu::gated_rms_norm(gy.f(), gz.f(), gw.f(), Tok, C, groups, 1e-5f, go.f(), st),
+            "gated_rms_norm");
+    });
+    Buffer wide(Tok * H, T::F32, 1.0f, 30), narrow(Tok * H, T::BF16, 0.0f, 31);
+    b.bytes("convert f32->bf16", dims({Tok, H}), 6.0 * Tok * H, [&] {
+      check(gpu::convert(wide.ptr, T::F32, narrow.ptr, T::BF16, Tok * H, st), "convert");
+    });
+  }
+
+  // -- embedding and the loss (f32)
+  {
+    std::vector<int32_t> ids(Tok);
+    for (int64_t t = 0; t < Tok; ++t)
+      ids[t] = (int32_t)((t * 7919) % V);
+    int32_t *dids = nullptr, *bad = nullptr;
+    check(cudaMalloc(reinterpret_cast<void **>(&dids), Tok * 4), "cudaMalloc");
+    check(cudaMalloc(reinterpret_cast<void **>(&bad), 4), "cudaMalloc");
+    check(cudaMemcpy(dids, ids.data(), Tok * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+    Buffer table(V * H, T::F32, 1.0f, 40), out(Tok * H, T::F32, 0.0f, 41);
+    b.bytes("embedding f32", dims({Tok}) + " of " + dims({V, H}), 2.0 * Tok * H * 4 + Tok * 4, [&] {
+      check(gpu::embedding(dids, Tok, table.f(), V, H, 0, V, out.f(), bad, st), "embedding");
+    });
+    Buffer logits(Tok * V, T::F32, 4.0f, 42), terms(Tok * 2, T::F32, 0.0f, 43),
+        loss(1, T::F32, 0.0f, 44);
+    b.bytes("cross_entropy f32", dims({Tok, V}), Tok * V * 4.0 + Tok * 4, [&] {
+      check(gpu::cross_entropy(logits.f(), dids, Tok, V, (double)Tok,
+                               static_cast<double *>(terms.ptr), bad, loss.f(), st),
+            "cross_entropy");
+    });
+    cudaFree(dids);
+    cudaFree(bad);
+  }
+
+  // -- Mamba-2: conv and the SSD scan (f32)
+  {
+    const int64_t NH = 128, P = 64, G = 8, N = 128, W = 4, C = NH * P + 2 * G * N;
+    gpu::Sequences seq{B, S, 1};
+    Buffer x(Tok * C, T::F32, 1.0f, 50), w(C * W, T::F32, 0.5f, 51), bias(C, T::F32, 0.1f, 52),
+        y(Tok * C, T::F32, 0.0f, 53);
+    b.bytes("causal_conv1d f32", dims({Tok, C}) + " w4", (2.0 * Tok * C + C * W + C) * 4, [&] {
+      check(gpu::causal_conv1d(x.f(), w.f(), bias.f(), nullptr, seq, C, W, y.f(), st),
+            "causal_conv1d");
+    });
+    Buffer sx(Tok * NH * P, T::F32, 1.0f, 54), dt(Tok * NH, T::F32, 1.0f, 55),
+        dtBias(NH, T::F32, 0.5f, 56), aLog(NH, T::F32, 0.5f, 57), Bm(Tok * G * N, T::F32, 1.0f, 58),
+        Cm(Tok * G * N, T::F32, 1.0f, 59), Dskip(NH, T::F32, 1.0f, 60),
+        sy(Tok * NH * P, T::F32, 0.0f, 61), state(B * NH * P * N, T::F32, 0.0f, 62),
+        decay(B * NH, T::F32, 0.0f, 63);
+    double bytes = (2.0 * Tok * NH * P + Tok * NH + 2.0 * Tok * G * N + B * NH * P * N) * 4;
+    b.bytes("ssd_scan f32",
+            "x" + dims({Tok, NH * P}) + " B,C" + dims({Tok, G * N}) + " state " + std::to_string(N),
+            bytes, [&] {
+              check(gpu::ssd_scan(sx.f(), dt.f(), dtBias.f(), aLog.f(), Bm.f(), Cm.f(), Dskip.f(),
+                                  nullptr, seq, NH, P, G, N, sy.f(), state.f(), decay.f(), st),
+                    "ssd_scan");
+            });
+  }
+
+  // -- RG-LRU (f32)
+  {
+    const int64_t W = 4096;
+    gpu::Sequences seq{B, S, 1};
+    Buffer x(Tok * W, T::F32, 1.0f, 70), wa(W, T::F32, 0.5f, 71), ba(W, T::F32, 0.5f, 72),
+        wx(W, T::F32, 0.5f, 73), bx(W, T::F32, 0.5f, 74), lambda(W, T::F32, 1.0f, 75),
+        y(Tok * W, T::F32, 0.0f, 76), state(B * W, T::F32, 0.0f, 77),
+        decay(B * W, T::F32, 0.0f, 78);
+    b.bytes("rglru_scan f32", dims({Tok, W}), (2.0 * Tok * W + 7.0 * W) * 4, [&] {
+      check(gpu::rglru_scan(x.f(), wa.f(), ba.f(), wx.f(), bx.f(), lambda.f(), nullptr, seq, W,
+                            y.f(), state.f(), decay.f(), st),
+            "rglru_scan");
+    });
+  }
+
+  // -- MoE routing, dispatch into dense slabs and the weighted combine (f32)
+  {
+    const int64_t Ex = 8, k = 2;
+    Buffer logits(Tok * Ex, T::F32, 2.0f, 80), weights(Tok * k, T::F32, 0.0f, 81),
+        x(Tok * H, T::F32, 1.0f, 82), slabs(Ex * Tok * H, T::F32, 0.0f, 83),
+        y(Tok * H, T::F32, 0.0f, 84);
+    int32_t *idx = nullptr, *bad = nullptr;
+    check(cudaMalloc(reinterpret_cast<void **>(&idx), Tok * k * 4), "cudaMalloc");
+    check(cudaMalloc(reinterpret_cast<void **>(&bad), 4), "cudaMalloc");
+    b.bytes("router_topk f32", dims({Tok, Ex}) + " top 2", Tok * Ex * 4.0 + Tok * k * 8.0, [&] {
+      check(gpu::router_topk(logits.f(), Tok, Ex, k, weights.f(), idx, st), "router_topk");
+    });
+    b.bytes("moe_dispatch f32", dims({Tok, H}) + " to 8 slabs", 2.0 * Tok * k * H * 4 + Tok * k * 4,
+            [&] {
+              check(gpu::moe_dispatch(x.f(), idx, Tok, H, k, Ex, slabs.f(), bad, st),
+                    "moe_dispatch");
+            });
+    b.bytes("moe_combine f32", "8 slabs to " + dims({Tok, H}),
+            (k + 1.0) * Tok * H * 4 + Tok * k * 8, [&] {
+              check(gpu::moe_combine(slabs.f(), weights.f(), idx, Tok, H, k, Ex, y.f(), bad, st),
+                    "moe_combine");
+            });
+    cudaFree(idx);
+    cudaFree(bad);
+  }
+}
+
+int usage(const char *why) {
+  std::fprintf(stderr,
+               "%s\nusage: shardline-bench-gpu [--json FILE] [--warmup N] [--reps N]\n"
+               "Times the CUDA backend's kernels on one hybrid layer's shapes and prints each "
+               "against the device's peak (docs/benchmarks.md, \"GPU figures\").\n",
+               why);
+  return 2;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  std::string json;
+  Bench bench;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = [&](const char *flag) -> const char * {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "shardline-bench-gpu: %s needs a value\n", flag);
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    auto count = [&](const char *flag) {
+      const char *text = value(flag);
+      char *end = nullptr;
+      long n = std::strtol(text, &end, 10);
+      if (*end != '\0' || n < 1 || n > 100000) {
+        std::fprintf(stderr, "shardline-bench-gpu: %s takes a count from 1 to 100000, not '%s'\n",
+                     flag, text);
+        std::exit(2);
+      }
+      return (int)n;
+    };
+    if (arg == "--json")
+      json = value("--json");
+    else if (arg == "--warmup")
+      bench.warmup = count("--warmup");
+    else if (arg == "--reps")
+      bench.reps = count("--reps");
+    else if (arg == "--help" || arg == "-h") {
+      std::printf("usage: shardline-bench-gpu [--json FILE] [--warmup N] [--reps N]\n");
+      return 0;
+    } else
+      return usage(("shardline-bench-gpu: unknown argument '" + arg + "'").c_str());
+  }
+  if (std::string why = gpu::noCudaDevice(); !why.empty()) {
+    std::printf("skipped: %s\n", why.c_str());
+    return 77;
+  }
+  try {
+    check(cudaSetDevice(0), "cudaSetDevice");
+    check(cudaStreamCreateWithFlags(&bench.stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    bench.peaks = devicePeaks(0);
+    std::printf("device: %s, compute capability %d.%d\n", bench.peaks.name.c_str(),
+                bench.peaks.capability / 10, bench.peaks.capability % 10);
+    if (bench.peaks.flops > 0)
+      std::printf("bf16 dense peak: %.1f TFLOP/s = %s\n", bench.peaks.flops / 1e12,
+                  bench.peaks.flopsFrom.c_str());
+    else
+      std::printf("bf16 dense peak: unknown, %s\n", bench.peaks.flopsFrom.c_str());
+    std::printf("memory bandwidth peak: %.1f GB/s = %s\n", bench.peaks.bytesPerSecond / 1e9,
+                bench.peaks.bytesFrom.c_str());
+    std::printf("median of %d runs after %d warm-up runs; targets: GEMMs 70%% of bf16 peak, "
+                "attention 50%%, the rest 60%% of memory bandwidth\n",
+                bench.reps, bench.warmup);
+    run(bench);
+    if (!json.empty())
+      writeJson(json, bench);
+  } catch (const rt::Stop &stop) {
+    std::fprintf(stderr, "shardline-bench-gpu: %s\n", stop.error.c_str());
+    return 1;
+  }
+  return 0;
+}
