@@ -31,6 +31,14 @@ class MeshOp;
 /// Checks an op's operand and result layouts against its sharding rule.
 LogicalResult verifyShardingRule(Operation *op);
 
+/// Why sl.moe_dropless (or, with `gradient`, its sl.moe_dropless_grad)
+/// exchanges what it does, for its sl.reason: the rows by count over the
+/// expert group `expertAxes` (ep) and, with `tensorAxes` (etp), their gather
+/// over the expert-tensor group and the reduce-scatter back. Empty when both
+/// are empty (nothing crosses).
+std::string droplessExchangeReason(ArrayRef<std::string> expertAxes,
+                                   ArrayRef<std::string> tensorAxes, bool gradient);
+
 // The discardable attributes of the dialect. SLDialect::verifyOperationAttribute
 // checks each one's type, values and place (docs/dialect.md lists them).
 
