@@ -44,6 +44,12 @@ std::string droplessExchangeReason(ArrayRef<std::string> expertAxes,
 
 /// Why a collective or remedy is there (every pass that places one sets it).
 constexpr llvm::StringLiteral kReasonAttr = "sl.reason";
+/// On sl.relayout: why the axes it takes off the tensor altogether are
+/// gathered, where that is another dimension's change than the one sl.reason
+/// names; the all_gather steps over those axes carry it as their sl.reason
+/// (expert tensor parallelism: the experts' tokens move to their owners for
+/// the experts' split, and are gathered for the ffn split).
+constexpr llvm::StringLiteral kGatherReasonAttr = "sl.gather_reason";
 /// The attention exchange under context parallelism (CPComm): on the module
 /// (ring, allgather, a2a or auto) and, once sl-choose-cp-comm has resolved
 /// auto, on each sl.attention (ring, allgather or a2a) and the
