@@ -473,15 +473,16 @@ private:
   /// Records the choices of the step's router (its `router`-th in program
   /// order), or replays the recorded ones into it (RoutingUse). A training
   /// run gathers every step's choices as it goes; a forward run keeps this
-  /// rank's part of each pass's, and gathers the last pass's (the one
-  /// --verify compares) once the timed passes are over.
+  /// rank's part of the last pass's (the one --verify compares), gathered
+  /// once the timed passes are over.
   void route(const Step &step, size_t router) {
     int32_t weights = step.out[0], indices = step.out[1], logits = step.in[0];
     Routing &routing = *options.routing;
     size_t slot = options.train ? (size_t)stepsRun - 1 : 0;
     if (options.routingUse == RoutingUse::Record && !options.train) {
-      if (router == 0)
-        lastChoices.clear();
+      // Only the last pass's (--steps N > 1 runs N + 1) are compared.
+      if (stepsRun != (options.steps > 1 ? options.steps + 1 : 1))
+        return;
       std::vector<float> mine(tensors[indices].count);
       device->download(views[indices], BufferView(mine.data(), (int64_t)mine.size()));
       lastChoices.emplace_back(indices, std::move(mine));
@@ -715,7 +716,7 @@ private:
   /// Whether SHARDLINE_FAULT has falsified a figure in this pass.
   bool falsified = false;
   /// A forward run that records its routing: this rank's part of each
-  /// router's indices in the pass that ran last (tensor, values).
+  /// router's indices in the last pass (tensor, values).
   std::vector<std::pair<int32_t, std::vector<float>>> lastChoices;
   /// Training steps the loaded weights have had (0: none, or generated).
   int64_t trainedBefore = 0;
