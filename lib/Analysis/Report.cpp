@@ -179,30 +179,28 @@ Report analyze(ModuleOp module) {
       } else if (auto grad = dyn_cast<CrossEntropyGradOp>(op)) {
         perToken(grad.getVocabAxes(), {"max", "sum of exponentials"},
                  "vocab-parallel cross-entropy backward");
-      } else if (isa<MoEDroplessOp, MoEDroplessGradOp>(op)) {
-        // How many rows cross depends on the routing: the entry states the
-        // balanced figure and the rows a rank must be able to receive.
-        entry.op = op->getName().stripDialect().str();
-        entry.axes = axisNames(op->getAttrOfType<ArrayAttr>("expert_axes"));
-        // With expert tensor parallelism the op also gathers over the
-        // expert-tensor group: its axes follow the expert group's.
-        if (auto tensor = op->getAttrOfType<ArrayAttr>("tensor_axes"))
-          for (const std::string &a : axisNames(tensor))
-            entry.axes.push_back(a);
-        entry.bytesPerRank = bytes;
-        entry.balancedRouting = true;
-        std::vector<int64_t> routing = localShapeOf(op->getOperand(2), mesh);
-        int64_t bound = (int64_t)mesh.product(entry.axes) * routing[0] * routing[1] * routing[2];
-        entry.why += (entry.why.empty() ? "" : "; ") +
-                     std::string("bytes at balanced routing (a run measures its own); receive "
-                                 "bound ") +
-                     std::to_string(bound) + " rows (every routed row of the group)";
-        report.collectives.push_back(entry);
       } else {
         entry.op = op->getName().stripDialect().str();
+        entry.bytesPerRank = bytes;
         if (auto axes = op->getAttrOfType<ArrayAttr>("axes"))
           entry.axes = axisNames(axes);
-        entry.bytesPerRank = bytes;
+        if (isa<MoEDroplessOp, MoEDroplessGradOp>(op)) {
+          // How many rows cross depends on the routing: the entry states the
+          // balanced figure and the rows a rank must be able to receive. Its
+          // axes are the expert group's, then (expert tensor parallelism)
+          // the expert-tensor group's it also gathers over.
+          entry.axes = axisNames(op->getAttrOfType<ArrayAttr>("expert_axes"));
+          if (auto tensor = op->getAttrOfType<ArrayAttr>("tensor_axes"))
+            for (const std::string &a : axisNames(tensor))
+              entry.axes.push_back(a);
+          entry.balancedRouting = true;
+          std::vector<int64_t> routing = localShapeOf(op->getOperand(2), mesh);
+          int64_t bound = (int64_t)mesh.product(entry.axes) * routing[0] * routing[1] * routing[2];
+          entry.why += (entry.why.empty() ? "" : "; ") +
+                       std::string("bytes at balanced routing (a run measures its own); receive "
+                                   "bound ") +
+                       std::to_string(bound) + " rows (every routed row of the group)";
+        }
         report.collectives.push_back(entry);
       }
       int64_t &commBytes = summaryOf(block, family).commBytes;

@@ -3,7 +3,8 @@
 // Worlds of 2, 4 and 8 thread ranks split like a tp=2 x cp=2 x ep=2 mesh:
 // every collective's values and byte counts on every group, that a group's
 // collective involves its members only, and that an abort or an error of one
-// rank releases the others.
+// rank releases the others; and Collectives::gatherCounts, exact on every
+// rank.
 //
 //===----------------------------------------------------------------------===//
 
@@ -11,6 +12,7 @@
 
 #include "comm/comm.h"
 #include "core/layout.h"
+#include "exec/collectives.h"
 
 #include <gtest/gtest.h>
 
@@ -185,6 +187,27 @@ TEST(Collectives, SumsInGroupOrderOnEveryMember) {
     want += terms[r];
   for (int64_t r = 0; r < ranks; ++r)
     EXPECT_EQ(got[r], std::vector<float>(6, want)) << "rank " << r;
+}
+
+TEST(Collectives, GatherCountsIsExactOnEveryRank) {
+  // 64-bit counts beyond 32 bits and -1 (a figure's "none") arrive as sent,
+  // every rank's at its world rank, on every rank.
+  const int64_t ranks = 4;
+  ThreadHub hub(ranks);
+  Mesh mesh = meshOf(ranks);
+  std::vector<std::vector<std::vector<int64_t>>> got(ranks);
+  auto mine = [](int64_t r) {
+    return std::vector<int64_t>{-1, r, (int64_t(1) << 40) + r, int64_t(0xffffffff) + r};
+  };
+  onRanks(hub, ranks, [&](ThreadComm &comm) {
+    Collectives collectives(comm, mesh);
+    got[comm.rank()] = collectives.gatherCounts(mine(comm.rank()));
+  });
+  for (int64_t r = 0; r < ranks; ++r) {
+    ASSERT_EQ(got[r].size(), (size_t)ranks) << "rank " << r;
+    for (int64_t from = 0; from < ranks; ++from)
+      EXPECT_EQ(got[r][from], mine(from)) << "rank " << r << " from " << from;
+  }
 }
 
 TEST(Isolation, ATpGatherCarriesDataOnlyWithinItsGroup) {

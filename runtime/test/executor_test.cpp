@@ -576,8 +576,8 @@ TEST(Executor, AStalledRankEndsTheRunWithAnErrorNamingIt) {
   ASSERT_EQ(setenv("SHARDLINE_FAULT", "stall:one:0", 1), 0);
   r = runPlan(siluPlan(0, 64, 128), RunOptions{});
   unsetenv("SHARDLINE_FAULT");
-  EXPECT_EQ(r.error, "SHARDLINE_FAULT (a test hook) must be kill:RANK:STEP or stall:RANK:STEP, got "
-                     "'stall:one:0'");
+  EXPECT_EQ(r.error, "SHARDLINE_FAULT (a test hook) must be KIND:RANK:STEP with KIND kill, stall, "
+                     "bytes, value or drop, got 'stall:one:0'");
   EXPECT_FALSE(r.rankLost);
 }
 

@@ -233,12 +233,16 @@ def run_entry(bin_dir, family, spec_path, flags, workdir, index, train=False):
     elif family.startswith("moe-dropless"):
         return ("FAIL", "run: no MoE rows line: " + out.strip())
     if "--moe-expert-capacity-factor" in flags:
-        # Both runs drop the same choices (--verify's PASS needs it); at F 1.0
-        # the entry must drop some, or it would not test the drops.
+        # Both runs drop the same choices (--verify's PASS needs it where it
+        # replays the routing; a training entry routes on its own, and in f32
+        # the matrix holds it to the same); at F 1.0 the entry must drop some,
+        # or it would not test the drops.
         drops = re.search(r"dropped routed rows: (\d+) partitioned, (\d+) single-device", out)
         if not drops:
             return ("FAIL", "run: no dropped-rows line: " + out.strip())
         detail += f", dropped {drops.group(1)}/{drops.group(2)}"
+        if drops.group(1) != drops.group(2):
+            ok, detail = False, detail + " (the drops differ)"
         factor = flags[flags.index("--moe-expert-capacity-factor") + 1]
         if factor == "1.0" and drops.group(1) == "0":
             ok, detail = False, detail + " (F 1.0 must drop)"

@@ -173,3 +173,18 @@ func.func @slice_before_gather(%x: tensor<2x8x16xf32, #sl.layout<@mesh, [[tp], [
   %y = sl.relayout %x : tensor<2x8x16xf32, #sl.layout<@mesh, [[tp], [], []]>> -> tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp], []]>>
   return %y : tensor<2x8x16xf32, #sl.layout<@mesh, [[], [cp], []]>>
 }
+
+// -----
+
+sl.mesh @mesh(ep = 2, cp = 2, tp = 2)
+// The experts' buffers under expert tensor parallelism: cp moves to the
+// experts' dimension (sl.reason), tp leaves the tensor (sl.gather_reason),
+// and the all_gather over tp says why tp goes, not why cp moves.
+// CHECK-LABEL: func.func @gather_reason
+// CHECK: sl.all_to_all %{{.*}} {axes = ["cp", "tp"], concat_dim = 1 : i64, sl.reason = "experts split", split_dim = 0 : i64}
+// CHECK-NEXT: sl.all_gather %{{.*}} {axes = ["tp"], dim = 0 : i64, sl.reason = "ffn split"}
+// CHECK-NOT: sl.gather_reason
+func.func @gather_reason(%x: tensor<8x8x4xf32, #sl.layout<@mesh, [[], [cp, tp], []]>>) -> tensor<8x8x4xf32, #sl.layout<@mesh, [[cp], [], []]>> {
+  %y = sl.relayout %x {sl.reason = "experts split", sl.gather_reason = "ffn split"} : tensor<8x8x4xf32, #sl.layout<@mesh, [[], [cp, tp], []]>> -> tensor<8x8x4xf32, #sl.layout<@mesh, [[cp], [], []]>>
+  return %y : tensor<8x8x4xf32, #sl.layout<@mesh, [[cp], [], []]>>
+}

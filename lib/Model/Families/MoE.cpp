@@ -152,15 +152,7 @@ public:
       auto moe = b.create<sl::MoEDroplessOp>(b.act(h), n, route.getWeights(), route.getIndices(),
                                              wg, wu, wd, b.builder().getArrayAttr(axes),
                                              b.builder().getArrayAttr(tensorAxes));
-      std::string why;
-      if (!axes.empty())
-        why = "routed rows exchanged by count with their experts' owners over the expert group " +
-              formatAxes(names) + " (ep)";
-      if (!tensorAxes.empty())
-        why += (why.empty() ? "" : "; ") +
-               std::string("received rows gathered over the expert-tensor group ") +
-               formatAxes(tensorNames) +
-               " (etp), each rank's experts run on its ffn shard, outputs reduce-scattered back";
+      std::string why = sl::droplessExchangeReason(names, tensorNames, false);
       if (!why.empty())
         moe->setAttr(sl::kReasonAttr, b.builder().getStringAttr(why));
       return moe;

@@ -206,6 +206,29 @@ void Collectives::barrier() {
     throw Stop{error.empty() ? error : "barrier: " + error, error.empty()};
 }
 
+std::vector<std::vector<int64_t>> Collectives::gatherCounts(const std::vector<int64_t> &mine) {
+  Axes world;
+  for (const auto &axis : mesh.axes)
+    world.push_back(axis.first);
+  Group &g = group(world);
+  int64_t n = (int64_t)mine.size();
+  std::vector<int32_t> halves(2 * n), all(2 * n * g.size());
+  for (int64_t k = 0; k < n; ++k) {
+    uint64_t word = (uint64_t)mine[k];
+    halves[2 * k] = (int32_t)(uint32_t)word;
+    halves[2 * k + 1] = (int32_t)(uint32_t)(word >> 32);
+  }
+  check(g.allGather(view(halves.data(), 2 * n), view(all.data(), (int64_t)all.size())));
+  std::vector<std::vector<int64_t>> out(ranks, std::vector<int64_t>(n));
+  for (int64_t j = 0; j < g.size(); ++j)
+    for (int64_t k = 0; k < n; ++k) {
+      const int32_t *word = all.data() + (j * n + k) * 2;
+      out[g.members()[j]][k] =
+          (int64_t)((uint64_t)(uint32_t)word[0] | ((uint64_t)(uint32_t)word[1] << 32));
+    }
+  return out;
+}
+
 std::vector<float> Collectives::gatherToFirst(const std::vector<int64_t> &shape,
                                               const Layout &layout, const float *mine,
                                               int64_t count) {

@@ -89,6 +89,11 @@ public:
     return all;
   }
 
+  /// Every rank's `mine` (of the same length on every rank), by world rank,
+  /// in one all-gather over the world; exact (each count travels as two i32
+  /// halves). Not counted as traffic.
+  std::vector<std::vector<int64_t>> gatherCounts(const std::vector<int64_t> &mine);
+
   /// The global tensor on rank 0 from every rank's part (pending sums already
   /// whole); empty on the other ranks. Not counted as traffic.
   std::vector<float> gatherToFirst(const std::vector<int64_t> &shape, const Layout &layout,

@@ -30,9 +30,10 @@ namespace shardline::rt {
 
 namespace {
 
-/// A rank that SHARDLINE_FAULT makes die or stall (a test hook).
+/// A rank that SHARDLINE_FAULT makes die or stall, or whose figures it
+/// falsifies so that --verify's checks fail (a test hook).
 struct Fault {
-  enum Kind { None, Kill, Stall } kind = None;
+  enum Kind { None, Kill, Stall, Bytes, Value, Drop } kind = None;
   int64_t rank = 0, step = 0;
 };
 
@@ -44,17 +45,23 @@ std::optional<Fault> faultFromEnvironment(std::string &error) {
   std::string spec = text;
   Fault fault;
   size_t colon = spec.find(':');
-  std::string kind = spec.substr(0, colon);
-  fault.kind = kind == "kill" ? Fault::Kill : kind == "stall" ? Fault::Stall : Fault::None;
+  static const std::map<std::string, Fault::Kind> kinds = {{"kill", Fault::Kill},
+                                                           {"stall", Fault::Stall},
+                                                           {"bytes", Fault::Bytes},
+                                                           {"value", Fault::Value},
+                                                           {"drop", Fault::Drop}};
+  auto kind = kinds.find(spec.substr(0, colon));
   long long rank = -1, step = -1;
   int used = 0;
-  if (fault.kind == Fault::None || colon == std::string::npos ||
+  if (kind == kinds.end() || colon == std::string::npos ||
       std::sscanf(spec.c_str() + colon + 1, "%lld:%lld%n", &rank, &step, &used) != 2 ||
       spec[colon + 1 + used] != '\0' || rank < 0 || step < 0) {
-    error = "SHARDLINE_FAULT (a test hook) must be kill:RANK:STEP or stall:RANK:STEP, got '" +
+    error = "SHARDLINE_FAULT (a test hook) must be KIND:RANK:STEP with KIND kill, stall, bytes, "
+            "value or drop, got '" +
             spec + "'";
     return std::nullopt;
   }
+  fault.kind = kind->second;
   fault.rank = rank;
   fault.step = step;
   return fault;
@@ -312,14 +319,18 @@ private:
              "--save-outputs are given must agree on every rank");
   }
 
-  /// For the MoE layer whose routing op is `index`, owner[e][r]: the rank
-  /// whose experts receive the rows rank r's tokens route to expert e. The
-  /// experts' weights (operand 'gate' of the layer's sl.moe_dropless, or of
-  /// the first sl.moe_experts after the routing op) split their first
-  /// dimension over the expert group's axes: the rows go to the member of
-  /// r's group that holds e. Costs experts x ranks, never tensor extents.
-  std::vector<std::vector<int64_t>> expertOwners(int64_t index, int64_t experts) const {
-    std::vector<std::vector<int64_t>> owner(experts, std::vector<int64_t>(ranks));
+  /// For the MoE layer whose routing op is `index`, layer.owner[e][r]: the
+  /// rank whose experts receive the rows rank r's tokens route to expert e,
+  /// and layer.expertTensorRanks. The experts' weights (operand 'gate' of the
+  /// layer's sl.moe_dropless, or of the first sl.moe_experts after the
+  /// routing op) split their first dimension over the expert group's axes:
+  /// the rows go to the member of r's group that holds e; and their last
+  /// (ffn) dimension over the expert-tensor group's. Costs experts x ranks,
+  /// never tensor extents.
+  void expertOwners(int64_t index, LayerLoad &layer) const {
+    int64_t experts = (int64_t)layer.kept.size();
+    std::vector<std::vector<int64_t>> &owner = layer.owner;
+    owner.assign(experts, std::vector<int64_t>(ranks));
     for (int64_t e = 0; e < experts; ++e)
       for (int64_t r = 0; r < ranks; ++r)
         owner[e][r] = r;
@@ -338,17 +349,17 @@ private:
         break;
     }
     if (gate < 0 || tensors[gate].shape.empty() || tensors[gate].shape[0] != experts)
-      return owner;
+      return;
     const TensorInfo &weights = tensors[gate];
+    layer.expertTensorRanks = (int64_t)mesh.group(0, weights.layout.dims.back()).size();
     const std::vector<std::string> &axes = weights.layout.dims[0];
     if (axes.empty())
-      return owner;
+      return;
     for (int64_t r = 0; r < ranks; ++r)
       for (int64_t member : mesh.group(r, axes))
         for (const TokenRun &run : tokenRuns(weights.layout, mesh, weights.shape, 0, member))
           for (int64_t e = run.start; e < run.end(); ++e)
             owner[e][r] = member;
-    return owner;
   }
 
   /// The largest of a figure over the ranks.
@@ -448,7 +459,8 @@ private:
 
   /// Dies or stalls here when SHARDLINE_FAULT says so.
   void injectFault() {
-    if (fault.kind == Fault::None || fault.rank != self || fault.step != stepsRun)
+    if ((fault.kind != Fault::Kill && fault.kind != Fault::Stall) || fault.rank != self ||
+        fault.step != stepsRun)
       return;
     if (fault.kind == Fault::Kill) {
       if (!comm.ranksAreThreads())
@@ -462,15 +474,28 @@ private:
   }
 
   /// Records the choices of the step's router (its `router`-th in program
-  /// order), or replays the recorded ones into it (RoutingUse).
+  /// order), or replays the recorded ones into it (RoutingUse). A training
+  /// run gathers every step's choices as it goes; a forward run keeps this
+  /// rank's part of the last pass's (the one --verify compares), gathered
+  /// once the timed passes are over.
   void route(const Step &step, size_t router) {
     int32_t weights = step.out[0], indices = step.out[1], logits = step.in[0];
     Routing &routing = *options.routing;
+    size_t slot = options.train ? (size_t)stepsRun - 1 : 0;
+    if (options.routingUse == RoutingUse::Record && !options.train) {
+      // Only the last pass's (--steps N > 1 runs N + 1) are compared.
+      if (stepsRun != (options.steps > 1 ? options.steps + 1 : 1))
+        return;
+      std::vector<float> mine(tensors[indices].count);
+      device->download(views[indices], BufferView(mine.data(), (int64_t)mine.size()));
+      lastChoices.emplace_back(indices, std::move(mine));
+      return;
+    }
     if (options.routingUse == RoutingUse::Record) {
       std::vector<float> all = gatherToFirst(indices);
       if (self == 0) {
-        routing.choices.resize(stepsRun);
-        routing.choices[stepsRun - 1].emplace_back(all.begin(), all.end());
+        routing.choices.resize(slot + 1);
+        routing.choices[slot].emplace_back(all.begin(), all.end());
       }
       return;
     }
@@ -480,12 +505,11 @@ private:
       fail("routing replay runs on a single device only");
     int64_t n = tensors[indices].count, k = tensors[indices].shape.back();
     int64_t experts = tensors[logits].shape.back(), tokens = n / k;
-    if ((size_t)stepsRun > routing.choices.size() ||
-        router >= routing.choices[stepsRun - 1].size() ||
-        (int64_t)routing.choices[stepsRun - 1][router].size() != n)
+    if (slot >= routing.choices.size() || router >= routing.choices[slot].size() ||
+        (int64_t)routing.choices[slot][router].size() != n)
       fail("no recorded choices for router " + std::to_string(router) + " at step " +
            std::to_string(stepsRun) + " (the recorded run routed differently)");
-    std::vector<int32_t> want = routing.choices[stepsRun - 1][router];
+    std::vector<int32_t> want = routing.choices[slot][router];
     std::vector<int32_t> own(n);
     device->download(views[indices], BufferView(own.data(), n));
     for (int64_t t = 0; t < tokens; ++t) {
@@ -502,8 +526,46 @@ private:
     device->upload(BufferView(w.data(), n), views[weights]);
   }
 
+  /// A forward run's recorded choices: the last pass's, whole, on the first
+  /// rank (route()).
+  void gatherLastChoices() {
+    if (!options.routing || options.routingUse != RoutingUse::Record || options.train)
+      return;
+    std::vector<std::vector<int32_t>> choices;
+    for (const auto &[t, mine] : lastChoices) {
+      std::vector<float> all = collectives.gatherToFirst(tensors[t].shape, tensors[t].layout,
+                                                         mine.data(), (int64_t)mine.size());
+      choices.emplace_back(all.begin(), all.end());
+    }
+    if (self == 0)
+      options.routing->choices.assign(1, std::move(choices));
+  }
+
+  /// Whether SHARDLINE_FAULT falsifies a figure of this rank in the pass
+  /// that runs (the partitioned run's only: --verify's reference is what
+  /// the figures are checked against).
+  bool falsify(Fault::Kind kind) {
+    return fault.kind == kind && fault.rank == self && fault.step == stepsRun - 1 &&
+           !options.singleDevice && !falsified;
+  }
+
+  /// SHARDLINE_FAULT=value: adds 1 to the first element of the step's first
+  /// f32 result (widened, before it is rounded into its storage): a value
+  /// an exchange got wrong.
+  void falsifyValue(const Step &step) {
+    int32_t t = step.out.empty() ? -1 : step.out[0];
+    if (t < 0 || views[t].dtype != DType::F32 || views[t].count == 0)
+      return;
+    float first = 0;
+    device->download(views[t].slice(0, 1), BufferView(&first, 1));
+    first += 1;
+    device->upload(BufferView(&first, 1), views[t].slice(0, 1));
+    falsified = true;
+  }
+
   void runStep() {
     injectFault();
+    falsified = false;
     if (data)
       readInputs(options.dataFirstPass + (options.train ? trainedBefore : 0) + stepsRun);
     ++stepsRun;
@@ -532,16 +594,20 @@ private:
         int64_t sentBefore = collectives.bytesSent();
         widen(step);
         step.kernel->run(step, frame);
+        if (falsify(Fault::Value) && collectives.bytesSent() > sentBefore)
+          falsifyValue(step);
         narrow(step);
         stepBytes[step.index] = collectives.bytesSent() - sentBefore;
         // A step whose bytes depend on the data sends exactly what its
-        // counts imply.
-        if (auto v = variableBytes.find(step.index); v != variableBytes.end() &&
-                                                     v->second.implied != stepBytes[step.index] &&
-                                                     variableMismatch.empty())
-          variableMismatch = "op #" + std::to_string(step.index) + " (sl." + step.kind + ") at " +
-                             step.location + " sent " + std::to_string(stepBytes[step.index]) +
-                             " bytes, its counts imply " + std::to_string(v->second.implied);
+        // counts imply (SHARDLINE_FAULT=bytes: one count more).
+        if (auto v = variableBytes.find(step.index); v != variableBytes.end()) {
+          if (falsify(Fault::Bytes)) {
+            stepBytes[step.index] += 4;
+            falsified = true;
+          }
+          if (v->second.implied != stepBytes[step.index] && mismatch.pass < 0)
+            mismatch = {stepsRun - 1, step.index, stepBytes[step.index], v->second.implied};
+        }
         if (timing) {
           // An op's time is its kernels' own, not their launch's.
           device->synchronize();
@@ -560,6 +626,40 @@ private:
       for (int32_t t : dying[step.index])
         release(t);
     }
+    // SHARDLINE_FAULT=drop: one more choice dropped by the first
+    // capacity-mode layer.
+    if (falsify(Fault::Drop))
+      for (auto &[index, load] : expertLoad)
+        if (p.ops()->Get(index)->kind()->str() == "moe_capacity_slots" && !load.dropped.empty()) {
+          ++load.dropped[0];
+          falsified = true;
+          break;
+        }
+  }
+
+  /// Every rank's first step that sent other than its counts imply, in
+  /// words on the first rank ("" when none did): which rank, pass and op,
+  /// what it sent and what its counts imply.
+  std::string variableMismatches() {
+    // Only a run in which some rank found one gathers the figures.
+    if (maxOverRanks(mismatch.pass >= 0 ? 1 : 0) == 0)
+      return "";
+    std::vector<std::vector<int64_t>> all =
+        collectives.gatherCounts({mismatch.pass, mismatch.op, mismatch.sent, mismatch.implied});
+    std::string text;
+    for (size_t r = 0; r < all.size(); ++r) {
+      if (all[r][0] < 0)
+        continue;
+      const Step *at = nullptr;
+      for (const Step &step : program)
+        if (step.index == all[r][1])
+          at = &step;
+      text += (text.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) + ", pass " +
+              std::to_string(all[r][0]) + ", op #" + std::to_string(all[r][1]) +
+              (at ? " (sl." + at->kind + ") at " + at->location : std::string()) + ": sent " +
+              std::to_string(all[r][2]) + " bytes, its counts imply " + std::to_string(all[r][3]);
+    }
+    return text;
   }
 
   const plan::Plan &p;
@@ -611,7 +711,16 @@ private:
   /// What the steps whose bytes depend on the data sent, by step index, and
   /// the first step that sent other than its counts imply.
   std::map<int64_t, VariableBytes> variableBytes;
-  std::string variableMismatch;
+  /// The first such step of this rank that sent other than its counts
+  /// imply: its pass (-1: none), op index, the bytes sent and implied.
+  struct Mismatch {
+    int64_t pass = -1, op = -1, sent = 0, implied = 0;
+  } mismatch;
+  /// Whether SHARDLINE_FAULT has falsified a figure in this pass.
+  bool falsified = false;
+  /// A forward run that records its routing: this rank's part of each
+  /// router's indices in the last pass (tensor, values).
+  std::vector<std::pair<int32_t, std::vector<float>>> lastChoices;
   /// Training steps the loaded weights have had (0: none, or generated).
   int64_t trainedBefore = 0;
   /// The run's hyperparameters with the schedule's length resolved.
@@ -749,6 +858,7 @@ RunResult RankRun::run() {
     for (const auto &[kind, secs] : perKind)
       result.opSeconds.emplace_back(kind, secs / (double)std::max<int64_t>(1, options.steps));
     result.collectivesByGroupSize = collectives.callsByGroupSize();
+    gatherLastChoices();
     // The report prices each op at its busiest rank (a halo and its dual
     // send from different ranks), so the measure is the sum of each op's
     // largest count over the ranks.
@@ -764,24 +874,37 @@ RunResult RankRun::run() {
       result.variableBytesMeasured += maxOverRanks(stepBytes[index]);
       result.variableBytesBalanced += maxOverRanks(bytes.balanced);
     }
-    result.variableBytesExact = maxOverRanks(variableMismatch.empty() ? 0 : 1) == 0;
-    if (!variableMismatch.empty())
-      result.variableBytesMismatch = variableMismatch;
+    result.variableBytesMismatch = variableMismatches();
+    result.variableBytesExact = result.variableBytesMismatch.empty();
     result.arenaPeak = maxOverRanks(arenaPeak);
     result.liveBytesPeak = maxOverRanks(liveBytesPeak);
-    // Every rank ran every step, so all hold the same entries.
+    // Every rank ran every step, so all hold the same entries: every
+    // layer's kept and dropped counts, per expert, go to the first rank in
+    // one gather.
+    std::vector<int64_t> counts;
+    for (const auto &[index, load] : expertLoad) {
+      counts.insert(counts.end(), load.kept.begin(), load.kept.end());
+      counts.insert(counts.end(), load.dropped.begin(), load.dropped.end());
+    }
+    std::vector<std::vector<int64_t>> allCounts;
+    if (!expertLoad.empty())
+      allCounts = collectives.gatherCounts(counts);
+    size_t at = 0;
     for (const auto &[index, load] : expertLoad) {
       LayerLoad layer;
       const auto *op = p.ops()->Get(index);
       layer.block = op->block();
       layer.capacity = op->kind()->str() == "moe_capacity_slots";
-      layer.owner = expertOwners(index, (int64_t)load.kept.size());
-      for (size_t e = 0; e < load.kept.size(); ++e) {
-        std::vector<uint64_t> kept = collectives.gatherWord((uint64_t)load.kept[e]);
-        std::vector<uint64_t> dropped = collectives.gatherWord((uint64_t)load.dropped[e]);
-        layer.kept.emplace_back(kept.begin(), kept.end());
-        layer.dropped.emplace_back(dropped.begin(), dropped.end());
-      }
+      size_t experts = load.kept.size();
+      layer.kept.assign(experts, std::vector<int64_t>(allCounts.size()));
+      layer.dropped = layer.kept;
+      for (size_t r = 0; r < allCounts.size(); ++r)
+        for (size_t e = 0; e < experts; ++e) {
+          layer.kept[e][r] = allCounts[r][at + e];
+          layer.dropped[e][r] = allCounts[r][at + experts + e];
+        }
+      at += 2 * experts;
+      expertOwners(index, layer);
       if (self == 0)
         result.expertLoad.push_back(std::move(layer));
     }
@@ -830,6 +953,22 @@ RunResult RankRun::run() {
 }
 
 } // namespace
+
+std::vector<int64_t> LayerLoad::perExpert(const std::vector<std::vector<int64_t>> &counts) {
+  std::vector<int64_t> sums(counts.size(), 0);
+  for (size_t e = 0; e < counts.size(); ++e)
+    for (int64_t n : counts[e])
+      sums[e] += n;
+  return sums;
+}
+
+std::vector<int64_t> LayerLoad::perRank(const std::vector<std::vector<int64_t>> &counts) {
+  std::vector<int64_t> sums(counts.empty() ? 0 : counts[0].size(), 0);
+  for (const auto &perRank : counts)
+    for (size_t r = 0; r < perRank.size() && r < sums.size(); ++r)
+      sums[r] += perRank[r];
+  return sums;
+}
 
 std::vector<int64_t> LayerLoad::sentByRank(bool offRank) const {
   std::vector<int64_t> sent(kept.empty() ? 0 : kept[0].size(), 0);

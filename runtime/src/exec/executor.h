@@ -34,21 +34,22 @@ namespace shardline::rt {
 /// training steps the weights have had; --weights resumes after them.
 inline constexpr const char *kTrainedStepsKey = "shardline.trained_steps";
 
-/// The expert choices of a training run's routers (sl.router_topk), whole,
-/// step by step, so that --verify's single-device run can route as the
-/// partitioned run did: top-k is discontinuous, and the rounding of a
-/// different summation order flips near-ties, after which the two runs train
-/// on different tokens per expert.
+/// The expert choices of a run's routers (sl.router_topk), whole, so that
+/// --verify's single-device run can route as the partitioned run did: top-k
+/// is discontinuous, and the rounding of a different summation order flips
+/// near-ties, after which the two runs send different tokens to each expert
+/// (and, in capacity mode, drop different numbers of them).
 struct Routing {
   /// choices[step][router]: the router's indices [b, s, k], row-major, the
-  /// routers in program order.
+  /// routers in program order; every step of a training run, the last pass
+  /// of a forward run (choices[0]).
   std::vector<std::vector<std::vector<int32_t>>> choices;
   /// When replaying: tokens (per router and step) whose own k choices, as a
   /// set, differ from the replayed ones, and tokens routed.
   int64_t differing = 0, tokens = 0;
 };
 
-/// What a training run does with RunOptions::routing.
+/// What a run does with RunOptions::routing.
 enum class RoutingUse {
   /// Routers choose on their own (every run that is not --verify's).
   Own,
@@ -109,8 +110,9 @@ struct RunOptions {
   /// run wait for each other only as long as they are out of step.
   double timeoutSeconds = kDefaultTimeoutSeconds;
   /// Record the routers' choices into `routing` or replay them from it
-  /// (RoutingUse), step by step: meant for training runs, whose two runs
-  /// step alike (a forward run with --steps N runs one more, untimed step).
+  /// (RoutingUse): a training run's step by step (its two runs step alike),
+  /// a forward run's last pass, which its single-device run replays in its
+  /// one pass.
   RoutingUse routingUse = RoutingUse::Own;
   Routing *routing = nullptr;
 };
@@ -128,6 +130,10 @@ struct LayerLoad {
   /// expert weights' first dimension holds the expert), where its kept rows
   /// go; the rank itself when the experts are not split.
   std::vector<std::vector<int64_t>> owner;
+  /// The ranks of the expert-tensor group (etp) over which an owner gathers
+  /// the rows it received before its experts run on them (each member on
+  /// its ffn shard); 1 without expert tensor parallelism.
+  int64_t expertTensorRanks = 1;
   int64_t total(const std::vector<std::vector<int64_t>> &counts) const {
     int64_t sum = 0;
     for (const auto &perRank : counts)
@@ -135,9 +141,14 @@ struct LayerLoad {
         sum += n;
     return sum;
   }
+  /// [expert][rank] counts summed over the ranks (per expert) or over the
+  /// experts (per rank).
+  static std::vector<int64_t> perExpert(const std::vector<std::vector<int64_t>> &counts);
+  static std::vector<int64_t> perRank(const std::vector<std::vector<int64_t>> &counts);
   /// Per rank, the kept rows its tokens sent to experts (`offRank`: only to
-  /// experts other ranks hold) or its experts received (`offRank`: only from
-  /// other ranks' tokens).
+  /// experts other ranks hold) or its experts received over the expert group
+  /// (`offRank`: only from other ranks' tokens), before any gather over the
+  /// expert-tensor group: each row counts once, where it arrived.
   std::vector<int64_t> sentByRank(bool offRank = false) const;
   std::vector<int64_t> receivedByRank(bool offRank = false) const;
 };
@@ -172,7 +183,8 @@ struct RunResult {
   /// Of bytesSentPerRank, what the steps whose exchange depends on the data
   /// (dropless MoE) sent, and what the report states for them (at balanced
   /// routing); whether every rank sent exactly what its counts implied in
-  /// every such step, and if not, the first step that did not (this rank's).
+  /// every such step, and if not, each rank's first step that did not (rank,
+  /// pass, op, bytes sent and implied; every rank's, on every rank).
   int64_t variableBytesMeasured = 0, variableBytesBalanced = 0;
   bool variableBytesExact = true;
   std::string variableBytesMismatch;
@@ -224,7 +236,12 @@ RunResult runPlan(const LoadedPlan &plan, const RunOptions &options, ThreadHub &
 /// stall:RANK:STEP makes rank RANK die (an MPI process kills itself with
 /// SIGKILL, a thread rank ends without a word) or stall (until the run is
 /// aborted, or for ever) at the start of forward pass STEP (from 0, the
-/// untimed first pass of --steps included).
+/// untimed first pass of --steps included). bytes:RANK:STEP, value:RANK:STEP
+/// and drop:RANK:STEP falsify what rank RANK measures in pass STEP of a
+/// partitioned run, so that --verify's checks fail: its first dropless MoE
+/// exchange counts 4 bytes more than it sent, its first op that sends adds 1
+/// to its first f32 result's first element, its first capacity-mode layer
+/// counts one more dropped choice.
 RunResult runPlanOnRank(const LoadedPlan &plan, const RunOptions &options, Comm &comm);
 
 } // namespace shardline::rt

@@ -60,6 +60,14 @@ func.func @reason_not_string(%x: tensor<4xf32>) -> tensor<4xf32> {
 
 // -----
 
+func.func @gather_reason_not_string(%x: tensor<4xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{'sl.gather_reason' must be a string, got 2 : i64}}
+  %y = sl.silu %x {sl.gather_reason = 2} : (tensor<4xf32>) -> tensor<4xf32>
+  return %y : tensor<4xf32>
+}
+
+// -----
+
 // expected-error @+1 {{'sl.cp_comm' must be one of ring, allgather, a2a or auto, got "mesh"}}
 module attributes {sl.cp_comm = "mesh"} {
 }

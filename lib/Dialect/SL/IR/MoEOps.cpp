@@ -544,6 +544,22 @@ LogicalResult MoECombineOp::buildGradient(GradientBuilder &g) {
   return success();
 }
 
+std::string mlir::sl::droplessExchangeReason(ArrayRef<std::string> expertAxes,
+                                             ArrayRef<std::string> tensorAxes, bool gradient) {
+  std::string why;
+  if (!expertAxes.empty())
+    why = std::string(gradient ? "routed rows, their gradients and weights" : "routed rows") +
+          " exchanged by count with their experts' owners over the expert group " +
+          shardline::formatAxes(expertAxes) + " (ep)";
+  if (!tensorAxes.empty())
+    why += (why.empty() ? "" : "; ") +
+           std::string("received rows gathered over the expert-tensor group ") +
+           shardline::formatAxes(tensorAxes) +
+           " (etp), each rank's experts run on its ffn shard, " +
+           (gradient ? "input and routing-weight gradients" : "outputs") + " reduce-scattered back";
+  return why;
+}
+
 /// One sl.moe_dropless_grad by the forward's exchanges gives every gradient;
 /// the indices get none.
 LogicalResult MoEDroplessOp::buildGradient(GradientBuilder &g) {
@@ -560,17 +576,11 @@ LogicalResult MoEDroplessOp::buildGradient(GradientBuilder &g) {
               GradientBuilder::attrsOf(*this, {"expert_axes", "tensor_axes"}));
   if (failed(grad))
     return failure();
-  if (!getExpertAxes().empty() || !getTensorAxes().empty())
-    (*grad)->setAttr(
-        kReasonAttr,
-        StringAttr::get(getContext(),
-                        "gradient of " + opLabel(*this) +
-                            ": routed rows, their gradients and weights exchanged by count over " +
-                            shardline::formatAxes(axisNames(getExpertAxes())) +
-                            (getTensorAxes().empty()
-                                 ? std::string()
-                                 : ", gathered over the expert-tensor group " +
-                                       shardline::formatAxes(axisNames(getTensorAxes())))));
+  std::string why =
+      droplessExchangeReason(axisNames(getExpertAxes()), axisNames(getTensorAxes()), true);
+  if (!why.empty())
+    (*grad)->setAttr(kReasonAttr,
+                     StringAttr::get(getContext(), "gradient of " + opLabel(*this) + ": " + why));
   for (unsigned r = 0; r < 5; ++r)
     if (g.needsGradient(operandOf[r]))
       g.contribute(operandOf[r], (*grad)->getResult(r));

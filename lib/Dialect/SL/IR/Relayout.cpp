@@ -535,10 +535,16 @@ FailureOr<Value> mlir::sl::emitRelayout(OpBuilder &b, Location loc, Value in, co
 }
 
 Value mlir::sl::emitSteps(OpBuilder &b, Location loc, Value in, ArrayRef<RelayoutStep> steps,
-                          StringAttr reason) {
+                          StringAttr reason, StringAttr gatherReason) {
   auto type = cast<RankedTensorType>(in.getType());
   LayoutAttr attr = getLayout(type);
   Value cur = in;
+  // Whether the relayout's result holds `axis` in any dimension.
+  auto kept = [&](const std::string &axis) {
+    return !steps.empty() && llvm::any_of(steps.back().to.dims, [&](const auto &axes) {
+      return llvm::is_contained(axes, axis);
+    });
+  };
   for (const RelayoutStep &s : steps) {
     auto next = withLayout(type, fromLayout(b.getContext(), attr.getMesh(), s.to));
     SmallVector<StringRef> refs(s.axes.begin(), s.axes.end());
@@ -565,8 +571,10 @@ Value mlir::sl::emitSteps(OpBuilder &b, Location loc, Value in, ArrayRef<Relayou
       op = SliceOp::create(b, loc, next, cur, axes, b.getI64IntegerAttr(s.dim));
       break;
     }
-    if (reason)
-      op->setAttr(kReasonAttr, reason);
+    bool gathersAway = s.kind == Kind::AllGather && !s.axes.empty() &&
+                       llvm::none_of(s.axes, [&](const std::string &a) { return kept(a); });
+    if (StringAttr why = gatherReason && gathersAway ? gatherReason : reason)
+      op->setAttr(kReasonAttr, why);
     cur = op->getResult(0);
   }
   return cur;

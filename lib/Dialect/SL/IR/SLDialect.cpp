@@ -409,6 +409,7 @@ const DeclaredAttr kDeclared[] = {
     {kGroupAttr, runsCheck},
     {kBackwardAttr, unitCheck},
     {kRecomputeAttr, unitCheck},
+    {kGatherReasonAttr, stringCheck},
 };
 } // namespace
 

@@ -49,7 +49,8 @@ struct SLInsertCollectives : mlir::sl::impl::SLInsertCollectivesBase<SLInsertCol
         }
       }
       Value lowered = emitSteps(b, op.getLoc(), op.getX(), it->second,
-                                op->getAttrOfType<StringAttr>(kReasonAttr));
+                                op->getAttrOfType<StringAttr>(kReasonAttr),
+                                op->getAttrOfType<StringAttr>(kGatherReasonAttr));
       op.getResult().replaceAllUsesWith(lowered);
       op->erase();
     }

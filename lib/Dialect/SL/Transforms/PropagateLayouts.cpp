@@ -113,8 +113,11 @@ private:
     return shardline::verifyLayout(l, &mesh, &shape).empty();
   }
 
-  /// The relayout of `v` to `target`, shared by every consumer.
-  Value relayout(Value v, const Layout &target, const std::string &reason) {
+  /// The relayout of `v` to `target`, shared by every consumer; with
+  /// `gatherReason` for the axes it gathers away when another change than
+  /// `reason`'s forces them off (sl.gather_reason).
+  Value relayout(Value v, const Layout &target, const std::string &reason,
+                 const std::string &gatherReason = "") {
     if (layoutOf(v) == target)
       return v;
     LayoutAttr targetAttr = attr(target);
@@ -127,6 +130,8 @@ private:
     Location loc = v.getDefiningOp() ? v.getDefiningOp()->getLoc() : v.getLoc();
     auto op = RelayoutOp::create(b, loc, type, v);
     op->setAttr(kReasonAttr, b.getStringAttr(reason));
+    if (!gatherReason.empty())
+      op->setAttr(kGatherReasonAttr, b.getStringAttr(gatherReason));
     cache[key] = op.getResult();
     return op.getResult();
   }
@@ -396,9 +401,7 @@ private:
 
   std::string reasonFor(Operation *op, const ShardingRule &rule, const Choice &c, size_t i,
                         const Layout &from, const Layout &to) {
-    std::string who = "operand #" + std::to_string(i) +
-                      (i < rule.operandNames.size() ? " (" + rule.operandNames[i] + ")" : "") +
-                      " of " + opLabel(op);
+    std::string who = operandOf(op, rule, i);
     if (from.partial != to.partial) {
       std::string why = rule.partial == PartialRule::None ? "the op is not linear in it"
                         : rule.partial == PartialRule::Same
@@ -411,18 +414,63 @@ private:
              (scattered ? "; sequence parallelism scatters the sum onto the sequence"
                         : "; it is summed on every rank");
     }
-    for (size_t d = 0; d < rule.operands[i].size(); ++d) {
-      int f = rule.operands[i][d];
-      if (f < 0 || from.dims[d] == to.dims[d])
+    int d = firstChange(rule, i, from, to);
+    return d < 0 ? who + " needs another chunk order" : dimReason(who, rule, c, i, d, from, to);
+  }
+
+  /// "operand #1 (x) of sl.linear 'blocks.0.attn.wq'".
+  static std::string operandOf(Operation *op, const ShardingRule &rule, size_t i) {
+    return "operand #" + std::to_string(i) +
+           (i < rule.operandNames.size() ? " (" + rule.operandNames[i] + ")" : "") + " of " +
+           opLabel(op);
+  }
+
+  /// The first dimension of operand `i` whose axes change, or -1.
+  static int firstChange(const ShardingRule &rule, size_t i, const Layout &from, const Layout &to) {
+    for (size_t d = 0; d < rule.operands[i].size(); ++d)
+      if (rule.operands[i][d] >= 0 && from.dims[d] != to.dims[d])
+        return (int)d;
+    return -1;
+  }
+
+  /// "WHO: factor [from] -> [to] because WHY" for dimension `d`, WHY the
+  /// choice's reason for factor `because` (by default the dimension's own).
+  static std::string dimReason(const std::string &who, const ShardingRule &rule, const Choice &c,
+                               size_t i, int d, const Layout &from, const Layout &to,
+                               int because = -1) {
+    int f = rule.operands[i][d];
+    std::string s = who + ": " + rule.factors[f].name + " " + shardline::formatAxes(from.dims[d]) +
+                    " -> " + shardline::formatAxes(to.dims[d]);
+    const std::string &why = c.why[because >= 0 ? because : f];
+    if (!why.empty())
+      s += " because " + why;
+    return s;
+  }
+
+  /// Why the relayout of operand `i` gathers axes away (they leave a
+  /// dimension and `to` holds them nowhere), where that dimension is not the
+  /// one reasonFor names: the reason of the factor the op splits over the
+  /// first such axis instead (expert tensor parallelism: the tokens are
+  /// gathered over the axes the experts' ffn is split over). Empty otherwise.
+  std::string gatherReasonFor(Operation *op, const ShardingRule &rule, const Choice &c, size_t i,
+                              const Layout &from, const Layout &to) {
+    if (from.partial != to.partial)
+      return "";
+    int first = firstChange(rule, i, from, to);
+    for (size_t d = first + 1; first >= 0 && d < rule.operands[i].size(); ++d) {
+      if (rule.operands[i][d] < 0 || from.dims[d] == to.dims[d])
         continue;
-      std::string s = who + ": " + rule.factors[f].name + " " +
-                      shardline::formatAxes(from.dims[d]) + " -> " +
-                      shardline::formatAxes(to.dims[d]);
-      if (!c.why[f].empty())
-        s += " because " + c.why[f];
-      return s;
+      for (const std::string &a : from.dims[d]) {
+        if (llvm::any_of(to.dims, [&](const Axes &axes) { return llvm::is_contained(axes, a); }))
+          continue;
+        int holder = -1;
+        for (size_t f = 0; f < c.split.size() && holder < 0; ++f)
+          if (llvm::is_contained(c.split[f], a))
+            holder = (int)f;
+        return dimReason(operandOf(op, rule, i), rule, c, i, (int)d, from, to, holder);
+      }
     }
-    return who + " needs another chunk order";
+    return "";
   }
 
   /// Relayouts every operand to the choice.
@@ -432,7 +480,8 @@ private:
       Layout from = layoutOf(v);
       Layout to = targetLayout(rule, c, i, from.dims.size());
       if (from != to)
-        op->setOperand(i, relayout(v, to, reasonFor(op, rule, c, i, from, to)));
+        op->setOperand(i, relayout(v, to, reasonFor(op, rule, c, i, from, to),
+                                   gatherReasonFor(op, rule, c, i, from, to)));
     }
   }
 

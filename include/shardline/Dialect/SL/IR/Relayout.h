@@ -76,9 +76,12 @@ int64_t elementBytesOf(Type type);
 /// set.
 FailureOr<Value> emitRelayout(OpBuilder &b, Location loc, Value in, const shardline::Layout &to,
                               StringAttr reason, std::string &error);
-/// Emits planned `steps` from `in` (whose layout is the first step's from).
+/// Emits planned `steps` from `in` (whose layout is the first step's from),
+/// each with `reason`; but an all_gather over axes the last step's layout no
+/// longer holds anywhere gets `gatherReason` when there is one (a relayout's
+/// sl.gather_reason).
 Value emitSteps(OpBuilder &b, Location loc, Value in, ArrayRef<RelayoutStep> steps,
-                StringAttr reason);
+                StringAttr reason, StringAttr gatherReason = {});
 
 } // namespace mlir::sl
 

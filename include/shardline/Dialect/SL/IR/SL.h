@@ -31,11 +31,25 @@ class MeshOp;
 /// Checks an op's operand and result layouts against its sharding rule.
 LogicalResult verifyShardingRule(Operation *op);
 
+/// Why sl.moe_dropless (or, with `gradient`, its sl.moe_dropless_grad)
+/// exchanges what it does, for its sl.reason: the rows by count over the
+/// expert group `expertAxes` (ep) and, with `tensorAxes` (etp), their gather
+/// over the expert-tensor group and the reduce-scatter back. Empty when both
+/// are empty (nothing crosses).
+std::string droplessExchangeReason(ArrayRef<std::string> expertAxes,
+                                   ArrayRef<std::string> tensorAxes, bool gradient);
+
 // The discardable attributes of the dialect. SLDialect::verifyOperationAttribute
 // checks each one's type, values and place (docs/dialect.md lists them).
 
 /// Why a collective or remedy is there (every pass that places one sets it).
 constexpr llvm::StringLiteral kReasonAttr = "sl.reason";
+/// On sl.relayout: why the axes it takes off the tensor altogether are
+/// gathered, where that is another dimension's change than the one sl.reason
+/// names; the all_gather steps over those axes carry it as their sl.reason
+/// (expert tensor parallelism: the experts' tokens move to their owners for
+/// the experts' split, and are gathered for the ffn split).
+constexpr llvm::StringLiteral kGatherReasonAttr = "sl.gather_reason";
 /// The attention exchange under context parallelism (CPComm): on the module
 /// (ring, allgather, a2a or auto) and, once sl-choose-cp-comm has resolved
 /// auto, on each sl.attention (ring, allgather or a2a) and the
