@@ -1289,7 +1289,45 @@ bool Move::moves(Operation *op) {
   for (size_t i = 0; i < impl->nodes.size(); ++i)
     if (impl->nodes[i].op == op && impl->inS[i])
       return true;
-  return false;
+  return replacementOf(op).has_value();
+}
+
+std::vector<Operation *> Move::movedPast() {
+  solve();
+  std::vector<Operation *> ops;
+  for (size_t i = 0; i < impl->nodes.size(); ++i)
+    if (impl->inS[i] && impl->nodes[i].role == Impl::Role::Op)
+      ops.push_back(impl->nodes[i].op);
+  return ops;
+}
+
+std::optional<Replacement> Move::replacementOf(Operation *op) {
+  solve();
+  for (size_t i = 0; i < impl->nodes.size(); ++i) {
+    const Impl::Node &n = impl->nodes[i];
+    if (!impl->inS[i])
+      continue;
+    Replacement r;
+    if (n.role == Impl::Role::Source && !n.chain.empty()) {
+      r.transitions = n.chain;
+      r.from = impl->layoutOf(n.chain.front()->getOperand(0));
+      r.to = n.sourceSplit;
+    } else if (n.role == Impl::Role::Terminal) {
+      r.reader = true;
+      r.transitions.push_back(n.op);
+      r.transitions.insert(r.transitions.end(), n.carried.begin(), n.carried.end());
+      r.from = impl->vals[impl->valOf.lookup(n.op->getOperand(0))].split;
+      r.to = impl->layoutOf(r.transitions.back()->getResult(0));
+    } else {
+      continue;
+    }
+    if (!llvm::is_contained(r.transitions, op))
+      continue;
+    r.bytesBefore = n.bytesOut;
+    r.bytesAfter = n.bytesIn;
+    return r;
+  }
+  return std::nullopt;
 }
 
 Operation *Move::firstMovedPast() {

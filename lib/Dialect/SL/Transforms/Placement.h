@@ -122,6 +122,19 @@ bool isSourceOf(Operation *op, const Kind &kind);
 /// of the tensor on every rank, as for an unsplit move.
 bool onlyWidens(func::FuncOp fn, const Kind &kind);
 
+/// What the best placement of a move does to one transition, for sl-explain.
+struct Replacement {
+  /// The transitions that go together (first to last): a chain of a chain
+  /// move, or a reader transition with those that carry its result on.
+  std::vector<Operation *> transitions;
+  /// Whether they read the move's new layout (a reader transition) rather
+  /// than being one of its own chains.
+  bool reader = false;
+  /// The one relayout emitted instead, and the bytes per rank of both.
+  shardline::Layout from, to;
+  int64_t bytesBefore = 0, bytesAfter = 0;
+};
+
 /// The region of one move in one function: built, priced and applied once.
 class Move {
 public:
@@ -141,6 +154,12 @@ public:
   bool moves(Operation *op);
   /// The first op the best placement runs on the new layout, or null.
   Operation *firstMovedPast();
+  /// The ops the best placement runs on the new layout, in program order.
+  std::vector<Operation *> movedPast();
+  /// Where the best placement re-places `op` as part of a chain of the move
+  /// or of a reader transition with the transitions it carries: what goes
+  /// and the relayout that replaces it.
+  std::optional<Replacement> replacementOf(Operation *op);
   /// Rewrites the function into the best placement. Call only when
   /// solve().improves().
   LogicalResult apply(std::vector<Change> &changes);
