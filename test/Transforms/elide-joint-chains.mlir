@@ -9,6 +9,10 @@
 // RUN: shardline-opt %t.once.mlir -sl-elide-gathers > %t.twice.mlir
 // RUN: diff %t.once.mlir %t.twice.mlir
 // RUN: shardline-opt %s -sl-elide-gathers=keep-peak=true -sl-analyze 2>&1 | FileCheck %s --check-prefix=PEAK
+// sl-explain says what the chain move does, priced as the pass prices it:
+// RUN: shardline-opt %s -sl-explain 2>&1 | FileCheck %s --check-prefix=EXPLAIN
+// and after the pass it finds nothing cheaper.
+// RUN: shardline-opt %s -sl-elide-gathers -sl-explain 2>&1 | FileCheck %s --check-prefix=AFTER
 
 #Z = #sl.layout<@mesh, [[], [cp, tp] zigzag, []]>
 #H = #sl.layout<@mesh, [[], [], [cp, tp]]>
@@ -43,6 +47,15 @@ sl.mesh @mesh(cp = 2, tp = 2)
 // CHECK-NEXT: return %[[O]]
 // PEAK-LABEL: model detour
 // PEAK: totals: 0 bytes sent per rank in 0 collectives
+// Each transition of the chain before the norm: the chain goes and the norm
+// runs on the layout it starts in.
+// EXPLAIN: remark: all_to_all over [cp, tp]: 192 bytes per rank; needed by sl.all_to_all; cheaper: sl.all_to_all + sl.all_to_all + sl.all_gather (576 bytes per rank) goes: the chain starts in {{\[\[}}], [cp, tp] zigzag, []] (0 bytes per rank); sl.rms_norm runs on {{\[\[}}], [cp, tp] zigzag, []] (sl-elide-gathers: 896 -> 0 bytes per rank in this region)
+// EXPLAIN: remark: all_to_all over [tp]: 128 bytes per rank; {{.*}}; cheaper: sl.all_to_all + sl.all_to_all + sl.all_gather (576 bytes per rank) goes
+// EXPLAIN: remark: all_gather over [cp]: 256 bytes per rank; {{.*}}; cheaper: sl.all_to_all + sl.all_to_all + sl.all_gather (576 bytes per rank) goes
+// The slice and the two all-to-alls after it read that layout and go.
+// EXPLAIN: remark: all_to_all over [tp]: 128 bytes per rank; needed by sl.all_to_all; cheaper: sl.slice + sl.all_to_all + sl.all_to_all (320 bytes per rank) reads {{\[\[}}], [cp, tp] zigzag, []] and goes: it ends in {{\[\[}}], [cp, tp] zigzag, []] (0 bytes per rank); sl.rms_norm runs on {{\[\[}}], [cp, tp] zigzag, []] (sl-elide-gathers: 896 -> 0 bytes per rank in this region)
+// EXPLAIN: remark: all_to_all over [cp, tp]: 192 bytes per rank; {{.*}}; cheaper: sl.slice + sl.all_to_all + sl.all_to_all (320 bytes per rank) reads
+// AFTER-NOT: cheaper
 func.func @detour(%ids: tensor<2x8xi32, #I>) -> tensor<2x8x16xf32, #Z> {
   %t = sl.weight "t" : tensor<32x16xf32, #R>
   %w2 = sl.weight "w2" : tensor<16xf32, #V>

@@ -413,8 +413,11 @@ std::vector<placement::Move> improvingMoves(func::FuncOp fn, placement::Relayout
     const placement::Kind &kind = kinds[k];
     // An unsplit move, or a gather put earlier, runs ops on larger values:
     // it can only grow the activations that keep-peak refuses to grow.
+    // So does a chain move onto a layout split over fewer ranks than every
+    // chain it could re-place ends in.
     if (keepPeak && ((kind.type == placement::Kind::Type::Unsplit && !kind.earlier) ||
-                     (kind.type == placement::Kind::Type::Split && kind.earlier)))
+                     (kind.type == placement::Kind::Type::Split && kind.earlier) ||
+                     placement::onlyWidens(fn, kind)))
       continue;
     placement::Move move(fn, kind, ties, &prices);
     const placement::Outcome &o = move.solve();

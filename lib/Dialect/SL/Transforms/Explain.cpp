@@ -70,9 +70,53 @@ std::string gain(const placement::Outcome &o) {
          std::to_string(o.activationBefore) + " -> " + std::to_string(o.activationAfter);
 }
 
+/// "sl.all_to_all + sl.all_gather".
+std::string opsText(ArrayRef<Operation *> ops) {
+  std::string text;
+  for (Operation *t : ops)
+    text += (text.empty() ? "" : " + ") + t->getName().getStringRef().str();
+  return text;
+}
+
+/// What a chain move does to `op`, exactly as sl-elide-gathers would apply
+/// it: the transitions that go with it, the one relayout that replaces them
+/// (from where the chain starts onto the move's layout, or from that layout
+/// to what a reader transition produces), the ops that run on that layout,
+/// and the region's bytes before and after.
+std::string chainMoveText(placement::Move &move, Operation *op) {
+  std::optional<placement::Replacement> r = move.replacementOf(op);
+  std::string target = move.kind().target.str(), text;
+  if (r) {
+    std::string bytes = " (" + std::to_string(r->bytesAfter) + " bytes per rank)";
+    text = opsText(r->transitions) + " (" + std::to_string(r->bytesBefore) + " bytes per rank) ";
+    if (!r->reader)
+      text += r->from == r->to ? "goes: the chain starts in " + target + bytes
+                               : "goes: one relayout from where the chain starts, " +
+                                     r->from.str() + ", to " + target + bytes;
+    else
+      text += r->from == r->to
+                  ? "reads " + target + " and goes: it ends in " + target + bytes
+                  : "reads " + target + " and becomes one relayout to " + r->to.str() + bytes;
+  } else {
+    text = "moving the " + move.kind().describe();
+  }
+  std::vector<Operation *> ops = move.movedPast();
+  if (!ops.empty()) {
+    text += "; ";
+    for (size_t i = 0; i < ops.size() && i < 3; ++i)
+      text += (i ? ", " : "") + opLabel(ops[i]);
+    if (ops.size() > 3)
+      text += " and " + std::to_string(ops.size() - 3) + " more ops";
+    text += (ops.size() == 1 ? " runs on " : " run on ") + target;
+  }
+  return text + " (sl-elide-gathers: " + gain(move.solve()) + " in this region)";
+}
+
 /// `what` when `op` is one of the move's own transitions, else what the
 /// move does that changes `op` (it feeds the move's region).
 std::string moveText(placement::Move &move, Operation *op, const std::string &what) {
+  if (move.kind().type == placement::Kind::Type::Target)
+    return chainMoveText(move, op);
   std::string text = placement::isSourceOf(op, move.kind())
                          ? what
                          : "moving the " + move.kind().describe() + " transitions";
@@ -111,6 +155,9 @@ Alternative alternative(Operation *op, Moves &moves) {
     return allReduceAlternative(ar, moves);
   if (isa<ReduceScatterOp>(op))
     return {"all_reduce (twice the bytes, and the result whole on every rank)"};
+  if (isa<AllToAllOp, ReorderOp>(op))
+    if (placement::Move *move = moves.improving(op))
+      return {moveText(*move, op, "moving it"), true};
   if (isa<AllToAllOp>(op))
     return {"all_gather + slice (gathers the whole tensor on every rank)"};
   if (isa<RingAttentionOp>(op))

@@ -24,11 +24,15 @@
 #include "shardline/Dialect/SL/IR/Relayout.h"
 
 #include "mlir/IR/Builders.h"
+#include "llvm/ADT/Hashing.h"
 
 #include <algorithm>
 #include <limits>
+#include <list>
 #include <queue>
+#include <set>
 #include <tuple>
+#include <unordered_map>
 
 using namespace mlir;
 using namespace mlir::sl;
@@ -326,21 +330,22 @@ static bool hoistable(Operation *op, const Kind &later) {
 /// without that split (a slice: nothing; a reduce-scatter: an all-reduce).
 /// Reorders and all-to-alls move as themselves.
 static std::optional<Layout> sourceLayout(Operation *op, const Kind &kind,
-                                          const shardline::Mesh &mesh) {
+                                          const shardline::Mesh &mesh,
+                                          llvm::function_ref<const Layout &(Value)> layoutOf) {
   if (kind.earlier || !isTransition(op) || !movable(op->getResult(0)))
     return std::nullopt;
   Value in = op->getOperand(0);
   auto type = cast<RankedTensorType>(op->getResult(0).getType());
   if (!getLayout(in) || !getLayout(type))
     return std::nullopt;
-  Layout inLayout = toLayout(getLayout(in)), out = toLayout(getLayout(type));
+  const Layout &out = layoutOf(op->getResult(0));
   switch (kind.type) {
   case Kind::Type::Target: {
     // Only the last transition of a chain; the chain goes with it. A
     // backward's gather done again from the saved shard (sl.recompute) stays:
     // the save policy chose it over keeping the gathered value live.
-    if (feedsOneTransition(op) || kind.target.dims.size() != (size_t)type.getRank() ||
-        kind.target == out ||
+    if (kind.target.dims.size() != (size_t)type.getRank() || kind.target == out ||
+        feedsOneTransition(op) ||
         llvm::any_of(chainTo(op), [](Operation *t) { return t->hasAttr(kRecomputeAttr); }))
       return std::nullopt;
     std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
@@ -372,7 +377,7 @@ static std::optional<Layout> sourceLayout(Operation *op, const Kind &kind,
   case Kind::Type::Reorder:
   case Kind::Type::AllToAll:
     if (ownKind(op) == kind)
-      return inLayout;
+      return layoutOf(in);
     return std::nullopt;
   }
   return std::nullopt;
@@ -382,7 +387,14 @@ std::vector<Kind> mlir::sl::placement::kindsIn(func::FuncOp fn) {
   // Splits are tried on the dimensions and over the axes that the
   // function's transitions already use: where a gather, scatter, slice or
   // all-to-all moves axes, a move may move them instead.
+  // Each kind once, as found (a thousand blocks repeat a few kinds).
   std::vector<Kind> kinds;
+  std::set<Kind> seen;
+  llvm::DenseSet<Attribute> targets;
+  auto add = [&](const Kind &k) {
+    if (seen.insert(k).second)
+      kinds.push_back(k);
+  };
   fn.walk([&](Operation *op) {
     if (!isTransition(op))
       return;
@@ -390,19 +402,21 @@ std::vector<Kind> mlir::sl::placement::kindsIn(func::FuncOp fn) {
     // another chain's ends (several kinds of transition moving together).
     if (!feedsOneTransition(op) && movable(op->getResult(0)) && getLayout(op->getResult(0))) {
       for (Value v : {chainTo(op).front()->getOperand(0), Value(op->getResult(0))}) {
+        if (!targets.insert(getLayout(v)).second)
+          continue;
         Layout l = toLayout(getLayout(v));
         if (!l.partial.empty())
           continue;
         Kind k;
         k.type = Kind::Type::Target;
         k.target = l;
-        kinds.push_back(k);
+        add(k);
       }
     }
     if (std::optional<Kind> own = ownKind(op)) {
-      kinds.push_back(*own);
+      add(*own);
       own->earlier = true;
-      kinds.push_back(*own);
+      add(*own);
     }
     auto axes = op->getAttrOfType<ArrayAttr>("axes");
     if (!axes)
@@ -424,7 +438,7 @@ std::vector<Kind> mlir::sl::placement::kindsIn(func::FuncOp fn) {
             k.axes = b;
             k.dim = d;
             k.earlier = earlier;
-            kinds.push_back(k);
+            add(k);
           }
   });
   std::sort(kinds.begin(), kinds.end());
@@ -444,7 +458,43 @@ bool mlir::sl::placement::isSourceOf(Operation *op, const Kind &kind) {
     return hoistable(op, later);
   }
   std::optional<shardline::Mesh> mesh = meshOf(op);
-  return mesh && sourceLayout(op, kind, *mesh).has_value();
+  std::list<Layout> converted;
+  auto convert = [&](Value v) -> const Layout & {
+    converted.push_back(toLayout(getLayout(v)));
+    return converted.back();
+  };
+  return mesh && sourceLayout(op, kind, *mesh, convert).has_value();
+}
+
+bool mlir::sl::placement::onlyWidens(func::FuncOp fn, const Kind &kind) {
+  if (kind.type != Kind::Type::Target || fn.getBody().empty())
+    return false;
+  // The ranks a layout's dimensions split over (a pending sum splits
+  // nothing: every rank holds the whole shape).
+  auto ranks = [](const Layout &l, const shardline::Mesh &mesh) {
+    int64_t n = 1;
+    for (const auto &d : l.dims)
+      n *= mesh.product(d);
+    return n;
+  };
+  llvm::DenseMap<Attribute, bool> narrower; // per layout of a chain's end
+  for (Operation &op : fn.getBody().front()) {
+    if (!isTransition(&op) || feedsOneTransition(&op) || !movable(op.getResult(0)))
+      continue;
+    LayoutAttr out = getLayout(op.getResult(0));
+    if (!out || cast<RankedTensorType>(op.getResult(0).getType()).getRank() !=
+                    (int64_t)kind.target.dims.size())
+      continue;
+    auto [it, inserted] = narrower.try_emplace(out, false);
+    if (inserted) {
+      std::optional<shardline::Mesh> mesh = meshOf(&op);
+      Layout l = toLayout(out);
+      it->second = l == kind.target || (mesh && ranks(kind.target, *mesh) < ranks(l, *mesh));
+    }
+    if (!it->second)
+      return false;
+  }
+  return true;
 }
 
 struct Move::Impl {
@@ -502,13 +552,16 @@ struct Move::Impl {
   Outcome outcome;
   bool solved = false;
 
-  std::optional<Layout> sourceSplit(Operation *op) { return sourceLayout(op, kind, *mesh); }
+  std::optional<Layout> sourceSplit(Operation *op) {
+    return sourceLayout(op, kind, *mesh, [&](Value v) -> const Layout & { return layoutOf(v); });
+  }
 
-  llvm::DenseMap<Attribute, Layout> layouts;
+  /// By the attribute's address; references stay valid as entries are added.
+  std::unordered_map<const void *, Layout> layouts;
   /// toLayout of `v`'s layout, converted once per attribute.
   const Layout &layoutOf(Value v) {
     LayoutAttr attr = getLayout(v);
-    auto [it, inserted] = layouts.try_emplace(attr);
+    auto [it, inserted] = layouts.try_emplace(attr.getAsOpaquePointer());
     if (inserted)
       it->second = toLayout(attr);
     return it->second;
@@ -550,6 +603,25 @@ struct Move::Impl {
     vals.push_back(std::move(val));
   }
 
+  /// checkOpRuleAt(op, overrides) with `op`'s rule built by the caller and
+  /// the other operands' layouts converted once per attribute: the same
+  /// check, for an op whose operands and results all carry a layout.
+  shardline::RuleCheck checkAt(Operation *op, const shardline::ShardingRule &rule,
+                               const std::vector<std::optional<Layout>> &overrides) {
+    std::vector<std::vector<int64_t>> operandShapes, resultShapes;
+    std::vector<std::optional<Layout>> operandLayouts;
+    for (auto [i, v] : llvm::enumerate(op->getOperands())) {
+      ArrayRef<int64_t> shape = cast<RankedTensorType>(v.getType()).getShape();
+      operandShapes.emplace_back(shape.begin(), shape.end());
+      operandLayouts.push_back(i < overrides.size() && overrides[i] ? *overrides[i] : layoutOf(v));
+    }
+    for (Value r : op->getResults()) {
+      ArrayRef<int64_t> shape = cast<RankedTensorType>(r.getType()).getShape();
+      resultShapes.emplace_back(shape.begin(), shape.end());
+    }
+    return shardline::checkRule(rule, *mesh, operandShapes, operandLayouts, resultShapes);
+  }
+
   /// The widest set of operands reading F that `op`'s rule accepts, changing
   /// only free dimensions, with every result able to go back and forth.
   bool tryOp(Operation *op, const std::vector<int> &regionOperands) {
@@ -585,7 +657,7 @@ struct Move::Impl {
       }
       if (!freeOnly)
         continue;
-      std::optional<shardline::RuleCheck> check = checkOpRuleAt(op, overrides, &*mesh);
+      std::optional<shardline::RuleCheck> check = checkAt(op, rule, overrides);
       // An operand from outside the region with the shape of one on F (the
       // other side of an elementwise op) may be relaid out to match.
       std::vector<std::tuple<int, Layout, Value>> outside;
@@ -622,13 +694,13 @@ struct Move::Impl {
           outsideBytes = shardline::saturatingAdd(outsideBytes, bytes);
         }
         if (!outside.empty())
-          check = checkOpRuleAt(op, overrides, &*mesh);
+          check = checkAt(op, rule, overrides);
       }
       if (!check || !check->error.empty() || check->results.size() != op->getNumResults())
         continue;
       bool ok = true;
       for (auto [i, r] : llvm::enumerate(op->getResults())) {
-        Layout now = toLayout(getLayout(r));
+        const Layout &now = layoutOf(r);
         if (check->results[i] != now && (!movable(r) || relayout(check->results[i], now, r) < 0 ||
                                          relayout(now, check->results[i], r) < 0))
           ok = false;
@@ -646,7 +718,7 @@ struct Move::Impl {
       node.bytesOut = chainBytes;
       for (auto [i, r] : llvm::enumerate(op->getResults())) {
         node.activationIn += activation(r, check->results[i]);
-        node.activationOut += activation(r, toLayout(getLayout(r)));
+        node.activationOut += activation(r, layoutOf(r));
       }
       int id = (int)nodes.size();
       nodes.push_back(std::move(node));
@@ -706,7 +778,7 @@ struct Move::Impl {
     }
     if (!any)
       return false;
-    std::optional<shardline::RuleCheck> check = checkOpRuleAt(p, overrides, &*mesh);
+    std::optional<shardline::RuleCheck> check = checkAt(p, rule, overrides);
     if (!check || !check->error.empty() || check->results.size() != p->getNumResults() ||
         check->results[cast<OpResult>(v).getResultNumber()] != f)
       return false;
@@ -848,11 +920,11 @@ struct Move::Impl {
           t = next;
         }
         Value end = carried.empty() ? op->getResult(0) : carried.back()->getResult(0);
-        int64_t fromSplit = relayout(in.split, toLayout(getLayout(end)), end);
+        int64_t fromSplit = relayout(in.split, layoutOf(end), end);
         if (fromSplit < 0 && !carried.empty()) {
           carried.clear();
           carriedBytes = 0;
-          fromSplit = relayout(in.split, toLayout(getLayout(op->getResult(0))), op->getResult(0));
+          fromSplit = relayout(in.split, layoutOf(op->getResult(0)), op->getResult(0));
         }
         if (fromSplit >= 0) {
           Node node{Role::Terminal, op};
@@ -1153,26 +1225,37 @@ struct Move::Impl {
   }
 };
 
+static size_t hashLayout(const Layout &l) {
+  llvm::hash_code h = llvm::hash_combine(l.orderDim, (int)l.order, l.dims.size());
+  for (const auto &d : l.dims)
+    h = llvm::hash_combine(h, d.size(), llvm::hash_combine_range(d.begin(), d.end()));
+  return llvm::hash_combine(h, llvm::hash_combine_range(l.partial.begin(), l.partial.end()));
+}
+
 std::pair<int64_t, int64_t> RelayoutPrices::price(const Layout &from, const Layout &to,
                                                   RankedTensorType type,
                                                   const shardline::Mesh &mesh) {
-  std::string key = from.str() + "|" + to.str() + "|" + std::to_string(elementBytesOf(type));
-  for (int64_t d : type.getShape())
-    key += "x" + std::to_string(d);
-  auto [it, inserted] = known.try_emplace(key, std::make_pair(int64_t(-1), int64_t(0)));
-  if (inserted) {
-    std::string error;
-    std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
-    std::vector<RelayoutStep> steps =
-        planRelayout(from, to, mesh, shape, elementBytesOf(type), error);
-    if (error.empty()) {
-      int64_t bytes = 0;
-      for (const RelayoutStep &step : steps)
-        bytes = shardline::saturatingAdd(bytes, stepBytes(step, shape, elementBytesOf(type), mesh));
-      it->second = {bytes, (int64_t)steps.size()};
-    }
+  int64_t elementBytes = elementBytesOf(type);
+  ArrayRef<int64_t> shape = type.getShape();
+  size_t key = llvm::hash_combine(hashLayout(from), hashLayout(to), elementBytes,
+                                  llvm::hash_combine_range(shape.begin(), shape.end()));
+  std::vector<Entry> &bucket = known[key];
+  for (const Entry &e : bucket)
+    if (e.elementBytes == elementBytes && llvm::equal(e.shape, shape) && e.from == from &&
+        e.to == to)
+      return e.price;
+  std::pair<int64_t, int64_t> result{-1, 0};
+  std::string error;
+  std::vector<int64_t> dims(shape.begin(), shape.end());
+  std::vector<RelayoutStep> steps = planRelayout(from, to, mesh, dims, elementBytes, error);
+  if (error.empty()) {
+    int64_t bytes = 0;
+    for (const RelayoutStep &step : steps)
+      bytes = shardline::saturatingAdd(bytes, stepBytes(step, dims, elementBytes, mesh));
+    result = {bytes, (int64_t)steps.size()};
   }
-  return it->second;
+  bucket.push_back({from, to, elementBytes, std::move(dims), result});
+  return result;
 }
 
 Move::Move(func::FuncOp fn, const Kind &kind, bool activationsBreakTies, RelayoutPrices *prices)
@@ -1206,7 +1289,45 @@ bool Move::moves(Operation *op) {
   for (size_t i = 0; i < impl->nodes.size(); ++i)
     if (impl->nodes[i].op == op && impl->inS[i])
       return true;
-  return false;
+  return replacementOf(op).has_value();
+}
+
+std::vector<Operation *> Move::movedPast() {
+  solve();
+  std::vector<Operation *> ops;
+  for (size_t i = 0; i < impl->nodes.size(); ++i)
+    if (impl->inS[i] && impl->nodes[i].role == Impl::Role::Op)
+      ops.push_back(impl->nodes[i].op);
+  return ops;
+}
+
+std::optional<Replacement> Move::replacementOf(Operation *op) {
+  solve();
+  for (size_t i = 0; i < impl->nodes.size(); ++i) {
+    const Impl::Node &n = impl->nodes[i];
+    if (!impl->inS[i])
+      continue;
+    Replacement r;
+    if (n.role == Impl::Role::Source && !n.chain.empty()) {
+      r.transitions = n.chain;
+      r.from = impl->layoutOf(n.chain.front()->getOperand(0));
+      r.to = n.sourceSplit;
+    } else if (n.role == Impl::Role::Terminal) {
+      r.reader = true;
+      r.transitions.push_back(n.op);
+      r.transitions.insert(r.transitions.end(), n.carried.begin(), n.carried.end());
+      r.from = impl->vals[impl->valOf.lookup(n.op->getOperand(0))].split;
+      r.to = impl->layoutOf(r.transitions.back()->getResult(0));
+    } else {
+      continue;
+    }
+    if (!llvm::is_contained(r.transitions, op))
+      continue;
+    r.bytesBefore = n.bytesOut;
+    r.bytesAfter = n.bytesIn;
+    return r;
+  }
+  return std::nullopt;
 }
 
 Operation *Move::firstMovedPast() {

@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace mlir::sl::placement {
@@ -89,7 +90,15 @@ public:
                                     RankedTensorType type, const shardline::Mesh &mesh);
 
 private:
-  std::map<std::string, std::pair<int64_t, int64_t>> known;
+  struct Entry {
+    shardline::Layout from, to;
+    int64_t elementBytes;
+    std::vector<int64_t> shape;
+    std::pair<int64_t, int64_t> price;
+  };
+  /// By a hash of (from, to, element bytes, shape): a lookup compares the
+  /// layouts as they are, never their text.
+  std::unordered_map<size_t, std::vector<Entry>> known;
 };
 
 /// Whether `op` is a layout transition (gather, reduce-scatter, all-reduce,
@@ -107,6 +116,24 @@ bool activationsBreakTies(func::FuncOp fn);
 std::vector<Kind> kindsIn(func::FuncOp fn);
 /// Whether `op` is one of the transitions `kind` re-places.
 bool isSourceOf(Operation *op, const Kind &kind);
+/// For a chain move (Kind::Type::Target): whether every chain of `fn` it
+/// could re-place ends in a layout split over more ranks than its target
+/// (or none can be re-placed), so that each value it re-places holds more
+/// of the tensor on every rank, as for an unsplit move.
+bool onlyWidens(func::FuncOp fn, const Kind &kind);
+
+/// What the best placement of a move does to one transition, for sl-explain.
+struct Replacement {
+  /// The transitions that go together (first to last): a chain of a chain
+  /// move, or a reader transition with those that carry its result on.
+  std::vector<Operation *> transitions;
+  /// Whether they read the move's new layout (a reader transition) rather
+  /// than being one of its own chains.
+  bool reader = false;
+  /// The one relayout emitted instead, and the bytes per rank of both.
+  shardline::Layout from, to;
+  int64_t bytesBefore = 0, bytesAfter = 0;
+};
 
 /// The region of one move in one function: built, priced and applied once.
 class Move {
@@ -127,6 +154,12 @@ public:
   bool moves(Operation *op);
   /// The first op the best placement runs on the new layout, or null.
   Operation *firstMovedPast();
+  /// The ops the best placement runs on the new layout, in program order.
+  std::vector<Operation *> movedPast();
+  /// Where the best placement re-places `op` as part of a chain of the move
+  /// or of a reader transition with the transitions it carries: what goes
+  /// and the relayout that replaces it.
+  std::optional<Replacement> replacementOf(Operation *op);
   /// Rewrites the function into the best placement. Call only when
   /// solve().improves().
   LogicalResult apply(std::vector<Change> &changes);
