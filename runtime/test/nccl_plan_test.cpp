@@ -13,6 +13,7 @@
 
 #include "comm/nccl_plan.h"
 
+#include "comm/moe_routes.h"
 #include "comm/movement.h"
 #include "comm/nccl_kernels.h"
 #include "exec/collectives.h"
@@ -90,8 +91,7 @@ std::vector<Entry> entries() {
        dense,
        {"--tp", "2", "--sp", "--cp", "2", "--dp", "2"},
        {O::AllGather, O::ReduceScatter, O::SendRecv}},
-      // Capacity mode: its all-to-alls are layout transitions (dropless MoE
-      // exchanges rows by count inside its kernel, which NCCL does not run).
+      // Capacity mode: its all-to-alls are layout transitions.
       {"moe dp2 ep2",
        moe,
        {"--dp", "2", "--ep", "2", "--moe-expert-capacity-factor", "1.0"},
@@ -99,6 +99,13 @@ std::vector<Entry> entries() {
       {"moe tp2 sp ep2",
        moe,
        {"--tp", "2", "--sp", "--ep", "2", "--moe-expert-capacity-factor", "1.0"},
+       {O::SendRecv}},
+      // Dropless: rows by count inside the kernel (comm/moe_routes.h),
+      // over the expert group and, with etp, the expert-tensor group.
+      {"moe dropless dp2 ep2", moe, {"--dp", "2", "--ep", "2"}, {O::SendRecv}},
+      {"moe dropless tp2 sp dp2 ep2 etp2",
+       moe,
+       {"--tp", "2", "--sp", "--dp", "2", "--ep", "2", "--etp", "2"},
        {O::SendRecv}},
       {"mamba cp2", mamba, {"--cp", "2"}, {O::AllGather, O::SendRecv}},
       {"mamba tp2 sp cp2", mamba, {"--tp", "2", "--sp", "--cp", "2"}, {O::AllGather}},
@@ -232,8 +239,11 @@ TEST_P(NcclPlanTest, SendsWhatTheCpuCollectivesMeasure) {
     const std::vector<NcclLowering> &ranks = l.ranks;
     RunResult run = runPlan(*plan, RunOptions{});
     ASSERT_EQ(run.error, "");
+    // Dropless MoE's steps are lowered at balanced routing, the report's
+    // figure; the run measures them at its routing's counts.
     int64_t sent = busiestSum(ranks);
-    EXPECT_EQ(sent, run.bytesSentPerRank) << describe(ranks[0]);
+    EXPECT_EQ(sent - run.variableBytesBalanced + run.variableBytesMeasured, run.bytesSentPerRank)
+        << describe(ranks[0]);
     EXPECT_EQ(sent, plan->root()->comm_bytes_per_rank());
     // The strategy's own collectives are there.
     std::map<NcclOp, int64_t> calls;
@@ -439,6 +449,108 @@ TEST_P(NcclPlanTest, HaloRoutesFillEverySlotWithTheTokenBeforeItsChunk) {
   });
   if (!GetParam())
     EXPECT_GT(halos, 0);
+}
+
+/// The router whose indices `t` holds: the router_topk step of program
+/// `steps` that writes it, through the layout transitions between, as its
+/// place among the routers (the order RunOptions::routing records them in).
+int64_t routerOf(const std::vector<Step> &steps, int32_t t) {
+  for (size_t i = steps.size(); i-- > 0;) {
+    const Step &s = steps[i];
+    if (std::find(s.out.begin(), s.out.end(), t) == s.out.end())
+      continue;
+    if (s.kind != "router_topk")
+      return routerOf(std::vector<Step>(steps.begin(), steps.begin() + i), s.in[0]);
+    int64_t before = 0;
+    for (size_t j = 0; j < i; ++j)
+      before += steps[j].kind == "router_topk";
+    return before;
+  }
+  return -1;
+}
+
+/// Dropless MoE's routes (comm/moe_routes.h), worked out for every rank from
+/// the counts of the routing the CPU run recorded, send exactly the bytes
+/// the CPU kernel measured, step by step at the busiest rank; their balanced
+/// figure is the lowering's, which the report states.
+TEST_P(NcclPlanTest, DroplessRoutesSendWhatTheCpuKernelMeasures) {
+  int64_t steps = 0;
+  for (const Lowered &l : lowered(GetParam())) {
+    SCOPED_TRACE(trace(l));
+    Routing routing;
+    RunOptions options;
+    options.routing = &routing;
+    options.routingUse = RoutingUse::Record;
+    RunResult run = runPlan(l.plan, options);
+    ASSERT_EQ(run.error, "");
+    ASSERT_TRUE(run.variableBytesExact) << run.variableBytesMismatch;
+    Mesh mesh = meshOf(*l.plan.root());
+    std::vector<TensorInfo> tensors = tensorInfos(*l.plan.root(), mesh);
+    int64_t n = mesh.numRanks(), measured = 0;
+    for (size_t i = 0; i < l.programs[0].size(); ++i) {
+      const Step &s0 = l.programs[0][i];
+      bool grad = s0.kind == "moe_dropless_grad";
+      if (s0.kind != "moe_dropless" && !grad)
+        continue;
+      ++steps;
+      int64_t router = routerOf(l.programs[0], s0.in[2]);
+      ASSERT_GE(router, 0);
+      ASSERT_EQ(routing.choices.size(), 1u);
+      const std::vector<int32_t> &global = routing.choices[0][router];
+      const TensorInfo &x = tensors[s0.in[0]], &idx = tensors[s0.in[2]], &gate = tensors[s0.in[3]];
+      int64_t E = gate.shape[0], El = gate.local[0], k = idx.shape[2];
+      std::vector<std::string> expertAxes = s0.attrs[0].strings, tensorAxes;
+      if (s0.attrs.size() > 1 && s0.attrs[1].present)
+        tensorAxes = s0.attrs[1].strings;
+      // Every rank's counts per expert, from its part of the routing.
+      std::vector<std::vector<int32_t>> counts(n, std::vector<int32_t>(E, 0));
+      for (int64_t r = 0; r < n; ++r) {
+        std::vector<int64_t> b = ownedIndices(idx.layout, mesh, idx.shape, 0, r),
+                             q = ownedIndices(idx.layout, mesh, idx.shape, 1, r);
+        for (int64_t bi : b)
+          for (int64_t si : q)
+            for (int64_t j = 0; j < k; ++j)
+              ++counts[r][global[(bi * idx.shape[1] + si) * k + j]];
+      }
+      auto place = [&](const std::vector<int64_t> &members, int64_t r) {
+        return (int64_t)(std::find(members.begin(), members.end(), r) - members.begin());
+      };
+      auto groupOf = [&](const std::vector<std::string> &axes, int64_t r) {
+        return axes.empty() ? std::vector<int64_t>{r} : mesh.group(r, axes);
+      };
+      std::vector<DroplessRoutes> ex(n);
+      for (int64_t r = 0; r < n; ++r) {
+        std::vector<int64_t> members = groupOf(expertAxes, r);
+        int64_t me = place(members, r);
+        std::vector<std::vector<int32_t>> received(members.size());
+        for (size_t m = 0; m < members.size(); ++m)
+          received[m].assign(counts[members[m]].begin() + me * El,
+                             counts[members[m]].begin() + (me + 1) * El);
+        ex[r] = droplessRoutes(members, me, counts[r], received);
+        int64_t sent = 0;
+        for (int64_t m = 0; m < ex[r].ep(); ++m)
+          sent += ex[r].rowsTo[m];
+        EXPECT_EQ(sent, x.local[0] * x.local[1] * k) << "rank " << r;
+      }
+      int64_t busiest = 0;
+      for (int64_t r = 0; r < n; ++r) {
+        std::vector<int64_t> members = groupOf(tensorAxes, r);
+        std::vector<std::vector<int32_t>> rows;
+        for (int64_t t : members)
+          rows.emplace_back(ex[t].local.begin(), ex[t].local.end());
+        TensorRoutes tg = tensorRoutes(members, place(members, r), rows);
+        DroplessBytes bytes = droplessBytes(ex[r], tg, grad, x.local[0] * x.local[1], k, x.local[2],
+                                            x.elementBytes(), tensors[s0.in[1]].elementBytes());
+        busiest = std::max(busiest, bytes.implied);
+        for (const NcclStep &st : l.ranks[r].steps)
+          if (st.step == s0.index)
+            EXPECT_EQ(st.bytesSent, bytes.balanced) << "rank " << r << ", op #" << st.step;
+      }
+      measured += busiest;
+    }
+    EXPECT_EQ(measured, run.variableBytesMeasured);
+  }
+  EXPECT_GT(steps, 0);
 }
 
 /// The state exchange's all-gather, run on the host from every rank's

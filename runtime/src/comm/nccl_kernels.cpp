@@ -94,8 +94,9 @@ GatheredChunks gatheredChunks(const RankFacts &facts, const std::vector<int64_t>
 }
 
 const std::vector<std::string> &kernelExchangeKinds() {
-  static const std::vector<std::string> kinds = {"ring_attention", "halo", "scan_state_exchange",
-                                                 "cross_entropy"};
+  static const std::vector<std::string> kinds = {"ring_attention",      "halo",
+                                                 "scan_state_exchange", "cross_entropy",
+                                                 "moe_dropless",        "moe_dropless_grad"};
   return kinds;
 }
 

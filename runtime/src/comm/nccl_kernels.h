@@ -79,8 +79,9 @@ GatheredChunks gatheredChunks(const RankFacts &facts, const std::vector<int64_t>
                               int64_t decaySize);
 
 /// The lowered kinds (comm/nccl_plan.h) whose exchanges these routes give a
-/// device: ring_attention, halo, scan_state_exchange and cross_entropy. Their
-/// backward duals are not among them yet.
+/// device: ring_attention, halo, scan_state_exchange and cross_entropy, and
+/// dropless MoE forward and backward (its routes: comm/moe_routes.h). The
+/// other backward duals are not among them yet.
 const std::vector<std::string> &kernelExchangeKinds();
 
 /// The layout transitions, which lower to NCCL's collectives and point-to-point
