@@ -18,6 +18,7 @@
 #include "kernels/cuda/exchange_arith.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/launch_grad.h"
+#include "kernels/cuda/moe_capacity.h"
 #include "kernels/cuda/moe_routed.h"
 #include "step_rig.h"
 
@@ -1780,4 +1781,156 @@ TEST(CudaArithGrad, RoutedExpertsBackwardIsTheCpuDropless) {
   expectCloseToScale(dDown, want[4], 1e-5f);
   for (int64_t i = 5 * H * F; i < 6 * H * F; ++i)
     ASSERT_EQ(dGate[i], 0.0f);
+}
+
+// The experts' backward over dense slabs (sl.moe_experts_grad and
+// _grad_weights: the dense dispatch's slabs, capacity mode's buffers), as
+// the backend runs it: each expert's rows one group of uniformGroups, the
+// grouped GEMMs above; against the CPU's moe_experts_slabs_grad, which takes
+// only the rows a token chose (the zero rows give zero): 1e-5.
+TEST(CudaArithGrad, ExpertsBackwardOverWholeSlabsIsTheCpus) {
+  const int64_t E = 3, T = 19, H = 6, F = 10;
+  std::vector<float> tokens = test::normalVector(E * T * H, 135),
+                     dout = test::normalVector(E * T * H, 136);
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t t = 0; t < T; ++t)
+      if ((t + e) % 3 == 0) // a row no token chose
+        for (int64_t h = 0; h < H; ++h)
+          tokens[(e * T + t) * H + h] = dout[(e * T + t) * H + h] = 0.0f;
+  std::vector<float> wg = test::normalVector(E * H * F, 137, 0.3f),
+                     wu = test::normalVector(E * H * F, 138, 0.3f),
+                     wd = test::normalVector(E * F * H, 139, 0.3f);
+  std::vector<int64_t> offsets(E + 1), tiles(E + 1), planOffsets(E + 1), planTiles(E + 1), first(E);
+  arith::uniformGroups(E, T, offsets.data(), tiles.data());
+  std::vector<int32_t> chunkCounts(E, (int32_t)T), counts(E);
+  arith::sortPlan(chunkCounts.data(), 1, E, counts.data(), planOffsets.data(), first.data(),
+                  planTiles.data());
+  EXPECT_EQ(offsets, planOffsets);
+  EXPECT_EQ(tiles, planTiles);
+  std::vector<float> out(E * T * H), dtokens(E * T * H), dGate(E * H * F), dUp(E * H * F),
+      dDown(E * F * H), scratch(6 * E * T * F + E * T * H);
+  HostGroupedOps ops{offsets.data(), tiles.data(), E, E * T};
+  gpu::routedExpertsGrad(ops, {tokens.data(), dout.data(), wg.data(), wu.data(), wd.data(), E * T,
+                               H, F, out.data(), dtokens.data(), dGate.data(), dUp.data(),
+                               dDown.data(), scratch.data()});
+  std::vector<float> wantOut(E * T * H), wantD(E * T * H), wantGate(E * H * F), wantUp(E * H * F),
+      wantDown(E * F * H);
+  cpu::moe_experts_slabs(tokens.data(), E, T, wg.data(), wu.data(), wd.data(), H, F,
+                         wantOut.data());
+  cpu::moe_experts_slabs_grad(tokens.data(), E, T, wg.data(), wu.data(), wd.data(), H, F,
+                              dout.data(), wantD.data(), wantGate.data(), wantUp.data(),
+                              wantDown.data());
+  expectCloseToScale(out, wantOut, 1e-5f);
+  expectCloseToScale(dtokens, wantD, 1e-5f);
+  expectCloseToScale(dGate, wantGate, 1e-5f);
+  expectCloseToScale(dUp, wantUp, 1e-5f);
+  expectCloseToScale(dDown, wantDown, 1e-5f);
+}
+
+namespace {
+
+/// Capacity-mode routing on 2 x 12 tokens, top-2 of 4 experts, groups of 1
+/// row by 6 positions, capacity 3: expert 0 is every token's first choice
+/// (over capacity in every group), weights with ties.
+struct CapacityLayer {
+  static constexpr int64_t B = 2, S = 12, k = 2, E = 4, C = 3, H = 5;
+  std::vector<float> x = test::normalVector(B * S * H, 150),
+                     dy = test::normalVector(B * S * H, 151);
+  std::vector<float> w;
+  std::vector<int32_t> idx;
+  cpu::CapacityDims cpuDims() const {
+    cpu::CapacityDims d;
+    d.B = B, d.S = S, d.k = k, d.E = E, d.C = C, d.rows = 1, d.positions = 6;
+    return d;
+  }
+  arith::Capacity dims() const {
+    arith::Capacity d;
+    d.B = B, d.S = S, d.k = k, d.E = E, d.C = C, d.rows = 1, d.positions = 6;
+    return d;
+  }
+  CapacityLayer() {
+    for (int64_t t = 0; t < B * S; ++t) {
+      idx.push_back(0);
+      idx.push_back((int32_t)(1 + t % 3));
+      w.push_back(t % 4 == 1 ? 0.5f : 0.5f + 0.01f * (float)(t % 5));
+      w.push_back(1.0f - w.back());
+    }
+  }
+};
+
+} // namespace
+
+// The slots thread by thread (one per group and expert) are the CPU's, under
+// both drop policies, and so are the rows each expert kept and dropped.
+TEST(CudaArith, CapacitySlotsKeepAndDropTheCpusChoices) {
+  CapacityLayer l;
+  arith::Capacity d = l.dims();
+  for (cpu::DropPolicy policy : {cpu::DropPolicy::Probs, cpu::DropPolicy::Position}) {
+    bool probs = policy == cpu::DropPolicy::Probs;
+    SCOPED_TRACE(probs ? "probs" : "position");
+    std::vector<int32_t> want(l.idx.size()), got(l.idx.size(), -7);
+    std::vector<int64_t> wantKept(l.E, 0), wantDropped(l.E, 0), kept(l.E, 0), dropped(l.E, 0);
+    cpu::moe_capacity_slots(l.w.data(), l.idx.data(), l.cpuDims(), policy, want.data(),
+                            wantKept.data(), wantDropped.data());
+    for (int64_t i = 0; i < d.groups() * d.E; ++i) {
+      int64_t k = 0, x = 0;
+      arith::expertSlots(l.w.data(), l.idx.data(), d, probs, i / d.E, (int32_t)(i % d.E),
+                         got.data(), &k, &x);
+      kept[i % d.E] += k;
+      dropped[i % d.E] += x;
+    }
+    EXPECT_EQ(got, want);
+    EXPECT_EQ(kept, wantKept);
+    EXPECT_EQ(dropped, wantDropped);
+    EXPECT_GT(wantDropped[0], 0);
+  }
+}
+
+// Dispatch, combine and their backward element by element, on the CPU's
+// slots: the CPU's values, equal; a slot outside [-1, C) is caught.
+TEST(CudaArithGrad, CapacityDispatchCombineAndBackwardAreTheCpus) {
+  CapacityLayer l;
+  arith::Capacity d = l.dims();
+  cpu::CapacityDims cd = l.cpuDims();
+  const int64_t H = l.H, n = l.B * l.S, rows = d.E * d.groups() * d.C;
+  std::vector<int32_t> slots(l.idx.size());
+  cpu::moe_capacity_slots(l.w.data(), l.idx.data(), cd, cpu::DropPolicy::Probs, slots.data(),
+                          nullptr, nullptr);
+  std::vector<float> buffers(rows * H, 0.0f), want(rows * H);
+  for (int64_t i = 0; i < n * l.k * H; ++i)
+    if (int64_t row = d.rowOf(l.idx.data(), slots.data(), i / H); row >= 0)
+      buffers[row * H + i % H] = l.x[(i / (l.k * H)) * H + i % H];
+  cpu::moe_dispatch_capacity(l.x.data(), l.idx.data(), slots.data(), cd, H, want.data());
+  EXPECT_EQ(buffers, want);
+  std::vector<float> y(n * H), wantY(n * H);
+  for (int64_t i = 0; i < n * H; ++i)
+    y[i] = arith::capacityCombineElement(buffers.data(), l.w.data(), l.idx.data(), slots.data(), d,
+                                         H, i / H, i % H);
+  cpu::moe_combine_capacity(buffers.data(), l.w.data(), l.idx.data(), slots.data(), cd, H,
+                            wantY.data());
+  EXPECT_EQ(y, wantY);
+  std::vector<float> dx(n * H), wantDx(n * H);
+  for (int64_t i = 0; i < n * H; ++i)
+    dx[i] = arith::capacityDispatchGradElement(buffers.data(), l.idx.data(), slots.data(), d, H,
+                                               i / H, i % H);
+  cpu::moe_dispatch_capacity_grad(buffers.data(), l.idx.data(), slots.data(), cd, H, wantDx.data());
+  EXPECT_EQ(dx, wantDx);
+  std::vector<float> dbuffers(rows * H, 0.0f), wantDb(rows * H);
+  for (int64_t i = 0; i < n * l.k * H; ++i)
+    if (int64_t row = d.rowOf(l.idx.data(), slots.data(), i / H); row >= 0)
+      dbuffers[row * H + i % H] = l.w[i / H] * l.dy[(i / (l.k * H)) * H + i % H];
+  cpu::moe_combine_capacity_grad(l.w.data(), l.idx.data(), slots.data(), l.dy.data(), cd, H,
+                                 wantDb.data());
+  EXPECT_EQ(dbuffers, wantDb);
+  std::vector<float> dw(n * l.k), wantDw(n * l.k);
+  for (int64_t i = 0; i < n * l.k; ++i)
+    dw[i] = arith::capacityCombineGradWeight(buffers.data(), l.idx.data(), slots.data(),
+                                             l.dy.data(), d, H, i);
+  cpu::moe_combine_capacity_grad_weights(buffers.data(), l.idx.data(), slots.data(), l.dy.data(),
+                                         cd, H, wantDw.data());
+  EXPECT_EQ(dw, wantDw);
+  slots[3] = (int32_t)d.C;
+  EXPECT_TRUE(arith::badSlot(slots.data(), d, 3));
+  EXPECT_EQ(d.rowOf(l.idx.data(), slots.data(), 3), -1);
+  EXPECT_FALSE(arith::badSlot(slots.data(), d, 2));
 }

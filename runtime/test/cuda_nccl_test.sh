@@ -44,6 +44,8 @@ gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
 echo "$gpus GPUs"
 
 failures=0
+# entry NAME RANKS FLAGS...: the forward; with train=1 set, three training steps.
+train=0
 entry() { # NAME RANKS FLAGS...
   name=$1
   ranks=$2
@@ -53,8 +55,14 @@ entry() { # NAME RANKS FLAGS...
     return
   fi
   plan="$tmp/$name-$ranks.slp"
+  steps=""
+  if [ "$train" = 1 ]; then
+    set -- "$@" --train
+    steps="--train --steps 3"
+  fi
   "$compile" "$tmp/$name.json" "$@" --emit plan -o "$plan"
-  if out=$("$run" "$plan" --device cuda --comm nccl --verify --rtol 1e-3 2>&1); then
+  # shellcheck disable=SC2086
+  if out=$("$run" "$plan" --device cuda --comm nccl --verify --rtol 1e-3 $steps 2>&1); then
     echo "PASS $name $*"
   else
     echo "FAIL $name $*"
@@ -63,9 +71,7 @@ entry() { # NAME RANKS FLAGS...
   fi
 }
 
-# Every family over dp (the loss). MoE over several GPUs is not here: dropless MoE exchanges rows
-# by count inside its kernel, which runs on the CPU's collectives only, and capacity mode has no
-# CUDA kernels yet (docs/runtime.md, "What does not run on CUDA yet").
+# Every family over dp (the loss).
 for family in mlp attention dense mamba recurrent local; do
   entry $family 2 --dp 2
 done
@@ -90,6 +96,19 @@ entry dense 2 --tp 2 --sp=false
 entry dense 2 --tp 2 --sp
 entry attention 4 --cp 4 --cp-comm ring --cp-order zigzag
 entry dense 4 --tp 2 --sp --cp 2 --cp-comm ring
+
+# MoE over an expert group: dropless (counts, then the rows by count over NCCL; with etp the
+# gather and reduce-scatter over the expert-tensor group) and capacity mode (its all-to-alls are
+# layout transitions), forward and trained; --verify needs the bytes each rank sent equal to
+# what its counts imply, and capacity mode's dropped rows equal to the CPU's.
+entry moe 2 --dp 2 --ep 2
+entry moe 2 --dp 2 --ep 2 --moe-expert-capacity-factor 1.0
+entry moe 4 --cp 2 --dp 2 --ep 2 --etp 2
+train=1
+entry moe 2 --dp 2 --ep 2
+entry moe 2 --dp 2 --ep 2 --moe-expert-capacity-factor 1.0
+entry moe 4 --cp 2 --dp 2 --ep 2 --etp 2
+train=0
 
 # One MPI process per GPU.
 if command -v mpirun >/dev/null 2>&1; then

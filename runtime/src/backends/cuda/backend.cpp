@@ -145,13 +145,15 @@ void moeDispatch(const Step &s, Frame &f) {
   requireNoBadIds(f, s.in[1], experts, "the experts");
 }
 
-/// SwiGLU experts over their whole slabs, one expert after another on the
-/// stream: the rows no token was routed to are zero and stay zero (SwiGLU of
-/// zero is zero), so computing them gives the CPU's packed result without
-/// the host learning how many rows each expert got.
+/// SwiGLU experts over their whole slabs [E, r1, ..., rn, H] (the dense
+/// dispatch's [E, b, s, H], capacity mode's buffers [E, Gb, Gs, C, H]), one
+/// expert after another on the stream: the rows no token was routed to are
+/// zero and stay zero (SwiGLU of zero is zero), so computing them gives the
+/// CPU's packed result without the host learning how many rows each expert
+/// got.
 void moeExperts(const Step &s, Frame &f) {
-  const std::vector<int64_t> &slabs = f.local(s.in[0]), &gate = f.local(s.in[1]);
-  int64_t E = slabs[0], R = slabs[1] * slabs[2], H = gate[1], F = gate[2];
+  const std::vector<int64_t> &gate = f.local(s.in[1]);
+  int64_t E = gate[0], H = gate[1], F = gate[2], R = f.n(s.in[0]) / std::max<int64_t>(1, E * H);
   CudaDevice &device = deviceOf(f);
   auto *hidden = static_cast<float *>(device.scratch(std::max<int64_t>(1, 2 * R * F) * 4));
   float *up = hidden + R * F;

@@ -30,6 +30,8 @@
 #include "backends/cuda/nccl.h"
 #include "comm/moe_routes.h"
 #include "exec/collectives.h"
+#include "exec/expert_load.h"
+#include "kernels/cpu/table.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/kernels_grad.h"
 #include "kernels/cuda/kernels_moe.h"
@@ -404,6 +406,11 @@ void moeDropless(const Step &s, Frame &f) {
     gathered = c.take<float>(etp ? M * H : 0);
   });
   sortChoices(s, f, sh, sort);
+  if (ExpertLoad *load = expertLoad(s, f, s.in[kIndices], sh.E)) {
+    std::vector<int32_t> counts = toHost(dev, sort.counts, sh.E);
+    for (int64_t e = 0; e < sh.E; ++e)
+      load->kept[e] += counts[e];
+  }
   launched(cuda::moe_gather_tokens(f.f(s.in[kX]), sort.perm, R, H, sh.k, sorted, dev.stream()),
            "moe_gather_tokens");
   const float *wGate = f.f(s.in[kGate]), *wUp = f.f(s.in[kUp]), *wDown = f.f(s.in[kDown]);
@@ -520,12 +527,168 @@ void moeDroplessGrad(const Step &s, Frame &f) {
            "moe_scatter_choices");
 }
 
+// -- the SwiGLU experts' backward over dense slabs or capacity buffers --------
+
+/// sl.moe_experts_grad (`weights` false: dtokens) and
+/// sl.moe_experts_grad_weights (true: dgate, dup, ddown) over tokens [E, r1,
+/// ..., rn, H]: each expert's rows as one group of the grouped GEMMs
+/// (uniform offsets). The rows no token took are zero and give zero (SwiGLU
+/// of zero is zero, and so are its gradients there), as the CPU's packed
+/// rows.
+void moeExpertsGrad(const Step &s, Frame &f, bool weights) {
+  enum { kTokens, kGateW, kUpW, kDownW, kDout };
+  const std::vector<int64_t> &gate = f.local(s.in[kGateW]);
+  int64_t E = gate[0], H = gate[1], F = gate[2],
+          rows = f.n(s.in[kTokens]) / std::max<int64_t>(1, H);
+  int64_t perExpert = rows / std::max<int64_t>(1, E);
+  CudaDevice &dev = deviceOf(f);
+  int64_t *offsets, *tiles;
+  float *out, *dx, *dGate, *dUp, *dDown, *scratch;
+  carveScratch(dev, [&](Carve &c) {
+    offsets = c.take<int64_t>(E + 1);
+    tiles = c.take<int64_t>(E + 1);
+    out = c.take<float>(rows * H);
+    dx = c.take<float>(weights ? rows * H : 0);
+    dGate = c.take<float>(weights ? 0 : E * H * F);
+    dUp = c.take<float>(weights ? 0 : E * H * F);
+    dDown = c.take<float>(weights ? 0 : E * F * H);
+    scratch = c.take<float>(6 * rows * F + rows * H);
+  });
+  if (weights) {
+    dGate = f.f(s.out[0]);
+    dUp = f.f(s.out[1]);
+    dDown = f.f(s.out[2]);
+  } else {
+    dx = f.f(s.out[0]);
+  }
+  launched(cuda::uniform_groups(E, perExpert, offsets, tiles, dev.stream()), "uniform_groups");
+  Ops ops{dev, offsets, tiles, E, rows};
+  cuda::routedExpertsGrad(ops,
+                          {f.f(s.in[kTokens]), f.f(s.in[kDout]), f.f(s.in[kGateW]), f.f(s.in[kUpW]),
+                           f.f(s.in[kDownW]), rows, H, F, out, dx, dGate, dUp, dDown, scratch});
+}
+
+// -- capacity mode -----------------------------------------------------------
+
+/// The local dims of a capacity step, as the CPU's capacityDims: [B, S, k]
+/// from `routing`, the group from its attribute, E and C from `buffers` [E,
+/// Gb, Gs, C, H] (or, when buffers is -1, from the attributes).
+cuda::arith::Capacity capacityOf(const Step &s, Frame &f, int32_t routing, int32_t buffers) {
+  const std::vector<int64_t> &r = f.local(routing);
+  const std::vector<int64_t> &group = s.attrs[s.attrs.size() > 1 ? kGroup : 0].ints;
+  cuda::arith::Capacity d;
+  d.B = r[0], d.S = r[1], d.k = r[2];
+  d.rows = group[0], d.positions = group[1];
+  if (buffers >= 0) {
+    d.E = f.local(buffers)[0], d.C = f.local(buffers)[3];
+  } else {
+    d.E = s.attrs[kExperts].i, d.C = s.attrs[kCapacity].i;
+  }
+  return d;
+}
+
+/// Stops the run, in the CPU kernels' words, on an index of `indices`
+/// outside [0, E) or a slot of `slots` (unless -1) outside [-1, C).
+void requireRouting(Frame &f, const cuda::arith::Capacity &d, int32_t indices, int32_t slots) {
+  CudaDevice &dev = deviceOf(f);
+  launched(cuda::count_bad_ids(f.ids(indices), f.n(indices), d.E, dev.counter(), dev.stream()),
+           "count_bad_ids");
+  requireNoBadIds(f, indices, d.E, "the experts");
+  if (slots < 0)
+    return;
+  launched(cuda::count_bad_slots(f.ids(slots), f.n(slots), d.C, dev.counter(), dev.stream()),
+           "count_bad_slots");
+  if (dev.readCounter() == 0)
+    return;
+  for (int32_t slot : toHost(dev, f.ids(slots), f.n(slots)))
+    if (slot < -1 || slot >= d.C)
+      throw Stop{"'" + f.tensors[slots].name + "' holds " + std::to_string(slot) +
+                     ", outside [-1, " + std::to_string(d.C) + "), the capacity's slots",
+                 false};
+}
+
+/// moe_capacity_slots: the slots of every choice, and the rows each expert
+/// kept and dropped into the expert load.
+void moeCapacitySlots(const Step &s, Frame &f) {
+  cuda::arith::Capacity d = capacityOf(s, f, s.in[1], -1);
+  requireRouting(f, d, s.in[1], -1);
+  CudaDevice &dev = deviceOf(f);
+  int64_t n = d.groups() * d.E;
+  int64_t *kept, *dropped;
+  carveScratch(dev, [&](Carve &c) {
+    kept = c.take<int64_t>(n);
+    dropped = c.take<int64_t>(n);
+  });
+  launched(cuda::moe_capacity_slots(f.f(s.in[0]), f.ids(s.in[1]), d,
+                                    s.attrs[kPolicy].strings[0] == "probs", f.ids(s.out[0]), kept,
+                                    dropped, dev.stream()),
+           "moe_capacity_slots");
+  if (ExpertLoad *load = expertLoad(s, f, s.in[1], d.E)) {
+    std::vector<int64_t> k = toHost(dev, kept, n), x = toHost(dev, dropped, n);
+    for (int64_t i = 0; i < n; ++i) {
+      load->kept[i % d.E] += k[i];
+      load->dropped[i % d.E] += x[i];
+    }
+  }
+}
+
+void moeDispatchCapacity(const Step &s, Frame &f) {
+  cuda::arith::Capacity d = capacityOf(s, f, s.in[1], s.out[0]);
+  requireRouting(f, d, s.in[1], s.in[2]);
+  launched(cuda::moe_dispatch_capacity(f.f(s.in[0]), f.ids(s.in[1]), f.ids(s.in[2]), d,
+                                       f.local(s.in[0])[2], f.f(s.out[0]), deviceOf(f).stream()),
+           "moe_dispatch_capacity");
+}
+
+void moeCombineCapacity(const Step &s, Frame &f) {
+  cuda::arith::Capacity d = capacityOf(s, f, s.in[2], s.in[0]);
+  requireRouting(f, d, s.in[2], s.in[3]);
+  launched(cuda::moe_combine_capacity(f.f(s.in[0]), f.f(s.in[1]), f.ids(s.in[2]), f.ids(s.in[3]), d,
+                                      f.local(s.in[0])[4], f.f(s.out[0]), deviceOf(f).stream()),
+           "moe_combine_capacity");
+}
+
+void moeDispatchCapacityGrad(const Step &s, Frame &f) {
+  cuda::arith::Capacity d = capacityOf(s, f, s.in[1], s.in[0]);
+  requireRouting(f, d, s.in[1], s.in[2]);
+  launched(cuda::moe_dispatch_capacity_grad(f.f(s.in[0]), f.ids(s.in[1]), f.ids(s.in[2]), d,
+                                            f.local(s.in[0])[4], f.f(s.out[0]),
+                                            deviceOf(f).stream()),
+           "moe_dispatch_capacity_grad");
+}
+
+void moeCombineCapacityGrad(const Step &s, Frame &f) {
+  cuda::arith::Capacity d = capacityOf(s, f, s.in[1], s.out[0]);
+  requireRouting(f, d, s.in[1], s.in[2]);
+  launched(cuda::moe_combine_capacity_grad(f.f(s.in[0]), f.ids(s.in[1]), f.ids(s.in[2]),
+                                           f.f(s.in[3]), d, f.local(s.in[3])[2], f.f(s.out[0]),
+                                           deviceOf(f).stream()),
+           "moe_combine_capacity_grad");
+}
+
+void moeCombineCapacityGradWeights(const Step &s, Frame &f) {
+  cuda::arith::Capacity d = capacityOf(s, f, s.in[1], s.in[0]);
+  requireRouting(f, d, s.in[1], s.in[2]);
+  launched(cuda::moe_combine_capacity_grad_weights(f.f(s.in[0]), f.ids(s.in[1]), f.ids(s.in[2]),
+                                                   f.f(s.in[3]), d, f.local(s.in[0])[4],
+                                                   f.f(s.out[0]), deviceOf(f).stream()),
+           "moe_combine_capacity_grad_weights");
+}
+
 } // namespace
 
 const std::map<std::string, void (*)(const Step &, Frame &)> &cudaMoeRuns() {
   static const std::map<std::string, void (*)(const Step &, Frame &)> runs = {
       {"moe_dropless", moeDropless},
       {"moe_dropless_grad", moeDroplessGrad},
+      {"moe_experts_grad", [](const Step &s, Frame &f) { moeExpertsGrad(s, f, false); }},
+      {"moe_experts_grad_weights", [](const Step &s, Frame &f) { moeExpertsGrad(s, f, true); }},
+      {"moe_capacity_slots", moeCapacitySlots},
+      {"moe_dispatch_capacity", moeDispatchCapacity},
+      {"moe_combine_capacity", moeCombineCapacity},
+      {"moe_dispatch_capacity_grad", moeDispatchCapacityGrad},
+      {"moe_combine_capacity_grad", moeCombineCapacityGrad},
+      {"moe_combine_capacity_grad_weights", moeCombineCapacityGradWeights},
   };
   return runs;
 }

@@ -271,24 +271,6 @@ void checkCapacity(Contract &c, std::initializer_list<Contract::Arg> routing, Co
         .dimIs(buffers, 3, c.intAttr(kCapacity), "attribute 'capacity'");
 }
 
-ExpertLoad *expertLoad(const Step &s, Frame &f, int32_t t, int64_t experts) {
-  if (!f.expertLoad)
-    return nullptr;
-  ExpertLoad &load = (*f.expertLoad)[s.index];
-  load.kept.resize(experts, 0);
-  load.dropped.resize(experts, 0);
-  const TensorInfo &routing = f.tensors[t];
-  std::vector<int64_t> coords = f.mesh.coords(f.self);
-  for (size_t a = 0; a < f.mesh.axes.size(); ++a) {
-    bool splits = false;
-    for (const std::vector<std::string> &dim : routing.layout.dims)
-      splits = splits || std::count(dim.begin(), dim.end(), f.mesh.axes[a].first) > 0;
-    if (!splits && coords[a] != 0)
-      return nullptr;
-  }
-  return &load;
-}
-
 namespace {
 
 void routerTopk(const Step &s, Frame &f) {

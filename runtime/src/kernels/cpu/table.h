@@ -16,6 +16,7 @@
 #define SHARDLINE_RUNTIME_KERNELS_CPU_TABLE_H
 
 #include "exec/collectives.h"
+#include "exec/expert_load.h"
 #include "exec/program.h"
 #include "exec/verify.h"
 #include "kernels/cpu/kernels.h"
@@ -96,14 +97,6 @@ cpu::CapacityDims capacityDims(const Step &s, const Frame &f, int32_t routing, i
 /// be kNoArg.
 void checkCapacity(Contract &c, std::initializer_list<Contract::Arg> routing, Contract::Arg tokens,
                    Contract::Arg buffers);
-
-/// The step's entry in the rank's expert load, sized to `experts` (made on
-/// every rank, so that all hold the same entries), or nullptr when nobody
-/// reads it or this rank's tokens are counted elsewhere: of the ranks that
-/// hold the same part of the routing tensor `t`, only the first (coordinate
-/// 0 on every mesh axis t is not split over) counts, so the counts sum over
-/// the ranks to the layer's routed choices.
-ExpertLoad *expertLoad(const Step &s, Frame &f, int32_t t, int64_t experts);
 
 // -- what a backward op shares with its forward op -------------------------
 //

@@ -11,6 +11,7 @@
 #ifndef SHARDLINE_RUNTIME_KERNELS_CUDA_KERNELS_MOE_H
 #define SHARDLINE_RUNTIME_KERNELS_CUDA_KERNELS_MOE_H
 
+#include "kernels/cuda/moe_capacity.h"
 #include "kernels/cuda/moe_routed.h"
 
 #include <cuda_runtime_api.h>
@@ -68,6 +69,46 @@ cudaError_t scale_rows(const float *rows, const float *scale, int64_t R, int64_t
 /// out[r] = rowDot(a, b, H, r) for R rows.
 cudaError_t row_dots(const float *a, const float *b, int64_t R, int64_t H, float *out,
                      cudaStream_t stream);
+
+/// offsets and tiles of `groups` groups of `rows` rows (uniformGroups), on
+/// the device.
+cudaError_t uniform_groups(int64_t groups, int64_t rows, int64_t *offsets, int64_t *tileOffsets,
+                           cudaStream_t stream);
+
+// -- capacity mode (moe_capacity.h) -------------------------------------------
+
+/// Adds to *bad the indices of idx[n] outside [0, E).
+cudaError_t count_bad_ids(const int32_t *idx, int64_t n, int64_t E, int32_t *bad,
+                          cudaStream_t stream);
+/// Adds to *bad the slots of slots[n] outside [-1, C).
+cudaError_t count_bad_slots(const int32_t *slots, int64_t n, int64_t C, int32_t *bad,
+                            cudaStream_t stream);
+/// slots[B, S, k] (expertSlots; `probs` or `position`) and, per (group,
+/// expert), the choices kept and dropped: kept and dropped [groups, E].
+cudaError_t moe_capacity_slots(const float *weights, const int32_t *idx, const arith::Capacity &d,
+                               bool probs, int32_t *slots, int64_t *kept, int64_t *dropped,
+                               cudaStream_t stream);
+/// buffers[E, Gb, Gs, C, H]: each kept choice's token's row of x, zeros
+/// elsewhere.
+cudaError_t moe_dispatch_capacity(const float *x, const int32_t *idx, const int32_t *slots,
+                                  const arith::Capacity &d, int64_t H, float *buffers,
+                                  cudaStream_t stream);
+cudaError_t moe_combine_capacity(const float *buffers, const float *weights, const int32_t *idx,
+                                 const int32_t *slots, const arith::Capacity &d, int64_t H,
+                                 float *y, cudaStream_t stream);
+cudaError_t moe_dispatch_capacity_grad(const float *dbuffers, const int32_t *idx,
+                                       const int32_t *slots, const arith::Capacity &d, int64_t H,
+                                       float *dx, cudaStream_t stream);
+/// dbuffers: each kept choice's weight times its token's dy, zeros
+/// elsewhere.
+cudaError_t moe_combine_capacity_grad(const float *weights, const int32_t *idx,
+                                      const int32_t *slots, const float *dy,
+                                      const arith::Capacity &d, int64_t H, float *dbuffers,
+                                      cudaStream_t stream);
+cudaError_t moe_combine_capacity_grad_weights(const float *buffers, const int32_t *idx,
+                                              const int32_t *slots, const float *dy,
+                                              const arith::Capacity &d, int64_t H, float *dweights,
+                                              cudaStream_t stream);
 
 } // namespace shardline::rt::cuda
 

@@ -76,6 +76,16 @@ SL_HD void sortPlan(const int32_t *chunkCounts, int64_t chunks, int64_t E, int32
   tileOffsets[E] = tile;
 }
 
+/// The offsets and row tiles of `groups` groups of `rows` rows each (dense
+/// slabs or capacity buffers [E, rows, H] as grouped rows), as sortPlan
+/// writes them for those counts.
+SL_HD void uniformGroups(int64_t groups, int64_t rows, int64_t *offsets, int64_t *tileOffsets) {
+  for (int64_t g = 0; g <= groups; ++g) {
+    offsets[g] = g * rows;
+    tileOffsets[g] = g * ((rows + kGroupTile - 1) / kGroupTile);
+  }
+}
+
 /// Places chunk [begin, end)'s choices of expert e at rows next, next + 1, …
 /// in choice order: perm[row] = i (moe_dispatch's perm) and rowOf[i] = row.
 SL_HD void chunkPlace(const int32_t *idx, int64_t begin, int64_t end, int32_t e, int64_t next,
