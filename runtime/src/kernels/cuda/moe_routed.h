@@ -17,9 +17,9 @@
 //   groupedOuter), so no host learns a count per expert;
 // - the combine and the backward's per-row values, in the CPU's double sums
 //   and choice order;
-// - the SwiGLU experts' forward and backward written once over an `Ops`
-//   (as experts_grad.h): the backend passes its grouped kernels, the test a
-//   host loop over the functions below.
+// - the SwiGLU experts' forward and backward written once over an `Ops`:
+//   the backend passes its grouped kernels, the test a host loop over the
+//   functions below.
 //
 //===----------------------------------------------------------------------===//
 
@@ -179,7 +179,8 @@ SL_HD float routedDxElement(const float *dxRows, const int32_t *rowOf, int64_t H
 /// Ops: rows(a, w, transW, K, N, out) — out[R, N] = each row of a[R, K]
 /// times its group's w ([K, N] a group, or [N, K] transposed);
 /// outer(a, M, b, N, out) — out[El, M, N] = each group's aᵀ·b over its rows;
-/// swiglu, swigluGrad and add as in experts_grad.h.
+/// swiglu(g, u, n, out), swigluGrad(g, u, dy, n, dg, du) and add(a, b, n,
+/// out) elementwise.
 struct RoutedExpertsArgs {
   const float *x, *dout, *wGate, *wUp, *wDown;
   int64_t R, H, F;
