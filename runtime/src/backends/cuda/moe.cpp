@@ -570,20 +570,11 @@ void moeExpertsGrad(const Step &s, Frame &f, bool weights) {
 
 // -- capacity mode -----------------------------------------------------------
 
-/// The local dims of a capacity step, as the CPU's capacityDims: [B, S, k]
-/// from `routing`, the group from its attribute, E and C from `buffers` [E,
-/// Gb, Gs, C, H] (or, when buffers is -1, from the attributes).
+/// The local dims of a capacity step (kernels/cpu/table.h, capacityDims).
 cuda::arith::Capacity capacityOf(const Step &s, Frame &f, int32_t routing, int32_t buffers) {
-  const std::vector<int64_t> &r = f.local(routing);
-  const std::vector<int64_t> &group = s.attrs[s.attrs.size() > 1 ? kGroup : 0].ints;
+  cpu::CapacityDims c = capacityDims(s, f, routing, buffers);
   cuda::arith::Capacity d;
-  d.B = r[0], d.S = r[1], d.k = r[2];
-  d.rows = group[0], d.positions = group[1];
-  if (buffers >= 0) {
-    d.E = f.local(buffers)[0], d.C = f.local(buffers)[3];
-  } else {
-    d.E = s.attrs[kExperts].i, d.C = s.attrs[kCapacity].i;
-  }
+  d.B = c.B, d.S = c.S, d.k = c.k, d.E = c.E, d.C = c.C, d.rows = c.rows, d.positions = c.positions;
   return d;
 }
 

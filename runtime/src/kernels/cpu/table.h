@@ -87,7 +87,20 @@ std::vector<AttrSpec> capacityAttrs(bool withExperts);
 /// The local dims of a capacity step: [B, S, k] from `routing`, the group
 /// from its attribute, E and C from `buffers` [E, Gb, Gs, C, H] (or, when
 /// buffers is -1, from the attributes).
-cpu::CapacityDims capacityDims(const Step &s, const Frame &f, int32_t routing, int32_t buffers);
+inline cpu::CapacityDims capacityDims(const Step &s, const Frame &f, int32_t routing,
+                                      int32_t buffers) {
+  const std::vector<int64_t> &r = f.local(routing);
+  const std::vector<int64_t> &group = s.attrs[s.attrs.size() > 1 ? kGroup : 0].ints;
+  cpu::CapacityDims d;
+  d.B = r[0], d.S = r[1], d.k = r[2];
+  d.rows = group[0], d.positions = group[1];
+  if (buffers >= 0) {
+    d.E = f.local(buffers)[0], d.C = f.local(buffers)[3];
+  } else {
+    d.E = s.attrs[kExperts].i, d.C = s.attrs[kCapacity].i;
+  }
+  return d;
+}
 
 /// The contract the capacity ops share: the group attribute is [rows,
 /// positions], both positive, tiling the local [B, S] of the `routing`
