@@ -207,7 +207,7 @@ public:
       if (m != sh.me)
         transfers.push_back(
             {sh.experts[m], sort.counts + m * sh.El, sh.El, buffers.received + m * sh.El, sh.El});
-    world.sendRecv(f, sh.expertAxes, transfers, nullptr, DType::I32);
+    exchange(sh.expertAxes, transfers, 4, DType::I32);
     std::vector<int32_t> got = toHost(dev, buffers.received, sh.ep() * sh.El);
     std::vector<std::vector<int32_t>> received(sh.ep());
     for (int64_t m = 0; m < sh.ep(); ++m)
@@ -223,7 +223,7 @@ public:
         if (t != sh.meT)
           transfers.push_back(
               {sh.tensor[t], buffers.local, sh.El, buffers.tensor + t * sh.El, sh.El});
-      world.sendRecv(f, sh.tensorAxes, transfers, nullptr, DType::I32);
+      exchange(sh.tensorAxes, transfers, 4, DType::I32);
       std::vector<int32_t> all = toHost(dev, buffers.tensor, sh.etp() * sh.El);
       for (int64_t t = 0; t < sh.etp(); ++t)
         if (t != sh.meT)
@@ -233,16 +233,25 @@ public:
     uploadGroups(dev, std::vector<int64_t>(tg.total.begin(), tg.total.end()), buffers);
   }
 
+  /// One grouped send/receive over the groups of `axes`, each value sent
+  /// counted at `bytes`.
+  void exchange(const Axes &axes, const std::vector<NcclWorld::PeerTransfer> &transfers,
+                int64_t bytes, DType type = DType::F32) {
+    for (const NcclWorld::PeerTransfer &t : transfers)
+      sent += t.sendCount * bytes;
+    world.sendRecv(f, axes, transfers, nullptr, type);
+  }
+
   /// The grouped GEMMs over the rows this rank computes.
   Ops ops() const {
     return {dev, buffers.offsets, buffers.tiles, sh.El,
             std::accumulate(tg.total.begin(), tg.total.end(), int64_t{0})};
   }
 
-  /// Sends each member the sorted rows (`width` values each) of its
-  /// experts; `grouped` receives the rows this rank computes, by local
+  /// Sends each member the sorted rows (`width` values each, counted at
+  /// `bytes` a value) of its experts; `grouped` receives the rows this rank computes, by local
   /// expert then sender (`raw`: scratch of as many rows).
-  void send(const float *sorted, int64_t width, float *raw, float *grouped) {
+  void send(const float *sorted, int64_t width, int64_t bytes, float *raw, float *grouped) {
     std::vector<NcclWorld::PeerTransfer> transfers;
     std::vector<int64_t> at(sh.ep(), 0);
     int64_t next = 0;
@@ -254,7 +263,7 @@ public:
                            raw + next * width, ex.rowsFrom(m) * width});
       next += ex.rowsFrom(m);
     }
-    world.sendRecv(f, sh.expertAxes, transfers);
+    exchange(sh.expertAxes, transfers, bytes);
     for (int64_t m = 0; m < sh.ep(); ++m) {
       const float *src = m == sh.me ? sorted + ex.firstRow[m] * width : raw + at[m] * width;
       for (int64_t l = 0; l < sh.El; ++l) {
@@ -266,7 +275,7 @@ public:
 
   /// The reverse of send: the grouped rows computed for each member back to
   /// it; `sorted` receives this rank's rows in sorted order.
-  void back(const float *grouped, int64_t width, float *raw, float *sorted) {
+  void back(const float *grouped, int64_t width, int64_t bytes, float *raw, float *sorted) {
     std::vector<NcclWorld::PeerTransfer> transfers;
     int64_t next = 0;
     for (int64_t m = 0; m < sh.ep(); ++m) {
@@ -281,13 +290,13 @@ public:
                            sorted + ex.firstRow[m] * width, ex.rowsTo[m] * width});
       next += ex.rowsFrom(m);
     }
-    world.sendRecv(f, sh.expertAxes, transfers);
+    exchange(sh.expertAxes, transfers, bytes);
   }
 
   /// etp's gather: this rank's grouped rows `mine` to every other member of
   /// the expert-tensor group; `gathered` receives all the members' rows, by
   /// local expert then member (`raw`: scratch of as many rows).
-  void gather(const float *mine, int64_t width, float *raw, float *gathered) {
+  void gather(const float *mine, int64_t width, int64_t bytes, float *raw, float *gathered) {
     int64_t own = tg.rowsOf(sh.meT);
     std::vector<NcclWorld::PeerTransfer> transfers;
     std::vector<int64_t> at(sh.etp(), 0);
@@ -300,7 +309,7 @@ public:
           {sh.tensor[t], mine, own * width, raw + next * width, tg.rowsOf(t) * width});
       next += tg.rowsOf(t);
     }
-    world.sendRecv(f, sh.tensorAxes, transfers);
+    exchange(sh.tensorAxes, transfers, bytes);
     for (int64_t t = 0; t < sh.etp(); ++t) {
       const float *src = t == sh.meT ? mine : raw + at[t] * width;
       for (int64_t l = 0; l < sh.El; ++l) {
@@ -314,7 +323,7 @@ public:
   /// member's rows to it; `mine` receives this rank's rows (by local expert)
   /// summed over the members in member order, from zero, as the CPU kernel
   /// sums them (`raw`: scratch of twice the gathered rows).
-  void reduceScatter(const float *partial, int64_t width, float *raw, float *mine) {
+  void reduceScatter(const float *partial, int64_t width, int64_t bytes, float *raw, float *mine) {
     int64_t own = tg.rowsOf(sh.meT) * width;
     // raw: the parts packed by member, then those received.
     std::vector<int64_t> packedAt(sh.etp(), 0);
@@ -334,7 +343,7 @@ public:
       if (t != sh.meT)
         transfers.push_back(
             {sh.tensor[t], raw + packedAt[t], tg.rowsOf(t) * width, received + t * own, own});
-    world.sendRecv(f, sh.tensorAxes, transfers);
+    exchange(sh.tensorAxes, transfers, bytes);
     if (own == 0)
       return;
     checkCuda(cudaMemsetAsync(mine, 0, own * 4, dev.stream()), "cudaMemsetAsync");
@@ -344,13 +353,14 @@ public:
                "add");
   }
 
-  /// Counts the bytes the counts imply and records them against the
-  /// balanced figure, as the CPU kernel does.
+  /// Counts the bytes the step's exchanges sent and records what its counts
+  /// imply against the balanced figure, as the CPU kernel does: the
+  /// executor requires the two counts equal.
   void record(bool grad) {
     DroplessBytes b =
         droplessBytes(ex, tg, grad, sh.T, sh.k, sh.H, f.tensors[s.in[kX]].elementBytes(),
                       f.tensors[s.in[kWeights]].elementBytes());
-    f.collectives->count(b.implied);
+    f.collectives->count(sent);
     if (f.variableBytes)
       (*f.variableBytes)[s.index] = {b.implied, b.balanced};
   }
@@ -364,6 +374,7 @@ private:
   CountBuffers buffers;
   DroplessRoutes ex;
   TensorRoutes tg;
+  int64_t sent = 0;
 };
 
 /// Cuts the device's scratch as `carve` lays it out (measured first).
@@ -420,15 +431,16 @@ void moeDropless(const Step &s, Frame &f) {
                               nullptr, nullptr, nullptr, scratch});
   } else {
     Spread ranks(s, f, sh, sort, counts);
-    ranks.send(sorted, H, raw, rows);
+    int64_t eb = f.tensors[s.in[kX]].elementBytes();
+    ranks.send(sorted, H, eb, raw, rows);
     if (etp)
-      ranks.gather(rows, H, raw, gathered);
+      ranks.gather(rows, H, eb, raw, gathered);
     Ops ops = ranks.ops();
     cuda::routedExperts(ops, {etp ? gathered : rows, nullptr, wGate, wUp, wDown, ops.count, H, F,
                               out, nullptr, nullptr, nullptr, nullptr, scratch});
     if (etp)
-      ranks.reduceScatter(out, H, raw, rows);
-    ranks.back(etp ? rows : out, H, raw, backRows);
+      ranks.reduceScatter(out, H, eb, raw, rows);
+    ranks.back(etp ? rows : out, H, eb, raw, backRows);
     ranks.record(false);
   }
   launched(cuda::moe_routed_combine(backRows, sort.rowOf, f.f(s.in[kWeights]), sh.T, H, sh.k,
@@ -497,26 +509,27 @@ void moeDroplessGrad(const Step &s, Frame &f) {
     experts(ops, sx, sdy, sw);
   } else {
     Spread ranks(s, f, sh, sort, counts);
-    ranks.send(sx, H, raw, rx);
-    ranks.send(sdy, H, raw, rdy);
-    ranks.send(sw, 1, raw, rw);
+    int64_t eb = f.tensors[s.in[kX]].elementBytes(), wb = f.tensors[s.in[kWeights]].elementBytes();
+    ranks.send(sx, H, eb, raw, rx);
+    ranks.send(sdy, H, eb, raw, rdy);
+    ranks.send(sw, 1, wb, raw, rw);
     if (etp) {
-      ranks.gather(rx, H, raw, gx);
-      ranks.gather(rdy, H, raw, gdy);
-      ranks.gather(rw, 1, raw, gw);
+      ranks.gather(rx, H, eb, raw, gx);
+      ranks.gather(rdy, H, eb, raw, gdy);
+      ranks.gather(rw, 1, wb, raw, gw);
     }
     Ops ops = ranks.ops();
     experts(ops, etp ? gx : rx, etp ? gdy : rdy, etp ? gw : rw);
     const float *dxMine = dxRows, *dwMine = dw;
     if (etp) {
       // Reduced into the rows' own buffers, which the gather has read.
-      ranks.reduceScatter(dxRows, H, raw, rx);
-      ranks.reduceScatter(dw, 1, raw, rw);
+      ranks.reduceScatter(dxRows, H, eb, raw, rx);
+      ranks.reduceScatter(dw, 1, wb, raw, rw);
       dxMine = rx;
       dwMine = rw;
     }
-    ranks.back(dxMine, H, raw, bx);
-    ranks.back(dwMine, 1, raw, bw);
+    ranks.back(dxMine, H, eb, raw, bx);
+    ranks.back(dwMine, 1, wb, raw, bw);
     ranks.record(true);
     backX = bx;
     backW = bw;
@@ -568,6 +581,46 @@ void moeExpertsGrad(const Step &s, Frame &f, bool weights) {
                            f.f(s.in[kDownW]), rows, H, F, out, dx, dGate, dUp, dDown, scratch});
 }
 
+// -- the dense slabs' dispatch and combine, backward ---------------------------
+
+/// Stops the run, in the CPU kernels' words, on an index of `indices`
+/// outside [0, E).
+void requireExperts(Frame &f, int32_t indices, int64_t E) {
+  CudaDevice &dev = deviceOf(f);
+  launched(cuda::count_bad_ids(f.ids(indices), f.n(indices), E, dev.counter(), dev.stream()),
+           "count_bad_ids");
+  requireNoBadIds(f, indices, E, "the experts");
+}
+
+/// moe_dispatch_grad: dtokens [E, B, S, H], indices -> dx.
+void moeDispatchGrad(const Step &s, Frame &f) {
+  const std::vector<int64_t> &dl = f.local(s.in[0]);
+  requireExperts(f, s.in[1], dl[0]);
+  launched(cuda::moe_dispatch_grad(f.f(s.in[0]), f.ids(s.in[1]), dl[1] * dl[2], dl[3],
+                                   f.local(s.in[1])[2], dl[0], f.f(s.out[0]), deviceOf(f).stream()),
+           "moe_dispatch_grad");
+}
+
+/// moe_combine_grad: weights, indices, dy -> dexpert_out [E, B, S, H].
+void moeCombineGrad(const Step &s, Frame &f) {
+  const std::vector<int64_t> &out = f.local(s.out[0]);
+  requireExperts(f, s.in[1], out[0]);
+  launched(cuda::moe_combine_grad(f.f(s.in[0]), f.ids(s.in[1]), f.f(s.in[2]), out[1] * out[2],
+                                  out[3], f.local(s.in[0])[2], out[0], f.f(s.out[0]),
+                                  deviceOf(f).stream()),
+           "moe_combine_grad");
+}
+
+/// moe_combine_grad_weights: expert_out [E, B, S, H], indices, dy -> dweights.
+void moeCombineGradWeights(const Step &s, Frame &f) {
+  const std::vector<int64_t> &el = f.local(s.in[0]);
+  requireExperts(f, s.in[1], el[0]);
+  launched(cuda::moe_combine_grad_weights(f.f(s.in[0]), f.ids(s.in[1]), f.f(s.in[2]), el[1] * el[2],
+                                          el[3], f.local(s.in[1])[2], el[0], f.f(s.out[0]),
+                                          deviceOf(f).stream()),
+           "moe_combine_grad_weights");
+}
+
 // -- capacity mode -----------------------------------------------------------
 
 /// The local dims of a capacity step (kernels/cpu/table.h, capacityDims).
@@ -582,9 +635,7 @@ cuda::arith::Capacity capacityOf(const Step &s, Frame &f, int32_t routing, int32
 /// outside [0, E) or a slot of `slots` (unless -1) outside [-1, C).
 void requireRouting(Frame &f, const cuda::arith::Capacity &d, int32_t indices, int32_t slots) {
   CudaDevice &dev = deviceOf(f);
-  launched(cuda::count_bad_ids(f.ids(indices), f.n(indices), d.E, dev.counter(), dev.stream()),
-           "count_bad_ids");
-  requireNoBadIds(f, indices, d.E, "the experts");
+  requireExperts(f, indices, d.E);
   if (slots < 0)
     return;
   launched(cuda::count_bad_slots(f.ids(slots), f.n(slots), d.C, dev.counter(), dev.stream()),
@@ -674,6 +725,9 @@ const std::map<std::string, void (*)(const Step &, Frame &)> &cudaMoeRuns() {
       {"moe_dropless_grad", moeDroplessGrad},
       {"moe_experts_grad", [](const Step &s, Frame &f) { moeExpertsGrad(s, f, false); }},
       {"moe_experts_grad_weights", [](const Step &s, Frame &f) { moeExpertsGrad(s, f, true); }},
+      {"moe_dispatch_grad", moeDispatchGrad},
+      {"moe_combine_grad", moeCombineGrad},
+      {"moe_combine_grad_weights", moeCombineGradWeights},
       {"moe_capacity_slots", moeCapacitySlots},
       {"moe_dispatch_capacity", moeDispatchCapacity},
       {"moe_combine_capacity", moeCombineCapacity},
