@@ -26,6 +26,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <numeric>
 #include <thread>
 #include <unistd.h>
 
@@ -469,11 +470,105 @@ int64_t routerOf(const std::vector<Step> &steps, int32_t t) {
   return -1;
 }
 
+/// The rows of every rank's exchange run on the host (DroplessRoutes and
+/// TensorRoutes of every rank; `counts[r]` rank r's rows per expert, El
+/// experts a member, R routed rows a rank): see the test below.
+void checkDroplessRuns(const std::vector<DroplessRoutes> &ex, const std::vector<TensorRoutes> &tgs,
+                       const std::vector<std::vector<int32_t>> &counts, int64_t El, int64_t R) {
+  int64_t n = (int64_t)ex.size();
+  auto code = [](int64_t rank, int64_t row) { return (double)(rank * 1000000 + row); };
+  std::vector<std::vector<double>> grouped(n), back(n, std::vector<double>(R, -1.0));
+  for (int64_t r = 0; r < n; ++r) {
+    const DroplessRoutes &e = ex[r];
+    grouped[r].assign(e.total(), -1.0);
+    for (int64_t m = 0; m < e.ep(); ++m) {
+      int64_t q = e.members[m];
+      // What member q sends this rank is what this rank expects from it.
+      ASSERT_EQ(ex[q].rowsTo[e.me], e.rowsFrom(m)) << "rank " << q << " to " << r;
+      for (const RowRun &run : e.runsOf(m))
+        for (int64_t i = 0; i < run.rows; ++i)
+          grouped[r][run.to + i] = code(q, ex[q].firstRow[e.me] + run.from + i);
+    }
+    // The CPU kernel's grouping: by local expert, then by sender, each
+    // sender's rows of the expert in its sorted order.
+    int64_t next = 0;
+    for (int64_t l = 0; l < El; ++l)
+      for (int64_t q : e.members) {
+        int64_t expert = e.me * El + l, start = 0;
+        for (int64_t x = 0; x < expert; ++x)
+          start += counts[q][x];
+        for (int64_t i = 0; i < counts[q][expert]; ++i)
+          ASSERT_EQ(grouped[r][next++], code(q, start + i))
+              << "rank " << r << ", expert " << expert << ", from " << q;
+      }
+    ASSERT_EQ(next, e.total());
+    // The rows received lie one member after another, in member order.
+    int64_t at = 0;
+    for (int64_t m = 0; m < e.ep(); ++m)
+      if (m != e.me) {
+        EXPECT_EQ(e.arrival(m), at) << "rank " << r << ", member " << m;
+        at += e.rowsFrom(m);
+      }
+    EXPECT_EQ(at, e.rowsIn());
+    // The return, each run reversed into the sender's sorted rows.
+    for (int64_t m = 0; m < e.ep(); ++m) {
+      int64_t q = e.members[m];
+      for (const RowRun &run : e.runsOf(m))
+        for (int64_t i = 0; i < run.rows; ++i)
+          back[q][ex[q].firstRow[e.me] + run.from + i] = grouped[r][run.to + i];
+    }
+  }
+  for (int64_t q = 0; q < n; ++q)
+    for (int64_t row = 0; row < R; ++row)
+      ASSERT_EQ(back[q][row], code(q, row)) << "rank " << q << ", row " << row;
+  // etp: the gather by local expert, then by member, and each member's part
+  // packed back out of it.
+  for (int64_t r = 0; r < n; ++r) {
+    const TensorRoutes &tg = tgs[r];
+    if (tg.etp() < 2)
+      continue;
+    std::vector<double> gathered(std::accumulate(tg.total.begin(), tg.total.end(), int64_t{0}),
+                                 -1.0);
+    for (int64_t t = 0; t < tg.etp(); ++t)
+      for (const RowRun &run : tg.runsOf(t))
+        for (int64_t i = 0; i < run.rows; ++i)
+          gathered[run.to + i] = grouped[tg.members[t]][run.from + i];
+    int64_t at = 0;
+    for (int64_t t = 0; t < tg.etp(); ++t)
+      if (t != tg.me) {
+        EXPECT_EQ(tg.arrival(t), at) << "rank " << r << ", member " << t;
+        at += tg.rowsOf(t);
+      }
+    int64_t next = 0;
+    for (int64_t l = 0; l < El; ++l)
+      for (int64_t t = 0; t < tg.etp(); ++t) {
+        const std::vector<double> &theirs = grouped[tg.members[t]];
+        int64_t start = 0;
+        for (int64_t x = 0; x < l; ++x)
+          start += tg.rows[t][x];
+        for (int64_t i = 0; i < tg.rows[t][l]; ++i)
+          ASSERT_EQ(gathered[next++], theirs[start + i]) << "rank " << r << ", member " << t;
+      }
+    for (int64_t t = 0; t < tg.etp(); ++t) {
+      std::vector<double> packed(tg.rowsOf(t), -1.0);
+      for (const RowRun &run : tg.runsOf(t))
+        for (int64_t i = 0; i < run.rows; ++i)
+          packed[run.from + i] = gathered[run.to + i];
+      ASSERT_EQ(packed, grouped[tg.members[t]]) << "rank " << r << ", member " << t;
+    }
+  }
+}
+
 /// Dropless MoE's routes (comm/moe_routes.h), worked out for every rank from
 /// the counts of the routing the CPU run recorded, send exactly the bytes
 /// the CPU kernel measured, step by step at the busiest rank; their balanced
-/// figure is the lowering's, which the report states.
-TEST_P(NcclPlanTest, DroplessRoutesSendWhatTheCpuKernelMeasures) {
+/// figure is the lowering's, which the report states. Run on the host with
+/// rows coding (rank, sorted row), their transfers and row runs (as the CUDA
+/// backend runs them) group every rank's received rows by local expert and
+/// then by sender, as the CPU kernel does, bring every row back to its place
+/// in its rank's sorted rows, and with etp gather the members' rows by local
+/// expert and then by member and pack each member's own rows back.
+TEST_P(NcclPlanTest, DroplessRoutesMoveEveryRowAndSendWhatTheCpuKernelMeasures) {
   int64_t steps = 0, etpSteps = 0;
   for (const Lowered &l : lowered(GetParam())) {
     SCOPED_TRACE(trace(l));
@@ -534,12 +629,13 @@ TEST_P(NcclPlanTest, DroplessRoutesSendWhatTheCpuKernelMeasures) {
         EXPECT_EQ(sent, x.local[0] * x.local[1] * k) << "rank " << r;
       }
       int64_t busiest = 0;
+      std::vector<TensorRoutes> tgs(n);
       for (int64_t r = 0; r < n; ++r) {
         std::vector<int64_t> members = groupOf(tensorAxes, r);
         std::vector<std::vector<int32_t>> rows;
         for (int64_t t : members)
           rows.emplace_back(ex[t].local.begin(), ex[t].local.end());
-        TensorRoutes tg = tensorRoutes(members, place(members, r), rows);
+        TensorRoutes &tg = tgs[r] = tensorRoutes(members, place(members, r), rows);
         DroplessBytes bytes = droplessBytes(ex[r], tg, grad, x.local[0] * x.local[1], k, x.local[2],
                                             x.elementBytes(), tensors[s0.in[1]].elementBytes());
         busiest = std::max(busiest, bytes.implied);
@@ -548,6 +644,7 @@ TEST_P(NcclPlanTest, DroplessRoutesSendWhatTheCpuKernelMeasures) {
             EXPECT_EQ(st.bytesSent, bytes.balanced) << "rank " << r << ", op #" << st.step;
       }
       measured += busiest;
+      checkDroplessRuns(ex, tgs, counts, El, x.local[0] * x.local[1] * k);
     }
     EXPECT_EQ(measured, run.variableBytesMeasured);
   }

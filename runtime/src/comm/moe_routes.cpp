@@ -26,7 +26,38 @@ std::vector<int64_t> byExpertThenMember(const std::vector<std::vector<int32_t>> 
   return offsets;
 }
 
+/// Member m's rows for each local expert l, rows[m][l], from its first row
+/// to offsets[m El + l].
+std::vector<RowRun> runs(const std::vector<std::vector<int32_t>> &rows,
+                         const std::vector<int64_t> &offsets, int64_t El, int64_t m) {
+  std::vector<RowRun> out;
+  int64_t from = 0;
+  for (int64_t l = 0; l < El; ++l) {
+    if (rows[m][l] > 0)
+      out.push_back({from, offsets[m * El + l], rows[m][l]});
+    from += rows[m][l];
+  }
+  return out;
+}
+
+/// Where member m's rows start among the rows received from every member
+/// but `me`, one member after another.
+int64_t arrivalOf(const std::vector<std::vector<int32_t>> &rows, int64_t me, int64_t m) {
+  int64_t at = 0;
+  for (int64_t i = 0; i < m; ++i)
+    at += i == me ? 0 : sum(rows[i]);
+  return m == me ? 0 : at;
+}
+
 } // namespace
+
+std::vector<RowRun> DroplessRoutes::runsOf(int64_t m) const { return runs(from, grouped, El, m); }
+
+int64_t DroplessRoutes::arrival(int64_t m) const { return arrivalOf(from, me, m); }
+
+std::vector<RowRun> TensorRoutes::runsOf(int64_t t) const { return runs(rows, gathered, El, t); }
+
+int64_t TensorRoutes::arrival(int64_t t) const { return arrivalOf(rows, me, t); }
 
 int64_t DroplessRoutes::rowsFrom(int64_t m) const { return sum(from[m]); }
 

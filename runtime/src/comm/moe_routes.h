@@ -24,6 +24,12 @@
 
 namespace shardline::rt {
 
+/// A run of `rows` consecutive rows copied from row `from` of one buffer to
+/// row `to` of another.
+struct RowRun {
+  int64_t from = 0, to = 0, rows = 0;
+};
+
 /// One rank's exchange over the expert group.
 struct DroplessRoutes {
   /// The group's world ranks in group order, this rank's place, and the
@@ -42,6 +48,15 @@ struct DroplessRoutes {
 
   int64_t ep() const { return (int64_t)members.size(); }
   int64_t rowsFrom(int64_t m) const;
+  /// Member m's rows, in the order they arrive (by local expert), placed
+  /// among the rows this rank computes: `from` counts from the member's
+  /// first row, `to` from the first grouped row. Reversed, the rows computed
+  /// for m back into the order m sent them.
+  std::vector<RowRun> runsOf(int64_t m) const;
+  /// Where member m's rows start when the rows received from the other
+  /// members lie one member after another, in member order (this rank's
+  /// own are not received: 0).
+  int64_t arrival(int64_t m) const;
   /// Rows this rank sends to, and receives from, the other members.
   int64_t rowsOut() const;
   int64_t rowsIn() const;
@@ -68,6 +83,11 @@ struct TensorRoutes {
 
   int64_t etp() const { return (int64_t)members.size(); }
   int64_t rowsOf(int64_t t) const;
+  /// Member t's rows (by local expert) placed among the gathered rows, and
+  /// where they start among the rows received from the other members, as
+  /// DroplessRoutes::runsOf and arrival.
+  std::vector<RowRun> runsOf(int64_t t) const;
+  int64_t arrival(int64_t t) const;
   /// Rows this rank sends in the gather (its own to every other member) and
   /// in the reduce-scatter (each other member's back to it).
   int64_t gatherRowsSent() const;

@@ -249,27 +249,20 @@ public:
   }
 
   /// Sends each member the sorted rows (`width` values each, counted at
-  /// `bytes` a value) of its experts; `grouped` receives the rows this rank computes, by local
-  /// expert then sender (`raw`: scratch of as many rows).
+  /// `bytes` a value) of its experts; `grouped` receives the rows this rank
+  /// computes, by local expert then sender (`raw`: scratch of as many
+  /// rows).
   void send(const float *sorted, int64_t width, int64_t bytes, float *raw, float *grouped) {
     std::vector<NcclWorld::PeerTransfer> transfers;
-    std::vector<int64_t> at(sh.ep(), 0);
-    int64_t next = 0;
-    for (int64_t m = 0; m < sh.ep(); ++m) {
-      at[m] = next;
-      if (m == sh.me)
-        continue;
-      transfers.push_back({sh.experts[m], sorted + ex.firstRow[m] * width, ex.rowsTo[m] * width,
-                           raw + next * width, ex.rowsFrom(m) * width});
-      next += ex.rowsFrom(m);
-    }
+    for (int64_t m = 0; m < sh.ep(); ++m)
+      if (m != sh.me)
+        transfers.push_back({sh.experts[m], sorted + ex.firstRow[m] * width, ex.rowsTo[m] * width,
+                             raw + ex.arrival(m) * width, ex.rowsFrom(m) * width});
     exchange(sh.expertAxes, transfers, bytes);
     for (int64_t m = 0; m < sh.ep(); ++m) {
-      const float *src = m == sh.me ? sorted + ex.firstRow[m] * width : raw + at[m] * width;
-      for (int64_t l = 0; l < sh.El; ++l) {
-        copyValues(dev, grouped + ex.grouped[m * sh.El + l] * width, src, ex.from[m][l] * width);
-        src += ex.from[m][l] * width;
-      }
+      const float *src = m == sh.me ? sorted + ex.firstRow[m] * width : raw + ex.arrival(m) * width;
+      for (const RowRun &r : ex.runsOf(m))
+        copyValues(dev, grouped + r.to * width, src + r.from * width, r.rows * width);
     }
   }
 
@@ -277,18 +270,13 @@ public:
   /// it; `sorted` receives this rank's rows in sorted order.
   void back(const float *grouped, int64_t width, int64_t bytes, float *raw, float *sorted) {
     std::vector<NcclWorld::PeerTransfer> transfers;
-    int64_t next = 0;
     for (int64_t m = 0; m < sh.ep(); ++m) {
-      float *dst = m == sh.me ? sorted + ex.firstRow[m] * width : raw + next * width;
-      for (int64_t l = 0; l < sh.El; ++l) {
-        copyValues(dev, dst, grouped + ex.grouped[m * sh.El + l] * width, ex.from[m][l] * width);
-        dst += ex.from[m][l] * width;
-      }
-      if (m == sh.me)
-        continue;
-      transfers.push_back({sh.experts[m], raw + next * width, ex.rowsFrom(m) * width,
-                           sorted + ex.firstRow[m] * width, ex.rowsTo[m] * width});
-      next += ex.rowsFrom(m);
+      float *dst = m == sh.me ? sorted + ex.firstRow[m] * width : raw + ex.arrival(m) * width;
+      for (const RowRun &r : ex.runsOf(m))
+        copyValues(dev, dst + r.from * width, grouped + r.to * width, r.rows * width);
+      if (m != sh.me)
+        transfers.push_back({sh.experts[m], dst, ex.rowsFrom(m) * width,
+                             sorted + ex.firstRow[m] * width, ex.rowsTo[m] * width});
     }
     exchange(sh.expertAxes, transfers, bytes);
   }
@@ -299,23 +287,15 @@ public:
   void gather(const float *mine, int64_t width, int64_t bytes, float *raw, float *gathered) {
     int64_t own = tg.rowsOf(sh.meT);
     std::vector<NcclWorld::PeerTransfer> transfers;
-    std::vector<int64_t> at(sh.etp(), 0);
-    int64_t next = 0;
-    for (int64_t t = 0; t < sh.etp(); ++t) {
-      at[t] = next;
-      if (t == sh.meT)
-        continue;
-      transfers.push_back(
-          {sh.tensor[t], mine, own * width, raw + next * width, tg.rowsOf(t) * width});
-      next += tg.rowsOf(t);
-    }
+    for (int64_t t = 0; t < sh.etp(); ++t)
+      if (t != sh.meT)
+        transfers.push_back(
+            {sh.tensor[t], mine, own * width, raw + tg.arrival(t) * width, tg.rowsOf(t) * width});
     exchange(sh.tensorAxes, transfers, bytes);
     for (int64_t t = 0; t < sh.etp(); ++t) {
-      const float *src = t == sh.meT ? mine : raw + at[t] * width;
-      for (int64_t l = 0; l < sh.El; ++l) {
-        copyValues(dev, gathered + tg.gathered[t * sh.El + l] * width, src, tg.rows[t][l] * width);
-        src += tg.rows[t][l] * width;
-      }
+      const float *src = t == sh.meT ? mine : raw + tg.arrival(t) * width;
+      for (const RowRun &r : tg.runsOf(t))
+        copyValues(dev, gathered + r.to * width, src + r.from * width, r.rows * width);
     }
   }
 
@@ -330,11 +310,8 @@ public:
     int64_t next = 0;
     for (int64_t t = 0; t < sh.etp(); ++t) {
       packedAt[t] = next;
-      float *dst = raw + next;
-      for (int64_t l = 0; l < sh.El; ++l) {
-        copyValues(dev, dst, partial + tg.gathered[t * sh.El + l] * width, tg.rows[t][l] * width);
-        dst += tg.rows[t][l] * width;
-      }
+      for (const RowRun &r : tg.runsOf(t))
+        copyValues(dev, raw + next + r.from * width, partial + r.to * width, r.rows * width);
       next += tg.rowsOf(t) * width;
     }
     float *received = raw + next;
