@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "comm/nccl_kernels.h"
 #include "core/buffer.h"
 #include "device/device.h"
 #include "kernel_test_util.h"
@@ -16,6 +17,7 @@
 #include "kernels/cuda/arith.h"
 #include "kernels/cuda/arith_grad.h"
 #include "kernels/cuda/exchange_arith.h"
+#include "kernels/cuda/exchange_grad_arith.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/launch_grad.h"
 #include "kernels/cuda/moe_capacity.h"
@@ -654,6 +656,17 @@ TEST(CudaLaunch, AttentionRefusesWhatTheKernelCannotRun) {
 
 namespace {
 
+/// Each of `shards` equal vocabulary shards' columns of logits [T, V].
+std::vector<std::vector<float>> vocabularyShards(const std::vector<float> &logits, int64_t T,
+                                                 int64_t V, int64_t shards) {
+  int64_t Vl = V / shards;
+  std::vector<std::vector<float>> shard(shards, std::vector<float>(T * Vl));
+  for (int64_t m = 0; m < shards; ++m)
+    for (int64_t t = 0; t < T; ++t)
+      std::copy_n(logits.begin() + t * V + m * Vl, Vl, shard[m].begin() + t * Vl);
+  return shard;
+}
+
 // Ring attention's merge, one query row a thread, against the CPU's merge of
 // two partial attentions, rows that saw no key in one or both included: the
 // same double arithmetic, equal.
@@ -793,11 +806,7 @@ TEST(CudaExchangeArith, ShardedCrossEntropyIsTheCpuVocabularyParallelLoss) {
   const int64_t T = 6, V = 12, shards = 3, Vl = V / shards;
   std::vector<float> logits = test::normalVector(T * V, 59, 3.0f);
   std::vector<int32_t> labels = {0, 3, 4, 7, 8, 11};
-  // Each shard's columns.
-  std::vector<std::vector<float>> shard(shards, std::vector<float>(T * Vl));
-  for (int64_t m = 0; m < shards; ++m)
-    for (int64_t t = 0; t < T; ++t)
-      std::copy_n(logits.begin() + t * V + m * Vl, Vl, shard[m].begin() + t * Vl);
+  std::vector<std::vector<float>> shard = vocabularyShards(logits, T, V, shards);
   // The gathered maxima and the combined maximum, as the kernels take them.
   std::vector<float> maxes(shards * T), gmax(T, -std::numeric_limits<float>::infinity());
   for (int64_t m = 0; m < shards; ++m)
@@ -947,21 +956,48 @@ TEST(CudaArithGrad, RopeBackwardRotatesBackAsTheCpuKernel) {
 
 namespace {
 
-/// Attention's backward as the CUDA kernels run it: the forward by tiles
-/// (attentionAsTheKernel) for out and the log-sum-exp, each query's delta,
-/// then the dq kernel's blocks and key tiles and the dk, dv kernel's blocks
-/// and query tiles (every query head of the key's kv head).
-void attentionGradAsTheKernels(const AttentionCase &c, const std::vector<float> &q,
-                               const std::vector<float> &k, const std::vector<float> &v,
-                               const std::vector<float> &dy, float scale, std::vector<float> &dq,
-                               std::vector<float> &dk, std::vector<float> &dv) {
-  std::vector<float> out(q.size()), lse(c.B * c.HQ * c.Sq), delta(lse.size());
-  attentionAsTheKernel(c, q, k, v, scale, out, lse);
+void attentionGradFromStatsAsTheKernels(const AttentionCase &c, const std::vector<float> &q,
+                                        const std::vector<float> &k, const std::vector<float> &v,
+                                        const std::vector<float> &dy, const std::vector<float> &lse,
+                                        const std::vector<float> &delta, float scale,
+                                        std::vector<float> &dq, std::vector<float> &dk,
+                                        std::vector<float> &dv);
+
+/// Each query's delta = dy·out as the delta kernel's threads take them.
+std::vector<float> deltaAsTheKernel(const AttentionCase &c, const std::vector<float> &dy,
+                                    const std::vector<float> &out) {
+  std::vector<float> delta(c.B * c.HQ * c.Sq);
   for (int64_t r = 0; r < c.B * c.Sq * c.HQ; ++r) {
     int64_t h = r % c.HQ, i = (r / c.HQ) % c.Sq, b = r / (c.HQ * c.Sq);
     delta[(b * c.HQ + h) * c.Sq + i] =
         arith::attentionDelta(dy.data() + r * c.D, out.data() + r * c.D, c.D);
   }
+  return delta;
+}
+
+/// Attention's backward as the CUDA kernels run it: the forward by tiles
+/// (attentionAsTheKernel) for out and the log-sum-exp, each query's delta,
+/// then attention_grad_from_stats's kernels.
+void attentionGradAsTheKernels(const AttentionCase &c, const std::vector<float> &q,
+                               const std::vector<float> &k, const std::vector<float> &v,
+                               const std::vector<float> &dy, float scale, std::vector<float> &dq,
+                               std::vector<float> &dk, std::vector<float> &dv) {
+  std::vector<float> out(q.size()), lse(c.B * c.HQ * c.Sq);
+  attentionAsTheKernel(c, q, k, v, scale, out, lse);
+  attentionGradFromStatsAsTheKernels(c, q, k, v, dy, lse, deltaAsTheKernel(c, dy, out), scale, dq,
+                                     dk, dv);
+}
+
+/// attention_grad_from_stats as its two kernels run it: the dq kernel's
+/// blocks and key tiles and the dk, dv kernel's blocks and query tiles
+/// (every query head of the key's kv head), from the log-sum-exp and delta
+/// given.
+void attentionGradFromStatsAsTheKernels(const AttentionCase &c, const std::vector<float> &q,
+                                        const std::vector<float> &k, const std::vector<float> &v,
+                                        const std::vector<float> &dy, const std::vector<float> &lse,
+                                        const std::vector<float> &delta, float scale,
+                                        std::vector<float> &dq, std::vector<float> &dk,
+                                        std::vector<float> &dv) {
   gpu::AttentionTiling tiling;
   gpu::AttentionGradTiling gradTiling;
   std::string error;
@@ -1261,94 +1297,120 @@ TEST(CudaLaunchGrad, GemmLayoutsAreLinearsOrientation) {
 
 // -- the conv1d's and the RG-LRU scan's backward ------------------------------------------
 
-// One thread an element of dx, one a weight or bias walking the batch
-// entries as the CPU table's entry does (a call per entry, f32 results
-// added to once per entry): the CPU's sums exactly.
+// One thread an element of dx (and of the halos' gradients), one a weight or
+// bias walking the sequences as the CPU table's entry does (a call per
+// sequence, f32 results added to once per sequence): the CPU's sums
+// exactly, over whole sequences and over sequence chunks with their halos
+// (the taps before a chunk reading its halo rows).
 TEST(CudaArithGrad, CausalConvBackwardIsTheCpuKernels) {
-  const int64_t B = 3, S = 37, C = 5, W = 4;
+  const int64_t B = 3, S = 37, C = 5, W = 4, H = W - 1;
   std::vector<float> x = test::normalVector(B * S * C, 71), w = test::normalVector(C * W, 72),
-                     dy = test::normalVector(B * S * C, 73);
-  std::vector<float> wantDx(B * S * C), wantDw(C * W, 0.0f), wantDb(C, 0.0f);
-  cpu::causal_conv1d_grad(w.data(), dy.data(), B, S, C, W, wantDx.data(), nullptr);
-  for (int64_t b = 0; b < B; ++b)
-    cpu::causal_conv1d_grad_weight(x.data() + b * S * C, nullptr, dy.data() + b * S * C, 1, S, C, W,
-                                   wantDw.data(), wantDb.data());
-  std::vector<float> dx(B * S * C), dw(C * W), db(C);
-  for (int64_t e = 0; e < B * S * C; ++e) {
-    int64_t row = e / C, b = row / S;
-    dx[e] = arith::convGradInput(w.data(), dy.data() + b * S * C, S, C, W, row % S, e % C);
+                     dy = test::normalVector(B * S * C, 73),
+                     halos = test::normalVector(B * H * C, 74);
+  for (bool withHalo : {false, true}) {
+    SCOPED_TRACE(withHalo ? "chunks with halos" : "whole sequences");
+    const float *halo = withHalo ? halos.data() : nullptr;
+    std::vector<float> wantDx(B * S * C), wantDhalo(B * H * C, 0.0f), wantDw(C * W, 0.0f),
+        wantDb(C, 0.0f);
+    for (int64_t b = 0; b < B; ++b) {
+      cpu::causal_conv1d_grad(w.data(), dy.data() + b * S * C, 1, S, C, W,
+                              wantDx.data() + b * S * C,
+                              withHalo ? wantDhalo.data() + b * H * C : nullptr);
+      cpu::causal_conv1d_grad_weight(x.data() + b * S * C, halo ? halo + b * H * C : nullptr,
+                                     dy.data() + b * S * C, 1, S, C, W, wantDw.data(),
+                                     wantDb.data());
+    }
+    std::vector<float> dx(B * S * C), dhalo(B * H * C, 0.0f), dw(C * W), db(C);
+    for (int64_t e = 0; e < B * S * C; ++e) {
+      int64_t row = e / C, b = row / S;
+      dx[e] = arith::convGradInput(w.data(), dy.data() + b * S * C, S, C, W, row % S, e % C);
+    }
+    for (int64_t e = 0; withHalo && e < B * H * C; ++e) {
+      int64_t row = e / C, b = row / H;
+      dhalo[e] = arith::convGradInput(w.data(), dy.data() + b * S * C, S, C, W, row % H - H, e % C);
+    }
+    for (int64_t e = 0; e < C * (W + 1); ++e) {
+      int64_t c = e / (W + 1), j = e % (W + 1);
+      float total = 0.0f;
+      for (int64_t b = 0; b < B; ++b)
+        total = (float)(total + arith::convGradWeightSum(x.data() + b * S * C,
+                                                         halo ? halo + b * H * C : nullptr,
+                                                         dy.data() + b * S * C, S, C, W, c, j));
+      (j == W ? db[c] : dw[c * W + j]) = total;
+    }
+    EXPECT_EQ(dx, wantDx);
+    EXPECT_EQ(dhalo, wantDhalo);
+    EXPECT_EQ(dw, wantDw);
+    EXPECT_EQ(db, wantDb);
   }
-  for (int64_t e = 0; e < C * (W + 1); ++e) {
-    int64_t c = e / (W + 1), j = e % (W + 1);
-    float total = 0.0f;
-    for (int64_t b = 0; b < B; ++b)
-      total = (float)(total + arith::convGradWeightSum(x.data() + b * S * C, dy.data() + b * S * C,
-                                                       S, C, W, c, j));
-    (j == W ? db[c] : dw[c * W + j]) = total;
-  }
-  EXPECT_EQ(dx, wantDx);
-  EXPECT_EQ(dw, wantDw);
-  EXPECT_EQ(db, wantDb);
 }
 
-// One lane a channel, the batch entries in turn, the states in double: the
-// CPU kernel's arithmetic operation for operation, from zero and from a
-// state with the summaries' cotangents.
+// One lane a channel, the sequences in turn, the states in double: the CPU
+// kernel's arithmetic operation for operation as the CPU table's entry
+// calls it (a call per sequence), from zero and from a state with the
+// summaries' cotangents, over whole sequences and over three chunks of each
+// batch entry (a state and summaries' slot each, c*B + b).
 TEST(CudaArithGrad, RglruScanBackwardByLanesIsTheCpuKernel) {
-  const int64_t B = 2, S = 29, W = 6;
-  for (bool fromState : {false, true}) {
-    SCOPED_TRACE(fromState);
-    std::vector<float> x = test::normalVector(B * S * W, 74),
-                       dy = test::normalVector(B * S * W, 75);
-    std::vector<float> wa = test::normalVector(W, 76), ba = test::normalVector(W, 77),
-                       wx = test::normalVector(W, 78), bx = test::normalVector(W, 79),
-                       lambda = test::normalVector(W, 80), stateIn = test::normalVector(B * W, 81),
-                       dstate = test::normalVector(B * W, 82),
-                       ddecay = test::normalVector(B * W, 83);
-    auto opt = [&](std::vector<float> &v) -> float * { return fromState ? v.data() : nullptr; };
-    std::vector<float> wantDx(B * S * W), wantDstate(B * W);
-    std::vector<std::vector<float>> want(5, std::vector<float>(W, 0.0f));
-    cpu::RglruParamGrads dp{want[0].data(), want[1].data(), want[2].data(), want[3].data(),
-                            want[4].data()};
-    for (int64_t b = 0; b < B; ++b) {
-      auto at = [&](float *p, int64_t off) { return p ? p + off : nullptr; };
-      cpu::rglru_scan_grad(x.data() + b * S * W, wa.data(), ba.data(), wx.data(), bx.data(),
-                           lambda.data(), at(opt(stateIn), b * W), dy.data() + b * S * W,
-                           at(opt(dstate), b * W), at(opt(ddecay), b * W), 1, S, W,
-                           wantDx.data() + b * S * W, wantDstate.data() + b * W, dp);
+  const int64_t B = 2, W = 6;
+  for (auto [S, chunks] : {std::pair<int64_t, int64_t>{29, 1}, {30, 3}})
+    for (bool fromState : {false, true}) {
+      SCOPED_TRACE(std::to_string(chunks) + " chunks, from a state " + std::to_string(fromState));
+      const int64_t L = S / chunks, slots = B * chunks;
+      std::vector<float> x = test::normalVector(B * S * W, 74),
+                         dy = test::normalVector(B * S * W, 75);
+      std::vector<float> wa = test::normalVector(W, 76), ba = test::normalVector(W, 77),
+                         wx = test::normalVector(W, 78), bx = test::normalVector(W, 79),
+                         lambda = test::normalVector(W, 80),
+                         stateIn = test::normalVector(slots * W, 81),
+                         dstate = test::normalVector(slots * W, 82),
+                         ddecay = test::normalVector(slots * W, 83);
+      auto opt = [&](std::vector<float> &v) -> float * { return fromState ? v.data() : nullptr; };
+      std::vector<float> wantDx(B * S * W), wantDstate(slots * W);
+      std::vector<std::vector<float>> want(5, std::vector<float>(W, 0.0f));
+      cpu::RglruParamGrads dp{want[0].data(), want[1].data(), want[2].data(), want[3].data(),
+                              want[4].data()};
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t c = 0; c < chunks; ++c) {
+          int64_t rows = (b * S + c * L) * W, slot = (c * B + b) * W;
+          auto at = [&](float *p) { return p ? p + slot : nullptr; };
+          cpu::rglru_scan_grad(x.data() + rows, wa.data(), ba.data(), wx.data(), bx.data(),
+                               lambda.data(), at(opt(stateIn)), dy.data() + rows, at(opt(dstate)),
+                               at(opt(ddecay)), 1, L, W, wantDx.data() + rows,
+                               wantDstate.data() + slot, dp);
+        }
+      std::vector<float> dx(B * S * W), dstateIn(slots * W);
+      std::vector<std::vector<float>> got(5, std::vector<float>(W, std::nanf("")));
+      std::vector<double> h(L * W);
+      arith::RglruGradArgs a{x.data(),
+                             wa.data(),
+                             ba.data(),
+                             wx.data(),
+                             bx.data(),
+                             lambda.data(),
+                             opt(stateIn),
+                             dy.data(),
+                             opt(dstate),
+                             opt(ddecay),
+                             B,
+                             S,
+                             W,
+                             dx.data(),
+                             dstateIn.data(),
+                             got[0].data(),
+                             got[1].data(),
+                             got[2].data(),
+                             got[3].data(),
+                             got[4].data(),
+                             h.data(),
+                             chunks};
+      for (int64_t w = 0; w < W; ++w)
+        arith::rglruGradLane(a, w);
+      EXPECT_EQ(dx, wantDx);
+      if (fromState)
+        EXPECT_EQ(dstateIn, wantDstate);
+      for (int p = 0; p < 5; ++p)
+        EXPECT_EQ(got[p], want[p]) << "parameter " << p;
     }
-    std::vector<float> dx(B * S * W), dstateIn(B * W);
-    std::vector<std::vector<float>> got(5, std::vector<float>(W, std::nanf("")));
-    std::vector<double> h(S * W);
-    arith::RglruGradArgs a{x.data(),
-                           wa.data(),
-                           ba.data(),
-                           wx.data(),
-                           bx.data(),
-                           lambda.data(),
-                           opt(stateIn),
-                           dy.data(),
-                           opt(dstate),
-                           opt(ddecay),
-                           B,
-                           S,
-                           W,
-                           dx.data(),
-                           dstateIn.data(),
-                           got[0].data(),
-                           got[1].data(),
-                           got[2].data(),
-                           got[3].data(),
-                           got[4].data(),
-                           h.data()};
-    for (int64_t w = 0; w < W; ++w)
-      arith::rglruGradLane(a, w);
-    EXPECT_EQ(dx, wantDx);
-    if (fromState)
-      EXPECT_EQ(dstateIn, wantDstate);
-    for (int p = 0; p < 5; ++p)
-      EXPECT_EQ(got[p], want[p]) << "parameter " << p;
-  }
 }
 
 namespace {
@@ -1359,44 +1421,52 @@ namespace {
 struct SsdGradCase {
   int64_t B, S, NH, P, G, N;
   bool fromState;
+  int64_t chunks = 1;
 };
 
 } // namespace
 
-// Lanes of a group of heads each, the batch entries in turn, the states in
+// Lanes of a group of heads each, the sequences in turn, the states in
 // double with checkpoints every 64 tokens: the CPU kernels' arithmetic in
-// their order, so every result is equal.
+// their order, so every result is equal; over whole sequences and over
+// chunks of each batch entry (a state and summaries' slot each, c*B + b),
+// as the CPU table's entry calls the kernel a sequence at a time.
 TEST(CudaArithGrad, SsdScanBackwardByGroupLanesIsTheCpuKernels) {
   for (SsdGradCase c :
        {SsdGradCase{2, 150, 4, 3, 2, 5, false}, SsdGradCase{2, 70, 4, 2, 1, 3, true},
-        SsdGradCase{1, 64, 2, 4, 2, 2, true}}) {
-    SCOPED_TRACE(c.S);
+        SsdGradCase{1, 64, 2, 4, 2, 2, true}, SsdGradCase{2, 140, 4, 2, 2, 3, true, 2},
+        SsdGradCase{3, 12, 2, 2, 1, 2, false, 3}}) {
+    SCOPED_TRACE(std::to_string(c.S) + " tokens, " + std::to_string(c.chunks) + " chunks");
     const int64_t T = c.B * c.S, xw = c.NH * c.P, bw = c.G * c.N, PN = c.P * c.N;
+    const int64_t L = c.S / c.chunks, slots = c.B * c.chunks;
     std::vector<float> x = test::normalVector(T * xw, 101), dy = test::normalVector(T * xw, 102),
                        Bm = test::normalVector(T * bw, 103), Cm = test::normalVector(T * bw, 104),
                        dt = test::normalVector(T * c.NH, 105),
                        dtBias = test::normalVector(c.NH, 106),
                        aLog = test::normalVector(c.NH, 107, 0.5f),
                        D = test::normalVector(c.NH, 108),
-                       stateIn = test::normalVector(c.B * c.NH * PN, 109),
-                       dstate = test::normalVector(c.B * c.NH * PN, 110),
-                       ddecay = test::normalVector(c.B * c.NH, 111);
+                       stateIn = test::normalVector(slots * c.NH * PN, 109),
+                       dstate = test::normalVector(slots * c.NH * PN, 110),
+                       ddecay = test::normalVector(slots * c.NH, 111);
     auto opt = [&](std::vector<float> &v, int64_t off) -> float * {
       return c.fromState ? v.data() + off : nullptr;
     };
     // The CPU table's way.
     std::vector<float> dtv(T * c.NH), A(c.NH), ddt(T * c.NH), dA(c.NH, 0.0f), dD(c.NH, 0.0f);
-    std::vector<float> wantDx(T * xw), wantDB(T * bw), wantDC(T * bw), wantState(c.B * c.NH * PN);
+    std::vector<float> wantDx(T * xw), wantDB(T * bw), wantDC(T * bw), wantState(slots * c.NH * PN);
     std::vector<float> wantDdt(T * c.NH), wantDtBias(c.NH), wantALog(c.NH);
     cpu::ssd_prelude(dt.data(), dtBias.data(), aLog.data(), T, c.NH, dtv.data(), A.data());
-    cpu::SsdDims one{1, c.S, c.NH, c.P, c.G, c.N};
+    cpu::SsdDims one{1, L, c.NH, c.P, c.G, c.N};
     for (int64_t b = 0; b < c.B; ++b)
-      cpu::ssd_scan_grad(
-          x.data() + b * c.S * xw, dtv.data() + b * c.S * c.NH, A.data(), Bm.data() + b * c.S * bw,
-          Cm.data() + b * c.S * bw, D.data(), opt(stateIn, b * c.NH * PN), dy.data() + b * c.S * xw,
-          opt(dstate, b * c.NH * PN), opt(ddecay, b * c.NH), one, wantDx.data() + b * c.S * xw,
-          ddt.data() + b * c.S * c.NH, dA.data(), wantDB.data() + b * c.S * bw,
-          wantDC.data() + b * c.S * bw, dD.data(), wantState.data() + b * c.NH * PN);
+      for (int64_t k = 0; k < c.chunks; ++k) {
+        int64_t row = b * c.S + k * L, slot = k * c.B + b;
+        cpu::ssd_scan_grad(
+            x.data() + row * xw, dtv.data() + row * c.NH, A.data(), Bm.data() + row * bw,
+            Cm.data() + row * bw, D.data(), opt(stateIn, slot * c.NH * PN), dy.data() + row * xw,
+            opt(dstate, slot * c.NH * PN), opt(ddecay, slot * c.NH), one, wantDx.data() + row * xw,
+            ddt.data() + row * c.NH, dA.data(), wantDB.data() + row * bw, wantDC.data() + row * bw,
+            dD.data(), wantState.data() + slot * c.NH * PN);
+      }
     cpu::ssd_prelude_grad(dt.data(), dtBias.data(), aLog.data(), T, c.NH, ddt.data(), dA.data(),
                           wantDdt.data(), wantDtBias.data(), wantALog.data());
     // The CUDA kernels' way, lane by lane.
@@ -1406,7 +1476,7 @@ TEST(CudaArithGrad, SsdScanBackwardByGroupLanesIsTheCpuKernels) {
     for (int64_t h = 0; h < c.NH; ++h)
       gotA[h] = arith::ssdRate(aLog[h]);
     std::vector<float> dx(T * xw), gotDdtv(T * c.NH), dB(T * bw), dC(T * bw), gotDA(c.NH),
-        gotDD(c.NH), state(c.B * c.NH * PN), gotDdt(T * c.NH), gotDtBias(c.NH), gotALog(c.NH);
+        gotDD(c.NH), state(slots * c.NH * PN), gotDdt(T * c.NH), gotDtBias(c.NH), gotALog(c.NH);
     // Each lane's scratch as ssdGradLaneDoubles sizes it, and sentinels
     // after the last lane's, which no lane may write.
     const int64_t laneDoubles = arith::ssdGradLaneDoubles(c.S, c.P, c.N);
@@ -1434,7 +1504,8 @@ TEST(CudaArithGrad, SsdScanBackwardByGroupLanesIsTheCpuKernels) {
                          gotDA.data(),
                          gotDD.data(),
                          state.data(),
-                         scratch.data()};
+                         scratch.data(),
+                         c.chunks};
     for (int64_t grp = 0; grp < c.G; ++grp)
       arith::ssdGradLane(a, grp);
     for (int64_t h = 0; h < c.NH; ++h)
@@ -1933,4 +2004,295 @@ TEST(CudaArithGrad, CapacityDispatchCombineAndBackwardAreTheCpus) {
   EXPECT_TRUE(arith::badSlot(slots.data(), d, 3));
   EXPECT_EQ(d.rowOf(l.idx.data(), slots.data(), 3), -1);
   EXPECT_FALSE(arith::badSlot(slots.data(), d, 2));
+}
+
+// -- the exchanges' duals (kernels/cuda/exchange_grad_arith.h) ---------------------------
+
+namespace {
+
+/// Rows `positions` of x [B, S, W] (the positions a rank holds), as
+/// [B, positions, W].
+std::vector<float> rowsAt(const std::vector<float> &x, int64_t B, int64_t S, int64_t W,
+                          const std::vector<int64_t> &positions) {
+  std::vector<float> out;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t p : positions)
+      out.insert(out.end(), x.begin() + (b * S + p) * W, x.begin() + (b * S + p + 1) * W);
+  return out;
+}
+
+} // namespace
+
+// Ring attention's backward as exchange_grad.cpp runs it on each of three
+// zigzag ranks: the forward per block by tiles merged by the log-sum-exps,
+// the delta kernel, then per block the kernels of attention_grad_from_stats,
+// dq and each block's carried dK, dV summed block by block in f32; against
+// the CPU's attention backward over the whole sequence, 1e-5 of the largest
+// gradient (f32 probabilities and sums in another order than the CPU's
+// double softmax).
+TEST(CudaExchangeGradArith, RingAttentionBackwardByBlocksIsTheWholeBackward) {
+  const int64_t n = 3, L = 4, S = 2 * n * L, B = 2, HQ = 4, HKV = 2, D = 8;
+  const int64_t qw = HQ * D, kw = HKV * D;
+  std::vector<float> q = test::normalVector(B * S * qw, 81), k = test::normalVector(B * S * kw, 82),
+                     v = test::normalVector(B * S * kw, 83), dy = test::normalVector(q.size(), 84);
+  float scale = 1.0f / std::sqrt((float)D);
+  // Member m holds zigzag chunks m and 2n - 1 - m.
+  std::vector<std::vector<int64_t>> held(n);
+  for (int64_t m = 0; m < n; ++m) {
+    held[m] = iota(L, m * L);
+    std::vector<int64_t> tail = iota(L, (2 * n - 1 - m) * L);
+    held[m].insert(held[m].end(), tail.begin(), tail.end());
+  }
+  int64_t Sl = 2 * L;
+  // dK, dV of each member's block as the ring carries them.
+  std::vector<std::vector<float>> dkBlock(n, std::vector<float>(B * Sl * kw, 0.0f)),
+      dvBlock = dkBlock;
+  std::vector<std::vector<float>> dqOf(n);
+  for (int64_t r = 0; r < n; ++r) {
+    std::vector<int64_t> ring;
+    for (int64_t i = 0; i < n; ++i)
+      ring.push_back((r + i) % n);
+    std::vector<float> qr = rowsAt(q, B, S, qw, held[r]), dyr = rowsAt(dy, B, S, qw, held[r]);
+    auto caseOf = [&](int64_t member) {
+      return AttentionCase{B, Sl, Sl, HQ, HKV, D, true, 0, held[r], held[member]};
+    };
+    auto memberAt = [&](int64_t i) { return ring[(n - i) % n]; };
+    std::vector<float> out(qr.size()), lse(B * HQ * Sl), part(qr.size()), partLse(lse.size());
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t m = memberAt(i);
+      std::vector<float> km = rowsAt(k, B, S, kw, held[m]), vm = rowsAt(v, B, S, kw, held[m]);
+      attentionAsTheKernel(caseOf(m), qr, km, vm, scale, i == 0 ? out : part,
+                           i == 0 ? lse : partLse);
+      if (i > 0)
+        for (int64_t row = 0; row < B * Sl * HQ; ++row)
+          arith::mergeRow(out.data(), lse.data(), part.data(), partLse.data(), Sl, HQ, D, row,
+                          out.data(), lse.data());
+    }
+    std::vector<float> delta = deltaAsTheKernel(caseOf(r), dyr, out);
+    std::vector<float> dq(qr.size(), 0.0f);
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t m = memberAt(i);
+      std::vector<float> km = rowsAt(k, B, S, kw, held[m]), vm = rowsAt(v, B, S, kw, held[m]);
+      std::vector<float> dqPart(qr.size(), std::nanf("")), dkPart(km.size(), std::nanf("")),
+          dvPart(km.size(), std::nanf(""));
+      attentionGradFromStatsAsTheKernels(caseOf(m), qr, km, vm, dyr, lse, delta, scale, dqPart,
+                                         dkPart, dvPart);
+      for (size_t e = 0; e < dq.size(); ++e)
+        dq[e] = dq[e] + dqPart[e];
+      for (size_t e = 0; e < dkPart.size(); ++e) {
+        dkBlock[m][e] = dkBlock[m][e] + dkPart[e];
+        dvBlock[m][e] = dvBlock[m][e] + dvPart[e];
+      }
+    }
+    dqOf[r] = dq;
+  }
+  std::vector<float> wantDq(q.size()), wantDk(k.size()), wantDv(v.size());
+  cpu::AttentionDims dims{B, S, S, HQ, HKV, D};
+  std::vector<int64_t> all = iota(S);
+  cpu::attention_grad(q.data(), k.data(), v.data(), dy.data(), all.data(), all.data(), dims, true,
+                      scale, wantDq.data());
+  cpu::attention_grad_kv(q.data(), k.data(), v.data(), dy.data(), all.data(), all.data(), dims,
+                         true, scale, wantDk.data(), wantDv.data());
+  for (int64_t r = 0; r < n; ++r) {
+    SCOPED_TRACE("member " + std::to_string(r));
+    expectCloseToScale(dqOf[r], rowsAt(wantDq, B, S, qw, held[r]), 1e-5f);
+    expectCloseToScale(dkBlock[r], rowsAt(wantDk, B, S, kw, held[r]), 1e-5f);
+    expectCloseToScale(dvBlock[r], rowsAt(wantDv, B, S, kw, held[r]), 1e-5f);
+  }
+}
+
+// halo_add on a rank that holds three chunks of two tokens with a halo of
+// width 3 (so a token is read by two chunks' slots): the routes of
+// comm/nccl_kernels.h the other way, one column a thread adding the rows in
+// order, against the CPU kernel's loop over the halo's receives (each slot's
+// row added onto its token): the same sums in the same order, equal.
+TEST(CudaExchangeGradArith, HaloAddRowsInOrderAreTheCpusSums) {
+  const int64_t B = 2, chunks = 3, L = 2, width = 3, rows = chunks * L, C = 5;
+  const int64_t slots = chunks * width;
+  rt::RankFacts facts;
+  for (int64_t c = 0; c < chunks; ++c)
+    for (int64_t j = 0; j < width; ++j) {
+      int64_t pos = c * L - width + j;
+      if (pos >= 0)
+        facts.receives.push_back({0, pos, c * width + j});
+    }
+  rt::HaloRoutes routes = rt::haloRoutes(facts, 0, B, rows, slots, true);
+  ASSERT_TRUE(routes.peers.empty());
+  std::vector<float> g = test::normalVector(B * slots * C, 85);
+  std::vector<float> want(B * rows * C, 0.0f), got = want;
+  for (const rt::RankFacts::Row &r : facts.receives)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t c = 0; c < C; ++c)
+        want[(b * rows + r.row) * C + c] += g[(b * slots + r.slot) * C + c];
+  for (int64_t c = 0; c < C; ++c)
+    arith::addRowsColumn(g.data(), routes.selfFrom.data(), routes.selfTo.data(),
+                         (int64_t)routes.selfFrom.size(), C, c, got.data());
+  EXPECT_EQ(got, want);
+  // Token 1 is read by chunk 1's last slot and chunk 2's first.
+  for (int64_t c = 0; c < C; ++c)
+    EXPECT_EQ(got[1 * C + c], g[(1 * width + 2) * C + c] + g[(2 * width + 0) * C + c]);
+}
+
+// The state exchange's dual, one (chunk, decay entry) a thread, from the
+// chunks' initial-state cotangents and decays gathered in another order
+// than the sequence's (as zigzag ranks hold them), against the CPU's reverse
+// fold over the chunks: the same double arithmetic, equal.
+TEST(CudaExchangeGradArith, StateExchangeGradIsTheCpuReverseCombination) {
+  const int64_t chunks = 4, nd = 3, bcast = 5, size = nd * bcast;
+  std::vector<float> dinit = test::normalVector(chunks * size, 86),
+                     inits = test::normalVector(chunks * size, 87),
+                     decays = test::normalVector(chunks * nd, 88, 0.5f);
+  std::vector<float> wantStates(chunks * size), wantDecays(chunks * nd);
+  cpu::scan_combine_states_grad(decays.data(), inits.data(), dinit.data(), nullptr, chunks, nd,
+                                bcast, wantStates.data(), wantDecays.data(), nullptr);
+  const std::vector<std::vector<int64_t>> held = {{0, 3}, {1, 2}};
+  std::vector<float> gathered;
+  std::vector<int64_t> dinitAt(chunks), decayAt(chunks);
+  for (const std::vector<int64_t> &mine : held) {
+    for (int64_t c : mine) {
+      dinitAt[c] = (int64_t)gathered.size();
+      gathered.insert(gathered.end(), dinit.begin() + c * size, dinit.begin() + (c + 1) * size);
+    }
+    for (int64_t c : mine) {
+      decayAt[c] = (int64_t)gathered.size();
+      gathered.insert(gathered.end(), decays.begin() + c * nd, decays.begin() + (c + 1) * nd);
+    }
+  }
+  std::vector<float> gotStates(chunks * size, std::nanf("")), gotDecays(chunks * nd, std::nanf(""));
+  for (int64_t c = 0; c < chunks; ++c)
+    for (int64_t e = 0; e < nd; ++e)
+      arith::stateExchangeGradEntry(gathered.data(), dinitAt.data(), decayAt.data(), chunks, c,
+                                    bcast, inits.data() + c * size, e, gotStates.data() + c * size,
+                                    gotDecays.data() + c * nd + e);
+  EXPECT_EQ(gotStates, wantStates);
+  EXPECT_EQ(gotDecays, wantDecays);
+  for (int64_t j = 0; j < size; ++j)
+    EXPECT_EQ(gotStates[(chunks - 1) * size + j], 0.0f) << "nothing follows the last chunk";
+}
+
+// Cross-entropy's backward over three vocabulary shards as the kernels
+// compute it (the gathered sums combined per token, each element's gradient
+// from the combined maximum and sum), against the CPU's xent_combine_sum and
+// xent_grad on each shard (equal) and the whole vocabulary's gradient
+// (1e-6).
+TEST(CudaExchangeGradArith, ShardedCrossEntropyBackwardIsTheCpus) {
+  const int64_t T = 6, V = 12, shards = 3, Vl = V / shards;
+  std::vector<float> logits = test::normalVector(T * V, 89, 3.0f);
+  std::vector<int32_t> labels = {0, 3, 4, 7, 8, 11};
+  std::vector<std::vector<float>> shard = vocabularyShards(logits, T, V, shards);
+  std::vector<float> maxes(shards * T), gmax(T);
+  std::vector<const float *> maxPointers, sumPointers;
+  for (int64_t m = 0; m < shards; ++m) {
+    cpu::xent_local_max(shard[m].data(), T, Vl, maxes.data() + m * T);
+    maxPointers.push_back(maxes.data() + m * T);
+  }
+  cpu::xent_combine_max(maxPointers.data(), shards, T, gmax.data());
+  std::vector<float> sums(shards * T);
+  for (int64_t m = 0; m < shards; ++m) {
+    cpu::xent_local_sumexp(shard[m].data(), gmax.data(), T, Vl, sums.data() + m * T);
+    sumPointers.push_back(sums.data() + m * T);
+  }
+  std::vector<float> sum(T);
+  cpu::xent_combine_sum(sumPointers.data(), shards, T, sum.data());
+  std::vector<float> whole(T * V);
+  cpu::cross_entropy_grad(logits.data(), labels.data(), T, V, whole.data());
+  for (int64_t m = 0; m < shards; ++m) {
+    SCOPED_TRACE("shard " + std::to_string(m));
+    std::vector<float> want(T * Vl), got(T * Vl);
+    cpu::xent_grad(shard[m].data(), labels.data(), gmax.data(), sum.data(), T, Vl, m * Vl, T,
+                   want.data());
+    for (int64_t e = 0; e < T * Vl; ++e) {
+      int64_t t = e / Vl;
+      float combined = arith::shardedSumExp(sums.data(), shards, T, t);
+      EXPECT_EQ(combined, sum[t]);
+      got[e] = arith::shardedGradElement(shard[m][e], labels[t], e % Vl, m * Vl, gmax[t], combined,
+                                         1.0 / (double)T);
+    }
+    EXPECT_EQ(got, want);
+    for (int64_t e = 0; e < T * Vl; ++e)
+      EXPECT_NEAR(got[e], whole[(e / Vl) * V + m * Vl + e % Vl], 1e-6f) << "at " << e;
+  }
+}
+
+// The SSD correction's backward, one lane a group of heads, the sequences in
+// turn (whole, and two chunks of each batch entry with a state slot each),
+// against the CPU table's calls of ssd_state_correct_grad a sequence at a
+// time (dC and dA summed over them): the same double arithmetic, equal.
+TEST(CudaExchangeGradArith, SsdCorrectionBackwardByGroupLanesIsTheCpuKernel) {
+  const int64_t B = 2, S = 12, NH = 4, P = 2, G = 2, N = 3, PN = P * N;
+  const int64_t T = B * S, xw = NH * P, bw = G * N;
+  for (int64_t chunks : {1, 2}) {
+    SCOPED_TRACE(std::to_string(chunks) + " chunks");
+    const int64_t L = S / chunks, slots = B * chunks;
+    std::vector<float> Cm = test::normalVector(T * bw, 91), dy = test::normalVector(T * xw, 92),
+                       dt = test::normalVector(T * NH, 93), dtBias = test::normalVector(NH, 94),
+                       aLog = test::normalVector(NH, 95, 0.5f),
+                       init = test::normalVector(slots * NH * PN, 96);
+    std::vector<float> dtv(T * NH), A(NH);
+    cpu::ssd_prelude(dt.data(), dtBias.data(), aLog.data(), T, NH, dtv.data(), A.data());
+    std::vector<float> wantDinit(slots * NH * PN), wantDC(T * bw, 0.0f), wantDdt(T * NH),
+        wantDA(NH, 0.0f);
+    cpu::SsdDims one{1, L, NH, P, G, N};
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t c = 0; c < chunks; ++c) {
+        int64_t row = b * S + c * L, slot = (c * B + b) * NH * PN;
+        cpu::ssd_state_correct_grad(Cm.data() + row * bw, dtv.data() + row * NH, A.data(),
+                                    init.data() + slot, dy.data() + row * xw, one,
+                                    wantDinit.data() + slot, wantDC.data() + row * bw,
+                                    wantDdt.data() + row * NH, wantDA.data());
+      }
+    std::vector<float> dinit(slots * NH * PN, std::nanf("")), dC(T * bw, std::nanf("")),
+        ddt(T * NH, std::nanf("")), dA(NH, std::nanf(""));
+    std::vector<double> scratch(G * arith::ssdCorrectGradLaneDoubles(S, P, N));
+    arith::SsdCorrectGradArgs a{
+        Cm.data(),    dtv.data(), A.data(),   init.data(), dy.data(),     B, S, chunks, NH, P, G, N,
+        dinit.data(), dC.data(),  ddt.data(), dA.data(),   scratch.data()};
+    for (int64_t grp = 0; grp < G; ++grp)
+      arith::ssdCorrectGradLane(a, grp);
+    EXPECT_EQ(dinit, wantDinit);
+    EXPECT_EQ(dC, wantDC);
+    EXPECT_EQ(ddt, wantDdt);
+    EXPECT_EQ(dA, wantDA);
+  }
+}
+
+// The RG-LRU correction's backward, one lane a channel, the sequences in
+// turn (whole, and three chunks of each batch entry), against the CPU
+// table's calls of rglru_state_correct_grad a sequence at a time (the
+// parameters' f32 results added to once per call): equal.
+TEST(CudaExchangeGradArith, RglruCorrectionBackwardByLanesIsTheCpuKernel) {
+  const int64_t B = 2, S = 15, W = 5;
+  for (int64_t chunks : {1, 3}) {
+    SCOPED_TRACE(std::to_string(chunks) + " chunks");
+    const int64_t L = S / chunks, slots = B * chunks;
+    std::vector<float> x = test::normalVector(B * S * W, 97),
+                       dy = test::normalVector(B * S * W, 98), wa = test::normalVector(W, 99),
+                       ba = test::normalVector(W, 100), lambda = test::normalVector(W, 101),
+                       init = test::normalVector(slots * W, 102);
+    std::vector<float> wantDinit(slots * W), wantDx(B * S * W), wantWa(W, 0.0f), wantBa(W, 0.0f),
+        wantLambda(W, 0.0f);
+    cpu::RglruParamGrads dp{wantWa.data(), wantBa.data(), nullptr, nullptr, wantLambda.data()};
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t c = 0; c < chunks; ++c) {
+        int64_t rows = (b * S + c * L) * W, slot = (c * B + b) * W;
+        cpu::rglru_state_correct_grad(x.data() + rows, wa.data(), ba.data(), lambda.data(),
+                                      init.data() + slot, dy.data() + rows, 1, L, W,
+                                      wantDinit.data() + slot, wantDx.data() + rows, dp);
+      }
+    std::vector<float> dinit(slots * W, std::nanf("")), dx(B * S * W, std::nanf("")),
+        dwa(W, std::nanf("")), dba(W, std::nanf("")), dlambda(W, std::nanf(""));
+    std::vector<double> scratch(L * W);
+    arith::RglruCorrectGradArgs a{
+        x.data(),      wa.data(), ba.data(),  lambda.data(), init.data(),
+        dy.data(),     B,         S,          chunks,        W,
+        dinit.data(),  dx.data(), dwa.data(), dba.data(),    dlambda.data(),
+        scratch.data()};
+    for (int64_t w = 0; w < W; ++w)
+      arith::rglruCorrectGradLane(a, w);
+    EXPECT_EQ(dinit, wantDinit);
+    EXPECT_EQ(dx, wantDx);
+    EXPECT_EQ(dwa, wantWa);
+    EXPECT_EQ(dba, wantBa);
+    EXPECT_EQ(dlambda, wantLambda);
+  }
 }

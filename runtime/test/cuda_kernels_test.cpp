@@ -14,6 +14,7 @@
 #include "device/device.h"
 #include "kernel_test_util.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/cuda/exchange_grad.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/kernels_grad.h"
 #include "kernels/cuda/kernels_moe.h"
@@ -622,25 +623,38 @@ TEST(CudaGradKernels, AdamWIsTheReference) {
 }
 
 // The conv's sums in double in the CPU's order (the device may fuse a
-// multiply and an add): 1e-6; dweight and dbias a call per batch entry on
-// the CPU, as its table entry makes them.
+// multiply and an add): 1e-6; dweight and dbias a call per sequence on the
+// CPU, as its table entry makes them; over whole sequences and over chunks
+// with their halos (dhalo, and the taps before a chunk reading its halo).
 TEST(CudaGradKernels, CausalConvBackwardMatchesTheReference) {
-  const int64_t B = 3, S = 300, C = 96, W = 4;
+  const int64_t B = 3, S = 300, C = 96, W = 4, H = W - 1;
   auto x = test::normalVector(B * S * C, 84), w = test::normalVector(C * W, 85),
-       dy = test::normalVector(B * S * C, 86);
-  DeviceBuffer<float> dx(x), dw(w), ddy(dy), gx((size_t)(B * S * C)), gw((size_t)(C * W)),
-      gb((size_t)C);
-  ASSERT_EQ(gpu::causal_conv1d_grad(dw.ptr, ddy.ptr, B, S, C, W, gx.ptr, nullptr), cudaSuccess);
-  ASSERT_EQ(gpu::causal_conv1d_grad_weight(dx.ptr, ddy.ptr, B, S, C, W, gw.ptr, gb.ptr, nullptr),
-            cudaSuccess);
-  std::vector<float> wantDx(B * S * C), wantDw(C * W, 0.0f), wantDb(C, 0.0f);
-  cpu::causal_conv1d_grad(w.data(), dy.data(), B, S, C, W, wantDx.data(), nullptr);
-  for (int64_t b = 0; b < B; ++b)
-    cpu::causal_conv1d_grad_weight(x.data() + b * S * C, nullptr, dy.data() + b * S * C, 1, S, C, W,
-                                   wantDw.data(), wantDb.data());
-  expectClose(gx.read(), wantDx, 1e-6f);
-  expectClose(gw.read(), wantDw, 1e-6f);
-  expectClose(gb.read(), wantDb, 1e-6f);
+       dy = test::normalVector(B * S * C, 86), halos = test::normalVector(B * H * C, 87);
+  for (bool withHalo : {false, true}) {
+    SCOPED_TRACE(withHalo ? "chunks with halos" : "whole sequences");
+    DeviceBuffer<float> dx(x), dw(w), ddy(dy), dhalos(halos), gx((size_t)(B * S * C)),
+        gh((size_t)(B * H * C)), gw((size_t)(C * W)), gb((size_t)C);
+    ASSERT_EQ(gpu::causal_conv1d_grad(dw.ptr, ddy.ptr, B, S, C, W, gx.ptr,
+                                      withHalo ? gh.ptr : nullptr, nullptr),
+              cudaSuccess);
+    ASSERT_EQ(gpu::causal_conv1d_grad_weight(dx.ptr, withHalo ? dhalos.ptr : nullptr, ddy.ptr, B, S,
+                                             C, W, gw.ptr, gb.ptr, nullptr),
+              cudaSuccess);
+    std::vector<float> wantDx(B * S * C), wantDh(B * H * C), wantDw(C * W, 0.0f), wantDb(C, 0.0f);
+    for (int64_t b = 0; b < B; ++b) {
+      cpu::causal_conv1d_grad(w.data(), dy.data() + b * S * C, 1, S, C, W,
+                              wantDx.data() + b * S * C,
+                              withHalo ? wantDh.data() + b * H * C : nullptr);
+      cpu::causal_conv1d_grad_weight(
+          x.data() + b * S * C, withHalo ? halos.data() + b * H * C : nullptr,
+          dy.data() + b * S * C, 1, S, C, W, wantDw.data(), wantDb.data());
+    }
+    expectClose(gx.read(), wantDx, 1e-6f);
+    if (withHalo)
+      expectClose(gh.read(), wantDh, 1e-6f);
+    expectClose(gw.read(), wantDw, 1e-6f);
+    expectClose(gb.read(), wantDb, 1e-6f);
+  }
 }
 
 // The RG-LRU scan's backward in double on both sides, the device's exp,
@@ -1052,4 +1066,224 @@ TEST(CudaKernels, CapacityModeIsTheCpus) {
   ASSERT_EQ(gpu::count_bad_slots(badSlots.ptr, (int64_t)hostSlots.size(), C, bad.ptr, nullptr),
             cudaSuccess);
   EXPECT_EQ(bad.read()[0], 1);
+}
+
+// -- around the exchanges' duals (kernels/cuda/exchange_grad.h) -----------------------------
+
+// Ring attention's backward a key block at a time (attention_grad_from_stats)
+// from the whole softmax's log-sum-exp and delta (the CPU's merge over the
+// blocks), the blocks' dq added up: the whole attention's backward within
+// 1e-4 of the largest gradient, as attention's backward.
+TEST(CudaExchangeGradKernels, AttentionBackwardByBlocksIsTheWholeBackward) {
+  const int64_t B = 2, Sq = 40, blocks = 3, Sb = 40, Sk = blocks * Sb, HQ = 4, HKV = 2, D = 64;
+  const int64_t qw = HQ * D, kw = HKV * D, rows = B * Sq * HQ;
+  auto q = test::normalVector(B * Sq * qw, 140), k = test::normalVector(B * Sk * kw, 141),
+       v = test::normalVector(B * Sk * kw, 142), dy = test::normalVector(q.size(), 143);
+  std::vector<int64_t> qPos(Sq), kPos(Sk);
+  for (int64_t i = 0; i < Sq; ++i)
+    qPos[i] = Sk - Sq + i;
+  for (int64_t j = 0; j < Sk; ++j)
+    kPos[j] = j;
+  float scale = 1.0f / std::sqrt((float)D);
+  rt::cpu::AttentionDims whole{B, Sq, Sk, HQ, HKV, D};
+  std::vector<float> out(q.size()), lse(rows), delta(rows);
+  cpu::attention(q.data(), k.data(), v.data(), qPos.data(), kPos.data(), whole, true, scale,
+                 out.data(), lse.data());
+  cpu::attention_delta(dy.data(), out.data(), B, Sq, HQ, D, delta.data());
+  gpu::AttentionTiling tiling;
+  gpu::AttentionGradTiling gradTiling;
+  std::string error;
+  ASSERT_TRUE(gpu::attentionTiling(B, HQ, Sq, D, tiling, error)) << error;
+  ASSERT_TRUE(gpu::attentionGradTiling(B, HKV, Sb, D, gradTiling, error)) << error;
+  DeviceBuffer<float> dq(q), ddy(dy), dlse(lse), ddelta(delta);
+  DeviceBuffer<int64_t> dqPos(qPos);
+  std::vector<float> gotQ(q.size(), 0.0f), gotK(k.size()), gotV(v.size());
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    std::vector<float> kb, vb;
+    for (int64_t b = 0; b < B; ++b) {
+      int64_t from = (b * Sk + blk * Sb) * kw;
+      kb.insert(kb.end(), k.begin() + from, k.begin() + from + Sb * kw);
+      vb.insert(vb.end(), v.begin() + from, v.begin() + from + Sb * kw);
+    }
+    std::vector<int64_t> bPos(kPos.begin() + blk * Sb, kPos.begin() + (blk + 1) * Sb);
+    DeviceBuffer<float> dk(kb), dv(vb), gq(q.size()), gk(kb.size()), gv(vb.size());
+    DeviceBuffer<int64_t> dkPos(bPos);
+    gpu::AttentionGradArgs a{dq.ptr, dk.ptr, dv.ptr, ddy.ptr, dqPos.ptr, dkPos.ptr,
+                             B,      Sq,     Sb,     HQ,      HKV,       D,
+                             true,   scale,  0,      nullptr, dlse.ptr,  ddelta.ptr};
+    ASSERT_EQ(
+        gpu::attention_grad_from_stats(a, tiling, gradTiling, gq.ptr, gk.ptr, gv.ptr, nullptr),
+        cudaSuccess);
+    std::vector<float> pq = gq.read(), pk = gk.read(), pv = gv.read();
+    for (size_t i = 0; i < pq.size(); ++i)
+      gotQ[i] += pq[i];
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t e = 0; e < Sb * kw; ++e) {
+        gotK[(b * Sk + blk * Sb) * kw + e] = pk[b * Sb * kw + e];
+        gotV[(b * Sk + blk * Sb) * kw + e] = pv[b * Sb * kw + e];
+      }
+  }
+  std::vector<float> wantQ(q.size()), wantK(k.size()), wantV(v.size());
+  cpu::attention_grad(q.data(), k.data(), v.data(), dy.data(), qPos.data(), kPos.data(), whole,
+                      true, scale, wantQ.data());
+  cpu::attention_grad_kv(q.data(), k.data(), v.data(), dy.data(), qPos.data(), kPos.data(), whole,
+                         true, scale, wantK.data(), wantV.data());
+  expectCloseToScale(gotQ, wantQ, 1e-4f);
+  expectCloseToScale(gotK, wantK, 1e-4f);
+  expectCloseToScale(gotV, wantV, 1e-4f);
+}
+
+// halo_add's rows added in order, one thread a channel: additions only,
+// exact.
+TEST(CudaExchangeGradKernels, AddRowsInOrderIsExact) {
+  const int64_t n = 9, C = 300, rows = 4;
+  auto src = test::normalVector(n * C, 144), dst = test::normalVector(rows * C, 145);
+  std::vector<int64_t> from = {8, 0, 3, 3, 1, 7, 2, 5, 6}, to = {0, 1, 1, 3, 0, 2, 1, 3, 0};
+  std::vector<float> want = dst;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < C; ++c)
+      want[to[i] * C + c] += src[from[i] * C + c];
+  DeviceBuffer<float> dsrc(src), ddst(dst);
+  DeviceBuffer<int64_t> dfrom(from), dto(to);
+  ASSERT_EQ(gpu::add_rows_in_order(dsrc.ptr, dfrom.ptr, dto.ptr, n, C, ddst.ptr, nullptr),
+            cudaSuccess);
+  EXPECT_EQ(ddst.read(), want);
+}
+
+// The state exchange's dual on the device (the device may fuse a multiply
+// and an add): 1e-6 of the CPU's reverse combination, from summaries
+// gathered out of sequence order.
+TEST(CudaExchangeGradKernels, StateExchangeGradMatchesTheReference) {
+  const int64_t chunks = 4, nd = 8, bcast = 16, size = nd * bcast;
+  auto dinit = test::normalVector(chunks * size, 146),
+       inits = test::normalVector(chunks * size, 147),
+       decays = test::normalVector(chunks * nd, 148, 0.5f);
+  std::vector<float> wantStates(chunks * size), wantDecays(chunks * nd);
+  cpu::scan_combine_states_grad(decays.data(), inits.data(), dinit.data(), nullptr, chunks, nd,
+                                bcast, wantStates.data(), wantDecays.data(), nullptr);
+  // This rank holds chunks 1 and 2 of the members' {0, 3} and {1, 2}.
+  std::vector<float> gathered, mine;
+  std::vector<int64_t> dinitAt(chunks), decayAt(chunks), held = {1, 2};
+  for (const std::vector<int64_t> &member : {std::vector<int64_t>{0, 3}, held}) {
+    for (int64_t c : member) {
+      dinitAt[c] = (int64_t)gathered.size();
+      gathered.insert(gathered.end(), dinit.begin() + c * size, dinit.begin() + (c + 1) * size);
+    }
+    for (int64_t c : member) {
+      decayAt[c] = (int64_t)gathered.size();
+      gathered.insert(gathered.end(), decays.begin() + c * nd, decays.begin() + (c + 1) * nd);
+    }
+  }
+  for (int64_t c : held)
+    mine.insert(mine.end(), inits.begin() + c * size, inits.begin() + (c + 1) * size);
+  DeviceBuffer<float> dg(gathered), dmine(mine), gs((size_t)(2 * size)), gd((size_t)(2 * nd));
+  DeviceBuffer<int64_t> ddinitAt(dinitAt), ddecayAt(decayAt), dheld(held);
+  ASSERT_EQ(gpu::state_exchange_grad(dg.ptr, ddinitAt.ptr, ddecayAt.ptr, dheld.ptr, chunks, 2, size,
+                                     bcast, dmine.ptr, gs.ptr, gd.ptr, nullptr),
+            cudaSuccess);
+  std::vector<float> want(wantStates.begin() + size, wantStates.begin() + 3 * size),
+      wantD(wantDecays.begin() + nd, wantDecays.begin() + 3 * nd);
+  expectClose(gs.read(), want, 1e-6f);
+  expectClose(gd.read(), wantD, 1e-6f);
+}
+
+// Cross-entropy's backward on one of three vocabulary shards from the
+// gathered sums: 1e-6 of the CPU's xent_grad (the device's exp).
+TEST(CudaExchangeGradKernels, ShardedCrossEntropyBackwardMatchesTheReference) {
+  const int64_t T = 37, V = 600, shards = 3, Vl = V / shards, m = 1;
+  auto logits = test::normalVector(T * V, 149, 3.0f);
+  std::vector<int32_t> labels(T);
+  for (int64_t t = 0; t < T; ++t)
+    labels[t] = (int32_t)((t * 97) % V);
+  std::vector<std::vector<float>> shard(shards, std::vector<float>(T * Vl));
+  std::vector<float> maxes(shards * T), gmax(T), sums(shards * T), sum(T);
+  std::vector<const float *> maxPointers, sumPointers;
+  for (int64_t s = 0; s < shards; ++s) {
+    for (int64_t t = 0; t < T; ++t)
+      std::copy_n(logits.begin() + t * V + s * Vl, Vl, shard[s].begin() + t * Vl);
+    cpu::xent_local_max(shard[s].data(), T, Vl, maxes.data() + s * T);
+    maxPointers.push_back(maxes.data() + s * T);
+  }
+  cpu::xent_combine_max(maxPointers.data(), shards, T, gmax.data());
+  for (int64_t s = 0; s < shards; ++s) {
+    cpu::xent_local_sumexp(shard[s].data(), gmax.data(), T, Vl, sums.data() + s * T);
+    sumPointers.push_back(sums.data() + s * T);
+  }
+  cpu::xent_combine_sum(sumPointers.data(), shards, T, sum.data());
+  std::vector<float> want(T * Vl);
+  cpu::xent_grad(shard[m].data(), labels.data(), gmax.data(), sum.data(), T, Vl, m * Vl, 4 * T,
+                 want.data());
+  DeviceBuffer<float> dlogits(shard[m]), dgmax(gmax), dsums(sums), got((size_t)(T * Vl));
+  DeviceBuffer<int32_t> dlabels(labels);
+  ASSERT_EQ(gpu::xent_sharded_grad(dlogits.ptr, dlabels.ptr, dgmax.ptr, dsums.ptr, shards, T, Vl,
+                                   m * Vl, (double)(4 * T), got.ptr, nullptr),
+            cudaSuccess);
+  expectClose(got.read(), want, 1e-6f);
+}
+
+// The corrections' backward over two chunks of each batch entry, a state
+// slot each, in double on both sides with the device's exp and fused
+// multiply-adds: 1e-5 of the largest gradient, against the CPU table's
+// calls a sequence at a time.
+TEST(CudaExchangeGradKernels, CorrectionsBackwardMatchTheReference) {
+  const int64_t B = 2, S = 160, chunks = 2, L = S / chunks, slots = B * chunks;
+  {
+    SCOPED_TRACE("ssd");
+    const int64_t NH = 8, P = 16, G = 2, N = 16, PN = P * N, T = B * S, xw = NH * P, bw = G * N;
+    auto Cm = test::normalVector(T * bw, 150), dy = test::normalVector(T * xw, 151),
+         dt = test::normalVector(T * NH, 152), dtBias = test::normalVector(NH, 153),
+         aLog = test::normalVector(NH, 154, 0.5f), init = test::normalVector(slots * NH * PN, 155);
+    std::vector<float> dtv(T * NH), A(NH), wantDinit(slots * NH * PN), wantDC(T * bw, 0.0f),
+        wantDdt(T * NH), wantDA(NH, 0.0f);
+    cpu::ssd_prelude(dt.data(), dtBias.data(), aLog.data(), T, NH, dtv.data(), A.data());
+    cpu::SsdDims one{1, L, NH, P, G, N};
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t c = 0; c < chunks; ++c) {
+        int64_t row = b * S + c * L, slot = (c * B + b) * NH * PN;
+        cpu::ssd_state_correct_grad(Cm.data() + row * bw, dtv.data() + row * NH, A.data(),
+                                    init.data() + slot, dy.data() + row * xw, one,
+                                    wantDinit.data() + slot, wantDC.data() + row * bw,
+                                    wantDdt.data() + row * NH, wantDA.data());
+      }
+    DeviceBuffer<float> dC(Cm), ddtv(dtv), dA(A), dinit(init), ddy(dy), gInit(init.size()),
+        gC(Cm.size()), gDt(dt.size()), gA((size_t)NH);
+    DeviceBuffer<double> scratch((size_t)(G * gpu::arith::ssdCorrectGradLaneDoubles(S, P, N)));
+    gpu::arith::SsdCorrectGradArgs a{dC.ptr,    ddtv.ptr, dA.ptr,  dinit.ptr, ddy.ptr,    B,
+                                     S,         chunks,   NH,      P,         G,          N,
+                                     gInit.ptr, gC.ptr,   gDt.ptr, gA.ptr,    scratch.ptr};
+    ASSERT_EQ(gpu::ssd_correct_grad(a, nullptr), cudaSuccess);
+    expectCloseToScale(gInit.read(), wantDinit, 1e-5f);
+    expectCloseToScale(gC.read(), wantDC, 1e-5f);
+    expectCloseToScale(gDt.read(), wantDdt, 1e-5f);
+    expectCloseToScale(gA.read(), wantDA, 1e-5f);
+  }
+  {
+    SCOPED_TRACE("rg-lru");
+    const int64_t W = 128;
+    auto x = test::normalVector(B * S * W, 156), dy = test::normalVector(B * S * W, 157),
+         wa = test::normalVector(W, 158), ba = test::normalVector(W, 159),
+         lambda = test::normalVector(W, 160), init = test::normalVector(slots * W, 161);
+    std::vector<float> wantDinit(slots * W), wantDx(B * S * W), wantWa(W, 0.0f), wantBa(W, 0.0f),
+        wantLambda(W, 0.0f);
+    cpu::RglruParamGrads dp{wantWa.data(), wantBa.data(), nullptr, nullptr, wantLambda.data()};
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t c = 0; c < chunks; ++c) {
+        int64_t rows = (b * S + c * L) * W, slot = (c * B + b) * W;
+        cpu::rglru_state_correct_grad(x.data() + rows, wa.data(), ba.data(), lambda.data(),
+                                      init.data() + slot, dy.data() + rows, 1, L, W,
+                                      wantDinit.data() + slot, wantDx.data() + rows, dp);
+      }
+    DeviceBuffer<float> dx(x), ddy(dy), dwa(wa), dba(ba), dlambda(lambda), dinit(init),
+        gInit(init.size()), gx(x.size()), gwa((size_t)W), gba((size_t)W), glambda((size_t)W);
+    DeviceBuffer<double> scratch((size_t)(L * W));
+    gpu::arith::RglruCorrectGradArgs a{
+        dx.ptr, dwa.ptr, dba.ptr,   dlambda.ptr, dinit.ptr, ddy.ptr, B,           S,
+        chunks, W,       gInit.ptr, gx.ptr,      gwa.ptr,   gba.ptr, glambda.ptr, scratch.ptr};
+    ASSERT_EQ(gpu::rglru_correct_grad(a, nullptr), cudaSuccess);
+    expectCloseToScale(gInit.read(), wantDinit, 1e-5f);
+    expectCloseToScale(gx.read(), wantDx, 1e-5f);
+    expectCloseToScale(gwa.read(), wantWa, 1e-5f);
+    expectCloseToScale(gba.read(), wantBa, 1e-5f);
+    expectCloseToScale(glambda.read(), wantLambda, 1e-5f);
+  }
 }

@@ -21,6 +21,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -725,37 +726,41 @@ TEST(NcclPlan, NamesTheFirstStepOutsideTheKindsADeviceRuns) {
   EXPECT_EQ(findCommunicator(tp, meshOf(*lowered(false)[0].plan.root()), {"dp"}), -1);
 }
 
-/// With the kernels' own exchanges (comm/nccl_kernels.h) a device runs every
-/// forward entry over NCCL, and the MoE entries' training; other training is
-/// refused at the first backward dual of a kernel exchange
-/// (ring_attention_grad, halo_add, scan_state_exchange_grad,
-/// cross_entropy_grad), by name.
-TEST(NcclPlan, KernelExchangesCoverEveryForwardEntry) {
+/// With the kernels' own exchanges and their backward duals
+/// (comm/nccl_kernels.h) a device runs every entry over NCCL, forward and
+/// for training: every step that exchanges values lowers to calls of a kind
+/// the CUDA backend runs. Without the duals, training is refused at the
+/// first of them (ring_attention_grad, halo_add, scan_state_exchange_grad,
+/// cross_entropy_grad), by name, where a plan holds one.
+TEST(NcclPlan, KernelExchangesCoverEveryEntry) {
   if (compilerPath().empty())
     GTEST_SKIP() << "SHARDLINE_COMPILE is not set";
   const std::vector<std::string> &kinds = ncclDeviceKinds();
-  for (const Lowered &l : lowered(false)) {
-    SCOPED_TRACE(l.entry->name);
-    for (const NcclLowering &r : l.ranks)
-      EXPECT_EQ(firstStepOutside(r, kinds), "");
-  }
-  int64_t refused = 0;
+  for (bool train : {false, true})
+    for (const Lowered &l : lowered(train)) {
+      SCOPED_TRACE(l.entry->name + (train ? " (training)" : " (forward)"));
+      for (const NcclLowering &r : l.ranks)
+        EXPECT_EQ(firstStepOutside(r, kinds), "");
+    }
+  const std::vector<std::string> duals = {"ring_attention_grad", "halo_add",
+                                          "scan_state_exchange_grad", "cross_entropy_grad"};
+  std::vector<std::string> forwardOnly;
+  for (const std::string &kind : kinds)
+    if (std::find(duals.begin(), duals.end(), kind) == duals.end())
+      forwardOnly.push_back(kind);
+  EXPECT_EQ(forwardOnly.size() + duals.size(), kinds.size());
+  std::map<std::string, int64_t> refusedAt;
   for (const Lowered &l : lowered(true)) {
     SCOPED_TRACE(l.entry->name + " (training)");
-    std::string why = firstStepOutside(l.ranks[0], kinds);
-    // Dropless MoE's backward exchanges by count over NCCL as its forward
-    // does, and capacity mode's are transitions: MoE trains over NCCL where
-    // tp splits no vocabulary.
-    if (l.entry->name.rfind("moe", 0) == 0 && l.entry->name.find("tp2") == std::string::npos)
-      EXPECT_EQ(why, "");
-    if (why.empty())
-      continue;
-    ++refused;
-    EXPECT_TRUE(why.find("_grad) exchanges values (") != std::string::npos ||
-                why.find("(sl.halo_add) exchanges values (") != std::string::npos)
-        << why;
+    std::string why = firstStepOutside(l.ranks[0], forwardOnly);
+    for (const std::string &dual : duals)
+      if (why.find("(sl." + dual + ") exchanges values (") != std::string::npos)
+        ++refusedAt[dual];
   }
-  EXPECT_GT(refused, 0);
+  // Each dual is the first refusal of some entry: the vocabulary-parallel
+  // loss (tp), the ring (cp), the halos and the scans' state exchange.
+  for (const std::string &dual : duals)
+    EXPECT_GT(refusedAt[dual], 0) << dual;
 }
 
 /// A run that asks for device collectives on a device without them is

@@ -80,8 +80,9 @@ GatheredChunks gatheredChunks(const RankFacts &facts, const std::vector<int64_t>
 
 /// The lowered kinds (comm/nccl_plan.h) whose exchanges these routes give a
 /// device: ring_attention, halo, scan_state_exchange and cross_entropy, and
-/// dropless MoE forward and backward (its routes: comm/moe_routes.h). The
-/// other backward duals are not among them yet.
+/// their backward duals (ring_attention_grad, halo_add,
+/// scan_state_exchange_grad, cross_entropy_grad), and dropless MoE forward and
+/// backward (its routes: comm/moe_routes.h).
 const std::vector<std::string> &kernelExchangeKinds();
 
 /// The layout transitions, which lower to NCCL's collectives and point-to-point
@@ -90,7 +91,7 @@ const std::vector<std::string> &transitionKinds();
 
 /// Every kind whose exchanges a device runs over NCCL: the transitions and
 /// kernelExchangeKinds. A step of another kind that exchanges values is
-/// refused at load (firstStepOutside), its backward duals among them.
+/// refused at load (firstStepOutside).
 const std::vector<std::string> &ncclDeviceKinds();
 
 } // namespace shardline::rt

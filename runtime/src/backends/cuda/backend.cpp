@@ -14,6 +14,7 @@
 #include "backends/cuda/cuda_device.h"
 #include "backends/cuda/entry.h"
 #include "backends/cuda/exchange.h"
+#include "backends/cuda/exchange_grad.h"
 #include "backends/cuda/moe.h"
 #include "backends/cuda/nccl.h"
 #include "comm/nccl_kernels.h"
@@ -342,7 +343,9 @@ shardline_backend_cuda(int abiVersion, const KernelTable *reference, char *error
       }
     // The steps whose kernels exchange values themselves over NCCL, and
     // those that compute on what the exchanges bring (backends/cuda/exchange.h).
-    for (const auto &[kind, run] : exchangeRuns(cudaRuns())) {
+    std::map<std::string, CudaRun> exchanges = exchangeRuns(cudaRuns());
+    exchanges.merge(exchangeGradRuns());
+    for (const auto &[kind, run] : exchanges) {
       auto found = reference->find(kind);
       if (found == reference->end())
         continue;

@@ -1,11 +1,14 @@
 //===- backend_grad.cpp - the CUDA backend's backward and AdamW runs ------===//
 //
-// Training at world size 1 on the GPU: the backward of the norms, the linear
-// layers (through cuBLASLt), RoPE, attention and sliding-window attention,
-// the elementwise activations, cross-entropy, the embedding, the conv1d, the
-// RG-LRU and SSD scans and the router (dropless MoE's backward is in
-// backends/cuda/moe.cpp); the gradients' sums of squares and AdamW. Each run launches the kernels
-// of kernels/cuda/kernels_grad.h on the rank's CudaDevice.
+// Training on the GPU: the backward of the norms, the linear layers
+// (through cuBLASLt), RoPE, attention and sliding-window attention (over
+// halos and sequence chunks too), the elementwise activations,
+// cross-entropy over a whole vocabulary, the embedding, the conv1d and the
+// RG-LRU and SSD scans (with halos and sequence chunks), and the router
+// (MoE's backward is backends/cuda/moe.cpp's); the gradients' sums of
+// squares and AdamW. Each run launches the kernels of kernels/cuda/kernels_grad.h on
+// the rank's CudaDevice; the backward of the kernels' own exchanges is
+// exchange_grad.cpp's.
 //
 //===----------------------------------------------------------------------===//
 
@@ -13,9 +16,11 @@
 
 #include "backends/cuda/cuda_device.h"
 #include "backends/cuda/entry.h"
+#include "backends/cuda/run_util.h"
 #include "kernels/cuda/kernels_grad.h"
 
 #include <cmath>
+#include <tuple>
 
 namespace shardline::rt {
 
@@ -117,10 +122,7 @@ void attentionBackward(const Step &s, Frame &f, bool causal, float scale, int64_
   int64_t B = ql[0], Sq = ql[1], Sk = kl[1], HQ = ql[2] / D, HKV = kl[2] / D;
   cuda::AttentionTiling tiling;
   cuda::AttentionGradTiling gradTiling;
-  std::string error;
-  if (!cuda::attentionTiling(B, HQ, Sq, D, tiling, error) ||
-      !cuda::attentionGradTiling(B, HKV, Sk, D, gradTiling, error))
-    throw Stop{error, false};
+  attentionTilings(B, HQ, Sq, HKV, Sk, D, tiling, gradTiling);
   CudaDevice &dev = deviceOf(f);
   int64_t rows = B * Sq * HQ;
   auto *out = static_cast<float *>(dev.scratch(std::max<int64_t>(1, rows * (D + 2)) * 4));
@@ -162,18 +164,86 @@ void attentionGradKv(const Step &s, Frame &f) {
                     s.facts.keyPositions, nullptr, f.f(s.out[0]), f.f(s.out[1]));
 }
 
-/// Sliding-window attention's backward over sequences a rank holds whole
-/// (the forward's condition): dq, dk and dv at once, the keys at the
-/// queries' positions, the default scale.
-void localAttentionGrad(const Step &s, Frame &f) {
+/// Sliding-window attention's backward over sequences a rank holds whole:
+/// dq, dk and dv at once, the keys at the queries' positions, the default
+/// scale.
+void localAttentionGradWhole(const Step &s, Frame &f) {
   enum { kWindow = 1 };
-  if (chunksPerRank(f.tensors[s.in[0]].layout, 1) != 1)
-    throw Stop{"the CUDA backend runs local attention's backward over whole sequences only (no "
-               "halo)",
-               false};
   float scale = (float)(1.0 / std::sqrt((double)(f.global(s.in[0])[2] / s.attrs[kHeads].i)));
   attentionBackward(s, f, true, scale, s.attrs[kWindow].i, s.facts.positions, s.facts.positions,
                     f.f(s.out[0]), f.f(s.out[1]), f.f(s.out[2]));
+}
+
+/// local_attention_grad (q, k, v, dy -> dq, dk, dv) and, with halos,
+/// local_attention_grad_halo (q, k, v, k_halo, v_halo, dy -> dq, dk, dv,
+/// dk_halo, dv_halo), each local chunk of each batch entry as the forward
+/// takes it (kernels/cpu/local_attention_grad.cpp): its kept halo keys and
+/// values (those at positions >= 0) and its own gathered on the device, the
+/// attention backward over them at the chunk's global positions (the
+/// forward again for the log-sum-exp, then the dq and dk, dv kernels), and
+/// the keys' gradients split back: the kept halo rows' into the halo's
+/// gradient (the rows before position 0 zero), the others' into dk, dv.
+/// Sequences a rank holds whole take one launch of the whole batch.
+template <bool Halo> void localAttentionGrad(const Step &s, Frame &f) {
+  enum { Q, K, V, KHalo, VHalo };
+  enum { kWindow = 1 };
+  const TensorInfo &qt = f.tensors[s.in[Q]];
+  int64_t chunks = chunksPerRank(qt.layout, 1);
+  if (!Halo && chunks == 1)
+    return localAttentionGradWhole(s, f);
+  int DY = Halo ? 5 : 3;
+  int64_t window = s.attrs[kWindow].i, S = qt.local[1] / chunks, B = qt.local[0];
+  int64_t D = f.global(s.in[Q])[2] / s.attrs[kHeads].i, qw = qt.local[2], kw = f.local(s.in[K])[2],
+          H = Halo ? window - 1 : 0;
+  int64_t HQ = qw / D, HKV = kw / D;
+  float scale = (float)(1.0 / std::sqrt((double)D));
+  CudaDevice &dev = deviceOf(f);
+  cudaStream_t stream = dev.stream();
+  StepMemory memory(dev);
+  float *kk = memory.floats((H + S) * kw), *vv = memory.floats((H + S) * kw);
+  float *dkk = memory.floats((H + S) * kw), *dvv = memory.floats((H + S) * kw);
+  float *stats = memory.floats(S * HQ * (D + 2));
+  // Each chunk's buffers are filled after the previous chunk's kernels have
+  // read them: one stream orders them.
+  for (int64_t bi = 0; bi < B; ++bi)
+    for (int64_t c = 0; c < chunks; ++c) {
+      int64_t rows = (bi * chunks + c) * S;
+      WindowKeys keys = gatherWindowKeys(s, f, H, S, chunks, bi, c, kk, vv);
+      int64_t kept = keys.kept;
+      cuda::AttentionTiling tiling;
+      cuda::AttentionGradTiling gradTiling;
+      attentionTilings(1, HQ, S, HKV, kept + S, D, tiling, gradTiling);
+      cuda::AttentionGradArgs a{f.f(s.in[Q]) + rows * qw,
+                                kk,
+                                vv,
+                                f.f(s.in[DY]) + rows * qw,
+                                memory.indices(keys.queryPositions),
+                                memory.indices(keys.keyPositions),
+                                1,
+                                S,
+                                kept + S,
+                                HQ,
+                                HKV,
+                                D,
+                                true,
+                                scale,
+                                window,
+                                stats,
+                                stats + S * HQ * D,
+                                stats + S * HQ * (D + 1)};
+      checkCuda(
+          cuda::attention_grad(a, tiling, gradTiling, f.f(s.out[0]) + rows * qw, dkk, dvv, stream),
+          "local attention's backward");
+      for (auto [src, own, halo] : {std::tuple{dkk, 1, 3}, std::tuple{dvv, 2, 4}}) {
+        if (Halo) {
+          float *dhalo = f.f(s.out[halo]) + (bi * chunks + c) * H * kw;
+          checkCuda(cudaMemsetAsync(dhalo, 0, (size_t)keys.skip * kw * 4, stream),
+                    "cudaMemsetAsync");
+          copyDevice(dhalo + keys.skip * kw, src, kept * kw * 4, dev);
+        }
+        copyDevice(f.f(s.out[own]) + rows * kw, src + kept * kw, S * kw * 4, dev);
+      }
+    }
 }
 
 /// Cross-entropy's backward over a whole vocabulary: at world size 1 a rank
@@ -245,44 +315,55 @@ void adamW(const Step &s, Frame &f) {
   }
 }
 
-/// The conv's backward over whole sequences: a halo (a sequence split over
-/// ranks) is refused, as the CUDA backend runs such sequences' halos
-/// nowhere yet.
-void requireNoHalo(const Step &s, size_t halo, const char *op) {
-  if (s.in.size() > halo && s.has(halo))
-    throw Stop{std::string("the CUDA backend runs ") + op + " over whole sequences only (no halo)",
-               false};
+/// The sequences a conv's backward takes: the B whole ones, or with the
+/// forward's halo (operand 2) every chunk of each, in the forward's order
+/// (batch entry outermost), each with its W - 1 halo rows.
+struct ConvSequences {
+  int64_t count, length;
+  const float *halo;
+};
+ConvSequences convSequences(const Step &s, Frame &f, const TensorInfo &x) {
+  if (s.in.size() <= 2 || !s.has(2))
+    return {x.local[0], x.local[1], nullptr};
+  int64_t k = chunksPerRank(x.layout, 1);
+  return {x.local[0] * k, x.local[1] / k, f.f(s.in[2])};
 }
 
-/// causal_conv1d_grad (weight, dy -> dx).
+/// causal_conv1d_grad (weight, dy[, halo] -> dx[, dhalo]).
 void convGrad(const Step &s, Frame &f) {
-  requireNoHalo(s, 2, "causal_conv1d_grad");
-  const std::vector<int64_t> &dy = f.local(s.in[1]);
-  checkCuda(cuda::causal_conv1d_grad(f.f(s.in[0]), f.f(s.in[1]), dy[0], dy[1], dy[2],
-                                     f.local(s.in[0])[1], f.f(s.out[0]), deviceOf(f).stream()),
+  const TensorInfo &dy = f.tensors[s.in[1]];
+  ConvSequences seq = convSequences(s, f, dy);
+  float *dhalo = seq.halo && s.out.size() > 1 && s.out[1] >= 0 ? f.f(s.out[1]) : nullptr;
+  checkCuda(cuda::causal_conv1d_grad(f.f(s.in[0]), f.f(s.in[1]), seq.count, seq.length, dy.local[2],
+                                     f.local(s.in[0])[1], f.f(s.out[0]), dhalo,
+                                     deviceOf(f).stream()),
             "causal_conv1d_grad");
 }
 
-/// causal_conv1d_grad_weight (x, dy -> dweight, dbias).
+/// causal_conv1d_grad_weight (x, dy[, halo] -> dweight, dbias).
 void convGradWeight(const Step &s, Frame &f) {
-  requireNoHalo(s, 2, "causal_conv1d_grad_weight");
-  const std::vector<int64_t> &x = f.local(s.in[0]);
-  checkCuda(cuda::causal_conv1d_grad_weight(f.f(s.in[0]), f.f(s.in[1]), x[0], x[1], x[2],
-                                            f.local(s.out[0])[1], f.f(s.out[0]), f.f(s.out[1]),
-                                            deviceOf(f).stream()),
+  const TensorInfo &x = f.tensors[s.in[0]];
+  ConvSequences seq = convSequences(s, f, x);
+  checkCuda(cuda::causal_conv1d_grad_weight(f.f(s.in[0]), seq.halo, f.f(s.in[1]), seq.count,
+                                            seq.length, x.local[2], f.local(s.out[0])[1],
+                                            f.f(s.out[0]), f.f(s.out[1]), deviceOf(f).stream()),
             "causal_conv1d_grad_weight");
 }
 
+/// The sequences a scan's backward takes per batch entry: the chunks of a
+/// sequence split over ranks where the op names `chunk_axes` (attribute
+/// `attr`), else 1.
+int64_t scanChunks(const Step &s, const TensorInfo &x, size_t attr) {
+  return s.attrs[attr].strings.empty() ? 1 : chunksPerRank(x.layout, 1);
+}
+
 /// rglru_scan_grad (-> dx, dstate_in?) and rglru_scan_grad_weights (-> dwa,
-/// dba, dwx, dbx, dlambda) over whole sequences: the chunks of a sequence
-/// split over ranks are refused.
+/// dba, dwx, dbx, dlambda), over whole sequences or each chunk of a
+/// sequence split over ranks from its own state and summaries' cotangents.
 template <bool Weights> void rglruScanGrad(const Step &s, Frame &f) {
   enum { X, Wa, Ba, Wx, Bx, Lambda, StateIn, Dy, DState, DDecay };
-  if (!s.attrs[0].strings.empty())
-    throw Stop{"the CUDA backend runs the RG-LRU scan's backward over whole sequences only (no "
-               "chunks)",
-               false};
   const std::vector<int64_t> &x = f.local(s.in[X]);
+  int64_t chunks = scanChunks(s, f.tensors[s.in[X]], 0);
   CudaDevice &dev = deviceOf(f);
   auto in = [&](int i) -> const float * { return s.has(i) ? f.f(s.in[i]) : nullptr; };
   auto out = [&](size_t r) -> float * {
@@ -309,21 +390,19 @@ template <bool Weights> void rglruScanGrad(const Step &s, Frame &f) {
       Weights ? out(2) : nullptr,
       Weights ? out(3) : nullptr,
       Weights ? out(4) : nullptr,
-      static_cast<double *>(dev.scratch(std::max<int64_t>(1, x[1] * x[2]) * 8))};
+      static_cast<double *>(dev.scratch(std::max<int64_t>(1, x[1] * x[2]) * 8)),
+      chunks};
   checkCuda(cuda::rglru_scan_grad(a, dev.stream()), "rglru_scan_grad");
 }
 
 /// ssd_scan_grad (-> dx, ddt, dB, dC[, dstate_in]) and ssd_scan_grad_params
-/// (-> da_log, dd, ddt_bias) over whole sequences: the scan's backward and
-/// its prelude's computed whole by either op, the other op's results into
-/// scratch, as the CPU's entries do. A sequence cut into chunks is refused.
+/// (-> da_log, dd, ddt_bias), over whole sequences or each chunk of a
+/// sequence split over ranks from its own state and summaries' cotangents:
+/// the scan's backward and its prelude's computed whole by either op, the
+/// other op's results into scratch, as the CPU's entries do.
 template <bool Params> void ssdScanGrad(const Step &s, Frame &f) {
   enum { X, Dt, ALog, Bm, Cm, D, DtBias, Dy, StateIn, DState, DDecay };
   enum { kHeads, kGroups, kChunkAxes };
-  if (!s.attrs[kChunkAxes].strings.empty())
-    throw Stop{"the CUDA backend runs the SSD scan's backward over whole sequences only (no "
-               "chunks)",
-               false};
   const TensorInfo &x = f.tensors[s.in[X]];
   const std::vector<int64_t> &cl = f.local(s.in[Cm]);
   int64_t nh = f.local(s.in[Dt])[2], p = x.shape[2] / s.attrs[kHeads].i;
@@ -361,7 +440,8 @@ template <bool Params> void ssdScanGrad(const Step &s, Frame &f) {
                              dA,
                              Params ? f.f(s.out[1]) : dD,
                              !Params && s.out.size() > 4 && s.out[4] >= 0 ? f.f(s.out[4]) : nullptr,
-                             scratch};
+                             scratch,
+                             scanChunks(s, x, kChunkAxes)};
   checkCuda(cuda::ssd_scan_grad(f.f(s.in[Dt]), f.f(s.in[DtBias]), f.f(s.in[ALog]), dtPrelude, A, a,
                                 Params ? nullptr : f.f(s.out[1]), Params ? f.f(s.out[2]) : nullptr,
                                 Params ? f.f(s.out[0]) : nullptr, dev.stream()),
@@ -395,7 +475,8 @@ const std::map<std::string, void (*)(const Step &, Frame &)> &cudaGradRuns() {
       {"rope_grad", ropeGrad},
       {"attention_grad", attentionGrad},
       {"attention_grad_kv", attentionGradKv},
-      {"local_attention_grad", localAttentionGrad},
+      {"local_attention_grad", localAttentionGrad<false>},
+      {"local_attention_grad_halo", localAttentionGrad<true>},
       {"causal_conv1d_grad", convGrad},
       {"causal_conv1d_grad_weight", convGradWeight},
       {"rglru_scan_grad", rglruScanGrad<false>},

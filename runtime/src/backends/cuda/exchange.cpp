@@ -12,6 +12,7 @@
 #include "backends/cuda/cuda_device.h"
 #include "backends/cuda/entry.h"
 #include "backends/cuda/nccl.h"
+#include "backends/cuda/run_util.h"
 #include "comm/nccl_kernels.h"
 #include "kernels/cuda/exchange.h"
 #include "kernels/cuda/kernels.h"
@@ -25,64 +26,9 @@ namespace shardline::rt {
 
 namespace {
 
-/// Device memory for one step, released (after the stream's work) when the
-/// step ends or stops.
-class StepMemory {
-public:
-  explicit StepMemory(CudaDevice &device) : device(device) {}
-  StepMemory(const StepMemory &) = delete;
-  StepMemory &operator=(const StepMemory &) = delete;
-  ~StepMemory() {
-    if (held.empty())
-      return;
-    cudaStreamSynchronize(device.stream());
-    for (void *p : held)
-      device.release(p);
-  }
-  float *floats(int64_t count) { return static_cast<float *>(bytes(count * 4)); }
-  double *doubles(int64_t count) { return static_cast<double *>(bytes(count * 8)); }
-  /// A device copy of `values`.
-  int64_t *indices(const std::vector<int64_t> &values) {
-    auto *out = static_cast<int64_t *>(bytes((int64_t)values.size() * 8));
-    if (!values.empty())
-      checkCuda(cudaMemcpyAsync(out, values.data(), values.size() * 8, cudaMemcpyHostToDevice,
-                                device.stream()),
-                "cudaMemcpyAsync of indices");
-    return out;
-  }
-
-private:
-  void *bytes(int64_t n) {
-    held.push_back(device.allocate(std::max<int64_t>(n, 8)));
-    return held.back();
-  }
-  CudaDevice &device;
-  std::vector<void *> held;
-};
-
-/// The rank's NCCL world; nullptr is only right for an exchange within a
-/// group of one.
-NcclWorld *worldFor(Frame &f, size_t groupSize) {
-  NcclWorld *world = deviceOf(f).nccl();
-  if (!world && groupSize > 1)
-    throw Stop{"the CUDA backend exchanges values between ranks over NCCL only (--comm nccl)",
-               false};
-  return world;
-}
-
-const std::vector<std::string> &axesAttr(const Step &s, size_t index) {
-  return s.attrs[index].strings;
-}
-
-void copyDevice(void *dst, const void *src, int64_t bytes, CudaDevice &device) {
-  if (bytes > 0)
-    checkCuda(cudaMemcpyAsync(dst, src, (size_t)bytes, cudaMemcpyDeviceToDevice, device.stream()),
-              "cudaMemcpyAsync");
-}
-
 // -- ring attention -----------------------------------------------------------
 
-enum { kHeads, kCausal, kScale, kRingAxes };
+enum { kRingAxes = 3 };
 
 /// A second stream of the rank's GPU, for an exchange beside the compute on
 /// the rank's stream, and the event that orders the two; it finishes its
@@ -127,12 +73,10 @@ private:
 /// queued before the exchange was (the event orders them).
 void ringAttention(const Step &s, Frame &f) {
   int32_t q = s.in[0], k = s.in[1], v = s.in[2], out = s.out[0];
-  const std::vector<int64_t> &ql = f.local(q), &kl = f.local(k);
-  int64_t D = f.global(q)[2] / s.attrs[kHeads].i;
-  int64_t B = ql[0], Sq = ql[1], Sk = kl[1], HQ = ql[2] / D, HKV = kl[2] / D;
-  float scale =
-      s.attrs[kScale].present ? (float)s.attrs[kScale].f : (float)(1.0 / std::sqrt((double)D));
-  bool causal = s.attrs[kCausal].i != 0;
+  AttentionShape shape = attentionShape(s, f);
+  int64_t B = shape.B, Sq = shape.Sq, Sk = shape.Sk, HQ = shape.HQ, HKV = shape.HKV, D = shape.D;
+  float scale = shape.scale;
+  bool causal = shape.causal;
   cuda::AttentionTiling tiling;
   std::string error;
   if (!cuda::attentionTiling(B, HQ, Sq, D, tiling, error))
@@ -184,47 +128,11 @@ void ringAttention(const Step &s, Frame &f) {
 
 // -- halos ---------------------------------------------------------------------
 
-enum { kHaloAxes, kHaloWidth };
-
 /// The width rows before each local chunk, from whoever holds them
 /// (comm/nccl_kernels.h, haloRoutes): this rank's own rows copied, the
 /// others' packed by peer, sent and received in one grouped call, and
 /// placed; the slots before position 0 are zero.
-void halo(const Step &s, Frame &f) {
-  const TensorInfo &x = f.tensors[s.in[0]];
-  int64_t B = x.local[0], rows = x.local[1], C = x.local[2];
-  int64_t slots = chunksPerRank(x.layout, 1) * s.attrs[kHaloWidth].i;
-  HaloRoutes routes = haloRoutes(s.facts, f.self, B, rows, slots, false);
-  NcclWorld *world = worldFor(f, routes.peers.size() + 1);
-  CudaDevice &device = deviceOf(f);
-  StepMemory memory(device);
-  const float *src = f.f(s.in[0]);
-  float *y = f.f(s.out[0]);
-  checkCuda(cudaMemsetAsync(y, 0, (size_t)f.n(s.out[0]) * 4, device.stream()), "cudaMemsetAsync");
-  int64_t own = (int64_t)routes.selfFrom.size();
-  launched(cuda::copy_rows(src, memory.indices(routes.selfFrom), memory.indices(routes.selfTo), own,
-                           C, false, y, device.stream()),
-           "copy_rows");
-  std::vector<NcclWorld::PeerTransfer> transfers;
-  std::vector<std::pair<float *, const HaloPeer *>> arrivals;
-  for (const HaloPeer &p : routes.peers) {
-    int64_t sent = (int64_t)p.sendRows.size(), received = (int64_t)p.recvRows.size();
-    float *packed = memory.floats(sent * C), *landing = memory.floats(received * C);
-    launched(cuda::copy_rows(src, memory.indices(p.sendRows), nullptr, sent, C, false, packed,
-                             device.stream()),
-             "copy_rows");
-    transfers.push_back({p.rank, packed, sent * C, landing, received * C});
-    arrivals.push_back({landing, &p});
-  }
-  if (!transfers.empty())
-    world->sendRecv(f, axesAttr(s, kHaloAxes), transfers);
-  for (const auto &[landing, p] : arrivals)
-    launched(cuda::copy_rows(landing, nullptr, memory.indices(p->recvRows),
-                             (int64_t)p->recvRows.size(), C, false, y, device.stream()),
-             "copy_rows");
-  if (world)
-    world->countSent(s, f);
-}
+void halo(const Step &s, Frame &f) { haloExchange(s, f, false); }
 
 // -- local attention over a halo ---------------------------------------------------
 
@@ -252,25 +160,13 @@ void localAttentionOverHalo(const Step &s, Frame &f) {
   float *kk = memory.floats((H + S) * kw), *vv = memory.floats((H + S) * kw);
   for (int64_t bi = 0; bi < B; ++bi)
     for (int64_t c = 0; c < chunks; ++c) {
-      int64_t rows = (bi * chunks + c) * S, start = s.facts.positions[c * S];
-      cuda::arith::HaloWindow w = cuda::arith::haloWindow(H, start);
-      int64_t skip = w.skip, kept = w.kept;
-      int64_t haloRows = ((bi * chunks + c) * H + skip) * kw;
-      if (kept > 0) {
-        copyDevice(kk, f.f(s.in[KHalo]) + haloRows, kept * kw * 4, device);
-        copyDevice(vv, f.f(s.in[VHalo]) + haloRows, kept * kw * 4, device);
-      }
-      copyDevice(kk + kept * kw, f.f(s.in[K]) + rows * kw, S * kw * 4, device);
-      copyDevice(vv + kept * kw, f.f(s.in[V]) + rows * kw, S * kw * 4, device);
-      std::vector<int64_t> queryPositions(S), keyPositions(kept + S);
-      for (int64_t i = 0; i < S; ++i)
-        queryPositions[i] = start + i;
-      for (int64_t i = 0; i < kept + S; ++i)
-        keyPositions[i] = start - kept + i;
-      launched(cuda::attention(f.f(s.in[Q]) + rows * qw, kk, vv, memory.indices(queryPositions),
-                               memory.indices(keyPositions), 1, S, kept + S, HQ, HKV, D, true,
-                               scale, window, tiling, f.f(s.out[0]) + rows * qw, nullptr,
-                               device.stream()),
+      int64_t rows = (bi * chunks + c) * S;
+      WindowKeys keys = gatherWindowKeys(s, f, H, S, chunks, bi, c, kk, vv);
+      int64_t kept = keys.kept;
+      launched(cuda::attention(
+                   f.f(s.in[Q]) + rows * qw, kk, vv, memory.indices(keys.queryPositions),
+                   memory.indices(keys.keyPositions), 1, S, kept + S, HQ, HKV, D, true, scale,
+                   window, tiling, f.f(s.out[0]) + rows * qw, nullptr, device.stream()),
                "attention");
       // The next chunk reuses kk and vv: this one's attention reads them first.
       checkCuda(cudaStreamSynchronize(device.stream()), "cudaStreamSynchronize");
@@ -284,33 +180,18 @@ void localAttentionOverHalo(const Step &s, Frame &f) {
 /// before it (comm/nccl_kernels.h, gatheredChunks; kernels/cpu,
 /// scan_combine_states).
 void stateExchange(const Step &s, Frame &f) {
-  int32_t states = s.in[0], decays = s.in[1];
-  int64_t local = f.local(states)[0], chunks = f.global(states)[0];
-  if (local == 0)
-    return;
-  int64_t stateSize = f.n(states) / local, decaySize = f.n(decays) / local;
-  NcclWorld *world = worldFor(f, s.facts.members.size());
-  std::vector<int64_t> members = world ? world->members(axesAttr(s, 0)) : s.facts.members;
-  GatheredChunks at = gatheredChunks(s.facts, members, chunks, local, stateSize, decaySize);
-  if (!at.error.empty())
-    throw Stop{"the state exchange's chunks: " + at.error, false};
   CudaDevice &device = deviceOf(f);
   StepMemory memory(device);
-  int64_t part = f.n(states) + f.n(decays);
-  float *mine = memory.floats(part), *gathered = memory.floats(part * (int64_t)members.size());
-  copyDevice(mine, f.f(states), f.n(states) * 4, device);
-  copyDevice(mine + f.n(states), f.f(decays), f.n(decays) * 4, device);
-  if (world)
-    world->allGather(f, axesAttr(s, 0), mine, gathered, part);
-  else
-    copyDevice(gathered, mine, part * 4, device);
-  launched(cuda::chunk_initial_states(gathered, memory.indices(at.stateAt),
-                                      memory.indices(at.decayAt), memory.indices(s.facts.positions),
-                                      local, stateSize, stateSize / decaySize, f.f(s.out[0]),
-                                      device.stream()),
+  GatheredSummaries g = gatherSummaries(s, f, memory, s.in[0], s.in[1]);
+  if (!g.gathered)
+    return;
+  launched(cuda::chunk_initial_states(g.gathered, memory.indices(g.at.stateAt),
+                                      memory.indices(g.at.decayAt),
+                                      memory.indices(s.facts.positions), g.local, g.stateSize,
+                                      g.stateSize / g.decaySize, f.f(s.out[0]), device.stream()),
            "chunk_initial_states");
-  if (world)
-    world->countSent(s, f);
+  if (g.world)
+    g.world->countSent(s, f);
 }
 
 cuda::Sequences sequencesOf(const TensorInfo &x, bool chunked) {

@@ -266,12 +266,14 @@ SL_HD void adamwElement(float &w, float grad, float &m, float &v, const AdamWCon
 
 // -- causal depthwise conv1d ---------------------------------------------------------
 //
-// Over whole sequences (no halo), as kernels/cpu/mamba_grad.cpp's
-// causal_conv1d_grad and causal_conv1d_grad_weight compute them for a
-// sequence: sums in double in the CPU's order.
+// Over whole sequences or sequence chunks with their halos, as
+// kernels/cpu/mamba_grad.cpp's causal_conv1d_grad and
+// causal_conv1d_grad_weight compute them for a sequence: sums in double in
+// the CPU's order.
 
 /// dx of token u, channel c of a sequence dy[S, C]: the kernel w[C, W] over
-/// the outputs that read it.
+/// the outputs that read it; u from -(W - 1) to -1 is the sequence's halo
+/// row u + W - 1 (a chunk's halo gradient).
 SL_HD float convGradInput(const float *w, const float *dy, int64_t S, int64_t C, int64_t W,
                           int64_t u, int64_t c) {
   double acc = 0.0;
@@ -284,10 +286,11 @@ SL_HD float convGradInput(const float *w, const float *dy, int64_t S, int64_t C,
 }
 
 /// One sequence's share of dweight[c, j] (j < W) or of dbias[c] (j == W):
-/// dy[t, c] times the input tap j reads (zero before the sequence), over the
-/// tokens in order.
-SL_HD double convGradWeightSum(const float *x, const float *dy, int64_t S, int64_t C, int64_t W,
-                               int64_t c, int64_t j) {
+/// dy[t, c] times the input tap j reads, over the tokens in order; before
+/// the sequence the tap reads the sequence's halo rows [W - 1, C] (a chunk
+/// of a sequence split over ranks), or zero when halo is nullptr.
+SL_HD double convGradWeightSum(const float *x, const float *halo, const float *dy, int64_t S,
+                               int64_t C, int64_t W, int64_t c, int64_t j) {
   double acc = 0.0;
   for (int64_t t = 0; t < S; ++t) {
     double g = dy[t * C + c];
@@ -296,39 +299,50 @@ SL_HD double convGradWeightSum(const float *x, const float *dy, int64_t S, int64
       continue;
     }
     int64_t src = t - (W - 1) + j;
-    acc += g * (src >= 0 ? (double)x[src * C + c] : 0.0);
+    double v = 0.0;
+    if (src >= 0)
+      v = x[src * C + c];
+    else if (halo)
+      v = halo[((W - 1) + src) * C + c];
+    acc += g * v;
   }
   return acc;
 }
 
 // -- the RG-LRU scan ---------------------------------------------------------------------
 
-/// What the RG-LRU scan's backward reads and writes over whole sequences
-/// (kernels/cpu/recurrent_grad.cpp, rglru_scan_grad, c = 8): x and dy
-/// [B, S, W], the gate parameters and lambda [W], state_in, dstate, ddecay
-/// [B, W] or nullptr; dx [B, S, W] and dstate_in [B, W] when not nullptr,
-/// the parameters' gradients [W] when dwa is not nullptr; h is scratch of
-/// [S, W] doubles (the states of one batch entry).
+/// What the RG-LRU scan's backward reads and writes (kernels/cpu/
+/// recurrent_grad.cpp, rglru_scan_grad, c = 8): x and dy [B, S, W] of B
+/// batch entries of S tokens, each cut into `chunks` sequences (chunks of a
+/// sequence split over ranks; 1: whole sequences), the gate parameters and
+/// lambda [W], state_in, dstate, ddecay a [W] slot per sequence (c*B + b,
+/// arith.h's sequenceAt) or nullptr; dx [B, S, W] and dstate_in (its slots)
+/// when not nullptr, the parameters' gradients [W] when dwa is not nullptr;
+/// h is scratch of [S / chunks, W] doubles (the states of one sequence).
 struct RglruGradArgs {
   const float *x, *wa, *ba, *wx, *bx, *lambda, *stateIn, *dy, *dstate, *ddecay;
   int64_t B, S, W;
   float *dx, *dstateIn, *dwa, *dba, *dwx, *dbx, *dlambda;
   double *h;
+  int64_t chunks = 1;
 };
 
-/// Channel w of the backward, batch entry after batch entry as the CPU
-/// kernel takes them: the scan again in double (its states into h), then
-/// the state's cotangent carried back through the decays, with the
-/// parameters' sums in double added to their f32 results once per batch
-/// entry. The arithmetic is the CPU's, operation for operation.
+/// Channel w of the backward, sequence after sequence as the CPU table's
+/// entry takes them (batch entry outermost, then chunk): the scan again in
+/// double from the sequence's state (its states into h), then the state's
+/// cotangent carried back through the decays from the sequence's final
+/// state's and decay's cotangents, with the parameters' sums in double
+/// added to their f32 results once per sequence. The arithmetic is the
+/// CPU's, operation for operation.
 SL_HD void rglruGradLane(const RglruGradArgs &a, int64_t w) {
   const double c = 8.0f, base = rglruLogBase(a.lambda[w], 8.0f);
   float pwa = 0.0f, pba = 0.0f, pwx = 0.0f, pbx = 0.0f, plambda = 0.0f;
-  for (int64_t b = 0; b < a.B; ++b) {
-    const int64_t row0 = b * a.S * a.W;
-    const double h0 = a.stateIn ? a.stateIn[b * a.W + w] : 0.0;
+  for (int64_t q = 0; q < a.B * a.chunks; ++q) {
+    const Sequence at = sequenceAt(q, a.B, a.S, a.chunks);
+    const int64_t row0 = at.firstRow * a.W, S = at.length, slot = at.stateSlot * a.W + w;
+    const double h0 = a.stateIn ? a.stateIn[slot] : 0.0;
     double logDecay = 0.0;
-    for (int64_t t = 0; t < a.S; ++t) {
+    for (int64_t t = 0; t < S; ++t) {
       const int64_t i = row0 + t * a.W + w;
       float gateA = rglruGate(a.wa[w], a.x[i], a.ba[w]),
             gateX = rglruGate(a.wx[w], a.x[i], a.bx[w]);
@@ -337,10 +351,10 @@ SL_HD void rglruGradLane(const RglruGradArgs &a, int64_t w) {
       a.h[t * a.W + w] = exp(la) * prev + sqrt(-expm1(2.0 * la)) * sigmoid(gateX) * a.x[i];
       logDecay += la;
     }
-    const double dLogDecay = a.ddecay ? a.ddecay[b * a.W + w] * exp(logDecay) : 0.0;
-    double carry = a.dstate ? a.dstate[b * a.W + w] : 0.0;
+    const double dLogDecay = a.ddecay ? a.ddecay[slot] * exp(logDecay) : 0.0;
+    double carry = a.dstate ? a.dstate[slot] : 0.0;
     double swa = 0.0, sba = 0.0, swx = 0.0, sbx = 0.0, sbase = 0.0;
-    for (int64_t t = a.S - 1; t >= 0; --t) {
+    for (int64_t t = S - 1; t >= 0; --t) {
       const int64_t i = row0 + t * a.W + w;
       float gateA = rglruGate(a.wa[w], a.x[i], a.ba[w]),
             gateX = rglruGate(a.wx[w], a.x[i], a.bx[w]);
@@ -363,7 +377,7 @@ SL_HD void rglruGradLane(const RglruGradArgs &a, int64_t w) {
       carry = g * decay;
     }
     if (a.dstateIn)
-      a.dstateIn[b * a.W + w] = (float)carry;
+      a.dstateIn[slot] = (float)carry;
     // d log(sigmoid(l)) / dl = 1 - sigmoid(l).
     const double dl = sbase * c * (1.0 - sigmoid(a.lambda[w]));
     pwa = (float)(pwa + swa);
@@ -400,22 +414,26 @@ SL_HD int64_t ssdGradLaneDoubles(int64_t S, int64_t P, int64_t N) {
   return ((blocks > 1 ? blocks : 1) + kSsdGradBlock + 3) * P * N + 2 * N;
 }
 
-/// What the SSD scan's backward reads and writes: x, dy [B, S, NH*P]; dt
-/// [B, S, NH] after the prelude (softplus(dt + dt_bias)) and A [NH]
-/// (-exp(a_log)); B and C [B, S, G*N]; D [NH]; state_in, dstate
-/// [B, NH, P, N] and ddecay [B, NH] or nullptr. It writes dx; ddt, the
-/// cotangent of the prelude's dt; dB, dC; dA and dD [NH] (f32, added to once
-/// per batch entry from zero); dstate_in when not nullptr. `scratch` holds
-/// ssdGradLaneDoubles a lane.
+/// What the SSD scan's backward reads and writes: x, dy [B, S, NH*P] of B
+/// batch entries of S tokens, each cut into `chunks` sequences (1: whole
+/// sequences); dt [B, S, NH] after the prelude (softplus(dt + dt_bias)) and
+/// A [NH] (-exp(a_log)); B and C [B, S, G*N]; D [NH]; state_in, dstate
+/// [NH, P, N] and ddecay [NH] a slot per sequence (c*B + b, arith.h's
+/// sequenceAt) or nullptr. It writes dx; ddt, the cotangent of the
+/// prelude's dt; dB, dC; dA and dD [NH] (f32, added to once per sequence
+/// from zero); dstate_in when not nullptr. `scratch` holds
+/// ssdGradLaneDoubles(S, P, N) a lane.
 struct SsdGradArgs {
   const float *x, *dt, *A, *Bm, *Cm, *D, *stateIn, *dy, *dstate, *ddecay;
   int64_t B, S, NH, P, G, N;
   float *dx, *ddt, *dB, *dC, *dA, *dD, *dstateIn;
   double *scratch;
+  int64_t chunks = 1;
 };
 
-/// Group `grp`'s lane: every batch entry, every head of the group, as the
-/// CPU kernel walks one head (kernels/cpu/mamba_grad.cpp, ssd_scan_grad).
+/// Group `grp`'s lane: every sequence (batch entry outermost, then chunk),
+/// every head of the group, as the CPU table's entry and kernel walk one
+/// head (kernels/cpu/mamba_grad.cpp, ssd_scan_grad).
 SL_HD void ssdGradLane(const SsdGradArgs &a, int64_t grp) {
   const int64_t P = a.P, N = a.N, PN = P * N, perGroup = a.NH / a.G;
   const int64_t blocks = (a.S + kSsdGradBlock - 1) / kSsdGradBlock;
@@ -427,17 +445,19 @@ SL_HD void ssdGradLane(const SsdGradArgs &a, int64_t grp) {
     if (a.dD)
       a.dD[h] = 0.0f;
   }
-  for (int64_t b = 0; b < a.B; ++b) {
-    for (int64_t t = 0; t < a.S; ++t)
+  for (int64_t q = 0; q < a.B * a.chunks; ++q) {
+    const Sequence at = sequenceAt(q, a.B, a.S, a.chunks);
+    const int64_t S = at.length, seqBlocks = (S + kSsdGradBlock - 1) / kSsdGradBlock;
+    for (int64_t t = 0; t < S; ++t)
       for (int64_t n = 0; n < N; ++n) {
-        int64_t i = ((b * a.S + t) * a.G + grp) * N + n;
+        int64_t i = ((at.firstRow + t) * a.G + grp) * N + n;
         a.dB[i] = 0.0f;
         a.dC[i] = 0.0f;
       }
     for (int64_t h = grp * perGroup; h < (grp + 1) * perGroup; ++h) {
-      const int64_t sidx = (b * a.NH + h) * PN;
+      const int64_t sidx = (at.stateSlot * a.NH + h) * PN;
       const double Ah = a.A[h];
-      auto row = [&](int64_t t) { return b * a.S + t; };
+      auto row = [&](int64_t t) { return at.firstRow + t; };
       auto dtAt = [&](int64_t t) { return (double)a.dt[row(t) * a.NH + h]; };
       // s_t = a_t s_{t-1} + dt_t x_t B_t^T, from `from` into `to`.
       auto step = [&](const double *from, double *to, int64_t t) {
@@ -450,7 +470,7 @@ SL_HD void ssdGradLane(const SsdGradArgs &a, int64_t grp) {
       for (int64_t i = 0; i < PN; ++i)
         cur[i] = a.stateIn ? a.stateIn[sidx + i] : 0.0;
       double logDecay = 0.0;
-      for (int64_t t = 0; t < a.S; ++t) {
+      for (int64_t t = 0; t < S; ++t) {
         if (t % kSsdGradBlock == 0)
           for (int64_t i = 0; i < PN; ++i)
             checkpoints[(t / kSsdGradBlock) * PN + i] = cur[i];
@@ -459,13 +479,13 @@ SL_HD void ssdGradLane(const SsdGradArgs &a, int64_t grp) {
           cur[i] = states[i];
         logDecay += dtAt(t) * Ah;
       }
-      const double dLogDecay = a.ddecay ? a.ddecay[b * a.NH + h] * exp(logDecay) : 0.0;
+      const double dLogDecay = a.ddecay ? a.ddecay[at.stateSlot * a.NH + h] * exp(logDecay) : 0.0;
       for (int64_t i = 0; i < PN; ++i)
         g[i] = a.dstate ? a.dstate[sidx + i] : 0.0;
       double accA = 0.0, accD = 0.0;
-      for (int64_t blk = blocks - 1; blk >= 0; --blk) {
+      for (int64_t blk = seqBlocks - 1; blk >= 0; --blk) {
         const int64_t t0 = blk * kSsdGradBlock;
-        const int64_t L = a.S - t0 < kSsdGradBlock ? a.S - t0 : kSsdGradBlock;
+        const int64_t L = S - t0 < kSsdGradBlock ? S - t0 : kSsdGradBlock;
         for (int64_t i = 0; i < PN; ++i)
           states[i] = checkpoints[blk * PN + i];
         for (int64_t i = 0; i < L; ++i)

@@ -96,15 +96,6 @@ __global__ void shardedMeanKernel(const double *terms, int64_t T, double tokens,
   blockMeanLoss(terms, T, tokens, partialTerms, loss);
 }
 
-template <typename Kernel, typename... Args>
-cudaError_t elementwise(int64_t n, cudaStream_t stream, Kernel kernel, Args... args) {
-  if (n == 0)
-    return cudaSuccess;
-  LaunchShape shape = elementwiseShape(n);
-  kernel<<<(unsigned)shape.blocks, shape.threads, 0, stream>>>(args...);
-  return cudaGetLastError();
-}
-
 } // namespace
 
 cudaError_t copy_rows(const float *src, const int64_t *from, const int64_t *to, int64_t n,

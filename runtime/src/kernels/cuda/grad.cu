@@ -410,14 +410,26 @@ cudaError_t attention_grad(const AttentionGradArgs &a, const AttentionTiling &ti
                     a.causal, a.scale, a.window, tiling, a.out, a.lse, stream);
       status != cudaSuccess)
     return status;
-  int64_t rows = a.B * a.Sq * a.HQ;
-  if (rows > 0) {
-    LaunchShape shape = elementwiseShape(rows);
-    attentionDeltaKernel<<<(unsigned)shape.blocks, shape.threads, 0, stream>>>(
-        a.dy, a.out, a.B, a.Sq, a.HQ, a.D, a.delta);
-    if (cudaError_t status = cudaGetLastError(); status != cudaSuccess)
-      return status;
-  }
+  if (cudaError_t status = attention_delta(a.dy, a.out, a.B, a.Sq, a.HQ, a.D, a.delta, stream);
+      status != cudaSuccess)
+    return status;
+  return attention_grad_from_stats(a, tiling, gradTiling, dq, dk, dv, stream);
+}
+
+cudaError_t attention_delta(const float *dy, const float *out, int64_t B, int64_t Sq, int64_t HQ,
+                            int64_t D, float *delta, cudaStream_t stream) {
+  int64_t rows = B * Sq * HQ;
+  if (rows == 0)
+    return cudaSuccess;
+  LaunchShape shape = elementwiseShape(rows);
+  attentionDeltaKernel<<<(unsigned)shape.blocks, shape.threads, 0, stream>>>(dy, out, B, Sq, HQ, D,
+                                                                             delta);
+  return cudaGetLastError();
+}
+
+cudaError_t attention_grad_from_stats(const AttentionGradArgs &a, const AttentionTiling &tiling,
+                                      const AttentionGradTiling &gradTiling, float *dq, float *dk,
+                                      float *dv, cudaStream_t stream) {
   if (dq && tiling.shape.blocks > 0) {
     auto launch = [&](auto kernel) {
       kernel<<<(unsigned)tiling.shape.blocks, tiling.shape.threads, tiling.shape.sharedBytes,

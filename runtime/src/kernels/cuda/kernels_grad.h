@@ -71,6 +71,20 @@ cudaError_t attention_grad(const AttentionGradArgs &a, const AttentionTiling &ti
                            const AttentionGradTiling &gradTiling, float *dq, float *dk, float *dv,
                            cudaStream_t stream);
 
+/// delta [B, HQ, Sq] of each query: dy·out over its D values (the forward's
+/// out [B, Sq, HQ*D]), in double (arith::attentionDelta).
+cudaError_t attention_delta(const float *dy, const float *out, int64_t B, int64_t Sq, int64_t HQ,
+                            int64_t D, float *delta, cudaStream_t stream);
+
+/// attention_grad's dq and dk, dv kernels alone, from a.lse and a.delta as
+/// given (a.out is not read): the share of the keys k, v of a softmax whose
+/// log-sum-exp and delta cover more keys than these, as ring attention's
+/// backward takes each member's block (kernels/cpu, attention_block_grad).
+/// dq, dk and dv are written, not added to.
+cudaError_t attention_grad_from_stats(const AttentionGradArgs &a, const AttentionTiling &tiling,
+                                      const AttentionGradTiling &gradTiling, float *dq, float *dk,
+                                      float *dv, cudaStream_t stream);
+
 /// dlogits[T, V] of the mean cross-entropy over `tokens` tokens (a whole
 /// vocabulary: world size 1); every label outside [0, V) adds one to
 /// *badLabels (its row gets no -1).
@@ -97,21 +111,25 @@ cudaError_t adamw(float *w, const float *grad, float *m, float *v, int64_t n,
                   const arith::AdamWConstants &constants, const float *sumsq, int32_t *badSumsq,
                   cudaStream_t stream);
 
-/// Causal depthwise conv1d's backward over whole sequences x, dy [B, S, C]
-/// (no halo), the kernel w[C, W]: dx, and dweight [C, W] with dbias [C].
+/// Causal depthwise conv1d's backward over B sequences (whole, or chunks of
+/// a sequence split over ranks) x, dy [B, S, C], the kernel w[C, W]: dx,
+/// and each sequence's halo rows' gradient dhalo [B, W - 1, C] when dhalo
+/// is not nullptr; dweight [C, W] with dbias [C], the taps before each
+/// sequence reading its rows of halo [B, W - 1, C] (zero when nullptr).
 cudaError_t causal_conv1d_grad(const float *w, const float *dy, int64_t B, int64_t S, int64_t C,
-                               int64_t W, float *dx, cudaStream_t stream);
-cudaError_t causal_conv1d_grad_weight(const float *x, const float *dy, int64_t B, int64_t S,
-                                      int64_t C, int64_t W, float *dweight, float *dbias,
+                               int64_t W, float *dx, float *dhalo, cudaStream_t stream);
+cudaError_t causal_conv1d_grad_weight(const float *x, const float *halo, const float *dy, int64_t B,
+                                      int64_t S, int64_t C, int64_t W, float *dweight, float *dbias,
                                       cudaStream_t stream);
 
-/// The RG-LRU scan's backward over whole sequences (arith_grad.h,
-/// RglruGradArgs), one thread a channel.
+/// The RG-LRU scan's backward over whole sequences or the chunks of
+/// sequences split over ranks (arith_grad.h, RglruGradArgs), one thread a
+/// channel.
 cudaError_t rglru_scan_grad(const arith::RglruGradArgs &args, cudaStream_t stream);
 
-/// The Mamba-2 SSD scan's backward over whole sequences, its prelude's
-/// included: dt' = softplus(dt + dt_bias) and A = -exp(a_log) into the
-/// scratch dtPrelude [B*S, NH] and A [NH] (args.dt and args.A are set to
+/// The Mamba-2 SSD scan's backward over whole sequences or the chunks of
+/// sequences split over ranks, its prelude's included: dt' = softplus(dt + dt_bias) and A =
+/// -exp(a_log) into the scratch dtPrelude [B*S, NH] and A [NH] (args.dt and args.A are set to
 /// them), the scan's backward one thread a group of heads (arith_grad.h,
 /// SsdGradArgs), then the prelude's, one thread a head: ddtRaw (when not
 /// nullptr) the cotangent of dt, ddtBias and daLog (when not nullptr)
@@ -119,6 +137,17 @@ cudaError_t rglru_scan_grad(const arith::RglruGradArgs &args, cudaStream_t strea
 cudaError_t ssd_scan_grad(const float *dt, const float *dtBias, const float *aLog, float *dtPrelude,
                           float *A, arith::SsdGradArgs args, float *ddtRaw, float *ddtBias,
                           float *daLog, cudaStream_t stream);
+
+/// The SSD scan's prelude over T tokens of NH heads: dt' = softplus(dt +
+/// dt_bias) into dtPrelude [T, NH] and A = -exp(a_log) into A [NH]; and its
+/// backward from the prelude dt's cotangent ddt [T, NH] and dA [NH], one
+/// thread a head: ddtRaw (when not nullptr) the cotangent of dt, ddtBias
+/// and daLog (when not nullptr) those of dt_bias and a_log.
+cudaError_t ssd_prelude(const float *dt, const float *dtBias, const float *aLog, int64_t T,
+                        int64_t NH, float *dtPrelude, float *A, cudaStream_t stream);
+cudaError_t ssd_prelude_grad(const float *dt, const float *dtBias, const float *aLog,
+                             const float *ddt, const float *dA, int64_t T, int64_t NH,
+                             float *ddtRaw, float *ddtBias, float *daLog, cudaStream_t stream);
 
 /// The router's backward: dlogits[T, E] from the weights, indices and
 /// dweights [T, k]; every index outside [0, E) adds one to *badIds.

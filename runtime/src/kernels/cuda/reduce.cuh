@@ -36,6 +36,17 @@ template <typename Op, typename T> __device__ T blockReduce(T value, T *shared) 
 __device__ inline int64_t firstElement() { return (int64_t)blockIdx.x * blockDim.x + threadIdx.x; }
 __device__ inline int64_t gridStride() { return (int64_t)gridDim.x * blockDim.x; }
 
+/// `kernel` over n elements, elementwiseShape's grid (a grid-stride loop
+/// in the kernel), queued on `stream`; nothing for n == 0.
+template <typename Kernel, typename... Args>
+cudaError_t elementwise(int64_t n, cudaStream_t stream, Kernel kernel, Args... args) {
+  if (n == 0)
+    return cudaSuccess;
+  LaunchShape shape = elementwiseShape(n);
+  kernel<<<(unsigned)shape.blocks, shape.threads, 0, stream>>>(args...);
+  return cudaGetLastError();
+}
+
 /// A row of `width` values' maximum and its sum of exp(value - max) in
 /// double (cross-entropy's, forward and backward), across the block's
 /// threads; `shared` holds a double per warp. Every thread gets both.

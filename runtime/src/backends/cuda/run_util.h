@@ -1,0 +1,239 @@
+//===- run_util.h - what the CUDA runs of several files share ---*- C++ -*-===//
+//
+// The helpers of the runs of exchange.cpp, exchange_grad.cpp and
+// backend_grad.cpp: device memory held for one step, the rank's NCCL world,
+// device copies and an exchange's axes, attention's tilings, the keys of a
+// chunk of local attention over a halo, the halos' exchange both ways, and
+// the state exchange's gathered chunk summaries.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SHARDLINE_RUNTIME_BACKENDS_CUDA_RUN_UTIL_H
+#define SHARDLINE_RUNTIME_BACKENDS_CUDA_RUN_UTIL_H
+
+#include "backends/cuda/cuda_device.h"
+#include "backends/cuda/entry.h"
+#include "backends/cuda/nccl.h"
+#include "comm/nccl_kernels.h"
+#include "exec/program.h"
+#include "kernels/cuda/exchange.h"
+#include "kernels/cuda/exchange_arith.h"
+#include "kernels/cuda/exchange_grad.h"
+#include "kernels/cuda/launch_grad.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+namespace shardline::rt {
+
+/// Device memory for one step, released (after the stream's work) when the
+/// step ends or stops.
+class StepMemory {
+public:
+  explicit StepMemory(CudaDevice &device) : device(device) {}
+  StepMemory(const StepMemory &) = delete;
+  StepMemory &operator=(const StepMemory &) = delete;
+  ~StepMemory() {
+    if (held.empty())
+      return;
+    cudaStreamSynchronize(device.stream());
+    for (void *p : held)
+      device.release(p);
+  }
+  float *floats(int64_t count) { return static_cast<float *>(bytes(count * 4)); }
+  double *doubles(int64_t count) { return static_cast<double *>(bytes(count * 8)); }
+  /// A device copy of `values`.
+  int64_t *indices(const std::vector<int64_t> &values) {
+    auto *out = static_cast<int64_t *>(bytes((int64_t)values.size() * 8));
+    if (!values.empty())
+      checkCuda(cudaMemcpyAsync(out, values.data(), values.size() * 8, cudaMemcpyHostToDevice,
+                                device.stream()),
+                "cudaMemcpyAsync of indices");
+    return out;
+  }
+
+private:
+  void *bytes(int64_t n) {
+    held.push_back(device.allocate(std::max<int64_t>(n, 8)));
+    return held.back();
+  }
+  CudaDevice &device;
+  std::vector<void *> held;
+};
+
+/// The rank's NCCL world; nullptr is only right for an exchange within a
+/// group of one.
+inline NcclWorld *worldFor(Frame &f, size_t groupSize) {
+  NcclWorld *world = deviceOf(f).nccl();
+  if (!world && groupSize > 1)
+    throw Stop{"the CUDA backend exchanges values between ranks over NCCL only (--comm nccl)",
+               false};
+  return world;
+}
+
+inline const std::vector<std::string> &axesAttr(const Step &s, size_t index) {
+  return s.attrs[index].strings;
+}
+
+inline void copyDevice(void *dst, const void *src, int64_t bytes, CudaDevice &device) {
+  if (bytes > 0)
+    checkCuda(cudaMemcpyAsync(dst, src, (size_t)bytes, cudaMemcpyDeviceToDevice, device.stream()),
+              "cudaMemcpyAsync");
+}
+
+/// The tilings of attention's forward (and dq) kernel and of its dk, dv
+/// kernel for these extents; the kernels' refusal as a Stop.
+inline void attentionTilings(int64_t B, int64_t HQ, int64_t Sq, int64_t HKV, int64_t Sk, int64_t D,
+                             cuda::AttentionTiling &tiling, cuda::AttentionGradTiling &gradTiling) {
+  std::string error;
+  if (!cuda::attentionTiling(B, HQ, Sq, D, tiling, error) ||
+      !cuda::attentionGradTiling(B, HKV, Sk, D, gradTiling, error))
+    throw Stop{error, false};
+}
+
+/// Attention's extents over q [B, Sq, HQ*D] and k [B, Sk, HKV*D] (operands
+/// 0 and 1) and its attributes heads, causal and scale (the first three:
+/// ring attention and its backward), the scale 1/sqrt(D) unless given.
+struct AttentionShape {
+  int64_t B, Sq, Sk, HQ, HKV, D;
+  float scale;
+  bool causal;
+};
+inline AttentionShape attentionShape(const Step &s, Frame &f) {
+  enum { kHeads, kCausal, kScale };
+  const std::vector<int64_t> &ql = f.local(s.in[0]), &kl = f.local(s.in[1]);
+  int64_t D = f.global(s.in[0])[2] / s.attrs[kHeads].i;
+  float scale =
+      s.attrs[kScale].present ? (float)s.attrs[kScale].f : (float)(1.0 / std::sqrt((double)D));
+  return {ql[0], ql[1], kl[1], ql[2] / D, kl[2] / D, D, scale, s.attrs[kCausal].i != 0};
+}
+
+/// The keys a chunk of local attention attends over (kernels/cpu,
+/// local_attention): the first `skip` of its H halo rows lie before
+/// position 0 and are left out, the `kept` others and then its own S rows
+/// are gathered into kk and vv ([kept + S, kw] each); the chunk's queries
+/// sit at its positions, the keys from `kept` tokens before them.
+struct WindowKeys {
+  int64_t skip, kept;
+  std::vector<int64_t> queryPositions, keyPositions;
+};
+
+/// Chunk c (of `chunks` of S tokens) of batch entry bi of step s, whose k
+/// and v are operands 1 and 2 and, with H > 0, their halos operands 3 and 4
+/// (sl.local_attention and its backward alike).
+inline WindowKeys gatherWindowKeys(const Step &s, Frame &f, int64_t H, int64_t S, int64_t chunks,
+                                   int64_t bi, int64_t c, float *kk, float *vv) {
+  enum { K = 1, V, KHalo, VHalo };
+  CudaDevice &device = deviceOf(f);
+  int64_t kw = f.local(s.in[K])[2], rows = (bi * chunks + c) * S, start = s.facts.positions[c * S];
+  cuda::arith::HaloWindow w = cuda::arith::haloWindow(H, start);
+  if (w.kept > 0) {
+    int64_t haloRows = ((bi * chunks + c) * H + w.skip) * kw;
+    copyDevice(kk, f.f(s.in[KHalo]) + haloRows, w.kept * kw * 4, device);
+    copyDevice(vv, f.f(s.in[VHalo]) + haloRows, w.kept * kw * 4, device);
+  }
+  copyDevice(kk + w.kept * kw, f.f(s.in[K]) + rows * kw, S * kw * 4, device);
+  copyDevice(vv + w.kept * kw, f.f(s.in[V]) + rows * kw, S * kw * 4, device);
+  WindowKeys out{w.skip, w.kept, std::vector<int64_t>(S), std::vector<int64_t>(w.kept + S)};
+  for (int64_t i = 0; i < S; ++i)
+    out.queryPositions[i] = start + i;
+  for (int64_t i = 0; i < w.kept + S; ++i)
+    out.keyPositions[i] = start - w.kept + i;
+  return out;
+}
+
+/// The state exchange's all-gather (and its dual's): every member's local
+/// chunks' `values` (states, or their initial-state cotangents) then
+/// `decays`, over the group of the step's axes (attribute 0), members in
+/// communicator order; `at` says where each global chunk's lie. `gathered`
+/// is nullptr where this rank holds no chunk.
+struct GatheredSummaries {
+  float *gathered = nullptr;
+  GatheredChunks at;
+  int64_t chunks = 0, local = 0, stateSize = 0, decaySize = 0;
+  NcclWorld *world = nullptr;
+};
+
+inline GatheredSummaries gatherSummaries(const Step &s, Frame &f, StepMemory &memory,
+                                         int32_t values, int32_t decays) {
+  GatheredSummaries out;
+  out.local = f.local(values)[0];
+  out.chunks = f.global(values)[0];
+  if (out.local == 0)
+    return out;
+  out.stateSize = f.n(values) / out.local;
+  out.decaySize = f.n(decays) / out.local;
+  out.world = worldFor(f, s.facts.members.size());
+  std::vector<int64_t> members = out.world ? out.world->members(axesAttr(s, 0)) : s.facts.members;
+  out.at = gatheredChunks(s.facts, members, out.chunks, out.local, out.stateSize, out.decaySize);
+  if (!out.at.error.empty())
+    throw Stop{"the state exchange's chunks: " + out.at.error, false};
+  CudaDevice &device = deviceOf(f);
+  int64_t part = f.n(values) + f.n(decays);
+  float *mine = memory.floats(part);
+  out.gathered = memory.floats(part * (int64_t)members.size());
+  copyDevice(mine, f.f(values), f.n(values) * 4, device);
+  copyDevice(mine + f.n(values), f.f(decays), f.n(decays) * 4, device);
+  if (out.world)
+    out.world->allGather(f, axesAttr(s, 0), mine, out.gathered, part);
+  else
+    copyDevice(out.gathered, mine, part * 4, device);
+  return out;
+}
+
+/// sl.halo (`back` false: the width rows before each local chunk of x,
+/// operand 0, into the halo's slots) or sl.halo_add (`back` true: every
+/// slot's row of grad, operand 0, added back onto the token of x, operand 1,
+/// it was read from) along comm/nccl_kernels.h's haloRoutes: the result
+/// zeroed, the rows this rank holds itself moved, the others' packed by
+/// peer (a row-gather kernel) and sent and received in one grouped call,
+/// then placed (halo) or added in order, one thread a channel (halo_add:
+/// this rank's own rows first, then each peer's by rank). The slots before
+/// position 0, and the tokens no halo reads, stay zero.
+inline void haloExchange(const Step &s, Frame &f, bool back) {
+  enum { kHaloAxes, kHaloWidth };
+  const TensorInfo &x = f.tensors[s.in[back ? 1 : 0]];
+  int64_t B = x.local[0], rows = x.local[1], C = x.local[2];
+  int64_t slots = chunksPerRank(x.layout, 1) * s.attrs[kHaloWidth].i;
+  HaloRoutes routes = haloRoutes(s.facts, f.self, B, rows, slots, back);
+  NcclWorld *world = worldFor(f, routes.peers.size() + 1);
+  CudaDevice &device = deviceOf(f);
+  StepMemory memory(device);
+  const float *src = f.f(s.in[0]);
+  float *y = f.f(s.out[0]);
+  auto place = [&](const float *from, const int64_t *fromRows, const std::vector<int64_t> &to) {
+    int64_t n = (int64_t)to.size();
+    if (back)
+      launched(
+          cuda::add_rows_in_order(from, fromRows, memory.indices(to), n, C, y, device.stream()),
+          "add_rows_in_order");
+    else
+      launched(cuda::copy_rows(from, fromRows, memory.indices(to), n, C, false, y, device.stream()),
+               "copy_rows");
+  };
+  checkCuda(cudaMemsetAsync(y, 0, (size_t)f.n(s.out[0]) * 4, device.stream()), "cudaMemsetAsync");
+  place(src, memory.indices(routes.selfFrom), routes.selfTo);
+  std::vector<NcclWorld::PeerTransfer> transfers;
+  std::vector<std::pair<float *, const HaloPeer *>> arrivals;
+  for (const HaloPeer &p : routes.peers) {
+    int64_t sent = (int64_t)p.sendRows.size(), received = (int64_t)p.recvRows.size();
+    float *packed = memory.floats(sent * C), *landing = memory.floats(received * C);
+    launched(cuda::copy_rows(src, memory.indices(p.sendRows), nullptr, sent, C, false, packed,
+                             device.stream()),
+             "copy_rows");
+    transfers.push_back({p.rank, packed, sent * C, landing, received * C});
+    arrivals.push_back({landing, &p});
+  }
+  if (!transfers.empty())
+    world->sendRecv(f, axesAttr(s, kHaloAxes), transfers);
+  for (const auto &[landing, p] : arrivals)
+    place(landing, nullptr, p->recvRows);
+  if (world)
+    world->countSent(s, f);
+}
+
+} // namespace shardline::rt
+
+#endif
