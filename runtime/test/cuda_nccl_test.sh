@@ -1,13 +1,13 @@
 #!/bin/sh
 # Plans of several ranks on several GPUs over NCCL (docs/runtime.md, NCCL): equivalence-matrix
 # entries, their layout transitions and the kernels' own exchanges (ring attention, halos, the
-# scans' state exchange, the vocabulary-parallel loss), run with --device cuda --comm nccl --verify
-# (one process driving one GPU per rank) and pass when the outputs agree with the CPU's
-# single-device run and the bytes and arena peak equal the report's; training plans of the same
-# entries (--train --steps 3 --verify), which run the backward of those exchanges; under mpirun the same with
-# --comm mpi+nccl; and a rank that stalls or dies ends the job with an error naming the NCCL call
-# and its group within the timeout, never a hang. Exits 77 (skipped) without a CUDA device or
-# with fewer than two GPUs.
+# scans' state exchange, the vocabulary-parallel loss, dropless MoE's rows by count), run with
+# --device cuda --comm nccl --verify (one process driving one GPU per rank) and pass when the
+# outputs agree with the CPU's single-device run and the bytes and arena peak equal the report's;
+# training plans of the same entries (--train --steps 3 --verify), which run the backward of those
+# exchanges; under mpirun the same with --comm mpi+nccl; and a rank that stalls or dies ends the
+# job with an error naming the NCCL call and its group within the timeout, never a hang. Exits 77
+# (skipped) without a CUDA device or with fewer than two GPUs.
 # usage: cuda_nccl_test.sh BIN_DIR
 set -eu
 bin=$1
