@@ -18,9 +18,11 @@
 #include "kernels/cuda/arith_grad.h"
 #include "kernels/cuda/exchange_arith.h"
 #include "kernels/cuda/exchange_grad_arith.h"
-#include "kernels/cuda/experts_grad.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/launch_grad.h"
+#include "kernels/cuda/moe_capacity.h"
+#include "kernels/cuda/moe_routed.h"
+#include "step_rig.h"
 
 #include <gtest/gtest.h>
 
@@ -1678,18 +1680,79 @@ TEST(CudaArithGrad, MoeRoutingCombineDispatchBackwardAreTheCpuKernels) {
 
 namespace {
 
-/// expertsGrad's operations on the host: a GEMM of row-major operands in
-/// double, and the CPU's SwiGLU and its gradient.
-struct HostOps {
-  void gemm(bool ta, bool tb, const float *a, const float *b, int64_t M, int64_t N, int64_t K,
-            float *o) {
-    for (int64_t i = 0; i < M; ++i)
-      for (int64_t j = 0; j < N; ++j) {
-        double acc = 0.0;
-        for (int64_t p = 0; p < K; ++p)
-          acc += (double)(ta ? a[p * M + i] : a[i * K + p]) * (tb ? b[j * K + p] : b[p * N + j]);
-        o[i * N + j] = (float)acc;
+/// The routed sort on the host, thread by thread as moe_sort's kernels take
+/// it: one per (chunk, expert) counts, one plans, one per (chunk, expert)
+/// places.
+struct HostSort {
+  std::vector<int32_t> chunkCounts, counts, perm, rowOf;
+  std::vector<int64_t> offsets, first, tiles;
+};
+
+HostSort hostSort(const std::vector<int32_t> &idx, int64_t E) {
+  const int64_t n = (int64_t)idx.size(), chunks = arith::sortChunks(n);
+  HostSort s;
+  s.chunkCounts.resize(chunks * E);
+  s.counts.resize(E);
+  s.offsets.resize(E + 1);
+  s.first.resize(chunks * E);
+  s.tiles.resize(E + 1);
+  s.perm.assign(n, -1);
+  s.rowOf.assign(n, -1);
+  auto chunk = [&](int64_t i, int64_t &begin, int64_t &end) {
+    begin = (i / E) * arith::kSortChunk;
+    end = std::min(begin + arith::kSortChunk, n);
+  };
+  for (int64_t i = 0; i < chunks * E; ++i) {
+    int64_t begin, end;
+    chunk(i, begin, end);
+    s.chunkCounts[i] = arith::chunkCount(idx.data(), begin, end, (int32_t)(i % E));
+  }
+  arith::sortPlan(s.chunkCounts.data(), chunks, E, s.counts.data(), s.offsets.data(),
+                  s.first.data(), s.tiles.data());
+  for (int64_t i = 0; i < chunks * E; ++i) {
+    int64_t begin, end;
+    chunk(i, begin, end);
+    arith::chunkPlace(idx.data(), begin, end, (int32_t)(i % E), s.first[i], s.perm.data(),
+                      s.rowOf.data());
+  }
+  return s;
+}
+
+/// routedExperts' Ops on the host: each grouped product walked by the
+/// blocks of grouped_rows (every row tile of the launch's grid, each row
+/// covered exactly once, by its own group's tile), each element by
+/// groupedDot; grouped_outer's elements by groupedOuter; SwiGLU and its
+/// gradient by the CPU's (arith.h's equal them: above).
+struct HostGroupedOps {
+  const int64_t *offsets, *tiles;
+  int64_t groups, count;
+  void rows(const float *a, const float *w, bool transW, int64_t K, int64_t N, float *out) {
+    std::vector<int> covered(count, 0);
+    for (int64_t tile = 0; tile < arith::maxGroupTiles(count, groups); ++tile) {
+      int64_t e = -1, row = 0, rows = 0;
+      if (!arith::groupedTile(offsets, tiles, groups, tile, e, row, rows)) {
+        EXPECT_GE(tile, tiles[groups]);
+        continue;
       }
+      EXPECT_GT(rows, 0);
+      EXPECT_LE(rows, arith::kGroupTile);
+      EXPECT_GE(row, offsets[e]);
+      EXPECT_LE(row + rows, offsets[e + 1]);
+      for (int64_t r = row; r < row + rows; ++r) {
+        ++covered[r];
+        for (int64_t n = 0; n < N; ++n)
+          out[r * N + n] = arith::groupedDot(a, w + e * K * N, transW, K, N, r, n);
+      }
+    }
+    for (int64_t r = 0; r < count; ++r)
+      EXPECT_EQ(covered[r], 1) << "row " << r;
+  }
+  void outer(const float *a, int64_t M, const float *b, int64_t N, float *out) {
+    for (int64_t e = 0; e < groups; ++e)
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n)
+          out[(e * M + m) * N + n] =
+              arith::groupedOuter(a, M, b, N, offsets[e], offsets[e + 1] - offsets[e], m, n);
   }
   void swiglu(const float *g, const float *u, int64_t n, float *o) { cpu::swiglu(g, u, n, o); }
   void swigluGrad(const float *g, const float *u, const float *d, int64_t n, float *dg, float *du) {
@@ -1698,14 +1761,176 @@ struct HostOps {
   void add(const float *a, const float *b, int64_t n, float *o) { cpu::add(a, b, n, o); }
 };
 
+/// A dropless layer on one rank: 2 x 70 tokens (two sort chunks of
+/// choices), top-2 of 6 experts, expert 0 every token's first choice (many
+/// row tiles), expert 5 never chosen (a group without rows), h = 20 and
+/// f = 24 (partial tiles).
+struct RoutedLayer {
+  static constexpr int64_t B = 2, S = 70, T = B * S, H = 20, F = 24, E = 6, k = 2;
+  std::vector<float> x = test::normalVector(T * H, 140), w = test::normalVector(T * k, 141),
+                     gate = test::normalVector(E * H * F, 142, 0.3f),
+                     up = test::normalVector(E * H * F, 143, 0.3f),
+                     down = test::normalVector(E * F * H, 144, 0.3f),
+                     dy = test::normalVector(T * H, 145);
+  std::vector<int32_t> idx;
+  RoutedLayer() {
+    for (int64_t t = 0; t < T; ++t) {
+      idx.push_back(0);
+      idx.push_back((int32_t)(1 + (t * 7 + t / 3) % 4));
+    }
+  }
+  /// The CPU's sl.moe_dropless (grad: its gradient) on one rank, into
+  /// `results` (y; or dx, dweights, dgate, dup, ddown).
+  void cpuStep(bool grad, std::vector<std::vector<float>> &results) {
+    std::vector<std::vector<int64_t>> in = {{B, S, H}, {B, S, k}, {B, S, k},
+                                            {E, H, F}, {E, H, F}, {E, F, H}};
+    std::vector<std::vector<int64_t>> out = {{B, S, H}};
+    if (grad) {
+      in.push_back({B, S, H});
+      out = {{B, S, H}, {B, S, k}, {E, H, F}, {E, H, F}, {E, F, H}};
+    }
+    test::StepRig rig(grad ? "moe_dropless_grad" : "moe_dropless", in, out,
+                      {test::axesAttr({}), rt::AttrValue{}});
+    rig.views = {rt::BufferView(x.data(), (int64_t)x.size()),
+                 rt::BufferView(w.data(), (int64_t)w.size()),
+                 rt::BufferView(idx.data(), (int64_t)idx.size()),
+                 rt::BufferView(gate.data(), (int64_t)gate.size()),
+                 rt::BufferView(up.data(), (int64_t)up.size()),
+                 rt::BufferView(down.data(), (int64_t)down.size())};
+    if (grad)
+      rig.views.emplace_back(dy.data(), (int64_t)dy.size());
+    results.clear();
+    for (const std::vector<int64_t> &shape : out) {
+      int64_t n = 1;
+      for (int64_t d : shape)
+        n *= d;
+      results.emplace_back(n);
+    }
+    for (std::vector<float> &r : results)
+      rig.views.emplace_back(r.data(), (int64_t)r.size());
+    ASSERT_EQ(rig.verify(), "");
+    rig.step.kernel->run(rig.step, rig.frame);
+  }
+};
+
 } // namespace
 
-// The experts' backward on whole slabs, as the backend queues it (every GEMM's
-// orientation), against the CPU's moe_experts_slabs_grad and moe_experts_slabs,
-// which take only the rows a token chose: 1e-5 (double sums here, OpenBLAS's
-// f32 there). Rows no token chose are zero and contribute nothing.
+// The device's counting sort, chunk by chunk and expert by expert, gives
+// moe_dispatch's rows: the same counts, the same order of rows (perm), and
+// rowOf its inverse; the row tiles cover each expert's rows.
+TEST(CudaArith, RoutedSortIsTheCpuDispatchOrder) {
+  RoutedLayer l;
+  const int64_t R = l.T * l.k;
+  ASSERT_GT(arith::sortChunks(R), 1);
+  HostSort s = hostSort(l.idx, l.E);
+  std::vector<float> sorted(R * l.H);
+  std::vector<int32_t> counts(l.E), perm(R);
+  cpu::moe_dispatch(l.x.data(), l.idx.data(), l.T, l.H, l.k, l.E, sorted.data(), counts.data(),
+                    perm.data());
+  EXPECT_EQ(s.counts, counts);
+  EXPECT_EQ(s.perm, perm);
+  EXPECT_EQ(s.counts[5], 0);
+  EXPECT_GT(s.counts[0], 2 * arith::kGroupTile);
+  for (int64_t i = 0; i < R; ++i)
+    EXPECT_EQ(s.perm[s.rowOf[i]], i);
+  int64_t tiles = 0;
+  for (int64_t e = 0; e < l.E; ++e) {
+    EXPECT_EQ(s.offsets[e + 1] - s.offsets[e], counts[e]);
+    EXPECT_EQ(s.tiles[e], tiles);
+    tiles += (counts[e] + arith::kGroupTile - 1) / arith::kGroupTile;
+  }
+  EXPECT_EQ(s.tiles[l.E], tiles);
+  EXPECT_LE(tiles, arith::maxGroupTiles(R, l.E));
+  // The rows the gather puts in sorted order are moe_dispatch's.
+  std::vector<float> rows(R * l.H);
+  for (int64_t i = 0; i < R * l.H; ++i)
+    rows[i] = l.x[(s.perm[i / l.H] / l.k) * l.H + i % l.H];
+  EXPECT_EQ(rows, sorted);
+  // An index outside [0, E) is counted by no expert (the kernel counts it
+  // as bad and the run stops).
+  std::vector<int32_t> bad = l.idx;
+  bad[7] = (int32_t)l.E;
+  HostSort b = hostSort(bad, l.E);
+  EXPECT_EQ(b.offsets[l.E], R - 1);
+}
+
+// The forward over the routed rows only, as the backend queues it on one
+// rank (sort, gather, grouped GEMMs, combine), against the CPU's
+// sl.moe_dropless: 1e-5 of the output's scale (fmaf chains in the order of
+// the reduced index here, OpenBLAS's order there; the combine is the CPU's
+// double sum in choice order).
+TEST(CudaArith, RoutedExpertsForwardIsTheCpuDropless) {
+  RoutedLayer l;
+  const int64_t R = l.T * l.k;
+  HostSort s = hostSort(l.idx, l.E);
+  std::vector<float> sorted(R * l.H), out(R * l.H), scratch(2 * R * l.F), y(l.T * l.H);
+  for (int64_t i = 0; i < R * l.H; ++i)
+    sorted[i] = l.x[(s.perm[i / l.H] / l.k) * l.H + i % l.H];
+  HostGroupedOps ops{s.offsets.data(), s.tiles.data(), l.E, R};
+  gpu::routedExperts(ops,
+                     {sorted.data(), nullptr, l.gate.data(), l.up.data(), l.down.data(), R, l.H,
+                      l.F, out.data(), nullptr, nullptr, nullptr, nullptr, scratch.data()});
+  for (int64_t i = 0; i < l.T * l.H; ++i)
+    y[i] = arith::routedCombineElement(out.data(), s.rowOf.data(), l.w.data(), l.H, l.k, i / l.H,
+                                       i % l.H);
+  std::vector<std::vector<float>> want;
+  l.cpuStep(false, want);
+  expectCloseToScale(y, want[0], 1e-5f);
+  // The combine alone is the CPU's exactly.
+  std::vector<float> exact(l.T * l.H);
+  cpu::moe_combine(out.data(), s.perm.data(), l.w.data(), l.T, l.H, l.k, exact.data());
+  EXPECT_EQ(y, exact);
+}
+
+// The backward over the routed rows (each row's dout = weight·dy, the
+// experts' grouped backward, each row's dweight = out·dy in double, dx
+// summed in choice order), against the CPU's sl.moe_dropless_grad; the
+// expert no token chose gets zero weight gradients.
+TEST(CudaArithGrad, RoutedExpertsBackwardIsTheCpuDropless) {
+  RoutedLayer l;
+  const int64_t R = l.T * l.k, H = l.H, F = l.F;
+  HostSort s = hostSort(l.idx, l.E);
+  std::vector<float> sx(R * H), sdy(R * H), sw(R), dout(R * H), out(R * H), dxRows(R * H), dw(R),
+      dGate(l.E * H * F, -1.0f), dUp(l.E * H * F, -1.0f), dDown(l.E * F * H, -1.0f),
+      scratch(6 * R * F + R * H);
+  for (int64_t i = 0; i < R * H; ++i) {
+    int64_t t = s.perm[i / H] / l.k;
+    sx[i] = l.x[t * H + i % H];
+    sdy[i] = l.dy[t * H + i % H];
+  }
+  for (int64_t r = 0; r < R; ++r)
+    sw[r] = l.w[s.perm[r]];
+  for (int64_t i = 0; i < R * H; ++i)
+    dout[i] = sw[i / H] * sdy[i];
+  HostGroupedOps ops{s.offsets.data(), s.tiles.data(), l.E, R};
+  gpu::routedExpertsGrad(ops, {sx.data(), dout.data(), l.gate.data(), l.up.data(), l.down.data(), R,
+                               H, F, out.data(), dxRows.data(), dGate.data(), dUp.data(),
+                               dDown.data(), scratch.data()});
+  for (int64_t r = 0; r < R; ++r)
+    dw[r] = arith::rowDot(out.data(), sdy.data(), H, r);
+  std::vector<float> dx(l.T * H), dweights(R);
+  for (int64_t i = 0; i < l.T * H; ++i)
+    dx[i] = arith::routedDxElement(dxRows.data(), s.rowOf.data(), H, l.k, i / H, i % H);
+  for (int64_t i = 0; i < R; ++i)
+    dweights[i] = dw[s.rowOf[i]];
+  std::vector<std::vector<float>> want;
+  l.cpuStep(true, want);
+  expectCloseToScale(dx, want[0], 1e-5f);
+  expectCloseToScale(dweights, want[1], 1e-5f);
+  expectCloseToScale(dGate, want[2], 1e-5f);
+  expectCloseToScale(dUp, want[3], 1e-5f);
+  expectCloseToScale(dDown, want[4], 1e-5f);
+  for (int64_t i = 5 * H * F; i < 6 * H * F; ++i)
+    ASSERT_EQ(dGate[i], 0.0f);
+}
+
+// The experts' backward over dense slabs (sl.moe_experts_grad and
+// _grad_weights: the dense dispatch's slabs, capacity mode's buffers), as
+// the backend runs it: each expert's rows one group of uniformGroups, the
+// grouped GEMMs above; against the CPU's moe_experts_slabs_grad, which takes
+// only the rows a token chose (the zero rows give zero): 1e-5.
 TEST(CudaArithGrad, ExpertsBackwardOverWholeSlabsIsTheCpus) {
-  const int64_t E = 3, T = 9, H = 6, F = 10;
+  const int64_t E = 3, T = 19, H = 6, F = 10;
   std::vector<float> tokens = test::normalVector(E * T * H, 135),
                      dout = test::normalVector(E * T * H, 136);
   for (int64_t e = 0; e < E; ++e)
@@ -1716,12 +1941,19 @@ TEST(CudaArithGrad, ExpertsBackwardOverWholeSlabsIsTheCpus) {
   std::vector<float> wg = test::normalVector(E * H * F, 137, 0.3f),
                      wu = test::normalVector(E * H * F, 138, 0.3f),
                      wd = test::normalVector(E * F * H, 139, 0.3f);
+  std::vector<int64_t> offsets(E + 1), tiles(E + 1), planOffsets(E + 1), planTiles(E + 1), first(E);
+  arith::uniformGroups(E, T, offsets.data(), tiles.data());
+  std::vector<int32_t> chunkCounts(E, (int32_t)T), counts(E);
+  arith::sortPlan(chunkCounts.data(), 1, E, counts.data(), planOffsets.data(), first.data(),
+                  planTiles.data());
+  EXPECT_EQ(offsets, planOffsets);
+  EXPECT_EQ(tiles, planTiles);
   std::vector<float> out(E * T * H), dtokens(E * T * H), dGate(E * H * F), dUp(E * H * F),
-      dDown(E * F * H), scratch(6 * T * F + T * H);
-  HostOps ops;
-  gpu::expertsGrad(ops, {tokens.data(), dout.data(), wg.data(), wu.data(), wd.data(), E, T, H, F,
-                         out.data(), dtokens.data(), dGate.data(), dUp.data(), dDown.data(),
-                         scratch.data()});
+      dDown(E * F * H), scratch(6 * E * T * F + E * T * H);
+  HostGroupedOps ops{offsets.data(), tiles.data(), E, E * T};
+  gpu::routedExpertsGrad(ops, {tokens.data(), dout.data(), wg.data(), wu.data(), wd.data(), E * T,
+                               H, F, out.data(), dtokens.data(), dGate.data(), dUp.data(),
+                               dDown.data(), scratch.data()});
   std::vector<float> wantOut(E * T * H), wantD(E * T * H), wantGate(E * H * F), wantUp(E * H * F),
       wantDown(E * F * H);
   cpu::moe_experts_slabs(tokens.data(), E, T, wg.data(), wu.data(), wd.data(), H, F,
@@ -1734,6 +1966,114 @@ TEST(CudaArithGrad, ExpertsBackwardOverWholeSlabsIsTheCpus) {
   expectCloseToScale(dGate, wantGate, 1e-5f);
   expectCloseToScale(dUp, wantUp, 1e-5f);
   expectCloseToScale(dDown, wantDown, 1e-5f);
+}
+
+namespace {
+
+/// Capacity-mode routing on 2 x 12 tokens, top-2 of 4 experts, groups of 1
+/// row by 6 positions, capacity 3: expert 0 is every token's first choice
+/// (over capacity in every group), weights with ties.
+struct CapacityLayer {
+  static constexpr int64_t B = 2, S = 12, k = 2, E = 4, C = 3, H = 5;
+  std::vector<float> x = test::normalVector(B * S * H, 150),
+                     dy = test::normalVector(B * S * H, 151);
+  std::vector<float> w;
+  std::vector<int32_t> idx;
+  cpu::CapacityDims cpuDims() const {
+    cpu::CapacityDims d;
+    d.B = B, d.S = S, d.k = k, d.E = E, d.C = C, d.rows = 1, d.positions = 6;
+    return d;
+  }
+  arith::Capacity dims() const {
+    arith::Capacity d;
+    d.B = B, d.S = S, d.k = k, d.E = E, d.C = C, d.rows = 1, d.positions = 6;
+    return d;
+  }
+  CapacityLayer() {
+    for (int64_t t = 0; t < B * S; ++t) {
+      idx.push_back(0);
+      idx.push_back((int32_t)(1 + t % 3));
+      w.push_back(t % 4 == 1 ? 0.5f : 0.5f + 0.01f * (float)(t % 5));
+      w.push_back(1.0f - w.back());
+    }
+  }
+};
+
+} // namespace
+
+// The slots thread by thread (one per group and expert) are the CPU's, under
+// both drop policies, and so are the rows each expert kept and dropped.
+TEST(CudaArith, CapacitySlotsKeepAndDropTheCpusChoices) {
+  CapacityLayer l;
+  arith::Capacity d = l.dims();
+  for (cpu::DropPolicy policy : {cpu::DropPolicy::Probs, cpu::DropPolicy::Position}) {
+    bool probs = policy == cpu::DropPolicy::Probs;
+    SCOPED_TRACE(probs ? "probs" : "position");
+    std::vector<int32_t> want(l.idx.size()), got(l.idx.size(), -7);
+    std::vector<int64_t> wantKept(l.E, 0), wantDropped(l.E, 0), kept(l.E, 0), dropped(l.E, 0);
+    cpu::moe_capacity_slots(l.w.data(), l.idx.data(), l.cpuDims(), policy, want.data(),
+                            wantKept.data(), wantDropped.data());
+    for (int64_t i = 0; i < d.groups() * d.E; ++i) {
+      int64_t k = 0, x = 0;
+      arith::expertSlots(l.w.data(), l.idx.data(), d, probs, i / d.E, (int32_t)(i % d.E),
+                         got.data(), &k, &x);
+      kept[i % d.E] += k;
+      dropped[i % d.E] += x;
+    }
+    EXPECT_EQ(got, want);
+    EXPECT_EQ(kept, wantKept);
+    EXPECT_EQ(dropped, wantDropped);
+    EXPECT_GT(wantDropped[0], 0);
+  }
+}
+
+// Dispatch, combine and their backward element by element, on the CPU's
+// slots: the CPU's values, equal; a slot outside [-1, C) is caught.
+TEST(CudaArithGrad, CapacityDispatchCombineAndBackwardAreTheCpus) {
+  CapacityLayer l;
+  arith::Capacity d = l.dims();
+  cpu::CapacityDims cd = l.cpuDims();
+  const int64_t H = l.H, n = l.B * l.S, rows = d.E * d.groups() * d.C;
+  std::vector<int32_t> slots(l.idx.size());
+  cpu::moe_capacity_slots(l.w.data(), l.idx.data(), cd, cpu::DropPolicy::Probs, slots.data(),
+                          nullptr, nullptr);
+  std::vector<float> buffers(rows * H, 0.0f), want(rows * H);
+  for (int64_t i = 0; i < n * l.k * H; ++i)
+    if (int64_t row = d.rowOf(l.idx.data(), slots.data(), i / H); row >= 0)
+      buffers[row * H + i % H] = l.x[(i / (l.k * H)) * H + i % H];
+  cpu::moe_dispatch_capacity(l.x.data(), l.idx.data(), slots.data(), cd, H, want.data());
+  EXPECT_EQ(buffers, want);
+  std::vector<float> y(n * H), wantY(n * H);
+  for (int64_t i = 0; i < n * H; ++i)
+    y[i] = arith::capacityCombineElement(buffers.data(), l.w.data(), l.idx.data(), slots.data(), d,
+                                         H, i / H, i % H);
+  cpu::moe_combine_capacity(buffers.data(), l.w.data(), l.idx.data(), slots.data(), cd, H,
+                            wantY.data());
+  EXPECT_EQ(y, wantY);
+  std::vector<float> dx(n * H), wantDx(n * H);
+  for (int64_t i = 0; i < n * H; ++i)
+    dx[i] = arith::capacityDispatchGradElement(buffers.data(), l.idx.data(), slots.data(), d, H,
+                                               i / H, i % H);
+  cpu::moe_dispatch_capacity_grad(buffers.data(), l.idx.data(), slots.data(), cd, H, wantDx.data());
+  EXPECT_EQ(dx, wantDx);
+  std::vector<float> dbuffers(rows * H, 0.0f), wantDb(rows * H);
+  for (int64_t i = 0; i < n * l.k * H; ++i)
+    if (int64_t row = d.rowOf(l.idx.data(), slots.data(), i / H); row >= 0)
+      dbuffers[row * H + i % H] = l.w[i / H] * l.dy[(i / (l.k * H)) * H + i % H];
+  cpu::moe_combine_capacity_grad(l.w.data(), l.idx.data(), slots.data(), l.dy.data(), cd, H,
+                                 wantDb.data());
+  EXPECT_EQ(dbuffers, wantDb);
+  std::vector<float> dw(n * l.k), wantDw(n * l.k);
+  for (int64_t i = 0; i < n * l.k; ++i)
+    dw[i] = arith::capacityCombineGradWeight(buffers.data(), l.idx.data(), slots.data(),
+                                             l.dy.data(), d, H, i);
+  cpu::moe_combine_capacity_grad_weights(buffers.data(), l.idx.data(), slots.data(), l.dy.data(),
+                                         cd, H, wantDw.data());
+  EXPECT_EQ(dw, wantDw);
+  slots[3] = (int32_t)d.C;
+  EXPECT_TRUE(arith::badSlot(slots.data(), d, 3));
+  EXPECT_EQ(d.rowOf(l.idx.data(), slots.data(), 3), -1);
+  EXPECT_FALSE(arith::badSlot(slots.data(), d, 2));
 }
 
 // -- the exchanges' duals (kernels/cuda/exchange_grad_arith.h) ---------------------------

@@ -19,6 +19,7 @@
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/kernels_grad.h"
 #include "kernels/cuda/probe.h"
+#include "kernels/cuda/kernels_moe.h"
 
 #include <gtest/gtest.h>
 
@@ -943,6 +944,187 @@ TEST(CudaGradKernels, MoeRoutingCombineDispatchBackwardMatchTheReference) {
   ASSERT_EQ(
       gpu::router_topk_grad(dwts.ptr, badIdx.ptr, ddw.ptr, T, k, E, logits.ptr, bad.ptr, nullptr),
       cudaSuccess);
+  EXPECT_EQ(bad.read()[0], 1);
+}
+
+// Dropless MoE over the routed rows: the device's counting sort gives
+// moe_dispatch's order exactly (2000 choices: eight sort chunks, an expert
+// with none), and the grouped GEMMs, the combine and the backward's per-row
+// values are the host's runs of the same functions (moe_routed.h) bit for
+// bit: the same fmaf chains and double sums.
+TEST(CudaKernels, RoutedSortAndGroupedGemmsAreTheHostsArithmetic) {
+  namespace arith = gpu::arith;
+  const int64_t T = 1000, k = 2, E = 9, H = 40, F = 72, R = T * k;
+  std::vector<int32_t> idx(R);
+  for (int64_t t = 0; t < T; ++t) {
+    idx[t * k] = (int32_t)(t % 3);
+    idx[t * k + 1] = (int32_t)(3 + (t * 7 + t / 5) % 5);
+  }
+  int64_t chunks = arith::sortChunks(R);
+  DeviceBuffer<int32_t> didx(idx), chunkCounts((size_t)(chunks * E)), counts((size_t)E),
+      perm((size_t)R), rowOf((size_t)R), bad((size_t)1);
+  DeviceBuffer<int64_t> offsets((size_t)(E + 1)), first((size_t)(chunks * E)),
+      tiles((size_t)(E + 1));
+  gpu::RoutedSort sort{chunkCounts.ptr, counts.ptr, offsets.ptr, first.ptr,
+                       tiles.ptr,       perm.ptr,   rowOf.ptr};
+  ASSERT_EQ(gpu::moe_sort(didx.ptr, R, E, sort, bad.ptr, nullptr), cudaSuccess);
+  std::vector<float> x = test::normalVector(T * H, 150), sortedHost(R * H);
+  std::vector<int32_t> wantCounts(E), wantPerm(R);
+  cpu::moe_dispatch(x.data(), idx.data(), T, H, k, E, sortedHost.data(), wantCounts.data(),
+                    wantPerm.data());
+  EXPECT_EQ(counts.read(), wantCounts);
+  EXPECT_EQ(perm.read(), wantPerm);
+  EXPECT_EQ(bad.read()[0], 0);
+  std::vector<int32_t> gotRowOf = rowOf.read();
+  for (int64_t i = 0; i < R; ++i)
+    ASSERT_EQ(wantPerm[gotRowOf[i]], i);
+  std::vector<int64_t> hostOffsets = offsets.read(), hostTiles = tiles.read();
+  DeviceBuffer<float> dx(x), sorted((size_t)(R * H));
+  ASSERT_EQ(gpu::moe_gather_tokens(dx.ptr, perm.ptr, R, H, k, sorted.ptr, nullptr), cudaSuccess);
+  EXPECT_EQ(sorted.read(), sortedHost);
+  // Both orientations of the grouped product and the grouped aᵀ·b.
+  std::vector<float> w = test::normalVector(E * H * F, 151, 0.2f),
+                     b = test::normalVector(R * F, 152);
+  DeviceBuffer<float> dw(w), db(b), rows((size_t)(R * F)), rowsT((size_t)(R * H)),
+      outer((size_t)(E * H * F));
+  ASSERT_EQ(gpu::grouped_rows(sorted.ptr, dw.ptr, false, R, H, F, offsets.ptr, tiles.ptr, E,
+                              rows.ptr, nullptr),
+            cudaSuccess);
+  ASSERT_EQ(gpu::grouped_rows(db.ptr, dw.ptr, true, R, F, H, offsets.ptr, tiles.ptr, E, rowsT.ptr,
+                              nullptr),
+            cudaSuccess);
+  ASSERT_EQ(gpu::grouped_outer(sorted.ptr, H, db.ptr, F, offsets.ptr, E, outer.ptr, nullptr),
+            cudaSuccess);
+  std::vector<float> wantRows(R * F), wantRowsT(R * H), wantOuter(E * H * F);
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t r = hostOffsets[e]; r < hostOffsets[e + 1]; ++r) {
+      for (int64_t n = 0; n < F; ++n)
+        wantRows[r * F + n] =
+            arith::groupedDot(sortedHost.data(), w.data() + e * H * F, false, H, F, r, n);
+      for (int64_t n = 0; n < H; ++n)
+        wantRowsT[r * H + n] = arith::groupedDot(b.data(), w.data() + e * H * F, true, F, H, r, n);
+    }
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t m = 0; m < H; ++m)
+      for (int64_t n = 0; n < F; ++n)
+        wantOuter[(e * H + m) * F + n] =
+            arith::groupedOuter(sortedHost.data(), H, b.data(), F, hostOffsets[e],
+                                hostOffsets[e + 1] - hostOffsets[e], m, n);
+  expectClose(rows.read(), wantRows, 0.0f);
+  expectClose(rowsT.read(), wantRowsT, 0.0f);
+  expectClose(outer.read(), wantOuter, 0.0f);
+  // The combine, the backward's dx, the rows' scaling and dot products.
+  std::vector<float> out = test::normalVector(R * H, 153), weights = test::normalVector(R, 154);
+  DeviceBuffer<float> dout(out), dweights(weights), y((size_t)(T * H)), gx((size_t)(T * H)),
+      scaled((size_t)(R * H)), dots((size_t)R), picked((size_t)R);
+  ASSERT_EQ(gpu::moe_routed_combine(dout.ptr, rowOf.ptr, dweights.ptr, T, H, k, y.ptr, nullptr),
+            cudaSuccess);
+  ASSERT_EQ(gpu::moe_routed_dx(dout.ptr, rowOf.ptr, T, H, k, gx.ptr, nullptr), cudaSuccess);
+  ASSERT_EQ(gpu::scale_rows(dout.ptr, dweights.ptr, R, H, scaled.ptr, nullptr), cudaSuccess);
+  ASSERT_EQ(gpu::row_dots(dout.ptr, sorted.ptr, R, H, dots.ptr, nullptr), cudaSuccess);
+  ASSERT_EQ(gpu::moe_scatter_choices(dweights.ptr, rowOf.ptr, R, picked.ptr, nullptr), cudaSuccess);
+  std::vector<float> wantY(T * H), wantGx(T * H), wantScaled(R * H), wantDots(R), wantPicked(R);
+  cpu::moe_combine(out.data(), wantPerm.data(), weights.data(), T, H, k, wantY.data());
+  for (int64_t i = 0; i < T * H; ++i)
+    wantGx[i] = arith::routedDxElement(out.data(), gotRowOf.data(), H, k, i / H, i % H);
+  for (int64_t i = 0; i < R * H; ++i)
+    wantScaled[i] = weights[i / H] * out[i];
+  for (int64_t r = 0; r < R; ++r) {
+    wantDots[r] = arith::rowDot(out.data(), sortedHost.data(), H, r);
+    wantPicked[r] = weights[gotRowOf[r]];
+  }
+  expectClose(y.read(), wantY, 0.0f);
+  expectClose(gx.read(), wantGx, 0.0f);
+  expectClose(scaled.read(), wantScaled, 0.0f);
+  expectClose(dots.read(), wantDots, 0.0f);
+  expectClose(picked.read(), wantPicked, 0.0f);
+  // An index outside the experts is counted.
+  idx[17] = (int32_t)E;
+  DeviceBuffer<int32_t> badIdx(idx);
+  ASSERT_EQ(gpu::moe_sort(badIdx.ptr, R, E, sort, bad.ptr, nullptr), cudaSuccess);
+  EXPECT_EQ(bad.read()[0], 1);
+}
+
+// Capacity mode on the GPU: the slots (both policies), the kept and dropped
+// rows, the dispatch, the combine and their backward, all the CPU's exactly
+// (the same comparisons and double sums); a bad slot counted.
+TEST(CudaKernels, CapacityModeIsTheCpus) {
+  namespace arith = gpu::arith;
+  const int64_t B = 4, S = 64, k = 2, E = 8, C = 5, H = 24;
+  cpu::CapacityDims cd;
+  cd.B = B, cd.S = S, cd.k = k, cd.E = E, cd.C = C, cd.rows = 2, cd.positions = 16;
+  arith::Capacity d;
+  d.B = B, d.S = S, d.k = k, d.E = E, d.C = C, d.rows = 2, d.positions = 16;
+  std::vector<int32_t> idx(B * S * k);
+  std::vector<float> w(B * S * k);
+  for (int64_t t = 0; t < B * S; ++t) {
+    idx[t * k] = (int32_t)(t % 2);
+    idx[t * k + 1] = (int32_t)(2 + (t * 5) % 6);
+    w[t * k] = t % 3 == 0 ? 0.5f : 0.5f + 0.001f * (float)(t % 17);
+    w[t * k + 1] = 1.0f - w[t * k];
+  }
+  std::vector<float> x = test::normalVector(B * S * H, 160),
+                     dy = test::normalVector(B * S * H, 161);
+  const int64_t n = d.groups() * E, rows = E * d.groups() * C;
+  DeviceBuffer<int32_t> didx(idx), slots(idx.size()), bad((size_t)1);
+  DeviceBuffer<int64_t> kept((size_t)n), dropped((size_t)n);
+  DeviceBuffer<float> dwts(w), dx(x), ddy(dy), buffers((size_t)(rows * H)), y((size_t)(B * S * H)),
+      gx((size_t)(B * S * H)), dbuf((size_t)(rows * H)), gw((size_t)(B * S * k));
+  for (bool probs : {true, false}) {
+    SCOPED_TRACE(probs ? "probs" : "position");
+    ASSERT_EQ(gpu::moe_capacity_slots(dwts.ptr, didx.ptr, d, probs, slots.ptr, kept.ptr,
+                                      dropped.ptr, nullptr),
+              cudaSuccess);
+    std::vector<int32_t> want(idx.size());
+    std::vector<int64_t> wantKept(E, 0), wantDropped(E, 0), gotKept(E, 0), gotDropped(E, 0);
+    cpu::moe_capacity_slots(w.data(), idx.data(), cd,
+                            probs ? cpu::DropPolicy::Probs : cpu::DropPolicy::Position, want.data(),
+                            wantKept.data(), wantDropped.data());
+    EXPECT_EQ(slots.read(), want);
+    std::vector<int64_t> k2 = kept.read(), x2 = dropped.read();
+    for (int64_t i = 0; i < n; ++i) {
+      gotKept[i % E] += k2[i];
+      gotDropped[i % E] += x2[i];
+    }
+    EXPECT_EQ(gotKept, wantKept);
+    EXPECT_EQ(gotDropped, wantDropped);
+    EXPECT_GT(wantDropped[0], 0);
+  }
+  std::vector<int32_t> hostSlots = slots.read();
+  ASSERT_EQ(gpu::moe_dispatch_capacity(dx.ptr, didx.ptr, slots.ptr, d, H, buffers.ptr, nullptr),
+            cudaSuccess);
+  ASSERT_EQ(
+      gpu::moe_combine_capacity(buffers.ptr, dwts.ptr, didx.ptr, slots.ptr, d, H, y.ptr, nullptr),
+      cudaSuccess);
+  ASSERT_EQ(
+      gpu::moe_dispatch_capacity_grad(buffers.ptr, didx.ptr, slots.ptr, d, H, gx.ptr, nullptr),
+      cudaSuccess);
+  ASSERT_EQ(gpu::moe_combine_capacity_grad(dwts.ptr, didx.ptr, slots.ptr, ddy.ptr, d, H, dbuf.ptr,
+                                           nullptr),
+            cudaSuccess);
+  ASSERT_EQ(gpu::moe_combine_capacity_grad_weights(buffers.ptr, didx.ptr, slots.ptr, ddy.ptr, d, H,
+                                                   gw.ptr, nullptr),
+            cudaSuccess);
+  std::vector<float> wantBuf(rows * H), wantY(B * S * H), wantGx(B * S * H), wantDbuf(rows * H),
+      wantGw(B * S * k);
+  cpu::moe_dispatch_capacity(x.data(), idx.data(), hostSlots.data(), cd, H, wantBuf.data());
+  cpu::moe_combine_capacity(wantBuf.data(), w.data(), idx.data(), hostSlots.data(), cd, H,
+                            wantY.data());
+  cpu::moe_dispatch_capacity_grad(wantBuf.data(), idx.data(), hostSlots.data(), cd, H,
+                                  wantGx.data());
+  cpu::moe_combine_capacity_grad(w.data(), idx.data(), hostSlots.data(), dy.data(), cd, H,
+                                 wantDbuf.data());
+  cpu::moe_combine_capacity_grad_weights(wantBuf.data(), idx.data(), hostSlots.data(), dy.data(),
+                                         cd, H, wantGw.data());
+  expectClose(buffers.read(), wantBuf, 0.0f);
+  expectClose(y.read(), wantY, 0.0f);
+  expectClose(gx.read(), wantGx, 0.0f);
+  expectClose(dbuf.read(), wantDbuf, 0.0f);
+  expectClose(gw.read(), wantGw, 0.0f);
+  hostSlots[9] = (int32_t)C;
+  DeviceBuffer<int32_t> badSlots(hostSlots);
+  ASSERT_EQ(gpu::count_bad_slots(badSlots.ptr, (int64_t)hostSlots.size(), C, bad.ptr, nullptr),
+            cudaSuccess);
   EXPECT_EQ(bad.read()[0], 1);
 }
 

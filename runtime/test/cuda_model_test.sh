@@ -89,10 +89,26 @@ cat > "$tmp/hybrid.json" <<'SPEC'
 SPEC
 plan "$tmp/hybrid.json" --train --emit plan -o "$tmp/hybrid-train.slp"
 "$run" "$tmp/hybrid-train.slp" --device cuda --train --steps 3 --verify --rtol 1e-3
-# The whole nam56r-tiny trained (dropless MoE's backward on the dense slabs, every expert's
-# SwiGLU differentiated through cuBLASLt); --verify's single-device run replays the GPU's
+# The whole nam56r-tiny trained (dropless MoE's backward over the routed rows, each expert's
+# SwiGLU differentiated by the grouped GEMMs); --verify's single-device run replays the GPU's
 # expert choices (--verify-routing replay, the default), so a near-tie the GPU rounds the
 # other way does not change which tokens each expert trains on.
 plan "$examples/models/nam56r-tiny.json" --tp 1 --sp=false --cp 1 --ep 1 --train \
   --emit plan -o "$tmp/nam-train.slp"
 "$run" "$tmp/nam-train.slp" --device cuda --train --steps 3 --verify --rtol 1e-3
+# MoE alone at world size 1, dropless (the routed rows' sort and grouped GEMMs) and in capacity
+# mode (the slots' drop order, the buffers, moe_experts over them), forward and trained; capacity
+# mode's --verify also needs the dropped rows counted on the GPU equal to the CPU's.
+cat > "$tmp/moe.json" <<'SPEC'
+{"name": "moe", "pattern": "EE", "vocab": 64, "hidden": 32, "seq": 32, "batch": 4,
+ "dtype": "f32", "moe": {"experts": 4, "top_k": 2, "ffn_hidden": 48}}
+SPEC
+"$compile" "$tmp/moe.json" --emit plan -o "$tmp/moe.slp"
+"$run" "$tmp/moe.slp" --device cuda --verify --rtol 1e-3
+"$compile" "$tmp/moe.json" --train --emit plan -o "$tmp/moe-train.slp"
+"$run" "$tmp/moe-train.slp" --device cuda --train --steps 3 --verify --rtol 1e-3
+"$compile" "$tmp/moe.json" --moe-expert-capacity-factor 1.0 --emit plan -o "$tmp/cap.slp"
+"$run" "$tmp/cap.slp" --device cuda --verify --rtol 1e-3
+"$compile" "$tmp/moe.json" --moe-expert-capacity-factor 1.0 --train --emit plan \
+  -o "$tmp/cap-train.slp"
+"$run" "$tmp/cap-train.slp" --device cuda --train --steps 3 --verify --rtol 1e-3

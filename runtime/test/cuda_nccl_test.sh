@@ -1,13 +1,13 @@
 #!/bin/sh
 # Plans of several ranks on several GPUs over NCCL (docs/runtime.md, NCCL): equivalence-matrix
 # entries, their layout transitions and the kernels' own exchanges (ring attention, halos, the
-# scans' state exchange, the vocabulary-parallel loss), run with --device cuda --comm nccl --verify
-# (one process driving one GPU per rank) and pass when the outputs agree with the CPU's
-# single-device run and the bytes and arena peak equal the report's; training plans of the same
-# entries (--train --steps 3 --verify), which run the backward of those exchanges; under mpirun the same with
-# --comm mpi+nccl; and a rank that stalls or dies ends the job with an error naming the NCCL call
-# and its group within the timeout, never a hang. Exits 77 (skipped) without a CUDA device or
-# with fewer than two GPUs.
+# scans' state exchange, the vocabulary-parallel loss, dropless MoE's rows by count), run with
+# --device cuda --comm nccl --verify (one process driving one GPU per rank) and pass when the
+# outputs agree with the CPU's single-device run and the bytes and arena peak equal the report's;
+# training plans of the same entries (--train --steps 3 --verify), which run the backward of those
+# exchanges; under mpirun the same with --comm mpi+nccl; and a rank that stalls or dies ends the
+# job with an error naming the NCCL call and its group within the timeout, never a hang. Exits 77
+# (skipped) without a CUDA device or with fewer than two GPUs.
 # Plans come from a folder instead of the compiler with SHARDLINE_PLAN_DIR (gpu_plans.sh).
 # usage: cuda_nccl_test.sh BIN_DIR
 set -eu
@@ -79,9 +79,7 @@ entry() { # NAME RANKS FLAGS...
   check "$name $*" "$file"
 }
 
-# Every family over dp (the loss). MoE over several GPUs is not here: dropless MoE exchanges rows
-# by count inside its kernel, which runs on the CPU's collectives only, and capacity mode has no
-# CUDA kernels yet (docs/runtime.md, "What does not run on CUDA yet").
+# Every family over dp (the loss).
 for family in mlp attention dense mamba recurrent local; do
   entry $family 2 --dp 2
 done
@@ -116,7 +114,7 @@ entry dense 4 --tp 2 --sp --cp 2 --cp-comm ring
 # backward of the conv, local attention and the scans over halos and sequence chunks, under cp 2
 # for every family but MoE; dense under tp 2 with and without sequence parallelism; every family
 # but MoE over dp 2 (the gradients' all-reduce).
-train() { # NAME FLAGS... (two ranks)
+train() { # NAME FLAGS... (two ranks, or as many as the caller checked there are GPUs for)
   name=$1
   shift
   file="$tmp/$name-train$(printf '%s' "$*" | tr -c 'A-Za-z0-9' '_').slp"
@@ -130,6 +128,21 @@ for family in mlp attention dense mamba recurrent local; do
 done
 train dense --tp 2 --sp=false
 train dense --tp 2 --sp
+
+# MoE over an expert group: dropless (counts, then the rows by count over NCCL; with etp the
+# gather and reduce-scatter over the expert-tensor group) and capacity mode (its all-to-alls are
+# layout transitions), forward and trained; --verify needs the bytes each rank sent equal to
+# what its counts imply, and capacity mode's dropped rows equal to the CPU's.
+entry moe 2 --dp 2 --ep 2
+entry moe 2 --dp 2 --ep 2 --moe-expert-capacity-factor 1.0
+entry moe 4 --cp 2 --dp 2 --ep 2 --etp 2
+train moe --dp 2 --ep 2
+train moe --dp 2 --ep 2 --moe-expert-capacity-factor 1.0
+if [ "$gpus" -ge 4 ]; then
+  train moe --cp 2 --dp 2 --ep 2 --etp 2
+else
+  echo "SKIP training moe --cp 2 --dp 2 --ep 2 --etp 2 (needs 4 GPUs)"
+fi
 
 if $saving; then
   exit 0

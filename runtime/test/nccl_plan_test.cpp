@@ -13,6 +13,7 @@
 
 #include "comm/nccl_plan.h"
 
+#include "comm/moe_routes.h"
 #include "comm/movement.h"
 #include "comm/nccl_kernels.h"
 #include "exec/collectives.h"
@@ -26,6 +27,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <numeric>
 #include <thread>
 #include <unistd.h>
 
@@ -91,8 +93,7 @@ std::vector<Entry> entries() {
        dense,
        {"--tp", "2", "--sp", "--cp", "2", "--dp", "2"},
        {O::AllGather, O::ReduceScatter, O::SendRecv}},
-      // Capacity mode: its all-to-alls are layout transitions (dropless MoE
-      // exchanges rows by count inside its kernel, which NCCL does not run).
+      // Capacity mode: its all-to-alls are layout transitions.
       {"moe dp2 ep2",
        moe,
        {"--dp", "2", "--ep", "2", "--moe-expert-capacity-factor", "1.0"},
@@ -100,6 +101,13 @@ std::vector<Entry> entries() {
       {"moe tp2 sp ep2",
        moe,
        {"--tp", "2", "--sp", "--ep", "2", "--moe-expert-capacity-factor", "1.0"},
+       {O::SendRecv}},
+      // Dropless: rows by count inside the kernel (comm/moe_routes.h),
+      // over the expert group and, with etp, the expert-tensor group.
+      {"moe dropless dp2 ep2", moe, {"--dp", "2", "--ep", "2"}, {O::SendRecv}},
+      {"moe dropless cp2 dp2 ep2 etp2",
+       moe,
+       {"--cp", "2", "--dp", "2", "--ep", "2", "--etp", "2"},
        {O::SendRecv}},
       {"mamba cp2", mamba, {"--cp", "2"}, {O::AllGather, O::SendRecv}},
       {"mamba tp2 sp cp2", mamba, {"--tp", "2", "--sp", "--cp", "2"}, {O::AllGather}},
@@ -233,8 +241,11 @@ TEST_P(NcclPlanTest, SendsWhatTheCpuCollectivesMeasure) {
     const std::vector<NcclLowering> &ranks = l.ranks;
     RunResult run = runPlan(*plan, RunOptions{});
     ASSERT_EQ(run.error, "");
+    // Dropless MoE's steps are lowered at balanced routing, the report's
+    // figure; the run measures them at its routing's counts.
     int64_t sent = busiestSum(ranks);
-    EXPECT_EQ(sent, run.bytesSentPerRank) << describe(ranks[0]);
+    EXPECT_EQ(sent - run.variableBytesBalanced + run.variableBytesMeasured, run.bytesSentPerRank)
+        << describe(ranks[0]);
     EXPECT_EQ(sent, plan->root()->comm_bytes_per_rank());
     // The strategy's own collectives are there.
     std::map<NcclOp, int64_t> calls;
@@ -440,6 +451,206 @@ TEST_P(NcclPlanTest, HaloRoutesFillEverySlotWithTheTokenBeforeItsChunk) {
   });
   if (!GetParam())
     EXPECT_GT(halos, 0);
+}
+
+/// The router whose indices `t` holds: the router_topk step of program
+/// `steps` that writes it, through the layout transitions between, as its
+/// place among the routers (the order RunOptions::routing records them in).
+int64_t routerOf(const std::vector<Step> &steps, int32_t t) {
+  for (size_t i = steps.size(); i-- > 0;) {
+    const Step &s = steps[i];
+    if (std::find(s.out.begin(), s.out.end(), t) == s.out.end())
+      continue;
+    if (s.kind != "router_topk")
+      return routerOf(std::vector<Step>(steps.begin(), steps.begin() + i), s.in[0]);
+    int64_t before = 0;
+    for (size_t j = 0; j < i; ++j)
+      before += steps[j].kind == "router_topk";
+    return before;
+  }
+  return -1;
+}
+
+/// The rows of every rank's exchange run on the host (DroplessRoutes and
+/// TensorRoutes of every rank; `counts[r]` rank r's rows per expert, El
+/// experts a member, R routed rows a rank): see the test below.
+void checkDroplessRuns(const std::vector<DroplessRoutes> &ex, const std::vector<TensorRoutes> &tgs,
+                       const std::vector<std::vector<int32_t>> &counts, int64_t El, int64_t R) {
+  int64_t n = (int64_t)ex.size();
+  auto code = [](int64_t rank, int64_t row) { return (double)(rank * 1000000 + row); };
+  std::vector<std::vector<double>> grouped(n), back(n, std::vector<double>(R, -1.0));
+  for (int64_t r = 0; r < n; ++r) {
+    const DroplessRoutes &e = ex[r];
+    grouped[r].assign(e.total(), -1.0);
+    for (int64_t m = 0; m < e.ep(); ++m) {
+      int64_t q = e.members[m];
+      // What member q sends this rank is what this rank expects from it.
+      ASSERT_EQ(ex[q].rowsTo[e.me], e.rowsFrom(m)) << "rank " << q << " to " << r;
+      for (const RowRun &run : e.runsOf(m))
+        for (int64_t i = 0; i < run.rows; ++i)
+          grouped[r][run.to + i] = code(q, ex[q].firstRow[e.me] + run.from + i);
+    }
+    // The CPU kernel's grouping: by local expert, then by sender, each
+    // sender's rows of the expert in its sorted order.
+    int64_t next = 0;
+    for (int64_t l = 0; l < El; ++l)
+      for (int64_t q : e.members) {
+        int64_t expert = e.me * El + l, start = 0;
+        for (int64_t x = 0; x < expert; ++x)
+          start += counts[q][x];
+        for (int64_t i = 0; i < counts[q][expert]; ++i)
+          ASSERT_EQ(grouped[r][next++], code(q, start + i))
+              << "rank " << r << ", expert " << expert << ", from " << q;
+      }
+    ASSERT_EQ(next, e.total());
+    // The rows received lie one member after another, in member order.
+    int64_t at = 0;
+    for (int64_t m = 0; m < e.ep(); ++m)
+      if (m != e.me) {
+        EXPECT_EQ(e.arrival(m), at) << "rank " << r << ", member " << m;
+        at += e.rowsFrom(m);
+      }
+    EXPECT_EQ(at, e.rowsIn());
+    // The return, each run reversed into the sender's sorted rows.
+    for (int64_t m = 0; m < e.ep(); ++m) {
+      int64_t q = e.members[m];
+      for (const RowRun &run : e.runsOf(m))
+        for (int64_t i = 0; i < run.rows; ++i)
+          back[q][ex[q].firstRow[e.me] + run.from + i] = grouped[r][run.to + i];
+    }
+  }
+  for (int64_t q = 0; q < n; ++q)
+    for (int64_t row = 0; row < R; ++row)
+      ASSERT_EQ(back[q][row], code(q, row)) << "rank " << q << ", row " << row;
+  // etp: the gather by local expert, then by member, and each member's part
+  // packed back out of it.
+  for (int64_t r = 0; r < n; ++r) {
+    const TensorRoutes &tg = tgs[r];
+    if (tg.etp() < 2)
+      continue;
+    std::vector<double> gathered(std::accumulate(tg.total.begin(), tg.total.end(), int64_t{0}),
+                                 -1.0);
+    for (int64_t t = 0; t < tg.etp(); ++t)
+      for (const RowRun &run : tg.runsOf(t))
+        for (int64_t i = 0; i < run.rows; ++i)
+          gathered[run.to + i] = grouped[tg.members[t]][run.from + i];
+    int64_t at = 0;
+    for (int64_t t = 0; t < tg.etp(); ++t)
+      if (t != tg.me) {
+        EXPECT_EQ(tg.arrival(t), at) << "rank " << r << ", member " << t;
+        at += tg.rowsOf(t);
+      }
+    int64_t next = 0;
+    for (int64_t l = 0; l < El; ++l)
+      for (int64_t t = 0; t < tg.etp(); ++t) {
+        const std::vector<double> &theirs = grouped[tg.members[t]];
+        int64_t start = 0;
+        for (int64_t x = 0; x < l; ++x)
+          start += tg.rows[t][x];
+        for (int64_t i = 0; i < tg.rows[t][l]; ++i)
+          ASSERT_EQ(gathered[next++], theirs[start + i]) << "rank " << r << ", member " << t;
+      }
+    for (int64_t t = 0; t < tg.etp(); ++t) {
+      std::vector<double> packed(tg.rowsOf(t), -1.0);
+      for (const RowRun &run : tg.runsOf(t))
+        for (int64_t i = 0; i < run.rows; ++i)
+          packed[run.from + i] = gathered[run.to + i];
+      ASSERT_EQ(packed, grouped[tg.members[t]]) << "rank " << r << ", member " << t;
+    }
+  }
+}
+
+/// Dropless MoE's routes (comm/moe_routes.h), worked out for every rank from
+/// the counts of the routing the CPU run recorded, send exactly the bytes
+/// the CPU kernel measured, step by step at the busiest rank; their balanced
+/// figure is the lowering's, which the report states. Run on the host with
+/// rows coding (rank, sorted row), their transfers and row runs (as the CUDA
+/// backend runs them) group every rank's received rows by local expert and
+/// then by sender, as the CPU kernel does, bring every row back to its place
+/// in its rank's sorted rows, and with etp gather the members' rows by local
+/// expert and then by member and pack each member's own rows back.
+TEST_P(NcclPlanTest, DroplessRoutesMoveEveryRowAndSendWhatTheCpuKernelMeasures) {
+  int64_t steps = 0, etpSteps = 0;
+  for (const Lowered &l : lowered(GetParam())) {
+    SCOPED_TRACE(trace(l));
+    Routing routing;
+    RunOptions options;
+    options.routing = &routing;
+    options.routingUse = RoutingUse::Record;
+    RunResult run = runPlan(l.plan, options);
+    ASSERT_EQ(run.error, "");
+    ASSERT_TRUE(run.variableBytesExact) << run.variableBytesMismatch;
+    Mesh mesh = meshOf(*l.plan.root());
+    std::vector<TensorInfo> tensors = tensorInfos(*l.plan.root(), mesh);
+    int64_t n = mesh.numRanks(), measured = 0;
+    for (size_t i = 0; i < l.programs[0].size(); ++i) {
+      const Step &s0 = l.programs[0][i];
+      bool grad = s0.kind == "moe_dropless_grad";
+      if (s0.kind != "moe_dropless" && !grad)
+        continue;
+      ++steps;
+      int64_t router = routerOf(l.programs[0], s0.in[2]);
+      ASSERT_GE(router, 0);
+      ASSERT_EQ(routing.choices.size(), 1u);
+      const std::vector<int32_t> &global = routing.choices[0][router];
+      const TensorInfo &x = tensors[s0.in[0]], &idx = tensors[s0.in[2]], &gate = tensors[s0.in[3]];
+      int64_t E = gate.shape[0], El = gate.local[0], k = idx.shape[2];
+      std::vector<std::string> expertAxes = s0.attrs[0].strings, tensorAxes;
+      if (s0.attrs.size() > 1 && s0.attrs[1].present)
+        tensorAxes = s0.attrs[1].strings;
+      etpSteps += mesh.product(tensorAxes) > 1;
+      // Every rank's counts per expert, from its part of the routing.
+      std::vector<std::vector<int32_t>> counts(n, std::vector<int32_t>(E, 0));
+      for (int64_t r = 0; r < n; ++r) {
+        std::vector<int64_t> b = ownedIndices(idx.layout, mesh, idx.shape, 0, r),
+                             q = ownedIndices(idx.layout, mesh, idx.shape, 1, r);
+        for (int64_t bi : b)
+          for (int64_t si : q)
+            for (int64_t j = 0; j < k; ++j)
+              ++counts[r][global[(bi * idx.shape[1] + si) * k + j]];
+      }
+      auto place = [&](const std::vector<int64_t> &members, int64_t r) {
+        return (int64_t)(std::find(members.begin(), members.end(), r) - members.begin());
+      };
+      auto groupOf = [&](const std::vector<std::string> &axes, int64_t r) {
+        return axes.empty() ? std::vector<int64_t>{r} : mesh.group(r, axes);
+      };
+      std::vector<DroplessRoutes> ex(n);
+      for (int64_t r = 0; r < n; ++r) {
+        std::vector<int64_t> members = groupOf(expertAxes, r);
+        int64_t me = place(members, r);
+        std::vector<std::vector<int32_t>> received(members.size());
+        for (size_t m = 0; m < members.size(); ++m)
+          received[m].assign(counts[members[m]].begin() + me * El,
+                             counts[members[m]].begin() + (me + 1) * El);
+        ex[r] = droplessRoutes(members, me, counts[r], received);
+        int64_t sent = 0;
+        for (int64_t m = 0; m < ex[r].ep(); ++m)
+          sent += ex[r].rowsTo[m];
+        EXPECT_EQ(sent, x.local[0] * x.local[1] * k) << "rank " << r;
+      }
+      int64_t busiest = 0;
+      std::vector<TensorRoutes> tgs(n);
+      for (int64_t r = 0; r < n; ++r) {
+        std::vector<int64_t> members = groupOf(tensorAxes, r);
+        std::vector<std::vector<int32_t>> rows;
+        for (int64_t t : members)
+          rows.emplace_back(ex[t].local.begin(), ex[t].local.end());
+        TensorRoutes &tg = tgs[r] = tensorRoutes(members, place(members, r), rows);
+        DroplessBytes bytes = droplessBytes(ex[r], tg, grad, x.local[0] * x.local[1], k, x.local[2],
+                                            x.elementBytes(), tensors[s0.in[1]].elementBytes());
+        busiest = std::max(busiest, bytes.implied);
+        for (const NcclStep &st : l.ranks[r].steps)
+          if (st.step == s0.index)
+            EXPECT_EQ(st.bytesSent, bytes.balanced) << "rank " << r << ", op #" << st.step;
+      }
+      measured += busiest;
+      checkDroplessRuns(ex, tgs, counts, El, x.local[0] * x.local[1] * k);
+    }
+    EXPECT_EQ(measured, run.variableBytesMeasured);
+  }
+  EXPECT_GT(steps, 0);
+  EXPECT_GT(etpSteps, 0);
 }
 
 /// The state exchange's all-gather, run on the host from every rank's

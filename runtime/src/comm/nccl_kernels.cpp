@@ -94,9 +94,16 @@ GatheredChunks gatheredChunks(const RankFacts &facts, const std::vector<int64_t>
 }
 
 const std::vector<std::string> &kernelExchangeKinds() {
-  static const std::vector<std::string> kinds = {
-      "ring_attention",      "halo",     "scan_state_exchange",      "cross_entropy",
-      "ring_attention_grad", "halo_add", "scan_state_exchange_grad", "cross_entropy_grad"};
+  static const std::vector<std::string> kinds = {"ring_attention",
+                                                 "halo",
+                                                 "scan_state_exchange",
+                                                 "cross_entropy",
+                                                 "ring_attention_grad",
+                                                 "halo_add",
+                                                 "scan_state_exchange_grad",
+                                                 "cross_entropy_grad",
+                                                 "moe_dropless",
+                                                 "moe_dropless_grad"};
   return kinds;
 }
 

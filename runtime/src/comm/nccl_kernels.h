@@ -81,7 +81,8 @@ GatheredChunks gatheredChunks(const RankFacts &facts, const std::vector<int64_t>
 /// The lowered kinds (comm/nccl_plan.h) whose exchanges these routes give a
 /// device: ring_attention, halo, scan_state_exchange and cross_entropy, and
 /// their backward duals (ring_attention_grad, halo_add,
-/// scan_state_exchange_grad, cross_entropy_grad).
+/// scan_state_exchange_grad, cross_entropy_grad), and dropless MoE forward and
+/// backward (its routes: comm/moe_routes.h).
 const std::vector<std::string> &kernelExchangeKinds();
 
 /// The layout transitions, which lower to NCCL's collectives and point-to-point

@@ -10,6 +10,7 @@
 
 #include "comm/nccl_plan.h"
 
+#include "comm/moe_routes.h"
 #include "comm/movement.h"
 #include "comm/nccl_kernels.h"
 #include "comm/transfer.h"
@@ -119,6 +120,8 @@ private:
         {"scan_state_exchange_grad", &Lowerer::stateExchange},
         {"halo", &Lowerer::halo},
         {"halo_add", &Lowerer::halo},
+        {"moe_dropless", &Lowerer::moeDropless},
+        {"moe_dropless_grad", &Lowerer::moeDropless},
     };
     return table;
   }
@@ -343,6 +346,43 @@ private:
     for (const HaloPeer &p : routes.peers)
       add(peers, p.rank, (int64_t)p.sendRows.size() * C, (int64_t)p.recvRows.size() * C);
     sendRecv(st, communicator(axesOf(s)), peers, x.elementBytes());
+  }
+
+  /// Dropless MoE's exchange by count (comm/moe_routes.h), which depends on
+  /// the routing: over the expert group the El counts to and from every
+  /// other member, then the rows; over the expert-tensor group (etp > 1) the
+  /// counts, then the gathered rows and the reduce-scatter. The rows' calls
+  /// state the report's balanced routing (each member k·T/ep of this rank's
+  /// rows, each row's values out and back); the step's bytes are those of
+  /// droplessBalancedBytes.
+  void moeDropless(const Step &s, NcclStep &st) {
+    enum { kX, kWeights, kIndices, kGate };
+    bool grad = s.kind == "moe_dropless_grad";
+    const TensorInfo &x = tensor(s.in[kX]), &w = tensor(s.in[kWeights]);
+    int64_t T = x.local[0] * x.local[1], H = x.local[2], k = tensor(s.in[kIndices]).local[2];
+    int64_t El = tensor(s.in[kGate]).local[0], eb = x.elementBytes(), wb = w.elementBytes();
+    // Values a row carries out and back.
+    int64_t values = grad ? 3 * H + 2 : 2 * H;
+    int64_t ce = communicator(axesOf(s, "expert_axes")),
+            ct = communicator(axesOf(s, "tensor_axes"));
+    int64_t ep = ce < 0 ? 1 : groupSize(ce), etp = ct < 0 ? 1 : groupSize(ct);
+    auto exchange = [&](int64_t c, int64_t sendEach, int64_t recvEach, int64_t bytes) {
+      std::map<int64_t, NcclPeer> peers;
+      for (int64_t r : out.communicators[c].members)
+        if (r != self)
+          add(peers, r, sendEach, recvEach);
+      sendRecv(st, c, peers, 0);
+      st.calls.back().bytesSent = bytes;
+    };
+    int64_t rowBytes = droplessRowBytes(grad, T, k, H, eb, wb);
+    if (ce >= 0) {
+      exchange(ce, El, El, (ep - 1) * El * 4);
+      exchange(ce, k * T / ep * values, k * T / ep * values, rowBytes * (ep - 1) / ep);
+    }
+    if (ct >= 0) {
+      exchange(ct, El, El, (etp - 1) * El * 4);
+      exchange(ct, k * T * values, k * T * values, rowBytes * (etp - 1));
+    }
   }
 
   void fail(const NcclStep &st, const std::string &why) {

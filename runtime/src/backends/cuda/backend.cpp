@@ -15,6 +15,7 @@
 #include "backends/cuda/entry.h"
 #include "backends/cuda/exchange.h"
 #include "backends/cuda/exchange_grad.h"
+#include "backends/cuda/moe.h"
 #include "backends/cuda/nccl.h"
 #include "comm/nccl_kernels.h"
 #include "exec/program.h"
@@ -157,13 +158,15 @@ void moeDispatch(const Step &s, Frame &f) {
   requireNoBadIds(f, s.in[1], experts, "the experts");
 }
 
-/// SwiGLU experts over their whole slabs, one expert after another on the
-/// stream: the rows no token was routed to are zero and stay zero (SwiGLU of
-/// zero is zero), so computing them gives the CPU's packed result without
-/// the host learning how many rows each expert got.
+/// SwiGLU experts over their whole slabs [E, r1, ..., rn, H] (the dense
+/// dispatch's [E, b, s, H], capacity mode's buffers [E, Gb, Gs, C, H]), one
+/// expert after another on the stream: the rows no token was routed to are
+/// zero and stay zero (SwiGLU of zero is zero), so computing them gives the
+/// CPU's packed result without the host learning how many rows each expert
+/// got.
 void moeExperts(const Step &s, Frame &f) {
-  const std::vector<int64_t> &slabs = f.local(s.in[0]), &gate = f.local(s.in[1]);
-  int64_t E = slabs[0], R = slabs[1] * slabs[2], H = gate[1], F = gate[2];
+  const std::vector<int64_t> &gate = f.local(s.in[1]);
+  int64_t E = gate[0], H = gate[1], F = gate[2], R = f.n(s.in[0]) / std::max<int64_t>(1, E * H);
   CudaDevice &device = deviceOf(f);
   auto *hidden = static_cast<float *>(device.scratch(std::max<int64_t>(1, 2 * R * F) * 4));
   float *up = hidden + R * F;
@@ -186,46 +189,6 @@ void moeCombine(const Step &s, Frame &f) {
                              device.counter(), device.stream()),
            "moe_combine");
   requireNoBadIds(f, s.in[2], slabs[0], "the experts");
-}
-
-/// sl.moe_dropless on a rank that holds every expert (an expert group of one
-/// rank, as at world size 1): the dense slabs of the dispatch, the experts
-/// over them and the weighted combine, all on the stream. Spread over an
-/// expert group it exchanges rows by count between the ranks, which the GPU
-/// does not do yet: refused by name.
-void moeDropless(const Step &s, Frame &f) {
-  enum { kX, kWeights, kIndices, kGate, kUp, kDown };
-  const std::vector<int64_t> &x = f.local(s.in[kX]), &gate = f.local(s.in[kGate]);
-  int64_t T = x[0] * x[1], H = x[2], k = f.local(s.in[kIndices])[2], E = gate[0], F = gate[2];
-  if (E != f.global(s.in[kGate])[0])
-    throw Stop{"the CUDA backend runs sl.moe_dropless only where one rank holds every expert (" +
-                   std::to_string(E) + " of " + std::to_string(f.global(s.in[kGate])[0]) +
-                   " here): the exchange of rows by count over an expert group runs on the CPU",
-               false};
-  if (F != f.global(s.in[kGate])[2])
-    throw Stop{"the CUDA backend runs sl.moe_dropless only where one rank holds every expert's "
-               "whole ffn (" +
-                   std::to_string(F) + " of " + std::to_string(f.global(s.in[kGate])[2]) +
-                   " here): expert tensor parallelism (etp > 1) runs on the CPU",
-               false};
-  CudaDevice &device = deviceOf(f);
-  int64_t slab = E * T * H;
-  auto *tokens = static_cast<float *>(device.scratch((2 * slab + 2 * T * F) * 4 + 4));
-  float *out = tokens + slab, *hidden = out + slab, *up = hidden + T * F;
-  launched(cuda::moe_dispatch(f.f(s.in[kX]), f.ids(s.in[kIndices]), T, H, k, E, tokens,
-                              device.counter(), device.stream()),
-           "moe_dispatch");
-  requireNoBadIds(f, s.in[kIndices], E, "the experts");
-  const float *wGate = f.f(s.in[kGate]), *wUp = f.f(s.in[kUp]), *wDown = f.f(s.in[kDown]);
-  for (int64_t e = 0; e < E; ++e) {
-    device.matmul(tokens + e * T * H, wGate + e * H * F, T, H, F, hidden);
-    device.matmul(tokens + e * T * H, wUp + e * H * F, T, H, F, up);
-    launched(cuda::swiglu(hidden, up, T * F, hidden, device.stream()), "swiglu");
-    device.matmul(hidden, wDown + e * F * H, T, F, H, out + e * T * H);
-  }
-  launched(cuda::moe_combine(out, f.f(s.in[kWeights]), f.ids(s.in[kIndices]), T, H, k, E,
-                             f.f(s.out[0]), device.counter(), device.stream()),
-           "moe_combine");
 }
 
 /// Attribute order of the attention entries (kernels/cpu/table.h).
@@ -318,7 +281,6 @@ const std::map<std::string, void (*)(const Step &, Frame &)> &cudaRuns() {
       {"moe_dispatch", moeDispatch},
       {"moe_experts", moeExperts},
       {"moe_combine", moeCombine},
-      {"moe_dropless", moeDropless},
       {"rglru_scan", rglruScan},
       {"embedding", embedding},
       {"rms_norm", rmsNorm},
@@ -382,7 +344,7 @@ shardline_backend_cuda(int abiVersion, const KernelTable *reference, char *error
   static std::once_flag built;
   static KernelTable table;
   std::call_once(built, [&] {
-    for (const auto *runs : {&cudaRuns(), &cudaGradRuns()})
+    for (const auto *runs : {&cudaRuns(), &cudaGradRuns(), &cudaMoeRuns()})
       for (const auto &[kind, run] : *runs) {
         auto found = reference->find(kind);
         if (found == reference->end())

@@ -4,9 +4,9 @@
 // (through cuBLASLt), RoPE, attention and sliding-window attention (over
 // halos and sequence chunks too), the elementwise activations,
 // cross-entropy over a whole vocabulary, the embedding, the conv1d and the
-// RG-LRU and SSD scans (with halos and sequence chunks), and dropless MoE
-// where one rank holds every expert; the gradients' sums of squares and
-// AdamW. Each run launches the kernels of kernels/cuda/kernels_grad.h on
+// RG-LRU and SSD scans (with halos and sequence chunks), and the router
+// (MoE's backward is backends/cuda/moe.cpp's); the gradients' sums of
+// squares and AdamW. Each run launches the kernels of kernels/cuda/kernels_grad.h on
 // the rank's CudaDevice; the backward of the kernels' own exchanges is
 // exchange_grad.cpp's.
 //
@@ -17,7 +17,6 @@
 #include "backends/cuda/cuda_device.h"
 #include "backends/cuda/entry.h"
 #include "backends/cuda/run_util.h"
-#include "kernels/cuda/experts_grad.h"
 #include "kernels/cuda/kernels_grad.h"
 
 #include <cmath>
@@ -461,66 +460,6 @@ void routerTopkGrad(const Step &s, Frame &f) {
   requireNoBadIds(f, s.in[1], E, "the experts");
 }
 
-/// sl.moe_dropless_grad where one rank holds every expert, on the forward's
-/// dense slabs [E, T, H] (a row per token of every expert, zero where the
-/// router did not choose it): the combine's backward into slabs, each
-/// expert's SwiGLU recomputed and differentiated with cuBLASLt GEMMs over its
-/// whole slab (the zero rows contribute nothing), then each choice's weight
-/// gradient and each token's dx from its chosen rows. Spread over an expert
-/// group it exchanges rows by count, which the GPU does not do yet.
-void moeDroplessGrad(const Step &s, Frame &f) {
-  enum { kX, kWeights, kIndices, kGate, kUp, kDown, kDy };
-  enum { kDx, kDweights, kDgate, kDup, kDdown };
-  const std::vector<int64_t> &x = f.local(s.in[kX]), &gate = f.local(s.in[kGate]);
-  int64_t T = x[0] * x[1], H = x[2], k = f.local(s.in[kIndices])[2], E = gate[0], F = gate[2];
-  if (E != f.global(s.in[kGate])[0])
-    throw Stop{
-        "the CUDA backend runs sl.moe_dropless_grad only where one rank holds every expert (" +
-            std::to_string(E) + " of " + std::to_string(f.global(s.in[kGate])[0]) +
-            " here): the exchange of rows by count over an expert group runs on the CPU",
-        false};
-  CudaDevice &dev = deviceOf(f);
-  int64_t slab = E * T * H;
-  // Slabs of tokens, dout, the experts' outputs and dtokens, then the
-  // experts' scratch.
-  auto *tokens = static_cast<float *>(dev.scratch((4 * slab + 6 * T * F + T * H) * 4 + 4));
-  float *dout = tokens + slab, *out = dout + slab, *dtokens = out + slab;
-  const int32_t *idx = f.ids(s.in[kIndices]);
-  const float *weights = f.f(s.in[kWeights]), *dy = f.f(s.in[kDy]);
-  cudaStream_t stream = dev.stream();
-  // The slabs' rows no token chose must be zero: the weight gradients sum
-  // over every row.
-  checkCuda(cudaMemsetAsync(tokens, 0, slab * 4, stream), "cudaMemsetAsync of the slabs");
-  checkCuda(cuda::moe_dispatch(f.f(s.in[kX]), idx, T, H, k, E, tokens, dev.counter(), stream),
-            "moe_dispatch");
-  requireNoBadIds(f, s.in[kIndices], E, "the experts");
-  checkCuda(cuda::moe_combine_grad(weights, idx, dy, T, H, k, E, dout, stream), "moe_combine_grad");
-  struct Ops {
-    CudaDevice &dev;
-    void gemm(bool ta, bool tb, const float *a, const float *b, int64_t M, int64_t N, int64_t K,
-              float *o) {
-      dev.gemm(ta, tb, a, b, M, N, K, o);
-    }
-    void swiglu(const float *g, const float *u, int64_t n, float *o) {
-      checkCuda(cuda::swiglu(g, u, n, o, dev.stream()), "swiglu");
-    }
-    void swigluGrad(const float *g, const float *u, const float *d, int64_t n, float *dg,
-                    float *du) {
-      checkCuda(cuda::swiglu_grad(g, u, d, n, dg, du, dev.stream()), "swiglu_grad");
-    }
-    void add(const float *a, const float *b, int64_t n, float *o) {
-      checkCuda(cuda::add(a, b, n, o, dev.stream()), "add");
-    }
-  } ops{dev};
-  cuda::expertsGrad(ops, {tokens, dout, f.f(s.in[kGate]), f.f(s.in[kUp]), f.f(s.in[kDown]), E, T, H,
-                          F, out, dtokens, f.f(s.out[kDgate]), f.f(s.out[kDup]), f.f(s.out[kDdown]),
-                          dtokens + slab});
-  checkCuda(cuda::moe_combine_grad_weights(out, idx, dy, T, H, k, E, f.f(s.out[kDweights]), stream),
-            "moe_combine_grad_weights");
-  checkCuda(cuda::moe_dispatch_grad(dtokens, idx, T, H, k, E, f.f(s.out[kDx]), stream),
-            "moe_dispatch_grad");
-}
-
 } // namespace
 
 const std::map<std::string, void (*)(const Step &, Frame &)> &cudaGradRuns() {
@@ -546,7 +485,6 @@ const std::map<std::string, void (*)(const Step &, Frame &)> &cudaGradRuns() {
       {"gated_rms_norm_grad", gatedRmsNormGrad},
       {"gated_rms_norm_grad_weight", gatedRmsNormGradWeight},
       {"router_topk_grad", routerTopkGrad},
-      {"moe_dropless_grad", moeDroplessGrad},
       {"ssd_scan_grad", ssdScanGrad<false>},
       {"ssd_scan_grad_params", ssdScanGrad<true>},
       {"cross_entropy_grad", crossEntropyGrad},

@@ -219,20 +219,6 @@ std::vector<AttrSpec> capacityAttrs(bool withExperts) {
   return attrs;
 }
 
-cpu::CapacityDims capacityDims(const Step &s, const Frame &f, int32_t routing, int32_t buffers) {
-  const std::vector<int64_t> &r = f.local(routing);
-  const std::vector<int64_t> &group = s.attrs[s.attrs.size() > 1 ? kGroup : 0].ints;
-  cpu::CapacityDims d;
-  d.B = r[0], d.S = r[1], d.k = r[2];
-  d.rows = group[0], d.positions = group[1];
-  if (buffers >= 0) {
-    d.E = f.local(buffers)[0], d.C = f.local(buffers)[3];
-  } else {
-    d.E = s.attrs[kExperts].i, d.C = s.attrs[kCapacity].i;
-  }
-  return d;
-}
-
 void checkCapacity(Contract &c, std::initializer_list<Contract::Arg> routing, Contract::Arg tokens,
                    Contract::Arg buffers) {
   const bool attrsEC = c.step.attrs.size() > 1;
@@ -269,24 +255,6 @@ void checkCapacity(Contract &c, std::initializer_list<Contract::Arg> routing, Co
   if (attrsEC)
     c.dimIs(buffers, 0, c.intAttr(kExperts), "attribute 'experts'")
         .dimIs(buffers, 3, c.intAttr(kCapacity), "attribute 'capacity'");
-}
-
-ExpertLoad *expertLoad(const Step &s, Frame &f, int32_t t, int64_t experts) {
-  if (!f.expertLoad)
-    return nullptr;
-  ExpertLoad &load = (*f.expertLoad)[s.index];
-  load.kept.resize(experts, 0);
-  load.dropped.resize(experts, 0);
-  const TensorInfo &routing = f.tensors[t];
-  std::vector<int64_t> coords = f.mesh.coords(f.self);
-  for (size_t a = 0; a < f.mesh.axes.size(); ++a) {
-    bool splits = false;
-    for (const std::vector<std::string> &dim : routing.layout.dims)
-      splits = splits || std::count(dim.begin(), dim.end(), f.mesh.axes[a].first) > 0;
-    if (!splits && coords[a] != 0)
-      return nullptr;
-  }
-  return &load;
 }
 
 namespace {

@@ -16,6 +16,7 @@
 #define SHARDLINE_RUNTIME_KERNELS_CPU_TABLE_H
 
 #include "exec/collectives.h"
+#include "exec/expert_load.h"
 #include "exec/program.h"
 #include "exec/verify.h"
 #include "kernels/cpu/kernels.h"
@@ -86,7 +87,20 @@ std::vector<AttrSpec> capacityAttrs(bool withExperts);
 /// The local dims of a capacity step: [B, S, k] from `routing`, the group
 /// from its attribute, E and C from `buffers` [E, Gb, Gs, C, H] (or, when
 /// buffers is -1, from the attributes).
-cpu::CapacityDims capacityDims(const Step &s, const Frame &f, int32_t routing, int32_t buffers);
+inline cpu::CapacityDims capacityDims(const Step &s, const Frame &f, int32_t routing,
+                                      int32_t buffers) {
+  const std::vector<int64_t> &r = f.local(routing);
+  const std::vector<int64_t> &group = s.attrs[s.attrs.size() > 1 ? kGroup : 0].ints;
+  cpu::CapacityDims d;
+  d.B = r[0], d.S = r[1], d.k = r[2];
+  d.rows = group[0], d.positions = group[1];
+  if (buffers >= 0) {
+    d.E = f.local(buffers)[0], d.C = f.local(buffers)[3];
+  } else {
+    d.E = s.attrs[kExperts].i, d.C = s.attrs[kCapacity].i;
+  }
+  return d;
+}
 
 /// The contract the capacity ops share: the group attribute is [rows,
 /// positions], both positive, tiling the local [B, S] of the `routing`
@@ -96,14 +110,6 @@ cpu::CapacityDims capacityDims(const Step &s, const Frame &f, int32_t routing, i
 /// be kNoArg.
 void checkCapacity(Contract &c, std::initializer_list<Contract::Arg> routing, Contract::Arg tokens,
                    Contract::Arg buffers);
-
-/// The step's entry in the rank's expert load, sized to `experts` (made on
-/// every rank, so that all hold the same entries), or nullptr when nobody
-/// reads it or this rank's tokens are counted elsewhere: of the ranks that
-/// hold the same part of the routing tensor `t`, only the first (coordinate
-/// 0 on every mesh axis t is not split over) counts, so the counts sum over
-/// the ranks to the layer's routed choices.
-ExpertLoad *expertLoad(const Step &s, Frame &f, int32_t t, int64_t experts);
 
 // -- what a backward op shares with its forward op -------------------------
 //

@@ -1,0 +1,155 @@
+//===- moe_capacity.cu - capacity-mode MoE's slots, dispatch, combine ------===//
+//
+// The kernels of kernels_moe.h's capacity mode; what each thread computes is
+// kernels/cuda/moe_capacity.h's.
+//
+//===----------------------------------------------------------------------===//
+
+#include "kernels/cuda/kernels_moe.h"
+#include "kernels/cuda/moe_launch.cuh"
+#include "kernels/cuda/reduce.cuh"
+
+namespace shardline::rt::cuda {
+
+namespace {
+
+using arith::Capacity;
+
+__global__ void badIdsKernel(const int32_t *idx, int64_t n, int64_t E, int32_t *bad) {
+  for (int64_t i = firstElement(); i < n; i += gridStride())
+    if (!arith::idInRange(idx[i], E))
+      atomicAdd(bad, 1);
+}
+
+__global__ void badSlotsKernel(const int32_t *slots, int64_t n, int64_t C, int32_t *bad) {
+  for (int64_t i = firstElement(); i < n; i += gridStride())
+    if (slots[i] < -1 || slots[i] >= C)
+      atomicAdd(bad, 1);
+}
+
+/// One thread per (group, expert).
+__global__ void slotsKernel(const float *weights, const int32_t *idx, Capacity d, bool probs,
+                            int32_t *slots, int64_t *kept, int64_t *dropped) {
+  for (int64_t i = firstElement(); i < d.groups() * d.E; i += gridStride())
+    arith::expertSlots(weights, idx, d, probs, i / d.E, (int32_t)(i % d.E), slots, kept + i,
+                       dropped + i);
+}
+
+/// One thread per (choice, channel).
+__global__ void dispatchKernel(const float *x, const int32_t *idx, const int32_t *slots, Capacity d,
+                               int64_t H, float *buffers) {
+  int64_t n = d.B * d.S * d.k * H;
+  for (int64_t i = firstElement(); i < n; i += gridStride()) {
+    int64_t row = d.rowOf(idx, slots, i / H);
+    if (row >= 0)
+      buffers[row * H + i % H] = x[(i / (d.k * H)) * H + i % H];
+  }
+}
+
+/// One thread per (token, channel).
+__global__ void combineKernel(const float *buffers, const float *weights, const int32_t *idx,
+                              const int32_t *slots, Capacity d, int64_t H, float *y) {
+  for (int64_t i = firstElement(); i < d.B * d.S * H; i += gridStride())
+    y[i] = arith::capacityCombineElement(buffers, weights, idx, slots, d, H, i / H, i % H);
+}
+
+__global__ void dispatchGradKernel(const float *dbuffers, const int32_t *idx, const int32_t *slots,
+                                   Capacity d, int64_t H, float *dx) {
+  for (int64_t i = firstElement(); i < d.B * d.S * H; i += gridStride())
+    dx[i] = arith::capacityDispatchGradElement(dbuffers, idx, slots, d, H, i / H, i % H);
+}
+
+/// One thread per (choice, channel).
+__global__ void combineGradKernel(const float *weights, const int32_t *idx, const int32_t *slots,
+                                  const float *dy, Capacity d, int64_t H, float *dbuffers) {
+  int64_t n = d.B * d.S * d.k * H;
+  for (int64_t i = firstElement(); i < n; i += gridStride()) {
+    int64_t c = i / H, row = d.rowOf(idx, slots, c);
+    if (row >= 0)
+      dbuffers[row * H + i % H] = weights[c] * dy[(c / d.k) * H + i % H];
+  }
+}
+
+/// One thread per choice.
+__global__ void combineGradWeightsKernel(const float *buffers, const int32_t *idx,
+                                         const int32_t *slots, const float *dy, Capacity d,
+                                         int64_t H, float *dweights) {
+  for (int64_t i = firstElement(); i < d.B * d.S * d.k; i += gridStride())
+    dweights[i] = arith::capacityCombineGradWeight(buffers, idx, slots, dy, d, H, i);
+}
+
+__global__ void uniformGroupsKernel(int64_t groups, int64_t rows, int64_t *offsets,
+                                    int64_t *tileOffsets) {
+  arith::uniformGroups(groups, rows, offsets, tileOffsets);
+}
+
+int64_t bufferValues(const Capacity &d, int64_t H) { return d.E * d.groups() * d.C * H; }
+
+} // namespace
+
+cudaError_t uniform_groups(int64_t groups, int64_t rows, int64_t *offsets, int64_t *tileOffsets,
+                           cudaStream_t stream) {
+  uniformGroupsKernel<<<1, 1, 0, stream>>>(groups, rows, offsets, tileOffsets);
+  return cudaGetLastError();
+}
+
+cudaError_t count_bad_ids(const int32_t *idx, int64_t n, int64_t E, int32_t *bad,
+                          cudaStream_t stream) {
+  return launchElementwise(n, stream, badIdsKernel, idx, n, E, bad);
+}
+
+cudaError_t count_bad_slots(const int32_t *slots, int64_t n, int64_t C, int32_t *bad,
+                            cudaStream_t stream) {
+  return launchElementwise(n, stream, badSlotsKernel, slots, n, C, bad);
+}
+
+cudaError_t moe_capacity_slots(const float *weights, const int32_t *idx, const Capacity &d,
+                               bool probs, int32_t *slots, int64_t *kept, int64_t *dropped,
+                               cudaStream_t stream) {
+  return launchElementwise(d.groups() * d.E, stream, slotsKernel, weights, idx, d, probs, slots,
+                           kept, dropped);
+}
+
+cudaError_t moe_dispatch_capacity(const float *x, const int32_t *idx, const int32_t *slots,
+                                  const Capacity &d, int64_t H, float *buffers,
+                                  cudaStream_t stream) {
+  if (cudaError_t status = cudaMemsetAsync(buffers, 0, bufferValues(d, H) * sizeof(float), stream);
+      status != cudaSuccess)
+    return status;
+  return launchElementwise(d.B * d.S * d.k * H, stream, dispatchKernel, x, idx, slots, d, H,
+                           buffers);
+}
+
+cudaError_t moe_combine_capacity(const float *buffers, const float *weights, const int32_t *idx,
+                                 const int32_t *slots, const Capacity &d, int64_t H, float *y,
+                                 cudaStream_t stream) {
+  return launchElementwise(d.B * d.S * H, stream, combineKernel, buffers, weights, idx, slots, d, H,
+                           y);
+}
+
+cudaError_t moe_dispatch_capacity_grad(const float *dbuffers, const int32_t *idx,
+                                       const int32_t *slots, const Capacity &d, int64_t H,
+                                       float *dx, cudaStream_t stream) {
+  return launchElementwise(d.B * d.S * H, stream, dispatchGradKernel, dbuffers, idx, slots, d, H,
+                           dx);
+}
+
+cudaError_t moe_combine_capacity_grad(const float *weights, const int32_t *idx,
+                                      const int32_t *slots, const float *dy, const Capacity &d,
+                                      int64_t H, float *dbuffers, cudaStream_t stream) {
+  if (cudaError_t status = cudaMemsetAsync(dbuffers, 0, bufferValues(d, H) * sizeof(float), stream);
+      status != cudaSuccess)
+    return status;
+  return launchElementwise(d.B * d.S * d.k * H, stream, combineGradKernel, weights, idx, slots, dy,
+                           d, H, dbuffers);
+}
+
+cudaError_t moe_combine_capacity_grad_weights(const float *buffers, const int32_t *idx,
+                                              const int32_t *slots, const float *dy,
+                                              const Capacity &d, int64_t H, float *dweights,
+                                              cudaStream_t stream) {
+  return launchElementwise(d.B * d.S * d.k, stream, combineGradWeightsKernel, buffers, idx, slots,
+                           dy, d, H, dweights);
+}
+
+} // namespace shardline::rt::cuda
