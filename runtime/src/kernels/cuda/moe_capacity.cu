@@ -6,7 +6,6 @@
 //===----------------------------------------------------------------------===//
 
 #include "kernels/cuda/kernels_moe.h"
-#include "kernels/cuda/moe_launch.cuh"
 #include "kernels/cuda/reduce.cuh"
 
 namespace shardline::rt::cuda {
@@ -95,18 +94,18 @@ cudaError_t uniform_groups(int64_t groups, int64_t rows, int64_t *offsets, int64
 
 cudaError_t count_bad_ids(const int32_t *idx, int64_t n, int64_t E, int32_t *bad,
                           cudaStream_t stream) {
-  return launchElementwise(n, stream, badIdsKernel, idx, n, E, bad);
+  return elementwise(n, stream, badIdsKernel, idx, n, E, bad);
 }
 
 cudaError_t count_bad_slots(const int32_t *slots, int64_t n, int64_t C, int32_t *bad,
                             cudaStream_t stream) {
-  return launchElementwise(n, stream, badSlotsKernel, slots, n, C, bad);
+  return elementwise(n, stream, badSlotsKernel, slots, n, C, bad);
 }
 
 cudaError_t moe_capacity_slots(const float *weights, const int32_t *idx, const Capacity &d,
                                bool probs, int32_t *slots, int64_t *kept, int64_t *dropped,
                                cudaStream_t stream) {
-  return launchElementwise(d.groups() * d.E, stream, slotsKernel, weights, idx, d, probs, slots,
+  return elementwise(d.groups() * d.E, stream, slotsKernel, weights, idx, d, probs, slots,
                            kept, dropped);
 }
 
@@ -116,21 +115,21 @@ cudaError_t moe_dispatch_capacity(const float *x, const int32_t *idx, const int3
   if (cudaError_t status = cudaMemsetAsync(buffers, 0, bufferValues(d, H) * sizeof(float), stream);
       status != cudaSuccess)
     return status;
-  return launchElementwise(d.B * d.S * d.k * H, stream, dispatchKernel, x, idx, slots, d, H,
+  return elementwise(d.B * d.S * d.k * H, stream, dispatchKernel, x, idx, slots, d, H,
                            buffers);
 }
 
 cudaError_t moe_combine_capacity(const float *buffers, const float *weights, const int32_t *idx,
                                  const int32_t *slots, const Capacity &d, int64_t H, float *y,
                                  cudaStream_t stream) {
-  return launchElementwise(d.B * d.S * H, stream, combineKernel, buffers, weights, idx, slots, d, H,
+  return elementwise(d.B * d.S * H, stream, combineKernel, buffers, weights, idx, slots, d, H,
                            y);
 }
 
 cudaError_t moe_dispatch_capacity_grad(const float *dbuffers, const int32_t *idx,
                                        const int32_t *slots, const Capacity &d, int64_t H,
                                        float *dx, cudaStream_t stream) {
-  return launchElementwise(d.B * d.S * H, stream, dispatchGradKernel, dbuffers, idx, slots, d, H,
+  return elementwise(d.B * d.S * H, stream, dispatchGradKernel, dbuffers, idx, slots, d, H,
                            dx);
 }
 
@@ -140,7 +139,7 @@ cudaError_t moe_combine_capacity_grad(const float *weights, const int32_t *idx,
   if (cudaError_t status = cudaMemsetAsync(dbuffers, 0, bufferValues(d, H) * sizeof(float), stream);
       status != cudaSuccess)
     return status;
-  return launchElementwise(d.B * d.S * d.k * H, stream, combineGradKernel, weights, idx, slots, dy,
+  return elementwise(d.B * d.S * d.k * H, stream, combineGradKernel, weights, idx, slots, dy,
                            d, H, dbuffers);
 }
 
@@ -148,7 +147,7 @@ cudaError_t moe_combine_capacity_grad_weights(const float *buffers, const int32_
                                               const int32_t *slots, const float *dy,
                                               const Capacity &d, int64_t H, float *dweights,
                                               cudaStream_t stream) {
-  return launchElementwise(d.B * d.S * d.k, stream, combineGradWeightsKernel, buffers, idx, slots,
+  return elementwise(d.B * d.S * d.k, stream, combineGradWeightsKernel, buffers, idx, slots,
                            dy, d, H, dweights);
 }
 

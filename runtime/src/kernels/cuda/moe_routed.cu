@@ -8,7 +8,6 @@
 //===----------------------------------------------------------------------===//
 
 #include "kernels/cuda/kernels_moe.h"
-#include "kernels/cuda/moe_launch.cuh"
 #include "kernels/cuda/reduce.cuh"
 
 namespace shardline::rt::cuda {
@@ -147,7 +146,7 @@ __global__ void rowDotsKernel(const float *a, const float *b, int64_t R, int64_t
 cudaError_t moe_sort(const int32_t *idx, int64_t choices, int64_t E, const RoutedSort &sort,
                      int32_t *badIds, cudaStream_t stream) {
   int64_t chunks = arith::sortChunks(choices);
-  if (cudaError_t status = launchElementwise(chunks * E, stream, sortCountKernel, idx, choices, E,
+  if (cudaError_t status = elementwise(chunks * E, stream, sortCountKernel, idx, choices, E,
                                              sort.chunkCounts, badIds);
       status != cudaSuccess)
     return status;
@@ -155,23 +154,23 @@ cudaError_t moe_sort(const int32_t *idx, int64_t choices, int64_t E, const Route
                                       sort.first, sort.tileOffsets);
   if (cudaError_t status = cudaGetLastError(); status != cudaSuccess)
     return status;
-  return launchElementwise(chunks * E, stream, sortPlaceKernel, idx, choices, E,
+  return elementwise(chunks * E, stream, sortPlaceKernel, idx, choices, E,
                            (const int64_t *)sort.first, sort.perm, sort.rowOf);
 }
 
 cudaError_t moe_gather_tokens(const float *x, const int32_t *perm, int64_t R, int64_t H, int64_t k,
                               float *rows, cudaStream_t stream) {
-  return launchElementwise(R * H, stream, gatherTokensKernel, x, perm, R, H, k, rows);
+  return elementwise(R * H, stream, gatherTokensKernel, x, perm, R, H, k, rows);
 }
 
 cudaError_t moe_gather_choices(const float *values, const int32_t *perm, int64_t R, float *rows,
                                cudaStream_t stream) {
-  return launchElementwise(R, stream, gatherChoicesKernel, values, perm, R, rows);
+  return elementwise(R, stream, gatherChoicesKernel, values, perm, R, rows);
 }
 
 cudaError_t moe_scatter_choices(const float *rows, const int32_t *rowOf, int64_t choices,
                                 float *out, cudaStream_t stream) {
-  return launchElementwise(choices, stream, scatterChoicesKernel, rows, rowOf, choices, out);
+  return elementwise(choices, stream, scatterChoicesKernel, rows, rowOf, choices, out);
 }
 
 cudaError_t grouped_rows(const float *a, const float *w, bool transW, int64_t R, int64_t K,
@@ -197,22 +196,22 @@ cudaError_t grouped_outer(const float *a, int64_t M, const float *b, int64_t N,
 
 cudaError_t moe_routed_combine(const float *out, const int32_t *rowOf, const float *weights,
                                int64_t T, int64_t H, int64_t k, float *y, cudaStream_t stream) {
-  return launchElementwise(T * H, stream, combineKernel, out, rowOf, weights, T, H, k, y);
+  return elementwise(T * H, stream, combineKernel, out, rowOf, weights, T, H, k, y);
 }
 
 cudaError_t moe_routed_dx(const float *dxRows, const int32_t *rowOf, int64_t T, int64_t H,
                           int64_t k, float *dx, cudaStream_t stream) {
-  return launchElementwise(T * H, stream, dxKernel, dxRows, rowOf, T, H, k, dx);
+  return elementwise(T * H, stream, dxKernel, dxRows, rowOf, T, H, k, dx);
 }
 
 cudaError_t scale_rows(const float *rows, const float *scale, int64_t R, int64_t H, float *out,
                        cudaStream_t stream) {
-  return launchElementwise(R * H, stream, scaleRowsKernel, rows, scale, R, H, out);
+  return elementwise(R * H, stream, scaleRowsKernel, rows, scale, R, H, out);
 }
 
 cudaError_t row_dots(const float *a, const float *b, int64_t R, int64_t H, float *out,
                      cudaStream_t stream) {
-  return launchElementwise(R, stream, rowDotsKernel, a, b, R, H, out);
+  return elementwise(R, stream, rowDotsKernel, a, b, R, H, out);
 }
 
 } // namespace shardline::rt::cuda
