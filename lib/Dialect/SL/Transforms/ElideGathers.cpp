@@ -392,23 +392,34 @@ bool serveReadersByTrees(func::FuncOp fn, placement::RelayoutPrices &prices, Rec
   return changed;
 }
 
+/// When chain moves (Kind::Type::Target) are tried.
+enum class Chains {
+  /// Only where no move of one kind improves the function.
+  AtFixpoint,
+  /// Beside the moves of one kind, at every step.
+  EveryStep,
+  /// Never (the lookahead's follow-ups).
+  Never,
+};
+
 /// The moves that improve `fn`, best first: most bytes saved, then most
 /// activation bytes.
 std::vector<placement::Move> improvingMoves(func::FuncOp fn, placement::RelayoutPrices &prices,
-                                            bool keepPeak, bool chains = true) {
+                                            bool keepPeak, Chains chains) {
   std::vector<placement::Move> moves;
   std::vector<std::tuple<int64_t, int64_t, size_t>> order; // saved bytes, activations, index
   bool ties = placement::activationsBreakTies(fn);
-  // Chains re-placed onto another chain's layout (Target) are tried only
-  // where no move of one kind improves the function: taken first, a joint
-  // move can block the sequence of one-kind moves that reaches further.
+  // Chains re-placed onto another chain's layout (Target) come after the
+  // moves of one kind; with Chains::AtFixpoint they are tried only where no
+  // move of one kind improves the function.
   std::vector<placement::Kind> kinds, joint;
   for (placement::Kind &kind : placement::kindsIn(fn))
     (kind.type == placement::Kind::Type::Target ? joint : kinds).push_back(std::move(kind));
   size_t oneKind = kinds.size();
   kinds.insert(kinds.end(), joint.begin(), joint.end());
   for (size_t k = 0; k < kinds.size(); ++k) {
-    if (k == oneKind && (!chains || !moves.empty()))
+    if (k == oneKind &&
+        (chains == Chains::Never || (chains == Chains::AtFixpoint && !moves.empty())))
       break;
     const placement::Kind &kind = kinds[k];
     // An unsplit move, or a gather put earlier, runs ops on larger values:
@@ -451,6 +462,14 @@ int64_t peakOf(func::FuncOp fn) {
   return 0;
 }
 
+/// The bytes per rank `fn`'s collectives send (the report's figure).
+int64_t bytesOf(func::FuncOp fn) {
+  int64_t bytes = 0;
+  fn.walk(
+      [&](Operation *op) { bytes += std::max<int64_t>(0, shardline::collectiveBytesPerRank(op)); });
+  return bytes;
+}
+
 /// What the best move after `kind`'s saves in bytes: `kind`'s move applied to
 /// a copy of `fn`, priced, thrown away. Two moves can each be the other's
 /// obstacle (a reorder sunk to cancel one reorder back blocks the cheaper
@@ -490,7 +509,7 @@ int64_t followUpSaving(func::FuncOp fn, const placement::Kind &kind,
       return 0;
     // The follow-up of one kind only: chain moves are priced where no move
     // of one kind is left, not at every step's lookahead.
-    std::vector<placement::Move> next = improvingMoves(copy, prices, keepPeak, /*chains=*/false);
+    std::vector<placement::Move> next = improvingMoves(copy, prices, keepPeak, Chains::Never);
     if (next.empty())
       return 0;
     const placement::Outcome &o = next.front().solve();
@@ -500,80 +519,143 @@ int64_t followUpSaving(func::FuncOp fn, const placement::Kind &kind,
 
 struct SLElideGathers : mlir::sl::impl::SLElideGathersBase<SLElideGathers> {
   using SLElideGathersBase::SLElideGathersBase;
+  /// The moves, the local rewrites and the reader trees on `fn` until
+  /// nothing lowers its bytes, chain moves tried as `chains` says.
+  LogicalResult place(func::FuncOp fn, placement::RelayoutPrices &prices, Records &records,
+                      Chains chains) {
+    // The local rewrites record into `records`, as the moves do.
+    RewritePatternSet patterns(&getContext());
+    patterns.add<MergeGathers>(&getContext());
+    patterns.add<CollapseChain>(&getContext(), records, prices);
+    FrozenRewritePatternSet frozen(std::move(patterns));
+    // Moves, then the local rewrites, until neither lowers anything: each
+    // applied move lowers (bytes, activations) strictly and each local
+    // rewrite lowers bytes or merges gathers, so this ends; the bounds only
+    // guard against a pricing bug.
+    for (int pass = 0; pass < 100; ++pass) {
+      for (int round = 0; round < 1000; ++round) {
+        splitGathers(fn);
+        std::optional<int64_t> peak;
+        bool applied = false;
+        std::vector<placement::Move> moves = improvingMoves(fn, prices, keepPeak, chains);
+        std::vector<placement::Move *> allowed;
+        for (placement::Move &move : moves) {
+          // A move that grows its region's activations is refused without
+          // measuring; one that does not is measured on a copy.
+          const placement::Outcome &o = move.solve();
+          if (keepPeak) {
+            if (o.activationAfter > o.activationBefore)
+              continue;
+            if (!peak)
+              peak = peakOf(fn);
+            if (raisesPeak(fn, move.kind(), *peak))
+              continue;
+          }
+          allowed.push_back(&move);
+        }
+        // Of the few best, the one whose move and best follow-up save most.
+        placement::Move *chosen = allowed.empty() ? nullptr : allowed.front();
+        if (allowed.size() > 1) {
+          int64_t bestScore = -1;
+          for (placement::Move *move : llvm::ArrayRef(allowed).take_front(4)) {
+            const placement::Outcome &o = move->solve();
+            int64_t score =
+                o.bytesBefore - o.bytesAfter + followUpSaving(fn, move->kind(), prices, keepPeak);
+            if (score > bestScore) {
+              bestScore = score;
+              chosen = move;
+            }
+          }
+        }
+        if (chosen) {
+          if (failed(chosen->apply(records)))
+            return failure();
+          applied = true;
+        }
+        if (!applied)
+          break;
+      }
+      // The moves have reached a fixpoint; a local rewrite that lowers
+      // bytes (each records itself; merging gathers does not) may open
+      // new moves.
+      size_t recorded = records.size();
+      if (failed(applyPatternsGreedily(fn, frozen)))
+        return failure();
+      // Then readers served through one another's layouts; with keep-peak,
+      // only where that does not raise the peak (tried on a copy).
+      Records ignored;
+      if (serveReadersByTrees(fn, prices, ignored, /*apply=*/false) &&
+          (!keepPeak || onCopy(fn, ".trees", [&](func::FuncOp copy) {
+            return serveReadersByTrees(copy, prices, ignored) && peakOf(copy) <= peakOf(fn);
+          })))
+        serveReadersByTrees(fn, prices, records);
+      if (records.size() == recorded)
+        break;
+    }
+    return success();
+  }
+
+  /// Whether a chain move, priced on `fn` as it is (as sl-explain prices
+  /// it), sends fewer bytes: one keep-peak would not refuse unmeasured.
+  bool chainMoveLowersBytes(func::FuncOp fn, placement::RelayoutPrices &prices) {
+    bool ties = placement::activationsBreakTies(fn);
+    for (const placement::Kind &kind : placement::kindsIn(fn)) {
+      if (kind.type != placement::Kind::Type::Target ||
+          (keepPeak && placement::onlyWidens(fn, kind)))
+        continue;
+      placement::Move move(fn, kind, ties, &prices);
+      const placement::Outcome &o = move.solve();
+      if (o.bytesAfter < o.bytesBefore && (!keepPeak || o.activationAfter <= o.activationBefore))
+        return true;
+    }
+    return false;
+  }
+
+  /// Places `fn` with chain moves at the fixpoint of the moves of one kind
+  /// and, where it offers a chain move, on a copy with chain moves beside
+  /// the others at every step; keeps the one that sends fewer bytes (then,
+  /// where activations break ties, the lower peak; then the first). The
+  /// order matters: a chain move taken first can block a sequence of moves
+  /// of one kind that reaches further, and one taken only at the fixpoint
+  /// can come too late (docs/passes.md).
+  LogicalResult placeBothWays(func::FuncOp fn, placement::RelayoutPrices &prices,
+                              Records &records) {
+    std::optional<func::FuncOp> other;
+    if (chainMoveLowersBytes(fn, prices)) {
+      OpBuilder b(fn);
+      b.setInsertionPointAfter(fn);
+      other = cast<func::FuncOp>(b.clone(*fn));
+      other->setSymName((fn.getSymName() + ".chains-first").str());
+    }
+    Records atFixpoint, everyStep;
+    LogicalResult placed = place(fn, prices, atFixpoint, Chains::AtFixpoint);
+    if (succeeded(placed) && other)
+      placed = place(*other, prices, everyStep, Chains::EveryStep);
+    bool takeOther = false;
+    if (succeeded(placed) && other) {
+      int64_t bytes = bytesOf(fn), otherBytes = bytesOf(*other);
+      takeOther =
+          otherBytes < bytes || (otherBytes == bytes && placement::activationsBreakTies(fn) &&
+                                 peakOf(*other) < peakOf(fn));
+    }
+    if (takeOther) {
+      fn.getBody().takeBody(other->getBody());
+      atFixpoint = std::move(everyStep);
+    }
+    if (other)
+      (*other)->erase();
+    records.insert(records.end(), atFixpoint.begin(), atFixpoint.end());
+    return placed;
+  }
+
   void runOnOperation() override {
     ModuleOp module = getOperation();
     Records records;
-    RewritePatternSet patterns(&getContext());
-    patterns.add<MergeGathers>(&getContext());
     placement::RelayoutPrices prices;
-    patterns.add<CollapseChain>(&getContext(), records, prices);
-    FrozenRewritePatternSet frozen(std::move(patterns));
-    for (func::FuncOp fn : module.getOps<func::FuncOp>()) {
-      // Moves, then the local rewrites, until neither lowers anything: each
-      // applied move lowers (bytes, activations) strictly and each local
-      // rewrite lowers bytes or merges gathers, so this ends; the bounds only
-      // guard against a pricing bug.
-      for (int pass = 0; pass < 100; ++pass) {
-        for (int round = 0; round < 1000; ++round) {
-          splitGathers(fn);
-          std::optional<int64_t> peak;
-          bool applied = false;
-          std::vector<placement::Move> moves = improvingMoves(fn, prices, keepPeak);
-          std::vector<placement::Move *> allowed;
-          for (placement::Move &move : moves) {
-            // A move that grows its region's activations is refused without
-            // measuring; one that does not is measured on a copy.
-            const placement::Outcome &o = move.solve();
-            if (keepPeak) {
-              if (o.activationAfter > o.activationBefore)
-                continue;
-              if (!peak)
-                peak = peakOf(fn);
-              if (raisesPeak(fn, move.kind(), *peak))
-                continue;
-            }
-            allowed.push_back(&move);
-          }
-          // Of the few best, the one whose move and best follow-up save most.
-          placement::Move *chosen = allowed.empty() ? nullptr : allowed.front();
-          if (allowed.size() > 1) {
-            int64_t bestScore = -1;
-            for (placement::Move *move : llvm::ArrayRef(allowed).take_front(4)) {
-              const placement::Outcome &o = move->solve();
-              int64_t score =
-                  o.bytesBefore - o.bytesAfter + followUpSaving(fn, move->kind(), prices, keepPeak);
-              if (score > bestScore) {
-                bestScore = score;
-                chosen = move;
-              }
-            }
-          }
-          if (chosen) {
-            if (failed(chosen->apply(records)))
-              return signalPassFailure();
-            applied = true;
-          }
-          if (!applied)
-            break;
-        }
-        // The moves have reached a fixpoint; a local rewrite that lowers
-        // bytes (each records itself; merging gathers does not) may open
-        // new moves.
-        size_t recorded = records.size();
-        if (failed(applyPatternsGreedily(fn, frozen)))
-          return signalPassFailure();
-        // Then readers served through one another's layouts; with keep-peak,
-        // only where that does not raise the peak (tried on a copy).
-        Records ignored;
-        if (serveReadersByTrees(fn, prices, ignored, /*apply=*/false) &&
-            (!keepPeak || onCopy(fn, ".trees", [&](func::FuncOp copy) {
-              return serveReadersByTrees(copy, prices, ignored) && peakOf(copy) <= peakOf(fn);
-            })))
-          serveReadersByTrees(fn, prices, records);
-        if (records.size() == recorded)
-          break;
-      }
-    }
+    // Collected first: a function is placed on a copy beside it.
+    for (func::FuncOp fn : llvm::to_vector(module.getOps<func::FuncOp>()))
+      if (failed(placeBothWays(fn, prices, records)))
+        return signalPassFailure();
     if (records.empty())
       return;
     SmallVector<Attribute> entries;
