@@ -1966,6 +1966,21 @@ TEST(CudaArithGrad, ExpertsBackwardOverWholeSlabsIsTheCpus) {
   expectCloseToScale(dGate, wantGate, 1e-5f);
   expectCloseToScale(dUp, wantUp, 1e-5f);
   expectCloseToScale(dDown, wantDown, 1e-5f);
+  // Each op asks for its half only (moe_experts_grad: dtokens;
+  // _grad_weights: the weight gradients), and gets the same values; what it
+  // does not ask for is not written (nullptr).
+  std::vector<float> dOnly(E * T * H, 7.0f), gateOnly(E * H * F, 7.0f), upOnly(E * H * F, 7.0f),
+      downOnly(E * F * H, 7.0f), untouched(E * T * H, 7.0f);
+  gpu::routedExpertsGrad(ops,
+                         {tokens.data(), dout.data(), wg.data(), wu.data(), wd.data(), E * T, H, F,
+                          nullptr, dOnly.data(), nullptr, nullptr, nullptr, scratch.data()});
+  EXPECT_EQ(dOnly, dtokens);
+  gpu::routedExpertsGrad(ops, {tokens.data(), dout.data(), wg.data(), wu.data(), wd.data(), E * T,
+                               H, F, nullptr, nullptr, gateOnly.data(), upOnly.data(),
+                               downOnly.data(), scratch.data()});
+  EXPECT_EQ(gateOnly, dGate);
+  EXPECT_EQ(upOnly, dUp);
+  EXPECT_EQ(downOnly, dDown);
 }
 
 namespace {
