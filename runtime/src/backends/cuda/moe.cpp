@@ -251,14 +251,8 @@ public:
     upload(dev, buffers.offsets, bounds);
   }
 
-  /// The rows this rank computes (over etp, the gathered rows of every
-  /// member) and its own rows (received over the expert group).
-  int64_t computed() const { return std::accumulate(tg.total.begin(), tg.total.end(), int64_t{0}); }
-  int64_t own() const { return tg.rowsOf(sh.meT); }
-  /// The scratch rows the exchanges need (`raw` of send, back, gather and
-  /// reduceScatter): the gathered rows packed by member, then every
-  /// member's part of this rank's rows.
-  int64_t rawRows() const { return computed() + sh.etp() * own(); }
+  /// The rows its buffers hold (comm/moe_routes.h): own, computed, raw.
+  DroplessRows rowCounts() const { return droplessRows(tg); }
 
   /// One grouped send/receive over the groups of `axes`, each value sent
   /// counted at `bytes`.
@@ -270,7 +264,7 @@ public:
   }
 
   /// The grouped GEMMs over the rows this rank computes.
-  Ops ops() const { return {dev, buffers.offsets, buffers.tiles, sh.El, computed()}; }
+  Ops ops() const { return {dev, buffers.offsets, buffers.tiles, sh.El, rowCounts().computed}; }
 
   /// Sends each member the sorted rows (`width` values each, counted at
   /// `bytes` a value) of its experts; `grouped` receives the rows this rank
@@ -326,7 +320,7 @@ public:
   /// etp's reduce-scatter of the partial values of the gathered rows: each
   /// member's rows to it; `mine` receives this rank's rows (by local expert)
   /// summed over the members in member order, from zero, as the CPU kernel
-  /// sums them (`raw`: scratch of rawRows()).
+  /// sums them (`raw`: scratch of rowCounts().raw rows).
   void reduceScatter(const float *partial, int64_t width, int64_t bytes, float *raw, float *mine) {
     int64_t own = tg.rowsOf(sh.meT) * width;
     // raw: the parts packed by member, then those received.
@@ -459,8 +453,8 @@ void moeDropless(const Step &s, Frame &f) {
   } else {
     StepMemory memory(dev);
     Spread ranks(s, f, sh, sort, hostCounts, counts);
-    carveStep(memory,
-              [&](Carve &c) { rowBuffers(c, ranks.computed(), ranks.own(), ranks.rawRows()); });
+    DroplessRows n = ranks.rowCounts();
+    carveStep(memory, [&](Carve &c) { rowBuffers(c, n.computed, n.own, n.raw); });
     int64_t eb = f.tensors[s.in[kX]].elementBytes();
     ranks.send(sorted, H, eb, raw, rows);
     if (etp)
@@ -547,8 +541,8 @@ void moeDroplessGrad(const Step &s, Frame &f) {
   } else {
     StepMemory memory(dev);
     Spread ranks(s, f, sh, sort, hostCounts, counts);
-    carveStep(memory,
-              [&](Carve &c) { rowBuffers(c, ranks.computed(), ranks.own(), ranks.rawRows()); });
+    DroplessRows n = ranks.rowCounts();
+    carveStep(memory, [&](Carve &c) { rowBuffers(c, n.computed, n.own, n.raw); });
     int64_t eb = f.tensors[s.in[kX]].elementBytes(), wb = f.tensors[s.in[kWeights]].elementBytes();
     ranks.send(sx, H, eb, raw, rx);
     ranks.send(sdy, H, eb, raw, rdy);
