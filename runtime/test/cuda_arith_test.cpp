@@ -2016,8 +2016,9 @@ struct CapacityLayer {
 
 } // namespace
 
-// The slots thread by thread (one per group and expert) are the CPU's, under
-// both drop policies, and so are the rows each expert kept and dropped.
+// The slots thread by thread (under probs one per choice ranking it, then one
+// per group and expert numbering) are the CPU's, under both drop policies,
+// and so are the rows each expert kept and dropped.
 TEST(CudaArith, CapacitySlotsKeepAndDropTheCpusChoices) {
   CapacityLayer l;
   arith::Capacity d = l.dims();
@@ -2028,10 +2029,12 @@ TEST(CudaArith, CapacitySlotsKeepAndDropTheCpusChoices) {
     std::vector<int64_t> wantKept(l.E, 0), wantDropped(l.E, 0), kept(l.E, 0), dropped(l.E, 0);
     cpu::moe_capacity_slots(l.w.data(), l.idx.data(), l.cpuDims(), policy, want.data(),
                             wantKept.data(), wantDropped.data());
+    if (probs)
+      for (int64_t i = 0; i < (int64_t)l.idx.size(); ++i)
+        arith::rankChoice(l.w.data(), l.idx.data(), d, i, got.data());
     for (int64_t i = 0; i < d.groups() * d.E; ++i) {
       int64_t k = 0, x = 0;
-      arith::expertSlots(l.w.data(), l.idx.data(), d, probs, i / d.E, (int32_t)(i % d.E),
-                         got.data(), &k, &x);
+      arith::expertSlots(l.idx.data(), d, probs, i / d.E, (int32_t)(i % d.E), got.data(), &k, &x);
       kept[i % d.E] += k;
       dropped[i % d.E] += x;
     }
