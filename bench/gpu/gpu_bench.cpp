@@ -222,25 +222,24 @@ struct Bench {
   /// A bf16 tensor-core kernel: its share of the bf16 peak against `target`.
   void flops(const std::string &kernel, const std::string &shape, double count, double target,
              const std::function<void()> &launch) {
-    Figure f{kernel, shape, "TFLOP/s"};
-    f.ms = time(launch);
-    f.achieved = count / (f.ms * 1e-3) / 1e12;
-    if (peaks.flops > 0)
-      f.peakPercent = 100.0 * count / (f.ms * 1e-3) / peaks.flops;
-    f.target = target;
-    print(f);
+    counted(kernel, shape, count, peaks.flops, target, false, launch);
   }
 
   /// An f32 kernel: its share of the f32 peak (no tensor cores), no target.
   void f32Flops(const std::string &kernel, const std::string &shape, double count,
                 const std::function<void()> &launch) {
+    counted(kernel, shape, count, peaks.f32Flops, -1, true, launch);
+  }
+
+  void counted(const std::string &kernel, const std::string &shape, double count, double peak,
+               double target, bool f32, const std::function<void()> &launch) {
     Figure f{kernel, shape, "TFLOP/s"};
     f.ms = time(launch);
     f.achieved = count / (f.ms * 1e-3) / 1e12;
-    if (peaks.f32Flops > 0)
-      f.peakPercent = 100.0 * count / (f.ms * 1e-3) / peaks.f32Flops;
-    f.target = -1;
-    f.f32 = true;
+    if (peak > 0)
+      f.peakPercent = 100.0 * count / (f.ms * 1e-3) / peak;
+    f.target = target;
+    f.f32 = f32;
     print(f);
   }
 
