@@ -39,6 +39,13 @@ cp "$build/runtime/shardline-runtime-cuda-test" "$bundle/test/"
 
 # The plans: the GPU test scripts compile each plan and keep a copy (gpu_plans.sh), running
 # nothing; the block comparison's from bench/gpu/block.json.
+# A plan a script compiles with "$compile" itself, not through `plan`, is neither saved here nor
+# found there (the GPU machine has no compiler): refuse it.
+if grep -n '^[^#]*"\$compile"' "$root/runtime/test/cuda_model_test.sh" \
+  "$root/runtime/test/cuda_nccl_test.sh" >&2; then
+  echo "gpu-bundle.sh: the lines above compile a plan without gpu_plans.sh's plan" >&2
+  exit 1
+fi
 SHARDLINE_PLAN_SAVE="$bundle/plans/model" \
   sh "$root/runtime/test/cuda_model_test.sh" "$build/bin" "$root/examples" >/dev/null
 SHARDLINE_PLAN_SAVE="$bundle/plans/nccl" \

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The GPU check: on a machine with a GPU, from a bundle made by scripts/gpu-bundle.sh, runs
 #   kernels  every CUDA kernel against its CPU kernel (shardline-runtime-cuda-test), 60 s at most
-#   model    runtime.cuda-model's runs: plans on the GPU against the CPU (cuda_model_test.sh), 120 s
-#   nccl     runtime.cuda-nccl's runs over NCCL (cuda_nccl_test.sh; skipped with one GPU), 30 s
+#   model    runtime.cuda-model's 12 runs: plans on the GPU against the CPU (cuda_model_test.sh),
+#            120 s (one shardline-run start, a few small steps and the CPU's reference each:
+#            about 5 s a run at most)
+#   nccl     runtime.cuda-nccl's short subset over NCCL (cuda_nccl_test.sh BIN short: 7 runs and
+#            a stalled rank, about 40 s where there are two GPUs; the whole test's ~50 runs do not
+#            fit), 60 s; skipped at its first run with one GPU, as on the H200 that is lent
 #   bench    the kernels against the device's peak (shardline-bench-gpu --json bench.json), 60 s
 #   block    a hybrid layer's forward against PyTorch eager (bench/gpu/block_torch.py), 120 s
-# each under its own timeout (6.5 minutes in all), and writes the log (gpu-check.log) and the
+# each under its own timeout (7 minutes in all, 7 min 50 s with each part's 10 s to end), and writes the log (gpu-check.log) and the
 # figures (bench.json, block.json) to $OUT (default BUNDLE_DIR/out). A part that finds no GPU
 # (or PyTorch without CUDA) is skipped with its reason. Exits 0 when every part passed or was
 # skipped, 1 when one failed or ran out of time.
@@ -88,8 +92,8 @@ part() { # NAME SECONDS COMMAND...
 part kernels 60 env LD_LIBRARY_PATH="$shardline_libs" "$bundle/test/shardline-runtime-cuda-test"
 part model 120 env LD_LIBRARY_PATH="$shardline_libs" SHARDLINE_PLAN_DIR="$bundle/plans/model" \
   sh "$root/runtime/test/cuda_model_test.sh" "$bundle/bin" "$root/examples"
-part nccl 30 env LD_LIBRARY_PATH="$shardline_libs" SHARDLINE_PLAN_DIR="$bundle/plans/nccl" \
-  sh "$root/runtime/test/cuda_nccl_test.sh" "$bundle/bin"
+part nccl 60 env LD_LIBRARY_PATH="$shardline_libs" SHARDLINE_PLAN_DIR="$bundle/plans/nccl" \
+  sh "$root/runtime/test/cuda_nccl_test.sh" "$bundle/bin" short
 part bench 60 env LD_LIBRARY_PATH="$shardline_libs" "$bundle/bin/shardline-bench-gpu" --json "$out/bench.json"
 part block 120 python3 "$root/bench/gpu/block_torch.py" --plan "$bundle/plans/block.slp" \
   --run "$bundle/bin/shardline-run" --library-path "$shardline_libs" --steps 5 \

@@ -3,7 +3,10 @@
 // Times each kernel the CUDA backend runs on the shapes of one realistic
 // hybrid layer and prints, per kernel, the median time, the achieved TFLOP/s
 // (GEMMs, attention) or GB/s (everything else) and its share of the device's
-// peak, beside the target of docs/benchmarks.md ("GPU figures"). The GEMMs
+// peak, beside the target of docs/benchmarks.md ("GPU figures"): bf16
+// kernels against the bf16 tensor-core peak, f32 kernels (the f32 GEMM,
+// attention, MoE's grouped GEMMs) against the f32 peak without tensor cores,
+// with no target. The GEMMs
 // go through the backend's own cuBLASLt path (backends/cuda/lt_gemm.h), the
 // other kernels are those of kernels/cuda/kernels.h, launched as the backend
 // launches them.
@@ -11,7 +14,9 @@
 // Shapes: batch 1, sequence 4096, hidden 4096; attention with 32 query heads,
 // 8 kv heads, head dim 128, causal; SwiGLU MLP of 14336; Mamba-2 with 128
 // heads of 64 (inner width 8192), state 128, 8 groups, conv 4; RG-LRU of
-// width 4096; MoE of 8 experts, top 2; vocabulary 32000.
+// width 4096; MoE of 8 experts, top 2 (dropless: the routed choices' sort,
+// the gate GEMM and the weight gradient as grouped GEMMs over the 8192
+// sorted rows, the combine); vocabulary 32000.
 //
 // Counting: a GEMM is 2·M·N·K FLOPs; causal attention 4·D·HQ·B·S(S+1)/2
 // (QK^T and PV over the pairs the mask keeps). Bytes are each kernel's
@@ -19,7 +24,8 @@
 // written once, in the type the kernel stores it (f32 for all but the bf16
 // GEMMs), no re-reads counted. Peaks: bf16 dense tensor FLOPs from the SM
 // count and the SM clock (cudaDeviceGetAttribute) times a table of bf16
-// FLOPs per clock per SM by compute capability; memory bandwidth from the
+// FLOPs per clock per SM by compute capability, f32 the same with the f32
+// FMA lanes' 2 FLOPs a clock each (table); memory bandwidth from the
 // memory clock and bus width (2 transfers a clock). Each time is the median
 // of --reps runs after --warmup runs, between CUDA events on one stream; no
 // cache is flushed between runs (most operands here exceed the L2).
@@ -31,6 +37,8 @@
 #include "backends/cuda/lt_gemm.h"
 #include "exec/program.h"
 #include "kernels/cuda/kernels.h"
+#include "kernels/cuda/kernels_moe.h"
+#include "kernels/cuda/moe_routed.h"
 #include "kernels/cuda/probe.h"
 
 #include <cuda_runtime_api.h>
@@ -61,6 +69,20 @@ void check(cudaError_t status, const char *what) {
 /// A100 (8.0): 312 TFLOP/s at 108 SMs and 1410 MHz; H100/H200 (9.0): 989
 /// TFLOP/s at 132 SMs and 1830 MHz; B200 (10.0): 2250 TFLOP/s at 148 SMs and
 /// 1860 MHz (the vendors' dense figures).
+/// f32 FLOPs per clock per SM without tensor cores: 2 (an FMA) per f32 lane,
+/// 64 lanes an SM on 8.0, 128 on 9.0 and 10.0 (H100 SXM: 67 TFLOP/s f32).
+double f32FlopsPerClockPerSm(int capability) {
+  switch (capability) {
+  case 80:
+    return 128;
+  case 90:
+  case 100:
+    return 256;
+  default:
+    return 0;
+  }
+}
+
 double bf16FlopsPerClockPerSm(int capability) {
   switch (capability) {
   case 80:
@@ -78,7 +100,7 @@ struct Peaks {
   std::string name;
   int capability = 0, sms = 0;
   double smClockKHz = 0, memClockKHz = 0, busBits = 0;
-  double flops = 0, bytesPerSecond = 0;
+  double flops = 0, f32Flops = 0, bytesPerSecond = 0;
   std::string flopsFrom, bytesFrom;
 };
 
@@ -113,6 +135,7 @@ Peaks devicePeaks(int device) {
                   minor);
   }
   p.flopsFrom = line;
+  p.f32Flops = f32FlopsPerClockPerSm(p.capability) * sms * clock * 1e3;
   p.bytesPerSecond = 2.0 * memClock * 1e3 * bus / 8.0;
   std::snprintf(line, sizeof line,
                 "2 x %.0f MHz (cudaDevAttrMemoryClockRate) x %d bits "
@@ -161,8 +184,9 @@ struct Buffer {
 };
 
 struct Figure {
-  std::string kernel, shape, unit; // unit: "TFLOP/s" or "GB/s"
-  double ms = 0, achieved = 0, peakPercent = -1, target = 0;
+  std::string kernel, shape, unit;                           // unit: "TFLOP/s" or "GB/s"
+  double ms = 0, achieved = 0, peakPercent = -1, target = 0; // target < 0: none
+  bool f32 = false; // of the f32 peak, not the bf16 tensor-core one
 };
 
 struct Bench {
@@ -195,14 +219,27 @@ struct Bench {
     return ms.size() % 2 ? ms[ms.size() / 2] : 0.5 * (ms[ms.size() / 2 - 1] + ms[ms.size() / 2]);
   }
 
+  /// A bf16 tensor-core kernel: its share of the bf16 peak against `target`.
   void flops(const std::string &kernel, const std::string &shape, double count, double target,
              const std::function<void()> &launch) {
+    counted(kernel, shape, count, peaks.flops, target, false, launch);
+  }
+
+  /// An f32 kernel: its share of the f32 peak (no tensor cores), no target.
+  void f32Flops(const std::string &kernel, const std::string &shape, double count,
+                const std::function<void()> &launch) {
+    counted(kernel, shape, count, peaks.f32Flops, -1, true, launch);
+  }
+
+  void counted(const std::string &kernel, const std::string &shape, double count, double peak,
+               double target, bool f32, const std::function<void()> &launch) {
     Figure f{kernel, shape, "TFLOP/s"};
     f.ms = time(launch);
     f.achieved = count / (f.ms * 1e-3) / 1e12;
-    if (peaks.flops > 0)
-      f.peakPercent = 100.0 * count / (f.ms * 1e-3) / peaks.flops;
+    if (peak > 0)
+      f.peakPercent = 100.0 * count / (f.ms * 1e-3) / peak;
     f.target = target;
+    f.f32 = f32;
     print(f);
   }
 
@@ -220,10 +257,18 @@ struct Bench {
     char percent[64] = "n/a";
     if (f.peakPercent >= 0)
       std::snprintf(percent, sizeof percent, "%5.1f%%", f.peakPercent);
-    const char *verdict = f.peakPercent < 0 ? "" : f.peakPercent >= f.target ? "meets" : "below";
-    std::printf("%-24s %-34s %9.3f ms %10.1f %-7s %7s of peak (target %2.0f%%) %s\n",
-                f.kernel.c_str(), f.shape.c_str(), f.ms, f.achieved, f.unit.c_str(), percent,
-                f.target, verdict);
+    const char *verdict = f.peakPercent < 0 || f.target < 0 ? ""
+                          : f.peakPercent >= f.target       ? "meets"
+                                                            : "below";
+    char target[32] = "no target";
+    if (f.target >= 0)
+      std::snprintf(target, sizeof target, "target %2.0f%%", f.target);
+    std::printf("%-24s %-34s %9.3f ms %10.1f %-7s %7s of %s peak (%s) %s\n", f.kernel.c_str(),
+                f.shape.c_str(), f.ms, f.achieved, f.unit.c_str(), percent,
+                f.f32              ? "f32"
+                : f.unit == "GB/s" ? "memory"
+                                   : "bf16",
+                target, verdict);
     std::fflush(stdout);
     figures.push_back(f);
   }
@@ -236,23 +281,29 @@ void writeJson(const std::string &path, const Bench &b) {
   char date[32];
   std::time_t now = std::time(nullptr);
   std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-  std::fprintf(out,
-               "{\"date\": \"%s\", \"device\": \"%s\", \"compute_capability\": %d, \"sms\": %d,\n"
-               " \"sm_clock_mhz\": %.0f, \"memory_clock_mhz\": %.0f, \"bus_bits\": %.0f,\n"
-               " \"peak_bf16_tflops\": %.1f, \"peak_bf16_from\": \"%s\",\n"
-               " \"peak_gbps\": %.1f, \"peak_gbps_from\": \"%s\",\n"
-               " \"warmup\": %d, \"reps\": %d, \"kernels\": [\n",
-               date, b.peaks.name.c_str(), b.peaks.capability, b.peaks.sms,
-               b.peaks.smClockKHz / 1e3, b.peaks.memClockKHz / 1e3, b.peaks.busBits,
-               b.peaks.flops / 1e12, b.peaks.flopsFrom.c_str(), b.peaks.bytesPerSecond / 1e9,
-               b.peaks.bytesFrom.c_str(), b.warmup, b.reps);
+  std::fprintf(
+      out,
+      "{\"date\": \"%s\", \"device\": \"%s\", \"compute_capability\": %d, \"sms\": %d,\n"
+      " \"sm_clock_mhz\": %.0f, \"memory_clock_mhz\": %.0f, \"bus_bits\": %.0f,\n"
+      " \"peak_bf16_tflops\": %.1f, \"peak_bf16_from\": \"%s\", \"peak_f32_tflops\": %.1f,\n"
+      " \"peak_gbps\": %.1f, \"peak_gbps_from\": \"%s\",\n"
+      " \"warmup\": %d, \"reps\": %d, \"kernels\": [\n",
+      date, b.peaks.name.c_str(), b.peaks.capability, b.peaks.sms, b.peaks.smClockKHz / 1e3,
+      b.peaks.memClockKHz / 1e3, b.peaks.busBits, b.peaks.flops / 1e12, b.peaks.flopsFrom.c_str(),
+      b.peaks.f32Flops / 1e12, b.peaks.bytesPerSecond / 1e9, b.peaks.bytesFrom.c_str(), b.warmup,
+      b.reps);
   for (size_t i = 0; i < b.figures.size(); ++i) {
     const Figure &f = b.figures[i];
     std::fprintf(out,
                  "  {\"kernel\": \"%s\", \"shape\": \"%s\", \"ms\": %.4f, \"achieved\": %.2f, "
-                 "\"unit\": \"%s\", \"percent_of_peak\": %s, \"target_percent\": %.0f}%s\n",
+                 "\"unit\": \"%s\", \"peak\": \"%s\", \"percent_of_peak\": %s, "
+                 "\"target_percent\": %s}%s\n",
                  f.kernel.c_str(), f.shape.c_str(), f.ms, f.achieved, f.unit.c_str(),
-                 f.peakPercent >= 0 ? std::to_string(f.peakPercent).c_str() : "null", f.target,
+                 f.f32              ? "f32"
+                 : f.unit == "GB/s" ? "memory"
+                                    : "bf16",
+                 f.peakPercent >= 0 ? std::to_string(f.peakPercent).c_str() : "null",
+                 f.target >= 0 ? std::to_string((int)f.target).c_str() : "null",
                  i + 1 < b.figures.size() ? "," : "");
   }
   std::fprintf(out, "]}\n");
@@ -302,10 +353,11 @@ void run(Bench &b) {
             [&] { lt.run(st, false, true, dy.ptr, w.ptr, E::BF16, M, K, N, dx.ptr, E::BF16); });
     b.flops("linear_grad_weight bf16", dims({M, K}) + "^Tx" + dims({M, N}), 2.0 * M * N * K, 70,
             [&] { lt.run(st, true, false, x.ptr, dy.ptr, E::BF16, K, N, M, dw.ptr, E::BF16); });
-    // The f32 path f32 plans take, for comparison: no bf16 tensor cores.
+    // The f32 path f32 plans take, for comparison: no tensor cores
+    // (CUBLAS_COMPUTE_32F), so against the f32 peak.
     Buffer xf(M * K, T::F32, 1.0f, 9), wf(K * N, T::F32, 0.05f, 10), yf(M * N, T::F32, 0.0f, 11);
-    b.flops("linear mlp gate/up f32", dims({M, K}) + "x" + dims({K, N}), 2.0 * M * N * K, 70,
-            [&] { lt.run(st, false, false, xf.ptr, wf.ptr, E::F32, M, N, K, yf.ptr, E::F32); });
+    b.f32Flops("linear mlp gate/up f32", dims({M, K}) + "x" + dims({K, N}), 2.0 * M * N * K,
+               [&] { lt.run(st, false, false, xf.ptr, wf.ptr, E::F32, M, N, K, yf.ptr, E::F32); });
   }
 
   // -- attention (f32, one query a thread, keys tiled in shared memory)
@@ -324,13 +376,13 @@ void run(Bench &b) {
     if (!gpu::attentionTiling(B, HQ, S, D, tiling, error))
       throw rt::Stop{error, false};
     double pairs = (double)S * (S + 1) / 2.0;
-    b.flops("attention causal f32",
-            "q" + dims({B, S, HQ * D}) + " kv" + dims({B, S, HKV * D}) + " d128",
-            4.0 * D * HQ * B * pairs, 50, [&] {
-              check(gpu::attention(q.f(), k.f(), v.f(), pos, pos, B, S, S, HQ, HKV, D, true,
-                                   1.0f / std::sqrt((float)D), 0, tiling, out.f(), lse.f(), st),
-                    "attention");
-            });
+    b.f32Flops("attention causal f32",
+               "q" + dims({B, S, HQ * D}) + " kv" + dims({B, S, HKV * D}) + " d128",
+               4.0 * D * HQ * B * pairs, [&] {
+                 check(gpu::attention(q.f(), k.f(), v.f(), pos, pos, B, S, S, HQ, HKV, D, true,
+                                      1.0f / std::sqrt((float)D), 0, tiling, out.f(), lse.f(), st),
+                       "attention");
+               });
     Buffer rq(Tok * HQ * D, T::F32, 1.0f, 17);
     b.bytes("rope f32", dims({B, S, HQ * D}), 2.0 * Tok * HQ * D * 4 + S * 8,
             [&] { check(gpu::rope(q.f(), pos, B, S, HQ, D, 10000.0f, rq.f(), st), "rope"); });
@@ -424,30 +476,50 @@ void run(Bench &b) {
     });
   }
 
-  // -- MoE routing, dispatch into dense slabs and the weighted combine (f32)
+  // -- MoE routing and the dropless path (f32): the choices' sort by expert,
+  // the gate GEMM and the gate weights' gradient as grouped GEMMs over the
+  // T·k sorted rows, the weighted combine
   {
-    const int64_t Ex = 8, k = 2;
+    const int64_t Ex = 8, k = 2, R = Tok * k, chunks = gpu::arith::sortChunks(R);
     Buffer logits(Tok * Ex, T::F32, 2.0f, 80), weights(Tok * k, T::F32, 0.0f, 81),
-        x(Tok * H, T::F32, 1.0f, 82), slabs(Ex * Tok * H, T::F32, 0.0f, 83),
-        y(Tok * H, T::F32, 0.0f, 84);
-    int32_t *idx = nullptr, *bad = nullptr;
-    check(cudaMalloc(reinterpret_cast<void **>(&idx), Tok * k * 4), "cudaMalloc");
-    check(cudaMalloc(reinterpret_cast<void **>(&bad), 4), "cudaMalloc");
+        rows(R * H, T::F32, 1.0f, 82), wGate(Ex * H * F, T::F32, 0.05f, 83),
+        g(R * F, T::F32, 0.0f, 84), dGate(Ex * H * F, T::F32, 0.0f, 85),
+        y(Tok * H, T::F32, 0.0f, 86), ints(3 * R + chunks * Ex + Ex, T::I32, 0.0f, 87),
+        longs(2 * (chunks * Ex + 2 * (Ex + 1)), T::I32, 0.0f, 88), bad(1, T::I32, 0.0f, 89);
+    int32_t *idx = static_cast<int32_t *>(ints.ptr);
+    gpu::RoutedSort sort;
+    sort.perm = idx + R;
+    sort.rowOf = sort.perm + R;
+    sort.chunkCounts = sort.rowOf + R;
+    sort.counts = sort.chunkCounts + chunks * Ex;
+    // The int64 buffers: two 32-bit values each.
+    sort.offsets = static_cast<int64_t *>(longs.ptr);
+    sort.tileOffsets = sort.offsets + Ex + 1;
+    sort.first = sort.tileOffsets + Ex + 1;
+    int32_t *badIds = static_cast<int32_t *>(bad.ptr);
     b.bytes("router_topk f32", dims({Tok, Ex}) + " top 2", Tok * Ex * 4.0 + Tok * k * 8.0, [&] {
       check(gpu::router_topk(logits.f(), Tok, Ex, k, weights.f(), idx, st), "router_topk");
     });
-    b.bytes("moe_dispatch f32", dims({Tok, H}) + " to 8 slabs", 2.0 * Tok * k * H * 4 + Tok * k * 4,
-            [&] {
-              check(gpu::moe_dispatch(x.f(), idx, Tok, H, k, Ex, slabs.f(), bad, st),
-                    "moe_dispatch");
+    // The choices read; perm and rowOf written (the counts and offsets are
+    // small beside them).
+    b.bytes("moe_sort", dims({Tok, k}) + " over 8 experts", R * 4.0 + 2.0 * R * 4,
+            [&] { check(gpu::moe_sort(idx, R, Ex, sort, badIds, st), "moe_sort"); });
+    b.f32Flops("grouped_rows f32", dims({R, H}) + "x8 " + dims({H, F}), 2.0 * R * H * F, [&] {
+      check(gpu::grouped_rows(rows.f(), wGate.f(), false, R, H, F, sort.offsets, sort.tileOffsets,
+                              Ex, g.f(), st),
+            "grouped_rows");
+    });
+    b.f32Flops("grouped_outer f32", "8 x " + dims({R, H}) + "^Tx" + dims({R, F}), 2.0 * R * H * F,
+               [&] {
+                 check(gpu::grouped_outer(rows.f(), H, g.f(), F, sort.offsets, Ex, dGate.f(), st),
+                       "grouped_outer");
+               });
+    b.bytes("moe_routed_combine f32", dims({R, H}) + " to " + dims({Tok, H}),
+            (R + Tok) * H * 4.0 + R * 8.0, [&] {
+              check(
+                  gpu::moe_routed_combine(rows.f(), sort.rowOf, weights.f(), Tok, H, k, y.f(), st),
+                  "moe_routed_combine");
             });
-    b.bytes("moe_combine f32", "8 slabs to " + dims({Tok, H}),
-            (k + 1.0) * Tok * H * 4 + Tok * k * 8, [&] {
-              check(gpu::moe_combine(slabs.f(), weights.f(), idx, Tok, H, k, Ex, y.f(), bad, st),
-                    "moe_combine");
-            });
-    cudaFree(idx);
-    cudaFree(bad);
   }
 }
 

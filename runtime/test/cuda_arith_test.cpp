@@ -1966,6 +1966,21 @@ TEST(CudaArithGrad, ExpertsBackwardOverWholeSlabsIsTheCpus) {
   expectCloseToScale(dGate, wantGate, 1e-5f);
   expectCloseToScale(dUp, wantUp, 1e-5f);
   expectCloseToScale(dDown, wantDown, 1e-5f);
+  // Each op asks for its half only (moe_experts_grad: dtokens;
+  // _grad_weights: the weight gradients), and gets the same values; what it
+  // does not ask for is not written (nullptr).
+  std::vector<float> dOnly(E * T * H, 7.0f), gateOnly(E * H * F, 7.0f), upOnly(E * H * F, 7.0f),
+      downOnly(E * F * H, 7.0f), untouched(E * T * H, 7.0f);
+  gpu::routedExpertsGrad(ops,
+                         {tokens.data(), dout.data(), wg.data(), wu.data(), wd.data(), E * T, H, F,
+                          nullptr, dOnly.data(), nullptr, nullptr, nullptr, scratch.data()});
+  EXPECT_EQ(dOnly, dtokens);
+  gpu::routedExpertsGrad(ops, {tokens.data(), dout.data(), wg.data(), wu.data(), wd.data(), E * T,
+                               H, F, nullptr, nullptr, gateOnly.data(), upOnly.data(),
+                               downOnly.data(), scratch.data()});
+  EXPECT_EQ(gateOnly, dGate);
+  EXPECT_EQ(upOnly, dUp);
+  EXPECT_EQ(downOnly, dDown);
 }
 
 namespace {
@@ -2001,8 +2016,9 @@ struct CapacityLayer {
 
 } // namespace
 
-// The slots thread by thread (one per group and expert) are the CPU's, under
-// both drop policies, and so are the rows each expert kept and dropped.
+// The slots thread by thread (under probs one per choice ranking it, then one
+// per group and expert numbering) are the CPU's, under both drop policies,
+// and so are the rows each expert kept and dropped.
 TEST(CudaArith, CapacitySlotsKeepAndDropTheCpusChoices) {
   CapacityLayer l;
   arith::Capacity d = l.dims();
@@ -2013,10 +2029,12 @@ TEST(CudaArith, CapacitySlotsKeepAndDropTheCpusChoices) {
     std::vector<int64_t> wantKept(l.E, 0), wantDropped(l.E, 0), kept(l.E, 0), dropped(l.E, 0);
     cpu::moe_capacity_slots(l.w.data(), l.idx.data(), l.cpuDims(), policy, want.data(),
                             wantKept.data(), wantDropped.data());
+    if (probs)
+      for (int64_t i = 0; i < (int64_t)l.idx.size(); ++i)
+        arith::rankChoice(l.w.data(), l.idx.data(), d, i, got.data());
     for (int64_t i = 0; i < d.groups() * d.E; ++i) {
       int64_t k = 0, x = 0;
-      arith::expertSlots(l.w.data(), l.idx.data(), d, probs, i / d.E, (int32_t)(i % d.E),
-                         got.data(), &k, &x);
+      arith::expertSlots(l.idx.data(), d, probs, i / d.E, (int32_t)(i % d.E), got.data(), &k, &x);
       kept[i % d.E] += k;
       dropped[i % d.E] += x;
     }

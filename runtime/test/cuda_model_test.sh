@@ -103,12 +103,12 @@ cat > "$tmp/moe.json" <<'SPEC'
 {"name": "moe", "pattern": "EE", "vocab": 64, "hidden": 32, "seq": 32, "batch": 4,
  "dtype": "f32", "moe": {"experts": 4, "top_k": 2, "ffn_hidden": 48}}
 SPEC
-"$compile" "$tmp/moe.json" --emit plan -o "$tmp/moe.slp"
+plan "$tmp/moe.json" --emit plan -o "$tmp/moe.slp"
 "$run" "$tmp/moe.slp" --device cuda --verify --rtol 1e-3
-"$compile" "$tmp/moe.json" --train --emit plan -o "$tmp/moe-train.slp"
+plan "$tmp/moe.json" --train --emit plan -o "$tmp/moe-train.slp"
 "$run" "$tmp/moe-train.slp" --device cuda --train --steps 3 --verify --rtol 1e-3
-"$compile" "$tmp/moe.json" --moe-expert-capacity-factor 1.0 --emit plan -o "$tmp/cap.slp"
+plan "$tmp/moe.json" --moe-expert-capacity-factor 1.0 --emit plan -o "$tmp/cap.slp"
 "$run" "$tmp/cap.slp" --device cuda --verify --rtol 1e-3
-"$compile" "$tmp/moe.json" --moe-expert-capacity-factor 1.0 --train --emit plan \
+plan "$tmp/moe.json" --moe-expert-capacity-factor 1.0 --train --emit plan \
   -o "$tmp/cap-train.slp"
 "$run" "$tmp/cap-train.slp" --device cuda --train --steps 3 --verify --rtol 1e-3

@@ -640,6 +640,26 @@ TEST_P(NcclPlanTest, DroplessRoutesMoveEveryRowAndSendWhatTheCpuKernelMeasures) 
         DroplessBytes bytes = droplessBytes(ex[r], tg, grad, x.local[0] * x.local[1], k, x.local[2],
                                             x.elementBytes(), tensors[s0.in[1]].elementBytes());
         busiest = std::max(busiest, bytes.implied);
+        // The CUDA backend's row buffers, sized from these counts, hold
+        // every row each exchange places (comm/moe_routes.h, DroplessRows).
+        DroplessRows held = droplessRows(tg);
+        EXPECT_EQ(held.own, ex[r].total()) << "rank " << r;
+        for (int64_t m = 0; m < ex[r].ep(); ++m) {
+          if (m != ex[r].me)
+            EXPECT_LE(ex[r].arrival(m) + ex[r].rowsFrom(m), held.own) << "rank " << r;
+          for (const RowRun &run : ex[r].runsOf(m))
+            EXPECT_LE(run.to + run.rows, held.own) << "rank " << r << ", member " << m;
+        }
+        int64_t packed = 0;
+        for (int64_t t = 0; t < tg.etp(); ++t) {
+          if (t != tg.me)
+            EXPECT_LE(tg.arrival(t) + tg.rowsOf(t), held.computed) << "rank " << r;
+          for (const RowRun &run : tg.runsOf(t))
+            EXPECT_LE(run.to + run.rows, held.computed) << "rank " << r << ", member " << t;
+          packed += tg.rowsOf(t);
+        }
+        EXPECT_EQ(packed, held.computed) << "rank " << r;
+        EXPECT_GE(held.raw, packed + tg.etp() * held.own) << "rank " << r;
         for (const NcclStep &st : l.ranks[r].steps)
           if (st.step == s0.index)
             EXPECT_EQ(st.bytesSent, bytes.balanced) << "rank " << r << ", op #" << st.step;

@@ -110,6 +110,15 @@ DroplessRoutes droplessRoutes(const std::vector<int64_t> &members, int64_t me,
 
 int64_t TensorRoutes::rowsOf(int64_t t) const { return sum(rows[t]); }
 
+DroplessRows droplessRows(const TensorRoutes &tg) {
+  DroplessRows r;
+  r.own = tg.rowsOf(tg.me);
+  for (int64_t t = 0; t < tg.etp(); ++t)
+    r.computed += tg.rowsOf(t);
+  r.raw = r.computed + tg.etp() * r.own;
+  return r;
+}
+
 int64_t TensorRoutes::gatherRowsSent() const { return (etp() - 1) * rowsOf(me); }
 
 int64_t TensorRoutes::scatterRowsSent() const {

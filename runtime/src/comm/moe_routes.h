@@ -98,6 +98,19 @@ struct TensorRoutes {
 TensorRoutes tensorRoutes(const std::vector<int64_t> &members, int64_t me,
                           const std::vector<std::vector<int32_t>> &rows);
 
+/// The rows a dropless step's buffers hold on this rank (the CUDA backend
+/// sizes them from these): `own`, the rows it computes for its expert group
+/// (DroplessRoutes::total, its TensorRoutes::rowsOf(me)); `computed`, those
+/// and, over etp, every other member's (the gathered rows); `raw`, the
+/// exchanges' scratch: the rows received over the expert group (at most
+/// own), the gathered rows received (at most computed), and the
+/// reduce-scatter's parts, the gathered rows packed by member then each
+/// member's part of this rank's rows (computed + etp·own, the largest).
+struct DroplessRows {
+  int64_t own = 0, computed = 0, raw = 0;
+};
+DroplessRows droplessRows(const TensorRoutes &tg);
+
 /// What a dropless step sends from this rank, as its CPU kernel records it
 /// (exec/program.h, VariableBytes): the counts at 4 bytes each, rows at the
 /// element sizes of x (eb) and of the weights (wb); forward each row's h

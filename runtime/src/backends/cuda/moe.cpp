@@ -6,21 +6,33 @@
 // SwiGLU experts as grouped GEMMs over the sorted rows (one launch per GEMM
 // for all the experts, their offsets on the device), and the combine.
 //
-// On a rank that holds every expert (an expert group of one, no etp) nothing
-// reaches the host but the check of the indices. Spread over an expert group
-// the step exchanges rows by count as the CPU kernel does
+// On a rank that holds every expert (an expert group of one, no etp) the
+// host waits once a step, for the check of the indices (and, with the expert
+// load recorded, once more for the counts per expert). Spread over an expert
+// group the step exchanges rows by count as the CPU kernel does
 // (kernels/cpu/moe_dropless.cpp, routes of comm/moe_routes.h): the rank
-// reads its counts per expert (one wait for the host per step), sends each
-// member the counts of its experts over NCCL, then the rows (grouped
-// ncclSend/ncclRecv), computes its experts over the rows it received,
-// grouped by local expert and then by sender, and sends the outputs back;
-// with expert tensor parallelism the received rows are gathered over the
-// expert-tensor group first and the partial outputs reduce-scattered after,
-// summed in member order. The bytes it counts are those the counts imply,
-// as the CPU kernel records them (exec/program.h, VariableBytes).
+// reads its counts per expert, sends each member the counts of its experts
+// over NCCL, then the rows (grouped ncclSend/ncclRecv), computes its experts
+// over the rows it received, grouped by local expert and then by sender, and
+// sends the outputs back; with expert tensor parallelism the received rows
+// are gathered over the expert-tensor group first and the partial outputs
+// reduce-scattered after, summed in member order. The bytes it counts are
+// those the counts imply, as the CPU kernel records them (exec/program.h,
+// VariableBytes). The host waits, a spread forward step: the check of the
+// indices, the counts read back (once, the expert load's too), the counts'
+// exchange, the received counts read back, the rows' exchange there and
+// back (six); with etp also the exchange of the rows per local expert over
+// the expert-tensor group and their read back, the gather and the
+// reduce-scatter (ten). The backward's are the same with three exchanges of
+// rows each way (x, dy, the weights: ten; with etp also three gathers and
+// two reduce-scatters). The groups' offsets and row tiles go up in one copy
+// without a wait: the exchanges after it wait for the stream.
 //
-// The buffers are the device's scratch, sized for the receive bound: at most
-// ep·etp·k·T rows a rank computes.
+// The sort's and the counts' buffers, and the rows of a rank that holds
+// every expert (T·k), are the device's scratch; spread over ranks, the rows
+// a rank computes are sized from the counts (known on the host before any
+// row buffer is used) in memory of the step's own (StepMemory), which a
+// later scratch that grows does not free.
 //
 //===----------------------------------------------------------------------===//
 
@@ -28,6 +40,7 @@
 
 #include "backends/cuda/entry.h"
 #include "backends/cuda/nccl.h"
+#include "backends/cuda/run_util.h"
 #include "comm/moe_routes.h"
 #include "exec/collectives.h"
 #include "exec/expert_load.h"
@@ -65,14 +78,17 @@ private:
   int64_t used = 0;
 };
 
-template <typename T> void toDevice(CudaDevice &d, T *dst, const std::vector<T> &src) {
-  checkCuda(
-      cudaMemcpyAsync(dst, src.data(), src.size() * sizeof(T), cudaMemcpyHostToDevice, d.stream()),
-      "cudaMemcpyAsync of the MoE counts");
-  checkCuda(cudaStreamSynchronize(d.stream()), "cudaStreamSynchronize");
+/// Uploads `src` to `dst` without a wait: `src` must stay alive until the
+/// stream passes the copy (a wait for the stream after it).
+template <typename T> void upload(CudaDevice &d, T *dst, const std::vector<T> &src) {
+  if (!src.empty())
+    checkCuda(cudaMemcpyAsync(dst, src.data(), src.size() * sizeof(T), cudaMemcpyHostToDevice,
+                              d.stream()),
+              "cudaMemcpyAsync of the MoE counts");
 }
 
-template <typename T> std::vector<T> toHost(CudaDevice &d, const T *src, int64_t n) {
+/// Reads `n` values back: one wait for the stream.
+template <typename T> std::vector<T> download(CudaDevice &d, const T *src, int64_t n) {
   std::vector<T> out(n);
   checkCuda(cudaMemcpyAsync(out.data(), src, n * sizeof(T), cudaMemcpyDeviceToHost, d.stream()),
             "cudaMemcpyAsync of the MoE counts");
@@ -80,10 +96,9 @@ template <typename T> std::vector<T> toHost(CudaDevice &d, const T *src, int64_t
   return out;
 }
 
+/// Copies `n` floats on the device.
 void copyValues(CudaDevice &d, float *dst, const float *src, int64_t n) {
-  if (n > 0)
-    checkCuda(cudaMemcpyAsync(dst, src, n * 4, cudaMemcpyDeviceToDevice, d.stream()),
-              "cudaMemcpyAsync of MoE rows");
+  copyDevice(dst, src, n * 4, d);
 }
 
 /// The shapes and groups of a dropless step on this rank.
@@ -96,8 +111,6 @@ struct Shape {
   int64_t ep() const { return (int64_t)experts.size(); }
   int64_t etp() const { return (int64_t)tensor.size(); }
   bool spread() const { return ep() > 1 || etp() > 1; }
-  /// The receive bound: rows this rank may compute.
-  int64_t maxRows() const { return ep() * etp() * T * k; }
 };
 
 Shape shapeOf(const Step &s, Frame &f) {
@@ -177,38 +190,41 @@ struct CountBuffers {
 };
 
 CountBuffers carveCounts(Carve &c, const Shape &sh) {
-  return {c.take<int32_t>(sh.ep() * sh.El), c.take<int32_t>(sh.El),
-          c.take<int32_t>(sh.etp() * sh.El), c.take<int64_t>(sh.El + 1),
-          c.take<int64_t>(sh.El + 1)};
+  CountBuffers b{c.take<int32_t>(sh.ep() * sh.El), c.take<int32_t>(sh.El),
+                 c.take<int32_t>(sh.etp() * sh.El), c.take<int64_t>(2 * (sh.El + 1)), nullptr};
+  if (b.offsets)
+    b.tiles = b.offsets + sh.El + 1;
+  return b;
 }
 
-/// Uploads the offsets and row tiles of groups of `counts` rows.
-void uploadGroups(CudaDevice &dev, const std::vector<int64_t> &counts, const CountBuffers &at) {
-  std::vector<int64_t> offsets(counts.size() + 1, 0), tiles(counts.size() + 1, 0);
-  for (size_t g = 0; g < counts.size(); ++g) {
+/// The offsets then the row tiles of groups of `counts` rows, as
+/// CountBuffers holds them (one upload).
+std::vector<int64_t> groupBounds(const std::vector<int64_t> &counts) {
+  size_t n = counts.size();
+  std::vector<int64_t> bounds(2 * (n + 1), 0);
+  int64_t *offsets = bounds.data(), *tiles = offsets + n + 1;
+  for (size_t g = 0; g < n; ++g) {
     offsets[g + 1] = offsets[g] + counts[g];
     tiles[g + 1] = tiles[g] + (counts[g] + cuda::arith::kGroupTile - 1) / cuda::arith::kGroupTile;
   }
-  toDevice(dev, at.offsets, offsets);
-  toDevice(dev, at.tiles, tiles);
+  return bounds;
 }
 
-/// A dropless step spread over ranks: the routes from the counts (the one
-/// wait for the host: this rank's counts, then each member's), and their
-/// exchanges of rows.
+/// A dropless step spread over ranks: the routes from the counts (this
+/// rank's `counts` per expert, read back by the caller, then each member's),
+/// and their exchanges of rows.
 class Spread {
 public:
   Spread(const Step &s, Frame &f, const Shape &sh, const cuda::RoutedSort &sort,
-         const CountBuffers &buffers)
+         const std::vector<int32_t> &counts, const CountBuffers &buffers)
       : s(s), f(f), sh(sh), dev(deviceOf(f)), world(*dev.nccl()), buffers(buffers) {
-    std::vector<int32_t> counts = toHost(dev, sort.counts, sh.E);
     std::vector<NcclWorld::PeerTransfer> transfers;
     for (int64_t m = 0; m < sh.ep(); ++m)
       if (m != sh.me)
         transfers.push_back(
             {sh.experts[m], sort.counts + m * sh.El, sh.El, buffers.received + m * sh.El, sh.El});
     exchange(sh.expertAxes, transfers, 4, DType::I32);
-    std::vector<int32_t> got = toHost(dev, buffers.received, sh.ep() * sh.El);
+    std::vector<int32_t> got = download(dev, buffers.received, sh.ep() * sh.El);
     std::vector<std::vector<int32_t>> received(sh.ep());
     for (int64_t m = 0; m < sh.ep(); ++m)
       received[m].assign(got.begin() + m * sh.El, got.begin() + (m + 1) * sh.El);
@@ -217,21 +233,26 @@ public:
     std::vector<std::vector<int32_t>> rows(sh.etp());
     rows[sh.meT].assign(ex.local.begin(), ex.local.end());
     if (sh.etp() > 1) {
-      toDevice(dev, buffers.local, rows[sh.meT]);
+      upload(dev, buffers.local, rows[sh.meT]); // the exchange below waits
       transfers.clear();
       for (int64_t t = 0; t < sh.etp(); ++t)
         if (t != sh.meT)
           transfers.push_back(
               {sh.tensor[t], buffers.local, sh.El, buffers.tensor + t * sh.El, sh.El});
       exchange(sh.tensorAxes, transfers, 4, DType::I32);
-      std::vector<int32_t> all = toHost(dev, buffers.tensor, sh.etp() * sh.El);
+      std::vector<int32_t> all = download(dev, buffers.tensor, sh.etp() * sh.El);
       for (int64_t t = 0; t < sh.etp(); ++t)
         if (t != sh.meT)
           rows[t].assign(all.begin() + t * sh.El, all.begin() + (t + 1) * sh.El);
     }
     tg = tensorRoutes(sh.tensor, sh.meT, rows);
-    uploadGroups(dev, std::vector<int64_t>(tg.total.begin(), tg.total.end()), buffers);
+    // Kept until the step ends: the rows' exchanges wait for the stream.
+    bounds = groupBounds(std::vector<int64_t>(tg.total.begin(), tg.total.end()));
+    upload(dev, buffers.offsets, bounds);
   }
+
+  /// The rows its buffers hold (comm/moe_routes.h): own, computed, raw.
+  DroplessRows rowCounts() const { return droplessRows(tg); }
 
   /// One grouped send/receive over the groups of `axes`, each value sent
   /// counted at `bytes`.
@@ -243,10 +264,7 @@ public:
   }
 
   /// The grouped GEMMs over the rows this rank computes.
-  Ops ops() const {
-    return {dev, buffers.offsets, buffers.tiles, sh.El,
-            std::accumulate(tg.total.begin(), tg.total.end(), int64_t{0})};
-  }
+  Ops ops() const { return {dev, buffers.offsets, buffers.tiles, sh.El, rowCounts().computed}; }
 
   /// Sends each member the sorted rows (`width` values each, counted at
   /// `bytes` a value) of its experts; `grouped` receives the rows this rank
@@ -302,7 +320,7 @@ public:
   /// etp's reduce-scatter of the partial values of the gathered rows: each
   /// member's rows to it; `mine` receives this rank's rows (by local expert)
   /// summed over the members in member order, from zero, as the CPU kernel
-  /// sums them (`raw`: scratch of twice the gathered rows).
+  /// sums them (`raw`: scratch of rowCounts().raw rows).
   void reduceScatter(const float *partial, int64_t width, int64_t bytes, float *raw, float *mine) {
     int64_t own = tg.rowsOf(sh.meT) * width;
     // raw: the parts packed by member, then those received.
@@ -351,6 +369,7 @@ private:
   CountBuffers buffers;
   DroplessRoutes ex;
   TensorRoutes tg;
+  std::vector<int64_t> bounds;
   int64_t sent = 0;
 };
 
@@ -360,6 +379,29 @@ template <typename Layout> void carveScratch(CudaDevice &dev, Layout carve) {
   carve(measure);
   Carve cut(static_cast<char *>(dev.scratch(measure.bytes())));
   carve(cut);
+}
+
+/// Cuts one allocation of the step's own memory as `carve` lays it out.
+template <typename Layout> void carveStep(StepMemory &memory, Layout carve) {
+  Carve measure;
+  carve(measure);
+  Carve cut(reinterpret_cast<char *>(memory.floats((measure.bytes() + 3) / 4)));
+  carve(cut);
+}
+
+/// The step's counts per expert read back (one wait) where the step
+/// exchanges rows or (`record`, the forward) records the expert load, which
+/// gets them here; otherwise none.
+std::vector<int32_t> countsOf(const Step &s, Frame &f, const Shape &sh,
+                              const cuda::RoutedSort &sort, bool record) {
+  ExpertLoad *load = record ? expertLoad(s, f, s.in[kIndices], sh.E) : nullptr;
+  if (!load && !sh.spread())
+    return {};
+  std::vector<int32_t> counts = download(deviceOf(f), sort.counts, sh.E);
+  if (load)
+    for (int64_t e = 0; e < sh.E; ++e)
+      load->kept[e] += counts[e];
+  return counts;
 }
 
 /// Sorts the step's routed choices on the device and checks the indices.
@@ -374,31 +416,33 @@ void sortChoices(const Step &s, Frame &f, const Shape &sh, const cuda::RoutedSor
 void moeDropless(const Step &s, Frame &f) {
   Shape sh = shapeOf(s, f);
   CudaDevice &dev = deviceOf(f);
-  const int64_t R = sh.T * sh.k, H = sh.H, F = sh.F, M = sh.maxRows();
+  const int64_t R = sh.T * sh.k, H = sh.H, F = sh.F;
   bool spread = sh.spread(), etp = sh.etp() > 1;
   cuda::RoutedSort sort;
   CountBuffers counts;
-  // Sorted rows and their outputs back; the rows computed, their outputs
-  // and the experts' scratch; over ranks what is received and packed, and
-  // the gathered rows (etp).
-  float *sorted, *backRows, *rows, *out, *scratch, *raw, *gathered;
+  // Sorted rows and their outputs back; over ranks the rows this rank
+  // computes (`own`: received, `n` with etp's gathered), their outputs and
+  // the experts' scratch, what the exchanges receive and pack, and the
+  // gathered rows (etp).
+  float *sorted, *backRows, *rows = nullptr, *out = nullptr, *scratch, *raw = nullptr,
+                            *gathered = nullptr;
+  auto rowBuffers = [&](Carve &c, int64_t n, int64_t own, int64_t rawRows) {
+    rows = c.take<float>(spread ? own * H : 0);
+    out = c.take<float>(spread ? n * H : 0);
+    scratch = c.take<float>(2 * n * F);
+    raw = c.take<float>(spread ? rawRows * H : 0);
+    gathered = c.take<float>(etp ? n * H : 0);
+  };
   carveScratch(dev, [&](Carve &c) {
     sort = carveSort(c, R, sh.E);
     counts = carveCounts(c, sh);
     sorted = c.take<float>(R * H);
     backRows = c.take<float>(R * H);
-    rows = c.take<float>(spread ? M * H : 0);
-    out = c.take<float>(spread ? M * H : 0);
-    scratch = c.take<float>(2 * M * F);
-    raw = c.take<float>(spread ? 2 * M * H : 0);
-    gathered = c.take<float>(etp ? M * H : 0);
+    if (!spread)
+      rowBuffers(c, R, R, 0);
   });
   sortChoices(s, f, sh, sort);
-  if (ExpertLoad *load = expertLoad(s, f, s.in[kIndices], sh.E)) {
-    std::vector<int32_t> counts = toHost(dev, sort.counts, sh.E);
-    for (int64_t e = 0; e < sh.E; ++e)
-      load->kept[e] += counts[e];
-  }
+  std::vector<int32_t> hostCounts = countsOf(s, f, sh, sort, true);
   launched(cuda::moe_gather_tokens(f.f(s.in[kX]), sort.perm, R, H, sh.k, sorted, dev.stream()),
            "moe_gather_tokens");
   const float *wGate = f.f(s.in[kGate]), *wUp = f.f(s.in[kUp]), *wDown = f.f(s.in[kDown]);
@@ -407,7 +451,10 @@ void moeDropless(const Step &s, Frame &f) {
     cuda::routedExperts(ops, {sorted, nullptr, wGate, wUp, wDown, R, H, F, backRows, nullptr,
                               nullptr, nullptr, nullptr, scratch});
   } else {
-    Spread ranks(s, f, sh, sort, counts);
+    StepMemory memory(dev);
+    Spread ranks(s, f, sh, sort, hostCounts, counts);
+    DroplessRows n = ranks.rowCounts();
+    carveStep(memory, [&](Carve &c) { rowBuffers(c, n.computed, n.own, n.raw); });
     int64_t eb = f.tensors[s.in[kX]].elementBytes();
     ranks.send(sorted, H, eb, raw, rows);
     if (etp)
@@ -432,15 +479,32 @@ void moeDropless(const Step &s, Frame &f) {
 void moeDroplessGrad(const Step &s, Frame &f) {
   Shape sh = shapeOf(s, f);
   CudaDevice &dev = deviceOf(f);
-  const int64_t R = sh.T * sh.k, H = sh.H, F = sh.F, M = sh.maxRows();
+  const int64_t R = sh.T * sh.k, H = sh.H, F = sh.F;
   bool spread = sh.spread(), etp = sh.etp() > 1;
   cuda::RoutedSort sort;
   CountBuffers counts;
   // Sorted x, dy, weights and the dx and dweights back; the rows computed
-  // (x, dy, weights), gathered over etp, the experts' dout, out, dx rows,
-  // row dweights and scratch; the exchanges' raw rows.
-  float *sx, *sdy, *sw, *bx, *bw, *rx, *rdy, *rw, *gx, *gdy, *gw, *dout, *out, *dxRows, *dw,
-      *scratch, *raw;
+  // (x, dy, weights: `own` received, `n` with etp's gathered), gathered
+  // over etp, the experts' dout, out, dx rows, row dweights and scratch;
+  // the exchanges' raw rows.
+  float *sx, *sdy, *sw, *bx, *bw, *rx = nullptr, *rdy = nullptr, *rw = nullptr, *gx = nullptr,
+                                  *gdy = nullptr, *gw = nullptr, *dout, *out, *dxRows, *dw,
+                                  *scratch, *raw = nullptr;
+  auto rowBuffers = [&](Carve &c, int64_t n, int64_t own, int64_t rawRows) {
+    int64_t m = spread ? own : 0, g = etp ? n : 0;
+    rx = c.take<float>(m * H);
+    rdy = c.take<float>(m * H);
+    rw = c.take<float>(m);
+    gx = c.take<float>(g * H);
+    gdy = c.take<float>(g * H);
+    gw = c.take<float>(g);
+    dout = c.take<float>(n * H);
+    out = c.take<float>(n * H);
+    dxRows = c.take<float>(n * H);
+    dw = c.take<float>(n);
+    scratch = c.take<float>(6 * n * F + n * H);
+    raw = c.take<float>(spread ? rawRows * H : 0);
+  };
   carveScratch(dev, [&](Carve &c) {
     sort = carveSort(c, R, sh.E);
     counts = carveCounts(c, sh);
@@ -449,21 +513,11 @@ void moeDroplessGrad(const Step &s, Frame &f) {
     sw = c.take<float>(R);
     bx = c.take<float>(spread ? R * H : 0);
     bw = c.take<float>(spread ? R : 0);
-    int64_t m = spread ? M : 0, g = etp ? M : 0;
-    rx = c.take<float>(m * H);
-    rdy = c.take<float>(m * H);
-    rw = c.take<float>(m);
-    gx = c.take<float>(g * H);
-    gdy = c.take<float>(g * H);
-    gw = c.take<float>(g);
-    dout = c.take<float>(M * H);
-    out = c.take<float>(M * H);
-    dxRows = c.take<float>(M * H);
-    dw = c.take<float>(M);
-    scratch = c.take<float>(6 * M * F + M * H);
-    raw = c.take<float>(spread ? 2 * M * H : 0);
+    if (!spread)
+      rowBuffers(c, R, R, 0);
   });
   sortChoices(s, f, sh, sort);
+  std::vector<int32_t> hostCounts = countsOf(s, f, sh, sort, false);
   cudaStream_t stream = dev.stream();
   launched(cuda::moe_gather_tokens(f.f(s.in[kX]), sort.perm, R, H, sh.k, sx, stream),
            "moe_gather_tokens");
@@ -485,7 +539,10 @@ void moeDroplessGrad(const Step &s, Frame &f) {
     Ops ops{dev, sort.offsets, sort.tileOffsets, sh.E, R};
     experts(ops, sx, sdy, sw);
   } else {
-    Spread ranks(s, f, sh, sort, counts);
+    StepMemory memory(dev);
+    Spread ranks(s, f, sh, sort, hostCounts, counts);
+    DroplessRows n = ranks.rowCounts();
+    carveStep(memory, [&](Carve &c) { rowBuffers(c, n.computed, n.own, n.raw); });
     int64_t eb = f.tensors[s.in[kX]].elementBytes(), wb = f.tensors[s.in[kWeights]].elementBytes();
     ranks.send(sx, H, eb, raw, rx);
     ranks.send(sdy, H, eb, raw, rdy);
@@ -522,9 +579,9 @@ void moeDroplessGrad(const Step &s, Frame &f) {
 /// sl.moe_experts_grad (`weights` false: dtokens) and
 /// sl.moe_experts_grad_weights (true: dgate, dup, ddown) over tokens [E, r1,
 /// ..., rn, H]: each expert's rows as one group of the grouped GEMMs
-/// (uniform offsets). The rows no token took are zero and give zero (SwiGLU
-/// of zero is zero, and so are its gradients there), as the CPU's packed
-/// rows.
+/// (uniform offsets), each op computing only its own results. The rows no
+/// token took are zero and give zero (SwiGLU of zero is zero, and so are its
+/// gradients there), as the CPU's packed rows.
 void moeExpertsGrad(const Step &s, Frame &f, bool weights) {
   enum { kTokens, kGateW, kUpW, kDownW, kDout };
   const std::vector<int64_t> &gate = f.local(s.in[kGateW]);
@@ -533,29 +590,19 @@ void moeExpertsGrad(const Step &s, Frame &f, bool weights) {
   int64_t perExpert = rows / std::max<int64_t>(1, E);
   CudaDevice &dev = deviceOf(f);
   int64_t *offsets, *tiles;
-  float *out, *dx, *dGate, *dUp, *dDown, *scratch;
+  float *scratch;
   carveScratch(dev, [&](Carve &c) {
     offsets = c.take<int64_t>(E + 1);
     tiles = c.take<int64_t>(E + 1);
-    out = c.take<float>(rows * H);
-    dx = c.take<float>(weights ? rows * H : 0);
-    dGate = c.take<float>(weights ? 0 : E * H * F);
-    dUp = c.take<float>(weights ? 0 : E * H * F);
-    dDown = c.take<float>(weights ? 0 : E * F * H);
     scratch = c.take<float>(6 * rows * F + rows * H);
   });
-  if (weights) {
-    dGate = f.f(s.out[0]);
-    dUp = f.f(s.out[1]);
-    dDown = f.f(s.out[2]);
-  } else {
-    dx = f.f(s.out[0]);
-  }
+  float *dx = weights ? nullptr : f.f(s.out[0]), *dGate = weights ? f.f(s.out[0]) : nullptr,
+        *dUp = weights ? f.f(s.out[1]) : nullptr, *dDown = weights ? f.f(s.out[2]) : nullptr;
   launched(cuda::uniform_groups(E, perExpert, offsets, tiles, dev.stream()), "uniform_groups");
   Ops ops{dev, offsets, tiles, E, rows};
   cuda::routedExpertsGrad(ops,
                           {f.f(s.in[kTokens]), f.f(s.in[kDout]), f.f(s.in[kGateW]), f.f(s.in[kUpW]),
-                           f.f(s.in[kDownW]), rows, H, F, out, dx, dGate, dUp, dDown, scratch});
+                           f.f(s.in[kDownW]), rows, H, F, nullptr, dx, dGate, dUp, dDown, scratch});
 }
 
 // -- the dense slabs' dispatch and combine, backward ---------------------------
@@ -619,7 +666,7 @@ void requireRouting(Frame &f, const cuda::arith::Capacity &d, int32_t indices, i
            "count_bad_slots");
   if (dev.readCounter() == 0)
     return;
-  for (int32_t slot : toHost(dev, f.ids(slots), f.n(slots)))
+  for (int32_t slot : download(dev, f.ids(slots), f.n(slots)))
     if (slot < -1 || slot >= d.C)
       throw Stop{"'" + f.tensors[slots].name + "' holds " + std::to_string(slot) +
                      ", outside [-1, " + std::to_string(d.C) + "), the capacity's slots",
@@ -633,20 +680,18 @@ void moeCapacitySlots(const Step &s, Frame &f) {
   requireRouting(f, d, s.in[1], -1);
   CudaDevice &dev = deviceOf(f);
   int64_t n = d.groups() * d.E;
-  int64_t *kept, *dropped;
-  carveScratch(dev, [&](Carve &c) {
-    kept = c.take<int64_t>(n);
-    dropped = c.take<int64_t>(n);
-  });
+  int64_t *kept, *dropped; // one buffer, read back in one copy
+  carveScratch(dev, [&](Carve &c) { kept = c.take<int64_t>(2 * n); });
+  dropped = kept + n;
   launched(cuda::moe_capacity_slots(f.f(s.in[0]), f.ids(s.in[1]), d,
                                     s.attrs[kPolicy].strings[0] == "probs", f.ids(s.out[0]), kept,
                                     dropped, dev.stream()),
            "moe_capacity_slots");
   if (ExpertLoad *load = expertLoad(s, f, s.in[1], d.E)) {
-    std::vector<int64_t> k = toHost(dev, kept, n), x = toHost(dev, dropped, n);
+    std::vector<int64_t> both = download(dev, kept, 2 * n);
     for (int64_t i = 0; i < n; ++i) {
-      load->kept[i % d.E] += k[i];
-      load->dropped[i % d.E] += x[i];
+      load->kept[i % d.E] += both[i];
+      load->dropped[i % d.E] += both[n + i];
     }
   }
 }

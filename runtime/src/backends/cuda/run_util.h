@@ -28,17 +28,20 @@
 
 namespace shardline::rt {
 
-/// Device memory for one step, released (after the stream's work) when the
-/// step ends or stops.
+/// Device memory for one step, released when the step ends or stops. The
+/// release is stream-ordered (CudaDevice::release): it takes effect after
+/// the work queued on the rank's stream so far, with no wait for the host.
+/// Work on another stream that reads the memory must be finished first: the
+/// NCCL calls wait for their stream before they return, and ring
+/// attention's second stream is synchronised when it is destroyed, before
+/// its StepMemory. The host vectors `indices` copies from are staged by the
+/// copy itself (pageable memory), so they may go at once.
 class StepMemory {
 public:
   explicit StepMemory(CudaDevice &device) : device(device) {}
   StepMemory(const StepMemory &) = delete;
   StepMemory &operator=(const StepMemory &) = delete;
   ~StepMemory() {
-    if (held.empty())
-      return;
-    cudaStreamSynchronize(device.stream());
     for (void *p : held)
       device.release(p);
   }

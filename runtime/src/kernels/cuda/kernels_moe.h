@@ -83,8 +83,9 @@ cudaError_t count_bad_ids(const int32_t *idx, int64_t n, int64_t E, int32_t *bad
 /// Adds to *bad the slots of slots[n] outside [-1, C).
 cudaError_t count_bad_slots(const int32_t *slots, int64_t n, int64_t C, int32_t *bad,
                             cudaStream_t stream);
-/// slots[B, S, k] (expertSlots; `probs` or `position`) and, per (group,
-/// expert), the choices kept and dropped: kept and dropped [groups, E].
+/// slots[B, S, k] (`probs`: rankChoice a thread per choice, then
+/// expertSlots; `position`: expertSlots) and, per (group, expert), the
+/// choices kept and dropped: kept and dropped [groups, E].
 cudaError_t moe_capacity_slots(const float *weights, const int32_t *idx, const arith::Capacity &d,
                                bool probs, int32_t *slots, int64_t *kept, int64_t *dropped,
                                cudaStream_t stream);

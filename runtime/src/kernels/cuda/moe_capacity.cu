@@ -26,12 +26,17 @@ __global__ void badSlotsKernel(const int32_t *slots, int64_t n, int64_t C, int32
       atomicAdd(bad, 1);
 }
 
+/// One thread per choice (the `probs` policy's ranking).
+__global__ void rankKernel(const float *weights, const int32_t *idx, Capacity d, int32_t *slots) {
+  for (int64_t i = firstElement(); i < d.B * d.S * d.k; i += gridStride())
+    arith::rankChoice(weights, idx, d, i, slots);
+}
+
 /// One thread per (group, expert).
-__global__ void slotsKernel(const float *weights, const int32_t *idx, Capacity d, bool probs,
-                            int32_t *slots, int64_t *kept, int64_t *dropped) {
+__global__ void slotsKernel(const int32_t *idx, Capacity d, bool probs, int32_t *slots,
+                            int64_t *kept, int64_t *dropped) {
   for (int64_t i = firstElement(); i < d.groups() * d.E; i += gridStride())
-    arith::expertSlots(weights, idx, d, probs, i / d.E, (int32_t)(i % d.E), slots, kept + i,
-                       dropped + i);
+    arith::expertSlots(idx, d, probs, i / d.E, (int32_t)(i % d.E), slots, kept + i, dropped + i);
 }
 
 /// One thread per (choice, channel).
@@ -105,8 +110,12 @@ cudaError_t count_bad_slots(const int32_t *slots, int64_t n, int64_t C, int32_t 
 cudaError_t moe_capacity_slots(const float *weights, const int32_t *idx, const Capacity &d,
                                bool probs, int32_t *slots, int64_t *kept, int64_t *dropped,
                                cudaStream_t stream) {
-  return elementwise(d.groups() * d.E, stream, slotsKernel, weights, idx, d, probs, slots,
-                           kept, dropped);
+  if (probs)
+    if (cudaError_t status =
+            elementwise(d.B * d.S * d.k, stream, rankKernel, weights, idx, d, slots);
+        status != cudaSuccess)
+      return status;
+  return elementwise(d.groups() * d.E, stream, slotsKernel, idx, d, probs, slots, kept, dropped);
 }
 
 cudaError_t moe_dispatch_capacity(const float *x, const int32_t *idx, const int32_t *slots,
@@ -115,22 +124,19 @@ cudaError_t moe_dispatch_capacity(const float *x, const int32_t *idx, const int3
   if (cudaError_t status = cudaMemsetAsync(buffers, 0, bufferValues(d, H) * sizeof(float), stream);
       status != cudaSuccess)
     return status;
-  return elementwise(d.B * d.S * d.k * H, stream, dispatchKernel, x, idx, slots, d, H,
-                           buffers);
+  return elementwise(d.B * d.S * d.k * H, stream, dispatchKernel, x, idx, slots, d, H, buffers);
 }
 
 cudaError_t moe_combine_capacity(const float *buffers, const float *weights, const int32_t *idx,
                                  const int32_t *slots, const Capacity &d, int64_t H, float *y,
                                  cudaStream_t stream) {
-  return elementwise(d.B * d.S * H, stream, combineKernel, buffers, weights, idx, slots, d, H,
-                           y);
+  return elementwise(d.B * d.S * H, stream, combineKernel, buffers, weights, idx, slots, d, H, y);
 }
 
 cudaError_t moe_dispatch_capacity_grad(const float *dbuffers, const int32_t *idx,
                                        const int32_t *slots, const Capacity &d, int64_t H,
                                        float *dx, cudaStream_t stream) {
-  return elementwise(d.B * d.S * H, stream, dispatchGradKernel, dbuffers, idx, slots, d, H,
-                           dx);
+  return elementwise(d.B * d.S * H, stream, dispatchGradKernel, dbuffers, idx, slots, d, H, dx);
 }
 
 cudaError_t moe_combine_capacity_grad(const float *weights, const int32_t *idx,
@@ -139,16 +145,16 @@ cudaError_t moe_combine_capacity_grad(const float *weights, const int32_t *idx,
   if (cudaError_t status = cudaMemsetAsync(dbuffers, 0, bufferValues(d, H) * sizeof(float), stream);
       status != cudaSuccess)
     return status;
-  return elementwise(d.B * d.S * d.k * H, stream, combineGradKernel, weights, idx, slots, dy,
-                           d, H, dbuffers);
+  return elementwise(d.B * d.S * d.k * H, stream, combineGradKernel, weights, idx, slots, dy, d, H,
+                     dbuffers);
 }
 
 cudaError_t moe_combine_capacity_grad_weights(const float *buffers, const int32_t *idx,
                                               const int32_t *slots, const float *dy,
                                               const Capacity &d, int64_t H, float *dweights,
                                               cudaStream_t stream) {
-  return elementwise(d.B * d.S * d.k, stream, combineGradWeightsKernel, buffers, idx, slots,
-                           dy, d, H, dweights);
+  return elementwise(d.B * d.S * d.k, stream, combineGradWeightsKernel, buffers, idx, slots, dy, d,
+                     H, dweights);
 }
 
 } // namespace shardline::rt::cuda

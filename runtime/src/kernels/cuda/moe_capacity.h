@@ -3,12 +3,14 @@
 // What the CUDA kernels of capacity-mode MoE compute per thread, as
 // functions a CPU test runs against kernels/cpu/moe.cpp and moe_grad.cpp
 // (moe_capacity_slots, moe_dispatch_capacity, moe_combine_capacity and
-// their backward). The slots: one thread per (token group, expert) visits
-// the expert's candidates in the CPU's position order and keeps the first C
-// (`position`) or those of which fewer than C candidates rank above
-// (`probs`: larger weight, or equal weight and earlier position), so it
-// keeps and drops exactly the CPU's choices; no thread needs memory beyond
-// its counters.
+// their backward). The slots: under `probs` first one thread per choice
+// counts the candidates of its group and expert that rank above it (larger
+// weight, or equal weight and earlier position) and marks it kept when fewer
+// than C do (rankChoice); then one thread per (token group, expert) visits
+// the expert's candidates in the CPU's position order, keeping the marked
+// ones (`probs`) or the first C (`position`), and numbers the kept ones
+// (expertSlots), so it keeps and drops exactly the CPU's choices; no thread
+// needs memory beyond its counters and the slots themselves.
 //
 //===----------------------------------------------------------------------===//
 
@@ -40,12 +42,35 @@ struct Capacity {
   }
 };
 
+/// The `probs` policy's first pass for choice i (one thread each): slots[i]
+/// = 0 when fewer than C candidates of its token group and expert rank
+/// above it (larger weight, or equal weight earlier in position order), -1
+/// when it is dropped. A choice outside [0, E) is left alone.
+SL_HD void rankChoice(const float *weights, const int32_t *idx, const Capacity &d, int64_t i,
+                      int32_t *slots) {
+  int32_t e = idx[i];
+  if (!idInRange(e, d.E))
+    return;
+  int64_t t = i / d.k, b0 = (t / d.S) / d.rows * d.rows, s0 = (t % d.S) / d.positions * d.positions;
+  int64_t above = 0;
+  for (int64_t b = b0; b < b0 + d.rows; ++b)
+    for (int64_t s = s0; s < s0 + d.positions; ++s)
+      for (int64_t j = 0; j < d.k; ++j) {
+        int64_t i2 = (b * d.S + s) * d.k + j;
+        if (idx[i2] == e && (weights[i2] > weights[i] || (weights[i2] == weights[i] && i2 < i)))
+          ++above;
+      }
+  slots[i] = above < d.C ? 0 : -1;
+}
+
 /// The slots of expert e's candidates in group g (row-major over [Gb, Gs]),
-/// written into slots; the numbers kept and dropped into *kept, *dropped.
-/// Choices of other experts are left alone, and indices outside [0, E)
-/// belong to no expert.
-SL_HD void expertSlots(const float *weights, const int32_t *idx, const Capacity &d, bool probs,
-                       int64_t g, int32_t e, int32_t *slots, int64_t *kept, int64_t *dropped) {
+/// written into slots: in position order, the kept ones numbered from 0,
+/// the others -1; kept are the first C (`position`) or those rankChoice
+/// marked (`probs`, which must have run over every choice first). The
+/// numbers kept and dropped into *kept, *dropped. Choices of other experts
+/// are left alone, and indices outside [0, E) belong to no expert.
+SL_HD void expertSlots(const int32_t *idx, const Capacity &d, bool probs, int64_t g, int32_t e,
+                       int32_t *slots, int64_t *kept, int64_t *dropped) {
   int64_t b0 = (g / d.groupsS()) * d.rows, s0 = (g % d.groupsS()) * d.positions;
   int64_t n = 0, next = 0;
   for (int64_t b = b0; b < b0 + d.rows; ++b)
@@ -54,21 +79,7 @@ SL_HD void expertSlots(const float *weights, const int32_t *idx, const Capacity 
         int64_t i = (b * d.S + s) * d.k + j;
         if (idx[i] != e)
           continue;
-        bool keep = n < d.C;
-        if (probs) {
-          // Candidates ranked above this one: larger weight, or equal
-          // weight earlier in position order.
-          int64_t above = 0;
-          for (int64_t b2 = b0; b2 < b0 + d.rows; ++b2)
-            for (int64_t s2 = s0; s2 < s0 + d.positions; ++s2)
-              for (int64_t j2 = 0; j2 < d.k; ++j2) {
-                int64_t i2 = (b2 * d.S + s2) * d.k + j2;
-                if (idx[i2] == e &&
-                    (weights[i2] > weights[i] || (weights[i2] == weights[i] && i2 < i)))
-                  ++above;
-              }
-          keep = above < d.C;
-        }
+        bool keep = probs ? slots[i] >= 0 : n < d.C;
         slots[i] = keep ? (int32_t)next++ : -1;
         ++n;
       }

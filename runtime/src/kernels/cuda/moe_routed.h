@@ -184,8 +184,9 @@ SL_HD float routedDxElement(const float *dxRows, const int32_t *rowOf, int64_t H
 struct RoutedExpertsArgs {
   const float *x, *dout, *wGate, *wUp, *wDown;
   int64_t R, H, F;
-  /// Forward: out and scratch (2·R·F). Backward also dx, the weight
-  /// gradients, and scratch of 6·R·F + R·H.
+  /// Forward: out and scratch (2·R·F). Backward: scratch of 6·R·F + R·H and
+  /// what is asked for: out, dx, the weight gradients (dGate, dUp and dDown
+  /// together); a nullptr output is not computed.
   float *out, *dx, *dGate, *dUp, *dDown, *scratch;
 };
 
@@ -198,26 +199,36 @@ template <typename Ops> void routedExperts(Ops &ops, const RoutedExpertsArgs &a)
   ops.rows(g, a.wDown, false, a.F, a.H, a.out);
 }
 
-/// The backward (moe_experts_grad) and the forward's out: g = x·Wg, u =
-/// x·Wu, act = swiglu(g, u), out = act·Wd; dact = dout·Wdᵀ, (dg, du) =
-/// swiglu'(g, u)·dact, dWd = actᵀ·dout, dWg = xᵀ·dg, dWu = xᵀ·du, dx =
-/// dg·Wgᵀ + du·Wuᵀ.
+/// The backward (moe_experts_grad) and the forward's out, each where asked
+/// for: g = x·Wg, u = x·Wu, act = swiglu(g, u), out = act·Wd; dact =
+/// dout·Wdᵀ, (dg, du) = swiglu'(g, u)·dact, dWd = actᵀ·dout, dWg = xᵀ·dg,
+/// dWu = xᵀ·du, dx = dg·Wgᵀ + du·Wuᵀ. act is computed only for out or the
+/// weight gradients.
 template <typename Ops> void routedExpertsGrad(Ops &ops, const RoutedExpertsArgs &a) {
   const int64_t R = a.R, H = a.H, F = a.F, n = R * F;
   float *g = a.scratch, *u = g + n, *act = u + n, *dact = act + n, *dg = dact + n, *du = dg + n,
         *part = du + n;
+  bool weights = a.dGate != nullptr;
   ops.rows(a.x, a.wGate, false, H, F, g);
   ops.rows(a.x, a.wUp, false, H, F, u);
-  ops.swiglu(g, u, n, act);
-  ops.rows(act, a.wDown, false, F, H, a.out);
+  if (a.out || weights)
+    ops.swiglu(g, u, n, act);
+  if (a.out)
+    ops.rows(act, a.wDown, false, F, H, a.out);
+  if (!a.dx && !weights)
+    return;
   ops.rows(a.dout, a.wDown, true, H, F, dact);
   ops.swigluGrad(g, u, dact, n, dg, du);
-  ops.outer(act, F, a.dout, H, a.dDown);
-  ops.outer(a.x, H, dg, F, a.dGate);
-  ops.outer(a.x, H, du, F, a.dUp);
-  ops.rows(dg, a.wGate, true, F, H, a.dx);
-  ops.rows(du, a.wUp, true, F, H, part);
-  ops.add(a.dx, part, R * H, a.dx);
+  if (weights) {
+    ops.outer(act, F, a.dout, H, a.dDown);
+    ops.outer(a.x, H, dg, F, a.dGate);
+    ops.outer(a.x, H, du, F, a.dUp);
+  }
+  if (a.dx) {
+    ops.rows(dg, a.wGate, true, F, H, a.dx);
+    ops.rows(du, a.wUp, true, F, H, part);
+    ops.add(a.dx, part, R * H, a.dx);
+  }
 }
 
 } // namespace shardline::rt::cuda
