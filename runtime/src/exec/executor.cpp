@@ -457,6 +457,36 @@ private:
     return -1;
   }
 
+  /// Why SHARDLINE_FAULT's kind cannot act in this run, or "": the kinds
+  /// that falsify figures act only in --verify's partitioned run (its
+  /// single-device run ignores them), in a pass the run has, and value and
+  /// drop in a forward run only in its last pass (each pass recomputes the
+  /// outputs and recounts the load, and --verify compares the last).
+  std::string refusedFault() const {
+    static const char *names[] = {"", "kill", "stall", "bytes", "value", "drop"};
+    if ((fault.kind != Fault::Bytes && fault.kind != Fault::Value && fault.kind != Fault::Drop) ||
+        options.singleDevice)
+      return "";
+    std::string hook = std::string("SHARDLINE_FAULT=") + names[fault.kind] + ":" +
+                       std::to_string(fault.rank) + ":" + std::to_string(fault.step);
+    if (!options.verify)
+      return hook + " (a test hook) falsifies what the run measures so that --verify's checks "
+                    "fail, and this run is not --verify's";
+    int64_t last = options.train       ? std::max<int64_t>(1, options.steps) - 1
+                   : options.steps > 1 ? options.steps
+                                       : 0;
+    if (fault.step > last)
+      return hook + " (a test hook) names pass " + std::to_string(fault.step) +
+             ", and the run's passes are 0 to " + std::to_string(last);
+    if (!options.train && fault.kind != Fault::Bytes && fault.step != last)
+      return hook + " (a test hook) acts only in the last forward pass, the one --verify " +
+             "compares: pass " + std::to_string(last) +
+             (options.steps > 1
+                  ? " (the untimed pass 0, then 1 to " + std::to_string(options.steps) + ")"
+                  : " (the run's only pass)");
+    return "";
+  }
+
   /// Dies or stalls here when SHARDLINE_FAULT says so.
   void injectFault() {
     if ((fault.kind != Fault::Kill && fault.kind != Fault::Stall) || fault.rank != self ||
@@ -626,15 +656,21 @@ private:
       for (int32_t t : dying[step.index])
         release(t);
     }
-    // SHARDLINE_FAULT=drop: one more choice dropped by the first
-    // capacity-mode layer.
+    // SHARDLINE_FAULT=drop: the first capacity-mode layer counts one of
+    // its kept choices as dropped (the routed choices stay k per token).
     if (falsify(Fault::Drop))
-      for (auto &[index, load] : expertLoad)
-        if (p.ops()->Get(index)->kind()->str() == "moe_capacity_slots" && !load.dropped.empty()) {
-          ++load.dropped[0];
-          falsified = true;
-          break;
-        }
+      for (auto &[index, load] : expertLoad) {
+        if (p.ops()->Get(index)->kind()->str() != "moe_capacity_slots")
+          continue;
+        auto kept =
+            std::find_if(load.kept.begin(), load.kept.end(), [](int64_t n) { return n > 0; });
+        if (kept == load.kept.end() || (size_t)(kept - load.kept.begin()) >= load.dropped.size())
+          continue;
+        --*kept;
+        ++load.dropped[kept - load.kept.begin()];
+        falsified = true;
+        break;
+      }
   }
 
   /// Every rank's first step that sent other than its counts imply, in
@@ -759,6 +795,8 @@ RunResult RankRun::run() {
     if (!injected)
       fail(error);
     fault = *injected;
+    if (std::string why = refusedFault(); !why.empty())
+      fail(why);
     if (!options.singleDevice && comm.size() != ranks)
       fail("the plan is for " + std::to_string(ranks) + " ranks, the run has " +
            std::to_string(comm.size()));
