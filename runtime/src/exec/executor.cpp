@@ -362,12 +362,6 @@ private:
             owner[e][r] = member;
   }
 
-  /// The largest of a figure over the ranks.
-  int64_t maxOverRanks(int64_t value) {
-    std::vector<uint64_t> all = collectives.gatherWord((uint64_t)value);
-    return (int64_t)*std::max_element(all.begin(), all.end());
-  }
-
   /// The global tensor on the first rank, widened to f32.
   std::vector<float> gatherToFirst(int32_t t) {
     std::vector<float> mine(tensors[t].count);
@@ -674,12 +668,10 @@ private:
   }
 
   /// Every rank's first step that sent other than its counts imply, in
-  /// words on the first rank ("" when none did): which rank, pass and op,
-  /// what it sent and what its counts imply.
+  /// words, on every rank (an all-gather): which rank, pass and op, what it
+  /// sent and what its counts imply. Called on every rank of a run in which
+  /// some rank found one.
   std::string variableMismatches() {
-    // Only a run in which some rank found one gathers the figures.
-    if (maxOverRanks(mismatch.pass >= 0 ? 1 : 0) == 0)
-      return "";
     std::vector<std::vector<int64_t>> all =
         collectives.gatherCounts({mismatch.pass, mismatch.op, mismatch.sent, mismatch.implied});
     std::string text;
@@ -744,8 +736,8 @@ private:
   int64_t stepsRun = 0;
   /// What each MoE layer's routing kernel counted on this rank, by step.
   std::map<int64_t, ExpertLoad> expertLoad;
-  /// What the steps whose bytes depend on the data sent, by step index, and
-  /// the first step that sent other than its counts imply.
+  /// What the steps whose bytes depend on the data should send, by step
+  /// index: the bytes their counts imply and the balanced figure.
   std::map<int64_t, VariableBytes> variableBytes;
   /// The first such step of this rank that sent other than its counts
   /// imply: its pass (-1: none), op index, the bytes sent and implied.
@@ -900,22 +892,38 @@ RunResult RankRun::run() {
     // The report prices each op at its busiest rank (a halo and its dual
     // send from different ranks), so the measure is the sum of each op's
     // largest count over the ranks.
+    // Every rank's figures in one gather: each op's bytes, each dropless
+    // op's balanced bytes, the arena's peaks and whether a step sent other
+    // than its counts imply.
+    std::vector<int64_t> figures = stepBytes;
+    for (const auto &[index, bytes] : variableBytes)
+      figures.push_back(bytes.balanced);
+    figures.insert(figures.end(), {arenaPeak, liveBytesPeak, mismatch.pass >= 0 ? 1 : 0});
+    std::vector<std::vector<int64_t>> everyRank = collectives.gatherCounts(figures);
+    auto largest = [&](size_t k) {
+      int64_t most = everyRank[0][k];
+      for (const auto &rank : everyRank)
+        most = std::max(most, rank[k]);
+      return most;
+    };
     result.bytesSentPerRank = 0;
-    int64_t sentByThisRank = 0;
-    for (int64_t sent : stepBytes) {
-      result.bytesSentPerRank += maxOverRanks(sent);
-      sentByThisRank += sent;
+    for (size_t index = 0; index < stepBytes.size(); ++index)
+      result.bytesSentPerRank += largest(index);
+    for (const auto &rank : everyRank) {
+      int64_t sent = 0;
+      for (size_t index = 0; index < stepBytes.size(); ++index)
+        sent += rank[index];
+      result.bytesSentByRank.push_back(sent);
     }
-    for (uint64_t sent : collectives.gatherWord((uint64_t)sentByThisRank))
-      result.bytesSentByRank.push_back((int64_t)sent);
+    size_t at = stepBytes.size();
     for (const auto &[index, bytes] : variableBytes) {
-      result.variableBytesMeasured += maxOverRanks(stepBytes[index]);
-      result.variableBytesBalanced += maxOverRanks(bytes.balanced);
+      result.variableBytesMeasured += largest(index);
+      result.variableBytesBalanced += largest(at++);
     }
-    result.variableBytesMismatch = variableMismatches();
+    result.arenaPeak = largest(at++);
+    result.liveBytesPeak = largest(at++);
+    result.variableBytesMismatch = largest(at) ? variableMismatches() : "";
     result.variableBytesExact = result.variableBytesMismatch.empty();
-    result.arenaPeak = maxOverRanks(arenaPeak);
-    result.liveBytesPeak = maxOverRanks(liveBytesPeak);
     // Every rank ran every step, so all hold the same entries: every
     // layer's kept and dropped counts, per expert, go to the first rank in
     // one gather.
@@ -927,7 +935,7 @@ RunResult RankRun::run() {
     std::vector<std::vector<int64_t>> allCounts;
     if (!expertLoad.empty())
       allCounts = collectives.gatherCounts(counts);
-    size_t at = 0;
+    at = 0;
     for (const auto &[index, load] : expertLoad) {
       LayerLoad layer;
       const auto *op = p.ops()->Get(index);
