@@ -521,12 +521,15 @@ TEST(Executor, ATpGatherRunsOnItsGroupAlone) {
     EXPECT_EQ(first.collectivesByGroupSize, (std::map<int64_t, int64_t>{{2, 1}}));
     EXPECT_EQ(first.bytesSentPerRank, 8 * bytesPerValue);
     // Ranks r and r + 4 form a tp group (tp is the major axis). Past the
-    // gather, every rank sends rank 0 its parts of x and y (8 + 16 values)
+    // gather, every rank sends every other its figures in one all-gather
+    // (the one op's bytes, the arena's two peaks and the mismatch flag: 4
+    // counts of 8 bytes), and rank 0 its parts of x and y (8 + 16 values)
     // to assemble the outputs.
     for (int64_t s = 0; s < n; ++s)
       for (int64_t r = 0; r < n; ++r) {
-        int64_t gather = (s ^ r) == 4 ? 8 * 4 : 0, outputs = r == 0 && s != 0 ? 24 * 4 : 0;
-        EXPECT_EQ(hub.bytesCarried(s, r), gather + outputs) << s << " -> " << r;
+        int64_t gather = (s ^ r) == 4 ? 8 * 4 : 0, figures = s != r ? 4 * 8 : 0,
+                outputs = r == 0 && s != 0 ? 24 * 4 : 0;
+        EXPECT_EQ(hub.bytesCarried(s, r), gather + figures + outputs) << s << " -> " << r;
       }
   }
 }

@@ -645,6 +645,14 @@ int main(int argc, char **argv) {
                      " ranks, mpirun started " + std::to_string(mpi->size()) +
                      (mpi->size() == 1 ? " process" : " processes") + " (mpirun -np " +
                      std::to_string(plan->ranks()) + " ... --comm " + commName + ")");
+  // The executor's test hook (docs/runtime.md) is never set by accident
+  // unseen: a rank it kills, stalls or falsifies is its doing.
+  if (const char *fault = std::getenv("SHARDLINE_FAULT");
+      fault && *fault && (!mpi || mpi->rank() == 0))
+    std::fprintf(stderr,
+                 "shardline-run: note: SHARDLINE_FAULT=%s is set: a test hook that kills, stalls "
+                 "or falsifies a rank of this run\n",
+                 fault);
   RunOptions options;
   options.seed = (uint64_t)seed;
   options.device = deviceName;
@@ -670,6 +678,7 @@ int main(int argc, char **argv) {
     };
   }
   options.returnWeights = train && verify;
+  options.verify = verify;
   Routing routing;
   if (verify && replayRouting) {
     options.routing = &routing;

@@ -206,11 +206,15 @@ void Collectives::barrier() {
     throw Stop{error.empty() ? error : "barrier: " + error, error.empty()};
 }
 
-std::vector<std::vector<int64_t>> Collectives::gatherCounts(const std::vector<int64_t> &mine) {
+Axes Collectives::worldAxes() const {
   Axes world;
   for (const auto &axis : mesh.axes)
     world.push_back(axis.first);
-  Group &g = group(world);
+  return world;
+}
+
+std::vector<std::vector<int64_t>> Collectives::gatherCounts(const std::vector<int64_t> &mine) {
+  Group &g = group(worldAxes());
   int64_t n = (int64_t)mine.size();
   std::vector<int32_t> halves(2 * n), all(2 * n * g.size());
   for (int64_t k = 0; k < n; ++k) {
@@ -232,10 +236,7 @@ std::vector<std::vector<int64_t>> Collectives::gatherCounts(const std::vector<in
 std::vector<float> Collectives::gatherToFirst(const std::vector<int64_t> &shape,
                                               const Layout &layout, const float *mine,
                                               int64_t count) {
-  // Every mesh axis in mesh order: the world, in rank order.
-  Axes world;
-  for (const auto &axis : mesh.axes)
-    world.push_back(axis.first);
+  Axes world = worldAxes();
   Mail sendTo = noMail(), recvFrom = noMail();
   if (self != 0)
     sendTo[0].assign(mine, mine + count);

@@ -119,6 +119,9 @@ public:
   const std::map<int64_t, int64_t> &callsByGroupSize() const { return calls; }
 
 private:
+  /// Every mesh axis in mesh order: the world, in rank order.
+  Axes worldAxes() const;
+
   /// Values of type T (float or int32_t) to and from every other member,
   /// by world rank.
   template <typename T>

@@ -362,12 +362,6 @@ private:
             owner[e][r] = member;
   }
 
-  /// The largest of a figure over the ranks.
-  int64_t maxOverRanks(int64_t value) {
-    std::vector<uint64_t> all = collectives.gatherWord((uint64_t)value);
-    return (int64_t)*std::max_element(all.begin(), all.end());
-  }
-
   /// The global tensor on the first rank, widened to f32.
   std::vector<float> gatherToFirst(int32_t t) {
     std::vector<float> mine(tensors[t].count);
@@ -455,6 +449,36 @@ private:
       if (tensors[out].shape.empty())
         return out;
     return -1;
+  }
+
+  /// Why SHARDLINE_FAULT's kind cannot act in this run, or "": the kinds
+  /// that falsify figures act only in --verify's partitioned run (its
+  /// single-device run ignores them), in a pass the run has, and value and
+  /// drop in a forward run only in its last pass (each pass recomputes the
+  /// outputs and recounts the load, and --verify compares the last).
+  std::string refusedFault() const {
+    static const char *names[] = {"", "kill", "stall", "bytes", "value", "drop"};
+    if ((fault.kind != Fault::Bytes && fault.kind != Fault::Value && fault.kind != Fault::Drop) ||
+        options.singleDevice)
+      return "";
+    std::string hook = std::string("SHARDLINE_FAULT=") + names[fault.kind] + ":" +
+                       std::to_string(fault.rank) + ":" + std::to_string(fault.step);
+    if (!options.verify)
+      return hook + " (a test hook) falsifies what the run measures so that --verify's checks "
+                    "fail, and this run is not --verify's";
+    int64_t last = options.train       ? std::max<int64_t>(1, options.steps) - 1
+                   : options.steps > 1 ? options.steps
+                                       : 0;
+    if (fault.step > last)
+      return hook + " (a test hook) names pass " + std::to_string(fault.step) +
+             ", and the run's passes are 0 to " + std::to_string(last);
+    if (!options.train && fault.kind != Fault::Bytes && fault.step != last)
+      return hook + " (a test hook) acts only in the last forward pass, the one --verify " +
+             "compares: pass " + std::to_string(last) +
+             (options.steps > 1
+                  ? " (the untimed pass 0, then 1 to " + std::to_string(options.steps) + ")"
+                  : " (the run's only pass)");
+    return "";
   }
 
   /// Dies or stalls here when SHARDLINE_FAULT says so.
@@ -626,24 +650,28 @@ private:
       for (int32_t t : dying[step.index])
         release(t);
     }
-    // SHARDLINE_FAULT=drop: one more choice dropped by the first
-    // capacity-mode layer.
+    // SHARDLINE_FAULT=drop: the first capacity-mode layer counts one of
+    // its kept choices as dropped (the routed choices stay k per token).
     if (falsify(Fault::Drop))
-      for (auto &[index, load] : expertLoad)
-        if (p.ops()->Get(index)->kind()->str() == "moe_capacity_slots" && !load.dropped.empty()) {
-          ++load.dropped[0];
-          falsified = true;
-          break;
-        }
+      for (auto &[index, load] : expertLoad) {
+        if (p.ops()->Get(index)->kind()->str() != "moe_capacity_slots")
+          continue;
+        auto kept =
+            std::find_if(load.kept.begin(), load.kept.end(), [](int64_t n) { return n > 0; });
+        if (kept == load.kept.end() || (size_t)(kept - load.kept.begin()) >= load.dropped.size())
+          continue;
+        --*kept;
+        ++load.dropped[kept - load.kept.begin()];
+        falsified = true;
+        break;
+      }
   }
 
   /// Every rank's first step that sent other than its counts imply, in
-  /// words on the first rank ("" when none did): which rank, pass and op,
-  /// what it sent and what its counts imply.
+  /// words, on every rank (an all-gather): which rank, pass and op, what it
+  /// sent and what its counts imply. Called on every rank of a run in which
+  /// some rank found one.
   std::string variableMismatches() {
-    // Only a run in which some rank found one gathers the figures.
-    if (maxOverRanks(mismatch.pass >= 0 ? 1 : 0) == 0)
-      return "";
     std::vector<std::vector<int64_t>> all =
         collectives.gatherCounts({mismatch.pass, mismatch.op, mismatch.sent, mismatch.implied});
     std::string text;
@@ -708,8 +736,8 @@ private:
   int64_t stepsRun = 0;
   /// What each MoE layer's routing kernel counted on this rank, by step.
   std::map<int64_t, ExpertLoad> expertLoad;
-  /// What the steps whose bytes depend on the data sent, by step index, and
-  /// the first step that sent other than its counts imply.
+  /// What the steps whose bytes depend on the data should send, by step
+  /// index: the bytes their counts imply and the balanced figure.
   std::map<int64_t, VariableBytes> variableBytes;
   /// The first such step of this rank that sent other than its counts
   /// imply: its pass (-1: none), op index, the bytes sent and implied.
@@ -759,6 +787,8 @@ RunResult RankRun::run() {
     if (!injected)
       fail(error);
     fault = *injected;
+    if (std::string why = refusedFault(); !why.empty())
+      fail(why);
     if (!options.singleDevice && comm.size() != ranks)
       fail("the plan is for " + std::to_string(ranks) + " ranks, the run has " +
            std::to_string(comm.size()));
@@ -862,22 +892,38 @@ RunResult RankRun::run() {
     // The report prices each op at its busiest rank (a halo and its dual
     // send from different ranks), so the measure is the sum of each op's
     // largest count over the ranks.
+    // Every rank's figures in one gather: each op's bytes, each dropless
+    // op's balanced bytes, the arena's peaks and whether a step sent other
+    // than its counts imply.
+    std::vector<int64_t> figures = stepBytes;
+    for (const auto &[index, bytes] : variableBytes)
+      figures.push_back(bytes.balanced);
+    figures.insert(figures.end(), {arenaPeak, liveBytesPeak, mismatch.pass >= 0 ? 1 : 0});
+    std::vector<std::vector<int64_t>> everyRank = collectives.gatherCounts(figures);
+    auto largest = [&](size_t k) {
+      int64_t most = everyRank[0][k];
+      for (const auto &rank : everyRank)
+        most = std::max(most, rank[k]);
+      return most;
+    };
     result.bytesSentPerRank = 0;
-    int64_t sentByThisRank = 0;
-    for (int64_t sent : stepBytes) {
-      result.bytesSentPerRank += maxOverRanks(sent);
-      sentByThisRank += sent;
+    for (size_t index = 0; index < stepBytes.size(); ++index)
+      result.bytesSentPerRank += largest(index);
+    for (const auto &rank : everyRank) {
+      int64_t sent = 0;
+      for (size_t index = 0; index < stepBytes.size(); ++index)
+        sent += rank[index];
+      result.bytesSentByRank.push_back(sent);
     }
-    for (uint64_t sent : collectives.gatherWord((uint64_t)sentByThisRank))
-      result.bytesSentByRank.push_back((int64_t)sent);
+    size_t at = stepBytes.size();
     for (const auto &[index, bytes] : variableBytes) {
-      result.variableBytesMeasured += maxOverRanks(stepBytes[index]);
-      result.variableBytesBalanced += maxOverRanks(bytes.balanced);
+      result.variableBytesMeasured += largest(index);
+      result.variableBytesBalanced += largest(at++);
     }
-    result.variableBytesMismatch = variableMismatches();
+    result.arenaPeak = largest(at++);
+    result.liveBytesPeak = largest(at++);
+    result.variableBytesMismatch = largest(at) ? variableMismatches() : "";
     result.variableBytesExact = result.variableBytesMismatch.empty();
-    result.arenaPeak = maxOverRanks(arenaPeak);
-    result.liveBytesPeak = maxOverRanks(liveBytesPeak);
     // Every rank ran every step, so all hold the same entries: every
     // layer's kept and dropped counts, per expert, go to the first rank in
     // one gather.
@@ -889,7 +935,7 @@ RunResult RankRun::run() {
     std::vector<std::vector<int64_t>> allCounts;
     if (!expertLoad.empty())
       allCounts = collectives.gatherCounts(counts);
-    size_t at = 0;
+    at = 0;
     for (const auto &[index, load] : expertLoad) {
       LayerLoad layer;
       const auto *op = p.ops()->Get(index);

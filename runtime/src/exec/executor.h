@@ -115,6 +115,10 @@ struct RunOptions {
   /// one pass.
   RoutingUse routingUse = RoutingUse::Own;
   Routing *routing = nullptr;
+  /// The run is --verify's (the partitioned run or its single-device
+  /// reference): the SHARDLINE_FAULT kinds that falsify figures are refused
+  /// in any other run (runPlanOnRank).
+  bool verify = false;
 };
 
 /// What one MoE layer routed in a run: per expert and rank, the choices the
@@ -241,7 +245,9 @@ RunResult runPlan(const LoadedPlan &plan, const RunOptions &options, ThreadHub &
 /// partitioned run, so that --verify's checks fail: its first dropless MoE
 /// exchange counts 4 bytes more than it sent, its first op that sends adds 1
 /// to its first f32 result's first element, its first capacity-mode layer
-/// counts one more dropped choice.
+/// counts one of its kept choices as dropped. These three are an error in a
+/// run without RunOptions::verify, and value and drop in a forward run at a
+/// pass other than the last (the one --verify compares).
 RunResult runPlanOnRank(const LoadedPlan &plan, const RunOptions &options, Comm &comm);
 
 } // namespace shardline::rt

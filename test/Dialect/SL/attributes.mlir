@@ -60,10 +60,42 @@ func.func @reason_not_string(%x: tensor<4xf32>) -> tensor<4xf32> {
 
 // -----
 
-func.func @gather_reason_not_string(%x: tensor<4xf32>) -> tensor<4xf32> {
+sl.mesh @mesh(tp = 2)
+func.func @gather_reason_not_string(%x: tensor<4xf32, #sl.layout<@mesh, [[tp]]>>) -> tensor<4xf32, #sl.layout<@mesh, [[]]>> {
   // expected-error @+1 {{'sl.gather_reason' must be a string, got 2 : i64}}
-  %y = sl.silu %x {sl.gather_reason = 2} : (tensor<4xf32>) -> tensor<4xf32>
+  %y = sl.relayout %x {sl.gather_reason = 2} : tensor<4xf32, #sl.layout<@mesh, [[tp]]>> -> tensor<4xf32, #sl.layout<@mesh, [[]]>>
+  return %y : tensor<4xf32, #sl.layout<@mesh, [[]]>>
+}
+
+// -----
+
+// sl.gather_reason belongs to a relayout (sl-insert-collectives gives its
+// words to the all_gather steps as their sl.reason): on any other op it is
+// an error, a gather's own step included.
+func.func @gather_reason_on_another_op(%x: tensor<4xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{'sl.gather_reason' must be set on sl.relayout only, got "why"}}
+  %y = sl.silu %x {sl.gather_reason = "why"} : (tensor<4xf32>) -> tensor<4xf32>
   return %y : tensor<4xf32>
+}
+
+// -----
+
+sl.mesh @mesh(tp = 2)
+func.func @gather_reason_on_a_gather(%x: tensor<4xf32, #sl.layout<@mesh, [[tp]]>>) -> tensor<4xf32, #sl.layout<@mesh, [[]]>> {
+  // expected-error @+1 {{'sl.gather_reason' must be set on sl.relayout only, got "why"}}
+  %y = sl.all_gather %x {axes = ["tp"], dim = 0, sl.gather_reason = "why"} : tensor<4xf32, #sl.layout<@mesh, [[tp]]>> -> tensor<4xf32, #sl.layout<@mesh, [[]]>>
+  return %y : tensor<4xf32, #sl.layout<@mesh, [[]]>>
+}
+
+// -----
+
+// On a relayout it is kept as it is.
+sl.mesh @mesh(tp = 2)
+// CHECK-LABEL: func.func @gather_reason_on_a_relayout
+// CHECK: sl.relayout %{{.*}} {sl.gather_reason = "why"}
+func.func @gather_reason_on_a_relayout(%x: tensor<4xf32, #sl.layout<@mesh, [[tp]]>>) -> tensor<4xf32, #sl.layout<@mesh, [[]]>> {
+  %y = sl.relayout %x {sl.gather_reason = "why"} : tensor<4xf32, #sl.layout<@mesh, [[tp]]>> -> tensor<4xf32, #sl.layout<@mesh, [[]]>>
+  return %y : tensor<4xf32, #sl.layout<@mesh, [[]]>>
 }
 
 // -----

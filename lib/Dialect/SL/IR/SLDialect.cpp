@@ -320,6 +320,14 @@ bool isI64(Attribute a) {
 
 std::string stringCheck(Operation *, Attribute a) { return isa<StringAttr>(a) ? "" : "a string"; }
 
+/// sl.gather_reason: a relayout's words for the all_gather steps
+/// sl-insert-collectives lowers it to, which take them as their sl.reason.
+std::string gatherReasonCheck(Operation *op, Attribute a) {
+  if (!isa<RelayoutOp>(op))
+    return "set on sl.relayout only";
+  return isa<StringAttr>(a) ? "" : "a string";
+}
+
 std::string runsCheck(Operation *, Attribute a) {
   return isa<DenseI64ArrayAttr>(a) ? "" : "an array<i64>";
 }
@@ -409,7 +417,7 @@ const DeclaredAttr kDeclared[] = {
     {kGroupAttr, runsCheck},
     {kBackwardAttr, unitCheck},
     {kRecomputeAttr, unitCheck},
-    {kGatherReasonAttr, stringCheck},
+    {kGatherReasonAttr, gatherReasonCheck},
 };
 } // namespace
 

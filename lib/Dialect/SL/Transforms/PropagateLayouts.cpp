@@ -115,7 +115,11 @@ private:
 
   /// The relayout of `v` to `target`, shared by every consumer; with
   /// `gatherReason` for the axes it gathers away when another change than
-  /// `reason`'s forces them off (sl.gather_reason).
+  /// `reason`'s forces them off (sl.gather_reason). The cache is keyed by
+  /// value and target only: a later consumer that needs the same change for
+  /// another reason shares the relayout, which keeps the first consumer's
+  /// sl.reason and sl.gather_reason. Keying it by the reasons too would emit
+  /// the same collectives once per reason and send their bytes again.
   Value relayout(Value v, const Layout &target, const std::string &reason,
                  const std::string &gatherReason = "") {
     if (layoutOf(v) == target)
