@@ -27,8 +27,9 @@
 #include "llvm/ADT/Hashing.h"
 
 #include <algorithm>
+#include <cassert>
+#include <deque>
 #include <limits>
-#include <list>
 #include <queue>
 #include <set>
 #include <tuple>
@@ -441,8 +442,6 @@ std::vector<Kind> mlir::sl::placement::kindsIn(func::FuncOp fn) {
             add(k);
           }
   });
-  std::sort(kinds.begin(), kinds.end());
-  kinds.erase(std::unique(kinds.begin(), kinds.end()), kinds.end());
   // Between moves that save the same, the sequence (dimension 1) goes first:
   // that is where sequence parallelism keeps activations split.
   std::sort(kinds.begin(), kinds.end(), [](const Kind &a, const Kind &b) {
@@ -458,7 +457,7 @@ bool mlir::sl::placement::isSourceOf(Operation *op, const Kind &kind) {
     return hoistable(op, later);
   }
   std::optional<shardline::Mesh> mesh = meshOf(op);
-  std::list<Layout> converted;
+  std::deque<Layout> converted; // push_back keeps references to the others
   auto convert = [&](Value v) -> const Layout & {
     converted.push_back(toLayout(getLayout(v)));
     return converted.back();
@@ -1316,7 +1315,9 @@ std::optional<Replacement> Move::replacementOf(Operation *op) {
       r.reader = true;
       r.transitions.push_back(n.op);
       r.transitions.insert(r.transitions.end(), n.carried.begin(), n.carried.end());
-      r.from = impl->vals[impl->valOf.lookup(n.op->getOperand(0))].split;
+      auto val = impl->valOf.find(n.op->getOperand(0));
+      assert(val != impl->valOf.end() && "a reader's operand is a region value");
+      r.from = impl->vals[val->second].split;
       r.to = impl->layoutOf(r.transitions.back()->getResult(0));
     } else {
       continue;
