@@ -108,8 +108,11 @@ void usage(FILE *out) {
                "              so the rounding of another summation order flips near-ties, which\n"
                "              sends tokens to other experts (and in capacity mode drops other\n"
                "              rows), and from the first flip the two runs train on different\n"
-               "              tokens per expert. own: it chooses for itself, and the dropped\n"
-               "              rows are printed but need not match\n"
+               "              tokens per expert; in capacity mode it also keeps and drops the\n"
+               "              choices the partitioned run did (the \"probs\" policy ranks by\n"
+               "              weight, where near-ties flip too) and prints how many it would\n"
+               "              not. own: it chooses for itself, and the dropped rows are\n"
+               "              printed but need not match\n"
                "  --rtol X    with --verify: the largest relative error accepted for every\n"
                "              float output instead of its type's (e.g. 0.03 for a 16-bit model\n"
                "              without routers, whose outputs agree to a few roundings); with\n"
@@ -981,6 +984,14 @@ int main(int argc, char **argv) {
                   "routers%s (--verify-routing own: let it choose)\n",
                   (long long)routing.differing, (long long)routing.tokens,
                   train ? " and steps" : " of the last forward pass");
+    }
+    if (routing.slotsChoices > 0) {
+      verified["routing"]["slots_differing"] = routing.slotsDiffering;
+      verified["routing"]["slots_choices"] = routing.slotsChoices;
+      std::printf("capacity: the single-device run kept and dropped the choices the partitioned "
+                  "run did; with its own weights it would have kept or dropped otherwise %lld of "
+                  "%lld routed choices\n",
+                  (long long)routing.slotsDiffering, (long long)routing.slotsChoices);
     }
   }
   // Every other op sends exactly what the report says.

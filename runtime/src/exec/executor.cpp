@@ -497,26 +497,28 @@ private:
     throw Stop{"", true};
   }
 
-  /// Records the choices of the step's router (its `router`-th in program
-  /// order), or replays the recorded ones into it (RoutingUse). A training
-  /// run gathers every step's choices as it goes; a forward run keeps this
-  /// rank's part of the last pass's (the one --verify compares), gathered
-  /// once the timed passes are over.
-  void route(const Step &step, size_t router) {
-    int32_t weights = step.out[0], indices = step.out[1], logits = step.in[0];
+  /// Records the result of the step, a router's choices or a capacity
+  /// layer's slots (the `recorded`-th such step in program order), or
+  /// replays the recorded one into it (RoutingUse). A training run gathers
+  /// every step's as it goes; a forward run keeps this rank's part of the
+  /// last pass's (the one --verify compares), gathered once the timed passes
+  /// are over.
+  void route(const Step &step, size_t recorded) {
+    bool slots = step.kind == "moe_capacity_slots";
+    int32_t result = slots ? step.out[0] : step.out[1];
     Routing &routing = *options.routing;
     size_t slot = options.train ? (size_t)stepsRun - 1 : 0;
     if (options.routingUse == RoutingUse::Record && !options.train) {
       // Only the last pass's (--steps N > 1 runs N + 1) are compared.
       if (stepsRun != (options.steps > 1 ? options.steps + 1 : 1))
         return;
-      std::vector<float> mine(tensors[indices].count);
-      device->download(views[indices], BufferView(mine.data(), (int64_t)mine.size()));
-      lastChoices.emplace_back(indices, std::move(mine));
+      std::vector<float> mine(tensors[result].count);
+      device->download(views[result], BufferView(mine.data(), (int64_t)mine.size()));
+      lastChoices.emplace_back(result, std::move(mine));
       return;
     }
     if (options.routingUse == RoutingUse::Record) {
-      std::vector<float> all = gatherToFirst(indices);
+      std::vector<float> all = gatherToFirst(result);
       if (self == 0) {
         routing.choices.resize(slot + 1);
         routing.choices[slot].emplace_back(all.begin(), all.end());
@@ -527,15 +529,27 @@ private:
       return;
     if (!options.singleDevice)
       fail("routing replay runs on a single device only");
-    int64_t n = tensors[indices].count, k = tensors[indices].shape.back();
-    int64_t experts = tensors[logits].shape.back(), tokens = n / k;
-    if (slot >= routing.choices.size() || router >= routing.choices[slot].size() ||
-        (int64_t)routing.choices[slot][router].size() != n)
-      fail("no recorded choices for router " + std::to_string(router) + " at step " +
+    int64_t n = tensors[result].count;
+    if (slot >= routing.choices.size() || recorded >= routing.choices[slot].size() ||
+        (int64_t)routing.choices[slot][recorded].size() != n)
+      fail(std::string("no recorded ") + (slots ? "capacity slots" : "choices") + " for op #" +
+           std::to_string(step.index) + " (sl." + step.kind + ") at step " +
            std::to_string(stepsRun) + " (the recorded run routed differently)");
-    std::vector<int32_t> want = routing.choices[slot][router];
+    std::vector<int32_t> want = routing.choices[slot][recorded];
     std::vector<int32_t> own(n);
-    device->download(views[indices], BufferView(own.data(), n));
+    device->download(views[result], BufferView(own.data(), n));
+    if (slots) {
+      // Which choices keep a slot: the slots themselves follow from that
+      // (position order within each expert and group).
+      for (int64_t i = 0; i < n; ++i)
+        routing.slotsDiffering += (own[i] >= 0) != (want[i] >= 0);
+      routing.slotsChoices += n;
+      device->upload(BufferView(want.data(), n), views[result]);
+      return;
+    }
+    int32_t weights = step.out[0], logits = step.in[0];
+    int64_t k = tensors[result].shape.back();
+    int64_t experts = tensors[logits].shape.back(), tokens = n / k;
     for (int64_t t = 0; t < tokens; ++t) {
       std::sort(own.begin() + t * k, own.begin() + (t + 1) * k);
       std::vector<int32_t> theirs(want.begin() + t * k, want.begin() + (t + 1) * k);
@@ -546,7 +560,7 @@ private:
     std::vector<float> l(tokens * experts), w(n);
     device->download(views[logits], BufferView(l.data(), (int64_t)l.size()));
     cpu::router_weights(l.data(), tokens, experts, k, want.data(), w.data());
-    device->upload(BufferView(want.data(), n), views[indices]);
+    device->upload(BufferView(want.data(), n), views[result]);
     device->upload(BufferView(w.data(), n), views[weights]);
   }
 
@@ -638,7 +652,7 @@ private:
           stepSeconds[step.index] +=
               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         }
-        if (options.routing && step.kind == "router_topk")
+        if (options.routing && (step.kind == "router_topk" || step.kind == "moe_capacity_slots"))
           route(step, router++);
       } catch (Stop &stop) {
         narrow(step);

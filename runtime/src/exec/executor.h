@@ -34,19 +34,26 @@ namespace shardline::rt {
 /// training steps the weights have had; --weights resumes after them.
 inline constexpr const char *kTrainedStepsKey = "shardline.trained_steps";
 
-/// The expert choices of a run's routers (sl.router_topk), whole, so that
+/// The expert choices of a run's routers (sl.router_topk) and, in capacity
+/// mode, which choices keep a slot (sl.moe_capacity_slots), whole, so that
 /// --verify's single-device run can route as the partitioned run did: top-k
 /// is discontinuous, and the rounding of a different summation order flips
-/// near-ties, after which the two runs send different tokens to each expert
-/// (and, in capacity mode, drop different numbers of them).
+/// near-ties, after which the two runs send different tokens to each expert;
+/// and the "probs" drop policy ranks the choices of an expert by their
+/// weights, whose near-ties flip which of them are dropped (never how many).
 struct Routing {
-  /// choices[step][router]: the router's indices [b, s, k], row-major, the
-  /// routers in program order; every step of a training run, the last pass
-  /// of a forward run (choices[0]).
+  /// choices[step][i]: the i-th recorded step's result in program order, a
+  /// router's indices or a capacity layer's slots [b, s, k], row-major;
+  /// every step of a training run, the last pass of a forward run
+  /// (choices[0]).
   std::vector<std::vector<std::vector<int32_t>>> choices;
   /// When replaying: tokens (per router and step) whose own k choices, as a
   /// set, differ from the replayed ones, and tokens routed.
   int64_t differing = 0, tokens = 0;
+  /// When replaying, in capacity mode: routed choices (per layer and step)
+  /// its own slots would keep where the replayed ones drop or the other way
+  /// round, and the choices routed.
+  int64_t slotsDiffering = 0, slotsChoices = 0;
 };
 
 /// What a run does with RunOptions::routing.
