@@ -22,6 +22,7 @@
 #include "kernels/cuda/launch_grad.h"
 #include "kernels/cuda/moe_capacity.h"
 #include "kernels/cuda/moe_routed.h"
+#include "sixteen_bit_util.h"
 #include "step_rig.h"
 
 #include <gtest/gtest.h>
@@ -383,6 +384,324 @@ TEST(CudaArith, GatedNormByGroupsMatchesTheCpuKernel) {
       got[base + i] = arith::gatedNorm(y[base + i], inv, w[g * width + i], z[base + i]);
   }
   expectClose(got, want, 1e-5f);
+}
+
+// -- 16-bit storage ---------------------------------------------------------------------
+//
+// The memory-bound kernels over bf16 and f16 storage, walked as their
+// threads walk them through arith.h's load and store helpers. Each is bit
+// for bit the same walk over the widened f32 values with its results
+// rounded (what the executor's widen, the f32 kernel and its narrowing
+// give), and against the CPU kernel on the widened values, rounded to the
+// storage type: equal where the arithmetic is the CPU's (add, mul, GeLU,
+// sigmoid, softplus, RoPE, embedding), within one unit of the type where the
+// f32 arithmetic is not (SiLU and SwiGLU in f32 against the CPU's double; the
+// norms' f32 sums against the CPU's double ones).
+
+namespace {
+
+/// Each expected rounding: the f32 value and its bf16 and f16 bit patterns.
+struct Rounding {
+  uint32_t f32;
+  uint16_t bf16, f16;
+};
+
+/// Ties to even, the ends of the ranges, subnormals, infinities and NaNs.
+const Rounding kRoundings[] = {
+    {0x3f800000u, 0x3f80, 0x3c00}, // 1
+    {0x80000000u, 0x8000, 0x8000}, // -0
+    {0x3f808000u, 0x3f80, 0x3c04}, // 1 + 2^-8: a bf16 tie, down to even
+    {0x3f818000u, 0x3f82, 0x3c0c}, // 1 + 3·2^-8: a bf16 tie, up to even
+    {0x3f801000u, 0x3f80, 0x3c00}, // 1 + 2^-11: an f16 tie, down to even
+    {0x3f803000u, 0x3f80, 0x3c02}, // 1 + 3·2^-11: an f16 tie, up to even
+    {0x477fe000u, 0x4780, 0x7bff}, // 65504, the largest f16
+    {0x477fefffu, 0x4780, 0x7bff}, // just below 65520: still 65504
+    {0x477ff000u, 0x4780, 0x7c00}, // 65520: f16 overflows to infinity
+    {0xc77ff000u, 0xc780, 0xfc00}, // -65520
+    {0x7f7fffffu, 0x7f80, 0x7c00}, // the largest f32: bf16 overflows too
+    {0x33800000u, 0x3380, 0x0001}, // 2^-24, the least f16 subnormal
+    {0x33000000u, 0x3300, 0x0000}, // 2^-25: a tie between 0 and 2^-24, to 0
+    {0x33c00000u, 0x33c0, 0x0002}, // 3·2^-25: a tie, up to 2·2^-24
+    {0x387fc000u, 0x3880, 0x03ff}, // 2^-14 - 2^-24, the largest f16 subnormal
+    {0x00010000u, 0x0001, 0x0000}, // an f32 subnormal bf16 keeps
+    {0x00000001u, 0x0000, 0x0000}, // the least f32 subnormal
+    {0x7f800000u, 0x7f80, 0x7c00}, // infinity
+    {0xff800000u, 0xff80, 0xfc00}, // -infinity
+    {0x7fc00000u, 0x7fc0, 0x7e00}, // a quiet NaN
+    {0x7f800001u, 0x7fc0, 0x7e00}, // a signalling NaN comes out quiet
+    {0xffc00000u, 0xffc0, 0xfe00}, // a negative NaN keeps its sign
+};
+
+/// fn(i) for each of n elements in the order of elementwiseShape's
+/// grid-stride loop, block by block and thread by thread; each taken once.
+template <typename Fn> void forEachElement(int64_t n, Fn fn) {
+  gpu::LaunchShape shape = gpu::elementwiseShape(n);
+  std::vector<int> seen(n, 0);
+  for (int64_t block = 0; block < shape.blocks; ++block)
+    for (int thread = 0; thread < shape.threads; ++thread)
+      for (int64_t i = block * shape.threads + thread; i < n; i += shape.blocks * shape.threads) {
+        ++seen[i];
+        fn(i);
+      }
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), (long)n);
+}
+
+/// blockReduce<Sum> (reduce.cuh) of the threads' values: each warp's
+/// butterfly of xor shuffles, then the warps' sums in order.
+float blockSum(std::vector<float> v) {
+  for (int offset = gpu::kWarp / 2; offset > 0; offset /= 2) {
+    std::vector<float> next(v.size());
+    for (size_t lane = 0; lane < v.size(); ++lane)
+      next[lane] = v[lane] + v[lane ^ (size_t)offset];
+    v = next;
+  }
+  float sum = v[0];
+  for (size_t warp = 1; warp < v.size() / gpu::kWarp; ++warp)
+    sum += v[warp * gpu::kWarp];
+  return sum;
+}
+
+/// The sum of squares of `width` values from `at` as a block of `threads`
+/// sums them: strided partial sums, then blockSum.
+template <typename T> float blockSumOfSquares(const T *at, int64_t width, int threads) {
+  std::vector<float> partial(threads, 0.0f);
+  for (int k = 0; k < threads; ++k)
+    for (int64_t i = k; i < width; i += threads) {
+      float v = arith::loadElement(at, i);
+      partial[k] += v * v;
+    }
+  return blockSum(partial);
+}
+
+// The kernels of elementwise.cu and attention.cu over storage T (and W for
+// the norms' scales and the table), walked as their threads run them.
+
+template <typename T, typename Op> std::vector<T> unaryWalk(const std::vector<T> &x, Op op) {
+  std::vector<T> out(x.size());
+  forEachElement((int64_t)x.size(), [&](int64_t i) {
+    arith::storeElement(out.data(), i, op(arith::loadElement(x.data(), i)));
+  });
+  return out;
+}
+
+template <typename T, typename Op>
+std::vector<T> binaryWalk(const std::vector<T> &a, const std::vector<T> &b, Op op) {
+  std::vector<T> out(a.size());
+  forEachElement((int64_t)a.size(), [&](int64_t i) {
+    arith::storeElement(out.data(), i,
+                        op(arith::loadElement(a.data(), i), arith::loadElement(b.data(), i)));
+  });
+  return out;
+}
+
+template <typename T, typename W>
+std::vector<T> rmsNormWalk(const std::vector<T> &x, const std::vector<W> &w, int64_t rows,
+                           int64_t H, float eps) {
+  std::vector<T> y(x.size());
+  gpu::LaunchShape shape = gpu::rowShape(rows, H);
+  for (int64_t block = 0; block < shape.blocks; ++block) {
+    const T *row = x.data() + block * H;
+    float inv = arith::inverseRms(blockSumOfSquares(row, H, shape.threads), H, eps);
+    for (int64_t i = 0; i < H; ++i)
+      arith::storeElement(
+          y.data() + block * H, i,
+          arith::rmsNormed(arith::loadElement(row, i), inv, arith::loadElement(w.data(), i)));
+  }
+  return y;
+}
+
+template <typename T, typename W>
+std::vector<T> gatedNormWalk(const std::vector<T> &y, const std::vector<T> &z,
+                             const std::vector<W> &w, int64_t rows, int64_t C, int64_t groups,
+                             float eps) {
+  std::vector<T> out(y.size());
+  int64_t width = C / groups;
+  gpu::LaunchShape shape = gpu::rowShape(rows * groups, width);
+  for (int64_t block = 0; block < shape.blocks; ++block) {
+    int64_t base = block * width, g = block % groups;
+    float inv =
+        arith::inverseRms(blockSumOfSquares(y.data() + base, width, shape.threads), width, eps);
+    for (int64_t i = 0; i < width; ++i)
+      arith::storeElement(out.data(), base + i,
+                          arith::gatedNorm(arith::loadElement(y.data(), base + i), inv,
+                                           arith::loadElement(w.data(), g * width + i),
+                                           arith::loadElement(z.data(), base + i)));
+  }
+  return out;
+}
+
+template <typename T>
+std::vector<T> ropeWalk(const std::vector<T> &x, const std::vector<int64_t> &positions, int64_t B,
+                        int64_t S, int64_t NH, int64_t D, float theta) {
+  std::vector<T> out(x.size());
+  forEachElement(B * S * NH * D / 2, [&](int64_t p) {
+    arith::RopePair at = arith::ropePair(p, S, NH, D);
+    int64_t first = at.base + at.i, second = first + D / 2;
+    float out1, out2;
+    arith::ropeRotate(arith::loadElement(x.data(), first), arith::loadElement(x.data(), second),
+                      arith::ropeAngle(positions[at.s], at.i, D, theta), out1, out2);
+    arith::storeElement(out.data(), first, out1);
+    arith::storeElement(out.data(), second, out2);
+  });
+  return out;
+}
+
+template <typename T, typename W>
+std::vector<T> embeddingWalk(const std::vector<int32_t> &ids, const std::vector<W> &table,
+                             int64_t rows, int64_t H, int64_t offset) {
+  std::vector<T> out(ids.size() * H);
+  for (size_t t = 0; t < ids.size(); ++t) {
+    int64_t row = arith::embeddingRow(ids[t], offset, rows);
+    for (int64_t h = 0; h < H; ++h)
+      arith::storeElement(out.data() + t * H, h,
+                          row >= 0 ? arith::loadElement(table.data(), row * H + h) : 0.0f);
+  }
+  return out;
+}
+
+/// Storage T's values of a normal distribution with a few large ones (f16's
+/// sums and products then overflow on every path alike).
+template <typename T> std::vector<T> storedNormal(int64_t n, unsigned seed, float sigma) {
+  std::vector<float> v = test::normalVector(n, seed, sigma);
+  v[0] = 60000.0f;
+  v[1] = -60000.0f;
+  v[2] = 3e-6f; // an f16 subnormal
+  return test::roundedTo<T>(v);
+}
+
+} // namespace
+
+TEST(CudaArith16, StorageRoundsAsFloat16h) {
+  for (const Rounding &r : kRoundings) {
+    SCOPED_TRACE(r.f32);
+    float v = arith::fromBits(r.f32);
+    std::vector<arith::Bf16> bf(1);
+    std::vector<arith::F16> half(1);
+    arith::storeElement(bf.data(), 0, v);
+    arith::storeElement(half.data(), 0, v);
+    EXPECT_EQ(bf[0].bits, r.bf16);
+    EXPECT_EQ(half[0].bits, r.f16);
+    EXPECT_EQ(bf[0].bits, rt::floatToBf16(v));
+    EXPECT_EQ(half[0].bits, rt::floatToF16(v));
+    std::vector<float> kept(1);
+    arith::storeElement(kept.data(), 0, v);
+    EXPECT_EQ(bitsOf(arith::loadElement(kept.data(), 0)), r.f32) << "f32 storage keeps the bits";
+  }
+  for (float x : roundingCases()) {
+    SCOPED_TRACE(bitsOf(x));
+    EXPECT_EQ(arith::Storage<arith::Bf16>::fromFloat(x).bits, rt::floatToBf16(x));
+    EXPECT_EQ(arith::Storage<arith::F16>::fromFloat(x).bits, rt::floatToF16(x));
+  }
+  for (uint32_t bits = 0; bits < 0x10000u; ++bits) {
+    arith::Bf16 bfBits{(uint16_t)bits};
+    arith::F16 halfBits{(uint16_t)bits};
+    float bf = arith::loadElement(&bfBits, 0), half = arith::loadElement(&halfBits, 0);
+    float wantBf = rt::bf16ToFloat((uint16_t)bits), wantHalf = rt::f16ToFloat((uint16_t)bits);
+    ASSERT_TRUE(bitsOf(bf) == bitsOf(wantBf) || (std::isnan(bf) && std::isnan(wantBf))) << bits;
+    ASSERT_TRUE(bitsOf(half) == bitsOf(wantHalf) || (std::isnan(half) && std::isnan(wantHalf)))
+        << bits;
+  }
+}
+
+TEST(CudaArith16, WithStoragePicksTheTypesInstance) {
+  auto named = [](arith::Type type) {
+    return arith::withStorage(type, -1, [](auto tag) {
+      return (int)arith::Storage<decltype(tag)>::type * 10 + (int)sizeof(tag);
+    });
+  };
+  EXPECT_EQ(named(arith::Type::F32), 4);
+  EXPECT_EQ(named(arith::Type::BF16), 12);
+  EXPECT_EQ(named(arith::Type::F16), 22);
+  EXPECT_EQ(named(arith::Type::I32), -1);
+}
+
+template <typename T> class CudaArith16Kernels : public ::testing::Test {};
+TYPED_TEST_SUITE(CudaArith16Kernels, test::SixteenBitTypes);
+
+TYPED_TEST(CudaArith16Kernels, ElementwiseIsTheWidenedKernelRounded) {
+  using T = TypeParam;
+  const int64_t n = 3001;
+  std::vector<T> a = storedNormal<T>(n, 21, 4.0f), b = storedNormal<T>(n, 22, 2.0f);
+  std::vector<float> wa = test::widened(a), wb = test::widened(b), want(n);
+  struct Binary {
+    float (*device)(float, float);
+    void (*reference)(const float *, const float *, int64_t, float *);
+    bool exact;
+  } binaries[] = {{[](float x, float y) { return x + y; }, cpu::add, true},
+                  {[](float x, float y) { return x * y; }, cpu::mul, true},
+                  {arith::swiglu, cpu::swiglu, false}};
+  for (const Binary &op : binaries) {
+    op.reference(wa.data(), wb.data(), n, want.data());
+    test::expectRoundedResults(binaryWalk(a, b, op.device), binaryWalk(wa, wb, op.device), want,
+                               op.exact ? 0 : 1);
+  }
+  struct Unary {
+    float (*device)(float);
+    void (*reference)(const float *, int64_t, float *);
+    bool exact;
+  } unaries[] = {{arith::silu, cpu::silu, false},
+                 {[](float x) { return (float)arith::gelu(x); }, cpu::gelu, true},
+                 {[](float x) { return (float)arith::sigmoid(x); }, cpu::sigmoid, true},
+                 {[](float x) { return (float)arith::softplus(x); }, cpu::softplus, true}};
+  for (const Unary &op : unaries) {
+    op.reference(wa.data(), n, want.data());
+    test::expectRoundedResults(unaryWalk(a, op.device), unaryWalk(wa, op.device), want,
+                               op.exact ? 0 : 1);
+  }
+}
+
+/// The norms with a scale in f32 (an f32 weight beside 16-bit activations)
+/// and in the activations' type.
+template <typename T, typename W> void checkNorms() {
+  SCOPED_TRACE(sizeof(W));
+  for (int64_t H : {7, 96, 1000}) {
+    SCOPED_TRACE(H);
+    const int64_t rows = 5, groups = H % 3 == 0 ? 3 : 1;
+    std::vector<T> x = test::roundedTo<T>(test::normalVector(rows * H, 23, 3.0f)),
+                   z = test::roundedTo<T>(test::normalVector(rows * H, 24));
+    std::vector<W> w = test::roundedTo<W>(test::normalVector(H, 25));
+    std::vector<float> wx = test::widened(x), wz = test::widened(z), ww = test::widened(w),
+                       want(rows * H);
+    cpu::rms_norm(wx.data(), ww.data(), rows, H, 1e-5f, want.data());
+    test::expectRoundedResults(rmsNormWalk(x, w, rows, H, 1e-5f),
+                               rmsNormWalk(wx, ww, rows, H, 1e-5f), want, 1);
+    cpu::gated_rms_norm(wx.data(), wz.data(), ww.data(), rows, H, groups, 1e-5f, want.data());
+    test::expectRoundedResults(gatedNormWalk(x, z, w, rows, H, groups, 1e-5f),
+                               gatedNormWalk(wx, wz, ww, rows, H, groups, 1e-5f), want, 1);
+  }
+}
+
+TYPED_TEST(CudaArith16Kernels, NormsAreTheWidenedKernelRounded) {
+  checkNorms<TypeParam, float>();
+  checkNorms<TypeParam, TypeParam>();
+}
+
+TYPED_TEST(CudaArith16Kernels, RopeIsTheWidenedKernelRounded) {
+  using T = TypeParam;
+  const int64_t B = 2, S = 5, NH = 3, D = 16;
+  std::vector<T> x = test::roundedTo<T>(test::normalVector(B * S * NH * D, 26, 3.0f));
+  std::vector<int64_t> positions = {0, 9, 4096, 123457, 3};
+  std::vector<float> wx = test::widened(x), want(x.size());
+  cpu::rope(wx.data(), positions.data(), B, S, NH, D, 10000.0f, want.data());
+  test::expectRoundedResults(ropeWalk(x, positions, B, S, NH, D, 10000.0f),
+                             ropeWalk(wx, positions, B, S, NH, D, 10000.0f), want, 0);
+}
+
+TYPED_TEST(CudaArith16Kernels, EmbeddingRoundsTheTablesRowsOnce) {
+  using T = TypeParam;
+  const int64_t tokens = 30, rows = 12, H = 6, offset = 12, vocab = 36;
+  std::vector<int32_t> ids(tokens);
+  for (int64_t t = 0; t < tokens; ++t)
+    ids[t] = (int32_t)((t * 5) % vocab);
+  std::vector<float> f32Table = test::normalVector(rows * H, 27, 3.0f), want(tokens * H);
+  // An f32 table rounded into 16-bit activations, and a table of their type.
+  cpu::embedding(ids.data(), tokens, f32Table.data(), rows, H, offset, want.data());
+  test::expectSameBits(embeddingWalk<T>(ids, f32Table, rows, H, offset), test::roundedTo<T>(want));
+  std::vector<T> table = test::roundedTo<T>(f32Table);
+  std::vector<float> wide = test::widened(table);
+  cpu::embedding(ids.data(), tokens, wide.data(), rows, H, offset, want.data());
+  test::expectRoundedResults(embeddingWalk<T>(ids, table, rows, H, offset),
+                             embeddingWalk<float>(ids, wide, rows, H, offset), want, 0);
 }
 
 // -- sequences: the convolution and the scans -------------------------------------------

@@ -18,8 +18,9 @@
 #include "kernels/cuda/exchange_grad.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/kernels_grad.h"
-#include "kernels/cuda/probe.h"
 #include "kernels/cuda/kernels_moe.h"
+#include "kernels/cuda/probe.h"
+#include "sixteen_bit_util.h"
 
 #include <gtest/gtest.h>
 
@@ -423,6 +424,158 @@ TEST(CudaKernels, LtGemmMatchesTheReferenceInEveryType) {
             ASSERT_NEAR(got, want, tol) << "at [" << i << ", " << j << "]";
           }
       }
+}
+
+// -- 16-bit storage ----------------------------------------------------------------------
+//
+// The memory-bound kernels over bf16 and f16 storage, each against the same
+// kernel in f32 on the widened values with its results rounded on the host
+// (what the executor's widen, the f32 kernel and its narrowing give): equal,
+// bit for bit, as both compute the same f32 values and round them once. And
+// against the CPU kernel on the widened values, rounded: add, mul and the
+// embedding equal; the others within one unit of the type (the device's
+// expf, erf, exp and sin/cos; the norms' f32 sums against the CPU's double).
+
+namespace {
+
+template <typename T> gpu::Src srcOf(const DeviceBuffer<T> &b) {
+  return {b.ptr, gpu::arith::Storage<T>::type};
+}
+template <typename T> gpu::Dst dstOf(DeviceBuffer<T> &b) {
+  return {b.ptr, gpu::arith::Storage<T>::type};
+}
+
+} // namespace
+
+template <typename T> class CudaKernels16 : public ::testing::Test {};
+TYPED_TEST_SUITE(CudaKernels16, test::SixteenBitTypes);
+
+TYPED_TEST(CudaKernels16, ElementwiseAreTheF32KernelsRounded) {
+  using T = TypeParam;
+  const int64_t n = 100003;
+  std::vector<T> a = test::roundedTo<T>(test::normalVector(n, 41, 4.0f)),
+                 b = test::roundedTo<T>(test::normalVector(n, 42));
+  std::vector<float> wa = test::widened(a), wb = test::widened(b), want(n);
+  DeviceBuffer<T> da(a), db(b), out((size_t)n);
+  DeviceBuffer<float> fa(wa), fb(wb), fout((size_t)n);
+  struct Binary {
+    cudaError_t (*stored)(gpu::Src, gpu::Src, int64_t, gpu::Dst, cudaStream_t);
+    cudaError_t (*f32)(const float *, const float *, int64_t, float *, cudaStream_t);
+    void (*reference)(const float *, const float *, int64_t, float *);
+    int units;
+  } binaries[] = {{gpu::add, gpu::add, cpu::add, 0},
+                  {gpu::mul, gpu::mul, cpu::mul, 0},
+                  {gpu::swiglu, gpu::swiglu, cpu::swiglu, 1}};
+  for (const Binary &op : binaries) {
+    ASSERT_EQ(op.stored(srcOf(da), srcOf(db), n, dstOf(out), nullptr), cudaSuccess);
+    ASSERT_EQ(op.f32(fa.ptr, fb.ptr, n, fout.ptr, nullptr), cudaSuccess);
+    op.reference(wa.data(), wb.data(), n, want.data());
+    test::expectRoundedResults(out.read(), fout.read(), want, op.units);
+  }
+  struct Unary {
+    cudaError_t (*stored)(gpu::Src, int64_t, gpu::Dst, cudaStream_t);
+    cudaError_t (*f32)(const float *, int64_t, float *, cudaStream_t);
+    void (*reference)(const float *, int64_t, float *);
+  } unaries[] = {{gpu::silu, gpu::silu, cpu::silu},
+                 {gpu::gelu, gpu::gelu, cpu::gelu},
+                 {gpu::sigmoid, gpu::sigmoid, cpu::sigmoid},
+                 {gpu::softplus, gpu::softplus, cpu::softplus}};
+  for (const Unary &op : unaries) {
+    ASSERT_EQ(op.stored(srcOf(da), n, dstOf(out), nullptr), cudaSuccess);
+    ASSERT_EQ(op.f32(fa.ptr, n, fout.ptr, nullptr), cudaSuccess);
+    op.reference(wa.data(), n, want.data());
+    test::expectRoundedResults(out.read(), fout.read(), want, 1);
+  }
+}
+
+/// RMSNorm and the gated norm over activations of T with a scale of W (f32
+/// beside 16-bit activations, or their own type).
+template <typename T, typename W> void checkNorms16() {
+  const int64_t rows = 33, C = 384, groups = 4;
+  std::vector<T> x = test::roundedTo<T>(test::normalVector(rows * C, 43, 3.0f)),
+                 z = test::roundedTo<T>(test::normalVector(rows * C, 44));
+  std::vector<W> w = test::roundedTo<W>(test::normalVector(C, 45));
+  std::vector<float> wx = test::widened(x), wz = test::widened(z), ww = test::widened(w),
+                     want(rows * C);
+  DeviceBuffer<T> dx(x), dz(z), out(x.size());
+  DeviceBuffer<W> dw(w);
+  DeviceBuffer<float> fx(wx), fz(wz), fw(ww), fout(x.size());
+  ASSERT_EQ(gpu::rms_norm(srcOf(dx), srcOf(dw), rows, C, 1e-5f, dstOf(out), nullptr), cudaSuccess);
+  ASSERT_EQ(gpu::rms_norm(fx.ptr, fw.ptr, rows, C, 1e-5f, fout.ptr, nullptr), cudaSuccess);
+  cpu::rms_norm(wx.data(), ww.data(), rows, C, 1e-5f, want.data());
+  test::expectRoundedResults(out.read(), fout.read(), want, 1);
+  ASSERT_EQ(gpu::gated_rms_norm(srcOf(dx), srcOf(dz), srcOf(dw), rows, C, groups, 1e-5f, dstOf(out),
+                                nullptr),
+            cudaSuccess);
+  ASSERT_EQ(gpu::gated_rms_norm(fx.ptr, fz.ptr, fw.ptr, rows, C, groups, 1e-5f, fout.ptr, nullptr),
+            cudaSuccess);
+  cpu::gated_rms_norm(wx.data(), wz.data(), ww.data(), rows, C, groups, 1e-5f, want.data());
+  test::expectRoundedResults(out.read(), fout.read(), want, 1);
+}
+
+TYPED_TEST(CudaKernels16, NormsAreTheF32KernelsRounded) {
+  checkNorms16<TypeParam, float>();
+  checkNorms16<TypeParam, TypeParam>();
+}
+
+TYPED_TEST(CudaKernels16, RopeIsTheF32KernelRounded) {
+  using T = TypeParam;
+  const int64_t B = 2, S = 40, NH = 4, D = 64;
+  std::vector<T> x = test::roundedTo<T>(test::normalVector(B * S * NH * D, 46, 3.0f));
+  std::vector<int64_t> positions(S);
+  for (int64_t s = 0; s < S; ++s)
+    positions[s] = 1000 * s + 7;
+  std::vector<float> wx = test::widened(x), want(x.size());
+  DeviceBuffer<T> dx(x), out(x.size());
+  DeviceBuffer<float> fx(wx), fout(x.size());
+  DeviceBuffer<int64_t> dpos(positions);
+  ASSERT_EQ(gpu::rope(srcOf(dx), dpos.ptr, B, S, NH, D, 10000.0f, dstOf(out), nullptr),
+            cudaSuccess);
+  ASSERT_EQ(gpu::rope(fx.ptr, dpos.ptr, B, S, NH, D, 10000.0f, fout.ptr, nullptr), cudaSuccess);
+  cpu::rope(wx.data(), positions.data(), B, S, NH, D, 10000.0f, want.data());
+  test::expectRoundedResults(out.read(), fout.read(), want, 1);
+}
+
+// An f32 table rounded into 16-bit activations, and a table of their type:
+// copies, rounded once, so equal to the CPU's rounded.
+TYPED_TEST(CudaKernels16, EmbeddingRoundsTheTablesRowsOnce) {
+  using T = TypeParam;
+  const int64_t tokens = 64, rows = 50, H = 300, offset = 50, vocab = 150;
+  std::vector<int32_t> ids(tokens);
+  for (int64_t t = 0; t < tokens; ++t)
+    ids[t] = (int32_t)((t * 7) % vocab);
+  std::vector<float> f32Table = test::normalVector(rows * H, 47, 3.0f), want(tokens * H);
+  std::vector<T> table = test::roundedTo<T>(f32Table);
+  std::vector<float> wide = test::widened(table);
+  DeviceBuffer<int32_t> dids(ids), bad((size_t)1);
+  DeviceBuffer<float> df32(f32Table);
+  DeviceBuffer<T> dtable(table), out((size_t)(tokens * H));
+  ASSERT_EQ(gpu::embedding(dids.ptr, tokens, srcOf(df32), rows, H, offset, vocab, dstOf(out),
+                           bad.ptr, nullptr),
+            cudaSuccess);
+  cpu::embedding(ids.data(), tokens, f32Table.data(), rows, H, offset, want.data());
+  test::expectSameBits(out.read(), test::roundedTo<T>(want));
+  ASSERT_EQ(gpu::embedding(dids.ptr, tokens, srcOf(dtable), rows, H, offset, vocab, dstOf(out),
+                           bad.ptr, nullptr),
+            cudaSuccess);
+  cpu::embedding(ids.data(), tokens, wide.data(), rows, H, offset, want.data());
+  test::expectSameBits(out.read(), test::roundedTo<T>(want));
+  EXPECT_EQ(bad.read()[0], 0);
+}
+
+// Activations of two types, or an integer type, have no instance: refused
+// before anything is launched.
+TEST(CudaKernels16, MixedActivationsAreRefused) {
+  DeviceBuffer<float> x((size_t)64), w((size_t)8);
+  DeviceBuffer<uint16_t> half((size_t)64);
+  gpu::Src bf16{half.ptr, gpu::arith::Type::BF16}, i32{x.ptr, gpu::arith::Type::I32};
+  gpu::Dst f16{half.ptr, gpu::arith::Type::F16}, f32out{x.ptr, gpu::arith::Type::F32};
+  EXPECT_EQ(gpu::rms_norm(bf16, srcOf(w), 8, 8, 1e-5f, f16, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(gpu::add(bf16, srcOf(x), 64, f32out, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(gpu::silu(i32, 64, {x.ptr, gpu::arith::Type::I32}, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(gpu::rope(bf16, nullptr, 1, 1, 1, 8, 1e4f, f32out, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(gpu::rms_norm(srcOf(x), i32, 8, 8, 1e-5f, f32out, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
 }
 
 int main(int argc, char **argv) {

@@ -400,7 +400,7 @@ private:
   /// for the next step's.
   void widen(const Step &step) {
     widened.clear();
-    if (step.kernel->keeps16)
+    if (step.kernel->keeps16 && step.kernel->keeps16(step, frame))
       return;
     auto add = [&](int32_t t, bool read) {
       if (t < 0 || (views[t].dtype != DType::BF16 && views[t].dtype != DType::F16))

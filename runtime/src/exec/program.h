@@ -108,11 +108,13 @@ struct KernelSpec {
   /// both: token ids, labels and expert indices change layout like
   /// activations.
   bool movesIntegers = false;
-  /// The kernel reads and writes 16-bit float tensors in their storage type
-  /// (Frame::stored), so the executor leaves its operands and results as
-  /// they are instead of widening them to f32: the CUDA backend's GEMMs,
-  /// whose tensor cores take bf16 and f16 factors with f32 accumulation.
-  bool keeps16 = false;
+  /// Whether the kernel reads and writes this step's 16-bit float tensors in
+  /// their storage type (Frame::stored), so the executor leaves its operands
+  /// and results as they are instead of widening them to f32; nullptr:
+  /// never. The CUDA backend's GEMMs keep every step's (the tensor cores
+  /// take bf16 and f16 factors with f32 accumulation), its memory-bound
+  /// kernels those whose types they have an instance for.
+  bool (*keeps16)(const Step &, const Frame &) = nullptr;
 };
 
 /// A backend's kernels by op kind.
@@ -152,7 +154,7 @@ const Backend &cpuBackend();
 /// The version of what the runtime and a backend library share (Backend,
 /// KernelSpec, Step, Frame, Device, BufferView, Stop): a library built
 /// against another version is refused at load.
-inline constexpr int kBackendAbiVersion = 4;
+inline constexpr int kBackendAbiVersion = 5;
 
 /// What a backend library exports with C linkage as
 /// `shardline_backend_<name>`: its backend, whose table entries take their

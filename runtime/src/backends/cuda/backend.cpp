@@ -29,40 +29,54 @@ namespace shardline::rt {
 
 namespace {
 
-using Binary = cudaError_t (*)(const float *, const float *, int64_t, float *, cudaStream_t);
-template <Binary Fn> void binary(const Step &s, Frame &f) {
-  launched(Fn(f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]), f.f(s.out[0]), deviceOf(f).stream()),
-           "elementwise");
+/// A float tensor of the step as it is stored: 16-bit where the entry keeps
+/// the step's 16-bit tensors (keeps16), f32 where the executor widened it.
+cuda::Src src(Frame &f, int32_t t) {
+  const BufferView &v = f.stored(t);
+  return {v.data, (cuda::arith::Type)v.dtype};
+}
+cuda::Dst dst(Frame &f, int32_t t) {
+  const BufferView &v = f.stored(t);
+  return {v.data, (cuda::arith::Type)v.dtype};
 }
 
-using Unary = cudaError_t (*)(const float *, int64_t, float *, cudaStream_t);
+using Binary = cudaError_t (*)(cuda::Src, cuda::Src, int64_t, cuda::Dst, cudaStream_t);
+template <Binary Fn> void binary(const Step &s, Frame &f) {
+  launched(
+      Fn(src(f, s.in[0]), src(f, s.in[1]), f.n(s.out[0]), dst(f, s.out[0]), deviceOf(f).stream()),
+      "elementwise");
+}
+
+using Unary = cudaError_t (*)(cuda::Src, int64_t, cuda::Dst, cudaStream_t);
 template <Unary Fn> void unary(const Step &s, Frame &f) {
-  launched(Fn(f.f(s.in[0]), f.n(s.out[0]), f.f(s.out[0]), deviceOf(f).stream()), "elementwise");
+  launched(Fn(src(f, s.in[0]), f.n(s.out[0]), dst(f, s.out[0]), deviceOf(f).stream()),
+           "elementwise");
 }
 
 void embedding(const Step &s, Frame &f) {
   int32_t ids = s.in[0], table = s.in[1];
   CudaDevice &device = deviceOf(f);
   int64_t limit = f.global(table)[0];
-  launched(cuda::embedding(f.ids(ids), f.n(ids), f.f(table), f.local(table)[0], f.local(table)[1],
-                           s.facts.vocabOffset, limit, f.f(s.out[0]), device.counter(),
-                           device.stream()),
+  launched(cuda::embedding(f.ids(ids), f.n(ids), src(f, table), f.local(table)[0],
+                           f.local(table)[1], s.facts.vocabOffset, limit, dst(f, s.out[0]),
+                           device.counter(), device.stream()),
            "embedding");
   requireNoBadIds(f, ids, limit, "the embedding table's rows");
 }
 
 void rmsNorm(const Step &s, Frame &f) {
   int64_t h = f.local(s.in[0]).back();
-  launched(cuda::rms_norm(f.f(s.in[0]), f.f(s.in[1]), f.n(s.out[0]) / h, h, (float)s.attrs[0].f,
-                          f.f(s.out[0]), deviceOf(f).stream()),
+  launched(cuda::rms_norm(src(f, s.in[0]), src(f, s.in[1]), f.n(s.out[0]) / h, h,
+                          (float)s.attrs[0].f, dst(f, s.out[0]), deviceOf(f).stream()),
            "rms_norm");
 }
 
 void gatedRmsNorm(const Step &s, Frame &f) {
   int32_t y = s.in[0];
   int64_t c = f.local(y).back(), groups = s.attrs[0].i * c / f.global(y).back();
-  launched(cuda::gated_rms_norm(f.f(y), f.f(s.in[1]), f.f(s.in[2]), f.n(s.out[0]) / c, c, groups,
-                                (float)s.attrs[1].f, f.f(s.out[0]), deviceOf(f).stream()),
+  launched(cuda::gated_rms_norm(src(f, y), src(f, s.in[1]), src(f, s.in[2]), f.n(s.out[0]) / c, c,
+                                groups, (float)s.attrs[1].f, dst(f, s.out[0]),
+                                deviceOf(f).stream()),
            "gated_rms_norm");
 }
 
@@ -123,19 +137,52 @@ void linear(const Step &s, Frame &f) {
                    w[0], f.stored(s.out[0]));
 }
 
-/// The entries that read 16-bit tensors as stored (KernelSpec::keeps16): the
-/// GEMMs of linear and lm_head and their backward (backend_grad.cpp).
-bool keeps16(const std::string &kind) {
-  return kind == "linear" || kind == "lm_head" || kind == "linear_grad" ||
-         kind == "linear_grad_weight";
+using Keeps16 = bool (*)(const Step &, const Frame &);
+
+/// The GEMMs take every mix of types (CudaDevice::gemm).
+bool keepsAll(const Step &, const Frame &) { return true; }
+
+/// Whether the step's result and its operands `In...` (its activations)
+/// share one type: the memory-bound kernels have an instance for each
+/// float type of the activations and each of the other float operands
+/// (a norm's scale, the embedding table). A step whose activations differ
+/// is widened to f32 and back.
+template <int... In> bool keepsShared(const Step &s, const Frame &f) {
+  DType type = f.views[s.out[0]].dtype;
+  return ((f.views[s.in[In]].dtype == type) && ...);
+}
+
+/// The entries that read 16-bit tensors as stored (KernelSpec::keeps16):
+/// the GEMMs of linear and lm_head and their backward (backend_grad.cpp),
+/// and the memory-bound forward kernels.
+Keeps16 keeps16(const std::string &kind) {
+  static const std::map<std::string, Keeps16> kept = {
+      {"linear", keepsAll},
+      {"lm_head", keepsAll},
+      {"linear_grad", keepsAll},
+      {"linear_grad_weight", keepsAll},
+      {"add", keepsShared<0, 1>},
+      {"mul", keepsShared<0, 1>},
+      {"swiglu", keepsShared<0, 1>},
+      {"silu", keepsShared<0>},
+      {"gelu", keepsShared<0>},
+      {"sigmoid", keepsShared<0>},
+      {"softplus", keepsShared<0>},
+      {"rms_norm", keepsShared<0>},
+      {"gated_rms_norm", keepsShared<0, 1>},
+      {"rope", keepsShared<0>},
+      {"embedding", keepsShared<>},
+  };
+  auto found = kept.find(kind);
+  return found == kept.end() ? nullptr : found->second;
 }
 
 void rope(const Step &s, Frame &f) {
   const std::vector<int64_t> &x = f.local(s.in[0]);
   int64_t d = s.attrs[0].i;
   CudaDevice &device = deviceOf(f);
-  launched(cuda::rope(f.f(s.in[0]), device.positions(s.facts.positions), x[0], x[1], x[2] / d, d,
-                      (float)s.attrs[1].f, f.f(s.out[0]), device.stream()),
+  launched(cuda::rope(src(f, s.in[0]), device.positions(s.facts.positions), x[0], x[1], x[2] / d, d,
+                      (float)s.attrs[1].f, dst(f, s.out[0]), device.stream()),
            "rope");
 }
 

@@ -36,13 +36,74 @@ using bits::toBits;
 /// The element types a device buffer holds, as core/buffer.h numbers them.
 enum class Type : int { F32 = 0, BF16 = 1, F16 = 2, I32 = 3 };
 
+// -- storage types --------------------------------------------------------------
+//
+// The memory-bound kernels read and write tensors in the type they are stored
+// in: an element is widened to f32 as it is loaded (exactly) and rounded once,
+// to nearest even, as it is stored, with core/float16.h's roundings; the
+// arithmetic between is the f32 (or double) arithmetic of the functions
+// below. Those are the values the executor's widened copies hold and the
+// rounding its narrowing applies, so a kernel over 16-bit storage gives the
+// bits the same kernel gives over f32 copies rounded afterwards.
+
+/// A bf16 or f16 element: its bit pattern.
+struct Bf16 {
+  uint16_t bits;
+};
+struct F16 {
+  uint16_t bits;
+};
+
+/// How a kernel loads and stores an element held as T: float, Bf16 or F16.
+template <typename T> struct Storage;
+template <> struct Storage<float> {
+  static constexpr Type type = Type::F32;
+  static SL_HD float toFloat(float v) { return v; }
+  static SL_HD float fromFloat(float v) { return v; }
+};
+template <> struct Storage<Bf16> {
+  static constexpr Type type = Type::BF16;
+  static SL_HD float toFloat(Bf16 v) { return bf16ToFloat(v.bits); }
+  static SL_HD Bf16 fromFloat(float v) { return {floatToBf16(v)}; }
+};
+template <> struct Storage<F16> {
+  static constexpr Type type = Type::F16;
+  static SL_HD float toFloat(F16 v) { return f16ToFloat(v.bits); }
+  static SL_HD F16 fromFloat(float v) { return {floatToF16(v)}; }
+};
+
+/// Element i of a tensor stored as T, widened to f32.
+template <typename T> SL_HD float loadElement(const T *data, int64_t i) {
+  return Storage<T>::toFloat(data[i]);
+}
+/// Stores `value` as element i of a tensor stored as T, rounded to T.
+template <typename T> SL_HD void storeElement(T *data, int64_t i, float value) {
+  data[i] = Storage<T>::fromFloat(value);
+}
+
+/// fn(T{}) for the storage type T that `type` names: how a launch picks the
+/// kernel's instance for a tensor's type; `other` for a type no float is
+/// stored in (I32).
+template <typename R, typename Fn> R withStorage(Type type, R other, Fn fn) {
+  switch (type) {
+  case Type::F32:
+    return fn(float{});
+  case Type::BF16:
+    return fn(Bf16{});
+  case Type::F16:
+    return fn(F16{});
+  default:
+    return other;
+  }
+}
+
 /// Element i of a buffer of `type`, as f32 (int32 exactly for |v| < 2^24).
 SL_HD float load(const void *data, Type type, int64_t i) {
   switch (type) {
   case Type::BF16:
-    return bf16ToFloat(static_cast<const uint16_t *>(data)[i]);
+    return loadElement(static_cast<const Bf16 *>(data), i);
   case Type::F16:
-    return f16ToFloat(static_cast<const uint16_t *>(data)[i]);
+    return loadElement(static_cast<const F16 *>(data), i);
   case Type::I32:
     return (float)static_cast<const int32_t *>(data)[i];
   default:
@@ -54,10 +115,10 @@ SL_HD float load(const void *data, Type type, int64_t i) {
 SL_HD void store(void *data, Type type, int64_t i, float value) {
   switch (type) {
   case Type::BF16:
-    static_cast<uint16_t *>(data)[i] = floatToBf16(value);
+    storeElement(static_cast<Bf16 *>(data), i, value);
     return;
   case Type::F16:
-    static_cast<uint16_t *>(data)[i] = floatToF16(value);
+    storeElement(static_cast<F16 *>(data), i, value);
     return;
   case Type::I32:
     static_cast<int32_t *>(data)[i] = (int32_t)value;
@@ -104,6 +165,10 @@ SL_HD bool idInRange(int32_t id, int64_t limit) { return id >= 0 && (int64_t)id 
 SL_HD float inverseRms(float sumSquares, int64_t width, float eps) {
   return 1.0f / sqrtf(sumSquares / (float)width + eps);
 }
+
+/// One element of RMSNorm: x normalised by its row's inv, scaled by the
+/// weight.
+SL_HD float rmsNormed(float x, float inv, float w) { return x * inv * w; }
 
 /// One element of the gated norm: y normalised within its group (inv, from
 /// the group's sum of squares), scaled by the weight and gated by silu(z).

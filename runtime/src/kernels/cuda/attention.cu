@@ -8,14 +8,18 @@ namespace shardline::rt::cuda {
 namespace {
 
 /// One thread per rotated pair (b, s, head, i).
-__global__ void ropeKernel(const float *x, const int64_t *positions, int64_t S, int64_t NH,
-                           int64_t D, float theta, int64_t pairs, float *out) {
+template <typename T>
+__global__ void ropeKernel(const T *x, const int64_t *positions, int64_t S, int64_t NH, int64_t D,
+                           float theta, int64_t pairs, T *out) {
   int64_t half = D / 2;
   for (int64_t p = firstElement(); p < pairs; p += gridStride()) {
     arith::RopePair at = arith::ropePair(p, S, NH, D);
     int64_t first = at.base + at.i, second = first + half;
-    arith::ropeRotate(x[first], x[second], arith::ropeAngle(positions[at.s], at.i, D, theta),
-                      out[first], out[second]);
+    float out1, out2;
+    arith::ropeRotate(arith::loadElement(x, first), arith::loadElement(x, second),
+                      arith::ropeAngle(positions[at.s], at.i, D, theta), out1, out2);
+    arith::storeElement(out, first, out1);
+    arith::storeElement(out, second, out2);
   }
 }
 
@@ -71,15 +75,21 @@ __global__ void attentionKernel(const float *q, const float *k, const float *v,
 
 } // namespace
 
+cudaError_t rope(Src x, const int64_t *positions, int64_t B, int64_t S, int64_t NH, int64_t D,
+                 float theta, Dst out, cudaStream_t stream) {
+  if (x.type != out.type)
+    return cudaErrorInvalidValue;
+  int64_t pairs = B * S * NH * (D / 2);
+  return arith::withStorage(out.type, cudaErrorInvalidValue, [&](auto tag) {
+    using T = decltype(tag);
+    return elementwise(pairs, stream, ropeKernel<T>, static_cast<const T *>(x.data), positions, S,
+                       NH, D, theta, pairs, static_cast<T *>(out.data));
+  });
+}
+
 cudaError_t rope(const float *x, const int64_t *positions, int64_t B, int64_t S, int64_t NH,
                  int64_t D, float theta, float *out, cudaStream_t stream) {
-  int64_t pairs = B * S * NH * (D / 2);
-  if (pairs == 0)
-    return cudaSuccess;
-  LaunchShape shape = elementwiseShape(pairs);
-  ropeKernel<<<(unsigned)shape.blocks, shape.threads, 0, stream>>>(x, positions, S, NH, D, theta,
-                                                                   pairs, out);
-  return cudaGetLastError();
+  return rope(f32(x), positions, B, S, NH, D, theta, f32(out), stream);
 }
 
 cudaError_t attention(const float *q, const float *k, const float *v, const int64_t *qPositions,

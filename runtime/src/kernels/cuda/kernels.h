@@ -3,8 +3,12 @@
 // Device pointers in, device pointers out, queued on `stream`; each returns
 // the CUDA error of its launch. Semantics are those of kernels/cpu/kernels.h,
 // the arithmetic that of kernels/cuda/arith.h, the launch shapes those of
-// kernels/cuda/launch.h. Floating-point tensors are f32 here: the executor
-// widens 16-bit storage to f32 around each step (exec/program.h, Frame).
+// kernels/cuda/launch.h. The memory-bound kernels (elementwise, the norms,
+// RoPE, embedding) also take tensors as stored, f32, bf16 or f16 (Src, Dst):
+// each element widened as it is loaded and rounded once as it is stored
+// (arith.h, Storage). Every other kernel's floating-point tensors are f32:
+// the executor widens 16-bit storage to f32 around those steps
+// (exec/program.h, Frame).
 //
 //===----------------------------------------------------------------------===//
 
@@ -25,6 +29,32 @@ namespace shardline::rt::cuda {
 cudaError_t convert(const void *from, arith::Type fromType, void *to, arith::Type toType, int64_t n,
                     cudaStream_t stream);
 
+/// A float tensor on the device as it is stored: its elements and their type
+/// (F32, BF16 or F16). A kernel given another type, or activations of
+/// different types where it takes one, returns cudaErrorInvalidValue.
+struct Src {
+  const void *data;
+  arith::Type type;
+};
+struct Dst {
+  void *data;
+  arith::Type type;
+};
+
+/// An f32 tensor as a Src or Dst.
+inline Src f32(const float *data) { return {data, arith::Type::F32}; }
+inline Dst f32(float *data) { return {data, arith::Type::F32}; }
+
+// Elementwise over n values, the operands and the result all of one type.
+cudaError_t add(Src a, Src b, int64_t n, Dst out, cudaStream_t stream);
+cudaError_t mul(Src a, Src b, int64_t n, Dst out, cudaStream_t stream);
+cudaError_t swiglu(Src g, Src u, int64_t n, Dst out, cudaStream_t stream);
+cudaError_t silu(Src x, int64_t n, Dst out, cudaStream_t stream);
+cudaError_t gelu(Src x, int64_t n, Dst out, cudaStream_t stream);
+cudaError_t sigmoid(Src x, int64_t n, Dst out, cudaStream_t stream);
+cudaError_t softplus(Src x, int64_t n, Dst out, cudaStream_t stream);
+
+// The same over f32 tensors.
 cudaError_t add(const float *a, const float *b, int64_t n, float *out, cudaStream_t stream);
 cudaError_t mul(const float *a, const float *b, int64_t n, float *out, cudaStream_t stream);
 cudaError_t silu(const float *x, int64_t n, float *out, cudaStream_t stream);
@@ -34,22 +64,32 @@ cudaError_t sigmoid(const float *x, int64_t n, float *out, cudaStream_t stream);
 cudaError_t softplus(const float *x, int64_t n, float *out, cudaStream_t stream);
 
 /// Mamba's gated norm over T rows of C channels in `groups` groups:
-/// out = y / sqrt(mean_group(y^2) + eps) * w * silu(z).
+/// out = y / sqrt(mean_group(y^2) + eps) * w * silu(z); y, z and out of one
+/// type, w of any.
+cudaError_t gated_rms_norm(Src y, Src z, Src w, int64_t T, int64_t C, int64_t groups, float eps,
+                           Dst out, cudaStream_t stream);
 cudaError_t gated_rms_norm(const float *y, const float *z, const float *w, int64_t T, int64_t C,
                            int64_t groups, float eps, float *out, cudaStream_t stream);
 
-/// y = x / sqrt(mean_h(x^2) + eps) * w over T rows of H; f32 accumulation.
+/// y = x / sqrt(mean_h(x^2) + eps) * w over T rows of H; f32 accumulation;
+/// x and y of one type, w of any.
+cudaError_t rms_norm(Src x, Src w, int64_t T, int64_t H, float eps, Dst y, cudaStream_t stream);
 cudaError_t rms_norm(const float *x, const float *w, int64_t T, int64_t H, float eps, float *y,
                      cudaStream_t stream);
 
 /// out[t] = table[ids[t] - offset] for the rows this shard holds (rows of
-/// the table, H wide), zero for the others; every id outside [0, limit)
-/// adds one to *badIds.
+/// the table, H wide; any float type), zero for the others; every id
+/// outside [0, limit) adds one to *badIds.
+cudaError_t embedding(const int32_t *ids, int64_t T, Src table, int64_t rows, int64_t H,
+                      int64_t offset, int64_t limit, Dst out, int32_t *badIds, cudaStream_t stream);
 cudaError_t embedding(const int32_t *ids, int64_t T, const float *table, int64_t rows, int64_t H,
                       int64_t offset, int64_t limit, float *out, int32_t *badIds,
                       cudaStream_t stream);
 
-/// Rotary embedding of x[B, S, NH*D] at the global positions[S].
+/// Rotary embedding of x[B, S, NH*D] at the global positions[S]; x and out
+/// of one type.
+cudaError_t rope(Src x, const int64_t *positions, int64_t B, int64_t S, int64_t NH, int64_t D,
+                 float theta, Dst out, cudaStream_t stream);
 cudaError_t rope(const float *x, const int64_t *positions, int64_t B, int64_t S, int64_t NH,
                  int64_t D, float theta, float *out, cudaStream_t stream);
 
