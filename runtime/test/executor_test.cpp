@@ -736,6 +736,6 @@ TEST(Executor, RoutingIsRecordedWholeAndReplayedOnOneDevice) {
   // A replay without a record for the step is an error, not the own choice.
   routing.choices.clear();
   RunResult missing = runPlan(plan, options);
-  EXPECT_NE(missing.error.find("no recorded choices for router 0 at step 1"), std::string::npos)
+  EXPECT_NE(missing.error.find("no recorded choices for op #0 (sl.router_topk) at step 1"), std::string::npos)
       << missing.error;
 }
