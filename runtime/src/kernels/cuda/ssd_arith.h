@@ -69,19 +69,17 @@ struct SsdArgs {
 SL_HD int64_t ssdChunksOf(int64_t length) { return (length + kSsdChunk - 1) / kSsdChunk; }
 
 /// Work item `item` (of sequences x chunks x NH, the head fastest): its
-/// sequence q, chunk c, head h and group g, the chunk's first row of the
-/// [B*S] rows and its tokens, and the sequence's state slot.
+/// head h and group g, the first row of its chunk in the [B*S] rows and the
+/// chunk's tokens.
 struct SsdChunk {
-  int64_t q, c, h, g, firstRow, length, slot;
+  int64_t h, g, firstRow, length;
 };
 SL_HD SsdChunk ssdChunkAt(const SsdArgs &a, int64_t item) {
   int64_t chunks = ssdChunksOf(a.S / a.chunks);
   int64_t h = item % a.NH, c = (item / a.NH) % chunks, q = item / (a.NH * chunks);
   Sequence at = sequenceAt(q, a.B, a.S, a.chunks);
   int64_t first = c * kSsdChunk, rest = at.length - first;
-  return {
-      q,           c, h, h / (a.NH / a.G), at.firstRow + first, rest < kSsdChunk ? rest : kSsdChunk,
-      at.stateSlot};
+  return {h, h / (a.NH / a.G), at.firstRow + first, rest < kSsdChunk ? rest : kSsdChunk};
 }
 
 /// (a) Item `item`'s steps softplus(dt + dt_bias) and running sums of
@@ -100,10 +98,11 @@ SL_HD void ssdChunkCum(const SsdArgs &a, int64_t item) {
   }
 }
 
-/// A block's shared memory: the chunk's matrix over (token, token), two
-/// staged operand tiles, and per token of the chunk its running log decay (or
-/// a factor of it) and a double factor. Rows are padded to an odd length so
-/// that a warp's reads down a column fall on distinct banks.
+/// A block's shared memory: the chunk's matrix over (token, token) (in (d)
+/// the sums of the output tile), two staged operand tiles, and per token its
+/// running log decay, its step and a double factor ((b): its step decayed to
+/// the chunk's end; (d): exp(cum)). Rows are padded to an odd length so that
+/// a warp's reads down a column fall on distinct banks.
 struct SsdShared {
   float m[kSsdChunk][kSsdChunk + 1];
   float a[kSsdChunk][kSsdTile + 1];
