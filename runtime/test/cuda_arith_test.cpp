@@ -499,10 +499,10 @@ test::SsdResult ssdOnHost(const test::SsdShape &c, const test::SsdData &in, bool
 
 // The same decomposition as the CPU's (chunks of 64, every double factor
 // and the decays computed alike), its f32 products and sums in another
-// order: sums of up to 64 + N products rounded differently, at most 3e-6 of
-// (1 + |value|) on these shapes, so 2e-5; the decays are equal. The
-// step-by-step recurrence in double is as close (the CPU's chunked scan
-// itself is within 3e-6 of it here): 2e-5, the decays 1e-6.
+// order: sums of 64 + N products rounded differently, at most 3e-6 of
+// (1 + |value|) for N up to 65 and 1.1e-5 at N = 128, so 5e-5; the decays
+// are equal. The step-by-step recurrence in double is as close (the CPU's
+// chunked scan itself is 8.5e-6 from it at N = 128): 5e-5, the decays 1e-6.
 TEST(CudaArith, SsdScanByChunksMatchesTheCpuScans) {
   unsigned seed = 40;
   for (const test::SsdShape &c : test::ssdShapes()) {
@@ -514,11 +514,11 @@ TEST(CudaArith, SsdScanByChunksMatchesTheCpuScans) {
     test::SsdResult got = ssdOnHost(c, in, false);
     test::SsdOnCpu cpuRuns = test::ssdOnCpu(c, in, arith::kSsdChunk);
     const test::SsdResult &want = cpuRuns.chunked, &reference = cpuRuns.reference;
-    expectClose(got.y, want.y, 2e-5f);
-    expectClose(got.state, want.state, 2e-5f);
+    expectClose(got.y, want.y, 5e-5f);
+    expectClose(got.state, want.state, 5e-5f);
     EXPECT_EQ(got.decay, want.decay);
-    expectClose(got.y, reference.y, 2e-5f);
-    expectClose(got.state, reference.state, 2e-5f);
+    expectClose(got.y, reference.y, 5e-5f);
+    expectClose(got.state, reference.state, 5e-5f);
     expectClose(got.decay, reference.decay, 1e-6f);
     // No phase reads what another thread of it writes, no thread of (a) or
     // (c) and no block reads what another writes: any order gives the same

@@ -178,15 +178,13 @@ TEST(CudaKernels, CausalConvWithHalosMatchesTheReference) {
 // on the shapes of cuda_arith_test.cpp (ssd_test_util.h: partial and full
 // last chunks, three sequences of a batch entry in their own slots, one
 // group for several heads, P and N not powers of two, state_in and D present
-// and absent) and one of a model's size. The host's run of the same
-// arithmetic is within 3e-6 of the CPU's; the device's double exp and its
-// FMAs outside the products add a few ulps: 2e-5 on y and the states, 1e-6
-// on the decays.
+// and absent, one of a model's size). The host's run of the same
+// arithmetic is within 1.1e-5 of the CPU's (at N = 128); the device's double
+// exp and its FMAs outside the products add a few ulps: 5e-5 on y and the
+// states, as on the host, 1e-6 on the decays.
 TEST(CudaKernels, SsdScanMatchesTheReference) {
-  std::vector<test::SsdShape> shapes = test::ssdShapes();
-  shapes.push_back({2, 300, 1, 8, 64, 2, 128, true, true});
   unsigned seed = 19;
-  for (const test::SsdShape &c : shapes) {
+  for (const test::SsdShape &c : test::ssdShapes()) {
     SCOPED_TRACE(testing::Message()
                  << "B " << c.B << " S " << c.S << " chunks " << c.chunks << " NH " << c.NH << " P "
                  << c.P << " G " << c.G << " N " << c.N);
@@ -205,8 +203,8 @@ TEST(CudaKernels, SsdScanMatchesTheReference) {
                             launch, scratch.ptr, nullptr),
               cudaSuccess);
     test::SsdResult want = test::ssdOnCpu(c, in, gpu::arith::kSsdChunk).chunked;
-    expectClose(y.read(), want.y, 2e-5f);
-    expectClose(state.read(), want.state, 2e-5f);
+    expectClose(y.read(), want.y, 5e-5f);
+    expectClose(state.read(), want.state, 5e-5f);
     expectClose(decay.read(), want.decay, 1e-6f);
   }
 }

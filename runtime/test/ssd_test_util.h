@@ -29,13 +29,12 @@ struct SsdShape {
 /// Sequences not a multiple of the 64-token chunk, a chunk exactly full,
 /// three sequences of a batch entry in their own slots, one group for
 /// several heads, P and N not powers of two, below one 32-wide tile and just
-/// over one or two, state_in and D present and absent.
+/// over one or two, state_in and D present and absent; and one of a model's
+/// sizes (P 64, N 128).
 inline std::vector<SsdShape> ssdShapes() {
-  return {{2, 200, 1, 4, 24, 2, 40, true, true},
-          {1, 70, 1, 3, 5, 1, 7, false, false},
-          {2, 270, 3, 2, 33, 2, 65, true, true},
-          {1, 128, 2, 2, 32, 1, 32, false, true},
-          {2, 6, 2, 2, 1, 2, 1, true, true}};
+  return {{2, 200, 1, 4, 24, 2, 40, true, true}, {1, 70, 1, 3, 5, 1, 7, false, false},
+          {2, 270, 3, 2, 33, 2, 65, true, true}, {1, 128, 2, 2, 32, 1, 32, false, true},
+          {2, 6, 2, 2, 1, 2, 1, true, true},     {2, 300, 1, 8, 64, 2, 128, true, true}};
 }
 
 /// The scan's inputs: x [B, S, NH*P], dt [B, S, NH] before the prelude,
