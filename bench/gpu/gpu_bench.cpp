@@ -451,12 +451,18 @@ void run(Bench &b) {
         Cm(Tok * G * N, T::F32, 1.0f, 59), Dskip(NH, T::F32, 1.0f, 60),
         sy(Tok * NH * P, T::F32, 0.0f, 61), state(B * NH * P * N, T::F32, 0.0f, 62),
         decay(B * NH, T::F32, 0.0f, 63);
+    gpu::SsdLaunch launch;
+    std::string error;
+    if (!gpu::ssdLaunch(B, S, NH, P, N, launch, error))
+      throw rt::Stop{error, false};
+    Buffer scratch(launch.scratchBytes / 4, T::F32, 0.0f, 64);
     double bytes = (2.0 * Tok * NH * P + Tok * NH + 2.0 * Tok * G * N + B * NH * P * N) * 4;
     b.bytes("ssd_scan f32",
             "x" + dims({Tok, NH * P}) + " B,C" + dims({Tok, G * N}) + " state " + std::to_string(N),
             bytes, [&] {
               check(gpu::ssd_scan(sx.f(), dt.f(), dtBias.f(), aLog.f(), Bm.f(), Cm.f(), Dskip.f(),
-                                  nullptr, seq, NH, P, G, N, sy.f(), state.f(), decay.f(), st),
+                                  nullptr, seq, NH, P, G, N, sy.f(), state.f(), decay.f(), launch,
+                                  scratch.ptr, st),
                     "ssd_scan");
             });
   }

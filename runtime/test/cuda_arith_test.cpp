@@ -22,7 +22,9 @@
 #include "kernels/cuda/launch_grad.h"
 #include "kernels/cuda/moe_capacity.h"
 #include "kernels/cuda/moe_routed.h"
+#include "kernels/cuda/ssd_arith.h"
 #include "sixteen_bit_util.h"
+#include "ssd_test_util.h"
 #include "step_rig.h"
 
 #include <gtest/gtest.h>
@@ -31,6 +33,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
+#include <string>
 #include <vector>
 
 namespace rt = shardline::rt;
@@ -748,63 +752,133 @@ TEST(CudaArith, CausalConvOfChunksWithHalosIsTheCpuKernel) {
   EXPECT_EQ(got, want);
 }
 
-// The recurrence in double against the CPU's chunked scan (f32 GEMMs within
-// chunks of 64): 1e-4; against the CPU's own step-by-step reference: 1e-6.
-TEST(CudaArith, SsdScanByLanesMatchesTheCpuScans) {
-  const int64_t B = 2, S = 80, chunks = 2, L = S / chunks, NH = 4, P = 3, G = 2, N = 8;
-  std::vector<float> x = test::normalVector(B * S * NH * P, 23),
-                     dt = test::normalVector(B * S * NH, 24),
-                     dtBias = test::normalVector(NH, 25, 0.5f),
-                     aLog = test::normalVector(NH, 26, 0.5f),
-                     Bm = test::normalVector(B * S * G * N, 27),
-                     Cm = test::normalVector(B * S * G * N, 28), D = test::normalVector(NH, 29),
-                     stateIn = test::normalVector(chunks * B * NH * P * N, 30);
-  std::vector<float> y(x.size()), state(stateIn.size()), decay(chunks * B * NH);
-  arith::SsdArgs args{x.data(),
-                      dt.data(),
-                      dtBias.data(),
-                      aLog.data(),
-                      Bm.data(),
-                      Cm.data(),
-                      D.data(),
-                      stateIn.data(),
-                      B,
-                      S,
-                      chunks,
-                      NH,
-                      P,
-                      G,
-                      N,
-                      y.data(),
-                      state.data(),
-                      decay.data()};
-  // The kernel's threads: one lane each.
-  for (int64_t lane = 0; lane < B * chunks * NH * P; ++lane)
-    arith::ssdLane(args, lane);
-  // The CPU table's walk: the prelude, then chunk by chunk from its slot.
-  std::vector<float> step(dt.size()), A(NH);
-  cpu::ssd_prelude(dt.data(), dtBias.data(), aLog.data(), B * S, NH, step.data(), A.data());
-  std::vector<float> wantY(y.size()), wantState(state.size()), wantDecay(decay.size());
-  std::vector<float> refY(y.size()), refState(state.size()), refDecay(decay.size());
-  cpu::SsdDims dims{1, L, NH, P, G, N};
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t c = 0; c < chunks; ++c) {
-      int64_t rows = b * S + c * L, slot = c * B + b;
-      cpu::ssd_scan(x.data() + rows * NH * P, step.data() + rows * NH, A.data(),
-                    Bm.data() + rows * G * N, Cm.data() + rows * G * N, D.data(),
-                    stateIn.data() + slot * NH * P * N, dims, wantY.data() + rows * NH * P,
-                    wantState.data() + slot * NH * P * N, wantDecay.data() + slot * NH);
-      cpu::ssd_scan_reference(x.data() + rows * NH * P, step.data() + rows * NH, A.data(),
-                              Bm.data() + rows * G * N, Cm.data() + rows * G * N, D.data(),
-                              stateIn.data() + slot * NH * P * N, dims, refY.data() + rows * NH * P,
-                              refState.data() + slot * NH * P * N, refDecay.data() + slot * NH);
-    }
-  expectClose(y, wantY, 1e-4f);
-  expectClose(state, wantState, 1e-4f);
-  expectClose(decay, wantDecay, 1e-4f);
-  expectClose(y, refY, 1e-6f);
-  expectClose(state, refState, 1e-6f);
-  expectClose(decay, refDecay, 1e-6f);
+// -- the chunked SSD scan ----------------------------------------------------------------
+
+/// ssd_arith.h's block-wide phases on the host: each phase runs for every
+/// thread of the block in turn, in increasing or (`reversed`) decreasing
+/// order; the results must not depend on which.
+struct HostBlock {
+  bool reversed = false;
+  template <typename Phase> void each(const Phase &phase) {
+    for (int i = 0; i < arith::kSsdThreads; ++i)
+      phase(reversed ? arith::kSsdThreads - 1 - i : i);
+  }
+};
+
+/// kernels/cuda/sequence.cu's ssd_scan on the host: ssdLaunch's scratch
+/// (with a guard after it that must stay untouched) and the four kernels in
+/// their order, each thread of (a) and (c) and each block of (b) and (d) in
+/// turn.
+test::SsdResult ssdOnHost(const test::SsdShape &c, const test::SsdData &in, bool reversed) {
+  gpu::SsdLaunch launch;
+  std::string error;
+  EXPECT_TRUE(gpu::ssdLaunch(c.B * c.chunks, c.S / c.chunks, c.NH, c.P, c.N, launch, error))
+      << error;
+  const int64_t guard = 256;
+  std::vector<double> scratch((launch.scratchBytes + guard) / 8, -7.0);
+  char *base = reinterpret_cast<char *>(scratch.data());
+  test::SsdResult out{std::vector<float>(in.x.size(), NAN),
+                      std::vector<float>(c.chunks * c.B * c.NH * c.P * c.N, NAN),
+                      std::vector<float>(c.chunks * c.B * c.NH, NAN)};
+  arith::SsdArgs args{in.x.data(),
+                      in.dt.data(),
+                      in.dtBias.data(),
+                      in.aLog.data(),
+                      in.Bm.data(),
+                      in.Cm.data(),
+                      c.withD ? in.D.data() : nullptr,
+                      c.withState ? in.stateIn.data() : nullptr,
+                      c.B,
+                      c.S,
+                      c.chunks,
+                      c.NH,
+                      c.P,
+                      c.G,
+                      c.N,
+                      out.y.data(),
+                      out.state.data(),
+                      out.decay.data(),
+                      reinterpret_cast<double *>(base + launch.cumOffset),
+                      reinterpret_cast<float *>(base + launch.stepOffset),
+                      reinterpret_cast<float *>(base + launch.statesOffset)};
+  auto order = [&](int64_t n, auto run) {
+    for (int64_t i = 0; i < n; ++i)
+      run(reversed ? n - 1 - i : i);
+  };
+  HostBlock block{reversed};
+  auto shared = std::make_unique<arith::SsdShared>();
+  order(launch.items, [&](int64_t item) { arith::ssdChunkCum(args, item); });
+  order(launch.items, [&](int64_t item) { arith::ssdChunkBlock(block, args, *shared, item); });
+  order(c.B * c.chunks * c.NH * c.P * c.N, [&](int64_t e) { arith::ssdCarry(args, e); });
+  order(launch.items, [&](int64_t item) { arith::ssdOutputBlock(block, args, *shared, item); });
+  for (int64_t i = launch.scratchBytes / 8; i < (int64_t)scratch.size(); ++i)
+    EXPECT_EQ(scratch[i], -7.0) << "scratch written past its end at double " << i;
+  return out;
+}
+
+// The same decomposition as the CPU's (chunks of 64, every double factor
+// and the decays computed alike), its f32 products and sums in another
+// order: sums of 64 + N products rounded differently, at most 3e-6 of
+// (1 + |value|) for N up to 65 and 1.1e-5 at N = 128, so 5e-5; the decays
+// are equal. The step-by-step recurrence in double is as close (the CPU's
+// chunked scan itself is 8.5e-6 from it at N = 128): 5e-5, the decays 1e-6.
+TEST(CudaArith, SsdScanByChunksMatchesTheCpuScans) {
+  unsigned seed = 40;
+  for (const test::SsdShape &c : test::ssdShapes()) {
+    SCOPED_TRACE(testing::Message()
+                 << "B " << c.B << " S " << c.S << " chunks " << c.chunks << " NH " << c.NH << " P "
+                 << c.P << " G " << c.G << " N " << c.N << (c.withState ? " state_in" : "")
+                 << (c.withD ? " D" : ""));
+    test::SsdData in = test::ssdData(c, seed += 10);
+    test::SsdResult got = ssdOnHost(c, in, false);
+    test::SsdOnCpu cpuRuns = test::ssdOnCpu(c, in, arith::kSsdChunk);
+    const test::SsdResult &want = cpuRuns.chunked, &reference = cpuRuns.reference;
+    expectClose(got.y, want.y, 5e-5f);
+    expectClose(got.state, want.state, 5e-5f);
+    EXPECT_EQ(got.decay, want.decay);
+    expectClose(got.y, reference.y, 5e-5f);
+    expectClose(got.state, reference.state, 5e-5f);
+    expectClose(got.decay, reference.decay, 1e-6f);
+    // No phase reads what another thread of it writes, no thread of (a) or
+    // (c) and no block reads what another writes: any order gives the same
+    // bits.
+    test::SsdResult backwards = ssdOnHost(c, in, true);
+    EXPECT_EQ(backwards.y, got.y);
+    EXPECT_EQ(backwards.state, got.state);
+    EXPECT_EQ(backwards.decay, got.decay);
+  }
+}
+
+TEST(CudaArith, SsdScanLaunchCoversEveryItemWithinTheLimits) {
+  gpu::SsdLaunch launch;
+  std::string error;
+  ASSERT_TRUE(gpu::ssdLaunch(6, 90, 2, 33, 65, launch, error)) << error;
+  EXPECT_EQ(launch.chunks, 2);
+  EXPECT_EQ(launch.items, 6 * 2 * 2);
+  EXPECT_GE(launch.cum.blocks * launch.cum.threads, launch.items);
+  EXPECT_EQ(launch.chunk.blocks, launch.items);
+  EXPECT_EQ(launch.chunk.threads, arith::kSsdThreads);
+  EXPECT_LE(launch.chunk.sharedBytes, gpu::kDefaultSharedBytes);
+  EXPECT_GE(launch.carry.blocks * launch.carry.threads, 6 * 2 * 33 * 65);
+  // The scratch: the log decays, the steps and the states, apart and aligned.
+  EXPECT_EQ(launch.cumOffset, 0);
+  EXPECT_GE(launch.stepOffset, 24 * 64 * 8);
+  EXPECT_GE(launch.statesOffset, launch.stepOffset + 24 * 64 * 4);
+  EXPECT_GE(launch.scratchBytes, launch.statesOffset + 24 * 33 * 65 * 4);
+  EXPECT_EQ(launch.stepOffset % 256 + launch.statesOffset % 256, 0);
+  // A chunk exactly full, and an empty sequence.
+  ASSERT_TRUE(gpu::ssdLaunch(1, 128, 1, 1, 1, launch, error));
+  EXPECT_EQ(launch.chunks, 2);
+  ASSERT_TRUE(gpu::ssdLaunch(2, 0, 3, 4, 5, launch, error));
+  EXPECT_EQ(launch.items, 0);
+  EXPECT_GE(launch.carry.blocks * launch.carry.threads, 2 * 3 * 4 * 5);
+  // The refusals.
+  EXPECT_FALSE(gpu::ssdLaunch(1, 64, 1, 0, 8, launch, error));
+  EXPECT_EQ(error,
+            "the CUDA SSD scan takes a head dim and a state size of at least 1, not 0 and 8");
+  EXPECT_FALSE(gpu::ssdLaunch(1 << 20, 1 << 16, 64, 64, 64, launch, error));
+  EXPECT_EQ(error, "the CUDA SSD scan over 1048576 sequences of 65536 tokens and 64 heads needs "
+                   "more blocks than a CUDA grid holds");
 }
 
 TEST(CudaArith, RglruScanByLanesIsTheCpuKernel) {

@@ -97,6 +97,8 @@ void conv(const Step &s, Frame &f) {
            "causal_conv1d");
 }
 
+/// ssd_scan in chunks (kernels/cuda/ssd_arith.h), its scratch from the
+/// device's.
 void ssdScan(const Step &s, Frame &f) {
   enum { X, Dt, ALog, Bm, Cm, D, DtBias, StateIn };
   enum { kHeads, kGroups, kChunkAxes };
@@ -104,15 +106,18 @@ void ssdScan(const Step &s, Frame &f) {
   const std::vector<int64_t> &cl = f.local(s.in[Cm]);
   int64_t nh = f.local(s.in[Dt])[2], p = x.shape[2] / s.attrs[kHeads].i;
   int64_t g = s.attrs[kGroups].i * cl[2] / f.global(s.in[Cm])[2], n = cl[2] / g;
-  if (n > cuda::arith::kMaxSsdState)
-    throw Stop{"the CUDA SSD scan takes state sizes up to " +
-                   std::to_string(cuda::arith::kMaxSsdState) + ", not " + std::to_string(n),
-               false};
+  cuda::Sequences seq = sequencesOf(x, !s.attrs[kChunkAxes].strings.empty());
+  cuda::SsdLaunch launch;
+  std::string error;
+  if (!cuda::ssdLaunch(seq.B * seq.chunks, seq.S / seq.chunks, nh, p, n, launch, error))
+    throw Stop{error, false};
+  CudaDevice &device = deviceOf(f);
+  void *scratch = device.scratch(std::max<int64_t>(1, launch.scratchBytes));
   launched(cuda::ssd_scan(f.f(s.in[X]), f.f(s.in[Dt]), f.f(s.in[DtBias]), f.f(s.in[ALog]),
                           f.f(s.in[Bm]), f.f(s.in[Cm]), f.f(s.in[D]),
-                          s.has(StateIn) ? f.f(s.in[StateIn]) : nullptr,
-                          sequencesOf(x, !s.attrs[kChunkAxes].strings.empty()), nh, p, g, n,
-                          f.f(s.out[0]), f.f(s.out[1]), f.f(s.out[2]), deviceOf(f).stream()),
+                          s.has(StateIn) ? f.f(s.in[StateIn]) : nullptr, seq, nh, p, g, n,
+                          f.f(s.out[0]), f.f(s.out[1]), f.f(s.out[2]), launch, scratch,
+                          device.stream()),
            "ssd_scan");
 }
 

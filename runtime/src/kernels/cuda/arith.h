@@ -230,56 +230,7 @@ SL_HD float convElement(const float *x, const float *w, const float *bias, const
 SL_HD float ssdStep(float dt, float dtBias) { return (float)softplus((double)(dt + dtBias)); }
 SL_HD float ssdRate(float aLog) { return -expf(aLog); }
 
-/// One token of the recurrence for one head-dim element: with decay
-/// a = exp(dt·A), state[n] = a·state[n] + dt·x·B[n] over the N state
-/// entries (double), y = C·state + D·x. Returns y and multiplies the running
-/// decay by a.
-SL_HD float ssdToken(float dt, float A, float x, const float *B, const float *C, float D,
-                     double *state, int64_t N, double &decay) {
-  double a = exp((double)dt * A), dtx = (double)dt * x, acc = 0.0;
-  decay *= a;
-  for (int64_t n = 0; n < N; ++n) {
-    state[n] = a * state[n] + dtx * B[n];
-    acc += C[n] * state[n];
-  }
-  return (float)(acc + (double)D * x);
-}
-
-/// The largest state size the SSD scan takes: a lane keeps its N state
-/// entries in an array of this length.
-inline constexpr int64_t kMaxSsdState = 256;
-
-/// What the SSD scan reads and writes (kernels.h, ssd_scan).
-struct SsdArgs {
-  const float *x, *dt, *dtBias, *aLog, *Bm, *Cm, *D, *stateIn;
-  int64_t B, S, chunks, NH, P, G, N;
-  float *y, *stateOut, *decayOut;
-};
-
-/// Lane `lane` of the SSD scan (of B*chunks*NH*P): one head-dim element p of
-/// one head h of one sequence, its state carried across the sequence's
-/// tokens; the lane of p = 0 writes the head's decay.
-SL_HD void ssdLane(const SsdArgs &a, int64_t lane) {
-  int64_t p = lane % a.P, h = (lane / a.P) % a.NH, q = lane / (a.P * a.NH);
-  int64_t g = h / (a.NH / a.G);
-  Sequence at = sequenceAt(q, a.B, a.S, a.chunks);
-  double state[kMaxSsdState];
-  int64_t slot = (at.stateSlot * a.NH + h) * a.P * a.N + p * a.N;
-  for (int64_t i = 0; i < a.N; ++i)
-    state[i] = a.stateIn ? a.stateIn[slot + i] : 0.0;
-  float A = ssdRate(a.aLog[h]);
-  double decay = 1.0;
-  for (int64_t t = 0; t < at.length; ++t) {
-    int64_t row = at.firstRow + t;
-    float step = ssdStep(a.dt[row * a.NH + h], a.dtBias[h]);
-    int64_t xi = (row * a.NH + h) * a.P + p, bc = (row * a.G + g) * a.N;
-    a.y[xi] = ssdToken(step, A, a.x[xi], a.Bm + bc, a.Cm + bc, a.D[h], state, a.N, decay);
-  }
-  for (int64_t i = 0; i < a.N; ++i)
-    a.stateOut[slot + i] = (float)state[i];
-  if (p == 0)
-    a.decayOut[at.stateSlot * a.NH + h] = (float)decay;
-}
+// The scan itself, chunk by chunk, is in ssd_arith.h.
 
 // -- the RG-LRU scan --------------------------------------------------------------------
 

@@ -117,13 +117,16 @@ cudaError_t causal_conv1d(const float *x, const float *w, const float *bias, con
 
 /// The Mamba-2 SSD scan of x[B, S, NH*P] with dt[B, S, NH] (before the
 /// prelude: dt_bias and a_log [NH] are applied here), B and C [B, S, G*N]
-/// and the skip D[NH], each sequence from state_in (nullptr: zero) into
-/// state_out [slots, NH, P, N] and decay_out [slots, NH]. N is at most
-/// arith::kMaxSsdState.
+/// and the skip D[NH] (nullptr: none), each sequence from state_in (nullptr:
+/// zero) into state_out [slots, NH, P, N] and decay_out [slots, NH], in
+/// chunks of arith::kSsdChunk tokens (ssd_arith.h); `launch` is
+/// ssdLaunch's for these sizes, `scratch` a device buffer of its
+/// scratchBytes.
 cudaError_t ssd_scan(const float *x, const float *dt, const float *dtBias, const float *aLog,
                      const float *Bm, const float *Cm, const float *D, const float *stateIn,
                      const Sequences &seq, int64_t NH, int64_t P, int64_t G, int64_t N, float *y,
-                     float *stateOut, float *decayOut, cudaStream_t stream);
+                     float *stateOut, float *decayOut, const SsdLaunch &launch, void *scratch,
+                     cudaStream_t stream);
 
 /// The RG-LRU scan of x[B, S, W] with the gate parameters wa, ba, wx, bx and
 /// lambda [W], each sequence from state_in (nullptr: zero) into state_out

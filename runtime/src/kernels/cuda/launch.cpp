@@ -1,6 +1,7 @@
 //===- launch.cpp - grid, block and shared-memory sizes ---------------------===//
 
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/ssd_arith.h"
 
 #include <algorithm>
 
@@ -54,6 +55,36 @@ bool attentionTiling(int64_t B, int64_t HQ, int64_t Sq, int64_t D, AttentionTili
             std::to_string(Sq) + " queries needs more blocks than a CUDA grid holds";
     return false;
   }
+  return true;
+}
+
+bool ssdLaunch(int64_t sequences, int64_t length, int64_t NH, int64_t P, int64_t N,
+               SsdLaunch &launch, std::string &error) {
+  if (P < 1 || N < 1) {
+    error = "the CUDA SSD scan takes a head dim and a state size of at least 1, not " +
+            std::to_string(P) + " and " + std::to_string(N);
+    return false;
+  }
+  launch = SsdLaunch();
+  launch.chunks = arith::ssdChunksOf(length);
+  launch.items = sequences * launch.chunks * NH;
+  if (launch.items > kMaxGridX) {
+    error = "the CUDA SSD scan over " + std::to_string(sequences) + " sequences of " +
+            std::to_string(length) + " tokens and " + std::to_string(NH) +
+            " heads needs more blocks than a CUDA grid holds";
+    return false;
+  }
+  launch.cum = elementwiseShape(launch.items);
+  launch.chunk.blocks = launch.items;
+  launch.chunk.threads = arith::kSsdThreads;
+  launch.chunk.sharedBytes = (int64_t)sizeof(arith::SsdShared);
+  launch.carry = elementwiseShape(sequences * NH * P * N);
+  auto rounded = [](int64_t bytes) { return (bytes + 255) / 256 * 256; };
+  int64_t perItem = launch.items * arith::kSsdChunk;
+  launch.cumOffset = 0;
+  launch.stepOffset = rounded(perItem * 8);
+  launch.statesOffset = launch.stepOffset + rounded(perItem * 4);
+  launch.scratchBytes = launch.statesOffset + rounded(launch.items * P * N * 4);
   return true;
 }
 

@@ -54,6 +54,26 @@ struct AttentionTiling {
 bool attentionTiling(int64_t B, int64_t HQ, int64_t Sq, int64_t D, AttentionTiling &tiling,
                      std::string &error);
 
+/// The chunked SSD scan's launches (kernels/cuda/ssd_arith.h) over
+/// `sequences` sequences of `length` tokens, NH heads, head dim P and state
+/// size N, and its scratch: the steps (f32) and running log decays (f64)
+/// of every (sequence, chunk, head), kSsdChunk each, and a state [P, N] per
+/// (sequence, chunk, head), each array at a 256-byte boundary.
+struct SsdLaunch {
+  int64_t chunks = 0; ///< chunks of a sequence
+  int64_t items = 0;  ///< (sequence, chunk, head) triples
+  LaunchShape cum;    ///< (a) a thread an item
+  LaunchShape chunk;  ///< (b) and (d) a block an item, its shared memory static
+  LaunchShape carry;  ///< (c) a thread a (sequence, head, state entry)
+  int64_t cumOffset = 0, stepOffset = 0, statesOffset = 0, scratchBytes = 0;
+};
+
+/// The launches for these sizes; false with the reason in `error` when the
+/// kernels cannot run them (P or N below 1, a grid larger than the
+/// hardware's).
+bool ssdLaunch(int64_t sequences, int64_t length, int64_t NH, int64_t P, int64_t N,
+               SsdLaunch &launch, std::string &error);
+
 } // namespace shardline::rt::cuda
 
 #endif

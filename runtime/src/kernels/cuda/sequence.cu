@@ -1,14 +1,15 @@
 //===- sequence.cu - causal conv1d and the scans (SSD, RG-LRU) -------------===//
 //
-// The scans run each sequence's tokens in order: one thread per independent
-// lane (a head-dim element of a head for SSD, a channel for RG-LRU) carries
-// its state across the tokens, as the reference recurrence does. The chunked
-// SSD formulation (GEMMs within a chunk) is not here yet.
+// The SSD scan in its chunked form: four kernels queued on the stream, each
+// step's arithmetic in kernels/cuda/ssd_arith.h. The RG-LRU scan runs each
+// sequence's tokens in order: one thread per channel carries its state
+// across the tokens, as the reference recurrence does.
 //
 //===----------------------------------------------------------------------===//
 
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/reduce.cuh"
+#include "kernels/cuda/ssd_arith.h"
 
 namespace shardline::rt::cuda {
 
@@ -22,12 +23,31 @@ __global__ void convKernel(const float *x, const float *w, const float *bias, co
     y[e] = arith::convElement(x, w, bias, halo, seq.B, seq.S, seq.chunks, C, W, e);
 }
 
-/// One thread per lane: a (sequence, head, head-dim element), its state
-/// entries in local memory.
-__global__ void ssdKernel(arith::SsdArgs args) {
-  int64_t lanes = args.B * args.chunks * args.NH * args.P;
-  for (int64_t lane = firstElement(); lane < lanes; lane += gridStride())
-    arith::ssdLane(args, lane);
+/// The block-wide phases of ssd_arith.h: every thread runs a phase, then
+/// the block waits for all of them.
+struct BlockPhases {
+  template <typename Phase> __device__ void each(const Phase &phase) {
+    phase((int)threadIdx.x);
+    __syncthreads();
+  }
+};
+
+/// (a) a thread per (sequence, chunk, head), or (c) one per (sequence,
+/// head, state entry).
+template <bool Carry> __global__ void ssdThreadKernel(arith::SsdArgs args, int64_t n) {
+  for (int64_t i = firstElement(); i < n; i += gridStride())
+    Carry ? arith::ssdCarry(args, i) : arith::ssdChunkCum(args, i);
+}
+
+/// (b) or (d): a block per (sequence, chunk, head).
+template <bool Output>
+__global__ void __launch_bounds__(arith::kSsdThreads) ssdBlockKernel(arith::SsdArgs args) {
+  __shared__ arith::SsdShared shared;
+  BlockPhases block;
+  if constexpr (Output)
+    arith::ssdOutputBlock(block, args, shared, blockIdx.x);
+  else
+    arith::ssdChunkBlock(block, args, shared, blockIdx.x);
 }
 
 /// One thread per lane: a (sequence, channel).
@@ -53,16 +73,43 @@ cudaError_t causal_conv1d(const float *x, const float *w, const float *bias, con
 cudaError_t ssd_scan(const float *x, const float *dt, const float *dtBias, const float *aLog,
                      const float *Bm, const float *Cm, const float *D, const float *stateIn,
                      const Sequences &seq, int64_t NH, int64_t P, int64_t G, int64_t N, float *y,
-                     float *stateOut, float *decayOut, cudaStream_t stream) {
-  if (N > arith::kMaxSsdState)
-    return cudaErrorInvalidValue;
-  int64_t lanes = seq.B * seq.chunks * NH * P;
-  if (lanes == 0)
+                     float *stateOut, float *decayOut, const SsdLaunch &launch, void *scratch,
+                     cudaStream_t stream) {
+  int64_t entries = seq.B * seq.chunks * NH * P * N;
+  if (entries == 0)
     return cudaSuccess;
-  LaunchShape shape = elementwiseShape(lanes);
-  ssdKernel<<<(unsigned)shape.blocks, shape.threads, 0, stream>>>(
-      {x, dt, dtBias, aLog, Bm, Cm, D, stateIn, seq.B, seq.S, seq.chunks, NH, P, G, N, y, stateOut,
-       decayOut});
+  char *base = static_cast<char *>(scratch);
+  arith::SsdArgs args{x,
+                      dt,
+                      dtBias,
+                      aLog,
+                      Bm,
+                      Cm,
+                      D,
+                      stateIn,
+                      seq.B,
+                      seq.S,
+                      seq.chunks,
+                      NH,
+                      P,
+                      G,
+                      N,
+                      y,
+                      stateOut,
+                      decayOut,
+                      reinterpret_cast<double *>(base + launch.cumOffset),
+                      reinterpret_cast<float *>(base + launch.stepOffset),
+                      reinterpret_cast<float *>(base + launch.statesOffset)};
+  if (launch.items > 0) {
+    ssdThreadKernel<false>
+        <<<(unsigned)launch.cum.blocks, launch.cum.threads, 0, stream>>>(args, launch.items);
+    ssdBlockKernel<false><<<(unsigned)launch.chunk.blocks, launch.chunk.threads, 0, stream>>>(args);
+  }
+  // With no tokens the carry still writes state_in and a decay of 1.
+  ssdThreadKernel<true>
+      <<<(unsigned)launch.carry.blocks, launch.carry.threads, 0, stream>>>(args, entries);
+  if (launch.items > 0)
+    ssdBlockKernel<true><<<(unsigned)launch.chunk.blocks, launch.chunk.threads, 0, stream>>>(args);
   return cudaGetLastError();
 }
 
