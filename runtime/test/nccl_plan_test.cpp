@@ -7,7 +7,10 @@
 // every communicator's split gives each rank the members, in order, that
 // the host collectives' group of the same axes has; and each entry lowers
 // to the NCCL calls its strategy implies. Also the strided copies that pack
-// and unpack a plain collective's pieces, on the host and on a GPU alike.
+// and unpack a plain collective's pieces, on the host and on a GPU alike,
+// and the gathers a device runs in pieces under the linears that read them
+// (comm/gather_overlap.h): which pair, their schedule, and their ring and
+// per-piece GEMMs run on the host.
 //
 //===----------------------------------------------------------------------===//
 
@@ -18,10 +21,12 @@
 #include "comm/nccl_kernels.h"
 #include "exec/collectives.h"
 #include "exec/executor.h"
+#include "kernels/cpu/kernels.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -64,6 +69,8 @@ std::vector<Entry> entries() {
   return {
       {"mlp tp2 sp", mlp, {"--tp", "2", "--sp"}, {O::AllGather, O::ReduceScatter}},
       {"mlp tp4", mlp, {"--tp", "4", "--sp=false"}, {O::AllReduce, O::AllGather}},
+      // A ring of four for the gathers run in pieces (comm/gather_overlap.h).
+      {"mlp tp4 sp", mlp, {"--tp", "4", "--sp"}, {O::AllGather, O::ReduceScatter}},
       {"attention cp2 ring zigzag",
        attention,
        {"--cp", "2", "--cp-comm", "ring", "--cp-order", "zigzag"},
@@ -832,6 +839,221 @@ TEST(StridedCopies, SplitJoinAndSliceAsTheirDefinitions) {
   std::vector<float> kept(outer * run, -1.0f);
   applyCopies({sliceCopy(slice, 1)}, whole.data(), kept.data());
   EXPECT_EQ(kept, (std::vector<float>{4, 5, 6, 7, 16, 17, 18, 19}));
+}
+
+} // namespace
+
+namespace {
+
+// -- the gathers run in pieces under their linears (comm/gather_overlap.h) --
+
+/// Each entry's pairs and unpaired gathers, on rank 0.
+std::string overlapText(const Lowered &l) {
+  return describe(l.ranks[0].overlaps, l.ranks[0].unpaired);
+}
+
+/// The position of step `index` in `program`.
+size_t positionOf(const std::vector<Step> &program, int64_t index) {
+  for (size_t i = 0; i < program.size(); ++i)
+    if (program[i].index == index)
+      return i;
+  ADD_FAILURE() << "no step " << index;
+  return 0;
+}
+
+/// The rows a strided copy into a [T, K] matrix writes, one span a run.
+std::vector<RowSpan> rowsWritten(const StridedCopy &c, int64_t K) {
+  std::vector<RowSpan> rows;
+  for (int64_t h = 0; h < c.height; ++h) {
+    int64_t at = c.dstOffset + h * c.dstPitch;
+    EXPECT_EQ(at % K, 0);
+    EXPECT_EQ(c.width % K, 0);
+    rows.push_back({at / K, c.width / K});
+  }
+  return rows;
+}
+
+/// Sequence parallelism's gathers pair with the column-parallel linears
+/// that read them, on every rank alike; the schedule's pieces, own first
+/// then in ring order, each with its ring step, event and rows; the rows of
+/// the pieces' GEMMs are the whole GEMM's, each once, and lie where the
+/// piece's placement writes it; the bytes are the all-gather's.
+TEST(GatherOverlap, PairsSequenceParallelGathersWithTheirLinears) {
+  if (compilerPath().empty())
+    GTEST_SKIP() << "SHARDLINE_COMPILE is not set";
+  std::map<std::string, size_t> pairs;
+  for (bool train : {false, true})
+    for (const Lowered &l : lowered(train)) {
+      std::string name = l.entry->name + (train ? " (training)" : " (forward)");
+      SCOPED_TRACE(name + "\n" + overlapText(l));
+      pairs[name] = l.ranks[0].overlaps.size();
+      Mesh mesh = meshOf(*l.plan.root());
+      std::vector<TensorInfo> tensors = tensorInfos(*l.plan.root(), mesh);
+      for (size_t r = 0; r < l.ranks.size(); ++r) {
+        const NcclLowering &lowering = l.ranks[r];
+        const std::vector<Step> &program = l.programs[r];
+        ASSERT_EQ(lowering.overlaps.size(), l.ranks[0].overlaps.size()) << "rank " << r;
+        for (size_t i = 0; i < lowering.overlaps.size(); ++i) {
+          const GatherOverlap &o = lowering.overlaps[i];
+          SCOPED_TRACE("rank " + std::to_string(r) + ", op #" + std::to_string(o.gatherStep));
+          EXPECT_EQ(o.gatherStep, l.ranks[0].overlaps[i].gatherStep);
+          EXPECT_EQ(o.linearStep, l.ranks[0].overlaps[i].linearStep);
+          // The pair: the gather, its first reader a linear taking it as x.
+          size_t g = positionOf(program, o.gatherStep), lin = positionOf(program, o.linearStep);
+          const Step &gather = program[g], &linear = program[lin];
+          EXPECT_EQ(gather.kind, "all_gather");
+          EXPECT_TRUE(linear.kind == "linear" || linear.kind == "lm_head") << linear.kind;
+          EXPECT_EQ(gather.out[0], o.gathered);
+          EXPECT_EQ(linear.in[0], o.gathered);
+          ASSERT_LT(g, lin);
+          for (size_t between = g + 1; between < lin; ++between)
+            for (int32_t t : program[between].in)
+              EXPECT_NE(t, o.gathered) << "op #" << program[between].index << " reads it first";
+          // The bytes: those of the ncclAllGather it replaces.
+          auto st = std::find_if(lowering.steps.begin(), lowering.steps.end(),
+                                 [&](const NcclStep &s) { return s.step == o.gatherStep; });
+          ASSERT_NE(st, lowering.steps.end());
+          ASSERT_EQ(st->calls.size(), 1u);
+          EXPECT_EQ(st->calls[0].op, NcclOp::AllGather);
+          EXPECT_EQ(st->calls[0].communicator, o.communicator);
+          EXPECT_EQ(o.bytesSent, st->bytesSent);
+          EXPECT_EQ(o.bytesSent,
+                    (o.members - 1) * o.pieceCount * tensors[o.gathered].elementBytes());
+          const std::vector<int64_t> &members = lowering.communicators[o.communicator].members;
+          ASSERT_EQ(o.members, (int64_t)members.size());
+          ASSERT_GT(o.members, 1);
+          EXPECT_EQ(members[o.place], (int64_t)r);
+          EXPECT_EQ(o.members * o.pieceCount, o.rows * o.rowWidth);
+          // The pieces: own first, then ring step k brings the member k
+          // places before, recording event k - 1.
+          ASSERT_EQ((int64_t)o.pieces.size(), o.members);
+          std::vector<int> covered(o.rows, 0), seen(o.members, 0);
+          for (int64_t k = 0; k < o.members; ++k) {
+            const GatherPiece &p = o.pieces[k];
+            EXPECT_EQ(p.ringStep, k);
+            EXPECT_EQ(p.event, k - 1);
+            EXPECT_EQ(p.member, (o.place - k + o.members) % o.members);
+            ++seen[p.member];
+            if (k == 0) {
+              EXPECT_EQ(p.sendTo, -1);
+              EXPECT_EQ(p.recvFrom, -1);
+            } else {
+              EXPECT_EQ(p.sendTo, members[(o.place + 1) % o.members]);
+              EXPECT_EQ(p.recvFrom, members[(o.place + o.members - 1) % o.members]);
+              // It sends what it got one step before (its own at step 1).
+              EXPECT_EQ(p.sentMember, o.pieces[k - 1].member);
+            }
+            EXPECT_EQ(p.rows, rowsWritten(p.placement, o.rowWidth));
+            int64_t rows = 0;
+            for (const RowSpan &span : p.rows) {
+              rows += span.count;
+              for (int64_t row = span.first; row < span.first + span.count; ++row) {
+                ASSERT_GE(row, 0);
+                ASSERT_LT(row, o.rows);
+                ++covered[row];
+              }
+            }
+            EXPECT_EQ(rows * o.rowWidth, o.pieceCount);
+          }
+          EXPECT_EQ(seen, std::vector<int>(o.members, 1));
+          EXPECT_EQ(covered, std::vector<int>(o.rows, 1));
+        }
+      }
+    }
+  // Sequence parallelism gathers before its column-parallel linears (and
+  // lm_head), forward and in training's forward alike; the backward's gathers
+  // (read by linear_grad, linear_grad_weight, embedding_grad) and every
+  // other strategy's run whole, each with its reason.
+  for (bool train : {false, true})
+    for (const Lowered &l : lowered(train)) {
+      std::string name = l.entry->name + (train ? " (training)" : " (forward)");
+      bool sp = l.entry->name.find(" sp") != std::string::npos;
+      if (sp)
+        EXPECT_GT(pairs[name], 0u) << name;
+      else
+        EXPECT_EQ(pairs[name], 0u) << name;
+      EXPECT_EQ(pairs[name], pairs[l.entry->name + " (forward)"]) << name;
+      for (const UnpairedGather &u : l.ranks[0].unpaired) {
+        EXPECT_NE(u.why, "") << name << " op #" << u.gatherStep;
+        if (l.entry->name == "attention cp4 allgather contiguous")
+          EXPECT_NE(u.why.find("(sl.attention"), std::string::npos) << u.why;
+      }
+    }
+}
+
+/// Each pair's ring run on the host by every member of the group, each
+/// member's part coding its place: what a rank receives at ring step k is
+/// what its previous member sends at step k, which that member held before
+/// it; the pieces placed by their placements make the value the host
+/// collectives' all-gather makes; and the linear computed piece by piece,
+/// one GEMM a row span in the schedule's order, is the whole GEMM (to
+/// 1e-5 relative: the BLAS may block a GEMM of fewer rows otherwise).
+TEST(GatherOverlap, RingOfPiecesGathersAndPieceGemmsAreTheWholeGemm) {
+  if (compilerPath().empty())
+    GTEST_SKIP() << "SHARDLINE_COMPILE is not set";
+  int64_t checked = 0;
+  for (const Lowered &l : lowered(false)) {
+    SCOPED_TRACE(l.entry->name);
+    Mesh mesh = meshOf(*l.plan.root());
+    std::vector<TensorInfo> tensors = tensorInfos(*l.plan.root(), mesh);
+    for (size_t i = 0; i < l.ranks[0].overlaps.size(); ++i)
+      for (size_t r = 0; r < l.ranks.size(); ++r) {
+        const GatherOverlap &o = l.ranks[r].overlaps[i];
+        SCOPED_TRACE("rank " + std::to_string(r) + ", op #" + std::to_string(o.gatherStep));
+        const std::vector<int64_t> &members = l.ranks[r].communicators[o.communicator].members;
+        int64_t g = o.members, K = o.rowWidth;
+        auto part = [&](int64_t place) {
+          std::vector<float> v(o.pieceCount);
+          for (int64_t e = 0; e < o.pieceCount; ++e)
+            v[e] = (float)std::sin(0.37 * (double)(place * o.pieceCount + e) + 0.1);
+          return v;
+        };
+        std::map<int64_t, std::map<int64_t, std::vector<float>>> held;
+        for (int64_t q = 0; q < g; ++q)
+          held[members[q]][q] = part(q);
+        for (int64_t k = 1; k < g; ++k) {
+          auto before = held;
+          for (int64_t m : members) {
+            const GatherPiece &p = l.ranks[m].overlaps[i].pieces[k];
+            const GatherPiece &sent = l.ranks[p.recvFrom].overlaps[i].pieces[k];
+            EXPECT_EQ(sent.sendTo, m);
+            EXPECT_EQ(sent.sentMember, p.member);
+            ASSERT_TRUE(before[p.recvFrom].count(p.member))
+                << "rank " << p.recvFrom << " sends member " << p.member
+                << "'s piece before it has it";
+            held[m][p.member] = before[p.recvFrom][p.member];
+          }
+        }
+        std::vector<float> x(o.rows * K, NAN), whole, gathered(o.rows * K, NAN);
+        for (const GatherPiece &p : o.pieces) {
+          ASSERT_TRUE(held[r].count(p.member));
+          applyCopies({p.placement}, held[r][p.member].data(), x.data());
+        }
+        for (int64_t q = 0; q < g; ++q) {
+          std::vector<float> v = part(q);
+          whole.insert(whole.end(), v.begin(), v.end());
+        }
+        int64_t outer = o.pieces[0].placement.height;
+        applyCopies(joinCopies(g, outer, o.pieceCount / outer), whole.data(), gathered.data());
+        EXPECT_EQ(x, gathered);
+        const Step &linear = l.programs[r][positionOf(l.programs[r], o.linearStep)];
+        const std::vector<int64_t> &wl = tensors[linear.in[1]].local;
+        ASSERT_EQ(wl[0], K);
+        int64_t N = wl[1];
+        std::vector<float> w(K * N), pieces(o.rows * N, NAN), all(o.rows * N);
+        for (int64_t e = 0; e < K * N; ++e)
+          w[e] = (float)std::cos(0.11 * (double)e);
+        for (const GatherPiece &p : o.pieces)
+          for (const RowSpan &span : p.rows)
+            cpu::linear(x.data() + span.first * K, w.data(), span.count, K, N,
+                        pieces.data() + span.first * N, false);
+        cpu::linear(x.data(), w.data(), o.rows, K, N, all.data(), false);
+        for (int64_t e = 0; e < o.rows * N; ++e)
+          ASSERT_NEAR(pieces[e], all[e], 1e-5 * (1 + std::fabs(all[e]))) << "element " << e;
+        ++checked;
+      }
+  }
+  EXPECT_GT(checked, 0);
 }
 
 } // namespace
