@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <sstream>
+#include <utility>
 
 namespace shardline::rt {
 
@@ -17,6 +18,59 @@ bool isFloat(DType t) { return t == DType::F32 || t == DType::BF16 || t == DType
 
 bool reads(const Step &s, int32_t t) {
   return std::find(s.in.begin(), s.in.end(), t) != s.in.end();
+}
+
+/// The copy the other way: from where it writes to where it reads.
+StridedCopy reversed(StridedCopy c) {
+  std::swap(c.srcOffset, c.dstOffset);
+  std::swap(c.srcPitch, c.dstPitch);
+  return c;
+}
+
+/// The linear step's launches of pair `o` (its pieces and staging known).
+std::vector<OverlapLaunch> launchesOf(const GatherOverlap &o) {
+  using L = OverlapLaunch;
+  std::vector<int64_t> at(o.members);
+  for (const GatherPiece &p : o.pieces)
+    at[p.member] = o.inPlace ? p.placement.dstOffset : p.member * o.pieceCount;
+  std::vector<L> out;
+  auto add = [&](L::Kind kind, L::Stream stream, int64_t piece) -> L & {
+    out.emplace_back();
+    out.back().kind = kind;
+    out.back().stream = stream;
+    out.back().piece = piece;
+    return out.back();
+  };
+  auto gemms = [&](int64_t piece) {
+    for (const RowSpan &span : o.pieces[piece].rows)
+      add(L::Gemm, L::Rank, piece).rows = span;
+  };
+  add(L::Follow, L::Side, -1);
+  const GatherPiece &own = o.pieces.front();
+  if (!o.inPlace) {
+    StridedCopy pack = reversed(own.placement);
+    pack.dstOffset = at[own.member];
+    add(L::Pack, L::Side, 0).copy = pack;
+  }
+  gemms(0);
+  for (int64_t k = 1; k < (int64_t)o.pieces.size(); ++k) {
+    const GatherPiece &p = o.pieces[k];
+    L &ring = add(L::Ring, L::Side, k);
+    ring.sendTo = p.sendTo;
+    ring.recvFrom = p.recvFrom;
+    ring.sendAt = at[p.sentMember];
+    ring.recvAt = at[p.member];
+    ring.count = o.pieceCount;
+    if (!o.inPlace) {
+      StridedCopy place = p.placement;
+      place.srcOffset = at[p.member];
+      add(L::Place, L::Side, k).copy = place;
+    }
+    add(L::Record, L::Side, k).event = p.event;
+    add(L::Wait, L::Rank, k).event = p.event;
+    gemms(k);
+  }
+  return out;
 }
 
 /// The schedule of the pair of `gather` and `linear` on `self`, or why
@@ -69,6 +123,9 @@ std::string pairOf(const Step &gather, const Step &linear, const NcclStep &lower
       piece.rows.push_back({(o * g + piece.member) * run / K, run / K});
     out.pieces.push_back(std::move(piece));
   }
+  out.inPlace = outer == 1;
+  out.landingCount = out.inPlace ? 0 : g * m.inCount;
+  out.launches = launchesOf(out);
   return "";
 }
 

@@ -28,7 +28,10 @@
 // second stream, after which that stream records event k - 1; the rank's
 // stream waits for event k - 1 before the GEMMs of the piece that step
 // brought. Every member sends g - 1 pieces of its part's size: the bytes
-// of the ncclAllGather it replaces.
+// of the ncclAllGather it replaces. The linear step's launches
+// (OverlapLaunch) spell this out, stream by stream and offset by offset:
+// the device queues them as they are, and the CPU tests run them on the
+// host.
 //
 //===----------------------------------------------------------------------===//
 
@@ -72,6 +75,38 @@ struct GatherPiece {
   std::vector<RowSpan> rows;
 };
 
+/// One launch of the linear step's run, in the order it is queued: on the
+/// rank's stream or on the second stream.
+struct OverlapLaunch {
+  enum Kind {
+    /// The second stream waits for what the rank's stream queued so far (x
+    /// with this rank's piece, the result placed).
+    Follow,
+    /// `copy` from x into the landing buffer (this rank's piece, to send).
+    Pack,
+    /// A grouped send/receive: `count` elements from staging offset
+    /// `sendAt` to world rank `sendTo`, into staging offset `recvAt` from
+    /// world rank `recvFrom`.
+    Ring,
+    /// `copy` from the landing buffer into x (an arrived piece).
+    Place,
+    /// The second stream records `event`.
+    Record,
+    /// The rank's stream waits for `event`.
+    Wait,
+    /// The GEMM of the linear's rows `rows` (of x and of the result).
+    Gemm,
+  };
+  enum Stream { Rank, Side };
+  Kind kind = Follow;
+  Stream stream = Rank;
+  /// The piece it serves (index in GatherOverlap::pieces), -1 for Follow.
+  int64_t piece = -1, event = -1;
+  int64_t sendTo = -1, recvFrom = -1, sendAt = 0, recvAt = 0, count = 0;
+  StridedCopy copy;
+  RowSpan rows;
+};
+
 /// An all_gather step paired with the linear that reads what it gathers.
 struct GatherOverlap {
   /// Step indices (Step::index) of the gather and of the linear.
@@ -88,6 +123,14 @@ struct GatherOverlap {
   std::vector<GatherPiece> pieces;
   /// What this rank sends, as the report counts it: that of the all-gather.
   int64_t bytesSent = 0;
+  /// Where the pieces travel from and into (Ring's offsets): x itself when
+  /// each piece is one contiguous run of it (one batch entry), else a
+  /// landing buffer of `landingCount` elements, member m's piece at m
+  /// pieceCount.
+  bool inPlace = true;
+  int64_t landingCount = 0;
+  /// The linear step's launches, in order.
+  std::vector<OverlapLaunch> launches;
 };
 
 /// An all_gather step that lowers to an ncclAllGather but does not pair,

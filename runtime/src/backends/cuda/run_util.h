@@ -95,12 +95,15 @@ public:
     checkCuda(cudaEventRecord(events[0], main), "cudaEventRecord");
     checkCuda(cudaStreamWaitEvent(stream, events[0], 0), "cudaStreamWaitEvent");
   }
-  /// What `main` queues from now on waits for everything queued on this
-  /// stream so far, through arrival event `arrival` (0 <= arrival < arrivals).
-  void lead(int64_t arrival, cudaStream_t main) {
-    cudaEvent_t e = events.at(arrival + 1);
-    checkCuda(cudaEventRecord(e, stream), "cudaEventRecord");
-    checkCuda(cudaStreamWaitEvent(main, e, 0), "cudaStreamWaitEvent");
+  /// Arrival event `arrival` (0 <= arrival < arrivals) marks everything
+  /// queued on this stream so far.
+  void record(int64_t arrival) {
+    checkCuda(cudaEventRecord(events.at(arrival + 1), stream), "cudaEventRecord");
+  }
+  /// What `main` queues from now on waits for what arrival event `arrival`
+  /// marked.
+  void await(int64_t arrival, cudaStream_t main) {
+    checkCuda(cudaStreamWaitEvent(main, events.at(arrival + 1), 0), "cudaStreamWaitEvent");
   }
   cudaStream_t stream = nullptr;
 
