@@ -5,7 +5,9 @@
 # --device cuda --comm nccl --verify (one process driving one GPU per rank) and pass when the
 # outputs agree with the CPU's single-device run and the bytes and arena peak equal the report's;
 # training plans of the same entries (--train --steps 3 --verify), which run the backward of those
-# exchanges; under mpirun the same with --comm mpi+nccl; and a rank that stalls or dies ends the
+# exchanges; dense under tp 2 with sequence parallelism again with SHARDLINE_NCCL_OVERLAP=0 (its
+# gathers whole instead of in pieces under their linears), which must pass the same check; under
+# mpirun the same with --comm mpi+nccl; and a rank that stalls or dies ends the
 # job with an error naming the NCCL call and its group within the timeout, never a hang. Exits 77
 # (skipped) without a CUDA device or with fewer than two GPUs.
 # With `short` (scripts/gpu-check.sh's nccl part, which has a minute) it runs the named subset
@@ -23,11 +25,12 @@ all | short) ;;
   ;;
 esac
 # The short subset: the gradients' all-reduce over dp, ring attention's K, V ring, the
-# vocabulary-parallel loss under tp with sequence parallelism, dropless MoE's rows by count and
+# vocabulary-parallel loss under tp with sequence parallelism (its gathers in pieces under their
+# linears, and whole), dropless MoE's rows by count and
 # capacity mode's all-to-alls, forward and trained (dense and dropless MoE), and the stalled rank.
 # Left out: the other families and orders, cp allgather and a2a, every entry of 4 and 8 ranks,
 # etp, the other training runs, the run under mpirun and the killed rank.
-short_set='|dense --dp 2|attention --cp 2 --cp-comm ring --cp-order zigzag|dense --tp 2 --sp|moe --dp 2 --ep 2|moe --dp 2 --ep 2 --moe-expert-capacity-factor 1.0|training dense --dp 2|training moe --dp 2 --ep 2|'
+short_set='|dense --dp 2|attention --cp 2 --cp-comm ring --cp-order zigzag|dense --tp 2 --sp|dense --tp 2 --sp (gathers whole)|moe --dp 2 --ep 2|moe --dp 2 --ep 2 --moe-expert-capacity-factor 1.0|training dense --dp 2|training moe --dp 2 --ep 2|'
 left_out=0
 chosen() { # LABEL: whether the subset runs it (the plans are saved for every label)
   if [ "$subset" = short ] && ! $saving; then
@@ -134,6 +137,30 @@ for family in mlp attention dense mamba recurrent local; do
 done
 entry dense 2 --tp 2 --sp=false
 entry dense 2 --tp 2 --sp
+# Sequence parallelism's gathers run in pieces under the linears that read them (docs/runtime.md,
+# NCCL); the same plans with that off (SHARDLINE_NCCL_OVERLAP=0: every gather one ncclAllGather)
+# must pass the same check, forward and trained.
+whole() { # forward|training NAME FLAGS... (two ranks): the entry again, every gather whole
+  mode=$1
+  name=$2
+  shift 2
+  label="$name $* (gathers whole)"
+  if [ "$mode" = training ]; then
+    label="training $label"
+  fi
+  chosen "$label" || return 0
+  file="$tmp/$name-whole-$mode$(printf '%s' "$*" | tr -c 'A-Za-z0-9' '_').slp"
+  export SHARDLINE_NCCL_OVERLAP=0
+  if [ "$mode" = training ]; then
+    plan "$tmp/$name.json" "$@" --train --emit plan -o "$file"
+    check "$label" "$file" --train --steps 3
+  else
+    plan "$tmp/$name.json" "$@" --emit plan -o "$file"
+    check "$label" "$file"
+  fi
+  unset SHARDLINE_NCCL_OVERLAP
+}
+whole forward dense --tp 2 --sp
 entry attention 4 --cp 4 --cp-comm ring --cp-order zigzag
 entry dense 4 --tp 2 --sp --cp 2 --cp-comm ring
 
@@ -158,6 +185,7 @@ for family in mlp attention dense mamba recurrent local; do
 done
 train dense --tp 2 --sp=false
 train dense --tp 2 --sp
+whole training dense --tp 2 --sp
 
 # MoE over an expert group: dropless (counts, then the rows by count over NCCL; with etp the
 # gather and reduce-scatter over the expert-tensor group) and capacity mode (its all-to-alls are

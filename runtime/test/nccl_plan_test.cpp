@@ -7,7 +7,10 @@
 // every communicator's split gives each rank the members, in order, that
 // the host collectives' group of the same axes has; and each entry lowers
 // to the NCCL calls its strategy implies. Also the strided copies that pack
-// and unpack a plain collective's pieces, on the host and on a GPU alike.
+// and unpack a plain collective's pieces, on the host and on a GPU alike,
+// and the gathers a device runs in pieces under the linears that read them
+// (comm/gather_overlap.h): which pair, their schedule, and their ring and
+// per-piece GEMMs run on the host.
 //
 //===----------------------------------------------------------------------===//
 
@@ -18,10 +21,12 @@
 #include "comm/nccl_kernels.h"
 #include "exec/collectives.h"
 #include "exec/executor.h"
+#include "kernels/cpu/kernels.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -52,6 +57,9 @@ struct Entry {
 
 std::vector<Entry> entries() {
   std::string mlp = spec("FF", R"("mlp": {"ffn_hidden": 64})");
+  // One sequence: the gathers' pieces lie contiguous and travel in place.
+  std::string mlp1 = mlp;
+  mlp1.replace(mlp1.find("\"batch\": 4"), 10, "\"batch\": 1");
   std::string attention = spec("AA", kAttention);
   std::string dense = spec("AF", std::string(kAttention) + R"(, "mlp": {"ffn_hidden": 64})");
   std::string moe = spec("EE", R"("moe": {"experts": 4, "top_k": 2, "ffn_hidden": 48})");
@@ -64,6 +72,10 @@ std::vector<Entry> entries() {
   return {
       {"mlp tp2 sp", mlp, {"--tp", "2", "--sp"}, {O::AllGather, O::ReduceScatter}},
       {"mlp tp4", mlp, {"--tp", "4", "--sp=false"}, {O::AllReduce, O::AllGather}},
+      // A ring of four for the gathers run in pieces (comm/gather_overlap.h),
+      // and pieces that travel in place.
+      {"mlp tp4 sp", mlp, {"--tp", "4", "--sp"}, {O::AllGather, O::ReduceScatter}},
+      {"mlp tp2 sp batch 1", mlp1, {"--tp", "2", "--sp"}, {O::AllGather, O::ReduceScatter}},
       {"attention cp2 ring zigzag",
        attention,
        {"--cp", "2", "--cp-comm", "ring", "--cp-order", "zigzag"},
@@ -832,6 +844,362 @@ TEST(StridedCopies, SplitJoinAndSliceAsTheirDefinitions) {
   std::vector<float> kept(outer * run, -1.0f);
   applyCopies({sliceCopy(slice, 1)}, whole.data(), kept.data());
   EXPECT_EQ(kept, (std::vector<float>{4, 5, 6, 7, 16, 17, 18, 19}));
+}
+
+} // namespace
+
+namespace {
+
+// -- the gathers run in pieces under their linears (comm/gather_overlap.h) --
+
+/// Each entry's pairs and unpaired gathers, on rank 0.
+std::string overlapText(const Lowered &l) {
+  return describe(l.ranks[0].overlaps, l.ranks[0].unpaired);
+}
+
+/// The position of step `index` in `program`.
+size_t positionOf(const std::vector<Step> &program, int64_t index) {
+  for (size_t i = 0; i < program.size(); ++i)
+    if (program[i].index == index)
+      return i;
+  ADD_FAILURE() << "no step " << index;
+  return 0;
+}
+
+/// The rows a strided copy into a [T, K] matrix writes, one span a run.
+std::vector<RowSpan> rowsWritten(const StridedCopy &c, int64_t K) {
+  std::vector<RowSpan> rows;
+  for (int64_t h = 0; h < c.height; ++h) {
+    int64_t at = c.dstOffset + h * c.dstPitch;
+    EXPECT_EQ(at % K, 0);
+    EXPECT_EQ(c.width % K, 0);
+    rows.push_back({at / K, c.width / K});
+  }
+  return rows;
+}
+
+/// The launches of pair `o` (comm/gather_overlap.h): the second stream
+/// first follows the rank's; every copy, ring step and record on the second
+/// stream, every wait and GEMM on the rank's; the GEMMs of piece k > 0 come
+/// after the rank's stream waits for event k - 1, which the second stream
+/// records after the ring step that brings piece k (and its placing into
+/// x), and before any GEMM of a later piece; the GEMMs' spans are the
+/// pieces' rows, in the pieces' order; an in-place ring step receives into
+/// exactly the rows of its piece; the ring steps send the all-gather's
+/// bytes; the own piece is packed before the first ring step when the
+/// pieces travel through the landing buffer.
+void checkLaunches(const GatherOverlap &o, int64_t elementBytes) {
+  using L = OverlapLaunch;
+  ASSERT_FALSE(o.launches.empty());
+  EXPECT_EQ(o.launches[0].kind, L::Follow);
+  EXPECT_EQ(o.launches[0].stream, L::Side);
+  EXPECT_EQ(o.inPlace, o.pieces[0].placement.height <= 1);
+  EXPECT_EQ(o.landingCount, o.inPlace ? 0 : o.members * o.pieceCount);
+  std::vector<std::vector<RowSpan>> gemmRows(o.pieces.size());
+  std::vector<int> ringAt(o.pieces.size(), -1), placeAt(o.pieces.size(), -1),
+      recordAt(o.pieces.size(), -1), waitAt(o.pieces.size(), -1);
+  int packAt = -1;
+  int64_t sent = 0, lastGemmPiece = 0;
+  for (size_t at = 0; at < o.launches.size(); ++at) {
+    const L &l = o.launches[at];
+    SCOPED_TRACE("launch " + std::to_string(at));
+    bool rank = l.kind == L::Wait || l.kind == L::Gemm;
+    EXPECT_EQ(l.stream, rank ? L::Rank : L::Side);
+    if (l.kind == L::Follow) {
+      EXPECT_EQ(at, 0u);
+      continue;
+    }
+    ASSERT_GE(l.piece, 0);
+    ASSERT_LT(l.piece, (int64_t)o.pieces.size());
+    const GatherPiece &p = o.pieces[l.piece];
+    switch (l.kind) {
+    case L::Pack:
+      EXPECT_EQ(l.piece, 0);
+      packAt = (int)at;
+      break;
+    case L::Ring:
+      ringAt[l.piece] = (int)at;
+      EXPECT_EQ(l.sendTo, p.sendTo);
+      EXPECT_EQ(l.recvFrom, p.recvFrom);
+      EXPECT_EQ(l.count, o.pieceCount);
+      sent += l.count * elementBytes;
+      if (o.inPlace) {
+        ASSERT_EQ(p.rows.size(), 1u);
+        EXPECT_EQ(l.recvAt, p.rows[0].first * o.rowWidth);
+        EXPECT_EQ(l.count, p.rows[0].count * o.rowWidth);
+      } else {
+        EXPECT_EQ(l.recvAt, p.member * o.pieceCount);
+        EXPECT_EQ(l.sendAt, p.sentMember * o.pieceCount);
+      }
+      break;
+    case L::Place:
+      placeAt[l.piece] = (int)at;
+      EXPECT_GT(ringAt[l.piece], 0);
+      EXPECT_EQ(l.copy.dstOffset, p.placement.dstOffset);
+      break;
+    case L::Record:
+      recordAt[l.piece] = (int)at;
+      EXPECT_EQ(l.event, p.event);
+      EXPECT_GT(ringAt[l.piece], 0) << "recorded before its ring step";
+      EXPECT_GT((int)at, placeAt[l.piece]);
+      break;
+    case L::Wait:
+      waitAt[l.piece] = (int)at;
+      EXPECT_EQ(l.event, p.event);
+      EXPECT_GT(waitAt[l.piece], recordAt[l.piece]) << "waits for an event not yet recorded";
+      EXPECT_GE(recordAt[l.piece], 0);
+      break;
+    case L::Gemm:
+      EXPECT_GE(l.piece, lastGemmPiece) << "a GEMM of an earlier piece after a later one";
+      lastGemmPiece = l.piece;
+      if (l.piece > 0)
+        EXPECT_GT(waitAt[l.piece], 0) << "a GEMM before its piece's wait";
+      gemmRows[l.piece].push_back(l.rows);
+      break;
+    default:
+      break;
+    }
+  }
+  for (size_t k = 0; k < o.pieces.size(); ++k) {
+    EXPECT_EQ(gemmRows[k], o.pieces[k].rows) << "piece " << k;
+    if (k > 0) {
+      EXPECT_GT(ringAt[k], 0) << "piece " << k;
+      EXPECT_EQ(placeAt[k] >= 0, !o.inPlace) << "piece " << k;
+    }
+  }
+  if (!o.inPlace && o.pieces.size() > 1)
+    EXPECT_LT(packAt, ringAt[1]);
+  EXPECT_EQ(packAt >= 0, !o.inPlace);
+  EXPECT_EQ(sent, o.bytesSent);
+}
+
+/// Sequence parallelism's gathers pair with the column-parallel linears
+/// that read them, on every rank alike; the schedule's pieces, own first
+/// then in ring order, each with its ring step, event and rows; the rows of
+/// the pieces' GEMMs are the whole GEMM's, each once, and lie where the
+/// piece's placement writes it; the bytes are the all-gather's.
+TEST(GatherOverlap, PairsSequenceParallelGathersWithTheirLinears) {
+  if (compilerPath().empty())
+    GTEST_SKIP() << "SHARDLINE_COMPILE is not set";
+  std::map<std::string, size_t> pairs;
+  for (bool train : {false, true})
+    for (const Lowered &l : lowered(train)) {
+      std::string name = l.entry->name + (train ? " (training)" : " (forward)");
+      SCOPED_TRACE(name + "\n" + overlapText(l));
+      pairs[name] = l.ranks[0].overlaps.size();
+      Mesh mesh = meshOf(*l.plan.root());
+      std::vector<TensorInfo> tensors = tensorInfos(*l.plan.root(), mesh);
+      for (size_t r = 0; r < l.ranks.size(); ++r) {
+        const NcclLowering &lowering = l.ranks[r];
+        const std::vector<Step> &program = l.programs[r];
+        ASSERT_EQ(lowering.overlaps.size(), l.ranks[0].overlaps.size()) << "rank " << r;
+        for (size_t i = 0; i < lowering.overlaps.size(); ++i) {
+          const GatherOverlap &o = lowering.overlaps[i];
+          SCOPED_TRACE("rank " + std::to_string(r) + ", op #" + std::to_string(o.gatherStep));
+          EXPECT_EQ(o.gatherStep, l.ranks[0].overlaps[i].gatherStep);
+          EXPECT_EQ(o.linearStep, l.ranks[0].overlaps[i].linearStep);
+          // The pair: the gather, its first reader a linear taking it as x.
+          size_t g = positionOf(program, o.gatherStep), lin = positionOf(program, o.linearStep);
+          const Step &gather = program[g], &linear = program[lin];
+          EXPECT_EQ(gather.kind, "all_gather");
+          EXPECT_TRUE(linear.kind == "linear" || linear.kind == "lm_head") << linear.kind;
+          EXPECT_EQ(gather.out[0], o.gathered);
+          EXPECT_EQ(linear.in[0], o.gathered);
+          ASSERT_LT(g, lin);
+          for (size_t between = g + 1; between < lin; ++between)
+            for (int32_t t : program[between].in)
+              EXPECT_NE(t, o.gathered) << "op #" << program[between].index << " reads it first";
+          // The bytes: those of the ncclAllGather it replaces.
+          auto st = std::find_if(lowering.steps.begin(), lowering.steps.end(),
+                                 [&](const NcclStep &s) { return s.step == o.gatherStep; });
+          ASSERT_NE(st, lowering.steps.end());
+          ASSERT_EQ(st->calls.size(), 1u);
+          EXPECT_EQ(st->calls[0].op, NcclOp::AllGather);
+          EXPECT_EQ(st->calls[0].communicator, o.communicator);
+          EXPECT_EQ(o.bytesSent, st->bytesSent);
+          EXPECT_EQ(o.bytesSent,
+                    (o.members - 1) * o.pieceCount * tensors[o.gathered].elementBytes());
+          const std::vector<int64_t> &members = lowering.communicators[o.communicator].members;
+          ASSERT_EQ(o.members, (int64_t)members.size());
+          ASSERT_GT(o.members, 1);
+          EXPECT_EQ(members[o.place], (int64_t)r);
+          EXPECT_EQ(o.members * o.pieceCount, o.rows * o.rowWidth);
+          // The pieces: own first, then ring step k brings the member k
+          // places before, recording event k - 1.
+          ASSERT_EQ((int64_t)o.pieces.size(), o.members);
+          std::vector<int> covered(o.rows, 0), seen(o.members, 0);
+          for (int64_t k = 0; k < o.members; ++k) {
+            const GatherPiece &p = o.pieces[k];
+            EXPECT_EQ(p.ringStep, k);
+            EXPECT_EQ(p.event, k - 1);
+            EXPECT_EQ(p.member, (o.place - k + o.members) % o.members);
+            ++seen[p.member];
+            if (k == 0) {
+              EXPECT_EQ(p.sendTo, -1);
+              EXPECT_EQ(p.recvFrom, -1);
+            } else {
+              EXPECT_EQ(p.sendTo, members[(o.place + 1) % o.members]);
+              EXPECT_EQ(p.recvFrom, members[(o.place + o.members - 1) % o.members]);
+              // It sends what it got one step before (its own at step 1).
+              EXPECT_EQ(p.sentMember, o.pieces[k - 1].member);
+            }
+            EXPECT_EQ(p.rows, rowsWritten(p.placement, o.rowWidth));
+            int64_t rows = 0;
+            for (const RowSpan &span : p.rows) {
+              rows += span.count;
+              for (int64_t row = span.first; row < span.first + span.count; ++row) {
+                ASSERT_GE(row, 0);
+                ASSERT_LT(row, o.rows);
+                ++covered[row];
+              }
+            }
+            EXPECT_EQ(rows * o.rowWidth, o.pieceCount);
+          }
+          EXPECT_EQ(seen, std::vector<int>(o.members, 1));
+          EXPECT_EQ(covered, std::vector<int>(o.rows, 1));
+          checkLaunches(o, tensors[o.gathered].elementBytes());
+        }
+      }
+    }
+  // Sequence parallelism gathers before its column-parallel linears (and
+  // lm_head), forward and in training's forward alike; the backward's gathers
+  // (read by linear_grad, linear_grad_weight, embedding_grad) and every
+  // other strategy's run whole, each with its reason.
+  for (bool train : {false, true})
+    for (const Lowered &l : lowered(train)) {
+      std::string name = l.entry->name + (train ? " (training)" : " (forward)");
+      bool sp = l.entry->name.find(" sp") != std::string::npos;
+      if (sp)
+        EXPECT_GT(pairs[name], 0u) << name;
+      else
+        EXPECT_EQ(pairs[name], 0u) << name;
+      EXPECT_EQ(pairs[name], pairs[l.entry->name + " (forward)"]) << name;
+      for (const UnpairedGather &u : l.ranks[0].unpaired) {
+        EXPECT_NE(u.why, "") << name << " op #" << u.gatherStep;
+        if (l.entry->name == "attention cp4 allgather contiguous")
+          EXPECT_NE(u.why.find("(sl.attention"), std::string::npos) << u.why;
+      }
+    }
+}
+
+/// A rank's host run of a pair's launches: x (this rank's piece placed, as
+/// the gather step leaves it), the landing buffer and the linear's result,
+/// NaN where nothing was written; `next` is the next launch.
+struct HostLaunches {
+  std::vector<float> x, landing, y;
+  size_t next = 0;
+  float *staging(const GatherOverlap &o) { return o.inPlace ? x.data() : landing.data(); }
+};
+
+/// Each pair's launches run on the host by every member of its group, each
+/// member's part coding its place, its weight the same on all: the copies
+/// and GEMMs (the CPU kernel, one a row span) as queued, and each ring step
+/// once every member has reached it, a member receiving what its sender's
+/// launch sends. Then x is what the host collectives' all-gather makes
+/// (joinCopies of the parts; a piece sent or read before it arrived would
+/// leave NaN), and the result is the whole GEMM to 1e-5 relative (the BLAS
+/// may block a GEMM of fewer rows otherwise). The launches' order of
+/// streams and events is checked above; this checks their offsets.
+TEST(GatherOverlap, LaunchesRunOnTheHostGatherAndComputeTheWholeGemm) {
+  if (compilerPath().empty())
+    GTEST_SKIP() << "SHARDLINE_COMPILE is not set";
+  int64_t checked = 0, inPlace = 0, landed = 0;
+  for (const Lowered &l : lowered(false)) {
+    SCOPED_TRACE(l.entry->name);
+    Mesh mesh = meshOf(*l.plan.root());
+    std::vector<TensorInfo> tensors = tensorInfos(*l.plan.root(), mesh);
+    for (size_t i = 0; i < l.ranks[0].overlaps.size(); ++i)
+      for (size_t first = 0; first < l.ranks.size(); ++first) {
+        const GatherOverlap &o0 = l.ranks[first].overlaps[i];
+        if (o0.place != 0)
+          continue;
+        SCOPED_TRACE("group of rank " + std::to_string(first) + ", op #" +
+                     std::to_string(o0.gatherStep));
+        const std::vector<int64_t> &members = l.ranks[first].communicators[o0.communicator].members;
+        int64_t g = o0.members, K = o0.rowWidth, count = o0.pieceCount;
+        const Step &linear = l.programs[first][positionOf(l.programs[first], o0.linearStep)];
+        const std::vector<int64_t> &wl = tensors[linear.in[1]].local;
+        ASSERT_EQ(wl[0], K);
+        int64_t N = wl[1];
+        std::vector<float> w(K * N);
+        for (int64_t e = 0; e < K * N; ++e)
+          w[e] = (float)std::cos(0.11 * (double)e);
+        auto part = [&](int64_t place) {
+          std::vector<float> v(count);
+          for (int64_t e = 0; e < count; ++e)
+            v[e] = (float)std::sin(0.37 * (double)(place * count + e) + 0.1);
+          return v;
+        };
+        std::map<int64_t, HostLaunches> runs;
+        for (int64_t m : members) {
+          const GatherOverlap &o = l.ranks[m].overlaps[i];
+          HostLaunches &h = runs[m];
+          h.x.assign(o.rows * K, NAN);
+          h.landing.assign(o.landingCount, NAN);
+          h.y.assign(o.rows * N, NAN);
+          applyCopies({o.pieces[0].placement}, part(o.place).data(), h.x.data());
+        }
+        // Runs member m's launches up to its next ring step (or the end).
+        auto runUpToRing = [&](int64_t m) {
+          const GatherOverlap &o = l.ranks[m].overlaps[i];
+          HostLaunches &h = runs[m];
+          for (; h.next < o.launches.size(); ++h.next) {
+            const OverlapLaunch &launch = o.launches[h.next];
+            if (launch.kind == OverlapLaunch::Ring)
+              return &launch;
+            if (launch.kind == OverlapLaunch::Pack)
+              applyCopies({launch.copy}, h.x.data(), h.landing.data());
+            else if (launch.kind == OverlapLaunch::Place)
+              applyCopies({launch.copy}, h.landing.data(), h.x.data());
+            else if (launch.kind == OverlapLaunch::Gemm)
+              cpu::linear(h.x.data() + launch.rows.first * K, w.data(), launch.rows.count, K, N,
+                          h.y.data() + launch.rows.first * N, false);
+          }
+          return static_cast<const OverlapLaunch *>(nullptr);
+        };
+        for (int64_t k = 1; k < g; ++k) {
+          std::map<int64_t, const OverlapLaunch *> ring;
+          std::map<int64_t, std::vector<float>> sent;
+          for (int64_t m : members) {
+            ring[m] = runUpToRing(m);
+            ASSERT_NE(ring[m], nullptr) << "rank " << m << " has no ring step " << k;
+            const float *from = runs[m].staging(l.ranks[m].overlaps[i]) + ring[m]->sendAt;
+            sent[m].assign(from, from + ring[m]->count);
+          }
+          for (int64_t m : members) {
+            const OverlapLaunch &mine = *ring[m], &peer = *ring.at(mine.recvFrom);
+            EXPECT_EQ(peer.sendTo, m);
+            ASSERT_EQ(peer.count, mine.count);
+            std::copy(sent[mine.recvFrom].begin(), sent[mine.recvFrom].end(),
+                      runs[m].staging(l.ranks[m].overlaps[i]) + mine.recvAt);
+          }
+          for (int64_t m : members)
+            ++runs[m].next;
+        }
+        std::vector<float> whole, gathered(o0.rows * K, NAN), all(o0.rows * N);
+        for (int64_t q = 0; q < g; ++q) {
+          std::vector<float> v = part(q);
+          whole.insert(whole.end(), v.begin(), v.end());
+        }
+        int64_t outer = o0.pieces[0].placement.height;
+        applyCopies(joinCopies(g, outer, count / outer), whole.data(), gathered.data());
+        cpu::linear(gathered.data(), w.data(), o0.rows, K, N, all.data(), false);
+        for (int64_t m : members) {
+          SCOPED_TRACE("rank " + std::to_string(m));
+          EXPECT_EQ(runUpToRing(m), nullptr) << "a ring step left over";
+          EXPECT_EQ(runs[m].x, gathered);
+          for (int64_t e = 0; e < o0.rows * N; ++e)
+            ASSERT_NEAR(runs[m].y[e], all[e], 1e-5 * (1 + std::fabs(all[e]))) << "element " << e;
+          ++checked;
+          ++(o0.inPlace ? inPlace : landed);
+        }
+      }
+  }
+  EXPECT_GT(checked, 0);
+  // Both ways pieces travel: in place (one sequence) and through the landing
+  // buffer.
+  EXPECT_GT(inPlace, 0);
+  EXPECT_GT(landed, 0);
 }
 
 } // namespace

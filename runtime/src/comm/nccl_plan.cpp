@@ -406,8 +406,9 @@ NcclLowering lowerToNccl(const std::vector<Step> &program, const Mesh &mesh,
   for (const Step &s : program) {
     lowerer.lower(s);
     if (!out.error.empty())
-      break;
+      return out;
   }
+  out.overlaps = planGatherOverlaps(program, mesh, tensors, out, rank, &out.unpaired);
   return out;
 }
 
@@ -431,6 +432,7 @@ std::string describe(const NcclLowering &lowering) {
         os << ", " << c.count << " values";
       os << ", " << c.bytesSent << " bytes sent\n";
     }
+  os << describe(lowering.overlaps, lowering.unpaired);
   return os.str();
 }
 

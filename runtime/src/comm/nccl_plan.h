@@ -29,6 +29,7 @@
 #ifndef SHARDLINE_RUNTIME_COMM_NCCL_PLAN_H
 #define SHARDLINE_RUNTIME_COMM_NCCL_PLAN_H
 
+#include "comm/gather_overlap.h"
 #include "core/layout.h"
 #include "exec/program.h"
 
@@ -89,11 +90,16 @@ struct NcclLowering {
   std::vector<NcclStep> steps;
   /// Bytes this rank sends in one pass of the program.
   int64_t bytesSent = 0;
+  /// The all_gather steps a device may run in pieces under the linear that
+  /// reads them (comm/gather_overlap.h), and the ncclAllGather steps that
+  /// do not pair, with why.
+  std::vector<GatherOverlap> overlaps;
+  std::vector<UnpairedGather> unpaired;
 };
 
 /// The NCCL calls of `program`, decoded against the CPU table or a table
 /// whose entries take its bindings (exec/program.h) and resolved for `rank`,
-/// whose tensors are `tensors` on `mesh`.
+/// whose tensors are `tensors` on `mesh`, with its gather overlaps.
 NcclLowering lowerToNccl(const std::vector<Step> &program, const Mesh &mesh,
                          const std::vector<TensorInfo> &tensors, int64_t rank);
 
@@ -108,7 +114,7 @@ int64_t findCommunicator(const NcclLowering &lowering, const Mesh &mesh,
 std::string firstStepOutside(const NcclLowering &lowering, const std::vector<std::string> &kinds);
 
 /// One line per call ("op #12 (sl.all_gather): ncclAllGather on [tp] ..."),
-/// for --profile and for failing tests.
+/// then one per gather overlap and unpaired gather, for failing tests.
 std::string describe(const NcclLowering &lowering);
 
 } // namespace shardline::rt

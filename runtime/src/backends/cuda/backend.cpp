@@ -17,6 +17,7 @@
 #include "backends/cuda/exchange_grad.h"
 #include "backends/cuda/moe.h"
 #include "backends/cuda/nccl.h"
+#include "backends/cuda/overlap.h"
 #include "comm/nccl_kernels.h"
 #include "exec/program.h"
 #include "kernels/cuda/kernels.h"
@@ -135,8 +136,11 @@ void rglruScan(const Step &s, Frame &f) {
 /// linear and lm_head: y[T, N] = x[T, K] . w[K, N] on the tensors as stored
 /// (the entries keep 16-bit tensors): bf16 or f16 factors go to the tensor
 /// cores as they are, f32 accumulation, the product written in its own type
-/// (CudaDevice::gemm).
+/// (CudaDevice::gemm). Paired with the all_gather before it, piece by piece
+/// under the gather (backends/cuda/overlap.h).
 void linear(const Step &s, Frame &f) {
+  if (runPairedLinear(s, f))
+    return;
   const std::vector<int64_t> &w = f.local(s.in[1]);
   deviceOf(f).gemm(false, false, f.stored(s.in[0]), f.stored(s.in[1]), f.n(s.out[0]) / w[1], w[1],
                    w[0], f.stored(s.out[0]));

@@ -30,39 +30,6 @@ namespace {
 
 enum { kRingAxes = 3 };
 
-/// A second stream of the rank's GPU, for an exchange beside the compute on
-/// the rank's stream, and the event that orders the two; it finishes its
-/// work and is destroyed when the step ends or stops.
-class SideStream {
-public:
-  SideStream() {
-    checkCuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
-              "cudaStreamCreateWithFlags");
-    cudaError_t status = cudaEventCreateWithFlags(&ready, cudaEventDisableTiming);
-    if (status != cudaSuccess) {
-      cudaStreamDestroy(stream);
-      checkCuda(status, "cudaEventCreateWithFlags");
-    }
-  }
-  SideStream(const SideStream &) = delete;
-  SideStream &operator=(const SideStream &) = delete;
-  ~SideStream() {
-    cudaStreamSynchronize(stream);
-    cudaStreamDestroy(stream);
-    cudaEventDestroy(ready);
-  }
-  /// What this stream queues from now on waits for everything queued on
-  /// `main` so far.
-  void follow(cudaStream_t main) {
-    checkCuda(cudaEventRecord(ready, main), "cudaEventRecord");
-    checkCuda(cudaStreamWaitEvent(stream, ready, 0), "cudaStreamWaitEvent");
-  }
-  cudaStream_t stream = nullptr;
-
-private:
-  cudaEvent_t ready = nullptr;
-};
-
 /// Causal attention of q over each member's K, V blocks as the ring brings
 /// them (comm/nccl_kernels.h, ringSteps: member i's blocks at step i), each
 /// block's partial output merged into the result by the log-sum-exps, own

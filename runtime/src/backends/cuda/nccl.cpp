@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -46,17 +47,17 @@ std::string secondsText(double seconds) {
   return text;
 }
 
-ncclDataType_t typeOf(DType dtype) { return dtype == DType::I32 ? ncclInt32 : ncclFloat32; }
-
-/// Runs `copies` (comm/movement.h) on the stream, 32-bit elements.
-void copyOnDevice(const std::vector<StridedCopy> &copies, const void *src, void *dst,
-                  cudaStream_t stream) {
-  for (const StridedCopy &c : copies)
-    checkCuda(cudaMemcpy2DAsync(
-                  static_cast<char *>(dst) + c.dstOffset * 4, (size_t)(c.dstPitch * 4),
-                  static_cast<const char *>(src) + c.srcOffset * 4, (size_t)(c.srcPitch * 4),
-                  (size_t)(c.width * 4), (size_t)c.height, cudaMemcpyDeviceToDevice, stream),
-              "cudaMemcpy2DAsync");
+ncclDataType_t typeOf(DType dtype) {
+  switch (dtype) {
+  case DType::I32:
+    return ncclInt32;
+  case DType::BF16:
+    return ncclBfloat16;
+  case DType::F16:
+    return ncclFloat16;
+  default:
+    return ncclFloat32;
+  }
 }
 
 /// Waits for a communicator made without blocking (ncclCommInitRankConfig,
@@ -81,6 +82,28 @@ std::string ready(const NcclApi &api, ncclComm_t comm, const Frame &frame,
 }
 
 } // namespace
+
+void copyOnDevice(const std::vector<StridedCopy> &copies, const void *src, void *dst,
+                  cudaStream_t stream, int64_t elementBytes) {
+  int64_t e = elementBytes;
+  for (const StridedCopy &c : copies)
+    checkCuda(cudaMemcpy2DAsync(
+                  static_cast<char *>(dst) + c.dstOffset * e, (size_t)(c.dstPitch * e),
+                  static_cast<const char *>(src) + c.srcOffset * e, (size_t)(c.srcPitch * e),
+                  (size_t)(c.width * e), (size_t)c.height, cudaMemcpyDeviceToDevice, stream),
+              "cudaMemcpy2DAsync");
+}
+
+bool gatherOverlapEnabled(std::string &error) {
+  const char *given = std::getenv("SHARDLINE_NCCL_OVERLAP");
+  std::string value = given ? given : "";
+  if (value.empty() || value == "1")
+    return true;
+  if (value != "0")
+    error = "SHARDLINE_NCCL_OVERLAP is '" + value +
+            "': 1 (or unset) runs a gather paired with its linear in pieces, 0 whole";
+  return false;
+}
 
 const NcclApi *loadNccl(std::string &error) {
   static std::mutex mutex;
@@ -124,6 +147,8 @@ NcclWorld::NcclWorld(const NcclApi &api, CudaDevice &device, const NcclLowering 
       timeoutSeconds(timeoutSeconds) {
   for (const NcclStep &st : this->lowering.steps)
     byStep[st.step] = &st;
+  for (const GatherOverlap &o : this->lowering.overlaps)
+    overlaps[o.gatherStep] = overlaps[o.linearStep] = &o;
 }
 
 std::unique_ptr<NcclWorld> NcclWorld::connect(Frame &frame, CudaDevice &device,
@@ -132,6 +157,12 @@ std::unique_ptr<NcclWorld> NcclWorld::connect(Frame &frame, CudaDevice &device,
   const NcclApi *api = loadNccl(error);
   if (!api)
     return nullptr;
+  NcclLowering lowered = lowering;
+  bool overlap = gatherOverlapEnabled(error);
+  if (!error.empty())
+    return nullptr;
+  if (!overlap)
+    lowered.overlaps.clear();
   int64_t ranks = frame.mesh.numRanks();
   int devices = 0;
   checkCuda(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
@@ -152,6 +183,13 @@ std::unique_ptr<NcclWorld> NcclWorld::connect(Frame &frame, CudaDevice &device,
       error = "rank 0 could not make NCCL's unique id";
       return nullptr;
     }
+  // A rank that gathers whole while its group gathers in pieces would wait
+  // forever: every rank runs the same pairs.
+  for (uint64_t word : frame.collectives->gatherWord(overlap ? 1 : 0))
+    if (word != (overlap ? 1u : 0u)) {
+      error = "SHARDLINE_NCCL_OVERLAP differs between the ranks (set it alike on every rank)";
+      return nullptr;
+    }
   static_assert(sizeof(ncclUniqueId) % 8 == 0, "the id travels in 64-bit words");
   for (size_t offset = 0; offset < sizeof id; offset += 8) {
     uint64_t word = 0;
@@ -160,7 +198,7 @@ std::unique_ptr<NcclWorld> NcclWorld::connect(Frame &frame, CudaDevice &device,
     std::memcpy(reinterpret_cast<char *>(&id) + offset, &word, 8);
   }
   std::unique_ptr<NcclWorld> world(
-      new NcclWorld(*api, device, lowering, frame.mesh, frame.self, timeoutSeconds));
+      new NcclWorld(*api, device, lowered, frame.mesh, frame.self, timeoutSeconds));
   // Non-blocking communicators, so that every wait, the joins included, can
   // give up at the deadline.
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
@@ -225,7 +263,8 @@ void NcclWorld::check(ncclResult_t result, const char *call, int64_t communicato
     fail(call, communicator, api.ncclGetErrorString(result));
 }
 
-void NcclWorld::wait(Frame &f, const char *call, int64_t communicator, cudaStream_t stream) {
+void NcclWorld::wait(Frame &f, const char *call, int64_t communicator, cudaStream_t stream,
+                     bool issuedOnly) {
   if (failed)
     throw Stop{"", true};
   auto deadline = deadlineIn(timeoutSeconds);
@@ -237,7 +276,8 @@ void NcclWorld::wait(Frame &f, const char *call, int64_t communicator, cudaStrea
       state = result;
     if (state != ncclSuccess && state != ncclInProgress)
       fail(call, communicator, api.ncclGetErrorString(state));
-    cudaError_t done = cudaStreamQuery(stream ? stream : device.stream());
+    cudaError_t done =
+        issuedOnly ? cudaSuccess : cudaStreamQuery(stream ? stream : device.stream());
     if (done == cudaSuccess && state == ncclSuccess)
       return;
     if (done != cudaSuccess && done != cudaErrorNotReady)
@@ -268,7 +308,13 @@ void NcclWorld::transition(const Step &s, Frame &f) {
   auto lowered = byStep.find(s.index);
   const NcclStep *st = lowered == byStep.end() ? nullptr : lowered->second;
   Layout mid;
-  if (st && st->calls.size() == 1 && st->calls[0].op == NcclOp::AllReduce) {
+  const GatherOverlap *pair = overlapAt(s.index);
+  if (pair && pair->gatherStep == s.index) {
+    // This rank's piece in place; the linear that reads the gathered value
+    // next brings the others (backends/cuda/overlap.h).
+    const GatherPiece &own = pair->pieces.front();
+    copyOnDevice({own.placement}, src.data, dst.data, device.stream());
+  } else if (st && st->calls.size() == 1 && st->calls[0].op == NcclOp::AllReduce) {
     // Both halves of the all-reduce at once (comm/nccl_plan.h).
     int64_t c = st->calls[0].communicator;
     check(api.ncclAllReduce(src.data, dst.data, (size_t)src.count, ncclFloat32, ncclSum, comms[c],
@@ -456,11 +502,29 @@ std::vector<int64_t> NcclWorld::members(const std::vector<std::string> &axes) {
 void NcclWorld::sendRecv(Frame &f, const std::vector<std::string> &axes,
                          const std::vector<PeerTransfer> &transfers, cudaStream_t stream,
                          DType type) {
+  if (!stream)
+    stream = device.stream();
+  postSendRecv(f, axes, transfers, stream, type);
+  finish(f, axes, stream);
+}
+
+void NcclWorld::finish(Frame &f, const std::vector<std::string> &axes, cudaStream_t stream) {
+  int64_t c = communicatorOf(axes);
+  if (c >= 0)
+    wait(f, "ncclSend/ncclRecv", c, stream);
+}
+
+const GatherOverlap *NcclWorld::overlapAt(int64_t step) const {
+  auto found = overlaps.find(step);
+  return found == overlaps.end() ? nullptr : found->second;
+}
+
+void NcclWorld::postSendRecv(Frame &f, const std::vector<std::string> &axes,
+                             const std::vector<PeerTransfer> &transfers, cudaStream_t stream,
+                             DType type) {
   int64_t c = communicatorOf(axes);
   if (c < 0)
     return;
-  if (!stream)
-    stream = device.stream();
   const std::vector<int64_t> &group = lowering.communicators[c].members;
   auto place = [&](int64_t peer) {
     auto at = std::find(group.begin(), group.end(), peer);
@@ -480,7 +544,7 @@ void NcclWorld::sendRecv(Frame &f, const std::vector<std::string> &axes,
       check(api.ncclRecv(t.recv, (size_t)t.recvCount, nccl, peer, comms[c], stream), "ncclRecv", c);
   }
   check(api.ncclGroupEnd(), "ncclGroupEnd", c);
-  wait(f, "ncclSend/ncclRecv", c, stream);
+  wait(f, "ncclSend/ncclRecv", c, stream, true);
 }
 
 void NcclWorld::allGather(Frame &f, const std::vector<std::string> &axes, const void *send,

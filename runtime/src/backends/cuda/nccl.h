@@ -15,11 +15,18 @@
 // naming the call, its group and the step, so a dead rank never hangs the
 // others.
 //
+// An all_gather paired with the linear that reads it (comm/gather_overlap.h)
+// only places this rank's piece; the linear's run brings the others piece
+// by piece (backends/cuda/overlap.h). SHARDLINE_NCCL_OVERLAP=0 turns the
+// pairing off (every gather whole, as one ncclAllGather); it must be set
+// alike on every rank, which connect() checks.
+//
 //===----------------------------------------------------------------------===//
 
 #ifndef SHARDLINE_RUNTIME_BACKENDS_CUDA_NCCL_H
 #define SHARDLINE_RUNTIME_BACKENDS_CUDA_NCCL_H
 
+#include "comm/movement.h"
 #include "comm/nccl_plan.h"
 #include "comm/transfer.h"
 #include "exec/program.h"
@@ -66,6 +73,14 @@ struct NcclApi {
 /// missing, a version without ncclCommSplit).
 const NcclApi *loadNccl(std::string &error);
 
+/// Whether SHARDLINE_NCCL_OVERLAP lets paired gathers run in pieces: unset,
+/// "" or "1" yes, "0" no; anything else is an error naming the variable.
+bool gatherOverlapEnabled(std::string &error);
+
+/// Runs `copies` (comm/movement.h) on `stream`, elements of `elementBytes`.
+void copyOnDevice(const std::vector<StridedCopy> &copies, const void *src, void *dst,
+                  cudaStream_t stream, int64_t elementBytes = 4);
+
 /// One rank's communicators and the program's lowering they run.
 class NcclWorld {
 public:
@@ -102,6 +117,14 @@ public:
   void sendRecv(Frame &f, const std::vector<std::string> &axes,
                 const std::vector<PeerTransfer> &transfers, cudaStream_t stream = nullptr,
                 DType type = DType::F32);
+  /// The same call queued on `stream` without waiting for it to run (only
+  /// for NCCL to issue it); finish() waits. Values of `type` (f32, i32, bf16
+  /// or f16), counts in elements.
+  void postSendRecv(Frame &f, const std::vector<std::string> &axes,
+                    const std::vector<PeerTransfer> &transfers, cudaStream_t stream, DType type);
+  /// Waits for what postSendRecv queued on `stream` over `axes`' group, as
+  /// every call is waited for (errors, the host's abort, the deadline).
+  void finish(Frame &f, const std::vector<std::string> &axes, cudaStream_t stream);
   /// ncclAllGather of `count` f32 values of every member into `recv`, in
   /// communicator order, waited for; a group of one copies `send`.
   void allGather(Frame &f, const std::vector<std::string> &axes, const void *send, void *recv,
@@ -111,6 +134,12 @@ public:
   std::vector<int64_t> members(const std::vector<std::string> &axes);
   /// Counts the bytes step `s`'s lowering sends (the report's).
   void countSent(const Step &s, Frame &f) const;
+
+  /// The pair step `step` (its gather or its linear) belongs to, or nullptr
+  /// when it runs whole (not paired, or SHARDLINE_NCCL_OVERLAP=0).
+  const GatherOverlap *overlapAt(int64_t step) const;
+  /// The axes of communicator `c` of the lowering.
+  const std::vector<std::string> &axesOf(int64_t c) const { return lowering.communicators[c].axes; }
 
 private:
   NcclWorld(const NcclApi &api, CudaDevice &device, const NcclLowering &lowering, const Mesh &mesh,
@@ -135,8 +164,11 @@ private:
   void check(ncclResult_t result, const char *call, int64_t communicator);
   /// Waits for `stream` (nullptr: the rank's stream; the step's NCCL calls)
   /// to finish, polling the communicator's asynchronous error, the host's
-  /// abort and the deadline.
-  void wait(Frame &f, const char *call, int64_t communicator, cudaStream_t stream = nullptr);
+  /// abort and the deadline. With `issuedOnly`, only until NCCL has issued
+  /// the calls onto the stream: a non-blocking communicator's ncclGroupEnd
+  /// may return before, and no other call may go to it until then.
+  void wait(Frame &f, const char *call, int64_t communicator, cudaStream_t stream = nullptr,
+            bool issuedOnly = false);
   /// Aborts every communicator of this rank (once).
   void abortAll();
   /// Aborts every communicator and stops the step with `why`.
@@ -152,6 +184,8 @@ private:
   std::vector<ncclComm_t> comms;
   bool failed = false;
   std::map<int64_t, const NcclStep *> byStep;
+  /// The pairs by the index of their gather and of their linear.
+  std::map<int64_t, const GatherOverlap *> overlaps;
   std::map<std::vector<std::string>, int64_t> byAxes;
   /// General transfers: what this rank reads and what each member reads
   /// from it, by (step, half), worked out at the first run.

@@ -1,7 +1,8 @@
 //===- run_util.h - what the CUDA runs of several files share ---*- C++ -*-===//
 //
-// The helpers of the runs of exchange.cpp, exchange_grad.cpp and
-// backend_grad.cpp: device memory held for one step, the rank's NCCL world,
+// The helpers of the runs of exchange.cpp, exchange_grad.cpp, overlap.cpp
+// and backend_grad.cpp: device memory held for one step, a second stream
+// with the events that order it against the rank's, the rank's NCCL world,
 // device copies and an exchange's axes, attention's tilings, the keys of a
 // chunk of local attention over a halo, the halos' exchange both ways, and
 // the state exchange's gathered chunk summaries.
@@ -32,10 +33,10 @@ namespace shardline::rt {
 /// release is stream-ordered (CudaDevice::release): it takes effect after
 /// the work queued on the rank's stream so far, with no wait for the host.
 /// Work on another stream that reads the memory must be finished first: the
-/// NCCL calls wait for their stream before they return, and ring
-/// attention's second stream is synchronised when it is destroyed, before
-/// its StepMemory. The host vectors `indices` copies from are staged by the
-/// copy itself (pageable memory), so they may go at once.
+/// NCCL calls wait for their stream before they return, and the second
+/// stream of ring attention and of a gather run in pieces (SideStream) is
+/// synchronised when it is destroyed, before its StepMemory. The host vectors `indices` copies from
+/// are staged by the copy itself (pageable memory), so they may go at once.
 class StepMemory {
 public:
   explicit StepMemory(CudaDevice &device) : device(device) {}
@@ -64,6 +65,57 @@ private:
   }
   CudaDevice &device;
   std::vector<void *> held;
+};
+
+/// A second stream of the rank's GPU, for an exchange beside the compute on
+/// the rank's stream, the event that orders the exchange after the compute
+/// and `arrivals` events that order compute after parts of the exchange; it
+/// finishes its work and is destroyed when the step ends or stops.
+class SideStream {
+public:
+  explicit SideStream(int64_t arrivals = 0) {
+    checkCuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
+              "cudaStreamCreateWithFlags");
+    events.assign(arrivals + 1, nullptr);
+    for (cudaEvent_t &e : events) {
+      cudaError_t status = cudaEventCreateWithFlags(&e, cudaEventDisableTiming);
+      if (status != cudaSuccess) {
+        e = nullptr;
+        release();
+        checkCuda(status, "cudaEventCreateWithFlags");
+      }
+    }
+  }
+  SideStream(const SideStream &) = delete;
+  SideStream &operator=(const SideStream &) = delete;
+  ~SideStream() { release(); }
+  /// What this stream queues from now on waits for everything queued on
+  /// `main` so far.
+  void follow(cudaStream_t main) {
+    checkCuda(cudaEventRecord(events[0], main), "cudaEventRecord");
+    checkCuda(cudaStreamWaitEvent(stream, events[0], 0), "cudaStreamWaitEvent");
+  }
+  /// Arrival event `arrival` (0 <= arrival < arrivals) marks everything
+  /// queued on this stream so far.
+  void record(int64_t arrival) {
+    checkCuda(cudaEventRecord(events.at(arrival + 1), stream), "cudaEventRecord");
+  }
+  /// What `main` queues from now on waits for what arrival event `arrival`
+  /// marked.
+  void await(int64_t arrival, cudaStream_t main) {
+    checkCuda(cudaStreamWaitEvent(main, events.at(arrival + 1), 0), "cudaStreamWaitEvent");
+  }
+  cudaStream_t stream = nullptr;
+
+private:
+  void release() {
+    cudaStreamSynchronize(stream);
+    cudaStreamDestroy(stream);
+    for (cudaEvent_t e : events)
+      if (e)
+        cudaEventDestroy(e);
+  }
+  std::vector<cudaEvent_t> events;
 };
 
 /// The rank's NCCL world; nullptr is only right for an exchange within a
