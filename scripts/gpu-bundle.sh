@@ -8,8 +8,10 @@
 # which every image with Python has, in a version at least Debian 12's where its glibc is: the
 # bundle needs glibc 2.36 and GLIBCXX_3.4.30), the driver's (libcuda, libnvidia-*) and the CUDA
 # toolkit's (under /usr/local/cuda: the GPU machine has its own, or PyTorch's CUDA wheels, and
-# cuBLASLt alone is hundreds of MiB; NCCL is opened at run time, from the same places). Binaries and libraries are stripped; the bundle must stay
-# within 60 MiB, what the device machine carries beside the working tree.
+# cuBLASLt alone is hundreds of MiB; NCCL is opened at run time, from the same places). Binaries and libraries are stripped, and the
+# libraries but the CUDA backend packed into lib.tar.gz (about a third of their size; gpu-check.sh
+# unpacks them); the
+# bundle must stay within 60 MiB, what the device machine carries beside the working tree.
 #
 # Usage: scripts/gpu-bundle.sh [BUILD_DIR] [BUNDLE_DIR]   (defaults build/ and .gpu/)
 # docs/benchmarks.md ("GPU figures") gives the command that runs the bundle on a GPU.
@@ -78,6 +80,12 @@ strip --strip-unneeded "$bundle"/bin/* "$bundle"/test/* "$bundle"/lib/*
     [ -e "$bundle/lib/$name" ] || echo "  $name"
   done
 } > "$bundle/MANIFEST"
+
+# Packed: OpenBLAS alone is 35 MiB unpacked. The CUDA backend stays beside bin/ (shardline-run
+# loads it from ../lib).
+backend=libshardline-backend-cuda.so
+tar -C "$bundle" -czf "$bundle/lib.tar.gz" --exclude "lib/$backend" lib
+find "$bundle/lib" -type f ! -name "$backend" -delete
 
 kib=$(du -sk "$bundle" | cut -f1)
 echo "gpu-bundle.sh: $bundle holds $(find "$bundle" -type f | wc -l) files, $((kib / 1024)) MiB ($kib KiB)"

@@ -42,9 +42,19 @@ mkdir -p "$out"
 log="$out/gpu-check.log"
 : >"$log"
 
-# The bundle's libraries first, then the CUDA toolkit's and those of PyTorch's CUDA wheels
+# The bundle's libraries (packed by gpu-bundle.sh; unpacked into a folder of their own, so that
+# the bundle may be read-only) first, then the CUDA toolkit's and those of PyTorch's CUDA wheels
 # (cuBLASLt, NCCL), which the bundle leaves to the machine.
 libs="$bundle/lib"
+if [ -f "$bundle/lib.tar.gz" ]; then
+  unpacked="$(mktemp -d)"
+  trap 'rm -rf "$unpacked"' EXIT
+  if ! tar -C "$unpacked" -xzf "$bundle/lib.tar.gz"; then
+    echo "gpu-check.sh: cannot unpack $bundle/lib.tar.gz" >&2
+    exit 2
+  fi
+  libs="$bundle/lib:$unpacked/lib"
+fi
 for dir in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
   [ -d "$dir" ] && libs="$libs:$dir"
 done
