@@ -35,6 +35,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace rt = shardline::rt;
@@ -450,16 +451,16 @@ template <typename Fn> void forEachElement(int64_t n, Fn fn) {
   EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), (long)n);
 }
 
-/// blockReduce<Sum> (reduce.cuh) of the threads' values: each warp's
-/// butterfly of xor shuffles, then the warps' sums in order.
-float blockSum(std::vector<float> v) {
+/// blockReduce<Sum> (reduce.cuh) of the threads' values (float or double):
+/// each warp's butterfly of xor shuffles, then the warps' sums in order.
+template <typename V> V blockSum(std::vector<V> v) {
   for (int offset = gpu::kWarp / 2; offset > 0; offset /= 2) {
-    std::vector<float> next(v.size());
+    std::vector<V> next(v.size());
     for (size_t lane = 0; lane < v.size(); ++lane)
       next[lane] = v[lane] + v[lane ^ (size_t)offset];
     v = next;
   }
-  float sum = v[0];
+  V sum = v[0];
   for (size_t warp = 1; warp < v.size() / gpu::kWarp; ++warp)
     sum += v[warp * gpu::kWarp];
   return sum;
@@ -561,6 +562,58 @@ std::vector<T> embeddingWalk(const std::vector<int32_t> &ids, const std::vector<
                           row >= 0 ? arith::loadElement(table.data(), row * H + h) : 0.0f);
   }
   return out;
+}
+
+/// convKernel (sequence.cu) over x and the halo stored as T, w and the bias
+/// as P: one thread per output element.
+template <typename T, typename P>
+std::vector<T> convWalk(const std::vector<T> &x, const std::vector<P> &w,
+                        const std::vector<P> &bias, const std::vector<T> *halo, int64_t B,
+                        int64_t S, int64_t chunks, int64_t C, int64_t W) {
+  std::vector<T> y(x.size());
+  forEachElement((int64_t)x.size(), [&](int64_t e) {
+    arith::storeElement(y.data(), e,
+                        arith::convElement(x.data(), w.data(), bias.data(),
+                                           halo ? halo->data() : nullptr, B, S, chunks, C, W, e));
+  });
+  return y;
+}
+
+/// What rglruKernel (sequence.cu) writes over x stored as T, the gates'
+/// parameters as P and the states and decays as S.
+template <typename T, typename S> struct RglruResult {
+  std::vector<T> y;
+  std::vector<S> state, decay;
+};
+
+/// rglruKernel over x[B, S, W] (T), the gates (P: wa, ba, wx, bx, lambda
+/// in order, W each) and state_in (S), one thread per lane.
+template <typename T, typename P, typename S>
+RglruResult<T, S> rglruWalk(const std::vector<T> &x, const std::vector<std::vector<P>> &gates,
+                            const std::vector<S> &stateIn, int64_t B, int64_t Sq, int64_t chunks,
+                            int64_t W) {
+  RglruResult<T, S> r{std::vector<T>(x.size()), std::vector<S>(stateIn.size()),
+                      std::vector<S>(stateIn.size())};
+  arith::Type st = arith::Storage<S>::type;
+  arith::RglruArgsOf<T, P> args{x.data(),
+                                gates[0].data(),
+                                gates[1].data(),
+                                gates[2].data(),
+                                gates[3].data(),
+                                gates[4].data(),
+                                stateIn.data(),
+                                B,
+                                Sq,
+                                chunks,
+                                W,
+                                r.y.data(),
+                                r.state.data(),
+                                r.decay.data(),
+                                st,
+                                st,
+                                st};
+  forEachElement(B * chunks * W, [&](int64_t lane) { arith::rglruLane(args, lane); });
+  return r;
 }
 
 /// Storage T's values of a normal distribution with a few large ones (f16's
@@ -706,6 +759,73 @@ TYPED_TEST(CudaArith16Kernels, EmbeddingRoundsTheTablesRowsOnce) {
   cpu::embedding(ids.data(), tokens, wide.data(), rows, H, offset, want.data());
   test::expectRoundedResults(embeddingWalk<T>(ids, table, rows, H, offset),
                              embeddingWalk<float>(ids, wide, rows, H, offset), want, 0);
+}
+
+/// The convolution over activations stored as T with its kernel and bias
+/// stored as P, with and without halos: the widened walk rounded, bit for
+/// bit, and the CPU kernel (the same double sums in the same order) rounded,
+/// equal.
+template <typename T, typename P> void checkConv() {
+  SCOPED_TRACE(sizeof(P));
+  const int64_t B = 2, S = 12, chunks = 3, C = 5, W = 4;
+  std::vector<T> x = storedNormal<T>(B * S * C, 41, 3.0f),
+                 halo = test::roundedTo<T>(test::normalVector(B * chunks * (W - 1) * C, 42, 3.0f));
+  std::vector<P> w = test::roundedTo<P>(test::normalVector(C * W, 43)),
+                 bias = test::roundedTo<P>(test::normalVector(C, 44));
+  std::vector<float> wx = test::widened(x), wh = test::widened(halo), ww = test::widened(w),
+                     wb = test::widened(bias);
+  test::expectRoundedResults(convWalk(x, w, bias, &halo, B, S, chunks, C, W),
+                             convWalk(wx, ww, wb, &wh, B, S, chunks, C, W),
+                             test::convOnCpu(wx, ww, wb, wh.data(), B, S, chunks, C, W), 0);
+  test::expectRoundedResults(
+      convWalk(x, w, bias, (const std::vector<T> *)nullptr, B, S, 1, C, W),
+      convWalk(wx, ww, wb, (const std::vector<float> *)nullptr, B, S, 1, C, W),
+      test::convOnCpu(wx, ww, wb, nullptr, B, S, 1, C, W), 0);
+}
+
+TYPED_TEST(CudaArith16Kernels, CausalConvIsTheWidenedKernelRounded) {
+  checkConv<TypeParam, float>();
+  checkConv<TypeParam, TypeParam>();
+}
+
+/// The RG-LRU scan over x stored as T, the gates as P and the states and
+/// decays as S, from a state of S: the widened walk with its results rounded
+/// to their types, bit for bit, and the CPU kernel on the widened values
+/// (the same double arithmetic) rounded, equal.
+template <typename T, typename P, typename S> void checkRglru() {
+  SCOPED_TRACE(std::to_string(sizeof(P)) + " " + std::to_string(sizeof(S)));
+  const int64_t B = 2, Sq = 20, chunks = 2, W = 7;
+  std::vector<T> x = test::roundedTo<T>(test::normalVector(B * Sq * W, 45, 2.0f));
+  std::vector<std::vector<P>> gates;
+  for (unsigned k = 0; k < 5; ++k)
+    gates.push_back(test::roundedTo<P>(test::normalVector(W, 46 + k)));
+  std::vector<S> stateIn = test::roundedTo<S>(test::normalVector(chunks * B * W, 51));
+  std::vector<std::vector<float>> wg;
+  for (const std::vector<P> &g : gates)
+    wg.push_back(test::widened(g));
+  std::vector<float> wx = test::widened(x), ws = test::widened(stateIn);
+  RglruResult<T, S> got = rglruWalk(x, gates, stateIn, B, Sq, chunks, W);
+  RglruResult<float, float> wide = rglruWalk(wx, wg, ws, B, Sq, chunks, W);
+  test::expectSameBits(got.y, test::roundedTo<T>(wide.y));
+  auto sameAsStored = [](const std::vector<S> &got, const std::vector<float> &want) {
+    if constexpr (std::is_same_v<S, float>)
+      EXPECT_EQ(got, want);
+    else
+      test::expectSameBits(got, test::roundedTo<S>(want));
+  };
+  sameAsStored(got.state, wide.state);
+  sameAsStored(got.decay, wide.decay);
+  test::RglruOnCpu want = test::rglruOnCpu(wx, wg, ws, B, Sq, chunks, W);
+  test::expectSameBits(got.y, test::roundedTo<T>(want.y));
+  sameAsStored(got.state, want.state);
+  sameAsStored(got.decay, want.decay);
+}
+
+TYPED_TEST(CudaArith16Kernels, RglruScanIsTheWidenedKernelRounded) {
+  using T = TypeParam;
+  checkRglru<T, float, float>();
+  checkRglru<T, T, float>();
+  checkRglru<T, T, T>();
 }
 
 // -- sequences: the convolution and the scans -------------------------------------------
@@ -1050,10 +1170,11 @@ TEST(CudaLaunch, AttentionRefusesWhatTheKernelCannotRun) {
 namespace {
 
 /// Each of `shards` equal vocabulary shards' columns of logits [T, V].
-std::vector<std::vector<float>> vocabularyShards(const std::vector<float> &logits, int64_t T,
-                                                 int64_t V, int64_t shards) {
+template <typename E>
+std::vector<std::vector<E>> vocabularyShards(const std::vector<E> &logits, int64_t T, int64_t V,
+                                             int64_t shards) {
   int64_t Vl = V / shards;
-  std::vector<std::vector<float>> shard(shards, std::vector<float>(T * Vl));
+  std::vector<std::vector<E>> shard(shards, std::vector<E>(T * Vl));
   for (int64_t m = 0; m < shards; ++m)
     for (int64_t t = 0; t < T; ++t)
       std::copy_n(logits.begin() + t * V + m * Vl, Vl, shard[m].begin() + t * Vl);
@@ -1238,6 +1359,126 @@ TEST(CudaExchangeArith, ShardedCrossEntropyIsTheCpuVocabularyParallelLoss) {
 }
 
 } // namespace
+
+// -- the loss over 16-bit logits ---------------------------------------------------------
+
+namespace {
+
+/// A row's maximum and sum of exp(logit - max) in double as a block of
+/// `threads` takes them (reduce.cuh, rowMaxSumExp): strided per thread, then
+/// blockReduce.
+template <typename T>
+void rowMaxSumExpWalk(const T *row, int64_t V, int threads, float &max, double &sum) {
+  std::vector<float> maxes(threads, -std::numeric_limits<float>::infinity());
+  for (int k = 0; k < threads; ++k)
+    for (int64_t j = k; j < V; j += threads)
+      maxes[k] = std::fmax(maxes[k], arith::loadElement(row, j));
+  max = *std::max_element(maxes.begin(), maxes.end());
+  std::vector<double> sums(threads, 0.0);
+  for (int k = 0; k < threads; ++k)
+    for (int64_t j = k; j < V; j += threads)
+      sums[k] += std::exp((double)arith::loadElement(row, j) - (double)max);
+  sum = blockSum(sums);
+}
+
+/// The terms' mean over `tokens` by one block (blockMeanLoss), stored as L.
+template <typename L> L meanLossWalk(const std::vector<double> &terms, double tokens) {
+  int threads = gpu::rowShape(1, (int64_t)terms.size(), true).threads;
+  std::vector<double> sums(threads, 0.0);
+  for (int k = 0; k < threads; ++k)
+    for (size_t t = k; t < terms.size(); t += threads)
+      sums[k] += terms[t];
+  double sum = blockSum(sums);
+  L loss;
+  arith::storeElement(&loss, 0, tokens > 0 ? (float)(sum / tokens) : 0.0f);
+  return loss;
+}
+
+/// cross_entropy's kernels (loss.cu) over logits stored as T into a loss
+/// stored as L: a block of rowShape's threads a token, then the mean.
+template <typename L, typename T>
+L crossEntropyWalk(const std::vector<T> &logits, const std::vector<int32_t> &labels, int64_t V) {
+  int64_t T_ = (int64_t)labels.size();
+  int threads = gpu::rowShape(T_, V, true).threads;
+  std::vector<double> terms(T_);
+  for (int64_t t = 0; t < T_; ++t) {
+    const T *row = logits.data() + t * V;
+    float max;
+    double sum;
+    rowMaxSumExpWalk(row, V, threads, max, sum);
+    terms[t] = arith::crossEntropyTerm(max, sum, arith::loadElement(row, labels[t]));
+  }
+  return meanLossWalk<L>(terms, (double)T_);
+}
+
+/// The vocabulary-parallel kernels (exchange.cu: xent_local_max,
+/// xent_local_pieces, xent_sharded_loss) over each shard's logits stored as
+/// T into a loss stored as L; the gathers are the shards in group order.
+template <typename L, typename T>
+L shardedCrossEntropyWalk(const std::vector<std::vector<T>> &shard,
+                          const std::vector<int32_t> &labels, int64_t Vl) {
+  int64_t T_ = (int64_t)labels.size(), shards = (int64_t)shard.size();
+  int threads = gpu::rowShape(T_, Vl, true).threads;
+  std::vector<float> gmax(T_, -std::numeric_limits<float>::infinity());
+  for (int64_t m = 0; m < shards; ++m)
+    for (int64_t t = 0; t < T_; ++t) {
+      float max;
+      double sum;
+      rowMaxSumExpWalk(shard[m].data() + t * Vl, Vl, threads, max, sum);
+      gmax[t] = std::fmax(gmax[t], max);
+    }
+  std::vector<float> pieces(shards * 2 * T_);
+  for (int64_t m = 0; m < shards; ++m)
+    for (int64_t t = 0; t < T_; ++t) {
+      const T *row = shard[m].data() + t * Vl;
+      std::vector<double> sums(threads, 0.0);
+      for (int k = 0; k < threads; ++k)
+        for (int64_t j = k; j < Vl; j += threads)
+          sums[k] += std::exp((double)arith::loadElement(row, j) - (double)gmax[t]);
+      pieces[m * 2 * T_ + t] = (float)blockSum(sums);
+      pieces[m * 2 * T_ + T_ + t] = arith::localTarget(row, labels[t], Vl, m * Vl);
+    }
+  std::vector<double> terms(T_);
+  for (int64_t t = 0; t < T_; ++t)
+    terms[t] = arith::shardedTerm(pieces.data(), shards, T_, gmax[t], t);
+  return meanLossWalk<L>(terms, (double)T_);
+}
+
+} // namespace
+
+/// The loss over logits stored as T, whole and over three vocabulary shards:
+/// the widened walk rounded (a loss stored as T) or kept (an f32 loss), bit
+/// for bit, and the CPU's loss on the widened logits, within one unit of T
+/// rounded, or within the f32 tests' 1e-6 (whole) and 1e-5 (sharded) of it.
+TYPED_TEST(CudaArith16Kernels, CrossEntropyReadsTheLogitsAsStored) {
+  using T = TypeParam;
+  const int64_t tokens = 37, V = 501, shards = 3, Vl = V / shards;
+  test::LossCase<T> c = test::lossCase<T>(tokens, V, 61, 4.0f, 131);
+  const std::vector<T> &logits = c.logits;
+  const std::vector<int32_t> &labels = c.labels;
+  const std::vector<float> &wide = c.wide;
+  float cpuLoss = c.cpuLoss;
+  std::vector<std::vector<T>> shard = vocabularyShards(logits, tokens, V, shards);
+  std::vector<std::vector<float>> wideShard = vocabularyShards(wide, tokens, V, shards);
+  struct Walked {
+    const char *what;
+    T stored;
+    float f32, widened;
+    float tolerance;
+  } walks[] = {{"whole", crossEntropyWalk<T>(logits, labels, V),
+                crossEntropyWalk<float>(logits, labels, V),
+                crossEntropyWalk<float>(wide, labels, V), 1e-6f},
+               {"sharded", shardedCrossEntropyWalk<T>(shard, labels, Vl),
+                shardedCrossEntropyWalk<float>(shard, labels, Vl),
+                shardedCrossEntropyWalk<float>(wideShard, labels, Vl), 1e-5f}};
+  for (const Walked &w : walks) {
+    SCOPED_TRACE(w.what);
+    EXPECT_EQ(w.f32, w.widened);
+    test::expectSameBits(std::vector<T>{w.stored}, test::roundedTo<T>({w.widened}));
+    EXPECT_NEAR(w.f32, cpuLoss, w.tolerance * std::fabs(cpuLoss));
+    test::expectWithinUnits(std::vector<T>{w.stored}, test::roundedTo<T>({cpuLoss}), 1);
+  }
+}
 
 // -- backward kernels and AdamW (kernels/cuda/arith_grad.h, launch_grad.h) -------------------
 

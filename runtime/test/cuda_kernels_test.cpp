@@ -15,6 +15,7 @@
 #include "device/device.h"
 #include "kernel_test_util.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/cuda/exchange.h"
 #include "kernels/cuda/exchange_grad.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/kernels_grad.h"
@@ -30,7 +31,10 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace rt = shardline::rt;
@@ -156,22 +160,14 @@ TEST(CudaKernels, GatedRmsNormMatchesTheReference) {
 
 // Double accumulation on both sides; the device may fuse multiply-adds: 1e-6.
 TEST(CudaKernels, CausalConvWithHalosMatchesTheReference) {
-  const int64_t B = 2, S = 64, chunks = 2, L = S / chunks, C = 48, W = 4;
+  const int64_t B = 2, S = 64, chunks = 2, C = 48, W = 4;
   auto x = test::normalVector(B * S * C, 15), w = test::normalVector(C * W, 16),
        bias = test::normalVector(C, 17), halo = test::normalVector(B * chunks * (W - 1) * C, 18);
   DeviceBuffer<float> dx(x), dw(w), dbias(bias), dhalo(halo), out(x.size());
   ASSERT_EQ(gpu::causal_conv1d(dx.ptr, dw.ptr, dbias.ptr, dhalo.ptr, {B, S, chunks}, C, W, out.ptr,
                                nullptr),
             cudaSuccess);
-  std::vector<float> want(x.size());
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t c = 0; c < chunks; ++c) {
-      int64_t rows = b * S + c * L;
-      cpu::causal_conv1d(x.data() + rows * C, w.data(), bias.data(),
-                         halo.data() + (b * chunks + c) * (W - 1) * C, 1, L, C, W,
-                         want.data() + rows * C);
-    }
-  expectClose(out.read(), want, 1e-6f);
+  expectClose(out.read(), test::convOnCpu(x, w, bias, halo.data(), B, S, chunks, C, W), 1e-6f);
 }
 
 // The chunked scan against the CPU's in the same chunks of 64
@@ -579,6 +575,165 @@ TYPED_TEST(CudaKernels16, EmbeddingRoundsTheTablesRowsOnce) {
   EXPECT_EQ(bad.read()[0], 0);
 }
 
+// The convolution over activations of T with a kernel and bias of P (f32
+// or T), with halos and without: the f32 kernel on the widened values,
+// rounded, bit for bit; the CPU kernel rounded within one unit (the device
+// may fuse the double multiply-adds, 1e-6 in f32 above).
+template <typename T, typename P> void checkConv16() {
+  const int64_t B = 2, S = 64, chunks = 2, C = 48, W = 4;
+  std::vector<T> x = test::roundedTo<T>(test::normalVector(B * S * C, 61, 3.0f)),
+                 halo = test::roundedTo<T>(test::normalVector(B * chunks * (W - 1) * C, 62, 3.0f));
+  std::vector<P> w = test::roundedTo<P>(test::normalVector(C * W, 63)),
+                 bias = test::roundedTo<P>(test::normalVector(C, 64));
+  std::vector<float> wx = test::widened(x), wh = test::widened(halo), ww = test::widened(w),
+                     wb = test::widened(bias);
+  DeviceBuffer<T> dx(x), dhalo(halo), out(x.size());
+  DeviceBuffer<P> dw(w), dbias(bias);
+  DeviceBuffer<float> fx(wx), fhalo(wh), fw(ww), fbias(wb), fout(x.size());
+  ASSERT_EQ(gpu::causal_conv1d(srcOf(dx), srcOf(dw), srcOf(dbias), srcOf(dhalo), {B, S, chunks}, C,
+                               W, dstOf(out), nullptr),
+            cudaSuccess);
+  ASSERT_EQ(gpu::causal_conv1d(fx.ptr, fw.ptr, fbias.ptr, fhalo.ptr, {B, S, chunks}, C, W, fout.ptr,
+                               nullptr),
+            cudaSuccess);
+  test::expectRoundedResults(out.read(), fout.read(),
+                             test::convOnCpu(wx, ww, wb, wh.data(), B, S, chunks, C, W), 1);
+  gpu::Src none{nullptr, gpu::arith::Storage<T>::type};
+  ASSERT_EQ(gpu::causal_conv1d(srcOf(dx), srcOf(dw), srcOf(dbias), none, {B, S, 1}, C, W,
+                               dstOf(out), nullptr),
+            cudaSuccess);
+  ASSERT_EQ(
+      gpu::causal_conv1d(fx.ptr, fw.ptr, fbias.ptr, nullptr, {B, S, 1}, C, W, fout.ptr, nullptr),
+      cudaSuccess);
+  test::expectRoundedResults(out.read(), fout.read(),
+                             test::convOnCpu(wx, ww, wb, nullptr, B, S, 1, C, W), 1);
+}
+
+TYPED_TEST(CudaKernels16, CausalConvIsTheF32KernelRounded) {
+  checkConv16<TypeParam, float>();
+  checkConv16<TypeParam, TypeParam>();
+}
+
+// The RG-LRU scan over x of T, the gates of P and the states and decays of
+// S, from a state: the f32 kernel on the widened values, its results
+// rounded to their types, bit for bit; the CPU's, rounded, within one unit
+// of T (y, and the states and decays of T) or 1e-5 (f32 states and decays,
+// as above).
+template <typename T, typename P, typename S> void checkRglru16() {
+  const int64_t B = 2, Sq = 100, W = 96;
+  std::vector<T> x = test::roundedTo<T>(test::normalVector(B * Sq * W, 65, 2.0f));
+  std::vector<std::vector<P>> gates;
+  std::vector<std::vector<float>> wg;
+  for (unsigned k = 0; k < 5; ++k) {
+    gates.push_back(test::roundedTo<P>(test::normalVector(W, 66 + k)));
+    wg.push_back(test::widened(gates.back()));
+  }
+  std::vector<S> stateIn = test::roundedTo<S>(test::normalVector(B * W, 71));
+  std::vector<float> wx = test::widened(x), ws = test::widened(stateIn);
+  DeviceBuffer<T> dx(x), y(x.size());
+  DeviceBuffer<P> wa(gates[0]), ba(gates[1]), wxg(gates[2]), bx(gates[3]), lambda(gates[4]);
+  DeviceBuffer<S> dstate(stateIn), state(stateIn.size()), decay(stateIn.size());
+  DeviceBuffer<float> fx(wx), fwa(wg[0]), fba(wg[1]), fwx(wg[2]), fbx(wg[3]), flambda(wg[4]),
+      fstate(ws), fy(wx.size()), fstateOut(ws.size()), fdecay(ws.size());
+  ASSERT_EQ(gpu::rglru_scan(srcOf(dx), srcOf(wa), srcOf(ba), srcOf(wxg), srcOf(bx), srcOf(lambda),
+                            srcOf(dstate), {B, Sq, 1}, W, dstOf(y), dstOf(state), dstOf(decay),
+                            nullptr),
+            cudaSuccess);
+  ASSERT_EQ(gpu::rglru_scan(fx.ptr, fwa.ptr, fba.ptr, fwx.ptr, fbx.ptr, flambda.ptr, fstate.ptr,
+                            {B, Sq, 1}, W, fy.ptr, fstateOut.ptr, fdecay.ptr, nullptr),
+            cudaSuccess);
+  test::RglruOnCpu want = test::rglruOnCpu(wx, wg, ws, B, Sq, 1, W);
+  test::expectRoundedResults(y.read(), fy.read(), want.y, 1);
+  if constexpr (std::is_same_v<S, float>) {
+    EXPECT_EQ(state.read(), fstateOut.read());
+    EXPECT_EQ(decay.read(), fdecay.read());
+    expectClose(state.read(), want.state, 1e-5f);
+    expectClose(decay.read(), want.decay, 1e-5f);
+  } else {
+    test::expectRoundedResults(state.read(), fstateOut.read(), want.state, 1);
+    test::expectRoundedResults(decay.read(), fdecay.read(), want.decay, 1);
+  }
+}
+
+TYPED_TEST(CudaKernels16, RglruScanIsTheF32KernelRounded) {
+  using T = TypeParam;
+  checkRglru16<T, float, float>();
+  checkRglru16<T, T, float>();
+  checkRglru16<T, T, T>();
+}
+
+// The loss over logits of T, whole and over three vocabulary shards (the
+// shards' kernels on one device, their gathers as the shards in order): an
+// f32 loss equal to the f32 kernels' on the widened logits, a loss of T
+// that one rounded, bit for bit; against the CPU's loss, 1e-6 (whole) and
+// 1e-5 (sharded) as in f32, and within one unit of T rounded.
+TYPED_TEST(CudaKernels16, CrossEntropyReadsTheLogitsAsStored) {
+  using T = TypeParam;
+  const int64_t tokens = 513, V = 999, shards = 3, Vl = V / shards;
+  test::LossCase<T> lc = test::lossCase<T>(tokens, V, 72, 3.0f, 7919);
+  const std::vector<T> &logits = lc.logits;
+  float want = lc.cpuLoss;
+  DeviceBuffer<T> dlogits(logits), loss16((size_t)1);
+  DeviceBuffer<float> flogits(lc.wide), loss32((size_t)1), fwant((size_t)1);
+  DeviceBuffer<int32_t> dlabels(lc.labels), bad((size_t)1);
+  DeviceBuffer<double> terms((size_t)tokens);
+  auto whole = [&](gpu::Src from, gpu::Dst into) {
+    return gpu::cross_entropy(from, dlabels.ptr, tokens, V, (double)tokens, terms.ptr, bad.ptr,
+                              into, nullptr);
+  };
+  // The vocabulary-parallel kernels over shard m's rows of the logits.
+  std::vector<T> shardRows(tokens * Vl);
+  std::vector<std::unique_ptr<DeviceBuffer<T>>> shard16;
+  std::vector<std::unique_ptr<DeviceBuffer<float>>> shard32;
+  for (int64_t m = 0; m < shards; ++m) {
+    for (int64_t t = 0; t < tokens; ++t)
+      std::copy_n(logits.begin() + t * V + m * Vl, Vl, shardRows.begin() + t * Vl);
+    shard16.push_back(std::make_unique<DeviceBuffer<T>>(shardRows));
+    shard32.push_back(std::make_unique<DeviceBuffer<float>>(test::widened(shardRows)));
+  }
+  DeviceBuffer<float> maxes((size_t)(shards * tokens)), gmax((size_t)tokens),
+      pieces((size_t)(shards * 2 * tokens));
+  auto sharded = [&](bool stored, gpu::Dst into) {
+    for (int64_t m = 0; m < shards; ++m) {
+      gpu::Src from = stored ? srcOf(*shard16[m]) : srcOf(*shard32[m]);
+      if (cudaError_t status =
+              gpu::xent_local_max(from, tokens, Vl, maxes.ptr + m * tokens, nullptr);
+          status != cudaSuccess)
+        return status;
+    }
+    for (int64_t m = 0; m < shards; ++m) {
+      gpu::Src from = stored ? srcOf(*shard16[m]) : srcOf(*shard32[m]);
+      if (cudaError_t status =
+              gpu::xent_local_pieces(from, dlabels.ptr, maxes.ptr, shards, tokens, Vl, m * Vl, V,
+                                     gmax.ptr, pieces.ptr + m * 2 * tokens, bad.ptr, nullptr);
+          status != cudaSuccess)
+        return status;
+    }
+    return gpu::xent_sharded_loss(pieces.ptr, gmax.ptr, shards, tokens, (double)tokens, terms.ptr,
+                                  into, nullptr);
+  };
+  struct Case {
+    const char *what;
+    std::function<cudaError_t(bool, gpu::Dst)> run;
+    float tolerance;
+  } cases[] = {{"whole",
+                [&](bool stored, gpu::Dst into) {
+                  return whole(stored ? srcOf(dlogits) : srcOf(flogits), into);
+                },
+                1e-6f},
+               {"sharded", sharded, 1e-5f}};
+  for (const Case &c : cases) {
+    SCOPED_TRACE(c.what);
+    ASSERT_EQ(c.run(false, dstOf(fwant)), cudaSuccess);
+    ASSERT_EQ(c.run(true, dstOf(loss32)), cudaSuccess);
+    ASSERT_EQ(c.run(true, dstOf(loss16)), cudaSuccess);
+    EXPECT_EQ(loss32.read(), fwant.read());
+    EXPECT_NEAR(loss32.read()[0], want, c.tolerance * std::fabs(want));
+    test::expectRoundedResults(loss16.read(), fwant.read(), {want}, 1);
+  }
+  EXPECT_EQ(bad.read()[0], 0);
+}
+
 // Activations of two types, or an integer type, have no instance: refused
 // before anything is launched.
 TEST(CudaKernels16, MixedActivationsAreRefused) {
@@ -591,6 +746,25 @@ TEST(CudaKernels16, MixedActivationsAreRefused) {
   EXPECT_EQ(gpu::silu(i32, 64, {x.ptr, gpu::arith::Type::I32}, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(gpu::rope(bf16, nullptr, 1, 1, 1, 8, 1e4f, f32out, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(gpu::rms_norm(srcOf(x), i32, 8, 8, 1e-5f, f32out, nullptr), cudaErrorInvalidValue);
+  // The conv's halo of another type than x, and its bias of another than
+  // its kernel; the scan's gates of two types and its state of an integer
+  // type; logits of an integer type.
+  EXPECT_EQ(gpu::causal_conv1d(bf16, srcOf(w), srcOf(w), srcOf(x), {1, 8, 1}, 8, 1,
+                               {half.ptr, gpu::arith::Type::BF16}, nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(gpu::causal_conv1d(srcOf(x), srcOf(w), bf16, {nullptr, gpu::arith::Type::F32},
+                               {1, 8, 1}, 8, 1, f32out, nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(gpu::rglru_scan(srcOf(x), srcOf(w), srcOf(w), bf16, srcOf(w), srcOf(w), srcOf(w),
+                            {1, 8, 1}, 8, f32out, f32out, f32out, nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(gpu::rglru_scan(srcOf(x), srcOf(w), srcOf(w), srcOf(w), srcOf(w), srcOf(w), srcOf(w),
+                            {1, 8, 1}, 8, f32out, {x.ptr, gpu::arith::Type::I32}, f32out, nullptr),
+            cudaErrorInvalidValue);
+  DeviceBuffer<double> terms((size_t)8);
+  DeviceBuffer<int32_t> labels((size_t)8), bad((size_t)1);
+  EXPECT_EQ(gpu::cross_entropy(i32, labels.ptr, 8, 8, 8.0, terms.ptr, bad.ptr, f32out, nullptr),
+            cudaErrorInvalidValue);
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
 }
 

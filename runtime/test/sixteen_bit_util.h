@@ -2,8 +2,9 @@
 //
 // What the tests of the kernels over bf16 and f16 storage share: values
 // rounded and widened as the executor rounds and widens them (the CPU
-// device's conversions), and comparisons of 16-bit results bit for bit or
-// in units of their type.
+// device's conversions), comparisons of 16-bit results bit for bit or in
+// units of their type, and the CPU references of the kernels over sequence
+// chunks and of the loss that the host and GPU tests compare with.
 //
 //===----------------------------------------------------------------------===//
 
@@ -12,12 +13,15 @@
 
 #include "core/buffer.h"
 #include "device/device.h"
+#include "kernel_test_util.h"
+#include "kernels/cpu/kernels.h"
 #include "kernels/cuda/arith.h"
 
 #include <gtest/gtest.h>
 
 #include <cstdint>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 namespace shardline::rt::test {
@@ -70,6 +74,70 @@ void expectRoundedResults(const std::vector<T> &got, const std::vector<float> &f
                           const std::vector<float> &cpu, int units) {
   expectSameBits(got, roundedTo<T>(f32));
   expectWithinUnits(got, roundedTo<T>(cpu), units);
+}
+
+/// The CPU's causal conv1d of x[B, S, C] as the CPU table walks it: each of
+/// the `chunks` sequences of a batch entry on its own, reading the W - 1
+/// rows of its halo slot b*chunks + c (halo nullptr: zeros).
+inline std::vector<float> convOnCpu(const std::vector<float> &x, const std::vector<float> &w,
+                                    const std::vector<float> &bias, const float *halo, int64_t B,
+                                    int64_t S, int64_t chunks, int64_t C, int64_t W) {
+  std::vector<float> y(x.size());
+  int64_t L = S / chunks;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < chunks; ++c) {
+      int64_t rows = b * S + c * L;
+      cpu::causal_conv1d(x.data() + rows * C, w.data(), bias.data(),
+                         halo ? halo + (b * chunks + c) * (W - 1) * C : nullptr, 1, L, C, W,
+                         y.data() + rows * C);
+    }
+  return y;
+}
+
+/// The CPU's RG-LRU scan of x[B, S, W] with the gate parameters (wa, ba,
+/// wx, bx, lambda in order): rglru_gates, then rglru_scan of each of the
+/// `chunks` sequences of a batch entry from its state slot c*B + b.
+struct RglruOnCpu {
+  std::vector<float> y, state, decay;
+};
+inline RglruOnCpu rglruOnCpu(const std::vector<float> &x,
+                             const std::vector<std::vector<float>> &gates,
+                             const std::vector<float> &stateIn, int64_t B, int64_t S,
+                             int64_t chunks, int64_t W) {
+  int64_t L = S / chunks;
+  std::vector<float> gateA(x.size()), gateX(x.size());
+  RglruOnCpu r{std::vector<float>(x.size()), std::vector<float>(stateIn.size()),
+               std::vector<float>(stateIn.size())};
+  cpu::rglru_gates(x.data(), gates[0].data(), gates[1].data(), gates[2].data(), gates[3].data(),
+                   B * S, W, gateA.data(), gateX.data());
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < chunks; ++c) {
+      int64_t rows = b * S + c * L, slot = c * B + b;
+      cpu::rglru_scan(x.data() + rows * W, gateA.data() + rows * W, gateX.data() + rows * W,
+                      gates[4].data(), stateIn.data() + slot * W, 1, L, W, r.y.data() + rows * W,
+                      r.state.data() + slot * W, r.decay.data() + slot * W);
+    }
+  return r;
+}
+
+/// A loss over `tokens` rows of V logits stored as T (a normal distribution
+/// of `sigma`, rounded), token t labelled (t * stride) % V; the logits
+/// widened and the CPU's loss on them.
+template <typename T> struct LossCase {
+  std::vector<T> logits;
+  std::vector<int32_t> labels;
+  std::vector<float> wide;
+  float cpuLoss;
+};
+template <typename T>
+LossCase<T> lossCase(int64_t tokens, int64_t V, unsigned seed, float sigma, int64_t stride) {
+  LossCase<T> c{
+      roundedTo<T>(normalVector(tokens * V, seed, sigma)), std::vector<int32_t>(tokens), {}, 0.0f};
+  for (int64_t t = 0; t < tokens; ++t)
+    c.labels[t] = (int32_t)((t * stride) % V);
+  c.wide = widened(c.logits);
+  c.cpuLoss = cpu::cross_entropy(c.wide.data(), c.labels.data(), tokens, V);
+  return c;
 }
 
 } // namespace shardline::rt::test

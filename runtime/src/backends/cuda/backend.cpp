@@ -22,6 +22,7 @@
 #include "exec/program.h"
 #include "kernels/cuda/kernels.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <mutex>
@@ -29,17 +30,6 @@
 namespace shardline::rt {
 
 namespace {
-
-/// A float tensor of the step as it is stored: 16-bit where the entry keeps
-/// the step's 16-bit tensors (keeps16), f32 where the executor widened it.
-cuda::Src src(Frame &f, int32_t t) {
-  const BufferView &v = f.stored(t);
-  return {v.data, (cuda::arith::Type)v.dtype};
-}
-cuda::Dst dst(Frame &f, int32_t t) {
-  const BufferView &v = f.stored(t);
-  return {v.data, (cuda::arith::Type)v.dtype};
-}
 
 using Binary = cudaError_t (*)(cuda::Src, cuda::Src, int64_t, cuda::Dst, cudaStream_t);
 template <Binary Fn> void binary(const Step &s, Frame &f) {
@@ -91,10 +81,9 @@ cuda::Sequences sequencesOf(const TensorInfo &x, bool chunked) {
 void conv(const Step &s, Frame &f) {
   const TensorInfo &x = f.tensors[s.in[0]];
   bool hasHalo = s.has(3);
-  launched(cuda::causal_conv1d(f.f(s.in[0]), f.f(s.in[1]), f.f(s.in[2]),
-                               hasHalo ? f.f(s.in[3]) : nullptr, sequencesOf(x, hasHalo),
-                               x.local[2], f.local(s.in[1])[1], f.f(s.out[0]),
-                               deviceOf(f).stream()),
+  launched(cuda::causal_conv1d(src(f, s.in[0]), src(f, s.in[1]), src(f, s.in[2]), src(f, s.in[3]),
+                               sequencesOf(x, hasHalo), x.local[2], f.local(s.in[1])[1],
+                               dst(f, s.out[0]), deviceOf(f).stream()),
            "causal_conv1d");
 }
 
@@ -125,11 +114,11 @@ void ssdScan(const Step &s, Frame &f) {
 void rglruScan(const Step &s, Frame &f) {
   enum { X, Wa, Ba, Wx, Bx, Lambda, StateIn };
   const TensorInfo &x = f.tensors[s.in[X]];
-  launched(cuda::rglru_scan(f.f(s.in[X]), f.f(s.in[Wa]), f.f(s.in[Ba]), f.f(s.in[Wx]),
-                            f.f(s.in[Bx]), f.f(s.in[Lambda]),
-                            s.has(StateIn) ? f.f(s.in[StateIn]) : nullptr,
-                            sequencesOf(x, !s.attrs[0].strings.empty()), x.local[2], f.f(s.out[0]),
-                            f.f(s.out[1]), f.f(s.out[2]), deviceOf(f).stream()),
+  launched(cuda::rglru_scan(src(f, s.in[X]), src(f, s.in[Wa]), src(f, s.in[Ba]), src(f, s.in[Wx]),
+                            src(f, s.in[Bx]), src(f, s.in[Lambda]), src(f, s.in[StateIn]),
+                            sequencesOf(x, !s.attrs[0].strings.empty()), x.local[2],
+                            dst(f, s.out[0]), dst(f, s.out[1]), dst(f, s.out[2]),
+                            deviceOf(f).stream()),
            "rglru_scan");
 }
 
@@ -148,7 +137,8 @@ void linear(const Step &s, Frame &f) {
 
 using Keeps16 = bool (*)(const Step &, const Frame &);
 
-/// The GEMMs take every mix of types (CudaDevice::gemm).
+/// The GEMMs take every mix of types (CudaDevice::gemm), the loss every
+/// type of its logits and of itself.
 bool keepsAll(const Step &, const Frame &) { return true; }
 
 /// Whether the step's result and its operands `In...` (its activations)
@@ -161,9 +151,27 @@ template <int... In> bool keepsShared(const Step &s, const Frame &f) {
   return ((f.views[s.in[In]].dtype == type) && ...);
 }
 
+/// keepsShared for the activations, and the parameters `Param...` (those
+/// the step has) of one type among themselves: the convolution's kernel
+/// and bias, the RG-LRU gates'. The halo (the conv's operand 3) is an
+/// activation where the step has one.
+template <int... Param> bool keepsParams(const Step &s, const Frame &f) {
+  int first = std::min({Param...});
+  DType type = f.views[s.in[first]].dtype;
+  return ((!s.has(Param) || f.views[s.in[Param]].dtype == type) && ...);
+}
+bool keepsConv(const Step &s, const Frame &f) {
+  return keepsShared<0>(s, f) && (!s.has(3) || keepsShared<3>(s, f)) && keepsParams<1, 2>(s, f);
+}
+bool keepsRglru(const Step &s, const Frame &f) {
+  return keepsShared<0>(s, f) && keepsParams<1, 2, 3, 4, 5>(s, f);
+}
+
 /// The entries that read 16-bit tensors as stored (KernelSpec::keeps16):
 /// the GEMMs of linear and lm_head and their backward (backend_grad.cpp),
-/// and the memory-bound forward kernels.
+/// the memory-bound forward kernels, the causal conv1d, the RG-LRU scan
+/// (its states and decays of any float type) and the loss (the logits and
+/// the loss of any float type, whole or over vocabulary shards).
 Keeps16 keeps16(const std::string &kind) {
   static const std::map<std::string, Keeps16> kept = {
       {"linear", keepsAll},
@@ -181,6 +189,9 @@ Keeps16 keeps16(const std::string &kind) {
       {"gated_rms_norm", keepsShared<0, 1>},
       {"rope", keepsShared<0>},
       {"embedding", keepsShared<>},
+      {"causal_conv1d", keepsConv},
+      {"rglru_scan", keepsRglru},
+      {"cross_entropy", keepsAll},
   };
   auto found = kept.find(kind);
   return found == kept.end() ? nullptr : found->second;
@@ -300,9 +311,9 @@ void crossEntropy(const Step &s, Frame &f) {
   CudaDevice &device = deviceOf(f);
   int64_t T = l[0] * l[1];
   auto *terms = static_cast<double *>(device.scratch(std::max<int64_t>(1, T) * 8));
-  launched(cuda::cross_entropy(f.f(s.in[0]), f.ids(s.in[1]), T, l[2],
+  launched(cuda::cross_entropy(src(f, s.in[0]), f.ids(s.in[1]), T, l[2],
                                (double)(global[0] * global[1]), terms, device.counter(),
-                               f.f(s.out[0]), device.stream()),
+                               dst(f, s.out[0]), device.stream()),
            "cross_entropy");
   requireNoBadIds(f, s.in[1], global[2], "the vocabulary");
 }
@@ -420,6 +431,7 @@ shardline_backend_cuda(int abiVersion, const KernelTable *reference, char *error
         continue;
       KernelSpec spec = found->second;
       spec.run = run;
+      spec.keeps16 = keeps16(kind);
       table.insert_or_assign(kind, spec);
     }
   });

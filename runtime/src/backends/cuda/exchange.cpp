@@ -214,7 +214,8 @@ std::map<std::string, CudaRun> &baseRuns() {
 /// over the whole vocabulary): per token the maximum of this shard,
 /// all-gathered over the group; then each shard's sum of exp(logit - max) and target logit,
 /// all-gathered; the loss from every shard's pieces (kernels/cpu/loss.cpp),
-/// all in f32 on the wire.
+/// all in f32 on the wire. The logits are read as stored and the loss
+/// written in its type (the entry keeps 16-bit tensors).
 void crossEntropy(const Step &s, Frame &f) {
   const std::vector<int64_t> &l = f.local(s.in[0]), &global = f.global(s.in[0]);
   if (s.facts.members.size() <= 1)
@@ -228,7 +229,7 @@ void crossEntropy(const Step &s, Frame &f) {
   float *max = memory.floats(T), *maxes = memory.floats(shards * T), *gmax = memory.floats(T);
   float *pieces = memory.floats(2 * T), *allPieces = memory.floats(shards * 2 * T);
   double *terms = memory.doubles(T);
-  const float *logits = f.f(s.in[0]);
+  cuda::Src logits = src(f, s.in[0]);
   launched(cuda::xent_local_max(logits, T, V, max, device.stream()), "xent_local_max");
   if (world)
     world->allGather(f, axes, max, maxes, T);
@@ -244,7 +245,7 @@ void crossEntropy(const Step &s, Frame &f) {
   else
     copyDevice(allPieces, pieces, 2 * T * 4, device);
   launched(cuda::xent_sharded_loss(allPieces, gmax, shards, T, (double)(global[0] * global[1]),
-                                   terms, f.f(s.out[0]), device.stream()),
+                                   terms, dst(f, s.out[0]), device.stream()),
            "xent_sharded_loss");
   if (world)
     world->countSent(s, f);

@@ -193,32 +193,42 @@ SL_HD Sequence sequenceAt(int64_t q, int64_t B, int64_t S, int64_t chunks) {
 
 // -- causal depthwise conv1d ----------------------------------------------------------
 
+/// T itself where it is not deduced: a parameter that may be given as
+/// nullptr takes its type from the others.
+template <typename T> struct Same {
+  using type = T;
+};
+
 /// Output channel c at token t of a sequence x[L, C] whose W - 1 tokens
 /// before it are halo[W - 1, C] (nullptr: zeros): bias[c] (nullptr: 0) plus
-/// the kernel w[C, W] over the window ending at t, summed in double.
-SL_HD float convAt(const float *x, const float *w, const float *bias, const float *halo, int64_t C,
-                   int64_t W, int64_t t, int64_t c) {
-  double acc = bias ? bias[c] : 0.0;
+/// the kernel w[C, W] over the window ending at t, summed in double. x and
+/// the halo are stored as T, w and the bias as P (Storage).
+template <typename T, typename P>
+SL_HD float convAt(const T *x, const P *w, const typename Same<P>::type *bias,
+                   const typename Same<T>::type *halo, int64_t C, int64_t W, int64_t t, int64_t c) {
+  double acc = bias ? loadElement(bias, c) : 0.0;
   for (int64_t j = 0; j < W; ++j) {
     int64_t src = t - (W - 1) + j;
     float value = 0.0f;
     if (src >= 0)
-      value = x[src * C + c];
+      value = loadElement(x, src * C + c);
     else if (halo)
-      value = halo[((W - 1) + src) * C + c];
-    acc += (double)w[c * W + j] * value;
+      value = loadElement(halo, ((W - 1) + src) * C + c);
+    acc += (double)loadElement(w, c * W + j) * value;
   }
   return (float)acc;
 }
 
 /// Output element e (row, channel) of the convolution of x[B, S, C] cut
 /// into sequences, each reading the W - 1 rows before it from its halo slot.
-SL_HD float convElement(const float *x, const float *w, const float *bias, const float *halo,
-                        int64_t B, int64_t S, int64_t chunks, int64_t C, int64_t W, int64_t e) {
+template <typename T, typename P>
+SL_HD float convElement(const T *x, const P *w, const typename Same<P>::type *bias,
+                        const typename Same<T>::type *halo, int64_t B, int64_t S, int64_t chunks,
+                        int64_t C, int64_t W, int64_t e) {
   int64_t row = e / C, c = e % C;
   int64_t q = (row / S) * chunks + (row % S) / (S / chunks);
   Sequence at = sequenceAt(q, B, S, chunks);
-  const float *haloRows = halo ? halo + at.haloSlot * (W - 1) * C : nullptr;
+  const T *haloRows = halo ? halo + at.haloSlot * (W - 1) * C : nullptr;
   return convAt(x + at.firstRow * C, w, bias, haloRows, C, W, row - at.firstRow, c);
 }
 
@@ -252,28 +262,39 @@ SL_HD float rglruToken(float x, float gateA, float gateX, double base, double &h
   return (float)h;
 }
 
-/// What the RG-LRU scan reads and writes (kernels.h, rglru_scan).
-struct RglruArgs {
-  const float *x, *wa, *ba, *wx, *bx, *lambda, *stateIn;
+/// What the RG-LRU scan reads and writes (kernels.h, rglru_scan): x and y
+/// stored as T, the gates' parameters (wa, ba, wx, bx, lambda) as P, the
+/// states and the decays in the types the plan gives them (F32, BF16 or
+/// F16; read and written once a lane).
+template <typename T, typename P> struct RglruArgsOf {
+  const T *x;
+  const P *wa, *ba, *wx, *bx, *lambda;
+  const void *stateIn;
   int64_t B, S, chunks, W;
-  float *y, *stateOut, *decayOut;
+  T *y;
+  void *stateOut, *decayOut;
+  Type stateInType = Type::F32, stateOutType = Type::F32, decayType = Type::F32;
 };
+using RglruArgs = RglruArgsOf<float, float>;
 
 /// Lane `lane` of the RG-LRU scan (of B*chunks*W): one channel of one
 /// sequence, across its tokens.
-SL_HD void rglruLane(const RglruArgs &a, int64_t lane) {
+template <typename T, typename P> SL_HD void rglruLane(const RglruArgsOf<T, P> &a, int64_t lane) {
   int64_t w = lane % a.W;
   Sequence at = sequenceAt(lane / a.W, a.B, a.S, a.chunks);
   int64_t slot = at.stateSlot * a.W + w;
-  double h = a.stateIn ? a.stateIn[slot] : 0.0, logDecay = 0.0;
-  double base = rglruLogBase(a.lambda[w], 8.0f);
+  double h = a.stateIn ? load(a.stateIn, a.stateInType, slot) : 0.0, logDecay = 0.0;
+  double base = rglruLogBase(loadElement(a.lambda, w), 8.0f);
+  float wa = loadElement(a.wa, w), ba = loadElement(a.ba, w);
+  float wx = loadElement(a.wx, w), bx = loadElement(a.bx, w);
   for (int64_t t = 0; t < at.length; ++t) {
     int64_t i = (at.firstRow + t) * a.W + w;
-    a.y[i] = rglruToken(a.x[i], rglruGate(a.wa[w], a.x[i], a.ba[w]),
-                        rglruGate(a.wx[w], a.x[i], a.bx[w]), base, h, logDecay);
+    float x = loadElement(a.x, i);
+    storeElement(a.y, i,
+                 rglruToken(x, rglruGate(wa, x, ba), rglruGate(wx, x, bx), base, h, logDecay));
   }
-  a.stateOut[slot] = (float)h;
-  a.decayOut[slot] = (float)exp(logDecay);
+  store(a.stateOut, a.stateOutType, slot, (float)h);
+  store(a.decayOut, a.decayType, slot, (float)exp(logDecay));
 }
 
 // -- RoPE -----------------------------------------------------------------------

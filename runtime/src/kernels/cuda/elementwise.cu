@@ -46,14 +46,6 @@ struct SoftplusOp {
   __device__ float operator()(float x) const { return (float)arith::softplus(x); }
 };
 
-/// fn(T{}, W{}) for the storage types of the activations and of the
-/// parameters (a norm's scale, the embedding table).
-template <typename Fn> cudaError_t withTypes(arith::Type activations, arith::Type params, Fn fn) {
-  return arith::withStorage(activations, cudaErrorInvalidValue, [&](auto t) {
-    return arith::withStorage(params, cudaErrorInvalidValue, [&](auto w) { return fn(t, w); });
-  });
-}
-
 template <typename F> cudaError_t launchUnary(Src x, int64_t n, Dst out, F f, cudaStream_t stream) {
   if (x.type != out.type)
     return cudaErrorInvalidValue;

@@ -48,12 +48,12 @@ __global__ void rglruCorrectKernel(arith::RglruCorrectArgs args) {
 }
 
 /// One block per token.
-__global__ void localMaxKernel(const float *logits, int64_t V, float *max) {
+template <typename A> __global__ void localMaxKernel(const A *logits, int64_t V, float *max) {
   extern __shared__ float partialMax[];
-  const float *row = logits + (int64_t)blockIdx.x * V;
+  const A *row = logits + (int64_t)blockIdx.x * V;
   float m = -INFINITY;
   for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
-    m = fmaxf(m, row[j]);
+    m = fmaxf(m, arith::loadElement(row, j));
   m = blockReduce<Max>(m, partialMax);
   if (threadIdx.x == 0)
     max[blockIdx.x] = m;
@@ -61,7 +61,8 @@ __global__ void localMaxKernel(const float *logits, int64_t V, float *max) {
 
 /// One block per token: the maxima combined, then this shard's sum of
 /// exponentials (double) and its target logit.
-__global__ void localPiecesKernel(const float *logits, const int32_t *labels, const float *maxes,
+template <typename A>
+__global__ void localPiecesKernel(const A *logits, const int32_t *labels, const float *maxes,
                                   int64_t shards, int64_t T, int64_t V, int64_t offset,
                                   int64_t vocab, float *gmax, float *pieces, int32_t *badLabels) {
   extern __shared__ double partialSum[];
@@ -69,10 +70,10 @@ __global__ void localPiecesKernel(const float *logits, const int32_t *labels, co
   float m = -INFINITY;
   for (int64_t s = 0; s < shards; ++s)
     m = fmaxf(m, maxes[s * T + t]);
-  const float *row = logits + t * V;
+  const A *row = logits + t * V;
   double sum = 0.0;
   for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
-    sum += exp((double)row[j] - (double)m);
+    sum += exp((double)arith::loadElement(row, j) - (double)m);
   sum = blockReduce<Sum>(sum, partialSum);
   if (threadIdx.x != 0)
     return;
@@ -90,8 +91,9 @@ __global__ void shardedTermKernel(const float *pieces, const float *gmax, int64_
     terms[t] = arith::shardedTerm(pieces, shards, T, gmax[t], t);
 }
 
-/// One block: the terms' sum over `tokens`.
-__global__ void shardedMeanKernel(const double *terms, int64_t T, double tokens, float *loss) {
+/// One block: the terms' sum over `tokens`, stored as L.
+template <typename L>
+__global__ void shardedMeanKernel(const double *terms, int64_t T, double tokens, L *loss) {
   extern __shared__ double partialTerms[];
   blockMeanLoss(terms, T, tokens, partialTerms, loss);
 }
@@ -127,35 +129,58 @@ cudaError_t rglru_correct(const arith::RglruCorrectArgs &args, cudaStream_t stre
   return elementwise(args.B * args.chunks * args.W, stream, rglruCorrectKernel, args);
 }
 
+cudaError_t xent_local_max(Src logits, int64_t T, int64_t V, float *max, cudaStream_t stream) {
+  return arith::withStorage(logits.type, cudaErrorInvalidValue, [&](auto tag) {
+    using A = decltype(tag);
+    if (T == 0)
+      return cudaSuccess;
+    LaunchShape rows = rowShape(T, V);
+    localMaxKernel<<<(unsigned)rows.blocks, rows.threads, rows.sharedBytes, stream>>>(
+        static_cast<const A *>(logits.data), V, max);
+    return cudaGetLastError();
+  });
+}
+
 cudaError_t xent_local_max(const float *logits, int64_t T, int64_t V, float *max,
                            cudaStream_t stream) {
-  if (T == 0)
-    return cudaSuccess;
-  LaunchShape rows = rowShape(T, V);
-  localMaxKernel<<<(unsigned)rows.blocks, rows.threads, rows.sharedBytes, stream>>>(logits, V, max);
-  return cudaGetLastError();
+  return xent_local_max(f32(logits), T, V, max, stream);
+}
+
+cudaError_t xent_local_pieces(Src logits, const int32_t *labels, const float *maxes, int64_t shards,
+                              int64_t T, int64_t V, int64_t offset, int64_t vocab, float *gmax,
+                              float *pieces, int32_t *badLabels, cudaStream_t stream) {
+  return arith::withStorage(logits.type, cudaErrorInvalidValue, [&](auto tag) {
+    using A = decltype(tag);
+    if (T == 0)
+      return cudaSuccess;
+    LaunchShape rows = rowShape(T, V, true);
+    localPiecesKernel<<<(unsigned)rows.blocks, rows.threads, rows.sharedBytes, stream>>>(
+        static_cast<const A *>(logits.data), labels, maxes, shards, T, V, offset, vocab, gmax,
+        pieces, badLabels);
+    return cudaGetLastError();
+  });
 }
 
 cudaError_t xent_local_pieces(const float *logits, const int32_t *labels, const float *maxes,
                               int64_t shards, int64_t T, int64_t V, int64_t offset, int64_t vocab,
                               float *gmax, float *pieces, int32_t *badLabels, cudaStream_t stream) {
-  if (T == 0)
-    return cudaSuccess;
-  LaunchShape rows = rowShape(T, V, true);
-  localPiecesKernel<<<(unsigned)rows.blocks, rows.threads, rows.sharedBytes, stream>>>(
-      logits, labels, maxes, shards, T, V, offset, vocab, gmax, pieces, badLabels);
-  return cudaGetLastError();
+  return xent_local_pieces(f32(logits), labels, maxes, shards, T, V, offset, vocab, gmax, pieces,
+                           badLabels, stream);
 }
 
 cudaError_t xent_sharded_loss(const float *pieces, const float *gmax, int64_t shards, int64_t T,
-                              double tokens, double *terms, float *loss, cudaStream_t stream) {
-  if (cudaError_t status =
-          elementwise(T, stream, shardedTermKernel, pieces, gmax, shards, T, terms);
-      status != cudaSuccess)
-    return status;
-  LaunchShape one = rowShape(1, T, true);
-  shardedMeanKernel<<<1, one.threads, one.sharedBytes, stream>>>(terms, T, tokens, loss);
-  return cudaGetLastError();
+                              double tokens, double *terms, Dst loss, cudaStream_t stream) {
+  return arith::withStorage(loss.type, cudaErrorInvalidValue, [&](auto tag) {
+    using L = decltype(tag);
+    if (cudaError_t status =
+            elementwise(T, stream, shardedTermKernel, pieces, gmax, shards, T, terms);
+        status != cudaSuccess)
+      return status;
+    LaunchShape one = rowShape(1, T, true);
+    shardedMeanKernel<<<1, one.threads, one.sharedBytes, stream>>>(terms, T, tokens,
+                                                                   static_cast<L *>(loss.data));
+    return cudaGetLastError();
+  });
 }
 
 } // namespace shardline::rt::cuda

@@ -13,6 +13,7 @@
 #define SHARDLINE_RUNTIME_KERNELS_CUDA_EXCHANGE_H
 
 #include "kernels/cuda/exchange_arith.h"
+#include "kernels/cuda/kernels.h"
 #include "kernels/cuda/launch.h"
 
 #include <cuda_runtime_api.h>
@@ -43,22 +44,29 @@ cudaError_t chunk_initial_states(const float *gathered, const int64_t *stateAt,
 cudaError_t ssd_correct(const arith::SsdCorrectArgs &args, cudaStream_t stream);
 cudaError_t rglru_correct(const arith::RglruCorrectArgs &args, cudaStream_t stream);
 
-/// Each token's largest logit of this shard, logits [T, V] -> max [T].
+/// Each token's largest logit of this shard, logits [T, V] -> max [T]; the
+/// logits of any float type.
+cudaError_t xent_local_max(Src logits, int64_t T, int64_t V, float *max, cudaStream_t stream);
 cudaError_t xent_local_max(const float *logits, int64_t T, int64_t V, float *max,
                            cudaStream_t stream);
 
 /// From the shards' gathered maxima [shards, T]: each token's maximum into
 /// gmax [T], and this shard's pieces [sums T, targets T]: Σ exp(logit -
 /// gmax) (double, stored f32) and the label's logit (0 where another shard
-/// holds it); every label outside [0, vocab) adds one to *badLabels.
+/// holds it); every label outside [0, vocab) adds one to *badLabels. The
+/// logits of any float type.
+cudaError_t xent_local_pieces(Src logits, const int32_t *labels, const float *maxes, int64_t shards,
+                              int64_t T, int64_t V, int64_t offset, int64_t vocab, float *gmax,
+                              float *pieces, int32_t *badLabels, cudaStream_t stream);
 cudaError_t xent_local_pieces(const float *logits, const int32_t *labels, const float *maxes,
                               int64_t shards, int64_t T, int64_t V, int64_t offset, int64_t vocab,
                               float *gmax, float *pieces, int32_t *badLabels, cudaStream_t stream);
 
 /// The mean loss over `tokens` from every shard's gathered pieces
-/// [shards, 2T] and the maxima; terms is scratch of T doubles.
+/// [shards, 2T] and the maxima; terms is scratch of T doubles; the loss of
+/// any float type.
 cudaError_t xent_sharded_loss(const float *pieces, const float *gmax, int64_t shards, int64_t T,
-                              double tokens, double *terms, float *loss, cudaStream_t stream);
+                              double tokens, double *terms, Dst loss, cudaStream_t stream);
 
 } // namespace shardline::rt::cuda
 

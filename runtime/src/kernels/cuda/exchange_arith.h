@@ -130,10 +130,11 @@ SL_HD void rglruCorrectLane(const RglruCorrectArgs &a, int64_t lane) {
 // -- vocabulary-parallel cross-entropy ------------------------------------------------
 
 /// A token's label's logit if this shard (vocabulary [offset, offset + V))
-/// holds it, else 0 (kernels/cpu, xent_local_target).
-SL_HD float localTarget(const float *row, int32_t label, int64_t V, int64_t offset) {
+/// holds it, else 0 (kernels/cpu, xent_local_target); the row stored as T.
+template <typename T>
+SL_HD float localTarget(const T *row, int32_t label, int64_t V, int64_t offset) {
   int64_t v = (int64_t)label - offset;
-  return v >= 0 && v < V ? row[v] : 0.0f;
+  return v >= 0 && v < V ? loadElement(row, v) : 0.0f;
 }
 
 /// Token t's term from every shard's pieces, gathered as `shards` blocks of

@@ -4,7 +4,8 @@
 // the CUDA error of its launch. Semantics are those of kernels/cpu/kernels.h,
 // the arithmetic that of kernels/cuda/arith.h, the launch shapes those of
 // kernels/cuda/launch.h. The memory-bound kernels (elementwise, the norms,
-// RoPE, embedding) also take tensors as stored, f32, bf16 or f16 (Src, Dst):
+// RoPE, embedding), the causal conv1d, the RG-LRU scan and the loss also
+// take tensors as stored, f32, bf16 or f16 (Src, Dst):
 // each element widened as it is loaded and rounded once as it is stored
 // (arith.h, Storage). Every other kernel's floating-point tensors are f32:
 // the executor widens 16-bit storage to f32 around those steps
@@ -108,9 +109,12 @@ struct Sequences {
   int64_t B, S, chunks;
 };
 
-/// Causal depthwise conv1d of x[B, S, C] with w[C, W] and bias[C] (nullptr:
-/// none), each sequence reading the W - 1 rows before it from halo (nullptr:
-/// zeros).
+/// Causal depthwise conv1d of x[B, S, C] with w[C, W] and bias[C] (data
+/// nullptr: none), each sequence reading the W - 1 rows before it from halo
+/// (data nullptr: zeros); x, the halo and y of one type, w and the bias of
+/// one (any float type).
+cudaError_t causal_conv1d(Src x, Src w, Src bias, Src halo, const Sequences &seq, int64_t C,
+                          int64_t W, Dst y, cudaStream_t stream);
 cudaError_t causal_conv1d(const float *x, const float *w, const float *bias, const float *halo,
                           const Sequences &seq, int64_t C, int64_t W, float *y,
                           cudaStream_t stream);
@@ -129,8 +133,12 @@ cudaError_t ssd_scan(const float *x, const float *dt, const float *dtBias, const
                      cudaStream_t stream);
 
 /// The RG-LRU scan of x[B, S, W] with the gate parameters wa, ba, wx, bx and
-/// lambda [W], each sequence from state_in (nullptr: zero) into state_out
-/// and decay_out [slots, W].
+/// lambda [W], each sequence from state_in (data nullptr: zero) into
+/// state_out and decay_out [slots, W]; x and y of one type, the five
+/// parameters of one, each state and the decays of any float type.
+cudaError_t rglru_scan(Src x, Src wa, Src ba, Src wx, Src bx, Src lambda, Src stateIn,
+                       const Sequences &seq, int64_t W, Dst y, Dst stateOut, Dst decayOut,
+                       cudaStream_t stream);
 cudaError_t rglru_scan(const float *x, const float *wa, const float *ba, const float *wx,
                        const float *bx, const float *lambda, const float *stateIn,
                        const Sequences &seq, int64_t W, float *y, float *stateOut, float *decayOut,
@@ -156,7 +164,9 @@ cudaError_t moe_combine(const float *slabs, const float *weights, const int32_t 
 /// Mean cross-entropy of logits[T, V] against labels[T] (a vocabulary of
 /// exactly V: world size 1), the sum divided by `tokens`, into *loss; terms
 /// is scratch of T doubles; every label outside [0, V) adds one to
-/// *badLabels.
+/// *badLabels. The logits and the loss of any float type each.
+cudaError_t cross_entropy(Src logits, const int32_t *labels, int64_t T, int64_t V, double tokens,
+                          double *terms, int32_t *badLabels, Dst loss, cudaStream_t stream);
 cudaError_t cross_entropy(const float *logits, const int32_t *labels, int64_t T, int64_t V,
                           double tokens, double *terms, int32_t *badLabels, float *loss,
                           cudaStream_t stream);

@@ -3,6 +3,7 @@
 #ifndef SHARDLINE_RUNTIME_KERNELS_CUDA_REDUCE_CUH
 #define SHARDLINE_RUNTIME_KERNELS_CUDA_REDUCE_CUH
 
+#include "kernels/cuda/arith.h"
 #include "kernels/cuda/launch.h"
 
 namespace shardline::rt::cuda {
@@ -47,32 +48,44 @@ cudaError_t elementwise(int64_t n, cudaStream_t stream, Kernel kernel, Args... a
   return cudaGetLastError();
 }
 
+/// fn(T{}, W{}) for the storage types of the activations and of the
+/// parameters (a norm's scale, the embedding table, a convolution's kernel,
+/// the scans' gates); cudaErrorInvalidValue for a type no float is stored in.
+template <typename Fn> cudaError_t withTypes(arith::Type activations, arith::Type params, Fn fn) {
+  return arith::withStorage(activations, cudaErrorInvalidValue, [&](auto t) {
+    return arith::withStorage(params, cudaErrorInvalidValue, [&](auto w) { return fn(t, w); });
+  });
+}
+
 /// A row of `width` values' maximum and its sum of exp(value - max) in
 /// double (cross-entropy's, forward and backward), across the block's
-/// threads; `shared` holds a double per warp. Every thread gets both.
-__device__ inline void rowMaxSumExp(const float *row, int64_t width, double *shared, float &max,
-                                    double &sum) {
+/// threads; `shared` holds a double per warp. Every thread gets both. The
+/// row is stored as T (arith::Storage).
+template <typename T>
+__device__ void rowMaxSumExp(const T *row, int64_t width, double *shared, float &max, double &sum) {
   max = -INFINITY;
   for (int64_t j = threadIdx.x; j < width; j += blockDim.x)
-    max = fmaxf(max, row[j]);
+    max = fmaxf(max, arith::loadElement(row, j));
   max = blockReduce<Max>(max, reinterpret_cast<float *>(shared));
   sum = 0.0;
   for (int64_t j = threadIdx.x; j < width; j += blockDim.x)
-    sum += exp((double)row[j] - (double)max);
+    sum += exp((double)arith::loadElement(row, j) - (double)max);
   sum = blockReduce<Sum>(sum, shared);
 }
 
 /// The mean of T per-token loss terms over `tokens` (0 without tokens), in
-/// double across one block's threads, written by thread 0; `shared` holds a
-/// double per warp (cross-entropy's, whole or over vocabulary shards).
-__device__ inline void blockMeanLoss(const double *terms, int64_t T, double tokens, double *shared,
-                                     float *loss) {
+/// double across one block's threads, written by thread 0 as L (rounded
+/// from f32 once); `shared` holds a double per warp (cross-entropy's, whole
+/// or over vocabulary shards).
+template <typename L>
+__device__ void blockMeanLoss(const double *terms, int64_t T, double tokens, double *shared,
+                              L *loss) {
   double sum = 0.0;
   for (int64_t t = threadIdx.x; t < T; t += blockDim.x)
     sum += terms[t];
   sum = blockReduce<Sum>(sum, shared);
   if (threadIdx.x == 0)
-    *loss = tokens > 0 ? (float)(sum / tokens) : 0.0f;
+    arith::storeElement(loss, 0, tokens > 0 ? (float)(sum / tokens) : 0.0f);
 }
 
 } // namespace shardline::rt::cuda

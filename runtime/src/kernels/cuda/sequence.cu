@@ -15,12 +15,15 @@ namespace shardline::rt::cuda {
 
 namespace {
 
-/// One thread per output element (row, channel).
-__global__ void convKernel(const float *x, const float *w, const float *bias, const float *halo,
-                           Sequences seq, int64_t C, int64_t W, float *y) {
+/// One thread per output element (row, channel); x, the halo and y stored
+/// as T, w and the bias as P.
+template <typename T, typename P>
+__global__ void convKernel(const T *x, const P *w, const P *bias, const T *halo, Sequences seq,
+                           int64_t C, int64_t W, T *y) {
   int64_t n = seq.B * seq.S * C;
   for (int64_t e = firstElement(); e < n; e += gridStride())
-    y[e] = arith::convElement(x, w, bias, halo, seq.B, seq.S, seq.chunks, C, W, e);
+    arith::storeElement(y, e,
+                        arith::convElement(x, w, bias, halo, seq.B, seq.S, seq.chunks, C, W, e));
 }
 
 /// The block-wide phases of ssd_arith.h: every thread runs a phase, then
@@ -51,23 +54,36 @@ __global__ void __launch_bounds__(arith::kSsdThreads) ssdBlockKernel(arith::SsdA
 }
 
 /// One thread per lane: a (sequence, channel).
-__global__ void rglruKernel(arith::RglruArgs args) {
+template <typename T, typename P> __global__ void rglruKernel(arith::RglruArgsOf<T, P> args) {
   int64_t lanes = args.B * args.chunks * args.W;
   for (int64_t lane = firstElement(); lane < lanes; lane += gridStride())
     arith::rglruLane(args, lane);
 }
 
+/// Whether `type` is one a float tensor is stored in.
+bool isFloat(arith::Type type) {
+  return arith::withStorage(type, false, [](auto) { return true; });
+}
+
 } // namespace
+
+cudaError_t causal_conv1d(Src x, Src w, Src bias, Src halo, const Sequences &seq, int64_t C,
+                          int64_t W, Dst y, cudaStream_t stream) {
+  if (x.type != y.type || (halo.data && halo.type != y.type) || (bias.data && bias.type != w.type))
+    return cudaErrorInvalidValue;
+  return withTypes(y.type, w.type, [&](auto t, auto p) {
+    using A = decltype(t);
+    using P = decltype(p);
+    return elementwise(seq.B * seq.S * C, stream, convKernel<A, P>, static_cast<const A *>(x.data),
+                       static_cast<const P *>(w.data), static_cast<const P *>(bias.data),
+                       static_cast<const A *>(halo.data), seq, C, W, static_cast<A *>(y.data));
+  });
+}
 
 cudaError_t causal_conv1d(const float *x, const float *w, const float *bias, const float *halo,
                           const Sequences &seq, int64_t C, int64_t W, float *y,
                           cudaStream_t stream) {
-  int64_t n = seq.B * seq.S * C;
-  if (n == 0)
-    return cudaSuccess;
-  LaunchShape shape = elementwiseShape(n);
-  convKernel<<<(unsigned)shape.blocks, shape.threads, 0, stream>>>(x, w, bias, halo, seq, C, W, y);
-  return cudaGetLastError();
+  return causal_conv1d(f32(x), f32(w), f32(bias), f32(halo), seq, C, W, f32(y), stream);
 }
 
 cudaError_t ssd_scan(const float *x, const float *dt, const float *dtBias, const float *aLog,
@@ -113,17 +129,44 @@ cudaError_t ssd_scan(const float *x, const float *dt, const float *dtBias, const
   return cudaGetLastError();
 }
 
+cudaError_t rglru_scan(Src x, Src wa, Src ba, Src wx, Src bx, Src lambda, Src stateIn,
+                       const Sequences &seq, int64_t W, Dst y, Dst stateOut, Dst decayOut,
+                       cudaStream_t stream) {
+  bool paramsShare =
+      ba.type == wa.type && wx.type == wa.type && bx.type == wa.type && lambda.type == wa.type;
+  if (x.type != y.type || !paramsShare || (stateIn.data && !isFloat(stateIn.type)) ||
+      !isFloat(stateOut.type) || !isFloat(decayOut.type))
+    return cudaErrorInvalidValue;
+  return withTypes(y.type, wa.type, [&](auto t, auto p) {
+    using A = decltype(t);
+    using P = decltype(p);
+    arith::RglruArgsOf<A, P> args{static_cast<const A *>(x.data),
+                                  static_cast<const P *>(wa.data),
+                                  static_cast<const P *>(ba.data),
+                                  static_cast<const P *>(wx.data),
+                                  static_cast<const P *>(bx.data),
+                                  static_cast<const P *>(lambda.data),
+                                  stateIn.data,
+                                  seq.B,
+                                  seq.S,
+                                  seq.chunks,
+                                  W,
+                                  static_cast<A *>(y.data),
+                                  stateOut.data,
+                                  decayOut.data,
+                                  stateIn.type,
+                                  stateOut.type,
+                                  decayOut.type};
+    return elementwise(seq.B * seq.chunks * W, stream, rglruKernel<A, P>, args);
+  });
+}
+
 cudaError_t rglru_scan(const float *x, const float *wa, const float *ba, const float *wx,
                        const float *bx, const float *lambda, const float *stateIn,
                        const Sequences &seq, int64_t W, float *y, float *stateOut, float *decayOut,
                        cudaStream_t stream) {
-  int64_t lanes = seq.B * seq.chunks * W;
-  if (lanes == 0)
-    return cudaSuccess;
-  LaunchShape shape = elementwiseShape(lanes);
-  rglruKernel<<<(unsigned)shape.blocks, shape.threads, 0, stream>>>(
-      {x, wa, ba, wx, bx, lambda, stateIn, seq.B, seq.S, seq.chunks, W, y, stateOut, decayOut});
-  return cudaGetLastError();
+  return rglru_scan(f32(x), f32(wa), f32(ba), f32(wx), f32(bx), f32(lambda), f32(stateIn), seq, W,
+                    f32(y), f32(stateOut), f32(decayOut), stream);
 }
 
 } // namespace shardline::rt::cuda
