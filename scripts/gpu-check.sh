@@ -5,7 +5,7 @@
 #            120 s (one shardline-run start, a few small steps and the CPU's reference each:
 #            about 5 s a run at most)
 #   nccl     runtime.cuda-nccl's short subset over NCCL (cuda_nccl_test.sh BIN short: 8 runs and
-#            a stalled rank, about 45 s where there are two GPUs; the whole test's ~50 runs do not
+#            a stalled rank, an estimated 45 s where there are two GPUs; the whole test's ~50 runs do not
 #            fit), 60 s; skipped at its first run with one GPU, as on the H200 that is lent
 #   bench    the kernels against the device's peak (shardline-bench-gpu --json bench.json), 60 s
 #   block    a hybrid layer's forward against PyTorch eager (bench/gpu/block_torch.py), 120 s

@@ -34,28 +34,27 @@ std::vector<OverlapLaunch> launchesOf(const GatherOverlap &o) {
   for (const GatherPiece &p : o.pieces)
     at[p.member] = o.inPlace ? p.placement.dstOffset : p.member * o.pieceCount;
   std::vector<L> out;
-  auto add = [&](L::Kind kind, L::Stream stream, int64_t piece) -> L & {
+  auto add = [&](L::Kind kind, int64_t piece) -> L & {
     out.emplace_back();
     out.back().kind = kind;
-    out.back().stream = stream;
     out.back().piece = piece;
     return out.back();
   };
   auto gemms = [&](int64_t piece) {
     for (const RowSpan &span : o.pieces[piece].rows)
-      add(L::Gemm, L::Rank, piece).rows = span;
+      add(L::Gemm, piece).rows = span;
   };
-  add(L::Follow, L::Side, -1);
+  add(L::Follow, -1);
   const GatherPiece &own = o.pieces.front();
   if (!o.inPlace) {
     StridedCopy pack = reversed(own.placement);
     pack.dstOffset = at[own.member];
-    add(L::Pack, L::Side, 0).copy = pack;
+    add(L::Pack, 0).copy = pack;
   }
   gemms(0);
   for (int64_t k = 1; k < (int64_t)o.pieces.size(); ++k) {
     const GatherPiece &p = o.pieces[k];
-    L &ring = add(L::Ring, L::Side, k);
+    L &ring = add(L::Ring, k);
     ring.sendTo = p.sendTo;
     ring.recvFrom = p.recvFrom;
     ring.sendAt = at[p.sentMember];
@@ -64,10 +63,10 @@ std::vector<OverlapLaunch> launchesOf(const GatherOverlap &o) {
     if (!o.inPlace) {
       StridedCopy place = p.placement;
       place.srcOffset = at[p.member];
-      add(L::Place, L::Side, k).copy = place;
+      add(L::Place, k).copy = place;
     }
-    add(L::Record, L::Side, k).event = p.event;
-    add(L::Wait, L::Rank, k).event = p.event;
+    add(L::Record, k).event = p.event;
+    add(L::Wait, k).event = p.event;
     gemms(k);
   }
   return out;

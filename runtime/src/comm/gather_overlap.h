@@ -75,8 +75,8 @@ struct GatherPiece {
   std::vector<RowSpan> rows;
 };
 
-/// One launch of the linear step's run, in the order it is queued: on the
-/// rank's stream or on the second stream.
+/// One launch of the linear step's run, in the order it is queued: Wait and
+/// Gemm on the rank's stream, the others on the second stream.
 struct OverlapLaunch {
   enum Kind {
     /// The second stream waits for what the rank's stream queued so far (x
@@ -97,9 +97,7 @@ struct OverlapLaunch {
     /// The GEMM of the linear's rows `rows` (of x and of the result).
     Gemm,
   };
-  enum Stream { Rank, Side };
   Kind kind = Follow;
-  Stream stream = Rank;
   /// The piece it serves (index in GatherOverlap::pieces), -1 for Follow.
   int64_t piece = -1, event = -1;
   int64_t sendTo = -1, recvFrom = -1, sendAt = 0, recvAt = 0, count = 0;
