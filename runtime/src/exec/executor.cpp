@@ -616,7 +616,7 @@ private:
         std::fill(load.dropped.begin(), load.dropped.end(), 0);
       }
     collectives.resetCount();
-    size_t router = 0;
+    size_t recorded = 0; // steps route() has recorded or replayed this pass
     for (size_t t = 0; t < tensors.size(); ++t)
       if (tensors[t].role != plan::Role::Weight)
         release((int32_t)t);
@@ -653,7 +653,7 @@ private:
               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         }
         if (options.routing && (step.kind == "router_topk" || step.kind == "moe_capacity_slots"))
-          route(step, router++);
+          route(step, recorded++);
       } catch (Stop &stop) {
         narrow(step);
         if (!stop.aborted)

@@ -60,11 +60,14 @@ struct Routing {
 enum class RoutingUse {
   /// Routers choose on their own (every run that is not --verify's).
   Own,
-  /// The first rank records every router's choices.
+  /// The first rank records every router's choices and every capacity
+  /// layer's slots.
   Record,
   /// A single-device run: each router still chooses, counts where it
   /// differs, then continues with the recorded choices, its weights
-  /// recomputed from its own logits.
+  /// recomputed from its own logits; each capacity layer likewise counts
+  /// the choices its own slots keep or drop otherwise, then continues with
+  /// the recorded slots.
   Replay,
 };
 
@@ -116,7 +119,8 @@ struct RunOptions {
   /// (RunResult::rankLost). Positive; a wait, not a step: ranks of a working
   /// run wait for each other only as long as they are out of step.
   double timeoutSeconds = kDefaultTimeoutSeconds;
-  /// Record the routers' choices into `routing` or replay them from it
+  /// Record the routers' choices and the capacity layers' slots into
+  /// `routing` or replay them from it
   /// (RoutingUse): a training run's step by step (its two runs step alike),
   /// a forward run's last pass, which its single-device run replays in its
   /// one pass.
