@@ -11,6 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "ExactPlacement.h"
 #include "Placement.h"
 
 #include "shardline/Analysis/MemoryPlan.h"
@@ -20,6 +21,7 @@
 #include "shardline/Dialect/SL/Transforms/Passes.h"
 
 #include "mlir/IR/PatternMatch.h"
+#include "mlir/IR/Verifier.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 namespace mlir::sl {
@@ -648,14 +650,48 @@ struct SLElideGathers : mlir::sl::impl::SLElideGathersBase<SLElideGathers> {
     return placed;
   }
 
+  /// The exact search on a copy of `fn`, kept where it sends fewer bytes
+  /// (and, with keep-peak, does not raise the peak) and verifies.
+  LogicalResult placeExactlyIfCheaper(func::FuncOp fn, placement::RelayoutPrices &prices,
+                                      Records &records) {
+    placement::ExactLimits limits;
+    if (!placement::exactSearchMayFit(fn, limits))
+      return success();
+    OpBuilder b(fn);
+    b.setInsertionPointAfter(fn);
+    auto copy = cast<func::FuncOp>(b.clone(*fn));
+    copy.setSymName((fn.getSymName() + ".exact").str());
+    Records changes;
+    placement::ExactResult result = placement::placeExactly(copy, prices, limits, changes);
+    bool take = false;
+    if (result.status == placement::ExactResult::Status::Placed) {
+      ScopedDiagnosticHandler quiet(&getContext(), [](Diagnostic &) { return success(); });
+      take = succeeded(mlir::verify(copy)) && bytesOf(copy) < bytesOf(fn) &&
+             (!keepPeak || peakOf(copy) <= peakOf(fn));
+    }
+    if (take)
+      fn.getBody().takeBody(copy.getBody());
+    copy->erase();
+    if (!take)
+      return success();
+    // Its chains are planRelayout's, one relayout per edge of each tree: the
+    // local rewrites and the moves may still merge them (two gathers into
+    // one) at the same bytes, so the output is a fixpoint of the pass.
+    records.insert(records.end(), changes.begin(), changes.end());
+    return place(fn, prices, records, Chains::AtFixpoint);
+  }
+
   void runOnOperation() override {
     ModuleOp module = getOperation();
     Records records;
     placement::RelayoutPrices prices;
     // Collected first: a function is placed on a copy beside it.
-    for (func::FuncOp fn : llvm::to_vector(module.getOps<func::FuncOp>()))
+    for (func::FuncOp fn : llvm::to_vector(module.getOps<func::FuncOp>())) {
       if (failed(placeBothWays(fn, prices, records)))
         return signalPassFailure();
+      if (exact && failed(placeExactlyIfCheaper(fn, prices, records)))
+        return signalPassFailure();
+    }
     if (records.empty())
       return;
     SmallVector<Attribute> entries;

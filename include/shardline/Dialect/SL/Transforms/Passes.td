@@ -154,10 +154,18 @@ def SLElideGathers : Pass<"sl-elide-gathers", "::mlir::ModuleOp"> {
     With `keep-peak` (what sl-shard-pipeline runs), a move that would raise
     the function's peak activation bytes (the memory plan's high-water mark)
     is not applied: bytes are minimised within the peak the program has.
+    Then, for a function of at most 64 ops, an exact search chooses every
+    op's layout anew (variable elimination over the def-use graph, within
+    fixed limits) and replaces the function where that sends fewer bytes:
+    there the result is the least bytes over every layout the ops' rules
+    accept. `exact=false` turns it off.
   }];
   let options = [
     Option<"keepPeak", "keep-peak", "bool", /*default=*/"false",
            "Never raise the function's peak activation bytes (sl-shard-pipeline sets it)">,
+    Option<"exact", "exact", "bool", /*default=*/"true",
+           "After the moves, choose every op's layout by an exact search where the "
+           "function is small enough (docs/passes.md, \"The exact search\")">,
   ];
 }
 
@@ -175,7 +183,10 @@ def SLExplain : Pass<"sl-explain", "::mlir::ModuleOp"> {
     disagree), with the region's bytes before and after, or removing a
     collective without users. `rejected` names the next placement and why
     it loses. With `lint`, warns on gathers a move would re-place
-    (premature gathers).
+    (premature gathers). A function within the limits of the pass's exact
+    search gets one more remark where choosing every op's layout anew
+    sends fewer bytes: `function @f: sl-elide-gathers' exact search:
+    <before> -> <after> bytes per rank ...`.
   }];
   let options = [
     Option<"lint", "lint", "bool", /*default=*/"false",
