@@ -5,7 +5,9 @@
 // best move while one lowers the bytes per rank (or keeps them and shrinks
 // activations), then the local rewrites below, which never add bytes, and
 // serves the readers of a value in several layouts through one another by
-// the cheapest tree of relayouts over those layouts. Every
+// the cheapest tree of relayouts over those layouts. Then, for a function
+// small enough, the exact search of ExactPlacement.h places it again from
+// scratch and replaces it where that sends fewer bytes. Every
 // rewrite keeps values: an op is re-typed only in the free dimensions of its
 // rule, checked with the same checker as the verifier.
 //
