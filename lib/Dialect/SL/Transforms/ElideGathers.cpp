@@ -466,14 +466,6 @@ int64_t peakOf(func::FuncOp fn) {
   return 0;
 }
 
-/// The bytes per rank `fn`'s collectives send (the report's figure).
-int64_t bytesOf(func::FuncOp fn) {
-  int64_t bytes = 0;
-  fn.walk(
-      [&](Operation *op) { bytes += std::max<int64_t>(0, shardline::collectiveBytesPerRank(op)); });
-  return bytes;
-}
-
 /// What the best move after `kind`'s saves in bytes: `kind`'s move applied to
 /// a copy of `fn`, priced, thrown away. Two moves can each be the other's
 /// obstacle (a reorder sunk to cancel one reorder back blocks the cheaper
@@ -637,7 +629,7 @@ struct SLElideGathers : mlir::sl::impl::SLElideGathersBase<SLElideGathers> {
       placed = place(*other, prices, everyStep, Chains::EveryStep);
     bool takeOther = false;
     if (succeeded(placed) && other) {
-      int64_t bytes = bytesOf(fn), otherBytes = bytesOf(*other);
+      int64_t bytes = placement::bytesSent(fn), otherBytes = placement::bytesSent(*other);
       takeOther =
           otherBytes < bytes || (otherBytes == bytes && placement::activationsBreakTies(fn) &&
                                  peakOf(*other) < peakOf(fn));
@@ -659,21 +651,18 @@ struct SLElideGathers : mlir::sl::impl::SLElideGathersBase<SLElideGathers> {
     placement::ExactLimits limits;
     if (!placement::exactSearchMayFit(fn, limits))
       return success();
-    OpBuilder b(fn);
-    b.setInsertionPointAfter(fn);
-    auto copy = cast<func::FuncOp>(b.clone(*fn));
-    copy.setSymName((fn.getSymName() + ".exact").str());
     Records changes;
-    placement::ExactResult result = placement::placeExactly(copy, prices, limits, changes);
-    bool take = false;
-    if (result.status == placement::ExactResult::Status::Placed) {
+    bool take = onCopy(fn, ".exact", [&](func::FuncOp copy) {
+      placement::ExactResult result = placement::placeExactly(copy, prices, limits, changes);
+      if (result.status != placement::ExactResult::Status::Placed)
+        return false;
       ScopedDiagnosticHandler quiet(&getContext(), [](Diagnostic &) { return success(); });
-      take = succeeded(mlir::verify(copy)) && bytesOf(copy) < bytesOf(fn) &&
-             (!keepPeak || peakOf(copy) <= peakOf(fn));
-    }
-    if (take)
+      if (failed(mlir::verify(copy)) || placement::bytesSent(copy) >= placement::bytesSent(fn) ||
+          (keepPeak && peakOf(copy) > peakOf(fn)))
+        return false;
       fn.getBody().takeBody(copy.getBody());
-    copy->erase();
+      return true;
+    });
     if (!take)
       return success();
     // Its chains are planRelayout's, one relayout per edge of each tree: the

@@ -325,6 +325,8 @@ std::optional<ExactResult> Search::build() {
   };
   for (BlockArgument a : body.getArguments())
     addRoot(a, -1, 0);
+  if (stopped)
+    return stopped;
   for (Operation &op : body) {
     if (isTransition(&op) || isa<WeightOp>(&op))
       continue;
@@ -370,12 +372,11 @@ std::optional<ExactResult> Search::build() {
         for (auto [j, res] : llvm::enumerate(op.getResults())) {
           auto type = cast<RankedTensorType>(res.getType());
           ids.push_back(spaceOf(res).find(check->results[j]));
-          int64_t elements = 1;
-          for (int64_t e : shardline::localShape(
-                   check->results[j], mesh,
-                   std::vector<int64_t>(type.getShape().begin(), type.getShape().end())))
-            elements *= e;
-          bytes += elements * elementBytesOf(type);
+          std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
+          bytes = shardline::saturatingAdd(
+              bytes, shardline::saturatingMul(shardline::numElements(shardline::localShape(
+                                                  check->results[j], mesh, shape)),
+                                              elementBytesOf(type)));
         }
         if (llvm::is_contained(ids, -1))
           continue;
@@ -423,8 +424,6 @@ std::optional<ExactResult> Search::build() {
     if (stopped)
       return stopped;
   }
-  if (stopped)
-    return stopped;
   if (vars.size() > limits.maxOps)
     return stop(ExactResult::Status::TooLarge, std::to_string(vars.size()) +
                                                    " ops with modes (at most " +
@@ -550,15 +549,16 @@ std::optional<ExactResult> Search::solve(std::vector<int> &mode, Cost &total) {
       factors[f].table.push_back({0, vars[v].resultBytes[m]});
 
   // The elimination, then the modes read back.
-  auto index = [&](const Factor &factor) {
+  auto index = [&](const std::vector<int> &scope) {
     uint64_t at = 0;
-    for (int v : factor.vars)
+    for (int v : scope)
       at = at * domain(v) + mode[v];
     return at;
   };
   struct Step {
     int var;
-    Factor argmin; // the best mode of `var` per assignment of the others
+    /// The best mode of `var` per assignment of `scope`.
+    std::vector<int> scope, argmin;
   };
   std::vector<Step> steps;
   std::vector<bool> alive(factors.size(), true);
@@ -572,17 +572,17 @@ std::optional<ExactResult> Search::solve(std::vector<int> &mode, Cost &total) {
       }
     u.erase(v);
     Factor reduced{{u.begin(), u.end()}, {}};
-    Step step{v, {reduced.vars, {}}};
+    Step step{v, reduced.vars, {}};
     reduced.table.resize(sizeOf(reduced.vars));
-    step.argmin.table.resize(reduced.table.size());
+    step.argmin.resize(reduced.table.size());
     forEach(reduced.vars, [&](uint64_t e) {
       Cost best{kInf, 0};
-      int64_t bestMode = 0;
+      int bestMode = 0;
       for (int m = 0; m < (int)domain(v); ++m) {
         mode[v] = m;
         Cost c{0, 0};
         for (size_t i : mention)
-          c = c + factors[i].table[index(factors[i])];
+          c = c + factors[i].table[index(factors[i].vars)];
         if (c < best) {
           best = c;
           bestMode = m;
@@ -590,7 +590,7 @@ std::optional<ExactResult> Search::solve(std::vector<int> &mode, Cost &total) {
       }
       mode[v] = 0;
       reduced.table[e] = best;
-      step.argmin.table[e] = {bestMode, 0};
+      step.argmin[e] = bestMode;
     });
     for (size_t i : mention)
       alive[i] = false;
@@ -605,7 +605,7 @@ std::optional<ExactResult> Search::solve(std::vector<int> &mode, Cost &total) {
   if (total.infinite())
     return ExactResult{ExactResult::Status::Unsupported, "no placement can be lowered", 0};
   for (const Step &step : llvm::reverse(steps))
-    mode[step.var] = step.argmin.table[index(step.argmin)].bytes;
+    mode[step.var] = step.argmin[index(step.scope)];
   return std::nullopt;
 }
 

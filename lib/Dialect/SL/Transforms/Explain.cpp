@@ -170,14 +170,6 @@ Alternative alternative(Operation *op, Moves &moves) {
   return {};
 }
 
-/// The bytes per rank `fn`'s collectives send (the report's figure).
-int64_t bytesOf(func::FuncOp fn) {
-  int64_t bytes = 0;
-  fn.walk(
-      [&](Operation *op) { bytes += std::max<int64_t>(0, shardline::collectiveBytesPerRank(op)); });
-  return bytes;
-}
-
 /// sl-elide-gathers' exact search, run on a copy of `fn` as the pass runs it:
 /// a remark on the function where every op's layout chosen anew sends fewer
 /// bytes than the function as it is, or where the search stops within the
@@ -192,7 +184,7 @@ void explainExactSearch(func::FuncOp fn, placement::RelayoutPrices &prices) {
   auto copy = cast<func::FuncOp>(b.clone(*fn));
   std::vector<placement::Change> changes;
   placement::ExactResult result = placement::placeExactly(copy, prices, limits, changes);
-  int64_t before = bytesOf(fn), after = bytesOf(copy);
+  int64_t before = placement::bytesSent(fn), after = placement::bytesSent(copy);
   copy->erase();
   if (result.status != placement::ExactResult::Status::Placed)
     mlir::emitRemark(fn.getLoc()) << "function @" << fn.getSymName()

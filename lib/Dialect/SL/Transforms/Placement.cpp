@@ -83,6 +83,15 @@ bool mlir::sl::placement::movable(Value v) {
   return isa<FloatType>(e) || e.isInteger(32);
 }
 
+int64_t mlir::sl::placement::bytesSent(func::FuncOp fn) {
+  int64_t bytes = 0;
+  fn.walk([&](Operation *op) {
+    bytes = shardline::saturatingAdd(bytes,
+                                     std::max<int64_t>(0, shardline::collectiveBytesPerRank(op)));
+  });
+  return bytes;
+}
+
 std::optional<shardline::Mesh> mlir::sl::placement::meshOf(Operation *op) {
   for (Value v : llvm::concat<Value>(op->getOperands(), op->getResults()))
     if (LayoutAttr l = getLayout(v))

@@ -109,6 +109,8 @@ bool isTransition(Operation *op);
 bool movable(Value v);
 /// The mesh of the first operand or result of `op` that has a layout.
 std::optional<shardline::Mesh> meshOf(Operation *op);
+/// The bytes per rank `fn`'s collectives send (the report's figure).
+int64_t bytesSent(func::FuncOp fn);
 /// Whether `fn`'s module lets activations break ties (not when it sets
 /// sl.sequence_parallel = false).
 bool activationsBreakTies(func::FuncOp fn);
