@@ -47,6 +47,20 @@ Cost operator+(Cost a, Cost b) {
 
 bool isWeight(Value v) { return v.getDefiningOp<WeightOp>() != nullptr; }
 
+/// The value a chain of transitions ending in `v` starts from (`v` itself
+/// when no transition defines it); the transitions, first to last, into
+/// `chain` when given.
+Value chainStart(Value v, std::vector<Operation *> *chain = nullptr) {
+  while (Operation *def = v.getDefiningOp()) {
+    if (!isTransition(def))
+      break;
+    if (chain)
+      chain->insert(chain->begin(), def);
+    v = def->getOperand(0);
+  }
+  return v;
+}
+
 /// Every layout of `shape` on `mesh` that verifies: each axis unused, in the
 /// pending sum or on one dimension, at any place in that dimension's order
 /// (axes taken one by one, each inserted at every position, so each order
@@ -396,13 +410,7 @@ std::optional<ExactResult> Search::build() {
       Need need;
       need.var = self;
       need.use = &use;
-      while (Operation *def = v.getDefiningOp()) {
-        if (!isTransition(def))
-          break;
-        need.chain.insert(need.chain.begin(), def);
-        v = def->getOperand(0);
-      }
-      auto it = rootIndex.find(v);
+      auto it = rootIndex.find(chainStart(v, &need.chain));
       if (it == rootIndex.end())
         return stop(ExactResult::Status::Unsupported, "a value from outside the function's body");
       Root &root = roots[it->second];
@@ -617,13 +625,8 @@ LogicalResult Search::realize(const std::vector<int> &mode, std::vector<Change> 
     position[&op] = position.size();
   // Each old transition by the value it starts from and the layout it gives.
   auto keyOf = [](Operation *t) {
-    Value v = t->getOperand(0);
-    while (Operation *def = v.getDefiningOp()) {
-      if (!isTransition(def))
-        break;
-      v = def->getOperand(0);
-    }
-    return std::make_pair(v.getAsOpaquePointer(), layoutOrReplicated(t->getResult(0)).str());
+    return std::make_pair(chainStart(t->getOperand(0)).getAsOpaquePointer(),
+                          layoutOrReplicated(t->getResult(0)).str());
   };
   std::vector<Operation *> old;
   std::vector<std::pair<const void *, std::string>> oldKeys;
