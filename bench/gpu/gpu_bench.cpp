@@ -37,6 +37,7 @@
 #include "backends/cuda/lt_gemm.h"
 #include "exec/program.h"
 #include "kernels/cuda/kernels.h"
+#include "kernels/cuda/kernels_grad.h"
 #include "kernels/cuda/kernels_moe.h"
 #include "kernels/cuda/moe_routed.h"
 #include "kernels/cuda/probe.h"
@@ -464,6 +465,35 @@ void run(Bench &b) {
                                   nullptr, seq, NH, P, G, N, sy.f(), state.f(), decay.f(), launch,
                                   scratch.ptr, st),
                     "ssd_scan");
+            });
+    // The backward, chunked as the forward: x, dy, dt, B, C read, dx, ddt,
+    // dB, dC written (the per-head dB and dC of its scratch not counted).
+    gpu::SsdGradLaunch gradLaunch;
+    if (!gpu::ssdGradLaunch(B, S, NH, P, G, N, gradLaunch, error))
+      throw rt::Stop{error, false};
+    Buffer gradScratch(gradLaunch.scratchBytes / 4, T::F32, 0.0f, 65),
+        dy(Tok * NH * P, T::F32, 1.0f, 66), dx(Tok * NH * P, T::F32, 0.0f, 67),
+        ddtv(Tok * NH, T::F32, 0.0f, 68), ddt(Tok * NH, T::F32, 0.0f, 69),
+        dB(Tok * G * N, T::F32, 0.0f, 80), dC(Tok * G * N, T::F32, 0.0f, 81),
+        dA(NH, T::F32, 0.0f, 82), dD(NH, T::F32, 0.0f, 83);
+    gpu::arith::SsdGradArgs g{};
+    g.fwd = gpu::arith::SsdArgs{sx.f(),  dt.f(),  dtBias.f(), aLog.f(), Bm.f(),  Cm.f(),  Dskip.f(),
+                                nullptr, B,       S,          1,        NH,      P,       G,
+                                N,       nullptr, nullptr,    nullptr,  nullptr, nullptr, nullptr};
+    g.dy = dy.f();
+    g.dx = dx.f();
+    g.ddt = ddtv.f();
+    g.dA = dA.f();
+    g.dB = dB.f();
+    g.dC = dC.f();
+    g.dD = dD.f();
+    double gradBytes = (3.0 * Tok * NH * P + 3.0 * Tok * NH + 4.0 * Tok * G * N) * 4;
+    b.bytes("ssd_scan_grad f32",
+            "x" + dims({Tok, NH * P}) + " B,C" + dims({Tok, G * N}) + " state " + std::to_string(N),
+            gradBytes, [&] {
+              check(
+                  gpu::ssd_scan_grad(g, gradLaunch, gradScratch.ptr, ddt.f(), nullptr, nullptr, st),
+                  "ssd_scan_grad");
             });
   }
 

@@ -23,6 +23,7 @@
 #include "kernels/cuda/moe_capacity.h"
 #include "kernels/cuda/moe_routed.h"
 #include "kernels/cuda/ssd_arith.h"
+#include "kernels/cuda/ssd_grad_arith.h"
 #include "sixteen_bit_util.h"
 #include "ssd_test_util.h"
 #include "step_rig.h"
@@ -2130,21 +2131,79 @@ struct SsdGradCase {
 
 } // namespace
 
-// Lanes of a group of heads each, the sequences in turn, the states in
-// double with checkpoints every 64 tokens: the CPU kernels' arithmetic in
-// their order, so every result is equal; over whole sequences and over
-// chunks of each batch entry (a state and summaries' slot each, c*B + b),
-// as the CPU table's entry calls the kernel a sequence at a time.
-TEST(CudaArithGrad, SsdScanBackwardByGroupLanesIsTheCpuKernels) {
+/// kernels/cuda/grad_sequence.cu's ssd_scan_grad on the host: ssdGradLaunch's
+/// scratch (a guard after it must stay untouched), the kernels in their order
+/// with each thread of a thread kernel and each block in turn (in decreasing
+/// order when `reversed`), the shared memory poisoned before every block so
+/// that nothing reads what an earlier block left there.
+void ssdGradOnHost(arith::SsdGradArgs a, int64_t sequences, int64_t length, bool reversed) {
+  const arith::SsdArgs &f = a.fwd;
+  gpu::SsdGradLaunch launch;
+  std::string error;
+  ASSERT_TRUE(gpu::ssdGradLaunch(sequences, length, f.NH, f.P, f.G, f.N, launch, error)) << error;
+  const int64_t guard = 256;
+  std::vector<double> scratch((launch.scratchBytes + guard) / 8, -7.0);
+  char *base = reinterpret_cast<char *>(scratch.data());
+  a.fwd.cum = reinterpret_cast<double *>(base + launch.fwd.cumOffset);
+  a.fwd.step = reinterpret_cast<float *>(base + launch.fwd.stepOffset);
+  a.fwd.states = reinterpret_cast<float *>(base + launch.fwd.statesOffset);
+  a.cot = reinterpret_cast<float *>(base + launch.cotOffset);
+  const bool perHead = launch.heads.blocks > 0;
+  EXPECT_EQ(perHead, f.NH != f.G);
+  a.dBh = perHead ? reinterpret_cast<float *>(base + launch.dBhOffset) : a.dB;
+  a.dCh = perHead ? reinterpret_cast<float *>(base + launch.dChOffset) : a.dC;
+  a.partA = reinterpret_cast<double *>(base + launch.partAOffset);
+  a.partD = reinterpret_cast<double *>(base + launch.partDOffset);
+  a.decayCot = reinterpret_cast<double *>(base + launch.decayCotOffset);
+  auto order = [&](int64_t n, auto run) {
+    for (int64_t i = 0; i < n; ++i)
+      run(reversed ? n - 1 - i : i);
+  };
+  HostBlock block{reversed};
+  auto forwardShared = std::make_unique<arith::SsdShared>();
+  auto shared = std::make_unique<arith::SsdGradShared>();
+  EXPECT_EQ(launch.block.sharedBytes, (int64_t)sizeof(arith::SsdGradShared));
+  auto poisoned = [&]() -> arith::SsdGradShared & {
+    std::memset(static_cast<void *>(shared.get()), 0xff, sizeof(arith::SsdGradShared));
+    return *shared;
+  };
+  const int64_t items = launch.fwd.items, entries = sequences * f.NH * f.P * f.N;
+  EXPECT_EQ(launch.block.blocks, items);
+  order(items, [&](int64_t item) { arith::ssdChunkCum(a.fwd, item); });
+  order(items, [&](int64_t item) { arith::ssdChunkBlock(block, a.fwd, *forwardShared, item); });
+  order(entries, [&](int64_t e) { arith::ssdCarry(a.fwd, e); });
+  order(items, [&](int64_t item) { arith::ssdCotangentBlock(block, a, poisoned(), item); });
+  order(entries, [&](int64_t e) { arith::ssdCotangentCarry(a, e); });
+  order(items, [&](int64_t item) { arith::ssdGradBlock(block, a, poisoned(), item); });
+  if (perHead)
+    order(sequences * length * f.G * f.N, [&](int64_t e) { arith::ssdGradHeads(a, e); });
+  order(f.NH, [&](int64_t h) { arith::ssdGradRates(a, h); });
+  for (int64_t i = launch.scratchBytes / 8; i < (int64_t)scratch.size(); ++i)
+    EXPECT_EQ(scratch[i], -7.0) << "scratch written past its end at double " << i;
+}
+
+// The chunked backward against the CPU kernel's step-by-step one in double:
+// over whole sequences and over chunks of each batch entry (a state and
+// summaries' slot each, c*B + b), as the CPU table's entry calls the kernel
+// a sequence at a time; sequences not a multiple of 64, one exactly 64,
+// several heads a group and one, P and N below, at and over a 32-wide tile,
+// and one of a model's sizes (P 64, N 128). The two differ in the order and
+// width of their sums (f32 products over tiles against double steps): each
+// result within 2e-6 of its largest magnitude (4.4e-7 at most measured). Any order of the threads
+// and blocks gives the same bits.
+TEST(CudaArithGrad, SsdScanBackwardByChunksMatchesTheCpuKernels) {
   for (SsdGradCase c :
        {SsdGradCase{2, 150, 4, 3, 2, 5, false}, SsdGradCase{2, 70, 4, 2, 1, 3, true},
         SsdGradCase{1, 64, 2, 4, 2, 2, true}, SsdGradCase{2, 140, 4, 2, 2, 3, true, 2},
-        SsdGradCase{3, 12, 2, 2, 1, 2, false, 3}}) {
-    SCOPED_TRACE(std::to_string(c.S) + " tokens, " + std::to_string(c.chunks) + " chunks");
+        SsdGradCase{3, 12, 2, 2, 1, 2, false, 3}, SsdGradCase{1, 200, 3, 33, 3, 40, true},
+        SsdGradCase{1, 130, 4, 64, 1, 128, true, 2}}) {
+    SCOPED_TRACE(std::to_string(c.S) + " tokens, " + std::to_string(c.chunks) + " chunks, P " +
+                 std::to_string(c.P) + ", N " + std::to_string(c.N));
     const int64_t T = c.B * c.S, xw = c.NH * c.P, bw = c.G * c.N, PN = c.P * c.N;
     const int64_t L = c.S / c.chunks, slots = c.B * c.chunks;
     std::vector<float> x = test::normalVector(T * xw, 101), dy = test::normalVector(T * xw, 102),
-                       Bm = test::normalVector(T * bw, 103), Cm = test::normalVector(T * bw, 104),
+                       Bm = test::normalVector(T * bw, 103, 0.5f),
+                       Cm = test::normalVector(T * bw, 104, 0.5f),
                        dt = test::normalVector(T * c.NH, 105),
                        dtBias = test::normalVector(c.NH, 106),
                        aLog = test::normalVector(c.NH, 107, 0.5f),
@@ -2173,62 +2232,97 @@ TEST(CudaArithGrad, SsdScanBackwardByGroupLanesIsTheCpuKernels) {
       }
     cpu::ssd_prelude_grad(dt.data(), dtBias.data(), aLog.data(), T, c.NH, ddt.data(), dA.data(),
                           wantDdt.data(), wantDtBias.data(), wantALog.data());
-    // The CUDA kernels' way, lane by lane.
-    std::vector<float> gotDtv(T * c.NH), gotA(c.NH);
-    for (int64_t i = 0; i < T * c.NH; ++i)
-      gotDtv[i] = arith::ssdStep(dt[i], dtBias[i % c.NH]);
-    for (int64_t h = 0; h < c.NH; ++h)
-      gotA[h] = arith::ssdRate(aLog[h]);
-    std::vector<float> dx(T * xw), gotDdtv(T * c.NH), dB(T * bw), dC(T * bw), gotDA(c.NH),
-        gotDD(c.NH), state(slots * c.NH * PN), gotDdt(T * c.NH), gotDtBias(c.NH), gotALog(c.NH);
-    // Each lane's scratch as ssdGradLaneDoubles sizes it, and sentinels
-    // after the last lane's, which no lane may write.
-    const int64_t laneDoubles = arith::ssdGradLaneDoubles(c.S, c.P, c.N);
-    std::vector<double> scratch(c.G * laneDoubles + 64, -7.0);
-    arith::SsdGradArgs a{x.data(),
-                         gotDtv.data(),
-                         gotA.data(),
-                         Bm.data(),
-                         Cm.data(),
-                         D.data(),
-                         opt(stateIn, 0),
-                         dy.data(),
-                         opt(dstate, 0),
-                         opt(ddecay, 0),
-                         c.B,
-                         c.S,
-                         c.NH,
-                         c.P,
-                         c.G,
-                         c.N,
-                         dx.data(),
-                         gotDdtv.data(),
-                         dB.data(),
-                         dC.data(),
-                         gotDA.data(),
-                         gotDD.data(),
-                         state.data(),
-                         scratch.data(),
-                         c.chunks};
-    for (int64_t grp = 0; grp < c.G; ++grp)
-      arith::ssdGradLane(a, grp);
-    for (int64_t h = 0; h < c.NH; ++h)
-      arith::ssdPreludeGradLane(dt.data(), dtBias.data(), aLog.data(), gotDdtv.data(), gotDA.data(),
-                                T, c.NH, h, gotDdt.data(), gotDtBias.data(), gotALog.data());
-    EXPECT_EQ(gotDtv, dtv);
-    EXPECT_EQ(gotA, A);
-    EXPECT_EQ(dx, wantDx);
-    EXPECT_EQ(gotDdtv, ddt);
-    EXPECT_EQ(dB, wantDB);
-    EXPECT_EQ(dC, wantDC);
-    EXPECT_EQ(gotDA, dA);
-    EXPECT_EQ(gotDD, dD);
-    EXPECT_EQ(state, wantState);
-    EXPECT_EQ(gotDdt, wantDdt);
-    EXPECT_EQ(gotDtBias, wantDtBias);
-    EXPECT_EQ(gotALog, wantALog);
-    EXPECT_EQ(std::count(scratch.end() - 64, scratch.end(), -7.0), 64) << "past the last lane";
+    // The CUDA kernels' way, in both orders.
+    std::vector<float> firstRun[8];
+    for (bool reversed : {false, true}) {
+      std::vector<float> dx(T * xw, NAN), gotDdtv(T * c.NH, NAN), dB(T * bw, NAN), dC(T * bw, NAN),
+          gotDA(c.NH, NAN), gotDD(c.NH, NAN), state(slots * c.NH * PN, NAN), gotDdt(T * c.NH),
+          gotDtBias(c.NH), gotALog(c.NH);
+      arith::SsdGradArgs a{};
+      a.fwd = arith::SsdArgs{x.data(),  dt.data(), dtBias.data(), aLog.data(),
+                             Bm.data(), Cm.data(), D.data(),      opt(stateIn, 0),
+                             c.B,       c.S,       c.chunks,      c.NH,
+                             c.P,       c.G,       c.N,           nullptr,
+                             nullptr,   nullptr,   nullptr,       nullptr,
+                             nullptr};
+      a.dy = dy.data();
+      a.dstate = opt(dstate, 0);
+      a.ddecay = opt(ddecay, 0);
+      a.dx = dx.data();
+      a.ddt = gotDdtv.data();
+      a.dA = gotDA.data();
+      a.dB = dB.data();
+      a.dC = dC.data();
+      a.dD = gotDD.data();
+      a.dstateIn = state.data();
+      ssdGradOnHost(a, c.B * c.chunks, L, reversed);
+      for (int64_t h = 0; h < c.NH; ++h)
+        arith::ssdPreludeGradLane(dt.data(), dtBias.data(), aLog.data(), gotDdtv.data(),
+                                  gotDA.data(), T, c.NH, h, gotDdt.data(), gotDtBias.data(),
+                                  gotALog.data());
+      if (!reversed) {
+        expectCloseToScale(dx, wantDx, 2e-6f);
+        expectCloseToScale(gotDdtv, ddt, 2e-6f);
+        expectCloseToScale(dB, wantDB, 2e-6f);
+        expectCloseToScale(dC, wantDC, 2e-6f);
+        expectCloseToScale(gotDA, dA, 2e-6f);
+        expectCloseToScale(gotDD, dD, 2e-6f);
+        expectCloseToScale(state, wantState, 2e-6f);
+        expectCloseToScale(gotDdt, wantDdt, 2e-6f);
+        expectCloseToScale(gotDtBias, wantDtBias, 2e-6f);
+        expectCloseToScale(gotALog, wantALog, 2e-6f);
+        firstRun[0] = dx, firstRun[1] = gotDdtv, firstRun[2] = dB, firstRun[3] = dC;
+        firstRun[4] = gotDA, firstRun[5] = gotDD, firstRun[6] = state, firstRun[7] = gotDdt;
+      } else {
+        EXPECT_EQ(dx, firstRun[0]);
+        EXPECT_EQ(gotDdtv, firstRun[1]);
+        EXPECT_EQ(dB, firstRun[2]);
+        EXPECT_EQ(dC, firstRun[3]);
+        EXPECT_EQ(gotDA, firstRun[4]);
+        EXPECT_EQ(gotDD, firstRun[5]);
+        EXPECT_EQ(state, firstRun[6]);
+        EXPECT_EQ(gotDdt, firstRun[7]);
+      }
+    }
   }
+}
+
+// The backward's launches: a block an item with SsdGradShared, which fits
+// the 227 KiB a block of compute capability 9.0 may opt in to (and more
+// than the 48 KiB without); the per-head dB and dC only with several heads
+// a group; the scratch's arrays in order, aligned, within scratchBytes; the
+// forward's refusals and heads not in whole groups refused.
+TEST(CudaArithGrad, SsdScanBackwardLaunchCoversEveryItem) {
+  gpu::SsdGradLaunch launch;
+  std::string error;
+  ASSERT_TRUE(gpu::ssdGradLaunch(6, 90, 4, 33, 2, 65, launch, error)) << error;
+  EXPECT_EQ(launch.fwd.items, 6 * 2 * 4);
+  EXPECT_EQ(launch.block.blocks, launch.fwd.items);
+  EXPECT_EQ(launch.block.threads, arith::kSsdThreads);
+  EXPECT_GT(launch.block.sharedBytes, gpu::kDefaultSharedBytes);
+  EXPECT_LE(launch.block.sharedBytes, 227 * 1024);
+  EXPECT_EQ(launch.heads.blocks, (6 * 90 * 2 * 65 + 255) / 256);
+  EXPECT_EQ(launch.rates.blocks, 1);
+  const int64_t offsets[] = {launch.fwd.scratchBytes, launch.cotOffset,   launch.dBhOffset,
+                             launch.dChOffset,        launch.partAOffset, launch.partDOffset,
+                             launch.decayCotOffset,   launch.scratchBytes};
+  for (size_t i = 1; i < std::size(offsets); ++i) {
+    EXPECT_LE(offsets[i - 1], offsets[i]);
+    EXPECT_EQ(offsets[i] % 256, 0);
+  }
+  EXPECT_EQ(launch.cotOffset, launch.fwd.scratchBytes);
+  EXPECT_GE(launch.dBhOffset - launch.cotOffset, 48 * 33 * 65 * 4);
+  EXPECT_GE(launch.dChOffset - launch.dBhOffset, 6 * 90 * 4 * 65 * 4);
+  EXPECT_GE(launch.scratchBytes - launch.decayCotOffset, 6 * 4 * 8);
+  ASSERT_TRUE(gpu::ssdGradLaunch(2, 64, 3, 8, 3, 16, launch, error)) << error;
+  EXPECT_EQ(launch.heads.blocks, 0);
+  EXPECT_EQ(launch.dChOffset, launch.dBhOffset);
+  EXPECT_EQ(launch.partAOffset, launch.dBhOffset);
+  EXPECT_FALSE(gpu::ssdGradLaunch(1, 64, 4, 8, 3, 16, launch, error));
+  EXPECT_EQ(error, "the CUDA SSD scan's backward takes heads in whole groups, not 4 heads in 3 "
+                   "groups");
+  EXPECT_FALSE(gpu::ssdGradLaunch(1, 64, 1, 0, 1, 8, launch, error));
+  EXPECT_NE(error.find("head dim and a state size of at least 1"), std::string::npos) << error;
 }
 
 // A block a row's group, double sums across its threads against the CPU's

@@ -410,42 +410,53 @@ template <bool Params> void ssdScanGrad(const Step &s, Frame &f) {
   int64_t g = s.attrs[kGroups].i * cl[2] / f.global(s.in[Cm])[2], n = cl[2] / g;
   int64_t B = x.local[0], S = x.local[1], T = B * S;
   auto opt = [&](size_t i) { return i < s.in.size() && s.has(i) ? f.f(s.in[i]) : nullptr; };
-  // Scratch: the lanes' doubles, then the prelude's dt and A, ddt, dA, and
-  // the results of the other op.
-  int64_t lanes = g * cuda::arith::ssdGradLaneDoubles(S, p, n);
-  int64_t floats = 2 * T * nh + 3 * nh + (Params ? f.n(s.in[X]) + 2 * f.n(s.in[Cm]) : 0);
+  const int64_t chunks = scanChunks(s, x, kChunkAxes);
+  cuda::SsdGradLaunch launch;
+  std::string error;
+  if (!cuda::ssdGradLaunch(B * chunks, S / chunks, nh, p, g, n, launch, error))
+    throw Stop{error, false};
+  // Scratch: the kernels' (ssdGradLaunch's), then ddt, dA, dD and the
+  // results of the other op.
+  int64_t floats = T * nh + 2 * nh + (Params ? f.n(s.in[X]) + 2 * f.n(s.in[Cm]) : 0);
   CudaDevice &dev = deviceOf(f);
-  auto *scratch = static_cast<double *>(dev.scratch(std::max<int64_t>(1, lanes * 8 + floats * 4)));
-  float *dtPrelude = reinterpret_cast<float *>(scratch + lanes), *A = dtPrelude + T * nh,
-        *ddt = A + nh, *dA = ddt + T * nh, *dD = dA + nh, *rest = dD + nh;
-  cuda::arith::SsdGradArgs a{f.f(s.in[X]),
-                             nullptr,
-                             nullptr,
-                             f.f(s.in[Bm]),
-                             f.f(s.in[Cm]),
-                             f.f(s.in[D]),
-                             opt(StateIn),
-                             f.f(s.in[Dy]),
-                             opt(DState),
-                             opt(DDecay),
-                             B,
-                             S,
-                             nh,
-                             p,
-                             g,
-                             n,
-                             Params ? rest : f.f(s.out[0]),
-                             ddt,
-                             Params ? rest + f.n(s.in[X]) : f.f(s.out[2]),
-                             Params ? rest + f.n(s.in[X]) + f.n(s.in[Cm]) : f.f(s.out[3]),
-                             dA,
-                             Params ? f.f(s.out[1]) : dD,
-                             !Params && s.out.size() > 4 && s.out[4] >= 0 ? f.f(s.out[4]) : nullptr,
-                             scratch,
-                             scanChunks(s, x, kChunkAxes)};
-  checkCuda(cuda::ssd_scan_grad(f.f(s.in[Dt]), f.f(s.in[DtBias]), f.f(s.in[ALog]), dtPrelude, A, a,
-                                Params ? nullptr : f.f(s.out[1]), Params ? f.f(s.out[2]) : nullptr,
-                                Params ? f.f(s.out[0]) : nullptr, dev.stream()),
+  char *scratch = static_cast<char *>(dev.scratch(launch.scratchBytes + floats * 4));
+  float *ddt = reinterpret_cast<float *>(scratch + launch.scratchBytes), *dA = ddt + T * nh,
+        *dD = dA + nh, *rest = dD + nh;
+  cuda::arith::SsdGradArgs a{};
+  a.fwd = cuda::arith::SsdArgs{f.f(s.in[X]),
+                               f.f(s.in[Dt]),
+                               f.f(s.in[DtBias]),
+                               f.f(s.in[ALog]),
+                               f.f(s.in[Bm]),
+                               f.f(s.in[Cm]),
+                               f.f(s.in[D]),
+                               opt(StateIn),
+                               B,
+                               S,
+                               chunks,
+                               nh,
+                               p,
+                               g,
+                               n,
+                               nullptr,
+                               nullptr,
+                               nullptr,
+                               nullptr,
+                               nullptr,
+                               nullptr};
+  a.dy = f.f(s.in[Dy]);
+  a.dstate = opt(DState);
+  a.ddecay = opt(DDecay);
+  a.dx = Params ? rest : f.f(s.out[0]);
+  a.ddt = ddt;
+  a.dA = dA;
+  a.dB = Params ? rest + f.n(s.in[X]) : f.f(s.out[2]);
+  a.dC = Params ? rest + f.n(s.in[X]) + f.n(s.in[Cm]) : f.f(s.out[3]);
+  a.dD = Params ? f.f(s.out[1]) : dD;
+  a.dstateIn = !Params && s.out.size() > 4 && s.out[4] >= 0 ? f.f(s.out[4]) : nullptr;
+  checkCuda(cuda::ssd_scan_grad(a, launch, scratch, Params ? nullptr : f.f(s.out[1]),
+                                Params ? f.f(s.out[2]) : nullptr, Params ? f.f(s.out[0]) : nullptr,
+                                dev.stream()),
             "ssd_scan_grad");
 }
 

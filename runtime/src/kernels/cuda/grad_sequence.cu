@@ -65,9 +65,30 @@ __global__ void ssdPreludeKernel(const float *dt, const float *dtBias, const flo
   }
 }
 
-__global__ void ssdGradKernel(arith::SsdGradArgs args) {
-  for (int64_t grp = firstElement(); grp < args.G; grp += gridStride())
-    arith::ssdGradLane(args, grp);
+/// (e) or (g) of ssd_grad_arith.h: a block per (sequence, chunk, head),
+/// SsdGradShared in dynamic shared memory.
+template <bool Grad>
+__global__ void __launch_bounds__(arith::kSsdThreads) ssdGradBlockKernel(arith::SsdGradArgs args) {
+  extern __shared__ __align__(16) unsigned char shared[];
+  auto &sh = *reinterpret_cast<arith::SsdGradShared *>(shared);
+  BlockPhases block;
+  if constexpr (Grad)
+    arith::ssdGradBlock(block, args, sh, blockIdx.x);
+  else
+    arith::ssdCotangentBlock(block, args, sh, blockIdx.x);
+}
+
+/// (f) a thread per (sequence, head, state entry), (h) one per (token,
+/// group, state entry) or (i) one a head.
+template <int Kind> __global__ void ssdGradThreadKernel(arith::SsdGradArgs args, int64_t n) {
+  for (int64_t i = firstElement(); i < n; i += gridStride()) {
+    if constexpr (Kind == 0)
+      arith::ssdCotangentCarry(args, i);
+    else if constexpr (Kind == 1)
+      arith::ssdGradHeads(args, i);
+    else
+      arith::ssdGradRates(args, i);
+  }
 }
 
 __global__ void ssdPreludeGradKernel(const float *dt, const float *dtBias, const float *aLog,
@@ -92,21 +113,52 @@ cudaError_t ssd_prelude_grad(const float *dt, const float *dtBias, const float *
                      ddtBias, daLog);
 }
 
-cudaError_t ssd_scan_grad(const float *dt, const float *dtBias, const float *aLog, float *dtPrelude,
-                          float *A, arith::SsdGradArgs args, float *ddtRaw, float *ddtBias,
-                          float *daLog, cudaStream_t stream) {
-  int64_t T = args.B * args.S;
-  if (args.NH == 0)
+cudaError_t ssd_scan_grad(arith::SsdGradArgs args, const SsdGradLaunch &launch, void *scratch,
+                          float *ddtRaw, float *ddtBias, float *daLog, cudaStream_t stream) {
+  arith::SsdArgs &a = args.fwd;
+  const int64_t T = a.B * a.S, entries = a.B * a.chunks * a.NH * a.P * a.N;
+  if (a.NH == 0)
     return cudaSuccess;
-  if (cudaError_t status = ssd_prelude(dt, dtBias, aLog, T, args.NH, dtPrelude, A, stream);
-      status != cudaSuccess)
+  char *base = static_cast<char *>(scratch);
+  a.y = a.stateOut = a.decayOut = nullptr;
+  a.cum = reinterpret_cast<double *>(base + launch.fwd.cumOffset);
+  a.step = reinterpret_cast<float *>(base + launch.fwd.stepOffset);
+  a.states = reinterpret_cast<float *>(base + launch.fwd.statesOffset);
+  args.cot = reinterpret_cast<float *>(base + launch.cotOffset);
+  bool perHead = launch.heads.blocks > 0;
+  args.dBh = perHead ? reinterpret_cast<float *>(base + launch.dBhOffset) : args.dB;
+  args.dCh = perHead ? reinterpret_cast<float *>(base + launch.dChOffset) : args.dC;
+  args.partA = reinterpret_cast<double *>(base + launch.partAOffset);
+  args.partD = reinterpret_cast<double *>(base + launch.partDOffset);
+  args.decayCot = reinterpret_cast<double *>(base + launch.decayCotOffset);
+  if (cudaError_t status = ssd_chunk_states(a, launch.fwd, stream); status != cudaSuccess)
     return status;
-  args.dt = dtPrelude;
-  args.A = A;
-  if (cudaError_t status = elementwise(args.G, stream, ssdGradKernel, args); status != cudaSuccess)
+  const int shared = (int)launch.block.sharedBytes;
+  if (launch.block.blocks > 0) {
+    for (auto kernel : {ssdGradBlockKernel<false>, ssdGradBlockKernel<true>})
+      if (cudaError_t status =
+              cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
+          status != cudaSuccess)
+        return status;
+    ssdGradBlockKernel<false>
+        <<<(unsigned)launch.block.blocks, launch.block.threads, shared, stream>>>(args);
+  }
+  // With no tokens the carry still writes dstate_in and the decay's share.
+  if (entries > 0)
+    ssdGradThreadKernel<0>
+        <<<(unsigned)launch.carry.blocks, launch.carry.threads, 0, stream>>>(args, entries);
+  if (launch.block.blocks > 0)
+    ssdGradBlockKernel<true>
+        <<<(unsigned)launch.block.blocks, launch.block.threads, shared, stream>>>(args);
+  if (perHead)
+    ssdGradThreadKernel<1>
+        <<<(unsigned)launch.heads.blocks, launch.heads.threads, 0, stream>>>(args, T * a.G * a.N);
+  ssdGradThreadKernel<2>
+      <<<(unsigned)launch.rates.blocks, launch.rates.threads, 0, stream>>>(args, a.NH);
+  if (cudaError_t status = cudaGetLastError(); status != cudaSuccess)
     return status;
-  return ssd_prelude_grad(dt, dtBias, aLog, args.ddt, args.dA, T, args.NH, ddtRaw, ddtBias, daLog,
-                          stream);
+  return ssd_prelude_grad(a.dt, a.dtBias, a.aLog, args.ddt, args.dA, T, a.NH, ddtRaw, ddtBias,
+                          daLog, stream);
 }
 
 cudaError_t causal_conv1d_grad(const float *w, const float *dy, int64_t B, int64_t S, int64_t C,

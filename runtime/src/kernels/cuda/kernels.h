@@ -18,6 +18,7 @@
 
 #include "kernels/cuda/arith.h"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/ssd_arith.h"
 
 #include <cuda_runtime_api.h>
 
@@ -131,6 +132,13 @@ cudaError_t ssd_scan(const float *x, const float *dt, const float *dtBias, const
                      const Sequences &seq, int64_t NH, int64_t P, int64_t G, int64_t N, float *y,
                      float *stateOut, float *decayOut, const SsdLaunch &launch, void *scratch,
                      cudaStream_t stream);
+/// The scan's first three kernels (ssd_arith.h, (a)-(c)) over `args`, its
+/// scratch pointers set: the steps, the running log decays and the state
+/// entering every chunk; y when args.y is not nullptr holds the chunks' own
+/// outputs (without the entering states' share and D x), state_out and
+/// decay_out are written when not nullptr. The backward's start.
+cudaError_t ssd_chunk_states(const arith::SsdArgs &args, const SsdLaunch &launch,
+                             cudaStream_t stream);
 
 /// The RG-LRU scan of x[B, S, W] with the gate parameters wa, ba, wx, bx and
 /// lambda [W], each sequence from state_in (data nullptr: zero) into

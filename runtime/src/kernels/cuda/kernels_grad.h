@@ -13,6 +13,7 @@
 #include "kernels/cuda/arith_grad.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/launch_grad.h"
+#include "kernels/cuda/ssd_grad_arith.h"
 
 namespace shardline::rt::cuda {
 
@@ -128,15 +129,16 @@ cudaError_t causal_conv1d_grad_weight(const float *x, const float *halo, const f
 cudaError_t rglru_scan_grad(const arith::RglruGradArgs &args, cudaStream_t stream);
 
 /// The Mamba-2 SSD scan's backward over whole sequences or the chunks of
-/// sequences split over ranks, its prelude's included: dt' = softplus(dt + dt_bias) and A =
-/// -exp(a_log) into the scratch dtPrelude [B*S, NH] and A [NH] (args.dt and args.A are set to
-/// them), the scan's backward one thread a group of heads (arith_grad.h,
-/// SsdGradArgs), then the prelude's, one thread a head: ddtRaw (when not
-/// nullptr) the cotangent of dt, ddtBias and daLog (when not nullptr)
-/// those of dt_bias and a_log.
-cudaError_t ssd_scan_grad(const float *dt, const float *dtBias, const float *aLog, float *dtPrelude,
-                          float *A, arith::SsdGradArgs args, float *ddtRaw, float *ddtBias,
-                          float *daLog, cudaStream_t stream);
+/// sequences split over ranks, in chunks of arith::kSsdChunk tokens
+/// (ssd_grad_arith.h): `args.fwd` holds the forward's inputs (the raw dt,
+/// dt_bias and a_log), `launch` is ssdGradLaunch's for these sizes and
+/// `scratch` a device buffer of its scratchBytes (the scratch pointers of
+/// `args` are set from it); args.ddt and args.dA receive the cotangents of
+/// the prelude's dt and of A. Then the prelude's backward, one thread a
+/// head: ddtRaw (when not nullptr) the cotangent of dt, ddtBias and daLog
+/// (when not nullptr) those of dt_bias and a_log.
+cudaError_t ssd_scan_grad(arith::SsdGradArgs args, const SsdGradLaunch &launch, void *scratch,
+                          float *ddtRaw, float *ddtBias, float *daLog, cudaStream_t stream);
 
 /// The SSD scan's prelude over T tokens of NH heads: dt' = softplus(dt +
 /// dt_bias) into dtPrelude [T, NH] and A = -exp(a_log) into A [NH]; and its

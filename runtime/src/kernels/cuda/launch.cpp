@@ -2,6 +2,7 @@
 
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/ssd_arith.h"
+#include "kernels/cuda/ssd_grad_arith.h"
 
 #include <algorithm>
 
@@ -85,6 +86,36 @@ bool ssdLaunch(int64_t sequences, int64_t length, int64_t NH, int64_t P, int64_t
   launch.stepOffset = rounded(perItem * 8);
   launch.statesOffset = launch.stepOffset + rounded(perItem * 4);
   launch.scratchBytes = launch.statesOffset + rounded(launch.items * P * N * 4);
+  return true;
+}
+
+bool ssdGradLaunch(int64_t sequences, int64_t length, int64_t NH, int64_t P, int64_t G, int64_t N,
+                   SsdGradLaunch &launch, std::string &error) {
+  launch = SsdGradLaunch();
+  if (G < 1 || NH % G != 0) {
+    error = "the CUDA SSD scan's backward takes heads in whole groups, not " + std::to_string(NH) +
+            " heads in " + std::to_string(G) + " groups";
+    return false;
+  }
+  if (!ssdLaunch(sequences, length, NH, P, N, launch.fwd, error))
+    return false;
+  const int64_t items = launch.fwd.items, tokens = sequences * length;
+  launch.block.blocks = items;
+  launch.block.threads = arith::kSsdThreads;
+  launch.block.sharedBytes = (int64_t)sizeof(arith::SsdGradShared);
+  launch.carry = launch.fwd.carry;
+  if (NH != G)
+    launch.heads = elementwiseShape(tokens * G * N);
+  launch.rates = elementwiseShape(NH);
+  auto rounded = [](int64_t bytes) { return (bytes + 255) / 256 * 256; };
+  const int64_t perHead = NH != G ? rounded(tokens * NH * N * 4) : 0;
+  launch.cotOffset = launch.fwd.scratchBytes;
+  launch.dBhOffset = launch.cotOffset + rounded(items * P * N * 4);
+  launch.dChOffset = launch.dBhOffset + perHead;
+  launch.partAOffset = launch.dChOffset + perHead;
+  launch.partDOffset = launch.partAOffset + rounded(items * 8);
+  launch.decayCotOffset = launch.partDOffset + rounded(items * 8);
+  launch.scratchBytes = launch.decayCotOffset + rounded(sequences * NH * 8);
   return true;
 }
 

@@ -74,6 +74,29 @@ struct SsdLaunch {
 bool ssdLaunch(int64_t sequences, int64_t length, int64_t NH, int64_t P, int64_t N,
                SsdLaunch &launch, std::string &error);
 
+/// The chunked SSD backward's launches (kernels/cuda/ssd_grad_arith.h) over
+/// `sequences` sequences of `length` tokens, NH heads in G groups, head dim
+/// P and state size N, and its scratch: the forward's (ssdLaunch's, first),
+/// then a cotangent state [P, N] an item, the per-head dB and dC [tokens, NH,
+/// N] each (none with one head a group: the block writes dB and dC), a
+/// double an item for dA and one for dD, and one a (sequence, head) for the
+/// decay's cotangent, each array at a 256-byte boundary.
+struct SsdGradLaunch {
+  SsdLaunch fwd;     ///< (a)-(c), their scratch at offset 0
+  LaunchShape block; ///< (e) and (g): a block an item, SsdGradShared dynamic
+  LaunchShape carry; ///< (f): a thread a (sequence, head, state entry)
+  LaunchShape
+      heads; ///< (h): a thread a (token, group, state entry); 0 blocks with one head a group
+  LaunchShape rates; ///< (i): a thread a head
+  int64_t cotOffset = 0, dBhOffset = 0, dChOffset = 0, partAOffset = 0, partDOffset = 0;
+  int64_t decayCotOffset = 0, scratchBytes = 0;
+};
+
+/// The launches for these sizes; false with the reason in `error` when the
+/// kernels cannot run them (ssdLaunch's refusals, G not dividing NH).
+bool ssdGradLaunch(int64_t sequences, int64_t length, int64_t NH, int64_t P, int64_t G, int64_t N,
+                   SsdGradLaunch &launch, std::string &error);
+
 } // namespace shardline::rt::cuda
 
 #endif

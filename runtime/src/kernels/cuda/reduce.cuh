@@ -37,6 +37,15 @@ template <typename Op, typename T> __device__ T blockReduce(T value, T *shared) 
 __device__ inline int64_t firstElement() { return (int64_t)blockIdx.x * blockDim.x + threadIdx.x; }
 __device__ inline int64_t gridStride() { return (int64_t)gridDim.x * blockDim.x; }
 
+/// The block-wide phases of ssd_arith.h and ssd_grad_arith.h: every thread
+/// runs a phase, then the block waits for all of them.
+struct BlockPhases {
+  template <typename Phase> __device__ void each(const Phase &phase) {
+    phase((int)threadIdx.x);
+    __syncthreads();
+  }
+};
+
 /// `kernel` over n elements, elementwiseShape's grid (a grid-stride loop
 /// in the kernel), queued on `stream`; nothing for n == 0.
 template <typename Kernel, typename... Args>

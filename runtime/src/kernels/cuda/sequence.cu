@@ -26,15 +26,6 @@ __global__ void convKernel(const T *x, const P *w, const P *bias, const T *halo,
                         arith::convElement(x, w, bias, halo, seq.B, seq.S, seq.chunks, C, W, e));
 }
 
-/// The block-wide phases of ssd_arith.h: every thread runs a phase, then
-/// the block waits for all of them.
-struct BlockPhases {
-  template <typename Phase> __device__ void each(const Phase &phase) {
-    phase((int)threadIdx.x);
-    __syncthreads();
-  }
-};
-
 /// (a) a thread per (sequence, chunk, head), or (c) one per (sequence,
 /// head, state entry).
 template <bool Carry> __global__ void ssdThreadKernel(arith::SsdArgs args, int64_t n) {
@@ -116,16 +107,24 @@ cudaError_t ssd_scan(const float *x, const float *dt, const float *dtBias, const
                       reinterpret_cast<double *>(base + launch.cumOffset),
                       reinterpret_cast<float *>(base + launch.stepOffset),
                       reinterpret_cast<float *>(base + launch.statesOffset)};
+  // With no tokens the carry still writes state_in and a decay of 1.
+  ssd_chunk_states(args, launch, stream);
+  if (launch.items > 0)
+    ssdBlockKernel<true><<<(unsigned)launch.chunk.blocks, launch.chunk.threads, 0, stream>>>(args);
+  return cudaGetLastError();
+}
+
+cudaError_t ssd_chunk_states(const arith::SsdArgs &args, const SsdLaunch &launch,
+                             cudaStream_t stream) {
   if (launch.items > 0) {
     ssdThreadKernel<false>
         <<<(unsigned)launch.cum.blocks, launch.cum.threads, 0, stream>>>(args, launch.items);
     ssdBlockKernel<false><<<(unsigned)launch.chunk.blocks, launch.chunk.threads, 0, stream>>>(args);
   }
-  // With no tokens the carry still writes state_in and a decay of 1.
-  ssdThreadKernel<true>
-      <<<(unsigned)launch.carry.blocks, launch.carry.threads, 0, stream>>>(args, entries);
-  if (launch.items > 0)
-    ssdBlockKernel<true><<<(unsigned)launch.chunk.blocks, launch.chunk.threads, 0, stream>>>(args);
+  int64_t entries = args.B * args.chunks * args.NH * args.P * args.N;
+  if (entries > 0)
+    ssdThreadKernel<true>
+        <<<(unsigned)launch.carry.blocks, launch.carry.threads, 0, stream>>>(args, entries);
   return cudaGetLastError();
 }
 

@@ -190,8 +190,10 @@ SL_HD void ssdChunkBlock(Block &block, const SsdArgs &a, SsdShared &sh, int64_t 
       sh.factor[tid] = exp(a.cum[item * kSsdChunk + kSsdChunk - 1] - sh.cum[tid]) * sh.step[tid];
     }
   });
-  // m = C·Bᵀ over the chunk's tokens, kSsdTile state entries at a time.
-  for (int64_t n0 = 0; n0 < a.N; n0 += kSsdTile) {
+  // m = C·Bᵀ over the chunk's tokens, kSsdTile state entries at a time
+  // (for y alone: with y nullptr, the backward runs this kernel for the
+  // added states).
+  for (int64_t n0 = 0; a.y && n0 < a.N; n0 += kSsdTile) {
     block.each([&](int tid) {
       int64_t off = at.g * a.N + n0, limit = a.N - n0;
       ssdStage(sh.a, kSsdChunk, tid,
@@ -201,7 +203,8 @@ SL_HD void ssdChunkBlock(Block &block, const SsdArgs &a, SsdShared &sh, int64_t 
     });
     block.each([&](int tid) { ssdAccumulate<4, 4>(sh, tid, n0 == 0); });
   }
-  block.each([&](int tid) { ssdMask(sh, L, tid); });
+  if (a.y)
+    block.each([&](int tid) { ssdMask(sh, L, tid); });
   for (int64_t p0 = 0; p0 < a.P; p0 += kSsdTile) {
     block.each([&](int tid) {
       ssdStage(sh.a, kSsdChunk, tid, [&](int s, int k) {
@@ -209,17 +212,18 @@ SL_HD void ssdChunkBlock(Block &block, const SsdArgs &a, SsdShared &sh, int64_t 
       });
     });
     // y_t = Σ_s m[t][s] x_s over this tile's head-dim entries.
-    block.each([&](int tid) {
-      float acc[4][2] = {};
-      ssdProduct(&sh.m[0][0], kSsdChunk + 1, 1, &sh.a[0][0], kSsdTile + 1, 1, (int)L, tid, acc);
-      int ti = tid / kSsdGrid, tj = tid % kSsdGrid;
-      for (int i = 0; i < 4; ++i)
-        for (int j = 0; j < 2; ++j) {
-          int64_t t = ti + kSsdGrid * i, p = p0 + tj + kSsdGrid * j;
-          if (t < L && p < a.P)
-            a.y[(at.firstRow + t) * ldx + at.h * a.P + p] = acc[i][j];
-        }
-    });
+    if (a.y)
+      block.each([&](int tid) {
+        float acc[4][2] = {};
+        ssdProduct(&sh.m[0][0], kSsdChunk + 1, 1, &sh.a[0][0], kSsdTile + 1, 1, (int)L, tid, acc);
+        int ti = tid / kSsdGrid, tj = tid % kSsdGrid;
+        for (int i = 0; i < 4; ++i)
+          for (int j = 0; j < 2; ++j) {
+            int64_t t = ti + kSsdGrid * i, p = p0 + tj + kSsdGrid * j;
+            if (t < L && p < a.P)
+              a.y[(at.firstRow + t) * ldx + at.h * a.P + p] = acc[i][j];
+          }
+      });
     // The added state [p, n] = Σ_s x_s[p] · factor_s B_s[n] (the factor's
     // product with B in double, rounded to f32, as the CPU's).
     for (int64_t n0 = 0; n0 < a.N; n0 += kSsdTile) {
