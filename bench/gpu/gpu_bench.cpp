@@ -4,7 +4,8 @@
 // hybrid layer and prints, per kernel, the median time, the achieved TFLOP/s
 // (GEMMs, attention) or GB/s (everything else) and its share of the device's
 // peak, beside the target of docs/benchmarks.md ("GPU figures"): bf16
-// kernels against the bf16 tensor-core peak, f32 kernels (the f32 GEMM,
+// kernels (the GEMMs, attention on the tensor cores) against the bf16
+// tensor-core peak, f32 kernels (the f32 GEMM,
 // attention, MoE's grouped GEMMs) against the f32 peak without tensor cores,
 // with no target. The GEMMs
 // go through the backend's own cuBLASLt path (backends/cuda/lt_gemm.h), the
@@ -22,7 +23,7 @@
 // (QK^T and PV over the pairs the mask keeps). Bytes are each kernel's
 // compulsory traffic: every input element read once and every output element
 // written once, in the type the kernel stores it (f32 for all but the bf16
-// GEMMs), no re-reads counted. Peaks: bf16 dense tensor FLOPs from the SM
+// GEMMs and attention), no re-reads counted. Peaks: bf16 dense tensor FLOPs from the SM
 // count and the SM clock (cudaDeviceGetAttribute) times a table of bf16
 // FLOPs per clock per SM by compute capability, f32 the same with the f32
 // FMA lanes' 2 FLOPs a clock each (table); memory bandwidth from the
@@ -361,7 +362,8 @@ void run(Bench &b) {
                [&] { lt.run(st, false, false, xf.ptr, wf.ptr, E::F32, M, N, K, yf.ptr, E::F32); });
   }
 
-  // -- attention (f32, one query a thread, keys tiled in shared memory)
+  // -- attention (f32: one query a thread, keys tiled in shared memory; bf16:
+  // the tensor cores)
   {
     Buffer q(Tok * HQ * D, T::F32, 1.0f, 12), k(Tok * HKV * D, T::F32, 1.0f, 13),
         v(Tok * HKV * D, T::F32, 1.0f, 14), out(Tok * HQ * D, T::F32, 0.0f, 15),
@@ -384,6 +386,21 @@ void run(Bench &b) {
                                       1.0f / std::sqrt((float)D), 0, tiling, out.f(), lse.f(), st),
                        "attention");
                });
+    // The same attention over bf16 on the tensor cores (attention_tc.h), the
+    // path bf16 plans take: against the bf16 peak, target 50%.
+    Buffer qh(Tok * HQ * D, T::BF16, 1.0f, 18), kh(Tok * HKV * D, T::BF16, 1.0f, 19),
+        vh(Tok * HKV * D, T::BF16, 1.0f, 26), outh(Tok * HQ * D, T::BF16, 0.0f, 27);
+    gpu::AttentionTcTiling tcTiling;
+    if (!gpu::attentionTcTiling(B, HQ, S, D, tcTiling, error))
+      throw rt::Stop{error, false};
+    b.flops("attention causal bf16",
+            "q" + dims({B, S, HQ * D}) + " kv" + dims({B, S, HKV * D}) + " d128",
+            4.0 * D * HQ * B * pairs, 50, [&] {
+              check(gpu::attention_tc({qh.ptr, T::BF16}, {kh.ptr, T::BF16}, {vh.ptr, T::BF16}, pos,
+                                      pos, B, S, S, HQ, HKV, D, true, 1.0f / std::sqrt((float)D), 0,
+                                      tcTiling, {outh.ptr, T::BF16}, lse.f(), st),
+                    "attention_tc");
+            });
     Buffer rq(Tok * HQ * D, T::F32, 1.0f, 17);
     b.bytes("rope f32", dims({B, S, HQ * D}), 2.0 * Tok * HQ * D * 4 + S * 8,
             [&] { check(gpu::rope(q.f(), pos, B, S, HQ, D, 10000.0f, rq.f(), st), "rope"); });

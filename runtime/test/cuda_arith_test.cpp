@@ -16,6 +16,7 @@
 #include "kernels/cpu/kernels.h"
 #include "kernels/cuda/arith.h"
 #include "kernels/cuda/arith_grad.h"
+#include "kernels/cuda/attention_tc.h"
 #include "kernels/cuda/exchange_arith.h"
 #include "kernels/cuda/exchange_grad_arith.h"
 #include "kernels/cuda/launch.h"
@@ -37,6 +38,7 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace rt = shardline::rt;
@@ -875,14 +877,34 @@ TEST(CudaArith, CausalConvOfChunksWithHalosIsTheCpuKernel) {
 
 // -- the chunked SSD scan ----------------------------------------------------------------
 
-/// ssd_arith.h's block-wide phases on the host: each phase runs for every
-/// thread of the block in turn, in increasing or (`reversed`) decreasing
-/// order; the results must not depend on which.
-struct HostBlock {
+/// A warp's lanes in a warp phase of attention_tc.h on the host: each(f)
+/// runs f for every lane in turn, in `reversed` order or not.
+struct HostLanes {
   bool reversed = false;
   template <typename Phase> void each(const Phase &phase) {
-    for (int i = 0; i < arith::kSsdThreads; ++i)
-      phase(reversed ? arith::kSsdThreads - 1 - i : i);
+    for (int i = 0; i < arith::kTcLanes; ++i)
+      phase(reversed ? arith::kTcLanes - 1 - i : i);
+  }
+  void sync() {}
+};
+
+/// The block-wide phases of ssd_arith.h and attention_tc.h on the host:
+/// each phase runs for every thread (eachWarp: every warp) of the block in
+/// turn, in increasing or (`reversed`) decreasing order; the results must
+/// not depend on which.
+struct HostBlock {
+  bool reversed = false;
+  int threads = arith::kSsdThreads;
+  template <typename Phase> void each(const Phase &phase) {
+    for (int i = 0; i < threads; ++i)
+      phase(reversed ? threads - 1 - i : i);
+  }
+  template <typename Phase> void eachWarp(const Phase &phase) {
+    int warps = threads / arith::kTcLanes;
+    for (int i = 0; i < warps; ++i) {
+      HostLanes lanes{reversed};
+      phase(reversed ? warps - 1 - i : i, lanes);
+    }
   }
 };
 
@@ -1000,6 +1022,148 @@ TEST(CudaArith, SsdScanLaunchCoversEveryItemWithinTheLimits) {
   EXPECT_FALSE(gpu::ssdLaunch(1 << 20, 1 << 16, 64, 64, 64, launch, error));
   EXPECT_EQ(error, "the CUDA SSD scan over 1048576 sequences of 65536 tokens and 64 heads needs "
                    "more blocks than a CUDA grid holds");
+}
+
+// -- attention on the tensor cores ---------------------------------------------------------
+
+namespace {
+
+/// kernels/cuda/attention.cu's attention_tc on the host: every block of
+/// attentionTcTiling in turn (in `reversed` order or not) through
+/// attentionTcBlock, on shared memory poisoned with NaNs.
+template <typename T>
+void attentionTcOnHost(const AttentionCase &c, const std::vector<T> &q, const std::vector<T> &k,
+                       const std::vector<T> &v, float scale, bool reversed, std::vector<T> &out,
+                       std::vector<float> &lse) {
+  gpu::AttentionTcTiling tiling;
+  std::string error;
+  ASSERT_TRUE(gpu::attentionTcTiling(c.B, c.HQ, c.Sq, c.D, tiling, error)) << error;
+  EXPECT_EQ(tiling.maxHeadDim, c.D <= 64 ? 64 : 128);
+  EXPECT_EQ(tiling.shape.threads, arith::kTcThreads);
+  EXPECT_LE(tiling.shape.sharedBytes, gpu::kMaxSharedBytes);
+  arith::TcArgs args{q.data(),   k.data(),  v.data(), c.qPos.data(), c.kPos.data(),
+                     c.B,        c.Sq,      c.Sk,     c.HQ,          c.HKV,
+                     c.D,        c.causal,  scale,    c.window,      tiling.queryBlocks,
+                     out.data(), lse.data()};
+  HostBlock block{reversed, arith::kTcThreads};
+  auto run = [&](auto shared) {
+    EXPECT_EQ((int64_t)sizeof(*shared), tiling.shape.sharedBytes);
+    std::memset((void *)shared.get(), 0xff, sizeof(*shared));
+    for (int64_t i = 0; i < tiling.shape.blocks; ++i)
+      arith::attentionTcBlock(block, args, *shared, reversed ? tiling.shape.blocks - 1 - i : i);
+  };
+  if (tiling.maxHeadDim == 64)
+    run(std::make_unique<arith::TcShared<T, 64>>());
+  else
+    run(std::make_unique<arith::TcShared<T, 128>>());
+}
+
+/// attentionTcOnHost against the CPU kernel on the widened q, k, v: the
+/// output within `tol` · (1 + |want|) (the weights P and the output are
+/// rounded to T's 8 or 11 significant bits), the log-sum-exp within
+/// `lseTol` · (1 + |want|) (l sums the rounded P) or -inf where no key is
+/// visible; the blocks in either order, the same bits. Returns the largest errors seen,
+/// the output's and the log-sum-exp's.
+template <typename T>
+std::pair<float, float> checkAttentionTc(const AttentionCase &c, float tol, float lseTol) {
+  std::vector<T> q = test::roundedTo<T>(test::normalVector(c.B * c.Sq * c.HQ * c.D, 11)),
+                 k = test::roundedTo<T>(test::normalVector(c.B * c.Sk * c.HKV * c.D, 12)),
+                 v = test::roundedTo<T>(test::normalVector(c.B * c.Sk * c.HKV * c.D, 13));
+  float scale = 1.0f / std::sqrt((float)c.D);
+  std::vector<T> out = test::roundedTo<T>(std::vector<float>(q.size(), std::nanf("")));
+  std::vector<float> lse(c.B * c.HQ * c.Sq, std::nanf(""));
+  attentionTcOnHost(c, q, k, v, scale, false, out, lse);
+  std::vector<float> want(q.size()), wantLse(lse.size());
+  std::vector<float> wq = test::widened(q), wk = test::widened(k), wv = test::widened(v);
+  cpu::attention(wq.data(), wk.data(), wv.data(), c.qPos.data(), c.kPos.data(),
+                 {c.B, c.Sq, c.Sk, c.HQ, c.HKV, c.D}, c.causal, scale, want.data(), wantLse.data(),
+                 c.window);
+  std::vector<float> got = test::widened(out);
+  float worst = 0.0f;
+  for (size_t i = 0; i < got.size(); ++i) {
+    float err = std::fabs(got[i] - want[i]) / (1.0f + std::fabs(want[i]));
+    worst = std::isnan(err) ? INFINITY : std::max(worst, err);
+  }
+  EXPECT_LE(worst, tol);
+  float worstLse = 0.0f;
+  for (size_t i = 0; i < lse.size(); ++i) {
+    if (std::isinf(wantLse[i])) {
+      EXPECT_EQ(lse[i], wantLse[i]) << "at " << i;
+      continue;
+    }
+    float err = std::fabs(lse[i] - wantLse[i]) / (1.0f + std::fabs(wantLse[i]));
+    worstLse = std::isnan(err) ? INFINITY : std::max(worstLse, err);
+  }
+  EXPECT_LE(worstLse, lseTol);
+  std::vector<T> backwardsOut = test::roundedTo<T>(std::vector<float>(q.size(), 0.0f));
+  std::vector<float> backwardsLse(lse.size(), 0.0f);
+  attentionTcOnHost(c, q, k, v, scale, true, backwardsOut, backwardsLse);
+  test::expectSameBits(backwardsOut, out);
+  EXPECT_EQ(std::memcmp(backwardsLse.data(), lse.data(), lse.size() * sizeof(float)), 0);
+  return {worst, worstLse};
+}
+
+/// Tolerances of the tensor-core attention, relative to 1 + |want|: about
+/// twice the largest errors over the cases below (bf16: output 3.6e-3,
+/// log-sum-exp 1.1e-3; f16: 4.5e-4 and 1.3e-4), which the tensor cores'
+/// order of f32 sums does not come near.
+template <typename T> float tcTolerance() { return std::is_same_v<T, arith::Bf16> ? 8e-3f : 1e-3f; }
+template <typename T> float tcLseTolerance() {
+  return std::is_same_v<T, arith::Bf16> ? 2e-3f : 2e-4f;
+}
+
+} // namespace
+
+TYPED_TEST(CudaArith16Kernels, TensorCoreAttentionMatchesTheCpuKernel) {
+  using T = TypeParam;
+  auto check = [](const AttentionCase &c) {
+    SCOPED_TRACE(testing::Message()
+                 << "B " << c.B << " Sq " << c.Sq << " Sk " << c.Sk << " HQ " << c.HQ << " HKV "
+                 << c.HKV << " D " << c.D << (c.causal ? " causal" : "") << " window " << c.window);
+    auto [worst, worstLse] = checkAttentionTc<T>(c, tcTolerance<T>(), tcLseTolerance<T>());
+    std::printf("  largest error: output %.3g, log-sum-exp %.3g\n", worst, worstLse);
+  };
+  // Causal GQA, queries and keys that fill one block and tile and part of
+  // the next.
+  check({2, 100, 100, 4, 2, 64, true, 0, iota(100), iota(100)});
+  // Every head-dim layout: padded to whole fragments, up to 128.
+  for (int64_t D : {8, 40, 96, 128})
+    check({1, 70, 130, 2, 1, D, true, 0, iota(70, 60), iota(130)});
+  // A cp rank's zigzag chunks: the first queries see no key at all.
+  std::vector<int64_t> qPos = iota(40, 0), tail = iota(40, 200);
+  qPos.insert(qPos.end(), tail.begin(), tail.end());
+  check({1, 80, 100, 2, 2, 32, true, 0, qPos, iota(100, 20)});
+  // The causal edge on a tile's first key: the last query (63) sees the
+  // first key (63) alone.
+  check({1, 64, 128, 1, 1, 16, true, 0, iota(64), iota(128, 63)});
+  // Not causal, and a window that hides whole tiles.
+  check({1, 40, 90, 3, 1, 16, false, 0, iota(40, 50), iota(90)});
+  check({2, 150, 150, 2, 2, 32, true, 20, iota(150), iota(150)});
+  // A window of two: the second block's first query (64) sees the first
+  // tile's last key (63) and its own alone, so that tile is not skipped.
+  check({1, 150, 150, 1, 1, 16, true, 2, iota(150), iota(150)});
+}
+
+TEST(CudaArith, TensorCoreAttentionTilingAndItsRefusals) {
+  gpu::AttentionTcTiling tiling;
+  std::string error;
+  ASSERT_TRUE(gpu::attentionTcTiling(2, 3, 130, 64, tiling, error)) << error;
+  EXPECT_EQ(tiling.queryBlocks, 3);
+  EXPECT_EQ(tiling.shape.blocks, 2 * 3 * 3);
+  EXPECT_EQ(tiling.maxHeadDim, 64);
+  EXPECT_GT(tiling.shape.sharedBytes, gpu::kDefaultSharedBytes) << "the kernel opts in";
+  ASSERT_TRUE(gpu::attentionTcTiling(1, 1, 64, 65, tiling, error)) << error;
+  EXPECT_EQ(tiling.queryBlocks, 1);
+  EXPECT_EQ(tiling.maxHeadDim, 128);
+  EXPECT_LE(tiling.shape.sharedBytes, gpu::kMaxSharedBytes);
+  EXPECT_EQ(arith::tcPaddedDim(65), 80);
+  EXPECT_EQ(arith::tcPaddedDim(16), 16);
+  EXPECT_FALSE(gpu::attentionTcTiling(1, 1, 64, 129, tiling, error));
+  EXPECT_EQ(error, "the CUDA tensor-core attention takes head dims of 1 to 128, not 129");
+  EXPECT_FALSE(gpu::attentionTcTiling(1, 1, 64, 0, tiling, error));
+  EXPECT_FALSE(gpu::attentionTcTiling(1 << 20, 64, 1 << 16, 64, tiling, error));
+  EXPECT_EQ(error, "attention over 1048576 x 64 heads of 65536 queries needs more blocks than a "
+                   "CUDA grid holds");
 }
 
 TEST(CudaArith, RglruScanByLanesIsTheCpuKernel) {

@@ -167,9 +167,28 @@ bool keepsRglru(const Step &s, const Frame &f) {
   return keepsShared<0>(s, f) && keepsParams<1, 2, 3, 4, 5>(s, f);
 }
 
+/// Attribute order of the attention entries (kernels/cpu/table.h).
+enum { kHeads, kCausal, kScale };
+
+int64_t headDim(const Step &s, const Frame &f) { return f.global(s.in[0])[2] / s.attrs[kHeads].i; }
+
+/// Attention keeps q, k, v and its output of one type: 16-bit ones go to
+/// the tensor cores (attention_tc) for head dims up to 128; larger ones,
+/// and f32, run on the f32 kernel.
+bool keepsAttention(const Step &s, const Frame &f) {
+  return keepsShared<0, 1, 2>(s, f) &&
+         (f.views[s.in[0]].dtype == DType::F32 || headDim(s, f) <= 128);
+}
+/// Local attention as attention where a rank holds its sequences whole; over
+/// a halo or sequence chunks its run is the exchange's (f32).
+bool keepsLocalAttention(const Step &s, const Frame &f) {
+  return !s.has(3) && chunksPerRank(f.tensors[s.in[0]].layout, 1) == 1 && keepsAttention(s, f);
+}
+
 /// The entries that read 16-bit tensors as stored (KernelSpec::keeps16):
 /// the GEMMs of linear and lm_head and their backward (backend_grad.cpp),
-/// the memory-bound forward kernels, the causal conv1d, the RG-LRU scan
+/// the memory-bound forward kernels, attention (the tensor cores), the
+/// causal conv1d, the RG-LRU scan
 /// (its states and decays of any float type) and the loss (the logits and
 /// the loss of any float type, whole or over vocabulary shards).
 Keeps16 keeps16(const std::string &kind) {
@@ -189,6 +208,8 @@ Keeps16 keeps16(const std::string &kind) {
       {"gated_rms_norm", keepsShared<0, 1>},
       {"rope", keepsShared<0>},
       {"embedding", keepsShared<>},
+      {"attention", keepsAttention},
+      {"local_attention", keepsLocalAttention},
       {"causal_conv1d", keepsConv},
       {"rglru_scan", keepsRglru},
       {"cross_entropy", keepsAll},
@@ -258,21 +279,31 @@ void moeCombine(const Step &s, Frame &f) {
   requireNoBadIds(f, s.in[2], slabs[0], "the experts");
 }
 
-/// Attribute order of the attention entries (kernels/cpu/table.h).
-enum { kHeads, kCausal, kScale };
-
 /// Attention of q over k and v at the given positions: causal or not,
-/// within `window` tokens when it is positive.
+/// within `window` tokens when it is positive. q, k, v and the output as
+/// stored: bf16 or f16 on the tensor cores, f32 on the f32 kernel
+/// (keepsAttention).
 void attend(const Step &s, Frame &f, bool causal, float scale, int64_t window,
             const std::vector<int64_t> &queryPositions, const std::vector<int64_t> &keyPositions) {
   const std::vector<int64_t> &ql = f.local(s.in[0]), &kl = f.local(s.in[1]);
-  int64_t D = f.global(s.in[0])[2] / s.attrs[kHeads].i;
+  int64_t D = headDim(s, f);
   int64_t B = ql[0], Sq = ql[1], Sk = kl[1], HQ = ql[2] / D, HKV = kl[2] / D;
-  cuda::AttentionTiling tiling;
   std::string error;
+  CudaDevice &device = deviceOf(f);
+  if (f.stored(s.in[0]).dtype != DType::F32) {
+    cuda::AttentionTcTiling tiling;
+    if (!cuda::attentionTcTiling(B, HQ, Sq, D, tiling, error))
+      throw Stop{error, false};
+    launched(cuda::attention_tc(src(f, s.in[0]), src(f, s.in[1]), src(f, s.in[2]),
+                                device.positions(queryPositions), device.positions(keyPositions), B,
+                                Sq, Sk, HQ, HKV, D, causal, scale, window, tiling, dst(f, s.out[0]),
+                                nullptr, device.stream()),
+             "attention_tc");
+    return;
+  }
+  cuda::AttentionTiling tiling;
   if (!cuda::attentionTiling(B, HQ, Sq, D, tiling, error))
     throw Stop{error, false};
-  CudaDevice &device = deviceOf(f);
   launched(cuda::attention(f.f(s.in[0]), f.f(s.in[1]), f.f(s.in[2]),
                            device.positions(queryPositions), device.positions(keyPositions), B, Sq,
                            Sk, HQ, HKV, D, causal, scale, window, tiling, f.f(s.out[0]), nullptr,
@@ -281,7 +312,7 @@ void attend(const Step &s, Frame &f, bool causal, float scale, int64_t window,
 }
 
 float defaultScale(const Step &s, Frame &f) {
-  return (float)(1.0 / std::sqrt((double)(f.global(s.in[0])[2] / s.attrs[kHeads].i)));
+  return (float)(1.0 / std::sqrt((double)headDim(s, f)));
 }
 
 void attention(const Step &s, Frame &f) {

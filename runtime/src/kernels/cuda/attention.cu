@@ -1,5 +1,6 @@
 //===- attention.cu - RoPE and tiled causal attention ---------------------===//
 
+#include "kernels/cuda/attention_tc.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/reduce.cuh"
 
@@ -73,6 +74,29 @@ __global__ void attentionKernel(const float *q, const float *k, const float *v,
     lse[(b * HQ + h) * Sq + i] = state.lse();
 }
 
+/// A block of attention_tc.h per kTcRows queries of one (batch, head),
+/// TcShared<T, MaxD> in dynamic shared memory.
+template <typename T, int MaxD>
+__global__ void __launch_bounds__(arith::kTcThreads) attentionTcKernel(arith::TcArgs args) {
+  extern __shared__ __align__(128) unsigned char shared[];
+  auto &sh = *reinterpret_cast<arith::TcShared<T, MaxD> *>(shared);
+  BlockPhases block;
+  arith::attentionTcBlock<T, MaxD>(block, args, sh, blockIdx.x);
+}
+
+template <typename T, int MaxD>
+cudaError_t launchAttentionTc(const arith::TcArgs &args, const AttentionTcTiling &tiling,
+                              cudaStream_t stream) {
+  auto kernel = attentionTcKernel<T, MaxD>;
+  const int shared = (int)tiling.shape.sharedBytes;
+  if (cudaError_t status =
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
+      status != cudaSuccess)
+    return status;
+  kernel<<<(unsigned)tiling.shape.blocks, tiling.shape.threads, shared, stream>>>(args);
+  return cudaGetLastError();
+}
+
 } // namespace
 
 cudaError_t rope(Src x, const int64_t *positions, int64_t B, int64_t S, int64_t NH, int64_t D,
@@ -110,6 +134,26 @@ cudaError_t attention(const float *q, const float *k, const float *v, const int6
   else
     launch(attentionKernel<256>);
   return cudaGetLastError();
+}
+
+cudaError_t attention_tc(Src q, Src k, Src v, const int64_t *qPositions, const int64_t *kPositions,
+                         int64_t B, int64_t Sq, int64_t Sk, int64_t HQ, int64_t HKV, int64_t D,
+                         bool causal, float scale, int64_t window, const AttentionTcTiling &tiling,
+                         Dst out, float *lse, cudaStream_t stream) {
+  if (q.type != k.type || q.type != v.type || q.type != out.type || q.type == arith::Type::F32)
+    return cudaErrorInvalidValue;
+  if (tiling.shape.blocks == 0)
+    return cudaSuccess;
+  arith::TcArgs args{q.data, k.data, v.data, qPositions,         kPositions, B,  Sq, Sk, HQ, HKV, D,
+                     causal, scale,  window, tiling.queryBlocks, out.data,   lse};
+  bool wide = tiling.maxHeadDim == 128;
+  if (q.type == arith::Type::BF16)
+    return wide ? launchAttentionTc<arith::Bf16, 128>(args, tiling, stream)
+                : launchAttentionTc<arith::Bf16, 64>(args, tiling, stream);
+  if (q.type == arith::Type::F16)
+    return wide ? launchAttentionTc<arith::F16, 128>(args, tiling, stream)
+                : launchAttentionTc<arith::F16, 64>(args, tiling, stream);
+  return cudaErrorInvalidValue;
 }
 
 } // namespace shardline::rt::cuda

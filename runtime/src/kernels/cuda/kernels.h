@@ -104,6 +104,15 @@ cudaError_t attention(const float *q, const float *k, const float *v, const int6
                       int64_t HKV, int64_t D, bool causal, float scale, int64_t window,
                       const AttentionTiling &tiling, float *out, float *lse, cudaStream_t stream);
 
+/// The same attention over bf16 or f16 q, k, v on the tensor cores
+/// (attention_tc.h), cut as `tiling` says (attentionTcTiling of B, HQ, Sq,
+/// D): out in the type of q, lse f32 (or nullptr). q, k, v and out share
+/// one 16-bit type.
+cudaError_t attention_tc(Src q, Src k, Src v, const int64_t *qPositions, const int64_t *kPositions,
+                         int64_t B, int64_t Sq, int64_t Sk, int64_t HQ, int64_t HKV, int64_t D,
+                         bool causal, float scale, int64_t window, const AttentionTcTiling &tiling,
+                         Dst out, float *lse, cudaStream_t stream);
+
 /// A local [B, S, ...] value cut into `chunks` sequences per batch entry
 /// (arith.h, sequenceAt).
 struct Sequences {

@@ -1,6 +1,7 @@
 //===- launch.cpp - grid, block and shared-memory sizes ---------------------===//
 
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/attention_tc.h"
 #include "kernels/cuda/ssd_arith.h"
 #include "kernels/cuda/ssd_grad_arith.h"
 
@@ -51,6 +52,29 @@ bool attentionTiling(int64_t B, int64_t HQ, int64_t Sq, int64_t D, AttentionTili
   tiling.shape.threads = tiling.queriesPerBlock;
   tiling.shape.blocks = B * HQ * tiling.queryBlocks;
   tiling.shape.sharedBytes = tiling.keysPerTile * perKey;
+  if (tiling.shape.blocks > kMaxGridX) {
+    error = "attention over " + std::to_string(B) + " x " + std::to_string(HQ) + " heads of " +
+            std::to_string(Sq) + " queries needs more blocks than a CUDA grid holds";
+    return false;
+  }
+  return true;
+}
+
+bool attentionTcTiling(int64_t B, int64_t HQ, int64_t Sq, int64_t D, AttentionTcTiling &tiling,
+                       std::string &error) {
+  if (D <= 0 || D > 128) {
+    error = "the CUDA tensor-core attention takes head dims of 1 to 128, not " + std::to_string(D);
+    return false;
+  }
+  tiling = AttentionTcTiling();
+  tiling.maxHeadDim = D <= 64 ? 64 : 128;
+  tiling.queryBlocks = (Sq + arith::kTcRows - 1) / arith::kTcRows;
+  tiling.shape.threads = arith::kTcThreads;
+  tiling.shape.blocks = B * HQ * tiling.queryBlocks;
+  // Both 16-bit types are two bytes: one layout for each head-dim bound.
+  tiling.shape.sharedBytes = tiling.maxHeadDim == 64
+                                 ? (int64_t)sizeof(arith::TcShared<arith::Bf16, 64>)
+                                 : (int64_t)sizeof(arith::TcShared<arith::Bf16, 128>);
   if (tiling.shape.blocks > kMaxGridX) {
     error = "attention over " + std::to_string(B) + " x " + std::to_string(HQ) + " heads of " +
             std::to_string(Sq) + " queries needs more blocks than a CUDA grid holds";

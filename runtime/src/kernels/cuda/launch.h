@@ -54,6 +54,27 @@ struct AttentionTiling {
 bool attentionTiling(int64_t B, int64_t HQ, int64_t Sq, int64_t D, AttentionTiling &tiling,
                      std::string &error);
 
+/// The tiling of attention on the tensor cores (attention_tc.h): a block of
+/// kTcThreads threads per kTcRows queries of one (batch, query head),
+/// blocks along the queries fastest; `maxHeadDim` (64 or 128) is the
+/// shared-memory layout the kernel is instantiated for, `shape.sharedBytes`
+/// its size (dynamic, above the default: the kernel opts in).
+struct AttentionTcTiling {
+  int maxHeadDim = 0;
+  int64_t queryBlocks = 0;
+  LaunchShape shape;
+};
+
+/// Shared memory a block may opt in to on compute capability 9.0.
+inline constexpr int64_t kMaxSharedBytes = 227 * 1024;
+
+/// The tensor-core tiling for batch B, query heads HQ, Sq queries and head
+/// dim D; false with the reason in `error` for head dims above 128 (those
+/// run widened, on attention's f32 kernel) or a grid larger than the
+/// hardware's.
+bool attentionTcTiling(int64_t B, int64_t HQ, int64_t Sq, int64_t D, AttentionTcTiling &tiling,
+                       std::string &error);
+
 /// The chunked SSD scan's launches (kernels/cuda/ssd_arith.h) over
 /// `sequences` sequences of `length` tokens, NH heads, head dim P and state
 /// size N, and its scratch: the steps (f32) and running log decays (f64)

@@ -37,11 +37,27 @@ template <typename Op, typename T> __device__ T blockReduce(T value, T *shared) 
 __device__ inline int64_t firstElement() { return (int64_t)blockIdx.x * blockDim.x + threadIdx.x; }
 __device__ inline int64_t gridStride() { return (int64_t)gridDim.x * blockDim.x; }
 
-/// The block-wide phases of ssd_arith.h and ssd_grad_arith.h: every thread
-/// runs a phase, then the block waits for all of them.
+/// The lanes of one warp in a warp's phase (attention_tc.h): each(f) runs
+/// f for every lane, then the warp waits for all of them; sync() only waits.
+struct WarpLanes {
+  template <typename Phase> __device__ void each(const Phase &phase) {
+    phase((int)(threadIdx.x % kWarp));
+    __syncwarp();
+  }
+  __device__ void sync() { __syncwarp(); }
+};
+
+/// The block-wide phases of ssd_arith.h, ssd_grad_arith.h and
+/// attention_tc.h: every thread runs a phase, then the block waits for all
+/// of them; eachWarp gives the phase the thread's warp and its lanes.
 struct BlockPhases {
   template <typename Phase> __device__ void each(const Phase &phase) {
     phase((int)threadIdx.x);
+    __syncthreads();
+  }
+  template <typename Phase> __device__ void eachWarp(const Phase &phase) {
+    WarpLanes lanes;
+    phase((int)(threadIdx.x / kWarp), lanes);
     __syncthreads();
   }
 };
