@@ -483,6 +483,23 @@ void run(Bench &b) {
                                   scratch.ptr, st),
                     "ssd_scan");
             });
+    // The same scan over bf16 x, dt, B, C and y, the parameters and the
+    // state f32 (a bf16 plan's step), y's f32 share in the scratch.
+    Buffer hx(Tok * NH * P, T::BF16, 1.0f, 84), hdt(Tok * NH, T::BF16, 1.0f, 85),
+        hB(Tok * G * N, T::BF16, 1.0f, 86), hC(Tok * G * N, T::BF16, 1.0f, 87),
+        hy(Tok * NH * P, T::BF16, 0.0f, 88),
+        hscratch(launch.bytesFor(T::BF16) / 4, T::F32, 0.0f, 89);
+    double hbytes = (2.0 * Tok * NH * P + Tok * NH + 2.0 * Tok * G * N) * 2 + B * NH * P * N * 4.0;
+    b.bytes("ssd_scan bf16",
+            "x" + dims({Tok, NH * P}) + " B,C" + dims({Tok, G * N}) + " state " + std::to_string(N),
+            hbytes, [&] {
+              check(gpu::ssd_scan({hx.ptr, T::BF16}, {hdt.ptr, T::BF16}, {dtBias.ptr, T::F32},
+                                  {aLog.ptr, T::F32}, {hB.ptr, T::BF16}, {hC.ptr, T::BF16},
+                                  {Dskip.ptr, T::F32}, {nullptr, T::F32}, seq, NH, P, G, N,
+                                  {hy.ptr, T::BF16}, {state.ptr, T::F32}, {decay.ptr, T::F32},
+                                  launch, hscratch.ptr, st),
+                    "ssd_scan");
+            });
     // The backward, chunked as the forward: x, dy, dt, B, C read, dx, ddt,
     // dB, dC written (the per-head dB and dC of its scratch not counted).
     gpu::SsdGradLaunch gradLaunch;

@@ -908,18 +908,40 @@ struct HostBlock {
   }
 };
 
-/// kernels/cuda/sequence.cu's ssd_scan on the host: ssdLaunch's scratch
-/// (with a guard after it that must stay untouched) and the four kernels in
-/// their order, each thread of (a) and (c) and each block of (b) and (d) in
-/// turn.
-test::SsdResult ssdOnHost(const test::SsdShape &c, const test::SsdData &in, bool reversed) {
+/// kernels/cuda/sequence.cu's ssd_scan on the host over `args` (its
+/// scratch pointers set here): ssdLaunch's scratch for y's type (with a
+/// guard after it that must stay untouched) and the four kernels in their
+/// order, each thread of (a) and (c) and each block of (b) and (d) in turn.
+template <typename T, typename W>
+void runSsdOnHost(const test::SsdShape &c, arith::SsdArgsOf<T, W> args, bool reversed) {
   gpu::SsdLaunch launch;
   std::string error;
-  EXPECT_TRUE(gpu::ssdLaunch(c.B * c.chunks, c.S / c.chunks, c.NH, c.P, c.N, launch, error))
+  ASSERT_TRUE(gpu::ssdLaunch(c.B * c.chunks, c.S / c.chunks, c.NH, c.P, c.N, launch, error))
       << error;
-  const int64_t guard = 256;
-  std::vector<double> scratch((launch.scratchBytes + guard) / 8, -7.0);
+  const int64_t guard = 256, bytes = launch.bytesFor(arith::Storage<T>::type);
+  std::vector<double> scratch((bytes + guard) / 8, -7.0);
   char *base = reinterpret_cast<char *>(scratch.data());
+  args.cum = reinterpret_cast<double *>(base + launch.cumOffset);
+  args.step = reinterpret_cast<float *>(base + launch.stepOffset);
+  args.states = reinterpret_cast<float *>(base + launch.statesOffset);
+  args.partial =
+      std::is_same_v<T, float> ? nullptr : reinterpret_cast<float *>(base + launch.scratchBytes);
+  auto order = [&](int64_t n, auto run) {
+    for (int64_t i = 0; i < n; ++i)
+      run(reversed ? n - 1 - i : i);
+  };
+  HostBlock block{reversed};
+  auto shared = std::make_unique<arith::SsdShared>();
+  order(launch.items, [&](int64_t item) { arith::ssdChunkCum(args, item); });
+  order(launch.items, [&](int64_t item) { arith::ssdChunkBlock(block, args, *shared, item); });
+  order(c.B * c.chunks * c.NH * c.P * c.N, [&](int64_t e) { arith::ssdCarry(args, e); });
+  order(launch.items, [&](int64_t item) { arith::ssdOutputBlock(block, args, *shared, item); });
+  for (int64_t i = bytes / 8; i < (int64_t)scratch.size(); ++i)
+    EXPECT_EQ(scratch[i], -7.0) << "scratch written past its end at double " << i;
+}
+
+/// The f32 scan on the host.
+test::SsdResult ssdOnHost(const test::SsdShape &c, const test::SsdData &in, bool reversed) {
   test::SsdResult out{std::vector<float>(in.x.size(), NAN),
                       std::vector<float>(c.chunks * c.B * c.NH * c.P * c.N, NAN),
                       std::vector<float>(c.chunks * c.B * c.NH, NAN)};
@@ -941,21 +963,10 @@ test::SsdResult ssdOnHost(const test::SsdShape &c, const test::SsdData &in, bool
                       out.y.data(),
                       out.state.data(),
                       out.decay.data(),
-                      reinterpret_cast<double *>(base + launch.cumOffset),
-                      reinterpret_cast<float *>(base + launch.stepOffset),
-                      reinterpret_cast<float *>(base + launch.statesOffset)};
-  auto order = [&](int64_t n, auto run) {
-    for (int64_t i = 0; i < n; ++i)
-      run(reversed ? n - 1 - i : i);
-  };
-  HostBlock block{reversed};
-  auto shared = std::make_unique<arith::SsdShared>();
-  order(launch.items, [&](int64_t item) { arith::ssdChunkCum(args, item); });
-  order(launch.items, [&](int64_t item) { arith::ssdChunkBlock(block, args, *shared, item); });
-  order(c.B * c.chunks * c.NH * c.P * c.N, [&](int64_t e) { arith::ssdCarry(args, e); });
-  order(launch.items, [&](int64_t item) { arith::ssdOutputBlock(block, args, *shared, item); });
-  for (int64_t i = launch.scratchBytes / 8; i < (int64_t)scratch.size(); ++i)
-    EXPECT_EQ(scratch[i], -7.0) << "scratch written past its end at double " << i;
+                      nullptr,
+                      nullptr,
+                      nullptr};
+  runSsdOnHost(c, args, reversed);
   return out;
 }
 
@@ -1022,6 +1033,98 @@ TEST(CudaArith, SsdScanLaunchCoversEveryItemWithinTheLimits) {
   EXPECT_FALSE(gpu::ssdLaunch(1 << 20, 1 << 16, 64, 64, 64, launch, error));
   EXPECT_EQ(error, "the CUDA SSD scan over 1048576 sequences of 65536 tokens and 64 heads needs "
                    "more blocks than a CUDA grid holds");
+}
+
+namespace {
+
+/// Results stored as X against the f32 ones rounded to X: equal, bit for
+/// bit (f32: equal).
+template <typename X>
+void expectRoundedFrom(const std::vector<X> &got, const std::vector<float> &f32) {
+  if constexpr (std::is_same_v<X, float>)
+    EXPECT_EQ(got, f32);
+  else
+    test::expectSameBits(got, test::roundedTo<X>(f32));
+}
+
+/// The scan over activations of T (x, dt, B, C, y), parameters of W
+/// (dt_bias, a_log, D) and states and decays of S against the f32 scan on
+/// the widened values, and against the CPU's.
+template <typename T, typename W, typename S>
+void checkSsd16(const test::SsdShape &c, unsigned seed) {
+  SCOPED_TRACE(testing::Message() << "B " << c.B << " S " << c.S << " chunks " << c.chunks << " P "
+                                  << c.P << " N " << c.N << " params "
+                                  << (std::is_same_v<W, float> ? "f32" : "16-bit") << " states "
+                                  << (std::is_same_v<S, float> ? "f32" : "16-bit"));
+  test::SsdData raw = test::ssdData(c, seed);
+  std::vector<T> x = test::roundedTo<T>(raw.x), dt = test::roundedTo<T>(raw.dt),
+                 Bm = test::roundedTo<T>(raw.Bm), Cm = test::roundedTo<T>(raw.Cm);
+  std::vector<W> dtBias = test::roundedTo<W>(raw.dtBias), aLog = test::roundedTo<W>(raw.aLog),
+                 D = test::roundedTo<W>(raw.D);
+  std::vector<S> stateIn = test::roundedTo<S>(raw.stateIn);
+  test::SsdData wide{test::widened(x),    test::widened(dt),     test::widened(dtBias),
+                     test::widened(aLog), test::widened(Bm),     test::widened(Cm),
+                     test::widened(D),    test::widened(stateIn)};
+  std::vector<T> y(x.size());
+  std::vector<S> state(c.chunks * c.B * c.NH * c.P * c.N), decay(c.chunks * c.B * c.NH);
+  const arith::Type st = arith::Storage<S>::type;
+  arith::SsdArgsOf<T, W> args{x.data(),
+                              dt.data(),
+                              dtBias.data(),
+                              aLog.data(),
+                              Bm.data(),
+                              Cm.data(),
+                              c.withD ? D.data() : nullptr,
+                              c.withState ? stateIn.data() : nullptr,
+                              c.B,
+                              c.S,
+                              c.chunks,
+                              c.NH,
+                              c.P,
+                              c.G,
+                              c.N,
+                              y.data(),
+                              state.data(),
+                              decay.data(),
+                              nullptr,
+                              nullptr,
+                              nullptr,
+                              st,
+                              st,
+                              st};
+  runSsdOnHost(c, args, false);
+  test::SsdResult f32 = ssdOnHost(c, wide, false);
+  expectRoundedFrom(y, f32.y);
+  expectRoundedFrom(state, f32.state);
+  expectRoundedFrom(decay, f32.decay);
+  // Against the CPU: the f32 scan's 5e-5 and T's rounding (unit roundoff
+  // u: 2^-8 for bf16, 2^-11 for f16).
+  const float u = std::is_same_v<T, arith::Bf16> ? 0x1p-8f : 0x1p-11f;
+  std::vector<float> got = test::widened(y),
+                     want = test::ssdOnCpu(c, wide, arith::kSsdChunk).chunked.y;
+  for (size_t i = 0; i < got.size(); ++i)
+    ASSERT_NEAR(got[i], want[i], 5e-5f * (1.0f + std::fabs(want[i])) + u * std::fabs(want[i]))
+        << "at " << i;
+}
+
+} // namespace
+
+// The scan over 16-bit activations computes the f32 scan's arithmetic on
+// the widened values, (b)'s share of y kept in f32 scratch, and rounds
+// each result once: equal, bit for bit, to the f32 scan's on the widened
+// inputs rounded, with f32 or 16-bit parameters and states; y within the
+// f32 scan's 5e-5 of the CPU's chunked scan and T's rounding. The shapes of
+// SsdScanByChunksMatchesTheCpuScans but the model-sized one.
+TYPED_TEST(CudaArith16Kernels, SsdScanIsTheF32ScanRounded) {
+  using T = TypeParam;
+  std::vector<test::SsdShape> shapes = test::ssdShapes();
+  shapes.pop_back();
+  unsigned seed = 300;
+  for (const test::SsdShape &c : shapes) {
+    checkSsd16<T, float, float>(c, seed += 10);
+    checkSsd16<T, T, float>(c, seed += 10);
+    checkSsd16<T, T, T>(c, seed += 10);
+  }
 }
 
 // -- attention on the tensor cores ---------------------------------------------------------

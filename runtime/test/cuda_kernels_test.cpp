@@ -662,6 +662,62 @@ TYPED_TEST(CudaKernels16, RglruScanIsTheF32KernelRounded) {
   checkRglru16<T, T, T>();
 }
 
+// The SSD scan over activations of T, parameters of W and states of S
+// against the f32 scan on the widened values, rounded: equal, bit for bit
+// (both compute the same f32 values, y's chunk shares kept in f32 scratch,
+// and round once), as cuda_arith_test.cpp's host run shows; the f32 scan's
+// agreement with the CPU is SsdScanMatchesTheReference's.
+template <typename T, typename W, typename S> void checkSsd16(const test::SsdShape &c) {
+  SCOPED_TRACE(testing::Message() << "S " << c.S << " chunks " << c.chunks << " P " << c.P << " N "
+                                  << c.N);
+  test::SsdData raw = test::ssdData(c, 81);
+  std::vector<T> x = test::roundedTo<T>(raw.x), dt = test::roundedTo<T>(raw.dt),
+                 Bm = test::roundedTo<T>(raw.Bm), Cm = test::roundedTo<T>(raw.Cm);
+  std::vector<W> dtBias = test::roundedTo<W>(raw.dtBias), aLog = test::roundedTo<W>(raw.aLog),
+                 D = test::roundedTo<W>(raw.D);
+  std::vector<S> stateIn = test::roundedTo<S>(raw.stateIn);
+  const int64_t slots = c.chunks * c.B;
+  DeviceBuffer<T> dx(x), ddt(dt), dB(Bm), dC(Cm), y(x.size());
+  DeviceBuffer<W> ddtBias(dtBias), daLog(aLog), dD(D);
+  DeviceBuffer<S> dstate(stateIn), state(stateIn.size()), decay((size_t)(slots * c.NH));
+  DeviceBuffer<float> fx(test::widened(x)), fdt(test::widened(dt)), fB(test::widened(Bm)),
+      fC(test::widened(Cm)), fdtBias(test::widened(dtBias)), faLog(test::widened(aLog)),
+      fD(test::widened(D)), fstate(test::widened(stateIn)), fy(x.size()), fstateOut(stateIn.size()),
+      fdecay((size_t)(slots * c.NH));
+  gpu::SsdLaunch launch;
+  std::string error;
+  ASSERT_TRUE(gpu::ssdLaunch(slots, c.S / c.chunks, c.NH, c.P, c.N, launch, error)) << error;
+  DeviceBuffer<char> scratch((size_t)launch.bytesFor(gpu::arith::Storage<T>::type));
+  gpu::Src d = srcOf(dD), s = srcOf(dstate);
+  d.data = c.withD ? d.data : nullptr;
+  s.data = c.withState ? s.data : nullptr;
+  ASSERT_EQ(gpu::ssd_scan(srcOf(dx), srcOf(ddt), srcOf(ddtBias), srcOf(daLog), srcOf(dB), srcOf(dC),
+                          d, s, {c.B, c.S, c.chunks}, c.NH, c.P, c.G, c.N, dstOf(y), dstOf(state),
+                          dstOf(decay), launch, scratch.ptr, nullptr),
+            cudaSuccess);
+  ASSERT_EQ(gpu::ssd_scan(fx.ptr, fdt.ptr, fdtBias.ptr, faLog.ptr, fB.ptr, fC.ptr,
+                          c.withD ? fD.ptr : nullptr, c.withState ? fstate.ptr : nullptr,
+                          {c.B, c.S, c.chunks}, c.NH, c.P, c.G, c.N, fy.ptr, fstateOut.ptr,
+                          fdecay.ptr, launch, scratch.ptr, nullptr),
+            cudaSuccess);
+  test::expectSameBits(y.read(), test::roundedTo<T>(fy.read()));
+  if constexpr (std::is_same_v<S, float>) {
+    EXPECT_EQ(state.read(), fstateOut.read());
+    EXPECT_EQ(decay.read(), fdecay.read());
+  } else {
+    test::expectSameBits(state.read(), test::roundedTo<S>(fstateOut.read()));
+    test::expectSameBits(decay.read(), test::roundedTo<S>(fdecay.read()));
+  }
+}
+
+TYPED_TEST(CudaKernels16, SsdScanIsTheF32KernelRounded) {
+  using T = TypeParam;
+  for (const test::SsdShape &c : test::ssdShapes()) {
+    checkSsd16<T, float, float>(c);
+    checkSsd16<T, T, T>(c);
+  }
+}
+
 // Attention over q, k, v of T on the tensor cores, against the CPU's
 // attention on the widened values: the tolerances of cuda_arith_test.cpp's
 // host run of the same kernel (relative; bf16: output 8e-3, log-sum-exp

@@ -87,10 +87,22 @@ void conv(const Step &s, Frame &f) {
            "causal_conv1d");
 }
 
-/// ssd_scan in chunks (kernels/cuda/ssd_arith.h), its scratch from the
-/// device's.
+/// Operand and attribute order of ssd_scan (kernels/cpu/table.h).
+enum { kSsdX, kSsdDt, kSsdALog, kSsdB, kSsdC, kSsdD, kSsdDtBias, kSsdStateIn };
+
+/// ssd_scan in chunks (kernels/cuda/ssd_arith.h) on the tensors as stored
+/// (the entry keeps 16-bit ones, keepsSsd), its scratch from the device's.
 void ssdScan(const Step &s, Frame &f) {
-  enum { X, Dt, ALog, Bm, Cm, D, DtBias, StateIn };
+  enum {
+    X = kSsdX,
+    Dt = kSsdDt,
+    ALog = kSsdALog,
+    Bm = kSsdB,
+    Cm = kSsdC,
+    D = kSsdD,
+    DtBias = kSsdDtBias,
+    StateIn = kSsdStateIn
+  };
   enum { kHeads, kGroups, kChunkAxes };
   const TensorInfo &x = f.tensors[s.in[X]];
   const std::vector<int64_t> &cl = f.local(s.in[Cm]);
@@ -102,12 +114,12 @@ void ssdScan(const Step &s, Frame &f) {
   if (!cuda::ssdLaunch(seq.B * seq.chunks, seq.S / seq.chunks, nh, p, n, launch, error))
     throw Stop{error, false};
   CudaDevice &device = deviceOf(f);
-  void *scratch = device.scratch(std::max<int64_t>(1, launch.scratchBytes));
-  launched(cuda::ssd_scan(f.f(s.in[X]), f.f(s.in[Dt]), f.f(s.in[DtBias]), f.f(s.in[ALog]),
-                          f.f(s.in[Bm]), f.f(s.in[Cm]), f.f(s.in[D]),
-                          s.has(StateIn) ? f.f(s.in[StateIn]) : nullptr, seq, nh, p, g, n,
-                          f.f(s.out[0]), f.f(s.out[1]), f.f(s.out[2]), launch, scratch,
-                          device.stream()),
+  cuda::Dst y = dst(f, s.out[0]);
+  void *scratch = device.scratch(std::max<int64_t>(1, launch.bytesFor(y.type)));
+  launched(cuda::ssd_scan(src(f, s.in[X]), src(f, s.in[Dt]), src(f, s.in[DtBias]),
+                          src(f, s.in[ALog]), src(f, s.in[Bm]), src(f, s.in[Cm]), src(f, s.in[D]),
+                          src(f, s.in[StateIn]), seq, nh, p, g, n, y, dst(f, s.out[1]),
+                          dst(f, s.out[2]), launch, scratch, device.stream()),
            "ssd_scan");
 }
 
@@ -166,6 +178,15 @@ bool keepsConv(const Step &s, const Frame &f) {
 bool keepsRglru(const Step &s, const Frame &f) {
   return keepsShared<0>(s, f) && keepsParams<1, 2, 3, 4, 5>(s, f);
 }
+/// The SSD scan's x, dt, B and C of y's type and its dt_bias, a_log and D of
+/// one type, f32 or y's (the instances sequence.cu has); the states and the
+/// decay of any float type.
+bool keepsSsd(const Step &s, const Frame &f) {
+  DType params = f.views[s.in[kSsdALog]].dtype;
+  return keepsShared<kSsdX, kSsdDt, kSsdB, kSsdC>(s, f) &&
+         keepsParams<kSsdALog, kSsdD, kSsdDtBias>(s, f) &&
+         (params == DType::F32 || params == f.views[s.out[0]].dtype);
+}
 
 /// Attribute order of the attention entries (kernels/cpu/table.h).
 enum { kHeads, kCausal, kScale };
@@ -188,8 +209,8 @@ bool keepsLocalAttention(const Step &s, const Frame &f) {
 /// The entries that read 16-bit tensors as stored (KernelSpec::keeps16):
 /// the GEMMs of linear and lm_head and their backward (backend_grad.cpp),
 /// the memory-bound forward kernels, attention (the tensor cores), the
-/// causal conv1d, the RG-LRU scan
-/// (its states and decays of any float type) and the loss (the logits and
+/// causal conv1d, the RG-LRU and SSD scans
+/// (their states and decays of any float type) and the loss (the logits and
 /// the loss of any float type, whole or over vocabulary shards).
 Keeps16 keeps16(const std::string &kind) {
   static const std::map<std::string, Keeps16> kept = {
@@ -212,6 +233,7 @@ Keeps16 keeps16(const std::string &kind) {
       {"local_attention", keepsLocalAttention},
       {"causal_conv1d", keepsConv},
       {"rglru_scan", keepsRglru},
+      {"ssd_scan", keepsSsd},
       {"cross_entropy", keepsAll},
   };
   auto found = kept.find(kind);

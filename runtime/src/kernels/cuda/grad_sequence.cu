@@ -120,7 +120,8 @@ cudaError_t ssd_scan_grad(arith::SsdGradArgs args, const SsdGradLaunch &launch, 
   if (a.NH == 0)
     return cudaSuccess;
   char *base = static_cast<char *>(scratch);
-  a.y = a.stateOut = a.decayOut = nullptr;
+  a.y = nullptr;
+  a.stateOut = a.decayOut = nullptr;
   a.cum = reinterpret_cast<double *>(base + launch.fwd.cumOffset);
   a.step = reinterpret_cast<float *>(base + launch.fwd.stepOffset);
   a.states = reinterpret_cast<float *>(base + launch.fwd.statesOffset);

@@ -135,7 +135,14 @@ cudaError_t causal_conv1d(const float *x, const float *w, const float *bias, con
 /// zero) into state_out [slots, NH, P, N] and decay_out [slots, NH], in
 /// chunks of arith::kSsdChunk tokens (ssd_arith.h); `launch` is
 /// ssdLaunch's for these sizes, `scratch` a device buffer of its
-/// scratchBytes.
+/// bytesFor(y's type). x, dt, B, C and y share one type (f32, bf16 or
+/// f16), dt_bias, a_log and D one (f32 or the activations'); state_in,
+/// state_out and decay_out may each be of any float type.
+cudaError_t ssd_scan(Src x, Src dt, Src dtBias, Src aLog, Src Bm, Src Cm, Src D, Src stateIn,
+                     const Sequences &seq, int64_t NH, int64_t P, int64_t G, int64_t N, Dst y,
+                     Dst stateOut, Dst decayOut, const SsdLaunch &launch, void *scratch,
+                     cudaStream_t stream);
+/// The f32 scan.
 cudaError_t ssd_scan(const float *x, const float *dt, const float *dtBias, const float *aLog,
                      const float *Bm, const float *Cm, const float *D, const float *stateIn,
                      const Sequences &seq, int64_t NH, int64_t P, int64_t G, int64_t N, float *y,

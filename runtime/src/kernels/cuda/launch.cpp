@@ -110,6 +110,7 @@ bool ssdLaunch(int64_t sequences, int64_t length, int64_t NH, int64_t P, int64_t
   launch.stepOffset = rounded(perItem * 8);
   launch.statesOffset = launch.stepOffset + rounded(perItem * 4);
   launch.scratchBytes = launch.statesOffset + rounded(launch.items * P * N * 4);
+  launch.partialBytes = rounded(sequences * length * NH * P * 4);
   return true;
 }
 

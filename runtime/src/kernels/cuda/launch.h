@@ -10,6 +10,8 @@
 #ifndef SHARDLINE_RUNTIME_KERNELS_CUDA_LAUNCH_H
 #define SHARDLINE_RUNTIME_KERNELS_CUDA_LAUNCH_H
 
+#include "kernels/cuda/arith.h"
+
 #include <cstdint>
 #include <string>
 
@@ -79,7 +81,9 @@ bool attentionTcTiling(int64_t B, int64_t HQ, int64_t Sq, int64_t D, AttentionTc
 /// `sequences` sequences of `length` tokens, NH heads, head dim P and state
 /// size N, and its scratch: the steps (f32) and running log decays (f64)
 /// of every (sequence, chunk, head), kSsdChunk each, and a state [P, N] per
-/// (sequence, chunk, head), each array at a 256-byte boundary.
+/// (sequence, chunk, head), each array at a 256-byte boundary; with 16-bit
+/// activations also y's f32 share from each chunk's own tokens,
+/// `partialBytes` from scratchBytes on (arith::SsdArgsOf::partial).
 struct SsdLaunch {
   int64_t chunks = 0; ///< chunks of a sequence
   int64_t items = 0;  ///< (sequence, chunk, head) triples
@@ -87,6 +91,11 @@ struct SsdLaunch {
   LaunchShape chunk;  ///< (b) and (d) a block an item, its shared memory static
   LaunchShape carry;  ///< (c) a thread a (sequence, head, state entry)
   int64_t cumOffset = 0, stepOffset = 0, statesOffset = 0, scratchBytes = 0;
+  int64_t partialBytes = 0;
+  /// The scratch a scan whose y is stored as `y` takes.
+  int64_t bytesFor(arith::Type y) const {
+    return scratchBytes + (y == arith::Type::F32 ? 0 : partialBytes);
+  }
 };
 
 /// The launches for these sizes; false with the reason in `error` when the

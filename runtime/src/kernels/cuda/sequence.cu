@@ -28,14 +28,15 @@ __global__ void convKernel(const T *x, const P *w, const P *bias, const T *halo,
 
 /// (a) a thread per (sequence, chunk, head), or (c) one per (sequence,
 /// head, state entry).
-template <bool Carry> __global__ void ssdThreadKernel(arith::SsdArgs args, int64_t n) {
+template <bool Carry, typename T, typename W>
+__global__ void ssdThreadKernel(arith::SsdArgsOf<T, W> args, int64_t n) {
   for (int64_t i = firstElement(); i < n; i += gridStride())
     Carry ? arith::ssdCarry(args, i) : arith::ssdChunkCum(args, i);
 }
 
 /// (b) or (d): a block per (sequence, chunk, head).
-template <bool Output>
-__global__ void __launch_bounds__(arith::kSsdThreads) ssdBlockKernel(arith::SsdArgs args) {
+template <bool Output, typename T, typename W>
+__global__ void __launch_bounds__(arith::kSsdThreads) ssdBlockKernel(arith::SsdArgsOf<T, W> args) {
   __shared__ arith::SsdShared shared;
   BlockPhases block;
   if constexpr (Output)
@@ -54,6 +55,37 @@ template <typename T, typename P> __global__ void rglruKernel(arith::RglruArgsOf
 /// Whether `type` is one a float tensor is stored in.
 bool isFloat(arith::Type type) {
   return arith::withStorage(type, false, [](auto) { return true; });
+}
+
+/// (a)-(c) of the scan over `args`.
+template <typename T, typename W>
+cudaError_t ssdChunkStates(const arith::SsdArgsOf<T, W> &args, const SsdLaunch &launch,
+                           cudaStream_t stream) {
+  if (launch.items > 0) {
+    ssdThreadKernel<false, T, W>
+        <<<(unsigned)launch.cum.blocks, launch.cum.threads, 0, stream>>>(args, launch.items);
+    ssdBlockKernel<false, T, W>
+        <<<(unsigned)launch.chunk.blocks, launch.chunk.threads, 0, stream>>>(args);
+  }
+  int64_t entries = args.B * args.chunks * args.NH * args.P * args.N;
+  if (entries > 0)
+    ssdThreadKernel<true, T, W>
+        <<<(unsigned)launch.carry.blocks, launch.carry.threads, 0, stream>>>(args, entries);
+  return cudaGetLastError();
+}
+
+/// fn(T{}, W{}) for activations of `activations` and parameters of
+/// `params`: f32 or the activations' type.
+template <typename Fn>
+cudaError_t withScanTypes(arith::Type activations, arith::Type params, Fn fn) {
+  return arith::withStorage(activations, cudaErrorInvalidValue, [&](auto t) {
+    using T = decltype(t);
+    if (params == arith::Type::F32)
+      return fn(t, float{});
+    if (params == activations)
+      return fn(t, T{});
+    return cudaErrorInvalidValue;
+  });
 }
 
 } // namespace
@@ -77,55 +109,70 @@ cudaError_t causal_conv1d(const float *x, const float *w, const float *bias, con
   return causal_conv1d(f32(x), f32(w), f32(bias), f32(halo), seq, C, W, f32(y), stream);
 }
 
+cudaError_t ssd_scan(Src x, Src dt, Src dtBias, Src aLog, Src Bm, Src Cm, Src D, Src stateIn,
+                     const Sequences &seq, int64_t NH, int64_t P, int64_t G, int64_t N, Dst y,
+                     Dst stateOut, Dst decayOut, const SsdLaunch &launch, void *scratch,
+                     cudaStream_t stream) {
+  bool activationsShare =
+           x.type == y.type && dt.type == y.type && Bm.type == y.type && Cm.type == y.type,
+       paramsShare = aLog.type == dtBias.type && (!D.data || D.type == dtBias.type);
+  if (!activationsShare || !paramsShare || (stateIn.data && !isFloat(stateIn.type)) ||
+      (stateOut.data && !isFloat(stateOut.type)) || (decayOut.data && !isFloat(decayOut.type)))
+    return cudaErrorInvalidValue;
+  int64_t entries = seq.B * seq.chunks * NH * P * N;
+  if (entries == 0)
+    return cudaSuccess;
+  char *base = static_cast<char *>(scratch);
+  return withScanTypes(y.type, dtBias.type, [&](auto t, auto w) {
+    using T = decltype(t);
+    using W = decltype(w);
+    arith::SsdArgsOf<T, W> args{
+        static_cast<const T *>(x.data),
+        static_cast<const T *>(dt.data),
+        static_cast<const W *>(dtBias.data),
+        static_cast<const W *>(aLog.data),
+        static_cast<const T *>(Bm.data),
+        static_cast<const T *>(Cm.data),
+        static_cast<const W *>(D.data),
+        stateIn.data,
+        seq.B,
+        seq.S,
+        seq.chunks,
+        NH,
+        P,
+        G,
+        N,
+        static_cast<T *>(y.data),
+        stateOut.data,
+        decayOut.data,
+        reinterpret_cast<double *>(base + launch.cumOffset),
+        reinterpret_cast<float *>(base + launch.stepOffset),
+        reinterpret_cast<float *>(base + launch.statesOffset),
+        stateIn.type,
+        stateOut.type,
+        decayOut.type,
+        std::is_same_v<T, float> ? nullptr : reinterpret_cast<float *>(base + launch.scratchBytes)};
+    // With no tokens the carry still writes state_in and a decay of 1.
+    ssdChunkStates(args, launch, stream);
+    if (launch.items > 0)
+      ssdBlockKernel<true, T, W>
+          <<<(unsigned)launch.chunk.blocks, launch.chunk.threads, 0, stream>>>(args);
+    return cudaGetLastError();
+  });
+}
+
 cudaError_t ssd_scan(const float *x, const float *dt, const float *dtBias, const float *aLog,
                      const float *Bm, const float *Cm, const float *D, const float *stateIn,
                      const Sequences &seq, int64_t NH, int64_t P, int64_t G, int64_t N, float *y,
                      float *stateOut, float *decayOut, const SsdLaunch &launch, void *scratch,
                      cudaStream_t stream) {
-  int64_t entries = seq.B * seq.chunks * NH * P * N;
-  if (entries == 0)
-    return cudaSuccess;
-  char *base = static_cast<char *>(scratch);
-  arith::SsdArgs args{x,
-                      dt,
-                      dtBias,
-                      aLog,
-                      Bm,
-                      Cm,
-                      D,
-                      stateIn,
-                      seq.B,
-                      seq.S,
-                      seq.chunks,
-                      NH,
-                      P,
-                      G,
-                      N,
-                      y,
-                      stateOut,
-                      decayOut,
-                      reinterpret_cast<double *>(base + launch.cumOffset),
-                      reinterpret_cast<float *>(base + launch.stepOffset),
-                      reinterpret_cast<float *>(base + launch.statesOffset)};
-  // With no tokens the carry still writes state_in and a decay of 1.
-  ssd_chunk_states(args, launch, stream);
-  if (launch.items > 0)
-    ssdBlockKernel<true><<<(unsigned)launch.chunk.blocks, launch.chunk.threads, 0, stream>>>(args);
-  return cudaGetLastError();
+  return ssd_scan(f32(x), f32(dt), f32(dtBias), f32(aLog), f32(Bm), f32(Cm), f32(D), f32(stateIn),
+                  seq, NH, P, G, N, f32(y), f32(stateOut), f32(decayOut), launch, scratch, stream);
 }
 
 cudaError_t ssd_chunk_states(const arith::SsdArgs &args, const SsdLaunch &launch,
                              cudaStream_t stream) {
-  if (launch.items > 0) {
-    ssdThreadKernel<false>
-        <<<(unsigned)launch.cum.blocks, launch.cum.threads, 0, stream>>>(args, launch.items);
-    ssdBlockKernel<false><<<(unsigned)launch.chunk.blocks, launch.chunk.threads, 0, stream>>>(args);
-  }
-  int64_t entries = args.B * args.chunks * args.NH * args.P * args.N;
-  if (entries > 0)
-    ssdThreadKernel<true>
-        <<<(unsigned)launch.carry.blocks, launch.carry.threads, 0, stream>>>(args, entries);
-  return cudaGetLastError();
+  return ssdChunkStates(args, launch, stream);
 }
 
 cudaError_t rglru_scan(Src x, Src wa, Src ba, Src wx, Src bx, Src lambda, Src stateIn,

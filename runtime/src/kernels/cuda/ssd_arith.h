@@ -18,6 +18,11 @@
 //       entering it; the final state and the decay out;
 //   (d) ssdOutputBlock, a block per (sequence, chunk, head): y += exp(cum_t)
 //       C_t · (state entering the chunk) + D x_t.
+// x, dt, B, C and y are stored as T (f32, bf16 or f16), dt_bias, a_log and D
+// as W (f32 or T): every value is widened as it is loaded or staged, and y
+// is rounded to T once, in (d); (b)'s share of it stays f32 (in y itself
+// when T is f32, else in scratch), so a 16-bit scan gives the f32 scan's
+// results on the widened inputs, rounded.
 // Every product is f32 FMAs with f32 sums over shared-memory tiles. The
 // block-wide steps are written against a Block whose each(f) runs f for
 // every thread of the block and then waits for all of them (__syncthreads on
@@ -39,6 +44,8 @@
 
 #include "kernels/cuda/arith.h"
 
+#include <type_traits>
+
 namespace shardline::rt::cuda::arith {
 
 /// Tokens a chunk.
@@ -52,18 +59,39 @@ inline constexpr int kSsdThreads = kSsdGrid * kSsdGrid;
 
 /// What the SSD scan reads and writes (kernels.h, ssd_scan): x and y
 /// [B, S, NH*P], dt [B, S, NH] before the prelude, B and C [B, S, G*N],
-/// state_in (nullptr: zero) and state_out [slots, NH, P, N], decay_out
-/// [slots, NH], the B*chunks sequences as sequenceAt numbers them. Scratch
-/// (launch.h, SsdLaunch): the steps and running log decays
-/// [sequences, chunks of each, NH, kSsdChunk] and a state [P, N] per
-/// (sequence, chunk, head).
-struct SsdArgs {
-  const float *x, *dt, *dtBias, *aLog, *Bm, *Cm, *D, *stateIn;
+/// stored as T (the activations); dt_bias, a_log and D [NH] (D nullptr:
+/// none) as W (the parameters); state_in (nullptr: zero) and state_out
+/// [slots, NH, P, N], decay_out [slots, NH] in the types their fields give
+/// (f32 unless set), the B*chunks sequences as sequenceAt numbers them.
+/// Scratch (launch.h, SsdLaunch): the steps and running log decays
+/// [sequences, chunks of each, NH, kSsdChunk], a state [P, N] per
+/// (sequence, chunk, head) and, where T is not f32, `partial`: (b)'s
+/// share of y in f32 [B, S, NH*P], so that y is rounded to T once, in (d).
+template <typename T, typename W> struct SsdArgsOf {
+  const T *x, *dt;
+  const W *dtBias, *aLog;
+  const T *Bm, *Cm;
+  const W *D;
+  const void *stateIn;
   int64_t B, S, chunks, NH, P, G, N;
-  float *y, *stateOut, *decayOut;
+  T *y;
+  void *stateOut, *decayOut;
   double *cum;
   float *step, *states;
+  Type stateInType = Type::F32, stateOutType = Type::F32, decayOutType = Type::F32;
+  float *partial = nullptr;
 };
+/// The f32 scan's, the backward's forward (ssd_grad_arith.h).
+using SsdArgs = SsdArgsOf<float, float>;
+
+/// Where (b) writes y's share from the chunk's own tokens: y itself in f32,
+/// else the f32 scratch.
+template <typename T, typename W> SL_HD float *ssdPartial(const SsdArgsOf<T, W> &a) {
+  if constexpr (std::is_same_v<T, float>)
+    return a.partial ? a.partial : a.y;
+  else
+    return a.partial;
+}
 
 /// The chunks of kSsdChunk tokens (the last one partial) of a sequence.
 SL_HD int64_t ssdChunksOf(int64_t length) { return (length + kSsdChunk - 1) / kSsdChunk; }
@@ -74,7 +102,8 @@ SL_HD int64_t ssdChunksOf(int64_t length) { return (length + kSsdChunk - 1) / kS
 struct SsdChunk {
   int64_t h, g, firstRow, length;
 };
-SL_HD SsdChunk ssdChunkAt(const SsdArgs &a, int64_t item) {
+template <typename T, typename W>
+SL_HD SsdChunk ssdChunkAt(const SsdArgsOf<T, W> &a, int64_t item) {
   int64_t chunks = ssdChunksOf(a.S / a.chunks);
   int64_t h = item % a.NH, c = (item / a.NH) % chunks, q = item / (a.NH * chunks);
   Sequence at = sequenceAt(q, a.B, a.S, a.chunks);
@@ -85,13 +114,13 @@ SL_HD SsdChunk ssdChunkAt(const SsdArgs &a, int64_t item) {
 /// (a) Item `item`'s steps softplus(dt + dt_bias) and running sums of
 /// dt·A in double (the CPU's cum), kSsdChunk of each: past the chunk's end
 /// the step is 0 and the sum stays at its last value.
-SL_HD void ssdChunkCum(const SsdArgs &a, int64_t item) {
+template <typename T, typename W> SL_HD void ssdChunkCum(const SsdArgsOf<T, W> &a, int64_t item) {
   SsdChunk at = ssdChunkAt(a, item);
-  float A = ssdRate(a.aLog[at.h]);
+  float A = ssdRate(loadElement(a.aLog, at.h)), bias = loadElement(a.dtBias, at.h);
   double cum = 0.0;
   for (int t = 0; t < kSsdChunk; ++t) {
     float step =
-        t < at.length ? ssdStep(a.dt[(at.firstRow + t) * a.NH + at.h], a.dtBias[at.h]) : 0.0f;
+        t < at.length ? ssdStep(loadElement(a.dt, (at.firstRow + t) * a.NH + at.h), bias) : 0.0f;
     cum += (double)step * A;
     a.step[item * kSsdChunk + t] = step;
     a.cum[item * kSsdChunk + t] = cum;
@@ -155,11 +184,14 @@ template <int R, int C> SL_HD void ssdAccumulate(SsdShared &sh, int tid, bool fi
       sh.m[ti + kSsdGrid * i][tj + kSsdGrid * j] = acc[i][j];
 }
 
-/// Token t's column `col` of a [B*S, width] tensor (row stride `width`, the
-/// item's columns from `offset`), 0 past the chunk's tokens or `limit`.
-SL_HD float ssdTokenValue(const float *v, const SsdChunk &at, int64_t width, int64_t offset,
+/// Token t's column `col` of a [B*S, width] tensor stored as T (row
+/// stride `width`, the item's columns from `offset`), widened; 0 past the
+/// chunk's tokens or `limit`.
+template <typename T>
+SL_HD float ssdTokenValue(const T *v, const SsdChunk &at, int64_t width, int64_t offset,
                           int64_t limit, int t, int64_t col) {
-  return t < at.length && col < limit ? v[(at.firstRow + t) * width + offset + col] : 0.0f;
+  return t < at.length && col < limit ? loadElement(v, (at.firstRow + t) * width + offset + col)
+                                      : 0.0f;
 }
 
 /// Thread `tid`'s entries of m (kSsdGrid-th rows and columns, 4 x 4) made
@@ -178,8 +210,8 @@ SL_HD void ssdMask(SsdShared &sh, int64_t length, int tid) {
 
 /// (b) The block of item `item`: the chunk's tokens' own output into y, and
 /// the state they add (from zero) into the item's state of scratch.
-template <typename Block>
-SL_HD void ssdChunkBlock(Block &block, const SsdArgs &a, SsdShared &sh, int64_t item) {
+template <typename Block, typename T, typename W>
+SL_HD void ssdChunkBlock(Block &block, const SsdArgsOf<T, W> &a, SsdShared &sh, int64_t item) {
   const SsdChunk at = ssdChunkAt(a, item);
   const int64_t ldx = a.NH * a.P, ldbc = a.G * a.N, L = at.length;
   block.each([&](int tid) {
@@ -221,7 +253,7 @@ SL_HD void ssdChunkBlock(Block &block, const SsdArgs &a, SsdShared &sh, int64_t 
           for (int j = 0; j < 2; ++j) {
             int64_t t = ti + kSsdGrid * i, p = p0 + tj + kSsdGrid * j;
             if (t < L && p < a.P)
-              a.y[(at.firstRow + t) * ldx + at.h * a.P + p] = acc[i][j];
+              ssdPartial(a)[(at.firstRow + t) * ldx + at.h * a.P + p] = acc[i][j];
           }
       });
     // The added state [p, n] = Σ_s x_s[p] · factor_s B_s[n] (the factor's
@@ -254,11 +286,11 @@ SL_HD void ssdChunkBlock(Block &block, const SsdArgs &a, SsdShared &sh, int64_t 
 /// state in scratch replaced by the state entering the chunk, the carried
 /// one decayed by exp(last) in f32 as on the CPU; the final state into
 /// state_out and, from entry 0, exp(Σ last) into decay_out.
-SL_HD void ssdCarry(const SsdArgs &a, int64_t e) {
+template <typename T, typename W> SL_HD void ssdCarry(const SsdArgsOf<T, W> &a, int64_t e) {
   int64_t PN = a.P * a.N, j = e % PN, h = (e / PN) % a.NH, q = e / (PN * a.NH);
   Sequence at = sequenceAt(q, a.B, a.S, a.chunks);
   int64_t chunks = ssdChunksOf(at.length), slot = (at.stateSlot * a.NH + h) * PN + j;
-  float carry = a.stateIn ? a.stateIn[slot] : 0.0f;
+  float carry = a.stateIn ? load(a.stateIn, a.stateInType, slot) : 0.0f;
   double total = 0.0;
   for (int64_t c = 0; c < chunks; ++c) {
     int64_t item = (q * chunks + c) * a.NH + h;
@@ -270,16 +302,17 @@ SL_HD void ssdCarry(const SsdArgs &a, int64_t e) {
     total += last;
   }
   if (a.stateOut)
-    a.stateOut[slot] = carry;
+    store(a.stateOut, a.stateOutType, slot, carry);
   if (a.decayOut && j == 0)
-    a.decayOut[at.stateSlot * a.NH + h] = (float)exp(total);
+    store(a.decayOut, a.decayOutType, at.stateSlot * a.NH + h, (float)exp(total));
 }
 
-/// (d) The block of item `item`: y_t += (exp(cum_t) C_t, rounded to f32) ·
-/// (the state entering the chunk)[p, :] + D x_t, kSsdTile head-dim entries
-/// at a time, the sums over the state's entries kept in m.
-template <typename Block>
-SL_HD void ssdOutputBlock(Block &block, const SsdArgs &a, SsdShared &sh, int64_t item) {
+/// (d) The block of item `item`: y_t = (b)'s share + (exp(cum_t) C_t,
+/// rounded to f32) · (the state entering the chunk)[p, :] + D x_t, rounded
+/// to T, kSsdTile head-dim entries at a time, the sums over the state's
+/// entries kept in m.
+template <typename Block, typename T, typename W>
+SL_HD void ssdOutputBlock(Block &block, const SsdArgsOf<T, W> &a, SsdShared &sh, int64_t item) {
   const SsdChunk at = ssdChunkAt(a, item);
   const int64_t ldx = a.NH * a.P, ldbc = a.G * a.N, L = at.length;
   const float *entering = a.states + item * a.P * a.N;
@@ -302,13 +335,16 @@ SL_HD void ssdOutputBlock(Block &block, const SsdArgs &a, SsdShared &sh, int64_t
     }
     block.each([&](int tid) {
       int ti = tid / kSsdGrid, tj = tid % kSsdGrid;
-      float d = a.D ? a.D[at.h] : 0.0f;
+      float d = a.D ? loadElement(a.D, at.h) : 0.0f;
+      const float *partial = ssdPartial(a);
       for (int i = 0; i < 4; ++i)
         for (int j = 0; j < 2; ++j) {
           int64_t t = ti + kSsdGrid * i, p = p0 + tj + kSsdGrid * j;
           if (t < L && p < a.P) {
             int64_t yi = (at.firstRow + t) * ldx + at.h * a.P + p;
-            a.y[yi] = a.y[yi] + sh.m[ti + kSsdGrid * i][tj + kSsdGrid * j] + d * a.x[yi];
+            storeElement(a.y, yi,
+                         partial[yi] + sh.m[ti + kSsdGrid * i][tj + kSsdGrid * j] +
+                             d * loadElement(a.x, yi));
           }
         }
     });
