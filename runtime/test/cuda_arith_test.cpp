@@ -1134,9 +1134,9 @@ namespace {
 /// kernels/cuda/attention.cu's attention_tc on the host: every block of
 /// attentionTcTiling in turn (in `reversed` order or not) through
 /// attentionTcBlock, on shared memory poisoned with NaNs.
-template <typename T>
+template <typename T, typename O = T>
 void attentionTcOnHost(const AttentionCase &c, const std::vector<T> &q, const std::vector<T> &k,
-                       const std::vector<T> &v, float scale, bool reversed, std::vector<T> &out,
+                       const std::vector<T> &v, float scale, bool reversed, std::vector<O> &out,
                        std::vector<float> &lse) {
   gpu::AttentionTcTiling tiling;
   std::string error;
@@ -1152,8 +1152,10 @@ void attentionTcOnHost(const AttentionCase &c, const std::vector<T> &q, const st
   auto run = [&](auto shared) {
     EXPECT_EQ((int64_t)sizeof(*shared), tiling.shape.sharedBytes);
     std::memset((void *)shared.get(), 0xff, sizeof(*shared));
+    constexpr int kMaxD = std::remove_reference_t<decltype(*shared)>::kLdO - 4;
     for (int64_t i = 0; i < tiling.shape.blocks; ++i)
-      arith::attentionTcBlock(block, args, *shared, reversed ? tiling.shape.blocks - 1 - i : i);
+      arith::attentionTcBlock<T, kMaxD, O>(block, args, *shared,
+                                           reversed ? tiling.shape.blocks - 1 - i : i);
   };
   if (tiling.maxHeadDim == 64)
     run(std::make_unique<arith::TcShared<T, 64>>());
@@ -1165,8 +1167,9 @@ void attentionTcOnHost(const AttentionCase &c, const std::vector<T> &q, const st
 /// output within `tol` · (1 + |want|) (the weights P and the output are
 /// rounded to T's 8 or 11 significant bits), the log-sum-exp within
 /// `lseTol` · (1 + |want|) (l sums the rounded P) or -inf where no key is
-/// visible; the blocks in either order, the same bits. Returns the largest errors seen,
-/// the output's and the log-sum-exp's.
+/// visible; the blocks in reverse order with an f32 output (a ring's
+/// partial outputs), the same values before the rounding: the same bits.
+/// Returns the largest errors seen, the output's and the log-sum-exp's.
 template <typename T>
 std::pair<float, float> checkAttentionTc(const AttentionCase &c, float tol, float lseTol) {
   std::vector<T> q = test::roundedTo<T>(test::normalVector(c.B * c.Sq * c.HQ * c.D, 11)),
@@ -1198,10 +1201,9 @@ std::pair<float, float> checkAttentionTc(const AttentionCase &c, float tol, floa
     worstLse = std::isnan(err) ? INFINITY : std::max(worstLse, err);
   }
   EXPECT_LE(worstLse, lseTol);
-  std::vector<T> backwardsOut = test::roundedTo<T>(std::vector<float>(q.size(), 0.0f));
-  std::vector<float> backwardsLse(lse.size(), 0.0f);
+  std::vector<float> backwardsOut(q.size(), std::nanf("")), backwardsLse(lse.size(), 0.0f);
   attentionTcOnHost(c, q, k, v, scale, true, backwardsOut, backwardsLse);
-  test::expectSameBits(backwardsOut, out);
+  test::expectSameBits(test::roundedTo<T>(backwardsOut), out);
   EXPECT_EQ(std::memcmp(backwardsLse.data(), lse.data(), lse.size() * sizeof(float)), 0);
   return {worst, worstLse};
 }
@@ -1245,6 +1247,58 @@ TYPED_TEST(CudaArith16Kernels, TensorCoreAttentionMatchesTheCpuKernel) {
   // A window of two: the second block's first query (64) sees the first
   // tile's last key (63) and its own alone, so that tile is not skipped.
   check({1, 150, 150, 1, 1, 16, true, 2, iota(150), iota(150)});
+}
+
+// Ring attention of a 16-bit plan as exchange.cpp runs it: each member's
+// K, V block through the tensor-core kernel with f32 outputs, own block
+// first, the others merged by the log-sum-exps (mergeRow), the result
+// rounded once; against the CPU's attention over every key, within the
+// tensor-core kernel's tolerances. Rank 0 of cp 2 in zigzag order over 160
+// tokens: its queries in chunks 0 and 3, the other member's keys in chunks
+// 1 and 2, so chunk 0's queries see none of them.
+TYPED_TEST(CudaArith16Kernels, RingOfTensorCoreBlocksMatchesTheCpuAttention) {
+  using T = TypeParam;
+  const int64_t B = 2, HQ = 4, HKV = 2, D = 32, S = 80;
+  std::vector<int64_t> own = iota(40, 0), tail = iota(40, 120), other = iota(80, 40);
+  own.insert(own.end(), tail.begin(), tail.end());
+  const std::vector<std::vector<int64_t>> memberPositions = {own, other};
+  std::vector<T> q = test::roundedTo<T>(test::normalVector(B * S * HQ * D, 51));
+  std::vector<std::vector<T>> k, v;
+  for (unsigned m = 0; m < 2; ++m) {
+    k.push_back(test::roundedTo<T>(test::normalVector(B * S * HKV * D, 52 + 2 * m)));
+    v.push_back(test::roundedTo<T>(test::normalVector(B * S * HKV * D, 53 + 2 * m)));
+  }
+  const float scale = 1.0f / std::sqrt((float)D);
+  const int64_t rows = B * S * HQ;
+  std::vector<float> result(rows * D), lse(B * HQ * S), part(rows * D), partLse(B * HQ * S);
+  for (int64_t m = 0; m < 2; ++m) {
+    AttentionCase c{B, S, S, HQ, HKV, D, true, 0, own, memberPositions[m]};
+    attentionTcOnHost<T, float>(c, q, k[m], v[m], scale, false, m == 0 ? result : part,
+                                m == 0 ? lse : partLse);
+    if (m > 0)
+      for (int64_t r = 0; r < rows; ++r)
+        arith::mergeRow(result.data(), lse.data(), part.data(), partLse.data(), S, HQ, D, r,
+                        result.data(), lse.data());
+  }
+  std::vector<float> got = test::widened(test::roundedTo<T>(result));
+  // The CPU over all 160 keys, each batch entry's two members' rows in turn.
+  std::vector<float> wq = test::widened(q), wk, wv;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t m = 0; m < 2; ++m) {
+      std::vector<float> km = test::widened(k[m]), vm = test::widened(v[m]);
+      wk.insert(wk.end(), km.begin() + b * S * HKV * D, km.begin() + (b + 1) * S * HKV * D);
+      wv.insert(wv.end(), vm.begin() + b * S * HKV * D, vm.begin() + (b + 1) * S * HKV * D);
+    }
+  std::vector<int64_t> keys = own;
+  keys.insert(keys.end(), other.begin(), other.end());
+  std::vector<float> want(rows * D), wantLse(B * HQ * S);
+  cpu::attention(wq.data(), wk.data(), wv.data(), own.data(), keys.data(),
+                 {B, S, 2 * S, HQ, HKV, D}, true, scale, want.data(), wantLse.data(), 0);
+  for (size_t i = 0; i < got.size(); ++i)
+    ASSERT_NEAR(got[i], want[i], tcTolerance<T>() * (1.0f + std::fabs(want[i]))) << "at " << i;
+  for (size_t i = 0; i < lse.size(); ++i)
+    ASSERT_NEAR(lse[i], wantLse[i], tcLseTolerance<T>() * (1.0f + std::fabs(wantLse[i])))
+        << "at " << i;
 }
 
 TEST(CudaArith, TensorCoreAttentionTilingAndItsRefusals) {

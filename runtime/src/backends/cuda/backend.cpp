@@ -195,7 +195,8 @@ int64_t headDim(const Step &s, const Frame &f) { return f.global(s.in[0])[2] / s
 
 /// Attention keeps q, k, v and its output of one type: 16-bit ones go to
 /// the tensor cores (attention_tc) for head dims up to 128; larger ones,
-/// and f32, run on the f32 kernel.
+/// and f32, run on the f32 kernel. Ring attention alike, its blocks
+/// crossing as stored (exchange.cpp).
 bool keepsAttention(const Step &s, const Frame &f) {
   return keepsShared<0, 1, 2>(s, f) &&
          (f.views[s.in[0]].dtype == DType::F32 || headDim(s, f) <= 128);
@@ -231,6 +232,7 @@ Keeps16 keeps16(const std::string &kind) {
       {"embedding", keepsShared<>},
       {"attention", keepsAttention},
       {"local_attention", keepsLocalAttention},
+      {"ring_attention", keepsAttention},
       {"causal_conv1d", keepsConv},
       {"rglru_scan", keepsRglru},
       {"ssd_scan", keepsSsd},

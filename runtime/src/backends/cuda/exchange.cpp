@@ -37,38 +37,57 @@ enum { kRingAxes = 3 };
 /// exchange of step i runs on a second stream while the rank's stream
 /// computes on the blocks of step i - 1: both only read the blocks held, and
 /// the buffer the exchange receives into is the one whose attention was
-/// queued before the exchange was (the event orders them).
+/// queued before the exchange was (the event orders them). Where the entry
+/// keeps 16-bit q, k, v and output (keepsAttention), the blocks cross as
+/// stored, each block's attention runs on the tensor cores with f32 partial
+/// outputs, the merges stay f32 and the result is rounded once at the end;
+/// otherwise everything is f32.
 void ringAttention(const Step &s, Frame &f) {
   int32_t q = s.in[0], k = s.in[1], v = s.in[2], out = s.out[0];
   AttentionShape shape = attentionShape(s, f);
   int64_t B = shape.B, Sq = shape.Sq, Sk = shape.Sk, HQ = shape.HQ, HKV = shape.HKV, D = shape.D;
   float scale = shape.scale;
   bool causal = shape.causal;
+  const DType type = f.stored(q).dtype;
+  const bool tensorCores = type != DType::F32;
+  const cuda::arith::Type stored = (cuda::arith::Type)type;
   cuda::AttentionTiling tiling;
+  cuda::AttentionTcTiling tcTiling;
   std::string error;
-  if (!cuda::attentionTiling(B, HQ, Sq, D, tiling, error))
+  if (tensorCores ? !cuda::attentionTcTiling(B, HQ, Sq, D, tcTiling, error)
+                  : !cuda::attentionTiling(B, HQ, Sq, D, tiling, error))
     throw Stop{error, false};
   std::vector<RingStep> steps = ringSteps(s.facts);
   NcclWorld *world = worldFor(f, s.facts.members.size());
   CudaDevice &device = deviceOf(f);
   StepMemory memory(device);
-  int64_t nk = f.n(k), kv = nk + f.n(v), rows = B * HQ * Sq;
-  float *held = memory.floats(kv), *next = memory.floats(kv), *part = memory.floats(f.n(out));
-  float *lse = memory.floats(rows), *partLse = memory.floats(rows);
-  copyDevice(held, f.f(k), nk * 4, device);
-  copyDevice(held + nk, f.f(v), f.n(v) * 4, device);
+  const int64_t element = dtypeSize(type), nk = f.n(k), kv = nk + f.n(v), rows = B * HQ * Sq;
+  char *held = static_cast<char *>(memory.elements(kv, type)),
+       *next = static_cast<char *>(memory.elements(kv, type));
+  float *result = tensorCores ? memory.floats(f.n(out)) : f.f(out);
+  float *part = memory.floats(f.n(out)), *lse = memory.floats(rows), *partLse = memory.floats(rows);
+  copyDevice(held, f.stored(k).data, nk * element, device);
+  copyDevice(held + nk * element, f.stored(v).data, f.n(v) * element, device);
   const int64_t *queryPositions = device.positions(s.facts.positions);
   // Member `member`'s blocks into the result: the first directly, the
   // others through the merge.
-  auto attend = [&](const float *block, int64_t member) {
+  auto attend = [&](const char *block, int64_t member) {
     bool first = member == 0;
-    launched(cuda::attention(f.f(q), block, block + nk, queryPositions,
-                             device.positions(s.facts.memberPositions[member]), B, Sq, Sk, HQ, HKV,
-                             D, causal, scale, 0, tiling, first ? f.f(out) : part,
-                             first ? lse : partLse, device.stream()),
-             "attention");
+    const int64_t *keyPositions = device.positions(s.facts.memberPositions[member]);
+    float *into = first ? result : part, *intoLse = first ? lse : partLse;
+    if (tensorCores)
+      launched(cuda::attention_tc(src(f, q), {block, stored}, {block + nk * element, stored},
+                                  queryPositions, keyPositions, B, Sq, Sk, HQ, HKV, D, causal,
+                                  scale, 0, tcTiling, cuda::f32(into), intoLse, device.stream()),
+               "attention_tc");
+    else
+      launched(cuda::attention(f.f(q), reinterpret_cast<const float *>(block),
+                               reinterpret_cast<const float *>(block) + nk, queryPositions,
+                               keyPositions, B, Sq, Sk, HQ, HKV, D, causal, scale, 0, tiling, into,
+                               intoLse, device.stream()),
+               "attention");
     if (!first)
-      launched(cuda::attention_merge(f.f(out), lse, part, partLse, B, Sq, HQ, D, f.f(out), lse,
+      launched(cuda::attention_merge(result, lse, part, partLse, B, Sq, HQ, D, result, lse,
                                      device.stream()),
                "attention_merge");
   };
@@ -84,11 +103,15 @@ void ringAttention(const Step &s, Frame &f) {
       transfers.push_back({r.sendTo, held, kv, nullptr, 0});
       transfers.push_back({r.recvFrom, nullptr, 0, next, kv});
     }
-    world->sendRecv(f, axesAttr(s, kRingAxes), transfers, side->stream);
+    world->sendRecv(f, axesAttr(s, kRingAxes), transfers, side->stream, type);
     std::swap(held, next);
     member = r.block;
   }
   attend(held, member);
+  if (tensorCores)
+    launched(cuda::convert(result, cuda::arith::Type::F32, f.stored(out).data, stored, f.n(out),
+                           device.stream()),
+             "convert");
   if (world)
     world->countSent(s, f);
 }

@@ -48,6 +48,8 @@ public:
   }
   float *floats(int64_t count) { return static_cast<float *>(bytes(count * 4)); }
   double *doubles(int64_t count) { return static_cast<double *>(bytes(count * 8)); }
+  /// `count` elements of `type`.
+  void *elements(int64_t count, DType type) { return bytes(count * dtypeSize(type)); }
   /// A device copy of `values`.
   int64_t *indices(const std::vector<int64_t> &values) {
     auto *out = static_cast<int64_t *>(bytes((int64_t)values.size() * 8));

@@ -75,19 +75,19 @@ __global__ void attentionKernel(const float *q, const float *k, const float *v,
 }
 
 /// A block of attention_tc.h per kTcRows queries of one (batch, head),
-/// TcShared<T, MaxD> in dynamic shared memory.
-template <typename T, int MaxD>
+/// TcShared<T, MaxD> in dynamic shared memory, the output stored as O.
+template <typename T, int MaxD, typename O>
 __global__ void __launch_bounds__(arith::kTcThreads) attentionTcKernel(arith::TcArgs args) {
   extern __shared__ __align__(128) unsigned char shared[];
   auto &sh = *reinterpret_cast<arith::TcShared<T, MaxD> *>(shared);
   BlockPhases block;
-  arith::attentionTcBlock<T, MaxD>(block, args, sh, blockIdx.x);
+  arith::attentionTcBlock<T, MaxD, O>(block, args, sh, blockIdx.x);
 }
 
-template <typename T, int MaxD>
+template <typename T, int MaxD, typename O>
 cudaError_t launchAttentionTc(const arith::TcArgs &args, const AttentionTcTiling &tiling,
                               cudaStream_t stream) {
-  auto kernel = attentionTcKernel<T, MaxD>;
+  auto kernel = attentionTcKernel<T, MaxD, O>;
   const int shared = (int)tiling.shape.sharedBytes;
   if (cudaError_t status =
           cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
@@ -140,20 +140,26 @@ cudaError_t attention_tc(Src q, Src k, Src v, const int64_t *qPositions, const i
                          int64_t B, int64_t Sq, int64_t Sk, int64_t HQ, int64_t HKV, int64_t D,
                          bool causal, float scale, int64_t window, const AttentionTcTiling &tiling,
                          Dst out, float *lse, cudaStream_t stream) {
-  if (q.type != k.type || q.type != v.type || q.type != out.type || q.type == arith::Type::F32)
+  if (q.type != k.type || q.type != v.type || q.type == arith::Type::F32 ||
+      (out.type != q.type && out.type != arith::Type::F32))
     return cudaErrorInvalidValue;
   if (tiling.shape.blocks == 0)
     return cudaSuccess;
   arith::TcArgs args{q.data, k.data, v.data, qPositions,         kPositions, B,  Sq, Sk, HQ, HKV, D,
                      causal, scale,  window, tiling.queryBlocks, out.data,   lse};
-  bool wide = tiling.maxHeadDim == 128;
-  if (q.type == arith::Type::BF16)
-    return wide ? launchAttentionTc<arith::Bf16, 128>(args, tiling, stream)
-                : launchAttentionTc<arith::Bf16, 64>(args, tiling, stream);
-  if (q.type == arith::Type::F16)
-    return wide ? launchAttentionTc<arith::F16, 128>(args, tiling, stream)
-                : launchAttentionTc<arith::F16, 64>(args, tiling, stream);
-  return cudaErrorInvalidValue;
+  bool wide = tiling.maxHeadDim == 128, f32Out = out.type == arith::Type::F32;
+  return arith::withStorage(q.type, cudaErrorInvalidValue, [&](auto t) {
+    using T = decltype(t);
+    if constexpr (std::is_same_v<T, float>) {
+      return cudaErrorInvalidValue;
+    } else {
+      if (f32Out)
+        return wide ? launchAttentionTc<T, 128, float>(args, tiling, stream)
+                    : launchAttentionTc<T, 64, float>(args, tiling, stream);
+      return wide ? launchAttentionTc<T, 128, T>(args, tiling, stream)
+                  : launchAttentionTc<T, 64, T>(args, tiling, stream);
+    }
+  });
 }
 
 } // namespace shardline::rt::cuda

@@ -130,8 +130,8 @@ SL_HD void tcProduct(const T *a, int lda, const T *b, int ldb, float *c, int ldc
 
 /// What the kernel reads and writes (kernels.h, attention_tc): q [B, Sq,
 /// HQ*D], k and v [B, Sk, HKV*D] stored as T, the positions of the queries
-/// and keys, out like q, lse [B, HQ, Sq] f32 or nullptr; queryBlocks blocks
-/// along the queries of one head.
+/// and keys, out [B, Sq, HQ*D] (as T or f32), lse [B, HQ, Sq] f32 or
+/// nullptr; queryBlocks blocks along the queries of one head.
 struct TcArgs {
   const void *q, *k, *v;
   const int64_t *qPos, *kPos;
@@ -152,8 +152,9 @@ SL_HD bool tcTileHidden(int64_t minQ, int64_t maxQ, int64_t minK, int64_t maxK, 
 }
 
 /// Block `block`'s queries: kTcRows of one (batch, query head), blocks
-/// running over the queries fastest, then the heads, then the batch.
-template <typename T, int MaxD, typename Block>
+/// running over the queries fastest, then the heads, then the batch; the
+/// output stored as O (T, or f32 for a ring's partial outputs).
+template <typename T, int MaxD, typename O = T, typename Block>
 SL_HD void attentionTcBlock(Block &block, const TcArgs &a, TcShared<T, MaxD> &sh, int64_t index) {
   using Sh = TcShared<T, MaxD>;
   const T zero = Storage<T>::fromFloat(0.0f);
@@ -273,13 +274,13 @@ SL_HD void attentionTcBlock(Block &block, const TcArgs &a, TcShared<T, MaxD> &sh
     });
   }
 
-  T *out = static_cast<T *>(a.out);
+  O *out = static_cast<O *>(a.out);
   block.each([&](int tid) {
     for (int idx = tid; idx < rows * D; idx += kTcThreads) {
       int r = idx / D, e = idx % D;
       float l = sh.l[r];
       out[((b * a.Sq + first + r) * a.HQ + h) * a.D + e] =
-          Storage<T>::fromFloat(l > 0.0f ? sh.o[r][e] / l : 0.0f);
+          Storage<O>::fromFloat(l > 0.0f ? sh.o[r][e] / l : 0.0f);
     }
     if (a.lse && tid < rows)
       a.lse[bh * a.Sq + first + tid] = sh.l[tid] > 0.0f ? sh.m[tid] + logf(sh.l[tid]) : -INFINITY;

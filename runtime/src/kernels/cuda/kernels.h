@@ -106,8 +106,8 @@ cudaError_t attention(const float *q, const float *k, const float *v, const int6
 
 /// The same attention over bf16 or f16 q, k, v on the tensor cores
 /// (attention_tc.h), cut as `tiling` says (attentionTcTiling of B, HQ, Sq,
-/// D): out in the type of q, lse f32 (or nullptr). q, k, v and out share
-/// one 16-bit type.
+/// D): out in the type of q or in f32 (a ring's partial outputs), lse f32
+/// (or nullptr). q, k and v share one 16-bit type.
 cudaError_t attention_tc(Src q, Src k, Src v, const int64_t *qPositions, const int64_t *kPositions,
                          int64_t B, int64_t Sq, int64_t Sk, int64_t HQ, int64_t HKV, int64_t D,
                          bool causal, float scale, int64_t window, const AttentionTcTiling &tiling,
