@@ -201,10 +201,11 @@ bool keepsAttention(const Step &s, const Frame &f) {
   return keepsShared<0, 1, 2>(s, f) &&
          (f.views[s.in[0]].dtype == DType::F32 || headDim(s, f) <= 128);
 }
-/// Local attention as attention where a rank holds its sequences whole; over
-/// a halo or sequence chunks its run is the exchange's (f32).
+/// Local attention as attention, its halos (where the step has them) of
+/// q's type too (over a halo or sequence chunks its run is the exchange's,
+/// exchange.cpp).
 bool keepsLocalAttention(const Step &s, const Frame &f) {
-  return !s.has(3) && chunksPerRank(f.tensors[s.in[0]].layout, 1) == 1 && keepsAttention(s, f);
+  return keepsAttention(s, f) && (!s.has(3) || keepsShared<3, 4>(s, f));
 }
 
 /// The entries that read 16-bit tensors as stored (KernelSpec::keeps16):

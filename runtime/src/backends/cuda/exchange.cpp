@@ -128,8 +128,11 @@ void halo(const Step &s, Frame &f) { haloExchange(s, f, false); }
 
 /// Each local chunk of each batch entry attends over its window - 1 halo
 /// keys (those at positions >= 0) and its own (kernels/cpu,
-/// local_attention): the keys and values gathered on the device, the
-/// chunk's query and key positions uploaded, one attention launch per chunk.
+/// local_attention): the keys and values gathered on the device (each
+/// chunk's after the previous chunk's attention has read them: one stream
+/// orders them), the chunk's query and key positions uploaded, one
+/// attention launch per chunk: on the tensor cores where the entry keeps
+/// 16-bit q, k, v, halos and output (keepsLocalAttention), else in f32.
 void localAttentionOverHalo(const Step &s, Frame &f) {
   enum { Q, K, V, KHalo, VHalo };
   enum { kLocalHeads, kWindow };
@@ -140,26 +143,43 @@ void localAttentionOverHalo(const Step &s, Frame &f) {
   int64_t D = f.global(s.in[Q])[2] / s.attrs[kLocalHeads].i, qw = qt.local[2],
           kw = f.local(s.in[K])[2], H = hasHalo ? window - 1 : 0;
   int64_t HQ = qw / D, HKV = kw / D;
+  const DType type = f.stored(s.in[Q]).dtype;
+  const bool tensorCores = type != DType::F32;
+  const cuda::arith::Type stored = (cuda::arith::Type)type;
+  const int64_t e = dtypeSize(type);
   cuda::AttentionTiling tiling;
+  cuda::AttentionTcTiling tcTiling;
   std::string error;
-  if (!cuda::attentionTiling(1, HQ, S, D, tiling, error))
+  if (tensorCores ? !cuda::attentionTcTiling(1, HQ, S, D, tcTiling, error)
+                  : !cuda::attentionTiling(1, HQ, S, D, tiling, error))
     throw Stop{error, false};
   CudaDevice &device = deviceOf(f);
   StepMemory memory(device);
   float scale = (float)(1.0 / std::sqrt((double)D));
-  float *kk = memory.floats((H + S) * kw), *vv = memory.floats((H + S) * kw);
+  const int64_t perChunk = (H + S) * kw;
+  char *kk = static_cast<char *>(memory.elements(perChunk, type)),
+       *vv = static_cast<char *>(memory.elements(perChunk, type));
+  const char *q = static_cast<const char *>(f.stored(s.in[Q]).data);
+  char *out = static_cast<char *>(f.stored(s.out[0]).data);
   for (int64_t bi = 0; bi < B; ++bi)
     for (int64_t c = 0; c < chunks; ++c) {
       int64_t rows = (bi * chunks + c) * S;
       WindowKeys keys = gatherWindowKeys(s, f, H, S, chunks, bi, c, kk, vv);
       int64_t kept = keys.kept;
-      launched(cuda::attention(
-                   f.f(s.in[Q]) + rows * qw, kk, vv, memory.indices(keys.queryPositions),
-                   memory.indices(keys.keyPositions), 1, S, kept + S, HQ, HKV, D, true, scale,
-                   window, tiling, f.f(s.out[0]) + rows * qw, nullptr, device.stream()),
-               "attention");
-      // The next chunk reuses kk and vv: this one's attention reads them first.
-      checkCuda(cudaStreamSynchronize(device.stream()), "cudaStreamSynchronize");
+      const int64_t *qPos = memory.indices(keys.queryPositions),
+                    *kPos = memory.indices(keys.keyPositions);
+      if (tensorCores)
+        launched(cuda::attention_tc({q + rows * qw * e, stored}, {kk, stored}, {vv, stored}, qPos,
+                                    kPos, 1, S, kept + S, HQ, HKV, D, true, scale, window, tcTiling,
+                                    {out + rows * qw * e, stored}, nullptr, device.stream()),
+                 "attention_tc");
+      else
+        launched(cuda::attention(
+                     reinterpret_cast<const float *>(q) + rows * qw,
+                     reinterpret_cast<const float *>(kk), reinterpret_cast<const float *>(vv), qPos,
+                     kPos, 1, S, kept + S, HQ, HKV, D, true, scale, window, tiling,
+                     reinterpret_cast<float *>(out) + rows * qw, nullptr, device.stream()),
+                 "attention");
     }
 }
 

@@ -170,8 +170,9 @@ inline AttentionShape attentionShape(const Step &s, Frame &f) {
 /// The keys a chunk of local attention attends over (kernels/cpu,
 /// local_attention): the first `skip` of its H halo rows lie before
 /// position 0 and are left out, the `kept` others and then its own S rows
-/// are gathered into kk and vv ([kept + S, kw] each); the chunk's queries
-/// sit at its positions, the keys from `kept` tokens before them.
+/// are gathered into kk and vv ([kept + S, kw] each, in the type k and v
+/// are stored in); the chunk's queries sit at its positions, the keys from
+/// `kept` tokens before them.
 struct WindowKeys {
   int64_t skip, kept;
   std::vector<int64_t> queryPositions, keyPositions;
@@ -181,18 +182,23 @@ struct WindowKeys {
 /// and v are operands 1 and 2 and, with H > 0, their halos operands 3 and 4
 /// (sl.local_attention and its backward alike).
 inline WindowKeys gatherWindowKeys(const Step &s, Frame &f, int64_t H, int64_t S, int64_t chunks,
-                                   int64_t bi, int64_t c, float *kk, float *vv) {
+                                   int64_t bi, int64_t c, void *kk, void *vv) {
   enum { K = 1, V, KHalo, VHalo };
   CudaDevice &device = deviceOf(f);
   int64_t kw = f.local(s.in[K])[2], rows = (bi * chunks + c) * S, start = s.facts.positions[c * S];
+  const int64_t e = dtypeSize(f.stored(s.in[K]).dtype);
+  auto at = [&](int32_t t, int64_t element) {
+    return static_cast<const char *>(f.stored(t).data) + element * e;
+  };
+  char *kDst = static_cast<char *>(kk), *vDst = static_cast<char *>(vv);
   cuda::arith::HaloWindow w = cuda::arith::haloWindow(H, start);
   if (w.kept > 0) {
     int64_t haloRows = ((bi * chunks + c) * H + w.skip) * kw;
-    copyDevice(kk, f.f(s.in[KHalo]) + haloRows, w.kept * kw * 4, device);
-    copyDevice(vv, f.f(s.in[VHalo]) + haloRows, w.kept * kw * 4, device);
+    copyDevice(kDst, at(s.in[KHalo], haloRows), w.kept * kw * e, device);
+    copyDevice(vDst, at(s.in[VHalo], haloRows), w.kept * kw * e, device);
   }
-  copyDevice(kk + w.kept * kw, f.f(s.in[K]) + rows * kw, S * kw * 4, device);
-  copyDevice(vv + w.kept * kw, f.f(s.in[V]) + rows * kw, S * kw * 4, device);
+  copyDevice(kDst + w.kept * kw * e, at(s.in[K], rows * kw), S * kw * e, device);
+  copyDevice(vDst + w.kept * kw * e, at(s.in[V], rows * kw), S * kw * e, device);
   WindowKeys out{w.skip, w.kept, std::vector<int64_t>(S), std::vector<int64_t>(w.kept + S)};
   for (int64_t i = 0; i < S; ++i)
     out.queryPositions[i] = start + i;
