@@ -662,6 +662,26 @@ TYPED_TEST(CudaKernels16, RglruScanIsTheF32KernelRounded) {
   checkRglru16<T, T, T>();
 }
 
+// The halo's row moves over rows of T: rows gathered by index and placed
+// by index, every element's bits as they were; the rows no index names
+// keep what was there.
+TYPED_TEST(CudaKernels16, RowMovesKeepTheBits) {
+  using T = TypeParam;
+  const int64_t rows = 9, C = 37;
+  std::vector<T> src = test::roundedTo<T>(test::normalVector(rows * C, 91)),
+                 before = test::roundedTo<T>(test::normalVector(rows * C, 92));
+  const std::vector<int64_t> from = {4, 0, 8, 4}, to = {1, 7, 2, 5};
+  DeviceBuffer<T> dsrc(src), ddst(before);
+  DeviceBuffer<int64_t> dfrom(from), dto(to);
+  ASSERT_EQ(gpu::copy_rows(srcOf(dsrc), dfrom.ptr, dto.ptr, (int64_t)from.size(), C, dstOf(ddst),
+                           nullptr),
+            cudaSuccess);
+  std::vector<T> want = before;
+  for (size_t i = 0; i < from.size(); ++i)
+    std::copy_n(src.begin() + from[i] * C, C, want.begin() + to[i] * C);
+  test::expectSameBits(ddst.read(), want);
+}
+
 // The SSD scan over activations of T, parameters of W and states of S
 // against the f32 scan on the widened values, rounded: equal, bit for bit
 // (both compute the same f32 values, y's chunk shares kept in f32 scratch,

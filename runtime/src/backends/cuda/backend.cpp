@@ -234,6 +234,7 @@ Keeps16 keeps16(const std::string &kind) {
       {"attention", keepsAttention},
       {"local_attention", keepsLocalAttention},
       {"ring_attention", keepsAttention},
+      {"halo", keepsShared<0>},
       {"causal_conv1d", keepsConv},
       {"rglru_scan", keepsRglru},
       {"ssd_scan", keepsSsd},

@@ -264,33 +264,39 @@ inline void haloExchange(const Step &s, Frame &f, bool back) {
   NcclWorld *world = worldFor(f, routes.peers.size() + 1);
   CudaDevice &device = deviceOf(f);
   StepMemory memory(device);
-  const float *src = f.f(s.in[0]);
-  float *y = f.f(s.out[0]);
-  auto place = [&](const float *from, const int64_t *fromRows, const std::vector<int64_t> &to) {
+  // The halo moves rows as stored (the entry keeps 16-bit ones); halo_add
+  // sums in f32.
+  const BufferView &source = f.stored(s.in[0]), &result = f.stored(s.out[0]);
+  const DType type = source.dtype;
+  const cuda::arith::Type stored = (cuda::arith::Type)type;
+  const int64_t e = dtypeSize(type);
+  auto place = [&](const void *from, const int64_t *fromRows, const std::vector<int64_t> &to) {
     int64_t n = (int64_t)to.size();
     if (back)
-      launched(
-          cuda::add_rows_in_order(from, fromRows, memory.indices(to), n, C, y, device.stream()),
-          "add_rows_in_order");
+      launched(cuda::add_rows_in_order(static_cast<const float *>(from), fromRows,
+                                       memory.indices(to), n, C, f.f(s.out[0]), device.stream()),
+               "add_rows_in_order");
     else
-      launched(cuda::copy_rows(from, fromRows, memory.indices(to), n, C, false, y, device.stream()),
+      launched(cuda::copy_rows({from, stored}, fromRows, memory.indices(to), n, C,
+                               {result.data, stored}, device.stream()),
                "copy_rows");
   };
-  checkCuda(cudaMemsetAsync(y, 0, (size_t)f.n(s.out[0]) * 4, device.stream()), "cudaMemsetAsync");
-  place(src, memory.indices(routes.selfFrom), routes.selfTo);
+  checkCuda(cudaMemsetAsync(result.data, 0, (size_t)(f.n(s.out[0]) * e), device.stream()),
+            "cudaMemsetAsync");
+  place(source.data, memory.indices(routes.selfFrom), routes.selfTo);
   std::vector<NcclWorld::PeerTransfer> transfers;
-  std::vector<std::pair<float *, const HaloPeer *>> arrivals;
+  std::vector<std::pair<void *, const HaloPeer *>> arrivals;
   for (const HaloPeer &p : routes.peers) {
     int64_t sent = (int64_t)p.sendRows.size(), received = (int64_t)p.recvRows.size();
-    float *packed = memory.floats(sent * C), *landing = memory.floats(received * C);
-    launched(cuda::copy_rows(src, memory.indices(p.sendRows), nullptr, sent, C, false, packed,
-                             device.stream()),
+    void *packed = memory.elements(sent * C, type), *landing = memory.elements(received * C, type);
+    launched(cuda::copy_rows({source.data, stored}, memory.indices(p.sendRows), nullptr, sent, C,
+                             {packed, stored}, device.stream()),
              "copy_rows");
     transfers.push_back({p.rank, packed, sent * C, landing, received * C});
     arrivals.push_back({landing, &p});
   }
   if (!transfers.empty())
-    world->sendRecv(f, axesAttr(s, kHaloAxes), transfers);
+    world->sendRecv(f, axesAttr(s, kHaloAxes), transfers, nullptr, type);
   for (const auto &[landing, p] : arrivals)
     place(landing, nullptr, p->recvRows);
   if (world)

@@ -18,6 +18,17 @@ __global__ void copyRowsKernel(const float *src, const int64_t *from, const int6
   }
 }
 
+/// One thread per element: row from[i] of src into row to[i] of dst, the
+/// element's bits moved as they are (E: a 32- or 16-bit word).
+template <typename E>
+__global__ void moveRowsKernel(const E *src, const int64_t *from, const int64_t *to, int64_t n,
+                               int64_t C, E *dst) {
+  for (int64_t e = firstElement(); e < n * C; e += gridStride()) {
+    int64_t i = e / C, c = e % C;
+    dst[(to ? to[i] : i) * C + c] = src[(from ? from[i] : i) * C + c];
+  }
+}
+
 /// One thread per query row.
 __global__ void mergeKernel(const float *outA, const float *lseA, const float *outB,
                             const float *lseB, int64_t rows, int64_t Sq, int64_t HQ, int64_t D,
@@ -103,6 +114,19 @@ __global__ void shardedMeanKernel(const double *terms, int64_t T, double tokens,
 cudaError_t copy_rows(const float *src, const int64_t *from, const int64_t *to, int64_t n,
                       int64_t C, bool add, float *dst, cudaStream_t stream) {
   return elementwise(n * C, stream, copyRowsKernel, src, from, to, n, C, add, dst);
+}
+
+cudaError_t copy_rows(Src src, const int64_t *from, const int64_t *to, int64_t n, int64_t C,
+                      Dst dst, cudaStream_t stream) {
+  if (src.type != dst.type)
+    return cudaErrorInvalidValue;
+  if (src.type == arith::Type::BF16 || src.type == arith::Type::F16)
+    return elementwise(n * C, stream, moveRowsKernel<uint16_t>,
+                       static_cast<const uint16_t *>(src.data), from, to, n, C,
+                       static_cast<uint16_t *>(dst.data));
+  return elementwise(n * C, stream, moveRowsKernel<uint32_t>,
+                     static_cast<const uint32_t *>(src.data), from, to, n, C,
+                     static_cast<uint32_t *>(dst.data));
 }
 
 cudaError_t attention_merge(const float *outA, const float *lseA, const float *outB,

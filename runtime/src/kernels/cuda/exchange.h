@@ -26,6 +26,10 @@ namespace shardline::rt::cuda {
 /// to[i] of dst (i when to is nullptr), added onto it when `add`.
 cudaError_t copy_rows(const float *src, const int64_t *from, const int64_t *to, int64_t n,
                       int64_t C, bool add, float *dst, cudaStream_t stream);
+/// The same rows moved, not added, in src's type (dst's too: f32, i32,
+/// bf16 or f16), their bits as they are.
+cudaError_t copy_rows(Src src, const int64_t *from, const int64_t *to, int64_t n, int64_t C,
+                      Dst dst, cudaStream_t stream);
 
 /// The log-sum-exp merge of two partial attentions out [B, Sq, HQ*D] with
 /// lse [B, HQ, Sq] (arith::mergeRow); out and lse may be outA and lseA.
