@@ -1633,6 +1633,88 @@ TEST(CudaExchangeArith, RglruCorrectionByLanesIsTheCpuKernel) {
   EXPECT_NE(got, y0);
 }
 
+namespace {
+
+/// The corrections over y0, the activations and y of T, the parameters of W
+/// and init of S, against the f32 lanes on the widened values, rounded:
+/// equal, bit for bit.
+template <typename T, typename W, typename S> void checkCorrections16() {
+  using test::roundedTo;
+  using test::widened;
+  {
+    const int64_t B = 2, Sq = 12, chunks = 2, NH = 4, P = 3, G = 2, N = 5;
+    std::vector<T> y0 = roundedTo<T>(test::normalVector(B * Sq * NH * P, 147)),
+                   dt = roundedTo<T>(test::normalVector(B * Sq * NH, 148)),
+                   Cm = roundedTo<T>(test::normalVector(B * Sq * G * N, 151));
+    std::vector<W> dtBias = roundedTo<W>(test::normalVector(NH, 149, 0.5f)),
+                   aLog = roundedTo<W>(test::normalVector(NH, 150, 0.5f));
+    std::vector<S> init = roundedTo<S>(test::normalVector(chunks * B * NH * P * N, 152));
+    std::vector<T> got(y0.size());
+    arith::SsdCorrectArgsOf<T, W> args{y0.data(), init.data(), Cm.data(),
+                                       dt.data(), aLog.data(), dtBias.data(),
+                                       B,         Sq,          chunks,
+                                       NH,        P,           G,
+                                       N,         got.data(),  arith::Storage<S>::type};
+    std::vector<float> wy0 = widened(y0), winit = widened(init), wCm = widened(Cm),
+                       wdt = widened(dt), waLog = widened(aLog), wdtBias = widened(dtBias),
+                       want(y0.size());
+    arith::SsdCorrectArgs wide{wy0.data(),
+                               winit.data(),
+                               wCm.data(),
+                               wdt.data(),
+                               waLog.data(),
+                               wdtBias.data(),
+                               B,
+                               Sq,
+                               chunks,
+                               NH,
+                               P,
+                               G,
+                               N,
+                               want.data()};
+    for (int64_t lane = 0; lane < B * chunks * NH * P; ++lane) {
+      arith::ssdCorrectLane(args, lane);
+      arith::ssdCorrectLane(wide, lane);
+    }
+    expectRoundedFrom(got, want);
+  }
+  {
+    const int64_t B = 3, Sq = 10, chunks = 2, Wd = 6;
+    std::vector<T> y0 = roundedTo<T>(test::normalVector(B * Sq * Wd, 153)),
+                   x = roundedTo<T>(test::normalVector(B * Sq * Wd, 154));
+    std::vector<W> wa = roundedTo<W>(test::normalVector(Wd, 155)),
+                   ba = roundedTo<W>(test::normalVector(Wd, 156)),
+                   lambda = roundedTo<W>(test::normalVector(Wd, 157));
+    std::vector<S> init = roundedTo<S>(test::normalVector(chunks * B * Wd, 158));
+    std::vector<T> got(y0.size());
+    arith::RglruCorrectArgsOf<T, W> args{
+        y0.data(), init.data(), x.data(), wa.data(), ba.data(),  lambda.data(),
+        B,         Sq,          chunks,   Wd,        got.data(), arith::Storage<S>::type};
+    std::vector<float> wy0 = widened(y0), winit = widened(init), wx = widened(x), wwa = widened(wa),
+                       wba = widened(ba), wlambda = widened(lambda), want(y0.size());
+    arith::RglruCorrectArgs wide{
+        wy0.data(), winit.data(), wx.data(), wwa.data(), wba.data(), wlambda.data(),
+        B,          Sq,           chunks,    Wd,         want.data()};
+    for (int64_t lane = 0; lane < B * chunks * Wd; ++lane) {
+      arith::rglruCorrectLane(args, lane);
+      arith::rglruCorrectLane(wide, lane);
+    }
+    expectRoundedFrom(got, want);
+  }
+}
+
+} // namespace
+
+// The corrections over 16-bit activations read every value widened and
+// round y once: the f32 lanes' results on the widened values, rounded, bit
+// for bit, with f32 or 16-bit parameters and initial states.
+TYPED_TEST(CudaArith16Kernels, CorrectionsAreTheF32LanesRounded) {
+  using T = TypeParam;
+  checkCorrections16<T, float, float>();
+  checkCorrections16<T, T, float>();
+  checkCorrections16<T, T, T>();
+}
+
 // The vocabulary-parallel loss over three shards of a vocabulary, as the
 // CUDA kernels compute it (each shard's maximum, its pieces from the
 // combined maximum, each token's term from every shard's pieces), against

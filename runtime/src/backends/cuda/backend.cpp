@@ -188,6 +188,24 @@ bool keepsSsd(const Step &s, const Frame &f) {
          (params == DType::F32 || params == f.views[s.out[0]].dtype);
 }
 
+/// The corrections: y0 and the activations of y's type, the parameters of
+/// one type, f32 or y's (exchange.cu's instances), init of any float type.
+/// ssd_correct: y0, init, C, dt, a_log, dt_bias; rglru_correct: y0, init,
+/// x, wa, ba, lambda.
+template <int First, int Last> bool ownOrF32Params(const Step &s, const Frame &f) {
+  DType params = f.views[s.in[First]].dtype;
+  for (int i = First + 1; i <= Last; ++i)
+    if (f.views[s.in[i]].dtype != params)
+      return false;
+  return params == DType::F32 || params == f.views[s.out[0]].dtype;
+}
+bool keepsSsdCorrect(const Step &s, const Frame &f) {
+  return keepsShared<0, 2, 3>(s, f) && ownOrF32Params<4, 5>(s, f);
+}
+bool keepsRglruCorrect(const Step &s, const Frame &f) {
+  return keepsShared<0, 2>(s, f) && ownOrF32Params<3, 5>(s, f);
+}
+
 /// Attribute order of the attention entries (kernels/cpu/table.h).
 enum { kHeads, kCausal, kScale };
 
@@ -235,6 +253,8 @@ Keeps16 keeps16(const std::string &kind) {
       {"local_attention", keepsLocalAttention},
       {"ring_attention", keepsAttention},
       {"halo", keepsShared<0>},
+      {"ssd_correct", keepsSsdCorrect},
+      {"rglru_correct", keepsRglruCorrect},
       {"causal_conv1d", keepsConv},
       {"rglru_scan", keepsRglru},
       {"ssd_scan", keepsSsd},

@@ -208,7 +208,8 @@ cuda::Sequences sequencesOf(const TensorInfo &x, bool chunked) {
   return {x.local[0], x.local[1], chunked ? chunksPerRank(x.layout, 1) : 1};
 }
 
-/// ssd_correct (y0, init, C, dt, a_log, dt_bias -> y).
+/// ssd_correct (y0, init, C, dt, a_log, dt_bias -> y), on the tensors as
+/// stored (backend.cpp, keepsSsdCorrect).
 void ssdCorrect(const Step &s, Frame &f) {
   enum { Y0, Init, Cm, Dt, ALog, DtBias };
   enum { kSsdHeads, kSsdGroups, kSsdChunkAxes };
@@ -217,32 +218,22 @@ void ssdCorrect(const Step &s, Frame &f) {
   int64_t nh = f.local(s.in[Dt])[2], p = y0.shape[2] / s.attrs[kSsdHeads].i;
   int64_t g = s.attrs[kSsdGroups].i * cl[2] / f.global(s.in[Cm])[2], n = cl[2] / g;
   cuda::Sequences seq = sequencesOf(y0, !s.attrs[kSsdChunkAxes].strings.empty());
-  cuda::arith::SsdCorrectArgs args{f.f(s.in[Y0]),
-                                   f.f(s.in[Init]),
-                                   f.f(s.in[Cm]),
-                                   f.f(s.in[Dt]),
-                                   f.f(s.in[ALog]),
-                                   f.f(s.in[DtBias]),
-                                   seq.B,
-                                   seq.S,
-                                   seq.chunks,
-                                   nh,
-                                   p,
-                                   g,
-                                   n,
-                                   f.f(s.out[0])};
-  launched(cuda::ssd_correct(args, deviceOf(f).stream()), "ssd_correct");
+  launched(cuda::ssd_correct(src(f, s.in[Y0]), src(f, s.in[Init]), src(f, s.in[Cm]),
+                             src(f, s.in[Dt]), src(f, s.in[ALog]), src(f, s.in[DtBias]), seq, nh, p,
+                             g, n, dst(f, s.out[0]), deviceOf(f).stream()),
+           "ssd_correct");
 }
 
-/// rglru_correct (y0, init, x, wa, ba, lambda -> y).
+/// rglru_correct (y0, init, x, wa, ba, lambda -> y), on the tensors as
+/// stored (backend.cpp, keepsRglruCorrect).
 void rglruCorrect(const Step &s, Frame &f) {
   enum { Y0, Init, X, Wa, Ba, Lambda };
   const TensorInfo &x = f.tensors[s.in[X]];
   cuda::Sequences seq = sequencesOf(x, !s.attrs[0].strings.empty());
-  cuda::arith::RglruCorrectArgs args{f.f(s.in[Y0]), f.f(s.in[Init]),   f.f(s.in[X]), f.f(s.in[Wa]),
-                                     f.f(s.in[Ba]), f.f(s.in[Lambda]), seq.B,        seq.S,
-                                     seq.chunks,    x.local[2],        f.f(s.out[0])};
-  launched(cuda::rglru_correct(args, deviceOf(f).stream()), "rglru_correct");
+  launched(cuda::rglru_correct(src(f, s.in[Y0]), src(f, s.in[Init]), src(f, s.in[X]),
+                               src(f, s.in[Wa]), src(f, s.in[Ba]), src(f, s.in[Lambda]), seq,
+                               x.local[2], dst(f, s.out[0]), deviceOf(f).stream()),
+           "rglru_correct");
 }
 
 // -- vocabulary-parallel cross-entropy -------------------------------------------

@@ -46,13 +46,15 @@ __global__ void chunkInitKernel(const float *gathered, const int64_t *stateAt,
                                       e % stateSize);
 }
 
-__global__ void ssdCorrectKernel(arith::SsdCorrectArgs args) {
+template <typename T, typename W>
+__global__ void ssdCorrectKernel(arith::SsdCorrectArgsOf<T, W> args) {
   int64_t lanes = args.B * args.chunks * args.NH * args.P;
   for (int64_t lane = firstElement(); lane < lanes; lane += gridStride())
     arith::ssdCorrectLane(args, lane);
 }
 
-__global__ void rglruCorrectKernel(arith::RglruCorrectArgs args) {
+template <typename T, typename P>
+__global__ void rglruCorrectKernel(arith::RglruCorrectArgsOf<T, P> args) {
   int64_t lanes = args.B * args.chunks * args.W;
   for (int64_t lane = firstElement(); lane < lanes; lane += gridStride())
     arith::rglruCorrectLane(args, lane);
@@ -145,12 +147,56 @@ cudaError_t chunk_initial_states(const float *gathered, const int64_t *stateAt,
                      bcast, out);
 }
 
-cudaError_t ssd_correct(const arith::SsdCorrectArgs &args, cudaStream_t stream) {
-  return elementwise(args.B * args.chunks * args.NH * args.P, stream, ssdCorrectKernel, args);
+cudaError_t ssd_correct(Src y0, Src init, Src Cm, Src dt, Src aLog, Src dtBias,
+                        const Sequences &seq, int64_t NH, int64_t P, int64_t G, int64_t N, Dst y,
+                        cudaStream_t stream) {
+  if (y0.type != y.type || Cm.type != y.type || dt.type != y.type || aLog.type != dtBias.type ||
+      !isFloat(init.type))
+    return cudaErrorInvalidValue;
+  return withOwnOrF32Params(y.type, aLog.type, [&](auto t, auto w) {
+    using T = decltype(t);
+    using W = decltype(w);
+    arith::SsdCorrectArgsOf<T, W> args{static_cast<const T *>(y0.data),
+                                       init.data,
+                                       static_cast<const T *>(Cm.data),
+                                       static_cast<const T *>(dt.data),
+                                       static_cast<const W *>(aLog.data),
+                                       static_cast<const W *>(dtBias.data),
+                                       seq.B,
+                                       seq.S,
+                                       seq.chunks,
+                                       NH,
+                                       P,
+                                       G,
+                                       N,
+                                       static_cast<T *>(y.data),
+                                       init.type};
+    return elementwise(seq.B * seq.chunks * NH * P, stream, ssdCorrectKernel<T, W>, args);
+  });
 }
 
-cudaError_t rglru_correct(const arith::RglruCorrectArgs &args, cudaStream_t stream) {
-  return elementwise(args.B * args.chunks * args.W, stream, rglruCorrectKernel, args);
+cudaError_t rglru_correct(Src y0, Src init, Src x, Src wa, Src ba, Src lambda, const Sequences &seq,
+                          int64_t W, Dst y, cudaStream_t stream) {
+  if (y0.type != y.type || x.type != y.type || ba.type != wa.type || lambda.type != wa.type ||
+      !isFloat(init.type))
+    return cudaErrorInvalidValue;
+  return withOwnOrF32Params(y.type, wa.type, [&](auto t, auto p) {
+    using T = decltype(t);
+    using P = decltype(p);
+    arith::RglruCorrectArgsOf<T, P> args{static_cast<const T *>(y0.data),
+                                         init.data,
+                                         static_cast<const T *>(x.data),
+                                         static_cast<const P *>(wa.data),
+                                         static_cast<const P *>(ba.data),
+                                         static_cast<const P *>(lambda.data),
+                                         seq.B,
+                                         seq.S,
+                                         seq.chunks,
+                                         W,
+                                         static_cast<T *>(y.data),
+                                         init.type};
+    return elementwise(seq.B * seq.chunks * W, stream, rglruCorrectKernel<T, P>, args);
+  });
 }
 
 cudaError_t xent_local_max(Src logits, int64_t T, int64_t V, float *max, cudaStream_t stream) {

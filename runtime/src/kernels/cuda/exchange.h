@@ -44,9 +44,16 @@ cudaError_t chunk_initial_states(const float *gathered, const int64_t *stateAt,
                                  const int64_t *decayAt, const int64_t *chunks, int64_t localChunks,
                                  int64_t stateSize, int64_t bcast, float *out, cudaStream_t stream);
 
-/// The scans' corrections by each sequence's true initial state.
-cudaError_t ssd_correct(const arith::SsdCorrectArgs &args, cudaStream_t stream);
-cudaError_t rglru_correct(const arith::RglruCorrectArgs &args, cudaStream_t stream);
+/// The scans' corrections by each sequence's true initial state
+/// (arith::ssdCorrectLane, rglruCorrectLane) over the sequences `seq`: y0,
+/// the activations (C and dt; x) and y of one type, f32, bf16 or f16, the
+/// parameters (a_log and dt_bias; wa, ba and lambda) f32 or of that type,
+/// init of any float type.
+cudaError_t ssd_correct(Src y0, Src init, Src Cm, Src dt, Src aLog, Src dtBias,
+                        const Sequences &seq, int64_t NH, int64_t P, int64_t G, int64_t N, Dst y,
+                        cudaStream_t stream);
+cudaError_t rglru_correct(Src y0, Src init, Src x, Src wa, Src ba, Src lambda, const Sequences &seq,
+                          int64_t W, Dst y, cudaStream_t stream);
 
 /// Each token's largest logit of this shard, logits [T, V] -> max [T]; the
 /// logits of any float type.

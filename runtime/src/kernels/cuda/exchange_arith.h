@@ -74,56 +74,74 @@ SL_HD float chunkInitialState(const float *gathered, const int64_t *stateAt, con
 // -- the scans' corrections ----------------------------------------------------------
 
 /// What the SSD correction reads and writes: y0 and y [B, S, NH*P], dt
-/// [B, S, NH] (before the prelude), C [B, S, G*N], each sequence's initial
-/// state init [slots, NH, P, N] (slot c*B + b, as the scans number them).
-struct SsdCorrectArgs {
-  const float *y0, *init, *Cm, *dt, *aLog, *dtBias;
+/// [B, S, NH] (before the prelude), C [B, S, G*N], stored as T; a_log and
+/// dt_bias [NH] as W; each sequence's initial state init [slots, NH, P, N]
+/// (slot c*B + b, as the scans number them) of initType.
+template <typename T, typename W> struct SsdCorrectArgsOf {
+  const T *y0;
+  const void *init;
+  const T *Cm, *dt;
+  const W *aLog, *dtBias;
   int64_t B, S, chunks, NH, P, G, N;
-  float *y;
+  T *y;
+  Type initType = Type::F32;
 };
+using SsdCorrectArgs = SsdCorrectArgsOf<float, float>;
 
 /// Lane `lane` (of B*chunks*NH*P) of the SSD correction: one head-dim
 /// element p of one head of one sequence adds, at each token t,
 /// exp(Σ_{u≤t} dt_u·A)·C_t·h0[p] (double) to the scan from zero
-/// (kernels/cpu, ssd_state_correct).
-SL_HD void ssdCorrectLane(const SsdCorrectArgs &a, int64_t lane) {
+/// (kernels/cpu, ssd_state_correct); every value widened as it is loaded,
+/// y rounded to T once.
+template <typename T, typename W>
+SL_HD void ssdCorrectLane(const SsdCorrectArgsOf<T, W> &a, int64_t lane) {
   int64_t p = lane % a.P, h = (lane / a.P) % a.NH, q = lane / (a.P * a.NH);
   int64_t g = h / (a.NH / a.G);
   Sequence at = sequenceAt(q, a.B, a.S, a.chunks);
-  const float *h0 = a.init + ((at.stateSlot * a.NH + h) * a.P + p) * a.N;
-  float A = ssdRate(a.aLog[h]);
+  const int64_t h0 = ((at.stateSlot * a.NH + h) * a.P + p) * a.N;
+  float A = ssdRate(loadElement(a.aLog, h)), bias = loadElement(a.dtBias, h);
   double cum = 0.0;
   for (int64_t t = 0; t < at.length; ++t) {
     int64_t row = at.firstRow + t;
-    cum += (double)ssdStep(a.dt[row * a.NH + h], a.dtBias[h]) * A;
-    const float *ct = a.Cm + (row * a.G + g) * a.N;
+    cum += (double)ssdStep(loadElement(a.dt, row * a.NH + h), bias) * A;
+    const int64_t ct = (row * a.G + g) * a.N;
     double acc = 0.0;
     for (int64_t n = 0; n < a.N; ++n)
-      acc += (double)ct[n] * h0[n];
+      acc += (double)loadElement(a.Cm, ct + n) * load(a.init, a.initType, h0 + n);
     int64_t yi = (row * a.NH + h) * a.P + p;
-    a.y[yi] = (float)(a.y0[yi] + exp(cum) * acc);
+    storeElement(a.y, yi, (float)(loadElement(a.y0, yi) + exp(cum) * acc));
   }
 }
 
-/// What the RG-LRU correction reads and writes: y0, x and y [B, S, W], the
-/// decay gate's wa, ba and lambda [W], init [slots, W].
-struct RglruCorrectArgs {
-  const float *y0, *init, *x, *wa, *ba, *lambda;
+/// What the RG-LRU correction reads and writes: y0, x and y [B, S, W]
+/// stored as T, the decay gate's wa, ba and lambda [W] as P, init [slots,
+/// W] of initType.
+template <typename T, typename P> struct RglruCorrectArgsOf {
+  const T *y0;
+  const void *init;
+  const T *x;
+  const P *wa, *ba, *lambda;
   int64_t B, S, chunks, W;
-  float *y;
+  T *y;
+  Type initType = Type::F32;
 };
+using RglruCorrectArgs = RglruCorrectArgsOf<float, float>;
 
 /// Lane `lane` (of B*chunks*W) of the RG-LRU correction: one channel of one
 /// sequence adds exp(Σ_{u≤t} sigmoid(gate_a)·base)·h0 (double) at each
-/// token (kernels/cpu, rglru_state_correct).
-SL_HD void rglruCorrectLane(const RglruCorrectArgs &a, int64_t lane) {
+/// token (kernels/cpu, rglru_state_correct); every value widened as it is
+/// loaded, y rounded to T once.
+template <typename T, typename P>
+SL_HD void rglruCorrectLane(const RglruCorrectArgsOf<T, P> &a, int64_t lane) {
   int64_t w = lane % a.W;
   Sequence at = sequenceAt(lane / a.W, a.B, a.S, a.chunks);
-  double h0 = a.init[at.stateSlot * a.W + w], base = rglruLogBase(a.lambda[w], 8.0f), cum = 0.0;
+  const float wa = loadElement(a.wa, w), ba = loadElement(a.ba, w);
+  double h0 = load(a.init, a.initType, at.stateSlot * a.W + w),
+         base = rglruLogBase(loadElement(a.lambda, w), 8.0f), cum = 0.0;
   for (int64_t t = 0; t < at.length; ++t) {
     int64_t i = (at.firstRow + t) * a.W + w;
-    cum += sigmoid(rglruGate(a.wa[w], a.x[i], a.ba[w])) * base;
-    a.y[i] = (float)(a.y0[i] + exp(cum) * h0);
+    cum += sigmoid(rglruGate(wa, loadElement(a.x, i), ba)) * base;
+    storeElement(a.y, i, (float)(loadElement(a.y0, i) + exp(cum) * h0));
   }
 }
 

@@ -82,6 +82,26 @@ template <typename Fn> cudaError_t withTypes(arith::Type activations, arith::Typ
   });
 }
 
+/// Whether `type` is one a float tensor is stored in.
+inline bool isFloat(arith::Type type) {
+  return arith::withStorage(type, false, [](auto) { return true; });
+}
+
+/// fn(T{}, W{}) where the parameters are f32 or of the activations' type
+/// (the SSD scan and the scans' corrections keep fewer instances);
+/// cudaErrorInvalidValue otherwise.
+template <typename Fn>
+cudaError_t withOwnOrF32Params(arith::Type activations, arith::Type params, Fn fn) {
+  return arith::withStorage(activations, cudaErrorInvalidValue, [&](auto t) {
+    using T = decltype(t);
+    if (params == arith::Type::F32)
+      return fn(t, float{});
+    if (params == activations)
+      return fn(t, T{});
+    return cudaErrorInvalidValue;
+  });
+}
+
 /// A row of `width` values' maximum and its sum of exp(value - max) in
 /// double (cross-entropy's, forward and backward), across the block's
 /// threads; `shared` holds a double per warp. Every thread gets both. The

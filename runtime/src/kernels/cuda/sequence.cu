@@ -52,11 +52,6 @@ template <typename T, typename P> __global__ void rglruKernel(arith::RglruArgsOf
     arith::rglruLane(args, lane);
 }
 
-/// Whether `type` is one a float tensor is stored in.
-bool isFloat(arith::Type type) {
-  return arith::withStorage(type, false, [](auto) { return true; });
-}
-
 /// (a)-(c) of the scan over `args`.
 template <typename T, typename W>
 cudaError_t ssdChunkStates(const arith::SsdArgsOf<T, W> &args, const SsdLaunch &launch,
@@ -72,20 +67,6 @@ cudaError_t ssdChunkStates(const arith::SsdArgsOf<T, W> &args, const SsdLaunch &
     ssdThreadKernel<true, T, W>
         <<<(unsigned)launch.carry.blocks, launch.carry.threads, 0, stream>>>(args, entries);
   return cudaGetLastError();
-}
-
-/// fn(T{}, W{}) for activations of `activations` and parameters of
-/// `params`: f32 or the activations' type.
-template <typename Fn>
-cudaError_t withScanTypes(arith::Type activations, arith::Type params, Fn fn) {
-  return arith::withStorage(activations, cudaErrorInvalidValue, [&](auto t) {
-    using T = decltype(t);
-    if (params == arith::Type::F32)
-      return fn(t, float{});
-    if (params == activations)
-      return fn(t, T{});
-    return cudaErrorInvalidValue;
-  });
 }
 
 } // namespace
@@ -123,7 +104,7 @@ cudaError_t ssd_scan(Src x, Src dt, Src dtBias, Src aLog, Src Bm, Src Cm, Src D,
   if (entries == 0)
     return cudaSuccess;
   char *base = static_cast<char *>(scratch);
-  return withScanTypes(y.type, dtBias.type, [&](auto t, auto w) {
+  return withOwnOrF32Params(y.type, dtBias.type, [&](auto t, auto w) {
     using T = decltype(t);
     using W = decltype(w);
     arith::SsdArgsOf<T, W> args{
