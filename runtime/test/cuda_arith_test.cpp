@@ -1576,6 +1576,22 @@ TEST(CudaExchangeArith, ChunkInitialStatesAreTheCpuCombination) {
   EXPECT_EQ(got, want);
   for (int64_t j = 0; j < size; ++j)
     EXPECT_EQ(got[j], 0.0f) << "the first chunk starts from zero";
+  // Summaries gathered in bf16 (a bf16 plan's, as stored) fold as their
+  // widened values: the CPU's combination of those, equal.
+  std::vector<arith::Bf16> narrow = test::roundedTo<arith::Bf16>(gathered);
+  std::vector<float> wide = test::widened(narrow), wantNarrow(chunks * size);
+  std::vector<float> wideFinals(chunks * size), wideDecays(chunks * nd);
+  for (int64_t c = 0; c < chunks; ++c) {
+    std::copy_n(wide.begin() + stateAt[c], size, wideFinals.begin() + c * size);
+    std::copy_n(wide.begin() + decayAt[c], nd, wideDecays.begin() + c * nd);
+  }
+  cpu::scan_combine_states(wideDecays.data(), wideFinals.data(), nullptr, chunks, nd, bcast,
+                           wantNarrow.data(), nullptr);
+  for (int64_t e = 0; e < chunks * size; ++e)
+    got[e] = arith::chunkInitialState(narrow.data(), stateAt.data(), decayAt.data(), e / size,
+                                      bcast, e % size);
+  EXPECT_EQ(got, wantNarrow);
+  EXPECT_NE(got, want);
 }
 
 // The SSD correction, one lane a thread, against the CPU table's walk (the

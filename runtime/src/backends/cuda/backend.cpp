@@ -254,6 +254,7 @@ Keeps16 keeps16(const std::string &kind) {
       {"ring_attention", keepsAttention},
       {"halo", keepsShared<0>},
       {"ssd_correct", keepsSsdCorrect},
+      {"scan_state_exchange", keepsShared<0, 1>},
       {"rglru_correct", keepsRglruCorrect},
       {"causal_conv1d", keepsConv},
       {"rglru_scan", keepsRglru},

@@ -188,17 +188,18 @@ void localAttentionOverHalo(const Step &s, Frame &f) {
 /// Every member's chunk summaries (states then decays) all-gathered over the
 /// group, each of this rank's chunks' initial state folded from the chunks
 /// before it (comm/nccl_kernels.h, gatheredChunks; kernels/cpu,
-/// scan_combine_states).
+/// scan_combine_states); the summaries cross as stored (the entry keeps
+/// 16-bit ones) and the fold is in double, the initial states rounded once.
 void stateExchange(const Step &s, Frame &f) {
   CudaDevice &device = deviceOf(f);
   StepMemory memory(device);
   GatheredSummaries g = gatherSummaries(s, f, memory, s.in[0], s.in[1]);
   if (!g.gathered)
     return;
-  launched(cuda::chunk_initial_states(g.gathered, memory.indices(g.at.stateAt),
-                                      memory.indices(g.at.decayAt),
+  launched(cuda::chunk_initial_states({g.gathered, (cuda::arith::Type)g.type},
+                                      memory.indices(g.at.stateAt), memory.indices(g.at.decayAt),
                                       memory.indices(s.facts.positions), g.local, g.stateSize,
-                                      g.stateSize / g.decaySize, f.f(s.out[0]), device.stream()),
+                                      g.stateSize / g.decaySize, dst(f, s.out[0]), device.stream()),
            "chunk_initial_states");
   if (g.world)
     g.world->countSent(s, f);

@@ -159,8 +159,8 @@ void stateExchangeGrad(const Step &s, Frame &f) {
   GatheredSummaries g = gatherSummaries(s, f, memory, s.in[DInit], s.in[Decays]);
   if (!g.gathered)
     return;
-  launched(cuda::state_exchange_grad(g.gathered, memory.indices(g.at.stateAt),
-                                     memory.indices(g.at.decayAt),
+  launched(cuda::state_exchange_grad(static_cast<const float *>(g.gathered),
+                                     memory.indices(g.at.stateAt), memory.indices(g.at.decayAt),
                                      memory.indices(s.facts.positions), g.chunks, g.local,
                                      g.stateSize, g.stateSize / g.decaySize, f.f(s.in[Init]),
                                      f.f(s.out[0]), f.f(s.out[1]), device.stream()),

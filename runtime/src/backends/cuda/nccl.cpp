@@ -548,15 +548,15 @@ void NcclWorld::postSendRecv(Frame &f, const std::vector<std::string> &axes,
 }
 
 void NcclWorld::allGather(Frame &f, const std::vector<std::string> &axes, const void *send,
-                          void *recv, int64_t count) {
+                          void *recv, int64_t count, DType type) {
   int64_t c = communicatorOf(axes);
   if (c < 0) {
-    checkCuda(
-        cudaMemcpyAsync(recv, send, (size_t)(count * 4), cudaMemcpyDeviceToDevice, device.stream()),
-        "cudaMemcpyAsync");
+    checkCuda(cudaMemcpyAsync(recv, send, (size_t)(count * dtypeSize(type)),
+                              cudaMemcpyDeviceToDevice, device.stream()),
+              "cudaMemcpyAsync");
     return;
   }
-  check(api.ncclAllGather(send, recv, (size_t)count, ncclFloat32, comms[c], device.stream()),
+  check(api.ncclAllGather(send, recv, (size_t)count, typeOf(type), comms[c], device.stream()),
         "ncclAllGather", c);
   wait(f, "ncclAllGather", c);
 }

@@ -125,10 +125,10 @@ public:
   /// Waits for what postSendRecv queued on `stream` over `axes`' group, as
   /// every call is waited for (errors, the host's abort, the deadline).
   void finish(Frame &f, const std::vector<std::string> &axes, cudaStream_t stream);
-  /// ncclAllGather of `count` f32 values of every member into `recv`, in
-  /// communicator order, waited for; a group of one copies `send`.
+  /// ncclAllGather of `count` values of `type` of every member into `recv`,
+  /// in communicator order, waited for; a group of one copies `send`.
   void allGather(Frame &f, const std::vector<std::string> &axes, const void *send, void *recv,
-                 int64_t count);
+                 int64_t count, DType type = DType::F32);
   /// The world ranks of this rank's group over `axes`, in the order of its
   /// communicator (this rank alone for a group of one).
   std::vector<int64_t> members(const std::vector<std::string> &axes);

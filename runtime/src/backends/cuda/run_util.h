@@ -213,7 +213,8 @@ inline WindowKeys gatherWindowKeys(const Step &s, Frame &f, int64_t H, int64_t S
 /// communicator order; `at` says where each global chunk's lie. `gathered`
 /// is nullptr where this rank holds no chunk.
 struct GatheredSummaries {
-  float *gathered = nullptr;
+  void *gathered = nullptr; ///< of `type`, the values' and the decays' as stored
+  DType type = DType::F32;
   GatheredChunks at;
   int64_t chunks = 0, local = 0, stateSize = 0, decaySize = 0;
   NcclWorld *world = nullptr;
@@ -235,14 +236,20 @@ inline GatheredSummaries gatherSummaries(const Step &s, Frame &f, StepMemory &me
     throw Stop{"the state exchange's chunks: " + out.at.error, false};
   CudaDevice &device = deviceOf(f);
   int64_t part = f.n(values) + f.n(decays);
-  float *mine = memory.floats(part);
-  out.gathered = memory.floats(part * (int64_t)members.size());
-  copyDevice(mine, f.f(values), f.n(values) * 4, device);
-  copyDevice(mine + f.n(values), f.f(decays), f.n(decays) * 4, device);
+  out.type = f.stored(values).dtype;
+  if (f.stored(decays).dtype != out.type)
+    throw Stop{"the state exchange gathers states and decays of one type, not " +
+                   std::string(dtypeName(out.type)) + " and " + dtypeName(f.stored(decays).dtype),
+               false};
+  const int64_t e = dtypeSize(out.type);
+  char *mine = static_cast<char *>(memory.elements(part, out.type));
+  out.gathered = memory.elements(part * (int64_t)members.size(), out.type);
+  copyDevice(mine, f.stored(values).data, f.n(values) * e, device);
+  copyDevice(mine + f.n(values) * e, f.stored(decays).data, f.n(decays) * e, device);
   if (out.world)
-    out.world->allGather(f, axesAttr(s, 0), mine, out.gathered, part);
+    out.world->allGather(f, axesAttr(s, 0), mine, out.gathered, part, out.type);
   else
-    copyDevice(out.gathered, mine, part * 4, device);
+    copyDevice(out.gathered, mine, part * e, device);
   return out;
 }
 

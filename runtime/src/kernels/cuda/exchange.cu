@@ -37,13 +37,16 @@ __global__ void mergeKernel(const float *outA, const float *lseA, const float *o
     arith::mergeRow(outA, lseA, outB, lseB, Sq, HQ, D, r, out, lse);
 }
 
-/// One thread per (local chunk, state entry).
-__global__ void chunkInitKernel(const float *gathered, const int64_t *stateAt,
-                                const int64_t *decayAt, const int64_t *chunks, int64_t n,
-                                int64_t stateSize, int64_t bcast, float *out) {
+/// One thread per (local chunk, state entry); the summaries stored as T,
+/// the initial states as O.
+template <typename T, typename O>
+__global__ void chunkInitKernel(const T *gathered, const int64_t *stateAt, const int64_t *decayAt,
+                                const int64_t *chunks, int64_t n, int64_t stateSize, int64_t bcast,
+                                O *out) {
   for (int64_t e = firstElement(); e < n; e += gridStride())
-    out[e] = arith::chunkInitialState(gathered, stateAt, decayAt, chunks[e / stateSize], bcast,
-                                      e % stateSize);
+    arith::storeElement(out, e,
+                        arith::chunkInitialState(gathered, stateAt, decayAt, chunks[e / stateSize],
+                                                 bcast, e % stateSize));
 }
 
 template <typename T, typename W>
@@ -138,13 +141,16 @@ cudaError_t attention_merge(const float *outA, const float *lseA, const float *o
   return elementwise(rows, stream, mergeKernel, outA, lseA, outB, lseB, rows, Sq, HQ, D, out, lse);
 }
 
-cudaError_t chunk_initial_states(const float *gathered, const int64_t *stateAt,
-                                 const int64_t *decayAt, const int64_t *chunks, int64_t localChunks,
-                                 int64_t stateSize, int64_t bcast, float *out,
-                                 cudaStream_t stream) {
+cudaError_t chunk_initial_states(Src gathered, const int64_t *stateAt, const int64_t *decayAt,
+                                 const int64_t *chunks, int64_t localChunks, int64_t stateSize,
+                                 int64_t bcast, Dst out, cudaStream_t stream) {
   int64_t n = localChunks * stateSize;
-  return elementwise(n, stream, chunkInitKernel, gathered, stateAt, decayAt, chunks, n, stateSize,
-                     bcast, out);
+  return withTypes(gathered.type, out.type, [&](auto t, auto o) {
+    using T = decltype(t);
+    using O = decltype(o);
+    return elementwise(n, stream, chunkInitKernel<T, O>, static_cast<const T *>(gathered.data),
+                       stateAt, decayAt, chunks, n, stateSize, bcast, static_cast<O *>(out.data));
+  });
 }
 
 cudaError_t ssd_correct(Src y0, Src init, Src Cm, Src dt, Src aLog, Src dtBias,

@@ -39,10 +39,12 @@ cudaError_t attention_merge(const float *outA, const float *lseA, const float *o
 
 /// The initial states of this rank's `localChunks` chunks (global indices
 /// chunks[i]) from every chunk's gathered summaries
-/// (arith::chunkInitialState), into out [localChunks, stateSize].
-cudaError_t chunk_initial_states(const float *gathered, const int64_t *stateAt,
-                                 const int64_t *decayAt, const int64_t *chunks, int64_t localChunks,
-                                 int64_t stateSize, int64_t bcast, float *out, cudaStream_t stream);
+/// (arith::chunkInitialState), into out [localChunks, stateSize]; the
+/// summaries and the result each of any float type, the fold in double and
+/// the result rounded once.
+cudaError_t chunk_initial_states(Src gathered, const int64_t *stateAt, const int64_t *decayAt,
+                                 const int64_t *chunks, int64_t localChunks, int64_t stateSize,
+                                 int64_t bcast, Dst out, cudaStream_t stream);
 
 /// The scans' corrections by each sequence's true initial state
 /// (arith::ssdCorrectLane, rglruCorrectLane) over the sequences `seq`: y0,

@@ -62,12 +62,14 @@ SL_HD HaloWindow haloWindow(int64_t H, int64_t start) {
 /// summaries of the chunks before it folded in sequence order from zero,
 /// cur = decay·cur + final in double (kernels/cpu, scan_combine_states).
 /// Chunk c's final state starts at gathered[stateAt[c]], its decays (one per
-/// `bcast` state entries) at gathered[decayAt[c]].
-SL_HD float chunkInitialState(const float *gathered, const int64_t *stateAt, const int64_t *decayAt,
+/// `bcast` state entries) at gathered[decayAt[c]], stored as T.
+template <typename T>
+SL_HD float chunkInitialState(const T *gathered, const int64_t *stateAt, const int64_t *decayAt,
                               int64_t chunk, int64_t bcast, int64_t j) {
   double cur = 0.0;
   for (int64_t c = 0; c < chunk; ++c)
-    cur = (double)gathered[decayAt[c] + j / bcast] * cur + gathered[stateAt[c] + j];
+    cur = (double)loadElement(gathered, decayAt[c] + j / bcast) * cur +
+          loadElement(gathered, stateAt[c] + j);
   return (float)cur;
 }
 
