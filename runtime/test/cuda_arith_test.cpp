@@ -1309,10 +1309,14 @@ TEST(CudaArith, TensorCoreAttentionTilingAndItsRefusals) {
   EXPECT_EQ(tiling.shape.blocks, 2 * 3 * 3);
   EXPECT_EQ(tiling.maxHeadDim, 64);
   EXPECT_GT(tiling.shape.sharedBytes, gpu::kDefaultSharedBytes) << "the kernel opts in";
+  // Occupancy by shared memory: 3 blocks (12 warps) an SM up to head dim
+  // 64, 2 up to 128.
+  EXPECT_EQ(gpu::blocksPerSmByShared(tiling.shape.sharedBytes), 3);
   ASSERT_TRUE(gpu::attentionTcTiling(1, 1, 64, 65, tiling, error)) << error;
   EXPECT_EQ(tiling.queryBlocks, 1);
   EXPECT_EQ(tiling.maxHeadDim, 128);
   EXPECT_LE(tiling.shape.sharedBytes, gpu::kMaxSharedBytes);
+  EXPECT_EQ(gpu::blocksPerSmByShared(tiling.shape.sharedBytes), 2);
   EXPECT_EQ(arith::tcPaddedDim(65), 80);
   EXPECT_EQ(arith::tcPaddedDim(16), 16);
   EXPECT_FALSE(gpu::attentionTcTiling(1, 1, 64, 129, tiling, error));

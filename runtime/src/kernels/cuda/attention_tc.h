@@ -27,8 +27,9 @@
 //
 // Shared memory: Q, K, V as [64][MaxD + 8] 16-bit rows, S [64][68] f32,
 // P [64][72] 16-bit, O [64][MaxD + 4] f32 (the padding keeps wmma's 32-byte
-// alignment and spreads rows over banks): 74 KB for head dims up to 64,
-// 116 KB up to 128, above the 48 KB a block has without opting in.
+// alignment and spreads rows over banks): 73 KiB for head dims up to 64,
+// 112.6 KiB up to 128, above the 48 KiB a block has without opting in, and
+// small enough for 3 and 2 blocks an SM (launch.h, blocksPerSmByShared).
 //
 //===----------------------------------------------------------------------===//
 
@@ -74,7 +75,9 @@ template <typename T, int MaxD> struct alignas(128) TcShared {
   float o[kTcRows][kLdO];
   float m[kTcRows], l[kTcRows], mNew[kTcRows], factor[kTcRows];
   float partMax[kTcThreads], partSum[kTcThreads];
-  int64_t qPos[kTcRows], kPos[kTcKeys];
+  /// Positions as int32 (a sequence holds fewer than 2^31 tokens): 512
+  /// bytes that keep two blocks of the 128 layout on an SM (launch.h).
+  int32_t qPos[kTcRows], kPos[kTcKeys];
   int64_t maxQ, minQ;
   /// Whether the tile is hidden from every query, by the tile's parity: a
   /// thread may still read one tile's while thread 0 writes the next's.
@@ -175,7 +178,7 @@ SL_HD void attentionTcBlock(Block &block, const TcArgs &a, TcShared<T, MaxD> &sh
     if (tid < kTcRows) {
       sh.m[tid] = -INFINITY;
       sh.l[tid] = 0.0f;
-      sh.qPos[tid] = tid < rows ? a.qPos[first + tid] : 0;
+      sh.qPos[tid] = tid < rows ? (int32_t)a.qPos[first + tid] : 0;
     }
     if (tid == 0) {
       int64_t lo = a.qPos[first], hi = lo;
@@ -202,7 +205,7 @@ SL_HD void attentionTcBlock(Block &block, const TcArgs &a, TcShared<T, MaxD> &sh
         sh.skip[tile % 2] = tcTileHidden(sh.minQ, sh.maxQ, lo, hi, a.causal, a.window) ? 1 : 0;
       }
       if (tid < kTcKeys)
-        sh.kPos[tid] = tid < n ? kPos[tid] : 0;
+        sh.kPos[tid] = tid < n ? (int32_t)kPos[tid] : 0;
       for (int idx = tid; idx < kTcKeys * padded; idx += kTcThreads) {
         int j = idx / padded, e = idx % padded;
         bool in = j < n && e < D;

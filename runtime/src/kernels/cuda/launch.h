@@ -67,8 +67,17 @@ struct AttentionTcTiling {
   LaunchShape shape;
 };
 
-/// Shared memory a block may opt in to on compute capability 9.0.
+/// Shared memory a block may opt in to on compute capability 9.0, an SM's
+/// in all, and what the hardware keeps aside for each resident block.
 inline constexpr int64_t kMaxSharedBytes = 227 * 1024;
+inline constexpr int64_t kSharedPerSm = 228 * 1024;
+inline constexpr int64_t kSharedReservedPerBlock = 1024;
+
+/// How many blocks of `sharedBytes` an SM of compute capability 9.0 holds
+/// at once as far as shared memory goes.
+inline int64_t blocksPerSmByShared(int64_t sharedBytes) {
+  return kSharedPerSm / (sharedBytes + kSharedReservedPerBlock);
+}
 
 /// The tensor-core tiling for batch B, query heads HQ, Sq queries and head
 /// dim D; false with the reason in `error` for head dims above 128 (those
