@@ -662,6 +662,19 @@ TYPED_TEST(CudaKernels16, RglruScanIsTheF32KernelRounded) {
   checkRglru16<T, T, T>();
 }
 
+/// Each of `inputs` on the device as stored (`narrow`) and widened to f32
+/// (`wide`), in order.
+template <typename T> struct BothWidths {
+  explicit BothWidths(const std::vector<std::vector<T>> &inputs) {
+    for (const auto &v : inputs) {
+      narrow.push_back(std::make_unique<DeviceBuffer<T>>(v));
+      wide.push_back(std::make_unique<DeviceBuffer<float>>(test::widened(v)));
+    }
+  }
+  std::vector<std::unique_ptr<DeviceBuffer<T>>> narrow;
+  std::vector<std::unique_ptr<DeviceBuffer<float>>> wide;
+};
+
 // The scans' corrections over y0, activations and y of T, parameters and
 // init of T, against the f32 kernels on the widened values, rounded: equal,
 // bit for bit (cuda_arith_test.cpp's host run shows the same).
@@ -671,49 +684,28 @@ TYPED_TEST(CudaKernels16, CorrectionsAreTheF32KernelsRounded) {
     return test::roundedTo<T>(test::normalVector(n, seed, sigma));
   };
   const gpu::Sequences seq{2, 12, 2};
-  {
-    const int64_t NH = 4, P = 3, G = 2, N = 5, rows = seq.B * seq.S;
-    std::vector<std::vector<T>> in = {
-        rounded(rows * NH * P, 161), rounded(seq.chunks * seq.B * NH * P * N, 162),
-        rounded(rows * G * N, 163),  rounded(rows * NH, 164),
-        rounded(NH, 165, 0.5f),      rounded(NH, 166, 0.5f)};
-    std::vector<std::unique_ptr<DeviceBuffer<T>>> d;
-    std::vector<std::unique_ptr<DeviceBuffer<float>>> w;
-    for (const auto &v : in) {
-      d.push_back(std::make_unique<DeviceBuffer<T>>(v));
-      w.push_back(std::make_unique<DeviceBuffer<float>>(test::widened(v)));
-    }
-    DeviceBuffer<T> y(in[0].size());
-    DeviceBuffer<float> fy(in[0].size());
-    ASSERT_EQ(gpu::ssd_correct(srcOf(*d[0]), srcOf(*d[1]), srcOf(*d[2]), srcOf(*d[3]), srcOf(*d[4]),
-                               srcOf(*d[5]), seq, NH, P, G, N, dstOf(y), nullptr),
-              cudaSuccess);
-    ASSERT_EQ(gpu::ssd_correct(srcOf(*w[0]), srcOf(*w[1]), srcOf(*w[2]), srcOf(*w[3]), srcOf(*w[4]),
-                               srcOf(*w[5]), seq, NH, P, G, N, dstOf(fy), nullptr),
-              cudaSuccess);
-    test::expectSameBits(y.read(), test::roundedTo<T>(fy.read()));
-  }
-  {
-    const int64_t W = 6, rows = seq.B * seq.S;
-    std::vector<std::vector<T>> in = {rounded(rows * W, 171), rounded(seq.chunks * seq.B * W, 172),
-                                      rounded(rows * W, 173), rounded(W, 174),
-                                      rounded(W, 175),        rounded(W, 176)};
-    std::vector<std::unique_ptr<DeviceBuffer<T>>> d;
-    std::vector<std::unique_ptr<DeviceBuffer<float>>> w;
-    for (const auto &v : in) {
-      d.push_back(std::make_unique<DeviceBuffer<T>>(v));
-      w.push_back(std::make_unique<DeviceBuffer<float>>(test::widened(v)));
-    }
-    DeviceBuffer<T> y(in[0].size());
-    DeviceBuffer<float> fy(in[0].size());
-    ASSERT_EQ(gpu::rglru_correct(srcOf(*d[0]), srcOf(*d[1]), srcOf(*d[2]), srcOf(*d[3]),
-                                 srcOf(*d[4]), srcOf(*d[5]), seq, W, dstOf(y), nullptr),
-              cudaSuccess);
-    ASSERT_EQ(gpu::rglru_correct(srcOf(*w[0]), srcOf(*w[1]), srcOf(*w[2]), srcOf(*w[3]),
-                                 srcOf(*w[4]), srcOf(*w[5]), seq, W, dstOf(fy), nullptr),
-              cudaSuccess);
-    test::expectSameBits(y.read(), test::roundedTo<T>(fy.read()));
-  }
+  const int64_t rows = seq.B * seq.S, NH = 4, P = 3, G = 2, N = 5, W = 6;
+  BothWidths<T> ssd({rounded(rows * NH * P, 161), rounded(seq.chunks * seq.B * NH * P * N, 162),
+                     rounded(rows * G * N, 163), rounded(rows * NH, 164), rounded(NH, 165, 0.5f),
+                     rounded(NH, 166, 0.5f)});
+  BothWidths<T> rglru({rounded(rows * W, 171), rounded(seq.chunks * seq.B * W, 172),
+                       rounded(rows * W, 173), rounded(W, 174), rounded(W, 175), rounded(W, 176)});
+  DeviceBuffer<T> y(rows * NH * P), ry(rows * W);
+  DeviceBuffer<float> fy(rows * NH * P), fry(rows * W);
+  auto runSsd = [&](const auto &in, auto out) {
+    return gpu::ssd_correct(srcOf(*in[0]), srcOf(*in[1]), srcOf(*in[2]), srcOf(*in[3]),
+                            srcOf(*in[4]), srcOf(*in[5]), seq, NH, P, G, N, out, nullptr);
+  };
+  auto runRglru = [&](const auto &in, auto out) {
+    return gpu::rglru_correct(srcOf(*in[0]), srcOf(*in[1]), srcOf(*in[2]), srcOf(*in[3]),
+                              srcOf(*in[4]), srcOf(*in[5]), seq, W, out, nullptr);
+  };
+  ASSERT_EQ(runSsd(ssd.narrow, dstOf(y)), cudaSuccess);
+  ASSERT_EQ(runSsd(ssd.wide, dstOf(fy)), cudaSuccess);
+  test::expectSameBits(y.read(), test::roundedTo<T>(fy.read()));
+  ASSERT_EQ(runRglru(rglru.narrow, dstOf(ry)), cudaSuccess);
+  ASSERT_EQ(runRglru(rglru.wide, dstOf(fry)), cudaSuccess);
+  test::expectSameBits(ry.read(), test::roundedTo<T>(fry.read()));
 }
 
 // The halo's row moves over rows of T: rows gathered by index and placed

@@ -228,10 +228,11 @@ bool keepsLocalAttention(const Step &s, const Frame &f) {
 
 /// The entries that read 16-bit tensors as stored (KernelSpec::keeps16):
 /// the GEMMs of linear and lm_head and their backward (backend_grad.cpp),
-/// the memory-bound forward kernels, attention (the tensor cores), the
-/// causal conv1d, the RG-LRU and SSD scans
-/// (their states and decays of any float type) and the loss (the logits and
-/// the loss of any float type, whole or over vocabulary shards).
+/// the memory-bound forward kernels, the attentions (the tensor cores), the
+/// causal conv1d, the RG-LRU and SSD scans (their states and decays of any
+/// float type), their corrections and state exchange, the halo (its rows
+/// moved as stored) and the loss (the logits and the loss of any float
+/// type, whole or over vocabulary shards).
 Keeps16 keeps16(const std::string &kind) {
   static const std::map<std::string, Keeps16> kept = {
       {"linear", keepsAll},
