@@ -206,6 +206,14 @@ bool keepsRglruCorrect(const Step &s, const Frame &f) {
   return keepsShared<0, 2>(s, f) && ownOrF32Params<3, 5>(s, f);
 }
 
+/// The transitions that move values without summing them keep 16-bit ones
+/// as stored (all_gather, all_to_all, slice, reorder, and a relayout that
+/// drops no pending sum); reduce_scatter and all_reduce sum in f32.
+bool keepsMoved(const Step &s, const Frame &f) {
+  return keepsShared<0>(s, f) &&
+         f.tensors[s.in[0]].layout.partial.size() == f.tensors[s.out[0]].layout.partial.size();
+}
+
 /// Attribute order of the attention entries (kernels/cpu/table.h).
 enum { kHeads, kCausal, kScale };
 
@@ -254,6 +262,11 @@ Keeps16 keeps16(const std::string &kind) {
       {"local_attention", keepsLocalAttention},
       {"ring_attention", keepsAttention},
       {"halo", keepsShared<0>},
+      {"all_gather", keepsShared<0>},
+      {"all_to_all", keepsShared<0>},
+      {"slice", keepsShared<0>},
+      {"reorder", keepsShared<0>},
+      {"relayout", keepsMoved},
       {"ssd_correct", keepsSsdCorrect},
       {"scan_state_exchange", keepsShared<0, 1>},
       {"rglru_correct", keepsRglruCorrect},
@@ -398,11 +411,13 @@ void crossEntropy(const Step &s, Frame &f) {
 }
 
 /// A layout transition: over NCCL when the run has several ranks, else (at
-/// world size 1 nothing moves between ranks) the operand, copied.
+/// world size 1 nothing moves between ranks) the operand, copied; the
+/// tensors as the step holds them (16-bit ones as stored where the entry
+/// keeps them, keepsMoved).
 void transition(const Step &s, Frame &f) {
   if (NcclWorld *nccl = deviceOf(f).nccl())
     return nccl->transition(s, f);
-  const BufferView &from = f.moved(s.in[0]), &to = f.moved(s.out[0]);
+  const BufferView &from = f.views[s.in[0]], &to = f.views[s.out[0]];
   if (from.count != to.count)
     throw Stop{"the CUDA backend moves tensors between ranks only at world size 1 (" +
                    std::to_string(from.count) + " elements into " + std::to_string(to.count) + ")",

@@ -47,6 +47,13 @@ std::string secondsText(double seconds) {
   return text;
 }
 
+/// The sums run in f32: a step that sums is never kept in 16 bits
+/// (backend.cpp), so a 16-bit value here is a bug, stopped with its name.
+void requireF32(const BufferView &v, const char *call) {
+  if (v.dtype != DType::F32)
+    throw Stop{std::string(call) + " sums f32 values, not " + dtypeName(v.dtype), false};
+}
+
 ncclDataType_t typeOf(DType dtype) {
   switch (dtype) {
   case DType::I32:
@@ -304,7 +311,9 @@ int64_t NcclWorld::communicatorOf(const std::vector<std::string> &axes) {
 
 void NcclWorld::transition(const Step &s, Frame &f) {
   const TensorInfo &x = f.tensors[s.in[0]], &y = f.tensors[s.out[0]];
-  const BufferView &src = f.moved(s.in[0]), &dst = f.moved(s.out[0]);
+  // As the step holds them: 16-bit where the entry keeps them (the moves
+  // that sum nothing, backend.cpp), else f32 copies; i32 as they are.
+  const BufferView &src = f.views[s.in[0]], &dst = f.views[s.out[0]];
   auto lowered = byStep.find(s.index);
   const NcclStep *st = lowered == byStep.end() ? nullptr : lowered->second;
   Layout mid;
@@ -313,9 +322,10 @@ void NcclWorld::transition(const Step &s, Frame &f) {
     // This rank's piece in place; the linear that reads the gathered value
     // next brings the others (backends/cuda/overlap.h).
     const GatherPiece &own = pair->pieces.front();
-    copyOnDevice({own.placement}, src.data, dst.data, device.stream());
+    copyOnDevice({own.placement}, src.data, dst.data, device.stream(), dtypeSize(src.dtype));
   } else if (st && st->calls.size() == 1 && st->calls[0].op == NcclOp::AllReduce) {
-    // Both halves of the all-reduce at once (comm/nccl_plan.h).
+    // Both halves of the all-reduce at once (comm/nccl_plan.h), in f32.
+    requireF32(src, "ncclAllReduce");
     int64_t c = st->calls[0].communicator;
     check(api.ncclAllReduce(src.data, dst.data, (size_t)src.count, ncclFloat32, ncclSum, comms[c],
                             device.stream()),
@@ -351,15 +361,34 @@ void NcclWorld::move(const Step &s, Frame &f, int half, const std::vector<int64_
     device.convert(src, dst);
     return;
   }
+  const int64_t e = dtypeSize(src.dtype);
   if (m.kind == MovementKind::Slice) {
-    copyOnDevice({sliceCopy(m, ringOf(mesh, self, m.axes).position)}, src.data, dst.data, stream);
+    copyOnDevice({sliceCopy(m, ringOf(mesh, self, m.axes).position)}, src.data, dst.data, stream,
+                 e);
     return;
   }
   int64_t c = communicatorOf(m.axes);
   if (m.kind == MovementKind::General) {
     if (src.dtype == DType::I32)
       return transfer<int32_t>(s, f, half, c, shape, from, to, src, dst);
-    return transfer<float>(s, f, half, c, shape, from, to, src, dst);
+    if (src.dtype == DType::F32)
+      return transfer<float>(s, f, half, c, shape, from, to, src, dst);
+    // 16-bit values through the host path in f32, widened and rounded
+    // exactly around it (it moves them, sums nothing: a kept step's).
+    BufferView wideSrc(device.allocate(src.count * 4), src.count, DType::F32),
+        wideDst(device.allocate(dst.count * 4), dst.count, DType::F32);
+    try {
+      device.convert(src, wideSrc);
+      transfer<float>(s, f, half, c, shape, from, to, wideSrc, wideDst);
+      device.convert(wideDst, dst);
+    } catch (...) {
+      device.release(wideSrc.data);
+      device.release(wideDst.data);
+      throw;
+    }
+    device.release(wideSrc.data);
+    device.release(wideDst.data);
+    return;
   }
   if (c < 0) {
     // A collective of one member keeps what it has.
@@ -372,14 +401,14 @@ void NcclWorld::move(const Step &s, Frame &f, int half, const std::vector<int64_
   // arrives, in scratch when they are not in order already.
   bool packs = m.outer > 1, joins = m.joinOuter > 1;
   char *room = static_cast<char *>(device.scratch(
-      std::max<int64_t>(1, ((packs ? m.inCount : 0) + (joins ? m.outCount : 0)) * 4)));
+      std::max<int64_t>(1, ((packs ? m.inCount : 0) + (joins ? m.outCount : 0)) * e)));
   void *packed = src.data, *landing = dst.data;
   if (packs) {
     packed = room;
-    copyOnDevice(splitCopies(g, m.outer, m.splitRun), src.data, packed, stream);
+    copyOnDevice(splitCopies(g, m.outer, m.splitRun), src.data, packed, stream, e);
   }
   if (joins)
-    landing = room + (packs ? m.inCount * 4 : 0);
+    landing = room + (packs ? m.inCount * e : 0);
   const char *call = "";
   switch (m.kind) {
   case MovementKind::AllGather:
@@ -388,6 +417,7 @@ void NcclWorld::move(const Step &s, Frame &f, int half, const std::vector<int64_
     break;
   case MovementKind::ReduceScatter:
     call = "ncclReduceScatter";
+    requireF32(src, call);
     check(api.ncclReduceScatter(packed, dst.data, (size_t)m.outCount, ncclFloat32, ncclSum,
                                 comms[c], stream),
           call, c);
@@ -396,18 +426,18 @@ void NcclWorld::move(const Step &s, Frame &f, int half, const std::vector<int64_
     call = "ncclSend/ncclRecv";
     int64_t part = m.inCount / g;
     int64_t me = ringOf(mesh, self, m.axes).position;
-    checkCuda(cudaMemcpyAsync(static_cast<char *>(landing) + me * part * 4,
-                              static_cast<const char *>(packed) + me * part * 4, (size_t)(part * 4),
+    checkCuda(cudaMemcpyAsync(static_cast<char *>(landing) + me * part * e,
+                              static_cast<const char *>(packed) + me * part * e, (size_t)(part * e),
                               cudaMemcpyDeviceToDevice, stream),
               "cudaMemcpyAsync of this rank's piece");
     check(api.ncclGroupStart(), "ncclGroupStart", c);
     for (int64_t j = 0; j < g; ++j) {
       if (j == me)
         continue;
-      check(api.ncclSend(static_cast<const char *>(packed) + j * part * 4, (size_t)part, type,
+      check(api.ncclSend(static_cast<const char *>(packed) + j * part * e, (size_t)part, type,
                          (int)j, comms[c], stream),
             "ncclSend", c);
-      check(api.ncclRecv(static_cast<char *>(landing) + j * part * 4, (size_t)part, type, (int)j,
+      check(api.ncclRecv(static_cast<char *>(landing) + j * part * e, (size_t)part, type, (int)j,
                          comms[c], stream),
             "ncclRecv", c);
     }
@@ -419,7 +449,7 @@ void NcclWorld::move(const Step &s, Frame &f, int half, const std::vector<int64_
   }
   wait(f, call, c);
   if (joins)
-    copyOnDevice(joinCopies(g, m.joinOuter, m.joinRun), landing, dst.data, stream);
+    copyOnDevice(joinCopies(g, m.joinOuter, m.joinRun), landing, dst.data, stream, e);
 }
 
 template <typename T>
