@@ -13,7 +13,8 @@
 //   O = O·exp(m_old - m) + P·V   16-bit factors, f32 sums.
 // The output O / l is rounded once to the storage type; the log-sum-exp
 // m + log l stays f32. The masks are the CPU kernel's (arith.h, visible),
-// and a tile no query of the block sees is skipped whole.
+// and a tile no query of the block sees is skipped whole: its positions are
+// staged first, its keys and values never loaded.
 //
 // Each warp's two lanes per row split the row's 64 keys and the output's
 // columns; a warp's rows are its own lanes' rows, so within a tile the warp
@@ -206,6 +207,12 @@ SL_HD void attentionTcBlock(Block &block, const TcArgs &a, TcShared<T, MaxD> &sh
       }
       if (tid < kTcKeys)
         sh.kPos[tid] = tid < n ? (int32_t)kPos[tid] : 0;
+    });
+    // A hidden tile's keys and values are never read (causal attention
+    // skips about half the tiles).
+    if (sh.skip[tile % 2])
+      continue;
+    block.each([&](int tid) {
       for (int idx = tid; idx < kTcKeys * padded; idx += kTcThreads) {
         int j = idx / padded, e = idx % padded;
         bool in = j < n && e < D;
@@ -214,8 +221,6 @@ SL_HD void attentionTcBlock(Block &block, const TcArgs &a, TcShared<T, MaxD> &sh
         sh.v[j][e] = in ? v[from] : zero;
       }
     });
-    if (sh.skip[tile % 2])
-      continue;
     block.eachWarp([&](int warp, auto &lanes) {
       int row0 = warp * kTcFrag;
       for (int c = 0; c < kTcKeys / kTcFrag; ++c)
