@@ -281,7 +281,8 @@ inline void haloExchange(const Step &s, Frame &f, bool back) {
     int64_t n = (int64_t)to.size();
     if (back)
       launched(cuda::add_rows_in_order(static_cast<const float *>(from), fromRows,
-                                       memory.indices(to), n, C, f.f(s.out[0]), device.stream()),
+                                       memory.indices(to), n, C, static_cast<float *>(result.data),
+                                       device.stream()),
                "add_rows_in_order");
     else
       launched(cuda::copy_rows({from, stored}, fromRows, memory.indices(to), n, C,

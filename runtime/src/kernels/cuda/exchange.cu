@@ -7,17 +7,6 @@ namespace shardline::rt::cuda {
 
 namespace {
 
-/// One thread per element of the rows moved.
-__global__ void copyRowsKernel(const float *src, const int64_t *from, const int64_t *to, int64_t n,
-                               int64_t C, bool add, float *dst) {
-  for (int64_t e = firstElement(); e < n * C; e += gridStride()) {
-    int64_t i = e / C, c = e % C;
-    float v = src[(from ? from[i] : i) * C + c];
-    float &out = dst[(to ? to[i] : i) * C + c];
-    out = add ? out + v : v;
-  }
-}
-
 /// One thread per element: row from[i] of src into row to[i] of dst, the
 /// element's bits moved as they are (E: a 32- or 16-bit word).
 template <typename E>
@@ -115,11 +104,6 @@ __global__ void shardedMeanKernel(const double *terms, int64_t T, double tokens,
 }
 
 } // namespace
-
-cudaError_t copy_rows(const float *src, const int64_t *from, const int64_t *to, int64_t n,
-                      int64_t C, bool add, float *dst, cudaStream_t stream) {
-  return elementwise(n * C, stream, copyRowsKernel, src, from, to, n, C, add, dst);
-}
 
 cudaError_t copy_rows(Src src, const int64_t *from, const int64_t *to, int64_t n, int64_t C,
                       Dst dst, cudaStream_t stream) {

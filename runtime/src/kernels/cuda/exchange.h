@@ -23,11 +23,9 @@
 namespace shardline::rt::cuda {
 
 /// n rows of C values: row from[i] of src (i when from is nullptr) into row
-/// to[i] of dst (i when to is nullptr), added onto it when `add`.
-cudaError_t copy_rows(const float *src, const int64_t *from, const int64_t *to, int64_t n,
-                      int64_t C, bool add, float *dst, cudaStream_t stream);
-/// The same rows moved, not added, in src's type (dst's too: f32, i32,
-/// bf16 or f16), their bits as they are.
+/// to[i] of dst (i when to is nullptr), in src's type (dst's too: f32, i32,
+/// bf16 or f16), their bits as they are (the sums of halo_add are
+/// add_rows_in_order's, exchange_grad.h).
 cudaError_t copy_rows(Src src, const int64_t *from, const int64_t *to, int64_t n, int64_t C,
                       Dst dst, cudaStream_t stream);
 
