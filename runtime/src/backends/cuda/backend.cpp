@@ -18,6 +18,7 @@
 #include "backends/cuda/moe.h"
 #include "backends/cuda/nccl.h"
 #include "backends/cuda/overlap.h"
+#include "backends/cuda/run_util.h"
 #include "comm/nccl_kernels.h"
 #include "exec/program.h"
 #include "kernels/cuda/kernels.h"
@@ -349,27 +350,11 @@ void attend(const Step &s, Frame &f, bool causal, float scale, int64_t window,
   const std::vector<int64_t> &ql = f.local(s.in[0]), &kl = f.local(s.in[1]);
   int64_t D = headDim(s, f);
   int64_t B = ql[0], Sq = ql[1], Sk = kl[1], HQ = ql[2] / D, HKV = kl[2] / D;
-  std::string error;
   CudaDevice &device = deviceOf(f);
-  if (f.stored(s.in[0]).dtype != DType::F32) {
-    cuda::AttentionTcTiling tiling;
-    if (!cuda::attentionTcTiling(B, HQ, Sq, D, tiling, error))
-      throw Stop{error, false};
-    launched(cuda::attention_tc(src(f, s.in[0]), src(f, s.in[1]), src(f, s.in[2]),
-                                device.positions(queryPositions), device.positions(keyPositions), B,
-                                Sq, Sk, HQ, HKV, D, causal, scale, window, tiling, dst(f, s.out[0]),
-                                nullptr, device.stream()),
-             "attention_tc");
-    return;
-  }
-  cuda::AttentionTiling tiling;
-  if (!cuda::attentionTiling(B, HQ, Sq, D, tiling, error))
-    throw Stop{error, false};
-  launched(cuda::attention(f.f(s.in[0]), f.f(s.in[1]), f.f(s.in[2]),
-                           device.positions(queryPositions), device.positions(keyPositions), B, Sq,
-                           Sk, HQ, HKV, D, causal, scale, window, tiling, f.f(s.out[0]), nullptr,
-                           device.stream()),
-           "attention");
+  AttentionLaunch(f.stored(s.in[0]).dtype, B, HQ, Sq, D)
+      .run(f.stored(s.in[0]).data, f.stored(s.in[1]).data, f.stored(s.in[2]).data,
+           device.positions(queryPositions), device.positions(keyPositions), Sk, HKV, causal, scale,
+           window, f.stored(s.out[0]).data, false, nullptr, device.stream());
 }
 
 float defaultScale(const Step &s, Frame &f) {

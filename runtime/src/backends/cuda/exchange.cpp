@@ -49,14 +49,8 @@ void ringAttention(const Step &s, Frame &f) {
   float scale = shape.scale;
   bool causal = shape.causal;
   const DType type = f.stored(q).dtype;
-  const bool tensorCores = type != DType::F32;
-  const cuda::arith::Type stored = (cuda::arith::Type)type;
-  cuda::AttentionTiling tiling;
-  cuda::AttentionTcTiling tcTiling;
-  std::string error;
-  if (tensorCores ? !cuda::attentionTcTiling(B, HQ, Sq, D, tcTiling, error)
-                  : !cuda::attentionTiling(B, HQ, Sq, D, tiling, error))
-    throw Stop{error, false};
+  const AttentionLaunch attention(type, B, HQ, Sq, D);
+  const bool tensorCores = attention.tensorCores();
   std::vector<RingStep> steps = ringSteps(s.facts);
   NcclWorld *world = worldFor(f, s.facts.members.size());
   CudaDevice &device = deviceOf(f);
@@ -73,19 +67,9 @@ void ringAttention(const Step &s, Frame &f) {
   // others through the merge.
   auto attend = [&](const char *block, int64_t member) {
     bool first = member == 0;
-    const int64_t *keyPositions = device.positions(s.facts.memberPositions[member]);
-    float *into = first ? result : part, *intoLse = first ? lse : partLse;
-    if (tensorCores)
-      launched(cuda::attention_tc(src(f, q), {block, stored}, {block + nk * element, stored},
-                                  queryPositions, keyPositions, B, Sq, Sk, HQ, HKV, D, causal,
-                                  scale, 0, tcTiling, cuda::f32(into), intoLse, device.stream()),
-               "attention_tc");
-    else
-      launched(cuda::attention(f.f(q), reinterpret_cast<const float *>(block),
-                               reinterpret_cast<const float *>(block) + nk, queryPositions,
-                               keyPositions, B, Sq, Sk, HQ, HKV, D, causal, scale, 0, tiling, into,
-                               intoLse, device.stream()),
-               "attention");
+    attention.run(f.stored(q).data, block, block + nk * element, queryPositions,
+                  device.positions(s.facts.memberPositions[member]), Sk, HKV, causal, scale, 0,
+                  first ? result : part, true, first ? lse : partLse, device.stream());
     if (!first)
       launched(cuda::attention_merge(result, lse, part, partLse, B, Sq, HQ, D, result, lse,
                                      device.stream()),
@@ -109,8 +93,8 @@ void ringAttention(const Step &s, Frame &f) {
   }
   attend(held, member);
   if (tensorCores)
-    launched(cuda::convert(result, cuda::arith::Type::F32, f.stored(out).data, stored, f.n(out),
-                           device.stream()),
+    launched(cuda::convert(result, cuda::arith::Type::F32, f.stored(out).data,
+                           (cuda::arith::Type)type, f.n(out), device.stream()),
              "convert");
   if (world)
     world->countSent(s, f);
@@ -144,15 +128,8 @@ void localAttentionOverHalo(const Step &s, Frame &f) {
           kw = f.local(s.in[K])[2], H = hasHalo ? window - 1 : 0;
   int64_t HQ = qw / D, HKV = kw / D;
   const DType type = f.stored(s.in[Q]).dtype;
-  const bool tensorCores = type != DType::F32;
-  const cuda::arith::Type stored = (cuda::arith::Type)type;
   const int64_t e = dtypeSize(type);
-  cuda::AttentionTiling tiling;
-  cuda::AttentionTcTiling tcTiling;
-  std::string error;
-  if (tensorCores ? !cuda::attentionTcTiling(1, HQ, S, D, tcTiling, error)
-                  : !cuda::attentionTiling(1, HQ, S, D, tiling, error))
-    throw Stop{error, false};
+  const AttentionLaunch attention(type, 1, HQ, S, D);
   CudaDevice &device = deviceOf(f);
   StepMemory memory(device);
   float scale = (float)(1.0 / std::sqrt((double)D));
@@ -165,21 +142,9 @@ void localAttentionOverHalo(const Step &s, Frame &f) {
     for (int64_t c = 0; c < chunks; ++c) {
       int64_t rows = (bi * chunks + c) * S;
       WindowKeys keys = gatherWindowKeys(s, f, H, S, chunks, bi, c, kk, vv);
-      int64_t kept = keys.kept;
-      const int64_t *qPos = memory.indices(keys.queryPositions),
-                    *kPos = memory.indices(keys.keyPositions);
-      if (tensorCores)
-        launched(cuda::attention_tc({q + rows * qw * e, stored}, {kk, stored}, {vv, stored}, qPos,
-                                    kPos, 1, S, kept + S, HQ, HKV, D, true, scale, window, tcTiling,
-                                    {out + rows * qw * e, stored}, nullptr, device.stream()),
-                 "attention_tc");
-      else
-        launched(cuda::attention(
-                     reinterpret_cast<const float *>(q) + rows * qw,
-                     reinterpret_cast<const float *>(kk), reinterpret_cast<const float *>(vv), qPos,
-                     kPos, 1, S, kept + S, HQ, HKV, D, true, scale, window, tiling,
-                     reinterpret_cast<float *>(out) + rows * qw, nullptr, device.stream()),
-                 "attention");
+      attention.run(q + rows * qw * e, kk, vv, memory.indices(keys.queryPositions),
+                    memory.indices(keys.keyPositions), keys.kept + S, HKV, true, scale, window,
+                    out + rows * qw * e, false, nullptr, device.stream());
     }
 }
 

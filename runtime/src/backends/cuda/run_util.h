@@ -150,6 +150,47 @@ inline void attentionTilings(int64_t B, int64_t HQ, int64_t Sq, int64_t HKV, int
     throw Stop{error, false};
 }
 
+/// Attention over q, k, v stored in one type, tiled once for B, HQ, Sq and
+/// D and launched as often as a step needs: bf16 or f16 on the tensor cores
+/// (attention_tc, head dims up to 128, what keepsAttention keeps), f32 on
+/// the f32 kernel. Stops the run where the kernel cannot take the shape.
+class AttentionLaunch {
+public:
+  AttentionLaunch(DType type, int64_t B, int64_t HQ, int64_t Sq, int64_t D)
+      : type(type), B(B), HQ(HQ), Sq(Sq), D(D) {
+    std::string error;
+    if (tensorCores() ? !cuda::attentionTcTiling(B, HQ, Sq, D, tc, error)
+                      : !cuda::attentionTiling(B, HQ, Sq, D, f32, error))
+      throw Stop{error, false};
+  }
+  bool tensorCores() const { return type != DType::F32; }
+  /// q over Sk keys of HKV heads, out in the inputs' type or, `f32Out`,
+  /// in f32 (a ring's partial outputs; f32 inputs always), lse f32 or
+  /// nullptr.
+  void run(const void *q, const void *k, const void *v, const int64_t *qPos, const int64_t *kPos,
+           int64_t Sk, int64_t HKV, bool causal, float scale, int64_t window, void *out,
+           bool f32Out, float *lse, cudaStream_t stream) const {
+    if (tensorCores()) {
+      auto stored = (cuda::arith::Type)type;
+      launched(cuda::attention_tc({q, stored}, {k, stored}, {v, stored}, qPos, kPos, B, Sq, Sk, HQ,
+                                  HKV, D, causal, scale, window, tc,
+                                  {out, f32Out ? cuda::arith::Type::F32 : stored}, lse, stream),
+               "attention_tc");
+      return;
+    }
+    launched(cuda::attention(static_cast<const float *>(q), static_cast<const float *>(k),
+                             static_cast<const float *>(v), qPos, kPos, B, Sq, Sk, HQ, HKV, D,
+                             causal, scale, window, f32, static_cast<float *>(out), lse, stream),
+             "attention");
+  }
+
+private:
+  DType type;
+  int64_t B, HQ, Sq, D;
+  cuda::AttentionTiling f32;
+  cuda::AttentionTcTiling tc;
+};
+
 /// Attention's extents over q [B, Sq, HQ*D] and k [B, Sk, HKV*D] (operands
 /// 0 and 1) and its attributes heads, causal and scale (the first three:
 /// ring attention and its backward), the scale 1/sqrt(D) unless given.
