@@ -292,11 +292,11 @@ struct Frame {
                  false};
     return views[t];
   }
-  /// A tensor a kernel moves without reading its values: f32 (a 16-bit
-  /// tensor's widened copy) or i32.
-  const BufferView &moved(int32_t t) const {
-    return typed(t, views[t].dtype == DType::I32 ? DType::I32 : DType::F32);
-  }
+  /// A tensor a kernel moves without reading its values, as the step holds
+  /// it: i32, f32 (a 16-bit tensor's widened copy), or 16-bit where the
+  /// entry keeps the step's 16-bit tensors (KernelSpec::keeps16; the CUDA
+  /// backend's transitions that sum nothing).
+  const BufferView &moved(int32_t t) const { return views[t]; }
   int64_t n(int32_t t) const { return tensors[t].count; }
   const std::vector<int64_t> &local(int32_t t) const { return tensors[t].local; }
   const std::vector<int64_t> &global(int32_t t) const { return tensors[t].shape; }

@@ -402,7 +402,7 @@ void crossEntropy(const Step &s, Frame &f) {
 void transition(const Step &s, Frame &f) {
   if (NcclWorld *nccl = deviceOf(f).nccl())
     return nccl->transition(s, f);
-  const BufferView &from = f.views[s.in[0]], &to = f.views[s.out[0]];
+  const BufferView &from = f.moved(s.in[0]), &to = f.moved(s.out[0]);
   if (from.count != to.count)
     throw Stop{"the CUDA backend moves tensors between ranks only at world size 1 (" +
                    std::to_string(from.count) + " elements into " + std::to_string(to.count) + ")",

@@ -3,6 +3,7 @@
 #include "backends/cuda/nccl.h"
 
 #include "backends/cuda/cuda_device.h"
+#include "backends/cuda/run_util.h"
 #include "comm/movement.h"
 #include "exec/collectives.h"
 
@@ -311,9 +312,9 @@ int64_t NcclWorld::communicatorOf(const std::vector<std::string> &axes) {
 
 void NcclWorld::transition(const Step &s, Frame &f) {
   const TensorInfo &x = f.tensors[s.in[0]], &y = f.tensors[s.out[0]];
-  // As the step holds them: 16-bit where the entry keeps them (the moves
-  // that sum nothing, backend.cpp), else f32 copies; i32 as they are.
-  const BufferView &src = f.views[s.in[0]], &dst = f.views[s.out[0]];
+  // 16-bit where the entry keeps them (the moves that sum nothing,
+  // backend.cpp), else f32 copies; i32 as they are.
+  const BufferView &src = f.moved(s.in[0]), &dst = f.moved(s.out[0]);
   auto lowered = byStep.find(s.index);
   const NcclStep *st = lowered == byStep.end() ? nullptr : lowered->second;
   Layout mid;
@@ -334,15 +335,10 @@ void NcclWorld::transition(const Step &s, Frame &f) {
   } else if (s.kind == "all_reduce" && !x.layout.partial.empty() &&
              splitAllReduce(mesh, x.shape, x.layout, y.layout, mid)) {
     int64_t count = numElements(localShape(mid, mesh, x.shape));
-    BufferView half(device.allocate(count * 4), count, DType::F32);
-    try {
-      move(s, f, 0, x.shape, x.layout, mid, src, half);
-      move(s, f, 1, x.shape, mid, y.layout, half, dst);
-    } catch (...) {
-      device.release(half.data);
-      throw;
-    }
-    device.release(half.data);
+    StepMemory memory(device);
+    BufferView half(memory.floats(count), count);
+    move(s, f, 0, x.shape, x.layout, mid, src, half);
+    move(s, f, 1, x.shape, mid, y.layout, half, dst);
   } else {
     move(s, f, 0, y.shape, x.layout, y.layout, src, dst);
   }
@@ -375,19 +371,12 @@ void NcclWorld::move(const Step &s, Frame &f, int half, const std::vector<int64_
       return transfer<float>(s, f, half, c, shape, from, to, src, dst);
     // 16-bit values through the host path in f32, widened and rounded
     // exactly around it (it moves them, sums nothing: a kept step's).
-    BufferView wideSrc(device.allocate(src.count * 4), src.count, DType::F32),
-        wideDst(device.allocate(dst.count * 4), dst.count, DType::F32);
-    try {
-      device.convert(src, wideSrc);
-      transfer<float>(s, f, half, c, shape, from, to, wideSrc, wideDst);
-      device.convert(wideDst, dst);
-    } catch (...) {
-      device.release(wideSrc.data);
-      device.release(wideDst.data);
-      throw;
-    }
-    device.release(wideSrc.data);
-    device.release(wideDst.data);
+    StepMemory memory(device);
+    BufferView wideSrc(memory.floats(src.count), src.count),
+        wideDst(memory.floats(dst.count), dst.count);
+    device.convert(src, wideSrc);
+    transfer<float>(s, f, half, c, shape, from, to, wideSrc, wideDst);
+    device.convert(wideDst, dst);
     return;
   }
   if (c < 0) {
