@@ -1208,15 +1208,6 @@ std::pair<float, float> checkAttentionTc(const AttentionCase &c, float tol, floa
   return {worst, worstLse};
 }
 
-/// Tolerances of the tensor-core attention, relative to 1 + |want|: about
-/// twice the largest errors over the cases below (bf16: output 3.6e-3,
-/// log-sum-exp 1.1e-3; f16: 4.5e-4 and 1.3e-4), which the tensor cores'
-/// order of f32 sums does not come near.
-template <typename T> float tcTolerance() { return std::is_same_v<T, arith::Bf16> ? 8e-3f : 1e-3f; }
-template <typename T> float tcLseTolerance() {
-  return std::is_same_v<T, arith::Bf16> ? 2e-3f : 2e-4f;
-}
-
 } // namespace
 
 TYPED_TEST(CudaArith16Kernels, TensorCoreAttentionMatchesTheCpuKernel) {
@@ -1225,7 +1216,8 @@ TYPED_TEST(CudaArith16Kernels, TensorCoreAttentionMatchesTheCpuKernel) {
     SCOPED_TRACE(testing::Message()
                  << "B " << c.B << " Sq " << c.Sq << " Sk " << c.Sk << " HQ " << c.HQ << " HKV "
                  << c.HKV << " D " << c.D << (c.causal ? " causal" : "") << " window " << c.window);
-    auto [worst, worstLse] = checkAttentionTc<T>(c, tcTolerance<T>(), tcLseTolerance<T>());
+    auto [worst, worstLse] =
+        checkAttentionTc<T>(c, test::tcTolerance<T>(), test::tcLseTolerance<T>());
     std::printf("  largest error: output %.3g, log-sum-exp %.3g\n", worst, worstLse);
   };
   // Causal GQA, queries and keys that fill one block and tile and part of
@@ -1295,9 +1287,10 @@ TYPED_TEST(CudaArith16Kernels, RingOfTensorCoreBlocksMatchesTheCpuAttention) {
   cpu::attention(wq.data(), wk.data(), wv.data(), own.data(), keys.data(),
                  {B, S, 2 * S, HQ, HKV, D}, true, scale, want.data(), wantLse.data(), 0);
   for (size_t i = 0; i < got.size(); ++i)
-    ASSERT_NEAR(got[i], want[i], tcTolerance<T>() * (1.0f + std::fabs(want[i]))) << "at " << i;
+    ASSERT_NEAR(got[i], want[i], test::tcTolerance<T>() * (1.0f + std::fabs(want[i])))
+        << "at " << i;
   for (size_t i = 0; i < lse.size(); ++i)
-    ASSERT_NEAR(lse[i], wantLse[i], tcLseTolerance<T>() * (1.0f + std::fabs(wantLse[i])))
+    ASSERT_NEAR(lse[i], wantLse[i], test::tcLseTolerance<T>() * (1.0f + std::fabs(wantLse[i])))
         << "at " << i;
 }
 

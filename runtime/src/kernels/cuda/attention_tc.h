@@ -148,6 +148,15 @@ struct TcArgs {
   float *lse;
 };
 
+/// The smallest and largest of n > 0 positions.
+SL_HD void tcPositionRange(const int64_t *pos, int n, int64_t &lo, int64_t &hi) {
+  lo = hi = pos[0];
+  for (int i = 1; i < n; ++i) {
+    lo = pos[i] < lo ? pos[i] : lo;
+    hi = pos[i] > hi ? pos[i] : hi;
+  }
+}
+
 /// Whether no query of positions [minQ, maxQ] sees any key of [minK, maxK]
 /// (visible's masks on whole ranges).
 SL_HD bool tcTileHidden(int64_t minQ, int64_t maxQ, int64_t minK, int64_t maxK, bool causal,
@@ -181,16 +190,8 @@ SL_HD void attentionTcBlock(Block &block, const TcArgs &a, TcShared<T, MaxD> &sh
       sh.l[tid] = 0.0f;
       sh.qPos[tid] = tid < rows ? (int32_t)a.qPos[first + tid] : 0;
     }
-    if (tid == 0) {
-      int64_t lo = a.qPos[first], hi = lo;
-      for (int r = 1; r < rows; ++r) {
-        int64_t p = a.qPos[first + r];
-        lo = p < lo ? p : lo;
-        hi = p > hi ? p : hi;
-      }
-      sh.minQ = lo;
-      sh.maxQ = hi;
-    }
+    if (tid == 0)
+      tcPositionRange(a.qPos + first, rows, sh.minQ, sh.maxQ);
   });
 
   for (int64_t start = 0, tile = 0; start < a.Sk; start += kTcKeys, ++tile) {
@@ -198,11 +199,8 @@ SL_HD void attentionTcBlock(Block &block, const TcArgs &a, TcShared<T, MaxD> &sh
     const int64_t *kPos = a.kPos + start;
     block.each([&](int tid) {
       if (tid == 0) {
-        int64_t lo = kPos[0], hi = lo;
-        for (int j = 1; j < n; ++j) {
-          lo = kPos[j] < lo ? kPos[j] : lo;
-          hi = kPos[j] > hi ? kPos[j] : hi;
-        }
+        int64_t lo, hi;
+        tcPositionRange(kPos, n, lo, hi);
         sh.skip[tile % 2] = tcTileHidden(sh.minQ, sh.maxQ, lo, hi, a.causal, a.window) ? 1 : 0;
       }
       if (tid < kTcKeys)
