@@ -23,7 +23,7 @@
 // (QK^T and PV over the pairs the mask keeps). Bytes are each kernel's
 // compulsory traffic: every input element read once and every output element
 // written once, in the type the kernel stores it (f32 for all but the bf16
-// GEMMs and attention), no re-reads counted. Peaks: bf16 dense tensor FLOPs from the SM
+// GEMMs, attention and SSD scan), no re-reads counted. Peaks: bf16 dense tensor FLOPs from the SM
 // count and the SM clock (cudaDeviceGetAttribute) times a table of bf16
 // FLOPs per clock per SM by compute capability, f32 the same with the f32
 // FMA lanes' 2 FLOPs a clock each (table); memory bandwidth from the
