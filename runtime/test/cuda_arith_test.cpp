@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "comm/group.h"
 #include "comm/nccl_kernels.h"
 #include "core/buffer.h"
 #include "device/device.h"
@@ -1498,6 +1499,49 @@ std::vector<std::vector<E>> vocabularyShards(const std::vector<E> &logits, int64
     for (int64_t t = 0; t < T; ++t)
       std::copy_n(logits.begin() + t * V + m * Vl, Vl, shard[m].begin() + t * Vl);
   return shard;
+}
+
+// A 16-bit reduce-scatter's last half (sum_pieces: arith::orderedSum over
+// the pieces three members sent, landed in group order, rounded once as it
+// is stored): the bits the host collectives' sum gives over the same 16-bit
+// buffers (sumTerms, which thread and MPI ranks run), and the bits of the
+// CPU executor's path (the f32 reduce-scatter of the widened values,
+// rounded at the step's end); over f32 the host's f32 sum, in its order.
+TYPED_TEST(CudaArith16Kernels, ReduceScatterSumIsTheHostCollectivesSum) {
+  using T = TypeParam;
+  const int64_t g = 3, n = 257;
+  std::vector<float> values = test::normalVector(g * n, 71);
+  for (int64_t i = 0; i < g * n; i += 7)
+    values[i] *= 300.0f;
+  std::vector<T> pieces = test::roundedTo<T>(values);
+  auto sumOf = [&](const auto &landed) {
+    using E = std::decay_t<decltype(landed[0])>;
+    std::vector<E> out(n);
+    for (int64_t k = 0; k < n; ++k)
+      arith::storeElement(out.data(), k, arith::orderedSum(landed.data(), g, n, k));
+    return out;
+  };
+  auto termsOf = [&](const auto &landed) {
+    std::vector<const void *> terms;
+    for (int64_t j = 0; j < g; ++j)
+      terms.push_back(landed.data() + j * n);
+    return terms;
+  };
+  std::vector<T> got = sumOf(pieces), host(n);
+  shardline::rt::sumTerms((shardline::rt::DType)arith::Storage<T>::type, termsOf(pieces), n,
+                          host.data());
+  test::expectSameBits(got, host);
+  std::vector<float> wide = test::widened(pieces), wideSum(n);
+  shardline::rt::sumTerms(shardline::rt::DType::F32, termsOf(wide), n, wideSum.data());
+  test::expectSameBits(got, test::roundedTo<T>(wideSum));
+  // Over f32 values, where the order of the sum shows in the bits: the
+  // host's sum, and not the sum with member 2's pieces first.
+  std::vector<float> sum(n), reversed(values.size());
+  shardline::rt::sumTerms(shardline::rt::DType::F32, termsOf(values), n, sum.data());
+  EXPECT_EQ(sumOf(values), sum);
+  for (int64_t j = 0; j < g; ++j)
+    std::copy_n(values.begin() + (g - 1 - j) * n, n, reversed.begin() + j * n);
+  EXPECT_NE(sumOf(reversed), sum);
 }
 
 // Ring attention's merge, one query row a thread, against the CPU's merge of

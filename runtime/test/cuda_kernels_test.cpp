@@ -11,6 +11,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "backends/cuda/lt_gemm.h"
+#include "comm/group.h"
 #include "core/buffer.h"
 #include "device/device.h"
 #include "kernel_test_util.h"
@@ -726,6 +727,28 @@ TYPED_TEST(CudaKernels16, RowMovesKeepTheBits) {
   for (size_t i = 0; i < from.size(); ++i)
     std::copy_n(src.begin() + from[i] * C, C, want.begin() + to[i] * C);
   test::expectSameBits(ddst.read(), want);
+}
+
+// A 16-bit reduce-scatter's sums (sum_pieces): three members' pieces in
+// group order summed in f32 and rounded once, equal, bit for bit, to the
+// host collectives' sum of the same 16-bit buffers (sumTerms), as
+// cuda_arith_test.cpp's host run of arith::orderedSum is.
+TYPED_TEST(CudaKernels16, ReduceScatterSumsAreTheHostCollectivesSums) {
+  using T = TypeParam;
+  const int64_t g = 3, n = 1000;
+  std::vector<float> values = test::normalVector(g * n, 93);
+  for (int64_t i = 0; i < g * n; i += 7)
+    values[i] *= 300.0f;
+  std::vector<T> pieces = test::roundedTo<T>(values);
+  DeviceBuffer<T> dpieces(pieces), dout((size_t)n);
+  ASSERT_EQ(gpu::sum_pieces(srcOf(dpieces), g, n, dstOf(dout), nullptr), cudaSuccess);
+  std::vector<const void *> terms;
+  for (int64_t j = 0; j < g; ++j)
+    terms.push_back(pieces.data() + j * n);
+  std::vector<T> want(n);
+  shardline::rt::sumTerms((shardline::rt::DType)gpu::arith::Storage<T>::type, terms, n,
+                          want.data());
+  test::expectSameBits(dout.read(), want);
 }
 
 // The SSD scan over activations of T, parameters of W and states of S

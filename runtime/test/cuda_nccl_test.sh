@@ -26,11 +26,11 @@ all | short) ;;
 esac
 # The short subset: the gradients' all-reduce over dp, ring attention's K, V ring, the
 # vocabulary-parallel loss under tp with sequence parallelism (its gathers in pieces under their
-# linears, and whole), dropless MoE's rows by count and
+# linears, and whole; and in bf16, its reduce-scatters summed in order), dropless MoE's rows by count and
 # capacity mode's all-to-alls, forward and trained (dense and dropless MoE), and the stalled rank.
 # Left out: the other families and orders, cp allgather and a2a, every entry of 4 and 8 ranks,
 # etp, the other training runs, the run under mpirun and the killed rank.
-short_set='|dense --dp 2|attention --cp 2 --cp-comm ring --cp-order zigzag|dense --tp 2 --sp|dense --tp 2 --sp (gathers whole)|moe --dp 2 --ep 2|moe --dp 2 --ep 2 --moe-expert-capacity-factor 1.0|training dense --dp 2|training moe --dp 2 --ep 2|'
+short_set='|dense --dp 2|attention --cp 2 --cp-comm ring --cp-order zigzag|dense --tp 2 --sp|dense16 --tp 2 --sp|dense --tp 2 --sp (gathers whole)|moe --dp 2 --ep 2|moe --dp 2 --ep 2 --moe-expert-capacity-factor 1.0|training dense --dp 2|training moe --dp 2 --ep 2|'
 left_out=0
 chosen() { # LABEL: whether the subset runs it (the plans are saved for every label)
   if [ "$subset" = short ] && ! $saving; then
@@ -82,6 +82,7 @@ fi
 echo "$gpus GPUs"
 
 failures=0
+rtol=1e-3
 check() { # LABEL PLAN RUN-FLAGS...: the plan on the GPUs against the CPU's single-device run
   label=$1
   file=$2
@@ -89,7 +90,7 @@ check() { # LABEL PLAN RUN-FLAGS...: the plan on the GPUs against the CPU's sing
   if $saving; then
     return
   fi
-  if out=$("$run" "$file" --device cuda --comm nccl "$@" --verify --rtol 1e-3 2>&1); then
+  if out=$("$run" "$file" --device cuda --comm nccl "$@" --verify --rtol "$rtol" 2>&1); then
     echo "PASS $label"
   else
     echo "FAIL $label"
@@ -137,6 +138,14 @@ for family in mlp attention dense mamba recurrent local; do
 done
 entry dense 2 --tp 2 --sp=false
 entry dense 2 --tp 2 --sp
+# A bf16 model under tp 2: its reduce-scatters and all-reduces cross in 16 bits and are summed on
+# arrival in f32 in group order (the CPU collectives' bits); the bf16 GEMMs hold it to 0.03.
+sed 's/"dtype": "f32"/"dtype": "bf16"/; s/"name": "dense"/"name": "dense16"/' "$tmp/dense.json" \
+  >"$tmp/dense16.json"
+rtol=0.03
+entry dense16 2 --tp 2 --sp=false
+entry dense16 2 --tp 2 --sp
+rtol=1e-3
 # Sequence parallelism's gathers run in pieces under the linears that read them (docs/runtime.md,
 # NCCL); the same plans with that off (SHARDLINE_NCCL_OVERLAP=0: every gather one ncclAllGather)
 # must pass the same check, forward and trained.

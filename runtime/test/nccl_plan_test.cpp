@@ -53,6 +53,10 @@ struct Entry {
   std::vector<std::string> flags;
   /// The NCCL calls the strategy needs on some rank, at least one each.
   std::vector<NcclOp> expected;
+  /// The NCCL calls no rank makes.
+  std::vector<NcclOp> absent = {};
+  /// Lowered forward only (16-bit plans do not train).
+  bool forwardOnly = false;
 };
 
 std::vector<Entry> entries() {
@@ -68,6 +72,12 @@ std::vector<Entry> entries() {
   std::string recurrent = spec("RR", R"("recurrent": {"width": 32, "conv": 4})");
   std::string local =
       spec("LL", R"("local_attention": {"heads": 8, "kv_heads": 4, "head_dim": 4, "window": 6})");
+  // 16-bit sums cross as stored, summed in group order (sumsInOrder): a
+  // reduce-scatter, and an all-reduce's first half, are grouped
+  // send/receives.
+  auto sixteen = [](std::string s, const char *dtype) {
+    return s.replace(s.find("\"f32\""), 5, std::string("\"") + dtype + "\"");
+  };
   using O = NcclOp;
   return {
       {"mlp tp2 sp", mlp, {"--tp", "2", "--sp"}, {O::AllGather, O::ReduceScatter}},
@@ -101,6 +111,18 @@ std::vector<Entry> entries() {
       // The vocabulary-parallel loss: its maxima, then its sums and target
       // logits, gathered over tp.
       {"dense tp2", dense, {"--tp", "2", "--sp=false"}, {O::AllGather, O::AllReduce}},
+      {"dense tp2 bf16",
+       sixteen(dense, "bf16"),
+       {"--tp", "2", "--sp=false"},
+       {O::AllGather, O::SendRecv},
+       {O::AllReduce, O::ReduceScatter},
+       true},
+      {"mlp tp4 sp f16",
+       sixteen(mlp, "f16"),
+       {"--tp", "4", "--sp"},
+       {O::AllGather, O::SendRecv},
+       {O::AllReduce, O::ReduceScatter},
+       true},
       {"dense tp2 sp cp2 dp2",
        dense,
        {"--tp", "2", "--sp", "--cp", "2", "--dp", "2"},
@@ -225,12 +247,15 @@ const std::vector<Lowered> &lowered(bool train) {
     return it->second;
   static const std::vector<Entry> all = entries();
   std::vector<Lowered> out;
-  for (const Entry &e : all)
+  for (const Entry &e : all) {
+    if (train && e.forwardOnly)
+      continue;
     if (std::optional<LoadedPlan> plan = compile(e, train)) {
       std::vector<std::vector<Step>> programs;
       std::vector<NcclLowering> ranks = lowerEveryRank(*plan, programs);
       out.push_back({&e, *plan, std::move(ranks), std::move(programs)});
     }
+  }
   return cache[train] = std::move(out);
 }
 
@@ -267,6 +292,8 @@ TEST_P(NcclPlanTest, SendsWhatTheCpuCollectivesMeasure) {
           ++calls[c.op];
     for (NcclOp op : l.entry->expected)
       EXPECT_GT(calls[op], 0) << ncclOpName(op) << " missing\n" << describe(ranks[0]);
+    for (NcclOp op : l.entry->absent)
+      EXPECT_EQ(calls[op], 0) << ncclOpName(op) << " made\n" << describe(ranks[0]);
     // Training over dp sums every gradient over the replicas.
     if (GetParam() && l.entry->name == "dense dp2")
       EXPECT_GT(calls[NcclOp::AllReduce], 0) << describe(ranks[0]);

@@ -21,6 +21,8 @@
 
 namespace shardline::rt {
 
+bool sumsInOrder(DType dtype) { return dtype == DType::BF16 || dtype == DType::F16; }
+
 const char *ncclOpName(NcclOp op) {
   switch (op) {
   case NcclOp::AllGather:
@@ -188,10 +190,11 @@ private:
     p.recvCount += recv;
   }
 
-  /// A layout transition of a tensor of global `shape`, its values counted
-  /// at `bytesPerValue`, as Collectives::transition runs it.
+  /// A layout transition of a tensor of global `shape` whose values are
+  /// `dtype`, as Collectives::transition runs it.
   void transition(NcclStep &st, const std::vector<int64_t> &shape, const Layout &from,
-                  const Layout &to, int64_t bytesPerValue) {
+                  const Layout &to, DType dtype) {
+    const int64_t bytesPerValue = dtypeSize(dtype);
     MoveShape m = planMoveShape(mesh, shape, from, to);
     if (!m.error.empty()) {
       fail(st, m.error);
@@ -211,6 +214,13 @@ private:
           {NcclOp::AllGather, c, m.inCount, {}, (g - 1) * m.inCount * bytesPerValue});
       return;
     case MovementKind::ReduceScatter:
+      if (sumsInOrder(dtype)) {
+        // Each member's piece to it, summed there in group order.
+        for (int64_t r : members)
+          if (r != self)
+            add(peers, r, m.outCount, m.outCount);
+        return sendRecv(st, c, peers, bytesPerValue);
+      }
       st.calls.push_back(
           {NcclOp::ReduceScatter, c, m.outCount, {}, (g - 1) * m.outCount * bytesPerValue});
       return;
@@ -245,24 +255,25 @@ private:
 
   void transitionStep(const Step &s, NcclStep &st) {
     const TensorInfo &x = tensor(s.in[0]), &y = tensor(s.out[0]);
-    transition(st, y.shape, x.layout, y.layout, x.elementBytes());
+    transition(st, y.shape, x.layout, y.layout, x.dtype);
   }
 
   /// Collectives::allReduce: reduce-scatter then all-gather, which together
   /// are one ncclAllReduce of the whole part when both are plain on one
-  /// group and the result keeps the operand's placement.
+  /// group, the result keeps the operand's placement and the values are
+  /// f32 (16-bit ones are summed in group order: the two halves).
   void allReduceStep(const Step &s, NcclStep &st) {
     const TensorInfo &x = tensor(s.in[0]), &y = tensor(s.out[0]);
     int64_t eb = x.elementBytes();
     Layout mid;
     if (x.layout.partial.empty() || !splitAllReduce(mesh, x.shape, x.layout, y.layout, mid))
-      return transition(st, y.shape, x.layout, y.layout, eb);
+      return transition(st, y.shape, x.layout, y.layout, x.dtype);
     MoveShape half = planMoveShape(mesh, x.shape, x.layout, mid),
               back = planMoveShape(mesh, x.shape, mid, y.layout);
     Layout kept = x.layout;
     kept.partial = y.layout.partial;
-    if (half.kind == MovementKind::ReduceScatter && back.kind == MovementKind::AllGather &&
-        half.axes == back.axes && kept == y.layout) {
+    if (!sumsInOrder(x.dtype) && half.kind == MovementKind::ReduceScatter &&
+        back.kind == MovementKind::AllGather && half.axes == back.axes && kept == y.layout) {
       int64_t c = communicator(half.axes);
       if (c < 0)
         return;
@@ -271,8 +282,8 @@ private:
           {NcclOp::AllReduce, c, half.inCount, {}, (g - 1) * (half.outCount + back.inCount) * eb});
       return;
     }
-    transition(st, x.shape, x.layout, mid, eb);
-    transition(st, x.shape, mid, y.layout, eb);
+    transition(st, x.shape, x.layout, mid, x.dtype);
+    transition(st, x.shape, mid, y.layout, x.dtype);
   }
 
   /// The K, V ring (comm/nccl_kernels.h, ringSteps): n - 1 grouped

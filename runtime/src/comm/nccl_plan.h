@@ -15,7 +15,9 @@
 // Calls, per step: a layout transition that concatenates, or cuts into equal
 // pieces, in group order runs as ncclAllGather or ncclReduceScatter; an
 // all-reduce whose two halves are those (comm/movement.h, splitAllReduce) as
-// one ncclAllReduce; the gathers inside the scans' state exchange and
+// one ncclAllReduce; a 16-bit reduce-scatter (and so a 16-bit all-reduce's
+// first half) as a grouped send/receive of the pieces (sumsInOrder); the
+// gathers inside the scans' state exchange and
 // vocabulary-parallel cross-entropy, which gather equal parts in group
 // order, as ncclAllGather. Everything else (all-to-alls, zigzag and other
 // general transfers, halos, ring attention's steps) is a grouped list of
@@ -54,8 +56,16 @@ enum class NcclOp { AllGather, ReduceScatter, AllReduce, SendRecv };
 /// "ncclAllGather", "ncclReduceScatter", "ncclAllReduce", "ncclSend/ncclRecv".
 const char *ncclOpName(NcclOp op);
 
+/// Whether a transition that sums values of `dtype` runs as a grouped
+/// send/receive of the members' pieces, summed on arrival in group order in
+/// f32 and rounded once: 16-bit floats, which then cross as stored and sum
+/// to the host collectives' bits (NCCL's own reductions round a 16-bit
+/// partial sum at every hop of the ring). f32 sums run as ncclReduceScatter
+/// and ncclAllReduce.
+bool sumsInOrder(DType dtype);
+
 /// What one peer of a grouped send/receive exchanges with this rank, in
-/// 32-bit values (the f32 or i32 a step's views hold).
+/// elements of the values it moves.
 struct NcclPeer {
   int64_t rank = 0;
   int64_t sendCount = 0, recvCount = 0;
@@ -65,7 +75,7 @@ struct NcclCall {
   NcclOp op = NcclOp::SendRecv;
   /// Index in NcclLowering::communicators.
   int64_t communicator = 0;
-  /// In 32-bit values: AllGather each member's part, ReduceScatter each
+  /// In elements: AllGather each member's part, ReduceScatter each
   /// member's result, AllReduce the whole buffer; 0 for SendRecv.
   int64_t count = 0;
   /// SendRecv: the peers this rank sends to or receives from, by world rank.

@@ -207,14 +207,6 @@ bool keepsRglruCorrect(const Step &s, const Frame &f) {
   return keepsShared<0, 2>(s, f) && ownOrF32Params<3, 5>(s, f);
 }
 
-/// The transitions that move values without summing them keep 16-bit ones
-/// as stored (all_gather, all_to_all, slice, reorder, and a relayout that
-/// drops no pending sum); reduce_scatter and all_reduce sum in f32.
-bool keepsMoved(const Step &s, const Frame &f) {
-  return keepsShared<0>(s, f) &&
-         f.tensors[s.in[0]].layout.partial.size() == f.tensors[s.out[0]].layout.partial.size();
-}
-
 /// Attribute order of the attention entries (kernels/cpu/table.h).
 enum { kHeads, kCausal, kScale };
 
@@ -240,8 +232,11 @@ bool keepsLocalAttention(const Step &s, const Frame &f) {
 /// the memory-bound forward kernels, the attentions (the tensor cores), the
 /// causal conv1d, the RG-LRU and SSD scans (their states and decays of any
 /// float type), their corrections and state exchange, the halo (its rows
-/// moved as stored) and the loss (the logits and the loss of any float
-/// type, whole or over vocabulary shards).
+/// moved as stored), the loss (the logits and the loss of any float type,
+/// whole or over vocabulary shards) and the layout transitions (the moves
+/// cross in 16 bits, and so do the sums of reduce_scatter, all_reduce and
+/// a relayout that drops a pending sum, summed on arrival in f32 in group
+/// order and rounded once: backends/cuda/nccl.cpp).
 Keeps16 keeps16(const std::string &kind) {
   static const std::map<std::string, Keeps16> kept = {
       {"linear", keepsAll},
@@ -267,7 +262,9 @@ Keeps16 keeps16(const std::string &kind) {
       {"all_to_all", keepsShared<0>},
       {"slice", keepsShared<0>},
       {"reorder", keepsShared<0>},
-      {"relayout", keepsMoved},
+      {"relayout", keepsShared<0>},
+      {"reduce_scatter", keepsShared<0>},
+      {"all_reduce", keepsShared<0>},
       {"ssd_correct", keepsSsdCorrect},
       {"scan_state_exchange", keepsShared<0, 1>},
       {"rglru_correct", keepsRglruCorrect},
@@ -398,7 +395,7 @@ void crossEntropy(const Step &s, Frame &f) {
 /// A layout transition: over NCCL when the run has several ranks, else (at
 /// world size 1 nothing moves between ranks) the operand, copied; the
 /// tensors as the step holds them (16-bit ones as stored where the entry
-/// keeps them, keepsMoved).
+/// keeps them, keeps16).
 void transition(const Step &s, Frame &f) {
   if (NcclWorld *nccl = deviceOf(f).nccl())
     return nccl->transition(s, f);

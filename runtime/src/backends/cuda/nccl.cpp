@@ -6,6 +6,7 @@
 #include "backends/cuda/run_util.h"
 #include "comm/movement.h"
 #include "exec/collectives.h"
+#include "kernels/cuda/exchange.h"
 
 #include <dlfcn.h>
 
@@ -16,6 +17,7 @@
 #include <cstring>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 
 namespace shardline::rt {
 
@@ -48,11 +50,44 @@ std::string secondsText(double seconds) {
   return text;
 }
 
-/// The sums run in f32: a step that sums is never kept in 16 bits
-/// (backend.cpp), so a 16-bit value here is a bug, stopped with its name.
+/// NCCL's own sums run on f32 values only: a 16-bit sum runs in group order
+/// (sumsInOrder), so a 16-bit value here is a bug, stopped with its name.
 void requireF32(const BufferView &v, const char *call) {
   if (v.dtype != DType::F32)
     throw Stop{std::string(call) + " sums f32 values, not " + dtypeName(v.dtype), false};
+}
+
+/// Host values of a general transfer as they cross: in the tensor's type
+/// `wire` (f32 values narrowed to a 16-bit one exactly: they are its values).
+template <typename T> std::vector<char> toWire(const std::vector<T> &values, DType wire) {
+  std::vector<char> out(values.size() * dtypeSize(wire));
+  if constexpr (std::is_same_v<T, float>)
+    if (wire == DType::BF16 || wire == DType::F16) {
+      for (size_t i = 0; i < values.size(); ++i) {
+        uint16_t bits = wire == DType::BF16 ? floatToBf16(values[i]) : floatToF16(values[i]);
+        std::memcpy(out.data() + 2 * i, &bits, 2);
+      }
+      return out;
+    }
+  std::memcpy(out.data(), values.data(), out.size());
+  return out;
+}
+
+/// What crossed in the tensor's type `wire`, as host values (16-bit ones
+/// widened exactly).
+template <typename T> std::vector<T> fromWire(const std::vector<char> &bytes, DType wire) {
+  std::vector<T> out(bytes.size() / dtypeSize(wire));
+  if constexpr (std::is_same_v<T, float>)
+    if (wire == DType::BF16 || wire == DType::F16) {
+      for (size_t i = 0; i < out.size(); ++i) {
+        uint16_t bits;
+        std::memcpy(&bits, bytes.data() + 2 * i, 2);
+        out[i] = wire == DType::BF16 ? bf16ToFloat(bits) : f16ToFloat(bits);
+      }
+      return out;
+    }
+  std::memcpy(out.data(), bytes.data(), bytes.size());
+  return out;
 }
 
 ncclDataType_t typeOf(DType dtype) {
@@ -312,8 +347,8 @@ int64_t NcclWorld::communicatorOf(const std::vector<std::string> &axes) {
 
 void NcclWorld::transition(const Step &s, Frame &f) {
   const TensorInfo &x = f.tensors[s.in[0]], &y = f.tensors[s.out[0]];
-  // 16-bit where the entry keeps them (the moves that sum nothing,
-  // backend.cpp), else f32 copies; i32 as they are.
+  // 16-bit where the entry keeps them (backend.cpp), else f32 copies; i32
+  // as they are.
   const BufferView &src = f.moved(s.in[0]), &dst = f.moved(s.out[0]);
   auto lowered = byStep.find(s.index);
   const NcclStep *st = lowered == byStep.end() ? nullptr : lowered->second;
@@ -325,7 +360,8 @@ void NcclWorld::transition(const Step &s, Frame &f) {
     const GatherPiece &own = pair->pieces.front();
     copyOnDevice({own.placement}, src.data, dst.data, device.stream(), dtypeSize(src.dtype));
   } else if (st && st->calls.size() == 1 && st->calls[0].op == NcclOp::AllReduce) {
-    // Both halves of the all-reduce at once (comm/nccl_plan.h), in f32.
+    // Both halves of the all-reduce at once (comm/nccl_plan.h): f32 values
+    // (a 16-bit all-reduce runs as its two halves, summed in order).
     requireF32(src, "ncclAllReduce");
     int64_t c = st->calls[0].communicator;
     check(api.ncclAllReduce(src.data, dst.data, (size_t)src.count, ncclFloat32, ncclSum, comms[c],
@@ -336,7 +372,7 @@ void NcclWorld::transition(const Step &s, Frame &f) {
              splitAllReduce(mesh, x.shape, x.layout, y.layout, mid)) {
     int64_t count = numElements(localShape(mid, mesh, x.shape));
     StepMemory memory(device);
-    BufferView half(memory.floats(count), count);
+    BufferView half(memory.elements(count, src.dtype), count, src.dtype);
     move(s, f, 0, x.shape, x.layout, mid, src, half);
     move(s, f, 1, x.shape, mid, y.layout, half, dst);
   } else {
@@ -365,19 +401,11 @@ void NcclWorld::move(const Step &s, Frame &f, int half, const std::vector<int64_
   }
   int64_t c = communicatorOf(m.axes);
   if (m.kind == MovementKind::General) {
+    // Placed (and summed) on the host in f32, i32 as they are; the values
+    // cross in their own type.
     if (src.dtype == DType::I32)
       return transfer<int32_t>(s, f, half, c, shape, from, to, src, dst);
-    if (src.dtype == DType::F32)
-      return transfer<float>(s, f, half, c, shape, from, to, src, dst);
-    // 16-bit values through the host path in f32, widened and rounded
-    // exactly around it (it moves them, sums nothing: a kept step's).
-    StepMemory memory(device);
-    BufferView wideSrc(memory.floats(src.count), src.count),
-        wideDst(memory.floats(dst.count), dst.count);
-    device.convert(src, wideSrc);
-    transfer<float>(s, f, half, c, shape, from, to, wideSrc, wideDst);
-    device.convert(wideDst, dst);
-    return;
+    return transfer<float>(s, f, half, c, shape, from, to, src, dst);
   }
   if (c < 0) {
     // A collective of one member keeps what it has.
@@ -386,11 +414,16 @@ void NcclWorld::move(const Step &s, Frame &f, int half, const std::vector<int64_
   }
   int64_t g = (int64_t)lowering.communicators[c].members.size();
   ncclDataType_t type = typeOf(src.dtype);
+  // A 16-bit sum: the members' pieces cross as stored and are summed here
+  // in group order (comm/nccl_plan.h, sumsInOrder).
+  const bool inOrder = m.kind == MovementKind::ReduceScatter && sumsInOrder(src.dtype);
   // The source cut into the members' pieces and the landing of what
-  // arrives, in scratch when they are not in order already.
-  bool packs = m.outer > 1, joins = m.joinOuter > 1;
-  char *room = static_cast<char *>(device.scratch(
-      std::max<int64_t>(1, ((packs ? m.inCount : 0) + (joins ? m.outCount : 0)) * e)));
+  // arrives (every member's piece, for a sum in order), in scratch when
+  // they are not in order already.
+  bool packs = m.outer > 1, joins = m.joinOuter > 1 || inOrder;
+  int64_t landed = inOrder ? m.inCount : m.outCount;
+  char *room = static_cast<char *>(
+      device.scratch(std::max<int64_t>(1, ((packs ? m.inCount : 0) + (joins ? landed : 0)) * e)));
   void *packed = src.data, *landing = dst.data;
   if (packs) {
     packed = room;
@@ -398,22 +431,9 @@ void NcclWorld::move(const Step &s, Frame &f, int half, const std::vector<int64_
   }
   if (joins)
     landing = room + (packs ? m.inCount * e : 0);
-  const char *call = "";
-  switch (m.kind) {
-  case MovementKind::AllGather:
-    call = "ncclAllGather";
-    check(api.ncclAllGather(src.data, landing, (size_t)m.inCount, type, comms[c], stream), call, c);
-    break;
-  case MovementKind::ReduceScatter:
-    call = "ncclReduceScatter";
-    requireF32(src, call);
-    check(api.ncclReduceScatter(packed, dst.data, (size_t)m.outCount, ncclFloat32, ncclSum,
-                                comms[c], stream),
-          call, c);
-    break;
-  case MovementKind::AllToAll: {
-    call = "ncclSend/ncclRecv";
-    int64_t part = m.inCount / g;
+  // Piece j of the packed source to member j, member j's into piece j of
+  // the landing; this rank's own copied.
+  auto exchangePieces = [&](int64_t part) {
     int64_t me = ringOf(mesh, self, m.axes).position;
     checkCuda(cudaMemcpyAsync(static_cast<char *>(landing) + me * part * e,
                               static_cast<const char *>(packed) + me * part * e, (size_t)(part * e),
@@ -431,13 +451,40 @@ void NcclWorld::move(const Step &s, Frame &f, int half, const std::vector<int64_
             "ncclRecv", c);
     }
     check(api.ncclGroupEnd(), "ncclGroupEnd", c);
+  };
+  const char *call = "";
+  switch (m.kind) {
+  case MovementKind::AllGather:
+    call = "ncclAllGather";
+    check(api.ncclAllGather(src.data, landing, (size_t)m.inCount, type, comms[c], stream), call, c);
     break;
-  }
+  case MovementKind::ReduceScatter:
+    if (inOrder) {
+      call = "ncclSend/ncclRecv";
+      exchangePieces(m.outCount);
+      break;
+    }
+    call = "ncclReduceScatter";
+    requireF32(src, call);
+    check(api.ncclReduceScatter(packed, dst.data, (size_t)m.outCount, ncclFloat32, ncclSum,
+                                comms[c], stream),
+          call, c);
+    break;
+  case MovementKind::AllToAll:
+    call = "ncclSend/ncclRecv";
+    exchangePieces(m.inCount / g);
+    break;
   default:
     throw Stop{std::string("no NCCL call moves a ") + movementName(m.kind), false};
   }
+  // Waited for before anything reads what arrived: a non-blocking
+  // communicator may queue its work on the stream after ncclGroupEnd returns.
   wait(f, call, c);
-  if (joins)
+  if (inOrder)
+    checkCuda(cuda::sum_pieces({landing, (cuda::arith::Type)src.dtype}, g, m.outCount,
+                               {dst.data, (cuda::arith::Type)dst.dtype}, stream),
+              "the reduce-scatter's sums (sum_pieces)");
+  else if (joins)
     copyOnDevice(joinCopies(g, m.joinOuter, m.joinRun), landing, dst.data, stream, e);
 }
 
@@ -464,7 +511,8 @@ void NcclWorld::transfer(const Step &s, Frame &f, int half, int64_t c,
     found = transfers.emplace(key, std::move(t)).first;
   }
   const Transfer &t = found->second;
-  // The values each member reads, packed on the host, then one upload.
+  // This rank's values on the host (f32: 16-bit ones widened exactly), the
+  // ones each member reads packed, then one upload in the tensor's type.
   std::vector<T> local(src.count);
   device.download(src, BufferView(local.data(), src.count));
   std::vector<T> out;
@@ -477,35 +525,42 @@ void NcclWorld::transfer(const Step &s, Frame &f, int half, int64_t c,
     recvAt[j + 1] = recvAt[j] + reads;
   }
   int64_t sendCount = sendAt[g], recvCount = recvAt[g];
-  char *stage = static_cast<char *>(
-      device.scratch(std::max<int64_t>(1, (sendCount + recvCount) * (int64_t)sizeof(T))));
-  device.upload(BufferView(out.data(), sendCount),
-                BufferView(reinterpret_cast<T *>(stage), sendCount));
-  T *received = reinterpret_cast<T *>(stage) + sendCount;
-  ncclDataType_t type = typeOf(src.dtype);
+  const DType wire = src.dtype;
+  const int64_t e = dtypeSize(wire);
+  // Uploads and downloads in the wire's own type: a converting one would
+  // stage through the scratch these buffers live in.
+  char *stage =
+      static_cast<char *>(device.scratch(std::max<int64_t>(1, (sendCount + recvCount) * e)));
+  std::vector<char> packed = toWire(out, wire);
+  device.upload(BufferView(packed.data(), sendCount, wire), BufferView(stage, sendCount, wire));
+  char *received = stage + sendCount * e;
+  ncclDataType_t type = typeOf(wire);
   if (c >= 0) {
     check(api.ncclGroupStart(), "ncclGroupStart", c);
     for (int64_t j = 0; j < g; ++j) {
       if (members[j] == self)
         continue;
       if (sendAt[j + 1] > sendAt[j])
-        check(api.ncclSend(reinterpret_cast<T *>(stage) + sendAt[j],
-                           (size_t)(sendAt[j + 1] - sendAt[j]), type, (int)j, comms[c],
-                           device.stream()),
+        check(api.ncclSend(stage + sendAt[j] * e, (size_t)(sendAt[j + 1] - sendAt[j]), type, (int)j,
+                           comms[c], device.stream()),
               "ncclSend", c);
       if (recvAt[j + 1] > recvAt[j])
-        check(api.ncclRecv(received + recvAt[j], (size_t)(recvAt[j + 1] - recvAt[j]), type, (int)j,
-                           comms[c], device.stream()),
+        check(api.ncclRecv(received + recvAt[j] * e, (size_t)(recvAt[j + 1] - recvAt[j]), type,
+                           (int)j, comms[c], device.stream()),
               "ncclRecv", c);
     }
     check(api.ncclGroupEnd(), "ncclGroupEnd", c);
     wait(f, "ncclSend/ncclRecv", c);
   }
-  std::vector<T> arrived(recvCount);
-  device.download(BufferView(received, recvCount), BufferView(arrived.data(), recvCount));
+  std::vector<char> arrivedWire(recvCount * e);
+  device.download(BufferView(received, recvCount, wire),
+                  BufferView(arrivedWire.data(), recvCount, wire));
+  std::vector<T> arrived = fromWire<T>(arrivedWire, wire);
   std::vector<std::vector<T>> recvFrom(mesh.numRanks());
   for (int64_t j = 0; j < g; ++j)
     recvFrom[members[j]].assign(arrived.begin() + recvAt[j], arrived.begin() + recvAt[j + 1]);
+  // Placed and summed in f32 as the host collectives do, rounded once into
+  // a 16-bit dst as it is uploaded.
   std::vector<T> result(dst.count);
   applyTransfer(t.mine, self, local.data(), recvFrom, result.data());
   device.upload(BufferView(result.data(), dst.count), dst);

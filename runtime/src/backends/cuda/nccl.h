@@ -102,7 +102,8 @@ public:
   // -- the kernels' own exchanges (backends/cuda/exchange.cpp) ---------------
 
   /// What this rank sends to and receives from one peer (a world rank) in a
-  /// grouped send/receive: 32-bit values of `type`, on the device.
+  /// grouped send/receive: counts in elements of the call's type, on the
+  /// device.
   struct PeerTransfer {
     int64_t peer = 0;
     const void *send = nullptr;
@@ -151,9 +152,9 @@ private:
   void move(const Step &s, Frame &f, int half, const std::vector<int64_t> &shape,
             const Layout &from, const Layout &to, const BufferView &src, const BufferView &dst);
   /// A general transfer: the values each member reads from this rank
-  /// gathered on the host, sent and received over NCCL (communicator
-  /// `communicator`; none for a group of one), and placed (and summed) on
-  /// the host.
+  /// gathered on the host, sent and received over NCCL in the tensor's type
+  /// (communicator `communicator`; none for a group of one), and placed (and
+  /// summed) on the host as T (f32 for every float type, i32).
   template <typename T>
   void transfer(const Step &s, Frame &f, int half, int64_t communicator,
                 const std::vector<int64_t> &shape, const Layout &from, const Layout &to,

@@ -18,6 +18,14 @@ __global__ void moveRowsKernel(const E *src, const int64_t *from, const int64_t 
   }
 }
 
+/// One thread per element: the members' pieces [g, n] summed in group
+/// order (arith::orderedSum), rounded once into out.
+template <typename T>
+__global__ void sumPiecesKernel(const T *pieces, int64_t g, int64_t n, T *out) {
+  for (int64_t k = firstElement(); k < n; k += gridStride())
+    arith::storeElement(out, k, arith::orderedSum(pieces, g, n, k));
+}
+
 /// One thread per query row.
 __global__ void mergeKernel(const float *outA, const float *lseA, const float *outB,
                             const float *lseB, int64_t rows, int64_t Sq, int64_t HQ, int64_t D,
@@ -116,6 +124,16 @@ cudaError_t copy_rows(Src src, const int64_t *from, const int64_t *to, int64_t n
   return elementwise(n * C, stream, moveRowsKernel<uint32_t>,
                      static_cast<const uint32_t *>(src.data), from, to, n, C,
                      static_cast<uint32_t *>(dst.data));
+}
+
+cudaError_t sum_pieces(Src pieces, int64_t g, int64_t n, Dst out, cudaStream_t stream) {
+  if (pieces.type != out.type || g < 1)
+    return cudaErrorInvalidValue;
+  return arith::withStorage(out.type, cudaErrorInvalidValue, [&](auto t) {
+    using T = decltype(t);
+    return elementwise(n, stream, sumPiecesKernel<T>, static_cast<const T *>(pieces.data), g, n,
+                       static_cast<T *>(out.data));
+  });
 }
 
 cudaError_t attention_merge(const float *outA, const float *lseA, const float *outB,

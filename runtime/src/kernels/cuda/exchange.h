@@ -1,9 +1,11 @@
 //===- exchange.h - CUDA kernels around the kernels' exchanges --*- C++ -*-===//
 //
 // The device work around the exchanges that kernels make themselves over
-// NCCL (backends/cuda/exchange.cpp): moving halo rows, ring attention's
-// log-sum-exp merge, the state exchange's combination and the scans'
-// corrections, the vocabulary-parallel cross-entropy's pieces. Device
+// NCCL (backends/cuda/exchange.cpp) and around the transitions' own
+// (backends/cuda/nccl.cpp): moving halo rows, a 16-bit reduce-scatter's
+// sums, ring attention's log-sum-exp merge, the state exchange's
+// combination and the scans' corrections, the vocabulary-parallel
+// cross-entropy's pieces. Device
 // pointers in and out, queued on `stream`, each returning its launch's
 // error, as kernels.h; the arithmetic is exchange_arith.h's.
 //
@@ -28,6 +30,12 @@ namespace shardline::rt::cuda {
 /// add_rows_in_order's, exchange_grad.h).
 cudaError_t copy_rows(Src src, const int64_t *from, const int64_t *to, int64_t n, int64_t C,
                       Dst dst, cudaStream_t stream);
+
+/// A reduce-scatter's last half: the pieces [g, n] the g members sent this
+/// one, landed in group order, summed element by element in f32 in that
+/// order (arith::orderedSum) and rounded once into out [n]; pieces and out
+/// of one float type (a 16-bit sum's pieces cross as stored).
+cudaError_t sum_pieces(Src pieces, int64_t g, int64_t n, Dst out, cudaStream_t stream);
 
 /// The log-sum-exp merge of two partial attentions out [B, Sq, HQ*D] with
 /// lse [B, HQ, Sq] (arith::mergeRow); out and lse may be outA and lseA.

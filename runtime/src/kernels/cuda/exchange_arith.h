@@ -1,7 +1,8 @@
 //===- exchange_arith.h - arithmetic around the kernels' exchanges -*- C++ -*-===//
 //
 // What the CUDA kernels around the kernels' own exchanges compute per
-// element or lane, host and device alike (as arith.h): ring attention's
+// element or lane, host and device alike (as arith.h): the sums of the
+// transitions that reduce (a 16-bit reduce-scatter's pieces), ring attention's
 // log-sum-exp merge of each step, the state exchange's combination of the
 // gathered chunk summaries, the scans' corrections by the true initial
 // state, and the vocabulary-parallel cross-entropy's per-token pieces and
@@ -15,6 +16,19 @@
 #include "kernels/cuda/arith.h"
 
 namespace shardline::rt::cuda::arith {
+
+// -- the transitions that sum ----------------------------------------------------
+
+/// Element k of a sum over a group of g members, from the pieces each
+/// member sent this one, landed in group order ([g, n], stored as T): the
+/// f32 sum from member 0's term in group order, as the host collectives
+/// form it (comm/group.h, sumTerms); the caller rounds it once as it stores.
+template <typename T> SL_HD float orderedSum(const T *pieces, int64_t g, int64_t n, int64_t k) {
+  float acc = loadElement(pieces, k);
+  for (int64_t j = 1; j < g; ++j)
+    acc += loadElement(pieces, j * n + k);
+  return acc;
+}
 
 // -- ring attention ---------------------------------------------------------------
 
