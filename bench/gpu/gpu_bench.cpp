@@ -568,7 +568,9 @@ void run(Bench &b) {
     sort.first = sort.tileOffsets + Ex + 1;
     int32_t *badIds = static_cast<int32_t *>(bad.ptr);
     b.bytes("router_topk f32", dims({Tok, Ex}) + " top 2", Tok * Ex * 4.0 + Tok * k * 8.0, [&] {
-      check(gpu::router_topk(logits.f(), Tok, Ex, k, weights.f(), idx, st), "router_topk");
+      check(gpu::router_topk({logits.f(), gpu::arith::Type::F32}, Tok, Ex, k,
+                             {weights.f(), gpu::arith::Type::F32}, idx, st),
+            "router_topk");
     });
     // The choices read; perm and rowOf written (the counts and offsets are
     // small beside them).

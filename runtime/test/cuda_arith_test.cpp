@@ -3282,6 +3282,86 @@ TEST(CudaArithGrad, CapacityDispatchCombineAndBackwardAreTheCpus) {
   EXPECT_FALSE(arith::badSlot(slots.data(), d, 2));
 }
 
+// MoE's forward over bf16 and f16 storage as its kernels' threads take it
+// (the router a token a thread, the dense dispatch and combine and capacity
+// mode's slots, dispatch and combine an element or a choice a thread),
+// against the CPU kernels on the widened values with their results rounded
+// (the executor's path for a widened step): the choices, slots and kept and
+// dropped counts equal, the values equal bit for bit. Capacity mode's
+// weights rounded to the type tie more often than the f32 layer's.
+TYPED_TEST(CudaArith16Kernels, MoeForwardIsTheWidenedKernelsRounded) {
+  using T = TypeParam;
+  const int64_t Tk = 50, E = 8, k = 3, H = 5;
+  std::vector<T> logits = test::roundedTo<T>(test::normalVector(Tk * E, 38, 2.0f));
+  std::vector<T> weights(Tk * k);
+  std::vector<int32_t> idx(Tk * k), wantIdx(Tk * k);
+  for (int64_t t = 0; t < Tk; ++t)
+    arith::routeToken(logits.data() + t * E, E, k, weights.data() + t * k, idx.data() + t * k);
+  std::vector<float> wantWeights(Tk * k);
+  cpu::router_topk(test::widened(logits).data(), Tk, E, k, wantWeights.data(), wantIdx.data());
+  EXPECT_EQ(idx, wantIdx);
+  test::expectSameBits(weights, test::roundedTo<T>(wantWeights));
+
+  std::vector<T> x = test::roundedTo<T>(test::normalVector(Tk * H, 39)), slabs(E * Tk * H);
+  for (int64_t i = 0; i < Tk * k * H; ++i)
+    slabs[arith::dispatchTarget(idx.data(), Tk, H, k, E, i)] = x[(i / (k * H)) * H + i % H];
+  std::vector<float> wantSlabs(E * Tk * H, 0.0f), wantY(Tk * H);
+  cpu::moe_scatter_rows(test::widened(x).data(), idx.data(), Tk, H, k, wantSlabs.data());
+  test::expectSameBits(slabs, test::roundedTo<T>(wantSlabs));
+  std::vector<T> y(Tk * H);
+  for (int64_t i = 0; i < Tk * H; ++i)
+    arith::storeElement(
+        y.data(), i,
+        arith::combineElement(slabs.data(), weights.data(), idx.data(), Tk, H, k, E, i / H, i % H));
+  cpu::moe_gather_rows(wantSlabs.data(), test::widened(weights).data(), idx.data(), Tk, H, k,
+                       wantY.data());
+  test::expectSameBits(y, test::roundedTo<T>(wantY));
+
+  CapacityLayer l;
+  arith::Capacity d = l.dims();
+  cpu::CapacityDims cd = l.cpuDims();
+  const int64_t n = l.B * l.S, rows = d.E * d.groups() * d.C;
+  std::vector<T> w = test::roundedTo<T>(l.w), xc = test::roundedTo<T>(l.x);
+  std::vector<float> wideW = test::widened(w), wideX = test::widened(xc);
+  std::vector<int32_t> slots(l.idx.size());
+  for (cpu::DropPolicy policy : {cpu::DropPolicy::Probs, cpu::DropPolicy::Position}) {
+    bool probs = policy == cpu::DropPolicy::Probs;
+    SCOPED_TRACE(probs ? "probs" : "position");
+    std::vector<int32_t> want(l.idx.size());
+    std::vector<int64_t> wantKept(l.E, 0), wantDropped(l.E, 0), kept(l.E, 0), dropped(l.E, 0);
+    cpu::moe_capacity_slots(wideW.data(), l.idx.data(), cd, policy, want.data(), wantKept.data(),
+                            wantDropped.data());
+    std::fill(slots.begin(), slots.end(), -7);
+    if (probs)
+      for (int64_t i = 0; i < (int64_t)l.idx.size(); ++i)
+        arith::rankChoice(w.data(), l.idx.data(), d, i, slots.data());
+    for (int64_t i = 0; i < d.groups() * d.E; ++i) {
+      int64_t kk = 0, xx = 0;
+      arith::expertSlots(l.idx.data(), d, probs, i / d.E, (int32_t)(i % d.E), slots.data(), &kk,
+                         &xx);
+      kept[i % d.E] += kk;
+      dropped[i % d.E] += xx;
+    }
+    EXPECT_EQ(slots, want);
+    EXPECT_EQ(kept, wantKept);
+    EXPECT_EQ(dropped, wantDropped);
+  }
+  std::vector<T> buffers(rows * H), yc(n * H);
+  for (int64_t i = 0; i < n * l.k * H; ++i)
+    if (int64_t row = d.rowOf(l.idx.data(), slots.data(), i / H); row >= 0)
+      buffers[row * H + i % H] = xc[(i / (l.k * H)) * H + i % H];
+  std::vector<float> wantBuffers(rows * H), wantYc(n * H);
+  cpu::moe_dispatch_capacity(wideX.data(), l.idx.data(), slots.data(), cd, H, wantBuffers.data());
+  test::expectSameBits(buffers, test::roundedTo<T>(wantBuffers));
+  for (int64_t i = 0; i < n * H; ++i)
+    arith::storeElement(yc.data(), i,
+                        arith::capacityCombineElement(buffers.data(), w.data(), l.idx.data(),
+                                                      slots.data(), d, H, i / H, i % H));
+  cpu::moe_combine_capacity(wantBuffers.data(), wideW.data(), l.idx.data(), slots.data(), cd, H,
+                            wantYc.data());
+  test::expectSameBits(yc, test::roundedTo<T>(wantYc));
+}
+
 // -- the exchanges' duals (kernels/cuda/exchange_grad_arith.h) ---------------------------
 
 namespace {

@@ -67,6 +67,14 @@ template <typename T> struct DeviceBuffer {
   size_t n;
 };
 
+/// A buffer as a kernel's typed operand or result.
+template <typename T> gpu::Src srcOf(const DeviceBuffer<T> &b) {
+  return {b.ptr, gpu::arith::Storage<T>::type};
+}
+template <typename T> gpu::Dst dstOf(DeviceBuffer<T> &b) {
+  return {b.ptr, gpu::arith::Storage<T>::type};
+}
+
 void expectClose(const std::vector<float> &got, const std::vector<float> &want, float tol) {
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size(); ++i)
@@ -239,19 +247,21 @@ TEST(CudaKernels, MoeRoutingDispatchCombineMatchTheReference) {
   DeviceBuffer<float> dlogits(logits), weights((size_t)(T * k)), dx(x), slabs((size_t)(E * T * H)),
       y((size_t)(T * H));
   DeviceBuffer<int32_t> idx((size_t)(T * k)), bad((size_t)1);
-  ASSERT_EQ(gpu::router_topk(dlogits.ptr, T, E, k, weights.ptr, idx.ptr, nullptr), cudaSuccess);
+  ASSERT_EQ(gpu::router_topk(srcOf(dlogits), T, E, k, dstOf(weights), idx.ptr, nullptr),
+            cudaSuccess);
   std::vector<float> wantWeights(T * k);
   std::vector<int32_t> wantIdx(T * k);
   cpu::router_topk(logits.data(), T, E, k, wantWeights.data(), wantIdx.data());
   ASSERT_EQ(idx.read(), wantIdx);
   expectClose(weights.read(), wantWeights, 1e-6f);
-  ASSERT_EQ(gpu::moe_dispatch(dx.ptr, idx.ptr, T, H, k, E, slabs.ptr, bad.ptr, nullptr),
+  ASSERT_EQ(gpu::moe_dispatch(srcOf(dx), idx.ptr, T, H, k, E, dstOf(slabs), bad.ptr, nullptr),
             cudaSuccess);
   std::vector<float> wantSlabs(E * T * H, 0.0f);
   cpu::moe_scatter_rows(x.data(), wantIdx.data(), T, H, k, wantSlabs.data());
   std::vector<float> gotSlabs = slabs.read();
   expectClose(gotSlabs, wantSlabs, 0.0f);
-  ASSERT_EQ(gpu::moe_combine(slabs.ptr, weights.ptr, idx.ptr, T, H, k, E, y.ptr, bad.ptr, nullptr),
+  ASSERT_EQ(gpu::moe_combine(srcOf(slabs), srcOf(weights), idx.ptr, T, H, k, E, dstOf(y), bad.ptr,
+                             nullptr),
             cudaSuccess);
   std::vector<float> wantY(T * H);
   cpu::moe_gather_rows(wantSlabs.data(), wantWeights.data(), wantIdx.data(), T, H, k, wantY.data());
@@ -448,17 +458,6 @@ TEST(CudaKernels, LtGemmMatchesTheReferenceInEveryType) {
 // against the CPU kernel on the widened values, rounded: add, mul and the
 // embedding equal; the others within one unit of the type (the device's
 // expf, erf, exp and sin/cos; the norms' f32 sums against the CPU's double).
-
-namespace {
-
-template <typename T> gpu::Src srcOf(const DeviceBuffer<T> &b) {
-  return {b.ptr, gpu::arith::Storage<T>::type};
-}
-template <typename T> gpu::Dst dstOf(DeviceBuffer<T> &b) {
-  return {b.ptr, gpu::arith::Storage<T>::type};
-}
-
-} // namespace
 
 template <typename T> class CudaKernels16 : public ::testing::Test {};
 TYPED_TEST_SUITE(CudaKernels16, test::SixteenBitTypes);
@@ -727,6 +726,87 @@ TYPED_TEST(CudaKernels16, RowMovesKeepTheBits) {
   for (size_t i = 0; i < from.size(); ++i)
     std::copy_n(src.begin() + from[i] * C, C, want.begin() + to[i] * C);
   test::expectSameBits(ddst.read(), want);
+}
+
+// MoE's forward kernels over T (the router, the dense dispatch and combine,
+// capacity mode's slots, dispatch and combine) against the CPU kernels on
+// the widened values, rounded: the choices and slots equal, the values equal
+// bit for bit (the router's exp is the device's: within one unit there),
+// as cuda_arith_test.cpp's host run of the same functions is.
+TYPED_TEST(CudaKernels16, MoeForwardIsTheWidenedKernelsRounded) {
+  using T = TypeParam;
+  const int64_t Tk = 300, E = 8, k = 2, H = 64;
+  std::vector<T> logits = test::roundedTo<T>(test::normalVector(Tk * E, 33, 2.0f)),
+                 x = test::roundedTo<T>(test::normalVector(Tk * H, 34));
+  DeviceBuffer<T> dlogits(logits), weights((size_t)(Tk * k)), dx(x), slabs((size_t)(E * Tk * H)),
+      y((size_t)(Tk * H));
+  DeviceBuffer<int32_t> idx((size_t)(Tk * k)), bad((size_t)1);
+  ASSERT_EQ(gpu::router_topk(srcOf(dlogits), Tk, E, k, dstOf(weights), idx.ptr, nullptr),
+            cudaSuccess);
+  std::vector<float> wantWeights(Tk * k);
+  std::vector<int32_t> wantIdx(Tk * k);
+  cpu::router_topk(test::widened(logits).data(), Tk, E, k, wantWeights.data(), wantIdx.data());
+  ASSERT_EQ(idx.read(), wantIdx);
+  std::vector<T> gotWeights = weights.read();
+  test::expectWithinUnits(gotWeights, test::roundedTo<T>(wantWeights), 1);
+  ASSERT_EQ(gpu::moe_dispatch(srcOf(dx), idx.ptr, Tk, H, k, E, dstOf(slabs), bad.ptr, nullptr),
+            cudaSuccess);
+  std::vector<float> wantSlabs(E * Tk * H, 0.0f), wantY(Tk * H);
+  cpu::moe_scatter_rows(test::widened(x).data(), wantIdx.data(), Tk, H, k, wantSlabs.data());
+  test::expectSameBits(slabs.read(), test::roundedTo<T>(wantSlabs));
+  ASSERT_EQ(gpu::moe_combine(srcOf(slabs), srcOf(weights), idx.ptr, Tk, H, k, E, dstOf(y), bad.ptr,
+                             nullptr),
+            cudaSuccess);
+  cpu::moe_gather_rows(wantSlabs.data(), test::widened(gotWeights).data(), wantIdx.data(), Tk, H, k,
+                       wantY.data());
+  test::expectSameBits(y.read(), test::roundedTo<T>(wantY));
+  EXPECT_EQ(bad.read()[0], 0);
+  // Mixed types are refused.
+  DeviceBuffer<float> wide((size_t)(Tk * k));
+  EXPECT_EQ(gpu::router_topk(srcOf(dlogits), Tk, E, k, dstOf(wide), idx.ptr, nullptr),
+            cudaErrorInvalidValue);
+
+  // Capacity mode: 2 x 12 tokens, top 2 of 4 experts, groups of 6 positions,
+  // capacity 3; expert 0 every token's first choice, its weights tied often.
+  const int64_t B = 2, S = 12, EC = 4, C = 3, HC = 5;
+  gpu::arith::Capacity d;
+  d.B = B, d.S = S, d.k = k, d.E = EC, d.C = C, d.rows = 1, d.positions = 6;
+  cpu::CapacityDims cd;
+  cd.B = B, cd.S = S, cd.k = k, cd.E = EC, cd.C = C, cd.rows = 1, cd.positions = 6;
+  std::vector<int32_t> cidx;
+  std::vector<float> cw;
+  for (int64_t t = 0; t < B * S; ++t) {
+    cidx.push_back(0);
+    cidx.push_back((int32_t)(1 + t % 3));
+    cw.push_back(t % 4 == 1 ? 0.5f : 0.5f + 0.01f * (float)(t % 5));
+    cw.push_back(1.0f - cw.back());
+  }
+  std::vector<T> w = test::roundedTo<T>(cw),
+                 xc = test::roundedTo<T>(test::normalVector(B * S * HC, 35));
+  std::vector<float> wideW = test::widened(w), wideX = test::widened(xc);
+  const int64_t n = d.groups() * EC, rows = EC * d.groups() * C;
+  DeviceBuffer<int32_t> didx(cidx), slots(cidx.size());
+  DeviceBuffer<int64_t> kept((size_t)n), dropped((size_t)n);
+  DeviceBuffer<T> dw(w), dxc(xc), buffers((size_t)(rows * HC)), yc((size_t)(B * S * HC));
+  std::vector<int32_t> want(cidx.size());
+  cpu::moe_capacity_slots(wideW.data(), cidx.data(), cd, cpu::DropPolicy::Probs, want.data(),
+                          nullptr, nullptr);
+  ASSERT_EQ(gpu::moe_capacity_slots(srcOf(dw), didx.ptr, d, true, slots.ptr, kept.ptr, dropped.ptr,
+                                    nullptr),
+            cudaSuccess);
+  ASSERT_EQ(slots.read(), want);
+  ASSERT_EQ(
+      gpu::moe_dispatch_capacity(srcOf(dxc), didx.ptr, slots.ptr, d, HC, dstOf(buffers), nullptr),
+      cudaSuccess);
+  std::vector<float> wantBuffers(rows * HC), wantYc(B * S * HC);
+  cpu::moe_dispatch_capacity(wideX.data(), cidx.data(), want.data(), cd, HC, wantBuffers.data());
+  test::expectSameBits(buffers.read(), test::roundedTo<T>(wantBuffers));
+  ASSERT_EQ(gpu::moe_combine_capacity(srcOf(buffers), srcOf(dw), didx.ptr, slots.ptr, d, HC,
+                                      dstOf(yc), nullptr),
+            cudaSuccess);
+  cpu::moe_combine_capacity(wantBuffers.data(), wideW.data(), cidx.data(), want.data(), cd, HC,
+                            wantYc.data());
+  test::expectSameBits(yc.read(), test::roundedTo<T>(wantYc));
 }
 
 // A 16-bit reduce-scatter's sums (sum_pieces): three members' pieces in
@@ -1617,7 +1697,7 @@ TEST(CudaKernels, CapacityModeIsTheCpus) {
       gx((size_t)(B * S * H)), dbuf((size_t)(rows * H)), gw((size_t)(B * S * k));
   for (bool probs : {true, false}) {
     SCOPED_TRACE(probs ? "probs" : "position");
-    ASSERT_EQ(gpu::moe_capacity_slots(dwts.ptr, didx.ptr, d, probs, slots.ptr, kept.ptr,
+    ASSERT_EQ(gpu::moe_capacity_slots(srcOf(dwts), didx.ptr, d, probs, slots.ptr, kept.ptr,
                                       dropped.ptr, nullptr),
               cudaSuccess);
     std::vector<int32_t> want(idx.size());
@@ -1636,11 +1716,12 @@ TEST(CudaKernels, CapacityModeIsTheCpus) {
     EXPECT_GT(wantDropped[0], 0);
   }
   std::vector<int32_t> hostSlots = slots.read();
-  ASSERT_EQ(gpu::moe_dispatch_capacity(dx.ptr, didx.ptr, slots.ptr, d, H, buffers.ptr, nullptr),
-            cudaSuccess);
   ASSERT_EQ(
-      gpu::moe_combine_capacity(buffers.ptr, dwts.ptr, didx.ptr, slots.ptr, d, H, y.ptr, nullptr),
+      gpu::moe_dispatch_capacity(srcOf(dx), didx.ptr, slots.ptr, d, H, dstOf(buffers), nullptr),
       cudaSuccess);
+  ASSERT_EQ(gpu::moe_combine_capacity(srcOf(buffers), srcOf(dwts), didx.ptr, slots.ptr, d, H,
+                                      dstOf(y), nullptr),
+            cudaSuccess);
   ASSERT_EQ(
       gpu::moe_dispatch_capacity_grad(buffers.ptr, didx.ptr, slots.ptr, d, H, gx.ptr, nullptr),
       cudaSuccess);

@@ -233,10 +233,12 @@ bool keepsLocalAttention(const Step &s, const Frame &f) {
 /// causal conv1d, the RG-LRU and SSD scans (their states and decays of any
 /// float type), their corrections and state exchange, the halo (its rows
 /// moved as stored), the loss (the logits and the loss of any float type,
-/// whole or over vocabulary shards) and the layout transitions (the moves
+/// whole or over vocabulary shards), the layout transitions (the moves
 /// cross in 16 bits, and so do the sums of reduce_scatter, all_reduce and
 /// a relayout that drops a pending sum, summed on arrival in f32 in group
-/// order and rounded once: backends/cuda/nccl.cpp).
+/// order and rounded once: backends/cuda/nccl.cpp) and MoE's forward but
+/// dropless (the router, dispatch and combine of one type, capacity mode's
+/// slots of any weights' type, the experts' GEMMs of every mix).
 Keeps16 keeps16(const std::string &kind) {
   static const std::map<std::string, Keeps16> kept = {
       {"linear", keepsAll},
@@ -272,6 +274,13 @@ Keeps16 keeps16(const std::string &kind) {
       {"rglru_scan", keepsRglru},
       {"ssd_scan", keepsSsd},
       {"cross_entropy", keepsAll},
+      {"router_topk", keepsShared<0>},
+      {"moe_dispatch", keepsShared<0>},
+      {"moe_experts", keepsAll},
+      {"moe_combine", keepsShared<0, 1>},
+      {"moe_capacity_slots", keepsAll},
+      {"moe_dispatch_capacity", keepsShared<0>},
+      {"moe_combine_capacity", keepsShared<0, 1>},
   };
   auto found = kept.find(kind);
   return found == kept.end() ? nullptr : found->second;
@@ -288,7 +297,7 @@ void rope(const Step &s, Frame &f) {
 
 void routerTopk(const Step &s, Frame &f) {
   const std::vector<int64_t> &l = f.local(s.in[0]);
-  launched(cuda::router_topk(f.f(s.in[0]), l[0] * l[1], l[2], s.attrs[0].i, f.f(s.out[0]),
+  launched(cuda::router_topk(src(f, s.in[0]), l[0] * l[1], l[2], s.attrs[0].i, dst(f, s.out[0]),
                              f.ids(s.out[1]), deviceOf(f).stream()),
            "router_topk");
 }
@@ -299,8 +308,9 @@ void moeDispatch(const Step &s, Frame &f) {
   const std::vector<int64_t> &x = f.local(s.in[0]);
   int64_t experts = f.local(s.out[0])[0];
   CudaDevice &device = deviceOf(f);
-  launched(cuda::moe_dispatch(f.f(s.in[0]), f.ids(s.in[1]), x[0] * x[1], x[2], f.local(s.in[1])[2],
-                              experts, f.f(s.out[0]), device.counter(), device.stream()),
+  launched(cuda::moe_dispatch(src(f, s.in[0]), f.ids(s.in[1]), x[0] * x[1], x[2],
+                              f.local(s.in[1])[2], experts, dst(f, s.out[0]), device.counter(),
+                              device.stream()),
            "moe_dispatch");
   requireNoBadIds(f, s.in[1], experts, "the experts");
 }
@@ -310,29 +320,35 @@ void moeDispatch(const Step &s, Frame &f) {
 /// expert after another on the stream: the rows no token was routed to are
 /// zero and stay zero (SwiGLU of zero is zero), so computing them gives the
 /// CPU's packed result without the host learning how many rows each expert
-/// got.
+/// got. The tensors as stored (CudaDevice::gemm takes every mix: 16-bit
+/// slabs and weights of one type go to the tensor cores); the gate and up
+/// products and SwiGLU stay f32, as the CPU's, so the down projection reads
+/// f32 against the weights' type.
 void moeExperts(const Step &s, Frame &f) {
   const std::vector<int64_t> &gate = f.local(s.in[1]);
   int64_t E = gate[0], H = gate[1], F = gate[2], R = f.n(s.in[0]) / std::max<int64_t>(1, E * H);
   CudaDevice &device = deviceOf(f);
-  auto *hidden = static_cast<float *>(device.scratch(std::max<int64_t>(1, 2 * R * F) * 4));
-  float *up = hidden + R * F;
-  const float *tokens = f.f(s.in[0]), *wGate = f.f(s.in[1]), *wUp = f.f(s.in[2]),
-              *wDown = f.f(s.in[3]);
-  float *out = f.f(s.out[0]);
+  // The step's own memory: a GEMM of mixed types stages through scratch.
+  StepMemory memory(device);
+  float *hidden = memory.floats(std::max<int64_t>(1, 2 * R * F)), *up = hidden + R * F;
+  BufferView h(hidden, R * F), u(up, R * F);
+  const BufferView &tokens = f.stored(s.in[0]), &wGate = f.stored(s.in[1]),
+                   &wUp = f.stored(s.in[2]), &wDown = f.stored(s.in[3]), &out = f.stored(s.out[0]);
   for (int64_t e = 0; e < E; ++e) {
-    device.matmul(tokens + e * R * H, wGate + e * H * F, R, H, F, hidden);
-    device.matmul(tokens + e * R * H, wUp + e * H * F, R, H, F, up);
+    BufferView rows = tokens.slice(e * R * H, R * H);
+    device.gemm(false, false, rows, wGate.slice(e * H * F, H * F), R, F, H, h);
+    device.gemm(false, false, rows, wUp.slice(e * H * F, H * F), R, F, H, u);
     launched(cuda::swiglu(hidden, up, R * F, hidden, device.stream()), "swiglu");
-    device.matmul(hidden, wDown + e * F * H, R, F, H, out + e * R * H);
+    device.gemm(false, false, h, wDown.slice(e * F * H, F * H), R, H, F,
+                out.slice(e * R * H, R * H));
   }
 }
 
 void moeCombine(const Step &s, Frame &f) {
   const std::vector<int64_t> &slabs = f.local(s.in[0]);
   CudaDevice &device = deviceOf(f);
-  launched(cuda::moe_combine(f.f(s.in[0]), f.f(s.in[1]), f.ids(s.in[2]), slabs[1] * slabs[2],
-                             slabs[3], f.local(s.in[1])[2], slabs[0], f.f(s.out[0]),
+  launched(cuda::moe_combine(src(f, s.in[0]), src(f, s.in[1]), f.ids(s.in[2]), slabs[1] * slabs[2],
+                             slabs[3], f.local(s.in[1])[2], slabs[0], dst(f, s.out[0]),
                              device.counter(), device.stream()),
            "moe_combine");
   requireNoBadIds(f, s.in[2], slabs[0], "the experts");

@@ -683,7 +683,7 @@ void moeCapacitySlots(const Step &s, Frame &f) {
   int64_t *kept, *dropped; // one buffer, read back in one copy
   carveScratch(dev, [&](Carve &c) { kept = c.take<int64_t>(2 * n); });
   dropped = kept + n;
-  launched(cuda::moe_capacity_slots(f.f(s.in[0]), f.ids(s.in[1]), d,
+  launched(cuda::moe_capacity_slots(src(f, s.in[0]), f.ids(s.in[1]), d,
                                     s.attrs[kPolicy].strings[0] == "probs", f.ids(s.out[0]), kept,
                                     dropped, dev.stream()),
            "moe_capacity_slots");
@@ -699,16 +699,17 @@ void moeCapacitySlots(const Step &s, Frame &f) {
 void moeDispatchCapacity(const Step &s, Frame &f) {
   cuda::arith::Capacity d = capacityOf(s, f, s.in[1], s.out[0]);
   requireRouting(f, d, s.in[1], s.in[2]);
-  launched(cuda::moe_dispatch_capacity(f.f(s.in[0]), f.ids(s.in[1]), f.ids(s.in[2]), d,
-                                       f.local(s.in[0])[2], f.f(s.out[0]), deviceOf(f).stream()),
+  launched(cuda::moe_dispatch_capacity(src(f, s.in[0]), f.ids(s.in[1]), f.ids(s.in[2]), d,
+                                       f.local(s.in[0])[2], dst(f, s.out[0]), deviceOf(f).stream()),
            "moe_dispatch_capacity");
 }
 
 void moeCombineCapacity(const Step &s, Frame &f) {
   cuda::arith::Capacity d = capacityOf(s, f, s.in[2], s.in[0]);
   requireRouting(f, d, s.in[2], s.in[3]);
-  launched(cuda::moe_combine_capacity(f.f(s.in[0]), f.f(s.in[1]), f.ids(s.in[2]), f.ids(s.in[3]), d,
-                                      f.local(s.in[0])[4], f.f(s.out[0]), deviceOf(f).stream()),
+  launched(cuda::moe_combine_capacity(src(f, s.in[0]), src(f, s.in[1]), f.ids(s.in[2]),
+                                      f.ids(s.in[3]), d, f.local(s.in[0])[4], dst(f, s.out[0]),
+                                      deviceOf(f).stream()),
            "moe_combine_capacity");
 }
 

@@ -407,30 +407,32 @@ SL_HD int64_t kvHead(int64_t head, int64_t heads, int64_t kvHeads) {
 
 /// One token's routing over logits l[E]: the k largest logits (ties to the
 /// lower expert) into idx[k], and their softmax probabilities (in double)
-/// renormalised over the k into weights[k].
-SL_HD void routeToken(const float *l, int64_t E, int64_t k, float *weights, int32_t *idx) {
-  float m = l[0];
+/// renormalised over the k into weights[k]. The logits stored as L, the
+/// weights as W (each weight rounded once from f32).
+template <typename L, typename W>
+SL_HD void routeToken(const L *l, int64_t E, int64_t k, W *weights, int32_t *idx) {
+  float m = loadElement(l, 0);
   for (int64_t e = 1; e < E; ++e)
-    m = l[e] > m ? l[e] : m;
+    m = loadElement(l, e) > m ? loadElement(l, e) : m;
   double z = 0.0;
   for (int64_t e = 0; e < E; ++e)
-    z += exp((double)l[e] - m);
+    z += exp((double)loadElement(l, e) - m);
   for (int64_t j = 0; j < k; ++j) {
     int64_t best = -1;
     for (int64_t e = 0; e < E; ++e) {
       bool taken = false;
       for (int64_t i = 0; i < j; ++i)
         taken = taken || idx[i] == e;
-      if (!taken && (best < 0 || l[e] > l[best]))
+      if (!taken && (best < 0 || loadElement(l, e) > loadElement(l, best)))
         best = e;
     }
     idx[j] = (int32_t)best;
   }
   double chosen = 0.0;
   for (int64_t j = 0; j < k; ++j)
-    chosen += exp((double)l[idx[j]] - m) / z;
+    chosen += exp((double)loadElement(l, idx[j]) - m) / z;
   for (int64_t j = 0; j < k; ++j)
-    weights[j] = (float)(exp((double)l[idx[j]] - m) / z / chosen);
+    storeElement(weights, j, (float)(exp((double)loadElement(l, idx[j]) - m) / z / chosen));
 }
 
 /// Element i of the dispatch (of T*k*H: token t, its j-th expert, channel h):
@@ -445,14 +447,16 @@ SL_HD int64_t dispatchTarget(const int32_t *idx, int64_t T, int64_t H, int64_t k
 
 /// Output (t, h) of the combine: token t's experts' rows of slabs[E, T, H],
 /// weighted and summed in f32 in the order of its k choices. Indices
-/// outside [0, E) contribute nothing (the kernel counts them).
-SL_HD float combineElement(const float *slabs, const float *weights, const int32_t *idx, int64_t T,
+/// outside [0, E) contribute nothing (the kernel counts them). The slabs
+/// and weights stored as T.
+template <typename T>
+SL_HD float combineElement(const T *slabs, const T *weights, const int32_t *idx, int64_t Tk,
                            int64_t H, int64_t k, int64_t E, int64_t t, int64_t h) {
   float acc = 0.0f;
   for (int64_t j = 0; j < k; ++j) {
     int32_t e = idx[t * k + j];
     if (idInRange(e, E))
-      acc += weights[t * k + j] * slabs[((int64_t)e * T + t) * H + h];
+      acc += loadElement(weights, t * k + j) * loadElement(slabs, ((int64_t)e * Tk + t) * H + h);
   }
   return acc;
 }

@@ -169,21 +169,23 @@ cudaError_t rglru_scan(const float *x, const float *wa, const float *ba, const f
                        cudaStream_t stream);
 
 /// MoE routing of logits[T, E]: each token's top k experts into idx[T, k]
-/// and their renormalised softmax weights into weights[T, k].
-cudaError_t router_topk(const float *logits, int64_t T, int64_t E, int64_t k, float *weights,
-                        int32_t *idx, cudaStream_t stream);
+/// and their renormalised softmax weights into weights[T, k]; the logits
+/// and weights of one float type.
+cudaError_t router_topk(Src logits, int64_t T, int64_t E, int64_t k, Dst weights, int32_t *idx,
+                        cudaStream_t stream);
 
 /// Token t's row of x[T, H] into row t of the slab of each expert idx[t, :]
 /// chooses, in slabs[E, T, H] (zeroed beforehand); every index outside
-/// [0, E) adds one to *badIds.
-cudaError_t moe_dispatch(const float *x, const int32_t *idx, int64_t T, int64_t H, int64_t k,
-                         int64_t E, float *slabs, int32_t *badIds, cudaStream_t stream);
+/// [0, E) adds one to *badIds. x and the slabs of one float type, the rows'
+/// bits moved as they are.
+cudaError_t moe_dispatch(Src x, const int32_t *idx, int64_t T, int64_t H, int64_t k, int64_t E,
+                         Dst slabs, int32_t *badIds, cudaStream_t stream);
 
-/// y[T, H]: each token's experts' rows of slabs[E, T, H], weighted; every
-/// index outside [0, E) adds one to *badIds.
-cudaError_t moe_combine(const float *slabs, const float *weights, const int32_t *idx, int64_t T,
-                        int64_t H, int64_t k, int64_t E, float *y, int32_t *badIds,
-                        cudaStream_t stream);
+/// y[T, H]: each token's experts' rows of slabs[E, T, H], weighted (f32
+/// sums, y rounded once); every index outside [0, E) adds one to *badIds.
+/// The slabs, weights and y of one float type.
+cudaError_t moe_combine(Src slabs, Src weights, const int32_t *idx, int64_t T, int64_t H, int64_t k,
+                        int64_t E, Dst y, int32_t *badIds, cudaStream_t stream);
 
 /// Mean cross-entropy of logits[T, V] against labels[T] (a vocabulary of
 /// exactly V: world size 1), the sum divided by `tokens`, into *loss; terms

@@ -11,6 +11,7 @@
 #ifndef SHARDLINE_RUNTIME_KERNELS_CUDA_KERNELS_MOE_H
 #define SHARDLINE_RUNTIME_KERNELS_CUDA_KERNELS_MOE_H
 
+#include "kernels/cuda/kernels.h"
 #include "kernels/cuda/moe_capacity.h"
 #include "kernels/cuda/moe_routed.h"
 
@@ -85,18 +86,21 @@ cudaError_t count_bad_slots(const int32_t *slots, int64_t n, int64_t C, int32_t 
                             cudaStream_t stream);
 /// slots[B, S, k] (`probs`: rankChoice a thread per choice, then
 /// expertSlots; `position`: expertSlots) and, per (group, expert), the
-/// choices kept and dropped: kept and dropped [groups, E].
-cudaError_t moe_capacity_slots(const float *weights, const int32_t *idx, const arith::Capacity &d,
+/// choices kept and dropped: kept and dropped [groups, E]. The weights of
+/// any float type.
+cudaError_t moe_capacity_slots(Src weights, const int32_t *idx, const arith::Capacity &d,
                                bool probs, int32_t *slots, int64_t *kept, int64_t *dropped,
                                cudaStream_t stream);
 /// buffers[E, Gb, Gs, C, H]: each kept choice's token's row of x, zeros
-/// elsewhere.
-cudaError_t moe_dispatch_capacity(const float *x, const int32_t *idx, const int32_t *slots,
-                                  const arith::Capacity &d, int64_t H, float *buffers,
+/// elsewhere; x and the buffers of one float type, the rows' bits moved as
+/// they are.
+cudaError_t moe_dispatch_capacity(Src x, const int32_t *idx, const int32_t *slots,
+                                  const arith::Capacity &d, int64_t H, Dst buffers,
                                   cudaStream_t stream);
-cudaError_t moe_combine_capacity(const float *buffers, const float *weights, const int32_t *idx,
-                                 const int32_t *slots, const arith::Capacity &d, int64_t H,
-                                 float *y, cudaStream_t stream);
+/// y[B, S, H]: each token's kept rows weighted, summed in double and
+/// rounded once; the buffers, weights and y of one float type.
+cudaError_t moe_combine_capacity(Src buffers, Src weights, const int32_t *idx, const int32_t *slots,
+                                 const arith::Capacity &d, int64_t H, Dst y, cudaStream_t stream);
 cudaError_t moe_dispatch_capacity_grad(const float *dbuffers, const int32_t *idx,
                                        const int32_t *slots, const arith::Capacity &d, int64_t H,
                                        float *dx, cudaStream_t stream);

@@ -12,16 +12,19 @@ namespace shardline::rt::cuda {
 
 namespace {
 
-/// One thread per token.
-__global__ void routerKernel(const float *logits, int64_t T, int64_t E, int64_t k, float *weights,
+/// One thread per token; the logits and weights stored as S.
+template <typename S>
+__global__ void routerKernel(const S *logits, int64_t T, int64_t E, int64_t k, S *weights,
                              int32_t *idx) {
   for (int64_t t = firstElement(); t < T; t += gridStride())
     arith::routeToken(logits + t * E, E, k, weights + t * k, idx + t * k);
 }
 
-/// One thread per (token, choice, channel).
-__global__ void dispatchKernel(const float *x, const int32_t *idx, int64_t T, int64_t H, int64_t k,
-                               int64_t E, float *slabs, int32_t *badIds) {
+/// One thread per (token, choice, channel); the element's bits moved as
+/// they are (W: a 32- or 16-bit word).
+template <typename W>
+__global__ void dispatchKernel(const W *x, const int32_t *idx, int64_t T, int64_t H, int64_t k,
+                               int64_t E, W *slabs, int32_t *badIds) {
   int64_t n = T * k * H;
   for (int64_t i = firstElement(); i < n; i += gridStride()) {
     int64_t to = arith::dispatchTarget(idx, T, H, k, E, i);
@@ -32,13 +35,14 @@ __global__ void dispatchKernel(const float *x, const int32_t *idx, int64_t T, in
   }
 }
 
-/// One thread per output element (token, channel).
-__global__ void combineKernel(const float *slabs, const float *weights, const int32_t *idx,
-                              int64_t T, int64_t H, int64_t k, int64_t E, float *y,
-                              int32_t *badIds) {
+/// One thread per output element (token, channel); slabs, weights and y
+/// stored as S.
+template <typename S>
+__global__ void combineKernel(const S *slabs, const S *weights, const int32_t *idx, int64_t T,
+                              int64_t H, int64_t k, int64_t E, S *y, int32_t *badIds) {
   for (int64_t i = firstElement(); i < T * H; i += gridStride()) {
     int64_t t = i / H, h = i % H;
-    y[i] = arith::combineElement(slabs, weights, idx, T, H, k, E, t, h);
+    arith::storeElement(y, i, arith::combineElement(slabs, weights, idx, T, H, k, E, t, h));
     if (h == 0)
       for (int64_t j = 0; j < k; ++j)
         if (!arith::idInRange(idx[t * k + j], E))
@@ -48,34 +52,40 @@ __global__ void combineKernel(const float *slabs, const float *weights, const in
 
 } // namespace
 
-cudaError_t router_topk(const float *logits, int64_t T, int64_t E, int64_t k, float *weights,
-                        int32_t *idx, cudaStream_t stream) {
-  if (T == 0)
-    return cudaSuccess;
-  LaunchShape shape = elementwiseShape(T);
-  routerKernel<<<(unsigned)shape.blocks, shape.threads, 0, stream>>>(logits, T, E, k, weights, idx);
-  return cudaGetLastError();
-}
-
-cudaError_t moe_dispatch(const float *x, const int32_t *idx, int64_t T, int64_t H, int64_t k,
-                         int64_t E, float *slabs, int32_t *badIds, cudaStream_t stream) {
-  if (T * k * H == 0)
-    return cudaSuccess;
-  LaunchShape shape = elementwiseShape(T * k * H);
-  dispatchKernel<<<(unsigned)shape.blocks, shape.threads, 0, stream>>>(x, idx, T, H, k, E, slabs,
-                                                                       badIds);
-  return cudaGetLastError();
-}
-
-cudaError_t moe_combine(const float *slabs, const float *weights, const int32_t *idx, int64_t T,
-                        int64_t H, int64_t k, int64_t E, float *y, int32_t *badIds,
+cudaError_t router_topk(Src logits, int64_t T, int64_t E, int64_t k, Dst weights, int32_t *idx,
                         cudaStream_t stream) {
-  if (T * H == 0)
-    return cudaSuccess;
-  LaunchShape shape = elementwiseShape(T * H);
-  combineKernel<<<(unsigned)shape.blocks, shape.threads, 0, stream>>>(slabs, weights, idx, T, H, k,
-                                                                      E, y, badIds);
-  return cudaGetLastError();
+  if (logits.type != weights.type)
+    return cudaErrorInvalidValue;
+  return arith::withStorage(logits.type, cudaErrorInvalidValue, [&](auto t) {
+    using S = decltype(t);
+    return elementwise(T, stream, routerKernel<S>, static_cast<const S *>(logits.data), T, E, k,
+                       static_cast<S *>(weights.data), idx);
+  });
+}
+
+cudaError_t moe_dispatch(Src x, const int32_t *idx, int64_t T, int64_t H, int64_t k, int64_t E,
+                         Dst slabs, int32_t *badIds, cudaStream_t stream) {
+  if (x.type != slabs.type || !isFloat(x.type))
+    return cudaErrorInvalidValue;
+  if (x.type == arith::Type::F32)
+    return elementwise(T * k * H, stream, dispatchKernel<uint32_t>,
+                       static_cast<const uint32_t *>(x.data), idx, T, H, k, E,
+                       static_cast<uint32_t *>(slabs.data), badIds);
+  return elementwise(T * k * H, stream, dispatchKernel<uint16_t>,
+                     static_cast<const uint16_t *>(x.data), idx, T, H, k, E,
+                     static_cast<uint16_t *>(slabs.data), badIds);
+}
+
+cudaError_t moe_combine(Src slabs, Src weights, const int32_t *idx, int64_t T, int64_t H, int64_t k,
+                        int64_t E, Dst y, int32_t *badIds, cudaStream_t stream) {
+  if (slabs.type != y.type || weights.type != y.type)
+    return cudaErrorInvalidValue;
+  return arith::withStorage(y.type, cudaErrorInvalidValue, [&](auto t) {
+    using S = decltype(t);
+    return elementwise(T * H, stream, combineKernel<S>, static_cast<const S *>(slabs.data),
+                       static_cast<const S *>(weights.data), idx, T, H, k, E,
+                       static_cast<S *>(y.data), badIds);
+  });
 }
 
 } // namespace shardline::rt::cuda

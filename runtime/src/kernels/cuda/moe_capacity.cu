@@ -26,8 +26,10 @@ __global__ void badSlotsKernel(const int32_t *slots, int64_t n, int64_t C, int32
       atomicAdd(bad, 1);
 }
 
-/// One thread per choice (the `probs` policy's ranking).
-__global__ void rankKernel(const float *weights, const int32_t *idx, Capacity d, int32_t *slots) {
+/// One thread per choice (the `probs` policy's ranking); the weights stored
+/// as W.
+template <typename W>
+__global__ void rankKernel(const W *weights, const int32_t *idx, Capacity d, int32_t *slots) {
   for (int64_t i = firstElement(); i < d.B * d.S * d.k; i += gridStride())
     arith::rankChoice(weights, idx, d, i, slots);
 }
@@ -39,9 +41,11 @@ __global__ void slotsKernel(const int32_t *idx, Capacity d, bool probs, int32_t 
     arith::expertSlots(idx, d, probs, i / d.E, (int32_t)(i % d.E), slots, kept + i, dropped + i);
 }
 
-/// One thread per (choice, channel).
-__global__ void dispatchKernel(const float *x, const int32_t *idx, const int32_t *slots, Capacity d,
-                               int64_t H, float *buffers) {
+/// One thread per (choice, channel); the element's bits moved as they are
+/// (E: a 32- or 16-bit word).
+template <typename E>
+__global__ void dispatchKernel(const E *x, const int32_t *idx, const int32_t *slots, Capacity d,
+                               int64_t H, E *buffers) {
   int64_t n = d.B * d.S * d.k * H;
   for (int64_t i = firstElement(); i < n; i += gridStride()) {
     int64_t row = d.rowOf(idx, slots, i / H);
@@ -50,11 +54,13 @@ __global__ void dispatchKernel(const float *x, const int32_t *idx, const int32_t
   }
 }
 
-/// One thread per (token, channel).
-__global__ void combineKernel(const float *buffers, const float *weights, const int32_t *idx,
-                              const int32_t *slots, Capacity d, int64_t H, float *y) {
+/// One thread per (token, channel); buffers, weights and y stored as T.
+template <typename T>
+__global__ void combineKernel(const T *buffers, const T *weights, const int32_t *idx,
+                              const int32_t *slots, Capacity d, int64_t H, T *y) {
   for (int64_t i = firstElement(); i < d.B * d.S * H; i += gridStride())
-    y[i] = arith::capacityCombineElement(buffers, weights, idx, slots, d, H, i / H, i % H);
+    arith::storeElement(
+        y, i, arith::capacityCombineElement(buffers, weights, idx, slots, d, H, i / H, i % H));
 }
 
 __global__ void dispatchGradKernel(const float *dbuffers, const int32_t *idx, const int32_t *slots,
@@ -107,30 +113,50 @@ cudaError_t count_bad_slots(const int32_t *slots, int64_t n, int64_t C, int32_t 
   return elementwise(n, stream, badSlotsKernel, slots, n, C, bad);
 }
 
-cudaError_t moe_capacity_slots(const float *weights, const int32_t *idx, const Capacity &d,
-                               bool probs, int32_t *slots, int64_t *kept, int64_t *dropped,
+cudaError_t moe_capacity_slots(Src weights, const int32_t *idx, const Capacity &d, bool probs,
+                               int32_t *slots, int64_t *kept, int64_t *dropped,
                                cudaStream_t stream) {
   if (probs)
-    if (cudaError_t status =
-            elementwise(d.B * d.S * d.k, stream, rankKernel, weights, idx, d, slots);
+    if (cudaError_t status = arith::withStorage(
+            weights.type, cudaErrorInvalidValue,
+            [&](auto t) {
+              using W = decltype(t);
+              return elementwise(d.B * d.S * d.k, stream, rankKernel<W>,
+                                 static_cast<const W *>(weights.data), idx, d, slots);
+            });
         status != cudaSuccess)
       return status;
   return elementwise(d.groups() * d.E, stream, slotsKernel, idx, d, probs, slots, kept, dropped);
 }
 
-cudaError_t moe_dispatch_capacity(const float *x, const int32_t *idx, const int32_t *slots,
-                                  const Capacity &d, int64_t H, float *buffers,
-                                  cudaStream_t stream) {
-  if (cudaError_t status = cudaMemsetAsync(buffers, 0, bufferValues(d, H) * sizeof(float), stream);
+cudaError_t moe_dispatch_capacity(Src x, const int32_t *idx, const int32_t *slots,
+                                  const Capacity &d, int64_t H, Dst buffers, cudaStream_t stream) {
+  if (x.type != buffers.type || !isFloat(x.type))
+    return cudaErrorInvalidValue;
+  const bool wide = x.type == arith::Type::F32;
+  if (cudaError_t status =
+          cudaMemsetAsync(buffers.data, 0, bufferValues(d, H) * (wide ? 4 : 2), stream);
       status != cudaSuccess)
     return status;
-  return elementwise(d.B * d.S * d.k * H, stream, dispatchKernel, x, idx, slots, d, H, buffers);
+  if (wide)
+    return elementwise(d.B * d.S * d.k * H, stream, dispatchKernel<uint32_t>,
+                       static_cast<const uint32_t *>(x.data), idx, slots, d, H,
+                       static_cast<uint32_t *>(buffers.data));
+  return elementwise(d.B * d.S * d.k * H, stream, dispatchKernel<uint16_t>,
+                     static_cast<const uint16_t *>(x.data), idx, slots, d, H,
+                     static_cast<uint16_t *>(buffers.data));
 }
 
-cudaError_t moe_combine_capacity(const float *buffers, const float *weights, const int32_t *idx,
-                                 const int32_t *slots, const Capacity &d, int64_t H, float *y,
-                                 cudaStream_t stream) {
-  return elementwise(d.B * d.S * H, stream, combineKernel, buffers, weights, idx, slots, d, H, y);
+cudaError_t moe_combine_capacity(Src buffers, Src weights, const int32_t *idx, const int32_t *slots,
+                                 const Capacity &d, int64_t H, Dst y, cudaStream_t stream) {
+  if (buffers.type != y.type || weights.type != y.type)
+    return cudaErrorInvalidValue;
+  return arith::withStorage(y.type, cudaErrorInvalidValue, [&](auto t) {
+    using T = decltype(t);
+    return elementwise(d.B * d.S * H, stream, combineKernel<T>,
+                       static_cast<const T *>(buffers.data), static_cast<const T *>(weights.data),
+                       idx, slots, d, H, static_cast<T *>(y.data));
+  });
 }
 
 cudaError_t moe_dispatch_capacity_grad(const float *dbuffers, const int32_t *idx,

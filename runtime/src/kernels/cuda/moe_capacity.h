@@ -45,8 +45,10 @@ struct Capacity {
 /// The `probs` policy's first pass for choice i (one thread each): slots[i]
 /// = 0 when fewer than C candidates of its token group and expert rank
 /// above it (larger weight, or equal weight earlier in position order), -1
-/// when it is dropped. A choice outside [0, E) is left alone.
-SL_HD void rankChoice(const float *weights, const int32_t *idx, const Capacity &d, int64_t i,
+/// when it is dropped. A choice outside [0, E) is left alone. The weights
+/// stored as W (their order is the widened values').
+template <typename W>
+SL_HD void rankChoice(const W *weights, const int32_t *idx, const Capacity &d, int64_t i,
                       int32_t *slots) {
   int32_t e = idx[i];
   if (!idInRange(e, d.E))
@@ -57,8 +59,11 @@ SL_HD void rankChoice(const float *weights, const int32_t *idx, const Capacity &
     for (int64_t s = s0; s < s0 + d.positions; ++s)
       for (int64_t j = 0; j < d.k; ++j) {
         int64_t i2 = (b * d.S + s) * d.k + j;
-        if (idx[i2] == e && (weights[i2] > weights[i] || (weights[i2] == weights[i] && i2 < i)))
-          ++above;
+        if (idx[i2] == e) {
+          float other = loadElement(weights, i2), mine = loadElement(weights, i);
+          if (other > mine || (other == mine && i2 < i))
+            ++above;
+        }
       }
   slots[i] = above < d.C ? 0 : -1;
 }
@@ -88,15 +93,17 @@ SL_HD void expertSlots(const int32_t *idx, const Capacity &d, bool probs, int64_
 }
 
 /// Output (t, h) of the combine: token t's kept rows weighted and summed in
-/// double in choice order; zero when every choice was dropped.
-SL_HD float capacityCombineElement(const float *buffers, const float *weights, const int32_t *idx,
+/// double in choice order; zero when every choice was dropped. The buffers
+/// and weights stored as T.
+template <typename T>
+SL_HD float capacityCombineElement(const T *buffers, const T *weights, const int32_t *idx,
                                    const int32_t *slots, const Capacity &d, int64_t H, int64_t t,
                                    int64_t h) {
   double acc = 0.0;
   for (int64_t j = 0; j < d.k; ++j) {
     int64_t row = d.rowOf(idx, slots, t * d.k + j);
     if (row >= 0)
-      acc += (double)weights[t * d.k + j] * buffers[row * H + h];
+      acc += (double)loadElement(weights, t * d.k + j) * loadElement(buffers, row * H + h);
   }
   return (float)acc;
 }
