@@ -577,8 +577,8 @@ void run(Bench &b) {
     b.bytes("moe_sort", dims({Tok, k}) + " over 8 experts", R * 4.0 + 2.0 * R * 4,
             [&] { check(gpu::moe_sort(idx, R, Ex, sort, badIds, st), "moe_sort"); });
     b.f32Flops("grouped_rows f32", dims({R, H}) + "x8 " + dims({H, F}), 2.0 * R * H * F, [&] {
-      check(gpu::grouped_rows(rows.f(), wGate.f(), false, R, H, F, sort.offsets, sort.tileOffsets,
-                              Ex, g.f(), st),
+      check(gpu::grouped_rows({rows.f(), gpu::arith::Type::F32}, {wGate.f(), gpu::arith::Type::F32},
+                              false, R, H, F, sort.offsets, sort.tileOffsets, Ex, g.f(), st),
             "grouped_rows");
     });
     b.f32Flops("grouped_outer f32", "8 x " + dims({R, H}) + "^Tx" + dims({R, F}), 2.0 * R * H * F,
@@ -588,9 +588,10 @@ void run(Bench &b) {
                });
     b.bytes("moe_routed_combine f32", dims({R, H}) + " to " + dims({Tok, H}),
             (R + Tok) * H * 4.0 + R * 8.0, [&] {
-              check(
-                  gpu::moe_routed_combine(rows.f(), sort.rowOf, weights.f(), Tok, H, k, y.f(), st),
-                  "moe_routed_combine");
+              check(gpu::moe_routed_combine(rows.f(), sort.rowOf,
+                                            {weights.f(), gpu::arith::Type::F32}, Tok, H, k,
+                                            {y.f(), gpu::arith::Type::F32}, st),
+                    "moe_routed_combine");
             });
   }
 }

@@ -2909,12 +2909,23 @@ HostSort hostSort(const std::vector<int32_t> &idx, int64_t E) {
 /// routedExperts' Ops on the host: each grouped product walked by the
 /// blocks of grouped_rows (every row tile of the launch's grid, each row
 /// covered exactly once, by its own group's tile), each element by
-/// groupedDot; grouped_outer's elements by groupedOuter; SwiGLU and its
-/// gradient by the CPU's (arith.h's equal them: above).
+/// groupedDot over the operands as stored; grouped_outer's elements by
+/// groupedOuter; SwiGLU and its gradient by the CPU's (arith.h's equal
+/// them: above).
 struct HostGroupedOps {
   const int64_t *offsets, *tiles;
   int64_t groups, count;
-  void rows(const float *a, const float *w, bool transW, int64_t K, int64_t N, float *out) {
+  void rows(gpu::Stored a, gpu::Stored w, bool transW, int64_t K, int64_t N, float *out) {
+    arith::withStorage(a.type, 0, [&](auto at) {
+      return arith::withStorage(w.type, 0, [&](auto wt) {
+        rowsOf(static_cast<const decltype(at) *>(a.data), static_cast<const decltype(wt) *>(w.data),
+               transW, K, N, out);
+        return 0;
+      });
+    });
+  }
+  template <typename A, typename W>
+  void rowsOf(const A *a, const W *w, bool transW, int64_t K, int64_t N, float *out) {
     std::vector<int> covered(count, 0);
     for (int64_t tile = 0; tile < arith::maxGroupTiles(count, groups); ++tile) {
       int64_t e = -1, row = 0, rows = 0;
@@ -3068,6 +3079,58 @@ TEST(CudaArith, RoutedExpertsForwardIsTheCpuDropless) {
   std::vector<float> exact(l.T * l.H);
   cpu::moe_combine(out.data(), s.perm.data(), l.w.data(), l.T, l.H, l.k, exact.data());
   EXPECT_EQ(y, exact);
+}
+
+// The same forward over bf16 and f16 storage, as the backend queues a kept
+// step: x's rows gathered and moved as stored, the grouped GEMMs reading
+// the 16-bit rows and weights as they stage them, the outputs f32, the
+// combine reading 16-bit router weights into a 16-bit y: equal, bit for bit,
+// to the forward over the widened values with y rounded (the step the
+// executor widens), so the widened step's agreement with the CPU above
+// carries over.
+TYPED_TEST(CudaArith16Kernels, RoutedExpertsForwardIsTheWidenedForwardRounded) {
+  using T = TypeParam;
+  RoutedLayer l;
+  const int64_t R = l.T * l.k, H = l.H, F = l.F;
+  HostSort s = hostSort(l.idx, l.E);
+  std::vector<T> x = test::roundedTo<T>(l.x), w = test::roundedTo<T>(l.w),
+                 gate = test::roundedTo<T>(l.gate), up = test::roundedTo<T>(l.up),
+                 down = test::roundedTo<T>(l.down);
+  auto forward = [&](const auto &xs, const auto &ws, const auto &g, const auto &u, const auto &d,
+                     auto *y) {
+    using X = std::decay_t<decltype(xs[0])>;
+    using W = std::decay_t<decltype(g[0])>;
+    const gpu::arith::Type xt = arith::Storage<X>::type, wt = arith::Storage<W>::type;
+    std::vector<X> sorted(R * H);
+    for (int64_t i = 0; i < R * H; ++i)
+      sorted[i] = xs[(s.perm[i / H] / l.k) * H + i % H];
+    std::vector<float> out(R * H), scratch(2 * R * F);
+    HostGroupedOps ops{s.offsets.data(), s.tiles.data(), l.E, R};
+    gpu::routedExperts(ops, {{sorted.data(), xt},
+                             nullptr,
+                             {g.data(), wt},
+                             {u.data(), wt},
+                             {d.data(), wt},
+                             R,
+                             H,
+                             F,
+                             out.data(),
+                             nullptr,
+                             nullptr,
+                             nullptr,
+                             nullptr,
+                             scratch.data()});
+    for (int64_t i = 0; i < l.T * H; ++i)
+      arith::storeElement(
+          y, i,
+          arith::routedCombineElement(out.data(), s.rowOf.data(), ws.data(), H, l.k, i / H, i % H));
+  };
+  std::vector<T> got(l.T * H);
+  std::vector<float> wide(l.T * H);
+  forward(x, w, gate, up, down, got.data());
+  forward(test::widened(x), test::widened(w), test::widened(gate), test::widened(up),
+          test::widened(down), wide.data());
+  test::expectSameBits(got, test::roundedTo<T>(wide));
 }
 
 // The backward over the routed rows (each row's dout = weight·dy, the

@@ -809,6 +809,59 @@ TYPED_TEST(CudaKernels16, MoeForwardIsTheWidenedKernelsRounded) {
   test::expectSameBits(yc.read(), test::roundedTo<T>(wantYc));
 }
 
+// Dropless MoE's pieces over T: the rows gathered by perm with their bits
+// as they are, the grouped products of 16-bit rows and weights (both
+// orientations) equal, bit for bit, to those of their widened f32 copies
+// (the tiles widen as they stage), and the combine with 16-bit weights into
+// a 16-bit y equal to the f32 combine on the widened weights, rounded.
+TYPED_TEST(CudaKernels16, DroplessPiecesAreTheWidenedOnesRounded) {
+  using T = TypeParam;
+  const int64_t Tk = 37, H = 24, F = 40, E = 3, k = 2, R = Tk * k;
+  std::vector<int32_t> perm(R), rowOf(R);
+  for (int64_t r = 0; r < R; ++r)
+    perm[r] = (int32_t)((r * 7) % R);
+  for (int64_t r = 0; r < R; ++r)
+    rowOf[perm[r]] = (int32_t)r;
+  std::vector<int64_t> offsets = {0, 30, 30, R}, tiles(E + 1, 0);
+  for (int64_t e = 0; e < E; ++e)
+    tiles[e + 1] = tiles[e] + (offsets[e + 1] - offsets[e] + gpu::arith::kGroupTile - 1) /
+                                  gpu::arith::kGroupTile;
+  std::vector<T> x = test::roundedTo<T>(test::normalVector(Tk * H, 170)),
+                 w = test::roundedTo<T>(test::normalVector(E * H * F, 171, 0.3f)),
+                 b = test::roundedTo<T>(test::normalVector(R * F, 172)),
+                 weights = test::roundedTo<T>(test::normalVector(R, 173));
+  DeviceBuffer<T> dx(x), dw(w), db(b), dweights(weights), sorted((size_t)(R * H)),
+      y((size_t)(Tk * H));
+  DeviceBuffer<float> fw(test::widened(w)), fb(test::widened(b)), fweights(test::widened(weights)),
+      fsorted((size_t)(R * H)), rows((size_t)(R * F)), frows((size_t)(R * F)),
+      rowsT((size_t)(R * H)), frowsT((size_t)(R * H)), fy((size_t)(Tk * H));
+  DeviceBuffer<int32_t> dperm(perm), drowOf(rowOf);
+  DeviceBuffer<int64_t> doffsets(offsets), dtiles(tiles);
+  ASSERT_EQ(gpu::moe_gather_tokens(srcOf(dx), dperm.ptr, R, H, k, dstOf(sorted), nullptr),
+            cudaSuccess);
+  std::vector<T> gathered = sorted.read(), want(R * H);
+  for (int64_t i = 0; i < R * H; ++i)
+    want[i] = x[(perm[i / H] / k) * H + i % H];
+  test::expectSameBits(gathered, want);
+  DeviceBuffer<float> fgathered(test::widened(gathered));
+  auto grouped = [&](gpu::Src a, gpu::Src ww, bool transW, int64_t K, int64_t N, float *out) {
+    return gpu::grouped_rows(a, ww, transW, R, K, N, doffsets.ptr, dtiles.ptr, E, out, nullptr);
+  };
+  ASSERT_EQ(grouped(srcOf(sorted), srcOf(dw), false, H, F, rows.ptr), cudaSuccess);
+  ASSERT_EQ(grouped(srcOf(fgathered), srcOf(fw), false, H, F, frows.ptr), cudaSuccess);
+  ASSERT_EQ(grouped(srcOf(db), srcOf(dw), true, F, H, rowsT.ptr), cudaSuccess);
+  ASSERT_EQ(grouped(srcOf(fb), srcOf(fw), true, F, H, frowsT.ptr), cudaSuccess);
+  EXPECT_EQ(rows.read(), frows.read());
+  EXPECT_EQ(rowsT.read(), frowsT.read());
+  ASSERT_EQ(
+      gpu::moe_routed_combine(rowsT.ptr, drowOf.ptr, srcOf(dweights), Tk, H, k, dstOf(y), nullptr),
+      cudaSuccess);
+  ASSERT_EQ(
+      gpu::moe_routed_combine(rowsT.ptr, drowOf.ptr, srcOf(fweights), Tk, H, k, dstOf(fy), nullptr),
+      cudaSuccess);
+  test::expectSameBits(y.read(), test::roundedTo<T>(fy.read()));
+}
+
 // A 16-bit reduce-scatter's sums (sum_pieces): three members' pieces in
 // group order summed in f32 and rounded once, equal, bit for bit, to the
 // host collectives' sum of the same 16-bit buffers (sumTerms), as
@@ -1605,18 +1658,19 @@ TEST(CudaKernels, RoutedSortAndGroupedGemmsAreTheHostsArithmetic) {
     ASSERT_EQ(wantPerm[gotRowOf[i]], i);
   std::vector<int64_t> hostOffsets = offsets.read(), hostTiles = tiles.read();
   DeviceBuffer<float> dx(x), sorted((size_t)(R * H));
-  ASSERT_EQ(gpu::moe_gather_tokens(dx.ptr, perm.ptr, R, H, k, sorted.ptr, nullptr), cudaSuccess);
+  ASSERT_EQ(gpu::moe_gather_tokens(srcOf(dx), perm.ptr, R, H, k, dstOf(sorted), nullptr),
+            cudaSuccess);
   EXPECT_EQ(sorted.read(), sortedHost);
   // Both orientations of the grouped product and the grouped aᵀ·b.
   std::vector<float> w = test::normalVector(E * H * F, 151, 0.2f),
                      b = test::normalVector(R * F, 152);
   DeviceBuffer<float> dw(w), db(b), rows((size_t)(R * F)), rowsT((size_t)(R * H)),
       outer((size_t)(E * H * F));
-  ASSERT_EQ(gpu::grouped_rows(sorted.ptr, dw.ptr, false, R, H, F, offsets.ptr, tiles.ptr, E,
+  ASSERT_EQ(gpu::grouped_rows(srcOf(sorted), srcOf(dw), false, R, H, F, offsets.ptr, tiles.ptr, E,
                               rows.ptr, nullptr),
             cudaSuccess);
-  ASSERT_EQ(gpu::grouped_rows(db.ptr, dw.ptr, true, R, F, H, offsets.ptr, tiles.ptr, E, rowsT.ptr,
-                              nullptr),
+  ASSERT_EQ(gpu::grouped_rows(srcOf(db), srcOf(dw), true, R, F, H, offsets.ptr, tiles.ptr, E,
+                              rowsT.ptr, nullptr),
             cudaSuccess);
   ASSERT_EQ(gpu::grouped_outer(sorted.ptr, H, db.ptr, F, offsets.ptr, E, outer.ptr, nullptr),
             cudaSuccess);
@@ -1642,8 +1696,9 @@ TEST(CudaKernels, RoutedSortAndGroupedGemmsAreTheHostsArithmetic) {
   std::vector<float> out = test::normalVector(R * H, 153), weights = test::normalVector(R, 154);
   DeviceBuffer<float> dout(out), dweights(weights), y((size_t)(T * H)), gx((size_t)(T * H)),
       scaled((size_t)(R * H)), dots((size_t)R), picked((size_t)R);
-  ASSERT_EQ(gpu::moe_routed_combine(dout.ptr, rowOf.ptr, dweights.ptr, T, H, k, y.ptr, nullptr),
-            cudaSuccess);
+  ASSERT_EQ(
+      gpu::moe_routed_combine(dout.ptr, rowOf.ptr, srcOf(dweights), T, H, k, dstOf(y), nullptr),
+      cudaSuccess);
   ASSERT_EQ(gpu::moe_routed_dx(dout.ptr, rowOf.ptr, T, H, k, gx.ptr, nullptr), cudaSuccess);
   ASSERT_EQ(gpu::scale_rows(dout.ptr, dweights.ptr, R, H, scaled.ptr, nullptr), cudaSuccess);
   ASSERT_EQ(gpu::row_dots(dout.ptr, sorted.ptr, R, H, dots.ptr, nullptr), cudaSuccess);

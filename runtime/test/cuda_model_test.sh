@@ -112,9 +112,9 @@ plan "$tmp/moe.json" --moe-expert-capacity-factor 1.0 --emit plan -o "$tmp/cap.s
 plan "$tmp/moe.json" --moe-expert-capacity-factor 1.0 --train --emit plan \
   -o "$tmp/cap-train.slp"
 "$run" "$tmp/cap-train.slp" --device cuda --train --steps 3 --verify --rtol 1e-3
-# The same MoE model in bf16, forward: the router, capacity mode's slots, dispatch and combine, and
-# the experts' GEMMs over the slabs keep their tensors in bf16 (dropless MoE widens its step);
-# routers hold a 16-bit model to 0.04 (docs/runtime.md, Weights, inputs, verification).
+# The same MoE model in bf16, forward: the router, dropless MoE's rows and grouped GEMMs, capacity
+# mode's slots, dispatch and combine, and the experts' GEMMs over the buffers keep their tensors in
+# bf16; routers hold a 16-bit model to 0.04 (docs/runtime.md, Weights, inputs, verification).
 sed 's/"dtype": "f32"/"dtype": "bf16"/' "$tmp/moe.json" > "$tmp/moe16.json"
 plan "$tmp/moe16.json" --emit plan -o "$tmp/moe16.slp"
 "$run" "$tmp/moe16.slp" --device cuda --verify --rtol 0.04

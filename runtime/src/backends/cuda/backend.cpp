@@ -207,6 +207,16 @@ bool keepsRglruCorrect(const Step &s, const Frame &f) {
   return keepsShared<0, 2>(s, f) && ownOrF32Params<3, 5>(s, f);
 }
 
+/// Dropless MoE: x, the router's weights and y of one type, the experts'
+/// gate, up and down of one type (moe.cpp: x's rows move as stored and the
+/// grouped GEMMs widen every tile as they stage it).
+bool keepsDropless(const Step &s, const Frame &f) {
+  enum { kX, kWeights, kIndices, kGate, kUp, kDown };
+  DType w = f.views[s.in[kGate]].dtype;
+  return keepsShared<kX, kWeights>(s, f) && f.views[s.in[kUp]].dtype == w &&
+         f.views[s.in[kDown]].dtype == w;
+}
+
 /// Attribute order of the attention entries (kernels/cpu/table.h).
 enum { kHeads, kCausal, kScale };
 
@@ -236,9 +246,9 @@ bool keepsLocalAttention(const Step &s, const Frame &f) {
 /// whole or over vocabulary shards), the layout transitions (the moves
 /// cross in 16 bits, and so do the sums of reduce_scatter, all_reduce and
 /// a relayout that drops a pending sum, summed on arrival in f32 in group
-/// order and rounded once: backends/cuda/nccl.cpp) and MoE's forward but
-/// dropless (the router, dispatch and combine of one type, capacity mode's
-/// slots of any weights' type, the experts' GEMMs of every mix).
+/// order and rounded once: backends/cuda/nccl.cpp) and MoE's forward (the
+/// router, dispatch and combine of one type, capacity mode's slots of any
+/// weights' type, the experts' GEMMs of every mix, dropless MoE's rows).
 Keeps16 keeps16(const std::string &kind) {
   static const std::map<std::string, Keeps16> kept = {
       {"linear", keepsAll},
@@ -281,6 +291,7 @@ Keeps16 keeps16(const std::string &kind) {
       {"moe_capacity_slots", keepsAll},
       {"moe_dispatch_capacity", keepsShared<0>},
       {"moe_combine_capacity", keepsShared<0, 1>},
+      {"moe_dropless", keepsDropless},
   };
   auto found = kept.find(kind);
   return found == kept.end() ? nullptr : found->second;

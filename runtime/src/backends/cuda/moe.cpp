@@ -28,6 +28,11 @@
 // two reduce-scatters). The groups' offsets and row tiles go up in one copy
 // without a wait: the exchanges after it wait for the stream.
 //
+// A 16-bit forward step (backend.cpp, keepsDropless) moves x's rows as
+// stored, sorted, sent and gathered, and the grouped GEMMs widen them and
+// the weights as they stage their tiles; the outputs are f32 from the
+// GEMMs to the combine (the CPU's values), which rounds y once.
+//
 // The sort's and the counts' buffers, and the rows of a rank that holds
 // every expert (T·k), are the device's scratch; spread over ranks, the rows
 // a rank computes are sized from the counts (known on the host before any
@@ -51,6 +56,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <type_traits>
 
 namespace shardline::rt {
 
@@ -96,9 +102,15 @@ template <typename T> std::vector<T> download(CudaDevice &d, const T *src, int64
   return out;
 }
 
-/// Copies `n` floats on the device.
-void copyValues(CudaDevice &d, float *dst, const float *src, int64_t n) {
-  copyDevice(dst, src, n * 4, d);
+/// Copies `n` elements of `e` bytes on the device.
+void copyValues(CudaDevice &d, void *dst, const void *src, int64_t n, int64_t e = 4) {
+  copyDevice(dst, src, n * e, d);
+}
+
+/// `p` moved on by `n` elements of `e` bytes.
+template <typename P> P *at(P *p, int64_t n, int64_t e) {
+  using Byte = std::conditional_t<std::is_const_v<P>, const char, char>;
+  return reinterpret_cast<P *>(reinterpret_cast<Byte *>(p) + n * e);
 }
 
 /// The shapes and groups of a dropless step on this rank.
@@ -163,10 +175,10 @@ struct Ops {
   CudaDevice &dev;
   const int64_t *offsets, *tiles;
   int64_t groups, count;
-  void rows(const float *a, const float *w, bool transW, int64_t K, int64_t N, float *out) {
-    launched(
-        cuda::grouped_rows(a, w, transW, count, K, N, offsets, tiles, groups, out, dev.stream()),
-        "grouped_rows");
+  void rows(cuda::Stored a, cuda::Stored w, bool transW, int64_t K, int64_t N, float *out) {
+    launched(cuda::grouped_rows({a.data, a.type}, {w.data, w.type}, transW, count, K, N, offsets,
+                                tiles, groups, out, dev.stream()),
+             "grouped_rows");
   }
   void outer(const float *a, int64_t M, const float *b, int64_t N, float *out) {
     launched(cuda::grouped_outer(a, M, b, N, offsets, groups, out, dev.stream()), "grouped_outer");
@@ -266,21 +278,26 @@ public:
   /// The grouped GEMMs over the rows this rank computes.
   Ops ops() const { return {dev, buffers.offsets, buffers.tiles, sh.El, rowCounts().computed}; }
 
-  /// Sends each member the sorted rows (`width` values each, counted at
-  /// `bytes` a value) of its experts; `grouped` receives the rows this rank
-  /// computes, by local expert then sender (`raw`: scratch of as many
-  /// rows).
-  void send(const float *sorted, int64_t width, int64_t bytes, float *raw, float *grouped) {
+  /// Sends each member the sorted rows (`width` values of `type` each,
+  /// counted at `bytes` a value) of its experts; `grouped` receives the rows
+  /// this rank computes, by local expert then sender (`raw`: scratch of as
+  /// many rows).
+  void send(const void *sorted, int64_t width, int64_t bytes, void *raw, void *grouped,
+            DType type = DType::F32) {
+    const int64_t e = dtypeSize(type);
     std::vector<NcclWorld::PeerTransfer> transfers;
     for (int64_t m = 0; m < sh.ep(); ++m)
       if (m != sh.me)
-        transfers.push_back({sh.experts[m], sorted + ex.firstRow[m] * width, ex.rowsTo[m] * width,
-                             raw + ex.arrival(m) * width, ex.rowsFrom(m) * width});
-    exchange(sh.expertAxes, transfers, bytes);
+        transfers.push_back({sh.experts[m], at(sorted, ex.firstRow[m] * width, e),
+                             ex.rowsTo[m] * width, at(raw, ex.arrival(m) * width, e),
+                             ex.rowsFrom(m) * width});
+    exchange(sh.expertAxes, transfers, bytes, type);
     for (int64_t m = 0; m < sh.ep(); ++m) {
-      const float *src = m == sh.me ? sorted + ex.firstRow[m] * width : raw + ex.arrival(m) * width;
+      const void *src =
+          m == sh.me ? at(sorted, ex.firstRow[m] * width, e) : at(raw, ex.arrival(m) * width, e);
       for (const RowRun &r : ex.runsOf(m))
-        copyValues(dev, grouped + r.to * width, src + r.from * width, r.rows * width);
+        copyValues(dev, at(grouped, r.to * width, e), at(src, r.from * width, e), r.rows * width,
+                   e);
     }
   }
 
@@ -299,21 +316,25 @@ public:
     exchange(sh.expertAxes, transfers, bytes);
   }
 
-  /// etp's gather: this rank's grouped rows `mine` to every other member of
-  /// the expert-tensor group; `gathered` receives all the members' rows, by
-  /// local expert then member (`raw`: scratch of as many rows).
-  void gather(const float *mine, int64_t width, int64_t bytes, float *raw, float *gathered) {
+  /// etp's gather: this rank's grouped rows `mine` (of `type`) to every
+  /// other member of the expert-tensor group; `gathered` receives all the
+  /// members' rows, by local expert then member (`raw`: scratch of as many
+  /// rows).
+  void gather(const void *mine, int64_t width, int64_t bytes, void *raw, void *gathered,
+              DType type = DType::F32) {
+    const int64_t e = dtypeSize(type);
     int64_t own = tg.rowsOf(sh.meT);
     std::vector<NcclWorld::PeerTransfer> transfers;
     for (int64_t t = 0; t < sh.etp(); ++t)
       if (t != sh.meT)
-        transfers.push_back(
-            {sh.tensor[t], mine, own * width, raw + tg.arrival(t) * width, tg.rowsOf(t) * width});
-    exchange(sh.tensorAxes, transfers, bytes);
+        transfers.push_back({sh.tensor[t], mine, own * width, at(raw, tg.arrival(t) * width, e),
+                             tg.rowsOf(t) * width});
+    exchange(sh.tensorAxes, transfers, bytes, type);
     for (int64_t t = 0; t < sh.etp(); ++t) {
-      const float *src = t == sh.meT ? mine : raw + tg.arrival(t) * width;
+      const void *src = t == sh.meT ? mine : at(raw, tg.arrival(t) * width, e);
       for (const RowRun &r : tg.runsOf(t))
-        copyValues(dev, gathered + r.to * width, src + r.from * width, r.rows * width);
+        copyValues(dev, at(gathered, r.to * width, e), at(src, r.from * width, e), r.rows * width,
+                   e);
     }
   }
 
@@ -443,32 +464,41 @@ void moeDropless(const Step &s, Frame &f) {
   });
   sortChoices(s, f, sh, sort);
   std::vector<int32_t> hostCounts = countsOf(s, f, sh, sort, true);
-  launched(cuda::moe_gather_tokens(f.f(s.in[kX]), sort.perm, R, H, sh.k, sorted, dev.stream()),
+  // x's rows travel as stored (16-bit where the entry keeps the step,
+  // keepsDropless): sorted, sent to their experts, gathered over etp, and
+  // widened as the grouped GEMMs stage them. The outputs are f32 from the
+  // GEMMs to the combine, as the CPU's.
+  cuda::Src x = src(f, s.in[kX]);
+  DType rowType = (DType)x.type;
+  auto stored = [&](const float *p) { return cuda::Stored(p, x.type); };
+  launched(cuda::moe_gather_tokens(x, sort.perm, R, H, sh.k, {sorted, x.type}, dev.stream()),
            "moe_gather_tokens");
-  const float *wGate = f.f(s.in[kGate]), *wUp = f.f(s.in[kUp]), *wDown = f.f(s.in[kDown]);
+  cuda::Src g = src(f, s.in[kGate]), u = src(f, s.in[kUp]), d = src(f, s.in[kDown]);
+  cuda::Stored wGate(g.data, g.type), wUp(u.data, u.type), wDown(d.data, d.type);
   if (!spread) {
     Ops ops{dev, sort.offsets, sort.tileOffsets, sh.E, R};
-    cuda::routedExperts(ops, {sorted, nullptr, wGate, wUp, wDown, R, H, F, backRows, nullptr,
-                              nullptr, nullptr, nullptr, scratch});
+    cuda::routedExperts(ops, {stored(sorted), nullptr, wGate, wUp, wDown, R, H, F, backRows,
+                              nullptr, nullptr, nullptr, nullptr, scratch});
   } else {
     StepMemory memory(dev);
     Spread ranks(s, f, sh, sort, hostCounts, counts);
     DroplessRows n = ranks.rowCounts();
     carveStep(memory, [&](Carve &c) { rowBuffers(c, n.computed, n.own, n.raw); });
     int64_t eb = f.tensors[s.in[kX]].elementBytes();
-    ranks.send(sorted, H, eb, raw, rows);
+    ranks.send(sorted, H, eb, raw, rows, rowType);
     if (etp)
-      ranks.gather(rows, H, eb, raw, gathered);
+      ranks.gather(rows, H, eb, raw, gathered, rowType);
     Ops ops = ranks.ops();
-    cuda::routedExperts(ops, {etp ? gathered : rows, nullptr, wGate, wUp, wDown, ops.count, H, F,
-                              out, nullptr, nullptr, nullptr, nullptr, scratch});
+    cuda::routedExperts(ops, {stored(etp ? gathered : rows), nullptr, wGate, wUp, wDown, ops.count,
+                              H, F, out, nullptr, nullptr, nullptr, nullptr, scratch});
+    // The partial outputs (etp) and the outputs back in f32.
     if (etp)
       ranks.reduceScatter(out, H, eb, raw, rows);
     ranks.back(etp ? rows : out, H, eb, raw, backRows);
     ranks.record(false);
   }
-  launched(cuda::moe_routed_combine(backRows, sort.rowOf, f.f(s.in[kWeights]), sh.T, H, sh.k,
-                                    f.f(s.out[0]), dev.stream()),
+  launched(cuda::moe_routed_combine(backRows, sort.rowOf, src(f, s.in[kWeights]), sh.T, H, sh.k,
+                                    dst(f, s.out[0]), dev.stream()),
            "moe_routed_combine");
 }
 
@@ -519,10 +549,11 @@ void moeDroplessGrad(const Step &s, Frame &f) {
   sortChoices(s, f, sh, sort);
   std::vector<int32_t> hostCounts = countsOf(s, f, sh, sort, false);
   cudaStream_t stream = dev.stream();
-  launched(cuda::moe_gather_tokens(f.f(s.in[kX]), sort.perm, R, H, sh.k, sx, stream),
+  launched(cuda::moe_gather_tokens(src(f, s.in[kX]), sort.perm, R, H, sh.k, cuda::f32(sx), stream),
            "moe_gather_tokens");
-  launched(cuda::moe_gather_tokens(f.f(s.in[kDy]), sort.perm, R, H, sh.k, sdy, stream),
-           "moe_gather_tokens");
+  launched(
+      cuda::moe_gather_tokens(src(f, s.in[kDy]), sort.perm, R, H, sh.k, cuda::f32(sdy), stream),
+      "moe_gather_tokens");
   launched(cuda::moe_gather_choices(f.f(s.in[kWeights]), sort.perm, R, sw, stream),
            "moe_gather_choices");
   const float *wGate = f.f(s.in[kGate]), *wUp = f.f(s.in[kUp]), *wDown = f.f(s.in[kDown]);

@@ -38,9 +38,10 @@ struct RoutedSort {
 cudaError_t moe_sort(const int32_t *idx, int64_t choices, int64_t E, const RoutedSort &sort,
                      int32_t *badIds, cudaStream_t stream);
 
-/// rows[r, :] = x[perm[r] / k, :] for the R sorted rows (H wide).
-cudaError_t moe_gather_tokens(const float *x, const int32_t *perm, int64_t R, int64_t H, int64_t k,
-                              float *rows, cudaStream_t stream);
+/// rows[r, :] = x[perm[r] / k, :] for the R sorted rows (H wide); x and
+/// the rows of one float type, the bits moved as they are.
+cudaError_t moe_gather_tokens(Src x, const int32_t *perm, int64_t R, int64_t H, int64_t k, Dst rows,
+                              cudaStream_t stream);
 /// rows[r] = values[perm[r]] (each row's weight).
 cudaError_t moe_gather_choices(const float *values, const int32_t *perm, int64_t R, float *rows,
                                cudaStream_t stream);
@@ -50,17 +51,19 @@ cudaError_t moe_scatter_choices(const float *rows, const int32_t *rowOf, int64_t
 
 /// out[R, N] = each row of a[R, K] times its group's w (groups of rows
 /// `offsets[groups + 1]`, row tiles `tileOffsets[groups + 1]`; w [groups,
-/// K, N], or [groups, N, K] multiplied by its transpose when transW).
-cudaError_t grouped_rows(const float *a, const float *w, bool transW, int64_t R, int64_t K,
-                         int64_t N, const int64_t *offsets, const int64_t *tileOffsets,
-                         int64_t groups, float *out, cudaStream_t stream);
+/// K, N], or [groups, N, K] multiplied by its transpose when transW); a and
+/// w each of any float type, widened as they are staged, out f32.
+cudaError_t grouped_rows(Src a, Src w, bool transW, int64_t R, int64_t K, int64_t N,
+                         const int64_t *offsets, const int64_t *tileOffsets, int64_t groups,
+                         float *out, cudaStream_t stream);
 /// out[groups, M, N] = each group's aᵀ·b over its rows of a[R, M], b[R, N].
 cudaError_t grouped_outer(const float *a, int64_t M, const float *b, int64_t N,
                           const int64_t *offsets, int64_t groups, float *out, cudaStream_t stream);
 
-/// y[T, H] = each token's choices' sorted rows of out[R, H], weighted.
-cudaError_t moe_routed_combine(const float *out, const int32_t *rowOf, const float *weights,
-                               int64_t T, int64_t H, int64_t k, float *y, cudaStream_t stream);
+/// y[T, H] = each token's choices' sorted rows of out[R, H], weighted (in
+/// double, y rounded once); the weights and y each of any float type.
+cudaError_t moe_routed_combine(const float *out, const int32_t *rowOf, Src weights, int64_t T,
+                               int64_t H, int64_t k, Dst y, cudaStream_t stream);
 /// dx[T, H] = each token's choices' rows of dxRows[R, H], summed.
 cudaError_t moe_routed_dx(const float *dxRows, const int32_t *rowOf, int64_t T, int64_t H,
                           int64_t k, float *dx, cudaStream_t stream);

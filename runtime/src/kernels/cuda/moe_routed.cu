@@ -3,7 +3,8 @@
 // The counting sort by expert and the grouped GEMMs of kernels_moe.h. The
 // GEMMs stage 16 x 16 tiles of both operands in shared memory; each thread
 // keeps one output element's fmaf chain in the order of the reduced index,
-// the chain of moe_routed.h's groupedDot and groupedOuter.
+// the chain of moe_routed.h's groupedDot and groupedOuter. grouped_rows
+// reads each operand as stored (f32, bf16 or f16), widened as it stages.
 //
 //===----------------------------------------------------------------------===//
 
@@ -52,8 +53,10 @@ __global__ void sortPlaceKernel(const int32_t *idx, int64_t choices, int64_t E,
   }
 }
 
-__global__ void gatherTokensKernel(const float *x, const int32_t *perm, int64_t R, int64_t H,
-                                   int64_t k, float *rows) {
+/// The element's bits moved as they are (E: a 32- or 16-bit word).
+template <typename E>
+__global__ void gatherTokensKernel(const E *x, const int32_t *perm, int64_t R, int64_t H, int64_t k,
+                                   E *rows) {
   for (int64_t i = firstElement(); i < R * H; i += gridStride())
     rows[i] = x[(perm[i / H] / k) * H + i % H];
 }
@@ -70,22 +73,24 @@ __global__ void scatterChoicesKernel(const float *rows, const int32_t *rowOf, in
     out[i] = rows[rowOf[i]];
 }
 
-/// Block (x: row tile, y: column tile) of kTile x kTile threads.
-__global__ void groupedRowsKernel(const float *a, const float *w, bool transW, int64_t K, int64_t N,
+/// Block (x: row tile, y: column tile) of kTile x kTile threads; a stored
+/// as A, w as W.
+template <typename A, typename W>
+__global__ void groupedRowsKernel(const A *a, const W *w, bool transW, int64_t K, int64_t N,
                                   const int64_t *offsets, const int64_t *tileOffsets,
                                   int64_t groups, float *out) {
   __shared__ float as[kTile][kTile + 1], ws[kTile][kTile + 1];
   int64_t e, row, rows;
   if (!arith::groupedTile(offsets, tileOffsets, groups, blockIdx.x, e, row, rows))
     return; // the whole block: past the last tile
-  const float *we = w + e * K * N;
+  const W *we = w + e * K * N;
   int ty = threadIdx.y, tx = threadIdx.x;
   int64_t n = (int64_t)blockIdx.y * kTile + tx;
   float acc = 0.0f;
   for (int64_t p0 = 0; p0 < K; p0 += kTile) {
-    as[ty][tx] = ty < rows && p0 + tx < K ? a[(row + ty) * K + p0 + tx] : 0.0f;
+    as[ty][tx] = ty < rows && p0 + tx < K ? arith::loadElement(a, (row + ty) * K + p0 + tx) : 0.0f;
     int64_t p = p0 + ty;
-    ws[ty][tx] = p < K && n < N ? (transW ? we[n * K + p] : we[p * N + n]) : 0.0f;
+    ws[ty][tx] = p < K && n < N ? arith::loadElement(we, transW ? n * K + p : p * N + n) : 0.0f;
     __syncthreads();
     int64_t steps = K - p0 < kTile ? K - p0 : kTile;
     for (int64_t q = 0; q < steps; ++q)
@@ -118,10 +123,12 @@ __global__ void groupedOuterKernel(const float *a, int64_t M, const float *b, in
     out[(e * M + m0 + ty) * N + n0 + tx] = acc;
 }
 
-__global__ void combineKernel(const float *out, const int32_t *rowOf, const float *weights,
-                              int64_t T, int64_t H, int64_t k, float *y) {
+/// The weights stored as W, y as Y.
+template <typename Y, typename W>
+__global__ void combineKernel(const float *out, const int32_t *rowOf, const W *weights, int64_t T,
+                              int64_t H, int64_t k, Y *y) {
   for (int64_t i = firstElement(); i < T * H; i += gridStride())
-    y[i] = arith::routedCombineElement(out, rowOf, weights, H, k, i / H, i % H);
+    arith::storeElement(y, i, arith::routedCombineElement(out, rowOf, weights, H, k, i / H, i % H));
 }
 
 __global__ void dxKernel(const float *dxRows, const int32_t *rowOf, int64_t T, int64_t H, int64_t k,
@@ -147,7 +154,7 @@ cudaError_t moe_sort(const int32_t *idx, int64_t choices, int64_t E, const Route
                      int32_t *badIds, cudaStream_t stream) {
   int64_t chunks = arith::sortChunks(choices);
   if (cudaError_t status = elementwise(chunks * E, stream, sortCountKernel, idx, choices, E,
-                                             sort.chunkCounts, badIds);
+                                       sort.chunkCounts, badIds);
       status != cudaSuccess)
     return status;
   sortPlanKernel<<<1, 1, 0, stream>>>(sort.chunkCounts, chunks, E, sort.counts, sort.offsets,
@@ -155,12 +162,20 @@ cudaError_t moe_sort(const int32_t *idx, int64_t choices, int64_t E, const Route
   if (cudaError_t status = cudaGetLastError(); status != cudaSuccess)
     return status;
   return elementwise(chunks * E, stream, sortPlaceKernel, idx, choices, E,
-                           (const int64_t *)sort.first, sort.perm, sort.rowOf);
+                     (const int64_t *)sort.first, sort.perm, sort.rowOf);
 }
 
-cudaError_t moe_gather_tokens(const float *x, const int32_t *perm, int64_t R, int64_t H, int64_t k,
-                              float *rows, cudaStream_t stream) {
-  return elementwise(R * H, stream, gatherTokensKernel, x, perm, R, H, k, rows);
+cudaError_t moe_gather_tokens(Src x, const int32_t *perm, int64_t R, int64_t H, int64_t k, Dst rows,
+                              cudaStream_t stream) {
+  if (x.type != rows.type || !isFloat(x.type))
+    return cudaErrorInvalidValue;
+  if (x.type == arith::Type::F32)
+    return elementwise(R * H, stream, gatherTokensKernel<uint32_t>,
+                       static_cast<const uint32_t *>(x.data), perm, R, H, k,
+                       static_cast<uint32_t *>(rows.data));
+  return elementwise(R * H, stream, gatherTokensKernel<uint16_t>,
+                     static_cast<const uint16_t *>(x.data), perm, R, H, k,
+                     static_cast<uint16_t *>(rows.data));
 }
 
 cudaError_t moe_gather_choices(const float *values, const int32_t *perm, int64_t R, float *rows,
@@ -173,15 +188,20 @@ cudaError_t moe_scatter_choices(const float *rows, const int32_t *rowOf, int64_t
   return elementwise(choices, stream, scatterChoicesKernel, rows, rowOf, choices, out);
 }
 
-cudaError_t grouped_rows(const float *a, const float *w, bool transW, int64_t R, int64_t K,
-                         int64_t N, const int64_t *offsets, const int64_t *tileOffsets,
-                         int64_t groups, float *out, cudaStream_t stream) {
-  if (R == 0 || N == 0)
-    return cudaSuccess;
-  dim3 grid((unsigned)arith::maxGroupTiles(R, groups), (unsigned)((N + kTile - 1) / kTile));
-  groupedRowsKernel<<<grid, dim3(kTile, kTile), 0, stream>>>(a, w, transW, K, N, offsets,
-                                                             tileOffsets, groups, out);
-  return cudaGetLastError();
+cudaError_t grouped_rows(Src a, Src w, bool transW, int64_t R, int64_t K, int64_t N,
+                         const int64_t *offsets, const int64_t *tileOffsets, int64_t groups,
+                         float *out, cudaStream_t stream) {
+  return withTypes(a.type, w.type, [&](auto at, auto wt) {
+    using A = decltype(at);
+    using W = decltype(wt);
+    if (R == 0 || N == 0)
+      return cudaSuccess;
+    dim3 grid((unsigned)arith::maxGroupTiles(R, groups), (unsigned)((N + kTile - 1) / kTile));
+    groupedRowsKernel<A, W><<<grid, dim3(kTile, kTile), 0, stream>>>(
+        static_cast<const A *>(a.data), static_cast<const W *>(w.data), transW, K, N, offsets,
+        tileOffsets, groups, out);
+    return cudaGetLastError();
+  });
 }
 
 cudaError_t grouped_outer(const float *a, int64_t M, const float *b, int64_t N,
@@ -194,9 +214,14 @@ cudaError_t grouped_outer(const float *a, int64_t M, const float *b, int64_t N,
   return cudaGetLastError();
 }
 
-cudaError_t moe_routed_combine(const float *out, const int32_t *rowOf, const float *weights,
-                               int64_t T, int64_t H, int64_t k, float *y, cudaStream_t stream) {
-  return elementwise(T * H, stream, combineKernel, out, rowOf, weights, T, H, k, y);
+cudaError_t moe_routed_combine(const float *out, const int32_t *rowOf, Src weights, int64_t T,
+                               int64_t H, int64_t k, Dst y, cudaStream_t stream) {
+  return withTypes(y.type, weights.type, [&](auto yt, auto wt) {
+    using Y = decltype(yt);
+    using W = decltype(wt);
+    return elementwise(T * H, stream, combineKernel<Y, W>, out, rowOf,
+                       static_cast<const W *>(weights.data), T, H, k, static_cast<Y *>(y.data));
+  });
 }
 
 cudaError_t moe_routed_dx(const float *dxRows, const int32_t *rowOf, int64_t T, int64_t H,

@@ -123,12 +123,14 @@ SL_HD bool groupedTile(const int64_t *offsets, const int64_t *tileOffsets, int64
 
 /// Element (r, n) of the grouped product: row r of a[R, K] times group e's
 /// w, stored [K, N] (or [N, K] when transW, which multiplies by its
-/// transpose); an f32 fmaf chain over p = 0, 1, …, K - 1.
-SL_HD float groupedDot(const float *a, const float *w, bool transW, int64_t K, int64_t N, int64_t r,
+/// transpose); an f32 fmaf chain over p = 0, 1, …, K - 1 of the widened
+/// values (a stored as A, w as W: f32, Bf16 or F16).
+template <typename A, typename W>
+SL_HD float groupedDot(const A *a, const W *w, bool transW, int64_t K, int64_t N, int64_t r,
                        int64_t n) {
   float acc = 0.0f;
   for (int64_t p = 0; p < K; ++p)
-    acc = fmaf(a[r * K + p], transW ? w[n * K + p] : w[p * N + n], acc);
+    acc = fmaf(loadElement(a, r * K + p), loadElement(w, transW ? n * K + p : p * N + n), acc);
   return acc;
 }
 
@@ -144,12 +146,14 @@ SL_HD float groupedOuter(const float *a, int64_t M, const float *b, int64_t N, i
 }
 
 /// Output (t, h) of the combine of the sorted rows out[R, H] (moe_combine):
-/// token t's choices' rows weighted and summed in double in choice order.
-SL_HD float routedCombineElement(const float *out, const int32_t *rowOf, const float *weights,
+/// token t's choices' rows weighted and summed in double in choice order;
+/// the weights stored as W.
+template <typename W>
+SL_HD float routedCombineElement(const float *out, const int32_t *rowOf, const W *weights,
                                  int64_t H, int64_t k, int64_t t, int64_t h) {
   double acc = 0.0;
   for (int64_t j = 0; j < k; ++j)
-    acc += (double)weights[t * k + j] * out[(int64_t)rowOf[t * k + j] * H + h];
+    acc += (double)loadElement(weights, t * k + j) * out[(int64_t)rowOf[t * k + j] * H + h];
   return (float)acc;
 }
 
@@ -174,15 +178,31 @@ SL_HD float routedDxElement(const float *dxRows, const int32_t *rowOf, int64_t H
 
 } // namespace arith
 
+/// A tensor the grouped GEMMs read as it is stored: f32, bf16 or f16 (an f32
+/// buffer converts to one).
+struct Stored {
+  const void *data = nullptr;
+  arith::Type type = arith::Type::F32;
+  Stored() = default;
+  Stored(const float *values) : data(values) {}
+  Stored(const void *data, arith::Type type) : data(data), type(type) {}
+  /// The values of an f32 tensor (the backward's: training is f32).
+  const float *f32() const { return static_cast<const float *>(data); }
+};
+
 /// The SwiGLU experts over grouped rows: x[R, H] grouped by expert (the
-/// Ops know the groups), gate and up [El, H, F], down [El, F, H].
+/// Ops know the groups), gate and up [El, H, F], down [El, F, H]; x and the
+/// weights as stored, the forward's of any float type, the backward's f32.
 /// Ops: rows(a, w, transW, K, N, out) — out[R, N] = each row of a[R, K]
-/// times its group's w ([K, N] a group, or [N, K] transposed);
+/// times its group's w ([K, N] a group, or [N, K] transposed), a and w
+/// Stored, out f32;
 /// outer(a, M, b, N, out) — out[El, M, N] = each group's aᵀ·b over its rows;
 /// swiglu(g, u, n, out), swigluGrad(g, u, dy, n, dg, du) and add(a, b, n,
 /// out) elementwise.
 struct RoutedExpertsArgs {
-  const float *x, *dout, *wGate, *wUp, *wDown;
+  Stored x;
+  const float *dout;
+  Stored wGate, wUp, wDown;
   int64_t R, H, F;
   /// Forward: out and scratch (2·R·F). Backward: scratch of 6·R·F + R·H and
   /// what is asked for: out, dx, the weight gradients (dGate, dUp and dDown
@@ -221,8 +241,8 @@ template <typename Ops> void routedExpertsGrad(Ops &ops, const RoutedExpertsArgs
   ops.swigluGrad(g, u, dact, n, dg, du);
   if (weights) {
     ops.outer(act, F, a.dout, H, a.dDown);
-    ops.outer(a.x, H, dg, F, a.dGate);
-    ops.outer(a.x, H, du, F, a.dUp);
+    ops.outer(a.x.f32(), H, dg, F, a.dGate);
+    ops.outer(a.x.f32(), H, du, F, a.dUp);
   }
   if (a.dx) {
     ops.rows(dg, a.wGate, true, F, H, a.dx);
