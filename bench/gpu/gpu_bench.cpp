@@ -4,8 +4,8 @@
 // hybrid layer and prints, per kernel, the median time, the achieved TFLOP/s
 // (GEMMs, attention) or GB/s (everything else) and its share of the device's
 // peak, beside the target of docs/benchmarks.md ("GPU figures"): bf16
-// kernels (the GEMMs, attention on the tensor cores) against the bf16
-// tensor-core peak, f32 kernels (the f32 GEMM,
+// kernels (the GEMMs, attention and MoE's grouped GEMM on the tensor cores)
+// against the bf16 tensor-core peak, f32 kernels (the f32 GEMM,
 // attention, MoE's grouped GEMMs) against the f32 peak without tensor cores,
 // with no target. The GEMMs
 // go through the backend's own cuBLASLt path (backends/cuda/lt_gemm.h), the
@@ -17,7 +17,8 @@
 // heads of 64 (inner width 8192), state 128, 8 groups, conv 4; RG-LRU of
 // width 4096; MoE of 8 experts, top 2 (dropless: the routed choices' sort,
 // the gate GEMM and the weight gradient as grouped GEMMs over the 8192
-// sorted rows, the combine); vocabulary 32000.
+// sorted rows, the gate GEMM again on the tensor cores in bf16 and with f32
+// rows split in two bf16 parts, the combine); vocabulary 32000.
 //
 // Counting: a GEMM is 2·M·N·K FLOPs; causal attention 4·D·HQ·B·S(S+1)/2
 // (QK^T and PV over the pairs the mask keeps). Bytes are each kernel's
@@ -581,6 +582,22 @@ void run(Bench &b) {
                               false, R, H, F, sort.offsets, sort.tileOffsets, Ex, g.f(), st),
             "grouped_rows");
     });
+    // The same gate product on the tensor cores (grouped_tc.h): bf16 rows
+    // against bf16 weights (x's rows), and the down product's f32 rows split
+    // in two bf16 parts (twice the tensor-core work for the same product).
+    Buffer rows16(R * H, T::BF16, 1.0f, 90), wGate16(Ex * H * F, T::BF16, 0.05f, 91);
+    b.flops("grouped_rows_tc bf16", dims({R, H}) + "x8 " + dims({H, F}), 2.0 * R * H * F, 0.70,
+            [&] {
+              check(gpu::grouped_rows_tc({rows16.ptr, T::BF16}, {wGate16.ptr, T::BF16}, R, H, F,
+                                         sort.offsets, sort.tileOffsets, Ex, g.f(), st),
+                    "grouped_rows_tc");
+            });
+    b.flops("grouped_rows_tc f32 rows split", dims({R, H}) + "x8 " + dims({H, F}), 2.0 * R * H * F,
+            -1, [&] {
+              check(gpu::grouped_rows_tc({rows.f(), T::F32}, {wGate16.ptr, T::BF16}, R, H, F,
+                                         sort.offsets, sort.tileOffsets, Ex, g.f(), st),
+                    "grouped_rows_tc");
+            });
     b.f32Flops("grouped_outer f32", "8 x " + dims({R, H}) + "^Tx" + dims({R, F}), 2.0 * R * H * F,
                [&] {
                  check(gpu::grouped_outer(rows.f(), H, g.f(), F, sort.offsets, Ex, dGate.f(), st),

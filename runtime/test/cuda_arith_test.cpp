@@ -20,6 +20,7 @@
 #include "kernels/cuda/attention_tc.h"
 #include "kernels/cuda/exchange_arith.h"
 #include "kernels/cuda/exchange_grad_arith.h"
+#include "kernels/cuda/grouped_tc.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/launch_grad.h"
 #include "kernels/cuda/moe_capacity.h"
@@ -2906,16 +2907,50 @@ HostSort hostSort(const std::vector<int32_t> &idx, int64_t E) {
   return s;
 }
 
-/// routedExperts' Ops on the host: each grouped product walked by the
-/// blocks of grouped_rows (every row tile of the launch's grid, each row
-/// covered exactly once, by its own group's tile), each element by
-/// groupedDot over the operands as stored; grouped_outer's elements by
-/// groupedOuter; SwiGLU and its gradient by the CPU's (arith.h's equal
-/// them: above).
+/// The tensor-core grouped product (grouped_tc.h) on the host: every block
+/// of grouped_rows_tc's grid, in increasing or decreasing order, each with
+/// its shared memory poisoned first, its threads and warps in that order.
+template <typename A, typename T>
+void groupedTcOnHost(const arith::GroupedTcArgs<A, T> &g, int64_t R, bool reversed = false) {
+  HostBlock block{reversed, arith::kGtThreads};
+  auto shared = std::make_unique<arith::GroupedTcShared<T>>();
+  int64_t tiles = arith::maxGroupTiles(R, g.groups), columns = arith::groupedTcColumnBlocks(g.N);
+  for (int64_t i = 0; i < tiles * columns; ++i) {
+    int64_t b = reversed ? tiles * columns - 1 - i : i;
+    std::memset(static_cast<void *>(shared.get()), 0x7f, sizeof(*shared));
+    arith::groupedTcBlock(block, g, *shared, b / columns, b % columns);
+  }
+}
+
+/// routedExperts' Ops on the host, as the backend's: each grouped product
+/// of 16-bit weights (not transposed) walked as grouped_rows_tc's blocks
+/// take it, the others by the blocks of grouped_rows (every row tile of the
+/// launch's grid, each row covered exactly once, by its own group's tile),
+/// each element by groupedDot over the operands as stored; grouped_outer's
+/// elements by groupedOuter; SwiGLU and its gradient by the CPU's (arith.h's
+/// equal them: above).
 struct HostGroupedOps {
   const int64_t *offsets, *tiles;
   int64_t groups, count;
   void rows(gpu::Stored a, gpu::Stored w, bool transW, int64_t K, int64_t N, float *out) {
+    if (!transW && arith::groupedTcTakes(a.type, w.type)) {
+      arith::withStorage(w.type, 0, [&](auto wt) {
+        using T = decltype(wt);
+        if constexpr (!std::is_same_v<T, float>) {
+          auto run = [&](auto *rowsOf) {
+            using A = std::remove_const_t<std::remove_pointer_t<decltype(rowsOf)>>;
+            groupedTcOnHost<A, T>(
+                {rowsOf, static_cast<const T *>(w.data), K, N, offsets, tiles, groups, out}, count);
+          };
+          if (a.type == arith::Type::F32)
+            run(static_cast<const float *>(a.data));
+          else
+            run(static_cast<const T *>(a.data));
+        }
+        return 0;
+      });
+      return;
+    }
     arith::withStorage(a.type, 0, [&](auto at) {
       return arith::withStorage(w.type, 0, [&](auto wt) {
         rowsOf(static_cast<const decltype(at) *>(a.data), static_cast<const decltype(wt) *>(w.data),
@@ -3082,12 +3117,15 @@ TEST(CudaArith, RoutedExpertsForwardIsTheCpuDropless) {
 }
 
 // The same forward over bf16 and f16 storage, as the backend queues a kept
-// step: x's rows gathered and moved as stored, the grouped GEMMs reading
-// the 16-bit rows and weights as they stage them, the outputs f32, the
-// combine reading 16-bit router weights into a 16-bit y: equal, bit for bit,
-// to the forward over the widened values with y rounded (the step the
-// executor widens), so the widened step's agreement with the CPU above
-// carries over.
+// step: x's rows gathered and moved as stored, the grouped GEMMs on the
+// tensor cores (the gate and up products of 16-bit rows; the down product
+// of the f32 hidden values split in two bf16 parts against bf16 weights,
+// on the f32 kernel against f16 ones), the outputs f32, the combine reading
+// 16-bit router weights into a 16-bit y: y within half a unit of the type
+// (its rounding) plus 3e-5 of y's scale of the forward over the widened
+// values (the step the executor widens; the products differ only in the
+// order of their f32 sums and the split's 2^-16), so the widened step's
+// agreement with the CPU above carries over.
 TYPED_TEST(CudaArith16Kernels, RoutedExpertsForwardIsTheWidenedForwardRounded) {
   using T = TypeParam;
   RoutedLayer l;
@@ -3130,7 +3168,65 @@ TYPED_TEST(CudaArith16Kernels, RoutedExpertsForwardIsTheWidenedForwardRounded) {
   forward(x, w, gate, up, down, got.data());
   forward(test::widened(x), test::widened(w), test::widened(gate), test::widened(up),
           test::widened(down), wide.data());
-  test::expectSameBits(got, test::roundedTo<T>(wide));
+  std::vector<float> gotWide = test::widened(got);
+  float scale = 0.0f, unit = std::is_same_v<T, arith::Bf16> ? 0x1p-8f : 0x1p-11f;
+  for (float v : wide)
+    scale = std::max(scale, std::fabs(v));
+  for (size_t i = 0; i < wide.size(); ++i)
+    ASSERT_LE(std::fabs(gotWide[i] - wide[i]), unit * std::fabs(wide[i]) + 3e-5f * scale)
+        << "at " << i;
+}
+
+// The tensor-core grouped product (grouped_tc.h) block by block, as
+// grouped_rows_tc's grid takes it: rows of T against each expert's weights
+// of T, and (bf16) f32 rows split in two bf16 parts, over 74 rows in three
+// experts (the middle one without rows), K = 100 (a partial step) and
+// N = 70 (a partial column block). Against groupedDot's f32 chain over the
+// widened values: within 1e-5 of the sum of the terms' magnitudes (the
+// order of the f32 sums), 3e-5 with the split (its 2^-16); the same bits
+// with the blocks, threads and warps in reverse order; out past the rows
+// untouched. f32 rows against f16 weights are not taken.
+TYPED_TEST(CudaArith16Kernels, GroupedProductOnTheTensorCoresIsTheF32Chain) {
+  using T = TypeParam;
+  const int64_t R = 74, K = 100, N = 70, E = 3, guard = 5;
+  std::vector<int64_t> offsets = {0, 30, 30, R}, tiles(E + 1, 0);
+  for (int64_t e = 0; e < E; ++e)
+    tiles[e + 1] =
+        tiles[e] + (offsets[e + 1] - offsets[e] + arith::kGroupTile - 1) / arith::kGroupTile;
+  std::vector<float> wideA = test::normalVector(R * K, 180);
+  std::vector<T> a = test::roundedTo<T>(wideA),
+                 w = test::roundedTo<T>(test::normalVector(E * K * N, 181, 0.3f));
+  std::vector<float> wa = test::widened(a), ww = test::widened(w);
+  auto check = [&](const auto *rows, const std::vector<float> &values, float tol) {
+    using A = std::remove_const_t<std::remove_pointer_t<decltype(rows)>>;
+    std::vector<float> out((R + guard) * N, -7.0f), again = out;
+    arith::GroupedTcArgs<A, T> g{rows, w.data(), K, N, offsets.data(), tiles.data(), E, out.data()};
+    groupedTcOnHost(g, R);
+    g.out = again.data();
+    groupedTcOnHost(g, R, true);
+    EXPECT_EQ(out, again);
+    float worst = 0.0f;
+    for (int64_t e = 0; e < E; ++e)
+      for (int64_t r = offsets[e]; r < offsets[e + 1]; ++r)
+        for (int64_t n = 0; n < N; ++n) {
+          float want = arith::groupedDot(values.data(), ww.data() + e * K * N, false, K, N, r, n);
+          double scale = 0.0;
+          for (int64_t p = 0; p < K; ++p)
+            scale += std::fabs(values[r * K + p] * ww[e * K * N + p * N + n]);
+          worst = std::max(worst, (float)(std::fabs(out[r * N + n] - want) / scale));
+        }
+    EXPECT_LE(worst, tol);
+    for (int64_t i = R * N; i < (R + guard) * N; ++i)
+      ASSERT_EQ(out[i], -7.0f) << "past the rows at " << i;
+  };
+  check(a.data(), wa, 1e-5f);
+  if constexpr (std::is_same_v<T, arith::Bf16>) {
+    EXPECT_TRUE(arith::groupedTcTakes(arith::Type::F32, arith::Type::BF16));
+    check(wideA.data(), wideA, 3e-5f);
+  } else {
+    EXPECT_FALSE(arith::groupedTcTakes(arith::Type::F32, arith::Type::F16));
+  }
+  EXPECT_FALSE(arith::groupedTcTakes(arith::Type::F32, arith::Type::F32));
 }
 
 // The backward over the routed rows (each row's dout = weight·dy, the

@@ -810,9 +810,10 @@ TYPED_TEST(CudaKernels16, MoeForwardIsTheWidenedKernelsRounded) {
 }
 
 // Dropless MoE's pieces over T: the rows gathered by perm with their bits
-// as they are, the grouped products of 16-bit rows and weights (both
-// orientations) equal, bit for bit, to those of their widened f32 copies
-// (the tiles widen as they stage), and the combine with 16-bit weights into
+// as they are, the f32 kernel's grouped products of 16-bit rows and weights
+// (both orientations) equal, bit for bit, to those of their widened f32
+// copies (the tiles widen as they stage), the tensor cores' within the
+// host test's tolerance of them, and the combine with 16-bit weights into
 // a 16-bit y equal to the f32 combine on the widened weights, rounded.
 TYPED_TEST(CudaKernels16, DroplessPiecesAreTheWidenedOnesRounded) {
   using T = TypeParam;
@@ -853,6 +854,36 @@ TYPED_TEST(CudaKernels16, DroplessPiecesAreTheWidenedOnesRounded) {
   ASSERT_EQ(grouped(srcOf(fb), srcOf(fw), true, F, H, frowsT.ptr), cudaSuccess);
   EXPECT_EQ(rows.read(), frows.read());
   EXPECT_EQ(rowsT.read(), frowsT.read());
+  // On the tensor cores: within 1e-5 of the terms' magnitudes of the f32
+  // kernel's product (3e-5 for f32 rows split in two bf16 parts), as
+  // cuda_arith_test.cpp's host run of grouped_tc.h.
+  auto nearF32 = [&](const std::vector<float> &got, const std::vector<float> &a, float tol) {
+    std::vector<float> want = frows.read(), wideW = test::widened(w);
+    for (int64_t e = 0; e < E; ++e)
+      for (int64_t r = offsets[e]; r < offsets[e + 1]; ++r)
+        for (int64_t n = 0; n < F; ++n) {
+          double scale = 0.0;
+          for (int64_t p = 0; p < H; ++p)
+            scale += std::fabs(a[r * H + p] * wideW[(e * H + p) * F + n]);
+          ASSERT_LE(std::fabs(got[r * F + n] - want[r * F + n]), tol * scale + 1e-30)
+              << "row " << r << ", column " << n;
+        }
+  };
+  DeviceBuffer<float> tc((size_t)(R * F));
+  ASSERT_EQ(gpu::grouped_rows_tc(srcOf(sorted), srcOf(dw), R, H, F, doffsets.ptr, dtiles.ptr, E,
+                                 tc.ptr, nullptr),
+            cudaSuccess);
+  nearF32(tc.read(), test::widened(gathered), 1e-5f);
+  if constexpr (std::is_same_v<T, gpu::arith::Bf16>) {
+    ASSERT_EQ(gpu::grouped_rows_tc(srcOf(fgathered), srcOf(dw), R, H, F, doffsets.ptr, dtiles.ptr,
+                                   E, tc.ptr, nullptr),
+              cudaSuccess);
+    nearF32(tc.read(), test::widened(gathered), 3e-5f);
+  } else {
+    EXPECT_EQ(gpu::grouped_rows_tc(srcOf(fgathered), srcOf(dw), R, H, F, doffsets.ptr, dtiles.ptr,
+                                   E, tc.ptr, nullptr),
+              cudaErrorInvalidValue);
+  }
   ASSERT_EQ(
       gpu::moe_routed_combine(rowsT.ptr, drowOf.ptr, srcOf(dweights), Tk, H, k, dstOf(y), nullptr),
       cudaSuccess);

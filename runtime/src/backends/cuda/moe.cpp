@@ -29,9 +29,11 @@
 // without a wait: the exchanges after it wait for the stream.
 //
 // A 16-bit forward step (backend.cpp, keepsDropless) moves x's rows as
-// stored, sorted, sent and gathered, and the grouped GEMMs widen them and
-// the weights as they stage their tiles; the outputs are f32 from the
-// GEMMs to the combine (the CPU's values), which rounds y once.
+// stored, sorted, sent and gathered, and runs the experts' grouped GEMMs on
+// the tensor cores (grouped_tc.h: the hidden values split in two bf16
+// parts for the down product; against f16 weights that product stays on
+// the f32 kernel); the outputs are f32 from the GEMMs to the combine (the
+// CPU's values), which rounds y once.
 //
 // The sort's and the counts' buffers, and the rows of a rank that holds
 // every expert (T·k), are the device's scratch; spread over ranks, the rows
@@ -50,6 +52,7 @@
 #include "exec/collectives.h"
 #include "exec/expert_load.h"
 #include "kernels/cpu/table.h"
+#include "kernels/cuda/grouped_tc.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/kernels_grad.h"
 #include "kernels/cuda/kernels_moe.h"
@@ -175,7 +178,13 @@ struct Ops {
   CudaDevice &dev;
   const int64_t *offsets, *tiles;
   int64_t groups, count;
+  /// 16-bit weights on the tensor cores (grouped_tc.h), the rest on the
+  /// f32 kernel.
   void rows(cuda::Stored a, cuda::Stored w, bool transW, int64_t K, int64_t N, float *out) {
+    if (!transW && cuda::arith::groupedTcTakes(a.type, w.type))
+      return launched(cuda::grouped_rows_tc({a.data, a.type}, {w.data, w.type}, count, K, N,
+                                            offsets, tiles, groups, out, dev.stream()),
+                      "grouped_rows_tc");
     launched(cuda::grouped_rows({a.data, a.type}, {w.data, w.type}, transW, count, K, N, offsets,
                                 tiles, groups, out, dev.stream()),
              "grouped_rows");

@@ -56,6 +56,12 @@ cudaError_t moe_scatter_choices(const float *rows, const int32_t *rowOf, int64_t
 cudaError_t grouped_rows(Src a, Src w, bool transW, int64_t R, int64_t K, int64_t N,
                          const int64_t *offsets, const int64_t *tileOffsets, int64_t groups,
                          float *out, cudaStream_t stream);
+/// grouped_rows (w not transposed) on the tensor cores (grouped_tc.h): w
+/// bf16 or f16, a of w's type or, against bf16, f32 (split into two bf16
+/// parts); cudaErrorInvalidValue for other types (arith::groupedTcTakes).
+cudaError_t grouped_rows_tc(Src a, Src w, int64_t R, int64_t K, int64_t N, const int64_t *offsets,
+                            const int64_t *tileOffsets, int64_t groups, float *out,
+                            cudaStream_t stream);
 /// out[groups, M, N] = each group's aᵀ·b over its rows of a[R, M], b[R, N].
 cudaError_t grouped_outer(const float *a, int64_t M, const float *b, int64_t N,
                           const int64_t *offsets, int64_t groups, float *out, cudaStream_t stream);

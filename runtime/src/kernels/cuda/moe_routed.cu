@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "kernels/cuda/grouped_tc.h"
 #include "kernels/cuda/kernels_moe.h"
 #include "kernels/cuda/reduce.cuh"
 
@@ -99,6 +100,16 @@ __global__ void groupedRowsKernel(const A *a, const W *w, bool transW, int64_t K
   }
   if (ty < rows && n < N)
     out[(row + ty) * N + n] = acc;
+}
+
+/// Block (x: row tile, y: column block) of kGtThreads threads on the
+/// tensor cores (grouped_tc.h).
+template <typename A, typename T>
+__global__ void __launch_bounds__(arith::kGtThreads)
+    groupedTcKernel(arith::GroupedTcArgs<A, T> args) {
+  __shared__ arith::GroupedTcShared<T> sh;
+  BlockPhases block;
+  arith::groupedTcBlock(block, args, sh, blockIdx.x, blockIdx.y);
 }
 
 /// Block (x: tile of M, y: tile of N, z: group) of kTile x kTile threads.
@@ -202,6 +213,35 @@ cudaError_t grouped_rows(Src a, Src w, bool transW, int64_t R, int64_t K, int64_
         tileOffsets, groups, out);
     return cudaGetLastError();
   });
+}
+
+cudaError_t grouped_rows_tc(Src a, Src w, int64_t R, int64_t K, int64_t N, const int64_t *offsets,
+                            const int64_t *tileOffsets, int64_t groups, float *out,
+                            cudaStream_t stream) {
+  if (!arith::groupedTcTakes(a.type, w.type))
+    return cudaErrorInvalidValue;
+  if (R == 0 || N == 0)
+    return cudaSuccess;
+  dim3 grid((unsigned)arith::maxGroupTiles(R, groups), (unsigned)arith::groupedTcColumnBlocks(N));
+  auto launch = [&](auto at, auto wt) {
+    using A = decltype(at);
+    using T = decltype(wt);
+    arith::GroupedTcArgs<A, T> args{static_cast<const A *>(a.data),
+                                    static_cast<const T *>(w.data),
+                                    K,
+                                    N,
+                                    offsets,
+                                    tileOffsets,
+                                    groups,
+                                    out};
+    groupedTcKernel<A, T><<<grid, arith::kGtThreads, 0, stream>>>(args);
+    return cudaGetLastError();
+  };
+  if (w.type == arith::Type::F16)
+    return launch(arith::F16{}, arith::F16{});
+  if (a.type == arith::Type::F32)
+    return launch(float{}, arith::Bf16{});
+  return launch(arith::Bf16{}, arith::Bf16{});
 }
 
 cudaError_t grouped_outer(const float *a, int64_t M, const float *b, int64_t N,
