@@ -12,6 +12,7 @@
 
 #include "backends/cuda/lt_gemm.h"
 #include "comm/group.h"
+#include "comm/movement.h"
 #include "core/buffer.h"
 #include "device/device.h"
 #include "kernel_test_util.h"
@@ -706,6 +707,42 @@ TYPED_TEST(CudaKernels16, CorrectionsAreTheF32KernelsRounded) {
   ASSERT_EQ(runRglru(rglru.narrow, dstOf(ry)), cudaSuccess);
   ASSERT_EQ(runRglru(rglru.wide, dstOf(fry)), cudaSuccess);
   test::expectSameBits(ry.read(), test::roundedTo<T>(fry.read()));
+}
+
+// A layout transition's runs on the device (copy_runs): from [a | b] into
+// dst, runs of one element, long ones, one crossing from a into b, over
+// 32- and 16-bit words: the bits of the host's applyRuns; the elements no
+// run names keep what was there; an element size of 8 is refused.
+TEST(CudaKernels, CopyRunsAreTheHostsRuns) {
+  std::vector<rt::ElementRun> runs = {{0, 5, 1}, {3, 0, 4}, {10, 40, 30}, {45, 7, 20}, {2, 90, 1}};
+  const int64_t aCount = 50, bCount = 30, n = 100;
+  auto both = [&](auto word) {
+    using E = decltype(word);
+    std::vector<E> a(aCount), b(bCount), dst(n), want;
+    for (int64_t i = 0; i < aCount; ++i)
+      a[i] = (E)(1000 + i);
+    for (int64_t i = 0; i < bCount; ++i)
+      b[i] = (E)(2000 + i);
+    for (int64_t i = 0; i < n; ++i)
+      dst[i] = (E)(7 + i);
+    want = dst;
+    rt::applyRuns(runs, a.data(), aCount, b.data(), want.data());
+    std::vector<int64_t> flat;
+    for (const rt::ElementRun &r : runs)
+      flat.insert(flat.end(), {r.from, r.to, r.count});
+    DeviceBuffer<E> da(a), db(b), ddst(dst);
+    DeviceBuffer<int64_t> druns(flat);
+    ASSERT_EQ(gpu::copy_runs(da.ptr, aCount, db.ptr, druns.ptr, (int64_t)runs.size(), sizeof(E),
+                             ddst.ptr, nullptr),
+              cudaSuccess);
+    EXPECT_EQ(ddst.read(), want);
+  };
+  both(uint32_t{});
+  both(uint16_t{});
+  DeviceBuffer<int64_t> one(std::vector<int64_t>{0, 0, 1});
+  DeviceBuffer<double> x((size_t)1);
+  EXPECT_EQ(gpu::copy_runs(x.ptr, 1, nullptr, one.ptr, 1, 8, x.ptr, nullptr),
+            cudaErrorInvalidValue);
 }
 
 // The halo's row moves over rows of T: rows gathered by index and placed

@@ -378,6 +378,8 @@ struct StepOnRanks {
   const Mesh &mesh;
   const std::vector<TensorInfo> &tensors;
   std::vector<const Step *> byRank;
+  /// The entry's lowering on every rank.
+  const std::vector<NcclLowering> &lowerings;
 };
 
 /// Calls `check` for every step of `kind` of every entry, forward or for
@@ -396,10 +398,54 @@ int64_t forEachStep(bool train, const std::string &kind,
       for (const std::vector<Step> &program : l.programs)
         byRank.push_back(&program[i]);
       ++count;
-      check({mesh, tensors, byRank});
+      check({mesh, tensors, byRank, l.ranks});
     }
   }
   return count;
+}
+
+/// The general transfers a device runs as runs of elements (the CUDA
+/// backend's copy_runs around one grouped send/receive): for every layout
+/// transition that is a General move and sums nothing, on every rank, the
+/// runs pack for and receive from each member of the communicator exactly
+/// the elements the lowered call's peers state (the report's bytes);
+/// transfer_test.cpp checks that the runs place the right values.
+TEST_P(NcclPlanTest, GeneralTransfersRunAsTheLoweringsSendReceives) {
+  int64_t general = 0;
+  for (const char *kind : {"all_gather", "all_to_all", "reorder", "relayout", "reduce_scatter"})
+    forEachStep(GetParam(), kind, [&](const StepOnRanks &st) {
+      for (size_t r = 0; r < st.byRank.size(); ++r) {
+        const Step &step = *st.byRank[r];
+        const TensorInfo &x = st.tensors[step.in[0]], &y = st.tensors[step.out[0]];
+        MoveShape move = planMoveShape(st.mesh, y.shape, x.layout, y.layout);
+        if (move.kind != MovementKind::General)
+          continue;
+        std::vector<int64_t> members = st.mesh.group((int64_t)r, move.axes);
+        TransferRuns runs =
+            planTransferRuns(st.mesh, y.shape, x.layout, y.layout, (int64_t)r, members);
+        ASSERT_EQ(runs.error, "");
+        if (runs.sums)
+          continue;
+        ++general;
+        std::map<int64_t, std::pair<int64_t, int64_t>> fromRuns, lowered;
+        for (size_t j = 0; j < members.size(); ++j)
+          if (runs.sendCounts[j] > 0 || runs.recvCounts[j] > 0)
+            fromRuns[members[j]] = {runs.sendCounts[j], runs.recvCounts[j]};
+        for (const NcclStep &ls : st.lowerings[r].steps)
+          if (ls.step == step.index)
+            for (const NcclCall &c : ls.calls)
+              for (const NcclPeer &p : c.peers)
+                lowered[p.rank] = {p.sendCount, p.recvCount};
+        EXPECT_EQ(fromRuns, lowered)
+            << "op #" << step.index << " (sl." << step.kind << "), rank " << r;
+        int64_t placed = 0;
+        for (const ElementRun &run : runs.place)
+          placed += run.count;
+        EXPECT_EQ(placed, y.count) << "op #" << step.index << ", rank " << r;
+      }
+    });
+  if (!GetParam())
+    EXPECT_GT(general, 0);
 }
 
 /// Ring attention's K, V ring, run on the host from every rank's routes:

@@ -2,11 +2,17 @@
 //
 // A global tensor is split into every rank's local part for a source layout
 // (pending sums as random addends), moved with transfer(), and compared with
-// the target layout's parts of the same global tensor.
+// the target layout's parts of the same global tensor. A move that sums
+// nothing is also run as a device runs it (planTransferRuns): every rank
+// packs what each member of its group reads, each member receives it in
+// group order, and every rank places its target part from its source part
+// and what arrived; the parts must be the same.
 //
 //===----------------------------------------------------------------------===//
 
 #include "comm/transfer.h"
+
+#include "comm/movement.h"
 
 #include <gtest/gtest.h>
 
@@ -76,9 +82,52 @@ std::vector<int64_t> check(const Layout &from, const Layout &to) {
   std::vector<const float *> sources;
   for (const auto &p : parts)
     sources.push_back(p.data());
+  // As a device runs it: the runs of every rank, packed, exchanged, placed.
+  MoveShape move = planMoveShape(kMesh, kShape, from, to);
+  std::vector<TransferRuns> runs;
+  std::vector<std::vector<float>> packed;
+  for (int64_t r = 0; r < kMesh.numRanks(); ++r) {
+    runs.push_back(planTransferRuns(kMesh, kShape, from, to, r, kMesh.group(r, move.axes)));
+    EXPECT_EQ(runs.back().error, "");
+    int64_t sent = 0;
+    for (int64_t n : runs.back().sendCounts)
+      sent += n;
+    packed.emplace_back(sent, -5.0f);
+    applyRuns(runs.back().pack, parts[r].data(), (int64_t)parts[r].size(), (const float *)nullptr,
+              packed.back().data());
+  }
   std::vector<int64_t> bytes;
   for (int64_t r = 0; r < kMesh.numRanks(); ++r) {
     std::vector<float> want = extractLocal(kMesh, kShape, to, global, r);
+    const TransferRuns &mine = runs[r];
+    EXPECT_EQ(mine.sums, from.partial.size() > to.partial.size());
+    if (!mine.sums) {
+      // What each member packed for this rank, members in group order.
+      std::vector<int64_t> members = kMesh.group(r, move.axes);
+      std::vector<float> arrived;
+      for (size_t j = 0; j < members.size(); ++j) {
+        int64_t m = members[j];
+        if (m == r)
+          continue;
+        std::vector<int64_t> theirs = kMesh.group(m, move.axes);
+        int64_t at = 0, me = -1;
+        for (size_t q = 0; q < theirs.size(); ++q) {
+          if (theirs[q] == r)
+            me = (int64_t)q;
+          else if (me < 0)
+            at += runs[m].sendCounts[q];
+        }
+        EXPECT_GE(me, 0) << "rank " << r << " not in rank " << m << "'s group";
+        if (me < 0)
+          continue;
+        EXPECT_EQ(runs[m].sendCounts[me], mine.recvCounts[j]) << "rank " << m << " to " << r;
+        arrived.insert(arrived.end(), packed[m].begin() + at,
+                       packed[m].begin() + at + runs[m].sendCounts[me]);
+      }
+      std::vector<float> placed(want.size(), -99.0f);
+      applyRuns(mine.place, parts[r].data(), mine.sourceCount, arrived.data(), placed.data());
+      EXPECT_EQ(placed, want) << "rank " << r << " placed by runs";
+    }
     std::vector<float> got(want.size(), -99.0f);
     TransferResult res = transfer(kMesh, kShape, from, sources, to, r, got.data());
     EXPECT_EQ(res.error, "");

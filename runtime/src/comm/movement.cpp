@@ -2,6 +2,8 @@
 
 #include "comm/movement.h"
 
+#include "comm/transfer.h"
+
 #include <algorithm>
 #include <functional>
 #include <numeric>
@@ -148,6 +150,78 @@ bool mayRead(const Mesh &mesh, const MoveShape &move, int64_t rank, int64_t othe
     if (!move.usedByFrom[i] && theirs[i] != mine[i])
       return false;
   return true;
+}
+
+namespace {
+
+/// Appends element `from` -> `to` to `runs`, extending the last run when it
+/// continues it.
+void addElement(std::vector<ElementRun> &runs, int64_t from, int64_t to) {
+  if (!runs.empty()) {
+    ElementRun &last = runs.back();
+    if (last.from + last.count == from && last.to + last.count == to) {
+      ++last.count;
+      return;
+    }
+  }
+  runs.push_back({from, to, 1});
+}
+
+} // namespace
+
+TransferRuns planTransferRuns(const Mesh &mesh, const std::vector<int64_t> &shape,
+                              const Layout &from, const Layout &to, int64_t rank,
+                              const std::vector<int64_t> &members) {
+  TransferRuns out;
+  TransferPlan mine = planTransfer(mesh, shape, from, to, rank);
+  if (!mine.error.empty()) {
+    out.error = mine.error;
+    return out;
+  }
+  if (mine.terms != 1) {
+    out.sums = true;
+    return out;
+  }
+  MoveShape move = planMoveShape(mesh, shape, from, to);
+  if (!move.error.empty()) {
+    out.error = move.error;
+    return out;
+  }
+  const int64_t g = (int64_t)members.size();
+  out.sourceCount = numElements(localShape(from, mesh, shape));
+  out.sendCounts.assign(g, 0);
+  out.recvCounts.assign(g, 0);
+  std::vector<int64_t> recvAt(mesh.numRanks(), -1);
+  int64_t packed = 0, received = 0;
+  for (int64_t j = 0; j < g; ++j) {
+    int64_t member = members[j];
+    if (member == rank)
+      continue;
+    if (mayRead(mesh, move, member, rank)) {
+      TransferPlan theirs = planTransfer(mesh, shape, from, to, member);
+      for (int64_t offset : theirs.reads[rank])
+        addElement(out.pack, offset, packed++);
+      out.sendCounts[j] = (int64_t)theirs.reads[rank].size();
+    }
+    recvAt[member] = received;
+    out.recvCounts[j] = (int64_t)mine.reads[member].size();
+    received += out.recvCounts[j];
+  }
+  std::vector<size_t> next(mesh.numRanks(), 0);
+  for (size_t i = 0; i < mine.sources.size(); ++i) {
+    int32_t source = mine.sources[i];
+    int64_t j = (int64_t)next[source]++;
+    if (source == rank) {
+      addElement(out.place, mine.reads[source][j], (int64_t)i);
+    } else if (recvAt[source] >= 0) {
+      addElement(out.place, out.sourceCount + recvAt[source] + j, (int64_t)i);
+    } else {
+      out.error = "rank " + std::to_string(rank) + " reads from rank " + std::to_string(source) +
+                  ", which is not in its group";
+      return out;
+    }
+  }
+  return out;
 }
 
 } // namespace shardline::rt

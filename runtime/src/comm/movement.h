@@ -90,6 +90,50 @@ bool splitAllReduce(const Mesh &mesh, const std::vector<int64_t> &shape, const L
 /// share their coordinates on every axis the source layout does not use.
 bool mayRead(const Mesh &mesh, const MoveShape &move, int64_t rank, int64_t other);
 
+/// `count` consecutive elements copied from element `from` of a source to
+/// element `to` of a target (three int64, as a device reads a list of them).
+struct ElementRun {
+  int64_t from = 0, to = 0, count = 0;
+};
+
+/// A General move that sums nothing as the runs of elements a device copies
+/// (the CUDA backend's; the host collectives follow planTransfer's element
+/// lists), for rank `rank` of the group `members` (world ranks in group
+/// order) of the move's axes.
+struct TransferRuns {
+  /// Empty on success.
+  std::string error;
+  /// The move sums pending terms: no runs (the host places those).
+  bool sums = false;
+  /// From this rank's source part into its send buffer: what each member
+  /// reads from this rank, members in group order, each member's elements in
+  /// the order it reads them.
+  std::vector<ElementRun> pack;
+  /// Elements this rank sends each member and receives from each (zero for
+  /// itself), in group order.
+  std::vector<int64_t> sendCounts, recvCounts;
+  /// Into this rank's target part from its source part (`from` below the
+  /// source part's count) and what it received, members in group order,
+  /// after it (`from` at or above it). A run may cross from one to the other.
+  std::vector<ElementRun> place;
+  /// Elements of this rank's source part.
+  int64_t sourceCount = 0;
+};
+TransferRuns planTransferRuns(const Mesh &mesh, const std::vector<int64_t> &shape,
+                              const Layout &from, const Layout &to, int64_t rank,
+                              const std::vector<int64_t> &members);
+
+/// Runs `runs` on the host: from [a (aCount elements), b] into dst.
+template <typename T>
+void applyRuns(const std::vector<ElementRun> &runs, const T *a, int64_t aCount, const T *b,
+               T *dst) {
+  for (const ElementRun &r : runs)
+    for (int64_t i = 0; i < r.count; ++i) {
+      int64_t at = r.from + i;
+      dst[r.to + i] = at < aCount ? a[at] : b[at - aCount];
+    }
+}
+
 } // namespace shardline::rt
 
 #endif

@@ -279,6 +279,8 @@ NcclWorld::~NcclWorld() {
     failed ? api.ncclCommAbort(comm) : api.ncclCommDestroy(comm);
   if (world)
     failed ? api.ncclCommAbort(world) : api.ncclCommDestroy(world);
+  for (void *p : held)
+    device.release(p);
 }
 
 void NcclWorld::abortAll() {
@@ -401,10 +403,10 @@ void NcclWorld::move(const Step &s, Frame &f, int half, const std::vector<int64_
   }
   int64_t c = communicatorOf(m.axes);
   if (m.kind == MovementKind::General) {
-    // Placed (and summed) on the host in f32, i32 as they are; the values
-    // cross in their own type.
-    if (src.dtype == DType::I32)
-      return transfer<int32_t>(s, f, half, c, shape, from, to, src, dst);
+    // Copied on the device unless it sums; a sum is placed on the host in
+    // f32 (integers never sum). The values cross in their own type.
+    if (transferOnDevice(s, f, half, c, shape, from, to, src, dst))
+      return;
     return transfer<float>(s, f, half, c, shape, from, to, src, dst);
   }
   if (c < 0) {
@@ -486,6 +488,77 @@ void NcclWorld::move(const Step &s, Frame &f, int half, const std::vector<int64_
               "the reduce-scatter's sums (sum_pieces)");
   else if (joins)
     copyOnDevice(joinCopies(g, m.joinOuter, m.joinRun), landing, dst.data, stream, e);
+}
+
+bool NcclWorld::transferOnDevice(const Step &s, Frame &f, int half, int64_t c,
+                                 const std::vector<int64_t> &shape, const Layout &from,
+                                 const Layout &to, const BufferView &src, const BufferView &dst) {
+  auto key = std::make_pair(s.index, half);
+  auto found = deviceTransfers.find(key);
+  if (found == deviceTransfers.end()) {
+    const std::vector<int64_t> one = {self},
+                               &members = c < 0 ? one : lowering.communicators[c].members;
+    DeviceTransfer t;
+    t.runs = planTransferRuns(mesh, shape, from, to, self, members);
+    if (!t.runs.error.empty())
+      throw Stop{t.runs.error, false};
+    if (!t.runs.sums) {
+      // Both lists in one buffer the world keeps: pack, then place.
+      static_assert(sizeof(ElementRun) == 3 * sizeof(int64_t), "runs are three int64");
+      std::vector<ElementRun> both = t.runs.pack;
+      both.insert(both.end(), t.runs.place.begin(), t.runs.place.end());
+      int64_t bytes = std::max<int64_t>(1, (int64_t)both.size()) * (int64_t)sizeof(ElementRun);
+      held.push_back(device.allocate(bytes));
+      auto *runs = static_cast<int64_t *>(held.back());
+      checkCuda(
+          cudaMemcpy(runs, both.data(), both.size() * sizeof(ElementRun), cudaMemcpyHostToDevice),
+          "cudaMemcpy of a transfer's runs");
+      t.pack = runs;
+      t.place = runs + 3 * t.runs.pack.size();
+    }
+    found = deviceTransfers.emplace(key, std::move(t)).first;
+  }
+  const DeviceTransfer &t = found->second;
+  if (t.runs.sums)
+    return false;
+  const std::vector<int64_t> one = {self},
+                             &members = c < 0 ? one : lowering.communicators[c].members;
+  const int64_t g = (int64_t)members.size(), e = dtypeSize(src.dtype);
+  int64_t sendCount = 0, recvCount = 0;
+  for (int64_t j = 0; j < g; ++j) {
+    sendCount += t.runs.sendCounts[j];
+    recvCount += t.runs.recvCounts[j];
+  }
+  cudaStream_t stream = device.stream();
+  char *stage =
+      static_cast<char *>(device.scratch(std::max<int64_t>(1, (sendCount + recvCount) * e)));
+  char *received = stage + sendCount * e;
+  checkCuda(cuda::copy_runs(src.data, t.runs.sourceCount, nullptr, t.pack,
+                            (int64_t)t.runs.pack.size(), e, stage, stream),
+            "the transfer's pack (copy_runs)");
+  if (c >= 0 && sendCount + recvCount > 0) {
+    ncclDataType_t type = typeOf(src.dtype);
+    int64_t sendAt = 0, recvAt = 0;
+    check(api.ncclGroupStart(), "ncclGroupStart", c);
+    for (int64_t j = 0; j < g; ++j) {
+      if (t.runs.sendCounts[j] > 0)
+        check(api.ncclSend(stage + sendAt * e, (size_t)t.runs.sendCounts[j], type, (int)j, comms[c],
+                           stream),
+              "ncclSend", c);
+      if (t.runs.recvCounts[j] > 0)
+        check(api.ncclRecv(received + recvAt * e, (size_t)t.runs.recvCounts[j], type, (int)j,
+                           comms[c], stream),
+              "ncclRecv", c);
+      sendAt += t.runs.sendCounts[j];
+      recvAt += t.runs.recvCounts[j];
+    }
+    check(api.ncclGroupEnd(), "ncclGroupEnd", c);
+    wait(f, "ncclSend/ncclRecv", c);
+  }
+  checkCuda(cuda::copy_runs(src.data, t.runs.sourceCount, received, t.place,
+                            (int64_t)t.runs.place.size(), e, dst.data, stream),
+            "the transfer's placement (copy_runs)");
+  return true;
 }
 
 template <typename T>

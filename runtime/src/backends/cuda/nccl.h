@@ -151,10 +151,19 @@ private:
   /// `half` tells an all-reduce's two moves apart.
   void move(const Step &s, Frame &f, int half, const std::vector<int64_t> &shape,
             const Layout &from, const Layout &to, const BufferView &src, const BufferView &dst);
-  /// A general transfer: the values each member reads from this rank
-  /// gathered on the host, sent and received over NCCL in the tensor's type
-  /// (communicator `communicator`; none for a group of one), and placed (and
-  /// summed) on the host as T (f32 for every float type, i32).
+  /// A general transfer that sums nothing, on the device: the runs of
+  /// comm/movement.h (planTransferRuns, worked out at the first run and kept
+  /// on the device) pack what each member reads from this rank, one grouped
+  /// ncclSend/ncclRecv moves it in the tensor's type, and the runs place the
+  /// target part from the source part and what arrived. False when the move
+  /// sums (transfer() places those on the host).
+  bool transferOnDevice(const Step &s, Frame &f, int half, int64_t communicator,
+                        const std::vector<int64_t> &shape, const Layout &from, const Layout &to,
+                        const BufferView &src, const BufferView &dst);
+  /// A general transfer that sums: the values each member reads from this
+  /// rank gathered on the host, sent and received over NCCL in the tensor's
+  /// type (communicator `communicator`; none for a group of one), and placed
+  /// and summed on the host as T (f32 for every float type).
   template <typename T>
   void transfer(const Step &s, Frame &f, int half, int64_t communicator,
                 const std::vector<int64_t> &shape, const Layout &from, const Layout &to,
@@ -195,6 +204,14 @@ private:
     std::vector<std::vector<int64_t>> sends;
   };
   std::map<std::pair<int64_t, int>, Transfer> transfers;
+  /// The same by the runs, with the runs' device copies (pack, then place).
+  struct DeviceTransfer {
+    TransferRuns runs;
+    const int64_t *pack = nullptr, *place = nullptr;
+  };
+  std::map<std::pair<int64_t, int>, DeviceTransfer> deviceTransfers;
+  /// Device memory the world keeps until it ends (the runs).
+  std::vector<void *> held;
 };
 
 } // namespace shardline::rt

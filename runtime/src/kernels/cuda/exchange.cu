@@ -26,6 +26,20 @@ __global__ void sumPiecesKernel(const T *pieces, int64_t g, int64_t n, T *out) {
     arith::storeElement(out, k, arith::orderedSum(pieces, g, n, k));
 }
 
+/// One block a run (grid-stride over the runs), its threads along it; the
+/// words of E bits moved as they are.
+template <typename E>
+__global__ void copyRunsKernel(const E *a, int64_t aCount, const E *b, const int64_t *runs,
+                               int64_t n, E *dst) {
+  for (int64_t r = blockIdx.x; r < n; r += gridDim.x) {
+    int64_t from = runs[3 * r], to = runs[3 * r + 1], count = runs[3 * r + 2];
+    for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
+      int64_t at = from + i;
+      dst[to + i] = at < aCount ? a[at] : b[at - aCount];
+    }
+  }
+}
+
 /// One thread per query row.
 __global__ void mergeKernel(const float *outA, const float *lseA, const float *outB,
                             const float *lseB, int64_t rows, int64_t Sq, int64_t HQ, int64_t D,
@@ -124,6 +138,25 @@ cudaError_t copy_rows(Src src, const int64_t *from, const int64_t *to, int64_t n
   return elementwise(n * C, stream, moveRowsKernel<uint32_t>,
                      static_cast<const uint32_t *>(src.data), from, to, n, C,
                      static_cast<uint32_t *>(dst.data));
+}
+
+cudaError_t copy_runs(const void *a, int64_t aCount, const void *b, const int64_t *runs, int64_t n,
+                      int64_t elementBytes, void *dst, cudaStream_t stream) {
+  if (n == 0)
+    return cudaSuccess;
+  const unsigned blocks = (unsigned)(n < 4096 ? n : 4096), threads = 256;
+  if (elementBytes == 2) {
+    copyRunsKernel<uint16_t><<<blocks, threads, 0, stream>>>(
+        static_cast<const uint16_t *>(a), aCount, static_cast<const uint16_t *>(b), runs, n,
+        static_cast<uint16_t *>(dst));
+  } else if (elementBytes == 4) {
+    copyRunsKernel<uint32_t><<<blocks, threads, 0, stream>>>(
+        static_cast<const uint32_t *>(a), aCount, static_cast<const uint32_t *>(b), runs, n,
+        static_cast<uint32_t *>(dst));
+  } else {
+    return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
 }
 
 cudaError_t sum_pieces(Src pieces, int64_t g, int64_t n, Dst out, cudaStream_t stream) {
