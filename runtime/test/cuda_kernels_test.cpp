@@ -709,6 +709,27 @@ TYPED_TEST(CudaKernels16, CorrectionsAreTheF32KernelsRounded) {
   test::expectSameBits(ry.read(), test::roundedTo<T>(fry.read()));
 }
 
+// The split of f32 values into two bf16 parts (split_bf16) is the host's
+// arith::splitValue, bit for bit, and the parts hold each value to 2^-16.
+TEST(CudaKernels, SplitIntoTwoBf16PartsIsTheHostsSplit) {
+  std::vector<float> v = test::normalVector(1000, 95, 30.0f);
+  v[0] = 0.0f;
+  v[1] = -1e-30f;
+  v[2] = 3.0e38f;
+  DeviceBuffer<float> dv(v);
+  DeviceBuffer<gpu::arith::Bf16> hi(v.size()), lo(v.size());
+  ASSERT_EQ(gpu::split_bf16(dv.ptr, (int64_t)v.size(), hi.ptr, lo.ptr, nullptr), cudaSuccess);
+  std::vector<gpu::arith::Bf16> gotHi = hi.read(), gotLo = lo.read();
+  for (size_t i = 0; i < v.size(); ++i) {
+    gpu::arith::Bf16 wantHi, wantLo;
+    gpu::arith::splitValue(v[i], wantHi, wantLo);
+    ASSERT_EQ(gotHi[i].bits, wantHi.bits) << "at " << i;
+    ASSERT_EQ(gotLo[i].bits, wantLo.bits) << "at " << i;
+    float back = gpu::arith::loadElement(&gotHi[i], 0) + gpu::arith::loadElement(&gotLo[i], 0);
+    ASSERT_LE(std::fabs(back - v[i]), 0x1p-16f * std::fabs(v[i])) << "at " << i;
+  }
+}
+
 // A layout transition's runs on the device (copy_runs): from [a | b] into
 // dst, runs of one element, long ones, one crossing from a into b, over
 // 32- and 16-bit words: the bits of the host's applyRuns; the elements no

@@ -333,25 +333,43 @@ void moeDispatch(const Step &s, Frame &f) {
 /// CPU's packed result without the host learning how many rows each expert
 /// got. The tensors as stored (CudaDevice::gemm takes every mix: 16-bit
 /// slabs and weights of one type go to the tensor cores); the gate and up
-/// products and SwiGLU stay f32, as the CPU's, so the down projection reads
-/// f32 against the weights' type.
+/// products and SwiGLU stay f32, as the CPU's. Against bf16 down weights
+/// the f32 hidden values go to the tensor cores too, split in two bf16
+/// parts (cuda::split_bf16: to 2^-16), the two products added in f32 and
+/// rounded into out once; against others the down projection reads f32.
 void moeExperts(const Step &s, Frame &f) {
   const std::vector<int64_t> &gate = f.local(s.in[1]);
   int64_t E = gate[0], H = gate[1], F = gate[2], R = f.n(s.in[0]) / std::max<int64_t>(1, E * H);
   CudaDevice &device = deviceOf(f);
+  cudaStream_t stream = device.stream();
+  const BufferView &tokens = f.stored(s.in[0]), &wGate = f.stored(s.in[1]),
+                   &wUp = f.stored(s.in[2]), &wDown = f.stored(s.in[3]), &out = f.stored(s.out[0]);
+  const bool split = wDown.dtype == DType::BF16;
   // The step's own memory: a GEMM of mixed types stages through scratch.
   StepMemory memory(device);
   float *hidden = memory.floats(std::max<int64_t>(1, 2 * R * F)), *up = hidden + R * F;
-  BufferView h(hidden, R * F), u(up, R * F);
-  const BufferView &tokens = f.stored(s.in[0]), &wGate = f.stored(s.in[1]),
-                   &wUp = f.stored(s.in[2]), &wDown = f.stored(s.in[3]), &out = f.stored(s.out[0]);
+  BufferView h(hidden, R * F), u(up, R * F), hi, lo, product, rest;
+  if (split) {
+    hi = BufferView(memory.elements(R * F, DType::BF16), R * F, DType::BF16);
+    lo = BufferView(memory.elements(R * F, DType::BF16), R * F, DType::BF16);
+    product = BufferView(memory.floats(std::max<int64_t>(1, R * H)), R * H);
+    rest = BufferView(memory.floats(std::max<int64_t>(1, R * H)), R * H);
+  }
   for (int64_t e = 0; e < E; ++e) {
-    BufferView rows = tokens.slice(e * R * H, R * H);
+    BufferView rows = tokens.slice(e * R * H, R * H), down = wDown.slice(e * F * H, F * H),
+               result = out.slice(e * R * H, R * H);
     device.gemm(false, false, rows, wGate.slice(e * H * F, H * F), R, F, H, h);
     device.gemm(false, false, rows, wUp.slice(e * H * F, H * F), R, F, H, u);
-    launched(cuda::swiglu(hidden, up, R * F, hidden, device.stream()), "swiglu");
-    device.gemm(false, false, h, wDown.slice(e * F * H, F * H), R, H, F,
-                out.slice(e * R * H, R * H));
+    launched(cuda::swiglu(hidden, up, R * F, hidden, stream), "swiglu");
+    if (!split) {
+      device.gemm(false, false, h, down, R, H, F, result);
+      continue;
+    }
+    launched(cuda::split_bf16(hidden, R * F, hi.data, lo.data, stream), "split_bf16");
+    device.gemm(false, false, hi, down, R, H, F, product);
+    device.gemm(false, false, lo, down, R, H, F, rest);
+    launched(cuda::add(product.f32(), rest.f32(), R * H, product.f32(), stream), "add");
+    device.convert(product, result);
   }
 }
 

@@ -81,6 +81,14 @@ template <typename T> SL_HD void storeElement(T *data, int64_t i, float value) {
   data[i] = Storage<T>::fromFloat(value);
 }
 
+/// The split of an f32 value into two of T: hi the value rounded, lo the
+/// rest rounded (v − hi is exact in f32); for bf16, hi + lo holds v to
+/// 2^-16 of it (an f32 product on the bf16 tensor cores as two).
+template <typename T> SL_HD void splitValue(float v, T &hi, T &lo) {
+  hi = Storage<T>::fromFloat(v);
+  lo = Storage<T>::fromFloat(v - Storage<T>::toFloat(hi));
+}
+
 /// fn(T{}) for the storage type T that `type` names: how a launch picks the
 /// kernel's instance for a tensor's type; `other` for a type no float is
 /// stored in (I32).

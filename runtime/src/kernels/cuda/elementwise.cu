@@ -7,6 +7,12 @@ namespace shardline::rt::cuda {
 
 namespace {
 
+/// One thread per value: its two bf16 parts (arith::splitValue).
+__global__ void splitKernel(const float *v, int64_t n, arith::Bf16 *hi, arith::Bf16 *lo) {
+  for (int64_t i = firstElement(); i < n; i += gridStride())
+    arith::splitValue(v[i], hi[i], lo[i]);
+}
+
 __global__ void convertKernel(const void *from, arith::Type fromType, void *to, arith::Type toType,
                               int64_t n) {
   for (int64_t i = firstElement(); i < n; i += gridStride())
@@ -140,6 +146,11 @@ cudaError_t convert(const void *from, arith::Type fromType, void *to, arith::Typ
   convertKernel<<<(unsigned)shape.blocks, shape.threads, 0, stream>>>(from, fromType, to, toType,
                                                                       n);
   return cudaGetLastError();
+}
+
+cudaError_t split_bf16(const float *v, int64_t n, void *hi, void *lo, cudaStream_t stream) {
+  return elementwise(n, stream, splitKernel, v, n, static_cast<arith::Bf16 *>(hi),
+                     static_cast<arith::Bf16 *>(lo));
 }
 
 cudaError_t add(Src a, Src b, int64_t n, Dst out, cudaStream_t stream) {

@@ -63,13 +63,6 @@ template <typename T> struct alignas(128) GroupedTcShared {
   float c[kGtRows][kLdC];
 };
 
-/// The split of an f32 value into two of T: hi the value rounded, lo the
-/// rest rounded (v − hi is exact in f32).
-template <typename T> SL_HD void splitValue(float v, T &hi, T &lo) {
-  hi = Storage<T>::fromFloat(v);
-  lo = Storage<T>::fromFloat(v - Storage<T>::toFloat(hi));
-}
-
 /// What the kernel reads and writes: a [R, K] stored as A (T or f32), w
 /// [groups, K, N] as T, the sort's offsets and row tiles, out [R, N] f32.
 template <typename A, typename T> struct GroupedTcArgs {

@@ -31,6 +31,11 @@ namespace shardline::rt::cuda {
 cudaError_t convert(const void *from, arith::Type fromType, void *to, arith::Type toType, int64_t n,
                     cudaStream_t stream);
 
+/// Each f32 value v of v[n] as two bf16 values into hi[n] and lo[n]: hi =
+/// bf16(v), lo = bf16(v − hi) (arith::splitValue), v to 2^-16 of it: an f32
+/// factor of a GEMM on the bf16 tensor cores as two.
+cudaError_t split_bf16(const float *v, int64_t n, void *hi, void *lo, cudaStream_t stream);
+
 /// A float tensor on the device as it is stored: its elements and their type
 /// (F32, BF16 or F16). A kernel given another type, or activations of
 /// different types where it takes one, returns cudaErrorInvalidValue.
