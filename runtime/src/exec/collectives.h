@@ -107,6 +107,12 @@ public:
   /// Bytes counted outside an exchange (what the report says a step sends
   /// where the exchange moves it another way).
   void count(int64_t bytes) { sent += bytes; }
+  /// A collective that ran outside these (a device's, over NCCL) on a group
+  /// of `groupSize` ranks, counted as callsByGroupSize() counts the others.
+  void countCall(int64_t groupSize) {
+    if (groupSize > 1)
+      ++calls[groupSize];
+  }
   int64_t bytesSent() const { return sent; }
   /// Starts a step's count of bytes and collectives.
   void resetCount() {

@@ -386,6 +386,7 @@ public:
         droplessBytes(ex, tg, grad, sh.T, sh.k, sh.H, f.tensors[s.in[kX]].elementBytes(),
                       f.tensors[s.in[kWeights]].elementBytes());
     f.collectives->count(sent);
+    world.countCalls(s, f);
     if (f.variableBytes)
       (*f.variableBytes)[s.index] = {b.implied, b.balanced};
   }

@@ -380,8 +380,10 @@ void NcclWorld::transition(const Step &s, Frame &f) {
   } else {
     move(s, f, 0, y.shape, x.layout, y.layout, src, dst);
   }
-  if (st)
+  if (st) {
     f.collectives->count(st->bytesSent);
+    countCalls(s, f);
+  }
 }
 
 void NcclWorld::move(const Step &s, Frame &f, int half, const std::vector<int64_t> &shape,
@@ -712,6 +714,15 @@ void NcclWorld::countSent(const Step &s, Frame &f) const {
   auto lowered = byStep.find(s.index);
   if (lowered != byStep.end())
     f.collectives->count(lowered->second->bytesSent);
+  countCalls(s, f);
+}
+
+void NcclWorld::countCalls(const Step &s, Frame &f) const {
+  auto lowered = byStep.find(s.index);
+  if (lowered == byStep.end())
+    return;
+  for (const NcclCall &call : lowered->second->calls)
+    f.collectives->countCall((int64_t)lowering.communicators[call.communicator].members.size());
 }
 
 } // namespace shardline::rt

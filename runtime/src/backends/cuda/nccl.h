@@ -133,8 +133,12 @@ public:
   /// The world ranks of this rank's group over `axes`, in the order of its
   /// communicator (this rank alone for a group of one).
   std::vector<int64_t> members(const std::vector<std::string> &axes);
-  /// Counts the bytes step `s`'s lowering sends (the report's).
+  /// Counts the bytes step `s`'s lowering sends (the report's) and its
+  /// calls by group size (--profile).
   void countSent(const Step &s, Frame &f) const;
+  /// Counts step `s`'s lowered calls by group size alone (a step that
+  /// counts its bytes itself).
+  void countCalls(const Step &s, Frame &f) const;
 
   /// The pair step `step` (its gather or its linear) belongs to, or nullptr
   /// when it runs whole (not paired, or SHARDLINE_NCCL_OVERLAP=0).
