@@ -6,7 +6,8 @@
 # outputs agree with the CPU's single-device run and the bytes and arena peak equal the report's;
 # training plans of the same entries (--train --steps 3 --verify), which run the backward of those
 # exchanges; dense under tp 2 with sequence parallelism again with SHARDLINE_NCCL_OVERLAP=0 (its
-# gathers whole instead of in pieces under their linears), which must pass the same check; under
+# gathers and reduce-scatters whole instead of in pieces with their linears), which must pass the
+# same check; under
 # mpirun the same with --comm mpi+nccl; and a rank that stalls or dies ends the
 # job with an error naming the NCCL call and its group within the timeout, never a hang. Exits 77
 # (skipped) without a CUDA device or with fewer than two GPUs.
@@ -146,8 +147,9 @@ rtol=0.03
 entry dense16 2 --tp 2 --sp=false
 entry dense16 2 --tp 2 --sp
 rtol=1e-3
-# Sequence parallelism's gathers run in pieces under the linears that read them (docs/runtime.md,
-# NCCL); the same plans with that off (SHARDLINE_NCCL_OVERLAP=0: every gather one ncclAllGather)
+# Sequence parallelism's gathers run in pieces under the linears that read them, and its
+# reduce-scatters with the linears that make their operands (docs/runtime.md, NCCL); the same
+# plans with that off (SHARDLINE_NCCL_OVERLAP=0: every gather and reduce-scatter one call)
 # must pass the same check, forward and trained.
 whole() { # forward|training NAME FLAGS... (two ranks): the entry again, every gather whole
   mode=$1

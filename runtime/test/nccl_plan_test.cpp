@@ -19,6 +19,7 @@
 #include "comm/moe_routes.h"
 #include "comm/movement.h"
 #include "comm/nccl_kernels.h"
+#include "comm/scatter_overlap.h"
 #include "exec/collectives.h"
 #include "exec/executor.h"
 #include "kernels/cpu/kernels.h"
@@ -1152,6 +1153,36 @@ TEST(GatherOverlap, PairsSequenceParallelGathersWithTheirLinears) {
     }
 }
 
+/// The g - 1 exchanges of a pair's launches run by every member in step:
+/// `upTo(m)` runs member m's launches up to its next exchange and returns
+/// it (a launch with sendTo, recvFrom, sendAt, recvAt and count; nullptr at
+/// the end); `sendBase(m)` and `recvBase(m)` are where m's offsets count
+/// from. Every member's send of an exchange is taken before any receive,
+/// each receiver gets what the member it names sent it, and then every
+/// member moves past its exchange (`pass(m)`).
+template <typename UpTo, typename SendBase, typename RecvBase, typename Pass>
+void exchangeInStep(const std::vector<int64_t> &members, int64_t g, UpTo upTo, SendBase sendBase,
+                    RecvBase recvBase, Pass pass) {
+  for (int64_t k = 1; k < g; ++k) {
+    std::map<int64_t, decltype(upTo(0))> step;
+    std::map<int64_t, std::vector<float>> sent;
+    for (int64_t m : members) {
+      step[m] = upTo(m);
+      ASSERT_NE(step[m], nullptr) << "rank " << m << " has no exchange " << k;
+      const float *from = sendBase(m) + step[m]->sendAt;
+      sent[m].assign(from, from + step[m]->count);
+    }
+    for (int64_t m : members) {
+      const auto &mine = *step[m], &peer = *step.at(mine.recvFrom);
+      EXPECT_EQ(peer.sendTo, m);
+      ASSERT_EQ(peer.count, mine.count);
+      std::copy(sent[mine.recvFrom].begin(), sent[mine.recvFrom].end(), recvBase(m) + mine.recvAt);
+    }
+    for (int64_t m : members)
+      pass(m);
+  }
+}
+
 /// A rank's host run of a pair's launches: x (this rank's piece placed, as
 /// the gather step leaves it), the landing buffer and the linear's result,
 /// NaN where nothing was written; `next` is the next launch.
@@ -1227,25 +1258,9 @@ TEST(GatherOverlap, LaunchesRunOnTheHostGatherAndComputeTheWholeGemm) {
           }
           return static_cast<const OverlapLaunch *>(nullptr);
         };
-        for (int64_t k = 1; k < g; ++k) {
-          std::map<int64_t, const OverlapLaunch *> ring;
-          std::map<int64_t, std::vector<float>> sent;
-          for (int64_t m : members) {
-            ring[m] = runUpToRing(m);
-            ASSERT_NE(ring[m], nullptr) << "rank " << m << " has no ring step " << k;
-            const float *from = runs[m].staging(l.ranks[m].overlaps[i]) + ring[m]->sendAt;
-            sent[m].assign(from, from + ring[m]->count);
-          }
-          for (int64_t m : members) {
-            const OverlapLaunch &mine = *ring[m], &peer = *ring.at(mine.recvFrom);
-            EXPECT_EQ(peer.sendTo, m);
-            ASSERT_EQ(peer.count, mine.count);
-            std::copy(sent[mine.recvFrom].begin(), sent[mine.recvFrom].end(),
-                      runs[m].staging(l.ranks[m].overlaps[i]) + mine.recvAt);
-          }
-          for (int64_t m : members)
-            ++runs[m].next;
-        }
+        auto staging = [&](int64_t m) { return runs[m].staging(l.ranks[m].overlaps[i]); };
+        exchangeInStep(members, g, runUpToRing, staging, staging,
+                       [&](int64_t m) { ++runs[m].next; });
         std::vector<float> whole, gathered(o0.rows * K, NAN), all(o0.rows * N);
         for (int64_t q = 0; q < g; ++q) {
           std::vector<float> v = part(q);
@@ -1270,6 +1285,223 @@ TEST(GatherOverlap, LaunchesRunOnTheHostGatherAndComputeTheWholeGemm) {
   // buffer.
   EXPECT_GT(inPlace, 0);
   EXPECT_GT(landed, 0);
+}
+
+/// Sequence parallelism's reduce-scatters pair with the row-parallel
+/// linears right before them, on every rank alike (16-bit ones too, whose
+/// lowering is a grouped send/receive; not the embedding's, nor MoE's); the bytes are the
+/// reduce-scatter's; the pieces' rows are the whole result's, each once; and the launches: at step
+/// k the GEMMs of the piece of the member k places after this one, then (strided) its pack, the
+/// second stream following, one exchange that sends it there and receives the piece of the member k
+/// places before, the own piece's GEMMs and copy last. Every other reduce-scatter runs whole, with
+/// its reason.
+TEST(ScatterOverlap, PairsSequenceParallelReduceScattersWithTheirLinears) {
+  if (compilerPath().empty())
+    GTEST_SKIP() << "SHARDLINE_COMPILE is not set";
+  using L = ScatterLaunch;
+  for (bool train : {false, true})
+    for (const Lowered &l : lowered(train)) {
+      std::string name = l.entry->name + (train ? " (training)" : " (forward)");
+      SCOPED_TRACE(name + "\n" + describe(l.ranks[0].scatters, l.ranks[0].unpairedScatters));
+      Mesh mesh = meshOf(*l.plan.root());
+      std::vector<TensorInfo> tensors = tensorInfos(*l.plan.root(), mesh);
+      // Sequence parallelism with row-parallel linears (not MoE alone,
+      // whose experts are no linears): at least one pair.
+      bool sp = l.entry->name.find(" sp") != std::string::npos,
+           linears = l.entry->name.rfind("moe", 0) != 0;
+      EXPECT_EQ(l.ranks[0].scatters.empty(), !(sp && linears));
+      for (const UnpairedScatter &u : l.ranks[0].unpairedScatters)
+        EXPECT_NE(u.why, "") << "op #" << u.scatterStep;
+      for (size_t r = 0; r < l.ranks.size(); ++r) {
+        const NcclLowering &lowering = l.ranks[r];
+        const std::vector<Step> &program = l.programs[r];
+        ASSERT_EQ(lowering.scatters.size(), l.ranks[0].scatters.size()) << "rank " << r;
+        for (const ScatterOverlap &o : lowering.scatters) {
+          SCOPED_TRACE("rank " + std::to_string(r) + ", op #" + std::to_string(o.scatterStep));
+          size_t at = positionOf(program, o.scatterStep);
+          ASSERT_GT(at, 0u);
+          const Step &scatter = program[at], &linear = program[at - 1];
+          EXPECT_EQ(scatter.kind, "reduce_scatter");
+          EXPECT_EQ(linear.kind, "linear");
+          EXPECT_EQ(linear.index, o.linearStep);
+          EXPECT_EQ(linear.out[0], o.partial);
+          EXPECT_EQ(scatter.in[0], o.partial);
+          for (size_t later = at + 1; later < program.size(); ++later)
+            for (int32_t t : program[later].in)
+              EXPECT_NE(t, o.partial) << "op #" << program[later].index << " reads it too";
+          auto st = std::find_if(lowering.steps.begin(), lowering.steps.end(),
+                                 [&](const NcclStep &s) { return s.step == o.scatterStep; });
+          ASSERT_NE(st, lowering.steps.end());
+          ASSERT_EQ(st->calls.size(), 1u);
+          EXPECT_EQ(st->calls[0].communicator, o.communicator);
+          EXPECT_EQ(o.bytesSent, st->bytesSent);
+          EXPECT_EQ(o.bytesSent,
+                    (o.members - 1) * o.pieceCount * tensors[o.partial].elementBytes());
+          const std::vector<int64_t> &members = lowering.communicators[o.communicator].members;
+          ASSERT_EQ(o.members, (int64_t)members.size());
+          ASSERT_GT(o.members, 1);
+          EXPECT_EQ(members[o.place], (int64_t)r);
+          EXPECT_EQ(o.members * o.pieceCount, o.rows * o.rowWidth);
+          EXPECT_EQ(o.landingCount, o.members * o.pieceCount);
+          EXPECT_EQ(o.stagingCount, o.inPlace ? 0 : o.landingCount);
+          std::vector<int> covered(o.rows, 0);
+          for (const std::vector<RowSpan> &piece : o.pieceRows) {
+            int64_t rows = 0;
+            for (const RowSpan &span : piece) {
+              rows += span.count;
+              for (int64_t row = span.first; row < span.first + span.count; ++row) {
+                ASSERT_GE(row, 0);
+                ASSERT_LT(row, o.rows);
+                ++covered[row];
+              }
+            }
+            EXPECT_EQ(rows * o.rowWidth, o.pieceCount);
+          }
+          EXPECT_EQ(covered, std::vector<int>(o.rows, 1));
+          // The launches, step by step.
+          size_t next = 0;
+          auto take = [&](L::Kind kind, int64_t member) -> const L * {
+            if (next >= o.launches.size()) {
+              ADD_FAILURE() << "launch " << next << " missing";
+              return nullptr;
+            }
+            const L &launch = o.launches[next++];
+            EXPECT_EQ(launch.kind, kind) << "launch " << next - 1;
+            EXPECT_EQ(launch.member, member) << "launch " << next - 1;
+            return &launch;
+          };
+          auto gemms = [&](int64_t member) {
+            for (const RowSpan &span : o.pieceRows[member])
+              if (const L *g = take(L::Gemm, member))
+                EXPECT_EQ(g->rows, span);
+          };
+          int64_t g = o.members, p = o.place, sent = 0;
+          for (int64_t k = 1; k < g; ++k) {
+            int64_t to = (p + k) % g, from = (p + g - k) % g;
+            gemms(to);
+            if (!o.inPlace)
+              if (const L *pack = take(L::Pack, to))
+                EXPECT_EQ(pack->copy.dstOffset, to * o.pieceCount);
+            take(L::Follow, to);
+            if (const L *x = take(L::Exchange, to)) {
+              EXPECT_EQ(x->sendTo, members[to]);
+              EXPECT_EQ(x->recvFrom, members[from]);
+              EXPECT_EQ(x->sendAt, to * o.pieceCount);
+              EXPECT_EQ(x->recvAt, from * o.pieceCount);
+              EXPECT_EQ(x->count, o.pieceCount);
+              sent += x->count * tensors[o.partial].elementBytes();
+            }
+          }
+          gemms(p);
+          if (const L *own = take(L::Own, p))
+            EXPECT_EQ(own->copy.dstOffset, p * o.pieceCount);
+          EXPECT_EQ(next, o.launches.size());
+          EXPECT_EQ(sent, o.bytesSent);
+        }
+      }
+    }
+}
+
+/// Each pair's launches run on the host by every member of its group, each
+/// member with x and w of its own (its slice of the row-parallel product):
+/// the GEMMs (the CPU kernel, one a row span), packs and own copy as
+/// queued, and each exchange once every member has reached it, a member
+/// receiving what its sender's launch sends. Then every slot m of a
+/// member's landing buffer holds member m's piece of that member's chunk
+/// (NaN would mark a slot not written), and each member's result is its
+/// whole GEMM to 1e-5 relative; the reduce-scatter step's sum of the slots
+/// in group order is then the host collectives' (sumTerms).
+TEST(ScatterOverlap, LaunchesRunOnTheHostDeliverEveryPieceToItsMember) {
+  if (compilerPath().empty())
+    GTEST_SKIP() << "SHARDLINE_COMPILE is not set";
+  int64_t checked = 0, inPlace = 0, staged = 0;
+  for (const Lowered &l : lowered(false)) {
+    SCOPED_TRACE(l.entry->name);
+    Mesh mesh = meshOf(*l.plan.root());
+    std::vector<TensorInfo> tensors = tensorInfos(*l.plan.root(), mesh);
+    for (size_t i = 0; i < l.ranks[0].scatters.size(); ++i)
+      for (size_t first = 0; first < l.ranks.size(); ++first) {
+        const ScatterOverlap &o0 = l.ranks[first].scatters[i];
+        if (o0.place != 0)
+          continue;
+        SCOPED_TRACE("group of rank " + std::to_string(first) + ", op #" +
+                     std::to_string(o0.scatterStep));
+        const std::vector<int64_t> &members = l.ranks[first].communicators[o0.communicator].members;
+        int64_t g = o0.members, N = o0.rowWidth, rows = o0.rows;
+        const Step &linear = l.programs[first][positionOf(l.programs[first], o0.linearStep)];
+        int64_t K = tensors[linear.in[1]].local[0];
+        ASSERT_EQ(tensors[linear.in[1]].local[1], N);
+        struct Run {
+          std::vector<float> x, w, y, staging, landing;
+          size_t next = 0;
+        };
+        std::map<int64_t, Run> runs;
+        for (int64_t m : members) {
+          const ScatterOverlap &o = l.ranks[m].scatters[i];
+          Run &h = runs[m];
+          h.x.resize(rows * K);
+          h.w.resize(K * N);
+          for (int64_t e = 0; e < rows * K; ++e)
+            h.x[e] = (float)std::sin(0.37 * (double)e + 0.5 * (double)o.place);
+          for (int64_t e = 0; e < K * N; ++e)
+            h.w[e] = (float)std::cos(0.11 * (double)e + 0.3 * (double)o.place);
+          h.y.assign(rows * N, NAN);
+          h.staging.assign(o.stagingCount, NAN);
+          h.landing.assign(o.landingCount, NAN);
+        }
+        // Runs member m's launches up to its next exchange (or the end).
+        auto runUpToExchange = [&](int64_t m) {
+          const ScatterOverlap &o = l.ranks[m].scatters[i];
+          Run &h = runs[m];
+          for (; h.next < o.launches.size(); ++h.next) {
+            const ScatterLaunch &launch = o.launches[h.next];
+            if (launch.kind == ScatterLaunch::Exchange)
+              return &launch;
+            if (launch.kind == ScatterLaunch::Pack)
+              applyCopies({launch.copy}, h.y.data(), h.staging.data());
+            else if (launch.kind == ScatterLaunch::Own)
+              applyCopies({launch.copy}, h.y.data(), h.landing.data());
+            else if (launch.kind == ScatterLaunch::Gemm)
+              cpu::linear(h.x.data() + launch.rows.first * K, h.w.data(), launch.rows.count, K, N,
+                          h.y.data() + launch.rows.first * N, false);
+          }
+          return static_cast<const ScatterLaunch *>(nullptr);
+        };
+        exchangeInStep(
+            members, g, runUpToExchange,
+            [&](int64_t m) {
+              return l.ranks[m].scatters[i].inPlace ? runs[m].y.data() : runs[m].staging.data();
+            },
+            [&](int64_t m) { return runs[m].landing.data(); }, [&](int64_t m) { ++runs[m].next; });
+        int64_t outer = (int64_t)o0.pieceRows[0].size();
+        std::vector<StridedCopy> pieces = splitCopies(g, outer, o0.pieceCount / outer);
+        for (int64_t m : members) {
+          SCOPED_TRACE("rank " + std::to_string(m));
+          const ScatterOverlap &o = l.ranks[m].scatters[i];
+          EXPECT_EQ(runUpToExchange(m), nullptr) << "an exchange left over";
+          std::vector<float> whole(rows * N);
+          cpu::linear(runs[m].x.data(), runs[m].w.data(), rows, K, N, whole.data(), false);
+          for (int64_t e = 0; e < rows * N; ++e)
+            ASSERT_NEAR(runs[m].y[e], whole[e], 1e-5 * (1 + std::fabs(whole[e])))
+                << "element " << e;
+          // Slot q holds member q's piece of this member's chunk.
+          for (int64_t q = 0; q < g; ++q) {
+            std::vector<float> piece(o.pieceCount, NAN);
+            StridedCopy c = pieces[o.place];
+            c.dstOffset = 0;
+            applyCopies({c}, runs[members[q]].y.data(), piece.data());
+            std::vector<float> slot(runs[m].landing.begin() + q * o.pieceCount,
+                                    runs[m].landing.begin() + (q + 1) * o.pieceCount);
+            EXPECT_EQ(slot, piece) << "slot " << q;
+          }
+          ++checked;
+          ++(o.inPlace ? inPlace : staged);
+        }
+      }
+  }
+  EXPECT_GT(checked, 0);
+  EXPECT_GT(inPlace, 0);
+  EXPECT_GT(staged, 0);
 }
 
 } // namespace

@@ -420,6 +420,7 @@ NcclLowering lowerToNccl(const std::vector<Step> &program, const Mesh &mesh,
       return out;
   }
   out.overlaps = planGatherOverlaps(program, mesh, tensors, out, rank, &out.unpaired);
+  out.scatters = planScatterOverlaps(program, mesh, tensors, out, rank, &out.unpairedScatters);
   return out;
 }
 
@@ -444,6 +445,7 @@ std::string describe(const NcclLowering &lowering) {
       os << ", " << c.bytesSent << " bytes sent\n";
     }
   os << describe(lowering.overlaps, lowering.unpaired);
+  os << describe(lowering.scatters, lowering.unpairedScatters);
   return os.str();
 }
 

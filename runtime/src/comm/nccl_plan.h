@@ -32,6 +32,7 @@
 #define SHARDLINE_RUNTIME_COMM_NCCL_PLAN_H
 
 #include "comm/gather_overlap.h"
+#include "comm/scatter_overlap.h"
 #include "core/layout.h"
 #include "exec/program.h"
 
@@ -105,6 +106,11 @@ struct NcclLowering {
   /// do not pair, with why.
   std::vector<GatherOverlap> overlaps;
   std::vector<UnpairedGather> unpaired;
+  /// The reduce_scatter steps a device may run in pieces under the linear
+  /// that makes their operand (comm/scatter_overlap.h), and the plain
+  /// reduce-scatters that do not pair, with why.
+  std::vector<ScatterOverlap> scatters;
+  std::vector<UnpairedScatter> unpairedScatters;
 };
 
 /// The NCCL calls of `program`, decoded against the CPU table or a table

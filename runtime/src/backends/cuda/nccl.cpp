@@ -144,7 +144,8 @@ bool gatherOverlapEnabled(std::string &error) {
     return true;
   if (value != "0")
     error = "SHARDLINE_NCCL_OVERLAP is '" + value +
-            "': 1 (or unset) runs a gather paired with its linear in pieces, 0 whole";
+            "': 1 (or unset) runs a gather or a reduce-scatter paired with its linear in pieces, "
+            "0 whole";
   return false;
 }
 
@@ -192,6 +193,8 @@ NcclWorld::NcclWorld(const NcclApi &api, CudaDevice &device, const NcclLowering 
     byStep[st.step] = &st;
   for (const GatherOverlap &o : this->lowering.overlaps)
     overlaps[o.gatherStep] = overlaps[o.linearStep] = &o;
+  for (const ScatterOverlap &o : this->lowering.scatters)
+    scatters[o.scatterStep] = scatters[o.linearStep] = &o;
 }
 
 std::unique_ptr<NcclWorld> NcclWorld::connect(Frame &frame, CudaDevice &device,
@@ -204,8 +207,10 @@ std::unique_ptr<NcclWorld> NcclWorld::connect(Frame &frame, CudaDevice &device,
   bool overlap = gatherOverlapEnabled(error);
   if (!error.empty())
     return nullptr;
-  if (!overlap)
+  if (!overlap) {
     lowered.overlaps.clear();
+    lowered.scatters.clear();
+  }
   int64_t ranks = frame.mesh.numRanks();
   int devices = 0;
   checkCuda(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
@@ -356,7 +361,16 @@ void NcclWorld::transition(const Step &s, Frame &f) {
   const NcclStep *st = lowered == byStep.end() ? nullptr : lowered->second;
   Layout mid;
   const GatherOverlap *pair = overlapAt(s.index);
-  if (pair && pair->gatherStep == s.index) {
+  const ScatterOverlap *scatter = scatterAt(s.index);
+  if (scatter && scatter->scatterStep == s.index) {
+    // The linear step sent and received the pieces (backends/cuda/
+    // overlap.cpp): their sum in group order, rounded once.
+    char *landing = scatterMemory(*scatter, dtypeSize(dst.dtype)).first;
+    cuda::arith::Type type = (cuda::arith::Type)dst.dtype;
+    checkCuda(cuda::sum_pieces({landing, type}, scatter->members, scatter->pieceCount,
+                               {dst.data, type}, device.stream()),
+              "the reduce-scatter's sums (sum_pieces)");
+  } else if (pair && pair->gatherStep == s.index) {
     // This rank's piece in place; the linear that reads the gathered value
     // next brings the others (backends/cuda/overlap.h).
     const GatherPiece &own = pair->pieces.front();
@@ -666,6 +680,25 @@ void NcclWorld::finish(Frame &f, const std::vector<std::string> &axes, cudaStrea
 const GatherOverlap *NcclWorld::overlapAt(int64_t step) const {
   auto found = overlaps.find(step);
   return found == overlaps.end() ? nullptr : found->second;
+}
+
+const ScatterOverlap *NcclWorld::scatterAt(int64_t step) const {
+  auto found = scatters.find(step);
+  return found == scatters.end() ? nullptr : found->second;
+}
+
+std::pair<char *, char *> NcclWorld::scatterMemory(const ScatterOverlap &pair,
+                                                   int64_t elementBytes) {
+  auto found = scatterBuffers.find(pair.scatterStep);
+  if (found != scatterBuffers.end())
+    return found->second;
+  auto take = [&](int64_t count) -> char * {
+    if (count == 0)
+      return nullptr;
+    held.push_back(device.allocate(count * elementBytes));
+    return static_cast<char *>(held.back());
+  };
+  return scatterBuffers[pair.scatterStep] = {take(pair.landingCount), take(pair.stagingCount)};
 }
 
 void NcclWorld::postSendRecv(Frame &f, const std::vector<std::string> &axes,

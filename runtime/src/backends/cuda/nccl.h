@@ -143,6 +143,12 @@ public:
   /// The pair step `step` (its gather or its linear) belongs to, or nullptr
   /// when it runs whole (not paired, or SHARDLINE_NCCL_OVERLAP=0).
   const GatherOverlap *overlapAt(int64_t step) const;
+  /// The same for the reduce-scatter pairs (its linear or its
+  /// reduce-scatter).
+  const ScatterOverlap *scatterAt(int64_t step) const;
+  /// A reduce-scatter pair's landing buffer and send staging (nullptr in
+  /// place), each for elements of `elementBytes`, kept until the world ends.
+  std::pair<char *, char *> scatterMemory(const ScatterOverlap &pair, int64_t elementBytes);
   /// The axes of communicator `c` of the lowering.
   const std::vector<std::string> &axesOf(int64_t c) const { return lowering.communicators[c].axes; }
 
@@ -200,6 +206,10 @@ private:
   std::map<int64_t, const NcclStep *> byStep;
   /// The pairs by the index of their gather and of their linear.
   std::map<int64_t, const GatherOverlap *> overlaps;
+  /// The reduce-scatter pairs by the index of their linear and of their
+  /// reduce-scatter, and their memory by the reduce-scatter's.
+  std::map<int64_t, const ScatterOverlap *> scatters;
+  std::map<int64_t, std::pair<char *, char *>> scatterBuffers;
   std::map<std::vector<std::string>, int64_t> byAxes;
   /// General transfers: what this rank reads and what each member reads
   /// from it, by (step, half), worked out at the first run.
