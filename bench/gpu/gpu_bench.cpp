@@ -18,7 +18,9 @@
 // width 4096; MoE of 8 experts, top 2 (dropless: the routed choices' sort,
 // the gate GEMM and the weight gradient as grouped GEMMs over the 8192
 // sorted rows, the gate GEMM again on the tensor cores in bf16 and with f32
-// rows split in two bf16 parts, the combine); vocabulary 32000.
+// rows split in two bf16 parts, the combine); vocabulary 32000; a tp 8
+// reduce-scatter's sums over bf16 (sum_pieces) and a zigzag reorder's
+// placement in runs of 512 rows (copy_runs).
 //
 // Counting: a GEMM is 2·M·N·K FLOPs; causal attention 4·D·HQ·B·S(S+1)/2
 // (QK^T and PV over the pairs the mask keeps). Bytes are each kernel's
@@ -38,6 +40,7 @@
 
 #include "backends/cuda/lt_gemm.h"
 #include "exec/program.h"
+#include "kernels/cuda/exchange.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/kernels_grad.h"
 #include "kernels/cuda/kernels_moe.h"
@@ -429,6 +432,32 @@ void run(Bench &b) {
     b.bytes("convert f32->bf16", dims({Tok, H}), 6.0 * Tok * H, [&] {
       check(gpu::convert(wide.ptr, T::F32, narrow.ptr, T::BF16, Tok * H, st), "convert");
     });
+    // A tp 8 reduce-scatter's last half over bf16 (sequence parallelism's,
+    // 16-bit or paired with its linear): 8 pieces of [Tok/8, H] summed in
+    // group order into one.
+    const int64_t tp = 8, piece = Tok / tp * H;
+    Buffer pieces(tp * piece, T::BF16, 1.0f, 32), summed(piece, T::BF16, 0.0f, 33);
+    b.bytes("sum_pieces bf16", "8 x " + dims({Tok / tp, H}), (tp + 1) * piece * 2.0, [&] {
+      check(gpu::sum_pieces({pieces.ptr, T::BF16}, tp, piece, {summed.ptr, T::BF16}, st),
+            "sum_pieces");
+    });
+    // A general transition's placement (copy_runs): [Tok, H] bf16 in chunks
+    // of 512 rows, the chunks in reverse order, as a zigzag reorder places
+    // what arrived.
+    const int64_t chunk = 512, chunks = Tok / chunk;
+    std::vector<int64_t> runs;
+    for (int64_t c = 0; c < chunks; ++c)
+      runs.insert(runs.end(), {c * chunk * H, (chunks - 1 - c) * chunk * H, chunk * H});
+    Buffer runList((int64_t)runs.size() * 2, T::I32, 0.0f, 34);
+    check(cudaMemcpy(runList.ptr, runs.data(), runs.size() * 8, cudaMemcpyHostToDevice),
+          "cudaMemcpy");
+    b.bytes("copy_runs bf16", dims({Tok, H}) + " in " + std::to_string(chunks) + " runs",
+            4.0 * Tok * H, [&] {
+              check(gpu::copy_runs(narrow.ptr, Tok * H, nullptr,
+                                   static_cast<const int64_t *>(runList.ptr), chunks, chunk * H, 2,
+                                   pieces.ptr, st),
+                    "copy_runs");
+            });
   }
 
   // -- embedding and the loss (f32)

@@ -753,7 +753,7 @@ TEST(CudaKernels, CopyRunsAreTheHostsRuns) {
       flat.insert(flat.end(), {r.from, r.to, r.count});
     DeviceBuffer<E> da(a), db(b), ddst(dst);
     DeviceBuffer<int64_t> druns(flat);
-    ASSERT_EQ(gpu::copy_runs(da.ptr, aCount, db.ptr, druns.ptr, (int64_t)runs.size(), sizeof(E),
+    ASSERT_EQ(gpu::copy_runs(da.ptr, aCount, db.ptr, druns.ptr, (int64_t)runs.size(), 30, sizeof(E),
                              ddst.ptr, nullptr),
               cudaSuccess);
     EXPECT_EQ(ddst.read(), want);
@@ -762,7 +762,7 @@ TEST(CudaKernels, CopyRunsAreTheHostsRuns) {
   both(uint16_t{});
   DeviceBuffer<int64_t> one(std::vector<int64_t>{0, 0, 1});
   DeviceBuffer<double> x((size_t)1);
-  EXPECT_EQ(gpu::copy_runs(x.ptr, 1, nullptr, one.ptr, 1, 8, x.ptr, nullptr),
+  EXPECT_EQ(gpu::copy_runs(x.ptr, 1, nullptr, one.ptr, 1, 1, 8, x.ptr, nullptr),
             cudaErrorInvalidValue);
 }
 

@@ -531,6 +531,10 @@ bool NcclWorld::transferOnDevice(const Step &s, Frame &f, int half, int64_t c,
           "cudaMemcpy of a transfer's runs");
       t.pack = runs;
       t.place = runs + 3 * t.runs.pack.size();
+      for (const ElementRun &r : t.runs.pack)
+        t.packLongest = std::max(t.packLongest, r.count);
+      for (const ElementRun &r : t.runs.place)
+        t.placeLongest = std::max(t.placeLongest, r.count);
     }
     found = deviceTransfers.emplace(key, std::move(t)).first;
   }
@@ -550,7 +554,7 @@ bool NcclWorld::transferOnDevice(const Step &s, Frame &f, int half, int64_t c,
       static_cast<char *>(device.scratch(std::max<int64_t>(1, (sendCount + recvCount) * e)));
   char *received = stage + sendCount * e;
   checkCuda(cuda::copy_runs(src.data, t.runs.sourceCount, nullptr, t.pack,
-                            (int64_t)t.runs.pack.size(), e, stage, stream),
+                            (int64_t)t.runs.pack.size(), t.packLongest, e, stage, stream),
             "the transfer's pack (copy_runs)");
   if (c >= 0 && sendCount + recvCount > 0) {
     ncclDataType_t type = typeOf(src.dtype);
@@ -572,7 +576,7 @@ bool NcclWorld::transferOnDevice(const Step &s, Frame &f, int half, int64_t c,
     wait(f, "ncclSend/ncclRecv", c);
   }
   checkCuda(cuda::copy_runs(src.data, t.runs.sourceCount, received, t.place,
-                            (int64_t)t.runs.place.size(), e, dst.data, stream),
+                            (int64_t)t.runs.place.size(), t.placeLongest, e, dst.data, stream),
             "the transfer's placement (copy_runs)");
   return true;
 }

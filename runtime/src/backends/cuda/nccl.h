@@ -222,6 +222,8 @@ private:
   struct DeviceTransfer {
     TransferRuns runs;
     const int64_t *pack = nullptr, *place = nullptr;
+    /// The longest run of each list (copy_runs' grid).
+    int64_t packLongest = 0, placeLongest = 0;
   };
   std::map<std::pair<int64_t, int>, DeviceTransfer> deviceTransfers;
   /// Device memory the world keeps until it ends (the runs).

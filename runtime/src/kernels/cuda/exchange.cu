@@ -26,14 +26,16 @@ __global__ void sumPiecesKernel(const T *pieces, int64_t g, int64_t n, T *out) {
     arith::storeElement(out, k, arith::orderedSum(pieces, g, n, k));
 }
 
-/// One block a run (grid-stride over the runs), its threads along it; the
-/// words of E bits moved as they are.
+/// Blocks along y take the runs (a grid-stride loop), blocks along x and
+/// their threads the elements of each; the words of E bits moved as they
+/// are.
 template <typename E>
 __global__ void copyRunsKernel(const E *a, int64_t aCount, const E *b, const int64_t *runs,
                                int64_t n, E *dst) {
-  for (int64_t r = blockIdx.x; r < n; r += gridDim.x) {
+  for (int64_t r = blockIdx.y; r < n; r += gridDim.y) {
     int64_t from = runs[3 * r], to = runs[3 * r + 1], count = runs[3 * r + 2];
-    for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < count;
+         i += (int64_t)gridDim.x * blockDim.x) {
       int64_t at = from + i;
       dst[to + i] = at < aCount ? a[at] : b[at - aCount];
     }
@@ -141,16 +143,17 @@ cudaError_t copy_rows(Src src, const int64_t *from, const int64_t *to, int64_t n
 }
 
 cudaError_t copy_runs(const void *a, int64_t aCount, const void *b, const int64_t *runs, int64_t n,
-                      int64_t elementBytes, void *dst, cudaStream_t stream) {
-  if (n == 0)
+                      int64_t maxCount, int64_t elementBytes, void *dst, cudaStream_t stream) {
+  if (n == 0 || maxCount <= 0)
     return cudaSuccess;
-  const unsigned blocks = (unsigned)(n < 4096 ? n : 4096), threads = 256;
+  const int64_t threads = 256, along = (maxCount + threads - 1) / threads;
+  const dim3 blocks((unsigned)(along < 1024 ? along : 1024), (unsigned)(n < 65535 ? n : 65535));
   if (elementBytes == 2) {
-    copyRunsKernel<uint16_t><<<blocks, threads, 0, stream>>>(
+    copyRunsKernel<uint16_t><<<blocks, (unsigned)threads, 0, stream>>>(
         static_cast<const uint16_t *>(a), aCount, static_cast<const uint16_t *>(b), runs, n,
         static_cast<uint16_t *>(dst));
   } else if (elementBytes == 4) {
-    copyRunsKernel<uint32_t><<<blocks, threads, 0, stream>>>(
+    copyRunsKernel<uint32_t><<<blocks, (unsigned)threads, 0, stream>>>(
         static_cast<const uint32_t *>(a), aCount, static_cast<const uint32_t *>(b), runs, n,
         static_cast<uint32_t *>(dst));
   } else {

@@ -32,11 +32,12 @@ cudaError_t copy_rows(Src src, const int64_t *from, const int64_t *to, int64_t n
                       Dst dst, cudaStream_t stream);
 
 /// Each of the n runs (three int64 each: from, to, count; comm/movement.h,
-/// ElementRun) copies `count` elements from element `from` of [a (aCount
-/// elements), b] to element `to` of dst, the bits as they are: a layout
-/// transition's pack and placement on the device (elementBytes 2 or 4).
+/// ElementRun), none longer than maxCount, copies `count` elements from
+/// element `from` of [a (aCount elements), b] to element `to` of dst, the
+/// bits as they are: a layout transition's pack and placement on the
+/// device (elementBytes 2 or 4).
 cudaError_t copy_runs(const void *a, int64_t aCount, const void *b, const int64_t *runs, int64_t n,
-                      int64_t elementBytes, void *dst, cudaStream_t stream);
+                      int64_t maxCount, int64_t elementBytes, void *dst, cudaStream_t stream);
 
 /// A reduce-scatter's last half: the pieces [g, n] the g members sent this
 /// one, landed in group order, summed element by element in f32 in that
