@@ -25,6 +25,14 @@ uint16_t floatToBf16(float value);
 float f16ToFloat(uint16_t bits);
 uint16_t floatToF16(float value);
 
+struct BufferView;
+
+/// `from`'s elements into `to` (as many, host memory), converted: 16-bit
+/// floats widened exactly and rounded to nearest even, i32 through float.
+/// What the CPU device's convert does, and what host code beside another
+/// device uses on host copies.
+void convertOnHost(const BufferView &from, const BufferView &to);
+
 /// `count` elements of `dtype` at `data`, which the view does not own. A view
 /// that is sent from is only read.
 struct BufferView {

@@ -17,7 +17,6 @@
 #include <cstring>
 #include <mutex>
 #include <thread>
-#include <type_traits>
 
 namespace shardline::rt {
 
@@ -55,39 +54,6 @@ std::string secondsText(double seconds) {
 void requireF32(const BufferView &v, const char *call) {
   if (v.dtype != DType::F32)
     throw Stop{std::string(call) + " sums f32 values, not " + dtypeName(v.dtype), false};
-}
-
-/// Host values of a general transfer as they cross: in the tensor's type
-/// `wire` (f32 values narrowed to a 16-bit one exactly: they are its values).
-template <typename T> std::vector<char> toWire(const std::vector<T> &values, DType wire) {
-  std::vector<char> out(values.size() * dtypeSize(wire));
-  if constexpr (std::is_same_v<T, float>)
-    if (wire == DType::BF16 || wire == DType::F16) {
-      for (size_t i = 0; i < values.size(); ++i) {
-        uint16_t bits = wire == DType::BF16 ? floatToBf16(values[i]) : floatToF16(values[i]);
-        std::memcpy(out.data() + 2 * i, &bits, 2);
-      }
-      return out;
-    }
-  std::memcpy(out.data(), values.data(), out.size());
-  return out;
-}
-
-/// What crossed in the tensor's type `wire`, as host values (16-bit ones
-/// widened exactly).
-template <typename T> std::vector<T> fromWire(const std::vector<char> &bytes, DType wire) {
-  std::vector<T> out(bytes.size() / dtypeSize(wire));
-  if constexpr (std::is_same_v<T, float>)
-    if (wire == DType::BF16 || wire == DType::F16) {
-      for (size_t i = 0; i < out.size(); ++i) {
-        uint16_t bits;
-        std::memcpy(&bits, bytes.data() + 2 * i, 2);
-        out[i] = wire == DType::BF16 ? bf16ToFloat(bits) : f16ToFloat(bits);
-      }
-      return out;
-    }
-  std::memcpy(out.data(), bytes.data(), bytes.size());
-  return out;
 }
 
 ncclDataType_t typeOf(DType dtype) {
@@ -423,7 +389,7 @@ void NcclWorld::move(const Step &s, Frame &f, int half, const std::vector<int64_
     // f32 (integers never sum). The values cross in their own type.
     if (transferOnDevice(s, f, half, c, shape, from, to, src, dst))
       return;
-    return transfer<float>(s, f, half, c, shape, from, to, src, dst);
+    return transfer(s, f, half, c, shape, from, to, src, dst);
   }
   if (c < 0) {
     // A collective of one member keeps what it has.
@@ -581,7 +547,6 @@ bool NcclWorld::transferOnDevice(const Step &s, Frame &f, int half, int64_t c,
   return true;
 }
 
-template <typename T>
 void NcclWorld::transfer(const Step &s, Frame &f, int half, int64_t c,
                          const std::vector<int64_t> &shape, const Layout &from, const Layout &to,
                          const BufferView &src, const BufferView &dst) {
@@ -606,9 +571,9 @@ void NcclWorld::transfer(const Step &s, Frame &f, int half, int64_t c,
   const Transfer &t = found->second;
   // This rank's values on the host (f32: 16-bit ones widened exactly), the
   // ones each member reads packed, then one upload in the tensor's type.
-  std::vector<T> local(src.count);
+  std::vector<float> local(src.count);
   device.download(src, BufferView(local.data(), src.count));
-  std::vector<T> out;
+  std::vector<float> out;
   std::vector<int64_t> sendAt(g + 1, 0), recvAt(g + 1, 0);
   for (int64_t j = 0; j < g; ++j) {
     for (int64_t offset : t.sends[j])
@@ -624,7 +589,8 @@ void NcclWorld::transfer(const Step &s, Frame &f, int half, int64_t c,
   // stage through the scratch these buffers live in.
   char *stage =
       static_cast<char *>(device.scratch(std::max<int64_t>(1, (sendCount + recvCount) * e)));
-  std::vector<char> packed = toWire(out, wire);
+  std::vector<char> packed(sendCount * e);
+  convertOnHost(BufferView(out.data(), sendCount), BufferView(packed.data(), sendCount, wire));
   device.upload(BufferView(packed.data(), sendCount, wire), BufferView(stage, sendCount, wire));
   char *received = stage + sendCount * e;
   ncclDataType_t type = typeOf(wire);
@@ -648,13 +614,15 @@ void NcclWorld::transfer(const Step &s, Frame &f, int half, int64_t c,
   std::vector<char> arrivedWire(recvCount * e);
   device.download(BufferView(received, recvCount, wire),
                   BufferView(arrivedWire.data(), recvCount, wire));
-  std::vector<T> arrived = fromWire<T>(arrivedWire, wire);
-  std::vector<std::vector<T>> recvFrom(mesh.numRanks());
+  std::vector<float> arrived(recvCount);
+  convertOnHost(BufferView(arrivedWire.data(), recvCount, wire),
+                BufferView(arrived.data(), recvCount));
+  std::vector<std::vector<float>> recvFrom(mesh.numRanks());
   for (int64_t j = 0; j < g; ++j)
     recvFrom[members[j]].assign(arrived.begin() + recvAt[j], arrived.begin() + recvAt[j + 1]);
   // Placed and summed in f32 as the host collectives do, rounded once into
   // a 16-bit dst as it is uploaded.
-  std::vector<T> result(dst.count);
+  std::vector<float> result(dst.count);
   applyTransfer(t.mine, self, local.data(), recvFrom, result.data());
   device.upload(BufferView(result.data(), dst.count), dst);
 }

@@ -173,8 +173,7 @@ private:
   /// A general transfer that sums: the values each member reads from this
   /// rank gathered on the host, sent and received over NCCL in the tensor's
   /// type (communicator `communicator`; none for a group of one), and placed
-  /// and summed on the host as T (f32 for every float type).
-  template <typename T>
+  /// and summed on the host in f32 (integers never sum).
   void transfer(const Step &s, Frame &f, int half, int64_t communicator,
                 const std::vector<int64_t> &shape, const Layout &from, const Layout &to,
                 const BufferView &src, const BufferView &dst);
