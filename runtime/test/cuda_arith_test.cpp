@@ -1511,9 +1511,7 @@ std::vector<std::vector<E>> vocabularyShards(const std::vector<E> &logits, int64
 TYPED_TEST(CudaArith16Kernels, ReduceScatterSumIsTheHostCollectivesSum) {
   using T = TypeParam;
   const int64_t g = 3, n = 257;
-  std::vector<float> values = test::normalVector(g * n, 71);
-  for (int64_t i = 0; i < g * n; i += 7)
-    values[i] *= 300.0f;
+  std::vector<float> values = test::summandPieces(g, n, 71);
   std::vector<T> pieces = test::roundedTo<T>(values);
   auto sumOf = [&](const auto &landed) {
     using E = std::decay_t<decltype(landed[0])>;
@@ -1522,23 +1520,12 @@ TYPED_TEST(CudaArith16Kernels, ReduceScatterSumIsTheHostCollectivesSum) {
       arith::storeElement(out.data(), k, arith::orderedSum(landed.data(), g, n, k));
     return out;
   };
-  auto termsOf = [&](const auto &landed) {
-    std::vector<const void *> terms;
-    for (int64_t j = 0; j < g; ++j)
-      terms.push_back(landed.data() + j * n);
-    return terms;
-  };
-  std::vector<T> got = sumOf(pieces), host(n);
-  shardline::rt::sumTerms((shardline::rt::DType)arith::Storage<T>::type, termsOf(pieces), n,
-                          host.data());
-  test::expectSameBits(got, host);
-  std::vector<float> wide = test::widened(pieces), wideSum(n);
-  shardline::rt::sumTerms(shardline::rt::DType::F32, termsOf(wide), n, wideSum.data());
-  test::expectSameBits(got, test::roundedTo<T>(wideSum));
+  std::vector<T> got = sumOf(pieces);
+  test::expectSameBits(got, test::hostSumOfPieces(pieces, g, n));
+  test::expectSameBits(got, test::roundedTo<T>(test::hostSumOfPieces(test::widened(pieces), g, n)));
   // Over f32 values, where the order of the sum shows in the bits: the
   // host's sum, and not the sum with member 2's pieces first.
-  std::vector<float> sum(n), reversed(values.size());
-  shardline::rt::sumTerms(shardline::rt::DType::F32, termsOf(values), n, sum.data());
+  std::vector<float> sum = test::hostSumOfPieces(values, g, n), reversed(values.size());
   EXPECT_EQ(sumOf(values), sum);
   for (int64_t j = 0; j < g; ++j)
     std::copy_n(values.begin() + (g - 1 - j) * n, n, reversed.begin() + j * n);

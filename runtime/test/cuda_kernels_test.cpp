@@ -958,19 +958,10 @@ TYPED_TEST(CudaKernels16, DroplessPiecesAreTheWidenedOnesRounded) {
 TYPED_TEST(CudaKernels16, ReduceScatterSumsAreTheHostCollectivesSums) {
   using T = TypeParam;
   const int64_t g = 3, n = 1000;
-  std::vector<float> values = test::normalVector(g * n, 93);
-  for (int64_t i = 0; i < g * n; i += 7)
-    values[i] *= 300.0f;
-  std::vector<T> pieces = test::roundedTo<T>(values);
+  std::vector<T> pieces = test::roundedTo<T>(test::summandPieces(g, n, 93));
   DeviceBuffer<T> dpieces(pieces), dout((size_t)n);
   ASSERT_EQ(gpu::sum_pieces(srcOf(dpieces), g, n, dstOf(dout), nullptr), cudaSuccess);
-  std::vector<const void *> terms;
-  for (int64_t j = 0; j < g; ++j)
-    terms.push_back(pieces.data() + j * n);
-  std::vector<T> want(n);
-  shardline::rt::sumTerms((shardline::rt::DType)gpu::arith::Storage<T>::type, terms, n,
-                          want.data());
-  test::expectSameBits(dout.read(), want);
+  test::expectSameBits(dout.read(), test::hostSumOfPieces(pieces, g, n));
 }
 
 // The SSD scan over activations of T, parameters of W and states of S

@@ -11,6 +11,7 @@
 #ifndef SHARDLINE_RUNTIME_TEST_SIXTEEN_BIT_UTIL_H
 #define SHARDLINE_RUNTIME_TEST_SIXTEEN_BIT_UTIL_H
 
+#include "comm/group.h"
 #include "core/buffer.h"
 #include "device/device.h"
 #include "kernel_test_util.h"
@@ -59,6 +60,28 @@ template <typename T> float tcTolerance() {
 }
 template <typename T> float tcLseTolerance() {
   return std::is_same_v<T, cuda::arith::Bf16> ? 2e-3f : 2e-4f;
+}
+
+/// g members' pieces of n values each, landed in group order, for the
+/// reduce-scatter sums' tests: normal values, one in seven 300 times
+/// larger so that the order of an f32 sum shows.
+inline std::vector<float> summandPieces(int64_t g, int64_t n, unsigned seed) {
+  std::vector<float> values = normalVector(g * n, seed);
+  for (int64_t i = 0; i < g * n; i += 7)
+    values[i] *= 300.0f;
+  return values;
+}
+
+/// The host collectives' sum of g landed pieces of n values (sumTerms: f32
+/// in group order, rounded once into E's type).
+template <typename E>
+std::vector<E> hostSumOfPieces(const std::vector<E> &landed, int64_t g, int64_t n) {
+  std::vector<const void *> terms;
+  for (int64_t j = 0; j < g; ++j)
+    terms.push_back(landed.data() + j * n);
+  std::vector<E> out(n);
+  sumTerms((DType)cuda::arith::Storage<E>::type, terms, n, out.data());
+  return out;
 }
 
 template <typename T> void expectSameBits(const std::vector<T> &got, const std::vector<T> &want) {
