@@ -90,8 +90,6 @@ std::string pairOf(const Step &linear, const Step &scatter, const NcclStep &lowe
   out.rows = x.count / N;
   out.bytesSent = lowered.calls[0].bytesSent;
   out.inPlace = outer == 1;
-  out.stagingCount = out.inPlace ? 0 : g * m.outCount;
-  out.landingCount = g * m.outCount;
   out.pieceRows.assign(g, {});
   for (int64_t j = 0; j < g; ++j)
     for (int64_t o = 0; o < outer; ++o)

@@ -95,9 +95,10 @@ struct ScatterOverlap {
   /// entry): it is sent from there; else through the send staging, member
   /// m's piece at m·pieceCount.
   bool inPlace = true;
-  /// The send staging (0 in place) and the landing buffer (every member's
-  /// piece of this rank's chunk, member m's at m·pieceCount), in elements.
-  int64_t stagingCount = 0, landingCount = 0;
+  /// The landing buffer (every member's piece of this rank's chunk, member
+  /// m's at m·pieceCount) and the send staging (none in place), in elements.
+  int64_t landingCount() const { return members * pieceCount; }
+  int64_t stagingCount() const { return inPlace ? 0 : landingCount(); }
   /// The rows of each member's piece, by member: its GEMMs, one a run.
   std::vector<std::vector<RowSpan>> pieceRows;
   /// What this rank sends, as the report counts it: the reduce-scatter's.

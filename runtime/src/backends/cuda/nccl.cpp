@@ -670,7 +670,7 @@ std::pair<char *, char *> NcclWorld::scatterMemory(const ScatterOverlap &pair,
     held.push_back(device.allocate(count * elementBytes));
     return static_cast<char *>(held.back());
   };
-  return scatterBuffers[pair.scatterStep] = {take(pair.landingCount), take(pair.stagingCount)};
+  return scatterBuffers[pair.scatterStep] = {take(pair.landingCount()), take(pair.stagingCount())};
 }
 
 void NcclWorld::postSendRecv(Frame &f, const std::vector<std::string> &axes,
