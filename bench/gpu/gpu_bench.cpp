@@ -405,6 +405,21 @@ void run(Bench &b) {
                                       tcTiling, {outh.ptr, T::BF16}, lse.f(), st),
                     "attention_tc");
             });
+    // Head dim 256 (Gemma's) over the same q, k, v: half the heads, the
+    // 256 layout of attention_tc.h (one block an SM).
+    const int64_t wideD = 256, wideHQ = HQ * D / wideD, wideHKV = HKV * D / wideD;
+    gpu::AttentionTcTiling wideTiling;
+    if (!gpu::attentionTcTiling(B, wideHQ, S, wideD, wideTiling, error))
+      throw rt::Stop{error, false};
+    b.flops("attention causal bf16 d256",
+            "q" + dims({B, S, wideHQ * wideD}) + " kv" + dims({B, S, wideHKV * wideD}) + " d256",
+            4.0 * wideD * wideHQ * B * pairs, 50, [&] {
+              check(gpu::attention_tc({qh.ptr, T::BF16}, {kh.ptr, T::BF16}, {vh.ptr, T::BF16}, pos,
+                                      pos, B, S, S, wideHQ, wideHKV, wideD, true,
+                                      1.0f / std::sqrt((float)wideD), 0, wideTiling,
+                                      {outh.ptr, T::BF16}, lse.f(), st),
+                    "attention_tc");
+            });
     Buffer rq(Tok * HQ * D, T::F32, 1.0f, 17);
     b.bytes("rope f32", dims({B, S, HQ * D}), 2.0 * Tok * HQ * D * 4 + S * 8,
             [&] { check(gpu::rope(q.f(), pos, B, S, HQ, D, 10000.0f, rq.f(), st), "rope"); });

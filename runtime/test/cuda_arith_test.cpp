@@ -1143,7 +1143,7 @@ void attentionTcOnHost(const AttentionCase &c, const std::vector<T> &q, const st
   gpu::AttentionTcTiling tiling;
   std::string error;
   ASSERT_TRUE(gpu::attentionTcTiling(c.B, c.HQ, c.Sq, c.D, tiling, error)) << error;
-  EXPECT_EQ(tiling.maxHeadDim, c.D <= 64 ? 64 : 128);
+  EXPECT_EQ(tiling.maxHeadDim, c.D <= 64 ? 64 : c.D <= 128 ? 128 : 256);
   EXPECT_EQ(tiling.shape.threads, arith::kTcThreads);
   EXPECT_LE(tiling.shape.sharedBytes, gpu::kMaxSharedBytes);
   arith::TcArgs args{q.data(),   k.data(),  v.data(), c.qPos.data(), c.kPos.data(),
@@ -1161,8 +1161,10 @@ void attentionTcOnHost(const AttentionCase &c, const std::vector<T> &q, const st
   };
   if (tiling.maxHeadDim == 64)
     run(std::make_unique<arith::TcShared<T, 64>>());
-  else
+  else if (tiling.maxHeadDim == 128)
     run(std::make_unique<arith::TcShared<T, 128>>());
+  else
+    run(std::make_unique<arith::TcShared<T, 256>>());
 }
 
 /// attentionTcOnHost against the CPU kernel on the widened q, k, v: the
@@ -1225,8 +1227,8 @@ TYPED_TEST(CudaArith16Kernels, TensorCoreAttentionMatchesTheCpuKernel) {
   // Causal GQA, queries and keys that fill one block and tile and part of
   // the next.
   check({2, 100, 100, 4, 2, 64, true, 0, iota(100), iota(100)});
-  // Every head-dim layout: padded to whole fragments, up to 128.
-  for (int64_t D : {8, 40, 96, 128})
+  // Every head-dim layout: padded to whole fragments, up to 256.
+  for (int64_t D : {8, 40, 96, 128, 200, 256})
     check({1, 70, 130, 2, 1, D, true, 0, iota(70, 60), iota(130)});
   // A cp rank's zigzag chunks: the first queries see no key at all.
   std::vector<int64_t> qPos = iota(40, 0), tail = iota(40, 200);
@@ -1314,8 +1316,26 @@ TEST(CudaArith, TensorCoreAttentionTilingAndItsRefusals) {
   EXPECT_EQ(gpu::blocksPerSmByShared(tiling.shape.sharedBytes), 2);
   EXPECT_EQ(arith::tcPaddedDim(65), 80);
   EXPECT_EQ(arith::tcPaddedDim(16), 16);
-  EXPECT_FALSE(gpu::attentionTcTiling(1, 1, 64, 129, tiling, error));
-  EXPECT_EQ(error, "the CUDA tensor-core attention takes head dims of 1 to 128, not 129");
+  // Head dims above 128 (Gemma's 256): one block an SM, within what a block
+  // of compute capability 9.0 may opt in to; a GPU that allows less keeps
+  // such attention in f32 (keepsAttention), which attentionTcSharedBytes
+  // tells it.
+  ASSERT_TRUE(gpu::attentionTcTiling(1, 2, 64, 129, tiling, error)) << error;
+  EXPECT_EQ(tiling.maxHeadDim, 256);
+  EXPECT_EQ(tiling.shape.sharedBytes, (int64_t)sizeof(arith::TcShared<arith::F16, 256>));
+  EXPECT_EQ(tiling.shape.sharedBytes, gpu::attentionTcSharedBytes(256));
+  EXPECT_EQ(tiling.shape.sharedBytes, 197248) << "192.6 KiB";
+  EXPECT_LE(tiling.shape.sharedBytes, gpu::kMaxSharedBytes);
+  EXPECT_EQ(gpu::blocksPerSmByShared(tiling.shape.sharedBytes), 1);
+  EXPECT_EQ(gpu::attentionTcSharedBytes(128), gpu::attentionTcSharedBytes(65));
+  // Compute capability 12.0 lets a block opt in to 99 KiB: the tensor cores
+  // there take head dims up to 64.
+  EXPECT_LE(gpu::attentionTcSharedBytes(64), 99 * 1024);
+  EXPECT_GT(gpu::attentionTcSharedBytes(65), 99 * 1024);
+  EXPECT_EQ(gpu::attentionTcSharedBytes(257), 0);
+  EXPECT_EQ(gpu::attentionTcSharedBytes(0), 0);
+  EXPECT_FALSE(gpu::attentionTcTiling(1, 1, 64, 257, tiling, error));
+  EXPECT_EQ(error, "the CUDA tensor-core attention takes head dims of 1 to 256, not 257");
   EXPECT_FALSE(gpu::attentionTcTiling(1, 1, 64, 0, tiling, error));
   EXPECT_FALSE(gpu::attentionTcTiling(1 << 20, 64, 1 << 16, 64, tiling, error));
   EXPECT_EQ(error, "attention over 1048576 x 64 heads of 65536 queries needs more blocks than a "

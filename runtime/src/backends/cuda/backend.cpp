@@ -223,12 +223,18 @@ enum { kHeads, kCausal, kScale };
 int64_t headDim(const Step &s, const Frame &f) { return f.global(s.in[0])[2] / s.attrs[kHeads].i; }
 
 /// Attention keeps q, k, v and its output of one type: 16-bit ones go to
-/// the tensor cores (attention_tc) for head dims up to 128; larger ones,
-/// and f32, run on the f32 kernel. Ring attention alike, its blocks
-/// crossing as stored (exchange.cpp).
+/// the tensor cores (attention_tc) for head dims up to 256 where the GPU
+/// lets a block hold the head dim's shared-memory layout (every head dim on
+/// compute capability 9.0; up to 64 on 12.0); the rest, and f32, run on
+/// the f32 kernel. Ring attention alike, its blocks crossing as stored
+/// (exchange.cpp).
 bool keepsAttention(const Step &s, const Frame &f) {
-  return keepsShared<0, 1, 2>(s, f) &&
-         (f.views[s.in[0]].dtype == DType::F32 || headDim(s, f) <= 128);
+  if (!keepsShared<0, 1, 2>(s, f))
+    return false;
+  if (f.views[s.in[0]].dtype == DType::F32)
+    return true;
+  int64_t shared = cuda::attentionTcSharedBytes(headDim(s, f));
+  return shared > 0 && shared <= static_cast<const CudaDevice *>(f.device)->sharedOptIn();
 }
 /// Local attention as attention, its halos (where the step has them) of
 /// q's type too (over a halo or sequence chunks its run is the exchange's,

@@ -43,6 +43,10 @@ CudaDevice::CudaDevice(int64_t rank) {
   checkCuda(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
   device_ = devices > 0 ? (int)(rank % devices) : 0;
   checkCuda(cudaSetDevice(device_), "cudaSetDevice");
+  int optIn = 0;
+  checkCuda(cudaDeviceGetAttribute(&optIn, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_),
+            "cudaDeviceGetAttribute");
+  sharedOptIn_ = optIn;
   checkCuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   gemm_ = std::make_unique<LtGemm>();
   checkCuda(cudaMalloc(reinterpret_cast<void **>(&counter_), sizeof(int32_t)), "cudaMalloc");

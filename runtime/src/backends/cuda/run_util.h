@@ -152,7 +152,7 @@ inline void attentionTilings(int64_t B, int64_t HQ, int64_t Sq, int64_t HKV, int
 
 /// Attention over q, k, v stored in one type, tiled once for B, HQ, Sq and
 /// D and launched as often as a step needs: bf16 or f16 on the tensor cores
-/// (attention_tc, head dims up to 128, what keepsAttention keeps), f32 on
+/// (attention_tc, head dims up to 256, what keepsAttention keeps), f32 on
 /// the f32 kernel. Stops the run where the kernel cannot take the shape.
 class AttentionLaunch {
 public:

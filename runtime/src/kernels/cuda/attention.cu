@@ -147,17 +147,22 @@ cudaError_t attention_tc(Src q, Src k, Src v, const int64_t *qPositions, const i
     return cudaSuccess;
   arith::TcArgs args{q.data, k.data, v.data, qPositions,         kPositions, B,  Sq, Sk, HQ, HKV, D,
                      causal, scale,  window, tiling.queryBlocks, out.data,   lse};
-  bool wide = tiling.maxHeadDim == 128, f32Out = out.type == arith::Type::F32;
+  bool f32Out = out.type == arith::Type::F32;
   return arith::withStorage(q.type, cudaErrorInvalidValue, [&](auto t) {
     using T = decltype(t);
     if constexpr (std::is_same_v<T, float>) {
       return cudaErrorInvalidValue;
     } else {
-      if (f32Out)
-        return wide ? launchAttentionTc<T, 128, float>(args, tiling, stream)
-                    : launchAttentionTc<T, 64, float>(args, tiling, stream);
-      return wide ? launchAttentionTc<T, 128, T>(args, tiling, stream)
-                  : launchAttentionTc<T, 64, T>(args, tiling, stream);
+      auto launch = [&](auto maxD) {
+        constexpr int kMaxD = decltype(maxD)::value;
+        return f32Out ? launchAttentionTc<T, kMaxD, float>(args, tiling, stream)
+                      : launchAttentionTc<T, kMaxD, T>(args, tiling, stream);
+      };
+      if (tiling.maxHeadDim == 64)
+        return launch(std::integral_constant<int, 64>());
+      if (tiling.maxHeadDim == 128)
+        return launch(std::integral_constant<int, 128>());
+      return launch(std::integral_constant<int, 256>());
     }
   });
 }

@@ -60,21 +60,31 @@ bool attentionTiling(int64_t B, int64_t HQ, int64_t Sq, int64_t D, AttentionTili
   return true;
 }
 
+int64_t attentionTcSharedBytes(int64_t D) {
+  // Both 16-bit types are two bytes: one layout for each head-dim bound.
+  if (D <= 0)
+    return 0;
+  if (D <= 64)
+    return (int64_t)sizeof(arith::TcShared<arith::Bf16, 64>);
+  if (D <= 128)
+    return (int64_t)sizeof(arith::TcShared<arith::Bf16, 128>);
+  if (D <= 256)
+    return (int64_t)sizeof(arith::TcShared<arith::Bf16, 256>);
+  return 0;
+}
+
 bool attentionTcTiling(int64_t B, int64_t HQ, int64_t Sq, int64_t D, AttentionTcTiling &tiling,
                        std::string &error) {
-  if (D <= 0 || D > 128) {
-    error = "the CUDA tensor-core attention takes head dims of 1 to 128, not " + std::to_string(D);
+  if (D <= 0 || D > 256) {
+    error = "the CUDA tensor-core attention takes head dims of 1 to 256, not " + std::to_string(D);
     return false;
   }
   tiling = AttentionTcTiling();
-  tiling.maxHeadDim = D <= 64 ? 64 : 128;
+  tiling.maxHeadDim = D <= 64 ? 64 : D <= 128 ? 128 : 256;
   tiling.queryBlocks = (Sq + arith::kTcRows - 1) / arith::kTcRows;
   tiling.shape.threads = arith::kTcThreads;
   tiling.shape.blocks = B * HQ * tiling.queryBlocks;
-  // Both 16-bit types are two bytes: one layout for each head-dim bound.
-  tiling.shape.sharedBytes = tiling.maxHeadDim == 64
-                                 ? (int64_t)sizeof(arith::TcShared<arith::Bf16, 64>)
-                                 : (int64_t)sizeof(arith::TcShared<arith::Bf16, 128>);
+  tiling.shape.sharedBytes = attentionTcSharedBytes(D);
   if (tiling.shape.blocks > kMaxGridX) {
     error = "attention over " + std::to_string(B) + " x " + std::to_string(HQ) + " heads of " +
             std::to_string(Sq) + " queries needs more blocks than a CUDA grid holds";

@@ -58,7 +58,7 @@ bool attentionTiling(int64_t B, int64_t HQ, int64_t Sq, int64_t D, AttentionTili
 
 /// The tiling of attention on the tensor cores (attention_tc.h): a block of
 /// kTcThreads threads per kTcRows queries of one (batch, query head),
-/// blocks along the queries fastest; `maxHeadDim` (64 or 128) is the
+/// blocks along the queries fastest; `maxHeadDim` (64, 128 or 256) is the
 /// shared-memory layout the kernel is instantiated for, `shape.sharedBytes`
 /// its size (dynamic, above the default: the kernel opts in).
 struct AttentionTcTiling {
@@ -79,10 +79,19 @@ inline int64_t blocksPerSmByShared(int64_t sharedBytes) {
   return kSharedPerSm / (sharedBytes + kSharedReservedPerBlock);
 }
 
+/// The shared memory of the tensor-core attention's layout for head dim D
+/// (arith::TcShared of the smallest bound of 64, 128 and 256 that holds D),
+/// 0 above 256. The 256 layout (192.6 KiB, one block an SM) needs a device
+/// that lets a block opt in to that much (compute capability 9.0 and 10.0
+/// do, kMaxSharedBytes; 12.0 allows 99 KiB, which holds only the 64 layout);
+/// the CUDA backend widens attention whose layout the GPU cannot hold to f32
+/// (backends/cuda/backend.cpp, keepsAttention).
+int64_t attentionTcSharedBytes(int64_t D);
+
 /// The tensor-core tiling for batch B, query heads HQ, Sq queries and head
-/// dim D; false with the reason in `error` for head dims above 128 (those
-/// run widened, on attention's f32 kernel) or a grid larger than the
-/// hardware's.
+/// dim D; false with the reason in `error` for head dims above 256 (those
+/// the CUDA backend refuses, as attention's f32 kernel does) or a grid
+/// larger than the hardware's.
 bool attentionTcTiling(int64_t B, int64_t HQ, int64_t Sq, int64_t D, AttentionTcTiling &tiling,
                        std::string &error);
 
