@@ -266,6 +266,14 @@ LogicalResult Differentiator::run() {
   for (Operation &op : body.without_terminator()) {
     forward.push_back(&op);
     if (auto w = dyn_cast<WeightOp>(op)) {
+      // AdamW updates f32 parameters in place; a 16-bit parameter would need
+      // an f32 main copy beside it (Megatron's --bf16), which training does
+      // not keep yet. Refused here rather than at the run's first update.
+      if (Type e = w.getResult().getType().getElementType(); !e.isF32())
+        return w.emitOpError("sl-autodiff: parameter '")
+               << w.getName() << "' is " << e
+               << ": training updates f32 parameters only (no f32 main copy of a 16-bit "
+                  "parameter is kept yet); train the model in f32 (\"dtype\": \"f32\")";
       weights.push_back(w);
       active.insert(w.getResult());
       continue;
