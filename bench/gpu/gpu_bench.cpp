@@ -394,32 +394,25 @@ void run(Bench &b) {
     // path bf16 plans take: against the bf16 peak, target 50%.
     Buffer qh(Tok * HQ * D, T::BF16, 1.0f, 18), kh(Tok * HKV * D, T::BF16, 1.0f, 19),
         vh(Tok * HKV * D, T::BF16, 1.0f, 26), outh(Tok * HQ * D, T::BF16, 0.0f, 27);
-    gpu::AttentionTcTiling tcTiling;
-    if (!gpu::attentionTcTiling(B, HQ, S, D, tcTiling, error))
-      throw rt::Stop{error, false};
-    b.flops("attention causal bf16",
-            "q" + dims({B, S, HQ * D}) + " kv" + dims({B, S, HKV * D}) + " d128",
-            4.0 * D * HQ * B * pairs, 50, [&] {
-              check(gpu::attention_tc({qh.ptr, T::BF16}, {kh.ptr, T::BF16}, {vh.ptr, T::BF16}, pos,
-                                      pos, B, S, S, HQ, HKV, D, true, 1.0f / std::sqrt((float)D), 0,
-                                      tcTiling, {outh.ptr, T::BF16}, lse.f(), st),
-                    "attention_tc");
-            });
-    // Head dim 256 (Gemma's) over the same q, k, v: half the heads, the
-    // 256 layout of attention_tc.h (one block an SM).
-    const int64_t wideD = 256, wideHQ = HQ * D / wideD, wideHKV = HKV * D / wideD;
-    gpu::AttentionTcTiling wideTiling;
-    if (!gpu::attentionTcTiling(B, wideHQ, S, wideD, wideTiling, error))
-      throw rt::Stop{error, false};
-    b.flops("attention causal bf16 d256",
-            "q" + dims({B, S, wideHQ * wideD}) + " kv" + dims({B, S, wideHKV * wideD}) + " d256",
-            4.0 * wideD * wideHQ * B * pairs, 50, [&] {
-              check(gpu::attention_tc({qh.ptr, T::BF16}, {kh.ptr, T::BF16}, {vh.ptr, T::BF16}, pos,
-                                      pos, B, S, S, wideHQ, wideHKV, wideD, true,
-                                      1.0f / std::sqrt((float)wideD), 0, wideTiling,
-                                      {outh.ptr, T::BF16}, lse.f(), st),
-                    "attention_tc");
-            });
+    // The same q, k, v at head dim 128 and at 256 (Gemma's: half the heads,
+    // the 256 layout of attention_tc.h, one block an SM).
+    auto tensorCores = [&](const char *name, int64_t heads, int64_t kvHeads, int64_t d) {
+      gpu::AttentionTcTiling tiling;
+      if (!gpu::attentionTcTiling(B, heads, S, d, tiling, error))
+        throw rt::Stop{error, false};
+      b.flops(name,
+              "q" + dims({B, S, heads * d}) + " kv" + dims({B, S, kvHeads * d}) + " d" +
+                  std::to_string(d),
+              4.0 * d * heads * B * pairs, 50, [&] {
+                check(gpu::attention_tc({qh.ptr, T::BF16}, {kh.ptr, T::BF16}, {vh.ptr, T::BF16},
+                                        pos, pos, B, S, S, heads, kvHeads, d, true,
+                                        1.0f / std::sqrt((float)d), 0, tiling, {outh.ptr, T::BF16},
+                                        lse.f(), st),
+                      "attention_tc");
+              });
+    };
+    tensorCores("attention causal bf16", HQ, HKV, D);
+    tensorCores("attention causal bf16 d256", HQ * D / 256, HKV * D / 256, 256);
     Buffer rq(Tok * HQ * D, T::F32, 1.0f, 17);
     b.bytes("rope f32", dims({B, S, HQ * D}), 2.0 * Tok * HQ * D * 4 + S * 8,
             [&] { check(gpu::rope(q.f(), pos, B, S, HQ, D, 10000.0f, rq.f(), st), "rope"); });
