@@ -153,6 +153,10 @@ std::string list(llvm::ArrayRef<llvm::StringRef> keys) {
 
 } // namespace
 
+std::string shardline::specKeyLocation(const ModelSpec &spec, llvm::StringRef path) {
+  return locate(spec.text, spec.file, path);
+}
+
 void SpecReader::error(llvm::StringRef path, const llvm::Twine &msg) {
   if (!roomForError(spec.file, errors))
     return;

@@ -87,7 +87,7 @@ cl::opt<bool> train("train",
                              "sl-autodiff appends the backward program, the global gradient "
                              "norm and an AdamW update of every parameter; the plan returns "
                              "the loss and every gradient (grad.<name>). shardline-run "
-                             "--train runs it"),
+                             "--train runs it. f32 models only (\"dtype\": \"f32\")"),
                     cl::cat(category));
 
 cl::opt<bool> saveGathered(
@@ -360,6 +360,15 @@ int main(int argc, char **argv) {
         llvm::errs() << e << "\n";
       llvm::errs() << "shardline-compile: error: invalid model spec (" << errors.size()
                    << " problem" << (errors.size() == 1 ? "" : "s") << ")\n";
+      return 1;
+    }
+    if (train && spec->dtype != "f32") {
+      // sl-autodiff refuses the 16-bit parameters too; here the message can
+      // point at the key that chose them.
+      llvm::errs() << shardline::specKeyLocation(*spec, "dtype") << "error: \"dtype\" is "
+                   << spec->dtype
+                   << ": --train updates f32 parameters only (AdamW keeps no f32 main copy of a "
+                      "16-bit parameter yet); train the model in f32\n";
       return 1;
     }
     {

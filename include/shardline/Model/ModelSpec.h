@@ -138,6 +138,10 @@ std::optional<ModelSpec> parseModelSpec(llvm::StringRef text, llvm::StringRef fi
                                         const ParallelOverrides &overrides,
                                         std::vector<std::string> &errors);
 
+/// "FILE:LINE:COL: " of a key path ("dtype", "attention.heads") in the spec's
+/// text, "FILE: " where the text does not hold it (a default, a flag).
+std::string specKeyLocation(const ModelSpec &spec, llvm::StringRef path);
+
 /// Checks sizes against the parallel strategy (divisibility, sections).
 /// Called by parseModelSpec; exposed for specs built in code.
 void validateModelSpec(const ModelSpec &spec, std::vector<std::string> &errors);
