@@ -364,6 +364,11 @@ void run(Bench &b) {
     Buffer xf(M * K, T::F32, 1.0f, 9), wf(K * N, T::F32, 0.05f, 10), yf(M * N, T::F32, 0.0f, 11);
     b.f32Flops("linear mlp gate/up f32", dims({M, K}) + "x" + dims({K, N}), 2.0 * M * N * K,
                [&] { lt.run(st, false, false, xf.ptr, wf.ptr, E::F32, M, N, K, yf.ptr, E::F32); });
+    // The same with SHARDLINE_CUDA_TF32=1: TF32 factors on the tensor cores,
+    // against the bf16 peak (the dense TF32 peak is half of it), no target.
+    b.flops("linear gate/up tf32", dims({M, K}) + "x" + dims({K, N}), 2.0 * M * N * K, -1, [&] {
+      lt.run(st, false, false, xf.ptr, wf.ptr, E::F32, M, N, K, yf.ptr, E::F32, true);
+    });
   }
 
   // -- attention (f32: one query a thread, keys tiled in shared memory; bf16:

@@ -2434,6 +2434,26 @@ TEST(CudaLaunchGrad, GemmTypesKeepSixteenBitFactors) {
   EXPECT_EQ(gpu::gemmElementBytes(E::F16), 2);
 }
 
+// SHARDLINE_CUDA_TF32: unset, empty or 0 keeps f32 GEMMs in f32, 1 takes
+// them to the tensor cores as TF32; anything else is refused by name.
+TEST(CudaLaunchGrad, Tf32SettingIsZeroOrOne) {
+  bool tf32 = true;
+  std::string error;
+  EXPECT_TRUE(gpu::f32GemmsOnTensorCores(nullptr, tf32, error));
+  EXPECT_FALSE(tf32);
+  tf32 = true;
+  EXPECT_TRUE(gpu::f32GemmsOnTensorCores("", tf32, error));
+  EXPECT_FALSE(tf32);
+  EXPECT_TRUE(gpu::f32GemmsOnTensorCores("0", tf32, error));
+  EXPECT_FALSE(tf32);
+  EXPECT_TRUE(gpu::f32GemmsOnTensorCores("1", tf32, error));
+  EXPECT_TRUE(tf32);
+  EXPECT_TRUE(error.empty());
+  EXPECT_FALSE(gpu::f32GemmsOnTensorCores("yes", tf32, error));
+  EXPECT_EQ(error, "SHARDLINE_CUDA_TF32 is 'yes': 1 multiplies f32 GEMMs' factors as TF32 on the "
+                   "tensor cores, 0 (or unset) in f32");
+}
+
 // bf16 factors with f32 accumulation, as the tensor cores take them, give
 // what the executor computed by widening them: widening bf16 to f32 is
 // exact, and so is the product of two bf16 values in f32, so only the order

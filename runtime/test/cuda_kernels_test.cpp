@@ -450,6 +450,36 @@ TEST(CudaKernels, LtGemmMatchesTheReferenceInEveryType) {
       }
 }
 
+// f32 factors as TF32 on the tensor cores (SHARDLINE_CUDA_TF32=1): each
+// factor rounded to a 10-bit mantissa (2^-11 relative) so each term within
+// 2^-10 of its magnitude, the sums f32: within 2^-10 + 2e-5 of the sum of
+// the terms' magnitudes; and not the f32 GEMM's bits (the tensor cores did
+// take it).
+TEST(CudaKernels, LtGemmInTf32IsWithinTf32Rounding) {
+  using E = gpu::GemmElement;
+  const int64_t M = 67, K = 300, N = 45;
+  std::vector<float> a = test::normalVector(M * K, 160), b = test::normalVector(K * N, 161);
+  DeviceBuffer<float> da(a), db(b), tf32(M * N), f32(M * N);
+  shardline::rt::LtGemm lt;
+  lt.run(nullptr, false, false, da.ptr, db.ptr, E::F32, M, N, K, tf32.ptr, E::F32, true);
+  lt.run(nullptr, false, false, da.ptr, db.ptr, E::F32, M, N, K, f32.ptr, E::F32, false);
+  std::vector<float> got = tf32.read(), exact = f32.read();
+  int64_t differ = 0;
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      double want = 0.0, magnitude = 0.0;
+      for (int64_t p = 0; p < K; ++p) {
+        double term = (double)a[i * K + p] * b[p * N + j];
+        want += term;
+        magnitude += std::fabs(term);
+      }
+      ASSERT_NEAR(got[i * N + j], want, (std::ldexp(1.0, -10) + 2e-5) * magnitude)
+          << "at [" << i << ", " << j << "]";
+      differ += got[i * N + j] != exact[i * N + j];
+    }
+  EXPECT_GT(differ, M * N / 2) << "the TF32 GEMM gave the f32 GEMM's values";
+}
+
 // -- 16-bit storage ----------------------------------------------------------------------
 //
 // The memory-bound kernels over bf16 and f16 storage, each against the same

@@ -9,6 +9,7 @@
 #include "kernels/cuda/launch_grad.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <new>
 #include <stdexcept>
 
@@ -47,6 +48,9 @@ CudaDevice::CudaDevice(int64_t rank) {
   checkCuda(cudaDeviceGetAttribute(&optIn, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_),
             "cudaDeviceGetAttribute");
   sharedOptIn_ = optIn;
+  std::string error;
+  if (!cuda::f32GemmsOnTensorCores(std::getenv("SHARDLINE_CUDA_TF32"), tf32_, error))
+    throw Stop{error, false};
   checkCuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   gemm_ = std::make_unique<LtGemm>();
   checkCuda(cudaMalloc(reinterpret_cast<void **>(&counter_), sizeof(int32_t)), "cudaMalloc");
@@ -154,7 +158,7 @@ void CudaDevice::matmul(const float *x, const float *w, int64_t T, int64_t K, in
 void CudaDevice::gemm(bool transA, bool transB, const float *a, const float *b, int64_t M,
                       int64_t N, int64_t K, float *out) {
   gemm_->run(stream_, transA, transB, a, b, cuda::GemmElement::F32, M, N, K, out,
-             cuda::GemmElement::F32);
+             cuda::GemmElement::F32, tf32_);
 }
 
 namespace {
@@ -207,7 +211,7 @@ void CudaDevice::gemm(bool transA, bool transB, const BufferView &a, const Buffe
   if (types.stageOut)
     runOut = BufferView(staging + aBytes + bBytes, out.count, dtypeOf(types.out));
   gemm_->run(stream_, transA, transB, runA.data, runB.data, types.factors, M, N, K, runOut.data,
-             types.out);
+             types.out, tf32_);
   if (types.stageOut)
     convert(runOut, out);
 }

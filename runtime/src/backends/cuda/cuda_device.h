@@ -62,7 +62,8 @@ public:
   void setNccl(std::unique_ptr<NcclWorld> world);
 
   /// Row-major out[T, N] = x[T, K] . w[K, N] in f32 through cuBLASLt (f32
-  /// compute and accumulation).
+  /// compute and accumulation; TF32 factors where SHARDLINE_CUDA_TF32=1,
+  /// cuda::f32GemmsOnTensorCores, as for every f32 GEMM below).
   void matmul(const float *x, const float *w, int64_t T, int64_t K, int64_t N, float *out);
 
   /// Row-major out[M, N] = op(a)[M, K] . op(b)[K, N] in f32 through
@@ -97,6 +98,8 @@ private:
 
   int device_ = 0;
   int64_t sharedOptIn_ = 0;
+  /// f32 GEMMs as TF32 on the tensor cores (SHARDLINE_CUDA_TF32=1).
+  bool tf32_ = false;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<LtGemm> gemm_;
   int32_t *counter_ = nullptr;

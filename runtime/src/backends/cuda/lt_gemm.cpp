@@ -77,7 +77,8 @@ LtGemm::~LtGemm() {
 
 void LtGemm::run(cudaStream_t stream, bool transA, bool transB, const void *a, const void *b,
                  cuda::GemmElement factors, int64_t M, int64_t N, int64_t K, void *out,
-                 cuda::GemmElement product) {
+                 cuda::GemmElement product, bool tf32) {
+  tf32 = tf32 && factors == cuda::GemmElement::F32;
   if (M == 0 || N == 0)
     return;
   if (K == 0) {
@@ -94,12 +95,13 @@ void LtGemm::run(cudaStream_t stream, bool transA, bool transB, const void *a, c
                                 alignmentOf(b, cuda::gemmElementBytes(factors)),
                                 alignmentOf(out, cuda::gemmElementBytes(product))});
   auto key = std::make_tuple(M, K, N, alignment, (int)transA * 2 + (int)transB,
-                             (int)factors * 4 + (int)product);
+                             (int)factors * 4 + (int)product, tf32);
   auto found = plans_.find(key);
   if (found == plans_.end()) {
     Plan plan;
     cuda::GemmLayout layout = cuda::gemmLayout(transA, transB, M, N, K);
-    checkLt(cublasLtMatmulDescCreate(&plan.op, CUBLAS_COMPUTE_32F, CUDA_R_32F),
+    checkLt(cublasLtMatmulDescCreate(
+                &plan.op, tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUDA_R_32F),
             "cublasLtMatmulDescCreate");
     cublasOperation_t opA = layout.first.transposed ? CUBLAS_OP_T : CUBLAS_OP_N,
                       opB = layout.second.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;

@@ -34,10 +34,12 @@ public:
 
   /// Row-major out[M, N] = op(a)[M, K] . op(b)[K, N] queued on `stream`, a
   /// stored [K, M] when transA, b stored [N, K] when transB; a and b of type
-  /// `factors`, out of type `product` (f32 or `factors`).
+  /// `factors`, out of type `product` (f32 or `factors`); `tf32` runs f32
+  /// factors as TF32 on the tensor cores (CUBLAS_COMPUTE_32F_FAST_TF32,
+  /// cuda::f32GemmsOnTensorCores), f32 sums still.
   void run(cudaStream_t stream, bool transA, bool transB, const void *a, const void *b,
            cuda::GemmElement factors, int64_t M, int64_t N, int64_t K, void *out,
-           cuda::GemmElement product);
+           cuda::GemmElement product, bool tf32 = false);
 
 private:
   struct Plan {
@@ -47,8 +49,8 @@ private:
   };
   cublasLtHandle_t lt_ = nullptr;
   void *workspace_ = nullptr;
-  /// By shape (M, K, N), operand alignment, transposes and types.
-  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int, int>, Plan> plans_;
+  /// By shape (M, K, N), operand alignment, transposes, types and TF32.
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int, int, bool>, Plan> plans_;
 };
 
 } // namespace shardline::rt

@@ -62,6 +62,16 @@ struct GemmTypes {
   bool stageA = false, stageB = false, stageOut = false;
 };
 GemmTypes gemmTypes(GemmElement a, GemmElement b, GemmElement out);
+/// How cuBLASLt multiplies two f32 factors, as `setting` (the value of
+/// SHARDLINE_CUDA_TF32, nullptr when unset) says: "0", empty or unset in f32
+/// (CUBLAS_COMPUTE_32F: the CPU's products to rounding, no tensor cores),
+/// "1" on the tensor cores with the factors rounded to TF32's 10-bit
+/// mantissas (2^-11 relative), f32 sums (CUBLAS_COMPUTE_32F_FAST_TF32: a
+/// dense TF32 peak about 7x the f32 one on an H100), as PyTorch's
+/// torch.backends.cuda.matmul.allow_tf32. False with the reason in `error`
+/// for any other value. 16-bit GEMMs are not affected.
+bool f32GemmsOnTensorCores(const char *setting, bool &tf32, std::string &error);
+
 /// The bytes of one element of `type`.
 inline int64_t gemmElementBytes(GemmElement type) { return type == GemmElement::F32 ? 4 : 2; }
 
