@@ -68,6 +68,19 @@ plan "$examples/models/nam56r-tiny.json" --tp 1 --sp=false --cp 1 --ep 1 --emit 
 sed 's/"dtype": "f32"/"dtype": "bf16"/' "$examples/models/gpt-dense.json" > "$tmp/bf16.json"
 plan "$tmp/bf16.json" --tp 1 --sp=false --emit plan -o "$tmp/bf16.slp"
 "$run" "$tmp/bf16.slp" --device cuda --verify --rtol 0.03
+# Head dim 256 in bf16 (Gemma's): the tensor-core attention's 192.6 KiB layout, one block an SM,
+# over grouped-query heads and a sequence that is not a whole number of query blocks.
+cat > "$tmp/d256.json" <<'SPEC'
+{"name": "d256", "pattern": "AF", "vocab": 300, "hidden": 512, "seq": 100, "batch": 2,
+ "dtype": "bf16", "attention": {"heads": 2, "kv_heads": 1, "head_dim": 256},
+ "mlp": {"ffn_hidden": 512}}
+SPEC
+plan "$tmp/d256.json" --emit plan -o "$tmp/d256.slp"
+"$run" "$tmp/d256.slp" --device cuda --verify --rtol 0.03
+# SHARDLINE_CUDA_TF32=1: the f32 plan's GEMMs on the tensor cores, their factors rounded to
+# TF32's 10-bit mantissas (finer than bf16's 7), held to the 16-bit runs' 0.03; the run prints
+# the error it reached.
+SHARDLINE_CUDA_TF32=1 "$run" "$tmp/f32.slp" --device cuda --verify --rtol 0.03
 # Training at world size 1: three steps of forward, backward (the backward kernels, linear's
 # GEMMs through cuBLASLt) and AdamW of gpt-dense on the GPU beside the same steps on the CPU.
 # Each step's loss and every final weight must agree within 1e-3: the backward's f32
