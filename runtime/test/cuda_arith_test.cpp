@@ -1334,6 +1334,17 @@ TEST(CudaArith, TensorCoreAttentionTilingAndItsRefusals) {
   EXPECT_GT(gpu::attentionTcSharedBytes(65), 99 * 1024);
   EXPECT_EQ(gpu::attentionTcSharedBytes(257), 0);
   EXPECT_EQ(gpu::attentionTcSharedBytes(0), 0);
+  // What the CUDA backend keeps on the tensor cores (keepsAttention), by the
+  // device's opt-in limit: 227 KiB (9.0, 10.0) every head dim to 256, 99 KiB
+  // (12.0) up to 64, and nothing above 256 anywhere.
+  for (int64_t D : {1, 64, 65, 128, 129, 256})
+    EXPECT_TRUE(gpu::attentionOnTensorCores(D, 227 * 1024)) << D;
+  EXPECT_FALSE(gpu::attentionOnTensorCores(257, 227 * 1024));
+  EXPECT_TRUE(gpu::attentionOnTensorCores(64, 99 * 1024));
+  EXPECT_FALSE(gpu::attentionOnTensorCores(65, 99 * 1024));
+  EXPECT_FALSE(gpu::attentionOnTensorCores(256, 99 * 1024));
+  EXPECT_TRUE(gpu::attentionOnTensorCores(256, gpu::attentionTcSharedBytes(256)));
+  EXPECT_FALSE(gpu::attentionOnTensorCores(256, gpu::attentionTcSharedBytes(256) - 1));
   EXPECT_FALSE(gpu::attentionTcTiling(1, 1, 64, 257, tiling, error));
   EXPECT_EQ(error, "the CUDA tensor-core attention takes head dims of 1 to 256, not 257");
   EXPECT_FALSE(gpu::attentionTcTiling(1, 1, 64, 0, tiling, error));

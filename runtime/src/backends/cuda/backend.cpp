@@ -233,8 +233,8 @@ bool keepsAttention(const Step &s, const Frame &f) {
     return false;
   if (f.views[s.in[0]].dtype == DType::F32)
     return true;
-  int64_t shared = cuda::attentionTcSharedBytes(headDim(s, f));
-  return shared > 0 && shared <= static_cast<const CudaDevice *>(f.device)->sharedOptIn();
+  return cuda::attentionOnTensorCores(headDim(s, f),
+                                      static_cast<const CudaDevice *>(f.device)->sharedOptIn());
 }
 /// Local attention as attention, its halos (where the step has them) of
 /// q's type too (over a halo or sequence chunks its run is the exchange's,

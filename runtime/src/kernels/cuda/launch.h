@@ -88,6 +88,15 @@ inline int64_t blocksPerSmByShared(int64_t sharedBytes) {
 /// (backends/cuda/backend.cpp, keepsAttention).
 int64_t attentionTcSharedBytes(int64_t D);
 
+/// Whether 16-bit attention of head dim D runs on the tensor cores of a GPU
+/// whose blocks may opt in to `sharedOptIn` bytes of shared memory: its
+/// layout exists (D up to 256) and fits; otherwise the CUDA backend runs it
+/// widened on the f32 kernel (keepsAttention).
+inline bool attentionOnTensorCores(int64_t D, int64_t sharedOptIn) {
+  int64_t shared = attentionTcSharedBytes(D);
+  return shared > 0 && shared <= sharedOptIn;
+}
+
 /// The tensor-core tiling for batch B, query heads HQ, Sq queries and head
 /// dim D; false with the reason in `error` for head dims above 256 (those
 /// the CUDA backend refuses, as attention's f32 kernel does) or a grid
