@@ -1332,6 +1332,10 @@ TEST(CudaArith, TensorCoreAttentionTilingAndItsRefusals) {
   // there take head dims up to 64.
   EXPECT_LE(gpu::attentionTcSharedBytes(64), 99 * 1024);
   EXPECT_GT(gpu::attentionTcSharedBytes(65), 99 * 1024);
+  EXPECT_EQ(gpu::attentionTcMaxHeadDim(64), 64);
+  EXPECT_EQ(gpu::attentionTcMaxHeadDim(65), 128);
+  EXPECT_EQ(gpu::attentionTcMaxHeadDim(256), 256);
+  EXPECT_EQ(gpu::attentionTcMaxHeadDim(257), 0);
   EXPECT_EQ(gpu::attentionTcSharedBytes(257), 0);
   EXPECT_EQ(gpu::attentionTcSharedBytes(0), 0);
   // What the CUDA backend keeps on the tensor cores (keepsAttention), by the
@@ -2463,6 +2467,26 @@ TEST(CudaLaunchGrad, Tf32SettingIsZeroOrOne) {
   EXPECT_FALSE(gpu::f32GemmsOnTensorCores("yes", tf32, error));
   EXPECT_EQ(error, "SHARDLINE_CUDA_TF32 is 'yes': 1 multiplies f32 GEMMs' factors as TF32 on the "
                    "tensor cores, 0 (or unset) in f32");
+}
+
+// The same switch with the other default (SHARDLINE_NCCL_OVERLAP's: on
+// when unset), and the words of its refusal.
+TEST(CudaLaunch, SwitchSettingTakesItsDefaultWhenUnset) {
+  bool on = false;
+  std::string error;
+  EXPECT_TRUE(gpu::switchSetting("X", nullptr, true, "does", "does not", on, error));
+  EXPECT_TRUE(on);
+  EXPECT_TRUE(gpu::switchSetting("X", "0", true, "does", "does not", on, error));
+  EXPECT_FALSE(on);
+  EXPECT_TRUE(gpu::switchSetting("X", "", true, "does", "does not", on, error));
+  EXPECT_TRUE(on);
+  EXPECT_TRUE(error.empty());
+  EXPECT_FALSE(gpu::switchSetting("SHARDLINE_NCCL_OVERLAP", "2", true,
+                                  "runs a gather or a reduce-scatter paired with its linear in "
+                                  "pieces",
+                                  "whole", on, error));
+  EXPECT_EQ(error, "SHARDLINE_NCCL_OVERLAP is '2': 1 (or unset) runs a gather or a reduce-scatter "
+                   "paired with its linear in pieces, 0 whole");
 }
 
 // bf16 factors with f32 accumulation, as the tensor cores take them, give

@@ -104,15 +104,11 @@ void copyOnDevice(const std::vector<StridedCopy> &copies, const void *src, void 
 }
 
 bool gatherOverlapEnabled(std::string &error) {
-  const char *given = std::getenv("SHARDLINE_NCCL_OVERLAP");
-  std::string value = given ? given : "";
-  if (value.empty() || value == "1")
-    return true;
-  if (value != "0")
-    error = "SHARDLINE_NCCL_OVERLAP is '" + value +
-            "': 1 (or unset) runs a gather or a reduce-scatter paired with its linear in pieces, "
-            "0 whole";
-  return false;
+  bool overlap = false;
+  cuda::switchSetting("SHARDLINE_NCCL_OVERLAP", std::getenv("SHARDLINE_NCCL_OVERLAP"), true,
+                      "runs a gather or a reduce-scatter paired with its linear in pieces", "whole",
+                      overlap, error);
+  return overlap;
 }
 
 const NcclApi *loadNccl(std::string &error) {

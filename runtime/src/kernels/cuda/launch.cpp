@@ -60,27 +60,44 @@ bool attentionTiling(int64_t B, int64_t HQ, int64_t Sq, int64_t D, AttentionTili
   return true;
 }
 
+bool switchSetting(const char *name, const char *value, bool unset, const char *on, const char *off,
+                   bool &result, std::string &error) {
+  std::string given = value ? value : "";
+  if (given.empty() || given == "0" || given == "1") {
+    result = given.empty() ? unset : given == "1";
+    return true;
+  }
+  error = std::string(name) + " is '" + given + "': 1" + (unset ? " (or unset) " : " ") + on +
+          ", 0" + (unset ? " " : " (or unset) ") + off;
+  return false;
+}
+
+int attentionTcMaxHeadDim(int64_t D) {
+  return D <= 0 || D > 256 ? 0 : D <= 64 ? 64 : D <= 128 ? 128 : 256;
+}
+
 int64_t attentionTcSharedBytes(int64_t D) {
   // Both 16-bit types are two bytes: one layout for each head-dim bound.
-  if (D <= 0)
-    return 0;
-  if (D <= 64)
+  switch (attentionTcMaxHeadDim(D)) {
+  case 64:
     return (int64_t)sizeof(arith::TcShared<arith::Bf16, 64>);
-  if (D <= 128)
+  case 128:
     return (int64_t)sizeof(arith::TcShared<arith::Bf16, 128>);
-  if (D <= 256)
+  case 256:
     return (int64_t)sizeof(arith::TcShared<arith::Bf16, 256>);
-  return 0;
+  default:
+    return 0;
+  }
 }
 
 bool attentionTcTiling(int64_t B, int64_t HQ, int64_t Sq, int64_t D, AttentionTcTiling &tiling,
                        std::string &error) {
-  if (D <= 0 || D > 256) {
+  tiling = AttentionTcTiling();
+  tiling.maxHeadDim = attentionTcMaxHeadDim(D);
+  if (tiling.maxHeadDim == 0) {
     error = "the CUDA tensor-core attention takes head dims of 1 to 256, not " + std::to_string(D);
     return false;
   }
-  tiling = AttentionTcTiling();
-  tiling.maxHeadDim = D <= 64 ? 64 : D <= 128 ? 128 : 256;
   tiling.queryBlocks = (Sq + arith::kTcRows - 1) / arith::kTcRows;
   tiling.shape.threads = arith::kTcThreads;
   tiling.shape.blocks = B * HQ * tiling.queryBlocks;

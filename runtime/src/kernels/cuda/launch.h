@@ -24,6 +24,14 @@ inline constexpr int kMaxThreads = 1024;
 inline constexpr int64_t kDefaultSharedBytes = 48 * 1024;
 inline constexpr int kWarp = 32;
 
+/// A switch the CUDA backend reads from the environment variable `name`
+/// whose value is `value` (nullptr when unset): unset or empty gives
+/// `unset`, "1" true, "0" false, into `result`. Any other value returns
+/// false with `error` naming the variable and saying what 1 (`on`) and 0
+/// (`off`) do, e.g. "SHARDLINE_CUDA_TF32 is 'yes': 1 ..., 0 (or unset) ...".
+bool switchSetting(const char *name, const char *value, bool unset, const char *on, const char *off,
+                   bool &result, std::string &error);
+
 struct LaunchShape {
   int64_t blocks = 0;
   int threads = 0;
@@ -79,9 +87,12 @@ inline int64_t blocksPerSmByShared(int64_t sharedBytes) {
   return kSharedPerSm / (sharedBytes + kSharedReservedPerBlock);
 }
 
-/// The shared memory of the tensor-core attention's layout for head dim D
-/// (arith::TcShared of the smallest bound of 64, 128 and 256 that holds D),
-/// 0 above 256. The 256 layout (192.6 KiB, one block an SM) needs a device
+/// The head-dim bound of the tensor-core attention's layout for head dim D:
+/// the smallest of 64, 128 and 256 that holds D, 0 for D outside 1..256.
+int attentionTcMaxHeadDim(int64_t D);
+
+/// The shared memory of that layout (arith::TcShared<T, bound>), 0 for D
+/// outside 1..256. The 256 layout (192.6 KiB, one block an SM) needs a device
 /// that lets a block opt in to that much (compute capability 9.0 and 10.0
 /// do, kMaxSharedBytes; 12.0 allows 99 KiB, which holds only the 64 layout);
 /// the CUDA backend widens attention whose layout the GPU cannot hold to f32

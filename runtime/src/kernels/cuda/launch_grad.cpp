@@ -62,14 +62,9 @@ LaunchShape sumShape(int64_t n) {
 }
 
 bool f32GemmsOnTensorCores(const char *setting, bool &tf32, std::string &error) {
-  std::string value = setting ? setting : "";
-  if (value.empty() || value == "0" || value == "1") {
-    tf32 = value == "1";
-    return true;
-  }
-  error = "SHARDLINE_CUDA_TF32 is '" + value +
-          "': 1 multiplies f32 GEMMs' factors as TF32 on the tensor cores, 0 (or unset) in f32";
-  return false;
+  return switchSetting("SHARDLINE_CUDA_TF32", setting, false,
+                       "multiplies f32 GEMMs' factors as TF32 on the tensor cores", "in f32", tf32,
+                       error);
 }
 
 } // namespace shardline::rt::cuda

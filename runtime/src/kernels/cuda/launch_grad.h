@@ -66,8 +66,8 @@ GemmTypes gemmTypes(GemmElement a, GemmElement b, GemmElement out);
 /// SHARDLINE_CUDA_TF32, nullptr when unset) says: "0", empty or unset in f32
 /// (CUBLAS_COMPUTE_32F: the CPU's products to rounding, no tensor cores),
 /// "1" on the tensor cores with the factors rounded to TF32's 10-bit
-/// mantissas (2^-11 relative), f32 sums (CUBLAS_COMPUTE_32F_FAST_TF32: a
-/// dense TF32 peak about 7x the f32 one on an H100), as PyTorch's
+/// mantissas (2^-11 relative), f32 sums (CUBLAS_COMPUTE_32F_FAST_TF32; an
+/// H100 SXM's datasheet gives 494 dense TF32 TFLOP/s against 67 f32), as PyTorch's
 /// torch.backends.cuda.matmul.allow_tf32. False with the reason in `error`
 /// for any other value. 16-bit GEMMs are not affected.
 bool f32GemmsOnTensorCores(const char *setting, bool &tf32, std::string &error);
