@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check: on a machine with a GPU, from a bundle made by scripts/gpu-bundle.sh, runs
 #   kernels  every CUDA kernel against its CPU kernel (shardline-runtime-cuda-test), 60 s at most
-#   model    runtime.cuda-model's 16 runs: plans on the GPU against the CPU (cuda_model_test.sh),
+#   model    runtime.cuda-model's 17 runs: plans on the GPU against the CPU (cuda_model_test.sh),
 #            120 s (one shardline-run start, a few small steps and the CPU's reference each:
 #            about 5 s a run at most)
 #   nccl     runtime.cuda-nccl's short subset over NCCL (cuda_nccl_test.sh BIN short: 8 runs and

@@ -7,7 +7,9 @@
 # partitioned on 8 thread ranks and verify it against the single-device run. Last, train it for
 # 20 steps on the same 8 ranks on the byte dataset, beside single-device training, with its
 # training report, the report of the run and the loss curve (scripts/train-example.sh; SHARDLINE_TRAIN_STEPS=200 for the
-# README's longer run).
+# README's longer run). Then train it in bf16 as Megatron's --bf16 does (f32 main copies of the
+# weights beside f32 AdamW moments) for as many steps on the same ranks and data, and print its
+# last loss beside the f32 run's.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${SHARDLINE_BUILD_DIR:-$root/build}"
@@ -29,3 +31,4 @@ set -x
 # every step's loss and the final weights checked against single-device training.
 set +x
 "$root/scripts/train-example.sh" "${SHARDLINE_TRAIN_STEPS:-20}"
+"$root/scripts/train-example.sh" --bf16 "${SHARDLINE_TRAIN_STEPS:-20}"

@@ -130,6 +130,8 @@ Report analyze(ModuleOp module) {
         if (w->hasAttr(mlir::sl::kBackwardAttr))
           report.optimizerStateBytesPerRank =
               saturatingAdd(report.optimizerStateBytesPerRank, bytes);
+        if (w.getInit() == "copy")
+          report.mainCopyBytesPerRank = saturatingAdd(report.mainCopyBytesPerRank, bytes);
       } else if (backwardStart >= 0 && !backward) {
         for (Value r : op->getResults())
           if (llvm::any_of(r.getUsers(), [&](Operation *user) {
@@ -271,7 +273,8 @@ std::string toJson(const Report &r) {
         {"regather_bytes_per_rank", r.regatherBytesPerRank},
         {"saved_for_backward_bytes_per_rank", r.savedForBackwardBytesPerRank},
         {"saved_for_backward_by_block", std::move(saved)},
-        {"optimizer_state_bytes_per_rank", r.optimizerStateBytesPerRank}};
+        {"optimizer_state_bytes_per_rank", r.optimizerStateBytesPerRank},
+        {"main_copy_bytes_per_rank", r.mainCopyBytesPerRank}};
   }
   std::string s;
   llvm::raw_string_ostream os(s);
@@ -322,8 +325,10 @@ void printTable(const Report &r, llvm::raw_ostream &os) {
     os << "training step: forward " << r.commBytesPerRank - r.backwardCommBytesPerRank
        << " bytes, backward " << r.backwardCommBytesPerRank << " bytes per rank (re-gathers of "
        << "saved shards " << r.regatherBytesPerRank << "); saved for the backward "
-       << r.savedForBackwardBytesPerRank << " bytes per rank; AdamW moments "
-       << r.optimizerStateBytesPerRank << " bytes per rank (in the weights)\n";
+       << r.savedForBackwardBytesPerRank << " bytes per rank; optimizer state "
+       << r.optimizerStateBytesPerRank << " bytes per rank (AdamW moments "
+       << r.optimizerStateBytesPerRank - r.mainCopyBytesPerRank << ", f32 main copies "
+       << r.mainCopyBytesPerRank << "; in the weights)\n";
 }
 
 static std::string escape(const std::string &s) {

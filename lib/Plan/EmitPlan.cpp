@@ -8,6 +8,7 @@
 #include "core/plan.h"
 
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/StringMap.h"
 
 using namespace mlir;
 using namespace mlir::sl;
@@ -166,20 +167,45 @@ private:
     std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
     plan::Init init = plan::Init::Normal;
     double scale = 0, offset = 0;
+    int32_t copyOf = -1;
     if (weight) {
       StringRef kind = weight.getInit();
       init = kind == "uniform"    ? plan::Init::Uniform
              : kind == "constant" ? plan::Init::Constant
+             : kind == "copy"     ? plan::Init::Copy
                                   : plan::Init::Normal;
       scale = weight.getScale().convertToDouble();
       offset = weight.getOffset().convertToDouble();
+      if (init == plan::Init::Copy) {
+        auto source = weightIndex.find(weight.getSource());
+        if (source == weightIndex.end()) {
+          weight.emitOpError("copies '") << weight.getSource()
+                                         << "', which is no weight defined before it";
+          return failure();
+        }
+        WeightOp from = weightOps[source->second];
+        if (from.getInit() == "copy" ||
+            from.getResult().getType().getShape() != weight.getResult().getType().getShape() ||
+            getLayout(from.getResult()) != getLayout(weight.getResult())) {
+          weight.emitOpError("copies '")
+              << weight.getSource()
+              << "', which is not a generated or loaded weight of the same shape and layout";
+          return failure();
+        }
+        copyOf = source->second;
+      }
     }
     auto placed = arena.offsets.find(v);
     tensors.push_back(plan::CreateTensor(b, b.CreateString(name), *dtype, b.CreateVector(shape),
                                          layout, role, init, scale, offset,
-                                         placed == arena.offsets.end() ? -1 : placed->second));
+                                         placed == arena.offsets.end() ? -1 : placed->second,
+                                         copyOf));
     int32_t id = (int32_t)tensors.size() - 1;
     index[v] = id;
+    if (weight) {
+      weightIndex[weight.getName()] = id;
+      weightOps[id] = weight;
+    }
     return id;
   }
 
@@ -235,6 +261,9 @@ private:
   int64_t vocab = 0;
   std::vector<fb::Offset<plan::Tensor>> tensors;
   llvm::DenseMap<Value, int32_t> index;
+  /// The weights so far by name and by tensor index (a copy names its source).
+  llvm::StringMap<int32_t> weightIndex;
+  llvm::DenseMap<int32_t, WeightOp> weightOps;
 };
 
 } // namespace

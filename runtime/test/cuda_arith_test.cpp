@@ -2348,6 +2348,50 @@ TEST(CudaArithGrad, AdamWIsTheCpuKernel) {
     }
 }
 
+// AdamW of a 16-bit weight through its main copy: the main copy takes the
+// f32 step, and the weight's bits are the CPU entry's rounding of it
+// (kernels/cpu/optimizer.cpp rounds through convertOnHost), for bf16 and f16
+// weights and gradients of the weight's type.
+template <typename T> void checkAdamWMain(rt::DType type) {
+  const int64_t n = 1001;
+  std::vector<float> main = test::normalVector(n, 40), m(n, 0.0f), v(n, 0.0f);
+  std::vector<uint16_t> want(n);
+  std::vector<T> w(n);
+  for (int64_t i = 0; i < n; ++i) {
+    arith::storeElement(w.data(), i, main[i]);
+    main[i] = arith::loadElement(w.data(), i);
+  }
+  std::vector<float> gmain = main, gm = m, gv = v;
+  for (int64_t step = 1; step <= 3; ++step) {
+    std::vector<float> fresh = test::normalVector(n, 41 + (unsigned)step), grad(n);
+    std::vector<T> grad16(n);
+    for (int64_t i = 0; i < n; ++i) {
+      arith::storeElement(grad16.data(), i, fresh[i]);
+      grad[i] = arith::loadElement(grad16.data(), i);
+    }
+    double sumsq = (float)cpu::sum_squares(grad.data(), n);
+    cpu::AdamWStep p{1e-2, 0.9, 0.999, 1e-8, 0.01, step, cpu::clip_scale(sumsq, 1.0)};
+    cpu::adamw(main.data(), grad.data(), m.data(), v.data(), n, p);
+    rt::convertOnHost(rt::BufferView(main.data(), n), rt::BufferView(want.data(), n, type));
+    arith::AdamWConstants k{1e-2, 0.9, 0.999, 1e-8, 0.01, 1.0 - std::pow(0.9, (double)step),
+                            1.0 - std::pow(0.999, (double)step), 1.0};
+    double scale = arith::clipScale(sumsq, 1.0);
+    for (int64_t i = 0; i < n; ++i)
+      arith::adamwMainElement(w.data(), i, arith::loadElement(grad16.data(), i), gmain[i], gm[i],
+                              gv[i], k, scale);
+    EXPECT_EQ(gmain, main);
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_EQ(w[i].bits, want[i]) << "element " << i << " at step " << step;
+  }
+  EXPECT_EQ(gm, m);
+  EXPECT_EQ(gv, v);
+}
+
+TEST(CudaArithGrad, AdamWThroughAMainCopyIsTheCpuEntry) {
+  checkAdamWMain<arith::Bf16>(rt::DType::BF16);
+  checkAdamWMain<arith::F16>(rt::DType::F16);
+}
+
 TEST(CudaLaunchGrad, AttentionBackwardTilesFitSharedMemory) {
   for (int64_t D : {1, 16, 64, 65, 128, 129, 256}) {
     SCOPED_TRACE(D);

@@ -1472,6 +1472,64 @@ TEST(CudaGradKernels, AdamWIsTheReference) {
   EXPECT_EQ(dw.read(), w);
 }
 
+// AdamW of a bf16 weight through its f32 main copy: the main copy and the
+// moments are the CPU's f32 AdamW bit for bit (no FMA contraction), and the
+// weight's bits the main copy rounded as the CPU entry rounds it, from a bf16
+// gradient and from an f32 one; an f32 weight is refused.
+TEST(CudaGradKernels, AdamWThroughAMainCopyIsTheReference) {
+  using gpu::arith::Bf16;
+  const int64_t n = 100003;
+  for (bool wideGrad : {false, true}) {
+    SCOPED_TRACE(wideGrad ? "f32 gradient" : "bf16 gradient");
+    std::vector<float> main = test::normalVector(n, 67), m(n, 0.0f), v(n, 0.0f);
+    std::vector<Bf16> w(n);
+    for (int64_t i = 0; i < n; ++i) {
+      gpu::arith::storeElement(w.data(), i, main[i]);
+      main[i] = gpu::arith::loadElement(w.data(), i);
+    }
+    DeviceBuffer<Bf16> dw(w);
+    DeviceBuffer<float> dmain(main), dm(m), dv(v);
+    DeviceBuffer<int32_t> bad((size_t)1);
+    for (int64_t step = 1; step <= 3; ++step) {
+      std::vector<float> grad = test::normalVector(n, 68 + (unsigned)step);
+      std::vector<Bf16> grad16(n);
+      for (int64_t i = 0; i < n; ++i) {
+        gpu::arith::storeElement(grad16.data(), i, grad[i]);
+        if (!wideGrad)
+          grad[i] = gpu::arith::loadElement(grad16.data(), i);
+      }
+      float sumsq = (float)cpu::sum_squares(grad.data(), n);
+      cpu::AdamWStep p{1e-3, 0.9, 0.999, 1e-8, 0.01, step, cpu::clip_scale(sumsq, 1.0)};
+      cpu::adamw(main.data(), grad.data(), m.data(), v.data(), n, p);
+      gpu::arith::AdamWConstants k{1e-3, 0.9, 0.999, 1e-8, 0.01, 1.0 - std::pow(0.9, (double)step),
+                                   1.0 - std::pow(0.999, (double)step), 1.0};
+      DeviceBuffer<float> dgrad(grad), dsum(std::vector<float>{sumsq});
+      DeviceBuffer<Bf16> dgrad16(grad16);
+      gpu::Src g = wideGrad ? srcOf(dgrad) : srcOf(dgrad16);
+      ASSERT_EQ(gpu::adamw_main(dstOf(dw), g, dmain.ptr, dm.ptr, dv.ptr, n, k, dsum.ptr, bad.ptr,
+                                nullptr),
+                cudaSuccess);
+    }
+    EXPECT_EQ(dmain.read(), main);
+    EXPECT_EQ(dm.read(), m);
+    EXPECT_EQ(dv.read(), v);
+    std::vector<uint16_t> want(n);
+    rt::convertOnHost(rt::BufferView(main.data(), n), rt::BufferView(want.data(), n, rt::DType::BF16));
+    std::vector<Bf16> got = dw.read();
+    int64_t differ = 0;
+    for (int64_t i = 0; i < n; ++i)
+      differ += got[i].bits != want[i];
+    EXPECT_EQ(differ, 0);
+    EXPECT_EQ(bad.read()[0], 0);
+  }
+  DeviceBuffer<float> f32(std::vector<float>(4, 1.0f)), sum(std::vector<float>{1.0f});
+  DeviceBuffer<int32_t> bad((size_t)1);
+  gpu::arith::AdamWConstants k{1e-3, 0.9, 0.999, 1e-8, 0.01, 0.1, 0.001, 1.0};
+  EXPECT_EQ(gpu::adamw_main(dstOf(f32), srcOf(f32), f32.ptr, f32.ptr, f32.ptr, 4, k, sum.ptr,
+                            bad.ptr, nullptr),
+            cudaErrorInvalidValue);
+}
+
 // The conv's sums in double in the CPU's order (the device may fuse a
 // multiply and an add): 1e-6; dweight and dbias a call per sequence on the
 // CPU, as its table entry makes them; over whole sequences and over chunks

@@ -90,6 +90,13 @@ SHARDLINE_CUDA_TF32=1 "$run" "$tmp/f32.slp" --device cuda --verify --rtol 0.03
 plan "$examples/models/gpt-dense.json" --tp 1 --sp=false --train --emit plan \
   -o "$tmp/train.slp"
 "$run" "$tmp/train.slp" --device cuda --train --steps 3 --verify --rtol 1e-3
+# gpt-dense in bf16, trained through f32 main copies: the bf16 GEMMs of the backward, the widened
+# backward kernels and adamw_main (the weight's bits rounded from its main copy in place) on the
+# GPU beside the CPU's bf16 training, within the 0.05 bf16 training reaches between CPU runs of
+# different summation orders (docs/training.md, "Mixed precision").
+sed 's/"dtype": "f32"/"dtype": "bf16"/' "$examples/models/gpt-dense.json" > "$tmp/gpt16.json"
+plan "$tmp/gpt16.json" --tp 1 --sp=false --train --emit plan -o "$tmp/train16.slp"
+"$run" "$tmp/train16.slp" --device cuda --train --steps 3 --verify --rtol 0.05
 # Mamba-2, RG-LRU, sliding-window and grouped-query attention trained the same way (the gated
 # norm's, the conv's and the scans' backward over whole sequences, local_attention_grad,
 # attention_grad with two query heads per kv head).

@@ -16,6 +16,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "comm/comm.h"
+#include "core/buffer.h"
 #include "exec/collectives.h"
 #include "exec/verify.h"
 #include "kernel_test_util.h"
@@ -29,6 +30,7 @@
 #include <cstdint>
 #include <limits>
 #include <map>
+#include <memory>
 #include <set>
 #include <thread>
 #include <vector>
@@ -428,6 +430,86 @@ TEST(AdamW, MatchesTheReferenceOverThreeSteps) {
   checkAdamW({noClip, false, 1.0f, 50.0}, 35);
 }
 
+// A bf16 weight through its f32 main copy: the main copy takes the f32
+// update (the reference's, from the bf16 weight's values), and the weight
+// becomes the main copy rounded to nearest even, whose bits the step writes
+// in place (the entry keeps the step's 16-bit tensors as stored). The
+// gradient may be bf16 or f32.
+TEST(AdamW, MainCopyTakesTheUpdateAndRoundsTheWeight) {
+  TrainOptions o;
+  o.lr = 5e-2;
+  o.weightDecay = 0.1;
+  for (DType gradType : {DType::BF16, DType::F32}) {
+    SCOPED_TRACE(dtypeName(gradType));
+    Rng rng(36);
+    const int64_t n = 11;
+    std::vector<uint16_t> weight(n), grad16(n);
+    Vec main = rng.vec(n), m(n, 0.0f), v(n, 0.0f), grad(n), sumsq(1);
+    for (int64_t i = 0; i < n; ++i) {
+      weight[i] = floatToBf16(main[i]);
+      main[i] = bf16ToFloat(weight[i]); // the copy of the weight
+    }
+    ReferenceAdamW ref{std::vector<double>(main.begin(), main.end()),
+                       std::vector<double>(n, 0.0), std::vector<double>(n, 0.0)};
+    StepRig rig("adamw", {{n}, {n}, {n}, {n}, {}, {n}}, {}, {intAttr(1)});
+    rig.tensors[0].dtype = DType::BF16;
+    rig.tensors[1].dtype = gradType;
+    rig.bind({&main, &grad, &m, &v, &sumsq, &main});
+    rig.views[0] = BufferView(weight.data(), n, DType::BF16);
+    if (gradType == DType::BF16)
+      rig.views[1] = BufferView(grad16.data(), n, DType::BF16);
+    ASSERT_EQ(rig.verify(), "");
+    ASSERT_TRUE(rig.step.kernel->keeps16 && rig.step.kernel->keeps16(rig.step, rig.frame));
+    rig.frame.train = &o;
+    for (int64_t t = 1; t <= 3; ++t) {
+      Vec fresh = rng.vec(n, -1.0f, 1.0f);
+      for (int64_t i = 0; i < n; ++i) {
+        grad16[i] = floatToBf16(fresh[i]);
+        grad[i] = gradType == DType::BF16 ? bf16ToFloat(grad16[i]) : fresh[i];
+      }
+      sumsq[0] = (float)(cpu::sum_squares(grad.data(), n) + 50.0);
+      rig.frame.trainStep = t;
+      rig.step.kernel->run(rig.step, rig.frame);
+      ref.step(grad, sumsq[0], t, o, true);
+      expectClose(main, ref.w, 1e-6, 1e-7, "main copy");
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_EQ(weight[i], floatToBf16(main[i])) << "element " << i << " at step " << t;
+    }
+  }
+}
+
+// The contract of a step with a main copy, and of one without: which types
+// each operand may have.
+TEST(AdamW, MainCopyContract) {
+  auto rig = [](DType weight, DType grad, DType main, bool withMain) {
+    std::vector<std::vector<int64_t>> in{{4}, {4}, {4}, {4}, {}};
+    if (withMain)
+      in.push_back({4});
+    auto r = std::make_unique<StepRig>("adamw", in, std::vector<std::vector<int64_t>>{},
+                                       std::vector<AttrValue>{intAttr(1)});
+    r->tensors[0].dtype = weight;
+    r->tensors[1].dtype = grad;
+    if (withMain)
+      r->tensors[5].dtype = main;
+    return r;
+  };
+  EXPECT_EQ(rig(DType::F32, DType::F32, DType::F32, false)->verify(), "");
+  EXPECT_EQ(rig(DType::BF16, DType::BF16, DType::F32, true)->verify(), "");
+  EXPECT_EQ(rig(DType::BF16, DType::F32, DType::F32, true)->verify(), "");
+  EXPECT_NE(rig(DType::BF16, DType::BF16, DType::F32, false)->verify().find(
+                "a 16-bit weight needs its f32 main copy, operand main"),
+            std::string::npos);
+  EXPECT_NE(rig(DType::F32, DType::F32, DType::F32, true)->verify().find(
+                "a main copy is for a 16-bit weight"),
+            std::string::npos);
+  EXPECT_NE(rig(DType::BF16, DType::BF16, DType::BF16, true)->verify().find(
+                "the main copy is f32"),
+            std::string::npos);
+  EXPECT_NE(rig(DType::BF16, DType::F16, DType::F32, true)->verify().find(
+                "the gradient is of the weight's type or f32"),
+            std::string::npos);
+}
+
 // Megatron's OptimizerParamScheduler.get_lr, worked by hand: warmup 10
 // steps from 1e-4 to 1e-3, then a decay to 1e-5 by step 100.
 TEST(AdamW, LearningRateScheduleIsMegatrons) {
@@ -501,8 +583,7 @@ TEST(AdamW, RefusesBadStepsNormsAndTypes) {
   }
   EXPECT_EQ(w, (Vec{1.0f, -2.0f}));
   rig.tensors[2].dtype = DType::BF16;
-  EXPECT_EQ(rig.verify(), "op #0 (sl.adamw 'wq') at test.mlir:1:1: m is bf16: sl.adamw updates "
-                          "f32 weights and moments only (training is f32 for now)");
+  EXPECT_EQ(rig.verify(), "op #0 (sl.adamw 'wq') at test.mlir:1:1: m is bf16: AdamW's moments are f32");
   rig.tensors[2].dtype = DType::F32;
   rig.tensors[4].shape = rig.tensors[4].local = {2};
   rig.tensors[4].count = 2;
@@ -534,7 +615,7 @@ TEST(GradKernelTable, EveryOpOfTheContractWithItsNames) {
       {"embedding_grad", {{"ids", "dy", "table"}, {"dtable"}, {}}},
       {"cross_entropy_grad", {{"logits", "labels"}, {"dlogits"}, {"vocab_axes"}}},
       {"sum_squares", {{"x"}, {"result"}, {}}},
-      {"adamw", {{"weight", "grad", "m", "v", "sumsq"}, {}, {"decay"}}},
+      {"adamw", {{"weight", "grad", "m", "v", "sumsq", "main?"}, {}, {"decay"}}},
   };
   const KernelTable &table = cpuBackend().kernels;
   for (const auto &[kind, entry] : want) {

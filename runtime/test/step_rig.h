@@ -56,6 +56,8 @@ struct StepRig {
       tensors.push_back(t);
       (isIn ? step.in : step.out).push_back((int32_t)i);
     }
+    // The optional operands not given are absent, as decodeProgram leaves them.
+    step.in.resize(step.kernel->operands.size(), -1);
   }
   /// Points the tensors, in order, at f32 buffers.
   void bind(std::initializer_list<Vec *> buffers) {

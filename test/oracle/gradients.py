@@ -13,6 +13,10 @@ Capacity-mode MoE runs the MoE spec with a capacity factor under both drop
 policies, under the spec's own strategy (the oracle's token groups follow
 its `parallel` section); at F 1.0 the run must have dropped routed rows.
 
+The dense model in bf16 trains through f32 main copies: its gradients
+(bf16, as the run holds them) are checked under three strategies within
+2e-2, the rounding of bf16 activations and gradients (measured below 9e-3).
+
 That the check can fail: the oracle also runs on the same outputs with one
 weight changed by about 1% and must report a MISMATCH (the gradients it
 computes no longer match the run's).
@@ -51,6 +55,9 @@ PERTURB = {"attention": "blocks.1.attn.wk", "mlp": "blocks.1.mlp.w_up",
            "dense": "blocks.0.attn.wq", "local_attention": "blocks.1.local_attn.wq",
            "moe": "blocks.1.moe.w_up", "mamba": "blocks.1.mamba.w_x",
            "recurrent": "blocks.1.rglru.w_in"}
+# The bf16 dense model's strategies and tolerance.
+BF16_STRATEGIES = [STRATEGIES[1], STRATEGIES[4], STRATEGIES[5]]
+BF16_RTOL = 2e-2
 # Families whose backward does not cover context parallelism (none today).
 WITHOUT_CP = set()
 
@@ -63,10 +70,13 @@ CAPACITY_PARALLEL = {"dp": 2, "tp": 2, "sp": True, "cp": 2, "cp_order": "zigzag"
 CAPACITY = [(1.0, "probs"), (1.25, "position")]
 
 
-def check(args, oracle, tmp, tag, name, spec, flags, seed):
+def check(args, oracle, tmp, tag, name, spec, flags, seed, rtol=None):
     """Compiles spec with flags, runs one training step's gradients, and
-    checks them against the oracle and the oracle's refusal of a perturbed
-    weight; returns (None, the PASS details, the run's output) or (why, ...)."""
+    checks them against the oracle (within rtol, else its f32 default) and
+    the oracle's refusal of a perturbed weight; returns (None, the PASS
+    details, the run's output) or (why, ...)."""
+    if rtol is not None:
+        oracle = oracle + ["--rtol", str(rtol)]
     plan, weights, outputs, bad = (os.path.join(tmp, f"{tag}.{ext}") for ext in (
         "slp", "w.safetensors", "o.safetensors", "bad.safetensors"))
     code, out = run([os.path.join(args.bin, "shardline-compile"), spec, *flags, "--train",
@@ -117,6 +127,9 @@ def main():
         dense = os.path.join(tmp, "dense.json")
         with open(dense, "w") as f:
             json.dump(DENSE, f)
+        dense16 = os.path.join(tmp, "dense-bf16.json")
+        with open(dense16, "w") as f:
+            json.dump(dict(DENSE, dtype="bf16"), f)
         models = [(name, os.path.join(HERE, "models", name + ".json"))
                   for name in ("attention", "mlp", "local_attention", "moe", "mamba",
                                "recurrent")] + [("dense", dense)]
@@ -128,6 +141,9 @@ def main():
                 # Axes the strategy does not name are 1 (the specs set their own).
                 axes = [a for axis in ("--dp", "--ep") if axis not in flags for a in (axis, "1")]
                 cases.append((f"{name}{i}", name, spec, flags + axes, 3 + i, None))
+        for i, flags in enumerate(BF16_STRATEGIES):
+            axes = [a for axis in ("--dp", "--ep") if axis not in flags for a in (axis, "1")]
+            cases.append((f"bf16-{i}", "dense", dense16, flags + axes, 11 + i, "bf16"))
         with open(os.path.join(HERE, "models", "moe.json")) as f:
             moe = json.load(f)
         for factor, policy in CAPACITY:
@@ -140,11 +156,15 @@ def main():
         # The cases are independent: run as many at once as there are cores
         # (each is mostly one busy process), and print them in order.
         with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            results = [pool.submit(check, args, oracle, tmp, tag, name, spec, flags, seed)
-                       for tag, name, spec, flags, seed, _ in cases]
-        for (tag, name, spec, flags, seed, capacity), result in zip(cases, results):
+            results = [pool.submit(check, args, oracle, tmp, tag, name, spec, flags, seed,
+                                   BF16_RTOL if extra == "bf16" else None)
+                       for tag, name, spec, flags, seed, extra in cases]
+        for (tag, name, spec, flags, seed, extra), result in zip(cases, results):
+            capacity = extra if isinstance(extra, tuple) else None
             label = (f"{name} {' '.join(flags)}" if capacity is None else
                      f"moe capacity factor {capacity[0]} {capacity[1]} under its spec's strategy")
+            if extra == "bf16":
+                label = f"{name} bf16 {' '.join(flags)} (within {BF16_RTOL:g})"
             why, details, ran = result.result()
             if why is None and capacity is not None:
                 drops = dropped(ran)

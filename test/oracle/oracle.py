@@ -350,8 +350,10 @@ def main():
             if name not in outputs:
                 raise Bad(f"{args.outputs} has no tensor '{name}' "
                           "(shardline-run --save-outputs writes it)")
-        # The optimizer's moments are weights of the plan but not of the model.
-        names = [k for k in stored if not k.endswith((".adam_m", ".adam_v"))]
+        # The optimizer's moments, and the f32 main copies of a bf16 model's
+        # weights, are weights of the plan but not of the model.
+        names = [k for k in stored if not k.endswith((".adam_m", ".adam_v")) and
+                 not (k.endswith(".main") and k[:-len(".main")] in stored)]
         weights = {k: torch.tensor(stored[k], dtype=F, requires_grad=True) for k in names}
         tokens = torch.tensor(outputs["tokens"].astype(np.int64))
         labels = torch.tensor(outputs["labels"].astype(np.int64))

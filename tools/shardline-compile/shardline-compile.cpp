@@ -87,7 +87,9 @@ cl::opt<bool> train("train",
                              "sl-autodiff appends the backward program, the global gradient "
                              "norm and an AdamW update of every parameter; the plan returns "
                              "the loss and every gradient (grad.<name>). shardline-run "
-                             "--train runs it. f32 models only (\"dtype\": \"f32\")"),
+                             "--train runs it. f32 or bf16 models; a bf16 parameter trains through an "
+                             "f32 main copy with f32 moments, as Megatron's --bf16 (f16 is "
+                             "refused: no loss scaling)"),
                     cl::cat(category));
 
 cl::opt<bool> saveGathered(
@@ -155,6 +157,15 @@ cl::opt<std::string>
                                 "probs (default; the largest routing weights) | position (the "
                                 "first tokens of the group)"),
                        cl::cat(parallelCategory));
+
+cl::opt<bool> bf16("bf16", cl::desc("Hold the model in bfloat16 (sets \"dtype\" to bf16), as "
+                                     "Megatron's --bf16: with --train each parameter trains "
+                                     "through an f32 main copy with f32 AdamW moments"),
+                    cl::cat(category));
+cl::opt<bool> fp16("fp16", cl::desc("Hold the model in float16 (sets \"dtype\" to f16); its "
+                                     "forward only: training in f16, Megatron's --fp16, needs "
+                                     "loss scaling, which is not built"),
+                   cl::cat(category));
 
 bool anyParallelFlag() {
   return tp.getNumOccurrences() || sp.getNumOccurrences() || cp.getNumOccurrences() ||
@@ -331,6 +342,11 @@ int main(int argc, char **argv) {
                     "keeps for its backward: give --train too\n";
     return 1;
   }
+  if (bf16 && fp16) {
+    llvm::errs() << "shardline-compile: error: --bf16 and --fp16 each choose the model's type: "
+                    "give one\n";
+    return 1;
+  }
   if (train && emit == Emit::Global) {
     llvm::errs() << "shardline-compile: error: --emit global writes the imported forward "
                     "program, before any pass: --train builds its backward in the pipeline\n";
@@ -362,13 +378,19 @@ int main(int argc, char **argv) {
                    << " problem" << (errors.size() == 1 ? "" : "s") << ")\n";
       return 1;
     }
-    if (train && spec->dtype != "f32") {
-      // sl-autodiff refuses the 16-bit parameters too; here the message can
-      // point at the key that chose them.
-      llvm::errs() << shardline::specKeyLocation(*spec, "dtype") << "error: \"dtype\" is "
-                   << spec->dtype
-                   << ": --train updates f32 parameters only (AdamW keeps no f32 main copy of a "
-                      "16-bit parameter yet); train the model in f32\n";
+    if (bf16 || fp16) {
+      spec->dtype = bf16 ? "bf16" : "f16";
+      spec->fromFlags.emplace_back("dtype", bf16 ? "bf16" : "fp16");
+    }
+    if (train && spec->dtype == "f16") {
+      // sl-autodiff refuses f16 parameters too; here the message can point
+      // at the key or flag that chose them.
+      llvm::errs() << (fp16 ? "shardline-compile: error: --fp16 with --train"
+                            : shardline::specKeyLocation(*spec, "dtype") +
+                                  "error: \"dtype\" is f16 with --train")
+                   << ": training in f16 needs loss scaling (Megatron's --fp16), which is not "
+                      "built; train the model in bf16 (--bf16: f32 main copies, as Megatron's) "
+                      "or f32\n";
       return 1;
     }
     {
@@ -384,6 +406,11 @@ int main(int argc, char **argv) {
     if (anyParallelFlag()) {
       llvm::errs() << "shardline-compile: error: the parallel strategy flags apply to model "
                       "specs (.json); IR states its layouts itself\n";
+      return 1;
+    }
+    if (bf16 || fp16) {
+      llvm::errs() << "shardline-compile: error: --" << (bf16 ? "bf16" : "fp16")
+                   << " sets a model spec's \"dtype\" (.json); IR states its types itself\n";
       return 1;
     }
     llvm::SourceMgr sourceMgr;

@@ -116,8 +116,10 @@ struct Report {
   /// Of those, the re-gathers of saved shards (save-gathered would save them).
   int64_t regatherBytesPerRank = 0;
   int64_t savedForBackwardBytesPerRank = 0;
-  /// The AdamW moments among the weights.
+  /// The optimizer's state among the weights: the AdamW moments and the f32
+  /// main copies of 16-bit parameters; of it, the main copies.
   int64_t optimizerStateBytesPerRank = 0;
+  int64_t mainCopyBytesPerRank = 0;
   /// In order of first appearance.
   std::vector<BlockSummary> blocks;
 };

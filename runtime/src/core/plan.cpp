@@ -138,6 +138,34 @@ std::string checkTensor(const plan::Plan &p, int64_t t, const Mesh &mesh) {
   return "";
 }
 
+/// Every weight a Copy init makes copies a generated or loaded weight of
+/// its shape and layout; no other tensor names one.
+std::string checkCopies(const plan::Plan &p) {
+  int64_t numTensors = p.tensors()->size();
+  for (int64_t t = 0; t < numTensors; ++t) {
+    const auto *tensor = p.tensors()->Get(t);
+    std::string name = "tensor " + tensorName(p, t);
+    int32_t from = tensor->copy_of();
+    if (tensor->init() != plan::Init::Copy || tensor->role() != plan::Role::Weight) {
+      if (from != -1)
+        return name + " names tensor " + std::to_string(from) +
+               " to copy, and it is not a weight whose init is copy";
+      continue;
+    }
+    if (from < 0 || from >= numTensors || from == t)
+      return name + " copies tensor " + std::to_string(from) + " of " +
+             std::to_string(numTensors);
+    const auto *source = p.tensors()->Get(from);
+    if (source->role() != plan::Role::Weight || source->init() == plan::Init::Copy)
+      return name + " copies " + tensorName(p, from) + ", which is not a generated or loaded weight";
+    if (!std::equal(tensor->shape()->begin(), tensor->shape()->end(), source->shape()->begin(),
+                    source->shape()->end()) ||
+        layoutOf(*tensor) != layoutOf(*source))
+      return name + " copies " + tensorName(p, from) + " of another shape or layout";
+  }
+  return "";
+}
+
 /// Arena offsets and sizes: every activation inside the arena at an offset
 /// aligned to its elements, and the arena
 /// no larger than every activation side by side. Whether values live at the
@@ -210,6 +238,8 @@ std::string checkPlan(const plan::Plan &p) {
   for (int64_t t = 0; t < numTensors; ++t)
     if (std::string err = checkTensor(p, t, mesh); !err.empty())
       return err;
+  if (std::string err = checkCopies(p); !err.empty())
+    return err;
   if (std::string err = checkArena(p, mesh); !err.empty())
     return err;
   auto checkIndices = [&](const flatbuffers::Vector<int32_t> *v, const std::string &where) {

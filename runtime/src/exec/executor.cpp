@@ -216,6 +216,9 @@ private:
       if (t.role != plan::Role::Weight)
         continue;
       const SafeTensor *found = weights->find(t.name);
+      // A main copy the file does not hold is copied from its weight.
+      if (!found && copyOf(&t - tensors.data()) >= 0)
+        continue;
       if (!found)
         fail("weight '" + t.name + "' is not in " + options.weightsFile);
       if (found->shape != t.shape)
@@ -269,9 +272,23 @@ private:
     }
   }
 
-  /// A weight generated or loaded in f32, rounded to its type.
+  /// The weight that weight `t` copies (a 16-bit parameter's f32 main
+  /// copy), or -1.
+  int32_t copyOf(int64_t t) const {
+    const auto *tensor = p.tensors()->Get(t);
+    return tensor->init() == plan::Init::Copy ? tensor->copy_of() : -1;
+  }
+
+  /// A weight generated or loaded in f32, rounded to its type. A copy the
+  /// weights file does not hold takes its weight's values, as they are held
+  /// (the main copy of a bf16 weight starts at the bf16 values, as
+  /// Megatron's does); its weight is made first.
   void makeWeight(int32_t t) {
     placeOwn(t);
+    if (int32_t from = copyOf(t); from >= 0 && !(weights && weights->find(tensors[t].name))) {
+      device->convert(views[from], views[t]);
+      return;
+    }
     std::vector<float> values(tensors[t].count);
     if (!weights) {
       std::vector<std::vector<int64_t>> ownIdx;
@@ -861,9 +878,10 @@ RunResult RankRun::run() {
       if (!data)
         fail(error);
     }
-    for (size_t t = 0; t < tensors.size(); ++t)
-      if (tensors[t].role == plan::Role::Weight)
-        makeWeight((int32_t)t);
+    for (bool copies : {false, true})
+      for (size_t t = 0; t < tensors.size(); ++t)
+        if (tensors[t].role == plan::Role::Weight && (copyOf((int64_t)t) >= 0) == copies)
+          makeWeight((int32_t)t);
     // With more than one step, a first untimed step builds the transfer
     // plans, so the time per step is the steady state's. A training step
     // changes the weights: every one counts.

@@ -533,7 +533,7 @@ func.func @router_experts_split(%l: tensor<2x8x4xf32, #x>) {
 // -----
 
 func.func @weight_bad_init() {
-  // expected-error @+1 {{'sl.weight' op init must be 'normal', 'uniform' or 'constant', got 'zeros'}}
+  // expected-error @+1 {{'sl.weight' op init must be 'normal', 'uniform', 'constant' or 'copy', got 'zeros'}}
   %w = sl.weight "w" {init = "zeros"} : tensor<4xf32>
   return
 }

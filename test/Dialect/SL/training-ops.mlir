@@ -16,7 +16,8 @@ func.func @backward(%x: tensor<2x16x32xf32>, %dy: tensor<2x16x32xf32>, %w: tenso
                     %wl: tensor<32x64xf32>, %dh: tensor<2x16x64xf32>,
                     %ids: tensor<2x16xi32>, %table: tensor<128x32xf32>,
                     %logits: tensor<2x16x128xf32>, %labels: tensor<2x16xi32>,
-                    %q: tensor<2x16x32xf32>, %k: tensor<2x16x16xf32>, %v: tensor<2x16x16xf32>) {
+                    %q: tensor<2x16x32xf32>, %k: tensor<2x16x16xf32>, %v: tensor<2x16x16xf32>,
+                    %wb: tensor<32x64xbf16>, %dwb: tensor<32x64xbf16>) {
   // CHECK: sl.rms_norm_grad %{{.*}}, %{{.*}}, %{{.*}} {eps = 1.000000e-03 : f64} : (tensor<2x16x32xf32>, tensor<32xf32>, tensor<2x16x32xf32>) -> tensor<2x16x32xf32>
   // RULE: remark: sl.rms_norm_grad: x[b,s,h] weight[h] dy[b,s,h] -> dx[b,s,h]; free: b,s; whole: h; sequence: s{{$}}
   %dx = sl.rms_norm_grad %x, %w, %dy {eps = 1.0e-3 : f64} : (tensor<2x16x32xf32>, tensor<32xf32>, tensor<2x16x32xf32>) -> tensor<2x16x32xf32>
@@ -70,6 +71,14 @@ func.func @backward(%x: tensor<2x16x32xf32>, %dy: tensor<2x16x32xf32>, %w: tenso
   // RULE: remark: sl.adamw: weight[d0] grad[d0] m[d0] v[d0] sumsq[] -> ; free: d0{{$}}
   // KEEP: sl.adamw %{{.*}} {decay = false} : tensor<32xf32>
   sl.adamw %w, %dw, %w, %w, %ss {decay = false} : tensor<32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<f32>
+  // A bf16 weight through its f32 main copy (the sixth operand), its gradient bf16 or f32.
+  // CHECK: sl.adamw %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : tensor<32x64xbf16>, tensor<32x64xbf16>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<f32>, tensor<32x64xf32>
+  // RULE: remark: sl.adamw: weight[d0,d1] grad[d0,d1] m[d0,d1] v[d0,d1] sumsq[] main[d0,d1] -> ; free: d0,d1{{$}}
+  // KEEP: sl.adamw %{{.*}} : tensor<32x64xbf16>
+  sl.adamw %wb, %dwb, %wl, %wl, %ss, %wl : tensor<32x64xbf16>, tensor<32x64xbf16>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<f32>, tensor<32x64xf32>
+  // CHECK: sl.adamw %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : tensor<32x64xbf16>, tensor<32x64xf32>
+  // KEEP-NEXT: sl.adamw %{{.*}} : tensor<32x64xbf16>, tensor<32x64xf32>
+  sl.adamw %wb, %wl, %wl, %wl, %ss, %wl : tensor<32x64xbf16>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<f32>, tensor<32x64xf32>
   // KEEP-NEXT: return
   return
 }
@@ -237,5 +246,70 @@ sl.mesh @mesh(tp = 2)
 func.func @f(%w: tensor<32x64xf32, #sl.layout<@mesh, [[], [tp]]>>, %m: tensor<32x64xf32, #sl.layout<@mesh, [[tp], []]>>, %s: tensor<f32, #sl.layout<@mesh, []>>) {
   // expected-error @+1 {{'sl.adamw' op operand #2 (m) dimension 0 (d0) is split over [tp] but operand #0 (weight) dimension 0 (d0) is split over []}}
   sl.adamw %w, %w, %m, %w, %s : tensor<32x64xf32, #sl.layout<@mesh, [[], [tp]]>>, tensor<32x64xf32, #sl.layout<@mesh, [[], [tp]]>>, tensor<32x64xf32, #sl.layout<@mesh, [[tp], []]>>, tensor<32x64xf32, #sl.layout<@mesh, [[], [tp]]>>, tensor<f32, #sl.layout<@mesh, []>>
+  return
+}
+
+// -----
+
+// A 16-bit weight is updated through its f32 main copy.
+func.func @f(%w: tensor<32x64xbf16>, %m: tensor<32x64xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{'sl.adamw' op a 'bf16' weight needs its f32 main copy (operand main): AdamW updates the main copy and rounds the weight from it}}
+  sl.adamw %w, %w, %m, %m, %s : tensor<32x64xbf16>, tensor<32x64xbf16>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<f32>
+  return
+}
+
+// -----
+
+func.func @f(%w: tensor<32x64xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{'sl.adamw' op an f32 weight is updated in place; main is for 16-bit weights}}
+  sl.adamw %w, %w, %w, %w, %s, %w : tensor<32x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<f32>, tensor<32x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%w: tensor<32x64xbf16>, %m: tensor<32x64xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{'sl.adamw' op m has element type 'bf16': with a main copy, the main copy and the moments are f32}}
+  sl.adamw %w, %w, %w, %m, %s, %m : tensor<32x64xbf16>, tensor<32x64xbf16>, tensor<32x64xbf16>, tensor<32x64xf32>, tensor<f32>, tensor<32x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%w: tensor<32x64xbf16>, %g: tensor<32x64xf16>, %m: tensor<32x64xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{'sl.adamw' op grad has element type 'f16', neither the weight's 'bf16' nor f32}}
+  sl.adamw %w, %g, %m, %m, %s, %m : tensor<32x64xbf16>, tensor<32x64xf16>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<f32>, tensor<32x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%w: tensor<32x64xbf16>, %m: tensor<32x64xf32>, %main: tensor<64x32xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{'sl.adamw' op main must have the weight's shape, got 'tensor<64x32xf32>'}}
+  sl.adamw %w, %w, %m, %m, %s, %main : tensor<32x64xbf16>, tensor<32x64xbf16>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<f32>, tensor<64x32xf32>
+  return
+}
+
+// -----
+
+func.func @f() {
+  // expected-error @+1 {{'sl.weight' op init 'copy' needs source, the name of the weight it copies}}
+  %w = sl.weight "w.main" {init = "copy"} : tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @f() {
+  // expected-error @+1 {{'sl.weight' op source names the weight a 'copy' init copies, and the init is 'normal'}}
+  %w = sl.weight "w" {source = "v"} : tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @f() {
+  // expected-error @+1 {{'sl.weight' op cannot copy itself}}
+  %w = sl.weight "w" {init = "copy", source = "w"} : tensor<4xf32>
   return
 }

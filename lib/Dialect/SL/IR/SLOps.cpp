@@ -413,8 +413,16 @@ LogicalResult WeightOp::verify() {
   if (getName().empty())
     return emitOpError("needs a non-empty name");
   StringRef init = getInit();
-  if (init != "normal" && init != "uniform" && init != "constant")
-    return emitOpError("init must be 'normal', 'uniform' or 'constant', got '") << init << "'";
+  if (init != "normal" && init != "uniform" && init != "constant" && init != "copy")
+    return emitOpError("init must be 'normal', 'uniform', 'constant' or 'copy', got '")
+           << init << "'";
+  if (init == "copy" && getSource().empty())
+    return emitOpError("init 'copy' needs source, the name of the weight it copies");
+  if (init != "copy" && !getSource().empty())
+    return emitOpError("source names the weight a 'copy' init copies, and the init is '")
+           << init << "'";
+  if (getSource() == getName())
+    return emitOpError("cannot copy itself");
   if (init != "constant" && getScale().convertToDouble() < 0)
     return emitOpError("scale must be non-negative");
   if (!getResult().getType().hasStaticShape())

@@ -357,10 +357,33 @@ LogicalResult AdamWOp::verify() {
     if (!cast<RankedTensorType>(v.getType()).hasStaticShape())
       return emitOpError("weight, grad, m and v must have static shapes, got ") << v.getType();
   Type e = getWeight().getType().getElementType();
-  std::pair<Value, const char *> others[] = {{getGrad(), "grad"}, {getM(), "m"}, {getV(), "v"}};
-  for (auto [v, name] : others)
-    if (Type t = cast<RankedTensorType>(v.getType()).getElementType(); t != e)
-      return emitOpError() << name << " has element type " << t << " but the weight has " << e;
+  auto elementOf = [](Value v) { return cast<RankedTensorType>(v.getType()).getElementType(); };
+  if (!getMain()) {
+    if (!e.isF32())
+      return emitOpError("a ") << e
+                               << " weight needs its f32 main copy (operand main): AdamW "
+                                  "updates the main copy and rounds the weight from it";
+    std::pair<Value, const char *> others[] = {{getGrad(), "grad"}, {getM(), "m"}, {getV(), "v"}};
+    for (auto [v, name] : others)
+      if (Type t = elementOf(v); t != e)
+        return emitOpError() << name << " has element type " << t << " but the weight has " << e;
+    return success();
+  }
+  // Mixed precision: a 16-bit weight, its gradient in the weight's type or
+  // f32, the main copy and the moments f32.
+  if (e.isF32())
+    return emitOpError("an f32 weight is updated in place; main is for 16-bit weights");
+  if (Type g = elementOf(getGrad()); g != e && !g.isF32())
+    return emitOpError() << "grad has element type " << g << ", neither the weight's " << e
+                         << " nor f32";
+  std::pair<Value, const char *> state[] = {{getM(), "m"}, {getV(), "v"}, {getMain(), "main"}};
+  for (auto [v, name] : state)
+    if (Type t = elementOf(v); !t.isF32())
+      return emitOpError() << name << " has element type " << t << ": with a main copy, "
+                           << "the main copy and the moments are f32";
+  auto mainType = cast<RankedTensorType>(getMain().getType());
+  if (!mainType.hasStaticShape() || mainType.getShape() != getWeight().getType().getShape())
+    return emitOpError("main must have the weight's shape, got ") << mainType;
   return success();
 }
 
@@ -370,5 +393,7 @@ ShardingRule AdamWOp::getShardingRule() {
   for (const char *name : {"weight", "grad", "m", "v"})
     r.operand(name, dims);
   r.operand("sumsq", {});
+  if (getMain())
+    r.operand("main", dims);
   return r.rule;
 }

@@ -266,14 +266,15 @@ LogicalResult Differentiator::run() {
   for (Operation &op : body.without_terminator()) {
     forward.push_back(&op);
     if (auto w = dyn_cast<WeightOp>(op)) {
-      // AdamW updates f32 parameters in place; a 16-bit parameter would need
-      // an f32 main copy beside it (Megatron's --bf16), which training does
-      // not keep yet. Refused here rather than at the run's first update.
-      if (Type e = w.getResult().getType().getElementType(); !e.isF32())
+      // A bf16 parameter trains through an f32 main copy (Megatron's
+      // --bf16). f16 would need loss scaling too (Megatron's --fp16), which
+      // training does not do: refused here rather than at the run's first
+      // update.
+      if (Type e = w.getResult().getType().getElementType(); e.isF16())
         return w.emitOpError("sl-autodiff: parameter '")
                << w.getName() << "' is " << e
-               << ": training updates f32 parameters only (no f32 main copy of a 16-bit "
-                  "parameter is kept yet); train the model in f32 (\"dtype\": \"f32\")";
+               << ": f16 training needs loss scaling, which is not built; train the model in "
+                  "bf16 or f32 (\"dtype\": \"bf16\" or \"f32\")";
       weights.push_back(w);
       active.insert(w.getResult());
       continue;
@@ -333,22 +334,29 @@ LogicalResult Differentiator::run() {
   if (failed(sumsq))
     return failure();
 
-  // AdamW: the moments are parameters of the weight's layout, zero at start.
-  for (auto [w, g] : llvm::zip(weights, paramGrads)) {
+  // AdamW: the moments are f32 parameters of the weight's layout, zero at
+  // start. A 16-bit weight gets an f32 main copy beside them, a copy of the
+  // weight at start, which the update applies to and rounds the weight from.
+  for (auto [param, g] : llvm::zip(weights, paramGrads)) {
+    WeightOp w = param;
     current = w;
-    SmallVector<Value> moments;
-    for (StringRef which : {"adam_m", "adam_v"}) {
-      auto m = WeightOp::create(b, w.getLoc(), w.getResult().getType(),
-                                b.getStringAttr(w.getName().str() + "." + which.str()),
-                                b.getStringAttr("constant"), b.getF64FloatAttr(0.0),
-                                b.getF64FloatAttr(0.0));
+    RankedTensorType type = w.getResult().getType();
+    auto f32 = RankedTensorType::get(type.getShape(), b.getF32Type(), type.getEncoding());
+    auto state = [&](StringRef suffix, StringRef init, StringRef source) {
+      auto m = WeightOp::create(b, w.getLoc(), f32,
+                                b.getStringAttr(w.getName().str() + "." + suffix.str()),
+                                b.getStringAttr(init), b.getF64FloatAttr(0.0),
+                                b.getF64FloatAttr(0.0), b.getStringAttr(source));
       stamp(m);
-      moments.push_back(m.getResult());
-    }
-    bool decay = w.getResult().getType().getRank() >= 2;
-    FailureOr<Operation *> step =
-        create("sl.adamw", {w.getResult(), g, moments[0], moments[1], *sumsq}, {},
-               {b.getNamedAttr("decay", b.getBoolAttr(decay))});
+      return m.getResult();
+    };
+    SmallVector<Value> operands{w.getResult(), g, state("adam_m", "constant", ""),
+                                state("adam_v", "constant", ""), *sumsq};
+    if (!type.getElementType().isF32())
+      operands.push_back(state("main", "copy", w.getName()));
+    bool decay = type.getRank() >= 2;
+    FailureOr<Operation *> step = create("sl.adamw", operands, {},
+                                         {b.getNamedAttr("decay", b.getBoolAttr(decay))});
     if (failed(step))
       return failure();
   }

@@ -217,6 +217,11 @@ bool keepsDropless(const Step &s, const Frame &f) {
          f.views[s.in[kDown]].dtype == w;
 }
 
+/// AdamW with a main copy writes its 16-bit weight in place, which a
+/// widened copy of an operand would not carry back: the weight and its
+/// gradient stay as stored (optimizer.cu's adamw_main takes them so).
+bool keepsMain(const Step &s, const Frame &) { return s.has(5); }
+
 /// Attribute order of the attention entries (kernels/cpu/table.h).
 enum { kHeads, kCausal, kScale };
 
@@ -252,9 +257,10 @@ bool keepsLocalAttention(const Step &s, const Frame &f) {
 /// whole or over vocabulary shards), the layout transitions (the moves
 /// cross in 16 bits, and so do the sums of reduce_scatter, all_reduce and
 /// a relayout that drops a pending sum, summed on arrival in f32 in group
-/// order and rounded once: backends/cuda/nccl.cpp) and MoE's forward (the
+/// order and rounded once: backends/cuda/nccl.cpp), MoE's forward (the
 /// router, dispatch and combine of one type, capacity mode's slots of any
-/// weights' type, the experts' GEMMs of every mix, dropless MoE's rows).
+/// weights' type, the experts' GEMMs of every mix, dropless MoE's rows) and
+/// AdamW of a 16-bit weight through its main copy.
 Keeps16 keeps16(const std::string &kind) {
   static const std::map<std::string, Keeps16> kept = {
       {"linear", keepsAll},
@@ -298,6 +304,7 @@ Keeps16 keeps16(const std::string &kind) {
       {"moe_dispatch_capacity", keepsShared<0>},
       {"moe_combine_capacity", keepsShared<0, 1>},
       {"moe_dropless", keepsDropless},
+      {"adamw", keepsMain},
   };
   auto found = kept.find(kind);
   return found == kept.end() ? nullptr : found->second;

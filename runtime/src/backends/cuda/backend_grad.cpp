@@ -289,7 +289,7 @@ void sumSquares(const Step &s, Frame &f) {
 /// hyperparameters and step from the run, nothing when it does not train,
 /// the clipping factor worked out on the device from the sum of squares.
 void adamW(const Step &s, Frame &f) {
-  enum { kWeight, kGrad, kM, kV, kSumsq };
+  enum { kWeight, kGrad, kM, kV, kSumsq, kMain };
   if (!f.train)
     return;
   const TrainOptions &o = *f.train;
@@ -306,9 +306,17 @@ void adamW(const Step &s, Frame &f) {
                                 o.clipGrad};
   CudaDevice &dev = deviceOf(f);
   float *sumsq = f.f(s.in[kSumsq]);
-  checkCuda(cuda::adamw(f.f(s.in[kWeight]), f.f(s.in[kGrad]), f.f(s.in[kM]), f.f(s.in[kV]),
-                        f.n(s.in[kWeight]), k, sumsq, dev.counter(), dev.stream()),
-            "adamw");
+  // A 16-bit weight with its main copy is kept as stored (backend.cpp,
+  // keepsMain): the update applies to main and rounds the weight from it.
+  if (s.has(kMain))
+    checkCuda(cuda::adamw_main(dst(f, s.in[kWeight]), src(f, s.in[kGrad]), f.f(s.in[kMain]),
+                               f.f(s.in[kM]), f.f(s.in[kV]), f.n(s.in[kWeight]), k, sumsq,
+                               dev.counter(), dev.stream()),
+              "adamw");
+  else
+    checkCuda(cuda::adamw(f.f(s.in[kWeight]), f.f(s.in[kGrad]), f.f(s.in[kM]), f.f(s.in[kV]),
+                          f.n(s.in[kWeight]), k, sumsq, dev.counter(), dev.stream()),
+              "adamw");
   if (dev.readCounter() > 0) {
     float total = 0.0f;
     dev.download(BufferView(sumsq, 1), BufferView(&total, 1));

@@ -1,5 +1,6 @@
 //===- optimizer.cpp - AdamW with global-norm gradient clipping -----------===//
 
+#include "core/buffer.h"
 #include "exec/verify.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/table.h"
@@ -35,11 +36,17 @@ namespace shardline::rt {
 
 namespace {
 
-enum { kWeight, kGrad, kM, kV, kSumsq };
+enum { kWeight, kGrad, kM, kV, kSumsq, kMain };
+
+/// A step with a main copy reads its 16-bit weight and gradient as stored
+/// (KernelSpec::keeps16): the weight is written in place, which the
+/// executor's widened copy of an operand would not carry back.
+bool keepsMainStep(const Step &s, const Frame &) { return s.has(kMain); }
 
 /// Updates this rank's part of the weight and its moments in place; the
 /// hyperparameters and the step come from the run (Frame::train), and a run
-/// that does not train leaves them as they are.
+/// that does not train leaves them as they are. With a main copy the update
+/// applies to it, and the 16-bit weight becomes it rounded to nearest even.
 void adamW(const Step &s, Frame &f) {
   if (!f.train)
     return;
@@ -56,33 +63,57 @@ void adamW(const Step &s, Frame &f) {
                    s.attrs[0].i ? o.weightDecay : 0.0,
                    f.trainStep,
                    cpu::clip_scale(sumsq, o.clipGrad)};
-  cpu::adamw(f.f(s.in[kWeight]), f.f(s.in[kGrad]), f.f(s.in[kM]), f.f(s.in[kV]), f.n(s.in[kWeight]),
-             p);
+  int64_t n = f.n(s.in[kWeight]);
+  if (!s.has(kMain)) {
+    cpu::adamw(f.f(s.in[kWeight]), f.f(s.in[kGrad]), f.f(s.in[kM]), f.f(s.in[kV]), n, p);
+    return;
+  }
+  std::vector<float> grad(n);
+  convertOnHost(f.stored(s.in[kGrad]), BufferView(grad.data(), n));
+  float *main = f.f(s.in[kMain]);
+  cpu::adamw(main, grad.data(), f.f(s.in[kM]), f.f(s.in[kV]), n, p);
+  convertOnHost(BufferView(main, n), f.stored(s.in[kWeight]));
 }
 
-/// weight, grad, m and v of one shape, sumsq a scalar; the values updated
-/// in place are f32, since a 16-bit tensor's view is a copy that the
-/// executor does not store back for an operand.
+/// weight, grad, m, v (and main) of one shape, sumsq a scalar. m and v are
+/// f32; so is the weight, updated in place, unless the step has its main
+/// copy: then the weight is 16-bit, the main copy f32 and the gradient of
+/// the weight's type or f32.
 void checkAdamW(Contract &c) {
   for (size_t i : {kGrad, kM, kV})
     c.sameShape(operand(i), operand(kWeight));
   c.elements(operand(kSumsq), 1, "the scalar sum of squares");
-  for (size_t i : {kWeight, kM, kV})
-    c.require(c.tensor(operand(i)).dtype == DType::F32,
-              c.name(operand(i)) + " is " + dtypeName(c.tensor(operand(i)).dtype) +
-                  ": sl.adamw updates f32 weights and moments only (training is f32 for now)");
+  auto dtype = [&](size_t i) { return c.tensor(operand(i)).dtype; };
+  auto is = [&](size_t i) { return c.name(operand(i)) + " is " + dtypeName(dtype(i)); };
+  for (size_t i : {kM, kV})
+    c.require(dtype(i) == DType::F32, is(i) + ": AdamW's moments are f32");
+  if (!c.has(operand(kMain))) {
+    for (size_t i : {kWeight, kGrad})
+      c.require(dtype(i) == DType::F32,
+                is(i) + ": sl.adamw without a main copy updates an f32 weight from an f32 gradient "
+                        "(a 16-bit weight needs its f32 main copy, operand main)");
+    return;
+  }
+  c.sameShape(operand(kMain), operand(kWeight));
+  c.require(dtype(kMain) == DType::F32, is(kMain) + ": the main copy is f32");
+  c.require(dtype(kWeight) == DType::BF16 || dtype(kWeight) == DType::F16,
+            is(kWeight) + ": a main copy is for a 16-bit weight");
+  c.require(dtype(kGrad) == dtype(kWeight) || dtype(kGrad) == DType::F32,
+            is(kGrad) + ": the gradient is of the weight's type or f32");
 }
 
 } // namespace
 
 SHARDLINE_CPU_KERNELS(optimizer) {
   addKernel(t, "adamw",
-            {{"weight", "grad", "m", "v", "sumsq"},
+            {{"weight", "grad", "m", "v", "sumsq", "main?"},
              {},
              {{"decay", AttrKind::Int}},
              adamW,
              nullptr,
-             checkAdamW});
+             checkAdamW,
+             false,
+             keepsMainStep});
 }
 
 } // namespace shardline::rt

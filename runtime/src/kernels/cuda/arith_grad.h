@@ -264,6 +264,16 @@ SL_HD void adamwElement(float &w, float grad, float &m, float &v, const AdamWCon
   w = (float)(wi - k.lr * (mi / k.c1 / (sqrt(vi / k.c2) + k.eps) + k.weightDecay * wi));
 }
 
+/// One element of AdamW of a 16-bit weight through its f32 main copy: the
+/// step above on main, then w[i] = main rounded to nearest even in w's type
+/// (kernels/cpu/optimizer.cpp's main-copy path).
+template <typename T>
+SL_HD void adamwMainElement(T *w, int64_t i, float grad, float &main, float &m, float &v,
+                            const AdamWConstants &k, double gradScale) {
+  adamwElement(main, grad, m, v, k, gradScale);
+  storeElement(w, i, main);
+}
+
 // -- causal depthwise conv1d ---------------------------------------------------------
 //
 // Over whole sequences or sequence chunks with their halos, as

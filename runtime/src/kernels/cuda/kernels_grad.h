@@ -112,6 +112,13 @@ cudaError_t adamw(float *w, const float *grad, float *m, float *v, int64_t n,
                   const arith::AdamWConstants &constants, const float *sumsq, int32_t *badSumsq,
                   cudaStream_t stream);
 
+/// AdamW of a 16-bit weight w (BF16 or F16) through its f32 main copy, as
+/// adamw on main, m and v, then w = main rounded to w's type; grad of w's
+/// type or f32. Any other types return cudaErrorInvalidValue.
+cudaError_t adamw_main(Dst w, Src grad, float *main, float *m, float *v, int64_t n,
+                       const arith::AdamWConstants &constants, const float *sumsq,
+                       int32_t *badSumsq, cudaStream_t stream);
+
 /// Causal depthwise conv1d's backward over B sequences (whole, or chunks of
 /// a sequence split over ranks) x, dy [B, S, C], the kernel w[C, W]: dx,
 /// and each sequence's halo rows' gradient dhalo [B, W - 1, C] when dhalo

@@ -37,9 +37,12 @@ def SL_WeightOp : SL_Op<"weight", [Pure]> {
   let summary = "A model parameter, generated from the seed or loaded by name";
   let description = [{
     `init` is `normal` (mean `offset`, std `scale`), `uniform` (in
-    `[offset, offset + scale)`) or `constant` (`offset`). Generated weights
-    are indexed by global element position, so every rank can make its own
-    shard of the tensor a single-device run uses.
+    `[offset, offset + scale)`), `constant` (`offset`) or `copy`: the
+    values of the earlier weight named `source`, of the same shape and
+    layout, widened to this one's type (a 16-bit parameter's f32 main copy,
+    which sl-autodiff adds for training). Generated weights are indexed by
+    global element position, so every rank can make its own shard of the
+    tensor a single-device run uses.
     ```
     %w = sl.weight "blocks.0.attn.wq" {init = "normal", scale = 0.02 : f64}
         : tensor<128x128xf32, #sl.layout<@mesh, [[], [tp]]>>
@@ -47,7 +50,8 @@ def SL_WeightOp : SL_Op<"weight", [Pure]> {
   }];
   let arguments = (ins StrAttr:$name, DefaultValuedStrAttr<StrAttr, "normal">:$init,
                    DefaultValuedAttr<F64Attr, "0.02">:$scale,
-                   DefaultValuedAttr<F64Attr, "0.0">:$offset);
+                   DefaultValuedAttr<F64Attr, "0.0">:$offset,
+                   DefaultValuedStrAttr<StrAttr, "">:$source);
   let results = (outs SL_FloatTensor:$result);
   let assemblyFormat = "$name attr-dict `:` type($result)";
   let hasVerifier = 1;

@@ -189,7 +189,11 @@ def SL_AdamWOp : SL_UpdateOp<"adamw", [AllShapesMatch<["weight", "grad", "m", "v
     sumsq is the sum of squares of every gradient of the model. Writes
     weight, m and v in place, so it has no results and is never erased or
     moved. Does nothing in a run without training hyperparameters.
-    Rule: weight, grad, m, v every dimension free, one layout; sumsq
+    A 16-bit weight needs `main`, its f32 main copy (mixed precision as
+    Megatron's --bf16 runs it): the update above applies to main, in f32
+    with f32 moments, and the weight becomes main rounded to its type.
+    Without `main`, weight, grad, m and v are f32.
+    Rule: weight, grad, m, v, main every dimension free, one layout; sumsq
     replicated; nonlinear (grad may not be a pending sum).
   }];
   let arguments = (ins Arg<SL_FloatTensor, "", [MemRead, MemWrite]>:$weight,
@@ -197,6 +201,7 @@ def SL_AdamWOp : SL_UpdateOp<"adamw", [AllShapesMatch<["weight", "grad", "m", "v
                    Arg<SL_FloatTensor, "", [MemRead, MemWrite]>:$m,
                    Arg<SL_FloatTensor, "", [MemRead, MemWrite]>:$v,
                    0DTensorOf<[F32]>:$sumsq,
+                   Arg<Optional<SL_FloatTensor>, "", [MemRead, MemWrite]>:$main,
                    DefaultValuedAttr<BoolAttr, "true">:$decay);
 }
 
