@@ -136,7 +136,10 @@ public:
         RankedTensorType::get({spec.batch, spec.seq}, b.getI32Type(),
                               userLayout(mesh, &ctx, {{"dp"}, {"cp"}}, zigzag ? 1 : -1));
     auto logitsType = RankedTensorType::get({spec.batch, spec.seq, spec.vocab}, elt);
-    auto lossType = RankedTensorType::get({}, elt);
+    // The loss is f32 whatever the model's type, as Megatron computes it
+    // (its cross-entropy reads 16-bit logits in f32): a 16-bit loss would
+    // print, and compare under --verify, in steps of a 16-bit unit.
+    auto lossType = RankedTensorType::get({}, b.getF32Type());
     auto fnType = b.getFunctionType({tokenType, tokenType}, {logitsType, lossType});
     auto fn = func::FuncOp::create(b, fileLoc, spec.name, fnType);
     fn.setArgAttr(0, mlir::sl::kNameAttr, b.getStringAttr("tokens"));

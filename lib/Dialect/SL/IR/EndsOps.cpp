@@ -86,7 +86,9 @@ LogicalResult mlir::sl::detail::checkVocabAxes(Operation *op, Value logits, Arra
 LogicalResult CrossEntropyOp::verify() {
   if (inPerRankProgram(*this))
     return success();
-  if (failed(verifyStaticAndElementTypes(*this)) ||
+  // The loss is of the logits' type or f32 (a 16-bit model's, as Megatron
+  // computes it).
+  if (failed(verifyStaticAndElementTypes(*this, getLoss())) ||
       failed(checkLogitsAndLabels(*this, getLogits(), getLabels())) ||
       failed(checkRank(*this, getLoss(), "loss", 0)))
     return failure();

@@ -90,7 +90,7 @@ static LogicalResult checkByteCount(Operation *op, Value v, StringRef kind, unsi
 }
 
 /// Static shapes, and one floating-point element type among the op's float values.
-LogicalResult verifyStaticAndElementTypes(Operation *op) {
+LogicalResult verifyStaticAndElementTypes(Operation *op, Value f32Allowed) {
   Type floatType;
   auto visit = [&](Value v, StringRef kind, unsigned i) -> LogicalResult {
     auto t = cast<RankedTensorType>(v.getType());
@@ -99,7 +99,7 @@ LogicalResult verifyStaticAndElementTypes(Operation *op) {
     if (failed(checkByteCount(op, v, kind, i)))
       return failure();
     Type e = t.getElementType();
-    if (!isa<FloatType>(e))
+    if (!isa<FloatType>(e) || (v == f32Allowed && e.isF32()))
       return success();
     if (!floatType)
       floatType = e;

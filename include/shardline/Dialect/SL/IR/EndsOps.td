@@ -33,7 +33,8 @@ def SL_CrossEntropyOp : SL_ComputeOp<"cross_entropy", [],
     split, each rank holds its share of the sum (a pending sum over those
     axes). The vocabulary may be split only over `vocab_axes`: vocab-parallel
     cross-entropy (all-reduce of the per-token max and sum, and of the target
-    logit, over those axes).
+    logit, over those axes). The loss is of the logits' type or f32; the
+    importer makes a 16-bit model's loss f32, as Megatron computes it.
   }];
   let arguments = (ins SL_FloatTensor:$logits, SL_IndexTensor:$labels,
                    DefaultValuedAttr<StrArrayAttr, "{}">:$vocab_axes);
