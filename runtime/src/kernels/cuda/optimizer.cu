@@ -12,17 +12,25 @@ namespace shardline::rt::cuda {
 
 namespace {
 
-/// Every thread reads the sum of squares, and a non-finite one stops the
-/// update (counted once) rather than turning the weights into NaN.
-__global__ void adamwKernel(float *w, const float *grad, float *m, float *v, int64_t n,
-                            arith::AdamWConstants k, const float *sumsq, int32_t *badSumsq) {
+/// Every thread reads the sum of squares: the clipping factor, or false
+/// when the sum is not finite, which stops the update (counted once) rather
+/// than turning the weights into NaN.
+__device__ bool clipFactor(const float *sumsq, double clip, int32_t *badSumsq, double &scale) {
   double total = *sumsq;
   if (!isfinite(total)) {
     if (firstElement() == 0)
       atomicAdd(badSumsq, 1);
-    return;
+    return false;
   }
-  double scale = arith::clipScale(total, k.clip);
+  scale = arith::clipScale(total, clip);
+  return true;
+}
+
+__global__ void adamwKernel(float *w, const float *grad, float *m, float *v, int64_t n,
+                            arith::AdamWConstants k, const float *sumsq, int32_t *badSumsq) {
+  double scale;
+  if (!clipFactor(sumsq, k.clip, badSumsq, scale))
+    return;
   for (int64_t i = firstElement(); i < n; i += gridStride())
     arith::adamwElement(w[i], grad[i], m[i], v[i], k, scale);
 }
@@ -31,13 +39,9 @@ __global__ void adamwKernel(float *w, const float *grad, float *m, float *v, int
 template <typename T, typename G>
 __global__ void adamwMainKernel(T *w, const G *grad, float *main, float *m, float *v, int64_t n,
                                 arith::AdamWConstants k, const float *sumsq, int32_t *badSumsq) {
-  double total = *sumsq;
-  if (!isfinite(total)) {
-    if (firstElement() == 0)
-      atomicAdd(badSumsq, 1);
+  double scale;
+  if (!clipFactor(sumsq, k.clip, badSumsq, scale))
     return;
-  }
-  double scale = arith::clipScale(total, k.clip);
   for (int64_t i = firstElement(); i < n; i += gridStride())
     arith::adamwMainElement(w, i, arith::loadElement(grad, i), main[i], m[i], v[i], k, scale);
 }
