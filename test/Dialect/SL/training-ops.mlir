@@ -17,7 +17,8 @@ func.func @backward(%x: tensor<2x16x32xf32>, %dy: tensor<2x16x32xf32>, %w: tenso
                     %ids: tensor<2x16xi32>, %table: tensor<128x32xf32>,
                     %logits: tensor<2x16x128xf32>, %labels: tensor<2x16xi32>,
                     %q: tensor<2x16x32xf32>, %k: tensor<2x16x16xf32>, %v: tensor<2x16x16xf32>,
-                    %wb: tensor<32x64xbf16>, %dwb: tensor<32x64xbf16>) {
+                    %wb: tensor<32x64xbf16>, %dwb: tensor<32x64xbf16>,
+                    %xb: tensor<2x16x32xbf16>, %dhb: tensor<2x16x64xbf16>) {
   // CHECK: sl.rms_norm_grad %{{.*}}, %{{.*}}, %{{.*}} {eps = 1.000000e-03 : f64} : (tensor<2x16x32xf32>, tensor<32xf32>, tensor<2x16x32xf32>) -> tensor<2x16x32xf32>
   // RULE: remark: sl.rms_norm_grad: x[b,s,h] weight[h] dy[b,s,h] -> dx[b,s,h]; free: b,s; whole: h; sequence: s{{$}}
   %dx = sl.rms_norm_grad %x, %w, %dy {eps = 1.0e-3 : f64} : (tensor<2x16x32xf32>, tensor<32xf32>, tensor<2x16x32xf32>) -> tensor<2x16x32xf32>
@@ -71,6 +72,10 @@ func.func @backward(%x: tensor<2x16x32xf32>, %dy: tensor<2x16x32xf32>, %w: tenso
   // RULE: remark: sl.adamw: weight[d0] grad[d0] m[d0] v[d0] sumsq[] -> ; free: d0{{$}}
   // KEEP: sl.adamw %{{.*}} {decay = false} : tensor<32xf32>
   sl.adamw %w, %dw, %w, %w, %ss {decay = false} : tensor<32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<32xf32>, tensor<f32>
+  // A backward op may give an f32 gradient from bf16 values (a bf16 parameter's gradient
+  // accumulates in f32).
+  // CHECK: sl.linear_grad_weight %{{.*}}, %{{.*}} : (tensor<2x16x32xbf16>, tensor<2x16x64xbf16>) -> tensor<32x64xf32>
+  %dwf = sl.linear_grad_weight %xb, %dhb : (tensor<2x16x32xbf16>, tensor<2x16x64xbf16>) -> tensor<32x64xf32>
   // A bf16 weight through its f32 main copy (the sixth operand), its gradient bf16 or f32.
   // CHECK: sl.adamw %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : tensor<32x64xbf16>, tensor<32x64xbf16>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<f32>, tensor<32x64xf32>
   // RULE: remark: sl.adamw: weight[d0,d1] grad[d0,d1] m[d0,d1] v[d0,d1] sumsq[] main[d0,d1] -> ; free: d0,d1{{$}}
@@ -311,5 +316,14 @@ func.func @f() {
 func.func @f() {
   // expected-error @+1 {{'sl.weight' op cannot copy itself}}
   %w = sl.weight "w" {init = "copy", source = "w"} : tensor<4xf32>
+  return
+}
+
+// -----
+
+// A forward op's values share one type: only a backward op widens its results.
+func.func @f(%x: tensor<2x16x32xbf16>, %w: tensor<32x64xbf16>) {
+  // expected-error @+1 {{'sl.linear' op result #0 has element type 'f32' but 'bf16' is used elsewhere in the op}}
+  %y = sl.linear %x, %w : (tensor<2x16x32xbf16>, tensor<32x64xbf16>) -> tensor<2x16x64xf32>
   return
 }

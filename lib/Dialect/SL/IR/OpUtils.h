@@ -31,7 +31,8 @@ LogicalResult checkDivides(Operation *op, int64_t size, int64_t by, StringRef wh
 LogicalResult checkOptionalGradient(Operation *op, Value operand, Value gradient,
                                     StringRef operandName, StringRef gradientName);
 /// Static shapes, and one floating-point element type among the op's float
-/// values, `f32Allowed` (where given) f32 too whatever the others' type.
+/// values, `f32Allowed` (where given) f32 too whatever the others' type, and
+/// so may a backward op's results (a 16-bit parameter's gradient).
 LogicalResult verifyStaticAndElementTypes(Operation *op, Value f32Allowed = {});
 /// Checks every layout among the op's values on its own terms: known mesh,
 /// known axes, splits that divide. Returns the mesh (null when no value has

@@ -91,6 +91,9 @@ static LogicalResult checkByteCount(Operation *op, Value v, StringRef kind, unsi
 
 /// Static shapes, and one floating-point element type among the op's float values.
 LogicalResult verifyStaticAndElementTypes(Operation *op, Value f32Allowed) {
+  // A backward op (its name has "_grad") may give f32 results from 16-bit
+  // values: a 16-bit model's parameter gradients accumulate in f32.
+  bool backward = op->getName().getStringRef().contains("_grad");
   Type floatType;
   auto visit = [&](Value v, StringRef kind, unsigned i) -> LogicalResult {
     auto t = cast<RankedTensorType>(v.getType());
@@ -99,7 +102,9 @@ LogicalResult verifyStaticAndElementTypes(Operation *op, Value f32Allowed) {
     if (failed(checkByteCount(op, v, kind, i)))
       return failure();
     Type e = t.getElementType();
-    if (!isa<FloatType>(e) || (v == f32Allowed && e.isF32()))
+    if (!isa<FloatType>(e) || (e.isF32() && (v == f32Allowed ||
+                                              (backward && isa<OpResult>(v) &&
+                                               cast<OpResult>(v).getOwner() == op))))
       return success();
     if (!floatType)
       floatType = e;

@@ -73,6 +73,8 @@ private:
   DenseMap<Value, Value> regathered;
   /// Values that depend on a parameter.
   DenseSet<Value> active;
+  /// The 16-bit parameters: their gradients are computed and reduced in f32.
+  DenseSet<Value> widened;
   /// The gradient contributions of each value, in the order they were made.
   DenseMap<Value, SmallVector<Value>> grads;
   /// The forward op whose backward is being built (block stamps, labels).
@@ -137,8 +139,13 @@ private:
   FailureOr<Operation *> build(StringRef name, ValueRange operands, ArrayRef<Value> likes,
                                ArrayRef<NamedAttribute> attrs) override {
     SmallVector<Type> types;
-    for (Value v : likes)
-      types.push_back(v.getType());
+    for (Value v : likes) {
+      auto type = cast<RankedTensorType>(v.getType());
+      types.push_back(widened.contains(v) ? RankedTensorType::get(type.getShape(),
+                                                                  b.getF32Type(),
+                                                                  type.getEncoding())
+                                          : type);
+    }
     SmallVector<Value> reads;
     for (Value v : operands)
       reads.push_back(saved(v));
@@ -277,6 +284,8 @@ LogicalResult Differentiator::run() {
                   "bf16 or f32 (\"dtype\": \"bf16\" or \"f32\")";
       weights.push_back(w);
       active.insert(w.getResult());
+      if (!w.getResult().getType().getElementType().isF32())
+        widened.insert(w.getResult());
       continue;
     }
     if (llvm::any_of(op.getOperands(), [&](Value v) { return active.contains(v); }))
