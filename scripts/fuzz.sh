@@ -73,6 +73,9 @@ for n in "${names[@]}"; do
   work="$build/corpus/$n" artifacts="$build/artifacts/$n/"
   mkdir -p "$work" "$artifacts"
   log="$build/$n.log"
+  # Only this run's findings count: the directory keeps earlier runs' too.
+  stamp="$build/$n.started"
+  touch "$stamp"
   echo "fuzz: $n for ${seconds}s (seeds: ${seeds:-none}, log: $log)"
   set +e
   # -timeout: an input that runs 10 s is a hang; -rss_limit_mb: one that needs 4 GiB is a bug too.
@@ -81,8 +84,8 @@ for n in "${names[@]}"; do
   rc=$?
   set -e
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-  crashes=$(find "$artifacts" -type f | wc -l)
-  summary+=("$n: ${execs:-?} runs in ${seconds}s, exit $rc, $crashes crashing or hanging inputs in $artifacts")
+  crashes=$(find "$artifacts" -type f -newer "$stamp" | wc -l)
+  summary+=("$n: ${execs:-?} runs in ${seconds}s, exit $rc, $crashes new crashing or hanging inputs in $artifacts")
   if [ "$rc" -ne 0 ] || [ "$crashes" -ne 0 ]; then
     status=1
     grep -m1 -A12 -E "ERROR: |runtime error|==ERROR|deadly signal|timeout" "$log" || tail -20 "$log"

@@ -188,7 +188,10 @@ void checkConv(Contract &c) {
 /// The result holds `width` rows of C before each chunk of each batch entry.
 void checkHalo(Contract &c) {
   Contract::Arg x = operand(0), out = result(0);
-  c.rank(x, 3).attrIn(kHaloWidth, 0, c.global(x).empty() ? 0 : c.global(x)[1]);
+  c.rank(x, 3);
+  if (!c.ok())
+    return;
+  c.attrIn(kHaloWidth, 0, c.global(x)[1]);
   int64_t k = c.chunks(x);
   c.require(c.dim(x, 1) % k == 0, c.dimText(x, 1) + ", not " + std::to_string(k) + " equal chunks");
   c.elementsAtLeast(out, Contract::product({c.dim(x, 0), k, c.intAttr(kHaloWidth), c.dim(x, 2)}),
@@ -200,7 +203,9 @@ void checkHalo(Contract &c) {
 void checkHaloAdd(Contract &c) {
   Contract::Arg grad = operand(0), x = operand(1), out = result(0);
   c.rank(grad, 3).rank(x, 3).sameShape(out, x);
-  c.attrIn(kHaloWidth, 1, c.global(x).empty() ? 1 : c.global(x)[1]);
+  if (!c.ok())
+    return;
+  c.attrIn(kHaloWidth, 1, c.global(x)[1]);
   if (!c.ok())
     return;
   int64_t k = c.chunks(x);
