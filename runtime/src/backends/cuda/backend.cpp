@@ -220,7 +220,10 @@ bool keepsDropless(const Step &s, const Frame &f) {
 /// AdamW with a main copy writes its 16-bit weight in place, which a
 /// widened copy of an operand would not carry back: the weight and its
 /// gradient stay as stored (optimizer.cu's adamw_main takes them so).
-bool keepsMain(const Step &s, const Frame &) { return s.has(5); }
+bool keepsMain(const Step &s, const Frame &) {
+  enum { kMain = 5 }; // sl.adamw's operand order: weight, grad, m, v, sumsq, main
+  return s.has(kMain);
+}
 
 /// Attribute order of the attention entries (kernels/cpu/table.h).
 enum { kHeads, kCausal, kScale };

@@ -68,10 +68,16 @@ void adamW(const Step &s, Frame &f) {
     cpu::adamw(f.f(s.in[kWeight]), f.f(s.in[kGrad]), f.f(s.in[kM]), f.f(s.in[kV]), n, p);
     return;
   }
-  std::vector<float> grad(n);
-  convertOnHost(f.stored(s.in[kGrad]), BufferView(grad.data(), n));
+  // The gradient as stored: f32 (sl-autodiff's), or the weight's type widened.
+  const BufferView &stored = f.stored(s.in[kGrad]);
+  std::vector<float> wide;
+  if (stored.dtype != DType::F32) {
+    wide.resize(n);
+    convertOnHost(stored, BufferView(wide.data(), n));
+  }
+  const float *grad = wide.empty() ? stored.f32() : wide.data();
   float *main = f.f(s.in[kMain]);
-  cpu::adamw(main, grad.data(), f.f(s.in[kM]), f.f(s.in[kV]), n, p);
+  cpu::adamw(main, grad, f.f(s.in[kM]), f.f(s.in[kV]), n, p);
   convertOnHost(BufferView(main, n), f.stored(s.in[kWeight]));
 }
 
