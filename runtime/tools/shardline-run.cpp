@@ -30,7 +30,8 @@ void usage(FILE *out) {
                "usage: shardline-run PLAN.slp [--ranks N] [--comm threads|mpi|nccl|mpi+nccl]\n"
                "                     [--seed S]\n"
                "                     [--device cpu|cuda]\n"
-               "                     [--weights W.safetensors] [--save-weights W.safetensors]\n"
+               "                     [--weights W.safetensors [--no-load-optim | --finetune]]\n"
+               "                     [--save-weights W.safetensors]\n"
                "                     [--data FILE [--data-dtype u16|u32]]\n"
                "                     [--save-outputs FILE.safetensors]\n"
                "                     [--steps N] [--profile] [--report FILE.json]\n"
@@ -69,9 +70,22 @@ void usage(FILE *out) {
                "  --weights W load the weights from a safetensors file (by name; shapes must\n"
                "              match) instead of generating them from the seed; a bf16\n"
                "              weight's f32 main copy (<name>.main) the file lacks is copied\n"
-               "              from the weight\n"
+               "              from the weight. A training plan resumes after the steps the\n"
+               "              file records (the step numbers, the dataset's pass, AdamW's\n"
+               "              bias correction and the schedule go on) with the file's AdamW\n"
+               "              moments and main copies\n"
+               "  --no-load-optim  with --weights: load the weights only, as Megatron's flag\n"
+               "              does: the moments start at zero and the main copies from the\n"
+               "              weights; AdamW's bias correction and the learning-rate schedule\n"
+               "              start at step 1 while the step numbers and the dataset's pass go\n"
+               "              on (the schedule's length stays --lr-decay-iters, by default\n"
+               "              the last step's number). A forward run's weights train this way\n"
+               "  --finetune  with --weights: load the weights only and start over, as\n"
+               "              Megatron's flag does: step 1, the dataset's first pass, a fresh\n"
+               "              optimizer\n"
                "  --save-weights W  write the run's weights (whole, f32; with a training\n"
-               "              plan's AdamW moments and main copies) to a safetensors file\n"
+               "              plan's AdamW moments and main copies) to a safetensors file,\n"
+               "              with the steps trained and the optimizer's in its metadata\n"
                "  --data FILE read the tokens and labels from FILE instead of the seed: a flat\n"
                "              binary of token ids (Megatron's and nanoGPT's .bin; batch row r\n"
                "              of forward pass k reads the S + 1 ids from (k*B + r)*S on,\n"
@@ -473,6 +487,9 @@ int main(int argc, char **argv) {
   std::string weightsFile, saveWeightsFile, dataFile, dataDType = "u16", saveOutputsFile,
                                                       lossCurveFile, reportFile;
   bool train = false;
+  // Megatron's --no-load-optim and --finetune: what --weights loads.
+  LoadOptimizer loadOptimizer = LoadOptimizer::Yes;
+  std::string loadFlag;
   TrainOptions hyper;
   std::map<std::string, double *> hyperFlags = {{"--lr", &hyper.lr},
                                                 {"--adam-beta1", &hyper.beta1},
@@ -516,6 +533,12 @@ int main(int argc, char **argv) {
       profile = true;
     } else if (a == "--train") {
       train = true;
+    } else if (a == "--no-load-optim" || a == "--finetune") {
+      if (!loadFlag.empty() && loadFlag != a)
+        return fail("--no-load-optim and --finetune are two ways to start the optimizer afresh: "
+                    "give one");
+      loadFlag = a;
+      loadOptimizer = a == "--finetune" ? LoadOptimizer::Finetune : LoadOptimizer::No;
     } else if (auto h = hyperFlags.find(a); h != hyperFlags.end()) {
       if (i + 1 >= argc)
         return fail(a + " needs a value");
@@ -605,6 +628,9 @@ int main(int argc, char **argv) {
   if (hyper.minLr > hyper.lr)
     return fail("--min-lr (" + std::to_string(hyper.minLr) + ") exceeds --lr (" +
                 std::to_string(hyper.lr) + "): the schedule decays from --lr to --min-lr");
+  if (!loadFlag.empty() && weightsFile.empty())
+    return fail(loadFlag + " says what --weights loads of the optimizer's state: give --weights "
+                           "too");
   if (!lossCurveFile.empty() && !train)
     return fail("--loss-curve draws the losses of --train: give --train too");
   if (dataDType != "u16" && dataFile.empty())
@@ -652,6 +678,9 @@ int main(int argc, char **argv) {
   if (train && !isTrainingPlan(*plan->root()))
     return rankError("--train needs a plan compiled with shardline-compile --train (this plan "
                      "has no sl.adamw: it computes the forward only)");
+  if (!loadFlag.empty() && !isTrainingPlan(*plan->root()))
+    return rankError(loadFlag + " starts a training plan's optimizer afresh, and this plan has "
+                                "no sl.adamw (compile it with shardline-compile --train)");
   if (ranks >= 0 && ranks != plan->ranks())
     return rankError("the plan is for " + std::to_string(plan->ranks()) + " ranks, --ranks says " +
                      std::to_string(ranks));
@@ -674,6 +703,7 @@ int main(int argc, char **argv) {
   if (nccl)
     options.deviceComm = "nccl";
   options.weightsFile = weightsFile;
+  options.loadOptimizer = loadOptimizer;
   options.steps = std::max<int64_t>(1, steps);
   options.saveWeightsFile = saveWeightsFile;
   options.dataFile = dataFile;
@@ -722,6 +752,9 @@ int main(int argc, char **argv) {
                  {"data", dataFile.empty() ? Json() : Json(dataFile)},
                  {"data_dtype", dataFile.empty() ? Json() : Json(dataDType)},
                  {"weights", weightsFile.empty() ? Json() : Json(weightsFile)},
+                 {"load_optimizer", loadOptimizer == LoadOptimizer::Yes  ? "yes"
+                                    : loadOptimizer == LoadOptimizer::No ? "no"
+                                                                         : "finetune"},
                  {"profile", profile},
                  {"verify", verify},
                  {"timeout_seconds", timeout}};

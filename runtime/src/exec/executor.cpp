@@ -24,6 +24,7 @@
 #include <map>
 #include <new>
 #include <optional>
+#include <set>
 #include <thread>
 
 namespace shardline::rt {
@@ -126,6 +127,11 @@ public:
       const auto *op = p.ops()->Get(i);
       for (int32_t t : *op->operands())
         lastUse[t] = i;
+      if (op->kind()->str() == "adamw" && op->operand_names())
+        for (unsigned k = 0; k < op->operands()->size() && k < op->operand_names()->size(); ++k)
+          if (std::string name = op->operand_names()->Get(k)->str();
+              name == "m" || name == "v" || name == "main")
+            optimizerState.insert(op->operands()->Get(k));
       for (int32_t t : *op->results())
         lastUse[t] = std::max(lastUse[t], i);
     }
@@ -212,31 +218,47 @@ private:
     weights = SafeTensorsFile::open(options.weightsFile, err);
     if (!weights)
       fail(err);
+    const bool optimizerToo = options.loadOptimizer == LoadOptimizer::Yes;
     for (const auto &t : tensors) {
       if (t.role != plan::Role::Weight)
         continue;
+      int32_t index = (int32_t)(&t - tensors.data());
+      if (!optimizerToo && optimizerState.count(index))
+        continue;
       const SafeTensor *found = weights->find(t.name);
       // A main copy the file does not hold is copied from its weight.
-      if (!found && copyOf(&t - tensors.data()) >= 0)
+      if (!found && copyOf(index) >= 0)
         continue;
+      if (!found && optimizerState.count(index))
+        fail("'" + t.name + "' (AdamW's state) is not in " + options.weightsFile +
+             ": to train from weights without the optimizer's state (a forward run's), give "
+             "--no-load-optim or --finetune");
       if (!found)
         fail("weight '" + t.name + "' is not in " + options.weightsFile);
       if (found->shape != t.shape)
         fail("weight '" + t.name + "' in " + options.weightsFile + " has shape " +
              shapeText(found->shape) + ", the model needs " + shapeText(t.shape));
     }
-    // Weights saved by a training run carry its step count: training resumes
-    // at the next step (AdamW's bias correction, the dataset's pass).
-    auto step = weights->metadata().find(kTrainedStepsKey);
-    if (step != weights->metadata().end()) {
-      const std::string &text = step->second;
-      char *end = nullptr;
-      long long n = std::strtoll(text.c_str(), &end, 10);
-      if (text.empty() || *end || n < 0)
-        fail(options.weightsFile + ": " + kTrainedStepsKey + " is '" + text +
-             "', not a number of steps");
-      trainedBefore = n;
-    }
+    // Weights saved by a training run carry its step counts: training resumes
+    // at the next step (the dataset's pass) and the optimizer at its next
+    // (AdamW's bias correction, the schedule), unless told to start over.
+    if (options.loadOptimizer != LoadOptimizer::Finetune)
+      trainedBefore = stepsIn(kTrainedStepsKey, 0);
+    if (optimizerToo)
+      optimizerBefore = stepsIn(kOptimizerStepsKey, trainedBefore);
+  }
+
+  /// The number of steps the weights file records under `key`, or `absent`.
+  int64_t stepsIn(const char *key, int64_t absent) {
+    auto step = weights->metadata().find(key);
+    if (step == weights->metadata().end())
+      return absent;
+    const std::string &text = step->second;
+    char *end = nullptr;
+    long long n = std::strtoll(text.c_str(), &end, 10);
+    if (text.empty() || *end || n < 0)
+      fail(options.weightsFile + ": " + key + " is '" + text + "', not a number of steps");
+    return n;
   }
 
   /// The tokens and labels of forward pass `pass` from the dataset, only
@@ -285,12 +307,14 @@ private:
   /// Megatron's does); its weight is made first.
   void makeWeight(int32_t t) {
     placeOwn(t);
-    if (int32_t from = copyOf(t); from >= 0 && !(weights && weights->find(tensors[t].name))) {
+    const bool fromFile = weights && weights->find(tensors[t].name) &&
+                          !(options.loadOptimizer != LoadOptimizer::Yes && optimizerState.count(t));
+    if (int32_t from = copyOf(t); from >= 0 && !fromFile) {
       device->convert(views[from], views[t]);
       return;
     }
     std::vector<float> values(tensors[t].count);
-    if (!weights) {
+    if (!fromFile) {
       std::vector<std::vector<int64_t>> ownIdx;
       for (unsigned d = 0; d < tensors[t].shape.size(); ++d)
         ownIdx.push_back(frame.owned(t, d, self));
@@ -319,21 +343,22 @@ private:
                       m, all[m], (long long)self, hash);
         fail(text);
       }
-    uint64_t fields[7] = {options.seed,
+    uint64_t fields[8] = {options.seed,
                           (uint64_t)options.steps,
                           (uint64_t)!options.weightsFile.empty(),
                           (uint64_t)!options.saveWeightsFile.empty(),
                           (uint64_t)!options.dataFile.empty(),
                           (uint64_t)!options.saveOutputsFile.empty(),
-                          (uint64_t)!!options.train};
+                          (uint64_t)!!options.train,
+                          (uint64_t)options.loadOptimizer};
     uint64_t mine = fnv1a64(fields, sizeof fields);
     all = collectives.gatherWord(mine);
     for (size_t m = 0; m < all.size(); ++m)
       if (all[m] != mine)
         fail("rank " + std::to_string(m) + " runs with other options than rank " +
              std::to_string(self) +
-             ": --seed, --steps, and whether --train, --weights, --save-weights, --data and "
-             "--save-outputs are given must agree on every rank");
+             ": --seed, --steps, --no-load-optim, --finetune, and whether --train, --weights, "
+             "--save-weights, --data and --save-outputs are given must agree on every rank");
   }
 
   /// For the MoE layer whose routing op is `index`, layer.owner[e][r]: the
@@ -624,7 +649,7 @@ private:
     if (data)
       readInputs(options.dataFirstPass + (options.train ? trainedBefore : 0) + stepsRun);
     ++stepsRun;
-    frame.trainStep = trainedBefore + stepsRun;
+    frame.trainStep = optimizerBefore + stepsRun;
     // A forward run reports the routing of its last pass, as its outputs; a
     // training run that of every step, as its losses.
     if (!options.train)
@@ -782,6 +807,12 @@ private:
   std::vector<std::pair<int32_t, std::vector<float>>> lastChoices;
   /// Training steps the loaded weights have had (0: none, or generated).
   int64_t trainedBefore = 0;
+  /// Optimizer steps they have had: AdamW's bias correction and the
+  /// learning-rate schedule go on from there (0: a fresh optimizer).
+  int64_t optimizerBefore = 0;
+  /// The optimizer's state among the weights: every sl.adamw's moments and
+  /// main copy.
+  std::set<int32_t> optimizerState;
   /// The run's hyperparameters with the schedule's length resolved.
   TrainOptions train;
 };
@@ -1007,7 +1038,9 @@ RunResult RankRun::run() {
         }
       if (!options.saveWeightsFile.empty())
         save(options.saveWeightsFile, all,
-             {{kTrainedStepsKey, std::to_string(trainedBefore + (options.train ? stepsRun : 0))}});
+             {{kTrainedStepsKey, std::to_string(trainedBefore + (options.train ? stepsRun : 0))},
+              {kOptimizerStepsKey,
+               std::to_string(optimizerBefore + (options.train ? stepsRun : 0))}});
       if (options.returnWeights && self == 0)
         for (auto &[name, t] : all)
           result.weights[name] = {t.shape, std::move(t.values)};

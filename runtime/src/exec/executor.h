@@ -33,6 +33,25 @@ namespace shardline::rt {
 /// The safetensors metadata key under which --save-weights records the
 /// training steps the weights have had; --weights resumes after them.
 inline constexpr const char *kTrainedStepsKey = "shardline.trained_steps";
+/// The key under which it records the steps the optimizer has taken (AdamW's
+/// bias correction and the learning-rate schedule count them): the trained
+/// steps, unless a run started the optimizer afresh (--no-load-optim). A
+/// file without it has had as many optimizer steps as training steps.
+inline constexpr const char *kOptimizerStepsKey = "shardline.optimizer_steps";
+
+/// What --weights loads of a training plan's optimizer state (AdamW's
+/// moments and the f32 main copies), as Megatron's flags choose.
+enum class LoadOptimizer {
+  /// Everything: training resumes where the file's run stopped.
+  Yes,
+  /// The weights only (--no-load-optim): the moments start at zero, the main
+  /// copies from the weights, AdamW's bias correction and the schedule from
+  /// step 1; the step count and the dataset's pass continue.
+  No,
+  /// The weights only, and the run starts over (--finetune): step 1, the
+  /// dataset's first pass.
+  Finetune,
+};
 
 /// The expert choices of a run's routers (sl.router_topk) and, in capacity
 /// mode, which choices keep a slot (sl.moe_capacity_slots), whole, so that
@@ -87,6 +106,8 @@ struct RunOptions {
   /// Load the weights from this safetensors file instead of generating them
   /// (every weight by name, with the plan's global shape).
   std::string weightsFile;
+  /// What of a training plan's optimizer state `weightsFile` gives.
+  LoadOptimizer loadOptimizer = LoadOptimizer::Yes;
   /// Write the weights of the run (whole, f32) to this safetensors file.
   std::string saveWeightsFile;
   /// Forward passes to run (the outputs are the last one's); training steps
