@@ -97,6 +97,11 @@ plan "$examples/models/gpt-dense.json" --tp 1 --sp=false --train --emit plan \
 sed 's/"dtype": "f32"/"dtype": "bf16"/' "$examples/models/gpt-dense.json" > "$tmp/gpt16.json"
 plan "$tmp/gpt16.json" --tp 1 --sp=false --train --emit plan -o "$tmp/train16.slp"
 "$run" "$tmp/train16.slp" --device cuda --train --steps 3 --verify --rtol 0.05
+# The same with Megatron's --grad-reduce-in-bf16: the backward kernels write the parameters'
+# gradients in bf16 and adamw_main widens them as it reads.
+plan "$tmp/gpt16.json" --tp 1 --sp=false --train --grad-reduce-in-bf16 --emit plan \
+  -o "$tmp/train16g.slp"
+"$run" "$tmp/train16g.slp" --device cuda --train --steps 3 --verify --rtol 0.05
 # Mamba-2, RG-LRU, sliding-window and grouped-query attention trained the same way (the gated
 # norm's, the conv's and the scans' backward over whole sequences, local_attention_grad,
 # attention_grad with two query heads per kv head).

@@ -15,7 +15,8 @@ its `parallel` section); at F 1.0 the run must have dropped routed rows.
 
 The dense model in bf16 trains through f32 main copies: its gradients (f32
 from bf16 activations) are checked under three strategies within 2e-2, the
-rounding of the bf16 activations (measured below 8e-3).
+rounding of the bf16 activations (measured below 8e-3), and once more as bf16
+gradients reduced in bf16 (--grad-reduce-in-bf16, under tp 2 + dp 2).
 
 That the check can fail: the oracle also runs on the same outputs with one
 weight changed by about 1% and must report a MISMATCH (the gradients it
@@ -144,6 +145,10 @@ def main():
         for i, flags in enumerate(BF16_STRATEGIES):
             axes = [a for axis in ("--dp", "--ep") if axis not in flags for a in (axis, "1")]
             cases.append((f"bf16-{i}", "dense", dense16, flags + axes, 11 + i, "bf16"))
+        # Megatron's --grad-reduce-in-bf16: the gradients themselves bf16,
+        # reduced over tp and dp in bf16.
+        cases.append(("bf16-grad16", "dense", dense16,
+                      BF16_STRATEGIES[-1] + ["--ep", "1", "--grad-reduce-in-bf16"], 14, "bf16"))
         with open(os.path.join(HERE, "models", "moe.json")) as f:
             moe = json.load(f)
         for factor, policy in CAPACITY:

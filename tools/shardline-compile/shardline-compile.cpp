@@ -82,21 +82,30 @@ cl::opt<std::string> reportHtml("report-html",
                                          "bytes and residency per block"),
                                 cl::value_desc("FILE.html"), cl::cat(category));
 
-cl::opt<bool> train("train",
-                    cl::desc("Compile a training step: after the forward's collectives, "
-                             "sl-autodiff appends the backward program, the global gradient "
-                             "norm and an AdamW update of every parameter; the plan returns "
-                             "the loss and every gradient (grad.<name>). shardline-run "
-                             "--train runs it. f32 or bf16 models; a bf16 parameter trains through an "
-                             "f32 main copy with f32 moments, as Megatron's --bf16 (f16 is "
-                             "refused: no loss scaling)"),
-                    cl::cat(category));
+cl::opt<bool>
+    train("train",
+          cl::desc("Compile a training step: after the forward's collectives, "
+                   "sl-autodiff appends the backward program, the global gradient "
+                   "norm and an AdamW update of every parameter; the plan returns "
+                   "the loss and every gradient (grad.<name>). shardline-run "
+                   "--train runs it. f32 or bf16 models; a bf16 parameter trains through an "
+                   "f32 main copy with f32 moments, as Megatron's --bf16 (f16 is "
+                   "refused: no loss scaling)"),
+          cl::cat(category));
 
 cl::opt<bool> saveGathered(
     "save-gathered",
     cl::desc("With --train: keep the all-gathered inputs of column-parallel layers (and "
              "gathered K, V) for the backward instead of gathering them again from the saved "
              "shard, as Megatron does by default: fewer bytes, more activation memory"),
+    cl::cat(category));
+
+cl::opt<bool> gradReduceInBf16(
+    "grad-reduce-in-bf16",
+    cl::desc("With --train, for a bf16 model: compute and reduce the parameters' gradients in "
+             "bf16, as Megatron's --grad-reduce-in-bf16 (their dp/cp/tp reductions move half "
+             "the bytes; AdamW still updates the f32 main copies). By default they are f32, "
+             "as Megatron accumulates and reduces them"),
     cl::cat(category));
 
 cl::opt<int64_t> tp("tensor-model-parallel-size",
@@ -158,13 +167,15 @@ cl::opt<std::string>
                                 "first tokens of the group)"),
                        cl::cat(parallelCategory));
 
-cl::opt<bool> bf16("bf16", cl::desc("Hold the model in bfloat16 (sets \"dtype\" to bf16), as "
-                                     "Megatron's --bf16: with --train each parameter trains "
-                                     "through an f32 main copy with f32 AdamW moments"),
-                    cl::cat(category));
-cl::opt<bool> fp16("fp16", cl::desc("Hold the model in float16 (sets \"dtype\" to f16); its "
-                                     "forward only: training in f16, Megatron's --fp16, needs "
-                                     "loss scaling, which is not built"),
+cl::opt<bool> bf16("bf16",
+                   cl::desc("Hold the model in bfloat16 (sets \"dtype\" to bf16), as "
+                            "Megatron's --bf16: with --train each parameter trains "
+                            "through an f32 main copy with f32 AdamW moments"),
+                   cl::cat(category));
+cl::opt<bool> fp16("fp16",
+                   cl::desc("Hold the model in float16 (sets \"dtype\" to f16); its "
+                            "forward only: training in f16, Megatron's --fp16, needs "
+                            "loss scaling, which is not built"),
                    cl::cat(category));
 
 bool anyParallelFlag() {
@@ -342,6 +353,11 @@ int main(int argc, char **argv) {
                     "keeps for its backward: give --train too\n";
     return 1;
   }
+  if (gradReduceInBf16 && !train) {
+    llvm::errs() << "shardline-compile: error: --grad-reduce-in-bf16 sets the type of a training "
+                    "step's gradients: give --train too\n";
+    return 1;
+  }
   if (bf16 && fp16) {
     llvm::errs() << "shardline-compile: error: --bf16 and --fp16 each choose the model's type: "
                     "give one\n";
@@ -428,7 +444,7 @@ int main(int argc, char **argv) {
     // Remarks (sl-choose-cp-comm's choices) and warnings go to stderr too.
     ScopedDiagnosticHandler diagnostics(&ctx, printDiagnostic);
     PassManager pm(&ctx);
-    sl::buildShardPipeline(pm, machineFile, train, saveGathered);
+    sl::buildShardPipeline(pm, machineFile, train, saveGathered, gradReduceInBf16);
     if (failed(pm.run(*module))) {
       llvm::errs() << "shardline-compile: error: sl-shard-pipeline failed\n";
       return 1;

@@ -57,9 +57,10 @@ bool isTransition(Operation *op) {
 
 class Differentiator : public GradientBuilder {
 public:
-  Differentiator(func::FuncOp fn, MeshOp mesh, bool saveGathered)
+  Differentiator(func::FuncOp fn, MeshOp mesh, bool saveGathered, bool gradReduceInBf16)
       : fn(fn), mesh(toMesh(mesh)), b(fn.getContext()),
-        meshRef(FlatSymbolRefAttr::get(mesh.getSymNameAttr())), saveGathered(saveGathered) {}
+        meshRef(FlatSymbolRefAttr::get(mesh.getSymNameAttr())), saveGathered(saveGathered),
+        gradReduceInBf16(gradReduceInBf16) {}
 
   LogicalResult run();
 
@@ -69,11 +70,15 @@ private:
   OpBuilder b;
   FlatSymbolRefAttr meshRef;
   bool saveGathered;
+  /// Megatron's --grad-reduce-in-bf16: a bf16 parameter's gradient stays
+  /// bf16 (computed, reduced and read by AdamW in bf16).
+  bool gradReduceInBf16;
   /// The backward's re-gather of each forward all-gather result it reads.
   DenseMap<Value, Value> regathered;
   /// Values that depend on a parameter.
   DenseSet<Value> active;
-  /// The 16-bit parameters: their gradients are computed and reduced in f32.
+  /// The 16-bit parameters: their gradients are computed and reduced in f32
+  /// (all of them, unless gradReduceInBf16).
   DenseSet<Value> widened;
   /// The gradient contributions of each value, in the order they were made.
   DenseMap<Value, SmallVector<Value>> grads;
@@ -141,8 +146,7 @@ private:
     SmallVector<Type> types;
     for (Value v : likes) {
       auto type = cast<RankedTensorType>(v.getType());
-      types.push_back(widened.contains(v) ? RankedTensorType::get(type.getShape(),
-                                                                  b.getF32Type(),
+      types.push_back(widened.contains(v) ? RankedTensorType::get(type.getShape(), b.getF32Type(),
                                                                   type.getEncoding())
                                           : type);
     }
@@ -284,7 +288,7 @@ LogicalResult Differentiator::run() {
                   "bf16 or f32 (\"dtype\": \"bf16\" or \"f32\")";
       weights.push_back(w);
       active.insert(w.getResult());
-      if (!w.getResult().getType().getElementType().isF32())
+      if (!w.getResult().getType().getElementType().isF32() && !gradReduceInBf16)
         widened.insert(w.getResult());
       continue;
     }
@@ -295,6 +299,12 @@ LogicalResult Differentiator::run() {
   }
   if (weights.empty())
     return fn.emitError("sl-autodiff: the function has no parameters (sl.weight) to train");
+  if (gradReduceInBf16 && llvm::none_of(weights, [](WeightOp w) {
+        return w.getResult().getType().getElementType().isBF16();
+      }))
+    return fn.emitError("sl-autodiff: grad-reduce-in-bf16 reduces the gradients of bf16 "
+                        "parameters in bf16, and this function has none (an f32 model's "
+                        "gradients are f32)");
 
   b.setInsertionPoint(ret);
   for (Operation *op : llvm::reverse(forward))
@@ -364,8 +374,8 @@ LogicalResult Differentiator::run() {
     if (!type.getElementType().isF32())
       operands.push_back(state("main", "copy", w.getName()));
     bool decay = type.getRank() >= 2;
-    FailureOr<Operation *> step = create("sl.adamw", operands, {},
-                                         {b.getNamedAttr("decay", b.getBoolAttr(decay))});
+    FailureOr<Operation *> step =
+        create("sl.adamw", operands, {}, {b.getNamedAttr("decay", b.getBoolAttr(decay))});
     if (failed(step))
       return failure();
   }
@@ -398,7 +408,7 @@ struct SLAutodiff : mlir::sl::impl::SLAutodiffBase<SLAutodiff> {
     for (auto fn : module.getOps<func::FuncOp>()) {
       if (fn.isExternal())
         continue;
-      if (failed(Differentiator(fn, *mesh, saveGathered).run()))
+      if (failed(Differentiator(fn, *mesh, saveGathered, gradReduceInBf16).run()))
         return signalPassFailure();
     }
   }

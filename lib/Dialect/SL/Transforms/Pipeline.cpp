@@ -8,7 +8,7 @@
 using namespace mlir;
 
 void sl::buildShardPipeline(OpPassManager &pm, const std::string &machineFile, bool train,
-                            bool saveGathered) {
+                            bool saveGathered, bool gradReduceInBf16) {
   SLChooseCPCommOptions choose;
   choose.machineFile = machineFile;
   pm.addPass(createSLChooseCPComm(choose));
@@ -19,6 +19,7 @@ void sl::buildShardPipeline(OpPassManager &pm, const std::string &machineFile, b
   if (train) {
     SLAutodiffOptions autodiff;
     autodiff.saveGathered = saveGathered;
+    autodiff.gradReduceInBf16 = gradReduceInBf16;
     pm.addPass(createSLAutodiff(autodiff));
   }
   // The strategy chose where activations are split; elision may send fewer

@@ -27,9 +27,10 @@ enum class CPCommOption { Module, Ring, AllGather, A2A, Auto };
 /// propagate, insert collectives, (with `train`, sl-autodiff), elide,
 /// canonicalize. Registered as `sl-shard-pipeline` (and, with sl-autodiff,
 /// `sl-train-pipeline`). `machineFile` feeds sl-choose-cp-comm.
-/// With `train`, `saveGathered` is sl-autodiff's save-gathered.
-void buildShardPipeline(OpPassManager &pm, const std::string &machineFile = "",
-                        bool train = false, bool saveGathered = false);
+/// With `train`, `saveGathered` and `gradReduceInBf16` are sl-autodiff's
+/// save-gathered and grad-reduce-in-bf16.
+void buildShardPipeline(OpPassManager &pm, const std::string &machineFile = "", bool train = false,
+                        bool saveGathered = false, bool gradReduceInBf16 = false);
 void registerShardPipeline();
 
 } // namespace mlir::sl

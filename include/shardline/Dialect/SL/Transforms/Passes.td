@@ -133,6 +133,10 @@ def SLAutodiff : Pass<"sl-autodiff", "::mlir::ModuleOp"> {
     Option<"saveGathered", "save-gathered", "bool", /*default=*/"false",
            "Keep all-gathered forward values for the backward instead of gathering "
            "them again (Megatron's default re-gathers)">,
+    Option<"gradReduceInBf16", "grad-reduce-in-bf16", "bool", /*default=*/"false",
+           "Keep a bf16 parameter's gradient bf16, as Megatron's --grad-reduce-in-bf16: "
+           "its reductions move half the bytes (by default the gradients of bf16 "
+           "parameters are f32, as Megatron accumulates and reduces them)">,
   ];
 }
 
