@@ -90,6 +90,25 @@ SHARDLINE_CUDA_TF32=1 "$run" "$tmp/f32.slp" --device cuda --verify --rtol 0.03
 plan "$examples/models/gpt-dense.json" --tp 1 --sp=false --train --emit plan \
   -o "$tmp/train.slp"
 "$run" "$tmp/train.slp" --device cuda --train --steps 3 --verify --rtol 1e-3
+# Training that diverges stops at the first step whose gradients are not finite: the step's
+# first AdamW reads the device's count of a non-finite sum of squares (one host synchronisation
+# a step), and the step's other updates skip themselves in their kernels.
+if ! $saving; then
+  if diverged=$("$run" "$tmp/train.slp" --device cuda --train --steps 4 --lr 1e30 \
+    --lr-decay-style constant 2>&1); then
+    echo "$diverged"
+    echo "cuda_model_test.sh: diverging training did not stop"
+    exit 1
+  fi
+  case "$diverged" in
+  *"(sl.adamw) at "*"the gradients' sum of squares is "*" at training step 2: no update"*) ;;
+  *)
+    echo "$diverged"
+    echo "cuda_model_test.sh: diverging training stopped with another error"
+    exit 1
+    ;;
+  esac
+fi
 # gpt-dense in bf16, trained through f32 main copies: the bf16 GEMMs of the backward, the widened
 # backward kernels and adamw_main (the weight's bits rounded from its main copy in place) on the
 # GPU beside the CPU's bf16 training, within the 0.05 bf16 training reaches between CPU runs of

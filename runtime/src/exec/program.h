@@ -233,8 +233,9 @@ inline Stop adamwStepStop(int64_t step) {
               false};
 }
 inline Stop adamwSumsqStop(const std::string &name, double sumsq, int64_t step) {
-  return Stop{"the gradients' sum of squares '" + name + "' is " + std::to_string(sumsq) +
-                  " at training step " + std::to_string(step) + ": no update",
+  return Stop{"the gradients' sum of squares " + (name.empty() ? "" : "'" + name + "' ") + "is " +
+                  std::to_string(sumsq) + " at training step " + std::to_string(step) +
+                  ": no update",
               false};
 }
 

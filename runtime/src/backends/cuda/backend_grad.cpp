@@ -317,7 +317,9 @@ void adamW(const Step &s, Frame &f) {
     checkCuda(cuda::adamw(f.f(s.in[kWeight]), f.f(s.in[kGrad]), f.f(s.in[kM]), f.f(s.in[kV]),
                           f.n(s.in[kWeight]), k, sumsq, dev.counter(), dev.stream()),
               "adamw");
-  if (dev.readCounter() > 0) {
+  // A non-finite sum stops every update of the step in its kernel (none
+  // writes), so the first update's reading is the step's.
+  if (dev.firstSumsqCheck(s.in[kSumsq], f.trainStep) && dev.readCounter() > 0) {
     float total = 0.0f;
     dev.download(BufferView(sumsq, 1), BufferView(&total, 1));
     throw adamwSumsqStop(f.tensors[s.in[kSumsq]].name, total, f.trainStep);

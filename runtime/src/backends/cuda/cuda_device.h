@@ -22,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace shardline::rt {
@@ -92,6 +93,18 @@ public:
   /// Device scratch of at least `bytes`, valid until the next call.
   void *scratch(int64_t bytes);
 
+  /// Whether AdamW's check of the global gradient norm `sumsq` (a tensor
+  /// index) must read the device's counter at training step `step`: only
+  /// the first update of a step that reads it does. Every update of the
+  /// step reads the same value, so one finite reading stands for all, and a
+  /// step pays one host synchronisation for the check, not one a parameter.
+  bool firstSumsqCheck(int32_t sumsq, int64_t step) {
+    if (checkedSumsq_ == std::pair<int64_t, int32_t>{step, sumsq})
+      return false;
+    checkedSumsq_ = {step, sumsq};
+    return true;
+  }
+
 private:
   /// A device buffer holding `view`'s elements converted to `type`.
   void *staged(const BufferView &from, DType type);
@@ -107,6 +120,8 @@ private:
   int64_t scratchBytes_ = 0;
   std::map<const void *, int64_t *> positions_;
   std::unique_ptr<NcclWorld> nccl_;
+  /// The training step and tensor of the last sum of squares AdamW checked.
+  std::pair<int64_t, int32_t> checkedSumsq_{-1, -1};
 };
 
 } // namespace shardline::rt
