@@ -432,6 +432,82 @@ TEST(MoEDroplessRanks, ExpertTensorParallel) {
   EXPECT_TRUE(unbalanced) << "the routing must give the members of a pair different rows";
 }
 
+/// A 16-bit step's expert outputs are of its type, as Megatron's experts'
+/// GEMMs write them, before they travel back and combine: with one choice of
+/// weight 1 a token, every y is a bf16 value, on one rank and on ep 2 x etp 2
+/// (the partial outputs rounded, summed in f32 in member order and rounded
+/// again), within bf16's rounding of the f32 step; and each value crosses in
+/// 2 bytes, as counted.
+TEST(MoEDroplessRanks, SixteenBitOutputsAreOfTheStepsType) {
+  const int64_t n = 4, ep = 2, etp = 2, E = 4;
+  Layer l(2, 8, 4, 6, E, 1, 29);
+  for (size_t t = 0; t < l.idx.size(); ++t) {
+    l.idx[t] = (int32_t)((t * 3 + t / 5) % E);
+    l.w[t] = 1.0f;
+  }
+  Vec f32 = forwardOne(l);
+  // x, the router's weights and y in bf16 (the kernel reads them widened).
+  auto sixteen = [](StepRig &rig) {
+    for (int i : {0, 1, 6})
+      rig.tensors[i].dtype = DType::BF16;
+  };
+  auto isBf16 = [](const Vec &v) {
+    for (float x : v)
+      if (bf16ToFloat(floatToBf16(x)) != x)
+        return false;
+    return true;
+  };
+  {
+    StepRig rig = rigOf(l, false, Mesh{}, {});
+    sixteen(rig);
+    Vec y(l.x.size());
+    runOne(rig, layerViews(l, {view(y)}));
+    EXPECT_TRUE(isBf16(y)) << "one rank: an output kept bits below bf16's";
+    expectClose(y, f32, 8e-3, 1e-6, "one rank's bf16 y");
+  }
+  Mesh mesh{{{"ep", ep}, {"etp", etp}}};
+  const int64_t L = l.S / n, El = E / ep, Fl = l.F / etp, H = l.H;
+  Layout tokens{{{}, {"ep", "etp"}, {}}, {}, -1}, column{{{"ep"}, {}, {"etp"}}, {}, -1},
+      row{{{"ep"}, {"etp"}, {}}, {}, -1};
+  std::vector<Vec> ys(n);
+  std::vector<int64_t> bytes(n);
+  std::vector<VariableBytes> recorded(n);
+  std::vector<std::string> errors(n);
+  onRanks(n, mesh, [&](int64_t r, Collectives &collectives) {
+    int64_t e = r / etp, t = r % etp;
+    Vec x = seqRows(l.x, l.B, l.S, H, r * L, L), w = seqRows(l.w, l.B, l.S, l.k, r * L, L);
+    Ids idx = seqRows(l.idx, l.B, l.S, l.k, r * L, L);
+    Vec gate = columns(expertRows(l.gate, H * l.F, e * El, El), El * H, l.F, t * Fl, Fl),
+        up = columns(expertRows(l.up, H * l.F, e * El, El), El * H, l.F, t * Fl, Fl),
+        down = expertRows(l.down, l.F * H, e * El, El), downShard;
+    for (int64_t x0 = 0; x0 < El; ++x0)
+      downShard.insert(downShard.end(), down.begin() + (x0 * l.F + t * Fl) * H,
+                       down.begin() + (x0 * l.F + (t + 1) * Fl) * H);
+    StepRig rig("moe_dropless", l.shapes(false), {{l.B, l.S, l.H}},
+                {axesAttr({"ep"}), axesAttr({"etp"})}, mesh,
+                {tokens, tokens, tokens, column, column, row, tokens});
+    sixteen(rig);
+    ys[r].resize(x.size());
+    rig.views = {view(x), view(w), view(idx), view(gate), view(up), view(downShard), view(ys[r])};
+    std::map<int64_t, VariableBytes> variable;
+    rig.frame.self = r;
+    rig.frame.collectives = &collectives;
+    rig.frame.variableBytes = &variable;
+    errors[r] = rig.verify();
+    collectives.resetCount();
+    rig.step.kernel->run(rig.step, rig.frame);
+    bytes[r] = collectives.bytesSent();
+    recorded[r] = variable[0];
+  });
+  for (int64_t r = 0; r < n; ++r) {
+    EXPECT_EQ(errors[r], "") << r;
+    EXPECT_TRUE(isBf16(ys[r])) << "rank " << r << ": an output kept bits below bf16's";
+    // Two roundings of the partial sums and one of their sum.
+    expectClose(ys[r], seqRows(f32, l.B, l.S, H, r * L, L), 1.6e-2, 1e-6, "a rank's bf16 y");
+    EXPECT_EQ(recorded[r].implied, bytes[r]) << "rank " << r;
+  }
+}
+
 /// The contract refuses experts split over other axes than expert_axes and
 /// an expert index the layer does not have.
 TEST(MoEDroplessKernelEntries, RefuseWhatTheKernelCannotRoute) {

@@ -32,8 +32,11 @@
 // stored, sorted, sent and gathered, and runs the experts' grouped GEMMs on
 // the tensor cores (grouped_tc.h: the hidden values split in two bf16
 // parts for the down product; against f16 weights that product stays on
-// the f32 kernel); the outputs are f32 from the GEMMs to the combine (the
-// CPU's values), which rounds y once.
+// the f32 kernel); the outputs are rounded to the step's type where the
+// GEMMs end (with etp, the partial values, summed by sum_pieces in f32 and
+// rounded once more), travel back as stored (the bytes the report counts)
+// and the combine reads them widened, as the CPU kernel does, and rounds y
+// once.
 //
 // The sort's and the counts' buffers, and the rows of a rank that holds
 // every expert (T·k), are the device's scratch; spread over ranks, the rows
@@ -310,19 +313,24 @@ public:
     }
   }
 
-  /// The reverse of send: the grouped rows computed for each member back to
-  /// it; `sorted` receives this rank's rows in sorted order.
-  void back(const float *grouped, int64_t width, int64_t bytes, float *raw, float *sorted) {
+  /// The reverse of send: the grouped rows computed for each member (values
+  /// of `type`) back to it; `sorted` receives this rank's rows in sorted
+  /// order.
+  void back(const void *grouped, int64_t width, int64_t bytes, void *raw, void *sorted,
+            DType type = DType::F32) {
+    const int64_t e = dtypeSize(type);
     std::vector<NcclWorld::PeerTransfer> transfers;
     for (int64_t m = 0; m < sh.ep(); ++m) {
-      float *dst = m == sh.me ? sorted + ex.firstRow[m] * width : raw + ex.arrival(m) * width;
+      void *dst =
+          m == sh.me ? at(sorted, ex.firstRow[m] * width, e) : at(raw, ex.arrival(m) * width, e);
       for (const RowRun &r : ex.runsOf(m))
-        copyValues(dev, dst + r.from * width, grouped + r.to * width, r.rows * width);
+        copyValues(dev, at(dst, r.from * width, e), at(grouped, r.to * width, e), r.rows * width,
+                   e);
       if (m != sh.me)
         transfers.push_back({sh.experts[m], dst, ex.rowsFrom(m) * width,
-                             sorted + ex.firstRow[m] * width, ex.rowsTo[m] * width});
+                             at(sorted, ex.firstRow[m] * width, e), ex.rowsTo[m] * width});
     }
-    exchange(sh.expertAxes, transfers, bytes);
+    exchange(sh.expertAxes, transfers, bytes, type);
   }
 
   /// etp's gather: this rank's grouped rows `mine` (of `type`) to every
@@ -376,6 +384,36 @@ public:
       launched(cuda::add(mine, t == sh.meT ? raw + packedAt[t] : received + t * own, own, mine,
                          dev.stream()),
                "add");
+  }
+
+  /// reduceScatter of 16-bit partial values (`type`), as they are stored:
+  /// each member's rows cross as stored, land in `landing` by member
+  /// (etp x this rank's rows), and sum_pieces sums them in f32 in member
+  /// order and rounds once into `mine`, the host collectives' 16-bit
+  /// reduce-scatter (`raw`: scratch of rowCounts().raw rows).
+  void reduceScatterStored(const void *partial, int64_t width, int64_t bytes, void *raw,
+                           void *landing, void *mine, DType type) {
+    const int64_t e = dtypeSize(type), own = tg.rowsOf(sh.meT) * width;
+    std::vector<NcclWorld::PeerTransfer> transfers;
+    int64_t next = 0;
+    for (int64_t t = 0; t < sh.etp(); ++t) {
+      // This rank's own part goes straight to its place among the pieces.
+      void *packed = t == sh.meT ? at(landing, t * own, e) : at(raw, next, e);
+      for (const RowRun &r : tg.runsOf(t))
+        copyValues(dev, at(packed, r.from * width, e), at(partial, r.to * width, e), r.rows * width,
+                   e);
+      if (t != sh.meT) {
+        transfers.push_back(
+            {sh.tensor[t], packed, tg.rowsOf(t) * width, at(landing, t * own, e), own});
+        next += tg.rowsOf(t) * width;
+      }
+    }
+    exchange(sh.tensorAxes, transfers, bytes, type);
+    if (own == 0)
+      return;
+    launched(cuda::sum_pieces({landing, (cuda::arith::Type)type}, sh.etp(), own,
+                              {mine, (cuda::arith::Type)type}, dev.stream()),
+             "sum_pieces");
   }
 
   /// Counts the bytes the step's exchanges sent and records what its counts
@@ -455,20 +493,30 @@ void moeDropless(const Step &s, Frame &f) {
   // computes (`own`: received, `n` with etp's gathered), their outputs and
   // the experts' scratch, what the exchanges receive and pack, and the
   // gathered rows (etp).
+  // A 16-bit step's outputs also in its type: the computed ones (`out16`),
+  // with etp the members' partial values of this rank's rows (`landing`),
+  // and the rows back (`back16`).
+  cuda::Src x = src(f, s.in[kX]);
+  DType rowType = (DType)x.type;
+  const bool narrow = rowType != DType::F32;
   float *sorted, *backRows, *rows = nullptr, *out = nullptr, *scratch, *raw = nullptr,
                             *gathered = nullptr;
+  uint16_t *out16 = nullptr, *landing = nullptr, *back16 = nullptr;
   auto rowBuffers = [&](Carve &c, int64_t n, int64_t own, int64_t rawRows) {
     rows = c.take<float>(spread ? own * H : 0);
     out = c.take<float>(spread ? n * H : 0);
     scratch = c.take<float>(2 * n * F);
     raw = c.take<float>(spread ? rawRows * H : 0);
     gathered = c.take<float>(etp ? n * H : 0);
+    out16 = c.take<uint16_t>(spread && narrow ? n * H : 0);
+    landing = c.take<uint16_t>(etp && narrow ? sh.etp() * own * H : 0);
   };
   carveScratch(dev, [&](Carve &c) {
     sort = carveSort(c, R, sh.E);
     counts = carveCounts(c, sh);
     sorted = c.take<float>(R * H);
     backRows = c.take<float>(R * H);
+    back16 = c.take<uint16_t>(narrow ? R * H : 0);
     if (!spread)
       rowBuffers(c, R, R, 0);
   });
@@ -476,10 +524,10 @@ void moeDropless(const Step &s, Frame &f) {
   std::vector<int32_t> hostCounts = countsOf(s, f, sh, sort, true);
   // x's rows travel as stored (16-bit where the entry keeps the step,
   // keepsDropless): sorted, sent to their experts, gathered over etp, and
-  // widened as the grouped GEMMs stage them. The outputs are f32 from the
-  // GEMMs to the combine, as the CPU's.
-  cuda::Src x = src(f, s.in[kX]);
-  DType rowType = (DType)x.type;
+  // widened as the grouped GEMMs stage them. A 16-bit step's outputs are of
+  // its type, as the CPU's: rounded where the GEMMs end (with etp, the
+  // partial values, and their sums once more), they travel back as stored
+  // and the combine reads them widened.
   auto stored = [&](const float *p) { return cuda::Stored(p, x.type); };
   launched(cuda::moe_gather_tokens(x, sort.perm, R, H, sh.k, {sorted, x.type}, dev.stream()),
            "moe_gather_tokens");
@@ -489,6 +537,10 @@ void moeDropless(const Step &s, Frame &f) {
     Ops ops{dev, sort.offsets, sort.tileOffsets, sh.E, R};
     cuda::routedExperts(ops, {stored(sorted), nullptr, wGate, wUp, wDown, R, H, F, backRows,
                               nullptr, nullptr, nullptr, nullptr, scratch});
+    if (narrow) {
+      dev.convert(BufferView(backRows, R * H), BufferView(back16, R * H, rowType));
+      dev.convert(BufferView(back16, R * H, rowType), BufferView(backRows, R * H));
+    }
   } else {
     StepMemory memory(dev);
     Spread ranks(s, f, sh, sort, hostCounts, counts);
@@ -501,10 +553,20 @@ void moeDropless(const Step &s, Frame &f) {
     Ops ops = ranks.ops();
     cuda::routedExperts(ops, {stored(etp ? gathered : rows), nullptr, wGate, wUp, wDown, ops.count,
                               H, F, out, nullptr, nullptr, nullptr, nullptr, scratch});
-    // The partial outputs (etp) and the outputs back in f32.
-    if (etp)
-      ranks.reduceScatter(out, H, eb, raw, rows);
-    ranks.back(etp ? rows : out, H, eb, raw, backRows);
+    if (narrow) {
+      // The outputs (with etp, the partial ones) in the step's type, and
+      // with etp this rank's rows' sums in `rows` (f32 room for them).
+      dev.convert(BufferView(out, ops.count * H), BufferView(out16, ops.count * H, rowType));
+      if (etp)
+        ranks.reduceScatterStored(out16, H, eb, raw, landing, rows, rowType);
+      ranks.back(etp ? static_cast<const void *>(rows) : out16, H, eb, raw, back16, rowType);
+      dev.convert(BufferView(back16, R * H, rowType), BufferView(backRows, R * H));
+    } else {
+      // The partial outputs (etp) and the outputs back in f32.
+      if (etp)
+        ranks.reduceScatter(out, H, eb, raw, rows);
+      ranks.back(etp ? rows : out, H, eb, raw, backRows);
+    }
     ranks.record(false);
   }
   launched(cuda::moe_routed_combine(backRows, sort.rowOf, src(f, s.in[kWeights]), sh.T, H, sh.k,

@@ -322,6 +322,16 @@ std::vector<float> reduceScatterRows(const TensorGroup &tg, const std::vector<fl
   return sum;
 }
 
+/// `values` rounded to `type` (to nearest even), held in f32.
+void roundTo(DType type, std::vector<float> &values) {
+  if (type == DType::BF16)
+    for (float &v : values)
+      v = bf16ToFloat(floatToBf16(v));
+  else if (type == DType::F16)
+    for (float &v : values)
+      v = f16ToFloat(floatToF16(v));
+}
+
 /// The values the gather sent (this rank's rows to each other member) and
 /// the reduce-scatter (each other member's rows back to it), per value of
 /// `width`.
@@ -359,8 +369,16 @@ void moeDropless(const Step &s, Frame &f) {
   std::vector<float> out(grouped.size());
   cpu::moe_experts(grouped.data(), tg.total.data(), ex.El, f.f(s.in[kGate]), f.f(s.in[kUp]),
                    f.f(s.in[kDown]), ex.H, ex.F, out.data());
-  if (tg.etp() > 1)
+  // A 16-bit step's expert outputs are of its type, as the experts' GEMMs
+  // write them in Megatron: rounded where the GEMMs end and, with etp, once
+  // more where the members' partial values are summed; they travel as
+  // stored (the bytes counted), and the combine reads them widened.
+  const DType type = f.tensors[s.in[kX]].dtype;
+  roundTo(type, out);
+  if (tg.etp() > 1) {
     out = reduceScatterRows(tg, out, ex.El, ex.H, eb, f);
+    roundTo(type, out);
+  }
   std::vector<float> back = returnRows(ex, out.data(), ex.H, eb, f);
   cpu::moe_combine(back.data(), ex.perm.data(), f.f(s.in[kWeights]), ex.T, ex.H, ex.k,
                    f.f(s.out[0]));
