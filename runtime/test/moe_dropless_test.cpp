@@ -432,50 +432,94 @@ TEST(MoEDroplessRanks, ExpertTensorParallel) {
   EXPECT_TRUE(unbalanced) << "the routing must give the members of a pair different rows";
 }
 
+/// The largest |got - want| within `rtol` of the largest |want| (the etp
+/// partial values' roundings are relative to them, not to their sum, which
+/// may cancel).
+void expectNormwise(const Vec &got, const Vec &want, double rtol, const std::string &what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double err = 0, scale = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    err = std::max(err, (double)std::abs(got[i] - want[i]));
+    scale = std::max(scale, (double)std::abs(want[i]));
+  }
+  EXPECT_LE(err, rtol * scale) << what;
+}
+
+/// Whether every value of `v` is a bf16 value.
+bool isBf16(const Vec &v) {
+  for (float x : v)
+    if (bf16ToFloat(floatToBf16(x)) != x)
+      return false;
+  return true;
+}
+
 /// A 16-bit step's expert outputs are of its type, as Megatron's experts'
-/// GEMMs write them, before they travel back and combine: with one choice of
-/// weight 1 a token, every y is a bf16 value, on one rank and on ep 2 x etp 2
-/// (the partial outputs rounded, summed in f32 in member order and rounded
-/// again), within bf16's rounding of the f32 step; and each value crosses in
-/// 2 bytes, as counted.
-TEST(MoEDroplessRanks, SixteenBitOutputsAreOfTheStepsType) {
+/// GEMMs write them, before they travel back and combine, and so are the
+/// backward's dx and dweight rows: with one choice of weight 1 a token,
+/// every y, dx and dweight is a bf16 value, on one rank and on ep 2 x etp 2
+/// (the partial values rounded, summed in f32 in member order and rounded
+/// again), within bf16's roundings of the f32 step; and each value crosses
+/// in 2 bytes, as counted.
+TEST(MoEDroplessRanks, SixteenBitRowsAreOfTheStepsType) {
   const int64_t n = 4, ep = 2, etp = 2, E = 4;
   Layer l(2, 8, 4, 6, E, 1, 29);
   for (size_t t = 0; t < l.idx.size(); ++t) {
     l.idx[t] = (int32_t)((t * 3 + t / 5) % E);
     l.w[t] = 1.0f;
   }
+  Rng rng(31);
+  Vec dy = rng.vec(l.x.size());
+  for (float &v : dy)
+    v = bf16ToFloat(floatToBf16(v));
   Vec f32 = forwardOne(l);
-  // x, the router's weights and y in bf16 (the kernel reads them widened).
+  Grads want = backwardOne(l, dy);
+  // x, the router's weights, y, dy, dx and dweights in bf16 (the kernels
+  // read and write them widened).
   auto sixteen = [](StepRig &rig) {
-    for (int i : {0, 1, 6})
+    for (int i :
+         rig.tensors.size() > 7 ? std::vector<int>{0, 1, 6, 7, 8} : std::vector<int>{0, 1, 6})
       rig.tensors[i].dtype = DType::BF16;
   };
-  auto isBf16 = [](const Vec &v) {
-    for (float x : v)
-      if (bf16ToFloat(floatToBf16(x)) != x)
-        return false;
-    return true;
-  };
   {
-    StepRig rig = rigOf(l, false, Mesh{}, {});
-    sixteen(rig);
+    StepRig fwd = rigOf(l, false, Mesh{}, {}), bwd = rigOf(l, true, Mesh{}, {});
+    sixteen(fwd);
+    sixteen(bwd);
     Vec y(l.x.size());
-    runOne(rig, layerViews(l, {view(y)}));
-    EXPECT_TRUE(isBf16(y)) << "one rank: an output kept bits below bf16's";
+    Grads g{Vec(l.x.size()), Vec(l.w.size()), Vec(l.gate.size()), Vec(l.up.size()),
+            Vec(l.down.size())};
+    runOne(fwd, layerViews(l, {view(y)}));
+    runOne(bwd, layerViews(l, {view(dy), view(g.dx), view(g.dw), view(g.dgate), view(g.dup),
+                               view(g.ddown)}));
+    EXPECT_TRUE(isBf16(y)) << "one rank: a y kept bits below bf16's";
+    EXPECT_TRUE(isBf16(g.dx)) << "one rank: a dx kept bits below bf16's";
+    EXPECT_TRUE(isBf16(g.dw)) << "one rank: a dweight kept bits below bf16's";
     expectClose(y, f32, 8e-3, 1e-6, "one rank's bf16 y");
+    expectClose(g.dx, want.dx, 8e-3, 1e-6, "one rank's bf16 dx");
+    expectClose(g.dw, want.dw, 8e-3, 1e-6, "one rank's bf16 dweights");
   }
   Mesh mesh{{{"ep", ep}, {"etp", etp}}};
   const int64_t L = l.S / n, El = E / ep, Fl = l.F / etp, H = l.H;
   Layout tokens{{{}, {"ep", "etp"}, {}}, {}, -1}, column{{{"ep"}, {}, {"etp"}}, {}, -1},
       row{{{"ep"}, {"etp"}, {}}, {}, -1};
+  auto rig = [&](bool grad) {
+    std::vector<Layout> layouts = {tokens, tokens, tokens, column, column, row, tokens};
+    std::vector<std::vector<int64_t>> out = {{l.B, l.S, l.H}};
+    if (grad) {
+      out = {{l.B, l.S, l.H}, {l.B, l.S, l.k}, {l.E, l.H, l.F}, {l.E, l.H, l.F}, {l.E, l.F, l.H}};
+      layouts.insert(layouts.end(), {tokens, tokens, column, column, row});
+    }
+    StepRig made(grad ? "moe_dropless_grad" : "moe_dropless", l.shapes(grad), out,
+                 {axesAttr({"ep"}), axesAttr({"etp"})}, mesh, layouts);
+    sixteen(made);
+    return made;
+  };
   std::vector<Vec> ys(n);
-  std::vector<int64_t> bytes(n);
-  std::vector<VariableBytes> recorded(n);
-  std::vector<std::string> errors(n);
+  std::vector<Grads> gs(n);
+  std::vector<RankRun> runs(n);
   onRanks(n, mesh, [&](int64_t r, Collectives &collectives) {
     int64_t e = r / etp, t = r % etp;
-    Vec x = seqRows(l.x, l.B, l.S, H, r * L, L), w = seqRows(l.w, l.B, l.S, l.k, r * L, L);
+    Vec x = seqRows(l.x, l.B, l.S, H, r * L, L), w = seqRows(l.w, l.B, l.S, l.k, r * L, L),
+        ldy = seqRows(dy, l.B, l.S, H, r * L, L);
     Ids idx = seqRows(l.idx, l.B, l.S, l.k, r * L, L);
     Vec gate = columns(expertRows(l.gate, H * l.F, e * El, El), El * H, l.F, t * Fl, Fl),
         up = columns(expertRows(l.up, H * l.F, e * El, El), El * H, l.F, t * Fl, Fl),
@@ -483,28 +527,32 @@ TEST(MoEDroplessRanks, SixteenBitOutputsAreOfTheStepsType) {
     for (int64_t x0 = 0; x0 < El; ++x0)
       downShard.insert(downShard.end(), down.begin() + (x0 * l.F + t * Fl) * H,
                        down.begin() + (x0 * l.F + (t + 1) * Fl) * H);
-    StepRig rig("moe_dropless", l.shapes(false), {{l.B, l.S, l.H}},
-                {axesAttr({"ep"}), axesAttr({"etp"})}, mesh,
-                {tokens, tokens, tokens, column, column, row, tokens});
-    sixteen(rig);
+    std::vector<BufferView> in = {view(x),    view(w),  view(idx),
+                                  view(gate), view(up), view(downShard)};
+    StepRig fwd = rig(false), bwd = rig(true);
     ys[r].resize(x.size());
-    rig.views = {view(x), view(w), view(idx), view(gate), view(up), view(downShard), view(ys[r])};
-    std::map<int64_t, VariableBytes> variable;
-    rig.frame.self = r;
-    rig.frame.collectives = &collectives;
-    rig.frame.variableBytes = &variable;
-    errors[r] = rig.verify();
-    collectives.resetCount();
-    rig.step.kernel->run(rig.step, rig.frame);
-    bytes[r] = collectives.bytesSent();
-    recorded[r] = variable[0];
+    fwd.views = in;
+    fwd.views.emplace_back(ys[r].data(), (int64_t)ys[r].size());
+    Grads &g = gs[r];
+    g = {Vec(x.size()), Vec(w.size()), Vec(gate.size()), Vec(up.size()), Vec(downShard.size())};
+    bwd.views = in;
+    for (Vec *v : {&ldy, &g.dx, &g.dw, &g.dgate, &g.dup, &g.ddown})
+      bwd.views.emplace_back(v->data(), (int64_t)v->size());
+    runs[r] = runPair(fwd, bwd, r, collectives);
   });
   for (int64_t r = 0; r < n; ++r) {
-    EXPECT_EQ(errors[r], "") << r;
-    EXPECT_TRUE(isBf16(ys[r])) << "rank " << r << ": an output kept bits below bf16's";
-    // Two roundings of the partial sums and one of their sum.
-    expectClose(ys[r], seqRows(f32, l.B, l.S, H, r * L, L), 1.6e-2, 1e-6, "a rank's bf16 y");
-    EXPECT_EQ(recorded[r].implied, bytes[r]) << "rank " << r;
+    EXPECT_EQ(runs[r].errors, "") << r;
+    EXPECT_TRUE(isBf16(ys[r])) << "rank " << r << ": a y kept bits below bf16's";
+    EXPECT_TRUE(isBf16(gs[r].dx)) << "rank " << r << ": a dx kept bits below bf16's";
+    EXPECT_TRUE(isBf16(gs[r].dw)) << "rank " << r << ": a dweight kept bits below bf16's";
+    // Two roundings of the partial values and one of their sum.
+    std::string rank = "rank " + std::to_string(r);
+    expectNormwise(ys[r], seqRows(f32, l.B, l.S, H, r * L, L), 1.6e-2, rank + "'s bf16 y");
+    expectNormwise(gs[r].dx, seqRows(want.dx, l.B, l.S, H, r * L, L), 1.6e-2, rank + "'s bf16 dx");
+    expectNormwise(gs[r].dw, seqRows(want.dw, l.B, l.S, l.k, r * L, L), 1.6e-2,
+                   rank + "'s bf16 dweights");
+    EXPECT_EQ(runs[r].recorded.implied, runs[r].bytes) << "rank " << r;
+    EXPECT_EQ(runs[r].gradRecorded.implied, runs[r].gradBytes) << "rank " << r;
   }
 }
 

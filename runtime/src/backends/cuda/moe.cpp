@@ -36,7 +36,9 @@
 // GEMMs end (with etp, the partial values, summed by sum_pieces in f32 and
 // rounded once more), travel back as stored (the bytes the report counts)
 // and the combine reads them widened, as the CPU kernel does, and rounds y
-// once.
+// once. The backward of a 16-bit step runs on f32 copies, but its rows cross
+// in their types: x, dy and the weights converted exactly, dx and dweights
+// rounded where they are made (with etp also the partial values' sums).
 //
 // The sort's and the counts' buffers, and the rows of a rank that holds
 // every expert (T·k), are the device's scratch; spread over ranks, the rows
@@ -589,11 +591,20 @@ void moeDroplessGrad(const Step &s, Frame &f) {
   // (x, dy, weights: `own` received, `n` with etp's gathered), gathered
   // over etp, the experts' dout, out, dx rows, row dweights and scratch;
   // the exchanges' raw rows.
+  // A 16-bit step's rows cross in its types (x's for x, dy and dx, the
+  // router weights' for the weights and dweights): staged through `stageA`
+  // and `stageB`, each as large as the most values one exchange moves.
+  const DType rowType = f.tensors[s.in[kX]].dtype, weightType = f.tensors[s.in[kWeights]].dtype;
+  const bool narrow = rowType != DType::F32 || weightType != DType::F32;
   float *sx, *sdy, *sw, *bx, *bw, *rx = nullptr, *rdy = nullptr, *rw = nullptr, *gx = nullptr,
                                   *gdy = nullptr, *gw = nullptr, *dout, *out, *dxRows, *dw,
                                   *scratch, *raw = nullptr;
+  float *stageA = nullptr, *stageB = nullptr;
   auto rowBuffers = [&](Carve &c, int64_t n, int64_t own, int64_t rawRows) {
     int64_t m = spread ? own : 0, g = etp ? n : 0;
+    int64_t staged = narrow ? std::max({R, n, sh.etp() * own}) * H : 0;
+    stageA = c.take<float>(staged);
+    stageB = c.take<float>(staged);
     rx = c.take<float>(m * H);
     rdy = c.take<float>(m * H);
     rw = c.take<float>(m);
@@ -638,9 +649,71 @@ void moeDroplessGrad(const Step &s, Frame &f) {
     launched(cuda::row_dots(out, dy, n, H, dw, stream), "row_dots");
   };
   const float *backX = dxRows, *backW = dw;
+  // The values of `n` f32 rows rounded to `type` in place (through stageA).
+  auto roundRows = [&](float *rows, int64_t n, DType type) {
+    if (type == DType::F32)
+      return;
+    dev.convert(BufferView(rows, n), BufferView(stageA, n, type));
+    dev.convert(BufferView(stageA, n, type), BufferView(rows, n));
+  };
   if (!spread) {
     Ops ops{dev, sort.offsets, sort.tileOffsets, sh.E, R};
     experts(ops, sx, sdy, sw);
+    // Each routed row's dx and dweight in the step's types, as when they
+    // travel back.
+    roundRows(dxRows, R * H, rowType);
+    roundRows(dw, R, weightType);
+  } else if (narrow) {
+    StepMemory memory(dev);
+    Spread ranks(s, f, sh, sort, hostCounts, counts);
+    DroplessRows n = ranks.rowCounts();
+    carveStep(memory, [&](Carve &c) { rowBuffers(c, n.computed, n.own, n.raw); });
+    int64_t eb = f.tensors[s.in[kX]].elementBytes(), wb = f.tensors[s.in[kWeights]].elementBytes();
+    // Each exchange moves the rows in their type: f32 rows into stageA
+    // (exact for x, dy and the weights, 16-bit values widened), across into
+    // stageB, widened into the f32 rows the experts read.
+    auto moved = [&](auto exchange, const float *from, int64_t values, float *to, int64_t arrived,
+                     DType type) {
+      dev.convert(BufferView(const_cast<float *>(from), values), BufferView(stageA, values, type));
+      exchange(stageA, stageB, type);
+      dev.convert(BufferView(stageB, arrived, type), BufferView(to, arrived));
+    };
+    auto send = [&](const float *sorted, int64_t width, int64_t bytes, float *rows, DType type) {
+      moved([&](void *a, void *b, DType t) { ranks.send(a, width, bytes, raw, b, t); }, sorted,
+            R * width, rows, n.own * width, type);
+    };
+    auto gather = [&](const float *rows, int64_t width, int64_t bytes, float *all, DType type) {
+      moved([&](void *a, void *b, DType t) { ranks.gather(a, width, bytes, raw, b, t); }, rows,
+            n.own * width, all, n.computed * width, type);
+    };
+    send(sx, H, eb, rx, rowType);
+    send(sdy, H, eb, rdy, rowType);
+    send(sw, 1, wb, rw, weightType);
+    if (etp) {
+      gather(rx, H, eb, gx, rowType);
+      gather(rdy, H, eb, gdy, rowType);
+      gather(rw, 1, wb, gw, weightType);
+    }
+    Ops ops = ranks.ops();
+    experts(ops, etp ? gx : rx, etp ? gdy : rdy, etp ? gw : rw);
+    // dx and dweights back: rounded to their types where they are made
+    // (with etp, the partial values, summed by sum_pieces and rounded once
+    // more), crossing as stored, widened on arrival.
+    auto back = [&](const float *rows, int64_t width, int64_t bytes, float *to, DType type) {
+      dev.convert(BufferView(const_cast<float *>(rows), n.computed * width),
+                  BufferView(stageA, n.computed * width, type));
+      // With etp the pieces land in stageB and their sums overwrite stageA,
+      // whose packing the stream has done by then.
+      if (etp)
+        ranks.reduceScatterStored(stageA, width, bytes, raw, stageB, stageA, type);
+      ranks.back(stageA, width, bytes, raw, stageB, type);
+      dev.convert(BufferView(stageB, R * width, type), BufferView(to, R * width));
+    };
+    back(dxRows, H, eb, bx, rowType);
+    back(dw, 1, wb, bw, weightType);
+    ranks.record(true);
+    backX = bx;
+    backW = bw;
   } else {
     StepMemory memory(dev);
     Spread ranks(s, f, sh, sort, hostCounts, counts);

@@ -425,9 +425,17 @@ void moeDroplessGrad(const Step &s, Frame &f) {
   }
   cpu::moe_experts_grad(x.data(), dout.data(), tg.total.data(), ex.El, wg, wu, wd, H, ex.F,
                         dx.data(), f.f(s.out[2]), f.f(s.out[3]), f.f(s.out[4]));
+  // A 16-bit step's dx and dweight rows are of its types where they are made
+  // and, with etp, once more where the partial values are summed, as the
+  // forward's outputs: what travels back in the bytes counted.
+  const DType type = f.tensors[s.in[kX]].dtype, wtype = f.tensors[s.in[kWeights]].dtype;
+  roundTo(type, dx);
+  roundTo(wtype, dw);
   if (tg.etp() > 1) {
     dx = reduceScatterRows(tg, dx, ex.El, H, eb, f);
     dw = reduceScatterRows(tg, dw, ex.El, 1, wb, f);
+    roundTo(type, dx);
+    roundTo(wtype, dw);
   }
   std::vector<float> backX = returnRows(ex, dx.data(), H, eb, f);
   std::vector<float> backW = returnRows(ex, dw.data(), 1, wb, f);
